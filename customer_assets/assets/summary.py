@@ -1,0 +1,77 @@
+"""Finish the week: a run summary in the ETL log dir, and no customer data left in intermediates."""
+
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE
+from customer_assets.settings import PipelineSettings
+
+
+def remove_intermediates(settings: PipelineSettings, partition_key: str) -> tuple[list[str], list[str]]:
+    """Delete the week's intermediate files; return (removed, still present)."""
+    removed = []
+    for path in settings.week_intermediates(partition_key):
+        path.unlink(missing_ok=True)
+        removed.append(str(path))
+    return removed, [str(p) for p in settings.week_intermediates(partition_key)]
+
+
+def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
+    """``<etl_log_dir>/<prefix>_YYYYMMDD_HHMMSS.json`` (microseconds added if that name is taken)."""
+    log_dir = Path(settings.etl_log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc)
+    path = log_dir / f"{prefix}_{now:%Y%m%d_%H%M%S}.json"
+    if path.exists():
+        path = log_dir / f"{prefix}_{now:%Y%m%d_%H%M%S_%f}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+@dg.asset(
+    key_prefix=[ETL],
+    ins={"quality_report": dg.AssetIn(key=[ETL, "quality_report"])},
+    partitions_def=PARTITIONS,
+    group_name="operations",
+    kinds={"python"},
+    owners=OWNERS,
+    deps=[dg.AssetKey([WAREHOUSE, "weekly_transactions"]), dg.AssetKey([WAREHOUSE, "data_quality_metrics"])],
+)
+def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings,
+                     quality_report: dict) -> dg.MaterializeResult:
+    """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates deleted.
+
+    The intermediates hold customer data, so they are removed even if writing the summary fails; the
+    run-failure sensor does the same for failed runs.
+    """
+    week = context.partition_key
+    load_report_path = Path(settings.reports_dir, week, "load_report_weekly_transactions.json")
+    summary = {
+        "status": "success",
+        "run_id": context.run.run_id,
+        "week_start": week,
+        "records_processed": quality_report["total_records"],
+        "records_quarantined": quality_report["quarantined_records"],
+        "records_flagged": quality_report["flagged_records"],
+        "quality_score": quality_report["quality_score"],
+        "quality_status": quality_report["status"],
+        "quarantine_reasons": quality_report["quarantine_reasons"],
+        "load": json.loads(load_report_path.read_text()) if load_report_path.exists() else None,
+        "reports_dir": str(Path(settings.reports_dir, week)),
+    }
+    # Clean up first: a failure while writing the summary must not leave customer data behind.
+    removed, remaining = remove_intermediates(settings, week)
+    summary["cleanup"] = {"removed": len(removed), "remaining": remaining}
+    summary_path = write_log(settings, "etl", summary)
+    if remaining:
+        raise dg.Failure(f"intermediate files of week {week} could not be removed: {remaining}")
+    return dg.MaterializeResult(metadata={
+        "summary": dg.MetadataValue.path(str(summary_path)),
+        "records_processed": summary["records_processed"],
+        "quality_score": float(summary["quality_score"]),
+        "intermediates_removed": len(removed),
+    })

@@ -1,0 +1,101 @@
+"""Validate: hard rules quarantine, statistical rules flag; a quality report and metrics row per week."""
+
+
+import json
+import time
+
+import dagster as dg
+import pandas as pd
+
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
+from customer_assets.logic import checks
+from customer_assets.logic.quality import build_quality_report, metrics_row
+from customer_assets.logic.validation import flag_validated, split_by_hard_rules
+from customer_assets.schemas import (
+    DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactionsType)
+from customer_assets.settings import PipelineSettings
+
+VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
+
+
+def _report_markdown(report: dict) -> str:
+    lines = ["| category | check | code | passed | failed |", "|---|---|---|---|---|"]
+    for category, items in report["checks"].items():
+        lines += [f"| {category} | {c['check']} | {c['code']} | {c['passed']} | {c['failed']} |" for c in items]
+    return "\n".join(lines)
+
+
+def _check_result(check_name: str, outcome: checks.CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(asset_key=VALIDATED, check_name=check_name, passed=outcome.passed,
+                               severity=dg.AssetCheckSeverity[outcome.severity],
+                               metadata={"result": dg.MetadataValue.md(outcome.description)})
+
+
+@dg.multi_asset(
+    outs={
+        "validated_transactions": dg.AssetOut(key=VALIDATED, owners=OWNERS, kinds={"pandera", "pandas"}, dagster_type=ValidatedTransactionsType,
+                                              description="Rows that passed every hard rule, anomalies flagged."),
+        "quarantined_transactions": dg.AssetOut(key_prefix=[ETL], owners=OWNERS, kinds={"pandas"}, dagster_type=QuarantinedTransactionsType,
+                                                description="Rows that failed a hard rule, with reason codes."),
+        "transaction_anomalies": dg.AssetOut(key_prefix=[ETL], owners=OWNERS, kinds={"pandas"}, dagster_type=TransactionAnomaliesType,
+                                             description="Validated rows flagged by a statistical rule."),
+        "quality_report": dg.AssetOut(key_prefix=[ETL], owners=OWNERS, kinds={"json"}, description="The week's data-quality report."),
+        "data_quality_metrics": dg.AssetOut(
+            key_prefix=[WAREHOUSE], owners=OWNERS, kinds={"pandas", "warehouse"}, io_manager_key="warehouse_io_manager", dagster_type=DataQualityMetricsType,
+            metadata={"partition_expr": "week_start"},
+            description="History of data quality: one row per week, rewritten when the week reruns."),
+    },
+    ins={"raw_transactions": dg.AssetIn(key=[ETL, "raw_transactions"])},
+    partitions_def=PARTITIONS,
+    group_name="quality",
+    check_specs=[
+        dg.AssetCheckSpec("row_conservation", asset=VALIDATED, blocking=True,
+                          description="Extracted rows = validated + quarantined."),
+        dg.AssetCheckSpec("quarantine_rate", asset=VALIDATED, blocking=True,
+                          description="Hard failures under the stop threshold (default 10%, warn from 5%)."),
+    ],
+)
+def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineSettings,
+                          raw_transactions: pd.DataFrame):
+    """Check the week: completeness, validity, consistency quarantine; anomalies only flag.
+
+    Writes `quality_report.json` and `anomalies.csv` under the week's reports dir. A blocking check stops
+    everything downstream when more than 10% of the rows fail a hard rule.
+    """
+    started = time.monotonic()
+    ctx = week_context(context)
+    split = split_by_hard_rules(raw_transactions, ctx)
+    validated, anomalies, anomaly_status, flags = flag_validated(split.validated, ctx)
+    report = build_quality_report(ctx, split.failures, flags, anomalies, anomaly_status,
+                                  settings.quality_warn_rate, settings.quality_fail_rate)
+    week_dir = settings.week_reports_dir(context.partition_key)
+    (week_dir / "quality_report.json").write_text(json.dumps(report, indent=2, default=str))
+    anomalies.to_csv(week_dir / "anomalies.csv", index=False)
+
+    yield dg.Output(validated.reset_index(drop=True), output_name="validated_transactions",
+                    metadata={"dagster/row_count": len(validated), "flagged_rows": int(validated["is_anomaly"].sum())})
+    yield dg.Output(split.quarantined.reset_index(drop=True), output_name="quarantined_transactions",
+                    metadata={"dagster/row_count": len(split.quarantined),
+                              "reasons": dg.MetadataValue.json(report["quarantine_reasons"])})
+    yield dg.Output(anomalies, output_name="transaction_anomalies",
+                    metadata={"dagster/row_count": len(anomalies), "anomaly_detection": anomaly_status,
+                              "csv": dg.MetadataValue.path(str(week_dir / "anomalies.csv"))})
+    yield dg.Output(report, output_name="quality_report", metadata={
+        "quality_score": report["quality_score"],
+        "total_records": report["total_records"],
+        "quarantined_records": report["quarantined_records"],
+        "flagged_records": report["flagged_records"],
+        "status": report["status"],
+        "checks": dg.MetadataValue.md(_report_markdown(report)),
+        "report_json": dg.MetadataValue.path(str(week_dir / "quality_report.json")),
+    })
+    metrics = metrics_row(report, time.monotonic() - started)
+    yield dg.Output(metrics, output_name="data_quality_metrics", metadata={
+        "quality_score": float(report["quality_score"]),
+        "quarantine_rate": float(report["quarantine_rate"]),
+        **{f"{k}_pass_rate": float(v) for k, v in report["category_pass_rates"].items()},
+    })
+    yield _check_result("row_conservation", checks.row_conservation(
+        len(raw_transactions), len(validated), len(split.quarantined)))
+    yield _check_result("quarantine_rate", checks.quarantine_rate(
+        len(split.quarantined), len(raw_transactions), settings.quality_warn_rate, settings.quality_fail_rate))

@@ -1,0 +1,51 @@
+"""Intermediate datasets as local files, one per asset and week: Parquet for frames, JSON for reports."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+
+class LocalParquetIOManager(dg.ConfigurableIOManager):
+    """Stores ``<base_dir>/<asset key path>/<week>.parquet`` (or ``.json`` for dict outputs).
+
+    Writes go to a temporary file renamed into place, so a crash never leaves half a week behind.
+    """
+
+    base_dir: str = Field(description="Root directory of the intermediate files.")
+
+    def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
+        key = context.asset_key.path
+        partition = context.asset_partition_key if context.has_asset_partitions else "all"
+        return Path(self.base_dir, *key, f"{partition}{suffix}")
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if obj is None:
+            return
+        suffix = ".json" if isinstance(obj, dict) else ".parquet"
+        path = self._path(context, suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        if isinstance(obj, pd.DataFrame):
+            obj.to_parquet(tmp, index=False)
+            context.add_output_metadata({"dagster/row_count": len(obj)})
+        elif isinstance(obj, dict):
+            tmp.write_text(json.dumps(obj, indent=2, default=str))
+        else:
+            raise TypeError(f"{type(self).__name__} stores DataFrames and dicts, not {type(obj).__name__}")
+        os.replace(tmp, path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> object:
+        for suffix in (".parquet", ".json"):
+            path = self._path(context, suffix)
+            if path.exists():
+                return pd.read_parquet(path) if suffix == ".parquet" else json.loads(path.read_text())
+        raise FileNotFoundError(
+            f"No stored value for {context.asset_key.to_user_string()} at {self._path(context, '.*')}: "
+            "intermediates of a week are removed after it succeeds; materialize the upstream assets again.")

@@ -1,0 +1,63 @@
+"""Shared behaviour of warehouse IO managers: one week replaced atomically, verified, and reported."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+
+class SchemaMismatchError(Exception):
+    """An existing warehouse column would change type: stop rather than guess."""
+
+
+def table_address(context: dg.OutputContext | dg.InputContext) -> tuple[str, str]:
+    """``(schema/dataset, table)`` from the asset key, e.g. ``customer_analytics/weekly_transactions``."""
+    path = context.asset_key.path
+    if len(path) < 2:
+        raise ValueError(f"warehouse asset {path} needs a key prefix naming its schema/dataset")
+    return path[-2], path[-1]
+
+
+def partition_column(context: dg.OutputContext | dg.InputContext) -> str:
+    metadata = context.definition_metadata or {}
+    column = metadata.get("partition_expr")
+    if not column:
+        raise ValueError(f"{context.asset_key.to_user_string()} needs metadata partition_expr naming its week column")
+    return str(column)
+
+
+def type_diff(existing: dict[str, str], incoming: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Columns to add, and readable lines for columns whose type would change."""
+    added = [c for c in incoming if c not in existing]
+    changed = [f"  {c}: warehouse {existing[c]} != incoming {incoming[c]}"
+               for c in incoming if c in existing and existing[c] != incoming[c]]
+    return added, changed
+
+
+def write_load_report(reports_dir: str, partition_key: str, table: str, report: dict) -> Path:
+    path = Path(reports_dir, partition_key, f"load_report_{table.replace('.', '_')}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path
+
+
+def load_report(rows: int, destination: str, started: float, finished: float, **extra) -> dict:
+    return {"rows_loaded": rows, "load_timestamp": datetime.now(timezone.utc).isoformat(),
+            "destination_table": destination, "execution_time_seconds": round(finished - started, 3), **extra}
+
+
+def report_metadata(report: dict, path: Path, frame: pd.DataFrame) -> dict:
+    return {
+        "rows_loaded": report["rows_loaded"],
+        "dagster/row_count": report["rows_loaded"],
+        "destination_table": report["destination_table"],
+        "load_timestamp": report["load_timestamp"],
+        "execution_time_seconds": report["execution_time_seconds"],
+        "load_report": dg.MetadataValue.path(str(path)),
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=c, type=str(t)) for c, t in frame.dtypes.items()]),
+    }

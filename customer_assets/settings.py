@@ -1,0 +1,46 @@
+"""Local paths and thresholds, read from the environment once when resources are built."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Where the pipeline writes on the local disk, and when data quality stops a week."""
+
+    data_dir: str = Field(description="Intermediate datasets (hold customer data; removed after a successful week).")
+    reports_dir: str = Field(description="Reports for humans: quality_report.json, anomalies.csv, load reports.")
+    etl_log_dir: str = Field(description="Run summaries etl_YYYYMMDD_HHMMSS.json and failed_YYYYMMDD_HHMMSS.json.")
+    quality_fail_rate: float = Field(default=0.10, description="Quarantined share above which the week stops.")
+    quality_warn_rate: float = Field(default=0.05, description="Quarantined share above which the week warns.")
+
+    def week_reports_dir(self, partition_key: str) -> Path:
+        path = Path(self.reports_dir) / partition_key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def week_intermediates(self, partition_key: str) -> list[Path]:
+        """Every intermediate file of one week under the data dir (what cleanup removes)."""
+        root = Path(self.data_dir) / "etl"
+        if not root.exists():
+            return []
+        return sorted(p for p in root.glob(f"**/{partition_key}.*") if p.is_file())
+
+
+def settings_from_env() -> PipelineSettings:
+    data_dir = _env("DATA_DIR", "data")
+    return PipelineSettings(
+        data_dir=data_dir,
+        reports_dir=_env("REPORTS_DIR", str(Path(data_dir) / "reports")),
+        etl_log_dir=_env("ETL_LOG_DIR", str(Path("logs") / "etl")),
+        quality_fail_rate=float(_env("QUALITY_FAIL_RATE", "0.10")),
+        quality_warn_rate=float(_env("QUALITY_WARN_RATE", "0.05")),
+    )

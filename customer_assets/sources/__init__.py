@@ -1,0 +1,1 @@
+"""What the pipeline reads from the source database: queries, streaming extract, demo data."""

@@ -1,0 +1,154 @@
+"""Streaming extract of one week: ``COPY (query) TO STDOUT`` parsed incrementally by pyarrow.
+
+The server formats rows as CSV; a writer thread feeds them through a pipe to pyarrow's streaming CSV
+reader, which parses fixed-size blocks (~1 MiB, roughly 8,000 rows). Memory holds the Arrow batches of
+the week, never the whole text, and nothing touches the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+# Email, phone and address are never selected: PII minimisation starts in the query.
+WEEK_EXTRACT_SQL = """
+SELECT t.transaction_id, t.customer_id, c.country, c.segment, t.amount::float8 AS amount, t.currency,
+       t."timestamp" AT TIME ZONE 'UTC' AS "timestamp", t.product_id, p.name AS product_name, p.category,
+       c.created_at AT TIME ZONE 'UTC' AS customer_created_at,
+       c.customer_id IS NOT NULL AS customer_exists, p.product_id IS NOT NULL AS product_exists
+FROM transactions t
+LEFT JOIN customers c ON c.customer_id = t.customer_id
+LEFT JOIN products p ON p.product_id = t.product_id
+WHERE t.status = 'completed' AND t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
+"""
+
+ARROW_SCHEMA = pa.schema([
+    ("transaction_id", pa.string()), ("customer_id", pa.string()), ("country", pa.string()),
+    ("segment", pa.string()), ("amount", pa.float64()), ("currency", pa.string()),
+    ("timestamp", pa.timestamp("us")), ("product_id", pa.string()), ("product_name", pa.string()),
+    ("category", pa.string()), ("customer_created_at", pa.timestamp("us")),
+    ("customer_exists", pa.bool_()), ("product_exists", pa.bool_()),
+])
+
+BLOCK_SIZE = 1 << 20
+
+
+def _copy_into(conn, copy_sql: str, sink, errors: list[BaseException]) -> None:
+    try:
+        with conn.cursor() as cur:
+            cur.copy_expert(copy_sql, sink, size=BLOCK_SIZE)
+    except BaseException as exc:  # re-raised by the reading side
+        errors.append(exc)
+    finally:
+        sink.close()
+
+
+def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SIZE) -> pa.Table:
+    """The week's completed transactions as an Arrow table, streamed in bounded blocks."""
+    with conn.cursor() as cur:
+        query = cur.mogrify(WEEK_EXTRACT_SQL, {"start": start, "end": end}).decode()
+    copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+    read_fd, write_fd = os.pipe()
+    source, sink = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
+    errors: list[BaseException] = []
+    writer = threading.Thread(target=_copy_into, args=(conn, copy_sql, sink, errors), daemon=True)
+    writer.start()
+    batches = []
+    try:
+        reader = pacsv.open_csv(
+            source,
+            read_options=pacsv.ReadOptions(block_size=block_size),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=ARROW_SCHEMA, true_values=["t"], false_values=["f"],
+                strings_can_be_null=True, quoted_strings_can_be_null=False),
+        )
+        for batch in reader:
+            batches.append(batch)
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" not in str(exc) or errors:
+            raise errors[0] if errors else exc
+    finally:
+        source.close()
+        writer.join()
+    if errors:
+        raise errors[0]
+    return pa.Table.from_batches(batches, schema=ARROW_SCHEMA) if batches else ARROW_SCHEMA.empty_table()
+
+
+def to_raw_frame(table: pa.Table) -> pd.DataFrame:
+    """Arrow table of the extract to the pandas shape of ``RawTransactions`` (UTC timestamps, object strings)."""
+    df = table.to_pandas()
+    for column in ("timestamp", "customer_created_at"):
+        df[column] = pd.to_datetime(df[column]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+    for column in ("customer_exists", "product_exists"):
+        df[column] = df[column].fillna(False).astype(bool)
+    return df
+
+
+CUSTOMER_HISTORY_SQL = """
+WITH fx AS (
+    SELECT * FROM unnest(%(currencies)s::text[], %(days)s::date[], %(rates)s::float8[]) AS f(currency, day, usd)
+), week_customers AS (
+    SELECT DISTINCT customer_id FROM transactions
+    WHERE status = 'completed' AND "timestamp" >= %(start)s AND "timestamp" < %(end)s AND customer_id IS NOT NULL
+)
+SELECT t.customer_id,
+       sum(t.amount::float8 * fx.usd) AS lifetime_value_usd,
+       count(*) AS transaction_count,
+       min(t."timestamp") AS first_purchase_at,
+       max(t."timestamp") FILTER (WHERE t."timestamp" < %(start)s) AS last_purchase_before_week
+FROM transactions t
+JOIN week_customers w ON w.customer_id = t.customer_id
+JOIN fx ON fx.currency = t.currency AND fx.day = (t."timestamp" AT TIME ZONE 'UTC')::date
+WHERE t.status = 'completed' AND t."timestamp" < %(end)s AND t.amount > 0
+GROUP BY t.customer_id
+"""
+
+HISTORY_RANGE_SQL = """
+SELECT min("timestamp") FROM transactions
+WHERE status = 'completed' AND "timestamp" < %(end)s
+  AND customer_id IN (SELECT customer_id FROM transactions
+                      WHERE status = 'completed' AND "timestamp" >= %(start)s AND "timestamp" < %(end)s)
+"""
+
+CATEGORY_PRICES_SQL = "SELECT category, avg(price)::float8 AS avg_price FROM products GROUP BY category"
+
+
+def customer_history(conn, start: datetime, end: datetime) -> pd.DataFrame:
+    """Per customer active in the week: USD lifetime value, count, first purchase, last purchase before it.
+
+    Amounts are converted in the database at each transaction day's ECB rate, sent as arrays (a read
+    replica accepts no temporary tables).
+    """
+    from customer_assets.logic.currency import daily_rate_table, supported_currencies
+
+    with conn.cursor() as cur:
+        cur.execute(HISTORY_RANGE_SQL, {"start": start, "end": end})
+        first = cur.fetchone()[0]
+        columns = ["customer_id", "lifetime_value_usd", "transaction_count", "first_purchase_at",
+                   "last_purchase_before_week"]
+        if first is None:
+            return pd.DataFrame(columns=columns)
+        rates = daily_rate_table(first.date(), end.date(), sorted(supported_currencies()))
+        cur.execute(CUSTOMER_HISTORY_SQL, {
+            "start": start, "end": end, "currencies": rates["currency"].tolist(),
+            "days": [d.date() for d in rates["day"]], "rates": rates["usd_per_unit"].astype(float).tolist()})
+        history = pd.DataFrame(cur.fetchall(), columns=columns)
+    for column in ("first_purchase_at", "last_purchase_before_week"):
+        history[column] = pd.to_datetime(history[column], utc=True)
+    history["lifetime_value_usd"] = history["lifetime_value_usd"].astype(float)
+    history["transaction_count"] = history["transaction_count"].astype("int64")
+    return history
+
+
+def category_prices(conn) -> pd.DataFrame:
+    """Average catalogue price per category."""
+    with conn.cursor() as cur:
+        cur.execute(CATEGORY_PRICES_SQL)
+        return pd.DataFrame(cur.fetchall(), columns=["category", "avg_price"]).astype({"avg_price": float})
