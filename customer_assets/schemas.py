@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import warnings
 
+import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
@@ -116,11 +117,14 @@ class DataQualityMetrics(pa.DataFrameModel):
         coerce = True
 
 
-RawTransactionsType = pandera_schema_to_dagster_type(RawTransactions)
-ValidatedTransactionsType = pandera_schema_to_dagster_type(ValidatedTransactions)
-QuarantinedTransactionsType = pandera_schema_to_dagster_type(QuarantinedTransactions)
-TransactionAnomaliesType = pandera_schema_to_dagster_type(TransactionAnomalies)
-TransformedTransactionsType = pandera_schema_to_dagster_type(TransformedTransactions)
-DataQualityMetricsType = pandera_schema_to_dagster_type(DataQualityMetrics)
+with warnings.catch_warnings():
+    # dagster-pandera is pinned with pandera in pyproject.toml; its beta notice says nothing more here.
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    RawTransactionsType = pandera_schema_to_dagster_type(RawTransactions)
+    ValidatedTransactionsType = pandera_schema_to_dagster_type(ValidatedTransactions)
+    QuarantinedTransactionsType = pandera_schema_to_dagster_type(QuarantinedTransactions)
+    TransactionAnomaliesType = pandera_schema_to_dagster_type(TransactionAnomalies)
+    TransformedTransactionsType = pandera_schema_to_dagster_type(TransformedTransactions)
+    DataQualityMetricsType = pandera_schema_to_dagster_type(DataQualityMetrics)
 
 RAW_COLUMNS: list[str] = list(RawTransactions.to_schema().columns)
