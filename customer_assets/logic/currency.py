@@ -105,8 +105,7 @@ def convert_to_usd(amounts: pd.Series, currencies: pd.Series, timestamps: pd.Ser
     keys = pd.DataFrame({"currency": currencies[valid], "day": days[valid]})
     merged = keys.merge(table, on=["currency", "day"], how="left")
     merged.index = keys.index
-    result.loc[valid, "fx_rate"] = merged["usd_per_unit"]
-    result.loc[valid, "fx_rate_date"] = merged["rate_date"]
+    result["fx_rate"] = pd.to_numeric(merged["usd_per_unit"]).reindex(result.index)
+    result["fx_rate_date"] = pd.to_datetime(merged["rate_date"]).reindex(result.index)
     result["amount_usd"] = amounts.astype(float) * result["fx_rate"]
-    result["fx_rate_date"] = pd.to_datetime(result["fx_rate_date"])
     return result

@@ -1,0 +1,57 @@
+"""ISO 4217 facts and ECB conversion, including weekends and rates past the end of the file."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from customer_assets.logic import currency
+
+
+def test_minor_units_come_from_iso_4217():
+    units = currency.iso4217_minor_units()
+    assert units["USD"] == 2 and units["JPY"] == 0 and units["KRW"] == 0 and units["KWD"] == 3
+    assert "ABC" not in units
+
+
+def test_supported_currencies_are_the_ones_quoted_today():
+    supported = currency.supported_currencies()
+    assert {"USD", "EUR", "JPY", "GBP", "KRW"} <= supported
+    assert "AED" not in supported and "CYP" not in supported  # never quoted / discontinued in 2008
+
+
+def test_weekend_uses_the_last_business_day_rate():
+    rates = currency.ecb_usd_rates()
+    friday = pd.Timestamp("2025-06-13")
+    ts = pd.Series(pd.to_datetime(["2025-06-14 12:00", "2025-06-13 09:00"], utc=True))
+    out = currency.convert_to_usd(pd.Series([100.0, 100.0]), pd.Series(["EUR", "EUR"]), ts)
+    assert out["fx_rate_date"].tolist() == [friday, friday]
+    assert out["amount_usd"].iloc[0] == pytest.approx(100 * rates.loc[friday, "EUR"])
+
+
+def test_usd_is_one_and_cross_rates_go_through_the_euro():
+    day = pd.Timestamp("2025-06-13")
+    ts = pd.Series(pd.to_datetime(["2025-06-13 10:00"] * 2, utc=True))
+    out = currency.convert_to_usd(pd.Series([10.0, 1000.0]), pd.Series(["USD", "JPY"]), ts)
+    assert out["fx_rate"].iloc[0] == pytest.approx(1.0)
+    ecb = pd.read_csv(currency.rates_file(), index_col="Date", parse_dates=["Date"])
+    assert out["amount_usd"].iloc[1] == pytest.approx(1000 / ecb.loc[day, "JPY"] * ecb.loc[day, "USD"])
+
+
+def test_days_after_the_file_carry_the_last_rate_and_say_so():
+    last = currency.last_rate_date()
+    ts = pd.Series([pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=20)])
+    out = currency.convert_to_usd(pd.Series([1.0]), pd.Series(["GBP"]), ts)
+    assert out["fx_rate_date"].iloc[0] == pd.Timestamp(last)
+    assert out["amount_usd"].iloc[0] > 1.0
+
+
+def test_unknown_currency_gives_no_rate():
+    ts = pd.Series(pd.to_datetime(["2025-06-13 10:00"], utc=True))
+    out = currency.convert_to_usd(pd.Series([1.0]), pd.Series(["AED"]), ts)
+    assert out["amount_usd"].isna().all()
+
+
+def test_daily_table_covers_every_calendar_day():
+    table = currency.daily_rate_table(date(2025, 6, 1), date(2025, 6, 30), ["EUR", "JPY"])
+    assert len(table) == 60 and table["usd_per_unit"].notna().all()

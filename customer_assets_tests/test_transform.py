@@ -1,0 +1,89 @@
+"""Enrichment steps with hand-computed expectations, and the pandera model of the result."""
+
+import pandas as pd
+import pytest
+
+from customer_assets.logic.transform import (
+    add_customer_metrics, add_product_metrics, add_segments, add_time_dimensions, add_usd_amounts, transform_week)
+from customer_assets.logic.validation import flag_validated
+from customer_assets.schemas import TransformedTransactions
+from customer_assets_tests.frames import WEEK, raw_frame, raw_row
+
+
+def _validated(*rows):
+    validated, _, _, _ = flag_validated(raw_frame(*rows), WEEK)
+    return validated
+
+
+def test_time_dimensions_in_utc():
+    df = add_time_dimensions(raw_frame(raw_row(timestamp=pd.Timestamp("2026-11-22 23:30", tz="UTC"))))
+    row = df.iloc[0]
+    assert (row.day_of_week, row.hour_of_day, row.is_weekend) == ("Sunday", 23, True)
+    assert (row.week_number, row.month, row.quarter) == (47, 11, 4)
+
+
+def test_usd_amounts_keep_the_original_and_fail_loudly_without_a_rate():
+    df = add_usd_amounts(raw_frame(raw_row(amount=10.0, currency="USD")))
+    assert df.loc[0, "amount_usd"] == 10.0 and df.loc[0, "amount"] == 10.0 and df.loc[0, "currency"] == "USD"
+    with pytest.raises(ValueError, match="UNSUPPORTED_CURRENCY"):
+        add_usd_amounts(raw_frame(raw_row(currency="AED")))
+
+
+def _history(**rows):
+    return pd.DataFrame([{"customer_id": cid, **values} for cid, values in rows.items()]).astype(
+        {"first_purchase_at": "datetime64[ns, UTC]", "last_purchase_before_week": "datetime64[ns, UTC]"})
+
+
+def test_customer_metrics_come_from_history_as_of_the_week_end():
+    df = add_usd_amounts(raw_frame(raw_row(transaction_id="A", customer_id="C1", amount=30.0),
+                                   raw_row(transaction_id="B", customer_id="C2", amount=40.0)))
+    history = _history(C1={"lifetime_value_usd": 530.0, "transaction_count": 7,
+                           "first_purchase_at": pd.Timestamp("2026-01-23", tz="UTC"),
+                           "last_purchase_before_week": pd.Timestamp("2026-11-01", tz="UTC")})
+    out = add_customer_metrics(df, history, WEEK).set_index("customer_id")
+    assert out.loc["C1", "customer_lifetime_value"] == 530.0
+    assert out.loc["C1", "customer_transaction_count"] == 7
+    assert out.loc["C1", "days_since_first_purchase"] == (pd.Timestamp("2026-11-23") - pd.Timestamp("2026-01-23")).days
+    # C2 is missing from the history: this week's own rows stand in, nothing is null.
+    assert out.loc["C2", "customer_lifetime_value"] == 40.0 and out.loc["C2", "customer_transaction_count"] == 1
+
+
+def test_product_rank_and_category_price():
+    df = raw_frame(raw_row(transaction_id="1", product_id="P1", category="Office"),
+                   raw_row(transaction_id="2", product_id="P1", category="Office"),
+                   raw_row(transaction_id="3", product_id="P2", category="Toys"),
+                   raw_row(transaction_id="4", product_id="P3", category=None))
+    prices = pd.DataFrame({"category": ["Office", "Toys"], "avg_price": [10.0, 30.0]})
+    out = add_product_metrics(df, prices)
+    assert out["product_popularity_rank"].tolist() == [1, 1, 2, 2]
+    assert out["category_avg_price"].tolist() == [10.0, 10.0, 30.0, 20.0]
+
+
+@pytest.mark.parametrize("usd,size", [(49.99, "small"), (50.0, "medium"), (200.0, "medium"), (200.01, "large")])
+def test_transaction_size_boundaries(usd, size):
+    df = pd.DataFrame({"amount_usd": [usd], "days_since_first_purchase": [100],
+                       "_last_before_week": [pd.Timestamp("2026-11-10", tz="UTC")]})
+    assert add_segments(df, WEEK).loc[0, "transaction_size"] == size
+
+
+@pytest.mark.parametrize("first_days,last_before,lifecycle", [
+    (10, None, "new"), (400, "2026-11-10", "active"), (400, "2026-08-17", "dormant"), (400, "2026-08-18", "active"),
+])
+def test_customer_lifecycle(first_days, last_before, lifecycle):
+    df = pd.DataFrame({"amount_usd": [10.0], "days_since_first_purchase": [first_days],
+                       "_last_before_week": [pd.Timestamp(last_before, tz="UTC") if last_before else pd.NaT]})
+    df["_last_before_week"] = pd.to_datetime(df["_last_before_week"], utc=True)
+    assert add_segments(df, WEEK).loc[0, "customer_lifecycle"] == lifecycle
+
+
+def test_transform_week_satisfies_its_model():
+    validated = _validated(raw_row(transaction_id="A", currency="EUR", amount=12.5),
+                           raw_row(transaction_id="B", customer_id="C2", currency="JPY", amount=3000.0))
+    history = _history(C1={"lifetime_value_usd": 100.0, "transaction_count": 3,
+                           "first_purchase_at": pd.Timestamp("2025-02-01", tz="UTC"),
+                           "last_purchase_before_week": pd.Timestamp("2026-11-02", tz="UTC")})
+    prices = pd.DataFrame({"category": ["Office"], "avg_price": [15.0]})
+    out = transform_week(validated, history, prices, WEEK)
+    TransformedTransactions.validate(out)
+    assert out["week_start"].unique().tolist() == [pd.Timestamp("2026-11-16")]
+    assert (out["amount_usd"] > 0).all()

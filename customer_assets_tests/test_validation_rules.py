@@ -1,0 +1,123 @@
+"""Every hard rule with passing and failing data; anomaly rules; the split keeps every row."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from customer_assets.logic.validation import (
+    HARD_RULES, AnomalySettings, detect_anomalies, evaluate_hard_rules, flag_validated, split_by_hard_rules)
+from customer_assets_tests.frames import WEEK, raw_frame, raw_row
+
+FAILING_ROWS = {
+    "MISSING_TRANSACTION_ID": raw_row(transaction_id=None),
+    "MISSING_CUSTOMER_ID": raw_row(customer_id=None, customer_exists=False),
+    "MISSING_AMOUNT": raw_row(amount=None),
+    "MISSING_TIMESTAMP": raw_row(timestamp=None),
+    "MISSING_CURRENCY": raw_row(currency=None),
+    "NON_POSITIVE_AMOUNT": raw_row(amount=-5.0),
+    "INVALID_TIMESTAMP": raw_row(timestamp=pd.Timestamp("1970-01-01", tz="UTC"),
+                                 customer_created_at=pd.Timestamp("1960-01-01", tz="UTC")),
+    "INVALID_CURRENCY": raw_row(currency="ABC"),
+    "UNSUPPORTED_CURRENCY": raw_row(currency="AED"),
+    "PRECISION_MISMATCH": raw_row(currency="JPY", amount=1234.5),
+    "BEFORE_CUSTOMER_CREATED": raw_row(customer_created_at=pd.Timestamp("2026-11-18", tz="UTC")),
+    "FUTURE_TIMESTAMP": raw_row(timestamp=pd.Timestamp("2026-11-25", tz="UTC")),
+    "OUTSIDE_WEEK": raw_row(timestamp=pd.Timestamp("2026-11-10", tz="UTC")),
+    "UNKNOWN_CUSTOMER": raw_row(customer_exists=False, country=None, segment=None, customer_created_at=None),
+    "UNKNOWN_PRODUCT": raw_row(product_exists=False, product_name=None, category=None),
+}
+
+
+@pytest.mark.parametrize("code", sorted(FAILING_ROWS))
+def test_each_rule_fails_its_bad_row_and_passes_a_clean_one(code):
+    bad = {**FAILING_ROWS[code]}
+    bad["transaction_id"] = None if bad["transaction_id"] is None else "T2"
+    failures = evaluate_hard_rules(raw_frame(raw_row(), bad), WEEK)
+    assert not failures.loc[0].any(), f"clean row failed {failures.columns[failures.loc[0]].tolist()}"
+    assert failures.loc[1, code]
+
+
+def test_every_rule_is_exercised():
+    assert set(FAILING_ROWS) | {"DUPLICATE_TRANSACTION_ID"} == {rule.code for rule in HARD_RULES}
+
+
+def test_duplicates_keep_the_earliest_copy():
+    df = raw_frame(raw_row(transaction_id="T9", timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
+                   raw_row(transaction_id="T9", timestamp=pd.Timestamp("2026-11-17", tz="UTC")),
+                   raw_row(transaction_id="T8"))
+    failures = evaluate_hard_rules(df, WEEK)
+    assert failures["DUPLICATE_TRANSACTION_ID"].tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("currency,amount,ok", [
+    ("USD", 10.01, True), ("USD", 10.005, False), ("JPY", 1500.0, True), ("JPY", 1500.5, False),
+    ("KWD", 1.234, True), ("KWD", 1.2345, False), ("USD", 19.99, True), ("EUR", 123456789.12, True),
+])
+def test_precision_follows_iso_minor_units(currency, amount, ok):
+    failures = evaluate_hard_rules(raw_frame(raw_row(currency=currency, amount=amount)), WEEK)
+    assert bool(failures.loc[0, "PRECISION_MISMATCH"]) is (not ok)
+
+
+def test_split_conserves_rows_and_records_every_reason():
+    df = raw_frame(raw_row(transaction_id="A"), raw_row(transaction_id="B", amount=0.0, currency="ABC"),
+                   raw_row(transaction_id="C", customer_id=None, customer_exists=False))
+    split = split_by_hard_rules(df, WEEK)
+    assert len(split.validated) + len(split.quarantined) == len(df)
+    assert split.validated["transaction_id"].tolist() == ["A"]
+    reasons = dict(zip(split.quarantined["transaction_id"], split.quarantined["reason_codes"]))
+    assert reasons == {"B": "NON_POSITIVE_AMOUNT;INVALID_CURRENCY", "C": "MISSING_CUSTOMER_ID"}
+    assert split.quarantined.set_index("transaction_id").loc["B", "primary_reason"] == "NON_POSITIVE_AMOUNT"
+
+
+def _usd_week(amounts, customers=None, products=None) -> pd.DataFrame:
+    n = len(amounts)
+    return raw_frame(*[raw_row(transaction_id=f"T{i}", amount=float(a),
+                               customer_id=(customers[i] if customers else f"C{i}"),
+                               product_id=(products[i] if products else "P1")) for i, a in enumerate(amounts)])
+
+
+def test_amount_outliers_are_flagged_by_3sd_and_iqr():
+    rng = np.random.default_rng(1)
+    amounts = list(np.round(rng.normal(50, 5, 200), 2)) + [5000.0]
+    df = _usd_week(amounts)
+    flags = detect_anomalies(df, df["amount"])
+    assert flags["AMOUNT_3SD"].tolist()[-1] and flags["AMOUNT_IQR"].tolist()[-1]
+    assert flags["AMOUNT_3SD"].iloc[:-1].sum() <= 2
+    assert not flags["HIGH_FREQUENCY_CUSTOMER"].any()
+
+
+def test_product_zscore_needs_enough_transactions():
+    amounts = [10.0] * 20 + [10.5, 500.0] + [9.0] * 3 + [900.0]
+    products = ["P1"] * 22 + ["P2"] * 4
+    df = _usd_week(amounts, products=products)
+    flags = detect_anomalies(df, df["amount"], AnomalySettings(min_product_transactions=10))
+    assert flags.loc[21, "PRODUCT_ZSCORE"]  # 500 among tens in a busy product
+    assert not flags.loc[25, "PRODUCT_ZSCORE"]  # P2 has too few transactions to judge
+
+
+def test_customers_above_50_transactions_are_flagged():
+    customers = ["BOT"] * 51 + ["C1"] * 50
+    df = _usd_week([20.0] * 101, customers=customers)
+    flags = detect_anomalies(df, df["amount"])
+    assert flags.loc[:50, "HIGH_FREQUENCY_CUSTOMER"].all()
+    assert not flags.loc[51:, "HIGH_FREQUENCY_CUSTOMER"].any()
+
+
+def test_flagged_rows_stay_validated_and_are_listed():
+    df = _usd_week([20.0] * 60 + [20000.0])
+    validated, anomalies, status, _ = flag_validated(df, WEEK)
+    assert status == "ok" and len(validated) == 61
+    assert anomalies["transaction_id"].tolist() == ["T60"]
+    assert "AMOUNT_3SD" in validated.loc[60, "anomaly_flags"] and validated.loc[60, "is_anomaly"]
+
+
+def test_anomaly_detection_failure_is_recorded_not_fatal(monkeypatch):
+    import customer_assets.logic.validation as validation
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(validation, "detect_anomalies", broken)
+    validated, anomalies, status, _ = flag_validated(_usd_week([1.0, 2.0]), WEEK)
+    assert status.startswith("failed: ValueError: boom")
+    assert len(validated) == 2 and anomalies.empty and not validated["is_anomaly"].any()
