@@ -1,0 +1,102 @@
+"""The real `dagster` CLI and webserver in subprocesses, on the embedded default (no DB_HOST)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+WEEK = "2026-11-16"
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+def _env(workdir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATA_DIR", "WAREHOUSE_", "ETL_LOG",
+                                                                    "REPORTS_DIR", "EMBEDDED_PG", "DAGSTER_"))}
+    home = workdir / "dagster_home"
+    home.mkdir(exist_ok=True)
+    return {**env, "DAGSTER_HOME": str(home)}
+
+
+def _materialize(workdir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "*",
+                           "--partition", WEEK], cwd=workdir, env=_env(workdir), capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
+    counts = []
+    for _ in range(2):
+        done = _materialize(workdir)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        with duckdb.connect(str(workdir / "data" / "warehouse.duckdb"), read_only=True) as con:
+            counts.append(con.execute("""SELECT count(*), count(DISTINCT transaction_id) FROM
+                customer_analytics.weekly_transactions WHERE week_start = TIMESTAMP '2026-11-16'""").fetchone())
+    assert counts[0] == counts[1] and counts[0][0] == counts[0][1] > 1000
+    summaries = sorted((workdir / "logs" / "etl").glob("etl_*.json"))
+    assert len(summaries) == 2
+    summary = json.loads(summaries[-1].read_text())
+    assert summary["load"]["rows_loaded"] == counts[0][0] and summary["cleanup"]["remaining"] == []
+    assert (workdir / "data" / "embedded_postgres" / "PG_VERSION").exists()
+    assert not [p for p in (workdir / "data" / "etl").rglob("*") if p.is_file()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_dagster_dev_serves_the_asset_graph(workdir):
+    port = _free_port()
+    # Its own process group: `dagster dev` started from a non-interactive shell ignores SIGTERM otherwise.
+    proc = subprocess.Popen([DAGSTER, "dev", "-p", str(port), "-h", "127.0.0.1"], cwd=Path(__file__).parents[1],
+                            env=_env(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline, nodes = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            try:
+                data = _graphql(port, "{ assetNodes { assetKey { path } groupName } repositoriesOrError { "
+                                      "... on RepositoryConnection { nodes { schedules { name cronSchedule } "
+                                      "sensors { name } } } } }")
+                nodes = data["data"]["assetNodes"]
+                if nodes:
+                    break
+            except (OSError, KeyError, TypeError):
+                pass
+            time.sleep(1)
+        assert nodes, "dagster dev did not serve the asset graph within 120 s"
+        keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
+        assert {"etl/raw_transactions", "customer_analytics/weekly_transactions",
+                "customer_analytics/data_quality_metrics", "etl/pipeline_summary"} <= keys
+        repository = data["data"]["repositoriesOrError"]["nodes"][0]
+        assert [(s["name"], s["cronSchedule"]) for s in repository["schedules"]] == [
+            ("weekly_customer_pipeline_schedule", "0 2 * * 1")]
+        assert "etl_failure_cleanup" in [s["name"] for s in repository["sensors"]]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
