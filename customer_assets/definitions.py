@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from customer_assets.assets import extract, summary, transform, validation, warehouse
+from customer_assets.assets import extract, profiles, summary, transform, validation, warehouse
 from customer_assets.deployments import deployment_name, resources_for
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import etl_failure_cleanup
 
-ASSET_MODULES = [extract, validation, transform, warehouse, summary]
+ASSET_MODULES = [extract, validation, transform, warehouse, profiles, summary]
 
 
 def build_definitions(deployment: str | None = None) -> dg.Definitions:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import dagster as dg
 
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.io_managers.parquet import LocalParquetIOManager
+from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.settings import settings_from_env
 
-DEPLOYMENTS = ("local",)
+DEPLOYMENTS = ("local", "prod")
 
 
 def _env(name: str):
@@ -20,9 +22,10 @@ def _env(name: str):
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def source_db_from_env(data_dir: str) -> PostgresSource:
+def source_db_from_env(data_dir: str, events_path: str) -> PostgresSource:
     if not os.environ.get("DB_HOST"):
-        return PostgresSource(embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")))
+        return PostgresSource(embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")),
+                              demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path)
     return PostgresSource(
         host=dg.EnvVar("DB_HOST"),
         read_host=_env("DB_READ_HOST"),
@@ -31,6 +34,25 @@ def source_db_from_env(data_dir: str) -> PostgresSource:
         user=_env("DB_USER"),
         password=_env("DB_PASSWORD"),
     )
+
+
+def local_hash_key(data_dir: str) -> str:
+    """Local only, when PII_HASH_KEY is unset: a random key kept in the data dir, stable across weeks."""
+    path = Path(data_dir, ".pii_hash_key")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
+    if os.environ.get("PII_HASH_KEY") or deployment != "local":
+        hash_key = dg.EnvVar("PII_HASH_KEY")
+    else:
+        hash_key = local_hash_key(data_dir)
+    return CrmSource(api_url=_env("CRM_API_URL"), api_key=_env("CRM_API_KEY"), hash_key=hash_key)
 
 
 def deployment_name() -> str:
@@ -45,11 +67,22 @@ def resources_for(deployment: str) -> dict[str, object]:
     settings = settings_from_env()
     resources: dict[str, object] = {
         "settings": settings,
-        "source_db": source_db_from_env(settings.data_dir),
+        "source_db": source_db_from_env(settings.data_dir, settings.events_path),
+        "crm": crm_from_env(deployment, settings.data_dir),
         "io_manager": LocalParquetIOManager(base_dir=settings.data_dir),
     }
     if deployment == "local":
         resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(
             database=os.environ.get("WAREHOUSE_DUCKDB_PATH") or str(Path(settings.data_dir, "warehouse.duckdb")),
             reports_dir=settings.reports_dir)
+    elif deployment == "prod":
+        from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
+
+        optional = {key: value for key, value in {
+            "location": _env("BIGQUERY_LOCATION"),
+            "dataset_override": _env("BIGQUERY_DATASET"),
+            "emulator_host": _env("BIGQUERY_EMULATOR_HOST"),
+        }.items() if value is not None}
+        resources["warehouse_io_manager"] = BigQueryWarehouseIOManager(
+            project=dg.EnvVar("GCP_PROJECT_ID"), reports_dir=settings.reports_dir, **optional)
     return resources

@@ -128,3 +128,74 @@ with warnings.catch_warnings():
     DataQualityMetricsType = pandera_schema_to_dagster_type(DataQualityMetrics)
 
 RAW_COLUMNS: list[str] = list(RawTransactions.to_schema().columns)
+
+
+class CrmCustomers(pa.DataFrameModel):
+    """The week's CRM records, standardised; email and phone only as keyed hashes."""
+
+    customer_id: Series[str] = pa.Field(unique=True)
+    email_hash: Series[str] = pa.Field(nullable=True, str_length={"min_value": 64, "max_value": 64})
+    phone_hash: Series[str] = pa.Field(nullable=True)
+    signup_date: Series[UTC_TS] = pa.Field(nullable=True)
+    last_activity_at: Series[UTC_TS] = pa.Field(nullable=True)
+    subscription_tier: Series[str] = pa.Field(nullable=True)
+    lifetime_value: Series[float] = pa.Field(nullable=True)
+    support_ticket_count: Series[float] = pa.Field(nullable=True)
+    updated_at: Series[UTC_TS] = pa.Field(nullable=True)
+    source: Series[str] = pa.Field(isin=["crm"])
+
+    class Config:
+        strict = True
+
+
+class CustomerEventAggregates(pa.DataFrameModel):
+    """Per customer, the week's behavioural events."""
+
+    customer_id: Series[str] = pa.Field(unique=True)
+    page_views: Series[int] = pa.Field(ge=0)
+    unique_features_used: Series[int] = pa.Field(ge=0)
+    purchase_count: Series[int] = pa.Field(ge=0)
+    purchase_amount: Series[float] = pa.Field(ge=0)
+    support_interactions: Series[int] = pa.Field(ge=0)
+    last_event_at: Series[UTC_TS]
+
+    class Config:
+        strict = True
+
+
+class UnifiedCustomerProfiles(pa.DataFrameModel):
+    """One profile per customer seen this week; required columns never null."""
+
+    customer_id: Series[str] = pa.Field(unique=True)
+    email_hash: Series[str] = pa.Field(nullable=True)
+    country: Series[str]
+    segment: Series[str]
+    subscription_tier: Series[str]
+    lifetime_value: Series[float] = pa.Field(ge=0)
+    support_ticket_count: Series[int] = pa.Field(ge=0)
+    page_views: Series[int] = pa.Field(ge=0)
+    unique_features_used: Series[int] = pa.Field(ge=0)
+    purchase_count: Series[int] = pa.Field(ge=0)
+    purchase_amount: Series[float] = pa.Field(ge=0)
+    support_interactions: Series[int] = pa.Field(ge=0)
+    week_transaction_count: Series[int] = pa.Field(ge=0)
+    week_spend_usd: Series[float] = pa.Field(ge=0)
+    days_since_last_activity: Series[int] = pa.Field(ge=0)
+    status: Series[str] = pa.Field(isin=["active", "at-risk", "churned"])
+    value_tier: Series[str] = pa.Field(isin=["Platinum", "Gold", "Silver", "Bronze"])
+    engagement_score: Series[float] = pa.Field(ge=0, le=100)
+    imputed_fields: Series[str]
+    in_crm: Series[bool]
+    in_events: Series[bool]
+    in_transactions: Series[bool]
+    week_start: Series[pd.Timestamp]
+
+
+PROFILE_REQUIRED = [name for name, column in UnifiedCustomerProfiles.to_schema().columns.items()
+                    if not column.nullable]
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    CrmCustomersType = pandera_schema_to_dagster_type(CrmCustomers)
+    CustomerEventAggregatesType = pandera_schema_to_dagster_type(CustomerEventAggregates)
+    UnifiedCustomerProfilesType = pandera_schema_to_dagster_type(UnifiedCustomerProfiles)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,14 @@ class PipelineSettings(dg.ConfigurableResource):
     etl_log_dir: str = Field(description="Run summaries etl_YYYYMMDD_HHMMSS.json and failed_YYYYMMDD_HHMMSS.json.")
     quality_fail_rate: float = Field(default=0.10, description="Quarantined share above which the week stops.")
     quality_warn_rate: float = Field(default=0.05, description="Quarantined share above which the week warns.")
+    events_path: str = Field(description="Landing zone of behavioural events: dt=YYYY-MM-DD/*.jsonl folders.")
+    event_type_aliases: str = Field(default="{}", description='JSON map of other event names, e.g. {"pv": "page_view"}.')
+
+    def event_aliases(self) -> dict[str, str]:
+        aliases = json.loads(self.event_type_aliases or "{}")
+        if not isinstance(aliases, dict):
+            raise ValueError("EVENT_TYPE_ALIASES must be a JSON object mapping names to event types")
+        return {str(k): str(v) for k, v in aliases.items()}
 
     def week_reports_dir(self, partition_key: str) -> Path:
         path = Path(self.reports_dir) / partition_key
@@ -43,4 +52,6 @@ def settings_from_env() -> PipelineSettings:
         etl_log_dir=_env("ETL_LOG_DIR", str(Path("logs") / "etl")),
         quality_fail_rate=float(_env("QUALITY_FAIL_RATE", "0.10")),
         quality_warn_rate=float(_env("QUALITY_WARN_RATE", "0.05")),
+        events_path=_env("EVENTS_PATH", str(Path(data_dir) / "events")),
+        event_type_aliases=_env("EVENT_TYPE_ALIASES", "{}"),
     )

@@ -39,7 +39,8 @@ def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
     group_name="operations",
     kinds={"python"},
     owners=OWNERS,
-    deps=[dg.AssetKey([WAREHOUSE, "weekly_transactions"]), dg.AssetKey([WAREHOUSE, "data_quality_metrics"])],
+    deps=[dg.AssetKey([WAREHOUSE, "weekly_transactions"]), dg.AssetKey([WAREHOUSE, "data_quality_metrics"]),
+          dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"]), dg.AssetKey([WAREHOUSE, "dim_customers"])],
 )
 def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings,
                      quality_report: dict) -> dg.MaterializeResult:

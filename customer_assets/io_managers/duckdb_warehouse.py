@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -10,8 +11,8 @@ import pandas as pd
 from pydantic import Field
 
 from customer_assets.io_managers.warehouse import (
-    SchemaMismatchError, load_report, partition_column, report_metadata, table_address, type_diff,
-    write_load_report)
+    SchemaMismatchError, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
+    type_diff, write_load_report)
 
 
 class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
@@ -50,13 +51,18 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
                 raise SchemaMismatchError(f"{schema}.{table}: column types differ, load stopped:\n" + "\n".join(changed))
             for name in added:
                 con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{name}" {incoming[name]}')
-            start, end = self._bounds(context, con, f"{schema}.{table}", column)
-            where = f'"{column}" >= ? AND "{column}" < ?'
+            if replaces_whole_table(context):
+                start, end = None, None
+                where = "TRUE"
+            else:
+                start, end = self._bounds(context, con, f"{schema}.{table}", column)
+                where = f'"{column}" >= ? AND "{column}" < ?'
+            params = [] if start is None else [start, end]
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"DELETE FROM {qualified} WHERE {where}", [start, end])
+                con.execute(f"DELETE FROM {qualified} WHERE {where}", params)
                 con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
-                count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", [start, end]).fetchone()[0]
+                count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
                 if count != len(obj):
                     raise RuntimeError(f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}")
                 con.execute("COMMIT")
@@ -71,6 +77,8 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         schema, table = table_address(context)
         column = partition_column(context)
+        if not Path(self.database).exists():
+            raise FileNotFoundError(f"no warehouse at {self.database}: materialize {schema}.{table} first")
         with duckdb.connect(self.database, read_only=True) as con:
             start, end = self._bounds(context, con, f"{schema}.{table}", column)
             return con.execute(f'SELECT * FROM "{schema}"."{table}" WHERE "{column}" >= ? AND "{column}" < ?',

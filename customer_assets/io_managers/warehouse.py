@@ -23,11 +23,18 @@ def table_address(context: dg.OutputContext | dg.InputContext) -> tuple[str, str
 
 
 def partition_column(context: dg.OutputContext | dg.InputContext) -> str:
+    if isinstance(context, dg.InputContext) and context.upstream_output is not None:
+        context = context.upstream_output
     metadata = context.definition_metadata or {}
     column = metadata.get("partition_expr")
     if not column:
         raise ValueError(f"{context.asset_key.to_user_string()} needs metadata partition_expr naming its week column")
     return str(column)
+
+
+def replaces_whole_table(context: dg.OutputContext) -> bool:
+    """Assets with ``write_mode: replace_table`` (derived tables such as dim_customers) rewrite everything."""
+    return (context.definition_metadata or {}).get("write_mode") == "replace_table"
 
 
 def type_diff(existing: dict[str, str], incoming: dict[str, str]) -> tuple[list[str], list[str]]:

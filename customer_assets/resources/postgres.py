@@ -34,6 +34,7 @@ class PostgresSource(dg.ConfigurableResource):
     password: Optional[str] = Field(default=None, description="DB_PASSWORD")
     connect_timeout: int = Field(default=30, description="Seconds to wait for a connection.")
     embedded_dir: str = Field(default="data/embedded_postgres", description="PGDATA of the embedded server.")
+    demo_events_dir: Optional[str] = Field(default=None, description="Embedded only: where the demo event files go.")
 
     _embedded_dsn: Optional[str] = PrivateAttr(default=None)
 
@@ -51,7 +52,8 @@ class PostgresSource(dg.ConfigurableResource):
             pgdata = Path(self.embedded_dir).resolve()
             pgdata.parent.mkdir(parents=True, exist_ok=True)
             server = embedded_postgres.get_server(pgdata)
-            self._embedded_dsn = ensure_demo_database(server.get_uri("postgres"), self.dbname)
+            self._embedded_dsn = ensure_demo_database(server.get_uri("postgres"), self.dbname,
+                                                      Path(self.demo_events_dir) if self.demo_events_dir else None)
         return self._embedded_dsn
 
     def _connect_host(self, host: str) -> psycopg2.extensions.connection:

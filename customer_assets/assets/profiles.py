@@ -1,0 +1,168 @@
+"""Unified customer profiles: CRM + behavioural events + the week's transactions, and an SCD2 dimension."""
+
+import json
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
+from customer_assets.logic.crm import standardise_crm
+from customer_assets.logic.identity import standardise_ids
+from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles
+from customer_assets.logic.scd2 import build_dimension
+from customer_assets.resources.crm import CrmSource
+from customer_assets.resources.postgres import PostgresSource
+from customer_assets.schemas import (
+    PROFILE_REQUIRED, CrmCustomersType, CustomerEventAggregatesType, UnifiedCustomerProfilesType)
+from customer_assets.settings import PipelineSettings
+from customer_assets.sources.events import aggregate, read_week
+
+PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
+KNOWN_CUSTOMERS_SQL = """
+SELECT customer_id, created_at, country, segment FROM customers WHERE upper(trim(customer_id)) = ANY(%s)
+"""
+
+
+@dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"api", "pandas"},
+          owners=OWNERS, dagster_type=CrmCustomersType)
+def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: PostgresSource) -> dg.Output:
+    """CRM customers updated in the week (all pages), standardised, emails and phones as keyed HMAC-SHA256.
+
+    From the CRM REST API when `CRM_API_URL` is set (100 requests a minute, backoff on 429, smaller pages on
+    timeouts); otherwise from the `crm_customers` table of the source database. A page that fails for good
+    is skipped and recorded, and the materialization is marked `partial`.
+    """
+    ctx = week_context(context)
+    extract = crm.fetch_week(ctx.week_start, ctx.week_end, source_db)
+    frame, counts = standardise_crm(extract.records, crm.hash_key)
+    if extract.partial:
+        context.log.warning(f"CRM extract is partial: {len(extract.missing_pages)} page(s) lost: "
+                            f"{extract.missing_pages}")
+    return dg.Output(frame, metadata={
+        "dagster/row_count": len(frame), "source": crm.kind, "partial": extract.partial,
+        "extract": dg.MetadataValue.json(extract.summary()), **counts})
+
+
+@dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"json", "pandas"},
+          owners=OWNERS, dagster_type=CustomerEventAggregatesType)
+def customer_event_aggregates(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
+    """Per customer, the week's page views, distinct features used, purchases (count, USD) and support chats.
+
+    Read from the landing zone `EVENTS_PATH/dt=YYYY-MM-DD/*.jsonl`; aliases map other event names; malformed
+    lines are counted, logged with file and line, and skipped; events outside the week are ignored.
+    """
+    ctx = week_context(context)
+    events, scan = read_week(Path(settings.events_path), ctx.week_start, ctx.week_end, settings.event_aliases())
+    frame = aggregate(events)
+    return dg.Output(frame, metadata={"dagster/row_count": len(frame), "events": len(events),
+                                      "malformed_lines": len(scan.malformed),
+                                      "scan": dg.MetadataValue.json(scan.summary())})
+
+
+def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
+    with source_db.connect() as conn, conn.cursor() as cur:
+        cur.execute(KNOWN_CUSTOMERS_SQL, (ids,))
+        rows = cur.fetchall()
+    known = pd.DataFrame(rows, columns=["customer_id", "signup_date", "country", "segment"])
+    known["customer_id"] = standardise_ids(known["customer_id"])
+    known["signup_date"] = pd.to_datetime(known["signup_date"], utc=True)
+    return known.assign(updated_at=known["signup_date"], source="database")
+
+
+@dg.asset(
+    key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"pandas"}, owners=OWNERS,
+    ins={"crm_customers": dg.AssetIn(key=[ETL, "crm_customers"]),
+         "customer_event_aggregates": dg.AssetIn(key=[ETL, "customer_event_aggregates"]),
+         "transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"])},
+    dagster_type=UnifiedCustomerProfilesType,
+    check_specs=[
+        dg.AssetCheckSpec("match_rate", asset=PROFILES, blocking=True,
+                          description="Active customer ids that match a known customer: warn < 80%, fail < 50%."),
+        dg.AssetCheckSpec("required_columns_not_null", asset=PROFILES, blocking=True),
+        dg.AssetCheckSpec("engagement_score_range", asset=PROFILES, blocking=True),
+        dg.AssetCheckSpec("status_distribution", asset=PROFILES,
+                          description="Warns when every customer has the same status."),
+    ],
+)
+def unified_customer_profiles(context: dg.AssetExecutionContext, settings: PipelineSettings,
+                              source_db: PostgresSource, crm_customers: pd.DataFrame,
+                              customer_event_aggregates: pd.DataFrame, transformed_transactions: pd.DataFrame):
+    """One profile per customer seen this week (CRM update, events or transactions).
+
+    Sources are joined on standardised ids; each field comes from the CRM before the database, then the most
+    recent record. Engagement score 0-100, days since last activity, status active (< 7 days) / at-risk
+    (7-30) / churned (> 30), value tier Platinum / Gold / Silver / Bronze, min-max features `feature_*`.
+    Impossible values are removed, missing ones imputed with the median and flagged, outliers capped at the
+    99th percentile; every decision is in `transform_log.json`.
+    """
+    ctx = week_context(context)
+    ids = sorted(set(crm_customers["customer_id"]) | set(customer_event_aggregates["customer_id"])
+                 | set(transformed_transactions["customer_id"]))
+    known = _known_customers(source_db, ids)
+    records = pd.concat([crm_customers, known], ignore_index=True)
+    transactions = transformed_transactions.assign(customer_id=standardise_ids(transformed_transactions["customer_id"]))
+    profile, log = build_profiles(records, customer_event_aggregates, transactions,
+                                  set(known["customer_id"]), ctx)
+    transform_log = {"week_start": context.partition_key, **log.as_dict()}
+    log_path = settings.week_reports_dir(context.partition_key) / "transform_log.json"
+    log_path.write_text(json.dumps(transform_log, indent=2, default=str))
+    yield dg.Output(profile, metadata={
+        "dagster/row_count": len(profile), "match_rate": float(log.match_rate),
+        "engagement_formula": ENGAGEMENT_FORMULA, "engagement_weights": dg.MetadataValue.json(ENGAGEMENT_WEIGHTS),
+        "status": dg.MetadataValue.json(transform_log["counts"]["status"]),
+        "transform_log": dg.MetadataValue.json(transform_log),
+        "transform_log_path": dg.MetadataValue.path(str(log_path))})
+
+    rate = log.match_rate
+    hint = ("" if rate >= 0.5 else " Ids rarely match: compare id formats across sources (prefix, case, padding,"
+            " numeric vs. string) before suspecting the data.")
+    yield dg.AssetCheckResult(check_name="match_rate", passed=rate >= 0.8,
+                              severity=dg.AssetCheckSeverity.ERROR if rate < 0.5 else dg.AssetCheckSeverity.WARN,
+                              metadata={"match_rate": rate, "unmatched_ids": log.dropped.get("UNMATCHED_ID", 0),
+                                        "detail": f"{rate:.1%} of active customer ids matched.{hint}"})
+    nulls = {c: int(profile[c].isna().sum()) for c in PROFILE_REQUIRED if c in profile}
+    yield dg.AssetCheckResult(check_name="required_columns_not_null", passed=not any(nulls.values()),
+                              metadata={"nulls": dg.MetadataValue.json({k: v for k, v in nulls.items() if v})})
+    scores = profile["engagement_score"]
+    yield dg.AssetCheckResult(check_name="engagement_score_range", passed=bool(scores.between(0, 100).all()),
+                              metadata={"min": float(scores.min()) if len(scores) else 0.0,
+                                        "max": float(scores.max()) if len(scores) else 0.0})
+    statuses = profile["status"].value_counts()
+    yield dg.AssetCheckResult(check_name="status_distribution", passed=len(statuses) > 1,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"status": dg.MetadataValue.json({k: int(v) for k, v in statuses.items()})})
+
+
+@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",
+          kinds={"pandas", "warehouse"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+          ins={"unified_customer_profiles": dg.AssetIn(key=[ETL, "unified_customer_profiles"])},
+          metadata={"partition_expr": "week_start"})
+def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource,
+                             unified_customer_profiles: pd.DataFrame) -> pd.DataFrame:
+    """`customer_analytics.weekly_customer_profiles`: the week's snapshot, with `run_timestamp`,
+    `source_version` and `record_count`. Re-running a week replaces only that week."""
+    return unified_customer_profiles.assign(
+        run_timestamp=pd.Timestamp(datetime.now(timezone.utc)),
+        source_version=f"customer_assets {version('customer_assets')}; crm={crm.kind}",
+        record_count=len(unified_customer_profiles))
+
+
+@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",
+          kinds={"pandas", "warehouse"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+          ins={"weekly_customer_profiles": dg.AssetIn(key=[WAREHOUSE, "weekly_customer_profiles"],
+                                                      partition_mapping=dg.AllPartitionMapping())},
+          metadata={"partition_expr": "effective_from", "write_mode": "replace_table"})
+def dim_customers(weekly_customer_profiles: pd.DataFrame) -> dg.Output:
+    """`customer_analytics.dim_customers`, SCD type 2 over segment, value tier, status and country.
+
+    Rebuilt from every weekly snapshot on each run (effective_from, effective_to, is_current, version), so
+    re-running a week adds no versions and a backfill of an older week gives the same history as running
+    the weeks in order.
+    """
+    dimension = build_dimension(weekly_customer_profiles)
+    return dg.Output(dimension, metadata={"dagster/row_count": len(dimension),
+                                          "customers": int(dimension["customer_id"].nunique()),
+                                          "versions_above_1": int((dimension["version"] > 1).sum())})

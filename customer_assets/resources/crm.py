@@ -1,0 +1,43 @@
+"""The CRM: its REST API in production, a table of the source database on the embedded default."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from customer_assets.resources.postgres import PostgresSource
+from customer_assets.sources.crm import CrmApiClient, CrmAuthError, CrmExtract, fetch_week_from_table
+
+
+class CrmSource(dg.ConfigurableResource):
+    """Customers updated in a week, with their CRM attributes; emails are hashed with ``hash_key``."""
+
+    api_url: Optional[str] = Field(default=None, description="CRM_API_URL; unset: the crm_customers table.")
+    api_key: Optional[str] = Field(default=None, description="CRM_API_KEY (bearer token).")
+    hash_key: str = Field(description="PII_HASH_KEY: HMAC-SHA256 key for emails and phones.")
+    page_size: int = Field(default=500, description="Records asked for per page.")
+    min_page_size: int = Field(default=50, description="Smallest page after timeouts.")
+    requests_per_minute: int = Field(default=100, description="Client-side rate limit.")
+    max_retries: int = Field(default=5, description="Retries of a page on 429 / 5xx / timeouts.")
+    timeout_seconds: float = Field(default=30.0, description="Per request.")
+    backoff_seconds: float = Field(default=1.0, description="Base of the exponential backoff.")
+
+    @property
+    def kind(self) -> str:
+        return "api" if self.api_url else "database"
+
+    def fetch_week(self, start: datetime, end: datetime, source_db: PostgresSource) -> CrmExtract:
+        if not self.api_url:
+            with source_db.connect() as conn:
+                return fetch_week_from_table(conn, start, end)
+        client = CrmApiClient(self.api_url, self.api_key or "", page_size=self.page_size,
+                              min_page_size=self.min_page_size, max_retries=self.max_retries,
+                              timeout_seconds=self.timeout_seconds, backoff_seconds=self.backoff_seconds,
+                              requests_per_minute=self.requests_per_minute)
+        try:
+            return client.fetch_week(start, end)
+        except CrmAuthError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc

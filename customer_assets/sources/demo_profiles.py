@@ -1,0 +1,142 @@
+"""Demo CRM records and behavioural event files, derived deterministically from a seeded source database.
+
+``crm_customers`` gets a row whenever a customer was active in a week (and for a few inactive customers
+whose tier changed), with the dirt a real CRM has: ids in other cases or padded, invalid emails, negative
+lifetime values, missing ticket counts. The event files mirror the transactions (purchases) and add page
+views, feature usage and support chats, plus a few malformed lines, aliased event names and guest ids.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg2
+
+from customer_assets.logic.currency import convert_to_usd
+
+CRM_DDL = """
+DROP TABLE IF EXISTS crm_customers;
+CREATE TABLE crm_customers AS
+WITH weeks AS (
+    SELECT DISTINCT date_trunc('week', "timestamp") AS week FROM transactions
+), activity AS (
+    SELECT customer_id, date_trunc('week', "timestamp") AS week, max("timestamp") AS last_tx,
+           -- roughly in USD, so that value tiers mean the same in every country
+           sum(amount / CASE currency WHEN 'JPY' THEN 150 WHEN 'KRW' THEN 1350 WHEN 'INR' THEN 83
+                                      WHEN 'SEK' THEN 10.5 WHEN 'BRL' THEN 5 ELSE 1 END)
+               FILTER (WHERE amount > 0) AS spent
+    FROM transactions WHERE status = 'completed' AND customer_id IS NOT NULL GROUP BY 1, 2
+), updates AS (
+    SELECT a.customer_id, a.week, a.last_tx, a.spent FROM activity a
+    UNION ALL
+    SELECT c.customer_id, w.week,
+           (SELECT max(a.last_tx) FROM activity a WHERE a.customer_id = c.customer_id AND a.week < w.week),
+           0
+    FROM customers c CROSS JOIN weeks w
+    WHERE abs(hashtext(c.customer_id || w.week::text)) % 40 = 0 AND c.created_at < w.week
+      AND NOT EXISTS (SELECT 1 FROM activity a WHERE a.customer_id = c.customer_id AND a.week = w.week)
+), keyed AS (
+    SELECT u.*, abs(hashtext(u.customer_id || 'crm' || u.week::text)) AS h FROM updates u
+)
+SELECT
+    CASE WHEN h % 10 = 0 THEN lower(k.customer_id) WHEN h % 10 = 1 THEN '  ' || k.customer_id || ' '
+         ELSE k.customer_id END AS customer_id,
+    CASE WHEN h % 97 = 0 THEN 'not-an-email' WHEN h % 7 = 0 THEN upper(c.email) ELSE c.email END AS email,
+    c.phone,
+    c.created_at::date AS signup_date,
+    COALESCE(k.last_tx, c.created_at)::date AS last_activity_date,
+    (ARRAY['free', 'basic', 'pro', 'enterprise'])[1 + (abs(hashtext(k.customer_id)) % 4)] AS subscription_tier,
+    round(CASE WHEN h % 211 = 0 THEN -50
+               ELSE sum(k.spent) OVER (PARTITION BY k.customer_id ORDER BY k.week) * (0.8 + (h % 5) / 10.0)
+          END, 2)::numeric(14, 2) AS lifetime_value,
+    CASE WHEN h % 23 = 0 THEN NULL ELSE (h % 5)::int END AS support_ticket_count,
+    k.week + make_interval(secs => (h % 600000)) AS updated_at
+FROM keyed k JOIN customers c USING (customer_id);
+CREATE INDEX ON crm_customers (updated_at);
+"""
+
+FEATURES = ("dashboards", "exports", "alerts", "api", "sso", "reports", "search", "mobile_app")
+PURCHASES_SQL = """
+SELECT customer_id, "timestamp", amount::float8, currency FROM transactions
+WHERE status = 'completed' AND customer_id IS NOT NULL AND amount > 0
+ORDER BY "timestamp", transaction_id
+"""
+
+
+def seed_crm_table(dsn: str) -> int:
+    """(Re)create ``crm_customers`` from the seeded tables; return its row count."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.execute(CRM_DDL)
+        cur.execute("SELECT count(*) FROM crm_customers")
+        count = cur.fetchone()[0]
+    conn.close()
+    return count
+
+
+def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    usd = convert_to_usd(purchases["amount"], purchases["currency"], purchases["timestamp"])["amount_usd"]
+    bought = pd.DataFrame({"customer_id": purchases["customer_id"], "timestamp": purchases["timestamp"],
+                           "event_type": "purchase_completed", "feature": None,
+                           "amount_usd": usd.round(2)}).dropna(subset=["amount_usd"])
+    views_per = rng.poisson(3, len(bought))
+    views = bought.loc[bought.index.repeat(views_per)].copy()
+    views["timestamp"] = views["timestamp"] - pd.to_timedelta(rng.integers(60, 3600, len(views)), unit="s")
+    views["event_type"], views["amount_usd"] = "page_view", None
+    weekly = bought.assign(week=bought["timestamp"].dt.tz_convert(None).dt.to_period("W-SUN")).drop_duplicates(
+        ["customer_id", "week"])
+    uses_per = rng.poisson(1.5, len(weekly))
+    uses = weekly.loc[weekly.index.repeat(uses_per)].copy()
+    uses["timestamp"] = uses["timestamp"] + pd.to_timedelta(rng.integers(60, 86_400, len(uses)), unit="s")
+    uses["event_type"], uses["amount_usd"] = "feature_used", None
+    uses["feature"] = rng.choice(FEATURES, len(uses))
+    chats = weekly.loc[rng.random(len(weekly)) < 0.06].copy()
+    chats["timestamp"] = chats["timestamp"] + pd.to_timedelta(rng.integers(60, 7200, len(chats)), unit="s")
+    chats["event_type"], chats["amount_usd"] = "support_chat_started", None
+    guests = views.sample(frac=0.01, random_state=7).copy()
+    guests["customer_id"] = [f"GUEST-{i:06d}" for i in range(len(guests))]
+    events = pd.concat([bought, views, uses, chats, guests], ignore_index=True)
+    events = events.drop(columns="week", errors="ignore").sort_values(["timestamp", "customer_id"], kind="stable")
+    roll = rng.random(len(events))
+    events.loc[roll < 0.02, "event_type"] = events.loc[roll < 0.02, "event_type"].map(
+        {"page_view": "pageview", "purchase_completed": "order_completed"}).fillna(events["event_type"])
+    lower = (roll > 0.98)
+    events.loc[lower, "customer_id"] = events.loc[lower, "customer_id"].str.lower()
+    return events.reset_index(drop=True)
+
+
+def write_event_files(dsn: str, root: Path, random_seed: int = 42) -> int:
+    """Write the landing zone under ``root`` (replacing it); return the number of lines written."""
+    with psycopg2.connect(dsn) as conn:
+        purchases = pd.read_sql_query(PURCHASES_SQL, conn)
+    conn.close()
+    purchases["timestamp"] = pd.to_datetime(purchases["timestamp"], utc=True)
+    rng = np.random.default_rng(random_seed)
+    events = _event_frame(purchases, rng)
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lines = 0
+    for day, group in events.groupby(events["timestamp"].dt.date):
+        folder = tmp / f"dt={day.isoformat()}"
+        folder.mkdir(parents=True)
+        out = []
+        for i, row in enumerate(group.itertuples(index=False)):
+            props = {"feature": row.feature} if row.feature else {}
+            if row.amount_usd is not None and not pd.isna(row.amount_usd):
+                props["amount_usd"] = float(row.amount_usd)
+            out.append(json.dumps({"event_id": f"{day:%Y%m%d}-{i:07d}", "event_type": row.event_type,
+                                   "customer_id": row.customer_id, "timestamp": row.timestamp.isoformat(),
+                                   "properties": props}))
+        if len(out) > 50:  # a connector hiccup: a truncated line and a non-JSON line
+            out.insert(len(out) // 3, out[len(out) // 3][: 40])
+            out.insert(len(out) // 2, "not json at all")
+        (folder / f"customer-events+0+{lines:010d}.jsonl").write_text("\n".join(out) + "\n")
+        lines += len(out)
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    return lines
