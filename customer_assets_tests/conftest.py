@@ -10,6 +10,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from customer_assets.sources.demo_profiles import seed_crm_table, write_event_files
 from customer_assets.sources.demo_seed import SeedConfig, seed_database
 
 SMALL = SeedConfig(customers=600, products=60, weeks=3, transactions_per_week=1200, bots_per_week=1)
@@ -30,8 +31,11 @@ def socket_dir(server) -> str:
     return urllib.parse.parse_qs(query)["host"][0]
 
 
-def create_source(server, name: str, config: SeedConfig | None = None) -> str:
-    """Create database ``name`` on the server, seed it (unless config is None) and return its DSN."""
+def create_source(server, name: str, config: SeedConfig | None = None, events_dir: Path | None = None) -> str:
+    """Create database ``name`` on the server, seed it (unless config is None) and return its DSN.
+
+    With ``events_dir``, the CRM table and the landing zone of event files are made from the seed too.
+    """
     admin = psycopg2.connect(server.get_uri("postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -41,13 +45,20 @@ def create_source(server, name: str, config: SeedConfig | None = None) -> str:
     dsn = server.get_uri(name)
     if config is not None:
         seed_database(dsn, config)
+        seed_crm_table(dsn)
+        if events_dir is not None:
+            write_event_files(dsn, events_dir)
     return dsn
 
 
+EVENTS: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
-def small_source(pg_server):
-    """A seeded source with 3 weeks ending 2026-11-16 and the default ~1.5% dirty rows."""
-    return create_source(pg_server, "small_source", SMALL)
+def small_source(pg_server, tmp_path_factory):
+    """A seeded source with 3 weeks ending 2026-11-16 and the default ~1.5% dirty rows, CRM and events."""
+    EVENTS["small_source"] = tmp_path_factory.mktemp("events") / "small_source"
+    return create_source(pg_server, "small_source", SMALL, EVENTS["small_source"])
 
 
 @pytest.fixture
@@ -65,6 +76,10 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server):
         monkeypatch.setenv("ETL_LOG_DIR", str(tmp_path / "logs" / "etl"))
         monkeypatch.delenv("REPORTS_DIR", raising=False)
         monkeypatch.setenv("DAGSTER_DEPLOYMENT", "local")
+        monkeypatch.setenv("EVENTS_PATH", str(EVENTS.get(dbname, tmp_path / "no-events")))
+        monkeypatch.setenv("PII_HASH_KEY", "test-hash-key")
+        for name in ("CRM_API_URL", "CRM_API_KEY", "EVENT_TYPE_ALIASES"):
+            monkeypatch.delenv(name, raising=False)
         return tmp_path
 
     return use

@@ -1,5 +1,6 @@
 """The whole weekly graph against a real PostgreSQL: idempotency, conservation, PII, quarantine, stops."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from customer_assets.sensors import etl_failure_cleanup
 from customer_assets.partitions import week_bounds
 from customer_assets_tests.conftest import SMALL, create_source, query
-from customer_assets_tests.pipeline import run_week, warehouse
+from customer_assets_tests.pipeline import ASSETS, run_week, warehouse
 
 WEEK, EARLIER = "2026-11-16", "2026-11-09"
 BEFORE_SUMMARY = dg.AssetSelection.all() - dg.AssetSelection.assets(dg.AssetKey(["etl", "pipeline_summary"]))
@@ -110,14 +111,15 @@ def test_success_removes_intermediates_and_writes_a_summary(pipeline_env, small_
     summaries = list((tmp / "logs" / "etl").glob("etl_*.json"))
     assert len(summaries) == 1
     summary = json.loads(summaries[0].read_text())
-    assert summary["cleanup"] == {"removed": 6, "remaining": []}
+    intermediates = [k for a in ASSETS for k in a.keys if k.path[0] == "etl" and k.path[1] != "pipeline_summary"]
+    assert summary["cleanup"] == {"removed": len(intermediates), "remaining": []}
     assert summary["load"]["rows_loaded"] == len(_week_rows(tmp, WEEK))
     assert summary["records_processed"] == summary["load"]["rows_loaded"] + summary["records_quarantined"]
 
 
 @pytest.fixture(scope="module")
 def broken_source(pg_server):
-    return create_source(pg_server, "broken_source", SMALL.__class__(**{**SMALL.__dict__, "dirty_fraction": 0.15}))
+    return create_source(pg_server, "broken_source", dataclasses.replace(SMALL, dirty_fraction=0.15))
 
 
 def test_a_broken_source_stops_before_transform_and_the_sensor_cleans_up(pipeline_env, broken_source):

@@ -103,8 +103,10 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
 def aggregate(events: pd.DataFrame) -> pd.DataFrame:
     """Per customer: page views, distinct features used, purchases and their amount, support chats."""
     if events.empty:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in AGGREGATE_COLUMNS}).astype(
-            {"customer_id": object, "last_event_at": "datetime64[ns, UTC]"})
+        dtypes = {"customer_id": object, "page_views": "int64", "unique_features_used": "int64",
+                  "purchase_count": "int64", "purchase_amount": float, "support_interactions": "int64",
+                  "last_event_at": "datetime64[ns, UTC]"}
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
     kind = events["event_type"]
     frame = events.assign(
         page_views=(kind == "page_view").astype("int64"),
