@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 TRACKED = ["segment", "value_tier", "status", "country"]
-OPEN_END = pd.Timestamp("9999-12-31")
+# Microsecond precision: 9999-12-31 does not fit in nanoseconds (and warehouses store microseconds).
+OPEN_END = pd.Timestamp("9999-12-31").as_unit("us")
 
 
 def build_dimension(snapshots: pd.DataFrame) -> pd.DataFrame:
@@ -27,6 +28,7 @@ def build_dimension(snapshots: pd.DataFrame) -> pd.DataFrame:
     versions = weeks.loc[starts].copy()
     versions["version"] = versions.groupby("customer_id").cumcount() + 1
     versions = versions.rename(columns={"week_start": "effective_from"})
+    versions["effective_from"] = versions["effective_from"].astype("datetime64[us]")
     next_start = versions.groupby("customer_id")["effective_from"].shift(-1)
     versions["is_current"] = next_start.isna()
     versions["effective_to"] = next_start.fillna(OPEN_END)

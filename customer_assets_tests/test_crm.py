@@ -1,0 +1,119 @@
+"""The real CRM client over HTTP against a loopback server: pages, 429, 401, timeouts, lost pages, bad records."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from customer_assets.logic.crm import standardise_crm
+from customer_assets.resources.crm import CrmSource
+from customer_assets.sources.crm import CrmApiClient, CrmAuthError, SlidingWindowLimiter
+from customer_assets_tests.crm_server import CrmBehaviour, CrmServer, make_records
+
+START, END = datetime(2026, 11, 16, tzinfo=timezone.utc), datetime(2026, 11, 23, tzinfo=timezone.utc)
+
+
+def client(url, sleeps=None, api_key="good-key", **overrides):
+    options = {"page_size": 100, "min_page_size": 50, "max_retries": 5, "timeout_seconds": 2.0,
+               "backoff_seconds": 0.001, "requests_per_minute": 10_000, **overrides}
+    return CrmApiClient(url, api_key, sleep=(sleeps if sleeps is not None else []).append, **options)
+
+
+def test_all_pages_are_fetched():
+    behaviour = CrmBehaviour(records=make_records(250))
+    with CrmServer(behaviour) as url:
+        extract = client(url).fetch_week(START, END)
+    assert [r["customer_id"] for r in extract.records] == [f"C{i:07d}" for i in range(1, 251)]
+    assert extract.pages == 3 and not extract.partial
+    assert [int(r["offset"]) for r in behaviour.requests] == [0, 100, 200]
+    assert behaviour.requests[0]["updated_since"] == START.isoformat()
+
+
+def test_429_bursts_back_off_honouring_retry_after():
+    behaviour = CrmBehaviour(records=make_records(120), rate_limited_requests=3, retry_after="0.25")
+    sleeps: list[float] = []
+    with CrmServer(behaviour) as url:
+        extract = client(url, sleeps).fetch_week(START, END)
+    assert len(extract.records) == 120 and extract.retries == 3 and not extract.partial
+    assert sleeps[:3] == [0.25, 0.25, 0.25]
+
+
+def test_429_without_retry_after_backs_off_exponentially_and_gives_up_after_5():
+    behaviour = CrmBehaviour(records=make_records(10), rate_limited_requests=100, retry_after=None)
+    sleeps: list[float] = []
+    with CrmServer(behaviour) as url:
+        extract = client(url, sleeps, backoff_seconds=1.0).fetch_week(START, END)
+    assert sleeps[:5] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert extract.partial and extract.missing_pages[0]["offset"] == 0 and "429" in extract.missing_pages[0]["error"]
+    assert extract.records == []
+
+
+def test_401_stops_with_a_clear_message():
+    with CrmServer(CrmBehaviour(records=make_records(5))) as url:
+        with pytest.raises(CrmAuthError, match="credentials may have expired"):
+            client(url, api_key="expired").fetch_week(START, END)
+        resource = CrmSource(api_url=url, api_key="expired", hash_key="k")
+        with pytest.raises(dg.Failure, match="credentials may have expired") as raised:
+            resource.fetch_week(START, END, source_db=None)
+    assert raised.value.allow_retries is False
+
+
+def test_timeouts_shrink_pages_down_to_50():
+    behaviour = CrmBehaviour(records=make_records(130), slow_above_limit=50, slow_seconds=1.0)
+    with CrmServer(behaviour) as url:
+        extract = client(url, page_size=200, timeout_seconds=0.3).fetch_week(START, END)
+    assert len(extract.records) == 130 and not extract.partial
+    assert extract.page_size_reductions == 2  # 200 -> 100 -> 50
+    assert {int(r["limit"]) for r in behaviour.requests[-3:]} == {50}
+
+
+def test_a_page_that_keeps_failing_is_recorded_and_the_rest_kept():
+    behaviour = CrmBehaviour(records=make_records(300), failing_offsets={100})
+    with CrmServer(behaviour) as url:
+        extract = client(url).fetch_week(START, END)
+    assert extract.partial and extract.missing_pages == [{"offset": 100, "limit": 100, "error": "HTTP 500"}]
+    ids = [r["customer_id"] for r in extract.records]
+    assert len(ids) == 200 and "C0000100" in ids and "C0000101" not in ids and "C0000201" in ids
+    assert extract.retries == 5
+
+
+def test_malformed_records_are_counted_and_missing_fields_recorded():
+    records = make_records(4)
+    records[1] = "not a record"
+    records[2] = {**records[2], "customer_id": "  "}
+    records[3] = {**records[3], "email": None, "lifetime_value": None}
+    with CrmServer(CrmBehaviour(records=records)) as url:
+        extract = client(url).fetch_week(START, END)
+    assert len(extract.records) == 2 and extract.malformed_records == 2
+    assert extract.missing_fields == {"email": 1, "lifetime_value": 1}
+
+
+def test_rate_limit_is_100_requests_in_any_minute():
+    now = [0.0]
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    limiter = SlidingWindowLimiter(100, clock=lambda: now[0], sleep=sleep)
+    for _ in range(100):
+        limiter.acquire()
+        now[0] += 0.1
+    assert sleeps == []
+    limiter.acquire()
+    assert sleeps == [pytest.approx(50.0)]  # the first call was 60 s before the 101st can go
+
+
+def test_standardised_records_hash_contact_details_with_the_key():
+    records = make_records(2) + [{**make_records(1)[0], "customer_id": " c0000001 ", "email": " USER1@Example.com",
+                                  "updated_at": "2026-11-18T00:00:00Z"}]
+    records.append({**make_records(3)[2], "email": "not-an-email"})
+    frame, counts = standardise_crm(records, "key-1")
+    assert frame["customer_id"].tolist() == ["C0000001", "C0000002", "C0000003"]
+    assert counts == {"records": 4, "invalid_emails": 1, "duplicate_ids": 1}
+    again, _ = standardise_crm(make_records(1), "key-1")
+    other, _ = standardise_crm(make_records(1), "key-2")
+    assert frame.loc[0, "email_hash"] == again.loc[0, "email_hash"] != other.loc[0, "email_hash"]
+    assert frame.loc[2, "email_hash"] is None
+    assert "example.com" not in frame.to_csv() and "555" not in frame.to_csv()

@@ -1,0 +1,103 @@
+"""Reading the landing zone (real files), aggregating, and the sensor that watches it."""
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from customer_assets.sensors import events_landing_zone, new_event_files, weeks_touched
+from customer_assets.settings import PipelineSettings
+from customer_assets.sources.events import aggregate, read_week
+
+START, END = datetime(2026, 11, 16, tzinfo=timezone.utc), datetime(2026, 11, 23, tzinfo=timezone.utc)
+
+
+def event(kind, customer, ts, **props):
+    return json.dumps({"event_id": "e", "event_type": kind, "customer_id": customer, "timestamp": ts,
+                       "properties": props})
+
+
+def write(root: Path, day: str, lines: list[str], name="customer-events+0+0000000000.jsonl") -> Path:
+    folder = root / f"dt={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def zone(tmp_path):
+    root = tmp_path / "events"
+    write(root, "2026-11-16", [
+        event("page_view", "C1", "2026-11-16T10:00:00Z"),
+        event("pageview", " c1 ", "2026-11-16T10:01:00Z"),                   # alias and messy id
+        event("feature_used", "C1", "2026-11-16T10:02:00Z", feature="exports"),
+        event("feature_used", "C1", "2026-11-16T10:03:00Z", feature="exports"),
+        event("feature_used", "C1", "2026-11-16T10:04:00Z", feature="alerts"),
+        '{"event_type": "page_view", "customer_id": "C2", "timestam',       # truncated line
+        event("purchase_completed", "C2", "2026-11-17T09:00:00+01:00", amount_usd=30.5),
+        event("order_completed", "C2", "2026-11-18T09:00:00Z", amount_usd=10.0),
+        event("support_chat_started", "C2", "2026-11-18T09:30:00Z"),
+        event("newsletter_opened", "C2", "2026-11-18T09:31:00Z"),
+    ])
+    write(root, "2026-11-15", [event("page_view", "C1", "2026-11-15T23:59:00Z"),   # previous week
+                               event("page_view", "C3", "2026-11-16T00:00:30Z")])  # late file, this week
+    write(root, "2026-11-23", [event("page_view", "C1", "2026-11-23T00:00:00Z"), "not json"])
+    return root
+
+
+def test_read_week_skips_malformed_lines_with_file_and_line(zone):
+    events, scan = read_week(zone, START, END)
+    assert scan.files == 3 and len(scan.malformed) == 2
+    assert {(Path(m["file"]).parent.name, m["line"]) for m in scan.malformed} == {("dt=2026-11-16", 6),
+                                                                                  ("dt=2026-11-23", 2)}
+    assert scan.outside_week == 2 and scan.aliased == 2 and scan.unknown_types == {"newsletter_opened": 1}
+    assert sorted(events["customer_id"].unique()) == ["C1", "C2", "C3"]
+
+
+def test_aggregates_per_customer(zone):
+    events, _ = read_week(zone, START, END)
+    agg = aggregate(events).set_index("customer_id")
+    assert agg.loc["C1", ["page_views", "unique_features_used", "purchase_count", "support_interactions"]].tolist() \
+        == [2, 2, 0, 0]
+    assert agg.loc["C2", "purchase_count"] == 2 and agg.loc["C2", "purchase_amount"] == pytest.approx(40.5)
+    assert agg.loc["C2", "support_interactions"] == 1 and agg.loc["C3", "page_views"] == 1
+
+
+def test_configured_aliases_are_applied(zone):
+    events, scan = read_week(zone, START, END, {"newsletter_opened": "page_view"})
+    assert scan.unknown_types == {} and (events["customer_id"] == "C2").sum() == 4
+
+
+def test_empty_landing_zone_gives_typed_empty_aggregates(tmp_path):
+    events, scan = read_week(tmp_path, START, END)
+    agg = aggregate(events)
+    assert agg.empty and scan.files == 0 and str(agg["page_views"].dtype) == "int64"
+
+
+def test_cursor_sees_each_file_once(zone):
+    files, cursor = new_event_files(zone, {})
+    assert len(files) == 3
+    assert new_event_files(zone, cursor) == ([], cursor)
+    late = write(zone, "2026-11-19", [event("page_view", "C1", "2026-11-19T08:00:00Z")], name="late.jsonl")
+    os.utime(late, ns=(cursor["mtime_ns"] + 1, cursor["mtime_ns"] + 1))
+    files, cursor2 = new_event_files(zone, cursor)
+    assert files == [late] and cursor2["mtime_ns"] > cursor["mtime_ns"]
+
+
+def test_weeks_touched_include_the_week_after_a_sunday_folder(zone):
+    assert set(weeks_touched(sorted(zone.glob("dt=*/*")))) == {"2026-11-09", "2026-11-16", "2026-11-23"}
+
+
+def test_sensor_requests_finished_weeks_once(zone):
+    settings = PipelineSettings(data_dir="d", reports_dir="r", etl_log_dir="l", events_path=str(zone))
+    first = events_landing_zone(dg.build_sensor_context(resources={"settings": settings}))
+    keys = sorted(r.partition_key for r in first)
+    assert keys == ["2026-11-09", "2026-11-16"]  # 2026-11-23 is not a finished week yet
+    assert len({r.run_key for r in first}) == 2
+    cursor = json.dumps(new_event_files(zone, {})[1])
+    again = events_landing_zone(dg.build_sensor_context(cursor=cursor, resources={"settings": settings}))
+    assert isinstance(again, dg.SkipReason)

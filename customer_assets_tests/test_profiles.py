@@ -1,0 +1,123 @@
+"""Profile building and the SCD2 dimension, with hand-made sources."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
+from customer_assets.logic.profiles import (
+    build_profiles, deduplicate_records, engagement_score, status_for, value_tier)
+from customer_assets.logic.scd2 import OPEN_END, build_dimension
+from customer_assets.schemas import UnifiedCustomerProfiles
+from customer_assets_tests.frames import WEEK
+
+TS = "datetime64[ns, UTC]"
+
+
+def test_identity_standardisation():
+    assert standardise_ids(pd.Series([" c001 ", "C002", "", None])).tolist() == ["C001", "C002", None, None]
+    assert valid_emails(pd.Series([" A@B.com ", "nope", "a@b", None])).tolist() == ["a@b.com", None, None, None]
+    assert phone_digits(pd.Series(["+1 (555) 010-1234", "n/a"])).tolist() == ["15550101234", None]
+    hashed = keyed_hash(pd.Series(["a@b.com", None]), "k")
+    assert len(hashed[0]) == 64 and hashed[1] is None and hashed[0] != keyed_hash(pd.Series(["a@b.com"]), "j")[0]
+    with pytest.raises(ValueError):
+        keyed_hash(pd.Series(["x"]), "")
+
+
+def records(*rows):
+    frame = pd.DataFrame(rows)
+    for column in ("signup_date", "last_activity_at", "updated_at"):
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def test_dedup_prefers_crm_then_recency_field_by_field():
+    merged = deduplicate_records(records(
+        {"customer_id": "C1", "source": "database", "country": "DE", "lifetime_value": None, "updated_at": "2026-01-01"},
+        {"customer_id": "C1", "source": "crm", "country": None, "lifetime_value": 10.0, "updated_at": "2026-11-01"},
+        {"customer_id": "C1", "source": "crm", "country": None, "lifetime_value": 20.0, "updated_at": "2026-11-10"}))
+    assert len(merged) == 1
+    assert merged.loc[0, ["source", "country", "lifetime_value"]].tolist() == ["crm", "DE", 20.0]
+
+
+@pytest.mark.parametrize("days,status", [(0, "active"), (6, "active"), (7, "at-risk"), (30, "at-risk"), (31, "churned")])
+def test_status_bins(days, status):
+    assert status_for(pd.Series([days]))[0] == status
+
+
+def test_value_tiers_and_engagement_bounds():
+    assert value_tier(pd.Series([10_000.01, 10_000, 5_000.5, 1_000, 0])).tolist() == [
+        "Platinum", "Gold", "Gold", "Bronze", "Bronze"]
+    frame = pd.DataFrame({"purchase_count": [0, 100, 1], "unique_features_used": [0, 100, 1],
+                          "page_views": [0, 1000, 10], "support_interactions": [0, 100, 0]})
+    assert engagement_score(frame).tolist() == [0.0, 100.0, pytest.approx(8 + 5 + 4)]
+
+
+def _sources():
+    crm = records(
+        {"customer_id": "C1", "source": "crm", "email_hash": "h1", "signup_date": "2025-01-01",
+         "last_activity_at": "2026-11-20", "subscription_tier": "pro", "lifetime_value": 12_000.0,
+         "support_ticket_count": 1.0, "updated_at": "2026-11-18"},
+        {"customer_id": "C2", "source": "crm", "email_hash": None, "signup_date": "2027-01-01",   # future signup
+         "last_activity_at": "2026-10-01", "subscription_tier": "free", "lifetime_value": -5.0,  # impossible LTV
+         "support_ticket_count": None, "updated_at": "2026-11-17"})
+    database = records(
+        {"customer_id": "C1", "source": "database", "signup_date": "2024-12-31", "country": "US", "segment": "smb",
+         "updated_at": "2024-12-31"},
+        {"customer_id": "C3", "source": "database", "signup_date": "2026-11-01", "country": "JP",
+         "segment": "consumer", "updated_at": "2026-11-01"})
+    events = pd.DataFrame({"customer_id": ["C1", "C3", "GUEST-1"], "page_views": [10, 2, 5],
+                           "unique_features_used": [3, 0, 0], "purchase_count": [1, 0, 0],
+                           "purchase_amount": [50.0, 0.0, 0.0], "support_interactions": [0, 1, 0],
+                           "last_event_at": pd.to_datetime(["2026-11-21", "2026-11-17", "2026-11-18"], utc=True)})
+    transactions = pd.DataFrame({"customer_id": ["C1", "C3"], "transaction_id": ["T1", "T2"],
+                                 "amount_usd": [50.0, 20.0], "country": ["US", "JP"], "segment": ["smb", "consumer"],
+                                 "timestamp": pd.to_datetime(["2026-11-21 10:00", "2026-11-16 09:00"], utc=True)})
+    return pd.concat([crm, database], ignore_index=True), events, transactions
+
+
+def test_profiles_join_clean_impute_and_log():
+    recs, events, transactions = _sources()
+    profile, log = build_profiles(recs, events, transactions, {"C1", "C3"}, WEEK)
+    UnifiedCustomerProfiles.validate(profile)
+    p = profile.set_index("customer_id")
+    assert list(p.index) == ["C1", "C2", "C3"]   # the guest is dropped, with its reason
+    assert log.dropped == {"UNMATCHED_ID": 1} and log.match_rate == pytest.approx(2 / 3)
+    assert p.loc["C1", ["country", "value_tier", "status", "in_crm", "in_events", "in_transactions"]].tolist() == [
+        "US", "Platinum", "active", True, True, True]
+    assert p.loc["C2", "status"] == "churned" and p.loc["C2", "country"] == "unknown"
+    assert log.removed_values["lifetime_value"] == 1 and log.removed_values["signup_date"] == 1
+    assert "lifetime_value" in p.loc["C2", "imputed_fields"] and "support_ticket_count" in p.loc["C2", "imputed_fields"]
+    assert p.loc["C3", "in_crm"] == False and p.loc["C3", "support_interactions"] == 1  # noqa: E712
+    assert p.loc["C3", "days_since_last_activity"] == 6  # last seen 2026-11-17, week ends 2026-11-23
+    features = profile.filter(like="feature_")
+    assert ((features >= 0) & (features <= 1)).all().all()
+    assert log.as_dict()["engagement_formula"].startswith("40 * min(purchase_count / 5, 1)")
+
+
+def snapshot(week, **customers):
+    return pd.DataFrame([{"customer_id": c, "week_start": pd.Timestamp(week), "segment": s, "value_tier": t,
+                          "status": st, "country": "US"} for c, (s, t, st) in customers.items()])
+
+
+WEEKS = [snapshot("2026-11-02", A=("smb", "Gold", "active"), B=("consumer", "Bronze", "active")),
+         snapshot("2026-11-09", A=("smb", "Gold", "at-risk"), B=("consumer", "Bronze", "active")),
+         snapshot("2026-11-16", A=("smb", "Gold", "at-risk"), B=("consumer", "Silver", "active"),
+                  C=("smb", "Bronze", "active"))]
+
+
+def test_scd2_versions_follow_changes():
+    dim = build_dimension(pd.concat(WEEKS, ignore_index=True))
+    a = dim[dim["customer_id"] == "A"].reset_index(drop=True)
+    assert a["version"].tolist() == [1, 2] and a["is_current"].tolist() == [False, True]
+    assert a.loc[0, "effective_to"] == a.loc[1, "effective_from"] == pd.Timestamp("2026-11-09")
+    assert a.loc[1, "effective_to"] == OPEN_END
+    assert dim.groupby("customer_id")["is_current"].sum().eq(1).all() and len(dim) == 5
+
+
+def test_scd2_is_the_same_whatever_the_load_order_or_reruns():
+    in_order = build_dimension(pd.concat(WEEKS, ignore_index=True))
+    shuffled = build_dimension(pd.concat([WEEKS[2], WEEKS[0], WEEKS[1], WEEKS[1]], ignore_index=True)
+                               .sample(frac=1, random_state=3))
+    pd.testing.assert_frame_equal(in_order, shuffled)
