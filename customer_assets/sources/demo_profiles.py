@@ -86,17 +86,17 @@ def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFr
     views_per = rng.poisson(3, len(bought))
     views = bought.loc[bought.index.repeat(views_per)].copy()
     views["timestamp"] = views["timestamp"] - pd.to_timedelta(rng.integers(60, 3600, len(views)), unit="s")
-    views["event_type"], views["amount_usd"] = "page_view", None
+    views["event_type"], views["amount_usd"] = "page_view", np.nan
     weekly = bought.assign(week=bought["timestamp"].dt.tz_convert(None).dt.to_period("W-SUN")).drop_duplicates(
         ["customer_id", "week"])
     uses_per = rng.poisson(1.5, len(weekly))
     uses = weekly.loc[weekly.index.repeat(uses_per)].copy()
     uses["timestamp"] = uses["timestamp"] + pd.to_timedelta(rng.integers(60, 86_400, len(uses)), unit="s")
-    uses["event_type"], uses["amount_usd"] = "feature_used", None
+    uses["event_type"], uses["amount_usd"] = "feature_used", np.nan
     uses["feature"] = rng.choice(FEATURES, len(uses))
     chats = weekly.loc[rng.random(len(weekly)) < 0.06].copy()
     chats["timestamp"] = chats["timestamp"] + pd.to_timedelta(rng.integers(60, 7200, len(chats)), unit="s")
-    chats["event_type"], chats["amount_usd"] = "support_chat_started", None
+    chats["event_type"], chats["amount_usd"] = "support_chat_started", np.nan
     guests = views.sample(frac=0.01, random_state=7).copy()
     guests["customer_id"] = [f"GUEST-{i:06d}" for i in range(len(guests))]
     events = pd.concat([bought, views, uses, chats, guests], ignore_index=True)
@@ -111,8 +111,9 @@ def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFr
 
 def write_event_files(dsn: str, root: Path, random_seed: int = 42) -> int:
     """Write the landing zone under ``root`` (replacing it); return the number of lines written."""
-    with psycopg2.connect(dsn) as conn:
-        purchases = pd.read_sql_query(PURCHASES_SQL, conn)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(PURCHASES_SQL)
+        purchases = pd.DataFrame(cur.fetchall(), columns=["customer_id", "timestamp", "amount", "currency"])
     conn.close()
     purchases["timestamp"] = pd.to_datetime(purchases["timestamp"], utc=True)
     rng = np.random.default_rng(random_seed)
@@ -126,7 +127,7 @@ def write_event_files(dsn: str, root: Path, random_seed: int = 42) -> int:
         out = []
         for i, row in enumerate(group.itertuples(index=False)):
             props = {"feature": row.feature} if row.feature else {}
-            if row.amount_usd is not None and not pd.isna(row.amount_usd):
+            if not pd.isna(row.amount_usd):
                 props["amount_usd"] = float(row.amount_usd)
             out.append(json.dumps({"event_id": f"{day:%Y%m%d}-{i:07d}", "event_type": row.event_type,
                                    "customer_id": row.customer_id, "timestamp": row.timestamp.isoformat(),
