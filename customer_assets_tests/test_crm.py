@@ -117,3 +117,20 @@ def test_standardised_records_hash_contact_details_with_the_key():
     assert frame.loc[0, "email_hash"] == again.loc[0, "email_hash"] != other.loc[0, "email_hash"]
     assert frame.loc[2, "email_hash"] is None
     assert "example.com" not in frame.to_csv() and "555" not in frame.to_csv()
+
+
+def test_partial_extract_is_marked_in_the_materialization(tmp_path):
+    from customer_assets.assets.profiles import crm_customers
+    from customer_assets.resources.postgres import PostgresSource
+
+    behaviour = CrmBehaviour(records=make_records(150), failing_offsets={100})
+    with CrmServer(behaviour) as url:
+        result = dg.materialize(
+            [crm_customers], partition_key="2026-11-16",
+            resources={"crm": CrmSource(api_url=url, api_key="good-key", hash_key="k", page_size=100,
+                                        backoff_seconds=0.001),
+                       "source_db": PostgresSource(host="unused"),  # the API mode never touches it
+                       "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path))})
+    metadata = result.asset_materializations_for_node("etl__crm_customers")[0].metadata
+    assert metadata["partial"].value is True and metadata["dagster/row_count"].value == 100
+    assert metadata["extract"].value["missing_pages"][0]["offset"] == 100

@@ -184,3 +184,25 @@ def test_backfilling_an_older_week_gives_the_same_history(pipeline_env, small_so
         (tmp / "warehouse.duckdb").unlink()
     pd.testing.assert_frame_equal(histories[0], histories[1])
     assert (histories[0]["version"] > 1).any()  # some customers changed between the two weeks
+
+
+def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_source):
+    from customer_assets.assets.profiles import unified_customer_profiles
+    from customer_assets.deployments import resources_for
+    from customer_assets.logic.crm import standardise_crm
+
+    pipeline_env("small_source")
+    resources = resources_for("local")
+    events = pd.DataFrame({"customer_id": [f"CUST-{i}" for i in range(10)] + ["C0000001"], "page_views": 1,
+                           "unique_features_used": 0, "purchase_count": 0, "purchase_amount": 0.0,
+                           "support_interactions": 0, "last_event_at": pd.Timestamp("2026-11-17", tz="UTC")})
+    empty, _ = standardise_crm([], "k")  # the CRM had no updates this week
+    transactions = pd.DataFrame(columns=["customer_id", "transaction_id", "amount_usd", "timestamp",
+                                         "country", "segment"])
+    context = dg.build_asset_context(partition_key=WEEK)
+    results = list(unified_customer_profiles(context, settings=resources["settings"],
+                                             source_db=resources["source_db"], crm_customers=empty,
+                                             customer_event_aggregates=events, transformed_transactions=transactions))
+    check = next(r for r in results if isinstance(r, dg.AssetCheckResult) and r.check_name == "match_rate")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "id formats" in check.metadata["detail"].value

@@ -97,7 +97,7 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
     profile["in_events"] = profile["customer_id"].isin(set(events["customer_id"]))
     profile["in_transactions"] = profile["customer_id"].isin(set(transactions["customer_id"]))
     for column in ACTIVITY_COUNTS:
-        profile[column] = profile[column].fillna(0)
+        profile[column] = pd.to_numeric(profile[column]).fillna(0).astype(float)
     log.counts.update({"crm_records": int((records["source"] == "crm").sum()),
                        "database_records": int((records["source"] == "database").sum()),
                        "event_customers": len(events), "transaction_customers": int(transactions["customer_id"].nunique()),
@@ -173,8 +173,9 @@ def build_profiles(records: pd.DataFrame, events: pd.DataFrame, transactions: pd
     log.decisions.append("duplicates resolved by source priority crm > database, then most recent update")
     records = deduplicate_records(records)
     profile = join_sources(records, events, transactions, known_ids, log)
-    profile["last_activity_at"] = pd.concat([profile["last_activity_at"], profile["last_event_at"],
-                                             profile["last_transaction_at"]], axis=1).max(axis=1)
+    seen = [pd.to_datetime(profile[c], utc=True) for c in ("last_activity_at", "last_event_at", "last_transaction_at")]
+    profile["last_activity_at"] = pd.concat(seen, axis=1).max(axis=1)
+    profile["signup_date"] = pd.to_datetime(profile["signup_date"], utc=True)
     profile = remove_impossible_values(profile, ctx, log)
     profile = impute_missing(profile, log)
     profile = cap_outliers(profile, log)
