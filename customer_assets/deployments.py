@@ -22,8 +22,10 @@ def _env(name: str):
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def source_db_from_env(data_dir: str, events_path: str) -> PostgresSource:
+def source_db_from_env(deployment: str, data_dir: str, events_path: str) -> PostgresSource:
     if not os.environ.get("DB_HOST"):
+        if deployment != "local":
+            raise ValueError(f"DAGSTER_DEPLOYMENT={deployment} needs DB_HOST: the embedded demo database is local only")
         return PostgresSource(embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")),
                               demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path)
     return PostgresSource(
@@ -67,7 +69,7 @@ def resources_for(deployment: str) -> dict[str, object]:
     settings = settings_from_env()
     resources: dict[str, object] = {
         "settings": settings,
-        "source_db": source_db_from_env(settings.data_dir, settings.events_path),
+        "source_db": source_db_from_env(deployment, settings.data_dir, settings.events_path),
         "crm": crm_from_env(deployment, settings.data_dir),
         "io_manager": LocalParquetIOManager(base_dir=settings.data_dir),
     }

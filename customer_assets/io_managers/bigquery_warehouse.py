@@ -63,17 +63,6 @@ _TRANSIENT_EXCEPTIONS = (gexc.InternalServerError, gexc.ServiceUnavailable, gexc
                          gexc.TooManyRequests, gexc.GatewayTimeout)
 
 
-def input_partition_column(context: dg.InputContext) -> str:
-    """``partition_expr`` of the input, else of the upstream output that defined the table.
-
-    ``partition_column`` reads ``context.definition_metadata``, which for an input is the *input's*
-    metadata (``AssetIn(metadata=...)``), so a plain ``AssetIn`` would not find the upstream's week column.
-    """
-    if (context.definition_metadata or {}).get("partition_expr") or context.upstream_output is None:
-        return partition_column(context)
-    return partition_column(context.upstream_output)
-
-
 class LoadTimeoutError(TimeoutError):
     """The whole load took longer than ``load_timeout_seconds``."""
 
@@ -524,7 +513,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         load = _Load(deadline=time.monotonic() + self.load_timeout_seconds)
         dataset, table = self._dataset(context)
         target_id = f"{self.project}.{dataset}.{table}"
-        column = input_partition_column(context)
+        column = partition_column(context)  # for an input: the upstream output's partition_expr
         client, _ = self._connect(context.log)
         call = lambda step, perms, fn: self._call(load, client, context.log, step, perms, fn)  # noqa: E731
         target = call(f"table {target_id}", ("bigquery.tables.get",),
