@@ -93,5 +93,28 @@ def query(dsn: str, statement: str, params=None) -> list[tuple]:
     return rows
 
 
+BIGQUERY_PROJECT = "test-project"
+
+
+@pytest.fixture(scope="session")
+def bigquery_endpoint():
+    """One local BigQuery emulator for the session (tests use datasets of their own)."""
+    from customer_assets_tests.bigquery_emulator import emulator_available, run_bigquery_emulator
+
+    available, reason = emulator_available()
+    if not available:
+        pytest.skip(reason)
+    with run_bigquery_emulator(project=BIGQUERY_PROJECT) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def bigquery_client(bigquery_endpoint):
+    """A real google-cloud-bigquery client talking to the emulator."""
+    from customer_assets_tests.bigquery_emulator import make_client
+
+    return make_client(bigquery_endpoint, BIGQUERY_PROJECT)
+
+
 def pytest_report_header(config):
     return [f"DAGSTER_DEPLOYMENT={os.environ.get('DAGSTER_DEPLOYMENT', 'local')}"]

@@ -1,7 +1,7 @@
 """The BigQuery warehouse IO manager against a local BigQuery emulator, driven through Dagster.
 
 Every test writes to its own dataset (``dataset_override``) so they never see each other's tables; the
-assertions query BigQuery back with a real ``google.cloud.bigquery`` client.
+assertions query BigQuery back with a real ``google.cloud.bigquery`` bigquery_client.
 """
 
 from __future__ import annotations
@@ -20,25 +20,9 @@ from google.cloud import bigquery
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import weekly_partitions
-from customer_assets_tests.bigquery_emulator import emulator_available, make_client, run_bigquery_emulator
+from customer_assets_tests.conftest import BIGQUERY_PROJECT as PROJECT
 
-PROJECT = "test-project"
 WEEK_A, WEEK_B = "2026-01-05", "2026-01-12"
-
-AVAILABLE, REASON = emulator_available()
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    if not AVAILABLE:
-        pytest.skip(REASON)
-    with run_bigquery_emulator(project=PROJECT) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(endpoint):
-    return make_client(endpoint, PROJECT)
 
 
 @pytest.fixture
@@ -47,10 +31,10 @@ def dataset() -> str:
 
 
 @pytest.fixture
-def manager(endpoint, dataset, tmp_path):
+def manager(bigquery_endpoint, dataset, tmp_path):
     def build(**overrides) -> BigQueryWarehouseIOManager:
         config = dict(project=PROJECT, dataset_override=dataset, reports_dir=str(tmp_path / "reports"),
-                      emulator_host=str(endpoint), retry_base_seconds=0.01, quota_wait_seconds=0.01)
+                      emulator_host=str(bigquery_endpoint), retry_base_seconds=0.01, quota_wait_seconds=0.01)
         config.update(overrides)
         return BigQueryWarehouseIOManager(**config)
 
@@ -117,13 +101,13 @@ def materialization(result: dg.ExecuteInProcessResult) -> dict:
     return result.get_asset_materialization_events()[0].materialization.metadata
 
 
-def rows(client, dataset: str, table: str = "weekly_transactions", order: str = "transaction_id") -> pd.DataFrame:
+def rows(bigquery_client, dataset: str, table: str = "weekly_transactions", order: str = "transaction_id") -> pd.DataFrame:
     sql = f"SELECT * FROM `{PROJECT}.{dataset}.{table}` ORDER BY {order}"
-    return client.query(sql).result().to_arrow(create_bqstorage_client=False).to_pandas()
+    return bigquery_client.query(sql).result().to_arrow(create_bqstorage_client=False).to_pandas()
 
 
-def tables(client, dataset: str) -> list[str]:
-    return sorted(t.table_id for t in client.list_tables(f"{PROJECT}.{dataset}"))
+def tables(bigquery_client, dataset: str) -> list[str]:
+    return sorted(t.table_id for t in bigquery_client.list_tables(f"{PROJECT}.{dataset}"))
 
 
 def same_values(left: pd.DataFrame, right: pd.DataFrame) -> None:
@@ -141,65 +125,65 @@ def same_values(left: pd.DataFrame, right: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------------------------------
 # tests
 
-def test_creates_table_and_loads_a_week(client, manager, dataset, tmp_path):
+def test_creates_table_and_loads_a_week(bigquery_client, manager, dataset, tmp_path):
     frame = transactions(WEEK_A)
     result = run([warehouse_asset({WEEK_A: frame})], WEEK_A, manager())
 
-    table = client.get_table(f"{PROJECT}.{dataset}.weekly_transactions")
+    table = bigquery_client.get_table(f"{PROJECT}.{dataset}.weekly_transactions")
     assert {f.name: f.field_type for f in table.schema} == {
         "transaction_id": "STRING", "customer_id": "STRING", "product_id": "STRING", "amount": "FLOAT",
         "timestamp": "TIMESTAMP", "hour_of_day": "INTEGER", "is_weekend": "BOOLEAN", "week_start": "DATETIME"}
     assert table.time_partitioning.type_ == "DAY" and table.time_partitioning.field == "timestamp"
     assert table.clustering_fields == ["customer_id", "product_id", "transaction_id"]
     assert table.description == "Test transactions of the week."
-    same_values(rows(client, dataset), frame)
-    assert tables(client, dataset) == ["weekly_transactions"]  # staging dropped
+    same_values(rows(bigquery_client, dataset), frame)
+    assert tables(bigquery_client, dataset) == ["weekly_transactions"]  # staging dropped
 
     metadata = materialization(result)
     assert metadata["rows_loaded"].value == 3
     assert metadata["destination_table"].value == f"{PROJECT}.{dataset}.weekly_transactions"
     report = json.loads(Path(tmp_path, "reports", WEEK_A, "load_report_weekly_transactions.json").read_text())
     assert report["rows_loaded"] == 3 and set(report["job_ids"]) >= {"load", "merge"}
-    assert all(client.get_job(job_id).state == "DONE" for job_id in report["job_ids"].values())
+    assert all(bigquery_client.get_job(job_id).state == "DONE" for job_id in report["job_ids"].values())
     assert any("EMULATOR" in w for w in report["warnings"])
 
 
-def test_same_week_twice_leaves_it_once(client, manager, dataset):
+def test_same_week_twice_leaves_it_once(bigquery_client, manager, dataset):
     frame = transactions(WEEK_A)
     asset = warehouse_asset({WEEK_A: frame})
     run([asset], WEEK_A, manager())
-    first = rows(client, dataset)
+    first = rows(bigquery_client, dataset)
     run([asset], WEEK_A, manager())
-    second = rows(client, dataset)
+    second = rows(bigquery_client, dataset)
     assert len(second) == len(frame)
     pd.testing.assert_frame_equal(first, second)
 
 
-def test_weeks_stay_apart_and_rewriting_one_keeps_the_other(client, manager, dataset):
+def test_weeks_stay_apart_and_rewriting_one_keeps_the_other(bigquery_client, manager, dataset):
     frames = {WEEK_A: transactions(WEEK_A, n=3), WEEK_B: transactions(WEEK_B, n=2)}
     asset = warehouse_asset(frames)
     run([asset], WEEK_A, manager())
     run([asset], WEEK_B, manager())
-    week_b = rows(client, dataset).query("transaction_id.str.contains(@WEEK_B)", engine="python")
-    assert len(rows(client, dataset)) == 5
+    week_b = rows(bigquery_client, dataset).query("transaction_id.str.contains(@WEEK_B)", engine="python")
+    assert len(rows(bigquery_client, dataset)) == 5
 
     frames[WEEK_A] = transactions(WEEK_A, n=1, prefix="R")  # the week shrinks and changes
     run([asset], WEEK_A, manager())
-    after = rows(client, dataset)
+    after = rows(bigquery_client, dataset)
     assert sorted(after["transaction_id"]) == [f"R{WEEK_A}-0", f"T{WEEK_B}-0", f"T{WEEK_B}-1"]
     pd.testing.assert_frame_equal(
         after[after["transaction_id"].str.startswith("T")].reset_index(drop=True), week_b.reset_index(drop=True))
 
     frames[WEEK_A] = transactions(WEEK_A, n=0)  # an empty week empties the week, nothing else
     run([asset], WEEK_A, manager())
-    pd.testing.assert_frame_equal(rows(client, dataset), week_b.reset_index(drop=True))
+    pd.testing.assert_frame_equal(rows(bigquery_client, dataset), week_b.reset_index(drop=True))
 
 
-def test_failure_between_staging_and_swap_keeps_the_old_week(client, manager, dataset, monkeypatch):
+def test_failure_between_staging_and_swap_keeps_the_old_week(bigquery_client, manager, dataset, monkeypatch):
     asset_frames = {WEEK_A: transactions(WEEK_A)}
     asset = warehouse_asset(asset_frames)
     run([asset], WEEK_A, manager())
-    before = rows(client, dataset)
+    before = rows(bigquery_client, dataset)
 
     seen = {}
 
@@ -215,19 +199,19 @@ def test_failure_between_staging_and_swap_keeps_the_old_week(client, manager, da
     assert not result.success and "injected: crash before the swap" in failure_text(result)
     assert seen["staging"].split(".")[-1].startswith(f"weekly_transactions__staging_{WEEK_A.replace('-', '')}_")
     assert seen["staging_rows"] == 5  # the new week was staged...
-    pd.testing.assert_frame_equal(rows(client, dataset), before)  # ...but never swapped in
-    assert tables(client, dataset) == ["weekly_transactions"]  # and staging is gone
+    pd.testing.assert_frame_equal(rows(bigquery_client, dataset), before)  # ...but never swapped in
+    assert tables(bigquery_client, dataset) == ["weekly_transactions"]  # and staging is gone
 
 
-def test_new_column_is_added_and_old_rows_are_null(client, manager, dataset):
+def test_new_column_is_added_and_old_rows_are_null(bigquery_client, manager, dataset):
     frames = {WEEK_A: transactions(WEEK_A), WEEK_B: transactions(WEEK_B, fx_source=["ecb", "ecb", "ecb"])}
     asset = warehouse_asset(frames)
     run([asset], WEEK_A, manager())
     result = run([asset], WEEK_B, manager())
 
-    table = client.get_table(f"{PROJECT}.{dataset}.weekly_transactions")
+    table = bigquery_client.get_table(f"{PROJECT}.{dataset}.weekly_transactions")
     assert [f.name for f in table.schema][-1] == "fx_source"
-    loaded = rows(client, dataset)
+    loaded = rows(bigquery_client, dataset)
     assert loaded.loc[loaded["transaction_id"].str.contains(WEEK_A), "fx_source"].isna().all()
     assert (loaded.loc[loaded["transaction_id"].str.contains(WEEK_B), "fx_source"] == "ecb").all()
     warnings = materialization(result)["warnings"].value
@@ -236,12 +220,12 @@ def test_new_column_is_added_and_old_rows_are_null(client, manager, dataset):
     # A column missing from a later frame is left NULL, never dropped.
     frames[WEEK_A] = transactions(WEEK_A).drop(columns=["is_weekend"])
     run([asset], WEEK_A, manager())
-    loaded = rows(client, dataset)
+    loaded = rows(bigquery_client, dataset)
     assert "is_weekend" in loaded.columns
     assert loaded.loc[loaded["transaction_id"].str.contains(WEEK_A), "is_weekend"].isna().all()
 
 
-def test_changed_type_stops_with_a_diff(client, manager, dataset):
+def test_changed_type_stops_with_a_diff(bigquery_client, manager, dataset):
     frames = {WEEK_A: transactions(WEEK_A), WEEK_B: transactions(WEEK_B)}
     frames[WEEK_B]["amount"] = frames[WEEK_B]["amount"].astype(str)
     asset = warehouse_asset(frames)
@@ -250,24 +234,24 @@ def test_changed_type_stops_with_a_diff(client, manager, dataset):
 
     text = failure_text(result)
     assert "SchemaMismatchError" in text and "amount: warehouse FLOAT64 != incoming STRING" in text
-    assert len(rows(client, dataset)) == 3
-    assert tables(client, dataset) == ["weekly_transactions"]  # stopped before any staging
+    assert len(rows(bigquery_client, dataset)) == 3
+    assert tables(bigquery_client, dataset) == ["weekly_transactions"]  # stopped before any staging
 
 
-def test_naive_week_start_partitions_data_quality_metrics(client, manager, dataset):
+def test_naive_week_start_partitions_data_quality_metrics(bigquery_client, manager, dataset):
     asset = warehouse_asset({WEEK_A: metrics(WEEK_A), WEEK_B: metrics(WEEK_B)},
                             name="data_quality_metrics", partition_expr="week_start")
     for week in (WEEK_A, WEEK_B, WEEK_A):
         run([asset], week, manager())
-    table = client.get_table(f"{PROJECT}.{dataset}.data_quality_metrics")
+    table = bigquery_client.get_table(f"{PROJECT}.{dataset}.data_quality_metrics")
     types = {f.name: f.field_type for f in table.schema}
     assert types["week_start"] == "DATETIME" and types["computed_at"] == "TIMESTAMP"
     assert table.time_partitioning.field == "week_start" and not table.clustering_fields
-    loaded = rows(client, dataset, "data_quality_metrics", order="week_start")
+    loaded = rows(bigquery_client, dataset, "data_quality_metrics", order="week_start")
     assert loaded["week_start"].tolist() == [pd.Timestamp(WEEK_A), pd.Timestamp(WEEK_B)]
 
 
-def test_load_input_reads_the_week_back(client, manager, dataset):
+def test_load_input_reads_the_week_back(bigquery_client, manager, dataset):
     frames = {WEEK_A: transactions(WEEK_A), WEEK_B: transactions(WEEK_B, n=2)}
     upstream = warehouse_asset(frames)
     seen = {}
@@ -297,30 +281,30 @@ def _flaky(monkeypatch, failures: int | None, error: Exception) -> list[int]:
     return calls
 
 
-def test_transient_errors_are_retried(client, manager, dataset, monkeypatch):
+def test_transient_errors_are_retried(bigquery_client, manager, dataset, monkeypatch):
     calls = _flaky(monkeypatch, 2, gexc.InternalServerError("backendError: injected"))
     result = run([warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, manager())
-    assert len(calls) == 3 and len(rows(client, dataset)) == 3
+    assert len(calls) == 3 and len(rows(bigquery_client, dataset)) == 3
     assert materialization(result)["retries"].value == 2
 
 
-def test_retries_stop_after_max_retries(client, manager, dataset, monkeypatch):
+def test_retries_stop_after_max_retries(bigquery_client, manager, dataset, monkeypatch):
     calls = _flaky(monkeypatch, None, gexc.ServiceUnavailable("injected 503"))
     result = run([warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, manager(), raise_on_error=False)
     assert not result.success and len(calls) == 1 + 3
     assert "still failing after 3 retries" in failure_text(result)
-    assert tables(client, dataset) == ["weekly_transactions"]  # staging dropped even so
+    assert tables(bigquery_client, dataset) == ["weekly_transactions"]  # staging dropped even so
 
 
-def test_quota_exceeded_waits_and_retries(client, manager, dataset, monkeypatch):
+def test_quota_exceeded_waits_and_retries(bigquery_client, manager, dataset, monkeypatch):
     quota = gexc.Forbidden("Quota exceeded: too many table update operations",
                            errors=[{"reason": "quotaExceeded", "message": "Quota exceeded"}])
     calls = _flaky(monkeypatch, 1, quota)
     run([warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, manager())
-    assert len(calls) == 2 and len(rows(client, dataset)) == 3
+    assert len(calls) == 2 and len(rows(bigquery_client, dataset)) == 3
 
 
-def test_permission_denied_fails_without_retry(client, manager, dataset, monkeypatch):
+def test_permission_denied_fails_without_retry(bigquery_client, manager, dataset, monkeypatch):
     denied = gexc.Forbidden(
         f"Access Denied: Table {PROJECT}:{dataset}.x: Permission bigquery.tables.updateData denied on table",
         errors=[{"reason": "accessDenied"}])
@@ -349,30 +333,30 @@ def test_permission_failure_names_the_service_account(manager, dataset):
     assert "bigquery.jobs.create" in failure.description
 
 
-def test_column_names_stay_lower_case_and_match_duckdb(client, manager, dataset, tmp_path):
+def test_column_names_stay_lower_case_and_match_duckdb(bigquery_client, manager, dataset, tmp_path):
     frame = transactions(WEEK_A)
     asset = warehouse_asset({WEEK_A: frame})
     run([asset], WEEK_A, manager())
     database = str(tmp_path / "warehouse.duckdb")
     run([asset], WEEK_A, DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "duck")))
 
-    bq_columns = [f.name for f in client.get_table(f"{PROJECT}.{dataset}.weekly_transactions").schema]
+    bq_columns = [f.name for f in bigquery_client.get_table(f"{PROJECT}.{dataset}.weekly_transactions").schema]
     with duckdb.connect(database, read_only=True) as con:
         duck_columns = [r[0] for r in con.execute('DESCRIBE "customer_analytics"."weekly_transactions"').fetchall()]
     assert bq_columns == duck_columns == list(frame.columns)
     assert all(c == c.lower() for c in bq_columns)
-    assert list(rows(client, dataset).columns) == list(frame.columns)
+    assert list(rows(bigquery_client, dataset).columns) == list(frame.columns)
 
 
-def test_rows_outside_the_week_stop_before_touching_bigquery(client, manager, dataset):
+def test_rows_outside_the_week_stop_before_touching_bigquery(bigquery_client, manager, dataset):
     frame = pd.concat([transactions(WEEK_A), transactions(WEEK_B, n=1)], ignore_index=True)
     result = run([warehouse_asset({WEEK_A: frame})], WEEK_A, manager(), raise_on_error=False)
     assert not result.success and "1 of 4 rows have timestamp outside the week" in failure_text(result)
     with pytest.raises(gexc.NotFound):
-        client.get_dataset(f"{PROJECT}.{dataset}")
+        bigquery_client.get_dataset(f"{PROJECT}.{dataset}")
 
 
-def test_load_timeout_bounds_the_retries(client, manager, dataset, monkeypatch):
+def test_load_timeout_bounds_the_retries(bigquery_client, manager, dataset, monkeypatch):
     calls = _flaky(monkeypatch, None, gexc.BadGateway("injected 502"))
     io = manager(retry_base_seconds=30, load_timeout_seconds=5)
     result = run([warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, io, raise_on_error=False)
@@ -388,12 +372,12 @@ def test_missing_credentials_fail_without_retry(monkeypatch, tmp_path):
     assert failure.value.allow_retries is False and "GOOGLE_APPLICATION_CREDENTIALS" in failure.value.description
 
 
-def test_replace_table_write_mode_rewrites_every_row(client, manager, dataset):
+def test_replace_table_write_mode_rewrites_every_row(bigquery_client, manager, dataset):
     """``write_mode: replace_table`` (e.g. an SCD2 dimension) replaces the whole table, like DuckDB does."""
     frames = {WEEK_A: transactions(WEEK_A, n=2), WEEK_B: pd.concat([transactions(WEEK_A, n=1), transactions(WEEK_B, n=2)])}
     asset = warehouse_asset(frames, name="dim_test")
     asset = asset.with_attributes(metadata_by_key={asset.key: {"partition_expr": "timestamp", "write_mode": "replace_table"}})
     run([asset], WEEK_A, manager())
     run([asset], WEEK_B, manager())
-    loaded = rows(client, dataset, "dim_test")
+    loaded = rows(bigquery_client, dataset, "dim_test")
     assert sorted(loaded["transaction_id"]) == sorted(frames[WEEK_B]["transaction_id"])

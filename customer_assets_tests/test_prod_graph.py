@@ -18,39 +18,23 @@ from customer_assets.deployments import resources_for
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import week_bounds
-from customer_assets_tests.bigquery_emulator import emulator_available, make_client, run_bigquery_emulator
+from customer_assets_tests.conftest import BIGQUERY_PROJECT as PROJECT
 from customer_assets_tests.pipeline import ASSETS, run_week, warehouse
 
-PROJECT = "test-project"
 DATASET = "customer_analytics"
 WEEK, EARLIER = "2026-11-16", "2026-11-09"
 
-AVAILABLE, REASON = emulator_available()
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    if not AVAILABLE:
-        pytest.skip(REASON)
-    with run_bigquery_emulator(project=PROJECT) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(endpoint):
-    return make_client(endpoint, PROJECT)
-
 
 @pytest.fixture
-def prod_env(pipeline_env, small_source, monkeypatch, endpoint, client):
+def prod_env(pipeline_env, small_source, monkeypatch, bigquery_endpoint, bigquery_client):
     """pipeline_env's local paths and seeded source, plus the prod deployment pointed at the emulator."""
     tmp = pipeline_env("small_source")
     monkeypatch.setenv("DAGSTER_DEPLOYMENT", "prod")
     monkeypatch.setenv("GCP_PROJECT_ID", PROJECT)
-    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", str(endpoint))
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", str(bigquery_endpoint))
     for name in ("BIGQUERY_DATASET", "BIGQUERY_LOCATION", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(name, raising=False)
-    client.delete_dataset(f"{PROJECT}.{DATASET}", delete_contents=True, not_found_ok=True)
+    bigquery_client.delete_dataset(f"{PROJECT}.{DATASET}", delete_contents=True, not_found_ok=True)
     return tmp
 
 
@@ -60,20 +44,20 @@ def run_prod(week: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(ASSETS, partition_key=week, resources=resources, instance=dg.DagsterInstance.ephemeral())
 
 
-def bq(client, sql: str) -> pd.DataFrame:
-    return client.query(sql).result().to_arrow(create_bqstorage_client=False).to_pandas()
+def bq(bigquery_client, sql: str) -> pd.DataFrame:
+    return bigquery_client.query(sql).result().to_arrow(create_bqstorage_client=False).to_pandas()
 
 
-def bq_table(client, table: str, order: str) -> pd.DataFrame:
-    return bq(client, f"SELECT * FROM `{PROJECT}.{DATASET}.{table}` ORDER BY {order}")
+def bq_table(bigquery_client, table: str, order: str) -> pd.DataFrame:
+    return bq(bigquery_client, f"SELECT * FROM `{PROJECT}.{DATASET}.{table}` ORDER BY {order}")
 
 
-def bq_week(client, table: str, column: str, week: str, order: str) -> pd.DataFrame:
+def bq_week(bigquery_client, table: str, column: str, week: str, order: str) -> pd.DataFrame:
     start, end = week_bounds(week)
-    kind = {f.name: f.field_type for f in client.get_table(f"{PROJECT}.{DATASET}.{table}").schema}[column]
+    kind = {f.name: f.field_type for f in bigquery_client.get_table(f"{PROJECT}.{DATASET}.{table}").schema}[column]
     bound = (lambda t: f"DATETIME '{t:%Y-%m-%d %H:%M:%S}'") if kind == "DATETIME" else (
         lambda t: f"TIMESTAMP '{t.isoformat()}'")
-    return bq(client, f"SELECT * FROM `{PROJECT}.{DATASET}.{table}` WHERE `{column}` >= {bound(start)} "
+    return bq(bigquery_client, f"SELECT * FROM `{PROJECT}.{DATASET}.{table}` WHERE `{column}` >= {bound(start)} "
                       f"AND `{column}` < {bound(end)} ORDER BY {order}")
 
 
@@ -112,47 +96,47 @@ def test_prod_definitions_load(prod_env):
     assert isinstance(defs.resources["warehouse_io_manager"], BigQueryWarehouseIOManager)
 
 
-def test_a_week_materialized_twice_is_there_once(prod_env, client):
+def test_a_week_materialized_twice_is_there_once(prod_env, bigquery_client):
     first = run_prod(WEEK)
-    transactions = bq_table(client, "weekly_transactions", "transaction_id")
-    profiles = bq_table(client, "weekly_customer_profiles", "customer_id")
-    metrics = bq_table(client, "data_quality_metrics", "week_start")
-    dimension = bq_table(client, "dim_customers", "customer_id, version")
+    transactions = bq_table(bigquery_client, "weekly_transactions", "transaction_id")
+    profiles = bq_table(bigquery_client, "weekly_customer_profiles", "customer_id")
+    metrics = bq_table(bigquery_client, "data_quality_metrics", "week_start")
+    dimension = bq_table(bigquery_client, "dim_customers", "customer_id, version")
     assert len(transactions) > 1000 and transactions["transaction_id"].is_unique
     assert len(transactions) == loaded(first, "weekly_transactions")
     assert len(profiles) == loaded(first, "weekly_customer_profiles") and profiles["customer_id"].is_unique
     assert len(dimension) == loaded(first, "dim_customers") > 0
 
     second = run_prod(WEEK)
-    again = bq(client, f"""SELECT COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids
+    again = bq(bigquery_client, f"""SELECT COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids
                            FROM `{PROJECT}.{DATASET}.weekly_transactions`""")
     assert again.loc[0, "n"] == again.loc[0, "ids"] == len(transactions) == loaded(second, "weekly_transactions")
-    same_rows(bq_table(client, "weekly_transactions", "transaction_id"), transactions)
+    same_rows(bq_table(bigquery_client, "weekly_transactions", "transaction_id"), transactions)
 
-    profiles_again = bq_table(client, "weekly_customer_profiles", "customer_id")
+    profiles_again = bq_table(bigquery_client, "weekly_customer_profiles", "customer_id")
     assert len(profiles_again) == profiles_again["customer_id"].nunique() == len(profiles)
     same_rows(profiles_again, profiles, drop=("run_timestamp",))
 
-    metrics_again = bq_table(client, "data_quality_metrics", "week_start")
+    metrics_again = bq_table(bigquery_client, "data_quality_metrics", "week_start")
     assert len(metrics) == len(metrics_again) == 1
     assert metrics_again.loc[0, "passed_records"] == len(transactions)
 
-    dimension_again = bq_table(client, "dim_customers", "customer_id, version")
+    dimension_again = bq_table(bigquery_client, "dim_customers", "customer_id, version")
     assert len(dimension_again) == len(dimension)
     assert not dimension_again.duplicated(["customer_id", "version"]).any()
     assert dimension_again.groupby("customer_id")["is_current"].sum().eq(1).all()
-    tables = sorted(t.table_id for t in client.list_tables(f"{PROJECT}.{DATASET}"))
+    tables = sorted(t.table_id for t in bigquery_client.list_tables(f"{PROJECT}.{DATASET}"))
     assert tables == ["data_quality_metrics", "dim_customers", "weekly_customer_profiles",
                       "weekly_transactions"]  # no staging table left behind
 
 
-def test_two_weeks_stay_apart(prod_env, client):
+def test_two_weeks_stay_apart(prod_env, bigquery_client):
     run_prod(EARLIER)
-    earlier = bq_week(client, "weekly_transactions", "timestamp", EARLIER, "transaction_id")
-    earlier_profiles = bq_week(client, "weekly_customer_profiles", "week_start", EARLIER, "customer_id")
+    earlier = bq_week(bigquery_client, "weekly_transactions", "timestamp", EARLIER, "transaction_id")
+    earlier_profiles = bq_week(bigquery_client, "weekly_customer_profiles", "week_start", EARLIER, "customer_id")
     run_prod(WEEK)
 
-    per_week = bq(client, f"""SELECT week_start, COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids,
+    per_week = bq(bigquery_client, f"""SELECT week_start, COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids,
                                      MIN(`timestamp`) AS first, MAX(`timestamp`) AS last
                               FROM `{PROJECT}.{DATASET}.weekly_transactions` GROUP BY 1 ORDER BY 1""")
     assert [str(d.date()) for d in per_week["week_start"]] == [EARLIER, WEEK]
@@ -160,20 +144,20 @@ def test_two_weeks_stay_apart(prod_env, client):
     for _, row in per_week.iterrows():
         start, end = week_bounds(str(row.week_start.date()))
         assert start <= row["first"] and row["last"] < end
-    same_rows(bq_week(client, "weekly_transactions", "timestamp", EARLIER, "transaction_id"), earlier)
-    same_rows(bq_week(client, "weekly_customer_profiles", "week_start", EARLIER, "customer_id"), earlier_profiles)
+    same_rows(bq_week(bigquery_client, "weekly_transactions", "timestamp", EARLIER, "transaction_id"), earlier)
+    same_rows(bq_week(bigquery_client, "weekly_customer_profiles", "week_start", EARLIER, "customer_id"), earlier_profiles)
 
-    metrics = bq_table(client, "data_quality_metrics", "week_start")
+    metrics = bq_table(bigquery_client, "data_quality_metrics", "week_start")
     assert [str(d.date()) for d in metrics["week_start"]] == [EARLIER, WEEK]
-    weeks = bq(client, f"""SELECT week_start, COUNT(*) AS n FROM `{PROJECT}.{DATASET}.weekly_customer_profiles`
+    weeks = bq(bigquery_client, f"""SELECT week_start, COUNT(*) AS n FROM `{PROJECT}.{DATASET}.weekly_customer_profiles`
                            GROUP BY 1 ORDER BY 1""")
     assert [str(d.date()) for d in weeks["week_start"]] == [EARLIER, WEEK]
-    dimension = bq_table(client, "dim_customers", "customer_id, version")
-    both = bq(client, f"SELECT DISTINCT customer_id FROM `{PROJECT}.{DATASET}.weekly_customer_profiles`")
+    dimension = bq_table(bigquery_client, "dim_customers", "customer_id, version")
+    both = bq(bigquery_client, f"SELECT DISTINCT customer_id FROM `{PROJECT}.{DATASET}.weekly_customer_profiles`")
     assert set(dimension["customer_id"]) == set(both["customer_id"])
 
 
-def test_the_same_week_is_the_same_in_bigquery_and_duckdb(prod_env, client, monkeypatch):
+def test_the_same_week_is_the_same_in_bigquery_and_duckdb(prod_env, bigquery_client, monkeypatch):
     run_prod(WEEK)
     local = prod_env / "local"
     monkeypatch.setenv("DAGSTER_DEPLOYMENT", "local")
@@ -186,11 +170,11 @@ def test_the_same_week_is_the_same_in_bigquery_and_duckdb(prod_env, client, monk
     duck = local / "warehouse.duckdb"
     for table, order, drop in (("weekly_transactions", "transaction_id", ()),
                                ("weekly_customer_profiles", "customer_id", ("run_timestamp",))):
-        bq_columns = [f.name for f in client.get_table(f"{PROJECT}.{DATASET}.{table}").schema]
+        bq_columns = [f.name for f in bigquery_client.get_table(f"{PROJECT}.{DATASET}.{table}").schema]
         duck_columns = warehouse(duck, f'DESCRIBE "{DATASET}"."{table}"')["column_name"].tolist()
         assert bq_columns == duck_columns, table
         assert all(c == c.lower() for c in bq_columns), table
         in_duck = warehouse(duck, f'SELECT * FROM "{DATASET}"."{table}" ORDER BY {order}')
-        in_bq = bq_table(client, table, order)
+        in_bq = bq_table(bigquery_client, table, order)
         assert len(in_bq) == len(in_duck) > 0, table
         same_rows(in_bq, in_duck, drop)

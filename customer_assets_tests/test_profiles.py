@@ -1,6 +1,5 @@
 """Profile building and the SCD2 dimension, with hand-made sources."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -70,7 +70,6 @@ def test_split_conserves_rows_and_records_every_reason():
 
 
 def _usd_week(amounts, customers=None, products=None) -> pd.DataFrame:
-    n = len(amounts)
     return raw_frame(*[raw_row(transaction_id=f"T{i}", amount=float(a),
                                customer_id=(customers[i] if customers else f"C{i}"),
                                product_id=(products[i] if products else "P1")) for i, a in enumerate(amounts)])

@@ -145,7 +145,7 @@ def detect_anomalies(validated: pd.DataFrame, amount_usd: pd.Series,
     flags["AMOUNT_IQR"] = (usd < q1 - settings.iqr_multiplier * iqr) | (usd > q3 + settings.iqr_multiplier * iqr)
     by_product = usd.groupby(validated["product_id"])
     count = by_product.transform("size")
-    p_std = by_product.transform(lambda s: s.std(ddof=0))
+    p_std = by_product.transform("std", ddof=0)  # vectorised: no Python call per product
     z = (usd - by_product.transform("mean")).abs() / p_std.where(p_std > 0)
     flags["PRODUCT_ZSCORE"] = ((count >= settings.min_product_transactions) & (z > settings.zscore)).fillna(False)
     per_customer = validated.groupby("customer_id")["transaction_id"].transform("size")

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 # Email, phone and address are never selected: PII minimisation starts in the query.
@@ -82,13 +83,18 @@ def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SI
 
 
 def to_raw_frame(table: pa.Table) -> pd.DataFrame:
-    """Arrow table of the extract to the pandas shape of ``RawTransactions`` (UTC timestamps, object strings)."""
-    df = table.to_pandas()
+    """Arrow table of the extract to the pandas shape of ``RawTransactions`` (UTC timestamps, object strings).
+
+    Timestamps and flags are finished in Arrow (no pandas pass per column); the Arrow buffers are released
+    column by column while pandas takes them (``self_destruct``), so the week is not held twice.
+    """
     for column in ("timestamp", "customer_created_at"):
-        df[column] = pd.to_datetime(df[column]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+        i = table.schema.get_field_index(column)
+        table = table.set_column(i, column, table.column(i).cast(pa.timestamp("ns", tz="UTC")))
     for column in ("customer_exists", "product_exists"):
-        df[column] = df[column].fillna(False).astype(bool)
-    return df
+        i = table.schema.get_field_index(column)
+        table = table.set_column(i, column, pc.fill_null(table.column(i), False))
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 CUSTOMER_HISTORY_SQL = """
@@ -110,11 +116,11 @@ WHERE t.status = 'completed' AND t."timestamp" < %(end)s AND t.amount > 0
 GROUP BY t.customer_id
 """
 
+# The first day that needs a rate: the earliest completed transaction before the week's end. It walks the
+# ("timestamp") index and stops at the first match; restricting it to the week's customers made it scan and
+# hash-join all history, for a rate table that is only ever joined on the days that occur.
 HISTORY_RANGE_SQL = """
-SELECT min("timestamp") FROM transactions
-WHERE status = 'completed' AND "timestamp" < %(end)s
-  AND customer_id IN (SELECT customer_id FROM transactions
-                      WHERE status = 'completed' AND "timestamp" >= %(start)s AND "timestamp" < %(end)s)
+SELECT min("timestamp") FROM transactions WHERE status = 'completed' AND "timestamp" < %(end)s
 """
 
 CATEGORY_PRICES_SQL = "SELECT category, avg(price)::float8 AS avg_price FROM products GROUP BY category"
@@ -139,7 +145,10 @@ def customer_history(conn, start: datetime, end: datetime) -> pd.DataFrame:
         cur.execute(CUSTOMER_HISTORY_SQL, {
             "start": start, "end": end, "currencies": rates["currency"].tolist(),
             "days": [d.date() for d in rates["day"]], "rates": rates["usd_per_unit"].astype(float).tolist()})
-        history = pd.DataFrame(cur.fetchall(), columns=columns)
+        rows = cur.fetchall()
+        if not rows:
+            return pd.DataFrame(columns=columns)
+        history = pd.DataFrame(rows, columns=columns)
     for column in ("first_purchase_at", "last_purchase_before_week"):
         history[column] = pd.to_datetime(history[column], utc=True)
     history["lifetime_value_usd"] = history["lifetime_value_usd"].astype(float)

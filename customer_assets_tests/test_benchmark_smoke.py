@@ -1,0 +1,38 @@
+"""The benchmark keeps working: a tiny scale end to end in a subprocess (not a timed test)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(120)
+def test_benchmark_runs_at_a_tiny_scale(tmp_path):
+    out = tmp_path / "latest.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--scale", "0.002", "--work-dir",
+                           str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["floor"]["rows"]
+    assert rows > 0
+    for kind in ("floor", "naive", "extract"):
+        assert result[kind]["rows"] == rows
+        assert result[kind]["seconds"] > 0 and result[kind]["peak_rss_mb"] > 0
+    week = result["week_run"]
+    assert week["rows"] == rows and week["seconds"] > 0 and week["peak_rss_mb"] > 0
+    steps = {step["step"]: step for step in week["steps"]}
+    assert {"etl__raw_transactions", "validate_transactions", "etl__transformed_transactions",
+            "customer_analytics__weekly_transactions", "etl__pipeline_summary"} <= set(steps)
+    assert all(step["seconds"] > 0 and step["peak_rss_mb"] > 0 for step in steps.values())
+    validated = steps["validate_transactions"]["rows_by_asset"]
+    assert validated["etl/validated_transactions"] + validated["etl/quarantined_transactions"] == rows
+    assert steps["customer_analytics__weekly_transactions"]["rows"] == validated["etl/validated_transactions"]
+    assert week["steps_seconds"] <= week["seconds"]
+    assert set(result["ratios"]) >= {"extract_over_floor", "week_over_floor", "naive_over_extract"}
+    assert all(value > 0 for value in result["ratios"].values())
+    assert "whole week" in proc.stdout
