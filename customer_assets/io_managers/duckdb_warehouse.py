@@ -8,11 +8,23 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
     type_diff, write_load_report)
+
+
+def to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """The frame as Arrow (DuckDB scans Arrow strings natively, pandas objects one by one), with
+    microsecond timestamps: warehouses keep microseconds, and DuckDB reads zoned nanoseconds back naive."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            micros = table.column(i).cast(pa.timestamp("us", tz=field.type.tz), safe=False)
+            table = table.set_column(i, field.name, micros)
+    return table
 
 
 class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
@@ -42,7 +54,7 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
         started = time.monotonic()
         with duckdb.connect(self.database) as con:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            con.register("incoming", obj)
+            con.register("incoming", to_arrow(obj))
             con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming LIMIT 0")
             existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
             incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}

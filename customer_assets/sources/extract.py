@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -97,31 +97,23 @@ def to_raw_frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
+# Per customer and currency, not per transaction: one hash aggregate over the history of the week's
+# customers, converted to USD afterwards at the week's closing rate (see customer_history).
 CUSTOMER_HISTORY_SQL = """
-WITH fx AS (
-    SELECT * FROM unnest(%(currencies)s::text[], %(days)s::date[], %(rates)s::float8[]) AS f(currency, day, usd)
-), week_customers AS (
-    SELECT DISTINCT customer_id FROM transactions
-    WHERE status = 'completed' AND "timestamp" >= %(start)s AND "timestamp" < %(end)s AND customer_id IS NOT NULL
-)
-SELECT t.customer_id,
-       sum(t.amount::float8 * fx.usd) AS lifetime_value_usd,
+SELECT t.customer_id, t.currency,
+       sum(t.amount::float8) AS amount,
        count(*) AS transaction_count,
        min(t."timestamp") AS first_purchase_at,
        max(t."timestamp") FILTER (WHERE t."timestamp" < %(start)s) AS last_purchase_before_week
 FROM transactions t
-JOIN week_customers w ON w.customer_id = t.customer_id
-JOIN fx ON fx.currency = t.currency AND fx.day = (t."timestamp" AT TIME ZONE 'UTC')::date
 WHERE t.status = 'completed' AND t."timestamp" < %(end)s AND t.amount > 0
-GROUP BY t.customer_id
+  AND t.customer_id IN (SELECT customer_id FROM transactions
+                        WHERE status = 'completed' AND "timestamp" >= %(start)s AND "timestamp" < %(end)s)
+GROUP BY t.customer_id, t.currency
 """
 
-# The first day that needs a rate: the earliest completed transaction before the week's end. It walks the
-# ("timestamp") index and stops at the first match; restricting it to the week's customers made it scan and
-# hash-join all history, for a rate table that is only ever joined on the days that occur.
-HISTORY_RANGE_SQL = """
-SELECT min("timestamp") FROM transactions WHERE status = 'completed' AND "timestamp" < %(end)s
-"""
+HISTORY_COLUMNS = ["customer_id", "lifetime_value_usd", "transaction_count", "first_purchase_at",
+                   "last_purchase_before_week"]
 
 CATEGORY_PRICES_SQL = "SELECT category, avg(price)::float8 AS avg_price FROM products GROUP BY category"
 
@@ -129,31 +121,33 @@ CATEGORY_PRICES_SQL = "SELECT category, avg(price)::float8 AS avg_price FROM pro
 def customer_history(conn, start: datetime, end: datetime) -> pd.DataFrame:
     """Per customer active in the week: USD lifetime value, count, first purchase, last purchase before it.
 
-    Amounts are converted in the database at each transaction day's ECB rate, sent as arrays (a read
-    replica accepts no temporary tables).
+    Lifetime value is the customer's completed spend up to the week's end, each currency converted at the
+    ECB rate of the week's last day (the value as of that date, as a balance would be translated).
+    Currencies without a rate are left out, as validation quarantines their transactions.
     """
     from customer_assets.logic.currency import daily_rate_table, supported_currencies
 
     with conn.cursor() as cur:
-        cur.execute(HISTORY_RANGE_SQL, {"start": start, "end": end})
-        first = cur.fetchone()[0]
-        columns = ["customer_id", "lifetime_value_usd", "transaction_count", "first_purchase_at",
-                   "last_purchase_before_week"]
-        if first is None:
-            return pd.DataFrame(columns=columns)
-        rates = daily_rate_table(first.date(), end.date(), sorted(supported_currencies()))
-        cur.execute(CUSTOMER_HISTORY_SQL, {
-            "start": start, "end": end, "currencies": rates["currency"].tolist(),
-            "days": [d.date() for d in rates["day"]], "rates": rates["usd_per_unit"].astype(float).tolist()})
+        # The aggregate has a few hundred thousand groups: room to hash them without spilling to disk.
+        cur.execute("SET LOCAL work_mem = '128MB'")
+        cur.execute(CUSTOMER_HISTORY_SQL, {"start": start, "end": end})
         rows = cur.fetchall()
-        if not rows:
-            return pd.DataFrame(columns=columns)
-        history = pd.DataFrame(rows, columns=columns)
+    if not rows:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    per_currency = pd.DataFrame(rows, columns=["customer_id", "currency", "amount", "transaction_count",
+                                               "first_purchase_at", "last_purchase_before_week"])
+    closing_day = (end - timedelta(days=1)).date()
+    rates = daily_rate_table(closing_day, closing_day, sorted(supported_currencies())).set_index("currency")
+    per_currency["usd"] = per_currency["amount"] * per_currency["currency"].map(rates["usd_per_unit"])
+    per_currency = per_currency.dropna(subset=["usd"])
+    history = per_currency.groupby("customer_id", sort=False).agg(
+        lifetime_value_usd=("usd", "sum"), transaction_count=("transaction_count", "sum"),
+        first_purchase_at=("first_purchase_at", "min"),
+        last_purchase_before_week=("last_purchase_before_week", "max")).reset_index()
     for column in ("first_purchase_at", "last_purchase_before_week"):
         history[column] = pd.to_datetime(history[column], utc=True)
-    history["lifetime_value_usd"] = history["lifetime_value_usd"].astype(float)
     history["transaction_count"] = history["transaction_count"].astype("int64")
-    return history
+    return history[HISTORY_COLUMNS]
 
 
 def category_prices(conn) -> pd.DataFrame:
