@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ CREATE INDEX ON crm_customers (updated_at);
 FEATURES = ("dashboards", "exports", "alerts", "api", "sso", "reports", "search", "mobile_app")
 PURCHASES_SQL = """
 SELECT customer_id, "timestamp", amount::float8, currency FROM transactions
-WHERE status = 'completed' AND customer_id IS NOT NULL AND amount > 0
+WHERE status = 'completed' AND customer_id IS NOT NULL AND amount > 0 AND "timestamp" >= %(since)s
 ORDER BY "timestamp", transaction_id
 """
 
@@ -109,10 +110,10 @@ def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFr
     return events.reset_index(drop=True)
 
 
-def write_event_files(dsn: str, root: Path, random_seed: int = 42) -> int:
-    """Write the landing zone under ``root`` (replacing it); return the number of lines written."""
+def write_event_files(dsn: str, root: Path, random_seed: int = 42, since: date = date(1970, 1, 1)) -> int:
+    """Write the landing zone under ``root`` (replacing it) for purchases from ``since`` on; return its lines."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(PURCHASES_SQL)
+        cur.execute(PURCHASES_SQL, {"since": since})
         purchases = pd.DataFrame(cur.fetchall(), columns=["customer_id", "timestamp", "amount", "currency"])
     conn.close()
     purchases["timestamp"] = pd.to_datetime(purchases["timestamp"], utc=True)
