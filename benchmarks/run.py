@@ -25,10 +25,10 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from benchmarks.source import DEFAULT, Source, scaled_config, seeded_source, start_server
+from benchmarks.source import DEFAULT, Source, profile_sources, scaled_config, seeded_source, start_server
 from customer_assets.partitions import FIRST_WEEK
 
 ROOT = Path(__file__).resolve().parent
@@ -56,20 +56,22 @@ def probe(kind: str, source: Source, week: str, work: Path, repeat: int) -> dict
     return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "all_seconds": [r["seconds"] for r in runs]}
 
 
-def pipeline_env(source: Source, work: Path) -> dict:
+def pipeline_env(source: Source, work: Path, events: Path) -> dict:
     """The deployment's environment pointing at the benchmark source and a fresh local work dir."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    return {"DAGSTER_DEPLOYMENT": "local", "DB_HOST": source.socket_dir, "DB_USER": source.user,
+    return {"EVENTS_PATH": str(events), "PII_HASH_KEY": "benchmark-key", "CRM_API_URL": "","DAGSTER_DEPLOYMENT": "local", "DB_HOST": source.socket_dir, "DB_USER": source.user,
             "DB_NAME": source.dbname, "DB_PORT": source.port, "DB_READ_HOST": "", "DB_PASSWORD": "",
             "DATA_DIR": str(work / "data"), "REPORTS_DIR": "", "WAREHOUSE_DUCKDB_PATH": str(work / "warehouse.duckdb"),
             "ETL_LOG_DIR": str(work / "logs")}
 
 
 def pipeline(source: Source, last_week: str, weeks: int, work: Path) -> dict:
+    first_week = date.fromisoformat(last_week) - timedelta(weeks=weeks - 1)
+    events = profile_sources(source, work.parent.parent / "events", first_week)
     return _python("benchmarks.pipeline_run", ["--last-week", last_week, "--weeks", str(weeks)],
-                   env=pipeline_env(source, work))
+                   env=pipeline_env(source, work, events))
 
 
 def measure_week(source: Source, work: Path, repeat: int, naive: bool = True) -> dict:

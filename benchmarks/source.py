@@ -13,12 +13,13 @@ import json
 import urllib.parse
 from contextlib import closing
 from dataclasses import asdict, dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
 
+from customer_assets.sources.demo_profiles import seed_crm_table, write_event_files
 from customer_assets.sources.demo_seed import SeedConfig, is_seeded, seed_database
 
 #: The default benchmark scale: 200k customers, 10k products, 8 weeks of ~600k completed transactions.
@@ -100,3 +101,21 @@ def seeded_source(server, config: SeedConfig, log=print) -> Source:
         with conn.cursor() as cur:
             cur.execute("VACUUM (ANALYZE) transactions, customers, products")
     return Source(server, dsn, name, config, time.perf_counter() - started)
+
+
+def profile_sources(source: Source, events_root: Path, first_week: date) -> Path:
+    """The CRM table and the event landing zone the profile assets read, made from the seed once.
+
+    Events are written only from the day before ``first_week`` on (all the measured weeks read), which keeps
+    a default-scale landing zone to the weeks that are benchmarked.
+    """
+    with closing(psycopg2.connect(source.dsn)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('crm_customers') IS NOT NULL")
+        has_crm = cur.fetchone()[0]
+    if not has_crm:
+        seed_crm_table(source.dsn)
+    since = first_week - timedelta(days=1)
+    events = events_root / f"{source.dbname}_events_since_{since.isoformat()}"
+    if not events.exists():
+        write_event_files(source.dsn, events, since=since)
+    return events
