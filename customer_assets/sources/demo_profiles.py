@@ -31,17 +31,20 @@ WITH weeks AS (
                                       WHEN 'SEK' THEN 10.5 WHEN 'BRL' THEN 5 ELSE 1 END)
                FILTER (WHERE amount > 0) AS spent
     FROM transactions WHERE status = 'completed' AND customer_id IS NOT NULL GROUP BY 1, 2
-), updates AS (
-    SELECT a.customer_id, a.week, a.last_tx, a.spent FROM activity a
-    UNION ALL
-    SELECT c.customer_id, w.week,
-           (SELECT max(a.last_tx) FROM activity a WHERE a.customer_id = c.customer_id AND a.week < w.week),
-           0
-    FROM customers c CROSS JOIN weeks w
+), candidates AS (  -- inactive customers whose CRM record changed anyway (a tier change, a ticket)
+    SELECT c.customer_id, w.week FROM customers c CROSS JOIN weeks w
     WHERE abs(hashtext(c.customer_id || w.week::text)) % 40 = 0 AND c.created_at < w.week
-      AND NOT EXISTS (SELECT 1 FROM activity a WHERE a.customer_id = c.customer_id AND a.week = w.week)
+), updates AS (
+    SELECT customer_id, week, last_tx, spent FROM activity
+    UNION ALL
+    SELECT k.customer_id, k.week, NULL, 0 FROM candidates k
+    WHERE NOT EXISTS (SELECT 1 FROM activity a WHERE a.customer_id = k.customer_id AND a.week = k.week)
 ), keyed AS (
-    SELECT u.*, abs(hashtext(u.customer_id || 'crm' || u.week::text)) AS h FROM updates u
+    -- the last purchase up to each update: a running max, so inactive weeks carry the previous one
+    SELECT u.customer_id, u.week, u.spent,
+           max(u.last_tx) OVER (PARTITION BY u.customer_id ORDER BY u.week) AS last_tx,
+           abs(hashtext(u.customer_id || 'crm' || u.week::text)) AS h
+    FROM updates u
 )
 SELECT
     CASE WHEN h % 10 = 0 THEN lower(k.customer_id) WHEN h % 10 = 1 THEN '  ' || k.customer_id || ' '
