@@ -22,7 +22,8 @@ from customer_assets.sources.events import aggregate, read_week
 
 PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
 KNOWN_CUSTOMERS_SQL = """
-SELECT customer_id, created_at, country, segment FROM customers WHERE upper(trim(customer_id)) = ANY(%s)
+SELECT c.customer_id, c.created_at, c.country, c.segment
+FROM customers c JOIN unnest(%s::text[]) AS wanted(customer_id) ON upper(trim(c.customer_id)) = wanted.customer_id
 """
 
 

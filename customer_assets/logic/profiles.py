@@ -82,7 +82,7 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
     Activity whose id matches no known customer is dropped, and counted, with reason ``UNMATCHED_ID``.
     """
     active_ids = set(events["customer_id"].dropna()) | set(transactions["customer_id"].dropna())
-    matched = {i for i in active_ids if i in known_ids or i in set(records["customer_id"])}
+    matched = active_ids & (set(known_ids) | set(records["customer_id"].dropna()))
     log.match_rate = 1.0 if not active_ids else len(matched) / len(active_ids)
     log.dropped["UNMATCHED_ID"] = len(active_ids - matched)
     base = pd.DataFrame({"customer_id": sorted(set(records["customer_id"].dropna()) | matched)})
