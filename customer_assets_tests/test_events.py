@@ -101,3 +101,24 @@ def test_sensor_requests_finished_weeks_once(zone):
     cursor = json.dumps(new_event_files(zone, {})[1])
     again = events_landing_zone(dg.build_sensor_context(cursor=cursor, resources={"settings": settings}))
     assert isinstance(again, dg.SkipReason)
+
+
+def test_lines_without_id_type_or_valid_time_are_malformed(tmp_path):
+    write(tmp_path, "2026-11-17", [
+        event("page_view", "  ", "2026-11-17T10:00:00Z"),
+        json.dumps({"event_type": "page_view", "timestamp": "2026-11-17T10:00:00Z"}),
+        event("page_view", "C1", "yesterday"),
+        json.dumps({"event_type": "page_view", "customer_id": "C1", "timestamp": "2026-11-17T10:00:00Z",
+                    "properties": "not an object"}),
+        event("page_view", "C1", "2026-11-17T10:00:00Z"),
+    ])
+    events, scan = read_week(tmp_path, START, END)
+    assert sorted(m["line"] for m in scan.malformed) == [1, 2, 3, 4]
+    assert events["customer_id"].tolist() == ["C1"] and scan.lines == 5
+
+
+def test_blank_lines_keep_real_line_numbers(tmp_path):
+    write(tmp_path, "2026-11-17", ["", event("page_view", "C1", "2026-11-17T10:00:00Z"), "   ",
+                                   event("page_view", "  ", "2026-11-17T10:00:00Z"), "{broken"])
+    events, scan = read_week(tmp_path, START, END)
+    assert scan.lines == 3 and sorted(m["line"] for m in scan.malformed) == [4, 5] and len(events) == 1

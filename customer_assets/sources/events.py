@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from customer_assets.logic.identity import standardise_ids
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,21 @@ def week_of_day_folder(folder: Path) -> str | None:
 
 
 RAW_SCHEMA = pa.schema([
-    ("event_type", pa.string()), ("customer_id", pa.string()), ("timestamp", pa.string()),
+    ("event_type", pa.string()), ("customer_id", pa.string()),
+    # ISO 8601 with or without an offset, converted to UTC by the parser; a value that is not is a bad line.
+    ("timestamp", pa.timestamp("us", tz="UTC")),
     ("properties", pa.struct([("feature", pa.string()), ("amount_usd", pa.float64())])),
 ])
 _PARSE = pajson.ParseOptions(explicit_schema=RAW_SCHEMA, unexpected_field_behavior="ignore")
 
 
-def _parse(lines: list[bytes], numbers: list[int], path: Path, scan: EventScan) -> list[tuple[pa.Table, list[int]]]:
+def _malformed(scan: EventScan, path: Path, line: int, error: str) -> None:
+    scan.malformed.append({"file": str(path), "line": line, "error": error[:120]})
+    log.warning("skipping malformed event %s:%d (%s)", path, line, error[:120])
+
+
+def _parse(lines: list[bytes], numbers: Sequence[int], path: Path, scan: EventScan
+           ) -> list[tuple[pa.Table, Sequence[int]]]:
     """Parse lines with pyarrow; a chunk that fails is halved until its bad lines stand alone (and are skipped)."""
     try:
         return [(pajson.read_json(io.BytesIO(b"\n".join(lines)), parse_options=_PARSE), numbers)]
@@ -80,30 +90,32 @@ def _parse(lines: list[bytes], numbers: list[int], path: Path, scan: EventScan) 
         return _parse(lines[:mid], numbers[:mid], path, scan) + _parse(lines[mid:], numbers[mid:], path, scan)
 
 
-def _malformed(scan: EventScan, path: Path, line: int, error: str) -> None:
-    scan.malformed.append({"file": str(path), "line": line, "error": error[:120]})
-    log.warning("skipping malformed event %s:%d (%s)", path, line, error[:120])
+BLOCK_LINES = 16_384
+_SPACES_LINE = re.compile(rb"\n[ \t\r]+(?:\n|$)")  # starts with a literal: a fast scan
 
 
-def _read_file(path: Path, scan: EventScan) -> pd.DataFrame:
-    numbered = [(n, line) for n, line in enumerate(path.read_bytes().splitlines(), start=1) if line.strip()]
-    scan.lines += len(numbered)
-    if not numbered:
-        return pd.DataFrame()
-    frames = []
-    for table, numbers in _parse([line for _, line in numbered], [n for n, _ in numbered], path, scan):
-        props = table.column("properties").combine_chunks()
-        frame = pd.DataFrame({
-            "line": numbers, "event_type": table.column("event_type").to_pandas(),
-            "customer_id": table.column("customer_id").to_pandas(),
-            "timestamp": pd.to_datetime(table.column("timestamp").to_pandas(), utc=True, format="ISO8601",
-                                        errors="coerce"),
-            "feature": props.field("feature").to_pandas(), "amount_usd": props.field("amount_usd").to_pandas()})
-        incomplete = frame["event_type"].isna() | frame["customer_id"].isna() | frame["timestamp"].isna()
-        for line in frame.loc[incomplete, "line"]:
-            _malformed(scan, path, int(line), "event_type, customer_id or a valid timestamp is missing")
-        frames.append(frame.loc[~incomplete])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def _read_file(path: Path, scan: EventScan) -> pa.Table | None:
+    """The file's events as Arrow, parsed in blocks; only a block with bad lines is split further."""
+    data = path.read_bytes()
+    lines = data.splitlines()
+    numbers: Sequence[int] = range(1, len(lines) + 1)
+    if not all(lines) or (lines and not lines[0].strip()) or _SPACES_LINE.search(data):
+        # rare: drop blank lines but keep the real line numbers
+        kept = [(n, line) for n, line in zip(numbers, lines) if line.strip()]
+        numbers, lines = [n for n, _ in kept], [line for _, line in kept]
+    scan.lines += len(lines)
+    parts = []
+    for first in range(0, len(lines), BLOCK_LINES):
+        parts += _parse(lines[first:first + BLOCK_LINES], numbers[first:first + BLOCK_LINES], path, scan)
+    tables = []
+    for table, numbers in parts:
+        blank_id = pc.equal(pc.utf8_trim_whitespace(table["customer_id"]), "")
+        incomplete = pc.fill_null(pc.or_kleene(pc.or_kleene(pc.is_null(table["event_type"]), blank_id),
+                                               pc.is_null(table["timestamp"])), True)
+        for index in pc.indices_nonzero(incomplete).to_pylist():
+            _malformed(scan, path, numbers[index], "event_type, customer_id or timestamp is missing")
+        tables.append(table.filter(pc.invert(incomplete)))
+    return pa.concat_tables(tables) if tables else None
 
 
 def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str] | None = None
@@ -114,27 +126,32 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
     isolated, so a few broken lines do not cost a Python loop over the whole landing zone.
     """
     aliases = {**DEFAULT_ALIASES, **(aliases or {})}
-    scan, frames = EventScan(), []
+    scan, tables = EventScan(), []
     for folder in day_folders(root, start, end):
         for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl")):
             scan.files += 1
-            frames.append(_read_file(path, scan))
-    columns = ["customer_id", "event_type", "timestamp", "feature", "amount_usd"]
-    events = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else \
-        pd.DataFrame({"customer_id": [], "event_type": [], "timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
-                      "feature": [], "amount_usd": pd.Series(dtype=float)})
-    inside = (events["timestamp"] >= pd.Timestamp(start)) & (events["timestamp"] < pd.Timestamp(end))
-    scan.outside_week = int((~inside).sum())
-    events = events.loc[inside]
-    aliased = ~events["event_type"].isin(EVENT_TYPES) & events["event_type"].isin(list(aliases))
+            table = _read_file(path, scan)
+            if table is not None:
+                tables.append(table)
+    raw = pa.concat_tables(tables) if tables else RAW_SCHEMA.empty_table()
+    inside = pc.and_(pc.greater_equal(raw["timestamp"], pa.scalar(start, pa.timestamp("us", tz="UTC"))),
+                     pc.less(raw["timestamp"], pa.scalar(end, pa.timestamp("us", tz="UTC"))))
+    scan.outside_week = raw.num_rows - pc.sum(inside).as_py() if raw.num_rows else 0
+    raw = raw.filter(inside)
+    kinds = raw["event_type"].to_pandas()
+    aliased = ~kinds.isin(EVENT_TYPES) & kinds.isin(list(aliases))
     scan.aliased = int(aliased.sum())
-    events = events.assign(event_type=events["event_type"].where(~aliased, events["event_type"].map(aliases)))
-    unknown = ~events["event_type"].isin(EVENT_TYPES)
-    scan.unknown_types = {str(k): int(v) for k, v in events.loc[unknown, "event_type"].value_counts().items()}
-    events = events.loc[~unknown, columns].reset_index(drop=True)
-    events["customer_id"] = standardise_ids(events["customer_id"])
-    events["amount_usd"] = pd.to_numeric(events["amount_usd"], errors="coerce")
-    return events, scan
+    kinds = kinds.where(~aliased, kinds.map(aliases))
+    unknown = ~kinds.isin(EVENT_TYPES)
+    scan.unknown_types = {str(k): int(v) for k, v in kinds[unknown].value_counts().items()}
+    ids = pc.utf8_upper(pc.utf8_trim_whitespace(raw["customer_id"]))
+    props = raw["properties"].combine_chunks()
+    events = pd.DataFrame({
+        "customer_id": ids.to_pandas(), "event_type": kinds,
+        "timestamp": raw["timestamp"].to_pandas().astype("datetime64[ns, UTC]"),
+        "feature": props.field("feature").to_pandas(), "amount_usd": props.field("amount_usd").to_pandas(),
+    }).loc[~unknown.to_numpy()]
+    return events.reset_index(drop=True), scan
 
 
 def aggregate(events: pd.DataFrame) -> pd.DataFrame:
