@@ -230,8 +230,6 @@ class UnifiedCustomerProfiles(pa.DataFrameModel):
 PROFILE_REQUIRED = [name for name, column in UnifiedCustomerProfiles.to_schema().columns.items()
                     if not column.nullable]
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    CrmCustomersType = pandera_schema_to_dagster_type(CrmCustomers)
-    CustomerEventAggregatesType = pandera_schema_to_dagster_type(CustomerEventAggregates)
-    UnifiedCustomerProfilesType = pandera_schema_to_dagster_type(UnifiedCustomerProfiles)
+CrmCustomersType = frame_type(CrmCustomers)
+CustomerEventAggregatesType = frame_type(CustomerEventAggregates)
+UnifiedCustomerProfilesType = frame_type(UnifiedCustomerProfiles)
