@@ -36,7 +36,20 @@ ARROW_SCHEMA = pa.schema([
     ("customer_exists", pa.bool_()), ("product_exists", pa.bool_()),
 ])
 
+# What a parsed block becomes: UTC nanosecond timestamps, flags never null (what pandas will hold).
+RAW_ARROW_SCHEMA = pa.schema([
+    field.with_type(pa.timestamp("ns", tz="UTC")) if pa.types.is_timestamp(field.type) else field
+    for field in ARROW_SCHEMA])
+
 BLOCK_SIZE = 1 << 20
+
+
+def _finish(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Each block in its final types as it arrives, so no second copy of the week is made later."""
+    arrays = [column.cast(pa.timestamp("ns", tz="UTC")) if pa.types.is_timestamp(column.type)
+              else pc.fill_null(column, False) if pa.types.is_boolean(column.type) else column
+              for column in batch.columns]
+    return pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
 
 
 def _copy_into(conn, copy_sql: str, sink, errors: list[BaseException]) -> None:
@@ -70,7 +83,7 @@ def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SI
                 strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
         for batch in reader:
-            batches.append(batch)
+            batches.append(_finish(batch))
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" not in str(exc) or errors:
             raise errors[0] if errors else exc
@@ -79,21 +92,15 @@ def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SI
         writer.join()
     if errors:
         raise errors[0]
-    return pa.Table.from_batches(batches, schema=ARROW_SCHEMA) if batches else ARROW_SCHEMA.empty_table()
+    return pa.Table.from_batches(batches, schema=RAW_ARROW_SCHEMA) if batches else RAW_ARROW_SCHEMA.empty_table()
 
 
 def to_raw_frame(table: pa.Table) -> pd.DataFrame:
-    """Arrow table of the extract to the pandas shape of ``RawTransactions`` (UTC timestamps, object strings).
+    """The extract in the pandas shape of ``RawTransactions`` (UTC timestamps, object strings).
 
-    Timestamps and flags are finished in Arrow (no pandas pass per column); the Arrow buffers are released
-    column by column while pandas takes them (``self_destruct``), so the week is not held twice.
+    The Arrow buffers are released column by column while pandas takes them (``self_destruct``), so the
+    week is not held twice; the table must not be used afterwards.
     """
-    for column in ("timestamp", "customer_created_at"):
-        i = table.schema.get_field_index(column)
-        table = table.set_column(i, column, table.column(i).cast(pa.timestamp("ns", tz="UTC")))
-    for column in ("customer_exists", "product_exists"):
-        i = table.schema.get_field_index(column)
-        table = table.set_column(i, column, pc.fill_null(table.column(i), False))
     return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
