@@ -17,7 +17,7 @@ from customer_assets.settings import settings_from_env
 DEPLOYMENTS = ("local", "prod")
 
 
-def _env(name: str):
+def _env_var(name: str):
     """An ``EnvVar`` when the variable is set (resolved by Dagster, never logged), else None."""
     return dg.EnvVar(name) if os.environ.get(name) else None
 
@@ -30,11 +30,11 @@ def source_db_from_env(deployment: str, data_dir: str, events_path: str) -> Post
                               demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path)
     return PostgresSource(
         host=dg.EnvVar("DB_HOST"),
-        read_host=_env("DB_READ_HOST"),
+        read_host=_env_var("DB_READ_HOST"),
         port=dg.EnvVar.int("DB_PORT") if os.environ.get("DB_PORT") else 5432,
-        dbname=_env("DB_NAME") or "production",
-        user=_env("DB_USER"),
-        password=_env("DB_PASSWORD"),
+        dbname=_env_var("DB_NAME") or "production",
+        user=_env_var("DB_USER"),
+        password=_env_var("DB_PASSWORD"),
     )
 
 
@@ -54,7 +54,7 @@ def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
         hash_key = dg.EnvVar("PII_HASH_KEY")
     else:
         hash_key = local_hash_key(data_dir)
-    return CrmSource(api_url=_env("CRM_API_URL"), api_key=_env("CRM_API_KEY"), hash_key=hash_key)
+    return CrmSource(api_url=_env_var("CRM_API_URL"), api_key=_env_var("CRM_API_KEY"), hash_key=hash_key)
 
 
 def deployment_name() -> str:
@@ -81,9 +81,9 @@ def resources_for(deployment: str) -> dict[str, object]:
         from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 
         optional = {key: value for key, value in {
-            "location": _env("BIGQUERY_LOCATION"),
-            "dataset_override": _env("BIGQUERY_DATASET"),
-            "emulator_host": _env("BIGQUERY_EMULATOR_HOST"),
+            "location": _env_var("BIGQUERY_LOCATION"),
+            "dataset_override": _env_var("BIGQUERY_DATASET"),
+            "emulator_host": _env_var("BIGQUERY_EMULATOR_HOST"),
         }.items() if value is not None}
         resources["warehouse_io_manager"] = BigQueryWarehouseIOManager(
             project=dg.EnvVar("GCP_PROJECT_ID"), reports_dir=settings.reports_dir, **optional)

@@ -11,7 +11,6 @@ from customer_assets.assets.summary import remove_intermediates, write_log
 from customer_assets.partitions import weekly_partitions
 from customer_assets.schedules import weekly_pipeline_job
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.events import week_of_day_folder
 
 
 def failure_record(context: dg.RunFailureSensorContext) -> dict:
@@ -36,9 +35,8 @@ def etl_failure_cleanup(context: dg.RunFailureSensorContext, settings: PipelineS
     record = failure_record(context)
     week = record["week_start"]
     if week:
-        left = [str(p) for p in settings.week_intermediates(week)]
         removed, remaining = remove_intermediates(settings, week)
-        record["left_behind"] = left
+        record["left_behind"] = removed + remaining
         record["cleanup"] = {"removed": len(removed), "remaining": remaining}
         record["reports_dir"] = str(settings.week_reports_dir(week))
     path = write_log(settings, "failed", record)
@@ -68,14 +66,18 @@ def new_event_files(root: Path, cursor: dict) -> tuple[list[Path], dict]:
 
 
 def weeks_touched(files: list[Path]) -> dict[str, int]:
-    """Week partition keys whose events may sit in these files (a Sunday folder also feeds the next week)."""
+    """Week partition keys whose events may sit in these files, with the newest mtime of each.
+
+    A day folder feeds its own week, and a Sunday folder also the next one (late files of Monday's events).
+    """
     weeks: dict[str, int] = {}
     for path in files:
-        week = week_of_day_folder(path.parent)
-        if week is None:
+        try:
+            day = datetime.strptime(path.parent.name, "dt=%Y-%m-%d").date()
+        except ValueError:
             continue
-        day = datetime.strptime(path.parent.name, "dt=%Y-%m-%d").date()
-        for key in {week, (day + timedelta(days=1) - timedelta(days=(day + timedelta(days=1)).weekday())).isoformat()}:
+        for fed in (day, day + timedelta(days=1)):
+            key = (fed - timedelta(days=fed.weekday())).isoformat()
             weeks[key] = max(weeks.get(key, 0), path.stat().st_mtime_ns)
     return weeks
 

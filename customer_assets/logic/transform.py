@@ -12,10 +12,6 @@ NEW_CUSTOMER_DAYS = 30
 DORMANT_GAP_DAYS = 90
 SMALL_USD, LARGE_USD = 50.0, 200.0
 
-HISTORY_COLUMNS = ["customer_id", "lifetime_value_usd", "transaction_count", "first_purchase_at",
-                   "last_purchase_before_week"]
-
-
 def add_usd_amounts(df: pd.DataFrame) -> pd.DataFrame:
     """``amount_usd`` at the ECB rate of the transaction date; the original amount and currency stay."""
     fx = convert_to_usd(df["amount"], df["currency"], df["timestamp"])

@@ -54,15 +54,6 @@ def day_folders(root: Path, start: datetime, end: datetime) -> list[Path]:
     return [root / f"dt={d.date().isoformat()}" for d in days if (root / f"dt={d.date().isoformat()}").is_dir()]
 
 
-def week_of_day_folder(folder: Path) -> str | None:
-    """The Monday partition key of a ``dt=YYYY-MM-DD`` folder."""
-    try:
-        day = datetime.strptime(folder.name, "dt=%Y-%m-%d").date()
-    except ValueError:
-        return None
-    return (day - timedelta(days=day.weekday())).isoformat()
-
-
 RAW_SCHEMA = pa.schema([
     ("event_type", pa.string()), ("customer_id", pa.string()),
     # ISO 8601 with or without an offset, converted to UTC by the parser; a value that is not is a bad line.
