@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from contextlib import closing
@@ -26,8 +25,18 @@ from customer_assets.sources.extract import WEEK_EXTRACT_SQL
 NAIVE_CHUNKSIZE = 10_000
 
 
+def _status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field in MB. ``VmHWM`` is this process image's own peak RSS:
+    ``getrusage``'s ``ru_maxrss`` survives ``exec`` and so starts at the parent's size."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return _status_mb("VmHWM")
 
 
 def _connect(dsn: str):
@@ -81,7 +90,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     start, end = week_bounds(a.week)
-    baseline = _peak_rss_mb()
+    baseline = _status_mb("VmRSS")
     started = time.perf_counter()
     rows = PROBES[a.kind](a.dsn, start, end, a.out)
     seconds = time.perf_counter() - started

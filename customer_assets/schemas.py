@@ -118,10 +118,12 @@ class DataQualityMetrics(pa.DataFrameModel):
 
 
 def _holds_only_str(frame: object, columns: list[str]) -> bool:
-    """True when each column is an object column of Python str (or missing values) only."""
+    """True when each column is a pandas string column, or an object column of Python str (or missing) only."""
     return isinstance(frame, pd.DataFrame) and all(
-        name in frame.columns and frame[name].dtype == object
-        and pd.api.types.infer_dtype(frame[name], skipna=True) in ("string", "empty")
+        name in frame.columns and (
+            isinstance(frame[name].dtype, pd.StringDtype)
+            or (frame[name].dtype == object
+                and pd.api.types.infer_dtype(frame[name], skipna=True) in ("string", "empty")))
         for name in columns)
 
 

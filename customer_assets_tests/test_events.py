@@ -55,7 +55,7 @@ def test_read_week_skips_malformed_lines_with_file_and_line(zone):
     assert {(Path(m["file"]).parent.name, m["line"]) for m in scan.malformed} == {("dt=2026-11-16", 6),
                                                                                   ("dt=2026-11-23", 2)}
     assert scan.outside_week == 2 and scan.aliased == 2 and scan.unknown_types == {"newsletter_opened": 1}
-    assert sorted(events["customer_id"].unique()) == ["C1", "C2", "C3"]
+    assert sorted(events["customer_id"].unique().to_pylist()) == ["C1", "C2", "C3"]
 
 
 def test_aggregates_per_customer(zone):
@@ -69,7 +69,7 @@ def test_aggregates_per_customer(zone):
 
 def test_configured_aliases_are_applied(zone):
     events, scan = read_week(zone, START, END, {"newsletter_opened": "page_view"})
-    assert scan.unknown_types == {} and (events["customer_id"] == "C2").sum() == 4
+    assert scan.unknown_types == {} and events["customer_id"].to_pylist().count("C2") == 4
 
 
 def test_empty_landing_zone_gives_typed_empty_aggregates(tmp_path):
@@ -114,7 +114,7 @@ def test_lines_without_id_type_or_valid_time_are_malformed(tmp_path):
     ])
     events, scan = read_week(tmp_path, START, END)
     assert sorted(m["line"] for m in scan.malformed) == [1, 2, 3, 4]
-    assert events["customer_id"].tolist() == ["C1"] and scan.lines == 5
+    assert events["customer_id"].to_pylist() == ["C1"] and scan.lines == 5
 
 
 def test_blank_lines_keep_real_line_numbers(tmp_path):

@@ -1,7 +1,6 @@
 """Validate: hard rules quarantine, statistical rules flag; a quality report and metrics row per week."""
 
 
-import json
 import time
 
 import dagster as dg
@@ -9,7 +8,7 @@ import pandas as pd
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
 from customer_assets.logic import checks
-from customer_assets.logic.quality import build_quality_report, metrics_row
+from customer_assets.logic.quality import build_quality_report, metrics_row, report_json
 from customer_assets.logic.validation import flag_validated, split_by_hard_rules
 from customer_assets.schemas import (
     DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactionsType)
@@ -69,7 +68,7 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
     report = build_quality_report(ctx, split.failures, flags, anomalies, anomaly_status,
                                   settings.quality_warn_rate, settings.quality_fail_rate)
     week_dir = settings.week_reports_dir(context.partition_key)
-    (week_dir / "quality_report.json").write_text(json.dumps(report, indent=2, default=str))
+    (week_dir / "quality_report.json").write_text(report_json(report))
     anomalies.to_csv(week_dir / "anomalies.csv", index=False)
 
     yield dg.Output(validated.reset_index(drop=True), output_name="validated_transactions",

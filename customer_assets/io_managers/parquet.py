@@ -35,7 +35,7 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
             obj.to_parquet(tmp, index=False)
             context.add_output_metadata({"dagster/row_count": len(obj)})
         elif isinstance(obj, dict):
-            tmp.write_text(json.dumps(obj, indent=2, default=str))
+            tmp.write_text(json.dumps(obj, default=str))  # compact: the C encoder
         else:
             raise TypeError(f"{type(self).__name__} stores DataFrames and dicts, not {type(obj).__name__}")
         os.replace(tmp, path)

@@ -21,7 +21,7 @@ def standardise_crm(records: list[dict], hash_key: str) -> tuple[pd.DataFrame, d
         "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),
         "signup_date": pd.to_datetime(raw["signup_date"], utc=True, errors="coerce"),
         "last_activity_at": pd.to_datetime(raw["last_activity_date"], utc=True, errors="coerce"),
-        "subscription_tier": raw["subscription_tier"].astype(object).where(raw["subscription_tier"].notna(), None),
+        "subscription_tier": raw["subscription_tier"].astype("str"),
         "lifetime_value": pd.to_numeric(raw["lifetime_value"], errors="coerce").astype(float),
         "support_ticket_count": pd.to_numeric(raw["support_ticket_count"], errors="coerce").astype(float),
         "updated_at": pd.to_datetime(raw["updated_at"], utc=True, errors="coerce"),

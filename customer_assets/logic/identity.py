@@ -6,34 +6,57 @@ import hashlib
 import hmac
 import re
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def standardise_ids(ids: pd.Series) -> pd.Series:
     """Trimmed, upper-cased customer ids; blanks become null."""
-    out = ids.astype("string").str.strip().str.upper()
-    return out.where(out.str.len() > 0).astype(object).where(lambda s: s.notna(), None)
+    out = ids.astype("str").str.strip().str.upper()
+    return out.where(out.str.len() > 0)
+
+
+def id_set(*columns: pd.Series) -> set[str]:
+    """The distinct non-null ids of the columns (through Arrow lists: iterating Arrow-backed text value by
+    value in Python is slow)."""
+    return {i for column in columns for i in column.dropna().unique().tolist()}
+
+
+def is_in(column: pd.Series, values: pd.Series) -> np.ndarray:
+    """``column.isin(values)`` through Arrow's hash lookup (pandas 2.3 builds the set for Arrow-backed text
+    value by value in Python)."""
+    found = pc.is_in(pa.array(column, from_pandas=True), value_set=pa.array(values.dropna().unique(), pa.string()))
+    return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def valid_emails(emails: pd.Series) -> pd.Series:
     """Lower-cased, trimmed emails that look like an address; others become null."""
-    cleaned = emails.astype("string").str.strip().str.lower()
-    ok = cleaned.str.match(EMAIL_PATTERN.pattern).fillna(False).astype(bool)
-    return cleaned.where(ok).astype(object).where(lambda s: s.notna(), None)
+    cleaned = emails.astype("str").str.strip().str.lower()
+    return cleaned.where(cleaned.str.match(EMAIL_PATTERN.pattern).fillna(False).astype(bool))
 
 
 def phone_digits(phones: pd.Series) -> pd.Series:
     """Phone numbers reduced to their digits; empty results become null."""
-    digits = phones.astype("string").str.replace(r"\D", "", regex=True)
-    return digits.where(digits.str.len() > 0).astype(object).where(lambda s: s.notna(), None)
+    digits = phones.astype("str").str.replace(r"\D", "", regex=True)
+    return digits.where(digits.str.len() > 0)
 
 
 def keyed_hash(values: pd.Series, key: str) -> pd.Series:
     """HMAC-SHA256 of each value under ``key``: stable across weeks, useless without the key."""
     if not key:
         raise ValueError("a non-empty hashing key is required (PII_HASH_KEY)")
-    secret = key.encode()
-    return values.map(lambda v: None if v is None or pd.isna(v)
-                      else hmac.new(secret, str(v).encode(), hashlib.sha256).hexdigest())
+    keyed = hmac.new(key.encode(), digestmod=hashlib.sha256)  # the key schedule once, copied per value
+
+    def digest(value: str) -> str:
+        h = keyed.copy()
+        h.update(value.encode())
+        return h.hexdigest()
+
+    present = values.notna().to_numpy()
+    out = np.full(len(values), np.nan, dtype=object)
+    out[present] = [digest(str(v)) for v in values[present].tolist()]
+    return pd.Series(out, index=values.index, dtype="str")

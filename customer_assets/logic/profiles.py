@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from customer_assets.logic.identity import id_set, is_in
 from customer_assets.logic.validation import WeekContext
 
 SOURCE_PRIORITY = {"crm": 0, "database": 1}
@@ -81,11 +82,11 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
 
     Activity whose id matches no known customer is dropped, and counted, with reason ``UNMATCHED_ID``.
     """
-    active_ids = set(events["customer_id"].dropna()) | set(transactions["customer_id"].dropna())
-    matched = active_ids & (set(known_ids) | set(records["customer_id"].dropna()))
+    active_ids = id_set(events["customer_id"], transactions["customer_id"])
+    matched = active_ids & (set(known_ids) | id_set(records["customer_id"]))
     log.match_rate = 1.0 if not active_ids else len(matched) / len(active_ids)
     log.dropped["UNMATCHED_ID"] = len(active_ids - matched)
-    base = pd.DataFrame({"customer_id": sorted(set(records["customer_id"].dropna()) | matched)})
+    base = pd.DataFrame({"customer_id": pd.array(sorted(id_set(records["customer_id"]) | matched), dtype="str")})
     profile = (base.merge(records, on="customer_id", how="left")
                    .merge(events, on="customer_id", how="left")
                    .merge(transaction_aggregates(transactions), on="customer_id", how="left",
@@ -94,8 +95,8 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
         if f"{column}_tx" in profile:
             profile[column] = profile[column].fillna(profile.pop(f"{column}_tx"))
     profile["in_crm"] = profile["source"].eq("crm")
-    profile["in_events"] = profile["customer_id"].isin(set(events["customer_id"]))
-    profile["in_transactions"] = profile["customer_id"].isin(set(transactions["customer_id"]))
+    profile["in_events"] = is_in(profile["customer_id"], events["customer_id"])
+    profile["in_transactions"] = is_in(profile["customer_id"], transactions["customer_id"])
     for column in ACTIVITY_COUNTS:
         profile[column] = pd.to_numeric(profile[column]).fillna(0).astype(float)
     log.counts.update({"crm_records": int((records["source"] == "crm").sum()),

@@ -22,9 +22,9 @@ def build_dimension(snapshots: pd.DataFrame) -> pd.DataFrame:
     weeks = (snapshots[["customer_id", "week_start", *TRACKED]]
              .drop_duplicates(["customer_id", "week_start"], keep="last")
              .sort_values(["customer_id", "week_start"], kind="stable").reset_index(drop=True))
-    state = weeks[TRACKED].astype(str).agg("|".join, axis=1)
+    state = weeks[TRACKED].astype("str").fillna("\0")  # a missing value equals a missing value
     same_customer = weeks["customer_id"].eq(weeks["customer_id"].shift())
-    starts = ~same_customer | state.ne(state.shift())
+    starts = ~same_customer | state.ne(state.shift()).any(axis=1)
     versions = weeks.loc[starts].copy()
     versions["version"] = versions.groupby("customer_id").cumcount() + 1
     versions = versions.rename(columns={"week_start": "effective_from"})
