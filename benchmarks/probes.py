@@ -14,12 +14,11 @@ import os
 import sys
 import time
 from contextlib import closing
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg2
 
-from customer_assets.partitions import week_bounds
 from customer_assets.sources.extract import WEEK_EXTRACT_SQL
 
 NAIVE_CHUNKSIZE = 10_000
@@ -37,6 +36,12 @@ def _status_mb(field: str) -> float:
 
 def _peak_rss_mb() -> float:
     return _status_mb("VmHWM")
+
+
+def week_bounds(week: str) -> tuple[datetime, datetime]:
+    """``customer_assets.partitions.week_bounds`` without importing Dagster (the probes measure memory)."""
+    start = datetime.combine(date.fromisoformat(week), datetime.min.time(), tzinfo=timezone.utc)
+    return start, start + timedelta(days=7)
 
 
 def _connect(dsn: str):

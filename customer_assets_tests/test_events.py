@@ -2,7 +2,7 @@
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -122,3 +122,18 @@ def test_blank_lines_keep_real_line_numbers(tmp_path):
                                    event("page_view", "  ", "2026-11-17T10:00:00Z"), "{broken"])
     events, scan = read_week(tmp_path, START, END)
     assert scan.lines == 3 and sorted(m["line"] for m in scan.malformed) == [4, 5] and len(events) == 1
+
+
+def test_demo_landing_zone_reads_with_only_its_two_broken_lines_per_file(small_source):
+    from customer_assets_tests.conftest import EVENTS
+
+    events, scan = read_week(EVENTS["small_source"], START - timedelta(weeks=1), END - timedelta(weeks=1))
+    day_files = [m["file"] for m in scan.malformed]
+    # the generator breaks exactly two lines of each day file (a truncated line, a non-JSON line)
+    assert scan.files > 0 and len(scan.malformed) == 2 * scan.files
+    assert all(day_files.count(f) == 2 for f in set(day_files))
+    assert set(events["event_type"].unique().to_pylist()) == {
+        "page_view", "feature_used", "purchase_completed", "support_chat_started"}
+    # every line is accounted for: an event of the week, outside the week, an unknown type, or malformed
+    assert scan.lines == events.num_rows + scan.outside_week + sum(scan.unknown_types.values()) + len(scan.malformed)
+    assert events.num_rows > 10 * scan.files

@@ -14,10 +14,14 @@ from pydantic import Field
 class LocalParquetIOManager(dg.ConfigurableIOManager):
     """Stores ``<base_dir>/<asset key path>/<week>.parquet`` (or ``.json`` for dict outputs).
 
-    Writes go to a temporary file renamed into place, so a crash never leaves half a week behind.
+    Writes go to a temporary file renamed into place, so a crash never leaves half a week behind. The files
+    live for one run (the week's summary deletes them), so they are written for speed: plain encoding and no
+    compression write about twice as fast as dictionary + snappy, at a few times the size.
     """
 
     base_dir: str = Field(description="Root directory of the intermediate files.")
+    compression: str = Field(default="none", description="Parquet codec of the intermediates (none, snappy, zstd, ...).")
+    use_dictionary: bool = Field(default=False, description="Dictionary-encode columns (smaller, slower to write).")
 
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
         key = context.asset_key.path
@@ -32,7 +36,7 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if isinstance(obj, pd.DataFrame):
-            obj.to_parquet(tmp, index=False)
+            obj.to_parquet(tmp, index=False, compression=self.compression, use_dictionary=self.use_dictionary)
             context.add_output_metadata({"dagster/row_count": len(obj)})
         elif isinstance(obj, dict):
             tmp.write_text(json.dumps(obj, default=str))  # compact: the C encoder

@@ -85,7 +85,7 @@ def seed_crm_table(dsn: str) -> int:
 def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     usd = convert_to_usd(purchases["amount"], purchases["currency"], purchases["timestamp"])["amount_usd"]
     bought = pd.DataFrame({"customer_id": purchases["customer_id"], "timestamp": purchases["timestamp"],
-                           "event_type": "purchase_completed", "feature": None,
+                           "event_type": "purchase_completed", "feature": pd.Series(pd.NA, index=purchases.index, dtype="str"),
                            "amount_usd": usd.round(2)}).dropna(subset=["amount_usd"])
     views_per = rng.poisson(3, len(bought))
     views = bought.loc[bought.index.repeat(views_per)].copy()
@@ -130,12 +130,12 @@ def write_event_files(dsn: str, root: Path, random_seed: int = 42, since: date =
         folder.mkdir(parents=True)
         out = []
         for i, row in enumerate(group.itertuples(index=False)):
-            props = {"feature": row.feature} if row.feature else {}
+            props = {"feature": row.feature} if isinstance(row.feature, str) else {}
             if not pd.isna(row.amount_usd):
                 props["amount_usd"] = float(row.amount_usd)
             out.append(json.dumps({"event_id": f"{day:%Y%m%d}-{i:07d}", "event_type": row.event_type,
                                    "customer_id": row.customer_id, "timestamp": row.timestamp.isoformat(),
-                                   "properties": props}))
+                                   "properties": props}, allow_nan=False))
         if len(out) > 50:  # a connector hiccup: a truncated line and a non-JSON line
             out.insert(len(out) // 3, out[len(out) // 3][: 40])
             out.insert(len(out) // 2, "not json at all")

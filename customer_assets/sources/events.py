@@ -260,7 +260,9 @@ SELECT customer_id,
        count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
        count(DISTINCT feature) FILTER (WHERE event_type = 'feature_used') AS unique_features_used,
        count(*) FILTER (WHERE event_type = 'purchase_completed') AS purchase_count,
-       coalesce(sum(amount_usd) FILTER (WHERE event_type = 'purchase_completed'), 0)::DOUBLE AS purchase_amount,
+       -- to the cent: a parallel sum adds in no fixed order, and a rerun must give the same value
+       round(coalesce(sum(amount_usd) FILTER (WHERE event_type = 'purchase_completed'), 0), 2)::DOUBLE
+           AS purchase_amount,
        count(*) FILTER (WHERE event_type = 'support_chat_started') AS support_interactions,
        max("timestamp") AS last_event_at
 FROM events GROUP BY customer_id ORDER BY customer_id
