@@ -140,7 +140,7 @@ def table(m: dict) -> str:
     week = m["week_run"]
     for step in week["steps"]:
         row(f"  step {step['step']}", step["seconds"], step["rows"], step["peak_rss_mb"])
-    row("whole week, all assets (materialize)", week["seconds"], week["rows"], week["peak_rss_mb"])
+    row("whole week, all assets (weekly job)", week["seconds"], week["rows"], week["peak_rss_mb"])
     r = m["ratios"]
     lines.append("")
     lines.append(f"extract / floor = {r['extract_over_floor']:.2f} (extract step incl. type check + Parquet: "

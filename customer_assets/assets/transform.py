@@ -1,6 +1,8 @@
 """Transform: USD amounts, time dimensions, customer and product metrics, segments."""
 
 
+from concurrent.futures import ThreadPoolExecutor
+
 import dagster as dg
 import pandas as pd
 
@@ -38,9 +40,16 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
     """
     ctx = week_context(context)
     with source_db.connect() as conn:
-        history = customer_history(conn, ctx.week_start, ctx.week_end)
         prices = category_prices(conn)
-    df = transform_week(validated_transactions, history, prices, ctx)
+
+    def history():
+        with source_db.connect() as conn:
+            return customer_history(conn, ctx.week_start, ctx.week_end)
+
+    # The history query scans all of the customers' past on the database; pandas enriches the week meanwhile.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="customer_history") as pool:
+        pending = pool.submit(history)
+        df = transform_week(validated_transactions, pending.result, prices, ctx)
     stale_days = (ctx.week_end.date() - last_rate_date()).days - 1
     if len(df) and stale_days > STALE_RATES_DAYS:
         context.log.warning(

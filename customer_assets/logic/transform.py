@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -82,13 +84,23 @@ def add_segments(df: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
     return df.assign(transaction_size=size, customer_lifecycle=lifecycle).drop(columns=["_last_before_week"])
 
 
-def transform_week(validated: pd.DataFrame, history: pd.DataFrame, category_prices: pd.DataFrame,
-                   ctx: WeekContext) -> pd.DataFrame:
-    """All enrichment steps, in order, for one validated week."""
+CUSTOMER_COLUMNS = ["customer_lifetime_value", "customer_transaction_count", "days_since_first_purchase"]
+PRODUCT_COLUMNS = ["product_popularity_rank", "category_avg_price"]
+
+
+def transform_week(validated: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.DataFrame],
+                   category_prices: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
+    """All enrichment steps for one validated week.
+
+    ``history`` may be a function returning it: it is called only once the steps that do not need it are
+    done, so that the history query can run on the database meanwhile.
+    """
     df = add_usd_amounts(validated)
     df = add_time_dimensions(df)
-    df = add_customer_metrics(df, history, ctx)
     df = add_product_metrics(df, category_prices)
+    df = add_customer_metrics(df, history() if callable(history) else history, ctx)
     df = add_segments(df, ctx)
     df["week_start"] = pd.Timestamp(ctx.week_start).tz_convert(None)
-    return df.reset_index(drop=True)
+    columns = [c for c in df.columns if c not in PRODUCT_COLUMNS]
+    at = columns.index(CUSTOMER_COLUMNS[-1]) + 1  # product metrics after the customer's, as documented
+    return df[columns[:at] + PRODUCT_COLUMNS + columns[at:]].reset_index(drop=True)
