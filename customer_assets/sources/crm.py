@@ -170,14 +170,17 @@ class CrmApiClient:
 
 def accept_records(records: list, extract: CrmExtract) -> None:
     """Keep records that carry a customer id; count malformed ones and missing fields."""
+    missing = collections.Counter()
     for record in records:
         if not isinstance(record, dict) or not str(record.get("customer_id") or "").strip():
             extract.malformed_records += 1
             continue
-        for name in CRM_FIELDS:
-            if record.get(name) in (None, ""):
-                extract.missing_fields[name] = extract.missing_fields.get(name, 0) + 1
-        extract.records.append({name: record.get(name) for name in CRM_FIELDS})
+        row = {name: record.get(name) for name in CRM_FIELDS}
+        missing.update(name for name, value in row.items() if value is None or value == "")
+        extract.records.append(row)
+    for name in CRM_FIELDS:  # in field order, as before
+        if missing[name]:
+            extract.missing_fields[name] = extract.missing_fields.get(name, 0) + missing[name]
 
 
 def fetch_week_from_table(conn, start: datetime, end: datetime) -> CrmExtract:
