@@ -21,6 +21,8 @@ from customer_assets.settings import PipelineSettings
 from customer_assets.sources.events import aggregate, read_week
 
 PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
+# What profiles take from the week's transformed transactions (the Parquet IO manager reads only these).
+TRANSACTION_COLUMNS = ["transaction_id", "customer_id", "amount_usd", "timestamp", "country", "segment"]
 KNOWN_CUSTOMERS_SQL = """
 SELECT c.customer_id, c.created_at, c.country, c.segment
 FROM customers c JOIN unnest(%s::text[]) AS wanted(customer_id) ON upper(trim(c.customer_id)) = wanted.customer_id
@@ -77,7 +79,8 @@ def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
     key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"pandas"}, owners=OWNERS,
     ins={"crm_customers": dg.AssetIn(key=[ETL, "crm_customers"]),
          "customer_event_aggregates": dg.AssetIn(key=[ETL, "customer_event_aggregates"]),
-         "transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"])},
+         "transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"],
+                                                 metadata={"columns": TRANSACTION_COLUMNS})},
     dagster_type=UnifiedCustomerProfilesType,
     check_specs=[
         dg.AssetCheckSpec("match_rate", asset=PROFILES, blocking=True,

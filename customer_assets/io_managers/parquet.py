@@ -49,7 +49,11 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
         for suffix in (".parquet", ".json"):
             path = self._path(context, suffix)
             if path.exists():
-                return pd.read_parquet(path) if suffix == ".parquet" else json.loads(path.read_text())
+                if suffix == ".json":
+                    return json.loads(path.read_text())
+                # An input may ask for some columns only (AssetIn metadata "columns"): less to read and hold.
+                columns = (context.definition_metadata or {}).get("columns")
+                return pd.read_parquet(path, columns=list(columns) if columns else None)
         raise FileNotFoundError(
             f"No stored value for {context.asset_key.to_user_string()} at {self._path(context, '.*')}: "
             "intermediates of a week are removed after it succeeds; materialize the upstream assets again.")
