@@ -137,3 +137,19 @@ def test_demo_landing_zone_reads_with_only_its_two_broken_lines_per_file(small_s
     # every line is accounted for: an event of the week, outside the week, an unknown type, or malformed
     assert scan.lines == events.num_rows + scan.outside_week + sum(scan.unknown_types.values()) + len(scan.malformed)
     assert events.num_rows > 10 * scan.files
+
+
+def test_tombstones_bad_utf8_and_stray_carriage_returns_are_malformed_lines(tmp_path, monkeypatch):
+    import customer_assets.sources.events as events_module
+
+    monkeypatch.setattr(events_module, "CHUNK_BYTES", 200)  # many chunks: a bad line lands at a chunk start
+    good = event("page_view", "C1", "2026-11-17T10:00:00Z").encode()
+    lines = [good, good, b"null", good, b'{"event_type": "page_view", "customer_id": "C\xff", '
+             b'"timestamp": "2026-11-17T10:00:00Z"}', good, b"\r", good, b"[1, 2]", good]
+    folder = tmp_path / "dt=2026-11-17"
+    folder.mkdir()
+    (folder / "part.jsonl").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    events, scan = read_week(tmp_path, START, END)
+    assert sorted(m["line"] for m in scan.malformed) == [3, 5, 9]  # "\r" alone is a blank line, not a line break
+    assert events.num_rows == 6 and set(events["customer_id"].to_pylist()) == {"C1"}
+    assert scan.lines == 9

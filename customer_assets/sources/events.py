@@ -7,7 +7,6 @@ carries ``properties.feature``, ``purchase_completed`` carries ``properties.amou
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -73,11 +72,19 @@ def _malformed(scan: EventScan, path: Path, line: int, error: str) -> None:
     log.warning("skipping malformed event %s:%d (%s)", path, line, error[:120])
 
 
+def _read_json(data: bytes | memoryview) -> pa.Table:
+    """Parse JSON lines into ``RAW_SCHEMA``; text that is not valid UTF-8 raises ``ArrowInvalid`` like a syntax
+    error (pyarrow's reader lets it through, and later string functions would fail on the whole week)."""
+    table = pajson.read_json(pa.BufferReader(pa.py_buffer(data)), read_options=_READ, parse_options=_PARSE)
+    table.validate(full=True)
+    return table
+
+
 def _parse(lines: list[bytes], numbers: Sequence[int], path: Path, scan: EventScan
            ) -> list[tuple[pa.Table, Sequence[int]]]:
     """Parse lines with pyarrow; lines that fail are halved until the bad ones stand alone (and are skipped)."""
     try:
-        return [(pajson.read_json(io.BytesIO(b"\n".join(lines)), read_options=_READ, parse_options=_PARSE), numbers)]
+        return [(_read_json(b"\n".join(lines)), numbers)]
     except pa.ArrowInvalid as exc:
         if len(lines) == 1:
             _malformed(scan, path, numbers[0], str(exc))
@@ -91,8 +98,10 @@ CHUNK_BYTES = 256 << 10
 
 
 def _clean_lines(data: bytes, start: int, end: int) -> bool:
-    """True when every line of ``data[start:end]`` holds something: then row ``i`` of a parse is line ``i + 1``."""
-    return (end > start and not data[start:start + 1].isspace() and data.find(b"\n\n", start, end) == -1
+    """True when every line of ``data[start:end]`` holds something, so that row ``i`` of a parse is line
+    ``i + 1``, and the text starts with an object (pyarrow 26 crashes on text that starts with a ``null`` line,
+    apache/arrow#47409)."""
+    return (data[start:start + 1] == b"{" and data.find(b"\n\n", start, end) == -1
             and not _SPACES_LINE.search(data, start, end))
 
 
@@ -119,8 +128,7 @@ def _parse_chunk(data: bytes, start: int, end: int, first_line: int) -> tuple[pa
     if not _clean_lines(data, start, end):
         return None
     try:
-        table = pajson.read_json(pa.BufferReader(pa.py_buffer(memoryview(data)[start:end])),
-                                 read_options=_READ, parse_options=_PARSE)
+        table = _read_json(memoryview(data)[start:end])
     except pa.ArrowInvalid:
         return None
     lines = data.count(b"\n", start, end) + (data[end - 1:end] != b"\n")
@@ -130,18 +138,25 @@ def _parse_chunk(data: bytes, start: int, end: int, first_line: int) -> tuple[pa
 def _parse_lines(chunk: bytes, first_line: int, path: Path, scan: EventScan) -> list[tuple[pa.Table, Sequence[int]]]:
     """The slow path for a chunk with bad or blank lines: blank lines dropped, bad lines isolated and skipped.
 
-    Lines that are not JSON at all are found by ``json.loads`` (a chunk is a few thousand lines); what is JSON
-    but not an event pyarrow can type (a timestamp that is not one, say) is isolated by halving.
+    Lines that are not a JSON object (``null`` tombstones, broken or non-UTF-8 text) are found by ``json.loads``
+    (a chunk is a few thousand lines); what is an object but not an event pyarrow can type (a timestamp that is
+    not one, say) is isolated by halving. Lines end at ``\n`` only, as in ``_chunks``.
     """
     lines, numbers = [], []
-    for number, line in enumerate(chunk.splitlines(), first_line):
+    pieces = chunk.split(b"\n")
+    if chunk.endswith(b"\n"):
+        pieces.pop()
+    for number, line in enumerate(pieces, first_line):
         if not line.strip():
             continue
         scan.lines += 1
         try:
-            json.loads(line)
+            value = json.loads(line)
         except ValueError as exc:
             _malformed(scan, path, number, f"JSON parse error: {exc}")
+            continue
+        if not isinstance(value, dict):
+            _malformed(scan, path, number, f"not a JSON object: {type(value).__name__}")
             continue
         lines.append(line)
         numbers.append(number)
@@ -247,7 +262,7 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
     """
     week = _Week.of(start, end, {**DEFAULT_ALIASES, **(aliases or {})})
     scan, tables = EventScan(), []
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 2) as pool:
         for folder in day_folders(root, start, end):
             for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl")):
                 scan.files += 1
