@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
+from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
     type_diff, write_load_report)
@@ -87,6 +88,7 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(report_metadata(report, path, obj))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        release_freed_memory()
         schema, table = table_address(context)
         column = partition_column(context)
         if not Path(self.database).exists():

@@ -10,6 +10,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from customer_assets.io_managers.memory import release_freed_memory
+
 
 class LocalParquetIOManager(dg.ConfigurableIOManager):
     """Stores ``<base_dir>/<asset key path>/<week>.parquet`` (or ``.json`` for dict outputs).
@@ -46,6 +48,7 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> object:
+        release_freed_memory()  # a new step starts: what the previous ones freed goes back to the OS first
         for suffix in (".parquet", ".json"):
             path = self._path(context, suffix)
             if path.exists():
