@@ -33,5 +33,5 @@ print(json.dumps({"grown": grown - before, "held": held - before, "after": after
 def test_freed_heap_memory_is_returned():
     out = subprocess.run([sys.executable, "-c", SCENARIO], capture_output=True, text=True, check=True)
     mb = {k: v / 2**20 for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items() if k != "kept"}
-    assert mb["grown"] > 300 and mb["held"] > 300, mb  # the situation: freed, but still held by the process
+    assert mb["grown"] > 300 and mb["held"] > 100, mb  # the situation: freed, much of it still held
     assert mb["after"] < 50, mb                        # given back
