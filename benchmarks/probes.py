@@ -14,12 +14,13 @@ import os
 import sys
 import time
 from contextlib import closing
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import psycopg2
 
 from customer_assets.sources.extract import WEEK_EXTRACT_SQL
+from customer_assets.weeks import week_bounds  # not partitions: the probes measure memory without Dagster
 
 NAIVE_CHUNKSIZE = 10_000
 
@@ -36,12 +37,6 @@ def _status_mb(field: str) -> float:
 
 def _peak_rss_mb() -> float:
     return _status_mb("VmHWM")
-
-
-def week_bounds(week: str) -> tuple[datetime, datetime]:
-    """``customer_assets.partitions.week_bounds`` without importing Dagster (the probes measure memory)."""
-    start = datetime.combine(date.fromisoformat(week), datetime.min.time(), tzinfo=timezone.utc)
-    return start, start + timedelta(days=7)
 
 
 def _connect(dsn: str):

@@ -29,7 +29,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from benchmarks.source import DEFAULT, Source, profile_sources, scaled_config, seeded_source, start_server
-from customer_assets.partitions import FIRST_WEEK
+from customer_assets.weeks import FIRST_WEEK
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
