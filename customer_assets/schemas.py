@@ -10,6 +10,8 @@ import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 from pandera.typing import Series
 
+from customer_assets.io_managers.frames import frame_batches_type, stored_frame_type
+
 UTC_TS = pd.DatetimeTZDtype(tz="UTC")
 
 TRANSACTION_SIZES = ["small", "medium", "large"]
@@ -127,31 +129,55 @@ def _holds_only_str(frame: object, columns: list[str]) -> bool:
         for name in columns)
 
 
-def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
-    """The model as a Dagster type, with the same outcome as dagster-pandera's but a cheaper str check.
+def _fast_schema(model: type[pa.DataFrameModel]):
+    """The model's schema without its ``str`` dtype checks, and the names of those columns.
 
     Pandera checks a ``str`` column element by element in Python (``map(isinstance)``) after coercing it
     with ``astype(str)``: over a week of rows this costs seconds per output. When every ``str`` column
     already holds only str or missing values (what the assets produce), coercion changes nothing and the
     dtype check passes, so the same schema minus those dtype checks (nullability, uniqueness, lengths,
-    allowed values, every other column unchanged) decides. Anything else goes through the full pandera
-    check, which also reports the errors.
+    allowed values, every other column unchanged) decides.
     """
+    schema = model.to_schema()
+    str_columns = [name for name, column in schema.columns.items() if str(column.dtype) == "str"]
+    return schema.update_columns({name: {"dtype": None} for name in str_columns}), str_columns
+
+
+def frame_check(model: type[pa.DataFrameModel]):
+    """A function that raises pandera's ``SchemaErrors`` (every failure, with examples) when a frame breaks
+    ``model``; the cheap str check first, pandera's full check when that fails."""
+    fast, str_columns = _fast_schema(model)
+    full = model.to_schema()
+
+    def check(frame: pd.DataFrame) -> None:
+        if _holds_only_str(frame, str_columns):
+            try:
+                fast.validate(frame, lazy=True)
+                return
+            except (pa.errors.SchemaError, pa.errors.SchemaErrors):
+                pass  # the full check below fails too, with pandera's own report
+        full.validate(frame, lazy=True)
+
+    return check
+
+
+def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
+    """The model as a Dagster type, with the same outcome as dagster-pandera's but a cheaper str check
+    (see ``_fast_schema``). Anything the cheap check rejects goes through the full pandera check, which also
+    reports the errors."""
     with warnings.catch_warnings():
         # dagster-pandera is pinned with pandera in pyproject.toml; its beta notice says nothing more here.
         warnings.simplefilter("ignore", dg.BetaWarning)
         full = pandera_schema_to_dagster_type(model)
-    schema = model.to_schema()
-    str_columns = [name for name, column in schema.columns.items() if str(column.dtype) == "str"]
-    without_str_dtypes = schema.update_columns({name: {"dtype": None} for name in str_columns})
+    fast, str_columns = _fast_schema(model)
 
     def type_check(context, value: object) -> dg.TypeCheck:
         if _holds_only_str(value, str_columns):
             try:
-                without_str_dtypes.validate(value, lazy=True)
+                fast.validate(value, lazy=True)
                 return dg.TypeCheck(success=True)
             except (pa.errors.SchemaError, pa.errors.SchemaErrors):
-                pass  # the full check below fails too, with pandera's own report
+                pass
         return full.type_check(context, value)
 
     return dg.DagsterType(type_check_fn=type_check, name=full.unique_name, description=full.description,
@@ -163,6 +189,10 @@ ValidatedTransactionsType = frame_type(ValidatedTransactions)
 QuarantinedTransactionsType = frame_type(QuarantinedTransactions)
 TransactionAnomaliesType = frame_type(TransactionAnomalies)
 TransformedTransactionsType = frame_type(TransformedTransactions)
+# The transformed week is written and loaded batch by batch: each batch is checked against the model as it is
+# written, and the stored file's columns and types before the warehouse load.
+TransformedTransactionsBatchesType = frame_batches_type("TransformedTransactionsBatches")
+TransformedTransactionsFileType = stored_frame_type("TransformedTransactionsFile", frame_check(TransformedTransactions))
 DataQualityMetricsType = frame_type(DataQualityMetrics)
 
 RAW_COLUMNS: list[str] = list(RawTransactions.to_schema().columns)

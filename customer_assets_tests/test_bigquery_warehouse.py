@@ -17,8 +17,10 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
+from customer_assets.io_managers import frames
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
+from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.partitions import weekly_partitions
 from customer_assets_tests.conftest import BIGQUERY_PROJECT as PROJECT
 
@@ -352,6 +354,35 @@ def test_rows_outside_the_week_stop_before_touching_bigquery(bigquery_client, ma
     frame = pd.concat([transactions(WEEK_A), transactions(WEEK_B, n=1)], ignore_index=True)
     result = run([warehouse_asset({WEEK_A: frame})], WEEK_A, manager(), raise_on_error=False)
     assert not result.success and "1 of 4 rows have timestamp outside the week" in failure_text(result)
+    with pytest.raises(gexc.NotFound):
+        bigquery_client.get_dataset(f"{PROJECT}.{dataset}")
+
+
+def _stored(tmp_path, frame: pd.DataFrame) -> StoredFrame:
+    path = tmp_path / "week.parquet"
+    frame.to_parquet(path, index=False)
+    return StoredFrame(path)
+
+
+def test_a_stored_week_loads_batch_by_batch_like_the_frame(bigquery_client, manager, dataset, tmp_path, monkeypatch):
+    """The pipeline hands the transformed week over as a Parquet file: same rows and types as a frame gives."""
+    monkeypatch.setattr(frames, "BATCH_ROWS", 2)  # five rows: three batches
+    frame = transactions(WEEK_A, n=5)
+    stored = _stored(tmp_path, frame)
+    result = run([warehouse_asset({WEEK_A: stored})], WEEK_A, manager())
+    assert materialization(result)["rows_loaded"].value == 5
+    from_file = rows(bigquery_client, dataset)
+    run([warehouse_asset({WEEK_A: frame})], WEEK_A, manager())
+    pd.testing.assert_frame_equal(from_file, rows(bigquery_client, dataset))
+    assert from_file["transaction_id"].tolist() == frame["transaction_id"].tolist()
+
+
+def test_a_stored_week_with_a_late_row_outside_it_stops_before_bigquery(bigquery_client, manager, dataset, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(frames, "BATCH_ROWS", 2)
+    frame = pd.concat([transactions(WEEK_A, n=4), transactions(WEEK_B, n=1)], ignore_index=True)  # in the 3rd batch
+    result = run([warehouse_asset({WEEK_A: _stored(tmp_path, frame)})], WEEK_A, manager(), raise_on_error=False)
+    assert not result.success and "1 of 1 rows have timestamp outside the week" in failure_text(result)
     with pytest.raises(gexc.NotFound):
         bigquery_client.get_dataset(f"{PROJECT}.{dataset}")
 

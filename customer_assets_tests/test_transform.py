@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from customer_assets.logic.transform import (
-    add_customer_metrics, add_product_metrics, add_segments, add_time_dimensions, add_usd_amounts, transform_week)
+    add_customer_metrics, add_product_metrics, add_segments, add_time_dimensions, add_usd_amounts, customer_metrics,
+    enrich, product_ranks, transform_week, week_metrics)
 from customer_assets.logic.validation import flag_validated
 from customer_assets.schemas import TransformedTransactions
 from customer_assets_tests.frames import WEEK, raw_frame, raw_row
@@ -40,7 +41,7 @@ def test_customer_metrics_come_from_history_as_of_the_week_end():
     history = _history(C1={"lifetime_value_usd": 530.0, "transaction_count": 7,
                            "first_purchase_at": pd.Timestamp("2026-01-23", tz="UTC"),
                            "last_purchase_before_week": pd.Timestamp("2026-11-01", tz="UTC")})
-    out = add_customer_metrics(df, history, WEEK).set_index("customer_id")
+    out = add_customer_metrics(df, customer_metrics(df, history, WEEK)).set_index("customer_id")
     assert out.loc["C1", "customer_lifetime_value"] == 530.0
     assert out.loc["C1", "customer_transaction_count"] == 7
     assert out.loc["C1", "days_since_first_purchase"] == (pd.Timestamp("2026-11-23") - pd.Timestamp("2026-01-23")).days
@@ -54,7 +55,7 @@ def test_product_rank_and_category_price():
                    raw_row(transaction_id="3", product_id="P2", category="Toys"),
                    raw_row(transaction_id="4", product_id="P3", category=None))
     prices = pd.DataFrame({"category": ["Office", "Toys"], "avg_price": [10.0, 30.0]})
-    out = add_product_metrics(df, prices)
+    out = add_product_metrics(df, product_ranks(df["product_id"]), prices)
     assert out["product_popularity_rank"].tolist() == [1, 1, 2, 2]
     assert out["category_avg_price"].tolist() == [10.0, 10.0, 30.0, 20.0]
 
@@ -87,3 +88,33 @@ def test_transform_week_satisfies_its_model():
     TransformedTransactions.validate(out)
     assert out["week_start"].unique().tolist() == [pd.Timestamp("2026-11-16")]
     assert (out["amount_usd"] > 0).all()
+
+
+def test_batches_enriched_with_the_week_metrics_equal_the_whole_week():
+    """The transform asset enriches the week a batch at a time; ranks and customer totals stay week-wide."""
+    validated = _validated(
+        raw_row(transaction_id="A", customer_id="C1", product_id="P1", currency="EUR", amount=12.5),
+        raw_row(transaction_id="B", customer_id="C2", product_id="P2", currency="JPY", amount=3000.0),
+        raw_row(transaction_id="C", customer_id="C1", product_id="P2", amount=80.0),
+        raw_row(transaction_id="D", customer_id="C3", product_id="P2", amount=250.0),
+        raw_row(transaction_id="E", customer_id="C2", product_id="P1", amount=20.0))
+    history = _history(C1={"lifetime_value_usd": 100.0, "transaction_count": 3,
+                           "first_purchase_at": pd.Timestamp("2025-02-01", tz="UTC"),
+                           "last_purchase_before_week": pd.Timestamp("2026-07-02", tz="UTC")})
+    prices = pd.DataFrame({"category": ["Office"], "avg_price": [15.0]})
+    whole = transform_week(validated, history, prices, WEEK)
+    metrics = week_metrics(validated, lambda: history, prices, WEEK)
+    batched = pd.concat([enrich(validated.iloc[i:i + 2], metrics, WEEK) for i in range(0, len(validated), 2)],
+                        ignore_index=True)
+    pd.testing.assert_frame_equal(batched, whole)
+    # P2 has three transactions in the week, P1 two: the ranks are the week's even in a two-row batch.
+    assert dict(zip(batched["product_id"], batched["product_popularity_rank"])) == {"P2": 1, "P1": 2}
+    by_customer = batched.groupby("customer_id")["customer_transaction_count"].first().to_dict()
+    assert by_customer == {"C1": 3, "C2": 2, "C3": 1}  # C1's history counts the week already
+    assert batched.set_index("transaction_id").loc["A", "customer_lifecycle"] == "dormant"
+
+
+def test_an_unranked_product_is_an_error_not_a_null():
+    validated = _validated(raw_row(transaction_id="A", product_id="P1"))
+    with pytest.raises(ValueError, match="no product_id to rank"):
+        add_product_metrics(validated, product_ranks(pd.Series(["P2"])), pd.DataFrame({"category": [], "avg_price": []}))

@@ -7,10 +7,11 @@ import dagster as dg
 import pandas as pd
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, week_context
+from customer_assets.io_managers.frames import FrameBatches, StoredFrame
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date, rates_file
-from customer_assets.logic.transform import transform_week
+from customer_assets.logic.transform import WEEK_METRIC_COLUMNS, enrich, week_metrics
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.schemas import TransformedTransactionsType
+from customer_assets.schemas import TransformedTransactions, TransformedTransactionsBatchesType, frame_check
 from customer_assets.sources.extract import category_prices, customer_history
 
 STALE_RATES_DAYS = 7
@@ -23,10 +24,10 @@ STALE_RATES_DAYS = 7
     group_name="transform",
     kinds={"pandas"},
     owners=OWNERS,
-    dagster_type=TransformedTransactionsType,
+    dagster_type=TransformedTransactionsBatchesType,
 )
 def transformed_transactions(context: dg.AssetExecutionContext, source_db: PostgresSource,
-                             validated_transactions: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+                             validated_transactions: StoredFrame) -> dg.Output[FrameBatches]:
     """Validated transactions enriched for analytics.
 
     - `amount_usd` at the ECB reference rate of the transaction date (the last business day's rate on
@@ -37,6 +38,10 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
     - Product metrics: popularity rank by transactions in the week, the category's average catalogue price.
     - Segments: transaction small (< $50) / medium ($50-200) / large (> $200); customer new (first purchase
       < 30 days ago) / dormant (back after > 90 days without a purchase) / active.
+
+    The week-wide figures (customer totals, product ranks) come from five columns of the whole week; the rows
+    are then enriched and written a batch at a time, each batch checked against the TransformedTransactions
+    model, so the step's memory follows the batch size rather than the week's.
     """
     ctx = week_context(context)
     with source_db.connect() as conn:
@@ -46,20 +51,52 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
         with source_db.connect() as conn:
             return customer_history(conn, ctx.week_start, ctx.week_end)
 
-    # The history query scans all of the customers' past on the database; pandas enriches the week meanwhile.
+    # The history query scans all of the customers' past on the database; pandas sums the week meanwhile.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="customer_history") as pool:
         pending = pool.submit(history)
-        df = transform_week(validated_transactions, pending.result, prices, ctx)
+        metrics = week_metrics(validated_transactions.read(WEEK_METRIC_COLUMNS), pending.result, prices, ctx)
     stale_days = (ctx.week_end.date() - last_rate_date()).days - 1
-    if len(df) and stale_days > STALE_RATES_DAYS:
+    if len(validated_transactions) and stale_days > STALE_RATES_DAYS:
         context.log.warning(
             f"ECB rates in {rates_file()} end on {last_rate_date()}, {stale_days} days before the week's end: "
             "the last published rate is used (see fx_rate_date). Set ECB_RATES_FILE to a fresh eurofxref-hist.zip.")
-    return dg.Output(df, metadata={
-        "dagster/row_count": len(df),
-        "amount_usd_total": float(df["amount_usd"].sum()),
-        "fx_source": FX_SOURCE,
-        "fx_latest_rate_date": str(df["fx_rate_date"].max().date()) if len(df) else "",
-        "segments": dg.MetadataValue.json(df["transaction_size"].value_counts().to_dict()),
-        "customer_lifecycle": dg.MetadataValue.json(df["customer_lifecycle"].value_counts().to_dict()),
-    })
+    totals = _Totals()
+
+    def batches():
+        for rows in validated_transactions.batches():
+            enriched = enrich(rows, metrics, ctx)
+            del rows
+            totals.add(enriched)
+            yield enriched
+
+    return dg.Output(
+        FrameBatches(batches(), check=frame_check(TransformedTransactions), unique=["transaction_id"],
+                     summary=totals.metadata, name="transformed_transactions"),
+        metadata={"fx_source": FX_SOURCE})
+
+
+class _Totals:
+    """Output metadata summed over the batches as they are written."""
+
+    def __init__(self):
+        self.amount_usd = 0.0
+        self.latest_rate: pd.Timestamp | None = None
+        self.sizes: dict[str, int] = {}
+        self.lifecycles: dict[str, int] = {}
+
+    def add(self, df: pd.DataFrame) -> None:
+        self.amount_usd += float(df["amount_usd"].sum())
+        if len(df):
+            latest = df["fx_rate_date"].max()
+            self.latest_rate = latest if self.latest_rate is None else max(self.latest_rate, latest)
+        for counts, column in ((self.sizes, "transaction_size"), (self.lifecycles, "customer_lifecycle")):
+            for key, n in df[column].value_counts().items():
+                counts[key] = counts.get(key, 0) + int(n)
+
+    def metadata(self) -> dict:
+        return {
+            "amount_usd_total": round(self.amount_usd, 2),
+            "fx_latest_rate_date": str(self.latest_rate.date()) if self.latest_rate is not None else "",
+            "segments": dg.MetadataValue.json(self.sizes),
+            "customer_lifecycle": dg.MetadataValue.json(self.lifecycles),
+        }

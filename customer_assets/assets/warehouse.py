@@ -2,10 +2,10 @@
 
 
 import dagster as dg
-import pandas as pd
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE
-from customer_assets.schemas import TransformedTransactionsType
+from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.schemas import TransformedTransactionsFileType
 
 
 @dg.asset(
@@ -17,13 +17,16 @@ from customer_assets.schemas import TransformedTransactionsType
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",
     metadata={"partition_expr": "timestamp"},
-    dagster_type=TransformedTransactionsType,
+    dagster_type=TransformedTransactionsFileType,
 )
-def weekly_transactions(transformed_transactions: pd.DataFrame) -> pd.DataFrame:
+def weekly_transactions(transformed_transactions: StoredFrame) -> StoredFrame:
     """`customer_analytics.weekly_transactions`: one row per transformed transaction of the week.
 
     The warehouse IO manager replaces exactly this week's rows in one transaction (DuckDB locally,
     BigQuery in production), verifies the week's row count against this frame, and writes a load report
     (rows_loaded, load_timestamp, destination_table, execution_time_seconds).
+
+    The week goes from the transform's Parquet file to the warehouse without becoming a DataFrame: DuckDB
+    reads the file itself, BigQuery receives it as load-job Parquet written a batch at a time.
     """
     return transformed_transactions

@@ -21,6 +21,9 @@ datetime64[ns] (naive)         DATETIME    UTC wall time, no zone: the same as D
                                            ``DATETIME(@start, 'UTC')``, never with a TIMESTAMP.
 =============================  ==========  =====================================================
 
+A ``StoredFrame`` (the week in a Parquet file) is never read whole: its week bounds are checked a batch at a
+time and the load job's Parquet is written a batch at a time to a temporary file (deleted when closed).
+
 Names are kept exactly as in the frame (lower-case snake_case): nothing here changes their case, which
 is why dagster-gcp's ``BigQueryPandasIOManager`` is not used.
 """
@@ -29,11 +32,12 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional, TypeVar
+from typing import IO, Any, Callable, Iterable, Optional, TypeVar
 
 import dagster as dg
 import pandas as pd
@@ -43,6 +47,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from pydantic import Field
 
+from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
     type_diff, write_load_report)
@@ -103,6 +108,25 @@ _ARROW_TYPES = {"STRING": pa.string(), "FLOAT64": pa.float64(), "INT64": pa.int6
                 "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATETIME": pa.timestamp("us")}
 
 
+def _arrow_schema(types: dict[str, str]) -> pa.Schema:
+    return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in types.items()])
+
+
+def to_parquet_file(frames: Iterable[pd.DataFrame], types: dict[str, str]) -> IO[bytes]:
+    """Like ``to_parquet``, a row group per frame, into a temporary file (gone once closed), rewound."""
+    schema = _arrow_schema(types)
+    sink = tempfile.TemporaryFile(prefix="bigquery_load_", suffix=".parquet")
+    try:
+        with pq.ParquetWriter(sink, schema, compression="snappy") as writer:
+            for frame in frames:
+                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False, safe=False))
+    except BaseException:
+        sink.close()
+        raise
+    sink.seek(0)
+    return sink
+
+
 def to_parquet(frame: pd.DataFrame, types: dict[str, str]) -> bytes:
     """The frame as Parquet with the Arrow types BigQuery loads into ``types`` (microsecond timestamps).
 
@@ -110,7 +134,7 @@ def to_parquet(frame: pd.DataFrame, types: dict[str, str]) -> bytes:
     DATETIME; an aware one in UTC, loaded into TIMESTAMP. Sub-microsecond digits are dropped, as BigQuery
     keeps microseconds.
     """
-    schema = pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in types.items()])
+    schema = _arrow_schema(types)
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False, safe=False)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="snappy")
@@ -331,7 +355,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     # ----------------------------------------------------------------------------------------------
     # IO manager
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | StoredFrame) -> None:
         from google.cloud import bigquery
 
         started = time.monotonic()
@@ -340,7 +364,9 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         column = partition_column(context)
         partition = context.asset_partition_key
         target_id = f"{self.project}.{dataset}.{table}"
-        frame = obj.reset_index(drop=True)
+        stored = obj if isinstance(obj, StoredFrame) else None
+        frame = stored.empty() if stored is not None else obj.reset_index(drop=True)  # the dtypes, or all rows
+        rows = len(obj)
 
         # Everything that can be checked without BigQuery is checked before touching it.
         incoming = frame_types(frame)
@@ -351,8 +377,13 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         start, end = self._window(context)
         whole_table = replaces_whole_table(context)  # write_mode: replace_table, e.g. an SCD2 dimension
         if not whole_table:
-            self._check_frame_in_week(frame, column, start, end, target_id)
-        parquet = to_parquet(frame, incoming)  # a value Arrow cannot convert fails here, not half-way
+            for part in (stored.batches([column]) if stored is not None else [frame]):
+                self._check_frame_in_week(part, column, start, end, target_id)
+        # A value Arrow cannot convert fails here, not half-way.
+        if stored is not None:
+            payload: IO[bytes] = to_parquet_file(stored.batches(), incoming)
+        else:
+            payload = io.BytesIO(to_parquet(frame, incoming))
 
         client, load.warnings = self._connect(context.log)
         call = lambda step, perms, fn: self._call(load, client, context.log, step, perms, fn)  # noqa: E731
@@ -420,14 +451,15 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
             call("create staging table", ("bigquery.tables.create",), create_staging)
 
-            if len(frame):
+            if rows:
                 def load_staging():
+                    payload.seek(0)  # a retried load sends the file again
                     config = bigquery.LoadJobConfig(
                         schema=staging_schema, source_format=bigquery.SourceFormat.PARQUET,
                         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
                         create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED)
                     job = client.load_table_from_file(
-                        io.BytesIO(parquet), staging_id, job_config=config, job_id_prefix=job_prefix + "load_",
+                        payload, staging_id, job_config=config, job_id_prefix=job_prefix + "load_",
                         location=self.location, timeout=rpc_timeout("load"))
                     load.job_ids["load"] = job.job_id
                     return job.result(timeout=load.remaining("load"))
@@ -436,18 +468,19 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             self._merge(context, load, client, call, target_id, staging_id, list(incoming), column, target_type,
                         start, end, job_prefix, whole_table)
         finally:
+            payload.close()
             try:
                 client.delete_table(staging_id, not_found_ok=True, timeout=60)
             except Exception as err:  # noqa: BLE001 - never hide the load's own error; the table expires anyway
                 context.log.warning(f"could not drop staging table {staging_id} (it expires in a day): {err}")
 
         count = self._count(load, client, call, target_id, column, target_type, start, end, job_prefix, whole_table)
-        if count != len(frame):
+        if count != rows:
             scope = "the table" if whole_table else f"week {partition}"
             raise RuntimeError(f"{target_id}: {count} rows in {scope} after the load, expected "
-                               f"{len(frame)} (was another writer loading the same week?)")
+                               f"{rows} (was another writer loading the same week?)")
 
-        report = load_report(len(frame), target_id, started, time.monotonic(),
+        report = load_report(rows, target_id, started, time.monotonic(),
                              added_columns=added, job_ids=load.job_ids, warnings=load.warnings,
                              retries=load.retries, replaced="table" if whole_table else "week", step_seconds=load.step_seconds, table_created=created, location=self.location,
                              emulator=bool(self.emulator_host))

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
+from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
@@ -28,12 +29,38 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
     return table
 
 
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def register_incoming(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFrame) -> None:
+    """The rows to load as the relation ``incoming``, with the types ``to_arrow`` gives a frame.
+
+    A StoredFrame is read by DuckDB from its Parquet file as the insert runs, never held whole; its nanosecond
+    timestamps are cast to microseconds as a frame's are.
+    """
+    if isinstance(obj, pd.DataFrame):
+        con.register("incoming", to_arrow(obj))
+        return
+    columns = []
+    for field in obj.arrow_schema:
+        name = _quoted(field.name)
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            kind = "TIMESTAMPTZ" if field.type.tz else "TIMESTAMP"
+            columns.append(f"CAST({name} AS {kind}) AS {name}")
+        else:
+            columns.append(name)
+    path = str(obj.path).replace("'", "''")
+    con.execute(f"CREATE TEMP VIEW incoming AS SELECT {', '.join(columns)} FROM read_parquet('{path}')")
+
+
 class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
     """Replaces one week of a table in a single transaction, then checks the week's row count.
 
     Columns are matched by name; a new column is added, a column never dropped, and a changed type stops
     the load with the difference spelled out. DuckDB allows one writing process per file, so the local
-    deployment runs steps in process.
+    deployment runs steps in process. A ``StoredFrame`` (a Parquet file) is loaded by DuckDB straight from the
+    file, so a week's load does not hold the week in memory.
     """
 
     database: str = Field(description="Path of the DuckDB file (WAREHOUSE_DUCKDB_PATH).")
@@ -48,14 +75,14 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
             return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
         return window.start, window.end
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | StoredFrame) -> None:
         schema, table = table_address(context)
         column = partition_column(context)
         qualified = f'"{schema}"."{table}"'
         started = time.monotonic()
         with duckdb.connect(self.database) as con:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            con.register("incoming", to_arrow(obj))
+            register_incoming(con, obj)
             con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming LIMIT 0")
             existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
             incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
@@ -85,7 +112,7 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
         report = load_report(len(obj), f"{self.database}:{schema}.{table}", started, time.monotonic(),
                              added_columns=added)
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
-        context.add_output_metadata(report_metadata(report, path, obj))
+        context.add_output_metadata(report_metadata(report, path, obj.empty() if isinstance(obj, StoredFrame) else obj))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         release_freed_memory()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -39,36 +40,47 @@ def add_time_dimensions(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def add_customer_metrics(df: pd.DataFrame, history: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
-    """Lifetime value (USD), transaction count and days since first purchase, as of the week's end.
+def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
+    """Per customer of the week: lifetime value (USD), transaction count and days since first purchase, as of
+    the week's end, and the last purchase before the week (for the lifecycle segment).
 
-    ``history`` holds each customer's completed transactions up to the week's end (this week included);
-    a customer missing from it falls back to this week's own rows, so no computed value is null.
+    ``week`` holds the week's ``customer_id``, ``amount_usd`` and ``timestamp``; ``history`` each customer's
+    completed transactions up to the week's end (this week included). A customer missing from the history
+    falls back to this week's own rows, so no computed value is null.
     """
-    week = df.groupby("customer_id").agg(week_value=("amount_usd", "sum"), week_count=("amount_usd", "size"),
-                                         week_first=("timestamp", "min"))
-    merged = week.join(history.set_index("customer_id"), how="left")
+    totals = week.groupby("customer_id").agg(week_value=("amount_usd", "sum"), week_count=("amount_usd", "size"),
+                                             week_first=("timestamp", "min"))
+    merged = totals.join(history.set_index("customer_id"), how="left")
     ltv = merged["lifetime_value_usd"].fillna(merged["week_value"])
     count = merged["transaction_count"].fillna(merged["week_count"])
     first = merged["first_purchase_at"].fillna(merged["week_first"])
     week_end = pd.Timestamp(ctx.week_end)
-    metrics = pd.DataFrame({
+    return pd.DataFrame({
         "customer_lifetime_value": np.maximum(ltv, merged["week_value"]).round(2),
         "customer_transaction_count": np.maximum(count, merged["week_count"]).astype("int64"),
         "days_since_first_purchase": (week_end - first).dt.days.clip(lower=0).astype("int64"),
         "_last_before_week": merged["last_purchase_before_week"],
     })
+
+
+def product_ranks(product_ids: pd.Series) -> pd.Series:
+    """Per product of the week, its popularity rank by transactions (1 = most; ties share a rank)."""
+    return product_ids.value_counts().rank(method="dense", ascending=False).astype("int64")
+
+
+def add_customer_metrics(df: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     return df.join(metrics, on="customer_id")
 
 
-def add_product_metrics(df: pd.DataFrame, category_prices: pd.DataFrame) -> pd.DataFrame:
-    """Popularity rank by transactions in the week (1 = most) and the catalogue's average price per category."""
-    counts = df.groupby("product_id")["transaction_id"].transform("size")
-    rank = counts.rank(method="dense", ascending=False).astype("int64")
+def add_product_metrics(df: pd.DataFrame, ranks: pd.Series, category_prices: pd.DataFrame) -> pd.DataFrame:
+    """Popularity rank by transactions in the week and the catalogue's average price per category."""
     prices = category_prices.set_index("category")["avg_price"]
     overall = float(category_prices["avg_price"].mean()) if len(category_prices) else 0.0
     avg = df["category"].map(prices).astype(float).fillna(overall)
-    return df.assign(product_popularity_rank=rank, category_avg_price=avg.round(2))
+    rank = df["product_id"].map(ranks)
+    if rank.isna().any():
+        raise ValueError(f"{int(rank.isna().sum())} validated rows have no product_id to rank")
+    return df.assign(product_popularity_rank=rank.astype("int64"), category_avg_price=avg.round(2))
 
 
 def add_segments(df: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
@@ -88,19 +100,48 @@ CUSTOMER_COLUMNS = ["customer_lifetime_value", "customer_transaction_count", "da
 PRODUCT_COLUMNS = ["product_popularity_rank", "category_avg_price"]
 
 
-def transform_week(validated: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.DataFrame],
-                   category_prices: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
-    """All enrichment steps for one validated week.
+@dataclass(frozen=True)
+class WeekMetrics:
+    """What enriching a row needs from the whole week: per-customer and per-product figures."""
 
-    ``history`` may be a function returning it: it is called only once the steps that do not need it are
-    done, so that the history query can run on the database meanwhile.
+    customers: pd.DataFrame  # indexed by customer_id, CUSTOMER_COLUMNS + _last_before_week
+    product_ranks: pd.Series  # indexed by product_id
+    category_prices: pd.DataFrame
+
+
+WEEK_METRIC_COLUMNS = ["customer_id", "product_id", "amount", "currency", "timestamp"]
+
+
+def week_metrics(week: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.DataFrame],
+                 category_prices: pd.DataFrame, ctx: WeekContext) -> WeekMetrics:
+    """The week-wide figures, from the WEEK_METRIC_COLUMNS of every validated row.
+
+    ``history`` may be a function returning it: it is called last, so that the history query can run on
+    the database meanwhile.
     """
-    df = add_usd_amounts(validated)
+    usd = add_usd_amounts(week[WEEK_METRIC_COLUMNS])
+    ranks = product_ranks(usd["product_id"])
+    amounts = usd[["customer_id", "amount_usd", "timestamp"]]
+    del usd
+    customers = customer_metrics(amounts, history() if callable(history) else history, ctx)
+    return WeekMetrics(customers=customers, product_ranks=ranks, category_prices=category_prices)
+
+
+def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.DataFrame:
+    """All enrichment steps for some of the week's validated rows (any batch of them: each row needs only
+    itself and the week's metrics)."""
+    df = add_usd_amounts(rows)
     df = add_time_dimensions(df)
-    df = add_product_metrics(df, category_prices)
-    df = add_customer_metrics(df, history() if callable(history) else history, ctx)
+    df = add_product_metrics(df, metrics.product_ranks, metrics.category_prices)
+    df = add_customer_metrics(df, metrics.customers)
     df = add_segments(df, ctx)
     df["week_start"] = pd.Timestamp(ctx.week_start).tz_convert(None)
     columns = [c for c in df.columns if c not in PRODUCT_COLUMNS]
     at = columns.index(CUSTOMER_COLUMNS[-1]) + 1  # product metrics after the customer's, as documented
     return df[columns[:at] + PRODUCT_COLUMNS + columns[at:]].reset_index(drop=True)
+
+
+def transform_week(validated: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.DataFrame],
+                   category_prices: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
+    """All enrichment steps for one validated week held as one frame."""
+    return enrich(validated, week_metrics(validated, history, category_prices, ctx), ctx)
