@@ -268,6 +268,25 @@ def test_load_input_reads_the_week_back(bigquery_client, manager, dataset):
     assert seen["frame"]["hour_of_day"].dtype == "int64" and seen["frame"]["is_weekend"].dtype == bool
 
 
+def test_an_input_reads_only_the_columns_it_asks_for(bigquery_client, manager, dataset, tmp_path):
+    """dim_customers needs 6 of the snapshots' ~50 columns, over every week: both warehouses select only those."""
+    frames = {WEEK_A: transactions(WEEK_A)}
+    upstream = warehouse_asset(frames)
+    seen = []
+
+    @dg.asset(partitions_def=weekly_partitions,
+              ins={"weekly": dg.AssetIn(key=upstream.key, metadata={"columns": ["transaction_id", "amount"]})})
+    def downstream(weekly: pd.DataFrame) -> None:
+        seen.append(weekly.sort_values("transaction_id").reset_index(drop=True))
+
+    duck = DuckDBWarehouseIOManager(database=str(tmp_path / "w.duckdb"), reports_dir=str(tmp_path / "reports"))
+    for io_manager in (manager(), duck):
+        run([upstream, downstream], WEEK_A, io_manager)
+    for frame in seen:
+        assert frame.columns.tolist() == ["transaction_id", "amount"]
+        assert frame["amount"].tolist() == frames[WEEK_A]["amount"].tolist()
+
+
 def _flaky(monkeypatch, failures: int | None, error: Exception) -> list[int]:
     """Make ``Client.load_table_from_file`` raise ``error`` ``failures`` times (None: always)."""
     calls: list[int] = []

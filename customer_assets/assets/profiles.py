@@ -12,7 +12,7 @@ from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, we
 from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import id_set, standardise_ids
 from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles
-from customer_assets.logic.scd2 import build_dimension
+from customer_assets.logic.scd2 import SNAPSHOT_COLUMNS, build_dimension
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.schemas import (
@@ -157,7 +157,8 @@ def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource,
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",
           kinds={"pandas", "warehouse"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
           ins={"weekly_customer_profiles": dg.AssetIn(key=[WAREHOUSE, "weekly_customer_profiles"],
-                                                      partition_mapping=dg.AllPartitionMapping())},
+                                                      partition_mapping=dg.AllPartitionMapping(),
+                                                      metadata={"columns": SNAPSHOT_COLUMNS})},
           metadata={"partition_expr": "effective_from", "write_mode": "replace_table"})
 def dim_customers(weekly_customer_profiles: pd.DataFrame) -> dg.Output:
     """`customer_analytics.dim_customers`, SCD type 2 over segment, value tier, status and country.

@@ -49,7 +49,7 @@ from pydantic import Field
 
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.warehouse import (
-    SchemaMismatchError, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
+    SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
     type_diff, write_load_report)
 
 T = TypeVar("T")
@@ -553,7 +553,9 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                       lambda: client.get_table(target_id, timeout=min(60.0, load.remaining("get table"))))
         column_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(column, "TIMESTAMP")
         start, end = self._window(context)
-        sql = f"SELECT * FROM `{target_id}` WHERE {self._week_predicate(column, column_type)}"
+        columns = input_columns(context)
+        select = ", ".join(f"`{c}`" for c in columns) if columns else "*"
+        sql = f"SELECT {select} FROM `{target_id}` WHERE {self._week_predicate(column, column_type)}"
 
         def run():
             job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=self._week_params(start, end)),

@@ -14,7 +14,7 @@ from pydantic import Field
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
-    SchemaMismatchError, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
+    SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
     type_diff, write_load_report)
 
 
@@ -122,5 +122,7 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
             raise FileNotFoundError(f"no warehouse at {self.database}: materialize {schema}.{table} first")
         with duckdb.connect(self.database, read_only=True) as con:
             start, end = self._bounds(context, con, f"{schema}.{table}", column)
-            return con.execute(f'SELECT * FROM "{schema}"."{table}" WHERE "{column}" >= ? AND "{column}" < ?',
+            columns = input_columns(context)
+            select = ", ".join(_quoted(c) for c in columns) if columns else "*"
+            return con.execute(f'SELECT {select} FROM "{schema}"."{table}" WHERE "{column}" >= ? AND "{column}" < ?',
                                [start, end]).df()

@@ -32,6 +32,12 @@ def partition_column(context: dg.OutputContext | dg.InputContext) -> str:
     return str(column)
 
 
+def input_columns(context: dg.InputContext) -> list[str] | None:
+    """The columns an input asks for (``AssetIn(metadata={"columns": [...]})``), or None for all."""
+    columns = (context.definition_metadata or {}).get("columns")
+    return [str(c) for c in columns] if columns else None
+
+
 def replaces_whole_table(context: dg.OutputContext) -> bool:
     """Assets with ``write_mode: replace_table`` (derived tables such as dim_customers) rewrite everything."""
     return (context.definition_metadata or {}).get("write_mode") == "replace_table"

@@ -108,7 +108,7 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
 
 def remove_impossible_values(profile: pd.DataFrame, ctx: WeekContext, log: TransformLog) -> pd.DataFrame:
     """Negative lifetime values and dates after the week's end are removed (set null), with a count."""
-    out = profile.copy()
+    out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
     week_end = pd.Timestamp(ctx.week_end)
     rules = {"lifetime_value": out["lifetime_value"] < 0, "support_ticket_count": out["support_ticket_count"] < 0,
              "signup_date": out["signup_date"] >= week_end, "last_activity_at": out["last_activity_at"] >= week_end}
@@ -121,7 +121,7 @@ def remove_impossible_values(profile: pd.DataFrame, ctx: WeekContext, log: Trans
 
 def impute_missing(profile: pd.DataFrame, log: TransformLog) -> pd.DataFrame:
     """Median imputation of numeric CRM fields, flagged per row in ``imputed_fields``."""
-    out = profile.copy()
+    out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
     flags = pd.Series("", index=out.index, dtype=object)
     for column in IMPUTED_COLUMNS:
         missing = out[column].isna()
@@ -135,7 +135,7 @@ def impute_missing(profile: pd.DataFrame, log: TransformLog) -> pd.DataFrame:
 
 def cap_outliers(profile: pd.DataFrame, log: TransformLog, quantile: float = 0.99) -> pd.DataFrame:
     """Values above the 99th percentile are capped to it; the cap and count are recorded."""
-    out = profile.copy()
+    out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
     for column in CAPPED_COLUMNS:
         cap = float(out[column].quantile(quantile)) if len(out) else 0.0
         above = out[column] > cap

@@ -7,6 +7,8 @@ import pandas as pd
 TRACKED = ["segment", "value_tier", "status", "country"]
 # Microsecond precision: 9999-12-31 does not fit in nanoseconds (and warehouses store microseconds).
 OPEN_END = pd.Timestamp("9999-12-31").as_unit("us")
+# All the dimension reads of the weekly snapshots (the warehouse IO managers select only these).
+SNAPSHOT_COLUMNS = ["customer_id", "week_start", *TRACKED]
 
 
 def build_dimension(snapshots: pd.DataFrame) -> pd.DataFrame:
@@ -19,7 +21,7 @@ def build_dimension(snapshots: pd.DataFrame) -> pd.DataFrame:
     columns = ["customer_id", *TRACKED, "effective_from", "effective_to", "is_current", "version"]
     if snapshots.empty:
         return pd.DataFrame(columns=columns)
-    weeks = (snapshots[["customer_id", "week_start", *TRACKED]]
+    weeks = (snapshots[SNAPSHOT_COLUMNS]
              .drop_duplicates(["customer_id", "week_start"], keep="last")
              .sort_values(["customer_id", "week_start"], kind="stable").reset_index(drop=True))
     state = weeks[TRACKED].astype("str").fillna("\0")  # a missing value equals a missing value

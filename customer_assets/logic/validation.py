@@ -111,10 +111,11 @@ def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext) -> ValidationSplit:
     """Quarantine rows failing any hard rule (with all their reason codes); keep the rest."""
     failures = evaluate_hard_rules(raw, ctx)
     bad = failures.any(axis=1).to_numpy()
-    quarantined = raw.loc[bad].copy()
+    # Boolean selection already copies; with Copy-on-Write on, nothing below writes into ``raw``.
+    quarantined = raw.loc[bad]
     quarantined["reason_codes"] = join_codes(failures.loc[bad])
     quarantined["primary_reason"] = quarantined["reason_codes"].str.split(";").str[0]
-    return ValidationSplit(validated=raw.loc[~bad].copy(), quarantined=quarantined, failures=failures)
+    return ValidationSplit(validated=raw.loc[~bad], quarantined=quarantined, failures=failures)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def flag_validated(validated: pd.DataFrame, ctx: WeekContext,
 
     Anomaly detection is advisory: if it fails, validation goes on without it and says why.
     """
-    out = validated.copy()
+    out = validated.copy(deep=False)  # Copy-on-Write: the new columns never touch the caller's frame
     usd = convert_to_usd(out["amount"], out["currency"], out["timestamp"])["amount_usd"]
     status = "ok"
     try:
