@@ -3,12 +3,13 @@
 import hashlib
 import hmac
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
+from customer_assets.logic.identity import distinct_ids, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
 from customer_assets.logic.profiles import (
-    build_profiles, deduplicate_records, engagement_score, status_for, value_tier)
+    build_profiles, deduplicate_records, engagement_score, status_for, transaction_aggregates, value_tier)
 from customer_assets.logic.scd2 import OPEN_END, build_dimension
 from customer_assets.schemas import UnifiedCustomerProfiles
 from customer_assets_tests.frames import WEEK
@@ -129,3 +130,51 @@ def test_scd2_is_the_same_whatever_the_load_order_or_reruns():
     shuffled = build_dimension(pd.concat([WEEKS[2], WEEKS[0], WEEKS[1], WEEKS[1]], ignore_index=True)
                                .sample(frac=1, random_state=3))
     pd.testing.assert_frame_equal(in_order, shuffled)
+
+
+def test_distinct_ids_and_is_in_match_python_sets():
+    a = pd.Series(["C2", None, "C1", "C2", "É9"], dtype="str")
+    b = pd.Series(["C3", "C1"], dtype=object)
+    assert distinct_ids(a, b, sort=True).to_pylist() == sorted({"C1", "C2", "C3", "É9"})
+    assert set(distinct_ids(a, {"C7"}).to_pylist()) == {"C1", "C2", "C7", "É9"}
+    assert is_in(a, b).tolist() == [False, False, True, False, False]
+
+
+def test_transaction_aggregates_take_the_last_known_country_in_row_order():
+    tx = pd.DataFrame({"transaction_id": ["1", "2", "3", "4"], "customer_id": ["C1", "C1", "C1", None],
+                       "amount_usd": [10.0, 20.5, 30.25, 99.0],
+                       "timestamp": pd.to_datetime(["2026-11-17", "2026-11-19", "2026-11-18", "2026-11-18"], utc=True),
+                       "country": ["DE", "FR", None, "US"], "segment": [None, None, None, "x"]})
+    out = transaction_aggregates(tx.astype({c: "str" for c in ("transaction_id", "customer_id", "country", "segment")}))
+    assert len(out) == 1 and out.loc[0, "customer_id"] == "C1" and out.loc[0, "week_transaction_count"] == 3
+    assert out.loc[0, "week_spend_usd"] == 60.75 and out.loc[0, "last_transaction_at"] == pd.Timestamp("2026-11-19", tz="UTC")
+    assert out.loc[0, "country"] == "FR" and pd.isna(out.loc[0, "segment"])  # the last known; none known
+    assert str(out["last_transaction_at"].dtype) == "datetime64[ns, UTC]" and out["country"].dtype == "str"
+
+
+def _dedupe_reference(records):
+    """The definition, in plain pandas: sort by id, CRM first, latest update first, then take each column's
+    first non-null value per id."""
+    ranked = records.assign(_p=records["source"].map({"crm": 0, "database": 1}).fillna(9))
+    ranked = ranked.sort_values(["customer_id", "_p", "updated_at"], ascending=[True, True, False],
+                                na_position="last", kind="stable")
+    return ranked.groupby("customer_id", sort=True).first().drop(columns="_p").reset_index()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_dedup_equals_its_plain_pandas_definition_on_random_records(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+
+    def gaps(values):
+        return pd.Series(values).mask(rng.random(n) < 0.3)
+
+    records = pd.DataFrame({
+        "customer_id": pd.array(rng.choice(["C1", "C2", "C3", "C10", "c4", None], n), dtype="str"),
+        "email_hash": gaps(pd.array(rng.choice(["a", "b", "c"], n), dtype="str")),
+        "signup_date": gaps(pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 300, n), unit="D")),
+        "lifetime_value": gaps(rng.random(n)),
+        "updated_at": gaps(pd.Timestamp("2026-11-16", tz="UTC") + pd.to_timedelta(rng.integers(0, 3, n), unit="D")),
+        "source": pd.array(rng.choice(["crm", "database", "other"], n), dtype="str"),
+        "country": gaps(pd.array(rng.choice(["US", "DE"], n), dtype="str"))})
+    pd.testing.assert_frame_equal(deduplicate_records(records), _dedupe_reference(records))

@@ -10,7 +10,7 @@ import pandas as pd
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
 from customer_assets.logic.crm import standardise_crm
-from customer_assets.logic.identity import id_set, standardise_ids
+from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles
 from customer_assets.logic.scd2 import SNAPSHOT_COLUMNS, build_dimension
 from customer_assets.resources.crm import CrmSource
@@ -103,13 +103,12 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
     99th percentile; every decision is in `transform_log.json`.
     """
     ctx = week_context(context)
-    ids = sorted(id_set(crm_customers["customer_id"], customer_event_aggregates["customer_id"],
-                        transformed_transactions["customer_id"]))
-    known = _known_customers(source_db, ids)
-    records = pd.concat([crm_customers, known], ignore_index=True)
     transactions = transformed_transactions.assign(customer_id=standardise_ids(transformed_transactions["customer_id"]))
-    profile, log = build_profiles(records, customer_event_aggregates, transactions,
-                                  id_set(known["customer_id"]), ctx)
+    ids = distinct_ids(crm_customers["customer_id"], customer_event_aggregates["customer_id"],
+                       transactions["customer_id"], sort=True)
+    known = _known_customers(source_db, ids.to_pylist())
+    records = pd.concat([crm_customers, known], ignore_index=True)
+    profile, log = build_profiles(records, customer_event_aggregates, transactions, known["customer_id"], ctx)
     transform_log = {"week_start": context.partition_key, **log.as_dict()}
     log_path = settings.week_reports_dir(context.partition_key) / "transform_log.json"
     log_path.write_text(json.dumps(transform_log, indent=2, default=str))

@@ -20,16 +20,25 @@ def standardise_ids(ids: pd.Series) -> pd.Series:
     return out.where(out.str.len() > 0)
 
 
-def id_set(*columns: pd.Series) -> set[str]:
-    """The distinct non-null ids of the columns (through Arrow lists: iterating Arrow-backed text value by
-    value in Python is slow)."""
-    return {i for column in columns for i in column.dropna().unique().tolist()}
+def distinct_ids(*columns: pd.Series | pa.Array | set | list, sort: bool = False) -> pa.Array:
+    """The distinct non-null ids of the columns as Arrow text (in id order with ``sort``): hashing and sorting
+    a million ids takes Arrow a fraction of what Python sets and ``sorted`` take."""
+    arrays = []
+    for column in columns:
+        values = pd.Series(list(column), dtype="str") if isinstance(column, (set, frozenset, list)) else column
+        arrays.append(pa.array(values, from_pandas=True).cast(pa.large_string()))
+    merged = pc.unique(pa.chunked_array(arrays, type=pa.large_string())).drop_null()
+    return merged.take(pc.sort_indices(merged)) if sort else merged
+
+
+def id_series(ids: pa.Array) -> pd.Series:
+    return pd.Series(ids.to_pandas(), dtype="str")
 
 
 def is_in(column: pd.Series, values: pd.Series) -> np.ndarray:
     """``column.isin(values)`` through Arrow's hash lookup (pandas 2.3 builds the set for Arrow-backed text
     value by value in Python)."""
-    found = pc.is_in(pa.array(column, from_pandas=True), value_set=pa.array(values.dropna().unique(), pa.string()))
+    found = pc.is_in(pa.array(column, from_pandas=True).cast(pa.large_string()), value_set=distinct_ids(values))
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
