@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -41,6 +42,10 @@ class RssSampler(threading.Thread):
         self._done.set()
         self.join()
         self.samples.append((time.time(), self._process.memory_info().rss))
+
+    def first_mb(self, start: float) -> float:
+        """RSS at the first sample at or after ``start``: what the step started with."""
+        return next((rss for t, rss in self.samples if t >= start), 0) / 2**20
 
     def peak_mb(self, start: float, end: float) -> float:
         inside = [rss for t, rss in self.samples if start <= t <= end]
@@ -73,6 +78,7 @@ def _steps(instance, run_id: str, sampler: RssSampler) -> list[dict]:
         if "start" in step and "end" in step:
             step["seconds"] = step["end"] - step["start"]
             step["peak_rss_mb"] = sampler.peak_mb(step["start"], step["end"])
+            step["start_rss_mb"] = sampler.first_mb(step["start"])
             out.append(step)
     return out
 
@@ -100,11 +106,20 @@ def main(argv=None) -> None:
     sampler.start()
     started = time.perf_counter()
     runs = []
+    profiler = None
+    if os.environ.get("BENCHMARK_CPROFILE"):  # a path: the run's cProfile stats go there (slower run)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     for week in weeks:
         week_started = time.perf_counter()
         result = dg.execute_job(job, instance=instance, tags={"dagster/partition": week}, raise_on_error=True)
         runs.append({"week": week, "seconds": time.perf_counter() - week_started, "run_id": result.run_id})
     total = time.perf_counter() - started
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(os.environ["BENCHMARK_CPROFILE"])
     sampler.stop()
     for run in runs:
         run["steps"] = _steps(instance, run.pop("run_id"), sampler)

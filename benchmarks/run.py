@@ -101,7 +101,8 @@ def summarise_week(run: dict, peak_rss_mb: float) -> dict:
     for step in run["steps"]:
         rows = max(step["rows"].values(), default=0)
         steps.append({"step": step["step"], "assets": step["assets"], "seconds": step["seconds"],
-                      "rows": rows, "rows_by_asset": step["rows"], "peak_rss_mb": step["peak_rss_mb"]})
+                      "rows": rows, "rows_by_asset": step["rows"], "peak_rss_mb": step["peak_rss_mb"],
+                      "start_rss_mb": step.get("start_rss_mb")})
     extract_rows = next((s["rows"] for s in steps if s["step"].endswith("raw_transactions")), 0)
     return {"seconds": run["seconds"], "rows": extract_rows, "peak_rss_mb": peak_rss_mb,
             "steps_seconds": sum(s["seconds"] for s in steps), "steps": steps}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
 from customer_assets.logic.crm import standardise_crm
@@ -19,14 +20,17 @@ from customer_assets.schemas import (
     PROFILE_REQUIRED, CrmCustomersType, CustomerEventAggregatesType, UnifiedCustomerProfilesType)
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.events import aggregate, read_week
+from customer_assets.sources.extract import copy_query
 
 PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
 # What profiles take from the week's transformed transactions (the Parquet IO manager reads only these).
 TRANSACTION_COLUMNS = ["transaction_id", "customer_id", "amount_usd", "timestamp", "country", "segment"]
 KNOWN_CUSTOMERS_SQL = """
-SELECT c.customer_id, c.created_at, c.country, c.segment
+SELECT c.customer_id, c.created_at AT TIME ZONE 'UTC' AS signup_date, c.country, c.segment
 FROM customers c JOIN unnest(%s::text[]) AS wanted(customer_id) ON upper(trim(c.customer_id)) = wanted.customer_id
 """
+KNOWN_CUSTOMERS_SCHEMA = pa.schema([("customer_id", pa.string()), ("signup_date", pa.timestamp("us")),
+                                    ("country", pa.string()), ("segment", pa.string())])
 
 
 @dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"api", "pandas"},
@@ -66,12 +70,11 @@ def customer_event_aggregates(context: dg.AssetExecutionContext, settings: Pipel
 
 
 def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
-    with source_db.connect() as conn, conn.cursor() as cur:
-        cur.execute(KNOWN_CUSTOMERS_SQL, (ids,))
-        rows = cur.fetchall()
-    known = pd.DataFrame(rows, columns=["customer_id", "signup_date", "country", "segment"])
+    """The database's customers among ``ids``, streamed through COPY: a week can name a million."""
+    with source_db.connect() as conn:
+        known = copy_query(conn, KNOWN_CUSTOMERS_SQL, (ids,), KNOWN_CUSTOMERS_SCHEMA).to_pandas()
     known["customer_id"] = standardise_ids(known["customer_id"])
-    known["signup_date"] = pd.to_datetime(known["signup_date"], utc=True)
+    known["signup_date"] = known["signup_date"].dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
     return known.assign(updated_at=known["signup_date"], source="database")
 
 

@@ -20,13 +20,24 @@ def standardise_ids(ids: pd.Series) -> pd.Series:
     return out.where(out.str.len() > 0)
 
 
+def _arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> pa.ChunkedArray:
+    """Ids as Arrow large strings, without a copy for Arrow-backed text (``pa.array`` would walk an Arrow
+    array value by value)."""
+    if isinstance(values, (set, frozenset, list)):
+        values = pd.Series(list(values), dtype="str")
+    if isinstance(values, pd.Series):
+        values = pa.chunked_array([pa.array(values, from_pandas=True)])
+    elif isinstance(values, pa.Array):
+        values = pa.chunked_array([values])
+    return values.cast(pa.large_string())
+
+
 def distinct_ids(*columns: pd.Series | pa.Array | set | list, sort: bool = False) -> pa.Array:
     """The distinct non-null ids of the columns as Arrow text (in id order with ``sort``): hashing and sorting
     a million ids takes Arrow a fraction of what Python sets and ``sorted`` take."""
     arrays = []
     for column in columns:
-        values = pd.Series(list(column), dtype="str") if isinstance(column, (set, frozenset, list)) else column
-        arrays.append(pa.array(values, from_pandas=True).cast(pa.large_string()))
+        arrays.extend(_arrow_text(column).chunks)
     merged = pc.unique(pa.chunked_array(arrays, type=pa.large_string())).drop_null()
     return merged.take(pc.sort_indices(merged)) if sort else merged
 
@@ -38,7 +49,7 @@ def id_series(ids: pa.Array) -> pd.Series:
 def is_in(column: pd.Series, values: pd.Series) -> np.ndarray:
     """``column.isin(values)`` through Arrow's hash lookup (pandas 2.3 builds the set for Arrow-backed text
     value by value in Python)."""
-    found = pc.is_in(pa.array(column, from_pandas=True).cast(pa.large_string()), value_set=distinct_ids(values))
+    found = pc.is_in(_arrow_text(column), value_set=distinct_ids(values))
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
