@@ -5,6 +5,7 @@ import hmac
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from customer_assets.logic.identity import distinct_ids, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
@@ -138,6 +139,9 @@ def test_distinct_ids_and_is_in_match_python_sets():
     assert distinct_ids(a, b, sort=True).to_pylist() == sorted({"C1", "C2", "C3", "É9"})
     assert set(distinct_ids(a, {"C7"}).to_pylist()) == {"C1", "C2", "C7", "É9"}
     assert is_in(a, b).tolist() == [False, False, True, False, False]
+    # Text read from Parquet row groups is a chunked Arrow array inside pandas: taken as is, not value by value.
+    chunked = pa.Table.from_batches(pa.table({"id": ["C5", "C1", None, "C5"]}).to_batches(max_chunksize=1)).to_pandas()["id"]
+    assert distinct_ids(chunked, sort=True).to_pylist() == ["C1", "C5"] and is_in(chunked, a).tolist() == [False, True, False, False]
 
 
 def test_transaction_aggregates_take_the_last_known_country_in_row_order():

@@ -26,8 +26,8 @@ def _arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> 
     if isinstance(values, (set, frozenset, list)):
         values = pd.Series(list(values), dtype="str")
     if isinstance(values, pd.Series):
-        values = pa.chunked_array([pa.array(values, from_pandas=True)])
-    elif isinstance(values, pa.Array):
+        values = pa.array(values, from_pandas=True)  # Arrow-backed text may come back already chunked
+    if isinstance(values, pa.Array):
         values = pa.chunked_array([values])
     return values.cast(pa.large_string())
 
