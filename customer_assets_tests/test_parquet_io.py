@@ -3,8 +3,10 @@ week-sized data written and read in batches."""
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from customer_assets.io_managers import frames
 from customer_assets.io_managers.frames import FrameBatches, StoredFrame
 from customer_assets.io_managers.parquet import LocalParquetIOManager
 
@@ -88,3 +90,15 @@ def test_batches_are_read_once():
     assert len(list(out)) == 1
     with pytest.raises(RuntimeError, match="once only"):
         list(out)
+
+
+def test_a_frame_is_written_a_slice_at_a_time_with_one_schema(tmp_path, monkeypatch):
+    monkeypatch.setattr(frames, "BATCH_ROWS", 2)
+    manager = LocalParquetIOManager(base_dir=str(tmp_path))
+    frame = _rows(0, 5).assign(note=pd.Series([None, None, "late text", None, "x"], dtype=object))
+    manager.handle_output(dg.build_output_context(asset_key=KEY), frame)
+    stored = _stored_input(manager)
+    assert pq.ParquetFile(stored.path).num_row_groups == 3
+    back = stored.read()
+    pd.testing.assert_frame_equal(back.drop(columns="note"), frame.drop(columns="note"))
+    assert back["note"].tolist()[2] == "late text" and back["note"].isna().sum() == 3

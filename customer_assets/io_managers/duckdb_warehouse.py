@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -11,17 +12,17 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
     type_diff, write_load_report)
 
 
-def to_arrow(frame: pd.DataFrame) -> pa.Table:
+def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
     """The frame as Arrow (DuckDB scans Arrow strings natively, pandas objects one by one), with
     microsecond timestamps: warehouses keep microseconds, and DuckDB reads zoned nanoseconds back naive."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     for i, field in enumerate(table.schema):
         if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
             micros = table.column(i).cast(pa.timestamp("us", tz=field.type.tz), safe=False)
@@ -33,14 +34,19 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def register_incoming(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFrame) -> None:
-    """The rows to load as the relation ``incoming``, with the types ``to_arrow`` gives a frame.
+def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFrame) -> Iterator[None]:
+    """Makes the relation ``incoming`` each part of the rows to load in turn, yielding after each.
 
-    A StoredFrame is read by DuckDB from its Parquet file as the insert runs, never held whole; its nanosecond
-    timestamps are cast to microseconds as a frame's are.
+    A frame goes a slice at a time (its Arrow copy is one slice, with the whole frame's types); a StoredFrame
+    is read by DuckDB from its Parquet file as the insert runs, its nanosecond timestamps cast to
+    microseconds as a frame's are.
     """
     if isinstance(obj, pd.DataFrame):
-        con.register("incoming", to_arrow(obj))
+        schema = pa.Schema.from_pandas(obj, preserve_index=False)
+        for part in slices(obj):
+            con.register("incoming", to_arrow(part, schema))
+            yield
+            con.unregister("incoming")
         return
     columns = []
     for field in obj.arrow_schema:
@@ -52,6 +58,8 @@ def register_incoming(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | Stored
             columns.append(name)
     path = str(obj.path).replace("'", "''")
     con.execute(f"CREATE TEMP VIEW incoming AS SELECT {', '.join(columns)} FROM read_parquet('{path}')")
+    yield
+    con.execute("DROP VIEW incoming")
 
 
 class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
@@ -82,7 +90,8 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
         started = time.monotonic()
         with duckdb.connect(self.database) as con:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            register_incoming(con, obj)
+            parts = incoming_parts(con, obj)
+            next(parts)  # the first part: its columns and types decide the table's
             con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming LIMIT 0")
             existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
             incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
@@ -102,6 +111,8 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
             try:
                 con.execute(f"DELETE FROM {qualified} WHERE {where}", params)
                 con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
+                for _ in parts:
+                    con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
                 count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
                 if count != len(obj):
                     raise RuntimeError(f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}")

@@ -94,18 +94,28 @@ class FrameBatches:
         return self._summary() if self._summary is not None else {}
 
 
-def write_parquet_batches(batches: Iterable[pd.DataFrame], path: Path, **options) -> tuple[int, int]:
-    """Write each frame as a row group of one Parquet file; the first batch fixes the schema.
+def slices(frame: pd.DataFrame, rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The frame in consecutive slices of ``rows`` (views, not copies); an empty frame gives one empty slice."""
+    rows = rows or BATCH_ROWS
+    for start in range(0, max(len(frame), 1), rows):
+        yield frame.iloc[start:start + rows]
 
-    Returns ``(rows, row_groups)``. Raises ValueError when there was no batch at all (the file would have no
-    schema) or when a batch's columns differ from the first's.
+
+def write_parquet_batches(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema | None = None,
+                          **options) -> tuple[int, int]:
+    """Write each frame as a row group of one Parquet file; ``schema``, or else the first batch, fixes the
+    columns and types.
+
+    Converting a batch at a time keeps the Arrow copy of the data to one batch. Returns ``(rows, row_groups)``.
+    Raises ValueError when there was no batch at all (the file would have no schema) or when a batch's
+    columns differ from the first's.
     """
     writer: pq.ParquetWriter | None = None
     rows = groups = 0
     try:
         for batch in batches:
             if writer is None:
-                table = pa.Table.from_pandas(batch, preserve_index=False)
+                table = pa.Table.from_pandas(batch, schema=schema, preserve_index=False)
                 writer = pq.ParquetWriter(path, table.schema, **options)
             else:
                 if list(batch.columns) != writer.schema.names:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
-from customer_assets.io_managers.frames import FrameBatches, StoredFrame, duplicated_values, write_parquet_batches
+from customer_assets.io_managers.frames import (
+    FrameBatches, StoredFrame, duplicated_values, slices, write_parquet_batches)
 from customer_assets.io_managers.memory import release_freed_memory
 
 
@@ -50,7 +52,13 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if isinstance(obj, pd.DataFrame):
-            obj.to_parquet(tmp, index=False, compression=self.compression, use_dictionary=self.use_dictionary)
+            # A row group per slice: the Arrow copy made for writing is one slice, not the whole frame.
+            try:
+                write_parquet_batches(slices(obj), tmp, schema=pa.Schema.from_pandas(obj, preserve_index=False),
+                                      compression=self.compression, use_dictionary=self.use_dictionary)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             context.add_output_metadata({"dagster/row_count": len(obj)})
         elif isinstance(obj, FrameBatches):
             try:

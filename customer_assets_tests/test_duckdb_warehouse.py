@@ -1,0 +1,47 @@
+"""The local warehouse: a week loaded a slice at a time or straight from a Parquet file, replaced on rerun."""
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from customer_assets.io_managers import frames
+from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
+from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.partitions import weekly_partitions
+
+WEEK = "2026-11-16"
+
+
+def _week(n: int, prefix: str = "T") -> pd.DataFrame:
+    start = pd.Timestamp(WEEK, tz="UTC")
+    return pd.DataFrame({"transaction_id": pd.array([f"{prefix}{i}" for i in range(n)], dtype="str"),
+                         "amount": [1.5 * i for i in range(n)],
+                         "timestamp": [start + pd.Timedelta(hours=7 * i, microseconds=i) for i in range(n)],
+                         "week_start": [start.tz_convert(None)] * n})
+
+
+def _load(tmp_path, value) -> pd.DataFrame:
+    @dg.asset(name="weekly_transactions", key_prefix=["customer_analytics"], partitions_def=weekly_partitions,
+              io_manager_key="warehouse_io_manager", metadata={"partition_expr": "timestamp"})
+    def asset():
+        return value
+
+    database = str(tmp_path / "warehouse.duckdb")
+    manager = DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "reports"))
+    result = dg.materialize([asset], partition_key=WEEK, resources={"warehouse_io_manager": manager})
+    assert result.get_asset_materialization_events()[0].materialization.metadata["rows_loaded"].value == len(value)
+    with duckdb.connect(database, read_only=True) as con:
+        return con.execute('SELECT * FROM customer_analytics.weekly_transactions ORDER BY transaction_id').df()
+
+
+def test_slices_and_a_parquet_file_load_the_same_rows_and_a_rerun_replaces_the_week(tmp_path, monkeypatch):
+    monkeypatch.setattr(frames, "BATCH_ROWS", 2)  # seven rows: four slices
+    frame = _week(7)
+    from_slices = _load(tmp_path, frame)
+    assert from_slices["transaction_id"].tolist() == [f"T{i}" for i in range(7)]
+    assert from_slices["amount"].tolist() == frame["amount"].tolist()
+    path = tmp_path / "week.parquet"
+    frame.to_parquet(path, index=False)
+    from_file = _load(tmp_path, StoredFrame(path))  # the same week again: replaced, not added
+    pd.testing.assert_frame_equal(from_file, from_slices)
+    assert len(_load(tmp_path, _week(3, prefix="R"))) == 3  # a smaller week replaces it exactly
