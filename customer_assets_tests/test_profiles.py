@@ -6,6 +6,7 @@ import hmac
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from customer_assets.logic.identity import distinct_ids, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
@@ -89,7 +90,7 @@ def _sources():
 
 def test_profiles_join_clean_impute_and_log():
     recs, events, transactions = _sources()
-    profile, log = build_profiles(recs, events, transactions, {"C1", "C3"}, WEEK)
+    profile, log = build_profiles(recs, events, transaction_aggregates(transactions), {"C1", "C3"}, WEEK)
     UnifiedCustomerProfiles.validate(profile)
     p = profile.set_index("customer_id")
     assert list(p.index) == ["C1", "C2", "C3"]   # the guest is dropped, with its reason
@@ -144,16 +145,38 @@ def test_distinct_ids_and_is_in_match_python_sets():
     assert distinct_ids(chunked, sort=True).to_pylist() == ["C1", "C5"] and is_in(chunked, a).tolist() == [False, True, False, False]
 
 
-def test_transaction_aggregates_take_the_last_known_country_in_row_order():
-    tx = pd.DataFrame({"transaction_id": ["1", "2", "3", "4"], "customer_id": ["C1", "C1", "C1", None],
-                       "amount_usd": [10.0, 20.5, 30.25, 99.0],
-                       "timestamp": pd.to_datetime(["2026-11-17", "2026-11-19", "2026-11-18", "2026-11-18"], utc=True),
-                       "country": ["DE", "FR", None, "US"], "segment": [None, None, None, "x"]})
-    out = transaction_aggregates(tx.astype({c: "str" for c in ("transaction_id", "customer_id", "country", "segment")}))
-    assert len(out) == 1 and out.loc[0, "customer_id"] == "C1" and out.loc[0, "week_transaction_count"] == 3
-    assert out.loc[0, "week_spend_usd"] == 60.75 and out.loc[0, "last_transaction_at"] == pd.Timestamp("2026-11-19", tz="UTC")
-    assert out.loc[0, "country"] == "FR" and pd.isna(out.loc[0, "segment"])  # the last known; none known
+def _week_rows():
+    return pd.DataFrame({
+        "transaction_id": ["1", "2", "3", "4", "5", "6"], "customer_id": ["C1", "C1", "C1", None, " c2", "C2"],
+        "amount_usd": [10.0, 20.5, 30.25, 99.0, 1.0, 2.0],
+        "timestamp": pd.to_datetime(["2026-11-17", "2026-11-19", "2026-11-18", "2026-11-18", "2026-11-20",
+                                     "2026-11-16"], utc=True),
+        "country": ["DE", "FR", None, "US", "JP", None], "segment": [None, None, None, "x", None, "smb"],
+    }).astype({c: "str" for c in ("transaction_id", "customer_id", "country", "segment")})
+
+
+def test_transaction_aggregates_per_standardised_id_with_the_last_known_country(tmp_path):
+    rows = _week_rows()
+    out = transaction_aggregates(rows).set_index("customer_id")
+    assert out.index.tolist() == ["C1", "C2"]  # the row without an id is left out; " c2" is C2
+    assert out.loc["C1", "week_transaction_count"] == 3 and out.loc["C1", "week_spend_usd"] == 60.75
+    assert out.loc["C1", "last_transaction_at"] == pd.Timestamp("2026-11-19", tz="UTC")
+    assert out.loc["C1", "country"] == "FR" and pd.isna(out.loc["C1", "segment"])  # the last known; none known
+    # Two raw ids of one customer: combined, the last known values by row order across both.
+    assert out.loc["C2", "week_transaction_count"] == 2 and out.loc["C2", "week_spend_usd"] == 3.0
+    assert out.loc["C2", "country"] == "JP" and out.loc["C2", "segment"] == "smb"
+    assert out.loc["C2", "last_transaction_at"] == pd.Timestamp("2026-11-20", tz="UTC")
     assert str(out["last_transaction_at"].dtype) == "datetime64[ns, UTC]" and out["country"].dtype == "str"
+    # The pipeline hands over the transform's Parquet file (several row groups): the same result.
+    path = tmp_path / "week.parquet"
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=2)
+    pd.testing.assert_frame_equal(transaction_aggregates(path), transaction_aggregates(rows))
+
+
+def test_an_empty_week_has_typed_empty_aggregates():
+    out = transaction_aggregates(_week_rows().iloc[:0])
+    assert len(out) == 0 and out["week_transaction_count"].dtype == "int64"
+    assert str(out["last_transaction_at"].dtype) == "datetime64[ns, UTC]"
 
 
 def _dedupe_reference(records):

@@ -12,7 +12,8 @@ import pyarrow as pa
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
 from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import distinct_ids, standardise_ids
-from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles
+from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles, transaction_aggregates
 from customer_assets.logic.scd2 import SNAPSHOT_COLUMNS, build_dimension
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
@@ -23,8 +24,6 @@ from customer_assets.sources.events import aggregate, read_week
 from customer_assets.sources.extract import copy_query
 
 PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
-# What profiles take from the week's transformed transactions (the Parquet IO manager reads only these).
-TRANSACTION_COLUMNS = ["transaction_id", "customer_id", "amount_usd", "timestamp", "country", "segment"]
 KNOWN_CUSTOMERS_SQL = """
 SELECT c.customer_id, c.created_at AT TIME ZONE 'UTC' AS signup_date, c.country, c.segment
 FROM customers c JOIN unnest(%s::text[]) AS wanted(customer_id) ON upper(trim(c.customer_id)) = wanted.customer_id
@@ -82,8 +81,7 @@ def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
     key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"pandas"}, owners=OWNERS,
     ins={"crm_customers": dg.AssetIn(key=[ETL, "crm_customers"]),
          "customer_event_aggregates": dg.AssetIn(key=[ETL, "customer_event_aggregates"]),
-         "transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"],
-                                                 metadata={"columns": TRANSACTION_COLUMNS})},
+         "transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"])},
     dagster_type=UnifiedCustomerProfilesType,
     check_specs=[
         dg.AssetCheckSpec("match_rate", asset=PROFILES, blocking=True,
@@ -96,7 +94,7 @@ def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
 )
 def unified_customer_profiles(context: dg.AssetExecutionContext, settings: PipelineSettings,
                               source_db: PostgresSource, crm_customers: pd.DataFrame,
-                              customer_event_aggregates: pd.DataFrame, transformed_transactions: pd.DataFrame):
+                              customer_event_aggregates: pd.DataFrame, transformed_transactions: StoredFrame):
     """One profile per customer seen this week (CRM update, events or transactions).
 
     Sources are joined on standardised ids; each field comes from the CRM before the database, then the most
@@ -106,7 +104,8 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
     99th percentile; every decision is in `transform_log.json`.
     """
     ctx = week_context(context)
-    transactions = transformed_transactions.assign(customer_id=standardise_ids(transformed_transactions["customer_id"]))
+    # Per customer, read by DuckDB from the transform's file: the week's rows never become a DataFrame here.
+    transactions = transaction_aggregates(transformed_transactions.path)
     ids = distinct_ids(crm_customers["customer_id"], customer_event_aggregates["customer_id"],
                        transactions["customer_id"], sort=True)
     known = _known_customers(source_db, ids.to_pylist())

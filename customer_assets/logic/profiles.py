@@ -11,6 +11,7 @@ Documented decisions (also returned in the transform log):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer_assets.logic.identity import distinct_ids, id_series, is_in
+from customer_assets.logic.identity import distinct_ids, id_series, is_in, standardise_ids
 from customer_assets.logic.validation import WeekContext
 
 SOURCE_PRIORITY = {"crm": 0, "database": 1}
@@ -60,11 +61,10 @@ class TransformLog:
 def _grouped(sql: str, picked: dict[str, str], **tables: pd.DataFrame) -> pd.DataFrame:
     """``sql`` over the frames (each with its row position as ``_rn``) as a frame.
 
-    DuckDB groups the week's strings several times faster than pandas does (pandas hashes Arrow strings
-    through Python). A column in ``picked`` (name -> table) comes back from the query as the row position of
-    the value to take, and is replaced by that row's value: aggregation states stay integers, and the value
-    keeps its type. One thread: each group then sums its floats in row order, so a rerun gives the same bits
-    (a parallel sum may not).
+    DuckDB groups a million ids several times faster than pandas does (pandas hashes Arrow strings through
+    Python). A column in ``picked`` (name -> table) comes back from the query as the row position of the
+    value to take, and is replaced by that row's value: aggregation states stay integers, and the value keeps
+    its type.
     """
     arrow = {name: pa.Table.from_pandas(frame, preserve_index=False) for name, frame in tables.items()}
     with duckdb.connect(config={"threads": 1}) as con:
@@ -107,28 +107,64 @@ def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
 
 
 TRANSACTION_AGGREGATES_SQL = """
-SELECT arg_min(_rn, _rn) AS customer_id, count(*) AS week_transaction_count, sum(amount_usd) AS week_spend_usd,
+SELECT customer_id, count(*) AS week_transaction_count, sum(amount_usd) AS week_spend_usd,
        max("timestamp") AS last_transaction_at,
-       arg_max(_rn, _rn) FILTER (WHERE country IS NOT NULL) AS country,
-       arg_max(_rn, _rn) FILTER (WHERE segment IS NOT NULL) AS segment
-FROM transactions WHERE transactions.customer_id IS NOT NULL
-GROUP BY transactions.customer_id ORDER BY transactions.customer_id
+       arg_max(country, _rn) FILTER (WHERE country IS NOT NULL) AS country,
+       max(_rn) FILTER (WHERE country IS NOT NULL) AS _country_rn,
+       arg_max(segment, _rn) FILTER (WHERE segment IS NOT NULL) AS segment,
+       max(_rn) FILTER (WHERE segment IS NOT NULL) AS _segment_rn
+FROM transactions WHERE customer_id IS NOT NULL GROUP BY customer_id
 """
+TRANSACTION_AGGREGATE_COLUMNS = ["customer_id", "week_transaction_count", "week_spend_usd", "last_transaction_at",
+                                 "country", "segment"]
 
 
-def transaction_aggregates(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Per customer: the week's transaction count, USD spend, last purchase, country and segment (the last
-    known in row order)."""
-    frame = _grouped(TRANSACTION_AGGREGATES_SQL, {c: "transactions" for c in ("customer_id", "country", "segment")},
-                     transactions=transactions)
-    return frame.astype({"last_transaction_at": transactions["timestamp"].dtype})
+def transaction_aggregates(transactions: pd.DataFrame | Path) -> pd.DataFrame:
+    """Per standardised customer id: the week's transaction count, USD spend, last purchase, and the last known
+    country and segment (in row order). Rows without an id are left out.
+
+    ``transactions`` is a frame or a Parquet file of the week's transformed transactions: DuckDB reads the
+    file itself, so the week's rows never become a DataFrame here. Raw ids that standardise to the same id
+    (``c1`` and `` C1``) are combined afterwards. One thread, so each customer's floats are summed in row
+    order and a rerun gives the same bits.
+    """
+    with duckdb.connect(config={"threads": 1}) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        if isinstance(transactions, pd.DataFrame):
+            arrow = pa.Table.from_pandas(transactions, preserve_index=False)
+            con.register("transactions", arrow.append_column(
+                "_rn", pa.array(np.arange(len(transactions), dtype=np.int64))))
+        else:
+            path = str(transactions).replace("'", "''")
+            con.execute("CREATE VIEW transactions AS SELECT *, file_row_number AS _rn "
+                        f"FROM read_parquet('{path}', file_row_number = true)")
+        per_raw_id = con.sql(TRANSACTION_AGGREGATES_SQL).to_arrow_table().to_pandas()
+    per_raw_id["last_transaction_at"] = per_raw_id["last_transaction_at"].astype("datetime64[ns, UTC]")
+    per_raw_id["customer_id"] = standardise_ids(per_raw_id["customer_id"])
+    per_raw_id = per_raw_id.dropna(subset=["customer_id"])
+    merged = per_raw_id["customer_id"].duplicated(keep=False).to_numpy()
+    if merged.any():
+        per_raw_id = pd.concat([per_raw_id[~merged], _combine(per_raw_id[merged])], ignore_index=True)
+    return per_raw_id[TRANSACTION_AGGREGATE_COLUMNS].sort_values("customer_id", ignore_index=True)
+
+
+def _combine(parts: pd.DataFrame) -> pd.DataFrame:
+    """Aggregates of raw ids that are one customer once standardised, combined into one row each."""
+    grouped = parts.groupby("customer_id", sort=False)
+    out = grouped.agg(week_transaction_count=("week_transaction_count", "sum"),
+                      week_spend_usd=("week_spend_usd", "sum"), last_transaction_at=("last_transaction_at", "max"))
+    for column in ("country", "segment"):
+        known = parts.dropna(subset=[f"_{column}_rn"]).sort_values(f"_{column}_rn")
+        out[column] = known.drop_duplicates("customer_id", keep="last").set_index("customer_id")[column]
+    return out.reset_index()
 
 
 def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.DataFrame,
                  known_ids: pd.Series | set[str], log: TransformLog) -> pd.DataFrame:
     """Everyone seen this week (CRM update, events or transactions) with whatever each source knows.
 
-    Activity whose id matches no known customer is dropped, and counted, with reason ``UNMATCHED_ID``.
+    ``transactions`` are the week's per-customer ``transaction_aggregates``. Activity whose id matches no
+    known customer is dropped, and counted, with reason ``UNMATCHED_ID``.
     """
     active = distinct_ids(events["customer_id"], transactions["customer_id"])
     known = distinct_ids(known_ids, records["customer_id"])
@@ -138,8 +174,7 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
     base = pd.DataFrame({"customer_id": id_series(distinct_ids(records["customer_id"], matched, sort=True))})
     profile = (base.merge(records, on="customer_id", how="left")
                    .merge(events, on="customer_id", how="left")
-                   .merge(transaction_aggregates(transactions), on="customer_id", how="left",
-                          suffixes=("", "_tx")))
+                   .merge(transactions, on="customer_id", how="left", suffixes=("", "_tx")))
     for column in ("country", "segment"):
         if f"{column}_tx" in profile:
             profile[column] = profile[column].fillna(profile.pop(f"{column}_tx"))
@@ -151,7 +186,7 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
     log.counts.update({"crm_records": int((records["source"] == "crm").sum()),
                        "database_records": int((records["source"] == "database").sum()),
                        "event_customers": len(events),
-                       "transaction_customers": len(distinct_ids(transactions["customer_id"])),
+                       "transaction_customers": len(transactions),
                        "profiles": len(profile)})
     return profile
 
@@ -218,7 +253,10 @@ def min_max(values: pd.Series) -> pd.Series:
 
 def build_profiles(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.DataFrame,
                    known_ids: pd.Series | set[str], ctx: WeekContext) -> tuple[pd.DataFrame, TransformLog]:
-    """The week's unified profiles and the log of every decision taken on the way."""
+    """The week's unified profiles and the log of every decision taken on the way.
+
+    ``transactions`` are the week's ``transaction_aggregates`` (one row per customer).
+    """
     log = TransformLog()
     log.decisions.append("ids trimmed and upper-cased in every source before joining")
     log.decisions.append("duplicates resolved by source priority crm > database, then most recent update")
