@@ -186,8 +186,9 @@ def test_backfilling_an_older_week_gives_the_same_history(pipeline_env, small_so
     assert (histories[0]["version"] > 1).any()  # some customers changed between the two weeks
 
 
-def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_source):
+def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_source, tmp_path):
     from customer_assets.assets.profiles import unified_customer_profiles
+    from customer_assets.io_managers.frames import StoredFrame
     from customer_assets.deployments import resources_for
     from customer_assets.logic.crm import standardise_crm
 
@@ -197,12 +198,15 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
                            "unique_features_used": 0, "purchase_count": 0, "purchase_amount": 0.0,
                            "support_interactions": 0, "last_event_at": pd.Timestamp("2026-11-17", tz="UTC")})
     empty, _ = standardise_crm([], "k")  # the CRM had no updates this week
-    transactions = pd.DataFrame(columns=["customer_id", "transaction_id", "amount_usd", "timestamp",
-                                         "country", "segment"])
+    transactions = tmp_path / "transformed.parquet"  # no transactions this week
+    pd.DataFrame({"customer_id": pd.Series(dtype="str"), "transaction_id": pd.Series(dtype="str"),
+                  "amount_usd": pd.Series(dtype=float), "timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
+                  "country": pd.Series(dtype="str"), "segment": pd.Series(dtype="str")}).to_parquet(transactions)
     context = dg.build_asset_context(partition_key=WEEK)
     results = list(unified_customer_profiles(context, settings=resources["settings"],
                                              source_db=resources["source_db"], crm_customers=empty,
-                                             customer_event_aggregates=events, transformed_transactions=transactions))
+                                             customer_event_aggregates=events,
+                                             transformed_transactions=StoredFrame(transactions)))
     check = next(r for r in results if isinstance(r, dg.AssetCheckResult) and r.check_name == "match_rate")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "id formats" in check.metadata["detail"].value
