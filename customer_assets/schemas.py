@@ -185,13 +185,13 @@ def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
 
 
 RawTransactionsType = frame_type(RawTransactions)
-ValidatedTransactionsType = frame_type(ValidatedTransactions)
 QuarantinedTransactionsType = frame_type(QuarantinedTransactions)
 TransactionAnomaliesType = frame_type(TransactionAnomalies)
 TransformedTransactionsType = frame_type(TransformedTransactions)
 # The transformed week is written and loaded batch by batch: each batch is checked against the model as it is
 # written, and the stored file's columns and types before the warehouse load.
 TransformedTransactionsBatchesType = frame_batches_type("TransformedTransactionsBatches")
+ValidatedTransactionsBatchesType = frame_batches_type("ValidatedTransactionsBatches")
 TransformedTransactionsFileType = stored_frame_type("TransformedTransactionsFile", frame_check(TransformedTransactions))
 DataQualityMetricsType = frame_type(DataQualityMetrics)
 

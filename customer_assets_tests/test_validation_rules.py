@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from customer_assets.logic.validation import (
-    HARD_RULES, AnomalySettings, detect_anomalies, evaluate_hard_rules, flag_validated, split_by_hard_rules)
+    ANOMALY_INPUTS, HARD_RULES, AnomalySettings, anomaly_table, detect_anomalies, detect_week_anomalies,
+    evaluate_hard_rules, flag_validated, split_by_hard_rules, validated_batches)
 from customer_assets_tests.frames import WEEK, raw_frame, raw_row
 
 FAILING_ROWS = {
@@ -120,3 +121,18 @@ def test_anomaly_detection_failure_is_recorded_not_fatal(monkeypatch):
     validated, anomalies, status, _ = flag_validated(_usd_week([1.0, 2.0]), WEEK)
     assert status.startswith("failed: ValueError: boom")
     assert len(validated) == 2 and anomalies.empty and not validated["is_anomaly"].any()
+
+
+def test_validated_batches_equal_the_whole_validated_frame():
+    """The asset writes the validated rows a slice of the raw week at a time; together they are the same rows,
+    with the same anomaly columns, as validating the whole frame at once."""
+    amounts = [10.0] * 12 + [5000.0, 0.0, 11.0]  # one outlier, one quarantined (amount 0)
+    df = _usd_week(amounts, products=["P1"] * 15)
+    split = split_by_hard_rules(df, WEEK)
+    whole, anomalies, status, _ = flag_validated(split.validated, WEEK)
+    outcome = detect_week_anomalies(df.loc[~split.bad, ANOMALY_INPUTS])
+    parts = list(validated_batches(split, outcome, rows=4))
+    assert [len(p) for p in parts] == [4, 4, 4, 2]  # the quarantined row is left out of its slice
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole.reset_index(drop=True))
+    assert status == "ok" and "T12" in anomalies["transaction_id"].tolist()
+    pd.testing.assert_frame_equal(anomaly_table(df, outcome), anomalies)

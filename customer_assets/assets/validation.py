@@ -9,9 +9,12 @@ import pandas as pd
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
 from customer_assets.logic import checks
 from customer_assets.logic.quality import build_quality_report, metrics_row, report_json
-from customer_assets.logic.validation import flag_validated, split_by_hard_rules
+from customer_assets.io_managers.frames import BATCH_ROWS, FrameBatches
+from customer_assets.logic.validation import (
+    ANOMALY_INPUTS, anomaly_table, detect_week_anomalies, split_by_hard_rules, validated_batches)
 from customer_assets.schemas import (
-    DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactionsType)
+    DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactions,
+    ValidatedTransactionsBatchesType, frame_check)
 from customer_assets.settings import PipelineSettings
 
 VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
@@ -32,7 +35,7 @@ def _check_result(check_name: str, outcome: checks.CheckOutcome) -> dg.AssetChec
 
 @dg.multi_asset(
     outs={
-        "validated_transactions": dg.AssetOut(key=VALIDATED, owners=OWNERS, kinds={"pandera", "pandas"}, dagster_type=ValidatedTransactionsType,
+        "validated_transactions": dg.AssetOut(key=VALIDATED, owners=OWNERS, kinds={"pandera", "pandas"}, dagster_type=ValidatedTransactionsBatchesType,
                                               description="Rows that passed every hard rule, anomalies flagged."),
         "quarantined_transactions": dg.AssetOut(key_prefix=[ETL], owners=OWNERS, kinds={"pandas"}, dagster_type=QuarantinedTransactionsType,
                                                 description="Rows that failed a hard rule, with reason codes."),
@@ -59,20 +62,25 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
     """Check the week: completeness, validity, consistency quarantine; anomalies only flag.
 
     Writes `quality_report.json` and `anomalies.csv` under the week's reports dir. A blocking check stops
-    everything downstream when more than 10% of the rows fail a hard rule.
+    everything downstream when more than 10% of the rows fail a hard rule. The validated rows are written a
+    slice of the week at a time, each slice checked against the ValidatedTransactions model.
     """
     started = time.monotonic()
     ctx = week_context(context)
     split = split_by_hard_rules(raw_transactions, ctx)
-    validated, anomalies, anomaly_status, flags = flag_validated(split.validated, ctx)
+    # The statistical rules read five columns of the validated rows; the rows themselves stay in the raw week.
+    outcome = detect_week_anomalies(raw_transactions.loc[~split.bad, ANOMALY_INPUTS])
+    anomalies, anomaly_status, flags = anomaly_table(raw_transactions, outcome), outcome.status, outcome.flags
+    validated = FrameBatches(validated_batches(split, outcome, BATCH_ROWS), check=frame_check(ValidatedTransactions),
+                             unique=["transaction_id"], name="validated_transactions")
     report = build_quality_report(ctx, split.failures, flags, anomalies, anomaly_status,
                                   settings.quality_warn_rate, settings.quality_fail_rate)
     week_dir = settings.week_reports_dir(context.partition_key)
     (week_dir / "quality_report.json").write_text(report_json(report))
     anomalies.to_csv(week_dir / "anomalies.csv", index=False)
 
-    yield dg.Output(validated.reset_index(drop=True), output_name="validated_transactions",
-                    metadata={"dagster/row_count": len(validated), "flagged_rows": int(validated["is_anomaly"].sum())})
+    yield dg.Output(validated, output_name="validated_transactions",
+                    metadata={"flagged_rows": len(outcome.flagged)})
     yield dg.Output(split.quarantined.reset_index(drop=True), output_name="quarantined_transactions",
                     metadata={"dagster/row_count": len(split.quarantined),
                               "reasons": dg.MetadataValue.json(report["quarantine_reasons"])})
@@ -95,6 +103,6 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
         **{f"{k}_pass_rate": float(v) for k, v in report["category_pass_rates"].items()},
     })
     yield _check_result("row_conservation", checks.row_conservation(
-        len(raw_transactions), len(validated), len(split.quarantined)))
+        len(raw_transactions), split.validated_count, len(split.quarantined)))
     yield _check_result("quarantine_rate", checks.quarantine_rate(
         len(split.quarantined), len(raw_transactions), settings.quality_warn_rate, settings.quality_fail_rate))

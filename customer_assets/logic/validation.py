@@ -102,9 +102,19 @@ def join_codes(failures: pd.DataFrame) -> pd.Series:
 
 @dataclass
 class ValidationSplit:
-    validated: pd.DataFrame
+    raw: pd.DataFrame
+    bad: np.ndarray  # per raw row: fails a hard rule
     quarantined: pd.DataFrame
     failures: pd.DataFrame
+
+    @property
+    def validated(self) -> pd.DataFrame:
+        """The rows that passed every hard rule (a copy: the asset instead writes them a slice at a time)."""
+        return self.raw.loc[~self.bad]
+
+    @property
+    def validated_count(self) -> int:
+        return int(len(self.bad) - self.bad.sum())
 
 
 def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext) -> ValidationSplit:
@@ -115,7 +125,7 @@ def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext) -> ValidationSplit:
     quarantined = raw.loc[bad]
     quarantined["reason_codes"] = join_codes(failures.loc[bad])
     quarantined["primary_reason"] = quarantined["reason_codes"].str.split(";").str[0]
-    return ValidationSplit(validated=raw.loc[~bad], quarantined=quarantined, failures=failures)
+    return ValidationSplit(raw=raw, bad=bad, quarantined=quarantined, failures=failures)
 
 
 @dataclass(frozen=True)
@@ -149,30 +159,71 @@ def detect_anomalies(validated: pd.DataFrame, amount_usd: pd.Series,
     p_std = by_product.transform("std", ddof=0)  # vectorised: no Python call per product
     z = (usd - by_product.transform("mean")).abs() / p_std.where(p_std > 0)
     flags["PRODUCT_ZSCORE"] = ((count >= settings.min_product_transactions) & (z > settings.zscore)).fillna(False)
-    per_customer = validated.groupby("customer_id")["transaction_id"].transform("size")
+    per_customer = validated.groupby("customer_id")["amount"].transform("size")
     flags["HIGH_FREQUENCY_CUSTOMER"] = per_customer > settings.max_customer_transactions
     return flags.astype(bool)
+
+
+# What the statistical rules read of each validated row.
+ANOMALY_INPUTS = ["customer_id", "product_id", "amount", "currency", "timestamp"]
+ANOMALY_COLUMNS = ["transaction_id", "customer_id", "product_id", "amount", "currency", "timestamp"]
+
+
+@dataclass
+class AnomalyOutcome:
+    codes: pd.Series  # per validated row (its index): ';'-joined anomaly codes, '' where none
+    amount_usd: pd.Series  # per validated row
+    status: str  # 'ok', or why detection failed
+    flags: pd.DataFrame  # per validated row, one boolean column per rule
+
+    @property
+    def flagged(self) -> pd.Index:
+        return self.codes.index[(self.codes != "").to_numpy()]
+
+
+def detect_week_anomalies(rows: pd.DataFrame, settings: AnomalySettings = AnomalySettings()) -> AnomalyOutcome:
+    """Statistical rules over the validated rows' ANOMALY_INPUTS, comparing amounts in USD.
+
+    Anomaly detection is advisory: if it fails, validation goes on without it and says why.
+    """
+    usd = convert_to_usd(rows["amount"], rows["currency"], rows["timestamp"])["amount_usd"]
+    status = "ok"
+    try:
+        flags = detect_anomalies(rows, usd, settings) if len(rows) else pd.DataFrame(
+            {code: pd.Series(dtype=bool) for code in ANOMALY_RULES}, index=rows.index)
+    except Exception as exc:  # noqa: BLE001 - advisory step, recorded in the report
+        status = f"failed: {type(exc).__name__}: {exc}"
+        flags = pd.DataFrame({code: False for code in ANOMALY_RULES}, index=rows.index)
+    return AnomalyOutcome(codes=join_codes(flags), amount_usd=usd, status=status, flags=flags)
+
+
+def with_anomaly_flags(rows: pd.DataFrame, outcome: AnomalyOutcome) -> pd.DataFrame:
+    """Validated rows (all or some) with their ``anomaly_flags`` and ``is_anomaly`` columns."""
+    codes = outcome.codes.reindex(rows.index).astype(str)
+    return rows.assign(anomaly_flags=codes, is_anomaly=(codes != "").to_numpy())
+
+
+def anomaly_table(rows: pd.DataFrame, outcome: AnomalyOutcome) -> pd.DataFrame:
+    """The flagged rows for review: ids, amount in both currencies, time and codes. ``rows`` holds at least
+    the flagged ones, under the index the outcome was computed on."""
+    flagged = outcome.flagged
+    table = rows.loc[flagged, ANOMALY_COLUMNS]
+    table.insert(5, "amount_usd", outcome.amount_usd[flagged])
+    table["anomaly_flags"] = outcome.codes[flagged].astype(str)
+    return table.reset_index(drop=True)
+
+
+def validated_batches(split: ValidationSplit, outcome: AnomalyOutcome, rows: int = 200_000):
+    """The validated rows with their anomaly columns, ``rows`` of the raw week at a time: only a slice is
+    ever copied, never the whole week."""
+    for start in range(0, max(len(split.raw), 1), rows):
+        keep = ~split.bad[start:start + rows]
+        yield with_anomaly_flags(split.raw.iloc[start:start + rows].loc[keep], outcome).reset_index(drop=True)
 
 
 def flag_validated(validated: pd.DataFrame, ctx: WeekContext,
                    settings: AnomalySettings = AnomalySettings()
                    ) -> tuple[pd.DataFrame, pd.DataFrame, str, pd.DataFrame]:
-    """Add ``is_anomaly``/``anomaly_flags`` to validated rows; return them, the flagged rows, a status and flags.
-
-    Anomaly detection is advisory: if it fails, validation goes on without it and says why.
-    """
-    out = validated.copy(deep=False)  # Copy-on-Write: the new columns never touch the caller's frame
-    usd = convert_to_usd(out["amount"], out["currency"], out["timestamp"])["amount_usd"]
-    status = "ok"
-    try:
-        flags = detect_anomalies(out, usd, settings) if len(out) else pd.DataFrame(
-            {code: pd.Series(dtype=bool) for code in ANOMALY_RULES}, index=out.index)
-    except Exception as exc:  # noqa: BLE001 - advisory step, recorded in the report
-        status = f"failed: {type(exc).__name__}: {exc}"
-        flags = pd.DataFrame({code: False for code in ANOMALY_RULES}, index=out.index)
-    out["anomaly_flags"] = join_codes(flags).astype(str)
-    out["is_anomaly"] = out["anomaly_flags"] != ""
-    anomalies = out.loc[out["is_anomaly"], ["transaction_id", "customer_id", "product_id", "amount", "currency",
-                                           "timestamp", "anomaly_flags"]].copy()
-    anomalies.insert(5, "amount_usd", usd[out["is_anomaly"]])
-    return out, anomalies.reset_index(drop=True), status, flags
+    """Add ``is_anomaly``/``anomaly_flags`` to validated rows; return them, the flagged rows, a status and flags."""
+    outcome = detect_week_anomalies(validated[ANOMALY_INPUTS], settings)
+    return with_anomaly_flags(validated, outcome), anomaly_table(validated, outcome), outcome.status, outcome.flags
