@@ -129,6 +129,12 @@ def _holds_only_str(frame: object, columns: list[str]) -> bool:
         for name in columns)
 
 
+def _shallow(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy that shares the data (Copy-on-Write): validating it "in place" never touches the output, and
+    pandera's own deep copy (the size of the frame again, at every output) is not made."""
+    return frame.copy(deep=False)
+
+
 def _fast_schema(model: type[pa.DataFrameModel]):
     """The model's schema without its ``str`` dtype checks, and the names of those columns.
 
@@ -152,7 +158,7 @@ def frame_check(model: type[pa.DataFrameModel]):
     def check(frame: pd.DataFrame) -> None:
         if _holds_only_str(frame, str_columns):
             try:
-                fast.validate(frame, lazy=True)
+                fast.validate(_shallow(frame), lazy=True, inplace=True)
                 return
             except (pa.errors.SchemaError, pa.errors.SchemaErrors):
                 pass  # the full check below fails too, with pandera's own report
@@ -174,7 +180,7 @@ def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
     def type_check(context, value: object) -> dg.TypeCheck:
         if _holds_only_str(value, str_columns):
             try:
-                fast.validate(value, lazy=True)
+                fast.validate(_shallow(value), lazy=True, inplace=True)
                 return dg.TypeCheck(success=True)
             except (pa.errors.SchemaError, pa.errors.SchemaErrors):
                 pass

@@ -136,3 +136,15 @@ def test_validated_batches_equal_the_whole_validated_frame():
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole.reset_index(drop=True))
     assert status == "ok" and "T12" in anomalies["transaction_id"].tolist()
     pd.testing.assert_frame_equal(anomaly_table(df, outcome), anomalies)
+
+
+def test_checking_a_frame_never_changes_it():
+    """Type checks validate a Copy-on-Write view "in place" (no deep copy of each output): what pandera
+    coerces there must not reach the frame that is written."""
+    from customer_assets.schemas import RawTransactions, frame_check
+
+    df = raw_frame(raw_row(), raw_row(transaction_id="X"))
+    df["amount"] = df["amount"].astype("float32")  # the model coerces this to float64 while checking
+    before = df.copy()
+    frame_check(RawTransactions)(df)
+    pd.testing.assert_frame_equal(df, before)
