@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from currency_converter import CURRENCY_FILE
 from iso4217 import Currency
 
@@ -97,15 +99,31 @@ def convert_to_usd(amounts: pd.Series, currencies: pd.Series, timestamps: pd.Ser
     days = timestamps.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
     result = pd.DataFrame(index=amounts.index, data={"amount_usd": np.nan, "fx_rate": np.nan})
     result["fx_rate_date"] = pd.NaT
-    valid = days.notna() & currencies.notna()
+    valid = (days.notna() & currencies.notna()).to_numpy()
     if not valid.any():
         return result
-    table = daily_rate_table(days[valid].min().date(), days[valid].max().date(),
-                             sorted(currencies[valid].unique()))
-    keys = pd.DataFrame({"currency": currencies[valid], "day": days[valid]})
-    merged = keys.merge(table, on=["currency", "day"], how="left")
-    merged.index = keys.index
-    result["fx_rate"] = pd.to_numeric(merged["usd_per_unit"]).reindex(result.index)
-    result["fx_rate_date"] = pd.to_datetime(merged["rate_date"]).reindex(result.index)
-    result["amount_usd"] = amounts.astype(float) * result["fx_rate"]
+    first, last = days[valid].min(), days[valid].max()
+    codes = pa.array(currencies[valid], from_pandas=True).cast(pa.large_string())
+    table = daily_rate_table(first.date(), last.date(), pc.unique(codes).to_pylist())
+    if table.empty:  # no currency of these rows has a rate
+        return result
+    # A (currency, day) grid of rates, looked up by position: no join of the week's rows with the table.
+    known = sorted(table["currency"].unique())
+    n_days = (last - first).days + 1
+    grid = np.full((len(known) + 1, n_days), np.nan)  # the extra row: currencies without any rate
+    grid_dates = np.full((len(known) + 1, n_days), np.datetime64("NaT"), dtype="datetime64[ns]")
+    row = pd.Index(known).get_indexer(table["currency"])
+    col = ((table["day"] - first) // pd.Timedelta(days=1)).to_numpy()
+    grid[row, col] = table["usd_per_unit"].to_numpy(dtype=float)
+    grid_dates[row, col] = pd.to_datetime(table["rate_date"]).to_numpy(dtype="datetime64[ns]")
+    currency_row = pc.fill_null(pc.index_in(codes, value_set=pa.array(known, pa.large_string())), len(known))
+    currency_row = currency_row.to_numpy(zero_copy_only=False)
+    day_col = ((days[valid] - first) // pd.Timedelta(days=1)).to_numpy()
+    rate = np.full(len(result), np.nan)
+    rate[valid] = grid[currency_row, day_col]
+    rate_date = np.full(len(result), np.datetime64("NaT"), dtype="datetime64[ns]")
+    rate_date[valid] = grid_dates[currency_row, day_col]
+    result["fx_rate"] = rate
+    result["fx_rate_date"] = rate_date
+    result["amount_usd"] = amounts.astype(float).to_numpy() * rate
     return result
