@@ -3,6 +3,7 @@ week-sized data written and read in batches."""
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -102,3 +103,13 @@ def test_a_frame_is_written_a_slice_at_a_time_with_one_schema(tmp_path, monkeypa
     back = stored.read()
     pd.testing.assert_frame_equal(back.drop(columns="note"), frame.drop(columns="note"))
     assert back["note"].tolist()[2] == "late text" and back["note"].isna().sum() == 3
+
+
+@pytest.mark.parametrize("values,repeats", [
+    (["a", "b", "c"], 0), (["a", "b", "a", "a"], 2), (["a", None, None, "b"], 1), ([None], 0), ([], 0),
+    (["x", None, "x", None], 2)])
+def test_duplicated_values_counts_repeats_like_pandas(tmp_path, values, repeats):
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"id": pa.array(values, pa.string())}), path)
+    assert frames.duplicated_values(path, ["id"]) == {"id": repeats}
+    assert int(pd.Series(values, dtype=object).duplicated().sum()) == repeats
