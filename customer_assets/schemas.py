@@ -193,12 +193,14 @@ def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
 RawTransactionsType = frame_type(RawTransactions)
 QuarantinedTransactionsType = frame_type(QuarantinedTransactions)
 TransactionAnomaliesType = frame_type(TransactionAnomalies)
-TransformedTransactionsType = frame_type(TransformedTransactions)
 # The transformed week is written and loaded batch by batch: each batch is checked against the model as it is
 # written, and the stored file's columns and types before the warehouse load.
-TransformedTransactionsBatchesType = frame_batches_type("TransformedTransactionsBatches")
-ValidatedTransactionsBatchesType = frame_batches_type("ValidatedTransactionsBatches")
-TransformedTransactionsFileType = stored_frame_type("TransformedTransactionsFile", frame_check(TransformedTransactions))
+TransformedTransactionsBatchesType = frame_batches_type(
+    "TransformedTransactionsBatches", frame_type(TransformedTransactions).metadata)
+ValidatedTransactionsBatchesType = frame_batches_type(
+    "ValidatedTransactionsBatches", frame_type(ValidatedTransactions).metadata)
+TransformedTransactionsFileType = stored_frame_type(
+    "TransformedTransactionsFile", frame_check(TransformedTransactions), frame_type(TransformedTransactions).metadata)
 DataQualityMetricsType = frame_type(DataQualityMetrics)
 
 RAW_COLUMNS: list[str] = list(RawTransactions.to_schema().columns)

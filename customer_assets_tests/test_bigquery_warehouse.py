@@ -401,7 +401,7 @@ def test_a_stored_week_with_a_late_row_outside_it_stops_before_bigquery(bigquery
     monkeypatch.setattr(frames, "BATCH_ROWS", 2)
     frame = pd.concat([transactions(WEEK_A, n=4), transactions(WEEK_B, n=1)], ignore_index=True)  # in the 3rd batch
     result = run([warehouse_asset({WEEK_A: _stored(tmp_path, frame)})], WEEK_A, manager(), raise_on_error=False)
-    assert not result.success and "1 of 1 rows have timestamp outside the week" in failure_text(result)
+    assert not result.success and "1 of 5 rows have timestamp outside the week" in failure_text(result)
     with pytest.raises(gexc.NotFound):
         bigquery_client.get_dataset(f"{PROJECT}.{dataset}")
 

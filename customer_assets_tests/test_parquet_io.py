@@ -113,3 +113,19 @@ def test_duplicated_values_counts_repeats_like_pandas(tmp_path, values, repeats)
     pq.write_table(pa.table({"id": pa.array(values, pa.string())}), path)
     assert frames.duplicated_values(path, ["id"]) == {"id": repeats}
     assert int(pd.Series(values, dtype=object).duplicated().sum()) == repeats
+
+
+def test_a_stored_frame_replaced_while_read_is_an_error(tmp_path):
+    """The transform reads its input twice (week metrics, then batches): never from two versions of it."""
+    path = tmp_path / "week.parquet"
+    _rows(0, 3).to_parquet(path)
+    stored = StoredFrame(path)
+    assert len(stored.read()) == 3
+    replacement = tmp_path / "new.parquet"
+    _rows(10, 4).to_parquet(replacement)
+    replacement.replace(path)  # another run of the same week wrote it meanwhile
+    with pytest.raises(RuntimeError, match="replaced or removed while this step read it"):
+        list(stored.batches())
+    path.unlink()
+    with pytest.raises(RuntimeError, match="replaced or removed"):
+        stored.read()

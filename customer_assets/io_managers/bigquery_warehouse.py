@@ -312,18 +312,24 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 bigquery.ScalarQueryParameter("week_end", "TIMESTAMP", end)]
 
     @staticmethod
-    def _check_frame_in_week(frame: pd.DataFrame, column: str, start: datetime, end: datetime, where: str) -> None:
-        values = frame[column]
-        if isinstance(values.dtype, pd.DatetimeTZDtype):
-            values = values.dt.tz_convert("UTC")
-            lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-        else:
-            lo, hi = pd.Timestamp(start).tz_convert(None), pd.Timestamp(end).tz_convert(None)
-        outside = values.isna() | (values < lo) | (values >= hi)
-        if outside.any():
-            raise ValueError(f"{where}: {int(outside.sum())} of {len(frame)} rows have {column} outside the week "
+    def _check_frame_in_week(frames: Iterable[pd.DataFrame], column: str, start: datetime, end: datetime,
+                             where: str) -> None:
+        rows, outside, examples = 0, 0, []
+        for frame in frames:
+            values = frame[column]
+            if isinstance(values.dtype, pd.DatetimeTZDtype):
+                values = values.dt.tz_convert("UTC")
+                lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+            else:
+                lo, hi = pd.Timestamp(start).tz_convert(None), pd.Timestamp(end).tz_convert(None)
+            bad = values.isna() | (values < lo) | (values >= hi)
+            rows += len(frame)
+            outside += int(bad.sum())
+            examples += values[bad].head(3 - len(examples)).tolist()
+        if outside:
+            raise ValueError(f"{where}: {outside} of {rows} rows have {column} outside the week "
                              f"[{start.isoformat()}, {end.isoformat()}) or null; nothing was loaded. "
-                             f"First: {values[outside].head(3).tolist()}")
+                             f"First: {examples}")
 
     @staticmethod
     def _descriptions(context) -> dict[str, str]:
@@ -377,120 +383,121 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         start, end = self._window(context)
         whole_table = replaces_whole_table(context)  # write_mode: replace_table, e.g. an SCD2 dimension
         if not whole_table:
-            for part in (stored.batches([column]) if stored is not None else [frame]):
-                self._check_frame_in_week(part, column, start, end, target_id)
+            self._check_frame_in_week(stored.batches([column]) if stored is not None else [frame],
+                                      column, start, end, target_id)
         # A value Arrow cannot convert fails here, not half-way.
         if stored is not None:
             payload: IO[bytes] = to_parquet_file(stored.batches(), incoming)
         else:
             payload = io.BytesIO(to_parquet(frame, incoming))
-
-        client, load.warnings = self._connect(context.log)
-        call = lambda step, perms, fn: self._call(load, client, context.log, step, perms, fn)  # noqa: E731
-        rpc_timeout = lambda step: min(60.0, load.remaining(step))  # noqa: E731
-
-        # Dataset and table, created if missing.
-        def ensure_dataset():
-            try:
-                return client.get_dataset(f"{self.project}.{dataset}", timeout=rpc_timeout("get dataset"))
-            except gexc.NotFound:
-                ds = bigquery.Dataset(f"{self.project}.{dataset}")
-                ds.location = self.location
-                return client.create_dataset(ds, exists_ok=True, timeout=rpc_timeout("create dataset"))
-
-        call(f"dataset {dataset}", ("bigquery.datasets.get", "bigquery.datasets.create"), ensure_dataset)
-
-        descriptions = self._descriptions(context)
-
-        def schema_field(name: str, kind: str):
-            return bigquery.SchemaField(name, kind, mode="NULLABLE", description=descriptions.get(name))
-
-        def ensure_table():
-            try:
-                return client.get_table(target_id, timeout=rpc_timeout("get table")), False
-            except gexc.NotFound:
-                new = bigquery.Table(target_id, schema=[schema_field(n, k) for n, k in incoming.items()])
-                new.time_partitioning = bigquery.TimePartitioning(
-                    type_=bigquery.TimePartitioningType.DAY, field=column)
-                new.clustering_fields = self._cluster_fields(context, incoming) or None
-                new.description = self._table_description(context)
-                return client.create_table(new, exists_ok=True, timeout=rpc_timeout("create table")), True
-
-        target, created = call(f"table {target_id}", ("bigquery.tables.get", "bigquery.tables.create"), ensure_table)
-        existing = {f.name: standard_type(f.field_type) for f in target.schema}
-        partitioned_on = getattr(target.time_partitioning, "field", None)
-        if not created and partitioned_on != column:
-            message = f"{target_id} is partitioned on {partitioned_on!r}, not on partition_expr {column!r}"
-            context.log.warning(message)
-            load.warnings.append(message)
-        added, changed = type_diff(existing, incoming)
-        if changed:
-            raise SchemaMismatchError(f"{target_id}: column types differ, load stopped:\n" + "\n".join(changed))
-        if added:
-            def add_columns():
-                fresh = client.get_table(target_id, timeout=rpc_timeout("get table"))
-                have = {f.name for f in fresh.schema}
-                fresh.schema = list(fresh.schema) + [schema_field(n, incoming[n]) for n in added if n not in have]
-                return client.update_table(fresh, ["schema"], timeout=rpc_timeout("add columns"))
-
-            call(f"add columns to {target_id}", ("bigquery.tables.update",), add_columns)
-            message = f"{target_id}: added column(s) {', '.join(f'{n} {incoming[n]}' for n in added)}"
-            context.log.warning(message)
-            load.warnings.append(message)
-        target_type = existing.get(column, incoming[column])
-
-        staging_id = f"{target_id}__staging_{partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
-        job_prefix = f"customer_assets_{table}_{partition.replace('-', '')}_"
-        staging_schema = [schema_field(n, k) for n, k in incoming.items()]
         try:
-            def create_staging():
-                staging = bigquery.Table(staging_id, schema=staging_schema)
-                staging.expires = datetime.now(timezone.utc) + STAGING_EXPIRY
-                staging.description = f"Staging of {target_id} week {partition}; dropped after the load."
-                return client.create_table(staging, exists_ok=True, timeout=rpc_timeout("create staging"))
+            client, load.warnings = self._connect(context.log)
+            call = lambda step, perms, fn: self._call(load, client, context.log, step, perms, fn)  # noqa: E731
+            rpc_timeout = lambda step: min(60.0, load.remaining(step))  # noqa: E731
 
-            call("create staging table", ("bigquery.tables.create",), create_staging)
+            # Dataset and table, created if missing.
+            def ensure_dataset():
+                try:
+                    return client.get_dataset(f"{self.project}.{dataset}", timeout=rpc_timeout("get dataset"))
+                except gexc.NotFound:
+                    ds = bigquery.Dataset(f"{self.project}.{dataset}")
+                    ds.location = self.location
+                    return client.create_dataset(ds, exists_ok=True, timeout=rpc_timeout("create dataset"))
 
-            if rows:
-                def load_staging():
-                    payload.seek(0)  # a retried load sends the file again
-                    config = bigquery.LoadJobConfig(
-                        schema=staging_schema, source_format=bigquery.SourceFormat.PARQUET,
-                        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED)
-                    job = client.load_table_from_file(
-                        payload, staging_id, job_config=config, job_id_prefix=job_prefix + "load_",
-                        location=self.location, timeout=rpc_timeout("load"))
-                    load.job_ids["load"] = job.job_id
-                    return job.result(timeout=load.remaining("load"))
+            call(f"dataset {dataset}", ("bigquery.datasets.get", "bigquery.datasets.create"), ensure_dataset)
 
-                call("load job into staging", ("bigquery.jobs.create", "bigquery.tables.updateData"), load_staging)
-            self._merge(context, load, client, call, target_id, staging_id, list(incoming), column, target_type,
-                        start, end, job_prefix, whole_table)
-        finally:
-            payload.close()
+            descriptions = self._descriptions(context)
+
+            def schema_field(name: str, kind: str):
+                return bigquery.SchemaField(name, kind, mode="NULLABLE", description=descriptions.get(name))
+
+            def ensure_table():
+                try:
+                    return client.get_table(target_id, timeout=rpc_timeout("get table")), False
+                except gexc.NotFound:
+                    new = bigquery.Table(target_id, schema=[schema_field(n, k) for n, k in incoming.items()])
+                    new.time_partitioning = bigquery.TimePartitioning(
+                        type_=bigquery.TimePartitioningType.DAY, field=column)
+                    new.clustering_fields = self._cluster_fields(context, incoming) or None
+                    new.description = self._table_description(context)
+                    return client.create_table(new, exists_ok=True, timeout=rpc_timeout("create table")), True
+
+            target, created = call(f"table {target_id}", ("bigquery.tables.get", "bigquery.tables.create"), ensure_table)
+            existing = {f.name: standard_type(f.field_type) for f in target.schema}
+            partitioned_on = getattr(target.time_partitioning, "field", None)
+            if not created and partitioned_on != column:
+                message = f"{target_id} is partitioned on {partitioned_on!r}, not on partition_expr {column!r}"
+                context.log.warning(message)
+                load.warnings.append(message)
+            added, changed = type_diff(existing, incoming)
+            if changed:
+                raise SchemaMismatchError(f"{target_id}: column types differ, load stopped:\n" + "\n".join(changed))
+            if added:
+                def add_columns():
+                    fresh = client.get_table(target_id, timeout=rpc_timeout("get table"))
+                    have = {f.name for f in fresh.schema}
+                    fresh.schema = list(fresh.schema) + [schema_field(n, incoming[n]) for n in added if n not in have]
+                    return client.update_table(fresh, ["schema"], timeout=rpc_timeout("add columns"))
+
+                call(f"add columns to {target_id}", ("bigquery.tables.update",), add_columns)
+                message = f"{target_id}: added column(s) {', '.join(f'{n} {incoming[n]}' for n in added)}"
+                context.log.warning(message)
+                load.warnings.append(message)
+            target_type = existing.get(column, incoming[column])
+
+            staging_id = f"{target_id}__staging_{partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
+            job_prefix = f"customer_assets_{table}_{partition.replace('-', '')}_"
+            staging_schema = [schema_field(n, k) for n, k in incoming.items()]
             try:
-                client.delete_table(staging_id, not_found_ok=True, timeout=60)
-            except Exception as err:  # noqa: BLE001 - never hide the load's own error; the table expires anyway
-                context.log.warning(f"could not drop staging table {staging_id} (it expires in a day): {err}")
+                def create_staging():
+                    staging = bigquery.Table(staging_id, schema=staging_schema)
+                    staging.expires = datetime.now(timezone.utc) + STAGING_EXPIRY
+                    staging.description = f"Staging of {target_id} week {partition}; dropped after the load."
+                    return client.create_table(staging, exists_ok=True, timeout=rpc_timeout("create staging"))
 
-        count = self._count(load, client, call, target_id, column, target_type, start, end, job_prefix, whole_table)
-        if count != rows:
-            scope = "the table" if whole_table else f"week {partition}"
-            raise RuntimeError(f"{target_id}: {count} rows in {scope} after the load, expected "
-                               f"{rows} (was another writer loading the same week?)")
+                call("create staging table", ("bigquery.tables.create",), create_staging)
 
-        report = load_report(rows, target_id, started, time.monotonic(),
-                             added_columns=added, job_ids=load.job_ids, warnings=load.warnings,
-                             retries=load.retries, replaced="table" if whole_table else "week", step_seconds=load.step_seconds, table_created=created, location=self.location,
-                             emulator=bool(self.emulator_host))
-        path = write_load_report(self.reports_dir, partition, table, report)
-        context.add_output_metadata({
-            **report_metadata(report, path, frame),
-            "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),
-            "warnings": dg.MetadataValue.json(load.warnings),
-            "retries": load.retries,
-        })
+                if rows:
+                    def load_staging():
+                        payload.seek(0)  # a retried load sends the file again
+                        config = bigquery.LoadJobConfig(
+                            schema=staging_schema, source_format=bigquery.SourceFormat.PARQUET,
+                            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                            create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED)
+                        job = client.load_table_from_file(
+                            payload, staging_id, job_config=config, job_id_prefix=job_prefix + "load_",
+                            location=self.location, timeout=rpc_timeout("load"))
+                        load.job_ids["load"] = job.job_id
+                        return job.result(timeout=load.remaining("load"))
+
+                    call("load job into staging", ("bigquery.jobs.create", "bigquery.tables.updateData"), load_staging)
+                self._merge(context, load, client, call, target_id, staging_id, list(incoming), column, target_type,
+                            start, end, job_prefix, whole_table)
+            finally:
+                try:
+                    client.delete_table(staging_id, not_found_ok=True, timeout=60)
+                except Exception as err:  # noqa: BLE001 - never hide the load's own error; the table expires anyway
+                    context.log.warning(f"could not drop staging table {staging_id} (it expires in a day): {err}")
+
+            count = self._count(load, client, call, target_id, column, target_type, start, end, job_prefix, whole_table)
+            if count != rows:
+                scope = "the table" if whole_table else f"week {partition}"
+                raise RuntimeError(f"{target_id}: {count} rows in {scope} after the load, expected "
+                                   f"{rows} (was another writer loading the same week?)")
+
+            report = load_report(rows, target_id, started, time.monotonic(),
+                                 added_columns=added, job_ids=load.job_ids, warnings=load.warnings,
+                                 retries=load.retries, replaced="table" if whole_table else "week", step_seconds=load.step_seconds, table_created=created, location=self.location,
+                                 emulator=bool(self.emulator_host))
+            path = write_load_report(self.reports_dir, partition, table, report)
+            context.add_output_metadata({
+                **report_metadata(report, path, frame),
+                "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),
+                "warnings": dg.MetadataValue.json(load.warnings),
+                "retries": load.retries,
+            })
+        finally:
+            payload.close()  # a temporary file of the week: gone whatever happened
 
     def _merge(self, context, load: _Load, client, call, target_id: str, staging_id: str, columns: list[str],
                column: str, column_type: str, start: datetime, end: datetime, job_prefix: str,

@@ -39,7 +39,8 @@ def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFra
 
     A frame goes a slice at a time (its Arrow copy is one slice, with the whole frame's types); a StoredFrame
     is read by DuckDB from its Parquet file as the insert runs, its nanosecond timestamps cast to
-    microseconds as a frame's are.
+    microseconds (DuckDB rounds where a frame's conversion truncates; sources keep microseconds, so no value
+    the pipeline produces differs).
     """
     if isinstance(obj, pd.DataFrame):
         schema = pa.Schema.from_pandas(obj, preserve_index=False)

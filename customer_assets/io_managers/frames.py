@@ -26,6 +26,7 @@ class StoredFrame:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._identity = self._stat()
         metadata = pq.read_metadata(self.path)
         self.num_rows: int = metadata.num_rows
         self.arrow_schema: pa.Schema = pq.read_schema(self.path)
@@ -35,6 +36,21 @@ class StoredFrame:
 
     def __repr__(self) -> str:
         return f"StoredFrame({str(self.path)!r}, rows={self.num_rows})"
+
+    def _stat(self) -> tuple[int, int, int]:
+        info = self.path.stat()
+        return info.st_ino, info.st_mtime_ns, info.st_size
+
+    def check_unchanged(self) -> None:
+        """Raise if the file was replaced since it was handed out (another run of the same week wrote it):
+        a step reading it twice must not mix two versions."""
+        try:
+            same = self._stat() == self._identity
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise RuntimeError(f"{self.path} was replaced or removed while this step read it: was the same week "
+                               "running twice at once? Rerun the week.")
 
     @property
     def columns(self) -> list[str]:
@@ -46,11 +62,14 @@ class StoredFrame:
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         """Every row of ``columns`` (all by default) as one frame: for the few columns a week-wide step needs."""
+        self.check_unchanged()
         return pd.read_parquet(self.path, columns=columns)
 
     def arrow_batches(self, columns: list[str] | None = None,
                       batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
-        yield from pq.ParquetFile(self.path).iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns)
+        self.check_unchanged()
+        with pq.ParquetFile(self.path) as parquet:  # closed even when the reader stops half-way
+            yield from parquet.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns)
 
     def batches(self, columns: list[str] | None = None, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
         """The rows in file order, ``batch_rows`` at a time; an empty dataset gives one empty frame."""
@@ -160,7 +179,7 @@ def duplicated_values(path: Path, columns: Iterable[str]) -> dict[str, int]:
     return found
 
 
-def stored_frame_type(name: str, check: Callable[[pd.DataFrame], None]) -> dg.DagsterType:
+def stored_frame_type(name: str, check: Callable[[pd.DataFrame], None], metadata: dict | None = None) -> dg.DagsterType:
     """A Dagster type for StoredFrame values: ``check`` runs on the file's schema (no rows are read)."""
 
     def type_check(_context, value: object) -> dg.TypeCheck:
@@ -172,11 +191,11 @@ def stored_frame_type(name: str, check: Callable[[pd.DataFrame], None]) -> dg.Da
             return dg.TypeCheck(success=False, description=f"{value.path}: {err}")
         return dg.TypeCheck(success=True, metadata={"dagster/row_count": value.num_rows})
 
-    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=StoredFrame,
+    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=StoredFrame, metadata=metadata,
                           description=f"{name}: a Parquet file read in batches; its columns and types are checked.")
 
 
-def frame_batches_type(name: str) -> dg.DagsterType:
+def frame_batches_type(name: str, metadata: dict | None = None) -> dg.DagsterType:
     """A Dagster type for FrameBatches outputs: every batch is checked as it is written."""
 
     def type_check(_context, value: object) -> dg.TypeCheck:
@@ -184,5 +203,5 @@ def frame_batches_type(name: str) -> dg.DagsterType:
             return dg.TypeCheck(success=True)
         return dg.TypeCheck(success=False, description=f"expected FrameBatches, got {type(value).__name__}")
 
-    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=FrameBatches,
+    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=FrameBatches, metadata=metadata,
                           description=f"{name}, written batch by batch; each batch is validated as it is written.")

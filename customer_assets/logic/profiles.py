@@ -107,7 +107,8 @@ def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
 
 
 TRANSACTION_AGGREGATES_SQL = """
-SELECT customer_id, count(*) AS week_transaction_count, sum(amount_usd) AS week_spend_usd,
+SELECT customer_id, count(*) AS week_transaction_count,
+       sum(round(amount_usd * 1000000)::BIGINT) AS _spend_micro_usd,
        max("timestamp") AS last_transaction_at,
        arg_max(country, _rn) FILTER (WHERE country IS NOT NULL) AS country,
        max(_rn) FILTER (WHERE country IS NOT NULL) AS _country_rn,
@@ -125,8 +126,8 @@ def transaction_aggregates(transactions: pd.DataFrame | Path) -> pd.DataFrame:
 
     ``transactions`` is a frame or a Parquet file of the week's transformed transactions: DuckDB reads the
     file itself, so the week's rows never become a DataFrame here. Raw ids that standardise to the same id
-    (``c1`` and `` C1``) are combined afterwards. One thread, so each customer's floats are summed in row
-    order and a rerun gives the same bits.
+    (``c1`` and `` C1``) are combined afterwards. USD amounts carry six decimals (``add_usd_amounts``), so
+    they are summed exactly as whole micro-dollars: the same total in any order, on every rerun.
     """
     with duckdb.connect(config={"threads": 1}) as con:
         con.execute("SET TimeZone = 'UTC'")
@@ -140,11 +141,13 @@ def transaction_aggregates(transactions: pd.DataFrame | Path) -> pd.DataFrame:
                         f"FROM read_parquet('{path}', file_row_number = true)")
         per_raw_id = con.sql(TRANSACTION_AGGREGATES_SQL).to_arrow_table().to_pandas()
     per_raw_id["last_transaction_at"] = per_raw_id["last_transaction_at"].astype("datetime64[ns, UTC]")
+    per_raw_id["_spend_micro_usd"] = per_raw_id["_spend_micro_usd"].astype("int64")
     per_raw_id["customer_id"] = standardise_ids(per_raw_id["customer_id"])
     per_raw_id = per_raw_id.dropna(subset=["customer_id"])
     merged = per_raw_id["customer_id"].duplicated(keep=False).to_numpy()
     if merged.any():
         per_raw_id = pd.concat([per_raw_id[~merged], _combine(per_raw_id[merged])], ignore_index=True)
+    per_raw_id["week_spend_usd"] = per_raw_id.pop("_spend_micro_usd") / 1_000_000
     return per_raw_id[TRANSACTION_AGGREGATE_COLUMNS].sort_values("customer_id", ignore_index=True)
 
 
@@ -152,7 +155,8 @@ def _combine(parts: pd.DataFrame) -> pd.DataFrame:
     """Aggregates of raw ids that are one customer once standardised, combined into one row each."""
     grouped = parts.groupby("customer_id", sort=False)
     out = grouped.agg(week_transaction_count=("week_transaction_count", "sum"),
-                      week_spend_usd=("week_spend_usd", "sum"), last_transaction_at=("last_transaction_at", "max"))
+                      _spend_micro_usd=("_spend_micro_usd", "sum"),
+                      last_transaction_at=("last_transaction_at", "max"))
     for column in ("country", "segment"):
         known = parts.dropna(subset=[f"_{column}_rn"]).sort_values(f"_{column}_rn")
         out[column] = known.drop_duplicates("customer_id", keep="last").set_index("customer_id")[column]

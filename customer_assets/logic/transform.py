@@ -143,5 +143,6 @@ def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.Dat
 
 def transform_week(validated: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.DataFrame],
                    category_prices: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
-    """All enrichment steps for one validated week held as one frame."""
+    """All enrichment steps for one validated week held as one frame (the asset enriches batches with
+    ``week_metrics`` + ``enrich``; this whole-frame form is what the tests compare them with)."""
     return enrich(validated, week_metrics(validated, history, category_prices, ctx), ctx)

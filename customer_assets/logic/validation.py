@@ -224,6 +224,9 @@ def validated_batches(split: ValidationSplit, outcome: AnomalyOutcome, rows: int
 def flag_validated(validated: pd.DataFrame, ctx: WeekContext,
                    settings: AnomalySettings = AnomalySettings()
                    ) -> tuple[pd.DataFrame, pd.DataFrame, str, pd.DataFrame]:
-    """Add ``is_anomaly``/``anomaly_flags`` to validated rows; return them, the flagged rows, a status and flags."""
+    """Add ``is_anomaly``/``anomaly_flags`` to validated rows; return them, the flagged rows, a status and flags.
+
+    The whole-frame form (the asset writes ``validated_batches`` instead); tests compare the two.
+    """
     outcome = detect_week_anomalies(validated[ANOMALY_INPUTS], settings)
     return with_anomaly_flags(validated, outcome), anomaly_table(validated, outcome), outcome.status, outcome.flags
