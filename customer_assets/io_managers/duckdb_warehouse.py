@@ -88,7 +88,7 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
         schema, table = table_address(context)
         column = partition_column(context)
         qualified = f'"{schema}"."{table}"'
-        release_freed_memory()
+        release_freed_memory(full=False)
         started = time.monotonic()
         with duckdb.connect(self.database) as con:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')

@@ -47,7 +47,7 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if obj is None:
             return
-        release_freed_memory()  # the step's computing is done: what it freed goes back before writing
+        release_freed_memory(full=False)  # the step's computing is done: what it freed goes back before writing
         suffix = ".json" if isinstance(obj, dict) else ".parquet"
         path = self._path(context, suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
