@@ -77,14 +77,20 @@ def test_customer_lifecycle(first_days, last_before, lifecycle):
     assert add_segments(df, WEEK).loc[0, "customer_lifecycle"] == lifecycle
 
 
+OFFICE_PRICES = pd.DataFrame({"category": ["Office"], "avg_price": [15.0]})
+
+
+def _c1_history(last_before_week: str) -> pd.DataFrame:
+    """C1 bought 3 times for $100 since 2025-02-01, last before this week on ``last_before_week``."""
+    return _history(C1={"lifetime_value_usd": 100.0, "transaction_count": 3,
+                        "first_purchase_at": pd.Timestamp("2025-02-01", tz="UTC"),
+                        "last_purchase_before_week": pd.Timestamp(last_before_week, tz="UTC")})
+
+
 def test_transform_week_satisfies_its_model():
     validated = _validated(raw_row(transaction_id="A", currency="EUR", amount=12.5),
                            raw_row(transaction_id="B", customer_id="C2", currency="JPY", amount=3000.0))
-    history = _history(C1={"lifetime_value_usd": 100.0, "transaction_count": 3,
-                           "first_purchase_at": pd.Timestamp("2025-02-01", tz="UTC"),
-                           "last_purchase_before_week": pd.Timestamp("2026-11-02", tz="UTC")})
-    prices = pd.DataFrame({"category": ["Office"], "avg_price": [15.0]})
-    out = transform_week(validated, history, prices, WEEK)
+    out = transform_week(validated, _c1_history("2026-11-02"), OFFICE_PRICES, WEEK)
     TransformedTransactions.validate(out)
     assert out["week_start"].unique().tolist() == [pd.Timestamp("2026-11-16")]
     assert (out["amount_usd"] > 0).all()
@@ -98,12 +104,9 @@ def test_batches_enriched_with_the_week_metrics_equal_the_whole_week():
         raw_row(transaction_id="C", customer_id="C1", product_id="P2", amount=80.0),
         raw_row(transaction_id="D", customer_id="C3", product_id="P2", amount=250.0),
         raw_row(transaction_id="E", customer_id="C2", product_id="P1", amount=20.0))
-    history = _history(C1={"lifetime_value_usd": 100.0, "transaction_count": 3,
-                           "first_purchase_at": pd.Timestamp("2025-02-01", tz="UTC"),
-                           "last_purchase_before_week": pd.Timestamp("2026-07-02", tz="UTC")})
-    prices = pd.DataFrame({"category": ["Office"], "avg_price": [15.0]})
-    whole = transform_week(validated, history, prices, WEEK)
-    metrics = week_metrics(validated, lambda: history, prices, WEEK)
+    history = _c1_history("2026-07-02")
+    whole = transform_week(validated, history, OFFICE_PRICES, WEEK)
+    metrics = week_metrics(validated, lambda: history, OFFICE_PRICES, WEEK)
     batched = pd.concat([enrich(validated.iloc[i:i + 2], metrics, WEEK) for i in range(0, len(validated), 2)],
                         ignore_index=True)
     pd.testing.assert_frame_equal(batched, whole)
