@@ -149,42 +149,50 @@ def _fast_schema(model: type[pa.DataFrameModel]):
     return schema.update_columns({name: {"dtype": None} for name in str_columns}), str_columns
 
 
+def _passes_fast_check(model: type[pa.DataFrameModel]):
+    """A function telling whether a frame passes the cheap check; False means "ask pandera's full check"
+    (which also reports the errors)."""
+    fast, str_columns = _fast_schema(model)
+
+    def passes(frame: object) -> bool:
+        if not _holds_only_str(frame, str_columns):
+            return False
+        try:
+            fast.validate(_shallow(frame), lazy=True, inplace=True)
+            return True
+        except (pa.errors.SchemaError, pa.errors.SchemaErrors):
+            return False
+
+    return passes
+
+
 def frame_check(model: type[pa.DataFrameModel]):
     """A function that raises pandera's ``SchemaErrors`` (every failure, with examples) when a frame breaks
     ``model``; the cheap str check first, pandera's full check when that fails."""
-    fast, str_columns = _fast_schema(model)
-    full = model.to_schema()
+    passes, full = _passes_fast_check(model), model.to_schema()
 
     def check(frame: pd.DataFrame) -> None:
-        if _holds_only_str(frame, str_columns):
-            try:
-                fast.validate(_shallow(frame), lazy=True, inplace=True)
-                return
-            except (pa.errors.SchemaError, pa.errors.SchemaErrors):
-                pass  # the full check below fails too, with pandera's own report
-        full.validate(frame, lazy=True)
+        if not passes(frame):
+            full.validate(frame, lazy=True)
 
     return check
+
+
+def _dagster_pandera_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
+    with warnings.catch_warnings():
+        # dagster-pandera is pinned with pandera in pyproject.toml; its beta notice says nothing more here.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return pandera_schema_to_dagster_type(model)
 
 
 def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
     """The model as a Dagster type, with the same outcome as dagster-pandera's but a cheaper str check
     (see ``_fast_schema``). Anything the cheap check rejects goes through the full pandera check, which also
     reports the errors."""
-    with warnings.catch_warnings():
-        # dagster-pandera is pinned with pandera in pyproject.toml; its beta notice says nothing more here.
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        full = pandera_schema_to_dagster_type(model)
-    fast, str_columns = _fast_schema(model)
+    full, passes = _dagster_pandera_type(model), _passes_fast_check(model)
 
     def type_check(context, value: object) -> dg.TypeCheck:
-        if _holds_only_str(value, str_columns):
-            try:
-                fast.validate(_shallow(value), lazy=True, inplace=True)
-                return dg.TypeCheck(success=True)
-            except (pa.errors.SchemaError, pa.errors.SchemaErrors):
-                pass
-        return full.type_check(context, value)
+        return dg.TypeCheck(success=True) if passes(value) else full.type_check(context, value)
 
     return dg.DagsterType(type_check_fn=type_check, name=full.unique_name, description=full.description,
                           metadata=full.metadata, typing_type=pd.DataFrame)
@@ -196,11 +204,12 @@ TransactionAnomaliesType = frame_type(TransactionAnomalies)
 # The transformed week is written and loaded batch by batch: each batch is checked against the model as it is
 # written, and the stored file's columns and types before the warehouse load.
 TransformedTransactionsBatchesType = frame_batches_type(
-    "TransformedTransactionsBatches", frame_type(TransformedTransactions).metadata)
+    "TransformedTransactionsBatches", _dagster_pandera_type(TransformedTransactions).metadata)
 ValidatedTransactionsBatchesType = frame_batches_type(
-    "ValidatedTransactionsBatches", frame_type(ValidatedTransactions).metadata)
+    "ValidatedTransactionsBatches", _dagster_pandera_type(ValidatedTransactions).metadata)
 TransformedTransactionsFileType = stored_frame_type(
-    "TransformedTransactionsFile", frame_check(TransformedTransactions), frame_type(TransformedTransactions).metadata)
+    "TransformedTransactionsFile", frame_check(TransformedTransactions),
+    _dagster_pandera_type(TransformedTransactions).metadata)
 DataQualityMetricsType = frame_type(DataQualityMetrics)
 
 RAW_COLUMNS: list[str] = list(RawTransactions.to_schema().columns)

@@ -30,7 +30,6 @@ is why dagster-gcp's ``BigQueryPandasIOManager`` is not used.
 
 from __future__ import annotations
 
-import io
 import re
 import tempfile
 import time
@@ -47,7 +46,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from pydantic import Field
 
-from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
     type_diff, write_load_report)
@@ -113,7 +112,13 @@ def _arrow_schema(types: dict[str, str]) -> pa.Schema:
 
 
 def to_parquet_file(frames: Iterable[pd.DataFrame], types: dict[str, str]) -> IO[bytes]:
-    """Like ``to_parquet``, a row group per frame, into a temporary file (gone once closed), rewound."""
+    """The frames as one Parquet file, a row group each, with the Arrow types BigQuery loads into ``types``
+    (microsecond timestamps), in a temporary file (gone once closed), rewound.
+
+    A naive timestamp is written without a zone (``isAdjustedToUTC=false``), which BigQuery loads into
+    DATETIME; an aware one in UTC, loaded into TIMESTAMP. Sub-microsecond digits are dropped, as BigQuery
+    keeps microseconds.
+    """
     schema = _arrow_schema(types)
     sink = tempfile.TemporaryFile(prefix="bigquery_load_", suffix=".parquet")
     try:
@@ -125,20 +130,6 @@ def to_parquet_file(frames: Iterable[pd.DataFrame], types: dict[str, str]) -> IO
         raise
     sink.seek(0)
     return sink
-
-
-def to_parquet(frame: pd.DataFrame, types: dict[str, str]) -> bytes:
-    """The frame as Parquet with the Arrow types BigQuery loads into ``types`` (microsecond timestamps).
-
-    A naive timestamp is written without a zone (``isAdjustedToUTC=false``), which BigQuery loads into
-    DATETIME; an aware one in UTC, loaded into TIMESTAMP. Sub-microsecond digits are dropped, as BigQuery
-    keeps microseconds.
-    """
-    schema = _arrow_schema(types)
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False, safe=False)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="snappy")
-    return sink.getvalue()
 
 
 def _reasons(exc: BaseException) -> set[str]:
@@ -386,10 +377,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             self._check_frame_in_week(stored.batches([column]) if stored is not None else [frame],
                                       column, start, end, target_id)
         # A value Arrow cannot convert fails here, not half-way.
-        if stored is not None:
-            payload: IO[bytes] = to_parquet_file(stored.batches(), incoming)
-        else:
-            payload = io.BytesIO(to_parquet(frame, incoming))
+        payload = to_parquet_file(stored.batches() if stored is not None else slices(frame), incoming)
         try:
             client, load.warnings = self._connect(context.log)
             call = lambda step, perms, fn: self._call(load, client, context.log, step, perms, fn)  # noqa: E731

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
+from customer_assets.duck import literal, quoted
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
@@ -28,10 +29,6 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
             micros = table.column(i).cast(pa.timestamp("us", tz=field.type.tz), safe=False)
             table = table.set_column(i, field.name, micros)
     return table
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFrame) -> Iterator[None]:
@@ -51,14 +48,13 @@ def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFra
         return
     columns = []
     for field in obj.arrow_schema:
-        name = _quoted(field.name)
+        name = quoted(field.name)
         if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
             kind = "TIMESTAMPTZ" if field.type.tz else "TIMESTAMP"
             columns.append(f"CAST({name} AS {kind}) AS {name}")
         else:
             columns.append(name)
-    path = str(obj.path).replace("'", "''")
-    con.execute(f"CREATE TEMP VIEW incoming AS SELECT {', '.join(columns)} FROM read_parquet('{path}')")
+    con.execute(f"CREATE TEMP VIEW incoming AS SELECT {', '.join(columns)} FROM read_parquet({literal(obj.path)})")
     yield
     con.execute("DROP VIEW incoming")
 
@@ -136,6 +132,6 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
         with duckdb.connect(self.database, read_only=True) as con:
             start, end = self._bounds(context, con, f"{schema}.{table}", column)
             columns = input_columns(context)
-            select = ", ".join(_quoted(c) for c in columns) if columns else "*"
+            select = ", ".join(quoted(c) for c in columns) if columns else "*"
             return con.execute(f'SELECT {select} FROM "{schema}"."{table}" WHERE "{column}" >= ? AND "{column}" < ?',
                                [start, end]).df()

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from customer_assets.duck import connect, literal, quoted
 
 BATCH_ROWS = 200_000
 
@@ -65,21 +66,17 @@ class StoredFrame:
         self.check_unchanged()
         return pd.read_parquet(self.path, columns=columns)
 
-    def arrow_batches(self, columns: list[str] | None = None,
-                      batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
-        self.check_unchanged()
-        with pq.ParquetFile(self.path) as parquet:  # closed even when the reader stops half-way
-            yield from parquet.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns)
-
     def batches(self, columns: list[str] | None = None, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
         """The rows in file order, ``batch_rows`` at a time; an empty dataset gives one empty frame."""
         if self.num_rows == 0:
             yield self.read(columns)
             return
+        self.check_unchanged()
         metadata = self.arrow_schema.metadata
-        for batch in self.arrow_batches(columns, batch_rows):
-            # The file's pandas metadata gives back the dtypes it was written from (tz-aware timestamps, str).
-            yield pa.Table.from_batches([batch]).replace_schema_metadata(metadata).to_pandas()
+        with pq.ParquetFile(self.path) as parquet:  # closed even when the reader stops half-way
+            for batch in parquet.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns):
+                # The file's pandas metadata gives back the dtypes it was written from (tz-aware timestamps, str).
+                yield pa.Table.from_batches([batch]).replace_schema_metadata(metadata).to_pandas()
 
 
 class FrameBatches:
@@ -161,11 +158,11 @@ def duplicated_values(path: Path, columns: Iterable[str]) -> dict[str, int]:
     exactly only among rows whose hash repeats.
     """
     found = {}
-    source = str(path).replace("'", "''")
-    with duckdb.connect(config={"threads": 1}) as con:
+    source = literal(path)
+    with connect() as con:
         for column in columns:
-            name = '"' + column.replace('"', '""') + '"'
-            hashes = con.execute(f"SELECT hash({name}) AS h FROM read_parquet('{source}')").fetchnumpy()["h"]
+            name = quoted(column)
+            hashes = con.execute(f"SELECT hash({name}) AS h FROM read_parquet({source})").fetchnumpy()["h"]
             hashes = np.sort(np.asarray(hashes, dtype=np.uint64))
             repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
             if not len(repeated):
@@ -174,7 +171,7 @@ def duplicated_values(path: Path, columns: Iterable[str]) -> dict[str, int]:
             con.register("repeated", pa.table({"h": pa.array(repeated, pa.uint64())}))
             found[column] = con.execute(
                 f"SELECT count(*) - count(DISTINCT {name}) - (CASE WHEN count(*) > count({name}) THEN 1 ELSE 0 END)"
-                f" FROM read_parquet('{source}') WHERE hash({name}) IN (SELECT h FROM repeated)").fetchall()[0][0]
+                f" FROM read_parquet({source}) WHERE hash({name}) IN (SELECT h FROM repeated)").fetchall()[0][0]
             con.unregister("repeated")
     return found
 

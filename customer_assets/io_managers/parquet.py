@@ -14,6 +14,7 @@ from pydantic import Field
 from customer_assets.io_managers.frames import (
     FrameBatches, StoredFrame, duplicated_values, slices, write_parquet_batches)
 from customer_assets.io_managers.memory import release_freed_memory
+from customer_assets.io_managers.warehouse import input_columns
 
 
 def _wants_stored_frame(context: dg.InputContext) -> bool:
@@ -54,24 +55,10 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
         tmp = path.with_name(path.name + ".tmp")
         if isinstance(obj, pd.DataFrame):
             # A row group per slice: the Arrow copy made for writing is one slice, not the whole frame.
-            try:
-                write_parquet_batches(slices(obj), tmp, schema=pa.Schema.from_pandas(obj, preserve_index=False),
-                                      compression=self.compression, use_dictionary=self.use_dictionary)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            self._write(context, slices(obj), tmp, schema=pa.Schema.from_pandas(obj, preserve_index=False))
             context.add_output_metadata({"dagster/row_count": len(obj)})
         elif isinstance(obj, FrameBatches):
-            try:
-                rows, groups = write_parquet_batches(obj, tmp, compression=self.compression,
-                                                     use_dictionary=self.use_dictionary)
-                repeated = {c: n for c, n in duplicated_values(tmp, obj.unique).items() if n}
-                if repeated:
-                    raise ValueError(f"{context.asset_key.to_user_string()}: values repeat across batches in "
-                                     f"columns that must be unique: {repeated}")
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            rows, groups = self._write(context, obj, tmp, unique=obj.unique)
             context.add_output_metadata({"dagster/row_count": rows, "row_groups": groups, **obj.summary()})
         elif isinstance(obj, dict):
             tmp.write_text(json.dumps(obj, default=str))  # compact: the C encoder
@@ -80,6 +67,21 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
                             f"not {type(obj).__name__}")
         os.replace(tmp, path)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def _write(self, context: dg.OutputContext, batches, tmp: Path, schema: pa.Schema | None = None,
+               unique: list[str] = ()) -> tuple[int, int]:
+        """The batches as row groups of ``tmp``, ``unique`` columns checked over the file; nothing left on error."""
+        try:
+            rows, groups = write_parquet_batches(batches, tmp, schema=schema, compression=self.compression,
+                                                 use_dictionary=self.use_dictionary)
+            repeated = {c: n for c, n in duplicated_values(tmp, unique).items() if n} if unique else {}
+            if repeated:
+                raise ValueError(f"{context.asset_key.to_user_string()}: values repeat across batches in "
+                                 f"columns that must be unique: {repeated}")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return rows, groups
 
     def load_input(self, context: dg.InputContext) -> object:
         release_freed_memory()  # a new step starts: what the previous ones freed goes back to the OS first
@@ -91,8 +93,7 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
                 if _wants_stored_frame(context):
                     return StoredFrame(path)
                 # An input may ask for some columns only (AssetIn metadata "columns"): less to read and hold.
-                columns = (context.definition_metadata or {}).get("columns")
-                return pd.read_parquet(path, columns=list(columns) if columns else None)
+                return pd.read_parquet(path, columns=input_columns(context))
         raise FileNotFoundError(
             f"No stored value for {context.asset_key.to_user_string()} at {self._path(context, '.*')}: "
             "intermediates of a week are removed after it succeeds; materialize the upstream assets again.")

@@ -42,10 +42,6 @@ def distinct_ids(*columns: pd.Series | pa.Array | set | list, sort: bool = False
     return merged.take(pc.sort_indices(merged)) if sort else merged
 
 
-def id_series(ids: pa.Array) -> pd.Series:
-    return pd.Series(ids.to_pandas(), dtype="str")
-
-
 def is_in(column: pd.Series, values: pd.Series) -> np.ndarray:
     """``column.isin(values)`` through Arrow's hash lookup (pandas 2.3 builds the set for Arrow-backed text
     value by value in Python)."""

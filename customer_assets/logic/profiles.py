@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer_assets.logic.identity import distinct_ids, id_series, is_in, standardise_ids
+from customer_assets.duck import connect, literal, quoted
+from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
 from customer_assets.logic.validation import WeekContext
 
 SOURCE_PRIORITY = {"crm": 0, "database": 1}
@@ -58,31 +58,6 @@ class TransformLog:
                 "engagement_weights": ENGAGEMENT_WEIGHTS}
 
 
-def _grouped(sql: str, picked: dict[str, str], **tables: pd.DataFrame) -> pd.DataFrame:
-    """``sql`` over the frames (each with its row position as ``_rn``) as a frame.
-
-    DuckDB groups a million ids several times faster than pandas does (pandas hashes Arrow strings through
-    Python). A column in ``picked`` (name -> table) comes back from the query as the row position of the
-    value to take, and is replaced by that row's value: aggregation states stay integers, and the value keeps
-    its type.
-    """
-    arrow = {name: pa.Table.from_pandas(frame, preserve_index=False) for name, frame in tables.items()}
-    with duckdb.connect(config={"threads": 1}) as con:
-        con.execute("SET TimeZone = 'UTC'")
-        for name, table in arrow.items():
-            con.register(name, table.append_column("_rn", pa.array(np.arange(table.num_rows, dtype=np.int64))))
-        out = con.sql(sql).to_arrow_table()
-    columns = {}
-    for name in out.column_names:
-        source = picked.get(name)
-        columns[name] = arrow[source].column(name).take(out.column(name)) if source else out.column(name)
-    return pa.table(columns).to_pandas()
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
     """One record per customer id: each field from CRM before database, then the most recent update.
 
@@ -97,13 +72,18 @@ def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
     newest_first = np.where(missing, 0, -updated.to_numpy(dtype="datetime64[ns]").view(np.int64))
     rank = np.empty(len(records), dtype=np.int64)
     rank[np.lexsort((np.arange(len(records)), newest_first, missing, priority))] = np.arange(len(records))
-    fields = [c for c in records.columns if c != "customer_id"]
-    firsts = "".join(f", arg_min(_rn, _ord) FILTER (WHERE {_quoted(c)} IS NOT NULL) AS {_quoted(c)}" for c in fields)
-    sql = (f"SELECT arg_min(_rn, _ord) AS customer_id{firsts} FROM records "
-           "WHERE customer_id IS NOT NULL GROUP BY records.customer_id ORDER BY records.customer_id")
-    # The rank column rides along in ``records`` only for the query; it is not among the picked columns.
-    picked = {c: "records" for c in records.columns}
-    return _grouped(sql, picked, records=records.assign(_ord=rank))
+    # DuckDB groups a million ids several times faster than pandas (which hashes Arrow text through Python).
+    # Per id and column it picks the row position of the value to take: aggregation states stay integers,
+    # and each value keeps its type when Arrow takes it.
+    columns = ["customer_id", *(c for c in records.columns if c != "customer_id")]
+    picks = ", ".join(f"arg_min(_rn, _ord) FILTER (WHERE {quoted(c)} IS NOT NULL) AS {quoted(c)}" for c in columns)
+    table = pa.Table.from_pandas(records, preserve_index=False)
+    with connect() as con:
+        con.register("records", table.append_column("_rn", pa.array(np.arange(len(records), dtype=np.int64)))
+                                     .append_column("_ord", pa.array(rank)))
+        rows = con.sql(f"SELECT {picks} FROM records WHERE customer_id IS NOT NULL "
+                       "GROUP BY records.customer_id ORDER BY records.customer_id").to_arrow_table()
+    return pa.table({c: table.column(c).take(rows.column(c)) for c in columns}).to_pandas()
 
 
 TRANSACTION_AGGREGATES_SQL = """
@@ -129,16 +109,14 @@ def transaction_aggregates(transactions: pd.DataFrame | Path) -> pd.DataFrame:
     (``c1`` and `` C1``) are combined afterwards. USD amounts carry six decimals (``add_usd_amounts``), so
     they are summed exactly as whole micro-dollars: the same total in any order, on every rerun.
     """
-    with duckdb.connect(config={"threads": 1}) as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with connect() as con:
         if isinstance(transactions, pd.DataFrame):
             arrow = pa.Table.from_pandas(transactions, preserve_index=False)
             con.register("transactions", arrow.append_column(
                 "_rn", pa.array(np.arange(len(transactions), dtype=np.int64))))
         else:
-            path = str(transactions).replace("'", "''")
             con.execute("CREATE VIEW transactions AS SELECT *, file_row_number AS _rn "
-                        f"FROM read_parquet('{path}', file_row_number = true)")
+                        f"FROM read_parquet({literal(transactions)}, file_row_number = true)")
         per_raw_id = con.sql(TRANSACTION_AGGREGATES_SQL).to_arrow_table().to_pandas()
     per_raw_id["last_transaction_at"] = per_raw_id["last_transaction_at"].astype("datetime64[ns, UTC]")
     per_raw_id["_spend_micro_usd"] = per_raw_id["_spend_micro_usd"].astype("int64")
@@ -175,7 +153,8 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
     matched = active.filter(pc.is_in(active, value_set=known))
     log.match_rate = 1.0 if not len(active) else len(matched) / len(active)
     log.dropped["UNMATCHED_ID"] = len(active) - len(matched)
-    base = pd.DataFrame({"customer_id": id_series(distinct_ids(records["customer_id"], matched, sort=True))})
+    ids = distinct_ids(records["customer_id"], matched, sort=True)
+    base = pd.DataFrame({"customer_id": pd.Series(ids.to_pandas(), dtype="str")})
     profile = (base.merge(records, on="customer_id", how="left")
                    .merge(events, on="customer_id", how="left")
                    .merge(transactions, on="customer_id", how="left", suffixes=("", "_tx")))

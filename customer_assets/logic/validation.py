@@ -213,7 +213,7 @@ def anomaly_table(rows: pd.DataFrame, outcome: AnomalyOutcome) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def validated_batches(split: ValidationSplit, outcome: AnomalyOutcome, rows: int = 200_000):
+def validated_batches(split: ValidationSplit, outcome: AnomalyOutcome, rows: int):
     """The validated rows with their anomaly columns, ``rows`` of the raw week at a time: only a slice is
     ever copied, never the whole week."""
     for start in range(0, max(len(split.raw), 1), rows):
