@@ -159,8 +159,8 @@ def backfill(source: Source, weeks: int, work: Path, one_week: dict) -> dict:
     per_week = [w["seconds"] for w in run["weeks"]]
     return {"weeks": weeks, "total_seconds": run["total_seconds"], "one_week_seconds": one_week["seconds"],
             "total_over_n_one_week": run["total_seconds"] / (weeks * one_week["seconds"]),
-            "per_week_seconds": per_week, "rows": [w["steps"][0]["rows"].get("etl/raw_transactions", 0)
-                                                   if w["steps"] else 0 for w in run["weeks"]],
+            "per_week_seconds": per_week,
+            "rows": [sum(s["rows"].get("etl/raw_transactions", 0) for s in w["steps"]) for w in run["weeks"]],
             "peak_rss_mb": run["peak_rss_mb"]}
 
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(120)
 def test_benchmark_runs_at_a_tiny_scale(tmp_path):
     out = tmp_path / "latest.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--scale", "0.002", "--work-dir",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--scale", "0.002", "--weeks", "2", "--work-dir",
                            str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=110)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,3 +36,7 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path):
     assert set(result["ratios"]) >= {"extract_over_floor", "week_over_floor", "naive_over_extract"}
     assert all(value > 0 for value in result["ratios"].values())
     assert "whole week" in proc.stdout
+    backfill = result["backfill"]  # two weeks in one process; the second is the week measured alone
+    assert backfill["weeks"] == 2 and len(backfill["per_week_seconds"]) == 2
+    assert all(rows > 0 for rows in backfill["rows"]) and backfill["rows"][-1] == rows
+    assert backfill["total_over_n_one_week"] > 0 and "backfill: 2 weeks" in proc.stdout
