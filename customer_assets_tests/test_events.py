@@ -153,3 +153,24 @@ def test_tombstones_bad_utf8_and_stray_carriage_returns_are_malformed_lines(tmp_
     assert sorted(m["line"] for m in scan.malformed) == [3, 5, 9]  # "\r" alone is a blank line, not a line break
     assert events.num_rows == 6 and set(events["customer_id"].to_pylist()) == {"C1"}
     assert scan.lines == 9
+
+
+def test_a_chunk_with_bad_lines_is_halved_down_to_them(tmp_path, monkeypatch):
+    import customer_assets.sources.events as events_module
+
+    # one chunk of 3,000 lines; a failing part is halved down to 1 KiB (about 10 lines), then read line by line
+    monkeypatch.setattr(events_module, "SMALL_CHUNK_BYTES", 1024)
+    lines = [event("page_view", f"C{i}", "2026-11-17T10:00:00Z") for i in range(3000)]
+    bad = {1: "not json", 1500: '{"event_type": "page_view", "customer_id": "C1", "timestam',
+           1501: event("page_view", "C1", "yesterday"), 2999: "null", 3000: event("page_view", " ", "2026-11-17")}
+    for number, text in bad.items():
+        lines[number - 1] = text
+    write(tmp_path, "2026-11-17", lines)
+    halved = []
+    original = events_module._parse_chunk
+    monkeypatch.setattr(events_module, "_parse_chunk", lambda *a: halved.append(a[2] - a[1]) or original(*a))
+    events, scan = read_week(tmp_path, START, END)
+    assert sorted(m["line"] for m in scan.malformed) == sorted(bad)
+    assert events["customer_id"].to_pylist() == [f"C{i}" for i in range(3000) if i + 1 not in bad]
+    assert scan.lines == 3000
+    assert min(halved) <= 1024 < max(halved)  # it went down by halves, not line by line over the chunk

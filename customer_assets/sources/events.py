@@ -91,16 +91,19 @@ def _parse(lines: list[bytes], numbers: Sequence[int], path: Path, scan: EventSc
         return _parse(lines[:mid], numbers[:mid], path, scan) + _parse(lines[mid:], numbers[mid:], path, scan)
 
 
-_SPACES_LINE = re.compile(rb"\n[ \t\r]+(?:\n|$)")  # starts with a literal: a fast scan
-CHUNK_BYTES = 256 << 10
+CHUNK_BYTES = 2 << 20  # what a worker parses in one call: few calls, so little per-call work
+SMALL_CHUNK_BYTES = 64 << 10  # a chunk that fails is halved down to this, then read line by line
+
+
+_BLANK_OR_INDENTED = re.compile(rb"\n[\n \t\r]")  # one scan; starts with a literal, so a fast one
 
 
 def _clean_lines(data: bytes, start: int, end: int) -> bool:
-    """True when every line of ``data[start:end]`` holds something, so that row ``i`` of a parse is line
-    ``i + 1``, and the text starts with an object (pyarrow 26 crashes on text that starts with a ``null`` line,
-    apache/arrow#47409)."""
-    return (data[start:start + 1] == b"{" and data.find(b"\n\n", start, end) == -1
-            and not _SPACES_LINE.search(data, start, end))
+    """True when no line of ``data[start:end]`` is blank or starts with whitespace, so that row ``i`` of a parse
+    is line ``i + 1``, and the text starts with an object (pyarrow 26 crashes on text that starts with a
+    ``null`` line, apache/arrow#47409). Conservative: a line that merely starts with a space takes the
+    line-level path, which reads it the same way."""
+    return data[start:start + 1] == b"{" and not _BLANK_OR_INDENTED.search(data, start, end)
 
 
 def _incomplete(table: pa.Table) -> pa.ChunkedArray:
@@ -110,7 +113,8 @@ def _incomplete(table: pa.Table) -> pa.ChunkedArray:
 
 
 def _chunks(data: bytes) -> list[tuple[int, int, int]]:
-    """``(start, end, number of the first line)`` of ~256 KiB pieces cut at line ends (no per-line Python work)."""
+    """``(start, end, number of the first line)`` of ~``CHUNK_BYTES`` pieces cut at line ends (no per-line Python
+    work)."""
     chunks, pos, line = [], 0, 1
     while pos < len(data):
         cut = data.find(b"\n", pos + CHUNK_BYTES)
@@ -219,33 +223,45 @@ def _tidy(table: pa.Table, numbers: Sequence[int], week: _Week) -> _Piece:
     return _Piece(lines, events.filter(keep), bad, outside, int(n_aliased), unknown)
 
 
-def _load_chunk(data: bytes, start: int, end: int, first_line: int, week: _Week) -> _Piece | None:
-    """Worker-thread part of reading a chunk (pyarrow releases the GIL): parse and tidy, or None."""
+def _load_chunk(data: bytes, start: int, end: int, first_line: int, week: _Week
+                ) -> list[_Piece | tuple[int, int, int]]:
+    """Worker-thread part of reading a chunk (pyarrow releases the GIL): parsed and tidied. A chunk that fails
+    is halved at a line end, down to ``SMALL_CHUNK_BYTES``; what still fails comes back as
+    ``(start, end, first line)`` for the line-level path, so a bad line costs a few re-parses, not a Python
+    loop over a whole chunk."""
     parsed = _parse_chunk(data, start, end, first_line)
-    return None if parsed is None else _tidy(*parsed, week)
+    if parsed is not None:
+        return [_tidy(*parsed, week)]
+    cut = data.find(b"\n", start + (end - start) // 2, end - 1) if end - start > SMALL_CHUNK_BYTES else -1
+    if cut == -1:
+        return [(start, end, first_line)]
+    middle = cut + 1
+    return (_load_chunk(data, start, middle, first_line, week)
+            + _load_chunk(data, middle, end, first_line + data.count(b"\n", start, middle), week))
 
 
-def _read_file(path: Path, scan: EventScan, pool: ThreadPoolExecutor, week: _Week) -> list[pa.Table]:
-    """The file's events of the week as Arrow, parsed in chunks on a thread pool; only a chunk with bad lines
-    is split further, down to the bad lines themselves."""
-    data = path.read_bytes()
-    chunks = _chunks(data)
+def _read_file(path: Path, data: bytes, scan: EventScan, pool: ThreadPoolExecutor, week: _Week
+               ) -> list[pa.Table]:
+    """The events of the week in one file's ``data`` as Arrow, parsed in chunks on a thread pool; only the part
+    of a chunk around a bad line is read line by line."""
     tables = []
-    for (start, end, first_line), loaded in zip(chunks, pool.map(lambda c: _load_chunk(data, *c, week), chunks)):
-        if loaded is not None:
-            scan.lines += loaded.lines
-            pieces = [loaded]
-        else:
-            pieces = [_tidy(table, numbers, week)
-                      for table, numbers in _parse_lines(data[start:end], first_line, path, scan)]
-        for piece in pieces:
-            for line in piece.incomplete_lines:
-                _malformed(scan, path, line, "event_type, customer_id or timestamp is missing")
-            scan.outside_week += piece.outside_week
-            scan.aliased += piece.aliased
-            for kind, count in piece.unknown_types.items():
-                scan.unknown_types[kind] = scan.unknown_types.get(kind, 0) + count
-            tables.append(piece.events)
+    for loaded in pool.map(lambda chunk: _load_chunk(data, *chunk, week), _chunks(data)):
+        for part in loaded:
+            if isinstance(part, _Piece):
+                scan.lines += part.lines
+                pieces = [part]
+            else:
+                start, end, first_line = part
+                pieces = [_tidy(table, numbers, week)
+                          for table, numbers in _parse_lines(data[start:end], first_line, path, scan)]
+            for piece in pieces:
+                for line in piece.incomplete_lines:
+                    _malformed(scan, path, line, "event_type, customer_id or timestamp is missing")
+                scan.outside_week += piece.outside_week
+                scan.aliased += piece.aliased
+                for kind, count in piece.unknown_types.items():
+                    scan.unknown_types[kind] = scan.unknown_types.get(kind, 0) + count
+                tables.append(piece.events)
     return tables
 
 
@@ -254,17 +270,23 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
     """The week's well-formed events of known types (Arrow, ``EVENTS_SCHEMA``); malformed lines counted,
     logged and skipped.
 
-    Files are parsed by pyarrow in ~256 KiB chunks on a thread pool, each chunk reduced to the week's events
-    in its worker; only a chunk with bad lines takes the line-level path, so a few broken lines do not cost a
-    Python loop over the whole landing zone.
+    Files are parsed by pyarrow in ~2 MiB chunks on a thread pool, each chunk reduced to the week's events
+    in its worker; a chunk with bad lines is halved until they stand in small parts, and only those take the
+    line-level path, so a few broken lines do not cost a Python loop over the landing zone. The next file is
+    read while one is parsed.
     """
     week = _Week.of(start, end, {**DEFAULT_ALIASES, **(aliases or {})})
-    scan, tables = EventScan(), []
-    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 2) as pool:
-        for folder in day_folders(root, start, end):
-            for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl")):
-                scan.files += 1
-                tables += _read_file(path, scan, pool, week)
+    paths = [path for folder in day_folders(root, start, end)
+             for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))]
+    scan, tables = EventScan(files=len(paths)), []
+    with (ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 2) as pool,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="events_read") as reader):
+        upcoming = reader.submit(paths[0].read_bytes) if paths else None
+        for index, path in enumerate(paths):  # the next file is read while this one is parsed
+            data = upcoming.result()
+            upcoming = reader.submit(paths[index + 1].read_bytes) if index + 1 < len(paths) else None
+            tables += _read_file(path, data, scan, pool, week)
+            del data
     return (pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()), scan
 
 
