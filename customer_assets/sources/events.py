@@ -193,7 +193,9 @@ class _Piece:
     unknown_types: dict[str, int]
 
 
-EVENTS_SCHEMA = pa.schema([("customer_id", pa.string()), ("event_type", pa.string()),
+# event_type as codes into EVENT_TYPES: 1 byte an event instead of ~15 (14M events in a 3M-row week)
+EVENT_TYPE = pa.dictionary(pa.int8(), pa.string())
+EVENTS_SCHEMA = pa.schema([("customer_id", pa.string()), ("event_type", EVENT_TYPE),
                            ("timestamp", pa.timestamp("ns", tz="UTC")), ("feature", pa.string()),
                            ("amount_usd", pa.float64())])
 _KNOWN = pa.array(EVENT_TYPES)
@@ -214,9 +216,12 @@ def _tidy(table: pa.Table, numbers: Sequence[int], week: _Week) -> _Piece:
     n_aliased = pc.sum(aliased).as_py() or 0
     if n_aliased:
         kinds = pc.if_else(aliased, pc.take(week.alias_to, alias_index), kinds)
-    keep = pc.is_in(kinds, value_set=_KNOWN)
+    codes = pc.index_in(kinds, value_set=_KNOWN)
+    keep = pc.is_valid(codes)
     unknown = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(pc.filter(kinds, pc.invert(keep))).to_pylist()}
-    events = pa.table([pc.utf8_upper(pc.utf8_trim_whitespace(table["customer_id"])), kinds,
+    kind_codes = pa.chunked_array([pa.DictionaryArray.from_arrays(chunk.cast(pa.int8()), _KNOWN)
+                                   for chunk in codes.chunks], type=EVENT_TYPE)
+    events = pa.table([pc.utf8_upper(pc.utf8_trim_whitespace(table["customer_id"])), kind_codes,
                        table["timestamp"].cast(pa.timestamp("ns", tz="UTC")),
                        pc.struct_field(table["properties"], "feature"),
                        pc.struct_field(table["properties"], "amount_usd")], schema=EVENTS_SCHEMA)
@@ -272,21 +277,15 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
 
     Files are parsed by pyarrow in ~2 MiB chunks on a thread pool, each chunk reduced to the week's events
     in its worker; a chunk with bad lines is halved until they stand in small parts, and only those take the
-    line-level path, so a few broken lines do not cost a Python loop over the landing zone. The next file is
-    read while one is parsed.
+    line-level path, so a few broken lines do not cost a Python loop over the landing zone.
     """
     week = _Week.of(start, end, {**DEFAULT_ALIASES, **(aliases or {})})
     paths = [path for folder in day_folders(root, start, end)
              for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))]
     scan, tables = EventScan(files=len(paths)), []
-    with (ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 2) as pool,
-          ThreadPoolExecutor(max_workers=1, thread_name_prefix="events_read") as reader):
-        upcoming = reader.submit(paths[0].read_bytes) if paths else None
-        for index, path in enumerate(paths):  # the next file is read while this one is parsed
-            data = upcoming.result()
-            upcoming = reader.submit(paths[index + 1].read_bytes) if index + 1 < len(paths) else None
-            tables += _read_file(path, data, scan, pool, week)
-            del data
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 2) as pool:
+        for path in paths:  # one file in memory at a time: a connector's file can be hundreds of MB
+            tables += _read_file(path, path.read_bytes(), scan, pool, week)
     return (pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()), scan
 
 
