@@ -143,10 +143,16 @@ def _fast_schema(model: type[pa.DataFrameModel]):
     already holds only str or missing values (what the assets produce), coercion changes nothing and the
     dtype check passes, so the same schema minus those dtype checks (nullability, uniqueness, lengths,
     allowed values, every other column unchanged) decides.
+
+    It also checks the other dtypes as they are, without coercing first (a coercion of a timestamp column
+    that already has its dtype still costs a ``to_datetime``): a frame that passes needs no coercion, and one
+    whose dtypes only coerce to the model's fails here and is decided by the full check, which coerces.
     """
     schema = model.to_schema()
     str_columns = [name for name, column in schema.columns.items() if str(column.dtype) == "str"]
-    return schema.update_columns({name: {"dtype": None} for name in str_columns}), str_columns
+    fast = schema.update_columns({name: {"dtype": None, "coerce": False} for name in str_columns})
+    fast.coerce = False
+    return fast, str_columns
 
 
 def _passes_fast_check(model: type[pa.DataFrameModel]):

@@ -148,3 +148,20 @@ def test_checking_a_frame_never_changes_it():
     before = df.copy()
     frame_check(RawTransactions)(df)
     pd.testing.assert_frame_equal(df, before)
+
+
+def test_the_fast_type_check_decides_as_pandera_does():
+    """The cheap check compares dtypes without coercing; a frame it rejects goes to pandera's full check, so
+    a frame whose types only coerce to the model's still passes, and one that cannot coerce still fails."""
+    import pandera.pandas as pandera
+
+    from customer_assets.schemas import RawTransactions, frame_check
+
+    check = frame_check(RawTransactions)
+    exact = raw_frame(raw_row(), raw_row(transaction_id="X"))
+    check(exact)
+    coercible = exact.assign(amount=exact["amount"].astype("float32"),
+                             timestamp=exact["timestamp"].dt.tz_convert("Europe/Paris"))
+    check(coercible)
+    with pytest.raises(pandera.errors.SchemaErrors, match="amount"):
+        check(exact.assign(amount=["ten", "eleven"]))
