@@ -112,7 +112,7 @@ def test_standardised_records_hash_contact_details_with_the_key():
     records.append({**make_records(3)[2], "email": "not-an-email"})
     frame, counts = standardise_crm(records, "key-1")
     assert frame["customer_id"].tolist() == ["C0000001", "C0000002", "C0000003"]
-    assert counts == {"records": 4, "invalid_emails": 1, "duplicate_ids": 1}
+    assert counts == {"records": 4, "invalid_emails": 1, "duplicate_ids": 1, "unparseable_dates": 0}
     again, _ = standardise_crm(make_records(1), "key-1")
     other, _ = standardise_crm(make_records(1), "key-2")
     assert frame.loc[0, "email_hash"] == again.loc[0, "email_hash"] != other.loc[0, "email_hash"]
@@ -135,3 +135,45 @@ def test_partial_extract_is_marked_in_the_materialization(tmp_path):
     metadata = result.asset_materializations_for_node("etl__crm_customers")[0].metadata
     assert metadata["partial"].value is True and metadata["dagster/row_count"].value == 100
     assert metadata["extract"].value["missing_pages"][0]["offset"] == 100
+
+
+def test_crm_dates_in_any_iso_form_are_read_and_others_counted():
+    """A column mixing ISO 8601 forms (a date, seconds, fractions, offsets) is read value by value; pandas would
+    otherwise infer one format from the first value and turn the others into missing dates, silently."""
+    forms = ["2026-11-17T10:00:00Z", "2026-11-17T10:00:00.250Z", "2026-11-17", "2026-11-17T12:00:00+02:00",
+             "17/11/2026"]
+    records = [{**record, "updated_at": form, "signup_date": form}
+               for record, form in zip(make_records(len(forms)), forms)]
+    frame, counts = standardise_crm(records, "k")
+    assert frame["updated_at"].tolist()[:4] == [
+        pd.Timestamp("2026-11-17 10:00", tz="UTC"), pd.Timestamp("2026-11-17 10:00:00.250", tz="UTC"),
+        pd.Timestamp("2026-11-17", tz="UTC"), pd.Timestamp("2026-11-17 10:00", tz="UTC")]
+    assert pd.isna(frame.loc[4, "updated_at"]) and pd.isna(frame.loc[4, "signup_date"])
+    assert counts["unparseable_dates"] == 2  # the last record's updated_at and signup_date
+
+
+def test_the_crm_table_reads_as_the_same_records_as_the_api_gives(small_source):
+    """The embedded default reads ``crm_customers`` through COPY as text; the result is what the same rows give
+    as records of Python values (what psycopg2 returns, what the API path standardises)."""
+    import psycopg2
+
+    from customer_assets.sources.crm import CRM_FIELDS, CRM_TABLE_SQL, accept_records, CrmExtract, fetch_week_from_table
+
+    start, end = datetime(2026, 11, 9, tzinfo=timezone.utc), datetime(2026, 11, 16, tzinfo=timezone.utc)
+    with psycopg2.connect(small_source) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute("UPDATE crm_customers SET customer_id = '  ' WHERE ctid IN "
+                        "(SELECT ctid FROM crm_customers WHERE updated_at >= %s AND updated_at < %s LIMIT 2)",
+                        (start, end))
+            from_table = fetch_week_from_table(conn, start, end)
+            cur.execute(CRM_TABLE_SQL, {"start": start, "end": end})
+            as_records = CrmExtract(requests=1, pages=1)
+            accept_records([dict(zip(CRM_FIELDS, row)) for row in cur.fetchall()], as_records)
+        conn.rollback()  # the fixture's database stays as seeded
+    assert from_table.malformed_records == as_records.malformed_records == 2
+    assert from_table.summary() == as_records.summary() and from_table.summary()["records"] > 100
+    table_frame, table_counts = standardise_crm(from_table.frame(), "k")
+    records_frame, records_counts = standardise_crm(as_records.records, "k")
+    pd.testing.assert_frame_equal(table_frame, records_frame)
+    assert table_counts == records_counts and table_counts["unparseable_dates"] == 0

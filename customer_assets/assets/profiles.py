@@ -43,7 +43,7 @@ def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: 
     """
     ctx = week_context(context)
     extract = crm.fetch_week(ctx.week_start, ctx.week_end, source_db)
-    frame, counts = standardise_crm(extract.records, crm.hash_key)
+    frame, counts = standardise_crm(extract.frame(), crm.hash_key)
     if extract.partial:
         context.log.warning(f"CRM extract is partial: {len(extract.missing_pages)} page(s) lost: "
                             f"{extract.missing_pages}")

@@ -8,30 +8,45 @@ from customer_assets.logic.identity import keyed_hash, phone_digits, standardise
 from customer_assets.sources.crm import CRM_FIELDS
 
 
-def standardise_crm(records: list[dict], hash_key: str) -> tuple[pd.DataFrame, dict]:
+DATE_FIELDS = {"signup_date": "signup_date", "last_activity_date": "last_activity_at", "updated_at": "updated_at"}
+
+
+def _timestamps(values: pd.Series) -> pd.Series:
+    """ISO 8601 text (or date and datetime values) as UTC timestamps, whatever mix of forms a column holds
+    (dates, seconds, fractions, offsets); what is not ISO 8601 becomes missing."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return pd.to_datetime(values, utc=True)
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+
+
+def standardise_crm(records: list[dict] | pd.DataFrame, hash_key: str) -> tuple[pd.DataFrame, dict]:
     """CRM records as typed columns; email validated then hashed, phone reduced to digits then hashed.
 
-    Duplicate ids within the CRM keep the most recently updated record. Returns the frame and counts.
+    Duplicate ids within the CRM keep the most recently updated record. Returns the frame and counts, among
+    them the dates that were given but are not ISO 8601 (kept as missing, not guessed).
     """
-    raw = pd.DataFrame(records, columns=list(CRM_FIELDS))
+    raw = records if isinstance(records, pd.DataFrame) else pd.DataFrame(records, columns=list(CRM_FIELDS))
     emails = valid_emails(raw["email"])
+    dates = {target: _timestamps(raw[field]) for field, target in DATE_FIELDS.items()}
+    unparseable = {field: int((raw[field].notna() & (raw[field].astype("str").str.strip() != "")
+                               & dates[target].isna()).sum()) for field, target in DATE_FIELDS.items()}
     frame = pd.DataFrame({
         "customer_id": standardise_ids(raw["customer_id"]),
         "email_hash": keyed_hash(emails, hash_key),
         "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),
-        "signup_date": pd.to_datetime(raw["signup_date"], utc=True, errors="coerce"),
-        "last_activity_at": pd.to_datetime(raw["last_activity_date"], utc=True, errors="coerce"),
+        "signup_date": dates["signup_date"],
+        "last_activity_at": dates["last_activity_at"],
         "subscription_tier": raw["subscription_tier"].astype("str"),
         "lifetime_value": pd.to_numeric(raw["lifetime_value"], errors="coerce").astype(float),
         "support_ticket_count": pd.to_numeric(raw["support_ticket_count"], errors="coerce").astype(float),
-        "updated_at": pd.to_datetime(raw["updated_at"], utc=True, errors="coerce"),
+        "updated_at": dates["updated_at"],
         "source": "crm",
     })
-    for column in ("signup_date", "last_activity_at", "updated_at"):
+    for column in DATE_FIELDS.values():
         frame[column] = frame[column].astype("datetime64[ns, UTC]")
     before = len(frame)
     frame = (frame.dropna(subset=["customer_id"]).sort_values(["customer_id", "updated_at"], kind="stable")
                   .drop_duplicates("customer_id", keep="last").reset_index(drop=True))
     counts = {"records": before, "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
-              "duplicate_ids": before - len(frame)}
+              "duplicate_ids": before - len(frame), "unparseable_dates": sum(unparseable.values())}
     return frame, counts
