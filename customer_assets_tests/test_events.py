@@ -174,3 +174,24 @@ def test_a_chunk_with_bad_lines_is_halved_down_to_them(tmp_path, monkeypatch):
     assert events["customer_id"].to_pylist() == [f"C{i}" for i in range(3000) if i + 1 not in bad]
     assert scan.lines == 3000
     assert min(halved) <= 1024 < max(halved)  # it went down by halves, not line by line over the chunk
+
+
+@pytest.mark.parametrize("chunk_bytes, small_bytes", [(2 << 20, 64 << 10), (4096, 1024), (200, 100)])
+def test_a_bad_byte_anywhere_makes_its_line_malformed_however_the_file_is_cut(tmp_path, monkeypatch, chunk_bytes,
+                                                                              small_bytes):
+    """Invalid UTF-8 in a field the reader never uses (event_id) is a malformed line on the fast path too, so
+    which lines are skipped does not depend on the chunk sizes."""
+    import customer_assets.sources.events as events_module
+
+    monkeypatch.setattr(events_module, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(events_module, "SMALL_CHUNK_BYTES", small_bytes)
+    lines = [event("page_view", f"C{i}", "2026-11-17T10:00:00Z").encode() for i in range(4000)]
+    lines[0] = b"not json"
+    lines[1499] = lines[1499].replace(b'"event_id": "e"', b'"event_id": "\xff"')
+    lines[2999] = lines[2999].replace(b'"event_id": "e"', "\"event_id\": \"\u00e9t\u00e9\"".encode())  # fine
+    folder = tmp_path / "dt=2026-11-17"
+    folder.mkdir()
+    (folder / "part.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    events, scan = read_week(tmp_path, START, END)
+    assert [m["line"] for m in scan.malformed] == [1, 1500]
+    assert events.num_rows == 3998 and scan.lines == 4000

@@ -111,3 +111,20 @@ def test_customer_history_matches_a_direct_computation(pg_server, small_source):
     assert history["lifetime_value_usd"].round(4).equals(expected["ltv"].round(4))
     assert (history["first_purchase_at"] == pd.to_datetime(expected["first"], utc=True)).all()
     assert (history["last_purchase_before_week"].dropna() < start).all()
+
+
+def test_only_sql_null_is_null_in_a_copy(small_source):
+    """COPY's CSV marks NULL as an unquoted empty field and quotes nothing else, so text such as NA (Namibia's
+    country code), N/A, null or NaN must stay text, as psycopg2 would give it."""
+    import pyarrow as pa
+
+    from customer_assets.sources.extract import copy_query
+
+    values = ["NA", "N/A", "null", "NULL", "NaN", "nan", "#N/A", "", " ", None]
+    sql = "SELECT v FROM unnest(%s::text[]) WITH ORDINALITY AS t(v, i) ORDER BY i"
+    with psycopg2.connect(small_source) as conn:
+        table = copy_query(conn, sql, (values,), pa.schema([("v", pa.string())]))
+        with conn.cursor() as cur:
+            cur.execute(sql, (values,))
+            fetched = [row[0] for row in cur.fetchall()]
+    assert table["v"].to_pylist() == fetched == values

@@ -125,9 +125,23 @@ def _chunks(data: bytes) -> list[tuple[int, int, int]]:
     return chunks
 
 
+def _utf8(data: bytes, start: int, end: int) -> bool:
+    """Whether ``data[start:end]`` is UTF-8 throughout. pyarrow checks only the fields it reads, and the line-level
+    path (``json.loads``) every byte of a line: without this, a bad byte in an unread field (``event_id``) would
+    make a line malformed or not depending on where the chunks fall."""
+    piece = data[start:end]
+    if piece.isascii():  # a few microseconds a megabyte
+        return True
+    try:
+        piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _parse_chunk(data: bytes, start: int, end: int, first_line: int) -> tuple[pa.Table, Sequence[int]] | None:
-    """A clean chunk parsed in one call, without copying it; None when it needs the line-level path."""
-    if not _clean_lines(data, start, end):
+    """A clean chunk parsed in one call; None when it needs the line-level path."""
+    if not _clean_lines(data, start, end) or not _utf8(data, start, end):
         return None
     try:
         table = _read_json(memoryview(data)[start:end])

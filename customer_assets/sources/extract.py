@@ -83,9 +83,12 @@ def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
         reader = pacsv.open_csv(
             source,
             read_options=pacsv.ReadOptions(block_size=block_size),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            # a NULL in a one-column result is an empty line
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
-                column_types=schema, true_values=["t"], false_values=["f"],
+                # NULL is an unquoted empty field, and nothing else: pyarrow would also read NA, N/A, null,
+                # NaN... as null, and PostgreSQL quotes none of them (Namibia's country code is NA).
+                column_types=schema, true_values=["t"], false_values=["f"], null_values=[""],
                 strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
         for batch in reader:
