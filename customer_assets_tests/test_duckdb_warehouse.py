@@ -45,3 +45,36 @@ def test_slices_and_a_parquet_file_load_the_same_rows_and_a_rerun_replaces_the_w
     from_file = _load(tmp_path, StoredFrame(path))  # the same week again: replaced, not added
     pd.testing.assert_frame_equal(from_file, from_slices)
     assert len(_load(tmp_path, _week(3, prefix="R"))) == 3  # a smaller week replaces it exactly
+
+
+def test_a_loaded_week_comes_back_with_its_types_and_missing_values(tmp_path):
+    """Inputs are read through Arrow: text (with missing values), numbers, flags and timestamps, zoned and naive,
+    come back as they were written."""
+    start = pd.Timestamp(WEEK, tz="UTC")
+    written = pd.DataFrame({
+        "customer_id": pd.array(["C1", None, "C3"], dtype="str"),
+        "visits": pd.array([1, 2, 3], dtype="int64"),
+        "value": [1.25, float("nan"), 3.0],
+        "is_current": [True, False, True],
+        "timestamp": [start + pd.Timedelta(hours=h, microseconds=h) for h in (1, 2, 3)],
+        "week_start": [start.tz_convert(None)] * 3})
+    seen = {}
+
+    @dg.asset(name="weekly_customer_profiles", key_prefix=["customer_analytics"], partitions_def=weekly_partitions,
+              io_manager_key="warehouse_io_manager", metadata={"partition_expr": "timestamp"})
+    def upstream():
+        return written
+
+    @dg.asset(partitions_def=weekly_partitions, io_manager_key="mem",
+              ins={"profiles": dg.AssetIn(key=["customer_analytics", "weekly_customer_profiles"])})
+    def downstream(profiles: pd.DataFrame):
+        seen["frame"] = profiles
+        return len(profiles)
+
+    manager = DuckDBWarehouseIOManager(database=str(tmp_path / "w.duckdb"), reports_dir=str(tmp_path / "reports"))
+    dg.materialize([upstream, downstream], partition_key=WEEK,
+                   resources={"warehouse_io_manager": manager, "mem": dg.InMemoryIOManager()})
+    loaded = seen["frame"].sort_values("visits").reset_index(drop=True)
+    expected = written.assign(timestamp=written["timestamp"].astype("datetime64[us, UTC]"),
+                              week_start=written["week_start"].astype("datetime64[us]"))
+    pd.testing.assert_frame_equal(loaded, expected)
