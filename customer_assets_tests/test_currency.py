@@ -55,3 +55,10 @@ def test_unknown_currency_gives_no_rate():
 def test_daily_table_covers_every_calendar_day():
     table = currency.daily_rate_table(date(2025, 6, 1), date(2025, 6, 30), ["EUR", "JPY"])
     assert len(table) == 60 and table["usd_per_unit"].notna().all()
+
+
+def test_a_cached_rate_table_is_handed_out_as_a_copy():
+    first = currency.daily_rate_table(date(2025, 6, 1), date(2025, 6, 7), ["EUR", "JPY"])
+    first.loc[:, "usd_per_unit"] = 0.0  # a caller changing its table
+    again = currency.daily_rate_table(date(2025, 6, 1), date(2025, 6, 7), ["EUR", "JPY"])
+    assert (again["usd_per_unit"] > 0).all() and len(again) == 14

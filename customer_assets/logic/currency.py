@@ -68,9 +68,16 @@ def daily_rate_table(first: date, last: date, currencies: list[str] | None = Non
     """Long table (currency, day, usd_per_unit, rate_date) for every calendar day in [first, last].
 
     A day without a publication (weekend, holiday, or after the file ends) takes the last known
-    business-day rate; ``rate_date`` records which publication was used.
+    business-day rate; ``rate_date`` records which publication was used. Built once per week, rates file
+    and currencies in a process (a week's steps ask for it five times, ~40 ms each).
     """
-    rates = ecb_usd_rates()
+    key = None if currencies is None else tuple(currencies)
+    return _daily_rate_table(first, last, key, rates_file()).copy()
+
+
+@lru_cache(maxsize=16)
+def _daily_rate_table(first: date, last: date, currencies: tuple[str, ...] | None, path: str) -> pd.DataFrame:
+    rates = ecb_usd_rates(path)
     if currencies is not None:
         rates = rates.loc[:, [c for c in currencies if c in rates.columns]]
     days = pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D")

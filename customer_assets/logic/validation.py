@@ -91,13 +91,19 @@ def evaluate_hard_rules(raw: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
 
 
 def join_codes(failures: pd.DataFrame) -> pd.Series:
-    """``;``-joined codes of the failing columns of each row ('' where none fail)."""
+    """``;``-joined codes of the failing columns of each row ('' where none fail). Only the rows that fail
+    something are joined: over a week's validated rows, a few thousand of 600,000."""
     codes = pd.Series("", index=failures.index, dtype=object)
-    for code in failures.columns:
-        hit = failures[code].to_numpy()
-        if hit.any():
-            codes[hit] = codes[hit] + code + ";"
-    return codes.str.rstrip(";")
+    failing = failures.to_numpy(dtype=bool).any(axis=1) if len(failures.columns) else np.zeros(len(failures), bool)
+    if failing.any():
+        hits = failures.loc[failing]
+        joined = pd.Series("", index=hits.index, dtype=object)
+        for code in hits.columns:
+            hit = hits[code].to_numpy(dtype=bool)
+            if hit.any():
+                joined[hit] = joined[hit] + code + ";"
+        codes[failing] = joined.str.rstrip(";").to_numpy(dtype=object)
+    return codes
 
 
 @dataclass
