@@ -1,5 +1,6 @@
 """The real CRM client over HTTP against a loopback server: pages, 429, 401, timeouts, lost pages, bad records."""
 
+import json
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -177,3 +178,8 @@ def test_the_crm_table_reads_as_the_same_records_as_the_api_gives(small_source):
     records_frame, records_counts = standardise_crm(as_records.records, "k")
     pd.testing.assert_frame_equal(table_frame, records_frame)
     assert table_counts == records_counts and table_counts["unparseable_dates"] == 0
+    # and the same records as the API's JSON would carry them: ISO 8601 text, numbers
+    as_json = json.loads(json.dumps(as_records.records, default=lambda value: value.isoformat()))
+    json_frame, json_counts = standardise_crm(as_json, "k")
+    pd.testing.assert_frame_equal(json_frame, table_frame)
+    assert json_counts == table_counts

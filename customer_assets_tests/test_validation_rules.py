@@ -155,13 +155,15 @@ def test_the_fast_type_check_decides_as_pandera_does():
     a frame whose types only coerce to the model's still passes, and one that cannot coerce still fails."""
     import pandera.pandas as pandera
 
-    from customer_assets.schemas import RawTransactions, frame_check
+    from customer_assets.schemas import RawTransactions, _passes_fast_check, frame_check
 
-    check = frame_check(RawTransactions)
+    check, fast = frame_check(RawTransactions), _passes_fast_check(RawTransactions)
     exact = raw_frame(raw_row(), raw_row(transaction_id="X"))
+    assert fast(exact)  # the cheap check decides a frame the assets produce
     check(exact)
     coercible = exact.assign(amount=exact["amount"].astype("float32"),
                              timestamp=exact["timestamp"].dt.tz_convert("Europe/Paris"))
+    assert not fast(coercible)  # ... and leaves this one to pandera's full check, which passes it
     check(coercible)
     with pytest.raises(pandera.errors.SchemaErrors, match="amount"):
         check(exact.assign(amount=["ten", "eleven"]))
