@@ -15,9 +15,11 @@ def literal(text: object) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory connection on one thread, in UTC: each group then aggregates its rows in row order, so a
-    rerun gives the same bits, and timestamps come back in UTC whatever the machine's zone."""
-    con = duckdb.connect(config={"threads": 1})
+def connect(database: str = ":memory:", read_only: bool = False, threads: int | None = 1
+            ) -> duckdb.DuckDBPyConnection:
+    """A connection in UTC, so that timestamps come back in UTC whatever the machine's zone; by default in
+    memory on one thread, where each group aggregates its rows in row order and a rerun gives the same bits
+    (``threads=None``: DuckDB's default, for the warehouse file)."""
+    con = duckdb.connect(database, read_only=read_only, config={} if threads is None else {"threads": threads})
     con.execute("SET TimeZone = 'UTC'")
     return con

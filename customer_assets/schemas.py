@@ -207,15 +207,16 @@ def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
 RawTransactionsType = frame_type(RawTransactions)
 QuarantinedTransactionsType = frame_type(QuarantinedTransactions)
 TransactionAnomaliesType = frame_type(TransactionAnomalies)
-# The transformed week is written and loaded batch by batch: each batch is checked against the model as it is
-# written, and the stored file's columns and types before the warehouse load.
-TransformedTransactionsBatchesType = frame_batches_type(
-    "TransformedTransactionsBatches", _dagster_pandera_type(TransformedTransactions).metadata)
+# The validated and transformed weeks are written batch by batch: each batch is checked against its model as it
+# is written (the checks below), and the stored transformed file's columns and types before the warehouse load.
+check_validated_transactions = frame_check(ValidatedTransactions)
+check_transformed_transactions = frame_check(TransformedTransactions)
+_TRANSFORMED_METADATA = _dagster_pandera_type(TransformedTransactions).metadata
+TransformedTransactionsBatchesType = frame_batches_type("TransformedTransactionsBatches", _TRANSFORMED_METADATA)
 ValidatedTransactionsBatchesType = frame_batches_type(
     "ValidatedTransactionsBatches", _dagster_pandera_type(ValidatedTransactions).metadata)
 TransformedTransactionsFileType = stored_frame_type(
-    "TransformedTransactionsFile", frame_check(TransformedTransactions),
-    _dagster_pandera_type(TransformedTransactions).metadata)
+    "TransformedTransactionsFile", check_transformed_transactions, _TRANSFORMED_METADATA)
 DataQualityMetricsType = frame_type(DataQualityMetrics)
 
 RAW_COLUMNS: list[str] = list(RawTransactions.to_schema().columns)

@@ -11,7 +11,7 @@ from customer_assets.io_managers.frames import FrameBatches, StoredFrame
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date, rates_file
 from customer_assets.logic.transform import WEEK_METRIC_COLUMNS, enrich, week_metrics
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.schemas import TransformedTransactions, TransformedTransactionsBatchesType, frame_check
+from customer_assets.schemas import TransformedTransactionsBatchesType, check_transformed_transactions
 from customer_assets.sources.extract import category_prices, customer_history
 
 STALE_RATES_DAYS = 7
@@ -70,7 +70,7 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
             yield enriched
 
     return dg.Output(
-        FrameBatches(batches(), check=frame_check(TransformedTransactions), unique=["transaction_id"],
+        FrameBatches(batches(), check=check_transformed_transactions, unique=["transaction_id"],
                      summary=totals.metadata, name="transformed_transactions"),
         metadata={"fx_source": FX_SOURCE})
 

@@ -13,8 +13,8 @@ from customer_assets.io_managers.frames import BATCH_ROWS, FrameBatches
 from customer_assets.logic.validation import (
     ANOMALY_INPUTS, anomaly_table, detect_week_anomalies, split_by_hard_rules, validated_batches)
 from customer_assets.schemas import (
-    DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactions,
-    ValidatedTransactionsBatchesType, frame_check)
+    DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactionsBatchesType,
+    check_validated_transactions)
 from customer_assets.settings import PipelineSettings
 
 VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
@@ -71,7 +71,7 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
     # The statistical rules read five columns of the validated rows; the rows themselves stay in the raw week.
     outcome = detect_week_anomalies(raw_transactions.loc[~split.bad, ANOMALY_INPUTS])
     anomalies, anomaly_status, flags = anomaly_table(raw_transactions, outcome), outcome.status, outcome.flags
-    validated = FrameBatches(validated_batches(split, outcome, BATCH_ROWS), check=frame_check(ValidatedTransactions),
+    validated = FrameBatches(validated_batches(split, outcome, BATCH_ROWS), check=check_validated_transactions,
                              unique=["transaction_id"], name="validated_transactions")
     report = build_quality_report(ctx, split.failures, flags, anomalies, anomaly_status,
                                   settings.quality_warn_rate, settings.quality_fail_rate)

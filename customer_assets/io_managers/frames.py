@@ -28,9 +28,9 @@ class StoredFrame:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._identity = self._stat()
-        metadata = pq.read_metadata(self.path)
-        self.num_rows: int = metadata.num_rows
-        self.arrow_schema: pa.Schema = pq.read_schema(self.path)
+        with pq.ParquetFile(self.path) as parquet:  # the footer once: row count and schema
+            self.num_rows: int = parquet.metadata.num_rows
+            self.arrow_schema: pa.Schema = parquet.schema_arrow
 
     def __len__(self) -> int:
         return self.num_rows

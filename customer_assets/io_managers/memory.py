@@ -23,8 +23,7 @@ def _malloc_trim():
 
 
 _FULL_COLLECT_EVERY = 1.0  # seconds: the inputs of one step load within milliseconds of each other
-_last_full_collect = [float("-inf")]
-_frozen = [False]
+_last_full_collect = [float("-inf")]  # -inf: no full collection yet in this process
 
 
 def release_freed_memory(full: bool = True) -> None:
@@ -39,12 +38,11 @@ def release_freed_memory(full: bool = True) -> None:
     now = time.monotonic()
     if full and now - _last_full_collect[0] >= _FULL_COLLECT_EVERY:
         gc.collect()
-        if not _frozen[0]:
+        if _last_full_collect[0] == float("-inf"):
             # What is still alive after the first collection (Dagster, the definitions, modules, the run) is
             # left out of later ones, which then cost ~10 ms instead of ~90. Reference counting still frees it;
             # what of it later becomes cyclic garbage stays: a one-time cost of the first run in a process.
             gc.freeze()
-            _frozen[0] = True
         _last_full_collect[0] = time.monotonic()
     else:
         gc.collect(1)
