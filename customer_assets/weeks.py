@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime, timedelta, timezone
 
-FIRST_WEEK = "2026-01-05"
+DEFAULT_FIRST_WEEK = "2026-01-05"
 
 
 def week_bounds(partition_key: str) -> tuple[datetime, datetime]:
@@ -14,3 +15,21 @@ def week_bounds(partition_key: str) -> tuple[datetime, datetime]:
         raise ValueError(f"week partition key {partition_key!r} is not a Monday")
     start = datetime(start_day.year, start_day.month, start_day.day, tzinfo=timezone.utc)
     return start, start + timedelta(days=7)
+
+
+def previous_week(partition_key: str) -> str:
+    return (date.fromisoformat(partition_key) - timedelta(days=7)).isoformat()
+
+
+def first_week() -> str:
+    """The first partition: ``PIPELINE_FIRST_WEEK`` (a Monday) or 2026-01-05. Read when the partitions are
+    defined, so a deployment with years of history can start its partitions where its history starts."""
+    key = os.environ.get("PIPELINE_FIRST_WEEK") or DEFAULT_FIRST_WEEK
+    try:
+        week_bounds(key)
+    except ValueError as exc:
+        raise ValueError(f"PIPELINE_FIRST_WEEK={key!r} must be a Monday as YYYY-MM-DD: {exc}") from None
+    return key
+
+
+FIRST_WEEK = first_week()
