@@ -5,13 +5,15 @@ backfill) through ``dagster.execute_job``, the path a schedule, sensor or ``dags
 local deployment's in-process executor. (``materialize``/``execute_in_process`` would also keep every step's
 output in memory for the result object, which a real run does not.) Per step: wall seconds
 from the STEP_START / STEP_SUCCESS timestamps of the Dagster event log, rows from the materializations'
-``dagster/row_count``, and the peak RSS sampled by a background thread within the step's window. Prints
-one JSON object.
+``dagster/row_count``, and the peak RSS sampled by a background thread within the step's window. Per week:
+wall seconds, the sampled peak RSS within the week's window (between steps included) and the RSS once the
+week's run has returned. Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import sys
@@ -43,13 +45,18 @@ class RssSampler(threading.Thread):
         self.join()
         self.samples.append((time.time(), self._process.memory_info().rss))
 
+    def _index(self, t: float) -> int:
+        """Position of the first sample at or after ``t`` (samples are in time order)."""
+        return bisect.bisect_left(self.samples, (t, -1))
+
     def first_mb(self, start: float) -> float:
         """RSS at the first sample at or after ``start``: what the step started with."""
-        return next((rss for t, rss in self.samples if t >= start), 0) / 2**20
+        i = self._index(start)
+        return self.samples[i][1] / 2**20 if i < len(self.samples) else 0.0
 
     def peak_mb(self, start: float, end: float) -> float:
-        inside = [rss for t, rss in self.samples if start <= t <= end]
-        return max(inside, default=0) / 2**20
+        inside = self.samples[self._index(start):bisect.bisect_right(self.samples, (end, float("inf")))]
+        return max((rss for _, rss in inside), default=0) / 2**20
 
 
 def _steps(instance, run_id: str, sampler: RssSampler) -> list[dict]:
@@ -112,10 +119,12 @@ def main(argv=None) -> None:
 
         profiler = cProfile.Profile()
         profiler.enable()
+    process = psutil.Process()
     for week in weeks:
-        week_started = time.perf_counter()
+        week_started, wall_start = time.perf_counter(), time.time()
         result = dg.execute_job(job, instance=instance, tags={"dagster/partition": week}, raise_on_error=True)
-        runs.append({"week": week, "seconds": time.perf_counter() - week_started, "run_id": result.run_id})
+        runs.append({"week": week, "seconds": time.perf_counter() - week_started, "run_id": result.run_id,
+                     "window": (wall_start, time.time()), "rss_after_mb": process.memory_info().rss / 2**20})
     total = time.perf_counter() - started
     if profiler is not None:
         profiler.disable()
@@ -123,6 +132,7 @@ def main(argv=None) -> None:
     sampler.stop()
     for run in runs:
         run["steps"] = _steps(instance, run.pop("run_id"), sampler)
+        run["peak_rss_mb"] = sampler.peak_mb(*run.pop("window"))  # this week's sampled peak, not the high-water mark
     json.dump({"weeks": runs, "total_seconds": total,
                "peak_rss_mb": max(rss for _, rss in sampler.samples) / 2**20}, sys.stdout)
 

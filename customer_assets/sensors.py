@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.assets.summary import remove_intermediates, write_log
+from customer_assets.hooks import RECORD_TAG
 from customer_assets.partitions import weekly_partitions
 from customer_assets.schedules import weekly_pipeline_job
 from customer_assets.settings import PipelineSettings
@@ -31,7 +32,12 @@ def failure_record(context: dg.RunFailureSensorContext) -> dict:
 @dg.run_failure_sensor(name="etl_failure_cleanup", default_status=dg.DefaultSensorStatus.RUNNING,
                        monitor_all_code_locations=False)
 def etl_failure_cleanup(context: dg.RunFailureSensorContext, settings: PipelineSettings) -> None:
-    """Writes `failed_YYYYMMDD_HHMMSS.json` (step, error, what was left) and removes the week's intermediates."""
+    """Backstop of the in-run cleanup hooks: for a failed run they did not record (a worker killed, a run
+    that failed before any step), writes `failed_YYYYMMDD_HHMMSS.json` and removes the week's intermediates."""
+    if RECORD_TAG in context.dagster_run.tags:
+        context.log.info(f"run {context.dagster_run.run_id} already recorded its failure: "
+                         f"{context.dagster_run.tags[RECORD_TAG]}")
+        return
     record = failure_record(context)
     week = record["week_start"]
     if week:

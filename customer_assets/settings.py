@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 from pydantic import Field
@@ -22,7 +23,8 @@ class PipelineSettings(dg.ConfigurableResource):
     etl_log_dir: str = Field(description="Run summaries etl_YYYYMMDD_HHMMSS.json and failed_YYYYMMDD_HHMMSS.json.")
     quality_fail_rate: float = Field(default=0.10, description="Quarantined share above which the week stops.")
     quality_warn_rate: float = Field(default=0.05, description="Quarantined share above which the week warns.")
-    events_path: str = Field(description="Landing zone of behavioural events: dt=YYYY-MM-DD/*.jsonl folders.")
+    events_path: Optional[str] = Field(default=None, description="Landing zone of behavioural events "
+                                       "(dt=YYYY-MM-DD/*.jsonl folders); unset: no event source.")
     event_type_aliases: str = Field(default="{}", description='JSON map of other event names, e.g. {"pv": "page_view"}.')
 
     def event_aliases(self) -> dict[str, str]:
@@ -44,14 +46,27 @@ class PipelineSettings(dg.ConfigurableResource):
         return sorted(p for p in root.glob(f"**/{partition_key}.*") if p.is_file())
 
 
-def settings_from_env() -> PipelineSettings:
+def _rate(name: str, default: str) -> float:
+    value = _env(name, default)
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} must be a fraction between 0 and 1, e.g. {default}") from None
+    if not 0 <= rate <= 1:
+        raise ValueError(f"{name}={value!r} must be a fraction between 0 and 1, e.g. {default}")
+    return rate
+
+
+def settings_from_env(demo: bool = False) -> PipelineSettings:
+    """From the environment; ``demo`` (the embedded default) puts the demo's event files under the data dir
+    when EVENTS_PATH is unset. Elsewhere an unset EVENTS_PATH means there is no event source."""
     data_dir = _env("DATA_DIR", "data")
     return PipelineSettings(
         data_dir=data_dir,
         reports_dir=_env("REPORTS_DIR", str(Path(data_dir) / "reports")),
         etl_log_dir=_env("ETL_LOG_DIR", str(Path("logs") / "etl")),
-        quality_fail_rate=float(_env("QUALITY_FAIL_RATE", "0.10")),
-        quality_warn_rate=float(_env("QUALITY_WARN_RATE", "0.05")),
-        events_path=_env("EVENTS_PATH", str(Path(data_dir) / "events")),
+        quality_fail_rate=_rate("QUALITY_FAIL_RATE", "0.10"),
+        quality_warn_rate=_rate("QUALITY_WARN_RATE", "0.05"),
+        events_path=os.environ.get("EVENTS_PATH") or (str(Path(data_dir) / "events") if demo else None),
         event_type_aliases=_env("EVENT_TYPE_ALIASES", "{}"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.parse
 from pathlib import Path
@@ -61,11 +62,21 @@ def small_source(pg_server, tmp_path_factory):
     return create_source(pg_server, "small_source", SMALL, EVENTS["small_source"])
 
 
-@pytest.fixture
-def pipeline_env(monkeypatch, tmp_path: Path, pg_server):
-    """Point the deployment's environment at a source database and at per-test local paths."""
+def crm_records(dsn: str) -> list[dict]:
+    """The seeded CRM table as the CRM API's JSON records (ISO 8601 dates, numbers as numbers)."""
+    return [row[0] for row in query(dsn, "SELECT row_to_json(c) FROM crm_customers c ORDER BY customer_id")]
 
-    def use(dbname: str) -> Path:
+
+@pytest.fixture
+def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
+    """Point the deployment's environment at a source database and at per-test local paths.
+
+    ``crm=True`` serves the seeded CRM table through a loopback CRM API (the production path; without a CRM
+    API a non-demo source has no CRM), ``events=False`` leaves the landing zone unconfigured."""
+    servers = contextlib.ExitStack()
+    request.addfinalizer(servers.close)
+
+    def use(dbname: str, crm: bool = False, events: bool = True) -> Path:
         monkeypatch.setenv("DB_HOST", socket_dir(pg_server))
         monkeypatch.setenv("DB_USER", "postgres")
         monkeypatch.setenv("DB_NAME", dbname)
@@ -76,10 +87,19 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server):
         monkeypatch.setenv("ETL_LOG_DIR", str(tmp_path / "logs" / "etl"))
         monkeypatch.delenv("REPORTS_DIR", raising=False)
         monkeypatch.setenv("DAGSTER_DEPLOYMENT", "local")
-        monkeypatch.setenv("EVENTS_PATH", str(EVENTS.get(dbname, tmp_path / "no-events")))
+        if events and dbname in EVENTS:
+            monkeypatch.setenv("EVENTS_PATH", str(EVENTS[dbname]))
+        else:
+            monkeypatch.delenv("EVENTS_PATH", raising=False)
         monkeypatch.setenv("PII_HASH_KEY", "test-hash-key")
-        for name in ("CRM_API_URL", "CRM_API_KEY", "EVENT_TYPE_ALIASES"):
+        for name in ("CRM_API_URL", "CRM_API_KEY", "EVENT_TYPE_ALIASES", "SOURCE_TIMEZONE", "PIPELINE_FIRST_WEEK"):
             monkeypatch.delenv(name, raising=False)
+        if crm:
+            from customer_assets_tests.crm_server import CrmBehaviour, CrmServer
+
+            behaviour = CrmBehaviour(records=crm_records(pg_server.get_uri(dbname)), filter_by_updated=True)
+            monkeypatch.setenv("CRM_API_URL", servers.enter_context(CrmServer(behaviour)))
+            monkeypatch.setenv("CRM_API_KEY", behaviour.api_key)
         return tmp_path
 
     return use

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import urllib.parse
+from datetime import datetime
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +25,7 @@ class CrmBehaviour:
     slow_above_limit: int | None = None     # pages bigger than this answer after slow_seconds
     slow_seconds: float = 1.0
     failing_offsets: set = field(default_factory=set)  # these offsets always answer 500
+    filter_by_updated: bool = False         # answer only records with updated_since <= updated_at < updated_before
     requests: list = field(default_factory=list)
 
 
@@ -69,8 +71,12 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(b.slow_seconds)
         if offset in b.failing_offsets:
             return self._send(500, {"error": "backend error"})
-        page = b.records[offset:offset + limit]
-        next_offset = offset + limit if offset + limit < len(b.records) else None
+        records = b.records
+        if b.filter_by_updated and "updated_since" in query and "updated_before" in query:
+            since, before = (datetime.fromisoformat(query[k]) for k in ("updated_since", "updated_before"))
+            records = [r for r in records if since <= datetime.fromisoformat(r["updated_at"]) < before]
+        page = records[offset:offset + limit]
+        next_offset = offset + limit if offset + limit < len(records) else None
         return self._send(200, {"data": page, "next_offset": next_offset})
 
 

@@ -6,10 +6,10 @@ import duckdb
 import dagster as dg
 import pandas as pd
 
-from customer_assets.definitions import ASSET_MODULES
+from customer_assets.definitions import pipeline_assets
 from customer_assets.deployments import resources_for
 
-ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
+ASSETS = pipeline_assets()
 
 
 def run_week(partition: str, selection=None, instance: dg.DagsterInstance | None = None,

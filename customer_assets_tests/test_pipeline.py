@@ -122,7 +122,7 @@ def broken_source(pg_server):
     return create_source(pg_server, "broken_source", dataclasses.replace(SMALL, dirty_fraction=0.15))
 
 
-def test_a_broken_source_stops_before_transform_and_the_sensor_cleans_up(pipeline_env, broken_source):
+def test_a_broken_source_stops_before_transform_and_the_run_cleans_up(pipeline_env, broken_source):
     tmp = pipeline_env("broken_source")
     instance = dg.DagsterInstance.ephemeral()
     result = run_week(WEEK, instance=instance, raise_on_error=False)
@@ -135,9 +135,19 @@ def test_a_broken_source_stops_before_transform_and_the_sensor_cleans_up(pipelin
     assert metrics.loc[0, "quarantined_records"] / metrics.loc[0, "total_records"] > 0.10
     check = [e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_rate"][0]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    left = [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
-    assert left  # written before the check failed: what the sensor must remove
+    # The run cleaned up after itself, no daemon or sensor involved: the files written before the check
+    # failed, and those of the profile branch.
+    assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
+    records = list((tmp / "logs" / "etl").glob("failed_*.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["week_start"] == WEEK and record["step"] == "validate_transactions"
+    assert "blocking asset check" in record["error"] and record["remaining"] == []
+    removed = {Path(p).parent.name for p in record["removed"]}
+    assert {"raw_transactions", "validated_transactions", "quarantined_transactions"} <= removed
+    assert {"crm_customers", "customer_event_aggregates"} <= removed
 
+    # The run-failure sensor, a backstop, sees the run already recorded and writes nothing more.
     run = instance.get_run_by_id(result.run_id)
     failure = [e for e in instance.all_logs(result.run_id) if e.dagster_event
                and e.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE][0]
@@ -147,10 +157,7 @@ def test_a_broken_source_stops_before_transform_and_the_sensor_cleans_up(pipelin
             "customer_assets.deployments", fromlist=["x"]).resources_for("local")["settings"]}
     ).for_run_failure()
     etl_failure_cleanup(context)
-    assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
-    record = json.loads(next((tmp / "logs" / "etl").glob("failed_*.json")).read_text())
-    assert record["week_start"] == WEEK and record["step"] == "validate_transactions"
-    assert "blocking asset check" in record["error"] and len(record["left_behind"]) == len(left)
+    assert len(list((tmp / "logs" / "etl").glob("failed_*.json"))) == 1
 
 
 def _table(tmp: Path, table: str, order: str) -> pd.DataFrame:
@@ -158,7 +165,7 @@ def _table(tmp: Path, table: str, order: str) -> pd.DataFrame:
 
 
 def test_profiles_and_dimension_fill_and_stay_stable(pipeline_env, small_source):
-    tmp = pipeline_env("small_source")
+    tmp = pipeline_env("small_source", crm=True)
     run_week(WEEK)
     profiles = _table(tmp, "weekly_customer_profiles", "customer_id")
     dim = _table(tmp, "dim_customers", "customer_id, version")
@@ -177,7 +184,7 @@ def test_profiles_and_dimension_fill_and_stay_stable(pipeline_env, small_source)
 def test_backfilling_an_older_week_gives_the_same_history(pipeline_env, small_source, tmp_path):
     histories = []
     for order in ([EARLIER, WEEK], [WEEK, EARLIER]):
-        tmp = pipeline_env("small_source")
+        tmp = pipeline_env("small_source", crm=True)
         for week in order:
             run_week(week)
         histories.append(_table(tmp, "dim_customers", "customer_id, version"))
@@ -204,7 +211,8 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
                   "country": pd.Series(dtype="str"), "segment": pd.Series(dtype="str")}).to_parquet(transactions)
     context = dg.build_asset_context(partition_key=WEEK)
     results = list(unified_customer_profiles(context, settings=resources["settings"],
-                                             source_db=resources["source_db"], crm_customers=empty,
+                                             source_db=resources["source_db"], crm=resources["crm"],
+                                             crm_customers=empty,
                                              customer_event_aggregates=events,
                                              transformed_transactions=StoredFrame(transactions)))
     check = next(r for r in results if isinstance(r, dg.AssetCheckResult) and r.check_name == "match_rate")

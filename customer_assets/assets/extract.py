@@ -7,7 +7,19 @@ import dagster as dg
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, week_context
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.schemas import RawTransactionsType
-from customer_assets.sources.extract import stream_week, to_raw_frame
+from customer_assets.sources.extract import EMPTY_WEEK_VERSION, stream_week, to_raw_frame, week_versions
+
+SOURCE_TRANSACTIONS = dg.AssetSpec(
+    key=["source", "transactions"],
+    partitions_def=PARTITIONS,
+    group_name="extract",
+    kinds={"postgres"},
+    owners=OWNERS,
+    description="The source database's completed transactions of each week (not materialized here: observed). "
+    "Its data version per week is the row count and a checksum of what the extract reads; the sensor "
+    "`source_changes` observes recent weeks and re-runs a loaded week whose version changed (a refund, a "
+    "status change, an edited amount, a late row).",
+)
 
 
 @dg.asset(
@@ -18,6 +30,7 @@ from customer_assets.sources.extract import stream_week, to_raw_frame
     owners=OWNERS,
     dagster_type=RawTransactionsType,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    deps=[SOURCE_TRANSACTIONS],
 )
 def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSource) -> dg.Output[pd.DataFrame]:
     """The week's `completed` transactions joined to their customer and product.
@@ -29,10 +42,14 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
     The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, so memory does not grow with the text.
     """
     ctx = week_context(context)
-    with source_db.connect() as conn:
-        table = stream_week(conn, ctx.week_start, ctx.week_end)
+    with source_db.connect() as conn:  # one snapshot: the version describes exactly the rows read
+        schema = source_db.schema(conn)
+        version = week_versions(conn, ctx.week_start, ctx.week_end, schema).get(
+            context.partition_key, EMPTY_WEEK_VERSION)
+        table = stream_week(conn, ctx.week_start, ctx.week_end, schema=schema)
     df = to_raw_frame(table)
-    return dg.Output(df, metadata={
+    return dg.Output(df, data_version=dg.DataVersion(version), metadata={
+        "source_version": version,
         "dagster/row_count": len(df),
         "week_start": ctx.week_start.isoformat(),
         "week_end": ctx.week_end.isoformat(),

@@ -14,20 +14,30 @@ from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles, transaction_aggregates
-from customer_assets.logic.scd2 import SNAPSHOT_COLUMNS, build_dimension
+from customer_assets.logic.scd2 import APPLY_WEEK_SQL, CREATE_SQL, OPEN_END, WEEK_SUMMARY_SQL
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import (
     PROFILE_REQUIRED, CrmCustomersType, CustomerEventAggregatesType, UnifiedCustomerProfilesType)
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.events import aggregate, read_week
+from customer_assets.sources.events import EVENTS_SCHEMA, aggregate, read_week
 from customer_assets.sources.extract import copy_query
+from customer_assets.sources.source_schema import SourceSchema
 
 PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
-KNOWN_CUSTOMERS_SQL = """
-SELECT c.customer_id, c.created_at AT TIME ZONE 'UTC' AS signup_date, c.country, c.segment
-FROM customers c JOIN unnest(%s::text[]) AS wanted(customer_id) ON upper(trim(c.customer_id)) = wanted.customer_id
+
+
+def known_customers_sql(schema: SourceSchema) -> str:
+    """The database's customers among an array of standardised ids (integer or text ids alike)."""
+    return f"""
+SELECT {schema.text("c", "customer_id")} AS customer_id, {schema.utc("c", "customers", "created_at")} AS signup_date,
+       c.country::text AS country, c.segment::text AS segment
+FROM customers c JOIN unnest(%s::text[]) AS wanted(customer_id)
+  ON upper(trim({schema.text("c", "customer_id")})) = wanted.customer_id
 """
+
+
 KNOWN_CUSTOMERS_SCHEMA = pa.schema([("customer_id", pa.string()), ("signup_date", pa.timestamp("us")),
                                     ("country", pa.string()), ("segment", pa.string())])
 
@@ -38,10 +48,13 @@ def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: 
     """CRM customers updated in the week (all pages), standardised, emails and phones as keyed HMAC-SHA256.
 
     From the CRM REST API when `CRM_API_URL` is set (100 requests a minute, backoff on 429, smaller pages on
-    timeouts); otherwise from the `crm_customers` table of the source database. A page that fails for good
+    timeouts); on the embedded demo, from its `crm_customers` table. Without a CRM the week has no CRM
+    records (metadata `source: none`) and profiles come from the other sources. A page that fails for good
     is skipped and recorded, and the materialization is marked `partial`.
     """
     ctx = week_context(context)
+    if crm.kind == "none":
+        context.log.info("No CRM configured (CRM_API_URL unset): the week's profiles use the database and events.")
     extract = crm.fetch_week(ctx.week_start, ctx.week_end, source_db)
     frame, counts = standardise_crm(extract.frame(), crm.hash_key)
     if extract.partial:
@@ -61,18 +74,33 @@ def customer_event_aggregates(context: dg.AssetExecutionContext, settings: Pipel
     lines are counted, logged with file and line, and skipped; events outside the week are ignored.
     """
     ctx = week_context(context)
-    events, scan = read_week(Path(settings.events_path), ctx.week_start, ctx.week_end, settings.event_aliases())
+    if settings.events_path is None:
+        context.log.info("No event landing zone configured (EVENTS_PATH unset): the week has no events.")
+        frame = aggregate(EVENTS_SCHEMA.empty_table())
+        return dg.Output(frame, metadata={"dagster/row_count": 0, "source": "none", "events": 0})
+    root = Path(settings.events_path)
+    if not root.is_dir():
+        raise dg.Failure(description=f"EVENTS_PATH={root} is configured but is not a readable directory; "
+                         "unset EVENTS_PATH to run the week without events.", allow_retries=False)
+    events, scan = read_week(root, ctx.week_start, ctx.week_end, settings.event_aliases())
     frame = aggregate(events)
-    return dg.Output(frame, metadata={"dagster/row_count": len(frame), "events": len(events),
+    return dg.Output(frame, metadata={"dagster/row_count": len(frame), "source": "landing_zone", "events": len(events),
                                       "malformed_lines": len(scan.malformed),
                                       "scan": dg.MetadataValue.json(scan.summary())})
+
+
+def week_sources(crm_kind: str, events_path: str | None) -> list[str]:
+    """Which sources fed a week's profiles: the database always; the CRM and the events when configured."""
+    crm = {"api": ["crm_api"], "demo_table": ["crm_demo_table"]}.get(crm_kind, [])
+    return ["database", *crm, *(["events"] if events_path else [])]
 
 
 def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
     """The database's customers among ``ids`` (sent as one array parameter), answered through COPY into Arrow:
     a week can name a million, and no Python tuple is built per row."""
     with source_db.connect() as conn:
-        known = copy_query(conn, KNOWN_CUSTOMERS_SQL, (ids,), KNOWN_CUSTOMERS_SCHEMA).to_pandas()
+        schema = source_db.schema(conn, ("customers",))
+        known = copy_query(conn, known_customers_sql(schema), (ids,), KNOWN_CUSTOMERS_SCHEMA).to_pandas()
     known["customer_id"] = standardise_ids(known["customer_id"])
     known["signup_date"] = known["signup_date"].dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
     return known.assign(updated_at=known["signup_date"], source="database")
@@ -94,7 +122,7 @@ def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
     ],
 )
 def unified_customer_profiles(context: dg.AssetExecutionContext, settings: PipelineSettings,
-                              source_db: PostgresSource, crm_customers: pd.DataFrame,
+                              source_db: PostgresSource, crm: CrmSource, crm_customers: pd.DataFrame,
                               customer_event_aggregates: pd.DataFrame, transformed_transactions: StoredFrame):
     """One profile per customer seen this week (CRM update, events or transactions).
 
@@ -112,11 +140,13 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
     known = _known_customers(source_db, ids.to_pylist())
     records = pd.concat([crm_customers, known], ignore_index=True)
     profile, log = build_profiles(records, customer_event_aggregates, transactions, known["customer_id"], ctx)
-    transform_log = {"week_start": context.partition_key, **log.as_dict()}
+    sources = week_sources(crm.kind, settings.events_path)
+    transform_log = {"week_start": context.partition_key, "sources": sources, **log.as_dict()}
     log_path = settings.week_reports_dir(context.partition_key) / "transform_log.json"
     log_path.write_text(json.dumps(transform_log, indent=2, default=str))
     yield dg.Output(profile, metadata={
         "dagster/row_count": len(profile), "match_rate": float(log.match_rate),
+        "sources": ", ".join(sources),
         "engagement_formula": ENGAGEMENT_FORMULA, "engagement_weights": dg.MetadataValue.json(ENGAGEMENT_WEIGHTS),
         "status": dg.MetadataValue.json(transform_log["counts"]["status"]),
         "transform_log": dg.MetadataValue.json(transform_log),
@@ -146,30 +176,38 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
           kinds={"pandas", "warehouse"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
           ins={"unified_customer_profiles": dg.AssetIn(key=[ETL, "unified_customer_profiles"])},
           metadata={"partition_expr": "week_start"})
-def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource,
+def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource, settings: PipelineSettings,
                              unified_customer_profiles: pd.DataFrame) -> pd.DataFrame:
     """`customer_analytics.weekly_customer_profiles`: the week's snapshot, with `run_timestamp`,
     `source_version` and `record_count`. Re-running a week replaces only that week."""
+    events = "landing_zone" if settings.events_path else "none"
     return unified_customer_profiles.assign(
         run_timestamp=pd.Timestamp(datetime.now(timezone.utc)),
-        source_version=f"customer_assets {version('customer_assets')}; crm={crm.kind}",
+        source_version=f"customer_assets {version('customer_assets')}; crm={crm.kind}; events={events}",
         record_count=len(unified_customer_profiles))
 
 
-@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",
-          kinds={"pandas", "warehouse"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
-          ins={"weekly_customer_profiles": dg.AssetIn(key=[WAREHOUSE, "weekly_customer_profiles"],
-                                                      partition_mapping=dg.AllPartitionMapping(),
-                                                      metadata={"columns": SNAPSHOT_COLUMNS})},
-          metadata={"partition_expr": "effective_from", "write_mode": "replace_table"})
-def dim_customers(weekly_customer_profiles: pd.DataFrame) -> dg.Output:
-    """`customer_analytics.dim_customers`, SCD type 2 over segment, value tier, status and country.
+@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles", kinds={"sql", "warehouse"},
+          owners=OWNERS, deps=[dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"])])
+def dim_customers(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.MaterializeResult:
+    """`customer_analytics.dim_customers`, SCD type 2 over segment, value tier, status and country
+    (effective_from, effective_to, is_current, version).
 
-    Rebuilt from every weekly snapshot on each run (effective_from, effective_to, is_current, version), so
-    re-running a week adds no versions and a backfill of an older week gives the same history as running
-    the weeks in order.
+    Maintained in the warehouse by one SQL MERGE per week: the versions of the customers the week touches
+    are recomputed from their weekly snapshots and swapped in, so a week's cost does not grow with the
+    number of weeks, re-running a week adds no versions, and backfilling an older week gives the same
+    history as running the weeks in order.
     """
-    dimension = build_dimension(weekly_customer_profiles)
-    return dg.Output(dimension, metadata={"dagster/row_count": len(dimension),
-                                          "customers": int(dimension["customer_id"].nunique()),
-                                          "versions_above_1": int((dimension["version"] > 1).sum())})
+    ctx = week_context(context)
+    names = {"dim": warehouse.table(WAREHOUSE, "dim_customers"),
+             "profiles": warehouse.table(WAREHOUSE, "weekly_customer_profiles")}
+    params = {"week_start": ctx.week_start.replace(tzinfo=None), "open_end": OPEN_END}
+    warehouse.execute(CREATE_SQL, **names)
+    warehouse.execute(APPLY_WEEK_SQL, params, **names)
+    summary = warehouse.query(WEEK_SUMMARY_SQL, params, **names).iloc[0]
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": int(summary["versions"]),
+        "customers": int(summary["customers"]),
+        "versions_starting_this_week": int(summary["versions_starting_this_week"]),
+        "current_versions": int(summary["current_versions"]),
+    })

@@ -1,25 +1,25 @@
 """Transform: USD amounts, time dimensions, customer and product metrics, segments."""
 
 
-from concurrent.futures import ThreadPoolExecutor
-
 import dagster as dg
 import pandas as pd
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, week_context
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
 from customer_assets.io_managers.frames import FrameBatches, StoredFrame
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date, rates_file
 from customer_assets.logic.transform import WEEK_METRIC_COLUMNS, enrich, week_metrics
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.schemas import TransformedTransactionsBatchesType, check_transformed_transactions
-from customer_assets.sources.extract import category_prices, customer_history
+from customer_assets.logic.history import customer_totals
+from customer_assets.sources.extract import category_prices
 
 STALE_RATES_DAYS = 7
 
 
 @dg.asset(
     key_prefix=[ETL],
-    ins={"validated_transactions": dg.AssetIn(key=[ETL, "validated_transactions"])},
+    ins={"validated_transactions": dg.AssetIn(key=[ETL, "validated_transactions"]),
+         "customer_history": dg.AssetIn(key=[WAREHOUSE, "customer_history"])},
     partitions_def=PARTITIONS,
     group_name="transform",
     kinds={"pandas"},
@@ -27,14 +27,15 @@ STALE_RATES_DAYS = 7
     dagster_type=TransformedTransactionsBatchesType,
 )
 def transformed_transactions(context: dg.AssetExecutionContext, source_db: PostgresSource,
-                             validated_transactions: StoredFrame) -> dg.Output[FrameBatches]:
+                             validated_transactions: StoredFrame,
+                             customer_history: pd.DataFrame) -> dg.Output[FrameBatches]:
     """Validated transactions enriched for analytics.
 
     - `amount_usd` at the ECB reference rate of the transaction date (the last business day's rate on
       weekends and holidays), with `fx_rate`, `fx_rate_date` and `fx_source`; original amount and currency kept.
     - Time dimensions in UTC: day_of_week, hour_of_day, is_weekend, week_number (ISO), month, quarter.
-    - Customer metrics as of the week's end over all history: lifetime value (USD), transaction count,
-      days since first purchase.
+    - Customer metrics as of the week's end over all history, from the carried `customer_history`: lifetime
+      value (USD), transaction count, days since first purchase.
     - Product metrics: popularity rank by transactions in the week, the category's average catalogue price.
     - Segments: transaction small (< $50) / medium ($50-200) / large (> $200); customer new (first purchase
       < 30 days ago) / dormant (back after > 90 days without a purchase) / active.
@@ -46,15 +47,11 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
     ctx = week_context(context)
     with source_db.connect() as conn:
         prices = category_prices(conn)
-
-    def history():
-        with source_db.connect() as conn:
-            return customer_history(conn, ctx.week_start, ctx.week_end)
-
-    # The history query scans all of the customers' past on the database; pandas sums the week meanwhile.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="customer_history") as pool:
-        pending = pool.submit(history)
-        metrics = week_metrics(validated_transactions.read(WEEK_METRIC_COLUMNS), pending.result, prices, ctx)
+    week = validated_transactions.read(WEEK_METRIC_COLUMNS)
+    history = customer_totals(customer_history, ctx.week_end, week["customer_id"].unique())
+    del customer_history
+    metrics = week_metrics(week, history, prices, ctx)
+    del week
     stale_days = (ctx.week_end.date() - last_rate_date()).days - 1
     if len(validated_transactions) and stale_days > STALE_RATES_DAYS:
         context.log.warning(

@@ -157,6 +157,19 @@ def is_auth(exc: BaseException) -> bool:
     return isinstance(exc, gexc.Forbidden) and not is_quota(exc) and not is_transient(exc)
 
 
+def bigquery_client(project: str, location: str, emulator_host: Optional[str] = None):
+    """A client of the warehouse project: the emulator's anonymous one in tests, else the default chain of
+    credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, the metadata server)."""
+    from google.cloud import bigquery
+
+    if emulator_host:
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(project=project, location=location, credentials=AnonymousCredentials(),
+                               client_options={"api_endpoint": emulator_host})
+    return bigquery.Client(project=project, location=location)
+
+
 @dataclass
 class _Load:
     """State of one ``handle_output``: the deadline, the jobs run and what the report should say."""
@@ -199,16 +212,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     # client and error handling
 
     def _client(self):
-        from google.cloud import bigquery
-
-        if self.emulator_host:
-            from google.auth.credentials import AnonymousCredentials
-
-            return bigquery.Client(project=self.project, location=self.location,
-                                   credentials=AnonymousCredentials(),
-                                   client_options={"api_endpoint": self.emulator_host})
-        # Credentials from GOOGLE_APPLICATION_CREDENTIALS (or the metadata server) via the default chain.
-        return bigquery.Client(project=self.project, location=self.location)
+        return bigquery_client(self.project, self.location, self.emulator_host)
 
     def _connect(self, log) -> tuple[Any, list[str]]:
         warnings = []

@@ -1,38 +1,65 @@
-"""A type-2 customer dimension derived from weekly profile snapshots, independent of load order."""
+"""A type-2 customer dimension maintained in the warehouse by SQL, one week at a time.
+
+Applying a week recomputes the versions of the customers that week touches (those in its snapshot, and
+those whose version started in it) from their weekly snapshots, inside the warehouse, and swaps them in with
+one MERGE: nothing else is read, and no snapshot becomes a DataFrame. Versions depend only on the set of
+snapshots, never on the order weeks were loaded in, so re-running a week adds nothing and backfilling an
+older week gives the history of running the weeks in order. The same statement runs on DuckDB and BigQuery.
+"""
 
 from __future__ import annotations
 
-import pandas as pd
+from datetime import datetime
 
 TRACKED = ["segment", "value_tier", "status", "country"]
-# Microsecond precision: 9999-12-31 does not fit in nanoseconds (and warehouses store microseconds).
-OPEN_END = pd.Timestamp("9999-12-31").as_unit("us")
-# All the dimension reads of the weekly snapshots (the warehouse IO managers select only these).
-SNAPSHOT_COLUMNS = ["customer_id", "week_start", *TRACKED]
+OPEN_END = datetime(9999, 12, 31)
+DIMENSION_COLUMNS = ["customer_id", *TRACKED, "effective_from", "effective_to", "is_current", "version"]
 
+CREATE_SQL = """
+CREATE TABLE IF NOT EXISTS {dim} (
+  customer_id {STR}, segment {STR}, value_tier {STR}, status {STR}, country {STR},
+  effective_from {DATETIME}, effective_to {DATETIME}, is_current {BOOL}, version {INT})
+"""
 
-def build_dimension(snapshots: pd.DataFrame) -> pd.DataFrame:
-    """One row per version of each customer: a new version whenever a tracked attribute changes.
+_CHANGED = " OR ".join(f"{c} IS DISTINCT FROM LAG({c}) OVER w" for c in TRACKED)
+_COLUMNS = ", ".join(DIMENSION_COLUMNS)
 
-    A version is effective from the week it was first seen until the week the next version starts
-    (``9999-12-31`` while current). Only the set of snapshots matters, never the order they were loaded
-    in, so re-running a week adds nothing and a backfill gives the same history as running in order.
-    """
-    columns = ["customer_id", *TRACKED, "effective_from", "effective_to", "is_current", "version"]
-    if snapshots.empty:
-        return pd.DataFrame(columns=columns)
-    weeks = (snapshots[SNAPSHOT_COLUMNS]
-             .drop_duplicates(["customer_id", "week_start"], keep="last")
-             .sort_values(["customer_id", "week_start"], kind="stable").reset_index(drop=True))
-    state = weeks[TRACKED].astype("str").fillna("\0")  # a missing value equals a missing value
-    same_customer = weeks["customer_id"].eq(weeks["customer_id"].shift())
-    starts = ~same_customer | state.ne(state.shift()).any(axis=1)
-    versions = weeks.loc[starts].copy()
-    versions["version"] = versions.groupby("customer_id").cumcount() + 1
-    versions = versions.rename(columns={"week_start": "effective_from"})
-    versions["effective_from"] = versions["effective_from"].astype("datetime64[us]")
-    next_start = versions.groupby("customer_id")["effective_from"].shift(-1)
-    versions["is_current"] = next_start.isna()
-    versions["effective_to"] = next_start.fillna(OPEN_END)
-    versions["version"] = versions["version"].astype("int64")
-    return versions[columns].reset_index(drop=True)
+APPLY_WEEK_SQL = f"""
+MERGE INTO {{dim}} T
+USING (
+  WITH affected AS (
+    SELECT customer_id FROM {{profiles}} WHERE week_start = @week_start
+    UNION DISTINCT
+    SELECT customer_id FROM {{dim}} WHERE effective_from = @week_start
+  ),
+  snapshots AS (
+    SELECT p.customer_id, p.week_start, {", ".join("p." + c for c in TRACKED)}
+    FROM {{profiles}} p JOIN affected a ON p.customer_id = a.customer_id
+  ),
+  marked AS (
+    SELECT *, ROW_NUMBER() OVER w AS n, ({_CHANGED}) AS changed
+    FROM snapshots WINDOW w AS (PARTITION BY customer_id ORDER BY week_start)
+  ),
+  versions AS (
+    SELECT customer_id, {", ".join(TRACKED)}, week_start AS effective_from,
+           LEAD(week_start) OVER v AS next_from, ROW_NUMBER() OVER v AS version
+    FROM marked WHERE n = 1 OR changed
+    WINDOW v AS (PARTITION BY customer_id ORDER BY week_start)
+  )
+  SELECT customer_id, {", ".join(TRACKED)}, effective_from, COALESCE(next_from, @open_end) AS effective_to,
+         next_from IS NULL AS is_current, version, FALSE AS remove
+  FROM versions
+  UNION ALL
+  SELECT customer_id, {", ".join("NULL" for _ in TRACKED)}, NULL, NULL, NULL, NULL, TRUE FROM affected
+) S
+ON T.customer_id = S.customer_id AND S.remove
+WHEN MATCHED THEN DELETE
+WHEN NOT MATCHED AND NOT S.remove THEN INSERT ({_COLUMNS}) VALUES ({", ".join("S." + c for c in DIMENSION_COLUMNS)})
+"""
+
+WEEK_SUMMARY_SQL = """
+SELECT COUNT(*) AS versions, COUNT(DISTINCT customer_id) AS customers,
+       COUNTIF(effective_from = @week_start) AS versions_starting_this_week,
+       COUNTIF(is_current) AS current_versions
+FROM {dim}
+"""

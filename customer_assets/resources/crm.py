@@ -15,9 +15,11 @@ from customer_assets.sources.crm import CrmApiClient, CrmAuthError, CrmExtract, 
 class CrmSource(dg.ConfigurableResource):
     """Customers updated in a week, with their CRM attributes; emails are hashed with ``hash_key``."""
 
-    api_url: Optional[str] = Field(default=None, description="CRM_API_URL; unset: the crm_customers table.")
+    api_url: Optional[str] = Field(default=None, description="CRM_API_URL; unset: no CRM (or the demo table).")
     api_key: Optional[str] = Field(default=None, description="CRM_API_KEY (bearer token).")
     hash_key: str = Field(description="PII_HASH_KEY: HMAC-SHA256 key for emails and phones.")
+    demo_table: Optional[str] = Field(default=None, description="Embedded demo only: a source table of CRM "
+                                      "records standing in for the API (the demo seed's crm_customers).")
     page_size: int = Field(default=500, description="Records asked for per page.")
     min_page_size: int = Field(default=50, description="Smallest page after timeouts.")
     requests_per_minute: int = Field(default=100, description="Client-side rate limit.")
@@ -27,10 +29,13 @@ class CrmSource(dg.ConfigurableResource):
 
     @property
     def kind(self) -> str:
-        return "api" if self.api_url else "database"
+        """``api``, ``demo_table`` or ``none`` (no CRM configured: profiles come from the other sources)."""
+        return "api" if self.api_url else "demo_table" if self.demo_table else "none"
 
     def fetch_week(self, start: datetime, end: datetime, source_db: PostgresSource) -> CrmExtract:
-        if not self.api_url:
+        if self.kind == "none":
+            return CrmExtract()
+        if self.kind == "demo_table":
             with source_db.connect() as conn:
                 return fetch_week_from_table(conn, start, end)
         client = CrmApiClient(self.api_url, self.api_key or "", page_size=self.page_size,

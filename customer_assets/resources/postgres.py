@@ -12,6 +12,8 @@ import psycopg2
 import psycopg2.errors
 from pydantic import Field, PrivateAttr
 
+from customer_assets.sources.source_schema import REQUIRED, SourceSchema, read_source_schema
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,7 @@ class PostgresSource(dg.ConfigurableResource):
     user: Optional[str] = Field(default=None, description="DB_USER")
     password: Optional[str] = Field(default=None, description="DB_PASSWORD")
     connect_timeout: int = Field(default=30, description="Seconds to wait for a connection.")
+    timezone: str = Field(default="UTC", description="SOURCE_TIMEZONE: the zone of naive timestamp columns.")
     embedded_dir: str = Field(default="data/embedded_postgres", description="PGDATA of the embedded server.")
     demo_events_dir: Optional[str] = Field(default=None, description="Embedded only: where the demo event files go.")
 
@@ -56,6 +59,10 @@ class PostgresSource(dg.ConfigurableResource):
                                                       Path(self.demo_events_dir) if self.demo_events_dir else None)
         return self._embedded_dsn
 
+    def schema(self, conn, tables: tuple[str, ...] = tuple(REQUIRED)) -> SourceSchema:
+        """The source tables' checked column types (fails at once, naming table and column, if unusable)."""
+        return read_source_schema(conn, self.timezone, tables)
+
     def _connect_host(self, host: str) -> psycopg2.extensions.connection:
         return psycopg2.connect(host=host, port=self.port, dbname=self.dbname, user=self.user,
                                 password=self.password, connect_timeout=self.connect_timeout,
@@ -77,7 +84,9 @@ class PostgresSource(dg.ConfigurableResource):
             if conn is None:
                 conn = self._connect_host(self.host)
         try:
-            conn.set_session(readonly=True, autocommit=False)
+            # One snapshot per connection: a week's version and its rows are read from the same state.
+            conn.set_session(readonly=True, autocommit=False,
+                             isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
             with conn.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")
             yield conn

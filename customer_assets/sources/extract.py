@@ -9,24 +9,41 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-# Email, phone and address are never selected: PII minimisation starts in the query.
-WEEK_EXTRACT_SQL = """
-SELECT t.transaction_id, t.customer_id, c.country, c.segment, t.amount::float8 AS amount, t.currency,
-       t."timestamp" AT TIME ZONE 'UTC' AS "timestamp", t.product_id, p.name AS product_name, p.category,
-       c.created_at AT TIME ZONE 'UTC' AS customer_created_at,
+from customer_assets.sources.source_schema import SourceSchema, read_source_schema
+
+
+def week_extract_sql(schema: SourceSchema) -> str:
+    """The week's completed transactions joined to their customer and product, in the pipeline's types: ids
+    as text, timestamps as naive UTC, amounts as float8, whatever the source's own types are.
+
+    Email, phone and address are never selected: PII minimisation starts in the query. Parameters ``start``
+    and ``end`` are the week's bounds as the timestamp column compares them (``SourceSchema.bound``).
+    """
+    return f"""
+SELECT {schema.text("t", "transaction_id")} AS transaction_id, {schema.text("t", "customer_id")} AS customer_id,
+       c.country::text AS country, c.segment::text AS segment, t.amount::float8 AS amount,
+       t.currency::text AS currency, {schema.utc("t", "transactions", "timestamp")} AS "timestamp",
+       {schema.text("t", "product_id")} AS product_id, p.name::text AS product_name, p.category::text AS category,
+       {schema.utc("c", "customers", "created_at")} AS customer_created_at,
        c.customer_id IS NOT NULL AS customer_exists, p.product_id IS NOT NULL AS product_exists
 FROM transactions t
 LEFT JOIN customers c ON c.customer_id = t.customer_id
 LEFT JOIN products p ON p.product_id = t.product_id
-WHERE t.status = 'completed' AND t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
+WHERE t.status::text = 'completed' AND t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
 """
+
+
+# The demo's shape (text ids, timestamptz): what the benchmarks' reference probes read.
+DEMO_SCHEMA = SourceSchema(types={(t, c): "timestamp with time zone" for t, c in
+                                  (("transactions", "timestamp"), ("customers", "created_at"))})
+WEEK_EXTRACT_SQL = week_extract_sql(DEMO_SCHEMA)
 
 ARROW_SCHEMA = pa.schema([
     ("transaction_id", pa.string()), ("customer_id", pa.string()), ("country", pa.string()),
@@ -107,10 +124,42 @@ def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
     return pa.Table.from_batches(batches)
 
 
-def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SIZE) -> pa.Table:
-    """The week's completed transactions as an Arrow table, streamed in bounded blocks."""
-    return copy_query(conn, WEEK_EXTRACT_SQL, {"start": start, "end": end}, ARROW_SCHEMA, finish=_finish,
-                      block_size=block_size)
+def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SIZE,
+                schema: SourceSchema | None = None) -> pa.Table:
+    """The week's completed transactions as an Arrow table, streamed in bounded blocks (the source's schema
+    is checked first unless given)."""
+    schema = schema or read_source_schema(conn)
+    bounds = {"start": schema.bound("transactions", "timestamp", start),
+              "end": schema.bound("transactions", "timestamp", end)}
+    return copy_query(conn, week_extract_sql(schema), bounds, ARROW_SCHEMA, finish=_finish, block_size=block_size)
+
+
+def week_versions_sql(schema: SourceSchema) -> str:
+    """Per week (its Monday, UTC) between ``start`` and ``end``: the count of completed transactions and a
+    checksum of what the pipeline reads of them. A refund, a status change, an edited amount or a late row
+    changes the week's version; md5 is stable across PostgreSQL versions."""
+    ts = schema.utc("t", "transactions", "timestamp")
+    row = (f"concat_ws('|', {schema.text('t', 'transaction_id')}, {schema.text('t', 'customer_id')}, "
+           f"{schema.text('t', 'product_id')}, t.amount::text, t.currency::text, ({ts})::text)")
+    return f"""
+SELECT date_trunc('week', {ts})::date AS week, count(*) AS n,
+       coalesce(sum(('x' || left(md5({row}), 15))::bit(60)::bigint::numeric), 0)::text AS checksum
+FROM transactions t
+WHERE t.status::text = 'completed' AND t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
+GROUP BY 1
+"""
+
+
+def week_versions(conn, start: datetime, end: datetime, schema: SourceSchema | None = None) -> dict[str, str]:
+    """``{week partition key: "rows:checksum"}`` for the weeks in [start, end) that have completed rows."""
+    schema = schema or read_source_schema(conn)
+    with conn.cursor() as cur:
+        cur.execute(week_versions_sql(schema), {"start": schema.bound("transactions", "timestamp", start),
+                                                "end": schema.bound("transactions", "timestamp", end)})
+        return {week.isoformat(): f"{n}:{checksum}" for week, n, checksum in cur.fetchall()}
+
+
+EMPTY_WEEK_VERSION = "0:0"
 
 
 def to_raw_frame(table: pa.Table) -> pd.DataFrame:
@@ -122,57 +171,7 @@ def to_raw_frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
-# Per customer and currency, not per transaction: one parallel hash aggregate over the completed history,
-# converted to USD afterwards at the week's closing rate (see customer_history). Restricting it to the week's
-# customers in SQL (a semi-join) made PostgreSQL give up the parallel plan and cost more than it saved.
-CUSTOMER_HISTORY_SQL = """
-SELECT customer_id, currency,
-       sum(amount::float8) AS amount,
-       count(*) AS transaction_count,
-       -- epoch seconds: a float is far cheaper for the driver to hand over than a datetime object
-       extract(epoch FROM min("timestamp"))::float8 AS first_purchase_at,
-       extract(epoch FROM max("timestamp") FILTER (WHERE "timestamp" < %(start)s))::float8
-           AS last_purchase_before_week
-FROM transactions
-WHERE status = 'completed' AND "timestamp" < %(end)s AND amount > 0 AND customer_id IS NOT NULL
-GROUP BY customer_id, currency
-"""
-
-HISTORY_COLUMNS = ["customer_id", "lifetime_value_usd", "transaction_count", "first_purchase_at",
-                   "last_purchase_before_week"]
-
-CATEGORY_PRICES_SQL = "SELECT category, avg(price)::float8 AS avg_price FROM products GROUP BY category"
-
-
-def customer_history(conn, start: datetime, end: datetime) -> pd.DataFrame:
-    """Per customer with completed purchases up to the week's end: USD lifetime value, count, first purchase,
-    last purchase before the week.
-
-    Lifetime value is the customer's completed spend up to the week's end, each currency converted at the
-    ECB rate of the week's last day (the value as of that date, as a balance would be translated).
-    Currencies without a rate are left out, as validation quarantines their transactions.
-    """
-    from customer_assets.logic.currency import daily_rate_table, supported_currencies
-
-    with conn.cursor() as cur:
-        cur.execute(CUSTOMER_HISTORY_SQL, {"start": start, "end": end})
-        rows = cur.fetchall()
-    if not rows:
-        return pd.DataFrame(columns=HISTORY_COLUMNS)
-    per_currency = pd.DataFrame(rows, columns=["customer_id", "currency", "amount", "transaction_count",
-                                               "first_purchase_at", "last_purchase_before_week"])
-    closing_day = (end - timedelta(days=1)).date()
-    rates = daily_rate_table(closing_day, closing_day, sorted(supported_currencies())).set_index("currency")
-    per_currency["usd"] = per_currency["amount"] * per_currency["currency"].map(rates["usd_per_unit"])
-    per_currency = per_currency.dropna(subset=["usd"])
-    history = per_currency.groupby("customer_id", sort=False).agg(
-        lifetime_value_usd=("usd", "sum"), transaction_count=("transaction_count", "sum"),
-        first_purchase_at=("first_purchase_at", "min"),
-        last_purchase_before_week=("last_purchase_before_week", "max")).reset_index()
-    for column in ("first_purchase_at", "last_purchase_before_week"):
-        history[column] = pd.to_datetime(history[column], unit="s", utc=True).dt.round("us")
-    history["transaction_count"] = history["transaction_count"].astype("int64")
-    return history[HISTORY_COLUMNS]
+CATEGORY_PRICES_SQL = "SELECT category::text, avg(price)::float8 AS avg_price FROM products GROUP BY category"
 
 
 def category_prices(conn) -> pd.DataFrame:

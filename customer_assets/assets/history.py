@@ -1,0 +1,86 @@
+"""Customer history carried forward: each week's running totals from the previous week's plus its own."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
+from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.logic.history import HISTORY_INPUTS, carry, week_totals
+from customer_assets.resources.warehouse_sql import WarehouseSQL
+from customer_assets.schemas import CustomerHistoryType
+from customer_assets.weeks import FIRST_WEEK, previous_week
+
+HISTORY = dg.AssetKey([WAREHOUSE, "customer_history"])
+PREVIOUS_WEEK = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+
+# Every loaded week before this one, from the warehouse's own copy of the validated rows.
+RESCAN_SQL = """
+SELECT customer_id, currency, SUM(CAST(ROUND(amount * 1000) AS {INT})) AS amount_milli,
+       COUNT(*) AS transaction_count, MIN({ts}) AS first_purchase_at, MAX({ts}) AS last_purchase_at
+FROM {table} WHERE week_start < @week_start GROUP BY customer_id, currency
+"""
+PREVIOUS_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
+
+
+class HistoryConfig(dg.Config):
+    full_rescan: bool = Field(default=False, description="Recompute the totals from every week loaded in the "
+                              "warehouse instead of carrying the previous week's (e.g. after repairing history).")
+
+
+def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -> int | None:
+    """Storage id of the latest materialization of the week before ``partition_key``, if there is one."""
+    if partition_key <= FIRST_WEEK:
+        return None
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=HISTORY, asset_partitions=[previous_week(partition_key)]), limit=1)
+    return result.records[0].storage_id if result.records else None
+
+
+@dg.asset(
+    key=HISTORY,
+    ins={"validated_transactions": dg.AssetIn(key=[ETL, "validated_transactions"])},
+    deps=[dg.AssetDep(HISTORY, partition_mapping=PREVIOUS_WEEK)],
+    partitions_def=PARTITIONS,
+    group_name="transform",
+    kinds={"pandas", "warehouse"},
+    owners=OWNERS,
+    io_manager_key="warehouse_io_manager",
+    metadata={"partition_expr": "week_start"},
+    dagster_type=CustomerHistoryType,
+)
+def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, warehouse: WarehouseSQL,
+                     validated_transactions: StoredFrame) -> dg.Output[pd.DataFrame]:
+    """`customer_analytics.customer_history`: per customer and currency, the running totals as of the week's
+    end (amount in thousandths, transaction count, first and last purchase, last purchase before the week).
+
+    Carried: the previous week's partition plus this week's validated rows, so a week costs the same after
+    years of history. When the previous week was never materialized (the first week, a backfill out of
+    order) or on request (`full_rescan`), the totals are recomputed from every week already loaded in the
+    warehouse; the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
+    equal to a full recompute. Only validated rows count.
+    """
+    ctx = week_context(context)
+    week = week_totals(validated_transactions.read(HISTORY_INPUTS))
+    previous_id = None if config.full_rescan else previous_materialization(context.instance, context.partition_key)
+    params = {"week_start": ctx.week_start.replace(tzinfo=None)}
+    if previous_id is not None:
+        mode = "carried"
+        params["week_start"] = ctx.week_start.replace(tzinfo=None) - pd.Timedelta(days=7)
+        before = warehouse.query(PREVIOUS_SQL, params, table=warehouse.table(*HISTORY.path))
+    else:
+        mode = "full_rescan"
+        table = [WAREHOUSE, "weekly_transactions"]
+        before = (warehouse.query(RESCAN_SQL, params, table=warehouse.table(*table), ts=warehouse.quote("timestamp"))
+                  if warehouse.exists(*table) else week.iloc[:0])
+    history = carry(before, week, ctx.week_start)
+    context.log.info(f"customer history of {context.partition_key}: {mode}, {len(history):,} customer-currency rows")
+    return dg.Output(history, metadata={
+        "dagster/row_count": len(history),
+        "mode": mode,
+        "customers": int(history["customer_id"].nunique()),
+        "week_customers": int(week["customer_id"].nunique()),
+        "previous_week": previous_week(context.partition_key),
+        "previous_materialization_id": dg.MetadataValue.int(previous_id) if previous_id is not None else
+        dg.MetadataValue.null(),
+    })

@@ -1,0 +1,145 @@
+"""SQL run inside the warehouse itself (DuckDB locally, BigQuery in production), for the tables that are
+maintained where they live instead of being rewritten from Python: the SCD2 dimension, and the history
+queries of the carried customer totals.
+
+Statements are written once in the SQL both engines accept; ``@name`` marks a parameter, ``{name}`` a table
+or quoted column given by the caller, and ``{INT}``, ``{STR}``, ``{BOOL}``, ``{DATETIME}`` the engine's types. Naive datetimes are DuckDB TIMESTAMP / BigQuery DATETIME (UTC wall time, as the weekly
+tables store ``week_start``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from customer_assets.duck import connect, quoted
+
+_PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class WarehouseSQL(dg.ConfigurableResource):
+    """What the assets that maintain warehouse tables in SQL need: qualified names, a query, a statement."""
+
+    def table(self, schema: str, name: str) -> str:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: dict | None = None, **names: str) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
+        raise NotImplementedError
+
+    def exists(self, schema: str, name: str) -> bool:
+        raise NotImplementedError
+
+    def quote(self, name: str) -> str:
+        return quoted(name)
+
+    types: ClassVar[dict[str, str]] = {"INT": "BIGINT", "STR": "VARCHAR", "BOOL": "BOOLEAN", "DATETIME": "TIMESTAMP"}
+
+    def render(self, sql: str, names: dict[str, str]) -> str:
+        for token, value in {**self.types, **names}.items():
+            sql = sql.replace("{" + token + "}", value)
+        return sql
+
+
+class DuckDBWarehouse(WarehouseSQL):
+    """The local DuckDB file (WAREHOUSE_DUCKDB_PATH); one writing process at a time, as the IO manager."""
+
+    database: str = Field(description="Path of the DuckDB file (WAREHOUSE_DUCKDB_PATH).")
+
+    def table(self, schema: str, name: str) -> str:
+        return f"{quoted(schema)}.{quoted(name)}"
+
+    def _run(self, sql: str, params: dict | None, names: dict[str, str], fetch: bool):
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with connect(self.database, threads=None) as con:
+            rendered = _PARAM.sub(r"$\1", self.render(sql, names))
+            used = set(_PARAM.findall(self.render(sql, names)))
+            result = con.execute(rendered, {k: v for k, v in (params or {}).items() if k in used})
+            return result.to_arrow_table().to_pandas() if fetch else None
+
+    def query(self, sql: str, params: dict | None = None, **names: str) -> pd.DataFrame:
+        return self._run(sql, params, names, fetch=True)
+
+    def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
+        self._run(sql, params, names, fetch=False)
+
+    def exists(self, schema: str, name: str) -> bool:
+        if not Path(self.database).exists():
+            return False
+        found = self.query("SELECT count(*) AS n FROM information_schema.tables "
+                           "WHERE table_schema = @schema AND table_name = @table", {"schema": schema, "table": name})
+        return bool(found["n"].iloc[0])
+
+
+class BigQueryWarehouse(WarehouseSQL):
+    """BigQuery (GCP_PROJECT_ID); datasets named by the asset key prefix unless BIGQUERY_DATASET is set."""
+
+    project: str = Field(description="GCP project of the warehouse (GCP_PROJECT_ID).")
+    location: str = Field(default="US", description="Location of the datasets and jobs.")
+    dataset_override: Optional[str] = Field(default=None, description="BIGQUERY_DATASET.")
+    emulator_host: Optional[str] = Field(default=None, description="BIGQUERY_EMULATOR_HOST (tests only).")
+    types: ClassVar[dict[str, str]] = {"INT": "INT64", "STR": "STRING", "BOOL": "BOOL", "DATETIME": "DATETIME"}
+
+    def _client(self):
+        from customer_assets.io_managers.bigquery_warehouse import bigquery_client
+
+        return bigquery_client(self.project, self.location, self.emulator_host)
+
+    def quote(self, name: str) -> str:
+        return f"`{name}`"
+
+    def table(self, schema: str, name: str) -> str:
+        return f"`{self.project}.{self.dataset_override or schema}.{name}`"
+
+    @staticmethod
+    def _parameters(params: dict | None):
+        from google.cloud import bigquery
+
+        out = []
+        for name, value in (params or {}).items():
+            if isinstance(value, bool):
+                kind = "BOOL"
+            elif isinstance(value, int):
+                kind = "INT64"
+            elif isinstance(value, float):
+                kind = "FLOAT64"
+            elif isinstance(value, datetime):
+                kind = "TIMESTAMP" if value.tzinfo else "DATETIME"
+            elif isinstance(value, date):
+                kind = "DATE"
+            else:
+                kind, value = "STRING", str(value)
+            out.append(bigquery.ScalarQueryParameter(name, kind, value))
+        return out
+
+    def _job(self, sql: str, params: dict | None, names: dict[str, str]):
+        from google.cloud import bigquery
+
+        rendered = self.render(sql, names)
+        used = set(_PARAM.findall(rendered))
+        config = bigquery.QueryJobConfig(
+            query_parameters=self._parameters({k: v for k, v in (params or {}).items() if k in used}))
+        return self._client().query(rendered, job_config=config, location=self.location).result()
+
+    def query(self, sql: str, params: dict | None = None, **names: str) -> pd.DataFrame:
+        return self._job(sql, params, names).to_arrow(create_bqstorage_client=False).to_pandas()
+
+    def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
+        self._job(sql, params, names)
+
+    def exists(self, schema: str, name: str) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self._client().get_table(f"{self.project}.{self.dataset_override or schema}.{name}")
+            return True
+        except NotFound:
+            return False
