@@ -179,9 +179,9 @@ def backfill(source: Source, weeks: int, work: Path, one_week: dict) -> dict:
             "peak_rss_mb": run["peak_rss_mb"]}
 
 
-def branch_seconds(week: dict) -> float:
-    """Seconds of the week's steps that materialise an asset of the transaction branch."""
-    return sum(step["seconds"] for step in week["steps"] if TRANSACTION_BRANCH & set(step["assets"]))
+def branch_steps(week: dict) -> list[dict]:
+    """The week's steps that materialise an asset of the transaction branch."""
+    return [step for step in week["steps"] if TRANSACTION_BRANCH & set(step["assets"])]
 
 
 def late_over_early(values: list[float]) -> float | None:
@@ -220,14 +220,15 @@ def years(server, weeks: int, rows_per_week: int, work: Path, repeat: int) -> di
     for number, week in enumerate(run["weeks"], start=1):
         rows = sum(s["rows"].get("etl/raw_transactions", 0) for s in week["steps"])
         per_week.append({"week_number": number, "partition": week["week"], "rows": rows,
-                         "seconds": week["seconds"], "branch_seconds": branch_seconds(week),
+                         "seconds": week["seconds"], "branch_seconds": sum(s["seconds"] for s in branch_steps(week)),
                          "peak_rss_mb": week["peak_rss_mb"], "rss_after_mb": week["rss_after_mb"],
                          "steps": {s["step"]: {"seconds": s["seconds"], "peak_rss_mb": s["peak_rss_mb"]}
                                    for s in week["steps"]}})
     log(f"[{source.dbname}] plain script on {last} ...")
     plain = plain_week(source, last, work / source.dbname / "plain", repeat)
     seconds, rss = [w["seconds"] for w in per_week], [w["peak_rss_mb"] for w in per_week]
-    result.update(weeks=per_week, plain=plain, total_seconds=run["total_seconds"],
+    result.update(weeks=per_week, plain=plain, branch_steps=[s["step"] for s in branch_steps(run["weeks"][-1])],
+                  total_seconds=run["total_seconds"],
                   high_water_rss_mb=run["peak_rss_mb"], ratios={
                       "time_last_over_first": seconds[-1] / seconds[0],
                       "rss_last_over_first": rss[-1] / rss[0],
@@ -249,13 +250,16 @@ def years_table(y: dict) -> str:
         return "-" if value is None else f"{value:.2f}"
 
     phases = ", ".join(f"{k} {v:.2f}" for k, v in plain["phases"].items())
-    lines += ["", f"{n} weeks in {y['total_seconds']:.1f}s (high-water RSS of the process {y['high_water_rss_mb']:.0f} MB)",
+    branch = ", ".join(f"{step} {last['steps'][step]['seconds']:.2f}" for step in y["branch_steps"])
+    lines += ["", f"{n} weeks in {y['total_seconds']:.1f}s (the process's RSS high-water mark: "
+                  f"{y['high_water_rss_mb']:.0f} MB)",
               f"week {n} / week 1: time {r['time_last_over_first']:.2f}, peak RSS {r['rss_last_over_first']:.2f}",
               f"mean of the last 4 weeks / mean of weeks 2-5: time {ratio(r['time_last4_over_weeks2to5'])}, "
               f"peak RSS {ratio(r['rss_last4_over_weeks2to5'])}",
               f"plain script on week {n} ({last['partition']}): {plain['seconds']:.2f}s ({phases}), "
               f"{plain['rows']:,} rows ({plain['validated']:,} validated, {plain['quarantined']:,} quarantined), "
               f"peak RSS {plain['peak_rss_mb']:.0f} MB",
+              f"transaction branch of week {n}: {last['branch_seconds']:.2f}s ({branch})",
               f"plain script / transaction branch = {plain['seconds']:.2f} / {last['branch_seconds']:.2f} = "
               f"{r['plain_over_branch']:.2f}x"]
     return "\n".join(lines)

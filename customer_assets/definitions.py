@@ -8,7 +8,7 @@ from customer_assets.assets import extract, history, profiles, summary, transfor
 from customer_assets.deployments import deployment_name, resources_for
 from customer_assets.hooks import CLEANUP_HOOKS
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
-from customer_assets.sensors import etl_failure_cleanup, events_landing_zone
+from customer_assets.sensors import etl_failure_cleanup, events_landing_zone, source_changes
 
 ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, summary]
 
@@ -25,7 +25,7 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
         assets=pipeline_assets(),
         jobs=[weekly_pipeline_job],
         schedules=[weekly_schedule],
-        sensors=[etl_failure_cleanup, events_landing_zone],
+        sensors=[etl_failure_cleanup, events_landing_zone, source_changes],
         resources=resources_for(deployment),
         # DuckDB takes one writer process per file, and in-process runs start in a third of the time.
         executor=dg.in_process_executor if deployment == "local" else dg.multiprocess_executor,

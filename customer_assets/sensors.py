@@ -1,6 +1,8 @@
-"""Sensors: clean up after failed runs; re-run a week when late event files land for it."""
+"""Sensors: clean up after failed runs; re-run a week when late event files land for it, or when its source
+rows changed after it was loaded."""
 
 
+import hashlib
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -8,7 +10,13 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.assets.summary import remove_intermediates, write_log
+from customer_assets.assets.extract import SOURCE_TRANSACTIONS
+from customer_assets.assets.history import HISTORY
 from customer_assets.hooks import RECORD_TAG
+from customer_assets.partitions import week_bounds
+from customer_assets.resources.postgres import PostgresSource
+from customer_assets.sources.extract import EMPTY_WEEK_VERSION, week_versions
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from customer_assets.partitions import weekly_partitions
 from customer_assets.schedules import weekly_pipeline_job
 from customer_assets.settings import PipelineSettings
@@ -107,3 +115,86 @@ def events_landing_zone(context: dg.SensorEvaluationContext, settings: PipelineS
     if not requests:
         return dg.SkipReason(f"{len(files)} new file(s), none for a finished week yet")
     return requests
+
+
+RAW = dg.AssetKey(["etl", "raw_transactions"])
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, week: str):
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[week]),
+                                              limit=1).records
+    return records[0] if records else None
+
+
+def _metadata(record, name: str):
+    entry = record.asset_materialization.metadata.get(name) if record and record.asset_materialization else None
+    return entry.value if entry is not None else None
+
+
+def weeks_to_repair(instance: dg.DagsterInstance, weeks: list[str], source_versions: dict[str, str]
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The loaded weeks among ``weeks`` (oldest first) to re-run, and why the first of them must.
+
+    A week must re-run when its source version differs from the one its extract read (late change), or when
+    its carried history was built from something other than the previous week's latest history (an earlier
+    week re-ran after it, or it was built by a full rescan before that week existed). Every loaded week
+    after the first such week re-runs too: their lifetime figures and profiles include it.
+    """
+    reasons: dict[str, str] = {}
+    loaded = []
+    previous_history = None
+    for week in weeks:
+        raw, history = _latest(instance, RAW, week), _latest(instance, HISTORY, week)
+        if raw is not None:
+            loaded.append(week)
+            read = _metadata(raw, "source_version")
+            now = source_versions.get(week, EMPTY_WEEK_VERSION)
+            if read is not None and read != now:
+                reasons[week] = f"source changed: version {read} when loaded, {now} now"
+        if history is not None and previous_history is not None:
+            built_from = _metadata(history, "previous_materialization_id")
+            if built_from != previous_history.storage_id:
+                reasons.setdefault(week, "carried history is stale: the week before was materialized again "
+                                         "after it")
+        previous_history = history
+    if not reasons:
+        return [], {}
+    first = min(reasons)
+    return [w for w in loaded if w >= first], reasons
+
+
+@dg.sensor(name="source_changes", job=weekly_pipeline_job, minimum_interval_seconds=3600,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def source_changes(context: dg.SensorEvaluationContext, settings: PipelineSettings, source_db: PostgresSource):
+    """Observes the source's recent weeks and re-runs a loaded week whose data changed since it was loaded
+    (a refund, a status change, an edited amount, a late row), then every loaded week after it, whose carried
+    history and profiles include it. Also repairs a carried history left stale by weeks run out of order.
+
+    Looks back `LATE_CHANGE_WEEKS` weeks (default 8) with one grouped query on the source, so its cost does not
+    grow with history. `dagster sensor preview source_changes` shows what it would re-run.
+    """
+    weeks = weekly_partitions.get_partition_keys()[-settings.late_change_weeks:]
+    if not weeks:
+        return dg.SkipReason("no complete week yet")
+    start, end = week_bounds(weeks[0])[0], week_bounds(weeks[-1])[1]
+    with source_db.connect() as conn:
+        versions = week_versions(conn, start, end, source_db.schema(conn, ("transactions",)))
+    seen = json.loads(context.cursor or "{}")
+    observations = [
+        dg.AssetObservation(asset_key=SOURCE_TRANSACTIONS.key, partition=week,
+                            tags={DATA_VERSION_TAG: versions.get(week, EMPTY_WEEK_VERSION)},
+                            metadata={"source_version": versions.get(week, EMPTY_WEEK_VERSION)})
+        for week in weeks if seen.get(week) != versions.get(week, EMPTY_WEEK_VERSION)]
+    context.update_cursor(json.dumps({week: versions.get(week, EMPTY_WEEK_VERSION) for week in weeks}))
+    rerun, reasons = weeks_to_repair(context.instance, weeks, versions)
+    if not rerun:
+        return dg.SensorResult(asset_events=observations,
+                               skip_reason=f"the {len(weeks)} recent weeks match the source and their history")
+    first = rerun[0]
+    key = hashlib.sha1(f"{first}|{reasons[first]}|{versions.get(first)}".encode()).hexdigest()[:12]
+    for week in rerun:
+        context.log.info(f"re-running {week}: {reasons.get(week, f'after {first}, which re-runs')}")
+    requests = [dg.RunRequest(run_key=f"source_changes:{week}:{key}", partition_key=week,
+                              tags={"trigger": "source_changes", "customer_assets/repair_from": first})
+                for week in rerun]
+    return dg.SensorResult(run_requests=requests, asset_events=observations)

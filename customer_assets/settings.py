@@ -25,6 +25,8 @@ class PipelineSettings(dg.ConfigurableResource):
     quality_warn_rate: float = Field(default=0.05, description="Quarantined share above which the week warns.")
     events_path: Optional[str] = Field(default=None, description="Landing zone of behavioural events "
                                        "(dt=YYYY-MM-DD/*.jsonl folders); unset: no event source.")
+    late_change_weeks: int = Field(default=8, description="How many recent weeks the sensor source_changes "
+                                   "compares with the source (LATE_CHANGE_WEEKS).")
     event_type_aliases: str = Field(default="{}", description='JSON map of other event names, e.g. {"pv": "page_view"}.')
 
     def event_aliases(self) -> dict[str, str]:
@@ -57,6 +59,13 @@ def _rate(name: str, default: str) -> float:
     return rate
 
 
+def _weeks(name: str, default: str) -> int:
+    value = _env(name, default)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r} must be a whole number of weeks, at least 1 (default {default})")
+    return int(value)
+
+
 def settings_from_env(demo: bool = False) -> PipelineSettings:
     """From the environment; ``demo`` (the embedded default) puts the demo's event files under the data dir
     when EVENTS_PATH is unset. Elsewhere an unset EVENTS_PATH means there is no event source."""
@@ -69,4 +78,5 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         quality_warn_rate=_rate("QUALITY_WARN_RATE", "0.05"),
         events_path=os.environ.get("EVENTS_PATH") or (str(Path(data_dir) / "events") if demo else None),
         event_type_aliases=_env("EVENT_TYPE_ALIASES", "{}"),
+        late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "8"),
     )

@@ -59,6 +59,10 @@ def test_years_mode_runs_at_a_tiny_scale(tmp_path):
         assert week["rows"] > 0 and week["seconds"] > 0 and week["peak_rss_mb"] > 0
         assert 0 < week["branch_seconds"] < week["seconds"]
         assert week["peak_rss_mb"] <= years["high_water_rss_mb"]
+    branch = set(years["branch_steps"])  # picked by asset key; customer_history where the job has it
+    assert {"etl__raw_transactions", "validate_transactions", "etl__transformed_transactions",
+            "customer_analytics__weekly_transactions"} <= branch
+    assert not branch & {"etl__customer_event_aggregates", "etl__unified_customer_profiles", "etl__pipeline_summary"}
     plain = years["plain"]  # the same week's extract, every row validated or quarantined
     assert plain["rows"] == weeks[-1]["rows"]
     assert plain["validated"] + plain["quarantined"] == plain["rows"] and plain["quarantined"] > 0

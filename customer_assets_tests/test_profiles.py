@@ -12,7 +12,6 @@ import pytest
 from customer_assets.logic.identity import distinct_ids, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
 from customer_assets.logic.profiles import (
     build_profiles, deduplicate_records, engagement_score, status_for, transaction_aggregates, value_tier)
-from customer_assets.logic.scd2 import OPEN_END, build_dimension
 from customer_assets.schemas import UnifiedCustomerProfiles
 from customer_assets_tests.frames import WEEK
 
@@ -105,33 +104,6 @@ def test_profiles_join_clean_impute_and_log():
     features = profile.filter(like="feature_")
     assert ((features >= 0) & (features <= 1)).all().all()
     assert log.as_dict()["engagement_formula"].startswith("40 * min(purchase_count / 5, 1)")
-
-
-def snapshot(week, **customers):
-    return pd.DataFrame([{"customer_id": c, "week_start": pd.Timestamp(week), "segment": s, "value_tier": t,
-                          "status": st, "country": "US"} for c, (s, t, st) in customers.items()])
-
-
-WEEKS = [snapshot("2026-11-02", A=("smb", "Gold", "active"), B=("consumer", "Bronze", "active")),
-         snapshot("2026-11-09", A=("smb", "Gold", "at-risk"), B=("consumer", "Bronze", "active")),
-         snapshot("2026-11-16", A=("smb", "Gold", "at-risk"), B=("consumer", "Silver", "active"),
-                  C=("smb", "Bronze", "active"))]
-
-
-def test_scd2_versions_follow_changes():
-    dim = build_dimension(pd.concat(WEEKS, ignore_index=True))
-    a = dim[dim["customer_id"] == "A"].reset_index(drop=True)
-    assert a["version"].tolist() == [1, 2] and a["is_current"].tolist() == [False, True]
-    assert a.loc[0, "effective_to"] == a.loc[1, "effective_from"] == pd.Timestamp("2026-11-09")
-    assert a.loc[1, "effective_to"] == OPEN_END
-    assert dim.groupby("customer_id")["is_current"].sum().eq(1).all() and len(dim) == 5
-
-
-def test_scd2_is_the_same_whatever_the_load_order_or_reruns():
-    in_order = build_dimension(pd.concat(WEEKS, ignore_index=True))
-    shuffled = build_dimension(pd.concat([WEEKS[2], WEEKS[0], WEEKS[1], WEEKS[1]], ignore_index=True)
-                               .sample(frac=1, random_state=3))
-    pd.testing.assert_frame_equal(in_order, shuffled)
 
 
 def test_distinct_ids_and_is_in_match_python_sets():

@@ -14,7 +14,7 @@ from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles, transaction_aggregates
-from customer_assets.logic.scd2 import APPLY_WEEK_SQL, CREATE_SQL, OPEN_END, WEEK_SUMMARY_SQL
+from customer_assets.logic.scd2 import apply_week
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
@@ -198,13 +198,7 @@ def dim_customers(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) ->
     number of weeks, re-running a week adds no versions, and backfilling an older week gives the same
     history as running the weeks in order.
     """
-    ctx = week_context(context)
-    names = {"dim": warehouse.table(WAREHOUSE, "dim_customers"),
-             "profiles": warehouse.table(WAREHOUSE, "weekly_customer_profiles")}
-    params = {"week_start": ctx.week_start.replace(tzinfo=None), "open_end": OPEN_END}
-    warehouse.execute(CREATE_SQL, **names)
-    warehouse.execute(APPLY_WEEK_SQL, params, **names)
-    summary = warehouse.query(WEEK_SUMMARY_SQL, params, **names).iloc[0]
+    summary = apply_week(warehouse, WAREHOUSE, week_context(context).week_start)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(summary["versions"]),
         "customers": int(summary["customers"]),

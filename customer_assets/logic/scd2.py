@@ -63,3 +63,15 @@ SELECT COUNT(*) AS versions, COUNT(DISTINCT customer_id) AS customers,
        COUNTIF(is_current) AS current_versions
 FROM {dim}
 """
+
+
+def apply_week(warehouse, schema: str, week_start: datetime) -> dict[str, int]:
+    """Bring ``schema.dim_customers`` up to date with the week's snapshot in ``schema.weekly_customer_profiles``
+    (``warehouse``: a ``WarehouseSQL``); returns the dimension's counts after it."""
+    names = {"dim": warehouse.table(schema, "dim_customers"),
+             "profiles": warehouse.table(schema, "weekly_customer_profiles")}
+    params = {"week_start": week_start.replace(tzinfo=None), "open_end": OPEN_END}
+    warehouse.execute(CREATE_SQL, **names)
+    warehouse.execute(APPLY_WEEK_SQL, params, **names)
+    summary = warehouse.query(WEEK_SUMMARY_SQL, params, **names).iloc[0]
+    return {name: int(summary[name]) for name in summary.index}
