@@ -72,6 +72,7 @@ def peak_rss_mb() -> float:
 
 
 def extract(engine, start: datetime, end: datetime) -> pd.DataFrame:
+    """The week's completed transactions, read in 10,000-row chunks and concatenated."""
     with engine.connect() as con:
         chunks = pd.read_sql(WEEK_SQL, con, params={"start": start, "end": end}, chunksize=CHUNKSIZE)
         return pd.concat(list(chunks), ignore_index=True)
@@ -127,6 +128,7 @@ def customer_metrics(engine, start: datetime, end: datetime, converter: Currency
 
 def enrich(week: pd.DataFrame, metrics: pd.DataFrame, start: datetime, end: datetime,
            converter: CurrencyConverter) -> pd.DataFrame:
+    """The validated rows with ``amount_usd``, customer metrics, time dimensions and segments."""
     ts = week["timestamp"]
     week = week.assign(amount_usd=week["amount"] * usd_per_unit(converter, week["currency"], ts.dt.normalize()))
     week = week.join(metrics, on="customer_id")
