@@ -30,10 +30,10 @@ def _env(workdir: Path) -> dict:
     return {**env, "DAGSTER_HOME": str(home)}
 
 
-def _materialize(workdir: Path) -> subprocess.CompletedProcess:
+def _materialize(workdir: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "*",
-                           "--partition", WEEK], cwd=workdir, env=_env(workdir), capture_output=True, text=True,
-                          timeout=600)
+                           "--partition", WEEK], cwd=workdir, env={**_env(workdir), **env}, capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
@@ -51,6 +51,21 @@ def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
     assert summary["load"]["rows_loaded"] == counts[0][0] and summary["cleanup"]["remaining"] == []
     assert (workdir / "data" / "embedded_postgres" / "PG_VERSION").exists()
     assert not [p for p in (workdir / "data" / "etl").rglob("*") if p.is_file()]
+
+
+def test_a_failed_cli_run_cleans_up_and_records_the_failure(workdir):
+    """No daemon, no sensor: the run itself removes the week's intermediates and writes failed_*.json."""
+    logs = workdir / "logs" / "etl"
+    before = set(logs.glob("failed_*.json"))
+    done = _materialize(workdir, QUALITY_FAIL_RATE="0.0001")  # the demo's ~1.5% dirty rows now stop the week
+    assert done.returncode != 0
+    assert not [p for p in (workdir / "data" / "etl").rglob("*") if p.is_file()]
+    records = set(logs.glob("failed_*.json")) - before
+    assert len(records) == 1
+    record = json.loads(records.pop().read_text())
+    assert record["week_start"] == WEEK and record["step"] == "validate_transactions"
+    assert "quarantine_rate" in record["error"] and record["remaining"] == []
+    assert any("raw_transactions" in p for p in record["removed"])
 
 
 def _free_port() -> int:
