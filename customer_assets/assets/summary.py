@@ -32,6 +32,12 @@ def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
     return path
 
 
+def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
+    """Which sources fed the week's profiles, as the profile step recorded them."""
+    path = Path(settings.reports_dir, week, "transform_log.json")
+    return json.loads(path.read_text()).get("sources") if path.exists() else None
+
+
 @dg.asset(
     key_prefix=[ETL],
     ins={"quality_report": dg.AssetIn(key=[ETL, "quality_report"])},
@@ -62,6 +68,7 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
         "quality_status": quality_report["status"],
         "quarantine_reasons": quality_report["quarantine_reasons"],
         "load": json.loads(load_report_path.read_text()) if load_report_path.exists() else None,
+        "sources": _week_sources(settings, week),
         "reports_dir": str(Path(settings.reports_dir, week)),
     }
     # Clean up first: a failure while writing the summary must not leave customer data behind.

@@ -1,0 +1,89 @@
+"""Sources as users have them: only customers, transactions and products, no CRM and no events; naive
+timestamps and integer ids; a missing column or a configured-but-broken source fails at once, clearly."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from customer_assets_tests.conftest import SMALL, create_source, query
+from customer_assets_tests.pipeline import run_week, warehouse
+
+WEEK = "2026-11-16"
+
+# The demo's tables, reshaped as a plain OLTP schema: integer ids, `timestamp without time zone` in New York
+# wall time, no CRM table and none of the demo's bookkeeping.
+PLAIN_SCHEMA = """
+DROP TABLE crm_customers, demo_seed_info;
+CREATE TABLE ids AS SELECT id AS old, row_number() OVER (ORDER BY id) AS new
+  FROM (SELECT customer_id AS id FROM customers UNION SELECT customer_id FROM transactions) x WHERE id IS NOT NULL;
+ALTER TABLE customers ADD COLUMN cid bigint;
+UPDATE customers c SET cid = ids.new FROM ids WHERE ids.old = c.customer_id;
+ALTER TABLE customers DROP COLUMN customer_id CASCADE;
+ALTER TABLE customers RENAME COLUMN cid TO customer_id;
+ALTER TABLE transactions ADD COLUMN cid bigint;
+UPDATE transactions t SET cid = ids.new FROM ids WHERE ids.old = t.customer_id;
+ALTER TABLE transactions DROP COLUMN customer_id;
+ALTER TABLE transactions RENAME COLUMN cid TO customer_id;
+ALTER TABLE transactions ALTER COLUMN "timestamp" TYPE timestamp USING "timestamp" AT TIME ZONE 'America/New_York';
+ALTER TABLE customers ALTER COLUMN created_at TYPE timestamp USING created_at AT TIME ZONE 'America/New_York';
+"""
+
+
+@pytest.fixture(scope="module")
+def plain_source(pg_server):
+    dsn = create_source(pg_server, "plain_source", SMALL)
+    query(dsn, PLAIN_SCHEMA + "SELECT 1")
+    return dsn
+
+
+def test_a_three_table_source_without_crm_or_events_runs_the_whole_week(pipeline_env, plain_source, small_source,
+                                                                         monkeypatch):
+    reference = pipeline_env("small_source")  # the same seed as timestamptz and text ids
+    run_week(WEEK)
+    expected = warehouse(reference / "warehouse.duckdb", "SELECT \"timestamp\", amount, currency FROM "
+                         "customer_analytics.weekly_transactions ORDER BY transaction_id")
+
+    tmp = pipeline_env("plain_source", events=False)
+    monkeypatch.setenv("SOURCE_TIMEZONE", "America/New_York")
+    result = run_week(WEEK)
+    assert result.success
+    loaded = warehouse(tmp / "warehouse.duckdb", "SELECT transaction_id, customer_id, \"timestamp\", amount, currency "
+                       "FROM customer_analytics.weekly_transactions ORDER BY transaction_id")
+    # The same rows at the same instants: naive New York wall time read back as UTC.
+    assert loaded[["timestamp", "amount", "currency"]].equals(expected)
+    assert loaded["customer_id"].str.fullmatch(r"\d+").all()
+    profiles = warehouse(tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.weekly_customer_profiles")
+    assert len(profiles) > 300 and not profiles["in_crm"].any() and not profiles["in_events"].any()
+    assert profiles["customer_id"].str.fullmatch(r"\d+").all()
+    assert warehouse(tmp / "warehouse.duckdb", "SELECT count(*) AS n FROM customer_analytics.dim_customers")["n"][0] > 300
+
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["etl/unified_customer_profiles"]["sources"].value == "database"
+    assert meta["etl/crm_customers"]["source"].value == "none"
+    assert meta["etl/customer_event_aggregates"]["source"].value == "none"
+    summary = json.loads(next((tmp / "logs" / "etl").glob("etl_*.json")).read_text())
+    assert summary["sources"] == ["database"] and summary["cleanup"]["remaining"] == []
+
+
+def test_a_missing_column_fails_at_once_naming_table_and_column(pipeline_env, pg_server):
+    dsn = create_source(pg_server, "no_currency", SMALL)
+    query(dsn, "ALTER TABLE transactions DROP COLUMN currency; ALTER TABLE products ALTER COLUMN price TYPE text; "
+               "SELECT 1")
+    pipeline_env("no_currency")
+    result = run_week(WEEK, selection=["etl/raw_transactions"], raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "column transactions.currency is missing" in failure.message
+    assert "column products.price is text; it must be a number" in failure.message
+    restarts = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    assert restarts == []  # no retry can fix a schema
+
+
+def test_a_configured_landing_zone_that_is_missing_fails_clearly(pipeline_env, small_source, monkeypatch, tmp_path):
+    pipeline_env("small_source")
+    monkeypatch.setenv("EVENTS_PATH", str(tmp_path / "not-mounted"))
+    result = run_week(WEEK, selection=["etl/customer_event_aggregates"], raise_on_error=False)
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "not-mounted is configured but is not a readable directory" in message
