@@ -67,6 +67,34 @@ def crm_records(dsn: str) -> list[dict]:
     return [row[0] for row in query(dsn, "SELECT row_to_json(c) FROM crm_customers c ORDER BY customer_id")]
 
 
+# The demo's tables, reshaped as a plain OLTP schema: integer ids, `timestamp without time zone` in New York
+# wall time, no CRM table and none of the demo's bookkeeping.
+PLAIN_SCHEMA = """
+DROP TABLE crm_customers, demo_seed_info;
+CREATE TABLE ids AS SELECT id AS old, row_number() OVER (ORDER BY id) AS new
+  FROM (SELECT customer_id AS id FROM customers UNION SELECT customer_id FROM transactions) x WHERE id IS NOT NULL;
+ALTER TABLE customers ADD COLUMN cid bigint;
+UPDATE customers c SET cid = ids.new FROM ids WHERE ids.old = c.customer_id;
+ALTER TABLE customers DROP COLUMN customer_id CASCADE;
+ALTER TABLE customers RENAME COLUMN cid TO customer_id;
+ALTER TABLE transactions ADD COLUMN cid bigint;
+UPDATE transactions t SET cid = ids.new FROM ids WHERE ids.old = t.customer_id;
+ALTER TABLE transactions DROP COLUMN customer_id;
+ALTER TABLE transactions RENAME COLUMN cid TO customer_id;
+ALTER TABLE transactions ALTER COLUMN "timestamp" TYPE timestamp USING "timestamp" AT TIME ZONE 'America/New_York';
+ALTER TABLE customers ALTER COLUMN created_at TYPE timestamp USING created_at AT TIME ZONE 'America/New_York';
+SELECT 1
+"""
+
+
+@pytest.fixture(scope="session")
+def plain_source(pg_server):
+    """The small source's data as a user's own database might hold it (``PLAIN_SCHEMA``)."""
+    dsn = create_source(pg_server, "plain_source", SMALL)
+    query(dsn, PLAIN_SCHEMA)
+    return dsn
+
+
 @pytest.fixture
 def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
     """Point the deployment's environment at a source database and at per-test local paths.

@@ -87,32 +87,6 @@ def test_wrong_password_is_not_logged(pg_server, small_source):
     assert "s3cret-value" not in str(raised.value)
 
 
-def test_customer_history_matches_a_direct_computation(pg_server, small_source):
-    import pandas as pd
-
-    from customer_assets.logic.currency import daily_rate_table
-    from customer_assets.sources.extract import customer_history
-
-    start, end = week_bounds(WEEK)
-    with _source(pg_server).connect() as conn:
-        history = customer_history(conn, start, end).set_index("customer_id")
-    rows = query(small_source, """SELECT customer_id, currency, amount::float8, "timestamp" FROM transactions
-        WHERE status = 'completed' AND amount > 0 AND "timestamp" < %s AND customer_id IN (
-            SELECT customer_id FROM transactions WHERE status = 'completed' AND "timestamp" >= %s
-            AND "timestamp" < %s)""", (end, start, end))
-    tx = pd.DataFrame(rows, columns=["customer_id", "currency", "amount", "timestamp"])
-    closing = daily_rate_table(end.date() - pd.Timedelta(days=1), end.date() - pd.Timedelta(days=1))
-    tx["usd"] = tx["amount"] * tx["currency"].map(closing.set_index("currency")["usd_per_unit"])
-    tx = tx.dropna(subset=["usd"])
-    expected = tx.groupby("customer_id").agg(ltv=("usd", "sum"), n=("usd", "size"), first=("timestamp", "min"))
-    assert set(expected.index) <= set(history.index)  # every customer of the week, and earlier ones
-    history = history.reindex(expected.index)
-    assert (history["transaction_count"] == expected["n"]).all()
-    assert history["lifetime_value_usd"].round(4).equals(expected["ltv"].round(4))
-    assert (history["first_purchase_at"] == pd.to_datetime(expected["first"], utc=True)).all()
-    assert (history["last_purchase_before_week"].dropna() < start).all()
-
-
 def test_only_sql_null_is_null_in_a_copy(small_source):
     """COPY's CSV marks NULL as an unquoted empty field and quotes nothing else, so text such as NA (Namibia's
     country code), N/A, null or NaN must stay text, as psycopg2 would give it."""

@@ -6,12 +6,55 @@ import pandas as pd
 import pytest
 
 from customer_assets.deployments import resources_for
+from customer_assets.logic import history
 from customer_assets.sensors import source_changes
 from customer_assets_tests.conftest import SMALL, create_source, query
 from customer_assets_tests.pipeline import run_week, warehouse
 
 WEEKS = ["2026-11-02", "2026-11-09", "2026-11-16"]
 HISTORY_KEYS = ["week_start", "customer_id", "currency"]
+
+
+def test_carrying_week_by_week_equals_summing_everything_at_once():
+    rng = np.random.default_rng(7)
+    weeks = []
+    for i, start in enumerate(pd.date_range("2026-10-05", periods=6, freq="7D", tz="UTC")):
+        n = 400
+        weeks.append((start, pd.DataFrame({
+            "customer_id": rng.choice([f"C{j}" for j in range(60)], n),
+            "currency": rng.choice(["USD", "EUR", "JPY", "KWD"], n),
+            "amount": np.round(rng.lognormal(3, 1.5, n), 3),  # three decimals: KWD's minor units
+            "timestamp": start + pd.to_timedelta(rng.integers(0, 7 * 86400, n), unit="s")})))
+    carried = history.empty_totals()
+    for start, rows in weeks:
+        carried = history.carry(carried, history.week_totals(rows), start)
+    everything = pd.concat([rows for _, rows in weeks])
+    at_once = history.carry(history.empty_totals(), history.week_totals(everything), weeks[-1][0])
+    columns = ["customer_id", "currency", "amount_milli", "transaction_count", "first_purchase_at", "last_purchase_at"]
+    pd.testing.assert_frame_equal(carried[columns], at_once[columns])
+    # Exact: thousandths add up as integers, whatever the grouping.
+    expected = (np.round(everything["amount"] * 1000).astype("int64")
+                .groupby([everything["customer_id"], everything["currency"]]).sum())
+    assert carried.set_index(["customer_id", "currency"])["amount_milli"].sort_index().equals(
+        expected.sort_index().rename("amount_milli"))
+    # The last purchase before the last week is the previous week's last purchase.
+    before = everything[everything["timestamp"] < weeks[-1][0]].groupby(["customer_id", "currency"])["timestamp"].max()
+    got = carried.set_index(["customer_id", "currency"])["last_purchase_before_week"].dropna().sort_index()
+    assert got.equals(before.sort_index().rename("last_purchase_before_week").astype(got.dtype))
+
+
+def test_customer_totals_convert_each_currency_at_the_closing_rate():
+    rows = pd.DataFrame({"customer_id": ["A", "A", "B"], "currency": ["USD", "EUR", "USD"],
+                         "amount": [10.0, 20.0, 5.5], "timestamp": pd.to_datetime(
+                             ["2026-11-16 10:00", "2026-11-17 10:00", "2026-11-18 10:00"], utc=True)})
+    carried = history.carry(history.empty_totals(), history.week_totals(rows), pd.Timestamp("2026-11-16", tz="UTC"))
+    week_end = pd.Timestamp("2026-11-23", tz="UTC").to_pydatetime()
+    totals = history.customer_totals(carried, week_end, pd.Series(["A"])).set_index("customer_id")
+    from customer_assets.logic.currency import daily_rate_table
+    rate = daily_rate_table(week_end.date() - pd.Timedelta(days=1), week_end.date() - pd.Timedelta(days=1),
+                            ["EUR"]).set_index("currency").loc["EUR", "usd_per_unit"]
+    assert list(totals.index) == ["A"] and totals.loc["A", "transaction_count"] == 2
+    assert totals.loc["A", "lifetime_value_usd"] == pytest.approx(10.0 + 20.0 * rate)
 
 
 def evaluate_sensor(instance: dg.DagsterInstance, cursor: str | None = None) -> tuple[dg.SensorResult, str]:

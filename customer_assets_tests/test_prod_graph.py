@@ -25,17 +25,39 @@ DATASET = "customer_analytics"
 WEEK, EARLIER = "2026-11-16", "2026-11-09"
 
 
-@pytest.fixture
-def prod_env(pipeline_env, small_source, monkeypatch, bigquery_endpoint, bigquery_client):
-    """pipeline_env's local paths and seeded source, plus the prod deployment pointed at the emulator."""
-    tmp = pipeline_env("small_source")
+def use_prod(monkeypatch, bigquery_endpoint, bigquery_client) -> None:
     monkeypatch.setenv("DAGSTER_DEPLOYMENT", "prod")
     monkeypatch.setenv("GCP_PROJECT_ID", PROJECT)
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", str(bigquery_endpoint))
     for name in ("BIGQUERY_DATASET", "BIGQUERY_LOCATION", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(name, raising=False)
     bigquery_client.delete_dataset(f"{PROJECT}.{DATASET}", delete_contents=True, not_found_ok=True)
+
+
+@pytest.fixture
+def prod_env(pipeline_env, small_source, monkeypatch, bigquery_endpoint, bigquery_client):
+    """pipeline_env's local paths and seeded source, plus the prod deployment pointed at the emulator."""
+    tmp = pipeline_env("small_source")
+    use_prod(monkeypatch, bigquery_endpoint, bigquery_client)
     return tmp
+
+
+def test_a_three_table_source_without_crm_or_events_runs_in_prod(pipeline_env, plain_source, monkeypatch,
+                                                                 bigquery_endpoint, bigquery_client):
+    pipeline_env("plain_source", events=False)
+    monkeypatch.setenv("SOURCE_TIMEZONE", "America/New_York")
+    use_prod(monkeypatch, bigquery_endpoint, bigquery_client)
+    result = run_prod(WEEK)
+    assert result.success
+    transactions = bq_table(bigquery_client, "weekly_transactions", "transaction_id")
+    assert len(transactions) > 1000 and transactions["customer_id"].str.fullmatch(r"\d+").all()
+    history = bq_table(bigquery_client, "customer_history", "customer_id, currency")
+    assert history["transaction_count"].sum() == len(transactions)  # the first week: only its own rows
+    profiles = bq_table(bigquery_client, "weekly_customer_profiles", "customer_id")
+    assert len(profiles) > 300 and not profiles["in_crm"].any() and not profiles["in_events"].any()
+    assert len(bq_table(bigquery_client, "dim_customers", "customer_id, version")) == len(profiles)
+    meta = result.asset_materializations_for_node("etl__unified_customer_profiles")[0].metadata
+    assert meta["sources"].value == "database"
 
 
 def run_prod(week: str) -> dg.ExecuteInProcessResult:
@@ -83,7 +105,7 @@ def same_rows(bigquery: pd.DataFrame, duck: pd.DataFrame, drop: tuple[str, ...] 
 
 def loaded(result: dg.ExecuteInProcessResult, table: str) -> int:
     events = result.asset_materializations_for_node(f"{DATASET}__{table}")
-    return events[0].metadata["rows_loaded"].value
+    return events[0].metadata["dagster/row_count"].value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,7 +148,7 @@ def test_a_week_materialized_twice_is_there_once(prod_env, bigquery_client):
     assert not dimension_again.duplicated(["customer_id", "version"]).any()
     assert dimension_again.groupby("customer_id")["is_current"].sum().eq(1).all()
     tables = sorted(t.table_id for t in bigquery_client.list_tables(f"{PROJECT}.{DATASET}"))
-    assert tables == ["data_quality_metrics", "dim_customers", "weekly_customer_profiles",
+    assert tables == ["customer_history", "data_quality_metrics", "dim_customers", "weekly_customer_profiles",
                       "weekly_transactions"]  # no staging table left behind
 
 

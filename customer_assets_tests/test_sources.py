@@ -11,32 +11,6 @@ from customer_assets_tests.pipeline import run_week, warehouse
 
 WEEK = "2026-11-16"
 
-# The demo's tables, reshaped as a plain OLTP schema: integer ids, `timestamp without time zone` in New York
-# wall time, no CRM table and none of the demo's bookkeeping.
-PLAIN_SCHEMA = """
-DROP TABLE crm_customers, demo_seed_info;
-CREATE TABLE ids AS SELECT id AS old, row_number() OVER (ORDER BY id) AS new
-  FROM (SELECT customer_id AS id FROM customers UNION SELECT customer_id FROM transactions) x WHERE id IS NOT NULL;
-ALTER TABLE customers ADD COLUMN cid bigint;
-UPDATE customers c SET cid = ids.new FROM ids WHERE ids.old = c.customer_id;
-ALTER TABLE customers DROP COLUMN customer_id CASCADE;
-ALTER TABLE customers RENAME COLUMN cid TO customer_id;
-ALTER TABLE transactions ADD COLUMN cid bigint;
-UPDATE transactions t SET cid = ids.new FROM ids WHERE ids.old = t.customer_id;
-ALTER TABLE transactions DROP COLUMN customer_id;
-ALTER TABLE transactions RENAME COLUMN cid TO customer_id;
-ALTER TABLE transactions ALTER COLUMN "timestamp" TYPE timestamp USING "timestamp" AT TIME ZONE 'America/New_York';
-ALTER TABLE customers ALTER COLUMN created_at TYPE timestamp USING created_at AT TIME ZONE 'America/New_York';
-"""
-
-
-@pytest.fixture(scope="module")
-def plain_source(pg_server):
-    dsn = create_source(pg_server, "plain_source", SMALL)
-    query(dsn, PLAIN_SCHEMA + "SELECT 1")
-    return dsn
-
-
 def test_a_three_table_source_without_crm_or_events_runs_the_whole_week(pipeline_env, plain_source, small_source,
                                                                          monkeypatch):
     reference = pipeline_env("small_source")  # the same seed as timestamptz and text ids

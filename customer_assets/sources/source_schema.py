@@ -44,15 +44,16 @@ REQUIRED: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     },
 }
 
-# The first table of each name on the connection's search path, with its columns' types.
+# Each table as the extract's queries resolve it (the search path), with its columns' types. The catalog shows
+# a table's columns whatever the user's privileges, so a missing grant is reported as such by the query.
 COLUMNS_SQL = """
-SELECT c.table_name, c.column_name, c.data_type
-FROM information_schema.columns c
-JOIN (SELECT DISTINCT ON (table_name) table_schema, table_name
-      FROM information_schema.columns
-      WHERE table_name = ANY(%(tables)s) AND table_schema = ANY(current_schemas(false))
-      ORDER BY table_name, array_position(current_schemas(false), table_schema::name)) first
-  ON first.table_schema = c.table_schema AND first.table_name = c.table_name
+SELECT w.name, a.attname,
+       CASE WHEN ty.typtype = 'e' THEN 'USER-DEFINED'
+            WHEN ty.typtype = 'd' THEN format_type(ty.typbasetype, NULL)
+            ELSE format_type(a.atttypid, NULL) END
+FROM unnest(%(tables)s::text[]) AS w(name)
+JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(w.name)) AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type ty ON ty.oid = a.atttypid
 """
 
 
