@@ -103,7 +103,7 @@ def seeded_source(server, config: SeedConfig, log=print) -> Source:
     return Source(server, dsn, name, config, time.perf_counter() - started)
 
 
-def profile_sources(source: Source, events_root: Path, first_week: date) -> Path:
+def profile_sources(source: Source, events_root: Path, first_week: date, events: bool = True) -> Path | None:
     """The CRM table and the event landing zone the profile assets read, made from the seed once.
 
     Events are written only from the day before ``first_week`` on (all the measured weeks read), which keeps
@@ -114,8 +114,10 @@ def profile_sources(source: Source, events_root: Path, first_week: date) -> Path
         has_crm = cur.fetchone()[0]
     if not has_crm:
         seed_crm_table(source.dsn)
+    if not events:
+        return None
     since = first_week - timedelta(days=1)
-    events = events_root / f"{source.dbname}_events_since_{since.isoformat()}"
-    if not events.exists():
-        write_event_files(source.dsn, events, since=since)
-    return events
+    landing = events_root / f"{source.dbname}_events_since_{since.isoformat()}"
+    if not landing.exists():
+        write_event_files(source.dsn, landing, since=since)
+    return landing

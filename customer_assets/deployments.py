@@ -66,9 +66,10 @@ def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
         hash_key = dg.EnvVar("PII_HASH_KEY")
     else:
         hash_key = local_hash_key(data_dir)
-    # The demo's crm_customers table stands in for the API on the embedded default only; elsewhere a week
-    # without CRM_API_URL has no CRM source, and its profiles come from the database (and events).
-    demo_table = "crm_customers" if uses_embedded_demo(deployment) else None
+    # The demo's crm_customers table stands in for the API on the embedded default (and, named by
+    # CRM_DEMO_TABLE, in benchmarks on seeded demo data); elsewhere a week without CRM_API_URL has no CRM
+    # source, and its profiles come from the database (and events).
+    demo_table = "crm_customers" if uses_embedded_demo(deployment) else os.environ.get("CRM_DEMO_TABLE") or None
     return CrmSource(api_url=_env_var("CRM_API_URL"), api_key=_env_var("CRM_API_KEY"), hash_key=hash_key,
                      demo_table=demo_table)
 

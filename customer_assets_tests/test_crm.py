@@ -168,7 +168,7 @@ def test_the_crm_table_reads_as_the_same_records_as_the_api_gives(small_source):
                         "(SELECT ctid FROM crm_customers WHERE updated_at >= %s AND updated_at < %s LIMIT 2)",
                         (start, end))
             from_table = fetch_week_from_table(conn, start, end)
-            cur.execute(CRM_TABLE_SQL, {"start": start, "end": end})
+            cur.execute(CRM_TABLE_SQL.format(table="crm_customers"), {"start": start, "end": end})
             as_records = CrmExtract(requests=1, pages=1)
             accept_records([dict(zip(CRM_FIELDS, row)) for row in cur.fetchall()], as_records)
         conn.rollback()  # the fixture's database stays as seeded

@@ -37,7 +37,7 @@ class CrmSource(dg.ConfigurableResource):
             return CrmExtract()
         if self.kind == "demo_table":
             with source_db.connect() as conn:
-                return fetch_week_from_table(conn, start, end)
+                return fetch_week_from_table(conn, start, end, self.demo_table)
         client = CrmApiClient(self.api_url, self.api_key or "", page_size=self.page_size,
                               min_page_size=self.min_page_size, max_retries=self.max_retries,
                               timeout_seconds=self.timeout_seconds, backoff_seconds=self.backoff_seconds,

@@ -29,7 +29,7 @@ CRM_FIELDS = ("customer_id", "email", "phone", "signup_date", "last_activity_dat
 CRM_TABLE_SQL = """
 SELECT customer_id, email, phone, signup_date, last_activity_date, subscription_tier,
        lifetime_value::float8, support_ticket_count, updated_at
-FROM crm_customers WHERE updated_at >= %(start)s AND updated_at < %(end)s
+FROM {table} WHERE updated_at >= %(start)s AND updated_at < %(end)s
 """
 
 
@@ -197,12 +197,15 @@ def accept_records(records: list, extract: CrmExtract) -> None:
 CRM_TABLE_SCHEMA = pa.schema([(name, pa.string()) for name in CRM_FIELDS])
 
 
-def fetch_week_from_table(conn, start: datetime, end: datetime) -> CrmExtract:
+def fetch_week_from_table(conn, start: datetime, end: datetime, table_name: str = "crm_customers") -> CrmExtract:
     """The embedded default: the same records from ``crm_customers`` in the source database, through ``COPY``
     into Arrow (no Python object per value), kept and counted as ``accept_records`` keeps and counts records."""
     from customer_assets.sources.extract import copy_query
 
-    table = copy_query(conn, CRM_TABLE_SQL, {"start": start, "end": end}, CRM_TABLE_SCHEMA)
+    from psycopg2 import sql
+
+    query = CRM_TABLE_SQL.format(table=sql.Identifier(table_name).as_string(conn))
+    table = copy_query(conn, query, {"start": start, "end": end}, CRM_TABLE_SCHEMA)
     extract = CrmExtract()
     extract.requests = extract.pages = 1
     ids = pc.utf8_trim_whitespace(table["customer_id"])
