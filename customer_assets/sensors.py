@@ -100,6 +100,8 @@ def weeks_touched(files: list[Path]) -> dict[str, int]:
            default_status=dg.DefaultSensorStatus.STOPPED)
 def events_landing_zone(context: dg.SensorEvaluationContext, settings: PipelineSettings):
     """Re-runs a finished week when new event files land for it (late arrivals), once per batch of files."""
+    if settings.events_path is None:
+        return dg.SkipReason("no event landing zone configured (EVENTS_PATH unset)")
     root = Path(settings.events_path)
     if not root.is_dir():
         return dg.SkipReason(f"no landing zone at {root}")
