@@ -120,6 +120,7 @@ def events_landing_zone(context: dg.SensorEvaluationContext, settings: PipelineS
 
 
 RAW = dg.AssetKey(["etl", "raw_transactions"])
+HISTORY_STEP = "__".join(HISTORY.path)
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, week: str):
@@ -194,9 +195,12 @@ def source_changes(context: dg.SensorEvaluationContext, settings: PipelineSettin
                                skip_reason=f"the {len(weeks)} recent weeks match the source and their history")
     first = rerun[0]
     key = hashlib.sha1(f"{first}|{reasons[first]}|{versions.get(first)}".encode()).hexdigest()[:12]
+    requests = []
     for week in rerun:
-        context.log.info(f"re-running {week}: {reasons.get(week, f'after {first}, which re-runs')}")
-    requests = [dg.RunRequest(run_key=f"source_changes:{week}:{key}", partition_key=week,
-                              tags={"trigger": "source_changes", "customer_assets/repair_from": first})
-                for week in rerun]
+        why = f"{week}: {reasons.get(week, f'its figures include {first}, which re-runs')}"
+        context.log.info(f"re-running {why}")
+        requests.append(dg.RunRequest(
+            run_key=f"source_changes:{week}:{key}", partition_key=week,
+            tags={"trigger": "source_changes", "customer_assets/repair_from": first},
+            run_config={"ops": {HISTORY_STEP: {"config": {"repair_reason": why}}}}))
     return dg.SensorResult(run_requests=requests, asset_events=observations)

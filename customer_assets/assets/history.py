@@ -26,6 +26,8 @@ PREVIOUS_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
 class HistoryConfig(dg.Config):
     full_rescan: bool = Field(default=False, description="Recompute the totals from every week loaded in the "
                               "warehouse instead of carrying the previous week's (e.g. after repairing history).")
+    repair_reason: str = Field(default="", description="Why this run rebuilds the week (set by the sensor "
+                               "source_changes; shown by `dagster sensor preview` and in the metadata).")
 
 
 def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -> int | None:
@@ -74,6 +76,8 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
         before = (warehouse.query(RESCAN_SQL, params, table=warehouse.table(*table), ts=warehouse.quote("timestamp"))
                   if warehouse.exists(*table) else week.iloc[:0])
     history = carry(before, week, ctx.week_start)
+    if config.repair_reason:
+        context.log.info(f"repair run: {config.repair_reason}")
     context.log.info(f"customer history of {context.partition_key}: {mode}, {len(history):,} customer-currency rows")
     return dg.Output(history, metadata={
         "dagster/row_count": len(history),
@@ -81,6 +85,7 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
         "customers": int(history["customer_id"].nunique()),
         "week_customers": int(week["customer_id"].nunique()),
         "previous_week": previous_week(context.partition_key),
+        "repair_reason": config.repair_reason or "",
         "previous_materialization_id": dg.MetadataValue.int(previous_id) if previous_id is not None else
         dg.MetadataValue.null(),
     })
