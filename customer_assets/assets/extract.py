@@ -7,7 +7,7 @@ import dagster as dg
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, week_context
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.schemas import RawTransactionsType
-from customer_assets.sources.extract import EMPTY_WEEK_VERSION, stream_week, to_raw_frame, week_versions
+from customer_assets.sources.extract import stream_week, to_raw_frame, week_version
 
 SOURCE_TRANSACTIONS = dg.AssetSpec(
     key=["source", "transactions"],
@@ -44,8 +44,7 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
     ctx = week_context(context)
     with source_db.connect() as conn:  # one snapshot: the version describes exactly the rows read
         schema = source_db.schema(conn)
-        version = week_versions(conn, ctx.week_start, ctx.week_end, schema).get(
-            context.partition_key, EMPTY_WEEK_VERSION)
+        version = week_version(conn, ctx.week_start, ctx.week_end, schema)
         table = stream_week(conn, ctx.week_start, ctx.week_end, schema=schema)
     df = to_raw_frame(table)
     return dg.Output(df, data_version=dg.DataVersion(version), metadata={

@@ -134,29 +134,30 @@ def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SI
     return copy_query(conn, week_extract_sql(schema), bounds, ARROW_SCHEMA, finish=_finish, block_size=block_size)
 
 
-def week_versions_sql(schema: SourceSchema) -> str:
-    """Per week (its Monday, UTC) between ``start`` and ``end``: the count of completed transactions and a
-    checksum of what the pipeline reads of them. A refund, a status change, an edited amount or a late row
-    changes the week's version; md5 is stable across PostgreSQL versions."""
-    ts = schema.utc("t", "transactions", "timestamp")
+def week_version_sql(schema: SourceSchema) -> str:
+    """The count of the week's completed transactions and a checksum of what the pipeline reads of them: a
+    refund, a status change, an edited amount or a late row changes the week's version.
+
+    ``hashtextextended`` is the hash of PostgreSQL's hash partitioning, kept stable across versions for that
+    reason; md5 cost 4-6 times as much (and FIPS servers refuse it). One week per query: grouping several
+    weeks in one query cost three times as much per row as the week alone (0.3 s for 600k rows)."""
     row = (f"concat_ws('|', {schema.text('t', 'transaction_id')}, {schema.text('t', 'customer_id')}, "
-           f"{schema.text('t', 'product_id')}, t.amount::text, t.currency::text, ({ts})::text)")
+           f"{schema.text('t', 'product_id')}, t.amount::text, t.currency::text, t.\"timestamp\"::text)")
     return f"""
-SELECT date_trunc('week', {ts})::date AS week, count(*) AS n,
-       coalesce(sum(('x' || left(md5({row}), 15))::bit(60)::bigint::numeric), 0)::text AS checksum
+SELECT count(*), coalesce(sum(hashtextextended({row}, 0)::numeric), 0)::text
 FROM transactions t
 WHERE t.status::text = 'completed' AND t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
-GROUP BY 1
 """
 
 
-def week_versions(conn, start: datetime, end: datetime, schema: SourceSchema | None = None) -> dict[str, str]:
-    """``{week partition key: "rows:checksum"}`` for the weeks in [start, end) that have completed rows."""
+def week_version(conn, start: datetime, end: datetime, schema: SourceSchema | None = None) -> str:
+    """``rows:checksum`` of the week [start, end) as the source holds it now (``0:0`` when empty)."""
     schema = schema or read_source_schema(conn)
     with conn.cursor() as cur:
-        cur.execute(week_versions_sql(schema), {"start": schema.bound("transactions", "timestamp", start),
-                                                "end": schema.bound("transactions", "timestamp", end)})
-        return {week.isoformat(): f"{n}:{checksum}" for week, n, checksum in cur.fetchall()}
+        cur.execute(week_version_sql(schema), {"start": schema.bound("transactions", "timestamp", start),
+                                               "end": schema.bound("transactions", "timestamp", end)})
+        n, checksum = cur.fetchone()
+    return f"{n}:{checksum}"
 
 
 EMPTY_WEEK_VERSION = "0:0"
