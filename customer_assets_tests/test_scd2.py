@@ -94,3 +94,46 @@ def test_a_rerun_week_that_changed_replaces_its_versions(warehouse):
     a = dimension(warehouse).query("customer_id == 'A'").reset_index(drop=True)
     assert a["status"].tolist() == ["active", "at-risk"]
     assert a["effective_from"].tolist() == [pd.Timestamp("2026-11-02"), pd.Timestamp("2026-11-16")]
+
+
+def reference_dimension(snapshots: dict[str, dict]) -> pd.DataFrame:
+    """The dimension by definition: per customer, a version wherever a tracked attribute changes."""
+    rows = []
+    for customer in sorted({c for week in snapshots.values() for c in week}):
+        seen = [(week, snapshots[week][customer]) for week in sorted(snapshots) if customer in snapshots[week]]
+        starts = [(week, state) for i, (week, state) in enumerate(seen) if i == 0 or state != seen[i - 1][1]]
+        for n, (week, state) in enumerate(starts):
+            end = starts[n + 1][0] if n + 1 < len(starts) else None
+            rows.append({"customer_id": customer, "segment": state[0], "value_tier": state[1], "status": state[2],
+                         "country": "US", "effective_from": pd.Timestamp(week),
+                         "effective_to": pd.Timestamp(end) if end else pd.Timestamp(OPEN_END),
+                         "is_current": end is None, "version": n + 1})
+    frame = pd.DataFrame(rows)[DIMENSION_COLUMNS]
+    for column in ("effective_from", "effective_to"):
+        frame[column] = frame[column].astype("datetime64[us]")
+    return frame
+
+
+def test_any_order_of_weeks_and_reruns_gives_the_dimension_by_definition(tmp_path):
+    """Random snapshots of 8 weeks applied in a random order, some weeks twice and some re-run with other
+    content, end as the dimension computed from the final snapshots by definition."""
+    import random
+
+    rng = random.Random(11)
+    warehouse = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
+    warehouse.execute(f"CREATE SCHEMA {SCHEMA}")
+    weeks = [str((pd.Timestamp("2026-09-28") + pd.Timedelta(weeks=i)).date()) for i in range(8)]
+
+    def random_week() -> dict:
+        return {f"C{c}": (rng.choice(["smb", "consumer"]), rng.choice(["Gold", "Bronze"]),
+                          rng.choice(["active", "at-risk", None]))
+                for c in range(12) if rng.random() < 0.7}
+
+    final = {}
+    order = weeks + rng.sample(weeks, 5)
+    rng.shuffle(order)
+    for week in order:
+        final[week] = random_week() if week not in final or rng.random() < 0.5 else final[week]
+        load_snapshot(warehouse, week, final[week])
+        apply_week(warehouse, SCHEMA, datetime.fromisoformat(week))
+    pd.testing.assert_frame_equal(dimension(warehouse), reference_dimension(final))

@@ -1,8 +1,9 @@
 """A type-2 customer dimension maintained in the warehouse by SQL, one week at a time.
 
-Applying a week recomputes the versions of the customers that week touches (those in its snapshot, and
-those whose version started in it) from their weekly snapshots, inside the warehouse, and swaps them in with
-one MERGE: nothing else is read, and no snapshot becomes a DataFrame. Versions depend only on the set of
+Applying a week recomputes, for the customers that week touches (those in its snapshot, and those whose
+version started in it), the versions from the one in effect before the week on, from that version and the
+snapshots from the week on, inside the warehouse, and swaps them in with one MERGE: no snapshot becomes a
+DataFrame, and the newest week costs the same after years of weeks. Versions depend only on the set of
 snapshots, never on the order weeks were loaded in, so re-running a week adds nothing and backfilling an
 older week gives the history of running the weeks in order. The same statement runs on DuckDB and BigQuery.
 """
@@ -23,7 +24,13 @@ CREATE TABLE IF NOT EXISTS {dim} (
 
 _CHANGED = " OR ".join(f"{c} IS DISTINCT FROM LAG({c}) OVER w" for c in TRACKED)
 _COLUMNS = ", ".join(DIMENSION_COLUMNS)
+_TRACKED = ", ".join(TRACKED)
 
+# For each customer the week touches, the versions from the one in effect before the week (its anchor) on
+# are recomputed from the anchor's state and the customer's snapshots from the week on; earlier versions are
+# not touched. Running the newest week reads that week's snapshot and one version per customer, whatever the
+# number of weeks behind; re-running an older week reads the snapshots after it. The marker rows (remove)
+# delete each touched customer's versions from the anchor on; the others are inserted.
 APPLY_WEEK_SQL = f"""
 MERGE INTO {{dim}} T
 USING (
@@ -32,27 +39,38 @@ USING (
     UNION DISTINCT
     SELECT customer_id FROM {{dim}} WHERE effective_from = @week_start
   ),
-  snapshots AS (
-    SELECT p.customer_id, p.week_start, {", ".join("p." + c for c in TRACKED)}
+  anchors AS (
+    SELECT d.customer_id, {", ".join("d." + c for c in TRACKED)}, d.effective_from, d.version
+    FROM {{dim}} d JOIN affected a ON d.customer_id = a.customer_id
+    WHERE d.effective_from < @week_start AND d.effective_to >= @week_start
+  ),
+  sequence AS (
+    SELECT customer_id, effective_from AS week_start, {_TRACKED}, version - 1 AS base FROM anchors
+    UNION ALL
+    SELECT p.customer_id, p.week_start, {", ".join("p." + c for c in TRACKED)}, CAST(NULL AS {{INT}}) AS base
     FROM {{profiles}} p JOIN affected a ON p.customer_id = a.customer_id
+    WHERE p.week_start >= @week_start
   ),
   marked AS (
-    SELECT *, ROW_NUMBER() OVER w AS n, ({_CHANGED}) AS changed
-    FROM snapshots WINDOW w AS (PARTITION BY customer_id ORDER BY week_start)
+    SELECT *, ROW_NUMBER() OVER w AS n, ({_CHANGED}) AS changed,
+           COALESCE(MAX(base) OVER (PARTITION BY customer_id), 0) AS offset_version
+    FROM sequence WINDOW w AS (PARTITION BY customer_id ORDER BY week_start)
   ),
   versions AS (
-    SELECT customer_id, {", ".join(TRACKED)}, week_start AS effective_from,
-           LEAD(week_start) OVER v AS next_from, ROW_NUMBER() OVER v AS version
+    SELECT customer_id, {_TRACKED}, week_start AS effective_from, LEAD(week_start) OVER v AS next_from,
+           offset_version + ROW_NUMBER() OVER v AS version
     FROM marked WHERE n = 1 OR changed
     WINDOW v AS (PARTITION BY customer_id ORDER BY week_start)
   )
-  SELECT customer_id, {", ".join(TRACKED)}, effective_from, COALESCE(next_from, @open_end) AS effective_to,
+  SELECT customer_id, {_TRACKED}, effective_from, COALESCE(next_from, @open_end) AS effective_to,
          next_from IS NULL AS is_current, version, FALSE AS remove
   FROM versions
   UNION ALL
-  SELECT customer_id, {", ".join("NULL" for _ in TRACKED)}, NULL, NULL, NULL, NULL, TRUE FROM affected
+  SELECT a.customer_id, {", ".join("NULL" for _ in TRACKED)}, COALESCE(n.effective_from, @week_start), NULL, NULL,
+         NULL, TRUE
+  FROM affected a LEFT JOIN anchors n ON n.customer_id = a.customer_id
 ) S
-ON T.customer_id = S.customer_id AND S.remove
+ON T.customer_id = S.customer_id AND S.remove AND T.effective_from >= S.effective_from
 WHEN MATCHED THEN DELETE
 WHEN NOT MATCHED AND NOT S.remove THEN INSERT ({_COLUMNS}) VALUES ({", ".join("S." + c for c in DIMENSION_COLUMNS)})
 """
