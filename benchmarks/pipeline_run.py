@@ -108,7 +108,9 @@ def main(argv=None) -> None:
     job = dg.build_reconstructable_job("benchmarks.pipeline_run", "weekly_job")
     last = date.fromisoformat(a.last_week)
     weeks = [(last - timedelta(weeks=a.weeks - 1 - i)).isoformat() for i in range(a.weeks)]
-    instance = dg.DagsterInstance.ephemeral()
+    # An instance on disk (SQLite), as a deployment has: the ephemeral one keeps every run's event log in the
+    # process, which grew its memory (and its garbage collections) with every week of a long backfill.
+    instance = dg.DagsterInstance.local_temp()
     sampler = RssSampler()
     sampler.start()
     started = time.perf_counter()
