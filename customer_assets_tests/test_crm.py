@@ -43,11 +43,13 @@ def test_429_bursts_back_off_honouring_retry_after():
 def test_429_without_retry_after_backs_off_exponentially_and_gives_up_after_5():
     behaviour = CrmBehaviour(records=make_records(10), rate_limited_requests=100, retry_after=None)
     sleeps: list[float] = []
-    with CrmServer(behaviour) as url:
-        extract = client(url, sleeps, backoff_seconds=1.0).fetch_week(START, END)
+    from customer_assets.sources.crm import CrmUnavailableError
+
+    with CrmServer(behaviour) as url, pytest.raises(CrmUnavailableError, match="HTTP 429"):
+        client(url, sleeps, backoff_seconds=1.0).fetch_week(START, END)
     assert sleeps[:5] == [1.0, 2.0, 4.0, 8.0, 16.0]
-    assert extract.partial and extract.missing_pages[0]["offset"] == 0 and "429" in extract.missing_pages[0]["error"]
-    assert extract.records == []
+    # Each page gave up after its 5 retries; after 3 such pages in a row the CRM counts as unavailable.
+    assert len(behaviour.requests) == 3 * 6
 
 
 def test_401_stops_with_a_clear_message():
@@ -183,3 +185,54 @@ def test_the_crm_table_reads_as_the_same_records_as_the_api_gives(small_source):
     json_frame, json_counts = standardise_crm(as_json, "k")
     pd.testing.assert_frame_equal(json_frame, table_frame)
     assert json_counts == table_counts
+
+
+def _closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_an_unreachable_crm_gives_up_after_a_few_pages_instead_of_walking_offsets_forever():
+    from customer_assets.sources.crm import CrmUnavailableError
+
+    with pytest.raises(CrmUnavailableError, match="3 pages in a row failed") as raised:
+        client(_closed_port(), max_retries=1).fetch_week(START, END)
+    assert "offsets [0, 100, 200]" in str(raised.value) and "connection failed" in str(raised.value)
+
+
+def test_a_crm_that_answers_too_slowly_stops_at_its_time_budget():
+    from customer_assets.sources.crm import CrmUnavailableError
+
+    ticks = iter(range(0, 10_000, 400))  # every look at the clock: 400 s later
+    behaviour = CrmBehaviour(records=make_records(1_000))
+    with CrmServer(behaviour) as url, pytest.raises(CrmUnavailableError, match="budget of 600s"):
+        client(url, time_budget_seconds=600, clock=lambda: next(ticks)).fetch_week(START, END)
+    assert len(behaviour.requests) == 1  # the first page, then the budget was spent
+
+
+def test_an_unreachable_crm_fails_the_profiles_but_not_the_weeks_transactions(pipeline_env, small_source):
+    """The run ends bounded and specific: the transactions of the week are loaded first, the CRM step fails
+    with one message, no retry, and the week's intermediates are removed."""
+    import time
+
+    from customer_assets.deployments import resources_for
+    from customer_assets_tests.pipeline import ASSETS, warehouse
+
+    tmp = pipeline_env("small_source")
+    resources = resources_for("local")
+    resources["crm"] = CrmSource(api_url=_closed_port(), api_key="k", hash_key="k", backoff_seconds=0.01)
+    started = time.monotonic()
+    result = dg.materialize(ASSETS, partition_key="2026-11-16", resources=resources, raise_on_error=False,
+                            instance=dg.DagsterInstance.ephemeral())
+    assert not result.success and time.monotonic() - started < 120
+    failures = {e.step_key: e.step_failure_data.error.message for e in result.get_step_failure_events()}
+    assert list(failures) == ["etl__crm_customers"]
+    assert "CRM unavailable" in failures["etl__crm_customers"] and "pages in a row failed" in failures["etl__crm_customers"]
+    loaded = warehouse(tmp / "warehouse.duckdb", "SELECT count(*) AS n FROM customer_analytics.weekly_transactions")
+    assert loaded["n"][0] > 1000
+    assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
+    record = json.loads(next((tmp / "logs" / "etl").glob("failed_*.json")).read_text())
+    assert record["step"] == "etl__crm_customers" and "CRM unavailable" in record["error"]

@@ -42,8 +42,13 @@ KNOWN_CUSTOMERS_SCHEMA = pa.schema([("customer_id", pa.string()), ("signup_date"
                                     ("country", pa.string()), ("segment", pa.string())])
 
 
+# The profile branch's inputs run after the transaction branch's steps: a slow or unavailable CRM or landing
+# zone never delays (or, failing, prevents) the week's transactions.
+AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
+
+
 @dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"api", "pandas"},
-          owners=OWNERS, dagster_type=CrmCustomersType)
+          owners=OWNERS, dagster_type=CrmCustomersType, op_tags=AFTER_TRANSACTIONS)
 def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: PostgresSource) -> dg.Output:
     """CRM customers updated in the week (all pages), standardised, emails and phones as keyed HMAC-SHA256.
 
@@ -66,7 +71,7 @@ def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: 
 
 
 @dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"json", "pandas"},
-          owners=OWNERS, dagster_type=CustomerEventAggregatesType)
+          owners=OWNERS, dagster_type=CustomerEventAggregatesType, op_tags=AFTER_TRANSACTIONS)
 def customer_event_aggregates(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
     """Per customer, the week's page views, distinct features used, purchases (count, USD) and support chats.
 

@@ -9,7 +9,8 @@ import dagster as dg
 from pydantic import Field
 
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.sources.crm import CrmApiClient, CrmAuthError, CrmExtract, fetch_week_from_table
+from customer_assets.sources.crm import (
+    CrmApiClient, CrmAuthError, CrmExtract, CrmUnavailableError, fetch_week_from_table)
 
 
 class CrmSource(dg.ConfigurableResource):
@@ -26,6 +27,9 @@ class CrmSource(dg.ConfigurableResource):
     max_retries: int = Field(default=5, description="Retries of a page on 429 / 5xx / timeouts.")
     timeout_seconds: float = Field(default=30.0, description="Per request.")
     backoff_seconds: float = Field(default=1.0, description="Base of the exponential backoff.")
+    max_failed_pages: int = Field(default=3, description="Pages in a row that fail after their retries before "
+                                  "the CRM counts as unavailable and the step fails.")
+    time_budget_seconds: float = Field(default=600.0, description="The most a week's CRM extract may take.")
 
     @property
     def kind(self) -> str:
@@ -41,8 +45,13 @@ class CrmSource(dg.ConfigurableResource):
         client = CrmApiClient(self.api_url, self.api_key or "", page_size=self.page_size,
                               min_page_size=self.min_page_size, max_retries=self.max_retries,
                               timeout_seconds=self.timeout_seconds, backoff_seconds=self.backoff_seconds,
-                              requests_per_minute=self.requests_per_minute)
+                              requests_per_minute=self.requests_per_minute, max_failed_pages=self.max_failed_pages,
+                              time_budget_seconds=self.time_budget_seconds)
         try:
             return client.fetch_week(start, end)
         except CrmAuthError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        except CrmUnavailableError as exc:
+            raise dg.Failure(description=f"CRM unavailable: {exc}. The week's profiles need it; the transaction "
+                             "branch is not affected. Check CRM_API_URL and the CRM's status, then re-run the week.",
+                             allow_retries=False) from exc

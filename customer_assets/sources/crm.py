@@ -37,6 +37,10 @@ class CrmAuthError(Exception):
     """401 from the CRM: the API key was refused."""
 
 
+class CrmUnavailableError(Exception):
+    """The CRM failed page after page, or ran out of its time budget: no point in asking it further."""
+
+
 @dataclass
 class CrmExtract:
     """What arrived from the CRM, and what did not: ``records`` from the API, or ``table`` (the same fields as
@@ -98,7 +102,10 @@ class CrmApiClient:
     timeout_seconds: float = 30.0
     backoff_seconds: float = 1.0
     requests_per_minute: int = 100
+    max_failed_pages: int = 3
+    time_budget_seconds: float = 600.0
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.session = requests.Session()
@@ -162,14 +169,27 @@ class CrmApiClient:
         extract = CrmExtract()
         offset: int | None = 0
         limit = self.page_size
+        deadline, failed_in_a_row = self.clock() + self.time_budget_seconds, 0
         while offset is not None:
+            if self.clock() > deadline:
+                raise CrmUnavailableError(
+                    f"the CRM at {self.base_url} did not deliver the week within its budget of "
+                    f"{self.time_budget_seconds:.0f}s ({extract.pages} page(s) read, "
+                    f"{len(extract.missing_pages)} lost)")
             try:
                 records, next_offset, limit = self.fetch_page(start, end, offset, limit, extract)
             except RuntimeError as exc:
                 extract.missing_pages.append({"offset": offset, "limit": limit, "error": str(exc)})
+                failed_in_a_row += 1
+                if failed_in_a_row >= self.max_failed_pages:
+                    raise CrmUnavailableError(
+                        f"the CRM at {self.base_url} looks unavailable: {failed_in_a_row} pages in a row failed "
+                        f"after retries (offsets {[p['offset'] for p in extract.missing_pages[-failed_in_a_row:]]}), "
+                        f"the last with: {exc}") from exc
                 log.warning("CRM page at offset %d lost: %s; continuing after it", offset, exc)
                 offset += limit
                 continue
+            failed_in_a_row = 0
             extract.pages += 1
             accept_records(records, extract)
             if not records and next_offset is None:
