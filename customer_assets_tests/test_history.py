@@ -1,5 +1,7 @@
 """Customer history carried forward, and late changes to loaded weeks caught and repaired (real PostgreSQL)."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -180,3 +182,38 @@ def test_a_late_change_to_a_loaded_week_is_detected_and_repaired(pipeline_env, l
     rebuilt = snapshot(tmp_path / "rebuilt.duckdb")
     for table, frame in rebuilt.items():
         pd.testing.assert_frame_equal(repaired[table], frame, obj=table)
+
+
+@pytest.fixture
+def poisoned_source(pg_server):
+    return create_source(pg_server, "poisoned_source", SMALL)
+
+
+def test_nan_infinite_and_quarantined_rows_never_reach_lifetime_figures(pipeline_env, poisoned_source):
+    """Issue 12, finding 2: one NaN amount made a customer's lifetime value 1e12 and their count 5 instead of 12,
+    and rows that validation quarantines (duplicates, unknown products) counted in the history query."""
+    tmp = pipeline_env("poisoned_source")
+    # A float amount column, as many schemas have: it holds Infinity (numeric(18,4) does not).
+    query(poisoned_source, "ALTER TABLE transactions ALTER COLUMN amount TYPE double precision; SELECT 1")
+    customer = query(poisoned_source, """SELECT customer_id FROM transactions WHERE status = 'completed'
+        AND "timestamp" >= '2026-11-16' AND "timestamp" < '2026-11-23' AND customer_id IS NOT NULL
+        AND currency = 'USD' GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1""")[0][0]
+    template = query(poisoned_source, """SELECT transaction_id FROM transactions WHERE customer_id = %s
+        AND status = 'completed' AND "timestamp" >= '2026-11-16' AND currency = 'USD' ORDER BY 1 LIMIT 1""",
+                     (customer,))[0][0]
+    for new_id, amount, product in (("POISON-NAN", "'NaN'", "product_id"), ("POISON-INF", "'Infinity'", "product_id"),
+                                    ("POISON-UNKNOWN-PRODUCT", "amount", "'NO-SUCH-PRODUCT'")):
+        query(poisoned_source, f"""INSERT INTO transactions SELECT '{new_id}', customer_id, {product}, {amount}, currency,
+            "timestamp" + interval '1 second', status FROM transactions WHERE transaction_id = %s RETURNING 1""",
+              (template,))
+    run_week(WEEKS[2])
+    reasons = json.loads((tmp / "data" / "reports" / WEEKS[2] / "quality_report.json").read_text())["quarantine_reasons"]
+    assert reasons["NON_FINITE_AMOUNT"] >= 1 and reasons["MISSING_AMOUNT"] >= 1 and reasons["UNKNOWN_PRODUCT"] >= 1
+    loaded = warehouse(tmp / "warehouse.duckdb", f"""SELECT transaction_id, amount, customer_lifetime_value,
+        customer_transaction_count FROM customer_analytics.weekly_transactions WHERE customer_id = '{customer}'""")
+    assert not loaded["transaction_id"].str.startswith("POISON").any()
+    assert np.isfinite(loaded["customer_lifetime_value"]).all()
+    assert (loaded["customer_transaction_count"] == len(loaded)).all()  # the first week: its own valid rows
+    history = warehouse(tmp / "warehouse.duckdb", f"""SELECT sum(transaction_count) AS n FROM
+        customer_analytics.customer_history WHERE customer_id = '{customer}'""")
+    assert history["n"][0] == len(loaded)

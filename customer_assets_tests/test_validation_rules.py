@@ -16,6 +16,7 @@ FAILING_ROWS = {
     "MISSING_TIMESTAMP": raw_row(timestamp=None),
     "MISSING_CURRENCY": raw_row(currency=None),
     "NON_POSITIVE_AMOUNT": raw_row(amount=-5.0),
+    "NON_FINITE_AMOUNT": raw_row(amount=float("inf")),
     "INVALID_TIMESTAMP": raw_row(timestamp=pd.Timestamp("1970-01-01", tz="UTC"),
                                  customer_created_at=pd.Timestamp("1960-01-01", tz="UTC")),
     "INVALID_CURRENCY": raw_row(currency="ABC"),

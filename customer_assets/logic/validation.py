@@ -59,6 +59,9 @@ HARD_RULES: list[Rule] = [
     Rule("MISSING_TIMESTAMP", "completeness", "timestamp is not null", lambda d, c: d["timestamp"].isna()),
     Rule("MISSING_CURRENCY", "completeness", "currency is not null", lambda d, c: d["currency"].isna()),
     Rule("NON_POSITIVE_AMOUNT", "validity", "amount > 0", lambda d, c: d["amount"].notna() & (d["amount"] <= 0)),
+    # PostgreSQL numeric and float columns hold Infinity (NaN reads as missing): never a lifetime figure.
+    Rule("NON_FINITE_AMOUNT", "validity", "amount is a finite number",
+         lambda d, c: d["amount"].notna() & ~np.isfinite(d["amount"].astype("float64"))),
     Rule("INVALID_TIMESTAMP", "validity", f"timestamp on or after {EARLIEST_VALID_TIMESTAMP.date()}",
          lambda d, c: d["timestamp"].notna() & (d["timestamp"] < EARLIEST_VALID_TIMESTAMP)),
     Rule("INVALID_CURRENCY", "validity", "currency is an ISO 4217 code",

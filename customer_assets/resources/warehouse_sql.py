@@ -62,8 +62,11 @@ class DuckDBWarehouse(WarehouseSQL):
         with connect(self.database, threads=None) as con:
             rendered = _PARAM.sub(r"$\1", self.render(sql, names))
             used = set(_PARAM.findall(self.render(sql, names)))
-            result = con.execute(rendered, {k: v for k, v in (params or {}).items() if k in used})
-            return result.to_arrow_table().to_pandas() if fetch else None
+            values = {k: v for k, v in (params or {}).items() if k in used}
+            if fetch:  # a relation's Arrow result, without the extra copy a DB-API result makes
+                return con.sql(rendered, params=values).to_arrow_table().to_pandas()
+            con.execute(rendered, values)
+            return None
 
     def query(self, sql: str, params: dict | None = None, **names: str) -> pd.DataFrame:
         return self._run(sql, params, names, fetch=True)
