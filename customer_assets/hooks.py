@@ -20,11 +20,6 @@ from customer_assets.assets.summary import remove_intermediates, write_log
 RECORD_TAG = "customer_assets/failure_record"
 
 
-def _partition(context: dg.HookContext) -> str | None:
-    run = context.instance.get_run_by_id(context.run_id)
-    return run.tags.get("dagster/partition") if run else None
-
-
 def _error(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
@@ -37,32 +32,28 @@ def _error(exc: BaseException | None) -> str | None:
     return " <- ".join(parts)
 
 
-def _record_path(context: dg.HookContext) -> Path | None:
-    run = context.instance.get_run_by_id(context.run_id)
-    path = run.tags.get(RECORD_TAG) if run else None
-    return Path(path) if path else None
-
-
-def _run_has_failed_step(context: dg.HookContext) -> bool:
-    return bool(context.instance.all_logs(context.run_id, of_type=DagsterEventType.STEP_FAILURE))
+def _add_to_record(path: Path, removed: list[str], remaining: list[str], **extra) -> None:
+    """Update the run's failure record with what a later step removed (and, for a failed step, its error)."""
+    record = json.loads(path.read_text())
+    for key, value in extra.items():
+        record.setdefault(key, []).append(value)
+    record["removed"] += removed
+    record["remaining"] = remaining
+    path.write_text(json.dumps(record, indent=2, default=str))
 
 
 @dg.failure_hook(required_resource_keys={"settings"}, name="clean_up_failed_week")
 def clean_up_failed_week(context: dg.HookContext) -> None:
     """A step failed: remove the week's intermediates and record the failure in the ETL log dir."""
     settings = context.resources.settings
-    week = _partition(context)
-    removed, remaining = remove_intermediates(settings, week) if week else ([], [])
-    existing = _record_path(context)
-    if existing is not None and existing.exists():
-        record = json.loads(existing.read_text())
-        record.setdefault("other_failed_steps", []).append(
-            {"step": context.step_key, "error": _error(context.op_exception)})
-        record["removed"] += removed
-        record["remaining"] = remaining
-        existing.write_text(json.dumps(record, indent=2, default=str))
-        return
     run = context.instance.get_run_by_id(context.run_id)
+    week = run.tags.get("dagster/partition") if run else None
+    removed, remaining = remove_intermediates(settings, week) if week else ([], [])
+    existing = run.tags.get(RECORD_TAG) if run else None
+    if existing and Path(existing).exists():
+        _add_to_record(Path(existing), removed, remaining,
+                       other_failed_steps={"step": context.step_key, "error": _error(context.op_exception)})
+        return
     record = {"status": "failed", "run_id": context.run_id, "job": run.job_name if run else None,
               "week_start": week, "step": context.step_key, "error": _error(context.op_exception),
               "removed": removed, "remaining": remaining,
@@ -76,20 +67,19 @@ def clean_up_failed_week(context: dg.HookContext) -> None:
 @dg.success_hook(required_resource_keys={"settings"}, name="clean_up_after_failure")
 def clean_up_after_failure(context: dg.HookContext) -> None:
     """A step succeeded in a run where another step failed: what it wrote must not stay either."""
-    if not _run_has_failed_step(context):
+    if not context.instance.all_logs(context.run_id, of_type=DagsterEventType.STEP_FAILURE):
         return
-    week = _partition(context)
+    run = context.instance.get_run_by_id(context.run_id)
+    week = run.tags.get("dagster/partition") if run else None
     if not week:
         return
     removed, remaining = remove_intermediates(context.resources.settings, week)
-    path = _record_path(context)
-    if removed and path is not None and path.exists():
-        record = json.loads(path.read_text())
-        record["removed"] += removed
-        record["remaining"] = remaining
-        path.write_text(json.dumps(record, indent=2, default=str))
-    if removed:
-        context.log.info(f"run has a failed step: removed {len(removed)} intermediate file(s) of week {week}")
+    if not removed:
+        return
+    record = run.tags.get(RECORD_TAG)
+    if record and Path(record).exists():
+        _add_to_record(Path(record), removed, remaining)
+    context.log.info(f"run has a failed step: removed {len(removed)} intermediate file(s) of week {week}")
 
 
 CLEANUP_HOOKS = {clean_up_failed_week, clean_up_after_failure}

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.assets.summary import remove_intermediates, write_log
+from customer_assets.assets.common import latest_materialization
 from customer_assets.assets.extract import SOURCE_TRANSACTIONS
 from customer_assets.assets.history import HISTORY
 from customer_assets.hooks import RECORD_TAG
@@ -124,12 +125,6 @@ RAW = dg.AssetKey(["etl", "raw_transactions"])
 HISTORY_STEP = "__".join(HISTORY.path)
 
 
-def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, week: str):
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[week]),
-                                              limit=1).records
-    return records[0] if records else None
-
-
 def _metadata(record, name: str):
     entry = record.asset_materialization.metadata.get(name) if record and record.asset_materialization else None
     return entry.value if entry is not None else None
@@ -148,7 +143,8 @@ def weeks_to_repair(instance: dg.DagsterInstance, weeks: list[str], source_versi
     loaded = []
     previous_history = None
     for week in weeks:
-        raw, history = _latest(instance, RAW, week), _latest(instance, HISTORY, week)
+        raw = latest_materialization(instance, RAW, week)
+        history = latest_materialization(instance, HISTORY, week)
         if raw is not None:
             loaded.append(week)
             read = _metadata(raw, "source_version")

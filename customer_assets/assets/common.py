@@ -17,3 +17,10 @@ PARTITIONS = weekly_partitions
 def week_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> WeekContext:
     start, end = week_bounds(context.partition_key)
     return WeekContext(week_start=start, week_end=end, now=datetime.now(timezone.utc))
+
+
+def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, partition_key: str):
+    """The newest materialization record of one partition of ``key``, or None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition_key]), limit=1).records
+    return records[0] if records else None

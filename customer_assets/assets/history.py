@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, latest_materialization, week_context
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.history import HISTORY_INPUTS, carry, week_totals
 from customer_assets.resources.warehouse_sql import WarehouseSQL
@@ -34,9 +34,8 @@ def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -
     """Storage id of the latest materialization of the week before ``partition_key``, if there is one."""
     if partition_key <= FIRST_WEEK:
         return None
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=HISTORY, asset_partitions=[previous_week(partition_key)]), limit=1)
-    return result.records[0].storage_id if result.records else None
+    record = latest_materialization(instance, HISTORY, previous_week(partition_key))
+    return record.storage_id if record else None
 
 
 @dg.asset(

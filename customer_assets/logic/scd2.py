@@ -75,9 +75,9 @@ WHEN MATCHED THEN DELETE
 WHEN NOT MATCHED AND NOT S.remove THEN INSERT ({_COLUMNS}) VALUES ({", ".join("S." + c for c in DIMENSION_COLUMNS)})
 """
 
+# Every customer has exactly one current version, so the current versions count the customers.
 WEEK_SUMMARY_SQL = """
-SELECT COUNT(*) AS versions, COUNT(DISTINCT customer_id) AS customers,
-       COUNTIF(effective_from = @week_start) AS versions_starting_this_week,
+SELECT COUNT(*) AS versions, COUNTIF(effective_from = @week_start) AS versions_starting_this_week,
        COUNTIF(is_current) AS current_versions
 FROM {dim}
 """
@@ -92,4 +92,5 @@ def apply_week(warehouse, schema: str, week_start: datetime) -> dict[str, int]:
     warehouse.execute(CREATE_SQL, **names)
     warehouse.execute(APPLY_WEEK_SQL, params, **names)
     summary = warehouse.query(WEEK_SUMMARY_SQL, params, **names).iloc[0]
-    return {name: int(summary[name]) for name in summary.index}
+    counts = {name: int(summary[name]) for name in summary.index}
+    return {**counts, "customers": counts["current_versions"]}

@@ -59,10 +59,10 @@ class DuckDBWarehouse(WarehouseSQL):
 
     def _run(self, sql: str, params: dict | None, names: dict[str, str], fetch: bool):
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        rendered = self.render(sql, names)
+        values = {k: v for k, v in (params or {}).items() if k in set(_PARAM.findall(rendered))}
         with connect(self.database, threads=None) as con:
-            rendered = _PARAM.sub(r"$\1", self.render(sql, names))
-            used = set(_PARAM.findall(self.render(sql, names)))
-            values = {k: v for k, v in (params or {}).items() if k in used}
+            rendered = _PARAM.sub(r"$\1", rendered)
             if fetch:  # a relation's Arrow result, without the extra copy a DB-API result makes
                 return con.sql(rendered, params=values).to_arrow_table().to_pandas()
             con.execute(rendered, values)
