@@ -15,8 +15,9 @@ ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, s
 
 def pipeline_assets() -> list:
     """Every asset of the pipeline, each step carrying the in-run failure cleanup hooks."""
-    return [a.with_hooks(CLEANUP_HOOKS) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a
-            for a in dg.load_assets_from_modules(ASSET_MODULES)]
+    assets = [a.with_hooks(CLEANUP_HOOKS) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a
+              for a in dg.load_assets_from_modules(ASSET_MODULES)]
+    return assets + list(dg.load_asset_checks_from_modules(ASSET_MODULES))
 
 
 def build_definitions(deployment: str | None = None) -> dg.Definitions:

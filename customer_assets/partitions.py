@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
+import click
 import dagster as dg
 
 from customer_assets.weeks import FIRST_WEEK, week_bounds
 
-__all__ = ["FIRST_WEEK", "week_bounds", "weekly_partitions"]
+__all__ = ["FIRST_WEEK", "NotAWeekError", "week_bounds", "weekly_partitions"]
+
+
+class NotAWeekError(click.UsageError):
+    """A partition key that is a date but not a Monday: one line saying which Monday was meant.
+
+    A click error, so that ``dagster asset materialize --partition`` prints that line instead of a traceback
+    ending in "Could not find a partition"; from Python it is an ordinary exception with the same message.
+    """
+
+
+class MondayWeeks(dg.WeeklyPartitionsDefinition):
+    """Weekly partitions keyed by their Monday, rejecting any other day with the Monday to use instead."""
+
+    def validate_partition_key(self, partition_key: str, context) -> None:
+        try:
+            day = date.fromisoformat(partition_key)
+        except ValueError:
+            day = None
+        if day is not None and day.weekday() != 0:
+            monday = day - timedelta(days=day.weekday())
+            raise NotAWeekError(
+                f"--partition {partition_key} is a {day:%A}: weeks are keyed by their Monday; "
+                f"use --partition {monday.isoformat()} for the week that contains {partition_key}.")
+        super().validate_partition_key(partition_key, context)
+
 
 # Dagster weeks start on Sunday unless day_offset says otherwise: Monday is 1.
-weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset=1, timezone="UTC")
+weekly_partitions = MondayWeeks(start_date=FIRST_WEEK, day_offset=1, timezone="UTC")

@@ -18,8 +18,8 @@ TRANSACTION_SIZES = ["small", "medium", "large"]
 CUSTOMER_LIFECYCLES = ["new", "active", "dormant"]
 
 
-class RawTransactions(pa.DataFrameModel):
-    """The week's completed transactions joined to customers and products. Never email, phone or address."""
+class _TransactionColumns(pa.DataFrameModel):
+    """A week's transactions joined to customers and products. Never email, phone or address."""
 
     transaction_id: Series[str] = pa.Field(nullable=True)
     customer_id: Series[str] = pa.Field(nullable=True)
@@ -40,7 +40,15 @@ class RawTransactions(pa.DataFrameModel):
         coerce = True
 
 
-class ValidatedTransactions(RawTransactions):
+class RawTransactions(_TransactionColumns):
+    """The week's completed transactions as extracted: ids trimmed, undecodable text marked."""
+
+    invalid_encoding: Series[str] = pa.Field(
+        nullable=True, description="Columns whose bytes were not UTF-8 (';'-separated; the row is quarantined "
+        "INVALID_ENCODING and those values hold U+FFFD replacements); null where the row decoded.")
+
+
+class ValidatedTransactions(_TransactionColumns):
     """Rows that passed every hard rule; statistical anomalies stay, flagged."""
 
     transaction_id: Series[str] = pa.Field(unique=True)

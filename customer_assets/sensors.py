@@ -69,7 +69,7 @@ def new_event_files(root: Path, cursor: dict) -> tuple[list[Path], dict]:
     seen_at_last = set(cursor.get("files_at_mtime", []))
     fresh = []
     for path in root.glob("dt=*/*"):
-        if not path.is_file() or path.suffix not in (".json", ".jsonl"):
+        if not path.is_file() or not path.name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
             continue
         mtime = path.stat().st_mtime_ns
         if mtime > last or (mtime == last and str(path) not in seen_at_last):

@@ -23,6 +23,10 @@ class PipelineSettings(dg.ConfigurableResource):
     etl_log_dir: str = Field(description="Run summaries etl_YYYYMMDD_HHMMSS.json and failed_YYYYMMDD_HHMMSS.json.")
     quality_fail_rate: float = Field(default=0.10, description="Quarantined share above which the week stops.")
     quality_warn_rate: float = Field(default=0.05, description="Quarantined share above which the week warns.")
+    max_amount_usd: float = Field(default=1_000_000.0, description="USD amount above which a transaction is "
+                                  "quarantined AMOUNT_ABOVE_CEILING (MAX_AMOUNT_USD), not loaded.")
+    events_max_malformed_share: float = Field(default=0.05, description="Share of malformed lines in a week of the "
+                                              "landing zone above which the week stops (EVENTS_MAX_MALFORMED_SHARE).")
     events_path: Optional[str] = Field(default=None, description="Landing zone of behavioural events "
                                        "(dt=YYYY-MM-DD/*.jsonl folders); unset: no event source.")
     late_change_weeks: int = Field(default=8, description="How many recent weeks the sensor source_changes "
@@ -59,6 +63,17 @@ def _rate(name: str, default: str) -> float:
     return rate
 
 
+def _amount(name: str, default: str) -> float:
+    value = _env(name, default)
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = float("nan")
+    if not amount > 0 or amount == float("inf"):
+        raise ValueError(f"{name}={value!r} must be a positive amount in USD, e.g. {default}")
+    return amount
+
+
 def _weeks(name: str, default: str) -> int:
     value = _env(name, default)
     if not value.isdigit() or int(value) < 1:
@@ -76,6 +91,8 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         etl_log_dir=_env("ETL_LOG_DIR", str(Path("logs") / "etl")),
         quality_fail_rate=_rate("QUALITY_FAIL_RATE", "0.10"),
         quality_warn_rate=_rate("QUALITY_WARN_RATE", "0.05"),
+        max_amount_usd=_amount("MAX_AMOUNT_USD", "1000000"),
+        events_max_malformed_share=_rate("EVENTS_MAX_MALFORMED_SHARE", "0.05"),
         events_path=os.environ.get("EVENTS_PATH") or (str(Path(data_dir) / "events") if demo else None),
         event_type_aliases=_env("EVENT_TYPE_ALIASES", "{}"),
         late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "8"),

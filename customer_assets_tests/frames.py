@@ -19,7 +19,7 @@ def raw_row(**overrides) -> dict:
         "amount": 19.99, "currency": "USD", "timestamp": pd.Timestamp("2026-11-17 10:00", tz="UTC"),
         "product_id": "P1", "product_name": "Stapler", "category": "Office",
         "customer_created_at": pd.Timestamp("2025-01-01", tz="UTC"),
-        "customer_exists": True, "product_exists": True,
+        "customer_exists": True, "product_exists": True, "invalid_encoding": None,
     }
     row.update(overrides)
     return row
@@ -30,4 +30,5 @@ def raw_frame(*rows: dict) -> pd.DataFrame:
     for column in ("timestamp", "customer_created_at"):
         df[column] = pd.to_datetime(df[column], utc=True)
     df["amount"] = df["amount"].astype(float)
+    df["invalid_encoding"] = df["invalid_encoding"].astype(object)
     return df

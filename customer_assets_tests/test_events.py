@@ -1,7 +1,10 @@
 """Reading the landing zone (real files), aggregating, and the sensor that watches it."""
 
+import gzip
 import json
+import logging
 import os
+import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 
 from customer_assets.sensors import events_landing_zone, new_event_files, weeks_touched
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.events import aggregate, read_week
+from customer_assets.sources.events import MAX_EXAMPLES, MalformedEventsError, aggregate, read_week
 
 START, END = datetime(2026, 11, 16, tzinfo=timezone.utc), datetime(2026, 11, 23, tzinfo=timezone.utc)
 
@@ -30,6 +33,7 @@ def write(root: Path, day: str, lines: list[str], name="customer-events+0+000000
 
 @pytest.fixture
 def zone(tmp_path):
+    """Two malformed lines in 14: above the default malformed share, so its tests pass max_malformed_share=1."""
     root = tmp_path / "events"
     write(root, "2026-11-16", [
         event("page_view", "C1", "2026-11-16T10:00:00Z"),
@@ -50,8 +54,8 @@ def zone(tmp_path):
 
 
 def test_read_week_skips_malformed_lines_with_file_and_line(zone):
-    events, scan = read_week(zone, START, END)
-    assert scan.files == 3 and len(scan.malformed) == 2
+    events, scan = read_week(zone, START, END, max_malformed_share=1)
+    assert scan.files == 3 and len(scan.malformed) == 2 and scan.malformed_lines == 2
     assert {(Path(m["file"]).parent.name, m["line"]) for m in scan.malformed} == {("dt=2026-11-16", 6),
                                                                                   ("dt=2026-11-23", 2)}
     assert scan.outside_week == 2 and scan.aliased == 2 and scan.unknown_types == {"newsletter_opened": 1}
@@ -59,7 +63,7 @@ def test_read_week_skips_malformed_lines_with_file_and_line(zone):
 
 
 def test_aggregates_per_customer(zone):
-    events, _ = read_week(zone, START, END)
+    events, _ = read_week(zone, START, END, max_malformed_share=1)
     agg = aggregate(events).set_index("customer_id")
     assert agg.loc["C1", ["page_views", "unique_features_used", "purchase_count", "support_interactions"]].tolist() \
         == [2, 2, 0, 0]
@@ -68,12 +72,12 @@ def test_aggregates_per_customer(zone):
 
 
 def test_configured_aliases_are_applied(zone):
-    events, scan = read_week(zone, START, END, {"newsletter_opened": "page_view"})
+    events, scan = read_week(zone, START, END, {"newsletter_opened": "page_view"}, max_malformed_share=1)
     assert scan.unknown_types == {} and events["customer_id"].to_pylist().count("C2") == 4
 
 
 def test_empty_landing_zone_gives_typed_empty_aggregates(tmp_path):
-    events, scan = read_week(tmp_path, START, END)
+    events, scan = read_week(tmp_path, START, END, max_malformed_share=0)  # no lines: nothing to stop
     agg = aggregate(events)
     assert agg.empty and scan.files == 0 and str(agg["page_views"].dtype) == "int64"
 
@@ -112,7 +116,7 @@ def test_lines_without_id_type_or_valid_time_are_malformed(tmp_path):
                     "properties": "not an object"}),
         event("page_view", "C1", "2026-11-17T10:00:00Z"),
     ])
-    events, scan = read_week(tmp_path, START, END)
+    events, scan = read_week(tmp_path, START, END, max_malformed_share=1)
     assert sorted(m["line"] for m in scan.malformed) == [1, 2, 3, 4]
     assert events["customer_id"].to_pylist() == ["C1"] and scan.lines == 5
 
@@ -120,7 +124,7 @@ def test_lines_without_id_type_or_valid_time_are_malformed(tmp_path):
 def test_blank_lines_keep_real_line_numbers(tmp_path):
     write(tmp_path, "2026-11-17", ["", event("page_view", "C1", "2026-11-17T10:00:00Z"), "   ",
                                    event("page_view", "  ", "2026-11-17T10:00:00Z"), "{broken"])
-    events, scan = read_week(tmp_path, START, END)
+    events, scan = read_week(tmp_path, START, END, max_malformed_share=1)
     assert scan.lines == 3 and sorted(m["line"] for m in scan.malformed) == [4, 5] and len(events) == 1
 
 
@@ -135,7 +139,8 @@ def test_demo_landing_zone_reads_with_only_its_two_broken_lines_per_file(small_s
     assert set(events["event_type"].unique().to_pylist()) == {
         "page_view", "feature_used", "purchase_completed", "support_chat_started"}
     # every line is accounted for: an event of the week, outside the week, an unknown type, or malformed
-    assert scan.lines == events.num_rows + scan.outside_week + sum(scan.unknown_types.values()) + len(scan.malformed)
+    assert scan.lines == events.num_rows + scan.outside_week + sum(scan.unknown_types.values()) + scan.malformed_lines
+    assert scan.malformed_lines == len(scan.malformed) and scan.skipped_files == []
     assert events.num_rows > 10 * scan.files
 
 
@@ -149,7 +154,7 @@ def test_tombstones_bad_utf8_and_stray_carriage_returns_are_malformed_lines(tmp_
     folder = tmp_path / "dt=2026-11-17"
     folder.mkdir()
     (folder / "part.jsonl").write_bytes(b"\r\n".join(lines) + b"\r\n")
-    events, scan = read_week(tmp_path, START, END)
+    events, scan = read_week(tmp_path, START, END, max_malformed_share=1)
     assert sorted(m["line"] for m in scan.malformed) == [3, 5, 9]  # "\r" alone is a blank line, not a line break
     assert events.num_rows == 6 and set(events["customer_id"].to_pylist()) == {"C1"}
     assert scan.lines == 9
@@ -197,3 +202,116 @@ def test_a_bad_byte_anywhere_makes_its_line_malformed_however_the_file_is_cut(tm
     events, scan = read_week(tmp_path, START, END)
     assert [m["line"] for m in scan.malformed] == [1, 1500]
     assert events.num_rows == 3998 and scan.lines == 4000
+
+
+class Warnings:
+    """A logger stand-in that keeps what was warned (``context.log`` in the asset)."""
+
+    def __init__(self):
+        self.messages = []
+
+    def warning(self, msg, *args):
+        self.messages.append(msg % args if args else msg)
+
+
+def test_gzip_files_give_the_same_events_as_plain_ones(zone, tmp_path):
+    plain, plain_scan = read_week(zone, START, END, max_malformed_share=1)
+    root = tmp_path / "gzipped"
+    for path in zone.glob("dt=*/*.jsonl"):
+        (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (root / path.parent.name / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+    events, scan = read_week(root, START, END, max_malformed_share=1)
+    assert events.equals(plain) and aggregate(events).equals(aggregate(plain))
+    assert (scan.files, scan.lines, scan.malformed_lines, scan.skipped_files) == (3, plain_scan.lines, 2, [])
+    assert [(Path(m["file"]).name, m["line"]) for m in scan.malformed] == [
+        (Path(m["file"]).name + ".gz", m["line"]) for m in plain_scan.malformed]
+
+
+def test_a_gzip_payload_in_a_jsonl_file_is_decompressed(tmp_path):
+    first = [event("page_view", "C1", "2026-11-17T10:00:00Z"), event("page_view", "C2", "2026-11-17T10:00:00Z")]
+    second = [event("support_chat_started", "C3", "2026-11-18T10:00:00Z")]
+    folder = tmp_path / "dt=2026-11-17"
+    folder.mkdir()
+    # two gzip members, as a writer that appends compressed blocks leaves them
+    (folder / "part.jsonl").write_bytes(gzip.compress(("\n".join(first) + "\n").encode())
+                                        + gzip.compress(("\n".join(second) + "\n").encode()))
+    events, scan = read_week(tmp_path, START, END)
+    assert events["customer_id"].to_pylist() == ["C1", "C2", "C3"]
+    assert scan.lines == 3 and scan.malformed_lines == 0 and scan.skipped_files == []
+
+
+def test_other_compressions_and_suffixes_are_skipped_files_not_malformed_lines(tmp_path):
+    good = write(tmp_path, "2026-11-17", [event("page_view", "C1", "2026-11-17T10:00:00Z")])
+    folder = good.parent
+    zstd = b"\x28\xb5\x2f\xfd" + random.Random(1).randbytes(200)
+    (folder / "part.jsonl.zst").write_bytes(zstd)
+    (folder / "renamed.jsonl").write_bytes(zstd)  # compressed, not renamed: found by its first bytes
+    (folder / "part.jsonl.snappy").write_bytes(b"\xff\x06\x00\x00sNaPpY" + b"\x00" * 50)
+    (folder / "truncated.jsonl.gz").write_bytes(gzip.compress(good.read_bytes() * 100)[:-30])
+    (folder / "_SUCCESS").write_bytes(b"")
+    warnings = Warnings()
+    events, scan = read_week(tmp_path, START, END, log=warnings, max_malformed_share=0)
+    reasons = {Path(s["file"]).name: s["reason"] for s in scan.skipped_files}
+    assert reasons["part.jsonl.zst"] == reasons["renamed.jsonl"] == (
+        "compressed with zstd: not supported, decompress it or write .jsonl/.jsonl.gz")
+    assert reasons["part.jsonl.snappy"].startswith("compressed with snappy: not supported")
+    assert reasons["truncated.jsonl.gz"].startswith("gzip data is truncated or corrupt")
+    assert reasons["_SUCCESS"].startswith("not an events file")
+    assert scan.files == 1 and scan.lines == 1 and scan.malformed_lines == 0 and len(events) == 1
+    assert len(warnings.messages) == 5 and all(m.startswith("skipping file ") for m in warnings.messages)
+    assert scan.summary()["skipped_files"] == scan.skipped_files
+
+
+def test_a_binary_file_gives_capped_warnings_and_stops_the_week(tmp_path):
+    rng = random.Random(7)
+    lines = [b"\x00" + rng.randbytes(60).replace(b"\n", b"\x00") for _ in range(5000)]
+    folder = tmp_path / "dt=2026-11-17"
+    folder.mkdir()
+    (folder / "part.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    warnings = Warnings()
+    with pytest.raises(MalformedEventsError) as raised:
+        read_week(tmp_path, START, END, log=warnings)
+    assert len(warnings.messages) == 11
+    assert all(m.startswith("skipping malformed event ") for m in warnings.messages[:10])
+    assert warnings.messages[-1].startswith("4,990 more malformed lines not shown (5,000 in total)")
+    message = str(raised.value)
+    assert message.startswith("100.0% of the week's event lines are malformed (5,000 of 5,000), "
+                              "above the limit of 5.0%")
+    assert message.count("part.jsonl:") == 3 and "raise EVENTS_MAX_MALFORMED_SHARE" in message
+    scan = raised.value.scan
+    assert scan.malformed_lines == scan.lines == 5000 and len(scan.malformed) == MAX_EXAMPLES
+
+
+def _four_percent_malformed(root: Path) -> None:
+    lines = [event("page_view", f"C{i}", "2026-11-17T10:00:00Z") for i in range(100)]
+    for number in (10, 40, 70, 100):
+        lines[number - 1] = "not json"
+    write(root, "2026-11-17", lines, name="part.jsonl")
+
+
+def test_a_malformed_share_under_the_limit_passes_and_is_counted(tmp_path, caplog):
+    _four_percent_malformed(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="customer_assets.sources.events"):
+        events, scan = read_week(tmp_path, START, END)  # default limit 5%, default logger
+    assert len(events) == 96 and scan.summary()["malformed_lines"] == 4
+    assert len(caplog.records) == 4
+    assert all(f"part.jsonl:{n} (JSON parse error" in r.getMessage() for n, r in zip((10, 40, 70, 100), caplog.records))
+
+
+def test_a_malformed_share_over_a_lower_limit_stops_the_week(tmp_path):
+    _four_percent_malformed(tmp_path)
+    with pytest.raises(MalformedEventsError, match=r"^4\.0% .* \(4 of 100\), above the limit of 3\.0%"):
+        read_week(tmp_path, START, END, max_malformed_share=0.03)
+
+
+def test_the_malformed_count_is_exact_beyond_the_kept_examples(tmp_path):
+    lines = [event("page_view", f"C{i}", "2026-11-17T10:00:00Z") for i in range(5000)]
+    for number in range(1, 5001, 40):  # 125 malformed lines, 2.5%
+        lines[number - 1] = "{broken"
+    write(tmp_path, "2026-11-17", lines)
+    warnings = Warnings()
+    events, scan = read_week(tmp_path, START, END, log=warnings)
+    assert scan.summary()["malformed_lines"] == 125 and len(events) == 4875
+    assert len(scan.malformed) == MAX_EXAMPLES and len(scan.summary()["malformed_examples"]) == 20
+    assert len(warnings.messages) == 11 and warnings.messages[-1].startswith("115 more malformed lines not shown "
+                                                                            "(125 in total)")

@@ -27,6 +27,8 @@ FAILING_ROWS = {
     "OUTSIDE_WEEK": raw_row(timestamp=pd.Timestamp("2026-11-10", tz="UTC")),
     "UNKNOWN_CUSTOMER": raw_row(customer_exists=False, country=None, segment=None, customer_created_at=None),
     "UNKNOWN_PRODUCT": raw_row(product_exists=False, product_name=None, category=None),
+    "INVALID_ENCODING": raw_row(product_name="Caf\ufffd", invalid_encoding="product_name"),
+    "AMOUNT_ABOVE_CEILING": raw_row(amount=2_000_000.0),
 }
 
 
@@ -40,15 +42,37 @@ def test_each_rule_fails_its_bad_row_and_passes_a_clean_one(code):
 
 
 def test_every_rule_is_exercised():
-    assert set(FAILING_ROWS) | {"DUPLICATE_TRANSACTION_ID"} == {rule.code for rule in HARD_RULES}
+    assert set(FAILING_ROWS) | {"DUPLICATE_TRANSACTION_ID", "CONFLICTING_DUPLICATE"} == {
+        rule.code for rule in HARD_RULES}
 
 
-def test_duplicates_keep_the_earliest_copy():
-    df = raw_frame(raw_row(transaction_id="T9", timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
-                   raw_row(transaction_id="T9", timestamp=pd.Timestamp("2026-11-17", tz="UTC")),
-                   raw_row(transaction_id="T8"))
+def test_identical_copies_keep_one():
+    df = raw_frame(raw_row(transaction_id="T9"), raw_row(transaction_id="T8"), raw_row(transaction_id="T9"))
     failures = evaluate_hard_rules(df, WEEK)
-    assert failures["DUPLICATE_TRANSACTION_ID"].tolist() == [True, False, False]
+    assert failures["DUPLICATE_TRANSACTION_ID"].tolist() == [False, False, True]
+    assert not failures["CONFLICTING_DUPLICATE"].any()
+
+
+def test_conflicting_copies_are_all_quarantined():
+    """A copy backdated into the week with another amount must not replace the genuine row (issue 12,
+    finding 4: "earliest copy kept" loaded the injected 7,777.77 and quarantined the real 6.51)."""
+    df = raw_frame(raw_row(transaction_id="T9", amount=6.51, timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
+                   raw_row(transaction_id="T9", amount=7777.77, timestamp=pd.Timestamp("2026-11-17", tz="UTC")),
+                   raw_row(transaction_id="T9", amount=6.51, timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
+                   raw_row(transaction_id="T8"))
+    split = split_by_hard_rules(df, WEEK)
+    assert split.validated["transaction_id"].tolist() == ["T8"]
+    assert split.quarantined["primary_reason"].tolist() == ["CONFLICTING_DUPLICATE"] * 3
+
+
+def test_amount_ceiling_compares_usd_and_is_configurable():
+    df = raw_frame(raw_row(transaction_id="A", amount=900_000.0),
+                   raw_row(transaction_id="B", currency="JPY", amount=200_000_000.0),  # about 1.3M USD
+                   raw_row(transaction_id="C", amount=1e12))
+    split = split_by_hard_rules(df, WEEK)
+    assert split.validated["transaction_id"].tolist() == ["A"]
+    assert set(split.quarantined["primary_reason"]) == {"AMOUNT_ABOVE_CEILING"}
+    assert split_by_hard_rules(df, WEEK, max_amount_usd=1e13).validated_count == 3
 
 
 @pytest.mark.parametrize("currency,amount,ok", [
@@ -77,23 +101,38 @@ def _usd_week(amounts, customers=None, products=None) -> pd.DataFrame:
                                product_id=(products[i] if products else "P1")) for i, a in enumerate(amounts)])
 
 
-def test_amount_outliers_are_flagged_by_3sd_and_iqr():
+def test_amount_outliers_are_flagged_by_mad_and_iqr():
     rng = np.random.default_rng(1)
-    amounts = list(np.round(rng.normal(50, 5, 200), 2)) + [5000.0]
+    amounts = list(np.round(rng.lognormal(np.log(50), 0.3, 200), 2)) + [5000.0]
     df = _usd_week(amounts)
     flags = detect_anomalies(df, df["amount"])
-    assert flags["AMOUNT_3SD"].tolist()[-1] and flags["AMOUNT_IQR"].tolist()[-1]
-    assert flags["AMOUNT_3SD"].iloc[:-1].sum() <= 2
+    assert flags["AMOUNT_MAD"].tolist()[-1] and flags["AMOUNT_IQR"].tolist()[-1]
+    assert flags["AMOUNT_MAD"].iloc[:-1].sum() <= 2
     assert not flags["HIGH_FREQUENCY_CUSTOMER"].any()
 
 
-def test_product_zscore_needs_enough_transactions():
-    amounts = [10.0] * 20 + [10.5, 500.0] + [9.0] * 3 + [900.0]
+def test_one_extreme_amount_does_not_hide_the_other_outliers():
+    """Issue 12, finding 4: a 1e12 amount inflated the standard deviation and AMOUNT_3SD flags fell from 107
+    to 1. Median and MAD do not move: the same rows are flagged with and without it."""
+    rng = np.random.default_rng(7)
+    amounts = list(np.round(rng.lognormal(np.log(40), 0.5, 2000), 2)) + [4000.0, 6000.0, 9000.0]
+    df = _usd_week(amounts)
+    without = detect_anomalies(df, df["amount"])
+    extreme = _usd_week(amounts + [1e12])
+    with_extreme = detect_anomalies(extreme, extreme["amount"])
+    assert without.loc[2000:, "AMOUNT_MAD"].all()
+    for rule in ("AMOUNT_MAD", "AMOUNT_IQR"):
+        assert with_extreme[rule].iloc[:-1].tolist() == without[rule].tolist(), rule
+        assert with_extreme[rule].iloc[-1], rule
+
+
+def test_product_outliers_need_enough_transactions():
+    amounts = [10.0, 10.2, 9.8, 10.4, 9.6] * 4 + [10.5, 500.0] + [9.0] * 3 + [900.0]
     products = ["P1"] * 22 + ["P2"] * 4
     df = _usd_week(amounts, products=products)
     flags = detect_anomalies(df, df["amount"], AnomalySettings(min_product_transactions=10))
-    assert flags.loc[21, "PRODUCT_ZSCORE"]  # 500 among tens in a busy product
-    assert not flags.loc[25, "PRODUCT_ZSCORE"]  # P2 has too few transactions to judge
+    assert flags.loc[21, "PRODUCT_MAD"]  # 500 among tens in a busy product
+    assert not flags.loc[25, "PRODUCT_MAD"]  # P2 has too few transactions to judge
 
 
 def test_customers_above_50_transactions_are_flagged():
@@ -105,11 +144,11 @@ def test_customers_above_50_transactions_are_flagged():
 
 
 def test_flagged_rows_stay_validated_and_are_listed():
-    df = _usd_week([20.0] * 60 + [20000.0])
+    df = _usd_week([20.0, 21.0, 19.5, 22.0] * 15 + [20000.0])
     validated, anomalies, status, _ = flag_validated(df, WEEK)
     assert status == "ok" and len(validated) == 61
     assert anomalies["transaction_id"].tolist() == ["T60"]
-    assert "AMOUNT_3SD" in validated.loc[60, "anomaly_flags"] and validated.loc[60, "is_anomaly"]
+    assert "AMOUNT_MAD" in validated.loc[60, "anomaly_flags"] and validated.loc[60, "is_anomaly"]
 
 
 def test_anomaly_detection_failure_is_recorded_not_fatal(monkeypatch):

@@ -2,12 +2,17 @@
 
 
 import pandas as pd
+import psycopg2
 import dagster as dg
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, week_context
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.schemas import RawTransactionsType
 from customer_assets.sources.extract import stream_week, to_raw_frame, week_version
+
+# Failures that another attempt may not meet: the connection dropped or was refused, a timeout, a server
+# restarting. Anything else (a refused login, a missing grant, a value that does not parse) fails at once.
+TRANSIENT_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionError, TimeoutError)
 
 SOURCE_TRANSACTIONS = dg.AssetSpec(
     key=["source", "transactions"],
@@ -42,16 +47,27 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
     The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, so memory does not grow with the text.
     """
     ctx = week_context(context)
-    with source_db.connect() as conn:  # one snapshot: the version describes exactly the rows read
-        schema = source_db.schema(conn)
-        version = week_version(conn, ctx.week_start, ctx.week_end, schema)
-        table = stream_week(conn, ctx.week_start, ctx.week_end, schema=schema)
+    try:
+        with source_db.connect(context.log) as conn:  # one snapshot: the version describes the rows read
+            schema = source_db.schema(conn)
+            version = week_version(conn, ctx.week_start, ctx.week_end, schema)
+            table = stream_week(conn, ctx.week_start, ctx.week_end, schema=schema)
+    except (dg.Failure, *TRANSIENT_ERRORS):
+        raise  # already classified, or worth the retry policy's next attempt
+    except Exception as exc:  # a query or a value that will fail the same way next time
+        raise dg.Failure(description=f"The extract of week {context.partition_key} failed in a way a retry "
+                         f"cannot fix: {type(exc).__name__}: {exc}", allow_retries=False) from exc
     df = to_raw_frame(table)
+    invalid = int(df["invalid_encoding"].notna().sum())
+    if invalid:
+        context.log.warning(f"{invalid} row(s) hold text that is not UTF-8; they are quarantined INVALID_ENCODING")
     return dg.Output(df, data_version=dg.DataVersion(version), metadata={
         "source_version": version,
         "dagster/row_count": len(df),
         "week_start": ctx.week_start.isoformat(),
         "week_end": ctx.week_end.isoformat(),
         "source": "embedded PostgreSQL (demo)" if source_db.is_embedded else "PostgreSQL",
+        "source_route": source_db.route,
+        "invalid_encoding_rows": invalid,
         "distinct_customers": int(df["customer_id"].nunique()),
     })

@@ -21,7 +21,7 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import (
     PROFILE_REQUIRED, CrmCustomersType, CustomerEventAggregatesType, UnifiedCustomerProfilesType)
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.events import EVENTS_SCHEMA, aggregate, read_week
+from customer_assets.sources.events import EVENTS_SCHEMA, MalformedEventsError, aggregate, read_week
 from customer_assets.sources.extract import copy_query
 from customer_assets.sources.source_schema import SourceSchema
 
@@ -75,8 +75,10 @@ def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: 
 def customer_event_aggregates(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
     """Per customer, the week's page views, distinct features used, purchases (count, USD) and support chats.
 
-    Read from the landing zone `EVENTS_PATH/dt=YYYY-MM-DD/*.jsonl`; aliases map other event names; malformed
-    lines are counted, logged with file and line, and skipped; events outside the week are ignored.
+    Read from the landing zone `EVENTS_PATH/dt=YYYY-MM-DD/*.jsonl` (or `.jsonl.gz`); aliases map other event
+    names; malformed lines are counted, the first ten logged with file and line, and skipped; above
+    EVENTS_MAX_MALFORMED_SHARE (5%) of the week's lines the week stops; other compressed files are skipped and
+    listed; events outside the week are ignored.
     """
     ctx = week_context(context)
     if settings.events_path is None:
@@ -87,10 +89,17 @@ def customer_event_aggregates(context: dg.AssetExecutionContext, settings: Pipel
     if not root.is_dir():
         raise dg.Failure(description=f"EVENTS_PATH={root} is configured but is not a readable directory; "
                          "unset EVENTS_PATH to run the week without events.", allow_retries=False)
-    events, scan = read_week(root, ctx.week_start, ctx.week_end, settings.event_aliases())
+    try:
+        events, scan = read_week(root, ctx.week_start, ctx.week_end, settings.event_aliases(), log=context.log,
+                                 max_malformed_share=settings.events_max_malformed_share)
+    except MalformedEventsError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False,
+                         metadata={"scan": dg.MetadataValue.json(exc.scan.summary())} if exc.scan else None) from exc
     frame = aggregate(events)
     return dg.Output(frame, metadata={"dagster/row_count": len(frame), "source": "landing_zone", "events": len(events),
-                                      "malformed_lines": len(scan.malformed),
+                                      "malformed_lines": scan.malformed_lines,
+                                      "malformed_examples": dg.MetadataValue.json(scan.malformed[:20]),
+                                      "skipped_files": dg.MetadataValue.json(scan.skipped_files),
                                       "scan": dg.MetadataValue.json(scan.summary())})
 
 

@@ -67,9 +67,10 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
     """
     started = time.monotonic()
     ctx = week_context(context)
-    split = split_by_hard_rules(raw_transactions, ctx)
+    split = split_by_hard_rules(raw_transactions, ctx, settings.max_amount_usd)
     # The statistical rules read five columns of the validated rows; the rows themselves stay in the raw week.
-    outcome = detect_week_anomalies(raw_transactions.loc[~split.bad, ANOMALY_INPUTS])
+    outcome = detect_week_anomalies(raw_transactions.loc[~split.bad, ANOMALY_INPUTS],
+                                    amount_usd=split.amount_usd[~split.bad])
     anomalies, anomaly_status, flags = anomaly_table(raw_transactions, outcome), outcome.status, outcome.flags
     validated = FrameBatches(validated_batches(split, outcome, BATCH_ROWS), check=check_validated_transactions,
                              unique=["transaction_id"], name="validated_transactions")

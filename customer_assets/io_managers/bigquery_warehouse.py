@@ -49,7 +49,7 @@ from pydantic import Field
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
-    type_diff, write_load_report)
+    type_diff, unique_key, write_load_report)
 
 T = TypeVar("T")
 
@@ -463,8 +463,8 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                         return job.result(timeout=load.remaining("load"))
 
                     call("load job into staging", ("bigquery.jobs.create", "bigquery.tables.updateData"), load_staging)
-                self._merge(context, load, client, call, target_id, staging_id, list(incoming), column, target_type,
-                            start, end, job_prefix, whole_table)
+                moved = self._merge(context, load, client, call, target_id, staging_id, list(incoming), column,
+                                    target_type, start, end, job_prefix, whole_table, unique_key(context))
             finally:
                 try:
                     client.delete_table(staging_id, not_found_ok=True, timeout=60)
@@ -480,7 +480,8 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             report = load_report(rows, target_id, started, time.monotonic(),
                                  added_columns=added, job_ids=load.job_ids, warnings=load.warnings,
                                  retries=load.retries, replaced="table" if whole_table else "week", step_seconds=load.step_seconds, table_created=created, location=self.location,
-                                 emulator=bool(self.emulator_host))
+                                 emulator=bool(self.emulator_host),
+                                 **({"moved_from_other_weeks": moved} if moved is not None else {}))
             path = write_load_report(self.reports_dir, partition, table, report)
             context.add_output_metadata({
                 **report_metadata(report, path, frame),
@@ -493,7 +494,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
     def _merge(self, context, load: _Load, client, call, target_id: str, staging_id: str, columns: list[str],
                column: str, column_type: str, start: datetime, end: datetime, job_prefix: str,
-               whole_table: bool = False) -> None:
+               whole_table: bool = False, key: str | None = None) -> int | None:
         """The swap: one MERGE deleting the target's week (or every row) and inserting the staging rows."""
         from google.cloud import bigquery
 
@@ -501,7 +502,14 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         params = [] if whole_table else self._week_params(start, end)
         names = ", ".join(f"`{c}`" for c in columns)
         values = ", ".join(f"S.`{c}`" for c in columns)
-        sql = (f"MERGE `{target_id}` T USING `{staging_id}` S ON FALSE\n"
+        if key and not whole_table:
+            # A row of another week with a key of this week moved here (its timestamp was edited): updated in
+            # place to the new row, so the key stays in one week only. Scans the table's key column.
+            on = f"T.`{key}` = S.`{key}` AND NOT ({self._week_predicate(column, column_type, 'T')})"
+            moved = "WHEN MATCHED THEN UPDATE SET " + ", ".join(f"`{c}` = S.`{c}`" for c in columns) + "\n"
+        else:
+            on, moved = "FALSE", ""
+        sql = (f"MERGE `{target_id}` T USING `{staging_id}` S ON {on}\n{moved}"
                f"WHEN NOT MATCHED BY SOURCE{delete_when} THEN DELETE\n"
                f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})")
 
@@ -511,7 +519,8 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                                location=self.location, job_retry=None, timeout=min(60.0, load.remaining("merge")))
             load.job_ids["merge"] = job.job_id
             try:
-                return job.result(timeout=load.remaining("merge"), job_retry=None)
+                job.result(timeout=load.remaining("merge"), job_retry=None)
+                return job
             except (TimeoutError, LoadTimeoutError, gexc.RetryError):
                 # A MERGE is atomic: cancelled, it changes nothing; finishing, it replaces the whole week.
                 try:
@@ -520,7 +529,10 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                     pass
                 raise
 
-        call("merge into target", ("bigquery.jobs.create", "bigquery.tables.getData", "bigquery.tables.updateData"), run)
+        job = call("merge into target", ("bigquery.jobs.create", "bigquery.tables.getData",
+                                         "bigquery.tables.updateData"), run)
+        stats = getattr(job, "dml_stats", None) if key else None
+        return int(stats.updated_row_count or 0) if stats is not None else None
 
     def _count(self, load: _Load, client, call, target_id: str, column: str, column_type: str,
                start: datetime, end: datetime, job_prefix: str, whole_table: bool = False) -> int:

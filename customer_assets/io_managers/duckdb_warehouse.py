@@ -17,7 +17,7 @@ from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
-    type_diff, write_load_report)
+    type_diff, unique_key, write_load_report)
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
@@ -105,12 +105,22 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
                 start, end = self._bounds(context, con, f"{schema}.{table}", column)
                 where = f'"{column}" >= ? AND "{column}" < ?'
             params = [] if start is None else [start, end]
+            key = unique_key(context)
+            moved = 0
+
+            def insert_part() -> None:
+                nonlocal moved
+                if key:  # a row of this week already loaded in another week moved here: it leaves that week
+                    moved += con.execute(f"DELETE FROM {qualified} WHERE {quoted(key)} IN "
+                                         f"(SELECT {quoted(key)} FROM incoming) AND NOT ({where})", params).fetchone()[0]
+                con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
+
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(f"DELETE FROM {qualified} WHERE {where}", params)
-                con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
+                insert_part()
                 for _ in parts:
-                    con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
+                    insert_part()
                 count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
                 if count != len(obj):
                     raise RuntimeError(f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}")
@@ -119,7 +129,7 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
                 con.execute("ROLLBACK")
                 raise
         report = load_report(len(obj), f"{self.database}:{schema}.{table}", started, time.monotonic(),
-                             added_columns=added)
+                             added_columns=added, **({"moved_from_other_weeks": moved} if key else {}))
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
         context.add_output_metadata(report_metadata(report, path, obj.empty() if isinstance(obj, StoredFrame) else obj))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,10 @@ from customer_assets.io_managers.frames import (
     FrameBatches, StoredFrame, duplicated_values, slices, write_parquet_batches)
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import input_columns
+
+
+# Errors of the local disk that no retry fixes: permissions, a read-only file system, a full disk, a quota.
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 def _wants_stored_frame(context: dg.InputContext) -> bool:
@@ -48,6 +53,17 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if obj is None:
             return
+        try:
+            self._store(context, obj)
+        except OSError as exc:
+            if exc.errno in _UNWRITABLE:
+                raise dg.Failure(
+                    description=f"Cannot write {context.asset_key.to_user_string()} under DATA_DIR={self.base_dir}: "
+                    f"{exc.strerror} ({exc.filename}). Make the directory writable (or free space), or point "
+                    "DATA_DIR at one that is; not retried.", allow_retries=False) from exc
+            raise
+
+    def _store(self, context: dg.OutputContext, obj: object) -> None:
         release_freed_memory(full=False)  # the step's computing is done: what it freed goes back before writing
         suffix = ".json" if isinstance(obj, dict) else ".parquet"
         path = self._path(context, suffix)

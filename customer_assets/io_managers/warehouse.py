@@ -43,6 +43,14 @@ def replaces_whole_table(context: dg.OutputContext) -> bool:
     return (context.definition_metadata or {}).get("write_mode") == "replace_table"
 
 
+def unique_key(context: dg.OutputContext) -> str | None:
+    """The column unique across every week of the table (``unique_key`` metadata, e.g. ``transaction_id``): a
+    row of the loaded week whose key another week holds has moved (its timestamp was edited), and the load
+    removes it from that week, so a transaction is never in two weeks."""
+    key = (context.definition_metadata or {}).get("unique_key")
+    return str(key) if key else None
+
+
 def type_diff(existing: dict[str, str], incoming: dict[str, str]) -> tuple[list[str], list[str]]:
     """Columns to add, and readable lines for columns whose type would change."""
     added = [c for c in incoming if c not in existing]
@@ -65,6 +73,7 @@ def load_report(rows: int, destination: str, started: float, finished: float, **
 
 def report_metadata(report: dict, path: Path, frame: pd.DataFrame) -> dict:
     return {
+        **({"moved_from_other_weeks": report["moved_from_other_weeks"]} if "moved_from_other_weeks" in report else {}),
         "rows_loaded": report["rows_loaded"],
         "dagster/row_count": report["rows_loaded"],
         "destination_table": report["destination_table"],

@@ -27,12 +27,36 @@ class WeekContext:
     now: datetime
 
 
+DEFAULT_MAX_AMOUNT_USD = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class RuleInputs:
+    """What a hard rule reads besides the rows: the week, each row's USD amount, and the USD ceiling."""
+
+    week: WeekContext
+    amount_usd: pd.Series
+    max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD
+
+    @property
+    def week_start(self) -> datetime:
+        return self.week.week_start
+
+    @property
+    def week_end(self) -> datetime:
+        return self.week.week_end
+
+    @property
+    def now(self) -> datetime:
+        return self.week.now
+
+
 @dataclass(frozen=True)
 class Rule:
     code: str
     category: str
     description: str
-    failing: Callable[[pd.DataFrame, WeekContext], pd.Series]
+    failing: Callable[[pd.DataFrame, RuleInputs], pd.Series]
 
 
 def _decimals_exceed_minor_units(df: pd.DataFrame, _: WeekContext) -> pd.Series:
@@ -44,14 +68,42 @@ def _decimals_exceed_minor_units(df: pd.DataFrame, _: WeekContext) -> pd.Series:
     return excess.reindex(df.index, fill_value=False)
 
 
-def _duplicate_ids(df: pd.DataFrame, _: WeekContext) -> pd.Series:
-    # Keep the earliest copy (ties broken by position) so the outcome does not depend on fetch order.
-    order = df.sort_values(["timestamp"], kind="stable").index
-    dup = df.loc[order, "transaction_id"].duplicated(keep="first") & df.loc[order, "transaction_id"].notna()
-    return dup.reindex(df.index)
+# What makes two rows with one transaction id the same transaction (the joined customer and product columns
+# follow from these).
+TRANSACTION_CONTENT = ["customer_id", "product_id", "amount", "currency", "timestamp"]
+
+
+def _shared_ids(df: pd.DataFrame) -> pd.Series:
+    """Rows whose (non-null) transaction id appears more than once in the week: usually none or a few."""
+    return df["transaction_id"].duplicated(keep=False) & df["transaction_id"].notna()
+
+
+def _conflicting_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
+    """Every row of an id held by rows of different content: which one is genuine cannot be told, so none is
+    loaded (keeping the earliest let a backdated copy replace the real row)."""
+    shared = _shared_ids(df)
+    if not shared.any():
+        return shared
+    rows = df.loc[shared, ["transaction_id", *TRANSACTION_CONTENT]]
+    versions = rows.drop_duplicates().groupby("transaction_id", dropna=False).size()
+    conflicting = versions.index[versions > 1]
+    return shared & df["transaction_id"].isin(conflicting)
+
+
+def _duplicate_ids(df: pd.DataFrame, c: RuleInputs) -> pd.Series:
+    """Identical copies of one transaction beyond the first (by position: copies are equal in every column
+    that matters)."""
+    shared = _shared_ids(df)
+    if not shared.any():
+        return shared
+    copies = df.loc[shared, ["transaction_id", *TRANSACTION_CONTENT]].duplicated(keep="first")
+    return copies.reindex(df.index, fill_value=False) & ~_conflicting_ids(df, c)
 
 
 HARD_RULES: list[Rule] = [
+    # The extract replaced bytes that were not UTF-8 and said in which columns (issue: a SQL_ASCII source).
+    Rule("INVALID_ENCODING", "validity", "every text value is valid UTF-8",
+         lambda d, c: d["invalid_encoding"].notna() if "invalid_encoding" in d else pd.Series(False, index=d.index)),
     Rule("MISSING_TRANSACTION_ID", "completeness", "transaction_id is not null",
          lambda d, c: d["transaction_id"].isna()),
     Rule("MISSING_CUSTOMER_ID", "completeness", "customer_id is not null", lambda d, c: d["customer_id"].isna()),
@@ -62,6 +114,8 @@ HARD_RULES: list[Rule] = [
     # PostgreSQL numeric and float columns hold Infinity (NaN reads as missing): never a lifetime figure.
     Rule("NON_FINITE_AMOUNT", "validity", "amount is a finite number",
          lambda d, c: d["amount"].notna() & ~np.isfinite(d["amount"].astype("float64"))),
+    Rule("AMOUNT_ABOVE_CEILING", "validity", "amount in USD is at most the ceiling (MAX_AMOUNT_USD)",
+         lambda d, c: (c.amount_usd > c.max_amount_usd).fillna(False).astype(bool)),
     Rule("INVALID_TIMESTAMP", "validity", f"timestamp on or after {EARLIEST_VALID_TIMESTAMP.date()}",
          lambda d, c: d["timestamp"].notna() & (d["timestamp"] < EARLIEST_VALID_TIMESTAMP)),
     Rule("INVALID_CURRENCY", "validity", "currency is an ISO 4217 code",
@@ -78,7 +132,10 @@ HARD_RULES: list[Rule] = [
     Rule("OUTSIDE_WEEK", "consistency", "transaction falls inside the partition's week",
          lambda d, c: d["timestamp"].notna() & ((d["timestamp"] < pd.Timestamp(c.week_start))
                                                 | (d["timestamp"] >= pd.Timestamp(c.week_end)))),
-    Rule("DUPLICATE_TRANSACTION_ID", "consistency", "transaction_id is unique in the week", _duplicate_ids),
+    Rule("CONFLICTING_DUPLICATE", "consistency", "rows sharing a transaction_id have the same content",
+         _conflicting_ids),
+    Rule("DUPLICATE_TRANSACTION_ID", "consistency", "transaction_id is unique in the week (identical copies: "
+         "one is kept)", _duplicate_ids),
     Rule("UNKNOWN_CUSTOMER", "consistency", "customer exists in customers",
          lambda d, c: d["customer_id"].notna() & ~d["customer_exists"].astype(bool)),
     Rule("UNKNOWN_PRODUCT", "consistency", "product exists in products", lambda d, c: ~d["product_exists"].astype(bool)),
@@ -87,9 +144,17 @@ HARD_RULES: list[Rule] = [
 HARD_CATEGORIES = ("completeness", "validity", "consistency")
 
 
-def evaluate_hard_rules(raw: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
+def usd_amounts(raw: pd.DataFrame) -> pd.Series:
+    """Each row's amount in USD at its day's ECB rate (NaN where there is none): computed once per week, for
+    the ceiling rule and the statistical rules alike."""
+    return convert_to_usd(raw["amount"], raw["currency"], raw["timestamp"])["amount_usd"]
+
+
+def evaluate_hard_rules(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
+                        amount_usd: pd.Series | None = None) -> pd.DataFrame:
     """One boolean column per rule code: True where the row fails that rule."""
-    return pd.DataFrame({rule.code: rule.failing(raw, ctx).astype(bool).to_numpy() for rule in HARD_RULES},
+    inputs = RuleInputs(ctx, usd_amounts(raw) if amount_usd is None else amount_usd, max_amount_usd)
+    return pd.DataFrame({rule.code: rule.failing(raw, inputs).astype(bool).to_numpy() for rule in HARD_RULES},
                         index=raw.index)
 
 
@@ -115,59 +180,84 @@ class ValidationSplit:
     bad: np.ndarray  # per raw row: fails a hard rule
     quarantined: pd.DataFrame
     failures: pd.DataFrame
+    amount_usd: pd.Series  # per raw row
 
     @property
     def validated(self) -> pd.DataFrame:
         """The rows that passed every hard rule (a copy: the asset instead writes them a slice at a time)."""
-        return self.raw.loc[~self.bad]
+        return self.raw.loc[~self.bad, validated_columns(self.raw)]
 
     @property
     def validated_count(self) -> int:
         return int(len(self.bad) - self.bad.sum())
 
 
-def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext) -> ValidationSplit:
+def validated_columns(raw: pd.DataFrame) -> list[str]:
+    """The raw columns a validated row keeps: all but the extract's encoding marks (null on every such row)."""
+    return [c for c in raw.columns if c != "invalid_encoding"]
+
+
+def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext,
+                        max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD) -> ValidationSplit:
     """Quarantine rows failing any hard rule (with all their reason codes); keep the rest."""
-    failures = evaluate_hard_rules(raw, ctx)
+    usd = usd_amounts(raw)
+    failures = evaluate_hard_rules(raw, ctx, max_amount_usd, usd)
     bad = failures.any(axis=1).to_numpy()
     # Boolean selection already copies; with Copy-on-Write on, nothing below writes into ``raw``.
     quarantined = raw.loc[bad]
     quarantined["reason_codes"] = join_codes(failures.loc[bad])
     quarantined["primary_reason"] = quarantined["reason_codes"].str.split(";").str[0]
-    return ValidationSplit(raw=raw, bad=bad, quarantined=quarantined, failures=failures)
+    return ValidationSplit(raw=raw, bad=bad, quarantined=quarantined, failures=failures, amount_usd=usd)
 
 
 @dataclass(frozen=True)
 class AnomalySettings:
-    zscore: float = 3.0
+    robust_z: float = 3.5
     iqr_multiplier: float = 3.0
     min_product_transactions: int = 10
     max_customer_transactions: int = 50
 
 
 ANOMALY_RULES = {
-    "AMOUNT_3SD": "USD amount more than 3 standard deviations from the week's mean",
+    "AMOUNT_MAD": "USD amount's robust z-score (median and MAD of the week's log amounts) above 3.5",
     "AMOUNT_IQR": "USD amount outside [Q1 - k*IQR, Q3 + k*IQR]",
-    "PRODUCT_ZSCORE": "USD amount more than 3 standard deviations from its product's mean",
+    "PRODUCT_MAD": "USD amount's robust z-score within its product (median and MAD of log amounts) above 3.5",
     "HIGH_FREQUENCY_CUSTOMER": "customer with more than 50 transactions in the week (possible bot)",
 }
+
+# A MAD is 0.6745 standard deviations of a normal sample: this scales it to one.
+MAD_SCALE = 1.4826
+
+
+def robust_z(values: pd.Series, median: pd.Series | float, mad: pd.Series | float) -> pd.Series:
+    """|x - median| in MADs scaled to standard deviations (Iglewicz and Hoaglin's modified z-score): one
+    extreme value moves neither the median nor the MAD, so it cannot hide the others as it inflated the mean
+    and standard deviation. NaN where the MAD is 0 (more than half the values equal)."""
+    scale = MAD_SCALE * (mad.where(mad > 0) if isinstance(mad, pd.Series) else (mad if mad > 0 else np.nan))
+    return (values - median).abs() / scale
 
 
 def detect_anomalies(validated: pd.DataFrame, amount_usd: pd.Series,
                      settings: AnomalySettings = AnomalySettings()) -> pd.DataFrame:
-    """One boolean column per anomaly rule over validated rows, comparing amounts in USD."""
+    """One boolean column per anomaly rule over validated rows, comparing amounts in USD.
+
+    Amounts are compared on a log scale for the robust z-scores: prices are spread multiplicatively (a 10 USD
+    and a 1,000 USD product are equally ordinary), so distance from the median is a ratio.
+    """
     usd = amount_usd.astype(float)
+    log_usd = np.log10(usd.where(usd > 0))
     flags = pd.DataFrame(index=validated.index)
-    std = usd.std(ddof=0)
-    flags["AMOUNT_3SD"] = ((usd - usd.mean()).abs() > settings.zscore * std) if std > 0 else False
+    median = log_usd.median()
+    flags["AMOUNT_MAD"] = (robust_z(log_usd, median, (log_usd - median).abs().median()) > settings.robust_z).fillna(False)
     q1, q3 = usd.quantile(0.25), usd.quantile(0.75)
     iqr = q3 - q1
     flags["AMOUNT_IQR"] = (usd < q1 - settings.iqr_multiplier * iqr) | (usd > q3 + settings.iqr_multiplier * iqr)
-    by_product = usd.groupby(validated["product_id"])
+    by_product = log_usd.groupby(validated["product_id"])
     count = by_product.transform("size")
-    p_std = by_product.transform("std", ddof=0)  # vectorised: no Python call per product
-    z = (usd - by_product.transform("mean")).abs() / p_std.where(p_std > 0)
-    flags["PRODUCT_ZSCORE"] = ((count >= settings.min_product_transactions) & (z > settings.zscore)).fillna(False)
+    p_median = by_product.transform("median")  # vectorised: no Python call per product
+    p_mad = (log_usd - p_median).abs().groupby(validated["product_id"]).transform("median")
+    z = robust_z(log_usd, p_median, p_mad)
+    flags["PRODUCT_MAD"] = ((count >= settings.min_product_transactions) & (z > settings.robust_z)).fillna(False)
     per_customer = validated.groupby("customer_id")["amount"].transform("size")
     flags["HIGH_FREQUENCY_CUSTOMER"] = per_customer > settings.max_customer_transactions
     return flags.astype(bool)
@@ -190,12 +280,14 @@ class AnomalyOutcome:
         return self.codes.index[(self.codes != "").to_numpy()]
 
 
-def detect_week_anomalies(rows: pd.DataFrame, settings: AnomalySettings = AnomalySettings()) -> AnomalyOutcome:
-    """Statistical rules over the validated rows' ANOMALY_INPUTS, comparing amounts in USD.
+def detect_week_anomalies(rows: pd.DataFrame, settings: AnomalySettings = AnomalySettings(),
+                          amount_usd: pd.Series | None = None) -> AnomalyOutcome:
+    """Statistical rules over the validated rows' ANOMALY_INPUTS, comparing amounts in USD (``amount_usd``
+    when the caller has them, under the rows' index).
 
     Anomaly detection is advisory: if it fails, validation goes on without it and says why.
     """
-    usd = convert_to_usd(rows["amount"], rows["currency"], rows["timestamp"])["amount_usd"]
+    usd = usd_amounts(rows) if amount_usd is None else amount_usd
     status = "ok"
     try:
         flags = detect_anomalies(rows, usd, settings) if len(rows) else pd.DataFrame(
@@ -227,7 +319,8 @@ def validated_batches(split: ValidationSplit, outcome: AnomalyOutcome, rows: int
     ever copied, never the whole week."""
     for start in range(0, max(len(split.raw), 1), rows):
         keep = ~split.bad[start:start + rows]
-        yield with_anomaly_flags(split.raw.iloc[start:start + rows].loc[keep], outcome).reset_index(drop=True)
+        part = split.raw.iloc[start:start + rows].loc[keep, validated_columns(split.raw)]
+        yield with_anomaly_flags(part, outcome).reset_index(drop=True)
 
 
 def flag_validated(validated: pd.DataFrame, ctx: WeekContext,
@@ -238,4 +331,5 @@ def flag_validated(validated: pd.DataFrame, ctx: WeekContext,
     The whole-frame form (the asset writes ``validated_batches`` instead); tests compare the two.
     """
     outcome = detect_week_anomalies(validated[ANOMALY_INPUTS], settings)
+    validated = validated[validated_columns(validated)]
     return with_anomaly_flags(validated, outcome), anomaly_table(validated, outcome), outcome.status, outcome.flags

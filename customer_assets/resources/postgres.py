@@ -21,6 +21,42 @@ class SourcePermissionError(dg.Failure):
     """The database user may not read what the extract needs: stop, do not retry or work around it."""
 
 
+class SourceConnectionError(dg.Failure):
+    """The source refused this login for good (credentials, pg_hba rules, a missing database or role): no
+    retry can fix it, so the step fails at once with what to change."""
+
+    def __init__(self, description: str):
+        super().__init__(description=description, allow_retries=False)
+
+
+# libpq's messages for refusals that no retry fixes, and what the operator should do about each.
+_PERMANENT_REFUSALS = (
+    ("password authentication failed", "check DB_USER and DB_PASSWORD"),
+    ("no password supplied", "set DB_PASSWORD"),
+    ("no pg_hba.conf entry", "the server's pg_hba.conf admits no such host, user and database: ask its "
+     "administrator, or check DB_HOST, DB_USER and DB_NAME"),
+    ("pg_hba.conf rejects connection", "the server's pg_hba.conf rejects this host or user: ask its administrator"),
+    ("database", "check DB_NAME"),  # 'database "x" does not exist'
+    ("role", "check DB_USER"),  # 'role "x" does not exist'
+    ("is not permitted to log in", "the role may not log in: ask the server's administrator"),
+    ("certificate", "check the TLS settings of the connection (PGSSLMODE, PGSSLROOTCERT)"),
+)
+
+
+def permanent_refusal(exc: psycopg2.OperationalError, host: str, user: Optional[str], dbname: str
+                      ) -> Optional[SourceConnectionError]:
+    """The one-line failure for a connection error that retrying cannot fix, or None for a transient one
+    (refused or reset connections, timeouts, a server starting or shutting down)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = str(exc).lower()
+    for marker, advice in _PERMANENT_REFUSALS:
+        if marker in lowered and (marker not in ("database", "role") or "does not exist" in lowered):
+            return SourceConnectionError(
+                f"The source PostgreSQL {host} refused user {user!r} on database {dbname!r}: {advice}. "
+                f"Not retried. [{first}]")
+    return None
+
+
 class PostgresSource(dg.ConfigurableResource):
     """The production PostgreSQL that holds customers, transactions and products.
 
@@ -40,6 +76,7 @@ class PostgresSource(dg.ConfigurableResource):
     demo_events_dir: Optional[str] = Field(default=None, description="Embedded only: where the demo event files go.")
 
     _embedded_dsn: Optional[str] = PrivateAttr(default=None)
+    _route: Optional[str] = PrivateAttr(default=None)
 
     @property
     def is_embedded(self) -> bool:
@@ -64,25 +101,47 @@ class PostgresSource(dg.ConfigurableResource):
         return read_source_schema(conn, self.timezone, tables)
 
     def _connect_host(self, host: str) -> psycopg2.extensions.connection:
-        return psycopg2.connect(host=host, port=self.port, dbname=self.dbname, user=self.user,
-                                password=self.password, connect_timeout=self.connect_timeout,
-                                application_name="customer_assets")
+        try:
+            return psycopg2.connect(host=host, port=self.port, dbname=self.dbname, user=self.user,
+                                    password=self.password, connect_timeout=self.connect_timeout,
+                                    application_name="customer_assets")
+        except psycopg2.OperationalError as exc:
+            refusal = permanent_refusal(exc, host, self.user, self.dbname)
+            if refusal is not None:
+                raise refusal from exc
+            raise
+
+    @property
+    def route(self) -> str:
+        """Where the last connection went: ``primary``, ``replica``, ``embedded``, or the fallback and why."""
+        return self._route or "not connected"
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[psycopg2.extensions.connection]:
-        """A read-only connection in UTC: the replica when it answers, else the primary."""
+    def connect(self, logger: Optional[logging.Logger] = None) -> Iterator[psycopg2.extensions.connection]:
+        """A read-only connection in UTC: the replica when it answers, else the primary.
+
+        ``logger`` (a step's ``context.log``) receives the fallback warning, so it is in the run's event log; the
+        route taken is in ``route`` for the step's metadata.
+        """
+        logger = logger or log
         if self.is_embedded:
             conn = psycopg2.connect(self.embedded_dsn(), connect_timeout=self.connect_timeout)
+            self._route = "embedded"
         else:
             conn = None
             if self.read_host:
                 try:
                     conn = self._connect_host(self.read_host)
-                except psycopg2.OperationalError as exc:
-                    log.warning("read replica %s refused the connection (%s); falling back to the primary",
-                                self.read_host, str(exc).strip().splitlines()[0])
+                    self._route = f"replica {self.read_host}"
+                except (psycopg2.OperationalError, SourceConnectionError) as exc:
+                    reason = (exc.description if isinstance(exc, dg.Failure) else str(exc)).strip().splitlines()[0]
+                    self._route = f"primary {self.host} (replica {self.read_host} refused: {reason})"
+                    logger.warning(f"read replica {self.read_host} refused the connection ({reason}); "
+                                f"falling back to the primary {self.host}")
             if conn is None:
                 conn = self._connect_host(self.host)
+                if not self.read_host:
+                    self._route = f"primary {self.host}"
         try:
             # One snapshot per connection: a week's version and its rows are read from the same state.
             conn.set_session(readonly=True, autocommit=False,

@@ -1,16 +1,19 @@
 """Behavioural events from a landing zone of newline-delimited JSON files, one folder per day.
 
-Layout (what a Kafka sink connector writes): ``<EVENTS_PATH>/dt=YYYY-MM-DD/<topic>+<partition>+<offset>.jsonl``.
+Layout (what a Kafka sink connector writes): ``<EVENTS_PATH>/dt=YYYY-MM-DD/<topic>+<partition>+<offset>.jsonl``,
+or ``.json``, either optionally gzip-compressed (``.jsonl.gz``). Other files are listed as skipped, not read.
 A line is ``{"event_id", "event_type", "customer_id", "timestamp", "properties": {...}}``; ``feature_used``
 carries ``properties.feature``, ``purchase_completed`` carries ``properties.amount_usd``.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
 import re
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,21 +35,38 @@ DEFAULT_ALIASES = {"pageview": "page_view", "page_viewed": "page_view", "feature
                    "chat_started": "support_chat_started", "support_chat": "support_chat_started"}
 
 
+MAX_WARNINGS = 10  # malformed lines (and skipped files) logged one by one per read; the rest are counted
+MAX_EXAMPLES = 100  # malformed lines kept with file, line and error; a binary file would otherwise keep thousands
+
+
 @dataclass
 class EventScan:
-    """What reading a week of the landing zone found."""
+    """What reading a week of the landing zone found.
+
+    ``malformed_lines`` counts every malformed line; ``malformed`` keeps only the first ``MAX_EXAMPLES`` of them.
+    """
 
     files: int = 0
     lines: int = 0
     malformed: list[dict] = field(default_factory=list)
+    malformed_lines: int = 0
+    skipped_files: list[dict] = field(default_factory=list)
     outside_week: int = 0
     unknown_types: dict[str, int] = field(default_factory=dict)
     aliased: int = 0
 
     def summary(self) -> dict:
-        return {"files": self.files, "lines": self.lines, "malformed_lines": len(self.malformed),
-                "malformed_examples": self.malformed[:20], "outside_week": self.outside_week,
-                "unknown_types": self.unknown_types, "aliased": self.aliased}
+        return {"files": self.files, "lines": self.lines, "malformed_lines": self.malformed_lines,
+                "malformed_examples": self.malformed[:20], "skipped_files": self.skipped_files,
+                "outside_week": self.outside_week, "unknown_types": self.unknown_types, "aliased": self.aliased}
+
+
+class MalformedEventsError(Exception):
+    """Too large a share of the week's lines is malformed: the week's aggregates would be wrong, not just thin."""
+
+    def __init__(self, message: str, scan: EventScan | None = None):
+        super().__init__(message)
+        self.scan = scan
 
 
 def day_folders(root: Path, start: datetime, end: datetime) -> list[Path]:
@@ -66,8 +86,10 @@ _READ = pajson.ReadOptions(use_threads=False, block_size=4 << 20)  # one chunk, 
 
 
 def _malformed(scan: EventScan, path: Path, line: int, error: str) -> None:
-    scan.malformed.append({"file": str(path), "line": line, "error": error[:120]})
-    log.warning("skipping malformed event %s:%d (%s)", path, line, error[:120])
+    """Count a malformed line and keep the first ones; ``read_week`` logs them (a capped number)."""
+    scan.malformed_lines += 1
+    if len(scan.malformed) < MAX_EXAMPLES:
+        scan.malformed.append({"file": str(path), "line": line, "error": error[:120]})
 
 
 def _read_json(data: bytes | memoryview) -> pa.Table:
@@ -284,22 +306,108 @@ def _read_file(path: Path, data: bytes, scan: EventScan, pool: ThreadPoolExecuto
     return tables
 
 
-def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str] | None = None
-              ) -> tuple[pa.Table, EventScan]:
+EVENT_SUFFIXES = (".json", ".jsonl")
+# By name and by magic bytes (a connector may compress without renaming); only gzip is read (stdlib).
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bzip2",
+                        ".xz": "xz", ".lz4": "lz4", ".snappy": "snappy", ".sz": "snappy", ".zip": "zip",
+                        ".deflate": "deflate", ".lzo": "lzo", ".br": "brotli"}
+_MAGIC = re.compile(rb"(?P<gzip>\x1f\x8b)|(?P<zstd>\x28\xb5\x2f\xfd)|(?P<bzip2>BZh[1-9])|(?P<xz>\xfd7zXZ\x00)"
+                    rb"|(?P<lz4>\x04\x22\x4d\x18)|(?P<snappy>\xff\x06\x00\x00sNaPpY)|(?P<zip>PK\x03\x04)")
+
+
+class _Skipped(Exception):
+    """A file of the landing zone that is not read, with the reason (for the scan and the log)."""
+
+
+def _compression(path: Path) -> str | None:
+    """The compression a file's name announces; ``_Skipped`` when it is not an events file at all."""
+    by_name = COMPRESSION_SUFFIXES.get(path.suffix.lower())
+    inner = Path(path.stem).suffix if by_name else path.suffix
+    if inner.lower() not in EVENT_SUFFIXES:
+        raise _Skipped("not an events file: only .json and .jsonl files, optionally gzip-compressed "
+                       "(.jsonl.gz), are read")
+    return by_name
+
+
+def _load(path: Path) -> bytes:
+    """A file's JSON lines, decompressed when gzip (by name or by its first bytes); ``_Skipped`` for another
+    compression or a broken gzip stream, so that binary data is never read as thousands of malformed lines."""
+    by_name = _compression(path)
+    with path.open("rb") as file:
+        magic = _MAGIC.match(file.read(16))
+        file.seek(0)
+        raw = file.read()
+    compression = magic.lastgroup if magic else None
+    if not raw:
+        return raw
+    if compression is None and by_name is not None:
+        if by_name == "gzip":
+            raise _Skipped("named .gz but not gzip data: recompress it with gzip or rename it to .jsonl")
+        compression = by_name
+    if compression is None:
+        return raw
+    if compression != "gzip":
+        raise _Skipped(f"compressed with {compression}: not supported, decompress it or write .jsonl/.jsonl.gz")
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise _Skipped(f"gzip data is truncated or corrupt ({exc}): copy it again, or move it away while a "
+                       "writer still writes it") from None
+
+
+def _warn_malformed(scan: EventScan, shown: int, log: logging.Logger) -> int:
+    """Log the malformed lines found since the last call, up to ``MAX_WARNINGS`` in all; return how many are."""
+    for example in scan.malformed[shown:MAX_WARNINGS]:
+        log.warning(f"skipping malformed event {example['file']}:{example['line']} ({example['error']})")
+    return max(shown, min(len(scan.malformed), MAX_WARNINGS))
+
+
+def _check_share(scan: EventScan, max_malformed_share: float) -> None:
+    """Stop a week whose lines are mostly broken (a binary file, a wrong format): its aggregates would be
+    wrong rather than incomplete. Lines of skipped files are not lines."""
+    if not scan.lines or scan.malformed_lines / scan.lines <= max_malformed_share:
+        return
+    examples = "; ".join(f"{m['file']}:{m['line']}: {m['error']}" for m in scan.malformed[:3])
+    raise MalformedEventsError(
+        f"{scan.malformed_lines / scan.lines:.1%} of the week's event lines are malformed "
+        f"({scan.malformed_lines:,} of {scan.lines:,}), above the limit of {max_malformed_share:.1%}. "
+        f"First: {examples}. Fix or move the files, or raise EVENTS_MAX_MALFORMED_SHARE.", scan)
+
+
+def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str] | None = None, *,
+              log: logging.Logger = log, max_malformed_share: float = 0.05) -> tuple[pa.Table, EventScan]:
     """The week's well-formed events of known types (Arrow, ``EVENTS_SCHEMA``); malformed lines counted,
-    logged and skipped.
+    logged (the first ``MAX_WARNINGS``, then one line with the rest's count) and skipped.
+
+    ``log`` is where warnings go (an asset passes ``context.log``, so they reach the run's event log). Files
+    that are not events (another suffix, a compression other than gzip) are listed in ``skipped_files``. More
+    than ``max_malformed_share`` of the lines malformed raises ``MalformedEventsError``.
 
     Files are parsed by pyarrow in ~2 MiB chunks on a thread pool, each chunk reduced to the week's events
     in its worker; a chunk with bad lines is halved until they stand in small parts, and only those take the
     line-level path, so a few broken lines do not cost a Python loop over the landing zone.
     """
     week = _Week.of(start, end, {**DEFAULT_ALIASES, **(aliases or {})})
-    paths = [path for folder in day_folders(root, start, end)
-             for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))]
-    scan, tables = EventScan(files=len(paths)), []
+    paths = [path for folder in day_folders(root, start, end) for path in sorted(folder.iterdir()) if path.is_file()]
+    scan, tables, shown = EventScan(), [], 0
     with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 2) as pool:
         for path in paths:  # one file in memory at a time: a connector's file can be hundreds of MB
-            tables += _read_file(path, path.read_bytes(), scan, pool, week)
+            try:
+                tables += _read_file(path, _load(path), scan, pool, week)
+            except _Skipped as skipped:
+                scan.skipped_files.append({"file": str(path), "reason": str(skipped)})
+                if len(scan.skipped_files) <= MAX_WARNINGS:
+                    log.warning(f"skipping file {path}: {skipped}")
+                continue
+            scan.files += 1
+            shown = _warn_malformed(scan, shown, log)
+    if scan.malformed_lines > shown:
+        log.warning(f"{scan.malformed_lines - shown:,} more malformed lines not shown ({scan.malformed_lines:,} "
+                    "in total); see the asset's metadata `malformed_examples`")
+    if len(scan.skipped_files) > MAX_WARNINGS:
+        log.warning(f"{len(scan.skipped_files) - MAX_WARNINGS:,} more skipped files not shown "
+                    f"({len(scan.skipped_files):,} in total); see the asset's metadata `skipped_files`")
+    _check_share(scan, max_malformed_share)
     return (pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()), scan
 
 

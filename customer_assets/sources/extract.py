@@ -8,6 +8,7 @@ the week, never the whole text, and nothing touches the disk.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from datetime import datetime
 
@@ -53,20 +54,77 @@ ARROW_SCHEMA = pa.schema([
     ("customer_exists", pa.bool_()), ("product_exists", pa.bool_()),
 ])
 
-# What a parsed block becomes: UTC nanosecond timestamps, flags never null (what pandas will hold).
+# How the COPY text is parsed: text as bytes, decoded block by block, so that one row a SQL_ASCII (or otherwise
+# unchecked) source holds in another encoding is marked and quarantined instead of failing the week.
+_PARSE_SCHEMA = pa.schema([field.with_type(pa.binary()) if pa.types.is_string(field.type) else field
+                           for field in ARROW_SCHEMA])
+TEXT_COLUMNS = [field.name for field in ARROW_SCHEMA if pa.types.is_string(field.type)]
+ID_COLUMNS = ("transaction_id", "customer_id", "product_id")
+
+# What a parsed block becomes: UTC nanosecond timestamps, flags never null (what pandas will hold), and the
+# columns of each row that were not UTF-8.
 RAW_ARROW_SCHEMA = pa.schema([
     field.with_type(pa.timestamp("ns", tz="UTC")) if pa.types.is_timestamp(field.type) else field
-    for field in ARROW_SCHEMA])
+    for field in ARROW_SCHEMA] + [pa.field("invalid_encoding", pa.string())])
 
 BLOCK_SIZE = 1 << 20
 
 
+def _decode(column: pa.Array, name: str, bad: dict[int, list[str]]) -> pa.Array:
+    """UTF-8 text of a binary column; a value that is not UTF-8 is replaced (U+FFFD) and its row noted."""
+    try:
+        return column.cast(pa.string())
+    except pa.ArrowInvalid:  # rare: the one block holding such a value takes the per-value path
+        values = []
+        for row, value in enumerate(column.to_pylist()):
+            if value is not None:
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    value = value.decode("utf-8", errors="replace")
+                    bad.setdefault(row, []).append(name)
+            values.append(value)
+        return pa.array(values, pa.string())
+
+
+def _trimmed_id(column: pa.Array) -> pa.Array:
+    """Ids compared as the source means them: surrounding whitespace removed, an empty id is a missing one."""
+    trimmed = pc.utf8_trim_whitespace(column)
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
 def _finish(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Each block in its final types as it arrives, so no second copy of the week is made later."""
-    arrays = [column.cast(pa.timestamp("ns", tz="UTC")) if pa.types.is_timestamp(column.type)
-              else pc.fill_null(column, False) if pa.types.is_boolean(column.type) else column
-              for column in batch.columns]
+    bad: dict[int, list[str]] = {}
+    arrays = []
+    for field, column in zip(batch.schema, batch.columns):
+        if pa.types.is_binary(field.type):
+            column = _decode(column, field.name, bad)
+            if field.name in ID_COLUMNS:
+                column = _trimmed_id(column)
+        elif pa.types.is_timestamp(field.type):
+            column = column.cast(pa.timestamp("ns", tz="UTC"))
+        elif pa.types.is_boolean(field.type):
+            column = pc.fill_null(column, False)
+        arrays.append(column)
+    marks = [";".join(bad[row]) if row in bad else None for row in range(batch.num_rows)] if bad else None
+    arrays.append(pa.array(marks, pa.string()) if marks else pa.nulls(batch.num_rows, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
+
+
+class ExtractParseError(ValueError):
+    """A value of the COPY stream that does not parse as its column's type: names the column (and the CSV
+    row pyarrow was at), not only pyarrow's column number."""
+
+
+def _named(exc: pa.ArrowInvalid, schema: pa.Schema) -> Exception:
+    message = str(exc)
+    match = re.search(r"column #(\d+)", message)
+    if not match or int(match.group(1)) >= len(schema):
+        return exc
+    column = schema.names[int(match.group(1))]
+    return ExtractParseError(f"the source's column {column!r} holds a value the extract cannot read as "
+                             f"{schema.field(column).type}: {message}")
 
 
 def _copy_into(conn, copy_sql: str, sink, errors: list[BaseException]) -> None:
@@ -112,7 +170,12 @@ def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
             batches.append(finish(batch) if finish else batch)
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" not in str(exc) or errors:
-            raise errors[0] if errors else exc
+            if errors:
+                raise errors[0] from None
+            named = _named(exc, schema)
+            if named is exc:
+                raise
+            raise named from exc
     finally:
         source.close()
         writer.join()
@@ -131,7 +194,7 @@ def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SI
     schema = schema or read_source_schema(conn)
     bounds = {"start": schema.bound("transactions", "timestamp", start),
               "end": schema.bound("transactions", "timestamp", end)}
-    return copy_query(conn, week_extract_sql(schema), bounds, ARROW_SCHEMA, finish=_finish, block_size=block_size)
+    return copy_query(conn, week_extract_sql(schema), bounds, _PARSE_SCHEMA, finish=_finish, block_size=block_size)
 
 
 def week_version_sql(schema: SourceSchema) -> str:
