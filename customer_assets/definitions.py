@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from customer_assets.assets import extract, history, profiles, summary, transform, validation, warehouse
+from customer_assets.erasure import erase_customers
 from customer_assets.deployments import deployment_name, resources_for
 from customer_assets.hooks import CLEANUP_HOOKS
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
@@ -24,7 +25,7 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
     deployment = deployment or deployment_name()
     return dg.Definitions(
         assets=pipeline_assets(),
-        jobs=[weekly_pipeline_job],
+        jobs=[weekly_pipeline_job, erase_customers],
         schedules=[weekly_schedule],
         sensors=[etl_failure_cleanup, events_landing_zone, source_changes],
         resources=resources_for(deployment),

@@ -431,3 +431,30 @@ def test_replace_table_write_mode_rewrites_every_row(bigquery_client, manager, d
     run([asset], WEEK_B, manager())
     loaded = rows(bigquery_client, dataset, "dim_test")
     assert sorted(loaded["transaction_id"]) == sorted(frames[WEEK_B]["transaction_id"])
+
+
+def test_a_transaction_moved_between_weeks_is_moved_not_copied(bigquery_client, manager, dataset):
+    """Issue 12, finding 4: a transaction whose timestamp moved to another week was then in both weeks. The
+    MERGE updates the old week's row in place (in the key window, here a week either side)."""
+    frames = {WEEK_A: transactions(WEEK_A, n=3), WEEK_B: transactions(WEEK_B, n=2)}
+    asset = _keyed_asset(frames)
+    run([asset], WEEK_A, manager())
+    moved = frames[WEEK_A].iloc[[1]].assign(timestamp=pd.Timestamp(WEEK_B, tz="UTC") + pd.Timedelta(hours=5),
+                                           amount=99.0)
+    frames[WEEK_B] = pd.concat([frames[WEEK_B], moved], ignore_index=True)
+    result = run([asset], WEEK_B, manager())
+    after = rows(bigquery_client, dataset)
+    assert after["transaction_id"].is_unique and len(after) == 5
+    row = after.set_index("transaction_id").loc[f"T{WEEK_A}-1"]
+    assert row["amount"] == 99.0 and row["timestamp"] >= pd.Timestamp(WEEK_B, tz="UTC")
+    assert materialization(result)["moved_from_other_weeks"].value == 1
+
+
+def _keyed_asset(frames: dict[str, pd.DataFrame]) -> dg.AssetsDefinition:
+    @dg.asset(name="weekly_transactions", key_prefix=["customer_analytics"], partitions_def=weekly_partitions,
+              io_manager_key="warehouse_io_manager",
+              metadata={"partition_expr": "timestamp", "unique_key": "transaction_id", "unique_within_weeks": 1})
+    def _asset(context):
+        return frames[context.partition_key]
+
+    return _asset

@@ -6,7 +6,10 @@ import psycopg2
 import dagster as dg
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, week_context
+from customer_assets.erasure import suppressed_hashes, suppressed_mask
+from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import RawTransactionsType
 from customer_assets.sources.extract import stream_week, to_raw_frame, week_version
 
@@ -37,12 +40,14 @@ SOURCE_TRANSACTIONS = dg.AssetSpec(
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     deps=[SOURCE_TRANSACTIONS],
 )
-def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSource) -> dg.Output[pd.DataFrame]:
+def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSource, warehouse: WarehouseSQL,
+                     crm: CrmSource) -> dg.Output[pd.DataFrame]:
     """The week's `completed` transactions joined to their customer and product.
 
     Columns: transaction_id, customer_id, country, segment, amount, currency, timestamp, product_id,
     product_name, category, customer_created_at, and whether the customer and product exist.
-    Email, phone and address are never selected. Transactions whose customer or product is missing are
+    Email, phone and address are never selected; customers on the erasure suppression list are left out
+    (counted in `suppressed_rows`). Transactions whose customer or product is missing are
     kept (outer side of the join) so that validation quarantines them: nothing is dropped here.
     The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, so memory does not grow with the text.
     """
@@ -58,6 +63,11 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
         raise dg.Failure(description=f"The extract of week {context.partition_key} failed in a way a retry "
                          f"cannot fix: {type(exc).__name__}: {exc}", allow_retries=False) from exc
     df = to_raw_frame(table)
+    erased = suppressed_mask(df["customer_id"], suppressed_hashes(warehouse), crm.hash_key)
+    suppressed = int(erased.sum())
+    if suppressed:  # customers forgotten on request (erase_customers): never extracted again
+        df = df.loc[~erased.to_numpy()].reset_index(drop=True)
+        context.log.info(f"{suppressed} row(s) of erased customers left out (suppression list)")
     invalid = int(df["invalid_encoding"].notna().sum())
     if invalid:
         context.log.warning(f"{invalid} row(s) hold text that is not UTF-8; they are quarantined INVALID_ENCODING")
@@ -69,5 +79,6 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
         "source": "embedded PostgreSQL (demo)" if source_db.is_embedded else "PostgreSQL",
         "source_route": source_db.route,
         "invalid_encoding_rows": invalid,
+        "suppressed_rows": suppressed,
         "distinct_customers": int(df["customer_id"].nunique()),
     })

@@ -49,7 +49,7 @@ from pydantic import Field
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
-    type_diff, unique_key, write_load_report)
+    type_diff, unique_key, unique_window, write_load_report)
 
 T = TypeVar("T")
 
@@ -292,19 +292,21 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         return window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
 
     @staticmethod
-    def _week_predicate(column: str, column_type: str, alias: str = "") -> str:
+    def _week_predicate(column: str, column_type: str, alias: str = "", bounds: str = "week") -> str:
+        """``column`` within [@<bounds>_start, @<bounds>_end)."""
         ref = f"{alias}.`{column}`" if alias else f"`{column}`"
+        lo, hi = f"@{bounds}_start", f"@{bounds}_end"
         if column_type == "DATETIME":
             # Naive columns hold UTC wall time; the partition windows are UTC instants.
-            return f"{ref} >= DATETIME(@week_start, 'UTC') AND {ref} < DATETIME(@week_end, 'UTC')"
-        return f"{ref} >= @week_start AND {ref} < @week_end"
+            return f"{ref} >= DATETIME({lo}, 'UTC') AND {ref} < DATETIME({hi}, 'UTC')"
+        return f"{ref} >= {lo} AND {ref} < {hi}"
 
     @staticmethod
-    def _week_params(start: datetime, end: datetime):
+    def _week_params(start: datetime, end: datetime, bounds: str = "week"):
         from google.cloud import bigquery
 
-        return [bigquery.ScalarQueryParameter("week_start", "TIMESTAMP", start),
-                bigquery.ScalarQueryParameter("week_end", "TIMESTAMP", end)]
+        return [bigquery.ScalarQueryParameter(f"{bounds}_start", "TIMESTAMP", start),
+                bigquery.ScalarQueryParameter(f"{bounds}_end", "TIMESTAMP", end)]
 
     @staticmethod
     def _check_frame_in_week(frames: Iterable[pd.DataFrame], column: str, start: datetime, end: datetime,
@@ -464,7 +466,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
                     call("load job into staging", ("bigquery.jobs.create", "bigquery.tables.updateData"), load_staging)
                 moved = self._merge(context, load, client, call, target_id, staging_id, list(incoming), column,
-                                    target_type, start, end, job_prefix, whole_table, unique_key(context))
+                                    target_type, start, end, job_prefix, whole_table, *unique_key(context))
             finally:
                 try:
                     client.delete_table(staging_id, not_found_ok=True, timeout=60)
@@ -494,7 +496,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
     def _merge(self, context, load: _Load, client, call, target_id: str, staging_id: str, columns: list[str],
                column: str, column_type: str, start: datetime, end: datetime, job_prefix: str,
-               whole_table: bool = False, key: str | None = None) -> int | None:
+               whole_table: bool = False, key: str | None = None, key_weeks: int = 0) -> int | None:
         """The swap: one MERGE deleting the target's week (or every row) and inserting the staging rows."""
         from google.cloud import bigquery
 
@@ -503,9 +505,13 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         names = ", ".join(f"`{c}`" for c in columns)
         values = ", ".join(f"S.`{c}`" for c in columns)
         if key and not whole_table:
-            # A row of another week with a key of this week moved here (its timestamp was edited): updated in
-            # place to the new row, so the key stays in one week only. Scans the table's key column.
-            on = f"T.`{key}` = S.`{key}` AND NOT ({self._week_predicate(column, column_type, 'T')})"
+            # A row of a nearby week with a key of this week moved here (its timestamp was edited): updated in
+            # place to the new row, so the key stays in one week only. The window's filter on the partition
+            # column prunes the target's partitions: the cost does not grow with the table's history.
+            window = unique_window(start, end, key_weeks)
+            params = params + self._week_params(*window, bounds="window")
+            on = (f"T.`{key}` = S.`{key}` AND NOT ({self._week_predicate(column, column_type, 'T')}) "
+                  f"AND {self._week_predicate(column, column_type, 'T', bounds='window')}")
             moved = "WHEN MATCHED THEN UPDATE SET " + ", ".join(f"`{c}` = S.`{c}`" for c in columns) + "\n"
         else:
             on, moved = "FALSE", ""

@@ -17,7 +17,7 @@ from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
-    type_diff, unique_key, write_load_report)
+    type_diff, unique_key, unique_window, write_load_report)
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
@@ -105,14 +105,16 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
                 start, end = self._bounds(context, con, f"{schema}.{table}", column)
                 where = f'"{column}" >= ? AND "{column}" < ?'
             params = [] if start is None else [start, end]
-            key = unique_key(context)
+            key, key_weeks = unique_key(context) if start is not None else (None, 0)
             moved = 0
 
             def insert_part() -> None:
                 nonlocal moved
-                if key:  # a row of this week already loaded in another week moved here: it leaves that week
-                    moved += con.execute(f"DELETE FROM {qualified} WHERE {quoted(key)} IN "
-                                         f"(SELECT {quoted(key)} FROM incoming) AND NOT ({where})", params).fetchone()[0]
+                if key:  # a row of a nearby week moved into this one: it leaves that week
+                    moved += con.execute(
+                        f"DELETE FROM {qualified} WHERE {quoted(key)} IN (SELECT {quoted(key)} FROM incoming) "
+                        f"AND NOT ({where}) AND {quoted(column)} >= ? AND {quoted(column)} < ?",
+                        params + list(unique_window(start, end, key_weeks))).fetchone()[0]
                 con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
 
             con.execute("BEGIN TRANSACTION")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -43,12 +43,21 @@ def replaces_whole_table(context: dg.OutputContext) -> bool:
     return (context.definition_metadata or {}).get("write_mode") == "replace_table"
 
 
-def unique_key(context: dg.OutputContext) -> str | None:
-    """The column unique across every week of the table (``unique_key`` metadata, e.g. ``transaction_id``): a
-    row of the loaded week whose key another week holds has moved (its timestamp was edited), and the load
-    removes it from that week, so a transaction is never in two weeks."""
-    key = (context.definition_metadata or {}).get("unique_key")
-    return str(key) if key else None
+def unique_key(context: dg.OutputContext) -> tuple[str | None, int]:
+    """The column unique across weeks (``unique_key`` metadata, e.g. ``transaction_id``) and how many weeks
+    either side of the loaded one it is kept unique over (``unique_within_weeks``).
+
+    A row of the loaded week whose key a week within that window holds has moved there (its timestamp was
+    edited): the load removes it from that week, so a transaction is never in two weeks. The window bounds
+    the cost: the load reads those weeks' keys, never the whole history.
+    """
+    metadata = context.definition_metadata or {}
+    key = metadata.get("unique_key")
+    return (str(key) if key else None), int(metadata.get("unique_within_weeks", 0))
+
+
+def unique_window(start: datetime, end: datetime, weeks: int) -> tuple[datetime, datetime]:
+    return start - timedelta(weeks=weeks), end + timedelta(weeks=weeks)
 
 
 def type_diff(existing: dict[str, str], incoming: dict[str, str]) -> tuple[list[str], list[str]]:

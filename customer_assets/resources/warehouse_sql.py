@@ -41,6 +41,13 @@ class WarehouseSQL(dg.ConfigurableResource):
     def quote(self, name: str) -> str:
         return quoted(name)
 
+    def ensure_schema(self, schema: str) -> None:
+        raise NotImplementedError
+
+    def unnest(self, param: str, alias: str) -> str:
+        """A relation of one column ``alias``, a row per element of the list parameter ``param``."""
+        return f"(SELECT unnest(@{param}) AS {alias})"
+
     types: ClassVar[dict[str, str]] = {"INT": "BIGINT", "STR": "VARCHAR", "BOOL": "BOOLEAN", "DATETIME": "TIMESTAMP"}
 
     def render(self, sql: str, names: dict[str, str]) -> str:
@@ -74,6 +81,9 @@ class DuckDBWarehouse(WarehouseSQL):
     def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
         self._run(sql, params, names, fetch=False)
 
+    def ensure_schema(self, schema: str) -> None:
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted(schema)}")
+
     def exists(self, schema: str, name: str) -> bool:
         if not Path(self.database).exists():
             return False
@@ -99,6 +109,16 @@ class BigQueryWarehouse(WarehouseSQL):
     def quote(self, name: str) -> str:
         return f"`{name}`"
 
+    def unnest(self, param: str, alias: str) -> str:
+        return f"UNNEST(@{param}) AS {alias}"
+
+    def ensure_schema(self, schema: str) -> None:
+        from google.cloud import bigquery
+
+        dataset = bigquery.Dataset(f"{self.project}.{self.dataset_override or schema}")
+        dataset.location = self.location
+        self._client().create_dataset(dataset, exists_ok=True)
+
     def table(self, schema: str, name: str) -> str:
         return f"`{self.project}.{self.dataset_override or schema}.{name}`"
 
@@ -108,6 +128,9 @@ class BigQueryWarehouse(WarehouseSQL):
 
         out = []
         for name, value in (params or {}).items():
+            if isinstance(value, (list, tuple)):  # lists are of strings here (ids, hashes)
+                out.append(bigquery.ArrayQueryParameter(name, "STRING", [str(v) for v in value]))
+                continue
             if isinstance(value, bool):
                 kind = "BOOL"
             elif isinstance(value, int):

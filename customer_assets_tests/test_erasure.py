@@ -1,0 +1,85 @@
+"""Issue 12, item 7: a customer forgotten on request, in DuckDB (the whole weekly graph) and in BigQuery."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pandas as pd
+import pytest
+
+from customer_assets.erasure import CUSTOMER_TABLES, SUPPRESSION, customer_hashes, erase_from_warehouse
+from customer_assets.resources.warehouse_sql import BigQueryWarehouse
+from customer_assets_tests.conftest import BIGQUERY_PROJECT
+from customer_assets_tests.pipeline import run_week, warehouse
+
+WEEK = "2026-11-16"
+
+
+def _rows_of(path, customer: str) -> dict[str, int]:
+    return {table: int(warehouse(path, f"SELECT count(*) AS n FROM customer_analytics.{table} "
+                                       f"WHERE customer_id = '{customer}'")["n"][0]) for table in CUSTOMER_TABLES}
+
+
+def test_erased_customer_is_gone_after_erasure_and_backfill(pipeline_env, small_source):
+    tmp = pipeline_env("small_source")
+    db = tmp / "warehouse.duckdb"
+    run_week(WEEK)
+    # The week's bot: in every table, and listed in anomalies.csv (HIGH_FREQUENCY_CUSTOMER).
+    anomalies = tmp / "data" / "reports" / WEEK / "anomalies.csv"
+    listed = pd.read_csv(anomalies, dtype={"customer_id": str})
+    customer = listed.loc[listed["anomaly_flags"].str.contains("HIGH_FREQUENCY"), "customer_id"].iloc[0]
+    before = _rows_of(db, customer)
+    assert all(before.values()), before
+
+    from customer_assets.definitions import build_definitions
+
+    job = build_definitions("local").get_job_def("erase_customers")
+    config = {"ops": {"erase_customers_op": {"config": {"customer_ids": [customer, " NOT-A-CUSTOMER "],
+                                                        "request": "DSR-42"}}}}
+    result = job.execute_in_process(run_config=config)
+    assert result.success
+    assert _rows_of(db, customer) == dict.fromkeys(CUSTOMER_TABLES, 0)
+    assert customer not in set(pd.read_csv(anomalies, dtype={"customer_id": str})["customer_id"])
+
+    # What it removed is recorded as counts; the ids are kept nowhere, only their keyed hashes.
+    record_path = next((tmp / "logs" / "etl").glob("erasure_*.json"))
+    record = json.loads(record_path.read_text())
+    assert record["rows_removed_per_table"] == before and record["request"] == "DSR-42"
+    assert record["rows_removed_per_file"] == {str(anomalies): int((listed["customer_id"] == customer).sum())}
+    assert customer not in record_path.read_text()
+    suppression = warehouse(db, "SELECT * FROM customer_analytics.erasure_suppression")
+    assert len(suppression) == 2 and suppression["customer_hash"].str.fullmatch(r"[0-9a-f]{64}").all()
+    assert customer not in suppression.to_string()
+
+    # A backfill of the week does not bring them back, and says how many rows it left out.
+    rerun = run_week(WEEK)
+    assert _rows_of(db, customer) == dict.fromkeys(CUSTOMER_TABLES, 0)
+    raw = rerun.asset_materializations_for_node("etl__raw_transactions")[0].metadata
+    assert raw["suppressed_rows"].value == before["weekly_transactions"]
+    assert customer not in set(pd.read_csv(anomalies, dtype={"customer_id": str})["customer_id"])
+    # Erasing again changes nothing and adds no hash twice.
+    assert job.execute_in_process(run_config=config).success
+    assert len(warehouse(db, "SELECT * FROM customer_analytics.erasure_suppression")) == 2
+
+
+def test_erasure_in_bigquery(bigquery_endpoint, bigquery_client):
+    """The same statements against the real BigQuery client and the emulator."""
+    dataset = f"erasure_{uuid.uuid4().hex[:8]}"
+    bigquery_client.create_dataset(dataset)
+    for table in CUSTOMER_TABLES:
+        bigquery_client.query(f"CREATE TABLE `{BIGQUERY_PROJECT}.{dataset}.{table}` AS "
+                              "SELECT * FROM UNNEST([STRUCT('C1' AS customer_id, 1 AS n), ('C2', 2), ('C1', 3), "
+                              "('C3', 4)])").result()
+    bq = BigQueryWarehouse(project=BIGQUERY_PROJECT, emulator_host=bigquery_endpoint, dataset_override=dataset)
+    removed = erase_from_warehouse(bq, ["C1", "C3 "], "key", "DSR-7")
+    assert removed == dict.fromkeys(CUSTOMER_TABLES, 3)
+    for table in CUSTOMER_TABLES:
+        left = bq.query("SELECT customer_id FROM {t}", t=bq.table("customer_analytics", table))
+        assert left["customer_id"].tolist() == ["C2"]
+    hashes = bq.query("SELECT customer_hash, request FROM {t} ORDER BY 1", t=bq.table(*SUPPRESSION))
+    assert hashes["customer_hash"].tolist() == customer_hashes(["C1", "C3"], "key")
+    assert set(hashes["request"]) == {"DSR-7"} and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes["customer_hash"])
+    assert erase_from_warehouse(bq, ["C1"], "key", "DSR-8") == dict.fromkeys(CUSTOMER_TABLES, 0)
+    assert len(bq.query("SELECT * FROM {t}", t=bq.table(*SUPPRESSION))) == 2

@@ -1,0 +1,335 @@
+"""Property-based tests of the hard rules over random dirty weeks (hypothesis).
+
+A strategy builds a week of raw rows as the extract delivers them: clean rows mixed with every kind of dirt
+the rules exist for, identical copies and same-id rows with other content. The joined columns (customer and
+product facts, the extract's encoding marks) follow from the ids, as they do in the extract's SQL join and
+decoding, so two rows with the same content are the same row.
+
+Properties: every row ends in exactly one of validated or quarantined, with the reasons an independent
+row-by-row oracle gives; what is validated is unique, finite and free of conflicting ids; the row order does
+not change the outcome and a split is deterministic; the validated batches the asset writes are the whole
+validated frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from customer_assets.logic.currency import ecb_usd_rates, iso4217_minor_units, supported_currencies
+from customer_assets.logic.validation import (
+    ANOMALY_INPUTS, DEFAULT_MAX_AMOUNT_USD, HARD_RULES, detect_week_anomalies, flag_validated,
+    split_by_hard_rules, validated_batches)
+from customer_assets_tests.frames import WEEK, raw_row
+
+PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, database=None,
+                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+RULE_CODES = [rule.code for rule in HARD_RULES]
+CONTENT = ["customer_id", "product_id", "amount", "currency", "timestamp"]
+
+UTC = "UTC"
+START, END, NOW = (pd.Timestamp(t) for t in (WEEK.week_start, WEEK.week_end, WEEK.now))
+
+# What the LEFT JOINs of the extract give for each customer id: (country, segment, created_at, exists, mark).
+# C3 is created in the middle of the week; C5's segment held bytes that were not UTF-8.
+CUSTOMERS = {
+    "C1": ("US", "consumer", pd.Timestamp("2025-01-01", tz=UTC), True, None),
+    "C2": ("DE", "business", pd.Timestamp("2020-03-01", tz=UTC), True, None),
+    "C3": ("FR", "consumer", pd.Timestamp("2026-11-19 12:00", tz=UTC), True, None),
+    "C5": ("GB", "consum\ufffdr", pd.Timestamp("2024-05-05", tz=UTC), True, "segment"),
+    "C404": (None, None, None, False, None),
+    None: (None, None, None, False, None),
+}
+# product id -> (name, category, exists, mark). P9's name held bytes that were not UTF-8.
+PRODUCTS = {
+    "P1": ("Stapler", "Office", True, None),
+    "P2": ("Paper", "Office", True, None),
+    "P9": ("Caf\ufffd", "Food", True, "product_name"),
+    "P404": (None, None, False, None),
+    None: (None, None, False, None),
+}
+COLUMNS = list(raw_row())
+
+# Kinds are listed clean first: hypothesis shrinks towards the first element.
+ID_KINDS = ["fresh", "fresh", "fresh", "missing", "undecodable", "reuse"]
+CURRENCIES = ["USD", "EUR", "GBP", "JPY", None, "ABC", "AED"]
+AMOUNT_KINDS = ["clean", "clean", "clean", "missing", "nan", "inf", "-inf", "zero", "negative",
+                "excess_decimals", "huge"]
+TIME_KINDS = ["in_week", "in_week", "in_week", "missing", "before_week", "after_week", "future",
+              "before_2000", "week_start", "week_end"]
+
+
+@st.composite
+def amounts(draw, currency):
+    kind = draw(st.sampled_from(AMOUNT_KINDS))
+    whole = currency == "JPY"
+    if kind == "clean":
+        return float(draw(st.integers(1, 2_000_000))) if whole else draw(st.integers(1, 500_000)) / 100
+    if kind == "excess_decimals":  # one more digit than the currency has (JPY has none)
+        return draw(st.integers(1, 100_000)) + 0.5 if whole else draw(st.integers(1, 100_000)) / 100 + 0.005
+    if kind == "huge":  # around and far above the 1,000,000 USD ceiling
+        return draw(st.sampled_from([2e8, 1e12] if whole else [1_000_000.0, 1_000_000.01, 2_000_000.0, 1e12]))
+    if kind == "negative":
+        return -draw(st.integers(1, 500_000)) / 100
+    return {"missing": None, "nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "zero": 0.0}[kind]
+
+
+@st.composite
+def timestamps(draw):
+    kind = draw(st.sampled_from(TIME_KINDS))
+    minutes = lambda lo, hi: timedelta(minutes=draw(st.integers(lo, hi)))  # noqa: E731
+    if kind == "in_week":
+        return START + minutes(0, 7 * 1440 - 1)
+    if kind == "before_week":
+        return START - minutes(1, 60 * 1440)
+    if kind == "after_week":  # after the week, not yet in the future
+        return END + minutes(0, int((NOW - END).total_seconds() // 60))
+    if kind == "future":
+        return NOW + minutes(1, 60 * 1440)
+    if kind == "before_2000":
+        return draw(st.sampled_from([pd.Timestamp("1970-01-01", tz=UTC), pd.Timestamp("1999-12-31 23:59", tz=UTC)]))
+    return {"missing": None, "week_start": START, "week_end": END}[kind]
+
+
+def joined_row(transaction_id, customer_id, product_id, amount, currency, timestamp) -> dict:
+    """One raw row: the transaction's own columns plus what the extract joins and marks from its ids."""
+    country, segment, created, customer_exists, customer_mark = CUSTOMERS[customer_id]
+    name, category, product_exists, product_mark = PRODUCTS[product_id]
+    id_mark = "transaction_id" if transaction_id is not None and "\ufffd" in transaction_id else None
+    marks = [m for m in (id_mark, customer_mark, product_mark) if m]
+    return {"transaction_id": transaction_id, "customer_id": customer_id, "country": country, "segment": segment,
+            "amount": amount, "currency": currency, "timestamp": timestamp, "product_id": product_id,
+            "product_name": name, "category": category, "customer_created_at": created,
+            "customer_exists": customer_exists, "product_exists": product_exists,
+            "invalid_encoding": ";".join(marks) if marks else None}
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows in the raw week's column types (as ``frames.raw_frame``, also when there are none)."""
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for column in ("timestamp", "customer_created_at"):
+        df[column] = pd.to_datetime(df[column], utc=True)
+    df["amount"] = df["amount"].astype(float)
+    for column in ("customer_exists", "product_exists"):
+        df[column] = df[column].astype(bool)
+    df["invalid_encoding"] = df["invalid_encoding"].astype(object)
+    return df
+
+
+@st.composite
+def dirty_weeks(draw, max_rows: int = 25, max_copies: int = 8) -> pd.DataFrame:
+    rows: list[dict] = []
+    for i in range(draw(st.integers(0, max_rows))):
+        kind = draw(st.sampled_from(ID_KINDS))
+        if kind == "reuse" and rows:  # another row's id with independently drawn content: usually a conflict
+            transaction_id = rows[draw(st.integers(0, len(rows) - 1))]["transaction_id"]
+        else:
+            transaction_id = {"missing": None, "undecodable": f"T\ufffd{i}"}.get(kind, f"T{i}")
+        currency = draw(st.sampled_from(CURRENCIES))
+        rows.append(joined_row(transaction_id, draw(st.sampled_from(list(CUSTOMERS))),
+                               draw(st.sampled_from(list(PRODUCTS))), draw(amounts(currency)), currency,
+                               draw(timestamps())))
+    # Copies of drawn rows, anywhere in the week: identical ones, and same-id ones with another amount.
+    for _ in range(draw(st.integers(0, max_copies if rows else 0))):
+        original = rows[draw(st.integers(0, len(rows) - 1))]
+        copy = dict(original)
+        if draw(st.booleans()):
+            amount = copy["amount"]
+            copy["amount"] = amount * 2 + 1 if amount is not None and math.isfinite(amount) else 7.0
+        rows.insert(draw(st.integers(0, len(rows))), copy)
+    return frame(rows)
+
+
+# --- an independent oracle: what each row should fail, written out row by row ---------------------------------
+
+_RATES: dict[tuple[str, pd.Timestamp], float] = {}
+
+
+def usd_rate(currency, timestamp) -> float:
+    """USD per unit at the last ECB publication on or before the transaction's UTC day (NaN if none)."""
+    if currency is None or pd.isna(timestamp):
+        return math.nan
+    day = timestamp.tz_convert(UTC).tz_localize(None).normalize()
+    if (currency, day) not in _RATES:
+        rates = ecb_usd_rates()
+        published = rates[currency].dropna() if currency in rates.columns else None
+        published = None if published is None else published[published.index <= day]
+        _RATES[currency, day] = float(published.iloc[-1]) if published is not None and len(published) else math.nan
+    return _RATES[currency, day]
+
+
+def content_key(row: pd.Series) -> tuple:
+    """A row's transaction content, NaN/NaT/None as one missing value (as ``drop_duplicates`` compares)."""
+    return tuple(None if pd.isna(row[c]) else row[c] for c in CONTENT)
+
+
+def too_many_decimals(amount: float, currency: str) -> bool:
+    units = iso4217_minor_units().get(currency)
+    if units is None or math.isnan(amount) or math.isinf(amount):
+        return False
+    return Decimal(repr(amount)).normalize().as_tuple().exponent < -units
+
+
+def expected_codes(df: pd.DataFrame) -> list[list[str]]:
+    """Per raw row (by position), the codes it should fail, in HARD_RULES order."""
+    iso, supported = set(iso4217_minor_units()), supported_currencies()
+    ids = [None if pd.isna(t) else t for t in df["transaction_id"]]
+    keys = [content_key(row) for _, row in df.iterrows()]
+    versions: dict[str, set] = {}
+    for tid, key in zip(ids, keys):
+        if tid is not None:
+            versions.setdefault(tid, set()).add(key)
+    counts = Counter(t for t in ids if t is not None)
+    seen: set[tuple] = set()
+    expected = []
+    for (_, row), tid, key in zip(df.iterrows(), ids, keys):
+        amount, currency, ts, created = row["amount"], row["currency"], row["timestamp"], row["customer_created_at"]
+        currency = None if pd.isna(currency) else currency
+        has_amount, has_ts = not math.isnan(amount), not pd.isna(ts)
+        conflicting = tid is not None and len(versions[tid]) > 1
+        repeated = tid is not None and counts[tid] > 1 and not conflicting and (tid, key) in seen
+        if tid is not None:
+            seen.add((tid, key))
+        usd = amount * usd_rate(currency, ts) if has_amount else math.nan
+        fails = {
+            "INVALID_ENCODING": not pd.isna(row["invalid_encoding"]),
+            "MISSING_TRANSACTION_ID": tid is None,
+            "MISSING_CUSTOMER_ID": pd.isna(row["customer_id"]),
+            "MISSING_AMOUNT": not has_amount,
+            "MISSING_TIMESTAMP": not has_ts,
+            "MISSING_CURRENCY": currency is None,
+            "NON_POSITIVE_AMOUNT": has_amount and amount <= 0,
+            "NON_FINITE_AMOUNT": has_amount and math.isinf(amount),
+            "AMOUNT_ABOVE_CEILING": usd > DEFAULT_MAX_AMOUNT_USD,
+            "INVALID_TIMESTAMP": has_ts and ts < pd.Timestamp("2000-01-01", tz=UTC),
+            "INVALID_CURRENCY": currency is not None and currency not in iso,
+            "UNSUPPORTED_CURRENCY": currency in iso and currency not in supported,
+            "PRECISION_MISMATCH": currency is not None and has_amount and too_many_decimals(amount, currency),
+            "BEFORE_CUSTOMER_CREATED": has_ts and not pd.isna(created) and ts < created,
+            "FUTURE_TIMESTAMP": has_ts and ts > NOW,
+            "OUTSIDE_WEEK": has_ts and (ts < START or ts >= END),
+            "CONFLICTING_DUPLICATE": conflicting,
+            "DUPLICATE_TRANSACTION_ID": repeated,
+            "UNKNOWN_CUSTOMER": not pd.isna(row["customer_id"]) and not row["customer_exists"],
+            "UNKNOWN_PRODUCT": not row["product_exists"],
+        }
+        assert set(fails) == set(RULE_CODES), "the oracle must know every hard rule"
+        expected.append([code for code in RULE_CODES if fails[code]])
+    return expected
+
+
+def conflicting_ids(df: pd.DataFrame) -> set[str]:
+    content = df.loc[df["transaction_id"].notna(), ["transaction_id", *CONTENT]].drop_duplicates()
+    per_id = content["transaction_id"].value_counts()
+    return set(per_id.index[per_id > 1])
+
+
+def quarantine_multiset(split) -> Counter:
+    q = split.quarantined
+    return Counter(zip((None if pd.isna(t) else t for t in q["transaction_id"]), q["reason_codes"]))
+
+
+def show(df: pd.DataFrame) -> None:
+    """The whole falsifying week in hypothesis' report (the frame's repr elides columns)."""
+    note(f"rows: {df.to_dict('records')!r}")
+
+
+# --- properties ------------------------------------------------------------------------------------------------
+
+@PROPERTY_SETTINGS
+@given(df=dirty_weeks())
+def test_every_row_is_validated_or_quarantined_with_its_reasons(df):
+    show(df)
+    split = split_by_hard_rules(df, WEEK)
+    q = split.quarantined
+    assert split.validated_count + len(q) == len(df)
+    assert len(split.validated) == split.validated_count
+    assert set(split.validated.index).isdisjoint(q.index) and set(split.validated.index) | set(q.index) == set(
+        df.index)
+    for codes, primary in zip(q["reason_codes"], q["primary_reason"]):
+        assert codes, "a quarantined row without a reason"
+        parts = codes.split(";")
+        assert set(parts) <= set(RULE_CODES), parts
+        assert parts == sorted(parts, key=RULE_CODES.index) and len(set(parts)) == len(parts), parts
+        assert parts[0] == primary
+    # Against the oracle: a validated row fails no rule, a quarantined one exactly the rules it breaks.
+    expected = expected_codes(df)
+    for position, codes in enumerate(expected):
+        label = df.index[position]
+        if codes:
+            assert label in q.index, (label, codes, df.loc[label].to_dict())
+            assert q.loc[label, "reason_codes"] == ";".join(codes), (q.loc[label, "reason_codes"], codes)
+        else:
+            assert label in split.validated.index, (label, q.loc[label, "reason_codes"], df.loc[label].to_dict())
+
+
+@PROPERTY_SETTINGS
+@given(df=dirty_weeks())
+def test_validated_rows_are_unique_finite_and_never_a_conflicting_id(df):
+    show(df)
+    split = split_by_hard_rules(df, WEEK)
+    v = split.validated
+    assert v["transaction_id"].notna().all()
+    assert not v["transaction_id"].duplicated().any()
+    amounts_ = v["amount"].to_numpy(dtype=float)
+    assert np.isfinite(amounts_).all() and (amounts_ > 0).all()
+    assert "invalid_encoding" not in v.columns
+    assert set(v["transaction_id"]).isdisjoint(conflicting_ids(df))
+    # Identical copies of one id: the first is validated when the row breaks no other rule, none otherwise.
+    expected = expected_codes(df)
+    shared = df["transaction_id"].notna() & df["transaction_id"].duplicated(keep=False)
+    for tid, group in df[shared].groupby("transaction_id"):
+        if tid in conflicting_ids(df):
+            continue
+        positions = [df.index.get_loc(label) for label in group.index]
+        clean = not [c for c in expected[positions[0]] if c != "DUPLICATE_TRANSACTION_ID"]
+        kept = v.index[v["transaction_id"] == tid].tolist()
+        assert kept == ([group.index[0]] if clean else []), (tid, kept, expected[positions[0]])
+
+
+@PROPERTY_SETTINGS
+@given(df=dirty_weeks(), data=st.data())
+def test_row_order_does_not_change_the_outcome_and_a_split_is_deterministic(df, data):
+    show(df)
+    before = df.copy()
+    split = split_by_hard_rules(df, WEEK)
+    again = split_by_hard_rules(df, WEEK)
+    pd.testing.assert_frame_equal(df, before)  # the split never writes into the raw week
+    np.testing.assert_array_equal(split.bad, again.bad)
+    pd.testing.assert_frame_equal(split.failures, again.failures)
+    pd.testing.assert_frame_equal(split.quarantined, again.quarantined)
+    pd.testing.assert_frame_equal(split.validated, again.validated)
+    pd.testing.assert_series_equal(split.amount_usd, again.amount_usd)
+
+    order = data.draw(st.permutations(range(len(df))), label="order")
+    shuffled = df.iloc[list(order)]
+    if data.draw(st.booleans(), label="reset_index"):
+        shuffled = shuffled.reset_index(drop=True)
+    moved = split_by_hard_rules(shuffled, WEEK)
+    assert set(moved.validated["transaction_id"]) == set(split.validated["transaction_id"])
+    assert moved.validated_count == split.validated_count
+    assert quarantine_multiset(moved) == quarantine_multiset(split)
+
+
+@PROPERTY_SETTINGS
+@given(df=dirty_weeks(), data=st.data())
+def test_validated_batches_are_the_whole_validated_frame(df, data):
+    show(df)
+    split = split_by_hard_rules(df, WEEK)
+    whole = flag_validated(split.validated, WEEK)[0].reset_index(drop=True)
+    rows = data.draw(st.integers(1, len(df) + 2), label="rows")
+    # As the asset calls it (USD amounts of the split), and from the rows alone.
+    for outcome in (detect_week_anomalies(df.loc[~split.bad, ANOMALY_INPUTS], amount_usd=split.amount_usd[~split.bad]),
+                    detect_week_anomalies(df.loc[~split.bad, ANOMALY_INPUTS])):
+        assert outcome.status == "ok", outcome.status
+        parts = list(validated_batches(split, outcome, rows=rows))
+        assert sum(len(p) for p in parts) == split.validated_count
+        pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole)
