@@ -53,6 +53,19 @@ def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
     assert not [p for p in (workdir / "data" / "etl").rglob("*") if p.is_file()]
 
 
+def test_not_a_monday_partition_says_which_monday(workdir):
+    """Issue 12, finding 5: ``--partition 2026-11-17`` ended a 53-line traceback with "Could not find a
+    partition" and no hint."""
+    done = subprocess.run([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "etl/raw_transactions",
+                           "--partition", "2026-11-19"], cwd=workdir, env=_env(workdir), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "2026-11-19 is a Thursday" in last and "--partition 2026-11-16" in last
+    assert not (workdir / "data" / "etl" / "raw_transactions" / "2026-11-19.parquet").exists()
+
+
 def test_a_failed_cli_run_cleans_up_and_records_the_failure(workdir):
     """No daemon, no sensor: the run itself removes the week's intermediates and writes failed_*.json."""
     logs = workdir / "logs" / "etl"

@@ -212,7 +212,7 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
     context = dg.build_asset_context(partition_key=WEEK)
     results = list(unified_customer_profiles(context, settings=resources["settings"],
                                              source_db=resources["source_db"], crm=resources["crm"],
-                                             crm_customers=empty,
+                                             warehouse=resources["warehouse"], crm_customers=empty,
                                              customer_event_aggregates=events,
                                              transformed_transactions=StoredFrame(transactions)))
     check = next(r for r in results if isinstance(r, dg.AssetCheckResult) and r.check_name == "match_rate")
