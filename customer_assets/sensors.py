@@ -98,26 +98,40 @@ def weeks_touched(files: list[Path]) -> dict[str, int]:
     return weeks
 
 
+LOADED = dg.AssetKey(["customer_analytics", "weekly_customer_profiles"])
+
+
 @dg.sensor(name="events_landing_zone", job=weekly_pipeline_job, minimum_interval_seconds=300,
-           default_status=dg.DefaultSensorStatus.STOPPED)
+           default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Re-runs a loaded week when event files land for it late (a batch of files: one run). "
+           "Its first tick only notes the files already there: it never requests the landing zone's history.")
 def events_landing_zone(context: dg.SensorEvaluationContext, settings: PipelineSettings):
-    """Re-runs a finished week when new event files land for it (late arrivals), once per batch of files."""
+    """Re-runs a week whose profiles are loaded when new event files land for it (late arrivals), once per batch.
+
+    The first tick (an empty cursor) takes every file already in the landing zone as seen and requests
+    nothing: months of history must not become months of runs. Files for a week not loaded yet request
+    nothing either: the schedule or a backfill loads that week, reading every file it has by then.
+    """
     if settings.events_path is None:
         return dg.SkipReason("no event landing zone configured (EVENTS_PATH unset)")
     root = Path(settings.events_path)
     if not root.is_dir():
         return dg.SkipReason(f"no landing zone at {root}")
+    first_tick = not context.cursor
     files, cursor = new_event_files(root, json.loads(context.cursor or "{}"))
+    context.update_cursor(json.dumps(cursor or {"mtime_ns": 0, "files_at_mtime": []}))
+    if first_tick:
+        return dg.SkipReason(f"started watching {root}: {len(files)} file(s) already there taken as seen")
     if not files:
         return dg.SkipReason("no new event files")
-    complete = set(weekly_partitions.get_partition_keys())
+    loaded = context.instance.get_materialized_partitions(LOADED)
     weeks = weeks_touched(files)
     requests = [dg.RunRequest(run_key=f"events:{week}:{mtime}", partition_key=week,
                               tags={"trigger": "events_landing_zone"})
-                for week, mtime in sorted(weeks.items()) if week in complete]
-    context.update_cursor(json.dumps(cursor))
+                for week, mtime in sorted(weeks.items()) if week in loaded]
     if not requests:
-        return dg.SkipReason(f"{len(files)} new file(s), none for a finished week yet")
+        return dg.SkipReason(f"{len(files)} new file(s), none for a loaded week (the schedule or a backfill "
+                             f"will read them): weeks {', '.join(sorted(weeks)) or 'none'}")
     return requests
 
 

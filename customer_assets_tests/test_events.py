@@ -96,14 +96,35 @@ def test_weeks_touched_include_the_week_after_a_sunday_folder(zone):
     assert set(weeks_touched(sorted(zone.glob("dt=*/*")))) == {"2026-11-09", "2026-11-16", "2026-11-23"}
 
 
-def test_sensor_requests_finished_weeks_once(zone):
-    settings = PipelineSettings(data_dir="d", reports_dir="r", etl_log_dir="l", events_path=str(zone))
-    first = events_landing_zone(dg.build_sensor_context(resources={"settings": settings}))
-    keys = sorted(r.partition_key for r in first)
-    assert keys == ["2026-11-09", "2026-11-16"]  # 2026-11-23 is not a finished week yet
-    assert len({r.run_key for r in first}) == 2
-    cursor = json.dumps(new_event_files(zone, {})[1])
-    again = events_landing_zone(dg.build_sensor_context(cursor=cursor, resources={"settings": settings}))
+def test_sensor_never_requests_the_landing_zone_history(tmp_path):
+    """Issue 13: with an empty cursor the first tick requested a run for every week that had an event file
+    (13 in the demo, weeks never materialized among them); months of history meant months of runs."""
+    from datetime import date, timedelta
+
+    settings = PipelineSettings(data_dir="d", reports_dir="r", etl_log_dir="l", events_path=str(tmp_path))
+    day = date(2026, 5, 4)
+    while day < date(2026, 11, 22):  # six months of daily files
+        write(tmp_path, day.isoformat(), [event("page_view", "C1", f"{day.isoformat()}T08:00:00Z")])
+        day += timedelta(days=1)
+    instance = dg.DagsterInstance.ephemeral()
+    context = dg.build_sensor_context(instance=instance, resources={"settings": settings})
+    first = events_landing_zone(context)
+    assert isinstance(first, dg.SkipReason) and "taken as seen" in first.skip_message
+    baseline = context.cursor
+    assert json.loads(baseline) == new_event_files(tmp_path, {})[1]
+
+    # Week 2026-11-09 is loaded; 2026-11-16 is not. Late files land for both.
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=dg.AssetKey(["customer_analytics", "weekly_customer_profiles"]), partition="2026-11-09"))
+    stamp = json.loads(baseline)["mtime_ns"] + 1
+    for folder in ("2026-11-11", "2026-11-18"):
+        late = write(tmp_path, folder, [event("page_view", "C2", f"{folder}T09:00:00Z")], name="late.jsonl")
+        os.utime(late, ns=(stamp, stamp))
+    context = dg.build_sensor_context(cursor=baseline, instance=instance, resources={"settings": settings})
+    later = events_landing_zone(context)
+    assert [r.partition_key for r in later] == ["2026-11-09"]
+    again = events_landing_zone(dg.build_sensor_context(cursor=context.cursor, instance=instance,
+                                                        resources={"settings": settings}))
     assert isinstance(again, dg.SkipReason)
 
 
