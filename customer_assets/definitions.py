@@ -7,6 +7,7 @@ import dagster as dg
 from customer_assets.assets import extract, history, profiles, summary, transform, validation, warehouse
 from customer_assets.erasure import erase_customers
 from customer_assets.deployments import deployment_name, resources_for
+from customer_assets.freshness import freshness_alerts, with_freshness
 from customer_assets.hooks import CLEANUP_HOOKS
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import etl_failure_cleanup, events_landing_zone, source_changes
@@ -18,7 +19,7 @@ def pipeline_assets() -> list:
     """Every asset of the pipeline, each step carrying the in-run failure cleanup hooks."""
     assets = [a.with_hooks(CLEANUP_HOOKS) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a
               for a in dg.load_assets_from_modules(ASSET_MODULES)]
-    return assets + list(dg.load_asset_checks_from_modules(ASSET_MODULES))
+    return with_freshness(assets) + list(dg.load_asset_checks_from_modules(ASSET_MODULES))
 
 
 def build_definitions(deployment: str | None = None) -> dg.Definitions:
@@ -27,7 +28,7 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
         assets=pipeline_assets(),
         jobs=[weekly_pipeline_job, erase_customers],
         schedules=[weekly_schedule],
-        sensors=[etl_failure_cleanup, events_landing_zone, source_changes],
+        sensors=[etl_failure_cleanup, events_landing_zone, source_changes, freshness_alerts],
         resources=resources_for(deployment),
         # DuckDB takes one writer process per file, and in-process runs start in a third of the time.
         executor=dg.in_process_executor if deployment == "local" else dg.multiprocess_executor,

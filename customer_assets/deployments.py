@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from customer_assets.alerts import Alerts
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.io_managers.parquet import LocalParquetIOManager
 from customer_assets.resources.crm import CrmSource
@@ -89,6 +90,7 @@ def resources_for(deployment: str) -> dict[str, object]:
         "source_db": source_db_from_env(deployment, settings.data_dir, settings.events_path),
         "crm": crm_from_env(deployment, settings.data_dir),
         "io_manager": LocalParquetIOManager(base_dir=settings.data_dir),
+        "alerts": Alerts(webhook_url=_env_var("ALERT_WEBHOOK_URL")),
     }
     if deployment == "local":
         database = os.environ.get("WAREHOUSE_DUCKDB_PATH") or str(Path(settings.data_dir, "warehouse.duckdb"))

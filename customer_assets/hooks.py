@@ -42,7 +42,7 @@ def _add_to_record(path: Path, removed: list[str], remaining: list[str], **extra
     path.write_text(json.dumps(record, indent=2, default=str))
 
 
-@dg.failure_hook(required_resource_keys={"settings"}, name="clean_up_failed_week")
+@dg.failure_hook(required_resource_keys={"settings", "alerts"}, name="clean_up_failed_week")
 def clean_up_failed_week(context: dg.HookContext) -> None:
     """A step failed: remove the week's intermediates and record the failure in the ETL log dir."""
     settings = context.resources.settings
@@ -60,6 +60,8 @@ def clean_up_failed_week(context: dg.HookContext) -> None:
               "reports_dir": str(Path(settings.reports_dir, week)) if week else None, "recorded_by": "run"}
     path = write_log(settings, "failed", record)
     context.instance.add_run_tags(context.run_id, {RECORD_TAG: str(path)})
+    context.resources.alerts.send("run_failed", f"step {context.step_key} of run {context.run_id[:8]} failed", week,
+                                  {"error": (record["error"] or "")[:500], "record": str(path)}, context.log)
     context.log.error(f"step {context.step_key} failed: removed {len(removed)} intermediate file(s) of week "
                       f"{week}; failure recorded in {path}")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from customer_assets.alerts import Alerts
 from customer_assets.assets.summary import remove_intermediates, write_log
 from customer_assets.assets.common import latest_materialization
 from customer_assets.assets.extract import SOURCE_TRANSACTIONS
@@ -40,8 +41,11 @@ def failure_record(context: dg.RunFailureSensorContext) -> dict:
 
 
 @dg.run_failure_sensor(name="etl_failure_cleanup", default_status=dg.DefaultSensorStatus.RUNNING,
-                       monitor_all_code_locations=False)
-def etl_failure_cleanup(context: dg.RunFailureSensorContext, settings: PipelineSettings) -> None:
+                       monitor_all_code_locations=False,
+                       description="Backstop of the in-run cleanup: for a failed run its hooks did not record (a "
+                       "worker killed, a run that failed before any step), writes failed_*.json, removes the week's "
+                       "intermediates and alerts.")
+def etl_failure_cleanup(context: dg.RunFailureSensorContext, settings: PipelineSettings, alerts: Alerts) -> None:
     """Backstop of the in-run cleanup hooks: for a failed run they did not record (a worker killed, a run
     that failed before any step), writes `failed_YYYYMMDD_HHMMSS.json` and removes the week's intermediates."""
     if RECORD_TAG in context.dagster_run.tags:
@@ -57,6 +61,8 @@ def etl_failure_cleanup(context: dg.RunFailureSensorContext, settings: PipelineS
         record["reports_dir"] = str(settings.week_reports_dir(week))
     path = write_log(settings, "failed", record)
     context.log.info(f"failure of run {record['run_id']} recorded in {path}")
+    alerts.send("run_failed", f"run {record['run_id'][:8]} of {record['job']} failed", week,
+                {"step": record["step"], "error": (record["error"] or "")[:500], "record": str(path)}, context.log)
 
 
 def new_event_files(root: Path, cursor: dict) -> tuple[list[Path], dict]:
@@ -184,7 +190,9 @@ LATE_CHANGES_DEFAULT = dg.DefaultSensorStatus.RUNNING if os.environ.get("DB_HOST
 
 
 @dg.sensor(name="source_changes", job=weekly_pipeline_job, minimum_interval_seconds=3600,
-           default_status=LATE_CHANGES_DEFAULT)
+           default_status=LATE_CHANGES_DEFAULT,
+           description="Hourly: compares the recent weeks' source rows (count and checksum) with what was loaded "
+           "and re-runs a week that changed (a refund, an edit, a late row), then the weeks after it.")
 def source_changes(context: dg.SensorEvaluationContext, settings: PipelineSettings, source_db: PostgresSource):
     """Observes the source's recent weeks and re-runs a loaded week whose data changed since it was loaded
     (a refund, a status change, an edited amount, a late row), then every loaded week after it, whose carried

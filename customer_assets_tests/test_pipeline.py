@@ -151,11 +151,13 @@ def test_a_broken_source_stops_before_transform_and_the_run_cleans_up(pipeline_e
     run = instance.get_run_by_id(result.run_id)
     failure = [e for e in instance.all_logs(result.run_id) if e.dagster_event
                and e.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE][0]
+    from customer_assets.deployments import resources_for
+
+    resources = resources_for("local")
     context = dg.build_run_status_sensor_context(
         sensor_name="etl_failure_cleanup", dagster_instance=instance, dagster_run=run,
-        dagster_event=failure.dagster_event, resources={"settings": __import__(
-            "customer_assets.deployments", fromlist=["x"]).resources_for("local")["settings"]}
-    ).for_run_failure()
+        dagster_event=failure.dagster_event,
+        resources={"settings": resources["settings"], "alerts": resources["alerts"]}).for_run_failure()
     etl_failure_cleanup(context)
     assert len(list((tmp / "logs" / "etl").glob("failed_*.json"))) == 1
 
@@ -212,7 +214,8 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
     context = dg.build_asset_context(partition_key=WEEK)
     results = list(unified_customer_profiles(context, settings=resources["settings"],
                                              source_db=resources["source_db"], crm=resources["crm"],
-                                             warehouse=resources["warehouse"], crm_customers=empty,
+                                             warehouse=resources["warehouse"], alerts=resources["alerts"],
+                                             crm_customers=empty,
                                              customer_event_aggregates=events,
                                              transformed_transactions=StoredFrame(transactions)))
     check = next(r for r in results if isinstance(r, dg.AssetCheckResult) and r.check_name == "match_rate")

@@ -3,9 +3,9 @@
 A strategy builds a week of raw rows as the extract delivers them: clean rows mixed with every kind of dirt
 the rules exist for, identical copies and same-id rows with other content. The joined columns (customer and
 product facts, the extract's encoding marks) follow from the ids, as they do in the extract's SQL join and
-decoding, so two rows with the same content are the same row. (Copies that differ only outside the content,
-say only the first carrying an encoding mark, are not generated: the first copy is the one kept, so there
-neither copy is validated and which one is depends on the row order.)
+decoding, so two rows with the same content are the same row. Copies that differ only outside the content
+(say, only the first carries an encoding mark) are not generated: the duplicate rule keeps the first copy, so
+when the first is marked neither is validated, and the outcome depends on the row order.
 
 Properties: every row ends in exactly one of validated or quarantined, with the reasons an independent
 row-by-row oracle gives; what is validated is unique, finite and free of conflicting ids; the row order does
@@ -16,14 +16,17 @@ validated frame.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from customer_assets.logic.currency import ecb_usd_rates, iso4217_minor_units, supported_currencies
 from customer_assets.logic.validation import (
@@ -31,6 +34,9 @@ from customer_assets.logic.validation import (
     split_by_hard_rules, validated_batches)
 from customer_assets_tests.frames import WEEK, raw_row
 
+# No example database (database=None), and hypothesis' other caches (constants it collects from the source)
+# outside the repository: nothing is written under the working directory.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "customer_assets_hypothesis")
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, database=None,
                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -133,7 +139,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 @st.composite
-def dirty_weeks(draw, max_rows: int = 25, max_copies: int = 8) -> pd.DataFrame:
+def dirty_weeks(draw, max_rows: int = 15, max_copies: int = 5) -> pd.DataFrame:
     rows: list[dict] = []
     for i in range(draw(st.integers(0, max_rows))):
         dirt = set(draw(st.one_of(st.just([]), st.lists(st.sampled_from(DIRT_KINDS), min_size=1, max_size=2))))

@@ -1,6 +1,7 @@
 """What every asset of the weekly pipeline shares: partitions, owners, the week's context."""
 
 
+import warnings
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -17,6 +18,14 @@ PARTITIONS = weekly_partitions
 def week_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> WeekContext:
     start, end = week_bounds(context.partition_key)
     return WeekContext(week_start=start, week_end=end, now=datetime.now(timezone.utc))
+
+
+def check_spec(name: str, asset: dg.AssetKey | str, **kwargs) -> dg.AssetCheckSpec:
+    """A check of one week: recorded per partition, so the UI shows which week passed or failed (partitioned
+    checks are a Dagster preview; dagster is pinned in pyproject.toml)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, partitions_def=PARTITIONS, **kwargs)
 
 
 def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, partition_key: str):

@@ -9,7 +9,8 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
+from customer_assets.alerts import Alerts, alert_failed_checks
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, check_spec, week_context
 from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.io_managers.frames import StoredFrame
@@ -128,16 +129,18 @@ def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
          "transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"])},
     dagster_type=UnifiedCustomerProfilesType,
     check_specs=[
-        dg.AssetCheckSpec("match_rate", asset=PROFILES, blocking=True,
-                          description="Active customer ids that match a known customer: warn < 80%, fail < 50%."),
-        dg.AssetCheckSpec("required_columns_not_null", asset=PROFILES, blocking=True),
-        dg.AssetCheckSpec("engagement_score_range", asset=PROFILES, blocking=True),
-        dg.AssetCheckSpec("status_distribution", asset=PROFILES,
-                          description="Warns when every customer has the same status."),
+        check_spec("match_rate", PROFILES, blocking=True,
+                   description="Active customer ids that match a known customer: warn < 80%, fail < 50%."),
+        check_spec("required_columns_not_null", PROFILES, blocking=True,
+                   description="No profile has a null in a required column (after imputation)."),
+        check_spec("engagement_score_range", PROFILES, blocking=True,
+                   description="Every engagement score lies in [0, 100]."),
+        check_spec("status_distribution", PROFILES,
+                   description="Warns when every customer has the same status."),
     ],
 )
 def unified_customer_profiles(context: dg.AssetExecutionContext, settings: PipelineSettings,
-                              source_db: PostgresSource, crm: CrmSource, warehouse: WarehouseSQL,
+                              source_db: PostgresSource, crm: CrmSource, warehouse: WarehouseSQL, alerts: Alerts,
                               crm_customers: pd.DataFrame,
                               customer_event_aggregates: pd.DataFrame, transformed_transactions: StoredFrame):
     """One profile per customer seen this week (CRM update, events or transactions).
@@ -175,21 +178,32 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
     rate = log.match_rate
     hint = ("" if rate >= 0.5 else " Ids rarely match: compare id formats across sources (prefix, case, padding,"
             " numeric vs. string) before suspecting the data.")
-    yield dg.AssetCheckResult(check_name="match_rate", passed=rate >= 0.8,
-                              severity=dg.AssetCheckSeverity.ERROR if rate < 0.5 else dg.AssetCheckSeverity.WARN,
-                              metadata={"match_rate": rate, "unmatched_ids": log.dropped.get("UNMATCHED_ID", 0),
-                                        "detail": f"{rate:.1%} of active customer ids matched.{hint}"})
     nulls = {c: int(profile[c].isna().sum()) for c in PROFILE_REQUIRED if c in profile}
-    yield dg.AssetCheckResult(check_name="required_columns_not_null", passed=not any(nulls.values()),
-                              metadata={"nulls": dg.MetadataValue.json({k: v for k, v in nulls.items() if v})})
     scores = profile["engagement_score"]
-    yield dg.AssetCheckResult(check_name="engagement_score_range", passed=bool(scores.between(0, 100).all()),
-                              metadata={"min": float(scores.min()) if len(scores) else 0.0,
-                                        "max": float(scores.max()) if len(scores) else 0.0})
     statuses = profile["status"].value_counts()
-    yield dg.AssetCheckResult(check_name="status_distribution", passed=len(statuses) > 1,
-                              severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"status": dg.MetadataValue.json({k: int(v) for k, v in statuses.items()})})
+    results = [
+        dg.AssetCheckResult(asset_key=PROFILES, check_name="match_rate", passed=rate >= 0.8,
+                            severity=dg.AssetCheckSeverity.ERROR if rate < 0.5 else dg.AssetCheckSeverity.WARN,
+                            metadata={"match_rate_pct": round(100.0 * rate, 2),
+                                      "unmatched_ids": log.dropped.get("UNMATCHED_ID", 0),
+                                      "detail": f"{rate:.1%} of active customer ids matched.{hint}"}),
+        dg.AssetCheckResult(asset_key=PROFILES, check_name="required_columns_not_null",
+                            passed=not any(nulls.values()),
+                            metadata={"null_values": sum(nulls.values()),
+                                      "nulls": dg.MetadataValue.json({k: v for k, v in nulls.items() if v})}),
+        dg.AssetCheckResult(asset_key=PROFILES, check_name="engagement_score_range",
+                            passed=bool(scores.between(0, 100).all()),
+                            metadata={"min": float(scores.min()) if len(scores) else 0.0,
+                                      "max": float(scores.max()) if len(scores) else 0.0}),
+        dg.AssetCheckResult(asset_key=PROFILES, check_name="status_distribution", passed=len(statuses) > 1,
+                            severity=dg.AssetCheckSeverity.WARN,
+                            metadata={"statuses": len(statuses),
+                                      "status": dg.MetadataValue.json({k: int(v) for k, v in statuses.items()})}),
+    ]
+    alert_failed_checks(alerts, [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
+                        {"match_rate", "required_columns_not_null", "engagement_score_range"},
+                        context.partition_key, context.log)
+    yield from results
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",

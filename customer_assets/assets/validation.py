@@ -6,7 +6,8 @@ import time
 import dagster as dg
 import pandas as pd
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
+from customer_assets.alerts import Alerts, alert_failed_checks
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, check_spec, week_context
 from customer_assets.logic import checks
 from customer_assets.logic.quality import build_quality_report, metrics_row, report_json
 from customer_assets.io_managers.frames import BATCH_ROWS, FrameBatches
@@ -27,10 +28,10 @@ def _report_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_result(check_name: str, outcome: checks.CheckOutcome) -> dg.AssetCheckResult:
+def _check_result(check_name: str, outcome: checks.CheckOutcome, figures: dict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(asset_key=VALIDATED, check_name=check_name, passed=outcome.passed,
                                severity=dg.AssetCheckSeverity[outcome.severity],
-                               metadata={"result": dg.MetadataValue.md(outcome.description)})
+                               metadata={"result": dg.MetadataValue.md(outcome.description), **figures})
 
 
 @dg.multi_asset(
@@ -51,13 +52,13 @@ def _check_result(check_name: str, outcome: checks.CheckOutcome) -> dg.AssetChec
     partitions_def=PARTITIONS,
     group_name="quality",
     check_specs=[
-        dg.AssetCheckSpec("row_conservation", asset=VALIDATED, blocking=True,
+        check_spec("row_conservation", VALIDATED, blocking=True,
                           description="Extracted rows = validated + quarantined."),
-        dg.AssetCheckSpec("quarantine_rate", asset=VALIDATED, blocking=True,
+        check_spec("quarantine_rate", VALIDATED, blocking=True,
                           description="Hard failures under the stop threshold (default 10%, warn from 5%)."),
     ],
 )
-def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineSettings,
+def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineSettings, alerts: Alerts,
                           raw_transactions: pd.DataFrame):
     """Check the week: completeness, validity, consistency quarantine; anomalies only flag.
 
@@ -103,7 +104,15 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
         "quarantine_rate": float(report["quarantine_rate"]),
         **{f"{k}_pass_rate": float(v) for k, v in report["category_pass_rates"].items()},
     })
-    yield _check_result("row_conservation", checks.row_conservation(
-        len(raw_transactions), split.validated_count, len(split.quarantined)))
-    yield _check_result("quarantine_rate", checks.quarantine_rate(
-        len(split.quarantined), len(raw_transactions), settings.quality_warn_rate, settings.quality_fail_rate))
+    results = [
+        _check_result("row_conservation", checks.row_conservation(
+            len(raw_transactions), split.validated_count, len(split.quarantined)),
+            {"extracted": len(raw_transactions), "validated": split.validated_count,
+             "quarantined": len(split.quarantined)}),
+        _check_result("quarantine_rate", checks.quarantine_rate(
+            len(split.quarantined), len(raw_transactions), settings.quality_warn_rate, settings.quality_fail_rate),
+            {"quarantine_rate_pct": round(100.0 * report["quarantine_rate"], 3)}),
+    ]
+    alert_failed_checks(alerts, [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
+                        {"row_conservation", "quarantine_rate"}, context.partition_key, context.log)
+    yield from results

@@ -3,12 +3,15 @@
 
 import dagster as dg
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE
+from customer_assets.alerts import Alerts, alert_failed_checks
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, check_spec, latest_materialization
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.warehouse import unique_window
-from customer_assets.weeks import week_bounds
+from customer_assets.logic import checks
+from customer_assets.partitions import weekly_partitions
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import TransformedTransactionsFileType
+from customer_assets.weeks import week_bounds
 
 
 # How many weeks either side of a loaded week a transaction id is kept unique over: a transaction whose
@@ -48,20 +51,83 @@ WHERE {ts} >= @window_start AND {ts} < @window_end
   AND transaction_id IN (SELECT transaction_id FROM {table} WHERE {ts} >= @week_start AND {ts} < @week_end)
 GROUP BY transaction_id HAVING count(*) > 1 ORDER BY copies DESC, transaction_id
 """
+WEEK_ROWS_SQL = "SELECT count(*) AS n FROM {table} WHERE {ts} >= @week_start AND {ts} < @week_end"
+
+TRANSACTIONS = weekly_transactions.key
+QUALITY_METRICS = dg.AssetKey([WAREHOUSE, "data_quality_metrics"])
+TRAILING_WEEKS = 8
 
 
-@dg.asset_check(asset=weekly_transactions, blocking=True,
-                description="transaction_id is unique: no id of the week is held twice, within the week or by "
-                f"another week up to {UNIQUE_WITHIN_WEEKS} weeks away (a transaction whose timestamp moved was "
-                "moved, not copied). Reads those weeks only, so its cost does not grow with the history.")
-def transaction_ids_unique(context: dg.AssetCheckExecutionContext, warehouse: WarehouseSQL) -> dg.AssetCheckResult:
-    week_start, week_end = week_bounds(context.op_execution_context.partition_key)
+def trailing_values(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, metadata_key: str,
+                    weeks: int = TRAILING_WEEKS) -> list[float]:
+    """``metadata_key`` of the latest materialization of each of the ``weeks`` weeks before ``partition`` that
+    were loaded (oldest first): the band's history, read from the event log, not by scanning the warehouse."""
+    values = []
+    for week in weekly_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(
+            weekly_partitions.get_first_partition_key(), partition))[-weeks - 1:-1]:
+        record = latest_materialization(instance, key, week)
+        entry = record.asset_materialization.metadata.get(metadata_key) if record else None
+        if entry is not None:
+            values.append(float(entry.value))
+    return values
+
+
+@dg.multi_asset_check(
+    specs=[
+        check_spec("transaction_ids_unique", TRANSACTIONS, blocking=True,
+                   description="transaction_id is unique: no id of the week is held twice, within the week or by "
+                   f"another week up to {UNIQUE_WITHIN_WEEKS} weeks away (a transaction whose timestamp moved was "
+                   "moved, not copied). Reads those weeks only, so its cost does not grow with the history."),
+        check_spec("loaded_rows_match", TRANSACTIONS, blocking=True,
+                   description="The warehouse holds exactly the rows the week's load wrote, inside the week's "
+                   "time window."),
+        check_spec("weekly_volume", TRANSACTIONS,
+                   description=f"Warns when the week's row count leaves mean ± 3σ of the previous "
+                   f"{TRAILING_WEEKS} loaded weeks (the week excluded), or is zero while they were not."),
+    ],
+)
+def weekly_transactions_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseSQL, alerts: Alerts):
+    week = context.op_execution_context.partition_key
+    week_start, week_end = week_bounds(week)
     window_start, window_end = unique_window(week_start, week_end, UNIQUE_WITHIN_WEEKS)
     params = {"week_start": week_start, "week_end": week_end, "window_start": window_start, "window_end": window_end}
-    duplicated = warehouse.query(DUPLICATED_IDS_SQL, params, table=warehouse.table(*weekly_transactions.key.path),
-                                 ts=warehouse.quote("timestamp"))
+    names = {"table": warehouse.table(*TRANSACTIONS.path), "ts": warehouse.quote("timestamp")}
+    duplicated = warehouse.query(DUPLICATED_IDS_SQL, params, **names)
     examples = duplicated.head(5)
-    return dg.AssetCheckResult(
-        passed=duplicated.empty,
+    results = [dg.AssetCheckResult(
+        asset_key=TRANSACTIONS, check_name="transaction_ids_unique", passed=duplicated.empty,
         metadata={"duplicated_ids": len(duplicated), "window_weeks": UNIQUE_WITHIN_WEEKS,
-                  "examples": dg.MetadataValue.md(examples.to_markdown(index=False) if len(examples) else "none")})
+                  "examples": dg.MetadataValue.md(examples.to_markdown(index=False) if len(examples) else "none")})]
+
+    in_week = int(warehouse.query(WEEK_ROWS_SQL, params, **names)["n"].iloc[0])
+    record = latest_materialization(context.instance, TRANSACTIONS, week)
+    entry = record.asset_materialization.metadata.get("dagster/row_count") if record else None
+    loaded = int(entry.value) if entry is not None else None
+    results.append(dg.AssetCheckResult(
+        asset_key=TRANSACTIONS, check_name="loaded_rows_match", passed=loaded is not None and in_week == loaded,
+        metadata={"rows_in_week": in_week, "rows_loaded": loaded if loaded is not None else -1}))
+
+    volume = checks.within_band("rows", in_week, trailing_values(context.instance, TRANSACTIONS, week,
+                                                                  "dagster/row_count"))
+    results.append(dg.AssetCheckResult(asset_key=TRANSACTIONS, check_name="weekly_volume", passed=volume.passed,
+                                       severity=dg.AssetCheckSeverity.WARN,
+                                       metadata={"rows": in_week, "result": volume.description}))
+    alert_failed_checks(alerts, results, {"transaction_ids_unique", "loaded_rows_match"}, week, context.log)
+    yield from results
+
+
+@dg.multi_asset_check(specs=[check_spec(
+    "quality_score_band", QUALITY_METRICS, description=f"Warns when the week's quality score leaves mean ± 3σ of "
+    f"the previous {TRAILING_WEEKS} loaded weeks (the week excluded).")])
+def quality_score_band(context: dg.AssetCheckExecutionContext, alerts: Alerts):
+    week = context.op_execution_context.partition_key
+    record = latest_materialization(context.instance, QUALITY_METRICS, week)
+    entry = record.asset_materialization.metadata.get("quality_score") if record else None
+    score = float(entry.value) if entry is not None else 0.0
+    outcome = checks.within_band("quality score", score,
+                                 trailing_values(context.instance, QUALITY_METRICS, week, "quality_score"), "%")
+    result = dg.AssetCheckResult(asset_key=QUALITY_METRICS, check_name="quality_score_band", passed=outcome.passed,
+                                 severity=dg.AssetCheckSeverity.WARN,
+                                 metadata={"quality_score": score, "result": outcome.description})
+    alert_failed_checks(alerts, [result], set(), week, context.log)
+    yield result

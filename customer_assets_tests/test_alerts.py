@@ -1,0 +1,110 @@
+"""Issue 13: alerts to a Slack-compatible webhook (a loopback HTTP server), volume and quality bands,
+freshness misses, and checks recorded per week."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pytest
+
+from customer_assets.alerts import Alerts
+from customer_assets.freshness import freshness_alerts, missed_week
+from customer_assets.logic.checks import trailing_band, within_band
+from customer_assets_tests.pipeline import run_week
+
+WEEK = "2026-11-16"
+TRANSACTIONS = dg.AssetKey(["customer_analytics", "weekly_transactions"])
+
+
+@pytest.fixture
+def webhook():
+    """A loopback webhook that keeps every JSON body it receives; yields (url, received)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/slack", received
+    server.shutdown()
+
+
+def test_band_warns_outside_mean_3_sigma_and_on_zero():
+    previous = [100.0, 104.0, 96.0, 101.0, 99.0, 100.0, 103.0, 97.0]
+    band = trailing_band(previous)
+    assert band.weeks == 8 and band.low < 95 and band.high > 105
+    assert within_band("rows", 100, previous).passed
+    assert not within_band("rows", 150, previous).passed
+    zero = within_band("rows", 0, previous)
+    assert not zero.passed and "zero while" in zero.description
+    assert within_band("rows", 5000, [100.0, 90.0]).passed  # fewer than 3 weeks: no band yet
+
+
+def test_a_failed_run_and_its_failed_blocking_check_post_alerts(pipeline_env, small_source, monkeypatch, webhook):
+    url, received = webhook
+    pipeline_env("small_source", events=False)
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", url)
+    monkeypatch.setenv("QUALITY_FAIL_RATE", "0.0001")  # every week now "looks broken"
+    result = run_week(WEEK, raise_on_error=False)
+    assert not result.success
+    kinds = [m["customer_assets"]["kind"] for m in received]
+    assert kinds.count("check_failed") == 1 and kinds.count("run_failed") == 1
+    check = next(m for m in received if m["customer_assets"]["kind"] == "check_failed")
+    assert "quarantine_rate" in check["text"] and check["customer_assets"]["week"] == WEEK
+    assert all(isinstance(m["text"], str) and m["text"] for m in received)  # what Slack shows
+    assert url not in json.dumps(received)  # the secret URL is never in a message
+
+
+def test_volume_out_of_its_band_warns_per_week_and_alerts(pipeline_env, small_source, monkeypatch, webhook):
+    """The week's row count against the 8 loaded weeks before it (reported here ten times larger)."""
+    url, received = webhook
+    pipeline_env("small_source", events=False)
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", url)
+    instance = dg.DagsterInstance.ephemeral()
+    for i, week in enumerate(["2026-09-21", "2026-09-28", "2026-10-05", "2026-10-12", "2026-10-19",
+                              "2026-10-26", "2026-11-02", "2026-11-09"]):
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=TRANSACTIONS, partition=week, metadata={"dagster/row_count": 12000 + 100 * (i % 3)}))
+    result = run_week(WEEK, instance=instance)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["transaction_ids_unique"].passed and evaluations["loaded_rows_match"].passed
+    volume = evaluations["weekly_volume"]
+    assert not volume.passed and volume.severity == dg.AssetCheckSeverity.WARN
+    assert "outside the band" in volume.metadata["result"].value
+    assert all(e.partition == WEEK for e in evaluations.values())  # each check is recorded for its week
+    assert [m["customer_assets"]["kind"] for m in received] == ["out_of_band"]
+    assert "weekly_volume" in received[0]["text"]
+
+
+def test_a_missed_week_alerts_once(webhook):
+    url, received = webhook
+    instance = dg.DagsterInstance.ephemeral()
+    now = datetime(2026, 11, 23, 7, 0, tzinfo=timezone.utc)  # Monday 07:00: week 2026-11-16 is due
+    assert missed_week(instance, now) == WEEK
+    assert missed_week(instance, now.replace(hour=5)) is None  # before the deadline
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=TRANSACTIONS, partition=WEEK))
+    assert missed_week(instance, now) is None
+
+    late = dg.DagsterInstance.ephemeral()
+    context = dg.build_sensor_context(instance=late, resources={"alerts": Alerts(webhook_url=url)})
+    freshness_alerts(context)  # the real clock: the last complete week is past its deadline, not loaded
+    assert [m["customer_assets"]["kind"] for m in received] == ["freshness_missed"]
+    again = dg.build_sensor_context(instance=late, cursor=context.cursor, resources={"alerts": Alerts(webhook_url=url)})
+    assert isinstance(freshness_alerts(again), dg.SkipReason) and len(received) == 1
+
+
+def test_an_unreachable_webhook_never_fails_the_pipeline():
+    assert Alerts(webhook_url="http://127.0.0.1:9/nothing", timeout_seconds=1).send("run_failed", "x") is False
