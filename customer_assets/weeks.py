@@ -6,6 +6,9 @@ import os
 from datetime import date, datetime, timedelta, timezone
 
 DEFAULT_FIRST_WEEK = "2026-01-05"
+# The embedded demo's first seeded week (``SeedConfig``: 12 weeks ending 2026-11-16): with no DB_HOST the
+# partitions start there, so the UI offers no week the demo cannot have.
+DEMO_FIRST_WEEK = "2026-08-31"
 
 
 def week_bounds(partition_key: str) -> tuple[datetime, datetime]:
@@ -22,9 +25,11 @@ def previous_week(partition_key: str) -> str:
 
 
 def first_week() -> str:
-    """The first partition: ``PIPELINE_FIRST_WEEK`` (a Monday) or 2026-01-05. Read when the partitions are
-    defined, so a deployment with years of history can start its partitions where its history starts."""
-    key = os.environ.get("PIPELINE_FIRST_WEEK") or DEFAULT_FIRST_WEEK
+    """The first partition: ``PIPELINE_FIRST_WEEK`` (a Monday), else the embedded demo's first week when no
+    DB_HOST is set, else 2026-01-05. Read when the partitions are defined, so a deployment starts its
+    partitions where its source's history starts."""
+    key = os.environ.get("PIPELINE_FIRST_WEEK") or (DEFAULT_FIRST_WEEK if os.environ.get("DB_HOST")
+                                                     else DEMO_FIRST_WEEK)
     try:
         week_bounds(key)
     except ValueError as exc:

@@ -164,5 +164,13 @@ def bigquery_client(bigquery_endpoint):
     return make_client(bigquery_endpoint, BIGQUERY_PROJECT)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``rep_call``...), for fixtures that act on a failure (screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 def pytest_report_header(config):
     return [f"DAGSTER_DEPLOYMENT={os.environ.get('DAGSTER_DEPLOYMENT', 'local')}"]

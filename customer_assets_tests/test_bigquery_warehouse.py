@@ -24,7 +24,7 @@ from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.partitions import weekly_partitions
 from customer_assets_tests.conftest import BIGQUERY_PROJECT as PROJECT
 
-WEEK_A, WEEK_B = "2026-01-05", "2026-01-12"
+WEEK_A, WEEK_B = "2026-09-07", "2026-09-14"
 
 
 @pytest.fixture

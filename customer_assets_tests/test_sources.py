@@ -67,3 +67,15 @@ def test_a_configured_landing_zone_that_is_missing_fails_clearly(pipeline_env, s
     assert not result.success
     message = result.get_step_failure_events()[0].step_failure_data.error.message
     assert "not-mounted is configured but is not a readable directory" in message
+
+
+def test_the_demo_partitions_start_on_the_demo_first_week():
+    """Issue 13: partitions started on 2026-01-05, months before the demo's data, so the UI offered impossible
+    weeks and "Materialize all" hit them."""
+    from datetime import timedelta
+
+    from customer_assets.sources.demo_seed import SeedConfig
+    from customer_assets.weeks import DEMO_FIRST_WEEK
+
+    config = SeedConfig()
+    assert DEMO_FIRST_WEEK == (config.end_week - timedelta(weeks=config.weeks - 1)).isoformat()

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from customer_assets.deployments import deployment_name
 from customer_assets.logic.validation import WeekContext
 from customer_assets.partitions import week_bounds, weekly_partitions
 
@@ -13,6 +14,8 @@ ETL = "etl"
 WAREHOUSE = "customer_analytics"
 OWNERS = ["team:data-engineering"]
 PARTITIONS = weekly_partitions
+# Where a warehouse table lives, as the UI's kind icon: DuckDB locally, BigQuery in production.
+WAREHOUSE_KIND = "bigquery" if deployment_name() == "prod" else "duckdb"
 
 
 def week_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> WeekContext:

@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, latest_materialization, week_context
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, latest_materialization, week_context
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.history import HISTORY_INPUTS, carry, week_totals
 from customer_assets.resources.warehouse_sql import WarehouseSQL
@@ -44,7 +44,7 @@ def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -
     deps=[dg.AssetDep(HISTORY, partition_mapping=PREVIOUS_WEEK)],
     partitions_def=PARTITIONS,
     group_name="transform",
-    kinds={"pandas", "warehouse"},
+    kinds={"pandas", WAREHOUSE_KIND},
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",
     metadata={"partition_expr": "week_start"},

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from customer_assets.alerts import Alerts, alert_failed_checks
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, check_spec, week_context
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, week_context
 from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.io_managers.frames import StoredFrame
@@ -207,7 +207,7 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",
-          kinds={"pandas", "warehouse"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+          kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
           ins={"unified_customer_profiles": dg.AssetIn(key=[ETL, "unified_customer_profiles"])},
           metadata={"partition_expr": "week_start"})
 def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource, settings: PipelineSettings,
@@ -221,7 +221,7 @@ def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource, 
         record_count=len(unified_customer_profiles))
 
 
-@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles", kinds={"sql", "warehouse"},
+@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles", kinds={"sql", WAREHOUSE_KIND},
           owners=OWNERS, deps=[dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"])])
 def dim_customers(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.MaterializeResult:
     """`customer_analytics.dim_customers`, SCD type 2 over segment, value tier, status and country

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from customer_assets.alerts import Alerts, alert_failed_checks
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, check_spec, week_context
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, week_context
 from customer_assets.logic import checks
 from customer_assets.logic.quality import build_quality_report, metrics_row, report_json
 from customer_assets.io_managers.frames import BATCH_ROWS, FrameBatches
@@ -44,7 +44,7 @@ def _check_result(check_name: str, outcome: checks.CheckOutcome, figures: dict) 
                                              description="Validated rows flagged by a statistical rule."),
         "quality_report": dg.AssetOut(key_prefix=[ETL], owners=OWNERS, kinds={"json"}, description="The week's data-quality report."),
         "data_quality_metrics": dg.AssetOut(
-            key_prefix=[WAREHOUSE], owners=OWNERS, kinds={"pandas", "warehouse"}, io_manager_key="warehouse_io_manager", dagster_type=DataQualityMetricsType,
+            key_prefix=[WAREHOUSE], owners=OWNERS, kinds={"pandas", WAREHOUSE_KIND}, io_manager_key="warehouse_io_manager", dagster_type=DataQualityMetricsType,
             metadata={"partition_expr": "week_start"},
             description="History of data quality: one row per week, rewritten when the week reruns."),
     },
@@ -99,10 +99,11 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
         "report_json": dg.MetadataValue.path(str(week_dir / "quality_report.json")),
     })
     metrics = metrics_row(report, time.monotonic() - started)
+    # Percentages throughout, like the quality score, rounded for reading; the table keeps full fractions.
     yield dg.Output(metrics, output_name="data_quality_metrics", metadata={
-        "quality_score": float(report["quality_score"]),
-        "quarantine_rate": float(report["quarantine_rate"]),
-        **{f"{k}_pass_rate": float(v) for k, v in report["category_pass_rates"].items()},
+        "quality_score": round(float(report["quality_score"]), 2),
+        "quarantine_rate_pct": round(100.0 * float(report["quarantine_rate"]), 3),
+        **{f"{k}_pass_rate_pct": round(100.0 * float(v), 3) for k, v in report["category_pass_rates"].items()},
     })
     results = [
         _check_result("row_conservation", checks.row_conservation(

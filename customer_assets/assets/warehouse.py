@@ -4,7 +4,7 @@
 import dagster as dg
 
 from customer_assets.alerts import Alerts, alert_failed_checks
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, check_spec, latest_materialization
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, latest_materialization
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.warehouse import unique_window
 from customer_assets.logic import checks
@@ -25,7 +25,7 @@ UNIQUE_WITHIN_WEEKS = 26
     ins={"transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"])},
     partitions_def=PARTITIONS,
     group_name="warehouse",
-    kinds={"pandas", "warehouse"},
+    kinds={"pandas", WAREHOUSE_KIND},
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",
     metadata={"partition_expr": "timestamp", "unique_key": "transaction_id", "unique_within_weeks": UNIQUE_WITHIN_WEEKS},
