@@ -102,3 +102,15 @@ def test_only_sql_null_is_null_in_a_copy(small_source):
             cur.execute(sql, (values,))
             fetched = [row[0] for row in cur.fetchall()]
     assert table["v"].to_pylist() == fetched == values
+
+
+def test_a_value_that_does_not_parse_names_its_column(pg_server, small_source):
+    """Issue 12, finding 3: an error that must stop the week names the column, not pyarrow's column number."""
+    import pyarrow as pa
+
+    from customer_assets.sources.extract import ExtractParseError, copy_query
+
+    schema = pa.schema([("transaction_id", pa.string()), ("amount", pa.float64())])
+    with _source(pg_server).connect() as conn:
+        with pytest.raises(ExtractParseError, match="column 'amount' holds a value the extract cannot read as double"):
+            copy_query(conn, "SELECT 'T1' AS transaction_id, 'twelve' AS amount", None, schema)

@@ -2,6 +2,7 @@
 timestamps and integer ids; a missing column or a configured-but-broken source fails at once, clearly."""
 
 import json
+import re
 import shutil
 
 import dagster as dg
@@ -79,3 +80,18 @@ def test_the_demo_partitions_start_on_the_demo_first_week():
 
     config = SeedConfig()
     assert DEMO_FIRST_WEEK == (config.end_week - timedelta(weeks=config.weeks - 1)).isoformat()
+
+
+@pytest.mark.parametrize("name,value,says", [
+    ("QUALITY_FAIL_RATE", "abc", "must be a fraction between 0 and 1"),
+    ("EVENTS_MAX_MALFORMED_SHARE", "1.5", "must be a fraction between 0 and 1"),
+    ("MAX_AMOUNT_USD", "-3", "must be a positive amount in USD"),
+    ("LATE_CHANGE_WEEKS", "0", "must be a whole number of weeks"),
+])
+def test_a_bad_setting_names_the_variable(monkeypatch, name, value, says):
+    """Issue 12, finding 5: `QUALITY_FAIL_RATE=abc` gave a bare ValueError."""
+    from customer_assets.settings import settings_from_env
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name}='{re.escape(value)}' {says}"):
+        settings_from_env()
