@@ -21,19 +21,22 @@ CUSTOMER_LIFECYCLES = ["new", "active", "dormant"]
 class _TransactionColumns(pa.DataFrameModel):
     """A week's transactions joined to customers and products. Never email, phone or address."""
 
-    transaction_id: Series[str] = pa.Field(nullable=True)
-    customer_id: Series[str] = pa.Field(nullable=True)
-    country: Series[str] = pa.Field(nullable=True)
-    segment: Series[str] = pa.Field(nullable=True)
-    amount: Series[float] = pa.Field(nullable=True)
-    currency: Series[str] = pa.Field(nullable=True)
-    timestamp: Series[UTC_TS] = pa.Field(nullable=True)
-    product_id: Series[str] = pa.Field(nullable=True)
-    product_name: Series[str] = pa.Field(nullable=True)
-    category: Series[str] = pa.Field(nullable=True)
-    customer_created_at: Series[UTC_TS] = pa.Field(nullable=True)
-    customer_exists: Series[bool]
-    product_exists: Series[bool]
+    transaction_id: Series[str] = pa.Field(nullable=True, description="The source's transaction id, trimmed.")
+    customer_id: Series[str] = pa.Field(
+        nullable=True, description="The source's customer id, trimmed (pseudonymous: no name, email, phone or address).")
+    country: Series[str] = pa.Field(nullable=True, description="The customer's country (ISO 3166 alpha-2).")
+    segment: Series[str] = pa.Field(
+        nullable=True, description="The customer's segment (consumer, smb, enterprise).")
+    amount: Series[float] = pa.Field(nullable=True, description="Amount in the transaction's currency.")
+    currency: Series[str] = pa.Field(nullable=True, description="ISO 4217 code of the amount.")
+    timestamp: Series[UTC_TS] = pa.Field(nullable=True, description="When the transaction completed (UTC).")
+    product_id: Series[str] = pa.Field(nullable=True, description="The source's product id, trimmed.")
+    product_name: Series[str] = pa.Field(nullable=True, description="The product's name in the catalogue.")
+    category: Series[str] = pa.Field(nullable=True, description="The product's category.")
+    customer_created_at: Series[UTC_TS] = pa.Field(
+        nullable=True, description="When the customer was created (UTC).")
+    customer_exists: Series[bool] = pa.Field(description="The customer id is in the customers table.")
+    product_exists: Series[bool] = pa.Field(description="The product id is in the products table.")
 
     class Config:
         strict = True
@@ -56,8 +59,10 @@ class ValidatedTransactions(_TransactionColumns):
     amount: Series[float] = pa.Field(gt=0)
     currency: Series[str] = pa.Field(str_length={"min_value": 3, "max_value": 3})
     timestamp: Series[UTC_TS]
-    is_anomaly: Series[bool]
-    anomaly_flags: Series[str]
+    is_anomaly: Series[bool] = pa.Field(
+        description="A statistical rule flagged the row (it is loaded all the same).")
+    anomaly_flags: Series[str] = pa.Field(
+        description="The anomaly codes that flagged the row, ';'-separated ('' if none).")
 
 
 class QuarantinedTransactions(RawTransactions):
@@ -87,40 +92,54 @@ class TransactionAnomalies(pa.DataFrameModel):
 class TransformedTransactions(ValidatedTransactions):
     """Validated transactions enriched for analytics; computed columns are never null."""
 
-    amount_usd: Series[float] = pa.Field(gt=0)
-    fx_rate: Series[float] = pa.Field(gt=0)
-    fx_rate_date: Series[pd.Timestamp]
-    fx_source: Series[str]
-    day_of_week: Series[str]
-    hour_of_day: Series[int] = pa.Field(ge=0, le=23)
-    is_weekend: Series[bool]
-    week_number: Series[int] = pa.Field(ge=1, le=53)
-    month: Series[int] = pa.Field(ge=1, le=12)
-    quarter: Series[int] = pa.Field(ge=1, le=4)
-    customer_lifetime_value: Series[float] = pa.Field(gt=0)
-    customer_transaction_count: Series[int] = pa.Field(ge=1)
-    days_since_first_purchase: Series[int] = pa.Field(ge=0)
-    product_popularity_rank: Series[int] = pa.Field(ge=1)
-    category_avg_price: Series[float] = pa.Field(ge=0)
-    transaction_size: Series[str] = pa.Field(isin=TRANSACTION_SIZES)
-    customer_lifecycle: Series[str] = pa.Field(isin=CUSTOMER_LIFECYCLES)
-    week_start: Series[pd.Timestamp]
+    amount_usd: Series[float] = pa.Field(
+        gt=0, description="Amount in USD at the ECB reference rate of the transaction's UTC date.")
+    fx_rate: Series[float] = pa.Field(gt=0, description="USD per unit of the currency used for amount_usd.")
+    fx_rate_date: Series[pd.Timestamp] = pa.Field(
+        description="Publication date of the ECB rate used (the last business day on or before the transaction).")
+    fx_source: Series[str] = pa.Field(description="Where the rate comes from.")
+    day_of_week: Series[str] = pa.Field(description="Day of the week of the timestamp (UTC).")
+    hour_of_day: Series[int] = pa.Field(ge=0, le=23, description="Hour of the timestamp (UTC), 0-23.")
+    is_weekend: Series[bool] = pa.Field(description="Saturday or Sunday (UTC).")
+    week_number: Series[int] = pa.Field(ge=1, le=53, description="ISO week number.")
+    month: Series[int] = pa.Field(ge=1, le=12, description="Month, 1-12.")
+    quarter: Series[int] = pa.Field(ge=1, le=4, description="Quarter, 1-4.")
+    customer_lifetime_value: Series[float] = pa.Field(
+        gt=0, description="The customer's validated spend in USD over all weeks to this week's end.")
+    customer_transaction_count: Series[int] = pa.Field(
+        ge=1, description="The customer's validated transactions over all weeks to this week's end.")
+    days_since_first_purchase: Series[int] = pa.Field(
+        ge=0, description="Days from the customer's first purchase to the week's end.")
+    product_popularity_rank: Series[int] = pa.Field(
+        ge=1, description="The product's rank by transactions this week (1 = most).")
+    category_avg_price: Series[float] = pa.Field(
+        ge=0, description="Average catalogue price of the product's category.")
+    transaction_size: Series[str] = pa.Field(
+        isin=TRANSACTION_SIZES, description="small / medium / large against the category's average price.")
+    customer_lifecycle: Series[str] = pa.Field(
+        isin=CUSTOMER_LIFECYCLES, description="new / active / dormant from the customer's purchase history.")
+    week_start: Series[pd.Timestamp] = pa.Field(
+        description="Monday 00:00 UTC of the transaction's week (the partition).")
 
 
 class DataQualityMetrics(pa.DataFrameModel):
     """One row per week: the history of data quality that the UI and dashboards plot."""
 
-    week_start: Series[pd.Timestamp]
-    total_records: Series[int] = pa.Field(ge=0)
-    passed_records: Series[int] = pa.Field(ge=0)
-    quarantined_records: Series[int] = pa.Field(ge=0)
-    flagged_records: Series[int] = pa.Field(ge=0)
-    quality_score: Series[float] = pa.Field(ge=0, le=100)
-    completeness_pass_rate: Series[float] = pa.Field(ge=0, le=1)
-    validity_pass_rate: Series[float] = pa.Field(ge=0, le=1)
-    consistency_pass_rate: Series[float] = pa.Field(ge=0, le=1)
-    run_seconds: Series[float] = pa.Field(ge=0)
-    computed_at: Series[UTC_TS]
+    week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
+    total_records: Series[int] = pa.Field(ge=0, description="Rows extracted.")
+    passed_records: Series[int] = pa.Field(ge=0, description="Rows that passed every hard rule.")
+    quarantined_records: Series[int] = pa.Field(ge=0, description="Rows quarantined by a hard rule.")
+    flagged_records: Series[int] = pa.Field(ge=0, description="Validated rows flagged by a statistical rule.")
+    quality_score: Series[float] = pa.Field(
+        ge=0, le=100, description="Share of rows passing every hard rule, in percent.")
+    completeness_pass_rate: Series[float] = pa.Field(
+        ge=0, le=1, description="Share of rows passing the completeness rules (fraction).")
+    validity_pass_rate: Series[float] = pa.Field(
+        ge=0, le=1, description="Share of rows passing the validity rules (fraction).")
+    consistency_pass_rate: Series[float] = pa.Field(
+        ge=0, le=1, description="Share of rows passing the consistency rules (fraction).")
+    run_seconds: Series[float] = pa.Field(ge=0, description="Seconds the validation took.")
+    computed_at: Series[UTC_TS] = pa.Field(description="When the row was computed (UTC).")
 
     class Config:
         strict = True

@@ -87,6 +87,10 @@ def test_volume_out_of_its_band_warns_per_week_and_alerts(pipeline_env, small_so
     assert all(e.partition == WEEK for e in evaluations.values())  # each check is recorded for its week
     assert [m["customer_assets"]["kind"] for m in received] == ["out_of_band"]
     assert "weekly_volume" in received[0]["text"]
+    # The loaded table's columns carry the pandera model's descriptions (issue 13, item 5).
+    load = result.asset_materializations_for_node("customer_analytics__weekly_transactions")[0]
+    columns = {c.name: c.description for c in load.metadata["dagster/column_schema"].value.columns}
+    assert "ECB reference rate" in columns["amount_usd"] and columns["week_start"]
 
 
 def test_a_missed_week_alerts_once(webhook):

@@ -49,7 +49,7 @@ from pydantic import Field
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
-    type_diff, unique_key, unique_window, write_load_report)
+    column_descriptions, type_diff, unique_key, unique_window, write_load_report)
 
 T = TypeVar("T")
 
@@ -329,21 +329,6 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                              f"First: {examples}")
 
     @staticmethod
-    def _descriptions(context) -> dict[str, str]:
-        found: dict[str, str] = {}
-        sources = []
-        dagster_type = getattr(context, "dagster_type", None)
-        if dagster_type is not None:
-            sources.append((dagster_type.metadata or {}).get("schema"))
-        sources.append((context.definition_metadata or {}).get("dagster/column_schema"))
-        for source in sources:
-            schema = getattr(source, "schema", source)
-            for column in getattr(schema, "columns", None) or []:
-                if column.description:
-                    found[column.name] = column.description
-        return found
-
-    @staticmethod
     def _table_description(context) -> Optional[str]:
         try:
             return context.asset_spec.description
@@ -400,7 +385,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
             call(f"dataset {dataset}", ("bigquery.datasets.get", "bigquery.datasets.create"), ensure_dataset)
 
-            descriptions = self._descriptions(context)
+            descriptions = column_descriptions(context)
 
             def schema_field(name: str, kind: str):
                 return bigquery.SchemaField(name, kind, mode="NULLABLE", description=descriptions.get(name))
@@ -486,7 +471,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                                  **({"moved_from_other_weeks": moved} if moved is not None else {}))
             path = write_load_report(self.reports_dir, partition, table, report)
             context.add_output_metadata({
-                **report_metadata(report, path, frame),
+                **report_metadata(report, path, frame, column_descriptions(context)),
                 "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),
                 "warnings": dg.MetadataValue.json(load.warnings),
                 "retries": load.retries,

@@ -17,7 +17,7 @@ from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
-    type_diff, unique_key, unique_window, write_load_report)
+    column_descriptions, type_diff, unique_key, unique_window, write_load_report)
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
@@ -133,7 +133,8 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
         report = load_report(len(obj), f"{self.database}:{schema}.{table}", started, time.monotonic(),
                              added_columns=added, **({"moved_from_other_weeks": moved} if key else {}))
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
-        context.add_output_metadata(report_metadata(report, path, obj.empty() if isinstance(obj, StoredFrame) else obj))
+        context.add_output_metadata(report_metadata(report, path, obj.empty() if isinstance(obj, StoredFrame) else obj,
+                                                    column_descriptions(context)))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         release_freed_memory()

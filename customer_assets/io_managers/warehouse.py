@@ -80,7 +80,24 @@ def load_report(rows: int, destination: str, started: float, finished: float, **
             "destination_table": destination, "execution_time_seconds": round(finished - started, 3), **extra}
 
 
-def report_metadata(report: dict, path: Path, frame: pd.DataFrame) -> dict:
+def column_descriptions(context: dg.OutputContext) -> dict[str, str]:
+    """Column descriptions of an output: from its pandera model (the Dagster type's table schema), or the
+    asset's own ``dagster/column_schema``."""
+    found: dict[str, str] = {}
+    sources = []
+    dagster_type = getattr(context, "dagster_type", None)
+    if dagster_type is not None:
+        sources.append((dagster_type.metadata or {}).get("schema"))
+    sources.append((context.definition_metadata or {}).get("dagster/column_schema"))
+    for source in sources:
+        schema = getattr(source, "schema", source)
+        for column in getattr(schema, "columns", None) or []:
+            if column.description:
+                found.setdefault(column.name, column.description)
+    return found
+
+
+def report_metadata(report: dict, path: Path, frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> dict:
     return {
         **({"moved_from_other_weeks": report["moved_from_other_weeks"]} if "moved_from_other_weeks" in report else {}),
         "rows_loaded": report["rows_loaded"],
@@ -90,5 +107,6 @@ def report_metadata(report: dict, path: Path, frame: pd.DataFrame) -> dict:
         "execution_time_seconds": report["execution_time_seconds"],
         "load_report": dg.MetadataValue.path(str(path)),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=c, type=str(t)) for c, t in frame.dtypes.items()]),
+            columns=[dg.TableColumn(name=c, type=str(t), description=(descriptions or {}).get(c))
+                     for c, t in frame.dtypes.items()]),
     }
