@@ -7,19 +7,16 @@ printed."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from customer_assets_tests.test_cli import _free_port
+from customer_assets_tests.test_cli import _graphql as graphql, dagster_dev
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -41,10 +38,7 @@ def _env(tmp: Path) -> dict:
 
 
 def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["data"]
+    return graphql(port, query)["data"]
 
 
 @pytest.fixture(scope="module")
@@ -55,29 +49,8 @@ def ui(tmp_path_factory):
     done = subprocess.run([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "*",
                            "--partition", LOADED], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    port = _free_port()
-    # Its own process group: `dagster dev` started from a non-interactive shell ignores SIGTERM otherwise.
-    proc = subprocess.Popen([DAGSTER, "dev", "-p", str(port), "-h", "127.0.0.1"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if _graphql(port, "{ assetNodes { id } }")["assetNodes"]:
-                    break
-            except (OSError, KeyError, TypeError):
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("dagster dev did not serve the asset graph within 180 s")
+    with dagster_dev(env) as port:
         yield port, tmp
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The real `dagster` CLI and webserver in subprocesses, on the embedded default (no DB_HOST)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -121,33 +122,27 @@ def _graphql(port: int, query: str) -> dict:
         return json.loads(response.read())
 
 
-def test_dagster_dev_serves_the_asset_graph(workdir):
+@contextlib.contextmanager
+def dagster_dev(env: dict, ready_query: str = "{ assetNodes { id } }", timeout: float = 180):
+    """`dagster dev` in its own process group (started from a non-interactive shell it ignores SIGTERM
+    otherwise), from the repository's workspace; yields its port once GraphQL answers ``ready_query`` with data,
+    and stops the whole group afterwards."""
     port = _free_port()
-    # Its own process group: `dagster dev` started from a non-interactive shell ignores SIGTERM otherwise.
     proc = subprocess.Popen([DAGSTER, "dev", "-p", str(port), "-h", "127.0.0.1"], cwd=Path(__file__).parents[1],
-                            env=_env(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline, nodes = time.monotonic() + 120, None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                data = _graphql(port, "{ assetNodes { assetKey { path } groupName } repositoriesOrError { "
-                                      "... on RepositoryConnection { nodes { schedules { name cronSchedule } "
-                                      "sensors { name } } } } }")
-                nodes = data["data"]["assetNodes"]
-                if nodes:
+                data = _graphql(port, ready_query)
+                if data.get("data") and all(data["data"].values()):
                     break
-            except (OSError, KeyError, TypeError):
+            except (OSError, KeyError, TypeError, ValueError):
                 pass
             time.sleep(1)
-        assert nodes, "dagster dev did not serve the asset graph within 120 s"
-        keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
-        assert {"etl/raw_transactions", "customer_analytics/weekly_transactions",
-                "customer_analytics/data_quality_metrics", "etl/pipeline_summary"} <= keys
-        repository = data["data"]["repositoriesOrError"]["nodes"][0]
-        assert [(s["name"], s["cronSchedule"]) for s in repository["schedules"]] == [
-            ("weekly_customer_pipeline_schedule", "0 2 * * 1")]
-        assert "etl_failure_cleanup" in [s["name"] for s in repository["sensors"]]
+        else:
+            pytest.fail(f"dagster dev did not answer within {timeout:.0f} s")
+        yield port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -155,3 +150,18 @@ def test_dagster_dev_serves_the_asset_graph(workdir):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_dagster_dev_serves_the_asset_graph(workdir):
+    query = ("{ assetNodes { assetKey { path } groupName } repositoriesOrError { "
+             "... on RepositoryConnection { nodes { schedules { name cronSchedule } sensors { name } } } } }")
+    with dagster_dev(_env(workdir), query) as port:
+        data = _graphql(port, query)
+        nodes = data["data"]["assetNodes"]
+        keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
+        assert {"etl/raw_transactions", "customer_analytics/weekly_transactions",
+                "customer_analytics/data_quality_metrics", "etl/pipeline_summary"} <= keys
+        repository = data["data"]["repositoriesOrError"]["nodes"][0]
+        assert [(s["name"], s["cronSchedule"]) for s in repository["schedules"]] == [
+            ("weekly_customer_pipeline_schedule", "0 2 * * 1")]
+        assert "etl_failure_cleanup" in [s["name"] for s in repository["sensors"]]
