@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import click
 import dagster as dg
 
-from customer_assets.weeks import FIRST_WEEK, week_bounds
+from customer_assets.weeks import FIRST_WEEK, monday_of, week_bounds
 
 __all__ = ["FIRST_WEEK", "NotAWeekError", "week_bounds", "weekly_partitions"]
 
@@ -29,7 +29,7 @@ class MondayWeeks(dg.WeeklyPartitionsDefinition):
         except ValueError:
             day = None
         if day is not None and day.weekday() != 0:
-            monday = day - timedelta(days=day.weekday())
+            monday = monday_of(day)
             raise NotAWeekError(
                 f"--partition {partition_key} is a {day:%A}: weeks are keyed by their Monday; "
                 f"use --partition {monday.isoformat()} for the week that contains {partition_key}.")

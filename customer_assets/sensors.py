@@ -17,6 +17,7 @@ from customer_assets.assets.extract import SOURCE_TRANSACTIONS
 from customer_assets.assets.history import HISTORY
 from customer_assets.hooks import RECORD_TAG
 from customer_assets.partitions import week_bounds
+from customer_assets.weeks import monday_of
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.sources.extract import EMPTY_WEEK_VERSION, week_version
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
@@ -99,7 +100,7 @@ def weeks_touched(files: list[Path]) -> dict[str, int]:
         except ValueError:
             continue
         for fed in (day, day + timedelta(days=1)):
-            key = (fed - timedelta(days=fed.weekday())).isoformat()
+            key = monday_of(fed).isoformat()
             weeks[key] = max(weeks.get(key, 0), path.stat().st_mtime_ns)
     return weeks
 

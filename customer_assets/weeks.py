@@ -1,14 +1,38 @@
-"""The pipeline's week: Monday 00:00 UTC to the next Monday, keyed by that Monday (no Dagster needed)."""
+"""The pipeline's week: Monday 00:00 UTC to the next Monday, keyed by that Monday (no Dagster needed).
+
+The one owner of what a week is: its key and bounds, the Monday of a day, the first week, the week before,
+and the context the week's checks and transforms are computed in.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 DEFAULT_FIRST_WEEK = "2026-01-05"
 # The embedded demo's first seeded week (``SeedConfig``: 12 weeks ending 2026-11-16): with no DB_HOST the
 # partitions start there, so the UI offers no week the demo cannot have.
 DEMO_FIRST_WEEK = "2026-08-31"
+
+
+@dataclass(frozen=True)
+class WeekContext:
+    """The week being processed and the moment of processing (what "future" and "now" mean for its rules)."""
+
+    week_start: datetime
+    week_end: datetime
+    now: datetime
+
+    @classmethod
+    def of(cls, partition_key: str, now: datetime | None = None) -> "WeekContext":
+        start, end = week_bounds(partition_key)
+        return cls(week_start=start, week_end=end, now=now or datetime.now(timezone.utc))
+
+
+def monday_of(day: date) -> date:
+    """The Monday of the week that contains ``day``: its partition key."""
+    return day - timedelta(days=day.weekday())
 
 
 def week_bounds(partition_key: str) -> tuple[datetime, datetime]:

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from customer_assets.logic.validation import WeekContext
+from customer_assets.weeks import WeekContext
 
 WEEK = WeekContext(week_start=datetime(2026, 11, 16, tzinfo=timezone.utc),
                    week_end=datetime(2026, 11, 23, tzinfo=timezone.utc),

@@ -7,7 +7,6 @@ import re
 import uuid
 
 import pandas as pd
-import pytest
 
 from customer_assets.erasure import CUSTOMER_TABLES, SUPPRESSION, customer_hashes, erase_from_warehouse
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse

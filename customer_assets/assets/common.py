@@ -2,13 +2,12 @@
 
 
 import warnings
-from datetime import datetime, timezone
 
 import dagster as dg
 
 from customer_assets.deployments import deployment_name
-from customer_assets.logic.validation import WeekContext
-from customer_assets.partitions import week_bounds, weekly_partitions
+from customer_assets.partitions import weekly_partitions
+from customer_assets.weeks import WeekContext
 
 ETL = "etl"
 WAREHOUSE = "customer_analytics"
@@ -19,8 +18,7 @@ WAREHOUSE_KIND = "bigquery" if deployment_name() == "prod" else "duckdb"
 
 
 def week_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> WeekContext:
-    start, end = week_bounds(context.partition_key)
-    return WeekContext(week_start=start, week_end=end, now=datetime.now(timezone.utc))
+    return WeekContext.of(context.partition_key)
 
 
 def check_spec(name: str, asset: dg.AssetKey | str, **kwargs) -> dg.AssetCheckSpec:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from customer_assets.duck import connect, literal, quoted
 from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
-from customer_assets.logic.validation import WeekContext
+from customer_assets.weeks import WeekContext
 
 SOURCE_PRIORITY = {"crm": 0, "database": 1}
 ENGAGEMENT_WEIGHTS = {"purchase_count": 40.0, "unique_features_used": 25.0, "page_views": 20.0,

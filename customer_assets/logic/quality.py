@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from customer_assets.logic.validation import ANOMALY_RULES, HARD_CATEGORIES, HARD_RULES, WeekContext
+from customer_assets.logic.validation import ANOMALY_RULES, HARD_CATEGORIES, HARD_RULES
+from customer_assets.weeks import WeekContext
 
 
 def quality_status(quarantine_rate: float, warn_rate: float, fail_rate: float) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from customer_assets.logic.currency import FX_SOURCE, convert_to_usd
-from customer_assets.logic.validation import WeekContext
+from customer_assets.weeks import WeekContext
 
 NEW_CUSTOMER_DAYS = 30
 DORMANT_GAP_DAYS = 90

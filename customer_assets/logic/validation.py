@@ -14,17 +14,9 @@ import numpy as np
 import pandas as pd
 
 from customer_assets.logic.currency import convert_to_usd, iso4217_minor_units, supported_currencies
+from customer_assets.weeks import WeekContext
 
 EARLIEST_VALID_TIMESTAMP = pd.Timestamp("2000-01-01", tz="UTC")
-
-
-@dataclass(frozen=True)
-class WeekContext:
-    """The week being checked and the moment of the check."""
-
-    week_start: datetime
-    week_end: datetime
-    now: datetime
 
 
 DEFAULT_MAX_AMOUNT_USD = 1_000_000.0
