@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from customer_assets.sources.demo_profiles import seed_crm_table, write_event_files
-from customer_assets.sources.demo_seed import SeedConfig, is_seeded, seed_database
+from customer_assets.demo.profiles import seed_crm_table, write_event_files
+from customer_assets.demo.seed import SeedConfig, is_seeded, seed_database
 
 #: The default benchmark scale: 200k customers, 10k products, 8 weeks of ~600k completed transactions.
 DEFAULT = SeedConfig(customers=200_000, products=10_000, weeks=8, transactions_per_week=600_000,

@@ -37,9 +37,11 @@ def uses_embedded_demo(deployment: str) -> bool:
 def source_db_from_env(deployment: str, data_dir: str, events_path: str | None) -> PostgresSource:
     timezone = check_timezone(os.environ.get("SOURCE_TIMEZONE") or "UTC")
     if uses_embedded_demo(deployment):
-        return PostgresSource(embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")),
-                              demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path,
-                              timezone=timezone)
+        from customer_assets.demo.embedded import EmbeddedPostgresSource  # the demo, only when it is used
+
+        return EmbeddedPostgresSource(
+            embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")),
+            demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path, timezone=timezone)
     return PostgresSource(
         timezone=timezone,
         host=dg.EnvVar("DB_HOST"),

@@ -91,6 +91,8 @@ def test_volume_out_of_its_band_warns_per_week_and_alerts(pipeline_env, small_so
     load = result.asset_materializations_for_node("customer_analytics__weekly_transactions")[0]
     columns = {c.name: c.description for c in load.metadata["dagster/column_schema"].value.columns}
     assert "ECB reference rate" in columns["amount_usd"] and columns["week_start"]
+    assert load.metadata["dagster/table_name"].value == "customer_analytics.weekly_transactions"
+    assert load.metadata["dagster/uri"].value.startswith("duckdb:///")
 
 
 def test_a_missed_week_alerts_once(webhook):

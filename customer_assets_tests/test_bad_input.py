@@ -11,7 +11,7 @@ import pandas as pd
 import psycopg2
 import pytest
 
-from customer_assets.sources.demo_seed import seed_database
+from customer_assets.demo.seed import seed_database
 from customer_assets_tests.conftest import SMALL, query
 from customer_assets_tests.pipeline import run_week, warehouse
 

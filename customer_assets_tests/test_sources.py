@@ -75,7 +75,7 @@ def test_the_demo_partitions_start_on_the_demo_first_week():
     weeks and "Materialize all" hit them."""
     from datetime import timedelta
 
-    from customer_assets.sources.demo_seed import SeedConfig
+    from customer_assets.demo.seed import SeedConfig
     from customer_assets.weeks import DEMO_FIRST_WEEK
 
     config = SeedConfig()

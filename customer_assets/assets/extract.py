@@ -76,7 +76,7 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
         "dagster/row_count": len(df),
         "week_start": ctx.week_start.isoformat(),
         "week_end": ctx.week_end.isoformat(),
-        "source": "embedded PostgreSQL (demo)" if source_db.is_embedded else "PostgreSQL",
+        "source": source_db.description,
         "source_route": source_db.route,
         "invalid_encoding_rows": invalid,
         "suppressed_rows": suppressed,

