@@ -2,8 +2,8 @@
 
 A step that enriches or passes on the week's rows one at a time (the transform, the warehouse load) takes its
 input as a :class:`StoredFrame` and returns :class:`FrameBatches`; the Parquet IO manager hands out the one
-and writes the other a row group at a time. Memory then follows the batch, not the week: at 3 million rows a
-week the transform held 3.5 GB as one DataFrame.
+and writes the other a row group at a time. Memory then follows the batch, not the week (benchmarks/RESULTS.md
+has the figures).
 """
 
 from __future__ import annotations

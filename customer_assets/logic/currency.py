@@ -69,7 +69,7 @@ def daily_rate_table(first: date, last: date, currencies: list[str] | None = Non
 
     A day without a publication (weekend, holiday, or after the file ends) takes the last known
     business-day rate; ``rate_date`` records which publication was used. Built once per week, rates file
-    and currencies in a process (a week's steps ask for it five times, ~40 ms each).
+    and currencies in a process (several of a week's steps ask for it).
     """
     key = None if currencies is None else tuple(currencies)
     return _daily_rate_table(first, last, key, rates_file()).copy()

@@ -208,7 +208,7 @@ def accept_records(records: list, extract: CrmExtract) -> None:
         row = {name: record.get(name) for name in CRM_FIELDS}
         missing.update(name for name, value in row.items() if value is None or value == "")
         extract.records.append(row)
-    for name in CRM_FIELDS:  # in field order, as before
+    for name in CRM_FIELDS:  # in field order: the report lists fields as the CRM defines them
         if missing[name]:
             extract.missing_fields[name] = extract.missing_fields.get(name, 0) + missing[name]
 
