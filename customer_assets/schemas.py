@@ -285,29 +285,44 @@ class CustomerEventAggregates(pa.DataFrameModel):
 class UnifiedCustomerProfiles(pa.DataFrameModel):
     """One profile per customer seen this week; required columns never null."""
 
-    customer_id: Series[str] = pa.Field(unique=True)
-    email_hash: Series[str] = pa.Field(nullable=True)
-    country: Series[str]
-    segment: Series[str]
-    subscription_tier: Series[str]
-    lifetime_value: Series[float] = pa.Field(ge=0)
-    support_ticket_count: Series[int] = pa.Field(ge=0)
-    page_views: Series[int] = pa.Field(ge=0)
-    unique_features_used: Series[int] = pa.Field(ge=0)
-    purchase_count: Series[int] = pa.Field(ge=0)
-    purchase_amount: Series[float] = pa.Field(ge=0)
-    support_interactions: Series[int] = pa.Field(ge=0)
-    week_transaction_count: Series[int] = pa.Field(ge=0)
-    week_spend_usd: Series[float] = pa.Field(ge=0)
-    days_since_last_activity: Series[int] = pa.Field(ge=0)
-    status: Series[str] = pa.Field(isin=["active", "at-risk", "churned"])
-    value_tier: Series[str] = pa.Field(isin=["Platinum", "Gold", "Silver", "Bronze"])
-    engagement_score: Series[float] = pa.Field(ge=0, le=100)
-    imputed_fields: Series[str]
-    in_crm: Series[bool]
-    in_events: Series[bool]
-    in_transactions: Series[bool]
-    week_start: Series[pd.Timestamp]
+    customer_id: Series[str] = pa.Field(
+        unique=True, description="The customer's id, standardised (trimmed, upper-cased) across the CRM, the events and the database.")
+    email_hash: Series[str] = pa.Field(
+        nullable=True, description="HMAC-SHA256 of the normalised email under PII_HASH_KEY (never the email).")
+    country: Series[str] = pa.Field(
+        description="Country (ISO 3166 alpha-2), from the CRM first, then the database.")
+    segment: Series[str] = pa.Field(description="Segment (consumer, smb, enterprise).")
+    subscription_tier: Series[str] = pa.Field(description="The CRM's subscription tier ('unknown' when no source has one).")
+    lifetime_value: Series[float] = pa.Field(
+        ge=0, description="Lifetime value in USD from the CRM, else the database record (median-imputed when missing, capped at the 99th percentile).")
+    support_ticket_count: Series[int] = pa.Field(ge=0, description="Support tickets in the CRM.")
+    page_views: Series[int] = pa.Field(ge=0, description="Page views in the week's events.")
+    unique_features_used: Series[int] = pa.Field(ge=0, description="Distinct features used in the week's events.")
+    purchase_count: Series[int] = pa.Field(ge=0, description="Purchases in the week's events.")
+    purchase_amount: Series[float] = pa.Field(ge=0, description="USD amount of the week's purchase events.")
+    support_interactions: Series[int] = pa.Field(ge=0, description="Support chats in the week's events.")
+    week_transaction_count: Series[int] = pa.Field(ge=0, description="Validated transactions in the week.")
+    week_spend_usd: Series[float] = pa.Field(ge=0, description="USD spend of the week's validated transactions.")
+    days_since_last_activity: Series[int] = pa.Field(
+        ge=0, description="Days from the last activity (event, purchase or CRM) to the week's end.")
+    status: Series[str] = pa.Field(
+        isin=["active", "at-risk", "churned"], description="active (< 7 days since activity), at-risk (7-30) or churned (> 30).")
+    value_tier: Series[str] = pa.Field(
+        isin=["Platinum", "Gold", "Silver", "Bronze"], description="Platinum / Gold / Silver / Bronze by lifetime value.")
+    engagement_score: Series[float] = pa.Field(
+        ge=0, le=100, description="0-100: weighted, saturating combination of purchases, features, page views and support.")
+    imputed_fields: Series[str] = pa.Field(
+        description="Columns imputed for this profile (';'-separated, '' if none); transform_log.json says how.")
+    in_crm: Series[bool] = pa.Field(description="The CRM had a record for the customer this week.")
+    in_events: Series[bool] = pa.Field(description="The customer had events this week.")
+    in_transactions: Series[bool] = pa.Field(description="The customer had validated transactions this week.")
+    week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
+
+
+def column_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
+    """The model's columns, types and descriptions as Dagster's table schema (for an asset's definition)."""
+    return dg.TableSchema(columns=[dg.TableColumn(name=name, type=str(column.dtype), description=column.description)
+                                   for name, column in model.to_schema().columns.items()])
 
 
 PROFILE_REQUIRED = [name for name, column in UnifiedCustomerProfiles.to_schema().columns.items()

@@ -20,7 +20,8 @@ from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import (
-    PROFILE_REQUIRED, CrmCustomersType, CustomerEventAggregatesType, UnifiedCustomerProfilesType)
+    PROFILE_REQUIRED, CrmCustomersType, CustomerEventAggregatesType, UnifiedCustomerProfiles,
+    UnifiedCustomerProfilesType, column_schema)
 from customer_assets.settings import PipelineSettings
 from customer_assets.erasure import suppressed_hashes, suppressed_mask
 from customer_assets.sources.events import EVENTS_SCHEMA, MalformedEventsError, aggregate, read_week
@@ -209,7 +210,7 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",
           kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
           ins={"unified_customer_profiles": dg.AssetIn(key=[ETL, "unified_customer_profiles"])},
-          metadata={"partition_expr": "week_start"})
+          metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(UnifiedCustomerProfiles)})
 def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource, settings: PipelineSettings,
                              unified_customer_profiles: pd.DataFrame) -> pd.DataFrame:
     """`customer_analytics.weekly_customer_profiles`: the week's snapshot, with `run_timestamp`,
