@@ -142,7 +142,7 @@ def erase_customers_op(context: dg.OpExecutionContext, config: ErasureConfig, wa
                                        "rows_removed": sum(tables.values()) + sum(files.values()),
                                        "per_table": dg.MetadataValue.json(tables),
                                        "files": dg.MetadataValue.json(files),
-                                       "record": dg.MetadataValue.path(str(path))})
+                                       "record": dg.MetadataValue.path(str(path.resolve()))})
 
 
 @dg.job(description="Forget customers on request (GDPR art. 17): give `customer_ids` in the launchpad config. "

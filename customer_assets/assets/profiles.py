@@ -174,7 +174,7 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
         "engagement_formula": ENGAGEMENT_FORMULA, "engagement_weights": dg.MetadataValue.json(ENGAGEMENT_WEIGHTS),
         "status": dg.MetadataValue.json(transform_log["counts"]["status"]),
         "transform_log": dg.MetadataValue.json(transform_log),
-        "transform_log_path": dg.MetadataValue.path(str(log_path))})
+        "transform_log_path": dg.MetadataValue.path(str(log_path.resolve()))})
 
     rate = log.match_rate
     hint = ("" if rate >= 0.5 else " Ids rarely match: compare id formats across sources (prefix, case, padding,"

@@ -78,7 +78,7 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
     if remaining:
         raise dg.Failure(f"intermediate files of week {week} could not be removed: {remaining}")
     return dg.MaterializeResult(metadata={
-        "summary": dg.MetadataValue.path(str(summary_path)),
+        "summary": dg.MetadataValue.path(str(summary_path.resolve())),
         "records_processed": summary["records_processed"],
         "quality_score": float(summary["quality_score"]),
         "intermediates_removed": len(removed),

@@ -88,7 +88,7 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
                               "reasons": dg.MetadataValue.json(report["quarantine_reasons"])})
     yield dg.Output(anomalies, output_name="transaction_anomalies",
                     metadata={"dagster/row_count": len(anomalies), "anomaly_detection": anomaly_status,
-                              "csv": dg.MetadataValue.path(str(week_dir / "anomalies.csv"))})
+                              "csv": dg.MetadataValue.path(str((week_dir / "anomalies.csv").resolve()))})
     yield dg.Output(report, output_name="quality_report", metadata={
         "quality_score": report["quality_score"],
         "total_records": report["total_records"],
@@ -96,7 +96,7 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
         "flagged_records": report["flagged_records"],
         "status": report["status"],
         "checks": dg.MetadataValue.md(_report_markdown(report)),
-        "report_json": dg.MetadataValue.path(str(week_dir / "quality_report.json")),
+        "report_json": dg.MetadataValue.path(str((week_dir / "quality_report.json").resolve())),
     })
     metrics = metrics_row(report, time.monotonic() - started)
     # Percentages throughout, like the quality score, rounded for reading; the table keeps full fractions.

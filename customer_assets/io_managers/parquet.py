@@ -82,7 +82,9 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
             raise TypeError(f"{type(self).__name__} stores DataFrames, FrameBatches and dicts, "
                             f"not {type(obj).__name__}")
         os.replace(tmp, path)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+        # An intermediate lives for its run: the summary removes it once the week succeeds.
+        context.add_output_metadata({"intermediate": dg.MetadataValue.text(
+            f"{path.resolve()} (removed when the week succeeds)")})
 
     def _write(self, context: dg.OutputContext, batches, tmp: Path, schema: pa.Schema | None = None,
                unique: list[str] = ()) -> tuple[int, int]:
