@@ -53,6 +53,16 @@ def test_identical_copies_keep_one():
     assert not failures["CONFLICTING_DUPLICATE"].any()
 
 
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+def test_of_identical_copies_the_one_that_decoded_is_kept(order):
+    """Found by the property tests' author: when only the first copy carried an encoding mark, neither copy was
+    loaded, and the outcome depended on row order."""
+    rows = [raw_row(transaction_id="T9", invalid_encoding="product_name"), raw_row(transaction_id="T9")]
+    split = split_by_hard_rules(raw_frame(*[rows[i] for i in order]), WEEK)
+    assert split.validated_count == 1 and split.raw.loc[~split.bad, "invalid_encoding"].isna().all()
+    assert split.quarantined["reason_codes"].tolist() == ["INVALID_ENCODING;DUPLICATE_TRANSACTION_ID"]
+
+
 def test_conflicting_copies_are_all_quarantined():
     """A copy backdated into the week with another amount must not replace the genuine row (issue 12,
     finding 4: "earliest copy kept" loaded the injected 7,777.77 and quarantined the real 6.51)."""

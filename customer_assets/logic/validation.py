@@ -83,12 +83,16 @@ def _conflicting_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
 
 
 def _duplicate_ids(df: pd.DataFrame, c: RuleInputs) -> pd.Series:
-    """Identical copies of one transaction beyond the first (by position: copies are equal in every column
-    that matters)."""
+    """Identical copies of one transaction beyond the one kept. The copies are equal in every column that
+    matters; the one kept is the first that decoded cleanly (a copy marked INVALID_ENCODING is quarantined
+    anyway, so keeping it would load none), then the first by position."""
     shared = _shared_ids(df)
     if not shared.any():
         return shared
-    copies = df.loc[shared, ["transaction_id", *TRANSACTION_CONTENT]].duplicated(keep="first")
+    rows = df.loc[shared, ["transaction_id", *TRANSACTION_CONTENT]]
+    if "invalid_encoding" in df:
+        rows = rows.iloc[np.argsort(df.loc[shared, "invalid_encoding"].notna().to_numpy(), kind="stable")]
+    copies = rows.duplicated(keep="first")
     return copies.reindex(df.index, fill_value=False) & ~_conflicting_ids(df, c)
 
 
