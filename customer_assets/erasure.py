@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from customer_assets.logic.identity import keyed_hash
+from customer_assets.logic.identity import keyed_hash, standardise_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
@@ -37,14 +37,20 @@ ADD_SUPPRESSION_SQL = """
 INSERT INTO {table} (customer_hash, erased_at, request)
 SELECT h, @erased_at, @request FROM {hashes} WHERE h NOT IN (SELECT customer_hash FROM {table})
 """
-COUNT_SQL = "SELECT count(*) AS n FROM {table} WHERE customer_id IN (SELECT i FROM {ids})"
-DELETE_SQL = "DELETE FROM {table} WHERE customer_id IN (SELECT i FROM {ids})"
+# Ids compared as the profiles join them (trimmed, upper-cased): 'c-1', ' C-1' and 'C-1' are one customer.
+COUNT_SQL = "SELECT count(*) AS n FROM {table} WHERE upper(trim(customer_id)) IN (SELECT i FROM {ids})"
+DELETE_SQL = "DELETE FROM {table} WHERE upper(trim(customer_id)) IN (SELECT i FROM {ids})"
+
+
+def canonical_ids(ids) -> list[str]:
+    """Customer ids in the one form every source is matched in (``standardise_ids``: trimmed, upper-cased)."""
+    values = pd.Series([str(i) for i in ids if i is not None], dtype="str")
+    return sorted(set(standardise_ids(values).dropna().tolist()))
 
 
 def customer_hashes(ids, hash_key: str) -> list[str]:
-    """The suppression list's form of customer ids: trimmed as the extract trims them, then keyed-hashed."""
-    trimmed = pd.Series([str(i).strip() for i in ids if i is not None and str(i).strip()], dtype="str")
-    return sorted(set(keyed_hash(trimmed, hash_key).tolist()))
+    """The suppression list's form of customer ids: canonical, then keyed-hashed."""
+    return sorted(set(keyed_hash(pd.Series(canonical_ids(ids), dtype="str"), hash_key).tolist()))
 
 
 def suppressed_hashes(warehouse: WarehouseSQL) -> frozenset[str]:
@@ -61,14 +67,16 @@ def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: s
     if not hashes or customer_ids.empty:
         return pd.Series(False, index=customer_ids.index)
     distinct = pd.Series(customer_ids.dropna().unique(), dtype="str")
-    erased = set(distinct[keyed_hash(distinct, hash_key).isin(hashes).to_numpy()])
+    canonical = standardise_ids(distinct)
+    hashed = keyed_hash(canonical, hash_key)
+    erased = set(distinct[hashed.isin(hashes).to_numpy()])
     return customer_ids.isin(erased)
 
 
 def erase_from_warehouse(warehouse: WarehouseSQL, ids: list[str], hash_key: str, request: str) -> dict[str, int]:
     """Add the ids' hashes to the suppression list, then delete their rows from every customer table; returns
     rows removed per table. Safe to repeat: a second run removes nothing and adds no hash twice."""
-    ids = sorted({str(i).strip() for i in ids if i is not None and str(i).strip()})
+    ids = canonical_ids(ids)
     warehouse.ensure_schema(SCHEMA)
     table = warehouse.table(*SUPPRESSION)
     warehouse.execute(CREATE_SUPPRESSION_SQL, table=table)
@@ -89,7 +97,7 @@ def erase_from_warehouse(warehouse: WarehouseSQL, ids: list[str], hash_key: str,
 def erase_from_files(roots: list[Path], ids: list[str]) -> dict[str, int]:
     """Rewrite every Parquet and CSV file under ``roots`` that has a ``customer_id`` column without those
     customers' rows (week intermediates left by a failed run, anomaly listings); returns rows removed per file."""
-    wanted = {str(i).strip() for i in ids}
+    wanted = set(canonical_ids(ids))
     removed = {}
     for root in roots:
         for path in sorted(Path(root).rglob("*")) if Path(root).is_dir() else []:
@@ -103,7 +111,7 @@ def erase_from_files(roots: list[Path], ids: list[str]) -> dict[str, int]:
                     continue
             else:
                 continue
-            hit = frame["customer_id"].isin(wanted)
+            hit = standardise_ids(frame["customer_id"]).isin(wanted).fillna(False).astype(bool)
             if hit.any():
                 kept = frame.loc[~hit]
                 tmp = path.with_name(path.name + ".tmp")

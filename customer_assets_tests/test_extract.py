@@ -114,3 +114,35 @@ def test_a_value_that_does_not_parse_names_its_column(pg_server, small_source):
     with _source(pg_server).connect() as conn:
         with pytest.raises(ExtractParseError, match="column 'amount' holds a value the extract cannot read as double"):
             copy_query(conn, "SELECT 'T1' AS transaction_id, 'twelve' AS amount", None, schema)
+
+
+def test_a_timestamp_pandas_cannot_hold_names_its_column(pg_server, small_source):
+    """Review finding: a 0001-01-01 sentinel failed the week with an unnamed out-of-bounds cast error."""
+    from customer_assets.sources.extract import _PARSE_SCHEMA, ExtractParseError, _finish, copy_query
+
+    sql = ("SELECT 'T1' AS transaction_id, 'C1' AS customer_id, 'US' AS country, 'smb' AS segment, 1.0::float8 "
+           "AS amount, 'USD' AS currency, now() AT TIME ZONE 'UTC' AS \"timestamp\", 'P1' AS product_id, "
+           "'x' AS product_name, 'y' AS category, '0001-01-01'::timestamp AS customer_created_at, "
+           "true AS customer_exists, true AS product_exists")
+    with _source(pg_server).connect() as conn:
+        with pytest.raises(ExtractParseError, match="'customer_created_at' holds a timestamp outside 1677-2262"):
+            copy_query(conn, sql, None, _PARSE_SCHEMA, finish=_finish)
+
+
+@pytest.mark.parametrize("message,advice", [
+    ('FATAL:  database "prod" does not exist', "check DB_NAME"),
+    ('connection to server at "analytics-database.internal" failed: FATAL:  role "etl" does not exist',
+     "check DB_USER"),
+    ('FATAL:  permission denied for database "prod"', "GRANT CONNECT"),
+    ('FATAL:  password authentication failed for user "etl"', "check DB_USER and DB_PASSWORD"),
+    ("FATAL:  the database system is starting up", None),
+    ("could not connect to server: Connection refused", None),
+    ("server closed the connection unexpectedly", None),
+])
+def test_only_refusals_no_retry_can_fix_are_permanent(message, advice):
+    """libpq's messages: a refusal gets one line of advice and no retry; a server starting up, a refused or
+    dropped connection stay transient (the retry policy's)."""
+    from customer_assets.resources.postgres import permanent_refusal
+
+    refusal = permanent_refusal(psycopg2.OperationalError(message), "db.internal", "etl", "prod")
+    assert (refusal is None) if advice is None else (advice in refusal.description and not refusal.allow_retries)

@@ -217,3 +217,17 @@ def test_the_fast_type_check_decides_as_pandera_does():
     check(coercible)
     with pytest.raises(pandera.errors.SchemaErrors, match="amount"):
         check(exact.assign(amount=["ten", "eleven"]))
+
+
+def test_fixed_prices_and_equal_amounts_are_judged_sensibly():
+    """Review findings: with a tiny MAD, two list prices 5% apart flagged 40% of a product's rows; with a MAD
+    of 0 (most amounts equal), a 1,000 times larger amount was not flagged at all."""
+    rng = np.random.default_rng(3)
+    two_prices = [p * (1 + rng.normal(0, 0.002)) for p in [100.0] * 60 + [105.0] * 40]
+    df = _usd_week(two_prices)
+    flags = detect_anomalies(df, df["amount"])
+    assert not flags["AMOUNT_MAD"].any() and not flags["PRODUCT_MAD"].any()
+    equal = _usd_week([10.0] * 20 + [10_000.0])
+    flags = detect_anomalies(equal, equal["amount"])
+    assert flags["AMOUNT_MAD"].tolist() == [False] * 20 + [True]
+    assert flags["PRODUCT_MAD"].tolist() == [False] * 20 + [True]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Iterator, Optional
 
 import dagster as dg
@@ -28,17 +29,18 @@ class SourceConnectionError(dg.Failure):
         super().__init__(description=description, allow_retries=False)
 
 
-# libpq's messages for refusals that no retry fixes, and what the operator should do about each.
+# libpq's messages (patterns) for refusals that no retry fixes, and what the operator should do about each.
 _PERMANENT_REFUSALS = (
-    ("password authentication failed", "check DB_USER and DB_PASSWORD"),
-    ("no password supplied", "set DB_PASSWORD"),
-    ("no pg_hba.conf entry", "the server's pg_hba.conf admits no such host, user and database: ask its "
+    (r"password authentication failed", "check DB_USER and DB_PASSWORD"),
+    (r"no password supplied", "set DB_PASSWORD"),
+    (r"no pg_hba\.conf entry", "the server's pg_hba.conf admits no such host, user and database: ask its "
      "administrator, or check DB_HOST, DB_USER and DB_NAME"),
-    ("pg_hba.conf rejects connection", "the server's pg_hba.conf rejects this host or user: ask its administrator"),
-    ("database", "check DB_NAME"),  # 'database "x" does not exist'
-    ("role", "check DB_USER"),  # 'role "x" does not exist'
-    ("is not permitted to log in", "the role may not log in: ask the server's administrator"),
-    ("certificate", "check the TLS settings of the connection (PGSSLMODE, PGSSLROOTCERT)"),
+    (r"pg_hba\.conf rejects connection", "the server's pg_hba.conf rejects this host or user: ask its administrator"),
+    (r'database "[^"]*" does not exist', "check DB_NAME"),
+    (r'role "[^"]*" does not exist', "check DB_USER"),
+    (r"permission denied for database", "the user may not connect to the database: GRANT CONNECT, or check DB_USER"),
+    (r"is not permitted to log in", "the role may not log in: ask the server's administrator"),
+    (r"certificate", "check the TLS settings of the connection (PGSSLMODE, PGSSLROOTCERT)"),
 )
 
 
@@ -47,9 +49,8 @@ def permanent_refusal(exc: psycopg2.OperationalError, host: str, user: Optional[
     """The one-line failure for a connection error that retrying cannot fix, or None for a transient one
     (refused or reset connections, timeouts, a server starting or shutting down)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    lowered = str(exc).lower()
-    for marker, advice in _PERMANENT_REFUSALS:
-        if marker in lowered and (marker not in ("database", "role") or "does not exist" in lowered):
+    for pattern, advice in _PERMANENT_REFUSALS:
+        if re.search(pattern, str(exc), flags=re.IGNORECASE):
             return SourceConnectionError(
                 f"The source PostgreSQL {host} refused user {user!r} on database {dbname!r}: {advice}. "
                 f"Not retried. [{first}]")

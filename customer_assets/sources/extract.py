@@ -103,7 +103,11 @@ def _finish(batch: pa.RecordBatch) -> pa.RecordBatch:
             if field.name in ID_COLUMNS:
                 column = _trimmed_id(column)
         elif pa.types.is_timestamp(field.type):
-            column = column.cast(pa.timestamp("ns", tz="UTC"))
+            try:
+                column = column.cast(pa.timestamp("ns", tz="UTC"))
+            except pa.ArrowInvalid as exc:  # e.g. a 0001-01-01 sentinel: outside what pandas holds
+                raise ExtractParseError(f"the source's column {field.name!r} holds a timestamp outside "
+                                        f"1677-2262, which the pipeline cannot hold: {exc}") from exc
         elif pa.types.is_boolean(field.type):
             column = pc.fill_null(column, False)
         arrays.append(column)
