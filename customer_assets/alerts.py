@@ -48,13 +48,12 @@ class Alerts(dg.ConfigurableResource):
             return False
 
 
-def alert_failed_checks(alerts: Alerts, results: list[dg.AssetCheckResult], blocking: set[str], week: str | None,
-                        logger=None) -> None:
-    """One alert per failed check: ``check_failed`` for a blocking one (it stopped the week's downstream
-    assets), ``out_of_band`` for a warning about a figure outside its usual band."""
+def alert_failed_checks(alerts: Alerts, results: list[dg.AssetCheckResult], week: str | None, logger=None) -> None:
+    """One alert per failed check: ``check_failed`` for an ERROR (a blocking check's: it stopped the week's
+    downstream assets), ``out_of_band`` for a WARN about a figure outside its usual band."""
     for result in results:
         if result.passed:
             continue
-        kind = "check_failed" if result.check_name in blocking else "out_of_band"
+        kind = "check_failed" if result.severity == dg.AssetCheckSeverity.ERROR else "out_of_band"
         alerts.send(kind, f"check {result.check_name} on {result.asset_key.to_user_string()} failed", week,
                     {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}, logger)

@@ -11,7 +11,6 @@ its metadata as ``suppressed_rows``), and the profiles leave them out, so a back
 """
 
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from customer_assets.assets.summary import write_log
 from customer_assets.logic.identity import keyed_hash, standardise_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
@@ -71,6 +71,14 @@ def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: s
     hashed = keyed_hash(canonical, hash_key)
     erased = set(distinct[hashed.isin(hashes).to_numpy()])
     return customer_ids.isin(erased)
+
+
+def drop_suppressed(frame: pd.DataFrame, warehouse: WarehouseSQL, hash_key: str) -> tuple[pd.DataFrame, int]:
+    """``frame`` without the rows of erased customers (its ``customer_id`` on the suppression list), and how many
+    rows that left out."""
+    erased = suppressed_mask(frame["customer_id"], suppressed_hashes(warehouse), hash_key)
+    count = int(erased.sum())
+    return (frame.loc[~erased.to_numpy()].reset_index(drop=True) if count else frame), count
 
 
 def erase_from_warehouse(warehouse: WarehouseSQL, ids: list[str], hash_key: str, request: str) -> dict[str, int]:
@@ -140,10 +148,7 @@ def erase_customers_op(context: dg.OpExecutionContext, config: ErasureConfig, wa
     record = {"erased_at": datetime.now(timezone.utc).isoformat(), "request": config.request,
               "customers": len(set(config.customer_ids)), "rows_removed_per_table": tables,
               "rows_removed_per_file": files}
-    log_dir = Path(settings.etl_log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f"erasure_{datetime.now(timezone.utc):%Y%m%d_%H%M%S_%f}.json"
-    path.write_text(json.dumps(record, indent=2))  # counts and paths only: the ids are not written anywhere
+    path = write_log(settings, "erasure", record)  # counts and paths only: the ids are not written there
     context.log.info(f"erased {record['customers']} customer(s): {sum(tables.values())} warehouse rows, "
                      f"{sum(files.values())} file rows")
     return dg.Output(None, metadata={"customers": record["customers"],

@@ -12,7 +12,7 @@ import dagster as dg
 
 from customer_assets.alerts import Alerts
 from customer_assets.assets.summary import remove_intermediates, write_log
-from customer_assets.assets.common import latest_materialization
+from customer_assets.assets.common import latest_materialization, metadata_value
 from customer_assets.assets.extract import SOURCE_TRANSACTIONS
 from customer_assets.assets.history import HISTORY
 from customer_assets.hooks import RECORD_TAG
@@ -146,11 +146,6 @@ RAW = dg.AssetKey(["etl", "raw_transactions"])
 HISTORY_STEP = "__".join(HISTORY.path)
 
 
-def _metadata(record, name: str):
-    entry = record.asset_materialization.metadata.get(name) if record and record.asset_materialization else None
-    return entry.value if entry is not None else None
-
-
 def weeks_to_repair(instance: dg.DagsterInstance, weeks: list[str], source_versions: dict[str, str]
                     ) -> tuple[list[str], dict[str, str]]:
     """The loaded weeks among ``weeks`` (oldest first) to re-run, and why the first of them must.
@@ -168,12 +163,12 @@ def weeks_to_repair(instance: dg.DagsterInstance, weeks: list[str], source_versi
         history = latest_materialization(instance, HISTORY, week)
         if raw is not None:
             loaded.append(week)
-            read = _metadata(raw, "source_version")
+            read = metadata_value(raw, "source_version")
             now = source_versions.get(week, EMPTY_WEEK_VERSION)
             if read is not None and read != now:
                 reasons[week] = f"source changed: version {read} when loaded, {now} now"
         if history is not None and previous_history is not None:
-            built_from = _metadata(history, "previous_materialization_id")
+            built_from = metadata_value(history, "previous_materialization_id")
             if built_from != previous_history.storage_id:
                 reasons.setdefault(week, "carried history is stale: the week before was materialized again "
                                          "after it")

@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from customer_assets_tests.test_cli import _graphql as graphql, dagster_dev
+from customer_assets_tests.test_cli import DAGSTER, _graphql as graphql, dagster_dev
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 REPO = Path(__file__).parents[1]
 LOADED, LAUNCHED = "2026-11-09", "2026-11-16"
 

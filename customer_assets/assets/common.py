@@ -29,6 +29,12 @@ def check_spec(name: str, asset: dg.AssetKey | str, **kwargs) -> dg.AssetCheckSp
         return dg.AssetCheckSpec(name, asset=asset, partitions_def=PARTITIONS, **kwargs)
 
 
+def metadata_value(record, name: str):
+    """The value of metadata entry ``name`` of a materialization record (None without the record or entry)."""
+    entry = record.asset_materialization.metadata.get(name) if record and record.asset_materialization else None
+    return entry.value if entry is not None else None
+
+
 def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, partition_key: str):
     """The newest materialization record of one partition of ``key``, or None."""
     records = instance.fetch_materializations(

@@ -6,7 +6,7 @@ import psycopg2
 import dagster as dg
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, week_context
-from customer_assets.erasure import suppressed_hashes, suppressed_mask
+from customer_assets.erasure import drop_suppressed
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
@@ -63,10 +63,8 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
         raise dg.Failure(description=f"The extract of week {context.partition_key} failed in a way a retry "
                          f"cannot fix: {type(exc).__name__}: {exc}", allow_retries=False) from exc
     df = to_raw_frame(table)
-    erased = suppressed_mask(df["customer_id"], suppressed_hashes(warehouse), crm.hash_key)
-    suppressed = int(erased.sum())
-    if suppressed:  # customers forgotten on request (erase_customers): never extracted again
-        df = df.loc[~erased.to_numpy()].reset_index(drop=True)
+    df, suppressed = drop_suppressed(df, warehouse, crm.hash_key)  # forgotten on request: never extracted again
+    if suppressed:
         context.log.info(f"{suppressed} row(s) of erased customers left out (suppression list)")
     invalid = int(df["invalid_encoding"].notna().sum())
     if invalid:

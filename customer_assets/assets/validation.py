@@ -115,5 +115,5 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
             {"quarantine_rate_pct": round(100.0 * report["quarantine_rate"], 3)}),
     ]
     alert_failed_checks(alerts, [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
-                        {"row_conservation", "quarantine_rate"}, context.partition_key, context.log)
+                        context.partition_key, context.log)
     yield from results

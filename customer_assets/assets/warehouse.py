@@ -4,14 +4,14 @@
 import dagster as dg
 
 from customer_assets.alerts import Alerts, alert_failed_checks
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, latest_materialization
+from customer_assets.assets.common import (
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, latest_materialization, metadata_value)
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.warehouse import unique_window
 from customer_assets.logic import checks
-from customer_assets.partitions import weekly_partitions
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import TransformedTransactionsFileType
-from customer_assets.weeks import week_bounds
+from customer_assets.weeks import FIRST_WEEK, previous_week, week_bounds
 
 
 # How many weeks either side of a loaded week a transaction id is kept unique over: a transaction whose
@@ -62,14 +62,12 @@ def trailing_values(instance: dg.DagsterInstance, key: dg.AssetKey, partition: s
                     weeks: int = TRAILING_WEEKS) -> list[float]:
     """``metadata_key`` of the latest materialization of each of the ``weeks`` weeks before ``partition`` that
     were loaded (oldest first): the band's history, read from the event log, not by scanning the warehouse."""
-    values = []
-    for week in weekly_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(
-            weekly_partitions.get_first_partition_key(), partition))[-weeks - 1:-1]:
-        record = latest_materialization(instance, key, week)
-        entry = record.asset_materialization.metadata.get(metadata_key) if record else None
-        if entry is not None:
-            values.append(float(entry.value))
-    return values
+    earlier, week = [], partition
+    while len(earlier) < weeks and week > FIRST_WEEK:
+        week = previous_week(week)
+        earlier.append(week)
+    values = [metadata_value(latest_materialization(instance, key, w), metadata_key) for w in reversed(earlier)]
+    return [float(v) for v in values if v is not None]
 
 
 @dg.multi_asset_check(
@@ -100,9 +98,7 @@ def weekly_transactions_checks(context: dg.AssetCheckExecutionContext, warehouse
                   "examples": dg.MetadataValue.md(examples.to_markdown(index=False) if len(examples) else "none")})]
 
     in_week = int(warehouse.query(WEEK_ROWS_SQL, params, **names)["n"].iloc[0])
-    record = latest_materialization(context.instance, TRANSACTIONS, week)
-    entry = record.asset_materialization.metadata.get("dagster/row_count") if record else None
-    loaded = int(entry.value) if entry is not None else None
+    loaded = metadata_value(latest_materialization(context.instance, TRANSACTIONS, week), "dagster/row_count")
     results.append(dg.AssetCheckResult(
         asset_key=TRANSACTIONS, check_name="loaded_rows_match", passed=loaded is not None and in_week == loaded,
         metadata={"rows_in_week": in_week, "rows_loaded": loaded if loaded is not None else -1}))
@@ -112,7 +108,7 @@ def weekly_transactions_checks(context: dg.AssetCheckExecutionContext, warehouse
     results.append(dg.AssetCheckResult(asset_key=TRANSACTIONS, check_name="weekly_volume", passed=volume.passed,
                                        severity=dg.AssetCheckSeverity.WARN,
                                        metadata={"rows": in_week, "result": volume.description}))
-    alert_failed_checks(alerts, results, {"transaction_ids_unique", "loaded_rows_match"}, week, context.log)
+    alert_failed_checks(alerts, results, week, context.log)
     yield from results
 
 
@@ -121,13 +117,11 @@ def weekly_transactions_checks(context: dg.AssetCheckExecutionContext, warehouse
     f"the previous {TRAILING_WEEKS} loaded weeks (the week excluded).")])
 def quality_score_band(context: dg.AssetCheckExecutionContext, alerts: Alerts):
     week = context.op_execution_context.partition_key
-    record = latest_materialization(context.instance, QUALITY_METRICS, week)
-    entry = record.asset_materialization.metadata.get("quality_score") if record else None
-    score = float(entry.value) if entry is not None else 0.0
+    score = float(metadata_value(latest_materialization(context.instance, QUALITY_METRICS, week), "quality_score") or 0.0)
     outcome = checks.within_band("quality score", score,
                                  trailing_values(context.instance, QUALITY_METRICS, week, "quality_score"), "%")
     result = dg.AssetCheckResult(asset_key=QUALITY_METRICS, check_name="quality_score_band", passed=outcome.passed,
                                  severity=dg.AssetCheckSeverity.WARN,
                                  metadata={"quality_score": score, "result": outcome.description})
-    alert_failed_checks(alerts, [result], set(), week, context.log)
+    alert_failed_checks(alerts, [result], week, context.log)
     yield result

@@ -471,7 +471,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                                  **({"moved_from_other_weeks": moved} if moved is not None else {}))
             path = write_load_report(self.reports_dir, partition, table, report)
             context.add_output_metadata({
-                **report_metadata(report, path, frame, column_descriptions(context), table_name=target_id,
+                **report_metadata(report, path, frame, descriptions, table_name=target_id,
                                   uri=f"https://console.cloud.google.com/bigquery?p={self.project}&d={dataset}"
                                       f"&t={table}&page=table"),
                 "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),

@@ -70,19 +70,23 @@ def _shared_ids(df: pd.DataFrame) -> pd.Series:
     return df["transaction_id"].duplicated(keep=False) & df["transaction_id"].notna()
 
 
+def _conflicting_among(rows: pd.DataFrame) -> pd.Series:
+    """Of rows sharing ids (their id and content columns), those whose id is held with different contents."""
+    versions = rows.drop_duplicates().groupby("transaction_id", dropna=False).size()
+    return rows["transaction_id"].isin(versions.index[versions > 1])
+
+
 def _conflicting_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
     """Every row of an id held by rows of different content: which one is genuine cannot be told, so none is
     loaded (keeping the earliest let a backdated copy replace the real row)."""
     shared = _shared_ids(df)
     if not shared.any():
         return shared
-    rows = df.loc[shared, ["transaction_id", *TRANSACTION_CONTENT]]
-    versions = rows.drop_duplicates().groupby("transaction_id", dropna=False).size()
-    conflicting = versions.index[versions > 1]
-    return shared & df["transaction_id"].isin(conflicting)
+    conflicting = _conflicting_among(df.loc[shared, ["transaction_id", *TRANSACTION_CONTENT]])
+    return conflicting.reindex(df.index, fill_value=False)
 
 
-def _duplicate_ids(df: pd.DataFrame, c: RuleInputs) -> pd.Series:
+def _duplicate_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
     """Identical copies of one transaction beyond the one kept. The copies are equal in every column that
     matters; the one kept is the first that decoded cleanly (a copy marked INVALID_ENCODING is quarantined
     anyway, so keeping it would load none), then the first by position."""
@@ -92,8 +96,8 @@ def _duplicate_ids(df: pd.DataFrame, c: RuleInputs) -> pd.Series:
     rows = df.loc[shared, ["transaction_id", *TRANSACTION_CONTENT]]
     if "invalid_encoding" in df:
         rows = rows.iloc[np.argsort(df.loc[shared, "invalid_encoding"].notna().to_numpy(), kind="stable")]
-    copies = rows.duplicated(keep="first")
-    return copies.reindex(df.index, fill_value=False) & ~_conflicting_ids(df, c)
+    copies = rows.duplicated(keep="first") & ~_conflicting_among(rows)
+    return copies.reindex(df.index, fill_value=False)
 
 
 HARD_RULES: list[Rule] = [

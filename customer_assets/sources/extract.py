@@ -58,7 +58,6 @@ ARROW_SCHEMA = pa.schema([
 # unchecked) source holds in another encoding is marked and quarantined instead of failing the week.
 _PARSE_SCHEMA = pa.schema([field.with_type(pa.binary()) if pa.types.is_string(field.type) else field
                            for field in ARROW_SCHEMA])
-TEXT_COLUMNS = [field.name for field in ARROW_SCHEMA if pa.types.is_string(field.type)]
 ID_COLUMNS = ("transaction_id", "customer_id", "product_id")
 
 # What a parsed block becomes: UTC nanosecond timestamps, flags never null (what pandas will hold), and the
