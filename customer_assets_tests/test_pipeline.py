@@ -117,6 +117,36 @@ def test_success_removes_intermediates_and_writes_a_summary(pipeline_env, small_
     assert summary["records_processed"] == summary["load"]["rows_loaded"] + summary["records_quarantined"]
 
 
+def test_one_asset_of_a_finished_week_run_alone_leaves_the_week_as_loaded(pipeline_env, small_source):
+    """Issue 13: "Materialize" on one asset of a finished week must not fail (its intermediates were removed)
+    nor paint the week red; it does nothing, says why, and the warehouse keeps the week."""
+    tmp = pipeline_env("small_source")
+    instance = dg.DagsterInstance.ephemeral()
+    run_week(WEEK, instance=instance)
+    rows = _week_rows(tmp, WEEK)
+    alone = [["customer_analytics", "weekly_transactions"], ["etl", "validated_transactions"],
+             ["etl", "transformed_transactions"], ["customer_analytics", "customer_history"],
+             ["etl", "unified_customer_profiles"], ["customer_analytics", "weekly_customer_profiles"],
+             ["etl", "pipeline_summary"]]
+    for path in alone:
+        key = dg.AssetKey(path)
+        result = run_week(WEEK, selection=dg.AssetSelection.assets(key), instance=instance, raise_on_error=False)
+        assert result.success, path
+        assert not result.get_asset_materialization_events(), path
+        warnings = [e.user_message for e in instance.all_logs(result.run_id) if "already succeeded" in e.user_message]
+        assert warnings and "materialize it from etl/raw_transactions" in warnings[0], path
+        status = instance.get_status_by_partition(key, [WEEK], ASSETS[0].partitions_def)
+        assert status[WEEK] == dg.AssetPartitionStatus.MATERIALIZED, path
+    pd.testing.assert_frame_equal(_week_rows(tmp, WEEK), rows)
+    assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
+    # A week that never finished still fails for want of its input, and says what to do.
+    result = run_week(EARLIER, selection=dg.AssetSelection.assets(dg.AssetKey(alone[0])), instance=instance,
+                      raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "materialize the upstream assets again" in str(failure.step_failure_data.error)
+
+
 @pytest.fixture(scope="module")
 def broken_source(pg_server):
     return create_source(pg_server, "broken_source", dataclasses.replace(SMALL, dirty_fraction=0.15))

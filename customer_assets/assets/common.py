@@ -2,10 +2,13 @@
 
 
 import warnings
+from functools import cache
 
 import dagster as dg
+import pandas as pd
 
 from customer_assets.deployments import deployment_name
+from customer_assets.io_managers.parquet import FinishedWeek
 from customer_assets.partitions import weekly_partitions
 from customer_assets.weeks import WeekContext
 
@@ -40,3 +43,43 @@ def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, parti
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition_key]), limit=1).records
     return records[0] if records else None
+
+
+@cache
+def _or_finished(python_type: type) -> dg.DagsterType:
+    return dg.DagsterType(
+        name=f"{python_type.__name__}OrFinishedWeek", typing_type=python_type,
+        description=f"{python_type.__name__}, or FinishedWeek when the week succeeded and its intermediates are gone",
+        type_check_fn=lambda _, value: isinstance(value, (python_type, FinishedWeek)))
+
+
+def intermediate(name: str, python_type: type = pd.DataFrame, **kwargs) -> dg.AssetIn:
+    """An input read from the week's intermediate ``etl/<name>``: the stored value, or a ``FinishedWeek``
+    when the week already succeeded (its intermediates hold customer rows, so the summary removed them)."""
+    return dg.AssetIn(key=[ETL, name], dagster_type=_or_finished(python_type), **kwargs)
+
+
+def selected_events(context: dg.AssetExecutionContext, events):
+    """Only the outputs and check results the run selected, for a subsettable multi-asset."""
+    for event in events:
+        selected = (event.output_name in context.selected_output_names if isinstance(event, dg.Output) else
+                    dg.AssetCheckKey(event.asset_key, event.check_name) in context.selected_asset_check_keys)
+        if selected:
+            yield event
+
+
+def finished_week(context: dg.AssetExecutionContext, *inputs) -> bool:
+    """True, with the reason in the run's log, when an input's week already succeeded and was cleaned up.
+
+    The step then materializes nothing: re-materializing one asset of a finished week alone has no input to
+    work on, and the warehouse still holds the week as its last run loaded it, so the asset's week keeps its
+    status instead of turning red. To rebuild a finished week, materialize it from etl/raw_transactions.
+    """
+    gone = [value for value in inputs if isinstance(value, FinishedWeek)]
+    if gone:
+        context.log.warning(
+            f"Week {gone[0].week} already succeeded (run {gone[0].finished_by_run}), which removed its "
+            f"intermediates ({', '.join(g.asset for g in gone)}): nothing to do, the warehouse keeps the week as "
+            "that run loaded it. To rebuild the week, materialize it from etl/raw_transactions (or the whole "
+            "week) instead of this asset alone.")
+    return bool(gone)

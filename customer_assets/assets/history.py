@@ -4,7 +4,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, latest_materialization, week_context
+from customer_assets.assets.common import (
+    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, latest_materialization, week_context)
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.history import HISTORY_INPUTS, carry, week_totals
 from customer_assets.resources.warehouse_sql import WarehouseSQL
@@ -40,9 +41,10 @@ def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -
 
 @dg.asset(
     key=HISTORY,
-    ins={"validated_transactions": dg.AssetIn(key=[ETL, "validated_transactions"])},
+    ins={"validated_transactions": intermediate("validated_transactions", StoredFrame)},
     deps=[dg.AssetDep(HISTORY, partition_mapping=PREVIOUS_WEEK)],
     partitions_def=PARTITIONS,
+    output_required=False,
     group_name="transform",
     kinds={"pandas", WAREHOUSE_KIND},
     owners=OWNERS,
@@ -51,7 +53,7 @@ def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -
     dagster_type=CustomerHistoryType,
 )
 def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, warehouse: WarehouseSQL,
-                     validated_transactions: StoredFrame) -> dg.Output[pd.DataFrame]:
+                     validated_transactions: StoredFrame):
     """`customer_analytics.customer_history`: per customer and currency, the running totals as of the week's
     end (amount in thousandths, transaction count, first and last purchase, last purchase before the week).
 
@@ -61,6 +63,8 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
     warehouse; the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
     equal to a full recompute. Only validated rows count.
     """
+    if finished_week(context, validated_transactions):
+        return
     ctx = week_context(context)
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
     previous_id = None if config.full_rescan else previous_materialization(context.instance, context.partition_key)
@@ -78,7 +82,7 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
     if config.repair_reason:
         context.log.info(f"repair run: {config.repair_reason}")
     context.log.info(f"customer history of {context.partition_key}: {mode}, {len(history):,} customer-currency rows")
-    return dg.Output(history, metadata={
+    yield dg.Output(history, metadata={
         "dagster/row_count": len(history),
         "mode": mode,
         "customers": int(history["customer_id"].nunique()),

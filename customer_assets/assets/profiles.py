@@ -10,7 +10,9 @@ import pandas as pd
 import pyarrow as pa
 
 from customer_assets.alerts import Alerts, alert_failed_checks
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, week_context
+from customer_assets.assets.common import (
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, finished_week, intermediate, selected_events,
+    week_context)
 from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.io_managers.frames import StoredFrame
@@ -123,12 +125,26 @@ def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
     return known.assign(updated_at=known["signup_date"], source="database")
 
 
-@dg.asset(
-    key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"pandas"}, owners=OWNERS,
-    ins={"crm_customers": dg.AssetIn(key=[ETL, "crm_customers"]),
-         "customer_event_aggregates": dg.AssetIn(key=[ETL, "customer_event_aggregates"]),
-         "transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"])},
-    dagster_type=UnifiedCustomerProfilesType,
+PROFILES_DESCRIPTION = """One profile per customer seen this week (CRM update, events or transactions).
+
+Sources are joined on standardised ids; each field comes from the CRM before the database, then the most
+recent record. Engagement score 0-100, days since last activity, status active (< 7 days) / at-risk
+(7-30) / churned (> 30), value tier Platinum / Gold / Silver / Bronze, min-max features `feature_*`.
+Impossible values are removed, missing ones imputed with the median and flagged, outliers capped at the
+99th percentile; every decision is in `transform_log.json`.
+"""
+
+
+@dg.multi_asset(
+    outs={"unified_customer_profiles": dg.AssetOut(
+        key=PROFILES, kinds={"pandas"}, owners=OWNERS, is_required=False, dagster_type=UnifiedCustomerProfilesType,
+        description=PROFILES_DESCRIPTION)},
+    partitions_def=PARTITIONS, group_name="profiles",
+    ins={"crm_customers": intermediate("crm_customers"),
+         "customer_event_aggregates": intermediate("customer_event_aggregates"),
+         "transformed_transactions": intermediate("transformed_transactions", StoredFrame)},
+    # Subsettable so that a step with nothing to do (its week finished) may yield nothing, checks included.
+    can_subset=True,
     check_specs=[
         check_spec("match_rate", PROFILES, blocking=True,
                    description="Active customer ids that match a known customer: warn < 80%, fail < 50%."),
@@ -144,14 +160,17 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
                               source_db: PostgresSource, crm: CrmSource, warehouse: WarehouseSQL, alerts: Alerts,
                               crm_customers: pd.DataFrame,
                               customer_event_aggregates: pd.DataFrame, transformed_transactions: StoredFrame):
-    """One profile per customer seen this week (CRM update, events or transactions).
+    """The week's unified profiles (see PROFILES_DESCRIPTION) and their checks."""
+    if finished_week(context, crm_customers, customer_event_aggregates, transformed_transactions):
+        return
+    yield from selected_events(context, _unify_week(
+        context, settings, source_db, crm, warehouse, alerts, crm_customers, customer_event_aggregates,
+        transformed_transactions))
 
-    Sources are joined on standardised ids; each field comes from the CRM before the database, then the most
-    recent record. Engagement score 0-100, days since last activity, status active (< 7 days) / at-risk
-    (7-30) / churned (> 30), value tier Platinum / Gold / Silver / Bronze, min-max features `feature_*`.
-    Impossible values are removed, missing ones imputed with the median and flagged, outliers capped at the
-    99th percentile; every decision is in `transform_log.json`.
-    """
+
+def _unify_week(context: dg.AssetExecutionContext, settings: PipelineSettings, source_db: PostgresSource,
+                crm: CrmSource, warehouse: WarehouseSQL, alerts: Alerts, crm_customers: pd.DataFrame,
+                customer_event_aggregates: pd.DataFrame, transformed_transactions: StoredFrame):
     ctx = week_context(context)
     # Per customer, read by DuckDB from the transform's file: the week's rows never become a DataFrame here.
     transactions = transaction_aggregates(transformed_transactions.path)
@@ -166,7 +185,7 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
     transform_log = {"week_start": context.partition_key, "sources": sources, **log.as_dict()}
     log_path = settings.week_reports_dir(context.partition_key) / "transform_log.json"
     log_path.write_text(json.dumps(transform_log, indent=2, default=str))
-    yield dg.Output(profile, metadata={
+    yield dg.Output(profile, output_name="unified_customer_profiles", metadata={
         "dagster/row_count": len(profile), "match_rate": float(log.match_rate),
         "suppressed_customers": suppressed,
         "sources": ", ".join(sources),
@@ -207,17 +226,19 @@ def unified_customer_profiles(context: dg.AssetExecutionContext, settings: Pipel
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",
           kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
-          ins={"unified_customer_profiles": dg.AssetIn(key=[ETL, "unified_customer_profiles"])},
+          ins={"unified_customer_profiles": intermediate("unified_customer_profiles")}, output_required=False,
           metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(UnifiedCustomerProfiles)})
 def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource, settings: PipelineSettings,
-                             unified_customer_profiles: pd.DataFrame) -> pd.DataFrame:
+                             unified_customer_profiles: pd.DataFrame):
     """`customer_analytics.weekly_customer_profiles`: the week's snapshot, with `run_timestamp`,
     `source_version` and `record_count`. Re-running a week replaces only that week."""
+    if finished_week(context, unified_customer_profiles):
+        return
     events = "landing_zone" if settings.events_path else "none"
-    return unified_customer_profiles.assign(
+    yield dg.Output(unified_customer_profiles.assign(
         run_timestamp=pd.Timestamp(datetime.now(timezone.utc)),
         source_version=f"customer_assets {version('customer_assets')}; crm={crm.kind}; events={events}",
-        record_count=len(unified_customer_profiles))
+        record_count=len(unified_customer_profiles)))
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles", kinds={"sql", WAREHOUSE_KIND},

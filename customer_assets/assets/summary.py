@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate
 from customer_assets.settings import PipelineSettings
 
 
@@ -40,8 +40,9 @@ def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
 
 @dg.asset(
     key_prefix=[ETL],
-    ins={"quality_report": dg.AssetIn(key=[ETL, "quality_report"])},
+    ins={"quality_report": intermediate("quality_report", dict)},
     partitions_def=PARTITIONS,
+    output_required=False,
     group_name="operations",
     kinds={"python"},
     owners=OWNERS,
@@ -49,12 +50,14 @@ def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
           dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"]), dg.AssetKey([WAREHOUSE, "dim_customers"])],
 )
 def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings,
-                     quality_report: dict) -> dg.MaterializeResult:
+                     quality_report: dict):
     """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates deleted.
 
     The intermediates hold customer data, so they are removed even if writing the summary fails; the
     run-failure sensor does the same for failed runs.
     """
+    if finished_week(context, quality_report):
+        return
     week = context.partition_key
     load_report_path = Path(settings.reports_dir, week, "load_report_weekly_transactions.json")
     summary = {
@@ -77,7 +80,7 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
     summary_path = write_log(settings, "etl", summary)
     if remaining:
         raise dg.Failure(f"intermediate files of week {week} could not be removed: {remaining}")
-    return dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(metadata={
         "summary": dg.MetadataValue.path(str(summary_path.resolve())),
         "records_processed": summary["records_processed"],
         "quality_score": float(summary["quality_score"]),

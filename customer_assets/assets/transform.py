@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, week_context
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate, week_context
 from customer_assets.io_managers.frames import FrameBatches, StoredFrame
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date, rates_file
 from customer_assets.logic.transform import WEEK_METRIC_COLUMNS, enrich, week_metrics
@@ -18,9 +18,10 @@ STALE_RATES_DAYS = 7
 
 @dg.asset(
     key_prefix=[ETL],
-    ins={"validated_transactions": dg.AssetIn(key=[ETL, "validated_transactions"]),
+    ins={"validated_transactions": intermediate("validated_transactions", StoredFrame),
          "customer_history": dg.AssetIn(key=[WAREHOUSE, "customer_history"])},
     partitions_def=PARTITIONS,
+    output_required=False,
     group_name="transform",
     kinds={"pandas"},
     owners=OWNERS,
@@ -28,7 +29,7 @@ STALE_RATES_DAYS = 7
 )
 def transformed_transactions(context: dg.AssetExecutionContext, source_db: PostgresSource,
                              validated_transactions: StoredFrame,
-                             customer_history: pd.DataFrame) -> dg.Output[FrameBatches]:
+                             customer_history: pd.DataFrame):
     """Validated transactions enriched for analytics.
 
     - `amount_usd` at the ECB reference rate of the transaction date (the last business day's rate on
@@ -44,6 +45,8 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
     are then enriched and written a batch at a time, each batch checked against the TransformedTransactions
     model, so the step's memory follows the batch size rather than the week's.
     """
+    if finished_week(context, validated_transactions):
+        return
     ctx = week_context(context)
     with source_db.connect() as conn:
         prices = category_prices(conn)
@@ -66,7 +69,7 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
             totals.add(enriched)
             yield enriched
 
-    return dg.Output(
+    yield dg.Output(
         FrameBatches(batches(), check=check_transformed_transactions, unique=["transaction_id"],
                      summary=totals.metadata, name="transformed_transactions"),
         metadata={"fx_source": FX_SOURCE})

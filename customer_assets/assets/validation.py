@@ -7,7 +7,9 @@ import dagster as dg
 import pandas as pd
 
 from customer_assets.alerts import Alerts, alert_failed_checks
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, week_context
+from customer_assets.assets.common import (
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, finished_week, intermediate, selected_events,
+    week_context)
 from customer_assets.logic import checks
 from customer_assets.logic.quality import build_quality_report, metrics_row, report_json
 from customer_assets.io_managers.frames import BATCH_ROWS, FrameBatches
@@ -36,20 +38,22 @@ def _check_result(check_name: str, outcome: checks.CheckOutcome, figures: dict) 
 
 @dg.multi_asset(
     outs={
-        "validated_transactions": dg.AssetOut(key=VALIDATED, owners=OWNERS, kinds={"pandera", "pandas"}, dagster_type=ValidatedTransactionsBatchesType,
+        "validated_transactions": dg.AssetOut(key=VALIDATED, is_required=False, owners=OWNERS, kinds={"pandera", "pandas"}, dagster_type=ValidatedTransactionsBatchesType,
                                               description="Rows that passed every hard rule, anomalies flagged."),
-        "quarantined_transactions": dg.AssetOut(key_prefix=[ETL], owners=OWNERS, kinds={"pandas"}, dagster_type=QuarantinedTransactionsType,
+        "quarantined_transactions": dg.AssetOut(key_prefix=[ETL], is_required=False, owners=OWNERS, kinds={"pandas"}, dagster_type=QuarantinedTransactionsType,
                                                 description="Rows that failed a hard rule, with reason codes."),
-        "transaction_anomalies": dg.AssetOut(key_prefix=[ETL], owners=OWNERS, kinds={"pandas"}, dagster_type=TransactionAnomaliesType,
+        "transaction_anomalies": dg.AssetOut(key_prefix=[ETL], is_required=False, owners=OWNERS, kinds={"pandas"}, dagster_type=TransactionAnomaliesType,
                                              description="Validated rows flagged by a statistical rule."),
-        "quality_report": dg.AssetOut(key_prefix=[ETL], owners=OWNERS, kinds={"json"}, description="The week's data-quality report."),
+        "quality_report": dg.AssetOut(key_prefix=[ETL], is_required=False, owners=OWNERS, kinds={"json"}, description="The week's data-quality report."),
         "data_quality_metrics": dg.AssetOut(
-            key_prefix=[WAREHOUSE], owners=OWNERS, kinds={"pandas", WAREHOUSE_KIND}, io_manager_key="warehouse_io_manager", dagster_type=DataQualityMetricsType,
+            key_prefix=[WAREHOUSE], is_required=False, owners=OWNERS, kinds={"pandas", WAREHOUSE_KIND}, io_manager_key="warehouse_io_manager", dagster_type=DataQualityMetricsType,
             metadata={"partition_expr": "week_start"},
             description="History of data quality: one row per week, rewritten when the week reruns."),
     },
-    ins={"raw_transactions": dg.AssetIn(key=[ETL, "raw_transactions"])},
+    ins={"raw_transactions": intermediate("raw_transactions")},
     partitions_def=PARTITIONS,
+    # Subsettable so that a step with nothing to do (its week finished) may yield nothing, checks included.
+    can_subset=True,
     group_name="quality",
     check_specs=[
         check_spec("row_conservation", VALIDATED, blocking=True,
@@ -66,6 +70,13 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
     everything downstream when more than 10% of the rows fail a hard rule. The validated rows are written a
     slice of the week at a time, each slice checked against the ValidatedTransactions model.
     """
+    if finished_week(context, raw_transactions):
+        return
+    yield from selected_events(context, _validate_week(context, settings, alerts, raw_transactions))
+
+
+def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings, alerts: Alerts,
+                   raw_transactions: pd.DataFrame):
     started = time.monotonic()
     ctx = week_context(context)
     split = split_by_hard_rules(raw_transactions, ctx, settings.max_amount_usd)

@@ -5,7 +5,8 @@ import dagster as dg
 
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, latest_materialization, metadata_value)
+    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, finished_week, intermediate, latest_materialization,
+    metadata_value)
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.warehouse import unique_window
 from customer_assets.logic import checks
@@ -22,8 +23,9 @@ UNIQUE_WITHIN_WEEKS = 26
 
 @dg.asset(
     key_prefix=[WAREHOUSE],
-    ins={"transformed_transactions": dg.AssetIn(key=[ETL, "transformed_transactions"])},
+    ins={"transformed_transactions": intermediate("transformed_transactions", StoredFrame)},
     partitions_def=PARTITIONS,
+    output_required=False,
     group_name="warehouse",
     kinds={"pandas", WAREHOUSE_KIND},
     owners=OWNERS,
@@ -31,7 +33,7 @@ UNIQUE_WITHIN_WEEKS = 26
     metadata={"partition_expr": "timestamp", "unique_key": "transaction_id", "unique_within_weeks": UNIQUE_WITHIN_WEEKS},
     dagster_type=TransformedTransactionsFileType,
 )
-def weekly_transactions(transformed_transactions: StoredFrame) -> StoredFrame:
+def weekly_transactions(context: dg.AssetExecutionContext, transformed_transactions: StoredFrame):
     """`customer_analytics.weekly_transactions`: one row per transformed transaction of the week.
 
     The warehouse IO manager replaces exactly this week's rows in one transaction (DuckDB locally,
@@ -41,7 +43,9 @@ def weekly_transactions(transformed_transactions: StoredFrame) -> StoredFrame:
     The week goes from the transform's Parquet file to the warehouse without becoming a DataFrame: DuckDB
     reads the file itself, BigQuery receives it as load-job Parquet written a batch at a time.
     """
-    return transformed_transactions
+    if finished_week(context, transformed_transactions):
+        return
+    yield dg.Output(transformed_transactions)
 
 
 # Ids of the week held twice: within the week, or by another week of the window.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -30,6 +31,37 @@ def _wants_stored_frame(context: dg.InputContext) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class FinishedWeek:
+    """Handed out instead of an intermediate that its week's successful run removed: the week is done and
+    the warehouse holds it, so a step re-run alone has nothing to work on (and must not fail for it)."""
+
+    asset: str
+    week: str
+    finished_by_run: str
+
+
+def _finished_week(context: dg.InputContext, finished_by: dg.AssetKey) -> FinishedWeek | None:
+    """A FinishedWeek when the week's finishing asset was materialized after this intermediate was."""
+    if not context.has_asset_partitions:
+        return None
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:  # a context built by hand, without an instance
+        return None
+    week = context.asset_partition_key
+
+    def latest(key: dg.AssetKey):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[week]), limit=1).records
+        return records[0] if records else None
+
+    produced, finished = latest(context.asset_key), latest(finished_by)
+    if produced is None or finished is None or finished.timestamp < produced.timestamp:
+        return None
+    return FinishedWeek(context.asset_key.to_user_string(), week, finished.run_id)
+
+
 class LocalParquetIOManager(dg.ConfigurableIOManager):
     """Stores ``<base_dir>/<asset key path>/<week>.parquet`` (or ``.json`` for dict outputs).
 
@@ -39,11 +71,16 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
 
     Week-sized data need not pass through memory whole: an input annotated ``StoredFrame`` is handed out
     unread (the step reads it in batches), and a ``FrameBatches`` output is written a row group per batch.
+    An intermediate removed because its week succeeded loads as ``FinishedWeek`` (see ``week_finished_by``).
     """
 
     base_dir: str = Field(description="Root directory of the intermediate files.")
     compression: str = Field(default="none", description="Parquet codec of the intermediates (none, snappy, zstd, ...).")
     use_dictionary: bool = Field(default=False, description="Dictionary-encode columns (smaller, slower to write).")
+    week_finished_by: str = Field(
+        default="etl/pipeline_summary",
+        description="The asset whose materialization finishes a week and removes its intermediates: a missing "
+                    "intermediate older than it loads as FinishedWeek instead of failing.")
 
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
         key = context.asset_key.path
@@ -112,6 +149,9 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
                     return StoredFrame(path)
                 # An input may ask for some columns only (AssetIn metadata "columns"): less to read and hold.
                 return pd.read_parquet(path, columns=input_columns(context))
+        finished = _finished_week(context, dg.AssetKey.from_user_string(self.week_finished_by))
+        if finished is not None:
+            return finished
         raise FileNotFoundError(
             f"No stored value for {context.asset_key.to_user_string()} at {self._path(context, '.*')}: "
             "intermediates of a week are removed after it succeeds; materialize the upstream assets again.")
