@@ -35,7 +35,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from benchmarks.source import DEFAULT, Source, profile_sources, scaled_config, seeded_source, start_server
-from customer_assets.weeks import FIRST_WEEK
+from customer_assets.settings import first_week_from_env
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -386,9 +386,9 @@ def main(argv=None) -> None:
         result["plot"] = str(png)
         log(f"plot: {png}")
     else:
-        available = (DEFAULT.end_week - datetime.strptime(FIRST_WEEK, "%Y-%m-%d").date()).days // 7 + 1
+        available = (DEFAULT.end_week - datetime.strptime(first_week_from_env(), "%Y-%m-%d").date()).days // 7 + 1
         if not 1 <= a.weeks <= available:
-            p.error(f"--weeks must be between 1 and {available} (partitions start on {FIRST_WEEK})")
+            p.error(f"--weeks must be between 1 and {available} (partitions start on {first_week_from_env()})")
         config = scaled_config(a.scale, weeks=max(DEFAULT.weeks, a.weeks))
         started = time.perf_counter()
         source = seeded_source(server, config, log)

@@ -11,6 +11,7 @@ from customer_assets.freshness import freshness_alerts, with_freshness
 from customer_assets.hooks import CLEANUP_HOOKS
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import etl_failure_cleanup, events_landing_zone, source_changes
+from customer_assets.settings import configure_runtime
 
 ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, summary]
 
@@ -23,6 +24,7 @@ def pipeline_assets() -> list:
 
 
 def build_definitions(deployment: str | None = None) -> dg.Definitions:
+    configure_runtime()
     deployment = deployment or deployment_name()
     return dg.Definitions(
         assets=pipeline_assets(),

@@ -14,7 +14,7 @@ from customer_assets.io_managers.parquet import LocalParquetIOManager
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
-from customer_assets.settings import settings_from_env
+from customer_assets.settings import settings_from_env, source_configured
 from customer_assets.sources.source_schema import check_timezone
 
 DEPLOYMENTS = ("local", "prod")
@@ -27,7 +27,7 @@ def _env_var(name: str):
 
 def uses_embedded_demo(deployment: str) -> bool:
     """No DB_HOST: the embedded demo server (local only), with its demo CRM table and event files."""
-    if os.environ.get("DB_HOST"):
+    if source_configured():
         return False
     if deployment != "local":
         raise ValueError(f"DAGSTER_DEPLOYMENT={deployment} needs DB_HOST: the embedded demo database is local only")

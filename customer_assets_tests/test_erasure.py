@@ -10,8 +10,8 @@ import pandas as pd
 
 from customer_assets.erasure import CUSTOMER_TABLES, SUPPRESSION, customer_hashes, erase_from_warehouse
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse
-from customer_assets_tests.conftest import BIGQUERY_PROJECT
-from customer_assets_tests.pipeline import run_week, warehouse
+from customer_assets_tests.support.sources import BIGQUERY_PROJECT
+from customer_assets_tests.support.pipeline import run_week, warehouse
 
 WEEK = "2026-11-16"
 

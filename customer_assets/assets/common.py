@@ -9,6 +9,7 @@ import pandas as pd
 
 from customer_assets.deployments import deployment_name
 from customer_assets.io_managers.parquet import FinishedWeek
+from customer_assets.logic.checks import CheckOutcome
 from customer_assets.partitions import weekly_partitions
 from customer_assets.weeks import WeekContext
 
@@ -30,6 +31,13 @@ def check_spec(name: str, asset: dg.AssetKey | str, **kwargs) -> dg.AssetCheckSp
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(name, asset=asset, partitions_def=PARTITIONS, **kwargs)
+
+
+def check_result(asset_key: dg.AssetKey, name: str, outcome: CheckOutcome, **figures) -> dg.AssetCheckResult:
+    """A check's outcome as Dagster records it: its severity, the sentence saying why, and its figures."""
+    return dg.AssetCheckResult(asset_key=asset_key, check_name=name, passed=outcome.passed,
+                               severity=dg.AssetCheckSeverity[outcome.severity],
+                               metadata={"result": dg.MetadataValue.md(outcome.description), **figures})
 
 
 def metadata_value(record, name: str):
@@ -61,9 +69,11 @@ def intermediate(name: str, python_type: type = pd.DataFrame, **kwargs) -> dg.As
 
 def selected_events(context: dg.AssetExecutionContext, events):
     """Only the outputs and check results the run selected, for a subsettable multi-asset."""
+    assets_def = context.assets_def  # in a run, the selected subset; invoked directly, the whole asset
     for event in events:
-        selected = (event.output_name in context.selected_output_names if isinstance(event, dg.Output) else
-                    dg.AssetCheckKey(event.asset_key, event.check_name) in context.selected_asset_check_keys)
+        selected = (assets_def.keys_by_output_name[event.output_name] in assets_def.keys
+                    if isinstance(event, dg.Output) else
+                    dg.AssetCheckKey(event.asset_key, event.check_name) in assets_def.check_keys)
         if selected:
             yield event
 

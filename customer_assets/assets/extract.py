@@ -10,7 +10,7 @@ from customer_assets.erasure import drop_suppressed
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.schemas import RawTransactionsType
+from customer_assets.io_managers.types import RawTransactionsType
 from customer_assets.sources.extract import stream_week, to_raw_frame, week_version
 
 # Failures that another attempt may not meet: the connection dropped or was refused, a timeout, a server

@@ -1,27 +1,20 @@
 """Customer history carried forward: each week's running totals from the previous week's plus its own."""
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from customer_assets.assets.common import (
     OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, latest_materialization, week_context)
 from customer_assets.io_managers.frames import StoredFrame
-from customer_assets.logic.history import HISTORY_INPUTS, carry, week_totals
+from customer_assets.logic.history import (
+    HISTORY_INPUTS, carry, loaded_totals_before, previous_week_totals, week_totals)
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.schemas import CustomerHistoryType
-from customer_assets.weeks import FIRST_WEEK, previous_week
+from customer_assets.io_managers.types import CustomerHistoryType
+from customer_assets.partitions import FIRST_WEEK
+from customer_assets.weeks import previous_week
 
 HISTORY = dg.AssetKey([WAREHOUSE, "customer_history"])
 PREVIOUS_WEEK = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-
-# Every loaded week before this one, from the warehouse's own copy of the validated rows.
-RESCAN_SQL = """
-SELECT customer_id, currency, SUM(CAST(ROUND(amount * 1000) AS {INT})) AS amount_milli,
-       COUNT(*) AS transaction_count, MIN({ts}) AS first_purchase_at, MAX({ts}) AS last_purchase_at
-FROM {table} WHERE week_start < @week_start GROUP BY customer_id, currency
-"""
-PREVIOUS_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
 
 
 class HistoryConfig(dg.Config):
@@ -68,16 +61,9 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
     ctx = week_context(context)
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
     previous_id = None if config.full_rescan else previous_materialization(context.instance, context.partition_key)
-    params = {"week_start": ctx.week_start.replace(tzinfo=None)}
-    if previous_id is not None:
-        mode = "carried"
-        params["week_start"] = ctx.week_start.replace(tzinfo=None) - pd.Timedelta(days=7)
-        before = warehouse.query(PREVIOUS_SQL, params, table=warehouse.table(*HISTORY.path))
-    else:
-        mode = "full_rescan"
-        table = [WAREHOUSE, "weekly_transactions"]
-        before = (warehouse.query(RESCAN_SQL, params, table=warehouse.table(*table), ts=warehouse.quote("timestamp"))
-                  if warehouse.exists(*table) else week.iloc[:0])
+    mode = "carried" if previous_id is not None else "full_rescan"
+    before = (previous_week_totals(warehouse, HISTORY.path, ctx.week_start) if previous_id is not None else
+              loaded_totals_before(warehouse, [WAREHOUSE, "weekly_transactions"], ctx.week_start, empty=week.iloc[:0]))
     history = carry(before, week, ctx.week_start)
     if config.repair_reason:
         context.log.info(f"repair run: {config.repair_reason}")

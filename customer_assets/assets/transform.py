@@ -7,9 +7,9 @@ import pandas as pd
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate, week_context
 from customer_assets.io_managers.frames import FrameBatches, StoredFrame
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date, rates_file
-from customer_assets.logic.transform import WEEK_METRIC_COLUMNS, enrich, week_metrics
+from customer_assets.logic.transform import WEEK_METRIC_COLUMNS, EnrichedTotals, enrich, week_metrics
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.schemas import TransformedTransactionsBatchesType, check_transformed_transactions
+from customer_assets.io_managers.types import TransformedTransactionsBatchesType, check_transformed_transactions
 from customer_assets.logic.history import customer_totals
 from customer_assets.sources.extract import category_prices
 
@@ -60,7 +60,7 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
         context.log.warning(
             f"ECB rates in {rates_file()} end on {last_rate_date()}, {stale_days} days before the week's end: "
             "the last published rate is used (see fx_rate_date). Set ECB_RATES_FILE to a fresh eurofxref-hist.zip.")
-    totals = _Totals()
+    totals = EnrichedTotals()
 
     def batches():
         for rows in validated_transactions.batches():
@@ -71,32 +71,9 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
 
     yield dg.Output(
         FrameBatches(batches(), check=check_transformed_transactions, unique=["transaction_id"],
-                     summary=totals.metadata, name="transformed_transactions"),
+                     summary=lambda: _metadata(totals.as_dict()), name="transformed_transactions"),
         metadata={"fx_source": FX_SOURCE})
 
 
-class _Totals:
-    """Output metadata summed over the batches as they are written."""
-
-    def __init__(self):
-        self.amount_usd = 0.0
-        self.latest_rate: pd.Timestamp | None = None
-        self.sizes: dict[str, int] = {}
-        self.lifecycles: dict[str, int] = {}
-
-    def add(self, df: pd.DataFrame) -> None:
-        self.amount_usd += float(df["amount_usd"].sum())
-        if len(df):
-            latest = df["fx_rate_date"].max()
-            self.latest_rate = latest if self.latest_rate is None else max(self.latest_rate, latest)
-        for counts, column in ((self.sizes, "transaction_size"), (self.lifecycles, "customer_lifecycle")):
-            for key, n in df[column].value_counts().items():
-                counts[key] = counts.get(key, 0) + int(n)
-
-    def metadata(self) -> dict:
-        return {
-            "amount_usd_total": round(self.amount_usd, 2),
-            "fx_latest_rate_date": str(self.latest_rate.date()) if self.latest_rate is not None else "",
-            "segments": dg.MetadataValue.json(self.sizes),
-            "customer_lifecycle": dg.MetadataValue.json(self.lifecycles),
-        }
+def _metadata(totals: dict) -> dict:
+    return {k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in totals.items()}

@@ -8,32 +8,18 @@ import pandas as pd
 
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, finished_week, intermediate, selected_events,
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, selected_events,
     week_context)
 from customer_assets.logic import checks
-from customer_assets.logic.quality import build_quality_report, metrics_row, report_json
+from customer_assets.logic.quality import build_quality_report, metrics_row, report_json, report_markdown
 from customer_assets.io_managers.frames import BATCH_ROWS, FrameBatches
-from customer_assets.logic.validation import (
-    ANOMALY_INPUTS, anomaly_table, detect_week_anomalies, split_by_hard_rules, validated_batches)
-from customer_assets.schemas import (
+from customer_assets.logic.validation import validate_week
+from customer_assets.io_managers.types import (
     DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactionsBatchesType,
     check_validated_transactions)
 from customer_assets.settings import PipelineSettings
 
 VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
-
-
-def _report_markdown(report: dict) -> str:
-    lines = ["| category | check | code | passed | failed |", "|---|---|---|---|---|"]
-    for category, items in report["checks"].items():
-        lines += [f"| {category} | {c['check']} | {c['code']} | {c['passed']} | {c['failed']} |" for c in items]
-    return "\n".join(lines)
-
-
-def _check_result(check_name: str, outcome: checks.CheckOutcome, figures: dict) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(asset_key=VALIDATED, check_name=check_name, passed=outcome.passed,
-                               severity=dg.AssetCheckSeverity[outcome.severity],
-                               metadata={"result": dg.MetadataValue.md(outcome.description), **figures})
 
 
 @dg.multi_asset(
@@ -79,14 +65,11 @@ def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings
                    raw_transactions: pd.DataFrame):
     started = time.monotonic()
     ctx = week_context(context)
-    split = split_by_hard_rules(raw_transactions, ctx, settings.max_amount_usd)
-    # The statistical rules read five columns of the validated rows; the rows themselves stay in the raw week.
-    outcome = detect_week_anomalies(raw_transactions.loc[~split.bad, ANOMALY_INPUTS],
-                                    amount_usd=split.amount_usd[~split.bad])
-    anomalies, anomaly_status, flags = anomaly_table(raw_transactions, outcome), outcome.status, outcome.flags
-    validated = FrameBatches(validated_batches(split, outcome, BATCH_ROWS), check=check_validated_transactions,
+    week = validate_week(raw_transactions, ctx, settings.max_amount_usd)
+    split, outcome, anomalies = week.split, week.anomalies, week.anomaly_table
+    validated = FrameBatches(week.batches(BATCH_ROWS), check=check_validated_transactions,
                              unique=["transaction_id"], name="validated_transactions")
-    report = build_quality_report(ctx, split.failures, flags, anomalies, anomaly_status,
+    report = build_quality_report(ctx, split.failures, outcome.flags, anomalies, outcome.status,
                                   settings.quality_warn_rate, settings.quality_fail_rate)
     week_dir = settings.week_reports_dir(context.partition_key)
     (week_dir / "quality_report.json").write_text(report_json(report))
@@ -98,7 +81,7 @@ def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings
                     metadata={"dagster/row_count": len(split.quarantined),
                               "reasons": dg.MetadataValue.json(report["quarantine_reasons"])})
     yield dg.Output(anomalies, output_name="transaction_anomalies",
-                    metadata={"dagster/row_count": len(anomalies), "anomaly_detection": anomaly_status,
+                    metadata={"dagster/row_count": len(anomalies), "anomaly_detection": outcome.status,
                               "csv": dg.MetadataValue.path(str((week_dir / "anomalies.csv").resolve()))})
     yield dg.Output(report, output_name="quality_report", metadata={
         "quality_score": report["quality_score"],
@@ -106,7 +89,7 @@ def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings
         "quarantined_records": report["quarantined_records"],
         "flagged_records": report["flagged_records"],
         "status": report["status"],
-        "checks": dg.MetadataValue.md(_report_markdown(report)),
+        "checks": dg.MetadataValue.md(report_markdown(report)),
         "report_json": dg.MetadataValue.path(str((week_dir / "quality_report.json").resolve())),
     })
     metrics = metrics_row(report, time.monotonic() - started)
@@ -116,14 +99,14 @@ def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings
         "quarantine_rate_pct": round(100.0 * float(report["quarantine_rate"]), 3),
         **{f"{k}_pass_rate_pct": round(100.0 * float(v), 3) for k, v in report["category_pass_rates"].items()},
     })
+    extracted, quarantined = len(raw_transactions), len(split.quarantined)
     results = [
-        _check_result("row_conservation", checks.row_conservation(
-            len(raw_transactions), split.validated_count, len(split.quarantined)),
-            {"extracted": len(raw_transactions), "validated": split.validated_count,
-             "quarantined": len(split.quarantined)}),
-        _check_result("quarantine_rate", checks.quarantine_rate(
-            len(split.quarantined), len(raw_transactions), settings.quality_warn_rate, settings.quality_fail_rate),
-            {"quarantine_rate_pct": round(100.0 * report["quarantine_rate"], 3)}),
+        check_result(VALIDATED, "row_conservation",
+                     checks.row_conservation(extracted, split.validated_count, quarantined),
+                     extracted=extracted, validated=split.validated_count, quarantined=quarantined),
+        check_result(VALIDATED, "quarantine_rate", checks.quarantine_rate(
+            quarantined, extracted, settings.quality_warn_rate, settings.quality_fail_rate),
+            quarantine_rate_pct=round(100.0 * report["quarantine_rate"], 3)),
     ]
     alert_failed_checks(alerts, [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
                         context.partition_key, context.log)

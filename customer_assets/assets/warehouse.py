@@ -5,14 +5,15 @@ import dagster as dg
 
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_spec, finished_week, intermediate, latest_materialization,
+    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, latest_materialization,
     metadata_value)
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.warehouse import unique_window
 from customer_assets.logic import checks
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.schemas import TransformedTransactionsFileType
-from customer_assets.weeks import FIRST_WEEK, previous_week, week_bounds
+from customer_assets.io_managers.types import TransformedTransactionsFileType
+from customer_assets.partitions import FIRST_WEEK
+from customer_assets.weeks import previous_week, week_bounds
 
 
 # How many weeks either side of a loaded week a transaction id is kept unique over: a transaction whose
@@ -48,14 +49,6 @@ def weekly_transactions(context: dg.AssetExecutionContext, transformed_transacti
     yield dg.Output(transformed_transactions)
 
 
-# Ids of the week held twice: within the week, or by another week of the window.
-DUPLICATED_IDS_SQL = """
-SELECT transaction_id, count(*) AS copies FROM {table}
-WHERE {ts} >= @window_start AND {ts} < @window_end
-  AND transaction_id IN (SELECT transaction_id FROM {table} WHERE {ts} >= @week_start AND {ts} < @week_end)
-GROUP BY transaction_id HAVING count(*) > 1 ORDER BY copies DESC, transaction_id
-"""
-WEEK_ROWS_SQL = "SELECT count(*) AS n FROM {table} WHERE {ts} >= @week_start AND {ts} < @week_end"
 
 TRANSACTIONS = weekly_transactions.key
 QUALITY_METRICS = dg.AssetKey([WAREHOUSE, "data_quality_metrics"])
@@ -91,27 +84,20 @@ def trailing_values(instance: dg.DagsterInstance, key: dg.AssetKey, partition: s
 def weekly_transactions_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseSQL, alerts: Alerts):
     week = context.op_execution_context.partition_key
     week_start, week_end = week_bounds(week)
-    window_start, window_end = unique_window(week_start, week_end, UNIQUE_WITHIN_WEEKS)
-    params = {"week_start": week_start, "week_end": week_end, "window_start": window_start, "window_end": window_end}
-    names = {"table": warehouse.table(*TRANSACTIONS.path), "ts": warehouse.quote("timestamp")}
-    duplicated = warehouse.query(DUPLICATED_IDS_SQL, params, **names)
+    window = unique_window(week_start, week_end, UNIQUE_WITHIN_WEEKS)
+    duplicated = checks.duplicated_ids(warehouse, TRANSACTIONS.path, (week_start, week_end), window)
     examples = duplicated.head(5)
-    results = [dg.AssetCheckResult(
-        asset_key=TRANSACTIONS, check_name="transaction_ids_unique", passed=duplicated.empty,
-        metadata={"duplicated_ids": len(duplicated), "window_weeks": UNIQUE_WITHIN_WEEKS,
-                  "examples": dg.MetadataValue.md(examples.to_markdown(index=False) if len(examples) else "none")})]
-
-    in_week = int(warehouse.query(WEEK_ROWS_SQL, params, **names)["n"].iloc[0])
+    in_week = checks.rows_in_week(warehouse, TRANSACTIONS.path, (week_start, week_end))
     loaded = metadata_value(latest_materialization(context.instance, TRANSACTIONS, week), "dagster/row_count")
-    results.append(dg.AssetCheckResult(
-        asset_key=TRANSACTIONS, check_name="loaded_rows_match", passed=loaded is not None and in_week == loaded,
-        metadata={"rows_in_week": in_week, "rows_loaded": loaded if loaded is not None else -1}))
-
-    volume = checks.within_band("rows", in_week, trailing_values(context.instance, TRANSACTIONS, week,
-                                                                  "dagster/row_count"))
-    results.append(dg.AssetCheckResult(asset_key=TRANSACTIONS, check_name="weekly_volume", passed=volume.passed,
-                                       severity=dg.AssetCheckSeverity.WARN,
-                                       metadata={"rows": in_week, "result": volume.description}))
+    trailing = trailing_values(context.instance, TRANSACTIONS, week, "dagster/row_count")
+    results = [
+        check_result(TRANSACTIONS, "transaction_ids_unique", checks.ids_unique(len(duplicated), UNIQUE_WITHIN_WEEKS),
+                     duplicated_ids=len(duplicated), window_weeks=UNIQUE_WITHIN_WEEKS,
+                     examples=dg.MetadataValue.md(examples.to_markdown(index=False) if len(examples) else "none")),
+        check_result(TRANSACTIONS, "loaded_rows_match", checks.rows_match(in_week, loaded),
+                     rows_in_week=in_week, rows_loaded=loaded if loaded is not None else -1),
+        check_result(TRANSACTIONS, "weekly_volume", checks.within_band("rows", in_week, trailing), rows=in_week),
+    ]
     alert_failed_checks(alerts, results, week, context.log)
     yield from results
 
@@ -124,8 +110,6 @@ def quality_score_band(context: dg.AssetCheckExecutionContext, alerts: Alerts):
     score = float(metadata_value(latest_materialization(context.instance, QUALITY_METRICS, week), "quality_score") or 0.0)
     outcome = checks.within_band("quality score", score,
                                  trailing_values(context.instance, QUALITY_METRICS, week, "quality_score"), "%")
-    result = dg.AssetCheckResult(asset_key=QUALITY_METRICS, check_name="quality_score_band", passed=outcome.passed,
-                                 severity=dg.AssetCheckSeverity.WARN,
-                                 metadata={"quality_score": score, "result": outcome.description})
+    result = check_result(QUALITY_METRICS, "quality_score_band", outcome, quality_score=score)
     alert_failed_checks(alerts, [result], week, context.log)
     yield result

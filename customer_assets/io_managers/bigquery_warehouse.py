@@ -6,185 +6,44 @@ statement (partition decorators such as ``table$20260105`` are deliberately not 
 the week is either as it was or fully replaced; the staging table is always dropped (and expires after a
 day should the process die first).
 
-Column types come from the pandas dtypes of the frame (which the pandera models coerce):
-
-=============================  ==========  =====================================================
-pandas dtype                   BigQuery    note
-=============================  ==========  =====================================================
-object / string / category     STRING
-float*                         FLOAT64
-int* (numpy or nullable Int)   INT64
-bool / boolean                 BOOL
-datetime64[ns, <tz>]           TIMESTAMP   an instant
-datetime64[ns] (naive)         DATETIME    UTC wall time, no zone: the same as DuckDB's naive
-                                           TIMESTAMP, and read back naive. It is compared with
-                                           ``DATETIME(@start, 'UTC')``, never with a TIMESTAMP.
-=============================  ==========  =====================================================
-
 A ``StoredFrame`` (the week in a Parquet file) is never read whole: its week bounds are checked a batch at a
 time and the load job's Parquet is written a batch at a time to a temporary file (deleted when closed).
 
-Names are kept exactly as in the frame (lower-case snake_case): nothing here changes their case, which
-is why dagster-gcp's ``BigQueryPandasIOManager`` is not used.
+By concern: column types and the load file in ``bigquery_types``; the client, retries and the time budget in
+``bigquery_calls``; here the tables (dataset, table, added columns, staging), the swap and the count.
+
+Why not dagster-gcp's ``BigQueryPandasIOManager`` (with a custom type handler): its ``DbIOManager`` deletes
+the week's rows and inserts the new ones as two statements, so a failure in between leaves the week empty,
+where one MERGE here is atomic; it has no way to hand a week over as a file written batch by batch, to move
+a transaction that changed weeks (the ``unique_key`` window), to verify the week's count, or to reach an
+emulator (its ``BigQueryResource`` takes no endpoint and no anonymous credentials), and it changes the case of
+column names. Everything this manager guarantees is tested against the emulator.
 """
 
 from __future__ import annotations
 
-import re
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any, Callable, Iterable, Optional, TypeVar
+from typing import Any, Iterable, Optional
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from pydantic import Field
 
+from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError, bigquery_client
+from customer_assets.io_managers.bigquery_types import frame_types, standard_type, to_parquet_file
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.warehouse import (
-    SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
-    column_descriptions, type_diff, unique_key, unique_window, write_load_report)
-
-T = TypeVar("T")
+    SchemaMismatchError, column_descriptions, input_columns, load_report, partition_column, replaces_whole_table,
+    report_metadata, table_address, type_diff, unique_key, unique_window, write_load_report)
 
 # Column names preferred for clustering, in order; BigQuery takes at most four.
 CLUSTER_CANDIDATES = ("customer_id", "product_id", "transaction_id", "category")
 MAX_CLUSTER_FIELDS = 4
 STAGING_EXPIRY = timedelta(days=1)
-
-# BigQuery reports legacy names for some types; compare on the standard SQL names.
-_STANDARD_TYPE = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "NUMERIC": "NUMERIC"}
-
-_TRANSIENT_REASONS = {"backendError", "rateLimitExceeded", "internalError"}
-_QUOTA_REASONS = {"quotaExceeded"}
-_TRANSIENT_EXCEPTIONS = (gexc.InternalServerError, gexc.ServiceUnavailable, gexc.BadGateway,
-                         gexc.TooManyRequests, gexc.GatewayTimeout)
-
-
-class LoadTimeoutError(TimeoutError):
-    """The whole load took longer than ``load_timeout_seconds``."""
-
-
-def standard_type(field_type: str) -> str:
-    return _STANDARD_TYPE.get(field_type.upper(), field_type.upper())
-
-
-def bigquery_type(dtype) -> str:
-    """The BigQuery type of a pandas dtype (see the module docstring)."""
-    if pd.api.types.is_bool_dtype(dtype):
-        return "BOOL"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "INT64"
-    if pd.api.types.is_float_dtype(dtype):
-        return "FLOAT64"
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return "TIMESTAMP"
-    if pd.api.types.is_datetime64_dtype(dtype):
-        return "DATETIME"
-    if (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
-            or isinstance(dtype, pd.CategoricalDtype)):
-        return "STRING"
-    raise TypeError(f"no BigQuery type for pandas dtype {dtype}")
-
-
-def frame_types(frame: pd.DataFrame) -> dict[str, str]:
-    types = {}
-    for name, dtype in frame.dtypes.items():
-        try:
-            types[str(name)] = bigquery_type(dtype)
-        except TypeError as err:
-            raise TypeError(f"column {name!r}: {err}") from None
-    return types
-
-
-_ARROW_TYPES = {"STRING": pa.string(), "FLOAT64": pa.float64(), "INT64": pa.int64(), "BOOL": pa.bool_(),
-                "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATETIME": pa.timestamp("us")}
-
-
-def _arrow_schema(types: dict[str, str]) -> pa.Schema:
-    return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in types.items()])
-
-
-def to_parquet_file(frames: Iterable[pd.DataFrame], types: dict[str, str]) -> IO[bytes]:
-    """The frames as one Parquet file, a row group each, with the Arrow types BigQuery loads into ``types``
-    (microsecond timestamps), in a temporary file (gone once closed), rewound.
-
-    A naive timestamp is written without a zone (``isAdjustedToUTC=false``), which BigQuery loads into
-    DATETIME; an aware one in UTC, loaded into TIMESTAMP. Sub-microsecond digits are dropped, as BigQuery
-    keeps microseconds.
-    """
-    schema = _arrow_schema(types)
-    sink = tempfile.TemporaryFile(prefix="bigquery_load_", suffix=".parquet")
-    try:
-        with pq.ParquetWriter(sink, schema, compression="snappy") as writer:
-            for frame in frames:
-                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False, safe=False))
-    except BaseException:
-        sink.close()
-        raise
-    sink.seek(0)
-    return sink
-
-
-def _reasons(exc: BaseException) -> set[str]:
-    reasons = {e.get("reason") for e in (getattr(exc, "errors", None) or []) if isinstance(e, dict)}
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, str):
-        reasons.add(reason)
-    reasons.discard(None)
-    return reasons  # type: ignore[return-value]
-
-
-def is_quota(exc: BaseException) -> bool:
-    return isinstance(exc, gexc.Forbidden) and bool(_reasons(exc) & _QUOTA_REASONS)
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, _TRANSIENT_EXCEPTIONS):
-        return True
-    return isinstance(exc, gexc.GoogleAPICallError) and bool(_reasons(exc) & _TRANSIENT_REASONS)
-
-
-def is_auth(exc: BaseException) -> bool:
-    if isinstance(exc, (gexc.Unauthorized, auth_exc.DefaultCredentialsError, auth_exc.RefreshError)):
-        return True
-    return isinstance(exc, gexc.Forbidden) and not is_quota(exc) and not is_transient(exc)
-
-
-def bigquery_client(project: str, location: str, emulator_host: Optional[str] = None):
-    """A client of the warehouse project: the emulator's anonymous one in tests, else the default chain of
-    credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, the metadata server)."""
-    from google.cloud import bigquery
-
-    if emulator_host:
-        from google.auth.credentials import AnonymousCredentials
-
-        return bigquery.Client(project=project, location=location, credentials=AnonymousCredentials(),
-                               client_options={"api_endpoint": emulator_host})
-    return bigquery.Client(project=project, location=location)
-
-
-@dataclass
-class _Load:
-    """State of one ``handle_output``: the deadline, the jobs run and what the report should say."""
-
-    deadline: float
-    job_ids: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    retries: int = 0
-    step_seconds: dict[str, float] = field(default_factory=dict)
-
-    def remaining(self, step: str) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise LoadTimeoutError(f"BigQuery load exceeded its time budget before {step}")
-        return left
 
 
 class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
@@ -209,7 +68,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     load_timeout_seconds: float = Field(default=600, description="Time budget of a whole week's load.")
 
     # ----------------------------------------------------------------------------------------------
-    # client and error handling
+    # client and calls
 
     def _client(self):
         return bigquery_client(self.project, self.location, self.emulator_host)
@@ -229,55 +88,9 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                              f"GOOGLE_APPLICATION_CREDENTIALS to a service account key file ({err})"),
                 allow_retries=False) from err
 
-    @staticmethod
-    def _principal(client) -> str:
-        credentials = getattr(client, "_credentials", None)
-        email = getattr(credentials, "service_account_email", None)
-        if email:
-            return f"service account {email}"
-        if credentials is not None:
-            return f"credentials {type(credentials).__name__} (no service account email)"
-        return "unknown credentials"
-
-    def _auth_failure(self, client, err: BaseException, step: str, permissions: tuple[str, ...]) -> dg.Failure:
-        named = re.findall(r"(bigquery\.[a-zA-Z]+\.[a-zA-Z]+)", str(err))
-        missing = ", ".join(dict.fromkeys(named or permissions))
-        return dg.Failure(
-            description=(f"BigQuery denied {step} in project {self.project} to {self._principal(client)}: "
-                         f"it needs {missing}. Grant the permission (e.g. roles/bigquery.dataEditor on the "
-                         f"dataset and roles/bigquery.jobUser on the project); retrying will not help. "
-                         f"[{type(err).__name__}: {str(err)[:300]}]"),
-            metadata={"missing_permissions": missing, "principal": self._principal(client), "step": step},
-            allow_retries=False)
-
-    def _call(self, load: _Load, client, log, step: str, permissions: tuple[str, ...], fn: Callable[[], T]) -> T:
-        """Run ``fn`` (one API call or one job, submitted and awaited) with bounded retries."""
-        attempt = 0
-        began = time.monotonic()
-        while True:
-            load.remaining(step)
-            try:
-                result = fn()
-                load.step_seconds[step] = round(time.monotonic() - began, 3)
-                return result
-            except (gexc.GoogleAPICallError, auth_exc.GoogleAuthError) as err:
-                if is_auth(err):
-                    raise self._auth_failure(client, err, step, permissions) from err
-                quota = is_quota(err)
-                if not (quota or is_transient(err)):
-                    raise
-                if attempt >= self.max_retries:
-                    raise RuntimeError(f"BigQuery {step} still failing after {self.max_retries} retries: {err}") from err
-                attempt += 1
-                load.retries += 1
-                delay = self.quota_wait_seconds if quota else self.retry_base_seconds * 2 ** (attempt - 1)
-                if time.monotonic() + delay >= load.deadline:
-                    raise LoadTimeoutError(
-                        f"BigQuery {step}: no time left in load_timeout_seconds={self.load_timeout_seconds} "
-                        f"to wait {delay:.1f}s before retry {attempt}: {err}") from err
-                log.warning(f"BigQuery {step}: {'quota exceeded' if quota else 'transient error'} ({err}); "
-                            f"retry {attempt}/{self.max_retries} in {delay:.1f}s")
-                time.sleep(delay)
+    def _caller(self, client, log, load: LoadBudget) -> Caller:
+        return Caller(self.project, client, log, load, self.max_retries, self.retry_base_seconds,
+                      self.quota_wait_seconds, self.load_timeout_seconds)
 
     # ----------------------------------------------------------------------------------------------
     # helpers
@@ -341,16 +154,92 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         return [c for c in wanted if c in types][:MAX_CLUSTER_FIELDS]
 
     # ----------------------------------------------------------------------------------------------
+    # tables
+
+    def _ensure_dataset(self, client, call: Caller, dataset: str) -> None:
+        from google.cloud import bigquery
+
+        def ensure():
+            try:
+                return client.get_dataset(f"{self.project}.{dataset}", timeout=_rpc(call, "get dataset"))
+            except gexc.NotFound:
+                ds = bigquery.Dataset(f"{self.project}.{dataset}")
+                ds.location = self.location
+                return client.create_dataset(ds, exists_ok=True, timeout=_rpc(call, "create dataset"))
+
+        call(f"dataset {dataset}", ("bigquery.datasets.get", "bigquery.datasets.create"), ensure)
+
+    def _ensure_table(self, context, client, call: Caller, target_id: str, incoming: dict[str, str], column: str,
+                      descriptions: dict[str, str]) -> tuple[Any, bool, list[str]]:
+        """The target table (created day-partitioned and clustered if missing, with any new column added):
+        returns it, whether it was created, and the added columns. A changed type stops the load."""
+        from google.cloud import bigquery
+
+        def ensure():
+            try:
+                return client.get_table(target_id, timeout=_rpc(call, "get table")), False
+            except gexc.NotFound:
+                new = bigquery.Table(target_id, schema=_schema(incoming, descriptions))
+                new.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=column)
+                new.clustering_fields = self._cluster_fields(context, incoming) or None
+                new.description = self._table_description(context)
+                return client.create_table(new, exists_ok=True, timeout=_rpc(call, "create table")), True
+
+        target, created = call(f"table {target_id}", ("bigquery.tables.get", "bigquery.tables.create"), ensure)
+        existing = {f.name: standard_type(f.field_type) for f in target.schema}
+        partitioned_on = getattr(target.time_partitioning, "field", None)
+        if not created and partitioned_on != column:
+            _warn(context, call, f"{target_id} is partitioned on {partitioned_on!r}, not on partition_expr {column!r}")
+        added, changed = type_diff(existing, incoming)
+        if changed:
+            raise SchemaMismatchError(f"{target_id}: column types differ, load stopped:\n" + "\n".join(changed))
+        if added:
+            def add_columns():
+                fresh = client.get_table(target_id, timeout=_rpc(call, "get table"))
+                have = {f.name for f in fresh.schema}
+                fresh.schema = list(fresh.schema) + _schema({n: incoming[n] for n in added if n not in have}, descriptions)
+                return client.update_table(fresh, ["schema"], timeout=_rpc(call, "add columns"))
+
+            call(f"add columns to {target_id}", ("bigquery.tables.update",), add_columns)
+            _warn(context, call, f"{target_id}: added column(s) {', '.join(f'{n} {incoming[n]}' for n in added)}")
+        return target, created, added
+
+    def _stage(self, client, call: Caller, staging_id: str, target_id: str, partition: str, schema: list,
+               payload, rows: int, job_prefix: str) -> None:
+        """A staging table holding the week's rows, loaded from ``payload`` by one load job."""
+        from google.cloud import bigquery
+
+        def create_staging():
+            staging = bigquery.Table(staging_id, schema=schema)
+            staging.expires = datetime.now(timezone.utc) + STAGING_EXPIRY
+            staging.description = f"Staging of {target_id} week {partition}; dropped after the load."
+            return client.create_table(staging, exists_ok=True, timeout=_rpc(call, "create staging"))
+
+        call("create staging table", ("bigquery.tables.create",), create_staging)
+        if not rows:
+            return
+
+        def load_staging():
+            payload.seek(0)  # a retried load sends the file again
+            config = bigquery.LoadJobConfig(
+                schema=schema, source_format=bigquery.SourceFormat.PARQUET,
+                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED)
+            job = client.load_table_from_file(payload, staging_id, job_config=config, job_id_prefix=job_prefix + "load_",
+                                              location=self.location, timeout=_rpc(call, "load"))
+            call.budget.job_ids["load"] = job.job_id
+            return job.result(timeout=call.budget.remaining("load"))
+
+        call("load job into staging", ("bigquery.jobs.create", "bigquery.tables.updateData"), load_staging)
+
+    # ----------------------------------------------------------------------------------------------
     # IO manager
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | StoredFrame) -> None:
-        from google.cloud import bigquery
-
         started = time.monotonic()
-        load = _Load(deadline=started + self.load_timeout_seconds)
+        load = LoadBudget(deadline=started + self.load_timeout_seconds)
         dataset, table = self._dataset(context)
-        column = partition_column(context)
-        partition = context.asset_partition_key
+        column, partition = partition_column(context), context.asset_partition_key
         target_id = f"{self.project}.{dataset}.{table}"
         stored = obj if isinstance(obj, StoredFrame) else None
         frame = stored.empty() if stored is not None else obj.reset_index(drop=True)  # the dtypes, or all rows
@@ -371,85 +260,17 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         payload = to_parquet_file(stored.batches() if stored is not None else slices(frame), incoming)
         try:
             client, load.warnings = self._connect(context.log)
-            call = lambda step, perms, fn: self._call(load, client, context.log, step, perms, fn)  # noqa: E731
-            rpc_timeout = lambda step: min(60.0, load.remaining(step))  # noqa: E731
-
-            # Dataset and table, created if missing.
-            def ensure_dataset():
-                try:
-                    return client.get_dataset(f"{self.project}.{dataset}", timeout=rpc_timeout("get dataset"))
-                except gexc.NotFound:
-                    ds = bigquery.Dataset(f"{self.project}.{dataset}")
-                    ds.location = self.location
-                    return client.create_dataset(ds, exists_ok=True, timeout=rpc_timeout("create dataset"))
-
-            call(f"dataset {dataset}", ("bigquery.datasets.get", "bigquery.datasets.create"), ensure_dataset)
-
+            call = self._caller(client, context.log, load)
             descriptions = column_descriptions(context)
-
-            def schema_field(name: str, kind: str):
-                return bigquery.SchemaField(name, kind, mode="NULLABLE", description=descriptions.get(name))
-
-            def ensure_table():
-                try:
-                    return client.get_table(target_id, timeout=rpc_timeout("get table")), False
-                except gexc.NotFound:
-                    new = bigquery.Table(target_id, schema=[schema_field(n, k) for n, k in incoming.items()])
-                    new.time_partitioning = bigquery.TimePartitioning(
-                        type_=bigquery.TimePartitioningType.DAY, field=column)
-                    new.clustering_fields = self._cluster_fields(context, incoming) or None
-                    new.description = self._table_description(context)
-                    return client.create_table(new, exists_ok=True, timeout=rpc_timeout("create table")), True
-
-            target, created = call(f"table {target_id}", ("bigquery.tables.get", "bigquery.tables.create"), ensure_table)
-            existing = {f.name: standard_type(f.field_type) for f in target.schema}
-            partitioned_on = getattr(target.time_partitioning, "field", None)
-            if not created and partitioned_on != column:
-                message = f"{target_id} is partitioned on {partitioned_on!r}, not on partition_expr {column!r}"
-                context.log.warning(message)
-                load.warnings.append(message)
-            added, changed = type_diff(existing, incoming)
-            if changed:
-                raise SchemaMismatchError(f"{target_id}: column types differ, load stopped:\n" + "\n".join(changed))
-            if added:
-                def add_columns():
-                    fresh = client.get_table(target_id, timeout=rpc_timeout("get table"))
-                    have = {f.name for f in fresh.schema}
-                    fresh.schema = list(fresh.schema) + [schema_field(n, incoming[n]) for n in added if n not in have]
-                    return client.update_table(fresh, ["schema"], timeout=rpc_timeout("add columns"))
-
-                call(f"add columns to {target_id}", ("bigquery.tables.update",), add_columns)
-                message = f"{target_id}: added column(s) {', '.join(f'{n} {incoming[n]}' for n in added)}"
-                context.log.warning(message)
-                load.warnings.append(message)
-            target_type = existing.get(column, incoming[column])
+            self._ensure_dataset(client, call, dataset)
+            target, created, added = self._ensure_table(context, client, call, target_id, incoming, column, descriptions)
+            target_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(column, incoming[column])
 
             staging_id = f"{target_id}__staging_{partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
             job_prefix = f"customer_assets_{table}_{partition.replace('-', '')}_"
-            staging_schema = [schema_field(n, k) for n, k in incoming.items()]
             try:
-                def create_staging():
-                    staging = bigquery.Table(staging_id, schema=staging_schema)
-                    staging.expires = datetime.now(timezone.utc) + STAGING_EXPIRY
-                    staging.description = f"Staging of {target_id} week {partition}; dropped after the load."
-                    return client.create_table(staging, exists_ok=True, timeout=rpc_timeout("create staging"))
-
-                call("create staging table", ("bigquery.tables.create",), create_staging)
-
-                if rows:
-                    def load_staging():
-                        payload.seek(0)  # a retried load sends the file again
-                        config = bigquery.LoadJobConfig(
-                            schema=staging_schema, source_format=bigquery.SourceFormat.PARQUET,
-                            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                            create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED)
-                        job = client.load_table_from_file(
-                            payload, staging_id, job_config=config, job_id_prefix=job_prefix + "load_",
-                            location=self.location, timeout=rpc_timeout("load"))
-                        load.job_ids["load"] = job.job_id
-                        return job.result(timeout=load.remaining("load"))
-
-                    call("load job into staging", ("bigquery.jobs.create", "bigquery.tables.updateData"), load_staging)
+                self._stage(client, call, staging_id, target_id, partition, _schema(incoming, descriptions),
+                            payload, rows, job_prefix)
                 moved = self._merge(context, load, client, call, target_id, staging_id, list(incoming), column,
                                     target_type, start, end, job_prefix, whole_table, *unique_key(context))
             finally:
@@ -464,10 +285,10 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 raise RuntimeError(f"{target_id}: {count} rows in {scope} after the load, expected "
                                    f"{rows} (was another writer loading the same week?)")
 
-            report = load_report(rows, target_id, started, time.monotonic(),
-                                 added_columns=added, job_ids=load.job_ids, warnings=load.warnings,
-                                 retries=load.retries, replaced="table" if whole_table else "week", step_seconds=load.step_seconds, table_created=created, location=self.location,
-                                 emulator=bool(self.emulator_host),
+            report = load_report(rows, target_id, started, time.monotonic(), added_columns=added,
+                                 job_ids=load.job_ids, warnings=load.warnings, retries=load.retries,
+                                 replaced="table" if whole_table else "week", step_seconds=load.step_seconds,
+                                 table_created=created, location=self.location, emulator=bool(self.emulator_host),
                                  **({"moved_from_other_weeks": moved} if moved is not None else {}))
             path = write_load_report(self.reports_dir, partition, table, report)
             context.add_output_metadata({
@@ -481,7 +302,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         finally:
             payload.close()  # a temporary file of the week: gone whatever happened
 
-    def _merge(self, context, load: _Load, client, call, target_id: str, staging_id: str, columns: list[str],
+    def _merge(self, context, load: LoadBudget, client, call, target_id: str, staging_id: str, columns: list[str],
                column: str, column_type: str, start: datetime, end: datetime, job_prefix: str,
                whole_table: bool = False, key: str | None = None, key_weeks: int = 0) -> int | None:
         """The swap: one MERGE deleting the target's week (or every row) and inserting the staging rows."""
@@ -527,7 +348,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         stats = getattr(job, "dml_stats", None) if key else None
         return int(stats.updated_row_count or 0) if stats is not None else None
 
-    def _count(self, load: _Load, client, call, target_id: str, column: str, column_type: str,
+    def _count(self, load: LoadBudget, client, call, target_id: str, column: str, column_type: str,
                start: datetime, end: datetime, job_prefix: str, whole_table: bool = False) -> int:
         from google.cloud import bigquery
 
@@ -547,12 +368,12 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         from google.cloud import bigquery
 
-        load = _Load(deadline=time.monotonic() + self.load_timeout_seconds)
+        load = LoadBudget(deadline=time.monotonic() + self.load_timeout_seconds)
         dataset, table = self._dataset(context)
         target_id = f"{self.project}.{dataset}.{table}"
         column = partition_column(context)  # for an input: the upstream output's partition_expr
         client, _ = self._connect(context.log)
-        call = lambda step, perms, fn: self._call(load, client, context.log, step, perms, fn)  # noqa: E731
+        call = self._caller(client, context.log, load)
         target = call(f"table {target_id}", ("bigquery.tables.get",),
                       lambda: client.get_table(target_id, timeout=min(60.0, load.remaining("get table"))))
         column_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(column, "TIMESTAMP")
@@ -570,3 +391,19 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             return rows.to_arrow(create_bqstorage_client=False).to_pandas()
 
         return call("select the week", ("bigquery.jobs.create", "bigquery.tables.getData"), run)
+
+
+def _rpc(call: Caller, step: str) -> float:
+    """The timeout of one API call: a minute at most, and never past the load's budget."""
+    return min(60.0, call.budget.remaining(step))
+
+
+def _schema(types: dict[str, str], descriptions: dict[str, str]) -> list:
+    from google.cloud import bigquery
+
+    return [bigquery.SchemaField(n, k, mode="NULLABLE", description=descriptions.get(n)) for n, k in types.items()]
+
+
+def _warn(context, call: Caller, message: str) -> None:
+    context.log.warning(message)
+    call.budget.warnings.append(message)

@@ -1,23 +1,35 @@
-"""The local warehouse: DuckDB tables under a schema named by the asset key prefix."""
+"""The local warehouse: DuckDB tables under a schema named by the asset key prefix.
+
+Built on dagster-duckdb's extension points: ``DuckDBWarehouseIOManager`` is its ``DuckDBIOManager`` (the
+table, schema, partition window and input columns come from its ``TableSlice``; connections retry while
+another process holds the file) with a type handler of its own, ``WeekLoad``. The library's pandas handler
+is not used: its ``DbIOManager`` deletes the week in one statement and the handler inserts in another, so a
+failure in between would leave the week empty; here the client deletes nothing and the handler replaces the
+week in one transaction, adds new columns (never drops one), moves a transaction that changed weeks, loads a
+``StoredFrame`` straight from its Parquet file, and checks the week's row count before committing.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pandas as pd
 import pyarrow as pa
+from dagster import InputContext, OutputContext
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
 from pydantic import Field
 
-from customer_assets.duck import connect, literal, quoted
+from customer_assets.duck import literal, quoted
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
-    SchemaMismatchError, input_columns, load_report, partition_column, replaces_whole_table, report_metadata, table_address,
-    column_descriptions, type_diff, unique_key, unique_window, write_load_report)
+    SchemaMismatchError, column_descriptions, load_report, replaces_whole_table, report_metadata, type_diff, unique_key,
+    unique_window, write_load_report)
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
@@ -59,20 +71,24 @@ def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFra
     con.execute("DROP VIEW incoming")
 
 
-class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
+class WeekLoad(DbTypeHandler):
     """Replaces one week of a table in a single transaction, then checks the week's row count.
 
     Columns are matched by name; a new column is added, a column never dropped, and a changed type stops
-    the load with the difference spelled out. DuckDB allows one writing process per file, so the local
-    deployment runs steps in process. A ``StoredFrame`` (a Parquet file) is loaded by DuckDB straight from the
-    file, so a week's load does not hold the week in memory.
+    the load with the difference spelled out. A ``StoredFrame`` (a Parquet file) is loaded by DuckDB straight
+    from the file, so a week's load does not hold the week in memory.
     """
 
-    database: str = Field(description="Path of the DuckDB file (WAREHOUSE_DUCKDB_PATH).")
-    reports_dir: str = Field(description="Where each week's load report JSON is written.")
+    def __init__(self, database: str, reports_dir: str):
+        self.database, self.reports_dir = database, reports_dir
 
-    def _bounds(self, context, con, qualified: str, column: str):
-        window = context.asset_partitions_time_window
+    @property
+    def supported_types(self) -> Sequence[type]:
+        return [pd.DataFrame, StoredFrame]
+
+    @staticmethod
+    def _bounds(table_slice: TableSlice, con, qualified: str, column: str):
+        window = table_slice.partition_dimensions[0].partitions
         kind = con.execute("SELECT data_type FROM information_schema.columns "
                            "WHERE table_schema || '.' || table_name = ? AND column_name = ?", [qualified, column]).fetchall()
         if kind and "TIME ZONE" not in kind[0][0]:
@@ -80,76 +96,117 @@ class DuckDBWarehouseIOManager(dg.ConfigurableIOManager):
             return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
         return window.start, window.end
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | StoredFrame) -> None:
-        schema, table = table_address(context)
-        column = partition_column(context)
+    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame | StoredFrame,
+                      connection: duckdb.DuckDBPyConnection) -> dict:
+        con, schema, table = connection, table_slice.schema, table_slice.table
+        column = table_slice.partition_dimensions[0].partition_expr
         qualified = f"{quoted(schema)}.{quoted(table)}"
         release_freed_memory(full=False)
         started = time.monotonic()
-        with duckdb.connect(self.database) as con:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted(schema)}")
-            parts = incoming_parts(con, obj)
-            next(parts)  # the first part: its columns and types decide the table's
-            con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming LIMIT 0")
-            existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
-            incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
-            added, changed = type_diff(existing, incoming)
-            if changed:
-                raise SchemaMismatchError(f"{schema}.{table}: column types differ, load stopped:\n" + "\n".join(changed))
-            for name in added:
-                con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{name}" {incoming[name]}')
-            if replaces_whole_table(context):
-                start, end = None, None
-                where = "TRUE"
-            else:
-                start, end = self._bounds(context, con, f"{schema}.{table}", column)
-                where = f'"{column}" >= ? AND "{column}" < ?'
-            params = [] if start is None else [start, end]
-            key, key_weeks = unique_key(context) if start is not None else (None, 0)
-            moved = 0
+        parts = incoming_parts(con, obj)
+        next(parts)  # the first part: its columns and types decide the table's
+        con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming LIMIT 0")
+        existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
+        incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
+        added, changed = type_diff(existing, incoming)
+        if changed:
+            raise SchemaMismatchError(f"{schema}.{table}: column types differ, load stopped:\n" + "\n".join(changed))
+        for name in added:
+            con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{name}" {incoming[name]}')
+        if replaces_whole_table(context):
+            start, end = None, None
+            where = "TRUE"
+        else:
+            start, end = self._bounds(table_slice, con, f"{schema}.{table}", column)
+            where = f'"{column}" >= ? AND "{column}" < ?'
+        params = [] if start is None else [start, end]
+        key, key_weeks = unique_key(context) if start is not None else (None, 0)
+        moved = 0
 
-            def insert_part() -> None:
-                nonlocal moved
-                if key:  # a row of a nearby week moved into this one: it leaves that week
-                    moved += con.execute(
-                        f"DELETE FROM {qualified} WHERE {quoted(key)} IN (SELECT {quoted(key)} FROM incoming) "
-                        f"AND NOT ({where}) AND {quoted(column)} >= ? AND {quoted(column)} < ?",
-                        params + list(unique_window(start, end, key_weeks))).fetchone()[0]
-                con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
+        def insert_part() -> None:
+            nonlocal moved
+            if key:  # a row of a nearby week moved into this one: it leaves that week
+                moved += con.execute(
+                    f"DELETE FROM {qualified} WHERE {quoted(key)} IN (SELECT {quoted(key)} FROM incoming) "
+                    f"AND NOT ({where}) AND {quoted(column)} >= ? AND {quoted(column)} < ?",
+                    params + list(unique_window(start, end, key_weeks))).fetchone()[0]
+            con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
 
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"DELETE FROM {qualified} WHERE {where}", params)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"DELETE FROM {qualified} WHERE {where}", params)
+            insert_part()
+            for _ in parts:
                 insert_part()
-                for _ in parts:
-                    insert_part()
-                count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
-                if count != len(obj):
-                    raise RuntimeError(f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
+            if count != len(obj):
+                raise RuntimeError(f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
         report = load_report(len(obj), f"{self.database}:{schema}.{table}", started, time.monotonic(),
                              added_columns=added, **({"moved_from_other_weeks": moved} if key else {}))
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
-        context.add_output_metadata(report_metadata(
+        return report_metadata(
             report, path, obj.empty() if isinstance(obj, StoredFrame) else obj, column_descriptions(context),
-            table_name=f"{schema}.{table}", uri=f"duckdb://{Path(self.database).resolve()}"))
+            table_name=f"{schema}.{table}", uri=f"duckdb://{Path(self.database).resolve()}")
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: InputContext, table_slice: TableSlice,
+                   connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         release_freed_memory()
-        schema, table = table_address(context)
-        column = partition_column(context)
-        if not Path(self.database).exists():
-            raise FileNotFoundError(f"no warehouse at {self.database}: materialize {schema}.{table} first")
-        with connect(self.database, read_only=True, threads=None) as con:
-            start, end = self._bounds(context, con, f"{schema}.{table}", column)
-            columns = input_columns(context)
-            select = ", ".join(quoted(c) for c in columns) if columns else "*"
-            # Through Arrow: DuckDB's own DataFrame conversion is several times slower and larger for a
-            # week of snapshots, with the same dtypes and values.
-            sql = (f"SELECT {select} FROM {quoted(schema)}.{quoted(table)} "
-                   f"WHERE {quoted(column)} >= ? AND {quoted(column)} < ?")
-            rows = con.sql(sql, params=[start, end]).to_arrow_table()
-            return rows.to_pandas(self_destruct=True, split_blocks=True)
+        schema, table = table_slice.schema, table_slice.table
+        column = table_slice.partition_dimensions[0].partition_expr
+        start, end = self._bounds(table_slice, connection, f"{schema}.{table}", column)
+        select = ", ".join(quoted(c) for c in table_slice.columns) if table_slice.columns else "*"
+        # Through Arrow: DuckDB's own DataFrame conversion is several times slower and larger for a
+        # week of snapshots, with the same dtypes and values.
+        sql = (f"SELECT {select} FROM {quoted(schema)}.{quoted(table)} "
+               f"WHERE {quoted(column)} >= ? AND {quoted(column)} < ?")
+        rows = connection.sql(sql, params=[start, end]).to_arrow_table()
+        return rows.to_pandas(self_destruct=True, split_blocks=True)
+
+
+class _WeekSwapClient(DuckDbClient):
+    """dagster-duckdb's client (connections that retry while the file is locked), in UTC, deleting nothing
+    itself: ``WeekLoad`` deletes and inserts the week in one transaction."""
+
+    @staticmethod
+    def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
+        return None
+
+    @staticmethod
+    def ensure_schema_exists(context: OutputContext, table_slice: TableSlice, connection) -> None:
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted(table_slice.schema)}")
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice):
+        database = context.resource_config["database"]
+        if isinstance(context, InputContext) and not Path(database).exists():
+            raise FileNotFoundError(f"no warehouse at {database}: materialize "
+                                    f"{table_slice.schema}.{table_slice.table} first")
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        with DuckDbClient.connect(context, table_slice) as con:
+            con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC whatever the machine's zone
+            yield con
+
+
+class DuckDBWarehouseIOManager(DuckDBIOManager):
+    """The week's rows of a table replaced in one transaction and row-count verified (``WeekLoad``); DuckDB
+    allows one writing process per file, so the local deployment runs steps in process."""
+
+    reports_dir: str = Field(description="Where each week's load report JSON is written.")
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return []  # built with this manager's database and reports dir in create_io_manager
+
+    @staticmethod
+    def default_load_type() -> type | None:
+        return pd.DataFrame
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(db_client=_WeekSwapClient(), database=self.database, schema=self.schema_,
+                           type_handlers=[WeekLoad(self.database, self.reports_dir)],
+                           default_load_type=pd.DataFrame, io_manager_name="DuckDBWarehouseIOManager")

@@ -64,3 +64,71 @@ def within_band(name: str, value: float, previous: list[float], unit: str = "", 
     if not band.low <= value <= band.high:
         return CheckOutcome(False, "WARN", text + ": outside the band")
     return CheckOutcome(True, "WARN", text)
+
+
+def ids_unique(duplicated: int, window_weeks: int) -> CheckOutcome:
+    """No transaction id held twice within ``window_weeks`` either side of the week."""
+    return CheckOutcome(duplicated == 0, "ERROR",
+                        f"{duplicated} transaction ids held more than once within ±{window_weeks} weeks")
+
+
+def rows_match(in_week: int, loaded: int | None) -> CheckOutcome:
+    """The warehouse holds exactly the rows the load wrote for the week."""
+    if loaded is None:
+        return CheckOutcome(False, "ERROR", f"{in_week} rows in the week, but no load recorded for it")
+    return CheckOutcome(in_week == loaded, "ERROR", f"{in_week} rows in the week, {loaded} loaded")
+
+
+MATCH_RATE_WARN, MATCH_RATE_FAIL = 0.8, 0.5
+
+
+def match_rate(rate: float) -> CheckOutcome:
+    """Active customer ids that match a known customer: warn below 80%, stop below 50% (with a hint)."""
+    text = f"{rate:.1%} of active customer ids matched a known customer."
+    if rate < MATCH_RATE_FAIL:
+        return CheckOutcome(False, "ERROR", text + " Ids rarely match: compare id formats across sources (prefix, "
+                            "case, padding, numeric vs. string) before suspecting the data.")
+    return CheckOutcome(rate >= MATCH_RATE_WARN, "WARN", text)
+
+
+def required_not_null(nulls: dict[str, int]) -> CheckOutcome:
+    """No profile has a null in a required column (after imputation)."""
+    found = {column: n for column, n in nulls.items() if n}
+    return CheckOutcome(not found, "ERROR", f"nulls in required columns: {found}" if found else
+                        "no null in a required column")
+
+
+def within_range(name: str, low: float, high: float, minimum: float | None, maximum: float | None) -> CheckOutcome:
+    """Every value of ``name`` lies in [low, high] (an empty week passes)."""
+    if minimum is None or maximum is None:
+        return CheckOutcome(True, "ERROR", f"no {name} this week")
+    inside = low <= minimum and maximum <= high
+    return CheckOutcome(inside, "ERROR", f"{name} from {minimum:g} to {maximum:g}; allowed [{low:g}, {high:g}]")
+
+
+def several_statuses(counts: dict[str, int]) -> CheckOutcome:
+    """Warns when every customer has the same status (a stuck clock or a broken activity feed)."""
+    text = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items())) or "no customers"
+    return CheckOutcome(len(counts) > 1, "WARN", text + ("" if len(counts) > 1 else "; fewer than two statuses"))
+
+
+# The SQL of the warehouse table checks (DuckDB and BigQuery alike, through WarehouseSQL).
+DUPLICATED_IDS_SQL = """
+SELECT transaction_id, count(*) AS copies FROM {table}
+WHERE {ts} >= @window_start AND {ts} < @window_end
+  AND transaction_id IN (SELECT transaction_id FROM {table} WHERE {ts} >= @week_start AND {ts} < @week_end)
+GROUP BY transaction_id HAVING count(*) > 1 ORDER BY copies DESC, transaction_id
+"""
+WEEK_ROWS_SQL = "SELECT count(*) AS n FROM {table} WHERE {ts} >= @week_start AND {ts} < @week_end"
+
+
+def duplicated_ids(warehouse, table: list[str], week: tuple, window: tuple):
+    """Ids of the week held twice, within the week or by another week of the window: (transaction_id, copies)."""
+    params = {"week_start": week[0], "week_end": week[1], "window_start": window[0], "window_end": window[1]}
+    return warehouse.query(DUPLICATED_IDS_SQL, params, table=warehouse.table(*table), ts=warehouse.quote("timestamp"))
+
+
+def rows_in_week(warehouse, table: list[str], week: tuple) -> int:
+    params = {"week_start": week[0], "week_end": week[1]}
+    found = warehouse.query(WEEK_ROWS_SQL, params, table=warehouse.table(*table), ts=warehouse.quote("timestamp"))
+    return int(found["n"].iloc[0])

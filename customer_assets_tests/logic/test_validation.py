@@ -5,9 +5,8 @@ import pandas as pd
 import pytest
 
 from customer_assets.logic.validation import (
-    ANOMALY_INPUTS, HARD_RULES, AnomalySettings, anomaly_table, detect_anomalies, detect_week_anomalies,
-    evaluate_hard_rules, flag_validated, split_by_hard_rules, validated_batches)
-from customer_assets_tests.frames import WEEK, raw_frame, raw_row
+    HARD_RULES, AnomalySettings, detect_anomalies, evaluate_hard_rules, split_by_hard_rules, validate_week)
+from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, validate, validated_rows
 
 FAILING_ROWS = {
     "MISSING_TRANSACTION_ID": raw_row(transaction_id=None),
@@ -71,7 +70,7 @@ def test_conflicting_copies_are_all_quarantined():
                    raw_row(transaction_id="T9", amount=6.51, timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
                    raw_row(transaction_id="T8"))
     split = split_by_hard_rules(df, WEEK)
-    assert split.validated["transaction_id"].tolist() == ["T8"]
+    assert validated_rows(split)["transaction_id"].tolist() == ["T8"]
     assert split.quarantined["primary_reason"].tolist() == ["CONFLICTING_DUPLICATE"] * 3
 
 
@@ -80,7 +79,7 @@ def test_amount_ceiling_compares_usd_and_is_configurable():
                    raw_row(transaction_id="B", currency="JPY", amount=200_000_000.0),  # about 1.3M USD
                    raw_row(transaction_id="C", amount=1e12))
     split = split_by_hard_rules(df, WEEK)
-    assert split.validated["transaction_id"].tolist() == ["A"]
+    assert validated_rows(split)["transaction_id"].tolist() == ["A"]
     assert set(split.quarantined["primary_reason"]) == {"AMOUNT_ABOVE_CEILING"}
     assert split_by_hard_rules(df, WEEK, max_amount_usd=1e13).validated_count == 3
 
@@ -98,8 +97,8 @@ def test_split_conserves_rows_and_records_every_reason():
     df = raw_frame(raw_row(transaction_id="A"), raw_row(transaction_id="B", amount=0.0, currency="ABC"),
                    raw_row(transaction_id="C", customer_id=None, customer_exists=False))
     split = split_by_hard_rules(df, WEEK)
-    assert len(split.validated) + len(split.quarantined) == len(df)
-    assert split.validated["transaction_id"].tolist() == ["A"]
+    assert split.validated_count + len(split.quarantined) == len(df)
+    assert validated_rows(split)["transaction_id"].tolist() == ["A"]
     reasons = dict(zip(split.quarantined["transaction_id"], split.quarantined["reason_codes"]))
     assert reasons == {"B": "NON_POSITIVE_AMOUNT;INVALID_CURRENCY", "C": "MISSING_CUSTOMER_ID"}
     assert split.quarantined.set_index("transaction_id").loc["B", "primary_reason"] == "NON_POSITIVE_AMOUNT"
@@ -155,7 +154,8 @@ def test_customers_above_50_transactions_are_flagged():
 
 def test_flagged_rows_stay_validated_and_are_listed():
     df = _usd_week([20.0, 21.0, 19.5, 22.0] * 15 + [20000.0])
-    validated, anomalies, status, _ = flag_validated(df, WEEK)
+    validated, week = validate(df)
+    anomalies, status = week.anomaly_table, week.anomalies.status
     assert status == "ok" and len(validated) == 61
     assert anomalies["transaction_id"].tolist() == ["T60"]
     assert "AMOUNT_MAD" in validated.loc[60, "anomaly_flags"] and validated.loc[60, "is_anomaly"]
@@ -168,55 +168,28 @@ def test_anomaly_detection_failure_is_recorded_not_fatal(monkeypatch):
         raise ValueError("boom")
 
     monkeypatch.setattr(validation, "detect_anomalies", broken)
-    validated, anomalies, status, _ = flag_validated(_usd_week([1.0, 2.0]), WEEK)
+    validated, week = validate(_usd_week([1.0, 2.0]))
+    anomalies, status = week.anomaly_table, week.anomalies.status
     assert status.startswith("failed: ValueError: boom")
     assert len(validated) == 2 and anomalies.empty and not validated["is_anomaly"].any()
 
 
-def test_validated_batches_equal_the_whole_validated_frame():
-    """The asset writes the validated rows a slice of the raw week at a time; together they are the same rows,
-    with the same anomaly columns, as validating the whole frame at once."""
+def test_validated_rows_are_written_a_slice_of_the_raw_week_at_a_time():
+    """The asset writes the validated rows a slice of the raw week at a time, with their anomaly columns and
+    the USD amounts the hard rules converted (carried, not converted again)."""
     amounts = [10.0] * 12 + [5000.0, 0.0, 11.0]  # one outlier, one quarantined (amount 0)
     df = _usd_week(amounts, products=["P1"] * 15)
-    split = split_by_hard_rules(df, WEEK)
-    whole, anomalies, status, _ = flag_validated(split.validated, WEEK)
-    outcome = detect_week_anomalies(df.loc[~split.bad, ANOMALY_INPUTS])
-    parts = list(validated_batches(split, outcome, rows=4))
+    week = validate_week(df, WEEK)
+    parts = list(week.batches(rows=4))
     assert [len(p) for p in parts] == [4, 4, 4, 2]  # the quarantined row is left out of its slice
-    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole.reset_index(drop=True))
-    assert status == "ok" and "T12" in anomalies["transaction_id"].tolist()
-    pd.testing.assert_frame_equal(anomaly_table(df, outcome), anomalies)
-
-
-def test_checking_a_frame_never_changes_it():
-    """Type checks validate a Copy-on-Write view "in place" (no deep copy of each output): what pandera
-    coerces there must not reach the frame that is written."""
-    from customer_assets.schemas import RawTransactions, frame_check
-
-    df = raw_frame(raw_row(), raw_row(transaction_id="X"))
-    df["amount"] = df["amount"].astype("float32")  # the model coerces this to float64 while checking
-    before = df.copy()
-    frame_check(RawTransactions)(df)
-    pd.testing.assert_frame_equal(df, before)
-
-
-def test_the_fast_type_check_decides_as_pandera_does():
-    """The cheap check compares dtypes without coercing; a frame it rejects goes to pandera's full check, so
-    a frame whose types only coerce to the model's still passes, and one that cannot coerce still fails."""
-    import pandera.pandas as pandera
-
-    from customer_assets.schemas import RawTransactions, _passes_fast_check, frame_check
-
-    check, fast = frame_check(RawTransactions), _passes_fast_check(RawTransactions)
-    exact = raw_frame(raw_row(), raw_row(transaction_id="X"))
-    assert fast(exact)  # the cheap check decides a frame the assets produce
-    check(exact)
-    coercible = exact.assign(amount=exact["amount"].astype("float32"),
-                             timestamp=exact["timestamp"].dt.tz_convert("Europe/Paris"))
-    assert not fast(coercible)  # ... and leaves this one to pandera's full check, which passes it
-    check(coercible)
-    with pytest.raises(pandera.errors.SchemaErrors, match="amount"):
-        check(exact.assign(amount=["ten", "eleven"]))
+    rows = pd.concat(parts, ignore_index=True)
+    assert rows["transaction_id"].tolist() == [f"T{i}" for i in range(15) if i != 13]
+    assert "T12" in rows.loc[rows["is_anomaly"], "transaction_id"].tolist()
+    assert rows.loc[rows["is_anomaly"], "transaction_id"].tolist() == week.anomaly_table["transaction_id"].tolist()
+    assert week.anomalies.status == "ok"
+    assert rows["amount_usd"].tolist() == rows["amount"].tolist() and (rows["fx_rate"] == 1.0).all()
+    # The rate of the transaction day, or the last published before it (the shipped file may end earlier).
+    assert rows["fx_rate_date"].nunique() == 1 and rows["fx_rate_date"].iloc[0] <= pd.Timestamp("2026-11-17")
 
 
 def test_fixed_prices_and_equal_amounts_are_judged_sensibly():

@@ -10,8 +10,8 @@ import pytest
 
 from customer_assets.sensors import etl_failure_cleanup
 from customer_assets.partitions import week_bounds
-from customer_assets_tests.conftest import SMALL, create_source, query
-from customer_assets_tests.pipeline import ASSETS, run_week, warehouse
+from customer_assets_tests.support.sources import SMALL, create_source, query
+from customer_assets_tests.support.pipeline import ASSETS, run_week, warehouse
 
 WEEK, EARLIER = "2026-11-16", "2026-11-09"
 BEFORE_SUMMARY = dg.AssetSelection.all() - dg.AssetSelection.assets(dg.AssetKey(["etl", "pipeline_summary"]))
@@ -250,4 +250,4 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
                                              transformed_transactions=StoredFrame(transactions)))
     check = next(r for r in results if isinstance(r, dg.AssetCheckResult) and r.check_name == "match_rate")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    assert "id formats" in check.metadata["detail"].value
+    assert "id formats" in check.metadata["result"].value

@@ -7,6 +7,7 @@ assertions query BigQuery back with a real ``google.cloud.bigquery`` bigquery_cl
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -18,11 +19,12 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from customer_assets.io_managers import frames
+from customer_assets.io_managers.bigquery_calls import LoadBudget
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.partitions import weekly_partitions
-from customer_assets_tests.conftest import BIGQUERY_PROJECT as PROJECT
+from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
 
 WEEK_A, WEEK_B = "2026-09-07", "2026-09-14"
 
@@ -346,9 +348,9 @@ def test_permission_failure_names_the_service_account(manager, dataset):
     class Client:
         _credentials = Credentials()
 
-    io = manager()
-    failure = io._auth_failure(Client(), gexc.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}]),
-                               "load job", ("bigquery.jobs.create",))
+    caller = manager()._caller(Client(), log=None, load=LoadBudget(deadline=time.monotonic() + 60))
+    failure = caller.auth_failure(gexc.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}]),
+                                  "load job", ("bigquery.jobs.create",))
     assert isinstance(failure, dg.Failure) and failure.allow_retries is False
     assert "etl@prod.iam.gserviceaccount.com" in failure.description
     assert "bigquery.jobs.create" in failure.description

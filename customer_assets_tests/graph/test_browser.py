@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from customer_assets_tests.test_cli import DAGSTER, _graphql as graphql, dagster_dev
+from customer_assets_tests.graph.test_cli import DAGSTER, _graphql as graphql, dagster_dev
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 LOADED, LAUNCHED = "2026-11-09", "2026-11-16"
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra has it)")

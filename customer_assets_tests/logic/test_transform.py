@@ -3,17 +3,16 @@
 import pandas as pd
 import pytest
 
+from customer_assets.logic.currency import FX_SOURCE
 from customer_assets.logic.transform import (
-    add_customer_metrics, add_product_metrics, add_segments, add_time_dimensions, add_usd_amounts, customer_metrics,
-    enrich, product_ranks, transform_week, week_metrics)
-from customer_assets.logic.validation import flag_validated
+    add_customer_metrics, add_fx_source, add_product_metrics, add_segments, add_time_dimensions, customer_metrics,
+    enrich, product_ranks, week_metrics)
 from customer_assets.schemas import TransformedTransactions
-from customer_assets_tests.frames import WEEK, raw_frame, raw_row
+from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, validate
 
 
 def _validated(*rows):
-    validated, _, _, _ = flag_validated(raw_frame(*rows), WEEK)
-    return validated
+    return validate(raw_frame(*rows))[0]
 
 
 def test_time_dimensions_in_utc():
@@ -23,11 +22,16 @@ def test_time_dimensions_in_utc():
     assert (row.week_number, row.month, row.quarter) == (47, 11, 4)
 
 
-def test_usd_amounts_keep_the_original_and_fail_loudly_without_a_rate():
-    df = add_usd_amounts(raw_frame(raw_row(amount=10.0, currency="USD")))
+def test_usd_amounts_are_carried_from_validation_and_fail_loudly_without_a_rate():
+    df = add_fx_source(_validated(raw_row(amount=10.0, currency="USD"),
+                                  raw_row(transaction_id="T2", amount=1000.0, currency="JPY")))
     assert df.loc[0, "amount_usd"] == 10.0 and df.loc[0, "amount"] == 10.0 and df.loc[0, "currency"] == "USD"
+    assert (df["fx_source"] == FX_SOURCE).all()
+    # 1,000 JPY at the ECB's last rate on or before Tuesday 2026-11-17, to six decimals.
+    jpy = df.loc[1]
+    assert jpy["amount_usd"] == round(1000.0 * jpy["fx_rate"], 6) and 0 < jpy["fx_rate"] < 0.02
     with pytest.raises(ValueError, match="UNSUPPORTED_CURRENCY"):
-        add_usd_amounts(raw_frame(raw_row(currency="AED")))
+        add_fx_source(df.assign(amount_usd=float("nan")))
 
 
 def _history(**rows):
@@ -36,8 +40,8 @@ def _history(**rows):
 
 
 def test_customer_metrics_come_from_history_as_of_the_week_end():
-    df = add_usd_amounts(raw_frame(raw_row(transaction_id="A", customer_id="C1", amount=30.0),
-                                   raw_row(transaction_id="B", customer_id="C2", amount=40.0)))
+    df = _validated(raw_row(transaction_id="A", customer_id="C1", amount=30.0),
+                    raw_row(transaction_id="B", customer_id="C2", amount=40.0))
     history = _history(C1={"lifetime_value_usd": 530.0, "transaction_count": 7,
                            "first_purchase_at": pd.Timestamp("2026-01-23", tz="UTC"),
                            "last_purchase_before_week": pd.Timestamp("2026-11-01", tz="UTC")})
@@ -87,10 +91,10 @@ def _c1_history(last_before_week: str) -> pd.DataFrame:
                         "last_purchase_before_week": pd.Timestamp(last_before_week, tz="UTC")})
 
 
-def test_transform_week_satisfies_its_model():
+def test_an_enriched_week_satisfies_its_model():
     validated = _validated(raw_row(transaction_id="A", currency="EUR", amount=12.5),
                            raw_row(transaction_id="B", customer_id="C2", currency="JPY", amount=3000.0))
-    out = transform_week(validated, _c1_history("2026-11-02"), OFFICE_PRICES, WEEK)
+    out = enrich(validated, week_metrics(validated, _c1_history("2026-11-02"), OFFICE_PRICES, WEEK), WEEK)
     TransformedTransactions.validate(out)
     assert out["week_start"].unique().tolist() == [pd.Timestamp("2026-11-16")]
     assert (out["amount_usd"] > 0).all()
@@ -105,8 +109,8 @@ def test_batches_enriched_with_the_week_metrics_equal_the_whole_week():
         raw_row(transaction_id="D", customer_id="C3", product_id="P2", amount=250.0),
         raw_row(transaction_id="E", customer_id="C2", product_id="P1", amount=20.0))
     history = _c1_history("2026-07-02")
-    whole = transform_week(validated, history, OFFICE_PRICES, WEEK)
     metrics = week_metrics(validated, lambda: history, OFFICE_PRICES, WEEK)
+    whole = enrich(validated, metrics, WEEK)  # the week as one batch
     batched = pd.concat([enrich(validated.iloc[i:i + 2], metrics, WEEK) for i in range(0, len(validated), 2)],
                         ignore_index=True)
     pd.testing.assert_frame_equal(batched, whole)

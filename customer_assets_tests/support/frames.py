@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from customer_assets.logic.validation import ValidationSplit, WeekValidation, validate_week, validated_columns
 from customer_assets.weeks import WeekContext
 
 WEEK = WeekContext(week_start=datetime(2026, 11, 16, tzinfo=timezone.utc),
@@ -32,3 +33,15 @@ def raw_frame(*rows: dict) -> pd.DataFrame:
     df["amount"] = df["amount"].astype(float)
     df["invalid_encoding"] = df["invalid_encoding"].astype(object)
     return df
+
+
+def validated_rows(split: ValidationSplit) -> pd.DataFrame:
+    """The raw rows that passed every hard rule, under their raw labels."""
+    return split.raw.loc[~split.bad, validated_columns(split.raw)]
+
+
+def validate(raw: pd.DataFrame, week: WeekContext = WEEK) -> tuple[pd.DataFrame, WeekValidation]:
+    """A small week validated as the asset validates it: its validated rows (its batches, concatenated) and
+    the week's validation (split, anomaly outcome, anomaly table)."""
+    result = validate_week(raw, week)
+    return pd.concat(list(result.batches(rows=max(len(raw), 1))), ignore_index=True), result

@@ -30,9 +30,9 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from customer_assets.logic.currency import ecb_usd_rates, iso4217_minor_units, supported_currencies
 from customer_assets.logic.validation import (
-    ANOMALY_INPUTS, DEFAULT_MAX_AMOUNT_USD, HARD_RULES, detect_week_anomalies, flag_validated,
+    ANOMALY_INPUTS, DEFAULT_MAX_AMOUNT_USD, HARD_RULES, detect_week_anomalies,
     split_by_hard_rules, validated_batches)
-from customer_assets_tests.frames import WEEK, raw_row
+from customer_assets_tests.support.frames import WEEK, raw_row, validated_rows
 
 # No example database (database=None), and hypothesis' other caches (constants it collects from the source)
 # outside the repository: nothing is written under the working directory.
@@ -277,9 +277,9 @@ def show(df: pd.DataFrame) -> None:
 def rows_are_conserved_with_their_reasons(df: pd.DataFrame, split, expected: list[list[str]]) -> None:
     q = split.quarantined
     assert split.validated_count + len(q) == len(df)
-    assert len(split.validated) == split.validated_count
-    assert set(split.validated.index).isdisjoint(q.index)
-    assert set(split.validated.index) | set(q.index) == set(df.index)
+    assert len(validated_rows(split)) == split.validated_count
+    assert set(validated_rows(split).index).isdisjoint(q.index)
+    assert set(validated_rows(split).index) | set(q.index) == set(df.index)
     for codes, primary in zip(q["reason_codes"], q["primary_reason"]):
         assert codes, "a quarantined row without a reason"
         parts = codes.split(";")
@@ -288,7 +288,7 @@ def rows_are_conserved_with_their_reasons(df: pd.DataFrame, split, expected: lis
         assert parts[0] == primary
     # Against the oracle: a validated row fails no rule, a quarantined one exactly the rules it breaks.
     reasons = dict(zip(q.index, q["reason_codes"]))
-    validated = set(split.validated.index)
+    validated = set(validated_rows(split).index)
     for label, codes in zip(df.index, expected):
         if codes:
             assert reasons.get(label) == ";".join(codes), (label, reasons.get(label), codes)
@@ -297,7 +297,7 @@ def rows_are_conserved_with_their_reasons(df: pd.DataFrame, split, expected: lis
 
 
 def validated_rows_are_unique_finite_and_unconflicted(df: pd.DataFrame, split, expected: list[list[str]]) -> None:
-    v = split.validated
+    v = validated_rows(split)
     assert v["transaction_id"].notna().all()
     assert not v["transaction_id"].duplicated().any()
     amounts_ = v["amount"].to_numpy(dtype=float)
@@ -329,7 +329,7 @@ def splitting_is_deterministic_and_pure(df: pd.DataFrame, split) -> None:
     np.testing.assert_array_equal(split.bad, again.bad)
     pd.testing.assert_frame_equal(split.failures, again.failures)
     pd.testing.assert_frame_equal(split.quarantined, again.quarantined)
-    pd.testing.assert_frame_equal(split.validated, again.validated)
+    pd.testing.assert_frame_equal(validated_rows(split), validated_rows(again))
     pd.testing.assert_series_equal(split.amount_usd, again.amount_usd)
 
 
@@ -339,13 +339,14 @@ def row_order_does_not_matter(df: pd.DataFrame, split, data) -> None:
     if data.draw(st.booleans(), label="reset_index"):
         shuffled = shuffled.reset_index(drop=True)
     moved = split_by_hard_rules(shuffled, WEEK)
-    assert set(moved.validated["transaction_id"]) == set(split.validated["transaction_id"])
+    assert set(validated_rows(moved)["transaction_id"]) == set(validated_rows(split)["transaction_id"])
     assert moved.validated_count == split.validated_count
     assert quarantine_multiset(moved) == quarantine_multiset(split)
 
 
 def validated_batches_are_the_whole_frame(df: pd.DataFrame, split, data) -> None:
-    whole = flag_validated(split.validated, WEEK)[0].reset_index(drop=True)
+    """However the raw week is sliced, the validated rows are the same: those that passed, in order, with the
+    anomaly columns of the week as a whole (one slice of the whole week is the reference)."""
     rows = data.draw(st.integers(1, len(df) + 2), label="rows")
     # As the asset calls it (with the split's USD amounts), or as test_validation_rules does (from the rows).
     if data.draw(st.booleans(), label="asset_usd"):
@@ -355,6 +356,8 @@ def validated_batches_are_the_whole_frame(df: pd.DataFrame, split, data) -> None
     assert outcome.status == "ok", outcome.status
     parts = list(validated_batches(split, outcome, rows=rows))
     assert sum(len(p) for p in parts) == split.validated_count
+    whole = next(validated_batches(split, outcome, rows=len(df) + 1))
+    assert whole["transaction_id"].tolist() == validated_rows(split)["transaction_id"].tolist()
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole)
 
 

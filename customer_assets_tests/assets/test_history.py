@@ -10,8 +10,8 @@ import pytest
 from customer_assets.deployments import resources_for
 from customer_assets.logic import history
 from customer_assets.sensors import source_changes
-from customer_assets_tests.conftest import SMALL, create_source, query
-from customer_assets_tests.pipeline import run_week, warehouse
+from customer_assets_tests.support.sources import SMALL, create_source, query
+from customer_assets_tests.support.pipeline import run_week, warehouse
 
 WEEKS = ["2026-11-02", "2026-11-09", "2026-11-16"]
 HISTORY_KEYS = ["week_start", "customer_id", "currency"]

@@ -8,8 +8,8 @@ import shutil
 import dagster as dg
 import pytest
 
-from customer_assets_tests.conftest import SMALL, create_source, query
-from customer_assets_tests.pipeline import run_week, warehouse
+from customer_assets_tests.support.sources import SMALL, create_source, query
+from customer_assets_tests.support.pipeline import run_week, warehouse
 
 WEEK = "2026-11-16"
 

@@ -12,8 +12,8 @@ import psycopg2
 import pytest
 
 from customer_assets.demo.seed import seed_database
-from customer_assets_tests.conftest import SMALL, query
-from customer_assets_tests.pipeline import run_week, warehouse
+from customer_assets_tests.support.sources import SMALL, query
+from customer_assets_tests.support.pipeline import run_week, warehouse
 
 WEEKS = ["2026-11-09", "2026-11-16"]
 RAW = dg.AssetSelection.keys(dg.AssetKey(["etl", "raw_transactions"]))
@@ -80,7 +80,7 @@ def test_undecodable_text_is_quarantined_and_the_week_loads(pipeline_env, sql_as
 def test_padded_conflicting_and_extreme_rows_never_reach_the_warehouse(pipeline_env, small_source, pg_server):
     """Finding 4: a 1e12 USD amount was loaded and hid the other outliers; a duplicate id backdated into the
     week replaced the genuine row; ``'X '`` and ``'X'`` were loaded as two ids."""
-    from customer_assets_tests.conftest import create_source
+    from customer_assets_tests.support.sources import create_source
 
     dsn = create_source(pg_server, "extreme_source", SMALL)
     tmp = pipeline_env("extreme_source", events=False)
@@ -114,7 +114,7 @@ def _quarantine_reasons(tmp, week: str) -> dict:
 
 def test_a_transaction_moved_to_another_week_is_loaded_once(pipeline_env, pg_server):
     """Finding 4: a transaction whose timestamp moved to another week was then in both weeks."""
-    from customer_assets_tests.conftest import create_source
+    from customer_assets_tests.support.sources import create_source
 
     dsn = create_source(pg_server, "moving_source", SMALL)
     tmp = pipeline_env("moving_source", events=False)

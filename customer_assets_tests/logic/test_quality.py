@@ -5,9 +5,8 @@ import pytest
 
 from customer_assets.logic import checks
 from customer_assets.logic.quality import build_quality_report, metrics_row, quality_status
-from customer_assets.logic.validation import flag_validated, split_by_hard_rules
 from customer_assets.schemas import DataQualityMetrics
-from customer_assets_tests.frames import WEEK, raw_frame, raw_row
+from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, validate
 
 
 @pytest.mark.parametrize("rate,status", [(0.0, "pass"), (0.049, "pass"), (0.05, "warn"), (0.10, "warn"), (0.101, "fail")])
@@ -30,12 +29,38 @@ def test_quarantine_rate_check_fails_warns_and_passes():
     assert checks.quarantine_rate(0, 0, 0.05, 0.10).passed
 
 
+def test_warehouse_checks_pass_and_fail():
+    assert checks.ids_unique(0, 26).passed
+    assert not checks.ids_unique(2, 26).passed and "2 transaction ids" in checks.ids_unique(2, 26).description
+    assert checks.rows_match(1195, 1195).passed
+    assert not checks.rows_match(1195, 1194).passed
+    assert not checks.rows_match(3, None).passed and "no load recorded" in checks.rows_match(3, None).description
+
+
+def test_profile_checks_pass_warn_and_fail():
+    assert checks.match_rate(0.95).passed
+    warn = checks.match_rate(0.7)
+    assert not warn.passed and warn.severity == "WARN" and "id formats" not in warn.description
+    stop = checks.match_rate(0.3)
+    assert not stop.passed and stop.severity == "ERROR" and "id formats" in stop.description
+    assert checks.required_not_null({"customer_id": 0, "status": 0}).passed
+    nulls = checks.required_not_null({"customer_id": 0, "status": 2})
+    assert not nulls.passed and "'status': 2" in nulls.description
+    assert checks.within_range("engagement score", 0, 100, 0.0, 100.0).passed
+    assert checks.within_range("engagement score", 0, 100, None, None).passed  # an empty week
+    assert not checks.within_range("engagement score", 0, 100, -1.0, 40.0).passed
+    assert not checks.within_range("engagement score", 0, 100, 3.0, 100.5).passed
+    assert checks.several_statuses({"active": 3, "churned": 1}).passed
+    one = checks.several_statuses({"active": 4})
+    assert not one.passed and one.severity == "WARN"
+
+
 def test_report_counts_by_category_and_metrics_row():
     rows = [raw_row(transaction_id=f"T{i}", customer_id=f"C{i}") for i in range(8)]
     rows += [raw_row(transaction_id="BAD1", amount=None), raw_row(transaction_id="BAD2", currency="ABC")]
-    split = split_by_hard_rules(raw_frame(*rows), WEEK)
-    validated, anomalies, status, flags = flag_validated(split.validated, WEEK)
-    report = build_quality_report(WEEK, split.failures, flags, anomalies, status, 0.05, 0.10)
+    _, week = validate(raw_frame(*rows))
+    report = build_quality_report(WEEK, week.split.failures, week.anomalies.flags, week.anomaly_table,
+                                  week.anomalies.status, 0.05, 0.10)
     assert (report["total_records"], report["passed_records"], report["quarantined_records"]) == (10, 8, 2)
     assert report["quality_score"] == 80.0 and report["status"] == "fail"
     assert set(report["checks"]) == {"completeness", "validity", "consistency", "anomalies"}

@@ -150,7 +150,7 @@ def test_blank_lines_keep_real_line_numbers(tmp_path):
 
 
 def test_demo_landing_zone_reads_with_only_its_two_broken_lines_per_file(small_source):
-    from customer_assets_tests.conftest import EVENTS
+    from customer_assets_tests.support.sources import EVENTS
 
     events, scan = read_week(EVENTS["small_source"], START - timedelta(weeks=1), END - timedelta(weeks=1))
     day_files = [m["file"] for m in scan.malformed]

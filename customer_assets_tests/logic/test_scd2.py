@@ -8,7 +8,7 @@ import pytest
 
 from customer_assets.logic.scd2 import DIMENSION_COLUMNS, OPEN_END, apply_week
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
-from customer_assets_tests.conftest import BIGQUERY_PROJECT
+from customer_assets_tests.support.sources import BIGQUERY_PROJECT
 
 SCHEMA = "customer_analytics"
 WEEKS = {

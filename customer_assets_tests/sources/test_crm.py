@@ -10,7 +10,7 @@ import pytest
 from customer_assets.logic.crm import standardise_crm
 from customer_assets.resources.crm import CrmSource
 from customer_assets.sources.crm import CrmApiClient, CrmAuthError, SlidingWindowLimiter
-from customer_assets_tests.crm_server import CrmBehaviour, CrmServer, make_records
+from customer_assets_tests.support.crm_server import CrmBehaviour, CrmServer, make_records
 
 START, END = datetime(2026, 11, 16, tzinfo=timezone.utc), datetime(2026, 11, 23, tzinfo=timezone.utc)
 
@@ -219,7 +219,7 @@ def test_an_unreachable_crm_fails_the_profiles_but_not_the_weeks_transactions(pi
     import time
 
     from customer_assets.deployments import resources_for
-    from customer_assets_tests.pipeline import ASSETS, warehouse
+    from customer_assets_tests.support.pipeline import ASSETS, warehouse
 
     tmp = pipeline_env("small_source")
     resources = resources_for("local")

@@ -18,8 +18,8 @@ from customer_assets.deployments import resources_for
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import week_bounds
-from customer_assets_tests.conftest import BIGQUERY_PROJECT as PROJECT
-from customer_assets_tests.pipeline import ASSETS, run_week, warehouse
+from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
+from customer_assets_tests.support.pipeline import ASSETS, run_week, warehouse
 
 DATASET = "customer_analytics"
 WEEK, EARLIER = "2026-11-16", "2026-11-09"

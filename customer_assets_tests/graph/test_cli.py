@@ -128,7 +128,7 @@ def dagster_dev(env: dict, ready_query: str = "{ assetNodes { id } }", timeout: 
     otherwise), from the repository's workspace; yields its port once GraphQL answers ``ready_query`` with data,
     and stops the whole group afterwards."""
     port = _free_port()
-    proc = subprocess.Popen([DAGSTER, "dev", "-p", str(port), "-h", "127.0.0.1"], cwd=Path(__file__).parents[1],
+    proc = subprocess.Popen([DAGSTER, "dev", "-p", str(port), "-h", "127.0.0.1"], cwd=Path(__file__).parents[2],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from customer_assets.logic.identity import distinct_ids, is_in, keyed_hash, phon
 from customer_assets.logic.profiles import (
     build_profiles, deduplicate_records, engagement_score, status_for, transaction_aggregates, value_tier)
 from customer_assets.schemas import UnifiedCustomerProfiles
-from customer_assets_tests.frames import WEEK
+from customer_assets_tests.support.frames import WEEK
 
 TS = "datetime64[ns, UTC]"
 
@@ -87,9 +87,16 @@ def _sources():
     return pd.concat([crm, database], ignore_index=True), events, transactions
 
 
-def test_profiles_join_clean_impute_and_log():
+def _stored(rows: pd.DataFrame, path, row_group_size: int = 2):
+    """The rows as the transform stores them: a Parquet file of several row groups."""
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=row_group_size)
+    return path
+
+
+def test_profiles_join_clean_impute_and_log(tmp_path):
     recs, events, transactions = _sources()
-    profile, log = build_profiles(recs, events, transaction_aggregates(transactions), {"C1", "C3"}, WEEK)
+    aggregates = transaction_aggregates(_stored(transactions, tmp_path / "week.parquet"))
+    profile, log = build_profiles(recs, events, aggregates, {"C1", "C3"}, WEEK)
     UnifiedCustomerProfiles.validate(profile)
     p = profile.set_index("customer_id")
     assert list(p.index) == ["C1", "C2", "C3"]   # the guest is dropped, with its reason
@@ -128,8 +135,7 @@ def _week_rows():
 
 
 def test_transaction_aggregates_per_standardised_id_with_the_last_known_country(tmp_path):
-    rows = _week_rows()
-    out = transaction_aggregates(rows).set_index("customer_id")
+    out = transaction_aggregates(_stored(_week_rows(), tmp_path / "week.parquet")).set_index("customer_id")
     assert out.index.tolist() == ["C1", "C2"]  # the row without an id is left out; " c2" is C2
     assert out.loc["C1", "week_transaction_count"] == 3 and out.loc["C1", "week_spend_usd"] == 60.75
     assert out.loc["C1", "last_transaction_at"] == pd.Timestamp("2026-11-19", tz="UTC")
@@ -139,14 +145,10 @@ def test_transaction_aggregates_per_standardised_id_with_the_last_known_country(
     assert out.loc["C2", "country"] == "JP" and out.loc["C2", "segment"] == "smb"
     assert out.loc["C2", "last_transaction_at"] == pd.Timestamp("2026-11-20", tz="UTC")
     assert str(out["last_transaction_at"].dtype) == "datetime64[ns, UTC]" and out["country"].dtype == "str"
-    # The pipeline hands over the transform's Parquet file (several row groups): the same result.
-    path = tmp_path / "week.parquet"
-    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=2)
-    pd.testing.assert_frame_equal(transaction_aggregates(path), transaction_aggregates(rows))
 
 
-def test_an_empty_week_has_typed_empty_aggregates():
-    out = transaction_aggregates(_week_rows().iloc[:0])
+def test_an_empty_week_has_typed_empty_aggregates(tmp_path):
+    out = transaction_aggregates(_stored(_week_rows().iloc[:0], tmp_path / "week.parquet"))
     assert len(out) == 0 and out["week_transaction_count"].dtype == "int64"
     assert str(out["last_transaction_at"].dtype) == "datetime64[ns, UTC]"
 

@@ -8,9 +8,14 @@ import pytest
 
 from customer_assets.partitions import week_bounds
 from customer_assets.resources.postgres import PostgresSource, SourcePermissionError
-from customer_assets.schemas import RAW_COLUMNS, RawTransactions
+from customer_assets.schemas import RawTransactions
+
+# The extract's columns, in order, spelled out: what the rest of the pipeline (and the warehouse) relies on.
+RAW_COLUMNS = ["transaction_id", "customer_id", "country", "segment", "amount", "currency", "timestamp",
+               "product_id", "product_name", "category", "customer_created_at", "customer_exists",
+               "product_exists", "invalid_encoding"]
 from customer_assets.sources.extract import stream_week, to_raw_frame
-from customer_assets_tests.conftest import query, socket_dir
+from customer_assets_tests.support.sources import query, socket_dir
 
 WEEK = "2026-11-16"
 

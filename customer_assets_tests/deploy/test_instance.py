@@ -23,8 +23,8 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 import customer_assets
 from customer_assets.deployments import resources_for
-from customer_assets_tests.conftest import create_source, query as pg, socket_dir
-from customer_assets_tests.pipeline import ASSETS
+from customer_assets_tests.support.sources import create_source, query as pg, socket_dir
+from customer_assets_tests.support.pipeline import ASSETS
 
 DEPLOY_YAML = Path(customer_assets.__file__).parent / "deploy" / "dagster.yaml"
 DB = "dagster_instance"
