@@ -16,8 +16,10 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from customer_assets.io_managers.frames import frame_batches_type, stored_frame_type
 from customer_assets.schemas import (
-    CrmCustomers, CustomerEventAggregates, CustomerHistory, DataQualityMetrics, QuarantinedTransactions,
-    RawTransactions, TransactionAnomalies, TransformedTransactions, UnifiedCustomerProfiles, ValidatedTransactions)
+    CrmCustomers, CustomerEventAggregates, CustomerHistory, DataQualityMetrics, DimDate, FactTransactions,
+    FactTransactionsQuarantine, MartChurnRetention, MartCohortRetention, MartWeeklySales, ProductSnapshots,
+    QuarantinedTransactions, RawTransactions, TransactionAnomalies, TransformedTransactions, UnifiedCustomerProfiles,
+    ValidatedTransactions)
 
 
 def _holds_only_str(frame: object, columns: list[str]) -> bool:
@@ -129,3 +131,10 @@ CrmCustomersType = frame_type(CrmCustomers)
 CustomerEventAggregatesType = frame_type(CustomerEventAggregates)
 UnifiedCustomerProfilesType = frame_type(UnifiedCustomerProfiles)
 CustomerHistoryType = frame_type(CustomerHistory)
+ProductSnapshotsType = frame_type(ProductSnapshots)
+DimDateType = frame_type(DimDate)
+FactTransactionsType = frame_type(FactTransactions)
+FactTransactionsQuarantineType = frame_type(FactTransactionsQuarantine)
+MartWeeklySalesType = frame_type(MartWeeklySales)
+MartChurnRetentionType = frame_type(MartChurnRetention)
+MartCohortRetentionType = frame_type(MartCohortRetention)

@@ -132,3 +132,14 @@ def rows_in_week(warehouse, table: list[str], week: tuple) -> int:
     params = {"week_start": week[0], "week_end": week[1]}
     found = warehouse.query(WEEK_ROWS_SQL, params, table=warehouse.table(*table), ts=warehouse.quote("timestamp"))
     return int(found["n"].iloc[0])
+
+
+def keys_resolve(loaded: int, fact_rows: int, reasons: dict[str, int]) -> CheckOutcome:
+    """Every loaded transaction became a fact row with one dimension row per key (the rest are quarantined)."""
+    quarantined = loaded - fact_rows
+    text = f"{fact_rows} of {loaded} loaded transactions resolve to one row of each dimension"
+    if quarantined:
+        listed = ", ".join(f"{code}: {n}" for code, n in sorted(reasons.items()))
+        return CheckOutcome(False, "ERROR", f"{text}; {quarantined} quarantined in fact_transactions_quarantine "
+                                           f"({listed})")
+    return CheckOutcome(True, "ERROR", text)

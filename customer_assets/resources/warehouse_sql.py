@@ -53,7 +53,8 @@ class WarehouseSQL(dg.ConfigurableResource):
         """A relation of one column ``alias``, a row per element of the list parameter ``param``."""
         return f"(SELECT unnest(@{param}) AS {alias})"
 
-    types: ClassVar[dict[str, str]] = {"INT": "BIGINT", "STR": "VARCHAR", "BOOL": "BOOLEAN", "DATETIME": "TIMESTAMP"}
+    types: ClassVar[dict[str, str]] = {"INT": "BIGINT", "STR": "VARCHAR", "BOOL": "BOOLEAN", "DATETIME": "TIMESTAMP",
+                                       "FLOAT": "DOUBLE"}
 
     def render(self, sql: str, names: dict[str, str]) -> str:
         for token, value in {**self.types, **names}.items():
@@ -106,7 +107,8 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
     location: str = Field(default="US", description="Location of the datasets and jobs.")
     dataset_override: Optional[str] = Field(default=None, description="BIGQUERY_DATASET.")
     emulator_host: Optional[str] = Field(default=None, description="BIGQUERY_EMULATOR_HOST (tests only).")
-    types: ClassVar[dict[str, str]] = {"INT": "INT64", "STR": "STRING", "BOOL": "BOOL", "DATETIME": "DATETIME"}
+    types: ClassVar[dict[str, str]] = {"INT": "INT64", "STR": "STRING", "BOOL": "BOOL", "DATETIME": "DATETIME",
+                                       "FLOAT": "FLOAT64"}
 
     @contextmanager
     def get_client(self):

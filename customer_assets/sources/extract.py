@@ -268,3 +268,16 @@ def known_customers(conn, schema: SourceSchema, ids: list[str]) -> pd.DataFrame:
     known = copy_query(conn, known_customers_sql(schema), (ids,), KNOWN_CUSTOMERS_SCHEMA).to_pandas()
     known["signup_date"] = known["signup_date"].dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
     return known
+
+
+PRODUCTS_SNAPSHOT_SCHEMA = pa.schema([("product_id", pa.string()), ("name", pa.string()), ("category", pa.string()),
+                                      ("price", pa.float64())])
+
+
+def products_snapshot(conn, schema: SourceSchema) -> pd.DataFrame:
+    """The product catalogue as it is now (ids trimmed, as the extract trims them): the weekly snapshot that
+    the product dimension versions. Streamed through COPY, whatever the catalogue's size."""
+    sql = (f"SELECT trim({schema.text('p', 'product_id')}) AS product_id, p.name::text AS name, "
+           f"p.category::text AS category, p.price::float8 AS price FROM products p "
+           f"WHERE p.product_id IS NOT NULL ORDER BY 1")
+    return copy_query(conn, sql, None, PRODUCTS_SNAPSHOT_SCHEMA).to_pandas()

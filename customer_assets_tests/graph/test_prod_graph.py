@@ -98,9 +98,10 @@ def comparable(frame: pd.DataFrame, drop: tuple[str, ...] = ()) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def same_rows(bigquery: pd.DataFrame, duck: pd.DataFrame, drop: tuple[str, ...] = ()) -> None:
+def same_rows(bigquery: pd.DataFrame, duck: pd.DataFrame, drop: tuple[str, ...] = (), exact: bool = True) -> None:
+    """The same values; sums of floats (the marts) may differ in their last bits with the summation order."""
     pd.testing.assert_frame_equal(comparable(bigquery, drop), comparable(duck, drop), check_dtype=False,
-                                  check_exact=True)
+                                  check_exact=exact, **({} if exact else {"rtol": 1e-9, "atol": 1e-9}))
 
 
 def loaded(result: dg.ExecuteInProcessResult, table: str) -> int:
@@ -148,7 +149,9 @@ def test_a_week_materialized_twice_is_there_once(prod_env, bigquery_client):
     assert not dimension_again.duplicated(["customer_id", "version"]).any()
     assert dimension_again.groupby("customer_id")["is_current"].sum().eq(1).all()
     tables = sorted(t.table_id for t in bigquery_client.list_tables(f"{PROJECT}.{DATASET}"))
-    assert tables == ["customer_history", "data_quality_metrics", "dim_customers", "weekly_customer_profiles",
+    assert tables == ["customer_history", "data_quality_metrics", "dim_customers", "dim_date", "dim_products",
+                      "fact_transactions", "fact_transactions_quarantine", "mart_churn_retention",
+                      "mart_cohort_retention", "mart_weekly_sales", "product_snapshots", "weekly_customer_profiles",
                       "weekly_transactions"]  # no staging table left behind
 
 
@@ -191,7 +194,15 @@ def test_the_same_week_is_the_same_in_bigquery_and_duckdb(prod_env, bigquery_cli
 
     duck = local / "warehouse.duckdb"
     for table, order, drop in (("weekly_transactions", "transaction_id", ()),
-                               ("weekly_customer_profiles", "customer_id", ("run_timestamp",))):
+                               ("weekly_customer_profiles", "customer_id", ("run_timestamp",)),
+                               # Issue 15: the star schema and the marts, the same keys, columns and rows.
+                               ("dim_customers", "customer_id, version", ()),
+                               ("dim_products", "product_id, version", ()),
+                               ("dim_date", "date_key", ()),
+                               ("fact_transactions", "transaction_id", ()),
+                               ("mart_weekly_sales", "category, country, segment", ()),
+                               ("mart_churn_retention", "segment, value_tier, tenure_band", ()),
+                               ("mart_cohort_retention", "cohort_week", ())):
         bq_columns = [f.name for f in bigquery_client.get_table(f"{PROJECT}.{DATASET}.{table}").schema]
         duck_columns = warehouse(duck, f'DESCRIBE "{DATASET}"."{table}"')["column_name"].tolist()
         assert bq_columns == duck_columns, table
@@ -199,4 +210,4 @@ def test_the_same_week_is_the_same_in_bigquery_and_duckdb(prod_env, bigquery_cli
         in_duck = warehouse(duck, f'SELECT * FROM "{DATASET}"."{table}" ORDER BY {order}')
         in_bq = bq_table(bigquery_client, table, order)
         assert len(in_bq) == len(in_duck) > 0, table
-        same_rows(in_bq, in_duck, drop)
+        same_rows(in_bq, in_duck, drop, exact=not table.startswith("mart_"))

@@ -1,0 +1,88 @@
+"""Marts analysts query directly, replaced with their week: sales, churn and retention, cohort retention. Each
+KPI is numeric metadata of its week (plotted in the UI), and a check warns when it leaves its trailing band."""
+
+import dagster as dg
+
+from customer_assets.alerts import Alerts, alert_failed_checks
+from customer_assets.assets.common import (
+    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, latest_materialization, metadata_value,
+    week_context)
+from customer_assets.assets.star import FACT
+from customer_assets.assets.warehouse import TRAILING_WEEKS, trailing_values
+from customer_assets.io_managers.types import (
+    MartChurnRetentionType, MartCohortRetentionType, MartWeeklySalesType, column_schema)
+from customer_assets.logic import checks
+from customer_assets.logic.marts import IMPUTED, churn_retention, cohort_retention, weekly_sales
+from customer_assets.resources.warehouse_sql import WarehouseSQL
+from customer_assets.schemas import MartChurnRetention, MartCohortRetention, MartWeeklySales
+
+GROUP = "marts"
+SALES = dg.AssetKey([WAREHOUSE, "mart_weekly_sales"])
+CHURN = dg.AssetKey([WAREHOUSE, "mart_churn_retention"])
+
+
+def _mart(name: str, model, dagster_type, deps: list) -> dict:
+    return {"key_prefix": [WAREHOUSE], "partitions_def": PARTITIONS, "group_name": GROUP, "owners": OWNERS,
+            "kinds": {"sql", WAREHOUSE_KIND}, "io_manager_key": "warehouse_io_manager", "dagster_type": dagster_type,
+            "deps": deps, "metadata": {"partition_expr": "week_start", "dagster/column_schema": column_schema(model),
+                                       "imputed": dg.MetadataValue.json(IMPUTED[name])}}
+
+
+@dg.asset(**_mart("mart_weekly_sales", MartWeeklySales, MartWeeklySalesType,
+                  [FACT, dg.AssetKey([WAREHOUSE, "dim_products"]), dg.AssetKey([WAREHOUSE, "dim_customers"])]))
+def mart_weekly_sales(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
+    """`customer_analytics.mart_weekly_sales`: per week, product category, customer country and segment:
+    revenue (USD), orders, customers, average order value and the change in revenue against the week before."""
+    sales = weekly_sales(warehouse, WAREHOUSE, week_context(context))
+    revenue, orders = float(sales["revenue_usd"].sum()), int(sales["orders"].sum())
+    return dg.Output(sales, metadata={
+        "dagster/row_count": len(sales), "revenue_usd": round(revenue, 2), "orders": orders,
+        "avg_order_value_usd": round(revenue / orders, 2) if orders else 0.0})
+
+
+@dg.asset(**_mart("mart_churn_retention", MartChurnRetention, MartChurnRetentionType,
+                  [FACT, dg.AssetKey([WAREHOUSE, "customer_history"]),
+                   dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"])]))
+def mart_churn_retention(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
+    """`customer_analytics.mart_churn_retention`: per week, segment, value tier and tenure band: customers,
+    active / at-risk / churned, churn rate, new and returning customers."""
+    churn = churn_retention(warehouse, WAREHOUSE, week_context(context))
+    customers, churned = int(churn["customers"].sum()), int(churn["churned"].sum())
+    return dg.Output(churn, metadata={
+        "dagster/row_count": len(churn), "customers": customers, "churned": churned,
+        "churn_rate_pct": round(100.0 * churned / customers, 3) if customers else 0.0,
+        "active": int(churn["active"].sum()), "at_risk": int(churn["at_risk"].sum()),
+        "new_customers": int(churn["new_customers"].sum()),
+        "returning_customers": int(churn["returning_customers"].sum())})
+
+
+@dg.asset(**_mart("mart_cohort_retention", MartCohortRetention, MartCohortRetentionType,
+                  [FACT, dg.AssetKey([WAREHOUSE, "customer_history"])]))
+def mart_cohort_retention(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
+    """`customer_analytics.mart_cohort_retention`: per week, each weekly cohort of first purchases with its size
+    and how many of it bought in the week (retention rate)."""
+    cohorts = cohort_retention(warehouse, WAREHOUSE, week_context(context))
+    return dg.Output(cohorts, metadata={
+        "dagster/row_count": len(cohorts), "cohorts": len(cohorts), "retained": int(cohorts["retained"].sum())})
+
+
+def _kpi_band(key: dg.AssetKey, metric: str, label: str):
+    """A check of one KPI of a mart: WARN when the week's value leaves its trailing band."""
+
+    @dg.multi_asset_check(specs=[check_spec(f"{metric}_band", key, description=(
+        f"Warns when the week's {label} leaves mean ± 3σ of the previous {TRAILING_WEEKS} weeks (the week "
+        "excluded)."))], name=f"{key.path[-1]}__{metric}_band")
+    def band(context: dg.AssetCheckExecutionContext, alerts: Alerts):
+        week = context.op_execution_context.partition_key
+        value = float(metadata_value(latest_materialization(context.instance, key, week), metric) or 0.0)
+        outcome = checks.within_band(label, value, trailing_values(context.instance, key, week, metric))
+        result = check_result(key, f"{metric}_band", outcome, **{metric: value})
+        alert_failed_checks(alerts, [result], week, context.log)
+        yield result
+
+    return band
+
+
+revenue_band = _kpi_band(SALES, "revenue_usd", "revenue (USD)")
+orders_band = _kpi_band(SALES, "orders", "orders")
+churn_rate_band = _kpi_band(CHURN, "churn_rate_pct", "churn rate (%)")

@@ -1,0 +1,93 @@
+"""The analysts' star schema: dim_date, dim_products (type 2 over the weekly catalogue), and the transaction facts
+keyed to the dimension rows of their time; dim_customers is built with the profiles."""
+
+import dagster as dg
+
+from customer_assets.alerts import Alerts, alert_failed_checks
+from customer_assets.assets.common import (
+    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, week_context)
+from customer_assets.assets.warehouse import UNIQUE_WITHIN_WEEKS
+from customer_assets.io_managers.types import (
+    DimDateType, FactTransactionsQuarantineType, FactTransactionsType, ProductSnapshotsType, column_schema)
+from customer_assets.logic import checks
+from customer_assets.logic.scd2 import PRODUCTS, apply_week
+from customer_assets.logic.star import dim_date_rows, fact_candidates, resolve_keys
+from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.warehouse_sql import WarehouseSQL
+from customer_assets.schemas import DimDate, FactTransactions, ProductSnapshots
+from customer_assets.sources.extract import products_snapshot
+
+GROUP = "star"
+FACT = dg.AssetKey([WAREHOUSE, "fact_transactions"])
+WAREHOUSE_TABLE = {"partitions_def": PARTITIONS, "group_name": GROUP, "owners": OWNERS,
+                   "io_manager_key": "warehouse_io_manager"}
+
+
+@dg.asset(key_prefix=[WAREHOUSE], kinds={"postgres", WAREHOUSE_KIND}, dagster_type=ProductSnapshotsType,
+          metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(ProductSnapshots)},
+          **WAREHOUSE_TABLE)
+def product_snapshots(context: dg.AssetExecutionContext, source_db: PostgresSource):
+    """`customer_analytics.product_snapshots`: the product catalogue as extracted in the week (id, name, category,
+    price), which `dim_products` versions."""
+    with source_db.connect() as conn:
+        snapshot = products_snapshot(conn, source_db.schema(conn, ("products",)))
+    return snapshot.assign(week_start=week_context(context).week_start.replace(tzinfo=None))
+
+
+@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name=GROUP, kinds={"sql", WAREHOUSE_KIND},
+          owners=OWNERS, deps=[product_snapshots])
+def dim_products(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.MaterializeResult:
+    """`customer_analytics.dim_products`, SCD type 2 over name, category and price (product_key, effective_from,
+    effective_to, is_current, version), maintained by one SQL MERGE per week like `dim_customers`."""
+    summary = apply_week(warehouse, WAREHOUSE, week_context(context).week_start, PRODUCTS)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": int(summary["versions"]), "products": int(summary["current_versions"]),
+        "versions_starting_this_week": int(summary["versions_starting_this_week"])})
+
+
+@dg.asset(key_prefix=[WAREHOUSE], kinds={"pandas", WAREHOUSE_KIND}, dagster_type=DimDateType,
+          metadata={"partition_expr": "date", "dagster/column_schema": column_schema(DimDate)}, **WAREHOUSE_TABLE)
+def dim_date(context: dg.AssetExecutionContext):
+    """`customer_analytics.dim_date`: one row per day (date_key yyyymmdd, calendar and ISO-week attributes), the
+    week's seven days added with the week."""
+    return dim_date_rows(week_context(context))
+
+
+@dg.multi_asset(
+    name="customer_analytics__fact_transactions",
+    outs={
+        "fact_transactions": dg.AssetOut(
+            key=FACT, kinds={"sql", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+            dagster_type=FactTransactionsType,
+            metadata={"partition_expr": "timestamp", "unique_key": "transaction_id",
+                      "unique_within_weeks": UNIQUE_WITHIN_WEEKS,
+                      "dagster/column_schema": column_schema(FactTransactions)},
+            description="`customer_analytics.fact_transactions`: one row per loaded transaction, with the "
+                        "surrogate keys of the customer and product versions valid at its time and its day."),
+        "fact_transactions_quarantine": dg.AssetOut(
+            key=[WAREHOUSE, "fact_transactions_quarantine"], kinds={"sql", WAREHOUSE_KIND}, owners=OWNERS,
+            io_manager_key="warehouse_io_manager", dagster_type=FactTransactionsQuarantineType,
+            metadata={"partition_expr": "timestamp"},
+            description="Loaded transactions whose keys resolve to no dimension row, or to several, with the "
+                        "reason; never dropped silently."),
+    },
+    deps=[dg.AssetKey([WAREHOUSE, name]) for name in ("weekly_transactions", "dim_customers", "dim_products",
+                                                       "dim_date")],
+    partitions_def=PARTITIONS, group_name=GROUP,
+    check_specs=[check_spec("referential_integrity", FACT, blocking=True, description=(
+        "Every loaded transaction of the week is a fact row whose customer, product and date keys each resolve "
+        "to exactly one dimension row; a transaction that does not is quarantined with its reason and fails "
+        "this check (the marts wait)."))],
+)
+def fact_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts):
+    candidates = fact_candidates(warehouse, WAREHOUSE, week_context(context))
+    facts, quarantined = resolve_keys(candidates)
+    reasons = quarantined["reason_codes"].str.split(";").explode().value_counts().to_dict() if len(quarantined) else {}
+    yield dg.Output(facts, output_name="fact_transactions", metadata={"dagster/row_count": len(facts)})
+    yield dg.Output(quarantined, output_name="fact_transactions_quarantine", metadata={
+        "dagster/row_count": len(quarantined), "reasons": dg.MetadataValue.json(reasons)})
+    result = check_result(FACT, "referential_integrity",
+                          checks.keys_resolve(len(candidates), len(facts), reasons),
+                          loaded=len(candidates), fact_rows=len(facts), quarantined=len(quarantined))
+    alert_failed_checks(alerts, [result], context.partition_key, context.log)
+    yield result

@@ -1,0 +1,120 @@
+"""The analysts' star schema: the calendar, and the transaction facts keyed to the dimension rows of their time.
+
+The fact rows are found by one query that runs unchanged in DuckDB and BigQuery (``WarehouseSQL``): each
+loaded transaction of the week with how many versions of its customer, its product and its day match it.
+Exactly one of each makes a fact row; none or several quarantine it with a reason, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from customer_assets.weeks import WeekContext
+
+
+def date_key(day) -> int:
+    """yyyymmdd of a day."""
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def dim_date_rows(week: WeekContext) -> pd.DataFrame:
+    """The calendar rows of the week's seven days (UTC): keys, calendar and ISO-week attributes."""
+    start = pd.Timestamp(week.week_start).tz_convert(None)
+    days = pd.date_range(start, periods=7, freq="D")
+    iso = days.isocalendar()
+    return pd.DataFrame({
+        "date_key": [date_key(d) for d in days],
+        "date": days,
+        "year": days.year.astype("int64"),
+        "quarter": days.quarter.astype("int64"),
+        "month": days.month.astype("int64"),
+        "month_name": days.month_name(),
+        "day_of_month": days.day.astype("int64"),
+        "day_of_week": (days.dayofweek + 1).astype("int64"),
+        "day_name": days.day_name(),
+        "is_weekend": days.dayofweek >= 5,
+        "iso_year": iso["year"].astype("int64").to_numpy(),
+        "iso_week": iso["week"].astype("int64").to_numpy(),
+        "week_start": start,
+    })
+
+
+def _day_key(column: str) -> str:
+    return f"(EXTRACT(YEAR FROM {column}) * 10000 + EXTRACT(MONTH FROM {column}) * 100 + EXTRACT(DAY FROM {column}))"
+
+
+# Each transaction of the week with the number of matching dimension rows per key and the (least) key found.
+# A customer version matches when the transaction's week lies in [effective_from, effective_to): versions
+# change at week boundaries. Ids are compared as the profiles standardise them (trimmed, upper-case).
+FACT_SQL = f"""
+WITH tx AS (
+  SELECT t.transaction_id, UPPER(TRIM(t.customer_id)) AS customer_id, t.product_id, t.{{ts}} AS ts, t.week_start,
+         t.amount, t.currency, t.amount_usd, t.fx_rate, t.fx_rate_date, t.is_anomaly, t.anomaly_flags,
+         {_day_key("t." + "{ts}")} AS date_key
+  FROM {{transactions}} t WHERE t.week_start = @week_start
+),
+customers AS (
+  SELECT tx.transaction_id, COUNT(c.customer_key) AS customer_matches, MIN(c.customer_key) AS customer_key
+  FROM tx LEFT JOIN {{dim_customers}} c ON c.customer_id = tx.customer_id
+    AND c.effective_from <= tx.week_start AND tx.week_start < c.effective_to
+  GROUP BY tx.transaction_id
+),
+products AS (
+  SELECT tx.transaction_id, COUNT(p.product_key) AS product_matches, MIN(p.product_key) AS product_key
+  FROM tx LEFT JOIN {{dim_products}} p ON p.product_id = tx.product_id
+    AND p.effective_from <= tx.week_start AND tx.week_start < p.effective_to
+  GROUP BY tx.transaction_id
+),
+days AS (
+  SELECT tx.transaction_id, COUNT(d.date_key) AS date_matches
+  FROM tx LEFT JOIN {{dim_date}} d ON d.date_key = tx.date_key
+  GROUP BY tx.transaction_id
+)
+SELECT tx.transaction_id, customers.customer_key, products.product_key, tx.date_key, tx.customer_id, tx.product_id,
+       tx.ts AS {{ts}}, tx.week_start, tx.amount, tx.currency, tx.amount_usd, tx.fx_rate, tx.fx_rate_date,
+       tx.is_anomaly, tx.anomaly_flags,
+       customers.customer_matches, products.product_matches, days.date_matches
+FROM tx JOIN customers ON customers.transaction_id = tx.transaction_id
+  JOIN products ON products.transaction_id = tx.transaction_id
+  JOIN days ON days.transaction_id = tx.transaction_id
+"""
+
+FACT_COLUMNS = ["transaction_id", "customer_key", "product_key", "date_key", "customer_id", "product_id", "timestamp",
+                "week_start", "amount", "currency", "amount_usd", "fx_rate", "fx_rate_date", "is_anomaly",
+                "anomaly_flags"]
+QUARANTINE_COLUMNS = ["transaction_id", "customer_id", "product_id", "timestamp", "week_start", "amount_usd",
+                      "reason_codes"]
+_MATCHES = {"customer_matches": "CUSTOMER_VERSION", "product_matches": "PRODUCT_VERSION", "date_matches": "DATE"}
+
+
+def resolve_keys(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the week's candidates (``FACT_SQL``'s rows) into fact rows (one match per key) and quarantined
+    rows with their reasons (``NO_<KEY>``: no match; ``AMBIGUOUS_<KEY>``: several)."""
+    reasons = pd.Series("", index=candidates.index, dtype="object")
+    for column, name in _MATCHES.items():
+        matches = candidates[column].astype("int64")
+        for bad, prefix in ((matches == 0, "NO_"), (matches > 1, "AMBIGUOUS_")):
+            reasons[bad] = reasons[bad].where(reasons[bad] == "", reasons[bad] + ";") + prefix + name
+    bad = (reasons != "").to_numpy()
+    facts = candidates.loc[~bad, FACT_COLUMNS].reset_index(drop=True)
+    quarantined = candidates.loc[bad].assign(reason_codes=reasons[bad].astype(str))[QUARANTINE_COLUMNS]
+    return facts, quarantined.reset_index(drop=True)
+
+
+def fact_candidates(warehouse, schema: str, week: WeekContext) -> pd.DataFrame:
+    """The week's loaded transactions with their dimension matches (see ``FACT_SQL``)."""
+    names = {name: warehouse.table(schema, name) for name in
+             ("dim_customers", "dim_products", "dim_date")}
+    names["transactions"] = warehouse.table(schema, "weekly_transactions")
+    names["ts"] = warehouse.quote("timestamp")
+    return warehouse.query(FACT_SQL, {"week_start": _naive(week.week_start)}, **names)
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=None)
+
+
+def previous_week_start(week: WeekContext) -> datetime:
+    return _naive(week.week_start) - timedelta(days=7)
