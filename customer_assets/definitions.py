@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from customer_assets.assets import (
-    extract, history, marts, profiles, star, summary, transform, validation, warehouse)
+    extract, history, identity, marts, profiles, star, summary, transform, validation, warehouse)
 from customer_assets.erasure import erase_customers
 from customer_assets.deployments import deployment_name, resources_for
 from customer_assets.freshness import freshness_alerts, with_freshness
@@ -14,7 +14,7 @@ from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import etl_failure_cleanup, events_landing_zone, source_changes
 from customer_assets.settings import configure_runtime
 
-ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, star, marts, summary]
+ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, identity, star, marts, summary]
 
 
 def pipeline_assets() -> list:

@@ -12,6 +12,7 @@ from customer_assets.alerts import Alerts
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.io_managers.parquet import LocalParquetIOManager
 from customer_assets.resources.crm import CrmSource
+from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
 from customer_assets.settings import settings_from_env, source_configured
@@ -77,6 +78,18 @@ def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
                      demo_table=demo_table)
 
 
+def erp_from_env(deployment: str) -> ErpSource:
+    """ERP_DB_HOST: the ERP's own PostgreSQL; unset: none, except on the embedded demo (its ``erp`` schema)."""
+    if not os.environ.get("ERP_DB_HOST"):
+        return ErpSource(demo=uses_embedded_demo(deployment))
+    optional = {key: value for key, value in {
+        "dbname": _env_var("ERP_DB_NAME"), "user": _env_var("ERP_DB_USER"), "password": _env_var("ERP_DB_PASSWORD"),
+        "schema_name": os.environ.get("ERP_DB_SCHEMA") or None, "table": os.environ.get("ERP_DB_TABLE") or None,
+        "columns": os.environ.get("ERP_DB_COLUMNS") or None}.items() if value is not None}
+    return ErpSource(host=dg.EnvVar("ERP_DB_HOST"),
+                     port=dg.EnvVar.int("ERP_DB_PORT") if os.environ.get("ERP_DB_PORT") else 5432, **optional)
+
+
 def deployment_name() -> str:
     name = os.environ.get("DAGSTER_DEPLOYMENT", "local")
     if name not in DEPLOYMENTS:
@@ -91,6 +104,7 @@ def resources_for(deployment: str) -> dict[str, object]:
         "settings": settings,
         "source_db": source_db_from_env(deployment, settings.data_dir, settings.events_path),
         "crm": crm_from_env(deployment, settings.data_dir),
+        "erp": erp_from_env(deployment),
         "io_manager": LocalParquetIOManager(base_dir=settings.data_dir),
         "alerts": Alerts(webhook_url=_env_var("ALERT_WEBHOOK_URL")),
     }

@@ -29,7 +29,7 @@ SCHEMA = "customer_analytics"
 SUPPRESSION = (SCHEMA, "erasure_suppression")
 # Every warehouse table that holds a customer id (the data-quality metrics hold counts only).
 CUSTOMER_TABLES = ("weekly_transactions", "customer_history", "weekly_customer_profiles", "dim_customers",
-                   "fact_transactions", "fact_transactions_quarantine")
+                   "fact_transactions", "fact_transactions_quarantine", "customer_identity_map")
 
 CREATE_SUPPRESSION_SQL = """
 CREATE TABLE IF NOT EXISTS {table} (customer_hash {STR}, erased_at {DATETIME}, request {STR})

@@ -365,3 +365,50 @@ class MartCohortRetention(pa.DataFrameModel):
     class Config:
         strict = True
         coerce = True
+
+
+class ErpCustomers(pa.DataFrameModel):
+    """The week's ERP records, standardised; email and phone only as keyed hashes."""
+
+    customer_id: Series[str] = pa.Field(unique=True, description="The ERP's customer id, standardised.")
+    email_hash: Series[str] = pa.Field(nullable=True, description="HMAC-SHA256 of the validated, lower-cased email.")
+    phone_hash: Series[str] = pa.Field(nullable=True, description="HMAC-SHA256 of the phone's digits.")
+    country: Series[str] = pa.Field(nullable=True, description="The country the ERP records.")
+    updated_at: Series[UTC_TS] = pa.Field(description="When the ERP last modified the record (UTC).")
+    source: Series[str] = pa.Field(isin=["erp"], description="Always 'erp'.")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class CustomerIdentityMap(pa.DataFrameModel):
+    """Which source records are one customer: one row per record seen in the week (CRM, ERP, database)."""
+
+    customer_id: Series[str] = pa.Field(description="The resolved customer's id: its best record's (CRM before "
+                                        "ERP before database, then the most recent).")
+    source: Series[str] = pa.Field(isin=["crm", "erp", "database"], description="The record's source.")
+    source_customer_id: Series[str] = pa.Field(description="The record's id in its source (standardised).")
+    matched_on: Series[str] = pa.Field(isin=["email", "phone", "id", "self"], description=(
+        "What links the record to the others of its customer (the keyed email hash first); 'self' alone."))
+    is_primary: Series[bool] = pa.Field(description="The record whose id the customer takes.")
+    week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class PipelineErrorLog(pa.DataFrameModel):
+    """What each step of a week rejected, flagged or lost: one row per step and reason."""
+
+    week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
+    step: Series[str] = pa.Field(description="The asset whose step recorded it.")
+    severity: Series[str] = pa.Field(isin=["ERROR", "WARNING"], description="ERROR: rows kept out of the "
+                                     "warehouse tables (quarantined); WARNING: kept, flagged or repaired.")
+    reason: Series[str] = pa.Field(description="The reason code (e.g. MISSING_AMOUNT, NO_PRODUCT_VERSION).")
+    record_count: Series[int] = pa.Field(ge=1, description="How many records.")
+
+    class Config:
+        strict = True
+        coerce = True

@@ -46,11 +46,12 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
     """Point the deployment's environment at a source database and at per-test local paths.
 
     ``crm=True`` serves the seeded CRM table through a loopback CRM API (the production path; without a CRM
-    API a non-demo source has no CRM), ``events=False`` leaves the landing zone unconfigured."""
+    API a non-demo source has no CRM), ``events=False`` leaves the landing zone unconfigured, ``erp=True`` points
+    ERP_DB_* at the seeded ``erp.customers``."""
     servers = contextlib.ExitStack()
     request.addfinalizer(servers.close)
 
-    def use(dbname: str, crm: bool = False, events: bool = True) -> Path:
+    def use(dbname: str, crm: bool = False, events: bool = True, erp: bool = False) -> Path:
         monkeypatch.setenv("DB_HOST", socket_dir(pg_server))
         monkeypatch.setenv("DB_USER", "postgres")
         monkeypatch.setenv("DB_NAME", dbname)
@@ -66,8 +67,14 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
         else:
             monkeypatch.delenv("EVENTS_PATH", raising=False)
         monkeypatch.setenv("PII_HASH_KEY", "test-hash-key")
-        for name in ("CRM_API_URL", "CRM_API_KEY", "EVENT_TYPE_ALIASES", "SOURCE_TIMEZONE", "PIPELINE_FIRST_WEEK"):
+        for name in ("CRM_API_URL", "CRM_API_KEY", "EVENT_TYPE_ALIASES", "SOURCE_TIMEZONE", "PIPELINE_FIRST_WEEK",
+                     "ERP_DB_HOST", "ERP_DB_PORT", "ERP_DB_NAME", "ERP_DB_USER", "ERP_DB_PASSWORD", "ERP_DB_SCHEMA",
+                     "ERP_DB_TABLE", "ERP_DB_COLUMNS"):
             monkeypatch.delenv(name, raising=False)
+        if erp:  # the seeded erp.customers, read as a separate ERP database would be (the production path)
+            monkeypatch.setenv("ERP_DB_HOST", socket_dir(pg_server))
+            monkeypatch.setenv("ERP_DB_NAME", dbname)
+            monkeypatch.setenv("ERP_DB_USER", "postgres")
         if crm:
             from customer_assets_tests.support.crm_server import CrmBehaviour, CrmServer
 

@@ -170,6 +170,7 @@ def _unify_week(context: dg.AssetExecutionContext, settings: PipelineSettings, s
     log_path.write_text(json.dumps(transform_log, indent=2, default=str))
     yield dg.Output(profile, output_name="unified_customer_profiles", metadata={
         "dagster/row_count": len(profile), "match_rate": float(log.match_rate),
+        "unmatched_ids": int(log.dropped.get("UNMATCHED_ID", 0)),
         "suppressed_customers": suppressed,
         "sources": ", ".join(sources),
         "engagement_formula": ENGAGEMENT_FORMULA, "engagement_weights": dg.MetadataValue.json(ENGAGEMENT_WEIGHTS),

@@ -6,8 +6,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate
+from customer_assets.assets.common import (
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, latest_materialization,
+    metadata_value)
+from customer_assets.io_managers.types import PipelineErrorLogType, column_schema
+from customer_assets.logic import error_log
+from customer_assets.schemas import PipelineErrorLog
 from customer_assets.settings import PipelineSettings
 
 
@@ -47,7 +53,8 @@ def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
     kinds={"python"},
     owners=OWNERS,
     deps=[dg.AssetKey([WAREHOUSE, "weekly_transactions"]), dg.AssetKey([WAREHOUSE, "data_quality_metrics"]),
-          dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"]), dg.AssetKey([WAREHOUSE, "dim_customers"])],
+          dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"]), dg.AssetKey([WAREHOUSE, "dim_customers"]),
+          dg.AssetKey([WAREHOUSE, "customer_identity_map"])],
 )
 def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings,
                      quality_report: dict):
@@ -86,3 +93,24 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
         "quality_score": float(summary["quality_score"]),
         "intermediates_removed": len(removed),
     })
+
+
+ERROR_LOG_STEPS = sorted({step for step, _, _, _ in error_log.SOURCES})
+
+
+@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="operations",
+          kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+          dagster_type=PipelineErrorLogType, deps=[dg.AssetKey.from_user_string(s) for s in ERROR_LOG_STEPS],
+          metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(PipelineErrorLog)})
+def pipeline_error_log(context: dg.AssetExecutionContext) -> dg.Output:
+    """`customer_analytics.pipeline_error_log`: the week's rejected, flagged and lost records per step and reason
+    (step, severity, reason, record_count), from what each step recorded; replaced with the week."""
+    week = context.partition_key
+    values = {}
+    for step, entry, _, _ in error_log.SOURCES:
+        record = latest_materialization(context.instance, dg.AssetKey.from_user_string(step), week)
+        values[(step, entry)] = metadata_value(record, entry)
+    rows = error_log.error_rows(pd.Timestamp(week), values)
+    return dg.Output(rows, metadata={"dagster/row_count": len(rows),
+                                     "errors": int(rows.loc[rows["severity"] == "ERROR", "record_count"].sum()),
+                                     "warnings": int(rows.loc[rows["severity"] == "WARNING", "record_count"].sum())})

@@ -71,11 +71,38 @@ ORDER BY "timestamp", transaction_id
 """
 
 
+# The demo ERP: schema ``erp``, table ``customers``, for about a third of the customers, under ERP ids of its own
+# ('ERP-' and a number, not the shop's id) with the same email (in other cases) and phone (other formatting):
+# identity resolution must find them by their hashes. A record is modified in the week of the customer's first
+# purchase, and again a few weeks later for some.
+ERP_DDL = """
+CREATE SCHEMA IF NOT EXISTS erp;
+DROP TABLE IF EXISTS erp.customers;
+CREATE TABLE erp.customers AS
+WITH firsts AS (
+    SELECT customer_id, min("timestamp") AS first_tx FROM transactions
+    WHERE status = 'completed' AND customer_id IS NOT NULL GROUP BY 1
+)
+SELECT 'ERP-' || lpad((abs(hashtext(c.customer_id || 'erp')) % 10000000)::text, 7, '0') AS erp_id,
+       initcap(split_part(c.email, '@', 1)) || '@' || split_part(c.email, '@', 2) AS email,
+       regexp_replace(c.phone, '[^0-9+]', ' ', 'g') AS phone,
+       c.country,
+       COALESCE(f.first_tx, c.created_at) + make_interval(days => abs(hashtext(c.customer_id || 'm')) % 5)
+         + CASE WHEN abs(hashtext(c.customer_id || 'again')) % 4 = 0 THEN interval '21 days' ELSE interval '0' END
+         AS modified_at
+FROM customers c LEFT JOIN firsts f USING (customer_id)
+WHERE abs(hashtext(c.customer_id || 'erp')) % 3 = 0 AND c.email IS NOT NULL;
+CREATE INDEX ON erp.customers (modified_at);
+"""
+
+
 def seed_crm_table(dsn: str) -> int:
-    """(Re)create ``crm_customers`` from the seeded tables; return its row count."""
+    """(Re)create ``crm_customers`` (and the demo ERP's ``erp.customers``) from the seeded tables; return the
+    CRM table's row count."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
         cur.execute(CRM_DDL)
+        cur.execute(ERP_DDL)
         cur.execute("SELECT count(*) FROM crm_customers")
         count = cur.fetchone()[0]
     conn.close()

@@ -16,8 +16,8 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from customer_assets.io_managers.frames import frame_batches_type, stored_frame_type
 from customer_assets.schemas import (
-    CrmCustomers, CustomerEventAggregates, CustomerHistory, DataQualityMetrics, DimDate, FactTransactions,
-    FactTransactionsQuarantine, MartChurnRetention, MartCohortRetention, MartWeeklySales, ProductSnapshots,
+    CrmCustomers, CustomerEventAggregates, CustomerHistory, CustomerIdentityMap, DataQualityMetrics, DimDate, ErpCustomers, FactTransactions,
+    FactTransactionsQuarantine, MartChurnRetention, MartCohortRetention, MartWeeklySales, PipelineErrorLog, ProductSnapshots,
     QuarantinedTransactions, RawTransactions, TransactionAnomalies, TransformedTransactions, UnifiedCustomerProfiles,
     ValidatedTransactions)
 
@@ -138,3 +138,6 @@ FactTransactionsQuarantineType = frame_type(FactTransactionsQuarantine)
 MartWeeklySalesType = frame_type(MartWeeklySales)
 MartChurnRetentionType = frame_type(MartChurnRetention)
 MartCohortRetentionType = frame_type(MartCohortRetention)
+ErpCustomersType = frame_type(ErpCustomers)
+CustomerIdentityMapType = frame_type(CustomerIdentityMap)
+PipelineErrorLogType = frame_type(PipelineErrorLog)

@@ -4,11 +4,13 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from customer_assets.weeks import week_bounds
 from customer_assets_tests.support.pipeline import run_week, warehouse
+from customer_assets_tests.support.sources import query
 
 WEEK, EARLIER = "2026-11-16", "2026-11-09"
 STAR = ["fact_transactions", "fact_transactions_quarantine", "dim_products", "dim_date", "product_snapshots",
-        "mart_weekly_sales", "mart_churn_retention", "mart_cohort_retention"]
+        "mart_weekly_sales", "mart_churn_retention", "mart_cohort_retention", "pipeline_error_log"]
 
 
 def _table(tmp, name: str) -> pd.DataFrame:
@@ -67,6 +69,14 @@ def test_a_week_fills_the_star_schema_and_marts_and_a_rerun_changes_nothing(pipe
     assert cohorts["retained"].sum() == buyers
     assert (cohorts["retention_rate"] == cohorts["retained"] / cohorts["cohort_size"]).all()
 
+    # The error log: the week's quarantined rows by reason, as the quality metrics count them.
+    errors = warehouse(db, """SELECT * FROM customer_analytics.pipeline_error_log WHERE week_start = '2026-11-16'""")
+    rejected = errors[(errors["step"] == "etl/quarantined_transactions") & (errors["severity"] == "ERROR")]
+    metrics = warehouse(db, """SELECT quarantined_records FROM customer_analytics.data_quality_metrics
+                               WHERE week_start = '2026-11-16'""")
+    assert len(rejected) >= 3 and rejected["record_count"].sum() == metrics["quarantined_records"][0]
+    assert (errors["record_count"] > 0).all() and set(errors["severity"]) <= {"ERROR", "WARNING"}
+
     before = {name: _table(tmp, name) for name in STAR}
     run_week(WEEK)
     for name in STAR:
@@ -104,3 +114,30 @@ def test_an_orphan_key_is_quarantined_with_its_reason_and_stops_the_marts(pipeli
     assert not [m for m in result.get_asset_materialization_events()
                 if m.asset_key.path[-1].startswith("mart_")]
     pd.testing.assert_frame_equal(_table(tmp, "mart_weekly_sales"), sales_before)
+
+
+def test_a_customer_in_crm_and_erp_under_other_ids_is_one_customer_with_both_ids_mapped(pipeline_env, small_source):
+    """Issue 15: identity resolution on the keyed email hash across the CRM (API), the ERP (its own database
+    connection) and the transaction database."""
+    tmp = pipeline_env("small_source", crm=True, erp=True)
+    start, end = week_bounds(WEEK)
+    pairs = query(small_source, """
+        SELECT DISTINCT e.erp_id, c.customer_id FROM erp.customers e
+        JOIN customers c ON lower(c.email) = lower(e.email)
+        JOIN crm_customers k ON upper(trim(k.customer_id)) = c.customer_id
+        WHERE e.modified_at >= %(start)s AND e.modified_at < %(end)s
+          AND k.updated_at >= %(start)s AND k.updated_at < %(end)s
+        ORDER BY 2 LIMIT 5""", {"start": start, "end": end})
+    assert pairs, "the demo seed gives ERP records of CRM customers under other ids"
+    run_week(WEEK)
+    mapping = warehouse(tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.customer_identity_map")
+    for erp_id, crm_id in pairs:
+        records = mapping[mapping["source_customer_id"].isin([erp_id, crm_id])]
+        assert set(zip(records["source"], records["source_customer_id"])) >= {("crm", crm_id), ("erp", erp_id)}
+        assert set(records["customer_id"]) == {crm_id}, records  # the CRM's id wins over the ERP's
+        erp_row = records[records["source"] == "erp"].iloc[0]
+        assert erp_row["matched_on"] == "email" and not erp_row["is_primary"]
+    # Every record of the week is mapped once, and each customer has exactly one primary record.
+    assert not mapping.duplicated(["source", "source_customer_id"]).any()
+    assert mapping.groupby("customer_id")["is_primary"].sum().eq(1).all()
+    assert not [c for c in mapping.columns if "email" in c or "phone" in c]  # nothing personal in clear text

@@ -149,9 +149,10 @@ def test_a_week_materialized_twice_is_there_once(prod_env, bigquery_client):
     assert not dimension_again.duplicated(["customer_id", "version"]).any()
     assert dimension_again.groupby("customer_id")["is_current"].sum().eq(1).all()
     tables = sorted(t.table_id for t in bigquery_client.list_tables(f"{PROJECT}.{DATASET}"))
-    assert tables == ["customer_history", "data_quality_metrics", "dim_customers", "dim_date", "dim_products",
-                      "fact_transactions", "fact_transactions_quarantine", "mart_churn_retention",
-                      "mart_cohort_retention", "mart_weekly_sales", "product_snapshots", "weekly_customer_profiles",
+    assert tables == ["customer_history", "customer_identity_map", "data_quality_metrics", "dim_customers",
+                      "dim_date", "dim_products", "fact_transactions", "fact_transactions_quarantine",
+                      "mart_churn_retention", "mart_cohort_retention", "mart_weekly_sales", "pipeline_error_log",
+                      "product_snapshots", "weekly_customer_profiles",
                       "weekly_transactions"]  # no staging table left behind
 
 

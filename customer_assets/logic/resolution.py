@@ -1,0 +1,88 @@
+"""Identity resolution: one customer across the CRM, the ERP and the transaction database.
+
+Records are linked when they share the keyed hash of an email, the keyed hash of a phone, or a standardised
+id; linked records are one customer (the connected components of those links). Each customer's id is the id
+of its best record: the CRM before the ERP before the database, then the most recent within a source. The
+map keeps every source id it merged, and on what it was matched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
+
+PRIORITY = {"crm": 0, "erp": 1, "database": 2}
+LINKS = ("email_hash", "phone_hash", "customer_id")
+MAP_COLUMNS = ["customer_id", "source", "source_customer_id", "matched_on", "is_primary"]
+
+
+def standardise_erp(raw: pd.DataFrame, hash_key: str) -> tuple[pd.DataFrame, dict]:
+    """ERP records with standardised ids, emails and phones hashed as the CRM's are; the most recently
+    modified record of an id is kept."""
+    emails = valid_emails(raw["email"])
+    frame = pd.DataFrame({
+        "customer_id": standardise_ids(raw["customer_id"]),
+        "email_hash": keyed_hash(emails, hash_key),
+        "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),
+        "country": raw["country"].astype("str"),
+        "updated_at": pd.to_datetime(raw["updated_at"], utc=True).astype("datetime64[ns, UTC]"),
+        "source": "erp",
+    })
+    before = len(frame)
+    frame = (frame.dropna(subset=["customer_id"]).sort_values(["customer_id", "updated_at"], kind="stable")
+                  .drop_duplicates("customer_id", keep="last").reset_index(drop=True))
+    counts = {"records": before, "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
+              "duplicate_ids": before - len(frame)}
+    return frame, counts
+
+
+def _components(records: pd.DataFrame) -> np.ndarray:
+    """For each record, the smallest position among the records it is linked to, directly or not."""
+    label = np.arange(len(records))
+    while True:
+        before = label.copy()
+        for key in LINKS:
+            values = records[key]
+            present = values.notna().to_numpy()
+            if not present.any():
+                continue
+            smallest = pd.Series(label[present]).groupby(values[present].to_numpy()).transform("min").to_numpy()
+            label[present] = np.minimum(label[present], smallest)
+        label = label[label]  # follow each label to its own label: components collapse in few rounds
+        if (label == before).all():
+            return label
+
+
+def resolve(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd.DataFrame:
+    """The identity map of the week's records: one row per source record (``MAP_COLUMNS``), ``customer_id``
+    being the resolved customer's id."""
+    database = pd.DataFrame({"customer_id": standardise_ids(pd.Series(database_ids, dtype="str")).dropna().unique()})
+    parts = [frame.assign(source=source)[[c for c in ("customer_id", "email_hash", "phone_hash", "updated_at", "source")
+                                          if c in frame.columns or c == "source"]]
+             for frame, source in ((crm, "crm"), (erp, "erp"), (database, "database"))]
+    records = pd.concat(parts, ignore_index=True)
+    for column in ("email_hash", "phone_hash"):
+        if column not in records:
+            records[column] = pd.Series(dtype="str")
+    if "updated_at" not in records:
+        records["updated_at"] = pd.NaT
+    records["updated_at"] = pd.to_datetime(records["updated_at"], utc=True)
+    if records.empty:
+        return pd.DataFrame({c: pd.Series(dtype="bool" if c == "is_primary" else "str") for c in MAP_COLUMNS})
+    records["component"] = _components(records)
+    ranked = records.assign(rank=records["source"].map(PRIORITY)).sort_values(
+        ["component", "rank", "updated_at", "customer_id"], ascending=[True, True, False, True], kind="stable")
+    primary = ranked.drop_duplicates("component")[["component", "customer_id", "source"]].rename(
+        columns={"customer_id": "resolved", "source": "primary_source"})
+    out = records.merge(primary, on="component", how="left")
+    matched = pd.Series("self", index=out.index, dtype="object")
+    for key, name in (("customer_id", "id"), ("phone_hash", "phone"), ("email_hash", "email")):
+        shared = out[key].notna() & out.duplicated(["component", key], keep=False)
+        matched[shared.to_numpy()] = name
+    return pd.DataFrame({
+        "customer_id": out["resolved"].astype("str"), "source": out["source"].astype("str"),
+        "source_customer_id": out["customer_id"].astype("str"), "matched_on": matched.astype("str"),
+        "is_primary": ((out["customer_id"] == out["resolved"]) & (out["source"] == out["primary_source"])).astype(bool),
+    }).sort_values(["customer_id", "source", "source_customer_id"], ignore_index=True)
