@@ -165,3 +165,24 @@ def test_dagster_dev_serves_the_asset_graph(workdir):
         assert [(s["name"], s["cronSchedule"]) for s in repository["schedules"]] == [
             ("weekly_customer_pipeline_schedule", "0 2 * * 1")]
         assert "etl_failure_cleanup" in [s["name"] for s in repository["sensors"]]
+
+
+def _readme_queries() -> list[str]:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Example queries", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```sql\n")[1:]]
+
+
+def test_the_readme_example_queries_run_as_written_on_the_local_warehouse(workdir):
+    """Issue 15: the analysts' example queries, against the warehouse the README's run command made."""
+    database = workdir / "data" / "warehouse.duckdb"
+    if not database.exists():
+        done = _materialize(workdir)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    queries = _readme_queries()
+    assert len(queries) == 3
+    with duckdb.connect(str(database), read_only=True) as con:
+        churn, revenue, history = (con.execute(q).df() for q in queries)
+    assert len(churn) >= 2 and churn["churn_rate"].between(0, 1).all()
+    assert len(revenue) >= 3 and revenue["revenue_usd"].gt(0).all()
+    assert set(history["source"]) >= {"erp", "database"} and history["transaction_id"].notna().any()
