@@ -30,7 +30,8 @@ def test_erased_customer_is_gone_after_erasure_and_backfill(pipeline_env, small_
     listed = pd.read_csv(anomalies, dtype={"customer_id": str})
     customer = listed.loc[listed["anomaly_flags"].str.contains("HIGH_FREQUENCY"), "customer_id"].iloc[0]
     before = _rows_of(db, customer)
-    assert all(before.values()), before
+    # In every customer table (the quarantine of unresolvable facts is empty in the demo week).
+    assert all(n for table, n in before.items() if table != "fact_transactions_quarantine"), before
 
     from customer_assets.definitions import build_definitions
 
