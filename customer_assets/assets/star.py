@@ -86,8 +86,8 @@ def fact_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseSQL
     yield dg.Output(facts, output_name="fact_transactions", metadata={"dagster/row_count": len(facts)})
     yield dg.Output(quarantined, output_name="fact_transactions_quarantine", metadata={
         "dagster/row_count": len(quarantined), "reasons": dg.MetadataValue.json(reasons)})
-    result = check_result(FACT, "referential_integrity",
-                          checks.keys_resolve(len(candidates), len(facts), reasons),
-                          loaded=len(candidates), fact_rows=len(facts), quarantined=len(quarantined))
+    loaded = int(candidates["transaction_id"].nunique())
+    result = check_result(FACT, "referential_integrity", checks.keys_resolve(loaded, len(facts), reasons),
+                          loaded=loaded, fact_rows=len(facts), quarantined=len(quarantined))
     alert_failed_checks(alerts, [result], context.partition_key, context.log)
     yield result

@@ -39,19 +39,23 @@ def standardise_erp(raw: pd.DataFrame, hash_key: str) -> tuple[pd.DataFrame, dic
 
 
 def _components(records: pd.DataFrame) -> np.ndarray:
-    """For each record, the smallest position among the records it is linked to, directly or not."""
+    """For each record, the smallest position among the records it is linked to, directly or not: labels
+    spread through each shared key (integer codes, factorized once) until nothing changes."""
     label = np.arange(len(records))
+    keys = []
+    for key in LINKS:
+        codes, uniques = pd.factorize(records[key])  # missing values get -1
+        present = codes >= 0
+        if present.any():
+            keys.append((codes[present], present, len(uniques)))
     while True:
         before = label.copy()
-        for key in LINKS:
-            values = records[key]
-            present = values.notna().to_numpy()
-            if not present.any():
-                continue
-            smallest = pd.Series(label[present]).groupby(values[present].to_numpy()).transform("min").to_numpy()
-            label[present] = np.minimum(label[present], smallest)
+        for codes, present, size in keys:
+            smallest = np.full(size, len(label))
+            np.minimum.at(smallest, codes, label[present])
+            label[present] = np.minimum(label[present], smallest[codes])
         label = label[label]  # follow each label to its own label: components collapse in few rounds
-        if (label == before).all():
+        if np.array_equal(label, before):
             return label
 
 
@@ -59,18 +63,13 @@ def resolve(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd
     """The identity map of the week's records: one row per source record (``MAP_COLUMNS``), ``customer_id``
     being the resolved customer's id."""
     database = pd.DataFrame({"customer_id": standardise_ids(pd.Series(database_ids, dtype="str")).dropna().unique()})
-    parts = [frame.assign(source=source)[[c for c in ("customer_id", "email_hash", "phone_hash", "updated_at", "source")
-                                          if c in frame.columns or c == "source"]]
-             for frame, source in ((crm, "crm"), (erp, "erp"), (database, "database"))]
-    records = pd.concat(parts, ignore_index=True)
-    for column in ("email_hash", "phone_hash"):
-        if column not in records:
-            records[column] = pd.Series(dtype="str")
-    if "updated_at" not in records:
-        records["updated_at"] = pd.NaT
-    records["updated_at"] = pd.to_datetime(records["updated_at"], utc=True)
-    if records.empty:
+    columns = ["customer_id", "email_hash", "phone_hash", "updated_at"]
+    parts = [frame.reindex(columns=columns).astype({"customer_id": "str", "email_hash": "str", "phone_hash": "str",
+                                                     "updated_at": "datetime64[ns, UTC]"}).assign(source=source)
+             for frame, source in ((crm, "crm"), (erp, "erp"), (database, "database")) if len(frame)]
+    if not parts:
         return pd.DataFrame({c: pd.Series(dtype="bool" if c == "is_primary" else "str") for c in MAP_COLUMNS})
+    records = pd.concat(parts, ignore_index=True)
     records["component"] = _components(records)
     ranked = records.assign(rank=records["source"].map(PRIORITY)).sort_values(
         ["component", "rank", "updated_at", "customer_id"], ascending=[True, True, False, True], kind="stable")

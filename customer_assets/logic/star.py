@@ -45,40 +45,21 @@ def _day_key(column: str) -> str:
     return f"(EXTRACT(YEAR FROM {column}) * 10000 + EXTRACT(MONTH FROM {column}) * 100 + EXTRACT(DAY FROM {column}))"
 
 
-# Each transaction of the week with the number of matching dimension rows per key and the (least) key found.
-# A customer version matches when the transaction's week lies in [effective_from, effective_to): versions
-# change at week boundaries. Ids are compared as the profiles standardise them (trimmed, upper-case).
+# Each transaction of the week joined to the dimension rows valid at its time. A customer version matches
+# when the transaction's week lies in [effective_from, effective_to): versions change at week boundaries. Ids
+# are compared as the profiles standardise them (trimmed, upper-case). A key that matches several rows
+# repeats the transaction (resolve_keys finds it); one that matches none leaves the key NULL.
 FACT_SQL = f"""
-WITH tx AS (
-  SELECT t.transaction_id, UPPER(TRIM(t.customer_id)) AS customer_id, t.product_id, t.{{ts}} AS ts, t.week_start,
-         t.amount, t.currency, t.amount_usd, t.fx_rate, t.fx_rate_date, t.is_anomaly, t.anomaly_flags,
-         {_day_key("t." + "{ts}")} AS date_key
-  FROM {{transactions}} t WHERE t.week_start = @week_start
-),
-customers AS (
-  SELECT tx.transaction_id, COUNT(c.customer_key) AS customer_matches, MIN(c.customer_key) AS customer_key
-  FROM tx LEFT JOIN {{dim_customers}} c ON c.customer_id = tx.customer_id
-    AND c.effective_from <= tx.week_start AND tx.week_start < c.effective_to
-  GROUP BY tx.transaction_id
-),
-products AS (
-  SELECT tx.transaction_id, COUNT(p.product_key) AS product_matches, MIN(p.product_key) AS product_key
-  FROM tx LEFT JOIN {{dim_products}} p ON p.product_id = tx.product_id
-    AND p.effective_from <= tx.week_start AND tx.week_start < p.effective_to
-  GROUP BY tx.transaction_id
-),
-days AS (
-  SELECT tx.transaction_id, COUNT(d.date_key) AS date_matches
-  FROM tx LEFT JOIN {{dim_date}} d ON d.date_key = tx.date_key
-  GROUP BY tx.transaction_id
-)
-SELECT tx.transaction_id, customers.customer_key, products.product_key, tx.date_key, tx.customer_id, tx.product_id,
-       tx.ts AS {{ts}}, tx.week_start, tx.amount, tx.currency, tx.amount_usd, tx.fx_rate, tx.fx_rate_date,
-       tx.is_anomaly, tx.anomaly_flags,
-       customers.customer_matches, products.product_matches, days.date_matches
-FROM tx JOIN customers ON customers.transaction_id = tx.transaction_id
-  JOIN products ON products.transaction_id = tx.transaction_id
-  JOIN days ON days.transaction_id = tx.transaction_id
+SELECT t.transaction_id, c.customer_key, p.product_key, {_day_key("t.{ts}")} AS date_key,
+       UPPER(TRIM(t.customer_id)) AS customer_id, t.product_id, t.{{ts}}, t.week_start, t.amount, t.currency,
+       t.amount_usd, t.fx_rate, t.fx_rate_date, t.is_anomaly, t.anomaly_flags, d.date_key AS matched_date_key
+FROM {{transactions}} t
+  LEFT JOIN {{dim_customers}} c ON c.customer_id = UPPER(TRIM(t.customer_id))
+    AND c.effective_from <= t.week_start AND t.week_start < c.effective_to
+  LEFT JOIN {{dim_products}} p ON p.product_id = t.product_id
+    AND p.effective_from <= t.week_start AND t.week_start < p.effective_to
+  LEFT JOIN {{dim_date}} d ON d.date_key = {_day_key("t.{ts}")}
+WHERE t.week_start = @week_start
 """
 
 FACT_COLUMNS = ["transaction_id", "customer_key", "product_key", "date_key", "customer_id", "product_id", "timestamp",
@@ -86,16 +67,21 @@ FACT_COLUMNS = ["transaction_id", "customer_key", "product_key", "date_key", "cu
                 "anomaly_flags"]
 QUARANTINE_COLUMNS = ["transaction_id", "customer_id", "product_id", "timestamp", "week_start", "amount_usd",
                       "reason_codes"]
-_MATCHES = {"customer_matches": "CUSTOMER_VERSION", "product_matches": "PRODUCT_VERSION", "date_matches": "DATE"}
+_KEYS = {"customer_key": "CUSTOMER_VERSION", "product_key": "PRODUCT_VERSION", "matched_date_key": "DATE"}
 
 
 def resolve_keys(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split the week's candidates (``FACT_SQL``'s rows) into fact rows (one match per key) and quarantined
-    rows with their reasons (``NO_<KEY>``: no match; ``AMBIGUOUS_<KEY>``: several)."""
+    rows with their reasons (``NO_<KEY>``: no match; ``AMBIGUOUS_<KEY>``: several), one row per transaction."""
+    if candidates["transaction_id"].duplicated().any():  # some key matched several rows
+        matches = candidates.groupby("transaction_id", sort=False)[list(_KEYS)].nunique()
+        candidates = candidates.drop_duplicates("transaction_id").reset_index(drop=True)
+        matches = matches.loc[candidates["transaction_id"]].reset_index(drop=True)
+    else:
+        matches = candidates[list(_KEYS)].notna().astype("int64")
     reasons = pd.Series("", index=candidates.index, dtype="object")
-    for column, name in _MATCHES.items():
-        matches = candidates[column].astype("int64")
-        for bad, prefix in ((matches == 0, "NO_"), (matches > 1, "AMBIGUOUS_")):
+    for column, name in _KEYS.items():
+        for bad, prefix in ((matches[column] == 0, "NO_"), (matches[column] > 1, "AMBIGUOUS_")):
             reasons[bad] = reasons[bad].where(reasons[bad] == "", reasons[bad] + ";") + prefix + name
     bad = (reasons != "").to_numpy()
     facts = candidates.loc[~bad, FACT_COLUMNS].reset_index(drop=True)

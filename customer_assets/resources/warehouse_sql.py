@@ -77,7 +77,8 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
             con.execute("SET TimeZone = 'UTC'")
             rendered = _PARAM.sub(r"$\1", rendered)
             if fetch:  # a relation's Arrow result, without the extra copy a DB-API result makes
-                return con.sql(rendered, params=values).to_arrow_table().to_pandas()
+                return con.sql(rendered, params=values).to_arrow_table().to_pandas(self_destruct=True,
+                                                                                   split_blocks=True)
             con.execute(rendered, values)
             return None
 
