@@ -95,7 +95,13 @@ def fact_candidates(warehouse, schema: str, week: WeekContext) -> pd.DataFrame:
              ("dim_customers", "dim_products", "dim_date")}
     names["transactions"] = warehouse.table(schema, "weekly_transactions")
     names["ts"] = warehouse.quote("timestamp")
-    return warehouse.query(FACT_SQL, {"week_start": _naive(week.week_start)}, **names)
+    rows = warehouse.query(FACT_SQL, {"week_start": _naive(week.week_start)}, **names)
+    # Nanosecond timestamps, as the models have them (engines hand back microseconds): the type check then
+    # takes its cheap path instead of pandera's full one.
+    for column, dtype in rows.dtypes.items():
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            rows[column] = rows[column].astype("datetime64[ns, UTC]" if getattr(dtype, "tz", None) else "datetime64[ns]")
+    return rows
 
 
 def _naive(moment: datetime) -> datetime:
