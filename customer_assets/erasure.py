@@ -39,8 +39,12 @@ INSERT INTO {table} (customer_hash, erased_at, request)
 SELECT h, @erased_at, @request FROM {hashes} WHERE h NOT IN (SELECT customer_hash FROM {table})
 """
 # Ids compared as the profiles join them (trimmed, upper-cased): 'c-1', ' C-1' and 'C-1' are one customer.
-COUNT_SQL = "SELECT count(*) AS n FROM {table} WHERE upper(trim(customer_id)) IN (SELECT i FROM {ids})"
-DELETE_SQL = "DELETE FROM {table} WHERE upper(trim(customer_id)) IN (SELECT i FROM {ids})"
+_ERASED = "upper(trim(customer_id)) IN (SELECT i FROM {ids})"
+COUNT_SQL = "SELECT count(*) AS n FROM {table} WHERE " + _ERASED
+DELETE_SQL = "DELETE FROM {table} WHERE " + _ERASED
+# The identity map also holds the erased ids as the source ids of customers resolved to another id.
+MAP_ERASED = _ERASED + " OR upper(trim(source_customer_id)) IN (SELECT i FROM {ids})"
+MAP_TABLE = "customer_identity_map"
 
 
 def canonical_ids(ids) -> list[str]:
@@ -97,9 +101,11 @@ def erase_from_warehouse(warehouse: WarehouseSQL, ids: list[str], hash_key: str,
         if not warehouse.exists(SCHEMA, name):
             continue
         names = {"table": warehouse.table(SCHEMA, name), "ids": warehouse.unnest("ids", "i")}
-        removed[name] = int(warehouse.query(COUNT_SQL, {"ids": ids}, **names)["n"].iloc[0])
+        where = MAP_ERASED if name == MAP_TABLE else _ERASED
+        removed[name] = int(warehouse.query("SELECT count(*) AS n FROM {table} WHERE " + where, {"ids": ids},
+                                            **names)["n"].iloc[0])
         if removed[name]:
-            warehouse.execute(DELETE_SQL, {"ids": ids}, **names)
+            warehouse.execute("DELETE FROM {table} WHERE " + where, {"ids": ids}, **names)
     return removed
 
 

@@ -332,17 +332,19 @@ class MartWeeklySales(pa.DataFrameModel):
 
 
 class MartChurnRetention(pa.DataFrameModel):
-    """Per week, customer segment, value tier and tenure band: the customers by status and how many came back."""
+    """Per week, customer segment, value tier and tenure band: every customer who has bought by the week's end,
+    by status at the week's end (from the last purchase), and how many bought this week for the first time or
+    again."""
 
     week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week.")
     segment: Series[str] = pa.Field(description="Customer segment ('unknown' imputed for none).")
     value_tier: Series[str] = pa.Field(description="Platinum / Gold / Silver / Bronze.")
     tenure_band: Series[str] = pa.Field(description="Since the first purchase, at the week's end: new (< 90 days), "
-                                        "established (90-365), loyal (> 365), or no purchase.")
-    customers: Series[int] = pa.Field(ge=1, description="Customers with a profile this week.")
-    active: Series[int] = pa.Field(ge=0, description="Status active (activity in the last 7 days).")
-    at_risk: Series[int] = pa.Field(ge=0, description="Status at-risk (7-30 days).")
-    churned: Series[int] = pa.Field(ge=0, description="Status churned (more than 30 days).")
+                                        "established (90-365), loyal (> 365).")
+    customers: Series[int] = pa.Field(ge=1, description="Customers who have bought by the week's end.")
+    active: Series[int] = pa.Field(ge=0, description="Last purchase less than 7 days before the week's end.")
+    at_risk: Series[int] = pa.Field(ge=0, description="Last purchase 7-30 days before the week's end.")
+    churned: Series[int] = pa.Field(ge=0, description="Last purchase more than 30 days before the week's end.")
     churn_rate: Series[float] = pa.Field(ge=0, le=1, description="churned / customers.")
     new_customers: Series[int] = pa.Field(ge=0, description="First purchase in this week.")
     returning_customers: Series[int] = pa.Field(ge=0, description="Bought this week, and had bought before it.")
@@ -386,7 +388,7 @@ class CustomerIdentityMap(pa.DataFrameModel):
     """Which source records are one customer: one row per record seen in the week (CRM, ERP, database)."""
 
     customer_id: Series[str] = pa.Field(description="The resolved customer's id: its best record's (CRM before "
-                                        "ERP before database, then the most recent).")
+                                        "ERP before database, then the most recent); an ERP id as 'erp:<id>'.")
     source: Series[str] = pa.Field(isin=["crm", "erp", "database"], description="The record's source.")
     source_customer_id: Series[str] = pa.Field(description="The record's id in its source (standardised).")
     matched_on: Series[str] = pa.Field(isin=["email", "phone", "id", "self"], description=(

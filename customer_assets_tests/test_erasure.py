@@ -69,9 +69,11 @@ def test_erasure_in_bigquery(bigquery_endpoint, bigquery_client):
     dataset = f"erasure_{uuid.uuid4().hex[:8]}"
     bigquery_client.create_dataset(dataset)
     for table in CUSTOMER_TABLES:
-        bigquery_client.query(f"CREATE TABLE `{BIGQUERY_PROJECT}.{dataset}.{table}` AS "
-                              "SELECT * FROM UNNEST([STRUCT('C1' AS customer_id, 1 AS n), ('C2', 2), ('C1', 3), "
-                              "('C3', 4)])").result()
+        rows = ("SELECT * FROM UNNEST([STRUCT('C1' AS customer_id, 1 AS n), ('C2', 2), ('C1', 3), ('C3', 4)])"
+                if table != "customer_identity_map" else  # C3 is also a source id resolved to C2: it goes too
+                "SELECT * FROM UNNEST([STRUCT('C1' AS customer_id, 'C1' AS source_customer_id), ('C2', 'C2'), "
+                "('C1', 'X9'), ('C2', 'C3')])")
+        bigquery_client.query(f"CREATE TABLE `{BIGQUERY_PROJECT}.{dataset}.{table}` AS {rows}").result()
     bq = BigQueryWarehouse(project=BIGQUERY_PROJECT, emulator_host=bigquery_endpoint, dataset_override=dataset)
     removed = erase_from_warehouse(bq, ["c1", "C3 "], "key", "DSR-7")  # ids as a request may spell them
     assert removed == dict.fromkeys(CUSTOMER_TABLES, 3)

@@ -5,12 +5,14 @@ import dagster as dg
 from customer_assets.assets.common import (
     OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, week_context)
 from customer_assets.assets.profiles import AFTER_TRANSACTIONS
+from customer_assets.erasure import drop_suppressed
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.types import CustomerIdentityMapType, ErpCustomersType, column_schema
 from customer_assets.logic.resolution import resolve, standardise_erp
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap
 
 
@@ -33,7 +35,8 @@ def erp_customers(context: dg.AssetExecutionContext, erp: ErpSource, crm: CrmSou
           ins={"crm_customers": intermediate("crm_customers"), "erp_customers": intermediate("erp_customers"),
                "transformed_transactions": intermediate("transformed_transactions", StoredFrame)},
           metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(CustomerIdentityMap)})
-def customer_identity_map(context: dg.AssetExecutionContext, crm_customers, erp_customers, transformed_transactions):
+def customer_identity_map(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, crm: CrmSource, crm_customers,
+                          erp_customers, transformed_transactions):
     """`customer_analytics.customer_identity_map`: the week's records of the CRM, the ERP and the transaction
     database, each with the customer it resolves to. Records sharing a keyed email hash, a keyed phone hash or a
     standardised id are one customer, whose id is its best record's (CRM > ERP > database, then the most
@@ -41,11 +44,14 @@ def customer_identity_map(context: dg.AssetExecutionContext, crm_customers, erp_
     if finished_week(context, crm_customers, erp_customers, transformed_transactions):
         return
     database_ids = transformed_transactions.read(["customer_id"])["customer_id"]
+    # Forgotten on request: the CRM or the ERP may still know them (the extract already left them out).
+    crm_customers, crm_suppressed = drop_suppressed(crm_customers, warehouse, crm.hash_key)
+    erp_customers, erp_suppressed = drop_suppressed(erp_customers, warehouse, crm.hash_key)
     mapping = resolve(crm_customers, erp_customers, database_ids)
     mapping["week_start"] = week_context(context).week_start.replace(tzinfo=None)
     merged = mapping[~mapping["is_primary"]]
     yield dg.Output(mapping, metadata={
         "dagster/row_count": len(mapping), "customers": int(mapping["customer_id"].nunique()),
-        "records_merged": len(merged),
+        "records_merged": len(merged), "suppressed_records": crm_suppressed + erp_suppressed,
         "matched_on": dg.MetadataValue.json(merged["matched_on"].value_counts().to_dict()),
         "sources": dg.MetadataValue.json(mapping["source"].value_counts().to_dict())})

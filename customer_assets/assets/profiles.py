@@ -232,7 +232,7 @@ def dim_customers(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) ->
     summary = apply_week(warehouse, WAREHOUSE, week_context(context).week_start)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(summary["versions"]),
-        "customers": int(summary["customers"]),
+        "customers": int(summary["current_versions"]),
         "versions_starting_this_week": int(summary["versions_starting_this_week"]),
         "current_versions": int(summary["current_versions"]),
     })

@@ -11,7 +11,7 @@ from customer_assets.io_managers.types import (
     DimDateType, FactTransactionsQuarantineType, FactTransactionsType, ProductSnapshotsType, column_schema)
 from customer_assets.logic import checks
 from customer_assets.logic.scd2 import PRODUCTS, apply_week
-from customer_assets.logic.star import dim_date_rows, fact_candidates, resolve_keys
+from customer_assets.logic.star import dim_date_rows, fact_candidates, kept_snapshot, resolve_keys
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import DimDate, FactTransactions, ProductSnapshots
@@ -26,12 +26,19 @@ WAREHOUSE_TABLE = {"partitions_def": PARTITIONS, "group_name": GROUP, "owners": 
 @dg.asset(key_prefix=[WAREHOUSE], kinds={"postgres", WAREHOUSE_KIND}, dagster_type=ProductSnapshotsType,
           metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(ProductSnapshots)},
           **WAREHOUSE_TABLE)
-def product_snapshots(context: dg.AssetExecutionContext, source_db: PostgresSource):
+def product_snapshots(context: dg.AssetExecutionContext, source_db: PostgresSource, warehouse: WarehouseSQL):
     """`customer_analytics.product_snapshots`: the product catalogue as extracted in the week (id, name, category,
-    price), which `dim_products` versions."""
+    price), which `dim_products` versions. Extracted the first time the week runs and kept when it re-runs: the
+    catalogue of today must not be backdated into a past week's versions."""
+    week_start = week_context(context).week_start.replace(tzinfo=None)
+    kept = kept_snapshot(warehouse, WAREHOUSE, week_start)
+    if len(kept):
+        context.log.info(f"product catalogue of {context.partition_key} kept as first extracted ({len(kept)} products)")
+        return dg.Output(kept, metadata={"dagster/row_count": len(kept), "mode": "kept"})
     with source_db.connect() as conn:
         snapshot = products_snapshot(conn, source_db.schema(conn, ("products",)))
-    return snapshot.assign(week_start=week_context(context).week_start.replace(tzinfo=None))
+    return dg.Output(snapshot.assign(week_start=week_start),
+                     metadata={"dagster/row_count": len(snapshot), "mode": "extracted"})
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name=GROUP, kinds={"sql", WAREHOUSE_KIND},
@@ -82,7 +89,8 @@ def dim_date(context: dg.AssetExecutionContext):
 def fact_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts):
     candidates = fact_candidates(warehouse, WAREHOUSE, week_context(context))
     facts, quarantined = resolve_keys(candidates)
-    reasons = quarantined["reason_codes"].str.split(";").explode().value_counts().to_dict() if len(quarantined) else {}
+    # By primary reason (the first code), as the validation's quarantine counts: each row once.
+    reasons = quarantined["reason_codes"].str.split(";").str[0].value_counts().to_dict() if len(quarantined) else {}
     yield dg.Output(facts, output_name="fact_transactions", metadata={"dagster/row_count": len(facts)})
     yield dg.Output(quarantined, output_name="fact_transactions_quarantine", metadata={
         "dagster/row_count": len(quarantined), "reasons": dg.MetadataValue.json(reasons)})

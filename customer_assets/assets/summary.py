@@ -64,6 +64,12 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
     run-failure sensor does the same for failed runs.
     """
     if finished_week(context, quality_report):
+        # Steps re-run alone for a finished week may have written intermediates again: they go all the same.
+        removed, remaining = remove_intermediates(settings, context.partition_key)
+        if removed or remaining:
+            context.log.info(f"removed {len(removed)} intermediate file(s) of the finished week")
+        if remaining:
+            raise dg.Failure(f"intermediate files of week {context.partition_key} could not be removed: {remaining}")
         return
     week = context.partition_key
     load_report_path = Path(settings.reports_dir, week, "load_report_weekly_transactions.json")

@@ -12,6 +12,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from customer_assets.logic.profiles import STATUS_BINS
 from customer_assets.schemas import MartChurnRetention, MartCohortRetention, MartWeeklySales
 from customer_assets.weeks import WeekContext
 
@@ -23,6 +24,7 @@ IMPUTED = {
     "mart_cohort_retention": {},
 }
 NEW_DAYS, LOYAL_DAYS = 90, 365
+ACTIVE_DAYS, CHURNED_AFTER_DAYS = STATUS_BINS  # the profiles' status bins, on the last purchase
 
 _SALES_BY_GROUP = """
   SELECT COALESCE(p.category, '{unknown}') AS category, COALESCE(c.country, '{unknown}') AS country,
@@ -48,32 +50,40 @@ FROM cur LEFT JOIN prev ON prev.category = cur.category AND prev.country = cur.c
 ORDER BY cur.category, cur.country, cur.segment
 """
 
-# Each customer's first purchase as of the week's end (over all currencies) and whether they bought this week.
+# Each customer's first and last purchase as of the week's end (over all currencies): every customer who ever
+# bought, from the carried history.
 _FIRST_PURCHASES = """
-  SELECT UPPER(TRIM(customer_id)) AS customer_id, MIN(first_purchase_at) AS first_purchase_at
+  SELECT UPPER(TRIM(customer_id)) AS customer_id, MIN(first_purchase_at) AS first_purchase_at,
+         MAX(last_purchase_at) AS last_purchase_at
   FROM {history} WHERE week_start = @week_start GROUP BY 1
 """
 _BUYERS = "SELECT DISTINCT customer_id FROM {fact} WHERE week_start = @week_start"
+
 
 def _count_if(condition: str) -> str:
     """Rows meeting ``condition`` (0, never NULL, when none does: COUNTIF gives NULL on DuckDB then)."""
     return f"CAST(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS {{INT}})"
 
 
+# Every customer who has bought by the week's end, with the status their last purchase gives at the week's end
+# (the profiles' bins: active < 7 days, at-risk 7-30, churned > 30) and the segment and tier of their
+# dimension version valid in the week.
 CHURN_SQL = f"""
 WITH firsts AS ({_FIRST_PURCHASES}),
 buyers AS ({_BUYERS}),
 customers AS (
-  SELECT COALESCE(p.segment, '{{unknown}}') AS segment, COALESCE(p.value_tier, '{{unknown}}') AS value_tier,
-         CASE WHEN f.first_purchase_at IS NULL THEN 'no purchase'
-              WHEN f.first_purchase_at >= @new_since THEN 'new'
+  SELECT COALESCE(d.segment, '{{unknown}}') AS segment, COALESCE(d.value_tier, '{{unknown}}') AS value_tier,
+         CASE WHEN f.first_purchase_at >= @new_since THEN 'new'
               WHEN f.first_purchase_at >= @loyal_since THEN 'established'
               ELSE 'loyal' END AS tenure_band,
-         p.status, f.first_purchase_at, b.customer_id IS NOT NULL AS bought
-  FROM {{profiles}} p
-    LEFT JOIN firsts f ON f.customer_id = p.customer_id
-    LEFT JOIN buyers b ON b.customer_id = p.customer_id
-  WHERE p.week_start = @week_start
+         CASE WHEN f.last_purchase_at > @active_since THEN 'active'
+              WHEN f.last_purchase_at >= @churned_before THEN 'at-risk'
+              ELSE 'churned' END AS status,
+         f.first_purchase_at, b.customer_id IS NOT NULL AS bought
+  FROM firsts f
+    LEFT JOIN {{dim_customers}} d ON d.customer_id = f.customer_id
+      AND d.effective_from <= @week_start AND @week_start < d.effective_to
+    LEFT JOIN buyers b ON b.customer_id = f.customer_id
 )
 SELECT segment, value_tier, tenure_band, COUNT(*) AS customers,
        {_count_if("status = 'active'")} AS active, {_count_if("status = 'at-risk'")} AS at_risk,
@@ -115,9 +125,11 @@ def churn_retention(warehouse, schema: str, week: WeekContext) -> pd.DataFrame:
     start = _week(week)
     params = {"week_start": start.to_pydatetime(), "week_start_utc": week.week_start,
               "new_since": week.week_end - timedelta(days=NEW_DAYS),
-              "loyal_since": week.week_end - timedelta(days=LOYAL_DAYS)}
+              "loyal_since": week.week_end - timedelta(days=LOYAL_DAYS),
+              "active_since": week.week_end - timedelta(days=ACTIVE_DAYS),
+              "churned_before": week.week_end - timedelta(days=CHURNED_AFTER_DAYS)}
     rows = warehouse.query(CHURN_SQL, params, unknown=UNKNOWN,
-                           **_tables(warehouse, schema, "fact", "history", "profiles"))
+                           **_tables(warehouse, schema, "fact", "history", "dim_customers"))
     return MartChurnRetention.validate(rows.assign(week_start=start)[["week_start", *rows.columns]], lazy=True)
 
 

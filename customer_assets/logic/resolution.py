@@ -2,8 +2,9 @@
 
 Records are linked when they share the keyed hash of an email, the keyed hash of a phone, or a standardised
 id; linked records are one customer (the connected components of those links). Each customer's id is the id
-of its best record: the CRM before the ERP before the database, then the most recent within a source. The
-map keeps every source id it merged, and on what it was matched.
+of its best record: the CRM before the ERP before the database, then the most recent within a source (an ERP
+id, from an id space of its own, as ``erp:<id>``). The map keeps every source id it merged, and on what it was
+matched.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
 
 PRIORITY = {"crm": 0, "erp": 1, "database": 2}
-LINKS = ("email_hash", "phone_hash", "customer_id")
+LINKS = ("email_hash", "phone_hash", "id_link")
 MAP_COLUMNS = ["customer_id", "source", "source_customer_id", "matched_on", "is_primary"]
 
 
@@ -64,12 +65,15 @@ def resolve(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd
     being the resolved customer's id."""
     database = pd.DataFrame({"customer_id": standardise_ids(pd.Series(database_ids, dtype="str")).dropna().unique()})
     columns = ["customer_id", "email_hash", "phone_hash", "updated_at"]
-    parts = [frame.reindex(columns=columns).astype({"customer_id": "str", "email_hash": "str", "phone_hash": "str",
-                                                     "updated_at": "datetime64[ns, UTC]"}).assign(source=source)
+    # Columns a source leaves empty (the database has no email, phone or time) are left out before concatenating.
+    parts = [frame[[c for c in columns if c in frame and frame[c].notna().any()]].assign(source=source)
              for frame, source in ((crm, "crm"), (erp, "erp"), (database, "database")) if len(frame)]
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="bool" if c == "is_primary" else "str") for c in MAP_COLUMNS})
-    records = pd.concat(parts, ignore_index=True)
+    records = pd.concat(parts, ignore_index=True).reindex(columns=[*columns, "source"])
+    records["updated_at"] = pd.to_datetime(records["updated_at"], utc=True)
+    # The CRM and the shop share customer ids; the ERP has an id space of its own, so its ids link only to itself.
+    records["id_link"] = records["customer_id"].where(records["source"] != "erp", "erp:" + records["customer_id"])
     records["component"] = _components(records)
     ranked = records.assign(rank=records["source"].map(PRIORITY)).sort_values(
         ["component", "rank", "updated_at", "customer_id"], ascending=[True, True, False, True], kind="stable")
@@ -77,11 +81,13 @@ def resolve(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd
         columns={"customer_id": "resolved", "source": "primary_source"})
     out = records.merge(primary, on="component", how="left")
     matched = pd.Series("self", index=out.index, dtype="object")
-    for key, name in (("customer_id", "id"), ("phone_hash", "phone"), ("email_hash", "email")):
+    for key, name in (("id_link", "id"), ("phone_hash", "phone"), ("email_hash", "email")):
         shared = out[key].notna() & out.duplicated(["component", key], keep=False)
         matched[shared.to_numpy()] = name
+    # A customer named by its ERP record keeps the ERP's id space in its id, so it never collides with a shop id.
+    resolved = out["resolved"].where(out["primary_source"] != "erp", "erp:" + out["resolved"])
     return pd.DataFrame({
-        "customer_id": out["resolved"].astype("str"), "source": out["source"].astype("str"),
+        "customer_id": resolved.astype("str"), "source": out["source"].astype("str"),
         "source_customer_id": out["customer_id"].astype("str"), "matched_on": matched.astype("str"),
         "is_primary": ((out["customer_id"] == out["resolved"]) & (out["source"] == out["primary_source"])).astype(bool),
     }).sort_values(["customer_id", "source", "source_customer_id"], ignore_index=True)

@@ -20,7 +20,8 @@ OPEN_END = datetime(9999, 12, 31)
 class Scd2:
     """A type-2 dimension over weekly snapshots: ``tracked`` columns (name, type token) of ``key``, versioned by
     the week they were first seen in; ``surrogate`` is ``<key>|<yyyymmdd of effective_from>``, stable across
-    reruns and backfills (version numbers may shift when an older week is backfilled; this key does not)."""
+    reruns. Backfilling an older week can start a version earlier, and so re-key it: the facts of the later
+    weeks are then re-run (the loaded weeks after a backfill, as for a late change)."""
 
     dimension: str
     snapshots: str
@@ -98,7 +99,6 @@ CUSTOMERS = Scd2("dim_customers", "weekly_customer_profiles", "customer_id",
                  (("segment", "STR"), ("value_tier", "STR"), ("status", "STR"), ("country", "STR")), "customer_key")
 PRODUCTS = Scd2("dim_products", "product_snapshots", "product_id",
                 (("name", "STR"), ("category", "STR"), ("price", "FLOAT")), "product_key")
-TRACKED = CUSTOMERS.tracked_columns
 DIMENSION_COLUMNS = CUSTOMERS.columns
 
 # A dimension created before surrogate keys existed gets the column, filled for its existing versions.
@@ -116,7 +116,8 @@ FROM {dim}
 
 def apply_week(warehouse, schema: str, week_start: datetime, spec: Scd2 = CUSTOMERS) -> dict[str, int]:
     """Bring ``schema.<spec.dimension>`` up to date with the week's snapshot in ``schema.<spec.snapshots>``
-    (``warehouse``: a ``WarehouseSQL``); returns the dimension's counts after it."""
+    (``warehouse``: a ``WarehouseSQL``); returns the dimension's counts after it (``current_versions`` is the
+    number of customers, or products: each has exactly one current version)."""
     names = {"dim": warehouse.table(schema, spec.dimension), "snapshots": warehouse.table(schema, spec.snapshots),
              "key": spec.key, "surrogate": spec.surrogate}
     params = {"week_start": week_start.replace(tzinfo=None), "open_end": OPEN_END}
@@ -125,5 +126,4 @@ def apply_week(warehouse, schema: str, week_start: datetime, spec: Scd2 = CUSTOM
     warehouse.execute(FILL_KEY_SQL, **names)
     warehouse.execute(spec.apply_sql(), params, **names)
     summary = warehouse.query(WEEK_SUMMARY_SQL, params, **names).iloc[0]
-    counts = {name: int(summary[name]) for name in summary.index}
-    return {**counts, "customers": counts["current_versions"]}
+    return {name: int(summary[name]) for name in summary.index}

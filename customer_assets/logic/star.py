@@ -7,7 +7,7 @@ Exactly one of each makes a fact row; none or several quarantine it with a reaso
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pandas as pd
 
@@ -108,5 +108,14 @@ def _naive(moment: datetime) -> datetime:
     return moment.replace(tzinfo=None)
 
 
-def previous_week_start(week: WeekContext) -> datetime:
-    return _naive(week.week_start) - timedelta(days=7)
+
+def kept_snapshot(warehouse, schema: str, week_start: datetime) -> pd.DataFrame:
+    """The product catalogue stored for the week (empty when the week has none yet), typed as the model."""
+    from customer_assets.schemas import ProductSnapshots
+
+    columns = list(ProductSnapshots.to_schema().columns)
+    if not warehouse.exists(schema, "product_snapshots"):
+        return pd.DataFrame(columns=columns)
+    rows = warehouse.query("SELECT * FROM {table} WHERE week_start = @week_start ORDER BY product_id",
+                           {"week_start": week_start}, table=warehouse.table(schema, "product_snapshots"))
+    return ProductSnapshots.validate(rows[columns], lazy=True) if len(rows) else rows[columns]

@@ -46,9 +46,15 @@ class ErpSource(dg.ConfigurableResource):
             with source_db.connect() as conn:
                 yield conn
             return
-        conn = psycopg2.connect(host=self.host, port=self.port, dbname=self.dbname, user=self.user,
-                                password=self.password, connect_timeout=self.connect_timeout,
-                                application_name="customer_assets")
+        try:
+            conn = psycopg2.connect(host=self.host, port=self.port, dbname=self.dbname, user=self.user,
+                                    password=self.password, connect_timeout=self.connect_timeout,
+                                    application_name="customer_assets")
+        except psycopg2.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise dg.Failure(description=f"ERP database at {self.host}:{self.port}/{self.dbname} unreachable: {reason}. "
+                             "Check ERP_DB_HOST, ERP_DB_NAME, ERP_DB_USER and ERP_DB_PASSWORD (or unset ERP_DB_HOST "
+                             "to run without the ERP); the transaction branch is not affected.") from exc
         try:
             conn.set_session(readonly=True)
             with conn.cursor() as cur:

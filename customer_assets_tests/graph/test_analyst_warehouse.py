@@ -53,16 +53,18 @@ def test_a_week_fills_the_star_schema_and_marts_and_a_rerun_changes_nothing(pipe
     expected = (both["revenue_usd"] - both["previous_revenue_usd"]) / both["previous_revenue_usd"] * 100
     assert (both["revenue_wow_change_pct"] - expected).abs().max() < 1e-9
 
-    # Churn: every profile of the week is counted once, by status.
+    # Churn: every customer who has bought by the week's end, once, by the status of their last purchase.
     churn = warehouse(db, "SELECT * FROM customer_analytics.mart_churn_retention WHERE week_start = '2026-11-16'")
-    profiles = warehouse(db, """SELECT status, count(*) AS n FROM customer_analytics.weekly_customer_profiles
-                                WHERE week_start = '2026-11-16' GROUP BY status""").set_index("status")["n"]
-    assert churn["customers"].sum() == profiles.sum()
+    last = warehouse(db, """SELECT upper(trim(customer_id)) AS id, max(last_purchase_at) AS last_at
+                            FROM customer_analytics.customer_history WHERE week_start = '2026-11-16' GROUP BY 1""")
+    days = (pd.Timestamp("2026-11-23", tz="UTC") - last["last_at"]) / pd.Timedelta(days=1)
+    assert churn["customers"].sum() == len(last)
     assert (churn["active"].sum(), churn["at_risk"].sum(), churn["churned"].sum()) == (
-        profiles.get("active", 0), profiles.get("at-risk", 0), profiles.get("churned", 0))
-    assert set(churn["tenure_band"]) <= {"new", "established", "loyal", "no purchase"}
+        (days < 7).sum(), ((days >= 7) & (days <= 30)).sum(), (days > 30).sum())
+    assert churn["at_risk"].sum() > 0  # customers of the week before who did not come back (7-14 days)
+    assert set(churn["tenure_band"]) <= {"new", "established", "loyal"}
     buyers = week_facts["customer_id"].nunique()
-    assert churn["new_customers"].sum() + churn["returning_customers"].sum() <= buyers
+    assert churn["new_customers"].sum() + churn["returning_customers"].sum() == buyers
 
     # Cohorts: this week's buyers, by the week of their first purchase.
     cohorts = warehouse(db, "SELECT * FROM customer_analytics.mart_cohort_retention WHERE week_start = '2026-11-16'")

@@ -21,7 +21,8 @@ def test_records_sharing_an_email_phone_or_id_are_one_customer_named_by_its_best
         ("database", "C1"): ("C1", "id", False),                                        # same id as the CRM's
         ("crm", "C2"): ("C2", "phone", True), ("erp", "ERP-8"): ("C2", "phone", False),  # same phone
         ("database", "C3"): ("C3", "self", True),                                       # alone
-        ("erp", "ERP-7"): ("ERP-7", "id", True), ("database", "ERP-7"): ("ERP-7", "id", False),  # ERP before database
+        # The ERP has ids of its own: its ERP-7 is not the shop's ERP-7, and keeps its namespace when it names one.
+        ("erp", "ERP-7"): ("erp:ERP-7", "self", True), ("database", "ERP-7"): ("ERP-7", "self", True),
     }
 
 
