@@ -40,8 +40,6 @@ SELECT h, @erased_at, @request FROM {hashes} WHERE h NOT IN (SELECT customer_has
 """
 # Ids compared as the profiles join them (trimmed, upper-cased): 'c-1', ' C-1' and 'C-1' are one customer.
 _ERASED = "upper(trim(customer_id)) IN (SELECT i FROM {ids})"
-COUNT_SQL = "SELECT count(*) AS n FROM {table} WHERE " + _ERASED
-DELETE_SQL = "DELETE FROM {table} WHERE " + _ERASED
 # The identity map also holds the erased ids as the source ids of customers resolved to another id.
 MAP_ERASED = _ERASED + " OR upper(trim(source_customer_id)) IN (SELECT i FROM {ids})"
 MAP_TABLE = "customer_identity_map"

@@ -10,7 +10,7 @@ import dagster as dg
 from customer_assets.settings import first_week_from_env
 from customer_assets.weeks import monday_of, week_bounds
 
-__all__ = ["FIRST_WEEK", "NotAWeekError", "week_bounds", "weekly_partitions"]
+__all__ = ["FIRST_WEEK", "NotAWeekError", "latest_materialization", "week_bounds", "weekly_partitions"]
 
 
 class NotAWeekError(click.UsageError):
@@ -41,3 +41,10 @@ class MondayWeeks(dg.WeeklyPartitionsDefinition):
 FIRST_WEEK = first_week_from_env()
 # Dagster weeks start on Sunday unless day_offset says otherwise: Monday is 1.
 weekly_partitions = MondayWeeks(start_date=FIRST_WEEK, day_offset=1, timezone="UTC")
+
+
+def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, partition_key: str):
+    """The newest materialization record of one week (partition) of ``key``, or None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition_key]), limit=1).records
+    return records[0] if records else None

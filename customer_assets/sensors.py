@@ -11,7 +11,8 @@ import dagster as dg
 
 from customer_assets.alerts import Alerts
 from customer_assets.assets.summary import remove_intermediates, write_log
-from customer_assets.assets.common import latest_materialization, metadata_value
+from customer_assets.assets.common import metadata_value
+from customer_assets.partitions import latest_materialization
 from customer_assets.assets.extract import SOURCE_TRANSACTIONS
 from customer_assets.assets.history import HISTORY
 from customer_assets.hooks import RECORD_TAG

@@ -46,11 +46,6 @@ def metadata_value(record, name: str):
     return entry.value if entry is not None else None
 
 
-def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, partition_key: str):
-    """The newest materialization record of one partition of ``key``, or None."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition_key]), limit=1).records
-    return records[0] if records else None
 
 
 @cache

@@ -4,7 +4,8 @@ import dagster as dg
 from pydantic import Field
 
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, latest_materialization, week_context)
+    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, week_context)
+from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.history import (
     HISTORY_INPUTS, carry, loaded_totals_before, previous_week_totals, week_totals)

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, week_context)
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, week_context)
 from customer_assets.assets.profiles import AFTER_TRANSACTIONS
 from customer_assets.erasure import drop_suppressed
 from customer_assets.io_managers.frames import StoredFrame
@@ -16,7 +16,7 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap
 
 
-@dg.asset(key_prefix=["etl"], partitions_def=PARTITIONS, group_name="profiles", kinds={"postgres", "pandas"},
+@dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"postgres", "pandas"},
           owners=OWNERS, dagster_type=ErpCustomersType, op_tags=AFTER_TRANSACTIONS)
 def erp_customers(context: dg.AssetExecutionContext, erp: ErpSource, crm: CrmSource,
                   source_db: PostgresSource) -> dg.Output:

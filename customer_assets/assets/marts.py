@@ -3,15 +3,11 @@ KPI is numeric metadata of its week (plotted in the UI), and a check warns when 
 
 import dagster as dg
 
-from customer_assets.alerts import Alerts, alert_failed_checks
-from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, latest_materialization, metadata_value,
-    week_context)
+from customer_assets.assets.common import OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, week_context
 from customer_assets.assets.star import FACT
-from customer_assets.assets.warehouse import TRAILING_WEEKS, trailing_values
+from customer_assets.assets.warehouse import band_check
 from customer_assets.io_managers.types import (
     MartChurnRetentionType, MartCohortRetentionType, MartWeeklySalesType, column_schema)
-from customer_assets.logic import checks
 from customer_assets.logic.marts import IMPUTED, churn_retention, cohort_retention, weekly_sales
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import MartChurnRetention, MartCohortRetention, MartWeeklySales
@@ -66,23 +62,6 @@ def mart_cohort_retention(context: dg.AssetExecutionContext, warehouse: Warehous
         "dagster/row_count": len(cohorts), "cohorts": len(cohorts), "retained": int(cohorts["retained"].sum())})
 
 
-def _kpi_band(key: dg.AssetKey, metric: str, label: str):
-    """A check of one KPI of a mart: WARN when the week's value leaves its trailing band."""
-
-    @dg.multi_asset_check(specs=[check_spec(f"{metric}_band", key, description=(
-        f"Warns when the week's {label} leaves mean ± 3σ of the previous {TRAILING_WEEKS} weeks (the week "
-        "excluded)."))], name=f"{key.path[-1]}__{metric}_band")
-    def band(context: dg.AssetCheckExecutionContext, alerts: Alerts):
-        week = context.op_execution_context.partition_key
-        value = float(metadata_value(latest_materialization(context.instance, key, week), metric) or 0.0)
-        outcome = checks.within_band(label, value, trailing_values(context.instance, key, week, metric))
-        result = check_result(key, f"{metric}_band", outcome, **{metric: value})
-        alert_failed_checks(alerts, [result], week, context.log)
-        yield result
-
-    return band
-
-
-revenue_band = _kpi_band(SALES, "revenue_usd", "revenue (USD)")
-orders_band = _kpi_band(SALES, "orders", "orders")
-churn_rate_band = _kpi_band(CHURN, "churn_rate_pct", "churn rate (%)")
+revenue_band = band_check(SALES, "revenue_usd", "revenue (USD)")
+orders_band = band_check(SALES, "orders", "orders")
+churn_rate_band = band_check(CHURN, "churn_rate_pct", "churn rate (%)")

@@ -9,8 +9,8 @@ import dagster as dg
 import pandas as pd
 
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, latest_materialization,
-    metadata_value)
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, metadata_value)
+from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.types import PipelineErrorLogType, column_schema
 from customer_assets.logic import error_log
 from customer_assets.schemas import PipelineErrorLog
@@ -36,6 +36,10 @@ def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
         path = log_dir / f"{prefix}_{now:%Y%m%d_%H%M%S_%f}.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def _not_removed(week: str, remaining: list[str]) -> dg.Failure:
+    return dg.Failure(f"intermediate files of week {week} could not be removed: {remaining}")
 
 
 def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
@@ -66,10 +70,9 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
     if finished_week(context, quality_report):
         # Steps re-run alone for a finished week may have written intermediates again: they go all the same.
         removed, remaining = remove_intermediates(settings, context.partition_key)
-        if removed or remaining:
-            context.log.info(f"removed {len(removed)} intermediate file(s) of the finished week")
+        context.log.info(f"removed {len(removed)} intermediate file(s) of the finished week")
         if remaining:
-            raise dg.Failure(f"intermediate files of week {context.partition_key} could not be removed: {remaining}")
+            raise _not_removed(context.partition_key, remaining)
         return
     week = context.partition_key
     load_report_path = Path(settings.reports_dir, week, "load_report_weekly_transactions.json")
@@ -92,7 +95,7 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
     summary["cleanup"] = {"removed": len(removed), "remaining": remaining}
     summary_path = write_log(settings, "etl", summary)
     if remaining:
-        raise dg.Failure(f"intermediate files of week {week} could not be removed: {remaining}")
+        raise _not_removed(week, remaining)
     yield dg.MaterializeResult(metadata={
         "summary": dg.MetadataValue.path(str(summary_path.resolve())),
         "records_processed": summary["records_processed"],

@@ -5,14 +5,13 @@ import dagster as dg
 
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, latest_materialization,
-    metadata_value)
+    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, metadata_value)
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.warehouse import unique_window
 from customer_assets.logic import checks
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.io_managers.types import TransformedTransactionsFileType
-from customer_assets.partitions import FIRST_WEEK
+from customer_assets.partitions import FIRST_WEEK, latest_materialization
 from customer_assets.weeks import previous_week, week_bounds
 
 
@@ -102,14 +101,24 @@ def weekly_transactions_checks(context: dg.AssetCheckExecutionContext, warehouse
     yield from results
 
 
-@dg.multi_asset_check(specs=[check_spec(
-    "quality_score_band", QUALITY_METRICS, description=f"Warns when the week's quality score leaves mean ± 3σ of "
-    f"the previous {TRAILING_WEEKS} loaded weeks (the week excluded).")])
-def quality_score_band(context: dg.AssetCheckExecutionContext, alerts: Alerts):
-    week = context.op_execution_context.partition_key
-    score = float(metadata_value(latest_materialization(context.instance, QUALITY_METRICS, week), "quality_score") or 0.0)
-    outcome = checks.within_band("quality score", score,
-                                 trailing_values(context.instance, QUALITY_METRICS, week, "quality_score"), "%")
-    result = check_result(QUALITY_METRICS, "quality_score_band", outcome, quality_score=score)
-    alert_failed_checks(alerts, [result], week, context.log)
-    yield result
+def band_check(key: dg.AssetKey, metric: str, label: str, unit: str = "", name: str | None = None,
+               weeks_kind: str = "weeks"):
+    """A check of one weekly figure (``metric`` metadata of ``key``): WARN, and alert, when the week's value leaves
+    mean ± 3σ of the previous weeks' (the week excluded)."""
+
+    @dg.multi_asset_check(specs=[check_spec(f"{metric}_band", key, description=(
+        f"Warns when the week's {label} leaves mean ± 3σ of the previous {TRAILING_WEEKS} {weeks_kind} (the week "
+        "excluded)."))], name=name or f"{key.path[-1]}__{metric}_band")
+    def band(context: dg.AssetCheckExecutionContext, alerts: Alerts):
+        week = context.op_execution_context.partition_key
+        value = float(metadata_value(latest_materialization(context.instance, key, week), metric) or 0.0)
+        outcome = checks.within_band(label, value, trailing_values(context.instance, key, week, metric), unit)
+        result = check_result(key, f"{metric}_band", outcome, **{metric: value})
+        alert_failed_checks(alerts, [result], week, context.log)
+        yield result
+
+    return band
+
+
+quality_score_band = band_check(QUALITY_METRICS, "quality_score", "quality score", "%", name="quality_score_band",
+                                weeks_kind="loaded weeks")

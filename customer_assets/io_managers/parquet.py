@@ -16,6 +16,7 @@ from pydantic import Field
 from customer_assets.io_managers.frames import (
     FrameBatches, StoredFrame, duplicated_values, slices, write_parquet_batches)
 from customer_assets.io_managers.memory import release_freed_memory
+from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.warehouse import input_columns
 
 
@@ -50,13 +51,8 @@ def _finished_week(context: dg.InputContext, finished_by: dg.AssetKey) -> Finish
     except dg.DagsterInvariantViolationError:  # a context built by hand, without an instance
         return None
     week = context.asset_partition_key
-
-    def latest(key: dg.AssetKey):
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[week]), limit=1).records
-        return records[0] if records else None
-
-    produced, finished = latest(context.asset_key), latest(finished_by)
+    produced = latest_materialization(instance, context.asset_key, week)
+    finished = latest_materialization(instance, finished_by, week)
     if produced is None or finished is None or finished.timestamp < produced.timestamp:
         return None
     return FinishedWeek(context.asset_key.to_user_string(), week, finished.run_id)
