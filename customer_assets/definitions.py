@@ -9,7 +9,8 @@ from customer_assets.assets import (
 from customer_assets.erasure import erase_customers
 from customer_assets.deployments import deployment_name, resources_for
 from customer_assets.freshness import freshness_alerts, with_freshness
-from customer_assets.hooks import CLEANUP_HOOKS
+from customer_assets.cleanup import IntermediateGraph, with_final_sweep
+from customer_assets.hooks import cleanup_hooks
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import etl_failure_cleanup, events_landing_zone, source_changes
 from customer_assets.settings import configure_runtime
@@ -18,23 +19,27 @@ ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, i
 
 
 def pipeline_assets() -> list:
-    """Every asset of the pipeline, each step carrying the in-run failure cleanup hooks."""
-    assets = [a.with_hooks(CLEANUP_HOOKS) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a
-              for a in dg.load_assets_from_modules(ASSET_MODULES)]
+    """Every asset of the pipeline, each step carrying the cleanup hooks (``cleanup.py``)."""
+    assets = dg.load_assets_from_modules(ASSET_MODULES)
+    hooks = cleanup_hooks(IntermediateGraph.of(assets))
+    assets = [a.with_hooks(hooks) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a for a in assets]
     return with_freshness(assets) + list(dg.load_asset_checks_from_modules(ASSET_MODULES))
 
 
 def build_definitions(deployment: str | None = None) -> dg.Definitions:
     configure_runtime()
     deployment = deployment or deployment_name()
+    resources = resources_for(deployment)
+    assets = pipeline_assets()
+    # DuckDB takes one writer process per file, and in-process runs start in a third of the time.
+    executor = dg.in_process_executor if deployment == "local" else dg.multiprocess_executor
     return dg.Definitions(
-        assets=pipeline_assets(),
+        assets=assets,
         jobs=[weekly_pipeline_job, erase_customers],
         schedules=[weekly_schedule],
         sensors=[etl_failure_cleanup, events_landing_zone, source_changes, freshness_alerts],
-        resources=resources_for(deployment),
-        # DuckDB takes one writer process per file, and in-process runs start in a third of the time.
-        executor=dg.in_process_executor if deployment == "local" else dg.multiprocess_executor,
+        resources=resources,
+        executor=with_final_sweep(executor, resources["settings"], IntermediateGraph.of(assets)),
     )
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from customer_assets.assets.summary import write_log
+from customer_assets.cleanup import write_log
 from customer_assets.logic.identity import keyed_hash, standardise_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL

@@ -10,12 +10,11 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.alerts import Alerts
-from customer_assets.assets.summary import remove_intermediates, write_log
+from customer_assets.cleanup import RECORD_TAG, remove_intermediates, write_log
 from customer_assets.assets.common import metadata_value
 from customer_assets.partitions import latest_materialization
 from customer_assets.assets.extract import SOURCE_TRANSACTIONS
 from customer_assets.assets.history import HISTORY
-from customer_assets.hooks import RECORD_TAG
 from customer_assets.partitions import week_bounds
 from customer_assets.weeks import monday_of
 from customer_assets.resources.postgres import PostgresSource

@@ -2,7 +2,6 @@
 
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -10,32 +9,12 @@ import pandas as pd
 
 from customer_assets.assets.common import (
     ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, metadata_value)
+from customer_assets.cleanup import intermediate_files, intermediates_written, remove_intermediates, write_log
 from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.types import PipelineErrorLogType, column_schema
 from customer_assets.logic import error_log
 from customer_assets.schemas import PipelineErrorLog
 from customer_assets.settings import PipelineSettings
-
-
-def remove_intermediates(settings: PipelineSettings, partition_key: str) -> tuple[list[str], list[str]]:
-    """Delete the week's intermediate files; return (removed, still present)."""
-    removed = []
-    for path in settings.week_intermediates(partition_key):
-        path.unlink(missing_ok=True)
-        removed.append(str(path))
-    return removed, [str(p) for p in settings.week_intermediates(partition_key)]
-
-
-def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
-    """``<etl_log_dir>/<prefix>_YYYYMMDD_HHMMSS.json`` (microseconds added if that name is taken)."""
-    log_dir = Path(settings.etl_log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(timezone.utc)
-    path = log_dir / f"{prefix}_{now:%Y%m%d_%H%M%S}.json"
-    if path.exists():
-        path = log_dir / f"{prefix}_{now:%Y%m%d_%H%M%S_%f}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path
 
 
 def _not_removed(week: str, remaining: list[str]) -> dg.Failure:
@@ -64,8 +43,9 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
                      quality_report: dict):
     """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates deleted.
 
-    The intermediates hold customer data, so they are removed even if writing the summary fails; the
-    run-failure sensor does the same for failed runs.
+    The intermediates hold customer data: most went as soon as no step of the run could read them
+    (`cleanup.py`); what is left goes here, before the summary is written, so that a failure while writing
+    it leaves no customer data behind. `cleanup.removed` counts the intermediates the run wrote, all gone.
     """
     if finished_week(context, quality_report):
         # Steps re-run alone for a finished week may have written intermediates again: they go all the same.
@@ -91,8 +71,10 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
         "reports_dir": str(Path(settings.reports_dir, week)),
     }
     # Clean up first: a failure while writing the summary must not leave customer data behind.
-    removed, remaining = remove_intermediates(settings, week)
-    summary["cleanup"] = {"removed": len(removed), "remaining": remaining}
+    remove_intermediates(settings, week)
+    written = intermediates_written(context.instance, context.run.run_id)
+    remaining = [str(p) for p in intermediate_files(settings, week)]
+    summary["cleanup"] = {"removed": len(written), "remaining": remaining}
     summary_path = write_log(settings, "etl", summary)
     if remaining:
         raise _not_removed(week, remaining)
@@ -100,7 +82,7 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
         "summary": dg.MetadataValue.path(str(summary_path.resolve())),
         "records_processed": summary["records_processed"],
         "quality_score": float(summary["quality_score"]),
-        "intermediates_removed": len(removed),
+        "intermediates_removed": len(written),
     })
 
 

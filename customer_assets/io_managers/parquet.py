@@ -115,9 +115,9 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
             raise TypeError(f"{type(self).__name__} stores DataFrames, FrameBatches and dicts, "
                             f"not {type(obj).__name__}")
         os.replace(tmp, path)
-        # An intermediate lives for its run: the summary removes it once the week succeeds.
+        # An intermediate lives for its run at most (cleanup.py), and the metadata says so.
         context.add_output_metadata({"intermediate": dg.MetadataValue.text(
-            f"{path.resolve()} (removed when the week succeeds)")})
+            f"{path.resolve()} (removed once no step of the run can read it, at the latest when the run ends)")})
 
     def _write(self, context: dg.OutputContext, batches, tmp: Path, schema: pa.Schema | None = None,
                unique: list[str] = ()) -> tuple[int, int]:
@@ -150,4 +150,5 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
             return finished
         raise FileNotFoundError(
             f"No stored value for {context.asset_key.to_user_string()} at {self._path(context, '.*')}: "
-            "intermediates of a week are removed after it succeeds; materialize the upstream assets again.")
+            "an intermediate lives no longer than the run that wrote it; materialize the upstream assets again "
+            "(in the same run as this one).")

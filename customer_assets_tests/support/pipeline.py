@@ -13,9 +13,10 @@ ASSETS = pipeline_assets()
 
 
 def run_week(partition: str, selection=None, instance: dg.DagsterInstance | None = None,
-             raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    return dg.materialize(ASSETS, partition_key=partition, resources=resources_for("local"), selection=selection,
-                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
+             raise_on_error: bool = True, assets: list | None = None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(assets or ASSETS, partition_key=partition, resources=resources_for("local"),
+                          selection=selection, instance=instance or dg.DagsterInstance.ephemeral(),
+                          raise_on_error=raise_on_error)
 
 
 def warehouse(path, statement: str) -> pd.DataFrame:

@@ -1,0 +1,237 @@
+"""What a run leaves behind: the week's intermediates, when they go, and the logs that stay.
+
+The intermediates (``$DATA_DIR/etl/<asset>/<week>.parquet|json``) hold customer-level rows. They live no longer
+than the run that wrote them, and no shorter than the last step of that run that can still read them:
+
+1. **As the run goes.** Every asset step carries two hooks (``hooks.py``). When a step ends, successfully or
+   not, ``sweep`` removes each intermediate of the week whose producer has ended and whose consumers in this
+   run have all ended or can no longer run (a consumer downstream of a failed or skipped step, or of a step
+   that ended without the output it needs, will be skipped by Dagster). A failed step never removes what a
+   step of an independent branch still has to read, so that branch completes and loads.
+2. **When the run ends.** The run's executor is wrapped (``with_final_sweep``): when its plan has finished,
+   however it finished (success, a failed step, an interrupt), every intermediate of the run's weeks is
+   removed. This runs in the run worker, so it holds for runs started from the CLI, the UI, the schedule or a
+   sensor, with no daemon. ``dagster.materialize()`` (the Python API) brings its own executor: there the hooks'
+   sweep alone applies, which removes everything once the last step of a run ends.
+3. **After a crash.** A worker killed outright runs neither; the run-failure sensor ``etl_failure_cleanup``
+   removes the week's files when the daemon sees the run fail.
+
+A failed step writes ``$ETL_LOG_DIR/failed_YYYYMMDD_HHMMSS.json`` (step, error); later sweeps of the same
+run add what they removed to it, and steps that fail later are added as ``other_failed_steps``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+from dagster._core.executor.base import Executor
+
+from customer_assets.settings import PipelineSettings
+
+ETL = "etl"
+RECORD_TAG = "customer_assets/failure_record"
+_ENDED = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED}
+
+
+def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
+    """``<etl_log_dir>/<prefix>_YYYYMMDD_HHMMSS.json`` (microseconds added if that name is taken)."""
+    log_dir = Path(settings.etl_log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc)
+    path = log_dir / f"{prefix}_{now:%Y%m%d_%H%M%S}.json"
+    if path.exists():
+        path = log_dir / f"{prefix}_{now:%Y%m%d_%H%M%S_%f}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def intermediate_files(settings: PipelineSettings, week: str, key: dg.AssetKey | None = None) -> list[Path]:
+    """The week's intermediate files (of one asset, or of all), temporary files of an interrupted write included."""
+    root = Path(settings.data_dir, *(key.path if key else [ETL]))
+    if not root.exists():
+        return []
+    return sorted(p for p in root.glob(f"{'' if key else '**/'}{week}.*") if p.is_file())
+
+
+def remove_intermediates(settings: PipelineSettings, week: str,
+                         keys: Iterable[dg.AssetKey] | None = None) -> tuple[list[str], list[str]]:
+    """Delete the week's intermediate files (of ``keys``, or all); return (removed, still present)."""
+    paths = ([p for key in keys for p in intermediate_files(settings, week, key)] if keys is not None
+             else intermediate_files(settings, week))
+    removed = []
+    for path in paths:
+        path.unlink(missing_ok=True)
+        removed.append(str(path))
+    return removed, [str(p) for p in paths if p.exists()]
+
+
+def intermediates_written(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetKey]:
+    """The intermediates a run wrote (materializations stored by the Parquet manager, which says so)."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION,
+                                           limit=100_000).records
+    materializations = [r.event_log_entry.asset_materialization for r in records]
+    return sorted({m.asset_key for m in materializations if m and "intermediate" in m.metadata},
+                  key=lambda k: k.to_user_string())
+
+
+def run_weeks(run: dg.DagsterRun | None) -> list[str]:
+    """The weeks a run works on: its partition, or each week of its partition range."""
+    if run is None:
+        return []
+    tags = run.tags
+    if tags.get("dagster/partition"):
+        return [tags["dagster/partition"]]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if start and end:
+        from customer_assets.partitions import weekly_partitions
+
+        return list(weekly_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end)))
+    return []
+
+
+@dataclass(frozen=True)
+class IntermediateGraph:
+    """Which op writes each intermediate, and which ops read it as an input: taken from the definitions, so
+    an asset added later is covered without a list to keep."""
+
+    producer: dict[dg.AssetKey, str] = field(default_factory=dict)
+    consumers: dict[dg.AssetKey, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, assets: Iterable) -> "IntermediateGraph":
+        producer: dict[dg.AssetKey, str] = {}
+        consumers: dict[dg.AssetKey, set[str]] = {}
+        executable = [a for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_executable]
+        for assets_def in executable:
+            for key in assets_def.keys:
+                if key.path[0] == ETL:
+                    producer[key] = assets_def.op.name
+        for assets_def in executable:
+            for name, key in assets_def.keys_by_input_name.items():
+                if key in producer and not assets_def.op.ins[name].dagster_type.is_nothing:
+                    consumers.setdefault(key, set()).add(assets_def.op.name)
+        return cls(producer, {k: frozenset(v) for k, v in consumers.items()})
+
+
+@dataclass
+class RunProgress:
+    """Where a run is: its plan's steps and their upstream steps, and which steps ended and how."""
+
+    steps: set[str]
+    upstream: dict[str, set[tuple[str, str]]]
+    succeeded: set[str]
+    ended: set[str]
+    outputs: set[tuple[str, str]]
+
+    @classmethod
+    def of(cls, instance: dg.DagsterInstance, run: dg.DagsterRun, current: str | None = None,
+           current_succeeded: bool = False) -> "RunProgress":
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        upstream = {step.key: {(h.step_key, h.output_name) for i in step.inputs for h in i.upstream_output_handles}
+                    for step in plan.steps}
+        succeeded, ended, outputs = set(), set(), set()
+        for record in instance.get_records_for_run(
+                run.run_id, of_type={*_ENDED, DagsterEventType.STEP_OUTPUT}, limit=100_000).records:
+            event = record.event_log_entry.dagster_event
+            if event.event_type == DagsterEventType.STEP_OUTPUT:
+                outputs.add((event.step_key, event.step_output_data.step_output_handle.output_name))
+                continue
+            ended.add(event.step_key)
+            if event.event_type == DagsterEventType.STEP_SUCCESS:
+                succeeded.add(event.step_key)
+        if current:
+            ended.add(current)
+            (succeeded.add if current_succeeded else succeeded.discard)(current)
+        return cls(set(plan.step_keys_to_execute), upstream, succeeded, ended, outputs)
+
+    def can_still_run(self, step: str, seen: frozenset[str] = frozenset()) -> bool:
+        """Not ended, and not bound to be skipped: every upstream step may still run or gave what is needed."""
+        if step not in self.steps or step in self.ended or step in seen:
+            return False
+        for upstream, output in self.upstream.get(step, ()):
+            if upstream in self.ended:
+                if upstream not in self.succeeded or (upstream, output) not in self.outputs:
+                    return False
+            elif not self.can_still_run(upstream, seen | {step}):
+                return False
+        return True
+
+
+def no_longer_needed(graph: IntermediateGraph, progress: RunProgress) -> list[dg.AssetKey]:
+    """Intermediates whose producer is done in this run and that no step of the run can still read."""
+    done = []
+    for key, producer in graph.producer.items():
+        if producer in progress.steps and producer not in progress.ended:
+            continue
+        if not any(progress.can_still_run(step) for step in graph.consumers.get(key, ())):
+            done.append(key)
+    return done
+
+
+def add_to_record(instance: dg.DagsterInstance, run_id: str, removed: list[str], remaining: list[str],
+                  **extra) -> Path | None:
+    """Add what was removed (and, for a failed step, its error) to the run's failure record, if it has one."""
+    run = instance.get_run_by_id(run_id)
+    path = Path(run.tags[RECORD_TAG]) if run and run.tags.get(RECORD_TAG) else None
+    if path is None or not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    for key, value in extra.items():
+        record.setdefault(key, []).append(value)
+    record["removed"] = sorted(set(record.get("removed", [])) | set(removed))
+    record["remaining"] = remaining
+    path.write_text(json.dumps(record, indent=2, default=str))
+    return path
+
+
+def sweep(instance: dg.DagsterInstance, run: dg.DagsterRun, settings: PipelineSettings, graph: IntermediateGraph,
+          current: str | None = None, current_succeeded: bool = False, final: bool = False) -> list[str]:
+    """Remove the run's intermediates that no step of it can still read (all of them when ``final``)."""
+    keys = None if final else no_longer_needed(graph, RunProgress.of(instance, run, current, current_succeeded))
+    removed, remaining = [], []
+    for week in run_weeks(run):
+        removed += remove_intermediates(settings, week, keys)[0]
+        remaining += [str(p) for p in intermediate_files(settings, week)]
+    add_to_record(instance, run.run_id, removed, remaining)
+    return removed
+
+
+class FinalSweepExecutor(Executor):
+    """An executor that runs another and, when the plan is done however it ended, removes the run's
+    intermediates (see the module docstring)."""
+
+    def __init__(self, inner: Executor, settings: PipelineSettings, graph: IntermediateGraph):
+        self.inner, self.settings, self.graph = inner, settings, graph
+
+    @property
+    def retries(self):
+        return self.inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self.inner.step_dependency_config
+
+    def execute(self, plan_context, execution_plan) -> Iterator:
+        try:
+            yield from self.inner.execute(plan_context, execution_plan)
+        finally:
+            run = plan_context.instance.get_run_by_id(plan_context.run_id)
+            removed = sweep(plan_context.instance, run, self.settings, self.graph, final=True)
+            if removed:
+                plan_context.log.info(f"run ended: removed {len(removed)} intermediate file(s) of "
+                                      f"{', '.join(run_weeks(run))}")
+
+
+def with_final_sweep(base: dg.ExecutorDefinition, settings: PipelineSettings,
+                     graph: IntermediateGraph) -> dg.ExecutorDefinition:
+    """``base`` (same name and configuration), with the run's intermediates removed when its plan ends."""
+    return dg.ExecutorDefinition(
+        name=base.name, config_schema=base.config_schema, requirements=base.get_requirements,
+        description=f"{base.description or base.name}; removes the run's intermediates when it ends",
+        executor_creation_fn=lambda init: FinalSweepExecutor(base.executor_creation_fn(init), settings, graph))
