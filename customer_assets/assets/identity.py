@@ -14,6 +14,7 @@ from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap
+from customer_assets.sources.extract import take_replaced_count
 
 
 @dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"postgres", "pandas"},
@@ -25,8 +26,11 @@ def erp_customers(context: dg.AssetExecutionContext, erp: ErpSource, crm: CrmSou
     ctx = week_context(context)
     if erp.kind == "none":
         context.log.info("No ERP configured (ERP_DB_HOST unset): identity resolution uses the CRM and the database.")
-    frame, counts = standardise_erp(erp.fetch_week(ctx.week_start, ctx.week_end, source_db), crm.hash_key)
-    return dg.Output(frame, metadata={"dagster/row_count": len(frame), "source": erp.kind, **counts})
+    records = erp.fetch_week(ctx.week_start, ctx.week_end, source_db)
+    replaced = take_replaced_count(records)
+    frame, counts = standardise_erp(records, crm.hash_key)
+    return dg.Output(frame, metadata={"dagster/row_count": len(frame), "source": erp.kind,
+                                      "invalid_encoding_values": replaced, **counts})
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",

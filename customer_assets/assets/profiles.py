@@ -27,7 +27,7 @@ from customer_assets.schemas import PROFILE_REQUIRED, UnifiedCustomerProfiles
 from customer_assets.settings import PipelineSettings
 from customer_assets.erasure import drop_suppressed
 from customer_assets.sources.events import EVENTS_SCHEMA, MalformedEventsError, aggregate, read_week
-from customer_assets.sources.extract import known_customers
+from customer_assets.sources.extract import known_customers, take_replaced_count
 
 PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
 
@@ -57,6 +57,7 @@ def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: 
                             f"{extract.missing_pages}")
     return dg.Output(frame, metadata={
         "dagster/row_count": len(frame), "source": crm.kind, "partial": extract.partial,
+        "invalid_encoding_values": extract.invalid_encoding_values,
         "extract": dg.MetadataValue.json(extract.summary()), **counts})
 
 
@@ -99,12 +100,14 @@ def week_sources(crm_kind: str, events_path: str | None) -> list[str]:
     return ["database", *crm, *(["events"] if events_path else [])]
 
 
-def _known_customers(source_db: PostgresSource, ids: list[str]) -> pd.DataFrame:
-    """The database's customers among ``ids``, as profile records of the source "database"."""
+def _known_customers(source_db: PostgresSource, ids: list[str]) -> tuple[pd.DataFrame, int]:
+    """The database's customers among ``ids``, as profile records of the source "database", and how many of
+    their values were not UTF-8 (kept with U+FFFD)."""
     with source_db.connect() as conn:
         known = known_customers(conn, source_db.schema(conn, ("customers",)), ids)
+    replaced = take_replaced_count(known)
     known["customer_id"] = standardise_ids(known["customer_id"])
-    return known.assign(updated_at=known["signup_date"], source="database")
+    return known.assign(updated_at=known["signup_date"], source="database"), replaced
 
 
 PROFILES_DESCRIPTION = """One profile per customer seen this week (CRM update, events or transactions).
@@ -159,7 +162,7 @@ def _unify_week(context: dg.AssetExecutionContext, settings: PipelineSettings, s
     transactions = transaction_aggregates(transformed_transactions.path)
     ids = distinct_ids(crm_customers["customer_id"], customer_event_aggregates["customer_id"],
                        transactions["customer_id"], sort=True)
-    known = _known_customers(source_db, ids.to_pylist())
+    known, known_replaced = _known_customers(source_db, ids.to_pylist())
     records = pd.concat([crm_customers, known], ignore_index=True)
     profile, log = build_profiles(records, customer_event_aggregates, transactions, known["customer_id"], ctx)
     # Forgotten on request: the CRM or the events may still know them.
@@ -172,6 +175,7 @@ def _unify_week(context: dg.AssetExecutionContext, settings: PipelineSettings, s
         "dagster/row_count": len(profile), "match_rate": float(log.match_rate),
         "unmatched_ids": int(log.dropped.get("UNMATCHED_ID", 0)),
         "suppressed_customers": suppressed,
+        "invalid_encoding_values": known_replaced,
         "sources": ", ".join(sources),
         "engagement_formula": ENGAGEMENT_FORMULA, "engagement_weights": dg.MetadataValue.json(ENGAGEMENT_WEIGHTS),
         "status": dg.MetadataValue.json(transform_log["counts"]["status"]),

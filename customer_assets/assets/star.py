@@ -15,7 +15,7 @@ from customer_assets.logic.star import dim_date_rows, fact_candidates, kept_snap
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import DimDate, FactTransactions, ProductSnapshots
-from customer_assets.sources.extract import products_snapshot
+from customer_assets.sources.extract import products_snapshot, take_replaced_count
 
 GROUP = "star"
 FACT = dg.AssetKey([WAREHOUSE, "fact_transactions"])
@@ -37,8 +37,10 @@ def product_snapshots(context: dg.AssetExecutionContext, source_db: PostgresSour
         return dg.Output(kept, metadata={"dagster/row_count": len(kept), "mode": "kept"})
     with source_db.connect() as conn:
         snapshot = products_snapshot(conn, source_db.schema(conn, ("products",)))
+    replaced = take_replaced_count(snapshot)
     return dg.Output(snapshot.assign(week_start=week_start),
-                     metadata={"dagster/row_count": len(snapshot), "mode": "extracted"})
+                     metadata={"dagster/row_count": len(snapshot), "mode": "extracted",
+                               "invalid_encoding_values": replaced})
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name=GROUP, kinds={"sql", WAREHOUSE_KIND},

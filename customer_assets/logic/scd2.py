@@ -106,10 +106,11 @@ ADD_KEY_SQL = "ALTER TABLE {dim} ADD COLUMN IF NOT EXISTS {surrogate} {STR}"
 FILL_KEY_SQL = """UPDATE {dim} SET {surrogate} = {key} || '|' || CAST(EXTRACT(YEAR FROM effective_from) * 10000
   + EXTRACT(MONTH FROM effective_from) * 100 + EXTRACT(DAY FROM effective_from) AS {STR}) WHERE {surrogate} IS NULL"""
 
-# Every key has exactly one current version, so the current versions count the customers (or products).
+# Every key has exactly one current version, so the current versions count the customers (or products). DuckDB's
+# COUNTIF over no rows is NULL (BigQuery's is 0): an empty dimension counts 0.
 WEEK_SUMMARY_SQL = """
-SELECT COUNT(*) AS versions, COUNTIF(effective_from = @week_start) AS versions_starting_this_week,
-       COUNTIF(is_current) AS current_versions
+SELECT COUNT(*) AS versions, COALESCE(COUNTIF(effective_from = @week_start), 0) AS versions_starting_this_week,
+       COALESCE(COUNTIF(is_current), 0) AS current_versions
 FROM {dim}
 """
 

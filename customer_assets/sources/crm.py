@@ -55,6 +55,8 @@ class CrmExtract:
     malformed_records: int = 0
     missing_fields: dict[str, int] = field(default_factory=dict)
     page_size_reductions: int = 0
+    # values of the source table's records whose bytes were not UTF-8, kept with U+FFFD
+    invalid_encoding_values: int = 0
 
     @property
     def partial(self) -> bool:
@@ -69,7 +71,8 @@ class CrmExtract:
         return {"records": records, "requests": self.requests, "retries": self.retries,
                 "pages": self.pages, "partial": self.partial, "missing_pages": self.missing_pages,
                 "malformed_records": self.malformed_records, "missing_fields": self.missing_fields,
-                "page_size_reductions": self.page_size_reductions}
+                "page_size_reductions": self.page_size_reductions,
+                "invalid_encoding_values": self.invalid_encoding_values}
 
 
 class SlidingWindowLimiter:
@@ -219,14 +222,16 @@ CRM_TABLE_SCHEMA = pa.schema([(name, pa.string()) for name in CRM_FIELDS])
 
 def fetch_week_from_table(conn, start: datetime, end: datetime, table_name: str = "crm_customers") -> CrmExtract:
     """The embedded default: the same records from ``crm_customers`` in the source database, through ``COPY``
-    into Arrow (no Python object per value), kept and counted as ``accept_records`` keeps and counts records."""
-    from customer_assets.sources.extract import copy_query
+    into Arrow (no Python object per value), kept and counted as ``accept_records`` keeps and counts records.
+    A value that is not UTF-8 (a SQL_ASCII database stores any bytes) is kept with U+FFFD and counted in
+    ``invalid_encoding_values``."""
+    from customer_assets.sources.extract import copy_query, take_marks
 
     from psycopg2 import sql
 
     query = CRM_TABLE_SQL.format(table=sql.Identifier(table_name).as_string(conn))
-    table = copy_query(conn, query, {"start": start, "end": end}, CRM_TABLE_SCHEMA)
-    extract = CrmExtract()
+    table, replaced = take_marks(copy_query(conn, query, {"start": start, "end": end}, CRM_TABLE_SCHEMA))
+    extract = CrmExtract(invalid_encoding_values=replaced)
     extract.requests = extract.pages = 1
     ids = pc.utf8_trim_whitespace(table["customer_id"])
     has_id = pc.fill_null(pc.not_equal(ids, ""), False)

@@ -54,17 +54,18 @@ ARROW_SCHEMA = pa.schema([
     ("customer_exists", pa.bool_()), ("product_exists", pa.bool_()),
 ])
 
-# How the COPY text is parsed: text as bytes, decoded block by block, so that one row a SQL_ASCII (or otherwise
-# unchecked) source holds in another encoding is marked and quarantined instead of failing the week.
-_PARSE_SCHEMA = pa.schema([field.with_type(pa.binary()) if pa.types.is_string(field.type) else field
-                           for field in ARROW_SCHEMA])
 ID_COLUMNS = ("transaction_id", "customer_id", "product_id")
+
+# The column ``copy_query`` adds to what it reads: per row, the ``;``-joined names of the columns whose bytes
+# were not UTF-8 (null when the row was clean); and the count of such values a reader's frame carries.
+INVALID_ENCODING = "invalid_encoding"
+INVALID_ENCODING_VALUES = "invalid_encoding_values"
 
 # What a parsed block becomes: UTC nanosecond timestamps, flags never null (what pandas will hold), and the
 # columns of each row that were not UTF-8.
 RAW_ARROW_SCHEMA = pa.schema([
     field.with_type(pa.timestamp("ns", tz="UTC")) if pa.types.is_timestamp(field.type) else field
-    for field in ARROW_SCHEMA] + [pa.field("invalid_encoding", pa.string())])
+    for field in ARROW_SCHEMA] + [pa.field(INVALID_ENCODING, pa.string())])
 
 BLOCK_SIZE = 1 << 20
 
@@ -86,6 +87,27 @@ def _decode(column: pa.Array, name: str, bad: dict[int, list[str]]) -> pa.Array:
         return pa.array(values, pa.string())
 
 
+def _as_bytes(schema: pa.Schema) -> pa.Schema:
+    """How the COPY text is parsed: text as bytes, decoded block by block by ``_decoded``, so that one value a
+    SQL_ASCII (or otherwise unchecked) source holds in another encoding is marked instead of failing the read."""
+    return pa.schema([field.with_type(pa.binary()) if pa.types.is_string(field.type) else field for field in schema])
+
+
+def _decoded(batch: pa.RecordBatch, text: frozenset[str]) -> pa.RecordBatch:
+    """A parsed block with its ``text`` columns decoded, and ``invalid_encoding`` appended."""
+    bad: dict[int, list[str]] = {}
+    arrays, fields = [], []
+    for field, column in zip(batch.schema, batch.columns):
+        if field.name in text:
+            column, field = _decode(column, field.name, bad), field.with_type(pa.string())
+        arrays.append(column)
+        fields.append(field)
+    marks = [";".join(bad[row]) if row in bad else None for row in range(batch.num_rows)] if bad else None
+    arrays.append(pa.array(marks, pa.string()) if marks else pa.nulls(batch.num_rows, pa.string()))
+    fields.append(pa.field(INVALID_ENCODING, pa.string()))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
 def _trimmed_id(column: pa.Array) -> pa.Array:
     """Ids compared as the source means them: surrounding whitespace removed, an empty id is a missing one."""
     trimmed = pc.utf8_trim_whitespace(column)
@@ -94,13 +116,10 @@ def _trimmed_id(column: pa.Array) -> pa.Array:
 
 def _finish(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Each block in its final types as it arrives, so no second copy of the week is made later."""
-    bad: dict[int, list[str]] = {}
     arrays = []
     for field, column in zip(batch.schema, batch.columns):
-        if pa.types.is_binary(field.type):
-            column = _decode(column, field.name, bad)
-            if field.name in ID_COLUMNS:
-                column = _trimmed_id(column)
+        if field.name in ID_COLUMNS:
+            column = _trimmed_id(column)
         elif pa.types.is_timestamp(field.type):
             try:
                 column = column.cast(pa.timestamp("ns", tz="UTC"))
@@ -110,8 +129,6 @@ def _finish(batch: pa.RecordBatch) -> pa.RecordBatch:
         elif pa.types.is_boolean(field.type):
             column = pc.fill_null(column, False)
         arrays.append(column)
-    marks = [";".join(bad[row]) if row in bad else None for row in range(batch.num_rows)] if bad else None
-    arrays.append(pa.array(marks, pa.string()) if marks else pa.nulls(batch.num_rows, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
 
 
@@ -142,15 +159,17 @@ def _copy_into(conn, copy_sql: str, sink, errors: list[BaseException]) -> None:
 
 def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
                finish=None, block_size: int = BLOCK_SIZE) -> pa.Table:
-    """``COPY (sql) TO STDOUT`` as an Arrow table of ``schema``, streamed in bounded blocks.
+    """``COPY (sql) TO STDOUT`` as an Arrow table of ``schema`` plus ``invalid_encoding``, in bounded blocks.
 
     No Python object per row or value: for row counts where psycopg2's ``fetchall`` would build millions of
-    tuples. ``finish`` may turn each parsed batch into its final types as it arrives (its output schema is
-    then the table's).
+    tuples. Text that is not UTF-8 never fails the read: its bad bytes become U+FFFD and ``invalid_encoding``
+    names the row's columns that held them (see ``take_marks``). ``finish`` may turn each decoded batch into
+    its final types as it arrives (its output schema is then the table's).
     """
     with conn.cursor() as cur:
         query = cur.mogrify(sql, params).decode()
     copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+    parse_schema, text = _as_bytes(schema), frozenset(f.name for f in schema if pa.types.is_string(f.type))
     read_fd, write_fd = os.pipe()
     source, sink = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
     errors: list[BaseException] = []
@@ -166,10 +185,11 @@ def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
             convert_options=pacsv.ConvertOptions(
                 # NULL is an unquoted empty field, and nothing else: pyarrow would also read NA, N/A, null,
                 # NaN... as null, and PostgreSQL quotes none of them (Namibia's country code is NA).
-                column_types=schema, true_values=["t"], false_values=["f"], null_values=[""],
+                column_types=parse_schema, true_values=["t"], false_values=["f"], null_values=[""],
                 strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
         for batch in reader:
+            batch = _decoded(batch, text)
             batches.append(finish(batch) if finish else batch)
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" not in str(exc) or errors:
@@ -185,9 +205,34 @@ def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
     if errors:
         raise errors[0]
     if not batches:  # no rows: the same columns and types
-        empty = pa.RecordBatch.from_pylist([], schema=schema)
+        empty = _decoded(pa.RecordBatch.from_pylist([], schema=parse_schema), text)
         batches = [finish(empty) if finish else empty]
     return pa.Table.from_batches(batches)
+
+
+def take_marks(table: pa.Table) -> tuple[pa.Table, int]:
+    """A ``copy_query`` table without its ``invalid_encoding`` column, and how many values had bytes replaced."""
+    marks = table[INVALID_ENCODING]
+    replaced = 0
+    if marks.null_count < len(marks):  # a clean read (the rule) is not split
+        replaced = pc.sum(pc.list_value_length(pc.split_pattern(marks, ";"))).as_py()
+    return table.drop_columns([INVALID_ENCODING]), replaced
+
+
+def counted_frame(table: pa.Table) -> pd.DataFrame:
+    """A ``copy_query`` table as pandas, with the count of replaced values in ``attrs``: readers keep returning
+    a frame (some are called through resources that pass it on), and the callers that report the count take
+    it with ``take_replaced_count``."""
+    table, replaced = take_marks(table)
+    frame = table.to_pandas()
+    frame.attrs[INVALID_ENCODING_VALUES] = replaced
+    return frame
+
+
+def take_replaced_count(frame: pd.DataFrame) -> int:
+    """The count of values whose bytes a reader replaced (0 when the frame carries none), taken off ``frame``:
+    pyarrow would otherwise copy it into the pandas metadata of every table stored from the frame."""
+    return int(frame.attrs.pop(INVALID_ENCODING_VALUES, 0))
 
 
 def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SIZE,
@@ -197,7 +242,7 @@ def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SI
     schema = schema or read_source_schema(conn)
     bounds = {"start": schema.bound("transactions", "timestamp", start),
               "end": schema.bound("transactions", "timestamp", end)}
-    return copy_query(conn, week_extract_sql(schema), bounds, _PARSE_SCHEMA, finish=_finish, block_size=block_size)
+    return copy_query(conn, week_extract_sql(schema), bounds, ARROW_SCHEMA, finish=_finish, block_size=block_size)
 
 
 def week_version_sql(schema: SourceSchema) -> str:
@@ -239,13 +284,16 @@ def to_raw_frame(table: pa.Table) -> pd.DataFrame:
 
 
 CATEGORY_PRICES_SQL = "SELECT category::text, avg(price)::float8 AS avg_price FROM products GROUP BY category"
+CATEGORY_PRICES_SCHEMA = pa.schema([("category", pa.string()), ("avg_price", pa.float64())])
 
 
 def category_prices(conn) -> pd.DataFrame:
-    """Average catalogue price per category."""
-    with conn.cursor() as cur:
-        cur.execute(CATEGORY_PRICES_SQL)
-        return pd.DataFrame(cur.fetchall(), columns=["category", "avg_price"]).astype({"avg_price": float})
+    """Average catalogue price per category (replaced values counted as ``counted_frame`` counts them).
+
+    Read through ``copy_query``, not a cursor: psycopg2 decodes fetched text in the client encoding, and a
+    SQL_ASCII database's category in Latin-1 (or any non-ASCII one) raised UnicodeDecodeError. Decoded as the
+    week's extract decodes it, a category matches the transactions' spelling of it."""
+    return counted_frame(copy_query(conn, CATEGORY_PRICES_SQL, None, CATEGORY_PRICES_SCHEMA))
 
 
 def known_customers_sql(schema: SourceSchema) -> str:
@@ -264,8 +312,9 @@ KNOWN_CUSTOMERS_SCHEMA = pa.schema([("customer_id", pa.string()), ("signup_date"
 
 def known_customers(conn, schema: SourceSchema, ids: list[str]) -> pd.DataFrame:
     """The customers among ``ids`` (sent as one array parameter), answered through COPY into Arrow: a week
-    can name a million, and no Python tuple is built per row. ``signup_date`` in UTC."""
-    known = copy_query(conn, known_customers_sql(schema), (ids,), KNOWN_CUSTOMERS_SCHEMA).to_pandas()
+    can name a million, and no Python tuple is built per row. ``signup_date`` in UTC; text that is not UTF-8
+    is kept with U+FFFD and counted (``take_replaced_count``)."""
+    known = counted_frame(copy_query(conn, known_customers_sql(schema), (ids,), KNOWN_CUSTOMERS_SCHEMA))
     known["signup_date"] = known["signup_date"].dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
     return known
 
@@ -276,8 +325,10 @@ PRODUCTS_SNAPSHOT_SCHEMA = pa.schema([("product_id", pa.string()), ("name", pa.s
 
 def products_snapshot(conn, schema: SourceSchema) -> pd.DataFrame:
     """The product catalogue as it is now (ids trimmed, as the extract trims them): the weekly snapshot that
-    the product dimension versions. Streamed through COPY, whatever the catalogue's size."""
+    the product dimension versions. Streamed through COPY, whatever the catalogue's size. A name or category
+    that is not UTF-8 is kept with U+FFFD and counted (``take_replaced_count``): one such product must not
+    stop the week."""
     sql = (f"SELECT trim({schema.text('p', 'product_id')}) AS product_id, p.name::text AS name, "
            f"p.category::text AS category, p.price::float8 AS price FROM products p "
            f"WHERE p.product_id IS NOT NULL ORDER BY 1")
-    return copy_query(conn, sql, None, PRODUCTS_SNAPSHOT_SCHEMA).to_pandas()
+    return counted_frame(copy_query(conn, sql, None, PRODUCTS_SNAPSHOT_SCHEMA))

@@ -51,7 +51,7 @@ def _copy(dsn: str, template: str, new_id: str, **changes: str) -> None:
 
 
 def _quarantine(tmp, week: str) -> pd.DataFrame:
-    return pd.read_parquet(tmp / "data" / "etl" / "quarantined_transactions" / f"{week}.parquet")
+    return pd.read_parquet(tmp / "kept" / "etl" / "quarantined_transactions" / f"{week}.parquet")
 
 
 def test_undecodable_text_is_quarantined_and_the_week_loads(pipeline_env, sql_ascii_source):
@@ -63,7 +63,7 @@ def test_undecodable_text_is_quarantined_and_the_week_loads(pipeline_env, sql_as
     query(sql_ascii_source, "INSERT INTO products (product_id, name, category, price) "
                             "VALUES ('P-LATIN1', E'Caf\\xe9 cr\\xe8me', 'Grocery', 4.5) RETURNING 1")
     _copy(sql_ascii_source, template, "BAD-BYTES-1", product_id="'P-LATIN1'")
-    result = run_week(week, selection=dg.AssetSelection.groups("extract", "quality"))
+    result = run_week(week, selection=dg.AssetSelection.groups("extract", "quality"), keep_intermediates_in=tmp / "kept")
     assert result.success
     quarantined = _quarantine(tmp, week).set_index("transaction_id")
     assert quarantined.loc["BAD-BYTES-1", "primary_reason"] == "INVALID_ENCODING"
@@ -73,7 +73,7 @@ def test_undecodable_text_is_quarantined_and_the_week_loads(pipeline_env, sql_as
     assert raw_meta["invalid_encoding_rows"].value == 1
     report = json.loads((tmp / "data" / "reports" / week / "quality_report.json").read_text())
     assert report["quarantine_reasons"]["INVALID_ENCODING"] == 1
-    validated = pd.read_parquet(tmp / "data" / "etl" / "validated_transactions" / f"{week}.parquet")
+    validated = pd.read_parquet(tmp / "kept" / "etl" / "validated_transactions" / f"{week}.parquet")
     assert template in set(validated["transaction_id"]) and "invalid_encoding" not in validated.columns
 
 

@@ -127,13 +127,15 @@ def hostile_source(pg_server):
 
 def _spoil(dsn: str, table: str, assignment: str, offset: int, rows: int) -> None:
     """Apply ``assignment`` to ``rows`` rows of ``table`` that the week of WEEK reads, picked by ``offset``."""
+    # The customers and products with the fewest transactions in the week: a spoiled id or attribute
+    # quarantines their rows, and the week must stay below the quarantine threshold.
+    rarest = ("{0} IN (SELECT {0} FROM transactions WHERE {1} GROUP BY {0} ORDER BY count(*), {0} "
+              "OFFSET {2} LIMIT {3})")
     week_rows = {
         '"public"."transactions"': f"ctid IN (SELECT ctid FROM transactions WHERE status = 'completed' AND "
                                    f"{_week_sql()} ORDER BY transaction_id OFFSET {offset} LIMIT {rows})",
-        '"public"."customers"': f"customer_id IN (SELECT customer_id FROM transactions WHERE {_week_sql()} "
-                                f"ORDER BY transaction_id OFFSET {offset} LIMIT {rows})",
-        '"public"."products"': f"product_id IN (SELECT product_id FROM transactions WHERE {_week_sql()} "
-                               f"ORDER BY transaction_id OFFSET {offset} LIMIT {rows})",
+        '"public"."customers"': rarest.format("customer_id", _week_sql(), offset, rows),
+        '"public"."products"': rarest.format("product_id", _week_sql(), offset, rows),
     }
     where = week_rows.get(table, f"ctid IN (SELECT ctid FROM {table} ORDER BY ctid OFFSET {offset} LIMIT {rows})")
     query(dsn, f"UPDATE {table} SET {assignment} WHERE {where} RETURNING 1", {"start": WEEK})

@@ -55,11 +55,11 @@ def test_two_weeks_stay_apart(pipeline_env, small_source):
 
 def test_rows_are_conserved_and_dirty_rows_quarantined_with_their_reason(pipeline_env, small_source):
     tmp = pipeline_env("small_source")
-    run_week(WEEK, selection=BEFORE_SUMMARY)
+    run_week(WEEK, selection=BEFORE_SUMMARY, keep_intermediates_in=tmp / "kept")
     start, end = week_bounds(WEEK)
     extracted = query(small_source, """SELECT count(*) FROM transactions WHERE status = 'completed'
                                        AND "timestamp" >= %s AND "timestamp" < %s""", (start, end))[0][0]
-    etl = tmp / "data" / "etl"
+    etl = tmp / "kept" / "etl"
     validated = pd.read_parquet(etl / "validated_transactions" / f"{WEEK}.parquet")
     quarantined = pd.read_parquet(etl / "quarantined_transactions" / f"{WEEK}.parquet")
     assert len(validated) + len(quarantined) == extracted
@@ -86,7 +86,7 @@ def test_rows_are_conserved_and_dirty_rows_quarantined_with_their_reason(pipelin
 
 def test_no_email_phone_or_address_anywhere(pipeline_env, small_source):
     tmp = pipeline_env("small_source")
-    run_week(WEEK, selection=BEFORE_SUMMARY)
+    run_week(WEEK, selection=BEFORE_SUMMARY, keep_intermediates_in=tmp / "kept")
     pii = query(small_source, "SELECT email, phone, address FROM customers ORDER BY customer_id LIMIT 200")
     needles = {value for row in pii for value in row}
     texts = []

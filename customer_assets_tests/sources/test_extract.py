@@ -123,7 +123,7 @@ def test_a_value_that_does_not_parse_names_its_column(pg_server, small_source):
 
 def test_a_timestamp_pandas_cannot_hold_names_its_column(pg_server, small_source):
     """Review finding: a 0001-01-01 sentinel failed the week with an unnamed out-of-bounds cast error."""
-    from customer_assets.sources.extract import _PARSE_SCHEMA, ExtractParseError, _finish, copy_query
+    from customer_assets.sources.extract import ARROW_SCHEMA, ExtractParseError, _finish, copy_query
 
     sql = ("SELECT 'T1' AS transaction_id, 'C1' AS customer_id, 'US' AS country, 'smb' AS segment, 1.0::float8 "
            "AS amount, 'USD' AS currency, now() AT TIME ZONE 'UTC' AS \"timestamp\", 'P1' AS product_id, "
@@ -131,7 +131,7 @@ def test_a_timestamp_pandas_cannot_hold_names_its_column(pg_server, small_source
            "true AS customer_exists, true AS product_exists")
     with _source(pg_server).connect() as conn:
         with pytest.raises(ExtractParseError, match="'customer_created_at' holds a timestamp outside 1677-2262"):
-            copy_query(conn, sql, None, _PARSE_SCHEMA, finish=_finish)
+            copy_query(conn, sql, None, ARROW_SCHEMA, finish=_finish)
 
 
 @pytest.mark.parametrize("message,advice", [
