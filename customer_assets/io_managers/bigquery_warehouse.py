@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import dagster as dg
 import pandas as pd
@@ -35,6 +35,7 @@ from pydantic import Field
 
 from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError, bigquery_client
 from customer_assets.io_managers.bigquery_types import frame_types, standard_type, to_parquet_file
+from customer_assets.io_managers.declared import declared_types, holds_values, table_types
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError, column_descriptions, input_columns, load_report, partition_column, replaces_whole_table,
@@ -121,6 +122,31 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         return [bigquery.ScalarQueryParameter(f"{bounds}_start", "TIMESTAMP", start),
                 bigquery.ScalarQueryParameter(f"{bounds}_end", "TIMESTAMP", end)]
 
+    def _payload(self, context, obj: pd.DataFrame | StoredFrame, frame: pd.DataFrame, target_id: str, column: str,
+                 window: tuple[datetime, datetime], whole_table: bool) -> tuple[dict[str, str], dict[str, str], Any]:
+        """Everything that can be checked without BigQuery, checked before touching it; returns the column types
+        as loaded, the types a new table is created with (the model's: see ``declared``), and the load job's
+        Parquet file. A column holding no value is loaded as its declared type.
+
+        No repair of an existing table: BigQuery has no NULL type, and an object column is STRING whatever it
+        holds (``bigquery_type``), so an empty week never gave it an untyped column.
+        """
+        stored = obj if isinstance(obj, StoredFrame) else None
+        incoming = frame_types(frame)
+        declared, casts = table_types(declared_types(context, frame), incoming, "bigquery",
+                                      lambda name: holds_values(obj, name))
+        incoming.update(casts)
+        if column not in incoming:
+            raise ValueError(f"{target_id}: partition column {column!r} is not in the frame")
+        if incoming[column] not in ("TIMESTAMP", "DATETIME"):
+            raise ValueError(f"{target_id}: partition column {column!r} is {incoming[column]}, not a timestamp")
+        if not whole_table:
+            self._check_frame_in_week(stored.batches([column]) if stored is not None else [frame],
+                                      column, *window, target_id)
+        # A value Arrow cannot convert fails here, not half-way.
+        frames = stored.batches() if stored is not None else slices(frame)
+        return incoming, declared, to_parquet_file(_blank(frames, casts), incoming)
+
     @staticmethod
     def _check_frame_in_week(frames: Iterable[pd.DataFrame], column: str, start: datetime, end: datetime,
                              where: str) -> None:
@@ -170,16 +196,17 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         call(f"dataset {dataset}", ("bigquery.datasets.get", "bigquery.datasets.create"), ensure)
 
     def _ensure_table(self, context, client, call: Caller, target_id: str, incoming: dict[str, str], column: str,
-                      descriptions: dict[str, str]) -> tuple[Any, bool, list[str]]:
-        """The target table (created day-partitioned and clustered if missing, with any new column added):
-        returns it, whether it was created, and the added columns. A changed type stops the load."""
+                      descriptions: dict[str, str], declared: dict[str, str]) -> tuple[Any, bool, list[str]]:
+        """The target table (created day-partitioned and clustered if missing, with the ``declared`` types, and
+        any new column added): returns it, whether it was created, and the added columns. A changed type
+        stops the load."""
         from google.cloud import bigquery
 
         def ensure():
             try:
                 return client.get_table(target_id, timeout=_rpc(call, "get table")), False
             except gexc.NotFound:
-                new = bigquery.Table(target_id, schema=_schema(incoming, descriptions))
+                new = bigquery.Table(target_id, schema=_schema(declared, descriptions))
                 new.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=column)
                 new.clustering_fields = self._cluster_fields(context, incoming) or None
                 new.description = self._table_description(context)
@@ -245,25 +272,16 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         frame = stored.empty() if stored is not None else obj.reset_index(drop=True)  # the dtypes, or all rows
         rows = len(obj)
 
-        # Everything that can be checked without BigQuery is checked before touching it.
-        incoming = frame_types(frame)
-        if column not in incoming:
-            raise ValueError(f"{target_id}: partition column {column!r} is not in the frame")
-        if incoming[column] not in ("TIMESTAMP", "DATETIME"):
-            raise ValueError(f"{target_id}: partition column {column!r} is {incoming[column]}, not a timestamp")
         start, end = self._window(context)
         whole_table = replaces_whole_table(context)  # write_mode: replace_table, e.g. an SCD2 dimension
-        if not whole_table:
-            self._check_frame_in_week(stored.batches([column]) if stored is not None else [frame],
-                                      column, start, end, target_id)
-        # A value Arrow cannot convert fails here, not half-way.
-        payload = to_parquet_file(stored.batches() if stored is not None else slices(frame), incoming)
+        incoming, declared, payload = self._payload(context, obj, frame, target_id, column, (start, end), whole_table)
         try:
             client, load.warnings = self._connect(context.log)
             call = self._caller(client, context.log, load)
             descriptions = column_descriptions(context)
             self._ensure_dataset(client, call, dataset)
-            target, created, added = self._ensure_table(context, client, call, target_id, incoming, column, descriptions)
+            target, created, added = self._ensure_table(context, client, call, target_id, incoming, column,
+                                                        descriptions, declared)
             target_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(column, incoming[column])
 
             staging_id = f"{target_id}__staging_{partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
@@ -402,6 +420,14 @@ def _schema(types: dict[str, str], descriptions: dict[str, str]) -> list:
     from google.cloud import bigquery
 
     return [bigquery.SchemaField(n, k, mode="NULLABLE", description=descriptions.get(n)) for n, k in types.items()]
+
+
+def _blank(frames: Iterable[pd.DataFrame], casts: dict[str, str]) -> Iterator[pd.DataFrame]:
+    """The frames with each cast column (it holds no value) as None objects, which Arrow writes as nulls of
+    any type (a NaN column would not become a STRING or a TIMESTAMP)."""
+    for frame in frames:
+        yield frame.assign(**{name: pd.Series(None, index=frame.index, dtype=object) for name in casts}) \
+            if casts else frame
 
 
 def _warn(context, call: Caller, message: str) -> None:

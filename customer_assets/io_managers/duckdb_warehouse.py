@@ -25,6 +25,7 @@ from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
 from pydantic import Field
 
 from customer_assets.duck import literal, quoted
+from customer_assets.io_managers.declared import DUCKDB_NULL, declared_types, holds_values, table_types
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
@@ -96,6 +97,40 @@ class WeekLoad(DbTypeHandler):
             return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
         return window.start, window.end
 
+    @staticmethod
+    def _prepare_table(context: OutputContext, con: duckdb.DuckDBPyConnection, qualified: str, where: str,
+                       obj: pd.DataFrame | StoredFrame) -> tuple[list[str], list[str], str]:
+        """Creates the table if missing with the declared types (``declared``), repairs a NULL column, adds new
+        columns, and stops on a changed type. Returns the added and repaired columns, and the select list that
+        loads ``incoming`` (a column holding no value cast to its declared type)."""
+        incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
+        declared = declared_types(context, obj.empty() if isinstance(obj, StoredFrame) else obj)
+        wanted, casts = table_types(declared, incoming, "duckdb", lambda name: holds_values(obj, name), DUCKDB_NULL)
+        select = ", ".join(f"CAST({quoted(n)} AS {casts[n]}) AS {quoted(n)}" if n in casts else quoted(n)
+                           for n in incoming)
+        # Cast to the wanted types, not just the holding-no-value ones: a table is created with the declared
+        # types even when the first frame's are another (a mismatch then stops the load below).
+        create = ", ".join(f"CAST({quoted(n)} AS {t}) AS {quoted(n)}" if t != incoming[n] else quoted(n)
+                           for n, t in wanted.items())
+        con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT {create} FROM incoming LIMIT 0")
+        existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
+        # A NULL column (an empty first week before tables were declared) holds only nulls: changing its
+        # type loses nothing, and is the only way the table can ever take a week with values again.
+        targets = {**{n: c.duckdb for n, c in declared.items() if c.from_model and c.duckdb}, **wanted}
+        repaired = [n for n, kind in existing.items()
+                    if kind == DUCKDB_NULL and targets.get(n, DUCKDB_NULL) != DUCKDB_NULL]
+        for name in repaired:
+            con.execute(f"ALTER TABLE {qualified} ALTER COLUMN {quoted(name)} SET DATA TYPE {targets[name]}")
+            existing[name] = targets[name]
+            context.log.warning(f"{where}: column {name} had type NULL (created by an empty week), "
+                                f"now {targets[name]}")
+        added, changed = type_diff(existing, {**incoming, **casts})
+        if changed:
+            raise SchemaMismatchError(f"{where}: column types differ, load stopped:\n" + "\n".join(changed))
+        for name in added:
+            con.execute(f"ALTER TABLE {qualified} ADD COLUMN {quoted(name)} {casts.get(name, incoming[name])}")
+        return added, repaired, select
+
     def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame | StoredFrame,
                       connection: duckdb.DuckDBPyConnection) -> dict:
         con, schema, table = connection, table_slice.schema, table_slice.table
@@ -104,15 +139,8 @@ class WeekLoad(DbTypeHandler):
         release_freed_memory(full=False)
         started = time.monotonic()
         parts = incoming_parts(con, obj)
-        next(parts)  # the first part: its columns and types decide the table's
-        con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming LIMIT 0")
-        existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
-        incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
-        added, changed = type_diff(existing, incoming)
-        if changed:
-            raise SchemaMismatchError(f"{schema}.{table}: column types differ, load stopped:\n" + "\n".join(changed))
-        for name in added:
-            con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{name}" {incoming[name]}')
+        next(parts)  # the first part: its columns (every part has the same types)
+        added, repaired, select = self._prepare_table(context, con, qualified, f"{schema}.{table}", obj)
         if replaces_whole_table(context):
             start, end = None, None
             where = "TRUE"
@@ -130,7 +158,7 @@ class WeekLoad(DbTypeHandler):
                     f"DELETE FROM {qualified} WHERE {quoted(key)} IN (SELECT {quoted(key)} FROM incoming) "
                     f"AND NOT ({where}) AND {quoted(column)} >= ? AND {quoted(column)} < ?",
                     params + list(unique_window(start, end, key_weeks))).fetchone()[0]
-            con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming")
+            con.execute(f"INSERT INTO {qualified} BY NAME SELECT {select} FROM incoming")
 
         con.execute("BEGIN TRANSACTION")
         try:
@@ -146,7 +174,8 @@ class WeekLoad(DbTypeHandler):
             con.execute("ROLLBACK")
             raise
         report = load_report(len(obj), f"{self.database}:{schema}.{table}", started, time.monotonic(),
-                             added_columns=added, **({"moved_from_other_weeks": moved} if key else {}))
+                             added_columns=added, repaired_columns=repaired,
+                             **({"moved_from_other_weeks": moved} if key else {}))
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
         return report_metadata(
             report, path, obj.empty() if isinstance(obj, StoredFrame) else obj, column_descriptions(context),

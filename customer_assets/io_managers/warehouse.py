@@ -80,20 +80,31 @@ def load_report(rows: int, destination: str, started: float, finished: float, **
             "destination_table": destination, "execution_time_seconds": round(finished - started, 3), **extra}
 
 
+def schema_columns(context: dg.OutputContext) -> list[dg.TableColumn]:
+    """The columns an output declares, first source first: its pandera model (the Dagster type's table
+    schema, set by dagster-pandera), then the asset's own ``dagster/column_schema``. Empty when neither."""
+    sources = []
+    try:
+        dagster_type = context.dagster_type
+    except dg.DagsterInvariantViolationError:  # an OutputContext built without a type (tests, direct calls)
+        dagster_type = None
+    if dagster_type is not None:
+        sources.append((dagster_type.metadata or {}).get("schema"))
+    sources.append((context.definition_metadata or {}).get("dagster/column_schema"))
+    columns = []
+    for source in sources:
+        schema = getattr(source, "schema", source)
+        columns += list(getattr(schema, "columns", None) or [])
+    return columns
+
+
 def column_descriptions(context: dg.OutputContext) -> dict[str, str]:
     """Column descriptions of an output: from its pandera model (the Dagster type's table schema), or the
     asset's own ``dagster/column_schema``."""
     found: dict[str, str] = {}
-    sources = []
-    dagster_type = getattr(context, "dagster_type", None)
-    if dagster_type is not None:
-        sources.append((dagster_type.metadata or {}).get("schema"))
-    sources.append((context.definition_metadata or {}).get("dagster/column_schema"))
-    for source in sources:
-        schema = getattr(source, "schema", source)
-        for column in getattr(schema, "columns", None) or []:
-            if column.description:
-                found.setdefault(column.name, column.description)
+    for column in schema_columns(context):
+        if column.description:
+            found.setdefault(column.name, column.description)
     return found
 
 

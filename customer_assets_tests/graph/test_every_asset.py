@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import psycopg2
 import pytest
 
@@ -49,7 +50,7 @@ def _materialized(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
 
 def _null_typed_columns(duckdb_path: Path) -> list[tuple]:
     return warehouse(duckdb_path, "SELECT table_name, column_name FROM information_schema.columns "
-                                  "WHERE data_type = 'NULL'").values.tolist()
+                                  "WHERE data_type IN ('NULL', '\"NULL\"')").values.tolist()
 
 
 # --- an empty week first, an empty week between loaded weeks, a one-row week ---------------------------------
@@ -89,6 +90,20 @@ def test_empty_and_one_row_weeks_load_every_asset_with_declared_types(sources, p
         assert rows is None and loaded > 100 or loaded == rows, (week, loaded)
         assert not _null_typed_columns(tmp / "warehouse.duckdb"), week
         assert not _left_on_disk(tmp), week
+
+
+def test_a_null_typed_column_left_by_older_code_is_repaired_by_the_next_week(pipeline_env, quiet_source):
+    """Older code created `imputed_fields` typed NULL after an empty first week; the next week failed forever
+    with `SchemaMismatchError`. Now that week's run repairs the column and loads."""
+    tmp = pipeline_env("quiet_source")
+    assert run_week("2026-11-02").success
+    with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
+        con.execute("CREATE OR REPLACE TABLE customer_analytics.weekly_customer_profiles AS SELECT * REPLACE "
+                    "(NULL AS imputed_fields) FROM customer_analytics.weekly_customer_profiles")
+    assert _null_typed_columns(tmp / "warehouse.duckdb") == [["weekly_customer_profiles", "imputed_fields"]]
+    result = run_week(WEEK, raise_on_error=False)
+    assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
+    assert not _null_typed_columns(tmp / "warehouse.duckdb")
 
 
 # --- hostile values in every column of every table the graph reads -------------------------------------------
@@ -178,3 +193,33 @@ def test_a_failing_step_stops_only_what_depends_on_it_and_the_run_cleans_up(step
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["step"] == step and record["week_start"] == WEEK and record["remaining"] == []
+
+
+# --- in production: BigQuery (the emulator) ----------------------------------------------------------------------
+
+def _run_prod(week: str, assets: list | None = None) -> dg.ExecuteInProcessResult:
+    from customer_assets.deployments import resources_for
+
+    return dg.materialize(assets or ASSETS, partition_key=week, resources=resources_for("prod"),
+                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def test_in_production_an_empty_first_week_then_a_normal_week_and_a_failing_step(
+        pipeline_env, quiet_source, monkeypatch, bigquery_endpoint, bigquery_client):
+    from customer_assets_tests.graph.test_prod_graph import DATASET, PROJECT, use_prod
+
+    tmp = pipeline_env("quiet_source", events=False)
+    use_prod(monkeypatch, bigquery_endpoint, bigquery_client)
+    for week in ("2026-10-26", "2026-11-02"):
+        result = _run_prod(week)
+        assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
+        assert _materialized(result) == ALL_KEYS and not _checks_hold(result)
+    tables = {t.table_id: t for t in bigquery_client.list_tables(f"{PROJECT}.{DATASET}")}
+    profiles = bigquery_client.get_table(tables["weekly_customer_profiles"].reference)
+    assert {f.name: f.field_type for f in profiles.schema}["imputed_fields"] == "STRING"
+    step = "customer_analytics__dim_products"
+    result = _run_prod(WEEK, assets_with_failing(step))
+    assert [e.step_key for e in result.all_events if e.is_step_failure] == [step]
+    assert ALL_KEYS - downstream_of(ASSETS, step) <= _materialized(result)
+    assert not _left_on_disk(tmp)
+    assert json.loads(next((tmp / "logs" / "etl").glob("failed_*.json")).read_text())["step"] == step
