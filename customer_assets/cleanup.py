@@ -13,8 +13,13 @@ than the run that wrote them, and no shorter than the last step of that run that
    removed. This runs in the run worker, so it holds for runs started from the CLI, the UI, the schedule or a
    sensor, with no daemon. ``dagster.materialize()`` (the Python API) brings its own executor: there the hooks'
    sweep alone applies, which removes everything once the last step of a run ends.
-3. **After a crash.** A worker killed outright runs neither; the run-failure sensor ``etl_failure_cleanup``
-   removes the week's files when the daemon sees the run fail.
+3. **After a crash.** A worker killed outright (``kill -9``, a lost machine) runs neither. Before it writes a
+   week's first intermediate, a run claims the week (``$DATA_DIR/.run_claims/<week>/<run id>.json``: its
+   process and host). At the start of every run, and in the sensor ``orphaned_intermediates``, the
+   intermediates of a week that no live run claims are removed (``sweep_orphans``) and the dead run is
+   recorded in ``failed_*.json``. A claim is live while its process runs (on this host), or, from another
+   host, until the instance says its run ended. The run-failure sensor ``etl_failure_cleanup`` and the
+   instance's run monitoring (``deploy/dagster.yaml``) mark such a run failed when a daemon runs.
 
 A failed step writes ``$ETL_LOG_DIR/failed_YYYYMMDD_HHMMSS.json`` (step, error); later sweeps of the same
 run add what they removed to it, and steps that fail later are added as ``other_failed_steps``.
@@ -23,6 +28,8 @@ run add what they removed to it, and steps that fail later are added as ``other_
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +42,7 @@ from dagster._core.executor.base import Executor
 from customer_assets.settings import PipelineSettings
 
 ETL = "etl"
+CLAIMS = ".run_claims"
 RECORD_TAG = "customer_assets/failure_record"
 _ENDED = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED}
 
@@ -78,6 +86,55 @@ def intermediates_written(instance: dg.DagsterInstance, run_id: str) -> list[dg.
     materializations = [r.event_log_entry.asset_materialization for r in records]
     return sorted({m.asset_key for m in materializations if m and "intermediate" in m.metadata},
                   key=lambda k: k.to_user_string())
+
+
+def claim_week(data_dir: str, week: str, run_id: str) -> None:
+    """Mark the week's intermediates as being written by this run, in this process (see the module docstring)."""
+    path = Path(data_dir, CLAIMS, week, f"{run_id}.json")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                                    "claimed_at": datetime.now(timezone.utc).isoformat()}))
+
+
+def release_claims(data_dir: str, run_id: str, weeks: Iterable[str]) -> None:
+    for week in weeks:
+        Path(data_dir, CLAIMS, week, f"{run_id}.json").unlink(missing_ok=True)
+
+
+def _alive(claim: dict, instance: dg.DagsterInstance | None) -> bool:
+    if claim.get("host") == socket.gethostname():
+        try:
+            os.kill(int(claim["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return True  # a process of another user, or a claim that cannot tell: leave it alone
+        return True
+    run = instance.get_run_by_id(claim["run_id"]) if instance is not None else None
+    return run is None or not run.is_finished
+
+
+def sweep_orphans(settings: PipelineSettings, instance: dg.DagsterInstance | None = None,
+                  keep_run: str | None = None) -> dict[str, list[str]]:
+    """Remove the intermediates of every week that no live run claims (a run killed outright left them), and
+    record each such week in ``failed_*.json``; ``keep_run``'s own weeks are never touched."""
+    root = Path(settings.data_dir, ETL)
+    weeks = {p.name.split(".")[0] for p in root.glob("**/*") if p.is_file()} if root.exists() else set()
+    swept = {}
+    for week in sorted(weeks):
+        claims = [json.loads(p.read_text()) for p in Path(settings.data_dir, CLAIMS, week).glob("*.json")]
+        if any(c["run_id"] == keep_run or _alive(c, instance) for c in claims):
+            continue
+        removed, remaining = remove_intermediates(settings, week)
+        for claim in claims:
+            release_claims(settings.data_dir, claim["run_id"], [week])
+        write_log(settings, "failed", {
+            "status": "failed", "week_start": week, "runs": [c["run_id"] for c in claims], "step": None,
+            "error": "the run(s) that wrote these intermediates ended without cleaning up (a worker killed "
+                     "outright?)", "removed": removed, "remaining": remaining, "recorded_by": "orphan sweep"})
+        swept[week] = removed
+    return swept
 
 
 def run_weeks(run: dg.DagsterRun | None) -> list[str]:
@@ -197,7 +254,10 @@ def sweep(instance: dg.DagsterInstance, run: dg.DagsterRun, settings: PipelineSe
     removed, remaining = [], []
     for week in run_weeks(run):
         removed += remove_intermediates(settings, week, keys)[0]
-        remaining += [str(p) for p in intermediate_files(settings, week)]
+        left = [str(p) for p in intermediate_files(settings, week)]
+        if not left:
+            release_claims(settings.data_dir, run.run_id, [week])
+        remaining += left
     add_to_record(instance, run.run_id, removed, remaining)
     return removed
 
@@ -218,11 +278,16 @@ class FinalSweepExecutor(Executor):
         return self.inner.step_dependency_config
 
     def execute(self, plan_context, execution_plan) -> Iterator:
+        orphans = sweep_orphans(self.settings, plan_context.instance, keep_run=plan_context.run_id)
+        for week, removed in orphans.items():
+            plan_context.log.warning(f"removed {len(removed)} intermediate file(s) of week {week} left by a run "
+                                     "that ended without cleaning up (recorded in failed_*.json)")
         try:
             yield from self.inner.execute(plan_context, execution_plan)
         finally:
             run = plan_context.instance.get_run_by_id(plan_context.run_id)
             removed = sweep(plan_context.instance, run, self.settings, self.graph, final=True)
+            release_claims(self.settings.data_dir, run.run_id, run_weeks(run))
             if removed:
                 plan_context.log.info(f"run ended: removed {len(removed)} intermediate file(s) of "
                                       f"{', '.join(run_weeks(run))}")

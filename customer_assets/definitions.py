@@ -12,7 +12,8 @@ from customer_assets.freshness import freshness_alerts, with_freshness
 from customer_assets.cleanup import IntermediateGraph, with_final_sweep
 from customer_assets.hooks import cleanup_hooks
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
-from customer_assets.sensors import etl_failure_cleanup, events_landing_zone, source_changes
+from customer_assets.sensors import (
+    etl_failure_cleanup, events_landing_zone, orphaned_intermediates, source_changes)
 from customer_assets.settings import configure_runtime
 
 ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, identity, star, marts, summary]
@@ -37,7 +38,7 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
         assets=assets,
         jobs=[weekly_pipeline_job, erase_customers],
         schedules=[weekly_schedule],
-        sensors=[etl_failure_cleanup, events_landing_zone, source_changes, freshness_alerts],
+        sensors=[etl_failure_cleanup, events_landing_zone, source_changes, freshness_alerts, orphaned_intermediates],
         resources=resources,
         executor=with_final_sweep(executor, resources["settings"], IntermediateGraph.of(assets)),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.alerts import Alerts
-from customer_assets.cleanup import RECORD_TAG, remove_intermediates, write_log
+from customer_assets.cleanup import RECORD_TAG, remove_intermediates, sweep_orphans, write_log
 from customer_assets.assets.common import metadata_value
 from customer_assets.partitions import latest_materialization
 from customer_assets.assets.extract import SOURCE_TRANSACTIONS
@@ -63,6 +63,18 @@ def etl_failure_cleanup(context: dg.RunFailureSensorContext, settings: PipelineS
     context.log.info(f"failure of run {record['run_id']} recorded in {path}")
     alerts.send("run_failed", f"run {record['run_id'][:8]} of {record['job']} failed", week,
                 {"step": record["step"], "error": (record["error"] or "")[:500], "record": str(path)}, context.log)
+
+
+@dg.sensor(name="orphaned_intermediates", minimum_interval_seconds=600, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Removes the intermediates of weeks that no live run claims (a worker killed outright left "
+           "them) and records each in failed_*.json; every run also does this when it starts.")
+def orphaned_intermediates(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+    """Customer rows left on disk by a run that died without cleaning up go within one interval."""
+    swept = sweep_orphans(settings, context.instance)
+    for week, removed in swept.items():
+        context.log.warning(f"removed {len(removed)} orphaned intermediate file(s) of week {week}")
+    return dg.SkipReason(f"removed the orphaned intermediates of {sorted(swept)}" if swept
+                         else "no orphaned intermediates")
 
 
 def new_event_files(root: Path, cursor: dict) -> tuple[list[Path], dict]:

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
+from customer_assets.cleanup import claim_week
 from customer_assets.io_managers.frames import (
     FrameBatches, StoredFrame, duplicated_values, slices, write_parquet_batches)
 from customer_assets.io_managers.memory import release_freed_memory
@@ -100,6 +101,8 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
         release_freed_memory(full=False)  # the step's computing is done: what it freed goes back before writing
         suffix = ".json" if isinstance(obj, dict) else ".parquet"
         path = self._path(context, suffix)
+        if context.has_asset_partitions:  # before the first byte: a run killed now is known by its claim
+            claim_week(self.base_dir, context.asset_partition_key, context.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if isinstance(obj, pd.DataFrame):
