@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pyarrow as pa
@@ -70,6 +71,39 @@ def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFra
     con.execute(f"CREATE TEMP VIEW incoming AS SELECT {', '.join(columns)} FROM read_parquet({literal(obj.path)})")
     yield
     con.execute("DROP VIEW incoming")
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back what the failed load did. A fault such as a full disk can end (or invalidate) the transaction
+    itself, and the error of this ROLLBACK must not replace the one that says why the load failed."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+class WarehouseDiskFull(dg.Failure):
+    """The disk of the DuckDB file is full; not retried (see ``disk_full_named``)."""
+
+    def __init__(self, database: str, exc: Exception):
+        super().__init__(
+            description=f"The warehouse disk is full: no space left on device writing {database}. The week's load "
+            "is all or nothing: the table holds the week as before, or (when only the checkpoint after the commit "
+            "failed) the new week, kept in DuckDB's write-ahead log. Free space on that disk, or point "
+            "WAREHOUSE_DUCKDB_PATH at a larger one, then re-run the week. Not retried. "
+            f"[{str(exc).strip().splitlines()[0]}]", allow_retries=False)
+
+
+@contextmanager
+def disk_full_named(database: str):
+    """A full disk as the headline: DuckDB reports it from the insert, the COMMIT, or the checkpoint made when the
+    connection closes, and a later statement's error (a ROLLBACK of an ended transaction) can hide it."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        if "No space left on device" in str(exc):
+            raise WarehouseDiskFull(database, exc) from exc
+        raise
 
 
 class WeekLoad(DbTypeHandler):
@@ -133,6 +167,11 @@ class WeekLoad(DbTypeHandler):
 
     def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame | StoredFrame,
                       connection: duckdb.DuckDBPyConnection) -> dict:
+        with disk_full_named(self.database):
+            return self._load_week(context, table_slice, obj, connection)
+
+    def _load_week(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame | StoredFrame,
+                   connection: duckdb.DuckDBPyConnection) -> dict:
         con, schema, table = connection, table_slice.schema, table_slice.table
         column = table_slice.partition_dimensions[0].partition_expr
         qualified = f"{quoted(schema)}.{quoted(table)}"
@@ -171,7 +210,7 @@ class WeekLoad(DbTypeHandler):
                 raise RuntimeError(f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}")
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         report = load_report(len(obj), f"{self.database}:{schema}.{table}", started, time.monotonic(),
                              added_columns=added, repaired_columns=repaired,
@@ -216,7 +255,7 @@ class _WeekSwapClient(DuckDbClient):
             raise FileNotFoundError(f"no warehouse at {database}: materialize "
                                     f"{table_slice.schema}.{table_slice.table} first")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        with DuckDbClient.connect(context, table_slice) as con:
+        with disk_full_named(database), DuckDbClient.connect(context, table_slice) as con:
             con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC whatever the machine's zone
             yield con
 
