@@ -1,8 +1,51 @@
-"""DuckDB as this project uses it inside a step: quoting, and a deterministic in-memory connection."""
+"""DuckDB as this project uses it inside a step: quoting, a deterministic in-memory connection, and the
+warehouse file opened within a bounded wait for its lock."""
 
 from __future__ import annotations
 
+import re
+import time
+
+import dagster as dg
 import duckdb
+
+DEFAULT_LOCK_TIMEOUT_SECONDS = 60
+
+
+class WarehouseLocked(dg.Failure):
+    """Another process holds the DuckDB file (DuckDB allows one writer, and a writer excludes every reader)."""
+
+    def __init__(self, database: str, waited: float, message: str):
+        holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", message)
+        who = f"{holder.group(1)} (PID {holder.group(2)})" if holder else "another process"
+        super().__init__(
+            description=f"The warehouse {database} is locked by {who}; waited {waited:.0f} s "
+            "(WAREHOUSE_LOCK_TIMEOUT). DuckDB allows one process at a time on the file, readers included: close "
+            "that connection (analysts read the copy published after each week, WAREHOUSE_READ_COPY_PATH), then "
+            f"re-run the week. [{message.strip().splitlines()[0]}]",
+            metadata={"lock_holder": who}, allow_retries=False)
+
+
+def connect_waiting(database: str, timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+                    read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """The file opened for writing, waiting at most ``timeout_seconds`` for another process's lock, in UTC.
+
+    dagster-duckdb's own connections retry a lock ten times with a growing backoff (minutes in all) and then
+    fail with DuckDB's message; here the wait is bounded and the failure names the holder and what to do."""
+    started, delay = time.monotonic(), 0.1
+    while True:
+        try:
+            con = duckdb.connect(database, read_only=read_only, config={"custom_user_agent": "customer_assets"})
+            con.execute("SET TimeZone = 'UTC'")
+            return con
+        except duckdb.IOException as exc:
+            waited = time.monotonic() - started
+            if "lock" not in str(exc).lower():
+                raise
+            if waited + delay > timeout_seconds:
+                raise WarehouseLocked(database, waited, str(exc)) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def quoted(name: str) -> str:

@@ -13,6 +13,7 @@ from customer_assets.cleanup import intermediate_files, intermediates_written, r
 from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.types import PipelineErrorLogType, column_schema
 from customer_assets.logic import error_log
+from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import PipelineErrorLog
 from customer_assets.settings import PipelineSettings
 
@@ -39,7 +40,7 @@ def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
           dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"]), dg.AssetKey([WAREHOUSE, "dim_customers"]),
           dg.AssetKey([WAREHOUSE, "customer_identity_map"])],
 )
-def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings,
+def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: WarehouseSQL,
                      quality_report: dict):
     """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates deleted.
 
@@ -75,6 +76,8 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
     written = intermediates_written(context.instance, context.run.run_id)
     remaining = [str(p) for p in intermediate_files(settings, week)]
     summary["cleanup"] = {"removed": len(written), "remaining": remaining}
+    # Analysts read a copy published now, so that their connections never hold the file a run writes.
+    summary["analysts_read_copy"] = warehouse.publish_read_copy()
     summary_path = write_log(settings, "etl", summary)
     if remaining:
         raise _not_removed(week, remaining)
@@ -83,6 +86,8 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
         "records_processed": summary["records_processed"],
         "quality_score": float(summary["quality_score"]),
         "intermediates_removed": len(written),
+        **({"analysts_read_copy": dg.MetadataValue.path(summary["analysts_read_copy"])}
+           if summary["analysts_read_copy"] else {}),
     })
 
 

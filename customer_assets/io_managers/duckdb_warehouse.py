@@ -25,7 +25,7 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
 from pydantic import Field
 
-from customer_assets.duck import literal, quoted
+from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, literal, quoted
 from customer_assets.io_managers.declared import DUCKDB_NULL, declared_types, holds_values, table_types
 from customer_assets.io_managers.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
@@ -255,9 +255,13 @@ class _WeekSwapClient(DuckDbClient):
             raise FileNotFoundError(f"no warehouse at {database}: materialize "
                                     f"{table_slice.schema}.{table_slice.table} first")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        with disk_full_named(database), DuckDbClient.connect(context, table_slice) as con:
-            con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC whatever the machine's zone
-            yield con
+        timeout = context.resource_config.get("lock_timeout_seconds") or DEFAULT_LOCK_TIMEOUT_SECONDS
+        with disk_full_named(database):
+            con = connect_waiting(database, timeout)  # in UTC, whatever the machine's zone
+            try:
+                yield con
+            finally:
+                con.close()
 
 
 class DuckDBWarehouseIOManager(DuckDBIOManager):
@@ -265,6 +269,8 @@ class DuckDBWarehouseIOManager(DuckDBIOManager):
     allows one writing process per file, so the local deployment runs steps in process."""
 
     reports_dir: str = Field(description="Where each week's load report JSON is written.")
+    lock_timeout_seconds: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS, description="How long a load waits "
+                                        "for another process's lock on the file (WAREHOUSE_LOCK_TIMEOUT).")
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:

@@ -11,7 +11,9 @@ Naive datetimes are DuckDB TIMESTAMP / BigQuery DATETIME (UTC wall time, as the 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from dagster_duckdb import DuckDBResource
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
-from customer_assets.duck import quoted
+from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, quoted
 
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -49,6 +51,11 @@ class WarehouseSQL(dg.ConfigurableResource):
     def ensure_schema(self, schema: str) -> None:
         raise NotImplementedError
 
+    def publish_read_copy(self) -> str | None:
+        """Make the warehouse readable by analysts while the next week runs; where they read it (None: no copy is
+        needed, the warehouse serves readers itself)."""
+        return None
+
     def unnest(self, param: str, alias: str) -> str:
         """A relation of one column ``alias``, a row per element of the list parameter ``param``."""
         return f"(SELECT unnest(@{param}) AS {alias})"
@@ -63,8 +70,38 @@ class WarehouseSQL(dg.ConfigurableResource):
 
 
 class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
-    """The local DuckDB file (WAREHOUSE_DUCKDB_PATH): dagster-duckdb's resource (its connections retry while
-    another process holds the file, which DuckDB allows one writer at a time), run in UTC."""
+    """The local DuckDB file (WAREHOUSE_DUCKDB_PATH), on dagster-duckdb's resource, run in UTC.
+
+    DuckDB allows one process on a file at a time (a reader excludes the writer too): a connection waits for
+    another process's lock at most ``lock_timeout_seconds``, then fails naming the holder. Analysts read
+    ``read_copy_path``, a copy published after each successful week, so that they never block a run."""
+
+    lock_timeout_seconds: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS, description="How long a statement waits "
+                                        "for another process's lock on the file (WAREHOUSE_LOCK_TIMEOUT).")
+    read_copy_path: Optional[str] = Field(default=None, description="The analysts' read-only copy, replaced after "
+                                          "each successful week (WAREHOUSE_READ_COPY_PATH); unset: no copy.")
+
+    @contextmanager
+    def get_connection(self):
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        con = connect_waiting(self.database, self.lock_timeout_seconds)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def publish_read_copy(self) -> str | None:
+        """Checkpoint the file and copy it beside itself, atomically, while holding its lock: no writer can
+        change it mid-copy, and a reader of the copy never sees half a week."""
+        if not self.read_copy_path or not Path(self.database).exists():
+            return None
+        target = Path(self.read_copy_path)
+        tmp = target.with_name(target.name + ".tmp")
+        with self.get_connection() as con:
+            con.execute("CHECKPOINT")
+            shutil.copyfile(self.database, tmp)
+        os.replace(tmp, target)
+        return str(target.resolve())
 
     def table(self, schema: str, name: str) -> str:
         return f"{quoted(schema)}.{quoted(name)}"
@@ -74,7 +111,6 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
         rendered = self.render(sql, names)
         values = {k: v for k, v in (params or {}).items() if k in set(_PARAM.findall(rendered))}
         with self.get_connection() as con:
-            con.execute("SET TimeZone = 'UTC'")
             rendered = _PARAM.sub(r"$\1", rendered)
             if fetch:  # a relation's Arrow result, without the extra copy a DB-API result makes
                 return con.sql(rendered, params=values).to_arrow_table().to_pandas(self_destruct=True,
