@@ -182,8 +182,10 @@ class UnifiedCustomerProfiles(pa.DataFrameModel):
     email_hash: Series[str] = pa.Field(
         nullable=True, description="HMAC-SHA256 of the normalised email under PII_HASH_KEY (never the email).")
     country: Series[str] = pa.Field(
-        description="Country (ISO 3166 alpha-2), from the CRM first, then the database.")
-    segment: Series[str] = pa.Field(description="Segment (consumer, smb, enterprise).")
+        nullable=True, description="Country (ISO 3166 alpha-2), from the CRM first, then the database; missing when "
+        "no source has one (never imputed here: the marts count it as 'unknown').")
+    segment: Series[str] = pa.Field(nullable=True, description="Segment (consumer, smb, enterprise); missing when no "
+                                    "source has one (the marts count it as 'unknown').")
     subscription_tier: Series[str] = pa.Field(description="The CRM's subscription tier ('unknown' when no source has one).")
     lifetime_value: Series[float] = pa.Field(
         ge=0, description="Lifetime value in USD from the CRM, else the database record (median-imputed when missing, capped at the 99th percentile).")

@@ -252,8 +252,9 @@ def build_profiles(records: pd.DataFrame, events: pd.DataFrame, transactions: pd
     profile["status"] = status_for(profile["days_since_last_activity"])
     profile["value_tier"] = value_tier(profile["lifetime_value"])
     profile["engagement_score"] = engagement_score(profile)
-    for column in ("country", "segment", "subscription_tier"):
-        profile[column] = profile[column].fillna("unknown")
+    # A country or segment that no source knows stays missing, here and in dim_customers: the marts impute it
+    # ('unknown'), and say so in their metadata.
+    profile["subscription_tier"] = profile["subscription_tier"].fillna("unknown")
     for column in FEATURE_COLUMNS:
         profile[f"feature_{column}"] = min_max(profile[column].astype(float)).round(6)
     for column in ("page_views", "unique_features_used", "purchase_count", "support_interactions",

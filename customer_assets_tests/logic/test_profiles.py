@@ -103,7 +103,8 @@ def test_profiles_join_clean_impute_and_log(tmp_path):
     assert log.dropped == {"UNMATCHED_ID": 1} and log.match_rate == pytest.approx(2 / 3)
     assert p.loc["C1", ["country", "value_tier", "status", "in_crm", "in_events", "in_transactions"]].tolist() == [
         "US", "Platinum", "active", True, True, True]
-    assert p.loc["C2", "status"] == "churned" and p.loc["C2", "country"] == "unknown"
+    # Issue 21, item 9: no source knows C2's country, and the profile says so (the marts impute, not the profiles).
+    assert p.loc["C2", "status"] == "churned" and pd.isna(p.loc["C2", "country"])
     assert log.removed_values["lifetime_value"] == 1 and log.removed_values["signup_date"] == 1
     assert "lifetime_value" in p.loc["C2", "imputed_fields"] and "support_ticket_count" in p.loc["C2", "imputed_fields"]
     assert p.loc["C3", "in_crm"] == False and p.loc["C3", "support_interactions"] == 1  # noqa: E712
