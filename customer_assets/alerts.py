@@ -1,4 +1,5 @@
-"""Alerts to a chat webhook: a run failure, a failed blocking check, a freshness miss, a figure out of band.
+"""Alerts to a chat webhook: a run failure, a failed blocking check, a freshness miss, a figure out of band, and
+the report of a week that succeeded (``week_succeeded``).
 
 Set ``ALERT_WEBHOOK_URL`` (a Slack incoming webhook, or anything that accepts its JSON) and each alert posts
 one short message: ``{"text": "...", "customer_assets": {kind, title, week, details}}``. Slack shows the text
@@ -19,7 +20,7 @@ from pydantic import Field
 log = logging.getLogger(__name__)
 
 ICONS = {"run_failed": ":x:", "check_failed": ":warning:", "freshness_missed": ":hourglass:",
-         "out_of_band": ":chart_with_downwards_trend:"}
+         "out_of_band": ":chart_with_downwards_trend:", "week_succeeded": ":white_check_mark:"}
 
 
 class Alerts(dg.ConfigurableResource):
@@ -27,6 +28,12 @@ class Alerts(dg.ConfigurableResource):
 
     webhook_url: Optional[str] = Field(default=None, description="ALERT_WEBHOOK_URL (secret: EnvVar).")
     timeout_seconds: float = Field(default=5.0, description="Seconds to wait for the webhook.")
+    webserver_url: Optional[str] = Field(default=None, description="DAGSTER_WEBSERVER_URL: the UI's address, for "
+                                         "links to a run in the messages.")
+
+    def run_url(self, run_id: str) -> str | None:
+        """The run's page in the Dagster UI, when the UI's address is known."""
+        return f"{self.webserver_url.rstrip('/')}/runs/{run_id}" if self.webserver_url else None
 
     def send(self, kind: str, title: str, week: str | None = None, details: dict | None = None,
              logger=None) -> bool:

@@ -85,8 +85,11 @@ def test_volume_out_of_its_band_warns_per_week_and_alerts(pipeline_env, small_so
     assert not volume.passed and volume.severity == dg.AssetCheckSeverity.WARN
     assert "outside the band" in volume.metadata["result"].value
     assert all(e.partition == WEEK for e in evaluations.values())  # each check is recorded for its week
-    assert [m["customer_assets"]["kind"] for m in received] == ["out_of_band"]
+    # The warning, then the week's report (issue 23), which counts it.
+    assert [m["customer_assets"]["kind"] for m in received] == ["out_of_band", "week_succeeded"]
     assert "weekly_volume" in received[0]["text"]
+    assert "customer_analytics/weekly_transactions:weekly_volume" in received[1]["customer_assets"]["details"][
+        "warning_checks"]
     # The loaded table's columns carry the pandera model's descriptions (issue 13, item 5).
     load = result.asset_materializations_for_node("customer_analytics__weekly_transactions")[0]
     columns = {c.name: c.description for c in load.metadata["dagster/column_schema"].value.columns}
@@ -114,3 +117,43 @@ def test_a_missed_week_alerts_once(webhook):
 
 def test_an_unreachable_webhook_never_fails_the_pipeline():
     assert Alerts(webhook_url="http://127.0.0.1:9/nothing", timeout_seconds=1).send("run_failed", "x") is False
+
+
+def test_a_successful_cli_week_posts_its_report(pipeline_env, small_source, monkeypatch, webhook, tmp_path):
+    """Issue 23, item 3: seeds 000 and 001 end a week with a report; only failures were posted."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url, received = webhook
+    tmp = pipeline_env("small_source", events=False)
+    (tmp / "home").mkdir()
+    env = {**os.environ, "ALERT_WEBHOOK_URL": url, "DAGSTER_WEBSERVER_URL": "http://dagster.internal:3000",
+           "DAGSTER_HOME": str(tmp / "home")}
+    done = subprocess.run([str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
+                           "customer_assets", "--select", "*", "--partition", WEEK], cwd=tmp, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [report] = [r["customer_assets"] for r in received if r["customer_assets"]["kind"] == "week_succeeded"]
+    details = report["details"]
+    summary = json.loads(next((tmp / "logs" / "etl").glob("etl_*.json")).read_text())
+    assert details == summary["report"] and report["week"] == WEEK
+    assert details["rows_extracted"] == summary["records_processed"] > 1000
+    assert details["rows_loaded"] + details["rows_quarantined"] == details["rows_extracted"]
+    assert details["anomalies"] == summary["records_flagged"] and details["new_customers"] > 0
+    assert 0 < details["quality_score"] <= 100 and details["cleanup_confirmed"] is True
+    assert details["warnings"] == len(details["warning_checks"])
+    assert "customer_analytics.weekly_transactions" in details["table"]
+    assert details["run_url"] == f"http://dagster.internal:3000/runs/{summary['run_id']}"
+
+
+def test_a_report_that_cannot_be_posted_never_fails_the_week_or_its_cleanup(pipeline_env, small_source,
+                                                                          monkeypatch):
+    tmp = pipeline_env("small_source", events=False)
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unreachable")  # the discard port: refused
+    result = run_week(WEEK)
+    assert result.success
+    assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
+    summary = json.loads(next((tmp / "logs" / "etl").glob("etl_*.json")).read_text())
+    assert summary["report"]["cleanup_confirmed"] is True

@@ -1,6 +1,7 @@
 """Customer history carried forward: each week's running totals from the previous week's plus its own."""
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from customer_assets.assets.common import (
@@ -74,6 +75,9 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
         "mode": mode,
         "customers": int(history["customer_id"].nunique()),
         "week_customers": int(week["customer_id"].nunique()),
+        # first purchase in this week: new to the carried history (its opening balance included)
+        "new_customers": int(history.loc[history["first_purchase_at"] >= pd.Timestamp(ctx.week_start),
+                                         "customer_id"].nunique()) if len(history) else 0,
         "previous_week": previous_week(context.partition_key),
         "repair_reason": config.repair_reason or "",
         "previous_materialization_id": dg.MetadataValue.int(previous_id) if previous_id is not None else

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from dagster._core.events import DagsterEventType
 
 from customer_assets.assets.common import (
     ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, metadata_value)
@@ -13,6 +14,7 @@ from customer_assets.cleanup import intermediate_files, intermediates_written, r
 from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.types import PipelineErrorLogType, column_schema
 from customer_assets.logic import error_log
+from customer_assets.alerts import Alerts
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import PipelineErrorLog
 from customer_assets.settings import PipelineSettings
@@ -28,6 +30,39 @@ def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
     return json.loads(path.read_text()).get("sources") if path.exists() else None
 
 
+def _check_failures(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
+    """The run's failed checks by severity (``WARN``, ``ERROR``), as ``asset:check``."""
+    failed: dict[str, list[str]] = {"WARN": [], "ERROR": []}
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION,
+                                           limit=10_000).records
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if not evaluation.passed:
+            failed[evaluation.severity.value].append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+    return failed
+
+
+def week_report(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts, summary: dict) -> dict:
+    """What the operator is told when a week succeeds (seeds 000 and 001): counts, quality, warnings, anomalies,
+    new customers, where the table is, that the cleanup is done, and the run's page."""
+    history = latest_materialization(context.instance, dg.AssetKey([WAREHOUSE, "customer_history"]),
+                                     context.partition_key)
+    load = summary["load"] or {}
+    warnings = _check_failures(context.instance, context.run.run_id)["WARN"]
+    return {"rows_extracted": summary["records_processed"], "rows_loaded": load.get("rows_loaded"),
+            "rows_quarantined": summary["records_quarantined"], "quality_score": summary["quality_score"],
+            "quality_status": summary["quality_status"], "warnings": len(warnings), "warning_checks": warnings,
+            "anomalies": summary["records_flagged"], "new_customers": metadata_value(history, "new_customers"),
+            "table": warehouse.table_url(WAREHOUSE, "weekly_transactions"),
+            "cleanup_confirmed": not summary["cleanup"]["remaining"], "run_url": alerts.run_url(context.run.run_id)}
+
+
+def _report_title(report: dict) -> str:
+    return (f"week loaded: {report['rows_loaded']} rows ({report['rows_quarantined']} quarantined), quality "
+            f"{report['quality_score']}, {report['warnings']} warning(s), {report['anomalies']} anomalies, "
+            f"{report['new_customers']} new customers")
+
+
 @dg.asset(
     key_prefix=[ETL],
     ins={"quality_report": intermediate("quality_report", dict)},
@@ -41,8 +76,9 @@ def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
           dg.AssetKey([WAREHOUSE, "customer_identity_map"])],
 )
 def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: WarehouseSQL,
-                     quality_report: dict):
-    """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates deleted.
+                     alerts: Alerts, quality_report: dict):
+    """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates deleted, and the
+    week's report posted to ALERT_WEBHOOK_URL (`week_succeeded`; its fields are also in the summary's `report`).
 
     The intermediates hold customer data: most went as soon as no step of the run could read them
     (`cleanup.py`); what is left goes here, before the summary is written, so that a failure while writing
@@ -78,7 +114,10 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
     summary["cleanup"] = {"removed": len(written), "remaining": remaining}
     # Analysts read a copy published now, so that their connections never hold the file a run writes.
     summary["analysts_read_copy"] = warehouse.publish_read_copy()
+    summary["report"] = week_report(context, warehouse, alerts, summary)
     summary_path = write_log(settings, "etl", summary)
+    # After the cleanup and the log: a webhook that fails never fails the week (send never raises).
+    alerts.send("week_succeeded", _report_title(summary["report"]), week, summary["report"], context.log)
     if remaining:
         raise _not_removed(week, remaining)
     yield dg.MaterializeResult(metadata={

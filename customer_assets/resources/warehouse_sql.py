@@ -51,6 +51,10 @@ class WarehouseSQL(dg.ConfigurableResource):
     def ensure_schema(self, schema: str) -> None:
         raise NotImplementedError
 
+    def table_url(self, schema: str, name: str) -> str:
+        """Where a person finds the table: the BigQuery console's page, or the DuckDB file and table."""
+        return f"{self.table(schema, name)}"
+
     def publish_read_copy(self) -> str | None:
         """Make the warehouse readable by analysts while the next week runs; where they read it (None: no copy is
         needed, the warehouse serves readers itself)."""
@@ -89,6 +93,9 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
             yield con
         finally:
             con.close()
+
+    def table_url(self, schema: str, name: str) -> str:
+        return f"{schema}.{name} in {Path(self.read_copy_path or self.database).resolve()}"
 
     def publish_read_copy(self) -> str | None:
         """Checkpoint the file and copy it beside itself, atomically, while holding its lock: no writer can
@@ -173,6 +180,10 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
 
     def table(self, schema: str, name: str) -> str:
         return f"`{self.project}.{self.dataset_override or schema}.{name}`"
+
+    def table_url(self, schema: str, name: str) -> str:
+        dataset = self.dataset_override or schema
+        return f"https://console.cloud.google.com/bigquery?project={self.project}&ws=!1m5!1m4!4m3!1s{self.project}!2s{dataset}!3s{name}"
 
     @staticmethod
     def _parameters(params: dict | None):
