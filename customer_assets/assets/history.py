@@ -9,7 +9,11 @@ from customer_assets.assets.common import (
 from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.history import (
-    HISTORY_INPUTS, carry, loaded_totals_before, previous_week_totals, week_totals)
+    HISTORY_INPUTS, add_totals, balance_rules, carry, first_loaded_week, loaded_totals_before, previous_week_totals,
+    week_totals)
+from customer_assets.resources.postgres import PostgresSource
+from customer_assets.settings import PipelineSettings
+from customer_assets.sources.opening_balance import opening_balance
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.io_managers.types import CustomerHistoryType
 from customer_assets.partitions import FIRST_WEEK
@@ -34,6 +38,21 @@ def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -
     return record.storage_id if record else None
 
 
+def _rescanned(context, source_db: PostgresSource, warehouse: WarehouseSQL, settings: PipelineSettings,
+               week_start, week: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Totals before the week without a previous partition: the opening balance of the source's history
+    before the first loaded week (computed once, on the source), plus every loaded week since."""
+    transactions = [WAREHOUSE, "weekly_transactions"]
+    opens_at = first_loaded_week(warehouse, transactions, week_start) or week_start
+    with source_db.connect(context.log) as conn:
+        opening = opening_balance(conn, source_db.schema(conn), opens_at,
+                                  balance_rules(opens_at.date(), settings.max_amount_usd))
+    context.log.info(f"opening balance before {opens_at.date()}: {opening['customer_id'].nunique():,} customers, "
+                     f"{int(opening['transaction_count'].sum()):,} transactions from the source's history")
+    loaded = loaded_totals_before(warehouse, transactions, week_start, empty=week.iloc[:0])
+    return add_totals(opening, loaded), opening
+
+
 @dg.asset(
     key=HISTORY,
     ins={"validated_transactions": intermediate("validated_transactions", StoredFrame)},
@@ -48,14 +67,15 @@ def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -
     dagster_type=CustomerHistoryType,
 )
 def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, warehouse: WarehouseSQL,
-                     validated_transactions: StoredFrame):
+                     source_db: PostgresSource, settings: PipelineSettings, validated_transactions: StoredFrame):
     """`customer_analytics.customer_history`: per customer and currency, the running totals as of the week's
     end (amount in thousandths, transaction count, first and last purchase, last purchase before the week).
 
     Carried: the previous week's partition plus this week's validated rows, so a week costs the same after
     years of history. When the previous week was never materialized (the first week, a backfill out of
-    order) or on request (`full_rescan`), the totals are recomputed from every week already loaded in the
-    warehouse; the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
+    order) or on request (`full_rescan`), the totals are the opening balance (every valid transaction of the
+    source before the first loaded week, summed once on the source) plus every week already loaded in the
+    warehouse, so lifetime figures are right from the first week; the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
     equal to a full recompute. Only validated rows count.
     """
     if finished_week(context, validated_transactions):
@@ -64,8 +84,11 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
     previous_id = None if config.full_rescan else previous_materialization(context.instance, context.partition_key)
     mode = "carried" if previous_id is not None else "full_rescan"
-    before = (previous_week_totals(warehouse, HISTORY.path, ctx.week_start) if previous_id is not None else
-              loaded_totals_before(warehouse, [WAREHOUSE, "weekly_transactions"], ctx.week_start, empty=week.iloc[:0]))
+    opening = week.iloc[:0]
+    if previous_id is not None:
+        before = previous_week_totals(warehouse, HISTORY.path, ctx.week_start)
+    else:
+        before, opening = _rescanned(context, source_db, warehouse, settings, ctx.week_start, week)
     history = carry(before, week, ctx.week_start)
     if config.repair_reason:
         context.log.info(f"repair run: {config.repair_reason}")
@@ -79,6 +102,8 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
         "new_customers": int(history.loc[history["first_purchase_at"] >= pd.Timestamp(ctx.week_start),
                                          "customer_id"].nunique()) if len(history) else 0,
         "previous_week": previous_week(context.partition_key),
+        "opening_balance_customers": int(opening["customer_id"].nunique()),
+        "opening_balance_transactions": int(opening["transaction_count"].sum()),
         "repair_reason": config.repair_reason or "",
         "previous_materialization_id": dg.MetadataValue.int(previous_id) if previous_id is not None else
         dg.MetadataValue.null(),

@@ -126,3 +126,40 @@ def loaded_totals_before(warehouse, transactions_table: list[str], week_start: d
         return empty
     return warehouse.query(RESCAN_SQL, {"week_start": week_start.replace(tzinfo=None)},
                            table=warehouse.table(*transactions_table), ts=warehouse.quote("timestamp"))
+
+
+def balance_rules(day, max_amount_usd: float) -> pd.DataFrame:
+    """Per currency with an ECB rate: its minor units and the ceiling (``max_amount_usd``) in its own units, at
+    the rate of ``day``: what the opening balance applies to the source's history."""
+    from customer_assets.logic.currency import daily_rate_table, iso4217_minor_units, supported_currencies
+
+    rates = daily_rate_table(day, day, sorted(supported_currencies()))
+    minor = iso4217_minor_units()
+    rates = rates[rates["currency"].isin(list(minor))]
+    return pd.DataFrame({"currency": rates["currency"].astype("str").to_numpy(),
+                         "minor_units": [int(minor[c]) for c in rates["currency"]],
+                         "ceiling": (max_amount_usd / rates["usd_per_unit"]).to_numpy()})
+
+
+def add_totals(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """Two sets of totals (KEYS + TOTALS) over disjoint periods, as one."""
+    frames = [_typed(f[[*KEYS, *TOTALS]], TOTALS) for f in (first, second) if len(f)]
+    if not frames:
+        return empty_totals()
+    rows = pd.concat(frames, ignore_index=True)
+    totals = rows.groupby(KEYS, sort=False).agg(
+        amount_milli=("amount_milli", "sum"), transaction_count=("transaction_count", "sum"),
+        first_purchase_at=("first_purchase_at", "min"), last_purchase_at=("last_purchase_at", "max")).reset_index()
+    return _typed(totals, TOTALS)
+
+
+FIRST_LOADED_SQL = "SELECT MIN(week_start) AS first_week FROM {table} WHERE week_start < @week_start"
+
+
+def first_loaded_week(warehouse, transactions_table: list[str], week_start: datetime) -> datetime | None:
+    """The first week loaded before ``week_start`` (None when none is): the opening balance ends there."""
+    if not warehouse.exists(*transactions_table):
+        return None
+    found = warehouse.query(FIRST_LOADED_SQL, {"week_start": week_start.replace(tzinfo=None)},
+                            table=warehouse.table(*transactions_table))["first_week"].iloc[0]
+    return None if pd.isna(found) else pd.Timestamp(found).tz_localize("UTC").to_pydatetime()

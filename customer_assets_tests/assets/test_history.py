@@ -113,7 +113,9 @@ def test_carried_history_equals_a_full_recompute_whatever_the_order(pipeline_env
     history = carried(tmp / "warehouse.duckdb")
     expected = full_recompute(tmp / "warehouse.duckdb")
     pd.testing.assert_frame_equal(history[expected.columns], expected, check_dtype=False)
-    assert not history.equals(stale)
+    # Week 3 built first already counted weeks 1 and 2 from the source (the opening balance, issue 23): the
+    # repair confirms it rather than correcting it.
+    pd.testing.assert_frame_equal(history, stale)
     # The carried weeks read the week before; the first week of the backfill rescanned.
     modes = {}
     for week in WEEKS:
