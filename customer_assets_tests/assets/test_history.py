@@ -215,7 +215,19 @@ def test_nan_infinite_and_quarantined_rows_never_reach_lifetime_figures(pipeline
         customer_transaction_count FROM customer_analytics.weekly_transactions WHERE customer_id = '{customer}'""")
     assert not loaded["transaction_id"].str.startswith("POISON").any()
     assert np.isfinite(loaded["customer_lifetime_value"]).all()
-    assert (loaded["customer_transaction_count"] == len(loaded)).all()  # the first week: its own valid rows
     history = warehouse(tmp / "warehouse.duckdb", f"""SELECT sum(transaction_count) AS n FROM
         customer_analytics.customer_history WHERE customer_id = '{customer}'""")
-    assert history["n"][0] == len(loaded)
+    # The first week: its own valid rows plus the opening balance of the weeks before (issue 23), never a
+    # poisoned row (they are all in this week).
+    assert (loaded["customer_transaction_count"] == history["n"][0]).all()
+    import psycopg2
+
+    from customer_assets.logic.history import balance_rules
+    from customer_assets.sources.opening_balance import opening_balance
+    from customer_assets.sources.source_schema import read_source_schema
+
+    with psycopg2.connect(poisoned_source, options="-c TimeZone=UTC") as conn:
+        before = opening_balance(conn, read_source_schema(conn), pd.Timestamp(WEEKS[2], tz="UTC").to_pydatetime(),
+                                 balance_rules(pd.Timestamp(WEEKS[2]).date(), 1e6))
+    conn.close()
+    assert history["n"][0] == len(loaded) + before.loc[before["customer_id"] == customer, "transaction_count"].sum()
