@@ -210,6 +210,12 @@ class UnifiedCustomerProfiles(pa.DataFrameModel):
     in_crm: Series[bool] = pa.Field(description="The CRM had a record for the customer this week.")
     in_events: Series[bool] = pa.Field(description="The customer had events this week.")
     in_transactions: Series[bool] = pa.Field(description="The customer had validated transactions this week.")
+    value_tier_source: Series[str] = pa.Field(
+        isin=["crm", "transactions", "imputed"], description="Where lifetime_value (and value_tier) came from: the "
+        "CRM, else the carried history of the customer's transactions (USD), else the week's median (imputed).")
+    status_source: Series[str] = pa.Field(
+        isin=["crm", "events", "transactions", "signup"], description="Whose date the status reads: the latest of "
+        "the CRM's last activity, the last event and the last purchase; the signup date when none is known.")
     week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
 
 

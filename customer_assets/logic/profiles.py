@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from customer_assets.duck import connect, literal, quoted
 from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
@@ -93,11 +94,12 @@ SELECT customer_id, count(*) AS week_transaction_count,
        arg_max(country, _rn) FILTER (WHERE country IS NOT NULL) AS country,
        max(_rn) FILTER (WHERE country IS NOT NULL) AS _country_rn,
        arg_max(segment, _rn) FILTER (WHERE segment IS NOT NULL) AS segment,
-       max(_rn) FILTER (WHERE segment IS NOT NULL) AS _segment_rn
+       max(_rn) FILTER (WHERE segment IS NOT NULL) AS _segment_rn,
+       {carried} AS carried_lifetime_value_usd
 FROM transactions WHERE customer_id IS NOT NULL GROUP BY customer_id
 """
 TRANSACTION_AGGREGATE_COLUMNS = ["customer_id", "week_transaction_count", "week_spend_usd", "last_transaction_at",
-                                 "country", "segment"]
+                                 "country", "segment", "carried_lifetime_value_usd"]
 
 
 def transaction_aggregates(transactions: Path) -> pd.DataFrame:
@@ -112,7 +114,10 @@ def transaction_aggregates(transactions: Path) -> pd.DataFrame:
     with connect() as con:
         con.execute("CREATE VIEW transactions AS SELECT *, file_row_number AS _rn "
                     f"FROM read_parquet({literal(transactions)}, file_row_number = true)")
-        per_raw_id = con.sql(TRANSACTION_AGGREGATES_SQL).to_arrow_table().to_pandas()
+        # the carried lifetime value, where the week's rows carry it (transformed transactions do)
+        carried = ("max(customer_lifetime_value)" if "customer_lifetime_value" in pq.read_schema(transactions).names
+                   else "CAST(NULL AS DOUBLE)")
+        per_raw_id = con.sql(TRANSACTION_AGGREGATES_SQL.format(carried=carried)).to_arrow_table().to_pandas()
     per_raw_id["last_transaction_at"] = per_raw_id["last_transaction_at"].astype("datetime64[ns, UTC]")
     per_raw_id["_spend_micro_usd"] = per_raw_id["_spend_micro_usd"].astype("int64")
     per_raw_id["customer_id"] = standardise_ids(per_raw_id["customer_id"])
@@ -129,7 +134,8 @@ def _combine(parts: pd.DataFrame) -> pd.DataFrame:
     grouped = parts.groupby("customer_id", sort=False)
     out = grouped.agg(week_transaction_count=("week_transaction_count", "sum"),
                       _spend_micro_usd=("_spend_micro_usd", "sum"),
-                      last_transaction_at=("last_transaction_at", "max"))
+                      last_transaction_at=("last_transaction_at", "max"),
+                      carried_lifetime_value_usd=("carried_lifetime_value_usd", lambda v: v.sum(min_count=1)))
     for column in ("country", "segment"):
         known = parts.dropna(subset=[f"_{column}_rn"]).sort_values(f"_{column}_rn")
         out[column] = known.drop_duplicates("customer_id", keep="last").set_index("customer_id")[column]
@@ -180,6 +186,36 @@ def remove_impossible_values(profile: pd.DataFrame, ctx: WeekContext, log: Trans
         log.removed_values[column] = int(bad.sum())
         out[column] = out[column].mask(bad)
     return out
+
+
+def lifetime_from_history(profile: pd.DataFrame, log: TransformLog) -> pd.DataFrame:
+    """A customer without a CRM figure takes the lifetime value the carried history holds (USD, every valid
+    transaction up to the week's end): the value tier then follows the transactions, not an imputed median.
+    ``value_tier_source`` says where each tier comes from: crm, transactions, or imputed (neither knew)."""
+    out = profile.copy(deep=False)
+    from_crm = out["lifetime_value"].notna()
+    carried = pd.to_numeric(out.get("carried_lifetime_value_usd"), errors="coerce") if (
+        "carried_lifetime_value_usd" in out) else pd.Series(np.nan, index=out.index)
+    from_history = ~from_crm & carried.notna()
+    out["lifetime_value"] = out["lifetime_value"].where(from_crm, carried)
+    out["value_tier_source"] = np.select([from_crm, from_history], ["crm", "transactions"], "imputed")
+    log.counts["value_tier_source"] = {k: int(v) for k, v in out["value_tier_source"].value_counts().items()}
+    log.decisions.append("lifetime value (and tier) from the CRM, else the carried history of transactions (USD), "
+                         "else imputed")
+    return out.drop(columns=[c for c in ("carried_lifetime_value_usd",) if c in out])
+
+
+def status_source(profile: pd.DataFrame) -> pd.Series:
+    """Which source's date the status reads: the latest of the CRM's last activity, the last event and the last
+    purchase; the signup date when none is known."""
+    dates = {name: pd.to_datetime(profile[column], utc=True) if column in profile else
+             pd.Series(pd.NaT, index=profile.index, dtype="datetime64[ns, UTC]")
+             for name, column in (("crm", "last_activity_at"), ("events", "last_event_at"),
+                                  ("transactions", "last_transaction_at"))}
+    latest = pd.concat(list(dates.values()), axis=1).max(axis=1)
+    picked = np.select([dates[n].notna() & (dates[n] == latest) for n in ("transactions", "events", "crm")],
+                       ["transactions", "events", "crm"], "signup")
+    return pd.Series(picked, index=profile.index, dtype="str")
 
 
 def impute_missing(profile: pd.DataFrame, log: TransformLog) -> pd.DataFrame:
@@ -241,9 +277,11 @@ def build_profiles(records: pd.DataFrame, events: pd.DataFrame, transactions: pd
     records = deduplicate_records(records)
     profile = join_sources(records, events, transactions, known_ids, log)
     seen = [pd.to_datetime(profile[c], utc=True) for c in ("last_activity_at", "last_event_at", "last_transaction_at")]
+    profile["status_source"] = status_source(profile)  # before the CRM's own date becomes the latest of them all
     profile["last_activity_at"] = pd.concat(seen, axis=1).max(axis=1)
     profile["signup_date"] = pd.to_datetime(profile["signup_date"], utc=True)
     profile = remove_impossible_values(profile, ctx, log)
+    profile = lifetime_from_history(profile, log)
     profile = impute_missing(profile, log)
     profile = cap_outliers(profile, log)
     week_end = pd.Timestamp(ctx.week_end)
