@@ -6,7 +6,7 @@ import dagster as dg
 
 from customer_assets.assets import (
     extract, history, identity, marts, profiles, star, summary, transform, validation, warehouse)
-from customer_assets.erasure import erase_customers
+from customer_assets.erasure import erase_customers, rekey_suppression
 from customer_assets.deployments import deployment_name, resources_for
 from customer_assets.freshness import freshness_alerts, with_freshness
 from customer_assets.cleanup import IntermediateGraph, with_final_sweep
@@ -15,15 +15,19 @@ from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import (
     etl_failure_cleanup, events_landing_zone, orphaned_intermediates, source_changes)
 from customer_assets.settings import configure_runtime
+from customer_assets.suppression import with_suppression_recheck
 
 ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, identity, star, marts, summary]
 
 
 def pipeline_assets() -> list:
-    """Every asset of the pipeline, each step carrying the cleanup hooks (``cleanup.py``)."""
+    """Every asset of the pipeline, each step carrying the cleanup hooks (``cleanup.py``), and each step that
+    writes customer rows the suppression list's re-check after its write (``suppression.py``): an erasure that
+    ran is never undone by a run that started before it."""
     assets = dg.load_assets_from_modules(ASSET_MODULES)
     hooks = cleanup_hooks(IntermediateGraph.of(assets))
     assets = [a.with_hooks(hooks) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a for a in assets]
+    assets = with_suppression_recheck(assets)
     return with_freshness(assets) + list(dg.load_asset_checks_from_modules(ASSET_MODULES))
 
 
@@ -36,7 +40,7 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
     executor = dg.in_process_executor if deployment == "local" else dg.multiprocess_executor
     return dg.Definitions(
         assets=assets,
-        jobs=[weekly_pipeline_job, erase_customers],
+        jobs=[weekly_pipeline_job, erase_customers, rekey_suppression],
         schedules=[weekly_schedule],
         sensors=[etl_failure_cleanup, events_landing_zone, source_changes, freshness_alerts, orphaned_intermediates],
         resources=resources,

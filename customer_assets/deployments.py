@@ -36,15 +36,19 @@ def uses_embedded_demo(deployment: str) -> bool:
 
 
 def source_db_from_env(deployment: str, data_dir: str, events_path: str | None) -> PostgresSource:
+    from customer_assets.settings import source_timeouts_from_env
+
     timezone = check_timezone(os.environ.get("SOURCE_TIMEZONE") or "UTC")
+    timeouts = source_timeouts_from_env()
     if uses_embedded_demo(deployment):
         from customer_assets.demo.embedded import EmbeddedPostgresSource  # the demo, only when it is used
 
         return EmbeddedPostgresSource(
             embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")),
-            demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path, timezone=timezone)
+            demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path, timezone=timezone, **timeouts)
     return PostgresSource(
         timezone=timezone,
+        **timeouts,
         host=dg.EnvVar("DB_HOST"),
         read_host=_env_var("DB_READ_HOST"),
         port=dg.EnvVar.int("DB_PORT") if os.environ.get("DB_PORT") else 5432,
@@ -54,14 +58,27 @@ def source_db_from_env(deployment: str, data_dir: str, events_path: str | None) 
     )
 
 
+def warehouse_path(data_dir: str) -> str:
+    """The local DuckDB warehouse: WAREHOUSE_DUCKDB_PATH, by default ``$DATA_DIR/warehouse.duckdb``."""
+    return os.environ.get("WAREHOUSE_DUCKDB_PATH") or str(Path(data_dir, "warehouse.duckdb"))
+
+
+def local_key_path(warehouse_database: str) -> Path:
+    """Where the local default key lives: beside the warehouse whose suppression list is hashed under it."""
+    return Path(warehouse_database).parent / ".pii_hash_key"
+
+
 def local_hash_key(data_dir: str) -> str:
-    """Local only, when PII_HASH_KEY is unset: a random key kept in the data dir, stable across weeks."""
-    path = Path(data_dir, ".pii_hash_key")
+    """Local only, when PII_HASH_KEY is unset: a random key kept beside the warehouse, stable across weeks. A
+    key of older code in ``$DATA_DIR`` is carried over; a key that is lost is replaced by a new one, and the
+    runs stop on the suppression list's fingerprint until it is restored or the list is moved."""
+    path = local_key_path(warehouse_path(data_dir))
     if not path.exists():
+        legacy = Path(data_dir, ".pii_hash_key")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+            handle.write(legacy.read_text().strip() if legacy.exists() else secrets.token_hex(32))
     return path.read_text().strip()
 
 
@@ -90,6 +107,18 @@ def erp_from_env(deployment: str) -> ErpSource:
                      port=dg.EnvVar.int("ERP_DB_PORT") if os.environ.get("ERP_DB_PORT") else 5432, **optional)
 
 
+def lock_timeout_from_env() -> float:
+    """WAREHOUSE_LOCK_TIMEOUT: seconds a step waits for another process's lock on the DuckDB file."""
+    value = os.environ.get("WAREHOUSE_LOCK_TIMEOUT") or "60"
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86_400:
+        raise ValueError(f"WAREHOUSE_LOCK_TIMEOUT={value!r} must be a number of seconds between 0 and 86400, e.g. 60")
+    return seconds
+
+
 def deployment_name() -> str:
     name = os.environ.get("DAGSTER_DEPLOYMENT", "local")
     if name not in DEPLOYMENTS:
@@ -106,12 +135,17 @@ def resources_for(deployment: str) -> dict[str, object]:
         "crm": crm_from_env(deployment, settings.data_dir),
         "erp": erp_from_env(deployment),
         "io_manager": LocalParquetIOManager(base_dir=settings.data_dir),
-        "alerts": Alerts(webhook_url=_env_var("ALERT_WEBHOOK_URL")),
+        "alerts": Alerts(webhook_url=_env_var("ALERT_WEBHOOK_URL"),
+                         webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL") or None),
     }
     if deployment == "local":
-        database = os.environ.get("WAREHOUSE_DUCKDB_PATH") or str(Path(settings.data_dir, "warehouse.duckdb"))
-        resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(database=database, reports_dir=settings.reports_dir)
-        resources["warehouse"] = DuckDBWarehouse(database=database)
+        database = warehouse_path(settings.data_dir)
+        lock_timeout = lock_timeout_from_env()
+        resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(
+            database=database, reports_dir=settings.reports_dir, lock_timeout_seconds=lock_timeout)
+        resources["warehouse"] = DuckDBWarehouse(
+            database=database, lock_timeout_seconds=lock_timeout, read_copy_path=os.environ.get(
+                "WAREHOUSE_READ_COPY_PATH") or str(Path(database).with_name(f"{Path(database).stem}_read.duckdb")))
     elif deployment == "prod":
         from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 

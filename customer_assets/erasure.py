@@ -1,171 +1,193 @@
 """Erasure on request: a customer removed from every warehouse table and kept file, and kept out afterwards.
 
-The job ``erase_customers`` takes a list of customer ids (from the launchpad in the UI, or
-``dagster job execute -j erase_customers -c erasure.yaml`` from the CLI). It first adds their keyed hashes
-(HMAC-SHA256 under PII_HASH_KEY, never the ids) to the warehouse table ``erasure_suppression``, then deletes
-their rows from every week of every customer table, DuckDB and BigQuery alike, and from the week files under
-the data and reports directories. It records what it removed: counts per table and file, no personal data.
+The job ``erase_customers`` reads the customer ids from a file (``ids_file``, one id a line; ``-`` for
+standard input), never from its run config, so Dagster's run storage holds no id. It first adds their keyed
+hashes (HMAC-SHA256 under PII_HASH_KEY, with the key's fingerprint, never the ids) to the warehouse table
+``erasure_suppression`` (``suppression.py``), then deletes their rows from every week of every customer table,
+DuckDB and BigQuery alike, and from the week files under the data and reports directories. Its run records
+counts and keyed hashes only.
 
 Later weekly runs and backfills read the suppression list: the extract drops those customers' rows (counted in
-its metadata as ``suppressed_rows``), and the profiles leave them out, so a backfill never brings them back.
+its metadata as ``suppressed_rows``), the profiles leave them out, and each step that writes customer rows
+removes listed customers again after its write (``scrub``), so a run that started before an erasure cannot
+undo it. ``rekey_suppression`` moves the list to a new PII_HASH_KEY.
 """
 
-
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
-import pyarrow.parquet as pq
 from pydantic import Field
 
-from customer_assets.cleanup import write_log
-from customer_assets.logic.identity import keyed_hash, standardise_ids
+from customer_assets.cleanup import run_weeks, write_log
+from customer_assets.logic.identity import standardise_ids
 from customer_assets.resources.crm import CrmSource
+from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
-
-SCHEMA = "customer_analytics"
-SUPPRESSION = (SCHEMA, "erasure_suppression")
-# Every warehouse table that holds a customer id (the data-quality metrics hold counts only).
-CUSTOMER_TABLES = ("weekly_transactions", "customer_history", "weekly_customer_profiles", "dim_customers",
-                   "fact_transactions", "fact_transactions_quarantine", "customer_identity_map")
-
-CREATE_SUPPRESSION_SQL = """
-CREATE TABLE IF NOT EXISTS {table} (customer_hash {STR}, erased_at {DATETIME}, request {STR})
-"""
-ADD_SUPPRESSION_SQL = """
-INSERT INTO {table} (customer_hash, erased_at, request)
-SELECT h, @erased_at, @request FROM {hashes} WHERE h NOT IN (SELECT customer_hash FROM {table})
-"""
-# Ids compared as the profiles join them (trimmed, upper-cased): 'c-1', ' C-1' and 'C-1' are one customer.
-_ERASED = "upper(trim(customer_id)) IN (SELECT i FROM {ids})"
-# The identity map also holds the erased ids as the source ids of customers resolved to another id.
-MAP_ERASED = _ERASED + " OR upper(trim(source_customer_id)) IN (SELECT i FROM {ids})"
-MAP_TABLE = "customer_identity_map"
-
-
-def canonical_ids(ids) -> list[str]:
-    """Customer ids in the one form every source is matched in (``standardise_ids``: trimmed, upper-cased)."""
-    values = pd.Series([str(i) for i in ids if i is not None], dtype="str")
-    return sorted(set(standardise_ids(values).dropna().tolist()))
-
-
-def customer_hashes(ids, hash_key: str) -> list[str]:
-    """The suppression list's form of customer ids: canonical, then keyed-hashed."""
-    return sorted(set(keyed_hash(pd.Series(canonical_ids(ids), dtype="str"), hash_key).tolist()))
-
-
-def suppressed_hashes(warehouse: WarehouseSQL) -> frozenset[str]:
-    """The keyed hashes of every erased customer (empty before the first erasure)."""
-    if not warehouse.exists(*SUPPRESSION):
-        return frozenset()
-    rows = warehouse.query("SELECT DISTINCT customer_hash FROM {table}", table=warehouse.table(*SUPPRESSION))
-    return frozenset(rows["customer_hash"].tolist())
-
-
-def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: str) -> pd.Series:
-    """True where a row's customer was erased. Costs nothing while the list is empty; otherwise one keyed hash
-    per distinct customer of the frame, not per row."""
-    if not hashes or customer_ids.empty:
-        return pd.Series(False, index=customer_ids.index)
-    distinct = pd.Series(customer_ids.dropna().unique(), dtype="str")
-    canonical = standardise_ids(distinct)
-    hashed = keyed_hash(canonical, hash_key)
-    erased = set(distinct[hashed.isin(hashes).to_numpy()])
-    return customer_ids.isin(erased)
-
-
-def drop_suppressed(frame: pd.DataFrame, warehouse: WarehouseSQL, hash_key: str) -> tuple[pd.DataFrame, int]:
-    """``frame`` without the rows of erased customers (its ``customer_id`` on the suppression list), and how many
-    rows that left out."""
-    erased = suppressed_mask(frame["customer_id"], suppressed_hashes(warehouse), hash_key)
-    count = int(erased.sum())
-    return (frame.loc[~erased.to_numpy()].reset_index(drop=True) if count else frame), count
+from customer_assets.sources.extract import copy_query
+from customer_assets.suppression import (  # noqa: F401  (the list's readers import them from here)
+    CUSTOMER_TABLES, SUPPRESSION, add_to_list, canonical_ids, check_key, customer_hashes, delete_customers,
+    drop_suppressed, fingerprint, rekey, rewrite_files, scrub, suppressed_hashes, suppressed_mask)
 
 
 def erase_from_warehouse(warehouse: WarehouseSQL, ids: list[str], hash_key: str, request: str) -> dict[str, int]:
     """Add the ids' hashes to the suppression list, then delete their rows from every customer table; returns
-    rows removed per table. Safe to repeat: a second run removes nothing and adds no hash twice."""
+    rows removed per table. Safe to repeat: a second run removes nothing and adds no hash twice. The list is
+    written first: a weekly step that writes after the deletion finds the customer on it (``scrub``)."""
+    check_key(warehouse, hash_key)
     ids = canonical_ids(ids)
-    warehouse.ensure_schema(SCHEMA)
-    table = warehouse.table(*SUPPRESSION)
-    warehouse.execute(CREATE_SUPPRESSION_SQL, table=table)
-    warehouse.execute(ADD_SUPPRESSION_SQL, {"hashes": customer_hashes(ids, hash_key), "request": request,
-                                            "erased_at": datetime.now(timezone.utc).replace(tzinfo=None)},
-                      table=table, hashes=warehouse.unnest("hashes", "h"))
-    removed = {}
-    for name in CUSTOMER_TABLES:
-        if not warehouse.exists(SCHEMA, name):
-            continue
-        names = {"table": warehouse.table(SCHEMA, name), "ids": warehouse.unnest("ids", "i")}
-        where = MAP_ERASED if name == MAP_TABLE else _ERASED
-        removed[name] = int(warehouse.query("SELECT count(*) AS n FROM {table} WHERE " + where, {"ids": ids},
-                                            **names)["n"].iloc[0])
-        if removed[name]:
-            warehouse.execute("DELETE FROM {table} WHERE " + where, {"ids": ids}, **names)
-    return removed
+    add_to_list(warehouse, customer_hashes(ids, hash_key), hash_key, request)
+    return delete_customers(warehouse, ids)
 
 
-def erase_from_files(roots: list[Path], ids: list[str]) -> dict[str, int]:
+def erase_from_files(roots: list[Path], ids: list[str], running_weeks: frozenset[str] = frozenset()) -> dict[str, int]:
     """Rewrite every Parquet and CSV file under ``roots`` that has a ``customer_id`` column without those
-    customers' rows (week intermediates left by a failed run, anomaly listings); returns rows removed per file."""
+    customers' rows (week intermediates left by a dead run, anomaly listings); returns rows removed per file.
+    Intermediates of ``running_weeks`` are left to their run: rewriting a file a step reads fails the step,
+    the run's writes are scrubbed after it, and its intermediates go when it ends (``cleanup.py``)."""
     wanted = set(canonical_ids(ids))
-    removed = {}
-    for root in roots:
-        for path in sorted(Path(root).rglob("*")) if Path(root).is_dir() else []:
-            if path.suffix == ".parquet":
-                if "customer_id" not in pq.read_schema(path).names:
-                    continue
-                frame = pd.read_parquet(path)
-            elif path.suffix == ".csv":
-                frame = pd.read_csv(path, dtype={"customer_id": str})
-                if "customer_id" not in frame:
-                    continue
-            else:
-                continue
-            hit = standardise_ids(frame["customer_id"]).isin(wanted).fillna(False).astype(bool)
-            if hit.any():
-                kept = frame.loc[~hit]
-                tmp = path.with_name(path.name + ".tmp")
-                if path.suffix == ".parquet":
-                    kept.to_parquet(tmp, index=False)
-                else:
-                    kept.to_csv(tmp, index=False)
-                tmp.replace(path)
-                removed[str(path)] = int(hit.sum())
-    return removed
+    return rewrite_files(roots, lambda values: standardise_ids(values).isin(wanted),
+                         skip=lambda path: path.suffix == ".parquet" and path.stem in running_weeks)
+
+
+IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+LIST_JOBS = ("erase_customers", "rekey_suppression")
+
+
+def wait_for_earlier_runs(context: dg.OpExecutionContext, minutes: float, poll_seconds: float = 2.0) -> int:
+    """Wait until the runs of this instance in progress when the erasure started have ended: a run that read the
+    suppression list before the erasure would write the customers back after it. Returns how many it waited
+    for; stops with one line, before anything is erased, when they outlast ``minutes``."""
+    earlier = {run.run_id for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+               if run.run_id != context.run_id and run.job_name not in LIST_JOBS}
+    if earlier:
+        context.log.info(f"waiting for {len(earlier)} run(s) that started before this erasure: {sorted(earlier)}")
+    deadline = time.monotonic() + minutes * 60
+    waiting = set(earlier)
+    while waiting:
+        waiting = {run.run_id for run in context.instance.get_runs(filters=dg.RunsFilter(
+            run_ids=sorted(waiting), statuses=IN_PROGRESS))}
+        if waiting and time.monotonic() > deadline:
+            raise dg.Failure(description=f"Nothing was erased: run(s) {sorted(waiting)} that started before this "
+                             f"erasure are still running after {minutes:g} minutes; run the erasure again when "
+                             "they end, or cancel them.", allow_retries=False)
+        if waiting:
+            time.sleep(poll_seconds)
+    return len(earlier)
+
+
+def running_weeks(context: dg.OpExecutionContext) -> frozenset[str]:
+    """The weeks other runs of this instance are working on now."""
+    runs = context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+    return frozenset(week for run in runs if run.run_id != context.run_id for week in run_weeks(run))
+
+
+def read_lines(path: str) -> list[str]:
+    """The non-blank lines of a file, or of standard input for ``-`` (ids or a key never go in run config)."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 class ErasureConfig(dg.Config):
-    customer_ids: list[str] = Field(description="Source customer ids to forget (as the transaction database holds them).")
+    ids_file: str = Field(description="A file of the source customer ids to forget (as the transaction database "
+                          "holds them), one a line; `-` reads standard input. The ids are never in the run "
+                          "config, so Dagster's run storage keeps none.")
     request: str = Field(default="", description="The erasure request's reference (a ticket id), kept with the hashes.")
+    wait_for_runs_minutes: float = Field(default=360, description="How long to wait for runs that started before "
+                                         "the erasure (they read the suppression list without these customers) "
+                                         "before erasing; past it the erasure stops, erasing nothing.")
 
 
 @dg.op(description="Forget customers: keyed hashes on the suppression list, rows deleted from every warehouse "
        "table and kept file, counts recorded.", out=dg.Out(dg.Nothing))
 def erase_customers_op(context: dg.OpExecutionContext, config: ErasureConfig, warehouse: WarehouseSQL,
                        crm: CrmSource, settings: PipelineSettings):
-    if not config.customer_ids:
-        raise dg.Failure(description="erase_customers needs at least one id in config customer_ids", allow_retries=False)
-    tables = erase_from_warehouse(warehouse, config.customer_ids, crm.hash_key, config.request)
-    files = erase_from_files([Path(settings.data_dir) / "etl", Path(settings.reports_dir)], config.customer_ids)
+    ids = canonical_ids(read_lines(config.ids_file))
+    if not ids:
+        raise dg.Failure(description=f"erase_customers found no id in ids_file {config.ids_file}: one id a line",
+                         allow_retries=False)
+    check_key(warehouse, crm.hash_key)
+    waited = wait_for_earlier_runs(context, config.wait_for_runs_minutes)
+    tables = erase_from_warehouse(warehouse, ids, crm.hash_key, config.request)
+    files = erase_from_files([Path(settings.data_dir) / "etl", Path(settings.reports_dir)], ids,
+                             running_weeks(context))
+    hashes = customer_hashes(ids, crm.hash_key)
+    read_copy = getattr(warehouse, "publish_read_copy", lambda: None)()  # the analysts' copy forgets them too
     record = {"erased_at": datetime.now(timezone.utc).isoformat(), "request": config.request,
-              "customers": len(set(config.customer_ids)), "rows_removed_per_table": tables,
-              "rows_removed_per_file": files}
+              "customers": len(ids), "customer_hashes": hashes, "waited_for_runs": waited,
+              "key_fingerprint": fingerprint(crm.hash_key)[:12], "analysts_read_copy": read_copy,
+              "rows_removed_per_table": tables, "rows_removed_per_file": files}
     path = write_log(settings, "erasure", record)  # counts and paths only: the ids are not written there
     context.log.info(f"erased {record['customers']} customer(s): {sum(tables.values())} warehouse rows, "
                      f"{sum(files.values())} file rows")
     return dg.Output(None, metadata={"customers": record["customers"],
+                                       "customer_hashes": dg.MetadataValue.json(hashes),
+                                       "waited_for_runs": waited,
                                        "rows_removed": sum(tables.values()) + sum(files.values()),
                                        "per_table": dg.MetadataValue.json(tables),
                                        "files": dg.MetadataValue.json(files),
                                        "record": dg.MetadataValue.path(str(path.resolve()))})
 
 
-@dg.job(description="Forget customers on request (GDPR art. 17): give `customer_ids` in the launchpad config. "
+@dg.job(description="Forget customers on request (GDPR art. 17): give `ids_file`, a file of their ids (one a "
+        "line, `-` for standard input), in the launchpad config. "
         "Removes them from every week of every warehouse table and kept file, and keeps their keyed hashes on "
         "the suppression list so later weeks and backfills leave them out.",
-        tags={"dagster/max_retries": 0})
+        tags={"dagster/max_retries": 0}, executor_def=dg.in_process_executor)  # one step; `-` reads stdin
 def erase_customers():
     erase_customers_op()
+
+
+class RekeyConfig(dg.Config):
+    old_key_file: str = Field(description="A file holding the key the list is hashed under now (`-`: standard "
+                              "input). The new key is the deployment's PII_HASH_KEY (or its local key file).")
+    drop_unmatched: bool = Field(default=False, description="Drop entries no source id matches (their requests "
+                                 "are listed: erase those ids again under the new key) instead of stopping.")
+
+
+ALL_IDS_SQL = """
+SELECT DISTINCT upper(trim({customer})) AS customer_id FROM customers c WHERE c.customer_id IS NOT NULL
+UNION SELECT DISTINCT upper(trim({transaction})) FROM transactions t WHERE t.customer_id IS NOT NULL
+"""
+
+
+def source_customer_ids(source_db: PostgresSource, crm: CrmSource) -> list[str]:
+    """Every customer id the sources hold: the database's customers and transactions, and the CRM's records."""
+    import pyarrow as pa
+
+    with source_db.connect() as conn:
+        schema = source_db.schema(conn)
+        sql = ALL_IDS_SQL.format(customer=schema.text("c", "customer_id"), transaction=schema.text("t", "customer_id"))
+        ids = copy_query(conn, sql, None, pa.schema([("customer_id", pa.string())]))["customer_id"].to_pylist()
+    extract = crm.fetch_week(datetime(1970, 1, 5, tzinfo=timezone.utc), datetime.now(timezone.utc), source_db)
+    crm_ids = ([r.get("customer_id") for r in extract.records] if extract.table is None
+               else extract.table["customer_id"].tolist())
+    return [i for i in ids + crm_ids if isinstance(i, str)]
+
+
+@dg.op(description="Move the erasure suppression list to the deployment's PII_HASH_KEY: each entry re-derived "
+       "from the ids the sources hold, hashed under the old key to match and under the new one to store.",
+       out=dg.Out(dg.Nothing))
+def rekey_suppression_op(context: dg.OpExecutionContext, config: RekeyConfig, warehouse: WarehouseSQL,
+                         crm: CrmSource, source_db: PostgresSource, settings: PipelineSettings):
+    keys = read_lines(config.old_key_file)
+    if len(keys) != 1:
+        raise dg.Failure(description=f"old_key_file {config.old_key_file} must hold the old key on one line",
+                         allow_retries=False)
+    moved = rekey(warehouse, keys[0], crm.hash_key, source_customer_ids(source_db, crm), config.drop_unmatched)
+    path = write_log(settings, "rekey", {"rekeyed_at": datetime.now(timezone.utc).isoformat(), **moved})
+    context.log.info(f"suppression list moved from key {moved['old_fingerprint']} to {moved['new_fingerprint']}: "
+                     f"{moved['moved']} entries moved, {moved['dropped']} dropped")
+    return dg.Output(None, metadata={**{k: v for k, v in moved.items() if k != "dropped_requests"},
+                                       "dropped_requests": dg.MetadataValue.json(moved["dropped_requests"]),
+                                       "record": dg.MetadataValue.path(str(path.resolve()))})
+
+
+@dg.job(description="After changing PII_HASH_KEY: move the erasure suppression list to the new key (the old "
+        "key from a file or standard input, never run config). Runs stop until it has run.",
+        tags={"dagster/max_retries": 0}, executor_def=dg.in_process_executor)  # one step; `-` reads stdin
+def rekey_suppression():
+    rekey_suppression_op()

@@ -110,7 +110,7 @@ class TransformedTransactions(ValidatedTransactions):
     category_avg_price: Series[float] = pa.Field(
         ge=0, description="Average catalogue price of the product's category.")
     transaction_size: Series[str] = pa.Field(
-        isin=TRANSACTION_SIZES, description="small / medium / large against the category's average price.")
+        isin=TRANSACTION_SIZES, description="By amount_usd: small (< $50), medium ($50-200), large (> $200).")
     customer_lifecycle: Series[str] = pa.Field(
         isin=CUSTOMER_LIFECYCLES, description="new / active / dormant from the customer's purchase history.")
     week_start: Series[pd.Timestamp] = pa.Field(
@@ -135,6 +135,12 @@ class DataQualityMetrics(pa.DataFrameModel):
         ge=0, le=1, description="Share of rows passing the consistency rules (fraction).")
     run_seconds: Series[float] = pa.Field(ge=0, description="Seconds the validation took.")
     computed_at: Series[UTC_TS] = pa.Field(description="When the row was computed (UTC).")
+    loaded: Series[bool] = pa.Field(description="This attempt's rows went on to the warehouse: no blocking check "
+                                    "stopped the week. False: weekly_transactions keeps an earlier run's rows.")
+    load_status: Series[str] = pa.Field(description="'loaded', or 'blocked: <checks>' (e.g. 'blocked: "
+                                        "quarantine_rate') when a blocking check stopped this attempt.")
+    run_id: Series[str] = pa.Field(description="The Dagster run of this attempt (the run that loaded the week's "
+                                   "tables when loaded).")
 
     class Config:
         strict = True

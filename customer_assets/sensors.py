@@ -18,7 +18,7 @@ from customer_assets.assets.history import HISTORY
 from customer_assets.partitions import week_bounds
 from customer_assets.weeks import monday_of
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.sources.extract import EMPTY_WEEK_VERSION, week_version
+from customer_assets.sources.extract import EMPTY_WEEK_VERSION, shrinkage, week_version
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from customer_assets.partitions import weekly_partitions
 from customer_assets.schedules import weekly_pipeline_job
@@ -200,13 +200,18 @@ LATE_CHANGES_DEFAULT = dg.DefaultSensorStatus.RUNNING if source_configured() els
            default_status=LATE_CHANGES_DEFAULT,
            description="Hourly: compares the recent weeks' source rows (count and checksum) with what was loaded "
            "and re-runs a week that changed (a refund, an edit, a late row), then the weeks after it.")
-def source_changes(context: dg.SensorEvaluationContext, settings: PipelineSettings, source_db: PostgresSource):
+def source_changes(context: dg.SensorEvaluationContext, settings: PipelineSettings, source_db: PostgresSource,
+                   alerts: Alerts):
     """Observes the source's recent weeks and re-runs a loaded week whose data changed since it was loaded
     (a refund, a status change, an edited amount, a late row), then every loaded week after it, whose carried
     history and profiles include it. Also repairs a carried history left stale by weeks run out of order.
 
     Looks back `LATE_CHANGE_WEEKS` weeks (default 8), one indexed query per week on the source, so its
     cost does not grow with history. `dagster sensor preview source_changes` shows what it would re-run.
+
+    A loaded week whose source shrank sharply (to zero, or by more than `SOURCE_SHRINK_LIMIT`: an archive or a
+    purge) is not repaired: it alerts (`source_shrunk`, once per source version) and re-runs neither that week
+    nor the weeks after it, which wait for an operator's run with `allow_shrink: true`.
     """
     weeks = weekly_partitions.get_partition_keys()[-settings.late_change_weeks:]
     if not weeks:
@@ -222,7 +227,22 @@ def source_changes(context: dg.SensorEvaluationContext, settings: PipelineSettin
         for week in weeks if seen.get(week) != versions.get(week, EMPTY_WEEK_VERSION)]
     context.update_cursor(json.dumps({week: versions.get(week, EMPTY_WEEK_VERSION) for week in weeks}))
     rerun, reasons = weeks_to_repair(context.instance, weeks, versions)
+    shrunk = {week: why for week in rerun if (why := shrinkage(
+        metadata_value(latest_materialization(context.instance, RAW, week), "source_version"),
+        versions.get(week, EMPTY_WEEK_VERSION), settings.source_shrink_limit))}
+    for week, why in shrunk.items():
+        context.log.warning(f"not re-running {week}: {why}")
+        if seen.get(week) != versions.get(week, EMPTY_WEEK_VERSION):  # once per version, not every tick
+            alerts.send("source_shrunk", f"the source of a loaded week shrank: {why}; not repaired automatically",
+                        week, {"to_repair": "re-run the week with run config ops: {etl__raw_transactions: {config: "
+                               "{allow_shrink: true}}}, then the weeks after it"}, context.log)
+    if shrunk:  # the weeks after a shrunk one build on it: they wait for the operator too
+        rerun = [w for w in rerun if w < min(shrunk)]
     if not rerun:
+        if shrunk:
+            return dg.SensorResult(asset_events=observations, skip_reason=(
+                f"source shrank sharply in {', '.join(sorted(shrunk))}: alerted, waiting for an operator's "
+                "allow_shrink run"))
         return dg.SensorResult(asset_events=observations,
                                skip_reason=f"the {len(weeks)} recent weeks match the source and their history")
     first = rerun[0]

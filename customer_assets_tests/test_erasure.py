@@ -36,10 +36,12 @@ def test_erased_customer_is_gone_after_erasure_and_backfill(pipeline_env, small_
     from customer_assets.definitions import build_definitions
 
     job = build_definitions("local").get_job_def("erase_customers")
-    config = {"ops": {"erase_customers_op": {"config": {"customer_ids": [customer, " NOT-A-CUSTOMER "],
-                                                        "request": "DSR-42"}}}}
+    ids = tmp / "erasure_ids.txt"  # the ids in a file (or standard input), never in the run config
+    ids.write_text(f"{customer}\n NOT-A-CUSTOMER \n")
+    config = {"ops": {"erase_customers_op": {"config": {"ids_file": str(ids), "request": "DSR-42"}}}}
     result = job.execute_in_process(run_config=config)
     assert result.success
+    assert customer not in str(result.dagster_run.run_config)
     assert _rows_of(db, customer) == dict.fromkeys(CUSTOMER_TABLES, 0)
     assert customer not in set(pd.read_csv(anomalies, dtype={"customer_id": str})["customer_id"])
 

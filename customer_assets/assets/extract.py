@@ -4,14 +4,17 @@
 import pandas as pd
 import psycopg2
 import dagster as dg
+from pydantic import Field
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, week_context
-from customer_assets.erasure import drop_suppressed
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, metadata_value, week_context
+from customer_assets.erasure import check_key, drop_suppressed
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.io_managers.types import RawTransactionsType
-from customer_assets.sources.extract import stream_week, to_raw_frame, week_version
+from customer_assets.partitions import latest_materialization
+from customer_assets.settings import PipelineSettings
+from customer_assets.sources.extract import shrinkage, stream_week, to_raw_frame, week_source_findings, week_version
 
 # Failures that another attempt may not meet: the connection dropped or was refused, a timeout, a server
 # restarting. Anything else (a refused login, a missing grant, a value that does not parse) fails at once.
@@ -30,6 +33,28 @@ SOURCE_TRANSACTIONS = dg.AssetSpec(
 )
 
 
+class ExtractConfig(dg.Config):
+    """Run config of the extract (`ops: {etl__raw_transactions: {config: {...}}}`)."""
+
+    allow_shrink: bool = Field(default=False, description="Re-load the week even though its source now holds far "
+                               "fewer completed transactions than when it was loaded (to zero, or by more than "
+                               "SOURCE_SHRINK_LIMIT): the source archived or purged them, and you mean the warehouse "
+                               "to lose them too.")
+
+
+def shrink_guard(context: dg.AssetExecutionContext, version: str, limit: float, allow: bool) -> None:
+    """Stops the run before anything is written when the week's source shrank sharply since it was loaded, unless
+    the run config allows it: an archived or purged week must not wipe the loaded one by itself."""
+    loaded = latest_materialization(context.instance, context.asset_key, context.partition_key)
+    why = shrinkage(metadata_value(loaded, "source_version"), version, limit)
+    if why and allow:
+        context.log.warning(f"week {context.partition_key}: {why}; re-loaded as the run config allows (allow_shrink)")
+    elif why:
+        raise dg.Failure(description=f"Week {context.partition_key} not re-loaded: {why}. The warehouse keeps the "
+                         "week as loaded. If the source lost these rows on purpose, re-run the week with run config "
+                         "`ops: {etl__raw_transactions: {config: {allow_shrink: true}}}`.", allow_retries=False)
+
+
 @dg.asset(
     key_prefix=[ETL],
     partitions_def=PARTITIONS,
@@ -40,23 +65,32 @@ SOURCE_TRANSACTIONS = dg.AssetSpec(
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     deps=[SOURCE_TRANSACTIONS],
 )
-def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSource, warehouse: WarehouseSQL,
-                     crm: CrmSource) -> dg.Output[pd.DataFrame]:
-    """The week's `completed` transactions joined to their customer and product.
+def raw_transactions(context: dg.AssetExecutionContext, config: ExtractConfig, source_db: PostgresSource,
+                     warehouse: WarehouseSQL, crm: CrmSource, settings: PipelineSettings) -> dg.Output[pd.DataFrame]:
+    """The week's `completed` transactions (any case or padding of the status) joined to their customer and
+    product, on trimmed ids, one customer and product row per id.
 
     Columns: transaction_id, customer_id, country, segment, amount, currency, timestamp, product_id,
     product_name, category, customer_created_at, and whether the customer and product exist.
     Email, phone and address are never selected; customers on the erasure suppression list are left out
     (counted in `suppressed_rows`). Transactions whose customer or product is missing are
-    kept (outer side of the join) so that validation quarantines them: nothing is dropped here.
+    kept (outer side of the join) so that validation quarantines them: nothing is dropped here. The metadata
+    counts the week's rows of other statuses (`excluded_statuses`), the customers table's records beyond one
+    per id (`duplicate_customer_records`) and ids that differ only by case (`id_collisions`).
     The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, so memory does not grow with the text.
+
+    A week whose source shrank sharply since it was loaded (to zero, or by more than `SOURCE_SHRINK_LIMIT`) stops
+    here, before anything is written, unless the run config says `allow_shrink: true`.
     """
     ctx = week_context(context)
+    check_key(warehouse, crm.hash_key)  # a changed or lost key would bring erased customers back: stop first
     try:
         with source_db.connect(context.log) as conn:  # one snapshot: the version describes the rows read
             schema = source_db.schema(conn)
             version = week_version(conn, ctx.week_start, ctx.week_end, schema)
-            table = stream_week(conn, ctx.week_start, ctx.week_end, schema=schema)
+            shrink_guard(context, version, settings.source_shrink_limit, config.allow_shrink)
+            table = stream_week(conn, ctx.week_start, ctx.week_end, schema=schema, log=context.log)
+            findings = week_source_findings(conn, ctx.week_start, ctx.week_end, schema)
     except (dg.Failure, *TRANSIENT_ERRORS):
         raise  # already classified, or worth the retry policy's next attempt
     except Exception as exc:  # a query or a value that will fail the same way next time
@@ -69,6 +103,14 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
     invalid = int(df["invalid_encoding"].notna().sum())
     if invalid:
         context.log.warning(f"{invalid} row(s) hold text that is not UTF-8; they are quarantined INVALID_ENCODING")
+    if findings.duplicate_customer_records:
+        context.log.warning(f"DUPLICATE_CUSTOMER_RECORD: the customers table holds {findings.duplicate_customer_records} "
+                            "record(s) beyond one per customer id; each transaction joined one of them (the latest "
+                            "created_at)")
+    if findings.id_collisions:
+        context.log.warning(f"ID_COLLISION: {findings.id_collisions} customer id(s) of the source differ from "
+                            f"another only by case (e.g. {', '.join(findings.id_collision_examples)}); "
+                            "their transactions stay apart, matching across sources sees one id")
     return dg.Output(df, data_version=dg.DataVersion(version), metadata={
         "source_version": version,
         "dagster/row_count": len(df),
@@ -78,5 +120,10 @@ def raw_transactions(context: dg.AssetExecutionContext, source_db: PostgresSourc
         "source_route": source_db.route,
         "invalid_encoding_rows": invalid,
         "suppressed_rows": suppressed,
+        "excluded_statuses": dg.MetadataValue.json(findings.excluded_statuses),
+        "excluded_rows": sum(findings.excluded_statuses.values()),
+        "duplicate_customer_records": findings.duplicate_customer_records,
+        "id_collisions": findings.id_collisions,
+        "id_collision_examples": dg.MetadataValue.json(findings.id_collision_examples),
         "distinct_customers": int(df["customer_id"].nunique()),
     })

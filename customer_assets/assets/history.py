@@ -11,9 +11,11 @@ from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.history import (
     HISTORY_INPUTS, add_totals, balance_rules, carry, first_loaded_week, loaded_totals_before, previous_week_totals,
     week_totals)
+from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.opening_balance import opening_balance
+from customer_assets.suppression import drop_suppressed
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.io_managers.types import CustomerHistoryType
 from customer_assets.partitions import FIRST_WEEK
@@ -39,7 +41,7 @@ def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -
 
 
 def _rescanned(context, source_db: PostgresSource, warehouse: WarehouseSQL, settings: PipelineSettings,
-               week_start, week: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+               hash_key: str, week_start, week: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Totals before the week without a previous partition: the opening balance of the source's history
     before the first loaded week (computed once, on the source), plus every loaded week since."""
     transactions = [WAREHOUSE, "weekly_transactions"]
@@ -47,6 +49,7 @@ def _rescanned(context, source_db: PostgresSource, warehouse: WarehouseSQL, sett
     with source_db.connect(context.log) as conn:
         opening = opening_balance(conn, source_db.schema(conn), opens_at,
                                   balance_rules(opens_at.date(), settings.max_amount_usd))
+    opening, erased = drop_suppressed(opening, warehouse, hash_key)  # an erased customer never comes back
     context.log.info(f"opening balance before {opens_at.date()}: {opening['customer_id'].nunique():,} customers, "
                      f"{int(opening['transaction_count'].sum()):,} transactions from the source's history")
     loaded = loaded_totals_before(warehouse, transactions, week_start, empty=week.iloc[:0])
@@ -67,7 +70,8 @@ def _rescanned(context, source_db: PostgresSource, warehouse: WarehouseSQL, sett
     dagster_type=CustomerHistoryType,
 )
 def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, warehouse: WarehouseSQL,
-                     source_db: PostgresSource, settings: PipelineSettings, validated_transactions: StoredFrame):
+                     source_db: PostgresSource, settings: PipelineSettings, crm: CrmSource,
+                     validated_transactions: StoredFrame):
     """`customer_analytics.customer_history`: per customer and currency, the running totals as of the week's
     end (amount in thousandths, transaction count, first and last purchase, last purchase before the week).
 
@@ -88,7 +92,7 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
     if previous_id is not None:
         before = previous_week_totals(warehouse, HISTORY.path, ctx.week_start)
     else:
-        before, opening = _rescanned(context, source_db, warehouse, settings, ctx.week_start, week)
+        before, opening = _rescanned(context, source_db, warehouse, settings, crm.hash_key, ctx.week_start, week)
     history = carry(before, week, ctx.week_start)
     if config.repair_reason:
         context.log.info(f"repair run: {config.repair_reason}")

@@ -1,7 +1,7 @@
 """Unified customer profiles: CRM + behavioural events + the week's transactions, and an SCD2 dimension."""
 
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from importlib.metadata import version
 from pathlib import Path
 
@@ -26,10 +26,15 @@ from customer_assets.io_managers.types import (
 from customer_assets.schemas import PROFILE_REQUIRED, UnifiedCustomerProfiles
 from customer_assets.settings import PipelineSettings
 from customer_assets.erasure import drop_suppressed
-from customer_assets.sources.events import EVENTS_SCHEMA, MalformedEventsError, aggregate, read_week
+from customer_assets.sources.events import EVENTS_SCHEMA, MalformedEventsError, aggregate, day_folders, read_week
 from customer_assets.sources.extract import known_customers, take_replaced_count
 
 PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
+CRM = dg.AssetKey([ETL, "crm_customers"])
+EVENTS = dg.AssetKey([ETL, "customer_event_aggregates"])
+# What seed 001 asks of each CRM customer ("all required fields present"): phone and updated_at are not among them.
+CRM_REQUIRED_FIELDS = ("customer_id", "email", "signup_date", "last_activity_date", "subscription_tier",
+                       "lifetime_value", "support_ticket_count")
 
 
 # The profile branch's inputs run after the transaction branch's steps: a slow or unavailable CRM or landing
@@ -38,14 +43,20 @@ AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
 
 
 @dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"api", "pandas"},
-          owners=OWNERS, dagster_type=CrmCustomersType, op_tags=AFTER_TRANSACTIONS)
-def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: PostgresSource) -> dg.Output:
+          owners=OWNERS, dagster_type=CrmCustomersType, op_tags=AFTER_TRANSACTIONS, check_specs=[
+              check_spec("crm_min_records", CRM, description="Warns when the week's CRM extract holds fewer than "
+                         "CRM_MIN_RECORDS records (default 100)."),
+              check_spec("crm_required_fields", CRM, description="Warns when CRM records lack a required field: "
+                         + ", ".join(CRM_REQUIRED_FIELDS) + ".")])
+def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: PostgresSource,
+                  settings: PipelineSettings):
     """CRM customers updated in the week (all pages), standardised, emails and phones as keyed HMAC-SHA256.
 
     From the CRM REST API when `CRM_API_URL` is set (100 requests a minute, backoff on 429, smaller pages on
     timeouts); on the embedded demo, from its `crm_customers` table. Without a CRM the week has no CRM
     records (metadata `source: none`) and profiles come from the other sources. A page that fails for good
-    is skipped and recorded, and the materialization is marked `partial`.
+    is skipped and recorded, and the materialization is marked `partial`. Warning checks: fewer records
+    than CRM_MIN_RECORDS, records without a required field.
     """
     ctx = week_context(context)
     if crm.kind == "none":
@@ -55,27 +66,39 @@ def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: 
     if extract.partial:
         context.log.warning(f"CRM extract is partial: {len(extract.missing_pages)} page(s) lost: "
                             f"{extract.missing_pages}")
-    return dg.Output(frame, metadata={
+    yield dg.Output(frame, metadata={
         "dagster/row_count": len(frame), "source": crm.kind, "partial": extract.partial,
         "invalid_encoding_values": extract.invalid_encoding_values,
         "extract": dg.MetadataValue.json(extract.summary()), **counts})
+    # Records dropped for want of an id are records without a required field too.
+    missing = {**extract.missing_fields, "customer_id": extract.malformed_records}
+    received = counts["records"] + extract.malformed_records
+    yield check_result(CRM, "crm_min_records", checks.crm_min_records(len(frame), settings.crm_min_records, crm.kind),
+                       records=len(frame), minimum=settings.crm_min_records)
+    yield check_result(CRM, "crm_required_fields", checks.crm_required_fields(missing, received, CRM_REQUIRED_FIELDS),
+                       missing=dg.MetadataValue.json({k: v for k, v in missing.items() if v}))
 
 
 @dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"json", "pandas"},
-          owners=OWNERS, dagster_type=CustomerEventAggregatesType, op_tags=AFTER_TRANSACTIONS)
-def customer_event_aggregates(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
+          owners=OWNERS, dagster_type=CustomerEventAggregatesType, op_tags=AFTER_TRANSACTIONS, check_specs=[
+              check_spec("events_cover_week", EVENTS, description="Warns when the landing zone has no event file "
+                         "for a day of the week, or no event in the week.")])
+def customer_event_aggregates(context: dg.AssetExecutionContext, settings: PipelineSettings):
     """Per customer, the week's page views, distinct features used, purchases (count, USD) and support chats.
 
     Read from the landing zone `EVENTS_PATH/dt=YYYY-MM-DD/*.jsonl` (or `.jsonl.gz`); aliases map other event
     names; malformed lines are counted, the first ten logged with file and line, and skipped; above
     EVENTS_MAX_MALFORMED_SHARE (5%) of the week's lines the week stops; other compressed files are skipped and
-    listed; events outside the week are ignored.
+    listed; events outside the week are ignored. A warning check names the days of the week without an
+    event file (a feed that fell silent).
     """
     ctx = week_context(context)
     if settings.events_path is None:
         context.log.info("No event landing zone configured (EVENTS_PATH unset): the week has no events.")
         frame = aggregate(EVENTS_SCHEMA.empty_table())
-        return dg.Output(frame, metadata={"dagster/row_count": 0, "source": "none", "events": 0})
+        yield dg.Output(frame, metadata={"dagster/row_count": 0, "source": "none", "events": 0})
+        yield check_result(EVENTS, "events_cover_week", checks.events_cover_week([], set(), 0, None))
+        return
     root = Path(settings.events_path)
     if not root.is_dir():
         raise dg.Failure(description=f"EVENTS_PATH={root} is configured but is not a readable directory; "
@@ -87,11 +110,22 @@ def customer_event_aggregates(context: dg.AssetExecutionContext, settings: Pipel
         raise dg.Failure(description=str(exc), allow_retries=False,
                          metadata={"scan": dg.MetadataValue.json(exc.scan.summary())} if exc.scan else None) from exc
     frame = aggregate(events)
-    return dg.Output(frame, metadata={"dagster/row_count": len(frame), "source": "landing_zone", "events": len(events),
+    yield dg.Output(frame, metadata={"dagster/row_count": len(frame), "source": "landing_zone", "events": len(events),
                                       "malformed_lines": scan.malformed_lines,
                                       "malformed_examples": dg.MetadataValue.json(scan.malformed[:20]),
                                       "skipped_files": dg.MetadataValue.json(scan.skipped_files),
                                       "scan": dg.MetadataValue.json(scan.summary())})
+    days = [ctx.week_start.date() + timedelta(days=i) for i in range(7)]
+    with_files = _days_with_files(root, ctx.week_start, ctx.week_end)
+    yield check_result(EVENTS, "events_cover_week",
+                       checks.events_cover_week(days, with_files, len(events), str(root)),
+                       events=len(events), days_without_files=len([d for d in days if d not in with_files]))
+
+
+def _days_with_files(root: Path, start: datetime, end: datetime) -> set[date]:
+    """The days whose folder of the landing zone holds a file with data (an empty file is a silent day)."""
+    return {date.fromisoformat(folder.name.removeprefix("dt=")) for folder in day_folders(root, start, end)
+            if any(path.is_file() and path.stat().st_size > 0 for path in folder.iterdir())}
 
 
 def week_sources(crm_kind: str, events_path: str | None) -> list[str]:

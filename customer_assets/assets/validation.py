@@ -11,13 +11,20 @@ from customer_assets.assets.common import (
     ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, selected_events,
     week_context)
 from customer_assets.logic import checks
+from customer_assets.partitions import latest_materialization
 from customer_assets.logic.quality import build_quality_report, metrics_row, report_json, report_markdown
 from customer_assets.io_managers.frames import BATCH_ROWS, FrameBatches
 from customer_assets.logic.validation import validate_week
+from customer_assets.io_managers.warehouse import unique_window
+from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.warehouse_sql import WarehouseSQL
+from customer_assets.sources.extract import completed_ids
+from customer_assets.weeks import monday_of
 from customer_assets.io_managers.types import (
     DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactionsBatchesType,
     check_validated_transactions)
 from customer_assets.settings import PipelineSettings
+from customer_assets.sources.ecb_rates import use_fresh_rates
 
 VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
 
@@ -46,37 +53,123 @@ VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
                           description="Extracted rows = validated + quarantined."),
         check_spec("quarantine_rate", VALIDATED, blocking=True,
                           description="Hard failures under the stop threshold (default 10%, warn from 5%)."),
+        check_spec("fx_rates_cover_week", VALIDATED,
+                   description="Warns when the ECB rates in use end before the week's last publication day."),
     ],
 )
 def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineSettings, alerts: Alerts,
-                          raw_transactions: pd.DataFrame):
+                          warehouse: WarehouseSQL, source_db: PostgresSource, raw_transactions: pd.DataFrame):
     """Check the week: completeness, validity, consistency quarantine; anomalies only flag.
 
     Writes `quality_report.json` and `anomalies.csv` under the week's reports dir. A blocking check stops
     everything downstream when more than 10% of the rows fail a hard rule. The validated rows are written a
     slice of the week at a time, each slice checked against the ValidatedTransactions model.
+
+    An id that another loaded week holds is a moved transaction only if the source no longer holds it in that
+    week; otherwise it is a reused id, quarantined `DUPLICATE_ACROSS_WEEKS`, and never reaches the load (which
+    would delete the other week's row as moved). The metrics row says whether this attempt's rows go on to the
+    warehouse (`loaded`, `load_status`) and which run wrote it (`run_id`).
     """
     if finished_week(context, raw_transactions):
         return
-    yield from selected_events(context, _validate_week(context, settings, alerts, raw_transactions))
+    held = held_in_other_weeks(context, warehouse, source_db, raw_transactions)
+    yield from selected_events(context, _validate_week(context, settings, alerts, raw_transactions, held))
+
+
+TRANSACTIONS_TABLE = (WAREHOUSE, "weekly_transactions")
+ID_CHUNK = 50_000  # ids per warehouse query: a BigQuery request stays far below its size limit
+
+HELD_ELSEWHERE_SQL = """
+SELECT w.transaction_id, w.{ts} AS ts FROM {table} w
+WHERE w.{ts} >= @window_start AND w.{ts} < @window_end AND NOT (w.{ts} >= @week_start AND w.{ts} < @week_end)
+  AND w.transaction_id IN (SELECT i FROM {ids})
+"""
+
+
+def _week_of(timestamps: pd.Series) -> pd.Series:
+    return pd.to_datetime(timestamps, utc=True).map(lambda t: monday_of(t.date()))
+
+
+def held_in_other_weeks(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, source_db: PostgresSource,
+                        raw: pd.DataFrame) -> frozenset[str]:
+    """The week's ids that the warehouse holds in another week (within the load's window) while the source still
+    holds them, completed, in that week: reused ids. The other ids the warehouse holds elsewhere moved (their old
+    week no longer has them), and the load moves them. Usually no id is held elsewhere and the source is not read."""
+    from customer_assets.assets.warehouse import UNIQUE_WITHIN_WEEKS  # the load's window, spelled once
+
+    if not warehouse.exists(*TRANSACTIONS_TABLE):
+        return frozenset()
+    ctx = week_context(context)
+    window = unique_window(ctx.week_start, ctx.week_end, UNIQUE_WITHIN_WEEKS)
+    ids = raw["transaction_id"].dropna().unique().tolist()
+    names = {"table": warehouse.table(*TRANSACTIONS_TABLE), "ts": warehouse.quote("timestamp"),
+             "ids": warehouse.unnest("ids", "i")}
+    params = {"week_start": ctx.week_start, "week_end": ctx.week_end, "window_start": window[0],
+              "window_end": window[1]}
+    found = [warehouse.query(HELD_ELSEWHERE_SQL, {**params, "ids": ids[i:i + ID_CHUNK]}, **names)
+             for i in range(0, len(ids), ID_CHUNK)]
+    held = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["transaction_id", "ts"])
+    if held.empty:
+        return frozenset()
+    held = held.assign(week=_week_of(held["ts"]))
+    start = pd.Timestamp(min(held["week"])).tz_localize("UTC").to_pydatetime()
+    end = (pd.Timestamp(max(held["week"])) + pd.Timedelta(days=7)).tz_localize("UTC").to_pydatetime()
+    with source_db.connect(context.log) as conn:
+        there = completed_ids(conn, source_db.schema(conn, ("transactions",)), held["transaction_id"].tolist(),
+                              start, end)
+    there = there.assign(week=_week_of(there["timestamp"]))
+    reused = held.merge(there[["transaction_id", "week"]].drop_duplicates(), on=["transaction_id", "week"])
+    moved = sorted(set(held["transaction_id"]) - set(reused["transaction_id"]))
+    if len(reused):
+        examples = ", ".join(f"{r.transaction_id} ({r.week})" for r in reused.head(5).itertuples())
+        context.log.warning(f"DUPLICATE_ACROSS_WEEKS: {reused['transaction_id'].nunique()} transaction id(s) of the "
+                            f"week are loaded in another week whose source rows still hold them (e.g. {examples}): "
+                            "reused ids, quarantined; the other week's rows stay")
+    if moved:
+        context.log.info(f"{len(moved)} transaction(s) moved here from another loaded week (e.g. "
+                         f"{', '.join(moved[:5])}): the load moves them")
+    return frozenset(reused["transaction_id"])
+
+
+def load_status(results: list[dg.AssetCheckResult]) -> str:
+    """'loaded' when no blocking check stops the week (its rows go on to the warehouse in this run), else which
+    checks blocked it (the warehouse keeps what an earlier run loaded)."""
+    blocking = [r.check_name for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
+    return f"blocked: {', '.join(blocking)}" if blocking else "loaded"
+
+
+RAW = dg.AssetKey([ETL, "raw_transactions"])
+# What the extract found in the source, by its metadata key, as the quality report names it.
+SOURCE_FINDINGS = {"duplicate_customer_records": "DUPLICATE_CUSTOMER_RECORD", "id_collisions": "ID_COLLISION",
+                   "excluded_statuses": "excluded_statuses"}
+
+
+def _source_findings(context: dg.AssetExecutionContext) -> dict:
+    """The source findings of the week's extract (the materialization whose rows are validated), from its
+    metadata: the extract reads them beside the rows, in the same snapshot."""
+    record = latest_materialization(context.instance, RAW, context.partition_key)
+    metadata = record.asset_materialization.metadata if record and record.asset_materialization else {}
+    return {code: metadata[key].value for key, code in SOURCE_FINDINGS.items() if key in metadata}
 
 
 def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings, alerts: Alerts,
-                   raw_transactions: pd.DataFrame):
+                   raw_transactions: pd.DataFrame, held_elsewhere: frozenset[str] = frozenset()):
     started = time.monotonic()
     ctx = week_context(context)
-    week = validate_week(raw_transactions, ctx, settings.max_amount_usd)
+    rates = use_fresh_rates(settings.data_dir, settings.ecb_rates_url, settings.ecb_rates_file, context.log)
+    week = validate_week(raw_transactions, ctx, settings.max_amount_usd, held_elsewhere=held_elsewhere)
     split, outcome, anomalies = week.split, week.anomalies, week.anomaly_table
     validated = FrameBatches(week.batches(BATCH_ROWS), check=check_validated_transactions,
                              unique=["transaction_id"], name="validated_transactions")
     report = build_quality_report(ctx, split.failures, outcome.flags, anomalies, outcome.status,
-                                  settings.quality_warn_rate, settings.quality_fail_rate)
+                                  settings.quality_warn_rate, settings.quality_fail_rate,
+                                  source_findings=_source_findings(context))
     week_dir = settings.week_reports_dir(context.partition_key)
     (week_dir / "quality_report.json").write_text(report_json(report))
     anomalies.to_csv(week_dir / "anomalies.csv", index=False)
 
     yield dg.Output(validated, output_name="validated_transactions",
-                    metadata={"flagged_rows": len(outcome.flagged)})
+                    metadata={"flagged_rows": len(outcome.flagged), **rates.metadata()})
     yield dg.Output(split.quarantined.reset_index(drop=True), output_name="quarantined_transactions",
                     metadata={"dagster/row_count": len(split.quarantined),
                               "reasons": dg.MetadataValue.json(report["quarantine_reasons"])})
@@ -92,13 +185,6 @@ def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings
         "checks": dg.MetadataValue.md(report_markdown(report)),
         "report_json": dg.MetadataValue.path(str((week_dir / "quality_report.json").resolve())),
     })
-    metrics = metrics_row(report, time.monotonic() - started)
-    # Percentages throughout, like the quality score, rounded for reading; the table keeps full fractions.
-    yield dg.Output(metrics, output_name="data_quality_metrics", metadata={
-        "quality_score": round(float(report["quality_score"]), 2),
-        "quarantine_rate_pct": round(100.0 * float(report["quarantine_rate"]), 3),
-        **{f"{k}_pass_rate_pct": round(100.0 * float(v), 3) for k, v in report["category_pass_rates"].items()},
-    })
     extracted, quarantined = len(raw_transactions), len(split.quarantined)
     results = [
         check_result(VALIDATED, "row_conservation",
@@ -107,7 +193,21 @@ def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings
         check_result(VALIDATED, "quarantine_rate", checks.quarantine_rate(
             quarantined, extracted, settings.quality_warn_rate, settings.quality_fail_rate),
             quarantine_rate_pct=round(100.0 * report["quarantine_rate"], 3)),
+        check_result(VALIDATED, "fx_rates_cover_week", checks.fx_rates_cover_week(
+            (pd.Timestamp(ctx.week_end) - pd.Timedelta(days=1)).date(), rates.last_rate_date, rates.origin),
+            fx_rates_last_date=rates.last_rate_date.isoformat()),
     ]
     alert_failed_checks(alerts, [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
                         context.partition_key, context.log)
+    # After the checks: the row says whether a blocking one stopped this attempt (the warehouse then keeps the
+    # rows an earlier run loaded), so the metrics and weekly_transactions are never told apart.
+    status = load_status(results)
+    metrics = metrics_row(report, time.monotonic() - started, load_status=status, run_id=context.run_id)
+    # Percentages throughout, like the quality score, rounded for reading; the table keeps full fractions.
+    yield dg.Output(metrics, output_name="data_quality_metrics", metadata={
+        "quality_score": round(float(report["quality_score"]), 2),
+        "load_status": status,
+        "quarantine_rate_pct": round(100.0 * float(report["quarantine_rate"]), 3),
+        **{f"{k}_pass_rate_pct": round(100.0 * float(v), 3) for k, v in report["category_pass_rates"].items()},
+    })
     yield from results

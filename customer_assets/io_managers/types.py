@@ -75,14 +75,49 @@ def _passes_fast_check(model: type[pa.DataFrameModel]):
     return passes
 
 
+# How many offending ids a model violation names.
+NAMED_IDS = 10
+
+
+class ModelViolation(pa.errors.SchemaErrors):
+    """pandera's ``SchemaErrors`` headed by one line a person can act on: the model, the failed checks and the
+    first offending transaction ids (``greater_than(0) failure cases: 0.0`` alone names no transaction)."""
+
+    def __init__(self, original: pa.errors.SchemaErrors, headline: str):
+        self.__dict__.update(original.__dict__)
+        Exception.__init__(self, headline)
+        self.headline = headline
+
+    def __str__(self) -> str:
+        return f"{self.headline}\n{pa.errors.SchemaErrors.__str__(self)}"
+
+
+def violation(model: type[pa.DataFrameModel], frame: pd.DataFrame, exc: pa.errors.SchemaErrors) -> ModelViolation:
+    """``exc`` with a headline naming ``model``, its failed checks and up to ``NAMED_IDS`` offending ids."""
+    cases = exc.failure_cases
+    checks = sorted({f"{column}: {check}" for column, check in zip(cases["column"], cases["check"])}, key=str)
+    rows = pd.Index(cases["index"].dropna().unique())
+    headline = f"{model.__name__} broken ({'; '.join(checks)})"
+    if len(rows) and "transaction_id" in frame.columns:
+        ids = frame.loc[frame.index.isin(rows), "transaction_id"]
+        named = ", ".join(repr(i) for i in ids.head(NAMED_IDS).tolist())
+        more = f" and {len(ids) - NAMED_IDS} more" if len(ids) > NAMED_IDS else ""
+        headline += f" in {len(ids)} rows, transaction ids {named}{more}"
+    return ModelViolation(exc, headline)
+
+
 def frame_check(model: type[pa.DataFrameModel]):
-    """A function that raises pandera's ``SchemaErrors`` (every failure, with examples) when a frame breaks
-    ``model``; the cheap str check first, pandera's full check when that fails."""
+    """A function that raises ``ModelViolation`` (pandera's ``SchemaErrors``, every failure with examples, headed
+    by the offending transaction ids) when a frame breaks ``model``; the cheap str check first, pandera's full
+    check when that fails."""
     passes, full = _passes_fast_check(model), model.to_schema()
 
     def check(frame: pd.DataFrame) -> None:
         if not passes(frame):
-            full.validate(frame, lazy=True)
+            try:
+                full.validate(frame, lazy=True)
+            except pa.errors.SchemaErrors as exc:
+                raise violation(model, frame, exc) from None
 
     return check
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
+
+from customer_assets.logic.currency import last_publication_day
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,59 @@ def several_statuses(counts: dict[str, int]) -> CheckOutcome:
     text = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items())) or "no customers"
     return CheckOutcome(len(counts) > 1, "WARN", text + ("" if len(counts) > 1 else "; fewer than two statuses"))
 
+
+
+def fx_rates_cover_week(last_day: date, newest_rate: date, rates: str) -> CheckOutcome:
+    """WARN when the rates in use end before the last ECB publication day of the week (the week's last day is
+    a Sunday: its rate is Friday's, or the day before a TARGET holiday), so later days take an older rate."""
+    due = last_publication_day(last_day)
+    text = (f"ECB rates in use ({rates}) end on {newest_rate}; the week's last day {last_day} takes the rate "
+            f"of {due}")
+    if newest_rate >= due:
+        return CheckOutcome(True, "WARN", text)
+    return CheckOutcome(False, "WARN", text + f": the week's days after {newest_rate} are converted at the rate "
+                        "of that day (see fx_rate_date). Check why the refresh from ECB_RATES_URL failed (the "
+                        "metadata `fx_rates_refresh`), or point ECB_RATES_FILE at a fresh eurofxref-hist.zip.")
+
+
+def events_cover_week(days: list[date], days_with_files: set[date], events: int,
+                      landing_zone: str | None) -> CheckOutcome:
+    """WARN when a configured landing zone has no event file for a day of the week, or no event at all."""
+    if landing_zone is None:
+        return CheckOutcome(True, "WARN", "no event landing zone configured (EVENTS_PATH unset): no events expected")
+    silent = [day for day in days if day not in days_with_files]
+    named = ", ".join(f"{day:%a} {day.isoformat()}" for day in silent)
+    if events == 0:
+        return CheckOutcome(False, "WARN", f"no events in the week in {landing_zone}"
+                            + (f" (no file for {named})" if silent else "")
+                            + ": check the topic and its retention, and that the sink connector still writes "
+                              "to the landing zone.")
+    if silent:
+        return CheckOutcome(False, "WARN", f"{events:,} events, but no event file in {landing_zone} for "
+                            f"{len(silent)} day(s) of the week: {named}. Check the topic and its retention, "
+                            "and the sink connector.")
+    return CheckOutcome(True, "WARN", f"{events:,} events; every day of the week has an event file")
+
+
+def crm_min_records(records: int, minimum: int, crm: str) -> CheckOutcome:
+    """WARN when the CRM extract of the week holds fewer than ``minimum`` records (CRM_MIN_RECORDS)."""
+    if crm == "none":
+        return CheckOutcome(True, "WARN", "no CRM configured (CRM_API_URL unset): no CRM records expected")
+    text = f"{records:,} CRM records updated in the week; at least {minimum:,} expected (CRM_MIN_RECORDS)"
+    if records < minimum:
+        return CheckOutcome(False, "WARN", text + ": a thin extract (lost pages, a filter on the CRM's side, "
+                            "a quiet week?); the week's profiles lean on the database and the events.")
+    return CheckOutcome(True, "WARN", text)
+
+
+def crm_required_fields(missing: dict[str, int], records: int, required: tuple[str, ...]) -> CheckOutcome:
+    """WARN when CRM records lack a required field (``missing``: per field, the records without it)."""
+    found = {name: missing[name] for name in required if missing.get(name)}
+    if not found:
+        return CheckOutcome(True, "WARN", f"every one of {records:,} CRM records has {', '.join(required)}")
+    listed = ", ".join(f"{name}: {n:,}" for name, n in found.items())
+    return CheckOutcome(False, "WARN", f"CRM records without a required field ({listed}; of {records:,} "
+                        "records): the profiles impute or leave these empty.")
 
 # The SQL of the warehouse table checks (DuckDB and BigQuery alike, through WarehouseSQL).
 DUPLICATED_IDS_SQL = """

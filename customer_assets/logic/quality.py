@@ -22,8 +22,12 @@ def quality_status(quarantine_rate: float, warn_rate: float, fail_rate: float) -
 
 def build_quality_report(ctx: WeekContext, failures: pd.DataFrame, anomaly_flags: pd.DataFrame,
                          anomalies: pd.DataFrame, anomaly_status: str,
-                         warn_rate: float, fail_rate: float) -> dict:
-    """Totals, pass/fail per check grouped by category, a quality score and the flagged rows."""
+                         warn_rate: float, fail_rate: float, source_findings: dict | None = None) -> dict:
+    """Totals, pass/fail per check grouped by category, a quality score and the flagged rows.
+
+    ``source_findings`` is what the extract found in the source that is not the transactions' fault
+    (``DUPLICATE_CUSTOMER_RECORD``, ``ID_COLLISION``, ``excluded_statuses``): reported as such, apart from the
+    quarantine and the score."""
     total = len(failures)
     quarantined = int(failures.any(axis=1).sum()) if total else 0
     passed = total - quarantined
@@ -59,12 +63,15 @@ def build_quality_report(ctx: WeekContext, failures: pd.DataFrame, anomaly_flags
         "quarantine_reasons": {code: int(n) for code, n in reasons.items() if n},
         "checks": checks,
         "anomaly_detection": anomaly_status,
+        "source_findings": dict(source_findings or {}),
         "flagged": anomalies.assign(timestamp=anomalies["timestamp"].astype(str)).to_dict(orient="records"),
     }
 
 
-def metrics_row(report: dict, run_seconds: float) -> pd.DataFrame:
-    """The week's row of ``data_quality_metrics``."""
+def metrics_row(report: dict, run_seconds: float, load_status: str = "loaded", run_id: str = "") -> pd.DataFrame:
+    """The week's row of ``data_quality_metrics``. ``load_status`` says whether this attempt's rows go on to the
+    warehouse ('loaded') or a blocking check stopped them ('blocked: quarantine_rate'), in which case the
+    warehouse keeps the rows of an earlier run; ``run_id`` names the attempt."""
     rates = report["category_pass_rates"]
     return pd.DataFrame({
         "week_start": [pd.Timestamp(report["week_start"]).tz_convert(None)],
@@ -78,6 +85,9 @@ def metrics_row(report: dict, run_seconds: float) -> pd.DataFrame:
         "consistency_pass_rate": [float(rates["consistency"])],
         "run_seconds": [float(run_seconds)],
         "computed_at": [pd.Timestamp.now(tz="UTC")],
+        "loaded": [load_status == "loaded"],
+        "load_status": [load_status],
+        "run_id": [run_id],
     })
 
 
@@ -99,4 +109,8 @@ def report_markdown(report: dict) -> str:
     lines = ["| category | check | code | passed | failed |", "|---|---|---|---|---|"]
     for category, items in report["checks"].items():
         lines += [f"| {category} | {c['check']} | {c['code']} | {c['passed']} | {c['failed']} |" for c in items]
+    findings = report.get("source_findings") or {}
+    if findings:
+        lines += ["", "Found in the source (not the transactions' fault):", ""]
+        lines += [f"- {code}: {json.dumps(value)}" for code, value in findings.items()]
     return "\n".join(lines)

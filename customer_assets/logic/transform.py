@@ -13,6 +13,7 @@ from customer_assets.weeks import WeekContext
 
 NEW_CUSTOMER_DAYS = 30
 DORMANT_GAP_DAYS = 90
+# transaction_size: fixed USD bands, as seed 000 sets them (small < $50 <= medium <= $200 < large).
 SMALL_USD, LARGE_USD = 50.0, 200.0
 
 def add_fx_source(df: pd.DataFrame) -> pd.DataFrame:

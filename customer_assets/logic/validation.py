@@ -24,11 +24,13 @@ DEFAULT_MAX_AMOUNT_USD = 1_000_000.0
 
 @dataclass(frozen=True)
 class RuleInputs:
-    """What a hard rule reads besides the rows: the week, each row's USD amount, and the USD ceiling."""
+    """What a hard rule reads besides the rows: the week, each row's USD amount, the USD ceiling, and the ids
+    that another loaded week holds while the source still holds them there (``held_elsewhere``)."""
 
     week: WeekContext
     amount_usd: pd.Series
     max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD
+    held_elsewhere: frozenset[str] = frozenset()
 
     @property
     def week_start(self) -> datetime:
@@ -58,6 +60,19 @@ def _decimals_exceed_minor_units(df: pd.DataFrame, _: WeekContext) -> pd.Series:
     # Amounts travel as float64: allow representation error, not a real extra digit.
     excess = (scaled - scaled.round()).abs() > 1e-6 * np.maximum(1.0, scaled.abs() / 1e6)
     return excess.reindex(df.index, fill_value=False)
+
+
+def _below_minor_unit(df: pd.DataFrame, inputs: RuleInputs) -> pd.Series:
+    """A positive amount smaller than one minor unit of its currency (``0.0000000001`` USD, ``5e-324``), or one
+    whose USD amount rounds to 0 at the six decimals validation keeps: no such amount was paid, and a zero USD
+    amount breaks every figure that divides or compares by it. The precision rule tolerates float noise far
+    larger than such an amount, so it let them through."""
+    amount = df["amount"].astype("float64")
+    positive = (amount > 0) & np.isfinite(amount)
+    unit = np.power(10.0, -df["currency"].map(iso4217_minor_units()).astype("float64"))  # NaN: unknown currency
+    below = amount < unit * (1 - 1e-9)
+    vanishes = inputs.amount_usd.astype("float64").round(6) <= 0
+    return (positive & (below | vanishes)).fillna(False).astype(bool)
 
 
 # What makes two rows with one transaction id the same transaction (the joined customer and product columns
@@ -114,6 +129,8 @@ HARD_RULES: list[Rule] = [
     # PostgreSQL numeric and float columns hold Infinity (NaN reads as missing): never a lifetime figure.
     Rule("NON_FINITE_AMOUNT", "validity", "amount is a finite number",
          lambda d, c: d["amount"].notna() & ~np.isfinite(d["amount"].astype("float64"))),
+    Rule("BELOW_MINOR_UNIT", "validity", "amount is at least one minor unit of its currency (0.01 USD, 1 JPY) and "
+         "is more than 0 in USD", _below_minor_unit),
     Rule("AMOUNT_ABOVE_CEILING", "validity", "amount in USD is at most the ceiling (MAX_AMOUNT_USD)",
          lambda d, c: (c.amount_usd > c.max_amount_usd).fillna(False).astype(bool)),
     Rule("INVALID_TIMESTAMP", "validity", f"timestamp on or after {EARLIEST_VALID_TIMESTAMP.date()}",
@@ -136,6 +153,12 @@ HARD_RULES: list[Rule] = [
          _conflicting_ids),
     Rule("DUPLICATE_TRANSACTION_ID", "consistency", "transaction_id is unique in the week (identical copies: "
          "one is kept)", _duplicate_ids),
+    # A moved transaction has left its old week in the source; a reused id has not. Loading a reused id would
+    # make the load delete the other week's genuine row as if it had moved (issue 21, item 1).
+    Rule("DUPLICATE_ACROSS_WEEKS", "consistency", "transaction_id is not held by another loaded week whose source "
+         "rows still hold it (a reused id, not a moved transaction)",
+         lambda d, c: d["transaction_id"].isin(list(c.held_elsewhere)) if c.held_elsewhere
+         else pd.Series(False, index=d.index)),
     Rule("UNKNOWN_CUSTOMER", "consistency", "customer exists in customers",
          lambda d, c: d["customer_id"].notna() & ~d["customer_exists"].astype(bool)),
     Rule("UNKNOWN_PRODUCT", "consistency", "product exists in products", lambda d, c: ~d["product_exists"].astype(bool)),
@@ -152,9 +175,11 @@ def usd_amounts(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate_hard_rules(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
-                        amount_usd: pd.Series | None = None) -> pd.DataFrame:
+                        amount_usd: pd.Series | None = None,
+                        held_elsewhere: frozenset[str] = frozenset()) -> pd.DataFrame:
     """One boolean column per rule code: True where the row fails that rule."""
-    inputs = RuleInputs(ctx, usd_amounts(raw)["amount_usd"] if amount_usd is None else amount_usd, max_amount_usd)
+    inputs = RuleInputs(ctx, usd_amounts(raw)["amount_usd"] if amount_usd is None else amount_usd, max_amount_usd,
+                        frozenset(held_elsewhere))
     return pd.DataFrame({rule.code: rule.failing(raw, inputs).astype(bool).to_numpy() for rule in HARD_RULES},
                         index=raw.index)
 
@@ -197,11 +222,11 @@ def validated_columns(raw: pd.DataFrame) -> list[str]:
     return [c for c in raw.columns if c != "invalid_encoding"]
 
 
-def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext,
-                        max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD) -> ValidationSplit:
+def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
+                        held_elsewhere: frozenset[str] = frozenset()) -> ValidationSplit:
     """Quarantine rows failing any hard rule (with all their reason codes); keep the rest."""
     fx = usd_amounts(raw)
-    failures = evaluate_hard_rules(raw, ctx, max_amount_usd, fx["amount_usd"])
+    failures = evaluate_hard_rules(raw, ctx, max_amount_usd, fx["amount_usd"], held_elsewhere)
     bad = failures.any(axis=1).to_numpy()
     # Boolean selection already copies; with Copy-on-Write on, nothing below writes into ``raw``.
     quarantined = raw.loc[bad]
@@ -351,10 +376,12 @@ class WeekValidation:
 
 
 def validate_week(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
-                  settings: AnomalySettings = AnomalySettings()) -> WeekValidation:
+                  settings: AnomalySettings = AnomalySettings(),
+                  held_elsewhere: frozenset[str] = frozenset()) -> WeekValidation:
     """The hard rules, then the statistical rules over the rows that passed them (five columns of them, with
-    the USD amounts the hard rules converted)."""
-    split = split_by_hard_rules(raw, ctx, max_amount_usd)
+    the USD amounts the hard rules converted). ``held_elsewhere``: the week's ids that another loaded week holds
+    while the source still holds them there (quarantined DUPLICATE_ACROSS_WEEKS)."""
+    split = split_by_hard_rules(raw, ctx, max_amount_usd, held_elsewhere)
     outcome = detect_week_anomalies(raw.loc[~split.bad, ANOMALY_INPUTS], settings,
                                     amount_usd=split.amount_usd[~split.bad])
     return WeekValidation(split, outcome, anomaly_table(raw, outcome))

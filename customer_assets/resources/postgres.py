@@ -57,6 +57,27 @@ def permanent_refusal(exc: psycopg2.OperationalError, host: str, user: Optional[
     return None
 
 
+class SourceTimeoutError(dg.Failure):
+    """A source query ran out of its time: waiting for a lock (retried: locks are released) or running longer
+    than the statement timeout (not retried: it would run as long again)."""
+
+
+def timeout_failure(exc: psycopg2.Error, statement_timeout: int, lock_timeout: int) -> Optional[SourceTimeoutError]:
+    """The one-line failure naming the setting, for a query the server cancelled on a timeout; else None."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg2.errors.LockNotAvailable):
+        return SourceTimeoutError(
+            description=f"A source table stayed locked longer than SOURCE_LOCK_TIMEOUT={lock_timeout} s (another "
+            f"session holds a lock on it: a migration, a LOCK TABLE, a long write); retried. [{first}]",
+            allow_retries=True)
+    if isinstance(exc, psycopg2.errors.QueryCanceled) and "statement timeout" in str(exc):
+        return SourceTimeoutError(
+            description=f"A source query ran longer than SOURCE_STATEMENT_TIMEOUT={statement_timeout} s and was "
+            f"cancelled: raise the setting, or check the source's load and its index on transactions.timestamp; "
+            f"not retried. [{first}]", allow_retries=False)
+    return None
+
+
 class PostgresSource(dg.ConfigurableResource):
     """The production PostgreSQL that holds customers, transactions and products (a read replica preferred).
 
@@ -72,6 +93,10 @@ class PostgresSource(dg.ConfigurableResource):
     password: Optional[str] = Field(default=None, description="DB_PASSWORD")
     connect_timeout: int = Field(default=30, description="Seconds to wait for a connection.")
     timezone: str = Field(default="UTC", description="SOURCE_TIMEZONE: the zone of naive timestamp columns.")
+    statement_timeout: int = Field(default=1800, description="SOURCE_STATEMENT_TIMEOUT: seconds a source query "
+                                   "may run before the server cancels it.")
+    lock_timeout: int = Field(default=120, description="SOURCE_LOCK_TIMEOUT: seconds a source query may wait for "
+                              "a lock on a table (held by a migration, say) before the server cancels it.")
 
     _route: Optional[str] = PrivateAttr(default=None)
 
@@ -121,7 +146,8 @@ class PostgresSource(dg.ConfigurableResource):
         """A read-only connection in UTC: the replica when it answers, else the primary.
 
         ``logger`` (a step's ``context.log``) receives the fallback warning, so it is in the run's event log; the
-        route taken is in ``route`` for the step's metadata.
+        route taken is in ``route`` for the step's metadata. Every query on it is bounded by the statement and
+        lock timeouts, and a query cancelled by one fails with ``SourceTimeoutError`` naming the setting.
         """
         logger = logger or log
         conn = self._open(logger)
@@ -131,7 +157,14 @@ class PostgresSource(dg.ConfigurableResource):
                              isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
             with conn.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")
+                cur.execute("SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+                            (f"{self.statement_timeout}s", f"{self.lock_timeout}s"))
             yield conn
+        except (psycopg2.errors.LockNotAvailable, psycopg2.errors.QueryCanceled) as exc:
+            timeout = timeout_failure(exc, self.statement_timeout, self.lock_timeout)
+            if timeout is None:
+                raise
+            raise timeout from exc
         except psycopg2.errors.InsufficientPrivilege as exc:
             raise SourcePermissionError(
                 description=f"Permission denied on the source database for user {self.user!r}: "

@@ -37,6 +37,8 @@ DEFAULT_ALIASES = {"pageview": "page_view", "page_viewed": "page_view", "feature
 
 MAX_WARNINGS = 10  # malformed lines (and skipped files) logged one by one per read; the rest are counted
 MAX_EXAMPLES = 100  # malformed lines kept with file, line and error; a binary file would otherwise keep thousands
+# What is kept of a malformed line is where it is and what kind of error it holds (file, line, field, kind),
+# never its text: the examples reach the run's event log, which erasure does not reach.
 
 
 @dataclass
@@ -85,11 +87,37 @@ _PARSE = pajson.ParseOptions(explicit_schema=RAW_SCHEMA, unexpected_field_behavi
 _READ = pajson.ReadOptions(use_threads=False, block_size=4 << 20)  # one chunk, one block: threads are ours
 
 
-def _malformed(scan: EventScan, path: Path, line: int, error: str) -> None:
-    """Count a malformed line and keep the first ones; ``read_week`` logs them (a capped number)."""
+def _malformed(scan: EventScan, path: Path, line: int, error: str, field: str | None = None) -> None:
+    """Count a malformed line and keep the first ones as location and error kind; ``read_week`` logs them (a
+    capped number). ``error`` is one of the fixed kinds below, never text of the line."""
     scan.malformed_lines += 1
     if len(scan.malformed) < MAX_EXAMPLES:
-        scan.malformed.append({"file": str(path), "line": line, "error": error[:120]})
+        scan.malformed.append({"file": str(path), "line": line, "field": field, "error": error})
+
+
+# The error kind of a field that pyarrow cannot read as its type.
+_KINDS = {pa.types.is_timestamp: "not an ISO 8601 time", pa.types.is_string: "not text",
+          pa.types.is_floating: "not a number", pa.types.is_struct: "not an object"}
+
+
+def _kind(kind: pa.DataType) -> str:
+    return next(text for test, text in _KINDS.items() if test(kind))
+
+
+def _unreadable_field(value: dict, fields, prefix: str = "") -> tuple[str | None, str]:
+    """Which field of a JSON object pyarrow cannot read as ``RAW_SCHEMA`` types it, and the kind of error:
+    each field parsed alone (only for lines that already failed), so the error names no value."""
+    for item in fields:
+        part = json.dumps({item.name: value.get(item.name)}).encode()
+        try:
+            pajson.read_json(pa.BufferReader(part), read_options=_READ, parse_options=pajson.ParseOptions(
+                explicit_schema=pa.schema([item]), unexpected_field_behavior="ignore"))
+        except pa.ArrowInvalid:
+            inner = value.get(item.name)
+            if pa.types.is_struct(item.type) and isinstance(inner, dict):
+                return _unreadable_field(inner, list(item.type), f"{prefix}{item.name}.")
+            return f"{prefix}{item.name}", _kind(item.type)
+    return None, "not an event the reader can type"
 
 
 def _read_json(data: bytes | memoryview) -> pa.Table:
@@ -107,7 +135,8 @@ def _parse(lines: list[bytes], numbers: Sequence[int], path: Path, scan: EventSc
         return [(_read_json(b"\n".join(lines)), numbers)]
     except pa.ArrowInvalid as exc:
         if len(lines) == 1:
-            _malformed(scan, path, numbers[0], str(exc))
+            field, kind = _unreadable_field(json.loads(lines[0]), RAW_SCHEMA)
+            _malformed(scan, path, numbers[0], kind, field)
             return []
         mid = len(lines) // 2
         return _parse(lines[:mid], numbers[:mid], path, scan) + _parse(lines[mid:], numbers[mid:], path, scan)
@@ -128,10 +157,16 @@ def _clean_lines(data: bytes, start: int, end: int) -> bool:
     return data[start:start + 1] == b"{" and not _BLANK_OR_INDENTED.search(data, start, end)
 
 
+def _missing(table: pa.Table) -> dict[str, pa.ChunkedArray]:
+    """Per required field, where it is missing (or a blank id)."""
+    blank_id = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table["customer_id"]), ""), True)
+    return {"event_type": pc.is_null(table["event_type"]), "customer_id": blank_id,
+            "timestamp": pc.is_null(table["timestamp"])}
+
+
 def _incomplete(table: pa.Table) -> pa.ChunkedArray:
-    blank_id = pc.equal(pc.utf8_trim_whitespace(table["customer_id"]), "")
-    return pc.fill_null(pc.or_kleene(pc.or_kleene(pc.is_null(table["event_type"]), blank_id),
-                                     pc.is_null(table["timestamp"])), True)
+    missing = list(_missing(table).values())
+    return pc.or_(pc.or_(missing[0], missing[1]), missing[2])
 
 
 def _chunks(data: bytes) -> list[tuple[int, int, int]]:
@@ -190,11 +225,14 @@ def _parse_lines(chunk: bytes, first_line: int, path: Path, scan: EventScan) -> 
         scan.lines += 1
         try:
             value = json.loads(line)
-        except ValueError as exc:
-            _malformed(scan, path, number, f"JSON parse error: {exc}")
+        except UnicodeDecodeError:
+            _malformed(scan, path, number, "not UTF-8")
+            continue
+        except json.JSONDecodeError as exc:
+            _malformed(scan, path, number, f"invalid JSON at column {exc.colno}")
             continue
         if not isinstance(value, dict):
-            _malformed(scan, path, number, f"not a JSON object: {type(value).__name__}")
+            _malformed(scan, path, number, "not a JSON object")
             continue
         lines.append(line)
         numbers.append(number)
@@ -223,7 +261,7 @@ class _Piece:
 
     lines: int
     events: pa.Table
-    incomplete_lines: list[int]
+    incomplete_lines: list[tuple[int, str]]  # line, the first required field missing
     outside_week: int
     aliased: int
     unknown_types: dict[str, int]
@@ -241,7 +279,11 @@ def _tidy(table: pa.Table, numbers: Sequence[int], week: _Week) -> _Piece:
     """Incomplete rows set aside (with their lines), the week kept, aliases applied, unknown types counted."""
     lines = table.num_rows
     incomplete = _incomplete(table)
-    bad = [numbers[i] for i in pc.indices_nonzero(incomplete).to_pylist()]
+    bad = []
+    if pc.any(incomplete).as_py():
+        missing = {name: mask.to_pylist() for name, mask in _missing(table).items()}
+        bad = [(numbers[i], next(name for name, mask in missing.items() if mask[i]))
+               for i in pc.indices_nonzero(incomplete).to_pylist()]
     table = table.filter(pc.invert(incomplete))
     inside = pc.and_(pc.greater_equal(table["timestamp"], week.start), pc.less(table["timestamp"], week.end))
     outside = table.num_rows - (pc.sum(inside).as_py() or 0)
@@ -296,8 +338,8 @@ def _read_file(path: Path, data: bytes, scan: EventScan, pool: ThreadPoolExecuto
                 pieces = [_tidy(table, numbers, week)
                           for table, numbers in _parse_lines(data[start:end], first_line, path, scan)]
             for piece in pieces:
-                for line in piece.incomplete_lines:
-                    _malformed(scan, path, line, "event_type, customer_id or timestamp is missing")
+                for line, missing in piece.incomplete_lines:
+                    _malformed(scan, path, line, "missing or blank", missing)
                 scan.outside_week += piece.outside_week
                 scan.aliased += piece.aliased
                 for kind, count in piece.unknown_types.items():
@@ -355,10 +397,14 @@ def _load(path: Path) -> bytes:
                        "writer still writes it") from None
 
 
+def _described(example: dict) -> str:
+    return f"{example['field']}: {example['error']}" if example.get("field") else example["error"]
+
+
 def _warn_malformed(scan: EventScan, shown: int, log: logging.Logger) -> int:
     """Log the malformed lines found since the last call, up to ``MAX_WARNINGS`` in all; return how many are."""
     for example in scan.malformed[shown:MAX_WARNINGS]:
-        log.warning(f"skipping malformed event {example['file']}:{example['line']} ({example['error']})")
+        log.warning(f"skipping malformed event {example['file']}:{example['line']} ({_described(example)})")
     return max(shown, min(len(scan.malformed), MAX_WARNINGS))
 
 
@@ -367,7 +413,7 @@ def _check_share(scan: EventScan, max_malformed_share: float) -> None:
     wrong rather than incomplete. Lines of skipped files are not lines."""
     if not scan.lines or scan.malformed_lines / scan.lines <= max_malformed_share:
         return
-    examples = "; ".join(f"{m['file']}:{m['line']}: {m['error']}" for m in scan.malformed[:3])
+    examples = "; ".join(f"{m['file']}:{m['line']}: {_described(m)}" for m in scan.malformed[:3])
     raise MalformedEventsError(
         f"{scan.malformed_lines / scan.lines:.1%} of the week's event lines are malformed "
         f"({scan.malformed_lines:,} of {scan.lines:,}), above the limit of {max_malformed_share:.1%}. "

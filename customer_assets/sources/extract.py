@@ -7,9 +7,12 @@ the week, never the whole text, and nothing touches the disk.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
+import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
@@ -19,25 +22,70 @@ import pyarrow.csv as pacsv
 
 from customer_assets.sources.source_schema import SourceSchema, read_source_schema
 
+_log = logging.getLogger(__name__)
+
+
+# What the extract and the week's version mean by an id and by a completed transaction, in SQL: ids trimmed of
+# ASCII whitespace (``btrim`` alone trims only spaces), an empty id a missing one; the status in any case and
+# padding (``'Completed'``, ``'completed '``).
+_WHITESPACE = r"E' \t\n\r\f\x0b'"
+
+
+def trimmed_sql(expr: str) -> str:
+    """SQL for a text id as the pipeline compares it: surrounding whitespace removed, '' as NULL."""
+    return f"nullif(btrim({expr}, {_WHITESPACE}), '')"
+
+
+def completed_sql(alias: str = "t") -> str:
+    """SQL that is true for a completed transaction, whatever the case and padding of its status. The plain
+    comparison first: the planner estimates it from the column's statistics (a function of the column alone it
+    guesses at 0.5% of the rows, and chose a merge join with an external sort), and most rows stop there."""
+    status = f"{alias}.status::text"
+    return f"({status} = 'completed' OR lower(btrim({status}, {_WHITESPACE})) = 'completed')"
+
+
+def _week_filter(alias: str = "t") -> str:
+    return f'{completed_sql(alias)} AND {alias}."timestamp" >= %(start)s AND {alias}."timestamp" < %(end)s'
+
 
 def week_extract_sql(schema: SourceSchema) -> str:
     """The week's completed transactions joined to their customer and product, in the pipeline's types: ids
     as text, timestamps as naive UTC, amounts as float8, whatever the source's own types are.
 
+    Joined on trimmed ids (a transaction's ``'C0000150 '`` is customer ``C0000150``), exactly otherwise: ids that
+    differ only by case are different customers of this source. ``customers`` and ``products`` need no primary
+    key: each id joins one row, so a table holding a customer twice multiplies no transaction (the extract's
+    metadata counts such records, ``week_source_findings``). The row joined is the customer's latest
+    ``created_at``, then the least country and segment (byte order): rows equal in all four are the same to the
+    extract, so the pick depends on neither the physical order nor ``ctid``, which VACUUM FULL changes.
+
     Email, phone and address are never selected: PII minimisation starts in the query. Parameters ``start``
     and ``end`` are the week's bounds as the timestamp column compares them (``SourceSchema.bound``).
     """
     return f"""
+WITH c AS (
+  SELECT DISTINCT ON (id) id, country, segment, created_at
+  FROM (SELECT {trimmed_sql(schema.text("c", "customer_id"))} AS id, c.country::text AS country,
+               c.segment::text AS segment, {schema.utc("c", "customers", "created_at")} AS created_at
+        FROM customers c) c
+  WHERE id IS NOT NULL
+  ORDER BY id, created_at DESC NULLS LAST, country COLLATE "C", segment COLLATE "C"
+), p AS (
+  SELECT DISTINCT ON (id) id, name, category
+  FROM (SELECT {trimmed_sql(schema.text("p", "product_id"))} AS id, p.name::text AS name,
+               p.category::text AS category FROM products p) p
+  WHERE id IS NOT NULL
+  ORDER BY id, name COLLATE "C", category COLLATE "C"
+)
 SELECT {schema.text("t", "transaction_id")} AS transaction_id, {schema.text("t", "customer_id")} AS customer_id,
-       c.country::text AS country, c.segment::text AS segment, t.amount::float8 AS amount,
+       c.country, c.segment, t.amount::float8 AS amount,
        t.currency::text AS currency, {schema.utc("t", "transactions", "timestamp")} AS "timestamp",
-       {schema.text("t", "product_id")} AS product_id, p.name::text AS product_name, p.category::text AS category,
-       {schema.utc("c", "customers", "created_at")} AS customer_created_at,
-       c.customer_id IS NOT NULL AS customer_exists, p.product_id IS NOT NULL AS product_exists
+       {schema.text("t", "product_id")} AS product_id, p.name AS product_name, p.category,
+       c.created_at AS customer_created_at, c.id IS NOT NULL AS customer_exists, p.id IS NOT NULL AS product_exists
 FROM transactions t
-LEFT JOIN customers c ON c.customer_id = t.customer_id
-LEFT JOIN products p ON p.product_id = t.product_id
-WHERE t.status::text = 'completed' AND t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
+LEFT JOIN c ON c.id = {trimmed_sql(schema.text("t", "customer_id"))}
+LEFT JOIN p ON p.id = {trimmed_sql(schema.text("t", "product_id"))}
+WHERE {_week_filter("t")}
 """
 
 
@@ -157,18 +205,84 @@ def _copy_into(conn, copy_sql: str, sink, errors: list[BaseException]) -> None:
         sink.close()
 
 
+class StreamProgress:
+    """Logs, every ``every`` seconds while a COPY stream runs, the rows read so far, or that none came yet (a
+    query waiting for a lock sends nothing): a long extract is never silent. A thread of its own does the
+    logging, because the reading side is blocked while it waits; the final line gives the total."""
+
+    def __init__(self, log, what: str = "extract", every: float = 30.0):
+        self.log, self.what, self.every = log, what, every
+        self.rows = 0
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._report, daemon=True)
+
+    def _report(self) -> None:
+        while not self._stop.wait(self.every):
+            elapsed = time.monotonic() - self._started
+            if self.rows:
+                self.log.info(f"{self.what}: {self.rows:,} rows read after {elapsed:.0f} s")
+            else:
+                self.log.info(f"{self.what}: no row yet after {elapsed:.0f} s (the source may be waiting for a "
+                              "lock; SOURCE_LOCK_TIMEOUT and SOURCE_STATEMENT_TIMEOUT bound the wait)")
+
+    def restart(self) -> None:
+        self.rows = 0
+
+    def __enter__(self) -> "StreamProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc_type is None:
+            self.log.info(f"{self.what}: {self.rows:,} rows read in {time.monotonic() - self._started:.1f} s")
+
+
+# The largest block the reader grows to: a PostgreSQL value is at most 1 GB.
+MAX_BLOCK_SIZE = 1 << 30
+_STRADDLING = "straddling object straddles two block boundaries"
+
+
+class _RowLargerThanBlock(Exception):
+    """pyarrow met a row that does not fit in two blocks: the stream is read again with larger blocks."""
+
+
 def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
-               finish=None, block_size: int = BLOCK_SIZE) -> pa.Table:
+               finish=None, block_size: int = BLOCK_SIZE, progress: StreamProgress | None = None) -> pa.Table:
     """``COPY (sql) TO STDOUT`` as an Arrow table of ``schema`` plus ``invalid_encoding``, in bounded blocks.
 
     No Python object per row or value: for row counts where psycopg2's ``fetchall`` would build millions of
     tuples. Text that is not UTF-8 never fails the read: its bad bytes become U+FFFD and ``invalid_encoding``
     names the row's columns that held them (see ``take_marks``). ``finish`` may turn each decoded batch into
-    its final types as it arrives (its output schema is then the table's).
+    its final types as it arrives (its output schema is then the table's). ``progress`` counts the rows read.
+
+    Any value PostgreSQL can return is read: pyarrow parses a row that spans at most two blocks, so a larger
+    one (a 2 MB product name) makes the query run again, in the same snapshot, with blocks eight times as
+    large, up to ``MAX_BLOCK_SIZE``. That costs a second read of the stream only when such a row exists.
     """
     with conn.cursor() as cur:
         query = cur.mogrify(sql, params).decode()
     copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+    while True:
+        try:
+            return _read_copy(conn, copy_sql, schema, finish, block_size, progress)
+        except _RowLargerThanBlock:
+            if block_size >= MAX_BLOCK_SIZE:
+                raise ExtractParseError(f"a row of the source is larger than {MAX_BLOCK_SIZE >> 20} MiB, the "
+                                        "largest block the extract reads") from None
+            larger = min(block_size * 8, MAX_BLOCK_SIZE)
+            (progress.log if progress else _log).warning(
+                f"a row of the source is larger than two blocks of {block_size >> 10} KiB; reading the query again "
+                f"with blocks of {larger >> 10} KiB")
+            block_size = larger
+            if progress:
+                progress.restart()
+
+
+def _read_copy(conn, copy_sql: str, schema: pa.Schema, finish, block_size: int,
+               progress: StreamProgress | None) -> pa.Table:
     parse_schema, text = _as_bytes(schema), frozenset(f.name for f in schema if pa.types.is_string(f.type))
     read_fd, write_fd = os.pipe()
     source, sink = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
@@ -191,7 +305,11 @@ def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
         for batch in reader:
             batch = _decoded(batch, text)
             batches.append(finish(batch) if finish else batch)
+            if progress:
+                progress.rows += batch.num_rows
     except pa.ArrowInvalid as exc:
+        if _STRADDLING in str(exc):
+            raise _RowLargerThanBlock() from exc
         if "Empty CSV file" not in str(exc) or errors:
             if errors:
                 raise errors[0] from None
@@ -236,13 +354,16 @@ def take_replaced_count(frame: pd.DataFrame) -> int:
 
 
 def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SIZE,
-                schema: SourceSchema | None = None) -> pa.Table:
+                schema: SourceSchema | None = None, log=None, progress_seconds: float = 30.0) -> pa.Table:
     """The week's completed transactions as an Arrow table, streamed in bounded blocks (the source's schema
-    is checked first unless given)."""
+    is checked first unless given). ``log`` (a step's ``context.log``) receives the rows read so far every
+    ``progress_seconds`` while the stream runs, and the total at its end."""
     schema = schema or read_source_schema(conn)
     bounds = {"start": schema.bound("transactions", "timestamp", start),
               "end": schema.bound("transactions", "timestamp", end)}
-    return copy_query(conn, week_extract_sql(schema), bounds, ARROW_SCHEMA, finish=_finish, block_size=block_size)
+    with StreamProgress(log or _log, "extract", progress_seconds) as progress:
+        return copy_query(conn, week_extract_sql(schema), bounds, ARROW_SCHEMA, finish=_finish,
+                          block_size=block_size, progress=progress)
 
 
 def week_version_sql(schema: SourceSchema) -> str:
@@ -257,7 +378,7 @@ def week_version_sql(schema: SourceSchema) -> str:
     return f"""
 SELECT count(*), coalesce(sum(hashtextextended({row}, 0)::numeric), 0)::text
 FROM transactions t
-WHERE t.status::text = 'completed' AND t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
+WHERE {_week_filter("t")}
 """
 
 
@@ -272,6 +393,111 @@ def week_version(conn, start: datetime, end: datetime, schema: SourceSchema | No
 
 
 EMPTY_WEEK_VERSION = "0:0"
+
+
+def excluded_statuses_sql() -> str:
+    """The week's rows the extract leaves out, per status as the source spells it (NULL included)."""
+    return f"""
+SELECT t.status::text AS status, count(*) AS n FROM transactions t
+WHERE t."timestamp" >= %(start)s AND t."timestamp" < %(end)s AND NOT coalesce({completed_sql("t")}, false)
+GROUP BY 1 ORDER BY 2 DESC, 1
+"""
+
+
+def customer_records_sql(schema: SourceSchema) -> str:
+    """Over the customers table (ids compared trimmed): the records beyond one per id (a table without a primary
+    key holding a customer twice), and the ids that one standardised id (trimmed, upper-case) stands for beyond
+    the first (``C0000001`` and ``c0000001``), with up to five such standardised ids. One pass over the
+    customers, whatever the week's size."""
+    cid = trimmed_sql(schema.text("c", "customer_id"))
+    return f"""
+WITH ids AS (SELECT {cid} AS id, count(*) AS records FROM customers c WHERE {cid} IS NOT NULL GROUP BY 1),
+keys AS (SELECT upper(id) AS k, count(*) AS ids, sum(records) AS records FROM ids GROUP BY 1)
+SELECT coalesce(sum(records - ids), 0)::int8 AS duplicate_records, coalesce(sum(ids - 1), 0)::int8 AS collisions,
+       array_to_string((array_agg(k ORDER BY k) FILTER (WHERE ids > 1))[1:5], ' ') AS examples
+FROM keys
+"""
+
+
+EXCLUDED_STATUSES_SCHEMA = pa.schema([("status", pa.string()), ("n", pa.int64())])
+CUSTOMER_RECORDS_SCHEMA = pa.schema([("duplicate_records", pa.int64()), ("collisions", pa.int64()),
+                                     ("examples", pa.string())])
+
+
+@dataclass(frozen=True)
+class SourceFindings:
+    """What the source holds that is not the transactions' fault, found beside the week's extract."""
+
+    excluded_statuses: dict[str, int]  # rows of the week left out, per status ('(null)' for a NULL status)
+    duplicate_customer_records: int  # DUPLICATE_CUSTOMER_RECORD: customers' records beyond one per id
+    id_collisions: int  # ID_COLLISION: distinct customer ids that standardise to one id, beyond the first
+    id_collision_examples: list[str]  # up to five such standardised ids
+
+    def report(self) -> dict:
+        """The findings as the quality report shows them, under the codes the failure catalogue uses."""
+        return {"DUPLICATE_CUSTOMER_RECORD": self.duplicate_customer_records, "ID_COLLISION": self.id_collisions,
+                "excluded_statuses": self.excluded_statuses}
+
+
+def week_source_findings(conn, start: datetime, end: datetime, schema: SourceSchema) -> SourceFindings:
+    """The week's excluded statuses and the customers table's duplicate and colliding records, in two small
+    queries: a GROUP BY over the week's rows (through the timestamp index, like the version's count) and one
+    over the customers. Read through ``copy_query``, so a status or id that is not UTF-8 cannot fail
+    the week."""
+    bounds = {"start": schema.bound("transactions", "timestamp", start),
+              "end": schema.bound("transactions", "timestamp", end)}
+    statuses, _ = take_marks(copy_query(conn, excluded_statuses_sql(), bounds, EXCLUDED_STATUSES_SCHEMA))
+    records, _ = take_marks(copy_query(conn, customer_records_sql(schema), None, CUSTOMER_RECORDS_SCHEMA))
+    row = records.to_pylist()[0]
+    return SourceFindings(
+        excluded_statuses={("(null)" if r["status"] is None else r["status"]): r["n"] for r in statuses.to_pylist()},
+        duplicate_customer_records=row["duplicate_records"], id_collisions=row["collisions"],
+        id_collision_examples=(row["examples"] or "").split())
+
+
+def version_rows(version: str | None) -> int | None:
+    """The row count of a week's version (``rows:checksum``), or None when there is none."""
+    return int(version.split(":", 1)[0]) if version else None
+
+
+def shrinkage(loaded: str | None, now: str, limit: float) -> str | None:
+    """Why a week whose source now holds far fewer completed rows than when it was loaded must not be re-loaded
+    without an operator (the source archived or purged it), or None. Sharply: to zero, or by more than ``limit``
+    (a share, SOURCE_SHRINK_LIMIT) of the rows loaded."""
+    before, after = version_rows(loaded), version_rows(now)
+    if not before or after is None or after >= before:
+        return None
+    share = (before - after) / before
+    if after == 0 or share > limit:
+        return (f"the source now holds {after} completed transactions of the week, {before} when it was loaded "
+                f"(-{share:.0%}, more than SOURCE_SHRINK_LIMIT={limit:g})")
+    return None
+
+
+def completed_ids_sql(schema: SourceSchema) -> str:
+    """The completed transactions among an array of (trimmed) ids within a time range: (transaction_id, UTC
+    timestamp). Through the timestamp index; the range is the weeks the warehouse holds those ids in."""
+    tid = trimmed_sql(schema.text("t", "transaction_id"))
+    return f"""
+SELECT {tid} AS transaction_id, {schema.utc("t", "transactions", "timestamp")} AS "timestamp"
+FROM transactions t
+WHERE {_week_filter("t")} AND {tid} = ANY(%(ids)s::text[])
+"""
+
+
+COMPLETED_IDS_SCHEMA = pa.schema([("transaction_id", pa.string()), ("timestamp", pa.timestamp("us"))])
+
+
+def completed_ids(conn, schema: SourceSchema, ids: list[str], start: datetime, end: datetime) -> pd.DataFrame:
+    """Where the source holds these transaction ids completed in [start, end): one row per source row, UTC
+    timestamps. Used for the few ids another loaded week holds, to tell a moved transaction (gone from that week)
+    from a reused id (still there)."""
+    params = {"ids": list(ids), "start": schema.bound("transactions", "timestamp", start),
+              "end": schema.bound("transactions", "timestamp", end)}
+    found, _ = take_marks(copy_query(conn, completed_ids_sql(schema), params, COMPLETED_IDS_SCHEMA))
+    frame = found.to_pandas()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"]).dt.tz_localize("UTC")
+    return frame
 
 
 def to_raw_frame(table: pa.Table) -> pd.DataFrame:

@@ -69,3 +69,26 @@ def test_without_a_crm_tiers_and_statuses_follow_the_transactions(pipeline_env, 
     assert (bought.loc[same, "value_tier"] == value_tier(carried[same])).all()
     assert bought["value_tier"].nunique() > 1  # not everyone Bronze
     assert (bought["status_source"] == "transactions").all() and set(bought["status"]) <= {"active", "at-risk"}
+
+
+def test_an_erased_customer_stays_out_of_the_opening_balance(pipeline_env, small_source):
+    """The opening balance reads the source's history: an erased customer's earlier transactions must not bring
+    them back into customer_history."""
+    from customer_assets.definitions import build_definitions
+
+    tmp = pipeline_env("small_source", events=False)
+    db = tmp / "warehouse.duckdb"
+    assert run_week(WEEK).success
+    history = warehouse(db, HISTORY + "AND transaction_count > 2 ORDER BY customer_id LIMIT 1")
+    customer = history["customer_id"].iloc[0]
+    ids = tmp / "erase.txt"
+    ids.write_text(customer + "\n")
+    job = build_definitions("local").get_job_def("erase_customers")
+    assert job.execute_in_process(run_config={"ops": {"erase_customers_op": {"config": {
+        "ids_file": str(ids), "request": "DSR-7"}}}}).success
+    rerun = run_week(WEEK)  # a new instance: no earlier partition, so the history opens from the source again
+    assert rerun.success
+    assert warehouse(db, f"SELECT count(*) AS n FROM customer_analytics.customer_history "
+                         f"WHERE customer_id = '{customer}'")["n"].iloc[0] == 0
+    meta = rerun.asset_materializations_for_node("customer_analytics__customer_history")[0].metadata
+    assert meta["opening_balance_customers"].value > 300

@@ -62,3 +62,42 @@ def test_a_cached_rate_table_is_handed_out_as_a_copy():
     first.loc[:, "usd_per_unit"] = 0.0  # a caller changing its table
     again = currency.daily_rate_table(date(2025, 6, 1), date(2025, 6, 7), ["EUR", "JPY"])
     assert (again["usd_per_unit"] > 0).all() and len(again) == 14
+
+
+def test_something_that_is_not_the_ecb_file_is_refused(tmp_path):
+    import zipfile
+
+    not_a_zip = tmp_path / "page.zip"
+    not_a_zip.write_text("<html>Service unavailable</html>")
+    no_rates = tmp_path / "other.zip"
+    with zipfile.ZipFile(no_rates, "w") as archive:
+        archive.writestr("data.csv", "Date,GBP\n2026-11-20,0.85\n")
+    for path in (not_a_zip, no_rates):
+        with pytest.raises(currency.RatesFileError, match="not the ECB's eurofxref-hist.zip"):
+            currency.read_rates_file(str(path))
+
+
+def test_a_rates_file_replaced_at_the_same_path_is_read_again(tmp_path):
+    """The refresh swaps a new file in under the same name: a process must not keep the old one's rates."""
+    import shutil
+    import zipfile
+
+    path = tmp_path / "eurofxref-hist.zip"
+    shutil.copyfile(currency.CURRENCY_FILE, path)
+    assert currency.last_rate_date(str(path)) == currency.last_rate_date(currency.CURRENCY_FILE)
+    with zipfile.ZipFile(currency.CURRENCY_FILE) as archive:
+        text = archive.read(archive.namelist()[0]).decode()
+    header, newest = text.splitlines()[:2]
+    later = "2026-11-20" + newest[newest.index(","):]
+    replacement = tmp_path / "new.zip"
+    with zipfile.ZipFile(replacement, "w") as archive:
+        archive.writestr("eurofxref-hist.csv", "\n".join([header, later, *text.splitlines()[1:]]) + "\n")
+    replacement.replace(path)
+    assert currency.last_rate_date(str(path)) == date(2026, 11, 20)
+
+
+def test_the_last_publication_day_skips_weekends_and_target_holidays():
+    assert currency.last_publication_day(date(2026, 11, 22)) == date(2026, 11, 20)  # Sunday -> Friday
+    assert currency.last_publication_day(date(2026, 11, 18)) == date(2026, 11, 18)
+    assert currency.last_publication_day(date(2026, 4, 6)) == date(2026, 4, 2)  # Easter Monday -> Thursday
+    assert currency.last_publication_day(date(2026, 12, 27)) == date(2026, 12, 24)

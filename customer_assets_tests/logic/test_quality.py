@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from customer_assets.logic import checks
-from customer_assets.logic.quality import build_quality_report, metrics_row, quality_status
+from customer_assets.logic.quality import build_quality_report, metrics_row, quality_status, report_markdown
 from customer_assets.schemas import DataQualityMetrics
 from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, validate
 
@@ -71,3 +71,18 @@ def test_report_counts_by_category_and_metrics_row():
     row = metrics_row(report, 1.5)
     DataQualityMetrics.validate(row)
     assert row.loc[0, "week_start"] == pd.Timestamp("2026-11-16") and row.loc[0, "quarantined_records"] == 2
+
+
+def test_the_report_carries_what_the_extract_found_in_the_source():
+    """Issue 21, items 3, 5 and 7: duplicate customer records, ids colliding once standardised and the rows of
+    other statuses are the source's, not the transactions': the report says so, apart from the quarantine."""
+    _, week = validate(raw_frame(raw_row()))
+    findings = {"DUPLICATE_CUSTOMER_RECORD": 4, "ID_COLLISION": 1, "excluded_statuses": {"pending": 7}}
+    report = build_quality_report(WEEK, week.split.failures, week.anomalies.flags, week.anomaly_table,
+                                  week.anomalies.status, 0.05, 0.10, source_findings=findings)
+    assert report["source_findings"] == findings
+    assert report["quarantined_records"] == 0 and report["quarantine_reasons"] == {}
+    assert "DUPLICATE_CUSTOMER_RECORD" in report_markdown(report)
+    bare = build_quality_report(WEEK, week.split.failures, week.anomalies.flags, week.anomaly_table,
+                                week.anomalies.status, 0.05, 0.10)
+    assert bare["source_findings"] == {}

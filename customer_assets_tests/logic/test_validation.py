@@ -6,6 +6,7 @@ import pytest
 
 from customer_assets.logic.validation import (
     HARD_RULES, AnomalySettings, detect_anomalies, evaluate_hard_rules, split_by_hard_rules, validate_week)
+from customer_assets.io_managers.types import check_validated_transactions
 from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, validate, validated_rows
 
 FAILING_ROWS = {
@@ -28,6 +29,7 @@ FAILING_ROWS = {
     "UNKNOWN_PRODUCT": raw_row(product_exists=False, product_name=None, category=None),
     "INVALID_ENCODING": raw_row(product_name="Caf\ufffd", invalid_encoding="product_name"),
     "AMOUNT_ABOVE_CEILING": raw_row(amount=2_000_000.0),
+    "BELOW_MINOR_UNIT": raw_row(amount=0.0000000001),
 }
 
 
@@ -204,3 +206,34 @@ def test_fixed_prices_and_equal_amounts_are_judged_sensibly():
     flags = detect_anomalies(equal, equal["amount"])
     assert flags["AMOUNT_MAD"].tolist() == [False] * 20 + [True]
     assert flags["PRODUCT_MAD"].tolist() == [False] * 20 + [True]
+
+
+@pytest.mark.parametrize("amount,currency", [(0.0000000001, "USD"), (5e-324, "USD"), (0.4, "JPY"), (0.0009, "KWD")])
+def test_an_amount_below_the_currencys_minor_unit_is_quarantined(amount, currency):
+    """Issue 21, item 10: ``0.0000000001`` USD passed every rule (its excess decimals are within the precision
+    rule's float tolerance), its USD amount rounded to 0 and the week failed in a pandera check."""
+    split = split_by_hard_rules(raw_frame(raw_row(), raw_row(transaction_id="DUST", amount=amount, currency=currency)),
+                                WEEK)
+    assert split.bad.tolist() == [False, True]
+    assert split.quarantined["primary_reason"].tolist() == ["BELOW_MINOR_UNIT"]
+    validated, _ = validate(split.raw)
+    check_validated_transactions(validated)  # the rows kept pass the model
+
+
+@pytest.mark.parametrize("amount,currency", [(0.01, "USD"), (1.0, "JPY"), (0.01, "EUR")])
+def test_one_minor_unit_passes(amount, currency):
+    failures = evaluate_hard_rules(raw_frame(raw_row(amount=amount, currency=currency)), WEEK)
+    assert not failures.loc[0].any(), failures.columns[failures.loc[0]].tolist()
+
+
+def test_a_model_violation_names_the_offending_transaction_ids():
+    """Issue 21, item 10: the step failed with ``greater_than(0) failure cases: 0.0``, naming no transaction."""
+    from customer_assets.io_managers.types import ModelViolation
+
+    validated, _ = validate(raw_frame(*[raw_row(transaction_id=f"T{i}") for i in range(15)]))
+    broken = validated.assign(amount_usd=[0.0] * 12 + [1.0] * 3)
+    with pytest.raises(ModelViolation) as raised:
+        check_validated_transactions(broken)
+    message = str(raised.value)
+    assert "ValidatedTransactions" in message and "amount_usd" in message
+    assert all(f"'T{i}'" in message for i in range(10)) and "'T10'" not in message and "12 rows" in message

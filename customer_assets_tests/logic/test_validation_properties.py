@@ -73,7 +73,7 @@ DIRT = {
     "product": ["missing_product", "unknown_product", "undecodable_product"],
     "currency": ["missing_currency", "invalid_currency", "unsupported_currency"],
     "amount": ["missing_amount", "nan_amount", "inf_amount", "minus_inf_amount", "zero_amount", "negative_amount",
-               "excess_decimals", "huge_amount"],
+               "excess_decimals", "huge_amount", "dust_amount"],
     "timestamp": ["missing_timestamp", "before_week", "after_week", "future", "before_2000", "week_end"],
 }
 DIRT_KINDS = [kind for kinds in DIRT.values() for kind in kinds]
@@ -84,6 +84,8 @@ def amounts(draw, currency, dirt: set[str]):
     whole = currency == "JPY"
     if "excess_decimals" in dirt:  # one more digit than the currency has (JPY has none)
         return draw(st.integers(1, 100_000)) + 0.5 if whole else draw(st.integers(1, 100_000)) / 100 + 0.005
+    if "dust_amount" in dirt:  # below the currency's minor unit (issue 21, item 10)
+        return draw(st.sampled_from([5e-324, 1e-10, 0.004, 0.4] if whole else [5e-324, 1e-10, 0.004]))
     if "huge_amount" in dirt:  # at and above the 1,000,000 USD ceiling
         return draw(st.sampled_from([2e8, 1e12] if whole else [1_000_000.0, 1_000_000.01, 2_000_000.0, 1e12]))
     if "negative_amount" in dirt:
@@ -201,6 +203,20 @@ def too_many_decimals(amount: float, currency: str) -> bool:
     return Decimal(repr(amount)).normalize().as_tuple().exponent < -units
 
 
+def below_float_noise(amount: float, currency: str) -> bool:
+    """An amount under a millionth of a minor unit: the precision rule takes its digits for float noise."""
+    units = iso4217_minor_units().get(currency)
+    return units is not None and 0 < abs(amount) < 1e-6 * 10.0 ** -units
+
+
+def below_minor_unit(amount: float, currency, usd: float) -> bool:
+    """A positive amount smaller than one minor unit of its currency, or whose USD amount rounds to 0."""
+    if math.isnan(amount) or math.isinf(amount) or amount <= 0:
+        return False
+    units = iso4217_minor_units().get(currency) if currency is not None else None
+    return (units is not None and amount < 10.0 ** -units * (1 - 1e-9)) or (not math.isnan(usd) and round(usd, 6) <= 0)
+
+
 def expected_codes(df: pd.DataFrame) -> list[list[str]]:
     """Per raw row (by position), the codes it should fail, in HARD_RULES order."""
     iso, supported = set(iso4217_minor_units()), supported_currencies()
@@ -233,7 +249,9 @@ def expected_codes(df: pd.DataFrame) -> list[list[str]]:
             "INVALID_TIMESTAMP": has_ts and ts < pd.Timestamp("2000-01-01", tz=UTC),
             "INVALID_CURRENCY": currency is not None and currency not in iso,
             "UNSUPPORTED_CURRENCY": currency in iso and currency not in supported,
-            "PRECISION_MISMATCH": currency is not None and has_amount and too_many_decimals(amount, currency),
+            "PRECISION_MISMATCH": currency is not None and has_amount and too_many_decimals(amount, currency)
+            and not below_float_noise(amount, currency),
+            "BELOW_MINOR_UNIT": below_minor_unit(amount, currency, usd),
             "BEFORE_CUSTOMER_CREATED": has_ts and not pd.isna(created) and ts < created,
             "FUTURE_TIMESTAMP": has_ts and ts > NOW,
             "OUTSIDE_WEEK": has_ts and (ts < START or ts >= END),

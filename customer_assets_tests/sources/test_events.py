@@ -316,7 +316,7 @@ def test_a_malformed_share_under_the_limit_passes_and_is_counted(tmp_path, caplo
         events, scan = read_week(tmp_path, START, END)  # default limit 5%, default logger
     assert len(events) == 96 and scan.summary()["malformed_lines"] == 4
     assert len(caplog.records) == 4
-    assert all(f"part.jsonl:{n} (JSON parse error" in r.getMessage() for n, r in zip((10, 40, 70, 100), caplog.records))
+    assert all(f"part.jsonl:{n} (invalid JSON" in r.getMessage() for n, r in zip((10, 40, 70, 100), caplog.records))
 
 
 def test_a_malformed_share_over_a_lower_limit_stops_the_week(tmp_path):
@@ -336,3 +336,49 @@ def test_the_malformed_count_is_exact_beyond_the_kept_examples(tmp_path):
     assert len(scan.malformed) == MAX_EXAMPLES and len(scan.summary()["malformed_examples"]) == 20
     assert len(warnings.messages) == 11 and warnings.messages[-1].startswith("115 more malformed lines not shown "
                                                                             "(125 in total)")
+
+
+@pytest.mark.parametrize("value", ["notjson", '["pv", "page_view"]', '{"pv": 3}'])
+def test_bad_event_type_aliases_fail_when_the_resources_load_naming_the_variable(monkeypatch, tmp_path, value):
+    """Issue 21, item 16: ``EVENT_TYPE_ALIASES=notjson`` gave a bare JSONDecodeError inside the profiles' step."""
+    from customer_assets.deployments import resources_for
+    from customer_assets.settings import settings_from_env
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EVENT_TYPE_ALIASES", value)
+    with pytest.raises(ValueError, match="EVENT_TYPE_ALIASES="):
+        settings_from_env()
+    with pytest.raises(ValueError, match="EVENT_TYPE_ALIASES="):
+        resources_for("local")
+    monkeypatch.setenv("EVENT_TYPE_ALIASES", '{"pv": "page_view"}')
+    assert settings_from_env().event_aliases() == {"pv": "page_view"}
+
+
+def test_malformed_examples_name_file_line_field_and_kind_never_the_content(tmp_path):
+    """Issue 22: a line with an email in its timestamp was kept (and logged) with the email in its error text,
+    and so stored in Dagster's event log."""
+    secret = "jane.doe@example.com"
+    path = write(tmp_path, "2026-11-17", [
+        event("page_view", "C1", secret),                                            # not a time
+        json.dumps({"event_type": "page_view", "customer_id": {"email": secret},
+                    "timestamp": "2026-11-17T10:00:00Z"}),                            # not text
+        json.dumps({"event_type": "page_view", "customer_id": "C1", "timestamp": "2026-11-17T10:00:00Z",
+                    "properties": {"amount_usd": secret}}),                          # not a number
+        '{"event_type": "page_view", "customer_id": "' + secret + '", "timestam',   # broken JSON
+        json.dumps({"event_type": "page_view", "customer_id": secret}),              # no time
+        json.dumps([secret]),                                                        # not an object
+        event("page_view", "C1", "2026-11-17T10:00:00Z"),
+    ])
+    warnings = Warnings()
+    with pytest.raises(MalformedEventsError) as raised:
+        read_week(tmp_path, START, END, log=warnings)
+    scan = raised.value.scan
+    kept = {m["line"]: m for m in scan.malformed}
+    assert sorted(kept) == [1, 2, 3, 4, 5, 6]
+    assert all(m["file"] == str(path) for m in kept.values())
+    assert [kept[n]["field"] for n in range(1, 7)] == [
+        "timestamp", "customer_id", "properties.amount_usd", None, "timestamp", None]
+    assert kept[1]["error"] == "not an ISO 8601 time" and kept[4]["error"].startswith("invalid JSON")
+    assert kept[6]["error"] == "not a JSON object"
+    everything = json.dumps(scan.summary()) + str(raised.value) + "\n".join(warnings.messages)
+    assert secret not in everything and "jane" not in everything

@@ -1,9 +1,12 @@
 """The streaming extract against a real PostgreSQL: columns, orphans, batches, replica, permissions."""
 
 import logging
+import threading
+import time
 from datetime import datetime, timezone
 
 import psycopg2
+import pyarrow.compute as pc
 import pytest
 
 from customer_assets.partitions import week_bounds
@@ -151,3 +154,97 @@ def test_only_refusals_no_retry_can_fix_are_permanent(message, advice):
 
     refusal = permanent_refusal(psycopg2.OperationalError(message), "db.internal", "etl", "prod")
     assert (refusal is None) if advice is None else (advice in refusal.description and not refusal.allow_retries)
+
+
+@pytest.fixture
+def rolled_back(small_source):
+    """A connection to the small source whose changes are rolled back after the test."""
+    connection = psycopg2.connect(small_source)
+    yield connection
+    connection.rollback()
+    connection.close()
+
+
+def test_a_value_larger_than_the_block_is_read_whole(rolled_back):
+    """Issue 21, item 11: a product name of 1.1 M characters (2.2 MB) failed the extract with ``ArrowInvalid:
+    straddling object straddles two block boundaries``; a row larger than two blocks could not be parsed."""
+    start, end = week_bounds(WEEK)
+    with rolled_back.cursor() as cur:
+        cur.execute("UPDATE products SET name = repeat('é', 1100000) WHERE product_id = "
+                    "(SELECT product_id FROM transactions WHERE status = 'completed' AND \"timestamp\" >= %s "
+                    "AND \"timestamp\" < %s AND product_id IS NOT NULL LIMIT 1) RETURNING product_id", (start, end))
+        (giant,) = cur.fetchone()
+    table = stream_week(rolled_back, start, end, block_size=64 * 1024)
+    names = table.filter(pc.equal(table["product_id"], giant))["product_name"].to_pylist()
+    assert names and set(names) == {"é" * 1_100_000}
+    assert table.num_rows == stream_week(rolled_back, start, end).num_rows
+
+
+def _lock_holder(dsn: str, table: str):
+    """Another session holding ``table`` in ACCESS EXCLUSIVE mode until it is rolled back."""
+    holder = psycopg2.connect(dsn)
+    with holder.cursor() as cur:
+        cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    return holder
+
+
+def test_a_locked_source_table_fails_within_the_lock_timeout_naming_the_setting(pg_server, small_source):
+    """Issue 21, item 13: with ``transactions`` locked, the extract waited minutes with no log line."""
+    from customer_assets.resources.postgres import SourceTimeoutError
+
+    start, end = week_bounds(WEEK)
+    holder = _lock_holder(small_source, "transactions")
+    try:
+        began = time.monotonic()
+        with pytest.raises(SourceTimeoutError) as raised:
+            with _source(pg_server, lock_timeout=1).connect() as conn:
+                stream_week(conn, start, end)
+        assert time.monotonic() - began < 10
+    finally:
+        holder.rollback()
+        holder.close()
+    message = raised.value.description
+    assert "SOURCE_LOCK_TIMEOUT=1" in message and "\n" not in message and "lock" in message
+
+
+def test_a_slow_query_fails_at_the_statement_timeout_naming_the_setting(pg_server, small_source):
+    from customer_assets.resources.postgres import SourceTimeoutError
+
+    with pytest.raises(SourceTimeoutError) as raised:
+        with _source(pg_server, statement_timeout=1).connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_sleep(5)")
+    assert "SOURCE_STATEMENT_TIMEOUT=1" in raised.value.description and not raised.value.allow_retries
+
+
+def test_progress_is_logged_while_the_stream_waits_and_runs(pg_server, small_source, caplog):
+    """Issue 21, item 13: a stream held up by a lock (here on ``customers``, which the version query does not
+    read) logs that it is waiting, then the rows read so far, through the logger it is given."""
+    start, end = week_bounds(WEEK)
+    holder = _lock_holder(small_source, "customers")
+    release = threading.Timer(2.0, lambda: (holder.rollback(), holder.close()))
+    release.start()
+    logger = logging.getLogger("test_progress")
+    with caplog.at_level(logging.INFO, logger="test_progress"):
+        with _source(pg_server).connect() as conn:
+            table = stream_week(conn, start, end, log=logger, progress_seconds=0.5)
+    release.join()
+    lines = [r.getMessage() for r in caplog.records if r.name == "test_progress"]
+    assert any("no row yet" in line for line in lines), lines
+    assert f"{table.num_rows:,} rows" in lines[-1], lines
+
+
+def test_source_timeouts_are_settings_checked_when_resources_load(monkeypatch):
+    from customer_assets.deployments import source_db_from_env
+    from customer_assets.settings import source_timeouts_from_env
+
+    monkeypatch.setenv("DB_HOST", "db.internal")
+    monkeypatch.setenv("SOURCE_STATEMENT_TIMEOUT", "600")
+    monkeypatch.setenv("SOURCE_LOCK_TIMEOUT", "15")
+    source = source_db_from_env("prod", "/tmp/unused", None)
+    assert (source.statement_timeout, source.lock_timeout) == (600, 15)
+    monkeypatch.delenv("SOURCE_STATEMENT_TIMEOUT")
+    assert source_timeouts_from_env()["statement_timeout"] == 1800
+    for value in ("abc", "0", "-5"):
+        monkeypatch.setenv("SOURCE_LOCK_TIMEOUT", value)
+        with pytest.raises(ValueError, match=f"SOURCE_LOCK_TIMEOUT={value!r}"):
+            source_timeouts_from_env()

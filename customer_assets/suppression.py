@@ -1,0 +1,312 @@
+"""The erasure suppression list: who was forgotten, as keyed hashes, and under which key.
+
+Each entry is HMAC-SHA256(PII_HASH_KEY, canonical id) with the key's fingerprint (an HMAC of a fixed label
+under the key, never the key). A list read under another key matches nobody, so every reader checks the
+fingerprints first (``check_key``): a changed or lost key stops the run instead of bringing erased customers
+back. ``rekey`` moves the list to a new key by re-deriving it from the sources: no id is stored, so the ids
+to re-hash are the ones the sources hold (an unkeyed digest of an id would be the id to anyone who reads the
+table: customer ids are short and enumerable). ``scrub`` removes listed customers from tables a step has just
+written, so a run that started before an erasure cannot undo it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow.parquet as pq
+
+from customer_assets.logic.identity import keyed_hash, standardise_ids
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse, WarehouseSQL
+
+SCHEMA = "customer_analytics"
+SUPPRESSION = (SCHEMA, "erasure_suppression")
+# Every warehouse table that holds a customer id (the data-quality metrics hold counts only).
+CUSTOMER_TABLES = ("weekly_transactions", "customer_history", "weekly_customer_profiles", "dim_customers",
+                   "fact_transactions", "fact_transactions_quarantine", "customer_identity_map")
+MAP_TABLE = "customer_identity_map"
+
+_FINGERPRINT_LABEL = b"customer_assets erasure_suppression key fingerprint v1"
+
+CREATE_SUPPRESSION_SQL = """
+CREATE TABLE IF NOT EXISTS {table} (customer_hash {STR}, erased_at {DATETIME}, request {STR}, key_fingerprint {STR})
+"""
+ADD_SUPPRESSION_SQL = """
+INSERT INTO {table} (customer_hash, erased_at, request, key_fingerprint)
+SELECT h, @erased_at, @request, @fingerprint FROM {hashes} WHERE h NOT IN (SELECT customer_hash FROM {table})
+"""
+# Ids compared as the profiles join them (trimmed, upper-cased): 'c-1', ' C-1' and 'C-1' are one customer.
+_ERASED = "upper(trim(customer_id)) IN (SELECT i FROM {ids})"
+# The identity map also holds the erased ids as the source ids of customers resolved to another id.
+MAP_ERASED = _ERASED + " OR upper(trim(source_customer_id)) IN (SELECT i FROM {ids})"
+
+
+def fingerprint(key: str) -> str:
+    """What identifies a key without revealing it: HMAC-SHA256 of a fixed label under the key."""
+    if not key:
+        raise ValueError("a non-empty hashing key is required (PII_HASH_KEY)")
+    return hmac.new(key.encode(), _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
+
+
+def canonical_ids(ids) -> list[str]:
+    """Customer ids in the one form every source is matched in (``standardise_ids``: trimmed, upper-cased)."""
+    values = pd.Series([str(i) for i in ids if i is not None], dtype="str")
+    return sorted(set(standardise_ids(values).dropna().tolist()))
+
+
+def customer_hashes(ids, hash_key: str) -> list[str]:
+    """The suppression list's form of customer ids: canonical, then keyed-hashed."""
+    return sorted(set(keyed_hash(pd.Series(canonical_ids(ids), dtype="str"), hash_key).tolist()))
+
+
+def ensure_table(warehouse: WarehouseSQL) -> str:
+    """The list's table, created (or given its fingerprint column, left empty by older code) when needed."""
+    warehouse.ensure_schema(SCHEMA)
+    table = warehouse.table(*SUPPRESSION)
+    warehouse.execute(CREATE_SUPPRESSION_SQL, table=table)
+    columns = warehouse.query("SELECT * FROM {table} LIMIT 0", table=table).columns
+    if "key_fingerprint" not in columns:
+        warehouse.execute("ALTER TABLE {table} ADD COLUMN key_fingerprint {STR}", table=table)
+    return table
+
+
+def _entries(warehouse: WarehouseSQL) -> pd.DataFrame:
+    """Every entry (hash, request, fingerprint, erased_at); empty before the first erasure."""
+    if not warehouse.exists(*SUPPRESSION):
+        return pd.DataFrame(columns=["customer_hash", "erased_at", "request", "key_fingerprint"])
+    entries = warehouse.query("SELECT * FROM {table}", table=warehouse.table(*SUPPRESSION))
+    if "key_fingerprint" not in entries.columns:
+        entries["key_fingerprint"] = None
+    return entries
+
+
+class SuppressionKeyError(dg.Failure):
+    """The list was hashed under another key than this run's: reading it would match nobody."""
+
+    def __init__(self, description: str):
+        super().__init__(description=description, allow_retries=False)
+
+
+def _where_the_key_is(warehouse: WarehouseSQL) -> str:
+    if isinstance(warehouse, DuckDBWarehouse):
+        from customer_assets.deployments import local_key_path
+
+        path = local_key_path(warehouse.database)
+        return f"PII_HASH_KEY, or the local key file {path} (missing or new: was it lost with a disk or machine?)"
+    return "PII_HASH_KEY"
+
+
+def check_key(warehouse: WarehouseSQL, hash_key: str) -> None:
+    """Raise ``SuppressionKeyError`` (one line: what happened, what to do) unless every entry of the list was
+    hashed under ``hash_key``. Costs one small query."""
+    entries = _entries(warehouse)
+    if entries.empty:
+        return
+    current = fingerprint(hash_key)
+    others = entries.loc[entries["key_fingerprint"].fillna("") != current]
+    if others.empty:
+        return
+    was = sorted({f[:12] if isinstance(f, str) and f else "none recorded" for f in others["key_fingerprint"]})
+    raise SuppressionKeyError(
+        f"The erasure suppression list holds {len(others)} erased customer(s) hashed under another key "
+        f"(fingerprint {', '.join(was)}) than this run's ({current[:12]}), so they would come back: nothing was "
+        f"read. Restore the key they were hashed under ({_where_the_key_is(warehouse)}), or move the list to "
+        "this key with the job rekey_suppression (README: Rotating PII_HASH_KEY).")
+
+
+def suppressed_hashes(warehouse: WarehouseSQL, hash_key: str) -> frozenset[str]:
+    """The keyed hashes of every erased customer (empty before the first erasure); the key checked first."""
+    check_key(warehouse, hash_key)
+    return frozenset(_entries(warehouse)["customer_hash"].tolist())
+
+
+def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: str) -> pd.Series:
+    """True where a row's customer was erased. Costs nothing while the list is empty; otherwise one keyed hash
+    per distinct customer of the frame, not per row."""
+    if not hashes or customer_ids.empty:
+        return pd.Series(False, index=customer_ids.index)
+    distinct = pd.Series(customer_ids.dropna().unique(), dtype="str")
+    canonical = standardise_ids(distinct)
+    hashed = keyed_hash(canonical, hash_key)
+    erased = set(distinct[hashed.isin(hashes).to_numpy()])
+    return customer_ids.isin(erased)
+
+
+def drop_suppressed(frame: pd.DataFrame, warehouse: WarehouseSQL, hash_key: str) -> tuple[pd.DataFrame, int]:
+    """``frame`` without the rows of erased customers (its ``customer_id`` on the suppression list), and how many
+    rows that left out."""
+    erased = suppressed_mask(frame["customer_id"], suppressed_hashes(warehouse, hash_key), hash_key)
+    count = int(erased.sum())
+    return (frame.loc[~erased.to_numpy()].reset_index(drop=True) if count else frame), count
+
+
+def add_to_list(warehouse: WarehouseSQL, hashes: list[str], hash_key: str, request: str) -> None:
+    """Add keyed hashes to the list under ``hash_key``'s fingerprint (a hash already listed is not added twice)."""
+    table = ensure_table(warehouse)
+    warehouse.execute(ADD_SUPPRESSION_SQL, {"hashes": hashes, "request": request, "fingerprint": fingerprint(hash_key),
+                                            "erased_at": datetime.now(timezone.utc).replace(tzinfo=None)},
+                      table=table, hashes=warehouse.unnest("hashes", "h"))
+
+
+def delete_customers(warehouse: WarehouseSQL, ids: list[str], tables=CUSTOMER_TABLES) -> dict[str, int]:
+    """Delete the rows of canonical ``ids`` from ``tables`` (those that exist); rows removed per table."""
+    removed = {}
+    for name in tables:
+        if not warehouse.exists(SCHEMA, name):
+            continue
+        if not ids:
+            removed[name] = 0
+            continue
+        names = {"table": warehouse.table(SCHEMA, name), "ids": warehouse.unnest("ids", "i")}
+        where = MAP_ERASED if name == MAP_TABLE else _ERASED
+        removed[name] = int(warehouse.query("SELECT count(*) AS n FROM {table} WHERE " + where, {"ids": ids},
+                                            **names)["n"].iloc[0])
+        if removed[name]:
+            warehouse.execute("DELETE FROM {table} WHERE " + where, {"ids": ids}, **names)
+    return removed
+
+
+def rewrite_files(roots: list[Path], is_erased, skip=lambda path: False) -> dict[str, int]:
+    """Rewrite every Parquet and CSV file under ``roots`` that has a ``customer_id`` column without the rows
+    ``is_erased`` (a Series of ids -> bool mask) marks, except those ``skip`` names; returns rows removed per
+    file."""
+    removed = {}
+    for root in roots:
+        for path in sorted(Path(root).rglob("*")) if Path(root).is_dir() else []:
+            if skip(path):
+                continue
+            if path.suffix == ".parquet":
+                if "customer_id" not in pq.read_schema(path).names:
+                    continue
+                frame = pd.read_parquet(path)
+            elif path.suffix == ".csv":
+                frame = pd.read_csv(path, dtype={"customer_id": str})
+                if "customer_id" not in frame:
+                    continue
+            else:
+                continue
+            hit = pd.Series(is_erased(frame["customer_id"]), index=frame.index).fillna(False).astype(bool)
+            if hit.any():
+                kept = frame.loc[~hit]
+                tmp = path.with_name(path.name + ".tmp")
+                if path.suffix == ".parquet":
+                    kept.to_parquet(tmp, index=False)
+                else:
+                    kept.to_csv(tmp, index=False)
+                tmp.replace(path)
+                removed[str(path)] = int(hit.sum())
+    return removed
+
+
+def scrub(warehouse: WarehouseSQL, hash_key: str, tables, files: list[Path]) -> dict[str, int]:
+    """Remove listed customers from ``tables`` and ``files`` again (after a step wrote them): the list is read
+    after the write, so an erasure that ran before the write is in it, and one that runs after deletes the rows
+    itself. Nothing to do, and one small query, while the list is empty."""
+    hashes = suppressed_hashes(warehouse, hash_key)
+    if not hashes:
+        return {}
+    removed = {}
+    for name in tables:
+        if not warehouse.exists(SCHEMA, name):
+            continue
+        columns = "customer_id" + (", source_customer_id" if name == MAP_TABLE else "")
+        present = warehouse.query(f"SELECT DISTINCT {columns} FROM {{table}}", table=warehouse.table(SCHEMA, name))
+        ids = pd.Series(pd.unique(present.to_numpy().ravel()), dtype="str").dropna()
+        erased = canonical_ids(ids[suppressed_mask(ids, hashes, hash_key).to_numpy()].tolist())
+        if erased:
+            removed.update(delete_customers(warehouse, erased, [name]))
+    removed.update(rewrite_files(files, lambda ids: suppressed_mask(ids, hashes, hash_key)))
+    return {k: v for k, v in removed.items() if v}
+
+
+def rekey(warehouse: WarehouseSQL, old_key: str, new_key: str, source_ids: list[str],
+          drop_unmatched: bool = False) -> dict:
+    """Move the entries hashed under ``old_key`` (and those of older code, without a fingerprint) to
+    ``new_key``, re-deriving each from ``source_ids`` (every customer id the sources hold). Entries no source id
+    matches cannot be moved: without ``drop_unmatched`` nothing changes and ``SuppressionKeyError`` names their
+    requests (erase them again under the new key); with it they are dropped. Safe to repeat."""
+    old, new = fingerprint(old_key), fingerprint(new_key)
+    entries = _entries(warehouse)
+    fingerprints = entries["key_fingerprint"].fillna("")
+    foreign = entries.loc[~fingerprints.isin(["", old, new])]
+    if not foreign.empty:
+        raise SuppressionKeyError(
+            f"{len(foreign)} entries of the suppression list are under a third key (fingerprint "
+            f"{', '.join(sorted({f[:12] for f in foreign['key_fingerprint']}))}), neither the old key "
+            f"({old[:12]}) nor the new one ({new[:12]}): give the key they were hashed under as the old key.")
+    legacy = fingerprints.eq("")  # entries of older code: their key was not recorded
+    moving = entries.loc[legacy | (fingerprints.eq(old) & (old != new))]
+    candidates = pd.Series(canonical_ids(source_ids), dtype="str")
+    by_old_hash = dict(zip(keyed_hash(candidates, old_key).tolist(), candidates.tolist()))
+    matched = moving.loc[moving["customer_hash"].isin(by_old_hash)]
+    unmatched = moving.loc[~moving["customer_hash"].isin(by_old_hash)]
+    requests = sorted({str(r) for r in unmatched["request"].tolist() if isinstance(r, str) and r})
+    if len(unmatched) and not drop_unmatched:
+        raise SuppressionKeyError(
+            f"{len(unmatched)} of the {len(moving)} entries to move match no customer id the sources hold, so "
+            f"they cannot be re-hashed (requests: {', '.join(requests) or 'none recorded'}). Nothing was changed. "
+            "Run again with drop_unmatched: true, then erase those requests' ids again under the new key.")
+    table = ensure_table(warehouse)
+    for (erased_at, request), group in matched.groupby(["erased_at", "request"], dropna=False):
+        ids = [by_old_hash[h] for h in group["customer_hash"]]
+        warehouse.execute(ADD_SUPPRESSION_SQL, {
+            "hashes": customer_hashes(ids, new_key), "request": request if isinstance(request, str) else "",
+            "fingerprint": new, "erased_at": pd.Timestamp(erased_at).to_pydatetime()},
+            table=table, hashes=warehouse.unnest("hashes", "h"))
+    if len(moving):  # only after the new entries are in: a run in between stops on the mixed list
+        warehouse.execute("DELETE FROM {table} WHERE key_fingerprint IS NULL OR key_fingerprint = @old",
+                          {"old": old if old != new else ""}, table=table)
+    return {"moved": len(matched), "dropped": len(unmatched), "dropped_requests": requests,
+            "already_under_new_key": int((fingerprints == new).sum()) if old != new else 0,
+            "old_fingerprint": old[:12], "new_fingerprint": new[:12]}
+
+
+def _resource(context: dg.HookContext, key: str):
+    """A hook's resource as a step gets it: ``context.resources`` holds what a resource's setup yields (for
+    dagster-gcp's BigQueryResource, a bare client), its ``original_resource_dict`` the resource object."""
+    return (getattr(context.resources, "original_resource_dict", None) or {}).get(key) or getattr(
+        context.resources, key)
+
+
+def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
+    """Hooks that scrub ``tables`` (and the week's report files) once their step has written, whether the
+    step then succeeded or not (a failed check does not undo its asset's write)."""
+
+    def _scrub(context: dg.HookContext) -> None:
+        run = context.instance.get_run_by_id(context.run_id)
+        week = run.tags.get("dagster/partition") if run else None
+        settings = _resource(context, "settings")
+        files = [Path(settings.reports_dir, week)] if week else []
+        removed = scrub(_resource(context, "warehouse"), _resource(context, "crm").hash_key, tables, files)
+        if removed:
+            context.log.info(f"{sum(removed.values())} row(s) of customers erased while the run ran removed "
+                             f"again: {removed}")
+
+    resources = {"warehouse", "crm", "settings"}
+    name = "__".join(tables)
+
+    @dg.success_hook(name=f"recheck_suppression_after_{name}", required_resource_keys=resources)
+    def after_success(context: dg.HookContext) -> None:
+        _scrub(context)
+
+    @dg.failure_hook(name=f"recheck_suppression_after_failed_{name}", required_resource_keys=resources)
+    def after_failure(context: dg.HookContext) -> None:
+        _scrub(context)
+
+    return {after_success, after_failure}
+
+
+def with_suppression_recheck(assets: list) -> list:
+    """Every step that writes a customer table re-reads the suppression list after its write (``scrub``)."""
+    out = []
+    for asset in assets:
+        tables = tuple(sorted(key.path[1] for key in getattr(asset, "keys", ()) if len(key.path) == 2
+                              and key.path[0] == SCHEMA and key.path[1] in CUSTOMER_TABLES))
+        if tables and isinstance(asset, dg.AssetsDefinition) and asset.is_executable:
+            asset = asset.with_hooks(_recheck_hooks(tables))
+        out.append(asset)
+    return out
