@@ -67,11 +67,21 @@ def intermediate_files(settings: PipelineSettings, week: str, key: dg.AssetKey |
     return sorted(p for p in root.glob(f"{'' if key else '**/'}{week}.*") if p.is_file())
 
 
+# Report files that list customers, written for the operator during the run (seed 000's anomalies.csv): they go
+# with the last intermediate of the week. The rows stay queryable in the warehouse (flagged_transactions).
+CUSTOMER_LEVEL_REPORTS = ("anomalies.csv",)
+
+
+def customer_level_reports(settings: PipelineSettings, week: str) -> list[Path]:
+    return [p for name in CUSTOMER_LEVEL_REPORTS if (p := Path(settings.reports_dir, week, name)).exists()]
+
+
 def remove_intermediates(settings: PipelineSettings, week: str,
                          keys: Iterable[dg.AssetKey] | None = None) -> tuple[list[str], list[str]]:
-    """Delete the week's intermediate files (of ``keys``, or all); return (removed, still present)."""
+    """Delete the week's intermediate files (of ``keys``, or all of them and the customer-level reports); return
+    (removed, still present)."""
     paths = ([p for key in keys for p in intermediate_files(settings, week, key)] if keys is not None
-             else intermediate_files(settings, week))
+             else intermediate_files(settings, week) + customer_level_reports(settings, week))
     removed = []
     for path in paths:
         path.unlink(missing_ok=True)
@@ -256,6 +266,7 @@ def sweep(instance: dg.DagsterInstance, run: dg.DagsterRun, settings: PipelineSe
         removed += remove_intermediates(settings, week, keys)[0]
         left = [str(p) for p in intermediate_files(settings, week)]
         if not left:
+            removed += remove_intermediates(settings, week)[0]  # the customer-level reports go with the last
             release_claims(settings.data_dir, run.run_id, [week])
         remaining += left
     add_to_record(instance, run.run_id, removed, remaining)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from customer_assets.assets import (
-    extract, history, identity, marts, profiles, star, summary, transform, validation, warehouse)
+    extract, history, identity, kafka, marts, profiles, rejects, star, summary, transform, validation, warehouse)
 from customer_assets.erasure import erase_customers, rekey_suppression
 from customer_assets.deployments import deployment_name, resources_for
 from customer_assets.freshness import freshness_alerts, with_freshness
@@ -17,7 +17,8 @@ from customer_assets.sensors import (
 from customer_assets.settings import configure_runtime
 from customer_assets.suppression import with_suppression_recheck
 
-ASSET_MODULES = [extract, validation, history, transform, warehouse, profiles, identity, star, marts, summary]
+ASSET_MODULES = [extract, validation, rejects, history, transform, warehouse, kafka, profiles, identity, star, marts,
+                 summary]
 
 
 def pipeline_assets() -> list:
@@ -42,7 +43,8 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
         assets=assets,
         jobs=[weekly_pipeline_job, erase_customers, rekey_suppression],
         schedules=[weekly_schedule],
-        sensors=[etl_failure_cleanup, events_landing_zone, source_changes, freshness_alerts, orphaned_intermediates],
+        sensors=[etl_failure_cleanup, events_landing_zone, source_changes, freshness_alerts, orphaned_intermediates,
+                 kafka.kafka_arrivals],
         resources=resources,
         executor=with_final_sweep(executor, resources["settings"], IntermediateGraph.of(assets)),
     )

@@ -27,7 +27,8 @@ SCHEMA = "customer_analytics"
 SUPPRESSION = (SCHEMA, "erasure_suppression")
 # Every warehouse table that holds a customer id (the data-quality metrics hold counts only).
 CUSTOMER_TABLES = ("weekly_transactions", "customer_history", "weekly_customer_profiles", "dim_customers",
-                   "fact_transactions", "fact_transactions_quarantine", "customer_identity_map")
+                   "fact_transactions", "fact_transactions_quarantine", "customer_identity_map",
+                   "transaction_quarantine", "flagged_transactions")
 MAP_TABLE = "customer_identity_map"
 
 _FINGERPRINT_LABEL = b"customer_assets erasure_suppression key fingerprint v1"

@@ -64,7 +64,9 @@ def build_quality_report(ctx: WeekContext, failures: pd.DataFrame, anomaly_flags
         "checks": checks,
         "anomaly_detection": anomaly_status,
         "source_findings": dict(source_findings or {}),
-        "flagged": anomalies.assign(timestamp=anomalies["timestamp"].astype(str)).to_dict(orient="records"),
+        # Counts only: the flagged rows themselves (customer and transaction ids) are the warehouse table
+        # flagged_transactions, never a file that outlives the run (issue 23).
+        "flagged_by_rule": {item["code"]: item["failed"] for item in checks["anomalies"]},
     }
 
 
@@ -92,16 +94,8 @@ def metrics_row(report: dict, run_seconds: float, load_status: str = "loaded", r
 
 
 def report_json(report: dict) -> str:
-    """The report as indented JSON, each flagged row compact on its own line.
-
-    ``json`` indents in pure Python; a week can flag tens of thousands of rows, which the C encoder
-    writes far faster one row at a time.
-    """
-    rows = report.get("flagged", [])
-    marker = "__FLAGGED_ROWS__"
-    text = json.dumps({**report, "flagged": marker}, indent=2, default=str)
-    listed = ",\n    ".join(json.dumps(row, default=str) for row in rows)
-    return text.replace(json.dumps(marker), f"[\n    {listed}\n  ]" if rows else "[]", 1)
+    """The report as indented JSON: aggregates only (counts per rule, category and reason)."""
+    return json.dumps(report, indent=2, default=str)
 
 
 def report_markdown(report: dict) -> str:

@@ -92,3 +92,43 @@ def test_an_erased_customer_stays_out_of_the_opening_balance(pipeline_env, small
                          f"WHERE customer_id = '{customer}'")["n"].iloc[0] == 0
     meta = rerun.asset_materializations_for_node("customer_analytics__customer_history")[0].metadata
     assert meta["opening_balance_customers"].value > 300
+
+
+def _ids_at_rest(tmp, ids: set[str], instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
+    """Every file under the test's directory but the warehouse files, and the run's materialization metadata,
+    that holds one of ``ids``."""
+    found = {}
+    for path in tmp.rglob("*"):
+        if path.is_file() and not path.name.endswith((".duckdb", ".duckdb.wal")):
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            hits = sorted(i for i in ids if i in text)
+            if hits:
+                found[str(path)] = hits[:3]
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
+        materialization = record.event_log_entry.asset_materialization
+        text = str({k: getattr(v, "value", v) for k, v in materialization.metadata.items()})
+        hits = sorted(i for i in ids if i in text)
+        if hits:
+            found[f"metadata of {materialization.asset_key.to_user_string()}"] = hits[:3]
+    return found
+
+
+def test_no_customer_or_transaction_id_at_rest_after_a_good_or_a_failed_week(pipeline_env, small_source,
+                                                                            monkeypatch):
+    """Issue 23, item 4: quality_report.json and anomalies.csv listed customer and transaction ids for good."""
+    from customer_assets_tests.support.sources import query
+
+    tmp = pipeline_env("small_source", events=False)
+    ids = {r[0] for r in query(small_source, """SELECT transaction_id FROM transactions WHERE "timestamp" >= %s::date
+        AND "timestamp" < %s::date + 7 AND transaction_id IS NOT NULL UNION SELECT customer_id FROM transactions
+        WHERE "timestamp" >= %s::date AND "timestamp" < %s::date + 7 AND customer_id IS NOT NULL""", (WEEK,) * 4)}
+    instance = dg.DagsterInstance.ephemeral()
+    good = run_week(WEEK, instance=instance)
+    assert good.success
+    assert warehouse(tmp / "warehouse.duckdb", "SELECT count(*) AS n FROM customer_analytics.flagged_transactions"
+                     )["n"].iloc[0] > 0  # the flagged rows are queryable where erasure reaches them
+    assert _ids_at_rest(tmp, ids, instance, good.run_id) == {}
+    monkeypatch.setenv("QUALITY_FAIL_RATE", "0.0001")  # the same week, now stopped by its quarantine rate
+    failed = run_week(WEEK, instance=instance, raise_on_error=False)
+    assert not failed.success
+    assert _ids_at_rest(tmp, ids, instance, failed.run_id) == {}

@@ -79,7 +79,7 @@ def test_rows_are_conserved_and_dirty_rows_quarantined_with_their_reason(pipelin
     assert quarantined["customer_id"].isna().sum() == (seeded["expected_reason"] == "MISSING_CUSTOMER_ID").sum()
     report = json.loads((tmp / "data" / "reports" / WEEK / "quality_report.json").read_text())
     assert report["total_records"] == extracted and report["quarantined_records"] == len(quarantined)
-    anomalies = pd.read_csv(tmp / "data" / "reports" / WEEK / "anomalies.csv")
+    anomalies = warehouse(tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.flagged_transactions")
     assert len(anomalies) == report["flagged_records"] == validated["is_anomaly"].sum()
     assert "HIGH_FREQUENCY_CUSTOMER" in ";".join(anomalies["anomaly_flags"])  # the seeded bot
 
