@@ -15,7 +15,8 @@ from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
-from customer_assets.settings import settings_from_env, source_configured
+from customer_assets.settings import kafka_configured, kafka_settings_from_env, settings_from_env, source_configured
+from customer_assets.sources.kafka import KafkaSource
 from customer_assets.sources.source_schema import check_timezone
 
 DEPLOYMENTS = ("local", "prod")
@@ -45,7 +46,9 @@ def source_db_from_env(deployment: str, data_dir: str, events_path: str | None) 
 
         return EmbeddedPostgresSource(
             embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")),
-            demo_events_dir=None if os.environ.get("EVENTS_PATH") else events_path, timezone=timezone, **timeouts)
+            # The demo writes its own event files only where nothing else feeds the landing zone.
+            demo_events_dir=None if os.environ.get("EVENTS_PATH") or kafka_configured() else events_path,
+            timezone=timezone, **timeouts)
     return PostgresSource(
         timezone=timezone,
         **timeouts,
@@ -134,6 +137,7 @@ def resources_for(deployment: str) -> dict[str, object]:
         "source_db": source_db_from_env(deployment, settings.data_dir, settings.events_path),
         "crm": crm_from_env(deployment, settings.data_dir),
         "erp": erp_from_env(deployment),
+        "kafka": KafkaSource(**kafka_settings_from_env()),
         "io_manager": LocalParquetIOManager(base_dir=settings.data_dir),
         "alerts": Alerts(webhook_url=_env_var("ALERT_WEBHOOK_URL"),
                          webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL") or None),

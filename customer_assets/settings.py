@@ -128,6 +128,34 @@ def source_timeouts_from_env() -> dict[str, int]:
             "lock_timeout": _seconds("SOURCE_LOCK_TIMEOUT", "120")}
 
 
+def kafka_configured() -> bool:
+    """Kafka is a source of the events (KAFKA_BROKERS): its consumer lands the topic in the landing zone."""
+    return bool(os.environ.get("KAFKA_BROKERS"))
+
+
+def kafka_settings_from_env() -> dict:
+    """KAFKA_TOPIC, KAFKA_GROUP_ID, KAFKA_AVRO_SCHEMA, KAFKA_MAX_LAG_DAYS, KAFKA_TIMEOUT_SECONDS and
+    KAFKA_CONSUME_SECONDS, checked; the security settings are passed by name only (``security_variables``)."""
+    from customer_assets.sources.kafka import security_variables
+
+    value = _env("KAFKA_MAX_LAG_DAYS", "3")
+    try:
+        lag = float(value)
+    except ValueError:
+        lag = -1.0
+    if not 0 <= lag < float("inf"):
+        raise ValueError(f"KAFKA_MAX_LAG_DAYS={value!r} must be a number of days, at least 0 (default 3)")
+    schema = os.environ.get("KAFKA_AVRO_SCHEMA") or None
+    if schema is not None and not Path(schema).is_file():
+        raise ValueError(f"KAFKA_AVRO_SCHEMA={schema!r} is not a file: it must be the path of the values' Avro "
+                         "schema (.avsc); unset it for JSON values")
+    return {"brokers": os.environ.get("KAFKA_BROKERS") or None, "topic": _env("KAFKA_TOPIC", "customer-events"),
+            "group_id": _env("KAFKA_GROUP_ID", "customer-assets"), "avro_schema": schema, "max_lag_days": lag,
+            "timeout_seconds": float(_seconds("KAFKA_TIMEOUT_SECONDS", "30")),
+            "consume_seconds": float(_seconds("KAFKA_CONSUME_SECONDS", "1800")),
+            "security_settings": security_variables(dict(os.environ))}
+
+
 def source_configured() -> bool:
     """A source database is configured (DB_HOST); without one the local default is the embedded demo."""
     return bool(os.environ.get("DB_HOST"))
@@ -164,7 +192,8 @@ def _checked_aliases(value: str) -> str:
 
 def settings_from_env(demo: bool = False) -> PipelineSettings:
     """From the environment; ``demo`` (the embedded default) puts the demo's event files under the data dir
-    when EVENTS_PATH is unset. Elsewhere an unset EVENTS_PATH means there is no event source."""
+    when EVENTS_PATH is unset. With KAFKA_BROKERS and no EVENTS_PATH the consumer lands the topic in
+    ``$DATA_DIR/kafka_events``. Elsewhere an unset EVENTS_PATH means there is no event source."""
     data_dir = _env("DATA_DIR", "data")
     return PipelineSettings(
         data_dir=data_dir,
@@ -174,7 +203,8 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         quality_warn_rate=_rate("QUALITY_WARN_RATE", "0.05"),
         max_amount_usd=_amount("MAX_AMOUNT_USD", "1000000"),
         events_max_malformed_share=_rate("EVENTS_MAX_MALFORMED_SHARE", "0.05"),
-        events_path=os.environ.get("EVENTS_PATH") or (str(Path(data_dir) / "events") if demo else None),
+        events_path=os.environ.get("EVENTS_PATH") or (str(Path(data_dir) / "kafka_events") if kafka_configured()
+                                                       else str(Path(data_dir) / "events") if demo else None),
         event_type_aliases=_checked_aliases(_env("EVENT_TYPE_ALIASES", "{}")),
         late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "8"),
         source_shrink_limit=_rate("SOURCE_SHRINK_LIMIT", "0.5"),

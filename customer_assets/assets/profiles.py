@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from customer_assets.alerts import Alerts, alert_failed_checks
+from customer_assets.assets.kafka import KAFKA_EVENTS
 from customer_assets.assets.common import (
     ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, selected_events,
     week_context)
@@ -80,7 +81,9 @@ def crm_customers(context: dg.AssetExecutionContext, crm: CrmSource, source_db: 
 
 
 @dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"json", "pandas"},
-          owners=OWNERS, dagster_type=CustomerEventAggregatesType, op_tags=AFTER_TRANSACTIONS, check_specs=[
+          owners=OWNERS, dagster_type=CustomerEventAggregatesType, op_tags=AFTER_TRANSACTIONS,
+          deps=[KAFKA_EVENTS],  # reads the files the Kafka consumer landed (it does nothing without Kafka)
+          check_specs=[
               check_spec("events_cover_week", EVENTS, description="Warns when the landing zone has no event file "
                          "for a day of the week, or no event in the week.")])
 def customer_event_aggregates(context: dg.AssetExecutionContext, settings: PipelineSettings):

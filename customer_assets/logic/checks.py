@@ -120,8 +120,8 @@ def fx_rates_cover_week(last_day: date, newest_rate: date, rates: str) -> CheckO
     """WARN when the rates in use end before the last ECB publication day of the week (the week's last day is
     a Sunday: its rate is Friday's, or the day before a TARGET holiday), so later days take an older rate."""
     due = last_publication_day(last_day)
-    text = (f"ECB rates in use ({rates}) end on {newest_rate}; the week's last day {last_day} takes the rate "
-            f"of {due}")
+    text = (f"ECB rates in use ({rates}) end on {newest_rate}; the week's last ECB publication day is {due} "
+            f"(its last day: {last_day})")
     if newest_rate >= due:
         return CheckOutcome(True, "WARN", text)
     return CheckOutcome(False, "WARN", text + f": the week's days after {newest_rate} are converted at the rate "

@@ -232,15 +232,22 @@ def impute_missing(profile: pd.DataFrame, log: TransformLog) -> pd.DataFrame:
     return out
 
 
-def cap_outliers(profile: pd.DataFrame, log: TransformLog, quantile: float = 0.99) -> pd.DataFrame:
-    """Values above the 99th percentile are capped to it; the cap and count are recorded."""
+def flag_outliers(profile: pd.DataFrame, log: TransformLog, quantile: float = 0.99) -> tuple[pd.DataFrame, dict]:
+    """Values above the 99th percentile are flagged, never changed: a customer's spend and lifetime value stay
+    true (a bot's 140k USD was shown as a capped 1,448 and tier Bronze). ``outlier_fields`` lists a profile's
+    flagged columns (';'-separated, '' if none); the caps are returned for the ML features only (``feature_*``,
+    min-max scaled: one extreme value would squash everyone else's), and recorded with their counts."""
     out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
+    flags = pd.Series("", index=out.index, dtype=object)
+    caps = {}
     for column in CAPPED_COLUMNS:
         cap = float(out[column].quantile(quantile)) if len(out) else 0.0
-        above = out[column] > cap
-        out[column] = out[column].clip(upper=cap)
-        log.capped[column] = {"cap": cap, "rows": int(above.sum())}
-    return out
+        above = (out[column] > cap).fillna(False).to_numpy(dtype=bool)
+        flags[above] = flags[above] + column + ";"
+        caps[column] = cap
+        log.capped[column] = {"cap": cap, "rows": int(above.sum()), "applies_to": f"feature_{column} only"}
+    out["outlier_fields"] = flags.str.rstrip(";").astype(str)
+    return out, caps
 
 
 def engagement_score(profile: pd.DataFrame) -> pd.Series:
@@ -283,7 +290,7 @@ def build_profiles(records: pd.DataFrame, events: pd.DataFrame, transactions: pd
     profile = remove_impossible_values(profile, ctx, log)
     profile = lifetime_from_history(profile, log)
     profile = impute_missing(profile, log)
-    profile = cap_outliers(profile, log)
+    profile, caps = flag_outliers(profile, log)
     week_end = pd.Timestamp(ctx.week_end)
     last = profile["last_activity_at"].fillna(profile["signup_date"]).fillna(pd.Timestamp(ctx.week_start))
     profile["days_since_last_activity"] = (week_end - last).dt.days.clip(lower=0).astype("int64")
@@ -293,8 +300,11 @@ def build_profiles(records: pd.DataFrame, events: pd.DataFrame, transactions: pd
     # A country or segment that no source knows stays missing, here and in dim_customers: the marts impute it
     # ('unknown'), and say so in their metadata.
     profile["subscription_tier"] = profile["subscription_tier"].fillna("unknown")
+    log.decisions.append("values above the 99th percentile are flagged (outlier_fields), never capped; only "
+                         "their feature_* inputs are capped")
     for column in FEATURE_COLUMNS:
-        profile[f"feature_{column}"] = min_max(profile[column].astype(float)).round(6)
+        values = profile[column].astype(float)
+        profile[f"feature_{column}"] = min_max(values.clip(upper=caps[column]) if column in caps else values).round(6)
     for column in ("page_views", "unique_features_used", "purchase_count", "support_interactions",
                    "week_transaction_count"):
         profile[column] = profile[column].astype("int64")

@@ -146,8 +146,9 @@ def refresh_rates(data_dir: str | Path, url: str, now: datetime | None = None) -
         attempted = datetime.fromisoformat(state["attempted_at"]) if state.get("url") == url else None
         if attempted is not None and now - attempted < FETCH_EVERY:
             fetched, failed = False, not state.get("ok", False)
-            reason = (f"not fetched: the last attempt, at {attempted.isoformat(timespec='seconds')}, "
-                      f"{'failed: ' if failed else ''}{state.get('outcome', '')}; the next is a day after it")
+            reason = (f"not fetched again before {(attempted + FETCH_EVERY).isoformat(timespec='seconds')}: the "
+                      f"last attempt, at {attempted.isoformat(timespec='seconds')}, "
+                      f"{'failed: ' if failed else 'gave: '}{state.get('outcome', '')}")
         else:
             fetched, reason = _fetch(url, folder, held, current)
             failed = not fetched

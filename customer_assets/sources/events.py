@@ -56,11 +56,13 @@ class EventScan:
     outside_week: int = 0
     unknown_types: dict[str, int] = field(default_factory=dict)
     aliased: int = 0
+    repeated_events: int = 0  # redeliveries dropped: same event_id and content as in an earlier file
 
     def summary(self) -> dict:
         return {"files": self.files, "lines": self.lines, "malformed_lines": self.malformed_lines,
                 "malformed_examples": self.malformed[:20], "skipped_files": self.skipped_files,
-                "outside_week": self.outside_week, "unknown_types": self.unknown_types, "aliased": self.aliased}
+                "outside_week": self.outside_week, "unknown_types": self.unknown_types, "aliased": self.aliased,
+                "repeated_events": self.repeated_events}
 
 
 class MalformedEventsError(Exception):
@@ -78,7 +80,8 @@ def day_folders(root: Path, start: datetime, end: datetime) -> list[Path]:
 
 
 RAW_SCHEMA = pa.schema([
-    ("event_type", pa.string()), ("customer_id", pa.string()),
+    # event_id: a redelivered event (a sink connector's retry, a Kafka landing redone) is counted once
+    ("event_id", pa.string()), ("event_type", pa.string()), ("customer_id", pa.string()),
     # ISO 8601 with or without an offset, converted to UTC by the parser; a value that is not is a bad line.
     ("timestamp", pa.timestamp("us", tz="UTC")),
     ("properties", pa.struct([("feature", pa.string()), ("amount_usd", pa.float64())])),
@@ -234,6 +237,11 @@ def _parse_lines(chunk: bytes, first_line: int, path: Path, scan: EventScan) -> 
         if not isinstance(value, dict):
             _malformed(scan, path, number, "not a JSON object")
             continue
+        if value.get("event_id") is not None and not isinstance(value["event_id"], str):
+            # A numeric id is still an id (as text); another value is none. The line stays an event.
+            scalar = isinstance(value["event_id"], (int, float)) and not isinstance(value["event_id"], bool)
+            value["event_id"] = str(value["event_id"]) if scalar else None
+            line = json.dumps(value).encode()
         lines.append(line)
         numbers.append(number)
     return _parse(lines, numbers, path, scan) if lines else []
@@ -273,6 +281,7 @@ EVENTS_SCHEMA = pa.schema([("customer_id", pa.string()), ("event_type", EVENT_TY
                            ("timestamp", pa.timestamp("ns", tz="UTC")), ("feature", pa.string()),
                            ("amount_usd", pa.float64())])
 _KNOWN = pa.array(EVENT_TYPES)
+_WITH_IDS = EVENTS_SCHEMA.append(pa.field("event_id", pa.string()))  # until repeated ids are dropped
 
 
 def _tidy(table: pa.Table, numbers: Sequence[int], week: _Week) -> _Piece:
@@ -302,8 +311,38 @@ def _tidy(table: pa.Table, numbers: Sequence[int], week: _Week) -> _Piece:
     events = pa.table([pc.utf8_upper(pc.utf8_trim_whitespace(table["customer_id"])), kind_codes,
                        table["timestamp"].cast(pa.timestamp("ns", tz="UTC")),
                        pc.struct_field(table["properties"], "feature"),
-                       pc.struct_field(table["properties"], "amount_usd")], schema=EVENTS_SCHEMA)
+                       pc.struct_field(table["properties"], "amount_usd"), table["event_id"]], schema=_WITH_IDS)
     return _Piece(lines, events.filter(keep), bad, outside, int(n_aliased), unknown)
+
+
+
+_REPEATS_SQL = """
+SELECT * EXCLUDE (file, i) FROM (
+    SELECT *, min(file) OVER (PARTITION BY event_id, customer_id, event_type, "timestamp", feature, amount_usd)
+              AS first_file
+    FROM events)
+WHERE event_id IS NULL OR file = first_file ORDER BY i
+"""
+
+
+def _drop_repeated(events: pa.Table, files: pa.ChunkedArray) -> tuple[pa.Table, int]:
+    """The events without redeliveries, as ``EVENTS_SCHEMA``, and how many were dropped.
+
+    A redelivery is an event whose ``event_id`` and content an earlier file of the week already held (a sink
+    connector's retried flush, a Kafka landing redone over other offsets): only the first file's copy counts.
+    Events without an id are all kept, and so are events that share an id but differ (which one is genuine
+    cannot be told) and repeats within one file (a file is one writer's sequence of records).
+    """
+    ids = events["event_id"]
+    with_id = len(ids) - ids.null_count
+    if not with_id or pc.count_distinct(ids).as_py() == with_id:  # no id twice: nothing to compare
+        return events.drop_columns(["event_id"]), 0
+    numbered = events.append_column("file", files).append_column("i", pa.array(range(len(events)), pa.int64()))
+    with duckdb.connect() as con:
+        con.register("events", numbered)
+        kept = con.sql(_REPEATS_SQL).to_arrow_table()
+    kept = kept.drop_columns(["first_file", "event_id"]).cast(EVENTS_SCHEMA)
+    return kept, len(events) - kept.num_rows
 
 
 def _load_chunk(data: bytes, start: int, end: int, first_line: int, week: _Week
@@ -435,11 +474,15 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
     """
     week = _Week.of(start, end, {**DEFAULT_ALIASES, **(aliases or {})})
     paths = [path for folder in day_folders(root, start, end) for path in sorted(folder.iterdir()) if path.is_file()]
-    scan, tables, shown = EventScan(), [], 0
+    scan, tables, shown, files, paths_read = EventScan(), [], 0, [], []
     with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)) or 2) as pool:
         for path in paths:  # one file in memory at a time: a connector's file can be hundreds of MB
             try:
-                tables += _read_file(path, _load(path), scan, pool, week)
+                read = _read_file(path, _load(path), scan, pool, week)
+                tables += read
+                number = pa.scalar(len(paths_read), pa.int32())  # which file: repeats across files are redeliveries
+                files += [pa.chunked_array([pa.repeat(number, t.num_rows)]) for t in read]
+                paths_read.append(path)
             except _Skipped as skipped:
                 scan.skipped_files.append({"file": str(path), "reason": str(skipped)})
                 if len(scan.skipped_files) <= MAX_WARNINGS:
@@ -454,7 +497,13 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
         log.warning(f"{len(scan.skipped_files) - MAX_WARNINGS:,} more skipped files not shown "
                     f"({len(scan.skipped_files):,} in total); see the asset's metadata `skipped_files`")
     _check_share(scan, max_malformed_share)
-    return (pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()), scan
+    events, scan.repeated_events = _drop_repeated(
+        pa.concat_tables(tables) if tables else _WITH_IDS.empty_table(),
+        pa.chunked_array([c for f in files for c in f.chunks], pa.int32()))
+    if scan.repeated_events:
+        log.info(f"{scan.repeated_events:,} events repeated an event (event_id and content) of an earlier file "
+                 "(a redelivery) and were dropped")
+    return events, scan
 
 
 AGGREGATE_SQL = """

@@ -58,10 +58,12 @@ def assert_tables_agree(path: Path) -> pd.DataFrame:
     return table
 
 
-def _ids(path: Path, table: str, ids: list[str]) -> pd.DataFrame:
+def _weeks_of(path: Path, table: str, ids: list[str]) -> dict[str, list[str]]:
+    """Each id's weeks in ``table``."""
     listed = ", ".join(f"'{i}'" for i in ids)
-    return warehouse(path, f"""SELECT transaction_id, CAST(date_trunc('week', "timestamp" AT TIME ZONE 'UTC') AS DATE)
-        AS week FROM {T}.{table} WHERE transaction_id IN ({listed}) ORDER BY 1, 2""")
+    rows = warehouse(path, f"""SELECT transaction_id, strftime(date_trunc('week', "timestamp" AT TIME ZONE 'UTC'),
+        '%Y-%m-%d') AS week FROM {T}.{table} WHERE transaction_id IN ({listed}) ORDER BY 1, 2""")
+    return {i: rows.loc[rows["transaction_id"] == i, "week"].tolist() for i in ids}
 
 
 @pytest.fixture
@@ -92,16 +94,16 @@ def test_a_reused_id_never_deletes_another_weeks_row_and_a_moved_one_still_moves
     assert quarantined.set_index("transaction_id").loc[reused, "primary_reason"] == "DUPLICATE_ACROSS_WEEKS"
     load = result.asset_materializations_for_node("customer_analytics__weekly_transactions")[0]
     assert load.metadata["moved_from_other_weeks"].value == 1  # the edited one, not the reused one
-    expected = [(moved, pd.Timestamp(WEEKS[2]).date()), (reused, pd.Timestamp(WEEKS[0]).date())]
+    expected = {reused: [WEEKS[0]], moved: [WEEKS[2]]}
     for table in ("weekly_transactions", "fact_transactions"):
-        assert list(_ids(wh, table, [reused, moved]).itertuples(index=False, name=None)) == expected, table
+        assert _weeks_of(wh, table, [reused, moved]) == expected, table
 
     # The source's late change of 11-09 (the moved row left it) re-runs it; 11-02 re-run keeps its row, and 11-16
     # keeps its own rows.
     for week in (WEEKS[1], WEEKS[0]):
         run_week(week, instance=instance)
     for table in ("weekly_transactions", "fact_transactions"):
-        assert list(_ids(wh, table, [reused, moved]).itertuples(index=False, name=None)) == expected, table
+        assert _weeks_of(wh, table, [reused, moved]) == expected, table
     agreed = assert_tables_agree(wh)
     source_counts = query(dsn, """SELECT count(*) FROM transactions WHERE status = 'completed'
         AND "timestamp" >= %s::date AND "timestamp" < %s::date + 7""", (WEEKS[0], WEEKS[0]))[0][0]
@@ -178,3 +180,39 @@ def test_a_rerun_blocked_by_the_quarantine_rate_says_so_in_its_metrics_row(sourc
     assert metrics["load_status"].tolist() == ["blocked: quarantine_rate"]
     assert metrics["run_id"].tolist() == [blocked.run_id]
     assert warehouse(wh, f"SELECT transaction_id FROM {T}.weekly_transactions ORDER BY 1").equals(first)
+
+
+BOT, BOT_ROWS, BOT_AMOUNT = "BOT-0001", 5_000, 28.0
+
+
+def test_one_bot_does_not_skew_everyones_anomaly_flags_nor_get_its_spend_capped(source):
+    """Item 6: a customer with 5,000 transactions in the week made AMOUNT_MAD flag 2,280 ordinary rows (0 without
+    it), and its profile showed a spend capped at the 99th percentile (1,448 USD, really 140k) and tier Bronze."""
+    from customer_assets.logic.validation import ANOMALY_INPUTS, detect_week_anomalies
+
+    dsn, tmp, wh = source
+    week = WEEKS[2]
+    query(dsn, "INSERT INTO customers (customer_id, created_at, country, segment) "
+               "VALUES (%s, '2025-01-01', 'US', 'consumer') RETURNING 1", (BOT,))
+    query(dsn, """INSERT INTO transactions (transaction_id, customer_id, product_id, amount, currency, "timestamp",
+                                            status)
+        SELECT 'BOT-' || lpad(i::text, 6, '0'), %s, (SELECT min(product_id) FROM products), %s, 'USD',
+               %s::timestamptz + (i * interval '100 seconds'), 'completed'
+        FROM generate_series(1, %s) AS i RETURNING 1""", (BOT, BOT_AMOUNT, f"{week} 00:00+00", BOT_ROWS))
+    run_week(week, keep_intermediates_in=tmp / "kept")
+
+    validated = pd.read_parquet(tmp / "kept" / "etl" / "validated_transactions" / f"{week}.parquet")
+    bot = validated["customer_id"] == BOT
+    assert bot.sum() == BOT_ROWS
+    ordinary = validated.loc[~bot]
+    with_bot = validated.loc[~bot, "anomaly_flags"].str.contains("AMOUNT_MAD").sum()
+    alone = detect_week_anomalies(ordinary[ANOMALY_INPUTS], amount_usd=ordinary["amount_usd"]).flags["AMOUNT_MAD"]
+    # The bot weighs as one customer of the week's ~600: the ordinary rows' flags barely move.
+    assert with_bot <= alone.sum() + 0.01 * len(ordinary), (with_bot, int(alone.sum()))
+    assert validated.loc[bot, "anomaly_flags"].str.contains("HIGH_FREQUENCY_CUSTOMER").all()
+
+    profile = warehouse(wh, f"""SELECT * FROM {T}.weekly_customer_profiles
+        WHERE customer_id = '{BOT}' AND week_start = '{week}'""").iloc[0]
+    assert profile["week_spend_usd"] == pytest.approx(BOT_ROWS * BOT_AMOUNT)
+    assert profile["lifetime_value"] >= BOT_ROWS * BOT_AMOUNT - 0.01 and profile["value_tier"] == "Platinum"
+    assert "week_spend_usd" in profile["outlier_fields"].split(";")

@@ -180,3 +180,20 @@ def test_dedup_equals_its_plain_pandas_definition_on_random_records(seed):
         "source": pd.array(rng.choice(["crm", "database", "other"], n), dtype="str"),
         "country": gaps(pd.array(rng.choice(["US", "DE"], n), dtype="str"))})
     pd.testing.assert_frame_equal(deduplicate_records(records), _dedupe_reference(records))
+
+
+def test_an_outlier_keeps_its_true_figures_and_is_flagged():
+    """Issue 21, item 6: a bot's week spend (140k USD) was capped at the 99th percentile (1,448) and its tier read
+    Bronze. The profile keeps the true value and lists the column in ``outlier_fields``; only the ML feature is
+    capped."""
+    from customer_assets.logic.profiles import CAPPED_COLUMNS, TransformLog, flag_outliers
+
+    n = 200
+    profile = pd.DataFrame({column: np.linspace(1.0, 1_000.0, n) for column in CAPPED_COLUMNS})
+    profile.loc[n - 1, ["week_spend_usd", "lifetime_value"]] = 140_000.0
+    log = TransformLog()
+    flagged, caps = flag_outliers(profile, log)
+    assert flagged["week_spend_usd"].iloc[-1] == 140_000.0 and flagged["lifetime_value"].iloc[-1] == 140_000.0
+    assert set(flagged["outlier_fields"].iloc[-1].split(";")) == set(CAPPED_COLUMNS)
+    assert (flagged["outlier_fields"].iloc[:n - 2] == "").all()
+    assert caps["week_spend_usd"] < 1_000.0 and log.capped["week_spend_usd"]["rows"] == 2

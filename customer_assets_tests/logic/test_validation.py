@@ -43,8 +43,32 @@ def test_each_rule_fails_its_bad_row_and_passes_a_clean_one(code):
 
 
 def test_every_rule_is_exercised():
-    assert set(FAILING_ROWS) | {"DUPLICATE_TRANSACTION_ID", "CONFLICTING_DUPLICATE"} == {
+    assert set(FAILING_ROWS) | {"DUPLICATE_TRANSACTION_ID", "CONFLICTING_DUPLICATE", "DUPLICATE_ACROSS_WEEKS"} == {
         rule.code for rule in HARD_RULES}
+
+
+def test_an_id_another_loaded_week_still_holds_is_quarantined_as_reused():
+    """Issue 21, item 1: the validation step names the ids another loaded week holds while the source still holds
+    them there; only those rows fail, whatever else they are."""
+    df = raw_frame(raw_row(transaction_id="T1"), raw_row(transaction_id="T2"))
+    split = split_by_hard_rules(df, WEEK, held_elsewhere=frozenset({"T2"}))
+    assert split.quarantined["reason_codes"].tolist() == ["DUPLICATE_ACROSS_WEEKS"]
+    assert not evaluate_hard_rules(df, WEEK)["DUPLICATE_ACROSS_WEEKS"].any()
+
+
+def test_one_customer_with_thousands_of_rows_weighs_as_one_in_the_baselines():
+    """Issue 21, item 6: a bot's 5,000 identical amounts became the week's median and MAD, and flagged the ordinary
+    rows; weighted 1/n per customer, they are one customer among 300."""
+    rng = np.random.default_rng(3)
+    ordinary = pd.DataFrame({"customer_id": [f"C{i % 300}" for i in range(900)], "product_id": "P1",
+                             "amount": np.round(rng.lognormal(4, 0.6, 900), 2)})
+    bot = pd.DataFrame({"customer_id": "BOT", "product_id": "P1", "amount": [1.5] * 5000})
+    week = pd.concat([ordinary, bot], ignore_index=True)
+    alone = detect_anomalies(ordinary, ordinary["amount"])
+    flags = detect_anomalies(week, week["amount"])
+    for rule in ("AMOUNT_MAD", "AMOUNT_IQR", "PRODUCT_MAD"):
+        assert flags.loc[:899, rule].sum() <= alone[rule].sum() + 5, rule
+    assert flags.loc[900:, "HIGH_FREQUENCY_CUSTOMER"].all()
 
 
 def test_identical_copies_keep_one():

@@ -257,6 +257,7 @@ def expected_codes(df: pd.DataFrame) -> list[list[str]]:
             "OUTSIDE_WEEK": has_ts and (ts < START or ts >= END),
             "CONFLICTING_DUPLICATE": conflicting,
             "DUPLICATE_TRANSACTION_ID": repeated,
+            "DUPLICATE_ACROSS_WEEKS": False,  # no other loaded week here (the graph tests give one)
             "UNKNOWN_CUSTOMER": not pd.isna(row["customer_id"]) and not row["customer_exists"],
             "UNKNOWN_PRODUCT": not row["product_exists"],
         }

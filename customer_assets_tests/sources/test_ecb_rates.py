@@ -22,12 +22,12 @@ WEEK = "2026-11-16"
 SHIPPED_LAST = currency.last_rate_date(currency.CURRENCY_FILE)
 
 
-def ecb_zip(last_day: date | None = None, history: bool = True) -> bytes:
-    """An ECB-format history zip: the shipped file's rows (or its newest only), with a row for ``last_day``
+def ecb_zip(last_day: date | None = None, until: date | None = None) -> bytes:
+    """An ECB-format history zip: the shipped file's rows (those to ``until``), with a row for ``last_day``
     (the newest row's rates) on top, as the ECB lists the newest day first."""
     with zipfile.ZipFile(currency.CURRENCY_FILE) as archive:
         lines = archive.read(archive.namelist()[0]).decode().splitlines()
-    header, rows = lines[0], lines[1:] if history else lines[1:2]
+    header, rows = lines[0], [row for row in lines[1:] if until is None or row[:10] <= until.isoformat()]
     if last_day is not None:
         rows = [last_day.isoformat() + rows[0][rows[0].index(","):], *rows]
     buffer = io.BytesIO()
@@ -135,7 +135,7 @@ def test_a_broken_zip_without_a_held_copy_falls_back_to_the_shipped_file(tmp_pat
 
 def test_a_file_older_than_the_copy_held_is_refused(tmp_path):
     """A mirror or cache that serves last month's file must not replace a newer copy."""
-    with serving(RatesServer(ecb_zip(SHIPPED_LAST - timedelta(days=30), history=False))) as url:
+    with serving(RatesServer(ecb_zip(until=SHIPPED_LAST - timedelta(days=30)))) as url:
         used = ecb_rates.refresh_rates(tmp_path, url)
     assert used.origin == "shipped" and used.failed and "before the copy in use" in used.reason
     assert leftovers(tmp_path) == []
