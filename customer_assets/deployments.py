@@ -78,11 +78,17 @@ def local_hash_key(data_dir: str) -> str:
     path = local_key_path(warehouse_path(data_dir))
     if not path.exists():
         legacy = Path(data_dir, ".pii_hash_key")
+        # read before creating: with the default paths the old place and the new one are the same file
+        carried = legacy.read_text().strip() if legacy.exists() and legacy.resolve() != path.resolve() else ""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(legacy.read_text().strip() if legacy.exists() else secrets.token_hex(32))
-    return path.read_text().strip()
+            handle.write(carried or secrets.token_hex(32))
+    key = path.read_text().strip()
+    if not key:
+        raise ValueError(f"the local PII hash key {path} is empty: restore it from a backup, or remove the file "
+                         "and move the suppression list to the new key with the job rekey_suppression")
+    return key
 
 
 def crm_from_env(deployment: str, data_dir: str) -> CrmSource:

@@ -67,6 +67,10 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
         else:
             monkeypatch.delenv("EVENTS_PATH", raising=False)
         monkeypatch.setenv("PII_HASH_KEY", "test-hash-key")
+        # The shipped ECB file, never a fetch of the live one: figures must not change with the day the tests run.
+        import currency_converter
+
+        monkeypatch.setenv("ECB_RATES_FILE", currency_converter.CURRENCY_FILE)
         for name in ("CRM_API_URL", "CRM_API_KEY", "EVENT_TYPE_ALIASES", "SOURCE_TIMEZONE", "PIPELINE_FIRST_WEEK",
                      "ERP_DB_HOST", "ERP_DB_PORT", "ERP_DB_NAME", "ERP_DB_USER", "ERP_DB_PASSWORD", "ERP_DB_SCHEMA",
                      "ERP_DB_TABLE", "ERP_DB_COLUMNS"):

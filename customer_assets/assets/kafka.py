@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from customer_assets.assets.common import OWNERS, PARTITIONS, week_context
+from customer_assets.assets.common import OWNERS, PARTITIONS, check_spec, week_context
 from customer_assets.partitions import weekly_partitions
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.kafka import KafkaSource, KafkaUnavailable, week_event_lines
@@ -43,10 +43,10 @@ def empty_week_hint(topic: str, exists: bool) -> str:
 
 @dg.asset(key=KAFKA_EVENTS, partitions_def=PARTITIONS, group_name="profiles", kinds={"kafka"}, owners=OWNERS,
           op_tags=AFTER_TRANSACTIONS,
-          check_specs=[dg.AssetCheckSpec("consumer_lag", asset=KAFKA_EVENTS, description=(
+          check_specs=[check_spec("consumer_lag", KAFKA_EVENTS, description=(
                            "Warns (the week is partial) when the consumer is more than KAFKA_MAX_LAG_DAYS behind "
                            "the week's end, or retention deleted messages it had not read.")),
-                       dg.AssetCheckSpec("week_has_events", asset=KAFKA_EVENTS, description=(
+                       check_spec("week_has_events", KAFKA_EVENTS, description=(
                            "Warns when the topic yielded no event of the week (check the topic and its "
                            "retention)."))])
 def kafka_events(context: dg.AssetExecutionContext, kafka: KafkaSource,

@@ -300,7 +300,9 @@ def grouped_weighted_median(values: pd.Series, weights: pd.Series, groups: np.nd
     g, v, w = groups[order], v_all[order], w_all[order]
     totals = np.bincount(g, weights=w, minlength=n_groups)
     before = np.concatenate(([0.0], np.cumsum(totals)[:-1]))  # the weight of the groups sorted before each group
-    reached = np.flatnonzero(np.cumsum(w) - before[g] >= 0.5 * totals[g] * (1 - 1e-12))
+    running = np.cumsum(w)
+    slack = 1e-9 * (running[-1] if len(running) else 1.0)  # the running sum's rounding, across groups
+    reached = np.flatnonzero(running - before[g] >= 0.5 * totals[g] - slack)
     first_groups, first = np.unique(g[reached], return_index=True)
     median = np.full(n_groups, np.nan)
     median[first_groups] = v[reached[first]]

@@ -126,6 +126,7 @@ def test_standardised_records_hash_contact_details_with_the_key():
 def test_partial_extract_is_marked_in_the_materialization(tmp_path):
     from customer_assets.assets.profiles import crm_customers
     from customer_assets.resources.postgres import PostgresSource
+    from customer_assets.settings import PipelineSettings
 
     behaviour = CrmBehaviour(records=make_records(150), failing_offsets={100})
     with CrmServer(behaviour) as url:
@@ -134,6 +135,8 @@ def test_partial_extract_is_marked_in_the_materialization(tmp_path):
             resources={"crm": CrmSource(api_url=url, api_key="good-key", hash_key="k", page_size=100,
                                         backoff_seconds=0.001),
                        "source_db": PostgresSource(host="unused"),  # the API mode never touches it
+                       "settings": PipelineSettings(data_dir=str(tmp_path), reports_dir=str(tmp_path),
+                                                    etl_log_dir=str(tmp_path)),
                        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path))})
     metadata = result.asset_materializations_for_node("etl__crm_customers")[0].metadata
     assert metadata["partial"].value is True and metadata["dagster/row_count"].value == 100
