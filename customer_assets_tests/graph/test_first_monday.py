@@ -138,3 +138,19 @@ def test_no_customer_or_transaction_id_at_rest_after_a_good_or_a_failed_week(pip
     failed = run_week(WEEK, instance=instance, raise_on_error=False)
     assert not failed.success
     assert _ids_at_rest(tmp, ids, instance, failed.run_id) == {}
+
+
+def test_a_customer_who_bought_months_before_the_first_week_is_not_new(pipeline_env, pg_server):
+    """The issue's case: every customer of the first loaded week was `new`, whatever they had bought before."""
+    from customer_assets.demo.seed import SeedConfig
+    from customer_assets_tests.support.sources import create_source
+
+    create_source(pg_server, "long_history", SeedConfig(customers=150, products=20, weeks=10,
+                                                        transactions_per_week=300, bots_per_week=0))
+    tmp = pipeline_env("long_history", events=False)
+    assert run_week(WEEK).success  # the tenth week, alone, on a fresh warehouse
+    rows = warehouse(tmp / "warehouse.duckdb", """SELECT customer_lifecycle, days_since_first_purchase,
+        customer_transaction_count FROM customer_analytics.weekly_transactions""")
+    veterans = rows[rows["days_since_first_purchase"] >= 30]
+    assert len(veterans) > 100 and (veterans["customer_lifecycle"] != "new").all()
+    assert (veterans["customer_transaction_count"] > 1).all()
