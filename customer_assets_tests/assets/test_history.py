@@ -62,7 +62,8 @@ def test_customer_totals_convert_each_currency_at_the_closing_rate():
 def evaluate_sensor(instance: dg.DagsterInstance, cursor: str | None = None) -> tuple[dg.SensorResult, str]:
     resources = resources_for("local")
     context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"settings": resources["settings"], "source_db": resources["source_db"]})
+                                      resources={"settings": resources["settings"], "source_db": resources["source_db"],
+                                                 "alerts": resources["alerts"]})
     return source_changes(context), context.cursor
 
 
