@@ -194,7 +194,7 @@ class UnifiedCustomerProfiles(pa.DataFrameModel):
                                     "source has one (the marts count it as 'unknown').")
     subscription_tier: Series[str] = pa.Field(description="The CRM's subscription tier ('unknown' when no source has one).")
     lifetime_value: Series[float] = pa.Field(
-        ge=0, description="Lifetime value in USD from the CRM, else the database record (median-imputed when missing, capped at the 99th percentile).")
+        ge=0, description="Lifetime value in USD from the CRM, else the carried history of transactions, else median-imputed; never capped (an outlier is listed in outlier_fields).")
     support_ticket_count: Series[int] = pa.Field(ge=0, description="Support tickets in the CRM.")
     page_views: Series[int] = pa.Field(ge=0, description="Page views in the week's events.")
     unique_features_used: Series[int] = pa.Field(ge=0, description="Distinct features used in the week's events.")
@@ -216,6 +216,9 @@ class UnifiedCustomerProfiles(pa.DataFrameModel):
     in_crm: Series[bool] = pa.Field(description="The CRM had a record for the customer this week.")
     in_events: Series[bool] = pa.Field(description="The customer had events this week.")
     in_transactions: Series[bool] = pa.Field(description="The customer had validated transactions this week.")
+    outlier_fields: Series[str] = pa.Field(description="Fields whose value is above the week's 99th percentile "
+                                           "(';'-joined, '' for none): flagged and kept true, never capped; only "
+                                           "the feature_* inputs are capped.")
     value_tier_source: Series[str] = pa.Field(
         isin=["crm", "transactions", "imputed"], description="Where lifetime_value (and value_tier) came from: the "
         "CRM, else the carried history of the customer's transactions (USD), else the week's median (imputed).")

@@ -152,8 +152,8 @@ PROFILES_DESCRIPTION = """One profile per customer seen this week (CRM update, e
 Sources are joined on standardised ids; each field comes from the CRM before the database, then the most
 recent record. Engagement score 0-100, days since last activity, status active (< 7 days) / at-risk
 (7-30) / churned (> 30), value tier Platinum / Gold / Silver / Bronze, min-max features `feature_*`.
-Impossible values are removed, missing ones imputed with the median and flagged, outliers capped at the
-99th percentile; every decision is in `transform_log.json`.
+Impossible values are removed, missing ones imputed with the median and flagged, outliers above the 99th
+percentile kept true and flagged (`outlier_fields`); every decision is in `transform_log.json`.
 """
 
 

@@ -45,8 +45,8 @@ def _agreement(path: Path) -> pd.DataFrame:
              m AS (SELECT week_start AS week, sum(orders) AS orders, round(sum(revenue_usd), 2) AS revenue
                    FROM {T}.mart_weekly_sales GROUP BY 1),
              q AS (SELECT week_start AS week, passed_records FROM {T}.data_quality_metrics)
-        SELECT w.week, tx, facts, orders, passed_records, usd, fact_usd, revenue
-        FROM w FULL JOIN f USING (week) FULL JOIN m USING (week) FULL JOIN q USING (week) ORDER BY 1""")
+        SELECT week, tx, facts, orders, passed_records, usd, fact_usd, revenue
+        FROM w FULL JOIN f USING (week) FULL JOIN m USING (week) FULL JOIN q USING (week) ORDER BY 1""").fillna(0)
 
 
 def assert_tables_agree(path: Path) -> pd.DataFrame:
@@ -160,6 +160,8 @@ def test_a_week_the_source_archived_is_not_wiped_without_an_operator(source):
     counts = warehouse(wh, f"""SELECT count(*) AS n FROM {T}.weekly_transactions
         WHERE "timestamp" >= '{WEEKS[1]}' AND "timestamp" < '{WEEKS[2]}'""")
     assert counts["n"].iloc[0] == 0
+    emptied = assert_tables_agree(wh).set_index("week")  # an allowed re-load empties every table of the week
+    assert emptied.loc[pd.Timestamp(WEEKS[1]), ["tx", "facts", "orders", "passed_records"]].tolist() == [0] * 4
 
 
 def test_a_rerun_blocked_by_the_quarantine_rate_says_so_in_its_metrics_row(source, monkeypatch):

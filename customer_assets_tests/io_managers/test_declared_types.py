@@ -182,7 +182,8 @@ def test_duckdb_the_real_profiles_model_on_an_empty_first_week(tmp_path):
                           for name, c in model.columns.items()})
     row = {name: {"str": "x", "int64": 1, "float64": 1.0, "bool": True}.get(str(c.dtype))
            for name, c in model.columns.items()}
-    row.update(status="active", value_tier="Gold", imputed_fields="", week_start=pd.Timestamp(NEXT_WEEK))
+    row.update(status="active", value_tier="Gold", imputed_fields="", value_tier_source="crm", status_source="crm",
+               week_start=pd.Timestamp(NEXT_WEEK))
     frames = {WEEK: empty, NEXT_WEEK: pd.DataFrame([row]).astype({"week_start": "datetime64[ns]"})}
     asset = duck_asset(frames, name="weekly_customer_profiles", dagster_type=UnifiedCustomerProfilesType,
                        partition_expr="week_start")
