@@ -137,7 +137,7 @@ def late_source(pg_server):
     return create_source(pg_server, "late_source", SMALL)
 
 
-VOLATILE = {"run_timestamp", "computed_at"}  # when a row was written, not what it says
+VOLATILE = {"run_timestamp", "computed_at", "run_id"}  # when and by which run a row was written, not what it says
 
 
 def snapshot(path) -> dict[str, pd.DataFrame]:
