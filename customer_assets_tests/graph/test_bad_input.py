@@ -8,11 +8,9 @@ import time
 
 import dagster as dg
 import pandas as pd
-import psycopg2
 import pytest
 
-from customer_assets.demo.seed import seed_database
-from customer_assets_tests.support.sources import SMALL, query
+from customer_assets_tests.support.sources import SMALL, create_sql_ascii_source, query
 from customer_assets_tests.support.pipeline import run_week, warehouse
 
 WEEKS = ["2026-11-09", "2026-11-16"]
@@ -22,15 +20,7 @@ RAW = dg.AssetSelection.keys(dg.AssetKey(["etl", "raw_transactions"]))
 @pytest.fixture
 def sql_ascii_source(pg_server):
     """The small source in a ``SQL_ASCII`` database: the server stores any bytes, as many legacy ones do."""
-    admin = psycopg2.connect(pg_server.get_uri("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS sql_ascii_source")
-        cur.execute("CREATE DATABASE sql_ascii_source TEMPLATE template0 ENCODING 'SQL_ASCII' "
-                    "LC_COLLATE 'C' LC_CTYPE 'C'")
-    admin.close()
-    dsn = pg_server.get_uri("sql_ascii_source")
-    seed_database(dsn, SMALL)
+    dsn = create_sql_ascii_source(pg_server, "sql_ascii_source", crm_table=False)
     return dsn
 
 

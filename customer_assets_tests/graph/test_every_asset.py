@@ -13,15 +13,12 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import psycopg2
 import pytest
 
 from customer_assets.definitions import pipeline_assets
-from customer_assets.demo.profiles import seed_crm_table, write_event_files
-from customer_assets.demo.seed import seed_database
 from customer_assets_tests.support.matrix import asset_steps, assets_with_failing, downstream_of
 from customer_assets_tests.support.pipeline import run_week, warehouse
-from customer_assets_tests.support.sources import EVENTS, SMALL, create_source, query
+from customer_assets_tests.support.sources import EVENTS, SMALL, create_source, create_sql_ascii_source, query
 
 ASSETS = pipeline_assets()
 ALL_KEYS = {key for a in asset_steps(ASSETS).values() for key in a.keys}
@@ -112,16 +109,7 @@ def test_a_null_typed_column_left_by_older_code_is_repaired_by_the_next_week(pip
 def hostile_source(pg_server):
     """The small source in a ``SQL_ASCII`` database, with a Latin-1 byte in one row of each text column and
     NaN, Infinity and 1e12 in rows of each numeric column of each table the graph reads (rows of the week)."""
-    admin = psycopg2.connect(pg_server.get_uri("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS hostile_source")
-        cur.execute("CREATE DATABASE hostile_source TEMPLATE template0 ENCODING 'SQL_ASCII' "
-                    "LC_COLLATE 'C' LC_CTYPE 'C'")
-    admin.close()
-    dsn = pg_server.get_uri("hostile_source")
-    seed_database(dsn, SMALL)
-    seed_crm_table(dsn)
+    dsn = create_sql_ascii_source(pg_server, "hostile_source")
     columns = query(dsn, """SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns
         WHERE table_schema || '.' || table_name IN ('public.customers', 'public.transactions', 'public.products',
               'public.crm_customers', 'erp.customers')

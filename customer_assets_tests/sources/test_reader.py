@@ -14,13 +14,11 @@ import psycopg2
 import pyarrow as pa
 import pytest
 
-from customer_assets.demo.profiles import seed_crm_table
-from customer_assets.demo.seed import seed_database
 from customer_assets.sources.extract import (
     RAW_ARROW_SCHEMA, category_prices, copy_query, known_customers, products_snapshot, stream_week,
     take_replaced_count)
 from customer_assets.sources.source_schema import read_source_schema
-from customer_assets_tests.support.sources import SMALL
+from customer_assets_tests.support.sources import create_sql_ascii_source
 
 LATIN1_NAME, LATIN1_CATEGORY = r"E'Caf\xe9 cr\xe8me'", r"E'Boulangerie fran\xe7aise'"
 WEEK_START = datetime(2026, 11, 9, tzinfo=timezone.utc)
@@ -31,16 +29,7 @@ WEEK_END = WEEK_START + timedelta(days=7)
 def sql_ascii_dsn(pg_server):
     """The small source, with its CRM table and ERP schema, in a ``SQL_ASCII`` database (as
     ``test_bad_input.sql_ascii_source``, under a name of its own)."""
-    admin = psycopg2.connect(pg_server.get_uri("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS sql_ascii_reader")
-        cur.execute("CREATE DATABASE sql_ascii_reader TEMPLATE template0 ENCODING 'SQL_ASCII' "
-                    "LC_COLLATE 'C' LC_CTYPE 'C'")
-    admin.close()
-    dsn = pg_server.get_uri("sql_ascii_reader")
-    seed_database(dsn, SMALL)
-    seed_crm_table(dsn)
+    dsn = create_sql_ascii_source(pg_server, "sql_ascii_reader")
     return dsn
 
 
@@ -171,16 +160,7 @@ def test_a_latin1_erp_record_is_kept_and_counted(conn):
 def latin1_source(pg_server):
     """A ``SQL_ASCII`` source of its own whose product and ERP record hold Latin-1 bytes for good: the assets
     read it through their own connections, so the change cannot be rolled back around them."""
-    admin = psycopg2.connect(pg_server.get_uri("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS sql_ascii_assets")
-        cur.execute("CREATE DATABASE sql_ascii_assets TEMPLATE template0 ENCODING 'SQL_ASCII' "
-                    "LC_COLLATE 'C' LC_CTYPE 'C'")
-    admin.close()
-    dsn = pg_server.get_uri("sql_ascii_assets")
-    seed_database(dsn, SMALL)
-    seed_crm_table(dsn)
+    dsn = create_sql_ascii_source(pg_server, "sql_ascii_assets")
     with psycopg2.connect(dsn) as connection:
         _latin1_product(connection)
         _run(connection, r"UPDATE erp.customers SET country = E'Espa\xf1a' WHERE erp_id = (SELECT erp_id FROM "

@@ -43,6 +43,23 @@ def create_source(server, name: str, config: SeedConfig | None = None, events_di
     return dsn
 
 
+def create_sql_ascii_source(server, name: str, crm_table: bool = True) -> str:
+    """Database ``name`` in ``SQL_ASCII`` (the server stores any bytes, as many legacy ones do), seeded with the
+    small source (and its CRM table); its DSN."""
+    admin = psycopg2.connect(server.get_uri("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' "
+                            "LC_CTYPE 'C'").format(sql.Identifier(name)))
+    admin.close()
+    dsn = server.get_uri(name)
+    seed_database(dsn, SMALL)
+    if crm_table:
+        seed_crm_table(dsn)
+    return dsn
+
+
 def crm_records(dsn: str) -> list[dict]:
     """The seeded CRM table as the CRM API's JSON records (ISO 8601 dates, numbers as numbers)."""
     return [row[0] for row in query(dsn, "SELECT row_to_json(c) FROM crm_customers c ORDER BY customer_id")]
