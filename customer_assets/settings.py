@@ -55,13 +55,6 @@ class PipelineSettings(dg.ConfigurableResource):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def week_intermediates(self, partition_key: str) -> list[Path]:
-        """Every intermediate file of one week under the data dir (what cleanup removes)."""
-        root = Path(self.data_dir) / "etl"
-        if not root.exists():
-            return []
-        return sorted(p for p in root.glob(f"**/{partition_key}.*") if p.is_file())
-
 
 def _rate(name: str, default: str) -> float:
     value = _env(name, default)
