@@ -30,7 +30,7 @@ from customer_assets.settings import PipelineSettings
 from customer_assets.sources.extract import copy_query
 from customer_assets.suppression import (  # noqa: F401  (the list's readers import them from here)
     CUSTOMER_TABLES, SUPPRESSION, add_to_list, canonical_ids, check_key, customer_hashes, delete_customers,
-    drop_suppressed, fingerprint, rekey, rewrite_files, scrub, suppressed_hashes, suppressed_mask)
+    drop_suppressed, fingerprint, rekey, rewrite_files, scrub, suppressed_hashes, suppressed_mask, with_their_persons)
 
 
 def erase_from_warehouse(warehouse: WarehouseSQL, ids: list[str], hash_key: str, request: str) -> dict[str, int]:
@@ -111,13 +111,15 @@ def erase_customers_op(context: dg.OpExecutionContext, config: ErasureConfig, wa
                          allow_retries=False)
     check_key(warehouse, crm.hash_key)
     waited = wait_for_earlier_runs(context, config.wait_for_runs_minutes)
+    requested = len(ids)
+    ids = with_their_persons(warehouse, ids)  # the person, under every id a source knows them by
     tables = erase_from_warehouse(warehouse, ids, crm.hash_key, config.request)
     files = erase_from_files([Path(settings.data_dir) / "etl", Path(settings.reports_dir)], ids,
                              running_weeks(context))
     hashes = customer_hashes(ids, crm.hash_key)
     read_copy = getattr(warehouse, "publish_read_copy", lambda: None)()  # the analysts' copy forgets them too
     record = {"erased_at": datetime.now(timezone.utc).isoformat(), "request": config.request,
-              "customers": len(ids), "customer_hashes": hashes, "waited_for_runs": waited,
+              "customers": requested, "ids_erased": len(ids), "customer_hashes": hashes, "waited_for_runs": waited,
               "key_fingerprint": fingerprint(crm.hash_key)[:12], "analysts_read_copy": read_copy,
               "rows_removed_per_table": tables, "rows_removed_per_file": files}
     path = write_log(settings, "erasure", record)  # counts and paths only: the ids are not written there

@@ -184,11 +184,12 @@ class UnifiedCustomerProfiles(pa.DataFrameModel):
     """One profile per customer seen this week; required columns never null."""
 
     customer_id: Series[str] = pa.Field(
-        unique=True, description="The customer's id, standardised (trimmed, upper-cased) across the CRM, the events and the database.")
+        unique=True, description="The person's id (customer_identity_map): one profile per real customer, whatever "
+        "ids the CRM, the ERP, the events and the database know them by.")
     email_hash: Series[str] = pa.Field(
         nullable=True, description="HMAC-SHA256 of the normalised email under PII_HASH_KEY (never the email).")
     country: Series[str] = pa.Field(
-        nullable=True, description="Country (ISO 3166 alpha-2), from the CRM first, then the database; missing when "
+        nullable=True, description="Country (ISO 3166 alpha-2), from the CRM first, then the ERP, then the database; missing when "
         "no source has one (never imputed here: the marts count it as 'unknown').")
     segment: Series[str] = pa.Field(nullable=True, description="Segment (consumer, smb, enterprise); missing when no "
                                     "source has one (the marts count it as 'unknown').")
@@ -294,7 +295,8 @@ class FactTransactions(pa.DataFrameModel):
     customer_key: Series[str] = pa.Field(description="dim_customers.customer_key of the version valid at the time.")
     product_key: Series[str] = pa.Field(description="dim_products.product_key of the version valid at the time.")
     date_key: Series[int] = pa.Field(description="dim_date.date_key of the transaction's UTC day.")
-    customer_id: Series[str] = pa.Field(description="The customer's standardised id (trimmed, upper-case).")
+    customer_id: Series[str] = pa.Field(description="The person's id (customer_identity_map), as dim_customers "
+                                        "keys it: count people by it.")
     product_id: Series[str] = pa.Field(description="The source's product id.")
     timestamp: Series[UTC_TS] = pa.Field(description="When the transaction completed (UTC).")
     week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
@@ -315,7 +317,8 @@ class FactTransactionsQuarantine(pa.DataFrameModel):
     """Loaded transactions whose keys do not resolve to exactly one dimension row, with the reason."""
 
     transaction_id: Series[str] = pa.Field(description="The source's transaction id.")
-    customer_id: Series[str] = pa.Field(nullable=True, description="The customer's standardised id.")
+    customer_id: Series[str] = pa.Field(nullable=True, description="The person's id, or the shop's id (trimmed) "
+                                        "when the week's identity does not know it.")
     product_id: Series[str] = pa.Field(nullable=True, description="The source's product id.")
     timestamp: Series[UTC_TS] = pa.Field(description="When the transaction completed (UTC).")
     week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
@@ -402,16 +405,43 @@ class ErpCustomers(pa.DataFrameModel):
 
 
 class CustomerIdentityMap(pa.DataFrameModel):
-    """Which source records are one customer: one row per record seen in the week (CRM, ERP, database)."""
+    """Which source records are one real customer (a person): every record of the CRM, the ERP and the database
+    known as of the week, carried from week to week. A person keeps its id for good; persons merged into
+    another are listed in `identity_merges`."""
 
-    customer_id: Series[str] = pa.Field(description="The resolved customer's id: its best record's (CRM before "
-                                        "ERP before database, then the most recent); an ERP id as 'erp:<id>'.")
+    customer_id: Series[str] = pa.Field(description="The person's id: given once, by its first best record "
+                                        "(CRM before ERP before database, then the most recent; an ERP id as "
+                                        "'erp:<id>'), and kept for good. Profiles, dim_customers, the facts and "
+                                        "the marts are keyed by it.")
     source: Series[str] = pa.Field(isin=["crm", "erp", "database"], description="The record's source.")
-    source_customer_id: Series[str] = pa.Field(description="The record's id in its source (standardised).")
+    source_customer_id: Series[str] = pa.Field(description="The record's id in its source (trimmed; case kept).")
     matched_on: Series[str] = pa.Field(isin=["email", "phone", "id", "self"], description=(
-        "What links the record to the others of its customer (the keyed email hash first); 'self' alone."))
-    is_primary: Series[bool] = pa.Field(description="The record whose id the customer takes.")
-    week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition).")
+        "What links the record to the others of its person (the keyed email hash first); 'self' alone."))
+    is_primary: Series[bool] = pa.Field(description="The person's best record (CRM before ERP before database, "
+                                        "then the most recent).")
+    email_hash: Series[str] = pa.Field(nullable=True, description="Keyed HMAC-SHA256 of the record's email "
+                                       "(PII_HASH_KEY), what later records are matched on; never the email.")
+    phone_hash: Series[str] = pa.Field(nullable=True, description="Keyed HMAC-SHA256 of the phone's digits.")
+    updated_at: Series[UTC_TS] = pa.Field(nullable=True,
+                                                      description="When the source last changed the record.")
+    first_seen_week: Series[pd.Timestamp] = pa.Field(description="The first week the record was seen in.")
+    last_seen_week: Series[pd.Timestamp] = pa.Field(description="The last week the record was seen in.")
+    week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week (the partition): the "
+                                                "identity as of that week's end.")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class IdentityMerges(pa.DataFrameModel):
+    """Persons that a week's records showed to be one: the retired id and the id it merged into."""
+
+    retired_id: Series[str] = pa.Field(description="The person's id until the week; no table keeps it after.")
+    surviving_id: Series[str] = pa.Field(description="The id it merged into: the person of the best record.")
+    matched_on: Series[str] = pa.Field(description="The kinds of link ('email', 'phone', 'id', joined by '+') "
+                                       "that joined them.")
+    week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week of the merge.")
 
     class Config:
         strict = True

@@ -27,23 +27,36 @@ SCHEMA = "customer_analytics"
 SUPPRESSION = (SCHEMA, "erasure_suppression")
 # Every warehouse table that holds a customer id (the data-quality metrics hold counts only).
 CUSTOMER_TABLES = ("weekly_transactions", "customer_history", "weekly_customer_profiles", "dim_customers",
-                   "fact_transactions", "fact_transactions_quarantine", "customer_identity_map",
+                   "fact_transactions", "fact_transactions_quarantine", "customer_identity_map", "identity_merges",
                    "transaction_quarantine", "flagged_transactions")
 MAP_TABLE = "customer_identity_map"
+# The columns that hold a customer's id, where a table has other ones than customer_id.
+ID_COLUMNS = {MAP_TABLE: ("customer_id", "source_customer_id"), "identity_merges": ("retired_id", "surviving_id")}
 
 _FINGERPRINT_LABEL = b"customer_assets erasure_suppression key fingerprint v1"
 
 CREATE_SUPPRESSION_SQL = """
-CREATE TABLE IF NOT EXISTS {table} (customer_hash {STR}, erased_at {DATETIME}, request {STR}, key_fingerprint {STR})
+CREATE TABLE IF NOT EXISTS {table} (customer_hash {STR}, erased_at {DATETIME}, request {STR}, key_fingerprint {STR},
+  id_form {STR})
 """
 ADD_SUPPRESSION_SQL = """
-INSERT INTO {table} (customer_hash, erased_at, request, key_fingerprint)
-SELECT h, @erased_at, @request, @fingerprint FROM {hashes} WHERE h NOT IN (SELECT customer_hash FROM {table})
+INSERT INTO {table} (customer_hash, erased_at, request, key_fingerprint, id_form)
+SELECT h, @erased_at, @request, @fingerprint, 'trimmed' FROM {hashes} WHERE h NOT IN (SELECT customer_hash FROM {table})
 """
-# Ids compared as the profiles join them (trimmed, upper-cased): 'c-1', ' C-1' and 'C-1' are one customer.
-_ERASED = "upper(trim(customer_id)) IN (SELECT i FROM {ids})"
-# The identity map also holds the erased ids as the source ids of customers resolved to another id.
-MAP_ERASED = _ERASED + " OR upper(trim(source_customer_id)) IN (SELECT i FROM {ids})"
+# Entries written before ids kept their case (issue 21) hashed the id upper-cased: they still match every id that
+# upper-cases to theirs, as they did when they were erased.
+LEGACY_FORM = "upper"
+# Ids compared trimmed, case kept: 'C-1' and ' C-1' are one customer, 'c-1' another (issue 21).
+def _erased(table: str) -> str:
+    """The rows of ``table`` that hold one of the ids (``{ids}``) in any of its id columns."""
+    return " OR ".join(f"trim({c}) IN (SELECT i FROM {{ids}})" for c in ID_COLUMNS.get(table, ("customer_id",)))
+# Every id of the persons the given ids belong to, in any week of the identity: their person ids and every
+# source id of their records (the CRM's, the ERP's, the shop's).
+PERSON_IDS_SQL = """
+SELECT DISTINCT customer_id, source_customer_id FROM {table}
+WHERE customer_id IN (SELECT customer_id FROM {table} WHERE trim(source_customer_id) IN (SELECT i FROM {ids})
+                      OR trim(customer_id) IN (SELECT i FROM {ids}))
+"""
 
 
 def fingerprint(key: str) -> str:
@@ -54,7 +67,7 @@ def fingerprint(key: str) -> str:
 
 
 def canonical_ids(ids) -> list[str]:
-    """Customer ids in the one form every source is matched in (``standardise_ids``: trimmed, upper-cased)."""
+    """Customer ids in the one form every source is matched in (``standardise_ids``: trimmed, case kept)."""
     values = pd.Series([str(i) for i in ids if i is not None], dtype="str")
     return sorted(set(standardise_ids(values).dropna().tolist()))
 
@@ -70,19 +83,33 @@ def ensure_table(warehouse: WarehouseSQL) -> str:
     table = warehouse.table(*SUPPRESSION)
     warehouse.execute(CREATE_SUPPRESSION_SQL, table=table)
     columns = warehouse.query("SELECT * FROM {table} LIMIT 0", table=table).columns
-    if "key_fingerprint" not in columns:
-        warehouse.execute("ALTER TABLE {table} ADD COLUMN key_fingerprint {STR}", table=table)
+    for column in ("key_fingerprint", "id_form"):
+        if column not in columns:
+            warehouse.execute(f"ALTER TABLE {{table}} ADD COLUMN {column} {{STR}}", table=table)
     return table
 
 
 def _entries(warehouse: WarehouseSQL) -> pd.DataFrame:
     """Every entry (hash, request, fingerprint, erased_at); empty before the first erasure."""
     if not warehouse.exists(*SUPPRESSION):
-        return pd.DataFrame(columns=["customer_hash", "erased_at", "request", "key_fingerprint"])
+        return pd.DataFrame(columns=["customer_hash", "erased_at", "request", "key_fingerprint", "id_form"])
     entries = warehouse.query("SELECT * FROM {table}", table=warehouse.table(*SUPPRESSION))
-    if "key_fingerprint" not in entries.columns:
-        entries["key_fingerprint"] = None
+    for column in ("key_fingerprint", "id_form"):
+        if column not in entries.columns:
+            entries[column] = None
     return entries
+
+
+class SuppressedHashes(frozenset):
+    """The list's keyed hashes; ``legacy`` those of entries hashed upper-cased (``LEGACY_FORM``)."""
+
+    legacy: frozenset = frozenset()
+
+
+def _hashes(entries: pd.DataFrame) -> SuppressedHashes:
+    hashes = SuppressedHashes(entries["customer_hash"].tolist())
+    hashes.legacy = frozenset(entries.loc[entries["id_form"].fillna("") != "trimmed", "customer_hash"].tolist())
+    return hashes
 
 
 class SuppressionKeyError(dg.Failure):
@@ -119,10 +146,10 @@ def check_key(warehouse: WarehouseSQL, hash_key: str) -> None:
         "this key with the job rekey_suppression (README: Rotating PII_HASH_KEY).")
 
 
-def suppressed_hashes(warehouse: WarehouseSQL, hash_key: str) -> frozenset[str]:
+def suppressed_hashes(warehouse: WarehouseSQL, hash_key: str) -> SuppressedHashes:
     """The keyed hashes of every erased customer (empty before the first erasure); the key checked first."""
     check_key(warehouse, hash_key)
-    return frozenset(_entries(warehouse)["customer_hash"].tolist())
+    return _hashes(_entries(warehouse))
 
 
 def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: str) -> pd.Series:
@@ -132,8 +159,11 @@ def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: s
         return pd.Series(False, index=customer_ids.index)
     distinct = pd.Series(customer_ids.dropna().unique(), dtype="str")
     canonical = standardise_ids(distinct)
-    hashed = keyed_hash(canonical, hash_key)
-    erased = set(distinct[hashed.isin(hashes).to_numpy()])
+    hit = keyed_hash(canonical, hash_key).isin(hashes).to_numpy()
+    legacy = getattr(hashes, "legacy", frozenset())
+    if legacy:
+        hit |= keyed_hash(canonical.str.upper(), hash_key).isin(legacy).to_numpy()
+    erased = set(distinct[hit])
     return customer_ids.isin(erased)
 
 
@@ -153,6 +183,16 @@ def add_to_list(warehouse: WarehouseSQL, hashes: list[str], hash_key: str, reque
                       table=table, hashes=warehouse.unnest("hashes", "h"))
 
 
+def with_their_persons(warehouse: WarehouseSQL, ids: list[str]) -> list[str]:
+    """``ids`` and every other id of the persons they belong to (``customer_identity_map``): erasing one of a
+    person's ids erases the person, under whatever id the CRM, the ERP or the shop knows them."""
+    if not ids or not warehouse.exists(SCHEMA, MAP_TABLE):
+        return list(ids)
+    rows = warehouse.query(PERSON_IDS_SQL, {"ids": list(ids)}, table=warehouse.table(SCHEMA, MAP_TABLE),
+                           ids=warehouse.unnest("ids", "i"))
+    return canonical_ids([*ids, *rows["customer_id"].tolist(), *rows["source_customer_id"].tolist()])
+
+
 def delete_customers(warehouse: WarehouseSQL, ids: list[str], tables=CUSTOMER_TABLES) -> dict[str, int]:
     """Delete the rows of canonical ``ids`` from ``tables`` (those that exist); rows removed per table."""
     removed = {}
@@ -163,7 +203,7 @@ def delete_customers(warehouse: WarehouseSQL, ids: list[str], tables=CUSTOMER_TA
             removed[name] = 0
             continue
         names = {"table": warehouse.table(SCHEMA, name), "ids": warehouse.unnest("ids", "i")}
-        where = MAP_ERASED if name == MAP_TABLE else _ERASED
+        where = _erased(name)
         removed[name] = int(warehouse.query("SELECT count(*) AS n FROM {table} WHERE " + where, {"ids": ids},
                                             **names)["n"].iloc[0])
         if removed[name]:
@@ -214,7 +254,7 @@ def scrub(warehouse: WarehouseSQL, hash_key: str, tables, files: list[Path]) -> 
     for name in tables:
         if not warehouse.exists(SCHEMA, name):
             continue
-        columns = "customer_id" + (", source_customer_id" if name == MAP_TABLE else "")
+        columns = ", ".join(ID_COLUMNS.get(name, ("customer_id",)))
         present = warehouse.query(f"SELECT DISTINCT {columns} FROM {{table}}", table=warehouse.table(SCHEMA, name))
         ids = pd.Series(pd.unique(present.to_numpy().ravel()), dtype="str").dropna()
         erased = canonical_ids(ids[suppressed_mask(ids, hashes, hash_key).to_numpy()].tolist())
@@ -242,9 +282,19 @@ def rekey(warehouse: WarehouseSQL, old_key: str, new_key: str, source_ids: list[
     legacy = fingerprints.eq("")  # entries of older code: their key was not recorded
     moving = entries.loc[legacy | (fingerprints.eq(old) & (old != new))]
     candidates = pd.Series(canonical_ids(source_ids), dtype="str")
-    by_old_hash = dict(zip(keyed_hash(candidates, old_key).tolist(), candidates.tolist()))
-    matched = moving.loc[moving["customer_hash"].isin(by_old_hash)]
-    unmatched = moving.loc[~moving["customer_hash"].isin(by_old_hash)]
+    by_old_hash: dict[str, list[str]] = {}
+    for hashed, exact in zip(keyed_hash(candidates, old_key).tolist(), candidates.tolist()):
+        by_old_hash.setdefault(hashed, []).append(exact)
+    # An entry hashed upper-cased (older code) stands for every source id that upper-cases to its id.
+    legacy_form = moving["id_form"].fillna("") != "trimmed"
+    by_legacy_hash: dict[str, list[str]] = {}
+    for hashed, exact in zip(keyed_hash(candidates.str.upper(), old_key).tolist(), candidates.tolist()):
+        by_legacy_hash.setdefault(hashed, []).append(exact)
+    ids_of = {h: (by_legacy_hash if legacy else by_old_hash).get(h, [])
+              for h, legacy in zip(moving["customer_hash"], legacy_form)}
+    found = moving["customer_hash"].map(lambda h: bool(ids_of.get(h)))
+    matched = moving.loc[found.to_numpy()]
+    unmatched = moving.loc[~found.to_numpy()]
     requests = sorted({str(r) for r in unmatched["request"].tolist() if isinstance(r, str) and r})
     if len(unmatched) and not drop_unmatched:
         raise SuppressionKeyError(
@@ -253,7 +303,7 @@ def rekey(warehouse: WarehouseSQL, old_key: str, new_key: str, source_ids: list[
             "Run again with drop_unmatched: true, then erase those requests' ids again under the new key.")
     table = ensure_table(warehouse)
     for (erased_at, request), group in matched.groupby(["erased_at", "request"], dropna=False):
-        ids = [by_old_hash[h] for h in group["customer_hash"]]
+        ids = [exact for h in group["customer_hash"] for exact in ids_of[h]]
         warehouse.execute(ADD_SUPPRESSION_SQL, {
             "hashes": customer_hashes(ids, new_key), "request": request if isinstance(request, str) else "",
             "fingerprint": new, "erased_at": pd.Timestamp(erased_at).to_pydatetime()},

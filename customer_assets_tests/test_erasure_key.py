@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from customer_assets_tests.support.pipeline import run_week, warehouse
@@ -35,7 +36,7 @@ def erase(customer: str, tmp: Path, deployment: str = "local", request: str = "D
 def customer_tables(path) -> list[tuple[str, str]]:
     """Every warehouse table with a customer column, found in the warehouse (not from a list kept by hand)."""
     found = warehouse(path, "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
-                            "'customer_analytics' AND column_name IN ('customer_id', 'source_customer_id')")
+                            "'customer_analytics' AND column_name IN ('customer_id', 'source_customer_id', 'retired_id', 'surviving_id')")
     return sorted(found.itertuples(index=False, name=None))
 
 
@@ -121,7 +122,7 @@ def test_the_readme_key_rotation_moves_the_list_in_bigquery(pipeline_env, small_
         out = {}
         for table, column in bq(bigquery_client, f"SELECT table_name, column_name FROM "
                                 f"{tables}.INFORMATION_SCHEMA.COLUMNS WHERE column_name IN "
-                                "('customer_id', 'source_customer_id')").itertuples(index=False, name=None):
+                                "('customer_id', 'source_customer_id', 'retired_id', 'surviving_id')").itertuples(index=False, name=None):
             n = bq(bigquery_client, f"SELECT count(*) AS n FROM `{BIGQUERY_PROJECT}.customer_analytics.{table}` "
                    f"WHERE upper(trim({column})) = '{customer}'")["n"][0]
             out[table] = out.get(table, 0) + int(n)
@@ -171,9 +172,31 @@ def test_rekey_moves_what_the_sources_hold_and_stops_on_the_rest(tmp_path):
     moved = rekey(wh, "old", "new", ["c1 ", "C3"], drop_unmatched=True)
     assert (moved["moved"], moved["dropped"], moved["dropped_requests"]) == (1, 1, ["DSR-2"])
     check_key(wh, "new")
-    assert suppressed_hashes(wh, "new") == frozenset(customer_hashes(["C1"], "new"))
+    # the old entry (hashed upper-cased) stood for C1 in any case: the id the source holds moves, as spelled
+    assert suppressed_hashes(wh, "new") == frozenset(customer_hashes(["c1"], "new"))
     assert wh.query("SELECT request, erased_at FROM {t}", t=table).astype(str).values.tolist() == [
         ["DSR-1", "2026-11-20 10:00:00"]]
     assert rekey(wh, "old", "new", ["C1"])["moved"] == 0
     with pytest.raises(SuppressionKeyError, match="another key"):
         check_key(wh, "old")
+
+
+def test_ids_differing_by_case_are_erased_apart_and_entries_of_older_code_keep_their_reach(tmp_path):
+    """Issue 21 item 3: erasing C0000001 leaves c0000001 (another customer) alone; an entry written before ids
+    kept their case (hashed upper-cased, no id_form) still covers every spelling it covered then."""
+    from customer_assets.resources.warehouse_sql import DuckDBWarehouse
+    from customer_assets.suppression import (
+        SUPPRESSION, add_to_list, customer_hashes, ensure_table, suppressed_hashes, suppressed_mask)
+
+    wh = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
+    table = ensure_table(wh)
+    add_to_list(wh, customer_hashes(["C0000001"], "k"), "k", "DSR-new")
+    ids = pd.Series(["C0000001", "c0000001", " C0000001 ", "C0000002", "c0000002"], dtype="str")
+    assert suppressed_mask(ids, suppressed_hashes(wh, "k"), "k").tolist() == [True, False, True, False, False]
+    # an entry of older code for C0000002, hashed as it then hashed every id: trimmed and upper-cased
+    from customer_assets.suppression import fingerprint
+    wh.execute("INSERT INTO {t} (customer_hash, erased_at, request, key_fingerprint) "
+               "VALUES (@h, TIMESTAMP '2026-11-20 10:00:00', 'DSR-old', @f)",
+               {"h": customer_hashes(["C0000002"], "k")[0], "f": fingerprint("k")}, t=table)
+    assert suppressed_mask(ids, suppressed_hashes(wh, "k"), "k").tolist() == [True, False, True, True, True]
+    assert wh.query("SELECT id_form FROM {t} ORDER BY request", t=wh.table(*SUPPRESSION))["id_form"].tolist()[0] == "trimmed"

@@ -6,25 +6,24 @@ import dagster as dg
 from customer_assets.assets.common import OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, week_context
 from customer_assets.assets.star import FACT
 from customer_assets.assets.warehouse import band_check
-from customer_assets.io_managers.types import (
-    MartChurnRetentionType, MartCohortRetentionType, MartWeeklySalesType, column_schema)
+from customer_assets.io_managers.types import MartChurnRetentionType, MartCohortRetentionType, MartWeeklySalesType
+from customer_assets.lineage import lineage_metadata, lineage_schema
 from customer_assets.logic.marts import IMPUTED, churn_retention, cohort_retention, weekly_sales
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.schemas import MartChurnRetention, MartCohortRetention, MartWeeklySales
 
 GROUP = "marts"
 SALES = dg.AssetKey([WAREHOUSE, "mart_weekly_sales"])
 CHURN = dg.AssetKey([WAREHOUSE, "mart_churn_retention"])
 
 
-def _mart(name: str, model, dagster_type, deps: list) -> dict:
+def _mart(name: str, dagster_type, deps: list) -> dict:
     return {"key_prefix": [WAREHOUSE], "partitions_def": PARTITIONS, "group_name": GROUP, "owners": OWNERS,
             "kinds": {"sql", WAREHOUSE_KIND}, "io_manager_key": "warehouse_io_manager", "dagster_type": dagster_type,
-            "deps": deps, "metadata": {"partition_expr": "week_start", "dagster/column_schema": column_schema(model),
+            "deps": deps, "metadata": {"partition_expr": "week_start", "dagster/column_schema": lineage_schema(name),
                                        "imputed": dg.MetadataValue.json(IMPUTED[name])}}
 
 
-@dg.asset(**_mart("mart_weekly_sales", MartWeeklySales, MartWeeklySalesType,
+@dg.asset(**_mart("mart_weekly_sales", MartWeeklySalesType,
                   [FACT, dg.AssetKey([WAREHOUSE, "dim_products"]), dg.AssetKey([WAREHOUSE, "dim_customers"])]))
 def mart_weekly_sales(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
     """`customer_analytics.mart_weekly_sales`: per week, product category, customer country and segment:
@@ -33,11 +32,13 @@ def mart_weekly_sales(context: dg.AssetExecutionContext, warehouse: WarehouseSQL
     revenue, orders = float(sales["revenue_usd"].sum()), int(sales["orders"].sum())
     return dg.Output(sales, metadata={
         "dagster/row_count": len(sales), "revenue_usd": round(revenue, 2), "orders": orders,
-        "avg_order_value_usd": round(revenue / orders, 2) if orders else 0.0})
+        "avg_order_value_usd": round(revenue / orders, 2) if orders else 0.0,
+        **lineage_metadata("mart_weekly_sales")})
 
 
-@dg.asset(**_mart("mart_churn_retention", MartChurnRetention, MartChurnRetentionType,
-                  [FACT, dg.AssetKey([WAREHOUSE, "customer_history"]),
+@dg.asset(**_mart("mart_churn_retention", MartChurnRetentionType,
+                  [FACT, dg.AssetKey([WAREHOUSE, "customer_history"]), dg.AssetKey([WAREHOUSE, "dim_customers"]),
+                   dg.AssetKey([WAREHOUSE, "customer_identity_map"]),
                    dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"])]))
 def mart_churn_retention(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
     """`customer_analytics.mart_churn_retention`: per week, segment, value tier and tenure band: customers,
@@ -49,17 +50,19 @@ def mart_churn_retention(context: dg.AssetExecutionContext, warehouse: Warehouse
         "churn_rate_pct": round(100.0 * churned / customers, 3) if customers else 0.0,
         "active": int(churn["active"].sum()), "at_risk": int(churn["at_risk"].sum()),
         "new_customers": int(churn["new_customers"].sum()),
-        "returning_customers": int(churn["returning_customers"].sum())})
+        "returning_customers": int(churn["returning_customers"].sum()), **lineage_metadata("mart_churn_retention")})
 
 
-@dg.asset(**_mart("mart_cohort_retention", MartCohortRetention, MartCohortRetentionType,
-                  [FACT, dg.AssetKey([WAREHOUSE, "customer_history"])]))
+@dg.asset(**_mart("mart_cohort_retention", MartCohortRetentionType,
+                  [FACT, dg.AssetKey([WAREHOUSE, "customer_history"]),
+                   dg.AssetKey([WAREHOUSE, "customer_identity_map"])]))
 def mart_cohort_retention(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
     """`customer_analytics.mart_cohort_retention`: per week, each weekly cohort of first purchases with its size
     and how many of it bought in the week (retention rate)."""
     cohorts = cohort_retention(warehouse, WAREHOUSE, week_context(context))
     return dg.Output(cohorts, metadata={
-        "dagster/row_count": len(cohorts), "cohorts": len(cohorts), "retained": int(cohorts["retained"].sum())})
+        "dagster/row_count": len(cohorts), "cohorts": len(cohorts), "retained": int(cohorts["retained"].sum()),
+        **lineage_metadata("mart_cohort_retention")})
 
 
 revenue_band = band_check(SALES, "revenue_usd", "revenue (USD)")

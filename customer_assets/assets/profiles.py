@@ -17,7 +17,10 @@ from customer_assets.logic import checks
 from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.io_managers.frames import StoredFrame
-from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles, transaction_aggregates
+from customer_assets.logic.profiles import (
+    ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles, events_per_person, to_persons, transaction_aggregates,
+    transactions_per_person)
+from customer_assets.logic.merges import ADD_MERGED_INTO_SQL, follow_merges
 from customer_assets.logic.scd2 import apply_week
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
@@ -147,10 +150,10 @@ def _known_customers(source_db: PostgresSource, ids: list[str]) -> tuple[pd.Data
     return known.assign(updated_at=known["signup_date"], source="database"), replaced
 
 
-PROFILES_DESCRIPTION = """One profile per customer seen this week (CRM update, events or transactions).
+PROFILES_DESCRIPTION = """One profile per person seen this week (CRM or ERP update, events or transactions).
 
-Sources are joined on standardised ids; each field comes from the CRM before the database, then the most
-recent record. Engagement score 0-100, days since last activity, status active (< 7 days) / at-risk
+Every source's id is replaced by its person's (`customer_identity_map`); each field comes from the CRM before
+the ERP before the database, then the most recent record. Engagement score 0-100, days since last activity, status active (< 7 days) / at-risk
 (7-30) / churned (> 30), value tier Platinum / Gold / Silver / Bronze, min-max features `feature_*`.
 Impossible values are removed, missing ones imputed with the median and flagged, outliers above the 99th
 percentile kept true and flagged (`outlier_fields`); every decision is in `transform_log.json`.
@@ -163,9 +166,10 @@ percentile kept true and flagged (`outlier_fields`); every decision is in `trans
         key=PROFILES, kinds={"pandas"}, owners=OWNERS, is_required=False, dagster_type=UnifiedCustomerProfilesType,
         description=PROFILES_DESCRIPTION)},
     partitions_def=PARTITIONS, group_name="profiles",
-    ins={"crm_customers": intermediate("crm_customers"),
+    ins={"crm_customers": intermediate("crm_customers"), "erp_customers": intermediate("erp_customers"),
          "customer_event_aggregates": intermediate("customer_event_aggregates"),
-         "transformed_transactions": intermediate("transformed_transactions", StoredFrame)},
+         "transformed_transactions": intermediate("transformed_transactions", StoredFrame),
+         "customer_identity_map": dg.AssetIn(key=[WAREHOUSE, "customer_identity_map"])},
     # Subsettable so that a step with nothing to do (its week finished) may yield nothing, checks included.
     can_subset=True,
     check_specs=[
@@ -181,27 +185,33 @@ percentile kept true and flagged (`outlier_fields`); every decision is in `trans
 )
 def unified_customer_profiles(context: dg.AssetExecutionContext, settings: PipelineSettings,
                               source_db: PostgresSource, crm: CrmSource, warehouse: WarehouseSQL, alerts: Alerts,
-                              crm_customers: pd.DataFrame,
-                              customer_event_aggregates: pd.DataFrame, transformed_transactions: StoredFrame):
+                              crm_customers: pd.DataFrame, erp_customers: pd.DataFrame,
+                              customer_event_aggregates: pd.DataFrame, transformed_transactions: StoredFrame,
+                              customer_identity_map: pd.DataFrame):
     """The week's unified profiles (see PROFILES_DESCRIPTION) and their checks."""
-    if finished_week(context, crm_customers, customer_event_aggregates, transformed_transactions):
+    if finished_week(context, crm_customers, erp_customers, customer_event_aggregates, transformed_transactions):
         return
     yield from selected_events(context, _unify_week(
-        context, settings, source_db, crm, warehouse, alerts, crm_customers, customer_event_aggregates,
-        transformed_transactions))
+        context, settings, source_db, crm, warehouse, alerts, crm_customers, erp_customers,
+        customer_event_aggregates, transformed_transactions, customer_identity_map))
 
 
 def _unify_week(context: dg.AssetExecutionContext, settings: PipelineSettings, source_db: PostgresSource,
                 crm: CrmSource, warehouse: WarehouseSQL, alerts: Alerts, crm_customers: pd.DataFrame,
-                customer_event_aggregates: pd.DataFrame, transformed_transactions: StoredFrame):
+                erp_customers: pd.DataFrame, customer_event_aggregates: pd.DataFrame,
+                transformed_transactions: StoredFrame, identity: pd.DataFrame):
     ctx = week_context(context)
     # Per customer, read by DuckDB from the transform's file: the week's rows never become a DataFrame here.
     transactions = transaction_aggregates(transformed_transactions.path)
     ids = distinct_ids(crm_customers["customer_id"], customer_event_aggregates["customer_id"],
                        transactions["customer_id"], sort=True)
     known, known_replaced = _known_customers(source_db, ids.to_pylist())
-    records = pd.concat([crm_customers, known], ignore_index=True)
-    profile, log = build_profiles(records, customer_event_aggregates, transactions, known["customer_id"], ctx)
+    # Every source's id becomes its person's: one profile per real customer (ERP-only customers included).
+    records = pd.concat([to_persons(crm_customers, identity, ("crm",)), to_persons(known, identity, ("database",)),
+                         to_persons(erp_customers, identity, ("erp",))], ignore_index=True)
+    profile, log = build_profiles(records, events_per_person(customer_event_aggregates, identity),
+                                  transactions_per_person(transactions, identity),
+                                  to_persons(known, identity, ("database",))["customer_id"], ctx)
     # Forgotten on request: the CRM or the events may still know them.
     profile, suppressed = drop_suppressed(profile, warehouse, crm.hash_key)
     sources = week_sources(crm.kind, settings.events_path)
@@ -260,20 +270,27 @@ def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource, 
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles", kinds={"sql", WAREHOUSE_KIND},
-          owners=OWNERS, deps=[dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"])])
+          owners=OWNERS, deps=[dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"]),
+                               dg.AssetKey([WAREHOUSE, "identity_merges"])])
 def dim_customers(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.MaterializeResult:
-    """`customer_analytics.dim_customers`, SCD type 2 over segment, value tier, status and country
-    (effective_from, effective_to, is_current, version).
+    """`customer_analytics.dim_customers`, SCD type 2 per person over segment, value tier, status and country
+    (effective_from, effective_to, is_current, version, merged_into).
 
-    Maintained in the warehouse by one SQL MERGE per week: the versions of the customers the week touches
+    Maintained in the warehouse by one SQL MERGE per week: the versions of the persons the week touches
     are recomputed from their weekly snapshots and swapped in, so a week's cost does not grow with the
     number of weeks, re-running a week adds no versions, and backfilling an older week gives the same
-    history as running the weeks in order.
+    history as running the weeks in order. Persons merged this week (`identity_merges`) are followed first:
+    their versions end at the week and name the person they merged into, and their facts count under it.
     """
-    summary = apply_week(warehouse, WAREHOUSE, week_context(context).week_start)
+    week_start = week_context(context).week_start
+    merged = follow_merges(warehouse, WAREHOUSE, week_start)
+    summary = apply_week(warehouse, WAREHOUSE, week_start)
+    warehouse.execute(ADD_MERGED_INTO_SQL, dim=warehouse.table(WAREHOUSE, "dim_customers"))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(summary["versions"]),
         "customers": int(summary["current_versions"]),
         "versions_starting_this_week": int(summary["versions_starting_this_week"]),
         "current_versions": int(summary["current_versions"]),
+        "facts_rekeyed": int(summary.get("facts_rekeyed", 0)),
+        **{f"merge_{name}": value for name, value in merged.items()},
     })

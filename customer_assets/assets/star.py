@@ -10,11 +10,12 @@ from customer_assets.assets.warehouse import UNIQUE_WITHIN_WEEKS
 from customer_assets.io_managers.types import (
     DimDateType, FactTransactionsQuarantineType, FactTransactionsType, ProductSnapshotsType, column_schema)
 from customer_assets.logic import checks
-from customer_assets.logic.scd2 import PRODUCTS, apply_week
+from customer_assets.logic.scd2 import PRODUCTS, apply_week, fact_keys
 from customer_assets.logic.star import dim_date_rows, fact_candidates, kept_snapshot, resolve_keys
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.schemas import DimDate, FactTransactions, ProductSnapshots
+from customer_assets.lineage import lineage_metadata, lineage_schema
+from customer_assets.schemas import DimDate, FactTransactionsQuarantine, ProductSnapshots
 from customer_assets.sources.extract import products_snapshot, take_replaced_count
 
 GROUP = "star"
@@ -51,7 +52,8 @@ def dim_products(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> 
     summary = apply_week(warehouse, WAREHOUSE, week_context(context).week_start, PRODUCTS)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(summary["versions"]), "products": int(summary["current_versions"]),
-        "versions_starting_this_week": int(summary["versions_starting_this_week"])})
+        "versions_starting_this_week": int(summary["versions_starting_this_week"]),
+        "facts_rekeyed": int(summary["facts_rekeyed"])})
 
 
 @dg.asset(key_prefix=[WAREHOUSE], kinds={"pandas", WAREHOUSE_KIND}, dagster_type=DimDateType,
@@ -70,34 +72,50 @@ def dim_date(context: dg.AssetExecutionContext):
             dagster_type=FactTransactionsType,
             metadata={"partition_expr": "timestamp", "unique_key": "transaction_id",
                       "unique_within_weeks": UNIQUE_WITHIN_WEEKS,
-                      "dagster/column_schema": column_schema(FactTransactions)},
+                      "dagster/column_schema": lineage_schema("fact_transactions")},
             description="`customer_analytics.fact_transactions`: one row per loaded transaction, with the "
                         "surrogate keys of the customer and product versions valid at its time and its day."),
         "fact_transactions_quarantine": dg.AssetOut(
             key=[WAREHOUSE, "fact_transactions_quarantine"], kinds={"sql", WAREHOUSE_KIND}, owners=OWNERS,
             io_manager_key="warehouse_io_manager", dagster_type=FactTransactionsQuarantineType,
-            metadata={"partition_expr": "timestamp"},
+            metadata={"partition_expr": "timestamp",
+                      "dagster/column_schema": column_schema(FactTransactionsQuarantine)},
             description="Loaded transactions whose keys resolve to no dimension row, or to several, with the "
                         "reason; never dropped silently."),
     },
     deps=[dg.AssetKey([WAREHOUSE, name]) for name in ("weekly_transactions", "dim_customers", "dim_products",
-                                                       "dim_date")],
+                                                       "dim_date", "customer_identity_map")],
     partitions_def=PARTITIONS, group_name=GROUP,
     check_specs=[check_spec("referential_integrity", FACT, blocking=True, description=(
         "Every loaded transaction of the week is a fact row whose customer, product and date keys each resolve "
         "to exactly one dimension row; a transaction that does not is quarantined with its reason and fails "
-        "this check (the marts wait)."))],
+        "this check (the marts wait).")),
+        check_spec("fact_keys_resolve", FACT, blocking=True, description=(
+            "Over the whole fact table (every week), every customer_key is a key of dim_customers and every "
+            "product_key a key of dim_products: a dimension's backfill re-keys the later weeks' facts, and a key "
+            "left dangling fails this check (the marts wait)."))],
 )
 def fact_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts):
     candidates = fact_candidates(warehouse, WAREHOUSE, week_context(context))
     facts, quarantined = resolve_keys(candidates)
     # By primary reason (the first code), as the validation's quarantine counts: each row once.
     reasons = quarantined["reason_codes"].str.split(";").str[0].value_counts().to_dict() if len(quarantined) else {}
-    yield dg.Output(facts, output_name="fact_transactions", metadata={"dagster/row_count": len(facts)})
+    yield dg.Output(facts, output_name="fact_transactions",
+                    metadata={"dagster/row_count": len(facts), **lineage_metadata("fact_transactions")})
     yield dg.Output(quarantined, output_name="fact_transactions_quarantine", metadata={
         "dagster/row_count": len(quarantined), "reasons": dg.MetadataValue.json(reasons)})
     loaded = int(candidates["transaction_id"].nunique())
     result = check_result(FACT, "referential_integrity", checks.keys_resolve(loaded, len(facts), reasons),
                           loaded=loaded, fact_rows=len(facts), quarantined=len(quarantined))
-    alert_failed_checks(alerts, [result], context.partition_key, context.log)
+    # After the week's facts are written (the outputs above are stored as they are yielded).
+    keys = fact_keys(warehouse, WAREHOUSE)
+    resolved = check_result(FACT, "fact_keys_resolve", checks.fact_keys_resolve(
+        keys["facts_scanned"], keys["facts_with_dangling_customer_key"], keys["facts_with_dangling_product_key"],
+        keys["dangling_customer_keys"], keys["dangling_product_keys"],
+        {"customer": keys["example_customer_key"], "product": keys["example_product_key"]}),
+        dangling_customer_keys=keys["dangling_customer_keys"], dangling_product_keys=keys["dangling_product_keys"],
+        facts_with_dangling_customer_key=keys["facts_with_dangling_customer_key"],
+        facts_with_dangling_product_key=keys["facts_with_dangling_product_key"], facts_scanned=keys["facts_scanned"])
+    alert_failed_checks(alerts, [result, resolved], context.partition_key, context.log)
     yield result
+    yield resolved

@@ -16,7 +16,7 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from customer_assets.io_managers.frames import frame_batches_type, stored_frame_type
 from customer_assets.schemas import (
-    CrmCustomers, CustomerEventAggregates, CustomerHistory, CustomerIdentityMap, DataQualityMetrics, DimDate, ErpCustomers, FactTransactions,
+    CrmCustomers, CustomerEventAggregates, CustomerHistory, CustomerIdentityMap, DataQualityMetrics, IdentityMerges, DimDate, ErpCustomers, FactTransactions,
     FactTransactionsQuarantine, MartChurnRetention, MartCohortRetention, MartWeeklySales, PipelineErrorLog, ProductSnapshots,
     QuarantinedTransactions, RawTransactions, TransactionAnomalies, TransformedTransactions, UnifiedCustomerProfiles,
     ValidatedTransactions)
@@ -175,4 +175,5 @@ MartChurnRetentionType = frame_type(MartChurnRetention)
 MartCohortRetentionType = frame_type(MartCohortRetention)
 ErpCustomersType = frame_type(ErpCustomers)
 CustomerIdentityMapType = frame_type(CustomerIdentityMap)
+IdentityMergesType = frame_type(IdentityMerges)
 PipelineErrorLogType = frame_type(PipelineErrorLog)

@@ -199,3 +199,20 @@ def keys_resolve(loaded: int, fact_rows: int, reasons: dict[str, int]) -> CheckO
         return CheckOutcome(False, "ERROR", f"{text}; {quarantined} quarantined in fact_transactions_quarantine "
                                            f"({listed})")
     return CheckOutcome(True, "ERROR", text)
+
+
+def fact_keys_resolve(facts_scanned: int, dangling_customer_facts: int, dangling_product_facts: int,
+                      dangling_customer_keys: int = 0, dangling_product_keys: int = 0,
+                      examples: dict[str, str | None] | None = None) -> CheckOutcome:
+    """Over the whole fact table, every fact's customer_key is a key of dim_customers and its product_key a key of
+    dim_products (a fact of an earlier week too: a dimension's backfill re-keys them). ``*_facts``: the facts
+    whose key dangles; ``*_keys``: the distinct dangling keys; ``examples``: one dangling key per dimension."""
+    text = (f"{facts_scanned:,} facts scanned (every week): {dangling_customer_facts:,} with a customer_key and "
+            f"{dangling_product_facts:,} with a product_key that no dimension row has")
+    if not dangling_customer_facts and not dangling_product_facts:
+        return CheckOutcome(True, "ERROR", text)
+    found = [f"{keys:,} {name} key(s)" + (f", e.g. {examples[name]!r}" if (examples or {}).get(name) else "")
+             for name, facts, keys in (("customer", dangling_customer_facts, dangling_customer_keys),
+                                       ("product", dangling_product_facts, dangling_product_keys)) if facts]
+    return CheckOutcome(False, "ERROR", f"{text} ({'; '.join(found)}). Re-run the weeks of those facts (their "
+                        "keys are rebuilt), or the dimension's week whose run did not re-key them; the marts wait.")

@@ -50,12 +50,15 @@ FROM cur LEFT JOIN prev ON prev.category = cur.category AND prev.country = cur.c
 ORDER BY cur.category, cur.country, cur.segment
 """
 
-# Each customer's first and last purchase as of the week's end (over all currencies): every customer who ever
-# bought, from the carried history.
+# Each person's first and last purchase as of the week's end (over all currencies and all their shop ids):
+# everyone who ever bought, from the carried history (kept per shop id) through the week's identity.
 _FIRST_PURCHASES = """
-  SELECT UPPER(TRIM(customer_id)) AS customer_id, MIN(first_purchase_at) AS first_purchase_at,
-         MAX(last_purchase_at) AS last_purchase_at
-  FROM {history} WHERE week_start = @week_start GROUP BY 1
+  SELECT COALESCE(i.customer_id, TRIM(h.customer_id)) AS customer_id, MIN(h.first_purchase_at) AS first_purchase_at,
+         MAX(h.last_purchase_at) AS last_purchase_at
+  FROM {history} h
+    LEFT JOIN {identity} i ON i.week_start = @week_start AND i.source = 'database'
+      AND i.source_customer_id = TRIM(h.customer_id)
+  WHERE h.week_start = @week_start GROUP BY 1
 """
 _BUYERS = "SELECT DISTINCT customer_id FROM {fact} WHERE week_start = @week_start"
 
@@ -106,7 +109,8 @@ FROM firsts f LEFT JOIN buyers b ON b.customer_id = f.customer_id
 def _tables(warehouse, schema: str, *names: str) -> dict[str, str]:
     return {name: warehouse.table(schema, table) for name, table in (
         ("fact", "fact_transactions"), ("dim_products", "dim_products"), ("dim_customers", "dim_customers"),
-        ("history", "customer_history"), ("profiles", "weekly_customer_profiles")) if name in names}
+        ("history", "customer_history"), ("profiles", "weekly_customer_profiles"),
+        ("identity", "customer_identity_map")) if name in names}
 
 
 def _week(week: WeekContext) -> pd.Timestamp:
@@ -129,7 +133,7 @@ def churn_retention(warehouse, schema: str, week: WeekContext) -> pd.DataFrame:
               "active_since": week.week_end - timedelta(days=ACTIVE_DAYS),
               "churned_before": week.week_end - timedelta(days=CHURNED_AFTER_DAYS)}
     rows = warehouse.query(CHURN_SQL, params, unknown=UNKNOWN,
-                           **_tables(warehouse, schema, "fact", "history", "dim_customers"))
+                           **_tables(warehouse, schema, "fact", "history", "dim_customers", "identity"))
     return MartChurnRetention.validate(rows.assign(week_start=start)[["week_start", *rows.columns]], lazy=True)
 
 
@@ -137,7 +141,7 @@ def cohort_retention(warehouse, schema: str, week: WeekContext) -> pd.DataFrame:
     """Per cohort (the Monday of the first purchase), its size and how many of it bought this week."""
     start = _week(week)
     rows = warehouse.query(COHORT_SQL, {"week_start": start.to_pydatetime()},
-                           **_tables(warehouse, schema, "fact", "history"))
+                           **_tables(warehouse, schema, "fact", "history", "identity"))
     first = pd.to_datetime(rows["first_purchase_at"], utc=True).dt.tz_convert(None)
     cohort = (first.dt.normalize() - pd.to_timedelta(first.dt.dayofweek, unit="D"))
     grouped = pd.DataFrame({"cohort_week": cohort, "bought": rows["bought"].astype(bool)}).groupby(

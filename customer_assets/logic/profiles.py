@@ -1,7 +1,9 @@
 """Unified customer profiles: CRM records + behavioural events + the week's transactions.
 
 Documented decisions (also returned in the transform log):
-- sources are de-duplicated per customer id with CRM before the database, then the most recent update;
+- one profile per person (``customer_identity_map``): every source's records, events and transactions are
+  keyed by the person their id belongs to, then de-duplicated with the CRM before the ERP before the
+  database, then the most recent update;
 - engagement score (0-100) = 40 x purchases + 25 x features + 20 x page views + 15 x support, each term
   saturating at 1 (5 purchases, 5 distinct features, 50 page views, 3 support chats in the week);
 - status by days since last activity at the week's end: active < 7 <= at-risk <= 30 < churned;
@@ -23,7 +25,7 @@ from customer_assets.duck import connect, literal, quoted
 from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
 from customer_assets.weeks import WeekContext
 
-SOURCE_PRIORITY = {"crm": 0, "database": 1}
+SOURCE_PRIORITY = {"crm": 0, "erp": 1, "database": 2}  # seed 004's order
 ENGAGEMENT_WEIGHTS = {"purchase_count": 40.0, "unique_features_used": 25.0, "page_views": 20.0,
                       "support_interactions": 15.0}
 ENGAGEMENT_SATURATION = {"purchase_count": 5, "unique_features_used": 5, "page_views": 50, "support_interactions": 3}
@@ -103,12 +105,12 @@ TRANSACTION_AGGREGATE_COLUMNS = ["customer_id", "week_transaction_count", "week_
 
 
 def transaction_aggregates(transactions: Path) -> pd.DataFrame:
-    """Per standardised customer id: the week's transaction count, USD spend, last purchase, and the last known
+    """Per customer id (trimmed): the week's transaction count, USD spend, last purchase, and the last known
     country and segment (in row order). Rows without an id are left out.
 
     ``transactions`` is the Parquet file of the week's transformed transactions: DuckDB reads the file
     itself, so the week's rows never become a DataFrame here. Raw ids that standardise to the same id
-    (``c1`` and `` C1``) are combined afterwards. USD amounts carry six decimals (``with_usd`` in validation), so
+    (`` c1`` and ``c1``) are combined afterwards. USD amounts carry six decimals (``with_usd`` in validation), so
     they are summed exactly as whole micro-dollars: the same total in any order, on every rerun.
     """
     with connect() as con:
@@ -142,6 +144,52 @@ def _combine(parts: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+EVENT_SUMS = ("page_views", "unique_features_used", "purchase_count", "purchase_amount", "support_interactions")
+
+
+def to_persons(frame: pd.DataFrame, identity: pd.DataFrame, sources: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with each ``customer_id`` (a source id) replaced by its person's id: looked up among the
+    identity's records of ``sources``, in that order; an id no record holds stays as it is (a customer of its
+    own, counted unmatched if nothing else knows it)."""
+    ids = frame["customer_id"].astype("str")
+    person = pd.Series(None, index=frame.index, dtype=object)
+    records = identity.loc[identity["source"].isin(sources)]
+    for source in sources:
+        lookup = records.loc[records["source"] == source].drop_duplicates("source_customer_id").set_index(
+            "source_customer_id")["customer_id"]
+        person = person.fillna(ids.map(lookup))
+    # Then without case, where that names one person only (``C1`` and ``c1`` of one source are two).
+    loose = records.assign(key=records["source_customer_id"].str.upper()).drop_duplicates(["key", "customer_id"])
+    loose = loose.loc[~loose["key"].duplicated(keep=False)].set_index("key")["customer_id"]
+    person = person.fillna(ids.str.upper().map(loose))
+    return frame.assign(customer_id=person.fillna(ids).astype("str"))
+
+
+def events_per_person(events: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
+    """The week's event aggregates per person: the counts of a person's ids summed (distinct features too: a
+    feature used under two ids counts twice), the last event the latest."""
+    mapped = to_persons(events, identity, ("database", "crm"))
+    if not mapped["customer_id"].duplicated().any():
+        return mapped
+    out = mapped.groupby("customer_id", sort=True).agg(
+        **{c: (c, "sum") for c in EVENT_SUMS}, last_event_at=("last_event_at", "max")).reset_index()
+    return out[events.columns]
+
+
+def transactions_per_person(transactions: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
+    """The week's ``transaction_aggregates`` per person (its database ids' rows combined)."""
+    mapped = to_persons(transactions, identity, ("database",))
+    merged = mapped["customer_id"].duplicated(keep=False).to_numpy()
+    if not merged.any():
+        return mapped
+    parts = mapped[merged].assign(_spend_micro_usd=np.round(mapped.loc[merged, "week_spend_usd"] * 1_000_000))
+    combined = _combine(parts.assign(_country_rn=parts["country"].notna().cumsum().where(parts["country"].notna()),
+                                     _segment_rn=parts["segment"].notna().cumsum().where(parts["segment"].notna())))
+    combined["week_spend_usd"] = combined.pop("_spend_micro_usd") / 1_000_000
+    out = pd.concat([mapped[~merged], combined], ignore_index=True)
+    return out[TRANSACTION_AGGREGATE_COLUMNS].sort_values("customer_id", ignore_index=True)
+
+
 def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.DataFrame,
                  known_ids: pd.Series | set[str], log: TransformLog) -> pd.DataFrame:
     """Everyone seen this week (CRM update, events or transactions) with whatever each source knows.
@@ -168,6 +216,7 @@ def join_sources(records: pd.DataFrame, events: pd.DataFrame, transactions: pd.D
     for column in ACTIVITY_COUNTS:
         profile[column] = pd.to_numeric(profile[column]).fillna(0).astype(float)
     log.counts.update({"crm_records": int((records["source"] == "crm").sum()),
+                       "erp_records": int((records["source"] == "erp").sum()),
                        "database_records": int((records["source"] == "database").sum()),
                        "event_customers": len(events),
                        "transaction_customers": len(transactions),
@@ -279,8 +328,8 @@ def build_profiles(records: pd.DataFrame, events: pd.DataFrame, transactions: pd
     ``transactions`` are the week's ``transaction_aggregates`` (one row per customer).
     """
     log = TransformLog()
-    log.decisions.append("ids trimmed and upper-cased in every source before joining")
-    log.decisions.append("duplicates resolved by source priority crm > database, then most recent update")
+    log.decisions.append("ids trimmed; every source's id replaced by its person's (customer_identity_map)")
+    log.decisions.append("duplicates resolved by source priority crm > erp > database, then most recent update")
     records = deduplicate_records(records)
     profile = join_sources(records, events, transactions, known_ids, log)
     seen = [pd.to_datetime(profile[c], utc=True) for c in ("last_activity_at", "last_event_at", "last_transaction_at")]

@@ -1,13 +1,17 @@
-"""Identity resolution: one customer across the CRM, the ERP and the transaction database.
+"""Identity resolution: one real customer (a person) across the CRM, the ERP and the transaction database, and
+across weeks.
 
-Records are linked when they share the keyed hash of an email, the keyed hash of a phone, or a standardised
-id; linked records are one customer (the connected components of those links). Each customer's id is the id
-of its best record: the CRM before the ERP before the database, then the most recent within a source (an ERP
-id, from an id space of its own, as ``erp:<id>``). The map keeps every source id it merged, and on what it was
-matched.
+Records are linked when they share the keyed hash of an email, the keyed hash of a phone, or an id (compared
+without case across the CRM and the shop, which share ids; an ERP id, from an id space of its own, as
+``erp:<id>``); linked records are one person (the connected components of those links). The identity is carried
+from week to week (``carry_identity``): a person keeps its id for good, new persons are named by their best
+record (the CRM before the ERP before the database, then the most recent), and persons that a week shows to
+be one are merged into the one of their best record, the merge recorded.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -39,12 +43,12 @@ def standardise_erp(raw: pd.DataFrame, hash_key: str) -> tuple[pd.DataFrame, dic
     return frame, counts
 
 
-def _components(records: pd.DataFrame) -> np.ndarray:
+def _components(records: pd.DataFrame, links: tuple[str, ...] = LINKS) -> np.ndarray:
     """For each record, the smallest position among the records it is linked to, directly or not: labels
     spread through each shared key (integer codes, factorized once) until nothing changes."""
     label = np.arange(len(records))
     keys = []
-    for key in LINKS:
+    for key in links:
         codes, uniques = pd.factorize(records[key])  # missing values get -1
         present = codes >= 0
         if present.any():
@@ -60,34 +64,201 @@ def _components(records: pd.DataFrame) -> np.ndarray:
             return label
 
 
-def resolve(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd.DataFrame:
-    """The identity map of the week's records: one row per source record (``MAP_COLUMNS``), ``customer_id``
-    being the resolved customer's id."""
+IDENTITY_COLUMNS = ["customer_id", "source", "source_customer_id", "matched_on", "is_primary", "email_hash",
+                    "phone_hash", "updated_at", "first_seen_week", "last_seen_week"]
+MERGE_COLUMNS = ["retired_id", "surviving_id", "matched_on"]
+_RECORD = ["source", "source_customer_id"]
+_TS = "datetime64[ns, UTC]"
+
+
+@dataclass
+class Resolution:
+    """A week's identity: every record known as of the week with its person (``IDENTITY_COLUMNS``), the
+    persons merged into another this week (``MERGE_COLUMNS``), and counts for the metadata."""
+
+    identity: pd.DataFrame
+    merges: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def week_records(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd.DataFrame:
+    """The week's records of the three sources as one frame: source, source id (trimmed, case kept), the keyed
+    email and phone hashes, the record's update time (the database's ids have neither contact nor time)."""
     database = pd.DataFrame({"customer_id": standardise_ids(pd.Series(database_ids, dtype="str")).dropna().unique()})
-    columns = ["customer_id", "email_hash", "phone_hash", "updated_at"]
-    # Columns a source leaves empty (the database has no email, phone or time) are left out before concatenating.
-    parts = [frame[[c for c in columns if c in frame and frame[c].notna().any()]].assign(source=source)
-             for frame, source in ((crm, "crm"), (erp, "erp"), (database, "database")) if len(frame)]
+    parts = []
+    for frame, source in ((crm, "crm"), (erp, "erp"), (database, "database")):
+        if not len(frame):
+            continue
+        part = pd.DataFrame({"source": source, "source_customer_id": frame["customer_id"].astype("str")})
+        for column in ("email_hash", "phone_hash"):
+            part[column] = (frame[column].where(frame[column].notna(), None).astype(object) if column in frame
+                            else pd.Series(None, index=frame.index, dtype=object))
+        part["updated_at"] = (pd.to_datetime(frame["updated_at"], utc=True) if "updated_at" in frame
+                              else pd.Series(pd.NaT, index=frame.index, dtype=_TS))
+        parts.append(part)
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="bool" if c == "is_primary" else "str") for c in MAP_COLUMNS})
-    records = pd.concat(parts, ignore_index=True).reindex(columns=[*columns, "source"])
-    records["updated_at"] = pd.to_datetime(records["updated_at"], utc=True)
-    # The CRM and the shop share customer ids; the ERP has an id space of its own, so its ids link only to itself.
-    records["id_link"] = records["customer_id"].where(records["source"] != "erp", "erp:" + records["customer_id"])
-    records["component"] = _components(records)
-    ranked = records.assign(rank=records["source"].map(PRIORITY)).sort_values(
-        ["component", "rank", "updated_at", "customer_id"], ascending=[True, True, False, True], kind="stable")
-    primary = ranked.drop_duplicates("component")[["component", "customer_id", "source"]].rename(
-        columns={"customer_id": "resolved", "source": "primary_source"})
-    out = records.merge(primary, on="component", how="left")
-    matched = pd.Series("self", index=out.index, dtype="object")
+        return pd.DataFrame({c: pd.Series(dtype=_TS if c == "updated_at" else "str")
+                             for c in [*_RECORD, "email_hash", "phone_hash", "updated_at"]})
+    records = pd.concat(parts, ignore_index=True)
+    records["updated_at"] = records["updated_at"].astype(_TS)
+    return records.drop_duplicates(_RECORD, keep="last").reset_index(drop=True)
+
+
+def _id_links(records: pd.DataFrame) -> tuple[pd.Series, int]:
+    """What each record links on by id: the CRM and the shop share ids, compared without case; the ERP's ids
+    link only among themselves (``erp:`` before them). Two distinct ids of one source that are equal without case
+    (``C1`` and ``c1``) are two customers: they link on their exact id instead, and are counted (ID_COLLISION)."""
+    ids = records["source_customer_id"].astype("str")
+    prefix = np.where(records["source"] == "erp", "erp:", "")
+    link = pd.Series(prefix, index=records.index, dtype="str") + ids.str.upper()
+    colliding = (pd.DataFrame({"source": records["source"], "link": link, "id": ids})
+                   .groupby(["source", "link"])["id"].transform("nunique") > 1)
+    exact = pd.Series(prefix, index=records.index, dtype="str") + ids
+    collisions = int(pd.DataFrame({"source": records["source"], "link": link})[colliding.to_numpy()]
+                       .drop_duplicates().shape[0])
+    distinct = int(pd.DataFrame({"source": records["source"], "id": ids})[colliding.to_numpy()]
+                     .drop_duplicates().shape[0])
+    return link.where(~colliding, exact), distinct - collisions
+
+
+def _new_ids(best: pd.DataFrame, exact_link: pd.Series, used: set[str]) -> pd.Series:
+    """Ids for persons seen for the first time: the best record's id upper-cased (``erp:`` for an ERP record), its
+    exact id where that is taken or collides, then a numbered suffix; never an id a person already has."""
+    prefix = np.where(best["source"] == "erp", "erp:", "")
+    candidate = pd.Series(prefix, index=best.index, dtype="str") + best["source_customer_id"].str.upper()
+    exact = pd.Series(prefix, index=best.index, dtype="str") + best["source_customer_id"]
+    candidate = candidate.where(~exact_link.to_numpy(), exact)
+    order = np.lexsort((exact.to_numpy(), candidate.to_numpy()))
+    out = candidate.copy()
+    taken = set(used)
+    clash = candidate.isin(taken).to_numpy() | candidate.duplicated(keep=False).to_numpy()
+    for position in order:
+        if not clash[position]:
+            taken.add(out.iloc[position])
+            continue
+        for name in (candidate.iloc[position], exact.iloc[position]):
+            if name not in taken:
+                break
+        else:
+            n = 2
+            while f"{exact.iloc[position]}~{n}" in taken:
+                n += 1
+            name = f"{exact.iloc[position]}~{n}"
+        out.iloc[position] = name
+        taken.add(name)
+    return out
+
+
+def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Resolution:
+    """The identity as of the week: ``prior`` (the identity carried from an earlier week, ``IDENTITY_COLUMNS``)
+    updated with the week's ``records`` (``week_records``).
+
+    Records are linked by a shared keyed email hash, keyed phone hash or id (``_id_links``), and by the person
+    the carried identity already gives them; linked records are one person. A person keeps its id for good.
+    Records new to everyone make a new person, named by its best record (the CRM before the ERP before the
+    database, then the most recent). Where the week links records of several persons, they are merged into one:
+    the person of the best of their records survives, the others are retired (``merges``).
+    """
+    week_start = pd.Timestamp(week_start).tz_convert(None) if pd.Timestamp(week_start).tzinfo else pd.Timestamp(week_start)
+    week = records.assign(last_seen_week=week_start)
+    if len(prior):
+        prior = prior[IDENTITY_COLUMNS].copy()
+        seen = prior.merge(week[_RECORD], on=_RECORD, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+        kept = prior[~seen]
+        known = prior[seen][[*_RECORD, "customer_id", "first_seen_week"]]
+        week = week.merge(known, on=_RECORD, how="left")
+    else:
+        kept = prior.reindex(columns=IDENTITY_COLUMNS).iloc[:0]
+        week = week.assign(customer_id=pd.Series(None, index=week.index, dtype="str"),
+                           first_seen_week=pd.NaT)
+    week["first_seen_week"] = pd.to_datetime(week["first_seen_week"]).fillna(week_start).clip(upper=week_start)
+    frames = [_typed(f) for f in (kept, week.reindex(columns=IDENTITY_COLUMNS)) if len(f)]
+    if not frames:
+        return Resolution(_typed(week.reindex(columns=IDENTITY_COLUMNS)), _empty_merges(), _counts())
+    every = pd.concat(frames, ignore_index=True)
+    every["updated_at"] = pd.to_datetime(every["updated_at"], utc=True).astype(_TS)
+    every["id_link"], collisions = _id_links(every)
+    exact_link = every["id_link"] != (np.where(every["source"] == "erp", "erp:", "")
+                                      + every["source_customer_id"].str.upper())
+    every["person_link"] = every["customer_id"]
+    every["component"] = _components(every, (*LINKS, "person_link"))
+    ranked = every.assign(rank=every["source"].map(PRIORITY)).sort_values(
+        ["component", "rank", "updated_at", "source_customer_id"], ascending=[True, True, False, True],
+        kind="stable", na_position="last")
+    # Each component's surviving person: that of its best record with a person; the others merge into it.
+    with_person = ranked[ranked["customer_id"].notna()]
+    survivor = with_person.drop_duplicates("component").set_index("component")["customer_id"]
+    persons = with_person.drop_duplicates(["component", "customer_id"])
+    retired = persons[persons["customer_id"].to_numpy() != survivor.reindex(persons["component"]).to_numpy()]
+    # Components without a person: a new one, named by its best record.
+    best = ranked.drop_duplicates("component")
+    fresh = best[~best["component"].isin(survivor.index)]
+    new_ids = _new_ids(fresh, exact_link.loc[fresh.index], set(every["customer_id"].dropna()))
+    names = pd.concat([part for part in (survivor, pd.Series(new_ids.to_numpy(), index=fresh["component"].to_numpy(),
+                                                             dtype=object)) if len(part)])
+    every["customer_id"] = names.reindex(every["component"]).to_numpy()
+    every["matched_on"] = _matched_on(every)
+    primary = ranked.drop_duplicates("component").index  # components and persons are one now
+    every["is_primary"] = False
+    every.loc[primary, "is_primary"] = True
+    merges = pd.DataFrame({"retired_id": retired["customer_id"].astype("str").to_numpy(),
+                           "surviving_id": survivor.reindex(retired["component"]).astype("str").to_numpy(),
+                           "matched_on": _merged_on(every, retired["component"]).to_numpy()})
+    identity = _typed(every[IDENTITY_COLUMNS])
+    counts = _counts(records=len(identity), persons=int(identity["customer_id"].nunique()),
+                     new_persons=len(fresh), merged_persons=len(merges), id_collisions=collisions,
+                     week_records=len(records))
+    return Resolution(identity.sort_values(["customer_id", "source", "source_customer_id"], ignore_index=True),
+                      merges.sort_values("retired_id", ignore_index=True), counts)
+
+
+def _merged_on(records: pd.DataFrame, components: pd.Series) -> pd.Series:
+    """For each component of a merge, the kinds of link ('email', 'phone', 'id', joined by '+') that connect records
+    of different persons (or records new this week) in it."""
+    rows = records[records["component"].isin(components)]
+    group = rows["person_link"].where(rows["person_link"].notna(), "new:" + rows.index.astype("str"))
+    kinds: dict[int, list[str]] = {}
+    for key, name in (("email_hash", "email"), ("phone_hash", "phone"), ("id_link", "id")):
+        linked = pd.DataFrame({"component": rows["component"], "value": rows[key], "group": group}).dropna()
+        across = linked.groupby(["component", "value"])["group"].nunique()
+        for component in across[across > 1].index.get_level_values("component").unique():
+            kinds.setdefault(component, []).append(name)
+    return components.map(lambda c: "+".join(kinds.get(c, [])) or "person").astype("str")
+
+
+def _matched_on(records: pd.DataFrame) -> pd.Series:
+    """What links each record to the others of its person (the keyed email hash before the phone before the id);
+    'self' when nothing does."""
+    matched = pd.Series("self", index=records.index, dtype="object")
     for key, name in (("id_link", "id"), ("phone_hash", "phone"), ("email_hash", "email")):
-        shared = out[key].notna() & out.duplicated(["component", key], keep=False)
+        shared = records[key].notna() & records.duplicated(["customer_id", key], keep=False)
         matched[shared.to_numpy()] = name
-    # A customer named by its ERP record keeps the ERP's id space in its id, so it never collides with a shop id.
-    resolved = out["resolved"].where(out["primary_source"] != "erp", "erp:" + out["resolved"])
-    return pd.DataFrame({
-        "customer_id": resolved.astype("str"), "source": out["source"].astype("str"),
-        "source_customer_id": out["customer_id"].astype("str"), "matched_on": matched.astype("str"),
-        "is_primary": ((out["customer_id"] == out["resolved"]) & (out["source"] == out["primary_source"])).astype(bool),
-    }).sort_values(["customer_id", "source", "source_customer_id"], ignore_index=True)
+    return matched.astype("str")
+
+
+def _typed(identity: pd.DataFrame) -> pd.DataFrame:
+    out = identity.copy()
+    for column in ("customer_id", "source", "source_customer_id", "matched_on", "email_hash", "phone_hash"):
+        out[column] = out[column].astype("str").where(out[column].notna(), None) if len(out) else out[column].astype("str")
+    out["is_primary"] = out["is_primary"].astype("boolean").fillna(False).astype(bool)
+    out["updated_at"] = pd.to_datetime(out["updated_at"], utc=True).astype(_TS)
+    for column in ("first_seen_week", "last_seen_week"):
+        out[column] = pd.to_datetime(out[column]).astype("datetime64[ns]")
+    return out
+
+
+def _empty_merges() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="str") for c in MERGE_COLUMNS})
+
+
+def _counts(**given: int) -> dict[str, int]:
+    names = ("records", "persons", "new_persons", "merged_persons", "id_collisions", "week_records")
+    return {name: int(given.get(name, 0)) for name in names}
+
+
+def resolve(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd.DataFrame:
+    """The identity of one week's records alone (no carried identity): one row per source record
+    (``MAP_COLUMNS``), ``customer_id`` being the resolved person's id."""
+    resolution = carry_identity(pd.DataFrame(columns=IDENTITY_COLUMNS), week_records(crm, erp, database_ids),
+                                pd.Timestamp("1970-01-05"))
+    return resolution.identity[MAP_COLUMNS]

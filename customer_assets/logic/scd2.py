@@ -6,22 +6,34 @@ snapshots from the week on, inside the warehouse, and swaps them in with one MER
 DataFrame, and the newest week costs the same after years of weeks. Versions depend only on the set of
 snapshots, never on the order weeks were loaded in, so re-running a week adds nothing and backfilling an
 older week gives the history of running the weeks in order. The same statement runs on DuckDB and BigQuery.
+
+A backfilled older week can start a version earlier, and so change its surrogate key: the facts of the later,
+already loaded weeks are then re-keyed to the version valid at their week by one UPDATE (``REKEY_FACTS_SQL``),
+in the MERGE's transaction on DuckDB, right after it on BigQuery. The newest week has no later facts: a look
+at the fact table's later partitions (none, so BigQuery scans nothing) skips the UPDATE. ``FACT_KEYS_SQL``
+counts the facts whose keys are no dimension row's, over the whole fact table (the check ``fact_keys_resolve``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
 
 OPEN_END = datetime(9999, 12, 31)
+FACT_TABLE = "fact_transactions"
 
 
 @dataclass(frozen=True)
 class Scd2:
     """A type-2 dimension over weekly snapshots: ``tracked`` columns (name, type token) of ``key``, versioned by
     the week they were first seen in; ``surrogate`` is ``<key>|<yyyymmdd of effective_from>``, stable across
-    reruns. Backfilling an older week can start a version earlier, and so re-key it: the facts of the later
-    weeks are then re-run (the loaded weeks after a backfill, as for a late change)."""
+    reruns. Backfilling an older week can start a version earlier, and so re-key it: applying the week also
+    re-keys the facts of the later, already loaded weeks (``fact_transactions.<surrogate>``, matched on
+    ``<key>``) with the MERGE, so no fact keeps a key the dimension no longer has and the later weeks need not
+    be re-run. Re-running the week re-keys nothing more (and repairs a re-key that did not happen)."""
 
     dimension: str
     snapshots: str
@@ -115,16 +127,111 @@ FROM {dim}
 """
 
 
+# The facts of the weeks after the applied one whose key is no longer the key of the version valid at their
+# week: only a version the week's MERGE recomputed can have changed its key, so these are exactly the facts of
+# the keys the week touched (a key broken otherwise is repaired too). The filter on the partition column
+# (`timestamp`, from the end of the week on) keeps BigQuery to the later weeks' partitions. Versions do not
+# overlap, so a fact matches at most one version.
+REKEY_FACTS_SQL = """
+UPDATE {fact} f SET {surrogate} = d.{surrogate}
+FROM {dim} d
+WHERE f.{ts} >= @later_from AND f.week_start > @week_start
+  AND d.{key} = f.{key} AND d.effective_from <= f.week_start AND f.week_start < d.effective_to
+  AND f.{surrogate} IS DISTINCT FROM d.{surrogate}
+"""
+
+# Whether any fact belongs to a week after the applied one: on the newest week BigQuery prunes every partition.
+LATER_FACTS_SQL = "SELECT COUNT(*) AS n FROM {fact} WHERE {ts} >= @later_from AND week_start > @week_start"
+
+# Over the whole fact table: the facts whose customer_key (product_key) is the key of no dim_customers
+# (dim_products) row, the distinct such keys, and one of them as an example (the check fact_keys_resolve).
+FACT_KEYS_SQL = """
+SELECT COUNT(*) AS facts_scanned,
+       COALESCE(COUNTIF(c.customer_key IS NULL), 0) AS facts_with_dangling_customer_key,
+       COUNT(DISTINCT CASE WHEN c.customer_key IS NULL THEN f.customer_key END) AS dangling_customer_keys,
+       MIN(CASE WHEN c.customer_key IS NULL THEN f.customer_key END) AS example_customer_key,
+       COALESCE(COUNTIF(p.product_key IS NULL), 0) AS facts_with_dangling_product_key,
+       COUNT(DISTINCT CASE WHEN p.product_key IS NULL THEN f.product_key END) AS dangling_product_keys,
+       MIN(CASE WHEN p.product_key IS NULL THEN f.product_key END) AS example_product_key
+FROM {fact} f
+  LEFT JOIN (SELECT DISTINCT customer_key FROM {dim_customers}) c ON c.customer_key = f.customer_key
+  LEFT JOIN (SELECT DISTINCT product_key FROM {dim_products}) p ON p.product_key = f.product_key
+"""
+
+
 def apply_week(warehouse, schema: str, week_start: datetime, spec: Scd2 = CUSTOMERS) -> dict[str, int]:
     """Bring ``schema.<spec.dimension>`` up to date with the week's snapshot in ``schema.<spec.snapshots>``
-    (``warehouse``: a ``WarehouseSQL``); returns the dimension's counts after it (``current_versions`` is the
-    number of customers, or products: each has exactly one current version)."""
+    (``warehouse``: a ``WarehouseSQL``), and re-key the facts of the later weeks whose version it moved; returns
+    the dimension's counts after it (``current_versions`` is the number of customers, or products: each has
+    exactly one current version) and ``facts_rekeyed``."""
     names = {"dim": warehouse.table(schema, spec.dimension), "snapshots": warehouse.table(schema, spec.snapshots),
-             "key": spec.key, "surrogate": spec.surrogate}
-    params = {"week_start": week_start.replace(tzinfo=None), "open_end": OPEN_END}
+             "key": spec.key, "surrogate": spec.surrogate, "fact": warehouse.table(schema, FACT_TABLE),
+             "ts": warehouse.quote("timestamp")}
+    start = week_start.replace(tzinfo=None)  # naive: UTC wall time, as the tables store week_start
+    params = {"week_start": start, "open_end": OPEN_END,
+              "later_from": (start + timedelta(days=7)).replace(tzinfo=timezone.utc)}
     warehouse.execute(spec.create_sql(), **names)
     warehouse.execute(ADD_KEY_SQL, **names)
     warehouse.execute(FILL_KEY_SQL, **names)
-    warehouse.execute(spec.apply_sql(), params, **names)
+    if _later_facts(warehouse, schema, params, names):
+        rekeyed = _merge_and_rekey(warehouse, spec.apply_sql(), REKEY_FACTS_SQL, params, names)
+    else:  # the newest week (or no facts yet): nothing to re-key
+        warehouse.execute(spec.apply_sql(), params, **names)
+        rekeyed = 0
     summary = warehouse.query(WEEK_SUMMARY_SQL, params, **names).iloc[0]
-    return {name: int(summary[name]) for name in summary.index}
+    return {**{name: int(summary[name]) for name in summary.index}, "facts_rekeyed": rekeyed}
+
+
+def _later_facts(warehouse, schema: str, params: dict, names: dict) -> bool:
+    if not warehouse.exists(schema, FACT_TABLE):
+        return False
+    return bool(int(warehouse.query(LATER_FACTS_SQL, params, **names)["n"].iloc[0]))
+
+
+_PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _merge_and_rekey(warehouse, merge: str, rekey: str, params: dict, names: dict) -> int:
+    """The MERGE then the re-key; the number of facts re-keyed. DuckDB: in one transaction on one connection
+    (BEGIN ... COMMIT: WarehouseSQL's statements each take a connection of their own). BigQuery: one
+    multi-statement job, the count from ``@@row_count``, but no transaction: the emulator the tests run cannot
+    hold a MERGE in one (BigQuery can). Should the re-key fail there after the MERGE, the week fails, and
+    re-running it re-keys what was left (the MERGE changes nothing the second time, and the re-key takes every
+    later fact whose key is not its version's)."""
+    from customer_assets.resources.warehouse_sql import DuckDBWarehouse
+
+    if isinstance(warehouse, DuckDBWarehouse):
+        statements = []
+        for sql in (merge, rekey):
+            rendered = warehouse.render(sql, names)
+            statements.append((_PARAM.sub(r"$\1", rendered),
+                               {k: v for k, v in params.items() if k in set(_PARAM.findall(rendered))}))
+        with warehouse.get_connection() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(*statements[0])
+                rekeyed = con.execute(*statements[1]).fetchone()[0]
+                con.execute("COMMIT")
+            except BaseException:
+                try:
+                    con.execute("ROLLBACK")
+                except Exception:  # a failed COMMIT ended the transaction already; the first error matters
+                    pass
+                raise
+        return int(rekeyed)
+    script = f"{merge.strip()};\n{rekey.strip()};\nSELECT @@row_count AS facts_rekeyed"
+    return int(warehouse.query(script, params, **names)["facts_rekeyed"].iloc[0])
+
+
+def fact_keys(warehouse, schema: str) -> dict:
+    """``FACT_KEYS_SQL``'s figures over ``schema.fact_transactions`` (counts as ints, examples None when none);
+    all zero while the table does not exist."""
+    if not warehouse.exists(schema, FACT_TABLE):
+        return {"facts_scanned": 0, "facts_with_dangling_customer_key": 0, "dangling_customer_keys": 0,
+                "example_customer_key": None, "facts_with_dangling_product_key": 0, "dangling_product_keys": 0,
+                "example_product_key": None}
+    names = {"fact": warehouse.table(schema, FACT_TABLE), "dim_customers": warehouse.table(schema, CUSTOMERS.dimension),
+             "dim_products": warehouse.table(schema, PRODUCTS.dimension)}
+    row = warehouse.query(FACT_KEYS_SQL, **names).iloc[0]
+    return {name: (None if pd.isna(value) else str(value)) if name.startswith("example_") else int(value)
+            for name, value in row.items()}

@@ -45,16 +45,18 @@ def _day_key(column: str) -> str:
     return f"(EXTRACT(YEAR FROM {column}) * 10000 + EXTRACT(MONTH FROM {column}) * 100 + EXTRACT(DAY FROM {column}))"
 
 
-# Each transaction of the week joined to the dimension rows valid at its time. A customer version matches
-# when the transaction's week lies in [effective_from, effective_to): versions change at week boundaries. Ids
-# are compared as the profiles standardise them (trimmed, upper-case). A key that matches several rows
+# Each transaction of the week joined to the dimension rows valid at its time. Its customer is the person its
+# shop id belongs to in the week's identity (customer_identity_map); a customer version matches when the
+# transaction's week lies in [effective_from, effective_to): versions change at week boundaries. A key that matches several rows
 # repeats the transaction (resolve_keys finds it); one that matches none leaves the key NULL.
 FACT_SQL = f"""
 SELECT t.transaction_id, c.customer_key, p.product_key, {_day_key("t.{ts}")} AS date_key,
-       UPPER(TRIM(t.customer_id)) AS customer_id, t.product_id, t.{{ts}}, t.week_start, t.amount, t.currency,
+       COALESCE(i.customer_id, TRIM(t.customer_id)) AS customer_id, t.product_id, t.{{ts}}, t.week_start, t.amount, t.currency,
        t.amount_usd, t.fx_rate, t.fx_rate_date, t.is_anomaly, t.anomaly_flags, d.date_key AS matched_date_key
 FROM {{transactions}} t
-  LEFT JOIN {{dim_customers}} c ON c.customer_id = UPPER(TRIM(t.customer_id))
+  LEFT JOIN {{identity}} i ON i.week_start = t.week_start AND i.source = 'database'
+    AND i.source_customer_id = TRIM(t.customer_id)
+  LEFT JOIN {{dim_customers}} c ON c.customer_id = i.customer_id
     AND c.effective_from <= t.week_start AND t.week_start < c.effective_to
   LEFT JOIN {{dim_products}} p ON p.product_id = t.product_id
     AND p.effective_from <= t.week_start AND t.week_start < p.effective_to
@@ -92,7 +94,8 @@ def resolve_keys(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def fact_candidates(warehouse, schema: str, week: WeekContext) -> pd.DataFrame:
     """The week's loaded transactions with their dimension matches (see ``FACT_SQL``)."""
     names = {name: warehouse.table(schema, name) for name in
-             ("dim_customers", "dim_products", "dim_date")}
+             ("dim_customers", "dim_products", "dim_date", "customer_identity_map")}
+    names["identity"] = names.pop("customer_identity_map")
     names["transactions"] = warehouse.table(schema, "weekly_transactions")
     names["ts"] = warehouse.quote("timestamp")
     rows = warehouse.query(FACT_SQL, {"week_start": _naive(week.week_start)}, **names)

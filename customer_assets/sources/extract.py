@@ -523,12 +523,12 @@ def category_prices(conn) -> pd.DataFrame:
 
 
 def known_customers_sql(schema: SourceSchema) -> str:
-    """The database's customers among an array of standardised ids (integer or text ids alike)."""
+    """The database's customers among an array of trimmed ids (integer or text ids alike; case kept)."""
     return f"""
 SELECT {schema.text("c", "customer_id")} AS customer_id, {schema.utc("c", "customers", "created_at")} AS signup_date,
        c.country::text AS country, c.segment::text AS segment
 FROM customers c JOIN unnest(%s::text[]) AS wanted(customer_id)
-  ON upper(trim({schema.text("c", "customer_id")})) = wanted.customer_id
+  ON trim({schema.text("c", "customer_id")}) = wanted.customer_id
 """
 
 

@@ -156,7 +156,8 @@ def test_a_week_materialized_twice_is_there_once(prod_env, bigquery_client):
     tables = sorted(t.table_id for t in bigquery_client.list_tables(f"{PROJECT}.{DATASET}"))
     assert tables == ["customer_history", "customer_identity_map", "data_quality_metrics", "dim_customers",
                       "dim_date", "dim_products", "fact_transactions", "fact_transactions_quarantine",
-                      "flagged_transactions", "mart_churn_retention", "mart_cohort_retention", "mart_weekly_sales",
+                      "flagged_transactions", "identity_merges", "mart_churn_retention", "mart_cohort_retention",
+                      "mart_weekly_sales",
                       "pipeline_error_log", "product_snapshots", "transaction_quarantine", "weekly_customer_profiles",
                       "weekly_transactions"]  # no staging table left behind
 

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from customer_assets.logic.identity import distinct_ids, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
+from customer_assets.logic.identity import (
+    distinct_ids, is_in, keyed_hash, match_ids, phone_digits, standardise_ids, valid_emails)
 from customer_assets.logic.profiles import (
     build_profiles, deduplicate_records, engagement_score, status_for, transaction_aggregates, value_tier)
 from customer_assets.schemas import UnifiedCustomerProfiles
@@ -23,8 +24,10 @@ def test_identity_standardisation():
         assert series.dtype == "str"  # Arrow-backed text; missing is NaN
         return [None if pd.isna(v) else v for v in series]
 
-    assert values(standardise_ids(pd.Series([" c001 ", "C002", "", None]))) == ["C001", "C002", None, None]
-    assert values(standardise_ids(pd.Series([7, " c8"], dtype=object))) == ["7", "C8"]
+    # trimmed, case kept: c001 and C001 are two customers of a source (issue 21); match_ids links across sources
+    assert values(standardise_ids(pd.Series([" c001 ", "C002", "", None]))) == ["c001", "C002", None, None]
+    assert values(standardise_ids(pd.Series([7, " c8"], dtype=object))) == ["7", "c8"]
+    assert values(match_ids(pd.Series([" c001 ", "C001"]))) == ["C001", "C001"]
     assert values(valid_emails(pd.Series([" A@B.com ", "nope", "a@b", None]))) == ["a@b.com", None, None, None]
     assert values(phone_digits(pd.Series(["+1 (555) 010-1234", "n/a"]))) == ["15550101234", None]
     hashed = values(keyed_hash(pd.Series(["a@b.com", None]), "k"))
@@ -127,7 +130,7 @@ def test_distinct_ids_and_is_in_match_python_sets():
 
 def _week_rows():
     return pd.DataFrame({
-        "transaction_id": ["1", "2", "3", "4", "5", "6"], "customer_id": ["C1", "C1", "C1", None, " c2", "C2"],
+        "transaction_id": ["1", "2", "3", "4", "5", "6"], "customer_id": ["C1", "C1", "C1", None, " C2", "C2"],
         "amount_usd": [10.0, 20.5, 30.25, 99.0, 1.0, 2.0],
         "timestamp": pd.to_datetime(["2026-11-17", "2026-11-19", "2026-11-18", "2026-11-18", "2026-11-20",
                                      "2026-11-16"], utc=True),
@@ -137,7 +140,7 @@ def _week_rows():
 
 def test_transaction_aggregates_per_standardised_id_with_the_last_known_country(tmp_path):
     out = transaction_aggregates(_stored(_week_rows(), tmp_path / "week.parquet")).set_index("customer_id")
-    assert out.index.tolist() == ["C1", "C2"]  # the row without an id is left out; " c2" is C2
+    assert out.index.tolist() == ["C1", "C2"]  # the row without an id is left out; " C2" is C2 (case is kept)
     assert out.loc["C1", "week_transaction_count"] == 3 and out.loc["C1", "week_spend_usd"] == 60.75
     assert out.loc["C1", "last_transaction_at"] == pd.Timestamp("2026-11-19", tz="UTC")
     assert out.loc["C1", "country"] == "FR" and pd.isna(out.loc["C1", "segment"])  # the last known; none known

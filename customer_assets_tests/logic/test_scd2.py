@@ -1,7 +1,7 @@
 """dim_customers maintained by SQL in the warehouse, one week at a time: DuckDB, and BigQuery (emulator)."""
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -137,3 +137,132 @@ def test_any_order_of_weeks_and_reruns_gives_the_dimension_by_definition(tmp_pat
         load_snapshot(warehouse, week, final[week])
         apply_week(warehouse, SCHEMA, datetime.fromisoformat(week))
     pd.testing.assert_frame_equal(dimension(warehouse), reference_dimension(final))
+
+
+# ---- Facts of later weeks re-keyed when a backfill starts a version earlier (issue 24, item 3) ----------------
+
+def create_facts(warehouse, facts: list[tuple[str, str, str]]) -> None:
+    """A fact table of (transaction_id, customer_id, week) rows, each keyed to the version valid at its week now."""
+    bigquery = isinstance(warehouse, BigQueryWarehouse)
+    names = {"fact": warehouse.table(SCHEMA, "fact_transactions"), "dim": warehouse.table(SCHEMA, "dim_customers"),
+             "ts": warehouse.quote("timestamp")}
+    warehouse.execute("CREATE TABLE {fact} (transaction_id {STR}, customer_key {STR}, customer_id {STR}, {ts} "
+                      f"{'TIMESTAMP' if bigquery else 'TIMESTAMPTZ'}, week_start {{DATETIME}})", **names)
+    for transaction, customer, week in facts:
+        start = datetime.fromisoformat(week)
+        warehouse.execute(
+            "INSERT INTO {fact} (transaction_id, customer_key, customer_id, {ts}, week_start) "
+            "SELECT @t, customer_key, customer_id, @at, @week_start FROM {dim} "
+            "WHERE customer_id = @c AND effective_from <= @week_start AND @week_start < effective_to",
+            {"t": transaction, "c": customer, "week_start": start,
+             "at": (start + timedelta(days=2, hours=3)).replace(tzinfo=timezone.utc)}, **names)
+
+
+def fact_rows(warehouse) -> pd.DataFrame:
+    """Each fact with its key and the key of the version valid at its week (None: no such version)."""
+    return warehouse.query("""
+        SELECT f.transaction_id, f.customer_key, d.customer_key AS valid_key, f.week_start
+        FROM {fact} f LEFT JOIN {dim} d ON d.customer_id = f.customer_id
+          AND d.effective_from <= f.week_start AND f.week_start < d.effective_to
+        ORDER BY f.transaction_id""", fact=warehouse.table(SCHEMA, "fact_transactions"),
+                           dim=warehouse.table(SCHEMA, "dim_customers"))
+
+
+def test_a_backfill_rekeys_the_later_weeks_facts_once_and_the_newest_week_rekeys_nothing(warehouse):
+    weeks = list(WEEKS)
+    for week in weeks[1:]:
+        load_snapshot(warehouse, week, WEEKS[week])
+        assert apply_week(warehouse, SCHEMA, datetime.fromisoformat(week))["facts_rekeyed"] == 0  # no fact table yet
+    create_facts(warehouse, [("t1", "A", weeks[1]), ("t2", "A", weeks[2]), ("t3", "B", weeks[1]),
+                             ("t4", "B", weeks[2]), ("t5", "C", weeks[2])])
+    before = fact_rows(warehouse)
+    assert before["customer_key"].tolist() == ["A|20261109", "A|20261109", "B|20261109", "B|20261116",
+                                               "C|20261116"]
+    # The newest week again: no later facts, nothing re-keyed, nothing changed.
+    assert apply_week(warehouse, SCHEMA, datetime.fromisoformat(weeks[2]))["facts_rekeyed"] == 0
+    pd.testing.assert_frame_equal(fact_rows(warehouse), before)
+
+    # Week 1 backfilled with A and B as in week 2: their first versions now start on 11-02, so re-keyed.
+    load_snapshot(warehouse, weeks[0], {"A": ("smb", "Gold", "at-risk"), "B": ("consumer", "Bronze", "active")})
+    summary = apply_week(warehouse, SCHEMA, datetime.fromisoformat(weeks[0]))
+    after = fact_rows(warehouse)
+    assert after["customer_key"].tolist() == ["A|20261102", "A|20261102", "B|20261102", "B|20261116",
+                                              "C|20261116"]
+    assert (after["customer_key"] == after["valid_key"]).all()
+    assert summary["facts_rekeyed"] == 3
+    # Idempotent: the week again re-keys nothing and changes nothing.
+    assert apply_week(warehouse, SCHEMA, datetime.fromisoformat(weeks[0]))["facts_rekeyed"] == 0
+    pd.testing.assert_frame_equal(fact_rows(warehouse), after)
+
+
+def test_a_rerun_week_that_dropped_a_customer_rekeys_the_later_facts_to_the_surviving_version(warehouse):
+    """A customer whose version started in the re-run week, absent from its new snapshot: the version of the
+    later week falls back to the one before (a key the week's snapshot does not name)."""
+    weeks = list(WEEKS)
+    snapshots = {weeks[0]: {"A": ("smb", "Gold", "active")}, weeks[1]: {"A": ("smb", "Gold", "at-risk")},
+                 weeks[2]: {"A": ("smb", "Gold", "active")}}
+    for week in weeks:
+        load_snapshot(warehouse, week, snapshots[week])
+        apply_week(warehouse, SCHEMA, datetime.fromisoformat(week))
+    create_facts(warehouse, [("t1", "A", weeks[2])])
+    assert fact_rows(warehouse)["customer_key"].tolist() == ["A|20261116"]
+    load_snapshot(warehouse, weeks[1], {})
+    assert apply_week(warehouse, SCHEMA, datetime.fromisoformat(weeks[1]))["facts_rekeyed"] == 1
+    rows = fact_rows(warehouse)
+    assert rows["customer_key"].tolist() == rows["valid_key"].tolist() == ["A|20261102"]
+
+
+def test_a_failing_rekey_rolls_the_merge_back_in_duckdb_and_rerunning_the_week_repairs_it(warehouse):
+    """DuckDB: MERGE and re-key commit together, so when the re-key fails the dimension is as before the week.
+    BigQuery runs them one after the other (the emulator cannot hold a MERGE in a transaction): the MERGE stays.
+    On both, re-running the week re-keys the facts left behind."""
+    weeks = list(WEEKS)
+    for week in weeks[1:]:
+        load_snapshot(warehouse, week, WEEKS[week])
+        apply_week(warehouse, SCHEMA, datetime.fromisoformat(week))
+    before = dimension(warehouse)
+    names = {"fact": warehouse.table(SCHEMA, "fact_transactions"), "ts": warehouse.quote("timestamp")}
+    ts = "TIMESTAMP" if isinstance(warehouse, BigQueryWarehouse) else "TIMESTAMPTZ"
+    fact = {"at": datetime(2026, 11, 10, tzinfo=timezone.utc), "week_start": datetime(2026, 11, 9)}
+    # A fact table whose customer_key cannot hold a key: the UPDATE fails after the MERGE ran.
+    warehouse.execute(f"CREATE TABLE {{fact}} (customer_key {{INT}}, customer_id {{STR}}, {{ts}} {ts}, "
+                      "week_start {DATETIME})", **names)
+    warehouse.execute("INSERT INTO {fact} (customer_key, customer_id, {ts}, week_start) VALUES "
+                      "(1, 'B', @at, @week_start)", fact, **names)
+    load_snapshot(warehouse, weeks[0], WEEKS[weeks[0]])
+    with pytest.raises(Exception):
+        apply_week(warehouse, SCHEMA, datetime.fromisoformat(weeks[0]))
+    if isinstance(warehouse, DuckDBWarehouse):
+        pd.testing.assert_frame_equal(dimension(warehouse), before)
+    # The table mended (B's fact of 11-09 with the key it had before the backfill), the week run again.
+    warehouse.execute("DROP TABLE {fact}", **names)
+    warehouse.execute(f"CREATE TABLE {{fact}} (transaction_id {{STR}}, customer_key {{STR}}, customer_id {{STR}}, "
+                      f"{{ts}} {ts}, week_start {{DATETIME}})", **names)
+    warehouse.execute("INSERT INTO {fact} (transaction_id, customer_key, customer_id, {ts}, week_start) VALUES "
+                      "('t1', 'B|20261109', 'B', @at, @week_start)", fact, **names)
+    assert apply_week(warehouse, SCHEMA, datetime.fromisoformat(weeks[0]))["facts_rekeyed"] == 1
+    rows = fact_rows(warehouse)
+    assert rows["customer_key"].tolist() == rows["valid_key"].tolist() == ["B|20261102"]
+
+
+def test_fact_keys_counts_the_dangling_keys_of_every_week(tmp_path):
+    from customer_assets.logic.scd2 import fact_keys
+
+    warehouse = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
+    warehouse.execute(f"CREATE SCHEMA {SCHEMA}")
+    nothing = {"facts_scanned": 0, "facts_with_dangling_customer_key": 0, "dangling_customer_keys": 0,
+               "example_customer_key": None, "facts_with_dangling_product_key": 0, "dangling_product_keys": 0,
+               "example_product_key": None}
+    assert fact_keys(warehouse, SCHEMA) == nothing  # no fact table yet
+    warehouse.execute(f"CREATE TABLE {SCHEMA}.dim_customers (customer_key VARCHAR)")
+    warehouse.execute(f"CREATE TABLE {SCHEMA}.dim_products (product_key VARCHAR)")
+    warehouse.execute(f"CREATE TABLE {SCHEMA}.fact_transactions (customer_key VARCHAR, product_key VARCHAR)")
+    assert fact_keys(warehouse, SCHEMA) == nothing  # an empty one
+    warehouse.execute(f"INSERT INTO {SCHEMA}.dim_customers VALUES ('A|20261102'), ('B|20261102')")
+    warehouse.execute(f"INSERT INTO {SCHEMA}.dim_products VALUES ('P|20261102')")
+    warehouse.execute(f"INSERT INTO {SCHEMA}.fact_transactions VALUES ('A|20261102', 'P|20261102'), "
+                      "('A|20261109', 'P|20261102'), ('A|20261109', 'P|20261109'), ('B|20261102', 'P|20261102')")
+    assert fact_keys(warehouse, SCHEMA) == {
+        "facts_scanned": 4, "facts_with_dangling_customer_key": 2, "dangling_customer_keys": 1,
+        "example_customer_key": "A|20261109", "facts_with_dangling_product_key": 1, "dangling_product_keys": 1,
+        "example_product_key": "P|20261109"}

@@ -1,0 +1,167 @@
+"""Where each column of the facts and the marts comes from: its upstream columns, and the rule of a derived column.
+
+A column's sources are the upstream columns its value is computed from and, for a key looked up in a dimension,
+the columns it is looked up by. Published as ``dagster/column_lineage`` in each materialization's metadata (where
+Dagster reads it); the rules go in the column descriptions of ``lineage_schema``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import dagster as dg
+import pandera.pandas as pa
+
+from customer_assets.assets.common import WAREHOUSE
+from customer_assets.io_managers.types import column_schema
+from customer_assets.schemas import FactTransactions, MartChurnRetention, MartCohortRetention, MartWeeklySales
+
+
+class Lineage(NamedTuple):
+    sources: tuple[str, ...]  # "<table>.<column>", tables of the warehouse schema
+    rule: str  # how the value is made from them; "" when copied as is
+
+
+def copied(source: str) -> Lineage:
+    return Lineage((source,), "")
+
+
+def derived(rule: str, *sources: str) -> Lineage:
+    return Lineage(sources, rule)
+
+
+# The person a transaction's shop id belongs to in the week's identity (the trimmed id when the map has none),
+# and the person of a customer_history row the same way: the facts and the marts count people.
+_FACT_PERSON = ("weekly_transactions.customer_id", "customer_identity_map.source_customer_id",
+                "customer_identity_map.customer_id")
+_PERSON = ("customer_history.customer_id", "customer_identity_map.source_customer_id",
+           "customer_identity_map.customer_id")
+_OF_PEOPLE = "over the person's shop ids and currencies"
+_COHORT = "people whose first purchase fell in cohort_week"
+
+LINEAGE: dict[str, dict[str, Lineage]] = {
+    "fact_transactions": {
+        "transaction_id": copied("weekly_transactions.transaction_id"),
+        "customer_key": derived("dim_customers.customer_key of the person's version valid in the transaction's week",
+                                "dim_customers.customer_key", "dim_customers.customer_id", *_FACT_PERSON),
+        "product_key": derived("dim_products.product_key of the product's version valid in the transaction's week",
+                               "dim_products.product_key", "dim_products.product_id", "weekly_transactions.product_id"),
+        "date_key": derived("yyyymmdd of the timestamp's UTC day, a dim_date.date_key",
+                            "weekly_transactions.timestamp", "dim_date.date_key"),
+        "customer_id": derived(
+            "customer_identity_map.customer_id of the database record whose source_customer_id is the trimmed "
+            "customer_id, in the transaction's week; the trimmed customer_id when the map has none", *_FACT_PERSON),
+        "product_id": copied("weekly_transactions.product_id"),
+        "timestamp": copied("weekly_transactions.timestamp"),
+        "week_start": copied("weekly_transactions.week_start"),
+        "amount": copied("weekly_transactions.amount"),
+        "currency": copied("weekly_transactions.currency"),
+        "amount_usd": copied("weekly_transactions.amount_usd"),
+        "fx_rate": copied("weekly_transactions.fx_rate"),
+        "fx_rate_date": copied("weekly_transactions.fx_rate_date"),
+        "is_anomaly": copied("weekly_transactions.is_anomaly"),
+        "anomaly_flags": copied("weekly_transactions.anomaly_flags"),
+    },
+    "mart_weekly_sales": {
+        "week_start": derived("the week measured, whose facts are summed", "fact_transactions.week_start"),
+        "category": derived("COALESCE(category, 'unknown') of the fact's product version",
+                            "dim_products.category", "dim_products.product_key", "fact_transactions.product_key"),
+        "country": derived("COALESCE(country, 'unknown') of the fact's customer version",
+                           "dim_customers.country", "dim_customers.customer_key", "fact_transactions.customer_key"),
+        "segment": derived("COALESCE(segment, 'unknown') of the fact's customer version",
+                           "dim_customers.segment", "dim_customers.customer_key", "fact_transactions.customer_key"),
+        "revenue_usd": derived("SUM(amount_usd) of the group's facts of the week", "fact_transactions.amount_usd"),
+        "orders": derived("COUNT(*) of the group's facts of the week", "fact_transactions.transaction_id"),
+        "customers": derived("COUNT(DISTINCT customer_id) of the group's facts of the week",
+                             "fact_transactions.customer_id"),
+        "avg_order_value_usd": derived("revenue_usd / orders", "fact_transactions.amount_usd",
+                                       "fact_transactions.transaction_id"),
+        "previous_revenue_usd": derived("the group's revenue_usd of the week before", "fact_transactions.amount_usd",
+                                        "fact_transactions.week_start"),
+        "revenue_wow_change_pct": derived(
+            "(revenue_usd - previous_revenue_usd) / previous_revenue_usd * 100; null unless previous_revenue_usd > 0",
+            "fact_transactions.amount_usd", "fact_transactions.week_start"),
+    },
+    "mart_churn_retention": {
+        "week_start": derived("the week measured: customer_history as of its end, and its facts",
+                              "customer_history.week_start", "fact_transactions.week_start"),
+        "segment": derived("COALESCE(segment, 'unknown') of the person's dim_customers version valid in the week",
+                           "dim_customers.segment", "dim_customers.customer_id", *_PERSON),
+        "value_tier": derived(
+            "COALESCE(value_tier, 'unknown') of the person's dim_customers version valid in the week",
+            "dim_customers.value_tier", "dim_customers.customer_id", *_PERSON),
+        "tenure_band": derived(f"the band of the first purchase (MIN {_OF_PEOPLE}) against the week's end",
+                               "customer_history.first_purchase_at", *_PERSON),
+        "customers": derived("COUNT of the group's people who have bought by the week's end", *_PERSON),
+        "active": derived(f"people whose last purchase (MAX {_OF_PEOPLE}) is < 7 days before the week's end",
+                          "customer_history.last_purchase_at", *_PERSON),
+        "at_risk": derived("people whose last purchase is 7-30 days before the week's end",
+                           "customer_history.last_purchase_at", *_PERSON),
+        "churned": derived("people whose last purchase is > 30 days before the week's end",
+                           "customer_history.last_purchase_at", *_PERSON),
+        "churn_rate": derived("churned / customers", "customer_history.last_purchase_at", *_PERSON),
+        "new_customers": derived(f"people whose first purchase (MIN {_OF_PEOPLE}) is in the week",
+                                 "customer_history.first_purchase_at", *_PERSON),
+        "returning_customers": derived("people with a fact of the week whose first purchase is before the week",
+                                       "fact_transactions.customer_id", "customer_history.first_purchase_at",
+                                       *_PERSON),
+    },
+    "mart_cohort_retention": {
+        "week_start": derived("the week measured: customer_history as of its end, and its facts",
+                              "customer_history.week_start", "fact_transactions.week_start"),
+        "cohort_week": derived(f"Monday of the first purchase (MIN {_OF_PEOPLE})",
+                               "customer_history.first_purchase_at", *_PERSON),
+        "weeks_since_first_purchase": derived("(week_start - cohort_week) in weeks", "customer_history.week_start",
+                                              "customer_history.first_purchase_at", *_PERSON),
+        "cohort_size": derived(f"COUNT of the {_COHORT}", "customer_history.first_purchase_at", *_PERSON),
+        "retained": derived(f"COUNT of the {_COHORT} with a fact of the week", "fact_transactions.customer_id",
+                            "customer_history.first_purchase_at", *_PERSON),
+        "retention_rate": derived("retained / cohort_size", "fact_transactions.customer_id",
+                                  "customer_history.first_purchase_at", *_PERSON),
+    },
+}
+
+MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "fact_transactions": FactTransactions, "mart_weekly_sales": MartWeeklySales,
+    "mart_churn_retention": MartChurnRetention, "mart_cohort_retention": MartCohortRetention}
+
+
+def _declared(name: str) -> dict[str, Lineage]:
+    """The table's lineage, in the model's column order (a model column without one is left out: the lineage test
+    names it)."""
+    lineage = LINEAGE[name]
+    return {column: lineage[column] for column in MODELS[name].to_schema().columns if column in lineage}
+
+
+def _dep(source: str) -> dg.TableColumnDep:
+    table, column = source.split(".")
+    return dg.TableColumnDep(asset_key=dg.AssetKey([WAREHOUSE, table]), column_name=column)
+
+
+def column_lineage(name: str) -> dg.TableColumnLineage:
+    """The lineage of ``customer_analytics.<name>`` as Dagster's ``TableColumnLineage``."""
+    return dg.TableColumnLineage(deps_by_column={
+        column: [_dep(source) for source in lineage.sources] for column, lineage in _declared(name).items()})
+
+
+def lineage_metadata(name: str) -> dict:
+    """The materialization metadata that carries the table's column lineage."""
+    return {"dagster/column_lineage": column_lineage(name)}
+
+
+def lineage_schema(name: str) -> dg.TableSchema:
+    """The model's column schema (for the asset's definition), each description ending with where the column
+    comes from: the rule and its sources, or the column it is copied from."""
+    declared = _declared(name)
+
+    def described(column: dg.TableColumn) -> dg.TableColumn:
+        lineage = declared.get(column.name)
+        if lineage is None:
+            return column
+        origin = (f"{lineage.rule} (from {', '.join(lineage.sources)})" if lineage.rule
+                  else f"copied from {lineage.sources[0]}")
+        text = f"{column.description} " if column.description else ""
+        return dg.TableColumn(name=column.name, type=column.type, description=f"{text}Lineage: {origin}.",
+                              constraints=column.constraints, tags=column.tags)
+
+    return dg.TableSchema(columns=[described(column) for column in column_schema(MODELS[name]).columns])
