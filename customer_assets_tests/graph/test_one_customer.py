@@ -153,7 +153,7 @@ def test_one_customer_everywhere_in_bigquery(pipeline_env, identity_source, monk
         frame = bq(bigquery_client, f"SELECT * FROM `{PROJECT}.{DATASET}.{table}`")
         for column in ("week_start", "effective_from", "effective_to"):  # DATETIME, as DuckDB's TIMESTAMP reads
             if column in frame:
-                frame[column] = pd.to_datetime(frame[column]).astype("datetime64[ns]")
+                frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
         return frame
 
     _check_one_customer_everywhere(read, ids)

@@ -86,8 +86,9 @@ SELECT 1
 
 
 def query(dsn: str, statement: str, params=None) -> list[tuple]:
+    """The rows of ``statement`` (none for a statement that returns none), committed."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(statement, params)
-        rows = cur.fetchall()
+        rows = cur.fetchall() if cur.description is not None else []
     conn.close()
     return rows
