@@ -2,7 +2,8 @@
 
 KIND is ``floor`` (the extract query through ``COPY ... TO STDOUT``, discarded), ``naive`` (``pandas.read_sql``
 through SQLAlchemy in 10,000-row chunks, concatenated, written to Parquet) or ``extract`` (this project's
-extract: the COPY stream parsed by pyarrow, then the ``RawTransactions`` frame). Prints one JSON object:
+extract: the COPY stream parsed by pyarrow, then the ``RawTransactions`` frame); ``extract_version_serial`` and
+``extract_versioned`` add the week's version to it, after and alongside the COPY (issue 26). Prints one JSON object:
 seconds (after imports and connecting), rows, peak RSS of the process.
 """
 
@@ -79,7 +80,46 @@ def extract(dsn: str, start: datetime, end: datetime, out: Path) -> int:
     return len(df)
 
 
-PROBES = {"floor": floor, "naive": naive, "extract": extract}
+def _source_db(dsn: str):
+    """The pipeline's resource on the benchmark server: its connections are the extract's (REPEATABLE READ,
+    read-only, UTC, the timeouts)."""
+    import urllib.parse
+
+    from customer_assets.resources.postgres import PostgresSource
+
+    url = urllib.parse.urlparse(dsn)
+    return PostgresSource(host=urllib.parse.parse_qs(url.query)["host"][0], port=url.port or 5432,
+                          user=url.username or "postgres", dbname=url.path.lstrip("/"))
+
+
+def extract_version_serial(dsn: str, start: datetime, end: datetime, out: Path) -> int:
+    """The extract with its week's version as it was until issue 26: ``week_version``, then ``stream_week``, one
+    connection, then ``to_raw_frame``."""
+    from customer_assets.sources.extract import stream_week, to_raw_frame, week_version
+
+    source_db = _source_db(dsn)
+    with source_db.connect() as conn:
+        schema = source_db.schema(conn)
+        week_version(conn, start, end, schema)
+        table = stream_week(conn, start, end, schema=schema)
+    return len(to_raw_frame(table))
+
+
+def extract_versioned(dsn: str, start: datetime, end: datetime, out: Path) -> int:
+    """The extract with its week's version as ``etl/raw_transactions`` reads it: the version on a second
+    connection importing the extract's snapshot, concurrently with the COPY (``stream_week_versioned``)."""
+    from customer_assets.sources.extract import stream_week_versioned, to_raw_frame
+
+    source_db = _source_db(dsn)
+    with source_db.connect() as conn:
+        schema = source_db.schema(conn)
+        table, _ = stream_week_versioned(conn, start, end, lambda snapshot: source_db.connect_beside(conn, snapshot),
+                                         schema)
+    return len(to_raw_frame(table))
+
+
+PROBES = {"floor": floor, "naive": naive, "extract": extract, "extract_version_serial": extract_version_serial,
+          "extract_versioned": extract_versioned}
 
 
 def main(argv=None) -> None:

@@ -48,14 +48,19 @@ SELECT h, @erased_at, @request, @fingerprint, 'trimmed' FROM {hashes} WHERE h NO
 LEGACY_FORM = "upper"
 # Ids compared trimmed, case kept: 'C-1' and ' C-1' are one customer, 'c-1' another (issue 21).
 def _erased(table: str) -> str:
-    """The rows of ``table`` that hold one of the ids (``{ids}``) in any of its id columns."""
+    """The rows of ``table`` that hold one of the ids (``{ids}``) in any of its id columns (an ERP record of the
+    identity by its namespaced id, erp:<id>)."""
+    if table == MAP_TABLE:
+        return ("trim(customer_id) IN (SELECT i FROM {ids}) OR (CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END "
+                "|| trim(source_customer_id)) IN (SELECT i FROM {ids})")
     return " OR ".join(f"trim({c}) IN (SELECT i FROM {{ids}})" for c in ID_COLUMNS.get(table, ("customer_id",)))
-# Every id of the persons the given ids belong to, in any week of the identity: their person ids and every
-# source id of their records (the CRM's, the ERP's, the shop's).
+# Every record of the persons the given ids belong to, in any week of the identity. An id names a person, or a
+# record of the shop or the CRM (which share ids); the ERP's ids are of their own namespace (erp:<id>).
 PERSON_IDS_SQL = """
-SELECT DISTINCT customer_id, source_customer_id FROM {table}
-WHERE customer_id IN (SELECT customer_id FROM {table} WHERE trim(source_customer_id) IN (SELECT i FROM {ids})
-                      OR trim(customer_id) IN (SELECT i FROM {ids}))
+SELECT DISTINCT customer_id, source, source_customer_id FROM {table}
+WHERE customer_id IN (SELECT customer_id FROM {table}
+                      WHERE (source <> 'erp' AND trim(source_customer_id) IN (SELECT i FROM {ids}))
+                         OR trim(customer_id) IN (SELECT i FROM {ids}))
 """
 
 
@@ -162,7 +167,7 @@ def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: s
     hit = keyed_hash(canonical, hash_key).isin(hashes).to_numpy()
     legacy = getattr(hashes, "legacy", frozenset())
     if legacy:
-        hit |= keyed_hash(canonical.str.upper(), hash_key).isin(legacy).to_numpy()
+        hit = hit | keyed_hash(canonical.str.upper(), hash_key).isin(legacy).to_numpy()
     erased = set(distinct[hit])
     return customer_ids.isin(erased)
 
@@ -190,7 +195,8 @@ def with_their_persons(warehouse: WarehouseSQL, ids: list[str]) -> list[str]:
         return list(ids)
     rows = warehouse.query(PERSON_IDS_SQL, {"ids": list(ids)}, table=warehouse.table(SCHEMA, MAP_TABLE),
                            ids=warehouse.unnest("ids", "i"))
-    return canonical_ids([*ids, *rows["customer_id"].tolist(), *rows["source_customer_id"].tolist()])
+    records = rows["source_customer_id"].where(rows["source"] != "erp", "erp:" + rows["source_customer_id"])
+    return canonical_ids([*ids, *rows["customer_id"].tolist(), *records.tolist()])
 
 
 def delete_customers(warehouse: WarehouseSQL, ids: list[str], tables=CUSTOMER_TABLES) -> dict[str, int]:
@@ -255,6 +261,9 @@ def scrub(warehouse: WarehouseSQL, hash_key: str, tables, files: list[Path]) -> 
         if not warehouse.exists(SCHEMA, name):
             continue
         columns = ", ".join(ID_COLUMNS.get(name, ("customer_id",)))
+        if name == MAP_TABLE:  # the ERP's records by their namespaced ids
+            columns = ("customer_id, CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END || source_customer_id "
+                       "AS source_customer_id")
         present = warehouse.query(f"SELECT DISTINCT {columns} FROM {{table}}", table=warehouse.table(SCHEMA, name))
         ids = pd.Series(pd.unique(present.to_numpy().ravel()), dtype="str").dropna()
         erased = canonical_ids(ids[suppressed_mask(ids, hashes, hash_key).to_numpy()].tolist())

@@ -200,3 +200,30 @@ def test_ids_differing_by_case_are_erased_apart_and_entries_of_older_code_keep_t
                {"h": customer_hashes(["C0000002"], "k")[0], "f": fingerprint("k")}, t=table)
     assert suppressed_mask(ids, suppressed_hashes(wh, "k"), "k").tolist() == [True, False, True, True, True]
     assert wh.query("SELECT id_form FROM {t} ORDER BY request", t=wh.table(*SUPPRESSION))["id_form"].tolist()[0] == "trimmed"
+
+
+def test_erasing_a_person_reaches_all_their_records_and_never_another_namespace(tmp_path):
+    """Issue 24 with erasure: erasing one id of a person erases every record of theirs (the CRM's, the ERP's, the
+    shop's); an ERP id equal to a shop id is another customer's (the ERP has ids of its own), and stays."""
+    from customer_assets.erasure import erase_from_warehouse, with_their_persons
+    from customer_assets.resources.warehouse_sql import DuckDBWarehouse
+    from customer_assets.suppression import suppressed_hashes, suppressed_mask
+
+    wh = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
+    wh.ensure_schema("customer_analytics")
+    identity = wh.table("customer_analytics", "customer_identity_map")
+    wh.execute("CREATE TABLE {t} AS SELECT * FROM (VALUES ('C1', 'crm', 'C1'), ('C1', 'database', 'C1'), "
+               "('C1', 'erp', '100'), ('100', 'database', '100'), ('c1', 'database', 'c1')) "
+               "AS v(customer_id, source, source_customer_id)", t=identity)
+    facts = wh.table("customer_analytics", "weekly_transactions")
+    wh.execute("CREATE TABLE {t} AS SELECT * FROM (VALUES ('T1', 'C1'), ('T2', '100'), ('T3', 'c1')) "
+               "AS v(transaction_id, customer_id)", t=facts)
+    ids = with_their_persons(wh, ["C1"])
+    assert sorted(ids) == ["C1", "erp:100"]
+    erase_from_warehouse(wh, ids, "k", "DSR-9")
+    assert wh.query("SELECT customer_id FROM {t} ORDER BY 1", t=facts)["customer_id"].tolist() == ["100", "c1"]
+    left = wh.query("SELECT source, source_customer_id FROM {t} ORDER BY 1, 2", t=identity)
+    assert left.values.tolist() == [["database", "100"], ["database", "c1"]]
+    hashes = suppressed_hashes(wh, "k")
+    # the ERP record 100 is suppressed as erp:100 (as the identity step reads the ERP), the shop's 100 is not
+    assert suppressed_mask(pd.Series(["erp:100", "100", "C1", "c1"]), hashes, "k").tolist() == [True, False, True, False]

@@ -14,7 +14,7 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.io_managers.types import RawTransactionsType
 from customer_assets.partitions import latest_materialization
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.extract import shrinkage, stream_week, to_raw_frame, week_source_findings, week_version
+from customer_assets.sources.extract import shrinkage, stream_week_versioned, to_raw_frame, week_source_findings
 
 # Failures that another attempt may not meet: the connection dropped or was refused, a timeout, a server
 # restarting. Anything else (a refused login, a missing grant, a value that does not parse) fails at once.
@@ -87,9 +87,11 @@ def raw_transactions(context: dg.AssetExecutionContext, config: ExtractConfig, s
     try:
         with source_db.connect(context.log) as conn:  # one snapshot: the version describes the rows read
             schema = source_db.schema(conn)
-            version = week_version(conn, ctx.week_start, ctx.week_end, schema)
+            # The version on a second connection importing this one's snapshot, while the rows stream.
+            table, version = stream_week_versioned(
+                conn, ctx.week_start, ctx.week_end, lambda snapshot: source_db.connect_beside(conn, snapshot),
+                schema, log=context.log)
             shrink_guard(context, version, settings.source_shrink_limit, config.allow_shrink)
-            table = stream_week(conn, ctx.week_start, ctx.week_end, schema=schema, log=context.log)
             findings = week_source_findings(conn, ctx.week_start, ctx.week_end, schema)
     except (dg.Failure, *TRANSIENT_ERRORS):
         raise  # already classified, or worth the retry policy's next attempt

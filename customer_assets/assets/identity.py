@@ -13,13 +13,16 @@ from customer_assets.erasure import drop_suppressed
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.io_managers.types import (
     CustomerIdentityMapType, ErpCustomersType, IdentityMergesType, column_schema)
-from customer_assets.logic.resolution import IDENTITY_COLUMNS, carry_identity, standardise_erp, week_records
+from customer_assets.logic.identity import standardise_ids
+from customer_assets.logic.resolution import (
+    IDENTITY_COLUMNS, carry_identity, final_survivors, follow, standardise_erp, week_records)
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap, IdentityMerges
-from customer_assets.sources.extract import take_replaced_count
+from customer_assets.sources.extract import known_customers, take_replaced_count
+from customer_assets.weeks import WeekContext
 
 
 @dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"postgres", "pandas"},
@@ -43,30 +46,60 @@ MERGES = dg.AssetKey([WAREHOUSE, "identity_merges"])
 
 
 PARTITION_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
-# Only when the week before was not loaded (the first week, a gap, a backfill older than every loaded week).
-NEAREST_SQL = """
-SELECT COALESCE(MAX(CASE WHEN week_start < @week_start THEN week_start END), MAX(week_start)) AS week_start
+# Which weeks are loaded, when the Dagster instance does not know (a new instance on an old warehouse).
+LOADED_SQL = """
+SELECT MAX(week_start) AS latest, MAX(CASE WHEN week_start < @week_start THEN week_start END) AS before
 FROM {table} WHERE week_start <> @week_start
 """
+MERGES_SQL = "SELECT retired_id, surviving_id, week_start FROM {table} WHERE week_start <> @week_start"
 
 
-def prior_identity(warehouse: WarehouseSQL, week_start: datetime) -> tuple[pd.DataFrame, datetime | None]:
-    """The identity to carry into the week, and its week: the week before's, else the latest loaded week before
-    this one, else (a backfill older than every loaded week) the newest loaded week, so a person keeps the id
-    the loaded weeks gave it; empty on the first week. Read from the warehouse, whatever Dagster instance runs
-    the week; on a normal Monday one partition is read."""
+def _carried_week(context: dg.AssetExecutionContext, warehouse: WarehouseSQL,
+                  week_start: datetime) -> datetime | None:
+    """The loaded week whose identity the week carries: the newest loaded week when a later one than this is
+    loaded (a backfill or a re-run of an older week gives the ids the loaded weeks use), else the latest before
+    it; None on the first week. Asked of the Dagster instance, else of the warehouse."""
+    known = sorted(WeekContext.of(w).week_start.replace(tzinfo=None) for w in
+                   context.instance.get_materialized_partitions(IDENTITY) - {context.partition_key})
+    if known:
+        latest, before = known[-1], max((w for w in known if w < week_start), default=None)
+    else:
+        row = warehouse.query(LOADED_SQL, {"week_start": week_start}, table=warehouse.table(*IDENTITY.path)).iloc[0]
+        latest, before = (None if pd.isna(row[c]) else pd.Timestamp(row[c]).to_pydatetime() for c in ("latest", "before"))
+    return latest if latest is not None and latest > week_start else before
+
+
+def prior_identity(context: dg.AssetExecutionContext, warehouse: WarehouseSQL,
+                   week_start: datetime) -> tuple[pd.DataFrame, datetime | None]:
+    """The identity to carry into the week (``_carried_week``'s), every merge recorded since applied to it, and
+    its week; empty on the first week. On a normal Monday one partition is read."""
+    empty = pd.DataFrame(columns=IDENTITY_COLUMNS)
     if not warehouse.exists(*IDENTITY.path):
-        return pd.DataFrame(columns=IDENTITY_COLUMNS), None
-    table = warehouse.table(*IDENTITY.path)
-    week = week_start - timedelta(days=7)
-    rows = warehouse.query(PARTITION_SQL, {"week_start": week}, table=table)
-    if rows.empty:
-        found = warehouse.query(NEAREST_SQL, {"week_start": week_start}, table=table)["week_start"].iloc[0]
-        if pd.isna(found):
-            return pd.DataFrame(columns=IDENTITY_COLUMNS), None
-        week = pd.Timestamp(found).to_pydatetime().replace(tzinfo=None)
-        rows = warehouse.query(PARTITION_SQL, {"week_start": week}, table=table)
+        return empty, None
+    week = _carried_week(context, warehouse, week_start)
+    if week is None:
+        return empty, None
+    rows = warehouse.query(PARTITION_SQL, {"week_start": week}, table=warehouse.table(*IDENTITY.path))
+    if "first_seen_week" not in rows.columns:  # written before the identity was carried: it starts afresh
+        context.log.warning(f"customer_identity_map of {week:%Y-%m-%d} predates the carried identity: not carried")
+        return empty, None
+    if warehouse.exists(*MERGES.path):  # a merge found later than that week (a backfill's) is followed too
+        merges = warehouse.query(MERGES_SQL, {"week_start": week_start}, table=warehouse.table(*MERGES.path))
+        rows["customer_id"] = follow(rows["customer_id"], final_survivors(merges))
     return rows.reindex(columns=IDENTITY_COLUMNS), week
+
+
+def known_event_ids(source_db: PostgresSource, events: pd.DataFrame, database_ids: pd.Series) -> pd.Series:
+    """The ids of the week's event aggregates the shop's customers table holds that no transaction of the week
+    names: customers seen only in events are records of the shop as well (as the shop spells their ids)."""
+    ids = pd.Index(standardise_ids(events["customer_id"]).dropna().unique()).difference(
+        pd.Index(standardise_ids(database_ids).dropna().unique()))
+    if ids.empty:
+        return pd.Series([], dtype="str")
+    with source_db.connect() as conn:
+        known = known_customers(conn, source_db.schema(conn, ("customers",)), ids.tolist())
+    take_replaced_count(known)
+    return standardise_ids(known["customer_id"]).dropna()
 
 
 @dg.multi_asset(
@@ -90,28 +123,35 @@ def prior_identity(warehouse: WarehouseSQL, week_start: datetime) -> tuple[pd.Da
                         "a merge in the same run."),
     },
     ins={"crm_customers": intermediate("crm_customers"), "erp_customers": intermediate("erp_customers"),
+         "customer_event_aggregates": intermediate("customer_event_aggregates"),
          "transformed_transactions": intermediate("transformed_transactions", StoredFrame)},
     deps=[dg.AssetDep(IDENTITY, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))],
     partitions_def=PARTITIONS, group_name="profiles", can_subset=True,
 )
-def customer_identity_map(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, crm: CrmSource, crm_customers,
-                          erp_customers, transformed_transactions):
+def customer_identity_map(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, crm: CrmSource,
+                          source_db: PostgresSource, crm_customers, erp_customers, customer_event_aggregates,
+                          transformed_transactions):
     """The week's identity, carried from the week before (see the outputs' descriptions)."""
-    if finished_week(context, crm_customers, erp_customers, transformed_transactions):
+    if finished_week(context, crm_customers, erp_customers, customer_event_aggregates, transformed_transactions):
         return
     database_ids = transformed_transactions.read(["customer_id"])["customer_id"]
-    # Forgotten on request: the CRM or the ERP may still know them (the extract already left them out).
+    database_ids = pd.concat([database_ids.astype("str"),
+                              known_event_ids(source_db, customer_event_aggregates, database_ids)], ignore_index=True)
+    # Forgotten on request: the CRM or the ERP may still know them (the extract already left them out). The
+    # ERP's ids are of its own namespace: matched as erp:<id>.
     crm_customers, crm_suppressed = drop_suppressed(crm_customers, warehouse, crm.hash_key)
-    erp_customers, erp_suppressed = drop_suppressed(erp_customers, warehouse, crm.hash_key)
+    erp_keep, erp_suppressed = drop_suppressed(erp_customers.assign(customer_id="erp:" + erp_customers["customer_id"]),
+                                               warehouse, crm.hash_key)
+    erp_customers = erp_keep.assign(customer_id=erp_keep["customer_id"].str.removeprefix("erp:"))
     week_start = week_context(context).week_start.replace(tzinfo=None)
-    prior, prior_week = prior_identity(warehouse, week_start)
+    prior, prior_week = prior_identity(context, warehouse, week_start)
     resolution = carry_identity(prior, week_records(crm_customers, erp_customers, database_ids), week_start)
     identity, merges = resolution.identity, resolution.merges
     if resolution.counts["id_collisions"]:
-        context.log.warning(f"ID_COLLISION: {resolution.counts['id_collisions']} source id(s) equal to another id "
-                            "of the same source but for case are kept as customers of their own")
-    for merge in merges.itertuples():
-        context.log.info(f"merged {merge.retired_id} into {merge.surviving_id} (matched on {merge.matched_on})")
+        context.log.warning(f"ID_COLLISION: {resolution.counts['id_collisions']} source id(s) of the week equal to "
+                            "another id of the same source but for case are kept as customers of their own")
+    if len(merges):  # counts only: the run's log is not reached by erasure
+        context.log.info(f"{len(merges)} person(s) merged into another this week: see identity_merges")
     week_rows = identity[identity["last_seen_week"] == week_start]
     yield from selected_events(context, [
         dg.Output(identity.assign(week_start=week_start), output_name="customer_identity_map", metadata={

@@ -15,7 +15,7 @@ from customer_assets.assets.common import (
     week_context)
 from customer_assets.logic import checks
 from customer_assets.logic.crm import standardise_crm
-from customer_assets.logic.identity import distinct_ids, standardise_ids
+from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
 from customer_assets.io_managers.frames import StoredFrame
 from customer_assets.logic.profiles import (
     ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles, events_per_person, to_persons, transaction_aggregates,
@@ -203,15 +203,21 @@ def _unify_week(context: dg.AssetExecutionContext, settings: PipelineSettings, s
     ctx = week_context(context)
     # Per customer, read by DuckDB from the transform's file: the week's rows never become a DataFrame here.
     transactions = transaction_aggregates(transformed_transactions.path)
-    ids = distinct_ids(crm_customers["customer_id"], customer_event_aggregates["customer_id"],
-                       transactions["customer_id"], sort=True)
-    known, known_replaced = _known_customers(source_db, ids.to_pylist())
     # Every source's id becomes its person's: one profile per real customer (ERP-only customers included).
-    records = pd.concat([to_persons(crm_customers, identity, ("crm",)), to_persons(known, identity, ("database",)),
-                         to_persons(erp_customers, identity, ("erp",))], ignore_index=True)
-    profile, log = build_profiles(records, events_per_person(customer_event_aggregates, identity),
-                                  transactions_per_person(transactions, identity),
-                                  to_persons(known, identity, ("database",))["customer_id"], ctx)
+    crm_records = to_persons(crm_customers, identity, ("crm",))
+    erp_records = to_persons(erp_customers, identity, ("erp",))
+    events = events_per_person(customer_event_aggregates, identity)
+    per_person = transactions_per_person(transactions, identity)
+    # The shop's record of every person seen, under each shop id they have (a CRM id may spell it otherwise).
+    persons = distinct_ids(crm_records["customer_id"], erp_records["customer_id"], events["customer_id"],
+                           per_person["customer_id"])
+    shop_ids = identity.loc[(identity["source"] == "database") & is_in(identity["customer_id"], persons),
+                            "source_customer_id"]
+    ids = distinct_ids(shop_ids, customer_event_aggregates["customer_id"], transactions["customer_id"], sort=True)
+    known, known_replaced = _known_customers(source_db, ids.to_pylist())
+    known = to_persons(known, identity, ("database",))
+    records = pd.concat([crm_records, known, erp_records], ignore_index=True)
+    profile, log = build_profiles(records, events, per_person, known["customer_id"], ctx)
     # Forgotten on request: the CRM or the events may still know them.
     profile, suppressed = drop_suppressed(profile, warehouse, crm.hash_key)
     sources = week_sources(crm.kind, settings.events_path)
@@ -279,18 +285,19 @@ def dim_customers(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) ->
     Maintained in the warehouse by one SQL MERGE per week: the versions of the persons the week touches
     are recomputed from their weekly snapshots and swapped in, so a week's cost does not grow with the
     number of weeks, re-running a week adds no versions, and backfilling an older week gives the same
-    history as running the weeks in order. Persons merged this week (`identity_merges`) are followed first:
-    their versions end at the week and name the person they merged into, and their facts count under it.
+    history as running the weeks in order. Then persons merged this week (`identity_merges`), and in every later
+    loaded week, are followed: their versions end at the merge's week and name the person they merged into, and
+    their facts count under it.
     """
     week_start = week_context(context).week_start
-    merged = follow_merges(warehouse, WAREHOUSE, week_start)
     summary = apply_week(warehouse, WAREHOUSE, week_start)
     warehouse.execute(ADD_MERGED_INTO_SQL, dim=warehouse.table(WAREHOUSE, "dim_customers"))
+    merged = follow_merges(warehouse, WAREHOUSE, week_start)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(summary["versions"]),
-        "customers": int(summary["current_versions"]),
+        "customers": int(summary["current_versions"]) - merged["versions_closed"],
         "versions_starting_this_week": int(summary["versions_starting_this_week"]),
-        "current_versions": int(summary["current_versions"]),
+        "current_versions": int(summary["current_versions"]) - merged["versions_closed"],
         "facts_rekeyed": int(summary.get("facts_rekeyed", 0)),
         **{f"merge_{name}": value for name, value in merged.items()},
     })

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from customer_assets.logic.identity import keyed_hash, match_ids, phone_digits, valid_emails
+from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
 from customer_assets.sources.crm import CRM_FIELDS
 
 
@@ -31,8 +31,8 @@ def standardise_crm(records: list[dict] | pd.DataFrame, hash_key: str) -> tuple[
     unparseable = {field: int((raw[field].notna() & (raw[field].astype("str").str.strip() != "")
                                & dates[target].isna()).sum()) for field, target in DATE_FIELDS.items()}
     frame = pd.DataFrame({
-        # The CRM refers to the shop's customers, spelling their ids loosely (case, spaces): compared without case.
-        "customer_id": match_ids(raw["customer_id"]),
+        # Trimmed, case kept: identity resolution links a CRM id to the shop's customer it names (resolution.py).
+        "customer_id": standardise_ids(raw["customer_id"]),
         "email_hash": keyed_hash(emails, hash_key),
         "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),
         "signup_date": dates["signup_date"],

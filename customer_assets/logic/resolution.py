@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
+from customer_assets.logic.identity import is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
 
 PRIORITY = {"crm": 0, "erp": 1, "database": 2}
 LINKS = ("email_hash", "phone_hash", "id_link")
@@ -104,49 +104,60 @@ def week_records(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) 
     return records.drop_duplicates(_RECORD, keep="last").reset_index(drop=True)
 
 
-def _id_links(records: pd.DataFrame) -> tuple[pd.Series, int]:
-    """What each record links on by id: the CRM and the shop share ids, compared without case; the ERP's ids
-    link only among themselves (``erp:`` before them). Two distinct ids of one source that are equal without case
-    (``C1`` and ``c1``) are two customers: they link on their exact id instead, and are counted (ID_COLLISION)."""
+def _id_links(records: pd.DataFrame, week_start) -> tuple[pd.Series, int]:
+    """What each record links on by id, and how many id collisions the week's records are in.
+
+    The shop (``database``) and the ERP are systems of record: two of their ids equal but for case (``C1``,
+    ``c1``) are two customers, who link on their exact ids (ID_COLLISION); other ids link without case. The ERP's
+    ids link only among themselves (``erp:`` before them). The CRM's ids refer to the shop's customers, spelled
+    loosely: a CRM id links to the shop's record of that exact id, else to the one shop record equal to it but
+    for case, else (no shop record) without case."""
     ids = records["source_customer_id"].astype("str")
-    prefix = np.where(records["source"] == "erp", "erp:", "")
-    link = pd.Series(prefix, index=records.index, dtype="str") + ids.str.upper()
-    colliding = (pd.DataFrame({"source": records["source"], "link": link, "id": ids})
-                   .groupby(["source", "link"])["id"].transform("nunique") > 1)
-    exact = pd.Series(prefix, index=records.index, dtype="str") + ids
-    collisions = int(pd.DataFrame({"source": records["source"], "link": link})[colliding.to_numpy()]
-                       .drop_duplicates().shape[0])
-    distinct = int(pd.DataFrame({"source": records["source"], "id": ids})[colliding.to_numpy()]
-                     .drop_duplicates().shape[0])
-    return link.where(~colliding, exact), distinct - collisions
+    erp = (records["source"] == "erp").to_numpy()
+    upper = ids.str.upper()
+    prefix = pd.Series(np.where(erp, "erp:", ""), index=records.index, dtype="str")
+    frame = pd.DataFrame({"source": records["source"], "upper": upper, "id": ids})
+    of_record = frame[records["source"] != "crm"]
+    colliding_group = of_record.groupby(["source", "upper"])["id"].transform("nunique") > 1
+    colliding = pd.Series(False, index=records.index)
+    colliding[of_record.index] = colliding_group.to_numpy()
+    link = (prefix + upper).where(~colliding, prefix + ids)
+    # The CRM's ids, resolved against the shop's.
+    crm = (records["source"] == "crm").to_numpy()
+    shop = frame[records["source"] == "database"]
+    shop_link = link[shop.index]
+    exact_shop = pd.Series(shop_link.to_numpy(), index=shop["id"].to_numpy())
+    exact_shop = exact_shop[~exact_shop.index.duplicated()]
+    single = shop.assign(link=shop_link)[~colliding[shop.index].to_numpy()].drop_duplicates("upper")
+    by_upper = pd.Series(single["link"].to_numpy(), index=single["upper"].to_numpy())
+    crm_ids = ids[crm]
+    resolved = crm_ids.map(exact_shop).fillna(upper[crm].map(by_upper)).fillna(upper[crm])
+    link[crm] = resolved.to_numpy()
+    this_week = (pd.to_datetime(records["last_seen_week"]) == pd.Timestamp(week_start)).to_numpy()
+    week_colliding = frame[colliding.to_numpy() & this_week]
+    groups = frame[colliding.to_numpy()].merge(week_colliding[["source", "upper"]].drop_duplicates(),
+                                               on=["source", "upper"])
+    collisions = int(groups.drop_duplicates(["source", "id"]).shape[0] - groups.drop_duplicates(["source", "upper"]).shape[0])
+    return link.astype("str"), collisions
 
 
-def _new_ids(best: pd.DataFrame, exact_link: pd.Series, used: set[str]) -> pd.Series:
-    """Ids for persons seen for the first time: the best record's id upper-cased (``erp:`` for an ERP record), its
-    exact id where that is taken or collides, then a numbered suffix; never an id a person already has."""
+def _new_ids(best: pd.DataFrame, shop_spelling: pd.Series, used: pd.Series) -> pd.Series:
+    """Ids for persons seen for the first time: the best record's id as the shop spells it (an ERP record's as
+    ``erp:<id>``), or, when a person already has that id, with a numbered suffix (``~2``)."""
     prefix = np.where(best["source"] == "erp", "erp:", "")
-    candidate = pd.Series(prefix, index=best.index, dtype="str") + best["source_customer_id"].str.upper()
-    exact = pd.Series(prefix, index=best.index, dtype="str") + best["source_customer_id"]
-    candidate = candidate.where(~exact_link.to_numpy(), exact)
-    order = np.lexsort((exact.to_numpy(), candidate.to_numpy()))
-    out = candidate.copy()
-    taken = set(used)
-    clash = candidate.isin(taken).to_numpy() | candidate.duplicated(keep=False).to_numpy()
-    for position in order:
-        if not clash[position]:
-            taken.add(out.iloc[position])
-            continue
-        for name in (candidate.iloc[position], exact.iloc[position]):
-            if name not in taken:
-                break
-        else:
-            n = 2
-            while f"{exact.iloc[position]}~{n}" in taken:
-                n += 1
-            name = f"{exact.iloc[position]}~{n}"
-        out.iloc[position] = name
+    candidate = pd.Series(prefix, index=best.index, dtype="str") + shop_spelling.astype("str")
+    clash = is_in(candidate, used) | candidate.duplicated(keep=False).to_numpy()
+    if not clash.any():
+        return candidate
+    out = candidate.to_numpy(dtype=object).copy()
+    taken = set(used.tolist()) | set(candidate[~clash].tolist())
+    for position in np.flatnonzero(clash)[np.argsort(candidate[clash].to_numpy(dtype=object), kind="stable")]:
+        name, n = out[position], 2
+        while name in taken:
+            name, n = f"{out[position]}~{n}", n + 1
+        out[position] = name
         taken.add(name)
-    return out
+    return pd.Series(out, index=best.index, dtype="str")
 
 
 def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Resolution:
@@ -177,9 +188,7 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
         return Resolution(_typed(week.reindex(columns=IDENTITY_COLUMNS)), _empty_merges(), _counts())
     every = pd.concat(frames, ignore_index=True)
     every["updated_at"] = pd.to_datetime(every["updated_at"], utc=True).astype(_TS)
-    every["id_link"], collisions = _id_links(every)
-    exact_link = every["id_link"] != (np.where(every["source"] == "erp", "erp:", "")
-                                      + every["source_customer_id"].str.upper())
+    every["id_link"], collisions = _id_links(every, week_start)
     every["person_link"] = every["customer_id"]
     every["component"] = _components(every, (*LINKS, "person_link"))
     ranked = every.assign(rank=every["source"].map(PRIORITY)).sort_values(
@@ -190,10 +199,17 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     survivor = with_person.drop_duplicates("component").set_index("component")["customer_id"]
     persons = with_person.drop_duplicates(["component", "customer_id"])
     retired = persons[persons["customer_id"].to_numpy() != survivor.reindex(persons["component"]).to_numpy()]
-    # Components without a person: a new one, named by its best record.
+    # Components without a person: a new one, named by its best record (a CRM record as the shop spells the id).
     best = ranked.drop_duplicates("component")
     fresh = best[~best["component"].isin(survivor.index)]
-    new_ids = _new_ids(fresh, exact_link.loc[fresh.index], set(every["customer_id"].dropna()))
+    shop = ranked[ranked["source"] == "database"]
+    shop = (shop.assign(upper=shop["source_customer_id"].str.upper()).drop_duplicates(["component", "upper"])
+                .set_index(["component", "upper"])["source_customer_id"])
+    named = pd.MultiIndex.from_arrays([fresh["component"].to_numpy(), fresh["source_customer_id"].str.upper().to_numpy()])
+    spelling = pd.Series(shop.reindex(named).to_numpy(), index=fresh.index, dtype=object)
+    spelling = spelling.where((fresh["source"] == "crm").to_numpy() & spelling.notna().to_numpy(),
+                              fresh["source_customer_id"])
+    new_ids = _new_ids(fresh, spelling, every["customer_id"].dropna().astype("str"))
     names = pd.concat([part for part in (survivor, pd.Series(new_ids.to_numpy(), index=fresh["component"].to_numpy(),
                                                              dtype=object)) if len(part)])
     every["customer_id"] = names.reindex(every["component"]).to_numpy()
@@ -254,6 +270,29 @@ def _empty_merges() -> pd.DataFrame:
 def _counts(**given: int) -> dict[str, int]:
     names = ("records", "persons", "new_persons", "merged_persons", "id_collisions", "week_records")
     return {name: int(given.get(name, 0)) for name in names}
+
+
+def final_survivors(merges: pd.DataFrame) -> dict[str, str]:
+    """Each retired person's id -> the id of the person it lives on in now, following chains of merges (A into
+    B, later B into C: A -> C). ``merges`` has retired_id, surviving_id and week_start."""
+    ordered = merges.sort_values("week_start", kind="stable") if "week_start" in merges else merges
+    into = dict(zip(ordered["retired_id"].astype("str"), ordered["surviving_id"].astype("str")))
+    final = {}
+    for retired in into:
+        seen, current = {retired}, into[retired]
+        while current in into and current not in seen:  # a cycle cannot come from merges, but never loop
+            seen.add(current)
+            current = into[current]
+        final[retired] = current
+    return final
+
+
+def follow(ids: pd.Series, survivors: dict[str, str]) -> pd.Series:
+    """``ids`` with every retired person's id replaced by its final survivor's."""
+    if not survivors:
+        return ids
+    mapped = ids.map(pd.Series(survivors, dtype="str"))
+    return ids.where(mapped.isna(), mapped)
 
 
 def resolve(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd.DataFrame:

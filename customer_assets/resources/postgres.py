@@ -141,6 +141,23 @@ class PostgresSource(dg.ConfigurableResource):
         """Where the last connection went: ``primary``, ``replica``, ``embedded``, or the fallback and why."""
         return self._route or "not connected"
 
+    def _open_beside(self, conn) -> psycopg2.extensions.connection:
+        """A second connection to the very server, database and user ``conn`` is connected to (the replica it
+        reached, say, not the primary): a snapshot exported there can be imported only there. Its other
+        parameters (timeouts, TLS, application name) are ``conn``'s."""
+        info = conn.info
+        params = {key: value for key, value in psycopg2.extensions.parse_dsn(conn.dsn).items() if key != "password"}
+        params.update(host=info.host, port=info.port, dbname=info.dbname, user=info.user)
+        if info.password:  # ``conn.dsn`` masks it
+            params["password"] = info.password
+        try:
+            return psycopg2.connect(**params)
+        except psycopg2.OperationalError as exc:
+            refusal = permanent_refusal(exc, info.host, info.user, info.dbname)
+            if refusal is not None:
+                raise refusal from exc
+            raise
+
     @contextlib.contextmanager
     def connect(self, logger: Optional[logging.Logger] = None) -> Iterator[psycopg2.extensions.connection]:
         """A read-only connection in UTC: the replica when it answers, else the primary.
@@ -149,13 +166,29 @@ class PostgresSource(dg.ConfigurableResource):
         route taken is in ``route`` for the step's metadata. Every query on it is bounded by the statement and
         lock timeouts, and a query cancelled by one fails with ``SourceTimeoutError`` naming the setting.
         """
-        logger = logger or log
-        conn = self._open(logger)
+        with self._session(self._open(logger or log)) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def connect_beside(self, conn, snapshot: str) -> Iterator[psycopg2.extensions.connection]:
+        """A second connection reading the snapshot ``snapshot`` that ``conn``'s open transaction exported
+        (``SELECT pg_export_snapshot()``): to the same server, with the settings of ``connect`` (read-only,
+        UTC, the statement and lock timeouts) and its failures (``SourceTimeoutError``...). Its queries see
+        exactly what ``conn``'s see, however long after they run. ``route`` is left as ``conn`` set it."""
+        with self._session(self._open_beside(conn), snapshot) as other:
+            yield other
+
+    @contextlib.contextmanager
+    def _session(self, conn, snapshot: Optional[str] = None) -> Iterator[psycopg2.extensions.connection]:
+        """``conn`` set up as the pipeline reads the source, closed on leaving; its failures classified."""
         try:
-            # One snapshot per connection: a week's version and its rows are read from the same state.
+            # One snapshot per connection (one transaction, REPEATABLE READ), taken by its first query below or
+            # imported: a week's version and its rows are read from the same state.
             conn.set_session(readonly=True, autocommit=False,
                              isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
             with conn.cursor() as cur:
+                if snapshot is not None:  # before any query of the transaction, as PostgreSQL requires
+                    cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
                 cur.execute("SET TIME ZONE 'UTC'")
                 cur.execute("SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
                             (f"{self.statement_timeout}s", f"{self.lock_timeout}s"))

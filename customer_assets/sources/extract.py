@@ -7,6 +7,7 @@ the week, never the whole text, and nothing touches the disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -393,6 +394,109 @@ def week_version(conn, start: datetime, end: datetime, schema: SourceSchema | No
 
 
 EMPTY_WEEK_VERSION = "0:0"
+
+
+def export_snapshot(conn) -> str:
+    """The identifier of the snapshot ``conn``'s open REPEATABLE READ transaction reads: another connection to the
+    same server imports it (``SET TRANSACTION SNAPSHOT``) while this transaction stays open."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_export_snapshot()")
+        return cur.fetchone()[0]
+
+
+class _VersionAlongside:
+    """``week_version`` in a thread of its own, on a connection that imports the extract's snapshot.
+
+    ``unavailable`` holds why that connection could not be opened or could not import the snapshot (then the
+    caller computes the version on its own connection); ``error`` a failure of the version query itself, as
+    the connection's context manager classified it. ``stop`` cancels a query still running and joins: the
+    thread never outlives the extract, and its connection is closed by then."""
+
+    def __init__(self, connect_snapshot, snapshot: str, start: datetime, end: datetime, schema: SourceSchema):
+        self._connect, self._snapshot, self._args = connect_snapshot, snapshot, (start, end, schema)
+        self.version: str | None = None
+        self.unavailable: BaseException | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._conn = None  # the connection while its query may run: what ``cancel`` interrupts
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="week-version", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                try:
+                    other = stack.enter_context(self._connect(self._snapshot))
+                except Exception as exc:  # no second connection on the snapshot: not the version's failure
+                    self.unavailable = exc
+                    return
+                with self._lock:
+                    if self._stopping:
+                        return
+                    self._conn = other
+                try:
+                    self.version = week_version(other, *self._args)
+                finally:
+                    with self._lock:  # before the connection closes: ``cancel`` never meets a closed one
+                        self._conn = None
+        except BaseException as exc:  # re-raised by ``result``
+            self.error = exc
+
+    def start(self) -> "_VersionAlongside":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Interrupt the version and wait for the thread (its connection is then closed). A cancel that reaches
+        the server between two statements does nothing, so it is sent again until the thread has ended."""
+        with self._lock:
+            self._stopping = True
+        while self._thread.is_alive():
+            with self._lock:
+                if self._conn is not None:
+                    try:
+                        self._conn.cancel()
+                    except Exception:  # the query ended meanwhile; the join below sees the thread end
+                        pass
+            self._thread.join(0.1)
+
+    def result(self) -> str | None:
+        """The version, or None when no second connection was had; raises the version query's failure."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.version
+
+
+def stream_week_versioned(conn, start: datetime, end: datetime, connect_snapshot, schema: SourceSchema,
+                          log=None, progress_seconds: float = 30.0,
+                          block_size: int = BLOCK_SIZE) -> tuple[pa.Table, str]:
+    """``stream_week`` and ``week_version`` of one snapshot, the version computed while the rows stream.
+
+    ``conn`` is in a REPEATABLE READ transaction (``PostgresSource.connect``); its snapshot is exported, and
+    ``connect_snapshot(snapshot_id)`` opens (as a context manager) a second connection to the same server that
+    imports it (``PostgresSource.connect_beside``), so the version describes exactly the rows read whatever
+    commits meanwhile. The version query runs there, in a thread, concurrently with the COPY: the extract costs
+    the longer of the two, not their sum. Its failure (a lock or statement timeout) fails the extract as it
+    would on ``conn``; a failure of the extract stops the version's query and thread. If the second connection
+    cannot be had (refused, too many connections, a snapshot that server does not know), the version is
+    computed on ``conn`` after the rows, in the same snapshot, and a warning says so.
+    """
+    log = log or _log
+    alongside = _VersionAlongside(connect_snapshot, export_snapshot(conn), start, end, schema).start()
+    try:
+        table = stream_week(conn, start, end, block_size=block_size, schema=schema, log=log,
+                            progress_seconds=progress_seconds)
+        version = alongside.result()
+    finally:
+        alongside.stop()
+    if version is None:
+        reason = str(alongside.unavailable).strip().splitlines()[0] if str(alongside.unavailable).strip() else \
+            type(alongside.unavailable).__name__
+        log.warning(f"no second connection on the extract's snapshot ({reason}); the week's version is computed "
+                    "after the rows, on the extract's connection")
+        version = week_version(conn, start, end, schema)
+    return table, version
 
 
 def excluded_statuses_sql() -> str:

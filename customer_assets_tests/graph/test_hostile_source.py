@@ -76,18 +76,22 @@ def hostile(pg_server, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("hostile")
     with pytest.MonkeyPatch.context() as env:
-        for name, value in {"DB_HOST": socket_dir(pg_server), "DB_USER": "postgres", "DB_NAME": "hostile_source",
-                            "DATA_DIR": str(tmp / "data"), "WAREHOUSE_DUCKDB_PATH": str(tmp / "warehouse.duckdb"),
-                            "ETL_LOG_DIR": str(tmp / "logs" / "etl"), "DAGSTER_DEPLOYMENT": "local",
-                            "PII_HASH_KEY": "test-hash-key"}.items():
-            env.setenv(name, value)
-        for name in [n for n in os.environ if n.startswith(("CRM_", "ERP_DB_", "DB_READ", "DB_PORT", "EVENT"))] + [
-                "REPORTS_DIR", "SOURCE_TIMEZONE", "PIPELINE_FIRST_WEEK"]:
-            env.delenv(name, raising=False)
+        _use_hostile_source(env, pg_server, tmp)
         result = run_week(WEEK, selection=dg.AssetSelection.groups("extract", "quality"), raise_on_error=False,
                           keep_intermediates_in=tmp / "kept")
     return {"dsn": dsn, "tmp": tmp, "result": result, "case": (case_t, case_c, twin), "padded": (pad_c, pad_p),
-            "duplicated": duplicated_ids}
+            "duplicated": duplicated_ids, "server": pg_server}
+
+
+def _use_hostile_source(env: pytest.MonkeyPatch, pg_server, tmp: Path) -> None:
+    for name, value in {"DB_HOST": socket_dir(pg_server), "DB_USER": "postgres", "DB_NAME": "hostile_source",
+                        "DATA_DIR": str(tmp / "data"), "WAREHOUSE_DUCKDB_PATH": str(tmp / "warehouse.duckdb"),
+                        "ETL_LOG_DIR": str(tmp / "logs" / "etl"), "DAGSTER_DEPLOYMENT": "local",
+                        "PII_HASH_KEY": "test-hash-key"}.items():
+        env.setenv(name, value)
+    for name in [n for n in os.environ if n.startswith(("CRM_", "ERP_DB_", "DB_READ", "DB_PORT", "EVENT"))] + [
+            "REPORTS_DIR", "SOURCE_TIMEZONE", "PIPELINE_FIRST_WEEK"]:
+        env.delenv(name, raising=False)
 
 
 def _kept(hostile, asset: str) -> pd.DataFrame:
@@ -121,6 +125,40 @@ def test_ids_differing_only_by_case_stay_two_customers_and_are_reported(hostile)
     assert validated.loc[case_t, "customer_id"] == case_c and validated.loc[case_t, "country"] != "ZZ"
     assert _raw_metadata(hostile)["id_collisions"] == 1
     assert _report(hostile)["source_findings"]["ID_COLLISION"] == 1
+
+
+def test_ids_differing_only_by_case_are_two_profiles_two_dimension_rows_and_are_erased_apart(hostile, tmp_path,
+                                                                                          monkeypatch):
+    """Item 3, past the extract: ``C…`` (its own country) and ``c…`` (ZZ, twin-segment) gave one profile and one
+    dim_customers row with the second one's attributes, and erasing either erased both."""
+    from customer_assets.definitions import build_definitions
+    from customer_assets_tests.support.pipeline import warehouse
+
+    case_t, case_c, twin = hostile["case"]
+    _use_hostile_source(monkeypatch, hostile["server"], tmp_path)
+    result = run_week(WEEK, raise_on_error=False)
+    failures = [e.step_failure_data.error.message for e in result.all_events
+                if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert result.asset_materializations_for_node("customer_analytics__fact_transactions"), failures
+    db = tmp_path / "warehouse.duckdb"
+    profiles = warehouse(db, "SELECT * FROM customer_analytics.weekly_customer_profiles").set_index("customer_id")
+    assert profiles.loc[twin, ["country", "segment"]].tolist() == ["ZZ", "twin-segment"]
+    assert profiles.loc[case_c, "country"] != "ZZ" and profiles.loc[case_c, "segment"] != "twin-segment"
+    assert profiles.loc[[twin, case_c], "week_transaction_count"].tolist() == [1, 1]
+    current = warehouse(db, "SELECT * FROM customer_analytics.dim_customers WHERE is_current").set_index("customer_id")
+    assert current.loc[twin, "country"] == "ZZ" and current.loc[case_c, "country"] != "ZZ"
+    identity = warehouse(db, "SELECT * FROM customer_analytics.customer_identity_map")
+    assert set(identity.loc[identity["source_customer_id"].isin([twin, case_c]), "customer_id"]) == {twin, case_c}
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{twin}\n")
+    job = build_definitions("local").get_job_def("erase_customers")
+    assert job.execute_in_process(run_config={"ops": {"erase_customers_op": {"config": {
+        "ids_file": str(ids), "request": "DSR-case"}}}}).success
+    left = warehouse(db, "SELECT customer_id FROM customer_analytics.weekly_customer_profiles")["customer_id"]
+    assert twin not in set(left) and case_c in set(left)
+    facts = warehouse(db, "SELECT customer_id FROM customer_analytics.fact_transactions")["customer_id"]
+    assert twin not in set(facts) and case_c in set(facts)
 
 
 def test_padded_ids_join_their_customer_and_product(hostile):

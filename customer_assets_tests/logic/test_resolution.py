@@ -17,8 +17,10 @@ def test_records_sharing_an_email_phone_or_id_are_one_customer_named_by_its_best
     mapping = resolve(crm, erp, pd.Series([" c1", "C3", "ERP-7"]))
     rows = {(r.source, r.source_customer_id): (r.customer_id, r.matched_on, r.is_primary) for r in mapping.itertuples()}
     assert rows == {
-        ("crm", "C1"): ("C1", "email", True), ("erp", "ERP-9"): ("C1", "email", False),  # same email
-        ("database", "c1"): ("C1", "id", False),              # the CRM's id but for case (the source id is kept)
+        # The CRM's C1 is the shop's c1 (the only shop id equal to it but for case): the person takes the CRM's
+        # record first, its id spelled as the shop spells it.
+        ("crm", "C1"): ("c1", "email", True), ("erp", "ERP-9"): ("c1", "email", False),  # same email
+        ("database", "c1"): ("c1", "id", False),
         ("crm", "C2"): ("C2", "phone", True), ("erp", "ERP-8"): ("C2", "phone", False),  # same phone
         ("database", "C3"): ("C3", "self", True),                                       # alone
         # The ERP has ids of its own: its ERP-7 is not the shop's ERP-7, and keeps its namespace when it names one.
@@ -104,3 +106,19 @@ def test_ids_of_one_source_equal_but_for_case_stay_two_persons_and_are_counted()
     later = carry_identity(later.identity, week_records(NONE, NONE, pd.Series(["c0000001"])), W2)
     assert _person(later.identity, "database", "c0000001") == "c0000001"
     assert _person(later.identity, "database", "C0000001") == "C0000001" and later.merges.empty
+
+
+def test_a_crm_id_names_the_shop_customer_it_spells_and_collisions_are_counted_in_their_week():
+    """Issue 21 item 3 with the CRM: the CRM's c0000001 is the shop's c0000001 when the shop has both spellings
+    (and its lifetime value is that customer's); with only C0000002 in the shop, the CRM's c0000002 is it."""
+    both = carry_identity(pd.DataFrame(columns=IDENTITY_COLUMNS), week_records(
+        _crm(["c0000001", "C0000001"], ["ea", "eb"]), NONE, pd.Series(["C0000001", "c0000001"])), W1)
+    assert _person(both.identity, "crm", "c0000001") == _person(both.identity, "database", "c0000001") == "c0000001"
+    assert _person(both.identity, "crm", "C0000001") == _person(both.identity, "database", "C0000001") == "C0000001"
+    assert both.counts["id_collisions"] == 1  # the shop's pair; the CRM's ids are references to them
+    one = carry_identity(pd.DataFrame(columns=IDENTITY_COLUMNS), week_records(
+        _crm(["c0000002"], ["ec"]), NONE, pd.Series(["C0000002"])), W1)
+    assert set(one.identity["customer_id"]) == {"C0000002"} and one.counts["id_collisions"] == 0
+    # a week that sees neither of a colliding pair does not count it again
+    later = carry_identity(both.identity, week_records(NONE, NONE, pd.Series(["C0000009"])), W2)
+    assert later.counts["id_collisions"] == 0

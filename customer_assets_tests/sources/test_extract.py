@@ -248,3 +248,187 @@ def test_source_timeouts_are_settings_checked_when_resources_load(monkeypatch):
         monkeypatch.setenv("SOURCE_LOCK_TIMEOUT", value)
         with pytest.raises(ValueError, match=f"SOURCE_LOCK_TIMEOUT={value!r}"):
             source_timeouts_from_env()
+
+
+# Issue 26, item 3: the week's version on a second connection importing the extract's snapshot, alongside the COPY.
+
+def _week_version_now(dsn, start, end) -> str:
+    """The week's version as a fresh connection reads it: what the source holds at this moment."""
+    from customer_assets.sources.extract import week_version
+
+    with psycopg2.connect(dsn) as conn:
+        version = week_version(conn, start, end)
+    conn.close()
+    return version
+
+
+def _beside(source, conn, before=None, opened=None):
+    """``connect_snapshot`` for ``stream_week_versioned``: ``source.connect_beside``, after running ``before``
+    (in the version's thread, once the extract's snapshot is exported and before the version query runs);
+    ``opened`` receives the second connection and its server process id."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def connect(snapshot):
+        if before is not None:
+            before()
+        with source.connect_beside(conn, snapshot) as other:
+            if opened is not None:
+                opened.append((other, other.info.backend_pid))
+            yield other
+    return connect
+
+
+def _gone(dsn, pid, within=5.0) -> bool:
+    """Whether the server's backend ``pid`` has ended (a closed connection's backend exits a moment later)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not query(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _version_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "week-version"]
+
+
+def test_the_version_alongside_the_copy_is_week_version(pg_server, small_source):
+    from customer_assets.sources.extract import stream_week_versioned, version_rows, week_version
+
+    start, end = week_bounds(WEEK)
+    source, opened = _source(pg_server), []
+    with source.connect() as conn:
+        schema = source.schema(conn)
+        table, version = stream_week_versioned(conn, start, end, _beside(source, conn, opened=opened), schema)
+        assert version == week_version(conn, start, end, schema)  # today's version, on the extract's connection
+        assert table.num_rows == stream_week(conn, start, end, schema=schema).num_rows
+    assert version == _week_version_now(small_source, start, end)  # nothing changed meanwhile
+    assert version_rows(version) == table.num_rows == _completed_in_week(small_source)
+    (other, pid), = opened
+    assert other.closed and not _version_threads() and _gone(small_source, pid)
+
+
+@pytest.mark.parametrize("imported", [True, False], ids=["snapshot-imported", "control-without-import"])
+def test_the_version_describes_the_snapshot_the_rows_came_from(pg_server, small_source, imported):
+    """A transaction commits a change to one of the week's rows after the extract's snapshot is taken and before
+    the version query runs (in the version's thread, deterministically): rows and version are both of the state
+    before it. The control opens the second connection without importing the snapshot, as a plain second
+    connection would, and its version sees the change: the test tells the two apart."""
+    import contextlib
+
+    from customer_assets.sources.extract import stream_week_versioned, week_version
+
+    start, end = week_bounds(WEEK)
+    (tid, amount), = query(small_source, """SELECT transaction_id, amount::float8 FROM transactions
+        WHERE status = 'completed' AND "timestamp" >= %s AND "timestamp" < %s AND transaction_id IS NOT NULL
+          AND amount IS NOT NULL ORDER BY transaction_id LIMIT 1""", (start, end))
+    before = _week_version_now(small_source, start, end)
+    committed = []
+
+    def commit_a_change():
+        query(small_source, "UPDATE transactions SET amount = amount + 1000 WHERE transaction_id = %s", (tid,))
+        committed.append(_week_version_now(small_source, start, end))
+
+    source = _source(pg_server)
+    try:
+        with source.connect() as conn:
+            schema = source.schema(conn)
+            if imported:
+                connect = _beside(source, conn, before=commit_a_change)
+            else:
+                @contextlib.contextmanager
+                def connect(snapshot):
+                    commit_a_change()
+                    with source.connect() as other:  # a snapshot of its own, taken after the commit
+                        yield other
+            table, version = stream_week_versioned(conn, start, end, connect, schema)
+            assert week_version(conn, start, end, schema) == before  # the extract's snapshot: before the change
+    finally:
+        query(small_source, "UPDATE transactions SET amount = amount - 1000 WHERE transaction_id = %s", (tid,))
+    assert committed and committed[0] != before  # the change was committed, and it changes the version
+    assert table.filter(pc.equal(table["transaction_id"], tid))["amount"].to_pylist() == [amount]  # rows: before
+    assert version == (before if imported else committed[0])
+    assert _week_version_now(small_source, start, end) == before  # the change was undone
+
+
+def _waiting_on_transactions(dsn, at_least=1, within=10.0) -> list[int]:
+    """The backends waiting for a lock on ``transactions`` (polled until there are ``at_least``)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        pids = [pid for (pid,) in query(dsn, """SELECT pid FROM pg_locks WHERE NOT granted
+                                               AND relation = 'transactions'::regclass""")]
+        if len(pids) >= at_least:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} backend(s) came to wait for a lock on transactions")
+
+
+@pytest.fixture
+def exclusive_request(small_source):
+    """Another session asking for ``transactions`` in ACCESS EXCLUSIVE mode, in a thread: it waits behind the
+    extract's transaction (which holds the table), and every later reader of the table waits behind it."""
+    holder = psycopg2.connect(small_source)
+    thread = threading.Thread(target=lambda: holder.cursor().execute(
+        "SET lock_timeout = '60s'; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE"), daemon=True)
+
+    def request():
+        thread.start()
+        return _waiting_on_transactions(small_source)
+    yield request
+    if thread.ident:  # started: it holds the lock once the extract's transaction ended
+        thread.join(60)
+    holder.rollback()
+    holder.close()
+
+
+def test_a_lock_timeout_of_the_version_fails_the_extract_as_before_and_leaves_nothing(
+        pg_server, small_source, exclusive_request):
+    """The version's query meets a lock (a migration asking for the table): the extract fails with today's
+    ``SourceTimeoutError`` naming SOURCE_LOCK_TIMEOUT (retried), and no thread or connection is left behind."""
+    from customer_assets.resources.postgres import SourceTimeoutError
+    from customer_assets.sources.extract import stream_week_versioned
+
+    start, end = week_bounds(WEEK)
+    source, opened = _source(pg_server, lock_timeout=1), []
+    began = time.monotonic()
+    with pytest.raises(SourceTimeoutError) as raised:
+        with source.connect() as conn:
+            schema = source.schema(conn)
+            with conn.cursor() as cur:  # the extract's transaction holds the table, as its COPY would
+                cur.execute("SELECT 1 FROM transactions LIMIT 1")
+            stream_week_versioned(conn, start, end, _beside(source, conn, before=exclusive_request, opened=opened),
+                                  schema)
+    assert time.monotonic() - began < 20
+    message = raised.value.description
+    assert message.startswith("A source table stayed locked longer than SOURCE_LOCK_TIMEOUT=1 s") and "\n" not in message
+    assert raised.value.allow_retries is True
+    (other, pid), = opened
+    assert other.closed and not _version_threads() and _gone(small_source, pid)
+
+
+def test_a_failed_extract_stops_the_version_and_closes_its_connection(pg_server, small_source, exclusive_request,
+                                                                     monkeypatch):
+    """The COPY fails while the version's query waits for a lock (for up to a minute): the version is cancelled
+    at once, its thread joined and its connection closed, and the extract's own error is raised."""
+    from customer_assets.sources import extract as module
+
+    start, end = week_bounds(WEEK)
+    source, opened, pids = _source(pg_server, lock_timeout=60), [], []
+
+    def failing_stream(*args, **kwargs):
+        pids.extend(_waiting_on_transactions(small_source, at_least=2))  # the request, then the version, wait
+        raise RuntimeError("the COPY failed")
+
+    monkeypatch.setattr(module, "stream_week", failing_stream)
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="the COPY failed"):
+        with source.connect() as conn:
+            schema = source.schema(conn)
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM transactions LIMIT 1")
+            module.stream_week_versioned(conn, start, end,
+                                         _beside(source, conn, before=exclusive_request, opened=opened), schema)
+    assert time.monotonic() - began < 20
+    (other, pid), = opened
+    assert other.closed and not _version_threads() and _gone(small_source, pid)
