@@ -27,7 +27,7 @@ def match_ids(ids: pd.Series) -> pd.Series:
     return standardise_ids(ids).str.upper()
 
 
-def _arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> pa.ChunkedArray:
+def arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> pa.ChunkedArray:
     """Ids as Arrow large strings, without a copy for Arrow-backed text (``pa.array`` would walk an Arrow
     array value by value)."""
     if isinstance(values, (set, frozenset, list)):
@@ -44,7 +44,7 @@ def distinct_ids(*columns: pd.Series | pa.Array | set | list, sort: bool = False
     a million ids takes Arrow a fraction of what Python sets and ``sorted`` take."""
     arrays = []
     for column in columns:
-        arrays.extend(_arrow_text(column).chunks)
+        arrays.extend(arrow_text(column).chunks)
     merged = pc.unique(pa.chunked_array(arrays, type=pa.large_string())).drop_null()
     return merged.take(pc.sort_indices(merged)) if sort else merged
 
@@ -52,7 +52,7 @@ def distinct_ids(*columns: pd.Series | pa.Array | set | list, sort: bool = False
 def is_in(column: pd.Series, values: pd.Series) -> np.ndarray:
     """``column.isin(values)`` through Arrow's hash lookup (pandas 2.3 builds the set for Arrow-backed text
     value by value in Python)."""
-    found = pc.is_in(_arrow_text(column), value_set=distinct_ids(values))
+    found = pc.is_in(arrow_text(column), value_set=distinct_ids(values))
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from customer_assets.logic.identity import is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
+from customer_assets.logic.identity import arrow_text, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
 
 PRIORITY = {"crm": 0, "erp": 1, "database": 2}
 LINKS = ("email_hash", "phone_hash", "id_link")
@@ -81,6 +83,11 @@ class Resolution:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _no_text(index: pd.Index) -> pd.Series:
+    """A text column with no value: missing as the text of the runtime's dtype represents it."""
+    return pd.Series("", index=index, dtype="str").where(pd.Series(False, index=index), None)
+
+
 def week_records(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd.DataFrame:
     """The week's records of the three sources as one frame: source, source id (trimmed, case kept), the keyed
     email and phone hashes, the record's update time (the database's ids have neither contact nor time)."""
@@ -91,8 +98,8 @@ def week_records(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) 
             continue
         part = pd.DataFrame({"source": source, "source_customer_id": frame["customer_id"].astype("str")})
         for column in ("email_hash", "phone_hash"):
-            part[column] = (frame[column].where(frame[column].notna(), None).astype(object) if column in frame
-                            else pd.Series(None, index=frame.index, dtype=object))
+            part[column] = (frame[column].astype("str").where(frame[column].notna(), None) if column in frame
+                            else _no_text(frame.index))
         part["updated_at"] = (pd.to_datetime(frame["updated_at"], utc=True) if "updated_at" in frame
                               else pd.Series(pd.NaT, index=frame.index, dtype=_TS))
         parts.append(part)
@@ -188,6 +195,11 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
         return Resolution(_typed(week.reindex(columns=IDENTITY_COLUMNS)), _empty_merges(), _counts())
     every = pd.concat(frames, ignore_index=True)
     every["updated_at"] = pd.to_datetime(every["updated_at"], utc=True).astype(_TS)
+    # Only the records the week's can reach (through any key, or a person) can change: the others are carried
+    # as they are, so the week costs what its records touch, not the whole identity.
+    touched = _reachable(every, (every["last_seen_week"] == week_start).to_numpy())
+    untouched = every[~touched]
+    every = every[touched].reset_index(drop=True)
     every["id_link"], collisions = _id_links(every, week_start)
     every["person_link"] = every["customer_id"]
     every["component"] = _components(every, (*LINKS, "person_link"))
@@ -209,7 +221,8 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     spelling = pd.Series(shop.reindex(named).to_numpy(), index=fresh.index, dtype=object)
     spelling = spelling.where((fresh["source"] == "crm").to_numpy() & spelling.notna().to_numpy(),
                               fresh["source_customer_id"])
-    new_ids = _new_ids(fresh, spelling, every["customer_id"].dropna().astype("str"))
+    used = pd.concat([every["customer_id"], untouched["customer_id"]]).dropna().astype("str")
+    new_ids = _new_ids(fresh, spelling, used)
     names = pd.concat([part for part in (survivor, pd.Series(new_ids.to_numpy(), index=fresh["component"].to_numpy(),
                                                              dtype=object)) if len(part)])
     every["customer_id"] = names.reindex(every["component"]).to_numpy()
@@ -220,12 +233,36 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     merges = pd.DataFrame({"retired_id": retired["customer_id"].astype("str").to_numpy(),
                            "surviving_id": survivor.reindex(retired["component"]).astype("str").to_numpy(),
                            "matched_on": _merged_on(every, retired["component"]).to_numpy()})
-    identity = _typed(every[IDENTITY_COLUMNS])
+    changed = _typed(every[IDENTITY_COLUMNS]).sort_values(["customer_id", "source", "source_customer_id"])
+    identity = pd.concat([part for part in (untouched[IDENTITY_COLUMNS], changed) if len(part)], ignore_index=True)
     counts = _counts(records=len(identity), persons=int(identity["customer_id"].nunique()),
                      new_persons=len(fresh), merged_persons=len(merges), id_collisions=collisions,
                      week_records=len(records))
-    return Resolution(identity.sort_values(["customer_id", "source", "source_customer_id"], ignore_index=True),
-                      merges.sort_values("retired_id", ignore_index=True), counts)
+    return Resolution(identity, merges.sort_values("retired_id", ignore_index=True), counts)
+
+
+def _reachable(records: pd.DataFrame, start: np.ndarray) -> np.ndarray:
+    """The records linked to the ``start`` ones, directly or not, through a keyed email or phone hash, an id
+    compared without case (a superset of the id links) or a person."""
+    def text(values: pd.Series) -> pa.ChunkedArray:
+        return arrow_text(values.astype("str").where(values.notna(), None) if values.dtype == object else values)
+
+    ids = pc.utf8_upper(text(records["source_customer_id"]))
+    erp = text(records["source"]).to_numpy(zero_copy_only=False) == "erp"
+    tag = pa.scalar("erp:", pa.large_string())
+    ids = pc.if_else(pa.array(erp), pc.binary_join_element_wise(tag, ids, pa.scalar("", pa.large_string())), ids)
+    keys = [text(records["email_hash"]), text(records["phone_hash"]), text(records["customer_id"]), ids]
+    touched = start.copy()
+    while True:
+        grown = touched.copy()
+        mask = pa.array(touched)
+        for key in keys:
+            values = pc.unique(key.filter(mask)).drop_null()
+            if len(values):
+                grown |= pc.is_in(key, value_set=values).fill_null(False).to_numpy(zero_copy_only=False)
+        if (grown == touched).all():
+            return touched
+        touched = grown
 
 
 def _merged_on(records: pd.DataFrame, components: pd.Series) -> pd.Series:
@@ -255,7 +292,8 @@ def _matched_on(records: pd.DataFrame) -> pd.Series:
 def _typed(identity: pd.DataFrame) -> pd.DataFrame:
     out = identity.copy()
     for column in ("customer_id", "source", "source_customer_id", "matched_on", "email_hash", "phone_hash"):
-        out[column] = out[column].astype("str").where(out[column].notna(), None) if len(out) else out[column].astype("str")
+        if out[column].dtype != "str":  # text read back from a warehouse already is
+            out[column] = out[column].astype("str").where(out[column].notna(), None)
     out["is_primary"] = out["is_primary"].astype("boolean").fillna(False).astype(bool)
     out["updated_at"] = pd.to_datetime(out["updated_at"], utc=True).astype(_TS)
     for column in ("first_seen_week", "last_seen_week"):

@@ -432,3 +432,26 @@ def test_a_failed_extract_stops_the_version_and_closes_its_connection(pg_server,
     assert time.monotonic() - began < 20
     (other, pid), = opened
     assert other.closed and not _version_threads() and _gone(small_source, pid)
+
+
+def test_without_a_second_connection_the_version_is_computed_after_the_rows(pg_server, small_source, caplog):
+    """A second connection refused (too many connections, a server that does not know the snapshot): the week is
+    still extracted, its version computed on the extract's connection in the same snapshot, with a warning."""
+    import contextlib
+
+    from customer_assets.sources.extract import stream_week_versioned, week_version
+
+    @contextlib.contextmanager
+    def refused(snapshot):
+        raise psycopg2.OperationalError("FATAL:  sorry, too many clients already")
+        yield
+
+    start, end = week_bounds(WEEK)
+    source = _source(pg_server)
+    logger = logging.getLogger("test_fallback")
+    with caplog.at_level(logging.WARNING, logger="test_fallback"), source.connect() as conn:
+        schema = source.schema(conn)
+        table, version = stream_week_versioned(conn, start, end, refused, schema, log=logger)
+        assert version == week_version(conn, start, end, schema) == _week_version_now(small_source, start, end)
+    assert table.num_rows == _completed_in_week(small_source) and not _version_threads()
+    assert "too many clients" in caplog.text and "computed after the rows" in caplog.text
