@@ -17,14 +17,10 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 def standardise_ids(ids: pd.Series) -> pd.Series:
     """Trimmed customer ids; blanks become null. Case is kept: ``C1`` and ``c1`` are two customers of a source
     (issue 21); only identity resolution compares ids without case, to link records across sources
-    (``match_ids``)."""
+    (``resolution._id_links``)."""
     out = ids.astype("str").str.strip()
     return out.where(out.str.len() > 0)
 
-
-def match_ids(ids: pd.Series) -> pd.Series:
-    """Ids as records of different sources are linked on: trimmed and upper-cased."""
-    return standardise_ids(ids).str.upper()
 
 
 def arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> pa.ChunkedArray:

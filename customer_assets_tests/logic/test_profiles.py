@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from customer_assets.logic.identity import (
-    distinct_ids, is_in, keyed_hash, match_ids, phone_digits, standardise_ids, valid_emails)
+    distinct_ids, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails)
 from customer_assets.logic.profiles import (
     build_profiles, deduplicate_records, engagement_score, status_for, transaction_aggregates, value_tier)
 from customer_assets.schemas import UnifiedCustomerProfiles
@@ -24,10 +24,9 @@ def test_identity_standardisation():
         assert series.dtype == "str"  # Arrow-backed text; missing is NaN
         return [None if pd.isna(v) else v for v in series]
 
-    # trimmed, case kept: c001 and C001 are two customers of a source (issue 21); match_ids links across sources
+    # trimmed, case kept: c001 and C001 are two customers of a source (issue 21)
     assert values(standardise_ids(pd.Series([" c001 ", "C002", "", None]))) == ["c001", "C002", None, None]
     assert values(standardise_ids(pd.Series([7, " c8"], dtype=object))) == ["7", "c8"]
-    assert values(match_ids(pd.Series([" c001 ", "C001"]))) == ["C001", "C001"]
     assert values(valid_emails(pd.Series([" A@B.com ", "nope", "a@b", None]))) == ["a@b.com", None, None, None]
     assert values(phone_digits(pd.Series(["+1 (555) 010-1234", "n/a"]))) == ["15550101234", None]
     hashed = values(keyed_hash(pd.Series(["a@b.com", None]), "k"))
