@@ -102,25 +102,27 @@ def known_event_ids(source_db: PostgresSource, events: pd.DataFrame, database_id
     return standardise_ids(known["customer_id"]).dropna()
 
 
+def _weekly_table(key: dg.AssetKey, dagster_type, model, description: str) -> dg.AssetOut:
+    """An output of the identity step: a warehouse table replaced with its week."""
+    return dg.AssetOut(key=key, kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+                       dagster_type=dagster_type, is_required=False, description=description,
+                       metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(model)})
+
+
 @dg.multi_asset(
     name="customer_analytics__customer_identity_map",  # the step key it had as a single asset
     outs={
-        "customer_identity_map": dg.AssetOut(
-            key=IDENTITY, kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
-            dagster_type=CustomerIdentityMapType, is_required=False,
-            metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(CustomerIdentityMap)},
-            description="`customer_analytics.customer_identity_map`: every record of the CRM, the ERP and the "
-                        "transaction database known as of the week, with the person it belongs to. Records sharing "
-                        "a keyed email hash, a keyed phone hash or an id are one person; a person keeps its id "
-                        "for good (carried from the week before); `matched_on` says what linked each record."),
-        "identity_merges": dg.AssetOut(
-            key=MERGES, kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
-            dagster_type=IdentityMergesType, is_required=False,
-            metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(IdentityMerges)},
-            description="`customer_analytics.identity_merges`: the persons the week's records showed to be one "
-                        "with another, each with the id it merged into (the person of the best record: CRM "
-                        "before ERP before database, then the most recent). dim_customers and the facts follow "
-                        "a merge in the same run."),
+        "customer_identity_map": _weekly_table(
+            IDENTITY, CustomerIdentityMapType, CustomerIdentityMap,
+            "`customer_analytics.customer_identity_map`: every record of the CRM, the ERP and the transaction "
+            "database known as of the week, with the person it belongs to. Records sharing a keyed email hash, a "
+            "keyed phone hash or an id are one person; a person keeps its id for good (carried from the week "
+            "before); `matched_on` says what linked each record."),
+        "identity_merges": _weekly_table(
+            MERGES, IdentityMergesType, IdentityMerges,
+            "`customer_analytics.identity_merges`: the persons the week's records showed to be one with another, "
+            "each with the id it merged into (the person of the best record: CRM before ERP before database, then "
+            "the most recent). dim_customers and the facts follow a merge in the same run."),
     },
     ins={"crm_customers": intermediate("crm_customers"), "erp_customers": intermediate("erp_customers"),
          "customer_event_aggregates": intermediate("customer_event_aggregates"),
