@@ -200,6 +200,9 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     touched = _reachable(every, (every["last_seen_week"] == week_start).to_numpy())
     untouched = every[~touched]
     every = every[touched].reset_index(drop=True)
+    if every.empty:  # a week without records: the identity as carried
+        return Resolution(untouched[IDENTITY_COLUMNS].reset_index(drop=True), _empty_merges(),
+                          _counts(records=len(untouched), persons=int(untouched["customer_id"].nunique())))
     every["id_link"], collisions = _id_links(every, week_start)
     every["person_link"] = every["customer_id"]
     every["component"] = _components(every, (*LINKS, "person_link"))

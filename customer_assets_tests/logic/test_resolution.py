@@ -122,3 +122,13 @@ def test_a_crm_id_names_the_shop_customer_it_spells_and_collisions_are_counted_i
     # a week that sees neither of a colliding pair does not count it again
     later = carry_identity(both.identity, week_records(NONE, NONE, pd.Series(["C0000009"])), W2)
     assert later.counts["id_collisions"] == 0
+
+
+def test_a_week_without_records_carries_the_identity_as_it_was():
+    week1 = carry_identity(pd.DataFrame(columns=IDENTITY_COLUMNS),
+                           week_records(_crm(["A1"], ["ea"]), NONE, pd.Series(["A1", "B2"])), W1)
+    empty = carry_identity(week1.identity, week_records(NONE, NONE, pd.Series([], dtype="str")), W2)
+    pd.testing.assert_frame_equal(empty.identity.reset_index(drop=True), week1.identity.reset_index(drop=True))
+    assert empty.merges.empty and empty.counts["persons"] == 2 and empty.counts["new_persons"] == 0
+    one = carry_identity(week1.identity, week_records(NONE, NONE, pd.Series(["B2"])), W2)
+    assert set(one.identity["customer_id"]) == {"A1", "B2"} and len(one.identity) == 3
