@@ -110,11 +110,14 @@ def test_rate_limit_is_100_requests_in_any_minute():
 
 
 def test_standardised_records_hash_contact_details_with_the_key():
-    records = make_records(2) + [{**make_records(1)[0], "customer_id": " c0000001 ", "email": " USER1@Example.com",
+    records = make_records(2) + [{**make_records(1)[0], "customer_id": " C0000001 ", "email": " USER1@Example.com",
                                   "updated_at": "2026-11-18T00:00:00Z"}]
     records.append({**make_records(3)[2], "email": "not-an-email"})
     frame, counts = standardise_crm(records, "key-1")
-    assert frame["customer_id"].tolist() == ["C0000001", "C0000002", "C0000003"]
+    assert frame["customer_id"].tolist() == ["C0000001", "C0000002", "C0000003"]  # trimmed, the latest kept
+    # Case is kept (issue 21): identity resolution links a CRM id to the shop's customer it spells.
+    assert standardise_crm([{**make_records(1)[0], "customer_id": " c0000001"}], "key-1")[0]["customer_id"].tolist() == [
+        "c0000001"]
     assert counts == {"records": 4, "invalid_emails": 1, "duplicate_ids": 1, "unparseable_dates": 0}
     again, _ = standardise_crm(make_records(1), "key-1")
     other, _ = standardise_crm(make_records(1), "key-2")
