@@ -213,7 +213,9 @@ def _unify_week(context: dg.AssetExecutionContext, settings: PipelineSettings, s
                            per_person["customer_id"])
     shop_ids = identity.loc[(identity["source"] == "database") & is_in(identity["customer_id"], persons),
                             "source_customer_id"]
-    ids = distinct_ids(shop_ids, customer_event_aggregates["customer_id"], transactions["customer_id"], sort=True)
+    # The CRM's ids name shop customers, spelled loosely: looked up as written and upper-cased too.
+    ids = distinct_ids(shop_ids, customer_event_aggregates["customer_id"], transactions["customer_id"],
+                       crm_customers["customer_id"], crm_customers["customer_id"].str.upper(), sort=True)
     known, known_replaced = _known_customers(source_db, ids.to_pylist())
     known = to_persons(known, identity, ("database",))
     records = pd.concat([crm_records, known, erp_records], ignore_index=True)

@@ -157,7 +157,7 @@ def to_persons(frame: pd.DataFrame, identity: pd.DataFrame, sources: tuple[str, 
     for source in sources:
         lookup = records.loc[records["source"] == source].drop_duplicates("source_customer_id").set_index(
             "source_customer_id")["customer_id"]
-        person = person.fillna(ids.map(lookup))
+        person = person.where(person.notna(), ids.map(lookup))
     # Then without case, where that names one person only (``C1`` and ``c1`` of one source are two).
     loose = records.assign(key=records["source_customer_id"].str.upper()).drop_duplicates(["key", "customer_id"])
     loose = loose.loc[~loose["key"].duplicated(keep=False)].set_index("key")["customer_id"]

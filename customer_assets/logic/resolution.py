@@ -222,8 +222,11 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
                 .set_index(["component", "upper"])["source_customer_id"])
     named = pd.MultiIndex.from_arrays([fresh["component"].to_numpy(), fresh["source_customer_id"].str.upper().to_numpy()])
     spelling = pd.Series(shop.reindex(named).to_numpy(), index=fresh.index, dtype=object)
-    spelling = spelling.where((fresh["source"] == "crm").to_numpy() & spelling.notna().to_numpy(),
-                              fresh["source_customer_id"])
+    # A CRM id no shop record spells is named upper-cased: the CRM spells its ids loosely, and a person's name
+    # must not depend on which spelling came first.
+    crm_best = (fresh["source"] == "crm").to_numpy()
+    spelling = spelling.where(crm_best & spelling.notna().to_numpy(),
+                              fresh["source_customer_id"].where(~crm_best, fresh["source_customer_id"].str.upper()))
     used = pd.concat([every["customer_id"], untouched["customer_id"]]).dropna().astype("str")
     new_ids = _new_ids(fresh, spelling, used)
     names = pd.concat([part for part in (survivor, pd.Series(new_ids.to_numpy(), index=fresh["component"].to_numpy(),

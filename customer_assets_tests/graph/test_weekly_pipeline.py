@@ -230,6 +230,7 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
     from customer_assets.io_managers.frames import StoredFrame
     from customer_assets.deployments import resources_for
     from customer_assets.logic.crm import standardise_crm
+    from customer_assets.logic.resolution import IDENTITY_COLUMNS, standardise_erp
 
     pipeline_env("small_source")
     resources = resources_for("local")
@@ -242,12 +243,14 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
                   "amount_usd": pd.Series(dtype=float), "timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
                   "country": pd.Series(dtype="str"), "segment": pd.Series(dtype="str")}).to_parquet(transactions)
     context = dg.build_asset_context(partition_key=WEEK)
+    no_erp, _ = standardise_erp(pd.DataFrame(columns=["customer_id", "email", "phone", "country", "updated_at"]), "k")
     results = list(unified_customer_profiles(context, settings=resources["settings"],
                                              source_db=resources["source_db"], crm=resources["crm"],
                                              warehouse=resources["warehouse"], alerts=resources["alerts"],
-                                             crm_customers=empty,
+                                             crm_customers=empty, erp_customers=no_erp,
                                              customer_event_aggregates=events,
-                                             transformed_transactions=StoredFrame(transactions)))
+                                             transformed_transactions=StoredFrame(transactions),
+                                             customer_identity_map=pd.DataFrame(columns=IDENTITY_COLUMNS)))
     check = next(r for r in results if isinstance(r, dg.AssetCheckResult) and r.check_name == "match_rate")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "id formats" in check.metadata["result"].value
