@@ -36,7 +36,7 @@ CHUNKSIZE = 10_000
 NEW_CUSTOMER_DAYS, DORMANT_GAP_DAYS = 30, 90
 SMALL_USD, LARGE_USD = 50.0, 200.0
 
-# A copy of customer_assets.sources.extract.WEEK_EXTRACT_SQL: no email, phone or address.
+# A copy of benchmarks.probes.WEEK_EXTRACT_SQL: no email, phone or address.
 WEEK_SQL = """
 SELECT t.transaction_id, t.customer_id, c.country, c.segment, t.amount::float8 AS amount, t.currency,
        t."timestamp" AT TIME ZONE 'UTC' AS "timestamp", t.product_id, p.name AS product_name, p.category,

@@ -1,6 +1,7 @@
 """What a run leaves behind: the week's intermediates, when they go, and the logs that stay.
 
-The intermediates (``$DATA_DIR/etl/<asset>/<week>.parquet|json``) hold customer-level rows. They live no longer
+The intermediates (``$DATA_DIR/etl/<asset>/<week>.parquet|json``, or the same layout and the claims
+under ``$CUSTOMER_ASSETS_INTERMEDIATES_URL``, a bucket) hold customer-level rows. They live no longer
 than the run that wrote them, and no shorter than the last step of that run that can still read them:
 
 1. **As the run goes.** Every asset step carries two hooks (``hooks.py``). When a step ends, successfully or
@@ -21,8 +22,12 @@ than the run that wrote them, and no shorter than the last step of that run that
    host, until the instance says its run ended. The run-failure sensor ``etl_failure_cleanup`` and the
    instance's run monitoring (``deploy/dagster.yaml``) mark such a run failed when a daemon runs.
 
-A failed step writes ``$ETL_LOG_DIR/failed_YYYYMMDD_HHMMSS.json`` (step, error); later sweeps of the same
-run add what they removed to it, and steps that fail later are added as ``other_failed_steps``.
+A failure is recorded in ``$ETL_LOG_DIR/failed_YYYYMMDD_HHMMSS.json``, in one shape
+(``failure_record``) whoever records it: the hook of the first failed step, the run-failure sensor
+``etl_failure_cleanup`` for a run no hook recorded, or the orphan sweep. Later sweeps of the same run
+add what they removed to it, and steps that fail later are added as ``other_failed_steps``. The week
+of a run is read here only (``run_week``, ``run_weeks``), and every log of the ETL log directory is
+written by ``write_log`` (the run summary, the erasure and rekey records too).
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.executor.base import Executor
 
+from customer_assets.io_managers.intermediate_root import (
+    IntermediateFile, IntermediateRoot, home_root, intermediate_roots)
 from customer_assets.settings import PipelineSettings
 
 ETL = "etl"
 CLAIMS = ".run_claims"
 RECORD_TAG = "customer_assets/failure_record"
+PARTITION_TAG = "dagster/partition"
 _ENDED = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED}
 
 
@@ -59,12 +67,32 @@ def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
     return path
 
 
-def intermediate_files(settings: PipelineSettings, week: str, key: dg.AssetKey | None = None) -> list[Path]:
-    """The week's intermediate files (of one asset, or of all), temporary files of an interrupted write included."""
-    root = Path(settings.data_dir, *(key.path if key else [ETL]))
-    if not root.exists():
-        return []
-    return sorted(p for p in root.glob(f"{'' if key else '**/'}{week}.*") if p.is_file())
+def failure_record(settings: PipelineSettings, week: str | None, recorded_by: str, *,
+                   run: dg.DagsterRun | None = None, step: str | None = None,
+                   error: str | None = None, removed: Iterable[str] = (),
+                   remaining: Iterable[str] = (), **extra) -> dict:
+    """The one shape of ``failed_*.json``, whoever records the failure (``recorded_by``: the failed
+    step's hook ``run``, the sensor ``run failure sensor``, the ``orphan sweep``): the run, its week
+    and failed step, the error, the intermediates removed and those still present (paths), and where
+    the week's reports are. Later sweeps of the run add to it (``add_to_record``)."""
+    return {"status": "failed", "run_id": run.run_id if run else None,
+            "job": run.job_name if run else None, "week_start": week, "step": step, "error": error,
+            "removed": list(removed), "remaining": list(remaining),
+            "reports_dir": str(Path(settings.reports_dir, week)) if week else None,
+            "recorded_by": recorded_by, **extra}
+
+
+def write_failure_record(settings: PipelineSettings, record: dict) -> Path:
+    return write_log(settings, "failed", record)
+
+
+def intermediate_files(settings: PipelineSettings, week: str,
+                       key: dg.AssetKey | None = None) -> list[IntermediateFile]:
+    """The week's intermediate files (of one asset, or of all), temporary files of an interrupted
+    write included: on the local disk and, with intermediates_url, the bucket's objects."""
+    folder = key.path if key else [ETL]
+    return sorted(IntermediateFile(path, root) for root in intermediate_roots(settings)
+                  for path in root.files(*folder, pattern=f"{week}.*", recursive=not key))
 
 
 # Report files that list customers, written for the operator during the run (seed 000's anomalies.csv): they go
@@ -98,18 +126,19 @@ def intermediates_written(instance: dg.DagsterInstance, run_id: str) -> list[dg.
                   key=lambda k: k.to_user_string())
 
 
-def claim_week(data_dir: str, week: str, run_id: str) -> None:
-    """Mark the week's intermediates as being written by this run, in this process (see the module docstring)."""
-    path = Path(data_dir, CLAIMS, week, f"{run_id}.json")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                                    "claimed_at": datetime.now(timezone.utc).isoformat()}))
+def claim_week(root: IntermediateRoot, week: str, run_id: str) -> None:
+    """Mark the week's intermediates as being written by this run, in this process (see the module
+    docstring); the claim lies beside them (in their bucket, if any), where every pod sees it."""
+    path = root.path(CLAIMS, week, f"{run_id}.json")
+    if not root.exists(path):
+        root.write_text(path, json.dumps({
+            "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+            "claimed_at": datetime.now(timezone.utc).isoformat()}))
 
 
-def release_claims(data_dir: str, run_id: str, weeks: Iterable[str]) -> None:
+def release_claims(root: IntermediateRoot, run_id: str, weeks: Iterable[str]) -> None:
     for week in weeks:
-        Path(data_dir, CLAIMS, week, f"{run_id}.json").unlink(missing_ok=True)
+        root.delete(root.path(CLAIMS, week, f"{run_id}.json"))
 
 
 def _alive(claim: dict, instance: dg.DagsterInstance | None) -> bool:
@@ -129,31 +158,37 @@ def sweep_orphans(settings: PipelineSettings, instance: dg.DagsterInstance | Non
                   keep_run: str | None = None) -> dict[str, list[str]]:
     """Remove the intermediates of every week that no live run claims (a run killed outright left them), and
     record each such week in ``failed_*.json``; ``keep_run``'s own weeks are never touched."""
-    root = Path(settings.data_dir, ETL)
-    weeks = {p.name.split(".")[0] for p in root.glob("**/*") if p.is_file()} if root.exists() else set()
+    weeks = {p.name.split(".")[0] for p in intermediate_files(settings, "*")}
+    home = home_root(settings)
     swept = {}
     for week in sorted(weeks):
-        claims = [json.loads(p.read_text()) for p in Path(settings.data_dir, CLAIMS, week).glob("*.json")]
+        claims = [json.loads(home.read_text(p)) for p in home.files(CLAIMS, week, pattern="*.json")]
         if any(c["run_id"] == keep_run or _alive(c, instance) for c in claims):
             continue
         removed, remaining = remove_intermediates(settings, week)
         for claim in claims:
-            release_claims(settings.data_dir, claim["run_id"], [week])
-        write_log(settings, "failed", {
-            "status": "failed", "week_start": week, "runs": [c["run_id"] for c in claims], "step": None,
-            "error": "the run(s) that wrote these intermediates ended without cleaning up (a worker killed "
-                     "outright?)", "removed": removed, "remaining": remaining, "recorded_by": "orphan sweep"})
+            release_claims(home, claim["run_id"], [week])
+        write_failure_record(settings, failure_record(
+            settings, week, "orphan sweep", removed=removed, remaining=remaining,
+            error="the run(s) that wrote these intermediates ended without cleaning up (a worker killed "
+                  "outright?)", runs=[c["run_id"] for c in claims]))
         swept[week] = removed
     return swept
+
+
+def run_week(run: dg.DagsterRun | None) -> str | None:
+    """The week of a run of one partition (its ``dagster/partition`` tag); None for a range or for
+    no partition."""
+    return (run.tags.get(PARTITION_TAG) or None) if run is not None else None
 
 
 def run_weeks(run: dg.DagsterRun | None) -> list[str]:
     """The weeks a run works on: its partition, or each week of its partition range."""
     if run is None:
         return []
+    if run_week(run):
+        return [run_week(run)]
     tags = run.tags
-    if tags.get("dagster/partition"):
-        return [tags["dagster/partition"]]
     start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
     if start and end:
         from customer_assets.partitions import weekly_partitions
@@ -267,7 +302,7 @@ def sweep(instance: dg.DagsterInstance, run: dg.DagsterRun, settings: PipelineSe
         left = [str(p) for p in intermediate_files(settings, week)]
         if not left:
             removed += remove_intermediates(settings, week)[0]  # the customer-level reports go with the last
-            release_claims(settings.data_dir, run.run_id, [week])
+            release_claims(home_root(settings), run.run_id, [week])
         remaining += left
     add_to_record(instance, run.run_id, removed, remaining)
     return removed
@@ -298,7 +333,7 @@ class FinalSweepExecutor(Executor):
         finally:
             run = plan_context.instance.get_run_by_id(plan_context.run_id)
             removed = sweep(plan_context.instance, run, self.settings, self.graph, final=True)
-            release_claims(self.settings.data_dir, run.run_id, run_weeks(run))
+            release_claims(home_root(self.settings), run.run_id, run_weeks(run))
             if removed:
                 plan_context.log.info(f"run ended: removed {len(removed)} intermediate file(s) of "
                                       f"{', '.join(run_weeks(run))}")

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import dagster as dg
 
+from customer_assets import tables
 from customer_assets.assets import (
-    extract, history, identity, kafka, marts, profiles, rejects, star, summary, transform, validation, warehouse)
+    checks, extract, history, identity, kafka, marts, profiles, rejects, star, summary, transform, validation,
+    warehouse)
 from customer_assets.erasure import erase_customers, rekey_suppression
-from customer_assets.deployments import deployment_name, resources_for
+from customer_assets.deployments import WAREHOUSE_KINDS, deployment_name, resources_for
 from customer_assets.freshness import freshness_alerts, with_freshness
 from customer_assets.cleanup import IntermediateGraph, with_final_sweep
 from customer_assets.hooks import cleanup_hooks
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import (
-    etl_failure_cleanup, events_landing_zone, orphaned_intermediates, source_changes)
+    etl_failure_cleanup, events_landing_zone, late_changes_default, orphaned_intermediates,
+    source_changes_sensor)
 from customer_assets.settings import configure_runtime
 from customer_assets.suppression import with_suppression_recheck
 
 ASSET_MODULES = [extract, validation, rejects, history, transform, warehouse, kafka, profiles, identity, star, marts,
-                 summary]
+                 summary, checks]
 
 
 def pipeline_assets() -> list:
@@ -32,19 +35,34 @@ def pipeline_assets() -> list:
     return with_freshness(assets) + list(dg.load_asset_checks_from_modules(ASSET_MODULES))
 
 
+def with_warehouse_kind(assets: list, deployment: str) -> list:
+    """The assets, each warehouse table showing where the deployment keeps it (a kind: the UI's
+    icon)."""
+    kind = WAREHOUSE_KINDS[deployment]
+
+    def located(spec: dg.AssetSpec) -> dg.AssetSpec:
+        return spec.merge_attributes(kinds={kind}) if tables.is_table(spec.key) else spec
+
+    return [dg.map_asset_specs(located, [asset])[0]
+            if isinstance(asset, dg.AssetsDefinition) and not isinstance(asset, dg.AssetChecksDefinition)
+            else asset for asset in assets]
+
+
 def build_definitions(deployment: str | None = None) -> dg.Definitions:
+    """The definitions of ``deployment`` (by default ``DAGSTER_DEPLOYMENT``): what depends on the
+    environment is decided here, not when a module is imported (but the partitions' first week)."""
     configure_runtime()
     deployment = deployment or deployment_name()
     resources = resources_for(deployment)
-    assets = pipeline_assets()
+    assets = with_warehouse_kind(pipeline_assets(), deployment)
     # DuckDB takes one writer process per file, and in-process runs start in a third of the time.
     executor = dg.in_process_executor if deployment == "local" else dg.multiprocess_executor
     return dg.Definitions(
         assets=assets,
         jobs=[weekly_pipeline_job, erase_customers, rekey_suppression],
         schedules=[weekly_schedule],
-        sensors=[etl_failure_cleanup, events_landing_zone, source_changes, freshness_alerts, orphaned_intermediates,
-                 kafka.kafka_arrivals],
+        sensors=[etl_failure_cleanup, events_landing_zone, source_changes_sensor(late_changes_default()),
+                 freshness_alerts, orphaned_intermediates, kafka.kafka_arrivals],
         resources=resources,
         executor=with_final_sweep(executor, resources["settings"], IntermediateGraph.of(assets)),
     )

@@ -10,7 +10,7 @@ import dagster as dg
 
 from customer_assets.alerts import Alerts
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
-from customer_assets.io_managers.parquet import LocalParquetIOManager
+from customer_assets.io_managers.parquet import ParquetIOManager
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
@@ -20,6 +20,8 @@ from customer_assets.sources.kafka import KafkaSource
 from customer_assets.sources.source_schema import check_timezone
 
 DEPLOYMENTS = ("local", "prod")
+# Where a warehouse table lives, as the UI's kind icon: DuckDB locally, BigQuery in production.
+WAREHOUSE_KINDS = {"local": "duckdb", "prod": "bigquery"}
 
 
 def _env_var(name: str):
@@ -144,7 +146,9 @@ def resources_for(deployment: str) -> dict[str, object]:
         "crm": crm_from_env(deployment, settings.data_dir),
         "erp": erp_from_env(deployment),
         "kafka": KafkaSource(**kafka_settings_from_env()),
-        "io_manager": LocalParquetIOManager(base_dir=settings.data_dir),
+        # Intermediates in DATA_DIR, or in a bucket when runs do not share a disk.
+        "io_manager": ParquetIOManager(base_dir=settings.data_dir, url=settings.intermediates_url,
+                                       emulator_host=settings.storage_emulator_host),
         "alerts": Alerts(webhook_url=_env_var("ALERT_WEBHOOK_URL"),
                          webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL") or None),
     }

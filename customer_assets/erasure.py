@@ -27,9 +27,9 @@ from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.extract import copy_query
+from customer_assets.sources.copy_stream import copy_query
 from customer_assets.suppression import (  # noqa: F401  (the list's readers import them from here)
-    CUSTOMER_TABLES, SUPPRESSION, add_to_list, canonical_ids, check_key, customer_hashes, delete_customers,
+    SUPPRESSION, add_to_list, canonical_ids, check_key, customer_hashes, delete_customers,
     drop_suppressed, fingerprint, rekey, rewrite_files, scrub, suppressed_hashes, suppressed_mask, with_their_persons)
 
 

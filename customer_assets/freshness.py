@@ -1,6 +1,6 @@
 """Freshness: the warehouse tables are fresh when last week was loaded by Monday 06:00 UTC.
 
-Each warehouse table declares a cron ``FreshnessPolicy`` (shown in the UI: materialized in the week before
+Every warehouse table declares a cron ``FreshnessPolicy`` (shown in the UI: materialized in the week before
 Monday 06:00 UTC); the sensor ``freshness_alerts`` posts one alert per missed week to the webhook.
 """
 
@@ -11,27 +11,28 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from customer_assets import tables
 from customer_assets.alerts import Alerts
 from customer_assets.partitions import week_bounds, weekly_partitions
 
 DEADLINE_CRON = "0 6 * * 1"  # Monday 06:00 UTC: the schedule runs at 02:00
 DEADLINE_AFTER_WEEK = timedelta(hours=6)
-FRESH_TABLES = [dg.AssetKey(["customer_analytics", name]) for name in
-                ("weekly_transactions", "data_quality_metrics", "weekly_customer_profiles", "customer_history")]
-WATCHED = FRESH_TABLES[0]
+WATCHED = tables.key(tables.WEEKLY_TRANSACTIONS)
 
 WEEKLY_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron=DEADLINE_CRON, lower_bound_delta=timedelta(days=7),
                                            timezone="UTC")
 
 
 def with_freshness(assets: list) -> list:
-    """The assets, the warehouse tables among them declaring ``WEEKLY_FRESHNESS``."""
+    """The assets, every warehouse table among them (``tables.is_table``) declaring
+    ``WEEKLY_FRESHNESS``: a new table is covered without being listed."""
     out = []
     for asset in assets:
         if isinstance(asset, dg.AssetsDefinition) and not isinstance(asset, dg.AssetChecksDefinition) \
-                and set(asset.keys) & set(FRESH_TABLES):
+                and any(tables.is_table(key) for key in asset.keys):
             asset = asset.map_asset_specs(
-                lambda spec: dg.apply_freshness_policy(spec, WEEKLY_FRESHNESS) if spec.key in FRESH_TABLES else spec)
+                lambda spec: dg.apply_freshness_policy(spec, WEEKLY_FRESHNESS)
+                if tables.is_table(spec.key) else spec)
         out.append(asset)
     return out
 

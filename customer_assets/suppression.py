@@ -14,24 +14,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 
+from customer_assets import tables
+from customer_assets.cleanup import run_week
 from customer_assets.logic.identity import keyed_hash, standardise_ids
 from customer_assets.resources.warehouse_sql import DuckDBWarehouse, WarehouseSQL
 
-SCHEMA = "customer_analytics"
-SUPPRESSION = (SCHEMA, "erasure_suppression")
-# Every warehouse table that holds a customer id (the data-quality metrics hold counts only).
-CUSTOMER_TABLES = ("weekly_transactions", "customer_history", "weekly_customer_profiles", "dim_customers",
-                   "fact_transactions", "fact_transactions_quarantine", "customer_identity_map", "identity_merges",
-                   "transaction_quarantine", "flagged_transactions")
-MAP_TABLE = "customer_identity_map"
-# The columns that hold a customer's id, where a table has other ones than customer_id.
-ID_COLUMNS = {MAP_TABLE: ("customer_id", "source_customer_id"), "identity_merges": ("retired_id", "surviving_id")}
+SCHEMA = tables.SCHEMA
+SUPPRESSION = (SCHEMA, tables.ERASURE_SUPPRESSION)
+MAP_TABLE = tables.CUSTOMER_IDENTITY_MAP
+# The tag of every warehouse table that holds customer ids; its value names the columns holding them.
+PII_TAG = "pii"
 
 _FINGERPRINT_LABEL = b"customer_assets erasure_suppression key fingerprint v1"
 
@@ -46,6 +45,37 @@ SELECT h, @erased_at, @request, @fingerprint, 'trimmed' FROM {hashes} WHERE h NO
 # Entries written before ids kept their case (issue 21) hashed the id upper-cased: they still match every id that
 # upper-cases to theirs, as they did when they were erased.
 LEGACY_FORM = "upper"
+
+
+def holds_customer_ids(*columns: str) -> dict[str, str]:
+    """The tags of a warehouse table whose ``columns`` (``customer_id`` unless named) hold customer
+    or person ids: erasure deletes a forgotten customer's rows from it, and each step that writes it
+    re-reads the suppression list after its write. Set in the asset's decorator, so that a new table
+    cannot be missed."""
+    return {PII_TAG: ".".join(columns or ("customer_id",))}
+
+
+def customer_tables_of(specs) -> dict[str, tuple[str, ...]]:
+    """Each warehouse table among ``specs`` tagged ``PII_TAG``, with the columns holding its ids."""
+    return {spec.key.path[1]: tuple(spec.tags[PII_TAG].split(".")) for spec in specs
+            if tables.is_table(spec.key) and PII_TAG in spec.tags}
+
+
+@cache
+def customer_tables() -> dict[str, tuple[str, ...]]:
+    """Every warehouse table that holds a customer id, with its id columns, as the assets declare
+    them (``holds_customer_ids``). Read from the asset modules when first asked: they import this
+    module."""
+    import customer_assets.assets
+
+    assets = dg.load_assets_from_package_module(customer_assets.assets)
+    return customer_tables_of(spec for asset in assets for spec in getattr(asset, "specs", [asset]))
+
+
+def _id_columns(table: str) -> tuple[str, ...]:
+    return customer_tables().get(table, ("customer_id",))
+
+
 # Ids compared trimmed, case kept: 'C-1' and ' C-1' are one customer, 'c-1' another (issue 21).
 def _erased(table: str) -> str:
     """The rows of ``table`` that hold one of the ids (``{ids}``) in any of its id columns (an ERP record of the
@@ -53,7 +83,7 @@ def _erased(table: str) -> str:
     if table == MAP_TABLE:
         return ("trim(customer_id) IN (SELECT i FROM {ids}) OR (CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END "
                 "|| trim(source_customer_id)) IN (SELECT i FROM {ids})")
-    return " OR ".join(f"trim({c}) IN (SELECT i FROM {{ids}})" for c in ID_COLUMNS.get(table, ("customer_id",)))
+    return " OR ".join(f"trim({c}) IN (SELECT i FROM {{ids}})" for c in _id_columns(table))
 # Every record of the persons the given ids belong to, in any week of the identity. An id names a person, or a
 # record of the shop or the CRM (which share ids); the ERP's ids are of their own namespace (erp:<id>).
 PERSON_IDS_SQL = """
@@ -199,10 +229,11 @@ def with_their_persons(warehouse: WarehouseSQL, ids: list[str]) -> list[str]:
     return canonical_ids([*ids, *rows["customer_id"].tolist(), *records.tolist()])
 
 
-def delete_customers(warehouse: WarehouseSQL, ids: list[str], tables=CUSTOMER_TABLES) -> dict[str, int]:
-    """Delete the rows of canonical ``ids`` from ``tables`` (those that exist); rows removed per table."""
+def delete_customers(warehouse: WarehouseSQL, ids: list[str], table_names=None) -> dict[str, int]:
+    """Delete the rows of canonical ``ids`` from ``table_names`` (those that exist; by default every
+    customer table); rows removed per table."""
     removed = {}
-    for name in tables:
+    for name in customer_tables() if table_names is None else table_names:
         if not warehouse.exists(SCHEMA, name):
             continue
         if not ids:
@@ -260,7 +291,7 @@ def scrub(warehouse: WarehouseSQL, hash_key: str, tables, files: list[Path]) -> 
     for name in tables:
         if not warehouse.exists(SCHEMA, name):
             continue
-        columns = ", ".join(ID_COLUMNS.get(name, ("customer_id",)))
+        columns = ", ".join(_id_columns(name))
         if name == MAP_TABLE:  # the ERP's records by their namespaced ids
             columns = ("customer_id, CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END || source_customer_id "
                        "AS source_customer_id")
@@ -338,7 +369,7 @@ def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
 
     def _scrub(context: dg.HookContext) -> None:
         run = context.instance.get_run_by_id(context.run_id)
-        week = run.tags.get("dagster/partition") if run else None
+        week = run_week(run)
         settings = _resource(context, "settings")
         files = [Path(settings.reports_dir, week)] if week else []
         removed = scrub(_resource(context, "warehouse"), _resource(context, "crm").hash_key, tables, files)
@@ -361,12 +392,12 @@ def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
 
 
 def with_suppression_recheck(assets: list) -> list:
-    """Every step that writes a customer table re-reads the suppression list after its write (``scrub``)."""
+    """Every step that writes a customer table (tagged by ``holds_customer_ids``) re-reads the
+    suppression list after its write (``scrub``)."""
     out = []
     for asset in assets:
-        tables = tuple(sorted(key.path[1] for key in getattr(asset, "keys", ()) if len(key.path) == 2
-                              and key.path[0] == SCHEMA and key.path[1] in CUSTOMER_TABLES))
-        if tables and isinstance(asset, dg.AssetsDefinition) and asset.is_executable:
-            asset = asset.with_hooks(_recheck_hooks(tables))
+        written = tuple(sorted(customer_tables_of(getattr(asset, "specs", ()))))
+        if written and isinstance(asset, dg.AssetsDefinition) and asset.is_executable:
+            asset = asset.with_hooks(_recheck_hooks(written))
         out.append(asset)
     return out

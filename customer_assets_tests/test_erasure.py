@@ -8,13 +8,15 @@ import uuid
 
 import pandas as pd
 
-from customer_assets.erasure import CUSTOMER_TABLES, SUPPRESSION, customer_hashes, erase_from_warehouse
-from customer_assets.suppression import ID_COLUMNS
+from customer_assets.erasure import SUPPRESSION, customer_hashes, erase_from_warehouse
+from customer_assets.suppression import customer_tables
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT
 from customer_assets_tests.support.pipeline import run_week, warehouse
 
 WEEK = "2026-11-16"
+ID_COLUMNS = customer_tables()  # each customer table's id columns, as its asset declares them
+CUSTOMER_TABLES = tuple(ID_COLUMNS)
 
 
 def _rows_of(path, customer: str) -> dict[str, int]:

@@ -60,3 +60,89 @@ def test_importing_the_package_changes_no_pandas_option():
             "assert (pd.get_option('future.infer_string'), pd.get_option('mode.copy_on_write')) == (True, True)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# What logic/ must not import: Dagster (and its integrations, dagster_*), the warehouse resources,
+# the warehouse's SQL, the IO managers, the Dagster types and the asset wiring. Logic is plain
+# functions over frames and values.
+NOT_IN_LOGIC = ("dagster", "customer_assets.resources", "customer_assets.sql",
+                "customer_assets.io_managers", "customer_assets.dagster_types",
+                "customer_assets.assets")
+
+
+def _imported_names(tree: ast.AST, module: str) -> list[tuple[str, int]]:
+    """Every module a file imports (``from x import y`` also as ``x.y``, relative imports
+    resolved), with its line."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = module.rsplit(".", node.level)[0]
+                base = f"{parent}.{base}" if base else parent
+            found += [(base, node.lineno)]
+            found += [(f"{base}.{alias.name}", node.lineno) for alias in node.names]
+    return found
+
+
+def test_logic_imports_neither_dagster_nor_the_warehouse_nor_io():
+    """Every module under logic/ (found by walking the folder, so a new one is covered), imports
+    included inside functions."""
+    logic = sorted((PACKAGE / "logic").rglob("*.py"))
+    assert len(logic) > 5, "logic/ not found"
+    offenders = {}
+    for path in logic:
+        module = "customer_assets." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        for name, line in _imported_names(ast.parse(path.read_text(), filename=str(path)), module):
+            if any(name == banned or name.startswith(banned + ".") or name.startswith(banned + "_")
+                   for banned in NOT_IN_LOGIC):
+                where = str(path.relative_to(PACKAGE))
+                offenders.setdefault(where, []).append(f"{name} (line {line})")
+    assert offenders == {}, f"logic/ is pure; move what needs these to sql/, assets/, io: {offenders}"
+
+
+# What may be decided when a module is imported: the partitions' first week (Dagster reads the
+# partitions when it loads the definitions). Everything else that depends on the environment is
+# decided by build_definitions(deployment).
+DECIDED_AT_IMPORT = {("partitions.py", "first_week_from_env")}
+
+
+def _environment_functions() -> set[str]:
+    """The functions of the settings/deployment layer: each reads the environment or decides by it."""
+    return {node.name for name in ENVIRONMENT_LAYER
+            for node in ast.parse((PACKAGE / name).read_text()).body
+            if isinstance(node, ast.FunctionDef)}
+
+
+def _run_at_import(tree: ast.Module):
+    """The nodes evaluated when the module is imported: module and class bodies, decorators and
+    default arguments, not the bodies of functions and lambdas."""
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            pending += [*node.decorator_list, *node.args.defaults, *node.args.kw_defaults]
+        elif isinstance(node, ast.Lambda):
+            pending += [*node.args.defaults, *node.args.kw_defaults]
+        elif node is not None:
+            yield node
+            pending += list(ast.iter_child_nodes(node))
+
+
+def test_nothing_is_decided_at_import_but_the_first_week():
+    decisions = _environment_functions()
+    decided = set()
+    for path, tree in _modules():
+        for node in _run_at_import(tree):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in decisions:
+                    decided.add((str(path), name))
+            elif isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") \
+                    and getattr(node.value, "id", None) == "os":
+                decided.add((str(path), f"os.{node.attr}"))
+    assert decided == DECIDED_AT_IMPORT, (
+        f"decided at import: {sorted(decided - DECIDED_AT_IMPORT)}; "
+        "decide it in build_definitions(deployment)")

@@ -7,18 +7,16 @@ from functools import cache
 import dagster as dg
 import pandas as pd
 
-from customer_assets.deployments import deployment_name
+from customer_assets import tables
 from customer_assets.io_managers.parquet import FinishedWeek
 from customer_assets.logic.checks import CheckOutcome
 from customer_assets.partitions import weekly_partitions
 from customer_assets.weeks import WeekContext
 
 ETL = "etl"
-WAREHOUSE = "customer_analytics"
+WAREHOUSE = tables.SCHEMA
 OWNERS = ["team:data-engineering"]
 PARTITIONS = weekly_partitions
-# Where a warehouse table lives, as the UI's kind icon: DuckDB locally, BigQuery in production.
-WAREHOUSE_KIND = "bigquery" if deployment_name() == "prod" else "duckdb"
 
 
 def week_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> WeekContext:

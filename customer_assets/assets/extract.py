@@ -11,10 +11,11 @@ from customer_assets.erasure import check_key, drop_suppressed
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.io_managers.types import RawTransactionsType
+from customer_assets.dagster_types import RawTransactionsType
 from customer_assets.partitions import latest_materialization
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.extract import shrinkage, stream_week_versioned, to_raw_frame, week_source_findings
+from customer_assets.sources.extract import shrinkage, stream_week_versioned, to_raw_frame
+from customer_assets.sources.source_findings import SourceFindings, week_source_findings
 
 # Failures that another attempt may not meet: the connection dropped or was refused, a timeout, a server
 # restarting. Anything else (a refused login, a missing grant, a value that does not parse) fails at once.
@@ -53,6 +54,19 @@ def shrink_guard(context: dg.AssetExecutionContext, version: str, limit: float, 
         raise dg.Failure(description=f"Week {context.partition_key} not re-loaded: {why}. The warehouse keeps the "
                          "week as loaded. If the source lost these rows on purpose, re-run the week with run config "
                          "`ops: {etl__raw_transactions: {config: {allow_shrink: true}}}`.", allow_retries=False)
+
+
+def warn_source_findings(context: dg.AssetExecutionContext, findings: SourceFindings) -> None:
+    """Warns of what the customers table holds that the week's rows are not to blame for: the
+    counts go to the metadata (and the quality report) anyway; the warning puts them in the log."""
+    if findings.duplicate_customer_records:
+        context.log.warning(f"DUPLICATE_CUSTOMER_RECORD: the customers table holds {findings.duplicate_customer_records} "
+                            "record(s) beyond one per customer id; each transaction joined one of them (the latest "
+                            "created_at)")
+    if findings.id_collisions:
+        context.log.warning(f"ID_COLLISION: {findings.id_collisions} customer id(s) of the source differ from "
+                            f"another only by case (e.g. {', '.join(findings.id_collision_examples)}); "
+                            "their transactions stay apart, matching across sources sees one id")
 
 
 @dg.asset(
@@ -105,14 +119,7 @@ def raw_transactions(context: dg.AssetExecutionContext, config: ExtractConfig, s
     invalid = int(df["invalid_encoding"].notna().sum())
     if invalid:
         context.log.warning(f"{invalid} row(s) hold text that is not UTF-8; they are quarantined INVALID_ENCODING")
-    if findings.duplicate_customer_records:
-        context.log.warning(f"DUPLICATE_CUSTOMER_RECORD: the customers table holds {findings.duplicate_customer_records} "
-                            "record(s) beyond one per customer id; each transaction joined one of them (the latest "
-                            "created_at)")
-    if findings.id_collisions:
-        context.log.warning(f"ID_COLLISION: {findings.id_collisions} customer id(s) of the source differ from "
-                            f"another only by case (e.g. {', '.join(findings.id_collision_examples)}); "
-                            "their transactions stay apart, matching across sources sees one id")
+    warn_source_findings(context, findings)
     return dg.Output(df, data_version=dg.DataVersion(version), metadata={
         "source_version": version,
         "dagster/row_count": len(df),

@@ -4,24 +4,24 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from customer_assets import tables
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, week_context)
+    OWNERS, PARTITIONS, finished_week, intermediate, week_context)
 from customer_assets.partitions import latest_materialization
-from customer_assets.io_managers.frames import StoredFrame
-from customer_assets.logic.history import (
-    HISTORY_INPUTS, add_totals, balance_rules, carry, first_loaded_week, loaded_totals_before, previous_week_totals,
-    week_totals)
+from customer_assets.frames import StoredFrame
+from customer_assets.logic.history import HISTORY_INPUTS, add_totals, balance_rules, carry, week_totals
+from customer_assets.sql.history import first_loaded_week, loaded_totals_before, previous_week_totals
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.opening_balance import opening_balance
-from customer_assets.suppression import drop_suppressed
+from customer_assets.suppression import drop_suppressed, holds_customer_ids
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.io_managers.types import CustomerHistoryType
+from customer_assets.dagster_types import CustomerHistoryType
 from customer_assets.partitions import FIRST_WEEK
 from customer_assets.weeks import previous_week
 
-HISTORY = dg.AssetKey([WAREHOUSE, "customer_history"])
+HISTORY = tables.key(tables.CUSTOMER_HISTORY)
 PREVIOUS_WEEK = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
@@ -44,7 +44,7 @@ def _rescanned(context, source_db: PostgresSource, warehouse: WarehouseSQL, sett
                hash_key: str, week_start, week: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Totals before the week without a previous partition: the opening balance of the source's history
     before the first loaded week (computed once, on the source), plus every loaded week since."""
-    transactions = [WAREHOUSE, "weekly_transactions"]
+    transactions = tables.key(tables.WEEKLY_TRANSACTIONS).path
     opens_at = first_loaded_week(warehouse, transactions, week_start) or week_start
     with source_db.connect(context.log) as conn:
         opening = opening_balance(conn, source_db.schema(conn), opens_at,
@@ -63,10 +63,11 @@ def _rescanned(context, source_db: PostgresSource, warehouse: WarehouseSQL, sett
     partitions_def=PARTITIONS,
     output_required=False,
     group_name="transform",
-    kinds={"pandas", WAREHOUSE_KIND},
+    kinds={"pandas"},
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",
     metadata={"partition_expr": "week_start"},
+    tags=holds_customer_ids(),
     dagster_type=CustomerHistoryType,
 )
 def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, warehouse: WarehouseSQL,

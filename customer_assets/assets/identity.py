@@ -6,22 +6,25 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pandas as pd
 
+from customer_assets import tables
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, selected_events, week_context)
+    ETL, OWNERS, PARTITIONS, finished_week, intermediate, selected_events, week_context)
 from customer_assets.assets.profiles import AFTER_TRANSACTIONS
 from customer_assets.erasure import drop_suppressed
-from customer_assets.io_managers.frames import StoredFrame
-from customer_assets.io_managers.types import (
+from customer_assets.frames import StoredFrame
+from customer_assets.dagster_types import (
     CustomerIdentityMapType, ErpCustomersType, IdentityMergesType, column_schema)
 from customer_assets.logic.identity import standardise_ids
 from customer_assets.logic.resolution import (
     IDENTITY_COLUMNS, carry_identity, final_survivors, follow, standardise_erp, week_records)
+from customer_assets.suppression import holds_customer_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap, IdentityMerges
-from customer_assets.sources.extract import known_customers, take_replaced_count
+from customer_assets.sources.copy_stream import take_replaced_count
+from customer_assets.sources.customers_and_products import known_customers
 from customer_assets.weeks import WeekContext
 
 
@@ -41,8 +44,8 @@ def erp_customers(context: dg.AssetExecutionContext, erp: ErpSource, crm: CrmSou
                                       "invalid_encoding_values": replaced, **counts})
 
 
-IDENTITY = dg.AssetKey([WAREHOUSE, "customer_identity_map"])
-MERGES = dg.AssetKey([WAREHOUSE, "identity_merges"])
+IDENTITY = tables.key(tables.CUSTOMER_IDENTITY_MAP)
+MERGES = tables.key(tables.IDENTITY_MERGES)
 
 
 PARTITION_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
@@ -102,24 +105,27 @@ def known_event_ids(source_db: PostgresSource, events: pd.DataFrame, database_id
     return standardise_ids(known["customer_id"]).dropna()
 
 
-def _weekly_table(key: dg.AssetKey, dagster_type, model, description: str) -> dg.AssetOut:
-    """An output of the identity step: a warehouse table replaced with its week."""
-    return dg.AssetOut(key=key, kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+def _weekly_table(key: dg.AssetKey, dagster_type, model, id_columns: tuple[str, ...],
+                  description: str) -> dg.AssetOut:
+    """An output of the identity step: a warehouse table replaced with its week, ``id_columns``
+    holding ids of customers and persons."""
+    return dg.AssetOut(key=key, kinds={"pandas"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
                        dagster_type=dagster_type, is_required=False, description=description,
+                       tags=holds_customer_ids(*id_columns),
                        metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(model)})
 
 
 @dg.multi_asset(
-    name="customer_analytics__customer_identity_map",  # the step key it had as a single asset
+    name=IDENTITY.to_python_identifier(),  # the step key it had as a single asset
     outs={
-        "customer_identity_map": _weekly_table(
-            IDENTITY, CustomerIdentityMapType, CustomerIdentityMap,
+        tables.CUSTOMER_IDENTITY_MAP: _weekly_table(
+            IDENTITY, CustomerIdentityMapType, CustomerIdentityMap, ("customer_id", "source_customer_id"),
             "`customer_analytics.customer_identity_map`: every record of the CRM, the ERP and the transaction "
             "database known as of the week, with the person it belongs to. Records sharing a keyed email hash, a "
             "keyed phone hash or an id are one person; a person keeps its id for good (carried from the week "
             "before); `matched_on` says what linked each record."),
-        "identity_merges": _weekly_table(
-            MERGES, IdentityMergesType, IdentityMerges,
+        tables.IDENTITY_MERGES: _weekly_table(
+            MERGES, IdentityMergesType, IdentityMerges, ("retired_id", "surviving_id"),
             "`customer_analytics.identity_merges`: the persons the week's records showed to be one with another, "
             "each with the id it merged into (the person of the best record: CRM before ERP before database, then "
             "the most recent). dim_customers and the facts follow a merge in the same run."),
@@ -156,12 +162,12 @@ def customer_identity_map(context: dg.AssetExecutionContext, warehouse: Warehous
         context.log.info(f"{len(merges)} person(s) merged into another this week: see identity_merges")
     week_rows = identity[identity["last_seen_week"] == week_start]
     yield from selected_events(context, [
-        dg.Output(identity.assign(week_start=week_start), output_name="customer_identity_map", metadata={
+        dg.Output(identity.assign(week_start=week_start), output_name=tables.CUSTOMER_IDENTITY_MAP, metadata={
             "dagster/row_count": len(identity), **resolution.counts,
             "carried_from": f"{prior_week:%Y-%m-%d}" if prior_week else "nothing (first week)",
             "suppressed_records": crm_suppressed + erp_suppressed,
             "matched_on": dg.MetadataValue.json(week_rows["matched_on"].value_counts().to_dict()),
             "sources": dg.MetadataValue.json(week_rows["source"].value_counts().to_dict())}),
-        dg.Output(merges.assign(week_start=week_start), output_name="identity_merges",
+        dg.Output(merges.assign(week_start=week_start), output_name=tables.IDENTITY_MERGES,
                   metadata={"dagster/row_count": len(merges)}),
     ])

@@ -9,7 +9,8 @@ import dagster as dg
 from customer_assets.assets.common import OWNERS, PARTITIONS, check_spec, week_context
 from customer_assets.partitions import weekly_partitions
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.kafka import KafkaSource, KafkaUnavailable, week_event_lines
+from customer_assets.sources.kafka import KafkaSource, KafkaUnavailable
+from customer_assets.sources.kafka_files import week_event_lines
 
 KAFKA_EVENTS = dg.AssetKey(["landing_zone", "kafka_events"])
 # As the profile branch's other inputs (profiles.AFTER_TRANSACTIONS): after the transaction branch's steps.

@@ -8,30 +8,35 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from customer_assets import tables
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.kafka import KAFKA_EVENTS
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, selected_events,
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, check_result, check_spec, finished_week, intermediate, selected_events,
     week_context)
 from customer_assets.logic import checks
 from customer_assets.logic.crm import standardise_crm
 from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
-from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.frames import StoredFrame, query_stored
 from customer_assets.logic.profiles import (
     ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles, events_per_person, to_persons, transaction_aggregates,
-    transactions_per_person)
-from customer_assets.logic.merges import ADD_MERGED_INTO_SQL, follow_merges
-from customer_assets.logic.scd2 import apply_week
+    transaction_aggregates_sql, transactions_per_person)
+from customer_assets.sql.merges import ADD_MERGED_INTO_SQL, follow_merges
+from customer_assets.sql.scd2 import apply_week
+from customer_assets.suppression import holds_customer_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.io_managers.types import (
+from customer_assets.dagster_types import (
     CrmCustomersType, CustomerEventAggregatesType, UnifiedCustomerProfilesType, column_schema)
 from customer_assets.schemas import PROFILE_REQUIRED, UnifiedCustomerProfiles
 from customer_assets.settings import PipelineSettings
 from customer_assets.erasure import drop_suppressed
-from customer_assets.sources.events import EVENTS_SCHEMA, MalformedEventsError, aggregate, day_folders, read_week
-from customer_assets.sources.extract import known_customers, take_replaced_count
+from customer_assets.sources.event_parse import EVENTS_SCHEMA
+from customer_assets.sources.events import MalformedEventsError, aggregate, read_week
+from customer_assets.sources.landing_zone import day_folders
+from customer_assets.sources.copy_stream import take_replaced_count
+from customer_assets.sources.customers_and_products import known_customers
 
 PROFILES = dg.AssetKey([ETL, "unified_customer_profiles"])
 CRM = dg.AssetKey([ETL, "crm_customers"])
@@ -169,7 +174,7 @@ percentile kept true and flagged (`outlier_fields`); every decision is in `trans
     ins={"crm_customers": intermediate("crm_customers"), "erp_customers": intermediate("erp_customers"),
          "customer_event_aggregates": intermediate("customer_event_aggregates"),
          "transformed_transactions": intermediate("transformed_transactions", StoredFrame),
-         "customer_identity_map": dg.AssetIn(key=[WAREHOUSE, "customer_identity_map"])},
+         "customer_identity_map": dg.AssetIn(key=tables.key(tables.CUSTOMER_IDENTITY_MAP))},
     # Subsettable so that a step with nothing to do (its week finished) may yield nothing, checks included.
     can_subset=True,
     check_specs=[
@@ -202,7 +207,8 @@ def _unify_week(context: dg.AssetExecutionContext, settings: PipelineSettings, s
                 transformed_transactions: StoredFrame, identity: pd.DataFrame):
     ctx = week_context(context)
     # Per customer, read by DuckDB from the transform's file: the week's rows never become a DataFrame here.
-    transactions = transaction_aggregates(transformed_transactions.path)
+    transactions = transaction_aggregates(query_stored(
+        transformed_transactions.path, "transactions", transaction_aggregates_sql(transformed_transactions.columns)))
     # Every source's id becomes its person's: one profile per real customer (ERP-only customers included).
     crm_records = to_persons(crm_customers, identity, ("crm",))
     erp_records = to_persons(erp_customers, identity, ("erp",))
@@ -261,9 +267,9 @@ def _profile_checks(profile: pd.DataFrame, rate: float, unmatched: int) -> list[
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles",
-          kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+          kinds={"pandas"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
           ins={"unified_customer_profiles": intermediate("unified_customer_profiles")}, output_required=False,
-          metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(UnifiedCustomerProfiles)})
+          tags=holds_customer_ids(), metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(UnifiedCustomerProfiles)})
 def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource, settings: PipelineSettings,
                              unified_customer_profiles: pd.DataFrame):
     """`customer_analytics.weekly_customer_profiles`: the week's snapshot, with `run_timestamp`,
@@ -277,9 +283,9 @@ def weekly_customer_profiles(context: dg.AssetExecutionContext, crm: CrmSource, 
         record_count=len(unified_customer_profiles)))
 
 
-@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles", kinds={"sql", WAREHOUSE_KIND},
-          owners=OWNERS, deps=[dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"]),
-                               dg.AssetKey([WAREHOUSE, "identity_merges"])])
+@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="profiles", kinds={"sql"},
+          owners=OWNERS, tags=holds_customer_ids(), deps=[tables.key(tables.WEEKLY_CUSTOMER_PROFILES),
+                               tables.key(tables.IDENTITY_MERGES)])
 def dim_customers(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.MaterializeResult:
     """`customer_analytics.dim_customers`, SCD type 2 per person over segment, value tier, status and country
     (effective_from, effective_to, is_current, version, merged_into).
@@ -293,7 +299,7 @@ def dim_customers(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) ->
     """
     week_start = week_context(context).week_start
     summary = apply_week(warehouse, WAREHOUSE, week_start)
-    warehouse.execute(ADD_MERGED_INTO_SQL, dim=warehouse.table(WAREHOUSE, "dim_customers"))
+    warehouse.execute(ADD_MERGED_INTO_SQL, dim=warehouse.table(tables.SCHEMA, tables.DIM_CUSTOMERS))
     merged = follow_merges(warehouse, WAREHOUSE, week_start)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(summary["versions"]),

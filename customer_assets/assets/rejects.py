@@ -9,8 +9,9 @@ import dagster as dg
 import pandas as pd
 
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, week_context)
-from customer_assets.io_managers.types import column_schema
+    OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate, week_context)
+from customer_assets.dagster_types import column_schema
+from customer_assets.suppression import holds_customer_ids
 from customer_assets.schemas import QuarantinedTransactions, TransactionAnomalies
 
 WEEK_COLUMN = dg.TableColumn(name="week_start", type="datetime64[ns]", description="The week (its Monday, UTC).")
@@ -28,7 +29,8 @@ def _week_rows(context: dg.AssetExecutionContext, rows: pd.DataFrame):
 
 
 TABLE = {"key_prefix": [WAREHOUSE], "partitions_def": PARTITIONS, "group_name": "quality", "owners": OWNERS,
-         "kinds": {"pandas", WAREHOUSE_KIND}, "io_manager_key": "warehouse_io_manager", "output_required": False}
+         "kinds": {"pandas"}, "io_manager_key": "warehouse_io_manager", "output_required": False,
+         "tags": holds_customer_ids()}
 
 
 @dg.asset(ins={"quarantined_transactions": intermediate("quarantined_transactions")},

@@ -3,28 +3,32 @@ keyed to the dimension rows of their time; dim_customers is built with the profi
 
 import dagster as dg
 
+from customer_assets import tables
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, week_context)
+    OWNERS, PARTITIONS, WAREHOUSE, check_result, check_spec, week_context)
 from customer_assets.assets.warehouse import UNIQUE_WITHIN_WEEKS
-from customer_assets.io_managers.types import (
+from customer_assets.dagster_types import (
     DimDateType, FactTransactionsQuarantineType, FactTransactionsType, ProductSnapshotsType, column_schema)
 from customer_assets.logic import checks
-from customer_assets.logic.scd2 import PRODUCTS, apply_week, fact_keys
-from customer_assets.logic.star import dim_date_rows, fact_candidates, kept_snapshot, resolve_keys
+from customer_assets.logic.star import dim_date_rows, resolve_keys
+from customer_assets.sql.scd2 import PRODUCTS, apply_week, fact_keys
+from customer_assets.sql.star import fact_candidates, kept_snapshot
+from customer_assets.suppression import holds_customer_ids
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.lineage import lineage_metadata, lineage_schema
 from customer_assets.schemas import DimDate, FactTransactionsQuarantine, ProductSnapshots
-from customer_assets.sources.extract import products_snapshot, take_replaced_count
+from customer_assets.sources.copy_stream import take_replaced_count
+from customer_assets.sources.customers_and_products import products_snapshot
 
 GROUP = "star"
-FACT = dg.AssetKey([WAREHOUSE, "fact_transactions"])
+FACT = tables.key(tables.FACT_TRANSACTIONS)
 WAREHOUSE_TABLE = {"partitions_def": PARTITIONS, "group_name": GROUP, "owners": OWNERS,
                    "io_manager_key": "warehouse_io_manager"}
 
 
-@dg.asset(key_prefix=[WAREHOUSE], kinds={"postgres", WAREHOUSE_KIND}, dagster_type=ProductSnapshotsType,
+@dg.asset(key_prefix=[WAREHOUSE], kinds={"postgres"}, dagster_type=ProductSnapshotsType,
           metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(ProductSnapshots)},
           **WAREHOUSE_TABLE)
 def product_snapshots(context: dg.AssetExecutionContext, source_db: PostgresSource, warehouse: WarehouseSQL):
@@ -44,7 +48,7 @@ def product_snapshots(context: dg.AssetExecutionContext, source_db: PostgresSour
                                "invalid_encoding_values": replaced})
 
 
-@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name=GROUP, kinds={"sql", WAREHOUSE_KIND},
+@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name=GROUP, kinds={"sql"},
           owners=OWNERS, deps=[product_snapshots])
 def dim_products(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.MaterializeResult:
     """`customer_analytics.dim_products`, SCD type 2 over name, category and price (product_key, effective_from,
@@ -56,7 +60,7 @@ def dim_products(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> 
         "facts_rekeyed": int(summary["facts_rekeyed"])})
 
 
-@dg.asset(key_prefix=[WAREHOUSE], kinds={"pandas", WAREHOUSE_KIND}, dagster_type=DimDateType,
+@dg.asset(key_prefix=[WAREHOUSE], kinds={"pandas"}, dagster_type=DimDateType,
           metadata={"partition_expr": "date", "dagster/column_schema": column_schema(DimDate)}, **WAREHOUSE_TABLE)
 def dim_date(context: dg.AssetExecutionContext):
     """`customer_analytics.dim_date`: one row per day (date_key yyyymmdd, calendar and ISO-week attributes), the
@@ -65,26 +69,27 @@ def dim_date(context: dg.AssetExecutionContext):
 
 
 @dg.multi_asset(
-    name="customer_analytics__fact_transactions",
+    name=FACT.to_python_identifier(),
     outs={
-        "fact_transactions": dg.AssetOut(
-            key=FACT, kinds={"sql", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
-            dagster_type=FactTransactionsType,
+        tables.FACT_TRANSACTIONS: dg.AssetOut(
+            key=FACT, kinds={"sql"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+            dagster_type=FactTransactionsType, tags=holds_customer_ids(),
             metadata={"partition_expr": "timestamp", "unique_key": "transaction_id",
                       "unique_within_weeks": UNIQUE_WITHIN_WEEKS,
-                      "dagster/column_schema": lineage_schema("fact_transactions")},
+                      "dagster/column_schema": lineage_schema(tables.FACT_TRANSACTIONS)},
             description="`customer_analytics.fact_transactions`: one row per loaded transaction, with the "
                         "surrogate keys of the customer and product versions valid at its time and its day."),
-        "fact_transactions_quarantine": dg.AssetOut(
-            key=[WAREHOUSE, "fact_transactions_quarantine"], kinds={"sql", WAREHOUSE_KIND}, owners=OWNERS,
+        tables.FACT_TRANSACTIONS_QUARANTINE: dg.AssetOut(
+            key=tables.key(tables.FACT_TRANSACTIONS_QUARANTINE), kinds={"sql"}, owners=OWNERS,
             io_manager_key="warehouse_io_manager", dagster_type=FactTransactionsQuarantineType,
+            tags=holds_customer_ids(),
             metadata={"partition_expr": "timestamp",
                       "dagster/column_schema": column_schema(FactTransactionsQuarantine)},
             description="Loaded transactions whose keys resolve to no dimension row, or to several, with the "
                         "reason; never dropped silently."),
     },
-    deps=[dg.AssetKey([WAREHOUSE, name]) for name in ("weekly_transactions", "dim_customers", "dim_products",
-                                                       "dim_date", "customer_identity_map")],
+    deps=[tables.key(name) for name in (tables.WEEKLY_TRANSACTIONS, tables.DIM_CUSTOMERS, tables.DIM_PRODUCTS,
+                                        tables.DIM_DATE, tables.CUSTOMER_IDENTITY_MAP)],
     partitions_def=PARTITIONS, group_name=GROUP,
     check_specs=[check_spec("referential_integrity", FACT, blocking=True, description=(
         "Every loaded transaction of the week is a fact row whose customer, product and date keys each resolve "
@@ -100,9 +105,9 @@ def fact_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseSQL
     facts, quarantined = resolve_keys(candidates)
     # By primary reason (the first code), as the validation's quarantine counts: each row once.
     reasons = quarantined["reason_codes"].str.split(";").str[0].value_counts().to_dict() if len(quarantined) else {}
-    yield dg.Output(facts, output_name="fact_transactions",
-                    metadata={"dagster/row_count": len(facts), **lineage_metadata("fact_transactions")})
-    yield dg.Output(quarantined, output_name="fact_transactions_quarantine", metadata={
+    yield dg.Output(facts, output_name=tables.FACT_TRANSACTIONS,
+                    metadata={"dagster/row_count": len(facts), **lineage_metadata(tables.FACT_TRANSACTIONS)})
+    yield dg.Output(quarantined, output_name=tables.FACT_TRANSACTIONS_QUARANTINE, metadata={
         "dagster/row_count": len(quarantined), "reasons": dg.MetadataValue.json(reasons)})
     loaded = int(candidates["transaction_id"].nunique())
     result = check_result(FACT, "referential_integrity", checks.keys_resolve(loaded, len(facts), reasons),

@@ -8,11 +8,12 @@ import dagster as dg
 import pandas as pd
 from dagster._core.events import DagsterEventType
 
+from customer_assets import tables
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, finished_week, intermediate, metadata_value)
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate, metadata_value)
 from customer_assets.cleanup import intermediate_files, intermediates_written, remove_intermediates, write_log
 from customer_assets.partitions import latest_materialization
-from customer_assets.io_managers.types import PipelineErrorLogType, column_schema
+from customer_assets.dagster_types import PipelineErrorLogType, column_schema
 from customer_assets.logic import error_log
 from customer_assets.alerts import Alerts
 from customer_assets.resources.warehouse_sql import WarehouseSQL
@@ -45,7 +46,7 @@ def _check_failures(instance: dg.DagsterInstance, run_id: str) -> dict[str, list
 def week_report(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts, summary: dict) -> dict:
     """What the operator is told when a week succeeds (seeds 000 and 001): counts, quality, warnings, anomalies,
     new customers, where the table is, that the cleanup is done, and the run's page."""
-    history = latest_materialization(context.instance, dg.AssetKey([WAREHOUSE, "customer_history"]),
+    history = latest_materialization(context.instance, tables.key(tables.CUSTOMER_HISTORY),
                                      context.partition_key)
     load = summary["load"] or {}
     warnings = _check_failures(context.instance, context.run.run_id)["WARN"]
@@ -53,7 +54,7 @@ def week_report(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, aler
             "rows_quarantined": summary["records_quarantined"], "quality_score": summary["quality_score"],
             "quality_status": summary["quality_status"], "warnings": len(warnings), "warning_checks": warnings,
             "anomalies": summary["records_flagged"], "new_customers": metadata_value(history, "new_customers"),
-            "table": warehouse.table_url(WAREHOUSE, "weekly_transactions"),
+            "table": warehouse.table_url(tables.SCHEMA, tables.WEEKLY_TRANSACTIONS),
             "cleanup_confirmed": not summary["cleanup"]["remaining"], "run_url": alerts.run_url(context.run.run_id)}
 
 
@@ -71,9 +72,9 @@ def _report_title(report: dict) -> str:
     group_name="operations",
     kinds={"python"},
     owners=OWNERS,
-    deps=[dg.AssetKey([WAREHOUSE, "weekly_transactions"]), dg.AssetKey([WAREHOUSE, "data_quality_metrics"]),
-          dg.AssetKey([WAREHOUSE, "weekly_customer_profiles"]), dg.AssetKey([WAREHOUSE, "dim_customers"]),
-          dg.AssetKey([WAREHOUSE, "customer_identity_map"])],
+    deps=[tables.key(tables.WEEKLY_TRANSACTIONS), tables.key(tables.DATA_QUALITY_METRICS),
+          tables.key(tables.WEEKLY_CUSTOMER_PROFILES), tables.key(tables.DIM_CUSTOMERS),
+          tables.key(tables.CUSTOMER_IDENTITY_MAP)],
 )
 def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: WarehouseSQL,
                      alerts: Alerts, quality_report: dict):
@@ -134,7 +135,7 @@ ERROR_LOG_STEPS = sorted({step for step, _, _, _ in error_log.SOURCES})
 
 
 @dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="operations",
-          kinds={"pandas", WAREHOUSE_KIND}, owners=OWNERS, io_manager_key="warehouse_io_manager",
+          kinds={"pandas"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
           dagster_type=PipelineErrorLogType, deps=[dg.AssetKey.from_user_string(s) for s in ERROR_LOG_STEPS],
           metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(PipelineErrorLog)})
 def pipeline_error_log(context: dg.AssetExecutionContext) -> dg.Output:

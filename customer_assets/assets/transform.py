@@ -4,14 +4,15 @@
 import dagster as dg
 import pandas as pd
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate, week_context
-from customer_assets.io_managers.frames import FrameBatches, StoredFrame
+from customer_assets import tables
+from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, finished_week, intermediate, week_context
+from customer_assets.frames import FrameBatches, StoredFrame
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date, rates_file
 from customer_assets.logic.transform import WEEK_METRIC_COLUMNS, EnrichedTotals, enrich, week_metrics
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.io_managers.types import TransformedTransactionsBatchesType, check_transformed_transactions
+from customer_assets.dagster_types import TransformedTransactionsBatchesType, check_transformed_transactions
 from customer_assets.logic.history import customer_totals
-from customer_assets.sources.extract import category_prices
+from customer_assets.sources.customers_and_products import category_prices
 
 STALE_RATES_DAYS = 7
 
@@ -19,7 +20,7 @@ STALE_RATES_DAYS = 7
 @dg.asset(
     key_prefix=[ETL],
     ins={"validated_transactions": intermediate("validated_transactions", StoredFrame),
-         "customer_history": dg.AssetIn(key=[WAREHOUSE, "customer_history"])},
+         "customer_history": dg.AssetIn(key=tables.key(tables.CUSTOMER_HISTORY))},
     partitions_def=PARTITIONS,
     output_required=False,
     group_name="transform",

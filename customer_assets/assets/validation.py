@@ -6,21 +6,22 @@ import time
 import dagster as dg
 import pandas as pd
 
+from customer_assets import tables
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, selected_events,
+    ETL, OWNERS, PARTITIONS, WAREHOUSE, check_result, check_spec, finished_week, intermediate, selected_events,
     week_context)
 from customer_assets.logic import checks
 from customer_assets.partitions import latest_materialization
 from customer_assets.logic.quality import build_quality_report, metrics_row, report_json, report_markdown
-from customer_assets.io_managers.frames import BATCH_ROWS, FrameBatches
+from customer_assets.frames import BATCH_ROWS, FrameBatches
 from customer_assets.logic.validation import validate_week
 from customer_assets.io_managers.warehouse import unique_window
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.sources.extract import completed_ids
 from customer_assets.weeks import monday_of
-from customer_assets.io_managers.types import (
+from customer_assets.dagster_types import (
     DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactionsBatchesType,
     check_validated_transactions)
 from customer_assets.settings import PipelineSettings
@@ -38,8 +39,8 @@ VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
         "transaction_anomalies": dg.AssetOut(key_prefix=[ETL], is_required=False, owners=OWNERS, kinds={"pandas"}, dagster_type=TransactionAnomaliesType,
                                              description="Validated rows flagged by a statistical rule."),
         "quality_report": dg.AssetOut(key_prefix=[ETL], is_required=False, owners=OWNERS, kinds={"json"}, description="The week's data-quality report."),
-        "data_quality_metrics": dg.AssetOut(
-            key_prefix=[WAREHOUSE], is_required=False, owners=OWNERS, kinds={"pandas", WAREHOUSE_KIND}, io_manager_key="warehouse_io_manager", dagster_type=DataQualityMetricsType,
+        tables.DATA_QUALITY_METRICS: dg.AssetOut(
+            key_prefix=[WAREHOUSE], is_required=False, owners=OWNERS, kinds={"pandas"}, io_manager_key="warehouse_io_manager", dagster_type=DataQualityMetricsType,
             metadata={"partition_expr": "week_start"},
             description="History of data quality: one row per week, rewritten when the week reruns."),
     },
@@ -76,7 +77,7 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
     yield from selected_events(context, _validate_week(context, settings, alerts, raw_transactions, held))
 
 
-TRANSACTIONS_TABLE = (WAREHOUSE, "weekly_transactions")
+TRANSACTIONS_TABLE = (tables.SCHEMA, tables.WEEKLY_TRANSACTIONS)
 ID_CHUNK = 50_000  # ids per warehouse query: a BigQuery request stays far below its size limit
 
 HELD_ELSEWHERE_SQL = """
@@ -204,7 +205,7 @@ def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings
     status = load_status(results)
     metrics = metrics_row(report, time.monotonic() - started, load_status=status, run_id=context.run_id)
     # Percentages throughout, like the quality score, rounded for reading; the table keeps full fractions.
-    yield dg.Output(metrics, output_name="data_quality_metrics", metadata={
+    yield dg.Output(metrics, output_name=tables.DATA_QUALITY_METRICS, metadata={
         "quality_score": round(float(report["quality_score"]), 2),
         "load_status": status,
         "quarantine_rate_pct": round(100.0 * float(report["quarantine_rate"]), 3),

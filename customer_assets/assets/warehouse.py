@@ -3,16 +3,11 @@
 
 import dagster as dg
 
-from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, WAREHOUSE_KIND, check_result, check_spec, finished_week, intermediate, metadata_value)
-from customer_assets.io_managers.frames import StoredFrame
-from customer_assets.io_managers.warehouse import unique_window
-from customer_assets.logic import checks
-from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.io_managers.types import TransformedTransactionsFileType
-from customer_assets.partitions import FIRST_WEEK, latest_materialization
-from customer_assets.weeks import previous_week, week_bounds
+    OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate)
+from customer_assets.frames import StoredFrame
+from customer_assets.dagster_types import TransformedTransactionsFileType
+from customer_assets.suppression import holds_customer_ids
 
 
 # How many weeks either side of a loaded week a transaction id is kept unique over: a transaction whose
@@ -27,10 +22,11 @@ UNIQUE_WITHIN_WEEKS = 26
     partitions_def=PARTITIONS,
     output_required=False,
     group_name="warehouse",
-    kinds={"pandas", WAREHOUSE_KIND},
+    kinds={"pandas"},
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",
     metadata={"partition_expr": "timestamp", "unique_key": "transaction_id", "unique_within_weeks": UNIQUE_WITHIN_WEEKS},
+    tags=holds_customer_ids(),
     dagster_type=TransformedTransactionsFileType,
 )
 def weekly_transactions(context: dg.AssetExecutionContext, transformed_transactions: StoredFrame):
@@ -46,79 +42,3 @@ def weekly_transactions(context: dg.AssetExecutionContext, transformed_transacti
     if finished_week(context, transformed_transactions):
         return
     yield dg.Output(transformed_transactions)
-
-
-
-TRANSACTIONS = weekly_transactions.key
-QUALITY_METRICS = dg.AssetKey([WAREHOUSE, "data_quality_metrics"])
-TRAILING_WEEKS = 8
-
-
-def trailing_values(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, metadata_key: str,
-                    weeks: int = TRAILING_WEEKS) -> list[float]:
-    """``metadata_key`` of the latest materialization of each of the ``weeks`` weeks before ``partition`` that
-    were loaded (oldest first): the band's history, read from the event log, not by scanning the warehouse."""
-    earlier, week = [], partition
-    while len(earlier) < weeks and week > FIRST_WEEK:
-        week = previous_week(week)
-        earlier.append(week)
-    values = [metadata_value(latest_materialization(instance, key, w), metadata_key) for w in reversed(earlier)]
-    return [float(v) for v in values if v is not None]
-
-
-@dg.multi_asset_check(
-    specs=[
-        check_spec("transaction_ids_unique", TRANSACTIONS, blocking=True,
-                   description="transaction_id is unique: no id of the week is held twice, within the week or by "
-                   f"another week up to {UNIQUE_WITHIN_WEEKS} weeks away (a transaction whose timestamp moved was "
-                   "moved, not copied). Reads those weeks only, so its cost does not grow with the history."),
-        check_spec("loaded_rows_match", TRANSACTIONS, blocking=True,
-                   description="The warehouse holds exactly the rows the week's load wrote, inside the week's "
-                   "time window."),
-        check_spec("weekly_volume", TRANSACTIONS,
-                   description=f"Warns when the week's row count leaves mean ± 3σ of the previous "
-                   f"{TRAILING_WEEKS} loaded weeks (the week excluded), or is zero while they were not."),
-    ],
-)
-def weekly_transactions_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseSQL, alerts: Alerts):
-    week = context.op_execution_context.partition_key
-    week_start, week_end = week_bounds(week)
-    window = unique_window(week_start, week_end, UNIQUE_WITHIN_WEEKS)
-    duplicated = checks.duplicated_ids(warehouse, TRANSACTIONS.path, (week_start, week_end), window)
-    examples = duplicated.head(5)
-    in_week = checks.rows_in_week(warehouse, TRANSACTIONS.path, (week_start, week_end))
-    loaded = metadata_value(latest_materialization(context.instance, TRANSACTIONS, week), "dagster/row_count")
-    trailing = trailing_values(context.instance, TRANSACTIONS, week, "dagster/row_count")
-    results = [
-        check_result(TRANSACTIONS, "transaction_ids_unique", checks.ids_unique(len(duplicated), UNIQUE_WITHIN_WEEKS),
-                     duplicated_ids=len(duplicated), window_weeks=UNIQUE_WITHIN_WEEKS,
-                     examples=dg.MetadataValue.md(examples.to_markdown(index=False) if len(examples) else "none")),
-        check_result(TRANSACTIONS, "loaded_rows_match", checks.rows_match(in_week, loaded),
-                     rows_in_week=in_week, rows_loaded=loaded if loaded is not None else -1),
-        check_result(TRANSACTIONS, "weekly_volume", checks.within_band("rows", in_week, trailing), rows=in_week),
-    ]
-    alert_failed_checks(alerts, results, week, context.log)
-    yield from results
-
-
-def band_check(key: dg.AssetKey, metric: str, label: str, unit: str = "", name: str | None = None,
-               weeks_kind: str = "weeks"):
-    """A check of one weekly figure (``metric`` metadata of ``key``): WARN, and alert, when the week's value leaves
-    mean ± 3σ of the previous weeks' (the week excluded)."""
-
-    @dg.multi_asset_check(specs=[check_spec(f"{metric}_band", key, description=(
-        f"Warns when the week's {label} leaves mean ± 3σ of the previous {TRAILING_WEEKS} {weeks_kind} (the week "
-        "excluded)."))], name=name or f"{key.path[-1]}__{metric}_band")
-    def band(context: dg.AssetCheckExecutionContext, alerts: Alerts):
-        week = context.op_execution_context.partition_key
-        value = float(metadata_value(latest_materialization(context.instance, key, week), metric) or 0.0)
-        outcome = checks.within_band(label, value, trailing_values(context.instance, key, week, metric), unit)
-        result = check_result(key, f"{metric}_band", outcome, **{metric: value})
-        alert_failed_checks(alerts, [result], week, context.log)
-        yield result
-
-    return band
-
-
-quality_score_band = band_check(QUALITY_METRICS, "quality_score", "quality score", "%", name="quality_score_band",
-                                weeks_kind="loaded weeks")

@@ -18,6 +18,7 @@ import pandas as pd
 import psycopg2
 
 from customer_assets.logic.currency import convert_to_usd
+from customer_assets.sources.landing_zone import day_folder
 
 CRM_DDL = """
 DROP TABLE IF EXISTS crm_customers;
@@ -153,7 +154,7 @@ def write_event_files(dsn: str, root: Path, random_seed: int = 42, since: date =
     shutil.rmtree(tmp, ignore_errors=True)
     lines = 0
     for day, group in events.groupby(events["timestamp"].dt.date):
-        folder = tmp / f"dt={day.isoformat()}"
+        folder = day_folder(tmp, day)
         folder.mkdir(parents=True)
         out = []
         for i, row in enumerate(group.itertuples(index=False)):

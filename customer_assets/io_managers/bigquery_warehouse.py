@@ -10,7 +10,8 @@ A ``StoredFrame`` (the week in a Parquet file) is never read whole: its week bou
 time and the load job's Parquet is written a batch at a time to a temporary file (deleted when closed).
 
 By concern: column types and the load file in ``bigquery_types``; the client, retries and the time budget in
-``bigquery_calls``; here the tables (dataset, table, added columns, staging), the swap and the count.
+``bigquery_calls``; the tables (dataset, table, added columns, staging) in ``bigquery_tables``; here the
+checks before BigQuery is touched, the swap, the count and the week read back.
 
 Why not dagster-gcp's ``BigQueryPandasIOManager`` (with a custom type handler): its ``DbIOManager`` deletes
 the week's rows and inserts the new ones as two statements, so a failure in between leaves the week empty,
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Optional
 
 import dagster as dg
@@ -34,17 +35,13 @@ from google.auth import exceptions as auth_exc
 from pydantic import Field
 
 from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError, bigquery_client
+from customer_assets.io_managers.bigquery_tables import ensure_dataset, ensure_table, schema_fields, stage
 from customer_assets.io_managers.bigquery_types import frame_types, standard_type, to_parquet_file
 from customer_assets.io_managers.declared import declared_types, holds_values, table_types
-from customer_assets.io_managers.frames import StoredFrame, slices
+from customer_assets.frames import StoredFrame, slices
 from customer_assets.io_managers.warehouse import (
-    SchemaMismatchError, column_descriptions, input_columns, load_report, partition_column, replaces_whole_table,
-    report_metadata, table_address, type_diff, unique_key, unique_window, write_load_report)
-
-# Column names preferred for clustering, in order; BigQuery takes at most four.
-CLUSTER_CANDIDATES = ("customer_id", "product_id", "transaction_id", "category")
-MAX_CLUSTER_FIELDS = 4
-STAGING_EXPIRY = timedelta(days=1)
+    column_descriptions, input_columns, load_report, partition_column, report_metadata, table_address,
+    unique_key, unique_window, write_load_report)
 
 
 class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
@@ -123,7 +120,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 bigquery.ScalarQueryParameter(f"{bounds}_end", "TIMESTAMP", end)]
 
     def _payload(self, context, obj: pd.DataFrame | StoredFrame, frame: pd.DataFrame, target_id: str, column: str,
-                 window: tuple[datetime, datetime], whole_table: bool) -> tuple[dict[str, str], dict[str, str], Any]:
+                 window: tuple[datetime, datetime]) -> tuple[dict[str, str], dict[str, str], Any]:
         """Everything that can be checked without BigQuery, checked before touching it; returns the column types
         as loaded, the types a new table is created with (the model's: see ``declared``), and the load job's
         Parquet file. A column holding no value is loaded as its declared type.
@@ -140,9 +137,8 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             raise ValueError(f"{target_id}: partition column {column!r} is not in the frame")
         if incoming[column] not in ("TIMESTAMP", "DATETIME"):
             raise ValueError(f"{target_id}: partition column {column!r} is {incoming[column]}, not a timestamp")
-        if not whole_table:
-            self._check_frame_in_week(stored.batches([column]) if stored is not None else [frame],
-                                      column, *window, target_id)
+        self._check_frame_in_week(stored.batches([column]) if stored is not None else [frame],
+                                  column, *window, target_id)
         # A value Arrow cannot convert fails here, not half-way.
         frames = stored.batches() if stored is not None else slices(frame)
         return incoming, declared, to_parquet_file(_blank(frames, casts), incoming)
@@ -167,98 +163,6 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                              f"[{start.isoformat()}, {end.isoformat()}) or null; nothing was loaded. "
                              f"First: {examples}")
 
-    @staticmethod
-    def _table_description(context) -> Optional[str]:
-        try:
-            return context.asset_spec.description
-        except Exception:  # noqa: BLE001 - outputs without an asset spec have no description
-            return None
-
-    @staticmethod
-    def _cluster_fields(context, types: dict[str, str]) -> list[str]:
-        wanted = (context.definition_metadata or {}).get("cluster_by") or CLUSTER_CANDIDATES
-        return [c for c in wanted if c in types][:MAX_CLUSTER_FIELDS]
-
-    # ----------------------------------------------------------------------------------------------
-    # tables
-
-    def _ensure_dataset(self, client, call: Caller, dataset: str) -> None:
-        from google.cloud import bigquery
-
-        def ensure():
-            try:
-                return client.get_dataset(f"{self.project}.{dataset}", timeout=_rpc(call, "get dataset"))
-            except gexc.NotFound:
-                ds = bigquery.Dataset(f"{self.project}.{dataset}")
-                ds.location = self.location
-                return client.create_dataset(ds, exists_ok=True, timeout=_rpc(call, "create dataset"))
-
-        call(f"dataset {dataset}", ("bigquery.datasets.get", "bigquery.datasets.create"), ensure)
-
-    def _ensure_table(self, context, client, call: Caller, target_id: str, incoming: dict[str, str], column: str,
-                      descriptions: dict[str, str], declared: dict[str, str]) -> tuple[Any, bool, list[str]]:
-        """The target table (created day-partitioned and clustered if missing, with the ``declared`` types, and
-        any new column added): returns it, whether it was created, and the added columns. A changed type
-        stops the load."""
-        from google.cloud import bigquery
-
-        def ensure():
-            try:
-                return client.get_table(target_id, timeout=_rpc(call, "get table")), False
-            except gexc.NotFound:
-                new = bigquery.Table(target_id, schema=_schema(declared, descriptions))
-                new.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=column)
-                new.clustering_fields = self._cluster_fields(context, incoming) or None
-                new.description = self._table_description(context)
-                return client.create_table(new, exists_ok=True, timeout=_rpc(call, "create table")), True
-
-        target, created = call(f"table {target_id}", ("bigquery.tables.get", "bigquery.tables.create"), ensure)
-        existing = {f.name: standard_type(f.field_type) for f in target.schema}
-        partitioned_on = getattr(target.time_partitioning, "field", None)
-        if not created and partitioned_on != column:
-            _warn(context, call, f"{target_id} is partitioned on {partitioned_on!r}, not on partition_expr {column!r}")
-        added, changed = type_diff(existing, incoming)
-        if changed:
-            raise SchemaMismatchError(f"{target_id}: column types differ, load stopped:\n" + "\n".join(changed))
-        if added:
-            def add_columns():
-                fresh = client.get_table(target_id, timeout=_rpc(call, "get table"))
-                have = {f.name for f in fresh.schema}
-                fresh.schema = list(fresh.schema) + _schema({n: incoming[n] for n in added if n not in have}, descriptions)
-                return client.update_table(fresh, ["schema"], timeout=_rpc(call, "add columns"))
-
-            call(f"add columns to {target_id}", ("bigquery.tables.update",), add_columns)
-            _warn(context, call, f"{target_id}: added column(s) {', '.join(f'{n} {incoming[n]}' for n in added)}")
-        return target, created, added
-
-    def _stage(self, client, call: Caller, staging_id: str, target_id: str, partition: str, schema: list,
-               payload, rows: int, job_prefix: str) -> None:
-        """A staging table holding the week's rows, loaded from ``payload`` by one load job."""
-        from google.cloud import bigquery
-
-        def create_staging():
-            staging = bigquery.Table(staging_id, schema=schema)
-            staging.expires = datetime.now(timezone.utc) + STAGING_EXPIRY
-            staging.description = f"Staging of {target_id} week {partition}; dropped after the load."
-            return client.create_table(staging, exists_ok=True, timeout=_rpc(call, "create staging"))
-
-        call("create staging table", ("bigquery.tables.create",), create_staging)
-        if not rows:
-            return
-
-        def load_staging():
-            payload.seek(0)  # a retried load sends the file again
-            config = bigquery.LoadJobConfig(
-                schema=schema, source_format=bigquery.SourceFormat.PARQUET,
-                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED)
-            job = client.load_table_from_file(payload, staging_id, job_config=config, job_id_prefix=job_prefix + "load_",
-                                              location=self.location, timeout=_rpc(call, "load"))
-            call.budget.job_ids["load"] = job.job_id
-            return job.result(timeout=call.budget.remaining("load"))
-
-        call("load job into staging", ("bigquery.jobs.create", "bigquery.tables.updateData"), load_staging)
-
     # ----------------------------------------------------------------------------------------------
     # IO manager
 
@@ -273,64 +177,77 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         rows = len(obj)
 
         start, end = self._window(context)
-        whole_table = replaces_whole_table(context)  # write_mode: replace_table, e.g. an SCD2 dimension
-        incoming, declared, payload = self._payload(context, obj, frame, target_id, column, (start, end), whole_table)
+        incoming, declared, payload = self._payload(context, obj, frame, target_id, column, (start, end))
         try:
             client, load.warnings = self._connect(context.log)
             call = self._caller(client, context.log, load)
             descriptions = column_descriptions(context)
-            self._ensure_dataset(client, call, dataset)
-            target, created, added = self._ensure_table(context, client, call, target_id, incoming, column,
-                                                        descriptions, declared)
+            ensure_dataset(client, call, self.project, self.location, dataset)
+            target, created, added = ensure_table(context, client, call, target_id, incoming, column,
+                                                  descriptions, declared)
             target_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(column, incoming[column])
 
-            staging_id = f"{target_id}__staging_{partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
             job_prefix = f"customer_assets_{table}_{partition.replace('-', '')}_"
-            try:
-                self._stage(client, call, staging_id, target_id, partition, _schema(incoming, descriptions),
-                            payload, rows, job_prefix)
-                moved = self._merge(context, load, client, call, target_id, staging_id, list(incoming), column,
-                                    target_type, start, end, job_prefix, whole_table, *unique_key(context))
-            finally:
-                try:
-                    client.delete_table(staging_id, not_found_ok=True, timeout=60)
-                except Exception as err:  # noqa: BLE001 - never hide the load's own error; the table expires anyway
-                    context.log.warning(f"could not drop staging table {staging_id} (it expires in a day): {err}")
-
-            count = self._count(load, client, call, target_id, column, target_type, start, end, job_prefix, whole_table)
+            moved = self._swap(context, load, client, call, target_id, partition, incoming, descriptions,
+                               payload, rows, column, target_type, (start, end), job_prefix)
+            count = self._count(load, client, call, target_id, column, target_type, start, end, job_prefix)
             if count != rows:
-                scope = "the table" if whole_table else f"week {partition}"
-                raise RuntimeError(f"{target_id}: {count} rows in {scope} after the load, expected "
+                raise RuntimeError(f"{target_id}: {count} rows in week {partition} after the load, expected "
                                    f"{rows} (was another writer loading the same week?)")
-
-            report = load_report(rows, target_id, started, time.monotonic(), added_columns=added,
-                                 job_ids=load.job_ids, warnings=load.warnings, retries=load.retries,
-                                 replaced="table" if whole_table else "week", step_seconds=load.step_seconds,
-                                 table_created=created, location=self.location, emulator=bool(self.emulator_host),
-                                 **({"moved_from_other_weeks": moved} if moved is not None else {}))
-            path = write_load_report(self.reports_dir, partition, table, report)
-            context.add_output_metadata({
-                **report_metadata(report, path, frame, descriptions, table_name=target_id,
-                                  uri=f"https://console.cloud.google.com/bigquery?p={self.project}&d={dataset}"
-                                      f"&t={table}&page=table"),
-                "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),
-                "warnings": dg.MetadataValue.json(load.warnings),
-                "retries": load.retries,
-            })
+            self._record_load(context, load, started, rows, (dataset, table), frame, descriptions, added,
+                              created, moved)
         finally:
             payload.close()  # a temporary file of the week: gone whatever happened
 
+    def _swap(self, context, load: LoadBudget, client, call: Caller, target_id: str, partition: str,
+              incoming: dict[str, str], descriptions: dict[str, str], payload, rows: int, column: str,
+              target_type: str, window: tuple[datetime, datetime], job_prefix: str) -> int | None:
+        """Stage the week, then swap it in with one MERGE; the staging table is dropped whatever
+        happened. Returns the rows moved from other weeks (keyed tables)."""
+        staging_id = f"{target_id}__staging_{partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
+        try:
+            stage(client, call, self.location, staging_id, target_id, partition,
+                  schema_fields(incoming, descriptions), payload, rows, job_prefix)
+            return self._merge(context, load, client, call, target_id, staging_id, list(incoming), column,
+                               target_type, *window, job_prefix, *unique_key(context))
+        finally:
+            try:
+                client.delete_table(staging_id, not_found_ok=True, timeout=60)
+            except Exception as err:  # noqa: BLE001 - never hide the load's own error; the table expires anyway
+                context.log.warning(f"could not drop staging table {staging_id} (it expires in a day): {err}")
+
+    def _record_load(self, context, load: LoadBudget, started: float, rows: int, address: tuple[str, str],
+                     frame: pd.DataFrame, descriptions: dict[str, str], added: list[str], created: bool,
+                     moved: int | None) -> None:
+        """The week's load report (a JSON file) and the output's metadata."""
+        dataset, table = address
+        target_id = f"{self.project}.{dataset}.{table}"
+        report = load_report(rows, target_id, started, time.monotonic(), added_columns=added,
+                             job_ids=load.job_ids, warnings=load.warnings, retries=load.retries,
+                             replaced="week", step_seconds=load.step_seconds,
+                             table_created=created, location=self.location, emulator=bool(self.emulator_host),
+                             **({"moved_from_other_weeks": moved} if moved is not None else {}))
+        path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
+        context.add_output_metadata({
+            **report_metadata(report, path, frame, descriptions, table_name=target_id,
+                              uri=f"https://console.cloud.google.com/bigquery?p={self.project}&d={dataset}"
+                                  f"&t={table}&page=table"),
+            "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),
+            "warnings": dg.MetadataValue.json(load.warnings),
+            "retries": load.retries,
+        })
+
     def _merge(self, context, load: LoadBudget, client, call, target_id: str, staging_id: str, columns: list[str],
                column: str, column_type: str, start: datetime, end: datetime, job_prefix: str,
-               whole_table: bool = False, key: str | None = None, key_weeks: int = 0) -> int | None:
-        """The swap: one MERGE deleting the target's week (or every row) and inserting the staging rows."""
+               key: str | None = None, key_weeks: int = 0) -> int | None:
+        """The swap: one MERGE deleting the target's week and inserting the staging rows."""
         from google.cloud import bigquery
 
-        delete_when = "" if whole_table else f" AND {self._week_predicate(column, column_type, 'T')}"
-        params = [] if whole_table else self._week_params(start, end)
+        delete_when = f" AND {self._week_predicate(column, column_type, 'T')}"
+        params = self._week_params(start, end)
         names = ", ".join(f"`{c}`" for c in columns)
         values = ", ".join(f"S.`{c}`" for c in columns)
-        if key and not whole_table:
+        if key:
             # A row of a nearby week with a key of this week moved here (its timestamp was edited): updated in
             # place to the new row, so the key stays in one week only. The window's filter on the partition
             # column prunes the target's partitions: the cost does not grow with the table's history.
@@ -367,12 +284,11 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         return int(stats.updated_row_count or 0) if stats is not None else None
 
     def _count(self, load: LoadBudget, client, call, target_id: str, column: str, column_type: str,
-               start: datetime, end: datetime, job_prefix: str, whole_table: bool = False) -> int:
+               start: datetime, end: datetime, job_prefix: str) -> int:
         from google.cloud import bigquery
 
-        where = "TRUE" if whole_table else self._week_predicate(column, column_type)
-        params = [] if whole_table else self._week_params(start, end)
-        sql = f"SELECT COUNT(*) AS n FROM `{target_id}` WHERE {where}"
+        sql = f"SELECT COUNT(*) AS n FROM `{target_id}` WHERE {self._week_predicate(column, column_type)}"
+        params = self._week_params(start, end)
 
         def run():
             job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=params),
@@ -411,25 +327,9 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         return call("select the week", ("bigquery.jobs.create", "bigquery.tables.getData"), run)
 
 
-def _rpc(call: Caller, step: str) -> float:
-    """The timeout of one API call: a minute at most, and never past the load's budget."""
-    return min(60.0, call.budget.remaining(step))
-
-
-def _schema(types: dict[str, str], descriptions: dict[str, str]) -> list:
-    from google.cloud import bigquery
-
-    return [bigquery.SchemaField(n, k, mode="NULLABLE", description=descriptions.get(n)) for n, k in types.items()]
-
-
 def _blank(frames: Iterable[pd.DataFrame], casts: dict[str, str]) -> Iterator[pd.DataFrame]:
     """The frames with each cast column (it holds no value) as None objects, which Arrow writes as nulls of
     any type (a NaN column would not become a STRING or a TIMESTAMP)."""
     for frame in frames:
         yield frame.assign(**{name: pd.Series(None, index=frame.index, dtype=object) for name in casts}) \
             if casts else frame
-
-
-def _warn(context, call: Caller, message: str) -> None:
-    context.log.warning(message)
-    call.budget.warnings.append(message)

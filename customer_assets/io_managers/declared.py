@@ -29,7 +29,7 @@ import pandas as pd
 from dagster import OutputContext
 
 from customer_assets.io_managers.bigquery_types import bigquery_type
-from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.warehouse import schema_columns
 
 # DuckDB's type of a column of Arrow type null: what an empty or all-None object column becomes.

@@ -27,10 +27,10 @@ from pydantic import Field
 
 from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, literal, quoted
 from customer_assets.io_managers.declared import DUCKDB_NULL, declared_types, holds_values, table_types
-from customer_assets.io_managers.frames import StoredFrame, slices
+from customer_assets.frames import StoredFrame, slices
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
-    SchemaMismatchError, column_descriptions, load_report, replaces_whole_table, report_metadata, type_diff, unique_key,
+    SchemaMismatchError, column_descriptions, load_report, report_metadata, type_diff, unique_key,
     unique_window, write_load_report)
 
 
@@ -180,14 +180,10 @@ class WeekLoad(DbTypeHandler):
         parts = incoming_parts(con, obj)
         next(parts)  # the first part: its columns (every part has the same types)
         added, repaired, select = self._prepare_table(context, con, qualified, f"{schema}.{table}", obj)
-        if replaces_whole_table(context):
-            start, end = None, None
-            where = "TRUE"
-        else:
-            start, end = self._bounds(table_slice, con, f"{schema}.{table}", column)
-            where = f'"{column}" >= ? AND "{column}" < ?'
-        params = [] if start is None else [start, end]
-        key, key_weeks = unique_key(context) if start is not None else (None, 0)
+        start, end = self._bounds(table_slice, con, f"{schema}.{table}", column)
+        where = f'"{column}" >= ? AND "{column}" < ?'
+        params = [start, end]
+        key, key_weeks = unique_key(context)
         moved = 0
 
         def insert_part() -> None:

@@ -1,10 +1,11 @@
-"""Intermediate datasets as local files, one per asset and week: Parquet for frames, JSON for reports."""
+"""Intermediate datasets, one per asset and week: Parquet for frames, JSON for reports; on the
+local disk, or in a bucket when runs do not share a disk (``intermediate_root.py``: the same code
+for both)."""
 
 from __future__ import annotations
 
 import errno
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from customer_assets.cleanup import claim_week
-from customer_assets.io_managers.frames import (
+from customer_assets.frames import (
     FrameBatches, StoredFrame, duplicated_values, slices, write_parquet_batches)
+from customer_assets.io_managers.intermediate_root import IntermediateRoot, IntermediatesUnwritable
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.warehouse import input_columns
@@ -23,6 +25,10 @@ from customer_assets.io_managers.warehouse import input_columns
 
 # Errors of the local disk that no retry fixes: permissions, a read-only file system, a full disk, a quota.
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _partition(context: dg.OutputContext | dg.InputContext) -> str:
+    return context.asset_partition_key if context.has_asset_partitions else "all"
 
 
 def _wants_stored_frame(context: dg.InputContext) -> bool:
@@ -59,11 +65,12 @@ def _finished_week(context: dg.InputContext, finished_by: dg.AssetKey) -> Finish
     return FinishedWeek(context.asset_key.to_user_string(), week, finished.run_id)
 
 
-class LocalParquetIOManager(dg.ConfigurableIOManager):
-    """Stores ``<base_dir>/<asset key path>/<week>.parquet`` (or ``.json`` for dict outputs).
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores ``<base_dir>/<asset key path>/<week>.parquet`` (or ``.json`` for dict outputs); with
+    ``url`` (``gs://bucket/prefix``) the same layout under the bucket's prefix instead.
 
-    Writes go to a temporary file renamed into place, so a crash never leaves half a week behind. The files
-    live for one run (the week's summary deletes them), so they are written for speed: plain encoding and no
+    Writes go to a temporary file in base_dir, renamed (or uploaded) into place whole, so a crash
+    never leaves half a week behind. The files live for one run (the week's summary deletes them), so they are written for speed: plain encoding and no
     compression write about twice as fast as dictionary + snappy, at a few times the size.
 
     Week-sized data need not pass through memory whole: an input annotated ``StoredFrame`` is handed out
@@ -71,7 +78,14 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
     An intermediate removed because its week succeeded loads as ``FinishedWeek`` (see ``week_finished_by``).
     """
 
-    base_dir: str = Field(description="Root directory of the intermediate files.")
+    base_dir: str = Field(description="Root directory of the intermediate files (with url: of the "
+                          "writes in progress and of the copies read in batches).")
+    url: str | None = Field(
+        default=None, description="gs://bucket/prefix: the intermediates go to this bucket (runs "
+        "that do not share a disk; CUSTOMER_ASSETS_INTERMEDIATES_URL); unset: base_dir.")
+    emulator_host: str | None = Field(
+        default=None, description="host:port of a local GCS emulator (STORAGE_EMULATOR_HOST): "
+        "anonymous, over http; for tests.")
     compression: str = Field(default="none", description="Parquet codec of the intermediates (none, snappy, zstd, ...).")
     use_dictionary: bool = Field(default=False, description="Dictionary-encode columns (smaller, slower to write).")
     week_finished_by: str = Field(
@@ -79,16 +93,29 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
         description="The asset whose materialization finishes a week and removes its intermediates: a missing "
                     "intermediate older than it loads as FinishedWeek instead of failing.")
 
+    def _root(self) -> IntermediateRoot:
+        return IntermediateRoot(self.url or self.base_dir, self.emulator_host)
+
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
+        """The local file (with a bucket: where the write is staged)."""
         key = context.asset_key.path
-        partition = context.asset_partition_key if context.has_asset_partitions else "all"
-        return Path(self.base_dir, *key, f"{partition}{suffix}")
+        return Path(self.base_dir, *key, f"{_partition(context)}{suffix}")
+
+    def _target(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> str:
+        """Where the intermediate lives: the local file, or the object in the bucket."""
+        return self._root().path(*context.asset_key.path, f"{_partition(context)}{suffix}")
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if obj is None:
             return
         try:
             self._store(context, obj)
+        except IntermediatesUnwritable as exc:
+            raise dg.Failure(
+                description=f"Cannot write {context.asset_key.to_user_string()} to "
+                f"CUSTOMER_ASSETS_INTERMEDIATES_URL={self._root().shown()}: {exc.strerror}. Fix the "
+                "bucket (or its permissions), or point the variable at one that takes writes; not "
+                "retried.", allow_retries=False) from exc
         except OSError as exc:
             if exc.errno in _UNWRITABLE:
                 raise dg.Failure(
@@ -100,9 +127,9 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
     def _store(self, context: dg.OutputContext, obj: object) -> None:
         release_freed_memory(full=False)  # the step's computing is done: what it freed goes back before writing
         suffix = ".json" if isinstance(obj, dict) else ".parquet"
-        path = self._path(context, suffix)
+        path, root = self._path(context, suffix), self._root()
         if context.has_asset_partitions:  # before the first byte: a run killed now is known by its claim
-            claim_week(self.base_dir, context.asset_partition_key, context.run_id)
+            claim_week(root, context.asset_partition_key, context.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if isinstance(obj, pd.DataFrame):
@@ -117,10 +144,13 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
         else:
             raise TypeError(f"{type(self).__name__} stores DataFrames, FrameBatches and dicts, "
                             f"not {type(obj).__name__}")
-        os.replace(tmp, path)
+        target = self._target(context, suffix)
+        root.publish(tmp, target)
+        where = root.shown(target) if root.in_bucket else path.resolve()
         # An intermediate lives for its run at most (cleanup.py), and the metadata says so.
         context.add_output_metadata({"intermediate": dg.MetadataValue.text(
-            f"{path.resolve()} (removed once no step of the run can read it, at the latest when the run ends)")})
+            f"{where} (removed once no step of the run can read it, at the latest when the run "
+            "ends)")})
 
     def _write(self, context: dg.OutputContext, batches, tmp: Path, schema: pa.Schema | None = None,
                unique: list[str] = ()) -> tuple[int, int]:
@@ -139,19 +169,34 @@ class LocalParquetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> object:
         release_freed_memory()  # a new step starts: what the previous ones freed goes back to the OS first
+        root = self._root()
         for suffix in (".parquet", ".json"):
-            path = self._path(context, suffix)
-            if path.exists():
+            target = self._target(context, suffix)
+            if root.exists(target):
                 if suffix == ".json":
-                    return json.loads(path.read_text())
-                if _wants_stored_frame(context):
-                    return StoredFrame(path)
-                # An input may ask for some columns only (AssetIn metadata "columns"): less to read and hold.
-                return pd.read_parquet(path, columns=input_columns(context))
+                    return json.loads(root.read_text(target))
+                if _wants_stored_frame(context):  # read by DuckDB and in batches: a local file
+                    return StoredFrame(self._local_copy(context, target) if root.in_bucket
+                                       else target)
+                # An input may ask for some columns only (AssetIn metadata "columns"): less to read
+                # and hold.
+                return root.read_parquet(target, columns=input_columns(context))
         finished = _finished_week(context, dg.AssetKey.from_user_string(self.week_finished_by))
         if finished is not None:
             return finished
         raise FileNotFoundError(
-            f"No stored value for {context.asset_key.to_user_string()} at {self._path(context, '.*')}: "
+            f"No stored value for {context.asset_key.to_user_string()} at "
+            f"{root.shown(self._target(context, '.*'))}: "
             "an intermediate lives no longer than the run that wrote it; materialize the upstream assets again "
             "(in the same run as this one).")
+
+
+    def _local_copy(self, context: dg.InputContext, target: str) -> Path:
+        """The object as a local file in base_dir, named after the week (its cleanup removes it)."""
+        folder = self._path(context, ".parquet").parent
+        return self._root().local_copy(target, folder, _partition(context))
+
+
+# The name from before the intermediates could go to a bucket (the local disk is still the
+# default).
+LocalParquetIOManager = ParquetIOManager

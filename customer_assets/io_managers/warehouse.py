@@ -38,11 +38,6 @@ def input_columns(context: dg.InputContext) -> list[str] | None:
     return [str(c) for c in columns] if columns else None
 
 
-def replaces_whole_table(context: dg.OutputContext) -> bool:
-    """Assets with ``write_mode: replace_table`` (derived tables such as dim_customers) rewrite everything."""
-    return (context.definition_metadata or {}).get("write_mode") == "replace_table"
-
-
 def unique_key(context: dg.OutputContext) -> tuple[str | None, int]:
     """The column unique across weeks (``unique_key`` metadata, e.g. ``transaction_id``) and how many weeks
     either side of the loaded one it is kept unique over (``unique_within_weeks``).

@@ -168,27 +168,6 @@ def crm_required_fields(missing: dict[str, int], records: int, required: tuple[s
     return CheckOutcome(False, "WARN", f"CRM records without a required field ({listed}; of {records:,} "
                         "records): the profiles impute or leave these empty.")
 
-# The SQL of the warehouse table checks (DuckDB and BigQuery alike, through WarehouseSQL).
-DUPLICATED_IDS_SQL = """
-SELECT transaction_id, count(*) AS copies FROM {table}
-WHERE {ts} >= @window_start AND {ts} < @window_end
-  AND transaction_id IN (SELECT transaction_id FROM {table} WHERE {ts} >= @week_start AND {ts} < @week_end)
-GROUP BY transaction_id HAVING count(*) > 1 ORDER BY copies DESC, transaction_id
-"""
-WEEK_ROWS_SQL = "SELECT count(*) AS n FROM {table} WHERE {ts} >= @week_start AND {ts} < @week_end"
-
-
-def duplicated_ids(warehouse, table: list[str], week: tuple, window: tuple):
-    """Ids of the week held twice, within the week or by another week of the window: (transaction_id, copies)."""
-    params = {"week_start": week[0], "week_end": week[1], "window_start": window[0], "window_end": window[1]}
-    return warehouse.query(DUPLICATED_IDS_SQL, params, table=warehouse.table(*table), ts=warehouse.quote("timestamp"))
-
-
-def rows_in_week(warehouse, table: list[str], week: tuple) -> int:
-    params = {"week_start": week[0], "week_end": week[1]}
-    found = warehouse.query(WEEK_ROWS_SQL, params, table=warehouse.table(*table), ts=warehouse.quote("timestamp"))
-    return int(found["n"].iloc[0])
-
 
 def keys_resolve(loaded: int, fact_rows: int, reasons: dict[str, int]) -> CheckOutcome:
     """Every loaded transaction became a fact row with one dimension row per key (the rest are quarantined)."""

@@ -104,30 +104,6 @@ def customer_totals(history: pd.DataFrame, week_end: datetime, customers: pd.Ser
     return per_customer[CUSTOMER_COLUMNS]
 
 
-# Every loaded week before this one, from the warehouse's own copy of the validated rows.
-RESCAN_SQL = """
-SELECT customer_id, currency, SUM(CAST(ROUND(amount * 1000) AS {INT})) AS amount_milli,
-       COUNT(*) AS transaction_count, MIN({ts}) AS first_purchase_at, MAX({ts}) AS last_purchase_at
-FROM {table} WHERE week_start < @week_start GROUP BY customer_id, currency
-"""
-PREVIOUS_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
-
-
-def previous_week_totals(warehouse, history_table: list[str], week_start: datetime) -> pd.DataFrame:
-    """The carried history's partition of the week before ``week_start``, from the warehouse."""
-    params = {"week_start": week_start.replace(tzinfo=None) - timedelta(days=7)}
-    return warehouse.query(PREVIOUS_SQL, params, table=warehouse.table(*history_table))
-
-
-def loaded_totals_before(warehouse, transactions_table: list[str], week_start: datetime,
-                         empty: pd.DataFrame) -> pd.DataFrame:
-    """Totals over every week loaded before ``week_start`` (``empty`` when nothing is loaded yet)."""
-    if not warehouse.exists(*transactions_table):
-        return empty
-    return warehouse.query(RESCAN_SQL, {"week_start": week_start.replace(tzinfo=None)},
-                           table=warehouse.table(*transactions_table), ts=warehouse.quote("timestamp"))
-
-
 def balance_rules(day, max_amount_usd: float) -> pd.DataFrame:
     """Per currency with an ECB rate: its minor units and the ceiling (``max_amount_usd``) in its own units, at
     the rate of ``day``: what the opening balance applies to the source's history."""
@@ -151,15 +127,3 @@ def add_totals(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
         amount_milli=("amount_milli", "sum"), transaction_count=("transaction_count", "sum"),
         first_purchase_at=("first_purchase_at", "min"), last_purchase_at=("last_purchase_at", "max")).reset_index()
     return _typed(totals, TOTALS)
-
-
-FIRST_LOADED_SQL = "SELECT MIN(week_start) AS first_week FROM {table} WHERE week_start < @week_start"
-
-
-def first_loaded_week(warehouse, transactions_table: list[str], week_start: datetime) -> datetime | None:
-    """The first week loaded before ``week_start`` (None when none is): the opening balance ends there."""
-    if not warehouse.exists(*transactions_table):
-        return None
-    found = warehouse.query(FIRST_LOADED_SQL, {"week_start": week_start.replace(tzinfo=None)},
-                            table=warehouse.table(*transactions_table))["first_week"].iloc[0]
-    return None if pd.isna(found) else pd.Timestamp(found).tz_localize("UTC").to_pydatetime()

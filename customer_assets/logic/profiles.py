@@ -13,15 +13,13 @@ Documented decisions (also returned in the transform log):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from customer_assets.duck import connect, literal, quoted
+from customer_assets.duck import connect, quoted
 from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
 from customer_assets.weeks import WeekContext
 
@@ -104,22 +102,26 @@ TRANSACTION_AGGREGATE_COLUMNS = ["customer_id", "week_transaction_count", "week_
                                  "country", "segment", "carried_lifetime_value_usd"]
 
 
-def transaction_aggregates(transactions: Path) -> pd.DataFrame:
-    """Per customer id (trimmed): the week's transaction count, USD spend, last purchase, and the last known
-    country and segment (in row order). Rows without an id are left out.
+def transaction_aggregates_sql(columns: list[str]) -> str:
+    """``TRANSACTION_AGGREGATES_SQL`` for the week's transformed transactions with ``columns``
+    (DuckDB, over the relation ``transactions`` and ``_rn``, each row's place in the file): the
+    carried lifetime value where the rows carry it (transformed transactions do)."""
+    carried = ("max(customer_lifetime_value)" if "customer_lifetime_value" in columns
+               else "CAST(NULL AS DOUBLE)")
+    return TRANSACTION_AGGREGATES_SQL.format(carried=carried)
 
-    ``transactions`` is the Parquet file of the week's transformed transactions: DuckDB reads the file
-    itself, so the week's rows never become a DataFrame here. Raw ids that standardise to the same id
-    (`` c1`` and ``c1``) are combined afterwards. USD amounts carry six decimals (``with_usd`` in validation), so
-    they are summed exactly as whole micro-dollars: the same total in any order, on every rerun.
+
+def transaction_aggregates(per_raw_id: pd.DataFrame) -> pd.DataFrame:
+    """Per customer id (trimmed): the week's transaction count, USD spend, last purchase, and the
+    last known country and segment (in row order). Rows without an id are left out.
+
+    ``per_raw_id`` holds the rows of ``transaction_aggregates_sql``, which DuckDB runs over the
+    week's Parquet file itself (``frames.query_stored``), so the week's rows never become a
+    DataFrame. Raw ids that standardise to the same id (`` c1`` and ``c1``) are combined here. USD
+    amounts carry six decimals (``with_usd`` in validation), so they are summed exactly as whole
+    micro-dollars: the same total in any order, on every rerun.
     """
-    with connect() as con:
-        con.execute("CREATE VIEW transactions AS SELECT *, file_row_number AS _rn "
-                    f"FROM read_parquet({literal(transactions)}, file_row_number = true)")
-        # the carried lifetime value, where the week's rows carry it (transformed transactions do)
-        carried = ("max(customer_lifetime_value)" if "customer_lifetime_value" in pq.read_schema(transactions).names
-                   else "CAST(NULL AS DOUBLE)")
-        per_raw_id = con.sql(TRANSACTION_AGGREGATES_SQL.format(carried=carried)).to_arrow_table().to_pandas()
+    per_raw_id = per_raw_id.copy(deep=False)  # Copy-on-Write: columns are replaced, not written
     per_raw_id["last_transaction_at"] = per_raw_id["last_transaction_at"].astype("datetime64[ns, UTC]")
     per_raw_id["_spend_micro_usd"] = per_raw_id["_spend_micro_usd"].astype("int64")
     per_raw_id["customer_id"] = standardise_ids(per_raw_id["customer_id"])

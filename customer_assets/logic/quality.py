@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from customer_assets.logic.validation import ANOMALY_RULES, HARD_CATEGORIES, HARD_RULES
+from customer_assets.logic.anomalies import ANOMALY_RULES
+from customer_assets.logic.hard_rules import HARD_CATEGORIES, HARD_RULES
 from customer_assets.weeks import WeekContext
 
 

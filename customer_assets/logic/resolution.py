@@ -167,17 +167,16 @@ def _new_ids(best: pd.DataFrame, shop_spelling: pd.Series, used: pd.Series) -> p
     return pd.Series(out, index=best.index, dtype="str")
 
 
-def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Resolution:
-    """The identity as of the week: ``prior`` (the identity carried from an earlier week, ``IDENTITY_COLUMNS``)
-    updated with the week's ``records`` (``week_records``).
+def _naive(week_start: pd.Timestamp) -> pd.Timestamp:
+    """The week's start as the identity's week columns hold it: naive, in UTC."""
+    return week_start.tz_convert(None) if week_start.tzinfo else week_start
 
-    Records are linked by a shared keyed email hash, keyed phone hash or id (``_id_links``), and by the person
-    the carried identity already gives them; linked records are one person. A person keeps its id for good.
-    Records new to everyone make a new person, named by its best record (the CRM before the ERP before the
-    database, then the most recent). Where the week links records of several persons, they are merged into one:
-    the person of the best of their records survives, the others are retired (``merges``).
-    """
-    week_start = pd.Timestamp(week_start).tz_convert(None) if pd.Timestamp(week_start).tzinfo else pd.Timestamp(week_start)
+
+def _with_carried(prior: pd.DataFrame, records: pd.DataFrame, week_start: pd.Timestamp
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The carried records the week does not hold (kept as they are), and the week's records with
+    the person and the first week the carried identity gives them (none and this week for a record
+    new to it)."""
     week = records.assign(last_seen_week=week_start)
     if len(prior):
         prior = prior[IDENTITY_COLUMNS].copy()
@@ -190,6 +189,73 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
         week = week.assign(customer_id=pd.Series(None, index=week.index, dtype="str"),
                            first_seen_week=pd.NaT)
     week["first_seen_week"] = pd.to_datetime(week["first_seen_week"]).fillna(week_start).clip(upper=week_start)
+    return kept, week
+
+
+def _ranked(records: pd.DataFrame) -> pd.DataFrame:
+    """The records by component, each component's best record first (the CRM before the ERP before
+    the database, then the most recent)."""
+    return records.assign(rank=records["source"].map(PRIORITY)).sort_values(
+        ["component", "rank", "updated_at", "source_customer_id"], ascending=[True, True, False, True],
+        kind="stable", na_position="last")
+
+
+def _merges(records: pd.DataFrame, survivor: pd.Series, retired: pd.DataFrame) -> pd.DataFrame:
+    """Each retired person's id, the id it merged into and the kinds of link that joined them."""
+    return pd.DataFrame({"retired_id": retired["customer_id"].astype("str").to_numpy(),
+                         "surviving_id": survivor.reindex(retired["component"]).astype("str").to_numpy(),
+                         "matched_on": _merged_on(records, retired["component"]).to_numpy()})
+
+
+def _person_ids(ranked: pd.DataFrame, survivor: pd.Series, used: pd.Series) -> tuple[pd.Series, int]:
+    """Each component's person id (by component): its surviving person's, or for a component without
+    one a new id named by its best record (a CRM record as the shop spells the id), none of ``used``.
+    Also how many persons are new."""
+    best = ranked.drop_duplicates("component")
+    fresh = best[~best["component"].isin(survivor.index)]
+    new_ids = pd.Series(_new_ids(fresh, _spelling(ranked, fresh), used).to_numpy(),
+                        index=fresh["component"].to_numpy(), dtype=object)
+    return pd.concat([part for part in (survivor, new_ids) if len(part)]), len(fresh)
+
+
+def _survivors(ranked: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """Each component's surviving person (that of its best record with a person), and a record of
+    each other person of the component: those merge into it and are retired (``ranked``: each
+    component's best record first)."""
+    with_person = ranked[ranked["customer_id"].notna()]
+    survivor = with_person.drop_duplicates("component").set_index("component")["customer_id"]
+    persons = with_person.drop_duplicates(["component", "customer_id"])
+    retired = persons[persons["customer_id"].to_numpy() != survivor.reindex(persons["component"]).to_numpy()]
+    return survivor, retired
+
+
+def _spelling(ranked: pd.DataFrame, fresh: pd.DataFrame) -> pd.Series:
+    """The id each new person (``fresh``: the best record of a component without one) is named by:
+    the id as a shop record of the component spells it, else the best record's own id."""
+    shop = ranked[ranked["source"] == "database"]
+    shop = (shop.assign(upper=shop["source_customer_id"].str.upper()).drop_duplicates(["component", "upper"])
+                .set_index(["component", "upper"])["source_customer_id"])
+    named = pd.MultiIndex.from_arrays([fresh["component"].to_numpy(), fresh["source_customer_id"].str.upper().to_numpy()])
+    spelling = pd.Series(shop.reindex(named).to_numpy(), index=fresh.index, dtype=object)
+    # A CRM id no shop record spells is named upper-cased: the CRM spells its ids loosely, and a person's name
+    # must not depend on which spelling came first.
+    crm_best = (fresh["source"] == "crm").to_numpy()
+    return spelling.where(crm_best & spelling.notna().to_numpy(),
+                          fresh["source_customer_id"].where(~crm_best, fresh["source_customer_id"].str.upper()))
+
+
+def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Resolution:
+    """The identity as of the week: ``prior`` (the identity carried from an earlier week, ``IDENTITY_COLUMNS``)
+    updated with the week's ``records`` (``week_records``).
+
+    Records are linked by a shared keyed email hash, keyed phone hash or id (``_id_links``), and by the person
+    the carried identity already gives them; linked records are one person. A person keeps its id for good.
+    Records new to everyone make a new person, named by its best record (the CRM before the ERP before the
+    database, then the most recent). Where the week links records of several persons, they are merged into one:
+    the person of the best of their records survives, the others are retired (``merges``).
+    """
+    week_start = _naive(pd.Timestamp(week_start))
+    kept, week = _with_carried(prior, records, week_start)
     frames = [_typed(f) for f in (kept, week.reindex(columns=IDENTITY_COLUMNS)) if len(f)]
     if not frames:
         return Resolution(_typed(week.reindex(columns=IDENTITY_COLUMNS)), _empty_merges(), _counts())
@@ -206,43 +272,20 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     every["id_link"], collisions = _id_links(every, week_start)
     every["person_link"] = every["customer_id"]
     every["component"] = _components(every, (*LINKS, "person_link"))
-    ranked = every.assign(rank=every["source"].map(PRIORITY)).sort_values(
-        ["component", "rank", "updated_at", "source_customer_id"], ascending=[True, True, False, True],
-        kind="stable", na_position="last")
-    # Each component's surviving person: that of its best record with a person; the others merge into it.
-    with_person = ranked[ranked["customer_id"].notna()]
-    survivor = with_person.drop_duplicates("component").set_index("component")["customer_id"]
-    persons = with_person.drop_duplicates(["component", "customer_id"])
-    retired = persons[persons["customer_id"].to_numpy() != survivor.reindex(persons["component"]).to_numpy()]
-    # Components without a person: a new one, named by its best record (a CRM record as the shop spells the id).
-    best = ranked.drop_duplicates("component")
-    fresh = best[~best["component"].isin(survivor.index)]
-    shop = ranked[ranked["source"] == "database"]
-    shop = (shop.assign(upper=shop["source_customer_id"].str.upper()).drop_duplicates(["component", "upper"])
-                .set_index(["component", "upper"])["source_customer_id"])
-    named = pd.MultiIndex.from_arrays([fresh["component"].to_numpy(), fresh["source_customer_id"].str.upper().to_numpy()])
-    spelling = pd.Series(shop.reindex(named).to_numpy(), index=fresh.index, dtype=object)
-    # A CRM id no shop record spells is named upper-cased: the CRM spells its ids loosely, and a person's name
-    # must not depend on which spelling came first.
-    crm_best = (fresh["source"] == "crm").to_numpy()
-    spelling = spelling.where(crm_best & spelling.notna().to_numpy(),
-                              fresh["source_customer_id"].where(~crm_best, fresh["source_customer_id"].str.upper()))
+    ranked = _ranked(every)
+    survivor, retired = _survivors(ranked)
     used = pd.concat([every["customer_id"], untouched["customer_id"]]).dropna().astype("str")
-    new_ids = _new_ids(fresh, spelling, used)
-    names = pd.concat([part for part in (survivor, pd.Series(new_ids.to_numpy(), index=fresh["component"].to_numpy(),
-                                                             dtype=object)) if len(part)])
+    names, new_persons = _person_ids(ranked, survivor, used)
     every["customer_id"] = names.reindex(every["component"]).to_numpy()
     every["matched_on"] = _matched_on(every)
     primary = ranked.drop_duplicates("component").index  # components and persons are one now
     every["is_primary"] = False
     every.loc[primary, "is_primary"] = True
-    merges = pd.DataFrame({"retired_id": retired["customer_id"].astype("str").to_numpy(),
-                           "surviving_id": survivor.reindex(retired["component"]).astype("str").to_numpy(),
-                           "matched_on": _merged_on(every, retired["component"]).to_numpy()})
+    merges = _merges(every, survivor, retired)
     changed = _typed(every[IDENTITY_COLUMNS]).sort_values(["customer_id", "source", "source_customer_id"])
     identity = pd.concat([part for part in (untouched[IDENTITY_COLUMNS], changed) if len(part)], ignore_index=True)
     counts = _counts(records=len(identity), persons=int(identity["customer_id"].nunique()),
-                     new_persons=len(fresh), merged_persons=len(merges), id_collisions=collisions,
+                     new_persons=new_persons, merged_persons=len(merges), id_collisions=collisions,
                      week_records=len(records))
     return Resolution(identity, merges.sort_values("retired_id", ignore_index=True), counts)
 

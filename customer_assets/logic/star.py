@@ -1,13 +1,11 @@
 """The analysts' star schema: the calendar, and the transaction facts keyed to the dimension rows of their time.
 
-The fact rows are found by one query that runs unchanged in DuckDB and BigQuery (``WarehouseSQL``): each
-loaded transaction of the week with how many versions of its customer, its product and its day match it.
-Exactly one of each makes a fact row; none or several quarantine it with a reason, so nothing is dropped.
+The warehouse finds each loaded transaction of the week with how many versions of its customer, its product
+and its day match it (``sql/star.py``). Exactly one of each makes a fact row; none or several quarantine it
+with a reason, so nothing is dropped.
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 import pandas as pd
 
@@ -41,29 +39,6 @@ def dim_date_rows(week: WeekContext) -> pd.DataFrame:
     })
 
 
-def _day_key(column: str) -> str:
-    return f"(EXTRACT(YEAR FROM {column}) * 10000 + EXTRACT(MONTH FROM {column}) * 100 + EXTRACT(DAY FROM {column}))"
-
-
-# Each transaction of the week joined to the dimension rows valid at its time. Its customer is the person its
-# shop id belongs to in the week's identity (customer_identity_map); a customer version matches when the
-# transaction's week lies in [effective_from, effective_to): versions change at week boundaries. A key that matches several rows
-# repeats the transaction (resolve_keys finds it); one that matches none leaves the key NULL.
-FACT_SQL = f"""
-SELECT t.transaction_id, c.customer_key, p.product_key, {_day_key("t.{ts}")} AS date_key,
-       COALESCE(i.customer_id, TRIM(t.customer_id)) AS customer_id, t.product_id, t.{{ts}}, t.week_start, t.amount, t.currency,
-       t.amount_usd, t.fx_rate, t.fx_rate_date, t.is_anomaly, t.anomaly_flags, d.date_key AS matched_date_key
-FROM {{transactions}} t
-  LEFT JOIN {{identity}} i ON i.week_start = t.week_start AND i.source = 'database'
-    AND i.source_customer_id = TRIM(t.customer_id)
-  LEFT JOIN {{dim_customers}} c ON c.customer_id = i.customer_id
-    AND c.effective_from <= t.week_start AND t.week_start < c.effective_to
-  LEFT JOIN {{dim_products}} p ON p.product_id = t.product_id
-    AND p.effective_from <= t.week_start AND t.week_start < p.effective_to
-  LEFT JOIN {{dim_date}} d ON d.date_key = {_day_key("t.{ts}")}
-WHERE t.week_start = @week_start
-"""
-
 FACT_COLUMNS = ["transaction_id", "customer_key", "product_key", "date_key", "customer_id", "product_id", "timestamp",
                 "week_start", "amount", "currency", "amount_usd", "fx_rate", "fx_rate_date", "is_anomaly",
                 "anomaly_flags"]
@@ -73,8 +48,9 @@ _KEYS = {"customer_key": "CUSTOMER_VERSION", "product_key": "PRODUCT_VERSION", "
 
 
 def resolve_keys(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split the week's candidates (``FACT_SQL``'s rows) into fact rows (one match per key) and quarantined
-    rows with their reasons (``NO_<KEY>``: no match; ``AMBIGUOUS_<KEY>``: several), one row per transaction."""
+    """Split the week's candidates (the rows of ``sql/star.py``'s ``FACT_SQL``) into fact rows (one match per
+    key) and quarantined rows with their reasons (``NO_<KEY>``: no match; ``AMBIGUOUS_<KEY>``: several), one row
+    per transaction."""
     if candidates["transaction_id"].duplicated().any():  # some key matched several rows
         matches = candidates.groupby("transaction_id", sort=False)[list(_KEYS)].nunique()
         candidates = candidates.drop_duplicates("transaction_id").reset_index(drop=True)
@@ -89,36 +65,3 @@ def resolve_keys(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     facts = candidates.loc[~bad, FACT_COLUMNS].reset_index(drop=True)
     quarantined = candidates.loc[bad].assign(reason_codes=reasons[bad].astype(str))[QUARANTINE_COLUMNS]
     return facts, quarantined.reset_index(drop=True)
-
-
-def fact_candidates(warehouse, schema: str, week: WeekContext) -> pd.DataFrame:
-    """The week's loaded transactions with their dimension matches (see ``FACT_SQL``)."""
-    names = {name: warehouse.table(schema, name) for name in
-             ("dim_customers", "dim_products", "dim_date", "customer_identity_map")}
-    names["identity"] = names.pop("customer_identity_map")
-    names["transactions"] = warehouse.table(schema, "weekly_transactions")
-    names["ts"] = warehouse.quote("timestamp")
-    rows = warehouse.query(FACT_SQL, {"week_start": _naive(week.week_start)}, **names)
-    # Nanosecond timestamps, as the models have them (engines hand back microseconds): the type check then
-    # takes its cheap path instead of pandera's full one.
-    for column, dtype in rows.dtypes.items():
-        if pd.api.types.is_datetime64_any_dtype(dtype):
-            rows[column] = rows[column].astype("datetime64[ns, UTC]" if getattr(dtype, "tz", None) else "datetime64[ns]")
-    return rows
-
-
-def _naive(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=None)
-
-
-
-def kept_snapshot(warehouse, schema: str, week_start: datetime) -> pd.DataFrame:
-    """The product catalogue stored for the week (empty when the week has none yet), typed as the model."""
-    from customer_assets.schemas import ProductSnapshots
-
-    columns = list(ProductSnapshots.to_schema().columns)
-    if not warehouse.exists(schema, "product_snapshots"):
-        return pd.DataFrame(columns=columns)
-    rows = warehouse.query("SELECT * FROM {table} WHERE week_start = @week_start ORDER BY product_id",
-                           {"week_start": week_start}, table=warehouse.table(schema, "product_snapshots"))
-    return ProductSnapshots.validate(rows[columns], lazy=True) if len(rows) else rows[columns]

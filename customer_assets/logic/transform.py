@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,16 +111,12 @@ class WeekMetrics:
 WEEK_METRIC_COLUMNS = ["customer_id", "product_id", "amount_usd", "timestamp"]
 
 
-def week_metrics(week: pd.DataFrame, history: pd.DataFrame | Callable[[], pd.DataFrame],
-                 category_prices: pd.DataFrame, ctx: WeekContext) -> WeekMetrics:
-    """The week-wide figures, from the WEEK_METRIC_COLUMNS of every validated row.
-
-    ``history`` may be a function returning it: it is called last, so that the history query can run on
-    the database meanwhile.
-    """
+def week_metrics(week: pd.DataFrame, history: pd.DataFrame, category_prices: pd.DataFrame,
+                 ctx: WeekContext) -> WeekMetrics:
+    """The week-wide figures, from the WEEK_METRIC_COLUMNS of every validated row."""
     ranks = product_ranks(week["product_id"])
     amounts = week[["customer_id", "amount_usd", "timestamp"]]
-    customers = customer_metrics(amounts, history() if callable(history) else history, ctx)
+    customers = customer_metrics(amounts, history, ctx)
     return WeekMetrics(customers=customers, product_ranks=ranks, category_prices=category_prices)
 
 

@@ -225,7 +225,7 @@ def fetch_week_from_table(conn, start: datetime, end: datetime, table_name: str 
     into Arrow (no Python object per value), kept and counted as ``accept_records`` keeps and counts records.
     A value that is not UTF-8 (a SQL_ASCII database stores any bytes) is kept with U+FFFD and counted in
     ``invalid_encoding_values``."""
-    from customer_assets.sources.extract import copy_query, take_marks
+    from customer_assets.sources.copy_stream import copy_query, take_marks
 
     from psycopg2 import sql
 

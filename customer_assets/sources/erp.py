@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 from psycopg2 import sql
 
-from customer_assets.sources.extract import copy_query, counted_frame
+from customer_assets.sources.copy_stream import copy_query, counted_frame
 
 ERP_SCHEMA = pa.schema([("customer_id", pa.string()), ("email", pa.string()), ("phone", pa.string()),
                         ("country", pa.string()), ("updated_at", pa.timestamp("us"))])

@@ -17,7 +17,7 @@ from datetime import datetime
 import pandas as pd
 import pyarrow as pa
 
-from customer_assets.sources.extract import copy_query
+from customer_assets.sources.copy_stream import copy_query
 from customer_assets.sources.source_schema import SourceSchema
 
 OPENING_BALANCE_SCHEMA = pa.schema([

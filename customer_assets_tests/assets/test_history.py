@@ -9,11 +9,13 @@ import pytest
 
 from customer_assets.deployments import resources_for
 from customer_assets.logic import history
-from customer_assets.sensors import source_changes
+from customer_assets.sensors import source_changes_sensor
 from customer_assets_tests.support.sources import SMALL, create_source, query
 from customer_assets_tests.support.pipeline import run_week, warehouse
 
 WEEKS = ["2026-11-02", "2026-11-09", "2026-11-16"]
+# The sensor, evaluated directly (its default status is build_definitions' to decide).
+source_changes = source_changes_sensor(dg.DefaultSensorStatus.RUNNING)
 HISTORY_KEYS = ["week_start", "customer_id", "currency"]
 
 

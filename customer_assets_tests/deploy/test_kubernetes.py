@@ -280,6 +280,30 @@ def test_helm_values_set_every_variable_the_prod_deployment_reads(monkeypatch):
         resources_for("prod")
 
 
+def test_the_bucket_for_runs_without_a_shared_disk_is_shown_and_picks_the_bucket(monkeypatch):
+    """The values show, commented out, what a team sets when runs do not share a disk; set as
+    shown, the prod resources put the intermediates in that bucket (the default stays the shared
+    volume's DATA_DIR)."""
+    text = HELM_VALUES.read_text()
+    example = re.search(
+        r"# - name: CUSTOMER_ASSETS_INTERMEDIATES_URL\n\s*#   value: (gs://\S+)", text)
+    assert example, "helm-values.yaml should show CUSTOMER_ASSETS_INTERMEDIATES_URL (commented out)"
+    assert "CUSTOMER_ASSETS_INTERMEDIATES_URL" in K8S_YAML.read_text()
+    entries = {name: entry for _, name, entry in _env_entries(_code_location(_helm()))}
+    assert "CUSTOMER_ASSETS_INTERMEDIATES_URL" not in entries
+    for name in list(os.environ):  # the pod's environment only, not this process's
+        if name not in SYSTEM_ENV and not name.startswith("PYTEST_"):
+            monkeypatch.delenv(name)
+    for name, entry in entries.items():
+        if "value" in entry or not entry["valueFrom"]["secretKeyRef"].get("optional"):
+            monkeypatch.setenv(name, entry.get("value", f"<secret {name}>"))
+    assert resources_for("prod")["io_manager"].url is None
+    monkeypatch.setenv("CUSTOMER_ASSETS_INTERMEDIATES_URL", example.group(1))
+    manager = resources_for("prod")["io_manager"]
+    assert (manager.url, manager.base_dir, manager.emulator_host) == (
+        example.group(1), entries["DATA_DIR"]["value"], None)
+
+
 # --- The image's entry point ---------------------------------------------------------------------------------
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:

@@ -14,7 +14,7 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from customer_assets.lineage import LINEAGE, MODELS
-from customer_assets.logic.scd2 import CUSTOMERS, PRODUCTS
+from customer_assets.sql.scd2 import CUSTOMERS, PRODUCTS
 from customer_assets.schemas import (
     CustomerHistory, CustomerIdentityMap, DimDate, FactTransactions, FactTransactionsQuarantine,
     TransformedTransactions)

@@ -129,8 +129,9 @@ def test_no_customer_or_transaction_id_at_rest_after_a_good_or_a_failed_week(pip
                      )["n"].iloc[0] > 0  # the flagged rows are queryable where erasure reaches them
     assert _ids_at_rest(tmp, ids, instance, good.run_id) == {}
     # Erasure reaches every warehouse table that holds a customer id (found in the warehouse, not in a list).
-    from customer_assets.suppression import CUSTOMER_TABLES
+    from customer_assets.suppression import customer_tables
 
+    CUSTOMER_TABLES = tuple(customer_tables())
     holding = warehouse(tmp / "warehouse.duckdb", "SELECT DISTINCT table_name FROM information_schema.columns "
                         "WHERE table_schema = 'customer_analytics' AND column_name = 'customer_id'")["table_name"]
     assert set(holding) <= set(CUSTOMER_TABLES), set(holding) - set(CUSTOMER_TABLES)

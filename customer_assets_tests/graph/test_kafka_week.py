@@ -17,7 +17,7 @@ import pytest
 
 import customer_assets.sources.kafka as kafka_module
 from customer_assets.sources.events import aggregate, read_week
-from customer_assets.sources.kafka import Undecodable, decode_json
+from customer_assets.sources.kafka_values import Undecodable, decode_json
 from customer_assets.weeks import WeekContext
 from customer_assets_tests.support.kafka_broker import (  # noqa: F401
     create_topic, free_port, kafka_broker, landing_zone_messages, produce)

@@ -227,7 +227,7 @@ def test_backfilling_an_older_week_gives_the_same_history(pipeline_env, small_so
 
 def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_source, tmp_path):
     from customer_assets.assets.profiles import unified_customer_profiles
-    from customer_assets.io_managers.frames import StoredFrame
+    from customer_assets.frames import StoredFrame
     from customer_assets.deployments import resources_for
     from customer_assets.logic.crm import standardise_crm
     from customer_assets.logic.resolution import IDENTITY_COLUMNS, standardise_erp

@@ -18,11 +18,11 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from customer_assets.io_managers import frames
+from customer_assets import frames
 from customer_assets.io_managers.bigquery_calls import LoadBudget
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
-from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.frames import StoredFrame
 from customer_assets.partitions import weekly_partitions
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
 
@@ -422,17 +422,6 @@ def test_missing_credentials_fail_without_retry(monkeypatch, tmp_path):
     with pytest.raises(dg.Failure) as failure:
         io._connect(dg.get_dagster_logger())
     assert failure.value.allow_retries is False and "GOOGLE_APPLICATION_CREDENTIALS" in failure.value.description
-
-
-def test_replace_table_write_mode_rewrites_every_row(bigquery_client, manager, dataset):
-    """``write_mode: replace_table`` (e.g. an SCD2 dimension) replaces the whole table, like DuckDB does."""
-    frames = {WEEK_A: transactions(WEEK_A, n=2), WEEK_B: pd.concat([transactions(WEEK_A, n=1), transactions(WEEK_B, n=2)])}
-    asset = warehouse_asset(frames, name="dim_test")
-    asset = asset.with_attributes(metadata_by_key={asset.key: {"partition_expr": "timestamp", "write_mode": "replace_table"}})
-    run([asset], WEEK_A, manager())
-    run([asset], WEEK_B, manager())
-    loaded = rows(bigquery_client, dataset, "dim_test")
-    assert sorted(loaded["transaction_id"]) == sorted(frames[WEEK_B]["transaction_id"])
 
 
 def test_a_transaction_moved_between_weeks_is_moved_not_copied(bigquery_client, manager, dataset):

@@ -17,10 +17,11 @@ import pyarrow as pa_arrow
 import pytest
 from pandera.typing import Series
 
-from customer_assets.io_managers import types as frame_types_module
+from customer_assets import dagster_types as frame_types_module
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager, to_arrow
-from customer_assets.io_managers.frames import StoredFrame, stored_frame_type
-from customer_assets.io_managers.types import UnifiedCustomerProfilesType, column_schema, frame_check, frame_type
+from customer_assets.dagster_types import stored_frame_type
+from customer_assets.frames import StoredFrame
+from customer_assets.dagster_types import UnifiedCustomerProfilesType, column_schema, frame_check, frame_type
 from customer_assets.partitions import weekly_partitions
 from customer_assets.schemas import UTC_TS, UnifiedCustomerProfiles
 from customer_assets_tests.io_managers.test_bigquery_warehouse import (  # noqa: F401 - fixtures

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from customer_assets.io_managers import frames
+from customer_assets import frames
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
-from customer_assets.io_managers.frames import StoredFrame
+from customer_assets.frames import StoredFrame
 from customer_assets.partitions import weekly_partitions
 
 WEEK = "2026-11-16"

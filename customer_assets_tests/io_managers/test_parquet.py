@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from customer_assets.io_managers import frames
-from customer_assets.io_managers.frames import FrameBatches, StoredFrame
+from customer_assets import frames
+from customer_assets.frames import FrameBatches, StoredFrame
 from customer_assets.io_managers.parquet import LocalParquetIOManager
 
 KEY = dg.AssetKey(["etl", "frame"])

@@ -9,10 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from customer_assets.frames import query_stored
 from customer_assets.logic.identity import (
     distinct_ids, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails)
 from customer_assets.logic.profiles import (
-    build_profiles, deduplicate_records, engagement_score, status_for, transaction_aggregates, value_tier)
+    build_profiles, deduplicate_records, engagement_score, status_for, transaction_aggregates,
+    transaction_aggregates_sql, value_tier)
 from customer_assets.schemas import UnifiedCustomerProfiles
 from customer_assets_tests.support.frames import WEEK
 
@@ -90,9 +92,10 @@ def _sources():
 
 
 def _stored(rows: pd.DataFrame, path, row_group_size: int = 2):
-    """The rows as the transform stores them: a Parquet file of several row groups."""
+    """The rows as the transform stores them (a Parquet file of several row groups), aggregated per raw id by
+    DuckDB reading the file, as the profiles asset reads them."""
     pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=row_group_size)
-    return path
+    return query_stored(path, "transactions", transaction_aggregates_sql(pq.read_schema(path).names))
 
 
 def test_profiles_join_clean_impute_and_log(tmp_path):

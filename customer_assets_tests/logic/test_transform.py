@@ -109,7 +109,7 @@ def test_batches_enriched_with_the_week_metrics_equal_the_whole_week():
         raw_row(transaction_id="D", customer_id="C3", product_id="P2", amount=250.0),
         raw_row(transaction_id="E", customer_id="C2", product_id="P1", amount=20.0))
     history = _c1_history("2026-07-02")
-    metrics = week_metrics(validated, lambda: history, OFFICE_PRICES, WEEK)
+    metrics = week_metrics(validated, history, OFFICE_PRICES, WEEK)
     whole = enrich(validated, metrics, WEEK)  # the week as one batch
     batched = pd.concat([enrich(validated.iloc[i:i + 2], metrics, WEEK) for i in range(0, len(validated), 2)],
                         ignore_index=True)

@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from customer_assets.logic.validation import (
-    HARD_RULES, AnomalySettings, detect_anomalies, evaluate_hard_rules, split_by_hard_rules, validate_week)
-from customer_assets.io_managers.types import check_validated_transactions
+from customer_assets.logic.anomalies import AnomalySettings, detect_anomalies
+from customer_assets.logic.hard_rules import HARD_RULES
+from customer_assets.logic.validation import evaluate_hard_rules, split_by_hard_rules, validate_week
+from customer_assets.dagster_types import check_validated_transactions
 from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, validate, validated_rows
 
 FAILING_ROWS = {
@@ -252,7 +253,7 @@ def test_one_minor_unit_passes(amount, currency):
 
 def test_a_model_violation_names_the_offending_transaction_ids():
     """Issue 21, item 10: the step failed with ``greater_than(0) failure cases: 0.0``, naming no transaction."""
-    from customer_assets.io_managers.types import ModelViolation
+    from customer_assets.dagster_types import ModelViolation
 
     validated, _ = validate(raw_frame(*[raw_row(transaction_id=f"T{i}") for i in range(15)]))
     broken = validated.assign(amount_usd=[0.0] * 12 + [1.0] * 3)

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from customer_assets.logic.currency import ecb_usd_rates, iso4217_minor_units, supported_currencies
+from customer_assets.logic.hard_rules import DEFAULT_MAX_AMOUNT_USD, HARD_RULES
 from customer_assets.logic.validation import (
-    ANOMALY_INPUTS, DEFAULT_MAX_AMOUNT_USD, HARD_RULES, detect_week_anomalies,
-    split_by_hard_rules, validated_batches)
+    ANOMALY_INPUTS, detect_week_anomalies, split_by_hard_rules, validated_batches)
 from customer_assets_tests.support.frames import WEEK, raw_row, validated_rows
 
 # No example database (database=None), and hypothesis' other caches (constants it collects from the source)

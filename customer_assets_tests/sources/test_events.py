@@ -13,7 +13,8 @@ import pytest
 
 from customer_assets.sensors import events_landing_zone, new_event_files, weeks_touched
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.events import MAX_EXAMPLES, MalformedEventsError, aggregate, read_week
+from customer_assets.sources.event_parse import MAX_EXAMPLES
+from customer_assets.sources.events import MalformedEventsError, aggregate, read_week
 
 START, END = datetime(2026, 11, 16, tzinfo=timezone.utc), datetime(2026, 11, 23, tzinfo=timezone.utc)
 
@@ -166,7 +167,7 @@ def test_demo_landing_zone_reads_with_only_its_two_broken_lines_per_file(small_s
 
 
 def test_tombstones_bad_utf8_and_stray_carriage_returns_are_malformed_lines(tmp_path, monkeypatch):
-    import customer_assets.sources.events as events_module
+    import customer_assets.sources.event_parse as events_module
 
     monkeypatch.setattr(events_module, "CHUNK_BYTES", 200)  # many chunks: a bad line lands at a chunk start
     good = event("page_view", "C1", "2026-11-17T10:00:00Z").encode()
@@ -182,7 +183,7 @@ def test_tombstones_bad_utf8_and_stray_carriage_returns_are_malformed_lines(tmp_
 
 
 def test_a_chunk_with_bad_lines_is_halved_down_to_them(tmp_path, monkeypatch):
-    import customer_assets.sources.events as events_module
+    import customer_assets.sources.event_parse as events_module
 
     # one chunk of 3,000 lines; a failing part is halved down to 1 KiB (about 10 lines), then read line by line
     monkeypatch.setattr(events_module, "SMALL_CHUNK_BYTES", 1024)
@@ -209,7 +210,7 @@ def test_a_bad_byte_anywhere_makes_its_line_malformed_however_the_file_is_cut(tm
                                                                               small_bytes):
     """Invalid UTF-8 in a field the reader never uses (event_id) is a malformed line on the fast path too, so
     which lines are skipped does not depend on the chunk sizes."""
-    import customer_assets.sources.events as events_module
+    import customer_assets.sources.event_parse as events_module
 
     monkeypatch.setattr(events_module, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(events_module, "SMALL_CHUNK_BYTES", small_bytes)

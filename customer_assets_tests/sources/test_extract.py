@@ -100,7 +100,7 @@ def test_only_sql_null_is_null_in_a_copy(small_source):
     country code), N/A, null or NaN must stay text, as psycopg2 would give it."""
     import pyarrow as pa
 
-    from customer_assets.sources.extract import copy_query
+    from customer_assets.sources.copy_stream import copy_query
 
     values = ["NA", "N/A", "null", "NULL", "NaN", "nan", "#N/A", "", " ", None]
     sql = "SELECT v FROM unnest(%s::text[]) WITH ORDINALITY AS t(v, i) ORDER BY i"
@@ -116,7 +116,7 @@ def test_a_value_that_does_not_parse_names_its_column(pg_server, small_source):
     """Issue 12, finding 3: an error that must stop the week names the column, not pyarrow's column number."""
     import pyarrow as pa
 
-    from customer_assets.sources.extract import ExtractParseError, copy_query
+    from customer_assets.sources.copy_stream import ExtractParseError, copy_query
 
     schema = pa.schema([("transaction_id", pa.string()), ("amount", pa.float64())])
     with _source(pg_server).connect() as conn:
@@ -126,7 +126,8 @@ def test_a_value_that_does_not_parse_names_its_column(pg_server, small_source):
 
 def test_a_timestamp_pandas_cannot_hold_names_its_column(pg_server, small_source):
     """Review finding: a 0001-01-01 sentinel failed the week with an unnamed out-of-bounds cast error."""
-    from customer_assets.sources.extract import ARROW_SCHEMA, ExtractParseError, _finish, copy_query
+    from customer_assets.sources.copy_stream import ExtractParseError, copy_query
+    from customer_assets.sources.extract import ARROW_SCHEMA, _finish
 
     sql = ("SELECT 'T1' AS transaction_id, 'C1' AS customer_id, 'US' AS country, 'smb' AS segment, 1.0::float8 "
            "AS amount, 'USD' AS currency, now() AT TIME ZONE 'UTC' AS \"timestamp\", 'P1' AS product_id, "

@@ -14,9 +14,9 @@ import psycopg2
 import pyarrow as pa
 import pytest
 
-from customer_assets.sources.extract import (
-    RAW_ARROW_SCHEMA, category_prices, copy_query, known_customers, products_snapshot, stream_week,
-    take_replaced_count)
+from customer_assets.sources.copy_stream import copy_query, take_replaced_count
+from customer_assets.sources.customers_and_products import category_prices, known_customers, products_snapshot
+from customer_assets.sources.extract import RAW_ARROW_SCHEMA, stream_week
 from customer_assets.sources.source_schema import read_source_schema
 from customer_assets_tests.support.sources import create_sql_ascii_source
 

@@ -20,6 +20,9 @@ from datetime import datetime
 
 import pandas as pd
 
+from customer_assets import tables
+from customer_assets.resources.warehouse_sql import WarehouseSQL
+
 ADD_MERGED_INTO_SQL = "ALTER TABLE {dim} ADD COLUMN IF NOT EXISTS merged_into {STR}"
 
 WEEK_MERGES = "SELECT retired_id, surviving_id FROM {merges} WHERE week_start = @merge_week"
@@ -53,18 +56,20 @@ MERGE_WEEKS_SQL = "SELECT DISTINCT week_start FROM {merges} WHERE week_start >= 
 RETIRED = "SELECT retired_id FROM {merges} WHERE week_start = @merge_week"
 
 
-def follow_merges(warehouse, schema: str, week_start: datetime) -> dict[str, int]:
+def follow_merges(warehouse: WarehouseSQL, schema: str, week_start: datetime) -> dict[str, int]:
     """Apply the merges of the week and of every later loaded week, in week order, to ``dim_customers`` and
     ``fact_transactions`` (those that exist): on a normal Monday the week's merges; a re-run or backfill of an
     older week, which rebuilds versions from the snapshots, applies the later merges again so that no retired
     person comes back. Run after the week's versions are applied. Returns the counts."""
-    names = {"dim": warehouse.table(schema, "dim_customers"), "fact": warehouse.table(schema, "fact_transactions"),
-             "merges": warehouse.table(schema, "identity_merges")}
+    names = {"dim": warehouse.table(schema, tables.DIM_CUSTOMERS),
+             "fact": warehouse.table(schema, tables.FACT_TRANSACTIONS),
+             "merges": warehouse.table(schema, tables.IDENTITY_MERGES)}
     counts = {"merges": 0, "versions_closed": 0, "facts_relabelled": 0}
-    if not warehouse.exists(schema, "identity_merges"):
+    if not warehouse.exists(schema, tables.IDENTITY_MERGES):
         return counts
     weeks = warehouse.query(MERGE_WEEKS_SQL, {"week_start": week_start.replace(tzinfo=None)}, **names)["week_start"]
-    has_dim, has_fact = warehouse.exists(schema, "dim_customers"), warehouse.exists(schema, "fact_transactions")
+    has_dim = warehouse.exists(schema, tables.DIM_CUSTOMERS)
+    has_fact = warehouse.exists(schema, tables.FACT_TRANSACTIONS)
     if has_dim:
         warehouse.execute(ADD_MERGED_INTO_SQL, **names)
     for week in weeks:

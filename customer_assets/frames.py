@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -176,29 +175,11 @@ def duplicated_values(path: Path, columns: Iterable[str]) -> dict[str, int]:
     return found
 
 
-def stored_frame_type(name: str, check: Callable[[pd.DataFrame], None], metadata: dict | None = None) -> dg.DagsterType:
-    """A Dagster type for StoredFrame values: ``check`` runs on the file's schema (no rows are read)."""
-
-    def type_check(_context, value: object) -> dg.TypeCheck:
-        if not isinstance(value, StoredFrame):
-            return dg.TypeCheck(success=False, description=f"expected a StoredFrame, got {type(value).__name__}")
-        try:
-            check(value.empty())
-        except Exception as err:  # noqa: BLE001 - the check's own message is the type check's description
-            return dg.TypeCheck(success=False, description=f"{value.path}: {err}")
-        return dg.TypeCheck(success=True, metadata={"dagster/row_count": value.num_rows})
-
-    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=StoredFrame, metadata=metadata,
-                          description=f"{name}: a Parquet file read in batches; its columns and types are checked.")
-
-
-def frame_batches_type(name: str, metadata: dict | None = None) -> dg.DagsterType:
-    """A Dagster type for FrameBatches outputs: every batch is checked as it is written."""
-
-    def type_check(_context, value: object) -> dg.TypeCheck:
-        if isinstance(value, FrameBatches):
-            return dg.TypeCheck(success=True)
-        return dg.TypeCheck(success=False, description=f"expected FrameBatches, got {type(value).__name__}")
-
-    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=FrameBatches, metadata=metadata,
-                          description=f"{name}, written batch by batch; each batch is validated as it is written.")
+def query_stored(path: Path, view: str, sql: str) -> pd.DataFrame:
+    """DuckDB's ``sql`` over the Parquet file ``path``, seen as the view ``view`` with ``_rn``
+    (each row's place in the file): a week-wide aggregate computed by DuckDB reading the file, the
+    week never a DataFrame."""
+    with connect() as con:
+        con.execute(f"CREATE VIEW {quoted(view)} AS SELECT *, file_row_number AS _rn "
+                    f"FROM read_parquet({literal(path)}, file_row_number = true)")
+        return con.sql(sql).to_arrow_table().to_pandas()

@@ -8,13 +8,14 @@ path rejects goes through pandera's full check, which also reports the errors. B
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from customer_assets.io_managers.frames import frame_batches_type, stored_frame_type
+from customer_assets.frames import FrameBatches, StoredFrame
 from customer_assets.schemas import (
     CrmCustomers, CustomerEventAggregates, CustomerHistory, CustomerIdentityMap, DataQualityMetrics, IdentityMerges, DimDate, ErpCustomers, FactTransactions,
     FactTransactionsQuarantine, MartChurnRetention, MartCohortRetention, MartWeeklySales, PipelineErrorLog, ProductSnapshots,
@@ -146,6 +147,34 @@ def column_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
     """The model's columns, types and descriptions as Dagster's table schema (for an asset's definition)."""
     return dg.TableSchema(columns=[dg.TableColumn(name=name, type=str(column.dtype), description=column.description)
                                    for name, column in model.to_schema().columns.items()])
+
+
+def stored_frame_type(name: str, check: Callable[[pd.DataFrame], None], metadata: dict | None = None) -> dg.DagsterType:
+    """A Dagster type for StoredFrame values: ``check`` runs on the file's schema (no rows are read)."""
+
+    def type_check(_context, value: object) -> dg.TypeCheck:
+        if not isinstance(value, StoredFrame):
+            return dg.TypeCheck(success=False, description=f"expected a StoredFrame, got {type(value).__name__}")
+        try:
+            check(value.empty())
+        except Exception as err:  # noqa: BLE001 - the check's own message is the type check's description
+            return dg.TypeCheck(success=False, description=f"{value.path}: {err}")
+        return dg.TypeCheck(success=True, metadata={"dagster/row_count": value.num_rows})
+
+    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=StoredFrame, metadata=metadata,
+                          description=f"{name}: a Parquet file read in batches; its columns and types are checked.")
+
+
+def frame_batches_type(name: str, metadata: dict | None = None) -> dg.DagsterType:
+    """A Dagster type for FrameBatches outputs: every batch is checked as it is written."""
+
+    def type_check(_context, value: object) -> dg.TypeCheck:
+        if isinstance(value, FrameBatches):
+            return dg.TypeCheck(success=True)
+        return dg.TypeCheck(success=False, description=f"expected FrameBatches, got {type(value).__name__}")
+
+    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=FrameBatches, metadata=metadata,
+                          description=f"{name}, written batch by batch; each batch is validated as it is written.")
 
 
 RawTransactionsType = frame_type(RawTransactions)

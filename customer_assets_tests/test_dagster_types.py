@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from customer_assets.io_managers.types import _passes_fast_check, frame_check
+from customer_assets.dagster_types import _passes_fast_check, frame_check
 from customer_assets.schemas import RawTransactions
 from customer_assets_tests.support.frames import raw_frame, raw_row
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from customer_assets.logic.scd2 import DIMENSION_COLUMNS, OPEN_END, apply_week
+from customer_assets.sql.scd2 import DIMENSION_COLUMNS, OPEN_END, apply_week
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT
 
@@ -246,7 +246,7 @@ def test_a_failing_rekey_rolls_the_merge_back_in_duckdb_and_rerunning_the_week_r
 
 
 def test_fact_keys_counts_the_dangling_keys_of_every_week(tmp_path):
-    from customer_assets.logic.scd2 import fact_keys
+    from customer_assets.sql.scd2 import fact_keys
 
     warehouse = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
     warehouse.execute(f"CREATE SCHEMA {SCHEMA}")

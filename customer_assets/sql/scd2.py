@@ -22,8 +22,11 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
+from customer_assets import tables
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse, WarehouseSQL
+
 OPEN_END = datetime(9999, 12, 31)
-FACT_TABLE = "fact_transactions"
+FACT_TABLE = tables.FACT_TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,9 @@ WHEN NOT MATCHED AND NOT S.remove THEN INSERT ({", ".join(inserted)}) VALUES ({"
 """
 
 
-CUSTOMERS = Scd2("dim_customers", "weekly_customer_profiles", "customer_id",
+CUSTOMERS = Scd2(tables.DIM_CUSTOMERS, tables.WEEKLY_CUSTOMER_PROFILES, "customer_id",
                  (("segment", "STR"), ("value_tier", "STR"), ("status", "STR"), ("country", "STR")), "customer_key")
-PRODUCTS = Scd2("dim_products", "product_snapshots", "product_id",
+PRODUCTS = Scd2(tables.DIM_PRODUCTS, tables.PRODUCT_SNAPSHOTS, "product_id",
                 (("name", "STR"), ("category", "STR"), ("price", "FLOAT")), "product_key")
 DIMENSION_COLUMNS = CUSTOMERS.columns
 
@@ -159,9 +162,10 @@ FROM {fact} f
 """
 
 
-def apply_week(warehouse, schema: str, week_start: datetime, spec: Scd2 = CUSTOMERS) -> dict[str, int]:
+def apply_week(warehouse: WarehouseSQL, schema: str, week_start: datetime,
+               spec: Scd2 = CUSTOMERS) -> dict[str, int]:
     """Bring ``schema.<spec.dimension>`` up to date with the week's snapshot in ``schema.<spec.snapshots>``
-    (``warehouse``: a ``WarehouseSQL``), and re-key the facts of the later weeks whose version it moved; returns
+    and re-key the facts of the later weeks whose version it moved; returns
     the dimension's counts after it (``current_versions`` is the number of customers, or products: each has
     exactly one current version) and ``facts_rekeyed``."""
     names = {"dim": warehouse.table(schema, spec.dimension), "snapshots": warehouse.table(schema, spec.snapshots),
@@ -182,7 +186,7 @@ def apply_week(warehouse, schema: str, week_start: datetime, spec: Scd2 = CUSTOM
     return {**{name: int(summary[name]) for name in summary.index}, "facts_rekeyed": rekeyed}
 
 
-def _later_facts(warehouse, schema: str, params: dict, names: dict) -> bool:
+def _later_facts(warehouse: WarehouseSQL, schema: str, params: dict, names: dict) -> bool:
     if not warehouse.exists(schema, FACT_TABLE):
         return False
     return bool(int(warehouse.query(LATER_FACTS_SQL, params, **names)["n"].iloc[0]))
@@ -191,15 +195,13 @@ def _later_facts(warehouse, schema: str, params: dict, names: dict) -> bool:
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def _merge_and_rekey(warehouse, merge: str, rekey: str, params: dict, names: dict) -> int:
+def _merge_and_rekey(warehouse: WarehouseSQL, merge: str, rekey: str, params: dict, names: dict) -> int:
     """The MERGE then the re-key; the number of facts re-keyed. DuckDB: in one transaction on one connection
     (BEGIN ... COMMIT: WarehouseSQL's statements each take a connection of their own). BigQuery: one
     multi-statement job, the count from ``@@row_count``, but no transaction: the emulator the tests run cannot
     hold a MERGE in one (BigQuery can). Should the re-key fail there after the MERGE, the week fails, and
     re-running it re-keys what was left (the MERGE changes nothing the second time, and the re-key takes every
     later fact whose key is not its version's)."""
-    from customer_assets.resources.warehouse_sql import DuckDBWarehouse
-
     if isinstance(warehouse, DuckDBWarehouse):
         statements = []
         for sql in (merge, rekey):
@@ -223,7 +225,7 @@ def _merge_and_rekey(warehouse, merge: str, rekey: str, params: dict, names: dic
     return int(warehouse.query(script, params, **names)["facts_rekeyed"].iloc[0])
 
 
-def fact_keys(warehouse, schema: str) -> dict:
+def fact_keys(warehouse: WarehouseSQL, schema: str) -> dict:
     """``FACT_KEYS_SQL``'s figures over ``schema.fact_transactions`` (counts as ints, examples None when none);
     all zero while the table does not exist."""
     if not warehouse.exists(schema, FACT_TABLE):

@@ -1,0 +1,102 @@
+"""The definitions each deployment builds, decided by ``build_definitions``, not by the import.
+
+The asset specs of every deployment are kept in ``asset_specs.json`` beside this file (as
+dagster-open-platform's ``test_defs.py`` does), so a change to a key, a kind, a group, an owner, a
+tag, the partitions or a check shows in review. After an intended change, regenerate it and review
+the diff:
+
+    .venv/bin/python -m customer_assets_tests.test_definitions
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from customer_assets import tables
+from customer_assets.deployments import DEPLOYMENTS
+from customer_assets.partitions import FIRST_WEEK
+from customer_assets_tests.support.definitions import offline_definitions
+
+SNAPSHOT = Path(__file__).with_name("asset_specs.json")
+REGENERATE = ("regenerate with `.venv/bin/python -m customer_assets_tests.test_definitions` and "
+              "review the diff")
+
+
+def _partitions(partitions_def) -> dict | None:
+    """The partitions as the snapshot keeps them; the first week by name (decided at import)."""
+    if partitions_def is None:
+        return None
+    start = partitions_def.start.date().isoformat()
+    return {"type": type(partitions_def).__name__,
+            "start": "FIRST_WEEK" if start == FIRST_WEEK else start,
+            "day_offset": partitions_def.day_offset, "timezone": partitions_def.timezone}
+
+
+def asset_specs(defs: dg.Definitions) -> dict[str, dict]:
+    """Each asset's key, kinds, group, owners, tags, partitions, freshness and check names."""
+    checks: dict[dg.AssetKey, list[str]] = {}
+    for check in defs.resolve_asset_graph().asset_check_keys:
+        checks.setdefault(check.asset_key, []).append(check.name)
+    return {spec.key.to_user_string(): {
+        "kinds": sorted(spec.kinds),
+        "group": spec.group_name,
+        "owners": list(spec.owners),
+        "tags": {k: v for k, v in sorted(spec.tags.items()) if not k.startswith("dagster/kind/")},
+        "partitions": _partitions(spec.partitions_def),
+        "freshness": type(spec.freshness_policy).__name__ if spec.freshness_policy else None,
+        "checks": sorted(checks.get(spec.key, [])),
+    } for spec in sorted(defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string())}
+
+
+def snapshot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, dict]:
+    return {deployment: asset_specs(offline_definitions(monkeypatch, tmp_path, deployment))
+            for deployment in DEPLOYMENTS}
+
+
+def test_the_asset_specs_of_each_deployment_match_the_snapshot(monkeypatch, tmp_path):
+    assert snapshot(monkeypatch, tmp_path) == json.loads(SNAPSHOT.read_text()), REGENERATE
+
+
+def test_prod_built_after_a_local_import_shows_bigquery_tables(monkeypatch, tmp_path):
+    """The package is imported under local settings here; prod's definitions still say BigQuery."""
+
+    def table_kinds(deployment: str) -> list[set[str]]:
+        defs = offline_definitions(monkeypatch, tmp_path, deployment)
+        return [spec.kinds for spec in defs.resolve_all_asset_specs() if tables.is_table(spec.key)]
+
+    local, prod = table_kinds("local"), table_kinds("prod")
+    assert local and all("duckdb" in kinds and "bigquery" not in kinds for kinds in local)
+    assert prod and all("bigquery" in kinds and "duckdb" not in kinds for kinds in prod)
+
+
+def test_the_late_changes_sensor_is_on_by_default_only_against_a_source(monkeypatch, tmp_path):
+    """Decided when the definitions are built: the same process builds both."""
+    def default(source: bool) -> dg.DefaultSensorStatus:
+        defs = offline_definitions(monkeypatch, tmp_path, "local", source=source)
+        return defs.resolve_sensor_def("source_changes").default_status
+
+    assert default(source=True) == dg.DefaultSensorStatus.RUNNING
+    assert default(source=False) == dg.DefaultSensorStatus.STOPPED
+    assert default(source=True) == dg.DefaultSensorStatus.RUNNING
+
+
+def dumped(specs_by_deployment: dict[str, dict]) -> str:
+    """The snapshot as JSON with one line per asset, so a diff names the asset that changed."""
+    def lines(specs: dict[str, dict]) -> str:
+        return ",\n".join(f"    {json.dumps(key)}: {json.dumps(spec, sort_keys=True)}"
+                          for key, spec in specs.items())
+
+    deployments = [f'  "{deployment}": {{\n{lines(specs)}\n  }}'
+                   for deployment, specs in specs_by_deployment.items()]
+    return "{\n" + ",\n".join(deployments) + "\n}\n"
+
+
+if __name__ == "__main__":
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as directory:
+        SNAPSHOT.write_text(dumped(snapshot(patch, Path(directory))))
+    print(f"wrote {SNAPSHOT}")
