@@ -55,7 +55,9 @@ class RssSampler(threading.Thread):
         return self.samples[i][1] / 2**20 if i < len(self.samples) else 0.0
 
     def peak_mb(self, start: float, end: float) -> float:
-        inside = self.samples[self._index(start):bisect.bisect_right(self.samples, (end, float("inf")))]
+        inside = self.samples[
+            self._index(start) : bisect.bisect_right(self.samples, (end, float("inf")))
+        ]
         return max((rss for _, rss in inside), default=0) / 2**20
 
 
@@ -70,9 +72,14 @@ def _steps(instance, run_id: str, sampler: RssSampler) -> list[dict]:
         step = steps.setdefault(event.step_key, {"step": event.step_key, "assets": [], "rows": {}})
         if event.event_type == dg.DagsterEventType.STEP_START:
             step["start"] = entry.timestamp
-        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+        elif event.event_type in (
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        ):
             step["end"] = entry.timestamp
-            step["status"] = "success" if event.event_type == dg.DagsterEventType.STEP_SUCCESS else "failure"
+            step["status"] = (
+                "success" if event.event_type == dg.DagsterEventType.STEP_SUCCESS else "failure"
+            )
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.event_specific_data.materialization
             key = materialization.asset_key.to_user_string()
@@ -99,7 +106,9 @@ def weekly_job():
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--last-week", required=True, help="partition key of the last week, e.g. 2026-11-16")
+    p.add_argument(
+        "--last-week", required=True, help="partition key of the last week, e.g. 2026-11-16"
+    )
     p.add_argument("--weeks", type=int, default=1, help="consecutive weeks ending with --last-week")
     a = p.parse_args(argv)
 
@@ -116,7 +125,8 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     runs = []
     profiler = None
-    if os.environ.get("BENCHMARK_CPROFILE"):  # a path: the run's cProfile stats go there (slower run)
+    # a path: the run's cProfile stats go there (slower run)
+    if os.environ.get("BENCHMARK_CPROFILE"):
         import cProfile
 
         profiler = cProfile.Profile()
@@ -124,9 +134,18 @@ def main(argv=None) -> None:
     process = psutil.Process()
     for week in weeks:
         week_started, wall_start = time.perf_counter(), time.time()
-        result = dg.execute_job(job, instance=instance, tags={"dagster/partition": week}, raise_on_error=True)
-        runs.append({"week": week, "seconds": time.perf_counter() - week_started, "run_id": result.run_id,
-                     "window": (wall_start, time.time()), "rss_after_mb": process.memory_info().rss / 2**20})
+        result = dg.execute_job(
+            job, instance=instance, tags={"dagster/partition": week}, raise_on_error=True
+        )
+        runs.append(
+            {
+                "week": week,
+                "seconds": time.perf_counter() - week_started,
+                "run_id": result.run_id,
+                "window": (wall_start, time.time()),
+                "rss_after_mb": process.memory_info().rss / 2**20,
+            }
+        )
     total = time.perf_counter() - started
     if profiler is not None:
         profiler.disable()
@@ -134,9 +153,17 @@ def main(argv=None) -> None:
     sampler.stop()
     for run in runs:
         run["steps"] = _steps(instance, run.pop("run_id"), sampler)
-        run["peak_rss_mb"] = sampler.peak_mb(*run.pop("window"))  # this week's sampled peak, not the high-water mark
-    json.dump({"weeks": runs, "total_seconds": total,
-               "peak_rss_mb": max(rss for _, rss in sampler.samples) / 2**20}, sys.stdout)
+        run["peak_rss_mb"] = sampler.peak_mb(
+            *run.pop("window")
+        )  # this week's sampled peak, not the high-water mark
+    json.dump(
+        {
+            "weeks": runs,
+            "total_seconds": total,
+            "peak_rss_mb": max(rss for _, rss in sampler.samples) / 2**20,
+        },
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":

@@ -74,11 +74,15 @@ def peak_rss_mb() -> float:
 def extract(engine, start: datetime, end: datetime) -> pd.DataFrame:
     """The week's completed transactions, read in 10,000-row chunks and concatenated."""
     with engine.connect() as con:
-        chunks = pd.read_sql(WEEK_SQL, con, params={"start": start, "end": end}, chunksize=CHUNKSIZE)
+        chunks = pd.read_sql(
+            WEEK_SQL, con, params={"start": start, "end": end}, chunksize=CHUNKSIZE
+        )
         return pd.concat(list(chunks), ignore_index=True)
 
 
-def reasons(df: pd.DataFrame, start: datetime, end: datetime, converter: CurrencyConverter) -> np.ndarray:
+def reasons(
+    df: pd.DataFrame, start: datetime, end: datetime, converter: CurrencyConverter
+) -> np.ndarray:
     """Per row, the first check it fails ('' where it passes them all)."""
     iso = {c.code for c in Currency}
     ts = df["timestamp"]
@@ -96,53 +100,92 @@ def reasons(df: pd.DataFrame, start: datetime, end: datetime, converter: Currenc
         "DUPLICATE_TRANSACTION_ID": duplicate,
         "UNKNOWN_CUSTOMER": df["customer_id"].notna() & ~df["customer_exists"].astype(bool),
         "UNKNOWN_PRODUCT": ~df["product_exists"].astype(bool),
-        "OUTSIDE_WEEK": ts.notna() & ((ts < start.replace(tzinfo=None)) | (ts >= end.replace(tzinfo=None))),
+        "OUTSIDE_WEEK": ts.notna()
+        & ((ts < start.replace(tzinfo=None)) | (ts >= end.replace(tzinfo=None))),
     }
-    return np.select([c.fillna(False).to_numpy(bool) for c in checks.values()], list(checks), default="")
+    return np.select(
+        [c.fillna(False).to_numpy(bool) for c in checks.values()], list(checks), default=""
+    )
 
 
-def usd_per_unit(converter: CurrencyConverter, currencies: pd.Series, days: pd.Series) -> np.ndarray:
+def usd_per_unit(
+    converter: CurrencyConverter, currencies: pd.Series, days: pd.Series
+) -> np.ndarray:
     """USD per unit of each row's currency on its day: one converter call per distinct (currency, day)."""
     rows = pd.DataFrame({"currency": currencies.to_numpy(), "day": days.to_numpy()})
     pairs = rows.drop_duplicates().reset_index(drop=True)
-    pairs["rate"] = [converter.convert(1.0, c, "USD", date=pd.Timestamp(d).date())
-                     for c, d in zip(pairs["currency"], pairs["day"])]
+    pairs["rate"] = [
+        converter.convert(1.0, c, "USD", date=pd.Timestamp(d).date())
+        for c, d in zip(pairs["currency"], pairs["day"], strict=False)
+    ]
     return rows.merge(pairs, on=["currency", "day"], how="left")["rate"].to_numpy()
 
 
-def customer_metrics(engine, start: datetime, end: datetime, converter: CurrencyConverter) -> pd.DataFrame:
+def customer_metrics(
+    engine, start: datetime, end: datetime, converter: CurrencyConverter
+) -> pd.DataFrame:
     """Lifetime value (USD at the week's last day), count, first purchase and last purchase before the week."""
     with engine.connect() as con:
         history = pd.read_sql(HISTORY_SQL, con, params={"start": start, "end": end})
     closing_day = (end - timedelta(days=1)).date()
-    rates = {c: converter.convert(1.0, c, "USD", date=closing_day)
-             for c in history["currency"].unique() if c in converter.currencies}
+    rates = {
+        c: converter.convert(1.0, c, "USD", date=closing_day)
+        for c in history["currency"].unique()
+        if c in converter.currencies
+    }
     history["usd"] = history["amount"] * history["currency"].map(rates)
-    metrics = history.dropna(subset=["usd"]).groupby("customer_id").agg(
-        customer_lifetime_value=("usd", "sum"), customer_transaction_count=("transaction_count", "sum"),
-        first_purchase_at=("first_purchase_at", "min"), last_purchase_before_week=("last_purchase_before_week", "max"))
+    metrics = (
+        history.dropna(subset=["usd"])
+        .groupby("customer_id")
+        .agg(
+            customer_lifetime_value=("usd", "sum"),
+            customer_transaction_count=("transaction_count", "sum"),
+            first_purchase_at=("first_purchase_at", "min"),
+            last_purchase_before_week=("last_purchase_before_week", "max"),
+        )
+    )
     for column in ("first_purchase_at", "last_purchase_before_week"):
         metrics[column] = pd.to_datetime(metrics[column], unit="s")
     return metrics
 
 
-def enrich(week: pd.DataFrame, metrics: pd.DataFrame, start: datetime, end: datetime,
-           converter: CurrencyConverter) -> pd.DataFrame:
+def enrich(
+    week: pd.DataFrame,
+    metrics: pd.DataFrame,
+    start: datetime,
+    end: datetime,
+    converter: CurrencyConverter,
+) -> pd.DataFrame:
     """The validated rows with ``amount_usd``, customer metrics, time dimensions and segments."""
     ts = week["timestamp"]
-    week = week.assign(amount_usd=week["amount"] * usd_per_unit(converter, week["currency"], ts.dt.normalize()))
+    week = week.assign(
+        amount_usd=week["amount"] * usd_per_unit(converter, week["currency"], ts.dt.normalize())
+    )
     week = week.join(metrics, on="customer_id")
-    week_start, week_end = pd.Timestamp(start).tz_localize(None), pd.Timestamp(end).tz_localize(None)
+    week_start, week_end = (
+        pd.Timestamp(start).tz_localize(None),
+        pd.Timestamp(end).tz_localize(None),
+    )
     first = week["first_purchase_at"].fillna(ts)
     week["days_since_first_purchase"] = (week_end - first).dt.days.clip(lower=0)
     gap_days = (week_start - week["last_purchase_before_week"]).dt.days
     return week.assign(
-        day_of_week=ts.dt.day_name(), hour_of_day=ts.dt.hour, is_weekend=ts.dt.dayofweek >= 5,
-        month=ts.dt.month, quarter=ts.dt.quarter,
-        transaction_size=np.select([week["amount_usd"] < SMALL_USD, week["amount_usd"] <= LARGE_USD],
-                                   ["small", "medium"], "large"),
-        customer_lifecycle=np.select([week["days_since_first_purchase"] < NEW_CUSTOMER_DAYS,
-                                      gap_days > DORMANT_GAP_DAYS], ["new", "dormant"], "active"))
+        day_of_week=ts.dt.day_name(),
+        hour_of_day=ts.dt.hour,
+        is_weekend=ts.dt.dayofweek >= 5,
+        month=ts.dt.month,
+        quarter=ts.dt.quarter,
+        transaction_size=np.select(
+            [week["amount_usd"] < SMALL_USD, week["amount_usd"] <= LARGE_USD],
+            ["small", "medium"],
+            "large",
+        ),
+        customer_lifecycle=np.select(
+            [week["days_since_first_purchase"] < NEW_CUSTOMER_DAYS, gap_days > DORMANT_GAP_DAYS],
+            ["new", "dormant"],
+            "active",
+        ),
+    )
 
 
 def load(path: Path, tables: dict[str, pd.DataFrame], week_start: datetime) -> None:
@@ -175,36 +218,58 @@ def run_week(dsn: str, week: str, warehouse: Path) -> dict:
         phases[name] = now - clock
         clock = now
 
-    engine = sqlalchemy.create_engine("postgresql+psycopg2://", creator=lambda: psycopg2.connect(dsn))
+    engine = sqlalchemy.create_engine(
+        "postgresql+psycopg2://", creator=lambda: psycopg2.connect(dsn)
+    )
     converter = CurrencyConverter(fallback_on_missing_rate=True, fallback_on_wrong_date=True)
     lap("rates")
     raw = extract(engine, start, end)
     lap("extract")
     reason = reasons(raw, start, end, converter)
-    validated, quarantined = raw[reason == ""], raw[reason != ""].assign(reason=reason[reason != ""])
+    validated, quarantined = (
+        raw[reason == ""],
+        raw[reason != ""].assign(reason=reason[reason != ""]),
+    )
     lap("checks")
     metrics = customer_metrics(engine, start, end, converter)
     lap("history")
     enriched = enrich(validated, metrics, start, end, converter)
     lap("enrich")
-    load(warehouse, {"weekly_transactions": enriched, "quarantined_transactions": quarantined}, start)
+    load(
+        warehouse, {"weekly_transactions": enriched, "quarantined_transactions": quarantined}, start
+    )
     lap("load")
     engine.dispose()
-    return {"rows": len(raw), "validated": len(validated), "quarantined": len(quarantined),
-            "quarantined_by_reason": quarantined["reason"].value_counts().to_dict(), "phases": phases}
+    return {
+        "rows": len(raw),
+        "validated": len(validated),
+        "quarantined": len(quarantined),
+        "quarantined_by_reason": quarantined["reason"].value_counts().to_dict(),
+        "phases": phases,
+    }
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dsn", required=True)
     p.add_argument("--week", required=True, help="the week's Monday, e.g. 2026-11-16")
-    p.add_argument("--warehouse", type=Path, required=True, help="DuckDB file the week is loaded into")
+    p.add_argument(
+        "--warehouse", type=Path, required=True, help="DuckDB file the week is loaded into"
+    )
     a = p.parse_args(argv)
     a.warehouse.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result = run_week(a.dsn, a.week, a.warehouse)
-    json.dump({"kind": "plain_script", "week": a.week, "seconds": time.perf_counter() - started, **result,
-               "peak_rss_mb": peak_rss_mb()}, sys.stdout)
+    json.dump(
+        {
+            "kind": "plain_script",
+            "week": a.week,
+            "seconds": time.perf_counter() - started,
+            **result,
+            "peak_rss_mb": peak_rss_mb(),
+        },
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":

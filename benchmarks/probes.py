@@ -29,8 +29,11 @@ NAIVE_CHUNKSIZE = 10_000
 
 # The demo's shape (text ids, timestamptz): the extract's SQL as the reference probes (floor, naive)
 # read it. Only the benchmarks use it: the pipeline reads the source's own schema.
-DEMO_SCHEMA = SourceSchema(types={(t, c): "timestamp with time zone" for t, c in
-                                  (("transactions", "timestamp"), ("customers", "created_at"))})
+DEMO_SCHEMA = SourceSchema(
+    types=dict.fromkeys(
+        (("transactions", "timestamp"), ("customers", "created_at")), "timestamp with time zone"
+    )
+)
 WEEK_EXTRACT_SQL = week_extract_sql(DEMO_SCHEMA)
 
 
@@ -60,7 +63,9 @@ def floor(dsn: str, start: datetime, end: datetime, out: Path) -> int:
     """The database's own cost of producing the week: COPY of the extract query, bytes thrown away."""
     with closing(_connect(dsn)) as conn, conn.cursor() as cur, open(os.devnull, "wb") as sink:
         query = cur.mogrify(WEEK_EXTRACT_SQL, {"start": start, "end": end}).decode()
-        cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", sink, size=1 << 20)
+        cur.copy_expert(
+            f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", sink, size=1 << 20
+        )
         return cur.rowcount
 
 
@@ -71,7 +76,9 @@ def naive(dsn: str, start: datetime, end: datetime, out: Path) -> int:
 
     engine = sqlalchemy.create_engine("postgresql+psycopg2://", creator=lambda: _connect(dsn))
     with engine.connect() as con:
-        chunks = pd.read_sql(WEEK_EXTRACT_SQL, con, params={"start": start, "end": end}, chunksize=NAIVE_CHUNKSIZE)
+        chunks = pd.read_sql(
+            WEEK_EXTRACT_SQL, con, params={"start": start, "end": end}, chunksize=NAIVE_CHUNKSIZE
+        )
         df = pd.concat(list(chunks), ignore_index=True)
     df.to_parquet(out / "naive.parquet", index=False)
     engine.dispose()
@@ -95,8 +102,12 @@ def _source_db(dsn: str):
     from customer_assets.resources.postgres import PostgresSource
 
     url = urllib.parse.urlparse(dsn)
-    return PostgresSource(host=urllib.parse.parse_qs(url.query)["host"][0], port=url.port or 5432,
-                          user=url.username or "postgres", dbname=url.path.lstrip("/"))
+    return PostgresSource(
+        host=urllib.parse.parse_qs(url.query)["host"][0],
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        dbname=url.path.lstrip("/"),
+    )
 
 
 def extract_version_serial(dsn: str, start: datetime, end: datetime, out: Path) -> int:
@@ -120,13 +131,19 @@ def extract_versioned(dsn: str, start: datetime, end: datetime, out: Path) -> in
     source_db = _source_db(dsn)
     with source_db.connect() as conn:
         schema = source_db.schema(conn)
-        table, _ = stream_week_versioned(conn, start, end, lambda snapshot: source_db.connect_beside(conn, snapshot),
-                                         schema)
+        table, _ = stream_week_versioned(
+            conn, start, end, lambda snapshot: source_db.connect_beside(conn, snapshot), schema
+        )
     return len(to_raw_frame(table))
 
 
-PROBES = {"floor": floor, "naive": naive, "extract": extract, "extract_version_serial": extract_version_serial,
-          "extract_versioned": extract_versioned}
+PROBES = {
+    "floor": floor,
+    "naive": naive,
+    "extract": extract,
+    "extract_version_serial": extract_version_serial,
+    "extract_versioned": extract_versioned,
+}
 
 
 def main(argv=None) -> None:
@@ -145,8 +162,17 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - started
     peak = _peak_rss_mb()
     # The imports (Dagster among them) are in the baseline: growth is what the approach itself adds.
-    json.dump({"kind": a.kind, "seconds": seconds, "rows": rows, "peak_rss_mb": peak,
-               "rss_after_imports_mb": baseline, "rss_growth_mb": peak - baseline}, sys.stdout)
+    json.dump(
+        {
+            "kind": a.kind,
+            "seconds": seconds,
+            "rows": rows,
+            "peak_rss_mb": peak,
+            "rss_after_imports_mb": baseline,
+            "rss_growth_mb": peak - baseline,
+        },
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":

@@ -23,19 +23,29 @@ from customer_assets.demo.profiles import seed_crm_table, write_event_files
 from customer_assets.demo.seed import SeedConfig, is_seeded, seed_database
 
 #: The default benchmark scale: 200k customers, 10k products, 8 weeks of ~600k completed transactions.
-DEFAULT = SeedConfig(customers=200_000, products=10_000, weeks=8, transactions_per_week=600_000,
-                     end_week=date(2026, 11, 16))
+DEFAULT = SeedConfig(
+    customers=200_000,
+    products=10_000,
+    weeks=8,
+    transactions_per_week=600_000,
+    end_week=date(2026, 11, 16),
+)
 
 
-def scaled_config(scale: float, weeks: int = DEFAULT.weeks, rows_per_week: int | None = None) -> SeedConfig:
+def scaled_config(
+    scale: float, weeks: int = DEFAULT.weeks, rows_per_week: int | None = None
+) -> SeedConfig:
     """The default dataset multiplied by ``scale`` (or sized for ``rows_per_week``), over ``weeks`` weeks."""
     if rows_per_week is not None:
         scale = rows_per_week / DEFAULT.transactions_per_week
-    return replace(DEFAULT, weeks=weeks,
-                   customers=max(500, round(DEFAULT.customers * scale)),
-                   products=max(50, round(DEFAULT.products * scale)),
-                   transactions_per_week=max(1_000, round(DEFAULT.transactions_per_week * scale)),
-                   bots_per_week=DEFAULT.bots_per_week if scale >= 0.01 else 1)
+    return replace(
+        DEFAULT,
+        weeks=weeks,
+        customers=max(500, round(DEFAULT.customers * scale)),
+        products=max(50, round(DEFAULT.products * scale)),
+        transactions_per_week=max(1_000, round(DEFAULT.transactions_per_week * scale)),
+        bots_per_week=DEFAULT.bots_per_week if scale >= 0.01 else 1,
+    )
 
 
 def _config_json(config: SeedConfig) -> dict:
@@ -43,7 +53,9 @@ def _config_json(config: SeedConfig) -> dict:
 
 
 def database_name(config: SeedConfig) -> str:
-    digest = hashlib.sha1(json.dumps(_config_json(config), sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha1(json.dumps(_config_json(config), sort_keys=True).encode()).hexdigest()[
+        :12
+    ]
     return f"bench_{digest}"
 
 
@@ -92,8 +104,10 @@ def seeded_source(server, config: SeedConfig, log=print) -> Source:
             cur.execute("SELECT config FROM demo_seed_info")
             if cur.fetchone()[0] == _config_json(config):
                 return Source(server, dsn, name, config, None)
-    log(f"seeding {name}: {config.customers} customers, {config.products} products, "
-        f"{config.weeks} weeks x ~{config.transactions_per_week} completed transactions ...")
+    log(
+        f"seeding {name}: {config.customers} customers, {config.products} products, "
+        f"{config.weeks} weeks x ~{config.transactions_per_week} completed transactions ..."
+    )
     started = time.perf_counter()
     seed_database(dsn, config)
     with closing(psycopg2.connect(dsn)) as conn:
@@ -103,7 +117,9 @@ def seeded_source(server, config: SeedConfig, log=print) -> Source:
     return Source(server, dsn, name, config, time.perf_counter() - started)
 
 
-def profile_sources(source: Source, events_root: Path, first_week: date, events: bool = True) -> Path | None:
+def profile_sources(
+    source: Source, events_root: Path, first_week: date, events: bool = True
+) -> Path | None:
     """The CRM table and the event landing zone the profile assets read, made from the seed once.
 
     Events are written only from the day before ``first_week`` on (all the measured weeks read), which keeps

@@ -35,24 +35,32 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.executor.base import Executor
 
 from customer_assets.io_managers.intermediate_root import (
-    IntermediateFile, IntermediateRoot, home_root, intermediate_roots)
+    IntermediateFile,
+    IntermediateRoot,
+    home_root,
+    intermediate_roots,
+)
 from customer_assets.settings import PipelineSettings
 
 ETL = "etl"
 CLAIMS = ".run_claims"
 RECORD_TAG = "customer_assets/failure_record"
 PARTITION_TAG = "dagster/partition"
-_ENDED = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED}
+_ENDED = {
+    DagsterEventType.STEP_SUCCESS,
+    DagsterEventType.STEP_FAILURE,
+    DagsterEventType.STEP_SKIPPED,
+}
 
 
 def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
@@ -67,32 +75,52 @@ def write_log(settings: PipelineSettings, prefix: str, payload: dict) -> Path:
     return path
 
 
-def failure_record(settings: PipelineSettings, week: str | None, recorded_by: str, *,
-                   run: dg.DagsterRun | None = None, step: str | None = None,
-                   error: str | None = None, removed: Iterable[str] = (),
-                   remaining: Iterable[str] = (), **extra) -> dict:
+def failure_record(
+    settings: PipelineSettings,
+    week: str | None,
+    recorded_by: str,
+    *,
+    run: dg.DagsterRun | None = None,
+    step: str | None = None,
+    error: str | None = None,
+    removed: Iterable[str] = (),
+    remaining: Iterable[str] = (),
+    **extra,
+) -> dict:
     """The one shape of ``failed_*.json``, whoever records the failure (``recorded_by``: the failed
     step's hook ``run``, the sensor ``run failure sensor``, the ``orphan sweep``): the run, its week
     and failed step, the error, the intermediates removed and those still present (paths), and where
     the week's reports are. Later sweeps of the run add to it (``add_to_record``)."""
-    return {"status": "failed", "run_id": run.run_id if run else None,
-            "job": run.job_name if run else None, "week_start": week, "step": step, "error": error,
-            "removed": list(removed), "remaining": list(remaining),
-            "reports_dir": str(Path(settings.reports_dir, week)) if week else None,
-            "recorded_by": recorded_by, **extra}
+    return {
+        "status": "failed",
+        "run_id": run.run_id if run else None,
+        "job": run.job_name if run else None,
+        "week_start": week,
+        "step": step,
+        "error": error,
+        "removed": list(removed),
+        "remaining": list(remaining),
+        "reports_dir": str(Path(settings.reports_dir, week)) if week else None,
+        "recorded_by": recorded_by,
+        **extra,
+    }
 
 
 def write_failure_record(settings: PipelineSettings, record: dict) -> Path:
     return write_log(settings, "failed", record)
 
 
-def intermediate_files(settings: PipelineSettings, week: str,
-                       key: dg.AssetKey | None = None) -> list[IntermediateFile]:
+def intermediate_files(
+    settings: PipelineSettings, week: str, key: dg.AssetKey | None = None
+) -> list[IntermediateFile]:
     """The week's intermediate files (of one asset, or of all), temporary files of an interrupted
     write included: on the local disk and, with intermediates_url, the bucket's objects."""
     folder = key.path if key else [ETL]
-    return sorted(IntermediateFile(path, root) for root in intermediate_roots(settings)
-                  for path in root.files(*folder, pattern=f"{week}.*", recursive=not key))
+    return sorted(
+        IntermediateFile(path, root)
+        for root in intermediate_roots(settings)
+        for path in root.files(*folder, pattern=f"{week}.*", recursive=not key)
+    )
 
 
 # Report files that list customers, written for the operator during the run (seed 000's anomalies.csv): they go
@@ -101,15 +129,23 @@ CUSTOMER_LEVEL_REPORTS = ("anomalies.csv",)
 
 
 def customer_level_reports(settings: PipelineSettings, week: str) -> list[Path]:
-    return [p for name in CUSTOMER_LEVEL_REPORTS if (p := Path(settings.reports_dir, week, name)).exists()]
+    return [
+        p
+        for name in CUSTOMER_LEVEL_REPORTS
+        if (p := Path(settings.reports_dir, week, name)).exists()
+    ]
 
 
-def remove_intermediates(settings: PipelineSettings, week: str,
-                         keys: Iterable[dg.AssetKey] | None = None) -> tuple[list[str], list[str]]:
+def remove_intermediates(
+    settings: PipelineSettings, week: str, keys: Iterable[dg.AssetKey] | None = None
+) -> tuple[list[str], list[str]]:
     """Delete the week's intermediate files (of ``keys``, or all of them and the customer-level reports); return
     (removed, still present)."""
-    paths = ([p for key in keys for p in intermediate_files(settings, week, key)] if keys is not None
-             else intermediate_files(settings, week) + customer_level_reports(settings, week))
+    paths = (
+        [p for key in keys for p in intermediate_files(settings, week, key)]
+        if keys is not None
+        else intermediate_files(settings, week) + customer_level_reports(settings, week)
+    )
     removed = []
     for path in paths:
         path.unlink(missing_ok=True)
@@ -119,11 +155,14 @@ def remove_intermediates(settings: PipelineSettings, week: str,
 
 def intermediates_written(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetKey]:
     """The intermediates a run wrote (materializations stored by the Parquet manager, which says so)."""
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION,
-                                           limit=100_000).records
+    records = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=100_000
+    ).records
     materializations = [r.event_log_entry.asset_materialization for r in records]
-    return sorted({m.asset_key for m in materializations if m and "intermediate" in m.metadata},
-                  key=lambda k: k.to_user_string())
+    return sorted(
+        {m.asset_key for m in materializations if m and "intermediate" in m.metadata},
+        key=lambda k: k.to_user_string(),
+    )
 
 
 def claim_week(root: IntermediateRoot, week: str, run_id: str) -> None:
@@ -131,9 +170,17 @@ def claim_week(root: IntermediateRoot, week: str, run_id: str) -> None:
     docstring); the claim lies beside them (in their bucket, if any), where every pod sees it."""
     path = root.path(CLAIMS, week, f"{run_id}.json")
     if not root.exists(path):
-        root.write_text(path, json.dumps({
-            "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-            "claimed_at": datetime.now(timezone.utc).isoformat()}))
+        root.write_text(
+            path,
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "claimed_at": datetime.now(timezone.utc).isoformat(),
+                }
+            ),
+        )
 
 
 def release_claims(root: IntermediateRoot, run_id: str, weeks: Iterable[str]) -> None:
@@ -154,8 +201,11 @@ def _alive(claim: dict, instance: dg.DagsterInstance | None) -> bool:
     return run is None or not run.is_finished
 
 
-def sweep_orphans(settings: PipelineSettings, instance: dg.DagsterInstance | None = None,
-                  keep_run: str | None = None) -> dict[str, list[str]]:
+def sweep_orphans(
+    settings: PipelineSettings,
+    instance: dg.DagsterInstance | None = None,
+    keep_run: str | None = None,
+) -> dict[str, list[str]]:
     """Remove the intermediates of every week that no live run claims (a run killed outright left them), and
     record each such week in ``failed_*.json``; ``keep_run``'s own weeks are never touched."""
     weeks = {p.name.split(".")[0] for p in intermediate_files(settings, "*")}
@@ -168,10 +218,19 @@ def sweep_orphans(settings: PipelineSettings, instance: dg.DagsterInstance | Non
         removed, remaining = remove_intermediates(settings, week)
         for claim in claims:
             release_claims(home, claim["run_id"], [week])
-        write_failure_record(settings, failure_record(
-            settings, week, "orphan sweep", removed=removed, remaining=remaining,
-            error="the run(s) that wrote these intermediates ended without cleaning up (a worker killed "
-                  "outright?)", runs=[c["run_id"] for c in claims]))
+        write_failure_record(
+            settings,
+            failure_record(
+                settings,
+                week,
+                "orphan sweep",
+                removed=removed,
+                remaining=remaining,
+                error="the run(s) that wrote these intermediates ended without cleaning up (a worker killed "
+                "outright?)",
+                runs=[c["run_id"] for c in claims],
+            ),
+        )
         swept[week] = removed
     return swept
 
@@ -189,7 +248,10 @@ def run_weeks(run: dg.DagsterRun | None) -> list[str]:
     if run_week(run):
         return [run_week(run)]
     tags = run.tags
-    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    start, end = (
+        tags.get("dagster/asset_partition_range_start"),
+        tags.get("dagster/asset_partition_range_end"),
+    )
     if start and end:
         from customer_assets.partitions import weekly_partitions
 
@@ -206,7 +268,7 @@ class IntermediateGraph:
     consumers: dict[dg.AssetKey, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, assets: Iterable) -> "IntermediateGraph":
+    def of(cls, assets: Iterable) -> IntermediateGraph:
         producer: dict[dg.AssetKey, str] = {}
         consumers: dict[dg.AssetKey, set[str]] = {}
         executable = [a for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_executable]
@@ -232,14 +294,24 @@ class RunProgress:
     outputs: set[tuple[str, str]]
 
     @classmethod
-    def of(cls, instance: dg.DagsterInstance, run: dg.DagsterRun, current: str | None = None,
-           current_succeeded: bool = False) -> "RunProgress":
+    def of(
+        cls,
+        instance: dg.DagsterInstance,
+        run: dg.DagsterRun,
+        current: str | None = None,
+        current_succeeded: bool = False,
+    ) -> RunProgress:
         plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-        upstream = {step.key: {(h.step_key, h.output_name) for i in step.inputs for h in i.upstream_output_handles}
-                    for step in plan.steps}
+        upstream = {
+            step.key: {
+                (h.step_key, h.output_name) for i in step.inputs for h in i.upstream_output_handles
+            }
+            for step in plan.steps
+        }
         succeeded, ended, outputs = set(), set(), set()
         for record in instance.get_records_for_run(
-                run.run_id, of_type={*_ENDED, DagsterEventType.STEP_OUTPUT}, limit=100_000).records:
+            run.run_id, of_type={*_ENDED, DagsterEventType.STEP_OUTPUT}, limit=100_000
+        ).records:
             event = record.event_log_entry.dagster_event
             if event.event_type == DagsterEventType.STEP_OUTPUT:
                 outputs.add((event.step_key, event.step_output_data.step_output_handle.output_name))
@@ -276,8 +348,9 @@ def no_longer_needed(graph: IntermediateGraph, progress: RunProgress) -> list[dg
     return done
 
 
-def add_to_record(instance: dg.DagsterInstance, run_id: str, removed: list[str], remaining: list[str],
-                  **extra) -> Path | None:
+def add_to_record(
+    instance: dg.DagsterInstance, run_id: str, removed: list[str], remaining: list[str], **extra
+) -> Path | None:
     """Add what was removed (and, for a failed step, its error) to the run's failure record, if it has one."""
     run = instance.get_run_by_id(run_id)
     path = Path(run.tags[RECORD_TAG]) if run and run.tags.get(RECORD_TAG) else None
@@ -292,16 +365,29 @@ def add_to_record(instance: dg.DagsterInstance, run_id: str, removed: list[str],
     return path
 
 
-def sweep(instance: dg.DagsterInstance, run: dg.DagsterRun, settings: PipelineSettings, graph: IntermediateGraph,
-          current: str | None = None, current_succeeded: bool = False, final: bool = False) -> list[str]:
+def sweep(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    settings: PipelineSettings,
+    graph: IntermediateGraph,
+    current: str | None = None,
+    current_succeeded: bool = False,
+    final: bool = False,
+) -> list[str]:
     """Remove the run's intermediates that no step of it can still read (all of them when ``final``)."""
-    keys = None if final else no_longer_needed(graph, RunProgress.of(instance, run, current, current_succeeded))
+    keys = (
+        None
+        if final
+        else no_longer_needed(graph, RunProgress.of(instance, run, current, current_succeeded))
+    )
     removed, remaining = [], []
     for week in run_weeks(run):
         removed += remove_intermediates(settings, week, keys)[0]
         left = [str(p) for p in intermediate_files(settings, week)]
         if not left:
-            removed += remove_intermediates(settings, week)[0]  # the customer-level reports go with the last
+            removed += remove_intermediates(settings, week)[
+                0
+            ]  # the customer-level reports go with the last
             release_claims(home_root(settings), run.run_id, [week])
         remaining += left
     add_to_record(instance, run.run_id, removed, remaining)
@@ -326,8 +412,10 @@ class FinalSweepExecutor(Executor):
     def execute(self, plan_context, execution_plan) -> Iterator:
         orphans = sweep_orphans(self.settings, plan_context.instance, keep_run=plan_context.run_id)
         for week, removed in orphans.items():
-            plan_context.log.warning(f"removed {len(removed)} intermediate file(s) of week {week} left by a run "
-                                     "that ended without cleaning up (recorded in failed_*.json)")
+            plan_context.log.warning(
+                f"removed {len(removed)} intermediate file(s) of week {week} left by a run "
+                "that ended without cleaning up (recorded in failed_*.json)"
+            )
         try:
             yield from self.inner.execute(plan_context, execution_plan)
         finally:
@@ -335,14 +423,22 @@ class FinalSweepExecutor(Executor):
             removed = sweep(plan_context.instance, run, self.settings, self.graph, final=True)
             release_claims(home_root(self.settings), run.run_id, run_weeks(run))
             if removed:
-                plan_context.log.info(f"run ended: removed {len(removed)} intermediate file(s) of "
-                                      f"{', '.join(run_weeks(run))}")
+                plan_context.log.info(
+                    f"run ended: removed {len(removed)} intermediate file(s) of "
+                    f"{', '.join(run_weeks(run))}"
+                )
 
 
-def with_final_sweep(base: dg.ExecutorDefinition, settings: PipelineSettings,
-                     graph: IntermediateGraph) -> dg.ExecutorDefinition:
+def with_final_sweep(
+    base: dg.ExecutorDefinition, settings: PipelineSettings, graph: IntermediateGraph
+) -> dg.ExecutorDefinition:
     """``base`` (same name and configuration), with the run's intermediates removed when its plan ends."""
     return dg.ExecutorDefinition(
-        name=base.name, config_schema=base.config_schema, requirements=base.get_requirements,
+        name=base.name,
+        config_schema=base.config_schema,
+        requirements=base.get_requirements,
         description=f"{base.description or base.name}; removes the run's intermediates when it ends",
-        executor_creation_fn=lambda init: FinalSweepExecutor(base.executor_creation_fn(init), settings, graph))
+        executor_creation_fn=lambda init: FinalSweepExecutor(
+            base.executor_creation_fn(init), settings, graph
+        ),
+    )

@@ -17,20 +17,43 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from customer_assets.frames import FrameBatches, StoredFrame
 from customer_assets.schemas import (
-    CrmCustomers, CustomerEventAggregates, CustomerHistory, CustomerIdentityMap, DataQualityMetrics, IdentityMerges, DimDate, ErpCustomers, FactTransactions,
-    FactTransactionsQuarantine, MartChurnRetention, MartCohortRetention, MartWeeklySales, PipelineErrorLog, ProductSnapshots,
-    QuarantinedTransactions, RawTransactions, TransactionAnomalies, TransformedTransactions, UnifiedCustomerProfiles,
-    ValidatedTransactions)
+    CrmCustomers,
+    CustomerEventAggregates,
+    CustomerHistory,
+    CustomerIdentityMap,
+    DataQualityMetrics,
+    DimDate,
+    ErpCustomers,
+    FactTransactions,
+    FactTransactionsQuarantine,
+    IdentityMerges,
+    MartChurnRetention,
+    MartCohortRetention,
+    MartWeeklySales,
+    PipelineErrorLog,
+    ProductSnapshots,
+    QuarantinedTransactions,
+    RawTransactions,
+    TransactionAnomalies,
+    TransformedTransactions,
+    UnifiedCustomerProfiles,
+    ValidatedTransactions,
+)
 
 
 def _holds_only_str(frame: object, columns: list[str]) -> bool:
     """True when each column is a pandas string column, or an object column of Python str (or missing) only."""
     return isinstance(frame, pd.DataFrame) and all(
-        name in frame.columns and (
+        name in frame.columns
+        and (
             isinstance(frame[name].dtype, pd.StringDtype)
-            or (frame[name].dtype == object
-                and pd.api.types.infer_dtype(frame[name], skipna=True) in ("string", "empty")))
-        for name in columns)
+            or (
+                frame[name].dtype == object
+                and pd.api.types.infer_dtype(frame[name], skipna=True) in ("string", "empty")
+            )
+        )
+        for name in columns
+    )
 
 
 def _shallow(frame: pd.DataFrame) -> pd.DataFrame:
@@ -93,10 +116,18 @@ class ModelViolation(pa.errors.SchemaErrors):
         return f"{self.headline}\n{pa.errors.SchemaErrors.__str__(self)}"
 
 
-def violation(model: type[pa.DataFrameModel], frame: pd.DataFrame, exc: pa.errors.SchemaErrors) -> ModelViolation:
+def violation(
+    model: type[pa.DataFrameModel], frame: pd.DataFrame, exc: pa.errors.SchemaErrors
+) -> ModelViolation:
     """``exc`` with a headline naming ``model``, its failed checks and up to ``NAMED_IDS`` offending ids."""
     cases = exc.failure_cases
-    checks = sorted({f"{column}: {check}" for column, check in zip(cases["column"], cases["check"])}, key=str)
+    checks = sorted(
+        {
+            f"{column}: {check}"
+            for column, check in zip(cases["column"], cases["check"], strict=False)
+        },
+        key=str,
+    )
     rows = pd.Index(cases["index"].dropna().unique())
     headline = f"{model.__name__} broken ({'; '.join(checks)})"
     if len(rows) and "transaction_id" in frame.columns:
@@ -139,30 +170,48 @@ def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
     def type_check(context, value: object) -> dg.TypeCheck:
         return dg.TypeCheck(success=True) if passes(value) else full.type_check(context, value)
 
-    return dg.DagsterType(type_check_fn=type_check, name=full.unique_name, description=full.description,
-                          metadata=full.metadata, typing_type=pd.DataFrame)
+    return dg.DagsterType(
+        type_check_fn=type_check,
+        name=full.unique_name,
+        description=full.description,
+        metadata=full.metadata,
+        typing_type=pd.DataFrame,
+    )
 
 
 def column_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
     """The model's columns, types and descriptions as Dagster's table schema (for an asset's definition)."""
-    return dg.TableSchema(columns=[dg.TableColumn(name=name, type=str(column.dtype), description=column.description)
-                                   for name, column in model.to_schema().columns.items()])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=name, type=str(column.dtype), description=column.description)
+            for name, column in model.to_schema().columns.items()
+        ]
+    )
 
 
-def stored_frame_type(name: str, check: Callable[[pd.DataFrame], None], metadata: dict | None = None) -> dg.DagsterType:
+def stored_frame_type(
+    name: str, check: Callable[[pd.DataFrame], None], metadata: dict | None = None
+) -> dg.DagsterType:
     """A Dagster type for StoredFrame values: ``check`` runs on the file's schema (no rows are read)."""
 
     def type_check(_context, value: object) -> dg.TypeCheck:
         if not isinstance(value, StoredFrame):
-            return dg.TypeCheck(success=False, description=f"expected a StoredFrame, got {type(value).__name__}")
+            return dg.TypeCheck(
+                success=False, description=f"expected a StoredFrame, got {type(value).__name__}"
+            )
         try:
             check(value.empty())
-        except Exception as err:  # noqa: BLE001 - the check's own message is the type check's description
+        except Exception as err:
             return dg.TypeCheck(success=False, description=f"{value.path}: {err}")
         return dg.TypeCheck(success=True, metadata={"dagster/row_count": value.num_rows})
 
-    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=StoredFrame, metadata=metadata,
-                          description=f"{name}: a Parquet file read in batches; its columns and types are checked.")
+    return dg.DagsterType(
+        type_check_fn=type_check,
+        name=name,
+        typing_type=StoredFrame,
+        metadata=metadata,
+        description=f"{name}: a Parquet file read in batches; its columns and types are checked.",
+    )
 
 
 def frame_batches_type(name: str, metadata: dict | None = None) -> dg.DagsterType:
@@ -171,10 +220,17 @@ def frame_batches_type(name: str, metadata: dict | None = None) -> dg.DagsterTyp
     def type_check(_context, value: object) -> dg.TypeCheck:
         if isinstance(value, FrameBatches):
             return dg.TypeCheck(success=True)
-        return dg.TypeCheck(success=False, description=f"expected FrameBatches, got {type(value).__name__}")
+        return dg.TypeCheck(
+            success=False, description=f"expected FrameBatches, got {type(value).__name__}"
+        )
 
-    return dg.DagsterType(type_check_fn=type_check, name=name, typing_type=FrameBatches, metadata=metadata,
-                          description=f"{name}, written batch by batch; each batch is validated as it is written.")
+    return dg.DagsterType(
+        type_check_fn=type_check,
+        name=name,
+        typing_type=FrameBatches,
+        metadata=metadata,
+        description=f"{name}, written batch by batch; each batch is validated as it is written.",
+    )
 
 
 RawTransactionsType = frame_type(RawTransactions)
@@ -185,11 +241,15 @@ TransactionAnomaliesType = frame_type(TransactionAnomalies)
 check_validated_transactions = frame_check(ValidatedTransactions)
 check_transformed_transactions = frame_check(TransformedTransactions)
 _TRANSFORMED_METADATA = _dagster_pandera_type(TransformedTransactions).metadata
-TransformedTransactionsBatchesType = frame_batches_type("TransformedTransactionsBatches", _TRANSFORMED_METADATA)
+TransformedTransactionsBatchesType = frame_batches_type(
+    "TransformedTransactionsBatches", _TRANSFORMED_METADATA
+)
 ValidatedTransactionsBatchesType = frame_batches_type(
-    "ValidatedTransactionsBatches", _dagster_pandera_type(ValidatedTransactions).metadata)
+    "ValidatedTransactionsBatches", _dagster_pandera_type(ValidatedTransactions).metadata
+)
 TransformedTransactionsFileType = stored_frame_type(
-    "TransformedTransactionsFile", check_transformed_transactions, _TRANSFORMED_METADATA)
+    "TransformedTransactionsFile", check_transformed_transactions, _TRANSFORMED_METADATA
+)
 DataQualityMetricsType = frame_type(DataQualityMetrics)
 CrmCustomersType = frame_type(CrmCustomers)
 CustomerEventAggregatesType = frame_type(CustomerEventAggregates)

@@ -6,22 +6,51 @@ import dagster as dg
 
 from customer_assets import tables
 from customer_assets.assets import (
-    checks, extract, history, identity, kafka, marts, profiles, rejects, star, summary, transform, validation,
-    warehouse)
-from customer_assets.erasure import erase_customers, rekey_suppression
-from customer_assets.deployments import WAREHOUSE_KINDS, deployment_name, resources_for
-from customer_assets.freshness import freshness_alerts, with_freshness
+    checks,
+    extract,
+    history,
+    identity,
+    kafka,
+    marts,
+    profiles,
+    rejects,
+    star,
+    summary,
+    transform,
+    validation,
+    warehouse,
+)
 from customer_assets.cleanup import IntermediateGraph, with_final_sweep
+from customer_assets.deployments import WAREHOUSE_KINDS, deployment_name, resources_for
+from customer_assets.erasure import erase_customers, rekey_suppression
+from customer_assets.freshness import freshness_alerts, with_freshness
 from customer_assets.hooks import cleanup_hooks
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import (
-    etl_failure_cleanup, events_landing_zone, late_changes_default, orphaned_intermediates,
-    source_changes_sensor)
+    etl_failure_cleanup,
+    events_landing_zone,
+    late_changes_default,
+    orphaned_intermediates,
+    source_changes_sensor,
+)
 from customer_assets.settings import configure_runtime
 from customer_assets.suppression import with_suppression_recheck
 
-ASSET_MODULES = [extract, validation, rejects, history, transform, warehouse, kafka, profiles, identity, star, marts,
-                 summary, checks]
+ASSET_MODULES = [
+    extract,
+    validation,
+    rejects,
+    history,
+    transform,
+    warehouse,
+    kafka,
+    profiles,
+    identity,
+    star,
+    marts,
+    summary,
+    checks,
+]
 
 
 def pipeline_assets() -> list:
@@ -30,7 +59,10 @@ def pipeline_assets() -> list:
     ran is never undone by a run that started before it."""
     assets = dg.load_assets_from_modules(ASSET_MODULES)
     hooks = cleanup_hooks(IntermediateGraph.of(assets))
-    assets = [a.with_hooks(hooks) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a for a in assets]
+    assets = [
+        a.with_hooks(hooks) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a
+        for a in assets
+    ]
     assets = with_suppression_recheck(assets)
     return with_freshness(assets) + list(dg.load_asset_checks_from_modules(ASSET_MODULES))
 
@@ -43,9 +75,13 @@ def with_warehouse_kind(assets: list, deployment: str) -> list:
     def located(spec: dg.AssetSpec) -> dg.AssetSpec:
         return spec.merge_attributes(kinds={kind}) if tables.is_table(spec.key) else spec
 
-    return [dg.map_asset_specs(located, [asset])[0]
-            if isinstance(asset, dg.AssetsDefinition) and not isinstance(asset, dg.AssetChecksDefinition)
-            else asset for asset in assets]
+    return [
+        dg.map_asset_specs(located, [asset])[0]
+        if isinstance(asset, dg.AssetsDefinition)
+        and not isinstance(asset, dg.AssetChecksDefinition)
+        else asset
+        for asset in assets
+    ]
 
 
 def build_definitions(deployment: str | None = None) -> dg.Definitions:
@@ -61,8 +97,14 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
         assets=assets,
         jobs=[weekly_pipeline_job, erase_customers, rekey_suppression],
         schedules=[weekly_schedule],
-        sensors=[etl_failure_cleanup, events_landing_zone, source_changes_sensor(late_changes_default()),
-                 freshness_alerts, orphaned_intermediates, kafka.kafka_arrivals],
+        sensors=[
+            etl_failure_cleanup,
+            events_landing_zone,
+            source_changes_sensor(late_changes_default()),
+            freshness_alerts,
+            orphaned_intermediates,
+            kafka.kafka_arrivals,
+        ],
         resources=resources,
         executor=with_final_sweep(executor, resources["settings"], IntermediateGraph.of(assets)),
     )

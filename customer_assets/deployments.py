@@ -15,7 +15,12 @@ from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
-from customer_assets.settings import kafka_configured, kafka_settings_from_env, settings_from_env, source_configured
+from customer_assets.settings import (
+    kafka_configured,
+    kafka_settings_from_env,
+    settings_from_env,
+    source_configured,
+)
 from customer_assets.sources.kafka import KafkaSource
 from customer_assets.sources.source_schema import check_timezone
 
@@ -34,7 +39,9 @@ def uses_embedded_demo(deployment: str) -> bool:
     if source_configured():
         return False
     if deployment != "local":
-        raise ValueError(f"DAGSTER_DEPLOYMENT={deployment} needs DB_HOST: the embedded demo database is local only")
+        raise ValueError(
+            f"DAGSTER_DEPLOYMENT={deployment} needs DB_HOST: the embedded demo database is local only"
+        )
     return True
 
 
@@ -44,13 +51,20 @@ def source_db_from_env(deployment: str, data_dir: str, events_path: str | None) 
     timezone = check_timezone(os.environ.get("SOURCE_TIMEZONE") or "UTC")
     timeouts = source_timeouts_from_env()
     if uses_embedded_demo(deployment):
-        from customer_assets.demo.embedded import EmbeddedPostgresSource  # the demo, only when it is used
+        from customer_assets.demo.embedded import (
+            EmbeddedPostgresSource,
+        )  # the demo, only when it is used
 
         return EmbeddedPostgresSource(
-            embedded_dir=os.environ.get("EMBEDDED_PG_DIR") or str(Path(data_dir, "embedded_postgres")),
+            embedded_dir=os.environ.get("EMBEDDED_PG_DIR")
+            or str(Path(data_dir, "embedded_postgres")),
             # The demo writes its own event files only where nothing else feeds the landing zone.
-            demo_events_dir=None if os.environ.get("EVENTS_PATH") or kafka_configured() else events_path,
-            timezone=timezone, **timeouts)
+            demo_events_dir=None
+            if os.environ.get("EVENTS_PATH") or kafka_configured()
+            else events_path,
+            timezone=timezone,
+            **timeouts,
+        )
     return PostgresSource(
         timezone=timezone,
         **timeouts,
@@ -81,15 +95,21 @@ def local_hash_key(data_dir: str) -> str:
     if not path.exists():
         legacy = Path(data_dir, ".pii_hash_key")
         # read before creating: with the default paths the old place and the new one are the same file
-        carried = legacy.read_text().strip() if legacy.exists() and legacy.resolve() != path.resolve() else ""
+        carried = (
+            legacy.read_text().strip()
+            if legacy.exists() and legacy.resolve() != path.resolve()
+            else ""
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(carried or secrets.token_hex(32))
     key = path.read_text().strip()
     if not key:
-        raise ValueError(f"the local PII hash key {path} is empty: restore it from a backup, or remove the file "
-                         "and move the suppression list to the new key with the job rekey_suppression")
+        raise ValueError(
+            f"the local PII hash key {path} is empty: restore it from a backup, or remove the file "
+            "and move the suppression list to the new key with the job rekey_suppression"
+        )
     return key
 
 
@@ -101,21 +121,40 @@ def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
     # The demo's crm_customers table stands in for the API on the embedded default (and, named by
     # CRM_DEMO_TABLE, in benchmarks on seeded demo data); elsewhere a week without CRM_API_URL has no CRM
     # source, and its profiles come from the database (and events).
-    demo_table = "crm_customers" if uses_embedded_demo(deployment) else os.environ.get("CRM_DEMO_TABLE") or None
-    return CrmSource(api_url=_env_var("CRM_API_URL"), api_key=_env_var("CRM_API_KEY"), hash_key=hash_key,
-                     demo_table=demo_table)
+    demo_table = (
+        "crm_customers"
+        if uses_embedded_demo(deployment)
+        else os.environ.get("CRM_DEMO_TABLE") or None
+    )
+    return CrmSource(
+        api_url=_env_var("CRM_API_URL"),
+        api_key=_env_var("CRM_API_KEY"),
+        hash_key=hash_key,
+        demo_table=demo_table,
+    )
 
 
 def erp_from_env(deployment: str) -> ErpSource:
     """ERP_DB_HOST: the ERP's own PostgreSQL; unset: none, except on the embedded demo (its ``erp`` schema)."""
     if not os.environ.get("ERP_DB_HOST"):
         return ErpSource(demo=uses_embedded_demo(deployment))
-    optional = {key: value for key, value in {
-        "dbname": _env_var("ERP_DB_NAME"), "user": _env_var("ERP_DB_USER"), "password": _env_var("ERP_DB_PASSWORD"),
-        "schema_name": os.environ.get("ERP_DB_SCHEMA") or None, "table": os.environ.get("ERP_DB_TABLE") or None,
-        "columns": os.environ.get("ERP_DB_COLUMNS") or None}.items() if value is not None}
-    return ErpSource(host=dg.EnvVar("ERP_DB_HOST"),
-                     port=dg.EnvVar.int("ERP_DB_PORT") if os.environ.get("ERP_DB_PORT") else 5432, **optional)
+    optional = {
+        key: value
+        for key, value in {
+            "dbname": _env_var("ERP_DB_NAME"),
+            "user": _env_var("ERP_DB_USER"),
+            "password": _env_var("ERP_DB_PASSWORD"),
+            "schema_name": os.environ.get("ERP_DB_SCHEMA") or None,
+            "table": os.environ.get("ERP_DB_TABLE") or None,
+            "columns": os.environ.get("ERP_DB_COLUMNS") or None,
+        }.items()
+        if value is not None
+    }
+    return ErpSource(
+        host=dg.EnvVar("ERP_DB_HOST"),
+        port=dg.EnvVar.int("ERP_DB_PORT") if os.environ.get("ERP_DB_PORT") else 5432,
+        **optional,
+    )
 
 
 def lock_timeout_from_env() -> float:
@@ -126,7 +165,9 @@ def lock_timeout_from_env() -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= 86_400:
-        raise ValueError(f"WAREHOUSE_LOCK_TIMEOUT={value!r} must be a number of seconds between 0 and 86400, e.g. 60")
+        raise ValueError(
+            f"WAREHOUSE_LOCK_TIMEOUT={value!r} must be a number of seconds between 0 and 86400, e.g. 60"
+        )
     return seconds
 
 
@@ -147,28 +188,42 @@ def resources_for(deployment: str) -> dict[str, object]:
         "erp": erp_from_env(deployment),
         "kafka": KafkaSource(**kafka_settings_from_env()),
         # Intermediates in DATA_DIR, or in a bucket when runs do not share a disk.
-        "io_manager": ParquetIOManager(base_dir=settings.data_dir, url=settings.intermediates_url,
-                                       emulator_host=settings.storage_emulator_host),
-        "alerts": Alerts(webhook_url=_env_var("ALERT_WEBHOOK_URL"),
-                         webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL") or None),
+        "io_manager": ParquetIOManager(
+            base_dir=settings.data_dir,
+            url=settings.intermediates_url,
+            emulator_host=settings.storage_emulator_host,
+        ),
+        "alerts": Alerts(
+            webhook_url=_env_var("ALERT_WEBHOOK_URL"),
+            webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL") or None,
+        ),
     }
     if deployment == "local":
         database = warehouse_path(settings.data_dir)
         lock_timeout = lock_timeout_from_env()
         resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(
-            database=database, reports_dir=settings.reports_dir, lock_timeout_seconds=lock_timeout)
+            database=database, reports_dir=settings.reports_dir, lock_timeout_seconds=lock_timeout
+        )
         resources["warehouse"] = DuckDBWarehouse(
-            database=database, lock_timeout_seconds=lock_timeout, read_copy_path=os.environ.get(
-                "WAREHOUSE_READ_COPY_PATH") or str(Path(database).with_name(f"{Path(database).stem}_read.duckdb")))
+            database=database,
+            lock_timeout_seconds=lock_timeout,
+            read_copy_path=os.environ.get("WAREHOUSE_READ_COPY_PATH")
+            or str(Path(database).with_name(f"{Path(database).stem}_read.duckdb")),
+        )
     elif deployment == "prod":
         from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 
-        optional = {key: value for key, value in {
-            "location": _env_var("BIGQUERY_LOCATION"),
-            "dataset_override": _env_var("BIGQUERY_DATASET"),
-            "emulator_host": _env_var("BIGQUERY_EMULATOR_HOST"),
-        }.items() if value is not None}
+        optional = {
+            key: value
+            for key, value in {
+                "location": _env_var("BIGQUERY_LOCATION"),
+                "dataset_override": _env_var("BIGQUERY_DATASET"),
+                "emulator_host": _env_var("BIGQUERY_EMULATOR_HOST"),
+            }.items()
+            if value is not None
+        }
         resources["warehouse_io_manager"] = BigQueryWarehouseIOManager(
-            project=dg.EnvVar("GCP_PROJECT_ID"), reports_dir=settings.reports_dir, **optional)
+            project=dg.EnvVar("GCP_PROJECT_ID"), reports_dir=settings.reports_dir, **optional
+        )
         resources["warehouse"] = BigQueryWarehouse(project=dg.EnvVar("GCP_PROJECT_ID"), **optional)
     return resources

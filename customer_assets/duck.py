@@ -23,11 +23,14 @@ class WarehouseLocked(dg.Failure):
             "(WAREHOUSE_LOCK_TIMEOUT). DuckDB allows one process at a time on the file, readers included: close "
             "that connection (analysts read the copy published after each week, WAREHOUSE_READ_COPY_PATH), then "
             f"re-run the week. [{message.strip().splitlines()[0]}]",
-            metadata={"lock_holder": who}, allow_retries=False)
+            metadata={"lock_holder": who},
+            allow_retries=False,
+        )
 
 
-def connect_waiting(database: str, timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
-                    read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect_waiting(
+    database: str, timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
     """The file opened for writing, waiting at most ``timeout_seconds`` for another process's lock, in UTC.
 
     dagster-duckdb's own connections retry a lock ten times with a growing backoff (minutes in all) and then
@@ -35,7 +38,9 @@ def connect_waiting(database: str, timeout_seconds: float = DEFAULT_LOCK_TIMEOUT
     started, delay = time.monotonic(), 0.1
     while True:
         try:
-            con = duckdb.connect(database, read_only=read_only, config={"custom_user_agent": "customer_assets"})
+            con = duckdb.connect(
+                database, read_only=read_only, config={"custom_user_agent": "customer_assets"}
+            )
             con.execute("SET TimeZone = 'UTC'")
             return con
         except duckdb.IOException as exc:
@@ -58,11 +63,14 @@ def literal(text: object) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def connect(database: str = ":memory:", read_only: bool = False, threads: int | None = 1
-            ) -> duckdb.DuckDBPyConnection:
+def connect(
+    database: str = ":memory:", read_only: bool = False, threads: int | None = 1
+) -> duckdb.DuckDBPyConnection:
     """A connection in UTC, so that timestamps come back in UTC whatever the machine's zone; by default in
     memory on one thread, where each group aggregates its rows in row order and a rerun gives the same bits
     (``threads=None``: DuckDB's default, for the warehouse file)."""
-    con = duckdb.connect(database, read_only=read_only, config={} if threads is None else {"threads": threads})
+    con = duckdb.connect(
+        database, read_only=read_only, config={} if threads is None else {"threads": threads}
+    )
     con.execute("SET TimeZone = 'UTC'")
     return con

@@ -29,11 +29,26 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.copy_stream import copy_query
 from customer_assets.suppression import (  # noqa: F401  (the list's readers import them from here)
-    SUPPRESSION, add_to_list, canonical_ids, check_key, customer_hashes, delete_customers,
-    drop_suppressed, fingerprint, rekey, rewrite_files, scrub, suppressed_hashes, suppressed_mask, with_their_persons)
+    SUPPRESSION,
+    add_to_list,
+    canonical_ids,
+    check_key,
+    customer_hashes,
+    delete_customers,
+    drop_suppressed,
+    fingerprint,
+    rekey,
+    rewrite_files,
+    scrub,
+    suppressed_hashes,
+    suppressed_mask,
+    with_their_persons,
+)
 
 
-def erase_from_warehouse(warehouse: WarehouseSQL, ids: list[str], hash_key: str, request: str) -> dict[str, int]:
+def erase_from_warehouse(
+    warehouse: WarehouseSQL, ids: list[str], hash_key: str, request: str
+) -> dict[str, int]:
     """Add the ids' hashes to the suppression list, then delete their rows from every customer table; returns
     rows removed per table. Safe to repeat: a second run removes nothing and adds no hash twice. The list is
     written first: a weekly step that writes after the deletion finds the customer on it (``scrub``)."""
@@ -43,37 +58,60 @@ def erase_from_warehouse(warehouse: WarehouseSQL, ids: list[str], hash_key: str,
     return delete_customers(warehouse, ids)
 
 
-def erase_from_files(roots: list[Path], ids: list[str], running_weeks: frozenset[str] = frozenset()) -> dict[str, int]:
+def erase_from_files(
+    roots: list[Path], ids: list[str], running_weeks: frozenset[str] = frozenset()
+) -> dict[str, int]:
     """Rewrite every Parquet and CSV file under ``roots`` that has a ``customer_id`` column without those
     customers' rows (week intermediates left by a dead run, anomaly listings); returns rows removed per file.
     Intermediates of ``running_weeks`` are left to their run: rewriting a file a step reads fails the step,
     the run's writes are scrubbed after it, and its intermediates go when it ends (``cleanup.py``)."""
     wanted = set(canonical_ids(ids))
-    return rewrite_files(roots, lambda values: standardise_ids(values).isin(wanted),
-                         skip=lambda path: path.suffix == ".parquet" and path.stem in running_weeks)
+    return rewrite_files(
+        roots,
+        lambda values: standardise_ids(values).isin(wanted),
+        skip=lambda path: path.suffix == ".parquet" and path.stem in running_weeks,
+    )
 
 
-IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+IN_PROGRESS = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 LIST_JOBS = ("erase_customers", "rekey_suppression")
 
 
-def wait_for_earlier_runs(context: dg.OpExecutionContext, minutes: float, poll_seconds: float = 2.0) -> int:
+def wait_for_earlier_runs(
+    context: dg.OpExecutionContext, minutes: float, poll_seconds: float = 2.0
+) -> int:
     """Wait until the runs of this instance in progress when the erasure started have ended: a run that read the
     suppression list before the erasure would write the customers back after it. Returns how many it waited
     for; stops with one line, before anything is erased, when they outlast ``minutes``."""
-    earlier = {run.run_id for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-               if run.run_id != context.run_id and run.job_name not in LIST_JOBS}
+    earlier = {
+        run.run_id
+        for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+        if run.run_id != context.run_id and run.job_name not in LIST_JOBS
+    }
     if earlier:
-        context.log.info(f"waiting for {len(earlier)} run(s) that started before this erasure: {sorted(earlier)}")
+        context.log.info(
+            f"waiting for {len(earlier)} run(s) that started before this erasure: {sorted(earlier)}"
+        )
     deadline = time.monotonic() + minutes * 60
     waiting = set(earlier)
     while waiting:
-        waiting = {run.run_id for run in context.instance.get_runs(filters=dg.RunsFilter(
-            run_ids=sorted(waiting), statuses=IN_PROGRESS))}
+        waiting = {
+            run.run_id
+            for run in context.instance.get_runs(
+                filters=dg.RunsFilter(run_ids=sorted(waiting), statuses=IN_PROGRESS)
+            )
+        }
         if waiting and time.monotonic() > deadline:
-            raise dg.Failure(description=f"Nothing was erased: run(s) {sorted(waiting)} that started before this "
-                             f"erasure are still running after {minutes:g} minutes; run the erasure again when "
-                             "they end, or cancel them.", allow_retries=False)
+            raise dg.Failure(
+                description=f"Nothing was erased: run(s) {sorted(waiting)} that started before this "
+                f"erasure are still running after {minutes:g} minutes; run the erasure again when "
+                "they end, or cancel them.",
+                allow_retries=False,
+            )
         if waiting:
             time.sleep(poll_seconds)
     return len(earlier)
@@ -82,72 +120,124 @@ def wait_for_earlier_runs(context: dg.OpExecutionContext, minutes: float, poll_s
 def running_weeks(context: dg.OpExecutionContext) -> frozenset[str]:
     """The weeks other runs of this instance are working on now."""
     runs = context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-    return frozenset(week for run in runs if run.run_id != context.run_id for week in run_weeks(run))
+    return frozenset(
+        week for run in runs if run.run_id != context.run_id for week in run_weeks(run)
+    )
 
 
 def read_lines(path: str) -> list[str]:
     """The non-blank lines of a file, or of standard input for ``-`` (ids or a key never go in run config)."""
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 class ErasureConfig(dg.Config):
-    ids_file: str = Field(description="A file of the source customer ids to forget (as the transaction database "
-                          "holds them), one a line; `-` reads standard input. The ids are never in the run "
-                          "config, so Dagster's run storage keeps none.")
-    request: str = Field(default="", description="The erasure request's reference (a ticket id), kept with the hashes.")
-    wait_for_runs_minutes: float = Field(default=360, description="How long to wait for runs that started before "
-                                         "the erasure (they read the suppression list without these customers) "
-                                         "before erasing; past it the erasure stops, erasing nothing.")
+    ids_file: str = Field(
+        description="A file of the source customer ids to forget (as the transaction database "
+        "holds them), one a line; `-` reads standard input. The ids are never in the run "
+        "config, so Dagster's run storage keeps none."
+    )
+    request: str = Field(
+        default="",
+        description="The erasure request's reference (a ticket id), kept with the hashes.",
+    )
+    wait_for_runs_minutes: float = Field(
+        default=360,
+        description="How long to wait for runs that started before "
+        "the erasure (they read the suppression list without these customers) "
+        "before erasing; past it the erasure stops, erasing nothing.",
+    )
 
 
-@dg.op(description="Forget customers: keyed hashes on the suppression list, rows deleted from every warehouse "
-       "table and kept file, counts recorded.", out=dg.Out(dg.Nothing))
-def erase_customers_op(context: dg.OpExecutionContext, config: ErasureConfig, warehouse: WarehouseSQL,
-                       crm: CrmSource, settings: PipelineSettings):
+@dg.op(
+    description="Forget customers: keyed hashes on the suppression list, rows deleted from every warehouse "
+    "table and kept file, counts recorded.",
+    out=dg.Out(dg.Nothing),
+)
+def erase_customers_op(
+    context: dg.OpExecutionContext,
+    config: ErasureConfig,
+    warehouse: WarehouseSQL,
+    crm: CrmSource,
+    settings: PipelineSettings,
+):
     ids = canonical_ids(read_lines(config.ids_file))
     if not ids:
-        raise dg.Failure(description=f"erase_customers found no id in ids_file {config.ids_file}: one id a line",
-                         allow_retries=False)
+        raise dg.Failure(
+            description=f"erase_customers found no id in ids_file {config.ids_file}: one id a line",
+            allow_retries=False,
+        )
     check_key(warehouse, crm.hash_key)
     waited = wait_for_earlier_runs(context, config.wait_for_runs_minutes)
     requested = len(ids)
     ids = with_their_persons(warehouse, ids)  # the person, under every id a source knows them by
     tables = erase_from_warehouse(warehouse, ids, crm.hash_key, config.request)
-    files = erase_from_files([Path(settings.data_dir) / "etl", Path(settings.reports_dir)], ids,
-                             running_weeks(context))
+    files = erase_from_files(
+        [Path(settings.data_dir) / "etl", Path(settings.reports_dir)], ids, running_weeks(context)
+    )
     hashes = customer_hashes(ids, crm.hash_key)
-    read_copy = getattr(warehouse, "publish_read_copy", lambda: None)()  # the analysts' copy forgets them too
-    record = {"erased_at": datetime.now(timezone.utc).isoformat(), "request": config.request,
-              "customers": requested, "ids_erased": len(ids), "customer_hashes": hashes, "waited_for_runs": waited,
-              "key_fingerprint": fingerprint(crm.hash_key)[:12], "analysts_read_copy": read_copy,
-              "rows_removed_per_table": tables, "rows_removed_per_file": files}
-    path = write_log(settings, "erasure", record)  # counts and paths only: the ids are not written there
-    context.log.info(f"erased {record['customers']} customer(s): {sum(tables.values())} warehouse rows, "
-                     f"{sum(files.values())} file rows")
-    return dg.Output(None, metadata={"customers": record["customers"],
-                                       "customer_hashes": dg.MetadataValue.json(hashes),
-                                       "waited_for_runs": waited,
-                                       "rows_removed": sum(tables.values()) + sum(files.values()),
-                                       "per_table": dg.MetadataValue.json(tables),
-                                       "files": dg.MetadataValue.json(files),
-                                       "record": dg.MetadataValue.path(str(path.resolve()))})
+    read_copy = getattr(
+        warehouse, "publish_read_copy", lambda: None
+    )()  # the analysts' copy forgets them too
+    record = {
+        "erased_at": datetime.now(timezone.utc).isoformat(),
+        "request": config.request,
+        "customers": requested,
+        "ids_erased": len(ids),
+        "customer_hashes": hashes,
+        "waited_for_runs": waited,
+        "key_fingerprint": fingerprint(crm.hash_key)[:12],
+        "analysts_read_copy": read_copy,
+        "rows_removed_per_table": tables,
+        "rows_removed_per_file": files,
+    }
+    path = write_log(
+        settings, "erasure", record
+    )  # counts and paths only: the ids are not written there
+    context.log.info(
+        f"erased {record['customers']} customer(s): {sum(tables.values())} warehouse rows, "
+        f"{sum(files.values())} file rows"
+    )
+    return dg.Output(
+        None,
+        metadata={
+            "customers": record["customers"],
+            "customer_hashes": dg.MetadataValue.json(hashes),
+            "waited_for_runs": waited,
+            "rows_removed": sum(tables.values()) + sum(files.values()),
+            "per_table": dg.MetadataValue.json(tables),
+            "files": dg.MetadataValue.json(files),
+            "record": dg.MetadataValue.path(str(path.resolve())),
+        },
+    )
 
 
-@dg.job(description="Forget customers on request (GDPR art. 17): give `ids_file`, a file of their ids (one a "
-        "line, `-` for standard input), in the launchpad config. "
-        "Removes them from every week of every warehouse table and kept file, and keeps their keyed hashes on "
-        "the suppression list so later weeks and backfills leave them out.",
-        tags={"dagster/max_retries": 0}, executor_def=dg.in_process_executor)  # one step; `-` reads stdin
+@dg.job(
+    description="Forget customers on request (GDPR art. 17): give `ids_file`, a file of their ids (one a "
+    "line, `-` for standard input), in the launchpad config. "
+    "Removes them from every week of every warehouse table and kept file, and keeps their keyed hashes on "
+    "the suppression list so later weeks and backfills leave them out.",
+    tags={"dagster/max_retries": 0},
+    executor_def=dg.in_process_executor,
+)  # one step; `-` reads stdin
 def erase_customers():
     erase_customers_op()
 
 
 class RekeyConfig(dg.Config):
-    old_key_file: str = Field(description="A file holding the key the list is hashed under now (`-`: standard "
-                              "input). The new key is the deployment's PII_HASH_KEY (or its local key file).")
-    drop_unmatched: bool = Field(default=False, description="Drop entries no source id matches (their requests "
-                                 "are listed: erase those ids again under the new key) instead of stopping.")
+    old_key_file: str = Field(
+        description="A file holding the key the list is hashed under now (`-`: standard "
+        "input). The new key is the deployment's PII_HASH_KEY (or its local key file)."
+    )
+    drop_unmatched: bool = Field(
+        default=False,
+        description="Drop entries no source id matches (their requests "
+        "are listed: erase those ids again under the new key) instead of stopping.",
+    )
 
 
 ALL_IDS_SQL = """
@@ -162,34 +252,67 @@ def source_customer_ids(source_db: PostgresSource, crm: CrmSource) -> list[str]:
 
     with source_db.connect() as conn:
         schema = source_db.schema(conn)
-        sql = ALL_IDS_SQL.format(customer=schema.text("c", "customer_id"), transaction=schema.text("t", "customer_id"))
-        ids = copy_query(conn, sql, None, pa.schema([("customer_id", pa.string())]))["customer_id"].to_pylist()
-    extract = crm.fetch_week(datetime(1970, 1, 5, tzinfo=timezone.utc), datetime.now(timezone.utc), source_db)
-    crm_ids = ([r.get("customer_id") for r in extract.records] if extract.table is None
-               else extract.table["customer_id"].tolist())
+        sql = ALL_IDS_SQL.format(
+            customer=schema.text("c", "customer_id"), transaction=schema.text("t", "customer_id")
+        )
+        ids = copy_query(conn, sql, None, pa.schema([("customer_id", pa.string())]))[
+            "customer_id"
+        ].to_pylist()
+    extract = crm.fetch_week(
+        datetime(1970, 1, 5, tzinfo=timezone.utc), datetime.now(timezone.utc), source_db
+    )
+    crm_ids = (
+        [r.get("customer_id") for r in extract.records]
+        if extract.table is None
+        else extract.table["customer_id"].tolist()
+    )
     return [i for i in ids + crm_ids if isinstance(i, str)]
 
 
-@dg.op(description="Move the erasure suppression list to the deployment's PII_HASH_KEY: each entry re-derived "
-       "from the ids the sources hold, hashed under the old key to match and under the new one to store.",
-       out=dg.Out(dg.Nothing))
-def rekey_suppression_op(context: dg.OpExecutionContext, config: RekeyConfig, warehouse: WarehouseSQL,
-                         crm: CrmSource, source_db: PostgresSource, settings: PipelineSettings):
+@dg.op(
+    description="Move the erasure suppression list to the deployment's PII_HASH_KEY: each entry re-derived "
+    "from the ids the sources hold, hashed under the old key to match and under the new one to store.",
+    out=dg.Out(dg.Nothing),
+)
+def rekey_suppression_op(
+    context: dg.OpExecutionContext,
+    config: RekeyConfig,
+    warehouse: WarehouseSQL,
+    crm: CrmSource,
+    source_db: PostgresSource,
+    settings: PipelineSettings,
+):
     keys = read_lines(config.old_key_file)
     if len(keys) != 1:
-        raise dg.Failure(description=f"old_key_file {config.old_key_file} must hold the old key on one line",
-                         allow_retries=False)
-    moved = rekey(warehouse, keys[0], crm.hash_key, source_customer_ids(source_db, crm), config.drop_unmatched)
-    path = write_log(settings, "rekey", {"rekeyed_at": datetime.now(timezone.utc).isoformat(), **moved})
-    context.log.info(f"suppression list moved from key {moved['old_fingerprint']} to {moved['new_fingerprint']}: "
-                     f"{moved['moved']} entries moved, {moved['dropped']} dropped")
-    return dg.Output(None, metadata={**{k: v for k, v in moved.items() if k != "dropped_requests"},
-                                       "dropped_requests": dg.MetadataValue.json(moved["dropped_requests"]),
-                                       "record": dg.MetadataValue.path(str(path.resolve()))})
+        raise dg.Failure(
+            description=f"old_key_file {config.old_key_file} must hold the old key on one line",
+            allow_retries=False,
+        )
+    moved = rekey(
+        warehouse, keys[0], crm.hash_key, source_customer_ids(source_db, crm), config.drop_unmatched
+    )
+    path = write_log(
+        settings, "rekey", {"rekeyed_at": datetime.now(timezone.utc).isoformat(), **moved}
+    )
+    context.log.info(
+        f"suppression list moved from key {moved['old_fingerprint']} to {moved['new_fingerprint']}: "
+        f"{moved['moved']} entries moved, {moved['dropped']} dropped"
+    )
+    return dg.Output(
+        None,
+        metadata={
+            **{k: v for k, v in moved.items() if k != "dropped_requests"},
+            "dropped_requests": dg.MetadataValue.json(moved["dropped_requests"]),
+            "record": dg.MetadataValue.path(str(path.resolve())),
+        },
+    )
 
 
-@dg.job(description="After changing PII_HASH_KEY: move the erasure suppression list to the new key (the old "
-        "key from a file or standard input, never run config). Runs stop until it has run.",
-        tags={"dagster/max_retries": 0}, executor_def=dg.in_process_executor)  # one step; `-` reads stdin
+@dg.job(
+    description="After changing PII_HASH_KEY: move the erasure suppression list to the new key (the old "
+    "key from a file or standard input, never run config). Runs stop until it has run.",
+    tags={"dagster/max_retries": 0},
+    executor_def=dg.in_process_executor,
+)  # one step; `-` reads stdin
 def rekey_suppression():
     rekey_suppression_op()

@@ -49,8 +49,10 @@ class StoredFrame:
         except FileNotFoundError:
             same = False
         if not same:
-            raise RuntimeError(f"{self.path} was replaced or removed while this step read it: was the same week "
-                               "running twice at once? Rerun the week.")
+            raise RuntimeError(
+                f"{self.path} was replaced or removed while this step read it: was the same week "
+                "running twice at once? Rerun the week."
+            )
 
     @property
     def columns(self) -> list[str]:
@@ -65,7 +67,9 @@ class StoredFrame:
         self.check_unchanged()
         return pd.read_parquet(self.path, columns=columns)
 
-    def batches(self, columns: list[str] | None = None, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    def batches(
+        self, columns: list[str] | None = None, batch_rows: int | None = None
+    ) -> Iterator[pd.DataFrame]:
         """The rows in file order, ``batch_rows`` at a time; an empty dataset gives one empty frame."""
         if self.num_rows == 0:
             yield self.read(columns)
@@ -86,8 +90,14 @@ class FrameBatches:
     batch is written and returns output metadata computed on the way (totals, counts).
     """
 
-    def __init__(self, batches: Iterable[pd.DataFrame], check: Callable[[pd.DataFrame], None] | None = None,
-                 unique: Iterable[str] = (), summary: Callable[[], dict] | None = None, name: str = "frame"):
+    def __init__(
+        self,
+        batches: Iterable[pd.DataFrame],
+        check: Callable[[pd.DataFrame], None] | None = None,
+        unique: Iterable[str] = (),
+        summary: Callable[[], dict] | None = None,
+        name: str = "frame",
+    ):
         self._batches = iter(batches)
         self._check = check
         self.unique = list(unique)
@@ -114,11 +124,12 @@ def slices(frame: pd.DataFrame, rows: int | None = None) -> Iterator[pd.DataFram
     """The frame in consecutive slices of ``rows`` (views, not copies); an empty frame gives one empty slice."""
     rows = rows or BATCH_ROWS
     for start in range(0, max(len(frame), 1), rows):
-        yield frame.iloc[start:start + rows]
+        yield frame.iloc[start : start + rows]
 
 
-def write_parquet_batches(batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema | None = None,
-                          **options) -> tuple[int, int]:
+def write_parquet_batches(
+    batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema | None = None, **options
+) -> tuple[int, int]:
     """Write each frame as a row group of one Parquet file; ``schema``, or else the first batch, fixes the
     columns and types.
 
@@ -135,8 +146,10 @@ def write_parquet_batches(batches: Iterable[pd.DataFrame], path: Path, schema: p
                 writer = pq.ParquetWriter(path, table.schema, **options)
             else:
                 if list(batch.columns) != writer.schema.names:
-                    raise ValueError(f"batch columns {list(batch.columns)} differ from the first batch's "
-                                     f"{writer.schema.names}")
+                    raise ValueError(
+                        f"batch columns {list(batch.columns)} differ from the first batch's "
+                        f"{writer.schema.names}"
+                    )
                 table = pa.Table.from_pandas(batch, schema=writer.schema, preserve_index=False)
             writer.write_table(table)
             rows += table.num_rows
@@ -161,7 +174,9 @@ def duplicated_values(path: Path, columns: Iterable[str]) -> dict[str, int]:
     with connect() as con:
         for column in columns:
             name = quoted(column)
-            hashes = con.execute(f"SELECT hash({name}) AS h FROM read_parquet({source})").fetchnumpy()["h"]
+            hashes = con.execute(
+                f"SELECT hash({name}) AS h FROM read_parquet({source})"
+            ).fetchnumpy()["h"]
             hashes = np.sort(np.asarray(hashes, dtype=np.uint64))
             repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
             if not len(repeated):
@@ -170,7 +185,8 @@ def duplicated_values(path: Path, columns: Iterable[str]) -> dict[str, int]:
             con.register("repeated", pa.table({"h": pa.array(repeated, pa.uint64())}))
             found[column] = con.execute(
                 f"SELECT count(*) - count(DISTINCT {name}) - (CASE WHEN count(*) > count({name}) THEN 1 ELSE 0 END)"
-                f" FROM read_parquet({source}) WHERE hash({name}) IN (SELECT h FROM repeated)").fetchall()[0][0]
+                f" FROM read_parquet({source}) WHERE hash({name}) IN (SELECT h FROM repeated)"
+            ).fetchall()[0][0]
             con.unregister("repeated")
     return found
 
@@ -180,6 +196,8 @@ def query_stored(path: Path, view: str, sql: str) -> pd.DataFrame:
     (each row's place in the file): a week-wide aggregate computed by DuckDB reading the file, the
     week never a DataFrame."""
     with connect() as con:
-        con.execute(f"CREATE VIEW {quoted(view)} AS SELECT *, file_row_number AS _rn "
-                    f"FROM read_parquet({literal(path)}, file_row_number = true)")
+        con.execute(
+            f"CREATE VIEW {quoted(view)} AS SELECT *, file_row_number AS _rn "
+            f"FROM read_parquet({literal(path)}, file_row_number = true)"
+        )
         return con.sql(sql).to_arrow_table().to_pandas()

@@ -19,8 +19,9 @@ DEADLINE_CRON = "0 6 * * 1"  # Monday 06:00 UTC: the schedule runs at 02:00
 DEADLINE_AFTER_WEEK = timedelta(hours=6)
 WATCHED = tables.key(tables.WEEKLY_TRANSACTIONS)
 
-WEEKLY_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron=DEADLINE_CRON, lower_bound_delta=timedelta(days=7),
-                                           timezone="UTC")
+WEEKLY_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron=DEADLINE_CRON, lower_bound_delta=timedelta(days=7), timezone="UTC"
+)
 
 
 def with_freshness(assets: list) -> list:
@@ -28,11 +29,18 @@ def with_freshness(assets: list) -> list:
     ``WEEKLY_FRESHNESS``: a new table is covered without being listed."""
     out = []
     for asset in assets:
-        if isinstance(asset, dg.AssetsDefinition) and not isinstance(asset, dg.AssetChecksDefinition) \
-                and any(tables.is_table(key) for key in asset.keys):
+        if (
+            isinstance(asset, dg.AssetsDefinition)
+            and not isinstance(asset, dg.AssetChecksDefinition)
+            and any(tables.is_table(key) for key in asset.keys)
+        ):
             asset = asset.map_asset_specs(
-                lambda spec: dg.apply_freshness_policy(spec, WEEKLY_FRESHNESS)
-                if tables.is_table(spec.key) else spec)
+                lambda spec: (
+                    dg.apply_freshness_policy(spec, WEEKLY_FRESHNESS)
+                    if tables.is_table(spec.key)
+                    else spec
+                )
+            )
         out.append(asset)
     return out
 
@@ -49,15 +57,26 @@ def missed_week(instance: dg.DagsterInstance, now: datetime) -> str | None:
     return None if week in instance.get_materialized_partitions(WATCHED) else week
 
 
-@dg.sensor(name="freshness_alerts", minimum_interval_seconds=900, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Posts one alert (ALERT_WEBHOOK_URL) when last week is not in the warehouse by Monday "
-           "06:00 UTC; remembers the weeks it alerted for.")
+@dg.sensor(
+    name="freshness_alerts",
+    minimum_interval_seconds=900,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Posts one alert (ALERT_WEBHOOK_URL) when last week is not in the warehouse by Monday "
+    "06:00 UTC; remembers the weeks it alerted for.",
+)
 def freshness_alerts(context: dg.SensorEvaluationContext, alerts: Alerts):
     week = missed_week(context.instance, datetime.now(timezone.utc))
     alerted = set(json.loads(context.cursor or "[]"))
     if week is None or week in alerted:
-        return dg.SkipReason("the warehouse is fresh" if week is None else f"already alerted for week {week}")
-    alerts.send("freshness_missed", f"week {week} is not in the warehouse by Monday 06:00 UTC", week,
-                {"table": WATCHED.to_user_string()}, context.log)
+        return dg.SkipReason(
+            "the warehouse is fresh" if week is None else f"already alerted for week {week}"
+        )
+    alerts.send(
+        "freshness_missed",
+        f"week {week} is not in the warehouse by Monday 06:00 UTC",
+        week,
+        {"table": WATCHED.to_user_string()},
+        context.log,
+    )
     context.update_cursor(json.dumps(sorted(alerted | {week})[-20:]))
     return dg.SkipReason(f"alerted: week {week} missed its deadline")

@@ -8,8 +8,15 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.cleanup import (
-    RECORD_TAG, IntermediateGraph, add_to_record, failure_record, intermediate_files, run_weeks, sweep,
-    write_failure_record)
+    RECORD_TAG,
+    IntermediateGraph,
+    add_to_record,
+    failure_record,
+    intermediate_files,
+    run_weeks,
+    sweep,
+    write_failure_record,
+)
 
 
 def error_text(exc: BaseException | None) -> str | None:
@@ -28,17 +35,34 @@ def error_text(exc: BaseException | None) -> str | None:
 def _record_failure(context: dg.HookContext, run: dg.DagsterRun) -> None:
     """``failed_*.json`` for the run's first failed step (later ones are added to it), and the alert."""
     settings, error = context.resources.settings, error_text(context.op_exception)
-    if add_to_record(context.instance, context.run_id, [], [], other_failed_steps={
-            "step": context.step_key, "error": error}) is not None:
+    if (
+        add_to_record(
+            context.instance,
+            context.run_id,
+            [],
+            [],
+            other_failed_steps={"step": context.step_key, "error": error},
+        )
+        is not None
+    ):
         return
     weeks = run_weeks(run)
     week = weeks[0] if weeks else None
     remaining = [str(p) for w in weeks for p in intermediate_files(settings, w)]
-    path = write_failure_record(settings, failure_record(
-        settings, week, "run", run=run, step=context.step_key, error=error, remaining=remaining))
+    path = write_failure_record(
+        settings,
+        failure_record(
+            settings, week, "run", run=run, step=context.step_key, error=error, remaining=remaining
+        ),
+    )
     context.instance.add_run_tags(context.run_id, {RECORD_TAG: str(path)})
-    context.resources.alerts.send("run_failed", f"step {context.step_key} of run {context.run_id[:8]} failed", week,
-                                  {"error": (error or "")[:500], "record": str(path)}, context.log)
+    context.resources.alerts.send(
+        "run_failed",
+        f"step {context.step_key} of run {context.run_id[:8]} failed",
+        week,
+        {"error": (error or "")[:500], "record": str(path)},
+        context.log,
+    )
     context.log.error(f"step {context.step_key} failed; failure recorded in {path}")
 
 
@@ -49,12 +73,20 @@ def cleanup_hooks(graph: IntermediateGraph) -> set[dg.HookDefinition]:
         run = context.instance.get_run_by_id(context.run_id)
         if run is None:
             return
-        removed = sweep(context.instance, run, context.resources.settings, graph, current=context.step_key,
-                        current_succeeded=succeeded)
+        removed = sweep(
+            context.instance,
+            run,
+            context.resources.settings,
+            graph,
+            current=context.step_key,
+            current_succeeded=succeeded,
+        )
         if removed:
             names = sorted({Path(p).parent.name for p in removed})
-            context.log.info(f"removed {len(removed)} intermediate file(s) no remaining step of the run can read: "
-                             f"{', '.join(names)}")
+            context.log.info(
+                f"removed {len(removed)} intermediate file(s) no remaining step of the run can read: "
+                f"{', '.join(names)}"
+            )
 
     @dg.failure_hook(required_resource_keys={"settings", "alerts"}, name="record_failed_step")
     def record_failed_step(context: dg.HookContext) -> None:

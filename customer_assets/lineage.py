@@ -14,7 +14,12 @@ import pandera.pandas as pa
 
 from customer_assets import tables
 from customer_assets.dagster_types import column_schema
-from customer_assets.schemas import FactTransactions, MartChurnRetention, MartCohortRetention, MartWeeklySales
+from customer_assets.schemas import (
+    FactTransactions,
+    MartChurnRetention,
+    MartCohortRetention,
+    MartWeeklySales,
+)
 
 
 class Lineage(NamedTuple):
@@ -32,25 +37,44 @@ def derived(rule: str, *sources: str) -> Lineage:
 
 # The person a transaction's shop id belongs to in the week's identity (the trimmed id when the map has none),
 # and the person of a customer_history row the same way: the facts and the marts count people.
-_FACT_PERSON = ("weekly_transactions.customer_id", "customer_identity_map.source_customer_id",
-                "customer_identity_map.customer_id")
-_PERSON = ("customer_history.customer_id", "customer_identity_map.source_customer_id",
-           "customer_identity_map.customer_id")
+_FACT_PERSON = (
+    "weekly_transactions.customer_id",
+    "customer_identity_map.source_customer_id",
+    "customer_identity_map.customer_id",
+)
+_PERSON = (
+    "customer_history.customer_id",
+    "customer_identity_map.source_customer_id",
+    "customer_identity_map.customer_id",
+)
 _OF_PEOPLE = "over the person's shop ids and currencies"
 _COHORT = "people whose first purchase fell in cohort_week"
 
 LINEAGE: dict[str, dict[str, Lineage]] = {
     tables.FACT_TRANSACTIONS: {
         "transaction_id": copied("weekly_transactions.transaction_id"),
-        "customer_key": derived("dim_customers.customer_key of the person's version valid in the transaction's week",
-                                "dim_customers.customer_key", "dim_customers.customer_id", *_FACT_PERSON),
-        "product_key": derived("dim_products.product_key of the product's version valid in the transaction's week",
-                               "dim_products.product_key", "dim_products.product_id", "weekly_transactions.product_id"),
-        "date_key": derived("yyyymmdd of the timestamp's UTC day, a dim_date.date_key",
-                            "weekly_transactions.timestamp", "dim_date.date_key"),
+        "customer_key": derived(
+            "dim_customers.customer_key of the person's version valid in the transaction's week",
+            "dim_customers.customer_key",
+            "dim_customers.customer_id",
+            *_FACT_PERSON,
+        ),
+        "product_key": derived(
+            "dim_products.product_key of the product's version valid in the transaction's week",
+            "dim_products.product_key",
+            "dim_products.product_id",
+            "weekly_transactions.product_id",
+        ),
+        "date_key": derived(
+            "yyyymmdd of the timestamp's UTC day, a dim_date.date_key",
+            "weekly_transactions.timestamp",
+            "dim_date.date_key",
+        ),
         "customer_id": derived(
             "customer_identity_map.customer_id of the database record whose source_customer_id is the trimmed "
-            "customer_id, in the transaction's week; the trimmed customer_id when the map has none", *_FACT_PERSON),
+            "customer_id, in the transaction's week; the trimmed customer_id when the map has none",
+            *_FACT_PERSON,
+        ),
         "product_id": copied("weekly_transactions.product_id"),
         "timestamp": copied("weekly_transactions.timestamp"),
         "week_start": copied("weekly_transactions.week_start"),
@@ -63,74 +87,157 @@ LINEAGE: dict[str, dict[str, Lineage]] = {
         "anomaly_flags": copied("weekly_transactions.anomaly_flags"),
     },
     tables.MART_WEEKLY_SALES: {
-        "week_start": derived("the week measured, whose facts are summed", "fact_transactions.week_start"),
-        "category": derived("COALESCE(category, 'unknown') of the fact's product version",
-                            "dim_products.category", "dim_products.product_key", "fact_transactions.product_key"),
-        "country": derived("COALESCE(country, 'unknown') of the fact's customer version",
-                           "dim_customers.country", "dim_customers.customer_key", "fact_transactions.customer_key"),
-        "segment": derived("COALESCE(segment, 'unknown') of the fact's customer version",
-                           "dim_customers.segment", "dim_customers.customer_key", "fact_transactions.customer_key"),
-        "revenue_usd": derived("SUM(amount_usd) of the group's facts of the week", "fact_transactions.amount_usd"),
-        "orders": derived("COUNT(*) of the group's facts of the week", "fact_transactions.transaction_id"),
-        "customers": derived("COUNT(DISTINCT customer_id) of the group's facts of the week",
-                             "fact_transactions.customer_id"),
-        "avg_order_value_usd": derived("revenue_usd / orders", "fact_transactions.amount_usd",
-                                       "fact_transactions.transaction_id"),
-        "previous_revenue_usd": derived("the group's revenue_usd of the week before", "fact_transactions.amount_usd",
-                                        "fact_transactions.week_start"),
+        "week_start": derived(
+            "the week measured, whose facts are summed", "fact_transactions.week_start"
+        ),
+        "category": derived(
+            "COALESCE(category, 'unknown') of the fact's product version",
+            "dim_products.category",
+            "dim_products.product_key",
+            "fact_transactions.product_key",
+        ),
+        "country": derived(
+            "COALESCE(country, 'unknown') of the fact's customer version",
+            "dim_customers.country",
+            "dim_customers.customer_key",
+            "fact_transactions.customer_key",
+        ),
+        "segment": derived(
+            "COALESCE(segment, 'unknown') of the fact's customer version",
+            "dim_customers.segment",
+            "dim_customers.customer_key",
+            "fact_transactions.customer_key",
+        ),
+        "revenue_usd": derived(
+            "SUM(amount_usd) of the group's facts of the week", "fact_transactions.amount_usd"
+        ),
+        "orders": derived(
+            "COUNT(*) of the group's facts of the week", "fact_transactions.transaction_id"
+        ),
+        "customers": derived(
+            "COUNT(DISTINCT customer_id) of the group's facts of the week",
+            "fact_transactions.customer_id",
+        ),
+        "avg_order_value_usd": derived(
+            "revenue_usd / orders",
+            "fact_transactions.amount_usd",
+            "fact_transactions.transaction_id",
+        ),
+        "previous_revenue_usd": derived(
+            "the group's revenue_usd of the week before",
+            "fact_transactions.amount_usd",
+            "fact_transactions.week_start",
+        ),
         "revenue_wow_change_pct": derived(
             "(revenue_usd - previous_revenue_usd) / previous_revenue_usd * 100; null unless previous_revenue_usd > 0",
-            "fact_transactions.amount_usd", "fact_transactions.week_start"),
+            "fact_transactions.amount_usd",
+            "fact_transactions.week_start",
+        ),
     },
     tables.MART_CHURN_RETENTION: {
-        "week_start": derived("the week measured: customer_history as of its end, and its facts",
-                              "customer_history.week_start", "fact_transactions.week_start"),
-        "segment": derived("COALESCE(segment, 'unknown') of the person's dim_customers version valid in the week",
-                           "dim_customers.segment", "dim_customers.customer_id", *_PERSON),
+        "week_start": derived(
+            "the week measured: customer_history as of its end, and its facts",
+            "customer_history.week_start",
+            "fact_transactions.week_start",
+        ),
+        "segment": derived(
+            "COALESCE(segment, 'unknown') of the person's dim_customers version valid in the week",
+            "dim_customers.segment",
+            "dim_customers.customer_id",
+            *_PERSON,
+        ),
         "value_tier": derived(
             "COALESCE(value_tier, 'unknown') of the person's dim_customers version valid in the week",
-            "dim_customers.value_tier", "dim_customers.customer_id", *_PERSON),
-        "tenure_band": derived(f"the band of the first purchase (MIN {_OF_PEOPLE}) against the week's end",
-                               "customer_history.first_purchase_at", *_PERSON),
-        "customers": derived("COUNT of the group's people who have bought by the week's end", *_PERSON),
-        "active": derived(f"people whose last purchase (MAX {_OF_PEOPLE}) is < 7 days before the week's end",
-                          "customer_history.last_purchase_at", *_PERSON),
-        "at_risk": derived("people whose last purchase is 7-30 days before the week's end",
-                           "customer_history.last_purchase_at", *_PERSON),
-        "churned": derived("people whose last purchase is > 30 days before the week's end",
-                           "customer_history.last_purchase_at", *_PERSON),
+            "dim_customers.value_tier",
+            "dim_customers.customer_id",
+            *_PERSON,
+        ),
+        "tenure_band": derived(
+            f"the band of the first purchase (MIN {_OF_PEOPLE}) against the week's end",
+            "customer_history.first_purchase_at",
+            *_PERSON,
+        ),
+        "customers": derived(
+            "COUNT of the group's people who have bought by the week's end", *_PERSON
+        ),
+        "active": derived(
+            f"people whose last purchase (MAX {_OF_PEOPLE}) is < 7 days before the week's end",
+            "customer_history.last_purchase_at",
+            *_PERSON,
+        ),
+        "at_risk": derived(
+            "people whose last purchase is 7-30 days before the week's end",
+            "customer_history.last_purchase_at",
+            *_PERSON,
+        ),
+        "churned": derived(
+            "people whose last purchase is > 30 days before the week's end",
+            "customer_history.last_purchase_at",
+            *_PERSON,
+        ),
         "churn_rate": derived("churned / customers", "customer_history.last_purchase_at", *_PERSON),
-        "new_customers": derived(f"people whose first purchase (MIN {_OF_PEOPLE}) is in the week",
-                                 "customer_history.first_purchase_at", *_PERSON),
-        "returning_customers": derived("people with a fact of the week whose first purchase is before the week",
-                                       "fact_transactions.customer_id", "customer_history.first_purchase_at",
-                                       *_PERSON),
+        "new_customers": derived(
+            f"people whose first purchase (MIN {_OF_PEOPLE}) is in the week",
+            "customer_history.first_purchase_at",
+            *_PERSON,
+        ),
+        "returning_customers": derived(
+            "people with a fact of the week whose first purchase is before the week",
+            "fact_transactions.customer_id",
+            "customer_history.first_purchase_at",
+            *_PERSON,
+        ),
     },
     tables.MART_COHORT_RETENTION: {
-        "week_start": derived("the week measured: customer_history as of its end, and its facts",
-                              "customer_history.week_start", "fact_transactions.week_start"),
-        "cohort_week": derived(f"Monday of the first purchase (MIN {_OF_PEOPLE})",
-                               "customer_history.first_purchase_at", *_PERSON),
-        "weeks_since_first_purchase": derived("(week_start - cohort_week) in weeks", "customer_history.week_start",
-                                              "customer_history.first_purchase_at", *_PERSON),
-        "cohort_size": derived(f"COUNT of the {_COHORT}", "customer_history.first_purchase_at", *_PERSON),
-        "retained": derived(f"COUNT of the {_COHORT} with a fact of the week", "fact_transactions.customer_id",
-                            "customer_history.first_purchase_at", *_PERSON),
-        "retention_rate": derived("retained / cohort_size", "fact_transactions.customer_id",
-                                  "customer_history.first_purchase_at", *_PERSON),
+        "week_start": derived(
+            "the week measured: customer_history as of its end, and its facts",
+            "customer_history.week_start",
+            "fact_transactions.week_start",
+        ),
+        "cohort_week": derived(
+            f"Monday of the first purchase (MIN {_OF_PEOPLE})",
+            "customer_history.first_purchase_at",
+            *_PERSON,
+        ),
+        "weeks_since_first_purchase": derived(
+            "(week_start - cohort_week) in weeks",
+            "customer_history.week_start",
+            "customer_history.first_purchase_at",
+            *_PERSON,
+        ),
+        "cohort_size": derived(
+            f"COUNT of the {_COHORT}", "customer_history.first_purchase_at", *_PERSON
+        ),
+        "retained": derived(
+            f"COUNT of the {_COHORT} with a fact of the week",
+            "fact_transactions.customer_id",
+            "customer_history.first_purchase_at",
+            *_PERSON,
+        ),
+        "retention_rate": derived(
+            "retained / cohort_size",
+            "fact_transactions.customer_id",
+            "customer_history.first_purchase_at",
+            *_PERSON,
+        ),
     },
 }
 
 MODELS: dict[str, type[pa.DataFrameModel]] = {
-    tables.FACT_TRANSACTIONS: FactTransactions, tables.MART_WEEKLY_SALES: MartWeeklySales,
-    tables.MART_CHURN_RETENTION: MartChurnRetention, tables.MART_COHORT_RETENTION: MartCohortRetention}
+    tables.FACT_TRANSACTIONS: FactTransactions,
+    tables.MART_WEEKLY_SALES: MartWeeklySales,
+    tables.MART_CHURN_RETENTION: MartChurnRetention,
+    tables.MART_COHORT_RETENTION: MartCohortRetention,
+}
 
 
 def _declared(name: str) -> dict[str, Lineage]:
     """The table's lineage, in the model's column order (a model column without one is left out: the lineage test
     names it)."""
     lineage = LINEAGE[name]
-    return {column: lineage[column] for column in MODELS[name].to_schema().columns if column in lineage}
+    return {
+        column: lineage[column] for column in MODELS[name].to_schema().columns if column in lineage
+    }
 
 
 def _dep(source: str) -> dg.TableColumnDep:
@@ -140,8 +247,12 @@ def _dep(source: str) -> dg.TableColumnDep:
 
 def column_lineage(name: str) -> dg.TableColumnLineage:
     """The lineage of ``customer_analytics.<name>`` as Dagster's ``TableColumnLineage``."""
-    return dg.TableColumnLineage(deps_by_column={
-        column: [_dep(source) for source in lineage.sources] for column, lineage in _declared(name).items()})
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [_dep(source) for source in lineage.sources]
+            for column, lineage in _declared(name).items()
+        }
+    )
 
 
 def lineage_metadata(name: str) -> dict:
@@ -158,10 +269,20 @@ def lineage_schema(name: str) -> dg.TableSchema:
         lineage = declared.get(column.name)
         if lineage is None:
             return column
-        origin = (f"{lineage.rule} (from {', '.join(lineage.sources)})" if lineage.rule
-                  else f"copied from {lineage.sources[0]}")
+        origin = (
+            f"{lineage.rule} (from {', '.join(lineage.sources)})"
+            if lineage.rule
+            else f"copied from {lineage.sources[0]}"
+        )
         text = f"{column.description} " if column.description else ""
-        return dg.TableColumn(name=column.name, type=column.type, description=f"{text}Lineage: {origin}.",
-                              constraints=column.constraints, tags=column.tags)
+        return dg.TableColumn(
+            name=column.name,
+            type=column.type,
+            description=f"{text}Lineage: {origin}.",
+            constraints=column.constraints,
+            tags=column.tags,
+        )
 
-    return dg.TableSchema(columns=[described(column) for column in column_schema(MODELS[name]).columns])
+    return dg.TableSchema(
+        columns=[described(column) for column in column_schema(MODELS[name]).columns]
+    )

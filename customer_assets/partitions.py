@@ -10,7 +10,13 @@ import dagster as dg
 from customer_assets.settings import first_week_from_env
 from customer_assets.weeks import monday_of, week_bounds
 
-__all__ = ["FIRST_WEEK", "NotAWeekError", "latest_materialization", "week_bounds", "weekly_partitions"]
+__all__ = [
+    "FIRST_WEEK",
+    "NotAWeekError",
+    "latest_materialization",
+    "week_bounds",
+    "weekly_partitions",
+]
 
 
 class NotAWeekError(click.UsageError):
@@ -33,7 +39,8 @@ class MondayWeeks(dg.WeeklyPartitionsDefinition):
             monday = monday_of(day)
             raise NotAWeekError(
                 f"--partition {partition_key} is a {day:%A}: weeks are keyed by their Monday; "
-                f"use --partition {monday.isoformat()} for the week that contains {partition_key}.")
+                f"use --partition {monday.isoformat()} for the week that contains {partition_key}."
+            )
         super().validate_partition_key(partition_key, context)
 
 
@@ -46,5 +53,6 @@ weekly_partitions = MondayWeeks(start_date=FIRST_WEEK, day_offset=1, timezone="U
 def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, partition_key: str):
     """The newest materialization record of one week (partition) of ``key``, or None."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition_key]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition_key]), limit=1
+    ).records
     return records[0] if records else None

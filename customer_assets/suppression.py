@@ -57,8 +57,11 @@ def holds_customer_ids(*columns: str) -> dict[str, str]:
 
 def customer_tables_of(specs) -> dict[str, tuple[str, ...]]:
     """Each warehouse table among ``specs`` tagged ``PII_TAG``, with the columns holding its ids."""
-    return {spec.key.path[1]: tuple(spec.tags[PII_TAG].split(".")) for spec in specs
-            if tables.is_table(spec.key) and PII_TAG in spec.tags}
+    return {
+        spec.key.path[1]: tuple(spec.tags[PII_TAG].split("."))
+        for spec in specs
+        if tables.is_table(spec.key) and PII_TAG in spec.tags
+    }
 
 
 @cache
@@ -81,9 +84,13 @@ def _erased(table: str) -> str:
     """The rows of ``table`` that hold one of the ids (``{ids}``) in any of its id columns (an ERP record of the
     identity by its namespaced id, erp:<id>)."""
     if table == MAP_TABLE:
-        return ("trim(customer_id) IN (SELECT i FROM {ids}) OR (CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END "
-                "|| trim(source_customer_id)) IN (SELECT i FROM {ids})")
+        return (
+            "trim(customer_id) IN (SELECT i FROM {ids}) OR (CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END "
+            "|| trim(source_customer_id)) IN (SELECT i FROM {ids})"
+        )
     return " OR ".join(f"trim({c}) IN (SELECT i FROM {{ids}})" for c in _id_columns(table))
+
+
 # Every record of the persons the given ids belong to, in any week of the identity. An id names a person, or a
 # record of the shop or the CRM (which share ids); the ERP's ids are of their own namespace (erp:<id>).
 PERSON_IDS_SQL = """
@@ -127,7 +134,9 @@ def ensure_table(warehouse: WarehouseSQL) -> str:
 def _entries(warehouse: WarehouseSQL) -> pd.DataFrame:
     """Every entry (hash, request, fingerprint, erased_at); empty before the first erasure."""
     if not warehouse.exists(*SUPPRESSION):
-        return pd.DataFrame(columns=["customer_hash", "erased_at", "request", "key_fingerprint", "id_form"])
+        return pd.DataFrame(
+            columns=["customer_hash", "erased_at", "request", "key_fingerprint", "id_form"]
+        )
     entries = warehouse.query("SELECT * FROM {table}", table=warehouse.table(*SUPPRESSION))
     for column in ("key_fingerprint", "id_form"):
         if column not in entries.columns:
@@ -143,7 +152,9 @@ class SuppressedHashes(frozenset):
 
 def _hashes(entries: pd.DataFrame) -> SuppressedHashes:
     hashes = SuppressedHashes(entries["customer_hash"].tolist())
-    hashes.legacy = frozenset(entries.loc[entries["id_form"].fillna("") != "trimmed", "customer_hash"].tolist())
+    hashes.legacy = frozenset(
+        entries.loc[entries["id_form"].fillna("") != "trimmed", "customer_hash"].tolist()
+    )
     return hashes
 
 
@@ -173,12 +184,15 @@ def check_key(warehouse: WarehouseSQL, hash_key: str) -> None:
     others = entries.loc[entries["key_fingerprint"].fillna("") != current]
     if others.empty:
         return
-    was = sorted({f[:12] if isinstance(f, str) and f else "none recorded" for f in others["key_fingerprint"]})
+    was = sorted(
+        {f[:12] if isinstance(f, str) and f else "none recorded" for f in others["key_fingerprint"]}
+    )
     raise SuppressionKeyError(
         f"The erasure suppression list holds {len(others)} erased customer(s) hashed under another key "
         f"(fingerprint {', '.join(was)}) than this run's ({current[:12]}), so they would come back: nothing was "
         f"read. Restore the key they were hashed under ({_where_the_key_is(warehouse)}), or move the list to "
-        "this key with the job rekey_suppression (README: Rotating PII_HASH_KEY).")
+        "this key with the job rekey_suppression (README: Rotating PII_HASH_KEY)."
+    )
 
 
 def suppressed_hashes(warehouse: WarehouseSQL, hash_key: str) -> SuppressedHashes:
@@ -202,7 +216,9 @@ def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: s
     return customer_ids.isin(erased)
 
 
-def drop_suppressed(frame: pd.DataFrame, warehouse: WarehouseSQL, hash_key: str) -> tuple[pd.DataFrame, int]:
+def drop_suppressed(
+    frame: pd.DataFrame, warehouse: WarehouseSQL, hash_key: str
+) -> tuple[pd.DataFrame, int]:
     """``frame`` without the rows of erased customers (its ``customer_id`` on the suppression list), and how many
     rows that left out."""
     erased = suppressed_mask(frame["customer_id"], suppressed_hashes(warehouse, hash_key), hash_key)
@@ -213,9 +229,17 @@ def drop_suppressed(frame: pd.DataFrame, warehouse: WarehouseSQL, hash_key: str)
 def add_to_list(warehouse: WarehouseSQL, hashes: list[str], hash_key: str, request: str) -> None:
     """Add keyed hashes to the list under ``hash_key``'s fingerprint (a hash already listed is not added twice)."""
     table = ensure_table(warehouse)
-    warehouse.execute(ADD_SUPPRESSION_SQL, {"hashes": hashes, "request": request, "fingerprint": fingerprint(hash_key),
-                                            "erased_at": datetime.now(timezone.utc).replace(tzinfo=None)},
-                      table=table, hashes=warehouse.unnest("hashes", "h"))
+    warehouse.execute(
+        ADD_SUPPRESSION_SQL,
+        {
+            "hashes": hashes,
+            "request": request,
+            "fingerprint": fingerprint(hash_key),
+            "erased_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        },
+        table=table,
+        hashes=warehouse.unnest("hashes", "h"),
+    )
 
 
 def with_their_persons(warehouse: WarehouseSQL, ids: list[str]) -> list[str]:
@@ -223,9 +247,15 @@ def with_their_persons(warehouse: WarehouseSQL, ids: list[str]) -> list[str]:
     person's ids erases the person, under whatever id the CRM, the ERP or the shop knows them."""
     if not ids or not warehouse.exists(SCHEMA, MAP_TABLE):
         return list(ids)
-    rows = warehouse.query(PERSON_IDS_SQL, {"ids": list(ids)}, table=warehouse.table(SCHEMA, MAP_TABLE),
-                           ids=warehouse.unnest("ids", "i"))
-    records = rows["source_customer_id"].where(rows["source"] != "erp", "erp:" + rows["source_customer_id"])
+    rows = warehouse.query(
+        PERSON_IDS_SQL,
+        {"ids": list(ids)},
+        table=warehouse.table(SCHEMA, MAP_TABLE),
+        ids=warehouse.unnest("ids", "i"),
+    )
+    records = rows["source_customer_id"].where(
+        rows["source"] != "erp", "erp:" + rows["source_customer_id"]
+    )
     return canonical_ids([*ids, *rows["customer_id"].tolist(), *records.tolist()])
 
 
@@ -241,8 +271,11 @@ def delete_customers(warehouse: WarehouseSQL, ids: list[str], table_names=None) 
             continue
         names = {"table": warehouse.table(SCHEMA, name), "ids": warehouse.unnest("ids", "i")}
         where = _erased(name)
-        removed[name] = int(warehouse.query("SELECT count(*) AS n FROM {table} WHERE " + where, {"ids": ids},
-                                            **names)["n"].iloc[0])
+        removed[name] = int(
+            warehouse.query(
+                "SELECT count(*) AS n FROM {table} WHERE " + where, {"ids": ids}, **names
+            )["n"].iloc[0]
+        )
         if removed[name]:
             warehouse.execute("DELETE FROM {table} WHERE " + where, {"ids": ids}, **names)
     return removed
@@ -267,7 +300,11 @@ def rewrite_files(roots: list[Path], is_erased, skip=lambda path: False) -> dict
                     continue
             else:
                 continue
-            hit = pd.Series(is_erased(frame["customer_id"]), index=frame.index).fillna(False).astype(bool)
+            hit = (
+                pd.Series(is_erased(frame["customer_id"]), index=frame.index)
+                .fillna(False)
+                .astype(bool)
+            )
             if hit.any():
                 kept = frame.loc[~hit]
                 tmp = path.with_name(path.name + ".tmp")
@@ -293,9 +330,13 @@ def scrub(warehouse: WarehouseSQL, hash_key: str, tables, files: list[Path]) -> 
             continue
         columns = ", ".join(_id_columns(name))
         if name == MAP_TABLE:  # the ERP's records by their namespaced ids
-            columns = ("customer_id, CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END || source_customer_id "
-                       "AS source_customer_id")
-        present = warehouse.query(f"SELECT DISTINCT {columns} FROM {{table}}", table=warehouse.table(SCHEMA, name))
+            columns = (
+                "customer_id, CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END || source_customer_id "
+                "AS source_customer_id"
+            )
+        present = warehouse.query(
+            f"SELECT DISTINCT {columns} FROM {{table}}", table=warehouse.table(SCHEMA, name)
+        )
         ids = pd.Series(pd.unique(present.to_numpy().ravel()), dtype="str").dropna()
         erased = canonical_ids(ids[suppressed_mask(ids, hashes, hash_key).to_numpy()].tolist())
         if erased:
@@ -304,8 +345,13 @@ def scrub(warehouse: WarehouseSQL, hash_key: str, tables, files: list[Path]) -> 
     return {k: v for k, v in removed.items() if v}
 
 
-def rekey(warehouse: WarehouseSQL, old_key: str, new_key: str, source_ids: list[str],
-          drop_unmatched: bool = False) -> dict:
+def rekey(
+    warehouse: WarehouseSQL,
+    old_key: str,
+    new_key: str,
+    source_ids: list[str],
+    drop_unmatched: bool = False,
+) -> dict:
     """Move the entries hashed under ``old_key`` (and those of older code, without a fingerprint) to
     ``new_key``, re-deriving each from ``source_ids`` (every customer id the sources hold). Entries no source id
     matches cannot be moved: without ``drop_unmatched`` nothing changes and ``SuppressionKeyError`` names their
@@ -318,20 +364,27 @@ def rekey(warehouse: WarehouseSQL, old_key: str, new_key: str, source_ids: list[
         raise SuppressionKeyError(
             f"{len(foreign)} entries of the suppression list are under a third key (fingerprint "
             f"{', '.join(sorted({f[:12] for f in foreign['key_fingerprint']}))}), neither the old key "
-            f"({old[:12]}) nor the new one ({new[:12]}): give the key they were hashed under as the old key.")
+            f"({old[:12]}) nor the new one ({new[:12]}): give the key they were hashed under as the old key."
+        )
     legacy = fingerprints.eq("")  # entries of older code: their key was not recorded
     moving = entries.loc[legacy | (fingerprints.eq(old) & (old != new))]
     candidates = pd.Series(canonical_ids(source_ids), dtype="str")
     by_old_hash: dict[str, list[str]] = {}
-    for hashed, exact in zip(keyed_hash(candidates, old_key).tolist(), candidates.tolist()):
+    for hashed, exact in zip(
+        keyed_hash(candidates, old_key).tolist(), candidates.tolist(), strict=False
+    ):
         by_old_hash.setdefault(hashed, []).append(exact)
     # An entry hashed upper-cased (older code) stands for every source id that upper-cases to its id.
     legacy_form = moving["id_form"].fillna("") != "trimmed"
     by_legacy_hash: dict[str, list[str]] = {}
-    for hashed, exact in zip(keyed_hash(candidates.str.upper(), old_key).tolist(), candidates.tolist()):
+    for hashed, exact in zip(
+        keyed_hash(candidates.str.upper(), old_key).tolist(), candidates.tolist(), strict=False
+    ):
         by_legacy_hash.setdefault(hashed, []).append(exact)
-    ids_of = {h: (by_legacy_hash if legacy else by_old_hash).get(h, [])
-              for h, legacy in zip(moving["customer_hash"], legacy_form)}
+    ids_of = {
+        h: (by_legacy_hash if legacy else by_old_hash).get(h, [])
+        for h, legacy in zip(moving["customer_hash"], legacy_form, strict=False)
+    }
     found = moving["customer_hash"].map(lambda h: bool(ids_of.get(h)))
     matched = moving.loc[found.to_numpy()]
     unmatched = moving.loc[~found.to_numpy()]
@@ -340,27 +393,44 @@ def rekey(warehouse: WarehouseSQL, old_key: str, new_key: str, source_ids: list[
         raise SuppressionKeyError(
             f"{len(unmatched)} of the {len(moving)} entries to move match no customer id the sources hold, so "
             f"they cannot be re-hashed (requests: {', '.join(requests) or 'none recorded'}). Nothing was changed. "
-            "Run again with drop_unmatched: true, then erase those requests' ids again under the new key.")
+            "Run again with drop_unmatched: true, then erase those requests' ids again under the new key."
+        )
     table = ensure_table(warehouse)
     for (erased_at, request), group in matched.groupby(["erased_at", "request"], dropna=False):
         ids = [exact for h in group["customer_hash"] for exact in ids_of[h]]
-        warehouse.execute(ADD_SUPPRESSION_SQL, {
-            "hashes": customer_hashes(ids, new_key), "request": request if isinstance(request, str) else "",
-            "fingerprint": new, "erased_at": pd.Timestamp(erased_at).to_pydatetime()},
-            table=table, hashes=warehouse.unnest("hashes", "h"))
+        warehouse.execute(
+            ADD_SUPPRESSION_SQL,
+            {
+                "hashes": customer_hashes(ids, new_key),
+                "request": request if isinstance(request, str) else "",
+                "fingerprint": new,
+                "erased_at": pd.Timestamp(erased_at).to_pydatetime(),
+            },
+            table=table,
+            hashes=warehouse.unnest("hashes", "h"),
+        )
     if len(moving):  # only after the new entries are in: a run in between stops on the mixed list
-        warehouse.execute("DELETE FROM {table} WHERE key_fingerprint IS NULL OR key_fingerprint = @old",
-                          {"old": old if old != new else ""}, table=table)
-    return {"moved": len(matched), "dropped": len(unmatched), "dropped_requests": requests,
-            "already_under_new_key": int((fingerprints == new).sum()) if old != new else 0,
-            "old_fingerprint": old[:12], "new_fingerprint": new[:12]}
+        warehouse.execute(
+            "DELETE FROM {table} WHERE key_fingerprint IS NULL OR key_fingerprint = @old",
+            {"old": old if old != new else ""},
+            table=table,
+        )
+    return {
+        "moved": len(matched),
+        "dropped": len(unmatched),
+        "dropped_requests": requests,
+        "already_under_new_key": int((fingerprints == new).sum()) if old != new else 0,
+        "old_fingerprint": old[:12],
+        "new_fingerprint": new[:12],
+    }
 
 
 def _resource(context: dg.HookContext, key: str):
     """A hook's resource as a step gets it: ``context.resources`` holds what a resource's setup yields (for
     dagster-gcp's BigQueryResource, a bare client), its ``original_resource_dict`` the resource object."""
     return (getattr(context.resources, "original_resource_dict", None) or {}).get(key) or getattr(
-        context.resources, key)
+        context.resources, key
+    )
 
 
 def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
@@ -372,10 +442,14 @@ def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
         week = run_week(run)
         settings = _resource(context, "settings")
         files = [Path(settings.reports_dir, week)] if week else []
-        removed = scrub(_resource(context, "warehouse"), _resource(context, "crm").hash_key, tables, files)
+        removed = scrub(
+            _resource(context, "warehouse"), _resource(context, "crm").hash_key, tables, files
+        )
         if removed:
-            context.log.info(f"{sum(removed.values())} row(s) of customers erased while the run ran removed "
-                             f"again: {removed}")
+            context.log.info(
+                f"{sum(removed.values())} row(s) of customers erased while the run ran removed "
+                f"again: {removed}"
+            )
 
     resources = {"warehouse", "crm", "settings"}
     name = "__".join(tables)
@@ -384,7 +458,9 @@ def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
     def after_success(context: dg.HookContext) -> None:
         _scrub(context)
 
-    @dg.failure_hook(name=f"recheck_suppression_after_failed_{name}", required_resource_keys=resources)
+    @dg.failure_hook(
+        name=f"recheck_suppression_after_failed_{name}", required_resource_keys=resources
+    )
     def after_failure(context: dg.HookContext) -> None:
         _scrub(context)
 

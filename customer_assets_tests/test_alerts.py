@@ -26,7 +26,7 @@ def webhook():
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the http.server API
+        def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
@@ -53,7 +53,9 @@ def test_band_warns_outside_mean_3_sigma_and_on_zero():
     assert within_band("rows", 5000, [100.0, 90.0]).passed  # fewer than 3 weeks: no band yet
 
 
-def test_a_failed_run_and_its_failed_blocking_check_post_alerts(pipeline_env, small_source, monkeypatch, webhook):
+def test_a_failed_run_and_its_failed_blocking_check_post_alerts(
+    pipeline_env, small_source, monkeypatch, webhook
+):
     url, received = webhook
     pipeline_env("small_source", events=False)
     monkeypatch.setenv("ALERT_WEBHOOK_URL", url)
@@ -68,28 +70,49 @@ def test_a_failed_run_and_its_failed_blocking_check_post_alerts(pipeline_env, sm
     assert url not in json.dumps(received)  # the secret URL is never in a message
 
 
-def test_volume_out_of_its_band_warns_per_week_and_alerts(pipeline_env, small_source, monkeypatch, webhook):
+def test_volume_out_of_its_band_warns_per_week_and_alerts(
+    pipeline_env, small_source, monkeypatch, webhook
+):
     """The week's row count against the 8 loaded weeks before it (reported here ten times larger)."""
     url, received = webhook
     pipeline_env("small_source", events=False)
     monkeypatch.setenv("ALERT_WEBHOOK_URL", url)
     instance = dg.DagsterInstance.ephemeral()
-    for i, week in enumerate(["2026-09-21", "2026-09-28", "2026-10-05", "2026-10-12", "2026-10-19",
-                              "2026-10-26", "2026-11-02", "2026-11-09"]):
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            asset_key=TRANSACTIONS, partition=week, metadata={"dagster/row_count": 12000 + 100 * (i % 3)}))
+    for i, week in enumerate(
+        [
+            "2026-09-21",
+            "2026-09-28",
+            "2026-10-05",
+            "2026-10-12",
+            "2026-10-19",
+            "2026-10-26",
+            "2026-11-02",
+            "2026-11-09",
+        ]
+    ):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=TRANSACTIONS,
+                partition=week,
+                metadata={"dagster/row_count": 12000 + 100 * (i % 3)},
+            )
+        )
     result = run_week(WEEK, instance=instance)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evaluations["transaction_ids_unique"].passed and evaluations["loaded_rows_match"].passed
     volume = evaluations["weekly_volume"]
     assert not volume.passed and volume.severity == dg.AssetCheckSeverity.WARN
     assert "outside the band" in volume.metadata["result"].value
-    assert all(e.partition == WEEK for e in evaluations.values())  # each check is recorded for its week
+    assert all(
+        e.partition == WEEK for e in evaluations.values()
+    )  # each check is recorded for its week
     # The warning, then the week's report (issue 23), which counts it.
     assert [m["customer_assets"]["kind"] for m in received] == ["out_of_band", "week_succeeded"]
     assert "weekly_volume" in received[0]["text"]
-    assert "customer_analytics/weekly_transactions:weekly_volume" in received[1]["customer_assets"]["details"][
-        "warning_checks"]
+    assert (
+        "customer_analytics/weekly_transactions:weekly_volume"
+        in received[1]["customer_assets"]["details"]["warning_checks"]
+    )
     # The loaded table's columns carry the pandera model's descriptions (issue 13, item 5).
     load = result.asset_materializations_for_node("customer_analytics__weekly_transactions")[0]
     columns = {c.name: c.description for c in load.metadata["dagster/column_schema"].value.columns}
@@ -104,22 +127,33 @@ def test_a_missed_week_alerts_once(webhook):
     now = datetime(2026, 11, 23, 7, 0, tzinfo=timezone.utc)  # Monday 07:00: week 2026-11-16 is due
     assert missed_week(instance, now) == WEEK
     assert missed_week(instance, now.replace(hour=5)) is None  # before the deadline
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=TRANSACTIONS, partition=WEEK))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=TRANSACTIONS, partition=WEEK)
+    )
     assert missed_week(instance, now) is None
 
     late = dg.DagsterInstance.ephemeral()
     context = dg.build_sensor_context(instance=late, resources={"alerts": Alerts(webhook_url=url)})
-    freshness_alerts(context)  # the real clock: the last complete week is past its deadline, not loaded
+    freshness_alerts(
+        context
+    )  # the real clock: the last complete week is past its deadline, not loaded
     assert [m["customer_assets"]["kind"] for m in received] == ["freshness_missed"]
-    again = dg.build_sensor_context(instance=late, cursor=context.cursor, resources={"alerts": Alerts(webhook_url=url)})
+    again = dg.build_sensor_context(
+        instance=late, cursor=context.cursor, resources={"alerts": Alerts(webhook_url=url)}
+    )
     assert isinstance(freshness_alerts(again), dg.SkipReason) and len(received) == 1
 
 
 def test_an_unreachable_webhook_never_fails_the_pipeline():
-    assert Alerts(webhook_url="http://127.0.0.1:9/nothing", timeout_seconds=1).send("run_failed", "x") is False
+    assert (
+        Alerts(webhook_url="http://127.0.0.1:9/nothing", timeout_seconds=1).send("run_failed", "x")
+        is False
+    )
 
 
-def test_a_successful_cli_week_posts_its_report(pipeline_env, small_source, monkeypatch, webhook, tmp_path):
+def test_a_successful_cli_week_posts_its_report(
+    pipeline_env, small_source, monkeypatch, webhook, tmp_path
+):
     """Issue 23, item 3: seeds 000 and 001 end a week with a report; only failures were posted."""
     import os
     import subprocess
@@ -129,13 +163,34 @@ def test_a_successful_cli_week_posts_its_report(pipeline_env, small_source, monk
     url, received = webhook
     tmp = pipeline_env("small_source", events=False)
     (tmp / "home").mkdir()
-    env = {**os.environ, "ALERT_WEBHOOK_URL": url, "DAGSTER_WEBSERVER_URL": "http://dagster.internal:3000",
-           "DAGSTER_HOME": str(tmp / "home")}
-    done = subprocess.run([str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
-                           "customer_assets", "--select", "*", "--partition", WEEK], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "ALERT_WEBHOOK_URL": url,
+        "DAGSTER_WEBSERVER_URL": "http://dagster.internal:3000",
+        "DAGSTER_HOME": str(tmp / "home"),
+    }
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "asset",
+            "materialize",
+            "-m",
+            "customer_assets",
+            "--select",
+            "*",
+            "--partition",
+            WEEK,
+        ],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    [report] = [r["customer_assets"] for r in received if r["customer_assets"]["kind"] == "week_succeeded"]
+    [report] = [
+        r["customer_assets"] for r in received if r["customer_assets"]["kind"] == "week_succeeded"
+    ]
     details = report["details"]
     summary = json.loads(next((tmp / "logs" / "etl").glob("etl_*.json")).read_text())
     assert details == summary["report"] and report["week"] == WEEK
@@ -148,10 +203,13 @@ def test_a_successful_cli_week_posts_its_report(pipeline_env, small_source, monk
     assert details["run_url"] == f"http://dagster.internal:3000/runs/{summary['run_id']}"
 
 
-def test_a_report_that_cannot_be_posted_never_fails_the_week_or_its_cleanup(pipeline_env, small_source,
-                                                                          monkeypatch):
+def test_a_report_that_cannot_be_posted_never_fails_the_week_or_its_cleanup(
+    pipeline_env, small_source, monkeypatch
+):
     tmp = pipeline_env("small_source", events=False)
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unreachable")  # the discard port: refused
+    monkeypatch.setenv(
+        "ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unreachable"
+    )  # the discard port: refused
     result = run_week(WEEK)
     assert result.success
     assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]

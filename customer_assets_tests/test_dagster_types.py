@@ -12,7 +12,9 @@ def test_checking_a_frame_never_changes_it():
     """Type checks validate a Copy-on-Write view "in place" (no deep copy of each output): what pandera
     coerces there must not reach the frame that is written."""
     df = raw_frame(raw_row(), raw_row(transaction_id="X"))
-    df["amount"] = df["amount"].astype("float32")  # the model coerces this to float64 while checking
+    df["amount"] = df["amount"].astype(
+        "float32"
+    )  # the model coerces this to float64 while checking
     before = df.copy()
     frame_check(RawTransactions)(df)
     pd.testing.assert_frame_equal(df, before)
@@ -27,8 +29,10 @@ def test_the_fast_type_check_decides_as_pandera_does():
     exact = raw_frame(raw_row(), raw_row(transaction_id="X"))
     assert fast(exact)  # the cheap check decides a frame the assets produce
     check(exact)
-    coercible = exact.assign(amount=exact["amount"].astype("float32"),
-                             timestamp=exact["timestamp"].dt.tz_convert("Europe/Paris"))
+    coercible = exact.assign(
+        amount=exact["amount"].astype("float32"),
+        timestamp=exact["timestamp"].dt.tz_convert("Europe/Paris"),
+    )
     assert not fast(coercible)  # ... and leaves this one to pandera's full check, which passes it
     check(coercible)
     with pytest.raises(pandera.errors.SchemaErrors, match="amount"):

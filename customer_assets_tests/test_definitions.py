@@ -23,8 +23,10 @@ from customer_assets.partitions import FIRST_WEEK
 from customer_assets_tests.support.definitions import offline_definitions
 
 SNAPSHOT = Path(__file__).with_name("asset_specs.json")
-REGENERATE = ("regenerate with `.venv/bin/python -m customer_assets_tests.test_definitions` and "
-              "review the diff")
+REGENERATE = (
+    "regenerate with `.venv/bin/python -m customer_assets_tests.test_definitions` and "
+    "review the diff"
+)
 
 
 def _partitions(partitions_def) -> dict | None:
@@ -32,9 +34,12 @@ def _partitions(partitions_def) -> dict | None:
     if partitions_def is None:
         return None
     start = partitions_def.start.date().isoformat()
-    return {"type": type(partitions_def).__name__,
-            "start": "FIRST_WEEK" if start == FIRST_WEEK else start,
-            "day_offset": partitions_def.day_offset, "timezone": partitions_def.timezone}
+    return {
+        "type": type(partitions_def).__name__,
+        "start": "FIRST_WEEK" if start == FIRST_WEEK else start,
+        "day_offset": partitions_def.day_offset,
+        "timezone": partitions_def.timezone,
+    }
 
 
 def asset_specs(defs: dg.Definitions) -> dict[str, dict]:
@@ -42,20 +47,27 @@ def asset_specs(defs: dg.Definitions) -> dict[str, dict]:
     checks: dict[dg.AssetKey, list[str]] = {}
     for check in defs.resolve_asset_graph().asset_check_keys:
         checks.setdefault(check.asset_key, []).append(check.name)
-    return {spec.key.to_user_string(): {
-        "kinds": sorted(spec.kinds),
-        "group": spec.group_name,
-        "owners": list(spec.owners),
-        "tags": {k: v for k, v in sorted(spec.tags.items()) if not k.startswith("dagster/kind/")},
-        "partitions": _partitions(spec.partitions_def),
-        "freshness": type(spec.freshness_policy).__name__ if spec.freshness_policy else None,
-        "checks": sorted(checks.get(spec.key, [])),
-    } for spec in sorted(defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string())}
+    return {
+        spec.key.to_user_string(): {
+            "kinds": sorted(spec.kinds),
+            "group": spec.group_name,
+            "owners": list(spec.owners),
+            "tags": {
+                k: v for k, v in sorted(spec.tags.items()) if not k.startswith("dagster/kind/")
+            },
+            "partitions": _partitions(spec.partitions_def),
+            "freshness": type(spec.freshness_policy).__name__ if spec.freshness_policy else None,
+            "checks": sorted(checks.get(spec.key, [])),
+        }
+        for spec in sorted(defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string())
+    }
 
 
 def snapshot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, dict]:
-    return {deployment: asset_specs(offline_definitions(monkeypatch, tmp_path, deployment))
-            for deployment in DEPLOYMENTS}
+    return {
+        deployment: asset_specs(offline_definitions(monkeypatch, tmp_path, deployment))
+        for deployment in DEPLOYMENTS
+    }
 
 
 def test_the_asset_specs_of_each_deployment_match_the_snapshot(monkeypatch, tmp_path):
@@ -76,6 +88,7 @@ def test_prod_built_after_a_local_import_shows_bigquery_tables(monkeypatch, tmp_
 
 def test_the_late_changes_sensor_is_on_by_default_only_against_a_source(monkeypatch, tmp_path):
     """Decided when the definitions are built: the same process builds both."""
+
     def default(source: bool) -> dg.DefaultSensorStatus:
         defs = offline_definitions(monkeypatch, tmp_path, "local", source=source)
         return defs.resolve_sensor_def("source_changes").default_status
@@ -87,12 +100,17 @@ def test_the_late_changes_sensor_is_on_by_default_only_against_a_source(monkeypa
 
 def dumped(specs_by_deployment: dict[str, dict]) -> str:
     """The snapshot as JSON with one line per asset, so a diff names the asset that changed."""
-    def lines(specs: dict[str, dict]) -> str:
-        return ",\n".join(f"    {json.dumps(key)}: {json.dumps(spec, sort_keys=True)}"
-                          for key, spec in specs.items())
 
-    deployments = [f'  "{deployment}": {{\n{lines(specs)}\n  }}'
-                   for deployment, specs in specs_by_deployment.items()]
+    def lines(specs: dict[str, dict]) -> str:
+        return ",\n".join(
+            f"    {json.dumps(key)}: {json.dumps(spec, sort_keys=True)}"
+            for key, spec in specs.items()
+        )
+
+    deployments = [
+        f'  "{deployment}": {{\n{lines(specs)}\n  }}'
+        for deployment, specs in specs_by_deployment.items()
+    ]
     return "{\n" + ",\n".join(deployments) + "\n}\n"
 
 

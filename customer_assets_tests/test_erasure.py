@@ -9,10 +9,10 @@ import uuid
 import pandas as pd
 
 from customer_assets.erasure import SUPPRESSION, customer_hashes, erase_from_warehouse
-from customer_assets.suppression import customer_tables
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse
-from customer_assets_tests.support.sources import BIGQUERY_PROJECT
+from customer_assets.suppression import customer_tables
 from customer_assets_tests.support.pipeline import run_week, warehouse
+from customer_assets_tests.support.sources import BIGQUERY_PROJECT
 
 WEEK = "2026-11-16"
 ID_COLUMNS = customer_tables()  # each customer table's id columns, as its asset declares them
@@ -20,9 +20,18 @@ CUSTOMER_TABLES = tuple(ID_COLUMNS)
 
 
 def _rows_of(path, customer: str) -> dict[str, int]:
-    return {table: int(warehouse(path, f"SELECT count(*) AS n FROM customer_analytics.{table} WHERE " + " OR ".join(
-        f"{column} = '{customer}'" for column in ID_COLUMNS.get(table, ("customer_id",))))["n"][0])
-        for table in CUSTOMER_TABLES}
+    return {
+        table: int(
+            warehouse(
+                path,
+                f"SELECT count(*) AS n FROM customer_analytics.{table} WHERE "
+                + " OR ".join(
+                    f"{column} = '{customer}'" for column in ID_COLUMNS.get(table, ("customer_id",))
+                ),
+            )["n"][0]
+        )
+        for table in CUSTOMER_TABLES
+    }
 
 
 def test_erased_customer_is_gone_after_erasure_and_backfill(pipeline_env, small_source):
@@ -32,20 +41,28 @@ def test_erased_customer_is_gone_after_erasure_and_backfill(pipeline_env, small_
     # The week's bot: in every table, and flagged HIGH_FREQUENCY_CUSTOMER. No file lists customers after the run
     # (anomalies.csv goes with the intermediates, issue 23): the flagged rows are a warehouse table.
     listed = warehouse(db, "SELECT * FROM customer_analytics.flagged_transactions")
-    customer = listed.loc[listed["anomaly_flags"].str.contains("HIGH_FREQUENCY"), "customer_id"].iloc[0]
+    customer = listed.loc[
+        listed["anomaly_flags"].str.contains("HIGH_FREQUENCY"), "customer_id"
+    ].iloc[0]
     assert not (tmp / "data" / "reports" / WEEK / "anomalies.csv").exists()
     before = _rows_of(db, customer)
     # In every customer table (the bot has no quarantined row, and the quarantine of unresolvable facts is empty in
     # the demo week).
-    assert all(n for table, n in before.items()
-               if table not in ("fact_transactions_quarantine", "transaction_quarantine", "identity_merges")), before
+    assert all(
+        n
+        for table, n in before.items()
+        if table
+        not in ("fact_transactions_quarantine", "transaction_quarantine", "identity_merges")
+    ), before
 
     from customer_assets.definitions import build_definitions
 
     job = build_definitions("local").get_job_def("erase_customers")
     ids = tmp / "erasure_ids.txt"  # the ids in a file (or standard input), never in the run config
     ids.write_text(f"{customer}\n NOT-A-CUSTOMER \n")
-    config = {"ops": {"erase_customers_op": {"config": {"ids_file": str(ids), "request": "DSR-42"}}}}
+    config = {
+        "ops": {"erase_customers_op": {"config": {"ids_file": str(ids), "request": "DSR-42"}}}
+    }
     result = job.execute_in_process(run_config=config)
     assert result.success
     assert customer not in str(result.dagster_run.run_config)
@@ -58,7 +75,9 @@ def test_erased_customer_is_gone_after_erasure_and_backfill(pipeline_env, small_
     assert record["rows_removed_per_file"] == {}  # no file held the customer
     assert customer not in record_path.read_text()
     suppression = warehouse(db, "SELECT * FROM customer_analytics.erasure_suppression")
-    assert len(suppression) == 2 and suppression["customer_hash"].str.fullmatch(r"[0-9a-f]{64}").all()
+    assert (
+        len(suppression) == 2 and suppression["customer_hash"].str.fullmatch(r"[0-9a-f]{64}").all()
+    )
     assert customer not in suppression.to_string()
 
     # A backfill of the week does not bring them back, and says how many rows it left out.
@@ -77,24 +96,40 @@ def test_erasure_in_bigquery(bigquery_endpoint, bigquery_client):
     bigquery_client.create_dataset(dataset)
     # c1 is another customer than C1 (ids equal but for case are two, issue 21): it stays.
     for table in CUSTOMER_TABLES:
-        rows = {"customer_identity_map":  # C3 is also a source id resolved to C2: it goes too
-                "SELECT * FROM UNNEST([STRUCT('C1' AS customer_id, 'database' AS source, 'C1' AS source_customer_id), "
-                "('C2', 'database', 'C2'), ('C1', 'erp', 'X9'), ('C2', 'crm', 'C3'), ('c1', 'database', 'c1')])",
-                "identity_merges":  # a merge of C3 into C2, of C1 into C2, of X8 into C1
-                "SELECT * FROM UNNEST([STRUCT('C3' AS retired_id, 'C2' AS surviving_id), ('C1', 'C2'), "
-                "('X8', 'C1'), ('C2', 'C2'), ('c1', 'C2')])",
-                }.get(table, "SELECT * FROM UNNEST([STRUCT('C1' AS customer_id, 1 AS n), ('C2', 2), ('C1', 3), "
-                             "('C3', 4), ('c1', 5)])")
-        bigquery_client.query(f"CREATE TABLE `{BIGQUERY_PROJECT}.{dataset}.{table}` AS {rows}").result()
-    bq = BigQueryWarehouse(project=BIGQUERY_PROJECT, emulator_host=bigquery_endpoint, dataset_override=dataset)
-    removed = erase_from_warehouse(bq, [" C1", "C3 "], "key", "DSR-7")  # ids as a request may pad them
+        rows = {
+            "customer_identity_map":  # C3 is also a source id resolved to C2: it goes too
+            "SELECT * FROM UNNEST([STRUCT('C1' AS customer_id, 'database' AS source, 'C1' AS source_customer_id), "
+            "('C2', 'database', 'C2'), ('C1', 'erp', 'X9'), ('C2', 'crm', 'C3'), ('c1', 'database', 'c1')])",
+            "identity_merges":  # a merge of C3 into C2, of C1 into C2, of X8 into C1
+            "SELECT * FROM UNNEST([STRUCT('C3' AS retired_id, 'C2' AS surviving_id), ('C1', 'C2'), "
+            "('X8', 'C1'), ('C2', 'C2'), ('c1', 'C2')])",
+        }.get(
+            table,
+            "SELECT * FROM UNNEST([STRUCT('C1' AS customer_id, 1 AS n), ('C2', 2), ('C1', 3), "
+            "('C3', 4), ('c1', 5)])",
+        )
+        bigquery_client.query(
+            f"CREATE TABLE `{BIGQUERY_PROJECT}.{dataset}.{table}` AS {rows}"
+        ).result()
+    bq = BigQueryWarehouse(
+        project=BIGQUERY_PROJECT, emulator_host=bigquery_endpoint, dataset_override=dataset
+    )
+    removed = erase_from_warehouse(
+        bq, [" C1", "C3 "], "key", "DSR-7"
+    )  # ids as a request may pad them
     assert removed == dict.fromkeys(CUSTOMER_TABLES, 3)
     for table in CUSTOMER_TABLES:
         column = ID_COLUMNS.get(table, ("customer_id",))[0]
-        left = bq.query(f"SELECT {column} FROM {{t}} ORDER BY 1", t=bq.table("customer_analytics", table))
-        assert left[column].tolist() == (["C2", "c1"] if table != "identity_merges" else ["C2", "c1"]), table
+        left = bq.query(
+            f"SELECT {column} FROM {{t}} ORDER BY 1", t=bq.table("customer_analytics", table)
+        )
+        assert left[column].tolist() == (
+            ["C2", "c1"] if table != "identity_merges" else ["C2", "c1"]
+        ), table
     hashes = bq.query("SELECT customer_hash, request FROM {t} ORDER BY 1", t=bq.table(*SUPPRESSION))
     assert hashes["customer_hash"].tolist() == customer_hashes(["C1", "C3"], "key")
-    assert set(hashes["request"]) == {"DSR-7"} and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes["customer_hash"])
+    assert set(hashes["request"]) == {"DSR-7"} and all(
+        re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes["customer_hash"]
+    )
     assert erase_from_warehouse(bq, ["C1"], "key", "DSR-8") == dict.fromkeys(CUSTOMER_TABLES, 0)
     assert len(bq.query("SELECT * FROM {t}", t=bq.table(*SUPPRESSION))) == 2

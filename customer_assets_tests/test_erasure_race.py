@@ -26,13 +26,18 @@ RACES = [(0.0, True), (1.0, True), (3.0, True), (6.0, True), (0.5, False), (3.0,
 
 
 def _busiest(dsn: str) -> str:
-    return query(dsn, """SELECT upper(trim(customer_id::text)) FROM transactions WHERE status = 'completed'
+    return query(
+        dsn,
+        """SELECT upper(trim(customer_id::text)) FROM transactions WHERE status = 'completed'
                          AND "timestamp" >= '2026-11-16' AND "timestamp" < '2026-11-23'
-                         GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1""")[0][0]
+                         GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1""",
+    )[0][0]
 
 
 @pytest.mark.parametrize("offset, shared", RACES)
-def test_an_erasure_racing_the_weeks_run_is_not_undone(pipeline_env, small_source, monkeypatch, offset, shared):
+def test_an_erasure_racing_the_weeks_run_is_not_undone(
+    pipeline_env, small_source, monkeypatch, offset, shared
+):
     """On the week's instance (as deployed) the erasure waits for the week's run, which completes; on another
     (an in-process erasure, a second DAGSTER_HOME) it cannot see the run, and each step that writes customer
     rows removes them again after its write: the week may then stop on its row-count check, never with the
@@ -43,11 +48,28 @@ def test_an_erasure_racing_the_weeks_run_is_not_undone(pipeline_env, small_sourc
     customer = _busiest(small_source)
     home = tmp / "dagster_home"
     home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # one instance for the week and the erasure, as deployed
+    monkeypatch.setenv(
+        "DAGSTER_HOME", str(home)
+    )  # one instance for the week and the erasure, as deployed
     extracted = tmp / "data" / "etl" / "raw_transactions" / f"{WEEK}.parquet"
-    week = subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "*",
-                             "--partition", WEEK], cwd=tmp, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    week = subprocess.Popen(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "customer_assets",
+            "--select",
+            "*",
+            "--partition",
+            WEEK,
+        ],
+        cwd=tmp,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.append(week.stdout.read()))
     reader.start()
@@ -57,12 +79,14 @@ def test_an_erasure_racing_the_weeks_run_is_not_undone(pipeline_env, small_sourc
     assert extracted.exists() or week.poll() is None, "the week ended before its extract was seen"
     time.sleep(offset)
     still_running = week.poll() is None
-    with (dg.DagsterInstance.get() if shared else dg.DagsterInstance.ephemeral()) as instance:
+    with dg.DagsterInstance.get() if shared else dg.DagsterInstance.ephemeral() as instance:
         assert erase(customer, tmp, request="DSR-RACE", instance=instance).success
     week.wait(timeout=900)
     reader.join()
     assert week.returncode == 0 or not shared, output[0][-3000:]
-    print(f"offset {offset}s, shared instance {shared}: the week was {'still running' if still_running else 'done'} "
-          f"when the erasure began; the week {'succeeded' if week.returncode == 0 else 'stopped'}")
+    print(
+        f"offset {offset}s, shared instance {shared}: the week was {'still running' if still_running else 'done'} "
+        f"when the erasure began; the week {'succeeded' if week.returncode == 0 else 'stopped'}"
+    )
     left = rows_of(tmp / "warehouse.duckdb", customer)
     assert left and not any(left.values()), left

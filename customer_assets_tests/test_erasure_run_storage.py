@@ -23,8 +23,17 @@ def test_run_storage_holds_no_erased_id_or_email(pipeline_env, small_source, mon
     shutil.copytree(EVENTS["small_source"], zone)
     folder = zone / "dt=2026-11-17"
     folder.mkdir(exist_ok=True)
-    (folder / "hostile.jsonl").write_text(json.dumps({
-        "event_id": "e1", "event_type": "page_view", "customer_id": "C0000001", "timestamp": EMAIL}) + "\n")
+    (folder / "hostile.jsonl").write_text(
+        json.dumps(
+            {
+                "event_id": "e1",
+                "event_type": "page_view",
+                "customer_id": "C0000001",
+                "timestamp": EMAIL,
+            }
+        )
+        + "\n"
+    )
     monkeypatch.setenv("EVENTS_PATH", str(zone))
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -39,11 +48,21 @@ def test_run_storage_holds_no_erased_id_or_email(pipeline_env, small_source, mon
         ids = tmp_path / "ids.txt"
         ids.write_text(customer + "\n")
         job = build_definitions("local").get_job_def("erase_customers")
-        erasure = job.execute_in_process(instance=instance, run_config={"ops": {"erase_customers_op": {
-            "config": {"ids_file": str(ids), "request": "DSR-STORAGE"}}}})
+        erasure = job.execute_in_process(
+            instance=instance,
+            run_config={
+                "ops": {
+                    "erase_customers_op": {
+                        "config": {"ids_file": str(ids), "request": "DSR-STORAGE"}
+                    }
+                }
+            },
+        )
         assert erasure.success
     stored = {path: path.read_bytes() for path in home.rglob("*") if path.is_file()}
     assert any(p.suffix == ".db" for p in stored), sorted(stored)
-    holders = {needle: [str(p.relative_to(home)) for p, data in stored.items() if needle.encode() in data]
-               for needle in (customer, EMAIL)}
+    holders = {
+        needle: [str(p.relative_to(home)) for p, data in stored.items() if needle.encode() in data]
+        for needle in (customer, EMAIL)
+    }
     assert holders == {customer: [], EMAIL: []}

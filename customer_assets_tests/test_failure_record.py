@@ -29,26 +29,34 @@ def failing_week():
 
 def _failed_run(instance: dg.DagsterInstance) -> tuple[dg.DagsterRun, dg.DagsterEvent]:
     """A run of the week whose step failed, and no hook recorded it (as if its worker died)."""
-    result = failing_week.execute_in_process(instance=instance, tags={"dagster/partition": WEEK},
-                                             raise_on_error=False)
+    result = failing_week.execute_in_process(
+        instance=instance, tags={"dagster/partition": WEEK}, raise_on_error=False
+    )
     events = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     return instance.get_run_by_id(result.run_id), events[0].dagster_event
 
 
 def test_the_sensor_records_a_failure_in_the_shape_the_hook_does(tmp_path: Path):
-    settings = PipelineSettings(data_dir=str(tmp_path / "data"),
-                                reports_dir=str(tmp_path / "reports"),
-                                etl_log_dir=str(tmp_path / "logs"))
+    settings = PipelineSettings(
+        data_dir=str(tmp_path / "data"),
+        reports_dir=str(tmp_path / "reports"),
+        etl_log_dir=str(tmp_path / "logs"),
+    )
     left = tmp_path / "data" / "etl" / "raw_transactions" / f"{WEEK}.parquet"
     left.parent.mkdir(parents=True)
     left.write_bytes(b"customer rows")
     with dg.instance_for_test() as instance:
         run, failure = _failed_run(instance)
         assert RECORD_TAG not in run.tags and run_week(run) == WEEK
-        etl_failure_cleanup(dg.build_run_status_sensor_context(
-            sensor_name="etl_failure_cleanup", dagster_instance=instance, dagster_run=run,
-            dagster_event=failure, resources={"settings": settings, "alerts": Alerts()},
-        ).for_run_failure())
+        etl_failure_cleanup(
+            dg.build_run_status_sensor_context(
+                sensor_name="etl_failure_cleanup",
+                dagster_instance=instance,
+                dagster_run=run,
+                dagster_event=failure,
+                resources={"settings": settings, "alerts": Alerts()},
+            ).for_run_failure()
+        )
 
     [path] = (tmp_path / "logs").glob("failed_*.json")
     record = json.loads(path.read_text())

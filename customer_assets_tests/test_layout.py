@@ -20,19 +20,28 @@ def _modules():
 def _reads_environment(tree: ast.AST) -> list[int]:
     lines = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" \
-                and node.attr in ("environ", "getenv", "environb", "putenv"):
-            lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and node.module == "os" \
-                and {a.name for a in node.names} & {"environ", "getenv", "environb"}:
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in ("environ", "getenv", "environb", "putenv")
+        ) or (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and {a.name for a in node.names} & {"environ", "getenv", "environb"}
+        ):
             lines.append(node.lineno)
     return lines
 
 
 def test_only_the_settings_layer_reads_the_environment():
-    readers = {str(path): lines for path, tree in _modules()
-               if path.name not in ENVIRONMENT_LAYER or path.parent != Path(".")
-               for lines in [_reads_environment(tree)] if lines}
+    readers = {
+        str(path): lines
+        for path, tree in _modules()
+        if path.name not in ENVIRONMENT_LAYER or path.parent != Path(".")
+        for lines in [_reads_environment(tree)]
+        if lines
+    }
     assert readers == {}, f"os.environ read outside settings.py/deployments.py: {readers}"
 
 
@@ -43,21 +52,30 @@ def test_production_code_never_imports_the_demo():
         if path.parts[0] == "demo" or str(path) == "deployments.py":
             continue
         for node in ast.walk(tree):
-            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
-                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            if any(n == "customer_assets.demo" or n.startswith("customer_assets.demo.") for n in names):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            if any(
+                n == "customer_assets.demo" or n.startswith("customer_assets.demo.") for n in names
+            ):
                 importers.setdefault(str(path), []).append(node.lineno)
     assert importers == {}
 
 
 def test_importing_the_package_changes_no_pandas_option():
     """The options are set where the pipeline starts (its definitions), not by importing a module."""
-    code = ("import pandas as pd; before = (pd.get_option('future.infer_string'), pd.get_option('mode.copy_on_write'))\n"
-            "import customer_assets, customer_assets.logic.validation, customer_assets.sources.extract\n"
-            "after = (pd.get_option('future.infer_string'), pd.get_option('mode.copy_on_write'))\n"
-            "assert before == after, (before, after)\n"
-            "import customer_assets.definitions\n"
-            "assert (pd.get_option('future.infer_string'), pd.get_option('mode.copy_on_write')) == (True, True)\n")
+    code = (
+        "import pandas as pd; before = (pd.get_option('future.infer_string'), pd.get_option('mode.copy_on_write'))\n"
+        "import customer_assets, customer_assets.logic.validation, customer_assets.sources.extract\n"
+        "after = (pd.get_option('future.infer_string'), pd.get_option('mode.copy_on_write'))\n"
+        "assert before == after, (before, after)\n"
+        "import customer_assets.definitions\n"
+        "assert (pd.get_option('future.infer_string'), pd.get_option('mode.copy_on_write')) == (True, True)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -65,9 +83,14 @@ def test_importing_the_package_changes_no_pandas_option():
 # What logic/ must not import: Dagster (and its integrations, dagster_*), the warehouse resources,
 # the warehouse's SQL, the IO managers, the Dagster types and the asset wiring. Logic is plain
 # functions over frames and values.
-NOT_IN_LOGIC = ("dagster", "customer_assets.resources", "customer_assets.sql",
-                "customer_assets.io_managers", "customer_assets.dagster_types",
-                "customer_assets.assets")
+NOT_IN_LOGIC = (
+    "dagster",
+    "customer_assets.resources",
+    "customer_assets.sql",
+    "customer_assets.io_managers",
+    "customer_assets.dagster_types",
+    "customer_assets.assets",
+)
 
 
 def _imported_names(tree: ast.AST, module: str) -> list[tuple[str, int]]:
@@ -96,11 +119,15 @@ def test_logic_imports_neither_dagster_nor_the_warehouse_nor_io():
     for path in logic:
         module = "customer_assets." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
         for name, line in _imported_names(ast.parse(path.read_text(), filename=str(path)), module):
-            if any(name == banned or name.startswith(banned + ".") or name.startswith(banned + "_")
-                   for banned in NOT_IN_LOGIC):
+            if any(
+                name == banned or name.startswith(banned + ".") or name.startswith(banned + "_")
+                for banned in NOT_IN_LOGIC
+            ):
                 where = str(path.relative_to(PACKAGE))
                 offenders.setdefault(where, []).append(f"{name} (line {line})")
-    assert offenders == {}, f"logic/ is pure; move what needs these to sql/, assets/, io: {offenders}"
+    assert offenders == {}, (
+        f"logic/ is pure; move what needs these to sql/, assets/, io: {offenders}"
+    )
 
 
 # What may be decided when a module is imported: the partitions' first week (Dagster reads the
@@ -111,9 +138,12 @@ DECIDED_AT_IMPORT = {("partitions.py", "first_week_from_env")}
 
 def _environment_functions() -> set[str]:
     """The functions of the settings/deployment layer: each reads the environment or decides by it."""
-    return {node.name for name in ENVIRONMENT_LAYER
-            for node in ast.parse((PACKAGE / name).read_text()).body
-            if isinstance(node, ast.FunctionDef)}
+    return {
+        node.name
+        for name in ENVIRONMENT_LAYER
+        for node in ast.parse((PACKAGE / name).read_text()).body
+        if isinstance(node, ast.FunctionDef)
+    }
 
 
 def _run_at_import(tree: ast.Module):
@@ -140,9 +170,13 @@ def test_nothing_is_decided_at_import_but_the_first_week():
                 name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
                 if name in decisions:
                     decided.add((str(path), name))
-            elif isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") \
-                    and getattr(node.value, "id", None) == "os":
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("environ", "getenv")
+                and getattr(node.value, "id", None) == "os"
+            ):
                 decided.add((str(path), f"os.{node.attr}"))
     assert decided == DECIDED_AT_IMPORT, (
         f"decided at import: {sorted(decided - DECIDED_AT_IMPORT)}; "
-        "decide it in build_definitions(deployment)")
+        "decide it in build_definitions(deployment)"
+    )

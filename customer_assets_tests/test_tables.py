@@ -14,8 +14,9 @@ from customer_assets.freshness import WEEKLY_FRESHNESS
 from customer_assets.lineage import LINEAGE
 from customer_assets.suppression import customer_tables
 
-SPECS = {spec.key.path[1]: spec for spec in defs.resolve_all_asset_specs()
-         if tables.is_table(spec.key)}
+SPECS = {
+    spec.key.path[1]: spec for spec in defs.resolve_all_asset_specs() if tables.is_table(spec.key)
+}
 # The columns that hold a customer's id or a person's (the identity's persons, the merges' retired
 # and surviving persons).
 ID_COLUMNS = {"customer_id", "source_customer_id", "retired_id", "surviving_id"}
@@ -48,7 +49,8 @@ def test_a_warehouse_table_holding_customer_ids_is_erasable(table):
     if columns is None:
         assert erased or table in NO_CUSTOMER_IDS, (
             f"{table} declares no columns: tag it holds_customer_ids() or list it in "
-            "NO_CUSTOMER_IDS")
+            "NO_CUSTOMER_IDS"
+        )
         return
     held = columns & ID_COLUMNS
     assert held <= set(erased or ()), f"{table} holds {sorted(held)}: tag it holds_customer_ids()"
@@ -68,6 +70,10 @@ def test_every_warehouse_table_has_the_weekly_freshness_policy(table):
 
 
 def test_the_column_lineage_names_warehouse_tables():
-    named = {source.split(".")[0] for columns in LINEAGE.values() for lineage in columns.values()
-             for source in lineage.sources}
+    named = {
+        source.split(".")[0]
+        for columns in LINEAGE.values()
+        for lineage in columns.values()
+        for source in lineage.sources
+    }
     assert named <= set(SPECS), named - set(SPECS)

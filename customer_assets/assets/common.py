@@ -1,6 +1,5 @@
 """What every asset of the weekly pipeline shares: partitions, owners, the week's context."""
 
-
 import warnings
 from functools import cache
 
@@ -31,27 +30,37 @@ def check_spec(name: str, asset: dg.AssetKey | str, **kwargs) -> dg.AssetCheckSp
         return dg.AssetCheckSpec(name, asset=asset, partitions_def=PARTITIONS, **kwargs)
 
 
-def check_result(asset_key: dg.AssetKey, name: str, outcome: CheckOutcome, **figures) -> dg.AssetCheckResult:
+def check_result(
+    asset_key: dg.AssetKey, name: str, outcome: CheckOutcome, **figures
+) -> dg.AssetCheckResult:
     """A check's outcome as Dagster records it: its severity, the sentence saying why, and its figures."""
-    return dg.AssetCheckResult(asset_key=asset_key, check_name=name, passed=outcome.passed,
-                               severity=dg.AssetCheckSeverity[outcome.severity],
-                               metadata={"result": dg.MetadataValue.md(outcome.description), **figures})
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity[outcome.severity],
+        metadata={"result": dg.MetadataValue.md(outcome.description), **figures},
+    )
 
 
 def metadata_value(record, name: str):
     """The value of metadata entry ``name`` of a materialization record (None without the record or entry)."""
-    entry = record.asset_materialization.metadata.get(name) if record and record.asset_materialization else None
+    entry = (
+        record.asset_materialization.metadata.get(name)
+        if record and record.asset_materialization
+        else None
+    )
     return entry.value if entry is not None else None
-
-
 
 
 @cache
 def _or_finished(python_type: type) -> dg.DagsterType:
     return dg.DagsterType(
-        name=f"{python_type.__name__}OrFinishedWeek", typing_type=python_type,
+        name=f"{python_type.__name__}OrFinishedWeek",
+        typing_type=python_type,
         description=f"{python_type.__name__}, or FinishedWeek when the week succeeded and its intermediates are gone",
-        type_check_fn=lambda _, value: isinstance(value, (python_type, FinishedWeek)))
+        type_check_fn=lambda _, value: isinstance(value, (python_type, FinishedWeek)),
+    )
 
 
 def intermediate(name: str, python_type: type = pd.DataFrame, **kwargs) -> dg.AssetIn:
@@ -62,11 +71,15 @@ def intermediate(name: str, python_type: type = pd.DataFrame, **kwargs) -> dg.As
 
 def selected_events(context: dg.AssetExecutionContext, events):
     """Only the outputs and check results the run selected, for a subsettable multi-asset."""
-    assets_def = context.assets_def  # in a run, the selected subset; invoked directly, the whole asset
+    assets_def = (
+        context.assets_def
+    )  # in a run, the selected subset; invoked directly, the whole asset
     for event in events:
-        selected = (assets_def.keys_by_output_name[event.output_name] in assets_def.keys
-                    if isinstance(event, dg.Output) else
-                    dg.AssetCheckKey(event.asset_key, event.check_name) in assets_def.check_keys)
+        selected = (
+            assets_def.keys_by_output_name[event.output_name] in assets_def.keys
+            if isinstance(event, dg.Output)
+            else dg.AssetCheckKey(event.asset_key, event.check_name) in assets_def.check_keys
+        )
         if selected:
             yield event
 
@@ -84,5 +97,6 @@ def finished_week(context: dg.AssetExecutionContext, *inputs) -> bool:
             f"Week {gone[0].week} already succeeded (run {gone[0].finished_by_run}), which removed its "
             f"intermediates ({', '.join(g.asset for g in gone)}): nothing to do, the warehouse keeps the week as "
             "that run loaded it. To rebuild the week, materialize it from etl/raw_transactions (or the whole "
-            "week) instead of this asset alone.")
+            "week) instead of this asset alone."
+        )
     return bool(gone)

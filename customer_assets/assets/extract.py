@@ -1,25 +1,29 @@
 """Extract: the week's completed transactions from the source PostgreSQL."""
 
-
+import dagster as dg
 import pandas as pd
 import psycopg2
-import dagster as dg
 from pydantic import Field
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, metadata_value, week_context
+from customer_assets.dagster_types import RawTransactionsType
 from customer_assets.erasure import check_key, drop_suppressed
+from customer_assets.partitions import latest_materialization
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.dagster_types import RawTransactionsType
-from customer_assets.partitions import latest_materialization
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.extract import shrinkage, stream_week_versioned, to_raw_frame
 from customer_assets.sources.source_findings import SourceFindings, week_source_findings
 
 # Failures that another attempt may not meet: the connection dropped or was refused, a timeout, a server
 # restarting. Anything else (a refused login, a missing grant, a value that does not parse) fails at once.
-TRANSIENT_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionError, TimeoutError)
+TRANSIENT_ERRORS = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
 
 SOURCE_TRANSACTIONS = dg.AssetSpec(
     key=["source", "transactions"],
@@ -37,36 +41,50 @@ SOURCE_TRANSACTIONS = dg.AssetSpec(
 class ExtractConfig(dg.Config):
     """Run config of the extract (`ops: {etl__raw_transactions: {config: {...}}}`)."""
 
-    allow_shrink: bool = Field(default=False, description="Re-load the week even though its source now holds far "
-                               "fewer completed transactions than when it was loaded (to zero, or by more than "
-                               "SOURCE_SHRINK_LIMIT): the source archived or purged them, and you mean the warehouse "
-                               "to lose them too.")
+    allow_shrink: bool = Field(
+        default=False,
+        description="Re-load the week even though its source now holds far "
+        "fewer completed transactions than when it was loaded (to zero, or by more than "
+        "SOURCE_SHRINK_LIMIT): the source archived or purged them, and you mean the warehouse "
+        "to lose them too.",
+    )
 
 
-def shrink_guard(context: dg.AssetExecutionContext, version: str, limit: float, allow: bool) -> None:
+def shrink_guard(
+    context: dg.AssetExecutionContext, version: str, limit: float, allow: bool
+) -> None:
     """Stops the run before anything is written when the week's source shrank sharply since it was loaded, unless
     the run config allows it: an archived or purged week must not wipe the loaded one by itself."""
     loaded = latest_materialization(context.instance, context.asset_key, context.partition_key)
     why = shrinkage(metadata_value(loaded, "source_version"), version, limit)
     if why and allow:
-        context.log.warning(f"week {context.partition_key}: {why}; re-loaded as the run config allows (allow_shrink)")
+        context.log.warning(
+            f"week {context.partition_key}: {why}; re-loaded as the run config allows (allow_shrink)"
+        )
     elif why:
-        raise dg.Failure(description=f"Week {context.partition_key} not re-loaded: {why}. The warehouse keeps the "
-                         "week as loaded. If the source lost these rows on purpose, re-run the week with run config "
-                         "`ops: {etl__raw_transactions: {config: {allow_shrink: true}}}`.", allow_retries=False)
+        raise dg.Failure(
+            description=f"Week {context.partition_key} not re-loaded: {why}. The warehouse keeps the "
+            "week as loaded. If the source lost these rows on purpose, re-run the week with run config "
+            "`ops: {etl__raw_transactions: {config: {allow_shrink: true}}}`.",
+            allow_retries=False,
+        )
 
 
 def warn_source_findings(context: dg.AssetExecutionContext, findings: SourceFindings) -> None:
     """Warns of what the customers table holds that the week's rows are not to blame for: the
     counts go to the metadata (and the quality report) anyway; the warning puts them in the log."""
     if findings.duplicate_customer_records:
-        context.log.warning(f"DUPLICATE_CUSTOMER_RECORD: the customers table holds {findings.duplicate_customer_records} "
-                            "record(s) beyond one per customer id; each transaction joined one of them (the latest "
-                            "created_at)")
+        context.log.warning(
+            f"DUPLICATE_CUSTOMER_RECORD: the customers table holds {findings.duplicate_customer_records} "
+            "record(s) beyond one per customer id; each transaction joined one of them (the latest "
+            "created_at)"
+        )
     if findings.id_collisions:
-        context.log.warning(f"ID_COLLISION: {findings.id_collisions} customer id(s) of the source differ from "
-                            f"another only by case (e.g. {', '.join(findings.id_collision_examples)}); "
-                            "their transactions stay apart, matching across sources sees one id")
+        context.log.warning(
+            f"ID_COLLISION: {findings.id_collisions} customer id(s) of the source differ from "
+            f"another only by case (e.g. {', '.join(findings.id_collision_examples)}); "
+            "their transactions stay apart, matching across sources sees one id"
+        )
 
 
 @dg.asset(
@@ -79,8 +97,14 @@ def warn_source_findings(context: dg.AssetExecutionContext, findings: SourceFind
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     deps=[SOURCE_TRANSACTIONS],
 )
-def raw_transactions(context: dg.AssetExecutionContext, config: ExtractConfig, source_db: PostgresSource,
-                     warehouse: WarehouseSQL, crm: CrmSource, settings: PipelineSettings) -> dg.Output[pd.DataFrame]:
+def raw_transactions(
+    context: dg.AssetExecutionContext,
+    config: ExtractConfig,
+    source_db: PostgresSource,
+    warehouse: WarehouseSQL,
+    crm: CrmSource,
+    settings: PipelineSettings,
+) -> dg.Output[pd.DataFrame]:
     """The week's `completed` transactions (any case or padding of the status) joined to their customer and
     product, on trimmed ids, one customer and product row per id.
 
@@ -97,42 +121,61 @@ def raw_transactions(context: dg.AssetExecutionContext, config: ExtractConfig, s
     here, before anything is written, unless the run config says `allow_shrink: true`.
     """
     ctx = week_context(context)
-    check_key(warehouse, crm.hash_key)  # a changed or lost key would bring erased customers back: stop first
+    check_key(
+        warehouse, crm.hash_key
+    )  # a changed or lost key would bring erased customers back: stop first
     try:
-        with source_db.connect(context.log) as conn:  # one snapshot: the version describes the rows read
+        # one snapshot: the version describes the rows read
+        with source_db.connect(context.log) as conn:
             schema = source_db.schema(conn)
             # The version on a second connection importing this one's snapshot, while the rows stream.
             table, version = stream_week_versioned(
-                conn, ctx.week_start, ctx.week_end, lambda snapshot: source_db.connect_beside(conn, snapshot),
-                schema, log=context.log)
+                conn,
+                ctx.week_start,
+                ctx.week_end,
+                lambda snapshot: source_db.connect_beside(conn, snapshot),
+                schema,
+                log=context.log,
+            )
             shrink_guard(context, version, settings.source_shrink_limit, config.allow_shrink)
             findings = week_source_findings(conn, ctx.week_start, ctx.week_end, schema)
     except (dg.Failure, *TRANSIENT_ERRORS):
         raise  # already classified, or worth the retry policy's next attempt
     except Exception as exc:  # a query or a value that will fail the same way next time
-        raise dg.Failure(description=f"The extract of week {context.partition_key} failed in a way a retry "
-                         f"cannot fix: {type(exc).__name__}: {exc}", allow_retries=False) from exc
+        raise dg.Failure(
+            description=f"The extract of week {context.partition_key} failed in a way a retry "
+            f"cannot fix: {type(exc).__name__}: {exc}",
+            allow_retries=False,
+        ) from exc
     df = to_raw_frame(table)
-    df, suppressed = drop_suppressed(df, warehouse, crm.hash_key)  # forgotten on request: never extracted again
+    df, suppressed = drop_suppressed(
+        df, warehouse, crm.hash_key
+    )  # forgotten on request: never extracted again
     if suppressed:
         context.log.info(f"{suppressed} row(s) of erased customers left out (suppression list)")
     invalid = int(df["invalid_encoding"].notna().sum())
     if invalid:
-        context.log.warning(f"{invalid} row(s) hold text that is not UTF-8; they are quarantined INVALID_ENCODING")
+        context.log.warning(
+            f"{invalid} row(s) hold text that is not UTF-8; they are quarantined INVALID_ENCODING"
+        )
     warn_source_findings(context, findings)
-    return dg.Output(df, data_version=dg.DataVersion(version), metadata={
-        "source_version": version,
-        "dagster/row_count": len(df),
-        "week_start": ctx.week_start.isoformat(),
-        "week_end": ctx.week_end.isoformat(),
-        "source": source_db.description,
-        "source_route": source_db.route,
-        "invalid_encoding_rows": invalid,
-        "suppressed_rows": suppressed,
-        "excluded_statuses": dg.MetadataValue.json(findings.excluded_statuses),
-        "excluded_rows": sum(findings.excluded_statuses.values()),
-        "duplicate_customer_records": findings.duplicate_customer_records,
-        "id_collisions": findings.id_collisions,
-        "id_collision_examples": dg.MetadataValue.json(findings.id_collision_examples),
-        "distinct_customers": int(df["customer_id"].nunique()),
-    })
+    return dg.Output(
+        df,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "source_version": version,
+            "dagster/row_count": len(df),
+            "week_start": ctx.week_start.isoformat(),
+            "week_end": ctx.week_end.isoformat(),
+            "source": source_db.description,
+            "source_route": source_db.route,
+            "invalid_encoding_rows": invalid,
+            "suppressed_rows": suppressed,
+            "excluded_statuses": dg.MetadataValue.json(findings.excluded_statuses),
+            "excluded_rows": sum(findings.excluded_statuses.values()),
+            "duplicate_customer_records": findings.duplicate_customer_records,
+            "id_collisions": findings.id_collisions,
+            "id_collision_examples": dg.MetadataValue.json(findings.id_collision_examples),
+            "distinct_customers": int(df["customer_id"].nunique()),
+        },
+    )

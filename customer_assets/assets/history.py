@@ -6,19 +6,33 @@ from pydantic import Field
 
 from customer_assets import tables
 from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, finished_week, intermediate, week_context)
-from customer_assets.partitions import latest_materialization
+    OWNERS,
+    PARTITIONS,
+    finished_week,
+    intermediate,
+    week_context,
+)
+from customer_assets.dagster_types import CustomerHistoryType
 from customer_assets.frames import StoredFrame
-from customer_assets.logic.history import HISTORY_INPUTS, add_totals, balance_rules, carry, week_totals
-from customer_assets.sql.history import first_loaded_week, loaded_totals_before, previous_week_totals
+from customer_assets.logic.history import (
+    HISTORY_INPUTS,
+    add_totals,
+    balance_rules,
+    carry,
+    week_totals,
+)
+from customer_assets.partitions import FIRST_WEEK, latest_materialization
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.opening_balance import opening_balance
+from customer_assets.sql.history import (
+    first_loaded_week,
+    loaded_totals_before,
+    previous_week_totals,
+)
 from customer_assets.suppression import drop_suppressed, holds_customer_ids
-from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.dagster_types import CustomerHistoryType
-from customer_assets.partitions import FIRST_WEEK
 from customer_assets.weeks import previous_week
 
 HISTORY = tables.key(tables.CUSTOMER_HISTORY)
@@ -26,10 +40,16 @@ PREVIOUS_WEEK = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
 class HistoryConfig(dg.Config):
-    full_rescan: bool = Field(default=False, description="Recompute the totals from every week loaded in the "
-                              "warehouse instead of carrying the previous week's (e.g. after repairing history).")
-    repair_reason: str = Field(default="", description="Why this run rebuilds the week (set by the sensor "
-                               "source_changes; shown by `dagster sensor preview` and in the metadata).")
+    full_rescan: bool = Field(
+        default=False,
+        description="Recompute the totals from every week loaded in the "
+        "warehouse instead of carrying the previous week's (e.g. after repairing history).",
+    )
+    repair_reason: str = Field(
+        default="",
+        description="Why this run rebuilds the week (set by the sensor "
+        "source_changes; shown by `dagster sensor preview` and in the metadata).",
+    )
 
 
 def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -> int | None:
@@ -40,18 +60,33 @@ def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -
     return record.storage_id if record else None
 
 
-def _rescanned(context, source_db: PostgresSource, warehouse: WarehouseSQL, settings: PipelineSettings,
-               hash_key: str, week_start, week: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _rescanned(
+    context,
+    source_db: PostgresSource,
+    warehouse: WarehouseSQL,
+    settings: PipelineSettings,
+    hash_key: str,
+    week_start,
+    week: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Totals before the week without a previous partition: the opening balance of the source's history
     before the first loaded week (computed once, on the source), plus every loaded week since."""
     transactions = tables.key(tables.WEEKLY_TRANSACTIONS).path
     opens_at = first_loaded_week(warehouse, transactions, week_start) or week_start
     with source_db.connect(context.log) as conn:
-        opening = opening_balance(conn, source_db.schema(conn), opens_at,
-                                  balance_rules(opens_at.date(), settings.max_amount_usd))
-    opening, erased = drop_suppressed(opening, warehouse, hash_key)  # an erased customer never comes back
-    context.log.info(f"opening balance before {opens_at.date()}: {opening['customer_id'].nunique():,} customers, "
-                     f"{int(opening['transaction_count'].sum()):,} transactions from the source's history")
+        opening = opening_balance(
+            conn,
+            source_db.schema(conn),
+            opens_at,
+            balance_rules(opens_at.date(), settings.max_amount_usd),
+        )
+    opening, erased = drop_suppressed(
+        opening, warehouse, hash_key
+    )  # an erased customer never comes back
+    context.log.info(
+        f"opening balance before {opens_at.date()}: {opening['customer_id'].nunique():,} customers, "
+        f"{int(opening['transaction_count'].sum()):,} transactions from the source's history"
+    )
     loaded = loaded_totals_before(warehouse, transactions, week_start, empty=week.iloc[:0])
     return add_totals(opening, loaded), opening
 
@@ -70,9 +105,15 @@ def _rescanned(context, source_db: PostgresSource, warehouse: WarehouseSQL, sett
     tags=holds_customer_ids(),
     dagster_type=CustomerHistoryType,
 )
-def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, warehouse: WarehouseSQL,
-                     source_db: PostgresSource, settings: PipelineSettings, crm: CrmSource,
-                     validated_transactions: StoredFrame):
+def customer_history(
+    context: dg.AssetExecutionContext,
+    config: HistoryConfig,
+    warehouse: WarehouseSQL,
+    source_db: PostgresSource,
+    settings: PipelineSettings,
+    crm: CrmSource,
+    validated_transactions: StoredFrame,
+):
     """`customer_analytics.customer_history`: per customer and currency, the running totals as of the week's
     end (amount in thousandths, transaction count, first and last purchase, last purchase before the week).
 
@@ -87,29 +128,46 @@ def customer_history(context: dg.AssetExecutionContext, config: HistoryConfig, w
         return
     ctx = week_context(context)
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
-    previous_id = None if config.full_rescan else previous_materialization(context.instance, context.partition_key)
+    previous_id = (
+        None
+        if config.full_rescan
+        else previous_materialization(context.instance, context.partition_key)
+    )
     mode = "carried" if previous_id is not None else "full_rescan"
     opening = week.iloc[:0]
     if previous_id is not None:
         before = previous_week_totals(warehouse, HISTORY.path, ctx.week_start)
     else:
-        before, opening = _rescanned(context, source_db, warehouse, settings, crm.hash_key, ctx.week_start, week)
+        before, opening = _rescanned(
+            context, source_db, warehouse, settings, crm.hash_key, ctx.week_start, week
+        )
     history = carry(before, week, ctx.week_start)
     if config.repair_reason:
         context.log.info(f"repair run: {config.repair_reason}")
-    context.log.info(f"customer history of {context.partition_key}: {mode}, {len(history):,} customer-currency rows")
-    yield dg.Output(history, metadata={
-        "dagster/row_count": len(history),
-        "mode": mode,
-        "customers": int(history["customer_id"].nunique()),
-        "week_customers": int(week["customer_id"].nunique()),
-        # first purchase in this week: new to the carried history (its opening balance included)
-        "new_customers": int(history.loc[history["first_purchase_at"] >= pd.Timestamp(ctx.week_start),
-                                         "customer_id"].nunique()) if len(history) else 0,
-        "previous_week": previous_week(context.partition_key),
-        "opening_balance_customers": int(opening["customer_id"].nunique()),
-        "opening_balance_transactions": int(opening["transaction_count"].sum()),
-        "repair_reason": config.repair_reason or "",
-        "previous_materialization_id": dg.MetadataValue.int(previous_id) if previous_id is not None else
-        dg.MetadataValue.null(),
-    })
+    context.log.info(
+        f"customer history of {context.partition_key}: {mode}, {len(history):,} customer-currency rows"
+    )
+    yield dg.Output(
+        history,
+        metadata={
+            "dagster/row_count": len(history),
+            "mode": mode,
+            "customers": int(history["customer_id"].nunique()),
+            "week_customers": int(week["customer_id"].nunique()),
+            # first purchase in this week: new to the carried history (its opening balance included)
+            "new_customers": int(
+                history.loc[
+                    history["first_purchase_at"] >= pd.Timestamp(ctx.week_start), "customer_id"
+                ].nunique()
+            )
+            if len(history)
+            else 0,
+            "previous_week": previous_week(context.partition_key),
+            "opening_balance_customers": int(opening["customer_id"].nunique()),
+            "opening_balance_transactions": int(opening["transaction_count"].sum()),
+            "repair_reason": config.repair_reason or "",
+            "previous_materialization_id": dg.MetadataValue.int(previous_id)
+            if previous_id is not None
+            else dg.MetadataValue.null(),
+        },
+    )

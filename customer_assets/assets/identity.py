@@ -1,23 +1,39 @@
 """One real customer across sources and weeks: the ERP's records of the week, and the carried identity over the
 CRM, the ERP and the database (``logic/resolution.py``)."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import dagster as dg
 import pandas as pd
 
 from customer_assets import tables
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, finished_week, intermediate, selected_events, week_context)
+    ETL,
+    OWNERS,
+    PARTITIONS,
+    finished_week,
+    intermediate,
+    selected_events,
+    week_context,
+)
 from customer_assets.assets.profiles import AFTER_TRANSACTIONS
+from customer_assets.dagster_types import (
+    CustomerIdentityMapType,
+    ErpCustomersType,
+    IdentityMergesType,
+    column_schema,
+)
 from customer_assets.erasure import drop_suppressed
 from customer_assets.frames import StoredFrame
-from customer_assets.dagster_types import (
-    CustomerIdentityMapType, ErpCustomersType, IdentityMergesType, column_schema)
 from customer_assets.logic.identity import standardise_ids
 from customer_assets.logic.resolution import (
-    IDENTITY_COLUMNS, carry_identity, final_survivors, follow, standardise_erp, week_records)
-from customer_assets.suppression import holds_customer_ids
+    IDENTITY_COLUMNS,
+    carry_identity,
+    final_survivors,
+    follow,
+    standardise_erp,
+    week_records,
+)
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
@@ -25,23 +41,41 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap, IdentityMerges
 from customer_assets.sources.copy_stream import take_replaced_count
 from customer_assets.sources.customers_and_products import known_customers
+from customer_assets.suppression import holds_customer_ids
 from customer_assets.weeks import WeekContext
 
 
-@dg.asset(key_prefix=[ETL], partitions_def=PARTITIONS, group_name="profiles", kinds={"postgres", "pandas"},
-          owners=OWNERS, dagster_type=ErpCustomersType, op_tags=AFTER_TRANSACTIONS)
-def erp_customers(context: dg.AssetExecutionContext, erp: ErpSource, crm: CrmSource,
-                  source_db: PostgresSource) -> dg.Output:
+@dg.asset(
+    key_prefix=[ETL],
+    partitions_def=PARTITIONS,
+    group_name="profiles",
+    kinds={"postgres", "pandas"},
+    owners=OWNERS,
+    dagster_type=ErpCustomersType,
+    op_tags=AFTER_TRANSACTIONS,
+)
+def erp_customers(
+    context: dg.AssetExecutionContext, erp: ErpSource, crm: CrmSource, source_db: PostgresSource
+) -> dg.Output:
     """ERP customer records modified in the week (incremental by modification time), standardised; email and
     phone only as keyed HMAC-SHA256 (the CRM's key). Without an ERP (ERP_DB_HOST unset) the week has none."""
     ctx = week_context(context)
     if erp.kind == "none":
-        context.log.info("No ERP configured (ERP_DB_HOST unset): identity resolution uses the CRM and the database.")
+        context.log.info(
+            "No ERP configured (ERP_DB_HOST unset): identity resolution uses the CRM and the database."
+        )
     records = erp.fetch_week(ctx.week_start, ctx.week_end, source_db)
     replaced = take_replaced_count(records)
     frame, counts = standardise_erp(records, crm.hash_key)
-    return dg.Output(frame, metadata={"dagster/row_count": len(frame), "source": erp.kind,
-                                      "invalid_encoding_values": replaced, **counts})
+    return dg.Output(
+        frame,
+        metadata={
+            "dagster/row_count": len(frame),
+            "source": erp.kind,
+            "invalid_encoding_values": replaced,
+            **counts,
+        },
+    )
 
 
 IDENTITY = tables.key(tables.CUSTOMER_IDENTITY_MAP)
@@ -54,26 +88,37 @@ LOADED_SQL = """
 SELECT MAX(week_start) AS latest, MAX(CASE WHEN week_start < @week_start THEN week_start END) AS before
 FROM {table} WHERE week_start <> @week_start
 """
-MERGES_SQL = "SELECT retired_id, surviving_id, week_start FROM {table} WHERE week_start <> @week_start"
+MERGES_SQL = (
+    "SELECT retired_id, surviving_id, week_start FROM {table} WHERE week_start <> @week_start"
+)
 
 
-def _carried_week(context: dg.AssetExecutionContext, warehouse: WarehouseSQL,
-                  week_start: datetime) -> datetime | None:
+def _carried_week(
+    context: dg.AssetExecutionContext, warehouse: WarehouseSQL, week_start: datetime
+) -> datetime | None:
     """The loaded week whose identity the week carries: the newest loaded week when a later one than this is
     loaded (a backfill or a re-run of an older week gives the ids the loaded weeks use), else the latest before
     it; None on the first week. Asked of the Dagster instance, else of the warehouse."""
-    known = sorted(WeekContext.of(w).week_start.replace(tzinfo=None) for w in
-                   context.instance.get_materialized_partitions(IDENTITY) - {context.partition_key})
+    known = sorted(
+        WeekContext.of(w).week_start.replace(tzinfo=None)
+        for w in context.instance.get_materialized_partitions(IDENTITY) - {context.partition_key}
+    )
     if known:
         latest, before = known[-1], max((w for w in known if w < week_start), default=None)
     else:
-        row = warehouse.query(LOADED_SQL, {"week_start": week_start}, table=warehouse.table(*IDENTITY.path)).iloc[0]
-        latest, before = (None if pd.isna(row[c]) else pd.Timestamp(row[c]).to_pydatetime() for c in ("latest", "before"))
+        row = warehouse.query(
+            LOADED_SQL, {"week_start": week_start}, table=warehouse.table(*IDENTITY.path)
+        ).iloc[0]
+        latest, before = (
+            None if pd.isna(row[c]) else pd.Timestamp(row[c]).to_pydatetime()
+            for c in ("latest", "before")
+        )
     return latest if latest is not None and latest > week_start else before
 
 
-def prior_identity(context: dg.AssetExecutionContext, warehouse: WarehouseSQL,
-                   week_start: datetime) -> tuple[pd.DataFrame, datetime | None]:
+def prior_identity(
+    context: dg.AssetExecutionContext, warehouse: WarehouseSQL, week_start: datetime
+) -> tuple[pd.DataFrame, datetime | None]:
     """The identity to carry into the week (``_carried_week``'s), every merge recorded since applied to it, and
     its week; empty on the first week. On a normal Monday one partition is read."""
     empty = pd.DataFrame(columns=IDENTITY_COLUMNS)
@@ -82,21 +127,32 @@ def prior_identity(context: dg.AssetExecutionContext, warehouse: WarehouseSQL,
     week = _carried_week(context, warehouse, week_start)
     if week is None:
         return empty, None
-    rows = warehouse.query(PARTITION_SQL, {"week_start": week}, table=warehouse.table(*IDENTITY.path))
-    if "first_seen_week" not in rows.columns:  # written before the identity was carried: it starts afresh
-        context.log.warning(f"customer_identity_map of {week:%Y-%m-%d} predates the carried identity: not carried")
+    rows = warehouse.query(
+        PARTITION_SQL, {"week_start": week}, table=warehouse.table(*IDENTITY.path)
+    )
+    # written before the identity was carried: it starts afresh
+    if "first_seen_week" not in rows.columns:
+        context.log.warning(
+            f"customer_identity_map of {week:%Y-%m-%d} predates the carried identity: not carried"
+        )
         return empty, None
-    if warehouse.exists(*MERGES.path):  # a merge found later than that week (a backfill's) is followed too
-        merges = warehouse.query(MERGES_SQL, {"week_start": week_start}, table=warehouse.table(*MERGES.path))
+    # a merge found later than that week (a backfill's) is followed too
+    if warehouse.exists(*MERGES.path):
+        merges = warehouse.query(
+            MERGES_SQL, {"week_start": week_start}, table=warehouse.table(*MERGES.path)
+        )
         rows["customer_id"] = follow(rows["customer_id"], final_survivors(merges))
     return rows.reindex(columns=IDENTITY_COLUMNS), week
 
 
-def known_event_ids(source_db: PostgresSource, events: pd.DataFrame, database_ids: pd.Series) -> pd.Series:
+def known_event_ids(
+    source_db: PostgresSource, events: pd.DataFrame, database_ids: pd.Series
+) -> pd.Series:
     """The ids of the week's event aggregates the shop's customers table holds that no transaction of the week
     names: customers seen only in events are records of the shop as well (as the shop spells their ids)."""
     ids = pd.Index(standardise_ids(events["customer_id"]).dropna().unique()).difference(
-        pd.Index(standardise_ids(database_ids).dropna().unique()))
+        pd.Index(standardise_ids(database_ids).dropna().unique())
+    )
     if ids.empty:
         return pd.Series([], dtype="str")
     with source_db.connect() as conn:
@@ -105,69 +161,134 @@ def known_event_ids(source_db: PostgresSource, events: pd.DataFrame, database_id
     return standardise_ids(known["customer_id"]).dropna()
 
 
-def _weekly_table(key: dg.AssetKey, dagster_type, model, id_columns: tuple[str, ...],
-                  description: str) -> dg.AssetOut:
+def _weekly_table(
+    key: dg.AssetKey, dagster_type, model, id_columns: tuple[str, ...], description: str
+) -> dg.AssetOut:
     """An output of the identity step: a warehouse table replaced with its week, ``id_columns``
     holding ids of customers and persons."""
-    return dg.AssetOut(key=key, kinds={"pandas"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
-                       dagster_type=dagster_type, is_required=False, description=description,
-                       tags=holds_customer_ids(*id_columns),
-                       metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(model)})
+    return dg.AssetOut(
+        key=key,
+        kinds={"pandas"},
+        owners=OWNERS,
+        io_manager_key="warehouse_io_manager",
+        dagster_type=dagster_type,
+        is_required=False,
+        description=description,
+        tags=holds_customer_ids(*id_columns),
+        metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(model)},
+    )
 
 
 @dg.multi_asset(
     name=IDENTITY.to_python_identifier(),  # the step key it had as a single asset
     outs={
         tables.CUSTOMER_IDENTITY_MAP: _weekly_table(
-            IDENTITY, CustomerIdentityMapType, CustomerIdentityMap, ("customer_id", "source_customer_id"),
+            IDENTITY,
+            CustomerIdentityMapType,
+            CustomerIdentityMap,
+            ("customer_id", "source_customer_id"),
             "`customer_analytics.customer_identity_map`: every record of the CRM, the ERP and the transaction "
             "database known as of the week, with the person it belongs to. Records sharing a keyed email hash, a "
             "keyed phone hash or an id are one person; a person keeps its id for good (carried from the week "
-            "before); `matched_on` says what linked each record."),
+            "before); `matched_on` says what linked each record.",
+        ),
         tables.IDENTITY_MERGES: _weekly_table(
-            MERGES, IdentityMergesType, IdentityMerges, ("retired_id", "surviving_id"),
+            MERGES,
+            IdentityMergesType,
+            IdentityMerges,
+            ("retired_id", "surviving_id"),
             "`customer_analytics.identity_merges`: the persons the week's records showed to be one with another, "
             "each with the id it merged into (the person of the best record: CRM before ERP before database, then "
-            "the most recent). dim_customers and the facts follow a merge in the same run."),
+            "the most recent). dim_customers and the facts follow a merge in the same run.",
+        ),
     },
-    ins={"crm_customers": intermediate("crm_customers"), "erp_customers": intermediate("erp_customers"),
-         "customer_event_aggregates": intermediate("customer_event_aggregates"),
-         "transformed_transactions": intermediate("transformed_transactions", StoredFrame)},
-    deps=[dg.AssetDep(IDENTITY, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))],
-    partitions_def=PARTITIONS, group_name="profiles", can_subset=True,
+    ins={
+        "crm_customers": intermediate("crm_customers"),
+        "erp_customers": intermediate("erp_customers"),
+        "customer_event_aggregates": intermediate("customer_event_aggregates"),
+        "transformed_transactions": intermediate("transformed_transactions", StoredFrame),
+    },
+    deps=[
+        dg.AssetDep(
+            IDENTITY,
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
+        )
+    ],
+    partitions_def=PARTITIONS,
+    group_name="profiles",
+    can_subset=True,
 )
-def customer_identity_map(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, crm: CrmSource,
-                          source_db: PostgresSource, crm_customers, erp_customers, customer_event_aggregates,
-                          transformed_transactions):
+def customer_identity_map(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseSQL,
+    crm: CrmSource,
+    source_db: PostgresSource,
+    crm_customers,
+    erp_customers,
+    customer_event_aggregates,
+    transformed_transactions,
+):
     """The week's identity, carried from the week before (see the outputs' descriptions)."""
-    if finished_week(context, crm_customers, erp_customers, customer_event_aggregates, transformed_transactions):
+    if finished_week(
+        context, crm_customers, erp_customers, customer_event_aggregates, transformed_transactions
+    ):
         return
     database_ids = transformed_transactions.read(["customer_id"])["customer_id"]
-    database_ids = pd.concat([database_ids.astype("str"),
-                              known_event_ids(source_db, customer_event_aggregates, database_ids)], ignore_index=True)
+    database_ids = pd.concat(
+        [
+            database_ids.astype("str"),
+            known_event_ids(source_db, customer_event_aggregates, database_ids),
+        ],
+        ignore_index=True,
+    )
     # Forgotten on request: the CRM or the ERP may still know them (the extract already left them out). The
     # ERP's ids are of its own namespace: matched as erp:<id>.
     crm_customers, crm_suppressed = drop_suppressed(crm_customers, warehouse, crm.hash_key)
-    erp_keep, erp_suppressed = drop_suppressed(erp_customers.assign(customer_id="erp:" + erp_customers["customer_id"]),
-                                               warehouse, crm.hash_key)
+    erp_keep, erp_suppressed = drop_suppressed(
+        erp_customers.assign(customer_id="erp:" + erp_customers["customer_id"]),
+        warehouse,
+        crm.hash_key,
+    )
     erp_customers = erp_keep.assign(customer_id=erp_keep["customer_id"].str.removeprefix("erp:"))
     week_start = week_context(context).week_start.replace(tzinfo=None)
     prior, prior_week = prior_identity(context, warehouse, week_start)
-    resolution = carry_identity(prior, week_records(crm_customers, erp_customers, database_ids), week_start)
+    resolution = carry_identity(
+        prior, week_records(crm_customers, erp_customers, database_ids), week_start
+    )
     identity, merges = resolution.identity, resolution.merges
     if resolution.counts["id_collisions"]:
-        context.log.warning(f"ID_COLLISION: {resolution.counts['id_collisions']} source id(s) of the week equal to "
-                            "another id of the same source but for case are kept as customers of their own")
+        context.log.warning(
+            f"ID_COLLISION: {resolution.counts['id_collisions']} source id(s) of the week equal to "
+            "another id of the same source but for case are kept as customers of their own"
+        )
     if len(merges):  # counts only: the run's log is not reached by erasure
-        context.log.info(f"{len(merges)} person(s) merged into another this week: see identity_merges")
+        context.log.info(
+            f"{len(merges)} person(s) merged into another this week: see identity_merges"
+        )
     week_rows = identity[identity["last_seen_week"] == week_start]
-    yield from selected_events(context, [
-        dg.Output(identity.assign(week_start=week_start), output_name=tables.CUSTOMER_IDENTITY_MAP, metadata={
-            "dagster/row_count": len(identity), **resolution.counts,
-            "carried_from": f"{prior_week:%Y-%m-%d}" if prior_week else "nothing (first week)",
-            "suppressed_records": crm_suppressed + erp_suppressed,
-            "matched_on": dg.MetadataValue.json(week_rows["matched_on"].value_counts().to_dict()),
-            "sources": dg.MetadataValue.json(week_rows["source"].value_counts().to_dict())}),
-        dg.Output(merges.assign(week_start=week_start), output_name=tables.IDENTITY_MERGES,
-                  metadata={"dagster/row_count": len(merges)}),
-    ])
+    yield from selected_events(
+        context,
+        [
+            dg.Output(
+                identity.assign(week_start=week_start),
+                output_name=tables.CUSTOMER_IDENTITY_MAP,
+                metadata={
+                    "dagster/row_count": len(identity),
+                    **resolution.counts,
+                    "carried_from": f"{prior_week:%Y-%m-%d}"
+                    if prior_week
+                    else "nothing (first week)",
+                    "suppressed_records": crm_suppressed + erp_suppressed,
+                    "matched_on": dg.MetadataValue.json(
+                        week_rows["matched_on"].value_counts().to_dict()
+                    ),
+                    "sources": dg.MetadataValue.json(week_rows["source"].value_counts().to_dict()),
+                },
+            ),
+            dg.Output(
+                merges.assign(week_start=week_start),
+                output_name=tables.IDENTITY_MERGES,
+                metadata={"dagster/row_count": len(merges)},
+            ),
+        ],
+    )

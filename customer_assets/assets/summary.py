@@ -1,6 +1,5 @@
 """Finish the week: a run summary in the ETL log dir, and no customer data left in intermediates."""
 
-
 import json
 from pathlib import Path
 
@@ -9,13 +8,25 @@ import pandas as pd
 from dagster._core.events import DagsterEventType
 
 from customer_assets import tables
+from customer_assets.alerts import Alerts
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate, metadata_value)
-from customer_assets.cleanup import intermediate_files, intermediates_written, remove_intermediates, write_log
-from customer_assets.partitions import latest_materialization
+    ETL,
+    OWNERS,
+    PARTITIONS,
+    WAREHOUSE,
+    finished_week,
+    intermediate,
+    metadata_value,
+)
+from customer_assets.cleanup import (
+    intermediate_files,
+    intermediates_written,
+    remove_intermediates,
+    write_log,
+)
 from customer_assets.dagster_types import PipelineErrorLogType, column_schema
 from customer_assets.logic import error_log
-from customer_assets.alerts import Alerts
+from customer_assets.partitions import latest_materialization
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import PipelineErrorLog
 from customer_assets.settings import PipelineSettings
@@ -34,34 +45,50 @@ def _week_sources(settings: PipelineSettings, week: str) -> list[str] | None:
 def _check_failures(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
     """The run's failed checks by severity (``WARN``, ``ERROR``), as ``asset:check``."""
     failed: dict[str, list[str]] = {"WARN": [], "ERROR": []}
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION,
-                                           limit=10_000).records
+    records = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000
+    ).records
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
         if not evaluation.passed:
-            failed[evaluation.severity.value].append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+            failed[evaluation.severity.value].append(
+                f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            )
     return failed
 
 
-def week_report(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts, summary: dict) -> dict:
+def week_report(
+    context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts, summary: dict
+) -> dict:
     """What the operator is told when a week succeeds (seeds 000 and 001): counts, quality, warnings, anomalies,
     new customers, where the table is, that the cleanup is done, and the run's page."""
-    history = latest_materialization(context.instance, tables.key(tables.CUSTOMER_HISTORY),
-                                     context.partition_key)
+    history = latest_materialization(
+        context.instance, tables.key(tables.CUSTOMER_HISTORY), context.partition_key
+    )
     load = summary["load"] or {}
     warnings = _check_failures(context.instance, context.run.run_id)["WARN"]
-    return {"rows_extracted": summary["records_processed"], "rows_loaded": load.get("rows_loaded"),
-            "rows_quarantined": summary["records_quarantined"], "quality_score": summary["quality_score"],
-            "quality_status": summary["quality_status"], "warnings": len(warnings), "warning_checks": warnings,
-            "anomalies": summary["records_flagged"], "new_customers": metadata_value(history, "new_customers"),
-            "table": warehouse.table_url(tables.SCHEMA, tables.WEEKLY_TRANSACTIONS),
-            "cleanup_confirmed": not summary["cleanup"]["remaining"], "run_url": alerts.run_url(context.run.run_id)}
+    return {
+        "rows_extracted": summary["records_processed"],
+        "rows_loaded": load.get("rows_loaded"),
+        "rows_quarantined": summary["records_quarantined"],
+        "quality_score": summary["quality_score"],
+        "quality_status": summary["quality_status"],
+        "warnings": len(warnings),
+        "warning_checks": warnings,
+        "anomalies": summary["records_flagged"],
+        "new_customers": metadata_value(history, "new_customers"),
+        "table": warehouse.table_url(tables.SCHEMA, tables.WEEKLY_TRANSACTIONS),
+        "cleanup_confirmed": not summary["cleanup"]["remaining"],
+        "run_url": alerts.run_url(context.run.run_id),
+    }
 
 
 def _report_title(report: dict) -> str:
-    return (f"week loaded: {report['rows_loaded']} rows ({report['rows_quarantined']} quarantined), quality "
-            f"{report['quality_score']}, {report['warnings']} warning(s), {report['anomalies']} anomalies, "
-            f"{report['new_customers']} new customers")
+    return (
+        f"week loaded: {report['rows_loaded']} rows ({report['rows_quarantined']} quarantined), quality "
+        f"{report['quality_score']}, {report['warnings']} warning(s), {report['anomalies']} anomalies, "
+        f"{report['new_customers']} new customers"
+    )
 
 
 @dg.asset(
@@ -72,12 +99,21 @@ def _report_title(report: dict) -> str:
     group_name="operations",
     kinds={"python"},
     owners=OWNERS,
-    deps=[tables.key(tables.WEEKLY_TRANSACTIONS), tables.key(tables.DATA_QUALITY_METRICS),
-          tables.key(tables.WEEKLY_CUSTOMER_PROFILES), tables.key(tables.DIM_CUSTOMERS),
-          tables.key(tables.CUSTOMER_IDENTITY_MAP)],
+    deps=[
+        tables.key(tables.WEEKLY_TRANSACTIONS),
+        tables.key(tables.DATA_QUALITY_METRICS),
+        tables.key(tables.WEEKLY_CUSTOMER_PROFILES),
+        tables.key(tables.DIM_CUSTOMERS),
+        tables.key(tables.CUSTOMER_IDENTITY_MAP),
+    ],
 )
-def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettings, warehouse: WarehouseSQL,
-                     alerts: Alerts, quality_report: dict):
+def pipeline_summary(
+    context: dg.AssetExecutionContext,
+    settings: PipelineSettings,
+    warehouse: WarehouseSQL,
+    alerts: Alerts,
+    quality_report: dict,
+):
     """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates deleted, and the
     week's report posted to ALERT_WEBHOOK_URL (`week_succeeded`; its fields are also in the summary's `report`).
 
@@ -118,26 +154,43 @@ def pipeline_summary(context: dg.AssetExecutionContext, settings: PipelineSettin
     summary["report"] = week_report(context, warehouse, alerts, summary)
     summary_path = write_log(settings, "etl", summary)
     # After the cleanup and the log: a webhook that fails never fails the week (send never raises).
-    alerts.send("week_succeeded", _report_title(summary["report"]), week, summary["report"], context.log)
+    alerts.send(
+        "week_succeeded", _report_title(summary["report"]), week, summary["report"], context.log
+    )
     if remaining:
         raise _not_removed(week, remaining)
-    yield dg.MaterializeResult(metadata={
-        "summary": dg.MetadataValue.path(str(summary_path.resolve())),
-        "records_processed": summary["records_processed"],
-        "quality_score": float(summary["quality_score"]),
-        "intermediates_removed": len(written),
-        **({"analysts_read_copy": dg.MetadataValue.path(summary["analysts_read_copy"])}
-           if summary["analysts_read_copy"] else {}),
-    })
+    yield dg.MaterializeResult(
+        metadata={
+            "summary": dg.MetadataValue.path(str(summary_path.resolve())),
+            "records_processed": summary["records_processed"],
+            "quality_score": float(summary["quality_score"]),
+            "intermediates_removed": len(written),
+            **(
+                {"analysts_read_copy": dg.MetadataValue.path(summary["analysts_read_copy"])}
+                if summary["analysts_read_copy"]
+                else {}
+            ),
+        }
+    )
 
 
 ERROR_LOG_STEPS = sorted({step for step, _, _, _ in error_log.SOURCES})
 
 
-@dg.asset(key_prefix=[WAREHOUSE], partitions_def=PARTITIONS, group_name="operations",
-          kinds={"pandas"}, owners=OWNERS, io_manager_key="warehouse_io_manager",
-          dagster_type=PipelineErrorLogType, deps=[dg.AssetKey.from_user_string(s) for s in ERROR_LOG_STEPS],
-          metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(PipelineErrorLog)})
+@dg.asset(
+    key_prefix=[WAREHOUSE],
+    partitions_def=PARTITIONS,
+    group_name="operations",
+    kinds={"pandas"},
+    owners=OWNERS,
+    io_manager_key="warehouse_io_manager",
+    dagster_type=PipelineErrorLogType,
+    deps=[dg.AssetKey.from_user_string(s) for s in ERROR_LOG_STEPS],
+    metadata={
+        "partition_expr": "week_start",
+        "dagster/column_schema": column_schema(PipelineErrorLog),
+    },
+)
 def pipeline_error_log(context: dg.AssetExecutionContext) -> dg.Output:
     """`customer_analytics.pipeline_error_log`: the week's rejected, flagged and lost records per step and reason
     (step, severity, reason, record_count), from what each step recorded; replaced with the week."""
@@ -147,6 +200,11 @@ def pipeline_error_log(context: dg.AssetExecutionContext) -> dg.Output:
         record = latest_materialization(context.instance, dg.AssetKey.from_user_string(step), week)
         values[(step, entry)] = metadata_value(record, entry)
     rows = error_log.error_rows(pd.Timestamp(week), values)
-    return dg.Output(rows, metadata={"dagster/row_count": len(rows),
-                                     "errors": int(rows.loc[rows["severity"] == "ERROR", "record_count"].sum()),
-                                     "warnings": int(rows.loc[rows["severity"] == "WARNING", "record_count"].sum())})
+    return dg.Output(
+        rows,
+        metadata={
+            "dagster/row_count": len(rows),
+            "errors": int(rows.loc[rows["severity"] == "ERROR", "record_count"].sum()),
+            "warnings": int(rows.loc[rows["severity"] == "WARNING", "record_count"].sum()),
+        },
+    )

@@ -1,17 +1,31 @@
 """Transform: USD amounts, time dimensions, customer and product metrics, segments."""
 
-
 import dagster as dg
 import pandas as pd
 
 from customer_assets import tables
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, finished_week, intermediate, week_context
+from customer_assets.assets.common import (
+    ETL,
+    OWNERS,
+    PARTITIONS,
+    finished_week,
+    intermediate,
+    week_context,
+)
+from customer_assets.dagster_types import (
+    TransformedTransactionsBatchesType,
+    check_transformed_transactions,
+)
 from customer_assets.frames import FrameBatches, StoredFrame
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date, rates_file
-from customer_assets.logic.transform import WEEK_METRIC_COLUMNS, EnrichedTotals, enrich, week_metrics
-from customer_assets.resources.postgres import PostgresSource
-from customer_assets.dagster_types import TransformedTransactionsBatchesType, check_transformed_transactions
 from customer_assets.logic.history import customer_totals
+from customer_assets.logic.transform import (
+    WEEK_METRIC_COLUMNS,
+    EnrichedTotals,
+    enrich,
+    week_metrics,
+)
+from customer_assets.resources.postgres import PostgresSource
 from customer_assets.sources.customers_and_products import category_prices
 
 STALE_RATES_DAYS = 7
@@ -19,8 +33,10 @@ STALE_RATES_DAYS = 7
 
 @dg.asset(
     key_prefix=[ETL],
-    ins={"validated_transactions": intermediate("validated_transactions", StoredFrame),
-         "customer_history": dg.AssetIn(key=tables.key(tables.CUSTOMER_HISTORY))},
+    ins={
+        "validated_transactions": intermediate("validated_transactions", StoredFrame),
+        "customer_history": dg.AssetIn(key=tables.key(tables.CUSTOMER_HISTORY)),
+    },
     partitions_def=PARTITIONS,
     output_required=False,
     group_name="transform",
@@ -28,9 +44,12 @@ STALE_RATES_DAYS = 7
     owners=OWNERS,
     dagster_type=TransformedTransactionsBatchesType,
 )
-def transformed_transactions(context: dg.AssetExecutionContext, source_db: PostgresSource,
-                             validated_transactions: StoredFrame,
-                             customer_history: pd.DataFrame):
+def transformed_transactions(
+    context: dg.AssetExecutionContext,
+    source_db: PostgresSource,
+    validated_transactions: StoredFrame,
+    customer_history: pd.DataFrame,
+):
     """Validated transactions enriched for analytics.
 
     - `amount_usd` at the ECB reference rate of the transaction date (the last business day's rate on
@@ -60,7 +79,8 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
     if len(validated_transactions) and stale_days > STALE_RATES_DAYS:
         context.log.warning(
             f"ECB rates in {rates_file()} end on {last_rate_date()}, {stale_days} days before the week's end: "
-            "the last published rate is used (see fx_rate_date). Set ECB_RATES_FILE to a fresh eurofxref-hist.zip.")
+            "the last published rate is used (see fx_rate_date). Set ECB_RATES_FILE to a fresh eurofxref-hist.zip."
+        )
     totals = EnrichedTotals()
 
     def batches():
@@ -71,9 +91,15 @@ def transformed_transactions(context: dg.AssetExecutionContext, source_db: Postg
             yield enriched
 
     yield dg.Output(
-        FrameBatches(batches(), check=check_transformed_transactions, unique=["transaction_id"],
-                     summary=lambda: _metadata(totals.as_dict()), name="transformed_transactions"),
-        metadata={"fx_source": FX_SOURCE})
+        FrameBatches(
+            batches(),
+            check=check_transformed_transactions,
+            unique=["transaction_id"],
+            summary=lambda: _metadata(totals.as_dict()),
+            name="transformed_transactions",
+        ),
+        metadata={"fx_source": FX_SOURCE},
+    )
 
 
 def _metadata(totals: dict) -> dict:

@@ -1,6 +1,5 @@
 """Validate: hard rules quarantine, statistical rules flag; a quality report and metrics row per week."""
 
-
 import time
 
 import dagster as dg
@@ -9,40 +8,88 @@ import pandas as pd
 from customer_assets import tables
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
-    ETL, OWNERS, PARTITIONS, WAREHOUSE, check_result, check_spec, finished_week, intermediate, selected_events,
-    week_context)
-from customer_assets.logic import checks
-from customer_assets.partitions import latest_materialization
-from customer_assets.logic.quality import build_quality_report, metrics_row, report_json, report_markdown
+    ETL,
+    OWNERS,
+    PARTITIONS,
+    WAREHOUSE,
+    check_result,
+    check_spec,
+    finished_week,
+    intermediate,
+    selected_events,
+    week_context,
+)
+from customer_assets.dagster_types import (
+    DataQualityMetricsType,
+    QuarantinedTransactionsType,
+    TransactionAnomaliesType,
+    ValidatedTransactionsBatchesType,
+    check_validated_transactions,
+)
 from customer_assets.frames import BATCH_ROWS, FrameBatches
-from customer_assets.logic.validation import validate_week
 from customer_assets.io_managers.warehouse import unique_window
+from customer_assets.logic import checks
+from customer_assets.logic.quality import (
+    build_quality_report,
+    metrics_row,
+    report_json,
+    report_markdown,
+)
+from customer_assets.logic.validation import validate_week
+from customer_assets.partitions import latest_materialization
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
-from customer_assets.sources.extract import completed_ids
-from customer_assets.weeks import monday_of
-from customer_assets.dagster_types import (
-    DataQualityMetricsType, QuarantinedTransactionsType, TransactionAnomaliesType, ValidatedTransactionsBatchesType,
-    check_validated_transactions)
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.ecb_rates import use_fresh_rates
+from customer_assets.sources.extract import completed_ids
+from customer_assets.weeks import monday_of
 
 VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
 
 
 @dg.multi_asset(
     outs={
-        "validated_transactions": dg.AssetOut(key=VALIDATED, is_required=False, owners=OWNERS, kinds={"pandera", "pandas"}, dagster_type=ValidatedTransactionsBatchesType,
-                                              description="Rows that passed every hard rule, anomalies flagged."),
-        "quarantined_transactions": dg.AssetOut(key_prefix=[ETL], is_required=False, owners=OWNERS, kinds={"pandas"}, dagster_type=QuarantinedTransactionsType,
-                                                description="Rows that failed a hard rule, with reason codes."),
-        "transaction_anomalies": dg.AssetOut(key_prefix=[ETL], is_required=False, owners=OWNERS, kinds={"pandas"}, dagster_type=TransactionAnomaliesType,
-                                             description="Validated rows flagged by a statistical rule."),
-        "quality_report": dg.AssetOut(key_prefix=[ETL], is_required=False, owners=OWNERS, kinds={"json"}, description="The week's data-quality report."),
+        "validated_transactions": dg.AssetOut(
+            key=VALIDATED,
+            is_required=False,
+            owners=OWNERS,
+            kinds={"pandera", "pandas"},
+            dagster_type=ValidatedTransactionsBatchesType,
+            description="Rows that passed every hard rule, anomalies flagged.",
+        ),
+        "quarantined_transactions": dg.AssetOut(
+            key_prefix=[ETL],
+            is_required=False,
+            owners=OWNERS,
+            kinds={"pandas"},
+            dagster_type=QuarantinedTransactionsType,
+            description="Rows that failed a hard rule, with reason codes.",
+        ),
+        "transaction_anomalies": dg.AssetOut(
+            key_prefix=[ETL],
+            is_required=False,
+            owners=OWNERS,
+            kinds={"pandas"},
+            dagster_type=TransactionAnomaliesType,
+            description="Validated rows flagged by a statistical rule.",
+        ),
+        "quality_report": dg.AssetOut(
+            key_prefix=[ETL],
+            is_required=False,
+            owners=OWNERS,
+            kinds={"json"},
+            description="The week's data-quality report.",
+        ),
         tables.DATA_QUALITY_METRICS: dg.AssetOut(
-            key_prefix=[WAREHOUSE], is_required=False, owners=OWNERS, kinds={"pandas"}, io_manager_key="warehouse_io_manager", dagster_type=DataQualityMetricsType,
+            key_prefix=[WAREHOUSE],
+            is_required=False,
+            owners=OWNERS,
+            kinds={"pandas"},
+            io_manager_key="warehouse_io_manager",
+            dagster_type=DataQualityMetricsType,
             metadata={"partition_expr": "week_start"},
-            description="History of data quality: one row per week, rewritten when the week reruns."),
+            description="History of data quality: one row per week, rewritten when the week reruns.",
+        ),
     },
     ins={"raw_transactions": intermediate("raw_transactions")},
     partitions_def=PARTITIONS,
@@ -50,16 +97,33 @@ VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
     can_subset=True,
     group_name="quality",
     check_specs=[
-        check_spec("row_conservation", VALIDATED, blocking=True,
-                          description="Extracted rows = validated + quarantined."),
-        check_spec("quarantine_rate", VALIDATED, blocking=True,
-                          description="Hard failures under the stop threshold (default 10%, warn from 5%)."),
-        check_spec("fx_rates_cover_week", VALIDATED,
-                   description="Warns when the ECB rates in use end before the week's last publication day."),
+        check_spec(
+            "row_conservation",
+            VALIDATED,
+            blocking=True,
+            description="Extracted rows = validated + quarantined.",
+        ),
+        check_spec(
+            "quarantine_rate",
+            VALIDATED,
+            blocking=True,
+            description="Hard failures under the stop threshold (default 10%, warn from 5%).",
+        ),
+        check_spec(
+            "fx_rates_cover_week",
+            VALIDATED,
+            description="Warns when the ECB rates in use end before the week's last publication day.",
+        ),
     ],
 )
-def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineSettings, alerts: Alerts,
-                          warehouse: WarehouseSQL, source_db: PostgresSource, raw_transactions: pd.DataFrame):
+def validate_transactions(
+    context: dg.AssetExecutionContext,
+    settings: PipelineSettings,
+    alerts: Alerts,
+    warehouse: WarehouseSQL,
+    source_db: PostgresSource,
+    raw_transactions: pd.DataFrame,
+):
     """Check the week: completeness, validity, consistency quarantine; anomalies only flag.
 
     Writes `quality_report.json` and `anomalies.csv` under the week's reports dir. A blocking check stops
@@ -74,7 +138,9 @@ def validate_transactions(context: dg.AssetExecutionContext, settings: PipelineS
     if finished_week(context, raw_transactions):
         return
     held = held_in_other_weeks(context, warehouse, source_db, raw_transactions)
-    yield from selected_events(context, _validate_week(context, settings, alerts, raw_transactions, held))
+    yield from selected_events(
+        context, _validate_week(context, settings, alerts, raw_transactions, held)
+    )
 
 
 TRANSACTIONS_TABLE = (tables.SCHEMA, tables.WEEKLY_TRANSACTIONS)
@@ -91,124 +157,231 @@ def _week_of(timestamps: pd.Series) -> pd.Series:
     return pd.to_datetime(timestamps, utc=True).map(lambda t: monday_of(t.date()))
 
 
-def held_in_other_weeks(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, source_db: PostgresSource,
-                        raw: pd.DataFrame) -> frozenset[str]:
+def held_in_other_weeks(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseSQL,
+    source_db: PostgresSource,
+    raw: pd.DataFrame,
+) -> frozenset[str]:
     """The week's ids that the warehouse holds in another week (within the load's window) while the source still
     holds them, completed, in that week: reused ids. The other ids the warehouse holds elsewhere moved (their old
     week no longer has them), and the load moves them. Usually no id is held elsewhere and the source is not read."""
-    from customer_assets.assets.warehouse import UNIQUE_WITHIN_WEEKS  # the load's window, spelled once
+    from customer_assets.assets.warehouse import (
+        UNIQUE_WITHIN_WEEKS,
+    )  # the load's window, spelled once
 
     if not warehouse.exists(*TRANSACTIONS_TABLE):
         return frozenset()
     ctx = week_context(context)
     window = unique_window(ctx.week_start, ctx.week_end, UNIQUE_WITHIN_WEEKS)
     ids = raw["transaction_id"].dropna().unique().tolist()
-    names = {"table": warehouse.table(*TRANSACTIONS_TABLE), "ts": warehouse.quote("timestamp"),
-             "ids": warehouse.unnest("ids", "i")}
-    params = {"week_start": ctx.week_start, "week_end": ctx.week_end, "window_start": window[0],
-              "window_end": window[1]}
-    found = [warehouse.query(HELD_ELSEWHERE_SQL, {**params, "ids": ids[i:i + ID_CHUNK]}, **names)
-             for i in range(0, len(ids), ID_CHUNK)]
-    held = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["transaction_id", "ts"])
+    names = {
+        "table": warehouse.table(*TRANSACTIONS_TABLE),
+        "ts": warehouse.quote("timestamp"),
+        "ids": warehouse.unnest("ids", "i"),
+    }
+    params = {
+        "week_start": ctx.week_start,
+        "week_end": ctx.week_end,
+        "window_start": window[0],
+        "window_end": window[1],
+    }
+    found = [
+        warehouse.query(HELD_ELSEWHERE_SQL, {**params, "ids": ids[i : i + ID_CHUNK]}, **names)
+        for i in range(0, len(ids), ID_CHUNK)
+    ]
+    held = (
+        pd.concat(found, ignore_index=True)
+        if found
+        else pd.DataFrame(columns=["transaction_id", "ts"])
+    )
     if held.empty:
         return frozenset()
     held = held.assign(week=_week_of(held["ts"]))
     start = pd.Timestamp(min(held["week"])).tz_localize("UTC").to_pydatetime()
-    end = (pd.Timestamp(max(held["week"])) + pd.Timedelta(days=7)).tz_localize("UTC").to_pydatetime()
+    end = (
+        (pd.Timestamp(max(held["week"])) + pd.Timedelta(days=7)).tz_localize("UTC").to_pydatetime()
+    )
     with source_db.connect(context.log) as conn:
-        there = completed_ids(conn, source_db.schema(conn, ("transactions",)), held["transaction_id"].tolist(),
-                              start, end)
+        there = completed_ids(
+            conn,
+            source_db.schema(conn, ("transactions",)),
+            held["transaction_id"].tolist(),
+            start,
+            end,
+        )
     there = there.assign(week=_week_of(there["timestamp"]))
-    reused = held.merge(there[["transaction_id", "week"]].drop_duplicates(), on=["transaction_id", "week"])
+    reused = held.merge(
+        there[["transaction_id", "week"]].drop_duplicates(), on=["transaction_id", "week"]
+    )
     moved = sorted(set(held["transaction_id"]) - set(reused["transaction_id"]))
     if len(reused):
         examples = ", ".join(f"{r.transaction_id} ({r.week})" for r in reused.head(5).itertuples())
-        context.log.warning(f"DUPLICATE_ACROSS_WEEKS: {reused['transaction_id'].nunique()} transaction id(s) of the "
-                            f"week are loaded in another week whose source rows still hold them (e.g. {examples}): "
-                            "reused ids, quarantined; the other week's rows stay")
+        context.log.warning(
+            f"DUPLICATE_ACROSS_WEEKS: {reused['transaction_id'].nunique()} transaction id(s) of the "
+            f"week are loaded in another week whose source rows still hold them (e.g. {examples}): "
+            "reused ids, quarantined; the other week's rows stay"
+        )
     if moved:
-        context.log.info(f"{len(moved)} transaction(s) moved here from another loaded week (e.g. "
-                         f"{', '.join(moved[:5])}): the load moves them")
+        context.log.info(
+            f"{len(moved)} transaction(s) moved here from another loaded week (e.g. "
+            f"{', '.join(moved[:5])}): the load moves them"
+        )
     return frozenset(reused["transaction_id"])
 
 
 def load_status(results: list[dg.AssetCheckResult]) -> str:
     """'loaded' when no blocking check stops the week (its rows go on to the warehouse in this run), else which
     checks blocked it (the warehouse keeps what an earlier run loaded)."""
-    blocking = [r.check_name for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
+    blocking = [
+        r.check_name for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR
+    ]
     return f"blocked: {', '.join(blocking)}" if blocking else "loaded"
 
 
 RAW = dg.AssetKey([ETL, "raw_transactions"])
 # What the extract found in the source, by its metadata key, as the quality report names it.
-SOURCE_FINDINGS = {"duplicate_customer_records": "DUPLICATE_CUSTOMER_RECORD", "id_collisions": "ID_COLLISION",
-                   "excluded_statuses": "excluded_statuses"}
+SOURCE_FINDINGS = {
+    "duplicate_customer_records": "DUPLICATE_CUSTOMER_RECORD",
+    "id_collisions": "ID_COLLISION",
+    "excluded_statuses": "excluded_statuses",
+}
 
 
 def _source_findings(context: dg.AssetExecutionContext) -> dict:
     """The source findings of the week's extract (the materialization whose rows are validated), from its
     metadata: the extract reads them beside the rows, in the same snapshot."""
     record = latest_materialization(context.instance, RAW, context.partition_key)
-    metadata = record.asset_materialization.metadata if record and record.asset_materialization else {}
+    metadata = (
+        record.asset_materialization.metadata if record and record.asset_materialization else {}
+    )
     return {code: metadata[key].value for key, code in SOURCE_FINDINGS.items() if key in metadata}
 
 
-def _validate_week(context: dg.AssetExecutionContext, settings: PipelineSettings, alerts: Alerts,
-                   raw_transactions: pd.DataFrame, held_elsewhere: frozenset[str] = frozenset()):
+def _validate_week(
+    context: dg.AssetExecutionContext,
+    settings: PipelineSettings,
+    alerts: Alerts,
+    raw_transactions: pd.DataFrame,
+    held_elsewhere: frozenset[str] = frozenset(),
+):
     started = time.monotonic()
     ctx = week_context(context)
-    rates = use_fresh_rates(settings.data_dir, settings.ecb_rates_url, settings.ecb_rates_file, context.log)
-    week = validate_week(raw_transactions, ctx, settings.max_amount_usd, held_elsewhere=held_elsewhere)
+    rates = use_fresh_rates(
+        settings.data_dir, settings.ecb_rates_url, settings.ecb_rates_file, context.log
+    )
+    week = validate_week(
+        raw_transactions, ctx, settings.max_amount_usd, held_elsewhere=held_elsewhere
+    )
     split, outcome, anomalies = week.split, week.anomalies, week.anomaly_table
-    validated = FrameBatches(week.batches(BATCH_ROWS), check=check_validated_transactions,
-                             unique=["transaction_id"], name="validated_transactions")
-    report = build_quality_report(ctx, split.failures, outcome.flags, anomalies, outcome.status,
-                                  settings.quality_warn_rate, settings.quality_fail_rate,
-                                  source_findings=_source_findings(context))
+    validated = FrameBatches(
+        week.batches(BATCH_ROWS),
+        check=check_validated_transactions,
+        unique=["transaction_id"],
+        name="validated_transactions",
+    )
+    report = build_quality_report(
+        ctx,
+        split.failures,
+        outcome.flags,
+        anomalies,
+        outcome.status,
+        settings.quality_warn_rate,
+        settings.quality_fail_rate,
+        source_findings=_source_findings(context),
+    )
     week_dir = settings.week_reports_dir(context.partition_key)
     (week_dir / "quality_report.json").write_text(report_json(report))
     anomalies.to_csv(week_dir / "anomalies.csv", index=False)
 
-    yield dg.Output(validated, output_name="validated_transactions",
-                    metadata={"flagged_rows": len(outcome.flagged), **rates.metadata()})
-    yield dg.Output(split.quarantined.reset_index(drop=True), output_name="quarantined_transactions",
-                    metadata={"dagster/row_count": len(split.quarantined),
-                              "reasons": dg.MetadataValue.json(report["quarantine_reasons"])})
-    yield dg.Output(anomalies, output_name="transaction_anomalies",
-                    metadata={"dagster/row_count": len(anomalies), "anomaly_detection": outcome.status,
-                              "csv": dg.MetadataValue.path(str((week_dir / "anomalies.csv").resolve()))})
-    yield dg.Output(report, output_name="quality_report", metadata={
-        "quality_score": report["quality_score"],
-        "total_records": report["total_records"],
-        "quarantined_records": report["quarantined_records"],
-        "flagged_records": report["flagged_records"],
-        "status": report["status"],
-        "checks": dg.MetadataValue.md(report_markdown(report)),
-        "report_json": dg.MetadataValue.path(str((week_dir / "quality_report.json").resolve())),
-    })
+    yield dg.Output(
+        validated,
+        output_name="validated_transactions",
+        metadata={"flagged_rows": len(outcome.flagged), **rates.metadata()},
+    )
+    yield dg.Output(
+        split.quarantined.reset_index(drop=True),
+        output_name="quarantined_transactions",
+        metadata={
+            "dagster/row_count": len(split.quarantined),
+            "reasons": dg.MetadataValue.json(report["quarantine_reasons"]),
+        },
+    )
+    yield dg.Output(
+        anomalies,
+        output_name="transaction_anomalies",
+        metadata={
+            "dagster/row_count": len(anomalies),
+            "anomaly_detection": outcome.status,
+            "csv": dg.MetadataValue.path(str((week_dir / "anomalies.csv").resolve())),
+        },
+    )
+    yield dg.Output(
+        report,
+        output_name="quality_report",
+        metadata={
+            "quality_score": report["quality_score"],
+            "total_records": report["total_records"],
+            "quarantined_records": report["quarantined_records"],
+            "flagged_records": report["flagged_records"],
+            "status": report["status"],
+            "checks": dg.MetadataValue.md(report_markdown(report)),
+            "report_json": dg.MetadataValue.path(str((week_dir / "quality_report.json").resolve())),
+        },
+    )
     extracted, quarantined = len(raw_transactions), len(split.quarantined)
     results = [
-        check_result(VALIDATED, "row_conservation",
-                     checks.row_conservation(extracted, split.validated_count, quarantined),
-                     extracted=extracted, validated=split.validated_count, quarantined=quarantined),
-        check_result(VALIDATED, "quarantine_rate", checks.quarantine_rate(
-            quarantined, extracted, settings.quality_warn_rate, settings.quality_fail_rate),
-            quarantine_rate_pct=round(100.0 * report["quarantine_rate"], 3)),
-        check_result(VALIDATED, "fx_rates_cover_week", checks.fx_rates_cover_week(
-            (pd.Timestamp(ctx.week_end) - pd.Timedelta(days=1)).date(), rates.last_rate_date, rates.origin),
-            fx_rates_last_date=rates.last_rate_date.isoformat()),
+        check_result(
+            VALIDATED,
+            "row_conservation",
+            checks.row_conservation(extracted, split.validated_count, quarantined),
+            extracted=extracted,
+            validated=split.validated_count,
+            quarantined=quarantined,
+        ),
+        check_result(
+            VALIDATED,
+            "quarantine_rate",
+            checks.quarantine_rate(
+                quarantined, extracted, settings.quality_warn_rate, settings.quality_fail_rate
+            ),
+            quarantine_rate_pct=round(100.0 * report["quarantine_rate"], 3),
+        ),
+        check_result(
+            VALIDATED,
+            "fx_rates_cover_week",
+            checks.fx_rates_cover_week(
+                (pd.Timestamp(ctx.week_end) - pd.Timedelta(days=1)).date(),
+                rates.last_rate_date,
+                rates.origin,
+            ),
+            fx_rates_last_date=rates.last_rate_date.isoformat(),
+        ),
     ]
-    alert_failed_checks(alerts, [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
-                        context.partition_key, context.log)
+    alert_failed_checks(
+        alerts,
+        [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
+        context.partition_key,
+        context.log,
+    )
     # After the checks: the row says whether a blocking one stopped this attempt (the warehouse then keeps the
     # rows an earlier run loaded), so the metrics and weekly_transactions are never told apart.
     status = load_status(results)
-    metrics = metrics_row(report, time.monotonic() - started, load_status=status, run_id=context.run_id)
+    metrics = metrics_row(
+        report, time.monotonic() - started, load_status=status, run_id=context.run_id
+    )
     # Percentages throughout, like the quality score, rounded for reading; the table keeps full fractions.
-    yield dg.Output(metrics, output_name=tables.DATA_QUALITY_METRICS, metadata={
-        "quality_score": round(float(report["quality_score"]), 2),
-        "load_status": status,
-        "quarantine_rate_pct": round(100.0 * float(report["quarantine_rate"]), 3),
-        **{f"{k}_pass_rate_pct": round(100.0 * float(v), 3) for k, v in report["category_pass_rates"].items()},
-    })
+    yield dg.Output(
+        metrics,
+        output_name=tables.DATA_QUALITY_METRICS,
+        metadata={
+            "quality_score": round(float(report["quality_score"]), 2),
+            "load_status": status,
+            "quarantine_rate_pct": round(100.0 * float(report["quarantine_rate"]), 3),
+            **{
+                f"{k}_pass_rate_pct": round(100.0 * float(v), 3)
+                for k, v in report["category_pass_rates"].items()
+            },
+        },
+    )
     yield from results

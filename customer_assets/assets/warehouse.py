@@ -1,14 +1,11 @@
 """Load: the week's transformed transactions into the warehouse table."""
 
-
 import dagster as dg
 
-from customer_assets.assets.common import (
-    OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate)
-from customer_assets.frames import StoredFrame
+from customer_assets.assets.common import OWNERS, PARTITIONS, WAREHOUSE, finished_week, intermediate
 from customer_assets.dagster_types import TransformedTransactionsFileType
+from customer_assets.frames import StoredFrame
 from customer_assets.suppression import holds_customer_ids
-
 
 # How many weeks either side of a loaded week a transaction id is kept unique over: a transaction whose
 # timestamp an edit moved by up to half a year is moved, not copied, and neither the load nor the check reads more
@@ -25,7 +22,11 @@ UNIQUE_WITHIN_WEEKS = 26
     kinds={"pandas"},
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",
-    metadata={"partition_expr": "timestamp", "unique_key": "transaction_id", "unique_within_weeks": UNIQUE_WITHIN_WEEKS},
+    metadata={
+        "partition_expr": "timestamp",
+        "unique_key": "transaction_id",
+        "unique_within_weeks": UNIQUE_WITHIN_WEEKS,
+    },
     tags=holds_customer_ids(),
     dagster_type=TransformedTransactionsFileType,
 )

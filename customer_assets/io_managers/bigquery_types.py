@@ -17,7 +17,8 @@ datetime64[ns] (naive)         DATETIME    UTC wall time, no zone: the same as D
 from __future__ import annotations
 
 import tempfile
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 import pandas as pd
 import pyarrow as pa
@@ -43,8 +44,11 @@ def bigquery_type(dtype) -> str:
         return "TIMESTAMP"
     if pd.api.types.is_datetime64_dtype(dtype):
         return "DATETIME"
-    if (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
-            or isinstance(dtype, pd.CategoricalDtype)):
+    if (
+        pd.api.types.is_object_dtype(dtype)
+        or pd.api.types.is_string_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+    ):
         return "STRING"
     raise TypeError(f"no BigQuery type for pandas dtype {dtype}")
 
@@ -59,8 +63,14 @@ def frame_types(frame: pd.DataFrame) -> dict[str, str]:
     return types
 
 
-_ARROW_TYPES = {"STRING": pa.string(), "FLOAT64": pa.float64(), "INT64": pa.int64(), "BOOL": pa.bool_(),
-                "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATETIME": pa.timestamp("us")}
+_ARROW_TYPES = {
+    "STRING": pa.string(),
+    "FLOAT64": pa.float64(),
+    "INT64": pa.int64(),
+    "BOOL": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "DATETIME": pa.timestamp("us"),
+}
 
 
 def _arrow_schema(types: dict[str, str]) -> pa.Schema:
@@ -76,11 +86,14 @@ def to_parquet_file(frames: Iterable[pd.DataFrame], types: dict[str, str]) -> IO
     keeps microseconds.
     """
     schema = _arrow_schema(types)
-    sink = tempfile.TemporaryFile(prefix="bigquery_load_", suffix=".parquet")
+    # returned open: the caller's load reads it, and closing it deletes it
+    sink = tempfile.TemporaryFile(prefix="bigquery_load_", suffix=".parquet")  # noqa: SIM115
     try:
         with pq.ParquetWriter(sink, schema, compression="snappy") as writer:
             for frame in frames:
-                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False, safe=False))
+                writer.write_table(
+                    pa.Table.from_pandas(frame, schema=schema, preserve_index=False, safe=False)
+                )
     except BaseException:
         sink.close()
         raise

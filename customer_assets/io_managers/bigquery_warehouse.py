@@ -23,10 +23,12 @@ column names. Everything this manager guarantees is tested against the emulator.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -34,14 +36,32 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from pydantic import Field
 
-from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError, bigquery_client
-from customer_assets.io_managers.bigquery_tables import ensure_dataset, ensure_table, schema_fields, stage
+from customer_assets.frames import StoredFrame, slices
+from customer_assets.io_managers.bigquery_calls import (
+    Caller,
+    LoadBudget,
+    LoadTimeoutError,
+    bigquery_client,
+)
+from customer_assets.io_managers.bigquery_tables import (
+    ensure_dataset,
+    ensure_table,
+    schema_fields,
+    stage,
+)
 from customer_assets.io_managers.bigquery_types import frame_types, standard_type, to_parquet_file
 from customer_assets.io_managers.declared import declared_types, holds_values, table_types
-from customer_assets.frames import StoredFrame, slices
 from customer_assets.io_managers.warehouse import (
-    column_descriptions, input_columns, load_report, partition_column, report_metadata, table_address,
-    unique_key, unique_window, write_load_report)
+    column_descriptions,
+    input_columns,
+    load_report,
+    partition_column,
+    report_metadata,
+    table_address,
+    unique_key,
+    unique_window,
+    write_load_report,
+)
 
 
 class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
@@ -55,15 +75,26 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
     project: str = Field(description="GCP project of the warehouse (GCP_PROJECT_ID).")
     location: str = Field(default="US", description="Location of the datasets and jobs.")
-    dataset_override: Optional[str] = Field(
-        default=None, description="Dataset replacing the asset key prefix (BIGQUERY_DATASET).")
+    dataset_override: str | None = Field(
+        default=None, description="Dataset replacing the asset key prefix (BIGQUERY_DATASET)."
+    )
     reports_dir: str = Field(description="Where each week's load report JSON is written.")
-    emulator_host: Optional[str] = Field(
-        default=None, description="Endpoint of a BigQuery emulator (BIGQUERY_EMULATOR_HOST); never production.")
-    quota_wait_seconds: float = Field(default=60, description="Wait after a quotaExceeded error before retrying.")
-    max_retries: int = Field(default=3, description="Retries of one step after transient or quota errors.")
-    retry_base_seconds: float = Field(default=2.0, description="First backoff delay; doubled at every retry.")
-    load_timeout_seconds: float = Field(default=600, description="Time budget of a whole week's load.")
+    emulator_host: str | None = Field(
+        default=None,
+        description="Endpoint of a BigQuery emulator (BIGQUERY_EMULATOR_HOST); never production.",
+    )
+    quota_wait_seconds: float = Field(
+        default=60, description="Wait after a quotaExceeded error before retrying."
+    )
+    max_retries: int = Field(
+        default=3, description="Retries of one step after transient or quota errors."
+    )
+    retry_base_seconds: float = Field(
+        default=2.0, description="First backoff delay; doubled at every retry."
+    )
+    load_timeout_seconds: float = Field(
+        default=600, description="Time budget of a whole week's load."
+    )
 
     # ----------------------------------------------------------------------------------------------
     # client and calls
@@ -74,21 +105,34 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     def _connect(self, log) -> tuple[Any, list[str]]:
         warnings = []
         if self.emulator_host:
-            message = (f"BigQuery EMULATOR in use at {self.emulator_host} (BIGQUERY_EMULATOR_HOST): "
-                       "anonymous credentials, this is NOT the production warehouse")
+            message = (
+                f"BigQuery EMULATOR in use at {self.emulator_host} (BIGQUERY_EMULATOR_HOST): "
+                "anonymous credentials, this is NOT the production warehouse"
+            )
             log.warning(message)
             warnings.append(message)
         try:
             return self._client(), warnings
         except auth_exc.DefaultCredentialsError as err:
             raise dg.Failure(
-                description=(f"No Google credentials for BigQuery project {self.project}: set "
-                             f"GOOGLE_APPLICATION_CREDENTIALS to a service account key file ({err})"),
-                allow_retries=False) from err
+                description=(
+                    f"No Google credentials for BigQuery project {self.project}: set "
+                    f"GOOGLE_APPLICATION_CREDENTIALS to a service account key file ({err})"
+                ),
+                allow_retries=False,
+            ) from err
 
     def _caller(self, client, log, load: LoadBudget) -> Caller:
-        return Caller(self.project, client, log, load, self.max_retries, self.retry_base_seconds,
-                      self.quota_wait_seconds, self.load_timeout_seconds)
+        return Caller(
+            self.project,
+            client,
+            log,
+            load,
+            self.max_retries,
+            self.retry_base_seconds,
+            self.quota_wait_seconds,
+            self.load_timeout_seconds,
+        )
 
     # ----------------------------------------------------------------------------------------------
     # helpers
@@ -103,7 +147,9 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         return window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
 
     @staticmethod
-    def _week_predicate(column: str, column_type: str, alias: str = "", bounds: str = "week") -> str:
+    def _week_predicate(
+        column: str, column_type: str, alias: str = "", bounds: str = "week"
+    ) -> str:
         """``column`` within [@<bounds>_start, @<bounds>_end)."""
         ref = f"{alias}.`{column}`" if alias else f"`{column}`"
         lo, hi = f"@{bounds}_start", f"@{bounds}_end"
@@ -116,11 +162,20 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     def _week_params(start: datetime, end: datetime, bounds: str = "week"):
         from google.cloud import bigquery
 
-        return [bigquery.ScalarQueryParameter(f"{bounds}_start", "TIMESTAMP", start),
-                bigquery.ScalarQueryParameter(f"{bounds}_end", "TIMESTAMP", end)]
+        return [
+            bigquery.ScalarQueryParameter(f"{bounds}_start", "TIMESTAMP", start),
+            bigquery.ScalarQueryParameter(f"{bounds}_end", "TIMESTAMP", end),
+        ]
 
-    def _payload(self, context, obj: pd.DataFrame | StoredFrame, frame: pd.DataFrame, target_id: str, column: str,
-                 window: tuple[datetime, datetime]) -> tuple[dict[str, str], dict[str, str], Any]:
+    def _payload(
+        self,
+        context,
+        obj: pd.DataFrame | StoredFrame,
+        frame: pd.DataFrame,
+        target_id: str,
+        column: str,
+        window: tuple[datetime, datetime],
+    ) -> tuple[dict[str, str], dict[str, str], Any]:
         """Everything that can be checked without BigQuery, checked before touching it; returns the column types
         as loaded, the types a new table is created with (the model's: see ``declared``), and the load job's
         Parquet file. A column holding no value is loaded as its declared type.
@@ -130,22 +185,30 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         """
         stored = obj if isinstance(obj, StoredFrame) else None
         incoming = frame_types(frame)
-        declared, casts = table_types(declared_types(context, frame), incoming, "bigquery",
-                                      lambda name: holds_values(obj, name))
+        declared, casts = table_types(
+            declared_types(context, frame),
+            incoming,
+            "bigquery",
+            lambda name: holds_values(obj, name),
+        )
         incoming.update(casts)
         if column not in incoming:
             raise ValueError(f"{target_id}: partition column {column!r} is not in the frame")
         if incoming[column] not in ("TIMESTAMP", "DATETIME"):
-            raise ValueError(f"{target_id}: partition column {column!r} is {incoming[column]}, not a timestamp")
-        self._check_frame_in_week(stored.batches([column]) if stored is not None else [frame],
-                                  column, *window, target_id)
+            raise ValueError(
+                f"{target_id}: partition column {column!r} is {incoming[column]}, not a timestamp"
+            )
+        self._check_frame_in_week(
+            stored.batches([column]) if stored is not None else [frame], column, *window, target_id
+        )
         # A value Arrow cannot convert fails here, not half-way.
         frames = stored.batches() if stored is not None else slices(frame)
         return incoming, declared, to_parquet_file(_blank(frames, casts), incoming)
 
     @staticmethod
-    def _check_frame_in_week(frames: Iterable[pd.DataFrame], column: str, start: datetime, end: datetime,
-                             where: str) -> None:
+    def _check_frame_in_week(
+        frames: Iterable[pd.DataFrame], column: str, start: datetime, end: datetime, where: str
+    ) -> None:
         rows, outside, examples = 0, 0, []
         for frame in frames:
             values = frame[column]
@@ -159,9 +222,11 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             outside += int(bad.sum())
             examples += values[bad].head(3 - len(examples)).tolist()
         if outside:
-            raise ValueError(f"{where}: {outside} of {rows} rows have {column} outside the week "
-                             f"[{start.isoformat()}, {end.isoformat()}) or null; nothing was loaded. "
-                             f"First: {examples}")
+            raise ValueError(
+                f"{where}: {outside} of {rows} rows have {column} outside the week "
+                f"[{start.isoformat()}, {end.isoformat()}) or null; nothing was loaded. "
+                f"First: {examples}"
+            )
 
     # ----------------------------------------------------------------------------------------------
     # IO manager
@@ -173,73 +238,189 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         column, partition = partition_column(context), context.asset_partition_key
         target_id = f"{self.project}.{dataset}.{table}"
         stored = obj if isinstance(obj, StoredFrame) else None
-        frame = stored.empty() if stored is not None else obj.reset_index(drop=True)  # the dtypes, or all rows
+        frame = (
+            stored.empty() if stored is not None else obj.reset_index(drop=True)
+        )  # the dtypes, or all rows
         rows = len(obj)
 
         start, end = self._window(context)
-        incoming, declared, payload = self._payload(context, obj, frame, target_id, column, (start, end))
+        incoming, declared, payload = self._payload(
+            context, obj, frame, target_id, column, (start, end)
+        )
         try:
             client, load.warnings = self._connect(context.log)
             call = self._caller(client, context.log, load)
             descriptions = column_descriptions(context)
             ensure_dataset(client, call, self.project, self.location, dataset)
-            target, created, added = ensure_table(context, client, call, target_id, incoming, column,
-                                                  descriptions, declared)
-            target_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(column, incoming[column])
+            target, created, added = ensure_table(
+                context, client, call, target_id, incoming, column, descriptions, declared
+            )
+            target_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(
+                column, incoming[column]
+            )
 
             job_prefix = f"customer_assets_{table}_{partition.replace('-', '')}_"
-            moved = self._swap(context, load, client, call, target_id, partition, incoming, descriptions,
-                               payload, rows, column, target_type, (start, end), job_prefix)
-            count = self._count(load, client, call, target_id, column, target_type, start, end, job_prefix)
+            moved = self._swap(
+                context,
+                load,
+                client,
+                call,
+                target_id,
+                partition,
+                incoming,
+                descriptions,
+                payload,
+                rows,
+                column,
+                target_type,
+                (start, end),
+                job_prefix,
+            )
+            count = self._count(
+                load, client, call, target_id, column, target_type, start, end, job_prefix
+            )
             if count != rows:
-                raise RuntimeError(f"{target_id}: {count} rows in week {partition} after the load, expected "
-                                   f"{rows} (was another writer loading the same week?)")
-            self._record_load(context, load, started, rows, (dataset, table), frame, descriptions, added,
-                              created, moved)
+                raise RuntimeError(
+                    f"{target_id}: {count} rows in week {partition} after the load, expected "
+                    f"{rows} (was another writer loading the same week?)"
+                )
+            self._record_load(
+                context,
+                load,
+                started,
+                rows,
+                (dataset, table),
+                frame,
+                descriptions,
+                added,
+                created,
+                moved,
+            )
         finally:
             payload.close()  # a temporary file of the week: gone whatever happened
 
-    def _swap(self, context, load: LoadBudget, client, call: Caller, target_id: str, partition: str,
-              incoming: dict[str, str], descriptions: dict[str, str], payload, rows: int, column: str,
-              target_type: str, window: tuple[datetime, datetime], job_prefix: str) -> int | None:
+    def _swap(
+        self,
+        context,
+        load: LoadBudget,
+        client,
+        call: Caller,
+        target_id: str,
+        partition: str,
+        incoming: dict[str, str],
+        descriptions: dict[str, str],
+        payload,
+        rows: int,
+        column: str,
+        target_type: str,
+        window: tuple[datetime, datetime],
+        job_prefix: str,
+    ) -> int | None:
         """Stage the week, then swap it in with one MERGE; the staging table is dropped whatever
         happened. Returns the rows moved from other weeks (keyed tables)."""
         staging_id = f"{target_id}__staging_{partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
         try:
-            stage(client, call, self.location, staging_id, target_id, partition,
-                  schema_fields(incoming, descriptions), payload, rows, job_prefix)
-            return self._merge(context, load, client, call, target_id, staging_id, list(incoming), column,
-                               target_type, *window, job_prefix, *unique_key(context))
+            stage(
+                client,
+                call,
+                self.location,
+                staging_id,
+                target_id,
+                partition,
+                schema_fields(incoming, descriptions),
+                payload,
+                rows,
+                job_prefix,
+            )
+            return self._merge(
+                context,
+                load,
+                client,
+                call,
+                target_id,
+                staging_id,
+                list(incoming),
+                column,
+                target_type,
+                *window,
+                job_prefix,
+                *unique_key(context),
+            )
         finally:
             try:
                 client.delete_table(staging_id, not_found_ok=True, timeout=60)
-            except Exception as err:  # noqa: BLE001 - never hide the load's own error; the table expires anyway
-                context.log.warning(f"could not drop staging table {staging_id} (it expires in a day): {err}")
+            except Exception as err:
+                context.log.warning(
+                    f"could not drop staging table {staging_id} (it expires in a day): {err}"
+                )
 
-    def _record_load(self, context, load: LoadBudget, started: float, rows: int, address: tuple[str, str],
-                     frame: pd.DataFrame, descriptions: dict[str, str], added: list[str], created: bool,
-                     moved: int | None) -> None:
+    def _record_load(
+        self,
+        context,
+        load: LoadBudget,
+        started: float,
+        rows: int,
+        address: tuple[str, str],
+        frame: pd.DataFrame,
+        descriptions: dict[str, str],
+        added: list[str],
+        created: bool,
+        moved: int | None,
+    ) -> None:
         """The week's load report (a JSON file) and the output's metadata."""
         dataset, table = address
         target_id = f"{self.project}.{dataset}.{table}"
-        report = load_report(rows, target_id, started, time.monotonic(), added_columns=added,
-                             job_ids=load.job_ids, warnings=load.warnings, retries=load.retries,
-                             replaced="week", step_seconds=load.step_seconds,
-                             table_created=created, location=self.location, emulator=bool(self.emulator_host),
-                             **({"moved_from_other_weeks": moved} if moved is not None else {}))
+        report = load_report(
+            rows,
+            target_id,
+            started,
+            time.monotonic(),
+            added_columns=added,
+            job_ids=load.job_ids,
+            warnings=load.warnings,
+            retries=load.retries,
+            replaced="week",
+            step_seconds=load.step_seconds,
+            table_created=created,
+            location=self.location,
+            emulator=bool(self.emulator_host),
+            **({"moved_from_other_weeks": moved} if moved is not None else {}),
+        )
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
-        context.add_output_metadata({
-            **report_metadata(report, path, frame, descriptions, table_name=target_id,
-                              uri=f"https://console.cloud.google.com/bigquery?p={self.project}&d={dataset}"
-                                  f"&t={table}&page=table"),
-            "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),
-            "warnings": dg.MetadataValue.json(load.warnings),
-            "retries": load.retries,
-        })
+        context.add_output_metadata(
+            {
+                **report_metadata(
+                    report,
+                    path,
+                    frame,
+                    descriptions,
+                    table_name=target_id,
+                    uri=f"https://console.cloud.google.com/bigquery?p={self.project}&d={dataset}"
+                    f"&t={table}&page=table",
+                ),
+                "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),
+                "warnings": dg.MetadataValue.json(load.warnings),
+                "retries": load.retries,
+            }
+        )
 
-    def _merge(self, context, load: LoadBudget, client, call, target_id: str, staging_id: str, columns: list[str],
-               column: str, column_type: str, start: datetime, end: datetime, job_prefix: str,
-               key: str | None = None, key_weeks: int = 0) -> int | None:
+    def _merge(
+        self,
+        context,
+        load: LoadBudget,
+        client,
+        call,
+        target_id: str,
+        staging_id: str,
+        columns: list[str],
+        column: str,
+        column_type: str,
+        start: datetime,
+        end: datetime,
+        job_prefix: str,
+        key: str | None = None,
+        key_weeks: int = 0,
+    ) -> int | None:
         """The swap: one MERGE deleting the target's week and inserting the staging rows."""
         from google.cloud import bigquery
 
@@ -253,47 +434,77 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             # column prunes the target's partitions: the cost does not grow with the table's history.
             window = unique_window(start, end, key_weeks)
             params = params + self._week_params(*window, bounds="window")
-            on = (f"T.`{key}` = S.`{key}` AND NOT ({self._week_predicate(column, column_type, 'T')}) "
-                  f"AND {self._week_predicate(column, column_type, 'T', bounds='window')}")
-            moved = "WHEN MATCHED THEN UPDATE SET " + ", ".join(f"`{c}` = S.`{c}`" for c in columns) + "\n"
+            on = (
+                f"T.`{key}` = S.`{key}` AND NOT ({self._week_predicate(column, column_type, 'T')}) "
+                f"AND {self._week_predicate(column, column_type, 'T', bounds='window')}"
+            )
+            moved = (
+                "WHEN MATCHED THEN UPDATE SET "
+                + ", ".join(f"`{c}` = S.`{c}`" for c in columns)
+                + "\n"
+            )
         else:
             on, moved = "FALSE", ""
-        sql = (f"MERGE `{target_id}` T USING `{staging_id}` S ON {on}\n{moved}"
-               f"WHEN NOT MATCHED BY SOURCE{delete_when} THEN DELETE\n"
-               f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})")
+        sql = (
+            f"MERGE `{target_id}` T USING `{staging_id}` S ON {on}\n{moved}"
+            f"WHEN NOT MATCHED BY SOURCE{delete_when} THEN DELETE\n"
+            f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+        )
 
         def run():
             config = bigquery.QueryJobConfig(query_parameters=params)
-            job = client.query(sql, job_config=config, job_id_prefix=job_prefix + "merge_",
-                               location=self.location, job_retry=None, timeout=min(60.0, load.remaining("merge")))
+            job = client.query(
+                sql,
+                job_config=config,
+                job_id_prefix=job_prefix + "merge_",
+                location=self.location,
+                job_retry=None,
+                timeout=min(60.0, load.remaining("merge")),
+            )
             load.job_ids["merge"] = job.job_id
             try:
                 job.result(timeout=load.remaining("merge"), job_retry=None)
                 return job
             except (TimeoutError, LoadTimeoutError, gexc.RetryError):
                 # A MERGE is atomic: cancelled, it changes nothing; finishing, it replaces the whole week.
-                try:
+                with contextlib.suppress(Exception):
                     job.cancel()
-                except Exception:  # noqa: BLE001 - the timeout is the error to report
-                    pass
                 raise
 
-        job = call("merge into target", ("bigquery.jobs.create", "bigquery.tables.getData",
-                                         "bigquery.tables.updateData"), run)
+        job = call(
+            "merge into target",
+            ("bigquery.jobs.create", "bigquery.tables.getData", "bigquery.tables.updateData"),
+            run,
+        )
         stats = getattr(job, "dml_stats", None) if key else None
         return int(stats.updated_row_count or 0) if stats is not None else None
 
-    def _count(self, load: LoadBudget, client, call, target_id: str, column: str, column_type: str,
-               start: datetime, end: datetime, job_prefix: str) -> int:
+    def _count(
+        self,
+        load: LoadBudget,
+        client,
+        call,
+        target_id: str,
+        column: str,
+        column_type: str,
+        start: datetime,
+        end: datetime,
+        job_prefix: str,
+    ) -> int:
         from google.cloud import bigquery
 
         sql = f"SELECT COUNT(*) AS n FROM `{target_id}` WHERE {self._week_predicate(column, column_type)}"
         params = self._week_params(start, end)
 
         def run():
-            job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=params),
-                               job_id_prefix=job_prefix + "count_", location=self.location, job_retry=None,
-                               timeout=min(60.0, load.remaining("count")))
+            job = client.query(
+                sql,
+                job_config=bigquery.QueryJobConfig(query_parameters=params),
+                job_id_prefix=job_prefix + "count_",
+                location=self.location,
+                job_retry=None,
+                timeout=min(60.0, load.remaining("count")),
+            )
             load.job_ids["count"] = job.job_id
             return int(next(iter(job.result(timeout=load.remaining("count"), job_retry=None)))[0])
 
@@ -308,17 +519,29 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         column = partition_column(context)  # for an input: the upstream output's partition_expr
         client, _ = self._connect(context.log)
         call = self._caller(client, context.log, load)
-        target = call(f"table {target_id}", ("bigquery.tables.get",),
-                      lambda: client.get_table(target_id, timeout=min(60.0, load.remaining("get table"))))
-        column_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(column, "TIMESTAMP")
+        target = call(
+            f"table {target_id}",
+            ("bigquery.tables.get",),
+            lambda: client.get_table(target_id, timeout=min(60.0, load.remaining("get table"))),
+        )
+        column_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(
+            column, "TIMESTAMP"
+        )
         start, end = self._window(context)
         columns = input_columns(context)
         select = ", ".join(f"`{c}`" for c in columns) if columns else "*"
-        sql = f"SELECT {select} FROM `{target_id}` WHERE {self._week_predicate(column, column_type)}"
+        sql = (
+            f"SELECT {select} FROM `{target_id}` WHERE {self._week_predicate(column, column_type)}"
+        )
 
         def run():
-            job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=self._week_params(start, end)),
-                               location=self.location, job_retry=None, timeout=min(60.0, load.remaining("select")))
+            job = client.query(
+                sql,
+                job_config=bigquery.QueryJobConfig(query_parameters=self._week_params(start, end)),
+                location=self.location,
+                job_retry=None,
+                timeout=min(60.0, load.remaining("select")),
+            )
             rows = job.result(timeout=load.remaining("select"), job_retry=None)
             # Through Arrow (to_dataframe is deprecated in favour of pandas-gbq): numpy int64/bool like the
             # frame that was written (float/object only where there are NULLs), microsecond timestamps.
@@ -331,5 +554,10 @@ def _blank(frames: Iterable[pd.DataFrame], casts: dict[str, str]) -> Iterator[pd
     """The frames with each cast column (it holds no value) as None objects, which Arrow writes as nulls of
     any type (a NaN column would not become a STRING or a TIMESTAMP)."""
     for frame in frames:
-        yield frame.assign(**{name: pd.Series(None, index=frame.index, dtype=object) for name in casts}) \
-            if casts else frame
+        yield (
+            frame.assign(
+                **{name: pd.Series(None, index=frame.index, dtype=object) for name in casts}
+            )
+            if casts
+            else frame
+        )

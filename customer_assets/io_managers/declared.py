@@ -28,21 +28,31 @@ import numpy as np
 import pandas as pd
 from dagster import OutputContext
 
-from customer_assets.io_managers.bigquery_types import bigquery_type
 from customer_assets.frames import StoredFrame
+from customer_assets.io_managers.bigquery_types import bigquery_type
 from customer_assets.io_managers.warehouse import schema_columns
 
 # DuckDB's type of a column of Arrow type null: what an empty or all-None object column becomes.
 DUCKDB_NULL = '"NULL"'
 
-_DUCKDB_INTS = {(True, 1): "TINYINT", (True, 2): "SMALLINT", (True, 4): "INTEGER", (True, 8): "BIGINT",
-                (False, 1): "UTINYINT", (False, 2): "USMALLINT", (False, 4): "UINTEGER", (False, 8): "UBIGINT"}
+_DUCKDB_INTS = {
+    (True, 1): "TINYINT",
+    (True, 2): "SMALLINT",
+    (True, 4): "INTEGER",
+    (True, 8): "BIGINT",
+    (False, 1): "UTINYINT",
+    (False, 2): "USMALLINT",
+    (False, 4): "UINTEGER",
+    (False, 8): "UBIGINT",
+}
 
 
 @dataclass(frozen=True)
 class DeclaredColumn:
     dtype: str  # the pandas dtype, as the model (or the frame) names it
-    duckdb: str | None  # as DuckDB's DESCRIBE spells it; None: no mapping (the frame's own type is kept)
+    duckdb: (
+        str | None
+    )  # as DuckDB's DESCRIBE spells it; None: no mapping (the frame's own type is kept)
     bigquery: str | None  # standard SQL name
     from_model: bool  # False: no model declares the column, the frame's dtype stands in
 
@@ -60,8 +70,11 @@ def duckdb_type(dtype) -> str:
         return _DUCKDB_INTS[(numpy.kind == "i", numpy.itemsize)]
     if pd.api.types.is_float_dtype(dtype):
         return "FLOAT" if np.dtype(getattr(dtype, "numpy_dtype", dtype)).itemsize <= 4 else "DOUBLE"
-    if (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
-            or isinstance(dtype, pd.CategoricalDtype)):
+    if (
+        pd.api.types.is_object_dtype(dtype)
+        or pd.api.types.is_string_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+    ):
         return "VARCHAR"
     raise TypeError(f"no DuckDB type for pandas dtype {dtype}")
 
@@ -77,8 +90,11 @@ def _column(name: str, dtype, from_model: bool, label: str | None = None) -> Dec
         try:
             kinds.append(mapping(dtype))
         except TypeError:
-            if from_model:  # a model whose type cannot be declared is a bug to fix, not a type to guess
-                raise TypeError(f"column {name!r} of the model: no warehouse type for {dtype}") from None
+            # a model whose type cannot be declared is a bug to fix, not a type to guess
+            if from_model:
+                raise TypeError(
+                    f"column {name!r} of the model: no warehouse type for {dtype}"
+                ) from None
             kinds.append(None)
     return DeclaredColumn(label or str(dtype), kinds[0], kinds[1], from_model)
 
@@ -93,7 +109,9 @@ def declared_types(context: OutputContext, frame: pd.DataFrame) -> dict[str, Dec
     declared: dict[str, DeclaredColumn] = {}
     for column in schema_columns(context):
         if column.name not in declared and column.type:
-            declared[column.name] = _column(column.name, _pandas_dtype(column.type), True, column.type)
+            declared[column.name] = _column(
+                column.name, _pandas_dtype(column.type), True, column.type
+            )
     for name, dtype in frame.dtypes.items():
         if str(name) not in declared:
             declared[str(name)] = _column(str(name), dtype, False)
@@ -109,8 +127,13 @@ def holds_values(obj: pd.DataFrame | StoredFrame, name: str) -> bool:
     return bool(values.notna().any())
 
 
-def table_types(declared: dict[str, DeclaredColumn], incoming: dict[str, str], warehouse: str,
-                has_values, no_type: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def table_types(
+    declared: dict[str, DeclaredColumn],
+    incoming: dict[str, str],
+    warehouse: str,
+    has_values,
+    no_type: str | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
     """The types of the incoming columns in a table created for them, and the incoming columns to cast.
 
     ``warehouse`` is "duckdb" or "bigquery"; ``incoming`` the types the manager read from the frame;
@@ -125,6 +148,9 @@ def table_types(declared: dict[str, DeclaredColumn], incoming: dict[str, str], w
         column = declared.get(name)
         typed = getattr(column, warehouse) if column is not None else None
         wanted[name] = typed if typed and (column.from_model or kind == no_type) else kind
-    casts = {name: kind for name, kind in wanted.items()
-             if kind != incoming[name] and (incoming[name] == no_type or not has_values(name))}
+    casts = {
+        name: kind
+        for name, kind in wanted.items()
+        if kind != incoming[name] and (incoming[name] == no_type or not has_values(name))
+    }
     return wanted, casts

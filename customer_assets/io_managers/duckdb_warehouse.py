@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import dagster as dg
@@ -22,16 +22,28 @@ import pandas as pd
 import pyarrow as pa
 from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
+from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from pydantic import Field
 
 from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, literal, quoted
-from customer_assets.io_managers.declared import DUCKDB_NULL, declared_types, holds_values, table_types
 from customer_assets.frames import StoredFrame, slices
+from customer_assets.io_managers.declared import (
+    DUCKDB_NULL,
+    declared_types,
+    holds_values,
+    table_types,
+)
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
-    SchemaMismatchError, column_descriptions, load_report, report_metadata, type_diff, unique_key,
-    unique_window, write_load_report)
+    SchemaMismatchError,
+    column_descriptions,
+    load_report,
+    report_metadata,
+    type_diff,
+    unique_key,
+    unique_window,
+    write_load_report,
+)
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
@@ -45,7 +57,9 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
     return table
 
 
-def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFrame) -> Iterator[None]:
+def incoming_parts(
+    con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFrame
+) -> Iterator[None]:
     """Makes the relation ``incoming`` each part of the rows to load in turn, yielding after each.
 
     A frame goes a slice at a time (its Arrow copy is one slice, with the whole frame's types); a StoredFrame
@@ -68,7 +82,9 @@ def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFra
             columns.append(f"CAST({name} AS {kind}) AS {name}")
         else:
             columns.append(name)
-    con.execute(f"CREATE TEMP VIEW incoming AS SELECT {', '.join(columns)} FROM read_parquet({literal(obj.path)})")
+    con.execute(
+        f"CREATE TEMP VIEW incoming AS SELECT {', '.join(columns)} FROM read_parquet({literal(obj.path)})"
+    )
     yield
     con.execute("DROP VIEW incoming")
 
@@ -76,10 +92,8 @@ def incoming_parts(con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFra
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     """Roll back what the failed load did. A fault such as a full disk can end (or invalidate) the transaction
     itself, and the error of this ROLLBACK must not replace the one that says why the load failed."""
-    try:
+    with suppress(duckdb.Error):
         con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
 
 
 class WarehouseDiskFull(dg.Failure):
@@ -91,7 +105,9 @@ class WarehouseDiskFull(dg.Failure):
             "is all or nothing: the table holds the week as before, or (when only the checkpoint after the commit "
             "failed) the new week, kept in DuckDB's write-ahead log. Free space on that disk, or point "
             "WAREHOUSE_DUCKDB_PATH at a larger one, then re-run the week. Not retried. "
-            f"[{str(exc).strip().splitlines()[0]}]", allow_retries=False)
+            f"[{str(exc).strip().splitlines()[0]}]",
+            allow_retries=False,
+        )
 
 
 @contextmanager
@@ -124,54 +140,94 @@ class WeekLoad(DbTypeHandler):
     @staticmethod
     def _bounds(table_slice: TableSlice, con, qualified: str, column: str):
         window = table_slice.partition_dimensions[0].partitions
-        kind = con.execute("SELECT data_type FROM information_schema.columns "
-                           "WHERE table_schema || '.' || table_name = ? AND column_name = ?", [qualified, column]).fetchall()
+        kind = con.execute(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_schema || '.' || table_name = ? AND column_name = ?",
+            [qualified, column],
+        ).fetchall()
         if kind and "TIME ZONE" not in kind[0][0]:
             # Naive columns hold UTC wall time; the partition windows are in UTC.
             return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
         return window.start, window.end
 
     @staticmethod
-    def _prepare_table(context: OutputContext, con: duckdb.DuckDBPyConnection, qualified: str, where: str,
-                       obj: pd.DataFrame | StoredFrame) -> tuple[list[str], list[str], str]:
+    def _prepare_table(
+        context: OutputContext,
+        con: duckdb.DuckDBPyConnection,
+        qualified: str,
+        where: str,
+        obj: pd.DataFrame | StoredFrame,
+    ) -> tuple[list[str], list[str], str]:
         """Creates the table if missing with the declared types (``declared``), repairs a NULL column, adds new
         columns, and stops on a changed type. Returns the added and repaired columns, and the select list that
         loads ``incoming`` (a column holding no value cast to its declared type)."""
         incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
         declared = declared_types(context, obj.empty() if isinstance(obj, StoredFrame) else obj)
-        wanted, casts = table_types(declared, incoming, "duckdb", lambda name: holds_values(obj, name), DUCKDB_NULL)
-        select = ", ".join(f"CAST({quoted(n)} AS {casts[n]}) AS {quoted(n)}" if n in casts else quoted(n)
-                           for n in incoming)
+        wanted, casts = table_types(
+            declared, incoming, "duckdb", lambda name: holds_values(obj, name), DUCKDB_NULL
+        )
+        select = ", ".join(
+            f"CAST({quoted(n)} AS {casts[n]}) AS {quoted(n)}" if n in casts else quoted(n)
+            for n in incoming
+        )
         # Cast to the wanted types, not just the holding-no-value ones: a table is created with the declared
         # types even when the first frame's are another (a mismatch then stops the load below).
-        create = ", ".join(f"CAST({quoted(n)} AS {t}) AS {quoted(n)}" if t != incoming[n] else quoted(n)
-                           for n, t in wanted.items())
-        con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT {create} FROM incoming LIMIT 0")
+        create = ", ".join(
+            f"CAST({quoted(n)} AS {t}) AS {quoted(n)}" if t != incoming[n] else quoted(n)
+            for n, t in wanted.items()
+        )
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT {create} FROM incoming LIMIT 0"
+        )
         existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
         # A NULL column (an empty first week before tables were declared) holds only nulls: changing its
         # type loses nothing, and is the only way the table can ever take a week with values again.
-        targets = {**{n: c.duckdb for n, c in declared.items() if c.from_model and c.duckdb}, **wanted}
-        repaired = [n for n, kind in existing.items()
-                    if kind == DUCKDB_NULL and targets.get(n, DUCKDB_NULL) != DUCKDB_NULL]
+        targets = {
+            **{n: c.duckdb for n, c in declared.items() if c.from_model and c.duckdb},
+            **wanted,
+        }
+        repaired = [
+            n
+            for n, kind in existing.items()
+            if kind == DUCKDB_NULL and targets.get(n, DUCKDB_NULL) != DUCKDB_NULL
+        ]
         for name in repaired:
-            con.execute(f"ALTER TABLE {qualified} ALTER COLUMN {quoted(name)} SET DATA TYPE {targets[name]}")
+            con.execute(
+                f"ALTER TABLE {qualified} ALTER COLUMN {quoted(name)} SET DATA TYPE {targets[name]}"
+            )
             existing[name] = targets[name]
-            context.log.warning(f"{where}: column {name} had type NULL (created by an empty week), "
-                                f"now {targets[name]}")
+            context.log.warning(
+                f"{where}: column {name} had type NULL (created by an empty week), "
+                f"now {targets[name]}"
+            )
         added, changed = type_diff(existing, {**incoming, **casts})
         if changed:
-            raise SchemaMismatchError(f"{where}: column types differ, load stopped:\n" + "\n".join(changed))
+            raise SchemaMismatchError(
+                f"{where}: column types differ, load stopped:\n" + "\n".join(changed)
+            )
         for name in added:
-            con.execute(f"ALTER TABLE {qualified} ADD COLUMN {quoted(name)} {casts.get(name, incoming[name])}")
+            con.execute(
+                f"ALTER TABLE {qualified} ADD COLUMN {quoted(name)} {casts.get(name, incoming[name])}"
+            )
         return added, repaired, select
 
-    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame | StoredFrame,
-                      connection: duckdb.DuckDBPyConnection) -> dict:
+    def handle_output(
+        self,
+        context: OutputContext,
+        table_slice: TableSlice,
+        obj: pd.DataFrame | StoredFrame,
+        connection: duckdb.DuckDBPyConnection,
+    ) -> dict:
         with disk_full_named(self.database):
             return self._load_week(context, table_slice, obj, connection)
 
-    def _load_week(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame | StoredFrame,
-                   connection: duckdb.DuckDBPyConnection) -> dict:
+    def _load_week(
+        self,
+        context: OutputContext,
+        table_slice: TableSlice,
+        obj: pd.DataFrame | StoredFrame,
+        connection: duckdb.DuckDBPyConnection,
+    ) -> dict:
         con, schema, table = connection, table_slice.schema, table_slice.table
         column = table_slice.partition_dimensions[0].partition_expr
         qualified = f"{quoted(schema)}.{quoted(table)}"
@@ -179,7 +235,9 @@ class WeekLoad(DbTypeHandler):
         started = time.monotonic()
         parts = incoming_parts(con, obj)
         next(parts)  # the first part: its columns (every part has the same types)
-        added, repaired, select = self._prepare_table(context, con, qualified, f"{schema}.{table}", obj)
+        added, repaired, select = self._prepare_table(
+            context, con, qualified, f"{schema}.{table}", obj
+        )
         start, end = self._bounds(table_slice, con, f"{schema}.{table}", column)
         where = f'"{column}" >= ? AND "{column}" < ?'
         params = [start, end]
@@ -192,7 +250,8 @@ class WeekLoad(DbTypeHandler):
                 moved += con.execute(
                     f"DELETE FROM {qualified} WHERE {quoted(key)} IN (SELECT {quoted(key)} FROM incoming) "
                     f"AND NOT ({where}) AND {quoted(column)} >= ? AND {quoted(column)} < ?",
-                    params + list(unique_window(start, end, key_weeks))).fetchone()[0]
+                    params + list(unique_window(start, end, key_weeks)),
+                ).fetchone()[0]
             con.execute(f"INSERT INTO {qualified} BY NAME SELECT {select} FROM incoming")
 
         con.execute("BEGIN TRANSACTION")
@@ -201,23 +260,39 @@ class WeekLoad(DbTypeHandler):
             insert_part()
             for _ in parts:
                 insert_part()
-            count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
+            count = con.execute(
+                f"SELECT count(*) FROM {qualified} WHERE {where}", params
+            ).fetchone()[0]
             if count != len(obj):
-                raise RuntimeError(f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}")
+                raise RuntimeError(
+                    f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}"
+                )
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
             raise
-        report = load_report(len(obj), f"{self.database}:{schema}.{table}", started, time.monotonic(),
-                             added_columns=added, repaired_columns=repaired,
-                             **({"moved_from_other_weeks": moved} if key else {}))
+        report = load_report(
+            len(obj),
+            f"{self.database}:{schema}.{table}",
+            started,
+            time.monotonic(),
+            added_columns=added,
+            repaired_columns=repaired,
+            **({"moved_from_other_weeks": moved} if key else {}),
+        )
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
         return report_metadata(
-            report, path, obj.empty() if isinstance(obj, StoredFrame) else obj, column_descriptions(context),
-            table_name=f"{schema}.{table}", uri=f"duckdb://{Path(self.database).resolve()}")
+            report,
+            path,
+            obj.empty() if isinstance(obj, StoredFrame) else obj,
+            column_descriptions(context),
+            table_name=f"{schema}.{table}",
+            uri=f"duckdb://{Path(self.database).resolve()}",
+        )
 
-    def load_input(self, context: InputContext, table_slice: TableSlice,
-                   connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    def load_input(
+        self, context: InputContext, table_slice: TableSlice, connection: duckdb.DuckDBPyConnection
+    ) -> pd.DataFrame:
         release_freed_memory()
         schema, table = table_slice.schema, table_slice.table
         column = table_slice.partition_dimensions[0].partition_expr
@@ -225,8 +300,10 @@ class WeekLoad(DbTypeHandler):
         select = ", ".join(quoted(c) for c in table_slice.columns) if table_slice.columns else "*"
         # Through Arrow: DuckDB's own DataFrame conversion is several times slower and larger for a
         # week of snapshots, with the same dtypes and values.
-        sql = (f"SELECT {select} FROM {quoted(schema)}.{quoted(table)} "
-               f"WHERE {quoted(column)} >= ? AND {quoted(column)} < ?")
+        sql = (
+            f"SELECT {select} FROM {quoted(schema)}.{quoted(table)} "
+            f"WHERE {quoted(column)} >= ? AND {quoted(column)} < ?"
+        )
         rows = connection.sql(sql, params=[start, end]).to_arrow_table()
         return rows.to_pandas(self_destruct=True, split_blocks=True)
 
@@ -248,10 +325,14 @@ class _WeekSwapClient(DuckDbClient):
     def connect(context, table_slice):
         database = context.resource_config["database"]
         if isinstance(context, InputContext) and not Path(database).exists():
-            raise FileNotFoundError(f"no warehouse at {database}: materialize "
-                                    f"{table_slice.schema}.{table_slice.table} first")
+            raise FileNotFoundError(
+                f"no warehouse at {database}: materialize "
+                f"{table_slice.schema}.{table_slice.table} first"
+            )
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        timeout = context.resource_config.get("lock_timeout_seconds") or DEFAULT_LOCK_TIMEOUT_SECONDS
+        timeout = (
+            context.resource_config.get("lock_timeout_seconds") or DEFAULT_LOCK_TIMEOUT_SECONDS
+        )
         with disk_full_named(database):
             con = connect_waiting(database, timeout)  # in UTC, whatever the machine's zone
             try:
@@ -265,8 +346,11 @@ class DuckDBWarehouseIOManager(DuckDBIOManager):
     allows one writing process per file, so the local deployment runs steps in process."""
 
     reports_dir: str = Field(description="Where each week's load report JSON is written.")
-    lock_timeout_seconds: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS, description="How long a load waits "
-                                        "for another process's lock on the file (WAREHOUSE_LOCK_TIMEOUT).")
+    lock_timeout_seconds: float = Field(
+        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
+        description="How long a load waits "
+        "for another process's lock on the file (WAREHOUSE_LOCK_TIMEOUT).",
+    )
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -277,6 +361,11 @@ class DuckDBWarehouseIOManager(DuckDBIOManager):
         return pd.DataFrame
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(db_client=_WeekSwapClient(), database=self.database, schema=self.schema_,
-                           type_handlers=[WeekLoad(self.database, self.reports_dir)],
-                           default_load_type=pd.DataFrame, io_manager_name="DuckDBWarehouseIOManager")
+        return DbIOManager(
+            db_client=_WeekSwapClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=[WeekLoad(self.database, self.reports_dir)],
+            default_load_type=pd.DataFrame,
+            io_manager_name="DuckDBWarehouseIOManager",
+        )

@@ -54,18 +54,25 @@ class IntermediateRoot:
     def _split(self) -> tuple[str, str]:
         """(bucket, prefix); any other URL is refused (a typo must not land on the disk)."""
         parsed = urlsplit(self.location)
-        if parsed.scheme != BUCKET_SCHEME or not parsed.netloc or parsed.query \
-                or "@" in parsed.netloc:
-            raise ValueError(f"intermediates location {self.shown()!r}: expected "
-                             "gs://bucket/prefix")
+        if (
+            parsed.scheme != BUCKET_SCHEME
+            or not parsed.netloc
+            or parsed.query
+            or "@" in parsed.netloc
+        ):
+            raise ValueError(
+                f"intermediates location {self.shown()!r}: expected gs://bucket/prefix"
+            )
         return parsed.netloc, parsed.path.strip("/")
 
     @cached_property
     def fs(self) -> pafs.FileSystem:
         if not self.in_bucket:
             if "://" in self.location:
-                raise ValueError(f"intermediates location {self.shown()!r}: expected a directory "
-                                 "or gs://bucket/prefix")
+                raise ValueError(
+                    f"intermediates location {self.shown()!r}: expected a directory "
+                    "or gs://bucket/prefix"
+                )
             return pafs.LocalFileSystem()
         self._split  # noqa: B018 - checks the URL before any call
         return _gcs(self.emulator_host, os.getpid())
@@ -99,8 +106,9 @@ class IntermediateRoot:
             infos = self.fs.get_file_info(selector)
         except FileNotFoundError:  # a bucket that does not exist holds nothing
             return []
-        return sorted(i.path for i in infos
-                      if i.type == pafs.FileType.File and fnmatch(i.base_name, pattern))
+        return sorted(
+            i.path for i in infos if i.type == pafs.FileType.File and fnmatch(i.base_name, pattern)
+        )
 
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -130,8 +138,12 @@ class IntermediateRoot:
             os.replace(staged, path)
             return
         try:
-            pafs.copy_files(str(staged), path, source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=self.fs)
+            pafs.copy_files(
+                str(staged),
+                path,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=self.fs,
+            )
         except OSError as exc:
             raise self._why_unwritable(exc) from exc
         finally:
@@ -143,8 +155,12 @@ class IntermediateRoot:
         folder.mkdir(parents=True, exist_ok=True)
         copy = folder / f"{week}.read-{uuid.uuid4().hex[:12]}{Path(path).suffix}"
         try:
-            pafs.copy_files(path, str(copy), source_filesystem=self.fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+            pafs.copy_files(
+                path,
+                str(copy),
+                source_filesystem=self.fs,
+                destination_filesystem=pafs.LocalFileSystem(),
+            )
         except BaseException:
             copy.unlink(missing_ok=True)
             raise
@@ -157,8 +173,10 @@ class IntermediateRoot:
             return exc
         if exc.errno in (errno.EACCES, errno.EPERM) or "PERMISSION_DENIED" in str(exc):
             return IntermediatesUnwritable(
-                errno.EACCES, f"writing to bucket {self.bucket} is denied: the pod's service "
-                "account needs roles/storage.objectAdmin on it")
+                errno.EACCES,
+                f"writing to bucket {self.bucket} is denied: the pod's service "
+                "account needs roles/storage.objectAdmin on it",
+            )
         missing = isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT
         if missing and self.fs.get_file_info(self.bucket).type == pafs.FileType.NotFound:
             return IntermediatesUnwritable(errno.ENOENT, f"bucket {self.bucket} does not exist")

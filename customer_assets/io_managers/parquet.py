@@ -16,12 +16,16 @@ from pydantic import Field
 
 from customer_assets.cleanup import claim_week
 from customer_assets.frames import (
-    FrameBatches, StoredFrame, duplicated_values, slices, write_parquet_batches)
+    FrameBatches,
+    StoredFrame,
+    duplicated_values,
+    slices,
+    write_parquet_batches,
+)
 from customer_assets.io_managers.intermediate_root import IntermediateRoot, IntermediatesUnwritable
 from customer_assets.io_managers.memory import release_freed_memory
-from customer_assets.partitions import latest_materialization
 from customer_assets.io_managers.warehouse import input_columns
-
+from customer_assets.partitions import latest_materialization
 
 # Errors of the local disk that no retry fixes: permissions, a read-only file system, a full disk, a quota.
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
@@ -78,20 +82,31 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     An intermediate removed because its week succeeded loads as ``FinishedWeek`` (see ``week_finished_by``).
     """
 
-    base_dir: str = Field(description="Root directory of the intermediate files (with url: of the "
-                          "writes in progress and of the copies read in batches).")
+    base_dir: str = Field(
+        description="Root directory of the intermediate files (with url: of the "
+        "writes in progress and of the copies read in batches)."
+    )
     url: str | None = Field(
-        default=None, description="gs://bucket/prefix: the intermediates go to this bucket (runs "
-        "that do not share a disk; CUSTOMER_ASSETS_INTERMEDIATES_URL); unset: base_dir.")
+        default=None,
+        description="gs://bucket/prefix: the intermediates go to this bucket (runs "
+        "that do not share a disk; CUSTOMER_ASSETS_INTERMEDIATES_URL); unset: base_dir.",
+    )
     emulator_host: str | None = Field(
-        default=None, description="host:port of a local GCS emulator (STORAGE_EMULATOR_HOST): "
-        "anonymous, over http; for tests.")
-    compression: str = Field(default="none", description="Parquet codec of the intermediates (none, snappy, zstd, ...).")
-    use_dictionary: bool = Field(default=False, description="Dictionary-encode columns (smaller, slower to write).")
+        default=None,
+        description="host:port of a local GCS emulator (STORAGE_EMULATOR_HOST): "
+        "anonymous, over http; for tests.",
+    )
+    compression: str = Field(
+        default="none", description="Parquet codec of the intermediates (none, snappy, zstd, ...)."
+    )
+    use_dictionary: bool = Field(
+        default=False, description="Dictionary-encode columns (smaller, slower to write)."
+    )
     week_finished_by: str = Field(
         default="etl/pipeline_summary",
         description="The asset whose materialization finishes a week and removes its intermediates: a missing "
-                    "intermediate older than it loads as FinishedWeek instead of failing.")
+        "intermediate older than it loads as FinishedWeek instead of failing.",
+    )
 
     def _root(self) -> IntermediateRoot:
         return IntermediateRoot(self.url or self.base_dir, self.emulator_host)
@@ -115,53 +130,86 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 description=f"Cannot write {context.asset_key.to_user_string()} to "
                 f"CUSTOMER_ASSETS_INTERMEDIATES_URL={self._root().shown()}: {exc.strerror}. Fix the "
                 "bucket (or its permissions), or point the variable at one that takes writes; not "
-                "retried.", allow_retries=False) from exc
+                "retried.",
+                allow_retries=False,
+            ) from exc
         except OSError as exc:
             if exc.errno in _UNWRITABLE:
                 raise dg.Failure(
                     description=f"Cannot write {context.asset_key.to_user_string()} under DATA_DIR={self.base_dir}: "
                     f"{exc.strerror} ({exc.filename}). Make the directory writable (or free space), or point "
-                    "DATA_DIR at one that is; not retried.", allow_retries=False) from exc
+                    "DATA_DIR at one that is; not retried.",
+                    allow_retries=False,
+                ) from exc
             raise
 
     def _store(self, context: dg.OutputContext, obj: object) -> None:
-        release_freed_memory(full=False)  # the step's computing is done: what it freed goes back before writing
+        release_freed_memory(
+            full=False
+        )  # the step's computing is done: what it freed goes back before writing
         suffix = ".json" if isinstance(obj, dict) else ".parquet"
         path, root = self._path(context, suffix), self._root()
-        if context.has_asset_partitions:  # before the first byte: a run killed now is known by its claim
+        # before the first byte: a run killed now is known by its claim
+        if context.has_asset_partitions:
             claim_week(root, context.asset_partition_key, context.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if isinstance(obj, pd.DataFrame):
             # A row group per slice: the Arrow copy made for writing is one slice, not the whole frame.
-            self._write(context, slices(obj), tmp, schema=pa.Schema.from_pandas(obj, preserve_index=False))
+            self._write(
+                context, slices(obj), tmp, schema=pa.Schema.from_pandas(obj, preserve_index=False)
+            )
             context.add_output_metadata({"dagster/row_count": len(obj)})
         elif isinstance(obj, FrameBatches):
             rows, groups = self._write(context, obj, tmp, unique=obj.unique)
-            context.add_output_metadata({"dagster/row_count": rows, "row_groups": groups, **obj.summary()})
+            context.add_output_metadata(
+                {"dagster/row_count": rows, "row_groups": groups, **obj.summary()}
+            )
         elif isinstance(obj, dict):
             tmp.write_text(json.dumps(obj, default=str))  # compact: the C encoder
         else:
-            raise TypeError(f"{type(self).__name__} stores DataFrames, FrameBatches and dicts, "
-                            f"not {type(obj).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} stores DataFrames, FrameBatches and dicts, "
+                f"not {type(obj).__name__}"
+            )
         target = self._target(context, suffix)
         root.publish(tmp, target)
         where = root.shown(target) if root.in_bucket else path.resolve()
         # An intermediate lives for its run at most (cleanup.py), and the metadata says so.
-        context.add_output_metadata({"intermediate": dg.MetadataValue.text(
-            f"{where} (removed once no step of the run can read it, at the latest when the run "
-            "ends)")})
+        context.add_output_metadata(
+            {
+                "intermediate": dg.MetadataValue.text(
+                    f"{where} (removed once no step of the run can read it, at the latest when the run "
+                    "ends)"
+                )
+            }
+        )
 
-    def _write(self, context: dg.OutputContext, batches, tmp: Path, schema: pa.Schema | None = None,
-               unique: list[str] = ()) -> tuple[int, int]:
+    def _write(
+        self,
+        context: dg.OutputContext,
+        batches,
+        tmp: Path,
+        schema: pa.Schema | None = None,
+        unique: list[str] = (),
+    ) -> tuple[int, int]:
         """The batches as row groups of ``tmp``, ``unique`` columns checked over the file; nothing left on error."""
         try:
-            rows, groups = write_parquet_batches(batches, tmp, schema=schema, compression=self.compression,
-                                                 use_dictionary=self.use_dictionary)
-            repeated = {c: n for c, n in duplicated_values(tmp, unique).items() if n} if unique else {}
+            rows, groups = write_parquet_batches(
+                batches,
+                tmp,
+                schema=schema,
+                compression=self.compression,
+                use_dictionary=self.use_dictionary,
+            )
+            repeated = (
+                {c: n for c, n in duplicated_values(tmp, unique).items() if n} if unique else {}
+            )
             if repeated:
-                raise ValueError(f"{context.asset_key.to_user_string()}: values repeat across batches in "
-                                 f"columns that must be unique: {repeated}")
+                raise ValueError(
+                    f"{context.asset_key.to_user_string()}: values repeat across batches in "
+                    f"columns that must be unique: {repeated}"
+                )
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -176,8 +224,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 if suffix == ".json":
                     return json.loads(root.read_text(target))
                 if _wants_stored_frame(context):  # read by DuckDB and in batches: a local file
-                    return StoredFrame(self._local_copy(context, target) if root.in_bucket
-                                       else target)
+                    return StoredFrame(
+                        self._local_copy(context, target) if root.in_bucket else target
+                    )
                 # An input may ask for some columns only (AssetIn metadata "columns"): less to read
                 # and hold.
                 return root.read_parquet(target, columns=input_columns(context))
@@ -188,8 +237,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             f"No stored value for {context.asset_key.to_user_string()} at "
             f"{root.shown(self._target(context, '.*'))}: "
             "an intermediate lives no longer than the run that wrote it; materialize the upstream assets again "
-            "(in the same run as this one).")
-
+            "(in the same run as this one)."
+        )
 
     def _local_copy(self, context: dg.InputContext, target: str) -> Path:
         """The object as a local file in base_dir, named after the week (its cleanup removes it)."""

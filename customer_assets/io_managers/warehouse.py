@@ -28,7 +28,9 @@ def partition_column(context: dg.OutputContext | dg.InputContext) -> str:
     metadata = context.definition_metadata or {}
     column = metadata.get("partition_expr")
     if not column:
-        raise ValueError(f"{context.asset_key.to_user_string()} needs metadata partition_expr naming its week column")
+        raise ValueError(
+            f"{context.asset_key.to_user_string()} needs metadata partition_expr naming its week column"
+        )
     return str(column)
 
 
@@ -58,8 +60,11 @@ def unique_window(start: datetime, end: datetime, weeks: int) -> tuple[datetime,
 def type_diff(existing: dict[str, str], incoming: dict[str, str]) -> tuple[list[str], list[str]]:
     """Columns to add, and readable lines for columns whose type would change."""
     added = [c for c in incoming if c not in existing]
-    changed = [f"  {c}: warehouse {existing[c]} != incoming {incoming[c]}"
-               for c in incoming if c in existing and existing[c] != incoming[c]]
+    changed = [
+        f"  {c}: warehouse {existing[c]} != incoming {incoming[c]}"
+        for c in incoming
+        if c in existing and existing[c] != incoming[c]
+    ]
     return added, changed
 
 
@@ -71,8 +76,13 @@ def write_load_report(reports_dir: str, partition_key: str, table: str, report: 
 
 
 def load_report(rows: int, destination: str, started: float, finished: float, **extra) -> dict:
-    return {"rows_loaded": rows, "load_timestamp": datetime.now(timezone.utc).isoformat(),
-            "destination_table": destination, "execution_time_seconds": round(finished - started, 3), **extra}
+    return {
+        "rows_loaded": rows,
+        "load_timestamp": datetime.now(timezone.utc).isoformat(),
+        "destination_table": destination,
+        "execution_time_seconds": round(finished - started, 3),
+        **extra,
+    }
 
 
 def schema_columns(context: dg.OutputContext) -> list[dg.TableColumn]:
@@ -81,7 +91,8 @@ def schema_columns(context: dg.OutputContext) -> list[dg.TableColumn]:
     sources = []
     try:
         dagster_type = context.dagster_type
-    except dg.DagsterInvariantViolationError:  # an OutputContext built without a type (tests, direct calls)
+    # an OutputContext built without a type (tests, direct calls)
+    except dg.DagsterInvariantViolationError:
         dagster_type = None
     if dagster_type is not None:
         sources.append((dagster_type.metadata or {}).get("schema"))
@@ -103,12 +114,22 @@ def column_descriptions(context: dg.OutputContext) -> dict[str, str]:
     return found
 
 
-def report_metadata(report: dict, path: Path, frame: pd.DataFrame, descriptions: dict[str, str] | None = None,
-                    table_name: str | None = None, uri: str | None = None) -> dict:
+def report_metadata(
+    report: dict,
+    path: Path,
+    frame: pd.DataFrame,
+    descriptions: dict[str, str] | None = None,
+    table_name: str | None = None,
+    uri: str | None = None,
+) -> dict:
     return {
         **({"dagster/table_name": table_name} if table_name else {}),
         **({"dagster/uri": dg.MetadataValue.url(uri)} if uri else {}),
-        **({"moved_from_other_weeks": report["moved_from_other_weeks"]} if "moved_from_other_weeks" in report else {}),
+        **(
+            {"moved_from_other_weeks": report["moved_from_other_weeks"]}
+            if "moved_from_other_weeks" in report
+            else {}
+        ),
         "rows_loaded": report["rows_loaded"],
         "dagster/row_count": report["rows_loaded"],
         "destination_table": report["destination_table"],
@@ -116,6 +137,9 @@ def report_metadata(report: dict, path: Path, frame: pd.DataFrame, descriptions:
         "execution_time_seconds": report["execution_time_seconds"],
         "load_report": dg.MetadataValue.path(str(Path(path).resolve())),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=c, type=str(t), description=(descriptions or {}).get(c))
-                     for c, t in frame.dtypes.items()]),
+            columns=[
+                dg.TableColumn(name=c, type=str(t), description=(descriptions or {}).get(c))
+                for c, t in frame.dtypes.items()
+            ]
+        ),
     }

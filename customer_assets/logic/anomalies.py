@@ -25,10 +25,10 @@ class AnomalySettings:
 
 ANOMALY_RULES = {
     "AMOUNT_MAD": "USD amount's robust z-score (median and MAD of the week's log amounts, each customer weighing "
-                  "once) above 3.5",
+    "once) above 3.5",
     "AMOUNT_IQR": "USD amount outside [Q1 - k*IQR, Q3 + k*IQR] (quartiles with each customer weighing once)",
     "PRODUCT_MAD": "USD amount's robust z-score within its product (median and MAD of log amounts, each customer "
-                   "weighing once) above 3.5",
+    "weighing once) above 3.5",
     "HIGH_FREQUENCY_CUSTOMER": "customer with more than 50 transactions in the week (possible bot)",
 }
 
@@ -41,13 +41,19 @@ MEAN_AD_SCALE = 1.253314
 MIN_LOG_SPREAD = float(np.log10(1.1))
 
 
-def robust_z(deviations: pd.Series, mad: pd.Series | float, mean_ad: pd.Series | float) -> pd.Series:
+def robust_z(
+    deviations: pd.Series, mad: pd.Series | float, mean_ad: pd.Series | float
+) -> pd.Series:
     """|x - median| (``deviations``) in robust standard deviations: the scaled MAD, or the scaled mean absolute
     deviation where the MAD is 0 (more than half the values equal), never below ``MIN_LOG_SPREAD``. One extreme
     value moves neither the median nor the MAD, so it cannot hide the others as it inflated the mean and
     standard deviation."""
     mad = pd.Series(mad, index=deviations.index) if not isinstance(mad, pd.Series) else mad
-    mean_ad = pd.Series(mean_ad, index=deviations.index) if not isinstance(mean_ad, pd.Series) else mean_ad
+    mean_ad = (
+        pd.Series(mean_ad, index=deviations.index)
+        if not isinstance(mean_ad, pd.Series)
+        else mean_ad
+    )
     scale = (MAD_SCALE * mad).where(mad > 0, MEAN_AD_SCALE * mean_ad).clip(lower=MIN_LOG_SPREAD)
     return deviations / scale
 
@@ -79,9 +85,13 @@ def grouped_weighted_median(values: pd.Series, weights: pd.Series, groups: np.nd
     order = rows[np.lexsort((v_all[rows], groups[rows]))]
     g, v, w = groups[order], v_all[order], w_all[order]
     totals = np.bincount(g, weights=w, minlength=n_groups)
-    before = np.concatenate(([0.0], np.cumsum(totals)[:-1]))  # the weight of the groups sorted before each group
+    before = np.concatenate(
+        ([0.0], np.cumsum(totals)[:-1])
+    )  # the weight of the groups sorted before each group
     running = np.cumsum(w)
-    slack = 1e-9 * (running[-1] if len(running) else 1.0)  # the running sum's rounding, across groups
+    slack = 1e-9 * (
+        running[-1] if len(running) else 1.0
+    )  # the running sum's rounding, across groups
     reached = np.flatnonzero(running - before[g] >= 0.5 * totals[g] - slack)
     first_groups, first = np.unique(g[reached], return_index=True)
     median = np.full(n_groups, np.nan)
@@ -89,17 +99,22 @@ def grouped_weighted_median(values: pd.Series, weights: pd.Series, groups: np.nd
     return pd.Series(median[groups] if n_groups else np.array([], float), index=values.index)
 
 
-def customer_weights(customers: np.ndarray, index: pd.Index, within: np.ndarray | None = None) -> pd.Series:
+def customer_weights(
+    customers: np.ndarray, index: pd.Index, within: np.ndarray | None = None
+) -> pd.Series:
     """1 / the customer's rows (``customers``: codes; within a group such as the product): every customer weighs
     one, however many rows it has, so one bot with 5,000 transactions moves a baseline as one customer does."""
     codes = customers
     if within is not None and len(codes):
         codes = pd.factorize(codes * (int(within.max()) + 1) + within)[0]
-    return pd.Series(1.0 / np.bincount(codes)[codes] if len(codes) else np.array([], float), index=index)
+    return pd.Series(
+        1.0 / np.bincount(codes)[codes] if len(codes) else np.array([], float), index=index
+    )
 
 
-def detect_anomalies(validated: pd.DataFrame, amount_usd: pd.Series,
-                     settings: AnomalySettings = AnomalySettings()) -> pd.DataFrame:
+def detect_anomalies(
+    validated: pd.DataFrame, amount_usd: pd.Series, settings: AnomalySettings = AnomalySettings()
+) -> pd.DataFrame:
     """One boolean column per anomaly rule over validated rows, comparing amounts in USD.
 
     Amounts are compared on a log scale for the robust z-scores: prices are spread multiplicatively (a 10 USD
@@ -113,24 +128,39 @@ def detect_anomalies(validated: pd.DataFrame, amount_usd: pd.Series,
     weights = customer_weights(customers, validated.index)
     flags = pd.DataFrame(index=validated.index)
     deviations = (log_usd - weighted_quantiles(log_usd, weights, 0.5)[0]).abs()
-    mean_ad = float((deviations * weights).sum() / weights[deviations.notna()].sum()) if deviations.notna().any() else 0.0
-    flags["AMOUNT_MAD"] = (robust_z(deviations, weighted_quantiles(deviations, weights, 0.5)[0], mean_ad)
-                           > settings.robust_z).fillna(False)
+    mean_ad = (
+        float((deviations * weights).sum() / weights[deviations.notna()].sum())
+        if deviations.notna().any()
+        else 0.0
+    )
+    flags["AMOUNT_MAD"] = (
+        robust_z(deviations, weighted_quantiles(deviations, weights, 0.5)[0], mean_ad)
+        > settings.robust_z
+    ).fillna(False)
     q1, q3 = weighted_quantiles(usd, weights, 0.25, 0.75)
     iqr = q3 - q1
-    flags["AMOUNT_IQR"] = (usd < q1 - settings.iqr_multiplier * iqr) | (usd > q3 + settings.iqr_multiplier * iqr)
+    flags["AMOUNT_IQR"] = (usd < q1 - settings.iqr_multiplier * iqr) | (
+        usd > q3 + settings.iqr_multiplier * iqr
+    )
     product = _codes(validated["product_id"])
-    count = pd.Series(np.bincount(product)[product], index=validated.index) if len(product) else log_usd
+    count = (
+        pd.Series(np.bincount(product)[product], index=validated.index) if len(product) else log_usd
+    )
     p_weights = customer_weights(customers, validated.index, within=product)
     p_deviations = (log_usd - grouped_weighted_median(log_usd, p_weights, product)).abs()
     known = p_deviations.notna().to_numpy()
-    weighted_sum = np.bincount(product, weights=np.where(known, p_deviations.to_numpy() * p_weights.to_numpy(), 0.0))
+    weighted_sum = np.bincount(
+        product, weights=np.where(known, p_deviations.to_numpy() * p_weights.to_numpy(), 0.0)
+    )
     weight_sum = np.bincount(product, weights=np.where(known, p_weights.to_numpy(), 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         p_mean_ad = pd.Series((weighted_sum / weight_sum)[product], index=validated.index)
     z = robust_z(p_deviations, grouped_weighted_median(p_deviations, p_weights, product), p_mean_ad)
-    flags["PRODUCT_MAD"] = ((count >= settings.min_product_transactions) & (z > settings.robust_z)).fillna(False)
+    flags["PRODUCT_MAD"] = (
+        (count >= settings.min_product_transactions) & (z > settings.robust_z)
+    ).fillna(False)
     per_customer = np.bincount(customers)[customers] if len(customers) else np.array([], np.int64)
-    flags["HIGH_FREQUENCY_CUSTOMER"] = (per_customer > settings.max_customer_transactions) & validated[
-        "customer_id"].notna().to_numpy()
+    flags["HIGH_FREQUENCY_CUSTOMER"] = (
+        per_customer > settings.max_customer_transactions
+    ) & validated["customer_id"].notna().to_numpy()
     return flags.astype(bool)

@@ -7,8 +7,11 @@ import pandas as pd
 from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
 from customer_assets.sources.crm import CRM_FIELDS
 
-
-DATE_FIELDS = {"signup_date": "signup_date", "last_activity_date": "last_activity_at", "updated_at": "updated_at"}
+DATE_FIELDS = {
+    "signup_date": "signup_date",
+    "last_activity_date": "last_activity_at",
+    "updated_at": "updated_at",
+}
 
 
 def _timestamps(values: pd.Series) -> pd.Series:
@@ -25,29 +28,53 @@ def standardise_crm(records: list[dict] | pd.DataFrame, hash_key: str) -> tuple[
     Duplicate ids within the CRM keep the most recently updated record. Returns the frame and counts, among
     them the dates that were given but are not ISO 8601 (kept as missing, not guessed).
     """
-    raw = records if isinstance(records, pd.DataFrame) else pd.DataFrame(records, columns=list(CRM_FIELDS))
+    raw = (
+        records
+        if isinstance(records, pd.DataFrame)
+        else pd.DataFrame(records, columns=list(CRM_FIELDS))
+    )
     emails = valid_emails(raw["email"])
     dates = {target: _timestamps(raw[field]) for field, target in DATE_FIELDS.items()}
-    unparseable = {field: int((raw[field].notna() & (raw[field].astype("str").str.strip() != "")
-                               & dates[target].isna()).sum()) for field, target in DATE_FIELDS.items()}
-    frame = pd.DataFrame({
-        # Trimmed, case kept: identity resolution links a CRM id to the shop's customer it names (resolution.py).
-        "customer_id": standardise_ids(raw["customer_id"]),
-        "email_hash": keyed_hash(emails, hash_key),
-        "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),
-        "signup_date": dates["signup_date"],
-        "last_activity_at": dates["last_activity_at"],
-        "subscription_tier": raw["subscription_tier"].astype("str"),
-        "lifetime_value": pd.to_numeric(raw["lifetime_value"], errors="coerce").astype(float),
-        "support_ticket_count": pd.to_numeric(raw["support_ticket_count"], errors="coerce").astype(float),
-        "updated_at": dates["updated_at"],
-        "source": "crm",
-    })
+    unparseable = {
+        field: int(
+            (
+                raw[field].notna()
+                & (raw[field].astype("str").str.strip() != "")
+                & dates[target].isna()
+            ).sum()
+        )
+        for field, target in DATE_FIELDS.items()
+    }
+    frame = pd.DataFrame(
+        {
+            # Trimmed, case kept: identity resolution links a CRM id to the shop's customer it names (resolution.py).
+            "customer_id": standardise_ids(raw["customer_id"]),
+            "email_hash": keyed_hash(emails, hash_key),
+            "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),
+            "signup_date": dates["signup_date"],
+            "last_activity_at": dates["last_activity_at"],
+            "subscription_tier": raw["subscription_tier"].astype("str"),
+            "lifetime_value": pd.to_numeric(raw["lifetime_value"], errors="coerce").astype(float),
+            "support_ticket_count": pd.to_numeric(
+                raw["support_ticket_count"], errors="coerce"
+            ).astype(float),
+            "updated_at": dates["updated_at"],
+            "source": "crm",
+        }
+    )
     for column in DATE_FIELDS.values():
         frame[column] = frame[column].astype("datetime64[ns, UTC]")
     before = len(frame)
-    frame = (frame.dropna(subset=["customer_id"]).sort_values(["customer_id", "updated_at"], kind="stable")
-                  .drop_duplicates("customer_id", keep="last").reset_index(drop=True))
-    counts = {"records": before, "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
-              "duplicate_ids": before - len(frame), "unparseable_dates": sum(unparseable.values())}
+    frame = (
+        frame.dropna(subset=["customer_id"])
+        .sort_values(["customer_id", "updated_at"], kind="stable")
+        .drop_duplicates("customer_id", keep="last")
+        .reset_index(drop=True)
+    )
+    counts = {
+        "records": before,
+        "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
+        "duplicate_ids": before - len(frame),
+        "unparseable_dates": sum(unparseable.values()),
+    }
     return frame, counts

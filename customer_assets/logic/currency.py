@@ -60,14 +60,25 @@ def read_rates_file(path: str) -> pd.DataFrame:
             if not names:
                 raise RatesFileError(f"{path} is an empty zip")
             with archive.open(names[0]) as handle:
-                wide = pd.read_csv(handle, na_values=["N/A"], index_col="Date", parse_dates=["Date"])
-    except (zipfile.BadZipFile, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+                wide = pd.read_csv(
+                    handle, na_values=["N/A"], index_col="Date", parse_dates=["Date"]
+                )
+    except (
+        zipfile.BadZipFile,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+    ) as exc:
         raise RatesFileError(f"{path} is not the ECB's eurofxref-hist.zip: {exc}") from None
     except ValueError as exc:  # no Date column
         raise RatesFileError(f"{path} is not the ECB's eurofxref-hist.zip: {exc}") from None
     wide = wide.loc[:, [c for c in wide.columns if isinstance(c, str) and len(c.strip()) == 3]]
     wide.columns = [c.strip() for c in wide.columns]
-    if "USD" not in wide.columns or not pd.api.types.is_datetime64_any_dtype(wide.index) or wide["USD"].isna().all():
+    if (
+        "USD" not in wide.columns
+        or not pd.api.types.is_datetime64_any_dtype(wide.index)
+        or wide["USD"].isna().all()
+    ):
         raise RatesFileError(f"{path} is not the ECB's eurofxref-hist.zip: no dated USD rates")
     wide = wide.apply(pd.to_numeric, errors="coerce")
     wide["EUR"] = 1.0
@@ -110,8 +121,14 @@ def target_holidays(year: int) -> set[date]:
     """TARGET closing days, on which the ECB publishes no reference rates: New Year, Good Friday, Easter
     Monday, 1 May, Christmas and 26 December."""
     sunday = easter(year)
-    return {date(year, 1, 1), sunday - timedelta(days=2), sunday + timedelta(days=1), date(year, 5, 1),
-            date(year, 12, 25), date(year, 12, 26)}
+    return {
+        date(year, 1, 1),
+        sunday - timedelta(days=2),
+        sunday + timedelta(days=1),
+        date(year, 5, 1),
+        date(year, 12, 25),
+        date(year, 12, 26),
+    }
 
 
 def last_publication_day(day: date) -> date:
@@ -134,8 +151,9 @@ def daily_rate_table(first: date, last: date, currencies: list[str] | None = Non
 
 
 @lru_cache(maxsize=16)
-def _daily_rate_table(first: date, last: date, currencies: tuple[str, ...] | None,
-                      version: tuple[str, int, int]) -> pd.DataFrame:
+def _daily_rate_table(
+    first: date, last: date, currencies: tuple[str, ...] | None, version: tuple[str, int, int]
+) -> pd.DataFrame:
     rates = _ecb_usd_rates(version)
     if currencies is not None:
         rates = rates.loc[:, [c for c in currencies if c in rates.columns]]
@@ -147,16 +165,33 @@ def _daily_rate_table(first: date, last: date, currencies: tuple[str, ...] | Non
         if published.empty:
             continue
         picked = published.reindex(published.index.union(days)).ffill().reindex(days)
-        rate_dates = pd.Series(published.index, index=published.index).reindex(
-            published.index.union(days)).ffill().reindex(days)
-        frames.append(pd.DataFrame({"currency": code, "day": days, "usd_per_unit": picked.to_numpy(),
-                                    "rate_date": rate_dates.to_numpy()}))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["currency", "day", "usd_per_unit", "rate_date"])
+        rate_dates = (
+            pd.Series(published.index, index=published.index)
+            .reindex(published.index.union(days))
+            .ffill()
+            .reindex(days)
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "currency": code,
+                    "day": days,
+                    "usd_per_unit": picked.to_numpy(),
+                    "rate_date": rate_dates.to_numpy(),
+                }
+            )
+        )
+    table = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["currency", "day", "usd_per_unit", "rate_date"])
+    )
     return table.dropna(subset=["usd_per_unit"]).reset_index(drop=True)
 
 
-def convert_to_usd(amounts: pd.Series, currencies: pd.Series, timestamps: pd.Series) -> pd.DataFrame:
+def convert_to_usd(
+    amounts: pd.Series, currencies: pd.Series, timestamps: pd.Series
+) -> pd.DataFrame:
     """USD amounts at the ECB rate of each transaction's UTC date (last business day before it if none).
 
     Returns columns ``amount_usd``, ``fx_rate`` (USD per unit) and ``fx_rate_date``, aligned with the input;
@@ -182,7 +217,9 @@ def convert_to_usd(amounts: pd.Series, currencies: pd.Series, timestamps: pd.Ser
     col = ((table["day"] - first) // pd.Timedelta(days=1)).to_numpy()
     grid[row, col] = table["usd_per_unit"].to_numpy(dtype=float)
     grid_dates[row, col] = pd.to_datetime(table["rate_date"]).to_numpy(dtype="datetime64[ns]")
-    currency_row = pc.fill_null(pc.index_in(codes, value_set=pa.array(known, pa.large_string())), len(known))
+    currency_row = pc.fill_null(
+        pc.index_in(codes, value_set=pa.array(known, pa.large_string())), len(known)
+    )
     currency_row = currency_row.to_numpy(zero_copy_only=False)
     day_col = ((days[valid] - first) // pd.Timedelta(days=1)).to_numpy()
     rate = np.full(len(result), np.nan)

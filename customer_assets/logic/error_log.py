@@ -27,11 +27,31 @@ def error_rows(week_start: pd.Timestamp, values: dict[tuple[str, str], object]) 
     rows = []
     for step, entry, severity, reason in SOURCES:
         value = values.get((step, entry))
-        counts = value if reason is None and isinstance(value, dict) else {reason: value} if reason else {}
+        counts = (
+            value
+            if reason is None and isinstance(value, dict)
+            else {reason: value}
+            if reason
+            else {}
+        )
         for code, n in sorted(counts.items()):
             if isinstance(n, (int, float)) and n > 0:
-                rows.append({"week_start": week_start, "step": step, "severity": severity, "reason": str(code),
-                             "record_count": int(n)})
+                rows.append(
+                    {
+                        "week_start": week_start,
+                        "step": step,
+                        "severity": severity,
+                        "reason": str(code),
+                        "record_count": int(n),
+                    }
+                )
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.astype({"week_start": "datetime64[ns]", "step": "str", "severity": "str", "reason": "str",
-                         "record_count": "int64"})
+    return frame.astype(
+        {
+            "week_start": "datetime64[ns]",
+            "step": "str",
+            "severity": "str",
+            "reason": "str",
+            "record_count": "int64",
+        }
+    )

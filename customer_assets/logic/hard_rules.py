@@ -4,9 +4,9 @@ with every code it fails (``validation.py`` applies them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -67,7 +67,9 @@ def _below_minor_unit(df: pd.DataFrame, inputs: RuleInputs) -> pd.Series:
     larger than such an amount, so it let them through."""
     amount = df["amount"].astype("float64")
     positive = (amount > 0) & np.isfinite(amount)
-    unit = np.power(10.0, -df["currency"].map(iso4217_minor_units()).astype("float64"))  # NaN: unknown currency
+    unit = np.power(
+        10.0, -df["currency"].map(iso4217_minor_units()).astype("float64")
+    )  # NaN: unknown currency
     below = amount < unit * (1 - 1e-9)
     vanishes = inputs.amount_usd.astype("float64").round(6) <= 0
     return (positive & (below | vanishes)).fillna(False).astype(bool)
@@ -108,58 +110,164 @@ def _duplicate_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
         return shared
     rows = df.loc[shared, ["transaction_id", *TRANSACTION_CONTENT]]
     if "invalid_encoding" in df:
-        rows = rows.iloc[np.argsort(df.loc[shared, "invalid_encoding"].notna().to_numpy(), kind="stable")]
+        rows = rows.iloc[
+            np.argsort(df.loc[shared, "invalid_encoding"].notna().to_numpy(), kind="stable")
+        ]
     copies = rows.duplicated(keep="first") & ~_conflicting_among(rows)
     return copies.reindex(df.index, fill_value=False)
 
 
 HARD_RULES: list[Rule] = [
     # The extract replaced bytes that were not UTF-8 and said in which columns (issue: a SQL_ASCII source).
-    Rule("INVALID_ENCODING", "validity", "every text value is valid UTF-8",
-         lambda d, c: d["invalid_encoding"].notna() if "invalid_encoding" in d else pd.Series(False, index=d.index)),
-    Rule("MISSING_TRANSACTION_ID", "completeness", "transaction_id is not null",
-         lambda d, c: d["transaction_id"].isna()),
-    Rule("MISSING_CUSTOMER_ID", "completeness", "customer_id is not null", lambda d, c: d["customer_id"].isna()),
+    Rule(
+        "INVALID_ENCODING",
+        "validity",
+        "every text value is valid UTF-8",
+        lambda d, c: (
+            d["invalid_encoding"].notna()
+            if "invalid_encoding" in d
+            else pd.Series(False, index=d.index)
+        ),
+    ),
+    Rule(
+        "MISSING_TRANSACTION_ID",
+        "completeness",
+        "transaction_id is not null",
+        lambda d, c: d["transaction_id"].isna(),
+    ),
+    Rule(
+        "MISSING_CUSTOMER_ID",
+        "completeness",
+        "customer_id is not null",
+        lambda d, c: d["customer_id"].isna(),
+    ),
     Rule("MISSING_AMOUNT", "completeness", "amount is not null", lambda d, c: d["amount"].isna()),
-    Rule("MISSING_TIMESTAMP", "completeness", "timestamp is not null", lambda d, c: d["timestamp"].isna()),
-    Rule("MISSING_CURRENCY", "completeness", "currency is not null", lambda d, c: d["currency"].isna()),
-    Rule("NON_POSITIVE_AMOUNT", "validity", "amount > 0", lambda d, c: d["amount"].notna() & (d["amount"] <= 0)),
+    Rule(
+        "MISSING_TIMESTAMP",
+        "completeness",
+        "timestamp is not null",
+        lambda d, c: d["timestamp"].isna(),
+    ),
+    Rule(
+        "MISSING_CURRENCY",
+        "completeness",
+        "currency is not null",
+        lambda d, c: d["currency"].isna(),
+    ),
+    Rule(
+        "NON_POSITIVE_AMOUNT",
+        "validity",
+        "amount > 0",
+        lambda d, c: d["amount"].notna() & (d["amount"] <= 0),
+    ),
     # PostgreSQL numeric and float columns hold Infinity (NaN reads as missing): never a lifetime figure.
-    Rule("NON_FINITE_AMOUNT", "validity", "amount is a finite number",
-         lambda d, c: d["amount"].notna() & ~np.isfinite(d["amount"].astype("float64"))),
-    Rule("BELOW_MINOR_UNIT", "validity", "amount is at least one minor unit of its currency (0.01 USD, 1 JPY) and "
-         "is more than 0 in USD", _below_minor_unit),
-    Rule("AMOUNT_ABOVE_CEILING", "validity", "amount in USD is at most the ceiling (MAX_AMOUNT_USD)",
-         lambda d, c: (c.amount_usd > c.max_amount_usd).fillna(False).astype(bool)),
-    Rule("INVALID_TIMESTAMP", "validity", f"timestamp on or after {EARLIEST_VALID_TIMESTAMP.date()}",
-         lambda d, c: d["timestamp"].notna() & (d["timestamp"] < EARLIEST_VALID_TIMESTAMP)),
-    Rule("INVALID_CURRENCY", "validity", "currency is an ISO 4217 code",
-         lambda d, c: d["currency"].notna() & ~d["currency"].isin(list(iso4217_minor_units()))),
-    Rule("UNSUPPORTED_CURRENCY", "validity", "currency has an ECB reference rate (needed for amount_usd)",
-         lambda d, c: d["currency"].isin(list(iso4217_minor_units()))
-         & ~d["currency"].isin(list(supported_currencies()))),
-    Rule("PRECISION_MISMATCH", "validity", "amount has no more decimals than the currency's minor units",
-         _decimals_exceed_minor_units),
-    Rule("BEFORE_CUSTOMER_CREATED", "consistency", "transaction is not before the customer's creation",
-         lambda d, c: (d["timestamp"] < d["customer_created_at"]).fillna(False).astype(bool)),
-    Rule("FUTURE_TIMESTAMP", "consistency", "transaction is not in the future",
-         lambda d, c: d["timestamp"].notna() & (d["timestamp"] > pd.Timestamp(c.now))),
-    Rule("OUTSIDE_WEEK", "consistency", "transaction falls inside the partition's week",
-         lambda d, c: d["timestamp"].notna() & ((d["timestamp"] < pd.Timestamp(c.week_start))
-                                                | (d["timestamp"] >= pd.Timestamp(c.week_end)))),
-    Rule("CONFLICTING_DUPLICATE", "consistency", "rows sharing a transaction_id have the same content",
-         _conflicting_ids),
-    Rule("DUPLICATE_TRANSACTION_ID", "consistency", "transaction_id is unique in the week (identical copies: "
-         "one is kept)", _duplicate_ids),
+    Rule(
+        "NON_FINITE_AMOUNT",
+        "validity",
+        "amount is a finite number",
+        lambda d, c: d["amount"].notna() & ~np.isfinite(d["amount"].astype("float64")),
+    ),
+    Rule(
+        "BELOW_MINOR_UNIT",
+        "validity",
+        "amount is at least one minor unit of its currency (0.01 USD, 1 JPY) and "
+        "is more than 0 in USD",
+        _below_minor_unit,
+    ),
+    Rule(
+        "AMOUNT_ABOVE_CEILING",
+        "validity",
+        "amount in USD is at most the ceiling (MAX_AMOUNT_USD)",
+        lambda d, c: (c.amount_usd > c.max_amount_usd).fillna(False).astype(bool),
+    ),
+    Rule(
+        "INVALID_TIMESTAMP",
+        "validity",
+        f"timestamp on or after {EARLIEST_VALID_TIMESTAMP.date()}",
+        lambda d, c: d["timestamp"].notna() & (d["timestamp"] < EARLIEST_VALID_TIMESTAMP),
+    ),
+    Rule(
+        "INVALID_CURRENCY",
+        "validity",
+        "currency is an ISO 4217 code",
+        lambda d, c: d["currency"].notna() & ~d["currency"].isin(list(iso4217_minor_units())),
+    ),
+    Rule(
+        "UNSUPPORTED_CURRENCY",
+        "validity",
+        "currency has an ECB reference rate (needed for amount_usd)",
+        lambda d, c: (
+            d["currency"].isin(list(iso4217_minor_units()))
+            & ~d["currency"].isin(list(supported_currencies()))
+        ),
+    ),
+    Rule(
+        "PRECISION_MISMATCH",
+        "validity",
+        "amount has no more decimals than the currency's minor units",
+        _decimals_exceed_minor_units,
+    ),
+    Rule(
+        "BEFORE_CUSTOMER_CREATED",
+        "consistency",
+        "transaction is not before the customer's creation",
+        lambda d, c: (d["timestamp"] < d["customer_created_at"]).fillna(False).astype(bool),
+    ),
+    Rule(
+        "FUTURE_TIMESTAMP",
+        "consistency",
+        "transaction is not in the future",
+        lambda d, c: d["timestamp"].notna() & (d["timestamp"] > pd.Timestamp(c.now)),
+    ),
+    Rule(
+        "OUTSIDE_WEEK",
+        "consistency",
+        "transaction falls inside the partition's week",
+        lambda d, c: (
+            d["timestamp"].notna()
+            & (
+                (d["timestamp"] < pd.Timestamp(c.week_start))
+                | (d["timestamp"] >= pd.Timestamp(c.week_end))
+            )
+        ),
+    ),
+    Rule(
+        "CONFLICTING_DUPLICATE",
+        "consistency",
+        "rows sharing a transaction_id have the same content",
+        _conflicting_ids,
+    ),
+    Rule(
+        "DUPLICATE_TRANSACTION_ID",
+        "consistency",
+        "transaction_id is unique in the week (identical copies: one is kept)",
+        _duplicate_ids,
+    ),
     # A moved transaction has left its old week in the source; a reused id has not. Loading a reused id would
     # make the load delete the other week's genuine row as if it had moved (issue 21, item 1).
-    Rule("DUPLICATE_ACROSS_WEEKS", "consistency", "transaction_id is not held by another loaded week whose source "
-         "rows still hold it (a reused id, not a moved transaction)",
-         lambda d, c: d["transaction_id"].isin(list(c.held_elsewhere)) if c.held_elsewhere
-         else pd.Series(False, index=d.index)),
-    Rule("UNKNOWN_CUSTOMER", "consistency", "customer exists in customers",
-         lambda d, c: d["customer_id"].notna() & ~d["customer_exists"].astype(bool)),
-    Rule("UNKNOWN_PRODUCT", "consistency", "product exists in products", lambda d, c: ~d["product_exists"].astype(bool)),
+    Rule(
+        "DUPLICATE_ACROSS_WEEKS",
+        "consistency",
+        "transaction_id is not held by another loaded week whose source "
+        "rows still hold it (a reused id, not a moved transaction)",
+        lambda d, c: (
+            d["transaction_id"].isin(list(c.held_elsewhere))
+            if c.held_elsewhere
+            else pd.Series(False, index=d.index)
+        ),
+    ),
+    Rule(
+        "UNKNOWN_CUSTOMER",
+        "consistency",
+        "customer exists in customers",
+        lambda d, c: d["customer_id"].notna() & ~d["customer_exists"].astype(bool),
+    ),
+    Rule(
+        "UNKNOWN_PRODUCT",
+        "consistency",
+        "product exists in products",
+        lambda d, c: ~d["product_exists"].astype(bool),
+    ),
 ]
 
 HARD_CATEGORIES = ("completeness", "validity", "consistency")

@@ -23,8 +23,13 @@ HISTORY_INPUTS = ["customer_id", "currency", "amount", "timestamp"]
 MILLI = 1000
 
 # Per customer as the transform reads it (what the source's history query used to answer).
-CUSTOMER_COLUMNS = ["customer_id", "lifetime_value_usd", "transaction_count", "first_purchase_at",
-                    "last_purchase_before_week"]
+CUSTOMER_COLUMNS = [
+    "customer_id",
+    "lifetime_value_usd",
+    "transaction_count",
+    "first_purchase_at",
+    "last_purchase_before_week",
+]
 
 _TS = "datetime64[ns, UTC]"
 
@@ -37,12 +42,24 @@ def week_totals(rows: pd.DataFrame) -> pd.DataFrame:
     """Per customer and currency: the week's validated amounts (thousandths), count, first and last purchase."""
     if rows.empty:
         return empty_totals()
-    frame = pd.DataFrame({"customer_id": rows["customer_id"].astype("str"), "currency": rows["currency"].astype("str"),
-                          "amount_milli": to_milli(rows["amount"]),
-                          "timestamp": pd.to_datetime(rows["timestamp"], utc=True)})
-    totals = frame.groupby(KEYS, sort=False).agg(
-        amount_milli=("amount_milli", "sum"), transaction_count=("amount_milli", "size"),
-        first_purchase_at=("timestamp", "min"), last_purchase_at=("timestamp", "max")).reset_index()
+    frame = pd.DataFrame(
+        {
+            "customer_id": rows["customer_id"].astype("str"),
+            "currency": rows["currency"].astype("str"),
+            "amount_milli": to_milli(rows["amount"]),
+            "timestamp": pd.to_datetime(rows["timestamp"], utc=True),
+        }
+    )
+    totals = (
+        frame.groupby(KEYS, sort=False)
+        .agg(
+            amount_milli=("amount_milli", "sum"),
+            transaction_count=("amount_milli", "size"),
+            first_purchase_at=("timestamp", "min"),
+            last_purchase_at=("timestamp", "max"),
+        )
+        .reset_index()
+    )
     return _typed(totals, TOTALS)
 
 
@@ -69,16 +86,24 @@ def carry(previous: pd.DataFrame, week: pd.DataFrame, week_start: datetime) -> p
     merged = before.merge(week, on=KEYS, how="outer", suffixes=("_before", "_week"))
     out = merged[KEYS].copy()
     for column in ("amount_milli", "transaction_count"):
-        out[column] = (merged[f"{column}_before"].fillna(0) + merged[f"{column}_week"].fillna(0)).astype("int64")
-    out["first_purchase_at"] = merged[["first_purchase_at_before", "first_purchase_at_week"]].min(axis=1)
-    out["last_purchase_at"] = merged[["last_purchase_at_before", "last_purchase_at_week"]].max(axis=1)
+        out[column] = (
+            merged[f"{column}_before"].fillna(0) + merged[f"{column}_week"].fillna(0)
+        ).astype("int64")
+    out["first_purchase_at"] = merged[["first_purchase_at_before", "first_purchase_at_week"]].min(
+        axis=1
+    )
+    out["last_purchase_at"] = merged[["last_purchase_at_before", "last_purchase_at_week"]].max(
+        axis=1
+    )
     out["last_purchase_before_week"] = merged["last_purchase_at_before"]
     out = _typed(out, [*TOTALS, "last_purchase_before_week"])
     out["week_start"] = pd.Timestamp(week_start).tz_convert(None)
     return out.sort_values(KEYS, kind="stable").reset_index(drop=True)[HISTORY_COLUMNS]
 
 
-def customer_totals(history: pd.DataFrame, week_end: datetime, customers: pd.Series | None = None) -> pd.DataFrame:
+def customer_totals(
+    history: pd.DataFrame, week_end: datetime, customers: pd.Series | None = None
+) -> pd.DataFrame:
     """Per customer (of ``customers``, or all): lifetime value in USD, transaction count, first purchase and
     the last purchase before the week, as of ``week_end``.
 
@@ -90,16 +115,30 @@ def customer_totals(history: pd.DataFrame, week_end: datetime, customers: pd.Ser
     rows = history if customers is None else history[history["customer_id"].isin(customers)]
     if rows.empty:
         return pd.DataFrame({c: [] for c in CUSTOMER_COLUMNS}).astype(
-            {"customer_id": "str", "lifetime_value_usd": "float64", "transaction_count": "int64",
-             "first_purchase_at": _TS, "last_purchase_before_week": _TS})
+            {
+                "customer_id": "str",
+                "lifetime_value_usd": "float64",
+                "transaction_count": "int64",
+                "first_purchase_at": _TS,
+                "last_purchase_before_week": _TS,
+            }
+        )
     closing_day = (week_end - timedelta(days=1)).date()
-    rates = daily_rate_table(closing_day, closing_day, sorted(supported_currencies())).set_index("currency")
+    rates = daily_rate_table(closing_day, closing_day, sorted(supported_currencies())).set_index(
+        "currency"
+    )
     usd = rows["amount_milli"] / MILLI * rows["currency"].map(rates["usd_per_unit"])
     rows = rows.assign(usd=usd).dropna(subset=["usd"])
-    per_customer = rows.groupby("customer_id", sort=False).agg(
-        lifetime_value_usd=("usd", "sum"), transaction_count=("transaction_count", "sum"),
-        first_purchase_at=("first_purchase_at", "min"),
-        last_purchase_before_week=("last_purchase_before_week", "max")).reset_index()
+    per_customer = (
+        rows.groupby("customer_id", sort=False)
+        .agg(
+            lifetime_value_usd=("usd", "sum"),
+            transaction_count=("transaction_count", "sum"),
+            first_purchase_at=("first_purchase_at", "min"),
+            last_purchase_before_week=("last_purchase_before_week", "max"),
+        )
+        .reset_index()
+    )
     per_customer["transaction_count"] = per_customer["transaction_count"].astype("int64")
     return per_customer[CUSTOMER_COLUMNS]
 
@@ -107,14 +146,22 @@ def customer_totals(history: pd.DataFrame, week_end: datetime, customers: pd.Ser
 def balance_rules(day, max_amount_usd: float) -> pd.DataFrame:
     """Per currency with an ECB rate: its minor units and the ceiling (``max_amount_usd``) in its own units, at
     the rate of ``day``: what the opening balance applies to the source's history."""
-    from customer_assets.logic.currency import daily_rate_table, iso4217_minor_units, supported_currencies
+    from customer_assets.logic.currency import (
+        daily_rate_table,
+        iso4217_minor_units,
+        supported_currencies,
+    )
 
     rates = daily_rate_table(day, day, sorted(supported_currencies()))
     minor = iso4217_minor_units()
     rates = rates[rates["currency"].isin(list(minor))]
-    return pd.DataFrame({"currency": rates["currency"].astype("str").to_numpy(),
-                         "minor_units": [int(minor[c]) for c in rates["currency"]],
-                         "ceiling": (max_amount_usd / rates["usd_per_unit"]).to_numpy()})
+    return pd.DataFrame(
+        {
+            "currency": rates["currency"].astype("str").to_numpy(),
+            "minor_units": [int(minor[c]) for c in rates["currency"]],
+            "ceiling": (max_amount_usd / rates["usd_per_unit"]).to_numpy(),
+        }
+    )
 
 
 def add_totals(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +170,14 @@ def add_totals(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         return empty_totals()
     rows = pd.concat(frames, ignore_index=True)
-    totals = rows.groupby(KEYS, sort=False).agg(
-        amount_milli=("amount_milli", "sum"), transaction_count=("transaction_count", "sum"),
-        first_purchase_at=("first_purchase_at", "min"), last_purchase_at=("last_purchase_at", "max")).reset_index()
+    totals = (
+        rows.groupby(KEYS, sort=False)
+        .agg(
+            amount_milli=("amount_milli", "sum"),
+            transaction_count=("transaction_count", "sum"),
+            first_purchase_at=("first_purchase_at", "min"),
+            last_purchase_at=("last_purchase_at", "max"),
+        )
+        .reset_index()
+    )
     return _typed(totals, TOTALS)

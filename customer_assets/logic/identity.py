@@ -22,14 +22,15 @@ def standardise_ids(ids: pd.Series) -> pd.Series:
     return out.where(out.str.len() > 0)
 
 
-
 def arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> pa.ChunkedArray:
     """Ids as Arrow large strings, without a copy for Arrow-backed text (``pa.array`` would walk an Arrow
     array value by value)."""
     if isinstance(values, (set, frozenset, list)):
         values = pd.Series(list(values), dtype="str")
     if isinstance(values, pd.Series):
-        values = pa.array(values, from_pandas=True)  # Arrow-backed text may come back already chunked
+        values = pa.array(
+            values, from_pandas=True
+        )  # Arrow-backed text may come back already chunked
     if isinstance(values, pa.Array):
         values = pa.chunked_array([values])
     return values.cast(pa.large_string())
@@ -68,7 +69,9 @@ def keyed_hash(values: pd.Series, key: str) -> pd.Series:
     """HMAC-SHA256 of each value under ``key``: stable across weeks, useless without the key."""
     if not key:
         raise ValueError("a non-empty hashing key is required (PII_HASH_KEY)")
-    keyed = hmac.new(key.encode(), digestmod=hashlib.sha256)  # the key schedule once, copied per value
+    keyed = hmac.new(
+        key.encode(), digestmod=hashlib.sha256
+    )  # the key schedule once, copied per value
 
     def digest(value: str) -> str:
         h = keyed.copy()

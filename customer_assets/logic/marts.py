@@ -12,15 +12,23 @@ def cohorts(first_purchases: pd.DataFrame, week_start: pd.Timestamp) -> pd.DataF
     week starting ``week_start`` (naive UTC); ``first_purchases``: a row per customer,
     ``first_purchase_at`` and ``bought``."""
     first = pd.to_datetime(first_purchases["first_purchase_at"], utc=True).dt.tz_convert(None)
-    cohort = (first.dt.normalize() - pd.to_timedelta(first.dt.dayofweek, unit="D"))
+    cohort = first.dt.normalize() - pd.to_timedelta(first.dt.dayofweek, unit="D")
     bought = first_purchases["bought"].astype(bool)
-    grouped = pd.DataFrame({"cohort_week": cohort, "bought": bought}).groupby(
-        "cohort_week", sort=True)["bought"].agg(cohort_size="size", retained="sum").reset_index()
+    grouped = (
+        pd.DataFrame({"cohort_week": cohort, "bought": bought})
+        .groupby("cohort_week", sort=True)["bought"]
+        .agg(cohort_size="size", retained="sum")
+        .reset_index()
+    )
     weeks_since = ((week_start - grouped["cohort_week"]) / pd.Timedelta(days=7)).astype("int64")
     size = grouped["cohort_size"]
-    return pd.DataFrame({
-        "week_start": week_start, "cohort_week": grouped["cohort_week"].astype("datetime64[ns]"),
-        "weeks_since_first_purchase": weeks_since, "cohort_size": size.astype("int64"),
-        "retained": grouped["retained"].astype("int64"),
-        "retention_rate": np.where(size > 0, grouped["retained"] / size, 0.0),
-    })
+    return pd.DataFrame(
+        {
+            "week_start": week_start,
+            "cohort_week": grouped["cohort_week"].astype("datetime64[ns]"),
+            "weeks_since_first_purchase": weeks_since,
+            "cohort_size": size.astype("int64"),
+            "retained": grouped["retained"].astype("int64"),
+            "retention_rate": np.where(size > 0, grouped["retained"] / size, 0.0),
+        }
+    )

@@ -21,9 +21,16 @@ def quality_status(quarantine_rate: float, warn_rate: float, fail_rate: float) -
     return "pass"
 
 
-def build_quality_report(ctx: WeekContext, failures: pd.DataFrame, anomaly_flags: pd.DataFrame,
-                         anomalies: pd.DataFrame, anomaly_status: str,
-                         warn_rate: float, fail_rate: float, source_findings: dict | None = None) -> dict:
+def build_quality_report(
+    ctx: WeekContext,
+    failures: pd.DataFrame,
+    anomaly_flags: pd.DataFrame,
+    anomalies: pd.DataFrame,
+    anomaly_status: str,
+    warn_rate: float,
+    fail_rate: float,
+    source_findings: dict | None = None,
+) -> dict:
     """Totals, pass/fail per check grouped by category, a quality score and the flagged rows.
 
     ``source_findings`` is what the extract found in the source that is not the transactions' fault
@@ -35,12 +42,26 @@ def build_quality_report(ctx: WeekContext, failures: pd.DataFrame, anomaly_flags
     checks: dict[str, list[dict]] = {category: [] for category in (*HARD_CATEGORIES, "anomalies")}
     for rule in HARD_RULES:
         failed = int(failures[rule.code].sum()) if total else 0
-        checks[rule.category].append({"check": rule.description, "code": rule.code, "severity": "quarantine",
-                                      "passed": total - failed, "failed": failed})
+        checks[rule.category].append(
+            {
+                "check": rule.description,
+                "code": rule.code,
+                "severity": "quarantine",
+                "passed": total - failed,
+                "failed": failed,
+            }
+        )
     for code, description in ANOMALY_RULES.items():
         flagged = int(anomaly_flags[code].sum()) if code in anomaly_flags else 0
-        checks["anomalies"].append({"check": description, "code": code, "severity": "flag",
-                                    "passed": passed - flagged, "failed": flagged})
+        checks["anomalies"].append(
+            {
+                "check": description,
+                "code": code,
+                "severity": "flag",
+                "passed": passed - flagged,
+                "failed": flagged,
+            }
+        )
     category_pass_rates = {}
     for category in HARD_CATEGORIES:
         codes = [r.code for r in HARD_RULES if r.category == category]
@@ -71,27 +92,31 @@ def build_quality_report(ctx: WeekContext, failures: pd.DataFrame, anomaly_flags
     }
 
 
-def metrics_row(report: dict, run_seconds: float, load_status: str = "loaded", run_id: str = "") -> pd.DataFrame:
+def metrics_row(
+    report: dict, run_seconds: float, load_status: str = "loaded", run_id: str = ""
+) -> pd.DataFrame:
     """The week's row of ``data_quality_metrics``. ``load_status`` says whether this attempt's rows go on to the
     warehouse ('loaded') or a blocking check stopped them ('blocked: quarantine_rate'), in which case the
     warehouse keeps the rows of an earlier run; ``run_id`` names the attempt."""
     rates = report["category_pass_rates"]
-    return pd.DataFrame({
-        "week_start": [pd.Timestamp(report["week_start"]).tz_convert(None)],
-        "total_records": [report["total_records"]],
-        "passed_records": [report["passed_records"]],
-        "quarantined_records": [report["quarantined_records"]],
-        "flagged_records": [report["flagged_records"]],
-        "quality_score": [float(report["quality_score"])],
-        "completeness_pass_rate": [float(rates["completeness"])],
-        "validity_pass_rate": [float(rates["validity"])],
-        "consistency_pass_rate": [float(rates["consistency"])],
-        "run_seconds": [float(run_seconds)],
-        "computed_at": [pd.Timestamp.now(tz="UTC")],
-        "loaded": [load_status == "loaded"],
-        "load_status": [load_status],
-        "run_id": [run_id],
-    })
+    return pd.DataFrame(
+        {
+            "week_start": [pd.Timestamp(report["week_start"]).tz_convert(None)],
+            "total_records": [report["total_records"]],
+            "passed_records": [report["passed_records"]],
+            "quarantined_records": [report["quarantined_records"]],
+            "flagged_records": [report["flagged_records"]],
+            "quality_score": [float(report["quality_score"])],
+            "completeness_pass_rate": [float(rates["completeness"])],
+            "validity_pass_rate": [float(rates["validity"])],
+            "consistency_pass_rate": [float(rates["consistency"])],
+            "run_seconds": [float(run_seconds)],
+            "computed_at": [pd.Timestamp.now(tz="UTC")],
+            "loaded": [load_status == "loaded"],
+            "load_status": [load_status],
+            "run_id": [run_id],
+        }
+    )
 
 
 def report_json(report: dict) -> str:
@@ -103,7 +128,10 @@ def report_markdown(report: dict) -> str:
     """The report's checks as a markdown table: category, check, code, passed, failed."""
     lines = ["| category | check | code | passed | failed |", "|---|---|---|---|---|"]
     for category, items in report["checks"].items():
-        lines += [f"| {category} | {c['check']} | {c['code']} | {c['passed']} | {c['failed']} |" for c in items]
+        lines += [
+            f"| {category} | {c['check']} | {c['code']} | {c['passed']} | {c['failed']} |"
+            for c in items
+        ]
     findings = report.get("source_findings") or {}
     if findings:
         lines += ["", "Found in the source (not the transactions' fault):", ""]

@@ -18,7 +18,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer_assets.logic.identity import arrow_text, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails
+from customer_assets.logic.identity import (
+    arrow_text,
+    is_in,
+    keyed_hash,
+    phone_digits,
+    standardise_ids,
+    valid_emails,
+)
 
 PRIORITY = {"crm": 0, "erp": 1, "database": 2}
 LINKS = ("email_hash", "phone_hash", "id_link")
@@ -29,19 +36,28 @@ def standardise_erp(raw: pd.DataFrame, hash_key: str) -> tuple[pd.DataFrame, dic
     """ERP records with standardised ids, emails and phones hashed as the CRM's are; the most recently
     modified record of an id is kept."""
     emails = valid_emails(raw["email"])
-    frame = pd.DataFrame({
-        "customer_id": standardise_ids(raw["customer_id"]),
-        "email_hash": keyed_hash(emails, hash_key),
-        "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),
-        "country": raw["country"].astype("str"),
-        "updated_at": pd.to_datetime(raw["updated_at"], utc=True).astype("datetime64[ns, UTC]"),
-        "source": "erp",
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": standardise_ids(raw["customer_id"]),
+            "email_hash": keyed_hash(emails, hash_key),
+            "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),
+            "country": raw["country"].astype("str"),
+            "updated_at": pd.to_datetime(raw["updated_at"], utc=True).astype("datetime64[ns, UTC]"),
+            "source": "erp",
+        }
+    )
     before = len(frame)
-    frame = (frame.dropna(subset=["customer_id"]).sort_values(["customer_id", "updated_at"], kind="stable")
-                  .drop_duplicates("customer_id", keep="last").reset_index(drop=True))
-    counts = {"records": before, "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
-              "duplicate_ids": before - len(frame)}
+    frame = (
+        frame.dropna(subset=["customer_id"])
+        .sort_values(["customer_id", "updated_at"], kind="stable")
+        .drop_duplicates("customer_id", keep="last")
+        .reset_index(drop=True)
+    )
+    counts = {
+        "records": before,
+        "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
+        "duplicate_ids": before - len(frame),
+    }
     return frame, counts
 
 
@@ -61,13 +77,25 @@ def _components(records: pd.DataFrame, links: tuple[str, ...] = LINKS) -> np.nda
             smallest = np.full(size, len(label))
             np.minimum.at(smallest, codes, label[present])
             label[present] = np.minimum(label[present], smallest[codes])
-        label = label[label]  # follow each label to its own label: components collapse in few rounds
+        label = label[
+            label
+        ]  # follow each label to its own label: components collapse in few rounds
         if np.array_equal(label, before):
             return label
 
 
-IDENTITY_COLUMNS = ["customer_id", "source", "source_customer_id", "matched_on", "is_primary", "email_hash",
-                    "phone_hash", "updated_at", "first_seen_week", "last_seen_week"]
+IDENTITY_COLUMNS = [
+    "customer_id",
+    "source",
+    "source_customer_id",
+    "matched_on",
+    "is_primary",
+    "email_hash",
+    "phone_hash",
+    "updated_at",
+    "first_seen_week",
+    "last_seen_week",
+]
 MERGE_COLUMNS = ["retired_id", "surviving_id", "matched_on"]
 _RECORD = ["source", "source_customer_id"]
 _TS = "datetime64[ns, UTC]"
@@ -91,21 +119,35 @@ def _no_text(index: pd.Index) -> pd.Series:
 def week_records(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd.DataFrame:
     """The week's records of the three sources as one frame: source, source id (trimmed, case kept), the keyed
     email and phone hashes, the record's update time (the database's ids have neither contact nor time)."""
-    database = pd.DataFrame({"customer_id": standardise_ids(pd.Series(database_ids, dtype="str")).dropna().unique()})
+    database = pd.DataFrame(
+        {"customer_id": standardise_ids(pd.Series(database_ids, dtype="str")).dropna().unique()}
+    )
     parts = []
     for frame, source in ((crm, "crm"), (erp, "erp"), (database, "database")):
         if not len(frame):
             continue
-        part = pd.DataFrame({"source": source, "source_customer_id": frame["customer_id"].astype("str")})
+        part = pd.DataFrame(
+            {"source": source, "source_customer_id": frame["customer_id"].astype("str")}
+        )
         for column in ("email_hash", "phone_hash"):
-            part[column] = (frame[column].astype("str").where(frame[column].notna(), None) if column in frame
-                            else _no_text(frame.index))
-        part["updated_at"] = (pd.to_datetime(frame["updated_at"], utc=True) if "updated_at" in frame
-                              else pd.Series(pd.NaT, index=frame.index, dtype=_TS))
+            part[column] = (
+                frame[column].astype("str").where(frame[column].notna(), None)
+                if column in frame
+                else _no_text(frame.index)
+            )
+        part["updated_at"] = (
+            pd.to_datetime(frame["updated_at"], utc=True)
+            if "updated_at" in frame
+            else pd.Series(pd.NaT, index=frame.index, dtype=_TS)
+        )
         parts.append(part)
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=_TS if c == "updated_at" else "str")
-                             for c in [*_RECORD, "email_hash", "phone_hash", "updated_at"]})
+        return pd.DataFrame(
+            {
+                c: pd.Series(dtype=_TS if c == "updated_at" else "str")
+                for c in [*_RECORD, "email_hash", "phone_hash", "updated_at"]
+            }
+        )
     records = pd.concat(parts, ignore_index=True)
     records["updated_at"] = records["updated_at"].astype(_TS)
     return records.drop_duplicates(_RECORD, keep="last").reset_index(drop=True)
@@ -142,9 +184,13 @@ def _id_links(records: pd.DataFrame, week_start) -> tuple[pd.Series, int]:
     link[crm] = resolved.to_numpy()
     this_week = (pd.to_datetime(records["last_seen_week"]) == pd.Timestamp(week_start)).to_numpy()
     week_colliding = frame[colliding.to_numpy() & this_week]
-    groups = frame[colliding.to_numpy()].merge(week_colliding[["source", "upper"]].drop_duplicates(),
-                                               on=["source", "upper"])
-    collisions = int(groups.drop_duplicates(["source", "id"]).shape[0] - groups.drop_duplicates(["source", "upper"]).shape[0])
+    groups = frame[colliding.to_numpy()].merge(
+        week_colliding[["source", "upper"]].drop_duplicates(), on=["source", "upper"]
+    )
+    collisions = int(
+        groups.drop_duplicates(["source", "id"]).shape[0]
+        - groups.drop_duplicates(["source", "upper"]).shape[0]
+    )
     return link.astype("str"), collisions
 
 
@@ -158,7 +204,9 @@ def _new_ids(best: pd.DataFrame, shop_spelling: pd.Series, used: pd.Series) -> p
         return candidate
     out = candidate.to_numpy(dtype=object).copy()
     taken = set(used.tolist()) | set(candidate[~clash].tolist())
-    for position in np.flatnonzero(clash)[np.argsort(candidate[clash].to_numpy(dtype=object), kind="stable")]:
+    for position in np.flatnonzero(clash)[
+        np.argsort(candidate[clash].to_numpy(dtype=object), kind="stable")
+    ]:
         name, n = out[position], 2
         while name in taken:
             name, n = f"{out[position]}~{n}", n + 1
@@ -172,23 +220,31 @@ def _naive(week_start: pd.Timestamp) -> pd.Timestamp:
     return week_start.tz_convert(None) if week_start.tzinfo else week_start
 
 
-def _with_carried(prior: pd.DataFrame, records: pd.DataFrame, week_start: pd.Timestamp
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _with_carried(
+    prior: pd.DataFrame, records: pd.DataFrame, week_start: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The carried records the week does not hold (kept as they are), and the week's records with
     the person and the first week the carried identity gives them (none and this week for a record
     new to it)."""
     week = records.assign(last_seen_week=week_start)
     if len(prior):
         prior = prior[IDENTITY_COLUMNS].copy()
-        seen = prior.merge(week[_RECORD], on=_RECORD, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+        seen = (
+            prior.merge(week[_RECORD], on=_RECORD, how="left", indicator=True)["_merge"]
+            .eq("both")
+            .to_numpy()
+        )
         kept = prior[~seen]
         known = prior[seen][[*_RECORD, "customer_id", "first_seen_week"]]
         week = week.merge(known, on=_RECORD, how="left")
     else:
         kept = prior.reindex(columns=IDENTITY_COLUMNS).iloc[:0]
-        week = week.assign(customer_id=pd.Series(None, index=week.index, dtype="str"),
-                           first_seen_week=pd.NaT)
-    week["first_seen_week"] = pd.to_datetime(week["first_seen_week"]).fillna(week_start).clip(upper=week_start)
+        week = week.assign(
+            customer_id=pd.Series(None, index=week.index, dtype="str"), first_seen_week=pd.NaT
+        )
+    week["first_seen_week"] = (
+        pd.to_datetime(week["first_seen_week"]).fillna(week_start).clip(upper=week_start)
+    )
     return kept, week
 
 
@@ -196,25 +252,37 @@ def _ranked(records: pd.DataFrame) -> pd.DataFrame:
     """The records by component, each component's best record first (the CRM before the ERP before
     the database, then the most recent)."""
     return records.assign(rank=records["source"].map(PRIORITY)).sort_values(
-        ["component", "rank", "updated_at", "source_customer_id"], ascending=[True, True, False, True],
-        kind="stable", na_position="last")
+        ["component", "rank", "updated_at", "source_customer_id"],
+        ascending=[True, True, False, True],
+        kind="stable",
+        na_position="last",
+    )
 
 
 def _merges(records: pd.DataFrame, survivor: pd.Series, retired: pd.DataFrame) -> pd.DataFrame:
     """Each retired person's id, the id it merged into and the kinds of link that joined them."""
-    return pd.DataFrame({"retired_id": retired["customer_id"].astype("str").to_numpy(),
-                         "surviving_id": survivor.reindex(retired["component"]).astype("str").to_numpy(),
-                         "matched_on": _merged_on(records, retired["component"]).to_numpy()})
+    return pd.DataFrame(
+        {
+            "retired_id": retired["customer_id"].astype("str").to_numpy(),
+            "surviving_id": survivor.reindex(retired["component"]).astype("str").to_numpy(),
+            "matched_on": _merged_on(records, retired["component"]).to_numpy(),
+        }
+    )
 
 
-def _person_ids(ranked: pd.DataFrame, survivor: pd.Series, used: pd.Series) -> tuple[pd.Series, int]:
+def _person_ids(
+    ranked: pd.DataFrame, survivor: pd.Series, used: pd.Series
+) -> tuple[pd.Series, int]:
     """Each component's person id (by component): its surviving person's, or for a component without
     one a new id named by its best record (a CRM record as the shop spells the id), none of ``used``.
     Also how many persons are new."""
     best = ranked.drop_duplicates("component")
     fresh = best[~best["component"].isin(survivor.index)]
-    new_ids = pd.Series(_new_ids(fresh, _spelling(ranked, fresh), used).to_numpy(),
-                        index=fresh["component"].to_numpy(), dtype=object)
+    new_ids = pd.Series(
+        _new_ids(fresh, _spelling(ranked, fresh), used).to_numpy(),
+        index=fresh["component"].to_numpy(),
+        dtype=object,
+    )
     return pd.concat([part for part in (survivor, new_ids) if len(part)]), len(fresh)
 
 
@@ -225,7 +293,9 @@ def _survivors(ranked: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
     with_person = ranked[ranked["customer_id"].notna()]
     survivor = with_person.drop_duplicates("component").set_index("component")["customer_id"]
     persons = with_person.drop_duplicates(["component", "customer_id"])
-    retired = persons[persons["customer_id"].to_numpy() != survivor.reindex(persons["component"]).to_numpy()]
+    retired = persons[
+        persons["customer_id"].to_numpy() != survivor.reindex(persons["component"]).to_numpy()
+    ]
     return survivor, retired
 
 
@@ -233,15 +303,22 @@ def _spelling(ranked: pd.DataFrame, fresh: pd.DataFrame) -> pd.Series:
     """The id each new person (``fresh``: the best record of a component without one) is named by:
     the id as a shop record of the component spells it, else the best record's own id."""
     shop = ranked[ranked["source"] == "database"]
-    shop = (shop.assign(upper=shop["source_customer_id"].str.upper()).drop_duplicates(["component", "upper"])
-                .set_index(["component", "upper"])["source_customer_id"])
-    named = pd.MultiIndex.from_arrays([fresh["component"].to_numpy(), fresh["source_customer_id"].str.upper().to_numpy()])
+    shop = (
+        shop.assign(upper=shop["source_customer_id"].str.upper())
+        .drop_duplicates(["component", "upper"])
+        .set_index(["component", "upper"])["source_customer_id"]
+    )
+    named = pd.MultiIndex.from_arrays(
+        [fresh["component"].to_numpy(), fresh["source_customer_id"].str.upper().to_numpy()]
+    )
     spelling = pd.Series(shop.reindex(named).to_numpy(), index=fresh.index, dtype=object)
     # A CRM id no shop record spells is named upper-cased: the CRM spells its ids loosely, and a person's name
     # must not depend on which spelling came first.
     crm_best = (fresh["source"] == "crm").to_numpy()
-    return spelling.where(crm_best & spelling.notna().to_numpy(),
-                          fresh["source_customer_id"].where(~crm_best, fresh["source_customer_id"].str.upper()))
+    return spelling.where(
+        crm_best & spelling.notna().to_numpy(),
+        fresh["source_customer_id"].where(~crm_best, fresh["source_customer_id"].str.upper()),
+    )
 
 
 def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Resolution:
@@ -258,7 +335,9 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     kept, week = _with_carried(prior, records, week_start)
     frames = [_typed(f) for f in (kept, week.reindex(columns=IDENTITY_COLUMNS)) if len(f)]
     if not frames:
-        return Resolution(_typed(week.reindex(columns=IDENTITY_COLUMNS)), _empty_merges(), _counts())
+        return Resolution(
+            _typed(week.reindex(columns=IDENTITY_COLUMNS)), _empty_merges(), _counts()
+        )
     every = pd.concat(frames, ignore_index=True)
     every["updated_at"] = pd.to_datetime(every["updated_at"], utc=True).astype(_TS)
     # Only the records the week's can reach (through any key, or a person) can change: the others are carried
@@ -267,8 +346,11 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     untouched = every[~touched]
     every = every[touched].reset_index(drop=True)
     if every.empty:  # a week without records: the identity as carried
-        return Resolution(untouched[IDENTITY_COLUMNS].reset_index(drop=True), _empty_merges(),
-                          _counts(records=len(untouched), persons=int(untouched["customer_id"].nunique())))
+        return Resolution(
+            untouched[IDENTITY_COLUMNS].reset_index(drop=True),
+            _empty_merges(),
+            _counts(records=len(untouched), persons=int(untouched["customer_id"].nunique())),
+        )
     every["id_link"], collisions = _id_links(every, week_start)
     every["person_link"] = every["customer_id"]
     every["component"] = _components(every, (*LINKS, "person_link"))
@@ -282,25 +364,44 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     every["is_primary"] = False
     every.loc[primary, "is_primary"] = True
     merges = _merges(every, survivor, retired)
-    changed = _typed(every[IDENTITY_COLUMNS]).sort_values(["customer_id", "source", "source_customer_id"])
-    identity = pd.concat([part for part in (untouched[IDENTITY_COLUMNS], changed) if len(part)], ignore_index=True)
-    counts = _counts(records=len(identity), persons=int(identity["customer_id"].nunique()),
-                     new_persons=new_persons, merged_persons=len(merges), id_collisions=collisions,
-                     week_records=len(records))
+    changed = _typed(every[IDENTITY_COLUMNS]).sort_values(
+        ["customer_id", "source", "source_customer_id"]
+    )
+    identity = pd.concat(
+        [part for part in (untouched[IDENTITY_COLUMNS], changed) if len(part)], ignore_index=True
+    )
+    counts = _counts(
+        records=len(identity),
+        persons=int(identity["customer_id"].nunique()),
+        new_persons=new_persons,
+        merged_persons=len(merges),
+        id_collisions=collisions,
+        week_records=len(records),
+    )
     return Resolution(identity, merges.sort_values("retired_id", ignore_index=True), counts)
 
 
 def _reachable(records: pd.DataFrame, start: np.ndarray) -> np.ndarray:
     """The records linked to the ``start`` ones, directly or not, through a keyed email or phone hash, an id
     compared without case (a superset of the id links) or a person."""
+
     def text(values: pd.Series) -> pa.ChunkedArray:
-        return arrow_text(values.astype("str").where(values.notna(), None) if values.dtype == object else values)
+        return arrow_text(
+            values.astype("str").where(values.notna(), None) if values.dtype == object else values
+        )
 
     ids = pc.utf8_upper(text(records["source_customer_id"]))
     erp = text(records["source"]).to_numpy(zero_copy_only=False) == "erp"
     tag = pa.scalar("erp:", pa.large_string())
-    ids = pc.if_else(pa.array(erp), pc.binary_join_element_wise(tag, ids, pa.scalar("", pa.large_string())), ids)
-    keys = [text(records["email_hash"]), text(records["phone_hash"]), text(records["customer_id"]), ids]
+    ids = pc.if_else(
+        pa.array(erp), pc.binary_join_element_wise(tag, ids, pa.scalar("", pa.large_string())), ids
+    )
+    keys = [
+        text(records["email_hash"]),
+        text(records["phone_hash"]),
+        text(records["customer_id"]),
+        ids,
+    ]
     touched = start.copy()
     while True:
         grown = touched.copy()
@@ -308,7 +409,9 @@ def _reachable(records: pd.DataFrame, start: np.ndarray) -> np.ndarray:
         for key in keys:
             values = pc.unique(key.filter(mask)).drop_null()
             if len(values):
-                grown |= pc.is_in(key, value_set=values).fill_null(False).to_numpy(zero_copy_only=False)
+                grown |= (
+                    pc.is_in(key, value_set=values).fill_null(False).to_numpy(zero_copy_only=False)
+                )
         if (grown == touched).all():
             return touched
         touched = grown
@@ -318,10 +421,14 @@ def _merged_on(records: pd.DataFrame, components: pd.Series) -> pd.Series:
     """For each component of a merge, the kinds of link ('email', 'phone', 'id', joined by '+') that connect records
     of different persons (or records new this week) in it."""
     rows = records[records["component"].isin(components)]
-    group = rows["person_link"].where(rows["person_link"].notna(), "new:" + rows.index.astype("str"))
+    group = rows["person_link"].where(
+        rows["person_link"].notna(), "new:" + rows.index.astype("str")
+    )
     kinds: dict[int, list[str]] = {}
     for key, name in (("email_hash", "email"), ("phone_hash", "phone"), ("id_link", "id")):
-        linked = pd.DataFrame({"component": rows["component"], "value": rows[key], "group": group}).dropna()
+        linked = pd.DataFrame(
+            {"component": rows["component"], "value": rows[key], "group": group}
+        ).dropna()
         across = linked.groupby(["component", "value"])["group"].nunique()
         for component in across[across > 1].index.get_level_values("component").unique():
             kinds.setdefault(component, []).append(name)
@@ -340,7 +447,14 @@ def _matched_on(records: pd.DataFrame) -> pd.Series:
 
 def _typed(identity: pd.DataFrame) -> pd.DataFrame:
     out = identity.copy()
-    for column in ("customer_id", "source", "source_customer_id", "matched_on", "email_hash", "phone_hash"):
+    for column in (
+        "customer_id",
+        "source",
+        "source_customer_id",
+        "matched_on",
+        "email_hash",
+        "phone_hash",
+    ):
         if out[column].dtype != "str":  # text read back from a warehouse already is
             out[column] = out[column].astype("str").where(out[column].notna(), None)
     out["is_primary"] = out["is_primary"].astype("boolean").fillna(False).astype(bool)
@@ -363,11 +477,16 @@ def final_survivors(merges: pd.DataFrame) -> dict[str, str]:
     """Each retired person's id -> the id of the person it lives on in now, following chains of merges (A into
     B, later B into C: A -> C). ``merges`` has retired_id, surviving_id and week_start."""
     ordered = merges.sort_values("week_start", kind="stable") if "week_start" in merges else merges
-    into = dict(zip(ordered["retired_id"].astype("str"), ordered["surviving_id"].astype("str")))
+    into = dict(
+        zip(
+            ordered["retired_id"].astype("str"), ordered["surviving_id"].astype("str"), strict=False
+        )
+    )
     final = {}
     for retired in into:
         seen, current = {retired}, into[retired]
-        while current in into and current not in seen:  # a cycle cannot come from merges, but never loop
+        # a cycle cannot come from merges, but never loop
+        while current in into and current not in seen:
             seen.add(current)
             current = into[current]
         final[retired] = current
@@ -385,6 +504,9 @@ def follow(ids: pd.Series, survivors: dict[str, str]) -> pd.Series:
 def resolve(crm: pd.DataFrame, erp: pd.DataFrame, database_ids: pd.Series) -> pd.DataFrame:
     """The identity of one week's records alone (no carried identity): one row per source record
     (``MAP_COLUMNS``), ``customer_id`` being the resolved person's id."""
-    resolution = carry_identity(pd.DataFrame(columns=IDENTITY_COLUMNS), week_records(crm, erp, database_ids),
-                                pd.Timestamp("1970-01-05"))
+    resolution = carry_identity(
+        pd.DataFrame(columns=IDENTITY_COLUMNS),
+        week_records(crm, erp, database_ids),
+        pd.Timestamp("1970-01-05"),
+    )
     return resolution.identity[MAP_COLUMNS]

@@ -22,29 +22,56 @@ def dim_date_rows(week: WeekContext) -> pd.DataFrame:
     start = pd.Timestamp(week.week_start).tz_convert(None)
     days = pd.date_range(start, periods=7, freq="D")
     iso = days.isocalendar()
-    return pd.DataFrame({
-        "date_key": [date_key(d) for d in days],
-        "date": days,
-        "year": days.year.astype("int64"),
-        "quarter": days.quarter.astype("int64"),
-        "month": days.month.astype("int64"),
-        "month_name": days.month_name(),
-        "day_of_month": days.day.astype("int64"),
-        "day_of_week": (days.dayofweek + 1).astype("int64"),
-        "day_name": days.day_name(),
-        "is_weekend": days.dayofweek >= 5,
-        "iso_year": iso["year"].astype("int64").to_numpy(),
-        "iso_week": iso["week"].astype("int64").to_numpy(),
-        "week_start": start,
-    })
+    return pd.DataFrame(
+        {
+            "date_key": [date_key(d) for d in days],
+            "date": days,
+            "year": days.year.astype("int64"),
+            "quarter": days.quarter.astype("int64"),
+            "month": days.month.astype("int64"),
+            "month_name": days.month_name(),
+            "day_of_month": days.day.astype("int64"),
+            "day_of_week": (days.dayofweek + 1).astype("int64"),
+            "day_name": days.day_name(),
+            "is_weekend": days.dayofweek >= 5,
+            "iso_year": iso["year"].astype("int64").to_numpy(),
+            "iso_week": iso["week"].astype("int64").to_numpy(),
+            "week_start": start,
+        }
+    )
 
 
-FACT_COLUMNS = ["transaction_id", "customer_key", "product_key", "date_key", "customer_id", "product_id", "timestamp",
-                "week_start", "amount", "currency", "amount_usd", "fx_rate", "fx_rate_date", "is_anomaly",
-                "anomaly_flags"]
-QUARANTINE_COLUMNS = ["transaction_id", "customer_id", "product_id", "timestamp", "week_start", "amount_usd",
-                      "reason_codes"]
-_KEYS = {"customer_key": "CUSTOMER_VERSION", "product_key": "PRODUCT_VERSION", "matched_date_key": "DATE"}
+FACT_COLUMNS = [
+    "transaction_id",
+    "customer_key",
+    "product_key",
+    "date_key",
+    "customer_id",
+    "product_id",
+    "timestamp",
+    "week_start",
+    "amount",
+    "currency",
+    "amount_usd",
+    "fx_rate",
+    "fx_rate_date",
+    "is_anomaly",
+    "anomaly_flags",
+]
+QUARANTINE_COLUMNS = [
+    "transaction_id",
+    "customer_id",
+    "product_id",
+    "timestamp",
+    "week_start",
+    "amount_usd",
+    "reason_codes",
+]
+_KEYS = {
+    "customer_key": "CUSTOMER_VERSION",
+    "product_key": "PRODUCT_VERSION",
+    "matched_date_key": "DATE",
+}
 
 
 def resolve_keys(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -60,8 +87,12 @@ def resolve_keys(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     reasons = pd.Series("", index=candidates.index, dtype="object")
     for column, name in _KEYS.items():
         for bad, prefix in ((matches[column] == 0, "NO_"), (matches[column] > 1, "AMBIGUOUS_")):
-            reasons[bad] = reasons[bad].where(reasons[bad] == "", reasons[bad] + ";") + prefix + name
+            reasons[bad] = (
+                reasons[bad].where(reasons[bad] == "", reasons[bad] + ";") + prefix + name
+            )
     bad = (reasons != "").to_numpy()
     facts = candidates.loc[~bad, FACT_COLUMNS].reset_index(drop=True)
-    quarantined = candidates.loc[bad].assign(reason_codes=reasons[bad].astype(str))[QUARANTINE_COLUMNS]
+    quarantined = candidates.loc[bad].assign(reason_codes=reasons[bad].astype(str))[
+        QUARANTINE_COLUMNS
+    ]
     return facts, quarantined.reset_index(drop=True)

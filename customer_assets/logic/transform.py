@@ -15,14 +15,17 @@ DORMANT_GAP_DAYS = 90
 # transaction_size: fixed USD bands, as seed 000 sets them (small < $50 <= medium <= $200 < large).
 SMALL_USD, LARGE_USD = 50.0, 200.0
 
+
 def add_fx_source(df: pd.DataFrame) -> pd.DataFrame:
     """Where the validated rows' ``amount_usd`` (converted by validation, at the ECB rate of the transaction
     date) comes from; a row without it is a validation bug, not data to load."""
     missing = df["amount_usd"].isna()
     if missing.any():
         codes = sorted(df.loc[missing, "currency"].astype(str).unique())
-        raise ValueError(f"{int(missing.sum())} validated rows have no ECB rate for currencies {codes}; "
-                         "validation should have quarantined them as UNSUPPORTED_CURRENCY")
+        raise ValueError(
+            f"{int(missing.sum())} validated rows have no ECB rate for currencies {codes}; "
+            "validation should have quarantined them as UNSUPPORTED_CURRENCY"
+        )
     return df.assign(fx_source=FX_SOURCE)
 
 
@@ -47,19 +50,24 @@ def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, ctx: WeekContext
     completed transactions up to the week's end (this week included). A customer missing from the history
     falls back to this week's own rows, so no computed value is null.
     """
-    totals = week.groupby("customer_id").agg(week_value=("amount_usd", "sum"), week_count=("amount_usd", "size"),
-                                             week_first=("timestamp", "min"))
+    totals = week.groupby("customer_id").agg(
+        week_value=("amount_usd", "sum"),
+        week_count=("amount_usd", "size"),
+        week_first=("timestamp", "min"),
+    )
     merged = totals.join(history.set_index("customer_id"), how="left")
     ltv = merged["lifetime_value_usd"].fillna(merged["week_value"])
     count = merged["transaction_count"].fillna(merged["week_count"])
     first = merged["first_purchase_at"].fillna(merged["week_first"])
     week_end = pd.Timestamp(ctx.week_end)
-    return pd.DataFrame({
-        "customer_lifetime_value": np.maximum(ltv, merged["week_value"]).round(2),
-        "customer_transaction_count": np.maximum(count, merged["week_count"]).astype("int64"),
-        "days_since_first_purchase": (week_end - first).dt.days.clip(lower=0).astype("int64"),
-        "_last_before_week": merged["last_purchase_before_week"],
-    })
+    return pd.DataFrame(
+        {
+            "customer_lifetime_value": np.maximum(ltv, merged["week_value"]).round(2),
+            "customer_transaction_count": np.maximum(count, merged["week_count"]).astype("int64"),
+            "days_since_first_purchase": (week_end - first).dt.days.clip(lower=0).astype("int64"),
+            "_last_before_week": merged["last_purchase_before_week"],
+        }
+    )
 
 
 def product_ranks(product_ids: pd.Series) -> pd.Series:
@@ -71,7 +79,9 @@ def add_customer_metrics(df: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFram
     return df.join(metrics, on="customer_id")
 
 
-def add_product_metrics(df: pd.DataFrame, ranks: pd.Series, category_prices: pd.DataFrame) -> pd.DataFrame:
+def add_product_metrics(
+    df: pd.DataFrame, ranks: pd.Series, category_prices: pd.DataFrame
+) -> pd.DataFrame:
     """Popularity rank by transactions in the week and the catalogue's average price per category."""
     prices = category_prices.set_index("category")["avg_price"]
     overall = float(category_prices["avg_price"].mean()) if len(category_prices) else 0.0
@@ -88,14 +98,25 @@ def add_segments(df: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
     new: first purchase under 30 days before the week's end; dormant: came back after more than 90 days
     without a purchase before this week; active: everyone else.
     """
-    size = np.select([df["amount_usd"] < SMALL_USD, df["amount_usd"] <= LARGE_USD], ["small", "medium"], "large")
+    size = np.select(
+        [df["amount_usd"] < SMALL_USD, df["amount_usd"] <= LARGE_USD], ["small", "medium"], "large"
+    )
     gap_days = (pd.Timestamp(ctx.week_start) - df["_last_before_week"]).dt.days
-    lifecycle = np.select([df["days_since_first_purchase"] < NEW_CUSTOMER_DAYS, gap_days > DORMANT_GAP_DAYS],
-                          ["new", "dormant"], "active")
-    return df.assign(transaction_size=size, customer_lifecycle=lifecycle).drop(columns=["_last_before_week"])
+    lifecycle = np.select(
+        [df["days_since_first_purchase"] < NEW_CUSTOMER_DAYS, gap_days > DORMANT_GAP_DAYS],
+        ["new", "dormant"],
+        "active",
+    )
+    return df.assign(transaction_size=size, customer_lifecycle=lifecycle).drop(
+        columns=["_last_before_week"]
+    )
 
 
-CUSTOMER_COLUMNS = ["customer_lifetime_value", "customer_transaction_count", "days_since_first_purchase"]
+CUSTOMER_COLUMNS = [
+    "customer_lifetime_value",
+    "customer_transaction_count",
+    "days_since_first_purchase",
+]
 PRODUCT_COLUMNS = ["product_popularity_rank", "category_avg_price"]
 
 
@@ -111,8 +132,9 @@ class WeekMetrics:
 WEEK_METRIC_COLUMNS = ["customer_id", "product_id", "amount_usd", "timestamp"]
 
 
-def week_metrics(week: pd.DataFrame, history: pd.DataFrame, category_prices: pd.DataFrame,
-                 ctx: WeekContext) -> WeekMetrics:
+def week_metrics(
+    week: pd.DataFrame, history: pd.DataFrame, category_prices: pd.DataFrame, ctx: WeekContext
+) -> WeekMetrics:
     """The week-wide figures, from the WEEK_METRIC_COLUMNS of every validated row."""
     ranks = product_ranks(week["product_id"])
     amounts = week[["customer_id", "amount_usd", "timestamp"]]
@@ -130,9 +152,10 @@ def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.Dat
     df = add_segments(df, ctx)
     df["week_start"] = pd.Timestamp(ctx.week_start).tz_convert(None)
     columns = [c for c in df.columns if c not in PRODUCT_COLUMNS]
-    at = columns.index(CUSTOMER_COLUMNS[-1]) + 1  # product metrics after the customer's, as documented
+    at = (
+        columns.index(CUSTOMER_COLUMNS[-1]) + 1
+    )  # product metrics after the customer's, as documented
     return df[columns[:at] + PRODUCT_COLUMNS + columns[at:]].reset_index(drop=True)
-
 
 
 class EnrichedTotals:
@@ -149,14 +172,19 @@ class EnrichedTotals:
         if len(df):
             latest = df["fx_rate_date"].max()
             self.latest_rate = latest if self.latest_rate is None else max(self.latest_rate, latest)
-        for counts, column in ((self.sizes, "transaction_size"), (self.lifecycles, "customer_lifecycle")):
+        for counts, column in (
+            (self.sizes, "transaction_size"),
+            (self.lifecycles, "customer_lifecycle"),
+        ):
             for key, n in df[column].value_counts().items():
                 counts[key] = counts.get(key, 0) + int(n)
 
     def as_dict(self) -> dict:
         return {
             "amount_usd_total": round(self.amount_usd, 2),
-            "fx_latest_rate_date": str(self.latest_rate.date()) if self.latest_rate is not None else "",
+            "fx_latest_rate_date": str(self.latest_rate.date())
+            if self.latest_rate is not None
+            else "",
             "segments": dict(self.sizes),
             "customer_lifecycle": dict(self.lifecycles),
         }

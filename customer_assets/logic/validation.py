@@ -25,21 +25,35 @@ def usd_amounts(raw: pd.DataFrame) -> pd.DataFrame:
     return convert_to_usd(raw["amount"], raw["currency"], raw["timestamp"])
 
 
-def evaluate_hard_rules(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
-                        amount_usd: pd.Series | None = None,
-                        held_elsewhere: frozenset[str] = frozenset()) -> pd.DataFrame:
+def evaluate_hard_rules(
+    raw: pd.DataFrame,
+    ctx: WeekContext,
+    max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
+    amount_usd: pd.Series | None = None,
+    held_elsewhere: frozenset[str] = frozenset(),
+) -> pd.DataFrame:
     """One boolean column per rule code: True where the row fails that rule."""
-    inputs = RuleInputs(ctx, usd_amounts(raw)["amount_usd"] if amount_usd is None else amount_usd, max_amount_usd,
-                        frozenset(held_elsewhere))
-    return pd.DataFrame({rule.code: rule.failing(raw, inputs).astype(bool).to_numpy() for rule in HARD_RULES},
-                        index=raw.index)
+    inputs = RuleInputs(
+        ctx,
+        usd_amounts(raw)["amount_usd"] if amount_usd is None else amount_usd,
+        max_amount_usd,
+        frozenset(held_elsewhere),
+    )
+    return pd.DataFrame(
+        {rule.code: rule.failing(raw, inputs).astype(bool).to_numpy() for rule in HARD_RULES},
+        index=raw.index,
+    )
 
 
 def join_codes(failures: pd.DataFrame) -> pd.Series:
     """``;``-joined codes of the failing columns of each row ('' where none fail). Only the rows that fail
     something are joined: over a week's validated rows, a few thousand of 600,000."""
     codes = pd.Series("", index=failures.index, dtype=object)
-    failing = failures.to_numpy(dtype=bool).any(axis=1) if len(failures.columns) else np.zeros(len(failures), bool)
+    failing = (
+        failures.to_numpy(dtype=bool).any(axis=1)
+        if len(failures.columns)
+        else np.zeros(len(failures), bool)
+    )
     if failing.any():
         hits = failures.loc[failing]
         joined = pd.Series("", index=hits.index, dtype=object)
@@ -73,8 +87,12 @@ def validated_columns(raw: pd.DataFrame) -> list[str]:
     return [c for c in raw.columns if c != "invalid_encoding"]
 
 
-def split_by_hard_rules(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
-                        held_elsewhere: frozenset[str] = frozenset()) -> ValidationSplit:
+def split_by_hard_rules(
+    raw: pd.DataFrame,
+    ctx: WeekContext,
+    max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
+    held_elsewhere: frozenset[str] = frozenset(),
+) -> ValidationSplit:
     """Quarantine rows failing any hard rule (with all their reason codes); keep the rest."""
     fx = usd_amounts(raw)
     failures = evaluate_hard_rules(raw, ctx, max_amount_usd, fx["amount_usd"], held_elsewhere)
@@ -103,8 +121,11 @@ class AnomalyOutcome:
         return self.codes.index[(self.codes != "").to_numpy()]
 
 
-def detect_week_anomalies(rows: pd.DataFrame, settings: AnomalySettings = AnomalySettings(),
-                          amount_usd: pd.Series | None = None) -> AnomalyOutcome:
+def detect_week_anomalies(
+    rows: pd.DataFrame,
+    settings: AnomalySettings = AnomalySettings(),
+    amount_usd: pd.Series | None = None,
+) -> AnomalyOutcome:
     """Statistical rules over the validated rows' ANOMALY_INPUTS, comparing amounts in USD (``amount_usd``
     when the caller has them, under the rows' index).
 
@@ -113,11 +134,16 @@ def detect_week_anomalies(rows: pd.DataFrame, settings: AnomalySettings = Anomal
     usd = usd_amounts(rows)["amount_usd"] if amount_usd is None else amount_usd
     status = "ok"
     try:
-        flags = detect_anomalies(rows, usd, settings) if len(rows) else pd.DataFrame(
-            {code: pd.Series(dtype=bool) for code in ANOMALY_RULES}, index=rows.index)
-    except Exception as exc:  # noqa: BLE001 - advisory step, recorded in the report
+        flags = (
+            detect_anomalies(rows, usd, settings)
+            if len(rows)
+            else pd.DataFrame(
+                {code: pd.Series(dtype=bool) for code in ANOMALY_RULES}, index=rows.index
+            )
+        )
+    except Exception as exc:
         status = f"failed: {type(exc).__name__}: {exc}"
-        flags = pd.DataFrame({code: False for code in ANOMALY_RULES}, index=rows.index)
+        flags = pd.DataFrame(dict.fromkeys(ANOMALY_RULES, False), index=rows.index)
     return AnomalyOutcome(codes=join_codes(flags), amount_usd=usd, status=status, flags=flags)
 
 
@@ -141,15 +167,17 @@ def validated_batches(split: ValidationSplit, outcome: AnomalyOutcome, rows: int
     """The validated rows with their anomaly columns, ``rows`` of the raw week at a time: only a slice is
     ever copied, never the whole week."""
     for start in range(0, max(len(split.raw), 1), rows):
-        keep = ~split.bad[start:start + rows]
-        part = split.raw.iloc[start:start + rows].loc[keep, validated_columns(split.raw)]
+        keep = ~split.bad[start : start + rows]
+        part = split.raw.iloc[start : start + rows].loc[keep, validated_columns(split.raw)]
         yield with_usd(with_anomaly_flags(part, outcome), split.fx).reset_index(drop=True)
 
 
 def with_usd(rows: pd.DataFrame, fx: pd.DataFrame) -> pd.DataFrame:
     """Validated rows with the USD conversion validation made (``fx`` under the rows' index)."""
     fx = fx.loc[rows.index]
-    return rows.assign(amount_usd=fx["amount_usd"].round(6), fx_rate=fx["fx_rate"], fx_rate_date=fx["fx_rate_date"])
+    return rows.assign(
+        amount_usd=fx["amount_usd"].round(6), fx_rate=fx["fx_rate"], fx_rate_date=fx["fx_rate_date"]
+    )
 
 
 @dataclass
@@ -165,13 +193,18 @@ class WeekValidation:
         return validated_batches(self.split, self.anomalies, rows)
 
 
-def validate_week(raw: pd.DataFrame, ctx: WeekContext, max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
-                  settings: AnomalySettings = AnomalySettings(),
-                  held_elsewhere: frozenset[str] = frozenset()) -> WeekValidation:
+def validate_week(
+    raw: pd.DataFrame,
+    ctx: WeekContext,
+    max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
+    settings: AnomalySettings = AnomalySettings(),
+    held_elsewhere: frozenset[str] = frozenset(),
+) -> WeekValidation:
     """The hard rules, then the statistical rules over the rows that passed them (five columns of them, with
     the USD amounts the hard rules converted). ``held_elsewhere``: the week's ids that another loaded week holds
     while the source still holds them there (quarantined DUPLICATE_ACROSS_WEEKS)."""
     split = split_by_hard_rules(raw, ctx, max_amount_usd, held_elsewhere)
-    outcome = detect_week_anomalies(raw.loc[~split.bad, ANOMALY_INPUTS], settings,
-                                    amount_usd=split.amount_usd[~split.bad])
+    outcome = detect_week_anomalies(
+        raw.loc[~split.bad, ANOMALY_INPUTS], settings, amount_usd=split.amount_usd[~split.bad]
+    )
     return WeekValidation(split, outcome, anomaly_table(raw, outcome))

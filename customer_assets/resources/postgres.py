@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import dagster as dg
 import psycopg2
@@ -33,19 +33,29 @@ class SourceConnectionError(dg.Failure):
 _PERMANENT_REFUSALS = (
     (r"password authentication failed", "check DB_USER and DB_PASSWORD"),
     (r"no password supplied", "set DB_PASSWORD"),
-    (r"no pg_hba\.conf entry", "the server's pg_hba.conf admits no such host, user and database: ask its "
-     "administrator, or check DB_HOST, DB_USER and DB_NAME"),
-    (r"pg_hba\.conf rejects connection", "the server's pg_hba.conf rejects this host or user: ask its administrator"),
+    (
+        r"no pg_hba\.conf entry",
+        "the server's pg_hba.conf admits no such host, user and database: ask its "
+        "administrator, or check DB_HOST, DB_USER and DB_NAME",
+    ),
+    (
+        r"pg_hba\.conf rejects connection",
+        "the server's pg_hba.conf rejects this host or user: ask its administrator",
+    ),
     (r'database "[^"]*" does not exist', "check DB_NAME"),
     (r'role "[^"]*" does not exist', "check DB_USER"),
-    (r"permission denied for database", "the user may not connect to the database: GRANT CONNECT, or check DB_USER"),
+    (
+        r"permission denied for database",
+        "the user may not connect to the database: GRANT CONNECT, or check DB_USER",
+    ),
     (r"is not permitted to log in", "the role may not log in: ask the server's administrator"),
     (r"certificate", "check the TLS settings of the connection (PGSSLMODE, PGSSLROOTCERT)"),
 )
 
 
-def permanent_refusal(exc: psycopg2.OperationalError, host: str, user: Optional[str], dbname: str
-                      ) -> Optional[SourceConnectionError]:
+def permanent_refusal(
+    exc: psycopg2.OperationalError, host: str, user: str | None, dbname: str
+) -> SourceConnectionError | None:
     """The one-line failure for a connection error that retrying cannot fix, or None for a transient one
     (refused or reset connections, timeouts, a server starting or shutting down)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -53,7 +63,8 @@ def permanent_refusal(exc: psycopg2.OperationalError, host: str, user: Optional[
         if re.search(pattern, str(exc), flags=re.IGNORECASE):
             return SourceConnectionError(
                 f"The source PostgreSQL {host} refused user {user!r} on database {dbname!r}: {advice}. "
-                f"Not retried. [{first}]")
+                f"Not retried. [{first}]"
+            )
     return None
 
 
@@ -62,19 +73,24 @@ class SourceTimeoutError(dg.Failure):
     than the statement timeout (not retried: it would run as long again)."""
 
 
-def timeout_failure(exc: psycopg2.Error, statement_timeout: int, lock_timeout: int) -> Optional[SourceTimeoutError]:
+def timeout_failure(
+    exc: psycopg2.Error, statement_timeout: int, lock_timeout: int
+) -> SourceTimeoutError | None:
     """The one-line failure naming the setting, for a query the server cancelled on a timeout; else None."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, psycopg2.errors.LockNotAvailable):
         return SourceTimeoutError(
             description=f"A source table stayed locked longer than SOURCE_LOCK_TIMEOUT={lock_timeout} s (another "
             f"session holds a lock on it: a migration, a LOCK TABLE, a long write); retried. [{first}]",
-            allow_retries=True)
+            allow_retries=True,
+        )
     if isinstance(exc, psycopg2.errors.QueryCanceled) and "statement timeout" in str(exc):
         return SourceTimeoutError(
             description=f"A source query ran longer than SOURCE_STATEMENT_TIMEOUT={statement_timeout} s and was "
             f"cancelled: raise the setting, or check the source's load and its index on transactions.timestamp; "
-            f"not retried. [{first}]", allow_retries=False)
+            f"not retried. [{first}]",
+            allow_retries=False,
+        )
     return None
 
 
@@ -85,20 +101,30 @@ class PostgresSource(dg.ConfigurableResource):
     switch picks when no DB_HOST is set: nothing here knows about it.
     """
 
-    host: Optional[str] = Field(default=None, description="Primary host (DB_HOST).")
-    read_host: Optional[str] = Field(default=None, description="Read replica (DB_READ_HOST), preferred.")
+    host: str | None = Field(default=None, description="Primary host (DB_HOST).")
+    read_host: str | None = Field(
+        default=None, description="Read replica (DB_READ_HOST), preferred."
+    )
     port: int = Field(default=5432, description="DB_PORT")
     dbname: str = Field(default="production", description="DB_NAME")
-    user: Optional[str] = Field(default=None, description="DB_USER")
-    password: Optional[str] = Field(default=None, description="DB_PASSWORD")
+    user: str | None = Field(default=None, description="DB_USER")
+    password: str | None = Field(default=None, description="DB_PASSWORD")
     connect_timeout: int = Field(default=30, description="Seconds to wait for a connection.")
-    timezone: str = Field(default="UTC", description="SOURCE_TIMEZONE: the zone of naive timestamp columns.")
-    statement_timeout: int = Field(default=1800, description="SOURCE_STATEMENT_TIMEOUT: seconds a source query "
-                                   "may run before the server cancels it.")
-    lock_timeout: int = Field(default=120, description="SOURCE_LOCK_TIMEOUT: seconds a source query may wait for "
-                              "a lock on a table (held by a migration, say) before the server cancels it.")
+    timezone: str = Field(
+        default="UTC", description="SOURCE_TIMEZONE: the zone of naive timestamp columns."
+    )
+    statement_timeout: int = Field(
+        default=1800,
+        description="SOURCE_STATEMENT_TIMEOUT: seconds a source query "
+        "may run before the server cancels it.",
+    )
+    lock_timeout: int = Field(
+        default=120,
+        description="SOURCE_LOCK_TIMEOUT: seconds a source query may wait for "
+        "a lock on a table (held by a migration, say) before the server cancels it.",
+    )
 
-    _route: Optional[str] = PrivateAttr(default=None)
+    _route: str | None = PrivateAttr(default=None)
 
     @property
     def description(self) -> str:
@@ -111,9 +137,15 @@ class PostgresSource(dg.ConfigurableResource):
 
     def _connect_host(self, host: str) -> psycopg2.extensions.connection:
         try:
-            return psycopg2.connect(host=host, port=self.port, dbname=self.dbname, user=self.user,
-                                    password=self.password, connect_timeout=self.connect_timeout,
-                                    application_name="customer_assets")
+            return psycopg2.connect(
+                host=host,
+                port=self.port,
+                dbname=self.dbname,
+                user=self.user,
+                password=self.password,
+                connect_timeout=self.connect_timeout,
+                application_name="customer_assets",
+            )
         except psycopg2.OperationalError as exc:
             refusal = permanent_refusal(exc, host, self.user, self.dbname)
             if refusal is not None:
@@ -128,10 +160,16 @@ class PostgresSource(dg.ConfigurableResource):
                 self._route = f"replica {self.read_host}"
                 return conn
             except (psycopg2.OperationalError, SourceConnectionError) as exc:
-                reason = (exc.description if isinstance(exc, dg.Failure) else str(exc)).strip().splitlines()[0]
+                reason = (
+                    (exc.description if isinstance(exc, dg.Failure) else str(exc))
+                    .strip()
+                    .splitlines()[0]
+                )
                 self._route = f"primary {self.host} (replica {self.read_host} refused: {reason})"
-                logger.warning(f"read replica {self.read_host} refused the connection ({reason}); "
-                               f"falling back to the primary {self.host}")
+                logger.warning(
+                    f"read replica {self.read_host} refused the connection ({reason}); "
+                    f"falling back to the primary {self.host}"
+                )
                 return self._connect_host(self.host)
         self._route = f"primary {self.host}"
         return self._connect_host(self.host)
@@ -146,7 +184,11 @@ class PostgresSource(dg.ConfigurableResource):
         reached, say, not the primary): a snapshot exported there can be imported only there. Its other
         parameters (timeouts, TLS, application name) are ``conn``'s."""
         info = conn.info
-        params = {key: value for key, value in psycopg2.extensions.parse_dsn(conn.dsn).items() if key != "password"}
+        params = {
+            key: value
+            for key, value in psycopg2.extensions.parse_dsn(conn.dsn).items()
+            if key != "password"
+        }
         params.update(host=info.host, port=info.port, dbname=info.dbname, user=info.user)
         if info.password:  # ``conn.dsn`` masks it
             params["password"] = info.password
@@ -159,7 +201,9 @@ class PostgresSource(dg.ConfigurableResource):
             raise
 
     @contextlib.contextmanager
-    def connect(self, logger: Optional[logging.Logger] = None) -> Iterator[psycopg2.extensions.connection]:
+    def connect(
+        self, logger: logging.Logger | None = None
+    ) -> Iterator[psycopg2.extensions.connection]:
         """A read-only connection in UTC: the replica when it answers, else the primary.
 
         ``logger`` (a step's ``context.log``) receives the fallback warning, so it is in the run's event log; the
@@ -179,19 +223,27 @@ class PostgresSource(dg.ConfigurableResource):
             yield other
 
     @contextlib.contextmanager
-    def _session(self, conn, snapshot: Optional[str] = None) -> Iterator[psycopg2.extensions.connection]:
+    def _session(
+        self, conn, snapshot: str | None = None
+    ) -> Iterator[psycopg2.extensions.connection]:
         """``conn`` set up as the pipeline reads the source, closed on leaving; its failures classified."""
         try:
             # One snapshot per connection (one transaction, REPEATABLE READ), taken by its first query below or
             # imported: a week's version and its rows are read from the same state.
-            conn.set_session(readonly=True, autocommit=False,
-                             isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
+            conn.set_session(
+                readonly=True,
+                autocommit=False,
+                isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ,
+            )
             with conn.cursor() as cur:
-                if snapshot is not None:  # before any query of the transaction, as PostgreSQL requires
+                # before any query of the transaction, as PostgreSQL requires
+                if snapshot is not None:
                     cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
                 cur.execute("SET TIME ZONE 'UTC'")
-                cur.execute("SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
-                            (f"{self.statement_timeout}s", f"{self.lock_timeout}s"))
+                cur.execute(
+                    "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+                    (f"{self.statement_timeout}s", f"{self.lock_timeout}s"),
+                )
             yield conn
         except (psycopg2.errors.LockNotAvailable, psycopg2.errors.QueryCanceled) as exc:
             timeout = timeout_failure(exc, self.statement_timeout, self.lock_timeout)

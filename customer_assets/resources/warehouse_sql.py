@@ -17,7 +17,7 @@ import shutil
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
@@ -64,8 +64,13 @@ class WarehouseSQL(dg.ConfigurableResource):
         """A relation of one column ``alias``, a row per element of the list parameter ``param``."""
         return f"(SELECT unnest(@{param}) AS {alias})"
 
-    types: ClassVar[dict[str, str]] = {"INT": "BIGINT", "STR": "VARCHAR", "BOOL": "BOOLEAN", "DATETIME": "TIMESTAMP",
-                                       "FLOAT": "DOUBLE"}
+    types: ClassVar[dict[str, str]] = {
+        "INT": "BIGINT",
+        "STR": "VARCHAR",
+        "BOOL": "BOOLEAN",
+        "DATETIME": "TIMESTAMP",
+        "FLOAT": "DOUBLE",
+    }
 
     def render(self, sql: str, names: dict[str, str]) -> str:
         for token, value in {**self.types, **names}.items():
@@ -80,10 +85,16 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     another process's lock at most ``lock_timeout_seconds``, then fails naming the holder. Analysts read
     ``read_copy_path``, a copy published after each successful week, so that they never block a run."""
 
-    lock_timeout_seconds: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS, description="How long a statement waits "
-                                        "for another process's lock on the file (WAREHOUSE_LOCK_TIMEOUT).")
-    read_copy_path: Optional[str] = Field(default=None, description="The analysts' read-only copy, replaced after "
-                                          "each successful week (WAREHOUSE_READ_COPY_PATH); unset: no copy.")
+    lock_timeout_seconds: float = Field(
+        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
+        description="How long a statement waits "
+        "for another process's lock on the file (WAREHOUSE_LOCK_TIMEOUT).",
+    )
+    read_copy_path: str | None = Field(
+        default=None,
+        description="The analysts' read-only copy, replaced after "
+        "each successful week (WAREHOUSE_READ_COPY_PATH); unset: no copy.",
+    )
 
     @contextmanager
     def get_connection(self):
@@ -120,8 +131,11 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
         with self.get_connection() as con:
             rendered = _PARAM.sub(r"$\1", rendered)
             if fetch:  # a relation's Arrow result, without the extra copy a DB-API result makes
-                return con.sql(rendered, params=values).to_arrow_table().to_pandas(self_destruct=True,
-                                                                                   split_blocks=True)
+                return (
+                    con.sql(rendered, params=values)
+                    .to_arrow_table()
+                    .to_pandas(self_destruct=True, split_blocks=True)
+                )
             con.execute(rendered, values)
             return None
 
@@ -137,8 +151,11 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     def exists(self, schema: str, name: str) -> bool:
         if not Path(self.database).exists():
             return False
-        found = self.query("SELECT count(*) AS n FROM information_schema.tables "
-                           "WHERE table_schema = @schema AND table_name = @table", {"schema": schema, "table": name})
+        found = self.query(
+            "SELECT count(*) AS n FROM information_schema.tables "
+            "WHERE table_schema = @schema AND table_name = @table",
+            {"schema": schema, "table": name},
+        )
         return bool(found["n"].iloc[0])
 
 
@@ -149,10 +166,17 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
 
     project: str = Field(description="GCP project of the warehouse (GCP_PROJECT_ID).")
     location: str = Field(default="US", description="Location of the datasets and jobs.")
-    dataset_override: Optional[str] = Field(default=None, description="BIGQUERY_DATASET.")
-    emulator_host: Optional[str] = Field(default=None, description="BIGQUERY_EMULATOR_HOST (tests only).")
-    types: ClassVar[dict[str, str]] = {"INT": "INT64", "STR": "STRING", "BOOL": "BOOL", "DATETIME": "DATETIME",
-                                       "FLOAT": "FLOAT64"}
+    dataset_override: str | None = Field(default=None, description="BIGQUERY_DATASET.")
+    emulator_host: str | None = Field(
+        default=None, description="BIGQUERY_EMULATOR_HOST (tests only)."
+    )
+    types: ClassVar[dict[str, str]] = {
+        "INT": "INT64",
+        "STR": "STRING",
+        "BOOL": "BOOL",
+        "DATETIME": "DATETIME",
+        "FLOAT": "FLOAT64",
+    }
 
     @contextmanager
     def get_client(self):
@@ -215,7 +239,10 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
         rendered = self.render(sql, names)
         used = set(_PARAM.findall(rendered))
         config = bigquery.QueryJobConfig(
-            query_parameters=self._parameters({k: v for k, v in (params or {}).items() if k in used}))
+            query_parameters=self._parameters(
+                {k: v for k, v in (params or {}).items() if k in used}
+            )
+        )
         with self.get_client() as client:
             return client.query(rendered, job_config=config, location=self.location).result()
 

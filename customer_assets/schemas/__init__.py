@@ -7,21 +7,61 @@ and ``star`` (the analysts' star schema and marts). Import the models from here.
 """
 
 from customer_assets.schemas.customers import (
-    PROFILE_REQUIRED, CrmCustomers, CustomerEventAggregates, CustomerIdentityMap, ErpCustomers,
-    IdentityMerges, UnifiedCustomerProfiles)
+    PROFILE_REQUIRED,
+    CrmCustomers,
+    CustomerEventAggregates,
+    CustomerIdentityMap,
+    ErpCustomers,
+    IdentityMerges,
+    UnifiedCustomerProfiles,
+)
 from customer_assets.schemas.star import (
-    DimDate, FactTransactions, FactTransactionsQuarantine, MartChurnRetention, MartCohortRetention,
-    MartWeeklySales, ProductSnapshots)
+    DimDate,
+    FactTransactions,
+    FactTransactionsQuarantine,
+    MartChurnRetention,
+    MartCohortRetention,
+    MartWeeklySales,
+    ProductSnapshots,
+)
 from customer_assets.schemas.transactions import (
-    CUSTOMER_LIFECYCLES, TRANSACTION_SIZES, UTC_TS, CustomerHistory, DataQualityMetrics,
-    PipelineErrorLog, QuarantinedTransactions, RawTransactions, TransactionAnomalies,
-    TransformedTransactions, ValidatedTransactions)
+    CUSTOMER_LIFECYCLES,
+    TRANSACTION_SIZES,
+    UTC_TS,
+    CustomerHistory,
+    DataQualityMetrics,
+    PipelineErrorLog,
+    QuarantinedTransactions,
+    RawTransactions,
+    TransactionAnomalies,
+    TransformedTransactions,
+    ValidatedTransactions,
+)
 
 __all__ = [
-    "CUSTOMER_LIFECYCLES", "PROFILE_REQUIRED", "TRANSACTION_SIZES", "UTC_TS", "CrmCustomers",
-    "CustomerEventAggregates", "CustomerHistory", "CustomerIdentityMap", "DataQualityMetrics",
-    "DimDate", "ErpCustomers", "FactTransactions", "FactTransactionsQuarantine", "IdentityMerges",
-    "MartChurnRetention", "MartCohortRetention", "MartWeeklySales", "PipelineErrorLog",
-    "ProductSnapshots", "QuarantinedTransactions", "RawTransactions", "TransactionAnomalies",
-    "TransformedTransactions", "UnifiedCustomerProfiles", "ValidatedTransactions",
+    "CUSTOMER_LIFECYCLES",
+    "PROFILE_REQUIRED",
+    "TRANSACTION_SIZES",
+    "UTC_TS",
+    "CrmCustomers",
+    "CustomerEventAggregates",
+    "CustomerHistory",
+    "CustomerIdentityMap",
+    "DataQualityMetrics",
+    "DimDate",
+    "ErpCustomers",
+    "FactTransactions",
+    "FactTransactionsQuarantine",
+    "IdentityMerges",
+    "MartChurnRetention",
+    "MartCohortRetention",
+    "MartWeeklySales",
+    "PipelineErrorLog",
+    "ProductSnapshots",
+    "QuarantinedTransactions",
+    "RawTransactions",
+    "TransactionAnomalies",
+    "TransformedTransactions",
+    "UnifiedCustomerProfiles",
+    "ValidatedTransactions",
 ]

@@ -49,19 +49,28 @@ def _decode(column: pa.Array, name: str, bad: dict[int, list[str]]) -> pa.Array:
 def _as_bytes(schema: pa.Schema) -> pa.Schema:
     """How the COPY text is parsed: text as bytes, decoded block by block by ``_decoded``, so that one value a
     SQL_ASCII (or otherwise unchecked) source holds in another encoding is marked instead of failing the read."""
-    return pa.schema([field.with_type(pa.binary()) if pa.types.is_string(field.type) else field for field in schema])
+    return pa.schema(
+        [
+            field.with_type(pa.binary()) if pa.types.is_string(field.type) else field
+            for field in schema
+        ]
+    )
 
 
 def _decoded(batch: pa.RecordBatch, text: frozenset[str]) -> pa.RecordBatch:
     """A parsed block with its ``text`` columns decoded, and ``invalid_encoding`` appended."""
     bad: dict[int, list[str]] = {}
     arrays, fields = [], []
-    for field, column in zip(batch.schema, batch.columns):
+    for field, column in zip(batch.schema, batch.columns, strict=False):
         if field.name in text:
             column, field = _decode(column, field.name, bad), field.with_type(pa.string())
         arrays.append(column)
         fields.append(field)
-    marks = [";".join(bad[row]) if row in bad else None for row in range(batch.num_rows)] if bad else None
+    marks = (
+        [";".join(bad[row]) if row in bad else None for row in range(batch.num_rows)]
+        if bad
+        else None
+    )
     arrays.append(pa.array(marks, pa.string()) if marks else pa.nulls(batch.num_rows, pa.string()))
     fields.append(pa.field(INVALID_ENCODING, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
@@ -78,8 +87,10 @@ def _named(exc: pa.ArrowInvalid, schema: pa.Schema) -> Exception:
     if not match or int(match.group(1)) >= len(schema):
         return exc
     column = schema.names[int(match.group(1))]
-    return ExtractParseError(f"the source's column {column!r} holds a value the extract cannot read as "
-                             f"{schema.field(column).type}: {message}")
+    return ExtractParseError(
+        f"the source's column {column!r} holds a value the extract cannot read as "
+        f"{schema.field(column).type}: {message}"
+    )
 
 
 def _copy_into(conn, copy_sql: str, sink, errors: list[BaseException]) -> None:
@@ -110,13 +121,15 @@ class StreamProgress:
             if self.rows:
                 self.log.info(f"{self.what}: {self.rows:,} rows read after {elapsed:.0f} s")
             else:
-                self.log.info(f"{self.what}: no row yet after {elapsed:.0f} s (the source may be waiting for a "
-                              "lock; SOURCE_LOCK_TIMEOUT and SOURCE_STATEMENT_TIMEOUT bound the wait)")
+                self.log.info(
+                    f"{self.what}: no row yet after {elapsed:.0f} s (the source may be waiting for a "
+                    "lock; SOURCE_LOCK_TIMEOUT and SOURCE_STATEMENT_TIMEOUT bound the wait)"
+                )
 
     def restart(self) -> None:
         self.rows = 0
 
-    def __enter__(self) -> "StreamProgress":
+    def __enter__(self) -> StreamProgress:
         self._thread.start()
         return self
 
@@ -124,7 +137,9 @@ class StreamProgress:
         self._stop.set()
         self._thread.join()
         if exc_type is None:
-            self.log.info(f"{self.what}: {self.rows:,} rows read in {time.monotonic() - self._started:.1f} s")
+            self.log.info(
+                f"{self.what}: {self.rows:,} rows read in {time.monotonic() - self._started:.1f} s"
+            )
 
 
 # The largest block the reader grows to: a PostgreSQL value is at most 1 GB.
@@ -136,8 +151,15 @@ class _RowLargerThanBlock(Exception):
     """pyarrow met a row that does not fit in two blocks: the stream is read again with larger blocks."""
 
 
-def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
-               finish=None, block_size: int = BLOCK_SIZE, progress: StreamProgress | None = None) -> pa.Table:
+def copy_query(
+    conn,
+    sql: str,
+    params: dict | tuple | None,
+    schema: pa.Schema,
+    finish=None,
+    block_size: int = BLOCK_SIZE,
+    progress: StreamProgress | None = None,
+) -> pa.Table:
     """``COPY (sql) TO STDOUT`` as an Arrow table of ``schema`` plus ``invalid_encoding``, in bounded blocks.
 
     No Python object per row or value: for row counts where psycopg2's ``fetchall`` would build millions of
@@ -157,20 +179,27 @@ def copy_query(conn, sql: str, params: dict | tuple | None, schema: pa.Schema,
             return _read_copy(conn, copy_sql, schema, finish, block_size, progress)
         except _RowLargerThanBlock:
             if block_size >= MAX_BLOCK_SIZE:
-                raise ExtractParseError(f"a row of the source is larger than {MAX_BLOCK_SIZE >> 20} MiB, the "
-                                        "largest block the extract reads") from None
+                raise ExtractParseError(
+                    f"a row of the source is larger than {MAX_BLOCK_SIZE >> 20} MiB, the "
+                    "largest block the extract reads"
+                ) from None
             larger = min(block_size * 8, MAX_BLOCK_SIZE)
             (progress.log if progress else _log).warning(
                 f"a row of the source is larger than two blocks of {block_size >> 10} KiB; reading the query again "
-                f"with blocks of {larger >> 10} KiB")
+                f"with blocks of {larger >> 10} KiB"
+            )
             block_size = larger
             if progress:
                 progress.restart()
 
 
-def _read_copy(conn, copy_sql: str, schema: pa.Schema, finish, block_size: int,
-               progress: StreamProgress | None) -> pa.Table:
-    parse_schema, text = _as_bytes(schema), frozenset(f.name for f in schema if pa.types.is_string(f.type))
+def _read_copy(
+    conn, copy_sql: str, schema: pa.Schema, finish, block_size: int, progress: StreamProgress | None
+) -> pa.Table:
+    parse_schema, text = (
+        _as_bytes(schema),
+        frozenset(f.name for f in schema if pa.types.is_string(f.type)),
+    )
     read_fd, write_fd = os.pipe()
     source, sink = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
     errors: list[BaseException] = []
@@ -186,8 +215,13 @@ def _read_copy(conn, copy_sql: str, schema: pa.Schema, finish, block_size: int,
             convert_options=pacsv.ConvertOptions(
                 # NULL is an unquoted empty field, and nothing else: pyarrow would also read NA, N/A, null,
                 # NaN... as null, and PostgreSQL quotes none of them (Namibia's country code is NA).
-                column_types=parse_schema, true_values=["t"], false_values=["f"], null_values=[""],
-                strings_can_be_null=True, quoted_strings_can_be_null=False),
+                column_types=parse_schema,
+                true_values=["t"],
+                false_values=["f"],
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
         )
         for batch in reader:
             batch = _decoded(batch, text)

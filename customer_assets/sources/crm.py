@@ -12,9 +12,9 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -23,8 +23,17 @@ import requests
 
 log = logging.getLogger(__name__)
 
-CRM_FIELDS = ("customer_id", "email", "phone", "signup_date", "last_activity_date", "subscription_tier",
-              "lifetime_value", "support_ticket_count", "updated_at")
+CRM_FIELDS = (
+    "customer_id",
+    "email",
+    "phone",
+    "signup_date",
+    "last_activity_date",
+    "subscription_tier",
+    "lifetime_value",
+    "support_ticket_count",
+    "updated_at",
+)
 
 CRM_TABLE_SQL = """
 SELECT customer_id, email, phone, signup_date, last_activity_date, subscription_tier,
@@ -64,22 +73,38 @@ class CrmExtract:
 
     def frame(self) -> pd.DataFrame:
         """The accepted records as a frame of ``CRM_FIELDS``."""
-        return self.table if self.table is not None else pd.DataFrame(self.records, columns=list(CRM_FIELDS))
+        return (
+            self.table
+            if self.table is not None
+            else pd.DataFrame(self.records, columns=list(CRM_FIELDS))
+        )
 
     def summary(self) -> dict:
         records = len(self.table) if self.table is not None else len(self.records)
-        return {"records": records, "requests": self.requests, "retries": self.retries,
-                "pages": self.pages, "partial": self.partial, "missing_pages": self.missing_pages,
-                "malformed_records": self.malformed_records, "missing_fields": self.missing_fields,
-                "page_size_reductions": self.page_size_reductions,
-                "invalid_encoding_values": self.invalid_encoding_values}
+        return {
+            "records": records,
+            "requests": self.requests,
+            "retries": self.retries,
+            "pages": self.pages,
+            "partial": self.partial,
+            "missing_pages": self.missing_pages,
+            "malformed_records": self.malformed_records,
+            "missing_fields": self.missing_fields,
+            "page_size_reductions": self.page_size_reductions,
+            "invalid_encoding_values": self.invalid_encoding_values,
+        }
 
 
 class SlidingWindowLimiter:
     """At most ``limit`` calls in any ``window`` seconds (client-side, before each request)."""
 
-    def __init__(self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        limit: int,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.limit, self.window, self.clock, self.sleep = limit, window, clock, sleep
         self.calls: collections.deque[float] = collections.deque()
 
@@ -112,55 +137,78 @@ class CrmApiClient:
 
     def __post_init__(self) -> None:
         self.session = requests.Session()
-        self.session.headers.update({"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"})
+        self.session.headers.update(
+            {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+        )
         self.limiter = SlidingWindowLimiter(self.requests_per_minute, sleep=self.sleep)
 
     def _get(self, params: dict, extract: CrmExtract) -> requests.Response:
         self.limiter.acquire()
         extract.requests += 1
-        return self.session.get(f"{self.base_url.rstrip('/')}/customers", params=params,
-                                timeout=self.timeout_seconds)
+        return self.session.get(
+            f"{self.base_url.rstrip('/')}/customers", params=params, timeout=self.timeout_seconds
+        )
 
-    def fetch_page(self, start: datetime, end: datetime, offset: int, limit: int,
-                   extract: CrmExtract) -> tuple[list, int | None, int]:
+    def fetch_page(
+        self, start: datetime, end: datetime, offset: int, limit: int, extract: CrmExtract
+    ) -> tuple[list, int | None, int]:
         """One page, retried; returns (records, next offset, page size used). Raises when it gives up."""
         attempt = 0
         while True:
-            params = {"updated_since": start.isoformat(), "updated_before": end.isoformat(),
-                      "offset": offset, "limit": limit}
+            params = {
+                "updated_since": start.isoformat(),
+                "updated_before": end.isoformat(),
+                "offset": offset,
+                "limit": limit,
+            }
             try:
                 response = self._get(params, extract)
             except requests.Timeout:
                 if limit > self.min_page_size:
                     limit = max(self.min_page_size, limit // 2)
                     extract.page_size_reductions += 1
-                    log.warning("CRM page at offset %d timed out; retrying with %d records a page", offset, limit)
+                    log.warning(
+                        "CRM page at offset %d timed out; retrying with %d records a page",
+                        offset,
+                        limit,
+                    )
                     continue
                 error = f"timed out after {self.timeout_seconds}s with {limit} records a page"
             except requests.ConnectionError as exc:
                 error = f"connection failed: {type(exc).__name__}"
             else:
                 if response.status_code == 401:
-                    raise CrmAuthError("the CRM refused the API key (401): credentials may have expired; "
-                                       "renew CRM_API_KEY")
+                    raise CrmAuthError(
+                        "the CRM refused the API key (401): credentials may have expired; "
+                        "renew CRM_API_KEY"
+                    )
                 if response.status_code == 200:
                     body = response.json()
                     return body.get("data") or [], body.get("next_offset"), limit
                 error = f"HTTP {response.status_code}"
                 if response.status_code == 429:
                     retry_after = response.headers.get("Retry-After")
-                    delay = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() \
-                        else self.backoff_seconds * 2 ** attempt
+                    delay = (
+                        float(retry_after)
+                        if retry_after and retry_after.replace(".", "", 1).isdigit()
+                        else self.backoff_seconds * 2**attempt
+                    )
                     if attempt < self.max_retries:
                         attempt += 1
                         extract.retries += 1
-                        log.warning("CRM rate limit (429); waiting %.1fs (retry %d of %d)",
-                                    delay, attempt, self.max_retries)
+                        log.warning(
+                            "CRM rate limit (429); waiting %.1fs (retry %d of %d)",
+                            delay,
+                            attempt,
+                            self.max_retries,
+                        )
                         self.sleep(max(delay, self.backoff_seconds * 2 ** (attempt - 1)))
                         continue
                 elif response.status_code < 500:
-                    raise RuntimeError(f"CRM answered HTTP {response.status_code} at offset {offset}: "
-                                       f"{response.text[:200]}")
+                    raise RuntimeError(
+                        f"CRM answered HTTP {response.status_code} at offset {offset}: "
+                        f"{response.text[:200]}"
+                    )
             if attempt >= self.max_retries:
                 raise RuntimeError(error)
             attempt += 1
@@ -178,7 +226,8 @@ class CrmApiClient:
                 raise CrmUnavailableError(
                     f"the CRM at {self.base_url} did not deliver the week within its budget of "
                     f"{self.time_budget_seconds:.0f}s ({extract.pages} page(s) read, "
-                    f"{len(extract.missing_pages)} lost)")
+                    f"{len(extract.missing_pages)} lost)"
+                )
             try:
                 records, next_offset, limit = self.fetch_page(start, end, offset, limit, extract)
             except RuntimeError as exc:
@@ -188,7 +237,8 @@ class CrmApiClient:
                     raise CrmUnavailableError(
                         f"the CRM at {self.base_url} looks unavailable: {failed_in_a_row} pages in a row failed "
                         f"after retries (offsets {[p['offset'] for p in extract.missing_pages[-failed_in_a_row:]]}), "
-                        f"the last with: {exc}") from exc
+                        f"the last with: {exc}"
+                    ) from exc
                 log.warning("CRM page at offset %d lost: %s; continuing after it", offset, exc)
                 offset += limit
                 continue
@@ -220,17 +270,21 @@ def accept_records(records: list, extract: CrmExtract) -> None:
 CRM_TABLE_SCHEMA = pa.schema([(name, pa.string()) for name in CRM_FIELDS])
 
 
-def fetch_week_from_table(conn, start: datetime, end: datetime, table_name: str = "crm_customers") -> CrmExtract:
+def fetch_week_from_table(
+    conn, start: datetime, end: datetime, table_name: str = "crm_customers"
+) -> CrmExtract:
     """The embedded default: the same records from ``crm_customers`` in the source database, through ``COPY``
     into Arrow (no Python object per value), kept and counted as ``accept_records`` keeps and counts records.
     A value that is not UTF-8 (a SQL_ASCII database stores any bytes) is kept with U+FFFD and counted in
     ``invalid_encoding_values``."""
-    from customer_assets.sources.copy_stream import copy_query, take_marks
-
     from psycopg2 import sql
 
+    from customer_assets.sources.copy_stream import copy_query, take_marks
+
     query = CRM_TABLE_SQL.format(table=sql.Identifier(table_name).as_string(conn))
-    table, replaced = take_marks(copy_query(conn, query, {"start": start, "end": end}, CRM_TABLE_SCHEMA))
+    table, replaced = take_marks(
+        copy_query(conn, query, {"start": start, "end": end}, CRM_TABLE_SCHEMA)
+    )
     extract = CrmExtract(invalid_encoding_values=replaced)
     extract.requests = extract.pages = 1
     ids = pc.utf8_trim_whitespace(table["customer_id"])

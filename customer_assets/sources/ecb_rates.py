@@ -60,9 +60,13 @@ class RatesInUse:
     failed: bool = False  # the last fetch failed (in this run, or earlier in the day)
 
     def metadata(self) -> dict:
-        return {"fx_rates_file": self.path, "fx_rates_origin": self.origin,
-                "fx_rates_last_date": self.last_rate_date.isoformat(), "fx_rates_refresh": self.reason,
-                "fx_rates_refresh_failed": self.failed}
+        return {
+            "fx_rates_file": self.path,
+            "fx_rates_origin": self.origin,
+            "fx_rates_last_date": self.last_rate_date.isoformat(),
+            "fx_rates_refresh": self.reason,
+            "fx_rates_refresh_failed": self.failed,
+        }
 
 
 @contextmanager
@@ -100,13 +104,18 @@ def _download(url: str, folder: Path) -> Path:
     """The answer of ``url`` in a temporary file of ``folder`` (the caller removes it); raises on any failure."""
     fd, temp = tempfile.mkstemp(dir=folder, prefix=".eurofxref-hist.", suffix=".download")
     try:
-        with os.fdopen(fd, "wb") as handle, requests.get(url, timeout=TIMEOUT, stream=True) as answer:
+        with (
+            os.fdopen(fd, "wb") as handle,
+            requests.get(url, timeout=TIMEOUT, stream=True) as answer,
+        ):
             answer.raise_for_status()
             size = 0
             for block in answer.iter_content(1 << 16):
                 size += len(block)
                 if size > MAX_BYTES:
-                    raise ValueError(f"the answer is larger than {MAX_BYTES >> 20} MB: not the ECB's file")
+                    raise ValueError(
+                        f"the answer is larger than {MAX_BYTES >> 20} MB: not the ECB's file"
+                    )
                 handle.write(block)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -124,7 +133,9 @@ def _fetch(url: str, folder: Path, held: Path, current: str) -> tuple[bool, str]
         fetched = currency.read_rates_file(str(temp)).index.max().date()
         newest = currency.last_rate_date(current)
         if fetched < newest:
-            return False, (f"{url} ends on {fetched}, before the copy in use ({newest}): kept the copy in use")
+            return False, (
+                f"{url} ends on {fetched}, before the copy in use ({newest}): kept the copy in use"
+            )
         os.replace(temp, held)
         return True, f"fetched {url} (rates to {fetched})"
     except currency.RatesFileError as exc:
@@ -143,31 +154,48 @@ def refresh_rates(data_dir: str | Path, url: str, now: datetime | None = None) -
     with _locked(folder):
         current = newest_good_file(data_dir) or currency.CURRENCY_FILE
         state = _read_state(state_path)
-        attempted = datetime.fromisoformat(state["attempted_at"]) if state.get("url") == url else None
+        attempted = (
+            datetime.fromisoformat(state["attempted_at"]) if state.get("url") == url else None
+        )
         if attempted is not None and now - attempted < FETCH_EVERY:
             fetched, failed = False, not state.get("ok", False)
-            reason = (f"not fetched again before {(attempted + FETCH_EVERY).isoformat(timespec='seconds')}: the "
-                      f"last attempt, at {attempted.isoformat(timespec='seconds')}, "
-                      f"{'failed: ' if failed else 'gave: '}{state.get('outcome', '')}")
+            reason = (
+                f"not fetched again before {(attempted + FETCH_EVERY).isoformat(timespec='seconds')}: the "
+                f"last attempt, at {attempted.isoformat(timespec='seconds')}, "
+                f"{'failed: ' if failed else 'gave: '}{state.get('outcome', '')}"
+            )
         else:
             fetched, reason = _fetch(url, folder, held, current)
             failed = not fetched
-            _write_atomically(state_path, json.dumps({"attempted_at": now.isoformat(), "url": url,
-                                                      "ok": fetched, "outcome": reason}).encode())
+            _write_atomically(
+                state_path,
+                json.dumps(
+                    {"attempted_at": now.isoformat(), "url": url, "ok": fetched, "outcome": reason}
+                ).encode(),
+            )
         path = newest_good_file(data_dir) or currency.CURRENCY_FILE
     origin = "fetched" if fetched else "held" if path == str(held) else "shipped"
     return RatesInUse(path, origin, currency.last_rate_date(path), reason, failed)
 
 
-def use_fresh_rates(data_dir: str, url: str | None, pinned: str | None, log: logging.Logger = log) -> RatesInUse:
+def use_fresh_rates(
+    data_dir: str, url: str | None, pinned: str | None, log: logging.Logger = log
+) -> RatesInUse:
     """Make the converting step's process use the newest good rates (``pinned``, ``ECB_RATES_FILE``, else a
     refresh from ``url``), logging why when a refresh failed; return what is used."""
     if pinned:
-        rates = RatesInUse(pinned, "pinned", currency.last_rate_date(pinned), "ECB_RATES_FILE pins the file: no fetch")
+        rates = RatesInUse(
+            pinned,
+            "pinned",
+            currency.last_rate_date(pinned),
+            "ECB_RATES_FILE pins the file: no fetch",
+        )
     else:
         rates = refresh_rates(data_dir, url or ECB_RATES_URL)
         if rates.failed:
-            log.warning(f"ECB rates not refreshed: {rates.reason}. Using {rates.origin} {rates.path} "
-                        f"(rates to {rates.last_rate_date}).")
+            log.warning(
+                f"ECB rates not refreshed: {rates.reason}. Using {rates.origin} {rates.path} "
+                f"(rates to {rates.last_rate_date})."
+            )
     currency.use_rates_file(rates.path)
     return rates

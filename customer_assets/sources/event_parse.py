@@ -22,9 +22,15 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 EVENT_TYPES = ("page_view", "feature_used", "purchase_completed", "support_chat_started")
-DEFAULT_ALIASES = {"pageview": "page_view", "page_viewed": "page_view", "feature_use": "feature_used",
-                   "order_completed": "purchase_completed", "purchase": "purchase_completed",
-                   "chat_started": "support_chat_started", "support_chat": "support_chat_started"}
+DEFAULT_ALIASES = {
+    "pageview": "page_view",
+    "page_viewed": "page_view",
+    "feature_use": "feature_used",
+    "order_completed": "purchase_completed",
+    "purchase": "purchase_completed",
+    "chat_started": "support_chat_started",
+    "support_chat": "support_chat_started",
+}
 
 
 MAX_EXAMPLES = 100  # malformed lines kept with file, line and error; a binary file would otherwise keep thousands
@@ -47,27 +53,44 @@ class EventScan:
     outside_week: int = 0
     unknown_types: dict[str, int] = field(default_factory=dict)
     aliased: int = 0
-    repeated_events: int = 0  # redeliveries dropped: same event_id and content as in an earlier file
+    repeated_events: int = (
+        0  # redeliveries dropped: same event_id and content as in an earlier file
+    )
 
     def summary(self) -> dict:
-        return {"files": self.files, "lines": self.lines, "malformed_lines": self.malformed_lines,
-                "malformed_examples": self.malformed[:20], "skipped_files": self.skipped_files,
-                "outside_week": self.outside_week, "unknown_types": self.unknown_types, "aliased": self.aliased,
-                "repeated_events": self.repeated_events}
+        return {
+            "files": self.files,
+            "lines": self.lines,
+            "malformed_lines": self.malformed_lines,
+            "malformed_examples": self.malformed[:20],
+            "skipped_files": self.skipped_files,
+            "outside_week": self.outside_week,
+            "unknown_types": self.unknown_types,
+            "aliased": self.aliased,
+            "repeated_events": self.repeated_events,
+        }
 
 
-RAW_SCHEMA = pa.schema([
-    # event_id: a redelivered event (a sink connector's retry, a Kafka landing redone) is counted once
-    ("event_id", pa.string()), ("event_type", pa.string()), ("customer_id", pa.string()),
-    # ISO 8601 with or without an offset, converted to UTC by the parser; a value that is not is a bad line.
-    ("timestamp", pa.timestamp("us", tz="UTC")),
-    ("properties", pa.struct([("feature", pa.string()), ("amount_usd", pa.float64())])),
-])
+RAW_SCHEMA = pa.schema(
+    [
+        # event_id: a redelivered event (a sink connector's retry, a Kafka landing redone) is counted once
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("customer_id", pa.string()),
+        # ISO 8601 with or without an offset, converted to UTC by the parser; a value that is not is a bad line.
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("properties", pa.struct([("feature", pa.string()), ("amount_usd", pa.float64())])),
+    ]
+)
 _PARSE = pajson.ParseOptions(explicit_schema=RAW_SCHEMA, unexpected_field_behavior="ignore")
-_READ = pajson.ReadOptions(use_threads=False, block_size=4 << 20)  # one chunk, one block: threads are ours
+_READ = pajson.ReadOptions(
+    use_threads=False, block_size=4 << 20
+)  # one chunk, one block: threads are ours
 
 
-def _malformed(scan: EventScan, path: Path, line: int, error: str, field: str | None = None) -> None:
+def _malformed(
+    scan: EventScan, path: Path, line: int, error: str, field: str | None = None
+) -> None:
     """Count a malformed line and keep the first ones as location and error kind; ``read_week`` logs them (a
     capped number). ``error`` is one of the fixed kinds below, never text of the line."""
     scan.malformed_lines += 1
@@ -76,8 +99,12 @@ def _malformed(scan: EventScan, path: Path, line: int, error: str, field: str | 
 
 
 # The error kind of a field that pyarrow cannot read as its type.
-_KINDS = {pa.types.is_timestamp: "not an ISO 8601 time", pa.types.is_string: "not text",
-          pa.types.is_floating: "not a number", pa.types.is_struct: "not an object"}
+_KINDS = {
+    pa.types.is_timestamp: "not an ISO 8601 time",
+    pa.types.is_string: "not text",
+    pa.types.is_floating: "not a number",
+    pa.types.is_struct: "not an object",
+}
 
 
 def _kind(kind: pa.DataType) -> str:
@@ -90,8 +117,13 @@ def _unreadable_field(value: dict, fields, prefix: str = "") -> tuple[str | None
     for item in fields:
         part = json.dumps({item.name: value.get(item.name)}).encode()
         try:
-            pajson.read_json(pa.BufferReader(part), read_options=_READ, parse_options=pajson.ParseOptions(
-                explicit_schema=pa.schema([item]), unexpected_field_behavior="ignore"))
+            pajson.read_json(
+                pa.BufferReader(part),
+                read_options=_READ,
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=pa.schema([item]), unexpected_field_behavior="ignore"
+                ),
+            )
         except pa.ArrowInvalid:
             inner = value.get(item.name)
             if pa.types.is_struct(item.type) and isinstance(inner, dict):
@@ -103,13 +135,16 @@ def _unreadable_field(value: dict, fields, prefix: str = "") -> tuple[str | None
 def _read_json(data: bytes | memoryview) -> pa.Table:
     """Parse JSON lines into ``RAW_SCHEMA``; text that is not valid UTF-8 raises ``ArrowInvalid`` like a syntax
     error (pyarrow's reader lets it through, and later string functions would fail on the whole week)."""
-    table = pajson.read_json(pa.BufferReader(pa.py_buffer(data)), read_options=_READ, parse_options=_PARSE)
+    table = pajson.read_json(
+        pa.BufferReader(pa.py_buffer(data)), read_options=_READ, parse_options=_PARSE
+    )
     table.validate(full=True)
     return table
 
 
-def _parse(lines: list[bytes], numbers: Sequence[int], path: Path, scan: EventScan
-           ) -> list[tuple[pa.Table, Sequence[int]]]:
+def _parse(
+    lines: list[bytes], numbers: Sequence[int], path: Path, scan: EventScan
+) -> list[tuple[pa.Table, Sequence[int]]]:
     """Parse lines with pyarrow; lines that fail are halved until the bad ones stand alone (and are skipped)."""
     try:
         return [(_read_json(b"\n".join(lines)), numbers)]
@@ -119,7 +154,9 @@ def _parse(lines: list[bytes], numbers: Sequence[int], path: Path, scan: EventSc
             _malformed(scan, path, numbers[0], kind, field)
             return []
         mid = len(lines) // 2
-        return _parse(lines[:mid], numbers[:mid], path, scan) + _parse(lines[mid:], numbers[mid:], path, scan)
+        return _parse(lines[:mid], numbers[:mid], path, scan) + _parse(
+            lines[mid:], numbers[mid:], path, scan
+        )
 
 
 CHUNK_BYTES = 2 << 20  # what a worker parses in one call: few calls, so little per-call work
@@ -134,14 +171,17 @@ def _clean_lines(data: bytes, start: int, end: int) -> bool:
     is line ``i + 1``, and the text starts with an object (pyarrow 26 crashes on text that starts with a
     ``null`` line, apache/arrow#47409). Conservative: a line that merely starts with a space takes the
     line-level path, which reads it the same way."""
-    return data[start:start + 1] == b"{" and not _BLANK_OR_INDENTED.search(data, start, end)
+    return data[start : start + 1] == b"{" and not _BLANK_OR_INDENTED.search(data, start, end)
 
 
 def _missing(table: pa.Table) -> dict[str, pa.ChunkedArray]:
     """Per required field, where it is missing (or a blank id)."""
     blank_id = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table["customer_id"]), ""), True)
-    return {"event_type": pc.is_null(table["event_type"]), "customer_id": blank_id,
-            "timestamp": pc.is_null(table["timestamp"])}
+    return {
+        "event_type": pc.is_null(table["event_type"]),
+        "customer_id": blank_id,
+        "timestamp": pc.is_null(table["timestamp"]),
+    }
 
 
 def _incomplete(table: pa.Table) -> pa.ChunkedArray:
@@ -176,7 +216,9 @@ def _utf8(data: bytes, start: int, end: int) -> bool:
     return True
 
 
-def _parse_chunk(data: bytes, start: int, end: int, first_line: int) -> tuple[pa.Table, Sequence[int]] | None:
+def _parse_chunk(
+    data: bytes, start: int, end: int, first_line: int
+) -> tuple[pa.Table, Sequence[int]] | None:
     """A clean chunk parsed in one call; None when it needs the line-level path."""
     if not _clean_lines(data, start, end) or not _utf8(data, start, end):
         return None
@@ -184,11 +226,13 @@ def _parse_chunk(data: bytes, start: int, end: int, first_line: int) -> tuple[pa
         table = _read_json(memoryview(data)[start:end])
     except pa.ArrowInvalid:
         return None
-    lines = data.count(b"\n", start, end) + (data[end - 1:end] != b"\n")
+    lines = data.count(b"\n", start, end) + (data[end - 1 : end] != b"\n")
     return (table, range(first_line, first_line + lines)) if table.num_rows == lines else None
 
 
-def _parse_lines(chunk: bytes, first_line: int, path: Path, scan: EventScan) -> list[tuple[pa.Table, Sequence[int]]]:
+def _parse_lines(
+    chunk: bytes, first_line: int, path: Path, scan: EventScan
+) -> list[tuple[pa.Table, Sequence[int]]]:
     """The slow path for a chunk with bad or blank lines: blank lines dropped, bad lines isolated and skipped.
 
     Lines that are not a JSON object (``null`` tombstones, broken or non-UTF-8 text) are found by ``json.loads``
@@ -216,12 +260,15 @@ def _parse_lines(chunk: bytes, first_line: int, path: Path, scan: EventScan) -> 
             continue
         if value.get("event_id") is not None and not isinstance(value["event_id"], str):
             # A numeric id is still an id (as text); another value is none. The line stays an event.
-            scalar = isinstance(value["event_id"], (int, float)) and not isinstance(value["event_id"], bool)
+            scalar = isinstance(value["event_id"], (int, float)) and not isinstance(
+                value["event_id"], bool
+            )
             value["event_id"] = str(value["event_id"]) if scalar else None
             line = json.dumps(value).encode()
         lines.append(line)
         numbers.append(number)
     return _parse(lines, numbers, path, scan) if lines else []
+
 
 @dataclass(frozen=True)
 class WeekWindow:
@@ -233,10 +280,14 @@ class WeekWindow:
     alias_to: pa.Array
 
     @classmethod
-    def of(cls, start: datetime, end: datetime, aliases: dict[str, str]) -> "WeekWindow":
+    def of(cls, start: datetime, end: datetime, aliases: dict[str, str]) -> WeekWindow:
         utc = pa.timestamp("us", tz="UTC")
-        return cls(pa.scalar(start, utc), pa.scalar(end, utc), pa.array(list(aliases), pa.string()),
-                   pa.array(list(aliases.values()), pa.string()))
+        return cls(
+            pa.scalar(start, utc),
+            pa.scalar(end, utc),
+            pa.array(list(aliases), pa.string()),
+            pa.array(list(aliases.values()), pa.string()),
+        )
 
 
 @dataclass
@@ -253,9 +304,15 @@ class _Piece:
 
 # event_type as codes into EVENT_TYPES: 1 byte an event instead of ~15 (14M events in a 3M-row week)
 EVENT_TYPE = pa.dictionary(pa.int8(), pa.string())
-EVENTS_SCHEMA = pa.schema([("customer_id", pa.string()), ("event_type", EVENT_TYPE),
-                           ("timestamp", pa.timestamp("ns", tz="UTC")), ("feature", pa.string()),
-                           ("amount_usd", pa.float64())])
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("event_type", EVENT_TYPE),
+        ("timestamp", pa.timestamp("ns", tz="UTC")),
+        ("feature", pa.string()),
+        ("amount_usd", pa.float64()),
+    ]
+)
 _KNOWN = pa.array(EVENT_TYPES)
 # What a worker's events carry until repeated ids are dropped (``events.read_week``).
 EVENTS_WITH_IDS = EVENTS_SCHEMA.append(pa.field("event_id", pa.string()))
@@ -268,10 +325,14 @@ def _tidy(table: pa.Table, numbers: Sequence[int], week: WeekWindow) -> _Piece:
     bad = []
     if pc.any(incomplete).as_py():
         missing = {name: mask.to_pylist() for name, mask in _missing(table).items()}
-        bad = [(numbers[i], next(name for name, mask in missing.items() if mask[i]))
-               for i in pc.indices_nonzero(incomplete).to_pylist()]
+        bad = [
+            (numbers[i], next(name for name, mask in missing.items() if mask[i]))
+            for i in pc.indices_nonzero(incomplete).to_pylist()
+        ]
     table = table.filter(pc.invert(incomplete))
-    inside = pc.and_(pc.greater_equal(table["timestamp"], week.start), pc.less(table["timestamp"], week.end))
+    inside = pc.and_(
+        pc.greater_equal(table["timestamp"], week.start), pc.less(table["timestamp"], week.end)
+    )
     outside = table.num_rows - (pc.sum(inside).as_py() or 0)
     table = table.filter(inside)
     kinds = table["event_type"]
@@ -282,18 +343,31 @@ def _tidy(table: pa.Table, numbers: Sequence[int], week: WeekWindow) -> _Piece:
         kinds = pc.if_else(aliased, pc.take(week.alias_to, alias_index), kinds)
     codes = pc.index_in(kinds, value_set=_KNOWN)
     keep = pc.is_valid(codes)
-    unknown = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(pc.filter(kinds, pc.invert(keep))).to_pylist()}
-    kind_codes = pa.chunked_array([pa.DictionaryArray.from_arrays(chunk.cast(pa.int8()), _KNOWN)
-                                   for chunk in codes.chunks], type=EVENT_TYPE)
-    events = pa.table([pc.utf8_upper(pc.utf8_trim_whitespace(table["customer_id"])), kind_codes,
-                       table["timestamp"].cast(pa.timestamp("ns", tz="UTC")),
-                       pc.struct_field(table["properties"], "feature"),
-                       pc.struct_field(table["properties"], "amount_usd"), table["event_id"]], schema=EVENTS_WITH_IDS)
+    unknown = {
+        str(v["values"]): int(v["counts"])
+        for v in pc.value_counts(pc.filter(kinds, pc.invert(keep))).to_pylist()
+    }
+    kind_codes = pa.chunked_array(
+        [pa.DictionaryArray.from_arrays(chunk.cast(pa.int8()), _KNOWN) for chunk in codes.chunks],
+        type=EVENT_TYPE,
+    )
+    events = pa.table(
+        [
+            pc.utf8_upper(pc.utf8_trim_whitespace(table["customer_id"])),
+            kind_codes,
+            table["timestamp"].cast(pa.timestamp("ns", tz="UTC")),
+            pc.struct_field(table["properties"], "feature"),
+            pc.struct_field(table["properties"], "amount_usd"),
+            table["event_id"],
+        ],
+        schema=EVENTS_WITH_IDS,
+    )
     return _Piece(lines, events.filter(keep), bad, outside, int(n_aliased), unknown)
 
 
-def _load_chunk(data: bytes, start: int, end: int, first_line: int, week: WeekWindow
-                ) -> list[_Piece | tuple[int, int, int]]:
+def _load_chunk(
+    data: bytes, start: int, end: int, first_line: int, week: WeekWindow
+) -> list[_Piece | tuple[int, int, int]]:
     """Worker-thread part of reading a chunk (pyarrow releases the GIL): parsed and tidied. A chunk that fails
     is halved at a line end, down to ``SMALL_CHUNK_BYTES``; what still fails comes back as
     ``(start, end, first line)`` for the line-level path, so a bad line costs a few re-parses, not a Python
@@ -301,16 +375,22 @@ def _load_chunk(data: bytes, start: int, end: int, first_line: int, week: WeekWi
     parsed = _parse_chunk(data, start, end, first_line)
     if parsed is not None:
         return [_tidy(*parsed, week)]
-    cut = data.find(b"\n", start + (end - start) // 2, end - 1) if end - start > SMALL_CHUNK_BYTES else -1
+    cut = (
+        data.find(b"\n", start + (end - start) // 2, end - 1)
+        if end - start > SMALL_CHUNK_BYTES
+        else -1
+    )
     if cut == -1:
         return [(start, end, first_line)]
     middle = cut + 1
-    return (_load_chunk(data, start, middle, first_line, week)
-            + _load_chunk(data, middle, end, first_line + data.count(b"\n", start, middle), week))
+    return _load_chunk(data, start, middle, first_line, week) + _load_chunk(
+        data, middle, end, first_line + data.count(b"\n", start, middle), week
+    )
 
 
-def parse_file(path: Path, data: bytes, scan: EventScan, pool: ThreadPoolExecutor, week: WeekWindow
-               ) -> list[pa.Table]:
+def parse_file(
+    path: Path, data: bytes, scan: EventScan, pool: ThreadPoolExecutor, week: WeekWindow
+) -> list[pa.Table]:
     """The events of the week in one file's ``data`` as Arrow, parsed in chunks on a thread pool; only the part
     of a chunk around a bad line is read line by line."""
     tables = []
@@ -321,8 +401,10 @@ def parse_file(path: Path, data: bytes, scan: EventScan, pool: ThreadPoolExecuto
                 pieces = [part]
             else:
                 start, end, first_line = part
-                pieces = [_tidy(table, numbers, week)
-                          for table, numbers in _parse_lines(data[start:end], first_line, path, scan)]
+                pieces = [
+                    _tidy(table, numbers, week)
+                    for table, numbers in _parse_lines(data[start:end], first_line, path, scan)
+                ]
             for piece in pieces:
                 for line, missing in piece.incomplete_lines:
                     _malformed(scan, path, line, "missing or blank", missing)

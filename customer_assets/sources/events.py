@@ -18,12 +18,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from customer_assets.sources.event_parse import (
-    DEFAULT_ALIASES, EVENTS_SCHEMA, EVENTS_WITH_IDS, EventScan, WeekWindow, parse_file)
+    DEFAULT_ALIASES,
+    EVENTS_SCHEMA,
+    EVENTS_WITH_IDS,
+    EventScan,
+    WeekWindow,
+    parse_file,
+)
 from customer_assets.sources.landing_zone import SkippedFile, load_event_file, week_files
 
 log = logging.getLogger(__name__)
 
-MAX_WARNINGS = 10  # malformed lines (and skipped files) logged one by one per read; the rest are counted
+MAX_WARNINGS = (
+    10  # malformed lines (and skipped files) logged one by one per read; the rest are counted
+)
 
 
 class MalformedEventsError(Exception):
@@ -55,7 +63,9 @@ def _drop_repeated(events: pa.Table, files: pa.ChunkedArray) -> tuple[pa.Table, 
     with_id = len(ids) - ids.null_count
     if not with_id or pc.count_distinct(ids).as_py() == with_id:  # no id twice: nothing to compare
         return events.drop_columns(["event_id"]), 0
-    numbered = events.append_column("file", files).append_column("i", pa.array(range(len(events)), pa.int64()))
+    numbered = events.append_column("file", files).append_column(
+        "i", pa.array(range(len(events)), pa.int64())
+    )
     with duckdb.connect() as con:
         con.register("events", numbered)
         kept = con.sql(_REPEATS_SQL).to_arrow_table()
@@ -70,7 +80,9 @@ def _described(example: dict) -> str:
 def _warn_malformed(scan: EventScan, shown: int, log: logging.Logger) -> int:
     """Log the malformed lines found since the last call, up to ``MAX_WARNINGS`` in all; return how many are."""
     for example in scan.malformed[shown:MAX_WARNINGS]:
-        log.warning(f"skipping malformed event {example['file']}:{example['line']} ({_described(example)})")
+        log.warning(
+            f"skipping malformed event {example['file']}:{example['line']} ({_described(example)})"
+        )
     return max(shown, min(len(scan.malformed), MAX_WARNINGS))
 
 
@@ -83,11 +95,20 @@ def _check_share(scan: EventScan, max_malformed_share: float) -> None:
     raise MalformedEventsError(
         f"{scan.malformed_lines / scan.lines:.1%} of the week's event lines are malformed "
         f"({scan.malformed_lines:,} of {scan.lines:,}), above the limit of {max_malformed_share:.1%}. "
-        f"First: {examples}. Fix or move the files, or raise EVENTS_MAX_MALFORMED_SHARE.", scan)
+        f"First: {examples}. Fix or move the files, or raise EVENTS_MAX_MALFORMED_SHARE.",
+        scan,
+    )
 
 
-def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str] | None = None, *,
-              log: logging.Logger = log, max_malformed_share: float = 0.05) -> tuple[pa.Table, EventScan]:
+def read_week(
+    root: Path,
+    start: datetime,
+    end: datetime,
+    aliases: dict[str, str] | None = None,
+    *,
+    log: logging.Logger = log,
+    max_malformed_share: float = 0.05,
+) -> tuple[pa.Table, EventScan]:
     """The week's well-formed events of known types (Arrow, ``EVENTS_SCHEMA``); malformed lines counted,
     logged (the first ``MAX_WARNINGS``, then one line with the rest's count) and skipped.
 
@@ -107,7 +128,9 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
             try:
                 read = parse_file(path, load_event_file(path), scan, pool, week)
                 tables += read
-                number = pa.scalar(len(paths_read), pa.int32())  # which file: repeats across files are redeliveries
+                number = pa.scalar(
+                    len(paths_read), pa.int32()
+                )  # which file: repeats across files are redeliveries
                 files += [pa.chunked_array([pa.repeat(number, t.num_rows)]) for t in read]
                 paths_read.append(path)
             except SkippedFile as skipped:
@@ -118,18 +141,25 @@ def read_week(root: Path, start: datetime, end: datetime, aliases: dict[str, str
             scan.files += 1
             shown = _warn_malformed(scan, shown, log)
     if scan.malformed_lines > shown:
-        log.warning(f"{scan.malformed_lines - shown:,} more malformed lines not shown ({scan.malformed_lines:,} "
-                    "in total); see the asset's metadata `malformed_examples`")
+        log.warning(
+            f"{scan.malformed_lines - shown:,} more malformed lines not shown ({scan.malformed_lines:,} "
+            "in total); see the asset's metadata `malformed_examples`"
+        )
     if len(scan.skipped_files) > MAX_WARNINGS:
-        log.warning(f"{len(scan.skipped_files) - MAX_WARNINGS:,} more skipped files not shown "
-                    f"({len(scan.skipped_files):,} in total); see the asset's metadata `skipped_files`")
+        log.warning(
+            f"{len(scan.skipped_files) - MAX_WARNINGS:,} more skipped files not shown "
+            f"({len(scan.skipped_files):,} in total); see the asset's metadata `skipped_files`"
+        )
     _check_share(scan, max_malformed_share)
     events, scan.repeated_events = _drop_repeated(
         pa.concat_tables(tables) if tables else EVENTS_WITH_IDS.empty_table(),
-        pa.chunked_array([c for f in files for c in f.chunks], pa.int32()))
+        pa.chunked_array([c for f in files for c in f.chunks], pa.int32()),
+    )
     if scan.repeated_events:
-        log.info(f"{scan.repeated_events:,} events repeated an event (event_id and content) of an earlier file "
-                 "(a redelivery) and were dropped")
+        log.info(
+            f"{scan.repeated_events:,} events repeated an event (event_id and content) of an earlier file "
+            "(a redelivery) and were dropped"
+        )
     return events, scan
 
 
@@ -157,4 +187,6 @@ def aggregate(events: pa.Table) -> pd.DataFrame:
         con.register("events", events)
         out = con.sql(AGGREGATE_SQL).to_arrow_table()
     last = out.schema.get_field_index("last_event_at")
-    return out.set_column(last, "last_event_at", out["last_event_at"].cast(pa.timestamp("ns", tz="UTC"))).to_pandas()
+    return out.set_column(
+        last, "last_event_at", out["last_event_at"].cast(pa.timestamp("ns", tz="UTC"))
+    ).to_pandas()

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from customer_assets.sources.copy_stream import (
-    BLOCK_SIZE, INVALID_ENCODING, ExtractParseError, StreamProgress, copy_query, take_marks)
+    BLOCK_SIZE,
+    INVALID_ENCODING,
+    ExtractParseError,
+    StreamProgress,
+    copy_query,
+    take_marks,
+)
 from customer_assets.sources.source_schema import SourceSchema, read_source_schema
 
 _log = logging.getLogger(__name__)
@@ -89,21 +95,37 @@ WHERE {_week_filter("t")}
 """
 
 
-ARROW_SCHEMA = pa.schema([
-    ("transaction_id", pa.string()), ("customer_id", pa.string()), ("country", pa.string()),
-    ("segment", pa.string()), ("amount", pa.float64()), ("currency", pa.string()),
-    ("timestamp", pa.timestamp("us")), ("product_id", pa.string()), ("product_name", pa.string()),
-    ("category", pa.string()), ("customer_created_at", pa.timestamp("us")),
-    ("customer_exists", pa.bool_()), ("product_exists", pa.bool_()),
-])
+ARROW_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.string()),
+        ("customer_id", pa.string()),
+        ("country", pa.string()),
+        ("segment", pa.string()),
+        ("amount", pa.float64()),
+        ("currency", pa.string()),
+        ("timestamp", pa.timestamp("us")),
+        ("product_id", pa.string()),
+        ("product_name", pa.string()),
+        ("category", pa.string()),
+        ("customer_created_at", pa.timestamp("us")),
+        ("customer_exists", pa.bool_()),
+        ("product_exists", pa.bool_()),
+    ]
+)
 
 ID_COLUMNS = ("transaction_id", "customer_id", "product_id")
 
 # What a parsed block becomes: UTC nanosecond timestamps, flags never null (what pandas will hold), and the
 # columns of each row that were not UTF-8.
-RAW_ARROW_SCHEMA = pa.schema([
-    field.with_type(pa.timestamp("ns", tz="UTC")) if pa.types.is_timestamp(field.type) else field
-    for field in ARROW_SCHEMA] + [pa.field(INVALID_ENCODING, pa.string())])
+RAW_ARROW_SCHEMA = pa.schema(
+    [
+        field.with_type(pa.timestamp("ns", tz="UTC"))
+        if pa.types.is_timestamp(field.type)
+        else field
+        for field in ARROW_SCHEMA
+    ]
+    + [pa.field(INVALID_ENCODING, pa.string())]
+)
 
 
 def _trimmed_id(column: pa.Array) -> pa.Array:
@@ -115,32 +137,50 @@ def _trimmed_id(column: pa.Array) -> pa.Array:
 def _finish(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Each block in its final types as it arrives, so no second copy of the week is made later."""
     arrays = []
-    for field, column in zip(batch.schema, batch.columns):
+    for field, column in zip(batch.schema, batch.columns, strict=False):
         if field.name in ID_COLUMNS:
             column = _trimmed_id(column)
         elif pa.types.is_timestamp(field.type):
             try:
                 column = column.cast(pa.timestamp("ns", tz="UTC"))
             except pa.ArrowInvalid as exc:  # e.g. a 0001-01-01 sentinel: outside what pandas holds
-                raise ExtractParseError(f"the source's column {field.name!r} holds a timestamp outside "
-                                        f"1677-2262, which the pipeline cannot hold: {exc}") from exc
+                raise ExtractParseError(
+                    f"the source's column {field.name!r} holds a timestamp outside "
+                    f"1677-2262, which the pipeline cannot hold: {exc}"
+                ) from exc
         elif pa.types.is_boolean(field.type):
             column = pc.fill_null(column, False)
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
 
 
-def stream_week(conn, start: datetime, end: datetime, block_size: int = BLOCK_SIZE,
-                schema: SourceSchema | None = None, log=None, progress_seconds: float = 30.0) -> pa.Table:
+def stream_week(
+    conn,
+    start: datetime,
+    end: datetime,
+    block_size: int = BLOCK_SIZE,
+    schema: SourceSchema | None = None,
+    log=None,
+    progress_seconds: float = 30.0,
+) -> pa.Table:
     """The week's completed transactions as an Arrow table, streamed in bounded blocks (the source's schema
     is checked first unless given). ``log`` (a step's ``context.log``) receives the rows read so far every
     ``progress_seconds`` while the stream runs, and the total at its end."""
     schema = schema or read_source_schema(conn)
-    bounds = {"start": schema.bound("transactions", "timestamp", start),
-              "end": schema.bound("transactions", "timestamp", end)}
+    bounds = {
+        "start": schema.bound("transactions", "timestamp", start),
+        "end": schema.bound("transactions", "timestamp", end),
+    }
     with StreamProgress(log or _log, "extract", progress_seconds) as progress:
-        return copy_query(conn, week_extract_sql(schema), bounds, ARROW_SCHEMA, finish=_finish,
-                          block_size=block_size, progress=progress)
+        return copy_query(
+            conn,
+            week_extract_sql(schema),
+            bounds,
+            ARROW_SCHEMA,
+            finish=_finish,
+            block_size=block_size,
+            progress=progress,
+        )
 
 
 def week_version_sql(schema: SourceSchema) -> str:
@@ -150,8 +190,10 @@ def week_version_sql(schema: SourceSchema) -> str:
     ``hashtextextended`` is the hash of PostgreSQL's hash partitioning, kept stable across versions for that
     reason; md5 costs several times as much (and FIPS servers refuse it). One week per query: grouping several
     weeks in one query cost more per row than the week alone."""
-    row = (f"concat_ws('|', {schema.text('t', 'transaction_id')}, {schema.text('t', 'customer_id')}, "
-           f"{schema.text('t', 'product_id')}, t.amount::text, t.currency::text, t.\"timestamp\"::text)")
+    row = (
+        f"concat_ws('|', {schema.text('t', 'transaction_id')}, {schema.text('t', 'customer_id')}, "
+        f'{schema.text("t", "product_id")}, t.amount::text, t.currency::text, t."timestamp"::text)'
+    )
     return f"""
 SELECT count(*), coalesce(sum(hashtextextended({row}, 0)::numeric), 0)::text
 FROM transactions t
@@ -163,8 +205,13 @@ def week_version(conn, start: datetime, end: datetime, schema: SourceSchema | No
     """``rows:checksum`` of the week [start, end) as the source holds it now (``0:0`` when empty)."""
     schema = schema or read_source_schema(conn)
     with conn.cursor() as cur:
-        cur.execute(week_version_sql(schema), {"start": schema.bound("transactions", "timestamp", start),
-                                               "end": schema.bound("transactions", "timestamp", end)})
+        cur.execute(
+            week_version_sql(schema),
+            {
+                "start": schema.bound("transactions", "timestamp", start),
+                "end": schema.bound("transactions", "timestamp", end),
+            },
+        )
         n, checksum = cur.fetchone()
     return f"{n}:{checksum}"
 
@@ -188,7 +235,9 @@ class _VersionAlongside:
     the connection's context manager classified it. ``stop`` cancels a query still running and joins: the
     thread never outlives the extract, and its connection is closed by then."""
 
-    def __init__(self, connect_snapshot, snapshot: str, start: datetime, end: datetime, schema: SourceSchema):
+    def __init__(
+        self, connect_snapshot, snapshot: str, start: datetime, end: datetime, schema: SourceSchema
+    ):
         self._connect, self._snapshot, self._args = connect_snapshot, snapshot, (start, end, schema)
         self.version: str | None = None
         self.unavailable: BaseException | None = None
@@ -203,7 +252,8 @@ class _VersionAlongside:
             with contextlib.ExitStack() as stack:
                 try:
                     other = stack.enter_context(self._connect(self._snapshot))
-                except Exception as exc:  # no second connection on the snapshot: not the version's failure
+                # no second connection on the snapshot: not the version's failure
+                except Exception as exc:
                     self.unavailable = exc
                     return
                 with self._lock:
@@ -213,12 +263,13 @@ class _VersionAlongside:
                 try:
                     self.version = week_version(other, *self._args)
                 finally:
-                    with self._lock:  # before the connection closes: ``cancel`` never meets a closed one
+                    # before the connection closes: ``cancel`` never meets a closed one
+                    with self._lock:
                         self._conn = None
         except BaseException as exc:  # re-raised by ``result``
             self.error = exc
 
-    def start(self) -> "_VersionAlongside":
+    def start(self) -> _VersionAlongside:
         self._thread.start()
         return self
 
@@ -230,10 +281,9 @@ class _VersionAlongside:
         while self._thread.is_alive():
             with self._lock:
                 if self._conn is not None:
-                    try:
+                    # the query may have ended meanwhile; the join below sees the thread end
+                    with contextlib.suppress(Exception):
                         self._conn.cancel()
-                    except Exception:  # the query ended meanwhile; the join below sees the thread end
-                        pass
             self._thread.join(0.1)
 
     def result(self) -> str | None:
@@ -244,9 +294,16 @@ class _VersionAlongside:
         return self.version
 
 
-def stream_week_versioned(conn, start: datetime, end: datetime, connect_snapshot, schema: SourceSchema,
-                          log=None, progress_seconds: float = 30.0,
-                          block_size: int = BLOCK_SIZE) -> tuple[pa.Table, str]:
+def stream_week_versioned(
+    conn,
+    start: datetime,
+    end: datetime,
+    connect_snapshot,
+    schema: SourceSchema,
+    log=None,
+    progress_seconds: float = 30.0,
+    block_size: int = BLOCK_SIZE,
+) -> tuple[pa.Table, str]:
     """``stream_week`` and ``week_version`` of one snapshot, the version computed while the rows stream.
 
     ``conn`` is in a REPEATABLE READ transaction (``PostgresSource.connect``); its snapshot is exported, and
@@ -259,18 +316,32 @@ def stream_week_versioned(conn, start: datetime, end: datetime, connect_snapshot
     computed on ``conn`` after the rows, in the same snapshot, and a warning says so.
     """
     log = log or _log
-    alongside = _VersionAlongside(connect_snapshot, export_snapshot(conn), start, end, schema).start()
+    alongside = _VersionAlongside(
+        connect_snapshot, export_snapshot(conn), start, end, schema
+    ).start()
     try:
-        table = stream_week(conn, start, end, block_size=block_size, schema=schema, log=log,
-                            progress_seconds=progress_seconds)
+        table = stream_week(
+            conn,
+            start,
+            end,
+            block_size=block_size,
+            schema=schema,
+            log=log,
+            progress_seconds=progress_seconds,
+        )
         version = alongside.result()
     finally:
         alongside.stop()
     if version is None:
-        reason = str(alongside.unavailable).strip().splitlines()[0] if str(alongside.unavailable).strip() else \
-            type(alongside.unavailable).__name__
-        log.warning(f"no second connection on the extract's snapshot ({reason}); the week's version is computed "
-                    "after the rows, on the extract's connection")
+        reason = (
+            str(alongside.unavailable).strip().splitlines()[0]
+            if str(alongside.unavailable).strip()
+            else type(alongside.unavailable).__name__
+        )
+        log.warning(
+            f"no second connection on the extract's snapshot ({reason}); the week's version is computed "
+            "after the rows, on the extract's connection"
+        )
         version = week_version(conn, start, end, schema)
     return table, version
 
@@ -289,8 +360,10 @@ def shrinkage(loaded: str | None, now: str, limit: float) -> str | None:
         return None
     share = (before - after) / before
     if after == 0 or share > limit:
-        return (f"the source now holds {after} completed transactions of the week, {before} when it was loaded "
-                f"(-{share:.0%}, more than SOURCE_SHRINK_LIMIT={limit:g})")
+        return (
+            f"the source now holds {after} completed transactions of the week, {before} when it was loaded "
+            f"(-{share:.0%}, more than SOURCE_SHRINK_LIMIT={limit:g})"
+        )
     return None
 
 
@@ -305,15 +378,22 @@ WHERE {_week_filter("t")} AND {tid} = ANY(%(ids)s::text[])
 """
 
 
-COMPLETED_IDS_SCHEMA = pa.schema([("transaction_id", pa.string()), ("timestamp", pa.timestamp("us"))])
+COMPLETED_IDS_SCHEMA = pa.schema(
+    [("transaction_id", pa.string()), ("timestamp", pa.timestamp("us"))]
+)
 
 
-def completed_ids(conn, schema: SourceSchema, ids: list[str], start: datetime, end: datetime) -> pd.DataFrame:
+def completed_ids(
+    conn, schema: SourceSchema, ids: list[str], start: datetime, end: datetime
+) -> pd.DataFrame:
     """Where the source holds these transaction ids completed in [start, end): one row per source row, UTC
     timestamps. Used for the few ids another loaded week holds, to tell a moved transaction (gone from that week)
     from a reused id (still there)."""
-    params = {"ids": list(ids), "start": schema.bound("transactions", "timestamp", start),
-              "end": schema.bound("transactions", "timestamp", end)}
+    params = {
+        "ids": list(ids),
+        "start": schema.bound("transactions", "timestamp", start),
+        "end": schema.bound("transactions", "timestamp", end),
+    }
     found, _ = take_marks(copy_query(conn, completed_ids_sql(schema), params, COMPLETED_IDS_SCHEMA))
     frame = found.to_pandas()
     frame["timestamp"] = pd.to_datetime(frame["timestamp"]).dt.tz_localize("UTC")

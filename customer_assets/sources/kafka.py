@@ -22,16 +22,21 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional
 
 import dagster as dg
 from pydantic import Field
 
 from customer_assets.sources.kafka_files import (
-    INCOMING, DayFile, publish_day_files, remove_replaced_files, sweep_incoming)
+    INCOMING,
+    DayFile,
+    publish_day_files,
+    remove_replaced_files,
+    sweep_incoming,
+)
 from customer_assets.sources.kafka_values import AvroDecoder, Undecodable, decode_json, event_day
 
 log = logging.getLogger(__name__)
@@ -53,9 +58,12 @@ def client_setting(variable: str) -> str:
 
 # --- what a landing did --------------------------------------------------------------------------------------
 
+
 @dataclass
 class PartitionProgress:
-    committed_before: int | None = None  # the group's offset when the run started (None: none committed)
+    committed_before: int | None = (
+        None  # the group's offset when the run started (None: none committed)
+    )
     first: int | None = None
     last: int | None = None
     last_timestamp_ms: int | None = None
@@ -63,8 +71,13 @@ class PartitionProgress:
     lost_to_retention: int = 0  # offsets between the committed one and the first still in the log
 
     def as_dict(self) -> dict:
-        return {"committed_before": self.committed_before, "first": self.first, "last": self.last,
-                "reached_end": self.reached_end, "lost_to_retention": self.lost_to_retention}
+        return {
+            "committed_before": self.committed_before,
+            "first": self.first,
+            "last": self.last,
+            "reached_end": self.reached_end,
+            "lost_to_retention": self.lost_to_retention,
+        }
 
 
 @dataclass
@@ -103,15 +116,25 @@ class Landing:
         return max(lag, 0.0)
 
     def summary(self) -> dict:
-        return {"topic": self.topic, "topic_exists": self.topic_exists, "messages": self.messages,
-                "written": self.written, "undecodable": self.undecodable, "undecodable_examples": self.examples,
-                "files": len(self.files), "replaced_files": len(self.replaced), "days": self.days,
-                "partitions": {str(p): v.as_dict() for p, v in sorted(self.partitions.items())},
-                "lost_to_retention": self.lost_to_retention, "committed": self.committed,
-                "seconds": round(self.seconds, 2)}
+        return {
+            "topic": self.topic,
+            "topic_exists": self.topic_exists,
+            "messages": self.messages,
+            "written": self.written,
+            "undecodable": self.undecodable,
+            "undecodable_examples": self.examples,
+            "files": len(self.files),
+            "replaced_files": len(self.replaced),
+            "days": self.days,
+            "partitions": {str(p): v.as_dict() for p, v in sorted(self.partitions.items())},
+            "lost_to_retention": self.lost_to_retention,
+            "committed": self.committed,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 # --- the consumer --------------------------------------------------------------------------------------------
+
 
 def _commit(consumer, offsets: list) -> None:
     """Commit synchronously; a separate function so a test can fail the step at exactly this point."""
@@ -126,43 +149,74 @@ class KafkaSource(dg.ConfigurableResource):
     stored in the resource's config or logged.
     """
 
-    brokers: Optional[str] = Field(default=None, description="Bootstrap servers (KAFKA_BROKERS); unset: no Kafka.")
+    brokers: str | None = Field(
+        default=None, description="Bootstrap servers (KAFKA_BROKERS); unset: no Kafka."
+    )
     topic: str = Field(default="customer-events", description="The events topic (KAFKA_TOPIC).")
-    group_id: str = Field(default="customer-assets", description="Consumer group whose offsets are committed "
-                          "once the files are safe (KAFKA_GROUP_ID).")
-    avro_schema: Optional[str] = Field(default=None, description="Avro schema file of the values "
-                                       "(KAFKA_AVRO_SCHEMA); unset: JSON values.")
-    max_lag_days: float = Field(default=3.0, description="Consumer lag at the week's end, in days, above which "
-                                "the week is partial (KAFKA_MAX_LAG_DAYS).")
-    timeout_seconds: float = Field(default=30.0, description="How long the brokers may take to answer before the "
-                                   "step fails (KAFKA_TIMEOUT_SECONDS).")
-    consume_seconds: float = Field(default=1800.0, description="Time budget of one landing; what is left waits "
-                                   "for the next run (KAFKA_CONSUME_SECONDS).")
-    security_settings: dict[str, str] = Field(default_factory=dict, description="Client setting -> name of the "
-                                              "environment variable holding its value (values never in config).")
+    group_id: str = Field(
+        default="customer-assets",
+        description="Consumer group whose offsets are committed "
+        "once the files are safe (KAFKA_GROUP_ID).",
+    )
+    avro_schema: str | None = Field(
+        default=None,
+        description="Avro schema file of the values (KAFKA_AVRO_SCHEMA); unset: JSON values.",
+    )
+    max_lag_days: float = Field(
+        default=3.0,
+        description="Consumer lag at the week's end, in days, above which "
+        "the week is partial (KAFKA_MAX_LAG_DAYS).",
+    )
+    timeout_seconds: float = Field(
+        default=30.0,
+        description="How long the brokers may take to answer before the "
+        "step fails (KAFKA_TIMEOUT_SECONDS).",
+    )
+    consume_seconds: float = Field(
+        default=1800.0,
+        description="Time budget of one landing; what is left waits "
+        "for the next run (KAFKA_CONSUME_SECONDS).",
+    )
+    security_settings: dict[str, str] = Field(
+        default_factory=dict,
+        description="Client setting -> name of the "
+        "environment variable holding its value (values never in config).",
+    )
 
     @property
     def configured(self) -> bool:
         return bool(self.brokers)
 
     def _secrets(self) -> dict[str, str]:
-        return {setting: dg.EnvVar(name).get_value() or "" for setting, name in self.security_settings.items()}
+        return {
+            setting: dg.EnvVar(name).get_value() or ""
+            for setting, name in self.security_settings.items()
+        }
 
     def client_config(self) -> dict:
         ms = int(self.timeout_seconds * 1000)
-        return {"bootstrap.servers": self.brokers, "group.id": self.group_id, "enable.auto.commit": False,
-                "auto.offset.reset": "earliest", "enable.partition.eof": True,
-                "socket.connection.setup.timeout.ms": max(ms, 1000), "socket.timeout.ms": max(ms, 10),
-                "log_level": 0, "logger": logging.getLogger("customer_assets.kafka.client"),
-                **self._secrets()}
+        return {
+            "bootstrap.servers": self.brokers,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "socket.connection.setup.timeout.ms": max(ms, 1000),
+            "socket.timeout.ms": max(ms, 10),
+            "log_level": 0,
+            "logger": logging.getLogger("customer_assets.kafka.client"),
+            **self._secrets(),
+        }
 
     def _one_line(self, what: str, exc: BaseException) -> KafkaUnavailable:
         text = str(exc)
         for secret in self._secrets().values():
             if secret:
                 text = text.replace(secret, "***")
-        return KafkaUnavailable(f"Kafka unavailable: {what} at {self.brokers} (topic {self.topic}, group "
-                                f"{self.group_id}) within {self.timeout_seconds:g}s: {text.splitlines()[0][:300]}")
+        return KafkaUnavailable(
+            f"Kafka unavailable: {what} at {self.brokers} (topic {self.topic}, group "
+            f"{self.group_id}) within {self.timeout_seconds:g}s: {text.splitlines()[0][:300]}"
+        )
 
     def decoder(self) -> Callable[[bytes | None], dict]:
         return AvroDecoder(self.avro_schema) if self.avro_schema else decode_json
@@ -182,8 +236,11 @@ class KafkaSource(dg.ConfigurableResource):
             committed = consumer.committed(tps, timeout=self.timeout_seconds)
             waiting = {}
             for tp in committed:
-                low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition),
-                                                           timeout=self.timeout_seconds, cached=False)
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, tp.partition),
+                    timeout=self.timeout_seconds,
+                    cached=False,
+                )
                 waiting[tp.partition] = max(high - max(tp.offset, low), 0)
             return waiting
         except KafkaException as exc:
@@ -191,7 +248,9 @@ class KafkaSource(dg.ConfigurableResource):
         finally:
             consumer.close()
 
-    def land(self, root: Path, log: logging.Logger = log, max_messages: int | None = None) -> Landing:
+    def land(
+        self, root: Path, log: logging.Logger = log, max_messages: int | None = None
+    ) -> Landing:
         """Consume from the group's committed offsets to the end of every partition (or the time budget, or
         ``max_messages``), write the day files durably, then commit. Raises ``KafkaUnavailable``."""
         from confluent_kafka import Consumer
@@ -206,9 +265,15 @@ class KafkaSource(dg.ConfigurableResource):
         try:
             if not self._assign(consumer, landing):
                 return landing
-            self._consume(consumer, landing, started + self.consume_seconds, max_messages,
-                          lambda message, progress: self._take(message, progress, landing, decode,
-                                                               files, root, log))
+            self._consume(
+                consumer,
+                landing,
+                started + self.consume_seconds,
+                max_messages,
+                lambda message, progress: self._take(
+                    message, progress, landing, decode, files, root, log
+                ),
+            )
             self._publish_and_commit(consumer, root, files, landing)
             landing.committed = True
         finally:
@@ -236,27 +301,39 @@ class KafkaSource(dg.ConfigurableResource):
             raise self._one_line("no answer from the brokers", exc) from None
         for tp in committed:
             landing.partitions[tp.partition] = PartitionProgress(
-                committed_before=tp.offset if tp.offset >= 0 else None)
-        consumer.assign([TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else
-                                        OFFSET_BEGINNING) for tp in committed])
+                committed_before=tp.offset if tp.offset >= 0 else None
+            )
+        consumer.assign(
+            [
+                TopicPartition(
+                    self.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                )
+                for tp in committed
+            ]
+        )
         return True
 
-    def _consume(self, consumer, landing: Landing, deadline: float, max_messages: int | None,
-                 take: Callable) -> None:
+    def _consume(
+        self, consumer, landing: Landing, deadline: float, max_messages: int | None, take: Callable
+    ) -> None:
         """Reads until every partition is at its end, the deadline passes or ``max_messages`` were
         read, handing each message to ``take``; brokers silent for ``timeout_seconds`` raise
         ``KafkaUnavailable``."""
         quiet_since = time.monotonic()
         while not all(p.reached_end for p in landing.partitions.values()):
-            if time.monotonic() > deadline or (max_messages is not None and landing.messages >= max_messages):
+            if time.monotonic() > deadline or (
+                max_messages is not None and landing.messages >= max_messages
+            ):
                 break
             batch = consumer.consume(num_messages=1000, timeout=1.0)
             if batch:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > self.timeout_seconds:
-                raise KafkaUnavailable(f"Kafka unavailable: the brokers at {self.brokers} sent nothing for "
-                                       f"{self.timeout_seconds:g}s while partitions of {self.topic} were "
-                                       "not read to their end")
+                raise KafkaUnavailable(
+                    f"Kafka unavailable: the brokers at {self.brokers} sent nothing for "
+                    f"{self.timeout_seconds:g}s while partitions of {self.topic} were "
+                    "not read to their end"
+                )
             for message in batch:
                 progress = landing.partitions.setdefault(message.partition(), PartitionProgress())
                 if self._passed_over(message, progress):
@@ -277,33 +354,57 @@ class KafkaSource(dg.ConfigurableResource):
         if error.code() == KafkaError._PARTITION_EOF:
             progress.reached_end = True
             return True
-        if error.fatal() or error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
-                                             KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                                             KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION):
+        if error.fatal() or error.code() in (
+            KafkaError._TRANSPORT,
+            KafkaError._ALL_BROKERS_DOWN,
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            KafkaError.GROUP_AUTHORIZATION_FAILED,
+            KafkaError._AUTHENTICATION,
+        ):
             raise self._one_line("the consumer failed", KafkaException(error))
         return True
 
-    def _publish_and_commit(self, consumer, root: Path, files: dict[tuple[str, int], DayFile],
-                            landing: Landing) -> None:
+    def _publish_and_commit(
+        self, consumer, root: Path, files: dict[tuple[str, int], DayFile], landing: Landing
+    ) -> None:
         """The day files made durable, the files they replace removed, then the offsets committed."""
         from confluent_kafka import KafkaException, TopicPartition
 
-        ranges = {p: (v.first, v.last) for p, v in landing.partitions.items() if v.first is not None}
+        ranges = {
+            p: (v.first, v.last) for p, v in landing.partitions.items() if v.first is not None
+        }
         landing.files += [str(path) for path in publish_day_files(root, self.topic, files)]
         replaced = remove_replaced_files(root, self.topic, ranges, {Path(f) for f in landing.files})
         landing.replaced += [str(path) for path in replaced]
-        offsets = [TopicPartition(self.topic, p, last + 1) for p, (_, last) in sorted(ranges.items())]
+        offsets = [
+            TopicPartition(self.topic, p, last + 1) for p, (_, last) in sorted(ranges.items())
+        ]
         if offsets:
             try:
                 _commit(consumer, offsets)
             except KafkaException as exc:
-                raise self._one_line("the offsets could not be committed (the files are safe; the next "
-                                     "run rewrites the same files)", exc) from None
+                raise self._one_line(
+                    "the offsets could not be committed (the files are safe; the next "
+                    "run rewrites the same files)",
+                    exc,
+                ) from None
 
-    def _take(self, message, progress: PartitionProgress, landing: Landing, decode, files, root: Path,
-              log: logging.Logger) -> None:
+    def _take(
+        self,
+        message,
+        progress: PartitionProgress,
+        landing: Landing,
+        decode,
+        files,
+        root: Path,
+        log: logging.Logger,
+    ) -> None:
         offset, partition = message.offset(), message.partition()
-        if progress.first is None and progress.committed_before is not None and offset > progress.committed_before:
+        if (
+            progress.first is None
+            and progress.committed_before is not None
+            and offset > progress.committed_before
+        ):
             progress.lost_to_retention = offset - progress.committed_before
         progress.first = offset if progress.first is None else progress.first
         progress.last = offset
@@ -318,8 +419,10 @@ class KafkaSource(dg.ConfigurableResource):
             if len(landing.examples) < MAX_EXAMPLES:
                 example = {"partition": partition, "offset": offset, "error": str(exc)}
                 landing.examples.append(example)
-                log.warning(f"skipping a value that does not deserialize: partition {partition}, offset {offset} "
-                            f"({exc})")
+                log.warning(
+                    f"skipping a value that does not deserialize: partition {partition}, offset {offset} "
+                    f"({exc})"
+                )
             return
         day = event_day(event, progress.last_timestamp_ms)
         day_file = files.get((day, partition))
@@ -332,5 +435,8 @@ class KafkaSource(dg.ConfigurableResource):
 
 def security_variables(environ: dict[str, str]) -> dict[str, str]:
     """Client setting -> variable name, for the set security variables among ``environ``'s names."""
-    return {client_setting(name): name for name in sorted(environ)
-            if name.startswith(SECURITY_PREFIXES) and environ[name]}
+    return {
+        client_setting(name): name
+        for name in sorted(environ)
+        if name.startswith(SECURITY_PREFIXES) and environ[name]
+    }

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from customer_assets.sources.landing_zone import FOLDER_PREFIX, day_folder
 
-INCOMING = ".incoming"  # not a dt= folder: the week's reader and the landing-zone sensor never see it
+INCOMING = (
+    ".incoming"  # not a dt= folder: the week's reader and the landing-zone sensor never see it
+)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -65,8 +67,10 @@ class DayFile:
 def publish_day_files(root: Path, topic: str, files: dict[tuple[str, int], DayFile]) -> list[Path]:
     """Every day file renamed into its day folder, then the folders and the root fsynced: once this
     returns, the files survive a crash, and the offsets they hold may be committed."""
-    published = [day_file.publish(root, topic, partition)
-                 for (_, partition), day_file in sorted(files.items())]
+    published = [
+        day_file.publish(root, topic, partition)
+        for (_, partition), day_file in sorted(files.items())
+    ]
     folders = {final.parent for final in published}
     for folder in sorted(folders):
         _fsync_dir(folder)
@@ -75,7 +79,9 @@ def publish_day_files(root: Path, topic: str, files: dict[tuple[str, int], DayFi
     return published
 
 
-def replaced_files(root: Path, topic: str, ranges: dict[int, tuple[int, int]], keep: set[Path]) -> list[Path]:
+def replaced_files(
+    root: Path, topic: str, ranges: dict[int, tuple[int, int]], keep: set[Path]
+) -> list[Path]:
     """Files of earlier, uncommitted attempts: same topic and partition, offsets within what this run read."""
     pattern = file_pattern(topic)
     found = []
@@ -89,8 +95,9 @@ def replaced_files(root: Path, topic: str, ranges: dict[int, tuple[int, int]], k
     return found
 
 
-def remove_replaced_files(root: Path, topic: str, ranges: dict[int, tuple[int, int]],
-                          keep: set[Path]) -> list[Path]:
+def remove_replaced_files(
+    root: Path, topic: str, ranges: dict[int, tuple[int, int]], keep: set[Path]
+) -> list[Path]:
     """The files this run's wider ranges replace, removed (and their folders fsynced)."""
     replaced = replaced_files(root, topic, ranges, keep)
     for path in replaced:
@@ -123,6 +130,8 @@ def week_event_lines(root: Path, topic: str, start: datetime, end: datetime) -> 
             for path in folder.iterdir():
                 if pattern.match(path.name):
                     with path.open("rb") as handle:
-                        total += sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+                        total += sum(
+                            chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b"")
+                        )
         day = date.fromordinal(day.toordinal() + 1)
     return total

@@ -57,8 +57,10 @@ class AvroDecoder:
         try:
             self._schema = fastavro.parse_schema(json.loads(Path(schema_path).read_text()))
         except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
-            raise ValueError(f"KAFKA_AVRO_SCHEMA={schema_path} is not a readable Avro schema file "
-                             f"({type(exc).__name__})") from None
+            raise ValueError(
+                f"KAFKA_AVRO_SCHEMA={schema_path} is not a readable Avro schema file "
+                f"({type(exc).__name__})"
+            ) from None
         self._read = fastavro.schemaless_reader
 
     def _record(self, data: bytes):
@@ -71,7 +73,8 @@ class AvroDecoder:
     def __call__(self, value: bytes | None) -> dict:
         if value is None:
             raise Undecodable("null value (tombstone)")
-        for data in (value, value[5:] if value[:1] == b"\x00" else None):  # plain, then the registry's framing
+        # plain, then the registry's framing
+        for data in (value, value[5:] if value[:1] == b"\x00" else None):
             if data is None:
                 continue
             try:
@@ -85,6 +88,7 @@ class AvroDecoder:
 
 # --- which day an event belongs to ---------------------------------------------------------------------------
 
+
 def event_day(event: dict, record_ms: int | None) -> str:
     """The UTC day of the event's own ``timestamp`` (what the week's reader filters on), else of the record's
     Kafka timestamp: the landing zone is partitioned by event time, like a sink connector's field partitioner."""
@@ -92,8 +96,12 @@ def event_day(event: dict, record_ms: int | None) -> str:
     if isinstance(stamp, str):
         try:
             moment = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
-            return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc) \
-                .date().isoformat()
+            return (
+                (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+                .astimezone(timezone.utc)
+                .date()
+                .isoformat()
+            )
         except ValueError:
             pass
     if record_ms and record_ms > 0:

@@ -22,11 +22,25 @@ EVENT_SUFFIXES = (".json", ".jsonl")
 # The names the landing-zone sensor watches: an events file, plain or gzip-compressed.
 WATCHED_ENDINGS = tuple(suffix + gz for suffix in EVENT_SUFFIXES for gz in ("", ".gz"))
 # By name and by magic bytes (a connector may compress without renaming); only gzip is read (stdlib).
-COMPRESSION_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bzip2",
-                        ".xz": "xz", ".lz4": "lz4", ".snappy": "snappy", ".sz": "snappy", ".zip": "zip",
-                        ".deflate": "deflate", ".lzo": "lzo", ".br": "brotli"}
-_MAGIC = re.compile(rb"(?P<gzip>\x1f\x8b)|(?P<zstd>\x28\xb5\x2f\xfd)|(?P<bzip2>BZh[1-9])|(?P<xz>\xfd7zXZ\x00)"
-                    rb"|(?P<lz4>\x04\x22\x4d\x18)|(?P<snappy>\xff\x06\x00\x00sNaPpY)|(?P<zip>PK\x03\x04)")
+COMPRESSION_SUFFIXES = {
+    ".gz": "gzip",
+    ".gzip": "gzip",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+    ".bz2": "bzip2",
+    ".xz": "xz",
+    ".lz4": "lz4",
+    ".snappy": "snappy",
+    ".sz": "snappy",
+    ".zip": "zip",
+    ".deflate": "deflate",
+    ".lzo": "lzo",
+    ".br": "brotli",
+}
+_MAGIC = re.compile(
+    rb"(?P<gzip>\x1f\x8b)|(?P<zstd>\x28\xb5\x2f\xfd)|(?P<bzip2>BZh[1-9])|(?P<xz>\xfd7zXZ\x00)"
+    rb"|(?P<lz4>\x04\x22\x4d\x18)|(?P<snappy>\xff\x06\x00\x00sNaPpY)|(?P<zip>PK\x03\x04)"
+)
 
 
 def day_folder(root: Path, day: date) -> Path:
@@ -50,8 +64,12 @@ def day_folders(root: Path, start: datetime, end: datetime) -> list[Path]:
 
 def week_files(root: Path, start: datetime, end: datetime) -> list[Path]:
     """The files of the week's day folders (and one either side), in folder and name order."""
-    return [path for folder in day_folders(root, start, end) for path in sorted(folder.iterdir())
-            if path.is_file()]
+    return [
+        path
+        for folder in day_folders(root, start, end)
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+    ]
 
 
 def watched_files(root: Path) -> Iterator[Path]:
@@ -70,8 +88,10 @@ def _compression(path: Path) -> str | None:
     by_name = COMPRESSION_SUFFIXES.get(path.suffix.lower())
     inner = Path(path.stem).suffix if by_name else path.suffix
     if inner.lower() not in EVENT_SUFFIXES:
-        raise SkippedFile("not an events file: only .json and .jsonl files, optionally gzip-compressed "
-                          "(.jsonl.gz), are read")
+        raise SkippedFile(
+            "not an events file: only .json and .jsonl files, optionally gzip-compressed "
+            "(.jsonl.gz), are read"
+        )
     return by_name
 
 
@@ -89,14 +109,20 @@ def load_event_file(path: Path) -> bytes:
         return raw
     if compression is None and by_name is not None:
         if by_name == "gzip":
-            raise SkippedFile("named .gz but not gzip data: recompress it with gzip or rename it to .jsonl")
+            raise SkippedFile(
+                "named .gz but not gzip data: recompress it with gzip or rename it to .jsonl"
+            )
         compression = by_name
     if compression is None:
         return raw
     if compression != "gzip":
-        raise SkippedFile(f"compressed with {compression}: not supported, decompress it or write .jsonl/.jsonl.gz")
+        raise SkippedFile(
+            f"compressed with {compression}: not supported, decompress it or write .jsonl/.jsonl.gz"
+        )
     try:
         return gzip.decompress(raw)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise SkippedFile(f"gzip data is truncated or corrupt ({exc}): copy it again, or move it away while a "
-                       "writer still writes it") from None
+        raise SkippedFile(
+            f"gzip data is truncated or corrupt ({exc}): copy it again, or move it away while a "
+            "writer still writes it"
+        ) from None

@@ -20,10 +20,16 @@ import pyarrow as pa
 from customer_assets.sources.copy_stream import copy_query
 from customer_assets.sources.source_schema import SourceSchema
 
-OPENING_BALANCE_SCHEMA = pa.schema([
-    ("customer_id", pa.string()), ("currency", pa.string()), ("amount_milli", pa.int64()),
-    ("transaction_count", pa.int64()), ("first_purchase_at", pa.timestamp("us")),
-    ("last_purchase_at", pa.timestamp("us"))])
+OPENING_BALANCE_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("currency", pa.string()),
+        ("amount_milli", pa.int64()),
+        ("transaction_count", pa.int64()),
+        ("first_purchase_at", pa.timestamp("us")),
+        ("last_purchase_at", pa.timestamp("us")),
+    ]
+)
 
 
 def opening_balance_sql(schema: SourceSchema) -> str:
@@ -58,14 +64,23 @@ FROM single GROUP BY customer_id, currency
 """
 
 
-def opening_balance(conn, schema: SourceSchema, before: datetime, rules: pd.DataFrame) -> pd.DataFrame:
+def opening_balance(
+    conn, schema: SourceSchema, before: datetime, rules: pd.DataFrame
+) -> pd.DataFrame:
     """The totals (``KEYS`` + ``TOTALS`` of ``logic.history``) before ``before``; ``rules`` has, per currency with
     a rate, its ``minor_units`` and ``ceiling`` in its own units."""
-    params = {"before": schema.bound("transactions", "timestamp", before),
-              "currencies": rules["currency"].tolist(), "minor_units": rules["minor_units"].astype(int).tolist(),
-              "ceilings": rules["ceiling"].astype(float).tolist()}
+    params = {
+        "before": schema.bound("transactions", "timestamp", before),
+        "currencies": rules["currency"].tolist(),
+        "minor_units": rules["minor_units"].astype(int).tolist(),
+        "ceilings": rules["ceiling"].astype(float).tolist(),
+    }
     table = copy_query(conn, opening_balance_sql(schema), params, OPENING_BALANCE_SCHEMA)
-    frame = table.drop_columns([c for c in table.column_names if c not in OPENING_BALANCE_SCHEMA.names]).to_pandas()
+    frame = table.drop_columns(
+        [c for c in table.column_names if c not in OPENING_BALANCE_SCHEMA.names]
+    ).to_pandas()
     for column in ("first_purchase_at", "last_purchase_at"):
-        frame[column] = pd.to_datetime(frame[column]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+        frame[column] = (
+            pd.to_datetime(frame[column]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+        )
     return frame

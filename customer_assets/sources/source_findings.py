@@ -39,36 +39,58 @@ FROM keys
 
 
 EXCLUDED_STATUSES_SCHEMA = pa.schema([("status", pa.string()), ("n", pa.int64())])
-CUSTOMER_RECORDS_SCHEMA = pa.schema([("duplicate_records", pa.int64()), ("collisions", pa.int64()),
-                                     ("examples", pa.string())])
+CUSTOMER_RECORDS_SCHEMA = pa.schema(
+    [("duplicate_records", pa.int64()), ("collisions", pa.int64()), ("examples", pa.string())]
+)
 
 
 @dataclass(frozen=True)
 class SourceFindings:
     """What the source holds that is not the transactions' fault, found beside the week's extract."""
 
-    excluded_statuses: dict[str, int]  # rows of the week left out, per status ('(null)' for a NULL status)
-    duplicate_customer_records: int  # DUPLICATE_CUSTOMER_RECORD: customers' records beyond one per id
-    id_collisions: int  # ID_COLLISION: distinct customer ids that standardise to one id, beyond the first
+    excluded_statuses: dict[
+        str, int
+    ]  # rows of the week left out, per status ('(null)' for a NULL status)
+    duplicate_customer_records: (
+        int  # DUPLICATE_CUSTOMER_RECORD: customers' records beyond one per id
+    )
+    id_collisions: (
+        int  # ID_COLLISION: distinct customer ids that standardise to one id, beyond the first
+    )
     id_collision_examples: list[str]  # up to five such standardised ids
 
     def report(self) -> dict:
         """The findings as the quality report shows them, under the codes the failure catalogue uses."""
-        return {"DUPLICATE_CUSTOMER_RECORD": self.duplicate_customer_records, "ID_COLLISION": self.id_collisions,
-                "excluded_statuses": self.excluded_statuses}
+        return {
+            "DUPLICATE_CUSTOMER_RECORD": self.duplicate_customer_records,
+            "ID_COLLISION": self.id_collisions,
+            "excluded_statuses": self.excluded_statuses,
+        }
 
 
-def week_source_findings(conn, start: datetime, end: datetime, schema: SourceSchema) -> SourceFindings:
+def week_source_findings(
+    conn, start: datetime, end: datetime, schema: SourceSchema
+) -> SourceFindings:
     """The week's excluded statuses and the customers table's duplicate and colliding records, in two small
     queries: a GROUP BY over the week's rows (through the timestamp index, like the version's count) and one
     over the customers. Read through ``copy_query``, so a status or id that is not UTF-8 cannot fail
     the week."""
-    bounds = {"start": schema.bound("transactions", "timestamp", start),
-              "end": schema.bound("transactions", "timestamp", end)}
-    statuses, _ = take_marks(copy_query(conn, excluded_statuses_sql(), bounds, EXCLUDED_STATUSES_SCHEMA))
-    records, _ = take_marks(copy_query(conn, customer_records_sql(schema), None, CUSTOMER_RECORDS_SCHEMA))
+    bounds = {
+        "start": schema.bound("transactions", "timestamp", start),
+        "end": schema.bound("transactions", "timestamp", end),
+    }
+    statuses, _ = take_marks(
+        copy_query(conn, excluded_statuses_sql(), bounds, EXCLUDED_STATUSES_SCHEMA)
+    )
+    records, _ = take_marks(
+        copy_query(conn, customer_records_sql(schema), None, CUSTOMER_RECORDS_SCHEMA)
+    )
     row = records.to_pylist()[0]
     return SourceFindings(
-        excluded_statuses={("(null)" if r["status"] is None else r["status"]): r["n"] for r in statuses.to_pylist()},
-        duplicate_customer_records=row["duplicate_records"], id_collisions=row["collisions"],
-        id_collision_examples=(row["examples"] or "").split())
+        excluded_statuses={
+            ("(null)" if r["status"] is None else r["status"]): r["n"] for r in statuses.to_pylist()
+        },
+        duplicate_customer_records=row["duplicate_records"],
+        id_collisions=row["collisions"],
+        id_collision_examples=(row["examples"] or "").split(),
+    )

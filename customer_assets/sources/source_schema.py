@@ -98,11 +98,15 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except Exception:
-        raise ValueError(f"SOURCE_TIMEZONE={name!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
+        raise ValueError(
+            f"SOURCE_TIMEZONE={name!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+        ) from None
     return name
 
 
-def read_source_schema(conn, timezone: str = "UTC", tables: tuple[str, ...] = tuple(REQUIRED)) -> SourceSchema:
+def read_source_schema(
+    conn, timezone: str = "UTC", tables: tuple[str, ...] = tuple(REQUIRED)
+) -> SourceSchema:
     """Check that ``tables`` have their required columns with usable types; raise SourceSchemaError if not."""
     with conn.cursor() as cur:
         cur.execute(COLUMNS_SQL, {"tables": list(tables)})
@@ -118,9 +122,14 @@ def read_source_schema(conn, timezone: str = "UTC", tables: tuple[str, ...] = tu
             if kind is None:
                 problems.append(f"column {table}.{column} is missing")
             elif kind not in allowed:
-                problems.append(f"column {table}.{column} is {kind}; it must be {meaning} ({', '.join(allowed)})")
+                problems.append(
+                    f"column {table}.{column} is {kind}; it must be {meaning} ({', '.join(allowed)})"
+                )
     if problems:
-        raise SourceSchemaError("The source database cannot be read: " + "; ".join(problems) +
-                                ". Required columns: " + "; ".join(
-                                    f"{t}({', '.join(c)})" for t, c in REQUIRED.items() if t in tables))
+        raise SourceSchemaError(
+            "The source database cannot be read: "
+            + "; ".join(problems)
+            + ". Required columns: "
+            + "; ".join(f"{t}({', '.join(c)})" for t, c in REQUIRED.items() if t in tables)
+        )
     return SourceSchema(types=found, timezone=timezone)

@@ -17,34 +17,47 @@ SELECT customer_id, currency, SUM(CAST(ROUND(amount * 1000) AS {INT})) AS amount
 FROM {table} WHERE week_start < @week_start GROUP BY customer_id, currency
 """
 PREVIOUS_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
-FIRST_LOADED_SQL = ("SELECT MIN(week_start) AS first_week FROM {table} "
-                    "WHERE week_start < @week_start")
+FIRST_LOADED_SQL = (
+    "SELECT MIN(week_start) AS first_week FROM {table} WHERE week_start < @week_start"
+)
 
 
-def previous_week_totals(warehouse: WarehouseSQL, history_table: list[str],
-                         week_start: datetime) -> pd.DataFrame:
+def previous_week_totals(
+    warehouse: WarehouseSQL, history_table: list[str], week_start: datetime
+) -> pd.DataFrame:
     """The carried history's partition of the week before ``week_start``, from the warehouse."""
     params = {"week_start": week_start.replace(tzinfo=None) - timedelta(days=7)}
     return warehouse.query(PREVIOUS_SQL, params, table=warehouse.table(*history_table))
 
 
-def loaded_totals_before(warehouse: WarehouseSQL, transactions_table: list[str],
-                         week_start: datetime, empty: pd.DataFrame) -> pd.DataFrame:
+def loaded_totals_before(
+    warehouse: WarehouseSQL,
+    transactions_table: list[str],
+    week_start: datetime,
+    empty: pd.DataFrame,
+) -> pd.DataFrame:
     """Totals over every week loaded before ``week_start`` (``empty`` when nothing is loaded
     yet)."""
     if not warehouse.exists(*transactions_table):
         return empty
-    return warehouse.query(RESCAN_SQL, {"week_start": week_start.replace(tzinfo=None)},
-                           table=warehouse.table(*transactions_table),
-                           ts=warehouse.quote("timestamp"))
+    return warehouse.query(
+        RESCAN_SQL,
+        {"week_start": week_start.replace(tzinfo=None)},
+        table=warehouse.table(*transactions_table),
+        ts=warehouse.quote("timestamp"),
+    )
 
 
-def first_loaded_week(warehouse: WarehouseSQL, transactions_table: list[str],
-                      week_start: datetime) -> datetime | None:
+def first_loaded_week(
+    warehouse: WarehouseSQL, transactions_table: list[str], week_start: datetime
+) -> datetime | None:
     """The first week loaded before ``week_start`` (None when none is): the opening balance ends
     there."""
     if not warehouse.exists(*transactions_table):
         return None
-    found = warehouse.query(FIRST_LOADED_SQL, {"week_start": week_start.replace(tzinfo=None)},
-                            table=warehouse.table(*transactions_table))["first_week"].iloc[0]
+    found = warehouse.query(
+        FIRST_LOADED_SQL,
+        {"week_start": week_start.replace(tzinfo=None)},
+        table=warehouse.table(*transactions_table),
+    )["first_week"].iloc[0]
     return None if pd.isna(found) else pd.Timestamp(found).tz_localize("UTC").to_pydatetime()

@@ -20,9 +20,15 @@ from customer_assets.weeks import WeekContext
 
 UNKNOWN = "unknown"
 IMPUTED = {
-    tables.MART_WEEKLY_SALES: {"category": f"NULL -> '{UNKNOWN}'", "country": f"NULL -> '{UNKNOWN}'",
-                               "segment": f"NULL -> '{UNKNOWN}'"},
-    tables.MART_CHURN_RETENTION: {"segment": f"NULL -> '{UNKNOWN}'", "value_tier": f"NULL -> '{UNKNOWN}'"},
+    tables.MART_WEEKLY_SALES: {
+        "category": f"NULL -> '{UNKNOWN}'",
+        "country": f"NULL -> '{UNKNOWN}'",
+        "segment": f"NULL -> '{UNKNOWN}'",
+    },
+    tables.MART_CHURN_RETENTION: {
+        "segment": f"NULL -> '{UNKNOWN}'",
+        "value_tier": f"NULL -> '{UNKNOWN}'",
+    },
     tables.MART_COHORT_RETENTION: {},
 }
 NEW_DAYS, LOYAL_DAYS = 90, 365
@@ -109,11 +115,18 @@ FROM firsts f LEFT JOIN buyers b ON b.customer_id = f.customer_id
 
 
 def _tables(warehouse: WarehouseSQL, schema: str, *names: str) -> dict[str, str]:
-    return {name: warehouse.table(schema, table) for name, table in (
-        ("fact", tables.FACT_TRANSACTIONS), ("dim_products", tables.DIM_PRODUCTS),
-        ("dim_customers", tables.DIM_CUSTOMERS), ("history", tables.CUSTOMER_HISTORY),
-        ("profiles", tables.WEEKLY_CUSTOMER_PROFILES), ("identity", tables.CUSTOMER_IDENTITY_MAP))
-        if name in names}
+    return {
+        name: warehouse.table(schema, table)
+        for name, table in (
+            ("fact", tables.FACT_TRANSACTIONS),
+            ("dim_products", tables.DIM_PRODUCTS),
+            ("dim_customers", tables.DIM_CUSTOMERS),
+            ("history", tables.CUSTOMER_HISTORY),
+            ("profiles", tables.WEEKLY_CUSTOMER_PROFILES),
+            ("identity", tables.CUSTOMER_IDENTITY_MAP),
+        )
+        if name in names
+    }
 
 
 def _week(week: WeekContext) -> pd.Timestamp:
@@ -128,24 +141,36 @@ def _with_week(rows: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
 def weekly_sales(warehouse: WarehouseSQL, schema: str, week: WeekContext) -> pd.DataFrame:
     """The week's ``SALES_SQL`` rows, checked against their model."""
     start = _week(week)
-    params = {"week_start": start.to_pydatetime(),
-              "previous_week": (start - pd.Timedelta(days=7)).to_pydatetime()}
-    rows = warehouse.query(SALES_SQL, params, unknown=UNKNOWN,
-                           **_tables(warehouse, schema, "fact", "dim_products", "dim_customers"))
+    params = {
+        "week_start": start.to_pydatetime(),
+        "previous_week": (start - pd.Timedelta(days=7)).to_pydatetime(),
+    }
+    rows = warehouse.query(
+        SALES_SQL,
+        params,
+        unknown=UNKNOWN,
+        **_tables(warehouse, schema, "fact", "dim_products", "dim_customers"),
+    )
     return MartWeeklySales.validate(_with_week(rows, start), lazy=True)
 
 
 def churn_retention(warehouse: WarehouseSQL, schema: str, week: WeekContext) -> pd.DataFrame:
     """The week's ``CHURN_SQL`` rows (status and tenure as of the week's end), checked."""
     start = _week(week)
-    params = {"week_start": start.to_pydatetime(), "week_start_utc": week.week_start,
-              "new_since": week.week_end - timedelta(days=NEW_DAYS),
-              "loyal_since": week.week_end - timedelta(days=LOYAL_DAYS),
-              "active_since": week.week_end - timedelta(days=ACTIVE_DAYS),
-              "churned_before": week.week_end - timedelta(days=CHURNED_AFTER_DAYS)}
-    rows = warehouse.query(CHURN_SQL, params, unknown=UNKNOWN,
-                           **_tables(warehouse, schema, "fact", "history", "dim_customers",
-                                     "identity"))
+    params = {
+        "week_start": start.to_pydatetime(),
+        "week_start_utc": week.week_start,
+        "new_since": week.week_end - timedelta(days=NEW_DAYS),
+        "loyal_since": week.week_end - timedelta(days=LOYAL_DAYS),
+        "active_since": week.week_end - timedelta(days=ACTIVE_DAYS),
+        "churned_before": week.week_end - timedelta(days=CHURNED_AFTER_DAYS),
+    }
+    rows = warehouse.query(
+        CHURN_SQL,
+        params,
+        unknown=UNKNOWN,
+        **_tables(warehouse, schema, "fact", "history", "dim_customers", "identity"),
+    )
     return MartChurnRetention.validate(_with_week(rows, start), lazy=True)
 
 
@@ -153,6 +178,9 @@ def cohort_retention(warehouse: WarehouseSQL, schema: str, week: WeekContext) ->
     """Per cohort (the Monday of the first purchase), its size and how many of it bought this
     week."""
     start = _week(week)
-    rows = warehouse.query(COHORT_SQL, {"week_start": start.to_pydatetime()},
-                           **_tables(warehouse, schema, "fact", "history", "identity"))
+    rows = warehouse.query(
+        COHORT_SQL,
+        {"week_start": start.to_pydatetime()},
+        **_tables(warehouse, schema, "fact", "history", "identity"),
+    )
     return MartCohortRetention.validate(cohorts(rows, start), lazy=True)

@@ -52,7 +52,9 @@ ON T.customer_id = S.retired_id
 WHEN MATCHED THEN UPDATE SET customer_id = S.surviving_id
 """
 
-MERGE_WEEKS_SQL = "SELECT DISTINCT week_start FROM {merges} WHERE week_start >= @week_start ORDER BY week_start"
+MERGE_WEEKS_SQL = (
+    "SELECT DISTINCT week_start FROM {merges} WHERE week_start >= @week_start ORDER BY week_start"
+)
 RETIRED = "SELECT retired_id FROM {merges} WHERE week_start = @merge_week"
 
 
@@ -61,32 +63,49 @@ def follow_merges(warehouse: WarehouseSQL, schema: str, week_start: datetime) ->
     ``fact_transactions`` (those that exist): on a normal Monday the week's merges; a re-run or backfill of an
     older week, which rebuilds versions from the snapshots, applies the later merges again so that no retired
     person comes back. Run after the week's versions are applied. Returns the counts."""
-    names = {"dim": warehouse.table(schema, tables.DIM_CUSTOMERS),
-             "fact": warehouse.table(schema, tables.FACT_TRANSACTIONS),
-             "merges": warehouse.table(schema, tables.IDENTITY_MERGES)}
+    names = {
+        "dim": warehouse.table(schema, tables.DIM_CUSTOMERS),
+        "fact": warehouse.table(schema, tables.FACT_TRANSACTIONS),
+        "merges": warehouse.table(schema, tables.IDENTITY_MERGES),
+    }
     counts = {"merges": 0, "versions_closed": 0, "facts_relabelled": 0}
     if not warehouse.exists(schema, tables.IDENTITY_MERGES):
         return counts
-    weeks = warehouse.query(MERGE_WEEKS_SQL, {"week_start": week_start.replace(tzinfo=None)}, **names)["week_start"]
+    weeks = warehouse.query(
+        MERGE_WEEKS_SQL, {"week_start": week_start.replace(tzinfo=None)}, **names
+    )["week_start"]
     has_dim = warehouse.exists(schema, tables.DIM_CUSTOMERS)
     has_fact = warehouse.exists(schema, tables.FACT_TRANSACTIONS)
     if has_dim:
         warehouse.execute(ADD_MERGED_INTO_SQL, **names)
     for week in weeks:
         params = {"merge_week": pd.Timestamp(week).to_pydatetime().replace(tzinfo=None)}
-        merges = int(warehouse.query(f"SELECT COUNT(*) AS n FROM ({RETIRED}) m", params, **names)["n"].iloc[0])
+        merges = int(
+            warehouse.query(f"SELECT COUNT(*) AS n FROM ({RETIRED}) m", params, **names)["n"].iloc[
+                0
+            ]
+        )
         if not merges:
             continue
         counts["merges"] += merges
         if has_dim:
-            counts["versions_closed"] += int(warehouse.query(
-                f"SELECT COUNT(*) AS n FROM {{dim}} WHERE is_current AND customer_id IN ({RETIRED})", params,
-                **names)["n"].iloc[0])
+            counts["versions_closed"] += int(
+                warehouse.query(
+                    f"SELECT COUNT(*) AS n FROM {{dim}} WHERE is_current AND customer_id IN ({RETIRED})",
+                    params,
+                    **names,
+                )["n"].iloc[0]
+            )
             warehouse.execute(CLOSE_VERSIONS_SQL, params, **names)
             warehouse.execute(FOLLOW_CHAINS_SQL, params, **names)
         if has_fact:
-            relabel = int(warehouse.query(f"SELECT COUNT(*) AS n FROM {{fact}} WHERE customer_id IN ({RETIRED})",
-                                          params, **names)["n"].iloc[0])
+            relabel = int(
+                warehouse.query(
+                    f"SELECT COUNT(*) AS n FROM {{fact}} WHERE customer_id IN ({RETIRED})",
+                    params,
+                    **names,
+                )["n"].iloc[0]
+            )
             if relabel:
                 warehouse.execute(RELABEL_FACTS_SQL, params, **names)
             counts["facts_relabelled"] += relabel

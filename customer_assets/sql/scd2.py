@@ -16,6 +16,7 @@ counts the facts whose keys are no dimension row's, over the whole fact table (t
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -50,12 +51,21 @@ class Scd2:
 
     @property
     def columns(self) -> list[str]:
-        return [self.key, *self.tracked_columns, "effective_from", "effective_to", "is_current", "version"]
+        return [
+            self.key,
+            *self.tracked_columns,
+            "effective_from",
+            "effective_to",
+            "is_current",
+            "version",
+        ]
 
     def create_sql(self) -> str:
         tracked = ", ".join(f"{c} {{{t}}}" for c, t in self.tracked)
-        return (f"CREATE TABLE IF NOT EXISTS {{dim}} ({self.key} {{STR}}, {tracked}, effective_from {{DATETIME}}, "
-                f"effective_to {{DATETIME}}, is_current {{BOOL}}, version {{INT}}, {self.surrogate} {{STR}})")
+        return (
+            f"CREATE TABLE IF NOT EXISTS {{dim}} ({self.key} {{STR}}, {tracked}, effective_from {{DATETIME}}, "
+            f"effective_to {{DATETIME}}, is_current {{BOOL}}, version {{INT}}, {self.surrogate} {{STR}})"
+        )
 
     def apply_sql(self) -> str:
         k, tracked = self.key, self.tracked_columns
@@ -110,10 +120,20 @@ WHEN NOT MATCHED AND NOT S.remove THEN INSERT ({", ".join(inserted)}) VALUES ({"
 """
 
 
-CUSTOMERS = Scd2(tables.DIM_CUSTOMERS, tables.WEEKLY_CUSTOMER_PROFILES, "customer_id",
-                 (("segment", "STR"), ("value_tier", "STR"), ("status", "STR"), ("country", "STR")), "customer_key")
-PRODUCTS = Scd2(tables.DIM_PRODUCTS, tables.PRODUCT_SNAPSHOTS, "product_id",
-                (("name", "STR"), ("category", "STR"), ("price", "FLOAT")), "product_key")
+CUSTOMERS = Scd2(
+    tables.DIM_CUSTOMERS,
+    tables.WEEKLY_CUSTOMER_PROFILES,
+    "customer_id",
+    (("segment", "STR"), ("value_tier", "STR"), ("status", "STR"), ("country", "STR")),
+    "customer_key",
+)
+PRODUCTS = Scd2(
+    tables.DIM_PRODUCTS,
+    tables.PRODUCT_SNAPSHOTS,
+    "product_id",
+    (("name", "STR"), ("category", "STR"), ("price", "FLOAT")),
+    "product_key",
+)
 DIMENSION_COLUMNS = CUSTOMERS.columns
 
 # A dimension created before surrogate keys existed gets the column, filled for its existing versions.
@@ -144,7 +164,9 @@ WHERE f.{ts} >= @later_from AND f.week_start > @week_start
 """
 
 # Whether any fact belongs to a week after the applied one: on the newest week BigQuery prunes every partition.
-LATER_FACTS_SQL = "SELECT COUNT(*) AS n FROM {fact} WHERE {ts} >= @later_from AND week_start > @week_start"
+LATER_FACTS_SQL = (
+    "SELECT COUNT(*) AS n FROM {fact} WHERE {ts} >= @later_from AND week_start > @week_start"
+)
 
 # Over the whole fact table: the facts whose customer_key (product_key) is the key of no dim_customers
 # (dim_products) row, the distinct such keys, and one of them as an example (the check fact_keys_resolve).
@@ -162,18 +184,27 @@ FROM {fact} f
 """
 
 
-def apply_week(warehouse: WarehouseSQL, schema: str, week_start: datetime,
-               spec: Scd2 = CUSTOMERS) -> dict[str, int]:
+def apply_week(
+    warehouse: WarehouseSQL, schema: str, week_start: datetime, spec: Scd2 = CUSTOMERS
+) -> dict[str, int]:
     """Bring ``schema.<spec.dimension>`` up to date with the week's snapshot in ``schema.<spec.snapshots>``
     and re-key the facts of the later weeks whose version it moved; returns
     the dimension's counts after it (``current_versions`` is the number of customers, or products: each has
     exactly one current version) and ``facts_rekeyed``."""
-    names = {"dim": warehouse.table(schema, spec.dimension), "snapshots": warehouse.table(schema, spec.snapshots),
-             "key": spec.key, "surrogate": spec.surrogate, "fact": warehouse.table(schema, FACT_TABLE),
-             "ts": warehouse.quote("timestamp")}
+    names = {
+        "dim": warehouse.table(schema, spec.dimension),
+        "snapshots": warehouse.table(schema, spec.snapshots),
+        "key": spec.key,
+        "surrogate": spec.surrogate,
+        "fact": warehouse.table(schema, FACT_TABLE),
+        "ts": warehouse.quote("timestamp"),
+    }
     start = week_start.replace(tzinfo=None)  # naive: UTC wall time, as the tables store week_start
-    params = {"week_start": start, "open_end": OPEN_END,
-              "later_from": (start + timedelta(days=7)).replace(tzinfo=timezone.utc)}
+    params = {
+        "week_start": start,
+        "open_end": OPEN_END,
+        "later_from": (start + timedelta(days=7)).replace(tzinfo=timezone.utc),
+    }
     warehouse.execute(spec.create_sql(), **names)
     warehouse.execute(ADD_KEY_SQL, **names)
     warehouse.execute(FILL_KEY_SQL, **names)
@@ -195,7 +226,9 @@ def _later_facts(warehouse: WarehouseSQL, schema: str, params: dict, names: dict
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def _merge_and_rekey(warehouse: WarehouseSQL, merge: str, rekey: str, params: dict, names: dict) -> int:
+def _merge_and_rekey(
+    warehouse: WarehouseSQL, merge: str, rekey: str, params: dict, names: dict
+) -> int:
     """The MERGE then the re-key; the number of facts re-keyed. DuckDB: in one transaction on one connection
     (BEGIN ... COMMIT: WarehouseSQL's statements each take a connection of their own). BigQuery: one
     multi-statement job, the count from ``@@row_count``, but no transaction: the emulator the tests run cannot
@@ -206,8 +239,12 @@ def _merge_and_rekey(warehouse: WarehouseSQL, merge: str, rekey: str, params: di
         statements = []
         for sql in (merge, rekey):
             rendered = warehouse.render(sql, names)
-            statements.append((_PARAM.sub(r"$\1", rendered),
-                               {k: v for k, v in params.items() if k in set(_PARAM.findall(rendered))}))
+            statements.append(
+                (
+                    _PARAM.sub(r"$\1", rendered),
+                    {k: v for k, v in params.items() if k in set(_PARAM.findall(rendered))},
+                )
+            )
         with warehouse.get_connection() as con:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -215,10 +252,9 @@ def _merge_and_rekey(warehouse: WarehouseSQL, merge: str, rekey: str, params: di
                 rekeyed = con.execute(*statements[1]).fetchone()[0]
                 con.execute("COMMIT")
             except BaseException:
-                try:
+                # a failed COMMIT ended the transaction already; the first error matters
+                with contextlib.suppress(Exception):
                     con.execute("ROLLBACK")
-                except Exception:  # a failed COMMIT ended the transaction already; the first error matters
-                    pass
                 raise
         return int(rekeyed)
     script = f"{merge.strip()};\n{rekey.strip()};\nSELECT @@row_count AS facts_rekeyed"
@@ -229,11 +265,24 @@ def fact_keys(warehouse: WarehouseSQL, schema: str) -> dict:
     """``FACT_KEYS_SQL``'s figures over ``schema.fact_transactions`` (counts as ints, examples None when none);
     all zero while the table does not exist."""
     if not warehouse.exists(schema, FACT_TABLE):
-        return {"facts_scanned": 0, "facts_with_dangling_customer_key": 0, "dangling_customer_keys": 0,
-                "example_customer_key": None, "facts_with_dangling_product_key": 0, "dangling_product_keys": 0,
-                "example_product_key": None}
-    names = {"fact": warehouse.table(schema, FACT_TABLE), "dim_customers": warehouse.table(schema, CUSTOMERS.dimension),
-             "dim_products": warehouse.table(schema, PRODUCTS.dimension)}
+        return {
+            "facts_scanned": 0,
+            "facts_with_dangling_customer_key": 0,
+            "dangling_customer_keys": 0,
+            "example_customer_key": None,
+            "facts_with_dangling_product_key": 0,
+            "dangling_product_keys": 0,
+            "example_product_key": None,
+        }
+    names = {
+        "fact": warehouse.table(schema, FACT_TABLE),
+        "dim_customers": warehouse.table(schema, CUSTOMERS.dimension),
+        "dim_products": warehouse.table(schema, PRODUCTS.dimension),
+    }
     row = warehouse.query(FACT_KEYS_SQL, **names).iloc[0]
-    return {name: (None if pd.isna(value) else str(value)) if name.startswith("example_") else int(value)
-            for name, value in row.items()}
+    return {
+        name: (None if pd.isna(value) else str(value))
+        if name.startswith("example_")
+        else int(value)
+        for name, value in row.items()
+    }

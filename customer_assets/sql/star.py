@@ -40,17 +40,25 @@ WHERE t.week_start = @week_start
 
 def fact_candidates(warehouse: WarehouseSQL, schema: str, week: WeekContext) -> pd.DataFrame:
     """The week's loaded transactions with their dimension matches (see ``FACT_SQL``)."""
-    names = {name: warehouse.table(schema, table) for name, table in (
-        ("dim_customers", tables.DIM_CUSTOMERS), ("dim_products", tables.DIM_PRODUCTS),
-        ("dim_date", tables.DIM_DATE), ("identity", tables.CUSTOMER_IDENTITY_MAP),
-        ("transactions", tables.WEEKLY_TRANSACTIONS))}
+    names = {
+        name: warehouse.table(schema, table)
+        for name, table in (
+            ("dim_customers", tables.DIM_CUSTOMERS),
+            ("dim_products", tables.DIM_PRODUCTS),
+            ("dim_date", tables.DIM_DATE),
+            ("identity", tables.CUSTOMER_IDENTITY_MAP),
+            ("transactions", tables.WEEKLY_TRANSACTIONS),
+        )
+    }
     names["ts"] = warehouse.quote("timestamp")
     rows = warehouse.query(FACT_SQL, {"week_start": _naive(week.week_start)}, **names)
     # Nanosecond timestamps, as the models have them (engines hand back microseconds): the type check then
     # takes its cheap path instead of pandera's full one.
     for column, dtype in rows.dtypes.items():
         if pd.api.types.is_datetime64_any_dtype(dtype):
-            rows[column] = rows[column].astype("datetime64[ns, UTC]" if getattr(dtype, "tz", None) else "datetime64[ns]")
+            rows[column] = rows[column].astype(
+                "datetime64[ns, UTC]" if getattr(dtype, "tz", None) else "datetime64[ns]"
+            )
     return rows
 
 
@@ -65,6 +73,9 @@ def kept_snapshot(warehouse: WarehouseSQL, schema: str, week_start: datetime) ->
     columns = list(ProductSnapshots.to_schema().columns)
     if not warehouse.exists(schema, tables.PRODUCT_SNAPSHOTS):
         return pd.DataFrame(columns=columns)
-    rows = warehouse.query("SELECT * FROM {table} WHERE week_start = @week_start ORDER BY product_id",
-                           {"week_start": week_start}, table=warehouse.table(schema, tables.PRODUCT_SNAPSHOTS))
+    rows = warehouse.query(
+        "SELECT * FROM {table} WHERE week_start = @week_start ORDER BY product_id",
+        {"week_start": week_start},
+        table=warehouse.table(schema, tables.PRODUCT_SNAPSHOTS),
+    )
     return ProductSnapshots.validate(rows[columns], lazy=True) if len(rows) else rows[columns]

@@ -13,9 +13,25 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(120)
 def test_benchmark_runs_at_a_tiny_scale(tmp_path):
     out = tmp_path / "latest.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--scale", "0.002", "--weeks", "2", "--work-dir",
-                           str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=110)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--scale",
+            "0.002",
+            "--weeks",
+            "2",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = result["floor"]["rows"]
@@ -26,12 +42,22 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path):
     week = result["week_run"]
     assert week["rows"] == rows and week["seconds"] > 0 and week["peak_rss_mb"] > 0
     steps = {step["step"]: step for step in week["steps"]}
-    assert {"etl__raw_transactions", "validate_transactions", "etl__transformed_transactions",
-            "customer_analytics__weekly_transactions", "etl__pipeline_summary"} <= set(steps)
+    assert {
+        "etl__raw_transactions",
+        "validate_transactions",
+        "etl__transformed_transactions",
+        "customer_analytics__weekly_transactions",
+        "etl__pipeline_summary",
+    } <= set(steps)
     assert all(step["seconds"] > 0 and step["peak_rss_mb"] > 0 for step in steps.values())
     validated = steps["validate_transactions"]["rows_by_asset"]
-    assert validated["etl/validated_transactions"] + validated["etl/quarantined_transactions"] == rows
-    assert steps["customer_analytics__weekly_transactions"]["rows"] == validated["etl/validated_transactions"]
+    assert (
+        validated["etl/validated_transactions"] + validated["etl/quarantined_transactions"] == rows
+    )
+    assert (
+        steps["customer_analytics__weekly_transactions"]["rows"]
+        == validated["etl/validated_transactions"]
+    )
     assert week["steps_seconds"] <= week["seconds"]
     assert set(result["ratios"]) >= {"extract_over_floor", "week_over_floor", "naive_over_extract"}
     assert all(value > 0 for value in result["ratios"].values())
@@ -45,31 +71,68 @@ def test_benchmark_runs_at_a_tiny_scale(tmp_path):
 @pytest.mark.timeout(120)
 def test_years_mode_runs_at_a_tiny_scale(tmp_path):
     out = tmp_path / "years.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--years", "4", "--rows-per-week", "1500",
-                           "--work-dir", str(tmp_path / "work"), "--out", str(out),
-                           "--plot-copy", str(tmp_path / "copy.png")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=110)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--years",
+            "4",
+            "--rows-per-week",
+            "1500",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            "--plot-copy",
+            str(tmp_path / "copy.png"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     years = result["years"]
     weeks = years["weeks"]  # four consecutive Mondays ending with the seed's last week, one process
     assert [w["week_number"] for w in weeks] == [1, 2, 3, 4]
-    assert [w["partition"] for w in weeks] == ["2026-10-26", "2026-11-02", "2026-11-09", "2026-11-16"]
+    assert [w["partition"] for w in weeks] == [
+        "2026-10-26",
+        "2026-11-02",
+        "2026-11-09",
+        "2026-11-16",
+    ]
     for week in weeks:
         assert week["rows"] > 0 and week["seconds"] > 0 and week["peak_rss_mb"] > 0
         assert 0 < week["branch_seconds"] < week["seconds"]
         assert week["peak_rss_mb"] <= years["high_water_rss_mb"]
-    branch = set(years["branch_steps"])  # picked by asset key; customer_history where the job has it
-    assert {"etl__raw_transactions", "validate_transactions", "etl__transformed_transactions",
-            "customer_analytics__weekly_transactions"} <= branch
-    assert not branch & {"etl__customer_event_aggregates", "etl__unified_customer_profiles", "etl__pipeline_summary"}
+    branch = set(
+        years["branch_steps"]
+    )  # picked by asset key; customer_history where the job has it
+    assert {
+        "etl__raw_transactions",
+        "validate_transactions",
+        "etl__transformed_transactions",
+        "customer_analytics__weekly_transactions",
+    } <= branch
+    assert not branch & {
+        "etl__customer_event_aggregates",
+        "etl__unified_customer_profiles",
+        "etl__pipeline_summary",
+    }
     plain = years["plain"]  # the same week's extract, every row validated or quarantined
     assert plain["rows"] == weeks[-1]["rows"]
     assert plain["validated"] + plain["quarantined"] == plain["rows"] and plain["quarantined"] > 0
     assert plain["seconds"] > 0 and plain["peak_rss_mb"] > 0
     ratios = years["ratios"]
-    assert set(ratios) == {"time_last_over_first", "rss_last_over_first", "time_last4_over_weeks2to5",
-                           "rss_last4_over_weeks2to5", "plain_over_branch"}
+    assert set(ratios) == {
+        "time_last_over_first",
+        "rss_last_over_first",
+        "time_last4_over_weeks2to5",
+        "rss_last4_over_weeks2to5",
+        "plain_over_branch",
+    }
     assert all(value > 0 for value in ratios.values())
     assert "plain script / transaction branch" in proc.stdout and "2026-11-16" in proc.stdout
     assert out.with_suffix(".png").stat().st_size > 0 and (tmp_path / "copy.png").stat().st_size > 0

@@ -23,19 +23,25 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 import customer_assets
 from customer_assets.deployments import resources_for
-from customer_assets_tests.support.sources import create_source, query as pg, socket_dir
 from customer_assets_tests.support.pipeline import ASSETS
+from customer_assets_tests.support.sources import create_source, socket_dir
+from customer_assets_tests.support.sources import query as pg
 
 DEPLOY_YAML = Path(customer_assets.__file__).parent / "deploy" / "dagster.yaml"
 DB = "dagster_instance"
 WEEK = "2026-11-16"
 SCHEDULE = "weekly_customer_pipeline_schedule"
-ASSET_KEYS = [dg.AssetKey(["etl", "raw_transactions"]), dg.AssetKey(["etl", "customer_event_aggregates"])]
+ASSET_KEYS = [
+    dg.AssetKey(["etl", "raw_transactions"]),
+    dg.AssetKey(["etl", "customer_event_aggregates"]),
+]
 
 
 @pytest.fixture(scope="module")
 def instance_dsn(pg_server) -> str:
-    return create_source(pg_server, DB)  # an empty database; dagster creates its tables on first use
+    return create_source(
+        pg_server, DB
+    )  # an empty database; dagster creates its tables on first use
 
 
 @pytest.fixture
@@ -48,7 +54,9 @@ def dagster_home(tmp_path, monkeypatch, pg_server, instance_dsn) -> Path:
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("DAGSTER_PG_HOST", "localhost")  # replaced by params.host: the socket directory
+    monkeypatch.setenv(
+        "DAGSTER_PG_HOST", "localhost"
+    )  # replaced by params.host: the socket directory
     monkeypatch.setenv("DAGSTER_PG_PORT", port)
     monkeypatch.setenv("DAGSTER_PG_USER", "postgres")
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused-by-trust-auth")
@@ -62,10 +70,17 @@ def test_shipped_file_is_the_production_instance(dagster_home, instance_dsn):
     assert shipped["storage"]["postgres"]["postgres_db"].pop("params") == {}
     assert used["storage"]["postgres"]["postgres_db"].pop("params")["host"]
     assert used == shipped  # nothing else changed for the test
-    assert {k: v for k, v in shipped["storage"]["postgres"]["postgres_db"].items() if isinstance(v, dict)} == {
-        "hostname": {"env": "DAGSTER_PG_HOST"}, "port": {"env": "DAGSTER_PG_PORT"},
-        "username": {"env": "DAGSTER_PG_USER"}, "password": {"env": "DAGSTER_PG_PASSWORD"},
-        "db_name": {"env": "DAGSTER_PG_DB"}}
+    assert {
+        k: v
+        for k, v in shipped["storage"]["postgres"]["postgres_db"].items()
+        if isinstance(v, dict)
+    } == {
+        "hostname": {"env": "DAGSTER_PG_HOST"},
+        "port": {"env": "DAGSTER_PG_PORT"},
+        "username": {"env": "DAGSTER_PG_USER"},
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "db_name": {"env": "DAGSTER_PG_DB"},
+    }
 
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
@@ -74,28 +89,46 @@ def test_shipped_file_is_the_production_instance(dagster_home, instance_dsn):
         coordinator = instance.run_coordinator
         assert isinstance(coordinator, QueuedRunCoordinator)
         assert coordinator.get_run_queue_config().max_concurrent_runs == 4
-        assert [(limit["key"], limit["limit"]) for limit in coordinator.get_run_queue_config().tag_concurrency_limits] \
-            == [("dagster/partition", 1)]
+        assert [
+            (limit["key"], limit["limit"])
+            for limit in coordinator.get_run_queue_config().tag_concurrency_limits
+        ] == [("dagster/partition", 1)]
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert not instance.run_retries_retry_on_asset_or_op_failure
         assert instance.telemetry_enabled is False
-    tables = {r[0] for r in pg(instance_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    tables = {
+        r[0]
+        for r in pg(instance_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    }
     assert {"runs", "event_logs", "jobs", "instigators", "job_ticks", "alembic_version"} <= tables
 
 
-def test_a_materialization_is_recorded_in_postgres(dagster_home, instance_dsn, pipeline_env, small_source):
+def test_a_materialization_is_recorded_in_postgres(
+    dagster_home, instance_dsn, pipeline_env, small_source
+):
     pipeline_env("small_source")
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize(ASSETS, selection=ASSET_KEYS, partition_key=WEEK, resources=resources_for("local"),
-                                instance=instance)
+        result = dg.materialize(
+            ASSETS,
+            selection=ASSET_KEYS,
+            partition_key=WEEK,
+            resources=resources_for("local"),
+            instance=instance,
+        )
         assert result.success
         latest = instance.get_latest_materialization_event(ASSET_KEYS[0])
         assert latest is not None and latest.run_id == result.run_id
 
-    runs = pg(instance_dsn, "SELECT status, partition FROM runs WHERE run_id = %s", (result.run_id,))
+    runs = pg(
+        instance_dsn, "SELECT status, partition FROM runs WHERE run_id = %s", (result.run_id,)
+    )
     assert runs == [("SUCCESS", WEEK)]
-    events = pg(instance_dsn, """SELECT dagster_event_type, asset_key, partition FROM event_logs
-                                 WHERE run_id = %s ORDER BY id""", (result.run_id,))
+    events = pg(
+        instance_dsn,
+        """SELECT dagster_event_type, asset_key, partition FROM event_logs
+                                 WHERE run_id = %s ORDER BY id""",
+        (result.run_id,),
+    )
     kinds = [e[0] for e in events]
     # Stored by the enum's value, which keeps the old names for runs (RUN_START is "PIPELINE_START").
     Event = dg.DagsterEventType
@@ -106,23 +139,40 @@ def test_a_materialization_is_recorded_in_postgres(dagster_home, instance_dsn, p
 
 
 def test_schedule_state_is_stored_in_postgres(dagster_home, instance_dsn, pipeline_env, tmp_path):
-    pipeline_env("no_source")  # the code location loads with local resources; nothing connects to a source
+    pipeline_env(
+        "no_source"
+    )  # the code location loads with local resources; nothing connects to a source
     cli = Path(sys.executable).with_name("dagster")
 
     def stored() -> list[tuple]:
         # The serialized origin keeps dagster's legacy field name: job_name is the instigator's name.
-        return pg(instance_dsn, """SELECT status, instigator_type, instigator_body::json #>> '{origin,job_name}'
-                                   FROM instigators""")
+        return pg(
+            instance_dsn,
+            """SELECT status, instigator_type, instigator_body::json #>> '{origin,job_name}'
+                                   FROM instigators""",
+        )
 
     # The README's command, in a subprocess: it loads the code location and stores the schedule's state.
-    done = subprocess.run([str(cli), "schedule", "start", SCHEDULE, "-m", "customer_assets"], cwd=tmp_path,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and f"Started schedule {SCHEDULE}" in done.stdout, done.stdout + done.stderr
+    done = subprocess.run(
+        [str(cli), "schedule", "start", SCHEDULE, "-m", "customer_assets"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and f"Started schedule {SCHEDULE}" in done.stdout, (
+        done.stdout + done.stderr
+    )
     assert stored() == [("RUNNING", "SCHEDULE", SCHEDULE)]
 
     # Read back and updated through the instance, as the daemon does.
     with dg.DagsterInstance.get() as instance:
         states = [s for s in instance.all_instigator_state() if s.name == SCHEDULE]
-        assert len(states) == 1 and states[0].is_running and states[0].instigator_data.cron_schedule == "0 2 * * 1"
+        assert (
+            len(states) == 1
+            and states[0].is_running
+            and states[0].instigator_data.cron_schedule == "0 2 * * 1"
+        )
         instance.update_instigator_state(states[0].with_status(InstigatorStatus.STOPPED))
     assert stored() == [("STOPPED", "SCHEDULE", SCHEDULE)]

@@ -41,8 +41,13 @@ DEPLOY = Path(customer_assets.__file__).parent / "deploy"
 K8S_YAML = DEPLOY / "dagster-k8s.yaml"
 HELM_VALUES = DEPLOY / "helm-values.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
-PG_ENV = {"DAGSTER_PG_HOST": "dagster-postgres.example.internal", "DAGSTER_PG_PORT": "5432",
-          "DAGSTER_PG_USER": "dagster", "DAGSTER_PG_PASSWORD": "from-a-secret", "DAGSTER_PG_DB": "dagster_instance"}
+PG_ENV = {
+    "DAGSTER_PG_HOST": "dagster-postgres.example.internal",
+    "DAGSTER_PG_PORT": "5432",
+    "DAGSTER_PG_USER": "dagster",
+    "DAGSTER_PG_PASSWORD": "from-a-secret",
+    "DAGSTER_PG_DB": "dagster_instance",
+}
 SECRET_LIKE = re.compile(r"PASSWORD|KEY|TOKEN|CREDENTIALS|SECRET|WEBHOOK")
 # A values key holding a secret itself (postgresqlPassword, apiKey, token), not naming one (postgresqlSecretName).
 SECRET_KEY_LIKE = re.compile(r"PASSWORD|TOKEN|API_?KEY|CREDENTIALS|SECRET_?KEY|PRIVATE_?KEY")
@@ -60,7 +65,9 @@ def k8s_ref(tmp_path, monkeypatch) -> InstanceRef:
     would load $DAGSTER_HOME/dagster.yaml; nothing is instantiated that would connect."""
     for name, value in PG_ENV.items():
         monkeypatch.setenv(name, value)
-    return InstanceRef.from_dir(str(tmp_path), config_dir=str(DEPLOY), config_filename=K8S_YAML.name)
+    return InstanceRef.from_dir(
+        str(tmp_path), config_dir=str(DEPLOY), config_filename=K8S_YAML.name
+    )
 
 
 def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
@@ -90,13 +97,18 @@ def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
     coordinator = k8s_ref.run_coordinator_data.rehydrate(QueuedRunCoordinator)
     queue = coordinator.get_run_queue_config()
     assert queue.max_concurrent_runs == 4
-    assert [(limit["key"], limit["value"], limit["limit"]) for limit in queue.tag_concurrency_limits] == [
-        ("dagster/partition", {"applyLimitPerUniqueValue": True}, 1)]
+    assert [
+        (limit["key"], limit["value"], limit["limit"]) for limit in queue.tag_concurrency_limits
+    ] == [("dagster/partition", {"applyLimitPerUniqueValue": True}, 1)]
 
     settings = k8s_ref.settings
     assert settings["run_monitoring"]["enabled"] is True
     assert settings["run_monitoring"]["max_runtime_seconds"] == 21600
-    assert settings["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
+    assert settings["run_retries"] == {
+        "enabled": True,
+        "max_retries": 2,
+        "retry_on_asset_or_op_failure": False,
+    }
     assert settings["telemetry"] == {"enabled": False}
 
     # The same choices as the single-machine dagster.yaml: only the run launcher (and its comments) differ.
@@ -105,43 +117,71 @@ def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
     assert set(k8s) - set(single) == {"run_launcher"}
     for section in ("storage", "run_coordinator", "run_retries", "retention", "telemetry"):
         assert k8s[section] == single[section], section
-    assert {k: v for k, v in k8s["run_monitoring"].items() if k in single["run_monitoring"]} \
-        == single["run_monitoring"]
+    assert {
+        k: v for k, v in k8s["run_monitoring"].items() if k in single["run_monitoring"]
+    } == single["run_monitoring"]
 
     # The real launcher, out of the cluster: a kubeconfig whose server is never contacted.
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "users": [{"name": "test", "user": {"token": "unused"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}]}))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "test", "user": {"token": "unused"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            }
+        )
+    )
     launcher = K8sRunLauncher.from_config_value(
-        launcher_data, {**config, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
+        launcher_data,
+        {**config, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)},
+    )
     assert launcher.job_namespace == "dagster" and launcher.fail_pod_on_run_failure is True
     assert launcher.supports_check_run_worker_health  # what run monitoring asks the launcher
 
     # The Job it would submit for a run of the code location served from the image.
     image = "registry.example.internal/customer-assets:0.1.0"
-    origin = JobPythonOrigin("weekly_customer_pipeline", RepositoryPythonOrigin(
-        executable_path="/usr/local/bin/python", code_pointer=ModuleCodePointer("customer_assets", "defs", None),
-        container_image=image))
-    run = DagsterRun(job_name="weekly_customer_pipeline", run_id="0123abcd-0000-0000-0000-000000000000",
-                     job_code_origin=origin)
+    origin = JobPythonOrigin(
+        "weekly_customer_pipeline",
+        RepositoryPythonOrigin(
+            executable_path="/usr/local/bin/python",
+            code_pointer=ModuleCodePointer("customer_assets", "defs", None),
+            container_image=image,
+        ),
+    )
+    run = DagsterRun(
+        job_name="weekly_customer_pipeline",
+        run_id="0123abcd-0000-0000-0000-000000000000",
+        job_code_origin=origin,
+    )
     from dagster_k8s.job import construct_dagster_k8s_job
 
     context = launcher.get_container_context_for_run(run)
     job = construct_dagster_k8s_job(
         job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
-        args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-0123abcd", pod_name="dagster-run-0123abcd",
-        component="run_worker", user_defined_k8s_config=context.run_k8s_config)
+        args=["dagster", "api", "execute_run", "{}"],
+        job_name="dagster-run-0123abcd",
+        pod_name="dagster-run-0123abcd",
+        component="run_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+    )
     pod = job.spec.template.spec
     container = pod.containers[0]
     assert container.image == image
-    assert {e.secret_ref.name for e in container.env_from if e.secret_ref} == {"customer-assets-secrets"}
-    assert "customer-assets-env" in {e.config_map_ref.name for e in container.env_from if e.config_map_ref}
+    assert {e.secret_ref.name for e in container.env_from if e.secret_ref} == {
+        "customer-assets-secrets"
+    }
+    assert "customer-assets-env" in {
+        e.config_map_ref.name for e in container.env_from if e.config_map_ref
+    }
     assert {(m.name, m.mount_path) for m in container.volume_mounts} >= {("data", "/data")}
-    assert any(v.persistent_volume_claim and v.persistent_volume_claim.claim_name == "customer-assets-data"
-               for v in pod.volumes)
+    assert any(
+        v.persistent_volume_claim and v.persistent_volume_claim.claim_name == "customer-assets-data"
+        for v in pod.volumes
+    )
     assert pod.security_context.run_as_non_root and pod.security_context.run_as_user == 10001
     assert pod.service_account_name == "customer-assets"
     assert container.resources.limits["memory"] == "8Gi"
@@ -150,6 +190,7 @@ def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
 
 
 # --- Helm values ---------------------------------------------------------------------------------------------
+
 
 def _helm() -> dict:
     return yaml.safe_load(HELM_VALUES.read_text())
@@ -201,7 +242,8 @@ def _env_var_names(value, seen=None) -> set[str]:
     if id(value) in seen:
         return set()
     seen.add(id(value))
-    if isinstance(value, dg.EnvVar) or type(value).__name__ == "IntEnvVar":  # EnvVar("X"), EnvVar.int("X")
+    # EnvVar("X"), EnvVar.int("X")
+    if isinstance(value, dg.EnvVar) or type(value).__name__ == "IntEnvVar":
         return {value.env_var_name}
     if isinstance(value, (str, bytes, int, float, bool)) or value is None:
         return set()
@@ -209,7 +251,8 @@ def _env_var_names(value, seen=None) -> set[str]:
         return set().union(*(_env_var_names(v, seen) for v in value.values()))
     if isinstance(value, (list, tuple, set)):
         return set().union(*(_env_var_names(v, seen) for v in value))
-    if isinstance(value, pydantic.BaseModel):  # ConfigurableResource / ConfigurableIOManager and nested config
+    # ConfigurableResource / ConfigurableIOManager and nested config
+    if isinstance(value, pydantic.BaseModel):
         return set().union(*(_env_var_names(v, seen) for v in vars(value).values()))
     return set()
 
@@ -220,7 +263,9 @@ def test_helm_values_name_the_image_the_launcher_and_no_secret_in_clear():
     assert location["image"]["repository"].endswith("/customer-assets") and location["image"]["tag"]
     assert location["image"]["tag"] != "latest"
     assert location["codeServerArgs"] == ["-m", "customer_assets"]
-    assert location["includeConfigInLaunchedRuns"]["enabled"] is True  # runs get the env, secrets and volume
+    assert (
+        location["includeConfigInLaunchedRuns"]["enabled"] is True
+    )  # runs get the env, secrets and volume
     assert location["podSecurityContext"]["runAsNonRoot"] is True
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert "k8sRunLauncher" in values["runLauncher"]["config"]
@@ -231,7 +276,8 @@ def test_helm_values_name_the_image_the_launcher_and_no_secret_in_clear():
     assert queue["enabled"] and queue["type"] == "QueuedRunCoordinator"
     assert queue["config"]["queuedRunCoordinator"]["maxConcurrentRuns"] == 4
     assert queue["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"] == [
-        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
 
     # The instance's PostgreSQL password comes from the chart's secret, never from the values.
     assert values["generatePostgresqlPasswordSecret"] is False
@@ -240,8 +286,11 @@ def test_helm_values_name_the_image_the_launcher_and_no_secret_in_clear():
 
     entries = list(_env_entries(values))
     assert entries, "the values set no environment at all"
-    in_clear = [(where, name) for where, name, entry in entries
-                if SECRET_LIKE.search(name) and "valueFrom" not in entry]
+    in_clear = [
+        (where, name)
+        for where, name, entry in entries
+        if SECRET_LIKE.search(name) and "valueFrom" not in entry
+    ]
     assert in_clear == [], f"secret-like variables with a value in the Helm values: {in_clear}"
     for where, name, entry in entries:
         if "valueFrom" in entry:
@@ -255,10 +304,16 @@ def test_helm_values_set_every_variable_the_prod_deployment_reads(monkeypatch):
     ``uses_embedded_demo``), and every variable the built resources read through Dagster's EnvVar (required
     ones such as GCP_PROJECT_ID and PII_HASH_KEY, whether set or not) must be set there."""
     entries = {name: entry for _, name, entry in _env_entries(_code_location(_helm()))}
-    required_secrets = {name for name, entry in entries.items()
-                        if "valueFrom" in entry and not entry["valueFrom"]["secretKeyRef"].get("optional")}
-    pod_env = {name: (entry["value"] if "value" in entry else f"<secret {name}>") for name, entry in entries.items()
-               if "value" in entry or name in required_secrets}
+    required_secrets = {
+        name
+        for name, entry in entries.items()
+        if "valueFrom" in entry and not entry["valueFrom"]["secretKeyRef"].get("optional")
+    }
+    pod_env = {
+        name: (entry.get("value", f"<secret {name}>"))
+        for name, entry in entries.items()
+        if "value" in entry or name in required_secrets
+    }
     assert pod_env["DAGSTER_DEPLOYMENT"] == "prod"
 
     for name in list(os.environ):
@@ -269,8 +324,14 @@ def test_helm_values_set_every_variable_the_prod_deployment_reads(monkeypatch):
 
     resources = resources_for("prod")
     read = _env_var_names(resources)
-    assert {"DB_HOST", "GCP_PROJECT_ID", "PII_HASH_KEY"} <= read  # the prod requirements as the code has them
-    assert read - set(pod_env) == set(), f"read by the prod resources but not set in the Helm values: {read - set(pod_env)}"
+    assert {
+        "DB_HOST",
+        "GCP_PROJECT_ID",
+        "PII_HASH_KEY",
+    } <= read  # the prod requirements as the code has them
+    assert read - set(pod_env) == set(), (
+        f"read by the prod resources but not set in the Helm values: {read - set(pod_env)}"
+    )
     # Every one of them resolves in the pod's environment (as Dagster resolves them when a run starts).
     assert all(os.environ.get(name) for name in read)
 
@@ -286,7 +347,8 @@ def test_the_bucket_for_runs_without_a_shared_disk_is_shown_and_picks_the_bucket
     volume's DATA_DIR)."""
     text = HELM_VALUES.read_text()
     example = re.search(
-        r"# - name: CUSTOMER_ASSETS_INTERMEDIATES_URL\n\s*#   value: (gs://\S+)", text)
+        r"# - name: CUSTOMER_ASSETS_INTERMEDIATES_URL\n\s*#   value: (gs://\S+)", text
+    )
     assert example, "helm-values.yaml should show CUSTOMER_ASSETS_INTERMEDIATES_URL (commented out)"
     assert "CUSTOMER_ASSETS_INTERMEDIATES_URL" in K8S_YAML.read_text()
     entries = {name: entry for _, name, entry in _env_entries(_code_location(_helm()))}
@@ -301,21 +363,29 @@ def test_the_bucket_for_runs_without_a_shared_disk_is_shown_and_picks_the_bucket
     monkeypatch.setenv("CUSTOMER_ASSETS_INTERMEDIATES_URL", example.group(1))
     manager = resources_for("prod")["io_manager"]
     assert (manager.url, manager.base_dir, manager.emulator_host) == (
-        example.group(1), entries["DATA_DIR"]["value"], None)
+        example.group(1),
+        entries["DATA_DIR"]["value"],
+        None,
+    )
 
 
 # --- The image's entry point ---------------------------------------------------------------------------------
 
+
 def _dockerfile_instructions() -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in (raw.strip() for raw in text.splitlines())
+        if line and not line.startswith("#")
+    ]
 
 
 def _entry_point() -> list[str]:
     instructions = _dockerfile_instructions()
-    assert not [arg for op, arg in instructions if op == "ENTRYPOINT"], \
+    assert not [arg for op, arg in instructions if op == "ENTRYPOINT"], (
         "an ENTRYPOINT would be prepended to the chart's and the run launcher's commands"
+    )
     (cmd,) = [arg for op, arg in instructions if op == "CMD"]
     return json.loads(cmd)  # exec form: no shell between Kubernetes' signals and dagster
 
@@ -333,10 +403,21 @@ def test_the_image_is_slim_pinned_non_root_and_without_secrets():
     assert re.fullmatch(rf"python:{re.escape(python)}-slim(-\w+)?", base), (base, python)
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert any(op == "RUN" and "pip install" in arg and '".[k8s]"' in arg for op, arg in instructions)
-    declared = [word.split("=")[0] for op, arg in instructions if op in ("ENV", "ARG") for word in shlex.split(arg)]
+    assert any(
+        op == "RUN" and "pip install" in arg and '".[k8s]"' in arg for op, arg in instructions
+    )
+    declared = [
+        word.split("=")[0]
+        for op, arg in instructions
+        if op in ("ENV", "ARG")
+        for word in shlex.split(arg)
+    ]
     assert not [name for name in declared if SECRET_LIKE.search(name)]
-    assert not [arg for op, arg in instructions if op in ("COPY", "ADD") and re.search(r"\.env\b|data/|\.venv", arg)]
+    assert not [
+        arg
+        for op, arg in instructions
+        if op in ("COPY", "ADD") and re.search(r"\.env\b|data/|\.venv", arg)
+    ]
     assert "docker build -f customer_assets/deploy/Dockerfile" in DOCKERFILE.read_text()
 
 
@@ -356,13 +437,23 @@ def test_the_image_entry_point_serves_the_definitions(tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     image = "registry.example.internal/customer-assets:0.1.0"
-    env = {name: value for name, value in os.environ.items() if name in SYSTEM_ENV or name.startswith("PYTEST_")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in SYSTEM_ENV or name.startswith("PYTEST_")
+    }
     env.update(DAGSTER_HOME=str(home), DATA_DIR=str(tmp_path / "data"), DAGSTER_CURRENT_IMAGE=image)
     assert "DAGSTER_DEPLOYMENT" not in env
     log = tmp_path / "code_server.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            argv,
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         client = DagsterGrpcClient(port=port, host="127.0.0.1")
         deadline = time.monotonic() + 180
@@ -376,17 +467,26 @@ def test_the_image_entry_point_serves_the_definitions(tmp_path):
                 pass
             time.sleep(1)
         assert response is not None, f"the code server did not come up:\n{log.read_text()[-3000:]}"
-        assert isinstance(response, ListRepositoriesResponse), response  # an error here = the definitions failed
+        assert isinstance(response, ListRepositoriesResponse), (
+            response
+        )  # an error here = the definitions failed
         assert response.repository_symbols and response.repository_code_pointer_dict
         assert response.container_image == image  # what K8sRunLauncher starts each run from
 
         # The chart's readiness probe, as it runs it in the pod.
-        probe = subprocess.run([argv[0], "api", "grpc-health-check", "-p", str(port)], env=env,
-                               capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(
+            [argv[0], "api", "grpc-health-check", "-p", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert probe.returncode == 0, probe.stdout + probe.stderr
     finally:
         if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)  # the session we started: the server and its gRPC child
+            os.killpg(
+                server.pid, signal.SIGTERM
+            )  # the session we started: the server and its gRPC child
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -7,6 +7,7 @@ printed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -15,24 +16,45 @@ from pathlib import Path
 
 import pytest
 
-from customer_assets_tests.graph.test_cli import DAGSTER, _graphql as graphql, dagster_dev
+from customer_assets_tests.graph.test_cli import DAGSTER, dagster_dev
+from customer_assets_tests.graph.test_cli import _graphql as graphql
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).parents[2]
 LOADED, LAUNCHED = "2026-11-09", "2026-11-16"
 
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra has it)")
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="pip install playwright (the dev extra has it)"
+)
 if not Path(CHROMIUM).exists():
     pytest.skip("no Chromium: apt-get install -y chromium (.ci/run does)", allow_module_level=True)
 
 
 def _env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATA_DIR", "WAREHOUSE_", "ETL_LOG",
-                                                                    "REPORTS_DIR", "EMBEDDED_PG", "DAGSTER_",
-                                                                    "EVENTS_PATH", "PIPELINE_FIRST_WEEK"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "DB_",
+                "DATA_DIR",
+                "WAREHOUSE_",
+                "ETL_LOG",
+                "REPORTS_DIR",
+                "EMBEDDED_PG",
+                "DAGSTER_",
+                "EVENTS_PATH",
+                "PIPELINE_FIRST_WEEK",
+            )
+        )
+    }
     (tmp / "home").mkdir(exist_ok=True)
-    return {**env, "DAGSTER_HOME": str(tmp / "home"), "DATA_DIR": str(tmp / "data"),
-            "ETL_LOG_DIR": str(tmp / "logs")}
+    return {
+        **env,
+        "DAGSTER_HOME": str(tmp / "home"),
+        "DATA_DIR": str(tmp / "data"),
+        "ETL_LOG_DIR": str(tmp / "logs"),
+    }
 
 
 def _graphql(port: int, query: str) -> dict:
@@ -44,8 +66,24 @@ def ui(tmp_path_factory):
     """`dagster dev` on the embedded default with one week already loaded from the CLI; yields (port, tmp)."""
     tmp = tmp_path_factory.mktemp("browser")
     env = _env(tmp)
-    done = subprocess.run([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "*",
-                           "--partition", LOADED], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "customer_assets",
+            "--select",
+            "*",
+            "--partition",
+            LOADED,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with dagster_dev(env) as port:
         yield port, tmp
@@ -61,10 +99,8 @@ def page(ui, request):
         page.base = f"http://127.0.0.1:{port}"
         page.goto(page.base + "/assets")
         skip = page.get_by_role("button", name="Skip")  # the first visit's newsletter dialog
-        try:
+        with contextlib.suppress(playwright.TimeoutError):
             skip.click(timeout=5_000)
-        except playwright.TimeoutError:
-            pass
         yield page
         failed = getattr(request.node, "rep_call", None)
         if failed is not None and failed.failed:
@@ -76,7 +112,10 @@ def page(ui, request):
 
 def test_the_catalog_lists_every_asset(page, ui):
     port, _ = ui
-    keys = ["/".join(n["assetKey"]["path"]) for n in _graphql(port, "{ assetNodes { assetKey { path } } }")["assetNodes"]]
+    keys = [
+        "/".join(n["assetKey"]["path"])
+        for n in _graphql(port, "{ assetNodes { assetKey { path } } }")["assetNodes"]
+    ]
     assert len(keys) >= 15
     page.goto(page.base + "/assets?view=flat")
     page.get_by_text("raw_transactions").first.wait_for()
@@ -101,9 +140,15 @@ def test_a_week_launched_from_the_ui_succeeds_and_is_plotted_and_checked(page, u
 
     deadline, status = time.monotonic() + 300, None
     while time.monotonic() < deadline:
-        runs = _graphql(port, "{ runsOrError(limit: 5) { ... on Runs { results { status tags { key value } } } } }")
-        launched = [r for r in runs["runsOrError"]["results"]
-                    if {"key": "dagster/partition", "value": LAUNCHED} in r["tags"]]
+        runs = _graphql(
+            port,
+            "{ runsOrError(limit: 5) { ... on Runs { results { status tags { key value } } } } }",
+        )
+        launched = [
+            r
+            for r in runs["runsOrError"]["results"]
+            if {"key": "dagster/partition", "value": LAUNCHED} in r["tags"]
+        ]
         status = launched[0]["status"] if launched else None
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
@@ -111,10 +156,16 @@ def test_a_week_launched_from_the_ui_succeeds_and_is_plotted_and_checked(page, u
     assert status == "SUCCESS"
 
     # The quality history: one materialization, so one plotted point, per loaded week.
-    events = _graphql(port, '{ assetOrError(assetKey: {path: ["customer_analytics", "data_quality_metrics"]}) '
-                            '{ ... on Asset { assetMaterializations { partition metadataEntries { label } } } } }')
-    points = [m["partition"] for m in events["assetOrError"]["assetMaterializations"]
-              if any(e["label"] == "quality_score" for e in m["metadataEntries"])]
+    events = _graphql(
+        port,
+        '{ assetOrError(assetKey: {path: ["customer_analytics", "data_quality_metrics"]}) '
+        "{ ... on Asset { assetMaterializations { partition metadataEntries { label } } } } }",
+    )
+    points = [
+        m["partition"]
+        for m in events["assetOrError"]["assetMaterializations"]
+        if any(e["label"] == "quality_score" for e in m["metadataEntries"])
+    ]
     assert sorted(points) == [LOADED, LAUNCHED]
     page.goto(page.base + "/assets/customer_analytics/data_quality_metrics")
     page.get_by_role("button", name="Plots").click()
@@ -123,8 +174,10 @@ def test_a_week_launched_from_the_ui_succeeds_and_is_plotted_and_checked(page, u
     page.get_by_text("quality_score", exact=True).last.scroll_into_view_if_needed()
     page.wait_for_timeout(1_000)  # the charts draw after they are laid out
     assert canvases.count() >= 4  # score, quarantine and pass rates
-    blank = canvases.first.evaluate("c => { const b = document.createElement('canvas'); b.width = c.width; "
-                                    "b.height = c.height; return c.toDataURL() === b.toDataURL(); }")
+    blank = canvases.first.evaluate(
+        "c => { const b = document.createElement('canvas'); b.width = c.width; "
+        "b.height = c.height; return c.toDataURL() === b.toDataURL(); }"
+    )
     assert not blank
     page.screenshot(path=str(ui[1] / "quality_plots.png"))
 

@@ -24,17 +24,37 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def _env(workdir: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATA_DIR", "WAREHOUSE_", "ETL_LOG",
-                                                                    "REPORTS_DIR", "EMBEDDED_PG", "DAGSTER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("DB_", "DATA_DIR", "WAREHOUSE_", "ETL_LOG", "REPORTS_DIR", "EMBEDDED_PG", "DAGSTER_")
+        )
+    }
     home = workdir / "dagster_home"
     home.mkdir(exist_ok=True)
     return {**env, "DAGSTER_HOME": str(home)}
 
 
 def _materialize(workdir: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "*",
-                           "--partition", WEEK], cwd=workdir, env={**_env(workdir), **env}, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "customer_assets",
+            "--select",
+            "*",
+            "--partition",
+            WEEK,
+        ],
+        cwd=workdir,
+        env={**_env(workdir), **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
@@ -43,8 +63,10 @@ def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
         done = _materialize(workdir)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         with duckdb.connect(str(workdir / "data" / "warehouse.duckdb"), read_only=True) as con:
-            counts.append(con.execute("""SELECT count(*), count(DISTINCT transaction_id) FROM
-                customer_analytics.weekly_transactions WHERE week_start = TIMESTAMP '2026-11-16'""").fetchone())
+            counts.append(
+                con.execute("""SELECT count(*), count(DISTINCT transaction_id) FROM
+                customer_analytics.weekly_transactions WHERE week_start = TIMESTAMP '2026-11-16'""").fetchone()
+            )
     assert counts[0] == counts[1] and counts[0][0] == counts[0][1] > 1000
     summaries = sorted((workdir / "logs" / "etl").glob("etl_*.json"))
     assert len(summaries) == 2
@@ -57,9 +79,24 @@ def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
 def test_not_a_monday_partition_says_which_monday(workdir):
     """Issue 12, finding 5: ``--partition 2026-11-17`` ended a 53-line traceback with "Could not find a
     partition" and no hint."""
-    done = subprocess.run([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "etl/raw_transactions",
-                           "--partition", "2026-11-19"], cwd=workdir, env=_env(workdir), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "customer_assets",
+            "--select",
+            "etl/raw_transactions",
+            "--partition",
+            "2026-11-19",
+        ],
+        cwd=workdir,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -71,7 +108,9 @@ def test_a_failed_cli_run_cleans_up_and_records_the_failure(workdir):
     """No daemon, no sensor: the run itself removes the week's intermediates and writes failed_*.json."""
     logs = workdir / "logs" / "etl"
     before = set(logs.glob("failed_*.json"))
-    done = _materialize(workdir, QUALITY_FAIL_RATE="0.0001")  # the demo's ~1.5% dirty rows now stop the week
+    done = _materialize(
+        workdir, QUALITY_FAIL_RATE="0.0001"
+    )  # the demo's ~1.5% dirty rows now stop the week
     assert done.returncode != 0
     assert not [p for p in (workdir / "data" / "etl").rglob("*") if p.is_file()]
     records = set(logs.glob("failed_*.json")) - before
@@ -83,8 +122,14 @@ def test_a_failed_cli_run_cleans_up_and_records_the_failure(workdir):
 
 
 def _preview(workdir: Path) -> str:
-    done = subprocess.run([DAGSTER, "sensor", "preview", "source_changes", "-m", "customer_assets"], cwd=workdir,
-                          env=_env(workdir), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [DAGSTER, "sensor", "preview", "source_changes", "-m", "customer_assets"],
+        cwd=workdir,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -106,7 +151,10 @@ def test_sensor_preview_shows_the_week_a_late_change_would_rerun(workdir):
         assert cur.rowcount == 1
     conn.close()
     preview = _preview(workdir)
-    assert "run requests for 1 run(s)" in preview and "repair_reason: '2026-11-16: source changed" in preview, preview
+    assert (
+        "run requests for 1 run(s)" in preview
+        and "repair_reason: '2026-11-16: source changed" in preview
+    ), preview
 
 
 def _free_port() -> int:
@@ -116,8 +164,11 @@ def _free_port() -> int:
 
 
 def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -128,8 +179,14 @@ def dagster_dev(env: dict, ready_query: str = "{ assetNodes { id } }", timeout: 
     otherwise), from the repository's workspace; yields its port once GraphQL answers ``ready_query`` with data,
     and stops the whole group afterwards."""
     port = _free_port()
-    proc = subprocess.Popen([DAGSTER, "dev", "-p", str(port), "-h", "127.0.0.1"], cwd=Path(__file__).parents[2],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [DAGSTER, "dev", "-p", str(port), "-h", "127.0.0.1"],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -153,17 +210,24 @@ def dagster_dev(env: dict, ready_query: str = "{ assetNodes { id } }", timeout: 
 
 
 def test_dagster_dev_serves_the_asset_graph(workdir):
-    query = ("{ assetNodes { assetKey { path } groupName } repositoriesOrError { "
-             "... on RepositoryConnection { nodes { schedules { name cronSchedule } sensors { name } } } } }")
+    query = (
+        "{ assetNodes { assetKey { path } groupName } repositoriesOrError { "
+        "... on RepositoryConnection { nodes { schedules { name cronSchedule } sensors { name } } } } }"
+    )
     with dagster_dev(_env(workdir), query) as port:
         data = _graphql(port, query)
         nodes = data["data"]["assetNodes"]
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
-        assert {"etl/raw_transactions", "customer_analytics/weekly_transactions",
-                "customer_analytics/data_quality_metrics", "etl/pipeline_summary"} <= keys
+        assert {
+            "etl/raw_transactions",
+            "customer_analytics/weekly_transactions",
+            "customer_analytics/data_quality_metrics",
+            "etl/pipeline_summary",
+        } <= keys
         repository = data["data"]["repositoriesOrError"]["nodes"][0]
         assert [(s["name"], s["cronSchedule"]) for s in repository["schedules"]] == [
-            ("weekly_customer_pipeline_schedule", "0 2 * * 1")]
+            ("weekly_customer_pipeline_schedule", "0 2 * * 1")
+        ]
         assert "etl_failure_cleanup" in [s["name"] for s in repository["sensors"]]
 
 
@@ -187,4 +251,6 @@ def test_the_readme_example_queries_run_as_written_on_the_local_warehouse(workdi
     assert len(revenue) >= 3 and revenue["revenue_usd"].gt(0).all()
     # one person, known to the ERP and the shop under other ids: their transactions under every id
     assert history["customer_id"].nunique() == 1 and history["transaction_id"].notna().any()
-    assert history["ids"].str.contains("erp:").all() and history["ids"].str.contains("database:").all()
+    assert (
+        history["ids"].str.contains("erp:").all() and history["ids"].str.contains("database:").all()
+    )

@@ -14,10 +14,15 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from customer_assets.lineage import LINEAGE, MODELS
-from customer_assets.sql.scd2 import CUSTOMERS, PRODUCTS
 from customer_assets.schemas import (
-    CustomerHistory, CustomerIdentityMap, DimDate, FactTransactions, FactTransactionsQuarantine,
-    TransformedTransactions)
+    CustomerHistory,
+    CustomerIdentityMap,
+    DimDate,
+    FactTransactions,
+    FactTransactionsQuarantine,
+    TransformedTransactions,
+)
+from customer_assets.sql.scd2 import CUSTOMERS, PRODUCTS
 from customer_assets_tests.support.pipeline import run_week
 from customer_assets_tests.support.sources import EVENTS, socket_dir
 
@@ -58,11 +63,21 @@ query ($key: AssetKeyInput!) {
 def test_every_column_of_the_facts_and_marts_has_lineage_from_existing_columns():
     for name, model in MODELS.items():
         columns = set(model.to_schema().columns)
-        assert not columns - set(LINEAGE[name]), f"{name}: columns without lineage in customer_assets/lineage.py"
-        assert not set(LINEAGE[name]) - columns, f"{name}: lineage of columns the model does not have"
+        assert not columns - set(LINEAGE[name]), (
+            f"{name}: columns without lineage in customer_assets/lineage.py"
+        )
+        assert not set(LINEAGE[name]) - columns, (
+            f"{name}: lineage of columns the model does not have"
+        )
         for column, lineage in LINEAGE[name].items():
-            assert lineage.sources and len(set(lineage.sources)) == len(lineage.sources), (name, column)
-            assert lineage.rule or len(lineage.sources) == 1, (name, column)  # a copy has one source
+            assert lineage.sources and len(set(lineage.sources)) == len(lineage.sources), (
+                name,
+                column,
+            )
+            assert lineage.rule or len(lineage.sources) == 1, (
+                name,
+                column,
+            )  # a copy has one source
             for source in lineage.sources:
                 table, upstream_column = source.split(".")
                 assert upstream_column in UPSTREAM_COLUMNS[table], (name, column, source)
@@ -77,26 +92,42 @@ def graphql(pg_server, small_source, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lineage")
 
     with pytest.MonkeyPatch.context() as env:
-        for name, value in {"DB_HOST": socket_dir(pg_server), "DB_USER": "postgres", "DB_NAME": "small_source",
-                            "DATA_DIR": str(tmp / "data"), "WAREHOUSE_DUCKDB_PATH": str(tmp / "warehouse.duckdb"),
-                            "ETL_LOG_DIR": str(tmp / "logs" / "etl"), "DAGSTER_DEPLOYMENT": "local",
-                            "EVENTS_PATH": str(EVENTS["small_source"]), "PII_HASH_KEY": "test-hash-key",
-                            "ECB_RATES_FILE": currency_converter.CURRENCY_FILE}.items():
+        for name, value in {
+            "DB_HOST": socket_dir(pg_server),
+            "DB_USER": "postgres",
+            "DB_NAME": "small_source",
+            "DATA_DIR": str(tmp / "data"),
+            "WAREHOUSE_DUCKDB_PATH": str(tmp / "warehouse.duckdb"),
+            "ETL_LOG_DIR": str(tmp / "logs" / "etl"),
+            "DAGSTER_DEPLOYMENT": "local",
+            "EVENTS_PATH": str(EVENTS["small_source"]),
+            "PII_HASH_KEY": "test-hash-key",
+            "ECB_RATES_FILE": currency_converter.CURRENCY_FILE,
+        }.items():
             env.setenv(name, value)
-        for name in [n for n in os.environ if n.startswith(("CRM_", "ERP_DB_", "DB_READ", "DB_PORT"))]:
+        for name in [
+            n for n in os.environ if n.startswith(("CRM_", "ERP_DB_", "DB_READ", "DB_PORT"))
+        ]:
             env.delenv(name)
         for name in ("REPORTS_DIR", "SOURCE_TIMEZONE", "PIPELINE_FIRST_WEEK", "EVENT_TYPE_ALIASES"):
             env.delenv(name, raising=False)
         (tmp / "home").mkdir()
         with dg.instance_for_test(temp_dir=str(tmp / "home")) as instance:
             run_week(WEEK, instance=instance)
-            origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="customer_assets", attribute="defs"),
-                                                 location_name="customer_assets")
-            with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as workspace:
+            origin = InProcessCodeLocationOrigin(
+                LoadableTargetOrigin(module_name="customer_assets", attribute="defs"),
+                location_name="customer_assets",
+            )
+            with WorkspaceProcessContext(
+                instance, InProcessWorkspaceLoadTarget(origin)
+            ) as workspace:
 
                 def query(name: str) -> dict:
-                    result = execute_dagster_graphql(workspace.create_request_context(), ASSET_QUERY,
-                                                     {"key": {"path": ["customer_analytics", name]}})
+                    result = execute_dagster_graphql(
+                        workspace.create_request_context(),
+                        ASSET_QUERY,
+                        {"key": {"path": ["customer_analytics", name]}},
+                    )
                     return result.data["assetNodeOrError"]
 
                 yield query
@@ -106,7 +137,9 @@ def _lineage(node: dict) -> dict[str, list[str]]:
     """The latest materialization's column lineage: each column's sources as "<table>.<column>"."""
     materialization = node["assetMaterializations"][0]
     assert materialization["partition"] == WEEK
-    entries = [e for e in materialization["metadataEntries"] if e["label"] == "dagster/column_lineage"]
+    entries = [
+        e for e in materialization["metadataEntries"] if e["label"] == "dagster/column_lineage"
+    ]
     assert len(entries) == 1 and "lineage" in entries[0], materialization["metadataEntries"]
     lineage = {}
     for column in entries[0]["lineage"]:
@@ -124,7 +157,11 @@ def _expected(name: str) -> dict[str, list[str]]:
 
 def _assert_named_tables_are_upstream(node: dict, lineage: dict[str, list[str]]) -> None:
     upstream = {"/".join(key["path"]) for key in node["dependencyKeys"]}
-    named = {f"customer_analytics/{source.split('.')[0]}" for sources in lineage.values() for source in sources}
+    named = {
+        f"customer_analytics/{source.split('.')[0]}"
+        for sources in lineage.values()
+        for source in sources
+    }
     assert named <= upstream, named - upstream
 
 
@@ -145,7 +182,11 @@ def test_the_marts_materializations_carry_their_column_lineage_and_schemas(graph
         assert all("Lineage: " in description for description in schema.values()), schema
     sales = _lineage(graphql("mart_weekly_sales"))
     assert sales["revenue_usd"] == ["fact_transactions.amount_usd"]
-    assert sales["category"] == ["dim_products.category", "dim_products.product_key", "fact_transactions.product_key"]
+    assert sales["category"] == [
+        "dim_products.category",
+        "dim_products.product_key",
+        "fact_transactions.product_key",
+    ]
     churn = _lineage(graphql("mart_churn_retention"))
     assert "customer_history.last_purchase_at" in churn["churned"]
 

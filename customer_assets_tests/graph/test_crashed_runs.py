@@ -26,9 +26,24 @@ def _files(tmp: Path) -> list[Path]:
 
 def _crash_a_run(tmp: Path, env: dict) -> list[Path]:
     """Start the week from the CLI and SIGKILL it once it has written an intermediate; what it left."""
-    run = subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select", "*",
-                            "--partition", WEEK], cwd=tmp, env=env, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "customer_assets",
+            "--select",
+            "*",
+            "--partition",
+            WEEK,
+        ],
+        cwd=tmp,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 180
     while not [p for p in _files(tmp) if p.suffix == ".parquet"] and time.monotonic() < deadline:
         assert run.poll() is None, "the run ended before it wrote an intermediate"
@@ -45,23 +60,44 @@ def _orphan_records(tmp: Path) -> list[dict]:
     return [r for r in records if r.get("recorded_by") == "orphan sweep"]
 
 
-def test_what_a_killed_run_left_is_removed_by_the_next_run_and_by_the_sensor(pipeline_env, small_source):
+def test_what_a_killed_run_left_is_removed_by_the_next_run_and_by_the_sensor(
+    pipeline_env, small_source
+):
     tmp = pipeline_env("small_source", events=False)
     (tmp / "home").mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(tmp / "home")}
 
     left = _crash_a_run(tmp, env)
     # The next run, of another week and one small asset, starts by removing what no live run claims.
-    done = subprocess.run([DAGSTER, "asset", "materialize", "-m", "customer_assets", "--select",
-                           "customer_analytics/dim_date", "--partition", EARLIER], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "customer_assets",
+            "--select",
+            "customer_analytics/dim_date",
+            "--partition",
+            EARLIER,
+        ],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert not _files(tmp)
     [record] = _orphan_records(tmp)
     assert record["week_start"] == WEEK and set(record["removed"]) >= {str(p) for p in left}
 
     _crash_a_run(tmp, env)
-    result = orphaned_intermediates(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
-                                                            resources={"settings": resources_for("local")["settings"]}))
+    result = orphaned_intermediates(
+        dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(),
+            resources={"settings": resources_for("local")["settings"]},
+        )
+    )
     assert isinstance(result, dg.SkipReason) and WEEK in result.skip_message
     assert not _files(tmp) and len(_orphan_records(tmp)) == 2

@@ -11,7 +11,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from customer_assets_tests.graph.test_prod_graph import PROJECT, bq, prod_env, run_prod  # noqa: F401 (fixture)
+from customer_assets_tests.graph.test_prod_graph import PROJECT, bq, prod_env, run_prod
 from customer_assets_tests.support.pipeline import run_week, warehouse
 
 FIRST, SECOND, THIRD = "2026-11-02", "2026-11-09", "2026-11-16"
@@ -33,35 +33,48 @@ ORDER BY f.transaction_id
 
 
 def keys_sql(table) -> str:
-    return KEYS_SQL.format(**{name: table(name) for name in ("fact", "dim_customers", "dim_products")})
+    return KEYS_SQL.format(
+        **{name: table(name) for name in ("fact", "dim_customers", "dim_products")}
+    )
 
 
 def duck_keys(tmp) -> pd.DataFrame:
     names = {"fact": "fact_transactions"}
-    return warehouse(tmp / "warehouse.duckdb",
-                     keys_sql(lambda name: f"customer_analytics.{names.get(name, name)}"))
+    return warehouse(
+        tmp / "warehouse.duckdb",
+        keys_sql(lambda name: f"customer_analytics.{names.get(name, name)}"),
+    )
 
 
 def bq_keys(bigquery_client) -> pd.DataFrame:
     names = {"fact": "fact_transactions"}
-    return bq(bigquery_client, keys_sql(lambda name: f"`{PROJECT}.customer_analytics.{names.get(name, name)}`"))
+    return bq(
+        bigquery_client,
+        keys_sql(lambda name: f"`{PROJECT}.customer_analytics.{names.get(name, name)}`"),
+    )
 
 
 def rekeyed(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """The facts loaded before the backfill, with how their keys changed."""
     both = before.merge(after, on="transaction_id", suffixes=("_before", ""), validate="one_to_one")
-    return both.assign(customer_rekeyed=both["customer_key_before"] != both["customer_key"],
-                       product_rekeyed=both["product_key_before"] != both["product_key"])
+    return both.assign(
+        customer_rekeyed=both["customer_key_before"] != both["customer_key"],
+        product_rekeyed=both["product_key_before"] != both["product_key"],
+    )
 
 
 def assert_every_key_resolves(keys: pd.DataFrame) -> None:
-    assert len(keys) > 1000 and keys["customer_key_exists"].all() and keys["product_key_exists"].all()
+    assert (
+        len(keys) > 1000 and keys["customer_key_exists"].all() and keys["product_key_exists"].all()
+    )
     # Each key is the key of the version valid at the fact's week, not merely a key that exists.
     assert (keys["customer_key"] == keys["valid_customer_key"]).all()
     assert (keys["product_key"] == keys["valid_product_key"]).all()
 
 
-def assert_the_backfill_rekeyed_the_later_weeks(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+def assert_the_backfill_rekeyed_the_later_weeks(
+    before: pd.DataFrame, after: pd.DataFrame
+) -> pd.DataFrame:
     assert_every_key_resolves(after)
     weeks = set(pd.to_datetime(after["week_start"]).dt.strftime("%Y-%m-%d"))
     assert weeks == {FIRST, SECOND, THIRD}
@@ -72,7 +85,9 @@ def assert_the_backfill_rekeyed_the_later_weeks(before: pd.DataFrame, after: pd.
     assert changed.loc[changed["product_rekeyed"], "product_key"].str.endswith("|20261102").all()
     assert changed.loc[changed["customer_rekeyed"], "customer_key"].str.endswith("|20261102").all()
     # Before the backfill, those facts held keys that the dimension no longer has.
-    assert not set(changed.loc[changed["product_rekeyed"], "product_key_before"]) & set(after["product_key"])
+    assert not set(changed.loc[changed["product_rekeyed"], "product_key_before"]) & set(
+        after["product_key"]
+    )
     return changed
 
 
@@ -81,14 +96,18 @@ def materialized(result: dg.ExecuteInProcessResult, node: str) -> dict:
 
 
 def fact_keys_check(result: dg.ExecuteInProcessResult):
-    return next(e for e in result.get_asset_check_evaluations() if e.check_name == "fact_keys_resolve")
+    return next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "fact_keys_resolve"
+    )
 
 
 def test_a_backfilled_older_week_rekeys_the_later_weeks_facts_in_duckdb(pipeline_env, small_source):
     tmp = pipeline_env("small_source")
     for week in (SECOND, THIRD):
         result = run_week(week)
-        assert materialized(result, "customer_analytics__dim_products")["facts_rekeyed"] == 0  # the newest week
+        assert (
+            materialized(result, "customer_analytics__dim_products")["facts_rekeyed"] == 0
+        )  # the newest week
         assert fact_keys_check(result).passed
     before = duck_keys(tmp)
     assert_every_key_resolves(before)
@@ -96,11 +115,17 @@ def test_a_backfilled_older_week_rekeys_the_later_weeks_facts_in_duckdb(pipeline
     backfill = run_week(FIRST)  # weeks 2 and 3 are not re-run
     after = duck_keys(tmp)
     changed = assert_the_backfill_rekeyed_the_later_weeks(before, after)
-    assert materialized(backfill, "customer_analytics__dim_products")["facts_rekeyed"] == changed[
-        "product_rekeyed"].sum()
+    assert (
+        materialized(backfill, "customer_analytics__dim_products")["facts_rekeyed"]
+        == changed["product_rekeyed"].sum()
+    )
     check = fact_keys_check(backfill)
     assert check.passed and check.metadata["facts_scanned"].value == len(after)
-    assert check.metadata["dangling_customer_keys"].value == check.metadata["dangling_product_keys"].value == 0
+    assert (
+        check.metadata["dangling_customer_keys"].value
+        == check.metadata["dangling_product_keys"].value
+        == 0
+    )
 
     # Idempotent: the week again re-keys nothing, and the keys stay.
     again = run_week(FIRST)
@@ -108,7 +133,9 @@ def test_a_backfilled_older_week_rekeys_the_later_weeks_facts_in_duckdb(pipeline
     pd.testing.assert_frame_equal(duck_keys(tmp), after)
 
 
-def test_a_backfilled_older_week_rekeys_the_later_weeks_facts_in_bigquery(prod_env, bigquery_client):
+def test_a_backfilled_older_week_rekeys_the_later_weeks_facts_in_bigquery(
+    prod_env, bigquery_client
+):
     for week in (SECOND, THIRD):
         assert run_prod(week).success
     before = bq_keys(bigquery_client)
@@ -117,12 +144,16 @@ def test_a_backfilled_older_week_rekeys_the_later_weeks_facts_in_bigquery(prod_e
     backfill = run_prod(FIRST)
     after = bq_keys(bigquery_client)
     changed = assert_the_backfill_rekeyed_the_later_weeks(before, after)
-    assert materialized(backfill, "customer_analytics__dim_products")["facts_rekeyed"] == changed[
-        "product_rekeyed"].sum()
+    assert (
+        materialized(backfill, "customer_analytics__dim_products")["facts_rekeyed"]
+        == changed["product_rekeyed"].sum()
+    )
     assert fact_keys_check(backfill).passed
 
 
-def test_a_key_broken_by_hand_fails_fact_keys_resolve_and_the_marts_wait(pipeline_env, small_source):
+def test_a_key_broken_by_hand_fails_fact_keys_resolve_and_the_marts_wait(
+    pipeline_env, small_source
+):
     tmp = pipeline_env("small_source")
     instance = dg.DagsterInstance.ephemeral()
     run_week(SECOND, instance=instance)
@@ -133,17 +164,29 @@ def test_a_key_broken_by_hand_fails_fact_keys_resolve_and_the_marts_wait(pipelin
                        WHERE transaction_id = (SELECT min(transaction_id) FROM customer_analytics.fact_transactions
                                                WHERE week_start = '2026-11-09')""")
     sales_before = warehouse(db, "SELECT * FROM customer_analytics.mart_weekly_sales ORDER BY ALL")
-    result = run_week(THIRD, selection=dg.AssetSelection.assets(FACT).downstream().required_multi_asset_neighbors(),
-                      instance=instance, raise_on_error=False)
+    result = run_week(
+        THIRD,
+        selection=dg.AssetSelection.assets(FACT).downstream().required_multi_asset_neighbors(),
+        instance=instance,
+        raise_on_error=False,
+    )
     assert not result.success
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert checks["referential_integrity"].passed  # the week's own facts resolve: the earlier week's do not
+    assert checks[
+        "referential_integrity"
+    ].passed  # the week's own facts resolve: the earlier week's do not
     broken = checks["fact_keys_resolve"]
     assert not broken.passed and broken.severity == dg.AssetCheckSeverity.ERROR
     assert broken.metadata["dangling_customer_keys"].value == 1
     assert broken.metadata["facts_with_dangling_customer_key"].value == 1
     assert broken.metadata["dangling_product_keys"].value == 0
     assert "'garbage|1'" in broken.metadata["result"].value
-    assert not [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1].startswith("mart_")]
-    pd.testing.assert_frame_equal(warehouse(db, "SELECT * FROM customer_analytics.mart_weekly_sales ORDER BY ALL"),
-                                  sales_before)
+    assert not [
+        m
+        for m in result.get_asset_materialization_events()
+        if m.asset_key.path[-1].startswith("mart_")
+    ]
+    pd.testing.assert_frame_equal(
+        warehouse(db, "SELECT * FROM customer_analytics.mart_weekly_sales ORDER BY ALL"),
+        sales_before,
+    )

@@ -27,19 +27,34 @@ def identity_source(pg_server):
     """The scenario's source; returns its DSN and the chosen shop ids {X1, X2, Z2}."""
     dsn = create_source(pg_server, "identity_source", SMALL)
     (start1, end1), (start2, end2) = week_bounds(W1), week_bounds(W2)
-    chosen = [row[0] for row in query(dsn, """
+    chosen = [
+        row[0]
+        for row in query(
+            dsn,
+            """
         SELECT c.customer_id FROM customers c
         WHERE c.email IS NOT NULL AND c.phone IS NOT NULL
           AND EXISTS (SELECT 1 FROM transactions t WHERE t.customer_id = c.customer_id AND t.status = 'completed'
                       AND t.amount > 0 AND t."timestamp" >= %(s1)s AND t."timestamp" < %(e1)s)
           AND EXISTS (SELECT 1 FROM transactions t WHERE t.customer_id = c.customer_id AND t.status = 'completed'
                       AND t.amount > 0 AND t."timestamp" >= %(s2)s AND t."timestamp" < %(e2)s)
-        ORDER BY c.customer_id LIMIT 3""", {"s1": start1, "e1": end1, "s2": start2, "e2": end2})]
+        ORDER BY c.customer_id LIMIT 3""",
+            {"s1": start1, "e1": end1, "s2": start2, "e2": end2},
+        )
+    ]
     x1, x2, z2 = chosen
-    contact = {cid: (email, phone) for cid, email, phone in query(
-        dsn, "SELECT customer_id, email, phone FROM customers WHERE customer_id = ANY(%s)", (chosen,))}
+    contact = {
+        cid: (email, phone)
+        for cid, email, phone in query(
+            dsn,
+            "SELECT customer_id, email, phone FROM customers WHERE customer_id = ANY(%s)",
+            (chosen,),
+        )
+    }
     day1 = start1 + timedelta(days=1)
-    query(dsn, """
+    query(
+        dsn,
+        """
         DELETE FROM crm_customers WHERE upper(trim(customer_id)) = ANY(%(ids)s);
         DELETE FROM erp.customers WHERE lower(email) = ANY(%(emails)s);
         INSERT INTO crm_customers (customer_id, email, phone, signup_date, last_activity_date, subscription_tier,
@@ -50,10 +65,24 @@ def identity_source(pg_server):
         INSERT INTO erp.customers (erp_id, email, phone, country, modified_at) VALUES
           ('ERP-T1', upper(%(e_x1)s), NULL, 'DE', %(t_erp)s),
           ('ERP-T2', %(e_x2)s, ' ' || %(p_z2)s || ' ', 'FR', %(t_erp)s);
-        """, {"ids": [c.upper() for c in chosen], "emails": [contact[c][0].lower() for c in chosen],
-              "x1": x1, "x2": x2, "z2": z2, "e_x1": contact[x1][0], "e_x2": contact[x2][0], "e_z2": contact[z2][0],
-              "p_z2": contact[z2][1], "d1": day1.date(), "t_x1": day1, "t_x2": day1 + timedelta(hours=5),
-              "t_z2": day1 + timedelta(hours=1), "t_erp": start2 + timedelta(days=1)})
+        """,
+        {
+            "ids": [c.upper() for c in chosen],
+            "emails": [contact[c][0].lower() for c in chosen],
+            "x1": x1,
+            "x2": x2,
+            "z2": z2,
+            "e_x1": contact[x1][0],
+            "e_x2": contact[x2][0],
+            "e_z2": contact[z2][0],
+            "p_z2": contact[z2][1],
+            "d1": day1.date(),
+            "t_x1": day1,
+            "t_x2": day1 + timedelta(hours=5),
+            "t_z2": day1 + timedelta(hours=1),
+            "t_erp": start2 + timedelta(days=1),
+        },
+    )
     return dsn, {"X1": x1, "X2": x2, "Z2": z2}
 
 
@@ -65,8 +94,11 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
     assert [str(pd.Timestamp(w).date()) for w in weeks] == [W1, W2]
 
     def person(week, source, source_id):
-        rows = identity[(identity["week_start"] == week) & (identity["source"] == source)
-                        & (identity["source_customer_id"] == source_id)]
+        rows = identity[
+            (identity["week_start"] == week)
+            & (identity["source"] == source)
+            & (identity["source_customer_id"] == source_id)
+        ]
         assert len(rows) == 1, (week, source, source_id, rows)
         return rows["customer_id"].iloc[0]
 
@@ -75,8 +107,16 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
     assert person(weeks[1], "erp", "ERP-T1") == x1 and person(weeks[1], "crm", x1) == x1
     # X2 and Z2: two persons in week 1, merged into X2 in week 2, the merge recorded.
     assert person(weeks[0], "crm", x2) == x2 and person(weeks[0], "crm", z2) == z2
-    assert {person(weeks[1], s, i) for s, i in (("crm", x2), ("crm", z2), ("erp", "ERP-T2"),
-                                                 ("database", x2), ("database", z2))} == {x2}
+    assert {
+        person(weeks[1], s, i)
+        for s, i in (
+            ("crm", x2),
+            ("crm", z2),
+            ("erp", "ERP-T2"),
+            ("database", x2),
+            ("database", z2),
+        )
+    } == {x2}
     merges = read("identity_merges")
     mine = merges[merges["retired_id"].isin([x1, x2, z2, "erp:ERP-T1", "erp:ERP-T2"])]
     assert mine[["retired_id", "surviving_id"]].values.tolist() == [[z2, x2]]
@@ -90,8 +130,10 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
     assert {x1, x2} <= set(week2["customer_id"])
     assert not {z2, "erp:ERP-T1", "erp:ERP-T2"} & set(week2["customer_id"])
     facts = read("fact_transactions")
-    assert week2.set_index("customer_id").loc[x2, "week_transaction_count"] == (
-        (facts["week_start"] == weeks[1]) & (facts["customer_id"] == x2)).sum()
+    assert (
+        week2.set_index("customer_id").loc[x2, "week_transaction_count"]
+        == ((facts["week_start"] == weeks[1]) & (facts["customer_id"] == x2)).sum()
+    )
 
     # dim_customers: one current row per person; the retired person's versions end at the merge and name X2.
     dimension = read("dim_customers")
@@ -107,7 +149,8 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
     assert not (facts["customer_id"] == z2).any()
     assert facts["customer_key"].isin(dimension["customer_key"]).all()
     shop_ids = read("weekly_transactions")[["transaction_id", "customer_id"]].rename(
-        columns={"customer_id": "shop_id"})
+        columns={"customer_id": "shop_id"}
+    )
     of_pair = facts.merge(shop_ids, on="transaction_id")
     of_pair = of_pair[of_pair["shop_id"].str.strip().isin([x2, z2])]
     assert len(of_pair) and set(of_pair["customer_id"]) == {x2}
@@ -116,10 +159,13 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
     # The marts count people: the week's churn mart has one customer per person who ever bought (the history
     # is kept per shop id; the identity joins it to persons), so X2 and Z2 count once.
     history = read("customer_history")
-    history = history[history["week_start"] == weeks[1]].assign(shop_id=lambda h: h["customer_id"].str.strip())
+    history = history[history["week_start"] == weeks[1]].assign(
+        shop_id=lambda h: h["customer_id"].str.strip()
+    )
     shop = identity[(identity["week_start"] == weeks[1]) & (identity["source"] == "database")]
-    persons = history.merge(shop, left_on="shop_id", right_on="source_customer_id", how="left",
-                            suffixes=("", "_person"))
+    persons = history.merge(
+        shop, left_on="shop_id", right_on="source_customer_id", how="left", suffixes=("", "_person")
+    )
     people = persons["customer_id_person"].fillna(persons["shop_id"])
     churn = read("mart_churn_retention")
     assert churn.loc[churn["week_start"] == weeks[1], "customers"].sum() == people.nunique()
@@ -147,13 +193,19 @@ def test_one_customer_everywhere_in_duckdb(pipeline_env, identity_source):
     assert current["customer_id"].is_unique and ids["Z2"] not in set(current["customer_id"])
     assert (current["customer_id"] == ids["X2"]).sum() == 1
     facts = read("fact_transactions")
-    assert ids["Z2"] not in set(facts["customer_id"]) and facts["customer_key"].isin(read("dim_customers")["customer_key"]).all()
+    assert (
+        ids["Z2"] not in set(facts["customer_id"])
+        and facts["customer_key"].isin(read("dim_customers")["customer_key"]).all()
+    )
     merges = read("identity_merges")
-    assert merges[merges["retired_id"] == ids["Z2"]]["surviving_id"].tolist() == [ids["X2"]]  # recorded once
+    assert merges[merges["retired_id"] == ids["Z2"]]["surviving_id"].tolist() == [
+        ids["X2"]
+    ]  # recorded once
 
 
-def test_one_customer_everywhere_in_bigquery(pipeline_env, identity_source, monkeypatch, bigquery_endpoint,
-                                            bigquery_client):
+def test_one_customer_everywhere_in_bigquery(
+    pipeline_env, identity_source, monkeypatch, bigquery_endpoint, bigquery_client
+):
     from customer_assets_tests.graph.test_prod_graph import DATASET, PROJECT, bq, run_prod, use_prod
 
     dsn, ids = identity_source
@@ -164,7 +216,8 @@ def test_one_customer_everywhere_in_bigquery(pipeline_env, identity_source, monk
 
     def read(table: str) -> pd.DataFrame:
         frame = bq(bigquery_client, f"SELECT * FROM `{PROJECT}.{DATASET}.{table}`")
-        for column in ("week_start", "effective_from", "effective_to"):  # DATETIME, as DuckDB's TIMESTAMP reads
+        # DATETIME, as DuckDB's TIMESTAMP reads
+        for column in ("week_start", "effective_from", "effective_to"):
             if column in frame:
                 frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
         return frame

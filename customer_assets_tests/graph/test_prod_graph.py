@@ -18,8 +18,8 @@ from customer_assets.deployments import resources_for
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import week_bounds
-from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
 from customer_assets_tests.support.pipeline import ASSETS, run_week, warehouse
+from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
 
 DATASET = "customer_analytics"
 WEEK, EARLIER = "2026-11-16", "2026-11-09"
@@ -42,8 +42,9 @@ def prod_env(pipeline_env, small_source, monkeypatch, bigquery_endpoint, bigquer
     return tmp
 
 
-def test_a_three_table_source_without_crm_or_events_runs_in_prod(pipeline_env, plain_source, monkeypatch,
-                                                                 bigquery_endpoint, bigquery_client):
+def test_a_three_table_source_without_crm_or_events_runs_in_prod(
+    pipeline_env, plain_source, monkeypatch, bigquery_endpoint, bigquery_client
+):
     pipeline_env("plain_source", events=False)
     monkeypatch.setenv("SOURCE_TIMEZONE", "America/New_York")
     use_prod(monkeypatch, bigquery_endpoint, bigquery_client)
@@ -53,8 +54,13 @@ def test_a_three_table_source_without_crm_or_events_runs_in_prod(pipeline_env, p
     assert len(transactions) > 1000 and transactions["customer_id"].str.fullmatch(r"\d+").all()
     history = bq_table(bigquery_client, "customer_history", "customer_id, currency")
     # The first week also counts the source's history before it (the opening balance, issue 23).
-    opening = result.asset_materializations_for_node("customer_analytics__customer_history")[0].metadata
-    assert history["transaction_count"].sum() == len(transactions) + opening["opening_balance_transactions"].value
+    opening = result.asset_materializations_for_node("customer_analytics__customer_history")[
+        0
+    ].metadata
+    assert (
+        history["transaction_count"].sum()
+        == len(transactions) + opening["opening_balance_transactions"].value
+    )
     assert opening["opening_balance_transactions"].value > 1000
     profiles = bq_table(bigquery_client, "weekly_customer_profiles", "customer_id")
     assert len(profiles) > 300 and not profiles["in_crm"].any() and not profiles["in_events"].any()
@@ -66,7 +72,9 @@ def test_a_three_table_source_without_crm_or_events_runs_in_prod(pipeline_env, p
 def run_prod(week: str) -> dg.ExecuteInProcessResult:
     resources = resources_for("prod")
     assert isinstance(resources["warehouse_io_manager"], BigQueryWarehouseIOManager)
-    return dg.materialize(ASSETS, partition_key=week, resources=resources, instance=dg.DagsterInstance.ephemeral())
+    return dg.materialize(
+        ASSETS, partition_key=week, resources=resources, instance=dg.DagsterInstance.ephemeral()
+    )
 
 
 def bq(bigquery_client, sql: str) -> pd.DataFrame:
@@ -79,11 +87,20 @@ def bq_table(bigquery_client, table: str, order: str) -> pd.DataFrame:
 
 def bq_week(bigquery_client, table: str, column: str, week: str, order: str) -> pd.DataFrame:
     start, end = week_bounds(week)
-    kind = {f.name: f.field_type for f in bigquery_client.get_table(f"{PROJECT}.{DATASET}.{table}").schema}[column]
-    bound = (lambda t: f"DATETIME '{t:%Y-%m-%d %H:%M:%S}'") if kind == "DATETIME" else (
-        lambda t: f"TIMESTAMP '{t.isoformat()}'")
-    return bq(bigquery_client, f"SELECT * FROM `{PROJECT}.{DATASET}.{table}` WHERE `{column}` >= {bound(start)} "
-                      f"AND `{column}` < {bound(end)} ORDER BY {order}")
+    kind = {
+        f.name: f.field_type
+        for f in bigquery_client.get_table(f"{PROJECT}.{DATASET}.{table}").schema
+    }[column]
+    bound = (
+        (lambda t: f"DATETIME '{t:%Y-%m-%d %H:%M:%S}'")
+        if kind == "DATETIME"
+        else (lambda t: f"TIMESTAMP '{t.isoformat()}'")
+    )
+    return bq(
+        bigquery_client,
+        f"SELECT * FROM `{PROJECT}.{DATASET}.{table}` WHERE `{column}` >= {bound(start)} "
+        f"AND `{column}` < {bound(end)} ORDER BY {order}",
+    )
 
 
 def comparable(frame: pd.DataFrame, drop: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -101,10 +118,17 @@ def comparable(frame: pd.DataFrame, drop: tuple[str, ...] = ()) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def same_rows(bigquery: pd.DataFrame, duck: pd.DataFrame, drop: tuple[str, ...] = (), exact: bool = True) -> None:
+def same_rows(
+    bigquery: pd.DataFrame, duck: pd.DataFrame, drop: tuple[str, ...] = (), exact: bool = True
+) -> None:
     """The same values; sums of floats (the marts) may differ in their last bits with the summation order."""
-    pd.testing.assert_frame_equal(comparable(bigquery, drop), comparable(duck, drop), check_dtype=False,
-                                  check_exact=exact, **({} if exact else {"rtol": 1e-9, "atol": 1e-9}))
+    pd.testing.assert_frame_equal(
+        comparable(bigquery, drop),
+        comparable(duck, drop),
+        check_dtype=False,
+        check_exact=exact,
+        **({} if exact else {"rtol": 1e-9, "atol": 1e-9}),
+    )
 
 
 def loaded(result: dg.ExecuteInProcessResult, table: str) -> int:
@@ -119,7 +143,9 @@ def test_prod_definitions_load(prod_env):
     defs = build_definitions()  # DAGSTER_DEPLOYMENT=prod from the environment
     dg.Definitions.validate_loadable(defs)
     executor = defs.resolve_job_def("weekly_customer_pipeline").executor_def
-    assert executor.name == dg.multiprocess_executor.name  # wrapped to remove the run's intermediates at its end
+    assert (
+        executor.name == dg.multiprocess_executor.name
+    )  # wrapped to remove the run's intermediates at its end
     assert executor.config_schema is dg.multiprocess_executor.config_schema
     assert isinstance(defs.resources["warehouse_io_manager"], BigQueryWarehouseIOManager)
 
@@ -132,13 +158,24 @@ def test_a_week_materialized_twice_is_there_once(prod_env, bigquery_client):
     dimension = bq_table(bigquery_client, "dim_customers", "customer_id, version")
     assert len(transactions) > 1000 and transactions["transaction_id"].is_unique
     assert len(transactions) == loaded(first, "weekly_transactions")
-    assert len(profiles) == loaded(first, "weekly_customer_profiles") and profiles["customer_id"].is_unique
+    assert (
+        len(profiles) == loaded(first, "weekly_customer_profiles")
+        and profiles["customer_id"].is_unique
+    )
     assert len(dimension) == loaded(first, "dim_customers") > 0
 
     second = run_prod(WEEK)
-    again = bq(bigquery_client, f"""SELECT COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids
-                           FROM `{PROJECT}.{DATASET}.weekly_transactions`""")
-    assert again.loc[0, "n"] == again.loc[0, "ids"] == len(transactions) == loaded(second, "weekly_transactions")
+    again = bq(
+        bigquery_client,
+        f"""SELECT COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids
+                           FROM `{PROJECT}.{DATASET}.weekly_transactions`""",
+    )
+    assert (
+        again.loc[0, "n"]
+        == again.loc[0, "ids"]
+        == len(transactions)
+        == loaded(second, "weekly_transactions")
+    )
     same_rows(bq_table(bigquery_client, "weekly_transactions", "transaction_id"), transactions)
 
     profiles_again = bq_table(bigquery_client, "weekly_customer_profiles", "customer_id")
@@ -154,38 +191,71 @@ def test_a_week_materialized_twice_is_there_once(prod_env, bigquery_client):
     assert not dimension_again.duplicated(["customer_id", "version"]).any()
     assert dimension_again.groupby("customer_id")["is_current"].sum().eq(1).all()
     tables = sorted(t.table_id for t in bigquery_client.list_tables(f"{PROJECT}.{DATASET}"))
-    assert tables == ["customer_history", "customer_identity_map", "data_quality_metrics", "dim_customers",
-                      "dim_date", "dim_products", "fact_transactions", "fact_transactions_quarantine",
-                      "flagged_transactions", "identity_merges", "mart_churn_retention", "mart_cohort_retention",
-                      "mart_weekly_sales",
-                      "pipeline_error_log", "product_snapshots", "transaction_quarantine", "weekly_customer_profiles",
-                      "weekly_transactions"]  # no staging table left behind
+    assert tables == [
+        "customer_history",
+        "customer_identity_map",
+        "data_quality_metrics",
+        "dim_customers",
+        "dim_date",
+        "dim_products",
+        "fact_transactions",
+        "fact_transactions_quarantine",
+        "flagged_transactions",
+        "identity_merges",
+        "mart_churn_retention",
+        "mart_cohort_retention",
+        "mart_weekly_sales",
+        "pipeline_error_log",
+        "product_snapshots",
+        "transaction_quarantine",
+        "weekly_customer_profiles",
+        "weekly_transactions",
+    ]  # no staging table left behind
 
 
 def test_two_weeks_stay_apart(prod_env, bigquery_client):
     run_prod(EARLIER)
-    earlier = bq_week(bigquery_client, "weekly_transactions", "timestamp", EARLIER, "transaction_id")
-    earlier_profiles = bq_week(bigquery_client, "weekly_customer_profiles", "week_start", EARLIER, "customer_id")
+    earlier = bq_week(
+        bigquery_client, "weekly_transactions", "timestamp", EARLIER, "transaction_id"
+    )
+    earlier_profiles = bq_week(
+        bigquery_client, "weekly_customer_profiles", "week_start", EARLIER, "customer_id"
+    )
     run_prod(WEEK)
 
-    per_week = bq(bigquery_client, f"""SELECT week_start, COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids,
+    per_week = bq(
+        bigquery_client,
+        f"""SELECT week_start, COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids,
                                      MIN(`timestamp`) AS first, MAX(`timestamp`) AS last
-                              FROM `{PROJECT}.{DATASET}.weekly_transactions` GROUP BY 1 ORDER BY 1""")
+                              FROM `{PROJECT}.{DATASET}.weekly_transactions` GROUP BY 1 ORDER BY 1""",
+    )
     assert [str(d.date()) for d in per_week["week_start"]] == [EARLIER, WEEK]
     assert (per_week["n"] == per_week["ids"]).all() and (per_week["n"] > 1000).all()
     for _, row in per_week.iterrows():
         start, end = week_bounds(str(row.week_start.date()))
         assert start <= row["first"] and row["last"] < end
-    same_rows(bq_week(bigquery_client, "weekly_transactions", "timestamp", EARLIER, "transaction_id"), earlier)
-    same_rows(bq_week(bigquery_client, "weekly_customer_profiles", "week_start", EARLIER, "customer_id"), earlier_profiles)
+    same_rows(
+        bq_week(bigquery_client, "weekly_transactions", "timestamp", EARLIER, "transaction_id"),
+        earlier,
+    )
+    same_rows(
+        bq_week(bigquery_client, "weekly_customer_profiles", "week_start", EARLIER, "customer_id"),
+        earlier_profiles,
+    )
 
     metrics = bq_table(bigquery_client, "data_quality_metrics", "week_start")
     assert [str(d.date()) for d in metrics["week_start"]] == [EARLIER, WEEK]
-    weeks = bq(bigquery_client, f"""SELECT week_start, COUNT(*) AS n FROM `{PROJECT}.{DATASET}.weekly_customer_profiles`
-                           GROUP BY 1 ORDER BY 1""")
+    weeks = bq(
+        bigquery_client,
+        f"""SELECT week_start, COUNT(*) AS n FROM `{PROJECT}.{DATASET}.weekly_customer_profiles`
+                           GROUP BY 1 ORDER BY 1""",
+    )
     assert [str(d.date()) for d in weeks["week_start"]] == [EARLIER, WEEK]
     dimension = bq_table(bigquery_client, "dim_customers", "customer_id, version")
-    both = bq(bigquery_client, f"SELECT DISTINCT customer_id FROM `{PROJECT}.{DATASET}.weekly_customer_profiles`")
+    both = bq(
+        bigquery_client,
+        f"SELECT DISTINCT customer_id FROM `{PROJECT}.{DATASET}.weekly_customer_profiles`",
+    )
     assert set(dimension["customer_id"]) == set(both["customer_id"])
 
 
@@ -200,17 +270,21 @@ def test_the_same_week_is_the_same_in_bigquery_and_duckdb(prod_env, bigquery_cli
     run_week(WEEK)
 
     duck = local / "warehouse.duckdb"
-    for table, order, drop in (("weekly_transactions", "transaction_id", ()),
-                               ("weekly_customer_profiles", "customer_id", ("run_timestamp",)),
-                               # Issue 15: the star schema and the marts, the same keys, columns and rows.
-                               ("dim_customers", "customer_id, version", ()),
-                               ("dim_products", "product_id, version", ()),
-                               ("dim_date", "date_key", ()),
-                               ("fact_transactions", "transaction_id", ()),
-                               ("mart_weekly_sales", "category, country, segment", ()),
-                               ("mart_churn_retention", "segment, value_tier, tenure_band", ()),
-                               ("mart_cohort_retention", "cohort_week", ())):
-        bq_columns = [f.name for f in bigquery_client.get_table(f"{PROJECT}.{DATASET}.{table}").schema]
+    for table, order, drop in (
+        ("weekly_transactions", "transaction_id", ()),
+        ("weekly_customer_profiles", "customer_id", ("run_timestamp",)),
+        # Issue 15: the star schema and the marts, the same keys, columns and rows.
+        ("dim_customers", "customer_id, version", ()),
+        ("dim_products", "product_id, version", ()),
+        ("dim_date", "date_key", ()),
+        ("fact_transactions", "transaction_id", ()),
+        ("mart_weekly_sales", "category, country, segment", ()),
+        ("mart_churn_retention", "segment, value_tier, tenure_band", ()),
+        ("mart_cohort_retention", "cohort_week", ()),
+    ):
+        bq_columns = [
+            f.name for f in bigquery_client.get_table(f"{PROJECT}.{DATASET}.{table}").schema
+        ]
         duck_columns = warehouse(duck, f'DESCRIBE "{DATASET}"."{table}"')["column_name"].tolist()
         assert bq_columns == duck_columns, table
         assert all(c == c.lower() for c in bq_columns), table

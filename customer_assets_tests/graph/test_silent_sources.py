@@ -18,7 +18,9 @@ def _check(result: dg.ExecuteInProcessResult, name: str):
     return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
 
 
-def test_a_day_without_event_files_and_a_thin_crm_extract_warn(pipeline_env, small_source, monkeypatch):
+def test_a_day_without_event_files_and_a_thin_crm_extract_warn(
+    pipeline_env, small_source, monkeypatch
+):
     tmp = pipeline_env("small_source", crm=True)
     landing = tmp / "landing"
     shutil.copytree(LANDING_ZONES["small_source"], landing)
@@ -36,7 +38,11 @@ def test_a_day_without_event_files_and_a_thin_crm_extract_warn(pipeline_env, sma
     assert f"Wed {SILENT_DAY}" in events.metadata["result"].value
     assert events.metadata["days_without_files"].value == 1 and events.metadata["events"].value > 0
     thin = _check(result, "crm_min_records")
-    records = result.asset_materializations_for_node("etl__crm_customers")[0].metadata["dagster/row_count"].value
+    records = (
+        result.asset_materializations_for_node("etl__crm_customers")[0]
+        .metadata["dagster/row_count"]
+        .value
+    )
     assert not thin.passed and thin.severity == dg.AssetCheckSeverity.WARN
     assert thin.metadata["records"].value == records > 0
     fields = _check(result, "crm_required_fields")

@@ -8,17 +8,22 @@ import shutil
 import dagster as dg
 import pytest
 
-from customer_assets_tests.support.sources import SMALL, create_source, query
 from customer_assets_tests.support.pipeline import run_week, warehouse
+from customer_assets_tests.support.sources import SMALL, create_source, query
 
 WEEK = "2026-11-16"
 
-def test_a_three_table_source_without_crm_or_events_runs_the_whole_week(pipeline_env, plain_source, small_source,
-                                                                         monkeypatch):
+
+def test_a_three_table_source_without_crm_or_events_runs_the_whole_week(
+    pipeline_env, plain_source, small_source, monkeypatch
+):
     reference = pipeline_env("small_source")  # the same seed as timestamptz and text ids
     run_week(WEEK)
-    expected = warehouse(reference / "warehouse.duckdb", "SELECT \"timestamp\", amount, currency FROM "
-                         "customer_analytics.weekly_transactions ORDER BY transaction_id")
+    expected = warehouse(
+        reference / "warehouse.duckdb",
+        'SELECT "timestamp", amount, currency FROM '
+        "customer_analytics.weekly_transactions ORDER BY transaction_id",
+    )
 
     shutil.rmtree(reference)  # the plain source's run starts from nothing
     reference.mkdir()
@@ -26,18 +31,28 @@ def test_a_three_table_source_without_crm_or_events_runs_the_whole_week(pipeline
     monkeypatch.setenv("SOURCE_TIMEZONE", "America/New_York")
     result = run_week(WEEK)
     assert result.success
-    loaded = warehouse(tmp / "warehouse.duckdb", "SELECT transaction_id, customer_id, \"timestamp\", amount, currency "
-                       "FROM customer_analytics.weekly_transactions ORDER BY transaction_id")
+    loaded = warehouse(
+        tmp / "warehouse.duckdb",
+        'SELECT transaction_id, customer_id, "timestamp", amount, currency '
+        "FROM customer_analytics.weekly_transactions ORDER BY transaction_id",
+    )
     # The same rows at the same instants: naive New York wall time read back as UTC.
     assert loaded[["timestamp", "amount", "currency"]].equals(expected)
     assert loaded["customer_id"].str.fullmatch(r"\d+").all()
-    profiles = warehouse(tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.weekly_customer_profiles")
+    profiles = warehouse(
+        tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.weekly_customer_profiles"
+    )
     assert len(profiles) > 300 and not profiles["in_crm"].any() and not profiles["in_events"].any()
     assert profiles["customer_id"].str.fullmatch(r"\d+").all()
-    dim = warehouse(tmp / "warehouse.duckdb", "SELECT customer_id FROM customer_analytics.dim_customers")
+    dim = warehouse(
+        tmp / "warehouse.duckdb", "SELECT customer_id FROM customer_analytics.dim_customers"
+    )
     assert len(dim) == len(profiles) and dim["customer_id"].str.fullmatch(r"\d+").all()
 
-    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    meta = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     assert meta["etl/unified_customer_profiles"]["sources"].value == "database"
     assert meta["etl/crm_customers"]["source"].value == "none"
     assert meta["etl/customer_event_aggregates"]["source"].value == "none"
@@ -49,8 +64,11 @@ def test_a_three_table_source_without_crm_or_events_runs_the_whole_week(pipeline
 
 def test_a_missing_column_fails_at_once_naming_table_and_column(pipeline_env, pg_server):
     dsn = create_source(pg_server, "no_currency", SMALL)
-    query(dsn, "ALTER TABLE transactions DROP COLUMN currency; ALTER TABLE products ALTER COLUMN price TYPE text; "
-               "SELECT 1")
+    query(
+        dsn,
+        "ALTER TABLE transactions DROP COLUMN currency; ALTER TABLE products ALTER COLUMN price TYPE text; "
+        "SELECT 1",
+    )
     pipeline_env("no_currency")
     result = run_week(WEEK, selection=["etl/raw_transactions"], raise_on_error=False)
     assert not result.success
@@ -61,7 +79,9 @@ def test_a_missing_column_fails_at_once_naming_table_and_column(pipeline_env, pg
     assert restarts == []  # no retry can fix a schema
 
 
-def test_a_configured_landing_zone_that_is_missing_fails_clearly(pipeline_env, small_source, monkeypatch, tmp_path):
+def test_a_configured_landing_zone_that_is_missing_fails_clearly(
+    pipeline_env, small_source, monkeypatch, tmp_path
+):
     pipeline_env("small_source")
     monkeypatch.setenv("EVENTS_PATH", str(tmp_path / "not-mounted"))
     result = run_week(WEEK, selection=["etl/customer_event_aggregates"], raise_on_error=False)
@@ -79,15 +99,18 @@ def test_the_demo_partitions_start_on_the_demo_first_week():
     from customer_assets.weeks import DEMO_FIRST_WEEK
 
     config = SeedConfig()
-    assert DEMO_FIRST_WEEK == (config.end_week - timedelta(weeks=config.weeks - 1)).isoformat()
+    assert (config.end_week - timedelta(weeks=config.weeks - 1)).isoformat() == DEMO_FIRST_WEEK
 
 
-@pytest.mark.parametrize("name,value,says", [
-    ("QUALITY_FAIL_RATE", "abc", "must be a fraction between 0 and 1"),
-    ("EVENTS_MAX_MALFORMED_SHARE", "1.5", "must be a fraction between 0 and 1"),
-    ("MAX_AMOUNT_USD", "-3", "must be a positive amount in USD"),
-    ("LATE_CHANGE_WEEKS", "0", "must be a whole number of weeks"),
-])
+@pytest.mark.parametrize(
+    "name,value,says",
+    [
+        ("QUALITY_FAIL_RATE", "abc", "must be a fraction between 0 and 1"),
+        ("EVENTS_MAX_MALFORMED_SHARE", "1.5", "must be a fraction between 0 and 1"),
+        ("MAX_AMOUNT_USD", "-3", "must be a positive amount in USD"),
+        ("LATE_CHANGE_WEEKS", "0", "must be a whole number of weeks"),
+    ],
+)
 def test_a_bad_setting_names_the_variable(monkeypatch, name, value, says):
     """Issue 12, finding 5: `QUALITY_FAIL_RATE=abc` gave a bare ValueError."""
     from customer_assets.settings import settings_from_env

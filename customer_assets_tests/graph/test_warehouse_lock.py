@@ -14,13 +14,16 @@ import duckdb
 from customer_assets_tests.support.pipeline import run_week
 
 WEEK, EARLIER = "2026-11-16", "2026-11-09"
-HOLD = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1], read_only=True); "
-        "print(con.execute('SELECT count(*) FROM customer_analytics.weekly_transactions').fetchone()[0], flush=True); "
-        "time.sleep(300)")
+HOLD = (
+    "import duckdb, sys, time; con = duckdb.connect(sys.argv[1], read_only=True); "
+    "print(con.execute('SELECT count(*) FROM customer_analytics.weekly_transactions').fetchone()[0], flush=True); "
+    "time.sleep(300)"
+)
 
 
-def test_a_reader_of_the_file_fails_the_run_fast_naming_it_and_analysts_read_the_copy(pipeline_env, small_source,
-                                                                                       monkeypatch):
+def test_a_reader_of_the_file_fails_the_run_fast_naming_it_and_analysts_read_the_copy(
+    pipeline_env, small_source, monkeypatch
+):
     tmp = pipeline_env("small_source", events=False)
     assert run_week(EARLIER).success
     summary = json.loads(next((tmp / "logs" / "etl").glob("etl_*.json")).read_text())
@@ -28,12 +31,21 @@ def test_a_reader_of_the_file_fails_the_run_fast_naming_it_and_analysts_read_the
     assert copy == str((tmp / "warehouse_read.duckdb").resolve())
 
     monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT", "2")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp / "warehouse.duckdb")], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp / "warehouse.duckdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert int(holder.stdout.readline()) > 1000  # the analyst's connection is open
-        with duckdb.connect(copy, read_only=True) as con:  # the copy is readable while someone holds the file
-            assert con.execute("SELECT count(*) FROM customer_analytics.weekly_transactions").fetchone()[0] > 1000
+        # the copy is readable while someone holds the file
+        with duckdb.connect(copy, read_only=True) as con:
+            assert (
+                con.execute(
+                    "SELECT count(*) FROM customer_analytics.weekly_transactions"
+                ).fetchone()[0]
+                > 1000
+            )
         started = time.monotonic()
         result = run_week(WEEK, raise_on_error=False)
         elapsed = time.monotonic() - started
@@ -42,10 +54,14 @@ def test_a_reader_of_the_file_fails_the_run_fast_naming_it_and_analysts_read_the
         holder.wait()
     assert not result.success and elapsed < 90
     failures = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
-    assert failures and all(f"PID {holder.pid}" in m and "WAREHOUSE_LOCK_TIMEOUT" in m for m in failures), failures
+    assert failures and all(
+        f"PID {holder.pid}" in m and "WAREHOUSE_LOCK_TIMEOUT" in m for m in failures
+    ), failures
     assert not any("FileNotFoundError" in m for m in failures)
 
     assert run_week(WEEK).success  # the holder gone, the week loads and the copy has both weeks
     with duckdb.connect(copy, read_only=True) as con:
-        weeks = con.execute("SELECT count(DISTINCT week_start) FROM customer_analytics.weekly_transactions").fetchone()
+        weeks = con.execute(
+            "SELECT count(DISTINCT week_start) FROM customer_analytics.weekly_transactions"
+        ).fetchone()
     assert weeks[0] == 2

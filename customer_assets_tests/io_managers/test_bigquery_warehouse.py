@@ -19,10 +19,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from customer_assets import frames
+from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.bigquery_calls import LoadBudget
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
-from customer_assets.frames import StoredFrame
 from customer_assets.partitions import weekly_partitions
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
 
@@ -37,8 +37,14 @@ def dataset() -> str:
 @pytest.fixture
 def manager(bigquery_endpoint, dataset, tmp_path):
     def build(**overrides) -> BigQueryWarehouseIOManager:
-        config = dict(project=PROJECT, dataset_override=dataset, reports_dir=str(tmp_path / "reports"),
-                      emulator_host=str(bigquery_endpoint), retry_base_seconds=0.01, quota_wait_seconds=0.01)
+        config = {
+            "project": PROJECT,
+            "dataset_override": dataset,
+            "reports_dir": str(tmp_path / "reports"),
+            "emulator_host": str(bigquery_endpoint),
+            "retry_base_seconds": 0.01,
+            "quota_wait_seconds": 0.01,
+        }
         config.update(overrides)
         return BigQueryWarehouseIOManager(**config)
 
@@ -48,35 +54,63 @@ def manager(bigquery_endpoint, dataset, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # frames and assets
 
+
 def transactions(week: str, n: int = 3, prefix: str = "T", **extra) -> pd.DataFrame:
     start = pd.Timestamp(week, tz="UTC")
-    frame = pd.DataFrame({
-        "transaction_id": [f"{prefix}{week}-{i}" for i in range(n)],
-        "customer_id": [f"C{i % 2}" for i in range(n)],
-        "product_id": [f"P{i}" for i in range(n)],
-        "amount": [10.5 + i for i in range(n)],
-        "timestamp": [start + pd.Timedelta(hours=13 * i + 1) for i in range(n)],
-        "hour_of_day": [(13 * i + 1) % 24 for i in range(n)],
-        "is_weekend": [False] * n,
-        "week_start": [start.tz_convert(None)] * n,
-    })
-    frame = frame.astype({"transaction_id": object, "customer_id": object, "product_id": object, "amount": float,
-                          "timestamp": pd.DatetimeTZDtype(tz="UTC"), "hour_of_day": "int64", "is_weekend": bool,
-                          "week_start": "datetime64[ns]"})  # as pandera coerces them, even when empty
+    frame = pd.DataFrame(
+        {
+            "transaction_id": [f"{prefix}{week}-{i}" for i in range(n)],
+            "customer_id": [f"C{i % 2}" for i in range(n)],
+            "product_id": [f"P{i}" for i in range(n)],
+            "amount": [10.5 + i for i in range(n)],
+            "timestamp": [start + pd.Timedelta(hours=13 * i + 1) for i in range(n)],
+            "hour_of_day": [(13 * i + 1) % 24 for i in range(n)],
+            "is_weekend": [False] * n,
+            "week_start": [start.tz_convert(None)] * n,
+        }
+    )
+    frame = frame.astype(
+        {
+            "transaction_id": object,
+            "customer_id": object,
+            "product_id": object,
+            "amount": float,
+            "timestamp": pd.DatetimeTZDtype(tz="UTC"),
+            "hour_of_day": "int64",
+            "is_weekend": bool,
+            "week_start": "datetime64[ns]",
+        }
+    )  # as pandera coerces them, even when empty
     for name, values in extra.items():
         frame[name] = values
     return frame
 
 
 def metrics(week: str) -> pd.DataFrame:
-    return pd.DataFrame({"week_start": [pd.Timestamp(week)], "total_records": [100], "quality_score": [97.5],
-                         "computed_at": [pd.Timestamp.now(tz="UTC")]})
+    return pd.DataFrame(
+        {
+            "week_start": [pd.Timestamp(week)],
+            "total_records": [100],
+            "quality_score": [97.5],
+            "computed_at": [pd.Timestamp.now(tz="UTC")],
+        }
+    )
 
 
-def warehouse_asset(frames: dict[str, pd.DataFrame], name: str = "weekly_transactions",
-                    partition_expr: str = "timestamp", **kwargs) -> dg.AssetsDefinition:
-    @dg.asset(name=name, key_prefix=["customer_analytics"], partitions_def=weekly_partitions,
-              io_manager_key="warehouse_io_manager", metadata={"partition_expr": partition_expr}, **kwargs)
+def warehouse_asset(
+    frames: dict[str, pd.DataFrame],
+    name: str = "weekly_transactions",
+    partition_expr: str = "timestamp",
+    **kwargs,
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        key_prefix=["customer_analytics"],
+        partitions_def=weekly_partitions,
+        io_manager_key="warehouse_io_manager",
+        metadata={"partition_expr": partition_expr},
+        **kwargs,
+    )
     def _asset(context):
         """Test transactions of the week."""
         return frames[context.partition_key]
@@ -84,9 +118,15 @@ def warehouse_asset(frames: dict[str, pd.DataFrame], name: str = "weekly_transac
     return _asset
 
 
-def run(assets, partition: str, io_manager, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets, partition_key=partition, resources={"warehouse_io_manager": io_manager},
-                          raise_on_error=raise_on_error)
+def run(
+    assets, partition: str, io_manager, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets,
+        partition_key=partition,
+        resources={"warehouse_io_manager": io_manager},
+        raise_on_error=raise_on_error,
+    )
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
@@ -105,7 +145,9 @@ def materialization(result: dg.ExecuteInProcessResult) -> dict:
     return result.get_asset_materialization_events()[0].materialization.metadata
 
 
-def rows(bigquery_client, dataset: str, table: str = "weekly_transactions", order: str = "transaction_id") -> pd.DataFrame:
+def rows(
+    bigquery_client, dataset: str, table: str = "weekly_transactions", order: str = "transaction_id"
+) -> pd.DataFrame:
     sql = f"SELECT * FROM `{PROJECT}.{dataset}.{table}` ORDER BY {order}"
     return bigquery_client.query(sql).result().to_arrow(create_bqstorage_client=False).to_pandas()
 
@@ -121,13 +163,16 @@ def same_values(left: pd.DataFrame, right: pd.DataFrame) -> None:
     for column in left.columns:
         a, b = left[column], right[column]
         if pd.api.types.is_datetime64_any_dtype(a):
-            a, b = a.astype(f"datetime64[us{', UTC' if getattr(a.dtype, 'tz', None) else ''}]"), \
-                b.astype(f"datetime64[us{', UTC' if getattr(b.dtype, 'tz', None) else ''}]")
+            a, b = (
+                a.astype(f"datetime64[us{', UTC' if getattr(a.dtype, 'tz', None) else ''}]"),
+                b.astype(f"datetime64[us{', UTC' if getattr(b.dtype, 'tz', None) else ''}]"),
+            )
         assert a.tolist() == b.tolist(), column
 
 
 # --------------------------------------------------------------------------------------------------
 # tests
+
 
 def test_creates_table_and_loads_a_week(bigquery_client, manager, dataset, tmp_path):
     frame = transactions(WEEK_A)
@@ -135,8 +180,15 @@ def test_creates_table_and_loads_a_week(bigquery_client, manager, dataset, tmp_p
 
     table = bigquery_client.get_table(f"{PROJECT}.{dataset}.weekly_transactions")
     assert {f.name: f.field_type for f in table.schema} == {
-        "transaction_id": "STRING", "customer_id": "STRING", "product_id": "STRING", "amount": "FLOAT",
-        "timestamp": "TIMESTAMP", "hour_of_day": "INTEGER", "is_weekend": "BOOLEAN", "week_start": "DATETIME"}
+        "transaction_id": "STRING",
+        "customer_id": "STRING",
+        "product_id": "STRING",
+        "amount": "FLOAT",
+        "timestamp": "TIMESTAMP",
+        "hour_of_day": "INTEGER",
+        "is_weekend": "BOOLEAN",
+        "week_start": "DATETIME",
+    }
     assert table.time_partitioning.type_ == "DAY" and table.time_partitioning.field == "timestamp"
     assert table.clustering_fields == ["customer_id", "product_id", "transaction_id"]
     assert table.description == "Test transactions of the week."
@@ -146,9 +198,13 @@ def test_creates_table_and_loads_a_week(bigquery_client, manager, dataset, tmp_p
     metadata = materialization(result)
     assert metadata["rows_loaded"].value == 3
     assert metadata["destination_table"].value == f"{PROJECT}.{dataset}.weekly_transactions"
-    report = json.loads(Path(tmp_path, "reports", WEEK_A, "load_report_weekly_transactions.json").read_text())
+    report = json.loads(
+        Path(tmp_path, "reports", WEEK_A, "load_report_weekly_transactions.json").read_text()
+    )
     assert report["rows_loaded"] == 3 and set(report["job_ids"]) >= {"load", "merge"}
-    assert all(bigquery_client.get_job(job_id).state == "DONE" for job_id in report["job_ids"].values())
+    assert all(
+        bigquery_client.get_job(job_id).state == "DONE" for job_id in report["job_ids"].values()
+    )
     assert any("EMULATOR" in w for w in report["warnings"])
 
 
@@ -168,7 +224,9 @@ def test_weeks_stay_apart_and_rewriting_one_keeps_the_other(bigquery_client, man
     asset = warehouse_asset(frames)
     run([asset], WEEK_A, manager())
     run([asset], WEEK_B, manager())
-    week_b = rows(bigquery_client, dataset).query("transaction_id.str.contains(@WEEK_B)", engine="python")
+    week_b = rows(bigquery_client, dataset).query(
+        "transaction_id.str.contains(@WEEK_B)", engine="python"
+    )
     assert len(rows(bigquery_client, dataset)) == 5
 
     frames[WEEK_A] = transactions(WEEK_A, n=1, prefix="R")  # the week shrinks and changes
@@ -176,14 +234,18 @@ def test_weeks_stay_apart_and_rewriting_one_keeps_the_other(bigquery_client, man
     after = rows(bigquery_client, dataset)
     assert sorted(after["transaction_id"]) == [f"R{WEEK_A}-0", f"T{WEEK_B}-0", f"T{WEEK_B}-1"]
     pd.testing.assert_frame_equal(
-        after[after["transaction_id"].str.startswith("T")].reset_index(drop=True), week_b.reset_index(drop=True))
+        after[after["transaction_id"].str.startswith("T")].reset_index(drop=True),
+        week_b.reset_index(drop=True),
+    )
 
     frames[WEEK_A] = transactions(WEEK_A, n=0)  # an empty week empties the week, nothing else
     run([asset], WEEK_A, manager())
     pd.testing.assert_frame_equal(rows(bigquery_client, dataset), week_b.reset_index(drop=True))
 
 
-def test_failure_between_staging_and_swap_keeps_the_old_week(bigquery_client, manager, dataset, monkeypatch):
+def test_failure_between_staging_and_swap_keeps_the_old_week(
+    bigquery_client, manager, dataset, monkeypatch
+):
     asset_frames = {WEEK_A: transactions(WEEK_A)}
     asset = warehouse_asset(asset_frames)
     run([asset], WEEK_A, manager())
@@ -201,14 +263,21 @@ def test_failure_between_staging_and_swap_keeps_the_old_week(bigquery_client, ma
     result = run([asset], WEEK_A, manager(), raise_on_error=False)
 
     assert not result.success and "injected: crash before the swap" in failure_text(result)
-    assert seen["staging"].split(".")[-1].startswith(f"weekly_transactions__staging_{WEEK_A.replace('-', '')}_")
+    assert (
+        seen["staging"]
+        .split(".")[-1]
+        .startswith(f"weekly_transactions__staging_{WEEK_A.replace('-', '')}_")
+    )
     assert seen["staging_rows"] == 5  # the new week was staged...
     pd.testing.assert_frame_equal(rows(bigquery_client, dataset), before)  # ...but never swapped in
     assert tables(bigquery_client, dataset) == ["weekly_transactions"]  # and staging is gone
 
 
 def test_new_column_is_added_and_old_rows_are_null(bigquery_client, manager, dataset):
-    frames = {WEEK_A: transactions(WEEK_A), WEEK_B: transactions(WEEK_B, fx_source=["ecb", "ecb", "ecb"])}
+    frames = {
+        WEEK_A: transactions(WEEK_A),
+        WEEK_B: transactions(WEEK_B, fx_source=["ecb", "ecb", "ecb"]),
+    }
     asset = warehouse_asset(frames)
     run([asset], WEEK_A, manager())
     result = run([asset], WEEK_B, manager())
@@ -243,8 +312,11 @@ def test_changed_type_stops_with_a_diff(bigquery_client, manager, dataset):
 
 
 def test_naive_week_start_partitions_data_quality_metrics(bigquery_client, manager, dataset):
-    asset = warehouse_asset({WEEK_A: metrics(WEEK_A), WEEK_B: metrics(WEEK_B)},
-                            name="data_quality_metrics", partition_expr="week_start")
+    asset = warehouse_asset(
+        {WEEK_A: metrics(WEEK_A), WEEK_B: metrics(WEEK_B)},
+        name="data_quality_metrics",
+        partition_expr="week_start",
+    )
     for week in (WEEK_A, WEEK_B, WEEK_A):
         run([asset], week, manager())
     table = bigquery_client.get_table(f"{PROJECT}.{dataset}.data_quality_metrics")
@@ -267,7 +339,9 @@ def test_load_input_reads_the_week_back(bigquery_client, manager, dataset):
     run([upstream], WEEK_B, manager())
     run([upstream, downstream], WEEK_A, manager())
     same_values(seen["frame"].sort_values("transaction_id"), frames[WEEK_A])
-    assert seen["frame"]["hour_of_day"].dtype == "int64" and seen["frame"]["is_weekend"].dtype == bool
+    assert (
+        seen["frame"]["hour_of_day"].dtype == "int64" and seen["frame"]["is_weekend"].dtype == bool
+    )
 
 
 def test_an_input_reads_only_the_columns_it_asks_for(bigquery_client, manager, dataset, tmp_path):
@@ -276,12 +350,20 @@ def test_an_input_reads_only_the_columns_it_asks_for(bigquery_client, manager, d
     upstream = warehouse_asset(frames)
     seen = []
 
-    @dg.asset(partitions_def=weekly_partitions,
-              ins={"weekly": dg.AssetIn(key=upstream.key, metadata={"columns": ["transaction_id", "amount"]})})
+    @dg.asset(
+        partitions_def=weekly_partitions,
+        ins={
+            "weekly": dg.AssetIn(
+                key=upstream.key, metadata={"columns": ["transaction_id", "amount"]}
+            )
+        },
+    )
     def downstream(weekly: pd.DataFrame) -> None:
         seen.append(weekly.sort_values("transaction_id").reset_index(drop=True))
 
-    duck = DuckDBWarehouseIOManager(database=str(tmp_path / "w.duckdb"), reports_dir=str(tmp_path / "reports"))
+    duck = DuckDBWarehouseIOManager(
+        database=str(tmp_path / "w.duckdb"), reports_dir=str(tmp_path / "reports")
+    )
     for io_manager in (manager(), duck):
         run([upstream, downstream], WEEK_A, io_manager)
     for frame in seen:
@@ -313,15 +395,19 @@ def test_transient_errors_are_retried(bigquery_client, manager, dataset, monkeyp
 
 def test_retries_stop_after_max_retries(bigquery_client, manager, dataset, monkeypatch):
     calls = _flaky(monkeypatch, None, gexc.ServiceUnavailable("injected 503"))
-    result = run([warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, manager(), raise_on_error=False)
+    result = run(
+        [warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, manager(), raise_on_error=False
+    )
     assert not result.success and len(calls) == 1 + 3
     assert "still failing after 3 retries" in failure_text(result)
     assert tables(bigquery_client, dataset) == ["weekly_transactions"]  # staging dropped even so
 
 
 def test_quota_exceeded_waits_and_retries(bigquery_client, manager, dataset, monkeypatch):
-    quota = gexc.Forbidden("Quota exceeded: too many table update operations",
-                           errors=[{"reason": "quotaExceeded", "message": "Quota exceeded"}])
+    quota = gexc.Forbidden(
+        "Quota exceeded: too many table update operations",
+        errors=[{"reason": "quotaExceeded", "message": "Quota exceeded"}],
+    )
     calls = _flaky(monkeypatch, 1, quota)
     run([warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, manager())
     assert len(calls) == 2 and len(rows(bigquery_client, dataset)) == 3
@@ -330,9 +416,12 @@ def test_quota_exceeded_waits_and_retries(bigquery_client, manager, dataset, mon
 def test_permission_denied_fails_without_retry(bigquery_client, manager, dataset, monkeypatch):
     denied = gexc.Forbidden(
         f"Access Denied: Table {PROJECT}:{dataset}.x: Permission bigquery.tables.updateData denied on table",
-        errors=[{"reason": "accessDenied"}])
+        errors=[{"reason": "accessDenied"}],
+    )
     calls = _flaky(monkeypatch, None, denied)
-    asset = warehouse_asset({WEEK_A: transactions(WEEK_A)}, retry_policy=dg.RetryPolicy(max_retries=2))
+    asset = warehouse_asset(
+        {WEEK_A: transactions(WEEK_A)}, retry_policy=dg.RetryPolicy(max_retries=2)
+    )
     result = run([asset], WEEK_A, manager(), raise_on_error=False)
 
     assert not result.success and len(calls) == 1
@@ -349,8 +438,11 @@ def test_permission_failure_names_the_service_account(manager, dataset):
         _credentials = Credentials()
 
     caller = manager()._caller(Client(), log=None, load=LoadBudget(deadline=time.monotonic() + 60))
-    failure = caller.auth_failure(gexc.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}]),
-                                  "load job", ("bigquery.jobs.create",))
+    failure = caller.auth_failure(
+        gexc.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}]),
+        "load job",
+        ("bigquery.jobs.create",),
+    )
     assert isinstance(failure, dg.Failure) and failure.allow_retries is False
     assert "etl@prod.iam.gserviceaccount.com" in failure.description
     assert "bigquery.jobs.create" in failure.description
@@ -361,11 +453,20 @@ def test_column_names_stay_lower_case_and_match_duckdb(bigquery_client, manager,
     asset = warehouse_asset({WEEK_A: frame})
     run([asset], WEEK_A, manager())
     database = str(tmp_path / "warehouse.duckdb")
-    run([asset], WEEK_A, DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "duck")))
+    run(
+        [asset],
+        WEEK_A,
+        DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "duck")),
+    )
 
-    bq_columns = [f.name for f in bigquery_client.get_table(f"{PROJECT}.{dataset}.weekly_transactions").schema]
+    bq_columns = [
+        f.name for f in bigquery_client.get_table(f"{PROJECT}.{dataset}.weekly_transactions").schema
+    ]
     with duckdb.connect(database, read_only=True) as con:
-        duck_columns = [r[0] for r in con.execute('DESCRIBE "customer_analytics"."weekly_transactions"').fetchall()]
+        duck_columns = [
+            r[0]
+            for r in con.execute('DESCRIBE "customer_analytics"."weekly_transactions"').fetchall()
+        ]
     assert bq_columns == duck_columns == list(frame.columns)
     assert all(c == c.lower() for c in bq_columns)
     assert list(rows(bigquery_client, dataset).columns) == list(frame.columns)
@@ -374,7 +475,9 @@ def test_column_names_stay_lower_case_and_match_duckdb(bigquery_client, manager,
 def test_rows_outside_the_week_stop_before_touching_bigquery(bigquery_client, manager, dataset):
     frame = pd.concat([transactions(WEEK_A), transactions(WEEK_B, n=1)], ignore_index=True)
     result = run([warehouse_asset({WEEK_A: frame})], WEEK_A, manager(), raise_on_error=False)
-    assert not result.success and "1 of 4 rows have timestamp outside the week" in failure_text(result)
+    assert not result.success and "1 of 4 rows have timestamp outside the week" in failure_text(
+        result
+    )
     with pytest.raises(gexc.NotFound):
         bigquery_client.get_dataset(f"{PROJECT}.{dataset}")
 
@@ -385,7 +488,9 @@ def _stored(tmp_path, frame: pd.DataFrame) -> StoredFrame:
     return StoredFrame(path)
 
 
-def test_a_stored_week_loads_batch_by_batch_like_the_frame(bigquery_client, manager, dataset, tmp_path, monkeypatch):
+def test_a_stored_week_loads_batch_by_batch_like_the_frame(
+    bigquery_client, manager, dataset, tmp_path, monkeypatch
+):
     """The pipeline hands the transformed week over as a Parquet file: same rows and types as a frame gives."""
     monkeypatch.setattr(frames, "BATCH_ROWS", 2)  # five rows: three batches
     frame = transactions(WEEK_A, n=5)
@@ -398,12 +503,22 @@ def test_a_stored_week_loads_batch_by_batch_like_the_frame(bigquery_client, mana
     assert from_file["transaction_id"].tolist() == frame["transaction_id"].tolist()
 
 
-def test_a_stored_week_with_a_late_row_outside_it_stops_before_bigquery(bigquery_client, manager, dataset, tmp_path,
-                                                                        monkeypatch):
+def test_a_stored_week_with_a_late_row_outside_it_stops_before_bigquery(
+    bigquery_client, manager, dataset, tmp_path, monkeypatch
+):
     monkeypatch.setattr(frames, "BATCH_ROWS", 2)
-    frame = pd.concat([transactions(WEEK_A, n=4), transactions(WEEK_B, n=1)], ignore_index=True)  # in the 3rd batch
-    result = run([warehouse_asset({WEEK_A: _stored(tmp_path, frame)})], WEEK_A, manager(), raise_on_error=False)
-    assert not result.success and "1 of 5 rows have timestamp outside the week" in failure_text(result)
+    frame = pd.concat(
+        [transactions(WEEK_A, n=4), transactions(WEEK_B, n=1)], ignore_index=True
+    )  # in the 3rd batch
+    result = run(
+        [warehouse_asset({WEEK_A: _stored(tmp_path, frame)})],
+        WEEK_A,
+        manager(),
+        raise_on_error=False,
+    )
+    assert not result.success and "1 of 5 rows have timestamp outside the week" in failure_text(
+        result
+    )
     with pytest.raises(gexc.NotFound):
         bigquery_client.get_dataset(f"{PROJECT}.{dataset}")
 
@@ -411,7 +526,9 @@ def test_a_stored_week_with_a_late_row_outside_it_stops_before_bigquery(bigquery
 def test_load_timeout_bounds_the_retries(bigquery_client, manager, dataset, monkeypatch):
     calls = _flaky(monkeypatch, None, gexc.BadGateway("injected 502"))
     io = manager(retry_base_seconds=30, load_timeout_seconds=5)
-    result = run([warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, io, raise_on_error=False)
+    result = run(
+        [warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, io, raise_on_error=False
+    )
     assert not result.success and len(calls) == 1
     assert "LoadTimeoutError" in failure_text(result)
 
@@ -421,7 +538,10 @@ def test_missing_credentials_fail_without_retry(monkeypatch, tmp_path):
     io = BigQueryWarehouseIOManager(project=PROJECT, reports_dir=str(tmp_path))
     with pytest.raises(dg.Failure) as failure:
         io._connect(dg.get_dagster_logger())
-    assert failure.value.allow_retries is False and "GOOGLE_APPLICATION_CREDENTIALS" in failure.value.description
+    assert (
+        failure.value.allow_retries is False
+        and "GOOGLE_APPLICATION_CREDENTIALS" in failure.value.description
+    )
 
 
 def test_a_transaction_moved_between_weeks_is_moved_not_copied(bigquery_client, manager, dataset):
@@ -430,8 +550,11 @@ def test_a_transaction_moved_between_weeks_is_moved_not_copied(bigquery_client, 
     frames = {WEEK_A: transactions(WEEK_A, n=3), WEEK_B: transactions(WEEK_B, n=2)}
     asset = _keyed_asset(frames)
     run([asset], WEEK_A, manager())
-    moved = frames[WEEK_A].iloc[[1]].assign(timestamp=pd.Timestamp(WEEK_B, tz="UTC") + pd.Timedelta(hours=5),
-                                           amount=99.0)
+    moved = (
+        frames[WEEK_A]
+        .iloc[[1]]
+        .assign(timestamp=pd.Timestamp(WEEK_B, tz="UTC") + pd.Timedelta(hours=5), amount=99.0)
+    )
     frames[WEEK_B] = pd.concat([frames[WEEK_B], moved], ignore_index=True)
     result = run([asset], WEEK_B, manager())
     after = rows(bigquery_client, dataset)
@@ -442,9 +565,17 @@ def test_a_transaction_moved_between_weeks_is_moved_not_copied(bigquery_client, 
 
 
 def _keyed_asset(frames: dict[str, pd.DataFrame]) -> dg.AssetsDefinition:
-    @dg.asset(name="weekly_transactions", key_prefix=["customer_analytics"], partitions_def=weekly_partitions,
-              io_manager_key="warehouse_io_manager",
-              metadata={"partition_expr": "timestamp", "unique_key": "transaction_id", "unique_within_weeks": 1})
+    @dg.asset(
+        name="weekly_transactions",
+        key_prefix=["customer_analytics"],
+        partitions_def=weekly_partitions,
+        io_manager_key="warehouse_io_manager",
+        metadata={
+            "partition_expr": "timestamp",
+            "unique_key": "transaction_id",
+            "unique_within_weeks": 1,
+        },
+    )
     def _asset(context):
         return frames[context.partition_key]
 

@@ -46,11 +46,21 @@ def gcs_emulator(tmp_path_factory) -> str:
     module."""
     port = _free_port()
     log = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    argv = [str(Path(sys.executable).with_name("gcp-storage-emulator")), "start",
-            "--host", "127.0.0.1", "--port", str(port), "--default-bucket", BUCKET, "--in-memory"]
+    argv = [
+        str(Path(sys.executable).with_name("gcp-storage-emulator")),
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--default-bucket",
+        BUCKET,
+        "--in-memory",
+    ]
     with open(log, "wb") as out:
-        server = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     host = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -85,23 +95,37 @@ def _out(key=KEY, week=WEEK):
 
 
 def _in(key=KEY, week=WEEK, stored=False):
-    typed = {"dagster_type": dg.DagsterType(type_check_fn=lambda _c, _v: True, name="Stored",
-                                            typing_type=StoredFrame)} if stored else {}
+    typed = (
+        {
+            "dagster_type": dg.DagsterType(
+                type_check_fn=lambda _c, _v: True, name="Stored", typing_type=StoredFrame
+            )
+        }
+        if stored
+        else {}
+    )
     return dg.build_input_context(asset_key=key, partition_key=week, **typed)
 
 
 def _frame(rows: int) -> pd.DataFrame:
     """Arrow-backed strings (inferred and explicit), nulls of every kind, UTC timestamps."""
-    frame = pd.DataFrame({
-        "customer_id": pd.array([f"C{i:04d}" if i % 3 else None for i in range(rows)], dtype="str"),
-        "email_hash": pd.array([f"h{i}" if i % 2 else None for i in range(rows)],
-                               dtype="string[pyarrow]"),
-        "amount": np.array([float(i) * 1.5 if i % 4 else np.nan for i in range(rows)],
-                           dtype="float64"),
-        "quantity": pd.array([i if i % 5 else None for i in range(rows)], dtype="Int64"),
-        "at": pd.Series(pd.date_range("2026-11-16", periods=rows, freq="h", tz="UTC")).where(
-            [bool(i % 6) for i in range(rows)]),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.array(
+                [f"C{i:04d}" if i % 3 else None for i in range(rows)], dtype="str"
+            ),
+            "email_hash": pd.array(
+                [f"h{i}" if i % 2 else None for i in range(rows)], dtype="string[pyarrow]"
+            ),
+            "amount": np.array(
+                [float(i) * 1.5 if i % 4 else np.nan for i in range(rows)], dtype="float64"
+            ),
+            "quantity": pd.array([i if i % 5 else None for i in range(rows)], dtype="Int64"),
+            "at": pd.Series(pd.date_range("2026-11-16", periods=rows, freq="h", tz="UTC")).where(
+                [bool(i % 6) for i in range(rows)]
+            ),
+        }
+    )
     return frame
 
 
@@ -125,39 +149,57 @@ def test_frames_round_trip_through_the_bucket(tmp_path, gcs_emulator, bucket_url
     pd.testing.assert_frame_equal(back, local.load_input(_in()))
 
 
-def test_batches_are_read_from_a_local_copy_that_goes_with_the_week(tmp_path, gcs_emulator,
-                                                                    bucket_url):
+def test_batches_are_read_from_a_local_copy_that_goes_with_the_week(
+    tmp_path, gcs_emulator, bucket_url
+):
     manager = _manager(tmp_path, bucket_url, gcs_emulator)
-    parts = [_frame(7), _frame(7).assign(customer_id=lambda f: f["customer_id"] + "b"),
-             _frame(3).iloc[:0]]
+    parts = [
+        _frame(7),
+        _frame(7).assign(customer_id=lambda f: f["customer_id"] + "b"),
+        _frame(3).iloc[:0],
+    ]
     manager.handle_output(_out(), FrameBatches(iter(parts)))
     stored = manager.load_input(_in(stored=True))
     assert isinstance(stored, StoredFrame) and len(stored) == 14
     assert stored.path.parent == tmp_path / "data" / "etl" / "frame"
     assert stored.path.name.startswith(f"{WEEK}.")
-    pd.testing.assert_frame_equal(pd.concat(list(stored.batches(batch_rows=5)), ignore_index=True),
-                                  pd.concat(parts[:2], ignore_index=True), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        pd.concat(list(stored.batches(batch_rows=5)), ignore_index=True),
+        pd.concat(parts[:2], ignore_index=True),
+        check_dtype=False,
+    )
 
     settings = _settings(tmp_path, bucket_url, gcs_emulator)
     assert {str(f) for f in intermediate_files(settings, WEEK)} == {
-        str(stored.path), f"{bucket_url}/etl/frame/{WEEK}.parquet"}
+        str(stored.path),
+        f"{bucket_url}/etl/frame/{WEEK}.parquet",
+    }
     remove_intermediates(settings, WEEK, [KEY])
     assert not stored.path.exists() and intermediate_files(settings, WEEK) == []
 
 
 def test_a_report_round_trips_as_json(tmp_path, gcs_emulator, bucket_url):
     manager = _manager(tmp_path, bucket_url, gcs_emulator)
-    report = {"week": WEEK, "passed": 12, "rate": 0.25, "reasons": {"AMOUNT_ABOVE_CEILING": 1},
-              "none": None}
+    report = {
+        "week": WEEK,
+        "passed": 12,
+        "rate": 0.25,
+        "reasons": {"AMOUNT_ABOVE_CEILING": 1},
+        "none": None,
+    }
     manager.handle_output(_out(REPORT), report)
     assert f"etl/report/{WEEK}.json" in _objects(gcs_emulator, bucket_url)
     assert manager.load_input(_in(REPORT)) == report
 
 
 def _settings(tmp_path: Path, url: str, host: str) -> PipelineSettings:
-    return PipelineSettings(data_dir=str(tmp_path / "data"), reports_dir=str(tmp_path / "reports"),
-                            etl_log_dir=str(tmp_path / "logs"), intermediates_url=url,
-                            storage_emulator_host=host)
+    return PipelineSettings(
+        data_dir=str(tmp_path / "data"),
+        reports_dir=str(tmp_path / "reports"),
+        etl_log_dir=str(tmp_path / "logs"),
+        intermediates_url=url,
+        storage_emulator_host=host,
+    )
 
 
 def test_the_weeks_cleanup_leaves_no_object_of_that_week(tmp_path, gcs_emulator, bucket_url):
@@ -170,7 +212,9 @@ def test_the_weeks_cleanup_leaves_no_object_of_that_week(tmp_path, gcs_emulator,
     anomalies.parent.mkdir(parents=True)
     anomalies.write_text("customer_id\nC0001\n")
     assert {o for o in _objects(gcs_emulator, bucket_url) if o.startswith(".run_claims/")} == {
-        f".run_claims/{WEEK}/run-{WEEK}.json", f".run_claims/{OTHER_WEEK}/run-{OTHER_WEEK}.json"}
+        f".run_claims/{WEEK}/run-{WEEK}.json",
+        f".run_claims/{OTHER_WEEK}/run-{OTHER_WEEK}.json",
+    }
 
     removed, remaining = remove_intermediates(_settings(tmp_path, bucket_url, gcs_emulator), WEEK)
     assert remaining == [] and str(anomalies) in removed
@@ -178,12 +222,15 @@ def test_the_weeks_cleanup_leaves_no_object_of_that_week(tmp_path, gcs_emulator,
     left = _objects(gcs_emulator, bucket_url)
     assert not [o for o in left if o.startswith("etl/") and WEEK in o]
     assert sorted(o for o in left if o.startswith("etl/")) == [
-        f"etl/frame/{OTHER_WEEK}.parquet", f"etl/report/{OTHER_WEEK}.json"]
+        f"etl/frame/{OTHER_WEEK}.parquet",
+        f"etl/report/{OTHER_WEEK}.json",
+    ]
     assert not list((tmp_path / "data").rglob(f"{WEEK}.*")) and not anomalies.exists()
 
 
-def test_a_week_that_no_live_run_claims_is_swept_from_the_bucket(tmp_path, gcs_emulator,
-                                                                  bucket_url):
+def test_a_week_that_no_live_run_claims_is_swept_from_the_bucket(
+    tmp_path, gcs_emulator, bucket_url
+):
     """A run killed outright: its claim names a process that is gone; the sweep of the next run
     (another pod, or the sensor) finds the week in the bucket and removes it."""
     manager = _manager(tmp_path, bucket_url, gcs_emulator)
@@ -224,9 +271,16 @@ def test_the_setting_picks_the_bucket_and_refuses_anything_else(monkeypatch, tmp
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:9")
     manager = resources_for("local")["io_manager"]
     assert (manager.url, manager.base_dir, manager.emulator_host) == (
-        "gs://team-bucket/customer_assets", str(tmp_path), "127.0.0.1:9")
-    wrong_values = ("s3://bucket/x", "gs://user:hunter2@bucket/x", "gs://bucket/x?token=hunter2",
-                    "/mnt/bucket")
+        "gs://team-bucket/customer_assets",
+        str(tmp_path),
+        "127.0.0.1:9",
+    )
+    wrong_values = (
+        "s3://bucket/x",
+        "gs://user:hunter2@bucket/x",
+        "gs://bucket/x?token=hunter2",
+        "/mnt/bucket",
+    )
     for wrong in wrong_values:
         monkeypatch.setenv("CUSTOMER_ASSETS_INTERMEDIATES_URL", wrong)
         with pytest.raises(ValueError, match="INTERMEDIATES_URL must be gs://bucket/prefix") as err:
@@ -235,7 +289,8 @@ def test_the_setting_picks_the_bucket_and_refuses_anything_else(monkeypatch, tmp
 
 
 def test_a_week_of_the_graph_runs_with_its_intermediates_in_the_bucket(
-        pipeline_env, small_source, gcs_emulator, bucket_url, monkeypatch):
+    pipeline_env, small_source, gcs_emulator, bucket_url, monkeypatch
+):
     from customer_assets_tests.support.pipeline import run_week, warehouse
 
     tmp = pipeline_env("small_source")
@@ -254,8 +309,11 @@ def test_a_week_of_the_graph_runs_with_its_intermediates_in_the_bucket(
         if where is not None:
             written.append(where.text)
     assert len(written) >= 5 and all(w.startswith(f"{bucket_url}/etl/") for w in written), written
-    loaded = warehouse(tmp / "warehouse.duckdb", f"""SELECT count(*) AS n
-        FROM customer_analytics.weekly_transactions WHERE week_start = TIMESTAMP '{WEEK}'""")
+    loaded = warehouse(
+        tmp / "warehouse.duckdb",
+        f"""SELECT count(*) AS n
+        FROM customer_analytics.weekly_transactions WHERE week_start = TIMESTAMP '{WEEK}'""",
+    )
     assert loaded.loc[0, "n"] > 1000
     # The week's end removed every object of the run (its claim too) and every local copy.
     assert _objects(gcs_emulator, bucket_url) == []

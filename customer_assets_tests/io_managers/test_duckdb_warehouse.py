@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from customer_assets import frames
-from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.frames import StoredFrame
+from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import weekly_partitions
 
 WEEK = "2026-11-16"
@@ -19,27 +19,44 @@ WEEK = "2026-11-16"
 
 def _week(n: int, prefix: str = "T") -> pd.DataFrame:
     start = pd.Timestamp(WEEK, tz="UTC")
-    return pd.DataFrame({"transaction_id": pd.array([f"{prefix}{i}" for i in range(n)], dtype="str"),
-                         "amount": [1.5 * i for i in range(n)],
-                         "timestamp": [start + pd.Timedelta(hours=7 * i, microseconds=i) for i in range(n)],
-                         "week_start": [start.tz_convert(None)] * n})
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.array([f"{prefix}{i}" for i in range(n)], dtype="str"),
+            "amount": [1.5 * i for i in range(n)],
+            "timestamp": [start + pd.Timedelta(hours=7 * i, microseconds=i) for i in range(n)],
+            "week_start": [start.tz_convert(None)] * n,
+        }
+    )
 
 
 def _load(tmp_path, value) -> pd.DataFrame:
-    @dg.asset(name="weekly_transactions", key_prefix=["customer_analytics"], partitions_def=weekly_partitions,
-              io_manager_key="warehouse_io_manager", metadata={"partition_expr": "timestamp"})
+    @dg.asset(
+        name="weekly_transactions",
+        key_prefix=["customer_analytics"],
+        partitions_def=weekly_partitions,
+        io_manager_key="warehouse_io_manager",
+        metadata={"partition_expr": "timestamp"},
+    )
     def asset():
         return value
 
     database = str(tmp_path / "warehouse.duckdb")
     manager = DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "reports"))
-    result = dg.materialize([asset], partition_key=WEEK, resources={"warehouse_io_manager": manager})
-    assert result.get_asset_materialization_events()[0].materialization.metadata["rows_loaded"].value == len(value)
+    result = dg.materialize(
+        [asset], partition_key=WEEK, resources={"warehouse_io_manager": manager}
+    )
+    assert result.get_asset_materialization_events()[0].materialization.metadata[
+        "rows_loaded"
+    ].value == len(value)
     with duckdb.connect(database, read_only=True) as con:
-        return con.execute('SELECT * FROM customer_analytics.weekly_transactions ORDER BY transaction_id').df()
+        return con.execute(
+            "SELECT * FROM customer_analytics.weekly_transactions ORDER BY transaction_id"
+        ).df()
 
 
-def test_slices_and_a_parquet_file_load_the_same_rows_and_a_rerun_replaces_the_week(tmp_path, monkeypatch):
+def test_slices_and_a_parquet_file_load_the_same_rows_and_a_rerun_replaces_the_week(
+    tmp_path, monkeypatch
+):
     monkeypatch.setattr(frames, "BATCH_ROWS", 2)  # seven rows: four slices
     frame = _week(7)
     from_slices = _load(tmp_path, frame)
@@ -56,32 +73,50 @@ def test_a_loaded_week_comes_back_with_its_types_and_missing_values(tmp_path):
     """Inputs are read through Arrow: text (with missing values), numbers, flags and timestamps, zoned and naive,
     come back as they were written."""
     start = pd.Timestamp(WEEK, tz="UTC")
-    written = pd.DataFrame({
-        "customer_id": pd.array(["C1", None, "C3"], dtype="str"),
-        "visits": pd.array([1, 2, 3], dtype="int64"),
-        "value": [1.25, float("nan"), 3.0],
-        "is_current": [True, False, True],
-        "timestamp": [start + pd.Timedelta(hours=h, microseconds=h) for h in (1, 2, 3)],
-        "week_start": [start.tz_convert(None)] * 3})
+    written = pd.DataFrame(
+        {
+            "customer_id": pd.array(["C1", None, "C3"], dtype="str"),
+            "visits": pd.array([1, 2, 3], dtype="int64"),
+            "value": [1.25, float("nan"), 3.0],
+            "is_current": [True, False, True],
+            "timestamp": [start + pd.Timedelta(hours=h, microseconds=h) for h in (1, 2, 3)],
+            "week_start": [start.tz_convert(None)] * 3,
+        }
+    )
     seen = {}
 
-    @dg.asset(name="weekly_customer_profiles", key_prefix=["customer_analytics"], partitions_def=weekly_partitions,
-              io_manager_key="warehouse_io_manager", metadata={"partition_expr": "timestamp"})
+    @dg.asset(
+        name="weekly_customer_profiles",
+        key_prefix=["customer_analytics"],
+        partitions_def=weekly_partitions,
+        io_manager_key="warehouse_io_manager",
+        metadata={"partition_expr": "timestamp"},
+    )
     def upstream():
         return written
 
-    @dg.asset(partitions_def=weekly_partitions, io_manager_key="mem",
-              ins={"profiles": dg.AssetIn(key=["customer_analytics", "weekly_customer_profiles"])})
+    @dg.asset(
+        partitions_def=weekly_partitions,
+        io_manager_key="mem",
+        ins={"profiles": dg.AssetIn(key=["customer_analytics", "weekly_customer_profiles"])},
+    )
     def downstream(profiles: pd.DataFrame):
         seen["frame"] = profiles
         return len(profiles)
 
-    manager = DuckDBWarehouseIOManager(database=str(tmp_path / "w.duckdb"), reports_dir=str(tmp_path / "reports"))
-    dg.materialize([upstream, downstream], partition_key=WEEK,
-                   resources={"warehouse_io_manager": manager, "mem": dg.InMemoryIOManager()})
+    manager = DuckDBWarehouseIOManager(
+        database=str(tmp_path / "w.duckdb"), reports_dir=str(tmp_path / "reports")
+    )
+    dg.materialize(
+        [upstream, downstream],
+        partition_key=WEEK,
+        resources={"warehouse_io_manager": manager, "mem": dg.InMemoryIOManager()},
+    )
     loaded = seen["frame"].sort_values("visits").reset_index(drop=True)
-    expected = written.assign(timestamp=written["timestamp"].astype("datetime64[us, UTC]"),
-                              week_start=written["week_start"].astype("datetime64[us]"))
+    expected = written.assign(
+        timestamp=written["timestamp"].astype("datetime64[us, UTC]"),
+        week_start=written["week_start"].astype("datetime64[us]"),
+    )
     pd.testing.assert_frame_equal(loaded, expected)
 
 
@@ -90,19 +125,32 @@ def full_disk(tmp_path):
     """A real 3 MiB file system (tmpfs) for the warehouse file; skipped where mounting is not permitted."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     yield mount
-    subprocess.run(["umount", "--lazy", str(mount)], check=False)  # the failed connection may still hold the file
+    subprocess.run(
+        ["umount", "--lazy", str(mount)], check=False
+    )  # the failed connection may still hold the file
 
 
 def _big_week(n: int) -> pd.DataFrame:
     start = pd.Timestamp(WEEK, tz="UTC")
     rng = np.random.default_rng(1)
-    return pd.DataFrame({"transaction_id": pd.array([f"T{(i * 7919) % 1000003:x}{i}" for i in range(n)], dtype="str"),
-                         "amount": rng.random(n), "timestamp": start + pd.to_timedelta(np.arange(n), unit="s"),
-                         "week_start": [start.tz_convert(None)] * n})
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.array(
+                [f"T{(i * 7919) % 1000003:x}{i}" for i in range(n)], dtype="str"
+            ),
+            "amount": rng.random(n),
+            "timestamp": start + pd.to_timedelta(np.arange(n), unit="s"),
+            "week_start": [start.tz_convert(None)] * n,
+        }
+    )
 
 
 def test_a_full_warehouse_disk_is_the_headline_and_the_week_is_all_or_nothing(full_disk, tmp_path):
@@ -112,24 +160,39 @@ def test_a_full_warehouse_disk_is_the_headline_and_the_week_is_all_or_nothing(fu
     manager = DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "reports"))
 
     def load(value):
-        @dg.asset(name="weekly_transactions", key_prefix=["customer_analytics"], partitions_def=weekly_partitions,
-                  io_manager_key="warehouse_io_manager", metadata={"partition_expr": "timestamp"})
+        @dg.asset(
+            name="weekly_transactions",
+            key_prefix=["customer_analytics"],
+            partitions_def=weekly_partitions,
+            io_manager_key="warehouse_io_manager",
+            metadata={"partition_expr": "timestamp"},
+        )
         def asset():
             return value
 
-        return dg.materialize([asset], partition_key=WEEK, resources={"warehouse_io_manager": manager},
-                              raise_on_error=False)
+        return dg.materialize(
+            [asset],
+            partition_key=WEEK,
+            resources={"warehouse_io_manager": manager},
+            raise_on_error=False,
+        )
 
     assert load(_week(5)).success
     result = load(_big_week(300_000))
     assert not result.success
     error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
     headline = error.message.splitlines()[0]
-    assert "The warehouse disk is full" in headline and database in headline and "cannot rollback" not in headline
+    assert (
+        "The warehouse disk is full" in headline
+        and database in headline
+        and "cannot rollback" not in headline
+    )
     subprocess.run(["mount", "-o", "remount,size=64m", str(full_disk)], check=True)  # space freed
     # The fault invalidated this process's DuckDB instance; once it is released, the week is all or nothing: the
     # old rows or, when only the checkpoint after the commit failed, the new ones.
     del result, error
     gc.collect()
     with duckdb.connect(database) as con:
-        assert con.execute("SELECT count(*) FROM customer_analytics.weekly_transactions").fetchone()[0] in (5, 300_000)
+        assert con.execute(
+            "SELECT count(*) FROM customer_analytics.weekly_transactions"
+        ).fetchone()[0] in (5, 300_000)

@@ -31,7 +31,13 @@ print(json.dumps({"grown": grown - before, "held": held - before, "after": after
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
 def test_freed_heap_memory_is_returned():
-    out = subprocess.run([sys.executable, "-c", SCENARIO], capture_output=True, text=True, check=True)
-    mb = {k: v / 2**20 for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items() if k != "kept"}
+    out = subprocess.run(
+        [sys.executable, "-c", SCENARIO], capture_output=True, text=True, check=True
+    )
+    mb = {
+        k: v / 2**20
+        for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()
+        if k != "kept"
+    }
     assert mb["grown"] > 300 and mb["held"] > 100, mb  # the situation: freed, much of it still held
-    assert mb["after"] < 50, mb                        # given back
+    assert mb["after"] < 50, mb  # given back

@@ -18,7 +18,9 @@ def test_round_trip_keeps_values_and_text_dtype(tmp_path):
     manager = LocalParquetIOManager(base_dir=str(tmp_path))
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", None], "c": [0.5, 1.5]})
     manager.handle_output(dg.build_output_context(asset_key=KEY), frame)
-    assert [p.name for p in (tmp_path / "etl" / "frame").iterdir()] == ["all.parquet"]  # no temporary left
+    assert [p.name for p in (tmp_path / "etl" / "frame").iterdir()] == [
+        "all.parquet"
+    ]  # no temporary left
     back = manager.load_input(dg.build_input_context(asset_key=KEY))
     pd.testing.assert_frame_equal(back, frame)
     assert back["b"].dtype == "str" and pd.isna(back.loc[1, "b"])
@@ -26,35 +28,60 @@ def test_round_trip_keeps_values_and_text_dtype(tmp_path):
 
 def test_an_input_can_ask_for_some_columns_only(tmp_path):
     manager = LocalParquetIOManager(base_dir=str(tmp_path))
-    manager.handle_output(dg.build_output_context(asset_key=KEY), pd.DataFrame({"a": [1], "b": ["x"], "c": [2.0]}))
-    back = manager.load_input(dg.build_input_context(asset_key=KEY, definition_metadata={"columns": ["c", "a"]}))
+    manager.handle_output(
+        dg.build_output_context(asset_key=KEY), pd.DataFrame({"a": [1], "b": ["x"], "c": [2.0]})
+    )
+    back = manager.load_input(
+        dg.build_input_context(asset_key=KEY, definition_metadata={"columns": ["c", "a"]})
+    )
     assert back.columns.tolist() == ["c", "a"] and back.loc[0, "c"] == 2.0
 
 
 def _stored_input(manager):
-    return manager.load_input(dg.build_input_context(asset_key=KEY, dagster_type=dg.DagsterType(
-        type_check_fn=lambda _c, _v: True, name="Stored", typing_type=StoredFrame)))
+    return manager.load_input(
+        dg.build_input_context(
+            asset_key=KEY,
+            dagster_type=dg.DagsterType(
+                type_check_fn=lambda _c, _v: True, name="Stored", typing_type=StoredFrame
+            ),
+        )
+    )
 
 
 def _rows(start, n):
-    return pd.DataFrame({"id": [f"T{i}" for i in range(start, start + n)], "amount": [float(i) for i in range(n)],
-                         "at": pd.date_range("2026-11-16", periods=n, freq="h", tz="UTC")})
+    return pd.DataFrame(
+        {
+            "id": [f"T{i}" for i in range(start, start + n)],
+            "amount": [float(i) for i in range(n)],
+            "at": pd.date_range("2026-11-16", periods=n, freq="h", tz="UTC"),
+        }
+    )
 
 
 def test_batches_are_written_as_row_groups_and_read_back_in_batches(tmp_path):
     manager = LocalParquetIOManager(base_dir=str(tmp_path))
     parts = [_rows(0, 5), _rows(5, 5), _rows(10, 2)]
     seen = []
-    out = FrameBatches(iter(parts), check=lambda b: seen.append(len(b)), unique=["id"], summary=lambda: {"k": 1})
+    out = FrameBatches(
+        iter(parts), check=lambda b: seen.append(len(b)), unique=["id"], summary=lambda: {"k": 1}
+    )
     context = dg.build_output_context(asset_key=KEY)
     manager.handle_output(context, out)
     assert seen == [5, 5, 2] and out.rows == 12
     stored = _stored_input(manager)
-    assert isinstance(stored, StoredFrame) and len(stored) == 12 and stored.columns == ["id", "amount", "at"]
+    assert (
+        isinstance(stored, StoredFrame)
+        and len(stored) == 12
+        and stored.columns == ["id", "amount", "at"]
+    )
     whole = pd.concat(parts, ignore_index=True)
     pd.testing.assert_frame_equal(stored.read(), whole)
     again = list(stored.batches(batch_rows=4))
-    assert [len(b) for b in again] == [4, 4, 4]  # batches of the reader's size, whatever the writer's
+    assert [len(b) for b in again] == [
+        4,
+        4,
+        4,
+    ]  # batches of the reader's size, whatever the writer's
     pd.testing.assert_frame_equal(pd.concat(again, ignore_index=True), whole)
     assert str(again[0]["at"].dtype) == "datetime64[ns, UTC]" and again[0]["id"].dtype == "str"
     pd.testing.assert_frame_equal(stored.empty(), whole.iloc[:0])
@@ -65,24 +92,48 @@ def test_an_empty_week_is_one_empty_batch_and_reads_back_empty(tmp_path):
     manager.handle_output(dg.build_output_context(asset_key=KEY), FrameBatches([_rows(0, 0)]))
     stored = _stored_input(manager)
     batches = list(stored.batches())
-    assert len(stored) == 0 and len(batches) == 1 and batches[0].columns.tolist() == ["id", "amount", "at"]
+    assert (
+        len(stored) == 0
+        and len(batches) == 1
+        and batches[0].columns.tolist() == ["id", "amount", "at"]
+    )
 
 
-@pytest.mark.parametrize("parts,check,message", [
-    ([_rows(0, 3), _rows(2, 3)], None, r"repeat across batches in columns that must be unique: \{'id': 1\}"),
-    ([_rows(0, 3), _rows(3, 3).rename(columns={"amount": "usd"})], None, "differ from the first batch"),
-    ([_rows(0, 3), _rows(3, 3)], lambda b: (_ for _ in ()).throw(ValueError("bad batch")) if b["id"].iloc[0] == "T3"
-     else None, "bad batch"),
-    ([], None, "no batch to write"),
-])
+@pytest.mark.parametrize(
+    "parts,check,message",
+    [
+        (
+            [_rows(0, 3), _rows(2, 3)],
+            None,
+            r"repeat across batches in columns that must be unique: \{'id': 1\}",
+        ),
+        (
+            [_rows(0, 3), _rows(3, 3).rename(columns={"amount": "usd"})],
+            None,
+            "differ from the first batch",
+        ),
+        (
+            [_rows(0, 3), _rows(3, 3)],
+            lambda b: (
+                (_ for _ in ()).throw(ValueError("bad batch")) if b["id"].iloc[0] == "T3" else None
+            ),
+            "bad batch",
+        ),
+        ([], None, "no batch to write"),
+    ],
+)
 def test_a_failing_batch_leaves_the_previous_file_untouched(tmp_path, parts, check, message):
     manager = LocalParquetIOManager(base_dir=str(tmp_path))
     before = _rows(100, 1)
     manager.handle_output(dg.build_output_context(asset_key=KEY), before)
     with pytest.raises(ValueError, match=message):
-        manager.handle_output(dg.build_output_context(asset_key=KEY), FrameBatches(iter(parts), check=check,
-                                                                                    unique=["id"]))
-    assert [p.name for p in (tmp_path / "etl" / "frame").iterdir()] == ["all.parquet"]  # no temporary left
+        manager.handle_output(
+            dg.build_output_context(asset_key=KEY),
+            FrameBatches(iter(parts), check=check, unique=["id"]),
+        )
+    assert [p.name for p in (tmp_path / "etl" / "frame").iterdir()] == [
+        "all.parquet"
+    ]  # no temporary left
     pd.testing.assert_frame_equal(_stored_input(manager).read(), before)
 
 
@@ -105,9 +156,17 @@ def test_a_frame_is_written_a_slice_at_a_time_with_one_schema(tmp_path, monkeypa
     assert back["note"].tolist()[2] == "late text" and back["note"].isna().sum() == 3
 
 
-@pytest.mark.parametrize("values,repeats", [
-    (["a", "b", "c"], 0), (["a", "b", "a", "a"], 2), (["a", None, None, "b"], 1), ([None], 0), ([], 0),
-    (["x", None, "x", None], 2)])
+@pytest.mark.parametrize(
+    "values,repeats",
+    [
+        (["a", "b", "c"], 0),
+        (["a", "b", "a", "a"], 2),
+        (["a", None, None, "b"], 1),
+        ([None], 0),
+        ([], 0),
+        (["x", None, "x", None], 2),
+    ],
+)
 def test_duplicated_values_counts_repeats_like_pandas(tmp_path, values, repeats):
     path = tmp_path / "f.parquet"
     pq.write_table(pa.table({"id": pa.array(values, pa.string())}), path)

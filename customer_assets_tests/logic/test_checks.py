@@ -68,14 +68,23 @@ def test_crm_records_missing_a_required_field_warn_naming_it():
 
 def test_facts_whose_keys_all_resolve_pass_fact_keys_resolve():
     outcome = checks.fact_keys_resolve(3600, 0, 0)
-    assert outcome.passed and outcome.severity == "ERROR" and "3,600 facts scanned" in outcome.description
+    assert (
+        outcome.passed
+        and outcome.severity == "ERROR"
+        and "3,600 facts scanned" in outcome.description
+    )
     assert checks.fact_keys_resolve(0, 0, 0).passed  # no fact yet
 
 
 def test_a_dangling_customer_or_product_key_fails_fact_keys_resolve_naming_it():
-    customer = checks.fact_keys_resolve(3600, 12, 0, 1, 0, {"customer": "C042|20261109", "product": None})
+    customer = checks.fact_keys_resolve(
+        3600, 12, 0, 1, 0, {"customer": "C042|20261109", "product": None}
+    )
     assert not customer.passed and customer.severity == "ERROR"
-    assert "12 with a customer_key" in customer.description and "'C042|20261109'" in customer.description
+    assert (
+        "12 with a customer_key" in customer.description
+        and "'C042|20261109'" in customer.description
+    )
     assert "product key" not in customer.description and "Re-run the weeks" in customer.description
     product = checks.fact_keys_resolve(3600, 0, 5, 0, 2, {"product": "P7|20261102"})
     assert not product.passed and "5 with a product_key" in product.description

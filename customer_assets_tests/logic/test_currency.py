@@ -35,7 +35,9 @@ def test_usd_is_one_and_cross_rates_go_through_the_euro():
     out = currency.convert_to_usd(pd.Series([10.0, 1000.0]), pd.Series(["USD", "JPY"]), ts)
     assert out["fx_rate"].iloc[0] == pytest.approx(1.0)
     ecb = pd.read_csv(currency.rates_file(), index_col="Date", parse_dates=["Date"])
-    assert out["amount_usd"].iloc[1] == pytest.approx(1000 / ecb.loc[day, "JPY"] * ecb.loc[day, "USD"])
+    assert out["amount_usd"].iloc[1] == pytest.approx(
+        1000 / ecb.loc[day, "JPY"] * ecb.loc[day, "USD"]
+    )
 
 
 def test_days_after_the_file_carry_the_last_rate_and_say_so():
@@ -88,16 +90,22 @@ def test_a_rates_file_replaced_at_the_same_path_is_read_again(tmp_path):
     with zipfile.ZipFile(currency.CURRENCY_FILE) as archive:
         text = archive.read(archive.namelist()[0]).decode()
     header, newest = text.splitlines()[:2]
-    later = "2026-11-20" + newest[newest.index(","):]
+    later = "2026-11-20" + newest[newest.index(",") :]
     replacement = tmp_path / "new.zip"
     with zipfile.ZipFile(replacement, "w") as archive:
-        archive.writestr("eurofxref-hist.csv", "\n".join([header, later, *text.splitlines()[1:]]) + "\n")
+        archive.writestr(
+            "eurofxref-hist.csv", "\n".join([header, later, *text.splitlines()[1:]]) + "\n"
+        )
     replacement.replace(path)
     assert currency.last_rate_date(str(path)) == date(2026, 11, 20)
 
 
 def test_the_last_publication_day_skips_weekends_and_target_holidays():
-    assert currency.last_publication_day(date(2026, 11, 22)) == date(2026, 11, 20)  # Sunday -> Friday
+    assert currency.last_publication_day(date(2026, 11, 22)) == date(
+        2026, 11, 20
+    )  # Sunday -> Friday
     assert currency.last_publication_day(date(2026, 11, 18)) == date(2026, 11, 18)
-    assert currency.last_publication_day(date(2026, 4, 6)) == date(2026, 4, 2)  # Easter Monday -> Thursday
+    assert currency.last_publication_day(date(2026, 4, 6)) == date(
+        2026, 4, 2
+    )  # Easter Monday -> Thursday
     assert currency.last_publication_day(date(2026, 12, 27)) == date(2026, 12, 24)

@@ -11,10 +11,22 @@ import pytest
 
 from customer_assets.frames import query_stored
 from customer_assets.logic.identity import (
-    distinct_ids, is_in, keyed_hash, phone_digits, standardise_ids, valid_emails)
+    distinct_ids,
+    is_in,
+    keyed_hash,
+    phone_digits,
+    standardise_ids,
+    valid_emails,
+)
 from customer_assets.logic.profiles import (
-    build_profiles, deduplicate_records, engagement_score, status_for, transaction_aggregates,
-    transaction_aggregates_sql, value_tier)
+    build_profiles,
+    deduplicate_records,
+    engagement_score,
+    status_for,
+    transaction_aggregates,
+    transaction_aggregates_sql,
+    value_tier,
+)
 from customer_assets.schemas import UnifiedCustomerProfiles
 from customer_assets_tests.support.frames import WEEK
 
@@ -27,9 +39,19 @@ def test_identity_standardisation():
         return [None if pd.isna(v) else v for v in series]
 
     # trimmed, case kept: c001 and C001 are two customers of a source (issue 21)
-    assert values(standardise_ids(pd.Series([" c001 ", "C002", "", None]))) == ["c001", "C002", None, None]
+    assert values(standardise_ids(pd.Series([" c001 ", "C002", "", None]))) == [
+        "c001",
+        "C002",
+        None,
+        None,
+    ]
     assert values(standardise_ids(pd.Series([7, " c8"], dtype=object))) == ["7", "c8"]
-    assert values(valid_emails(pd.Series([" A@B.com ", "nope", "a@b", None]))) == ["a@b.com", None, None, None]
+    assert values(valid_emails(pd.Series([" A@B.com ", "nope", "a@b", None]))) == [
+        "a@b.com",
+        None,
+        None,
+        None,
+    ]
     assert values(phone_digits(pd.Series(["+1 (555) 010-1234", "n/a"]))) == ["15550101234", None]
     hashed = values(keyed_hash(pd.Series(["a@b.com", None]), "k"))
     assert hashed[0] == hmac.new(b"k", b"a@b.com", hashlib.sha256).hexdigest() and hashed[1] is None
@@ -47,55 +69,137 @@ def records(*rows):
 
 
 def test_dedup_prefers_crm_then_recency_field_by_field():
-    merged = deduplicate_records(records(
-        {"customer_id": "C1", "source": "database", "country": "DE", "lifetime_value": None, "updated_at": "2026-01-01"},
-        {"customer_id": "C1", "source": "crm", "country": None, "lifetime_value": 10.0, "updated_at": "2026-11-01"},
-        {"customer_id": "C1", "source": "crm", "country": None, "lifetime_value": 20.0, "updated_at": "2026-11-10"}))
+    merged = deduplicate_records(
+        records(
+            {
+                "customer_id": "C1",
+                "source": "database",
+                "country": "DE",
+                "lifetime_value": None,
+                "updated_at": "2026-01-01",
+            },
+            {
+                "customer_id": "C1",
+                "source": "crm",
+                "country": None,
+                "lifetime_value": 10.0,
+                "updated_at": "2026-11-01",
+            },
+            {
+                "customer_id": "C1",
+                "source": "crm",
+                "country": None,
+                "lifetime_value": 20.0,
+                "updated_at": "2026-11-10",
+            },
+        )
+    )
     assert len(merged) == 1
     assert merged.loc[0, ["source", "country", "lifetime_value"]].tolist() == ["crm", "DE", 20.0]
 
 
-@pytest.mark.parametrize("days,status", [(0, "active"), (6, "active"), (7, "at-risk"), (30, "at-risk"), (31, "churned")])
+@pytest.mark.parametrize(
+    "days,status", [(0, "active"), (6, "active"), (7, "at-risk"), (30, "at-risk"), (31, "churned")]
+)
 def test_status_bins(days, status):
     assert status_for(pd.Series([days]))[0] == status
 
 
 def test_value_tiers_and_engagement_bounds():
     assert value_tier(pd.Series([10_000.01, 10_000, 5_000.5, 1_000, 0])).tolist() == [
-        "Platinum", "Gold", "Gold", "Bronze", "Bronze"]
-    frame = pd.DataFrame({"purchase_count": [0, 100, 1], "unique_features_used": [0, 100, 1],
-                          "page_views": [0, 1000, 10], "support_interactions": [0, 100, 0]})
+        "Platinum",
+        "Gold",
+        "Gold",
+        "Bronze",
+        "Bronze",
+    ]
+    frame = pd.DataFrame(
+        {
+            "purchase_count": [0, 100, 1],
+            "unique_features_used": [0, 100, 1],
+            "page_views": [0, 1000, 10],
+            "support_interactions": [0, 100, 0],
+        }
+    )
     assert engagement_score(frame).tolist() == [0.0, 100.0, pytest.approx(8 + 5 + 4)]
 
 
 def _sources():
     crm = records(
-        {"customer_id": "C1", "source": "crm", "email_hash": "h1", "signup_date": "2025-01-01",
-         "last_activity_at": "2026-11-20", "subscription_tier": "pro", "lifetime_value": 12_000.0,
-         "support_ticket_count": 1.0, "updated_at": "2026-11-18"},
-        {"customer_id": "C2", "source": "crm", "email_hash": None, "signup_date": "2027-01-01",   # future signup
-         "last_activity_at": "2026-10-01", "subscription_tier": "free", "lifetime_value": -5.0,  # impossible LTV
-         "support_ticket_count": None, "updated_at": "2026-11-17"})
+        {
+            "customer_id": "C1",
+            "source": "crm",
+            "email_hash": "h1",
+            "signup_date": "2025-01-01",
+            "last_activity_at": "2026-11-20",
+            "subscription_tier": "pro",
+            "lifetime_value": 12_000.0,
+            "support_ticket_count": 1.0,
+            "updated_at": "2026-11-18",
+        },
+        {
+            "customer_id": "C2",
+            "source": "crm",
+            "email_hash": None,
+            "signup_date": "2027-01-01",  # future signup
+            "last_activity_at": "2026-10-01",
+            "subscription_tier": "free",
+            "lifetime_value": -5.0,  # impossible LTV
+            "support_ticket_count": None,
+            "updated_at": "2026-11-17",
+        },
+    )
     database = records(
-        {"customer_id": "C1", "source": "database", "signup_date": "2024-12-31", "country": "US", "segment": "smb",
-         "updated_at": "2024-12-31"},
-        {"customer_id": "C3", "source": "database", "signup_date": "2026-11-01", "country": "JP",
-         "segment": "consumer", "updated_at": "2026-11-01"})
-    events = pd.DataFrame({"customer_id": ["C1", "C3", "GUEST-1"], "page_views": [10, 2, 5],
-                           "unique_features_used": [3, 0, 0], "purchase_count": [1, 0, 0],
-                           "purchase_amount": [50.0, 0.0, 0.0], "support_interactions": [0, 1, 0],
-                           "last_event_at": pd.to_datetime(["2026-11-21", "2026-11-17", "2026-11-18"], utc=True)})
-    transactions = pd.DataFrame({"customer_id": ["C1", "C3"], "transaction_id": ["T1", "T2"],
-                                 "amount_usd": [50.0, 20.0], "country": ["US", "JP"], "segment": ["smb", "consumer"],
-                                 "timestamp": pd.to_datetime(["2026-11-21 10:00", "2026-11-16 09:00"], utc=True)})
+        {
+            "customer_id": "C1",
+            "source": "database",
+            "signup_date": "2024-12-31",
+            "country": "US",
+            "segment": "smb",
+            "updated_at": "2024-12-31",
+        },
+        {
+            "customer_id": "C3",
+            "source": "database",
+            "signup_date": "2026-11-01",
+            "country": "JP",
+            "segment": "consumer",
+            "updated_at": "2026-11-01",
+        },
+    )
+    events = pd.DataFrame(
+        {
+            "customer_id": ["C1", "C3", "GUEST-1"],
+            "page_views": [10, 2, 5],
+            "unique_features_used": [3, 0, 0],
+            "purchase_count": [1, 0, 0],
+            "purchase_amount": [50.0, 0.0, 0.0],
+            "support_interactions": [0, 1, 0],
+            "last_event_at": pd.to_datetime(["2026-11-21", "2026-11-17", "2026-11-18"], utc=True),
+        }
+    )
+    transactions = pd.DataFrame(
+        {
+            "customer_id": ["C1", "C3"],
+            "transaction_id": ["T1", "T2"],
+            "amount_usd": [50.0, 20.0],
+            "country": ["US", "JP"],
+            "segment": ["smb", "consumer"],
+            "timestamp": pd.to_datetime(["2026-11-21 10:00", "2026-11-16 09:00"], utc=True),
+        }
+    )
     return pd.concat([crm, database], ignore_index=True), events, transactions
 
 
 def _stored(rows: pd.DataFrame, path, row_group_size: int = 2):
     """The rows as the transform stores them (a Parquet file of several row groups), aggregated per raw id by
     DuckDB reading the file, as the profiles asset reads them."""
-    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=row_group_size)
-    return query_stored(path, "transactions", transaction_aggregates_sql(pq.read_schema(path).names))
+    pq.write_table(
+        pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=row_group_size
+    )
+    return query_stored(
+        path, "transactions", transaction_aggregates_sql(pq.read_schema(path).names)
+    )
 
 
 def test_profiles_join_clean_impute_and_log(tmp_path):
@@ -104,16 +208,22 @@ def test_profiles_join_clean_impute_and_log(tmp_path):
     profile, log = build_profiles(recs, events, aggregates, {"C1", "C3"}, WEEK)
     UnifiedCustomerProfiles.validate(profile)
     p = profile.set_index("customer_id")
-    assert list(p.index) == ["C1", "C2", "C3"]   # the guest is dropped, with its reason
+    assert list(p.index) == ["C1", "C2", "C3"]  # the guest is dropped, with its reason
     assert log.dropped == {"UNMATCHED_ID": 1} and log.match_rate == pytest.approx(2 / 3)
-    assert p.loc["C1", ["country", "value_tier", "status", "in_crm", "in_events", "in_transactions"]].tolist() == [
-        "US", "Platinum", "active", True, True, True]
+    assert p.loc[
+        "C1", ["country", "value_tier", "status", "in_crm", "in_events", "in_transactions"]
+    ].tolist() == ["US", "Platinum", "active", True, True, True]
     # Issue 21, item 9: no source knows C2's country, and the profile says so (the marts impute, not the profiles).
     assert p.loc["C2", "status"] == "churned" and pd.isna(p.loc["C2", "country"])
     assert log.removed_values["lifetime_value"] == 1 and log.removed_values["signup_date"] == 1
-    assert "lifetime_value" in p.loc["C2", "imputed_fields"] and "support_ticket_count" in p.loc["C2", "imputed_fields"]
+    assert (
+        "lifetime_value" in p.loc["C2", "imputed_fields"]
+        and "support_ticket_count" in p.loc["C2", "imputed_fields"]
+    )
     assert p.loc["C3", "in_crm"] == False and p.loc["C3", "support_interactions"] == 1  # noqa: E712
-    assert p.loc["C3", "days_since_last_activity"] == 6  # last seen 2026-11-17, week ends 2026-11-23
+    assert (
+        p.loc["C3", "days_since_last_activity"] == 6
+    )  # last seen 2026-11-17, week ends 2026-11-23
     features = profile.filter(like="feature_")
     assert ((features >= 0) & (features <= 1)).all().all()
     assert log.as_dict()["engagement_formula"].startswith("40 * min(purchase_count / 5, 1)")
@@ -126,31 +236,58 @@ def test_distinct_ids_and_is_in_match_python_sets():
     assert set(distinct_ids(a, {"C7"}).to_pylist()) == {"C1", "C2", "C7", "É9"}
     assert is_in(a, b).tolist() == [False, False, True, False, False]
     # Text read from Parquet row groups is a chunked Arrow array inside pandas: taken as is, not value by value.
-    chunked = pa.Table.from_batches(pa.table({"id": ["C5", "C1", None, "C5"]}).to_batches(max_chunksize=1)).to_pandas()["id"]
-    assert distinct_ids(chunked, sort=True).to_pylist() == ["C1", "C5"] and is_in(chunked, a).tolist() == [False, True, False, False]
+    chunked = pa.Table.from_batches(
+        pa.table({"id": ["C5", "C1", None, "C5"]}).to_batches(max_chunksize=1)
+    ).to_pandas()["id"]
+    assert distinct_ids(chunked, sort=True).to_pylist() == ["C1", "C5"] and is_in(
+        chunked, a
+    ).tolist() == [False, True, False, False]
 
 
 def _week_rows():
-    return pd.DataFrame({
-        "transaction_id": ["1", "2", "3", "4", "5", "6"], "customer_id": ["C1", "C1", "C1", None, " C2", "C2"],
-        "amount_usd": [10.0, 20.5, 30.25, 99.0, 1.0, 2.0],
-        "timestamp": pd.to_datetime(["2026-11-17", "2026-11-19", "2026-11-18", "2026-11-18", "2026-11-20",
-                                     "2026-11-16"], utc=True),
-        "country": ["DE", "FR", None, "US", "JP", None], "segment": [None, None, None, "x", None, "smb"],
-    }).astype({c: "str" for c in ("transaction_id", "customer_id", "country", "segment")})
+    return pd.DataFrame(
+        {
+            "transaction_id": ["1", "2", "3", "4", "5", "6"],
+            "customer_id": ["C1", "C1", "C1", None, " C2", "C2"],
+            "amount_usd": [10.0, 20.5, 30.25, 99.0, 1.0, 2.0],
+            "timestamp": pd.to_datetime(
+                [
+                    "2026-11-17",
+                    "2026-11-19",
+                    "2026-11-18",
+                    "2026-11-18",
+                    "2026-11-20",
+                    "2026-11-16",
+                ],
+                utc=True,
+            ),
+            "country": ["DE", "FR", None, "US", "JP", None],
+            "segment": [None, None, None, "x", None, "smb"],
+        }
+    ).astype(dict.fromkeys(("transaction_id", "customer_id", "country", "segment"), "str"))
 
 
 def test_transaction_aggregates_per_standardised_id_with_the_last_known_country(tmp_path):
-    out = transaction_aggregates(_stored(_week_rows(), tmp_path / "week.parquet")).set_index("customer_id")
-    assert out.index.tolist() == ["C1", "C2"]  # the row without an id is left out; " C2" is C2 (case is kept)
+    out = transaction_aggregates(_stored(_week_rows(), tmp_path / "week.parquet")).set_index(
+        "customer_id"
+    )
+    assert out.index.tolist() == [
+        "C1",
+        "C2",
+    ]  # the row without an id is left out; " C2" is C2 (case is kept)
     assert out.loc["C1", "week_transaction_count"] == 3 and out.loc["C1", "week_spend_usd"] == 60.75
     assert out.loc["C1", "last_transaction_at"] == pd.Timestamp("2026-11-19", tz="UTC")
-    assert out.loc["C1", "country"] == "FR" and pd.isna(out.loc["C1", "segment"])  # the last known; none known
+    assert out.loc["C1", "country"] == "FR" and pd.isna(
+        out.loc["C1", "segment"]
+    )  # the last known; none known
     # Two raw ids of one customer: combined, the last known values by row order across both.
     assert out.loc["C2", "week_transaction_count"] == 2 and out.loc["C2", "week_spend_usd"] == 3.0
     assert out.loc["C2", "country"] == "JP" and out.loc["C2", "segment"] == "smb"
     assert out.loc["C2", "last_transaction_at"] == pd.Timestamp("2026-11-20", tz="UTC")
-    assert str(out["last_transaction_at"].dtype) == "datetime64[ns, UTC]" and out["country"].dtype == "str"
+    assert (
+        str(out["last_transaction_at"].dtype) == "datetime64[ns, UTC]"
+        and out["country"].dtype == "str"
+    )
 
 
 def test_an_empty_week_has_typed_empty_aggregates(tmp_path):
@@ -163,8 +300,12 @@ def _dedupe_reference(records):
     """The definition, in plain pandas: sort by id, CRM first, latest update first, then take each column's
     first non-null value per id."""
     ranked = records.assign(_p=records["source"].map({"crm": 0, "database": 1}).fillna(9))
-    ranked = ranked.sort_values(["customer_id", "_p", "updated_at"], ascending=[True, True, False],
-                                na_position="last", kind="stable")
+    ranked = ranked.sort_values(
+        ["customer_id", "_p", "updated_at"],
+        ascending=[True, True, False],
+        na_position="last",
+        kind="stable",
+    )
     return ranked.groupby("customer_id", sort=True).first().drop(columns="_p").reset_index()
 
 
@@ -176,14 +317,25 @@ def test_dedup_equals_its_plain_pandas_definition_on_random_records(seed):
     def gaps(values):
         return pd.Series(values).mask(rng.random(n) < 0.3)
 
-    records = pd.DataFrame({
-        "customer_id": pd.array(rng.choice(["C1", "C2", "C3", "C10", "c4", None], n), dtype="str"),
-        "email_hash": gaps(pd.array(rng.choice(["a", "b", "c"], n), dtype="str")),
-        "signup_date": gaps(pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 300, n), unit="D")),
-        "lifetime_value": gaps(rng.random(n)),
-        "updated_at": gaps(pd.Timestamp("2026-11-16", tz="UTC") + pd.to_timedelta(rng.integers(0, 3, n), unit="D")),
-        "source": pd.array(rng.choice(["crm", "database", "other"], n), dtype="str"),
-        "country": gaps(pd.array(rng.choice(["US", "DE"], n), dtype="str"))})
+    records = pd.DataFrame(
+        {
+            "customer_id": pd.array(
+                rng.choice(["C1", "C2", "C3", "C10", "c4", None], n), dtype="str"
+            ),
+            "email_hash": gaps(pd.array(rng.choice(["a", "b", "c"], n), dtype="str")),
+            "signup_date": gaps(
+                pd.Timestamp("2026-01-01", tz="UTC")
+                + pd.to_timedelta(rng.integers(0, 300, n), unit="D")
+            ),
+            "lifetime_value": gaps(rng.random(n)),
+            "updated_at": gaps(
+                pd.Timestamp("2026-11-16", tz="UTC")
+                + pd.to_timedelta(rng.integers(0, 3, n), unit="D")
+            ),
+            "source": pd.array(rng.choice(["crm", "database", "other"], n), dtype="str"),
+            "country": gaps(pd.array(rng.choice(["US", "DE"], n), dtype="str")),
+        }
+    )
     pd.testing.assert_frame_equal(deduplicate_records(records), _dedupe_reference(records))
 
 
@@ -198,7 +350,10 @@ def test_an_outlier_keeps_its_true_figures_and_is_flagged():
     profile.loc[n - 1, ["week_spend_usd", "lifetime_value"]] = 140_000.0
     log = TransformLog()
     flagged, caps = flag_outliers(profile, log)
-    assert flagged["week_spend_usd"].iloc[-1] == 140_000.0 and flagged["lifetime_value"].iloc[-1] == 140_000.0
+    assert (
+        flagged["week_spend_usd"].iloc[-1] == 140_000.0
+        and flagged["lifetime_value"].iloc[-1] == 140_000.0
+    )
     assert set(flagged["outlier_fields"].iloc[-1].split(";")) == set(CAPPED_COLUMNS)
-    assert (flagged["outlier_fields"].iloc[:n - 2] == "").all()
+    assert (flagged["outlier_fields"].iloc[: n - 2] == "").all()
     assert caps["week_spend_usd"] < 1_000.0 and log.capped["week_spend_usd"]["rows"] == 2

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from customer_assets.dagster_types import check_validated_transactions
 from customer_assets.logic.anomalies import AnomalySettings, detect_anomalies
 from customer_assets.logic.hard_rules import HARD_RULES
 from customer_assets.logic.validation import evaluate_hard_rules, split_by_hard_rules, validate_week
-from customer_assets.dagster_types import check_validated_transactions
 from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, validate, validated_rows
 
 FAILING_ROWS = {
@@ -18,15 +18,19 @@ FAILING_ROWS = {
     "MISSING_CURRENCY": raw_row(currency=None),
     "NON_POSITIVE_AMOUNT": raw_row(amount=-5.0),
     "NON_FINITE_AMOUNT": raw_row(amount=float("inf")),
-    "INVALID_TIMESTAMP": raw_row(timestamp=pd.Timestamp("1970-01-01", tz="UTC"),
-                                 customer_created_at=pd.Timestamp("1960-01-01", tz="UTC")),
+    "INVALID_TIMESTAMP": raw_row(
+        timestamp=pd.Timestamp("1970-01-01", tz="UTC"),
+        customer_created_at=pd.Timestamp("1960-01-01", tz="UTC"),
+    ),
     "INVALID_CURRENCY": raw_row(currency="ABC"),
     "UNSUPPORTED_CURRENCY": raw_row(currency="AED"),
     "PRECISION_MISMATCH": raw_row(currency="JPY", amount=1234.5),
     "BEFORE_CUSTOMER_CREATED": raw_row(customer_created_at=pd.Timestamp("2026-11-18", tz="UTC")),
     "FUTURE_TIMESTAMP": raw_row(timestamp=pd.Timestamp("2026-11-25", tz="UTC")),
     "OUTSIDE_WEEK": raw_row(timestamp=pd.Timestamp("2026-11-10", tz="UTC")),
-    "UNKNOWN_CUSTOMER": raw_row(customer_exists=False, country=None, segment=None, customer_created_at=None),
+    "UNKNOWN_CUSTOMER": raw_row(
+        customer_exists=False, country=None, segment=None, customer_created_at=None
+    ),
     "UNKNOWN_PRODUCT": raw_row(product_exists=False, product_name=None, category=None),
     "INVALID_ENCODING": raw_row(product_name="Caf\ufffd", invalid_encoding="product_name"),
     "AMOUNT_ABOVE_CEILING": raw_row(amount=2_000_000.0),
@@ -39,13 +43,18 @@ def test_each_rule_fails_its_bad_row_and_passes_a_clean_one(code):
     bad = {**FAILING_ROWS[code]}
     bad["transaction_id"] = None if bad["transaction_id"] is None else "T2"
     failures = evaluate_hard_rules(raw_frame(raw_row(), bad), WEEK)
-    assert not failures.loc[0].any(), f"clean row failed {failures.columns[failures.loc[0]].tolist()}"
+    assert not failures.loc[0].any(), (
+        f"clean row failed {failures.columns[failures.loc[0]].tolist()}"
+    )
     assert failures.loc[1, code]
 
 
 def test_every_rule_is_exercised():
-    assert set(FAILING_ROWS) | {"DUPLICATE_TRANSACTION_ID", "CONFLICTING_DUPLICATE", "DUPLICATE_ACROSS_WEEKS"} == {
-        rule.code for rule in HARD_RULES}
+    assert set(FAILING_ROWS) | {
+        "DUPLICATE_TRANSACTION_ID",
+        "CONFLICTING_DUPLICATE",
+        "DUPLICATE_ACROSS_WEEKS",
+    } == {rule.code for rule in HARD_RULES}
 
 
 def test_an_id_another_loaded_week_still_holds_is_quarantined_as_reused():
@@ -61,8 +70,13 @@ def test_one_customer_with_thousands_of_rows_weighs_as_one_in_the_baselines():
     """Issue 21, item 6: a bot's 5,000 identical amounts became the week's median and MAD, and flagged the ordinary
     rows; weighted 1/n per customer, they are one customer among 300."""
     rng = np.random.default_rng(3)
-    ordinary = pd.DataFrame({"customer_id": [f"C{i % 300}" for i in range(900)], "product_id": "P1",
-                             "amount": np.round(rng.lognormal(4, 0.6, 900), 2)})
+    ordinary = pd.DataFrame(
+        {
+            "customer_id": [f"C{i % 300}" for i in range(900)],
+            "product_id": "P1",
+            "amount": np.round(rng.lognormal(4, 0.6, 900), 2),
+        }
+    )
     bot = pd.DataFrame({"customer_id": "BOT", "product_id": "P1", "amount": [1.5] * 5000})
     week = pd.concat([ordinary, bot], ignore_index=True)
     alone = detect_anomalies(ordinary, ordinary["amount"])
@@ -73,7 +87,9 @@ def test_one_customer_with_thousands_of_rows_weighs_as_one_in_the_baselines():
 
 
 def test_identical_copies_keep_one():
-    df = raw_frame(raw_row(transaction_id="T9"), raw_row(transaction_id="T8"), raw_row(transaction_id="T9"))
+    df = raw_frame(
+        raw_row(transaction_id="T9"), raw_row(transaction_id="T8"), raw_row(transaction_id="T9")
+    )
     failures = evaluate_hard_rules(df, WEEK)
     assert failures["DUPLICATE_TRANSACTION_ID"].tolist() == [False, False, True]
     assert not failures["CONFLICTING_DUPLICATE"].any()
@@ -83,58 +99,94 @@ def test_identical_copies_keep_one():
 def test_of_identical_copies_the_one_that_decoded_is_kept(order):
     """Found by the property tests' author: when only the first copy carried an encoding mark, neither copy was
     loaded, and the outcome depended on row order."""
-    rows = [raw_row(transaction_id="T9", invalid_encoding="product_name"), raw_row(transaction_id="T9")]
+    rows = [
+        raw_row(transaction_id="T9", invalid_encoding="product_name"),
+        raw_row(transaction_id="T9"),
+    ]
     split = split_by_hard_rules(raw_frame(*[rows[i] for i in order]), WEEK)
     assert split.validated_count == 1 and split.raw.loc[~split.bad, "invalid_encoding"].isna().all()
-    assert split.quarantined["reason_codes"].tolist() == ["INVALID_ENCODING;DUPLICATE_TRANSACTION_ID"]
+    assert split.quarantined["reason_codes"].tolist() == [
+        "INVALID_ENCODING;DUPLICATE_TRANSACTION_ID"
+    ]
 
 
 def test_conflicting_copies_are_all_quarantined():
     """A copy backdated into the week with another amount must not replace the genuine row (issue 12,
     finding 4: "earliest copy kept" loaded the injected 7,777.77 and quarantined the real 6.51)."""
-    df = raw_frame(raw_row(transaction_id="T9", amount=6.51, timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
-                   raw_row(transaction_id="T9", amount=7777.77, timestamp=pd.Timestamp("2026-11-17", tz="UTC")),
-                   raw_row(transaction_id="T9", amount=6.51, timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
-                   raw_row(transaction_id="T8"))
+    df = raw_frame(
+        raw_row(transaction_id="T9", amount=6.51, timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
+        raw_row(
+            transaction_id="T9", amount=7777.77, timestamp=pd.Timestamp("2026-11-17", tz="UTC")
+        ),
+        raw_row(transaction_id="T9", amount=6.51, timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
+        raw_row(transaction_id="T8"),
+    )
     split = split_by_hard_rules(df, WEEK)
     assert validated_rows(split)["transaction_id"].tolist() == ["T8"]
     assert split.quarantined["primary_reason"].tolist() == ["CONFLICTING_DUPLICATE"] * 3
 
 
 def test_amount_ceiling_compares_usd_and_is_configurable():
-    df = raw_frame(raw_row(transaction_id="A", amount=900_000.0),
-                   raw_row(transaction_id="B", currency="JPY", amount=200_000_000.0),  # about 1.3M USD
-                   raw_row(transaction_id="C", amount=1e12))
+    df = raw_frame(
+        raw_row(transaction_id="A", amount=900_000.0),
+        raw_row(transaction_id="B", currency="JPY", amount=200_000_000.0),  # about 1.3M USD
+        raw_row(transaction_id="C", amount=1e12),
+    )
     split = split_by_hard_rules(df, WEEK)
     assert validated_rows(split)["transaction_id"].tolist() == ["A"]
     assert set(split.quarantined["primary_reason"]) == {"AMOUNT_ABOVE_CEILING"}
     assert split_by_hard_rules(df, WEEK, max_amount_usd=1e13).validated_count == 3
 
 
-@pytest.mark.parametrize("currency,amount,ok", [
-    ("USD", 10.01, True), ("USD", 10.005, False), ("JPY", 1500.0, True), ("JPY", 1500.5, False),
-    ("KWD", 1.234, True), ("KWD", 1.2345, False), ("USD", 19.99, True), ("EUR", 123456789.12, True),
-])
+@pytest.mark.parametrize(
+    "currency,amount,ok",
+    [
+        ("USD", 10.01, True),
+        ("USD", 10.005, False),
+        ("JPY", 1500.0, True),
+        ("JPY", 1500.5, False),
+        ("KWD", 1.234, True),
+        ("KWD", 1.2345, False),
+        ("USD", 19.99, True),
+        ("EUR", 123456789.12, True),
+    ],
+)
 def test_precision_follows_iso_minor_units(currency, amount, ok):
     failures = evaluate_hard_rules(raw_frame(raw_row(currency=currency, amount=amount)), WEEK)
     assert bool(failures.loc[0, "PRECISION_MISMATCH"]) is (not ok)
 
 
 def test_split_conserves_rows_and_records_every_reason():
-    df = raw_frame(raw_row(transaction_id="A"), raw_row(transaction_id="B", amount=0.0, currency="ABC"),
-                   raw_row(transaction_id="C", customer_id=None, customer_exists=False))
+    df = raw_frame(
+        raw_row(transaction_id="A"),
+        raw_row(transaction_id="B", amount=0.0, currency="ABC"),
+        raw_row(transaction_id="C", customer_id=None, customer_exists=False),
+    )
     split = split_by_hard_rules(df, WEEK)
     assert split.validated_count + len(split.quarantined) == len(df)
     assert validated_rows(split)["transaction_id"].tolist() == ["A"]
-    reasons = dict(zip(split.quarantined["transaction_id"], split.quarantined["reason_codes"]))
+    reasons = dict(
+        zip(split.quarantined["transaction_id"], split.quarantined["reason_codes"], strict=False)
+    )
     assert reasons == {"B": "NON_POSITIVE_AMOUNT;INVALID_CURRENCY", "C": "MISSING_CUSTOMER_ID"}
-    assert split.quarantined.set_index("transaction_id").loc["B", "primary_reason"] == "NON_POSITIVE_AMOUNT"
+    assert (
+        split.quarantined.set_index("transaction_id").loc["B", "primary_reason"]
+        == "NON_POSITIVE_AMOUNT"
+    )
 
 
 def _usd_week(amounts, customers=None, products=None) -> pd.DataFrame:
-    return raw_frame(*[raw_row(transaction_id=f"T{i}", amount=float(a),
-                               customer_id=(customers[i] if customers else f"C{i}"),
-                               product_id=(products[i] if products else "P1")) for i, a in enumerate(amounts)])
+    return raw_frame(
+        *[
+            raw_row(
+                transaction_id=f"T{i}",
+                amount=float(a),
+                customer_id=(customers[i] if customers else f"C{i}"),
+                product_id=(products[i] if products else "P1"),
+            )
+            for i, a in enumerate(amounts)
+        ]
+    )
 
 
 def test_amount_outliers_are_flagged_by_mad_and_iqr():
@@ -212,11 +264,16 @@ def test_validated_rows_are_written_a_slice_of_the_raw_week_at_a_time():
     rows = pd.concat(parts, ignore_index=True)
     assert rows["transaction_id"].tolist() == [f"T{i}" for i in range(15) if i != 13]
     assert "T12" in rows.loc[rows["is_anomaly"], "transaction_id"].tolist()
-    assert rows.loc[rows["is_anomaly"], "transaction_id"].tolist() == week.anomaly_table["transaction_id"].tolist()
+    assert (
+        rows.loc[rows["is_anomaly"], "transaction_id"].tolist()
+        == week.anomaly_table["transaction_id"].tolist()
+    )
     assert week.anomalies.status == "ok"
     assert rows["amount_usd"].tolist() == rows["amount"].tolist() and (rows["fx_rate"] == 1.0).all()
     # The rate of the transaction day, or the last published before it (the shipped file may end earlier).
-    assert rows["fx_rate_date"].nunique() == 1 and rows["fx_rate_date"].iloc[0] <= pd.Timestamp("2026-11-17")
+    assert rows["fx_rate_date"].nunique() == 1 and rows["fx_rate_date"].iloc[0] <= pd.Timestamp(
+        "2026-11-17"
+    )
 
 
 def test_fixed_prices_and_equal_amounts_are_judged_sensibly():
@@ -233,12 +290,15 @@ def test_fixed_prices_and_equal_amounts_are_judged_sensibly():
     assert flags["PRODUCT_MAD"].tolist() == [False] * 20 + [True]
 
 
-@pytest.mark.parametrize("amount,currency", [(0.0000000001, "USD"), (5e-324, "USD"), (0.4, "JPY"), (0.0009, "KWD")])
+@pytest.mark.parametrize(
+    "amount,currency", [(0.0000000001, "USD"), (5e-324, "USD"), (0.4, "JPY"), (0.0009, "KWD")]
+)
 def test_an_amount_below_the_currencys_minor_unit_is_quarantined(amount, currency):
     """Issue 21, item 10: ``0.0000000001`` USD passed every rule (its excess decimals are within the precision
     rule's float tolerance), its USD amount rounded to 0 and the week failed in a pandera check."""
-    split = split_by_hard_rules(raw_frame(raw_row(), raw_row(transaction_id="DUST", amount=amount, currency=currency)),
-                                WEEK)
+    split = split_by_hard_rules(
+        raw_frame(raw_row(), raw_row(transaction_id="DUST", amount=amount, currency=currency)), WEEK
+    )
     assert split.bad.tolist() == [False, True]
     assert split.quarantined["primary_reason"].tolist() == ["BELOW_MINOR_UNIT"]
     validated, _ = validate(split.raw)
@@ -261,4 +321,8 @@ def test_a_model_violation_names_the_offending_transaction_ids():
         check_validated_transactions(broken)
     message = str(raised.value)
     assert "ValidatedTransactions" in message and "amount_usd" in message
-    assert all(f"'T{i}'" in message for i in range(10)) and "'T10'" not in message and "12 rows" in message
+    assert (
+        all(f"'T{i}'" in message for i in range(10))
+        and "'T10'" not in message
+        and "12 rows" in message
+    )

@@ -31,14 +31,22 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from customer_assets.logic.currency import ecb_usd_rates, iso4217_minor_units, supported_currencies
 from customer_assets.logic.hard_rules import DEFAULT_MAX_AMOUNT_USD, HARD_RULES
 from customer_assets.logic.validation import (
-    ANOMALY_INPUTS, detect_week_anomalies, split_by_hard_rules, validated_batches)
+    ANOMALY_INPUTS,
+    detect_week_anomalies,
+    split_by_hard_rules,
+    validated_batches,
+)
 from customer_assets_tests.support.frames import WEEK, raw_row, validated_rows
 
 # No example database (database=None), and hypothesis' other caches (constants it collects from the source)
 # outside the repository: nothing is written under the working directory.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "customer_assets_hypothesis")
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, database=None,
-                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY_SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 RULE_CODES = [rule.code for rule in HARD_RULES]
 CONTENT = ["customer_id", "product_id", "amount", "currency", "timestamp"]
@@ -69,12 +77,33 @@ COLUMNS = list(raw_row())
 # A row is a clean transaction with none, one or two kinds of dirt (dirt of several columns combines).
 DIRT = {
     "transaction_id": ["missing_id", "undecodable_id", "reused_id"],
-    "customer": ["missing_customer", "unknown_customer", "customer_created_midweek", "undecodable_customer"],
+    "customer": [
+        "missing_customer",
+        "unknown_customer",
+        "customer_created_midweek",
+        "undecodable_customer",
+    ],
     "product": ["missing_product", "unknown_product", "undecodable_product"],
     "currency": ["missing_currency", "invalid_currency", "unsupported_currency"],
-    "amount": ["missing_amount", "nan_amount", "inf_amount", "minus_inf_amount", "zero_amount", "negative_amount",
-               "excess_decimals", "huge_amount", "dust_amount"],
-    "timestamp": ["missing_timestamp", "before_week", "after_week", "future", "before_2000", "week_end"],
+    "amount": [
+        "missing_amount",
+        "nan_amount",
+        "inf_amount",
+        "minus_inf_amount",
+        "zero_amount",
+        "negative_amount",
+        "excess_decimals",
+        "huge_amount",
+        "dust_amount",
+    ],
+    "timestamp": [
+        "missing_timestamp",
+        "before_week",
+        "after_week",
+        "future",
+        "before_2000",
+        "week_end",
+    ],
 }
 DIRT_KINDS = [kind for kinds in DIRT.values() for kind in kinds]
 
@@ -83,15 +112,30 @@ DIRT_KINDS = [kind for kinds in DIRT.values() for kind in kinds]
 def amounts(draw, currency, dirt: set[str]):
     whole = currency == "JPY"
     if "excess_decimals" in dirt:  # one more digit than the currency has (JPY has none)
-        return draw(st.integers(1, 100_000)) + 0.5 if whole else draw(st.integers(1, 100_000)) / 100 + 0.005
+        return (
+            draw(st.integers(1, 100_000)) + 0.5
+            if whole
+            else draw(st.integers(1, 100_000)) / 100 + 0.005
+        )
     if "dust_amount" in dirt:  # below the currency's minor unit (issue 21, item 10)
-        return draw(st.sampled_from([5e-324, 1e-10, 0.004, 0.4] if whole else [5e-324, 1e-10, 0.004]))
+        return draw(
+            st.sampled_from([5e-324, 1e-10, 0.004, 0.4] if whole else [5e-324, 1e-10, 0.004])
+        )
     if "huge_amount" in dirt:  # at and above the 1,000,000 USD ceiling
-        return draw(st.sampled_from([2e8, 1e12] if whole else [1_000_000.0, 1_000_000.01, 2_000_000.0, 1e12]))
+        return draw(
+            st.sampled_from(
+                [2e8, 1e12] if whole else [1_000_000.0, 1_000_000.01, 2_000_000.0, 1e12]
+            )
+        )
     if "negative_amount" in dirt:
         return -draw(st.integers(1, 500_000)) / 100
-    for kind, value in (("missing_amount", None), ("nan_amount", float("nan")), ("inf_amount", float("inf")),
-                        ("minus_inf_amount", float("-inf")), ("zero_amount", 0.0)):
+    for kind, value in (
+        ("missing_amount", None),
+        ("nan_amount", float("nan")),
+        ("inf_amount", float("inf")),
+        ("minus_inf_amount", float("-inf")),
+        ("zero_amount", 0.0),
+    ):
         if kind in dirt:
             return value
     return float(draw(st.integers(1, 2_000_000))) if whole else draw(st.integers(1, 500_000)) / 100
@@ -109,7 +153,11 @@ def timestamps(draw, dirt: set[str]):
     if "future" in dirt:
         return NOW + minutes(1, 60 * 1440)
     if "before_2000" in dirt:
-        return draw(st.sampled_from([pd.Timestamp("1970-01-01", tz=UTC), pd.Timestamp("1999-12-31 23:59", tz=UTC)]))
+        return draw(
+            st.sampled_from(
+                [pd.Timestamp("1970-01-01", tz=UTC), pd.Timestamp("1999-12-31 23:59", tz=UTC)]
+            )
+        )
     if "week_end" in dirt:  # the first instant of the next week
         return END
     return START + minutes(0, 7 * 1440 - 1)  # from the first instant of the week on
@@ -119,13 +167,26 @@ def joined_row(transaction_id, customer_id, product_id, amount, currency, timest
     """One raw row: the transaction's own columns plus what the extract joins and marks from its ids."""
     country, segment, created, customer_exists, customer_mark = CUSTOMERS[customer_id]
     name, category, product_exists, product_mark = PRODUCTS[product_id]
-    id_mark = "transaction_id" if transaction_id is not None and "\ufffd" in transaction_id else None
+    id_mark = (
+        "transaction_id" if transaction_id is not None and "\ufffd" in transaction_id else None
+    )
     marks = [m for m in (id_mark, customer_mark, product_mark) if m]
-    return {"transaction_id": transaction_id, "customer_id": customer_id, "country": country, "segment": segment,
-            "amount": amount, "currency": currency, "timestamp": timestamp, "product_id": product_id,
-            "product_name": name, "category": category, "customer_created_at": created,
-            "customer_exists": customer_exists, "product_exists": product_exists,
-            "invalid_encoding": ";".join(marks) if marks else None}
+    return {
+        "transaction_id": transaction_id,
+        "customer_id": customer_id,
+        "country": country,
+        "segment": segment,
+        "amount": amount,
+        "currency": currency,
+        "timestamp": timestamp,
+        "product_id": product_id,
+        "product_name": name,
+        "category": category,
+        "customer_created_at": created,
+        "customer_exists": customer_exists,
+        "product_exists": product_exists,
+        "invalid_encoding": ";".join(marks) if marks else None,
+    }
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -144,23 +205,56 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 def dirty_weeks(draw, max_rows: int = 15, max_copies: int = 5) -> pd.DataFrame:
     rows: list[dict] = []
     for i in range(draw(st.integers(0, max_rows))):
-        dirt = set(draw(st.one_of(st.just([]), st.lists(st.sampled_from(DIRT_KINDS), min_size=1, max_size=2))))
-        if "reused_id" in dirt and rows:  # another row's id with its own content: usually a conflict
+        dirt = set(
+            draw(
+                st.one_of(
+                    st.just([]), st.lists(st.sampled_from(DIRT_KINDS), min_size=1, max_size=2)
+                )
+            )
+        )
+        # another row's id with its own content: usually a conflict
+        if "reused_id" in dirt and rows:
             transaction_id = rows[draw(st.integers(0, len(rows) - 1))]["transaction_id"]
         else:
-            transaction_id = None if "missing_id" in dirt else f"T\ufffd{i}" if "undecodable_id" in dirt else f"T{i}"
+            transaction_id = (
+                None
+                if "missing_id" in dirt
+                else f"T\ufffd{i}"
+                if "undecodable_id" in dirt
+                else f"T{i}"
+            )
         customer = draw(st.sampled_from(["C1", "C2"]))
-        for kind, other in (("missing_customer", None), ("unknown_customer", "C404"),
-                            ("customer_created_midweek", "C3"), ("undecodable_customer", "C5")):
+        for kind, other in (
+            ("missing_customer", None),
+            ("unknown_customer", "C404"),
+            ("customer_created_midweek", "C3"),
+            ("undecodable_customer", "C5"),
+        ):
             customer = other if kind in dirt else customer
         product = draw(st.sampled_from(["P1", "P2"]))
-        for kind, other in (("missing_product", None), ("unknown_product", "P404"), ("undecodable_product", "P9")):
+        for kind, other in (
+            ("missing_product", None),
+            ("unknown_product", "P404"),
+            ("undecodable_product", "P9"),
+        ):
             product = other if kind in dirt else product
         currency = draw(st.sampled_from(["USD", "EUR", "GBP", "JPY"]))
-        for kind, other in (("missing_currency", None), ("invalid_currency", "ABC"), ("unsupported_currency", "AED")):
+        for kind, other in (
+            ("missing_currency", None),
+            ("invalid_currency", "ABC"),
+            ("unsupported_currency", "AED"),
+        ):
             currency = other if kind in dirt else currency
-        rows.append(joined_row(transaction_id, customer, product, draw(amounts(currency, dirt)), currency,
-                               draw(timestamps(dirt))))
+        rows.append(
+            joined_row(
+                transaction_id,
+                customer,
+                product,
+                draw(amounts(currency, dirt)),
+                currency,
+                draw(timestamps(dirt)),
+            )
+        )
     # Copies of drawn rows, anywhere in the week: identical ones, and same-id ones with another amount.
     for _ in range(draw(st.integers(0, max_copies if rows else 0))):
         original = rows[draw(st.integers(0, len(rows) - 1))]
@@ -168,7 +262,9 @@ def dirty_weeks(draw, max_rows: int = 15, max_copies: int = 5) -> pd.DataFrame:
         if draw(st.booleans()):
             amount = copy["amount"]
             # round: a changed amount, not a float representation error (which the precision rule allows)
-            copy["amount"] = round(amount * 2 + 1, 2) if amount is not None and math.isfinite(amount) else 7.0
+            copy["amount"] = (
+                round(amount * 2 + 1, 2) if amount is not None and math.isfinite(amount) else 7.0
+            )
         rows.insert(draw(st.integers(0, len(rows))), copy)
     return frame(rows)
 
@@ -187,7 +283,9 @@ def usd_rate(currency, timestamp) -> float:
         rates = ecb_usd_rates()
         published = rates[currency].dropna() if currency in rates.columns else None
         published = None if published is None else published[published.index <= day]
-        _RATES[currency, day] = float(published.iloc[-1]) if published is not None and len(published) else math.nan
+        _RATES[currency, day] = (
+            float(published.iloc[-1]) if published is not None and len(published) else math.nan
+        )
     return _RATES[currency, day]
 
 
@@ -206,7 +304,7 @@ def too_many_decimals(amount: float, currency: str) -> bool:
 def below_float_noise(amount: float, currency: str) -> bool:
     """An amount under a millionth of a minor unit: the precision rule takes its digits for float noise."""
     units = iso4217_minor_units().get(currency)
-    return units is not None and 0 < abs(amount) < 1e-6 * 10.0 ** -units
+    return units is not None and 0 < abs(amount) < 1e-6 * 10.0**-units
 
 
 def below_minor_unit(amount: float, currency, usd: float) -> bool:
@@ -214,7 +312,9 @@ def below_minor_unit(amount: float, currency, usd: float) -> bool:
     if math.isnan(amount) or math.isinf(amount) or amount <= 0:
         return False
     units = iso4217_minor_units().get(currency) if currency is not None else None
-    return (units is not None and amount < 10.0 ** -units * (1 - 1e-9)) or (not math.isnan(usd) and round(usd, 6) <= 0)
+    return (units is not None and amount < 10.0**-units * (1 - 1e-9)) or (
+        not math.isnan(usd) and round(usd, 6) <= 0
+    )
 
 
 def expected_codes(df: pd.DataFrame) -> list[list[str]]:
@@ -227,8 +327,13 @@ def expected_codes(df: pd.DataFrame) -> list[list[str]]:
     counts = Counter(t for t in ids if t is not None)
     seen: set[tuple] = set()
     expected = []
-    for row, tid, key in zip(records, ids, keys):
-        amount, currency, ts, created = row["amount"], row["currency"], row["timestamp"], row["customer_created_at"]
+    for row, tid, key in zip(records, ids, keys, strict=False):
+        amount, currency, ts, created = (
+            row["amount"],
+            row["currency"],
+            row["timestamp"],
+            row["customer_created_at"],
+        )
         currency = None if pd.isna(currency) else currency
         has_amount, has_ts = not math.isnan(amount), not pd.isna(ts)
         conflicting = tid is not None and len(versions[tid]) > 1
@@ -249,7 +354,9 @@ def expected_codes(df: pd.DataFrame) -> list[list[str]]:
             "INVALID_TIMESTAMP": has_ts and ts < pd.Timestamp("2000-01-01", tz=UTC),
             "INVALID_CURRENCY": currency is not None and currency not in iso,
             "UNSUPPORTED_CURRENCY": currency in iso and currency not in supported,
-            "PRECISION_MISMATCH": currency is not None and has_amount and too_many_decimals(amount, currency)
+            "PRECISION_MISMATCH": currency is not None
+            and has_amount
+            and too_many_decimals(amount, currency)
             and not below_float_noise(amount, currency),
             "BELOW_MINOR_UNIT": below_minor_unit(amount, currency, usd),
             "BEFORE_CUSTOMER_CREATED": has_ts and not pd.isna(created) and ts < created,
@@ -281,7 +388,13 @@ def conflicting_ids(df: pd.DataFrame) -> set[str]:
 
 def quarantine_multiset(split) -> Counter:
     q = split.quarantined
-    return Counter(zip((None if pd.isna(t) else t for t in q["transaction_id"]), q["reason_codes"]))
+    return Counter(
+        zip(
+            (None if pd.isna(t) else t for t in q["transaction_id"]),
+            q["reason_codes"],
+            strict=False,
+        )
+    )
 
 
 def show(df: pd.DataFrame) -> None:
@@ -293,29 +406,34 @@ def show(df: pd.DataFrame) -> None:
 # Each property is a function of the week and its split; the two tests share a split among several of them,
 # since a split of a small week costs tens of milliseconds of pandas overhead, whatever its size.
 
-def rows_are_conserved_with_their_reasons(df: pd.DataFrame, split, expected: list[list[str]]) -> None:
+
+def rows_are_conserved_with_their_reasons(
+    df: pd.DataFrame, split, expected: list[list[str]]
+) -> None:
     q = split.quarantined
     assert split.validated_count + len(q) == len(df)
     assert len(validated_rows(split)) == split.validated_count
     assert set(validated_rows(split).index).isdisjoint(q.index)
     assert set(validated_rows(split).index) | set(q.index) == set(df.index)
-    for codes, primary in zip(q["reason_codes"], q["primary_reason"]):
+    for codes, primary in zip(q["reason_codes"], q["primary_reason"], strict=False):
         assert codes, "a quarantined row without a reason"
         parts = codes.split(";")
         assert set(parts) <= set(RULE_CODES), parts
         assert parts == sorted(parts, key=RULE_CODES.index) and len(set(parts)) == len(parts), parts
         assert parts[0] == primary
     # Against the oracle: a validated row fails no rule, a quarantined one exactly the rules it breaks.
-    reasons = dict(zip(q.index, q["reason_codes"]))
+    reasons = dict(zip(q.index, q["reason_codes"], strict=False))
     validated = set(validated_rows(split).index)
-    for label, codes in zip(df.index, expected):
+    for label, codes in zip(df.index, expected, strict=False):
         if codes:
             assert reasons.get(label) == ";".join(codes), (label, reasons.get(label), codes)
         else:
             assert label in validated, (label, reasons.get(label))
 
 
-def validated_rows_are_unique_finite_and_unconflicted(df: pd.DataFrame, split, expected: list[list[str]]) -> None:
+def validated_rows_are_unique_finite_and_unconflicted(
+    df: pd.DataFrame, split, expected: list[list[str]]
+) -> None:
     v = validated_rows(split)
     assert v["transaction_id"].notna().all()
     assert not v["transaction_id"].duplicated().any()
@@ -326,7 +444,7 @@ def validated_rows_are_unique_finite_and_unconflicted(df: pd.DataFrame, split, e
     assert set(v["transaction_id"]).isdisjoint(conflicting)
     # Identical copies of one id: the first is validated when the row breaks no other rule, none otherwise.
     kept_by_id: dict[str, list] = {}
-    for label, tid in zip(v.index, v["transaction_id"]):
+    for label, tid in zip(v.index, v["transaction_id"], strict=False):
         kept_by_id.setdefault(tid, []).append(label)
     copies: dict[str, list[int]] = {}
     for position, tid in enumerate(df["transaction_id"]):
@@ -358,7 +476,9 @@ def row_order_does_not_matter(df: pd.DataFrame, split, data) -> None:
     if data.draw(st.booleans(), label="reset_index"):
         shuffled = shuffled.reset_index(drop=True)
     moved = split_by_hard_rules(shuffled, WEEK)
-    assert set(validated_rows(moved)["transaction_id"]) == set(validated_rows(split)["transaction_id"])
+    assert set(validated_rows(moved)["transaction_id"]) == set(
+        validated_rows(split)["transaction_id"]
+    )
     assert moved.validated_count == split.validated_count
     assert quarantine_multiset(moved) == quarantine_multiset(split)
 
@@ -369,7 +489,9 @@ def validated_batches_are_the_whole_frame(df: pd.DataFrame, split, data) -> None
     rows = data.draw(st.integers(1, len(df) + 2), label="rows")
     # As the asset calls it (with the split's USD amounts), or as test_validation_rules does (from the rows).
     if data.draw(st.booleans(), label="asset_usd"):
-        outcome = detect_week_anomalies(df.loc[~split.bad, ANOMALY_INPUTS], amount_usd=split.amount_usd[~split.bad])
+        outcome = detect_week_anomalies(
+            df.loc[~split.bad, ANOMALY_INPUTS], amount_usd=split.amount_usd[~split.bad]
+        )
     else:
         outcome = detect_week_anomalies(df.loc[~split.bad, ANOMALY_INPUTS])
     assert outcome.status == "ok", outcome.status

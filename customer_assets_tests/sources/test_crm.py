@@ -12,13 +12,25 @@ from customer_assets.resources.crm import CrmSource
 from customer_assets.sources.crm import CrmApiClient, CrmAuthError, SlidingWindowLimiter
 from customer_assets_tests.support.crm_server import CrmBehaviour, CrmServer, make_records
 
-START, END = datetime(2026, 11, 16, tzinfo=timezone.utc), datetime(2026, 11, 23, tzinfo=timezone.utc)
+START, END = (
+    datetime(2026, 11, 16, tzinfo=timezone.utc),
+    datetime(2026, 11, 23, tzinfo=timezone.utc),
+)
 
 
 def client(url, sleeps=None, api_key="good-key", **overrides):
-    options = {"page_size": 100, "min_page_size": 50, "max_retries": 5, "timeout_seconds": 2.0,
-               "backoff_seconds": 0.001, "requests_per_minute": 10_000, **overrides}
-    return CrmApiClient(url, api_key, sleep=(sleeps if sleeps is not None else []).append, **options)
+    options = {
+        "page_size": 100,
+        "min_page_size": 50,
+        "max_retries": 5,
+        "timeout_seconds": 2.0,
+        "backoff_seconds": 0.001,
+        "requests_per_minute": 10_000,
+        **overrides,
+    }
+    return CrmApiClient(
+        url, api_key, sleep=(sleeps if sleeps is not None else []).append, **options
+    )
 
 
 def test_all_pages_are_fetched():
@@ -75,7 +87,9 @@ def test_a_page_that_keeps_failing_is_recorded_and_the_rest_kept():
     behaviour = CrmBehaviour(records=make_records(300), failing_offsets={100})
     with CrmServer(behaviour) as url:
         extract = client(url).fetch_week(START, END)
-    assert extract.partial and extract.missing_pages == [{"offset": 100, "limit": 100, "error": "HTTP 500"}]
+    assert extract.partial and extract.missing_pages == [
+        {"offset": 100, "limit": 100, "error": "HTTP 500"}
+    ]
     ids = [r["customer_id"] for r in extract.records]
     assert len(ids) == 200 and "C0000100" in ids and "C0000101" not in ids and "C0000201" in ids
     assert extract.retries == 5
@@ -110,14 +124,25 @@ def test_rate_limit_is_100_requests_in_any_minute():
 
 
 def test_standardised_records_hash_contact_details_with_the_key():
-    records = make_records(2) + [{**make_records(1)[0], "customer_id": " C0000001 ", "email": " USER1@Example.com",
-                                  "updated_at": "2026-11-18T00:00:00Z"}]
+    records = make_records(2) + [
+        {
+            **make_records(1)[0],
+            "customer_id": " C0000001 ",
+            "email": " USER1@Example.com",
+            "updated_at": "2026-11-18T00:00:00Z",
+        }
+    ]
     records.append({**make_records(3)[2], "email": "not-an-email"})
     frame, counts = standardise_crm(records, "key-1")
-    assert frame["customer_id"].tolist() == ["C0000001", "C0000002", "C0000003"]  # trimmed, the latest kept
+    assert frame["customer_id"].tolist() == [
+        "C0000001",
+        "C0000002",
+        "C0000003",
+    ]  # trimmed, the latest kept
     # Case is kept (issue 21): identity resolution links a CRM id to the shop's customer it spells.
-    assert standardise_crm([{**make_records(1)[0], "customer_id": " c0000001"}], "key-1")[0]["customer_id"].tolist() == [
-        "c0000001"]
+    assert standardise_crm([{**make_records(1)[0], "customer_id": " c0000001"}], "key-1")[0][
+        "customer_id"
+    ].tolist() == ["c0000001"]
     assert counts == {"records": 4, "invalid_emails": 1, "duplicate_ids": 1, "unparseable_dates": 0}
     again, _ = standardise_crm(make_records(1), "key-1")
     other, _ = standardise_crm(make_records(1), "key-2")
@@ -134,13 +159,23 @@ def test_partial_extract_is_marked_in_the_materialization(tmp_path):
     behaviour = CrmBehaviour(records=make_records(150), failing_offsets={100})
     with CrmServer(behaviour) as url:
         result = dg.materialize(
-            [crm_customers], partition_key="2026-11-16",
-            resources={"crm": CrmSource(api_url=url, api_key="good-key", hash_key="k", page_size=100,
-                                        backoff_seconds=0.001),
-                       "source_db": PostgresSource(host="unused"),  # the API mode never touches it
-                       "settings": PipelineSettings(data_dir=str(tmp_path), reports_dir=str(tmp_path),
-                                                    etl_log_dir=str(tmp_path)),
-                       "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path))})
+            [crm_customers],
+            partition_key="2026-11-16",
+            resources={
+                "crm": CrmSource(
+                    api_url=url,
+                    api_key="good-key",
+                    hash_key="k",
+                    page_size=100,
+                    backoff_seconds=0.001,
+                ),
+                "source_db": PostgresSource(host="unused"),  # the API mode never touches it
+                "settings": PipelineSettings(
+                    data_dir=str(tmp_path), reports_dir=str(tmp_path), etl_log_dir=str(tmp_path)
+                ),
+                "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path)),
+            },
+        )
     metadata = result.asset_materializations_for_node("etl__crm_customers")[0].metadata
     assert metadata["partial"].value is True and metadata["dagster/row_count"].value == 100
     assert metadata["extract"].value["missing_pages"][0]["offset"] == 100
@@ -149,14 +184,24 @@ def test_partial_extract_is_marked_in_the_materialization(tmp_path):
 def test_crm_dates_in_any_iso_form_are_read_and_others_counted():
     """A column mixing ISO 8601 forms (a date, seconds, fractions, offsets) is read value by value; pandas would
     otherwise infer one format from the first value and turn the others into missing dates, silently."""
-    forms = ["2026-11-17T10:00:00Z", "2026-11-17T10:00:00.250Z", "2026-11-17", "2026-11-17T12:00:00+02:00",
-             "17/11/2026"]
-    records = [{**record, "updated_at": form, "signup_date": form}
-               for record, form in zip(make_records(len(forms)), forms)]
+    forms = [
+        "2026-11-17T10:00:00Z",
+        "2026-11-17T10:00:00.250Z",
+        "2026-11-17",
+        "2026-11-17T12:00:00+02:00",
+        "17/11/2026",
+    ]
+    records = [
+        {**record, "updated_at": form, "signup_date": form}
+        for record, form in zip(make_records(len(forms)), forms, strict=False)
+    ]
     frame, counts = standardise_crm(records, "k")
     assert frame["updated_at"].tolist()[:4] == [
-        pd.Timestamp("2026-11-17 10:00", tz="UTC"), pd.Timestamp("2026-11-17 10:00:00.250", tz="UTC"),
-        pd.Timestamp("2026-11-17", tz="UTC"), pd.Timestamp("2026-11-17 10:00", tz="UTC")]
+        pd.Timestamp("2026-11-17 10:00", tz="UTC"),
+        pd.Timestamp("2026-11-17 10:00:00.250", tz="UTC"),
+        pd.Timestamp("2026-11-17", tz="UTC"),
+        pd.Timestamp("2026-11-17 10:00", tz="UTC"),
+    ]
     assert pd.isna(frame.loc[4, "updated_at"]) and pd.isna(frame.loc[4, "signup_date"])
     assert counts["unparseable_dates"] == 2  # the last record's updated_at and signup_date
 
@@ -166,19 +211,32 @@ def test_the_crm_table_reads_as_the_same_records_as_the_api_gives(small_source):
     as records of Python values (what psycopg2 returns, what the API path standardises)."""
     import psycopg2
 
-    from customer_assets.sources.crm import CRM_FIELDS, CRM_TABLE_SQL, accept_records, CrmExtract, fetch_week_from_table
+    from customer_assets.sources.crm import (
+        CRM_FIELDS,
+        CRM_TABLE_SQL,
+        CrmExtract,
+        accept_records,
+        fetch_week_from_table,
+    )
 
-    start, end = datetime(2026, 11, 9, tzinfo=timezone.utc), datetime(2026, 11, 16, tzinfo=timezone.utc)
+    start, end = (
+        datetime(2026, 11, 9, tzinfo=timezone.utc),
+        datetime(2026, 11, 16, tzinfo=timezone.utc),
+    )
     with psycopg2.connect(small_source) as conn:
         with conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
-            cur.execute("UPDATE crm_customers SET customer_id = '  ' WHERE ctid IN "
-                        "(SELECT ctid FROM crm_customers WHERE updated_at >= %s AND updated_at < %s LIMIT 2)",
-                        (start, end))
+            cur.execute(
+                "UPDATE crm_customers SET customer_id = '  ' WHERE ctid IN "
+                "(SELECT ctid FROM crm_customers WHERE updated_at >= %s AND updated_at < %s LIMIT 2)",
+                (start, end),
+            )
             from_table = fetch_week_from_table(conn, start, end)
             cur.execute(CRM_TABLE_SQL.format(table="crm_customers"), {"start": start, "end": end})
             as_records = CrmExtract(requests=1, pages=1)
-            accept_records([dict(zip(CRM_FIELDS, row)) for row in cur.fetchall()], as_records)
+            accept_records(
+                [dict(zip(CRM_FIELDS, row, strict=False)) for row in cur.fetchall()], as_records
+            )
         conn.rollback()  # the fixture's database stays as seeded
     assert from_table.malformed_records == as_records.malformed_records == 2
     assert from_table.summary() == as_records.summary() and from_table.summary()["records"] > 100
@@ -219,7 +277,9 @@ def test_a_crm_that_answers_too_slowly_stops_at_its_time_budget():
     assert len(behaviour.requests) == 1  # the first page, then the budget was spent
 
 
-def test_an_unreachable_crm_fails_the_profiles_but_not_the_weeks_transactions(pipeline_env, small_source):
+def test_an_unreachable_crm_fails_the_profiles_but_not_the_weeks_transactions(
+    pipeline_env, small_source
+):
     """The run ends bounded and specific: the transactions of the week are loaded first, the CRM step fails
     with one message, no retry, and the week's intermediates are removed."""
     import time
@@ -229,15 +289,29 @@ def test_an_unreachable_crm_fails_the_profiles_but_not_the_weeks_transactions(pi
 
     tmp = pipeline_env("small_source")
     resources = resources_for("local")
-    resources["crm"] = CrmSource(api_url=_closed_port(), api_key="k", hash_key="k", backoff_seconds=0.01)
+    resources["crm"] = CrmSource(
+        api_url=_closed_port(), api_key="k", hash_key="k", backoff_seconds=0.01
+    )
     started = time.monotonic()
-    result = dg.materialize(ASSETS, partition_key="2026-11-16", resources=resources, raise_on_error=False,
-                            instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        ASSETS,
+        partition_key="2026-11-16",
+        resources=resources,
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     assert not result.success and time.monotonic() - started < 120
-    failures = {e.step_key: e.step_failure_data.error.message for e in result.get_step_failure_events()}
+    failures = {
+        e.step_key: e.step_failure_data.error.message for e in result.get_step_failure_events()
+    }
     assert list(failures) == ["etl__crm_customers"]
-    assert "CRM unavailable" in failures["etl__crm_customers"] and "pages in a row failed" in failures["etl__crm_customers"]
-    loaded = warehouse(tmp / "warehouse.duckdb", "SELECT count(*) AS n FROM customer_analytics.weekly_transactions")
+    assert (
+        "CRM unavailable" in failures["etl__crm_customers"]
+        and "pages in a row failed" in failures["etl__crm_customers"]
+    )
+    loaded = warehouse(
+        tmp / "warehouse.duckdb", "SELECT count(*) AS n FROM customer_analytics.weekly_transactions"
+    )
     assert loaded["n"][0] > 1000
     assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
     record = json.loads(next((tmp / "logs" / "etl").glob("failed_*.json")).read_text())

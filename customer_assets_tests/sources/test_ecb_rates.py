@@ -27,9 +27,12 @@ def ecb_zip(last_day: date | None = None, until: date | None = None) -> bytes:
     (the newest row's rates) on top, as the ECB lists the newest day first."""
     with zipfile.ZipFile(currency.CURRENCY_FILE) as archive:
         lines = archive.read(archive.namelist()[0]).decode().splitlines()
-    header, rows = lines[0], [row for row in lines[1:] if until is None or row[:10] <= until.isoformat()]
+    header, rows = (
+        lines[0],
+        [row for row in lines[1:] if until is None or row[:10] <= until.isoformat()],
+    )
     if last_day is not None:
-        rows = [last_day.isoformat() + rows[0][rows[0].index(","):], *rows]
+        rows = [last_day.isoformat() + rows[0][rows[0].index(",") :], *rows]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("eurofxref-hist.csv", "\n".join([header, *rows]) + "\n")
@@ -85,7 +88,11 @@ def restore_rates_file():
 
 def leftovers(data_dir: Path) -> list[str]:
     """Temporary files of a download or a swap left in the rates folder."""
-    return [p.name for p in ecb_rates.rates_dir(data_dir).iterdir() if p.name.endswith((".tmp", ".download"))]
+    return [
+        p.name
+        for p in ecb_rates.rates_dir(data_dir).iterdir()
+        if p.name.endswith((".tmp", ".download"))
+    ]
 
 
 def test_a_fresh_file_is_fetched_checked_and_kept(tmp_path):
@@ -166,14 +173,23 @@ def test_a_pinned_file_is_used_without_a_fetch(tmp_path):
 
 
 def _fx_check(result: dg.ExecuteInProcessResult):
-    return next(e for e in result.get_asset_check_evaluations() if e.check_name == "fx_rates_cover_week")
+    return next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "fx_rates_cover_week"
+    )
 
 
 def _validated_metadata(result: dg.ExecuteInProcessResult) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node("validate_transactions")[0].metadata.items()}
+    return {
+        k: v.value
+        for k, v in result.asset_materializations_for_node("validate_transactions")[
+            0
+        ].metadata.items()
+    }
 
 
-def test_a_week_converted_with_fetched_rates_passes_the_coverage_check(pipeline_env, small_source, monkeypatch):
+def test_a_week_converted_with_fetched_rates_passes_the_coverage_check(
+    pipeline_env, small_source, monkeypatch
+):
     from customer_assets_tests.support.pipeline import run_week
 
     tmp = pipeline_env("small_source")
@@ -182,14 +198,18 @@ def test_a_week_converted_with_fetched_rates_passes_the_coverage_check(pipeline_
         monkeypatch.delenv("ECB_RATES_FILE", raising=False)
         result = run_week(WEEK, selection=dg.AssetSelection.groups("extract", "quality"))
     metadata = _validated_metadata(result)
-    assert metadata["fx_rates_origin"] == "fetched" and metadata["fx_rates_last_date"] == "2026-11-20"
+    assert (
+        metadata["fx_rates_origin"] == "fetched" and metadata["fx_rates_last_date"] == "2026-11-20"
+    )
     assert metadata["fx_rates_refresh_failed"] is False
     check = _fx_check(result)
     assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert Path(metadata["fx_rates_file"]) == ecb_rates.held_rates_file(tmp / "data")
 
 
-def test_a_week_after_the_rates_end_warns_and_says_why_the_refresh_failed(pipeline_env, small_source, monkeypatch):
+def test_a_week_after_the_rates_end_warns_and_says_why_the_refresh_failed(
+    pipeline_env, small_source, monkeypatch
+):
     from customer_assets_tests.support.pipeline import run_week
 
     pipeline_env("small_source")

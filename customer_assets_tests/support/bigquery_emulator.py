@@ -32,8 +32,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 DEFAULT_VENV = "/opt/bq-emulator/venv"
 DEFAULT_HOME = "/opt/bq-emulator/home"
@@ -49,7 +49,7 @@ class EmulatorEndpoint(str):
 
     def __new__(
         cls, url: str, *, project: str, grpc_address: str, data_dir: str
-    ) -> "EmulatorEndpoint":
+    ) -> EmulatorEndpoint:
         obj = super().__new__(cls, url)
         obj.project = project
         obj.grpc_address = grpc_address
@@ -81,8 +81,7 @@ def emulator_available() -> tuple[bool, str]:
     ext_root = emulator_home() / ".duckdb" / "extensions"
     if not any(ext_root.glob("v*/*/ducklake.duckdb_extension")):
         return False, (
-            f"BigQuery emulator's DuckDB extensions are missing under {ext_root}; "
-            f"{SETUP_HINT}"
+            f"BigQuery emulator's DuckDB extensions are missing under {ext_root}; {SETUP_HINT}"
         )
     return True, "BigQuery emulator available"
 
@@ -139,9 +138,7 @@ def run_bigquery_emulator(
 
     with contextlib.ExitStack() as stack:
         if data_dir is None:
-            data_dir = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="bq-emulator-")
-            )
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="bq-emulator-"))
         data_path = Path(data_dir)
         data_path.mkdir(parents=True, exist_ok=True)
         log_file = stack.enter_context(open(data_path / "emulator.log", "w+b"))
@@ -192,9 +189,7 @@ def run_bigquery_emulator(
                     if proc.poll() is not None
                     else f"did not answer within {startup_timeout:.0f}s"
                 )
-                raise RuntimeError(
-                    f"BigQuery emulator {state}: {' '.join(cmd)}\n{tail}"
-                )
+                raise RuntimeError(f"BigQuery emulator {state}: {' '.join(cmd)}\n{tail}")
             time.sleep(0.1)
 
         yield EmulatorEndpoint(

@@ -7,12 +7,13 @@ slow answers for big pages, a page that always fails, malformed records.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import urllib.parse
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -20,20 +21,32 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class CrmBehaviour:
     records: list = field(default_factory=list)
     api_key: str = "good-key"
-    rate_limited_requests: int = 0          # the first N requests get 429
+    rate_limited_requests: int = 0  # the first N requests get 429
     retry_after: str | None = "0.01"
-    slow_above_limit: int | None = None     # pages bigger than this answer after slow_seconds
+    slow_above_limit: int | None = None  # pages bigger than this answer after slow_seconds
     slow_seconds: float = 1.0
     failing_offsets: set = field(default_factory=set)  # these offsets always answer 500
-    filter_by_updated: bool = False         # answer only records with updated_since <= updated_at < updated_before
+    filter_by_updated: bool = (
+        False  # answer only records with updated_since <= updated_at < updated_before
+    )
     requests: list = field(default_factory=list)
 
 
 def make_records(n: int) -> list[dict]:
-    return [{"customer_id": f"C{i:07d}", "email": f"user{i}@example.com", "phone": f"+1 (555) 010-{i:04d}",
-             "signup_date": "2025-01-15", "last_activity_date": "2026-11-18", "subscription_tier": "pro",
-             "lifetime_value": 100.0 + i, "support_ticket_count": i % 3, "updated_at": "2026-11-17T10:00:00Z"}
-            for i in range(1, n + 1)]
+    return [
+        {
+            "customer_id": f"C{i:07d}",
+            "email": f"user{i}@example.com",
+            "phone": f"+1 (555) 010-{i:04d}",
+            "signup_date": "2025-01-15",
+            "last_activity_date": "2026-11-18",
+            "subscription_tier": "pro",
+            "lifetime_value": 100.0 + i,
+            "support_ticket_count": i % 3,
+            "updated_at": "2026-11-17T10:00:00Z",
+        }
+        for i in range(1, n + 1)
+    ]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -50,10 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     def do_GET(self):
         b = self.behaviour
@@ -65,7 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {b.api_key}":
             return self._send(401, {"error": "invalid token"})
         if len(b.requests) <= b.rate_limited_requests:
-            return self._send(429, {"error": "slow down"}, {"Retry-After": b.retry_after} if b.retry_after else {})
+            return self._send(
+                429, {"error": "slow down"}, {"Retry-After": b.retry_after} if b.retry_after else {}
+            )
         offset, limit = int(query.get("offset", 0)), int(query.get("limit", 100))
         if b.slow_above_limit is not None and limit > b.slow_above_limit:
             time.sleep(b.slow_seconds)
@@ -73,9 +86,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500, {"error": "backend error"})
         records = b.records
         if b.filter_by_updated and "updated_since" in query and "updated_before" in query:
-            since, before = (datetime.fromisoformat(query[k]) for k in ("updated_since", "updated_before"))
-            records = [r for r in records if since <= datetime.fromisoformat(r["updated_at"]) < before]
-        page = records[offset:offset + limit]
+            since, before = (
+                datetime.fromisoformat(query[k]) for k in ("updated_since", "updated_before")
+            )
+            records = [
+                r for r in records if since <= datetime.fromisoformat(r["updated_at"]) < before
+            ]
+        page = records[offset : offset + limit]
         next_offset = offset + limit if offset + limit < len(records) else None
         return self._send(200, {"data": page, "next_offset": next_offset})
 

@@ -14,14 +14,27 @@ import pytest
 from customer_assets.definitions import build_definitions
 
 # Variables that would point a build at real services or change the defaults; unset for a build.
-UNSET = ("BIGQUERY_DATASET", "BIGQUERY_LOCATION", "BIGQUERY_EMULATOR_HOST", "CRM_API_URL",
-         "CRM_API_KEY", "CRM_DEMO_TABLE", "ERP_DB_HOST", "EVENTS_PATH", "KAFKA_BROKERS",
-         "REPORTS_DIR", "ALERT_WEBHOOK_URL", "DAGSTER_WEBSERVER_URL", "WAREHOUSE_READ_COPY_PATH",
-         "EMBEDDED_PG_DIR")
+UNSET = (
+    "BIGQUERY_DATASET",
+    "BIGQUERY_LOCATION",
+    "BIGQUERY_EMULATOR_HOST",
+    "CRM_API_URL",
+    "CRM_API_KEY",
+    "CRM_DEMO_TABLE",
+    "ERP_DB_HOST",
+    "EVENTS_PATH",
+    "KAFKA_BROKERS",
+    "REPORTS_DIR",
+    "ALERT_WEBHOOK_URL",
+    "DAGSTER_WEBSERVER_URL",
+    "WAREHOUSE_READ_COPY_PATH",
+    "EMBEDDED_PG_DIR",
+)
 
 
-def offline_definitions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, deployment: str,
-                        source: bool = True) -> dg.Definitions:
+def offline_definitions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, deployment: str, source: bool = True
+) -> dg.Definitions:
     """``build_definitions(deployment)`` with a named (never reached) source database, or without
     one (``source=False``: the local embedded demo), its paths under ``tmp_path``."""
     for name in UNSET:

@@ -6,21 +6,37 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from customer_assets.logic.validation import ValidationSplit, WeekValidation, validate_week, validated_columns
+from customer_assets.logic.validation import (
+    ValidationSplit,
+    WeekValidation,
+    validate_week,
+    validated_columns,
+)
 from customer_assets.weeks import WeekContext
 
-WEEK = WeekContext(week_start=datetime(2026, 11, 16, tzinfo=timezone.utc),
-                   week_end=datetime(2026, 11, 23, tzinfo=timezone.utc),
-                   now=datetime(2026, 11, 24, 3, tzinfo=timezone.utc))
+WEEK = WeekContext(
+    week_start=datetime(2026, 11, 16, tzinfo=timezone.utc),
+    week_end=datetime(2026, 11, 23, tzinfo=timezone.utc),
+    now=datetime(2026, 11, 24, 3, tzinfo=timezone.utc),
+)
 
 
 def raw_row(**overrides) -> dict:
     row = {
-        "transaction_id": "T1", "customer_id": "C1", "country": "US", "segment": "consumer",
-        "amount": 19.99, "currency": "USD", "timestamp": pd.Timestamp("2026-11-17 10:00", tz="UTC"),
-        "product_id": "P1", "product_name": "Stapler", "category": "Office",
+        "transaction_id": "T1",
+        "customer_id": "C1",
+        "country": "US",
+        "segment": "consumer",
+        "amount": 19.99,
+        "currency": "USD",
+        "timestamp": pd.Timestamp("2026-11-17 10:00", tz="UTC"),
+        "product_id": "P1",
+        "product_name": "Stapler",
+        "category": "Office",
         "customer_created_at": pd.Timestamp("2025-01-01", tz="UTC"),
-        "customer_exists": True, "product_exists": True, "invalid_encoding": None,
+        "customer_exists": True,
+        "product_exists": True,
+        "invalid_encoding": None,
     }
     row.update(overrides)
     return row

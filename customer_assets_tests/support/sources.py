@@ -23,7 +23,9 @@ def socket_dir(server) -> str:
     return urllib.parse.parse_qs(query)["host"][0]
 
 
-def create_source(server, name: str, config: SeedConfig | None = None, events_dir: Path | None = None) -> str:
+def create_source(
+    server, name: str, config: SeedConfig | None = None, events_dir: Path | None = None
+) -> str:
     """Create database ``name`` on the server, seed it (unless config is None) and return its DSN.
 
     With ``events_dir``, the CRM table and the landing zone of event files are made from the seed too.
@@ -50,8 +52,12 @@ def create_sql_ascii_source(server, name: str, crm_table: bool = True) -> str:
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' "
-                            "LC_CTYPE 'C'").format(sql.Identifier(name)))
+        cur.execute(
+            sql.SQL(
+                "CREATE DATABASE {} TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' "
+                "LC_CTYPE 'C'"
+            ).format(sql.Identifier(name))
+        )
     admin.close()
     dsn = server.get_uri(name)
     seed_database(dsn, SMALL)
@@ -62,7 +68,10 @@ def create_sql_ascii_source(server, name: str, crm_table: bool = True) -> str:
 
 def crm_records(dsn: str) -> list[dict]:
     """The seeded CRM table as the CRM API's JSON records (ISO 8601 dates, numbers as numbers)."""
-    return [row[0] for row in query(dsn, "SELECT row_to_json(c) FROM crm_customers c ORDER BY customer_id")]
+    return [
+        row[0]
+        for row in query(dsn, "SELECT row_to_json(c) FROM crm_customers c ORDER BY customer_id")
+    ]
 
 
 # The demo's tables, reshaped as a plain OLTP schema: integer ids, `timestamp without time zone` in New York
