@@ -1,1 +1,2 @@
-"""Benchmarks of the weekly pipeline against the source database's own floor (``python -m benchmarks.run``)."""
+"""Benchmarks of the weekly pipeline against the source database's own floor (``python -m
+benchmarks.run``)."""

@@ -1,13 +1,15 @@
-"""This project's weeks, every asset of the local deployment in process: ``python -m benchmarks.pipeline_run``.
+"""This project's weeks, every asset of the local deployment in process: ``python -m
+benchmarks.pipeline_run``.
 
-Runs the deployment's ``weekly_customer_pipeline`` job once per week (consecutive weeks in one process for a
-backfill) through ``dagster.execute_job``, the path a schedule, sensor or ``dagster job launch`` takes, with the
-local deployment's in-process executor. (``materialize``/``execute_in_process`` would also keep every step's
-output in memory for the result object, which a real run does not.) Per step: wall seconds
-from the STEP_START / STEP_SUCCESS timestamps of the Dagster event log, rows from the materializations'
-``dagster/row_count``, and the peak RSS sampled by a background thread within the step's window. Per week:
-wall seconds, the sampled peak RSS within the week's window (between steps included) and the RSS once the
-week's run has returned. Prints one JSON object.
+Runs the deployment's ``weekly_customer_pipeline`` job once per week (consecutive weeks in one
+process for a backfill) through ``dagster.execute_job``, the path a schedule, sensor or ``dagster
+job launch`` takes, with the local deployment's in-process executor.
+(``materialize``/``execute_in_process`` would also keep every step's output in memory for the result
+object, which a real run does not.) Per step: wall seconds from the STEP_START / STEP_SUCCESS
+timestamps of the Dagster event log, rows from the materializations' ``dagster/row_count``, and the
+peak RSS sampled by a background thread within the step's window. Per week: wall seconds, the
+sampled peak RSS within the week's window (between steps included) and the RSS once the week's run
+has returned. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def _steps(instance, run_id: str, sampler: RssSampler) -> list[dict]:
 
 
 def weekly_job():
-    """The job a schedule runs (``customer_assets.definitions``), resolved with the deployment's resources."""
+    """The job a schedule runs (``customer_assets.definitions``), resolved with the deployment's
+    resources."""
     from customer_assets.definitions import defs
 
     return defs.get_job_def("weekly_customer_pipeline")
@@ -117,8 +120,9 @@ def main(argv=None) -> None:
     job = dg.build_reconstructable_job("benchmarks.pipeline_run", "weekly_job")
     last = date.fromisoformat(a.last_week)
     weeks = [(last - timedelta(weeks=a.weeks - 1 - i)).isoformat() for i in range(a.weeks)]
-    # An instance on disk (SQLite), as a deployment has: the ephemeral one keeps every run's event log in the
-    # process, which grew its memory (and its garbage collections) with every week of a long backfill.
+    # An instance on disk (SQLite), as a deployment has: the ephemeral one keeps every run's event
+    # log in the process, which grew its memory (and its garbage collections) with every week of a
+    # long backfill.
     instance = dg.DagsterInstance.local_temp()
     sampler = RssSampler()
     sampler.start()

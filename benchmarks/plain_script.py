@@ -1,14 +1,18 @@
-"""One week as a plain pandas script, the way the old hand-run workflow did it: ``python -m benchmarks.plain_script``.
+"""One week as a plain pandas script, the way the old hand-run workflow did it: ``python -m
+benchmarks.plain_script``.
 
-The end-to-end reference for the project's transaction branch (extract, validation, customer history,
-transform, warehouse load), written as a team would write it by hand. It does not import ``customer_assets``;
-its two queries are copies of the project's SQL text (``WEEK_EXTRACT_SQL``, ``CUSTOMER_HISTORY_SQL``).
+The end-to-end reference for the project's transaction branch (extract, validation, customer
+history, transform, warehouse load), written as a team would write it by hand. It does not import
+``customer_assets``; its two queries are copies of the project's SQL text (``WEEK_EXTRACT_SQL``,
+``CUSTOMER_HISTORY_SQL``).
 
-1. extract: ``pandas.read_sql`` through SQLAlchemy in 10,000-row chunks, concatenated (never email, phone or
-   address);
+1. extract: ``pandas.read_sql`` through SQLAlchemy in 10,000-row chunks, concatenated (never email,
+   phone or address);
 2. checks: every row gets its first failing reason or none, and is kept or quarantined;
-3. USD at the ECB rate of the transaction date (``CurrencyConverter``, one call per (currency, day) pair);
-4. customer metrics from the history query (per customer and currency, at the week's last day's rate);
+3. USD at the ECB rate of the transaction date (``CurrencyConverter``, one call per (currency, day)
+   pair);
+4. customer metrics from the history query (per customer and currency, at the week's last day's
+   rate);
 5. time dimensions and segments;
 6. delete-and-insert of the week into DuckDB (validated and quarantined tables).
 
@@ -48,7 +52,8 @@ LEFT JOIN products p ON p.product_id = t.product_id
 WHERE t.status = 'completed' AND t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
 """
 
-# A copy of customer_assets.sources.extract.CUSTOMER_HISTORY_SQL: per customer and currency, all history.
+# A copy of customer_assets.sources.extract.CUSTOMER_HISTORY_SQL: per customer and currency, all
+# history.
 HISTORY_SQL = """
 SELECT customer_id, currency,
        sum(amount::float8) AS amount,
@@ -111,7 +116,8 @@ def reasons(
 def usd_per_unit(
     converter: CurrencyConverter, currencies: pd.Series, days: pd.Series
 ) -> np.ndarray:
-    """USD per unit of each row's currency on its day: one converter call per distinct (currency, day)."""
+    """USD per unit of each row's currency on its day: one converter call per distinct (currency,
+    day)."""
     rows = pd.DataFrame({"currency": currencies.to_numpy(), "day": days.to_numpy()})
     pairs = rows.drop_duplicates().reset_index(drop=True)
     pairs["rate"] = [
@@ -124,7 +130,8 @@ def usd_per_unit(
 def customer_metrics(
     engine, start: datetime, end: datetime, converter: CurrencyConverter
 ) -> pd.DataFrame:
-    """Lifetime value (USD at the week's last day), count, first purchase and last purchase before the week."""
+    """Lifetime value (USD at the week's last day), count, first purchase and last purchase before
+    the week."""
     with engine.connect() as con:
         history = pd.read_sql(HISTORY_SQL, con, params={"start": start, "end": end})
     closing_day = (end - timedelta(days=1)).date()

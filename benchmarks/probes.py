@@ -1,10 +1,12 @@
-"""One measured approach per process, so that peak memory does not mix: ``python -m benchmarks.probes KIND``.
+"""One measured approach per process, so that peak memory does not mix: ``python -m
+benchmarks.probes KIND``.
 
-KIND is ``floor`` (the extract query through ``COPY ... TO STDOUT``, discarded), ``naive`` (``pandas.read_sql``
-through SQLAlchemy in 10,000-row chunks, concatenated, written to Parquet) or ``extract`` (this project's
-extract: the COPY stream parsed by pyarrow, then the ``RawTransactions`` frame); ``extract_version_serial`` and
-``extract_versioned`` add the week's version to it, after and alongside the COPY (issue 26). Prints one JSON object:
-seconds (after imports and connecting), rows, peak RSS of the process.
+KIND is ``floor`` (the extract query through ``COPY ... TO STDOUT``, discarded), ``naive``
+(``pandas.read_sql`` through SQLAlchemy in 10,000-row chunks, concatenated, written to Parquet) or
+``extract`` (this project's extract: the COPY stream parsed by pyarrow, then the ``RawTransactions``
+frame); ``extract_version_serial`` and ``extract_versioned`` add the week's version to it, after and
+alongside the COPY (issue 26). Prints one JSON object: seconds (after imports and connecting), rows,
+peak RSS of the process.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def _connect(dsn: str):
 
 
 def floor(dsn: str, start: datetime, end: datetime, out: Path) -> int:
-    """The database's own cost of producing the week: COPY of the extract query, bytes thrown away."""
+    """The database's own cost of producing the week: COPY of the extract query, bytes thrown
+    away."""
     with closing(_connect(dsn)) as conn, conn.cursor() as cur, open(os.devnull, "wb") as sink:
         query = cur.mogrify(WEEK_EXTRACT_SQL, {"start": start, "end": end}).decode()
         cur.copy_expert(
@@ -86,7 +89,8 @@ def naive(dsn: str, start: datetime, end: datetime, out: Path) -> int:
 
 
 def extract(dsn: str, start: datetime, end: datetime, out: Path) -> int:
-    """This project's extract alone: ``stream_week`` then ``to_raw_frame`` (no type check, no Parquet)."""
+    """This project's extract alone: ``stream_week`` then ``to_raw_frame`` (no type check, no
+    Parquet)."""
     from customer_assets.sources.extract import stream_week, to_raw_frame
 
     with closing(_connect(dsn)) as conn:
@@ -95,8 +99,8 @@ def extract(dsn: str, start: datetime, end: datetime, out: Path) -> int:
 
 
 def _source_db(dsn: str):
-    """The pipeline's resource on the benchmark server: its connections are the extract's (REPEATABLE READ,
-    read-only, UTC, the timeouts)."""
+    """The pipeline's resource on the benchmark server: its connections are the extract's
+    (REPEATABLE READ, read-only, UTC, the timeouts)."""
     import urllib.parse
 
     from customer_assets.resources.postgres import PostgresSource
@@ -111,8 +115,8 @@ def _source_db(dsn: str):
 
 
 def extract_version_serial(dsn: str, start: datetime, end: datetime, out: Path) -> int:
-    """The extract with its week's version as it was until issue 26: ``week_version``, then ``stream_week``, one
-    connection, then ``to_raw_frame``."""
+    """The extract with its week's version as it was until issue 26: ``week_version``, then
+    ``stream_week``, one connection, then ``to_raw_frame``."""
     from customer_assets.sources.extract import stream_week, to_raw_frame, week_version
 
     source_db = _source_db(dsn)
@@ -124,8 +128,9 @@ def extract_version_serial(dsn: str, start: datetime, end: datetime, out: Path) 
 
 
 def extract_versioned(dsn: str, start: datetime, end: datetime, out: Path) -> int:
-    """The extract with its week's version as ``etl/raw_transactions`` reads it: the version on a second
-    connection importing the extract's snapshot, concurrently with the COPY (``stream_week_versioned``)."""
+    """The extract with its week's version as ``etl/raw_transactions`` reads it: the version on a
+    second connection importing the extract's snapshot, concurrently with the COPY
+    (``stream_week_versioned``)."""
     from customer_assets.sources.extract import stream_week_versioned, to_raw_frame
 
     source_db = _source_db(dsn)

@@ -4,20 +4,24 @@ In one run, at a chosen scale of the demo dataset (default 200k customers, 10k p
 ~600k completed transactions; ``--scale`` multiplies it):
 
 1. floor: ``COPY (WEEK_EXTRACT_SQL) TO STDOUT``, discarded;
-2. naive: ``pandas.read_sql`` through SQLAlchemy, ``chunksize=10000``, concatenated, written to Parquet;
+2. naive: ``pandas.read_sql`` through SQLAlchemy, ``chunksize=10000``, concatenated, written to
+   Parquet;
 3. extract: this project's extract alone (``stream_week`` + ``to_raw_frame``);
-4. week: every asset of the local deployment for one partition, in process, per step from the event log.
+4. week: every asset of the local deployment for one partition, in process, per step from the event
+   log.
 
-Each approach runs in its own subprocess so that peak RSS does not mix; times exclude process start and
-imports. ``--weeks N`` adds a backfill of N consecutive weeks in one process, compared with N x one week.
-``--sweep 100000,300000,...`` repeats floor, naive, extract and week for those rows per week and plots
-time and peak memory against rows (PNG). Results go to ``benchmarks/results/latest.json`` (gitignored).
+Each approach runs in its own subprocess so that peak RSS does not mix; times exclude process start
+and imports. ``--weeks N`` adds a backfill of N consecutive weeks in one process, compared with N x
+one week. ``--sweep 100000,300000,...`` repeats floor, naive, extract and week for those rows per
+week and plots time and peak memory against rows (PNG). Results go to
+``benchmarks/results/latest.json`` (gitignored).
 
-``--years [N] --rows-per-week R`` (52 weeks of ~120,000 rows by default) seeds N weeks, backfills all of
-them in one process (partitions moved to start on the first one with ``PIPELINE_FIRST_WEEK``), prints time
-and sampled peak RSS per week, plots both against the week number (``results/years.png``), and times the
-plain pandas script (``benchmarks.plain_script``) on the last week against the project's transaction
-branch of that week. Results go to ``results/years.json``.
+``--years [N] --rows-per-week R`` (52 weeks of ~120,000 rows by default) seeds N weeks, backfills
+all of them in one process (partitions moved to start on the first one with
+``PIPELINE_FIRST_WEEK``), prints time and sampled peak RSS per week, plots both against the week
+number (``results/years.png``), and times the plain pandas script (``benchmarks.plain_script``) on
+the last week against the project's transaction branch of that week. Results go to
+``results/years.json``.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ from customer_assets.settings import first_week_from_env
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 PROBE_KINDS = ("floor", "naive", "extract")
-#: The assets of the transaction branch, the part of the week the plain script does (steps are picked by these
-#: keys; ``customer_analytics/customer_history`` counts where the job has that step).
+# : The assets of the transaction branch, the part of the week the plain script does (steps are
+# picked by these : keys; ``customer_analytics/customer_history`` counts where the job has that
+# step).
 TRANSACTION_BRANCH = frozenset(
     {
         "etl/raw_transactions",
@@ -78,7 +83,8 @@ def _python(module: str, args: list[str], env: dict | None = None) -> dict:
 
 
 def probe(kind: str, source: Source, week: str, work: Path, repeat: int) -> dict:
-    """Best (fastest) of ``repeat`` runs, each in a fresh process; peak RSS is the max over the runs."""
+    """Best (fastest) of ``repeat`` runs, each in a fresh process; peak RSS is the max over the
+    runs."""
     runs = [
         _python(
             "benchmarks.probes",
@@ -95,8 +101,9 @@ def probe(kind: str, source: Source, week: str, work: Path, repeat: int) -> dict
 
 
 def pipeline_env(source: Source, work: Path, events: Path | None) -> dict:
-    """The deployment's environment pointing at the benchmark source and a fresh local work dir: the demo's
-    CRM table stands in for the CRM API; ``events`` None runs without an event landing zone."""
+    """The deployment's environment pointing at the benchmark source and a fresh local work dir: the
+    demo's CRM table stands in for the CRM API; ``events`` None runs without an event landing
+    zone."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -127,8 +134,9 @@ def pipeline(
     first_partition: bool = False,
     events: bool = True,
 ) -> dict:
-    """Backfill ``weeks`` weeks ending ``last_week`` in one process; ``first_partition`` makes the first of
-    them the first partition (``PIPELINE_FIRST_WEEK``), for backfills reaching before 2026-01-05."""
+    """Backfill ``weeks`` weeks ending ``last_week`` in one process; ``first_partition`` makes the
+    first of them the first partition (``PIPELINE_FIRST_WEEK``), for backfills reaching before
+    2026-01-05."""
     first_week = date.fromisoformat(last_week) - timedelta(weeks=weeks - 1)
     landing = profile_sources(source, work.parent.parent / "events", first_week, events=events)
     env = pipeline_env(source, work, landing)
@@ -265,14 +273,15 @@ def branch_steps(week: dict) -> list[dict]:
 
 
 def late_over_early(values: list[float]) -> float | None:
-    """Mean of the last 4 weeks over the mean of weeks 2-5 (week 1 pays one-time costs; with fewer than
-    8 weeks the two windows overlap)."""
+    """Mean of the last 4 weeks over the mean of weeks 2-5 (week 1 pays one-time costs; with fewer
+    than 8 weeks the two windows overlap)."""
     early, late = values[1:5], values[-4:]
     return (sum(late) / len(late)) / (sum(early) / len(early)) if early else None
 
 
 def plain_week(source: Source, week: str, work: Path, repeat: int) -> dict:
-    """The plain pandas script on ``week``, fastest of ``repeat`` fresh processes, each on a fresh DuckDB file."""
+    """The plain pandas script on ``week``, fastest of ``repeat`` fresh processes, each on a fresh
+    DuckDB file."""
     runs = []
     for _ in range(repeat):
         warehouse = work / "plain.duckdb"
@@ -292,13 +301,15 @@ def plain_week(source: Source, week: str, work: Path, repeat: int) -> dict:
 
 
 def years(server, weeks: int, rows_per_week: int, work: Path, repeat: int) -> dict:
-    """Seed ``weeks`` weeks, backfill them all in one process, then the plain script on the last week."""
+    """Seed ``weeks`` weeks, backfill them all in one process, then the plain script on the last
+    week."""
     config = scaled_config(1.0, weeks=weeks, rows_per_week=rows_per_week)
     started = time.perf_counter()
     source = seeded_source(server, config, log)
     first, last = config.week_starts[0], config.end_week.isoformat()
-    # Without event files: the demo's generator holds a year of events in memory (~10 GB at 120k rows a
-    # week), and a week's events cost the same whatever the history (they are per-week input).
+    # Without event files: the demo's generator holds a year of events in memory (~10 GB at 120k
+    # rows a week), and a week's events cost the same whatever the history (they are per-week
+    # input).
     log(f"[{source.dbname}] CRM table ...")
     profile_sources(source, work / "events", first, events=False)
     result = {

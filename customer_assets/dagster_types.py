@@ -1,8 +1,9 @@
-"""The datasets as Dagster types: each pandera model checked where an output is handed over or written.
+"""The datasets as Dagster types: each pandera model checked where an output is handed over or
+written.
 
-The check is pandera's, with a cheaper path for the ``str`` columns (see ``_fast_schema``); anything the cheap
-path rejects goes through pandera's full check, which also reports the errors. Batched and stored weeks
-(``FrameBatches``, ``StoredFrame``) are checked batch by batch as they are written.
+The check is pandera's, with a cheaper path for the ``str`` columns (see ``_fast_schema``); anything
+the cheap path rejects goes through pandera's full check, which also reports the errors. Batched and
+stored weeks (``FrameBatches``, ``StoredFrame``) are checked batch by batch as they are written.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from customer_assets.schemas import (
 
 
 def _holds_only_str(frame: object, columns: list[str]) -> bool:
-    """True when each column is a pandas string column, or an object column of Python str (or missing) only."""
+    """True when each column is a pandas string column, or an object column of Python str (or
+    missing) only."""
     return isinstance(frame, pd.DataFrame) and all(
         name in frame.columns
         and (
@@ -57,23 +59,25 @@ def _holds_only_str(frame: object, columns: list[str]) -> bool:
 
 
 def _shallow(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy that shares the data (Copy-on-Write): validating it "in place" never touches the output, and
-    pandera's own deep copy (the size of the frame again, at every output) is not made."""
+    """A copy that shares the data (Copy-on-Write): validating it "in place" never touches the
+    output, and pandera's own deep copy (the size of the frame again, at every output) is not
+    made."""
     return frame.copy(deep=False)
 
 
 def _fast_schema(model: type[pa.DataFrameModel]):
     """The model's schema without its ``str`` dtype checks, and the names of those columns.
 
-    Pandera checks a ``str`` column element by element in Python (``map(isinstance)``) after coercing it
-    with ``astype(str)``: over a week of rows this costs seconds per output. When every ``str`` column
-    already holds only str or missing values (what the assets produce), coercion changes nothing and the
-    dtype check passes, so the same schema minus those dtype checks (nullability, uniqueness, lengths,
-    allowed values, every other column unchanged) decides.
+    Pandera checks a ``str`` column element by element in Python (``map(isinstance)``) after
+    coercing it with ``astype(str)``: over a week of rows this costs seconds per output. When every
+    ``str`` column already holds only str or missing values (what the assets produce), coercion
+    changes nothing and the dtype check passes, so the same schema minus those dtype checks
+    (nullability, uniqueness, lengths, allowed values, every other column unchanged) decides.
 
-    It also checks the other dtypes as they are, without coercing first (a coercion of a timestamp column
-    that already has its dtype still costs a ``to_datetime``): a frame that passes needs no coercion, and one
-    whose dtypes only coerce to the model's fails here and is decided by the full check, which coerces.
+    It also checks the other dtypes as they are, without coercing first (a coercion of a timestamp
+    column that already has its dtype still costs a ``to_datetime``): a frame that passes needs no
+    coercion, and one whose dtypes only coerce to the model's fails here and is decided by the full
+    check, which coerces.
     """
     schema = model.to_schema()
     str_columns = [name for name, column in schema.columns.items() if str(column.dtype) == "str"]
@@ -83,8 +87,8 @@ def _fast_schema(model: type[pa.DataFrameModel]):
 
 
 def _passes_fast_check(model: type[pa.DataFrameModel]):
-    """A function telling whether a frame passes the cheap check; False means "ask pandera's full check"
-    (which also reports the errors)."""
+    """A function telling whether a frame passes the cheap check; False means "ask pandera's full
+    check" (which also reports the errors)."""
     fast, str_columns = _fast_schema(model)
 
     def passes(frame: object) -> bool:
@@ -104,8 +108,9 @@ NAMED_IDS = 10
 
 
 class ModelViolation(pa.errors.SchemaErrors):
-    """pandera's ``SchemaErrors`` headed by one line a person can act on: the model, the failed checks and the
-    first offending transaction ids (``greater_than(0) failure cases: 0.0`` alone names no transaction)."""
+    """pandera's ``SchemaErrors`` headed by one line a person can act on: the model, the failed
+    checks and the first offending transaction ids (``greater_than(0) failure cases: 0.0`` alone
+    names no transaction)."""
 
     def __init__(self, original: pa.errors.SchemaErrors, headline: str):
         self.__dict__.update(original.__dict__)
@@ -119,7 +124,8 @@ class ModelViolation(pa.errors.SchemaErrors):
 def violation(
     model: type[pa.DataFrameModel], frame: pd.DataFrame, exc: pa.errors.SchemaErrors
 ) -> ModelViolation:
-    """``exc`` with a headline naming ``model``, its failed checks and up to ``NAMED_IDS`` offending ids."""
+    """``exc`` with a headline naming ``model``, its failed checks and up to ``NAMED_IDS`` offending
+    ids."""
     cases = exc.failure_cases
     checks = sorted(
         {
@@ -139,9 +145,9 @@ def violation(
 
 
 def frame_check(model: type[pa.DataFrameModel]):
-    """A function that raises ``ModelViolation`` (pandera's ``SchemaErrors``, every failure with examples, headed
-    by the offending transaction ids) when a frame breaks ``model``; the cheap str check first, pandera's full
-    check when that fails."""
+    """A function that raises ``ModelViolation`` (pandera's ``SchemaErrors``, every failure with
+    examples, headed by the offending transaction ids) when a frame breaks ``model``; the cheap str
+    check first, pandera's full check when that fails."""
     passes, full = _passes_fast_check(model), model.to_schema()
 
     def check(frame: pd.DataFrame) -> None:
@@ -156,15 +162,16 @@ def frame_check(model: type[pa.DataFrameModel]):
 
 def _dagster_pandera_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
     with warnings.catch_warnings():
-        # dagster-pandera is pinned with pandera in pyproject.toml; its beta notice says nothing more here.
+        # dagster-pandera is pinned with pandera in pyproject.toml; its beta notice says nothing
+        # more here.
         warnings.simplefilter("ignore", dg.BetaWarning)
         return pandera_schema_to_dagster_type(model)
 
 
 def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
-    """The model as a Dagster type, with the same outcome as dagster-pandera's but a cheaper str check
-    (see ``_fast_schema``). Anything the cheap check rejects goes through the full pandera check, which also
-    reports the errors."""
+    """The model as a Dagster type, with the same outcome as dagster-pandera's but a cheaper str
+    check (see ``_fast_schema``). Anything the cheap check rejects goes through the full pandera
+    check, which also reports the errors."""
     full, passes = _dagster_pandera_type(model), _passes_fast_check(model)
 
     def type_check(context, value: object) -> dg.TypeCheck:
@@ -180,7 +187,8 @@ def frame_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
 
 
 def column_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
-    """The model's columns, types and descriptions as Dagster's table schema (for an asset's definition)."""
+    """The model's columns, types and descriptions as Dagster's table schema (for an asset's
+    definition)."""
     return dg.TableSchema(
         columns=[
             dg.TableColumn(name=name, type=str(column.dtype), description=column.description)
@@ -192,7 +200,8 @@ def column_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
 def stored_frame_type(
     name: str, check: Callable[[pd.DataFrame], None], metadata: dict | None = None
 ) -> dg.DagsterType:
-    """A Dagster type for StoredFrame values: ``check`` runs on the file's schema (no rows are read)."""
+    """A Dagster type for StoredFrame values: ``check`` runs on the file's schema (no rows are
+    read)."""
 
     def type_check(_context, value: object) -> dg.TypeCheck:
         if not isinstance(value, StoredFrame):
@@ -236,8 +245,9 @@ def frame_batches_type(name: str, metadata: dict | None = None) -> dg.DagsterTyp
 RawTransactionsType = frame_type(RawTransactions)
 QuarantinedTransactionsType = frame_type(QuarantinedTransactions)
 TransactionAnomaliesType = frame_type(TransactionAnomalies)
-# The validated and transformed weeks are written batch by batch: each batch is checked against its model as it
-# is written (the checks below), and the stored transformed file's columns and types before the warehouse load.
+# The validated and transformed weeks are written batch by batch: each batch is checked against its
+# model as it is written (the checks below), and the stored transformed file's columns and types
+# before the warehouse load.
 check_validated_transactions = frame_check(ValidatedTransactions)
 check_transformed_transactions = frame_check(TransformedTransactions)
 _TRANSFORMED_METADATA = _dagster_pandera_type(TransformedTransactions).metadata

@@ -54,9 +54,9 @@ ASSET_MODULES = [
 
 
 def pipeline_assets() -> list:
-    """Every asset of the pipeline, each step carrying the cleanup hooks (``cleanup.py``), and each step that
-    writes customer rows the suppression list's re-check after its write (``suppression.py``): an erasure that
-    ran is never undone by a run that started before it."""
+    """Every asset of the pipeline, each step carrying the cleanup hooks (``cleanup.py``), and each
+    step that writes customer rows the suppression list's re-check after its write
+    (``suppression.py``): an erasure that ran is never undone by a run that started before it."""
     assets = dg.load_assets_from_modules(ASSET_MODULES)
     hooks = cleanup_hooks(IntermediateGraph.of(assets))
     assets = [

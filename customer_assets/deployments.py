@@ -1,4 +1,5 @@
-"""The one place that decides the environment: resources per ``DAGSTER_DEPLOYMENT`` under the same keys."""
+"""The one place that decides the environment: resources per ``DAGSTER_DEPLOYMENT`` under the same
+keys."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def _env_var(name: str):
 
 
 def uses_embedded_demo(deployment: str) -> bool:
-    """No DB_HOST: the embedded demo server (local only), with its demo CRM table and event files."""
+    """No DB_HOST: the embedded demo server (local only), with its demo CRM table and event
+    files."""
     if source_configured():
         return False
     if deployment != "local":
@@ -78,23 +80,27 @@ def source_db_from_env(deployment: str, data_dir: str, events_path: str | None) 
 
 
 def warehouse_path(data_dir: str) -> str:
-    """The local DuckDB warehouse: WAREHOUSE_DUCKDB_PATH, by default ``$DATA_DIR/warehouse.duckdb``."""
+    """The local DuckDB warehouse: WAREHOUSE_DUCKDB_PATH, by default
+    ``$DATA_DIR/warehouse.duckdb``."""
     return os.environ.get("WAREHOUSE_DUCKDB_PATH") or str(Path(data_dir, "warehouse.duckdb"))
 
 
 def local_key_path(warehouse_database: str) -> Path:
-    """Where the local default key lives: beside the warehouse whose suppression list is hashed under it."""
+    """Where the local default key lives: beside the warehouse whose suppression list is hashed
+    under it."""
     return Path(warehouse_database).parent / ".pii_hash_key"
 
 
 def local_hash_key(data_dir: str) -> str:
-    """Local only, when PII_HASH_KEY is unset: a random key kept beside the warehouse, stable across weeks. A
-    key of older code in ``$DATA_DIR`` is carried over; a key that is lost is replaced by a new one, and the
-    runs stop on the suppression list's fingerprint until it is restored or the list is moved."""
+    """Local only, when PII_HASH_KEY is unset: a random key kept beside the warehouse, stable across
+    weeks. A key of older code in ``$DATA_DIR`` is carried over; a key that is lost is replaced by a
+    new one, and the runs stop on the suppression list's fingerprint until it is restored or the
+    list is moved."""
     path = local_key_path(warehouse_path(data_dir))
     if not path.exists():
         legacy = Path(data_dir, ".pii_hash_key")
-        # read before creating: with the default paths the old place and the new one are the same file
+        # read before creating: with the default paths the old place and the new one are the same
+        # file
         carried = (
             legacy.read_text().strip()
             if legacy.exists() and legacy.resolve() != path.resolve()
@@ -119,8 +125,8 @@ def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
     else:
         hash_key = local_hash_key(data_dir)
     # The demo's crm_customers table stands in for the API on the embedded default (and, named by
-    # CRM_DEMO_TABLE, in benchmarks on seeded demo data); elsewhere a week without CRM_API_URL has no CRM
-    # source, and its profiles come from the database (and events).
+    # CRM_DEMO_TABLE, in benchmarks on seeded demo data); elsewhere a week without CRM_API_URL has
+    # no CRM source, and its profiles come from the database (and events).
     demo_table = (
         "crm_customers"
         if uses_embedded_demo(deployment)
@@ -135,7 +141,8 @@ def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
 
 
 def erp_from_env(deployment: str) -> ErpSource:
-    """ERP_DB_HOST: the ERP's own PostgreSQL; unset: none, except on the embedded demo (its ``erp`` schema)."""
+    """ERP_DB_HOST: the ERP's own PostgreSQL; unset: none, except on the embedded demo (its ``erp``
+    schema)."""
     if not os.environ.get("ERP_DB_HOST"):
         return ErpSource(demo=uses_embedded_demo(deployment))
     optional = {
@@ -158,7 +165,8 @@ def erp_from_env(deployment: str) -> ErpSource:
 
 
 def lock_timeout_from_env() -> float:
-    """WAREHOUSE_LOCK_TIMEOUT: seconds a step waits for another process's lock on the DuckDB file."""
+    """WAREHOUSE_LOCK_TIMEOUT: seconds a step waits for another process's lock on the DuckDB
+    file."""
     value = os.environ.get("WAREHOUSE_LOCK_TIMEOUT") or "60"
     try:
         seconds = float(value)

@@ -1,5 +1,5 @@
-"""DuckDB as this project uses it inside a step: quoting, a deterministic in-memory connection, and the
-warehouse file opened within a bounded wait for its lock."""
+"""DuckDB as this project uses it inside a step: quoting, a deterministic in-memory connection, and
+the warehouse file opened within a bounded wait for its lock."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ DEFAULT_LOCK_TIMEOUT_SECONDS = 60
 
 
 class WarehouseLocked(dg.Failure):
-    """Another process holds the DuckDB file (DuckDB allows one writer, and a writer excludes every reader)."""
+    """Another process holds the DuckDB file (DuckDB allows one writer, and a writer excludes every
+    reader)."""
 
     def __init__(self, database: str, waited: float, message: str):
         holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", message)
@@ -31,10 +32,12 @@ class WarehouseLocked(dg.Failure):
 def connect_waiting(
     database: str, timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS, read_only: bool = False
 ) -> duckdb.DuckDBPyConnection:
-    """The file opened for writing, waiting at most ``timeout_seconds`` for another process's lock, in UTC.
+    """The file opened for writing, waiting at most ``timeout_seconds`` for another process's lock,
+    in UTC.
 
-    dagster-duckdb's own connections retry a lock ten times with a growing backoff (minutes in all) and then
-    fail with DuckDB's message; here the wait is bounded and the failure names the holder and what to do."""
+    dagster-duckdb's own connections retry a lock ten times with a growing backoff (minutes in all)
+    and then fail with DuckDB's message; here the wait is bounded and the failure names the holder
+    and what to do."""
     started, delay = time.monotonic(), 0.1
     while True:
         try:
@@ -59,16 +62,17 @@ def quoted(name: str) -> str:
 
 
 def literal(text: object) -> str:
-    """``text`` (a path, usually) as a DuckDB string literal, for the places that take no parameter."""
+    """``text`` (a path, usually) as a DuckDB string literal, for the places that take no
+    parameter."""
     return "'" + str(text).replace("'", "''") + "'"
 
 
 def connect(
     database: str = ":memory:", read_only: bool = False, threads: int | None = 1
 ) -> duckdb.DuckDBPyConnection:
-    """A connection in UTC, so that timestamps come back in UTC whatever the machine's zone; by default in
-    memory on one thread, where each group aggregates its rows in row order and a rerun gives the same bits
-    (``threads=None``: DuckDB's default, for the warehouse file)."""
+    """A connection in UTC, so that timestamps come back in UTC whatever the machine's zone; by
+    default in memory on one thread, where each group aggregates its rows in row order and a rerun
+    gives the same bits (``threads=None``: DuckDB's default, for the warehouse file)."""
     con = duckdb.connect(
         database, read_only=read_only, config={} if threads is None else {"threads": threads}
     )

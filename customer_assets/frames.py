@@ -1,9 +1,10 @@
-"""Week-sized datasets that a step never holds whole: read from Parquet in batches, written batch by batch.
+"""Week-sized datasets that a step never holds whole: read from Parquet in batches, written batch by
+batch.
 
-A step that enriches or passes on the week's rows one at a time (the transform, the warehouse load) takes its
-input as a :class:`StoredFrame` and returns :class:`FrameBatches`; the Parquet IO manager hands out the one
-and writes the other a row group at a time. Memory then follows the batch, not the week (benchmarks/RESULTS.md
-has the figures).
+A step that enriches or passes on the week's rows one at a time (the transform, the warehouse load)
+takes its input as a :class:`StoredFrame` and returns :class:`FrameBatches`; the Parquet IO manager
+hands out the one and writes the other a row group at a time. Memory then follows the batch, not the
+week (benchmarks/RESULTS.md has the figures).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class StoredFrame:
         return info.st_ino, info.st_mtime_ns, info.st_size
 
     def check_unchanged(self) -> None:
-        """Raise if the file was replaced since it was handed out (another run of the same week wrote it):
-        a step reading it twice must not mix two versions."""
+        """Raise if the file was replaced since it was handed out (another run of the same week
+        wrote it): a step reading it twice must not mix two versions."""
         try:
             same = self._stat() == self._identity
         except FileNotFoundError:
@@ -63,14 +64,16 @@ class StoredFrame:
         return self.arrow_schema.empty_table().to_pandas()
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """Every row of ``columns`` (all by default) as one frame: for the few columns a week-wide step needs."""
+        """Every row of ``columns`` (all by default) as one frame: for the few columns a week-wide
+        step needs."""
         self.check_unchanged()
         return pd.read_parquet(self.path, columns=columns)
 
     def batches(
         self, columns: list[str] | None = None, batch_rows: int | None = None
     ) -> Iterator[pd.DataFrame]:
-        """The rows in file order, ``batch_rows`` at a time; an empty dataset gives one empty frame."""
+        """The rows in file order, ``batch_rows`` at a time; an empty dataset gives one empty
+        frame."""
         if self.num_rows == 0:
             yield self.read(columns)
             return
@@ -78,16 +81,17 @@ class StoredFrame:
         metadata = self.arrow_schema.metadata
         with pq.ParquetFile(self.path) as parquet:  # closed even when the reader stops half-way
             for batch in parquet.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns):
-                # The file's pandas metadata gives back the dtypes it was written from (tz-aware timestamps, str).
+                # The file's pandas metadata gives back the dtypes it was written from (tz-aware
+                # timestamps, str).
                 yield pa.Table.from_batches([batch]).replace_schema_metadata(metadata).to_pandas()
 
 
 class FrameBatches:
     """A dataset produced batch by batch, each batch checked against ``check`` before it is written.
 
-    One pass only: the IO manager consumes it. ``unique`` names columns that must be unique over all the
-    batches (checked on the written file before it replaces the old one); ``summary`` is called once every
-    batch is written and returns output metadata computed on the way (totals, counts).
+    One pass only: the IO manager consumes it. ``unique`` names columns that must be unique over all
+    the batches (checked on the written file before it replaces the old one); ``summary`` is called
+    once every batch is written and returns output metadata computed on the way (totals, counts).
     """
 
     def __init__(
@@ -121,7 +125,8 @@ class FrameBatches:
 
 
 def slices(frame: pd.DataFrame, rows: int | None = None) -> Iterator[pd.DataFrame]:
-    """The frame in consecutive slices of ``rows`` (views, not copies); an empty frame gives one empty slice."""
+    """The frame in consecutive slices of ``rows`` (views, not copies); an empty frame gives one
+    empty slice."""
     rows = rows or BATCH_ROWS
     for start in range(0, max(len(frame), 1), rows):
         yield frame.iloc[start : start + rows]
@@ -130,12 +135,12 @@ def slices(frame: pd.DataFrame, rows: int | None = None) -> Iterator[pd.DataFram
 def write_parquet_batches(
     batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema | None = None, **options
 ) -> tuple[int, int]:
-    """Write each frame as a row group of one Parquet file; ``schema``, or else the first batch, fixes the
-    columns and types.
+    """Write each frame as a row group of one Parquet file; ``schema``, or else the first batch,
+    fixes the columns and types.
 
-    Converting a batch at a time keeps the Arrow copy of the data to one batch. Returns ``(rows, row_groups)``.
-    Raises ValueError when there was no batch at all (the file would have no schema) or when a batch's
-    columns differ from the first's.
+    Converting a batch at a time keeps the Arrow copy of the data to one batch. Returns ``(rows,
+    row_groups)``. Raises ValueError when there was no batch at all (the file would have no schema)
+    or when a batch's columns differ from the first's.
     """
     writer: pq.ParquetWriter | None = None
     rows = groups = 0
@@ -163,11 +168,11 @@ def write_parquet_batches(
 
 
 def duplicated_values(path: Path, columns: Iterable[str]) -> dict[str, int]:
-    """Per column of a Parquet file, how many rows repeat a value already seen (0 = unique; nulls count as
-    one value, as in pandas' ``duplicated``).
+    """Per column of a Parquet file, how many rows repeat a value already seen (0 = unique; nulls
+    count as one value, as in pandas' ``duplicated``).
 
-    Compares 64-bit hashes (DuckDB reads the file; 8 bytes a row, not a hash table of the values) and counts
-    exactly only among rows whose hash repeats.
+    Compares 64-bit hashes (DuckDB reads the file; 8 bytes a row, not a hash table of the values)
+    and counts exactly only among rows whose hash repeats.
     """
     found = {}
     source = literal(path)

@@ -1,7 +1,8 @@
 """Freshness: the warehouse tables are fresh when last week was loaded by Monday 06:00 UTC.
 
-Every warehouse table declares a cron ``FreshnessPolicy`` (shown in the UI: materialized in the week before
-Monday 06:00 UTC); the sensor ``freshness_alerts`` posts one alert per missed week to the webhook.
+Every warehouse table declares a cron ``FreshnessPolicy`` (shown in the UI: materialized in the week
+before Monday 06:00 UTC); the sensor ``freshness_alerts`` posts one alert per missed week to the
+webhook.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def with_freshness(assets: list) -> list:
 
 
 def missed_week(instance: dg.DagsterInstance, now: datetime) -> str | None:
-    """The last complete week, if its deadline (the next Monday 06:00 UTC) has passed and the warehouse's
-    weekly_transactions has no materialization of it; else None."""
+    """The last complete week, if its deadline (the next Monday 06:00 UTC) has passed and the
+    warehouse's weekly_transactions has no materialization of it; else None."""
     keys = weekly_partitions.get_partition_keys(current_time=now)
     if not keys:
         return None

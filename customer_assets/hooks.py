@@ -1,5 +1,5 @@
-"""The hooks every asset step carries: the intermediates no remaining step needs go when a step ends, and a
-failed step is recorded and alerted. The mechanism is explained in ``cleanup.py``."""
+"""The hooks every asset step carries: the intermediates no remaining step needs go when a step
+ends, and a failed step is recorded and alerted. The mechanism is explained in ``cleanup.py``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from customer_assets.cleanup import (
 
 
 def error_text(exc: BaseException | None) -> str | None:
-    """The exception and its causes on one line: the explanation is often the cause, not the wrapper."""
+    """The exception and its causes on one line: the explanation is often the cause, not the
+    wrapper."""
     if exc is None:
         return None
     parts, seen = [], set()
@@ -33,7 +34,8 @@ def error_text(exc: BaseException | None) -> str | None:
 
 
 def _record_failure(context: dg.HookContext, run: dg.DagsterRun) -> None:
-    """``failed_*.json`` for the run's first failed step (later ones are added to it), and the alert."""
+    """``failed_*.json`` for the run's first failed step (later ones are added to it), and the
+    alert."""
     settings, error = context.resources.settings, error_text(context.op_exception)
     if (
         add_to_record(

@@ -1,8 +1,10 @@
-"""Where each column of the facts and the marts comes from: its upstream columns, and the rule of a derived column.
+"""Where each column of the facts and the marts comes from: its upstream columns, and the rule of a
+derived column.
 
-A column's sources are the upstream columns its value is computed from and, for a key looked up in a dimension,
-the columns it is looked up by. Published as ``dagster/column_lineage`` in each materialization's metadata (where
-Dagster reads it); the rules go in the column descriptions of ``lineage_schema``.
+A column's sources are the upstream columns its value is computed from and, for a key looked up in a
+dimension, the columns it is looked up by. Published as ``dagster/column_lineage`` in each
+materialization's metadata (where Dagster reads it); the rules go in the column descriptions of
+``lineage_schema``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ def derived(rule: str, *sources: str) -> Lineage:
     return Lineage(sources, rule)
 
 
-# The person a transaction's shop id belongs to in the week's identity (the trimmed id when the map has none),
-# and the person of a customer_history row the same way: the facts and the marts count people.
+# The person a transaction's shop id belongs to in the week's identity (the trimmed id when the map
+# has none), and the person of a customer_history row the same way: the facts and the marts count
+# people.
 _FACT_PERSON = (
     "weekly_transactions.customer_id",
     "customer_identity_map.source_customer_id",
@@ -232,8 +235,8 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
 
 
 def _declared(name: str) -> dict[str, Lineage]:
-    """The table's lineage, in the model's column order (a model column without one is left out: the lineage test
-    names it)."""
+    """The table's lineage, in the model's column order (a model column without one is left out: the
+    lineage test names it)."""
     lineage = LINEAGE[name]
     return {
         column: lineage[column] for column in MODELS[name].to_schema().columns if column in lineage
@@ -261,8 +264,8 @@ def lineage_metadata(name: str) -> dict:
 
 
 def lineage_schema(name: str) -> dg.TableSchema:
-    """The model's column schema (for the asset's definition), each description ending with where the column
-    comes from: the rule and its sources, or the column it is copied from."""
+    """The model's column schema (for the asset's definition), each description ending with where
+    the column comes from: the rule and its sources, or the column it is copied from."""
     declared = _declared(name)
 
     def described(column: dg.TableColumn) -> dg.TableColumn:

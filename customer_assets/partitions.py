@@ -22,13 +22,15 @@ __all__ = [
 class NotAWeekError(click.UsageError):
     """A partition key that is a date but not a Monday: one line saying which Monday was meant.
 
-    A click error, so that ``dagster asset materialize --partition`` prints that line instead of a traceback
-    ending in "Could not find a partition"; from Python it is an ordinary exception with the same message.
+    A click error, so that ``dagster asset materialize --partition`` prints that line instead of a
+    traceback ending in "Could not find a partition"; from Python it is an ordinary exception with
+    the same message.
     """
 
 
 class MondayWeeks(dg.WeeklyPartitionsDefinition):
-    """Weekly partitions keyed by their Monday, rejecting any other day with the Monday to use instead."""
+    """Weekly partitions keyed by their Monday, rejecting any other day with the Monday to use
+    instead."""
 
     def validate_partition_key(self, partition_key: str, context) -> None:
         try:
@@ -44,7 +46,8 @@ class MondayWeeks(dg.WeeklyPartitionsDefinition):
         super().validate_partition_key(partition_key, context)
 
 
-# Read when the partitions are defined: the settings layer decides where the deployment's weeks start.
+# Read when the partitions are defined: the settings layer decides where the deployment's weeks
+# start.
 FIRST_WEEK = first_week_from_env()
 # Dagster weeks start on Sunday unless day_offset says otherwise: Monday is 1.
 weekly_partitions = MondayWeeks(start_date=FIRST_WEEK, day_offset=1, timezone="UTC")

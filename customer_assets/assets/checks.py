@@ -33,8 +33,9 @@ def trailing_values(
     metadata_key: str,
     weeks: int = TRAILING_WEEKS,
 ) -> list[float]:
-    """``metadata_key`` of the latest materialization of each of the ``weeks`` weeks before ``partition`` that
-    were loaded (oldest first): the band's history, read from the event log, not by scanning the warehouse."""
+    """``metadata_key`` of the latest materialization of each of the ``weeks`` weeks before
+    ``partition`` that were loaded (oldest first): the band's history, read from the event log, not
+    by scanning the warehouse."""
     earlier, week = [], partition
     while len(earlier) < weeks and week > FIRST_WEEK:
         week = previous_week(week)
@@ -121,8 +122,8 @@ def band_check(
     name: str | None = None,
     weeks_kind: str = "weeks",
 ):
-    """A check of one weekly figure (``metric`` metadata of ``key``): WARN, and alert, when the week's value leaves
-    mean ± 3σ of the previous weeks' (the week excluded)."""
+    """A check of one weekly figure (``metric`` metadata of ``key``): WARN, and alert, when the
+    week's value leaves mean ± 3σ of the previous weeks' (the week excluded)."""
 
     @dg.multi_asset_check(
         specs=[

@@ -23,8 +23,8 @@ def week_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> W
 
 
 def check_spec(name: str, asset: dg.AssetKey | str, **kwargs) -> dg.AssetCheckSpec:
-    """A check of one week: recorded per partition, so the UI shows which week passed or failed (partitioned
-    checks are a Dagster preview; dagster is pinned in pyproject.toml)."""
+    """A check of one week: recorded per partition, so the UI shows which week passed or failed
+    (partitioned checks are a Dagster preview; dagster is pinned in pyproject.toml)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(name, asset=asset, partitions_def=PARTITIONS, **kwargs)
@@ -33,7 +33,8 @@ def check_spec(name: str, asset: dg.AssetKey | str, **kwargs) -> dg.AssetCheckSp
 def check_result(
     asset_key: dg.AssetKey, name: str, outcome: CheckOutcome, **figures
 ) -> dg.AssetCheckResult:
-    """A check's outcome as Dagster records it: its severity, the sentence saying why, and its figures."""
+    """A check's outcome as Dagster records it: its severity, the sentence saying why, and its
+    figures."""
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=name,
@@ -44,7 +45,8 @@ def check_result(
 
 
 def metadata_value(record, name: str):
-    """The value of metadata entry ``name`` of a materialization record (None without the record or entry)."""
+    """The value of metadata entry ``name`` of a materialization record (None without the record or
+    entry)."""
     entry = (
         record.asset_materialization.metadata.get(name)
         if record and record.asset_materialization
@@ -64,8 +66,9 @@ def _or_finished(python_type: type) -> dg.DagsterType:
 
 
 def intermediate(name: str, python_type: type = pd.DataFrame, **kwargs) -> dg.AssetIn:
-    """An input read from the week's intermediate ``etl/<name>``: the stored value, or a ``FinishedWeek``
-    when the week already succeeded (its intermediates hold customer rows, so the summary removed them)."""
+    """An input read from the week's intermediate ``etl/<name>``: the stored value, or a
+    ``FinishedWeek`` when the week already succeeded (its intermediates hold customer rows, so the
+    summary removed them)."""
     return dg.AssetIn(key=[ETL, name], dagster_type=_or_finished(python_type), **kwargs)
 
 
@@ -85,11 +88,13 @@ def selected_events(context: dg.AssetExecutionContext, events):
 
 
 def finished_week(context: dg.AssetExecutionContext, *inputs) -> bool:
-    """True, with the reason in the run's log, when an input's week already succeeded and was cleaned up.
+    """True, with the reason in the run's log, when an input's week already succeeded and was
+    cleaned up.
 
-    The step then materializes nothing: re-materializing one asset of a finished week alone has no input to
-    work on, and the warehouse still holds the week as its last run loaded it, so the asset's week keeps its
-    status instead of turning red. To rebuild a finished week, materialize it from etl/raw_transactions.
+    The step then materializes nothing: re-materializing one asset of a finished week alone has no
+    input to work on, and the warehouse still holds the week as its last run loaded it, so the
+    asset's week keeps its status instead of turning red. To rebuild a finished week, materialize it
+    from etl/raw_transactions.
     """
     gone = [value for value in inputs if isinstance(value, FinishedWeek)]
     if gone:

@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 import psycopg2
+import pyarrow as pa
 from pydantic import Field
 
 from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, metadata_value, week_context
@@ -15,9 +16,11 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.extract import shrinkage, stream_week_versioned, to_raw_frame
 from customer_assets.sources.source_findings import SourceFindings, week_source_findings
+from customer_assets.weeks import WeekContext
 
-# Failures that another attempt may not meet: the connection dropped or was refused, a timeout, a server
-# restarting. Anything else (a refused login, a missing grant, a value that does not parse) fails at once.
+# Failures that another attempt may not meet: the connection dropped or was refused, a timeout, a
+# server restarting. Anything else (a refused login, a missing grant, a value that does not parse)
+# fails at once.
 TRANSIENT_ERRORS = (
     psycopg2.OperationalError,
     psycopg2.InterfaceError,
@@ -31,10 +34,10 @@ SOURCE_TRANSACTIONS = dg.AssetSpec(
     group_name="extract",
     kinds={"postgres"},
     owners=OWNERS,
-    description="The source database's completed transactions of each week (not materialized here: observed). "
-    "Its data version per week is the row count and a checksum of what the extract reads; the sensor "
-    "`source_changes` observes recent weeks and re-runs a loaded week whose version changed (a refund, a "
-    "status change, an edited amount, a late row).",
+    description="The source database's completed transactions of each week (not materialized "
+    "here: observed). Its data version per week is the row count and a checksum of what the extract "
+    "reads; the sensor `source_changes` observes recent weeks and re-runs a loaded week whose "
+    "version changed (a refund, a status change, an edited amount, a late row).",
 )
 
 
@@ -53,19 +56,21 @@ class ExtractConfig(dg.Config):
 def shrink_guard(
     context: dg.AssetExecutionContext, version: str, limit: float, allow: bool
 ) -> None:
-    """Stops the run before anything is written when the week's source shrank sharply since it was loaded, unless
-    the run config allows it: an archived or purged week must not wipe the loaded one by itself."""
+    """Stops the run before anything is written when the week's source shrank sharply since it was
+    loaded, unless the run config allows it: an archived or purged week must not wipe the loaded one
+    by itself."""
     loaded = latest_materialization(context.instance, context.asset_key, context.partition_key)
     why = shrinkage(metadata_value(loaded, "source_version"), version, limit)
     if why and allow:
         context.log.warning(
-            f"week {context.partition_key}: {why}; re-loaded as the run config allows (allow_shrink)"
+            f"week {context.partition_key}: {why}; "
+            "re-loaded as the run config allows (allow_shrink)"
         )
     elif why:
         raise dg.Failure(
-            description=f"Week {context.partition_key} not re-loaded: {why}. The warehouse keeps the "
-            "week as loaded. If the source lost these rows on purpose, re-run the week with run config "
-            "`ops: {etl__raw_transactions: {config: {allow_shrink: true}}}`.",
+            description=f"Week {context.partition_key} not re-loaded: {why}. The warehouse keeps "
+            "the week as loaded. If the source lost these rows on purpose, re-run the week with run "
+            "config `ops: {etl__raw_transactions: {config: {allow_shrink: true}}}`.",
             allow_retries=False,
         )
 
@@ -75,9 +80,9 @@ def warn_source_findings(context: dg.AssetExecutionContext, findings: SourceFind
     counts go to the metadata (and the quality report) anyway; the warning puts them in the log."""
     if findings.duplicate_customer_records:
         context.log.warning(
-            f"DUPLICATE_CUSTOMER_RECORD: the customers table holds {findings.duplicate_customer_records} "
-            "record(s) beyond one per customer id; each transaction joined one of them (the latest "
-            "created_at)"
+            "DUPLICATE_CUSTOMER_RECORD: the customers table holds "
+            f"{findings.duplicate_customer_records} record(s) beyond one per customer id; each "
+            "transaction joined one of them (the latest created_at)"
         )
     if findings.id_collisions:
         context.log.warning(
@@ -85,6 +90,72 @@ def warn_source_findings(context: dg.AssetExecutionContext, findings: SourceFind
             f"another only by case (e.g. {', '.join(findings.id_collision_examples)}); "
             "their transactions stay apart, matching across sources sees one id"
         )
+
+
+def read_source_week(
+    context: dg.AssetExecutionContext,
+    source_db: PostgresSource,
+    ctx: WeekContext,
+    shrink_limit: float,
+    allow_shrink: bool,
+) -> tuple[pa.Table, str, SourceFindings]:
+    """The week's rows, their source version and the customers table's findings, all read in one
+    snapshot, once the shrink guard let the week through. A failure the next attempt would meet the
+    same way becomes one the retry policy does not retry; a transient one is left to it."""
+    try:
+        # one snapshot: the version describes the rows read
+        with source_db.connect(context.log) as conn:
+            schema = source_db.schema(conn)
+            # The version on a second connection importing this one's snapshot, while the rows
+            # stream.
+            table, version = stream_week_versioned(
+                conn,
+                ctx.week_start,
+                ctx.week_end,
+                lambda snapshot: source_db.connect_beside(conn, snapshot),
+                schema,
+                log=context.log,
+            )
+            shrink_guard(context, version, shrink_limit, allow_shrink)
+            findings = week_source_findings(conn, ctx.week_start, ctx.week_end, schema)
+    except (dg.Failure, *TRANSIENT_ERRORS):
+        raise  # already classified, or worth the retry policy's next attempt
+    except Exception as exc:  # a query or a value that will fail the same way next time
+        raise dg.Failure(
+            description=f"The extract of week {context.partition_key} failed in a way a retry "
+            f"cannot fix: {type(exc).__name__}: {exc}",
+            allow_retries=False,
+        ) from exc
+    return table, version, findings
+
+
+def extract_metadata(
+    df: pd.DataFrame,
+    ctx: WeekContext,
+    version: str,
+    source_db: PostgresSource,
+    findings: SourceFindings,
+    invalid: int,
+    suppressed: int,
+) -> dict:
+    """The extract's metadata: what was read and from where, and what was left out or flagged (the
+    quality report and the error log read these counts)."""
+    return {
+        "source_version": version,
+        "dagster/row_count": len(df),
+        "week_start": ctx.week_start.isoformat(),
+        "week_end": ctx.week_end.isoformat(),
+        "source": source_db.description,
+        "source_route": source_db.route,
+        "invalid_encoding_rows": invalid,
+        "suppressed_rows": suppressed,
+        "excluded_statuses": dg.MetadataValue.json(findings.excluded_statuses),
+        "excluded_rows": sum(findings.excluded_statuses.values()),
+        "duplicate_customer_records": findings.duplicate_customer_records,
+        "id_collisions": findings.id_collisions,
+        "id_collision_examples": dg.MetadataValue.json(findings.id_collision_examples),
+        "distinct_customers": int(df["customer_id"].nunique()),
+    }
 
 
 @dg.asset(
@@ -105,48 +176,30 @@ def raw_transactions(
     crm: CrmSource,
     settings: PipelineSettings,
 ) -> dg.Output[pd.DataFrame]:
-    """The week's `completed` transactions (any case or padding of the status) joined to their customer and
-    product, on trimmed ids, one customer and product row per id.
+    """The week's `completed` transactions (any case or padding of the status) joined to their
+    customer and product, on trimmed ids, one customer and product row per id.
 
     Columns: transaction_id, customer_id, country, segment, amount, currency, timestamp, product_id,
     product_name, category, customer_created_at, and whether the customer and product exist.
-    Email, phone and address are never selected; customers on the erasure suppression list are left out
-    (counted in `suppressed_rows`). Transactions whose customer or product is missing are
-    kept (outer side of the join) so that validation quarantines them: nothing is dropped here. The metadata
-    counts the week's rows of other statuses (`excluded_statuses`), the customers table's records beyond one
-    per id (`duplicate_customer_records`) and ids that differ only by case (`id_collisions`).
+    Email, phone and address are never selected; customers on the erasure suppression list are left
+    out (counted in `suppressed_rows`). Transactions whose customer or product is missing are
+    kept (outer side of the join) so that validation quarantines them: nothing is dropped here. The
+    metadata counts the week's rows of other statuses (`excluded_statuses`), the customers table's
+    records beyond one per id (`duplicate_customer_records`) and ids that differ only by case
+    (`id_collisions`).
     The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, so memory does not grow with the text.
 
-    A week whose source shrank sharply since it was loaded (to zero, or by more than `SOURCE_SHRINK_LIMIT`) stops
-    here, before anything is written, unless the run config says `allow_shrink: true`.
+    A week whose source shrank sharply since it was loaded (to zero, or by more than
+    `SOURCE_SHRINK_LIMIT`) stops here, before anything is written, unless the run config says
+    `allow_shrink: true`.
     """
     ctx = week_context(context)
     check_key(
         warehouse, crm.hash_key
     )  # a changed or lost key would bring erased customers back: stop first
-    try:
-        # one snapshot: the version describes the rows read
-        with source_db.connect(context.log) as conn:
-            schema = source_db.schema(conn)
-            # The version on a second connection importing this one's snapshot, while the rows stream.
-            table, version = stream_week_versioned(
-                conn,
-                ctx.week_start,
-                ctx.week_end,
-                lambda snapshot: source_db.connect_beside(conn, snapshot),
-                schema,
-                log=context.log,
-            )
-            shrink_guard(context, version, settings.source_shrink_limit, config.allow_shrink)
-            findings = week_source_findings(conn, ctx.week_start, ctx.week_end, schema)
-    except (dg.Failure, *TRANSIENT_ERRORS):
-        raise  # already classified, or worth the retry policy's next attempt
-    except Exception as exc:  # a query or a value that will fail the same way next time
-        raise dg.Failure(
-            description=f"The extract of week {context.partition_key} failed in a way a retry "
-            f"cannot fix: {type(exc).__name__}: {exc}",
-            allow_retries=False,
-        ) from exc
+    table, version, findings = read_source_week(
+        context, source_db, ctx, settings.source_shrink_limit, config.allow_shrink
+    )
     df = to_raw_frame(table)
     df, suppressed = drop_suppressed(
         df, warehouse, crm.hash_key
@@ -162,20 +215,5 @@ def raw_transactions(
     return dg.Output(
         df,
         data_version=dg.DataVersion(version),
-        metadata={
-            "source_version": version,
-            "dagster/row_count": len(df),
-            "week_start": ctx.week_start.isoformat(),
-            "week_end": ctx.week_end.isoformat(),
-            "source": source_db.description,
-            "source_route": source_db.route,
-            "invalid_encoding_rows": invalid,
-            "suppressed_rows": suppressed,
-            "excluded_statuses": dg.MetadataValue.json(findings.excluded_statuses),
-            "excluded_rows": sum(findings.excluded_statuses.values()),
-            "duplicate_customer_records": findings.duplicate_customer_records,
-            "id_collisions": findings.id_collisions,
-            "id_collision_examples": dg.MetadataValue.json(findings.id_collision_examples),
-            "distinct_customers": int(df["customer_id"].nunique()),
-        },
+        metadata=extract_metadata(df, ctx, version, source_db, findings, invalid, suppressed),
     )

@@ -1,5 +1,6 @@
-"""Marts analysts query directly, replaced with their week: sales, churn and retention, cohort retention. Each
-KPI is numeric metadata of its week (plotted in the UI), and a check warns when it leaves its trailing band."""
+"""Marts analysts query directly, replaced with their week: sales, churn and retention, cohort
+retention. Each KPI is numeric metadata of its week (plotted in the UI), and a check warns when it
+leaves its trailing band."""
 
 import dagster as dg
 
@@ -46,8 +47,9 @@ def _mart(name: str, dagster_type, deps: list) -> dict:
     )
 )
 def mart_weekly_sales(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
-    """`customer_analytics.mart_weekly_sales`: per week, product category, customer country and segment:
-    revenue (USD), orders, customers, average order value and the change in revenue against the week before."""
+    """`customer_analytics.mart_weekly_sales`: per week, product category, customer country and
+    segment: revenue (USD), orders, customers, average order value and the change in revenue against
+    the week before."""
     sales = weekly_sales(warehouse, WAREHOUSE, week_context(context))
     revenue, orders = float(sales["revenue_usd"].sum()), int(sales["orders"].sum())
     return dg.Output(
@@ -76,8 +78,8 @@ def mart_weekly_sales(context: dg.AssetExecutionContext, warehouse: WarehouseSQL
     )
 )
 def mart_churn_retention(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
-    """`customer_analytics.mart_churn_retention`: per week, segment, value tier and tenure band: customers,
-    active / at-risk / churned, churn rate, new and returning customers."""
+    """`customer_analytics.mart_churn_retention`: per week, segment, value tier and tenure band:
+    customers, active / at-risk / churned, churn rate, new and returning customers."""
     churn = churn_retention(warehouse, WAREHOUSE, week_context(context))
     customers, churned = int(churn["customers"].sum()), int(churn["churned"].sum())
     return dg.Output(
@@ -104,8 +106,8 @@ def mart_churn_retention(context: dg.AssetExecutionContext, warehouse: Warehouse
     )
 )
 def mart_cohort_retention(context: dg.AssetExecutionContext, warehouse: WarehouseSQL) -> dg.Output:
-    """`customer_analytics.mart_cohort_retention`: per week, each weekly cohort of first purchases with its size
-    and how many of it bought in the week (retention rate)."""
+    """`customer_analytics.mart_cohort_retention`: per week, each weekly cohort of first purchases
+    with its size and how many of it bought in the week (retention rate)."""
     cohorts = cohort_retention(warehouse, WAREHOUSE, week_context(context))
     return dg.Output(
         cohorts,

@@ -1,8 +1,8 @@
 """The week's quarantined and flagged transactions as warehouse tables keyed by week.
 
-Replaced with the week on a re-run, covered by erasure (they hold customer ids), and queryable next to the loaded
-rows, so that no customer-level file has to stay on disk for anyone to see why a row was held back: the report
-files of a finished week hold counts only.
+Replaced with the week on a re-run, covered by erasure (they hold customer ids), and queryable next
+to the loaded rows, so that no customer-level file has to stay on disk for anyone to see why a row
+was held back: the report files of a finished week hold counts only.
 """
 
 import dagster as dg
@@ -57,8 +57,9 @@ TABLE = {
     **TABLE,
 )
 def transaction_quarantine(context: dg.AssetExecutionContext, quarantined_transactions):
-    """`customer_analytics.transaction_quarantine`: the week's quarantined transactions with every reason code
-    (`reason_codes`, `primary_reason`), as the extract read them (never email, phone or address)."""
+    """`customer_analytics.transaction_quarantine`: the week's quarantined transactions with every
+    reason code (`reason_codes`, `primary_reason`), as the extract read them (never email, phone or
+    address)."""
     yield from _week_rows(context, quarantined_transactions)
 
 
@@ -71,6 +72,6 @@ def transaction_quarantine(context: dg.AssetExecutionContext, quarantined_transa
     **TABLE,
 )
 def flagged_transactions(context: dg.AssetExecutionContext, transaction_anomalies):
-    """`customer_analytics.flagged_transactions`: the week's validated transactions that an anomaly rule
-    flagged (`anomaly_flags`); they are loaded too, this table says why they stand out."""
+    """`customer_analytics.flagged_transactions`: the week's validated transactions that an anomaly
+    rule flagged (`anomaly_flags`); they are loaded too, this table says why they stand out."""
     yield from _week_rows(context, transaction_anomalies)

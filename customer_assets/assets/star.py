@@ -1,5 +1,6 @@
-"""The analysts' star schema: dim_date, dim_products (type 2 over the weekly catalogue), and the transaction facts
-keyed to the dimension rows of their time; dim_customers is built with the profiles."""
+"""The analysts' star schema: dim_date, dim_products (type 2 over the weekly catalogue), and the
+transaction facts keyed to the dimension rows of their time; dim_customers is built with the
+profiles."""
 
 import dagster as dg
 
@@ -56,9 +57,10 @@ WAREHOUSE_TABLE = {
 def product_snapshots(
     context: dg.AssetExecutionContext, source_db: PostgresSource, warehouse: WarehouseSQL
 ):
-    """`customer_analytics.product_snapshots`: the product catalogue as extracted in the week (id, name, category,
-    price), which `dim_products` versions. Extracted the first time the week runs and kept when it re-runs: the
-    catalogue of today must not be backdated into a past week's versions."""
+    """`customer_analytics.product_snapshots`: the product catalogue as extracted in the week (id,
+    name, category, price), which `dim_products` versions. Extracted the first time the week runs
+    and kept when it re-runs: the catalogue of today must not be backdated into a past week's
+    versions."""
     week_start = week_context(context).week_start.replace(tzinfo=None)
     kept = kept_snapshot(warehouse, WAREHOUSE, week_start)
     if len(kept):
@@ -90,8 +92,9 @@ def product_snapshots(
 def dim_products(
     context: dg.AssetExecutionContext, warehouse: WarehouseSQL
 ) -> dg.MaterializeResult:
-    """`customer_analytics.dim_products`, SCD type 2 over name, category and price (product_key, effective_from,
-    effective_to, is_current, version), maintained by one SQL MERGE per week like `dim_customers`."""
+    """`customer_analytics.dim_products`, SCD type 2 over name, category and price (product_key,
+    effective_from, effective_to, is_current, version), maintained by one SQL MERGE per week like
+    `dim_customers`."""
     summary = apply_week(warehouse, WAREHOUSE, week_context(context).week_start, PRODUCTS)
     return dg.MaterializeResult(
         metadata={
@@ -111,8 +114,8 @@ def dim_products(
     **WAREHOUSE_TABLE,
 )
 def dim_date(context: dg.AssetExecutionContext):
-    """`customer_analytics.dim_date`: one row per day (date_key yyyymmdd, calendar and ISO-week attributes), the
-    week's seven days added with the week."""
+    """`customer_analytics.dim_date`: one row per day (date_key yyyymmdd, calendar and ISO-week
+    attributes), the week's seven days added with the week."""
     return dim_date_rows(week_context(context))
 
 

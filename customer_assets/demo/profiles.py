@@ -1,9 +1,11 @@
-"""Demo CRM records and behavioural event files, derived deterministically from a seeded source database.
+"""Demo CRM records and behavioural event files, derived deterministically from a seeded source
+database.
 
-``crm_customers`` gets a row whenever a customer was active in a week (and for a few inactive customers
-whose tier changed), with the dirt a real CRM has: ids in other cases or padded, invalid emails, negative
-lifetime values, missing ticket counts. The event files mirror the transactions (purchases) and add page
-views, feature usage and support chats, plus a few malformed lines, aliased event names and guest ids.
+``crm_customers`` gets a row whenever a customer was active in a week (and for a few inactive
+customers whose tier changed), with the dirt a real CRM has: ids in other cases or padded, invalid
+emails, negative lifetime values, missing ticket counts. The event files mirror the transactions
+(purchases) and add page views, feature usage and support chats, plus a few malformed lines, aliased
+event names and guest ids.
 """
 
 from __future__ import annotations
@@ -72,10 +74,10 @@ ORDER BY "timestamp", transaction_id
 """
 
 
-# The demo ERP: schema ``erp``, table ``customers``, for about a third of the customers, under ERP ids of its own
-# ('ERP-' and a number, not the shop's id) with the same email (in other cases) and phone (other formatting):
-# identity resolution must find them by their hashes. A record is modified in the week of the customer's first
-# purchase, and again a few weeks later for some.
+# The demo ERP: schema ``erp``, table ``customers``, for about a third of the customers, under ERP
+# ids of its own ('ERP-' and a number, not the shop's id) with the same email (in other cases) and
+# phone (other formatting): identity resolution must find them by their hashes. A record is modified
+# in the week of the customer's first purchase, and again a few weeks later for some.
 ERP_DDL = """
 CREATE SCHEMA IF NOT EXISTS erp;
 DROP TABLE IF EXISTS erp.customers;
@@ -98,8 +100,8 @@ CREATE INDEX ON erp.customers (modified_at);
 
 
 def seed_crm_table(dsn: str) -> int:
-    """(Re)create ``crm_customers`` (and the demo ERP's ``erp.customers``) from the seeded tables; return the
-    CRM table's row count."""
+    """(Re)create ``crm_customers`` (and the demo ERP's ``erp.customers``) from the seeded tables;
+    return the CRM table's row count."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
         cur.execute(CRM_DDL)
@@ -164,7 +166,8 @@ def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFr
 def write_event_files(
     dsn: str, root: Path, random_seed: int = 42, since: date = date(1970, 1, 1)
 ) -> int:
-    """Write the landing zone under ``root`` (replacing it) for purchases from ``since`` on; return its lines."""
+    """Write the landing zone under ``root`` (replacing it) for purchases from ``since`` on; return
+    its lines."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(PURCHASES_SQL, {"since": since})
         purchases = pd.DataFrame(

@@ -1,5 +1,6 @@
-"""Calls to BigQuery that fail clearly: the client, which errors are worth retrying, and one week's load
-run within a time budget with bounded retries (exponential backoff; an exhausted quota waits)."""
+"""Calls to BigQuery that fail clearly: the client, which errors are worth retrying, and one week's
+load run within a time budget with bounded retries (exponential backoff; an exhausted quota
+waits)."""
 
 from __future__ import annotations
 
@@ -58,8 +59,9 @@ def is_auth(exc: BaseException) -> bool:
 
 
 def bigquery_client(project: str, location: str, emulator_host: str | None = None):
-    """A client of the warehouse project: the emulator's anonymous one in tests, else the default chain of
-    credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, the metadata server)."""
+    """A client of the warehouse project: the emulator's anonymous one in tests, else the default
+    chain of credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, the metadata
+    server)."""
     from google.cloud import bigquery
 
     if emulator_host:
@@ -93,8 +95,8 @@ class LoadBudget:
 
 @dataclass
 class Caller:
-    """Runs one API call or one job (submitted and awaited) of a load: bounded retries within its budget,
-    a denied permission turned into a failure that names the account and the permission."""
+    """Runs one API call or one job (submitted and awaited) of a load: bounded retries within its
+    budget, a denied permission turned into a failure that names the account and the permission."""
 
     project: str
     client: object

@@ -78,12 +78,12 @@ def _arrow_schema(types: dict[str, str]) -> pa.Schema:
 
 
 def to_parquet_file(frames: Iterable[pd.DataFrame], types: dict[str, str]) -> IO[bytes]:
-    """The frames as one Parquet file, a row group each, with the Arrow types BigQuery loads into ``types``
-    (microsecond timestamps), in a temporary file (gone once closed), rewound.
+    """The frames as one Parquet file, a row group each, with the Arrow types BigQuery loads into
+    ``types`` (microsecond timestamps), in a temporary file (gone once closed), rewound.
 
-    A naive timestamp is written without a zone (``isAdjustedToUTC=false``), which BigQuery loads into
-    DATETIME; an aware one in UTC, loaded into TIMESTAMP. Sub-microsecond digits are dropped, as BigQuery
-    keeps microseconds.
+    A naive timestamp is written without a zone (``isAdjustedToUTC=false``), which BigQuery loads
+    into DATETIME; an aware one in UTC, loaded into TIMESTAMP. Sub-microsecond digits are dropped,
+    as BigQuery keeps microseconds.
     """
     schema = _arrow_schema(types)
     # returned open: the caller's load reads it, and closing it deletes it

@@ -58,7 +58,8 @@ class DeclaredColumn:
 
 
 def duckdb_type(dtype) -> str:
-    """The DuckDB type of a pandas dtype: the one DuckDB gives the frame's Arrow copy when it holds values."""
+    """The DuckDB type of a pandas dtype: the one DuckDB gives the frame's Arrow copy when it holds
+    values."""
     if isinstance(dtype, pd.DatetimeTZDtype):
         return "TIMESTAMP WITH TIME ZONE"
     if pd.api.types.is_datetime64_dtype(dtype):
@@ -100,11 +101,12 @@ def _column(name: str, dtype, from_model: bool, label: str | None = None) -> Dec
 
 
 def declared_types(context: OutputContext, frame: pd.DataFrame) -> dict[str, DeclaredColumn]:
-    """The declared type of each column of an output, model columns first, then the frame's other columns.
+    """The declared type of each column of an output, model columns first, then the frame's other
+    columns.
 
-    The model is the output's Dagster type's (a pandera model), else the asset's ``dagster/column_schema``;
-    a column neither declares takes the frame's own dtype (``from_model`` False). ``frame`` may be empty:
-    only its dtypes are read.
+    The model is the output's Dagster type's (a pandera model), else the asset's
+    ``dagster/column_schema``; a column neither declares takes the frame's own dtype (``from_model``
+    False). ``frame`` may be empty: only its dtypes are read.
     """
     declared: dict[str, DeclaredColumn] = {}
     for column in schema_columns(context):
@@ -119,8 +121,8 @@ def declared_types(context: OutputContext, frame: pd.DataFrame) -> dict[str, Dec
 
 
 def holds_values(obj: pd.DataFrame | StoredFrame, name: str) -> bool:
-    """Whether the column holds a value (not null, not NaN). A StoredFrame's column is read (only this one),
-    which happens only for a column whose type differs from its declared one."""
+    """Whether the column holds a value (not null, not NaN). A StoredFrame's column is read (only
+    this one), which happens only for a column whose type differs from its declared one."""
     if len(obj) == 0:
         return False
     values = obj[name] if isinstance(obj, pd.DataFrame) else obj.read([name])[name]
@@ -134,14 +136,15 @@ def table_types(
     has_values,
     no_type: str | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The types of the incoming columns in a table created for them, and the incoming columns to cast.
+    """The types of the incoming columns in a table created for them, and the incoming columns to
+    cast.
 
     ``warehouse`` is "duckdb" or "bigquery"; ``incoming`` the types the manager read from the frame;
-    ``no_type`` the warehouse's type of a column it could not type (DuckDB's NULL). A declared column takes
-    the model's type; any other keeps the incoming type, unless the warehouse could not type it (then the
-    frame's dtype decides). An incoming column whose type differs and that holds no value (``has_values(name)``
-    False) is cast: it loads into the declared type. One with values keeps its own type, so a real
-    difference still stops the load.
+    ``no_type`` the warehouse's type of a column it could not type (DuckDB's NULL). A declared
+    column takes the model's type; any other keeps the incoming type, unless the warehouse could not
+    type it (then the frame's dtype decides). An incoming column whose type differs and that holds
+    no value (``has_values(name)`` False) is cast: it loads into the declared type. One with values
+    keeps its own type, so a real difference still stops the load.
     """
     wanted: dict[str, str] = {}
     for name, kind in incoming.items():

@@ -27,7 +27,8 @@ from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import input_columns
 from customer_assets.partitions import latest_materialization
 
-# Errors of the local disk that no retry fixes: permissions, a read-only file system, a full disk, a quota.
+# Errors of the local disk that no retry fixes: permissions, a read-only file system, a full disk, a
+# quota.
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
@@ -36,7 +37,8 @@ def _partition(context: dg.OutputContext | dg.InputContext) -> str:
 
 
 def _wants_stored_frame(context: dg.InputContext) -> bool:
-    """True for an input annotated ``StoredFrame`` (contexts built by hand may carry no type at all)."""
+    """True for an input annotated ``StoredFrame`` (contexts built by hand may carry no type at
+    all)."""
     try:
         return context.dagster_type.typing_type is StoredFrame
     except dg.DagsterInvariantViolationError:
@@ -45,8 +47,9 @@ def _wants_stored_frame(context: dg.InputContext) -> bool:
 
 @dataclass(frozen=True)
 class FinishedWeek:
-    """Handed out instead of an intermediate that its week's successful run removed: the week is done and
-    the warehouse holds it, so a step re-run alone has nothing to work on (and must not fail for it)."""
+    """Handed out instead of an intermediate that its week's successful run removed: the week is
+    done and the warehouse holds it, so a step re-run alone has nothing to work on (and must not
+    fail for it)."""
 
     asset: str
     week: str
@@ -54,7 +57,8 @@ class FinishedWeek:
 
 
 def _finished_week(context: dg.InputContext, finished_by: dg.AssetKey) -> FinishedWeek | None:
-    """A FinishedWeek when the week's finishing asset was materialized after this intermediate was."""
+    """A FinishedWeek when the week's finishing asset was materialized after this intermediate
+    was."""
     if not context.has_asset_partitions:
         return None
     try:
@@ -74,12 +78,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     ``url`` (``gs://bucket/prefix``) the same layout under the bucket's prefix instead.
 
     Writes go to a temporary file in base_dir, renamed (or uploaded) into place whole, so a crash
-    never leaves half a week behind. The files live for one run (the week's summary deletes them), so they are written for speed: plain encoding and no
-    compression write about twice as fast as dictionary + snappy, at a few times the size.
+    never leaves half a week behind. The files live for one run (the week's summary deletes them),
+    so they are written for speed: plain encoding and no compression write about twice as fast as
+    dictionary + snappy, at a few times the size.
 
-    Week-sized data need not pass through memory whole: an input annotated ``StoredFrame`` is handed out
-    unread (the step reads it in batches), and a ``FrameBatches`` output is written a row group per batch.
-    An intermediate removed because its week succeeded loads as ``FinishedWeek`` (see ``week_finished_by``).
+    Week-sized data need not pass through memory whole: an input annotated ``StoredFrame`` is handed
+    out unread (the step reads it in batches), and a ``FrameBatches`` output is written a row group
+    per batch. An intermediate removed because its week succeeded loads as ``FinishedWeek`` (see
+    ``week_finished_by``).
     """
 
     base_dir: str = Field(
@@ -155,7 +161,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if isinstance(obj, pd.DataFrame):
-            # A row group per slice: the Arrow copy made for writing is one slice, not the whole frame.
+            # A row group per slice: the Arrow copy made for writing is one slice, not the whole
+            # frame.
             self._write(
                 context, slices(obj), tmp, schema=pa.Schema.from_pandas(obj, preserve_index=False)
             )
@@ -193,7 +200,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         schema: pa.Schema | None = None,
         unique: list[str] = (),
     ) -> tuple[int, int]:
-        """The batches as row groups of ``tmp``, ``unique`` columns checked over the file; nothing left on error."""
+        """The batches as row groups of ``tmp``, ``unique`` columns checked over the file; nothing
+        left on error."""
         try:
             rows, groups = write_parquet_batches(
                 batches,
@@ -216,7 +224,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return rows, groups
 
     def load_input(self, context: dg.InputContext) -> object:
-        release_freed_memory()  # a new step starts: what the previous ones freed goes back to the OS first
+        # a new step starts: what the previous ones freed goes back to the OS first
+        release_freed_memory()
         root = self._root()
         for suffix in (".parquet", ".json"):
             target = self._target(context, suffix)

@@ -1,4 +1,5 @@
-"""Shared behaviour of warehouse IO managers: one week replaced atomically, verified, and reported."""
+"""Shared behaviour of warehouse IO managers: one week replaced atomically, verified, and
+reported."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ class SchemaMismatchError(Exception):
 
 
 def table_address(context: dg.OutputContext | dg.InputContext) -> tuple[str, str]:
-    """``(schema/dataset, table)`` from the asset key, e.g. ``customer_analytics/weekly_transactions``."""
+    """``(schema/dataset, table)`` from the asset key, e.g.
+    ``customer_analytics/weekly_transactions``."""
     path = context.asset_key.path
     if len(path) < 2:
         raise ValueError(f"warehouse asset {path} needs a key prefix naming its schema/dataset")
@@ -41,12 +43,12 @@ def input_columns(context: dg.InputContext) -> list[str] | None:
 
 
 def unique_key(context: dg.OutputContext) -> tuple[str | None, int]:
-    """The column unique across weeks (``unique_key`` metadata, e.g. ``transaction_id``) and how many weeks
-    either side of the loaded one it is kept unique over (``unique_within_weeks``).
+    """The column unique across weeks (``unique_key`` metadata, e.g. ``transaction_id``) and how
+    many weeks either side of the loaded one it is kept unique over (``unique_within_weeks``).
 
-    A row of the loaded week whose key a week within that window holds has moved there (its timestamp was
-    edited): the load removes it from that week, so a transaction is never in two weeks. The window bounds
-    the cost: the load reads those weeks' keys, never the whole history.
+    A row of the loaded week whose key a week within that window holds has moved there (its
+    timestamp was edited): the load removes it from that week, so a transaction is never in two
+    weeks. The window bounds the cost: the load reads those weeks' keys, never the whole history.
     """
     metadata = context.definition_metadata or {}
     key = metadata.get("unique_key")
@@ -86,8 +88,9 @@ def load_report(rows: int, destination: str, started: float, finished: float, **
 
 
 def schema_columns(context: dg.OutputContext) -> list[dg.TableColumn]:
-    """The columns an output declares, first source first: its pandera model (the Dagster type's table
-    schema, set by dagster-pandera), then the asset's own ``dagster/column_schema``. Empty when neither."""
+    """The columns an output declares, first source first: its pandera model (the Dagster type's
+    table schema, set by dagster-pandera), then the asset's own ``dagster/column_schema``. Empty
+    when neither."""
     sources = []
     try:
         dagster_type = context.dagster_type
@@ -105,8 +108,8 @@ def schema_columns(context: dg.OutputContext) -> list[dg.TableColumn]:
 
 
 def column_descriptions(context: dg.OutputContext) -> dict[str, str]:
-    """Column descriptions of an output: from its pandera model (the Dagster type's table schema), or the
-    asset's own ``dagster/column_schema``."""
+    """Column descriptions of an output: from its pandera model (the Dagster type's table schema),
+    or the asset's own ``dagster/column_schema``."""
     found: dict[str, str] = {}
     for column in schema_columns(context):
         if column.description:

@@ -32,22 +32,23 @@ ANOMALY_RULES = {
     "HIGH_FREQUENCY_CUSTOMER": "customer with more than 50 transactions in the week (possible bot)",
 }
 
-# A MAD is 0.6745 standard deviations of a normal sample, a mean absolute deviation 0.7979 of one: these
-# scale them to one (Iglewicz and Hoaglin).
+# A MAD is 0.6745 standard deviations of a normal sample, a mean absolute deviation 0.7979 of one:
+# these scale them to one (Iglewicz and Hoaglin).
 MAD_SCALE = 1.4826
 MEAN_AD_SCALE = 1.253314
-# The least spread assumed, in log10 USD: amounts within about 40% of the median are never outliers, however
-# alike the others are (fixed prices otherwise make a 5% difference look like many deviations).
+# The least spread assumed, in log10 USD: amounts within about 40% of the median are never outliers,
+# however alike the others are (fixed prices otherwise make a 5% difference look like many
+# deviations).
 MIN_LOG_SPREAD = float(np.log10(1.1))
 
 
 def robust_z(
     deviations: pd.Series, mad: pd.Series | float, mean_ad: pd.Series | float
 ) -> pd.Series:
-    """|x - median| (``deviations``) in robust standard deviations: the scaled MAD, or the scaled mean absolute
-    deviation where the MAD is 0 (more than half the values equal), never below ``MIN_LOG_SPREAD``. One extreme
-    value moves neither the median nor the MAD, so it cannot hide the others as it inflated the mean and
-    standard deviation."""
+    """|x - median| (``deviations``) in robust standard deviations: the scaled MAD, or the scaled
+    mean absolute deviation where the MAD is 0 (more than half the values equal), never below
+    ``MIN_LOG_SPREAD``. One extreme value moves neither the median nor the MAD, so it cannot hide
+    the others as it inflated the mean and standard deviation."""
     mad = pd.Series(mad, index=deviations.index) if not isinstance(mad, pd.Series) else mad
     mean_ad = (
         pd.Series(mean_ad, index=deviations.index)
@@ -59,8 +60,8 @@ def robust_z(
 
 
 def weighted_quantiles(values: pd.Series, weights: pd.Series, *qs: float) -> list[float]:
-    """The ``qs`` quantiles of ``values`` where each value counts ``weights`` times (NaN values left out), from
-    one sort."""
+    """The ``qs`` quantiles of ``values`` where each value counts ``weights`` times (NaN values left
+    out), from one sort."""
     known = values.notna().to_numpy()
     v, w = values.to_numpy(dtype=float)[known], weights.to_numpy(dtype=float)[known]
     if not len(v):
@@ -77,8 +78,8 @@ def _codes(keys: pd.Series) -> np.ndarray:
 
 
 def grouped_weighted_median(values: pd.Series, weights: pd.Series, groups: np.ndarray) -> pd.Series:
-    """Per row, the weighted median of its group's values (``groups``: codes from ``_codes``; NaN values left
-    out), in one sort of the week, whatever the number of groups."""
+    """Per row, the weighted median of its group's values (``groups``: codes from ``_codes``; NaN
+    values left out), in one sort of the week, whatever the number of groups."""
     v_all, w_all = values.to_numpy(dtype=float), weights.to_numpy(dtype=float)
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     rows = np.flatnonzero(~np.isnan(v_all))
@@ -102,8 +103,9 @@ def grouped_weighted_median(values: pd.Series, weights: pd.Series, groups: np.nd
 def customer_weights(
     customers: np.ndarray, index: pd.Index, within: np.ndarray | None = None
 ) -> pd.Series:
-    """1 / the customer's rows (``customers``: codes; within a group such as the product): every customer weighs
-    one, however many rows it has, so one bot with 5,000 transactions moves a baseline as one customer does."""
+    """1 / the customer's rows (``customers``: codes; within a group such as the product): every
+    customer weighs one, however many rows it has, so one bot with 5,000 transactions moves a
+    baseline as one customer does."""
     codes = customers
     if within is not None and len(codes):
         codes = pd.factorize(codes * (int(within.max()) + 1) + within)[0]
@@ -117,10 +119,11 @@ def detect_anomalies(
 ) -> pd.DataFrame:
     """One boolean column per anomaly rule over validated rows, comparing amounts in USD.
 
-    Amounts are compared on a log scale for the robust z-scores: prices are spread multiplicatively (a 10 USD
-    and a 1,000 USD product are equally ordinary), so distance from the median is a ratio. Every baseline
-    (medians, deviations, quartiles) weighs each customer once (each row 1/its customer's rows): one customer
-    with thousands of transactions otherwise became the week's median and flagged everyone else.
+    Amounts are compared on a log scale for the robust z-scores: prices are spread multiplicatively
+    (a 10 USD and a 1,000 USD product are equally ordinary), so distance from the median is a ratio.
+    Every baseline (medians, deviations, quartiles) weighs each customer once (each row 1/its
+    customer's rows): one customer with thousands of transactions otherwise became the week's median
+    and flagged everyone else.
     """
     usd = amount_usd.astype(float)
     log_usd = np.log10(usd.where(usd > 0))

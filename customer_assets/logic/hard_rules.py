@@ -22,8 +22,9 @@ DEFAULT_MAX_AMOUNT_USD = 1_000_000.0
 
 @dataclass(frozen=True)
 class RuleInputs:
-    """What a hard rule reads besides the rows: the week, each row's USD amount, the USD ceiling, and the ids
-    that another loaded week holds while the source still holds them there (``held_elsewhere``)."""
+    """What a hard rule reads besides the rows: the week, each row's USD amount, the USD ceiling,
+    and the ids that another loaded week holds while the source still holds them there
+    (``held_elsewhere``)."""
 
     week: WeekContext
     amount_usd: pd.Series
@@ -61,10 +62,10 @@ def _decimals_exceed_minor_units(df: pd.DataFrame, _: WeekContext) -> pd.Series:
 
 
 def _below_minor_unit(df: pd.DataFrame, inputs: RuleInputs) -> pd.Series:
-    """A positive amount smaller than one minor unit of its currency (``0.0000000001`` USD, ``5e-324``), or one
-    whose USD amount rounds to 0 at the six decimals validation keeps: no such amount was paid, and a zero USD
-    amount breaks every figure that divides or compares by it. The precision rule tolerates float noise far
-    larger than such an amount, so it let them through."""
+    """A positive amount smaller than one minor unit of its currency (``0.0000000001`` USD,
+    ``5e-324``), or one whose USD amount rounds to 0 at the six decimals validation keeps: no such
+    amount was paid, and a zero USD amount breaks every figure that divides or compares by it. The
+    precision rule tolerates float noise far larger than such an amount, so it let them through."""
     amount = df["amount"].astype("float64")
     positive = (amount > 0) & np.isfinite(amount)
     unit = np.power(
@@ -75,25 +76,27 @@ def _below_minor_unit(df: pd.DataFrame, inputs: RuleInputs) -> pd.Series:
     return (positive & (below | vanishes)).fillna(False).astype(bool)
 
 
-# What makes two rows with one transaction id the same transaction (the joined customer and product columns
-# follow from these).
+# What makes two rows with one transaction id the same transaction (the joined customer and product
+# columns follow from these).
 TRANSACTION_CONTENT = ["customer_id", "product_id", "amount", "currency", "timestamp"]
 
 
 def _shared_ids(df: pd.DataFrame) -> pd.Series:
-    """Rows whose (non-null) transaction id appears more than once in the week: usually none or a few."""
+    """Rows whose (non-null) transaction id appears more than once in the week: usually none or a
+    few."""
     return df["transaction_id"].duplicated(keep=False) & df["transaction_id"].notna()
 
 
 def _conflicting_among(rows: pd.DataFrame) -> pd.Series:
-    """Of rows sharing ids (their id and content columns), those whose id is held with different contents."""
+    """Of rows sharing ids (their id and content columns), those whose id is held with different
+    contents."""
     versions = rows.drop_duplicates().groupby("transaction_id", dropna=False).size()
     return rows["transaction_id"].isin(versions.index[versions > 1])
 
 
 def _conflicting_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
-    """Every row of an id held by rows of different content: which one is genuine cannot be told, so none is
-    loaded (keeping the earliest let a backdated copy replace the real row)."""
+    """Every row of an id held by rows of different content: which one is genuine cannot be told, so
+    none is loaded (keeping the earliest let a backdated copy replace the real row)."""
     shared = _shared_ids(df)
     if not shared.any():
         return shared
@@ -102,9 +105,9 @@ def _conflicting_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
 
 
 def _duplicate_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
-    """Identical copies of one transaction beyond the one kept. The copies are equal in every column that
-    matters; the one kept is the first that decoded cleanly (a copy marked INVALID_ENCODING is quarantined
-    anyway, so keeping it would load none), then the first by position."""
+    """Identical copies of one transaction beyond the one kept. The copies are equal in every column
+    that matters; the one kept is the first that decoded cleanly (a copy marked INVALID_ENCODING is
+    quarantined anyway, so keeping it would load none), then the first by position."""
     shared = _shared_ids(df)
     if not shared.any():
         return shared
@@ -118,7 +121,8 @@ def _duplicate_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
 
 
 HARD_RULES: list[Rule] = [
-    # The extract replaced bytes that were not UTF-8 and said in which columns (issue: a SQL_ASCII source).
+    # The extract replaced bytes that were not UTF-8 and said in which columns (issue: a SQL_ASCII
+    # source).
     Rule(
         "INVALID_ENCODING",
         "validity",
@@ -160,7 +164,8 @@ HARD_RULES: list[Rule] = [
         "amount > 0",
         lambda d, c: d["amount"].notna() & (d["amount"] <= 0),
     ),
-    # PostgreSQL numeric and float columns hold Infinity (NaN reads as missing): never a lifetime figure.
+    # PostgreSQL numeric and float columns hold Infinity (NaN reads as missing): never a lifetime
+    # figure.
     Rule(
         "NON_FINITE_AMOUNT",
         "validity",
@@ -243,8 +248,9 @@ HARD_RULES: list[Rule] = [
         "transaction_id is unique in the week (identical copies: one is kept)",
         _duplicate_ids,
     ),
-    # A moved transaction has left its old week in the source; a reused id has not. Loading a reused id would
-    # make the load delete the other week's genuine row as if it had moved (issue 21, item 1).
+    # A moved transaction has left its old week in the source; a reused id has not. Loading a reused
+    # id would make the load delete the other week's genuine row as if it had moved (issue 21, item
+    # 1).
     Rule(
         "DUPLICATE_ACROSS_WEEKS",
         "consistency",

@@ -1,10 +1,11 @@
 """Customer history carried forward: running totals per customer and currency, week after week.
 
-Each week's totals are the previous week's plus the week's validated rows, so the weekly cost follows the
-number of customers, not the number of weeks behind. Amounts are carried in integer thousandths of the
-currency unit (ISO minor units go to 3 decimals), so sums are exact and the carried totals equal a full
-recompute whatever the order weeks were added in. Only validated rows count: quarantined rows (duplicates,
-unknown products, NaN or non-positive amounts) never reach a lifetime figure.
+Each week's totals are the previous week's plus the week's validated rows, so the weekly cost
+follows the number of customers, not the number of weeks behind. Amounts are carried in integer
+thousandths of the currency unit (ISO minor units go to 3 decimals), so sums are exact and the
+carried totals equal a full recompute whatever the order weeks were added in. Only validated rows
+count: quarantined rows (duplicates, unknown products, NaN or non-positive amounts) never reach a
+lifetime figure.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pandas as pd
 
 KEYS = ["customer_id", "currency"]
 TOTALS = ["amount_milli", "transaction_count", "first_purchase_at", "last_purchase_at"]
-# One row per customer and currency as of a week's end; ``last_purchase_before_week`` is the last purchase
-# before that week (for the lifecycle segment).
+# One row per customer and currency as of a week's end; ``last_purchase_before_week`` is the last
+# purchase before that week (for the lifecycle segment).
 HISTORY_COLUMNS = [*KEYS, *TOTALS, "last_purchase_before_week", "week_start"]
 HISTORY_INPUTS = ["customer_id", "currency", "amount", "timestamp"]
 MILLI = 1000
@@ -39,7 +40,8 @@ def to_milli(amount: pd.Series) -> pd.Series:
 
 
 def week_totals(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per customer and currency: the week's validated amounts (thousandths), count, first and last purchase."""
+    """Per customer and currency: the week's validated amounts (thousandths), count, first and last
+    purchase."""
     if rows.empty:
         return empty_totals()
     frame = pd.DataFrame(
@@ -80,8 +82,8 @@ def _typed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def carry(previous: pd.DataFrame, week: pd.DataFrame, week_start: datetime) -> pd.DataFrame:
-    """The totals as of the end of the week starting ``week_start``: ``previous`` (totals as of the week
-    before, any frame with KEYS + TOTALS) plus ``week`` (``week_totals`` of the week)."""
+    """The totals as of the end of the week starting ``week_start``: ``previous`` (totals as of the
+    week before, any frame with KEYS + TOTALS) plus ``week`` (``week_totals`` of the week)."""
     before = _typed(previous[[*KEYS, *TOTALS]], TOTALS) if len(previous) else empty_totals()
     merged = before.merge(week, on=KEYS, how="outer", suffixes=("_before", "_week"))
     out = merged[KEYS].copy()
@@ -104,11 +106,12 @@ def carry(previous: pd.DataFrame, week: pd.DataFrame, week_start: datetime) -> p
 def customer_totals(
     history: pd.DataFrame, week_end: datetime, customers: pd.Series | None = None
 ) -> pd.DataFrame:
-    """Per customer (of ``customers``, or all): lifetime value in USD, transaction count, first purchase and
-    the last purchase before the week, as of ``week_end``.
+    """Per customer (of ``customers``, or all): lifetime value in USD, transaction count, first
+    purchase and the last purchase before the week, as of ``week_end``.
 
-    Each currency's total is converted at the ECB rate of the week's last day (the value as of that date, as
-    a balance would be translated); currencies without a rate are left out, as validation quarantines them.
+    Each currency's total is converted at the ECB rate of the week's last day (the value as of that
+    date, as a balance would be translated); currencies without a rate are left out, as validation
+    quarantines them.
     """
     from customer_assets.logic.currency import daily_rate_table, supported_currencies
 
@@ -144,8 +147,8 @@ def customer_totals(
 
 
 def balance_rules(day, max_amount_usd: float) -> pd.DataFrame:
-    """Per currency with an ECB rate: its minor units and the ceiling (``max_amount_usd``) in its own units, at
-    the rate of ``day``: what the opening balance applies to the source's history."""
+    """Per currency with an ECB rate: its minor units and the ceiling (``max_amount_usd``) in its
+    own units, at the rate of ``day``: what the opening balance applies to the source's history."""
     from customer_assets.logic.currency import (
         daily_rate_table,
         iso4217_minor_units,

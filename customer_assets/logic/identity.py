@@ -15,16 +15,16 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def standardise_ids(ids: pd.Series) -> pd.Series:
-    """Trimmed customer ids; blanks become null. Case is kept: ``C1`` and ``c1`` are two customers of a source
-    (issue 21); only identity resolution compares ids without case, to link records across sources
-    (``resolution._id_links``)."""
+    """Trimmed customer ids; blanks become null. Case is kept: ``C1`` and ``c1`` are two customers
+    of a source (issue 21); only identity resolution compares ids without case, to link records
+    across sources (``resolution._id_links``)."""
     out = ids.astype("str").str.strip()
     return out.where(out.str.len() > 0)
 
 
 def arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> pa.ChunkedArray:
-    """Ids as Arrow large strings, without a copy for Arrow-backed text (``pa.array`` would walk an Arrow
-    array value by value)."""
+    """Ids as Arrow large strings, without a copy for Arrow-backed text (``pa.array`` would walk an
+    Arrow array value by value)."""
     if isinstance(values, (set, frozenset, list)):
         values = pd.Series(list(values), dtype="str")
     if isinstance(values, pd.Series):
@@ -37,8 +37,8 @@ def arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> p
 
 
 def distinct_ids(*columns: pd.Series | pa.Array | set | list, sort: bool = False) -> pa.Array:
-    """The distinct non-null ids of the columns as Arrow text (in id order with ``sort``): hashing and sorting
-    a million ids takes Arrow a fraction of what Python sets and ``sorted`` take."""
+    """The distinct non-null ids of the columns as Arrow text (in id order with ``sort``): hashing
+    and sorting a million ids takes Arrow a fraction of what Python sets and ``sorted`` take."""
     arrays = []
     for column in columns:
         arrays.extend(arrow_text(column).chunks)
@@ -47,8 +47,8 @@ def distinct_ids(*columns: pd.Series | pa.Array | set | list, sort: bool = False
 
 
 def is_in(column: pd.Series, values: pd.Series) -> np.ndarray:
-    """``column.isin(values)`` through Arrow's hash lookup (pandas 2.3 builds the set for Arrow-backed text
-    value by value in Python)."""
+    """``column.isin(values)`` through Arrow's hash lookup (pandas 2.3 builds the set for
+    Arrow-backed text value by value in Python)."""
     found = pc.is_in(arrow_text(column), value_set=distinct_ids(values))
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 

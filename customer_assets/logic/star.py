@@ -1,8 +1,9 @@
-"""The analysts' star schema: the calendar, and the transaction facts keyed to the dimension rows of their time.
+"""The analysts' star schema: the calendar, and the transaction facts keyed to the dimension rows of
+their time.
 
-The warehouse finds each loaded transaction of the week with how many versions of its customer, its product
-and its day match it (``sql/star.py``). Exactly one of each makes a fact row; none or several quarantine it
-with a reason, so nothing is dropped.
+The warehouse finds each loaded transaction of the week with how many versions of its customer, its
+product and its day match it (``sql/star.py``). Exactly one of each makes a fact row; none or
+several quarantine it with a reason, so nothing is dropped.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ _KEYS = {
 
 
 def resolve_keys(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split the week's candidates (the rows of ``sql/star.py``'s ``FACT_SQL``) into fact rows (one match per
-    key) and quarantined rows with their reasons (``NO_<KEY>``: no match; ``AMBIGUOUS_<KEY>``: several), one row
-    per transaction."""
+    """Split the week's candidates (the rows of ``sql/star.py``'s ``FACT_SQL``) into fact rows (one
+    match per key) and quarantined rows with their reasons (``NO_<KEY>``: no match;
+    ``AMBIGUOUS_<KEY>``: several), one row per transaction."""
     if candidates["transaction_id"].duplicated().any():  # some key matched several rows
         matches = candidates.groupby("transaction_id", sort=False)[list(_KEYS)].nunique()
         candidates = candidates.drop_duplicates("transaction_id").reset_index(drop=True)

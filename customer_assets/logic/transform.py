@@ -1,4 +1,5 @@
-"""Enrichment of validated transactions: USD amounts, time dimensions, customer and product metrics, segments."""
+"""Enrichment of validated transactions: USD amounts, time dimensions, customer and product metrics,
+segments."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ SMALL_USD, LARGE_USD = 50.0, 200.0
 
 
 def add_fx_source(df: pd.DataFrame) -> pd.DataFrame:
-    """Where the validated rows' ``amount_usd`` (converted by validation, at the ECB rate of the transaction
-    date) comes from; a row without it is a validation bug, not data to load."""
+    """Where the validated rows' ``amount_usd`` (converted by validation, at the ECB rate of the
+    transaction date) comes from; a row without it is a validation bug, not data to load."""
     missing = df["amount_usd"].isna()
     if missing.any():
         codes = sorted(df.loc[missing, "currency"].astype(str).unique())
@@ -43,12 +44,13 @@ def add_time_dimensions(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
-    """Per customer of the week: lifetime value (USD), transaction count and days since first purchase, as of
-    the week's end, and the last purchase before the week (for the lifecycle segment).
+    """Per customer of the week: lifetime value (USD), transaction count and days since first
+    purchase, as of the week's end, and the last purchase before the week (for the lifecycle
+    segment).
 
-    ``week`` holds the week's ``customer_id``, ``amount_usd`` and ``timestamp``; ``history`` each customer's
-    completed transactions up to the week's end (this week included). A customer missing from the history
-    falls back to this week's own rows, so no computed value is null.
+    ``week`` holds the week's ``customer_id``, ``amount_usd`` and ``timestamp``; ``history`` each
+    customer's completed transactions up to the week's end (this week included). A customer missing
+    from the history falls back to this week's own rows, so no computed value is null.
     """
     totals = week.groupby("customer_id").agg(
         week_value=("amount_usd", "sum"),
@@ -71,7 +73,8 @@ def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, ctx: WeekContext
 
 
 def product_ranks(product_ids: pd.Series) -> pd.Series:
-    """Per product of the week, its popularity rank by transactions (1 = most; ties share a rank)."""
+    """Per product of the week, its popularity rank by transactions (1 = most; ties share a
+    rank)."""
     return product_ids.value_counts().rank(method="dense", ascending=False).astype("int64")
 
 
@@ -82,7 +85,8 @@ def add_customer_metrics(df: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFram
 def add_product_metrics(
     df: pd.DataFrame, ranks: pd.Series, category_prices: pd.DataFrame
 ) -> pd.DataFrame:
-    """Popularity rank by transactions in the week and the catalogue's average price per category."""
+    """Popularity rank by transactions in the week and the catalogue's average price per
+    category."""
     prices = category_prices.set_index("category")["avg_price"]
     overall = float(category_prices["avg_price"].mean()) if len(category_prices) else 0.0
     avg = df["category"].map(prices).astype(float).fillna(overall)
@@ -95,8 +99,8 @@ def add_product_metrics(
 def add_segments(df: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
     """Transaction size by USD amount; customer lifecycle as of this week.
 
-    new: first purchase under 30 days before the week's end; dormant: came back after more than 90 days
-    without a purchase before this week; active: everyone else.
+    new: first purchase under 30 days before the week's end; dormant: came back after more than 90
+    days without a purchase before this week; active: everyone else.
     """
     size = np.select(
         [df["amount_usd"] < SMALL_USD, df["amount_usd"] <= LARGE_USD], ["small", "medium"], "large"
@@ -143,8 +147,8 @@ def week_metrics(
 
 
 def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.DataFrame:
-    """All enrichment steps for some of the week's validated rows (any batch of them: each row needs only
-    itself and the week's metrics)."""
+    """All enrichment steps for some of the week's validated rows (any batch of them: each row needs
+    only itself and the week's metrics)."""
     df = add_fx_source(rows)
     df = add_time_dimensions(df)
     df = add_product_metrics(df, metrics.product_ranks, metrics.category_prices)
@@ -159,7 +163,8 @@ def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.Dat
 
 
 class EnrichedTotals:
-    """Figures of the enriched week summed over its batches as they are written (the output's metadata)."""
+    """Figures of the enriched week summed over its batches as they are written (the output's
+    metadata)."""
 
     def __init__(self):
         self.amount_usd = 0.0

@@ -19,9 +19,9 @@ from customer_assets.weeks import WeekContext
 
 
 def usd_amounts(raw: pd.DataFrame) -> pd.DataFrame:
-    """Each row's ``amount_usd`` at its day's ECB rate, with ``fx_rate`` and ``fx_rate_date`` (NaN where there
-    is none): converted once per row, for the ceiling rule and the statistical rules, and carried on the
-    validated rows to the transform."""
+    """Each row's ``amount_usd`` at its day's ECB rate, with ``fx_rate`` and ``fx_rate_date`` (NaN
+    where there is none): converted once per row, for the ceiling rule and the statistical rules,
+    and carried on the validated rows to the transform."""
     return convert_to_usd(raw["amount"], raw["currency"], raw["timestamp"])
 
 
@@ -46,8 +46,8 @@ def evaluate_hard_rules(
 
 
 def join_codes(failures: pd.DataFrame) -> pd.Series:
-    """``;``-joined codes of the failing columns of each row ('' where none fail). Only the rows that fail
-    something are joined: over a week's validated rows, a few thousand of 600,000."""
+    """``;``-joined codes of the failing columns of each row ('' where none fail). Only the rows
+    that fail something are joined: over a week's validated rows, a few thousand of 600,000."""
     codes = pd.Series("", index=failures.index, dtype=object)
     failing = (
         failures.to_numpy(dtype=bool).any(axis=1)
@@ -83,7 +83,8 @@ class ValidationSplit:
 
 
 def validated_columns(raw: pd.DataFrame) -> list[str]:
-    """The raw columns a validated row keeps: all but the extract's encoding marks (null on every such row)."""
+    """The raw columns a validated row keeps: all but the extract's encoding marks (null on every
+    such row)."""
     return [c for c in raw.columns if c != "invalid_encoding"]
 
 
@@ -126,8 +127,8 @@ def detect_week_anomalies(
     settings: AnomalySettings = AnomalySettings(),
     amount_usd: pd.Series | None = None,
 ) -> AnomalyOutcome:
-    """Statistical rules over the validated rows' ANOMALY_INPUTS, comparing amounts in USD (``amount_usd``
-    when the caller has them, under the rows' index).
+    """Statistical rules over the validated rows' ANOMALY_INPUTS, comparing amounts in USD
+    (``amount_usd`` when the caller has them, under the rows' index).
 
     Anomaly detection is advisory: if it fails, validation goes on without it and says why.
     """
@@ -154,8 +155,8 @@ def with_anomaly_flags(rows: pd.DataFrame, outcome: AnomalyOutcome) -> pd.DataFr
 
 
 def anomaly_table(rows: pd.DataFrame, outcome: AnomalyOutcome) -> pd.DataFrame:
-    """The flagged rows for review: ids, amount in both currencies, time and codes. ``rows`` holds at least
-    the flagged ones, under the index the outcome was computed on."""
+    """The flagged rows for review: ids, amount in both currencies, time and codes. ``rows`` holds
+    at least the flagged ones, under the index the outcome was computed on."""
     flagged = outcome.flagged
     table = rows.loc[flagged, ANOMALY_COLUMNS]
     table.insert(5, "amount_usd", outcome.amount_usd[flagged])
@@ -164,8 +165,8 @@ def anomaly_table(rows: pd.DataFrame, outcome: AnomalyOutcome) -> pd.DataFrame:
 
 
 def validated_batches(split: ValidationSplit, outcome: AnomalyOutcome, rows: int):
-    """The validated rows with their anomaly columns, ``rows`` of the raw week at a time: only a slice is
-    ever copied, never the whole week."""
+    """The validated rows with their anomaly columns, ``rows`` of the raw week at a time: only a
+    slice is ever copied, never the whole week."""
     for start in range(0, max(len(split.raw), 1), rows):
         keep = ~split.bad[start : start + rows]
         part = split.raw.iloc[start : start + rows].loc[keep, validated_columns(split.raw)]
@@ -182,8 +183,9 @@ def with_usd(rows: pd.DataFrame, fx: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class WeekValidation:
-    """A validated week: the hard rules' split, the anomaly outcome and its review table. The validated rows
-    themselves are only ever handed out a slice of the raw week at a time (``batches``)."""
+    """A validated week: the hard rules' split, the anomaly outcome and its review table. The
+    validated rows themselves are only ever handed out a slice of the raw week at a time
+    (``batches``)."""
 
     split: ValidationSplit
     anomalies: AnomalyOutcome
@@ -200,9 +202,10 @@ def validate_week(
     settings: AnomalySettings = AnomalySettings(),
     held_elsewhere: frozenset[str] = frozenset(),
 ) -> WeekValidation:
-    """The hard rules, then the statistical rules over the rows that passed them (five columns of them, with
-    the USD amounts the hard rules converted). ``held_elsewhere``: the week's ids that another loaded week holds
-    while the source still holds them there (quarantined DUPLICATE_ACROSS_WEEKS)."""
+    """The hard rules, then the statistical rules over the rows that passed them (five columns of
+    them, with the USD amounts the hard rules converted). ``held_elsewhere``: the week's ids that
+    another loaded week holds while the source still holds them there (quarantined
+    DUPLICATE_ACROSS_WEEKS)."""
     split = split_by_hard_rules(raw, ctx, max_amount_usd, held_elsewhere)
     outcome = detect_week_anomalies(
         raw.loc[~split.bad, ANOMALY_INPUTS], settings, amount_usd=split.amount_usd[~split.bad]

@@ -18,7 +18,8 @@ from customer_assets.sources.crm import (
 
 
 class CrmSource(dg.ConfigurableResource):
-    """Customers updated in a week, with their CRM attributes; emails are hashed with ``hash_key``."""
+    """Customers updated in a week, with their CRM attributes; emails are hashed with
+    ``hash_key``."""
 
     api_url: str | None = Field(
         default=None, description="CRM_API_URL; unset: no CRM (or the demo table)."
@@ -47,7 +48,8 @@ class CrmSource(dg.ConfigurableResource):
 
     @property
     def kind(self) -> str:
-        """``api``, ``demo_table`` or ``none`` (no CRM configured: profiles come from the other sources)."""
+        """``api``, ``demo_table`` or ``none`` (no CRM configured: profiles come from the other
+        sources)."""
         return "api" if self.api_url else "demo_table" if self.demo_table else "none"
 
     def fetch_week(self, start: datetime, end: datetime, source_db: PostgresSource) -> CrmExtract:

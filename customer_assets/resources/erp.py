@@ -1,5 +1,5 @@
-"""The ERP, an optional second customer source: its own PostgreSQL (``ERP_DB_*``), a schema of the embedded
-database on the demo, or none."""
+"""The ERP, an optional second customer source: its own PostgreSQL (``ERP_DB_*``), a schema of the
+embedded database on the demo, or none."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ DEFAULT_COLUMNS = {
 
 
 class ErpSource(dg.ConfigurableResource):
-    """Customer records modified in a week. ``kind``: ``database`` (ERP_DB_HOST), ``demo`` (a schema of the
-    embedded database) or ``none`` (no ERP: identity resolution uses the CRM and the transaction database)."""
+    """Customer records modified in a week. ``kind``: ``database`` (ERP_DB_HOST), ``demo`` (a schema
+    of the embedded database) or ``none`` (no ERP: identity resolution uses the CRM and the
+    transaction database)."""
 
     host: str | None = Field(
         default=None, description="ERP_DB_HOST; unset: no ERP (or the demo's schema)."
@@ -85,7 +86,8 @@ class ErpSource(dg.ConfigurableResource):
             conn.close()
 
     def fetch_week(self, start: datetime, end: datetime, source_db: PostgresSource) -> pd.DataFrame:
-        """The records modified in the week, or none without an ERP (or, on the demo, without its schema)."""
+        """The records modified in the week, or none without an ERP (or, on the demo, without its
+        schema)."""
         if self.kind == "none":
             return EMPTY.copy()
         with self._connect(source_db) as conn:

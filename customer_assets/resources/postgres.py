@@ -18,18 +18,20 @@ log = logging.getLogger(__name__)
 
 
 class SourcePermissionError(dg.Failure):
-    """The database user may not read what the extract needs: stop, do not retry or work around it."""
+    """The database user may not read what the extract needs: stop, do not retry or work around
+    it."""
 
 
 class SourceConnectionError(dg.Failure):
-    """The source refused this login for good (credentials, pg_hba rules, a missing database or role): no
-    retry can fix it, so the step fails at once with what to change."""
+    """The source refused this login for good (credentials, pg_hba rules, a missing database or
+    role): no retry can fix it, so the step fails at once with what to change."""
 
     def __init__(self, description: str):
         super().__init__(description=description, allow_retries=False)
 
 
-# libpq's messages (patterns) for refusals that no retry fixes, and what the operator should do about each.
+# libpq's messages (patterns) for refusals that no retry fixes, and what the operator should do
+# about each.
 _PERMANENT_REFUSALS = (
     (r"password authentication failed", "check DB_USER and DB_PASSWORD"),
     (r"no password supplied", "set DB_PASSWORD"),
@@ -56,8 +58,8 @@ _PERMANENT_REFUSALS = (
 def permanent_refusal(
     exc: psycopg2.OperationalError, host: str, user: str | None, dbname: str
 ) -> SourceConnectionError | None:
-    """The one-line failure for a connection error that retrying cannot fix, or None for a transient one
-    (refused or reset connections, timeouts, a server starting or shutting down)."""
+    """The one-line failure for a connection error that retrying cannot fix, or None for a transient
+    one (refused or reset connections, timeouts, a server starting or shutting down)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     for pattern, advice in _PERMANENT_REFUSALS:
         if re.search(pattern, str(exc), flags=re.IGNORECASE):
@@ -69,14 +71,15 @@ def permanent_refusal(
 
 
 class SourceTimeoutError(dg.Failure):
-    """A source query ran out of its time: waiting for a lock (retried: locks are released) or running longer
-    than the statement timeout (not retried: it would run as long again)."""
+    """A source query ran out of its time: waiting for a lock (retried: locks are released) or
+    running longer than the statement timeout (not retried: it would run as long again)."""
 
 
 def timeout_failure(
     exc: psycopg2.Error, statement_timeout: int, lock_timeout: int
 ) -> SourceTimeoutError | None:
-    """The one-line failure naming the setting, for a query the server cancelled on a timeout; else None."""
+    """The one-line failure naming the setting, for a query the server cancelled on a timeout; else
+    None."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, psycopg2.errors.LockNotAvailable):
         return SourceTimeoutError(
@@ -95,10 +98,11 @@ def timeout_failure(
 
 
 class PostgresSource(dg.ConfigurableResource):
-    """The production PostgreSQL that holds customers, transactions and products (a read replica preferred).
+    """The production PostgreSQL that holds customers, transactions and products (a read replica
+    preferred).
 
-    The embedded demo server is a subclass in ``customer_assets/demo/embedded.py``, which the deployment
-    switch picks when no DB_HOST is set: nothing here knows about it.
+    The embedded demo server is a subclass in ``customer_assets/demo/embedded.py``, which the
+    deployment switch picks when no DB_HOST is set: nothing here knows about it.
     """
 
     host: str | None = Field(default=None, description="Primary host (DB_HOST).")
@@ -132,7 +136,8 @@ class PostgresSource(dg.ConfigurableResource):
         return "PostgreSQL"
 
     def schema(self, conn, tables: tuple[str, ...] = tuple(REQUIRED)) -> SourceSchema:
-        """The source tables' checked column types (fails at once, naming table and column, if unusable)."""
+        """The source tables' checked column types (fails at once, naming table and column, if
+        unusable)."""
         return read_source_schema(conn, self.timezone, tables)
 
     def _connect_host(self, host: str) -> psycopg2.extensions.connection:
@@ -153,7 +158,8 @@ class PostgresSource(dg.ConfigurableResource):
             raise
 
     def _open(self, logger) -> psycopg2.extensions.connection:
-        """A connection to the replica when it answers, else to the primary (``route`` says which)."""
+        """A connection to the replica when it answers, else to the primary (``route`` says
+        which)."""
         if self.read_host:
             try:
                 conn = self._connect_host(self.read_host)
@@ -176,13 +182,14 @@ class PostgresSource(dg.ConfigurableResource):
 
     @property
     def route(self) -> str:
-        """Where the last connection went: ``primary``, ``replica``, ``embedded``, or the fallback and why."""
+        """Where the last connection went: ``primary``, ``replica``, ``embedded``, or the fallback
+        and why."""
         return self._route or "not connected"
 
     def _open_beside(self, conn) -> psycopg2.extensions.connection:
-        """A second connection to the very server, database and user ``conn`` is connected to (the replica it
-        reached, say, not the primary): a snapshot exported there can be imported only there. Its other
-        parameters (timeouts, TLS, application name) are ``conn``'s."""
+        """A second connection to the very server, database and user ``conn`` is connected to (the
+        replica it reached, say, not the primary): a snapshot exported there can be imported only
+        there. Its other parameters (timeouts, TLS, application name) are ``conn``'s."""
         info = conn.info
         params = {
             key: value
@@ -206,19 +213,21 @@ class PostgresSource(dg.ConfigurableResource):
     ) -> Iterator[psycopg2.extensions.connection]:
         """A read-only connection in UTC: the replica when it answers, else the primary.
 
-        ``logger`` (a step's ``context.log``) receives the fallback warning, so it is in the run's event log; the
-        route taken is in ``route`` for the step's metadata. Every query on it is bounded by the statement and
-        lock timeouts, and a query cancelled by one fails with ``SourceTimeoutError`` naming the setting.
+        ``logger`` (a step's ``context.log``) receives the fallback warning, so it is in the run's
+        event log; the route taken is in ``route`` for the step's metadata. Every query on it is
+        bounded by the statement and lock timeouts, and a query cancelled by one fails with
+        ``SourceTimeoutError`` naming the setting.
         """
         with self._session(self._open(logger or log)) as conn:
             yield conn
 
     @contextlib.contextmanager
     def connect_beside(self, conn, snapshot: str) -> Iterator[psycopg2.extensions.connection]:
-        """A second connection reading the snapshot ``snapshot`` that ``conn``'s open transaction exported
-        (``SELECT pg_export_snapshot()``): to the same server, with the settings of ``connect`` (read-only,
-        UTC, the statement and lock timeouts) and its failures (``SourceTimeoutError``...). Its queries see
-        exactly what ``conn``'s see, however long after they run. ``route`` is left as ``conn`` set it."""
+        """A second connection reading the snapshot ``snapshot`` that ``conn``'s open transaction
+        exported (``SELECT pg_export_snapshot()``): to the same server, with the settings of
+        ``connect`` (read-only, UTC, the statement and lock timeouts) and its failures
+        (``SourceTimeoutError``...). Its queries see exactly what ``conn``'s see, however long after
+        they run. ``route`` is left as ``conn`` set it."""
         with self._session(self._open_beside(conn), snapshot) as other:
             yield other
 
@@ -226,10 +235,11 @@ class PostgresSource(dg.ConfigurableResource):
     def _session(
         self, conn, snapshot: str | None = None
     ) -> Iterator[psycopg2.extensions.connection]:
-        """``conn`` set up as the pipeline reads the source, closed on leaving; its failures classified."""
+        """``conn`` set up as the pipeline reads the source, closed on leaving; its failures
+        classified."""
         try:
-            # One snapshot per connection (one transaction, REPEATABLE READ), taken by its first query below or
-            # imported: a week's version and its rows are read from the same state.
+            # One snapshot per connection (one transaction, REPEATABLE READ), taken by its first
+            # query below or imported: a week's version and its rows are read from the same state.
             conn.set_session(
                 readonly=True,
                 autocommit=False,

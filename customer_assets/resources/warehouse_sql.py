@@ -1,12 +1,12 @@
-"""SQL run inside the warehouse itself (DuckDB locally, BigQuery in production), for the tables that are
-maintained where they live instead of being rewritten from Python: the SCD2 dimension, and the history
-queries of the carried customer totals.
+"""SQL run inside the warehouse itself (DuckDB locally, BigQuery in production), for the tables that
+are maintained where they live instead of being rewritten from Python: the SCD2 dimension, and the
+history queries of the carried customer totals.
 
-Statements are written once in the SQL both engines accept; ``@name`` marks a parameter, ``{name}`` a table
-or quoted column given by the caller, and ``{INT}``, ``{STR}``, ``{BOOL}``, ``{DATETIME}`` the engine's types.
-Naive datetimes are DuckDB TIMESTAMP / BigQuery DATETIME (UTC wall time, as the weekly tables store
-``week_start``). The engines' resources are dagster-duckdb's ``DuckDBResource`` and dagster-gcp's
-``BigQueryResource``.
+Statements are written once in the SQL both engines accept; ``@name`` marks a parameter, ``{name}``
+a table or quoted column given by the caller, and ``{INT}``, ``{STR}``, ``{BOOL}``, ``{DATETIME}``
+the engine's types. Naive datetimes are DuckDB TIMESTAMP / BigQuery DATETIME (UTC wall time, as the
+weekly tables store ``week_start``). The engines' resources are dagster-duckdb's ``DuckDBResource``
+and dagster-gcp's ``BigQueryResource``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class WarehouseSQL(dg.ConfigurableResource):
-    """What the assets that maintain warehouse tables in SQL need: qualified names, a query, a statement."""
+    """What the assets that maintain warehouse tables in SQL need: qualified names, a query, a
+    statement."""
 
     def table(self, schema: str, name: str) -> str:
         raise NotImplementedError
@@ -52,12 +53,13 @@ class WarehouseSQL(dg.ConfigurableResource):
         raise NotImplementedError
 
     def table_url(self, schema: str, name: str) -> str:
-        """Where a person finds the table: the BigQuery console's page, or the DuckDB file and table."""
+        """Where a person finds the table: the BigQuery console's page, or the DuckDB file and
+        table."""
         return f"{self.table(schema, name)}"
 
     def publish_read_copy(self) -> str | None:
-        """Make the warehouse readable by analysts while the next week runs; where they read it (None: no copy is
-        needed, the warehouse serves readers itself)."""
+        """Make the warehouse readable by analysts while the next week runs; where they read it
+        (None: no copy is needed, the warehouse serves readers itself)."""
         return None
 
     def unnest(self, param: str, alias: str) -> str:
@@ -81,9 +83,10 @@ class WarehouseSQL(dg.ConfigurableResource):
 class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     """The local DuckDB file (WAREHOUSE_DUCKDB_PATH), on dagster-duckdb's resource, run in UTC.
 
-    DuckDB allows one process on a file at a time (a reader excludes the writer too): a connection waits for
-    another process's lock at most ``lock_timeout_seconds``, then fails naming the holder. Analysts read
-    ``read_copy_path``, a copy published after each successful week, so that they never block a run."""
+    DuckDB allows one process on a file at a time (a reader excludes the writer too): a connection
+    waits for another process's lock at most ``lock_timeout_seconds``, then fails naming the holder.
+    Analysts read ``read_copy_path``, a copy published after each successful week, so that they
+    never block a run."""
 
     lock_timeout_seconds: float = Field(
         default=DEFAULT_LOCK_TIMEOUT_SECONDS,
@@ -109,8 +112,8 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
         return f"{schema}.{name} in {Path(self.read_copy_path or self.database).resolve()}"
 
     def publish_read_copy(self) -> str | None:
-        """Checkpoint the file and copy it beside itself, atomically, while holding its lock: no writer can
-        change it mid-copy, and a reader of the copy never sees half a week."""
+        """Checkpoint the file and copy it beside itself, atomically, while holding its lock: no
+        writer can change it mid-copy, and a reader of the copy never sees half a week."""
         if not self.read_copy_path or not Path(self.database).exists():
             return None
         target = Path(self.read_copy_path)
@@ -160,9 +163,9 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
 
 
 class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
-    """BigQuery (GCP_PROJECT_ID); datasets named by the asset key prefix unless BIGQUERY_DATASET is set.
-    dagster-gcp's resource (its client, and its ``gcp_credentials`` option), or an emulator's anonymous
-    client in tests, which that resource cannot reach."""
+    """BigQuery (GCP_PROJECT_ID); datasets named by the asset key prefix unless BIGQUERY_DATASET is
+    set. dagster-gcp's resource (its client, and its ``gcp_credentials`` option), or an emulator's
+    anonymous client in tests, which that resource cannot reach."""
 
     project: str = Field(description="GCP project of the warehouse (GCP_PROJECT_ID).")
     location: str = Field(default="US", description="Location of the datasets and jobs.")

@@ -67,9 +67,9 @@ class ErpCustomers(pa.DataFrameModel):
 
 
 class CustomerIdentityMap(pa.DataFrameModel):
-    """Which source records are one real customer (a person): every record of the CRM, the ERP and the database
-    known as of the week, carried from week to week. A person keeps its id for good; persons merged into
-    another are listed in `identity_merges`."""
+    """Which source records are one real customer (a person): every record of the CRM, the ERP and
+    the database known as of the week, carried from week to week. A person keeps its id for good;
+    persons merged into another are listed in `identity_merges`."""
 
     customer_id: Series[str] = pa.Field(
         description="The person's id: given once, by its first best record "

@@ -102,7 +102,8 @@ class FactTransactions(pa.DataFrameModel):
 
 
 class FactTransactionsQuarantine(pa.DataFrameModel):
-    """Loaded transactions whose keys do not resolve to exactly one dimension row, with the reason."""
+    """Loaded transactions whose keys do not resolve to exactly one dimension row, with the
+    reason."""
 
     transaction_id: Series[str] = pa.Field(description="The source's transaction id.")
     customer_id: Series[str] = pa.Field(
@@ -159,9 +160,9 @@ class MartWeeklySales(pa.DataFrameModel):
 
 
 class MartChurnRetention(pa.DataFrameModel):
-    """Per week, customer segment, value tier and tenure band: every customer who has bought by the week's end,
-    by status at the week's end (from the last purchase), and how many bought this week for the first time or
-    again."""
+    """Per week, customer segment, value tier and tenure band: every customer who has bought by the
+    week's end, by status at the week's end (from the last purchase), and how many bought this week
+    for the first time or again."""
 
     week_start: Series[pd.Timestamp] = pa.Field(description="Monday 00:00 UTC of the week.")
     segment: Series[str] = pa.Field(description="Customer segment ('unknown' imputed for none).")
@@ -194,7 +195,8 @@ class MartChurnRetention(pa.DataFrameModel):
 
 
 class MartCohortRetention(pa.DataFrameModel):
-    """Per week: for each weekly cohort (customers by the week of their first purchase), how many bought."""
+    """Per week: for each weekly cohort (customers by the week of their first purchase), how many
+    bought."""
 
     week_start: Series[pd.Timestamp] = pa.Field(
         description="Monday 00:00 UTC of the week measured."

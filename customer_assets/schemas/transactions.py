@@ -79,7 +79,8 @@ class ValidatedTransactions(_TransactionColumns):
     anomaly_flags: Series[str] = pa.Field(
         description="The anomaly codes that flagged the row, ';'-separated ('' if none)."
     )
-    # Converted once, by validation (the ceiling and the anomaly rules compare USD), and carried from there.
+    # Converted once, by validation (the ceiling and the anomaly rules compare USD), and carried
+    # from there.
     amount_usd: Series[float] = pa.Field(
         gt=0, description="Amount in USD at the ECB reference rate of the transaction's UTC date."
     )
@@ -99,7 +100,8 @@ class QuarantinedTransactions(RawTransactions):
 
 
 class TransactionAnomalies(pa.DataFrameModel):
-    """Validated rows flagged by a statistical rule (they are loaded, and listed here for review)."""
+    """Validated rows flagged by a statistical rule (they are loaded, and listed here for
+    review)."""
 
     transaction_id: Series[str]
     customer_id: Series[str]
@@ -156,7 +158,8 @@ class TransformedTransactions(ValidatedTransactions):
 
 
 class CustomerHistory(pa.DataFrameModel):
-    """Running totals per customer and currency as of a week's end (validated rows of every week so far)."""
+    """Running totals per customer and currency as of a week's end (validated rows of every week so
+    far)."""
 
     customer_id: Series[str]
     currency: Series[str] = pa.Field(str_length={"min_value": 3, "max_value": 3})

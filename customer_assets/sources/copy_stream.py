@@ -1,8 +1,8 @@
 """``COPY (query) TO STDOUT`` streamed into Arrow: what every read of the source goes through.
 
 The server formats rows as CSV; a writer thread feeds them through a pipe to pyarrow's streaming CSV
-reader, which parses fixed-size blocks (~1 MiB, roughly 8,000 rows). Memory holds the Arrow batches of
-the result, never the whole text, and nothing touches the disk. Text that is not UTF-8 is marked,
+reader, which parses fixed-size blocks (~1 MiB, roughly 8,000 rows). Memory holds the Arrow batches
+of the result, never the whole text, and nothing touches the disk. Text that is not UTF-8 is marked,
 never fatal.
 """
 
@@ -21,8 +21,9 @@ import pyarrow.csv as pacsv
 
 _log = logging.getLogger(__name__)
 
-# The column ``copy_query`` adds to what it reads: per row, the ``;``-joined names of the columns whose bytes
-# were not UTF-8 (null when the row was clean); and the count of such values a reader's frame carries.
+# The column ``copy_query`` adds to what it reads: per row, the ``;``-joined names of the columns
+# whose bytes were not UTF-8 (null when the row was clean); and the count of such values a reader's
+# frame carries.
 INVALID_ENCODING = "invalid_encoding"
 INVALID_ENCODING_VALUES = "invalid_encoding_values"
 
@@ -30,7 +31,8 @@ BLOCK_SIZE = 1 << 20
 
 
 def _decode(column: pa.Array, name: str, bad: dict[int, list[str]]) -> pa.Array:
-    """UTF-8 text of a binary column; a value that is not UTF-8 is replaced (U+FFFD) and its row noted."""
+    """UTF-8 text of a binary column; a value that is not UTF-8 is replaced (U+FFFD) and its row
+    noted."""
     try:
         return column.cast(pa.string())
     except pa.ArrowInvalid:  # rare: the one block holding such a value takes the per-value path
@@ -47,8 +49,9 @@ def _decode(column: pa.Array, name: str, bad: dict[int, list[str]]) -> pa.Array:
 
 
 def _as_bytes(schema: pa.Schema) -> pa.Schema:
-    """How the COPY text is parsed: text as bytes, decoded block by block by ``_decoded``, so that one value a
-    SQL_ASCII (or otherwise unchecked) source holds in another encoding is marked instead of failing the read."""
+    """How the COPY text is parsed: text as bytes, decoded block by block by ``_decoded``, so that
+    one value a SQL_ASCII (or otherwise unchecked) source holds in another encoding is marked
+    instead of failing the read."""
     return pa.schema(
         [
             field.with_type(pa.binary()) if pa.types.is_string(field.type) else field
@@ -77,8 +80,8 @@ def _decoded(batch: pa.RecordBatch, text: frozenset[str]) -> pa.RecordBatch:
 
 
 class ExtractParseError(ValueError):
-    """A value of the COPY stream that does not parse as its column's type: names the column (and the CSV
-    row pyarrow was at), not only pyarrow's column number."""
+    """A value of the COPY stream that does not parse as its column's type: names the column (and
+    the CSV row pyarrow was at), not only pyarrow's column number."""
 
 
 def _named(exc: pa.ArrowInvalid, schema: pa.Schema) -> Exception:
@@ -104,9 +107,10 @@ def _copy_into(conn, copy_sql: str, sink, errors: list[BaseException]) -> None:
 
 
 class StreamProgress:
-    """Logs, every ``every`` seconds while a COPY stream runs, the rows read so far, or that none came yet (a
-    query waiting for a lock sends nothing): a long extract is never silent. A thread of its own does the
-    logging, because the reading side is blocked while it waits; the final line gives the total."""
+    """Logs, every ``every`` seconds while a COPY stream runs, the rows read so far, or that none
+    came yet (a query waiting for a lock sends nothing): a long extract is never silent. A thread of
+    its own does the logging, because the reading side is blocked while it waits; the final line
+    gives the total."""
 
     def __init__(self, log, what: str = "extract", every: float = 30.0):
         self.log, self.what, self.every = log, what, every
@@ -148,7 +152,8 @@ _STRADDLING = "straddling object straddles two block boundaries"
 
 
 class _RowLargerThanBlock(Exception):
-    """pyarrow met a row that does not fit in two blocks: the stream is read again with larger blocks."""
+    """pyarrow met a row that does not fit in two blocks: the stream is read again with larger
+    blocks."""
 
 
 def copy_query(
@@ -160,16 +165,19 @@ def copy_query(
     block_size: int = BLOCK_SIZE,
     progress: StreamProgress | None = None,
 ) -> pa.Table:
-    """``COPY (sql) TO STDOUT`` as an Arrow table of ``schema`` plus ``invalid_encoding``, in bounded blocks.
+    """``COPY (sql) TO STDOUT`` as an Arrow table of ``schema`` plus ``invalid_encoding``, in
+    bounded blocks.
 
-    No Python object per row or value: for row counts where psycopg2's ``fetchall`` would build millions of
-    tuples. Text that is not UTF-8 never fails the read: its bad bytes become U+FFFD and ``invalid_encoding``
-    names the row's columns that held them (see ``take_marks``). ``finish`` may turn each decoded batch into
-    its final types as it arrives (its output schema is then the table's). ``progress`` counts the rows read.
+    No Python object per row or value: for row counts where psycopg2's ``fetchall`` would build
+    millions of tuples. Text that is not UTF-8 never fails the read: its bad bytes become U+FFFD and
+    ``invalid_encoding`` names the row's columns that held them (see ``take_marks``). ``finish`` may
+    turn each decoded batch into its final types as it arrives (its output schema is then the
+    table's). ``progress`` counts the rows read.
 
-    Any value PostgreSQL can return is read: pyarrow parses a row that spans at most two blocks, so a larger
-    one (a 2 MB product name) makes the query run again, in the same snapshot, with blocks eight times as
-    large, up to ``MAX_BLOCK_SIZE``. That costs a second read of the stream only when such a row exists.
+    Any value PostgreSQL can return is read: pyarrow parses a row that spans at most two blocks, so
+    a larger one (a 2 MB product name) makes the query run again, in the same snapshot, with blocks
+    eight times as large, up to ``MAX_BLOCK_SIZE``. That costs a second read of the stream only when
+    such a row exists.
     """
     with conn.cursor() as cur:
         query = cur.mogrify(sql, params).decode()
@@ -213,8 +221,9 @@ def _read_copy(
             # a NULL in a one-column result is an empty line
             parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
-                # NULL is an unquoted empty field, and nothing else: pyarrow would also read NA, N/A, null,
-                # NaN... as null, and PostgreSQL quotes none of them (Namibia's country code is NA).
+                # NULL is an unquoted empty field, and nothing else: pyarrow would also read NA,
+                # N/A, null, NaN... as null, and PostgreSQL quotes none of them (Namibia's country
+                # code is NA).
                 column_types=parse_schema,
                 true_values=["t"],
                 false_values=["f"],
@@ -250,7 +259,8 @@ def _read_copy(
 
 
 def take_marks(table: pa.Table) -> tuple[pa.Table, int]:
-    """A ``copy_query`` table without its ``invalid_encoding`` column, and how many values had bytes replaced."""
+    """A ``copy_query`` table without its ``invalid_encoding`` column, and how many values had bytes
+    replaced."""
     marks = table[INVALID_ENCODING]
     replaced = 0
     if marks.null_count < len(marks):  # a clean read (the rule) is not split
@@ -259,9 +269,9 @@ def take_marks(table: pa.Table) -> tuple[pa.Table, int]:
 
 
 def counted_frame(table: pa.Table) -> pd.DataFrame:
-    """A ``copy_query`` table as pandas, with the count of replaced values in ``attrs``: readers keep returning
-    a frame (some are called through resources that pass it on), and the callers that report the count take
-    it with ``take_replaced_count``."""
+    """A ``copy_query`` table as pandas, with the count of replaced values in ``attrs``: readers
+    keep returning a frame (some are called through resources that pass it on), and the callers that
+    report the count take it with ``take_replaced_count``."""
     table, replaced = take_marks(table)
     frame = table.to_pandas()
     frame.attrs[INVALID_ENCODING_VALUES] = replaced
@@ -269,6 +279,7 @@ def counted_frame(table: pa.Table) -> pd.DataFrame:
 
 
 def take_replaced_count(frame: pd.DataFrame) -> int:
-    """The count of values whose bytes a reader replaced (0 when the frame carries none), taken off ``frame``:
-    pyarrow would otherwise copy it into the pandas metadata of every table stored from the frame."""
+    """The count of values whose bytes a reader replaced (0 when the frame carries none), taken off
+    ``frame``: pyarrow would otherwise copy it into the pandas metadata of every table stored from
+    the frame."""
     return int(frame.attrs.pop(INVALID_ENCODING_VALUES, 0))

@@ -16,16 +16,19 @@ CATEGORY_PRICES_SCHEMA = pa.schema([("category", pa.string()), ("avg_price", pa.
 
 
 def category_prices(conn) -> pd.DataFrame:
-    """Average catalogue price per category (replaced values counted as ``counted_frame`` counts them).
+    """Average catalogue price per category (replaced values counted as ``counted_frame`` counts
+    them).
 
-    Read through ``copy_query``, not a cursor: psycopg2 decodes fetched text in the client encoding, and a
-    SQL_ASCII database's category in Latin-1 (or any non-ASCII one) raised UnicodeDecodeError. Decoded as the
-    week's extract decodes it, a category matches the transactions' spelling of it."""
+    Read through ``copy_query``, not a cursor: psycopg2 decodes fetched text in the client encoding,
+    and a SQL_ASCII database's category in Latin-1 (or any non-ASCII one) raised UnicodeDecodeError.
+    Decoded as the week's extract decodes it, a category matches the transactions' spelling of
+    it."""
     return counted_frame(copy_query(conn, CATEGORY_PRICES_SQL, None, CATEGORY_PRICES_SCHEMA))
 
 
 def known_customers_sql(schema: SourceSchema) -> str:
-    """The database's customers among an array of trimmed ids (integer or text ids alike; case kept)."""
+    """The database's customers among an array of trimmed ids (integer or text ids alike; case
+    kept)."""
     return f"""
 SELECT {schema.text("c", "customer_id")} AS customer_id, {schema.utc("c", "customers", "created_at")} AS signup_date,
        c.country::text AS country, c.segment::text AS segment
@@ -45,9 +48,9 @@ KNOWN_CUSTOMERS_SCHEMA = pa.schema(
 
 
 def known_customers(conn, schema: SourceSchema, ids: list[str]) -> pd.DataFrame:
-    """The customers among ``ids`` (sent as one array parameter), answered through COPY into Arrow: a week
-    can name a million, and no Python tuple is built per row. ``signup_date`` in UTC; text that is not UTF-8
-    is kept with U+FFFD and counted (``take_replaced_count``)."""
+    """The customers among ``ids`` (sent as one array parameter), answered through COPY into Arrow:
+    a week can name a million, and no Python tuple is built per row. ``signup_date`` in UTC; text
+    that is not UTF-8 is kept with U+FFFD and counted (``take_replaced_count``)."""
     known = counted_frame(
         copy_query(conn, known_customers_sql(schema), (ids,), KNOWN_CUSTOMERS_SCHEMA)
     )
@@ -66,10 +69,10 @@ PRODUCTS_SNAPSHOT_SCHEMA = pa.schema(
 
 
 def products_snapshot(conn, schema: SourceSchema) -> pd.DataFrame:
-    """The product catalogue as it is now (ids trimmed, as the extract trims them): the weekly snapshot that
-    the product dimension versions. Streamed through COPY, whatever the catalogue's size. A name or category
-    that is not UTF-8 is kept with U+FFFD and counted (``take_replaced_count``): one such product must not
-    stop the week."""
+    """The product catalogue as it is now (ids trimmed, as the extract trims them): the weekly
+    snapshot that the product dimension versions. Streamed through COPY, whatever the catalogue's
+    size. A name or category that is not UTF-8 is kept with U+FFFD and counted
+    (``take_replaced_count``): one such product must not stop the week."""
     sql = (
         f"SELECT trim({schema.text('p', 'product_id')}) AS product_id, p.name::text AS name, "
         f"p.category::text AS category, p.price::float8 AS price FROM products p "

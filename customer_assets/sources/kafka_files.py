@@ -1,7 +1,7 @@
 """The Kafka landing's durable day files: written under ``<root>/.incoming``, fsynced, renamed into
-their day folder (the ``dt=`` layout of ``landing_zone.py``), named by the offsets they hold, so that
-writing the same offsets again gives the same file; and the files of an earlier, uncommitted attempt
-that a wider range of offsets replaces.
+their day folder (the ``dt=`` layout of ``landing_zone.py``), named by the offsets they hold, so
+that writing the same offsets again gives the same file; and the files of an earlier, uncommitted
+attempt that a wider range of offsets replaces.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def publish_day_files(root: Path, topic: str, files: dict[tuple[str, int], DayFi
 def replaced_files(
     root: Path, topic: str, ranges: dict[int, tuple[int, int]], keep: set[Path]
 ) -> list[Path]:
-    """Files of earlier, uncommitted attempts: same topic and partition, offsets within what this run read."""
+    """Files of earlier, uncommitted attempts: same topic and partition, offsets within what this
+    run read."""
     pattern = file_pattern(topic)
     found = []
     for path in root.glob(f"{FOLDER_PREFIX}*/{topic}+*"):
@@ -108,8 +109,8 @@ def remove_replaced_files(
 
 
 def sweep_incoming(root: Path, older_than_seconds: float = 86_400) -> None:
-    """Temporary files of a run that died before publishing them (none younger than a day: a run may be
-    writing them)."""
+    """Temporary files of a run that died before publishing them (none younger than a day: a run may
+    be writing them)."""
     now = time.time()
     for path in (root / INCOMING).glob("*.jsonl"):
         try:
@@ -120,7 +121,8 @@ def sweep_incoming(root: Path, older_than_seconds: float = 86_400) -> None:
 
 
 def week_event_lines(root: Path, topic: str, start: datetime, end: datetime) -> int:
-    """Lines the topic's files hold in the week's day folders (what the week has from Kafka, any run)."""
+    """Lines the topic's files hold in the week's day folders (what the week has from Kafka, any
+    run)."""
     pattern = file_pattern(topic)
     total = 0
     day = start.date()

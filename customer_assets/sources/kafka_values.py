@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 class Undecodable(Exception):
-    """A value that is not an event object; the message is the error's kind, never the value's text."""
+    """A value that is not an event object; the message is the error's kind, never the value's
+    text."""
 
 
 def decode_json(value: bytes | None) -> dict:
@@ -32,7 +33,8 @@ def decode_json(value: bytes | None) -> dict:
 
 
 def _plain(value):
-    """Avro's logical types as JSON: times as ISO 8601, dates as ISO dates, decimals and bytes as text."""
+    """Avro's logical types as JSON: times as ISO 8601, dates as ISO dates, decimals and bytes as
+    text."""
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
     if isinstance(value, date):
@@ -86,12 +88,14 @@ class AvroDecoder:
         raise Undecodable("not an Avro record of KAFKA_AVRO_SCHEMA")
 
 
-# --- which day an event belongs to ---------------------------------------------------------------------------
+# --- which day an event belongs to
+# ---------------------------------------------------------------------------
 
 
 def event_day(event: dict, record_ms: int | None) -> str:
-    """The UTC day of the event's own ``timestamp`` (what the week's reader filters on), else of the record's
-    Kafka timestamp: the landing zone is partitioned by event time, like a sink connector's field partitioner."""
+    """The UTC day of the event's own ``timestamp`` (what the week's reader filters on), else of the
+    record's Kafka timestamp: the landing zone is partitioned by event time, like a sink connector's
+    field partitioner."""
     stamp = event.get("timestamp")
     if isinstance(stamp, str):
         try:

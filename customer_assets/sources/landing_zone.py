@@ -21,7 +21,8 @@ FOLDER_PREFIX = "dt="
 EVENT_SUFFIXES = (".json", ".jsonl")
 # The names the landing-zone sensor watches: an events file, plain or gzip-compressed.
 WATCHED_ENDINGS = tuple(suffix + gz for suffix in EVENT_SUFFIXES for gz in ("", ".gz"))
-# By name and by magic bytes (a connector may compress without renaming); only gzip is read (stdlib).
+# By name and by magic bytes (a connector may compress without renaming); only gzip is read
+# (stdlib).
 COMPRESSION_SUFFIXES = {
     ".gz": "gzip",
     ".gzip": "gzip",
@@ -57,7 +58,8 @@ def folder_day(folder: Path) -> date | None:
 
 
 def day_folders(root: Path, start: datetime, end: datetime) -> list[Path]:
-    """Folders that may hold the week's events: its days, plus one either side for late or early files."""
+    """Folders that may hold the week's events: its days, plus one either side for late or early
+    files."""
     days = pd.date_range((start - timedelta(days=1)).date(), end.date(), freq="D")
     return [day_folder(root, d.date()) for d in days if day_folder(root, d.date()).is_dir()]
 

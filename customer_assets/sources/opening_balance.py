@@ -1,13 +1,13 @@
-"""The opening balance: each customer's totals from every source transaction before the pipeline's first loaded
-week, computed once, in SQL on the source, so that lifetime figures are right from the first week on a source
-whose history starts years before it (issue 23).
+"""The opening balance: each customer's totals from every source transaction before the pipeline's
+first loaded week, computed once, in SQL on the source, so that lifetime figures are right from the
+first week on a source whose history starts years before it (issue 23).
 
-It applies validation's hard rules that decide whether a row can ever count: completed (status compared
-without case or surrounding blanks), a finite positive amount with no more decimals than its currency's
-minor unit, a currency with an ECB rate, a known customer and product, not before the customer's creation,
-one row per transaction id (identical copies count once, conflicting copies not at all), and the ceiling
-(MAX_AMOUNT_USD, converted at the rate of the week the balance opens). Anomaly flags do not matter: flagged
-rows count in the lifetime figures too.
+It applies validation's hard rules that decide whether a row can ever count: completed (status
+compared without case or surrounding blanks), a finite positive amount with no more decimals than
+its currency's minor unit, a currency with an ECB rate, a known customer and product, not before the
+customer's creation, one row per transaction id (identical copies count once, conflicting copies not
+at all), and the ceiling (MAX_AMOUNT_USD, converted at the rate of the week the balance opens).
+Anomaly flags do not matter: flagged rows count in the lifetime figures too.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ OPENING_BALANCE_SCHEMA = pa.schema(
 
 
 def opening_balance_sql(schema: SourceSchema) -> str:
-    """Per customer and currency, the totals of the valid completed transactions before ``%(before)s``."""
+    """Per customer and currency, the totals of the valid completed transactions before
+    ``%(before)s``."""
     ts = schema.utc("t", "transactions", "timestamp")
     return f"""
 WITH rules AS (
@@ -67,8 +68,8 @@ FROM single GROUP BY customer_id, currency
 def opening_balance(
     conn, schema: SourceSchema, before: datetime, rules: pd.DataFrame
 ) -> pd.DataFrame:
-    """The totals (``KEYS`` + ``TOTALS`` of ``logic.history``) before ``before``; ``rules`` has, per currency with
-    a rate, its ``minor_units`` and ``ceiling`` in its own units."""
+    """The totals (``KEYS`` + ``TOTALS`` of ``logic.history``) before ``before``; ``rules`` has, per
+    currency with a rate, its ``minor_units`` and ``ceiling`` in its own units."""
     params = {
         "before": schema.bound("transactions", "timestamp", before),
         "currencies": rules["currency"].tolist(),

@@ -15,7 +15,8 @@ from customer_assets.sources.source_schema import SourceSchema
 
 
 def excluded_statuses_sql() -> str:
-    """The week's rows the extract leaves out, per status as the source spells it (NULL included)."""
+    """The week's rows the extract leaves out, per status as the source spells it (NULL
+    included)."""
     return f"""
 SELECT t.status::text AS status, count(*) AS n FROM transactions t
 WHERE t."timestamp" >= %(start)s AND t."timestamp" < %(end)s AND NOT coalesce({completed_sql("t")}, false)
@@ -24,10 +25,10 @@ GROUP BY 1 ORDER BY 2 DESC, 1
 
 
 def customer_records_sql(schema: SourceSchema) -> str:
-    """Over the customers table (ids compared trimmed): the records beyond one per id (a table without a primary
-    key holding a customer twice), and the ids that one standardised id (trimmed, upper-case) stands for beyond
-    the first (``C0000001`` and ``c0000001``), with up to five such standardised ids. One pass over the
-    customers, whatever the week's size."""
+    """Over the customers table (ids compared trimmed): the records beyond one per id (a table
+    without a primary key holding a customer twice), and the ids that one standardised id (trimmed,
+    upper-case) stands for beyond the first (``C0000001`` and ``c0000001``), with up to five such
+    standardised ids. One pass over the customers, whatever the week's size."""
     cid = trimmed_sql(schema.text("c", "customer_id"))
     return f"""
 WITH ids AS (SELECT {cid} AS id, count(*) AS records FROM customers c WHERE {cid} IS NOT NULL GROUP BY 1),
@@ -46,7 +47,8 @@ CUSTOMER_RECORDS_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class SourceFindings:
-    """What the source holds that is not the transactions' fault, found beside the week's extract."""
+    """What the source holds that is not the transactions' fault, found beside the week's
+    extract."""
 
     excluded_statuses: dict[
         str, int
@@ -60,7 +62,8 @@ class SourceFindings:
     id_collision_examples: list[str]  # up to five such standardised ids
 
     def report(self) -> dict:
-        """The findings as the quality report shows them, under the codes the failure catalogue uses."""
+        """The findings as the quality report shows them, under the codes the failure catalogue
+        uses."""
         return {
             "DUPLICATE_CUSTOMER_RECORD": self.duplicate_customer_records,
             "ID_COLLISION": self.id_collisions,
@@ -71,10 +74,10 @@ class SourceFindings:
 def week_source_findings(
     conn, start: datetime, end: datetime, schema: SourceSchema
 ) -> SourceFindings:
-    """The week's excluded statuses and the customers table's duplicate and colliding records, in two small
-    queries: a GROUP BY over the week's rows (through the timestamp index, like the version's count) and one
-    over the customers. Read through ``copy_query``, so a status or id that is not UTF-8 cannot fail
-    the week."""
+    """The week's excluded statuses and the customers table's duplicate and colliding records, in
+    two small queries: a GROUP BY over the week's rows (through the timestamp index, like the
+    version's count) and one over the customers. Read through ``copy_query``, so a status or id that
+    is not UTF-8 cannot fail the week."""
     bounds = {
         "start": schema.bound("transactions", "timestamp", start),
         "end": schema.bound("transactions", "timestamp", end),

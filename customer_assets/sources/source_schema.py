@@ -1,8 +1,9 @@
 """What the source database's tables look like, checked before anything is read.
 
-Real schemas vary: ids may be integers or text, timestamps with or without a time zone, amounts numeric or
-floating point. The extract adapts to those; a missing column or a type it cannot use fails at once, naming
-the table and column, instead of failing later inside a query (and being retried for minutes).
+Real schemas vary: ids may be integers or text, timestamps with or without a time zone, amounts
+numeric or floating point. The extract adapts to those; a missing column or a type it cannot use
+fails at once, naming the table and column, instead of failing later inside a query (and being
+retried for minutes).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ REQUIRED: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     },
 }
 
-# Each table as the extract's queries resolve it (the search path), with its columns' types. The catalog shows
-# a table's columns whatever the user's privileges, so a missing grant is reported as such by the query.
+# Each table as the extract's queries resolve it (the search path), with its columns' types. The
+# catalog shows a table's columns whatever the user's privileges, so a missing grant is reported as
+# such by the query.
 COLUMNS_SQL = """
 SELECT w.name, a.attname,
        CASE WHEN ty.typtype = 'e' THEN 'USER-DEFINED'
@@ -72,7 +74,8 @@ class SourceSchema:
     timezone: str = "UTC"
 
     def utc(self, alias: str, table: str, column: str) -> str:
-        """SQL for ``alias.column`` as a naive UTC timestamp; naive source values are in the source time zone."""
+        """SQL for ``alias.column`` as a naive UTC timestamp; naive source values are in the source
+        time zone."""
         ref = f'{alias}."{column}"'
         kind = self.types[(table, column)]
         if kind == "timestamp with time zone":
@@ -87,8 +90,9 @@ class SourceSchema:
         return self.types[(table, column)] == "timestamp with time zone"
 
     def bound(self, table: str, column: str, moment: datetime) -> datetime:
-        """A UTC bound as the column compares it: naive columns hold wall time of the source time zone, so
-        the bound is converted to that wall time (and an index on the column stays usable)."""
+        """A UTC bound as the column compares it: naive columns hold wall time of the source time
+        zone, so the bound is converted to that wall time (and an index on the column stays
+        usable)."""
         if self.is_zoned(table, column):
             return moment
         return moment.astimezone(ZoneInfo(self.timezone)).replace(tzinfo=None)
@@ -107,7 +111,8 @@ def check_timezone(name: str) -> str:
 def read_source_schema(
     conn, timezone: str = "UTC", tables: tuple[str, ...] = tuple(REQUIRED)
 ) -> SourceSchema:
-    """Check that ``tables`` have their required columns with usable types; raise SourceSchemaError if not."""
+    """Check that ``tables`` have their required columns with usable types; raise SourceSchemaError
+    if not."""
     with conn.cursor() as cur:
         cur.execute(COLUMNS_SQL, {"tables": list(tables)})
         found = {(table, column): kind for table, column, kind in cur.fetchall()}

@@ -45,7 +45,8 @@ _SALES_BY_GROUP = """
   GROUP BY 1, 2, 3
 """
 
-# Revenue, orders, customers and average order value per group, with the group's revenue a week before.
+# Revenue, orders, customers and average order value per group, with the group's revenue a week
+# before.
 SALES_SQL = f"""
 WITH cur AS ({_SALES_BY_GROUP.replace("@WEEK", "@week_start")}),
 prev AS ({_SALES_BY_GROUP.replace("@WEEK", "@previous_week")})
@@ -58,8 +59,9 @@ FROM cur LEFT JOIN prev ON prev.category = cur.category AND prev.country = cur.c
 ORDER BY cur.category, cur.country, cur.segment
 """
 
-# Each person's first and last purchase as of the week's end (over all currencies and all their shop ids):
-# everyone who ever bought, from the carried history (kept per shop id) through the week's identity.
+# Each person's first and last purchase as of the week's end (over all currencies and all their shop
+# ids): everyone who ever bought, from the carried history (kept per shop id) through the week's
+# identity.
 _FIRST_PURCHASES = """
   SELECT COALESCE(i.customer_id, TRIM(h.customer_id)) AS customer_id, MIN(h.first_purchase_at) AS first_purchase_at,
          MAX(h.last_purchase_at) AS last_purchase_at
@@ -72,13 +74,14 @@ _BUYERS = "SELECT DISTINCT customer_id FROM {fact} WHERE week_start = @week_star
 
 
 def _count_if(condition: str) -> str:
-    """Rows meeting ``condition`` (0, never NULL, when none does: COUNTIF gives NULL on DuckDB then)."""
+    """Rows meeting ``condition`` (0, never NULL, when none does: COUNTIF gives NULL on DuckDB
+    then)."""
     return f"CAST(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS {{INT}})"
 
 
-# Every customer who has bought by the week's end, with the status their last purchase gives at the week's end
-# (the profiles' bins: active < 7 days, at-risk 7-30, churned > 30) and the segment and tier of their
-# dimension version valid in the week.
+# Every customer who has bought by the week's end, with the status their last purchase gives at the
+# week's end (the profiles' bins: active < 7 days, at-risk 7-30, churned > 30) and the segment and
+# tier of their dimension version valid in the week.
 CHURN_SQL = f"""
 WITH firsts AS ({_FIRST_PURCHASES}),
 buyers AS ({_BUYERS}),

@@ -1,17 +1,20 @@
-"""Following a merge of persons (``identity_merges``) in the tables keyed by the person, in the run that found it.
+"""Following a merge of persons (``identity_merges``) in the tables keyed by the person, in the run
+that found it.
 
-When a week's records show that two persons are one, the retired person's id leaves every table analysts join
-on the person, when the week's dimension is built (before its facts):
+When a week's records show that two persons are one, the retired person's id leaves every table
+analysts join on the person, when the week's dimension is built (before its facts):
 
-- ``dim_customers``: the retired person's versions end at the week (``is_current`` false) and name the person
-  they merged into (``merged_into``, followed along later merges); versions that would start in or after the
-  week are removed. The surviving person has the one current version from the week on.
+- ``dim_customers``: the retired person's versions end at the week (``is_current`` false) and name
+  the person they merged into (``merged_into``, followed along later merges); versions that would
+  start in or after the week are removed. The surviving person has the one current version from the
+  week on.
 - ``fact_transactions``: every fact of the retired person is counted under the surviving one (its
   ``customer_id``); its ``customer_key`` still names the version valid at its time, which exists.
 
-The weekly snapshots (profiles, identity, history) keep what was known in their week. One SQL text for DuckDB
-and BigQuery; nothing is written in a week without merges, and a re-run of the week changes nothing more. In
-BigQuery the facts' relabelling reads the fact table's customer_id column (every week) in a week with merges.
+The weekly snapshots (profiles, identity, history) keep what was known in their week. One SQL text
+for DuckDB and BigQuery; nothing is written in a week without merges, and a re-run of the week
+changes nothing more. In BigQuery the facts' relabelling reads the fact table's customer_id column
+(every week) in a week with merges.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ ADD_MERGED_INTO_SQL = "ALTER TABLE {dim} ADD COLUMN IF NOT EXISTS merged_into {S
 
 WEEK_MERGES = "SELECT retired_id, surviving_id FROM {merges} WHERE week_start = @merge_week"
 
-# The retired person's versions: those from the merge's week on removed, the others closed at that week.
+# The retired person's versions: those from the merge's week on removed, the others closed at that
+# week.
 CLOSE_VERSIONS_SQL = f"""
 MERGE INTO {{dim}} T
 USING ({WEEK_MERGES}) S
@@ -59,10 +63,11 @@ RETIRED = "SELECT retired_id FROM {merges} WHERE week_start = @merge_week"
 
 
 def follow_merges(warehouse: WarehouseSQL, schema: str, week_start: datetime) -> dict[str, int]:
-    """Apply the merges of the week and of every later loaded week, in week order, to ``dim_customers`` and
-    ``fact_transactions`` (those that exist): on a normal Monday the week's merges; a re-run or backfill of an
-    older week, which rebuilds versions from the snapshots, applies the later merges again so that no retired
-    person comes back. Run after the week's versions are applied. Returns the counts."""
+    """Apply the merges of the week and of every later loaded week, in week order, to
+    ``dim_customers`` and ``fact_transactions`` (those that exist): on a normal Monday the week's
+    merges; a re-run or backfill of an older week, which rebuilds versions from the snapshots,
+    applies the later merges again so that no retired person comes back. Run after the week's
+    versions are applied. Returns the counts."""
     names = {
         "dim": warehouse.table(schema, tables.DIM_CUSTOMERS),
         "fact": warehouse.table(schema, tables.FACT_TRANSACTIONS),

@@ -1,17 +1,19 @@
 """Type-2 dimensions (customers, products) maintained in the warehouse by SQL, one week at a time.
 
-Applying a week recomputes, for the customers that week touches (those in its snapshot, and those whose
-version started in it), the versions from the one in effect before the week on, from that version and the
-snapshots from the week on, inside the warehouse, and swaps them in with one MERGE: no snapshot becomes a
-DataFrame, and the newest week costs the same after years of weeks. Versions depend only on the set of
-snapshots, never on the order weeks were loaded in, so re-running a week adds nothing and backfilling an
-older week gives the history of running the weeks in order. The same statement runs on DuckDB and BigQuery.
+Applying a week recomputes, for the customers that week touches (those in its snapshot, and those
+whose version started in it), the versions from the one in effect before the week on, from that
+version and the snapshots from the week on, inside the warehouse, and swaps them in with one MERGE:
+no snapshot becomes a DataFrame, and the newest week costs the same after years of weeks. Versions
+depend only on the set of snapshots, never on the order weeks were loaded in, so re-running a week
+adds nothing and backfilling an older week gives the history of running the weeks in order. The same
+statement runs on DuckDB and BigQuery.
 
-A backfilled older week can start a version earlier, and so change its surrogate key: the facts of the later,
-already loaded weeks are then re-keyed to the version valid at their week by one UPDATE (``REKEY_FACTS_SQL``),
-in the MERGE's transaction on DuckDB, right after it on BigQuery. The newest week has no later facts: a look
-at the fact table's later partitions (none, so BigQuery scans nothing) skips the UPDATE. ``FACT_KEYS_SQL``
-counts the facts whose keys are no dimension row's, over the whole fact table (the check ``fact_keys_resolve``).
+A backfilled older week can start a version earlier, and so change its surrogate key: the facts of
+the later, already loaded weeks are then re-keyed to the version valid at their week by one UPDATE
+(``REKEY_FACTS_SQL``), in the MERGE's transaction on DuckDB, right after it on BigQuery. The newest
+week has no later facts: a look at the fact table's later partitions (none, so BigQuery scans
+nothing) skips the UPDATE. ``FACT_KEYS_SQL`` counts the facts whose keys are no dimension row's,
+over the whole fact table (the check ``fact_keys_resolve``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ FACT_TABLE = tables.FACT_TRANSACTIONS
 
 @dataclass(frozen=True)
 class Scd2:
-    """A type-2 dimension over weekly snapshots: ``tracked`` columns (name, type token) of ``key``, versioned by
-    the week they were first seen in; ``surrogate`` is ``<key>|<yyyymmdd of effective_from>``, stable across
-    reruns. Backfilling an older week can start a version earlier, and so re-key it: applying the week also
-    re-keys the facts of the later, already loaded weeks (``fact_transactions.<surrogate>``, matched on
-    ``<key>``) with the MERGE, so no fact keeps a key the dimension no longer has and the later weeks need not
-    be re-run. Re-running the week re-keys nothing more (and repairs a re-key that did not happen)."""
+    """A type-2 dimension over weekly snapshots: ``tracked`` columns (name, type token) of ``key``,
+    versioned by the week they were first seen in; ``surrogate`` is ``<key>|<yyyymmdd of
+    effective_from>``, stable across reruns. Backfilling an older week can start a version earlier,
+    and so re-key it: applying the week also re-keys the facts of the later, already loaded weeks
+    (``fact_transactions.<surrogate>``, matched on ``<key>``) with the MERGE, so no fact keeps a key
+    the dimension no longer has and the later weeks need not be re-run. Re-running the week re-keys
+    nothing more (and repairs a re-key that did not happen)."""
 
     dimension: str
     snapshots: str
@@ -136,13 +139,14 @@ PRODUCTS = Scd2(
 )
 DIMENSION_COLUMNS = CUSTOMERS.columns
 
-# A dimension created before surrogate keys existed gets the column, filled for its existing versions.
+# A dimension created before surrogate keys existed gets the column, filled for its existing
+# versions.
 ADD_KEY_SQL = "ALTER TABLE {dim} ADD COLUMN IF NOT EXISTS {surrogate} {STR}"
 FILL_KEY_SQL = """UPDATE {dim} SET {surrogate} = {key} || '|' || CAST(EXTRACT(YEAR FROM effective_from) * 10000
   + EXTRACT(MONTH FROM effective_from) * 100 + EXTRACT(DAY FROM effective_from) AS {STR}) WHERE {surrogate} IS NULL"""
 
-# Every key has exactly one current version, so the current versions count the customers (or products). DuckDB's
-# COUNTIF over no rows is NULL (BigQuery's is 0): an empty dimension counts 0.
+# Every key has exactly one current version, so the current versions count the customers (or
+# products). DuckDB's COUNTIF over no rows is NULL (BigQuery's is 0): an empty dimension counts 0.
 WEEK_SUMMARY_SQL = """
 SELECT COUNT(*) AS versions, COALESCE(COUNTIF(effective_from = @week_start), 0) AS versions_starting_this_week,
        COALESCE(COUNTIF(is_current), 0) AS current_versions
@@ -150,11 +154,11 @@ FROM {dim}
 """
 
 
-# The facts of the weeks after the applied one whose key is no longer the key of the version valid at their
-# week: only a version the week's MERGE recomputed can have changed its key, so these are exactly the facts of
-# the keys the week touched (a key broken otherwise is repaired too). The filter on the partition column
-# (`timestamp`, from the end of the week on) keeps BigQuery to the later weeks' partitions. Versions do not
-# overlap, so a fact matches at most one version.
+# The facts of the weeks after the applied one whose key is no longer the key of the version valid
+# at their week: only a version the week's MERGE recomputed can have changed its key, so these are
+# exactly the facts of the keys the week touched (a key broken otherwise is repaired too). The
+# filter on the partition column (`timestamp`, from the end of the week on) keeps BigQuery to the
+# later weeks' partitions. Versions do not overlap, so a fact matches at most one version.
 REKEY_FACTS_SQL = """
 UPDATE {fact} f SET {surrogate} = d.{surrogate}
 FROM {dim} d
@@ -163,13 +167,15 @@ WHERE f.{ts} >= @later_from AND f.week_start > @week_start
   AND f.{surrogate} IS DISTINCT FROM d.{surrogate}
 """
 
-# Whether any fact belongs to a week after the applied one: on the newest week BigQuery prunes every partition.
+# Whether any fact belongs to a week after the applied one: on the newest week BigQuery prunes every
+# partition.
 LATER_FACTS_SQL = (
     "SELECT COUNT(*) AS n FROM {fact} WHERE {ts} >= @later_from AND week_start > @week_start"
 )
 
-# Over the whole fact table: the facts whose customer_key (product_key) is the key of no dim_customers
-# (dim_products) row, the distinct such keys, and one of them as an example (the check fact_keys_resolve).
+# Over the whole fact table: the facts whose customer_key (product_key) is the key of no
+# dim_customers (dim_products) row, the distinct such keys, and one of them as an example (the check
+# fact_keys_resolve).
 FACT_KEYS_SQL = """
 SELECT COUNT(*) AS facts_scanned,
        COALESCE(COUNTIF(c.customer_key IS NULL), 0) AS facts_with_dangling_customer_key,
@@ -187,10 +193,10 @@ FROM {fact} f
 def apply_week(
     warehouse: WarehouseSQL, schema: str, week_start: datetime, spec: Scd2 = CUSTOMERS
 ) -> dict[str, int]:
-    """Bring ``schema.<spec.dimension>`` up to date with the week's snapshot in ``schema.<spec.snapshots>``
-    and re-key the facts of the later weeks whose version it moved; returns
-    the dimension's counts after it (``current_versions`` is the number of customers, or products: each has
-    exactly one current version) and ``facts_rekeyed``."""
+    """Bring ``schema.<spec.dimension>`` up to date with the week's snapshot in
+    ``schema.<spec.snapshots>`` and re-key the facts of the later weeks whose version it moved;
+    returns the dimension's counts after it (``current_versions`` is the number of customers, or
+    products: each has exactly one current version) and ``facts_rekeyed``."""
     names = {
         "dim": warehouse.table(schema, spec.dimension),
         "snapshots": warehouse.table(schema, spec.snapshots),
@@ -229,12 +235,13 @@ _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 def _merge_and_rekey(
     warehouse: WarehouseSQL, merge: str, rekey: str, params: dict, names: dict
 ) -> int:
-    """The MERGE then the re-key; the number of facts re-keyed. DuckDB: in one transaction on one connection
-    (BEGIN ... COMMIT: WarehouseSQL's statements each take a connection of their own). BigQuery: one
-    multi-statement job, the count from ``@@row_count``, but no transaction: the emulator the tests run cannot
-    hold a MERGE in one (BigQuery can). Should the re-key fail there after the MERGE, the week fails, and
-    re-running it re-keys what was left (the MERGE changes nothing the second time, and the re-key takes every
-    later fact whose key is not its version's)."""
+    """The MERGE then the re-key; the number of facts re-keyed. DuckDB: in one transaction on one
+    connection (BEGIN ... COMMIT: WarehouseSQL's statements each take a connection of their own).
+    BigQuery: one multi-statement job, the count from ``@@row_count``, but no transaction: the
+    emulator the tests run cannot hold a MERGE in one (BigQuery can). Should the re-key fail there
+    after the MERGE, the week fails, and re-running it re-keys what was left (the MERGE changes
+    nothing the second time, and the re-key takes every later fact whose key is not its
+    version's)."""
     if isinstance(warehouse, DuckDBWarehouse):
         statements = []
         for sql in (merge, rekey):
@@ -262,8 +269,8 @@ def _merge_and_rekey(
 
 
 def fact_keys(warehouse: WarehouseSQL, schema: str) -> dict:
-    """``FACT_KEYS_SQL``'s figures over ``schema.fact_transactions`` (counts as ints, examples None when none);
-    all zero while the table does not exist."""
+    """``FACT_KEYS_SQL``'s figures over ``schema.fact_transactions`` (counts as ints, examples None
+    when none); all zero while the table does not exist."""
     if not warehouse.exists(schema, FACT_TABLE):
         return {
             "facts_scanned": 0,

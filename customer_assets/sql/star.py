@@ -18,10 +18,11 @@ def _day_key(column: str) -> str:
     return f"(EXTRACT(YEAR FROM {column}) * 10000 + EXTRACT(MONTH FROM {column}) * 100 + EXTRACT(DAY FROM {column}))"
 
 
-# Each transaction of the week joined to the dimension rows valid at its time. Its customer is the person its
-# shop id belongs to in the week's identity (customer_identity_map); a customer version matches when the
-# transaction's week lies in [effective_from, effective_to): versions change at week boundaries. A key that matches several rows
-# repeats the transaction (resolve_keys finds it); one that matches none leaves the key NULL.
+# Each transaction of the week joined to the dimension rows valid at its time. Its customer is the
+# person its shop id belongs to in the week's identity (customer_identity_map); a customer version
+# matches when the transaction's week lies in [effective_from, effective_to): versions change at
+# week boundaries. A key that matches several rows repeats the transaction (resolve_keys finds it);
+# one that matches none leaves the key NULL.
 FACT_SQL = f"""
 SELECT t.transaction_id, c.customer_key, p.product_key, {_day_key("t.{ts}")} AS date_key,
        COALESCE(i.customer_id, TRIM(t.customer_id)) AS customer_id, t.product_id, t.{{ts}}, t.week_start, t.amount, t.currency,
@@ -52,8 +53,8 @@ def fact_candidates(warehouse: WarehouseSQL, schema: str, week: WeekContext) -> 
     }
     names["ts"] = warehouse.quote("timestamp")
     rows = warehouse.query(FACT_SQL, {"week_start": _naive(week.week_start)}, **names)
-    # Nanosecond timestamps, as the models have them (engines hand back microseconds): the type check then
-    # takes its cheap path instead of pandera's full one.
+    # Nanosecond timestamps, as the models have them (engines hand back microseconds): the type
+    # check then takes its cheap path instead of pandera's full one.
     for column, dtype in rows.dtypes.items():
         if pd.api.types.is_datetime64_any_dtype(dtype):
             rows[column] = rows[column].astype(
@@ -67,7 +68,8 @@ def _naive(moment: datetime) -> datetime:
 
 
 def kept_snapshot(warehouse: WarehouseSQL, schema: str, week_start: datetime) -> pd.DataFrame:
-    """The product catalogue stored for the week (empty when the week has none yet), typed as the model."""
+    """The product catalogue stored for the week (empty when the week has none yet), typed as the
+    model."""
     from customer_assets.schemas import ProductSnapshots
 
     columns = list(ProductSnapshots.to_schema().columns)
