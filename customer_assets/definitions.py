@@ -12,6 +12,7 @@ from customer_assets.assets import (
     identity,
     kafka,
     marts,
+    profile_inputs,
     profiles,
     rejects,
     star,
@@ -20,7 +21,8 @@ from customer_assets.assets import (
     validation,
     warehouse,
 )
-from customer_assets.cleanup import IntermediateGraph, with_final_sweep
+from customer_assets.cleanup.progress import IntermediateGraph
+from customer_assets.cleanup.sweep import with_final_sweep
 from customer_assets.deployments import WAREHOUSE_KINDS, deployment_name, resources_for
 from customer_assets.erasure import erase_customers, rekey_suppression
 from customer_assets.freshness import freshness_alerts, with_freshness
@@ -34,7 +36,7 @@ from customer_assets.sensors import (
     source_changes_sensor,
 )
 from customer_assets.settings import configure_runtime
-from customer_assets.suppression import with_suppression_recheck
+from customer_assets.suppression_recheck import with_suppression_recheck
 
 ASSET_MODULES = [
     extract,
@@ -44,6 +46,7 @@ ASSET_MODULES = [
     transform,
     warehouse,
     kafka,
+    profile_inputs,
     profiles,
     identity,
     star,
@@ -54,7 +57,7 @@ ASSET_MODULES = [
 
 
 def pipeline_assets() -> list:
-    """Every asset of the pipeline, each step carrying the cleanup hooks (``cleanup.py``), and each
+    """Every asset of the pipeline, each step carrying the cleanup hooks (``cleanup/``), and each
     step that writes customer rows the suppression list's re-check after its write
     (``suppression.py``): an erasure that ran is never undone by a run that started before it."""
     assets = dg.load_assets_from_modules(ASSET_MODULES)

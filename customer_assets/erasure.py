@@ -1,16 +1,19 @@
-"""Erasure on request: a customer removed from every warehouse table and kept file, and kept out afterwards.
+"""Erasure on request: a customer removed from every warehouse table and kept file, and kept out
+afterwards.
 
-The job ``erase_customers`` reads the customer ids from a file (``ids_file``, one id a line; ``-`` for
-standard input), never from its run config, so Dagster's run storage holds no id. It first adds their keyed
-hashes (HMAC-SHA256 under PII_HASH_KEY, with the key's fingerprint, never the ids) to the warehouse table
-``erasure_suppression`` (``suppression.py``), then deletes their rows from every week of every customer table,
-DuckDB and BigQuery alike, and from the week files under the data and reports directories. Its run records
-counts and keyed hashes only.
+The job ``erase_customers`` reads the customer ids from a file (``ids_file``, one id a line; ``-``
+for standard input), never from its run config, so Dagster's run storage holds no id. It first adds
+their keyed hashes (HMAC-SHA256 under PII_HASH_KEY, with the key's fingerprint, never the ids) to
+the warehouse table ``erasure_suppression`` (``suppression.py``), then deletes their rows from every
+week of every customer table, DuckDB and BigQuery alike, and from the week files under the reports
+directory, and removes the intermediates that runs which ended left behind, on the disk or in the
+bucket (``erase_intermediates``). Its run records counts, paths and keyed hashes only.
 
-Later weekly runs and backfills read the suppression list: the extract drops those customers' rows (counted in
-its metadata as ``suppressed_rows``), the profiles leave them out, and each step that writes customer rows
-removes listed customers again after its write (``scrub``), so a run that started before an erasure cannot
-undo it. ``rekey_suppression`` moves the list to a new PII_HASH_KEY.
+Later weekly runs and backfills read the suppression list: the extract drops those customers' rows
+(counted in its metadata as ``suppressed_rows``), the profiles leave them out, and each step that
+writes customer rows removes listed customers again after its write (``scrub``), so a run that
+started before an erasure cannot undo it. ``rekey_suppression`` moves the list to a new
+PII_HASH_KEY.
 """
 
 import sys
@@ -21,7 +24,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from customer_assets.cleanup import run_weeks, write_log
+from customer_assets.cleanup.claims import sweep_orphans
+from customer_assets.cleanup.records import write_log
+from customer_assets.cleanup.runs import run_weeks
 from customer_assets.logic.identity import standardise_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.postgres import PostgresSource
@@ -37,39 +42,45 @@ from customer_assets.suppression import (  # noqa: F401  (the list's readers imp
     delete_customers,
     drop_suppressed,
     fingerprint,
-    rekey,
     rewrite_files,
-    scrub,
     suppressed_hashes,
     suppressed_mask,
     with_their_persons,
 )
+from customer_assets.suppression_rekey import rekey
 
 
 def erase_from_warehouse(
     warehouse: WarehouseSQL, ids: list[str], hash_key: str, request: str
 ) -> dict[str, int]:
-    """Add the ids' hashes to the suppression list, then delete their rows from every customer table; returns
-    rows removed per table. Safe to repeat: a second run removes nothing and adds no hash twice. The list is
-    written first: a weekly step that writes after the deletion finds the customer on it (``scrub``)."""
+    """Add the ids' hashes to the suppression list, then delete their rows from every customer
+    table; returns rows removed per table. Safe to repeat: a second run removes nothing and adds no
+    hash twice. The list is written first: a weekly step that writes after the deletion finds the
+    customer on it (``scrub``)."""
     check_key(warehouse, hash_key)
     ids = canonical_ids(ids)
     add_to_list(warehouse, customer_hashes(ids, hash_key), hash_key, request)
     return delete_customers(warehouse, ids)
 
 
-def erase_from_files(
-    roots: list[Path], ids: list[str], running_weeks: frozenset[str] = frozenset()
-) -> dict[str, int]:
-    """Rewrite every Parquet and CSV file under ``roots`` that has a ``customer_id`` column without those
-    customers' rows (week intermediates left by a dead run, anomaly listings); returns rows removed per file.
-    Intermediates of ``running_weeks`` are left to their run: rewriting a file a step reads fails the step,
-    the run's writes are scrubbed after it, and its intermediates go when it ends (``cleanup.py``)."""
+def erase_from_files(roots: list[Path], ids: list[str]) -> dict[str, int]:
+    """Rewrite every Parquet and CSV file under ``roots`` (the reports: anomaly listings) that has
+    a ``customer_id`` column without those customers' rows; returns rows removed per file."""
     wanted = set(canonical_ids(ids))
-    return rewrite_files(
-        roots,
-        lambda values: standardise_ids(values).isin(wanted),
-        skip=lambda path: path.suffix == ".parquet" and path.stem in running_weeks,
+    return rewrite_files(roots, lambda values: standardise_ids(values).isin(wanted))
+
+
+def erase_intermediates(
+    context: dg.OpExecutionContext, settings: PipelineSettings
+) -> dict[str, list[str]]:
+    """Remove, whole, the intermediates of every week no run is working on (left by a dead run),
+    wherever they are: found by the cleanup (``sweep_orphans``: the data dir and the bucket of
+    CUSTOMER_ASSETS_INTERMEDIATES_URL), which records the dead run in ``failed_*.json``. Returns the
+    paths removed per week. Intermediates of the weeks a run works on now (``running_weeks``, or
+    claimed by a live process) are left to their run: removing a file a step reads fails the step,
+    the run's writes are scrubbed after it, and its intermediates go when it ends (``cleanup``)."""
+    return sweep_orphans(
+        settings, context.instance, keep_run=context.run_id, keep_weeks=running_weeks(context)
     )
 
 
@@ -84,9 +95,10 @@ LIST_JOBS = ("erase_customers", "rekey_suppression")
 def wait_for_earlier_runs(
     context: dg.OpExecutionContext, minutes: float, poll_seconds: float = 2.0
 ) -> int:
-    """Wait until the runs of this instance in progress when the erasure started have ended: a run that read the
-    suppression list before the erasure would write the customers back after it. Returns how many it waited
-    for; stops with one line, before anything is erased, when they outlast ``minutes``."""
+    """Wait until the runs of this instance in progress when the erasure started have ended: a run
+    that read the suppression list before the erasure would write the customers back after it.
+    Returns how many it waited for; stops with one line, before anything is erased, when they
+    outlast ``minutes``."""
     earlier = {
         run.run_id
         for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
@@ -126,7 +138,8 @@ def running_weeks(context: dg.OpExecutionContext) -> frozenset[str]:
 
 
 def read_lines(path: str) -> list[str]:
-    """The non-blank lines of a file, or of standard input for ``-`` (ids or a key never go in run config)."""
+    """The non-blank lines of a file, or of standard input for ``-`` (ids or a key never go in run
+    config)."""
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     return [
         line.strip()
@@ -176,13 +189,11 @@ def erase_customers_op(
     requested = len(ids)
     ids = with_their_persons(warehouse, ids)  # the person, under every id a source knows them by
     tables = erase_from_warehouse(warehouse, ids, crm.hash_key, config.request)
-    files = erase_from_files(
-        [Path(settings.data_dir) / "etl", Path(settings.reports_dir)], ids, running_weeks(context)
-    )
+    intermediates = erase_intermediates(context, settings)
+    files = erase_from_files([Path(settings.reports_dir)], ids)
     hashes = customer_hashes(ids, crm.hash_key)
-    read_copy = getattr(
-        warehouse, "publish_read_copy", lambda: None
-    )()  # the analysts' copy forgets them too
+    # the analysts' copy forgets them too
+    read_copy = getattr(warehouse, "publish_read_copy", lambda: None)()
     record = {
         "erased_at": datetime.now(timezone.utc).isoformat(),
         "request": config.request,
@@ -194,13 +205,14 @@ def erase_customers_op(
         "analysts_read_copy": read_copy,
         "rows_removed_per_table": tables,
         "rows_removed_per_file": files,
+        "intermediates_removed": intermediates,
     }
-    path = write_log(
-        settings, "erasure", record
-    )  # counts and paths only: the ids are not written there
+    # counts and paths only: the ids are not written there
+    path = write_log(settings, "erasure", record)
+    left_behind = sum(len(removed) for removed in intermediates.values())
     context.log.info(
         f"erased {record['customers']} customer(s): {sum(tables.values())} warehouse rows, "
-        f"{sum(files.values())} file rows"
+        f"{sum(files.values())} file rows, {left_behind} intermediate file(s) left by ended runs"
     )
     return dg.Output(
         None,
@@ -211,6 +223,7 @@ def erase_customers_op(
             "rows_removed": sum(tables.values()) + sum(files.values()),
             "per_table": dg.MetadataValue.json(tables),
             "files": dg.MetadataValue.json(files),
+            "intermediates_removed": left_behind,
             "record": dg.MetadataValue.path(str(path.resolve())),
         },
     )
@@ -247,7 +260,8 @@ UNION SELECT DISTINCT upper(trim({transaction})) FROM transactions t WHERE t.cus
 
 
 def source_customer_ids(source_db: PostgresSource, crm: CrmSource) -> list[str]:
-    """Every customer id the sources hold: the database's customers and transactions, and the CRM's records."""
+    """Every customer id the sources hold: the database's customers and transactions, and the CRM's
+    records."""
     import pyarrow as pa
 
     with source_db.connect() as conn:

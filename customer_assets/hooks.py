@@ -1,5 +1,5 @@
 """The hooks every asset step carries: the intermediates no remaining step needs go when a step
-ends, and a failed step is recorded and alerted. The mechanism is explained in ``cleanup.py``."""
+ends, and a failed step is recorded and alerted. The mechanism is explained in ``cleanup/__init__.py``."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from customer_assets.cleanup import (
+from customer_assets.cleanup.intermediates import intermediate_files
+from customer_assets.cleanup.progress import IntermediateGraph
+from customer_assets.cleanup.records import (
     RECORD_TAG,
-    IntermediateGraph,
     add_to_record,
     failure_record,
-    intermediate_files,
-    run_weeks,
-    sweep,
     write_failure_record,
 )
+from customer_assets.cleanup.runs import run_weeks
+from customer_assets.cleanup.sweep import sweep
 
 
 def error_text(exc: BaseException | None) -> str | None:

@@ -1,5 +1,5 @@
-"""Sensors: clean up after failed runs; re-run a week when late event files land for it, or when its source
-rows changed after it was loaded."""
+"""Sensors: clean up after failed runs; re-run a week when late event files land for it, or when its
+source rows changed after it was loaded."""
 
 import hashlib
 import json
@@ -14,14 +14,10 @@ from customer_assets.alerts import Alerts
 from customer_assets.assets.common import metadata_value
 from customer_assets.assets.extract import SOURCE_TRANSACTIONS
 from customer_assets.assets.history import HISTORY
-from customer_assets.cleanup import (
-    RECORD_TAG,
-    failure_record,
-    remove_intermediates,
-    run_week,
-    sweep_orphans,
-    write_failure_record,
-)
+from customer_assets.cleanup.claims import sweep_orphans
+from customer_assets.cleanup.intermediates import remove_intermediates
+from customer_assets.cleanup.records import RECORD_TAG, failure_record, write_failure_record
+from customer_assets.cleanup.runs import run_week
 from customer_assets.partitions import latest_materialization, week_bounds, weekly_partitions
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.schedules import weekly_pipeline_job
@@ -55,8 +51,9 @@ def failed_step(context: dg.RunFailureSensorContext) -> tuple[str | None, str | 
 def etl_failure_cleanup(
     context: dg.RunFailureSensorContext, settings: PipelineSettings, alerts: Alerts
 ) -> None:
-    """Backstop of the in-run cleanup hooks: for a failed run they did not record (a worker killed, a run
-    that failed before any step), writes `failed_YYYYMMDD_HHMMSS.json` and removes the week's intermediates."""
+    """Backstop of the in-run cleanup hooks: for a failed run they did not record (a worker killed,
+    a run that failed before any step), writes `failed_YYYYMMDD_HHMMSS.json` and removes the week's
+    intermediates."""
     if RECORD_TAG in context.dagster_run.tags:
         context.log.info(
             f"run {context.dagster_run.run_id} already recorded its failure: "
@@ -91,8 +88,9 @@ def etl_failure_cleanup(
     name="orphaned_intermediates",
     minimum_interval_seconds=600,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Removes the intermediates of weeks that no live run claims (a worker killed outright left "
-    "them) and records each in failed_*.json; every run also does this when it starts.",
+    description="Removes the intermediates of weeks that no live run claims (a worker killed "
+    "outright left them) and records each in failed_*.json; every run also does this when it "
+    "starts.",
 )
 def orphaned_intermediates(context: dg.SensorEvaluationContext, settings: PipelineSettings):
     """Customer rows left on disk by a run that died without cleaning up go within one interval."""
@@ -109,8 +107,8 @@ def orphaned_intermediates(context: dg.SensorEvaluationContext, settings: Pipeli
 def new_event_files(root: Path, cursor: dict) -> tuple[list[Path], dict]:
     """Files of the landing zone that the cursor has not seen, and the cursor after them.
 
-    The cursor keeps the newest modification time seen and the files that carry it, so a file written in
-    the same instant as the last one seen is still picked up once, and never twice.
+    The cursor keeps the newest modification time seen and the files that carry it, so a file
+    written in the same instant as the last one seen is still picked up once, and never twice.
     """
     last = int(cursor.get("mtime_ns", 0))
     seen_at_last = set(cursor.get("files_at_mtime", []))
@@ -131,7 +129,8 @@ def new_event_files(root: Path, cursor: dict) -> tuple[list[Path], dict]:
 def weeks_touched(files: list[Path]) -> dict[str, int]:
     """Week partition keys whose events may sit in these files, with the newest mtime of each.
 
-    A day folder feeds its own week, and a Sunday folder also the next one (late files of Monday's events).
+    A day folder feeds its own week, and a Sunday folder also the next one (late files of Monday's
+    events).
     """
     weeks: dict[str, int] = {}
     for path in files:
@@ -152,15 +151,18 @@ LOADED = tables.key(tables.WEEKLY_CUSTOMER_PROFILES)
     job=weekly_pipeline_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Re-runs a loaded week when event files land for it late (a batch of files: one run). "
-    "Its first tick only notes the files already there: it never requests the landing zone's history.",
+    description="Re-runs a loaded week when event files land for it late (a batch of files: one "
+    "run). Its first tick only notes the files already there: it never requests the landing zone's "
+    "history.",
 )
 def events_landing_zone(context: dg.SensorEvaluationContext, settings: PipelineSettings):
-    """Re-runs a week whose profiles are loaded when new event files land for it (late arrivals), once per batch.
+    """Re-runs a week whose profiles are loaded when new event files land for it (late arrivals),
+    once per batch.
 
-    The first tick (an empty cursor) takes every file already in the landing zone as seen and requests
-    nothing: months of history must not become months of runs. Files for a week not loaded yet request
-    nothing either: the schedule or a backfill loads that week, reading every file it has by then.
+    The first tick (an empty cursor) takes every file already in the landing zone as seen and
+    requests nothing: months of history must not become months of runs. Files for a week not loaded
+    yet request nothing either: the schedule or a backfill loads that week, reading every file it
+    has by then.
     """
     if settings.events_path is None:
         return dg.SkipReason("no event landing zone configured (EVENTS_PATH unset)")
@@ -204,10 +206,11 @@ def weeks_to_repair(
 ) -> tuple[list[str], dict[str, str]]:
     """The loaded weeks among ``weeks`` (oldest first) to re-run, and why the first of them must.
 
-    A week must re-run when its source version differs from the one its extract read (late change), or when
-    its carried history was built from something other than the previous week's latest history (an earlier
-    week re-ran after it, or it was built by a full rescan before that week existed). Every loaded week
-    after the first such week re-runs too: their lifetime figures and profiles include it.
+    A week must re-run when its source version differs from the one its extract read (late change),
+    or when its carried history was built from something other than the previous week's latest
+    history (an earlier week re-ran after it, or it was built by a full rescan before that week
+    existed). Every loaded week after the first such week re-runs too: their lifetime figures and
+    profiles include it.
     """
     reasons: dict[str, str] = {}
     loaded = []
@@ -252,36 +255,18 @@ def source_changes_sensor(default_status: dg.DefaultSensorStatus) -> dg.SensorDe
         minimum_interval_seconds=3600,
         default_status=default_status,
         description="Hourly: compares the recent weeks' source rows (count and checksum) with what "
-        "was loaded and re-runs a week that changed (a refund, an edit, a late row), then the weeks "
-        "after it.",
+        "was loaded and re-runs a week that changed (a refund, an edit, a late row), then the "
+        "weeks after it.",
     )(repair_changed_weeks)
 
 
-def repair_changed_weeks(
-    context: dg.SensorEvaluationContext,
-    settings: PipelineSettings,
-    source_db: PostgresSource,
-    alerts: Alerts,
-):
-    """Observes the source's recent weeks and re-runs a loaded week whose data changed since it was loaded
-    (a refund, a status change, an edited amount, a late row), then every loaded week after it, whose carried
-    history and profiles include it. Also repairs a carried history left stale by weeks run out of order.
-
-    Looks back `LATE_CHANGE_WEEKS` weeks (default 8), one indexed query per week on the source, so its
-    cost does not grow with history. `dagster sensor preview source_changes` shows what it would re-run.
-
-    A loaded week whose source shrank sharply (to zero, or by more than `SOURCE_SHRINK_LIMIT`: an archive or a
-    purge) is not repaired: it alerts (`source_shrunk`, once per source version) and re-runs neither that week
-    nor the weeks after it, which wait for an operator's run with `allow_shrink: true`.
-    """
-    weeks = weekly_partitions.get_partition_keys()[-settings.late_change_weeks :]
-    if not weeks:
-        return dg.SkipReason("no complete week yet")
-    with source_db.connect() as conn:
-        schema = source_db.schema(conn, ("transactions",))
-        versions = {week: week_version(conn, *week_bounds(week), schema) for week in weeks}
-    seen = json.loads(context.cursor or "{}")
-    observations = [
+def observe_source(
+    seen: dict, weeks: list[str], versions: dict[str, str]
+) -> list[dg.AssetObservation]:
+    """An observation of `source/transactions` for each week whose source version differs from
+    the one the sensor saw last (``seen``, its cursor): the asset's data version follows the
+    source."""
+    return [
         dg.AssetObservation(
             asset_key=SOURCE_TRANSACTIONS.key,
             partition=week,
@@ -291,23 +276,35 @@ def repair_changed_weeks(
         for week in weeks
         if seen.get(week) != versions.get(week, EMPTY_WEEK_VERSION)
     ]
-    context.update_cursor(
-        json.dumps({week: versions.get(week, EMPTY_WEEK_VERSION) for week in weeks})
-    )
-    rerun, reasons = weeks_to_repair(context.instance, weeks, versions)
-    shrunk = {
+
+
+def shrunk_weeks(
+    instance: dg.DagsterInstance, weeks: list[str], versions: dict[str, str], limit: float
+) -> dict[str, str]:
+    """The weeks among ``weeks`` whose source shrank sharply since they were loaded (to zero, or by
+    more than ``limit``), with why: an archive or a purge, which no sensor repairs by itself."""
+    return {
         week: why
-        for week in rerun
+        for week in weeks
         if (
             why := shrinkage(
-                metadata_value(
-                    latest_materialization(context.instance, RAW, week), "source_version"
-                ),
+                metadata_value(latest_materialization(instance, RAW, week), "source_version"),
                 versions.get(week, EMPTY_WEEK_VERSION),
-                settings.source_shrink_limit,
+                limit,
             )
         )
     }
+
+
+def alert_shrunk(
+    context: dg.SensorEvaluationContext,
+    alerts: Alerts,
+    shrunk: dict[str, str],
+    seen: dict,
+    versions: dict[str, str],
+) -> None:
+    """Warns of each shrunk week on every tick, and alerts (`source_shrunk`) once per source
+    version of the week, not every tick."""
     for week, why in shrunk.items():
         context.log.warning(f"not re-running {week}: {why}")
         # once per version, not every tick
@@ -317,26 +314,22 @@ def repair_changed_weeks(
                 f"the source of a loaded week shrank: {why}; not repaired automatically",
                 week,
                 {
-                    "to_repair": "re-run the week with run config ops: {etl__raw_transactions: {config: "
-                    "{allow_shrink: true}}}, then the weeks after it"
+                    "to_repair": "re-run the week with run config ops: {etl__raw_transactions: "
+                    "{config: {allow_shrink: true}}}, then the weeks after it"
                 },
                 context.log,
             )
-    if shrunk:  # the weeks after a shrunk one build on it: they wait for the operator too
-        rerun = [w for w in rerun if w < min(shrunk)]
-    if not rerun:
-        if shrunk:
-            return dg.SensorResult(
-                asset_events=observations,
-                skip_reason=(
-                    f"source shrank sharply in {', '.join(sorted(shrunk))}: alerted, waiting for an operator's "
-                    "allow_shrink run"
-                ),
-            )
-        return dg.SensorResult(
-            asset_events=observations,
-            skip_reason=f"the {len(weeks)} recent weeks match the source and their history",
-        )
+
+
+def repair_requests(
+    context: dg.SensorEvaluationContext,
+    rerun: list[str],
+    reasons: dict[str, str],
+    versions: dict[str, str],
+) -> list[dg.RunRequest]:
+    """A run of each week of ``rerun`` (oldest first), its history step told why (`repair_reason`).
+    The run keys name the first week, its reason and its source version, so one change is
+    requested once."""
     first = rerun[0]
     key = hashlib.sha1(f"{first}|{reasons[first]}|{versions.get(first)}".encode()).hexdigest()[:12]
     requests = []
@@ -351,4 +344,52 @@ def repair_changed_weeks(
                 run_config={"ops": {HISTORY_STEP: {"config": {"repair_reason": why}}}},
             )
         )
+    return requests
+
+
+def repair_changed_weeks(
+    context: dg.SensorEvaluationContext,
+    settings: PipelineSettings,
+    source_db: PostgresSource,
+    alerts: Alerts,
+):
+    """Observes the source's recent weeks and re-runs a loaded week whose data changed since it was
+    loaded (a refund, a status change, an edited amount, a late row), then every loaded week after
+    it, whose carried history and profiles include it. Also repairs a carried history left stale by
+    weeks run out of order.
+
+    Looks back `LATE_CHANGE_WEEKS` weeks (default 8), one indexed query per week on the source, so
+    its cost does not grow with history. `dagster sensor preview source_changes` shows what it would
+    re-run.
+
+    A loaded week whose source shrank sharply (to zero, or by more than `SOURCE_SHRINK_LIMIT`: an
+    archive or a purge) is not repaired: it alerts (`source_shrunk`, once per source version) and
+    re-runs neither that week nor the weeks after it, which wait for an operator's run with
+    `allow_shrink: true`.
+    """
+    weeks = weekly_partitions.get_partition_keys()[-settings.late_change_weeks :]
+    if not weeks:
+        return dg.SkipReason("no complete week yet")
+    with source_db.connect() as conn:
+        schema = source_db.schema(conn, ("transactions",))
+        versions = {week: week_version(conn, *week_bounds(week), schema) for week in weeks}
+    seen = json.loads(context.cursor or "{}")
+    observations = observe_source(seen, weeks, versions)
+    context.update_cursor(
+        json.dumps({week: versions.get(week, EMPTY_WEEK_VERSION) for week in weeks})
+    )
+    rerun, reasons = weeks_to_repair(context.instance, weeks, versions)
+    shrunk = shrunk_weeks(context.instance, rerun, versions, settings.source_shrink_limit)
+    alert_shrunk(context, alerts, shrunk, seen, versions)
+    if shrunk:  # the weeks after a shrunk one build on it: they wait for the operator too
+        rerun = [w for w in rerun if w < min(shrunk)]
+    if not rerun:
+        skip_reason = (
+            f"source shrank sharply in {', '.join(sorted(shrunk))}: alerted, waiting for an "
+            "operator's allow_shrink run"
+            if shrunk
+            else f"the {len(weeks)} recent weeks match the source and their history"
+        )
+        return dg.SensorResult(asset_events=observations, skip_reason=skip_reason)
+    requests = repair_requests(context, rerun, reasons, versions)
     return dg.SensorResult(run_requests=requests, asset_events=observations)

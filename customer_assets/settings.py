@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from customer_assets.logic import currency
+from customer_assets.logic.hard_rules import DEFAULT_MAX_AMOUNT_USD
 from customer_assets.sources import ecb_rates
 from customer_assets.weeks import first_week
 
@@ -39,7 +40,7 @@ class PipelineSettings(dg.ConfigurableResource):
         default=0.05, description="Quarantined share above which the week warns."
     )
     max_amount_usd: float = Field(
-        default=1_000_000.0,
+        default=DEFAULT_MAX_AMOUNT_USD,
         description="USD amount above which a transaction is "
         "quarantined AMOUNT_ABOVE_CEILING (MAX_AMOUNT_USD), not loaded.",
     )
@@ -101,8 +102,16 @@ class PipelineSettings(dg.ConfigurableResource):
         return path
 
 
-def _rate(name: str, default: str) -> float:
-    value = _env(name, default)
+def _default(field: str) -> str:
+    """A threshold's default as its variable spells it, declared once: on ``PipelineSettings``."""
+    value = PipelineSettings.model_fields[field].default
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    return str(value)
+
+
+def _rate(name: str, field: str) -> float:
+    value = _env(name, default := _default(field))
     try:
         rate = float(value)
     except ValueError:
@@ -114,8 +123,8 @@ def _rate(name: str, default: str) -> float:
     return rate
 
 
-def _amount(name: str, default: str) -> float:
-    value = _env(name, default)
+def _amount(name: str, field: str) -> float:
+    value = _env(name, default := _default(field))
     try:
         amount = float(value)
     except ValueError:
@@ -125,8 +134,8 @@ def _amount(name: str, default: str) -> float:
     return amount
 
 
-def _weeks(name: str, default: str) -> int:
-    value = _env(name, default)
+def _weeks(name: str, field: str) -> int:
+    value = _env(name, default := _default(field))
     if not value.isdigit() or int(value) < 1:
         raise ValueError(
             f"{name}={value!r} must be a whole number of weeks, at least 1 (default {default})"
@@ -134,8 +143,8 @@ def _weeks(name: str, default: str) -> int:
     return int(value)
 
 
-def _count(name: str, default: str) -> int:
-    value = _env(name, default)
+def _count(name: str, field: str) -> int:
+    value = _env(name, default := _default(field))
     if not value.isdigit():
         raise ValueError(f"{name}={value!r} must be a whole number, at least 0 (default {default})")
     return int(value)
@@ -282,10 +291,12 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         data_dir=data_dir,
         reports_dir=_env("REPORTS_DIR", str(Path(data_dir) / "reports")),
         etl_log_dir=_env("ETL_LOG_DIR", str(Path("logs") / "etl")),
-        quality_fail_rate=_rate("QUALITY_FAIL_RATE", "0.10"),
-        quality_warn_rate=_rate("QUALITY_WARN_RATE", "0.05"),
-        max_amount_usd=_amount("MAX_AMOUNT_USD", "1000000"),
-        events_max_malformed_share=_rate("EVENTS_MAX_MALFORMED_SHARE", "0.05"),
+        quality_fail_rate=_rate("QUALITY_FAIL_RATE", "quality_fail_rate"),
+        quality_warn_rate=_rate("QUALITY_WARN_RATE", "quality_warn_rate"),
+        max_amount_usd=_amount("MAX_AMOUNT_USD", "max_amount_usd"),
+        events_max_malformed_share=_rate(
+            "EVENTS_MAX_MALFORMED_SHARE", "events_max_malformed_share"
+        ),
         events_path=os.environ.get("EVENTS_PATH")
         or (
             str(Path(data_dir) / "kafka_events")
@@ -295,11 +306,11 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
             else None
         ),
         event_type_aliases=_checked_aliases(_env("EVENT_TYPE_ALIASES", "{}")),
-        late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "8"),
-        source_shrink_limit=_rate("SOURCE_SHRINK_LIMIT", "0.5"),
+        late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "late_change_weeks"),
+        source_shrink_limit=_rate("SOURCE_SHRINK_LIMIT", "source_shrink_limit"),
         ecb_rates_url=_env("ECB_RATES_URL", ecb_rates.ECB_RATES_URL),
         ecb_rates_file=os.environ.get("ECB_RATES_FILE") or None,
-        crm_min_records=_count("CRM_MIN_RECORDS", "100"),
+        crm_min_records=_count("CRM_MIN_RECORDS", "crm_min_records"),
         intermediates_url=_bucket_url("CUSTOMER_ASSETS_INTERMEDIATES_URL"),
         storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST") or None,
     )

@@ -1,12 +1,14 @@
 """The erasure suppression list: who was forgotten, as keyed hashes, and under which key.
 
-Each entry is HMAC-SHA256(PII_HASH_KEY, canonical id) with the key's fingerprint (an HMAC of a fixed label
-under the key, never the key). A list read under another key matches nobody, so every reader checks the
-fingerprints first (``check_key``): a changed or lost key stops the run instead of bringing erased customers
-back. ``rekey`` moves the list to a new key by re-deriving it from the sources: no id is stored, so the ids
-to re-hash are the ones the sources hold (an unkeyed digest of an id would be the id to anyone who reads the
-table: customer ids are short and enumerable). ``scrub`` removes listed customers from tables a step has just
-written, so a run that started before an erasure cannot undo it.
+Each entry is HMAC-SHA256(PII_HASH_KEY, canonical id) with the key's fingerprint (an HMAC of a fixed
+label under the key, never the key). A list read under another key matches nobody, so every reader
+checks the fingerprints first (``check_key``): a changed or lost key stops the run instead of
+bringing erased customers back. ``rekey`` (``suppression_rekey.py``) moves the list to a new key by
+re-deriving it from the sources: no id is stored, so the ids to re-hash are the ones the sources
+hold (an unkeyed digest of an id would be the id to anyone who reads the table: customer ids are
+short and enumerable). ``scrub`` (``suppression_recheck.py``) removes listed customers from tables a
+step has just written, so a run that started before an erasure cannot undo it. Here: the list, the
+customer tables and the deletion of customers' rows from tables and files.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from customer_assets import tables
-from customer_assets.cleanup import run_week
 from customer_assets.logic.identity import keyed_hash, standardise_ids
 from customer_assets.resources.warehouse_sql import DuckDBWarehouse, WarehouseSQL
 
 SCHEMA = tables.SCHEMA
 SUPPRESSION = (SCHEMA, tables.ERASURE_SUPPRESSION)
 MAP_TABLE = tables.CUSTOMER_IDENTITY_MAP
-# The tag of every warehouse table that holds customer ids; its value names the columns holding them.
+# The tag of every warehouse table that holds customer ids; its value names the columns holding
+# them.
 PII_TAG = "pii"
 
 _FINGERPRINT_LABEL = b"customer_assets erasure_suppression key fingerprint v1"
@@ -42,8 +44,8 @@ ADD_SUPPRESSION_SQL = """
 INSERT INTO {table} (customer_hash, erased_at, request, key_fingerprint, id_form)
 SELECT h, @erased_at, @request, @fingerprint, 'trimmed' FROM {hashes} WHERE h NOT IN (SELECT customer_hash FROM {table})
 """
-# Entries written before ids kept their case (issue 21) hashed the id upper-cased: they still match every id that
-# upper-cases to theirs, as they did when they were erased.
+# Entries written before ids kept their case (issue 21) hashed the id upper-cased: they still match
+# every id that upper-cases to theirs, as they did when they were erased.
 LEGACY_FORM = "upper"
 
 
@@ -75,24 +77,25 @@ def customer_tables() -> dict[str, tuple[str, ...]]:
     return customer_tables_of(spec for asset in assets for spec in getattr(asset, "specs", [asset]))
 
 
-def _id_columns(table: str) -> tuple[str, ...]:
+def id_columns(table: str) -> tuple[str, ...]:
     return customer_tables().get(table, ("customer_id",))
 
 
 # Ids compared trimmed, case kept: 'C-1' and ' C-1' are one customer, 'c-1' another (issue 21).
 def _erased(table: str) -> str:
-    """The rows of ``table`` that hold one of the ids (``{ids}``) in any of its id columns (an ERP record of the
-    identity by its namespaced id, erp:<id>)."""
+    """The rows of ``table`` that hold one of the ids (``{ids}``) in any of its id columns (an ERP
+    record of the identity by its namespaced id, erp:<id>)."""
     if table == MAP_TABLE:
         return (
             "trim(customer_id) IN (SELECT i FROM {ids}) OR (CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END "
             "|| trim(source_customer_id)) IN (SELECT i FROM {ids})"
         )
-    return " OR ".join(f"trim({c}) IN (SELECT i FROM {{ids}})" for c in _id_columns(table))
+    return " OR ".join(f"trim({c}) IN (SELECT i FROM {{ids}})" for c in id_columns(table))
 
 
-# Every record of the persons the given ids belong to, in any week of the identity. An id names a person, or a
-# record of the shop or the CRM (which share ids); the ERP's ids are of their own namespace (erp:<id>).
+# Every record of the persons the given ids belong to, in any week of the identity. An id names a
+# person, or a record of the shop or the CRM (which share ids); the ERP's ids are of their own
+# namespace (erp:<id>).
 PERSON_IDS_SQL = """
 SELECT DISTINCT customer_id, source, source_customer_id FROM {table}
 WHERE customer_id IN (SELECT customer_id FROM {table}
@@ -109,7 +112,8 @@ def fingerprint(key: str) -> str:
 
 
 def canonical_ids(ids) -> list[str]:
-    """Customer ids in the one form every source is matched in (``standardise_ids``: trimmed, case kept)."""
+    """Customer ids in the one form every source is matched in (``standardise_ids``: trimmed, case
+    kept)."""
     values = pd.Series([str(i) for i in ids if i is not None], dtype="str")
     return sorted(set(standardise_ids(values).dropna().tolist()))
 
@@ -120,7 +124,8 @@ def customer_hashes(ids, hash_key: str) -> list[str]:
 
 
 def ensure_table(warehouse: WarehouseSQL) -> str:
-    """The list's table, created (or given its fingerprint column, left empty by older code) when needed."""
+    """The list's table, created (or given its fingerprint column, left empty by older code) when
+    needed."""
     warehouse.ensure_schema(SCHEMA)
     table = warehouse.table(*SUPPRESSION)
     warehouse.execute(CREATE_SUPPRESSION_SQL, table=table)
@@ -131,7 +136,7 @@ def ensure_table(warehouse: WarehouseSQL) -> str:
     return table
 
 
-def _entries(warehouse: WarehouseSQL) -> pd.DataFrame:
+def list_entries(warehouse: WarehouseSQL) -> pd.DataFrame:
     """Every entry (hash, request, fingerprint, erased_at); empty before the first erasure."""
     if not warehouse.exists(*SUPPRESSION):
         return pd.DataFrame(
@@ -175,9 +180,9 @@ def _where_the_key_is(warehouse: WarehouseSQL) -> str:
 
 
 def check_key(warehouse: WarehouseSQL, hash_key: str) -> None:
-    """Raise ``SuppressionKeyError`` (one line: what happened, what to do) unless every entry of the list was
-    hashed under ``hash_key``. Costs one small query."""
-    entries = _entries(warehouse)
+    """Raise ``SuppressionKeyError`` (one line: what happened, what to do) unless every entry of the
+    list was hashed under ``hash_key``. Costs one small query."""
+    entries = list_entries(warehouse)
     if entries.empty:
         return
     current = fingerprint(hash_key)
@@ -196,14 +201,15 @@ def check_key(warehouse: WarehouseSQL, hash_key: str) -> None:
 
 
 def suppressed_hashes(warehouse: WarehouseSQL, hash_key: str) -> SuppressedHashes:
-    """The keyed hashes of every erased customer (empty before the first erasure); the key checked first."""
+    """The keyed hashes of every erased customer (empty before the first erasure); the key checked
+    first."""
     check_key(warehouse, hash_key)
-    return _hashes(_entries(warehouse))
+    return _hashes(list_entries(warehouse))
 
 
 def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: str) -> pd.Series:
-    """True where a row's customer was erased. Costs nothing while the list is empty; otherwise one keyed hash
-    per distinct customer of the frame, not per row."""
+    """True where a row's customer was erased. Costs nothing while the list is empty; otherwise one
+    keyed hash per distinct customer of the frame, not per row."""
     if not hashes or customer_ids.empty:
         return pd.Series(False, index=customer_ids.index)
     distinct = pd.Series(customer_ids.dropna().unique(), dtype="str")
@@ -219,15 +225,16 @@ def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: s
 def drop_suppressed(
     frame: pd.DataFrame, warehouse: WarehouseSQL, hash_key: str
 ) -> tuple[pd.DataFrame, int]:
-    """``frame`` without the rows of erased customers (its ``customer_id`` on the suppression list), and how many
-    rows that left out."""
+    """``frame`` without the rows of erased customers (its ``customer_id`` on the suppression list),
+    and how many rows that left out."""
     erased = suppressed_mask(frame["customer_id"], suppressed_hashes(warehouse, hash_key), hash_key)
     count = int(erased.sum())
     return (frame.loc[~erased.to_numpy()].reset_index(drop=True) if count else frame), count
 
 
 def add_to_list(warehouse: WarehouseSQL, hashes: list[str], hash_key: str, request: str) -> None:
-    """Add keyed hashes to the list under ``hash_key``'s fingerprint (a hash already listed is not added twice)."""
+    """Add keyed hashes to the list under ``hash_key``'s fingerprint (a hash already listed is not
+    added twice)."""
     table = ensure_table(warehouse)
     warehouse.execute(
         ADD_SUPPRESSION_SQL,
@@ -243,8 +250,9 @@ def add_to_list(warehouse: WarehouseSQL, hashes: list[str], hash_key: str, reque
 
 
 def with_their_persons(warehouse: WarehouseSQL, ids: list[str]) -> list[str]:
-    """``ids`` and every other id of the persons they belong to (``customer_identity_map``): erasing one of a
-    person's ids erases the person, under whatever id the CRM, the ERP or the shop knows them."""
+    """``ids`` and every other id of the persons they belong to (``customer_identity_map``): erasing
+    one of a person's ids erases the person, under whatever id the CRM, the ERP or the shop knows
+    them."""
     if not ids or not warehouse.exists(SCHEMA, MAP_TABLE):
         return list(ids)
     rows = warehouse.query(
@@ -281,15 +289,12 @@ def delete_customers(warehouse: WarehouseSQL, ids: list[str], table_names=None) 
     return removed
 
 
-def rewrite_files(roots: list[Path], is_erased, skip=lambda path: False) -> dict[str, int]:
-    """Rewrite every Parquet and CSV file under ``roots`` that has a ``customer_id`` column without the rows
-    ``is_erased`` (a Series of ids -> bool mask) marks, except those ``skip`` names; returns rows removed per
-    file."""
+def rewrite_files(roots: list[Path], is_erased) -> dict[str, int]:
+    """Rewrite every Parquet and CSV file under ``roots`` that has a ``customer_id`` column without
+    the rows ``is_erased`` (a Series of ids -> bool mask) marks; returns rows removed per file."""
     removed = {}
     for root in roots:
         for path in sorted(Path(root).rglob("*")) if Path(root).is_dir() else []:
-            if skip(path):
-                continue
             if path.suffix == ".parquet":
                 if "customer_id" not in pq.read_schema(path).names:
                     continue
@@ -315,165 +320,3 @@ def rewrite_files(roots: list[Path], is_erased, skip=lambda path: False) -> dict
                 tmp.replace(path)
                 removed[str(path)] = int(hit.sum())
     return removed
-
-
-def scrub(warehouse: WarehouseSQL, hash_key: str, tables, files: list[Path]) -> dict[str, int]:
-    """Remove listed customers from ``tables`` and ``files`` again (after a step wrote them): the list is read
-    after the write, so an erasure that ran before the write is in it, and one that runs after deletes the rows
-    itself. Nothing to do, and one small query, while the list is empty."""
-    hashes = suppressed_hashes(warehouse, hash_key)
-    if not hashes:
-        return {}
-    removed = {}
-    for name in tables:
-        if not warehouse.exists(SCHEMA, name):
-            continue
-        columns = ", ".join(_id_columns(name))
-        if name == MAP_TABLE:  # the ERP's records by their namespaced ids
-            columns = (
-                "customer_id, CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END || source_customer_id "
-                "AS source_customer_id"
-            )
-        present = warehouse.query(
-            f"SELECT DISTINCT {columns} FROM {{table}}", table=warehouse.table(SCHEMA, name)
-        )
-        ids = pd.Series(pd.unique(present.to_numpy().ravel()), dtype="str").dropna()
-        erased = canonical_ids(ids[suppressed_mask(ids, hashes, hash_key).to_numpy()].tolist())
-        if erased:
-            removed.update(delete_customers(warehouse, erased, [name]))
-    removed.update(rewrite_files(files, lambda ids: suppressed_mask(ids, hashes, hash_key)))
-    return {k: v for k, v in removed.items() if v}
-
-
-def rekey(
-    warehouse: WarehouseSQL,
-    old_key: str,
-    new_key: str,
-    source_ids: list[str],
-    drop_unmatched: bool = False,
-) -> dict:
-    """Move the entries hashed under ``old_key`` (and those of older code, without a fingerprint) to
-    ``new_key``, re-deriving each from ``source_ids`` (every customer id the sources hold). Entries no source id
-    matches cannot be moved: without ``drop_unmatched`` nothing changes and ``SuppressionKeyError`` names their
-    requests (erase them again under the new key); with it they are dropped. Safe to repeat."""
-    old, new = fingerprint(old_key), fingerprint(new_key)
-    entries = _entries(warehouse)
-    fingerprints = entries["key_fingerprint"].fillna("")
-    foreign = entries.loc[~fingerprints.isin(["", old, new])]
-    if not foreign.empty:
-        raise SuppressionKeyError(
-            f"{len(foreign)} entries of the suppression list are under a third key (fingerprint "
-            f"{', '.join(sorted({f[:12] for f in foreign['key_fingerprint']}))}), neither the old key "
-            f"({old[:12]}) nor the new one ({new[:12]}): give the key they were hashed under as the old key."
-        )
-    legacy = fingerprints.eq("")  # entries of older code: their key was not recorded
-    moving = entries.loc[legacy | (fingerprints.eq(old) & (old != new))]
-    candidates = pd.Series(canonical_ids(source_ids), dtype="str")
-    by_old_hash: dict[str, list[str]] = {}
-    for hashed, exact in zip(
-        keyed_hash(candidates, old_key).tolist(), candidates.tolist(), strict=False
-    ):
-        by_old_hash.setdefault(hashed, []).append(exact)
-    # An entry hashed upper-cased (older code) stands for every source id that upper-cases to its id.
-    legacy_form = moving["id_form"].fillna("") != "trimmed"
-    by_legacy_hash: dict[str, list[str]] = {}
-    for hashed, exact in zip(
-        keyed_hash(candidates.str.upper(), old_key).tolist(), candidates.tolist(), strict=False
-    ):
-        by_legacy_hash.setdefault(hashed, []).append(exact)
-    ids_of = {
-        h: (by_legacy_hash if legacy else by_old_hash).get(h, [])
-        for h, legacy in zip(moving["customer_hash"], legacy_form, strict=False)
-    }
-    found = moving["customer_hash"].map(lambda h: bool(ids_of.get(h)))
-    matched = moving.loc[found.to_numpy()]
-    unmatched = moving.loc[~found.to_numpy()]
-    requests = sorted({str(r) for r in unmatched["request"].tolist() if isinstance(r, str) and r})
-    if len(unmatched) and not drop_unmatched:
-        raise SuppressionKeyError(
-            f"{len(unmatched)} of the {len(moving)} entries to move match no customer id the sources hold, so "
-            f"they cannot be re-hashed (requests: {', '.join(requests) or 'none recorded'}). Nothing was changed. "
-            "Run again with drop_unmatched: true, then erase those requests' ids again under the new key."
-        )
-    table = ensure_table(warehouse)
-    for (erased_at, request), group in matched.groupby(["erased_at", "request"], dropna=False):
-        ids = [exact for h in group["customer_hash"] for exact in ids_of[h]]
-        warehouse.execute(
-            ADD_SUPPRESSION_SQL,
-            {
-                "hashes": customer_hashes(ids, new_key),
-                "request": request if isinstance(request, str) else "",
-                "fingerprint": new,
-                "erased_at": pd.Timestamp(erased_at).to_pydatetime(),
-            },
-            table=table,
-            hashes=warehouse.unnest("hashes", "h"),
-        )
-    if len(moving):  # only after the new entries are in: a run in between stops on the mixed list
-        warehouse.execute(
-            "DELETE FROM {table} WHERE key_fingerprint IS NULL OR key_fingerprint = @old",
-            {"old": old if old != new else ""},
-            table=table,
-        )
-    return {
-        "moved": len(matched),
-        "dropped": len(unmatched),
-        "dropped_requests": requests,
-        "already_under_new_key": int((fingerprints == new).sum()) if old != new else 0,
-        "old_fingerprint": old[:12],
-        "new_fingerprint": new[:12],
-    }
-
-
-def _resource(context: dg.HookContext, key: str):
-    """A hook's resource as a step gets it: ``context.resources`` holds what a resource's setup yields (for
-    dagster-gcp's BigQueryResource, a bare client), its ``original_resource_dict`` the resource object."""
-    return (getattr(context.resources, "original_resource_dict", None) or {}).get(key) or getattr(
-        context.resources, key
-    )
-
-
-def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
-    """Hooks that scrub ``tables`` (and the week's report files) once their step has written, whether the
-    step then succeeded or not (a failed check does not undo its asset's write)."""
-
-    def _scrub(context: dg.HookContext) -> None:
-        run = context.instance.get_run_by_id(context.run_id)
-        week = run_week(run)
-        settings = _resource(context, "settings")
-        files = [Path(settings.reports_dir, week)] if week else []
-        removed = scrub(
-            _resource(context, "warehouse"), _resource(context, "crm").hash_key, tables, files
-        )
-        if removed:
-            context.log.info(
-                f"{sum(removed.values())} row(s) of customers erased while the run ran removed "
-                f"again: {removed}"
-            )
-
-    resources = {"warehouse", "crm", "settings"}
-    name = "__".join(tables)
-
-    @dg.success_hook(name=f"recheck_suppression_after_{name}", required_resource_keys=resources)
-    def after_success(context: dg.HookContext) -> None:
-        _scrub(context)
-
-    @dg.failure_hook(
-        name=f"recheck_suppression_after_failed_{name}", required_resource_keys=resources
-    )
-    def after_failure(context: dg.HookContext) -> None:
-        _scrub(context)
-
-    return {after_success, after_failure}
-
-
-def with_suppression_recheck(assets: list) -> list:
-    """Every step that writes a customer table (tagged by ``holds_customer_ids``) re-reads the
-    suppression list after its write (``scrub``)."""
-    out = []
-    for asset in assets:
-        written = tuple(sorted(customer_tables_of(getattr(asset, "specs", ()))))
-        if written and isinstance(asset, dg.AssetsDefinition) and asset.is_executable:
-            asset = asset.with_hooks(_recheck_hooks(written))
-        out.append(asset)
-    return out

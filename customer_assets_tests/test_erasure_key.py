@@ -200,9 +200,9 @@ def test_rekey_moves_what_the_sources_hold_and_stops_on_the_rest(tmp_path):
         SuppressionKeyError,
         check_key,
         customer_hashes,
-        rekey,
         suppressed_hashes,
     )
+    from customer_assets.suppression_rekey import rekey
 
     wh = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
     wh.ensure_schema("customer_analytics")

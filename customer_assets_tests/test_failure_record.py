@@ -10,7 +10,8 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.alerts import Alerts
-from customer_assets.cleanup import RECORD_TAG, failure_record, run_week
+from customer_assets.cleanup.records import RECORD_TAG, failure_record
+from customer_assets.cleanup.runs import run_week
 from customer_assets.sensors import etl_failure_cleanup
 from customer_assets.settings import PipelineSettings
 

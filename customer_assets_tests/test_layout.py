@@ -180,3 +180,97 @@ def test_nothing_is_decided_at_import_but_the_first_week():
         f"decided at import: {sorted(decided - DECIDED_AT_IMPORT)}; "
         "decide it in build_definitions(deployment)"
     )
+
+
+# The house in layers, top to bottom, as README.md's "Layout" draws it: a module imports from its
+# own layer and the layers below, never from one above. A new top-level module or folder must be
+# given a layer here, so the picture cannot drift from the code.
+LAYERS = (
+    ("the entry", {"__init__", "definitions"}),
+    ("the deployments", {"deployments", "demo"}),
+    (
+        "the Dagster graph",
+        {
+            "assets",
+            "sensors",
+            "schedules",
+            "freshness",
+            "hooks",
+            "erasure",
+            "suppression",
+            "suppression_recheck",
+            "suppression_rekey",
+        },
+    ),
+    ("where data is kept", {"io_managers", "sql", "cleanup"}),
+    ("the systems read", {"resources", "sources"}),
+    (
+        "shared shapes and settings",
+        {
+            "dagster_types",
+            "frames",
+            "duck",
+            "tables",
+            "partitions",
+            "settings",
+            "alerts",
+            "lineage",
+        },
+    ),
+    ("pure", {"logic", "schemas", "weeks"}),
+)
+# Imports that still run up a layer, each with what removes it (issue 27, item 5).
+UPWARD_FOR_NOW = {
+    ("settings", "sources"): "the ECB rates and Kafka's variables: rates as a resource",
+    ("resources", "io_managers"): "WarehouseSQL builds its client with io_managers.bigquery_calls: "
+    "one warehouse configuration, WarehouseSQL nested in the IO manager",
+    ("suppression", "deployments"): "the local key file's path: a PII resource owns the key",
+    ("logic", "duck"): "an in-memory DuckDB over frames: duck.py's pure part apart from its lock",
+}
+
+
+def _unit(parts: tuple[str, ...]) -> str:
+    return parts[0].removesuffix(".py")
+
+
+def test_every_import_runs_down_the_layers():
+    layer_of = {unit: depth for depth, (_, units) in enumerate(LAYERS) for unit in units}
+    found, unplaced = set(), set()
+    for path, tree in _modules():
+        unit = _unit(path.parts)
+        if unit not in layer_of:
+            unplaced.add(unit)
+            continue
+        module = "customer_assets." + ".".join(path.with_suffix("").parts)
+        for name, _line in _imported_names(tree, module):
+            parts = name.split(".")
+            if parts[0] != "customer_assets" or len(parts) < 2 or parts[1] not in layer_of:
+                continue
+            if parts[1] != unit and layer_of[parts[1]] < layer_of[unit]:
+                found.add((unit, parts[1]))
+    assert not unplaced, f"give these a layer in LAYERS (and README's picture): {sorted(unplaced)}"
+    upward = found - set(UPWARD_FOR_NOW)
+    assert not upward, f"imports up a layer: {sorted(upward)}"
+    assert set(UPWARD_FOR_NOW) <= found, (
+        f"no longer imported, strike from UPWARD_FOR_NOW: {sorted(set(UPWARD_FOR_NOW) - found)}"
+    )
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_modules_and_functions_stay_short():
+    """A module a reader can hold (≤ 400 lines), a function that fits a screen (≤ 60 lines, from
+    its ``def`` to its last line), counted on the formatted source."""
+    long_modules, long_functions = {}, {}
+    for path, tree in _modules():
+        lines = (PACKAGE / path).read_text().count("\n")
+        if lines > MAX_MODULE_LINES:
+            long_modules[str(path)] = lines
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions[f"{path}::{node.name}"] = length
+    assert long_modules == {} and long_functions == {}, (long_modules, long_functions)

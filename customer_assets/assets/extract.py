@@ -35,9 +35,9 @@ SOURCE_TRANSACTIONS = dg.AssetSpec(
     kinds={"postgres"},
     owners=OWNERS,
     description="The source database's completed transactions of each week (not materialized "
-    "here: observed). Its data version per week is the row count and a checksum of what the extract "
-    "reads; the sensor `source_changes` observes recent weeks and re-runs a loaded week whose "
-    "version changed (a refund, a status change, an edited amount, a late row).",
+    "here: observed). Its data version per week is the row count and a checksum of what the "
+    "extract reads; the sensor `source_changes` observes recent weeks and re-runs a loaded week "
+    "whose version changed (a refund, a status change, an edited amount, a late row).",
 )
 
 
@@ -69,8 +69,8 @@ def shrink_guard(
     elif why:
         raise dg.Failure(
             description=f"Week {context.partition_key} not re-loaded: {why}. The warehouse keeps "
-            "the week as loaded. If the source lost these rows on purpose, re-run the week with run "
-            "config `ops: {etl__raw_transactions: {config: {allow_shrink: true}}}`.",
+            "the week as loaded. If the source lost these rows on purpose, re-run the week with "
+            "run config `ops: {etl__raw_transactions: {config: {allow_shrink: true}}}`.",
             allow_retries=False,
         )
 
@@ -187,7 +187,8 @@ def raw_transactions(
     metadata counts the week's rows of other statuses (`excluded_statuses`), the customers table's
     records beyond one per id (`duplicate_customer_records`) and ids that differ only by case
     (`id_collisions`).
-    The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, so memory does not grow with the text.
+    The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, so memory does not grow with the
+    text.
 
     A week whose source shrank sharply since it was loaded (to zero, or by more than
     `SOURCE_SHRINK_LIMIT`) stops here, before anything is written, unless the run config says

@@ -1,4 +1,5 @@
-"""Customer history carried forward: each week's running totals from the previous week's plus its own."""
+"""Customer history carried forward: each week's running totals from the previous week's plus its
+own."""
 
 import dagster as dg
 import pandas as pd
@@ -53,7 +54,8 @@ class HistoryConfig(dg.Config):
 
 
 def previous_materialization(instance: dg.DagsterInstance, partition_key: str) -> int | None:
-    """Storage id of the latest materialization of the week before ``partition_key``, if there is one."""
+    """Storage id of the latest materialization of the week before ``partition_key``, if there is
+    one."""
     if partition_key <= FIRST_WEEK:
         return None
     record = latest_materialization(instance, HISTORY, previous_week(partition_key))
@@ -69,8 +71,9 @@ def _rescanned(
     week_start,
     week: pd.DataFrame,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Totals before the week without a previous partition: the opening balance of the source's history
-    before the first loaded week (computed once, on the source), plus every loaded week since."""
+    """Totals before the week without a previous partition: the opening balance of the source's
+    history before the first loaded week (computed once, on the source), plus every loaded week
+    since."""
     transactions = tables.key(tables.WEEKLY_TRANSACTIONS).path
     opens_at = first_loaded_week(warehouse, transactions, week_start) or week_start
     with source_db.connect(context.log) as conn:
@@ -84,11 +87,49 @@ def _rescanned(
         opening, warehouse, hash_key
     )  # an erased customer never comes back
     context.log.info(
-        f"opening balance before {opens_at.date()}: {opening['customer_id'].nunique():,} customers, "
+        f"opening balance before {opens_at.date()}: "
+        f"{opening['customer_id'].nunique():,} customers, "
         f"{int(opening['transaction_count'].sum()):,} transactions from the source's history"
     )
     loaded = loaded_totals_before(warehouse, transactions, week_start, empty=week.iloc[:0])
     return add_totals(opening, loaded), opening
+
+
+def new_customers(history: pd.DataFrame, week_start) -> int:
+    """Customers whose first purchase is in this week: new to the carried history (its opening
+    balance included), so a customer known before the first loaded week is not new."""
+    if not len(history):
+        return 0
+    first_in_week = history["first_purchase_at"] >= pd.Timestamp(week_start)
+    return int(history.loc[first_in_week, "customer_id"].nunique())
+
+
+def history_metadata(
+    history: pd.DataFrame,
+    week: pd.DataFrame,
+    opening: pd.DataFrame,
+    week_start,
+    partition_key: str,
+    config: HistoryConfig,
+    previous_id: int | None,
+) -> dict:
+    """The history's metadata: how it was built (carried from which materialization, or rescanned
+    with an opening balance) and why, which the sensor ``source_changes`` reads back to find a
+    carried history left stale, and its customer counts."""
+    return {
+        "dagster/row_count": len(history),
+        "mode": "carried" if previous_id is not None else "full_rescan",
+        "customers": int(history["customer_id"].nunique()),
+        "week_customers": int(week["customer_id"].nunique()),
+        "new_customers": new_customers(history, week_start),
+        "previous_week": previous_week(partition_key),
+        "opening_balance_customers": int(opening["customer_id"].nunique()),
+        "opening_balance_transactions": int(opening["transaction_count"].sum()),
+        "repair_reason": config.repair_reason or "",
+        "previous_materialization_id": dg.MetadataValue.int(previous_id)
+        if previous_id is not None
+        else dg.MetadataValue.null(),
+    }
 
 
 @dg.asset(
@@ -114,14 +155,16 @@ def customer_history(
     crm: CrmSource,
     validated_transactions: StoredFrame,
 ):
-    """`customer_analytics.customer_history`: per customer and currency, the running totals as of the week's
-    end (amount in thousandths, transaction count, first and last purchase, last purchase before the week).
+    """`customer_analytics.customer_history`: per customer and currency, the running totals as of
+    the week's end (amount in thousandths, transaction count, first and last purchase, last purchase
+    before the week).
 
-    Carried: the previous week's partition plus this week's validated rows, so a week costs the same after
-    years of history. When the previous week was never materialized (the first week, a backfill out of
-    order) or on request (`full_rescan`), the totals are the opening balance (every valid transaction of the
-    source before the first loaded week, summed once on the source) plus every week already loaded in the
-    warehouse, so lifetime figures are right from the first week; the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
+    Carried: the previous week's partition plus this week's validated rows, so a week costs the same
+    after years of history. When the previous week was never materialized (the first week, a
+    backfill out of order) or on request (`full_rescan`), the totals are the opening balance (every
+    valid transaction of the source before the first loaded week, summed once on the source) plus
+    every week already loaded in the warehouse, so lifetime figures are right from the first week;
+    the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
     equal to a full recompute. Only validated rows count.
     """
     if finished_week(context, validated_transactions):
@@ -133,7 +176,6 @@ def customer_history(
         if config.full_rescan
         else previous_materialization(context.instance, context.partition_key)
     )
-    mode = "carried" if previous_id is not None else "full_rescan"
     opening = week.iloc[:0]
     if previous_id is not None:
         before = previous_week_totals(warehouse, HISTORY.path, ctx.week_start)
@@ -144,30 +186,11 @@ def customer_history(
     history = carry(before, week, ctx.week_start)
     if config.repair_reason:
         context.log.info(f"repair run: {config.repair_reason}")
+    metadata = history_metadata(
+        history, week, opening, ctx.week_start, context.partition_key, config, previous_id
+    )
     context.log.info(
-        f"customer history of {context.partition_key}: {mode}, {len(history):,} customer-currency rows"
+        f"customer history of {context.partition_key}: {metadata['mode']}, "
+        f"{len(history):,} customer-currency rows"
     )
-    yield dg.Output(
-        history,
-        metadata={
-            "dagster/row_count": len(history),
-            "mode": mode,
-            "customers": int(history["customer_id"].nunique()),
-            "week_customers": int(week["customer_id"].nunique()),
-            # first purchase in this week: new to the carried history (its opening balance included)
-            "new_customers": int(
-                history.loc[
-                    history["first_purchase_at"] >= pd.Timestamp(ctx.week_start), "customer_id"
-                ].nunique()
-            )
-            if len(history)
-            else 0,
-            "previous_week": previous_week(context.partition_key),
-            "opening_balance_customers": int(opening["customer_id"].nunique()),
-            "opening_balance_transactions": int(opening["transaction_count"].sum()),
-            "repair_reason": config.repair_reason or "",
-            "previous_materialization_id": dg.MetadataValue.int(previous_id)
-            if previous_id is not None
-            else dg.MetadataValue.null(),
-        },
-    )
+    yield dg.Output(history, metadata=metadata)

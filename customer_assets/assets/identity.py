@@ -1,5 +1,5 @@
-"""One real customer across sources and weeks: the ERP's records of the week, and the carried identity over the
-CRM, the ERP and the database (``logic/resolution.py``)."""
+"""One real customer across sources and weeks: the ERP's records of the week, and the carried
+identity over the CRM, the ERP and the database (``logic/resolution.py``)."""
 
 from datetime import datetime
 
@@ -16,7 +16,7 @@ from customer_assets.assets.common import (
     selected_events,
     week_context,
 )
-from customer_assets.assets.profiles import AFTER_TRANSACTIONS
+from customer_assets.assets.profile_inputs import AFTER_TRANSACTIONS
 from customer_assets.dagster_types import (
     CustomerIdentityMapType,
     ErpCustomersType,
@@ -26,14 +26,9 @@ from customer_assets.dagster_types import (
 from customer_assets.erasure import drop_suppressed
 from customer_assets.frames import StoredFrame
 from customer_assets.logic.identity import standardise_ids
-from customer_assets.logic.resolution import (
-    IDENTITY_COLUMNS,
-    carry_identity,
-    final_survivors,
-    follow,
-    standardise_erp,
-    week_records,
-)
+from customer_assets.logic.person_naming import final_survivors, follow
+from customer_assets.logic.resolution import IDENTITY_COLUMNS, carry_identity
+from customer_assets.logic.source_records import standardise_erp, week_records
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.postgres import PostgresSource
@@ -57,12 +52,14 @@ from customer_assets.weeks import WeekContext
 def erp_customers(
     context: dg.AssetExecutionContext, erp: ErpSource, crm: CrmSource, source_db: PostgresSource
 ) -> dg.Output:
-    """ERP customer records modified in the week (incremental by modification time), standardised; email and
-    phone only as keyed HMAC-SHA256 (the CRM's key). Without an ERP (ERP_DB_HOST unset) the week has none."""
+    """ERP customer records modified in the week (incremental by modification time), standardised;
+    email and phone only as keyed HMAC-SHA256 (the CRM's key). Without an ERP (ERP_DB_HOST unset)
+    the week has none."""
     ctx = week_context(context)
     if erp.kind == "none":
         context.log.info(
-            "No ERP configured (ERP_DB_HOST unset): identity resolution uses the CRM and the database."
+            "No ERP configured (ERP_DB_HOST unset): "
+            "identity resolution uses the CRM and the database."
         )
     records = erp.fetch_week(ctx.week_start, ctx.week_end, source_db)
     replaced = take_replaced_count(records)
@@ -83,7 +80,8 @@ MERGES = tables.key(tables.IDENTITY_MERGES)
 
 
 PARTITION_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
-# Which weeks are loaded, when the Dagster instance does not know (a new instance on an old warehouse).
+# Which weeks are loaded, when the Dagster instance does not know (a new instance on an old
+# warehouse).
 LOADED_SQL = """
 SELECT MAX(week_start) AS latest, MAX(CASE WHEN week_start < @week_start THEN week_start END) AS before
 FROM {table} WHERE week_start <> @week_start
@@ -96,9 +94,10 @@ MERGES_SQL = (
 def _carried_week(
     context: dg.AssetExecutionContext, warehouse: WarehouseSQL, week_start: datetime
 ) -> datetime | None:
-    """The loaded week whose identity the week carries: the newest loaded week when a later one than this is
-    loaded (a backfill or a re-run of an older week gives the ids the loaded weeks use), else the latest before
-    it; None on the first week. Asked of the Dagster instance, else of the warehouse."""
+    """The loaded week whose identity the week carries: the newest loaded week when a later one
+    than this is loaded (a backfill or a re-run of an older week gives the ids the loaded weeks
+    use), else the latest before it; None on the first week. Asked of the Dagster instance, else of
+    the warehouse."""
     known = sorted(
         WeekContext.of(w).week_start.replace(tzinfo=None)
         for w in context.instance.get_materialized_partitions(IDENTITY) - {context.partition_key}
@@ -119,8 +118,8 @@ def _carried_week(
 def prior_identity(
     context: dg.AssetExecutionContext, warehouse: WarehouseSQL, week_start: datetime
 ) -> tuple[pd.DataFrame, datetime | None]:
-    """The identity to carry into the week (``_carried_week``'s), every merge recorded since applied to it, and
-    its week; empty on the first week. On a normal Monday one partition is read."""
+    """The identity to carry into the week (``_carried_week``'s), every merge recorded since applied
+    to it, and its week; empty on the first week. On a normal Monday one partition is read."""
     empty = pd.DataFrame(columns=IDENTITY_COLUMNS)
     if not warehouse.exists(*IDENTITY.path):
         return empty, None
@@ -148,8 +147,9 @@ def prior_identity(
 def known_event_ids(
     source_db: PostgresSource, events: pd.DataFrame, database_ids: pd.Series
 ) -> pd.Series:
-    """The ids of the week's event aggregates the shop's customers table holds that no transaction of the week
-    names: customers seen only in events are records of the shop as well (as the shop spells their ids)."""
+    """The ids of the week's event aggregates the shop's customers table holds that no transaction
+    of the week names: customers seen only in events are records of the shop as well (as the shop
+    spells their ids)."""
     ids = pd.Index(standardise_ids(events["customer_id"]).dropna().unique()).difference(
         pd.Index(standardise_ids(database_ids).dropna().unique())
     )
@@ -159,6 +159,46 @@ def known_event_ids(
         known = known_customers(conn, source_db.schema(conn, ("customers",)), ids.tolist())
     take_replaced_count(known)
     return standardise_ids(known["customer_id"]).dropna()
+
+
+def week_database_ids(
+    source_db: PostgresSource, transformed_transactions: StoredFrame, events: pd.DataFrame
+) -> pd.Series:
+    """The database's ids of the week: those its transactions name, then those only its event
+    aggregates name that the shop's customers table holds (``known_event_ids``)."""
+    database_ids = transformed_transactions.read(["customer_id"])["customer_id"]
+    return pd.concat(
+        [database_ids.astype("str"), known_event_ids(source_db, events, database_ids)],
+        ignore_index=True,
+    )
+
+
+def without_erased(
+    crm_customers: pd.DataFrame, erp_customers: pd.DataFrame, warehouse: WarehouseSQL, hash_key: str
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The CRM's and the ERP's records without the customers forgotten on request, and how many
+    records were left out: the CRM or the ERP may still know them (the extract already left them
+    out). The ERP's ids are of its own namespace: matched as erp:<id>."""
+    crm_customers, crm_suppressed = drop_suppressed(crm_customers, warehouse, hash_key)
+    erp_keep, erp_suppressed = drop_suppressed(
+        erp_customers.assign(customer_id="erp:" + erp_customers["customer_id"]),
+        warehouse,
+        hash_key,
+    )
+    erp_customers = erp_keep.assign(customer_id=erp_keep["customer_id"].str.removeprefix("erp:"))
+    return crm_customers, erp_customers, crm_suppressed + erp_suppressed
+
+
+def log_resolution(context: dg.AssetExecutionContext, counts: dict, merged: int) -> None:
+    """Logs the week's id collisions and merges: counts only, since the run's log is not reached by
+    erasure."""
+    if counts["id_collisions"]:
+        context.log.warning(
+            f"ID_COLLISION: {counts['id_collisions']} source id(s) of the week equal to "
+            "another id of the same source but for case are kept as customers of their own"
+        )
+    if merged:
+        context.log.info(f"{merged} person(s) merged into another this week: see identity_merges")
 
 
 def _weekly_table(
@@ -187,19 +227,21 @@ def _weekly_table(
             CustomerIdentityMapType,
             CustomerIdentityMap,
             ("customer_id", "source_customer_id"),
-            "`customer_analytics.customer_identity_map`: every record of the CRM, the ERP and the transaction "
-            "database known as of the week, with the person it belongs to. Records sharing a keyed email hash, a "
-            "keyed phone hash or an id are one person; a person keeps its id for good (carried from the week "
-            "before); `matched_on` says what linked each record.",
+            "`customer_analytics.customer_identity_map`: every record of the CRM, the ERP and the "
+            "transaction database known as of the week, with the person it belongs to. Records "
+            "sharing a keyed email hash, a keyed phone hash or an id are one person; a person "
+            "keeps its id for good (carried from the week before); `matched_on` says what linked "
+            "each record.",
         ),
         tables.IDENTITY_MERGES: _weekly_table(
             MERGES,
             IdentityMergesType,
             IdentityMerges,
             ("retired_id", "surviving_id"),
-            "`customer_analytics.identity_merges`: the persons the week's records showed to be one with another, "
-            "each with the id it merged into (the person of the best record: CRM before ERP before database, then "
-            "the most recent). dim_customers and the facts follow a merge in the same run.",
+            "`customer_analytics.identity_merges`: the persons the week's records showed to be one "
+            "with another, each with the id it merged into (the person of the best record: CRM "
+            "before ERP before database, then the most recent). dim_customers and the facts follow "
+            "a merge in the same run.",
         ),
     },
     ins={
@@ -233,38 +275,17 @@ def customer_identity_map(
         context, crm_customers, erp_customers, customer_event_aggregates, transformed_transactions
     ):
         return
-    database_ids = transformed_transactions.read(["customer_id"])["customer_id"]
-    database_ids = pd.concat(
-        [
-            database_ids.astype("str"),
-            known_event_ids(source_db, customer_event_aggregates, database_ids),
-        ],
-        ignore_index=True,
+    database_ids = week_database_ids(source_db, transformed_transactions, customer_event_aggregates)
+    crm_customers, erp_customers, suppressed = without_erased(
+        crm_customers, erp_customers, warehouse, crm.hash_key
     )
-    # Forgotten on request: the CRM or the ERP may still know them (the extract already left them out). The
-    # ERP's ids are of its own namespace: matched as erp:<id>.
-    crm_customers, crm_suppressed = drop_suppressed(crm_customers, warehouse, crm.hash_key)
-    erp_keep, erp_suppressed = drop_suppressed(
-        erp_customers.assign(customer_id="erp:" + erp_customers["customer_id"]),
-        warehouse,
-        crm.hash_key,
-    )
-    erp_customers = erp_keep.assign(customer_id=erp_keep["customer_id"].str.removeprefix("erp:"))
     week_start = week_context(context).week_start.replace(tzinfo=None)
     prior, prior_week = prior_identity(context, warehouse, week_start)
     resolution = carry_identity(
         prior, week_records(crm_customers, erp_customers, database_ids), week_start
     )
     identity, merges = resolution.identity, resolution.merges
-    if resolution.counts["id_collisions"]:
-        context.log.warning(
-            f"ID_COLLISION: {resolution.counts['id_collisions']} source id(s) of the week equal to "
-            "another id of the same source but for case are kept as customers of their own"
-        )
-    if len(merges):  # counts only: the run's log is not reached by erasure
-        context.log.info(
-            f"{len(merges)} person(s) merged into another this week: see identity_merges"
-        )
+    log_resolution(context, resolution.counts, len(merges))
     week_rows = identity[identity["last_seen_week"] == week_start]
     yield from selected_events(
         context,
@@ -278,7 +299,7 @@ def customer_identity_map(
                     "carried_from": f"{prior_week:%Y-%m-%d}"
                     if prior_week
                     else "nothing (first week)",
-                    "suppressed_records": crm_suppressed + erp_suppressed,
+                    "suppressed_records": suppressed,
                     "matched_on": dg.MetadataValue.json(
                         week_rows["matched_on"].value_counts().to_dict()
                     ),

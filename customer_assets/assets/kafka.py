@@ -1,4 +1,5 @@
-"""The events topic landed as the landing zone's day files, before the week's aggregation reads them."""
+"""The events topic landed as the landing zone's day files, before the week's aggregation reads
+them."""
 
 import hashlib
 import math
@@ -11,9 +12,11 @@ from customer_assets.partitions import weekly_partitions
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.kafka import KafkaSource, KafkaUnavailable
 from customer_assets.sources.kafka_files import week_event_lines
+from customer_assets.sources.kafka_landing import Landing
 
 KAFKA_EVENTS = dg.AssetKey(["landing_zone", "kafka_events"])
-# As the profile branch's other inputs (profiles.AFTER_TRANSACTIONS): after the transaction branch's steps.
+# As the profile branch's other inputs (profiles.AFTER_TRANSACTIONS): after the transaction branch's
+# steps.
 AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
 
 
@@ -28,8 +31,8 @@ def _check(name: str, passed: bool, text: str, **figures) -> dg.AssetCheckResult
 
 
 def lag_outcome(lag_days: float, max_lag_days: float, lost_to_retention: int) -> tuple[bool, str]:
-    """The week is complete when the consumer is within ``max_lag_days`` of the week's end and retention
-    deleted nothing it had not read."""
+    """The week is complete when the consumer is within ``max_lag_days`` of the week's end and
+    retention deleted nothing it had not read."""
     lag = (
         "not measurable (a partition could not be read in time)"
         if math.isinf(lag_days)
@@ -40,8 +43,8 @@ def lag_outcome(lag_days: float, max_lag_days: float, lost_to_retention: int) ->
     )
     if lost_to_retention:
         text += (
-            f"; {lost_to_retention} message(s) were deleted by the topic's retention before the group read "
-            "them"
+            f"; {lost_to_retention} message(s) were deleted by the topic's retention before the "
+            "group read them"
         )
     return lag_days <= max_lag_days and not lost_to_retention, text
 
@@ -50,9 +53,43 @@ def empty_week_hint(topic: str, exists: bool) -> str:
     if not exists:
         return f"topic {topic} does not exist on the brokers: check KAFKA_TOPIC"
     return (
-        f"topic {topic} yielded no event of the week: check that producers write to it and that its "
-        "retention (retention.ms) keeps a week; events the group already read are in the landing zone"
+        f"topic {topic} yielded no event of the week: check that producers write to it and that "
+        "its retention (retention.ms) keeps a week; events the group already read are in the "
+        "landing zone"
     )
+
+
+def no_kafka_result() -> dg.MaterializeResult:
+    """The step's result without Kafka (KAFKA_BROKERS unset): nothing consumed, and nothing for the
+    checks to warn of."""
+    return dg.MaterializeResult(
+        metadata={"source": "none", "messages": 0},
+        check_results=[
+            _check("consumer_lag", True, "no Kafka configured"),
+            _check("week_has_events", True, "no Kafka configured"),
+        ],
+    )
+
+
+def landing_metadata(
+    topic: str, root: Path, landing: Landing, week_lines: int, complete: bool, lag: float
+) -> dict:
+    """What the landing consumed and wrote, and how complete the week is (its lag in days, none when
+    it could not be measured)."""
+    return {
+        "source": "kafka",
+        "topic": topic,
+        "landing_zone": dg.MetadataValue.path(str(root)),
+        "messages": landing.messages,
+        "written": landing.written,
+        "undecodable": landing.undecodable,
+        "undecodable_examples": dg.MetadataValue.json(landing.examples),
+        "week_events_landed": week_lines,
+        "partial": not complete,
+        "lag_days": None if math.isinf(lag) else round(lag, 3),
+        "lost_to_retention": landing.lost_to_retention,
+        "landing": dg.MetadataValue.json(landing.summary()),
+    }
 
 
 @dg.asset(
@@ -67,8 +104,8 @@ def empty_week_hint(topic: str, exists: bool) -> str:
             "consumer_lag",
             KAFKA_EVENTS,
             description=(
-                "Warns (the week is partial) when the consumer is more than KAFKA_MAX_LAG_DAYS behind "
-                "the week's end, or retention deleted messages it had not read."
+                "Warns (the week is partial) when the consumer is more than KAFKA_MAX_LAG_DAYS "
+                "behind the week's end, or retention deleted messages it had not read."
             ),
         ),
         check_spec(
@@ -86,24 +123,19 @@ def kafka_events(
 ) -> dg.MaterializeResult:
     """The events topic (`KAFKA_BROKERS`, `KAFKA_TOPIC`) landed in the landing zone as day files.
 
-    Consumes from the group's committed offsets to the end of every partition, writes each day's events of a
-    partition to `dt=YYYY-MM-DD/<topic>+<partition>+<first>-<last offset>.jsonl` (fsync, rename), and only then
-    commits the offsets. Values that do not deserialize are counted and skipped (the first ten logged by
-    partition and offset). The week's aggregation then reads the files, so a re-run of a past week needs no
-    Kafka. Without `KAFKA_BROKERS` it consumes nothing and says so.
+    Consumes from the group's committed offsets to the end of every partition, writes each day's
+    events of a partition to `dt=YYYY-MM-DD/<topic>+<partition>+<first>-<last offset>.jsonl` (fsync,
+    rename), and only then commits the offsets. Values that do not deserialize are counted and
+    skipped (the first ten logged by partition and offset). The week's aggregation then reads the
+    files, so a re-run of a past week needs no Kafka. Without `KAFKA_BROKERS` it consumes nothing
+    and says so.
     """
     if not kafka.configured:
         context.log.info(
             "No Kafka configured (KAFKA_BROKERS unset): nothing consumed; the week's events come "
             "from the landing zone alone (EVENTS_PATH), if any."
         )
-        return dg.MaterializeResult(
-            metadata={"source": "none", "messages": 0},
-            check_results=[
-                _check("consumer_lag", True, "no Kafka configured"),
-                _check("week_has_events", True, "no Kafka configured"),
-            ],
-        )
+        return no_kafka_result()
     ctx = week_context(context)
     root = Path(settings.events_path)  # EVENTS_PATH, else $DATA_DIR/kafka_events (settings.py)
     try:
@@ -124,20 +156,7 @@ def kafka_events(
     if hint:
         context.log.warning(hint)
     return dg.MaterializeResult(
-        metadata={
-            "source": "kafka",
-            "topic": kafka.topic,
-            "landing_zone": dg.MetadataValue.path(str(root)),
-            "messages": landing.messages,
-            "written": landing.written,
-            "undecodable": landing.undecodable,
-            "undecodable_examples": dg.MetadataValue.json(landing.examples),
-            "week_events_landed": week_lines,
-            "partial": not complete,
-            "lag_days": None if math.isinf(lag) else round(lag, 3),
-            "lost_to_retention": landing.lost_to_retention,
-            "landing": dg.MetadataValue.json(landing.summary()),
-        },
+        metadata=landing_metadata(kafka.topic, root, landing, week_lines, complete, lag),
         check_results=[
             _check(
                 "consumer_lag",
@@ -160,12 +179,12 @@ def kafka_events(
     asset_selection=[KAFKA_EVENTS],
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Lands the events topic between weekly runs when messages wait past the group's offsets "
-    "(the landing-zone sensor then re-runs loaded weeks that late files touch).",
+    description="Lands the events topic between weekly runs when messages wait past the group's "
+    "offsets (the landing-zone sensor then re-runs loaded weeks that late files touch).",
 )
 def kafka_arrivals(context: dg.SensorEvaluationContext, kafka: KafkaSource):
-    """Requests a run of `landing_zone/kafka_events` (for the newest week) when the topic holds messages past
-    the group's committed offsets, once per set of end offsets."""
+    """Requests a run of `landing_zone/kafka_events` (for the newest week) when the topic holds
+    messages past the group's committed offsets, once per set of end offsets."""
     if not kafka.configured:
         return dg.SkipReason("no Kafka configured (KAFKA_BROKERS unset)")
     try:

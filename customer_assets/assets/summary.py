@@ -18,12 +18,12 @@ from customer_assets.assets.common import (
     intermediate,
     metadata_value,
 )
-from customer_assets.cleanup import (
+from customer_assets.cleanup.intermediates import (
     intermediate_files,
     intermediates_written,
     remove_intermediates,
-    write_log,
 )
+from customer_assets.cleanup.records import write_log
 from customer_assets.dagster_types import PipelineErrorLogType, column_schema
 from customer_assets.logic import error_log
 from customer_assets.partitions import latest_materialization
@@ -60,8 +60,9 @@ def _check_failures(instance: dg.DagsterInstance, run_id: str) -> dict[str, list
 def week_report(
     context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts, summary: dict
 ) -> dict:
-    """What the operator is told when a week succeeds (seeds 000 and 001): counts, quality, warnings, anomalies,
-    new customers, where the table is, that the cleanup is done, and the run's page."""
+    """What the operator is told when a week succeeds (seeds 000 and 001): counts, quality,
+    warnings, anomalies, new customers, where the table is, that the cleanup is done, and the run's
+    page."""
     history = latest_materialization(
         context.instance, tables.key(tables.CUSTOMER_HISTORY), context.partition_key
     )
@@ -83,11 +84,32 @@ def week_report(
     }
 
 
+def week_summary(settings: PipelineSettings, week: str, run_id: str, quality_report: dict) -> dict:
+    """The run summary's account of the week, from the quality report and the reports the steps
+    left in the week's reports dir (the load's, the profiles' sources); the cleanup, the analysts'
+    copy and the report are added once done."""
+    load_report_path = Path(settings.reports_dir, week, "load_report_weekly_transactions.json")
+    return {
+        "status": "success",
+        "run_id": run_id,
+        "week_start": week,
+        "records_processed": quality_report["total_records"],
+        "records_quarantined": quality_report["quarantined_records"],
+        "records_flagged": quality_report["flagged_records"],
+        "quality_score": quality_report["quality_score"],
+        "quality_status": quality_report["status"],
+        "quarantine_reasons": quality_report["quarantine_reasons"],
+        "load": json.loads(load_report_path.read_text()) if load_report_path.exists() else None,
+        "sources": _week_sources(settings, week),
+        "reports_dir": str(Path(settings.reports_dir, week)),
+    }
+
+
 def _report_title(report: dict) -> str:
     return (
-        f"week loaded: {report['rows_loaded']} rows ({report['rows_quarantined']} quarantined), quality "
-        f"{report['quality_score']}, {report['warnings']} warning(s), {report['anomalies']} anomalies, "
-        f"{report['new_customers']} new customers"
+        f"week loaded: {report['rows_loaded']} rows ({report['rows_quarantined']} quarantined), "
+        f"quality {report['quality_score']}, {report['warnings']} warning(s), "
+        f"{report['anomalies']} anomalies, {report['new_customers']} new customers"
     )
 
 
@@ -114,42 +136,32 @@ def pipeline_summary(
     alerts: Alerts,
     quality_report: dict,
 ):
-    """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates deleted, and the
-    week's report posted to ALERT_WEBHOOK_URL (`week_succeeded`; its fields are also in the summary's `report`).
+    """After a successful week: summary to `logs/etl/etl_YYYYMMDD_HHMMSS.json`, intermediates
+    deleted, and the week's report posted to ALERT_WEBHOOK_URL (`week_succeeded`; its fields are
+    also in the summary's `report`).
 
     The intermediates hold customer data: most went as soon as no step of the run could read them
-    (`cleanup.py`); what is left goes here, before the summary is written, so that a failure while writing
-    it leaves no customer data behind. `cleanup.removed` counts the intermediates the run wrote, all gone.
+    (`cleanup/`); what is left goes here, before the summary is written, so that a failure while
+    writing it leaves no customer data behind. `cleanup.removed` counts the intermediates the run
+    wrote, all gone.
     """
     if finished_week(context, quality_report):
-        # Steps re-run alone for a finished week may have written intermediates again: they go all the same.
+        # Steps re-run alone for a finished week may have written intermediates again: they go all
+        # the same.
         removed, remaining = remove_intermediates(settings, context.partition_key)
         context.log.info(f"removed {len(removed)} intermediate file(s) of the finished week")
         if remaining:
             raise _not_removed(context.partition_key, remaining)
         return
     week = context.partition_key
-    load_report_path = Path(settings.reports_dir, week, "load_report_weekly_transactions.json")
-    summary = {
-        "status": "success",
-        "run_id": context.run.run_id,
-        "week_start": week,
-        "records_processed": quality_report["total_records"],
-        "records_quarantined": quality_report["quarantined_records"],
-        "records_flagged": quality_report["flagged_records"],
-        "quality_score": quality_report["quality_score"],
-        "quality_status": quality_report["status"],
-        "quarantine_reasons": quality_report["quarantine_reasons"],
-        "load": json.loads(load_report_path.read_text()) if load_report_path.exists() else None,
-        "sources": _week_sources(settings, week),
-        "reports_dir": str(Path(settings.reports_dir, week)),
-    }
+    summary = week_summary(settings, week, context.run.run_id, quality_report)
     # Clean up first: a failure while writing the summary must not leave customer data behind.
     remove_intermediates(settings, week)
     written = intermediates_written(context.instance, context.run.run_id)
     remaining = [str(p) for p in intermediate_files(settings, week)]
     summary["cleanup"] = {"removed": len(written), "remaining": remaining}
-    # Analysts read a copy published now, so that their connections never hold the file a run writes.
+    # Analysts read a copy published now, so that their connections never hold the file a run
+    # writes.
     summary["analysts_read_copy"] = warehouse.publish_read_copy()
     summary["report"] = week_report(context, warehouse, alerts, summary)
     summary_path = write_log(settings, "etl", summary)
@@ -192,8 +204,9 @@ ERROR_LOG_STEPS = sorted({step for step, _, _, _ in error_log.SOURCES})
     },
 )
 def pipeline_error_log(context: dg.AssetExecutionContext) -> dg.Output:
-    """`customer_analytics.pipeline_error_log`: the week's rejected, flagged and lost records per step and reason
-    (step, severity, reason, record_count), from what each step recorded; replaced with the week."""
+    """`customer_analytics.pipeline_error_log`: the week's rejected, flagged and lost records per
+    step and reason (step, severity, reason, record_count), from what each step recorded; replaced
+    with the week."""
     week = context.partition_key
     values = {}
     for step, entry, _, _ in error_log.SOURCES:

@@ -1,6 +1,11 @@
-"""Validate: hard rules quarantine, statistical rules flag; a quality report and metrics row per week."""
+"""Validate: hard rules quarantine, statistical rules flag; a quality report and metrics row per
+week.
+
+Which of the week's ids another loaded week holds (reused or moved) is asked in
+``reused_ids.py``."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -19,6 +24,7 @@ from customer_assets.assets.common import (
     selected_events,
     week_context,
 )
+from customer_assets.assets.reused_ids import held_in_other_weeks
 from customer_assets.dagster_types import (
     DataQualityMetricsType,
     QuarantinedTransactionsType,
@@ -27,7 +33,6 @@ from customer_assets.dagster_types import (
     check_validated_transactions,
 )
 from customer_assets.frames import BATCH_ROWS, FrameBatches
-from customer_assets.io_managers.warehouse import unique_window
 from customer_assets.logic import checks
 from customer_assets.logic.quality import (
     build_quality_report,
@@ -35,14 +40,13 @@ from customer_assets.logic.quality import (
     report_json,
     report_markdown,
 )
-from customer_assets.logic.validation import validate_week
+from customer_assets.logic.validation import ValidationSplit, WeekValidation, validate_week
 from customer_assets.partitions import latest_materialization
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.ecb_rates import use_fresh_rates
-from customer_assets.sources.extract import completed_ids
-from customer_assets.weeks import monday_of
+from customer_assets.sources.ecb_rates import RatesInUse, use_fresh_rates
+from customer_assets.weeks import WeekContext
 
 VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
 
@@ -88,12 +92,14 @@ VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
             io_manager_key="warehouse_io_manager",
             dagster_type=DataQualityMetricsType,
             metadata={"partition_expr": "week_start"},
-            description="History of data quality: one row per week, rewritten when the week reruns.",
+            description="History of data quality: one row per week, "
+            "rewritten when the week reruns.",
         ),
     },
     ins={"raw_transactions": intermediate("raw_transactions")},
     partitions_def=PARTITIONS,
-    # Subsettable so that a step with nothing to do (its week finished) may yield nothing, checks included.
+    # Subsettable so that a step with nothing to do (its week finished) may yield nothing, checks
+    # included.
     can_subset=True,
     group_name="quality",
     check_specs=[
@@ -112,7 +118,8 @@ VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
         check_spec(
             "fx_rates_cover_week",
             VALIDATED,
-            description="Warns when the ECB rates in use end before the week's last publication day.",
+            description="Warns when the ECB rates in use end before "
+            "the week's last publication day.",
         ),
     ],
 )
@@ -126,14 +133,16 @@ def validate_transactions(
 ):
     """Check the week: completeness, validity, consistency quarantine; anomalies only flag.
 
-    Writes `quality_report.json` and `anomalies.csv` under the week's reports dir. A blocking check stops
-    everything downstream when more than 10% of the rows fail a hard rule. The validated rows are written a
-    slice of the week at a time, each slice checked against the ValidatedTransactions model.
+    Writes `quality_report.json` and `anomalies.csv` under the week's reports dir. A blocking check
+    stops everything downstream when more than 10% of the rows fail a hard rule. The validated rows
+    are written a slice of the week at a time, each slice checked against the ValidatedTransactions
+    model.
 
-    An id that another loaded week holds is a moved transaction only if the source no longer holds it in that
-    week; otherwise it is a reused id, quarantined `DUPLICATE_ACROSS_WEEKS`, and never reaches the load (which
-    would delete the other week's row as moved). The metrics row says whether this attempt's rows go on to the
-    warehouse (`loaded`, `load_status`) and which run wrote it (`run_id`).
+    An id that another loaded week holds is a moved transaction only if the source no longer holds
+    it in that week; otherwise it is a reused id, quarantined `DUPLICATE_ACROSS_WEEKS`, and never
+    reaches the load (which would delete the other week's row as moved). The metrics row says
+    whether this attempt's rows go on to the warehouse (`loaded`, `load_status`) and which run wrote
+    it (`run_id`).
     """
     if finished_week(context, raw_transactions):
         return
@@ -143,96 +152,9 @@ def validate_transactions(
     )
 
 
-TRANSACTIONS_TABLE = (tables.SCHEMA, tables.WEEKLY_TRANSACTIONS)
-ID_CHUNK = 50_000  # ids per warehouse query: a BigQuery request stays far below its size limit
-
-HELD_ELSEWHERE_SQL = """
-SELECT w.transaction_id, w.{ts} AS ts FROM {table} w
-WHERE w.{ts} >= @window_start AND w.{ts} < @window_end AND NOT (w.{ts} >= @week_start AND w.{ts} < @week_end)
-  AND w.transaction_id IN (SELECT i FROM {ids})
-"""
-
-
-def _week_of(timestamps: pd.Series) -> pd.Series:
-    return pd.to_datetime(timestamps, utc=True).map(lambda t: monday_of(t.date()))
-
-
-def held_in_other_weeks(
-    context: dg.AssetExecutionContext,
-    warehouse: WarehouseSQL,
-    source_db: PostgresSource,
-    raw: pd.DataFrame,
-) -> frozenset[str]:
-    """The week's ids that the warehouse holds in another week (within the load's window) while the source still
-    holds them, completed, in that week: reused ids. The other ids the warehouse holds elsewhere moved (their old
-    week no longer has them), and the load moves them. Usually no id is held elsewhere and the source is not read."""
-    from customer_assets.assets.warehouse import (
-        UNIQUE_WITHIN_WEEKS,
-    )  # the load's window, spelled once
-
-    if not warehouse.exists(*TRANSACTIONS_TABLE):
-        return frozenset()
-    ctx = week_context(context)
-    window = unique_window(ctx.week_start, ctx.week_end, UNIQUE_WITHIN_WEEKS)
-    ids = raw["transaction_id"].dropna().unique().tolist()
-    names = {
-        "table": warehouse.table(*TRANSACTIONS_TABLE),
-        "ts": warehouse.quote("timestamp"),
-        "ids": warehouse.unnest("ids", "i"),
-    }
-    params = {
-        "week_start": ctx.week_start,
-        "week_end": ctx.week_end,
-        "window_start": window[0],
-        "window_end": window[1],
-    }
-    found = [
-        warehouse.query(HELD_ELSEWHERE_SQL, {**params, "ids": ids[i : i + ID_CHUNK]}, **names)
-        for i in range(0, len(ids), ID_CHUNK)
-    ]
-    held = (
-        pd.concat(found, ignore_index=True)
-        if found
-        else pd.DataFrame(columns=["transaction_id", "ts"])
-    )
-    if held.empty:
-        return frozenset()
-    held = held.assign(week=_week_of(held["ts"]))
-    start = pd.Timestamp(min(held["week"])).tz_localize("UTC").to_pydatetime()
-    end = (
-        (pd.Timestamp(max(held["week"])) + pd.Timedelta(days=7)).tz_localize("UTC").to_pydatetime()
-    )
-    with source_db.connect(context.log) as conn:
-        there = completed_ids(
-            conn,
-            source_db.schema(conn, ("transactions",)),
-            held["transaction_id"].tolist(),
-            start,
-            end,
-        )
-    there = there.assign(week=_week_of(there["timestamp"]))
-    reused = held.merge(
-        there[["transaction_id", "week"]].drop_duplicates(), on=["transaction_id", "week"]
-    )
-    moved = sorted(set(held["transaction_id"]) - set(reused["transaction_id"]))
-    if len(reused):
-        examples = ", ".join(f"{r.transaction_id} ({r.week})" for r in reused.head(5).itertuples())
-        context.log.warning(
-            f"DUPLICATE_ACROSS_WEEKS: {reused['transaction_id'].nunique()} transaction id(s) of the "
-            f"week are loaded in another week whose source rows still hold them (e.g. {examples}): "
-            "reused ids, quarantined; the other week's rows stay"
-        )
-    if moved:
-        context.log.info(
-            f"{len(moved)} transaction(s) moved here from another loaded week (e.g. "
-            f"{', '.join(moved[:5])}): the load moves them"
-        )
-    return frozenset(reused["transaction_id"])
-
-
 def load_status(results: list[dg.AssetCheckResult]) -> str:
-    """'loaded' when no blocking check stops the week (its rows go on to the warehouse in this run), else which
-    checks blocked it (the warehouse keeps what an earlier run loaded)."""
+    """'loaded' when no blocking check stops the week (its rows go on to the warehouse in this run),
+    else which checks blocked it (the warehouse keeps what an earlier run loaded)."""
     blocking = [
         r.check_name for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR
     ]
@@ -249,8 +171,8 @@ SOURCE_FINDINGS = {
 
 
 def _source_findings(context: dg.AssetExecutionContext) -> dict:
-    """The source findings of the week's extract (the materialization whose rows are validated), from its
-    metadata: the extract reads them beside the rows, in the same snapshot."""
+    """The source findings of the week's extract (the materialization whose rows are validated),
+    from its metadata: the extract reads them beside the rows, in the same snapshot."""
     record = latest_materialization(context.instance, RAW, context.partition_key)
     metadata = (
         record.asset_materialization.metadata if record and record.asset_materialization else {}
@@ -265,6 +187,8 @@ def _validate_week(
     raw_transactions: pd.DataFrame,
     held_elsewhere: frozenset[str] = frozenset(),
 ):
+    """The week's outputs, its quality report and anomalies written beside its reports, its checks
+    (a failed blocking one alerted), and last its metrics row, which says whether one blocked."""
     started = time.monotonic()
     ctx = week_context(context)
     rates = use_fresh_rates(
@@ -273,7 +197,6 @@ def _validate_week(
     week = validate_week(
         raw_transactions, ctx, settings.max_amount_usd, held_elsewhere=held_elsewhere
     )
-    split, outcome, anomalies = week.split, week.anomalies, week.anomaly_table
     validated = FrameBatches(
         week.batches(BATCH_ROWS),
         check=check_validated_transactions,
@@ -282,28 +205,45 @@ def _validate_week(
     )
     report = build_quality_report(
         ctx,
-        split.failures,
-        outcome.flags,
-        anomalies,
-        outcome.status,
+        week.split.failures,
+        week.anomalies.flags,
+        week.anomaly_table,
+        week.anomalies.status,
         settings.quality_warn_rate,
         settings.quality_fail_rate,
         source_findings=_source_findings(context),
     )
     week_dir = settings.week_reports_dir(context.partition_key)
     (week_dir / "quality_report.json").write_text(report_json(report))
-    anomalies.to_csv(week_dir / "anomalies.csv", index=False)
+    week.anomaly_table.to_csv(week_dir / "anomalies.csv", index=False)
+    yield from _week_outputs(validated, week, report, rates, week_dir)
+    results = _validation_checks(ctx, settings, len(raw_transactions), week.split, report, rates)
+    alert_failed_checks(
+        alerts,
+        [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
+        context.partition_key,
+        context.log,
+    )
+    yield _metrics_output(report, time.monotonic() - started, results, context.run_id)
+    yield from results
 
+
+def _week_outputs(
+    validated: FrameBatches, week: WeekValidation, report: dict, rates: RatesInUse, week_dir: Path
+):
+    """The validated rows, the quarantined ones, the anomalies and the quality report, each with
+    the metadata the UI shows."""
+    outcome, anomalies = week.anomalies, week.anomaly_table
     yield dg.Output(
         validated,
         output_name="validated_transactions",
         metadata={"flagged_rows": len(outcome.flagged), **rates.metadata()},
     )
     yield dg.Output(
-        split.quarantined.reset_index(drop=True),
+        week.split.quarantined.reset_index(drop=True),
         output_name="quarantined_transactions",
         metadata={
-            "dagster/row_count": len(split.quarantined),
+            "dagster/row_count": len(week.split.quarantined),
             "reasons": dg.MetadataValue.json(report["quarantine_reasons"]),
         },
     )
@@ -329,8 +269,19 @@ def _validate_week(
             "report_json": dg.MetadataValue.path(str((week_dir / "quality_report.json").resolve())),
         },
     )
-    extracted, quarantined = len(raw_transactions), len(split.quarantined)
-    results = [
+
+
+def _validation_checks(
+    ctx: WeekContext,
+    settings: PipelineSettings,
+    extracted: int,
+    split: ValidationSplit,
+    report: dict,
+    rates: RatesInUse,
+) -> list[dg.AssetCheckResult]:
+    """Rows conserved, the quarantine rate under its thresholds, the ECB rates covering the week."""
+    quarantined = len(split.quarantined)
+    return [
         check_result(
             VALIDATED,
             "row_conservation",
@@ -358,20 +309,19 @@ def _validate_week(
             fx_rates_last_date=rates.last_rate_date.isoformat(),
         ),
     ]
-    alert_failed_checks(
-        alerts,
-        [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
-        context.partition_key,
-        context.log,
-    )
-    # After the checks: the row says whether a blocking one stopped this attempt (the warehouse then keeps the
-    # rows an earlier run loaded), so the metrics and weekly_transactions are never told apart.
+
+
+def _metrics_output(
+    report: dict, run_seconds: float, results: list[dg.AssetCheckResult], run_id: str
+) -> dg.Output:
+    """The week's row of data_quality_metrics, written after the checks: the row says whether a
+    blocking one stopped this attempt (the warehouse then keeps the rows an earlier run loaded), so
+    the metrics and weekly_transactions are never told apart."""
     status = load_status(results)
-    metrics = metrics_row(
-        report, time.monotonic() - started, load_status=status, run_id=context.run_id
-    )
-    # Percentages throughout, like the quality score, rounded for reading; the table keeps full fractions.
-    yield dg.Output(
+    metrics = metrics_row(report, run_seconds, load_status=status, run_id=run_id)
+    # Percentages throughout, like the quality score, rounded for reading; the table keeps full
+    # fractions.
+    return dg.Output(
         metrics,
         output_name=tables.DATA_QUALITY_METRICS,
         metadata={
@@ -384,4 +334,3 @@ def _validate_week(
             },
         },
     )
-    yield from results

@@ -34,15 +34,12 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from customer_assets.demo.seed_rows import (
+from customer_assets.demo.seed_rows import SeedConfig, customer_table, population, seeded_weeks
+from customer_assets.demo.seed_vocabulary import (
     DIRTY_KINDS,
     SEGMENT_P,
     SEGMENTS,
     UNKNOWN_CUSTOMER_BASE,
-    SeedConfig,
-    customer_table,
-    population,
-    seeded_weeks,
 )
 
 DDL = """

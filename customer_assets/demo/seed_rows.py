@@ -1,5 +1,6 @@
 """The demo seed's rows: customers, products and each week's transactions with their dirty rows,
-generated deterministically (numpy, Arrow; no database here: ``seed.py`` writes them).
+generated deterministically from ``seed_vocabulary.py``'s values (numpy, Arrow; no database
+here: ``seed.py`` writes them).
 
 The same :class:`SeedConfig` always gives identical rows. Every intentionally dirty *completed*
 transaction has exactly one defect and is listed with the reason the pipeline is expected to give.
@@ -17,128 +18,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-#: country -> (share of customers, currency)
-COUNTRIES: dict[str, tuple[float, str]] = {
-    "US": (0.30, "USD"),
-    "GB": (0.10, "GBP"),
-    "DE": (0.09, "EUR"),
-    "FR": (0.08, "EUR"),
-    "ES": (0.04, "EUR"),
-    "IT": (0.04, "EUR"),
-    "NL": (0.03, "EUR"),
-    "JP": (0.07, "JPY"),
-    "KR": (0.04, "KRW"),
-    "CH": (0.02, "CHF"),
-    "SE": (0.02, "SEK"),
-    "BR": (0.04, "BRL"),
-    "IN": (0.05, "INR"),
-    "CA": (0.05, "CAD"),
-    "AU": (0.03, "AUD"),
-}
-#: currency -> (approximate units per USD, ISO 4217 minor units); all have an ECB reference rate.
-CURRENCIES: dict[str, tuple[float, int]] = {
-    "USD": (1.0, 2),
-    "EUR": (0.92, 2),
-    "GBP": (0.79, 2),
-    "JPY": (150.0, 0),
-    "KRW": (1350.0, 0),
-    "CHF": (0.88, 2),
-    "SEK": (10.5, 2),
-    "BRL": (5.0, 2),
-    "INR": (83.0, 2),
-    "CAD": (1.36, 2),
-    "AUD": (1.52, 2),
-}
-#: Valid ISO 4217 codes (2 minor units) without an ECB reference rate -> units per USD.
-UNSUPPORTED_CURRENCIES = {
-    "AED": 3.67,
-    "NGN": 1500.0,
-    "SAR": 3.75,
-    "KES": 129.0,
-    "EGP": 48.0,
-    "PKR": 280.0,
-}
-#: Not ISO 4217 codes at all ('XXX' and 'XTS' are valid ISO codes, so they are never used).
-INVALID_CURRENCIES = ("ABC", "usd ", "EURO", "US$", "DOLLAR", "E")
-#: dirty kind -> expected reason code ('duplicate_transaction_id' must stay last).
-DIRTY_KINDS: dict[str, str] = {
-    "null_customer_id": "MISSING_CUSTOMER_ID",
-    "null_amount": "MISSING_AMOUNT",
-    "non_positive_amount": "NON_POSITIVE_AMOUNT",
-    "invalid_currency": "INVALID_CURRENCY",
-    "unsupported_currency": "UNSUPPORTED_CURRENCY",
-    "precision_mismatch": "PRECISION_MISMATCH",
-    "before_customer_created": "BEFORE_CUSTOMER_CREATED",
-    "unknown_customer": "UNKNOWN_CUSTOMER",
-    "unknown_product": "UNKNOWN_PRODUCT",
-    "duplicate_transaction_id": "DUPLICATE_TRANSACTION_ID",
-}
-STATUSES = ("completed", "pending", "refunded", "failed")
-SEGMENTS = ("consumer", "smb", "enterprise")
-CATEGORIES: dict[str, tuple[str, str, str]] = {
-    "Electronics": ("Headphones", "Charger", "Speaker"),
-    "Home & Kitchen": ("Kettle", "Blender", "Pan"),
-    "Books": ("Novel", "Cookbook", "Atlas"),
-    "Clothing": ("Jacket", "Sweater", "Scarf"),
-    "Sports": ("Yoga Mat", "Racket", "Bottle"),
-    "Toys": ("Puzzle", "Robot Kit", "Plush"),
-    "Beauty": ("Serum", "Lotion", "Palette"),
-    "Grocery": ("Coffee", "Tea Set", "Olive Oil"),
-    "Garden": ("Planter", "Hose", "Shears"),
-    "Office": ("Notebook", "Desk Lamp", "Stapler"),
-}
-ADJECTIVES = ("Classic", "Compact", "Deluxe", "Eco", "Pro", "Smart", "Ultra", "Vintage")
-FIRST_NAMES = (
-    "olivia",
-    "liam",
-    "emma",
-    "noah",
-    "amelia",
-    "oliver",
-    "sofia",
-    "elijah",
-    "yuki",
-    "hana",
-    "lukas",
-    "mia",
-    "louis",
-    "chloe",
-    "arjun",
-    "priya",
-    "lucas",
-    "ana",
+from customer_assets.demo.seed_vocabulary import (
+    ADJECTIVES,
+    CATEGORIES,
+    CITIES,
+    COUNTRIES,
+    CURRENCIES,
+    DIRTY_KINDS,
+    FIRST_NAMES,
+    INVALID_CURRENCIES,
+    LAST_NAMES,
+    SEGMENT_P,
+    SEGMENTS,
+    STATUSES,
+    STREETS,
+    UNKNOWN_CUSTOMER_BASE,
+    UNKNOWN_PRODUCT_BASE,
+    UNSUPPORTED_CURRENCIES,
 )
-LAST_NAMES = (
-    "smith",
-    "johnson",
-    "brown",
-    "garcia",
-    "muller",
-    "schmidt",
-    "martin",
-    "bernard",
-    "tanaka",
-    "sato",
-    "kim",
-    "park",
-    "rossi",
-    "silva",
-    "patel",
-    "sharma",
-    "nilsson",
-    "wong",
-)
-STREETS = ("Maple", "Oak", "Cedar", "Elm", "Willow", "Birch", "Harbor", "Mill", "Station", "Park")
-CITIES = ("Springfield", "Riverton", "Lakeside", "Fairview", "Greenville", "Kingsport", "Bayview")
+
 MS_DAY, MS_WEEK = 86_400_000, 7 * 86_400_000
-UNKNOWN_CUSTOMER_BASE = 9_999_000  # unknown customer ids are C9999000..C9999999
-UNKNOWN_PRODUCT_BASE = 90_000  # unknown product ids are P90000..P99999
+# The vocabulary as arrays: codes (index = code), rates, decimals, each country's currency, share.
 _CUR_CODES = (*CURRENCIES, *UNSUPPORTED_CURRENCIES, *INVALID_CURRENCIES)
 _RATES = np.array([r for r, _ in CURRENCIES.values()] + list(UNSUPPORTED_CURRENCIES.values()))
 _DECIMALS = np.array([d for _, d in CURRENCIES.values()] + [2] * len(UNSUPPORTED_CURRENCIES))
 _COUNTRY_CUR = np.array([_CUR_CODES.index(c) for _, c in COUNTRIES.values()])
 _COUNTRY_P = np.array([w for w, _ in COUNTRIES.values()]) / sum(w for w, _ in COUNTRIES.values())
-SEGMENT_P = [0.75, 0.2, 0.05]
 _KIND = {k: i for i, k in enumerate(DIRTY_KINDS)}
 
 
@@ -271,7 +176,8 @@ def population(rng: np.random.Generator, cfg: SeedConfig) -> tuple[_Population, 
 
 
 def _soft_cap(w: np.ndarray, n: int, cap: float) -> np.ndarray:
-    """Draw probabilities whose expected counts over ``n`` draws are ``cap * (1 - exp(-s * w / cap))``.
+    """Draw probabilities whose expected counts over ``n`` draws are
+    ``cap * (1 - exp(-s * w / cap))``.
 
     ``s`` is found by bisection so the expected counts sum to ``n``: heavy customers stay Zipf-like
     but nobody expects more than ``cap`` transactions, keeping regular customers well below bots.
@@ -312,7 +218,8 @@ class _WeekSizes:
 def _week_sizes(
     rng: np.random.Generator, cfg: SeedConfig, pop: _Population, start: int
 ) -> _WeekSizes:
-    """The week's row counts, its dirty rows per kind and its bots (customers older than the week)."""
+    """The week's row counts, its dirty rows per kind and its bots (customers older than the
+    week)."""
     n_kinds = len(DIRTY_KINDS)
     n_completed = round(cfg.transactions_per_week * rng.uniform(0.93, 1.07))
     n_dirty, kinds = 0, np.zeros(n_kinds, np.int64)
@@ -454,7 +361,8 @@ def _make_dirty(
     usd: np.ndarray,
     dec: np.ndarray,
 ) -> None:
-    """Give each dirty row (``kind >= 0``) its single defect, in place (NULL amounts are masked later)."""
+    """Give each dirty row (``kind >= 0``) its single defect, in place (NULL amounts are masked
+    later)."""
 
     def rows(name: str) -> tuple[np.ndarray, int]:
         m = kind == _KIND[name]

@@ -63,9 +63,9 @@ def ensure_table(
     descriptions: dict[str, str],
     declared: dict[str, str],
 ) -> tuple[Any, bool, list[str]]:
-    """The target table (created day-partitioned and clustered if missing, with the ``declared`` types, and
-    any new column added): returns it, whether it was created, and the added columns. A changed type
-    stops the load."""
+    """The target table (created day-partitioned and clustered if missing, with the ``declared``
+    types, and any new column added): returns it, whether it was created, and the added columns. A
+    changed type stops the load."""
     from google.cloud import bigquery
 
     def ensure():
@@ -99,22 +99,35 @@ def ensure_table(
             f"{target_id}: column types differ, load stopped:\n" + "\n".join(changed)
         )
     if added:
-
-        def add_columns():
-            fresh = client.get_table(target_id, timeout=rpc_timeout(call, "get table"))
-            have = {f.name for f in fresh.schema}
-            fresh.schema = list(fresh.schema) + schema_fields(
-                {n: incoming[n] for n in added if n not in have}, descriptions
-            )
-            return client.update_table(fresh, ["schema"], timeout=rpc_timeout(call, "add columns"))
-
-        call(f"add columns to {target_id}", ("bigquery.tables.update",), add_columns)
-        warn(
-            context,
-            call,
-            f"{target_id}: added column(s) {', '.join(f'{n} {incoming[n]}' for n in added)}",
-        )
+        add_columns(context, client, call, target_id, {n: incoming[n] for n in added}, descriptions)
     return target, created, added
+
+
+def add_columns(
+    context,
+    client,
+    call: Caller,
+    target_id: str,
+    added: dict[str, str],
+    descriptions: dict[str, str],
+) -> None:
+    """The ``added`` columns (name: type) appended to the table's schema (NULL in its rows), with a
+    warning; one another load added meanwhile is not added twice."""
+
+    def update():
+        fresh = client.get_table(target_id, timeout=rpc_timeout(call, "get table"))
+        have = {f.name for f in fresh.schema}
+        fresh.schema = list(fresh.schema) + schema_fields(
+            {n: t for n, t in added.items() if n not in have}, descriptions
+        )
+        return client.update_table(fresh, ["schema"], timeout=rpc_timeout(call, "add columns"))
+
+    call(f"add columns to {target_id}", ("bigquery.tables.update",), update)
+    warn(
+        context,
+        call,
+        f"{target_id}: added column(s) {', '.join(f'{n} {t}' for n, t in added.items())}",
+    )
 
 
 def stage(

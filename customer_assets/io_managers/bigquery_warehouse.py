@@ -1,24 +1,28 @@
 """The production warehouse: BigQuery tables in a dataset named by the asset key prefix.
 
-One week is replaced atomically: the frame is loaded into a staging table by a load job, then a single
-``MERGE ... ON FALSE`` deletes the target's rows of the week and inserts the staging rows in one
-statement (partition decorators such as ``table$20260105`` are deliberately not used). Whatever fails,
-the week is either as it was or fully replaced; the staging table is always dropped (and expires after a
-day should the process die first).
+One week is replaced atomically: the frame is loaded into a staging table by a load job, then a
+single ``MERGE ... ON FALSE`` deletes the target's rows of the week and inserts the staging rows in
+one statement (partition decorators such as ``table$20260105`` are deliberately not used). Whatever
+fails, the week is either as it was or fully replaced; the staging table is always dropped (and
+expires after a day should the process die first).
 
-A ``StoredFrame`` (the week in a Parquet file) is never read whole: its week bounds are checked a batch at a
-time and the load job's Parquet is written a batch at a time to a temporary file (deleted when closed).
+A ``StoredFrame`` (the week in a Parquet file) is never read whole: its week bounds are checked a
+batch at a time and the load job's Parquet is written a batch at a time to a temporary file
+(deleted when closed).
 
-By concern: column types and the load file in ``bigquery_types``; the client, retries and the time budget in
-``bigquery_calls``; the tables (dataset, table, added columns, staging) in ``bigquery_tables``; here the
-checks before BigQuery is touched, the swap, the count and the week read back.
+By concern: column types and the load file in ``bigquery_types``; the client, retries and the time
+budget in ``bigquery_calls``; the tables (dataset, table, added columns, staging) in
+``bigquery_tables``; the checks before BigQuery is touched in ``bigquery_payload``; the week's SQL
+(predicate, MERGE, count, read back) in ``bigquery_week``; here the load's steps in order: checks,
+tables, the swap, the count, the report.
 
-Why not dagster-gcp's ``BigQueryPandasIOManager`` (with a custom type handler): its ``DbIOManager`` deletes
-the week's rows and inserts the new ones as two statements, so a failure in between leaves the week empty,
-where one MERGE here is atomic; it has no way to hand a week over as a file written batch by batch, to move
-a transaction that changed weeks (the ``unique_key`` window), to verify the week's count, or to reach an
-emulator (its ``BigQueryResource`` takes no endpoint and no anonymous credentials), and it changes the case of
-column names. Everything this manager guarantees is tested against the emulator.
+Why not dagster-gcp's ``BigQueryPandasIOManager`` (with a custom type handler): its ``DbIOManager``
+deletes the week's rows and inserts the new ones as two statements, so a failure in between leaves
+the week empty, where one MERGE here is atomic; it has no way to hand a week over as a file written
+batch by batch, to move a transaction that changed weeks (the ``unique_key`` window), to verify the
+week's count, or to reach an emulator (its ``BigQueryResource`` takes no endpoint and no anonymous
+credentials), and it changes the case of column names. Everything this manager guarantees is tested
+against the emulator.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,21 +39,28 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from pydantic import Field
 
-from customer_assets.frames import StoredFrame, slices
+from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.bigquery_calls import (
     Caller,
     LoadBudget,
     LoadTimeoutError,
     bigquery_client,
 )
+from customer_assets.io_managers.bigquery_payload import week_payload
 from customer_assets.io_managers.bigquery_tables import (
     ensure_dataset,
     ensure_table,
     schema_fields,
     stage,
 )
-from customer_assets.io_managers.bigquery_types import frame_types, standard_type, to_parquet_file
-from customer_assets.io_managers.declared import declared_types, holds_values, table_types
+from customer_assets.io_managers.bigquery_week import (
+    Week,
+    column_type,
+    count_week,
+    merge_sql,
+    read_week,
+    start_query,
+)
 from customer_assets.io_managers.warehouse import (
     column_descriptions,
     input_columns,
@@ -59,7 +69,6 @@ from customer_assets.io_managers.warehouse import (
     report_metadata,
     table_address,
     unique_key,
-    unique_window,
     write_load_report,
 )
 
@@ -67,10 +76,11 @@ from customer_assets.io_managers.warehouse import (
 class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     """Replaces one week of a BigQuery table atomically, then checks the week's row count.
 
-    Like the DuckDB warehouse: columns are matched by name, a new column is added, a column is never
-    dropped (one missing from the frame stays NULL) and a changed type stops the load with the
-    difference spelled out. Transient errors are retried with exponential backoff; an exhausted quota
-    waits ``quota_wait_seconds``; missing credentials or permissions fail the step without retry.
+    Like the DuckDB warehouse: columns are matched by name, a new column is added, a column is
+    never dropped (one missing from the frame stays NULL) and a changed type stops the load with
+    the difference spelled out. Transient errors are retried with exponential backoff; an
+    exhausted quota waits ``quota_wait_seconds``; missing credentials or permissions fail the step
+    without retry.
     """
 
     project: str = Field(description="GCP project of the warehouse (GCP_PROJECT_ID).")
@@ -146,88 +156,6 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         window = context.asset_partitions_time_window
         return window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
 
-    @staticmethod
-    def _week_predicate(
-        column: str, column_type: str, alias: str = "", bounds: str = "week"
-    ) -> str:
-        """``column`` within [@<bounds>_start, @<bounds>_end)."""
-        ref = f"{alias}.`{column}`" if alias else f"`{column}`"
-        lo, hi = f"@{bounds}_start", f"@{bounds}_end"
-        if column_type == "DATETIME":
-            # Naive columns hold UTC wall time; the partition windows are UTC instants.
-            return f"{ref} >= DATETIME({lo}, 'UTC') AND {ref} < DATETIME({hi}, 'UTC')"
-        return f"{ref} >= {lo} AND {ref} < {hi}"
-
-    @staticmethod
-    def _week_params(start: datetime, end: datetime, bounds: str = "week"):
-        from google.cloud import bigquery
-
-        return [
-            bigquery.ScalarQueryParameter(f"{bounds}_start", "TIMESTAMP", start),
-            bigquery.ScalarQueryParameter(f"{bounds}_end", "TIMESTAMP", end),
-        ]
-
-    def _payload(
-        self,
-        context,
-        obj: pd.DataFrame | StoredFrame,
-        frame: pd.DataFrame,
-        target_id: str,
-        column: str,
-        window: tuple[datetime, datetime],
-    ) -> tuple[dict[str, str], dict[str, str], Any]:
-        """Everything that can be checked without BigQuery, checked before touching it; returns the column types
-        as loaded, the types a new table is created with (the model's: see ``declared``), and the load job's
-        Parquet file. A column holding no value is loaded as its declared type.
-
-        No repair of an existing table: BigQuery has no NULL type, and an object column is STRING whatever it
-        holds (``bigquery_type``), so an empty week never gave it an untyped column.
-        """
-        stored = obj if isinstance(obj, StoredFrame) else None
-        incoming = frame_types(frame)
-        declared, casts = table_types(
-            declared_types(context, frame),
-            incoming,
-            "bigquery",
-            lambda name: holds_values(obj, name),
-        )
-        incoming.update(casts)
-        if column not in incoming:
-            raise ValueError(f"{target_id}: partition column {column!r} is not in the frame")
-        if incoming[column] not in ("TIMESTAMP", "DATETIME"):
-            raise ValueError(
-                f"{target_id}: partition column {column!r} is {incoming[column]}, not a timestamp"
-            )
-        self._check_frame_in_week(
-            stored.batches([column]) if stored is not None else [frame], column, *window, target_id
-        )
-        # A value Arrow cannot convert fails here, not half-way.
-        frames = stored.batches() if stored is not None else slices(frame)
-        return incoming, declared, to_parquet_file(_blank(frames, casts), incoming)
-
-    @staticmethod
-    def _check_frame_in_week(
-        frames: Iterable[pd.DataFrame], column: str, start: datetime, end: datetime, where: str
-    ) -> None:
-        rows, outside, examples = 0, 0, []
-        for frame in frames:
-            values = frame[column]
-            if isinstance(values.dtype, pd.DatetimeTZDtype):
-                values = values.dt.tz_convert("UTC")
-                lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-            else:
-                lo, hi = pd.Timestamp(start).tz_convert(None), pd.Timestamp(end).tz_convert(None)
-            bad = values.isna() | (values < lo) | (values >= hi)
-            rows += len(frame)
-            outside += int(bad.sum())
-            examples += values[bad].head(3 - len(examples)).tolist()
-        if outside:
-            raise ValueError(
-                f"{where}: {outside} of {rows} rows have {column} outside the week "
-                f"[{start.isoformat()}, {end.isoformat()}) or null; nothing was loaded. "
-                f"First: {examples}"
-            )
-
     # ----------------------------------------------------------------------------------------------
     # IO manager
 
@@ -238,13 +166,12 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         column, partition = partition_column(context), context.asset_partition_key
         target_id = f"{self.project}.{dataset}.{table}"
         stored = obj if isinstance(obj, StoredFrame) else None
-        frame = (
-            stored.empty() if stored is not None else obj.reset_index(drop=True)
-        )  # the dtypes, or all rows
+        # the dtypes, or all rows
+        frame = stored.empty() if stored is not None else obj.reset_index(drop=True)
         rows = len(obj)
 
         start, end = self._window(context)
-        incoming, declared, payload = self._payload(
+        incoming, declared, payload = week_payload(
             context, obj, frame, target_id, column, (start, end)
         )
         try:
@@ -255,30 +182,19 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             target, created, added = ensure_table(
                 context, client, call, target_id, incoming, column, descriptions, declared
             )
-            target_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(
-                column, incoming[column]
-            )
-
-            job_prefix = f"customer_assets_{table}_{partition.replace('-', '')}_"
-            moved = self._swap(
-                context,
-                load,
-                client,
-                call,
+            week = Week(
                 target_id,
                 partition,
-                incoming,
-                descriptions,
-                payload,
-                rows,
                 column,
-                target_type,
-                (start, end),
-                job_prefix,
+                column_type(target, column, incoming[column]),
+                start,
+                end,
+                job_prefix=f"customer_assets_{table}_{partition.replace('-', '')}_",
             )
-            count = self._count(
-                load, client, call, target_id, column, target_type, start, end, job_prefix
+            moved = self._swap(
+                context, load, client, call, week, incoming, descriptions, payload, rows
             )
+            count = count_week(self.location, load, client, call, week)
             if count != rows:
                 raise RuntimeError(
                     f"{target_id}: {count} rows in week {partition} after the load, expected "
@@ -305,45 +221,43 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         load: LoadBudget,
         client,
         call: Caller,
-        target_id: str,
-        partition: str,
+        week: Week,
         incoming: dict[str, str],
         descriptions: dict[str, str],
         payload,
         rows: int,
-        column: str,
-        target_type: str,
-        window: tuple[datetime, datetime],
-        job_prefix: str,
     ) -> int | None:
         """Stage the week, then swap it in with one MERGE; the staging table is dropped whatever
         happened. Returns the rows moved from other weeks (keyed tables)."""
-        staging_id = f"{target_id}__staging_{partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
+        staging_id = (
+            f"{week.target_id}__staging_{week.partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
+        )
         try:
             stage(
                 client,
                 call,
                 self.location,
                 staging_id,
-                target_id,
-                partition,
+                week.target_id,
+                week.partition,
                 schema_fields(incoming, descriptions),
                 payload,
                 rows,
-                job_prefix,
+                week.job_prefix,
             )
             return self._merge(
                 context,
                 load,
                 client,
                 call,
-                target_id,
+                week.target_id,
                 staging_id,
                 list(incoming),
-                column,
-                target_type,
-                *window,
-                job_prefix,
+                week.column,
+                week.column_type,
+                week.start,
+                week.end,
+                week.job_prefix,
                 *unique_key(context),
             )
         finally:
@@ -421,52 +335,22 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         key: str | None = None,
         key_weeks: int = 0,
     ) -> int | None:
-        """The swap: one MERGE deleting the target's week and inserting the staging rows."""
-        from google.cloud import bigquery
-
-        delete_when = f" AND {self._week_predicate(column, column_type, 'T')}"
-        params = self._week_params(start, end)
-        names = ", ".join(f"`{c}`" for c in columns)
-        values = ", ".join(f"S.`{c}`" for c in columns)
-        if key:
-            # A row of a nearby week with a key of this week moved here (its timestamp was edited): updated in
-            # place to the new row, so the key stays in one week only. The window's filter on the partition
-            # column prunes the target's partitions: the cost does not grow with the table's history.
-            window = unique_window(start, end, key_weeks)
-            params = params + self._week_params(*window, bounds="window")
-            on = (
-                f"T.`{key}` = S.`{key}` AND NOT ({self._week_predicate(column, column_type, 'T')}) "
-                f"AND {self._week_predicate(column, column_type, 'T', bounds='window')}"
-            )
-            moved = (
-                "WHEN MATCHED THEN UPDATE SET "
-                + ", ".join(f"`{c}` = S.`{c}`" for c in columns)
-                + "\n"
-            )
-        else:
-            on, moved = "FALSE", ""
-        sql = (
-            f"MERGE `{target_id}` T USING `{staging_id}` S ON {on}\n{moved}"
-            f"WHEN NOT MATCHED BY SOURCE{delete_when} THEN DELETE\n"
-            f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+        """The swap: one MERGE deleting the target's week and inserting the staging rows
+        (``merge_sql``). Returns the rows moved from other weeks (keyed tables)."""
+        sql, params = merge_sql(
+            target_id, staging_id, columns, column, column_type, start, end, key, key_weeks
         )
 
         def run():
-            config = bigquery.QueryJobConfig(query_parameters=params)
-            job = client.query(
-                sql,
-                job_config=config,
-                job_id_prefix=job_prefix + "merge_",
-                location=self.location,
-                job_retry=None,
-                timeout=min(60.0, load.remaining("merge")),
+            job = start_query(
+                self.location, load, client, sql, params, "merge", job_prefix + "merge_"
             )
-            load.job_ids["merge"] = job.job_id
             try:
                 job.result(timeout=load.remaining("merge"), job_retry=None)
                 return job
             except (TimeoutError, LoadTimeoutError, gexc.RetryError):
-                # A MERGE is atomic: cancelled, it changes nothing; finishing, it replaces the whole week.
+                # A MERGE is atomic: cancelled, it changes nothing; finishing, it replaces the whole
+                # week.
                 with contextlib.suppress(Exception):
                     job.cancel()
                 raise
@@ -479,40 +363,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         stats = getattr(job, "dml_stats", None) if key else None
         return int(stats.updated_row_count or 0) if stats is not None else None
 
-    def _count(
-        self,
-        load: LoadBudget,
-        client,
-        call,
-        target_id: str,
-        column: str,
-        column_type: str,
-        start: datetime,
-        end: datetime,
-        job_prefix: str,
-    ) -> int:
-        from google.cloud import bigquery
-
-        sql = f"SELECT COUNT(*) AS n FROM `{target_id}` WHERE {self._week_predicate(column, column_type)}"
-        params = self._week_params(start, end)
-
-        def run():
-            job = client.query(
-                sql,
-                job_config=bigquery.QueryJobConfig(query_parameters=params),
-                job_id_prefix=job_prefix + "count_",
-                location=self.location,
-                job_retry=None,
-                timeout=min(60.0, load.remaining("count")),
-            )
-            load.job_ids["count"] = job.job_id
-            return int(next(iter(job.result(timeout=load.remaining("count"), job_retry=None)))[0])
-
-        return call("count the week", ("bigquery.jobs.create", "bigquery.tables.getData"), run)
-
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        from google.cloud import bigquery
-
         load = LoadBudget(deadline=time.monotonic() + self.load_timeout_seconds)
         dataset, table = self._dataset(context)
         target_id = f"{self.project}.{dataset}.{table}"
@@ -524,40 +375,14 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             ("bigquery.tables.get",),
             lambda: client.get_table(target_id, timeout=min(60.0, load.remaining("get table"))),
         )
-        column_type = {f.name: standard_type(f.field_type) for f in target.schema}.get(
-            column, "TIMESTAMP"
-        )
-        start, end = self._window(context)
-        columns = input_columns(context)
-        select = ", ".join(f"`{c}`" for c in columns) if columns else "*"
-        sql = (
-            f"SELECT {select} FROM `{target_id}` WHERE {self._week_predicate(column, column_type)}"
-        )
-
-        def run():
-            job = client.query(
-                sql,
-                job_config=bigquery.QueryJobConfig(query_parameters=self._week_params(start, end)),
-                location=self.location,
-                job_retry=None,
-                timeout=min(60.0, load.remaining("select")),
-            )
-            rows = job.result(timeout=load.remaining("select"), job_retry=None)
-            # Through Arrow (to_dataframe is deprecated in favour of pandas-gbq): numpy int64/bool like the
-            # frame that was written (float/object only where there are NULLs), microsecond timestamps.
-            return rows.to_arrow(create_bqstorage_client=False).to_pandas()
-
-        return call("select the week", ("bigquery.jobs.create", "bigquery.tables.getData"), run)
-
-
-def _blank(frames: Iterable[pd.DataFrame], casts: dict[str, str]) -> Iterator[pd.DataFrame]:
-    """The frames with each cast column (it holds no value) as None objects, which Arrow writes as nulls of
-    any type (a NaN column would not become a STRING or a TIMESTAMP)."""
-    for frame in frames:
-        yield (
-            frame.assign(
-                **{name: pd.Series(None, index=frame.index, dtype=object) for name in casts}
-            )
-            if casts
-            else frame
+        return read_week(
+            self.location,
+            load,
+            client,
+            call,
+            target_id,
+            column,
+            column_type(target, column, "TIMESTAMP"),
+            input_columns(context),
+            self._window(context),
         )

@@ -1,12 +1,13 @@
 """The local warehouse: DuckDB tables under a schema named by the asset key prefix.
 
-Built on dagster-duckdb's extension points: ``DuckDBWarehouseIOManager`` is its ``DuckDBIOManager`` (the
-table, schema, partition window and input columns come from its ``TableSlice``; connections retry while
-another process holds the file) with a type handler of its own, ``WeekLoad``. The library's pandas handler
-is not used: its ``DbIOManager`` deletes the week in one statement and the handler inserts in another, so a
-failure in between would leave the week empty; here the client deletes nothing and the handler replaces the
-week in one transaction, adds new columns (never drops one), moves a transaction that changed weeks, loads a
-``StoredFrame`` straight from its Parquet file, and checks the week's row count before committing.
+Built on dagster-duckdb's extension points: ``DuckDBWarehouseIOManager`` is its ``DuckDBIOManager``
+(the table, schema, partition window and input columns come from its ``TableSlice``; connections
+retry while another process holds the file) with a type handler of its own, ``WeekLoad``. The
+library's pandas handler is not used: its ``DbIOManager`` deletes the week in one statement and the
+handler inserts in another, so a failure in between would leave the week empty; here the client
+deletes nothing and the handler replaces the week in one transaction, adds new columns (never drops
+one), moves a transaction that changed weeks, loads a ``StoredFrame`` straight from its Parquet
+file, and checks the week's row count before committing.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
-import pyarrow as pa
 from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from pydantic import Field
 
-from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, literal, quoted
-from customer_assets.frames import StoredFrame, slices
+from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, quoted
+from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.declared import (
     DUCKDB_NULL,
     declared_types,
     holds_values,
     table_types,
 )
+from customer_assets.io_managers.duckdb_incoming import incoming_parts
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError,
@@ -46,52 +47,10 @@ from customer_assets.io_managers.warehouse import (
 )
 
 
-def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
-    """The frame as Arrow (DuckDB scans Arrow strings natively, pandas objects one by one), with
-    microsecond timestamps: warehouses keep microseconds, and DuckDB reads zoned nanoseconds back naive."""
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    for i, field in enumerate(table.schema):
-        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
-            micros = table.column(i).cast(pa.timestamp("us", tz=field.type.tz), safe=False)
-            table = table.set_column(i, field.name, micros)
-    return table
-
-
-def incoming_parts(
-    con: duckdb.DuckDBPyConnection, obj: pd.DataFrame | StoredFrame
-) -> Iterator[None]:
-    """Makes the relation ``incoming`` each part of the rows to load in turn, yielding after each.
-
-    A frame goes a slice at a time (its Arrow copy is one slice, with the whole frame's types); a StoredFrame
-    is read by DuckDB from its Parquet file as the insert runs, its nanosecond timestamps cast to
-    microseconds (DuckDB rounds where a frame's conversion truncates; sources keep microseconds, so no value
-    the pipeline produces differs).
-    """
-    if isinstance(obj, pd.DataFrame):
-        schema = pa.Schema.from_pandas(obj, preserve_index=False)
-        for part in slices(obj):
-            con.register("incoming", to_arrow(part, schema))
-            yield
-            con.unregister("incoming")
-        return
-    columns = []
-    for field in obj.arrow_schema:
-        name = quoted(field.name)
-        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
-            kind = "TIMESTAMPTZ" if field.type.tz else "TIMESTAMP"
-            columns.append(f"CAST({name} AS {kind}) AS {name}")
-        else:
-            columns.append(name)
-    con.execute(
-        f"CREATE TEMP VIEW incoming AS SELECT {', '.join(columns)} FROM read_parquet({literal(obj.path)})"
-    )
-    yield
-    con.execute("DROP VIEW incoming")
-
-
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    """Roll back what the failed load did. A fault such as a full disk can end (or invalidate) the transaction
-    itself, and the error of this ROLLBACK must not replace the one that says why the load failed."""
+    """Roll back what the failed load did. A fault such as a full disk can end (or invalidate) the
+    transaction itself, and the error of this ROLLBACK must not replace the one that says why the
+    load failed."""
     with suppress(duckdb.Error):
         con.execute("ROLLBACK")
 
@@ -112,8 +71,9 @@ class WarehouseDiskFull(dg.Failure):
 
 @contextmanager
 def disk_full_named(database: str):
-    """A full disk as the headline: DuckDB reports it from the insert, the COMMIT, or the checkpoint made when the
-    connection closes, and a later statement's error (a ROLLBACK of an ended transaction) can hide it."""
+    """A full disk as the headline: DuckDB reports it from the insert, the COMMIT, or the checkpoint
+    made when the connection closes, and a later statement's error (a ROLLBACK of an ended
+    transaction) can hide it."""
     try:
         yield
     except duckdb.Error as exc:
@@ -122,12 +82,94 @@ def disk_full_named(database: str):
         raise
 
 
+def _replace_week(
+    con: duckdb.DuckDBPyConnection,
+    label: str,
+    qualified: str,
+    column: str,
+    window: tuple,
+    select: str,
+    parts: Iterator[None],
+    unique: tuple[str | None, int],
+    expected: int,
+) -> int | None:
+    """One transaction: deletes the week, inserts every part of ``incoming`` (the first one already
+    registered, then the rest of ``parts``), checks the week's row count and commits; rolls back
+    on any failure. Returns the rows moved from other weeks (a table with a unique key)."""
+    start, end = window
+    where = f'"{column}" >= ? AND "{column}" < ?'
+    params = [start, end]
+    key, key_weeks = unique
+    moved = 0
+
+    def insert_part() -> None:
+        nonlocal moved
+        if key:  # a row of a nearby week moved into this one: it leaves that week
+            moved += con.execute(
+                f"DELETE FROM {qualified} WHERE {quoted(key)} IN (SELECT {quoted(key)} FROM incoming) "
+                f"AND NOT ({where}) AND {quoted(column)} >= ? AND {quoted(column)} < ?",
+                params + list(unique_window(start, end, key_weeks)),
+            ).fetchone()[0]
+        con.execute(f"INSERT INTO {qualified} BY NAME SELECT {select} FROM incoming")
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {qualified} WHERE {where}", params)
+        insert_part()
+        for _ in parts:
+            insert_part()
+        count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
+        if count != expected:
+            raise RuntimeError(
+                f"{label}: {count} rows in the week after the load, expected {expected}"
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
+    return moved if key else None
+
+
+def _repair_null_columns(
+    context: OutputContext,
+    con: duckdb.DuckDBPyConnection,
+    qualified: str,
+    where: str,
+    existing: dict[str, str],
+    declared: dict,
+    wanted: dict[str, str],
+) -> list[str]:
+    """Gives each NULL column of the table its declared (or wanted) type, updating ``existing``;
+    returns the repaired columns.
+
+    A NULL column (an empty first week before tables were declared) holds only nulls: changing its
+    type loses nothing, and is the only way the table can ever take a week with values again."""
+    targets = {
+        **{n: c.duckdb for n, c in declared.items() if c.from_model and c.duckdb},
+        **wanted,
+    }
+    repaired = [
+        n
+        for n, kind in existing.items()
+        if kind == DUCKDB_NULL and targets.get(n, DUCKDB_NULL) != DUCKDB_NULL
+    ]
+    for name in repaired:
+        con.execute(
+            f"ALTER TABLE {qualified} ALTER COLUMN {quoted(name)} SET DATA TYPE {targets[name]}"
+        )
+        existing[name] = targets[name]
+        context.log.warning(
+            f"{where}: column {name} had type NULL (created by an empty week), now {targets[name]}"
+        )
+    return repaired
+
+
 class WeekLoad(DbTypeHandler):
     """Replaces one week of a table in a single transaction, then checks the week's row count.
 
-    Columns are matched by name; a new column is added, a column never dropped, and a changed type stops
-    the load with the difference spelled out. A ``StoredFrame`` (a Parquet file) is loaded by DuckDB straight
-    from the file, so a week's load does not hold the week in memory.
+    Columns are matched by name; a new column is added, a column never dropped, and a changed type
+    stops the load with the difference spelled out. A ``StoredFrame`` (a Parquet file) is loaded by
+    DuckDB straight from the file, so a week's load does not hold the week in memory.
     """
 
     def __init__(self, database: str, reports_dir: str):
@@ -158,9 +200,10 @@ class WeekLoad(DbTypeHandler):
         where: str,
         obj: pd.DataFrame | StoredFrame,
     ) -> tuple[list[str], list[str], str]:
-        """Creates the table if missing with the declared types (``declared``), repairs a NULL column, adds new
-        columns, and stops on a changed type. Returns the added and repaired columns, and the select list that
-        loads ``incoming`` (a column holding no value cast to its declared type)."""
+        """Creates the table if missing with the declared types (``declared``), repairs a NULL
+        column, adds new columns, and stops on a changed type. Returns the added and repaired
+        columns, and the select list that loads ``incoming`` (a column holding no value cast to its
+        declared type)."""
         incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
         declared = declared_types(context, obj.empty() if isinstance(obj, StoredFrame) else obj)
         wanted, casts = table_types(
@@ -170,8 +213,9 @@ class WeekLoad(DbTypeHandler):
             f"CAST({quoted(n)} AS {casts[n]}) AS {quoted(n)}" if n in casts else quoted(n)
             for n in incoming
         )
-        # Cast to the wanted types, not just the holding-no-value ones: a table is created with the declared
-        # types even when the first frame's are another (a mismatch then stops the load below).
+        # Cast to the wanted types, not just the holding-no-value ones: a table is created with the
+        # declared types even when the first frame's are another (a mismatch then stops the load
+        # below).
         create = ", ".join(
             f"CAST({quoted(n)} AS {t}) AS {quoted(n)}" if t != incoming[n] else quoted(n)
             for n, t in wanted.items()
@@ -180,26 +224,7 @@ class WeekLoad(DbTypeHandler):
             f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT {create} FROM incoming LIMIT 0"
         )
         existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
-        # A NULL column (an empty first week before tables were declared) holds only nulls: changing its
-        # type loses nothing, and is the only way the table can ever take a week with values again.
-        targets = {
-            **{n: c.duckdb for n, c in declared.items() if c.from_model and c.duckdb},
-            **wanted,
-        }
-        repaired = [
-            n
-            for n, kind in existing.items()
-            if kind == DUCKDB_NULL and targets.get(n, DUCKDB_NULL) != DUCKDB_NULL
-        ]
-        for name in repaired:
-            con.execute(
-                f"ALTER TABLE {qualified} ALTER COLUMN {quoted(name)} SET DATA TYPE {targets[name]}"
-            )
-            existing[name] = targets[name]
-            context.log.warning(
-                f"{where}: column {name} had type NULL (created by an empty week), "
-                f"now {targets[name]}"
-            )
+        repaired = _repair_null_columns(context, con, qualified, where, existing, declared, wanted)
         added, changed = type_diff(existing, {**incoming, **casts})
         if changed:
             raise SchemaMismatchError(
@@ -238,39 +263,18 @@ class WeekLoad(DbTypeHandler):
         added, repaired, select = self._prepare_table(
             context, con, qualified, f"{schema}.{table}", obj
         )
-        start, end = self._bounds(table_slice, con, f"{schema}.{table}", column)
-        where = f'"{column}" >= ? AND "{column}" < ?'
-        params = [start, end]
-        key, key_weeks = unique_key(context)
-        moved = 0
-
-        def insert_part() -> None:
-            nonlocal moved
-            if key:  # a row of a nearby week moved into this one: it leaves that week
-                moved += con.execute(
-                    f"DELETE FROM {qualified} WHERE {quoted(key)} IN (SELECT {quoted(key)} FROM incoming) "
-                    f"AND NOT ({where}) AND {quoted(column)} >= ? AND {quoted(column)} < ?",
-                    params + list(unique_window(start, end, key_weeks)),
-                ).fetchone()[0]
-            con.execute(f"INSERT INTO {qualified} BY NAME SELECT {select} FROM incoming")
-
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(f"DELETE FROM {qualified} WHERE {where}", params)
-            insert_part()
-            for _ in parts:
-                insert_part()
-            count = con.execute(
-                f"SELECT count(*) FROM {qualified} WHERE {where}", params
-            ).fetchone()[0]
-            if count != len(obj):
-                raise RuntimeError(
-                    f"{schema}.{table}: {count} rows in the week after the load, expected {len(obj)}"
-                )
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
+        window = self._bounds(table_slice, con, f"{schema}.{table}", column)
+        moved = _replace_week(
+            con,
+            f"{schema}.{table}",
+            qualified,
+            column,
+            window,
+            select,
+            parts,
+            unique_key(context),
+            len(obj),
+        )
         report = load_report(
             len(obj),
             f"{self.database}:{schema}.{table}",
@@ -278,7 +282,7 @@ class WeekLoad(DbTypeHandler):
             time.monotonic(),
             added_columns=added,
             repaired_columns=repaired,
-            **({"moved_from_other_weeks": moved} if key else {}),
+            **({"moved_from_other_weeks": moved} if moved is not None else {}),
         )
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
         return report_metadata(
@@ -309,8 +313,8 @@ class WeekLoad(DbTypeHandler):
 
 
 class _WeekSwapClient(DuckDbClient):
-    """dagster-duckdb's client (connections that retry while the file is locked), in UTC, deleting nothing
-    itself: ``WeekLoad`` deletes and inserts the week in one transaction."""
+    """dagster-duckdb's client (connections that retry while the file is locked), in UTC, deleting
+    nothing itself: ``WeekLoad`` deletes and inserts the week in one transaction."""
 
     @staticmethod
     def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
@@ -342,8 +346,8 @@ class _WeekSwapClient(DuckDbClient):
 
 
 class DuckDBWarehouseIOManager(DuckDBIOManager):
-    """The week's rows of a table replaced in one transaction and row-count verified (``WeekLoad``); DuckDB
-    allows one writing process per file, so the local deployment runs steps in process."""
+    """The week's rows of a table replaced in one transaction and row-count verified (``WeekLoad``);
+    DuckDB allows one writing process per file, so the local deployment runs steps in process."""
 
     reports_dir: str = Field(description="Where each week's load report JSON is written.")
     lock_timeout_seconds: float = Field(

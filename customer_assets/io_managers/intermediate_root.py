@@ -3,7 +3,7 @@ share a disk.
 
 One code path for both: every read, listing and removal of an intermediate (and of a run's claim
 on a week) goes through a ``pyarrow.fs`` filesystem and a path under the root, so the Parquet IO
-manager and the cleanup (``cleanup.py``) do not know which one they have, and the week's cleanup
+manager and the cleanup (``cleanup/``) do not know which one they have, and the week's cleanup
 removes bucket objects as it removes files. pyarrow ships the GCS client: no other library.
 
 Writes are staged on the local disk (the data dir) and published whole: renamed on the same disk,

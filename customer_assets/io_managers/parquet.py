@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from customer_assets.cleanup import claim_week
+from customer_assets.cleanup.claims import claim_week
 from customer_assets.frames import (
     FrameBatches,
     StoredFrame,
@@ -182,7 +182,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         target = self._target(context, suffix)
         root.publish(tmp, target)
         where = root.shown(target) if root.in_bucket else path.resolve()
-        # An intermediate lives for its run at most (cleanup.py), and the metadata says so.
+        # An intermediate lives for its run at most (cleanup/), and the metadata says so.
         context.add_output_metadata(
             {
                 "intermediate": dg.MetadataValue.text(

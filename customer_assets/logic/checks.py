@@ -26,17 +26,29 @@ def row_conservation(extracted: int, validated: int, quarantined: int) -> CheckO
     )
 
 
+def quarantine_level(rate: float, warn_rate: float, fail_rate: float) -> str:
+    """'fail' above ``fail_rate``, 'warn' from ``warn_rate``, else 'pass': the one rule behind the
+    check ``quarantine_rate`` and the quality report's status."""
+    if rate > fail_rate:
+        return "fail"
+    return "warn" if rate >= warn_rate else "pass"
+
+
 def quarantine_rate(
     quarantined: int, total: int, warn_rate: float, fail_rate: float
 ) -> CheckOutcome:
     """Stop the week above ``fail_rate`` of hard failures; warn from ``warn_rate``."""
     rate = 0.0 if total == 0 else quarantined / total
-    text = f"{quarantined} of {total} rows quarantined ({rate:.2%}); warn at {warn_rate:.0%}, stop above {fail_rate:.0%}"
-    if rate > fail_rate:
+    text = (
+        f"{quarantined} of {total} rows quarantined ({rate:.2%}); "
+        f"warn at {warn_rate:.0%}, stop above {fail_rate:.0%}"
+    )
+    level = quarantine_level(rate, warn_rate, fail_rate)
+    if level == "fail":
         return CheckOutcome(
             False, "ERROR", text + ": the source data looks broken, nothing downstream runs"
         )
-    if rate >= warn_rate:
+    if level == "warn":
         return CheckOutcome(False, "WARN", text)
     return CheckOutcome(True, "ERROR", text)
 

@@ -5,8 +5,20 @@ from __future__ import annotations
 import pandas as pd
 
 from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
-from customer_assets.sources.crm import CRM_FIELDS
 
+# The fields of a CRM record, in the order the CRM defines them: the API's records, the source
+# table's columns (sources/crm.py reads both).
+CRM_FIELDS = (
+    "customer_id",
+    "email",
+    "phone",
+    "signup_date",
+    "last_activity_date",
+    "subscription_tier",
+    "lifetime_value",
+    "support_ticket_count",
+    "updated_at",
+)
 DATE_FIELDS = {
     "signup_date": "signup_date",
     "last_activity_date": "last_activity_at",
@@ -15,18 +27,20 @@ DATE_FIELDS = {
 
 
 def _timestamps(values: pd.Series) -> pd.Series:
-    """ISO 8601 text (or date and datetime values) as UTC timestamps, whatever mix of forms a column holds
-    (dates, seconds, fractions, offsets); what is not ISO 8601 becomes missing."""
+    """ISO 8601 text (or date and datetime values) as UTC timestamps, whatever mix of forms a column
+    holds (dates, seconds, fractions, offsets); what is not ISO 8601 becomes missing."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
     return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
 
 
 def standardise_crm(records: list[dict] | pd.DataFrame, hash_key: str) -> tuple[pd.DataFrame, dict]:
-    """CRM records as typed columns; email validated then hashed, phone reduced to digits then hashed.
+    """CRM records as typed columns; email validated then hashed, phone reduced to digits then
+    hashed.
 
-    Duplicate ids within the CRM keep the most recently updated record. Returns the frame and counts, among
-    them the dates that were given but are not ISO 8601 (kept as missing, not guessed).
+    Duplicate ids within the CRM keep the most recently updated record. Returns the frame and
+    counts, among them the dates that were given but are not ISO 8601 (kept as missing, not
+    guessed).
     """
     raw = (
         records
@@ -47,7 +61,8 @@ def standardise_crm(records: list[dict] | pd.DataFrame, hash_key: str) -> tuple[
     }
     frame = pd.DataFrame(
         {
-            # Trimmed, case kept: identity resolution links a CRM id to the shop's customer it names (resolution.py).
+            # Trimmed, case kept: identity resolution links a CRM id to the shop's customer it names
+            # (identity_links.py).
             "customer_id": standardise_ids(raw["customer_id"]),
             "email_hash": keyed_hash(emails, hash_key),
             "phone_hash": keyed_hash(phone_digits(raw["phone"]), hash_key),

@@ -17,7 +17,7 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 def standardise_ids(ids: pd.Series) -> pd.Series:
     """Trimmed customer ids; blanks become null. Case is kept: ``C1`` and ``c1`` are two customers
     of a source (issue 21); only identity resolution compares ids without case, to link records
-    across sources (``resolution._id_links``)."""
+    across sources (``identity_links.id_links``)."""
     out = ids.astype("str").str.strip()
     return out.where(out.str.len() > 0)
 

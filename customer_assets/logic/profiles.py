@@ -1,11 +1,12 @@
 """Unified customer profiles: CRM records + behavioural events + the week's transactions.
 
 Documented decisions (also returned in the transform log):
-- one profile per person (``customer_identity_map``): every source's records, events and transactions are
-  keyed by the person their id belongs to, then de-duplicated with the CRM before the ERP before the
-  database, then the most recent update;
-- engagement score (0-100) = 40 x purchases + 25 x features + 20 x page views + 15 x support, each term
-  saturating at 1 (5 purchases, 5 distinct features, 50 page views, 3 support chats in the week);
+- one profile per person (``customer_identity_map``): every source's records, events and
+  transactions are keyed by the person their id belongs to, then de-duplicated with the CRM before
+  the ERP before the database, then the most recent update (per_person.py);
+- engagement score (0-100) = 40 x purchases + 25 x features + 20 x page views + 15 x support, each
+  term saturating at 1 (5 purchases, 5 distinct features, 50 page views, 3 support chats in the
+  week);
 - status by days since last activity at the week's end: active < 7 <= at-risk <= 30 < churned;
 - value tier by lifetime value (USD): Platinum > 10,000 >= Gold > 5,000 >= Silver > 1,000 >= Bronze.
 """
@@ -16,14 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer_assets.duck import connect, quoted
-from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
+from customer_assets.logic.identity import distinct_ids, is_in
+from customer_assets.logic.per_person import deduplicate_records
 from customer_assets.weeks import WeekContext
 
-SOURCE_PRIORITY = {"crm": 0, "erp": 1, "database": 2}  # seed 004's order
 ENGAGEMENT_WEIGHTS = {
     "purchase_count": 40.0,
     "unique_features_used": 25.0,
@@ -40,7 +39,10 @@ ENGAGEMENT_FORMULA = " + ".join(
     f"{w:g} * min({c} / {ENGAGEMENT_SATURATION[c]}, 1)" for c, w in ENGAGEMENT_WEIGHTS.items()
 )
 STATUS_BINS = (7, 30)
+STATUSES = ("active", "at-risk", "churned")  # by STATUS_BINS; the model allows exactly these
 TIERS = (("Platinum", 10_000.0), ("Gold", 5_000.0), ("Silver", 1_000.0))
+LOWEST_TIER = "Bronze"
+TIER_NAMES = (*(name for name, _ in TIERS), LOWEST_TIER)
 IMPUTED_COLUMNS = ("lifetime_value", "support_ticket_count")
 CAPPED_COLUMNS = ("lifetime_value", "page_views", "purchase_amount", "week_spend_usd")
 FEATURE_COLUMNS = (
@@ -93,191 +95,6 @@ class TransformLog:
         }
 
 
-def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
-    """One record per customer id: each field from CRM before database, then the most recent update.
-
-    A field the preferred record lacks (the CRM knows no country) comes from the next record that has it.
-    Records without an id are dropped; the result is ordered by id.
-    """
-    # Each record's place in its customer's order as one number: CRM first, then the latest update (records
-    # without one last), then the order they came in. Sorting these numbers skips sorting the id strings.
-    priority = (
-        records["source"].map(SOURCE_PRIORITY).fillna(len(SOURCE_PRIORITY)).to_numpy(dtype=np.int64)
-    )
-    updated = pd.to_datetime(records["updated_at"], utc=True)
-    missing = updated.isna().to_numpy()
-    newest_first = np.where(missing, 0, -updated.to_numpy(dtype="datetime64[ns]").view(np.int64))
-    rank = np.empty(len(records), dtype=np.int64)
-    rank[np.lexsort((np.arange(len(records)), newest_first, missing, priority))] = np.arange(
-        len(records)
-    )
-    # DuckDB groups the ids faster than pandas, which hashes Arrow text through Python.
-    # Per id and column it picks the row position of the value to take: aggregation states stay integers,
-    # and each value keeps its type when Arrow takes it.
-    columns = ["customer_id", *(c for c in records.columns if c != "customer_id")]
-    picks = ", ".join(
-        f"arg_min(_rn, _ord) FILTER (WHERE {quoted(c)} IS NOT NULL) AS {quoted(c)}" for c in columns
-    )
-    table = pa.Table.from_pandas(records, preserve_index=False)
-    with connect() as con:
-        con.register(
-            "records",
-            table.append_column(
-                "_rn", pa.array(np.arange(len(records), dtype=np.int64))
-            ).append_column("_ord", pa.array(rank)),
-        )
-        rows = con.sql(
-            f"SELECT {picks} FROM records WHERE customer_id IS NOT NULL "
-            "GROUP BY records.customer_id ORDER BY records.customer_id"
-        ).to_arrow_table()
-    return pa.table({c: table.column(c).take(rows.column(c)) for c in columns}).to_pandas()
-
-
-TRANSACTION_AGGREGATES_SQL = """
-SELECT customer_id, count(*) AS week_transaction_count,
-       sum(round(amount_usd * 1000000)::BIGINT) AS _spend_micro_usd,
-       max("timestamp") AS last_transaction_at,
-       arg_max(country, _rn) FILTER (WHERE country IS NOT NULL) AS country,
-       max(_rn) FILTER (WHERE country IS NOT NULL) AS _country_rn,
-       arg_max(segment, _rn) FILTER (WHERE segment IS NOT NULL) AS segment,
-       max(_rn) FILTER (WHERE segment IS NOT NULL) AS _segment_rn,
-       {carried} AS carried_lifetime_value_usd
-FROM transactions WHERE customer_id IS NOT NULL GROUP BY customer_id
-"""
-TRANSACTION_AGGREGATE_COLUMNS = [
-    "customer_id",
-    "week_transaction_count",
-    "week_spend_usd",
-    "last_transaction_at",
-    "country",
-    "segment",
-    "carried_lifetime_value_usd",
-]
-
-
-def transaction_aggregates_sql(columns: list[str]) -> str:
-    """``TRANSACTION_AGGREGATES_SQL`` for the week's transformed transactions with ``columns``
-    (DuckDB, over the relation ``transactions`` and ``_rn``, each row's place in the file): the
-    carried lifetime value where the rows carry it (transformed transactions do)."""
-    carried = (
-        "max(customer_lifetime_value)"
-        if "customer_lifetime_value" in columns
-        else "CAST(NULL AS DOUBLE)"
-    )
-    return TRANSACTION_AGGREGATES_SQL.format(carried=carried)
-
-
-def transaction_aggregates(per_raw_id: pd.DataFrame) -> pd.DataFrame:
-    """Per customer id (trimmed): the week's transaction count, USD spend, last purchase, and the
-    last known country and segment (in row order). Rows without an id are left out.
-
-    ``per_raw_id`` holds the rows of ``transaction_aggregates_sql``, which DuckDB runs over the
-    week's Parquet file itself (``frames.query_stored``), so the week's rows never become a
-    DataFrame. Raw ids that standardise to the same id (`` c1`` and ``c1``) are combined here. USD
-    amounts carry six decimals (``with_usd`` in validation), so they are summed exactly as whole
-    micro-dollars: the same total in any order, on every rerun.
-    """
-    per_raw_id = per_raw_id.copy(deep=False)  # Copy-on-Write: columns are replaced, not written
-    per_raw_id["last_transaction_at"] = per_raw_id["last_transaction_at"].astype(
-        "datetime64[ns, UTC]"
-    )
-    per_raw_id["_spend_micro_usd"] = per_raw_id["_spend_micro_usd"].astype("int64")
-    per_raw_id["customer_id"] = standardise_ids(per_raw_id["customer_id"])
-    per_raw_id = per_raw_id.dropna(subset=["customer_id"])
-    merged = per_raw_id["customer_id"].duplicated(keep=False).to_numpy()
-    if merged.any():
-        per_raw_id = pd.concat(
-            [per_raw_id[~merged], _combine(per_raw_id[merged])], ignore_index=True
-        )
-    per_raw_id["week_spend_usd"] = per_raw_id.pop("_spend_micro_usd") / 1_000_000
-    return per_raw_id[TRANSACTION_AGGREGATE_COLUMNS].sort_values("customer_id", ignore_index=True)
-
-
-def _combine(parts: pd.DataFrame) -> pd.DataFrame:
-    """Aggregates of raw ids that are one customer once standardised, combined into one row each."""
-    grouped = parts.groupby("customer_id", sort=False)
-    out = grouped.agg(
-        week_transaction_count=("week_transaction_count", "sum"),
-        _spend_micro_usd=("_spend_micro_usd", "sum"),
-        last_transaction_at=("last_transaction_at", "max"),
-        carried_lifetime_value_usd=("carried_lifetime_value_usd", lambda v: v.sum(min_count=1)),
-    )
-    for column in ("country", "segment"):
-        known = parts.dropna(subset=[f"_{column}_rn"]).sort_values(f"_{column}_rn")
-        out[column] = known.drop_duplicates("customer_id", keep="last").set_index("customer_id")[
-            column
-        ]
-    return out.reset_index()
-
-
-EVENT_SUMS = (
-    "page_views",
-    "unique_features_used",
-    "purchase_count",
-    "purchase_amount",
-    "support_interactions",
-)
-
-
-def to_persons(
-    frame: pd.DataFrame, identity: pd.DataFrame, sources: tuple[str, ...]
-) -> pd.DataFrame:
-    """``frame`` with each ``customer_id`` (a source id) replaced by its person's id: looked up among the
-    identity's records of ``sources``, in that order; an id no record holds stays as it is (a customer of its
-    own, counted unmatched if nothing else knows it)."""
-    ids = frame["customer_id"].astype("str")
-    person = pd.Series(None, index=frame.index, dtype=object)
-    records = identity.loc[identity["source"].isin(sources)]
-    for source in sources:
-        lookup = (
-            records.loc[records["source"] == source]
-            .drop_duplicates("source_customer_id")
-            .set_index("source_customer_id")["customer_id"]
-        )
-        person = person.where(person.notna(), ids.map(lookup))
-    # Then without case, where that names one person only (``C1`` and ``c1`` of one source are two).
-    loose = records.assign(key=records["source_customer_id"].str.upper()).drop_duplicates(
-        ["key", "customer_id"]
-    )
-    loose = loose.loc[~loose["key"].duplicated(keep=False)].set_index("key")["customer_id"]
-    person = person.fillna(ids.str.upper().map(loose))
-    return frame.assign(customer_id=person.fillna(ids).astype("str"))
-
-
-def events_per_person(events: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
-    """The week's event aggregates per person: the counts of a person's ids summed (distinct features too: a
-    feature used under two ids counts twice), the last event the latest."""
-    mapped = to_persons(events, identity, ("database", "crm"))
-    if not mapped["customer_id"].duplicated().any():
-        return mapped
-    out = (
-        mapped.groupby("customer_id", sort=True)
-        .agg(**{c: (c, "sum") for c in EVENT_SUMS}, last_event_at=("last_event_at", "max"))
-        .reset_index()
-    )
-    return out[events.columns]
-
-
-def transactions_per_person(transactions: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
-    """The week's ``transaction_aggregates`` per person (its database ids' rows combined)."""
-    mapped = to_persons(transactions, identity, ("database",))
-    merged = mapped["customer_id"].duplicated(keep=False).to_numpy()
-    if not merged.any():
-        return mapped
-    parts = mapped[merged].assign(
-        _spend_micro_usd=np.round(mapped.loc[merged, "week_spend_usd"] * 1_000_000)
-    )
-    combined = _combine(
-        parts.assign(
-            _country_rn=parts["country"].notna().cumsum().where(parts["country"].notna()),
-            _segment_rn=parts["segment"].notna().cumsum().where(parts["segment"].notna()),
-        )
-    )
-    combined["week_spend_usd"] = combined.pop("_spend_micro_usd") / 1_000_000
-    out = pd.concat([mapped[~merged], combined], ignore_index=True)
-    return out[TRANSACTION_AGGREGATE_COLUMNS].sort_values("customer_id", ignore_index=True)
-
-
 def join_sources(
     records: pd.DataFrame,
     events: pd.DataFrame,
@@ -287,8 +104,8 @@ def join_sources(
 ) -> pd.DataFrame:
     """Everyone seen this week (CRM update, events or transactions) with whatever each source knows.
 
-    ``transactions`` are the week's per-customer ``transaction_aggregates``. Activity whose id matches no
-    known customer is dropped, and counted, with reason ``UNMATCHED_ID``.
+    ``transactions`` are the week's per-customer ``transaction_aggregates``. Activity whose id
+    matches no known customer is dropped, and counted, with reason ``UNMATCHED_ID``.
     """
     active = distinct_ids(events["customer_id"], transactions["customer_id"])
     known = distinct_ids(known_ids, records["customer_id"])
@@ -326,7 +143,8 @@ def join_sources(
 def remove_impossible_values(
     profile: pd.DataFrame, ctx: WeekContext, log: TransformLog
 ) -> pd.DataFrame:
-    """Negative lifetime values and dates after the week's end are removed (set null), with a count."""
+    """Negative lifetime values and dates after the week's end are removed (set null), with a
+    count."""
     out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
     week_end = pd.Timestamp(ctx.week_end)
     rules = {
@@ -343,9 +161,10 @@ def remove_impossible_values(
 
 
 def lifetime_from_history(profile: pd.DataFrame, log: TransformLog) -> pd.DataFrame:
-    """A customer without a CRM figure takes the lifetime value the carried history holds (USD, every valid
-    transaction up to the week's end): the value tier then follows the transactions, not an imputed median.
-    ``value_tier_source`` says where each tier comes from: crm, transactions, or imputed (neither knew)."""
+    """A customer without a CRM figure takes the lifetime value the carried history holds (USD,
+    every valid transaction up to the week's end): the value tier then follows the transactions, not
+    an imputed median. ``value_tier_source`` says where each tier comes from: crm, transactions, or
+    imputed (neither knew)."""
     out = profile.copy(deep=False)
     from_crm = out["lifetime_value"].notna()
     carried = (
@@ -369,8 +188,8 @@ def lifetime_from_history(profile: pd.DataFrame, log: TransformLog) -> pd.DataFr
 
 
 def status_source(profile: pd.DataFrame) -> pd.Series:
-    """Which source's date the status reads: the latest of the CRM's last activity, the last event and the last
-    purchase; the signup date when none is known."""
+    """Which source's date the status reads: the latest of the CRM's last activity, the last event
+    and the last purchase; the signup date when none is known."""
     dates = {
         name: pd.to_datetime(profile[column], utc=True)
         if column in profile
@@ -407,10 +226,11 @@ def impute_missing(profile: pd.DataFrame, log: TransformLog) -> pd.DataFrame:
 def flag_outliers(
     profile: pd.DataFrame, log: TransformLog, quantile: float = 0.99
 ) -> tuple[pd.DataFrame, dict]:
-    """Values above the 99th percentile are flagged, never changed: a customer's spend and lifetime value stay
-    true (a bot's 140k USD was shown as a capped 1,448 and tier Bronze). ``outlier_fields`` lists a profile's
-    flagged columns (';'-separated, '' if none); the caps are returned for the ML features only (``feature_*``,
-    min-max scaled: one extreme value would squash everyone else's), and recorded with their counts."""
+    """Values above the 99th percentile are flagged, never changed: a customer's spend and lifetime
+    value stay true (a bot's 140k USD was shown as a capped 1,448 and tier Bronze).
+    ``outlier_fields`` lists a profile's flagged columns (';'-separated, '' if none); the caps are
+    returned for the ML features only (``feature_*``, min-max scaled: one extreme value would squash
+    everyone else's), and recorded with their counts."""
     out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
     flags = pd.Series("", index=out.index, dtype=object)
     caps = {}
@@ -439,16 +259,14 @@ def engagement_score(profile: pd.DataFrame) -> pd.Series:
 
 def status_for(days: pd.Series) -> pd.Series:
     return pd.Series(
-        np.select(
-            [days < STATUS_BINS[0], days <= STATUS_BINS[1]], ["active", "at-risk"], "churned"
-        ),
+        np.select([days < STATUS_BINS[0], days <= STATUS_BINS[1]], list(STATUSES[:2]), STATUSES[2]),
         index=days.index,
     )
 
 
 def value_tier(lifetime_value: pd.Series) -> pd.Series:
     return pd.Series(
-        np.select([lifetime_value > t for _, t in TIERS], [n for n, _ in TIERS], "Bronze"),
+        np.select([lifetime_value > t for _, t in TIERS], [n for n, _ in TIERS], LOWEST_TIER),
         index=lifetime_value.index,
     )
 
@@ -456,6 +274,59 @@ def value_tier(lifetime_value: pd.Series) -> pd.Series:
 def min_max(values: pd.Series) -> pd.Series:
     low, high = values.min(), values.max()
     return (values - low) / (high - low) if high > low else values * 0.0
+
+
+def _activity_dates(profile: pd.DataFrame) -> pd.DataFrame:
+    """The source each status reads (``status_source``), then the last activity as the latest of the
+    CRM's, the last event and the last purchase; the signup date typed."""
+    out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
+    seen = [
+        pd.to_datetime(out[c], utc=True)
+        for c in ("last_activity_at", "last_event_at", "last_transaction_at")
+    ]
+    out["status_source"] = status_source(
+        out
+    )  # before the CRM's own date becomes the latest of them all
+    out["last_activity_at"] = pd.concat(seen, axis=1).max(axis=1)
+    out["signup_date"] = pd.to_datetime(out["signup_date"], utc=True)
+    return out
+
+
+def _classified(profile: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
+    """Days since the last activity at the week's end (else since signup, else the week's start),
+    the status they give, the value tier and the engagement score."""
+    out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
+    week_end = pd.Timestamp(ctx.week_end)
+    last = out["last_activity_at"].fillna(out["signup_date"]).fillna(pd.Timestamp(ctx.week_start))
+    out["days_since_last_activity"] = (week_end - last).dt.days.clip(lower=0).astype("int64")
+    out["status"] = status_for(out["days_since_last_activity"])
+    out["value_tier"] = value_tier(out["lifetime_value"])
+    out["engagement_score"] = engagement_score(out)
+    # A country or segment that no source knows stays missing, here and in dim_customers: the marts
+    # impute it ('unknown'), and say so in their metadata.
+    out["subscription_tier"] = out["subscription_tier"].fillna("unknown")
+    return out
+
+
+def _with_features(profile: pd.DataFrame, caps: dict) -> pd.DataFrame:
+    """The ML features ``feature_*`` (min-max scaled within the week, capped inputs where ``caps``
+    has a cap), then the counts as integers."""
+    out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
+    for column in FEATURE_COLUMNS:
+        values = out[column].astype(float)
+        out[f"feature_{column}"] = min_max(
+            values.clip(upper=caps[column]) if column in caps else values
+        ).round(6)
+    for column in (
+        "page_views",
+        "unique_features_used",
+        "purchase_count",
+        "support_interactions",
+        "week_transaction_count",
+    ):
+        out[column] = out[column].astype("int64")
+    out["support_ticket_count"] = out["support_ticket_count"].round().astype("int64")
+    return out
 
 
 def build_profiles(
@@ -477,55 +348,22 @@ def build_profiles(
         "duplicates resolved by source priority crm > erp > database, then most recent update"
     )
     records = deduplicate_records(records)
-    profile = join_sources(records, events, transactions, known_ids, log)
-    seen = [
-        pd.to_datetime(profile[c], utc=True)
-        for c in ("last_activity_at", "last_event_at", "last_transaction_at")
-    ]
-    profile["status_source"] = status_source(
-        profile
-    )  # before the CRM's own date becomes the latest of them all
-    profile["last_activity_at"] = pd.concat(seen, axis=1).max(axis=1)
-    profile["signup_date"] = pd.to_datetime(profile["signup_date"], utc=True)
+    profile = _activity_dates(join_sources(records, events, transactions, known_ids, log))
     profile = remove_impossible_values(profile, ctx, log)
     profile = lifetime_from_history(profile, log)
     profile = impute_missing(profile, log)
     profile, caps = flag_outliers(profile, log)
-    week_end = pd.Timestamp(ctx.week_end)
-    last = (
-        profile["last_activity_at"]
-        .fillna(profile["signup_date"])
-        .fillna(pd.Timestamp(ctx.week_start))
-    )
-    profile["days_since_last_activity"] = (week_end - last).dt.days.clip(lower=0).astype("int64")
-    profile["status"] = status_for(profile["days_since_last_activity"])
-    profile["value_tier"] = value_tier(profile["lifetime_value"])
-    profile["engagement_score"] = engagement_score(profile)
-    # A country or segment that no source knows stays missing, here and in dim_customers: the marts impute it
-    # ('unknown'), and say so in their metadata.
-    profile["subscription_tier"] = profile["subscription_tier"].fillna("unknown")
+    profile = _classified(profile, ctx)
     log.decisions.append(
         "values above the 99th percentile are flagged (outlier_fields), never capped; only "
         "their feature_* inputs are capped"
     )
-    for column in FEATURE_COLUMNS:
-        values = profile[column].astype(float)
-        profile[f"feature_{column}"] = min_max(
-            values.clip(upper=caps[column]) if column in caps else values
-        ).round(6)
-    for column in (
-        "page_views",
-        "unique_features_used",
-        "purchase_count",
-        "support_interactions",
-        "week_transaction_count",
-    ):
-        profile[column] = profile[column].astype("int64")
-    profile["support_ticket_count"] = profile["support_ticket_count"].round().astype("int64")
+    profile = _with_features(profile, caps)
     profile["week_start"] = pd.Timestamp(ctx.week_start).tz_convert(None)
     log.decisions.append(f"engagement_score = {ENGAGEMENT_FORMULA}")
     log.decisions.append("status: active < 7 days since last activity <= at-risk <= 30 < churned")
     log.decisions.append("features feature_* are min-max normalised to [0, 1] within the week")
-    log.counts["status"] = {k: int(v) for k, v in profile["status"].value_counts().items()}  # type: ignore[assignment]
+    status = {k: int(v) for k, v in profile["status"].value_counts().items()}
+    log.counts["status"] = status  # type: ignore[assignment]
     drop = ["source", "updated_at", "last_event_at", "last_transaction_at"]
     return profile.drop(columns=[c for c in drop if c in profile]).reset_index(drop=True), log

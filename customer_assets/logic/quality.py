@@ -8,37 +8,16 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from customer_assets.logic.anomalies import ANOMALY_RULES
+from customer_assets.logic.checks import quarantine_level
 from customer_assets.logic.hard_rules import HARD_CATEGORIES, HARD_RULES
 from customer_assets.weeks import WeekContext
 
 
-def quality_status(quarantine_rate: float, warn_rate: float, fail_rate: float) -> str:
-    """'fail' above the fail threshold, 'warn' from the warn threshold, else 'pass'."""
-    if quarantine_rate > fail_rate:
-        return "fail"
-    if quarantine_rate >= warn_rate:
-        return "warn"
-    return "pass"
-
-
-def build_quality_report(
-    ctx: WeekContext,
-    failures: pd.DataFrame,
-    anomaly_flags: pd.DataFrame,
-    anomalies: pd.DataFrame,
-    anomaly_status: str,
-    warn_rate: float,
-    fail_rate: float,
-    source_findings: dict | None = None,
-) -> dict:
-    """Totals, pass/fail per check grouped by category, a quality score and the flagged rows.
-
-    ``source_findings`` is what the extract found in the source that is not the transactions' fault
-    (``DUPLICATE_CUSTOMER_RECORD``, ``ID_COLLISION``, ``excluded_statuses``): reported as such, apart from the
-    quarantine and the score."""
+def _checks(failures: pd.DataFrame, anomaly_flags: pd.DataFrame) -> dict[str, list[dict]]:
+    """Each check's passed and failed rows by category: the hard rules (the quarantine) over every
+    row, the anomaly rules (flags) over the rows that passed them."""
     total = len(failures)
-    quarantined = int(failures.any(axis=1).sum()) if total else 0
-    passed = total - quarantined
+    passed = total - (int(failures.any(axis=1).sum()) if total else 0)
     checks: dict[str, list[dict]] = {category: [] for category in (*HARD_CATEGORIES, "anomalies")}
     for rule in HARD_RULES:
         failed = int(failures[rule.code].sum()) if total else 0
@@ -62,11 +41,39 @@ def build_quality_report(
                 "failed": flagged,
             }
         )
-    category_pass_rates = {}
+    return checks
+
+
+def _category_pass_rates(failures: pd.DataFrame) -> dict[str, float]:
+    """Per category of hard rules, the share of rows that fail none of its rules (1.0 if none)."""
+    total = len(failures)
+    rates = {}
     for category in HARD_CATEGORIES:
         codes = [r.code for r in HARD_RULES if r.category == category]
         failing = int(failures[codes].any(axis=1).sum()) if total else 0
-        category_pass_rates[category] = 1.0 if total == 0 else (total - failing) / total
+        rates[category] = 1.0 if total == 0 else (total - failing) / total
+    return rates
+
+
+def build_quality_report(
+    ctx: WeekContext,
+    failures: pd.DataFrame,
+    anomaly_flags: pd.DataFrame,
+    anomalies: pd.DataFrame,
+    anomaly_status: str,
+    warn_rate: float,
+    fail_rate: float,
+    source_findings: dict | None = None,
+) -> dict:
+    """Totals, pass/fail per check grouped by category, a quality score and the flagged rows.
+
+    ``source_findings`` is what the extract found in the source that is not the transactions' fault
+    (``DUPLICATE_CUSTOMER_RECORD``, ``ID_COLLISION``, ``excluded_statuses``): reported as such,
+    apart from the quarantine and the score."""
+    total = len(failures)
+    quarantined = int(failures.any(axis=1).sum()) if total else 0
+    passed = total - quarantined
+    checks = _checks(failures, anomaly_flags)
     quarantine_rate = 0.0 if total == 0 else quarantined / total
     reasons = failures.sum().astype(int)
     return {
@@ -79,15 +86,15 @@ def build_quality_report(
         "flagged_records": int(len(anomalies)),
         "quarantine_rate": quarantine_rate,
         "quality_score": round(100.0 * (1.0 - quarantine_rate), 2),
-        "status": quality_status(quarantine_rate, warn_rate, fail_rate),
+        "status": quarantine_level(quarantine_rate, warn_rate, fail_rate),
         "thresholds": {"warn_rate": warn_rate, "fail_rate": fail_rate},
-        "category_pass_rates": category_pass_rates,
+        "category_pass_rates": _category_pass_rates(failures),
         "quarantine_reasons": {code: int(n) for code, n in reasons.items() if n},
         "checks": checks,
         "anomaly_detection": anomaly_status,
         "source_findings": dict(source_findings or {}),
-        # Counts only: the flagged rows themselves (customer and transaction ids) are the warehouse table
-        # flagged_transactions, never a file that outlives the run (issue 23).
+        # Counts only: the flagged rows themselves (customer and transaction ids) are the warehouse
+        # table flagged_transactions, never a file that outlives the run (issue 23).
         "flagged_by_rule": {item["code"]: item["failed"] for item in checks["anomalies"]},
     }
 
@@ -95,9 +102,9 @@ def build_quality_report(
 def metrics_row(
     report: dict, run_seconds: float, load_status: str = "loaded", run_id: str = ""
 ) -> pd.DataFrame:
-    """The week's row of ``data_quality_metrics``. ``load_status`` says whether this attempt's rows go on to the
-    warehouse ('loaded') or a blocking check stopped them ('blocked: quarantine_rate'), in which case the
-    warehouse keeps the rows of an earlier run; ``run_id`` names the attempt."""
+    """The week's row of ``data_quality_metrics``. ``load_status`` says whether this attempt's rows
+    go on to the warehouse ('loaded') or a blocking check stopped them ('blocked: quarantine_rate'),
+    in which case the warehouse keeps the rows of an earlier run; ``run_id`` names the attempt."""
     rates = report["category_pass_rates"]
     return pd.DataFrame(
         {

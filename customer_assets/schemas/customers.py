@@ -7,6 +7,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from customer_assets.logic.profiles import STATUSES, TIER_NAMES
 from customer_assets.schemas.transactions import UTC_TS
 
 
@@ -192,11 +193,11 @@ class UnifiedCustomerProfiles(pa.DataFrameModel):
         ge=0, description="Days from the last activity (event, purchase or CRM) to the week's end."
     )
     status: Series[str] = pa.Field(
-        isin=["active", "at-risk", "churned"],
+        isin=list(STATUSES),
         description="active (< 7 days since activity), at-risk (7-30) or churned (> 30).",
     )
     value_tier: Series[str] = pa.Field(
-        isin=["Platinum", "Gold", "Silver", "Bronze"],
+        isin=list(TIER_NAMES),
         description="Platinum / Gold / Silver / Bronze by lifetime value.",
     )
     engagement_score: Series[float] = pa.Field(

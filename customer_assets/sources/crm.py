@@ -1,10 +1,10 @@
 """CRM customers updated in a week: from the CRM REST API, or from a table of the source database.
 
-API contract (``GET {CRM_API_URL}/customers``, ``Authorization: Bearer {CRM_API_KEY}``):
-query ``updated_since``, ``updated_before`` (ISO 8601), ``offset``, ``limit``; answer
-``{"data": [record, ...], "next_offset": int | null}``. A record has ``customer_id``, ``email``, ``phone``,
-``signup_date``, ``last_activity_date``, ``subscription_tier``, ``lifetime_value``, ``support_ticket_count``,
-``updated_at``.
+API contract (``GET {CRM_API_URL}/customers``, ``Authorization: Bearer {CRM_API_KEY}``): query
+``updated_since``, ``updated_before`` (ISO 8601), ``offset``, ``limit``; answer
+``{"data": [record, ...], "next_offset": int | null}``. A record has ``customer_id``, ``email``,
+``phone``, ``signup_date``, ``last_activity_date``, ``subscription_tier``, ``lifetime_value``,
+``support_ticket_count``, ``updated_at``.
 """
 
 from __future__ import annotations
@@ -21,19 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import requests
 
-log = logging.getLogger(__name__)
+from customer_assets.logic.crm import CRM_FIELDS
 
-CRM_FIELDS = (
-    "customer_id",
-    "email",
-    "phone",
-    "signup_date",
-    "last_activity_date",
-    "subscription_tier",
-    "lifetime_value",
-    "support_ticket_count",
-    "updated_at",
-)
+log = logging.getLogger(__name__)
 
 CRM_TABLE_SQL = """
 SELECT customer_id, email, phone, signup_date, last_activity_date, subscription_tier,
@@ -47,13 +37,14 @@ class CrmAuthError(Exception):
 
 
 class CrmUnavailableError(Exception):
-    """The CRM failed page after page, or ran out of its time budget: no point in asking it further."""
+    """The CRM failed page after page, or ran out of its time budget: no point in asking it
+    further."""
 
 
 @dataclass
 class CrmExtract:
-    """What arrived from the CRM, and what did not: ``records`` from the API, or ``table`` (the same fields as
-    text columns) from the source database's table."""
+    """What arrived from the CRM, and what did not: ``records`` from the API, or ``table`` (the same
+    fields as text columns) from the source database's table."""
 
     records: list[dict] = field(default_factory=list)
     table: pd.DataFrame | None = None
@@ -120,7 +111,8 @@ class SlidingWindowLimiter:
 
 @dataclass
 class CrmApiClient:
-    """Fetches every page of a week's updated customers, within the API's limits and failure modes."""
+    """Fetches every page of a week's updated customers, within the API's limits and failure
+    modes."""
 
     base_url: str
     api_key: str
@@ -152,7 +144,8 @@ class CrmApiClient:
     def fetch_page(
         self, start: datetime, end: datetime, offset: int, limit: int, extract: CrmExtract
     ) -> tuple[list, int | None, int]:
-        """One page, retried; returns (records, next offset, page size used). Raises when it gives up."""
+        """One page, retried; returns (records, next offset, page size used). Raises when it gives
+        up."""
         attempt = 0
         while True:
             params = {
@@ -187,22 +180,8 @@ class CrmApiClient:
                     return body.get("data") or [], body.get("next_offset"), limit
                 error = f"HTTP {response.status_code}"
                 if response.status_code == 429:
-                    retry_after = response.headers.get("Retry-After")
-                    delay = (
-                        float(retry_after)
-                        if retry_after and retry_after.replace(".", "", 1).isdigit()
-                        else self.backoff_seconds * 2**attempt
-                    )
-                    if attempt < self.max_retries:
+                    if self._waited_for_rate_limit(response, attempt, extract):
                         attempt += 1
-                        extract.retries += 1
-                        log.warning(
-                            "CRM rate limit (429); waiting %.1fs (retry %d of %d)",
-                            delay,
-                            attempt,
-                            self.max_retries,
-                        )
-                        self.sleep(max(delay, self.backoff_seconds * 2 ** (attempt - 1)))
                         continue
                 elif response.status_code < 500:
                     raise RuntimeError(
@@ -215,8 +194,32 @@ class CrmApiClient:
             extract.retries += 1
             self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
 
+    def _waited_for_rate_limit(
+        self, response: requests.Response, attempt: int, extract: CrmExtract
+    ) -> bool:
+        """After a 429 at ``attempt``: waits as long as its ``Retry-After`` asks (never less than
+        the backoff) and returns True, or returns False when the retries are used up."""
+        retry_after = response.headers.get("Retry-After")
+        delay = (
+            float(retry_after)
+            if retry_after and retry_after.replace(".", "", 1).isdigit()
+            else self.backoff_seconds * 2**attempt
+        )
+        if attempt >= self.max_retries:
+            return False
+        extract.retries += 1
+        log.warning(
+            "CRM rate limit (429); waiting %.1fs (retry %d of %d)",
+            delay,
+            attempt + 1,
+            self.max_retries,
+        )
+        self.sleep(max(delay, self.backoff_seconds * 2**attempt))
+        return True
+
     def fetch_week(self, start: datetime, end: datetime) -> CrmExtract:
-        """All pages of customers updated in [start, end); a page that fails for good is recorded, skipped."""
+        """All pages of customers updated in [start, end); a page that fails for good is recorded,
+        skipped."""
         extract = CrmExtract()
         offset: int | None = 0
         limit = self.page_size
@@ -235,8 +238,9 @@ class CrmApiClient:
                 failed_in_a_row += 1
                 if failed_in_a_row >= self.max_failed_pages:
                     raise CrmUnavailableError(
-                        f"the CRM at {self.base_url} looks unavailable: {failed_in_a_row} pages in a row failed "
-                        f"after retries (offsets {[p['offset'] for p in extract.missing_pages[-failed_in_a_row:]]}), "
+                        f"the CRM at {self.base_url} looks unavailable: {failed_in_a_row} "
+                        "pages in a row failed after retries (offsets "
+                        f"{[p['offset'] for p in extract.missing_pages[-failed_in_a_row:]]}), "
                         f"the last with: {exc}"
                     ) from exc
                 log.warning("CRM page at offset %d lost: %s; continuing after it", offset, exc)
@@ -266,17 +270,18 @@ def accept_records(records: list, extract: CrmExtract) -> None:
             extract.missing_fields[name] = extract.missing_fields.get(name, 0) + missing[name]
 
 
-# Every field as text, as the API's JSON carries it: the table's own types may differ from the demo's.
+# Every field as text, as the API's JSON carries it: the table's own types may differ from the
+# demo's.
 CRM_TABLE_SCHEMA = pa.schema([(name, pa.string()) for name in CRM_FIELDS])
 
 
 def fetch_week_from_table(
     conn, start: datetime, end: datetime, table_name: str = "crm_customers"
 ) -> CrmExtract:
-    """The embedded default: the same records from ``crm_customers`` in the source database, through ``COPY``
-    into Arrow (no Python object per value), kept and counted as ``accept_records`` keeps and counts records.
-    A value that is not UTF-8 (a SQL_ASCII database stores any bytes) is kept with U+FFFD and counted in
-    ``invalid_encoding_values``."""
+    """The embedded default: the same records from ``crm_customers`` in the source database, through
+    ``COPY`` into Arrow (no Python object per value), kept and counted as ``accept_records`` keeps
+    and counts records. A value that is not UTF-8 (a SQL_ASCII database stores any bytes) is kept
+    with U+FFFD and counted in ``invalid_encoding_values``."""
     from psycopg2 import sql
 
     from customer_assets.sources.copy_stream import copy_query, take_marks

@@ -3,8 +3,8 @@
 A line is ``{"event_id", "event_type", "customer_id", "timestamp", "properties": {...}}``;
 ``feature_used`` carries ``properties.feature``, ``purchase_completed`` carries
 ``properties.amount_usd``. A file is cut into ~2 MiB chunks parsed by pyarrow on a thread pool (it
-releases the GIL), each reduced in its worker to the week's events; only the part of a chunk around a
-bad line takes the line-level path.
+releases the GIL), each reduced in its worker to the week's events (``event_week.py``); only the
+part of a chunk around a bad line takes the line-level path.
 """
 
 from __future__ import annotations
@@ -14,35 +14,26 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-EVENT_TYPES = ("page_view", "feature_used", "purchase_completed", "support_chat_started")
-DEFAULT_ALIASES = {
-    "pageview": "page_view",
-    "page_viewed": "page_view",
-    "feature_use": "feature_used",
-    "order_completed": "purchase_completed",
-    "purchase": "purchase_completed",
-    "chat_started": "support_chat_started",
-    "support_chat": "support_chat_started",
-}
+from customer_assets.sources.event_week import Piece, WeekWindow, tidy
 
-
-MAX_EXAMPLES = 100  # malformed lines kept with file, line and error; a binary file would otherwise keep thousands
-# What is kept of a malformed line is where it is and what kind of error it holds (file, line, field, kind),
-# never its text: the examples reach the run's event log, which erasure does not reach.
+# malformed lines kept with file, line and error; a binary file would otherwise keep thousands
+MAX_EXAMPLES = 100
+# What is kept of a malformed line is where it is and what kind of error it holds (file, line,
+# field, kind), never its text: the examples reach the run's event log, which erasure does not
+# reach.
 
 
 @dataclass
 class EventScan:
     """What reading a week of the landing zone found.
 
-    ``malformed_lines`` counts every malformed line; ``malformed`` keeps only the first ``MAX_EXAMPLES`` of them.
+    ``malformed_lines`` counts every malformed line; ``malformed`` keeps only the first
+    ``MAX_EXAMPLES`` of them.
     """
 
     files: int = 0
@@ -53,9 +44,8 @@ class EventScan:
     outside_week: int = 0
     unknown_types: dict[str, int] = field(default_factory=dict)
     aliased: int = 0
-    repeated_events: int = (
-        0  # redeliveries dropped: same event_id and content as in an earlier file
-    )
+    # redeliveries dropped: same event_id and content as in an earlier file
+    repeated_events: int = 0
 
     def summary(self) -> dict:
         return {
@@ -73,26 +63,27 @@ class EventScan:
 
 RAW_SCHEMA = pa.schema(
     [
-        # event_id: a redelivered event (a sink connector's retry, a Kafka landing redone) is counted once
+        # event_id: a redelivered event (a sink connector's retry, a Kafka landing redone) is
+        # counted once
         ("event_id", pa.string()),
         ("event_type", pa.string()),
         ("customer_id", pa.string()),
-        # ISO 8601 with or without an offset, converted to UTC by the parser; a value that is not is a bad line.
+        # ISO 8601 with or without an offset, converted to UTC by the parser; a value that is not is
+        # a bad line.
         ("timestamp", pa.timestamp("us", tz="UTC")),
         ("properties", pa.struct([("feature", pa.string()), ("amount_usd", pa.float64())])),
     ]
 )
 _PARSE = pajson.ParseOptions(explicit_schema=RAW_SCHEMA, unexpected_field_behavior="ignore")
-_READ = pajson.ReadOptions(
-    use_threads=False, block_size=4 << 20
-)  # one chunk, one block: threads are ours
+# one chunk, one block: threads are ours
+_READ = pajson.ReadOptions(use_threads=False, block_size=4 << 20)
 
 
 def _malformed(
     scan: EventScan, path: Path, line: int, error: str, field: str | None = None
 ) -> None:
-    """Count a malformed line and keep the first ones as location and error kind; ``read_week`` logs them (a
-    capped number). ``error`` is one of the fixed kinds below, never text of the line."""
+    """Count a malformed line and keep the first ones as location and error kind; ``read_week`` logs
+    them (a capped number). ``error`` is one of the fixed kinds below, never text of the line."""
     scan.malformed_lines += 1
     if len(scan.malformed) < MAX_EXAMPLES:
         scan.malformed.append({"file": str(path), "line": line, "field": field, "error": error})
@@ -112,8 +103,9 @@ def _kind(kind: pa.DataType) -> str:
 
 
 def _unreadable_field(value: dict, fields, prefix: str = "") -> tuple[str | None, str]:
-    """Which field of a JSON object pyarrow cannot read as ``RAW_SCHEMA`` types it, and the kind of error:
-    each field parsed alone (only for lines that already failed), so the error names no value."""
+    """Which field of a JSON object pyarrow cannot read as ``RAW_SCHEMA`` types it, and the kind of
+    error: each field parsed alone (only for lines that already failed), so the error names no
+    value."""
     for item in fields:
         part = json.dumps({item.name: value.get(item.name)}).encode()
         try:
@@ -133,8 +125,9 @@ def _unreadable_field(value: dict, fields, prefix: str = "") -> tuple[str | None
 
 
 def _read_json(data: bytes | memoryview) -> pa.Table:
-    """Parse JSON lines into ``RAW_SCHEMA``; text that is not valid UTF-8 raises ``ArrowInvalid`` like a syntax
-    error (pyarrow's reader lets it through, and later string functions would fail on the whole week)."""
+    """Parse JSON lines into ``RAW_SCHEMA``; text that is not valid UTF-8 raises ``ArrowInvalid``
+    like a syntax error (pyarrow's reader lets it through, and later string functions would fail on
+    the whole week)."""
     table = pajson.read_json(
         pa.BufferReader(pa.py_buffer(data)), read_options=_READ, parse_options=_PARSE
     )
@@ -145,7 +138,8 @@ def _read_json(data: bytes | memoryview) -> pa.Table:
 def _parse(
     lines: list[bytes], numbers: Sequence[int], path: Path, scan: EventScan
 ) -> list[tuple[pa.Table, Sequence[int]]]:
-    """Parse lines with pyarrow; lines that fail are halved until the bad ones stand alone (and are skipped)."""
+    """Parse lines with pyarrow; lines that fail are halved until the bad ones stand alone (and are
+    skipped)."""
     try:
         return [(_read_json(b"\n".join(lines)), numbers)]
     except pa.ArrowInvalid:
@@ -167,31 +161,16 @@ _BLANK_OR_INDENTED = re.compile(rb"\n[\n \t\r]")  # one scan; starts with a lite
 
 
 def _clean_lines(data: bytes, start: int, end: int) -> bool:
-    """True when no line of ``data[start:end]`` is blank or starts with whitespace, so that row ``i`` of a parse
-    is line ``i + 1``, and the text starts with an object (pyarrow 26 crashes on text that starts with a
-    ``null`` line, apache/arrow#47409). Conservative: a line that merely starts with a space takes the
-    line-level path, which reads it the same way."""
+    """True when no line of ``data[start:end]`` is blank or starts with whitespace, so that row
+    ``i`` of a parse is line ``i + 1``, and the text starts with an object (pyarrow 26 crashes on
+    text that starts with a ``null`` line, apache/arrow#47409). Conservative: a line that merely
+    starts with a space takes the line-level path, which reads it the same way."""
     return data[start : start + 1] == b"{" and not _BLANK_OR_INDENTED.search(data, start, end)
 
 
-def _missing(table: pa.Table) -> dict[str, pa.ChunkedArray]:
-    """Per required field, where it is missing (or a blank id)."""
-    blank_id = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table["customer_id"]), ""), True)
-    return {
-        "event_type": pc.is_null(table["event_type"]),
-        "customer_id": blank_id,
-        "timestamp": pc.is_null(table["timestamp"]),
-    }
-
-
-def _incomplete(table: pa.Table) -> pa.ChunkedArray:
-    missing = list(_missing(table).values())
-    return pc.or_(pc.or_(missing[0], missing[1]), missing[2])
-
-
 def _chunks(data: bytes) -> list[tuple[int, int, int]]:
-    """``(start, end, number of the first line)`` of ~``CHUNK_BYTES`` pieces cut at line ends (no per-line Python
-    work)."""
+    """``(start, end, number of the first line)`` of ~``CHUNK_BYTES`` pieces cut at line ends (no
+    per-line Python work)."""
     chunks, pos, line = [], 0, 1
     while pos < len(data):
         cut = data.find(b"\n", pos + CHUNK_BYTES)
@@ -203,9 +182,9 @@ def _chunks(data: bytes) -> list[tuple[int, int, int]]:
 
 
 def _utf8(data: bytes, start: int, end: int) -> bool:
-    """Whether ``data[start:end]`` is UTF-8 throughout. pyarrow checks only the fields it reads, and the line-level
-    path (``json.loads``) every byte of a line: without this, a bad byte in an unread field (``event_id``) would
-    make a line malformed or not depending on where the chunks fall."""
+    """Whether ``data[start:end]`` is UTF-8 throughout. pyarrow checks only the fields it reads, and
+    the line-level path (``json.loads``) every byte of a line: without this, a bad byte in an unread
+    field (``event_id``) would make a line malformed or not depending on where the chunks fall."""
     piece = data[start:end]
     if piece.isascii():  # a few microseconds a megabyte
         return True
@@ -233,11 +212,13 @@ def _parse_chunk(
 def _parse_lines(
     chunk: bytes, first_line: int, path: Path, scan: EventScan
 ) -> list[tuple[pa.Table, Sequence[int]]]:
-    """The slow path for a chunk with bad or blank lines: blank lines dropped, bad lines isolated and skipped.
+    """The slow path for a chunk with bad or blank lines: blank lines dropped, bad lines isolated
+    and skipped.
 
-    Lines that are not a JSON object (``null`` tombstones, broken or non-UTF-8 text) are found by ``json.loads``
-    (a chunk is a few thousand lines); what is an object but not an event pyarrow can type (a timestamp that is
-    not one, say) is isolated by halving. Lines end at ``\n`` only, as in ``_chunks``.
+    Lines that are not a JSON object (``null`` tombstones, broken or non-UTF-8 text) are found by
+    ``json.loads`` (a chunk is a few thousand lines); what is an object but not an event pyarrow can
+    type (a timestamp that is not one, say) is isolated by halving. Lines end at ``\n`` only, as in
+    ``_chunks``.
     """
     lines, numbers = [], []
     pieces = chunk.split(b"\n")
@@ -270,111 +251,16 @@ def _parse_lines(
     return _parse(lines, numbers, path, scan) if lines else []
 
 
-@dataclass(frozen=True)
-class WeekWindow:
-    """What a worker thread needs to reduce a chunk to the week's events."""
-
-    start: pa.Scalar
-    end: pa.Scalar
-    alias_from: pa.Array
-    alias_to: pa.Array
-
-    @classmethod
-    def of(cls, start: datetime, end: datetime, aliases: dict[str, str]) -> WeekWindow:
-        utc = pa.timestamp("us", tz="UTC")
-        return cls(
-            pa.scalar(start, utc),
-            pa.scalar(end, utc),
-            pa.array(list(aliases), pa.string()),
-            pa.array(list(aliases.values()), pa.string()),
-        )
-
-
-@dataclass
-class _Piece:
-    """A chunk's events of the week and what was set aside on the way."""
-
-    lines: int
-    events: pa.Table
-    incomplete_lines: list[tuple[int, str]]  # line, the first required field missing
-    outside_week: int
-    aliased: int
-    unknown_types: dict[str, int]
-
-
-# event_type as codes into EVENT_TYPES: 1 byte an event instead of ~15 (14M events in a 3M-row week)
-EVENT_TYPE = pa.dictionary(pa.int8(), pa.string())
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("event_type", EVENT_TYPE),
-        ("timestamp", pa.timestamp("ns", tz="UTC")),
-        ("feature", pa.string()),
-        ("amount_usd", pa.float64()),
-    ]
-)
-_KNOWN = pa.array(EVENT_TYPES)
-# What a worker's events carry until repeated ids are dropped (``events.read_week``).
-EVENTS_WITH_IDS = EVENTS_SCHEMA.append(pa.field("event_id", pa.string()))
-
-
-def _tidy(table: pa.Table, numbers: Sequence[int], week: WeekWindow) -> _Piece:
-    """Incomplete rows set aside (with their lines), the week kept, aliases applied, unknown types counted."""
-    lines = table.num_rows
-    incomplete = _incomplete(table)
-    bad = []
-    if pc.any(incomplete).as_py():
-        missing = {name: mask.to_pylist() for name, mask in _missing(table).items()}
-        bad = [
-            (numbers[i], next(name for name, mask in missing.items() if mask[i]))
-            for i in pc.indices_nonzero(incomplete).to_pylist()
-        ]
-    table = table.filter(pc.invert(incomplete))
-    inside = pc.and_(
-        pc.greater_equal(table["timestamp"], week.start), pc.less(table["timestamp"], week.end)
-    )
-    outside = table.num_rows - (pc.sum(inside).as_py() or 0)
-    table = table.filter(inside)
-    kinds = table["event_type"]
-    alias_index = pc.index_in(kinds, value_set=week.alias_from)
-    aliased = pc.and_(pc.invert(pc.is_in(kinds, value_set=_KNOWN)), pc.is_valid(alias_index))
-    n_aliased = pc.sum(aliased).as_py() or 0
-    if n_aliased:
-        kinds = pc.if_else(aliased, pc.take(week.alias_to, alias_index), kinds)
-    codes = pc.index_in(kinds, value_set=_KNOWN)
-    keep = pc.is_valid(codes)
-    unknown = {
-        str(v["values"]): int(v["counts"])
-        for v in pc.value_counts(pc.filter(kinds, pc.invert(keep))).to_pylist()
-    }
-    kind_codes = pa.chunked_array(
-        [pa.DictionaryArray.from_arrays(chunk.cast(pa.int8()), _KNOWN) for chunk in codes.chunks],
-        type=EVENT_TYPE,
-    )
-    events = pa.table(
-        [
-            pc.utf8_upper(pc.utf8_trim_whitespace(table["customer_id"])),
-            kind_codes,
-            table["timestamp"].cast(pa.timestamp("ns", tz="UTC")),
-            pc.struct_field(table["properties"], "feature"),
-            pc.struct_field(table["properties"], "amount_usd"),
-            table["event_id"],
-        ],
-        schema=EVENTS_WITH_IDS,
-    )
-    return _Piece(lines, events.filter(keep), bad, outside, int(n_aliased), unknown)
-
-
 def _load_chunk(
     data: bytes, start: int, end: int, first_line: int, week: WeekWindow
-) -> list[_Piece | tuple[int, int, int]]:
-    """Worker-thread part of reading a chunk (pyarrow releases the GIL): parsed and tidied. A chunk that fails
-    is halved at a line end, down to ``SMALL_CHUNK_BYTES``; what still fails comes back as
-    ``(start, end, first line)`` for the line-level path, so a bad line costs a few re-parses, not a Python
-    loop over a whole chunk."""
+) -> list[Piece | tuple[int, int, int]]:
+    """Worker-thread part of reading a chunk (pyarrow releases the GIL): parsed and tidied. A chunk
+    that fails is halved at a line end, down to ``SMALL_CHUNK_BYTES``; what still fails comes back
+    as ``(start, end, first line)`` for the line-level path, so a bad line costs a few re-parses,
+    not a Python loop over a whole chunk."""
     parsed = _parse_chunk(data, start, end, first_line)
     if parsed is not None:
-        return [_tidy(*parsed, week)]
+        return [tidy(*parsed, week)]
     cut = (
         data.find(b"\n", start + (end - start) // 2, end - 1)
         if end - start > SMALL_CHUNK_BYTES
@@ -391,18 +277,18 @@ def _load_chunk(
 def parse_file(
     path: Path, data: bytes, scan: EventScan, pool: ThreadPoolExecutor, week: WeekWindow
 ) -> list[pa.Table]:
-    """The events of the week in one file's ``data`` as Arrow, parsed in chunks on a thread pool; only the part
-    of a chunk around a bad line is read line by line."""
+    """The events of the week in one file's ``data`` as Arrow, parsed in chunks on a thread pool;
+    only the part of a chunk around a bad line is read line by line."""
     tables = []
     for loaded in pool.map(lambda chunk: _load_chunk(data, *chunk, week), _chunks(data)):
         for part in loaded:
-            if isinstance(part, _Piece):
+            if isinstance(part, Piece):
                 scan.lines += part.lines
                 pieces = [part]
             else:
                 start, end, first_line = part
                 pieces = [
-                    _tidy(table, numbers, week)
+                    tidy(table, numbers, week)
                     for table, numbers in _parse_lines(data[start:end], first_line, path, scan)
                 ]
             for piece in pieces:

@@ -1,7 +1,8 @@
 """Behavioural events of a week, read from the landing zone, and their per-customer aggregates.
 
-``landing_zone.py`` owns the ``dt=`` layout and opens the files; ``event_parse.py`` parses their lines
-in parallel chunks; this module reads the week: redeliveries dropped, malformed lines logged and capped.
+``landing_zone.py`` owns the ``dt=`` layout and opens the files; ``event_parse.py`` parses their
+lines in parallel chunks; this module reads the week: redeliveries dropped, malformed lines logged
+and capped.
 """
 
 from __future__ import annotations
@@ -17,25 +18,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer_assets.sources.event_parse import (
+from customer_assets.sources.event_parse import EventScan, parse_file
+from customer_assets.sources.event_week import (
     DEFAULT_ALIASES,
     EVENTS_SCHEMA,
     EVENTS_WITH_IDS,
-    EventScan,
     WeekWindow,
-    parse_file,
 )
 from customer_assets.sources.landing_zone import SkippedFile, load_event_file, week_files
 
 log = logging.getLogger(__name__)
 
-MAX_WARNINGS = (
-    10  # malformed lines (and skipped files) logged one by one per read; the rest are counted
-)
+# malformed lines (and skipped files) logged one by one per read; the rest are counted
+MAX_WARNINGS = 10
 
 
 class MalformedEventsError(Exception):
-    """Too large a share of the week's lines is malformed: the week's aggregates would be wrong, not just thin."""
+    """Too large a share of the week's lines is malformed: the week's aggregates would be wrong, not
+    just thin."""
 
     def __init__(self, message: str, scan: EventScan | None = None):
         super().__init__(message)
@@ -54,10 +54,11 @@ WHERE event_id IS NULL OR file = first_file ORDER BY i
 def _drop_repeated(events: pa.Table, files: pa.ChunkedArray) -> tuple[pa.Table, int]:
     """The events without redeliveries, as ``EVENTS_SCHEMA``, and how many were dropped.
 
-    A redelivery is an event whose ``event_id`` and content an earlier file of the week already held (a sink
-    connector's retried flush, a Kafka landing redone over other offsets): only the first file's copy counts.
-    Events without an id are all kept, and so are events that share an id but differ (which one is genuine
-    cannot be told) and repeats within one file (a file is one writer's sequence of records).
+    A redelivery is an event whose ``event_id`` and content an earlier file of the week already held
+    (a sink connector's retried flush, a Kafka landing redone over other offsets): only the first
+    file's copy counts. Events without an id are all kept, and so are events that share an id but
+    differ (which one is genuine cannot be told) and repeats within one file (a file is one writer's
+    sequence of records).
     """
     ids = events["event_id"]
     with_id = len(ids) - ids.null_count
@@ -78,7 +79,8 @@ def _described(example: dict) -> str:
 
 
 def _warn_malformed(scan: EventScan, shown: int, log: logging.Logger) -> int:
-    """Log the malformed lines found since the last call, up to ``MAX_WARNINGS`` in all; return how many are."""
+    """Log the malformed lines found since the last call, up to ``MAX_WARNINGS`` in all; return how
+    many are."""
     for example in scan.malformed[shown:MAX_WARNINGS]:
         log.warning(
             f"skipping malformed event {example['file']}:{example['line']} ({_described(example)})"
@@ -86,15 +88,31 @@ def _warn_malformed(scan: EventScan, shown: int, log: logging.Logger) -> int:
     return max(shown, min(len(scan.malformed), MAX_WARNINGS))
 
 
+def _warn_rest(scan: EventScan, shown: int, log: logging.Logger) -> None:
+    """One line for the malformed lines, and one for the skipped files, beyond those logged one by
+    one."""
+    if scan.malformed_lines > shown:
+        log.warning(
+            f"{scan.malformed_lines - shown:,} more malformed lines not shown "
+            f"({scan.malformed_lines:,} in total); see the asset's metadata `malformed_examples`"
+        )
+    if len(scan.skipped_files) > MAX_WARNINGS:
+        log.warning(
+            f"{len(scan.skipped_files) - MAX_WARNINGS:,} more skipped files not shown "
+            f"({len(scan.skipped_files):,} in total); see the asset's metadata `skipped_files`"
+        )
+
+
 def _check_share(scan: EventScan, max_malformed_share: float) -> None:
-    """Stop a week whose lines are mostly broken (a binary file, a wrong format): its aggregates would be
-    wrong rather than incomplete. Lines of skipped files are not lines."""
+    """Stop a week whose lines are mostly broken (a binary file, a wrong format): its aggregates
+    would be wrong rather than incomplete. Lines of skipped files are not lines."""
     if not scan.lines or scan.malformed_lines / scan.lines <= max_malformed_share:
         return
     examples = "; ".join(f"{m['file']}:{m['line']}: {_described(m)}" for m in scan.malformed[:3])
     raise MalformedEventsError(
         f"{scan.malformed_lines / scan.lines:.1%} of the week's event lines are malformed "
-        f"({scan.malformed_lines:,} of {scan.lines:,}), above the limit of {max_malformed_share:.1%}. "
+        f"({scan.malformed_lines:,} of {scan.lines:,}), above the limit of "
+        f"{max_malformed_share:.1%}. "
         f"First: {examples}. Fix or move the files, or raise EVENTS_MAX_MALFORMED_SHARE.",
         scan,
     )
@@ -109,16 +127,18 @@ def read_week(
     log: logging.Logger = log,
     max_malformed_share: float = 0.05,
 ) -> tuple[pa.Table, EventScan]:
-    """The week's well-formed events of known types (Arrow, ``EVENTS_SCHEMA``); malformed lines counted,
-    logged (the first ``MAX_WARNINGS``, then one line with the rest's count) and skipped.
+    """The week's well-formed events of known types (Arrow, ``EVENTS_SCHEMA``); malformed lines
+    counted, logged (the first ``MAX_WARNINGS``, then one line with the rest's count) and skipped.
 
-    ``log`` is where warnings go (an asset passes ``context.log``, so they reach the run's event log). Files
-    that are not events (another suffix, a compression other than gzip) are listed in ``skipped_files``. More
-    than ``max_malformed_share`` of the lines malformed raises ``MalformedEventsError``.
+    ``log`` is where warnings go (an asset passes ``context.log``, so they reach the run's event
+    log). Files that are not events (another suffix, a compression other than gzip) are listed in
+    ``skipped_files``. More than ``max_malformed_share`` of the lines malformed raises
+    ``MalformedEventsError``.
 
-    Files are parsed by pyarrow in ~2 MiB chunks on a thread pool, each chunk reduced to the week's events
-    in its worker; a chunk with bad lines is halved until they stand in small parts, and only those take the
-    line-level path, so a few broken lines do not cost a Python loop over the landing zone.
+    Files are parsed by pyarrow in ~2 MiB chunks on a thread pool, each chunk reduced to the week's
+    events in its worker; a chunk with bad lines is halved until they stand in small parts, and only
+    those take the line-level path, so a few broken lines do not cost a Python loop over the landing
+    zone.
     """
     week = WeekWindow.of(start, end, {**DEFAULT_ALIASES, **(aliases or {})})
     paths = week_files(root, start, end)
@@ -128,9 +148,8 @@ def read_week(
             try:
                 read = parse_file(path, load_event_file(path), scan, pool, week)
                 tables += read
-                number = pa.scalar(
-                    len(paths_read), pa.int32()
-                )  # which file: repeats across files are redeliveries
+                # which file: repeats across files are redeliveries
+                number = pa.scalar(len(paths_read), pa.int32())
                 files += [pa.chunked_array([pa.repeat(number, t.num_rows)]) for t in read]
                 paths_read.append(path)
             except SkippedFile as skipped:
@@ -140,16 +159,7 @@ def read_week(
                 continue
             scan.files += 1
             shown = _warn_malformed(scan, shown, log)
-    if scan.malformed_lines > shown:
-        log.warning(
-            f"{scan.malformed_lines - shown:,} more malformed lines not shown ({scan.malformed_lines:,} "
-            "in total); see the asset's metadata `malformed_examples`"
-        )
-    if len(scan.skipped_files) > MAX_WARNINGS:
-        log.warning(
-            f"{len(scan.skipped_files) - MAX_WARNINGS:,} more skipped files not shown "
-            f"({len(scan.skipped_files):,} in total); see the asset's metadata `skipped_files`"
-        )
+    _warn_rest(scan, shown, log)
     _check_share(scan, max_malformed_share)
     events, scan.repeated_events = _drop_repeated(
         pa.concat_tables(tables) if tables else EVENTS_WITH_IDS.empty_table(),
@@ -157,8 +167,8 @@ def read_week(
     )
     if scan.repeated_events:
         log.info(
-            f"{scan.repeated_events:,} events repeated an event (event_id and content) of an earlier file "
-            "(a redelivery) and were dropped"
+            f"{scan.repeated_events:,} events repeated an event (event_id and content) of an "
+            "earlier file (a redelivery) and were dropped"
         )
     return events, scan
 
@@ -180,8 +190,8 @@ FROM events GROUP BY customer_id ORDER BY customer_id
 def aggregate(events: pa.Table) -> pd.DataFrame:
     """Per customer: page views, distinct features used, purchases and their amount, support chats.
 
-    Grouped by DuckDB over the Arrow data (parallel, and faster than pandas on Arrow text): a week holds
-    millions of events.
+    Grouped by DuckDB over the Arrow data (parallel, and faster than pandas on Arrow text): a week
+    holds millions of events.
     """
     with duckdb.connect() as con:  # an empty week gives the same typed columns, no rows
         con.register("events", events)

@@ -2,16 +2,14 @@
 
 The week's completed transactions stream through ``copy_query`` (``copy_stream.py``) in bounded
 blocks, each block put in its final types as it arrives. The week's version (row count and checksum)
-is computed in the same snapshot, alongside the stream, so that a later change of the source shows as
-a new version. What else the source holds is read in ``source_findings.py`` and
-``customers_and_products.py``.
+is computed in the same snapshot, alongside the stream (``version_alongside.py``), so that a later
+change of the source shows as a new version. What else the source holds is read in
+``source_findings.py`` and ``customers_and_products.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 from datetime import datetime
 
 import pandas as pd
@@ -27,13 +25,14 @@ from customer_assets.sources.copy_stream import (
     take_marks,
 )
 from customer_assets.sources.source_schema import SourceSchema, read_source_schema
+from customer_assets.sources.version_alongside import VersionAlongside, export_snapshot
 
 _log = logging.getLogger(__name__)
 
 
-# What the extract and the week's version mean by an id and by a completed transaction, in SQL: ids trimmed of
-# ASCII whitespace (``btrim`` alone trims only spaces), an empty id a missing one; the status in any case and
-# padding (``'Completed'``, ``'completed '``).
+# What the extract and the week's version mean by an id and by a completed transaction, in SQL: ids
+# trimmed of ASCII whitespace (``btrim`` alone trims only spaces), an empty id a missing one; the
+# status in any case and padding (``'Completed'``, ``'completed '``).
 _WHITESPACE = r"E' \t\n\r\f\x0b'"
 
 
@@ -43,30 +42,37 @@ def trimmed_sql(expr: str) -> str:
 
 
 def completed_sql(alias: str = "t") -> str:
-    """SQL that is true for a completed transaction, whatever the case and padding of its status. The plain
-    comparison first: the planner estimates it from the column's statistics (a function of the column alone it
-    guesses at 0.5% of the rows, and chose a merge join with an external sort), and most rows stop there."""
+    """SQL that is true for a completed transaction, whatever the case and padding of its status.
+    The plain comparison first: the planner estimates it from the column's statistics (a function of
+    the column alone it guesses at 0.5% of the rows, and chose a merge join with an external sort),
+    and most rows stop there."""
     status = f"{alias}.status::text"
     return f"({status} = 'completed' OR lower(btrim({status}, {_WHITESPACE})) = 'completed')"
 
 
 def _week_filter(alias: str = "t") -> str:
-    return f'{completed_sql(alias)} AND {alias}."timestamp" >= %(start)s AND {alias}."timestamp" < %(end)s'
+    return (
+        f'{completed_sql(alias)} AND {alias}."timestamp" >= %(start)s '
+        f'AND {alias}."timestamp" < %(end)s'
+    )
 
 
 def week_extract_sql(schema: SourceSchema) -> str:
-    """The week's completed transactions joined to their customer and product, in the pipeline's types: ids
-    as text, timestamps as naive UTC, amounts as float8, whatever the source's own types are.
+    """The week's completed transactions joined to their customer and product, in the pipeline's
+    types: ids as text, timestamps as naive UTC, amounts as float8, whatever the source's own types
+    are.
 
-    Joined on trimmed ids (a transaction's ``'C0000150 '`` is customer ``C0000150``), exactly otherwise: ids that
-    differ only by case are different customers of this source. ``customers`` and ``products`` need no primary
-    key: each id joins one row, so a table holding a customer twice multiplies no transaction (the extract's
-    metadata counts such records, ``week_source_findings``). The row joined is the customer's latest
-    ``created_at``, then the least country and segment (byte order): rows equal in all four are the same to the
-    extract, so the pick depends on neither the physical order nor ``ctid``, which VACUUM FULL changes.
+    Joined on trimmed ids (a transaction's ``'C0000150 '`` is customer ``C0000150``), exactly
+    otherwise: ids that differ only by case are different customers of this source. ``customers``
+    and ``products`` need no primary key: each id joins one row, so a table holding a customer twice
+    multiplies no transaction (the extract's metadata counts such records,
+    ``week_source_findings``). The row joined is the customer's latest ``created_at``, then the
+    least country and segment (byte order): rows equal in all four are the same to the extract, so
+    the pick depends on neither the physical order nor ``ctid``, which VACUUM FULL changes.
 
-    Email, phone and address are never selected: PII minimisation starts in the query. Parameters ``start``
-    and ``end`` are the week's bounds as the timestamp column compares them (``SourceSchema.bound``).
+    Email, phone and address are never selected: PII minimisation starts in the query. Parameters
+    ``start`` and ``end`` are the week's bounds as the timestamp column compares them
+    (``SourceSchema.bound``).
     """
     return f"""
 WITH c AS (
@@ -115,8 +121,8 @@ ARROW_SCHEMA = pa.schema(
 
 ID_COLUMNS = ("transaction_id", "customer_id", "product_id")
 
-# What a parsed block becomes: UTC nanosecond timestamps, flags never null (what pandas will hold), and the
-# columns of each row that were not UTF-8.
+# What a parsed block becomes: UTC nanosecond timestamps, flags never null (what pandas will hold),
+# and the columns of each row that were not UTF-8.
 RAW_ARROW_SCHEMA = pa.schema(
     [
         field.with_type(pa.timestamp("ns", tz="UTC"))
@@ -129,7 +135,8 @@ RAW_ARROW_SCHEMA = pa.schema(
 
 
 def _trimmed_id(column: pa.Array) -> pa.Array:
-    """Ids compared as the source means them: surrounding whitespace removed, an empty id is a missing one."""
+    """Ids compared as the source means them: surrounding whitespace removed, an empty id is a
+    missing one."""
     trimmed = pc.utf8_trim_whitespace(column)
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
 
@@ -163,9 +170,9 @@ def stream_week(
     log=None,
     progress_seconds: float = 30.0,
 ) -> pa.Table:
-    """The week's completed transactions as an Arrow table, streamed in bounded blocks (the source's schema
-    is checked first unless given). ``log`` (a step's ``context.log``) receives the rows read so far every
-    ``progress_seconds`` while the stream runs, and the total at its end."""
+    """The week's completed transactions as an Arrow table, streamed in bounded blocks (the source's
+    schema is checked first unless given). ``log`` (a step's ``context.log``) receives the rows read
+    so far every ``progress_seconds`` while the stream runs, and the total at its end."""
     schema = schema or read_source_schema(conn)
     bounds = {
         "start": schema.bound("transactions", "timestamp", start),
@@ -184,12 +191,12 @@ def stream_week(
 
 
 def week_version_sql(schema: SourceSchema) -> str:
-    """The count of the week's completed transactions and a checksum of what the pipeline reads of them: a
-    refund, a status change, an edited amount or a late row changes the week's version.
+    """The count of the week's completed transactions and a checksum of what the pipeline reads of
+    them: a refund, a status change, an edited amount or a late row changes the week's version.
 
-    ``hashtextextended`` is the hash of PostgreSQL's hash partitioning, kept stable across versions for that
-    reason; md5 costs several times as much (and FIPS servers refuse it). One week per query: grouping several
-    weeks in one query cost more per row than the week alone."""
+    ``hashtextextended`` is the hash of PostgreSQL's hash partitioning, kept stable across versions
+    for that reason; md5 costs several times as much (and FIPS servers refuse it). One week per
+    query: grouping several weeks in one query cost more per row than the week alone."""
     row = (
         f"concat_ws('|', {schema.text('t', 'transaction_id')}, {schema.text('t', 'customer_id')}, "
         f'{schema.text("t", "product_id")}, t.amount::text, t.currency::text, t."timestamp"::text)'
@@ -202,7 +209,8 @@ WHERE {_week_filter("t")}
 
 
 def week_version(conn, start: datetime, end: datetime, schema: SourceSchema | None = None) -> str:
-    """``rows:checksum`` of the week [start, end) as the source holds it now (``0:0`` when empty)."""
+    """``rows:checksum`` of the week [start, end) as the source holds it now (``0:0`` when
+    empty)."""
     schema = schema or read_source_schema(conn)
     with conn.cursor() as cur:
         cur.execute(
@@ -219,81 +227,6 @@ def week_version(conn, start: datetime, end: datetime, schema: SourceSchema | No
 EMPTY_WEEK_VERSION = "0:0"
 
 
-def export_snapshot(conn) -> str:
-    """The identifier of the snapshot ``conn``'s open REPEATABLE READ transaction reads: another connection to the
-    same server imports it (``SET TRANSACTION SNAPSHOT``) while this transaction stays open."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_export_snapshot()")
-        return cur.fetchone()[0]
-
-
-class _VersionAlongside:
-    """``week_version`` in a thread of its own, on a connection that imports the extract's snapshot.
-
-    ``unavailable`` holds why that connection could not be opened or could not import the snapshot (then the
-    caller computes the version on its own connection); ``error`` a failure of the version query itself, as
-    the connection's context manager classified it. ``stop`` cancels a query still running and joins: the
-    thread never outlives the extract, and its connection is closed by then."""
-
-    def __init__(
-        self, connect_snapshot, snapshot: str, start: datetime, end: datetime, schema: SourceSchema
-    ):
-        self._connect, self._snapshot, self._args = connect_snapshot, snapshot, (start, end, schema)
-        self.version: str | None = None
-        self.unavailable: BaseException | None = None
-        self.error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._conn = None  # the connection while its query may run: what ``cancel`` interrupts
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="week-version", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            with contextlib.ExitStack() as stack:
-                try:
-                    other = stack.enter_context(self._connect(self._snapshot))
-                # no second connection on the snapshot: not the version's failure
-                except Exception as exc:
-                    self.unavailable = exc
-                    return
-                with self._lock:
-                    if self._stopping:
-                        return
-                    self._conn = other
-                try:
-                    self.version = week_version(other, *self._args)
-                finally:
-                    # before the connection closes: ``cancel`` never meets a closed one
-                    with self._lock:
-                        self._conn = None
-        except BaseException as exc:  # re-raised by ``result``
-            self.error = exc
-
-    def start(self) -> _VersionAlongside:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Interrupt the version and wait for the thread (its connection is then closed). A cancel that reaches
-        the server between two statements does nothing, so it is sent again until the thread has ended."""
-        with self._lock:
-            self._stopping = True
-        while self._thread.is_alive():
-            with self._lock:
-                if self._conn is not None:
-                    # the query may have ended meanwhile; the join below sees the thread end
-                    with contextlib.suppress(Exception):
-                        self._conn.cancel()
-            self._thread.join(0.1)
-
-    def result(self) -> str | None:
-        """The version, or None when no second connection was had; raises the version query's failure."""
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.version
-
-
 def stream_week_versioned(
     conn,
     start: datetime,
@@ -304,20 +237,24 @@ def stream_week_versioned(
     progress_seconds: float = 30.0,
     block_size: int = BLOCK_SIZE,
 ) -> tuple[pa.Table, str]:
-    """``stream_week`` and ``week_version`` of one snapshot, the version computed while the rows stream.
+    """``stream_week`` and ``week_version`` of one snapshot, the version computed while the rows
+    stream.
 
-    ``conn`` is in a REPEATABLE READ transaction (``PostgresSource.connect``); its snapshot is exported, and
-    ``connect_snapshot(snapshot_id)`` opens (as a context manager) a second connection to the same server that
-    imports it (``PostgresSource.connect_beside``), so the version describes exactly the rows read whatever
-    commits meanwhile. The version query runs there, in a thread, concurrently with the COPY: the extract costs
-    the longer of the two, not their sum. Its failure (a lock or statement timeout) fails the extract as it
-    would on ``conn``; a failure of the extract stops the version's query and thread. If the second connection
-    cannot be had (refused, too many connections, a snapshot that server does not know), the version is
-    computed on ``conn`` after the rows, in the same snapshot, and a warning says so.
+    ``conn`` is in a REPEATABLE READ transaction (``PostgresSource.connect``); its snapshot is
+    exported, and ``connect_snapshot(snapshot_id)`` opens (as a context manager) a second connection
+    to the same server that imports it (``PostgresSource.connect_beside``), so the version describes
+    exactly the rows read whatever commits meanwhile. The version query runs there, in a thread,
+    concurrently with the COPY: the extract costs the longer of the two, not their sum. Its failure
+    (a lock or statement timeout) fails the extract as it would on ``conn``; a failure of the
+    extract stops the version's query and thread. If the second connection cannot be had (refused,
+    too many connections, a snapshot that server does not know), the version is computed on ``conn``
+    after the rows, in the same snapshot, and a warning says so.
     """
     log = log or _log
-    alongside = _VersionAlongside(
-        connect_snapshot, export_snapshot(conn), start, end, schema
+    alongside = VersionAlongside(
+        connect_snapshot,
+        export_snapshot(conn),
+        lambda other: week_version(other, start, end, schema),
     ).start()
     try:
         table = stream_week(
@@ -339,8 +276,8 @@ def stream_week_versioned(
             else type(alongside.unavailable).__name__
         )
         log.warning(
-            f"no second connection on the extract's snapshot ({reason}); the week's version is computed "
-            "after the rows, on the extract's connection"
+            f"no second connection on the extract's snapshot ({reason}); the week's version is "
+            "computed after the rows, on the extract's connection"
         )
         version = week_version(conn, start, end, schema)
     return table, version
@@ -352,24 +289,25 @@ def version_rows(version: str | None) -> int | None:
 
 
 def shrinkage(loaded: str | None, now: str, limit: float) -> str | None:
-    """Why a week whose source now holds far fewer completed rows than when it was loaded must not be re-loaded
-    without an operator (the source archived or purged it), or None. Sharply: to zero, or by more than ``limit``
-    (a share, SOURCE_SHRINK_LIMIT) of the rows loaded."""
+    """Why a week whose source now holds far fewer completed rows than when it was loaded must not
+    be re-loaded without an operator (the source archived or purged it), or None. Sharply: to zero,
+    or by more than ``limit`` (a share, SOURCE_SHRINK_LIMIT) of the rows loaded."""
     before, after = version_rows(loaded), version_rows(now)
     if not before or after is None or after >= before:
         return None
     share = (before - after) / before
     if after == 0 or share > limit:
         return (
-            f"the source now holds {after} completed transactions of the week, {before} when it was loaded "
-            f"(-{share:.0%}, more than SOURCE_SHRINK_LIMIT={limit:g})"
+            f"the source now holds {after} completed transactions of the week, {before} when it "
+            f"was loaded (-{share:.0%}, more than SOURCE_SHRINK_LIMIT={limit:g})"
         )
     return None
 
 
 def completed_ids_sql(schema: SourceSchema) -> str:
-    """The completed transactions among an array of (trimmed) ids within a time range: (transaction_id, UTC
-    timestamp). Through the timestamp index; the range is the weeks the warehouse holds those ids in."""
+    """The completed transactions among an array of (trimmed) ids within a time range:
+    (transaction_id, UTC timestamp). Through the timestamp index; the range is the weeks the
+    warehouse holds those ids in."""
     tid = trimmed_sql(schema.text("t", "transaction_id"))
     return f"""
 SELECT {tid} AS transaction_id, {schema.utc("t", "transactions", "timestamp")} AS "timestamp"
@@ -386,9 +324,9 @@ COMPLETED_IDS_SCHEMA = pa.schema(
 def completed_ids(
     conn, schema: SourceSchema, ids: list[str], start: datetime, end: datetime
 ) -> pd.DataFrame:
-    """Where the source holds these transaction ids completed in [start, end): one row per source row, UTC
-    timestamps. Used for the few ids another loaded week holds, to tell a moved transaction (gone from that week)
-    from a reused id (still there)."""
+    """Where the source holds these transaction ids completed in [start, end): one row per source
+    row, UTC timestamps. Used for the few ids another loaded week holds, to tell a moved transaction
+    (gone from that week) from a reused id (still there)."""
     params = {
         "ids": list(ids),
         "start": schema.bound("transactions", "timestamp", start),
@@ -403,7 +341,7 @@ def completed_ids(
 def to_raw_frame(table: pa.Table) -> pd.DataFrame:
     """The extract in the pandas shape of ``RawTransactions`` (UTC timestamps, object strings).
 
-    The Arrow buffers are released column by column while pandas takes them (``self_destruct``), so the
-    week is not held twice; the table must not be used afterwards.
+    The Arrow buffers are released column by column while pandas takes them (``self_destruct``), so
+    the week is not held twice; the table must not be used afterwards.
     """
     return table.to_pandas(split_blocks=True, self_destruct=True)

@@ -1,30 +1,29 @@
 """Behavioural events straight from a Kafka topic, landed as the landing zone's day files.
 
-The consumer starts at its group's committed offsets, reads every partition to its end (or until its time
-budget runs out), and writes each message's event to ``<root>/dt=<event day>/<topic>+<partition>+<first
-offset>-<last offset>.jsonl``: a file per day and partition, named by the offsets it holds, so writing the same
-offsets again gives the same file. Files are written under ``<root>/.incoming``, fsynced, renamed into their
-day folder (and the folder fsynced); only then are the offsets committed. A crash between the two leaves files
-whose offsets the next run reads again: its files replace them (same offsets, same name; a wider range removes
-the narrower file), and the week's reader drops repeated event ids anyway.
+The consumer starts at its group's committed offsets, reads every partition to its end (or until its
+time budget runs out), and writes each message's event to
+``<root>/dt=<event day>/<topic>+<partition>+<first offset>-<last offset>.jsonl``: a file per day and
+partition, named by the offsets it holds, so writing the same offsets again gives the same file.
+Files are written under ``<root>/.incoming``, fsynced, renamed into their day folder (and the folder
+fsynced); only then are the offsets committed. A crash between the two leaves files whose offsets
+the next run reads again: its files replace them (same offsets, same name; a wider range removes the
+narrower file), and the week's reader drops repeated event ids anyway.
 
-Values are JSON objects or, with ``KAFKA_AVRO_SCHEMA``, Avro records of that schema (plain binary, or with
-the schema registry's 5-byte header). A value that does not deserialize is counted and skipped; what is kept
-of it is where it was (partition, offset) and the kind of error, never its content.
+Values are JSON objects or, with ``KAFKA_AVRO_SCHEMA``, Avro records of that schema (plain binary,
+or with the schema registry's 5-byte header). A value that does not deserialize is counted and
+skipped; what is kept of it is where it was (partition, offset) and the kind of error, never its
+content.
 
-``kafka_values.py`` reads the values, ``kafka_files.py`` writes the day files; this module is the
-consumer.
+``kafka_values.py`` reads the values, ``kafka_files.py`` writes the day files, ``kafka_landing.py``
+records what a landing did; this module is the consumer.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -37,13 +36,15 @@ from customer_assets.sources.kafka_files import (
     remove_replaced_files,
     sweep_incoming,
 )
+from customer_assets.sources.kafka_landing import Landing, PartitionProgress
 from customer_assets.sources.kafka_values import AvroDecoder, Undecodable, decode_json, event_day
 
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 10  # values that did not deserialize, shown in the run log and the metadata
-# Which KAFKA_* variables are client settings: the security ones, passed through (KAFKA_SASL_PASSWORD ->
-# sasl.password). Others (KAFKA_HOME, KAFKA_OPTS of a Kafka installation) are not the pipeline's.
+# Which KAFKA_* variables are client settings: the security ones, passed through
+# (KAFKA_SASL_PASSWORD -> sasl.password). Others (KAFKA_HOME, KAFKA_OPTS of a Kafka installation)
+# are not the pipeline's.
 SECURITY_PREFIXES = ("KAFKA_SECURITY_", "KAFKA_SASL_", "KAFKA_SSL_")
 
 
@@ -56,97 +57,22 @@ def client_setting(variable: str) -> str:
     return variable.removeprefix("KAFKA_").lower().replace("_", ".")
 
 
-# --- what a landing did --------------------------------------------------------------------------------------
-
-
-@dataclass
-class PartitionProgress:
-    committed_before: int | None = (
-        None  # the group's offset when the run started (None: none committed)
-    )
-    first: int | None = None
-    last: int | None = None
-    last_timestamp_ms: int | None = None
-    reached_end: bool = False
-    lost_to_retention: int = 0  # offsets between the committed one and the first still in the log
-
-    def as_dict(self) -> dict:
-        return {
-            "committed_before": self.committed_before,
-            "first": self.first,
-            "last": self.last,
-            "reached_end": self.reached_end,
-            "lost_to_retention": self.lost_to_retention,
-        }
-
-
-@dataclass
-class Landing:
-    """What one run of the consumer read, wrote and committed."""
-
-    topic: str
-    topic_exists: bool = True
-    messages: int = 0
-    written: int = 0
-    undecodable: int = 0
-    examples: list[dict] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    replaced: list[str] = field(default_factory=list)
-    days: dict[str, int] = field(default_factory=dict)
-    partitions: dict[int, PartitionProgress] = field(default_factory=dict)
-    committed: bool = False
-    seconds: float = 0.0
-
-    @property
-    def lost_to_retention(self) -> int:
-        return sum(p.lost_to_retention for p in self.partitions.values())
-
-    def lag_days(self, week_end: datetime) -> float:
-        """How far behind the week's end the consumer still is, in days: 0 when every partition was read to
-        its end (or past the week's end); from the last record read in a partition that was not; infinite
-        for a partition of which nothing could be read in time."""
-        end_ms = week_end.timestamp() * 1000
-        lag = 0.0
-        for progress in self.partitions.values():
-            if progress.reached_end:
-                continue
-            if progress.last_timestamp_ms is None:
-                return math.inf
-            lag = max(lag, (end_ms - progress.last_timestamp_ms) / 86_400_000)
-        return max(lag, 0.0)
-
-    def summary(self) -> dict:
-        return {
-            "topic": self.topic,
-            "topic_exists": self.topic_exists,
-            "messages": self.messages,
-            "written": self.written,
-            "undecodable": self.undecodable,
-            "undecodable_examples": self.examples,
-            "files": len(self.files),
-            "replaced_files": len(self.replaced),
-            "days": self.days,
-            "partitions": {str(p): v.as_dict() for p, v in sorted(self.partitions.items())},
-            "lost_to_retention": self.lost_to_retention,
-            "committed": self.committed,
-            "seconds": round(self.seconds, 2),
-        }
-
-
-# --- the consumer --------------------------------------------------------------------------------------------
+# --- the consumer ---------------------------------------------------------------------------------
 
 
 def _commit(consumer, offsets: list) -> None:
-    """Commit synchronously; a separate function so a test can fail the step at exactly this point."""
+    """Commit synchronously; a separate function so a test can fail the step at exactly this
+    point."""
     consumer.commit(offsets=offsets, asynchronous=False)
 
 
 class KafkaSource(dg.ConfigurableResource):
-    """The Kafka topic of behavioural events (``KAFKA_BROKERS``), landed into the events landing zone.
+    """The Kafka topic of behavioural events (``KAFKA_BROKERS``), landed into the events landing
+    zone.
 
-    Security settings (``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``, ``KAFKA_SSL_*``) reach the client as
-    ``security.protocol``, ``sasl.*``, ``ssl.*``; their values are read when the client is made and never
-    stored in the resource's config or logged.
+    Security settings (``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``, ``KAFKA_SSL_*``) reach the
+    client as ``security.protocol``, ``sasl.*``, ``ssl.*``; their values are read when the client is
+    made and never stored in the resource's config or logged.
     """
 
     brokers: str | None = Field(
@@ -222,8 +148,8 @@ class KafkaSource(dg.ConfigurableResource):
         return AvroDecoder(self.avro_schema) if self.avro_schema else decode_json
 
     def backlog(self) -> dict[int, int]:
-        """Per partition, messages past the group's committed offset (the sensor's question), or raises
-        ``KafkaUnavailable``."""
+        """Per partition, messages past the group's committed offset (the sensor's question), or
+        raises ``KafkaUnavailable``."""
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         consumer = Consumer(self.client_config())
@@ -251,8 +177,9 @@ class KafkaSource(dg.ConfigurableResource):
     def land(
         self, root: Path, log: logging.Logger = log, max_messages: int | None = None
     ) -> Landing:
-        """Consume from the group's committed offsets to the end of every partition (or the time budget, or
-        ``max_messages``), write the day files durably, then commit. Raises ``KafkaUnavailable``."""
+        """Consume from the group's committed offsets to the end of every partition (or the time
+        budget, or ``max_messages``), write the day files durably, then commit. Raises
+        ``KafkaUnavailable``."""
         from confluent_kafka import Consumer
 
         started = time.monotonic()
@@ -285,8 +212,8 @@ class KafkaSource(dg.ConfigurableResource):
         return landing
 
     def _assign(self, consumer, landing: Landing) -> bool:
-        """Assigns every partition of the topic from the group's committed offset (its beginning when
-        none was committed); False when the topic does not exist."""
+        """Assigns every partition of the topic from the group's committed offset (its beginning
+        when none was committed); False when the topic does not exist."""
         from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
         try:
@@ -367,7 +294,8 @@ class KafkaSource(dg.ConfigurableResource):
     def _publish_and_commit(
         self, consumer, root: Path, files: dict[tuple[str, int], DayFile], landing: Landing
     ) -> None:
-        """The day files made durable, the files they replace removed, then the offsets committed."""
+        """The day files made durable, the files they replace removed, then the offsets
+        committed."""
         from confluent_kafka import KafkaException, TopicPartition
 
         ranges = {
@@ -420,8 +348,8 @@ class KafkaSource(dg.ConfigurableResource):
                 example = {"partition": partition, "offset": offset, "error": str(exc)}
                 landing.examples.append(example)
                 log.warning(
-                    f"skipping a value that does not deserialize: partition {partition}, offset {offset} "
-                    f"({exc})"
+                    f"skipping a value that does not deserialize: partition {partition}, "
+                    f"offset {offset} ({exc})"
                 )
             return
         day = event_day(event, progress.last_timestamp_ms)

@@ -6,7 +6,7 @@ import shutil
 
 import dagster as dg
 
-from customer_assets.assets.profiles import CRM, CRM_REQUIRED_FIELDS, EVENTS
+from customer_assets.assets.profile_inputs import CRM, CRM_REQUIRED_FIELDS, EVENTS
 from customer_assets_tests.support.pipeline import run_week
 from customer_assets_tests.support.sources import EVENTS as LANDING_ZONES
 

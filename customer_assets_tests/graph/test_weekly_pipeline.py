@@ -317,7 +317,8 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
     from customer_assets.deployments import resources_for
     from customer_assets.frames import StoredFrame
     from customer_assets.logic.crm import standardise_crm
-    from customer_assets.logic.resolution import IDENTITY_COLUMNS, standardise_erp
+    from customer_assets.logic.resolution import IDENTITY_COLUMNS
+    from customer_assets.logic.source_records import standardise_erp
 
     pipeline_env("small_source")
     resources = resources_for("local")

@@ -6,6 +6,7 @@ started here on a free loopback port)."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from customer_assets.cleanup import intermediate_files, remove_intermediates, sweep_orphans
+from customer_assets.cleanup.claims import sweep_orphans
+from customer_assets.cleanup.intermediates import intermediate_files, remove_intermediates
 from customer_assets.deployments import resources_for
 from customer_assets.frames import FrameBatches, StoredFrame
 from customer_assets.io_managers.intermediate_root import IntermediateRoot
@@ -236,16 +238,60 @@ def test_a_week_that_no_live_run_claims_is_swept_from_the_bucket(
     manager = _manager(tmp_path, bucket_url, gcs_emulator)
     manager.handle_output(_out(KEY, WEEK), _frame(5))
     settings = _settings(tmp_path, bucket_url, gcs_emulator)
-    root = IntermediateRoot(bucket_url, gcs_emulator)
-    claim = root.path(".run_claims", WEEK, f"run-{WEEK}.json")
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    dead_claim = root.read_text(claim).replace(f'"pid": {os.getpid()}', f'"pid": {dead.pid}')
-    root.write_text(claim, dead_claim)
+    _kill_claim(IntermediateRoot(bucket_url, gcs_emulator), WEEK)
 
     swept = sweep_orphans(settings)
     assert list(swept) == [WEEK] and _objects(gcs_emulator, bucket_url) == []
     assert list((tmp_path / "logs").glob("failed_*.json"))
+
+
+def _kill_claim(root: IntermediateRoot, week: str) -> None:
+    """Make the week's claim name a process that is gone: its run was killed outright."""
+    claim = root.path(".run_claims", week, f"run-{week}.json")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root.write_text(
+        claim, root.read_text(claim).replace(f'"pid": {os.getpid()}', f'"pid": {dead.pid}')
+    )
+
+
+def test_an_erasure_removes_a_weeks_intermediates_from_the_bucket(
+    pipeline_env, small_source, gcs_emulator, bucket_url, monkeypatch
+):
+    """A run killed outright left a week's intermediates (customer rows) in the bucket and a copy
+    on the disk: the erasure finds them through the cleanup's listing and removes them, and records
+    it. A week a live run claims is left to that run (it removes them when it ends)."""
+    from customer_assets_tests.test_erasure_key import erase
+
+    tmp = pipeline_env("small_source")
+    monkeypatch.setenv("CUSTOMER_ASSETS_INTERMEDIATES_URL", bucket_url)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    manager = _manager(tmp, bucket_url, gcs_emulator)
+    for week in (WEEK, OTHER_WEEK):
+        manager.handle_output(_out(KEY, week), _frame(20))
+    manager.handle_output(_out(REPORT, WEEK), {"week": WEEK})
+    copy = manager.load_input(_in(KEY, WEEK, stored=True)).path  # read in batches: a local copy
+    _kill_claim(IntermediateRoot(bucket_url, gcs_emulator), WEEK)
+
+    assert erase("C0001", tmp, request="DSR-BUCKET").success
+
+    left = _objects(gcs_emulator, bucket_url)
+    assert not [o for o in left if WEEK in o], left  # the intermediates and the dead run's claim
+    assert sorted(left) == [
+        f".run_claims/{OTHER_WEEK}/run-{OTHER_WEEK}.json",
+        f"etl/frame/{OTHER_WEEK}.parquet",
+    ]
+    assert not copy.exists() and not list((tmp / "data").rglob(f"{WEEK}.*"))
+    logs = tmp / "logs" / "etl"
+    record = json.loads(next(logs.glob("erasure_*.json")).read_text())
+    assert list(record["intermediates_removed"]) == [WEEK]
+    assert {
+        f"{bucket_url}/etl/frame/{WEEK}.parquet",
+        f"{bucket_url}/etl/report/{WEEK}.json",
+        str(copy),
+    } <= set(record["intermediates_removed"][WEEK])
+    failed = json.loads(next(logs.glob("failed_*.json")).read_text())
+    assert (failed["recorded_by"], failed["week_start"]) == ("orphan sweep", WEEK)
 
 
 def test_a_missing_bucket_fails_the_step_saying_so(tmp_path, gcs_emulator):

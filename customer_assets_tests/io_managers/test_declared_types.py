@@ -26,7 +26,8 @@ from customer_assets.dagster_types import (
     stored_frame_type,
 )
 from customer_assets.frames import StoredFrame
-from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager, to_arrow
+from customer_assets.io_managers.duckdb_incoming import to_arrow
+from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import weekly_partitions
 from customer_assets.schemas import UTC_TS, UnifiedCustomerProfiles
 from customer_assets_tests.io_managers.test_bigquery_warehouse import (

@@ -18,13 +18,15 @@ from customer_assets.logic.identity import (
     standardise_ids,
     valid_emails,
 )
-from customer_assets.logic.profiles import (
-    build_profiles,
+from customer_assets.logic.per_person import (
     deduplicate_records,
-    engagement_score,
-    status_for,
     transaction_aggregates,
     transaction_aggregates_sql,
+)
+from customer_assets.logic.profiles import (
+    build_profiles,
+    engagement_score,
+    status_for,
     value_tier,
 )
 from customer_assets.schemas import UnifiedCustomerProfiles

@@ -7,7 +7,7 @@ from customer_assets.logic import checks
 from customer_assets.logic.quality import (
     build_quality_report,
     metrics_row,
-    quality_status,
+    quarantine_level,
     report_markdown,
 )
 from customer_assets.schemas import DataQualityMetrics
@@ -18,7 +18,7 @@ from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, valid
     "rate,status", [(0.0, "pass"), (0.049, "pass"), (0.05, "warn"), (0.10, "warn"), (0.101, "fail")]
 )
 def test_status_thresholds(rate, status):
-    assert quality_status(rate, 0.05, 0.10) == status
+    assert quarantine_level(rate, 0.05, 0.10) == status
 
 
 def test_row_conservation_check():

@@ -2,13 +2,8 @@
 
 import pandas as pd
 
-from customer_assets.logic.resolution import (
-    IDENTITY_COLUMNS,
-    carry_identity,
-    resolve,
-    standardise_erp,
-    week_records,
-)
+from customer_assets.logic.resolution import IDENTITY_COLUMNS, carry_identity, resolve
+from customer_assets.logic.source_records import standardise_erp, week_records
 
 
 def _ts(day: str) -> pd.Timestamp:

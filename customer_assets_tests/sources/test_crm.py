@@ -152,7 +152,7 @@ def test_standardised_records_hash_contact_details_with_the_key():
 
 
 def test_partial_extract_is_marked_in_the_materialization(tmp_path):
-    from customer_assets.assets.profiles import crm_customers
+    from customer_assets.assets.profile_inputs import crm_customers
     from customer_assets.resources.postgres import PostgresSource
     from customer_assets.settings import PipelineSettings
 
@@ -211,8 +211,8 @@ def test_the_crm_table_reads_as_the_same_records_as_the_api_gives(small_source):
     as records of Python values (what psycopg2 returns, what the API path standardises)."""
     import psycopg2
 
+    from customer_assets.logic.crm import CRM_FIELDS
     from customer_assets.sources.crm import (
-        CRM_FIELDS,
         CRM_TABLE_SQL,
         CrmExtract,
         accept_records,

@@ -17,8 +17,9 @@ import pytest
 import customer_assets.sources.kafka as kafka_module
 from customer_assets.assets.kafka import empty_week_hint, lag_outcome
 from customer_assets.sources.events import aggregate, read_week
-from customer_assets.sources.kafka import KafkaSource, KafkaUnavailable, Landing, PartitionProgress
+from customer_assets.sources.kafka import KafkaSource, KafkaUnavailable
 from customer_assets.sources.kafka_files import week_event_lines
+from customer_assets.sources.kafka_landing import Landing, PartitionProgress
 from customer_assets.sources.kafka_values import AvroDecoder, Undecodable, decode_json, event_day
 from customer_assets_tests.support.kafka_broker import (
     create_topic,

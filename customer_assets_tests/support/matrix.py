@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from customer_assets.cleanup import IntermediateGraph
+from customer_assets.cleanup.progress import IntermediateGraph
 from customer_assets.definitions import pipeline_assets
 from customer_assets.hooks import cleanup_hooks
 

@@ -1,0 +1,110 @@
+"""Which step writes and which steps read each intermediate, and where a run is: together they say
+which intermediates no step of the run can still read (``no_longer_needed``), so that the sweep as
+the run goes (point 1 of the package docstring) never removes what a step still has to read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+from customer_assets.cleanup.intermediates import ETL
+
+_ENDED = {
+    DagsterEventType.STEP_SUCCESS,
+    DagsterEventType.STEP_FAILURE,
+    DagsterEventType.STEP_SKIPPED,
+}
+
+
+@dataclass(frozen=True)
+class IntermediateGraph:
+    """Which op writes each intermediate, and which ops read it as an input: taken from the
+    definitions, so an asset added later is covered without a list to keep."""
+
+    producer: dict[dg.AssetKey, str] = field(default_factory=dict)
+    consumers: dict[dg.AssetKey, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, assets: Iterable) -> IntermediateGraph:
+        producer: dict[dg.AssetKey, str] = {}
+        consumers: dict[dg.AssetKey, set[str]] = {}
+        executable = [a for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_executable]
+        for assets_def in executable:
+            for key in assets_def.keys:
+                if key.path[0] == ETL:
+                    producer[key] = assets_def.op.name
+        for assets_def in executable:
+            for name, key in assets_def.keys_by_input_name.items():
+                if key in producer and not assets_def.op.ins[name].dagster_type.is_nothing:
+                    consumers.setdefault(key, set()).add(assets_def.op.name)
+        return cls(producer, {k: frozenset(v) for k, v in consumers.items()})
+
+
+@dataclass
+class RunProgress:
+    """Where a run is: its plan's steps and their upstream steps, and which steps ended and how."""
+
+    steps: set[str]
+    upstream: dict[str, set[tuple[str, str]]]
+    succeeded: set[str]
+    ended: set[str]
+    outputs: set[tuple[str, str]]
+
+    @classmethod
+    def of(
+        cls,
+        instance: dg.DagsterInstance,
+        run: dg.DagsterRun,
+        current: str | None = None,
+        current_succeeded: bool = False,
+    ) -> RunProgress:
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        upstream = {
+            step.key: {
+                (h.step_key, h.output_name) for i in step.inputs for h in i.upstream_output_handles
+            }
+            for step in plan.steps
+        }
+        succeeded, ended, outputs = set(), set(), set()
+        for record in instance.get_records_for_run(
+            run.run_id, of_type={*_ENDED, DagsterEventType.STEP_OUTPUT}, limit=100_000
+        ).records:
+            event = record.event_log_entry.dagster_event
+            if event.event_type == DagsterEventType.STEP_OUTPUT:
+                outputs.add((event.step_key, event.step_output_data.step_output_handle.output_name))
+                continue
+            ended.add(event.step_key)
+            if event.event_type == DagsterEventType.STEP_SUCCESS:
+                succeeded.add(event.step_key)
+        if current:
+            ended.add(current)
+            (succeeded.add if current_succeeded else succeeded.discard)(current)
+        return cls(set(plan.step_keys_to_execute), upstream, succeeded, ended, outputs)
+
+    def can_still_run(self, step: str, seen: frozenset[str] = frozenset()) -> bool:
+        """Not ended, and not bound to be skipped: every upstream step may still run or gave what
+        is needed."""
+        if step not in self.steps or step in self.ended or step in seen:
+            return False
+        for upstream, output in self.upstream.get(step, ()):
+            if upstream in self.ended:
+                if upstream not in self.succeeded or (upstream, output) not in self.outputs:
+                    return False
+            elif not self.can_still_run(upstream, seen | {step}):
+                return False
+        return True
+
+
+def no_longer_needed(graph: IntermediateGraph, progress: RunProgress) -> list[dg.AssetKey]:
+    """Intermediates whose producer is done in this run and that no step of the run can still
+    read."""
+    done = []
+    for key, producer in graph.producer.items():
+        if producer in progress.steps and producer not in progress.ended:
+            continue
+        if not any(progress.can_still_run(step) for step in graph.consumers.get(key, ())):
+            done.append(key)
+    return done

@@ -1,0 +1,98 @@
+"""The sweep of a run's intermediates: as its steps end (called by the hooks of ``hooks.py``), and
+when its plan ends, however it ended (the wrapped executor of ``with_final_sweep``); points 1 and 2
+of the package docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster._core.executor.base import Executor
+
+from customer_assets.cleanup.claims import release_claims, sweep_orphans
+from customer_assets.cleanup.intermediates import intermediate_files, remove_intermediates
+from customer_assets.cleanup.progress import IntermediateGraph, RunProgress, no_longer_needed
+from customer_assets.cleanup.records import add_to_record
+from customer_assets.cleanup.runs import run_weeks
+from customer_assets.io_managers.intermediate_root import home_root
+from customer_assets.settings import PipelineSettings
+
+
+def sweep(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    settings: PipelineSettings,
+    graph: IntermediateGraph,
+    current: str | None = None,
+    current_succeeded: bool = False,
+    final: bool = False,
+) -> list[str]:
+    """Remove the run's intermediates that no step of it can still read (all of them when
+    ``final``)."""
+    keys = (
+        None
+        if final
+        else no_longer_needed(graph, RunProgress.of(instance, run, current, current_succeeded))
+    )
+    removed, remaining = [], []
+    for week in run_weeks(run):
+        removed += remove_intermediates(settings, week, keys)[0]
+        left = [str(p) for p in intermediate_files(settings, week)]
+        if not left:
+            # the customer-level reports go with the last
+            removed += remove_intermediates(settings, week)[0]
+            release_claims(home_root(settings), run.run_id, [week])
+        remaining += left
+    add_to_record(instance, run.run_id, removed, remaining)
+    return removed
+
+
+class FinalSweepExecutor(Executor):
+    """An executor that runs another and, when the plan is done however it ended, removes the run's
+    intermediates (see the package docstring)."""
+
+    def __init__(self, inner: Executor, settings: PipelineSettings, graph: IntermediateGraph):
+        self.inner, self.settings, self.graph = inner, settings, graph
+
+    @property
+    def retries(self):
+        return self.inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self.inner.step_dependency_config
+
+    def execute(self, plan_context, execution_plan) -> Iterator:
+        orphans = sweep_orphans(self.settings, plan_context.instance, keep_run=plan_context.run_id)
+        for week, removed in orphans.items():
+            plan_context.log.warning(
+                f"removed {len(removed)} intermediate file(s) of week {week} left by a run "
+                "that ended without cleaning up (recorded in failed_*.json)"
+            )
+        try:
+            yield from self.inner.execute(plan_context, execution_plan)
+        finally:
+            run = plan_context.instance.get_run_by_id(plan_context.run_id)
+            removed = sweep(plan_context.instance, run, self.settings, self.graph, final=True)
+            release_claims(home_root(self.settings), run.run_id, run_weeks(run))
+            if removed:
+                plan_context.log.info(
+                    f"run ended: removed {len(removed)} intermediate file(s) of "
+                    f"{', '.join(run_weeks(run))}"
+                )
+
+
+def with_final_sweep(
+    base: dg.ExecutorDefinition, settings: PipelineSettings, graph: IntermediateGraph
+) -> dg.ExecutorDefinition:
+    """``base`` (same name and configuration), with the run's intermediates removed when its plan
+    ends."""
+    return dg.ExecutorDefinition(
+        name=base.name,
+        config_schema=base.config_schema,
+        requirements=base.get_requirements,
+        description=f"{base.description or base.name}; removes the run's intermediates when it ends",
+        executor_creation_fn=lambda init: FinalSweepExecutor(
+            base.executor_creation_fn(init), settings, graph
+        ),
+    )

@@ -1,0 +1,145 @@
+"""How the records of identity resolution link: by a shared keyed email or phone hash, or by id
+(``id_links``: the id spaces of the shop, the ERP and the CRM), and the persons the links make
+(``components``). Also which records a week can reach (``reachable``) and what a link was made
+of (``merged_on``, ``matched_on``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from customer_assets.logic.identity import arrow_text
+
+LINKS = ("email_hash", "phone_hash", "id_link")
+
+
+def components(records: pd.DataFrame, links: tuple[str, ...] = LINKS) -> np.ndarray:
+    """For each record, the smallest position among the records it is linked to, directly or not:
+    labels spread through each shared key (integer codes, factorized once) until nothing changes."""
+    label = np.arange(len(records))
+    keys = []
+    for key in links:
+        codes, uniques = pd.factorize(records[key])  # missing values get -1
+        present = codes >= 0
+        if present.any():
+            keys.append((codes[present], present, len(uniques)))
+    while True:
+        before = label.copy()
+        for codes, present, size in keys:
+            smallest = np.full(size, len(label))
+            np.minimum.at(smallest, codes, label[present])
+            label[present] = np.minimum(label[present], smallest[codes])
+        label = label[
+            label
+        ]  # follow each label to its own label: components collapse in few rounds
+        if np.array_equal(label, before):
+            return label
+
+
+def id_links(records: pd.DataFrame, week_start) -> tuple[pd.Series, int]:
+    """What each record links on by id, and how many id collisions the week's records are in.
+
+    The shop (``database``) and the ERP are systems of record: two of their ids equal but for case
+    (``C1``, ``c1``) are two customers, who link on their exact ids (ID_COLLISION); other ids link
+    without case. The ERP's ids link only among themselves (``erp:`` before them). The CRM's ids
+    refer to the shop's customers, spelled loosely: a CRM id links to the shop's record of that
+    exact id, else to the one shop record equal to it but for case, else (no shop record) without
+    case."""
+    ids = records["source_customer_id"].astype("str")
+    erp = (records["source"] == "erp").to_numpy()
+    upper = ids.str.upper()
+    prefix = pd.Series(np.where(erp, "erp:", ""), index=records.index, dtype="str")
+    frame = pd.DataFrame({"source": records["source"], "upper": upper, "id": ids})
+    of_record = frame[records["source"] != "crm"]
+    colliding_group = of_record.groupby(["source", "upper"])["id"].transform("nunique") > 1
+    colliding = pd.Series(False, index=records.index)
+    colliding[of_record.index] = colliding_group.to_numpy()
+    link = (prefix + upper).where(~colliding, prefix + ids)
+    # The CRM's ids, resolved against the shop's.
+    crm = (records["source"] == "crm").to_numpy()
+    shop = frame[records["source"] == "database"]
+    shop_link = link[shop.index]
+    exact_shop = pd.Series(shop_link.to_numpy(), index=shop["id"].to_numpy())
+    exact_shop = exact_shop[~exact_shop.index.duplicated()]
+    single = shop.assign(link=shop_link)[~colliding[shop.index].to_numpy()].drop_duplicates("upper")
+    by_upper = pd.Series(single["link"].to_numpy(), index=single["upper"].to_numpy())
+    crm_ids = ids[crm]
+    resolved = crm_ids.map(exact_shop).fillna(upper[crm].map(by_upper)).fillna(upper[crm])
+    link[crm] = resolved.to_numpy()
+    this_week = (pd.to_datetime(records["last_seen_week"]) == pd.Timestamp(week_start)).to_numpy()
+    week_colliding = frame[colliding.to_numpy() & this_week]
+    groups = frame[colliding.to_numpy()].merge(
+        week_colliding[["source", "upper"]].drop_duplicates(), on=["source", "upper"]
+    )
+    collisions = int(
+        groups.drop_duplicates(["source", "id"]).shape[0]
+        - groups.drop_duplicates(["source", "upper"]).shape[0]
+    )
+    return link.astype("str"), collisions
+
+
+def reachable(records: pd.DataFrame, start: np.ndarray) -> np.ndarray:
+    """The records linked to the ``start`` ones, directly or not, through a keyed email or phone
+    hash, an id compared without case (a superset of the id links) or a person."""
+
+    def text(values: pd.Series) -> pa.ChunkedArray:
+        return arrow_text(
+            values.astype("str").where(values.notna(), None) if values.dtype == object else values
+        )
+
+    ids = pc.utf8_upper(text(records["source_customer_id"]))
+    erp = text(records["source"]).to_numpy(zero_copy_only=False) == "erp"
+    tag = pa.scalar("erp:", pa.large_string())
+    ids = pc.if_else(
+        pa.array(erp), pc.binary_join_element_wise(tag, ids, pa.scalar("", pa.large_string())), ids
+    )
+    keys = [
+        text(records["email_hash"]),
+        text(records["phone_hash"]),
+        text(records["customer_id"]),
+        ids,
+    ]
+    touched = start.copy()
+    while True:
+        grown = touched.copy()
+        mask = pa.array(touched)
+        for key in keys:
+            values = pc.unique(key.filter(mask)).drop_null()
+            if len(values):
+                grown |= (
+                    pc.is_in(key, value_set=values).fill_null(False).to_numpy(zero_copy_only=False)
+                )
+        if (grown == touched).all():
+            return touched
+        touched = grown
+
+
+def merged_on(records: pd.DataFrame, components: pd.Series) -> pd.Series:
+    """For each component of a merge, the kinds of link ('email', 'phone', 'id', joined by '+') that
+    connect records of different persons (or records new this week) in it."""
+    rows = records[records["component"].isin(components)]
+    group = rows["person_link"].where(
+        rows["person_link"].notna(), "new:" + rows.index.astype("str")
+    )
+    kinds: dict[int, list[str]] = {}
+    for key, name in (("email_hash", "email"), ("phone_hash", "phone"), ("id_link", "id")):
+        linked = pd.DataFrame(
+            {"component": rows["component"], "value": rows[key], "group": group}
+        ).dropna()
+        across = linked.groupby(["component", "value"])["group"].nunique()
+        for component in across[across > 1].index.get_level_values("component").unique():
+            kinds.setdefault(component, []).append(name)
+    return components.map(lambda c: "+".join(kinds.get(c, [])) or "person").astype("str")
+
+
+def matched_on(records: pd.DataFrame) -> pd.Series:
+    """What links each record to the others of its person (the keyed email hash before the phone
+    before the id); 'self' when nothing does."""
+    matched = pd.Series("self", index=records.index, dtype="object")
+    for key, name in (("id_link", "id"), ("phone_hash", "phone"), ("email_hash", "email")):
+        shared = records[key].notna() & records.duplicated(["customer_id", key], keep=False)
+        matched[shared.to_numpy()] = name
+    return matched.astype("str")

@@ -1,0 +1,204 @@
+"""The week's sources keyed by person (``customer_identity_map``), ready for the profile build.
+
+Each source's id is replaced by its person's, the week's event and transaction aggregates of one
+person's ids (or of raw ids that standardise to one id) are combined into one row, and a person's
+records are made one (the CRM's before the ERP's before the database's). Apart from the profile
+build (profiles.py): the profile step maps its inputs before it builds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from customer_assets.duck import connect, quoted
+from customer_assets.logic.identity import standardise_ids
+
+SOURCE_PRIORITY = {"crm": 0, "erp": 1, "database": 2}  # seed 004's order
+
+
+def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
+    """One record per customer id: each field from CRM before database, then the most recent update.
+
+    A field the preferred record lacks (the CRM knows no country) comes from the next record that
+    has it. Records without an id are dropped; the result is ordered by id.
+    """
+    # Each record's place in its customer's order as one number: CRM first, then the latest update
+    # (records without one last), then the order they came in. Sorting these numbers skips sorting
+    # the id strings.
+    priority = (
+        records["source"].map(SOURCE_PRIORITY).fillna(len(SOURCE_PRIORITY)).to_numpy(dtype=np.int64)
+    )
+    updated = pd.to_datetime(records["updated_at"], utc=True)
+    missing = updated.isna().to_numpy()
+    newest_first = np.where(missing, 0, -updated.to_numpy(dtype="datetime64[ns]").view(np.int64))
+    rank = np.empty(len(records), dtype=np.int64)
+    rank[np.lexsort((np.arange(len(records)), newest_first, missing, priority))] = np.arange(
+        len(records)
+    )
+    # DuckDB groups the ids faster than pandas, which hashes Arrow text through Python. Per id and
+    # column it picks the row position of the value to take: aggregation states stay integers, and
+    # each value keeps its type when Arrow takes it.
+    columns = ["customer_id", *(c for c in records.columns if c != "customer_id")]
+    picks = ", ".join(
+        f"arg_min(_rn, _ord) FILTER (WHERE {quoted(c)} IS NOT NULL) AS {quoted(c)}" for c in columns
+    )
+    table = pa.Table.from_pandas(records, preserve_index=False)
+    with connect() as con:
+        con.register(
+            "records",
+            table.append_column(
+                "_rn", pa.array(np.arange(len(records), dtype=np.int64))
+            ).append_column("_ord", pa.array(rank)),
+        )
+        rows = con.sql(
+            f"SELECT {picks} FROM records WHERE customer_id IS NOT NULL "
+            "GROUP BY records.customer_id ORDER BY records.customer_id"
+        ).to_arrow_table()
+    return pa.table({c: table.column(c).take(rows.column(c)) for c in columns}).to_pandas()
+
+
+TRANSACTION_AGGREGATES_SQL = """
+SELECT customer_id, count(*) AS week_transaction_count,
+       sum(round(amount_usd * 1000000)::BIGINT) AS _spend_micro_usd,
+       max("timestamp") AS last_transaction_at,
+       arg_max(country, _rn) FILTER (WHERE country IS NOT NULL) AS country,
+       max(_rn) FILTER (WHERE country IS NOT NULL) AS _country_rn,
+       arg_max(segment, _rn) FILTER (WHERE segment IS NOT NULL) AS segment,
+       max(_rn) FILTER (WHERE segment IS NOT NULL) AS _segment_rn,
+       {carried} AS carried_lifetime_value_usd
+FROM transactions WHERE customer_id IS NOT NULL GROUP BY customer_id
+"""
+TRANSACTION_AGGREGATE_COLUMNS = [
+    "customer_id",
+    "week_transaction_count",
+    "week_spend_usd",
+    "last_transaction_at",
+    "country",
+    "segment",
+    "carried_lifetime_value_usd",
+]
+
+
+def transaction_aggregates_sql(columns: list[str]) -> str:
+    """``TRANSACTION_AGGREGATES_SQL`` for the week's transformed transactions with ``columns``
+    (DuckDB, over the relation ``transactions`` and ``_rn``, each row's place in the file): the
+    carried lifetime value where the rows carry it (transformed transactions do)."""
+    carried = (
+        "max(customer_lifetime_value)"
+        if "customer_lifetime_value" in columns
+        else "CAST(NULL AS DOUBLE)"
+    )
+    return TRANSACTION_AGGREGATES_SQL.format(carried=carried)
+
+
+def transaction_aggregates(per_raw_id: pd.DataFrame) -> pd.DataFrame:
+    """Per customer id (trimmed): the week's transaction count, USD spend, last purchase, and the
+    last known country and segment (in row order). Rows without an id are left out.
+
+    ``per_raw_id`` holds the rows of ``transaction_aggregates_sql``, which DuckDB runs over the
+    week's Parquet file itself (``frames.query_stored``), so the week's rows never become a
+    DataFrame. Raw ids that standardise to the same id (`` c1`` and ``c1``) are combined here. USD
+    amounts carry six decimals (``with_usd`` in validation), so they are summed exactly as whole
+    micro-dollars: the same total in any order, on every rerun.
+    """
+    per_raw_id = per_raw_id.copy(deep=False)  # Copy-on-Write: columns are replaced, not written
+    per_raw_id["last_transaction_at"] = per_raw_id["last_transaction_at"].astype(
+        "datetime64[ns, UTC]"
+    )
+    per_raw_id["_spend_micro_usd"] = per_raw_id["_spend_micro_usd"].astype("int64")
+    per_raw_id["customer_id"] = standardise_ids(per_raw_id["customer_id"])
+    per_raw_id = per_raw_id.dropna(subset=["customer_id"])
+    merged = per_raw_id["customer_id"].duplicated(keep=False).to_numpy()
+    if merged.any():
+        per_raw_id = pd.concat(
+            [per_raw_id[~merged], _combine(per_raw_id[merged])], ignore_index=True
+        )
+    per_raw_id["week_spend_usd"] = per_raw_id.pop("_spend_micro_usd") / 1_000_000
+    return per_raw_id[TRANSACTION_AGGREGATE_COLUMNS].sort_values("customer_id", ignore_index=True)
+
+
+def _combine(parts: pd.DataFrame) -> pd.DataFrame:
+    """Aggregates of raw ids that are one customer once standardised, combined into one row each."""
+    grouped = parts.groupby("customer_id", sort=False)
+    out = grouped.agg(
+        week_transaction_count=("week_transaction_count", "sum"),
+        _spend_micro_usd=("_spend_micro_usd", "sum"),
+        last_transaction_at=("last_transaction_at", "max"),
+        carried_lifetime_value_usd=("carried_lifetime_value_usd", lambda v: v.sum(min_count=1)),
+    )
+    for column in ("country", "segment"):
+        known = parts.dropna(subset=[f"_{column}_rn"]).sort_values(f"_{column}_rn")
+        out[column] = known.drop_duplicates("customer_id", keep="last").set_index("customer_id")[
+            column
+        ]
+    return out.reset_index()
+
+
+EVENT_SUMS = (
+    "page_views",
+    "unique_features_used",
+    "purchase_count",
+    "purchase_amount",
+    "support_interactions",
+)
+
+
+def to_persons(
+    frame: pd.DataFrame, identity: pd.DataFrame, sources: tuple[str, ...]
+) -> pd.DataFrame:
+    """``frame`` with each ``customer_id`` (a source id) replaced by its person's id: looked up
+    among the identity's records of ``sources``, in that order; an id no record holds stays as it is
+    (a customer of its own, counted unmatched if nothing else knows it)."""
+    ids = frame["customer_id"].astype("str")
+    person = pd.Series(None, index=frame.index, dtype=object)
+    records = identity.loc[identity["source"].isin(sources)]
+    for source in sources:
+        lookup = (
+            records.loc[records["source"] == source]
+            .drop_duplicates("source_customer_id")
+            .set_index("source_customer_id")["customer_id"]
+        )
+        person = person.where(person.notna(), ids.map(lookup))
+    # Then without case, where that names one person only (``C1`` and ``c1`` of one source are two).
+    loose = records.assign(key=records["source_customer_id"].str.upper()).drop_duplicates(
+        ["key", "customer_id"]
+    )
+    loose = loose.loc[~loose["key"].duplicated(keep=False)].set_index("key")["customer_id"]
+    person = person.fillna(ids.str.upper().map(loose))
+    return frame.assign(customer_id=person.fillna(ids).astype("str"))
+
+
+def events_per_person(events: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
+    """The week's event aggregates per person: the counts of a person's ids summed (distinct
+    features too: a feature used under two ids counts twice), the last event the latest."""
+    mapped = to_persons(events, identity, ("database", "crm"))
+    if not mapped["customer_id"].duplicated().any():
+        return mapped
+    out = (
+        mapped.groupby("customer_id", sort=True)
+        .agg(**{c: (c, "sum") for c in EVENT_SUMS}, last_event_at=("last_event_at", "max"))
+        .reset_index()
+    )
+    return out[events.columns]
+
+
+def transactions_per_person(transactions: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
+    """The week's ``transaction_aggregates`` per person (its database ids' rows combined)."""
+    mapped = to_persons(transactions, identity, ("database",))
+    merged = mapped["customer_id"].duplicated(keep=False).to_numpy()
+    if not merged.any():
+        return mapped
+    parts = mapped[merged].assign(
+        _spend_micro_usd=np.round(mapped.loc[merged, "week_spend_usd"] * 1_000_000)
+    )
+    combined = _combine(
+        parts.assign(
+            _country_rn=parts["country"].notna().cumsum().where(parts["country"].notna()),
+            _segment_rn=parts["segment"].notna().cumsum().where(parts["segment"].notna()),
+        )
+    )
+    combined["week_spend_usd"] = combined.pop("_spend_micro_usd") / 1_000_000
+    out = pd.concat([mapped[~merged], combined], ignore_index=True)
+    return out[TRANSACTION_AGGREGATE_COLUMNS].sort_values("customer_id", ignore_index=True)

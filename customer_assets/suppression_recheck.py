@@ -1,0 +1,111 @@
+"""The re-check after each write: every step that writes a customer table (tagged by
+``holds_customer_ids``) reads the suppression list again once it has written, and removes the
+listed customers from what it wrote (``scrub``), so a run that started before an erasure cannot
+undo it. Apart from ``suppression.py`` (the list itself) because it is wiring of the steps: hooks
+added to the assets by ``with_suppression_recheck``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from customer_assets.cleanup.runs import run_week
+from customer_assets.resources.warehouse_sql import WarehouseSQL
+from customer_assets.suppression import (
+    MAP_TABLE,
+    SCHEMA,
+    canonical_ids,
+    customer_tables_of,
+    delete_customers,
+    id_columns,
+    rewrite_files,
+    suppressed_hashes,
+    suppressed_mask,
+)
+
+
+def scrub(warehouse: WarehouseSQL, hash_key: str, tables, files: list[Path]) -> dict[str, int]:
+    """Remove listed customers from ``tables`` and ``files`` again (after a step wrote them): the
+    list is read after the write, so an erasure that ran before the write is in it, and one that
+    runs after deletes the rows itself. Nothing to do, and one small query, while the list is
+    empty."""
+    hashes = suppressed_hashes(warehouse, hash_key)
+    if not hashes:
+        return {}
+    removed = {}
+    for name in tables:
+        if not warehouse.exists(SCHEMA, name):
+            continue
+        columns = ", ".join(id_columns(name))
+        if name == MAP_TABLE:  # the ERP's records by their namespaced ids
+            columns = (
+                "customer_id, CASE WHEN source = 'erp' THEN 'erp:' ELSE '' END || source_customer_id "
+                "AS source_customer_id"
+            )
+        present = warehouse.query(
+            f"SELECT DISTINCT {columns} FROM {{table}}", table=warehouse.table(SCHEMA, name)
+        )
+        ids = pd.Series(pd.unique(present.to_numpy().ravel()), dtype="str").dropna()
+        erased = canonical_ids(ids[suppressed_mask(ids, hashes, hash_key).to_numpy()].tolist())
+        if erased:
+            removed.update(delete_customers(warehouse, erased, [name]))
+    removed.update(rewrite_files(files, lambda ids: suppressed_mask(ids, hashes, hash_key)))
+    return {k: v for k, v in removed.items() if v}
+
+
+def _resource(context: dg.HookContext, key: str):
+    """A hook's resource as a step gets it: ``context.resources`` holds what a resource's setup
+    yields (for dagster-gcp's BigQueryResource, a bare client), its ``original_resource_dict`` the
+    resource object."""
+    return (getattr(context.resources, "original_resource_dict", None) or {}).get(key) or getattr(
+        context.resources, key
+    )
+
+
+def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
+    """Hooks that scrub ``tables`` (and the week's report files) once their step has written,
+    whether the step then succeeded or not (a failed check does not undo its asset's write)."""
+
+    def _scrub(context: dg.HookContext) -> None:
+        run = context.instance.get_run_by_id(context.run_id)
+        week = run_week(run)
+        settings = _resource(context, "settings")
+        files = [Path(settings.reports_dir, week)] if week else []
+        removed = scrub(
+            _resource(context, "warehouse"), _resource(context, "crm").hash_key, tables, files
+        )
+        if removed:
+            context.log.info(
+                f"{sum(removed.values())} row(s) of customers erased while the run ran removed "
+                f"again: {removed}"
+            )
+
+    resources = {"warehouse", "crm", "settings"}
+    name = "__".join(tables)
+
+    @dg.success_hook(name=f"recheck_suppression_after_{name}", required_resource_keys=resources)
+    def after_success(context: dg.HookContext) -> None:
+        _scrub(context)
+
+    @dg.failure_hook(
+        name=f"recheck_suppression_after_failed_{name}", required_resource_keys=resources
+    )
+    def after_failure(context: dg.HookContext) -> None:
+        _scrub(context)
+
+    return {after_success, after_failure}
+
+
+def with_suppression_recheck(assets: list) -> list:
+    """Every step that writes a customer table (tagged by ``holds_customer_ids``) re-reads the
+    suppression list after its write (``scrub``)."""
+    out = []
+    for asset in assets:
+        written = tuple(sorted(customer_tables_of(getattr(asset, "specs", ()))))
+        if written and isinstance(asset, dg.AssetsDefinition) and asset.is_executable:
+            asset = asset.with_hooks(_recheck_hooks(written))
+        out.append(asset)
+    return out
