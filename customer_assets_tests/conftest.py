@@ -38,7 +38,8 @@ def pg_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_source(pg_server, tmp_path_factory):
-    """A seeded source with 3 weeks ending 2026-11-16 and the default ~1.5% dirty rows, CRM and events."""
+    """A seeded source with 3 weeks ending 2026-11-16 and the default ~1.5% dirty rows, CRM and
+    events."""
     EVENTS["small_source"] = tmp_path_factory.mktemp("events") / "small_source"
     return create_source(pg_server, "small_source", SMALL, EVENTS["small_source"])
 
@@ -55,9 +56,9 @@ def plain_source(pg_server):
 def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
     """Point the deployment's environment at a source database and at per-test local paths.
 
-    ``crm=True`` serves the seeded CRM table through a loopback CRM API (the production path; without a CRM
-    API a non-demo source has no CRM), ``events=False`` leaves the landing zone unconfigured, ``erp=True`` points
-    ERP_DB_* at the seeded ``erp.customers``."""
+    ``crm=True`` serves the seeded CRM table through a loopback CRM API (the production path;
+    without a CRM API a non-demo source has no CRM), ``events=False`` leaves the landing zone
+    unconfigured, ``erp=True`` points ERP_DB_* at the seeded ``erp.customers``."""
     servers = contextlib.ExitStack()
     request.addfinalizer(servers.close)
 
@@ -77,7 +78,8 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
         else:
             monkeypatch.delenv("EVENTS_PATH", raising=False)
         monkeypatch.setenv("PII_HASH_KEY", "test-hash-key")
-        # The shipped ECB file, never a fetch of the live one: figures must not change with the day the tests run.
+        # The shipped ECB file, never a fetch of the live one: figures must not change with the day
+        # the tests run.
         import currency_converter
 
         monkeypatch.setenv("ECB_RATES_FILE", currency_converter.CURRENCY_FILE)
@@ -97,7 +99,8 @@ def pipeline_env(monkeypatch, tmp_path: Path, pg_server, request):
             "ERP_DB_COLUMNS",
         ):
             monkeypatch.delenv(name, raising=False)
-        if erp:  # the seeded erp.customers, read as a separate ERP database would be (the production path)
+        # the seeded erp.customers, read as a separate ERP database would be (the production path)
+        if erp:
             monkeypatch.setenv("ERP_DB_HOST", socket_dir(pg_server))
             monkeypatch.setenv("ERP_DB_NAME", dbname)
             monkeypatch.setenv("ERP_DB_USER", "postgres")
@@ -139,7 +142,8 @@ def bigquery_client(bigquery_endpoint):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Each phase's report on the test item (``rep_call``...), for fixtures that act on a failure (screenshots)."""
+    """Each phase's report on the test item (``rep_call``...), for fixtures that act on a failure
+    (screenshots)."""
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)

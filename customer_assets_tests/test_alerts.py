@@ -1,5 +1,5 @@
-"""Issue 13: alerts to a Slack-compatible webhook (a loopback HTTP server), volume and quality bands,
-freshness misses, and checks recorded per week."""
+"""Issue 13: alerts to a Slack-compatible webhook (a loopback HTTP server), volume and quality
+bands, freshness misses, and checks recorded per week."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def test_a_failed_run_and_its_failed_blocking_check_post_alerts(
 def test_volume_out_of_its_band_warns_per_week_and_alerts(
     pipeline_env, small_source, monkeypatch, webhook
 ):
-    """The week's row count against the 8 loaded weeks before it (reported here ten times larger)."""
+    """The week's row count against the 8 loaded weeks before it (reported here ten times
+    larger)."""
     url, received = webhook
     pipeline_env("small_source", events=False)
     monkeypatch.setenv("ALERT_WEBHOOK_URL", url)

@@ -9,8 +9,8 @@ from customer_assets_tests.support.frames import raw_frame, raw_row
 
 
 def test_checking_a_frame_never_changes_it():
-    """Type checks validate a Copy-on-Write view "in place" (no deep copy of each output): what pandera
-    coerces there must not reach the frame that is written."""
+    """Type checks validate a Copy-on-Write view "in place" (no deep copy of each output): what
+    pandera coerces there must not reach the frame that is written."""
     df = raw_frame(raw_row(), raw_row(transaction_id="X"))
     df["amount"] = df["amount"].astype(
         "float32"
@@ -21,8 +21,9 @@ def test_checking_a_frame_never_changes_it():
 
 
 def test_the_fast_type_check_decides_as_pandera_does():
-    """The cheap check compares dtypes without coercing; a frame it rejects goes to pandera's full check, so
-    a frame whose types only coerce to the model's still passes, and one that cannot coerce still fails."""
+    """The cheap check compares dtypes without coercing; a frame it rejects goes to pandera's full
+    check, so a frame whose types only coerce to the model's still passes, and one that cannot
+    coerce still fails."""
     import pandera.pandas as pandera
 
     check, fast = frame_check(RawTransactions), _passes_fast_check(RawTransactions)

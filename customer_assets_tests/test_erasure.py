@@ -1,4 +1,5 @@
-"""Issue 12, item 7: a customer forgotten on request, in DuckDB (the whole weekly graph) and in BigQuery."""
+"""Issue 12, item 7: a customer forgotten on request, in DuckDB (the whole weekly graph) and in
+BigQuery."""
 
 from __future__ import annotations
 
@@ -38,16 +39,17 @@ def test_erased_customer_is_gone_after_erasure_and_backfill(pipeline_env, small_
     tmp = pipeline_env("small_source")
     db = tmp / "warehouse.duckdb"
     run_week(WEEK)
-    # The week's bot: in every table, and flagged HIGH_FREQUENCY_CUSTOMER. No file lists customers after the run
-    # (anomalies.csv goes with the intermediates, issue 23): the flagged rows are a warehouse table.
+    # The week's bot: in every table, and flagged HIGH_FREQUENCY_CUSTOMER. No file lists customers
+    # after the run (anomalies.csv goes with the intermediates, issue 23): the flagged rows are a
+    # warehouse table.
     listed = warehouse(db, "SELECT * FROM customer_analytics.flagged_transactions")
     customer = listed.loc[
         listed["anomaly_flags"].str.contains("HIGH_FREQUENCY"), "customer_id"
     ].iloc[0]
     assert not (tmp / "data" / "reports" / WEEK / "anomalies.csv").exists()
     before = _rows_of(db, customer)
-    # In every customer table (the bot has no quarantined row, and the quarantine of unresolvable facts is empty in
-    # the demo week).
+    # In every customer table (the bot has no quarantined row, and the quarantine of unresolvable
+    # facts is empty in the demo week).
     assert all(
         n
         for table, n in before.items()

@@ -1,5 +1,6 @@
-"""Issue 22, item 1: a suppression list that outlives the key. A run under another key, or with the local key
-lost, stops before extracting; the README's key rotation (the job ``rekey_suppression``) moves the list."""
+"""Issue 22, item 1: a suppression list that outlives the key. A run under another key, or with the
+local key lost, stops before extracting; the README's key rotation (the job ``rekey_suppression``)
+moves the list."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def erase(
 
 
 def customer_tables(path) -> list[tuple[str, str]]:
-    """Every warehouse table with a customer column, found in the warehouse (not from a list kept by hand)."""
+    """Every warehouse table with a customer column, found in the warehouse (not from a list kept by
+    hand)."""
     found = warehouse(
         path,
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
@@ -119,7 +121,8 @@ def test_a_lost_local_key_is_detected_beside_the_warehouse(pipeline_env, small_s
 
 
 def rotation_procedure() -> str:
-    """The README's key-rotation commands, as written (the bash block of its "Rotating PII_HASH_KEY")."""
+    """The README's key-rotation commands, as written (the bash block of its "Rotating
+    PII_HASH_KEY")."""
     text = README.read_text()
     section = text[text.index("Rotating PII_HASH_KEY") :]
     match = re.search(r"```bash\n(.*?)```", section, re.S)
@@ -166,7 +169,8 @@ def test_the_readme_key_rotation_moves_the_list_in_bigquery(
     assert erase(customer, tmp_path, deployment="prod").success
     assert not any(rows(customer).values())
 
-    # The procedure as written, in a shell, with the old key as the deployment's and the new one to move to.
+    # The procedure as written, in a shell, with the old key as the deployment's and the new one to
+    # move to.
     env = {
         **os.environ,
         "NEW_PII_HASH_KEY": "production-key-2027",
@@ -192,8 +196,9 @@ def test_the_readme_key_rotation_moves_the_list_in_bigquery(
 
 
 def test_rekey_moves_what_the_sources_hold_and_stops_on_the_rest(tmp_path):
-    """A list of older code (no fingerprint) under the old key: entries the source ids match are moved, an
-    entry no id matches stops the job (its request named) until it is dropped on purpose; a repeat is a no-op."""
+    """A list of older code (no fingerprint) under the old key: entries the source ids match are
+    moved, an entry no id matches stops the job (its request named) until it is dropped on purpose;
+    a repeat is a no-op."""
     from customer_assets.resources.warehouse_sql import DuckDBWarehouse
     from customer_assets.suppression import (
         SUPPRESSION,
@@ -227,7 +232,8 @@ def test_rekey_moves_what_the_sources_hold_and_stops_on_the_rest(tmp_path):
     moved = rekey(wh, "old", "new", ["c1 ", "C3"], drop_unmatched=True)
     assert (moved["moved"], moved["dropped"], moved["dropped_requests"]) == (1, 1, ["DSR-2"])
     check_key(wh, "new")
-    # the old entry (hashed upper-cased) stood for C1 in any case: the id the source holds moves, as spelled
+    # the old entry (hashed upper-cased) stood for C1 in any case: the id the source holds moves, as
+    # spelled
     assert suppressed_hashes(wh, "new") == frozenset(customer_hashes(["c1"], "new"))
     assert wh.query("SELECT request, erased_at FROM {t}", t=table).astype(str).values.tolist() == [
         ["DSR-1", "2026-11-20 10:00:00"]
@@ -240,8 +246,9 @@ def test_rekey_moves_what_the_sources_hold_and_stops_on_the_rest(tmp_path):
 def test_ids_differing_by_case_are_erased_apart_and_entries_of_older_code_keep_their_reach(
     tmp_path,
 ):
-    """Issue 21 item 3: erasing C0000001 leaves c0000001 (another customer) alone; an entry written before ids
-    kept their case (hashed upper-cased, no id_form) still covers every spelling it covered then."""
+    """Issue 21 item 3: erasing C0000001 leaves c0000001 (another customer) alone; an entry written
+    before ids kept their case (hashed upper-cased, no id_form) still covers every spelling it
+    covered then."""
     from customer_assets.resources.warehouse_sql import DuckDBWarehouse
     from customer_assets.suppression import (
         SUPPRESSION,
@@ -263,7 +270,8 @@ def test_ids_differing_by_case_are_erased_apart_and_entries_of_older_code_keep_t
         False,
         False,
     ]
-    # an entry of older code for C0000002, hashed as it then hashed every id: trimmed and upper-cased
+    # an entry of older code for C0000002, hashed as it then hashed every id: trimmed and
+    # upper-cased
     from customer_assets.suppression import fingerprint
 
     wh.execute(
@@ -288,8 +296,9 @@ def test_ids_differing_by_case_are_erased_apart_and_entries_of_older_code_keep_t
 
 
 def test_erasing_a_person_reaches_all_their_records_and_never_another_namespace(tmp_path):
-    """Issue 24 with erasure: erasing one id of a person erases every record of theirs (the CRM's, the ERP's, the
-    shop's); an ERP id equal to a shop id is another customer's (the ERP has ids of its own), and stays."""
+    """Issue 24 with erasure: erasing one id of a person erases every record of theirs (the CRM's,
+    the ERP's, the shop's); an ERP id equal to a shop id is another customer's (the ERP has ids of
+    its own), and stays."""
     from customer_assets.erasure import erase_from_warehouse, with_their_persons
     from customer_assets.resources.warehouse_sql import DuckDBWarehouse
     from customer_assets.suppression import suppressed_hashes, suppressed_mask
@@ -319,7 +328,8 @@ def test_erasing_a_person_reaches_all_their_records_and_never_another_namespace(
     left = wh.query("SELECT source, source_customer_id FROM {t} ORDER BY 1, 2", t=identity)
     assert left.values.tolist() == [["database", "100"], ["database", "c1"]]
     hashes = suppressed_hashes(wh, "k")
-    # the ERP record 100 is suppressed as erp:100 (as the identity step reads the ERP), the shop's 100 is not
+    # the ERP record 100 is suppressed as erp:100 (as the identity step reads the ERP), the shop's
+    # 100 is not
     assert suppressed_mask(pd.Series(["erp:100", "100", "C1", "c1"]), hashes, "k").tolist() == [
         True,
         False,

@@ -1,9 +1,9 @@
 """Issue 22, item 2: an erasure started while the customer's week runs is never undone by that run.
 
-The week runs through the real `dagster` CLI in a subprocess; the erasure job runs in a thread of the test
-at several offsets after the week's extract has read the suppression list (its file appears), so it lands
-between the extract and the writes of the customer's rows, where a run that started before it would
-write them back."""
+The week runs through the real `dagster` CLI in a subprocess; the erasure job runs in a thread of
+the test at several offsets after the week's extract has read the suppression list (its file
+appears), so it lands between the extract and the writes of the customer's rows, where a run that
+started before it would write them back."""
 
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ def _busiest(dsn: str) -> str:
 def test_an_erasure_racing_the_weeks_run_is_not_undone(
     pipeline_env, small_source, monkeypatch, offset, shared
 ):
-    """On the week's instance (as deployed) the erasure waits for the week's run, which completes; on another
-    (an in-process erasure, a second DAGSTER_HOME) it cannot see the run, and each step that writes customer
-    rows removes them again after its write: the week may then stop on its row-count check, never with the
-    customer back."""
+    """On the week's instance (as deployed) the erasure waits for the week's run, which completes;
+    on another (an in-process erasure, a second DAGSTER_HOME) it cannot see the run, and each step
+    that writes customer rows removes them again after its write: the week may then stop on its
+    row-count check, never with the customer back."""
     import dagster as dg
 
     tmp = pipeline_env("small_source")

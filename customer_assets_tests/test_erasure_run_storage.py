@@ -1,6 +1,6 @@
-"""Issue 22, item 3: no customer text in Dagster's own storage. After a week with a malformed event that holds
-an email, and an erasure, the run storage (a persistent instance's SQLite files) holds neither the erased id
-nor the email."""
+"""Issue 22, item 3: no customer text in Dagster's own storage. After a week with a malformed event
+that holds an email, and an erasure, the run storage (a persistent instance's SQLite files) holds
+neither the erased id nor the email."""
 
 from __future__ import annotations
 

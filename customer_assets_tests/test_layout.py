@@ -1,4 +1,5 @@
-"""The house rules of the package (issue 14), checked on its source rather than trusted to review."""
+"""The house rules of the package (issue 14), checked on its source rather than trusted to
+review."""
 
 import ast
 import subprocess
@@ -67,7 +68,8 @@ def test_production_code_never_imports_the_demo():
 
 
 def test_importing_the_package_changes_no_pandas_option():
-    """The options are set where the pipeline starts (its definitions), not by importing a module."""
+    """The options are set where the pipeline starts (its definitions), not by importing a
+    module."""
     code = (
         "import pandas as pd; before = (pd.get_option('future.infer_string'), pd.get_option('mode.copy_on_write'))\n"
         "import customer_assets, customer_assets.logic.validation, customer_assets.sources.extract\n"
@@ -137,7 +139,8 @@ DECIDED_AT_IMPORT = {("partitions.py", "first_week_from_env")}
 
 
 def _environment_functions() -> set[str]:
-    """The functions of the settings/deployment layer: each reads the environment or decides by it."""
+    """The functions of the settings/deployment layer: each reads the environment or decides by
+    it."""
     return {
         node.name
         for name in ENVIRONMENT_LAYER

@@ -1,4 +1,5 @@
-"""Customer history carried forward, and late changes to loaded weeks caught and repaired (real PostgreSQL)."""
+"""Customer history carried forward, and late changes to loaded weeks caught and repaired (real
+PostgreSQL)."""
 
 import json
 
@@ -126,7 +127,8 @@ def evaluate_sensor(
 
 
 def repair(instance: dg.DagsterInstance) -> list[list[str]]:
-    """What the daemon would do: evaluate the sensor, run what it asks in order, until it asks nothing."""
+    """What the daemon would do: evaluate the sensor, run what it asks in order, until it asks
+    nothing."""
     rounds, cursor = [], None
     for _ in range(5):
         result, cursor = evaluate_sensor(instance, cursor)
@@ -140,7 +142,8 @@ def repair(instance: dg.DagsterInstance) -> list[list[str]]:
 
 
 def full_recompute(path) -> pd.DataFrame:
-    """Per week, customer and currency: the totals of every loaded row up to that week, from scratch."""
+    """Per week, customer and currency: the totals of every loaded row up to that week, from
+    scratch."""
     rows = warehouse(
         path,
         'SELECT customer_id, currency, amount, "timestamp", week_start '
@@ -184,8 +187,8 @@ def test_carried_history_equals_a_full_recompute_whatever_the_order(pipeline_env
     history = carried(tmp / "warehouse.duckdb")
     expected = full_recompute(tmp / "warehouse.duckdb")
     pd.testing.assert_frame_equal(history[expected.columns], expected, check_dtype=False)
-    # Week 3 built first already counted weeks 1 and 2 from the source (the opening balance, issue 23): the
-    # repair confirms it rather than correcting it.
+    # Week 3 built first already counted weeks 1 and 2 from the source (the opening balance, issue
+    # 23): the repair confirms it rather than correcting it.
     pd.testing.assert_frame_equal(history, stale)
     # The carried weeks read the week before; the first week of the backfill rescanned.
     modes = {}
@@ -199,8 +202,8 @@ def test_carried_history_equals_a_full_recompute_whatever_the_order(pipeline_env
         )
         modes[week] = record.records[0].asset_materialization.metadata["mode"].value
     assert modes == {WEEKS[0]: "full_rescan", WEEKS[1]: "carried", WEEKS[2]: "carried"}
-    # Lifetime figures of the transform come from the carried totals: a customer of the last week has every
-    # validated transaction of the three weeks in its count, and nothing quarantined.
+    # Lifetime figures of the transform come from the carried totals: a customer of the last week
+    # has every validated transaction of the three weeks in its count, and nothing quarantined.
     last = warehouse(
         tmp / "warehouse.duckdb",
         "SELECT customer_id, max(customer_transaction_count) AS n "
@@ -311,8 +314,9 @@ def poisoned_source(pg_server):
 def test_nan_infinite_and_quarantined_rows_never_reach_lifetime_figures(
     pipeline_env, poisoned_source
 ):
-    """Issue 12, finding 2: one NaN amount made a customer's lifetime value 1e12 and their count 5 instead of 12,
-    and rows that validation quarantines (duplicates, unknown products) counted in the history query."""
+    """Issue 12, finding 2: one NaN amount made a customer's lifetime value 1e12 and their count 5
+    instead of 12, and rows that validation quarantines (duplicates, unknown products) counted in
+    the history query."""
     tmp = pipeline_env("poisoned_source")
     # A float amount column, as many schemas have: it holds Infinity (numeric(18,4) does not).
     query(
@@ -363,8 +367,8 @@ def test_nan_infinite_and_quarantined_rows_never_reach_lifetime_figures(
         f"""SELECT sum(transaction_count) AS n FROM
         customer_analytics.customer_history WHERE customer_id = '{customer}'""",
     )
-    # The first week: its own valid rows plus the opening balance of the weeks before (issue 23), never a
-    # poisoned row (they are all in this week).
+    # The first week: its own valid rows plus the opening balance of the weeks before (issue 23),
+    # never a poisoned row (they are all in this week).
     assert (loaded["customer_transaction_count"] == history["n"][0]).all()
     import psycopg2
 

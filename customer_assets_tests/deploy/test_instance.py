@@ -1,10 +1,11 @@
 """The production Dagster instance (customer_assets/deploy/dagster.yaml) on a real PostgreSQL.
 
 The shipped file is copied into a temporary DAGSTER_HOME with one addition: the embedded test server
-listens on a Unix socket only, and dagster-postgres builds ``user@hostname:port/db`` URLs, so a socket
-directory cannot be the ``hostname``; it goes into ``params: {host: ...}``, which libpq lets override the
-hostname (the same way one would reach Cloud SQL's /cloudsql/... socket in production). Every
-``DAGSTER_PG_*`` variable of the shipped file is still resolved; all but the host are what connects.
+listens on a Unix socket only, and dagster-postgres builds ``user@hostname:port/db`` URLs, so a
+socket directory cannot be the ``hostname``; it goes into ``params: {host: ...}``, which libpq lets
+override the hostname (the same way one would reach Cloud SQL's /cloudsql/... socket in production).
+Every ``DAGSTER_PG_*`` variable of the shipped file is still resolved; all but the host are what
+connects.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def test_a_materialization_is_recorded_in_postgres(
         (result.run_id,),
     )
     kinds = [e[0] for e in events]
-    # Stored by the enum's value, which keeps the old names for runs (RUN_START is "PIPELINE_START").
+    # Stored by the enum's value, which keeps the old names for runs (RUN_START is
+    # "PIPELINE_START").
     Event = dg.DagsterEventType
     assert Event.RUN_START.value in kinds and kinds[-1] == Event.RUN_SUCCESS.value
     assert kinds.count(Event.STEP_SUCCESS.value) == 2
@@ -145,14 +147,16 @@ def test_schedule_state_is_stored_in_postgres(dagster_home, instance_dsn, pipeli
     cli = Path(sys.executable).with_name("dagster")
 
     def stored() -> list[tuple]:
-        # The serialized origin keeps dagster's legacy field name: job_name is the instigator's name.
+        # The serialized origin keeps dagster's legacy field name: job_name is the instigator's
+        # name.
         return pg(
             instance_dsn,
             """SELECT status, instigator_type, instigator_body::json #>> '{origin,job_name}'
                                    FROM instigators""",
         )
 
-    # The README's command, in a subprocess: it loads the code location and stores the schedule's state.
+    # The README's command, in a subprocess: it loads the code location and stores the schedule's
+    # state.
     done = subprocess.run(
         [str(cli), "schedule", "start", SCHEDULE, "-m", "customer_assets"],
         cwd=tmp_path,

@@ -1,9 +1,11 @@
-"""Each run in its own Kubernetes pod (customer_assets/deploy: Dockerfile, dagster-k8s.yaml, helm-values.yaml).
+"""Each run in its own Kubernetes pod (customer_assets/deploy: Dockerfile, dagster-k8s.yaml,
+helm-values.yaml).
 
-What runs here without a cluster or Docker: the Kubernetes instance through Dagster's own instance config
-validation, with the run launcher's class resolved and its config processed against its schema (then the real
-K8sRunLauncher built with a kubeconfig that is never contacted, and the run pod's Job it would submit); the Helm
-values against what the prod deployment's code needs; and the image's entry point, run as a subprocess.
+What runs here without a cluster or Docker: the Kubernetes instance through Dagster's own instance
+config validation, with the run launcher's class resolved and its config processed against its
+schema (then the real K8sRunLauncher built with a kubeconfig that is never contacted, and the run
+pod's Job it would submit); the Helm values against what the prod deployment's code needs; and the
+image's entry point, run as a subprocess.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ PG_ENV = {
     "DAGSTER_PG_DB": "dagster_instance",
 }
 SECRET_LIKE = re.compile(r"PASSWORD|KEY|TOKEN|CREDENTIALS|SECRET|WEBHOOK")
-# A values key holding a secret itself (postgresqlPassword, apiKey, token), not naming one (postgresqlSecretName).
+# A values key holding a secret itself (postgresqlPassword, apiKey, token), not naming one
+# (postgresqlSecretName).
 SECRET_KEY_LIKE = re.compile(r"PASSWORD|TOKEN|API_?KEY|CREDENTIALS|SECRET_?KEY|PRIVATE_?KEY")
-# What a pod has besides the pipeline's settings (the test process's own environment is not the pod's).
+# What a pod has besides the pipeline's settings (the test process's own environment is not the
+# pod's).
 SYSTEM_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "VIRTUAL_ENV", "PYTHONPATH"}
 
 
@@ -61,8 +65,8 @@ def _load_class(data):
 
 @pytest.fixture
 def k8s_ref(tmp_path, monkeypatch) -> InstanceRef:
-    """The shipped file, read and validated by Dagster itself (``dagster_instance_config``), as the daemon
-    would load $DAGSTER_HOME/dagster.yaml; nothing is instantiated that would connect."""
+    """The shipped file, read and validated by Dagster itself (``dagster_instance_config``), as the
+    daemon would load $DAGSTER_HOME/dagster.yaml; nothing is instantiated that would connect."""
     for name, value in PG_ENV.items():
         monkeypatch.setenv(name, value)
     return InstanceRef.from_dir(
@@ -84,7 +88,8 @@ def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
     assert config["env_secrets"] == ["customer-assets-secrets"]
     assert config["load_incluster_config"] is True
 
-    # PostgreSQL storage, its credentials resolved from the environment (env: form), not written in the file.
+    # PostgreSQL storage, its credentials resolved from the environment (env: form), not written in
+    # the file.
     storage_data = k8s_ref.storage_data
     assert _load_class(storage_data) is DagsterPostgresStorage
     assert "password: from-a-secret" not in storage_data.config_yaml
@@ -111,7 +116,8 @@ def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
     }
     assert settings["telemetry"] == {"enabled": False}
 
-    # The same choices as the single-machine dagster.yaml: only the run launcher (and its comments) differ.
+    # The same choices as the single-machine dagster.yaml: only the run launcher (and its comments)
+    # differ.
     single = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     k8s = yaml.safe_load(K8S_YAML.read_text())
     assert set(k8s) - set(single) == {"run_launcher"}
@@ -189,7 +195,8 @@ def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
     assert not [e.name for e in container.env or [] if SECRET_LIKE.search(e.name) and e.value]
 
 
-# --- Helm values ---------------------------------------------------------------------------------------------
+# --- Helm values
+# ---------------------------------------------------------------------------------------------
 
 
 def _helm() -> dict:
@@ -202,8 +209,9 @@ def _code_location(values: dict) -> dict:
 
 
 def _env_entries(node, path=()):
-    """Every environment variable set anywhere in the values: (where, name, entry) for the Kubernetes list
-    form ({name, value | valueFrom}), the chart's map form (env: {NAME: value}) and launcher envVars ("K=V")."""
+    """Every environment variable set anywhere in the values: (where, name, entry) for the
+    Kubernetes list form ({name, value | valueFrom}), the chart's map form (env: {NAME: value}) and
+    launcher envVars ("K=V")."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "env" and isinstance(value, list):
@@ -224,7 +232,8 @@ def _env_entries(node, path=()):
 
 
 def _secret_like_values(node, path=()):
-    """Any non-empty scalar under a key that names a secret (postgresqlPassword: ..., apiKey: ...)."""
+    """Any non-empty scalar under a key that names a secret (postgresqlPassword: ..., apiKey:
+    ...)."""
     if isinstance(node, dict):
         for key, value in node.items():
             if isinstance(value, (dict, list)):
@@ -237,7 +246,8 @@ def _secret_like_values(node, path=()):
 
 
 def _env_var_names(value, seen=None) -> set[str]:
-    """The environment variables a built resource reads through Dagster (EnvVar / EnvVar.int), at any depth."""
+    """The environment variables a built resource reads through Dagster (EnvVar / EnvVar.int), at
+    any depth."""
     seen = set() if seen is None else seen
     if id(value) in seen:
         return set()
@@ -299,10 +309,11 @@ def test_helm_values_name_the_image_the_launcher_and_no_secret_in_clear():
 
 
 def test_helm_values_set_every_variable_the_prod_deployment_reads(monkeypatch):
-    """The list is the code's: the prod resources are built from the code location's environment in the values
-    (secret references stand in as placeholders), which must not fail (DB_HOST is required by
-    ``uses_embedded_demo``), and every variable the built resources read through Dagster's EnvVar (required
-    ones such as GCP_PROJECT_ID and PII_HASH_KEY, whether set or not) must be set there."""
+    """The list is the code's: the prod resources are built from the code location's environment in
+    the values (secret references stand in as placeholders), which must not fail (DB_HOST is
+    required by ``uses_embedded_demo``), and every variable the built resources read through
+    Dagster's EnvVar (required ones such as GCP_PROJECT_ID and PII_HASH_KEY, whether set or not)
+    must be set there."""
     entries = {name: entry for _, name, entry in _env_entries(_code_location(_helm()))}
     required_secrets = {
         name
@@ -332,10 +343,12 @@ def test_helm_values_set_every_variable_the_prod_deployment_reads(monkeypatch):
     assert read - set(pod_env) == set(), (
         f"read by the prod resources but not set in the Helm values: {read - set(pod_env)}"
     )
-    # Every one of them resolves in the pod's environment (as Dagster resolves them when a run starts).
+    # Every one of them resolves in the pod's environment (as Dagster resolves them when a run
+    # starts).
     assert all(os.environ.get(name) for name in read)
 
-    # The one requirement that is not an EnvVar: without DB_HOST prod refuses to build (no embedded demo).
+    # The one requirement that is not an EnvVar: without DB_HOST prod refuses to build (no embedded
+    # demo).
     monkeypatch.delenv("DB_HOST")
     with pytest.raises(ValueError, match="DB_HOST"):
         resources_for("prod")
@@ -369,7 +382,8 @@ def test_the_bucket_for_runs_without_a_shared_disk_is_shown_and_picks_the_bucket
     )
 
 
-# --- The image's entry point ---------------------------------------------------------------------------------
+# --- The image's entry point
+# ---------------------------------------------------------------------------------
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
@@ -428,8 +442,9 @@ def test_the_image_entry_point_serves_the_definitions(tmp_path):
     assert argv[argv.index("-h") + 1] == "0.0.0.0"
     assert argv[argv.index("-p") + 1] == str(_code_location(_helm())["port"])
 
-    # The same command, from this venv, on a free loopback port; the local default (no DAGSTER_DEPLOYMENT: this
-    # machine has no BigQuery), with the image the chart would announce to the runs.
+    # The same command, from this venv, on a free loopback port; the local default (no
+    # DAGSTER_DEPLOYMENT: this machine has no BigQuery), with the image the chart would announce to
+    # the runs.
     port = _free_port()
     argv = [str(Path(sys.executable).with_name("dagster")), *argv[1:]]
     argv[argv.index("-p") + 1], argv[argv.index("-h") + 1] = str(port), "127.0.0.1"

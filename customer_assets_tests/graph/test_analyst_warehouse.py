@@ -1,4 +1,5 @@
-"""Issue 15: the star schema and the marts, filled by the weekly graph against a real PostgreSQL (DuckDB warehouse)."""
+"""Issue 15: the star schema and the marts, filled by the weekly graph against a real PostgreSQL
+(DuckDB warehouse)."""
 
 import dagster as dg
 import duckdb
@@ -65,7 +66,8 @@ def test_a_week_fills_the_star_schema_and_marts_and_a_rerun_changes_nothing(
     assert days["date_key"].tolist()[:2] == [20261109, 20261110] and len(days) == 14
     assert days.iloc[7].tolist() == [20261116, "Monday", 47]
 
-    # Sales: the week's revenue by group adds up to the facts'; the change against the week before is computed.
+    # Sales: the week's revenue by group adds up to the facts'; the change against the week before
+    # is computed.
     sales = warehouse(
         db, "SELECT * FROM customer_analytics.mart_weekly_sales WHERE week_start = '2026-11-16'"
     )
@@ -82,7 +84,8 @@ def test_a_week_fills_the_star_schema_and_marts_and_a_rerun_changes_nothing(
     )
     assert (both["revenue_wow_change_pct"] - expected).abs().max() < 1e-9
 
-    # Churn: every customer who has bought by the week's end, once, by the status of their last purchase.
+    # Churn: every customer who has bought by the week's end, once, by the status of their last
+    # purchase.
     churn = warehouse(
         db, "SELECT * FROM customer_analytics.mart_churn_retention WHERE week_start = '2026-11-16'"
     )
@@ -190,8 +193,8 @@ def test_an_orphan_key_is_quarantined_with_its_reason_and_stops_the_marts(
 def test_a_customer_in_crm_and_erp_under_other_ids_is_one_customer_with_both_ids_mapped(
     pipeline_env, small_source
 ):
-    """Issue 15: identity resolution on the keyed email hash across the CRM (API), the ERP (its own database
-    connection) and the transaction database."""
+    """Issue 15: identity resolution on the keyed email hash across the CRM (API), the ERP (its own
+    database connection) and the transaction database."""
     tmp = pipeline_env("small_source", crm=True, erp=True)
     start, end = week_bounds(WEEK)
     pairs = query(
@@ -211,7 +214,8 @@ def test_a_customer_in_crm_and_erp_under_other_ids_is_one_customer_with_both_ids
         tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.customer_identity_map"
     )
     for erp_id, crm_id in pairs:
-        # the CRM's ids are kept as it spells them (the seed pads and lower-cases some); linked without case
+        # the CRM's ids are kept as it spells them (the seed pads and lower-cases some); linked
+        # without case
         records = mapping[mapping["source_customer_id"].str.upper().isin([erp_id.upper(), crm_id])]
         assert {
             (s, i.upper())
@@ -223,7 +227,8 @@ def test_a_customer_in_crm_and_erp_under_other_ids_is_one_customer_with_both_ids
     # Every record of the week is mapped once, and each customer has exactly one primary record.
     assert not mapping.duplicated(["source", "source_customer_id"]).any()
     assert mapping.groupby("customer_id")["is_primary"].sum().eq(1).all()
-    # nothing personal in clear text: contact details only as keyed HMAC-SHA256, what later weeks match on
+    # nothing personal in clear text: contact details only as keyed HMAC-SHA256, what later weeks
+    # match on
     for column in ("email_hash", "phone_hash"):
         assert (
             mapping[column].dropna().str.fullmatch(r"[0-9a-f]{64}").all()

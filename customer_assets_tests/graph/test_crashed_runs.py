@@ -1,5 +1,6 @@
-"""Issue 21, item 15: a run killed with ``kill -9`` leaves customer rows in ``data/etl``; the next run, of any week,
-and the sensor ``orphaned_intermediates`` remove them. Real CLI runs, a real SIGKILL, a real PostgreSQL."""
+"""Issue 21, item 15: a run killed with ``kill -9`` leaves customer rows in ``data/etl``; the next
+run, of any week, and the sensor ``orphaned_intermediates`` remove them. Real CLI runs, a real
+SIGKILL, a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _files(tmp: Path) -> list[Path]:
 
 
 def _crash_a_run(tmp: Path, env: dict) -> list[Path]:
-    """Start the week from the CLI and SIGKILL it once it has written an intermediate; what it left."""
+    """Start the week from the CLI and SIGKILL it once it has written an intermediate; what it
+    left."""
     run = subprocess.Popen(
         [
             DAGSTER,

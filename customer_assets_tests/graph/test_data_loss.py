@@ -1,7 +1,8 @@
-"""Issue 21, items 1, 2 and 8, against a real PostgreSQL: a reused transaction id must not delete another week's
-loaded row, a source that archives a week must not make the pipeline wipe it, and a re-run stopped by a blocking
-check must say in its metrics row that the warehouse still holds the previous load. After each scenario, the
-facts, the sales mart, the quality metrics and ``weekly_transactions`` agree week by week."""
+"""Issue 21, items 1, 2 and 8, against a real PostgreSQL: a reused transaction id must not delete
+another week's loaded row, a source that archives a week must not make the pipeline wipe it, and a
+re-run stopped by a blocking check must say in its metrics row that the warehouse still holds the
+previous load. After each scenario, the facts, the sales mart, the quality metrics and
+``weekly_transactions`` agree week by week."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ T = "customer_analytics"
 
 
 def _clean_row(dsn: str, week: str) -> tuple[str, str, str]:
-    """A clean USD transaction of ``week`` (id, customer, product) that no dirty row of the seed touches."""
+    """A clean USD transaction of ``week`` (id, customer, product) that no dirty row of the seed
+    touches."""
     return query(
         dsn,
         """
@@ -40,8 +42,8 @@ def _clean_row(dsn: str, week: str) -> tuple[str, str, str]:
 
 
 def _agreement(path: Path) -> pd.DataFrame:
-    """Per week: rows and USD of weekly_transactions, fact_transactions (+ its quarantine), mart_weekly_sales,
-    and the quality metrics' passed rows."""
+    """Per week: rows and USD of weekly_transactions, fact_transactions (+ its quarantine),
+    mart_weekly_sales, and the quality metrics' passed rows."""
     return warehouse(
         path,
         f"""
@@ -89,9 +91,10 @@ def source(pg_server, pipeline_env, request):
 
 
 def test_a_reused_id_never_deletes_another_weeks_row_and_a_moved_one_still_moves(source):
-    """Item 1: ``T`` of 11-02, reused in 11-18 with other content, removed the 11-02 row (``moved_from_other_weeks:
-    1``) while the metrics and the mart kept counting it; re-running 11-02 moved it back. A transaction whose
-    timestamp was edited from 11-09 into 11-16 is still moved."""
+    """Item 1: ``T`` of 11-02, reused in 11-18 with other content, removed the 11-02 row
+    (``moved_from_other_weeks: 1``) while the metrics and the mart kept counting it; re-running
+    11-02 moved it back. A transaction whose timestamp was edited from 11-09 into 11-16 is still
+    moved."""
     dsn, tmp, wh = source
     reused, _, _ = _clean_row(dsn, WEEKS[0])
     moved, _, _ = _clean_row(dsn, WEEKS[1])
@@ -125,8 +128,8 @@ def test_a_reused_id_never_deletes_another_weeks_row_and_a_moved_one_still_moves
     for table in ("weekly_transactions", "fact_transactions"):
         assert _weeks_of(wh, table, [reused, moved]) == expected, table
 
-    # The source's late change of 11-09 (the moved row left it) re-runs it; 11-02 re-run keeps its row, and 11-16
-    # keeps its own rows.
+    # The source's late change of 11-09 (the moved row left it) re-runs it; 11-02 re-run keeps its
+    # row, and 11-16 keeps its own rows.
     for week in (WEEKS[1], WEEKS[0]):
         run_week(week, instance=instance)
     for table in ("weekly_transactions", "fact_transactions"):
@@ -162,8 +165,9 @@ SENT: list[dict] = []
 
 
 def test_a_week_the_source_archived_is_not_wiped_without_an_operator(source):
-    """Item 2: after ``delete from transactions`` of week 11-09, the sensor re-ran 11-09 and 11-16, which emptied
-    11-09's weekly_transactions and history while its facts and mart stayed, and halved 11-16's lifetime values."""
+    """Item 2: after ``delete from transactions`` of week 11-09, the sensor re-ran 11-09 and 11-16,
+    which emptied 11-09's weekly_transactions and history while its facts and mart stayed, and
+    halved 11-16's lifetime values."""
     dsn, tmp, wh = source
     instance = dg.DagsterInstance.ephemeral()
     for week in WEEKS:
@@ -227,8 +231,8 @@ def test_a_week_the_source_archived_is_not_wiped_without_an_operator(source):
 
 
 def test_a_rerun_blocked_by_the_quarantine_rate_says_so_in_its_metrics_row(source, monkeypatch):
-    """Item 8: the blocked re-run overwrote data_quality_metrics while weekly_transactions kept the first run's
-    rows, and nothing told them apart."""
+    """Item 8: the blocked re-run overwrote data_quality_metrics while weekly_transactions kept the
+    first run's rows, and nothing told them apart."""
     _, _, wh = source
     instance = dg.DagsterInstance.ephemeral()
     week = WEEKS[2]
@@ -252,8 +256,9 @@ BOT, BOT_ROWS, BOT_AMOUNT = "BOT-0001", 5_000, 28.0
 
 
 def test_one_bot_does_not_skew_everyones_anomaly_flags_nor_get_its_spend_capped(source):
-    """Item 6: a customer with 5,000 transactions in the week made AMOUNT_MAD flag 2,280 ordinary rows (0 without
-    it), and its profile showed a spend capped at the 99th percentile (1,448 USD, really 140k) and tier Bronze."""
+    """Item 6: a customer with 5,000 transactions in the week made AMOUNT_MAD flag 2,280 ordinary
+    rows (0 without it), and its profile showed a spend capped at the 99th percentile (1,448 USD,
+    really 140k) and tier Bronze."""
     from customer_assets.logic.validation import ANOMALY_INPUTS, detect_week_anomalies
 
     dsn, tmp, wh = source

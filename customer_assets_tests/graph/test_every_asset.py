@@ -1,9 +1,10 @@
 """Issue 20: guarantees that hold for every asset of the definitions, new ones included.
 
-The cases are derived from ``pipeline_assets()`` (``support/matrix.py``), never from a hand-written list: an
-empty first week on a fresh warehouse and an empty week between loaded weeks, a one-row week, a ``SQL_ASCII``
-source with a non-UTF-8 byte in each text column of each table the graph reads and ``NaN``, ``Infinity`` and
-1e12 in each numeric column, and each asset step failing in turn. One warehouse per case family.
+The cases are derived from ``pipeline_assets()`` (``support/matrix.py``), never from a hand-written
+list: an empty first week on a fresh warehouse and an empty week between loaded weeks, a one-row
+week, a ``SQL_ASCII`` source with a non-UTF-8 byte in each text column of each table the graph reads
+and ``NaN``, ``Infinity`` and 1e12 in each numeric column, and each asset step failing in turn. One
+warehouse per case family.
 """
 
 from __future__ import annotations
@@ -62,13 +63,14 @@ def _null_typed_columns(duckdb_path: Path) -> list[tuple]:
     ).values.tolist()
 
 
-# --- an empty week first, an empty week between loaded weeks, a one-row week ---------------------------------
+# --- an empty week first, an empty week between loaded weeks, a one-row week
+# ---------------------------------
 
 
 @pytest.fixture(scope="module")
 def quiet_source(pg_server, tmp_path_factory):
-    """The small source (CRM table, ERP, events) with no completed transaction in the week of 2026-11-09, and
-    one in the week of 2026-11-16."""
+    """The small source (CRM table, ERP, events) with no completed transaction in the week of
+    2026-11-09, and one in the week of 2026-11-16."""
     EVENTS["quiet_source"] = tmp_path_factory.mktemp("events") / "quiet_source"
     dsn = create_source(pg_server, "quiet_source", SMALL, EVENTS["quiet_source"])
     query(dsn, f"DELETE FROM transactions WHERE {_week_sql()} RETURNING 1", {"start": "2026-11-09"})
@@ -94,9 +96,9 @@ def quiet_source(pg_server, tmp_path_factory):
 def test_empty_and_one_row_weeks_load_every_asset_with_declared_types(
     sources, pipeline_env, quiet_source
 ):
-    """An empty first week on a fresh warehouse, a normal week, an empty week between loaded weeks, a one-row
-    week: every asset of the definitions materializes, no check fails, no warehouse column is typed NULL; with
-    the database alone, and with the CRM, the ERP and the events."""
+    """An empty first week on a fresh warehouse, a normal week, an empty week between loaded weeks,
+    a one-row week: every asset of the definitions materializes, no check fails, no warehouse column
+    is typed NULL; with the database alone, and with the CRM, the ERP and the events."""
     every = sources == "every source"
     tmp = pipeline_env("quiet_source", crm=every, erp=every, events=every)
     for week, rows in (("2026-10-26", 0), ("2026-11-02", None), ("2026-11-09", 0), (WEEK, 1)):
@@ -118,8 +120,8 @@ def test_empty_and_one_row_weeks_load_every_asset_with_declared_types(
 def test_a_null_typed_column_left_by_older_code_is_repaired_by_the_next_week(
     pipeline_env, quiet_source
 ):
-    """Older code created `imputed_fields` typed NULL after an empty first week; the next week failed forever
-    with `SchemaMismatchError`. Now that week's run repairs the column and loads."""
+    """Older code created `imputed_fields` typed NULL after an empty first week; the next week
+    failed forever with `SchemaMismatchError`. Now that week's run repairs the column and loads."""
     tmp = pipeline_env("quiet_source")
     assert run_week("2026-11-02").success
     with duckdb.connect(str(tmp / "warehouse.duckdb")) as con:
@@ -135,13 +137,15 @@ def test_a_null_typed_column_left_by_older_code_is_repaired_by_the_next_week(
     assert not _null_typed_columns(tmp / "warehouse.duckdb")
 
 
-# --- hostile values in every column of every table the graph reads -------------------------------------------
+# --- hostile values in every column of every table the graph reads
+# -------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def hostile_source(pg_server):
-    """The small source in a ``SQL_ASCII`` database, with a Latin-1 byte in one row of each text column and
-    NaN, Infinity and 1e12 in rows of each numeric column of each table the graph reads (rows of the week)."""
+    """The small source in a ``SQL_ASCII`` database, with a Latin-1 byte in one row of each text
+    column and NaN, Infinity and 1e12 in rows of each numeric column of each table the graph reads
+    (rows of the week)."""
     dsn = create_sql_ascii_source(pg_server, "hostile_source")
     columns = query(
         dsn,
@@ -173,7 +177,8 @@ def hostile_source(pg_server):
 
 
 def _spoil(dsn: str, table: str, assignment: str, offset: int, rows: int) -> None:
-    """Apply ``assignment`` to ``rows`` rows of ``table`` that the week of WEEK reads, picked by ``offset``."""
+    """Apply ``assignment`` to ``rows`` rows of ``table`` that the week of WEEK reads, picked by
+    ``offset``."""
     # The customers and products with the fewest transactions in the week: a spoiled id or attribute
     # quarantines their rows, and the week must stay below the quarantine threshold.
     rarest = (
@@ -218,15 +223,17 @@ def test_hostile_values_in_every_source_column_never_fail_the_week(
     assert not _left_on_disk(tmp)
 
 
-# --- each asset step failing in turn ---------------------------------------------------------------------------
+# --- each asset step failing in turn
+# ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_a_failing_step_stops_only_what_depends_on_it_and_the_run_cleans_up(
     step, pipeline_env, small_source, tmp_path_factory, monkeypatch
 ):
-    """The run fails naming the step; no other step fails (no input of theirs was removed before they ran);
-    every asset that does not depend on it loads; nothing is left under data/etl; failed_*.json names it."""
+    """The run fails naming the step; no other step fails (no input of theirs was removed before
+    they ran); every asset that does not depend on it loads; nothing is left under data/etl;
+    failed_*.json names it."""
     tmp = pipeline_env("small_source", crm=True, erp=True)
     shared = (
         tmp_path_factory.getbasetemp() / "failing_steps_warehouse.duckdb"
@@ -247,7 +254,8 @@ def test_a_failing_step_stops_only_what_depends_on_it_and_the_run_cleans_up(
     assert record["step"] == step and record["week_start"] == WEEK and record["remaining"] == []
 
 
-# --- in production: BigQuery (the emulator) ----------------------------------------------------------------------
+# --- in production: BigQuery (the emulator)
+# ----------------------------------------------------------------------
 
 
 def _run_prod(week: str, assets: list | None = None) -> dg.ExecuteInProcessResult:

@@ -1,7 +1,8 @@
-"""Issue 24, item 3: keys that never dangle. Backfilling a week older than the loaded ones can start a customer's
-or a product's version earlier, and so change its surrogate key; applying the week's dimension re-keys the facts
-of the later, already loaded weeks, so every fact key resolves without re-running those weeks. The blocking
-check ``fact_keys_resolve`` scans every week's facts for a key that no dimension row has.
+"""Issue 24, item 3: keys that never dangle. Backfilling a week older than the loaded ones can start
+a customer's or a product's version earlier, and so change its surrogate key; applying the week's
+dimension re-keys the facts of the later, already loaded weeks, so every fact key resolves without
+re-running those weeks. The blocking check ``fact_keys_resolve`` scans every week's facts for a key
+that no dimension row has.
 
 The real graph on the seeded source (PostgreSQL), in DuckDB and in the BigQuery emulator."""
 
@@ -17,7 +18,8 @@ from customer_assets_tests.support.pipeline import run_week, warehouse
 FIRST, SECOND, THIRD = "2026-11-02", "2026-11-09", "2026-11-16"
 FACT = dg.AssetKey(["customer_analytics", "fact_transactions"])
 
-# Each fact with the keys of the versions valid at its week, and whether its keys are any dimension row's.
+# Each fact with the keys of the versions valid at its week, and whether its keys are any dimension
+# row's.
 KEYS_SQL = """
 SELECT f.transaction_id, f.week_start, f.customer_id, f.customer_key, f.product_key,
        c.customer_key AS valid_customer_key, p.product_key AS valid_product_key,
@@ -79,8 +81,9 @@ def assert_the_backfill_rekeyed_the_later_weeks(
     weeks = set(pd.to_datetime(after["week_start"]).dt.strftime("%Y-%m-%d"))
     assert weeks == {FIRST, SECOND, THIRD}
     changed = rekeyed(before, after)
-    # The catalogue of the backfilled week is the later weeks' (extracted the same day): every product's first
-    # version now starts on FIRST. Customers who look the same in the first two weeks start earlier too.
+    # The catalogue of the backfilled week is the later weeks' (extracted the same day): every
+    # product's first version now starts on FIRST. Customers who look the same in the first two
+    # weeks start earlier too.
     assert changed["product_rekeyed"].any() and changed["customer_rekeyed"].any()
     assert changed.loc[changed["product_rekeyed"], "product_key"].str.endswith("|20261102").all()
     assert changed.loc[changed["customer_rekeyed"], "customer_key"].str.endswith("|20261102").all()

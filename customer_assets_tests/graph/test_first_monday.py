@@ -1,5 +1,6 @@
-"""Issue 23, item 1: the pipeline started on the latest week of a source with history. Lifetime figures come from
-the source's whole history (the opening balance), and equal what loading every week in order gives."""
+"""Issue 23, item 1: the pipeline started on the latest week of a source with history. Lifetime
+figures come from the source's whole history (the opening balance), and equal what loading every
+week in order gives."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def test_the_first_week_counts_the_sources_whole_history(pipeline_env, small_sou
     for week in WEEKS:
         assert run_week(week, instance=instance).success
     carried = _history(every / "warehouse.duckdb")
-    # The opening balance (SQL on the source) and validation week by week (Python) agree, customer by customer.
+    # The opening balance (SQL on the source) and validation week by week (Python) agree, customer
+    # by customer.
     pd.testing.assert_frame_equal(
         opened.drop(columns="last_purchase_before_week"),
         carried.drop(columns="last_purchase_before_week"),
@@ -55,8 +57,9 @@ def test_the_first_week_counts_the_sources_whole_history(pipeline_env, small_sou
         """SELECT customer_id, customer_transaction_count, customer_lifecycle,
         days_since_first_purchase FROM customer_analytics.weekly_transactions""",
     )
-    # Each row's lifetime count is the customer's whole history, not the week's (the seed's three weeks are all
-    # under the 30 days that make a customer "new", so the lifecycle cannot show it here: the first purchase does).
+    # Each row's lifetime count is the customer's whole history, not the week's (the seed's three
+    # weeks are all under the 30 days that make a customer "new", so the lifecycle cannot show it
+    # here: the first purchase does).
     lifetime = opened.groupby("customer_id")["transaction_count"].sum()
     counted = rows.groupby("customer_id")["customer_transaction_count"].max()
     assert (counted == lifetime.reindex(counted.index)).all()
@@ -66,7 +69,8 @@ def test_the_first_week_counts_the_sources_whole_history(pipeline_env, small_sou
 
 
 def test_without_a_crm_tiers_and_statuses_follow_the_transactions(pipeline_env, small_source):
-    """Issue 23, item 2: with no CRM every tier was Bronze (an imputed 0) and every status `active`."""
+    """Issue 23, item 2: with no CRM every tier was Bronze (an imputed 0) and every status
+    `active`."""
     from customer_assets.logic.profiles import value_tier
 
     tmp = pipeline_env("small_source", events=False)  # the database alone: no CRM API, no events
@@ -96,8 +100,8 @@ def test_without_a_crm_tiers_and_statuses_follow_the_transactions(pipeline_env, 
 
 
 def test_an_erased_customer_stays_out_of_the_opening_balance(pipeline_env, small_source):
-    """The opening balance reads the source's history: an erased customer's earlier transactions must not bring
-    them back into customer_history."""
+    """The opening balance reads the source's history: an erased customer's earlier transactions
+    must not bring them back into customer_history."""
     from customer_assets.definitions import build_definitions
 
     tmp = pipeline_env("small_source", events=False)
@@ -132,8 +136,8 @@ def test_an_erased_customer_stays_out_of_the_opening_balance(pipeline_env, small
 def _ids_at_rest(
     tmp, ids: set[str], instance: dg.DagsterInstance, run_id: str
 ) -> dict[str, list[str]]:
-    """Every file under the test's directory but the warehouse files, and the run's materialization metadata,
-    that holds one of ``ids``."""
+    """Every file under the test's directory but the warehouse files, and the run's materialization
+    metadata, that holds one of ``ids``."""
     found = {}
     for path in tmp.rglob("*"):
         if path.is_file() and not path.name.endswith((".duckdb", ".duckdb.wal")):
@@ -155,7 +159,8 @@ def _ids_at_rest(
 def test_no_customer_or_transaction_id_at_rest_after_a_good_or_a_failed_week(
     pipeline_env, small_source, monkeypatch
 ):
-    """Issue 23, item 4: quality_report.json and anomalies.csv listed customer and transaction ids for good."""
+    """Issue 23, item 4: quality_report.json and anomalies.csv listed customer and transaction ids
+    for good."""
     from customer_assets_tests.support.sources import query
 
     tmp = pipeline_env("small_source", events=False)
@@ -180,7 +185,8 @@ def test_no_customer_or_transaction_id_at_rest_after_a_good_or_a_failed_week(
         > 0
     )  # the flagged rows are queryable where erasure reaches them
     assert _ids_at_rest(tmp, ids, instance, good.run_id) == {}
-    # Erasure reaches every warehouse table that holds a customer id (found in the warehouse, not in a list).
+    # Erasure reaches every warehouse table that holds a customer id (found in the warehouse, not in
+    # a list).
     from customer_assets.suppression import customer_tables
 
     CUSTOMER_TABLES = tuple(customer_tables())
@@ -199,7 +205,8 @@ def test_no_customer_or_transaction_id_at_rest_after_a_good_or_a_failed_week(
 
 
 def test_a_customer_who_bought_months_before_the_first_week_is_not_new(pipeline_env, pg_server):
-    """The issue's case: every customer of the first loaded week was `new`, whatever they had bought before."""
+    """The issue's case: every customer of the first loaded week was `new`, whatever they had bought
+    before."""
     from customer_assets.demo.seed import SeedConfig
     from customer_assets_tests.support.sources import create_source
 

@@ -1,6 +1,7 @@
-"""Issue 21, items 3, 4, 5, 7, 10 and 11, against a real PostgreSQL: ids that differ only by case, padded ids,
-a customers table without a primary key holding duplicates, status spellings, amounts too small to convert and
-a product name over 1 MiB, all in one source whose week runs the extract and validation once."""
+"""Issue 21, items 3, 4, 5, 7, 10 and 11, against a real PostgreSQL: ids that differ only by case,
+padded ids, a customers table without a primary key holding duplicates, status spellings, amounts
+too small to convert and a product name over 1 MiB, all in one source whose week runs the extract
+and validation once."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ DUPLICATED_CUSTOMERS = (
 
 
 def _week_rows(dsn: str, n: int) -> list[tuple[str, str, str]]:
-    """``n`` clean USD rows of the week: (transaction_id, customer_id, product_id), all different customers."""
+    """``n`` clean USD rows of the week: (transaction_id, customer_id, product_id), all different
+    customers."""
     return query(
         dsn,
         """
@@ -50,7 +52,8 @@ def _copy(dsn: str, template: str, new_id: str, **changes: str) -> None:
 
 @pytest.fixture(scope="module")
 def hostile(pg_server, tmp_path_factory):
-    """The small source made hostile, and one run of its week's extract and validation (intermediates kept)."""
+    """The small source made hostile, and one run of its week's extract and validation
+    (intermediates kept)."""
     dsn = create_source(pg_server, "hostile_source", SMALL)
     rows = _week_rows(dsn, 12)
     (case_t, case_c, _), (pad_t, pad_c, pad_p), *duplicated = rows[: 2 + DUPLICATED_CUSTOMERS]
@@ -63,7 +66,8 @@ def hostile(pg_server, tmp_path_factory):
         "ALTER TABLE customers DROP CONSTRAINT customers_pkey; "
         "ALTER TABLE transactions ALTER COLUMN amount TYPE float8; SELECT 1",
     )
-    # Item 3: the lower-case twin of a customer with a transaction this week, another person entirely.
+    # Item 3: the lower-case twin of a customer with a transaction this week, another person
+    # entirely.
     twin = case_c.lower()
     query(
         dsn,
@@ -75,7 +79,8 @@ def hostile(pg_server, tmp_path_factory):
     # Item 4: a padded customer id and a padded product id.
     _copy(dsn, pad_t, "PADDED-CUSTOMER", customer_id=f"'{pad_c} '")
     _copy(dsn, pad_t, "PADDED-PRODUCT", product_id=f"' {pad_p}'")
-    # Item 5: whole rows of customers held twice; for one, a third row created later with another segment.
+    # Item 5: whole rows of customers held twice; for one, a third row created later with another
+    # segment.
     duplicated_ids = [c for _, c, _ in duplicated]
     query(
         dsn,
@@ -160,8 +165,8 @@ def _report(hostile) -> dict:
 
 
 def test_the_hostile_week_extracts_and_validates(hostile):
-    """Items 10 and 11: no step fails (an amount too small to convert failed validation with a pandera error; a
-    value over 1 MiB failed the extract with ArrowInvalid "straddling object")."""
+    """Items 10 and 11: no step fails (an amount too small to convert failed validation with a
+    pandera error; a value over 1 MiB failed the extract with ArrowInvalid "straddling object")."""
     result = hostile["result"]
     failures = [
         e.step_failure_data.error.message
@@ -190,8 +195,9 @@ def test_ids_differing_only_by_case_stay_two_customers_and_are_reported(hostile)
 def test_ids_differing_only_by_case_are_two_profiles_two_dimension_rows_and_are_erased_apart(
     hostile, tmp_path, monkeypatch
 ):
-    """Item 3, past the extract: ``C…`` (its own country) and ``c…`` (ZZ, twin-segment) gave one profile and one
-    dim_customers row with the second one's attributes, and erasing either erased both."""
+    """Item 3, past the extract: ``C…`` (its own country) and ``c…`` (ZZ, twin-segment) gave one
+    profile and one dim_customers row with the second one's attributes, and erasing either erased
+    both."""
     from customer_assets.definitions import build_definitions
     from customer_assets_tests.support.pipeline import warehouse
 
@@ -242,7 +248,8 @@ def test_ids_differing_only_by_case_are_two_profiles_two_dimension_rows_and_are_
 
 
 def test_padded_ids_join_their_customer_and_product(hostile):
-    """Item 4: ``'C0000150 '`` was quarantined UNKNOWN_CUSTOMER because the extract trimmed after the join."""
+    """Item 4: ``'C0000150 '`` was quarantined UNKNOWN_CUSTOMER because the extract trimmed after
+    the join."""
     pad_c, pad_p = hostile["padded"]
     validated = _kept(hostile, "validated_transactions")
     assert validated.loc["PADDED-CUSTOMER", "customer_id"] == pad_c
@@ -255,7 +262,8 @@ def test_padded_ids_join_their_customer_and_product(hostile):
 
 
 def test_duplicate_customer_rows_multiply_nothing_and_blame_the_customers_table(hostile):
-    """Item 5: each transaction of a customer held twice came out twice (quarantined DUPLICATE_TRANSACTION_ID)."""
+    """Item 5: each transaction of a customer held twice came out twice (quarantined
+    DUPLICATE_TRANSACTION_ID)."""
     dsn = hostile["dsn"]
     raw = _kept(hostile, "raw_transactions")
     completed, distinct = query(
@@ -267,7 +275,8 @@ def test_duplicate_customer_rows_multiply_nothing_and_blame_the_customers_table(
     assert len(raw) == completed  # one row per transaction (the seed's own duplicate ids included)
     mine = raw[raw["customer_id"].isin(hostile["duplicated"])]
     assert len(mine) > 0 and mine.index.is_unique
-    # The pick: the latest created_at (the third row, with its own segment), whatever the physical order.
+    # The pick: the latest created_at (the third row, with its own segment), whatever the physical
+    # order.
     assert set(mine.loc[mine["customer_id"] == hostile["duplicated"][0], "segment"]) == {
         "latest-segment"
     }
@@ -302,7 +311,8 @@ def test_completed_in_any_case_or_padding_is_read_and_other_statuses_are_counted
 
 
 def test_amounts_below_the_minor_unit_are_quarantined(hostile):
-    """Item 10: ``0.0000000001`` USD and ``5e-324`` passed every rule and failed the week in a pandera check."""
+    """Item 10: ``0.0000000001`` USD and ``5e-324`` passed every rule and failed the week in a
+    pandera check."""
     quarantined = _kept(hostile, "quarantined_transactions")
     assert (
         quarantined.loc[["DUST-1", "DUST-2"], "primary_reason"].tolist() == ["BELOW_MINOR_UNIT"] * 2
@@ -310,6 +320,7 @@ def test_amounts_below_the_minor_unit_are_quarantined(hostile):
 
 
 def test_a_product_name_over_a_mebibyte_is_read_whole(hostile):
-    """Item 11: the extract failed with ``ArrowInvalid: straddling object straddles two block boundaries``."""
+    """Item 11: the extract failed with ``ArrowInvalid: straddling object straddles two block
+    boundaries``."""
     validated = _kept(hostile, "validated_transactions")
     assert validated.loc["GIANT-NAME", "product_name"] == "é" * 1_100_000

@@ -1,5 +1,5 @@
-"""Issue 21 against a real PostgreSQL: what the warehouse holds after a hostile source (imputation kept to the
-marts, ...)."""
+"""Issue 21 against a real PostgreSQL: what the warehouse holds after a hostile source (imputation
+kept to the marts, ...)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ WEEK = "2026-11-16"
 def test_a_missing_country_or_segment_stays_missing_in_the_dimension_and_the_mart_imputes_it(
     pipeline_env, pg_server
 ):
-    """Item 9: `dim_customers` stored 'unknown' for a missing country or segment, although imputation happens in
-    the marts only."""
+    """Item 9: `dim_customers` stored 'unknown' for a missing country or segment, although
+    imputation happens in the marts only."""
     dsn = create_source(pg_server, "nameless_source", SMALL)
     tmp = pipeline_env("nameless_source", events=False)
     [(customer,)] = query(

@@ -1,6 +1,7 @@
-"""Issue 25: a week whose events come straight from Kafka (tansu, started by the tests), through the real graph
-and the real CLI: the same aggregates as from the same events written as files; a crash between the files and
-the commit counts nothing twice; an unreachable broker fails only the Kafka step, in one line and in time."""
+"""Issue 25: a week whose events come straight from Kafka (tansu, started by the tests), through the
+real graph and the real CLI: the same aggregates as from the same events written as files; a crash
+between the files and the commit counts nothing twice; an unreachable broker fails only the Kafka
+step, in one line and in time."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ MALFORMED = [
 
 @pytest.fixture(scope="module")
 def events_topic(kafka_broker, small_source):
-    """The small source's event files, every line a message across 3 partitions (the files' own broken lines
-    included), plus 4 malformed values."""
+    """The small source's event files, every line a message across 3 partitions (the files' own
+    broken lines included), plus 4 malformed values."""
     topic = f"customer-events-{uuid.uuid4().hex[:6]}"
     create_topic(kafka_broker, topic, 3)
     produce(kafka_broker, topic, landing_zone_messages(EVENTS["small_source"]) + MALFORMED)

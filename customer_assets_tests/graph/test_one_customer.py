@@ -1,11 +1,13 @@
-"""Issue 24: one real customer, the same in every week and every table, in DuckDB and in BigQuery (the emulator).
+"""Issue 24: one real customer, the same in every week and every table, in DuckDB and in BigQuery
+(the emulator).
 
-A source of its own (the small seed, its CRM served by the loopback CRM API, its ERP read as a separate
-database) where, besides the seed's own customers:
-- person 1 is known to the CRM as X1 in the first week and to the ERP as ERP-T1 (same email, other case) in
-  the second: one person, X1, in both weeks;
-- X2 and Z2 are two persons in the first week (their CRM records share nothing) and the ERP record ERP-T2 of
-  the second week has X2's email and Z2's phone: they are merged into X2, whose CRM record is the more recent.
+A source of its own (the small seed, its CRM served by the loopback CRM API, its ERP read as a
+separate database) where, besides the seed's own customers:
+- person 1 is known to the CRM as X1 in the first week and to the ERP as ERP-T1 (same email, other
+  case) in the second: one person, X1, in both weeks;
+- X2 and Z2 are two persons in the first week (their CRM records share nothing) and the ERP record
+  ERP-T2 of the second week has X2's email and Z2's phone: they are merged into X2, whose CRM record
+  is the more recent.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def identity_source(pg_server):
 
 
 def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
-    """The issue's "done when", on the tables as ``read(table)`` gives them (every row of every week)."""
+    """The issue's "done when", on the tables as ``read(table)`` gives them (every row of every
+    week)."""
     x1, x2, z2 = ids["X1"], ids["X2"], ids["Z2"]
     identity = read("customer_identity_map")
     weeks = sorted(identity["week_start"].unique())
@@ -135,7 +138,8 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
         == ((facts["week_start"] == weeks[1]) & (facts["customer_id"] == x2)).sum()
     )
 
-    # dim_customers: one current row per person; the retired person's versions end at the merge and name X2.
+    # dim_customers: one current row per person; the retired person's versions end at the merge and
+    # name X2.
     dimension = read("dim_customers")
     current = dimension[dimension["is_current"]]
     assert current["customer_id"].is_unique
@@ -145,7 +149,8 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
     assert len(retired) and (retired["merged_into"] == x2).all()
     assert (pd.to_datetime(retired["effective_to"]) <= pd.Timestamp(W2)).all()
 
-    # The facts count the person: Z2's transactions of both weeks are X2's, and every key still resolves.
+    # The facts count the person: Z2's transactions of both weeks are X2's, and every key still
+    # resolves.
     assert not (facts["customer_id"] == z2).any()
     assert facts["customer_key"].isin(dimension["customer_key"]).all()
     shop_ids = read("weekly_transactions")[["transaction_id", "customer_id"]].rename(
@@ -156,8 +161,8 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
     assert len(of_pair) and set(of_pair["customer_id"]) == {x2}
     assert set(of_pair["shop_id"].str.strip()) == {x2, z2}
 
-    # The marts count people: the week's churn mart has one customer per person who ever bought (the history
-    # is kept per shop id; the identity joins it to persons), so X2 and Z2 count once.
+    # The marts count people: the week's churn mart has one customer per person who ever bought (the
+    # history is kept per shop id; the identity joins it to persons), so X2 and Z2 count once.
     history = read("customer_history")
     history = history[history["week_start"] == weeks[1]].assign(
         shop_id=lambda h: h["customer_id"].str.strip()
@@ -186,8 +191,8 @@ def test_one_customer_everywhere_in_duckdb(pipeline_env, identity_source):
         return warehouse(path, f"SELECT * FROM customer_analytics.{table}")
 
     _check_one_customer_everywhere(read, ids)
-    # Re-running the week before the merge (a late change's repair) rebuilds its versions from the snapshots:
-    # the retired person does not come back as current, nor under a new id.
+    # Re-running the week before the merge (a late change's repair) rebuilds its versions from the
+    # snapshots: the retired person does not come back as current, nor under a new id.
     assert run_week(W1).success
     current = read("dim_customers").query("is_current")
     assert current["customer_id"].is_unique and ids["Z2"] not in set(current["customer_id"])

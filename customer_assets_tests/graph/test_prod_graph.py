@@ -1,10 +1,11 @@
-"""The whole weekly graph with DAGSTER_DEPLOYMENT=prod: the real source, BigQuery (the emulator) as warehouse.
+"""The whole weekly graph with DAGSTER_DEPLOYMENT=prod: the real source, BigQuery (the emulator) as
+warehouse.
 
-The same asset graph and resources as production (``resources_for("prod")``: the BigQuery warehouse IO
-manager, ``PII_HASH_KEY`` as an ``EnvVar``), only ``BIGQUERY_EMULATOR_HOST`` points the client at a local
-emulator with anonymous credentials. The prod executor is the multiprocess executor; ``dg.materialize``
-runs in process, which is what these tests need and changes nothing about what lands in the warehouse.
-Each test starts from an empty ``customer_analytics`` dataset.
+The same asset graph and resources as production (``resources_for("prod")``: the BigQuery warehouse
+IO manager, ``PII_HASH_KEY`` as an ``EnvVar``), only ``BIGQUERY_EMULATOR_HOST`` points the client at
+a local emulator with anonymous credentials. The prod executor is the multiprocess executor;
+``dg.materialize`` runs in process, which is what these tests need and changes nothing about what
+lands in the warehouse. Each test starts from an empty ``customer_analytics`` dataset.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def use_prod(monkeypatch, bigquery_endpoint, bigquery_client) -> None:
 
 @pytest.fixture
 def prod_env(pipeline_env, small_source, monkeypatch, bigquery_endpoint, bigquery_client):
-    """pipeline_env's local paths and seeded source, plus the prod deployment pointed at the emulator."""
+    """pipeline_env's local paths and seeded source, plus the prod deployment pointed at the
+    emulator."""
     tmp = pipeline_env("small_source")
     use_prod(monkeypatch, bigquery_endpoint, bigquery_client)
     return tmp
@@ -104,7 +106,8 @@ def bq_week(bigquery_client, table: str, column: str, week: str, order: str) -> 
 
 
 def comparable(frame: pd.DataFrame, drop: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Values only: timestamps in UTC at microseconds (BigQuery's resolution), categories as objects."""
+    """Values only: timestamps in UTC at microseconds (BigQuery's resolution), categories as
+    objects."""
     frame = frame.drop(columns=list(drop)).reset_index(drop=True)
     columns = {}
     for name, values in frame.items():
@@ -121,7 +124,8 @@ def comparable(frame: pd.DataFrame, drop: tuple[str, ...] = ()) -> pd.DataFrame:
 def same_rows(
     bigquery: pd.DataFrame, duck: pd.DataFrame, drop: tuple[str, ...] = (), exact: bool = True
 ) -> None:
-    """The same values; sums of floats (the marts) may differ in their last bits with the summation order."""
+    """The same values; sums of floats (the marts) may differ in their last bits with the summation
+    order."""
     pd.testing.assert_frame_equal(
         comparable(bigquery, drop),
         comparable(duck, drop),

@@ -1,4 +1,5 @@
-"""Sources that fall silent are noticed: a landing zone missing a day, a CRM extract thinner than expected."""
+"""Sources that fall silent are noticed: a landing zone missing a day, a CRM extract thinner than
+expected."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Sources as users have them: only customers, transactions and products, no CRM and no events; naive
-timestamps and integer ids; a missing column or a configured-but-broken source fails at once, clearly."""
+"""Sources as users have them: only customers, transactions and products, no CRM and no events;
+naive timestamps and integer ids; a missing column or a configured-but-broken source fails at once,
+clearly."""
 
 import json
 import re
@@ -91,8 +92,8 @@ def test_a_configured_landing_zone_that_is_missing_fails_clearly(
 
 
 def test_the_demo_partitions_start_on_the_demo_first_week():
-    """Issue 13: partitions started on 2026-01-05, months before the demo's data, so the UI offered impossible
-    weeks and "Materialize all" hit them."""
+    """Issue 13: partitions started on 2026-01-05, months before the demo's data, so the UI offered
+    impossible weeks and "Materialize all" hit them."""
     from datetime import timedelta
 
     from customer_assets.demo.seed import SeedConfig

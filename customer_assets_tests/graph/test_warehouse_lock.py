@@ -1,6 +1,7 @@
-"""Issue 21, item 12: an analyst holding the DuckDB file open (even read-only) made a run retry for 7 min 23 s and
-then fail with a FileNotFoundError that blamed a finished week. Now a run waits at most WAREHOUSE_LOCK_TIMEOUT and
-fails naming the holder, and analysts read the copy published after each week, which never blocks a run."""
+"""Issue 21, item 12: an analyst holding the DuckDB file open (even read-only) made a run retry for
+7 min 23 s and then fail with a FileNotFoundError that blamed a finished week. Now a run waits at
+most WAREHOUSE_LOCK_TIMEOUT and fails naming the holder, and analysts read the copy published after
+each week, which never blocks a run."""
 
 from __future__ import annotations
 

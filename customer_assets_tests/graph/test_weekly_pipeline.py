@@ -1,4 +1,5 @@
-"""The whole weekly graph against a real PostgreSQL: idempotency, conservation, PII, quarantine, stops."""
+"""The whole weekly graph against a real PostgreSQL: idempotency, conservation, PII, quarantine,
+stops."""
 
 import dataclasses
 import json
@@ -167,8 +168,8 @@ def test_success_removes_intermediates_and_writes_a_summary(pipeline_env, small_
 def test_one_asset_of_a_finished_week_run_alone_leaves_the_week_as_loaded(
     pipeline_env, small_source
 ):
-    """Issue 13: "Materialize" on one asset of a finished week must not fail (its intermediates were removed)
-    nor paint the week red; it does nothing, says why, and the warehouse keeps the week."""
+    """Issue 13: "Materialize" on one asset of a finished week must not fail (its intermediates were
+    removed) nor paint the week red; it does nothing, says why, and the warehouse keeps the week."""
     tmp = pipeline_env("small_source")
     instance = dg.DagsterInstance.ephemeral()
     run_week(WEEK, instance=instance)
@@ -235,8 +236,8 @@ def test_a_broken_source_stops_before_transform_and_the_run_cleans_up(pipeline_e
         0
     ]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    # The run cleaned up after itself, no daemon or sensor involved: the files written before the check
-    # failed, and those of the profile branch.
+    # The run cleaned up after itself, no daemon or sensor involved: the files written before the
+    # check failed, and those of the profile branch.
     assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
     records = list((tmp / "logs" / "etl").glob("failed_*.json"))
     assert len(records) == 1

@@ -1,7 +1,7 @@
 """The BigQuery warehouse IO manager against a local BigQuery emulator, driven through Dagster.
 
-Every test writes to its own dataset (``dataset_override``) so they never see each other's tables; the
-assertions query BigQuery back with a real ``google.cloud.bigquery`` bigquery_client.
+Every test writes to its own dataset (``dataset_override``) so they never see each other's tables;
+the assertions query BigQuery back with a real ``google.cloud.bigquery`` bigquery_client.
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ def tables(bigquery_client, dataset: str) -> list[str]:
 
 
 def same_values(left: pd.DataFrame, right: pd.DataFrame) -> None:
-    """Equal values whatever the resolution (BigQuery reads back microseconds, pandas writes nanoseconds)."""
+    """Equal values whatever the resolution (BigQuery reads back microseconds, pandas writes
+    nanoseconds)."""
     left, right = left.reset_index(drop=True), right.reset_index(drop=True)
     assert list(left.columns) == list(right.columns)
     for column in left.columns:
@@ -345,7 +346,8 @@ def test_load_input_reads_the_week_back(bigquery_client, manager, dataset):
 
 
 def test_an_input_reads_only_the_columns_it_asks_for(bigquery_client, manager, dataset, tmp_path):
-    """dim_customers needs 6 of the snapshots' ~50 columns, over every week: both warehouses select only those."""
+    """dim_customers needs 6 of the snapshots' ~50 columns, over every week: both warehouses select
+    only those."""
     frames = {WEEK_A: transactions(WEEK_A)}
     upstream = warehouse_asset(frames)
     seen = []
@@ -491,7 +493,8 @@ def _stored(tmp_path, frame: pd.DataFrame) -> StoredFrame:
 def test_a_stored_week_loads_batch_by_batch_like_the_frame(
     bigquery_client, manager, dataset, tmp_path, monkeypatch
 ):
-    """The pipeline hands the transformed week over as a Parquet file: same rows and types as a frame gives."""
+    """The pipeline hands the transformed week over as a Parquet file: same rows and types as a
+    frame gives."""
     monkeypatch.setattr(frames, "BATCH_ROWS", 2)  # five rows: three batches
     frame = transactions(WEEK_A, n=5)
     stored = _stored(tmp_path, frame)
@@ -545,8 +548,9 @@ def test_missing_credentials_fail_without_retry(monkeypatch, tmp_path):
 
 
 def test_a_transaction_moved_between_weeks_is_moved_not_copied(bigquery_client, manager, dataset):
-    """Issue 12, finding 4: a transaction whose timestamp moved to another week was then in both weeks. The
-    MERGE updates the old week's row in place (in the key window, here a week either side)."""
+    """Issue 12, finding 4: a transaction whose timestamp moved to another week was then in both
+    weeks. The MERGE updates the old week's row in place (in the key window, here a week either
+    side)."""
     frames = {WEEK_A: transactions(WEEK_A, n=3), WEEK_B: transactions(WEEK_B, n=2)}
     asset = _keyed_asset(frames)
     run([asset], WEEK_A, manager())

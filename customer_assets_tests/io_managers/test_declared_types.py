@@ -1,9 +1,11 @@
-"""Warehouse tables get the column types their pandera model declares, whatever the first week holds.
+"""Warehouse tables get the column types their pandera model declares, whatever the first week
+holds.
 
-An empty first week (or a column with no value, such as ``imputed_fields``) used to create a DuckDB column of
-type NULL, and the next ordinary week then failed for ever with a SchemaMismatchError; BigQuery took its types
-from the first frame's dtypes. Both managers now create a table with the declared types, cast a column that
-holds no value to its declared type, and DuckDB repairs a NULL column left by the old code.
+An empty first week (or a column with no value, such as ``imputed_fields``) used to create a DuckDB
+column of type NULL, and the next ordinary week then failed for ever with a SchemaMismatchError;
+BigQuery took its types from the first frame's dtypes. Both managers now create a table with the
+declared types, cast a column that holds no value to its declared type, and DuckDB repairs a NULL
+column left by the old code.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ BIGQUERY_DECLARED = {
 
 
 class Visits(pa.DataFrameModel):
-    """A model with every dtype the project's models use (str, int, float, bool, zoned and naive timestamps)."""
+    """A model with every dtype the project's models use (str, int, float, bool, zoned and naive
+    timestamps)."""
 
     customer_id: Series[str] = pa.Field(nullable=True)
     visits: Series[int]
@@ -84,7 +87,8 @@ VisitsFileType = stored_frame_type(
 
 
 def visits(week: str, n: int = 3, imputed: bool = True) -> pd.DataFrame:
-    """``n`` rows of the week with the dtypes pandera gives them; ``imputed=False``: ``imputed_fields`` all None."""
+    """``n`` rows of the week with the dtypes pandera gives them; ``imputed=False``:
+    ``imputed_fields`` all None."""
     start = pd.Timestamp(week, tz="UTC")
     return pd.DataFrame(
         {
@@ -109,8 +113,9 @@ def stored(tmp_path, frame: pd.DataFrame, name: str) -> StoredFrame:
 
 
 def empty_object_week() -> pd.DataFrame:
-    """No rows, every column an object column: what a week with no data looks like before pandera coerces
-    (the coercion happens in the type check, on a copy: the IO manager receives this frame)."""
+    """No rows, every column an object column: what a week with no data looks like before pandera
+    coerces (the coercion happens in the type check, on a copy: the IO manager receives this
+    frame)."""
     return pd.DataFrame({name: pd.Series([], dtype=object) for name in DUCKDB_DECLARED})
 
 
@@ -245,7 +250,8 @@ def test_duckdb_a_null_column_is_repaired_even_when_the_next_week_has_no_value_e
 
 
 def test_duckdb_the_real_profiles_model_on_an_empty_first_week(tmp_path):
-    """weekly_customer_profiles: an empty week (as the profiles step returns it) then an ordinary one."""
+    """weekly_customer_profiles: an empty week (as the profiles step returns it) then an ordinary
+    one."""
     model = UnifiedCustomerProfiles.to_schema()
     empty = pd.DataFrame(
         {
@@ -318,8 +324,8 @@ def test_duckdb_a_value_of_another_type_still_stops_the_load(tmp_path):
 
 @pytest.mark.parametrize("column", list(DUCKDB_DECLARED))
 def test_the_declared_mapping_gives_what_a_frame_with_values_gives(column):
-    """Tables created before keep matching: each declared dtype maps to the type the old code inferred from a
-    frame with values (DuckDB from its Arrow copy, BigQuery from its dtypes)."""
+    """Tables created before keep matching: each declared dtype maps to the type the old code
+    inferred from a frame with values (DuckDB from its Arrow copy, BigQuery from its dtypes)."""
     from customer_assets.io_managers.bigquery_types import frame_types
     from customer_assets.io_managers.declared import declared_types
 
@@ -350,8 +356,8 @@ def test_the_declared_mapping_gives_what_a_frame_with_values_gives(column):
     ids=lambda values: str(values.dtype),
 )
 def test_other_dtypes_map_to_what_a_frame_with_values_gives(values):
-    """The text dtype the pipeline runs with (``str``, Arrow-backed: settings.configure_runtime) and the
-    nullable and narrower dtypes a frame without a model may hold."""
+    """The text dtype the pipeline runs with (``str``, Arrow-backed: settings.configure_runtime) and
+    the nullable and narrower dtypes a frame without a model may hold."""
     from customer_assets.io_managers.bigquery_types import bigquery_type
     from customer_assets.io_managers.declared import duckdb_type
 
@@ -419,7 +425,8 @@ def bigquery_count(bigquery_client, dataset: str, table: str = "weekly_visits") 
 def test_bigquery_an_empty_first_week_creates_the_declared_types_and_the_next_week_loads(
     bigquery_client, manager, dataset
 ):
-    # The partition column keeps its dtype (BigQuery needs it a timestamp); every other column is object.
+    # The partition column keeps its dtype (BigQuery needs it a timestamp); every other column is
+    # object.
     first = empty_object_week().astype({"timestamp": "datetime64[ns, UTC]"})
     asset = bigquery_asset({WEEK_A: first, WEEK_B: visits(WEEK_B)})
     run([asset], WEEK_A, manager())
@@ -429,7 +436,8 @@ def test_bigquery_an_empty_first_week_creates_the_declared_types_and_the_next_we
 
 
 def test_bigquery_a_column_with_no_value_is_string(bigquery_client, manager, dataset):
-    """Already so before: an object column is STRING whatever it holds (bigquery_types.bigquery_type)."""
+    """Already so before: an object column is STRING whatever it holds
+    (bigquery_types.bigquery_type)."""
     asset = bigquery_asset({WEEK_A: visits(WEEK_A, imputed=False), WEEK_B: visits(WEEK_B)})
     run([asset], WEEK_A, manager())
     assert bigquery_types(bigquery_client, dataset)["imputed_fields"] == "STRING"
@@ -440,7 +448,8 @@ def test_bigquery_a_column_with_no_value_is_string(bigquery_client, manager, dat
 def test_bigquery_a_float_column_with_no_value_loads_into_its_declared_string(
     bigquery_client, manager, dataset
 ):
-    """A column of NaN (float64) declared str: cast to STRING rather than creating a FLOAT64 column."""
+    """A column of NaN (float64) declared str: cast to STRING rather than creating a FLOAT64
+    column."""
     first = visits(WEEK_A).assign(imputed_fields=np.nan)
     asset = bigquery_asset({WEEK_A: first, WEEK_B: visits(WEEK_B)})
     run([asset], WEEK_A, manager())

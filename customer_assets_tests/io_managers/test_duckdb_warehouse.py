@@ -1,4 +1,5 @@
-"""The local warehouse: a week loaded a slice at a time or straight from a Parquet file, replaced on rerun."""
+"""The local warehouse: a week loaded a slice at a time or straight from a Parquet file, replaced on
+rerun."""
 
 import gc
 import subprocess
@@ -70,8 +71,8 @@ def test_slices_and_a_parquet_file_load_the_same_rows_and_a_rerun_replaces_the_w
 
 
 def test_a_loaded_week_comes_back_with_its_types_and_missing_values(tmp_path):
-    """Inputs are read through Arrow: text (with missing values), numbers, flags and timestamps, zoned and naive,
-    come back as they were written."""
+    """Inputs are read through Arrow: text (with missing values), numbers, flags and timestamps,
+    zoned and naive, come back as they were written."""
     start = pd.Timestamp(WEEK, tz="UTC")
     written = pd.DataFrame(
         {
@@ -122,7 +123,8 @@ def test_a_loaded_week_comes_back_with_its_types_and_missing_values(tmp_path):
 
 @pytest.fixture
 def full_disk(tmp_path):
-    """A real 3 MiB file system (tmpfs) for the warehouse file; skipped where mounting is not permitted."""
+    """A real 3 MiB file system (tmpfs) for the warehouse file; skipped where mounting is not
+    permitted."""
     mount = tmp_path / "tiny"
     mount.mkdir()
     done = subprocess.run(
@@ -154,8 +156,9 @@ def _big_week(n: int) -> pd.DataFrame:
 
 
 def test_a_full_warehouse_disk_is_the_headline_and_the_week_is_all_or_nothing(full_disk, tmp_path):
-    """Issue 21, item 14: the headline was `TransactionContext Error: cannot rollback - no transaction is active`
-    (the ROLLBACK after the failed COMMIT), with "No space left on device" only in the chained traceback."""
+    """Issue 21, item 14: the headline was `TransactionContext Error: cannot rollback - no
+    transaction is active` (the ROLLBACK after the failed COMMIT), with "No space left on device"
+    only in the chained traceback."""
     database = str(full_disk / "warehouse.duckdb")
     manager = DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "reports"))
 
@@ -188,8 +191,8 @@ def test_a_full_warehouse_disk_is_the_headline_and_the_week_is_all_or_nothing(fu
         and "cannot rollback" not in headline
     )
     subprocess.run(["mount", "-o", "remount,size=64m", str(full_disk)], check=True)  # space freed
-    # The fault invalidated this process's DuckDB instance; once it is released, the week is all or nothing: the
-    # old rows or, when only the checkpoint after the commit failed, the new ones.
+    # The fault invalidated this process's DuckDB instance; once it is released, the week is all or
+    # nothing: the old rows or, when only the checkpoint after the commit failed, the new ones.
     del result, error
     gc.collect()
     with duckdb.connect(database) as con:

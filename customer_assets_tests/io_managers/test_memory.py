@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-# In a fresh interpreter, so that the heap's state is not whatever earlier tests left: 400 MB in 64 KiB blocks
-# (below glibc's mmap threshold: on the heap), each followed by a small block that stays alive, so that freeing
-# the large ones leaves holes glibc does not give back by itself.
+# In a fresh interpreter, so that the heap's state is not whatever earlier tests left: 400 MB in 64
+# KiB blocks (below glibc's mmap threshold: on the heap), each followed by a small block that stays
+# alive, so that freeing the large ones leaves holes glibc does not give back by itself.
 SCENARIO = """
 import gc, json, psutil
 from customer_assets.io_managers.memory import release_freed_memory

@@ -1,5 +1,5 @@
-"""The local Parquet IO manager: atomic files per asset and week, inputs that read only some columns, and
-week-sized data written and read in batches."""
+"""The local Parquet IO manager: atomic files per asset and week, inputs that read only some
+columns, and week-sized data written and read in batches."""
 
 import dagster as dg
 import pandas as pd
@@ -175,7 +175,8 @@ def test_duplicated_values_counts_repeats_like_pandas(tmp_path, values, repeats)
 
 
 def test_a_stored_frame_replaced_while_read_is_an_error(tmp_path):
-    """The transform reads its input twice (week metrics, then batches): never from two versions of it."""
+    """The transform reads its input twice (week metrics, then batches): never from two versions of
+    it."""
     path = tmp_path / "week.parquet"
     _rows(0, 3).to_parquet(path)
     stored = StoredFrame(path)

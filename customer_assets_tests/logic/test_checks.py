@@ -20,7 +20,8 @@ def test_rates_ending_before_the_weeks_last_publication_day_warn():
 
 
 def test_a_friday_holiday_moves_the_last_publication_day_to_thursday():
-    """Good Friday 2026 is 3 April: the ECB publishes nothing, so rates to Thursday cover that week."""
+    """Good Friday 2026 is 3 April: the ECB publishes nothing, so rates to Thursday cover that
+    week."""
     assert checks.fx_rates_cover_week(date(2026, 4, 5), date(2026, 4, 2), "held").passed
     assert not checks.fx_rates_cover_week(date(2026, 4, 5), date(2026, 4, 1), "held").passed
 

@@ -80,7 +80,8 @@ def test_something_that_is_not_the_ecb_file_is_refused(tmp_path):
 
 
 def test_a_rates_file_replaced_at_the_same_path_is_read_again(tmp_path):
-    """The refresh swaps a new file in under the same name: a process must not keep the old one's rates."""
+    """The refresh swaps a new file in under the same name: a process must not keep the old one's
+    rates."""
     import shutil
     import zipfile
 

@@ -194,8 +194,8 @@ def _sources():
 
 
 def _stored(rows: pd.DataFrame, path, row_group_size: int = 2):
-    """The rows as the transform stores them (a Parquet file of several row groups), aggregated per raw id by
-    DuckDB reading the file, as the profiles asset reads them."""
+    """The rows as the transform stores them (a Parquet file of several row groups), aggregated per
+    raw id by DuckDB reading the file, as the profiles asset reads them."""
     pq.write_table(
         pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=row_group_size
     )
@@ -215,7 +215,8 @@ def test_profiles_join_clean_impute_and_log(tmp_path):
     assert p.loc[
         "C1", ["country", "value_tier", "status", "in_crm", "in_events", "in_transactions"]
     ].tolist() == ["US", "Platinum", "active", True, True, True]
-    # Issue 21, item 9: no source knows C2's country, and the profile says so (the marts impute, not the profiles).
+    # Issue 21, item 9: no source knows C2's country, and the profile says so (the marts impute, not
+    # the profiles).
     assert p.loc["C2", "status"] == "churned" and pd.isna(p.loc["C2", "country"])
     assert log.removed_values["lifetime_value"] == 1 and log.removed_values["signup_date"] == 1
     assert (
@@ -237,7 +238,8 @@ def test_distinct_ids_and_is_in_match_python_sets():
     assert distinct_ids(a, b, sort=True).to_pylist() == sorted({"C1", "C2", "C3", "É9"})
     assert set(distinct_ids(a, {"C7"}).to_pylist()) == {"C1", "C2", "C7", "É9"}
     assert is_in(a, b).tolist() == [False, False, True, False, False]
-    # Text read from Parquet row groups is a chunked Arrow array inside pandas: taken as is, not value by value.
+    # Text read from Parquet row groups is a chunked Arrow array inside pandas: taken as is, not
+    # value by value.
     chunked = pa.Table.from_batches(
         pa.table({"id": ["C5", "C1", None, "C5"]}).to_batches(max_chunksize=1)
     ).to_pandas()["id"]
@@ -299,8 +301,8 @@ def test_an_empty_week_has_typed_empty_aggregates(tmp_path):
 
 
 def _dedupe_reference(records):
-    """The definition, in plain pandas: sort by id, CRM first, latest update first, then take each column's
-    first non-null value per id."""
+    """The definition, in plain pandas: sort by id, CRM first, latest update first, then take each
+    column's first non-null value per id."""
     ranked = records.assign(_p=records["source"].map({"crm": 0, "database": 1}).fillna(9))
     ranked = ranked.sort_values(
         ["customer_id", "_p", "updated_at"],
@@ -342,9 +344,9 @@ def test_dedup_equals_its_plain_pandas_definition_on_random_records(seed):
 
 
 def test_an_outlier_keeps_its_true_figures_and_is_flagged():
-    """Issue 21, item 6: a bot's week spend (140k USD) was capped at the 99th percentile (1,448) and its tier read
-    Bronze. The profile keeps the true value and lists the column in ``outlier_fields``; only the ML feature is
-    capped."""
+    """Issue 21, item 6: a bot's week spend (140k USD) was capped at the 99th percentile (1,448) and
+    its tier read Bronze. The profile keeps the true value and lists the column in
+    ``outlier_fields``; only the ML feature is capped."""
     from customer_assets.logic.profiles import CAPPED_COLUMNS, TransformLog, flag_outliers
 
     n = 200

@@ -108,8 +108,9 @@ def test_report_counts_by_category_and_metrics_row():
 
 
 def test_the_report_carries_what_the_extract_found_in_the_source():
-    """Issue 21, items 3, 5 and 7: duplicate customer records, ids colliding once standardised and the rows of
-    other statuses are the source's, not the transactions': the report says so, apart from the quarantine."""
+    """Issue 21, items 3, 5 and 7: duplicate customer records, ids colliding once standardised and
+    the rows of other statuses are the source's, not the transactions': the report says so, apart
+    from the quarantine."""
     _, week = validate(raw_frame(raw_row()))
     findings = {
         "DUPLICATE_CUSTOMER_RECORD": 4,

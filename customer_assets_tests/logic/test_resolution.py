@@ -33,15 +33,16 @@ def test_records_sharing_an_email_phone_or_id_are_one_customer_named_by_its_best
         for r in mapping.itertuples()
     }
     assert rows == {
-        # The CRM's C1 is the shop's c1 (the only shop id equal to it but for case): the person takes the CRM's
-        # record first, its id spelled as the shop spells it.
+        # The CRM's C1 is the shop's c1 (the only shop id equal to it but for case): the person
+        # takes the CRM's record first, its id spelled as the shop spells it.
         ("crm", "C1"): ("c1", "email", True),
         ("erp", "ERP-9"): ("c1", "email", False),  # same email
         ("database", "c1"): ("c1", "id", False),
         ("crm", "C2"): ("C2", "phone", True),
         ("erp", "ERP-8"): ("C2", "phone", False),  # same phone
         ("database", "C3"): ("C3", "self", True),  # alone
-        # The ERP has ids of its own: its ERP-7 is not the shop's ERP-7, and keeps its namespace when it names one.
+        # The ERP has ids of its own: its ERP-7 is not the shop's ERP-7, and keeps its namespace
+        # when it names one.
         ("erp", "ERP-7"): ("erp:ERP-7", "self", True),
         ("database", "ERP-7"): ("ERP-7", "self", True),
     }
@@ -115,8 +116,8 @@ def _person(identity, source, source_id):
 
 
 def test_a_person_keeps_its_id_in_every_week_whichever_source_sees_them():
-    """Issue 24: the CRM's C7 in week 1, the same person as ERP E7 (same email) alone in week 2: one person, C7,
-    in both weeks, though week 2 alone would have named them erp:E7."""
+    """Issue 24: the CRM's C7 in week 1, the same person as ERP E7 (same email) alone in week 2: one
+    person, C7, in both weeks, though week 2 alone would have named them erp:E7."""
     week1 = carry_identity(
         pd.DataFrame(columns=IDENTITY_COLUMNS),
         week_records(_crm(["C7"], ["e7"]), NONE, pd.Series(["C7"])),
@@ -147,7 +148,8 @@ def test_two_persons_found_to_be_one_merge_into_the_best_records_person_and_the_
         W1,
     )
     assert set(week1.identity["customer_id"]) == {"A1", "B2"}
-    # week 2: an ERP record with A1's email and B2's phone; B2's CRM record is the more recent of the two
+    # week 2: an ERP record with A1's email and B2's phone; B2's CRM record is the more recent of
+    # the two
     week2 = carry_identity(
         week1.identity,
         week_records(
@@ -167,8 +169,8 @@ def test_two_persons_found_to_be_one_merge_into_the_best_records_person_and_the_
 
 
 def test_ids_of_one_source_equal_but_for_case_stay_two_persons_and_are_counted():
-    """Issue 21 item 3: C0000001 and c0000001 in the shop are two customers (ID_COLLISION), in the week they
-    meet and when the second appears weeks later."""
+    """Issue 21 item 3: C0000001 and c0000001 in the shop are two customers (ID_COLLISION), in the
+    week they meet and when the second appears weeks later."""
     together = carry_identity(
         pd.DataFrame(columns=IDENTITY_COLUMNS),
         week_records(NONE, NONE, pd.Series(["C0000001", "c0000001"])),
@@ -188,8 +190,9 @@ def test_ids_of_one_source_equal_but_for_case_stay_two_persons_and_are_counted()
 
 
 def test_a_crm_id_names_the_shop_customer_it_spells_and_collisions_are_counted_in_their_week():
-    """Issue 21 item 3 with the CRM: the CRM's c0000001 is the shop's c0000001 when the shop has both spellings
-    (and its lifetime value is that customer's); with only C0000002 in the shop, the CRM's c0000002 is it."""
+    """Issue 21 item 3 with the CRM: the CRM's c0000001 is the shop's c0000001 when the shop has
+    both spellings (and its lifetime value is that customer's); with only C0000002 in the shop, the
+    CRM's c0000002 is it."""
     both = carry_identity(
         pd.DataFrame(columns=IDENTITY_COLUMNS),
         week_records(

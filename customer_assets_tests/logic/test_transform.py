@@ -140,7 +140,8 @@ OFFICE_PRICES = pd.DataFrame({"category": ["Office"], "avg_price": [15.0]})
 
 
 def _c1_history(last_before_week: str) -> pd.DataFrame:
-    """C1 bought 3 times for $100 since 2025-02-01, last before this week on ``last_before_week``."""
+    """C1 bought 3 times for $100 since 2025-02-01, last before this week on
+    ``last_before_week``."""
     return _history(
         C1={
             "lifetime_value_usd": 100.0,
@@ -165,7 +166,8 @@ def test_an_enriched_week_satisfies_its_model():
 
 
 def test_batches_enriched_with_the_week_metrics_equal_the_whole_week():
-    """The transform asset enriches the week a batch at a time; ranks and customer totals stay week-wide."""
+    """The transform asset enriches the week a batch at a time; ranks and customer totals stay
+    week-wide."""
     validated = _validated(
         raw_row(transaction_id="A", customer_id="C1", product_id="P1", currency="EUR", amount=12.5),
         raw_row(
@@ -183,7 +185,8 @@ def test_batches_enriched_with_the_week_metrics_equal_the_whole_week():
         ignore_index=True,
     )
     pd.testing.assert_frame_equal(batched, whole)
-    # P2 has three transactions in the week, P1 two: the ranks are the week's even in a two-row batch.
+    # P2 has three transactions in the week, P1 two: the ranks are the week's even in a two-row
+    # batch.
     assert dict(zip(batched["product_id"], batched["product_popularity_rank"], strict=False)) == {
         "P2": 1,
         "P1": 2,

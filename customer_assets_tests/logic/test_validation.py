@@ -58,8 +58,8 @@ def test_every_rule_is_exercised():
 
 
 def test_an_id_another_loaded_week_still_holds_is_quarantined_as_reused():
-    """Issue 21, item 1: the validation step names the ids another loaded week holds while the source still holds
-    them there; only those rows fail, whatever else they are."""
+    """Issue 21, item 1: the validation step names the ids another loaded week holds while the
+    source still holds them there; only those rows fail, whatever else they are."""
     df = raw_frame(raw_row(transaction_id="T1"), raw_row(transaction_id="T2"))
     split = split_by_hard_rules(df, WEEK, held_elsewhere=frozenset({"T2"}))
     assert split.quarantined["reason_codes"].tolist() == ["DUPLICATE_ACROSS_WEEKS"]
@@ -67,8 +67,8 @@ def test_an_id_another_loaded_week_still_holds_is_quarantined_as_reused():
 
 
 def test_one_customer_with_thousands_of_rows_weighs_as_one_in_the_baselines():
-    """Issue 21, item 6: a bot's 5,000 identical amounts became the week's median and MAD, and flagged the ordinary
-    rows; weighted 1/n per customer, they are one customer among 300."""
+    """Issue 21, item 6: a bot's 5,000 identical amounts became the week's median and MAD, and
+    flagged the ordinary rows; weighted 1/n per customer, they are one customer among 300."""
     rng = np.random.default_rng(3)
     ordinary = pd.DataFrame(
         {
@@ -97,8 +97,8 @@ def test_identical_copies_keep_one():
 
 @pytest.mark.parametrize("order", [[0, 1], [1, 0]])
 def test_of_identical_copies_the_one_that_decoded_is_kept(order):
-    """Found by the property tests' author: when only the first copy carried an encoding mark, neither copy was
-    loaded, and the outcome depended on row order."""
+    """Found by the property tests' author: when only the first copy carried an encoding mark,
+    neither copy was loaded, and the outcome depended on row order."""
     rows = [
         raw_row(transaction_id="T9", invalid_encoding="product_name"),
         raw_row(transaction_id="T9"),
@@ -111,8 +111,9 @@ def test_of_identical_copies_the_one_that_decoded_is_kept(order):
 
 
 def test_conflicting_copies_are_all_quarantined():
-    """A copy backdated into the week with another amount must not replace the genuine row (issue 12,
-    finding 4: "earliest copy kept" loaded the injected 7,777.77 and quarantined the real 6.51)."""
+    """A copy backdated into the week with another amount must not replace the genuine row (issue
+    12, finding 4: "earliest copy kept" loaded the injected 7,777.77 and quarantined the real
+    6.51)."""
     df = raw_frame(
         raw_row(transaction_id="T9", amount=6.51, timestamp=pd.Timestamp("2026-11-18", tz="UTC")),
         raw_row(
@@ -200,8 +201,8 @@ def test_amount_outliers_are_flagged_by_mad_and_iqr():
 
 
 def test_one_extreme_amount_does_not_hide_the_other_outliers():
-    """Issue 12, finding 4: a 1e12 amount inflated the standard deviation and AMOUNT_3SD flags fell from 107
-    to 1. Median and MAD do not move: the same rows are flagged with and without it."""
+    """Issue 12, finding 4: a 1e12 amount inflated the standard deviation and AMOUNT_3SD flags fell
+    from 107 to 1. Median and MAD do not move: the same rows are flagged with and without it."""
     rng = np.random.default_rng(7)
     amounts = list(np.round(rng.lognormal(np.log(40), 0.5, 2000), 2)) + [4000.0, 6000.0, 9000.0]
     df = _usd_week(amounts)
@@ -254,8 +255,8 @@ def test_anomaly_detection_failure_is_recorded_not_fatal(monkeypatch):
 
 
 def test_validated_rows_are_written_a_slice_of_the_raw_week_at_a_time():
-    """The asset writes the validated rows a slice of the raw week at a time, with their anomaly columns and
-    the USD amounts the hard rules converted (carried, not converted again)."""
+    """The asset writes the validated rows a slice of the raw week at a time, with their anomaly
+    columns and the USD amounts the hard rules converted (carried, not converted again)."""
     amounts = [10.0] * 12 + [5000.0, 0.0, 11.0]  # one outlier, one quarantined (amount 0)
     df = _usd_week(amounts, products=["P1"] * 15)
     week = validate_week(df, WEEK)
@@ -270,15 +271,16 @@ def test_validated_rows_are_written_a_slice_of_the_raw_week_at_a_time():
     )
     assert week.anomalies.status == "ok"
     assert rows["amount_usd"].tolist() == rows["amount"].tolist() and (rows["fx_rate"] == 1.0).all()
-    # The rate of the transaction day, or the last published before it (the shipped file may end earlier).
+    # The rate of the transaction day, or the last published before it (the shipped file may end
+    # earlier).
     assert rows["fx_rate_date"].nunique() == 1 and rows["fx_rate_date"].iloc[0] <= pd.Timestamp(
         "2026-11-17"
     )
 
 
 def test_fixed_prices_and_equal_amounts_are_judged_sensibly():
-    """Review findings: with a tiny MAD, two list prices 5% apart flagged 40% of a product's rows; with a MAD
-    of 0 (most amounts equal), a 1,000 times larger amount was not flagged at all."""
+    """Review findings: with a tiny MAD, two list prices 5% apart flagged 40% of a product's rows;
+    with a MAD of 0 (most amounts equal), a 1,000 times larger amount was not flagged at all."""
     rng = np.random.default_rng(3)
     two_prices = [p * (1 + rng.normal(0, 0.002)) for p in [100.0] * 60 + [105.0] * 40]
     df = _usd_week(two_prices)
@@ -294,8 +296,9 @@ def test_fixed_prices_and_equal_amounts_are_judged_sensibly():
     "amount,currency", [(0.0000000001, "USD"), (5e-324, "USD"), (0.4, "JPY"), (0.0009, "KWD")]
 )
 def test_an_amount_below_the_currencys_minor_unit_is_quarantined(amount, currency):
-    """Issue 21, item 10: ``0.0000000001`` USD passed every rule (its excess decimals are within the precision
-    rule's float tolerance), its USD amount rounded to 0 and the week failed in a pandera check."""
+    """Issue 21, item 10: ``0.0000000001`` USD passed every rule (its excess decimals are within the
+    precision rule's float tolerance), its USD amount rounded to 0 and the week failed in a pandera
+    check."""
     split = split_by_hard_rules(
         raw_frame(raw_row(), raw_row(transaction_id="DUST", amount=amount, currency=currency)), WEEK
     )
@@ -312,7 +315,8 @@ def test_one_minor_unit_passes(amount, currency):
 
 
 def test_a_model_violation_names_the_offending_transaction_ids():
-    """Issue 21, item 10: the step failed with ``greater_than(0) failure cases: 0.0``, naming no transaction."""
+    """Issue 21, item 10: the step failed with ``greater_than(0) failure cases: 0.0``, naming no
+    transaction."""
     from customer_assets.dagster_types import ModelViolation
 
     validated, _ = validate(raw_frame(*[raw_row(transaction_id=f"T{i}") for i in range(15)]))

@@ -1,16 +1,17 @@
 """Property-based tests of the hard rules over random dirty weeks (hypothesis).
 
-A strategy builds a week of raw rows as the extract delivers them: clean rows mixed with every kind of dirt
-the rules exist for, identical copies and same-id rows with other content. The joined columns (customer and
-product facts, the extract's encoding marks) follow from the ids, as they do in the extract's SQL join and
-decoding, so two rows with the same content are the same row. Copies that differ only outside the content
-(say, only the first carries an encoding mark) are not generated: the duplicate rule keeps the first copy, so
-when the first is marked neither is validated, and the outcome depends on the row order.
+A strategy builds a week of raw rows as the extract delivers them: clean rows mixed with every kind
+of dirt the rules exist for, identical copies and same-id rows with other content. The joined
+columns (customer and product facts, the extract's encoding marks) follow from the ids, as they do
+in the extract's SQL join and decoding, so two rows with the same content are the same row. Copies
+that differ only outside the content (say, only the first carries an encoding mark) are not
+generated: the duplicate rule keeps the first copy, so when the first is marked neither is
+validated, and the outcome depends on the row order.
 
-Properties: every row ends in exactly one of validated or quarantined, with the reasons an independent
-row-by-row oracle gives; what is validated is unique, finite and free of conflicting ids; the row order does
-not change the outcome and a split is deterministic; the validated batches the asset writes are the whole
-validated frame.
+Properties: every row ends in exactly one of validated or quarantined, with the reasons an
+independent row-by-row oracle gives; what is validated is unique, finite and free of conflicting
+ids; the row order does not change the outcome and a split is deterministic; the validated batches
+the asset writes are the whole validated frame.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from customer_assets.logic.validation import (
 )
 from customer_assets_tests.support.frames import WEEK, raw_row, validated_rows
 
-# No example database (database=None), and hypothesis' other caches (constants it collects from the source)
-# outside the repository: nothing is written under the working directory.
+# No example database (database=None), and hypothesis' other caches (constants it collects from the
+# source) outside the repository: nothing is written under the working directory.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "customer_assets_hypothesis")
 PROPERTY_SETTINGS = settings(
     max_examples=200,
@@ -54,8 +55,9 @@ CONTENT = ["customer_id", "product_id", "amount", "currency", "timestamp"]
 UTC = "UTC"
 START, END, NOW = (pd.Timestamp(t) for t in (WEEK.week_start, WEEK.week_end, WEEK.now))
 
-# What the LEFT JOINs of the extract give for each customer id: (country, segment, created_at, exists, mark).
-# C3 is created in the middle of the week; C5's segment held bytes that were not UTF-8.
+# What the LEFT JOINs of the extract give for each customer id: (country, segment, created_at,
+# exists, mark). C3 is created in the middle of the week; C5's segment held bytes that were not
+# UTF-8.
 CUSTOMERS = {
     "C1": ("US", "consumer", pd.Timestamp("2025-01-01", tz=UTC), True, None),
     "C2": ("DE", "business", pd.Timestamp("2020-03-01", tz=UTC), True, None),
@@ -74,7 +76,8 @@ PRODUCTS = {
 }
 COLUMNS = list(raw_row())
 
-# A row is a clean transaction with none, one or two kinds of dirt (dirt of several columns combines).
+# A row is a clean transaction with none, one or two kinds of dirt (dirt of several columns
+# combines).
 DIRT = {
     "transaction_id": ["missing_id", "undecodable_id", "reused_id"],
     "customer": [
@@ -164,7 +167,8 @@ def timestamps(draw, dirt: set[str]):
 
 
 def joined_row(transaction_id, customer_id, product_id, amount, currency, timestamp) -> dict:
-    """One raw row: the transaction's own columns plus what the extract joins and marks from its ids."""
+    """One raw row: the transaction's own columns plus what the extract joins and marks from its
+    ids."""
     country, segment, created, customer_exists, customer_mark = CUSTOMERS[customer_id]
     name, category, product_exists, product_mark = PRODUCTS[product_id]
     id_mark = (
@@ -190,7 +194,8 @@ def joined_row(transaction_id, customer_id, product_id, amount, currency, timest
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
-    """The rows in the raw week's column types (as ``frames.raw_frame``, also when there are none)."""
+    """The rows in the raw week's column types (as ``frames.raw_frame``, also when there are
+    none)."""
     df = pd.DataFrame(rows, columns=COLUMNS)
     for column in ("timestamp", "customer_created_at"):
         df[column] = pd.to_datetime(df[column], utc=True)
@@ -255,13 +260,15 @@ def dirty_weeks(draw, max_rows: int = 15, max_copies: int = 5) -> pd.DataFrame:
                 draw(timestamps(dirt)),
             )
         )
-    # Copies of drawn rows, anywhere in the week: identical ones, and same-id ones with another amount.
+    # Copies of drawn rows, anywhere in the week: identical ones, and same-id ones with another
+    # amount.
     for _ in range(draw(st.integers(0, max_copies if rows else 0))):
         original = rows[draw(st.integers(0, len(rows) - 1))]
         copy = dict(original)
         if draw(st.booleans()):
             amount = copy["amount"]
-            # round: a changed amount, not a float representation error (which the precision rule allows)
+            # round: a changed amount, not a float representation error (which the precision rule
+            # allows)
             copy["amount"] = (
                 round(amount * 2 + 1, 2) if amount is not None and math.isfinite(amount) else 7.0
             )
@@ -269,13 +276,15 @@ def dirty_weeks(draw, max_rows: int = 15, max_copies: int = 5) -> pd.DataFrame:
     return frame(rows)
 
 
-# --- an independent oracle: what each row should fail, written out row by row ---------------------------------
+# --- an independent oracle: what each row should fail, written out row by row
+# ---------------------------------
 
 _RATES: dict[tuple[str, pd.Timestamp], float] = {}
 
 
 def usd_rate(currency, timestamp) -> float:
-    """USD per unit at the last ECB publication on or before the transaction's UTC day (NaN if none)."""
+    """USD per unit at the last ECB publication on or before the transaction's UTC day (NaN if
+    none)."""
     if currency is None or pd.isna(timestamp):
         return math.nan
     day = timestamp.tz_convert(UTC).tz_localize(None).normalize()
@@ -290,7 +299,8 @@ def usd_rate(currency, timestamp) -> float:
 
 
 def content_key(row: dict) -> tuple:
-    """A row's transaction content, NaN/NaT/None as one missing value (as ``drop_duplicates`` compares)."""
+    """A row's transaction content, NaN/NaT/None as one missing value (as ``drop_duplicates``
+    compares)."""
     return tuple(None if pd.isna(row[c]) else row[c] for c in CONTENT)
 
 
@@ -302,13 +312,15 @@ def too_many_decimals(amount: float, currency: str) -> bool:
 
 
 def below_float_noise(amount: float, currency: str) -> bool:
-    """An amount under a millionth of a minor unit: the precision rule takes its digits for float noise."""
+    """An amount under a millionth of a minor unit: the precision rule takes its digits for float
+    noise."""
     units = iso4217_minor_units().get(currency)
     return units is not None and 0 < abs(amount) < 1e-6 * 10.0**-units
 
 
 def below_minor_unit(amount: float, currency, usd: float) -> bool:
-    """A positive amount smaller than one minor unit of its currency, or whose USD amount rounds to 0."""
+    """A positive amount smaller than one minor unit of its currency, or whose USD amount rounds to
+    0."""
     if math.isnan(amount) or math.isinf(amount) or amount <= 0:
         return False
     units = iso4217_minor_units().get(currency) if currency is not None else None
@@ -402,9 +414,11 @@ def show(df: pd.DataFrame) -> None:
     note(f"rows: {df.to_dict('records')!r}")
 
 
-# --- properties ------------------------------------------------------------------------------------------------
-# Each property is a function of the week and its split; the two tests share a split among several of them,
-# since a split of a small week costs tens of milliseconds of pandas overhead, whatever its size.
+# --- properties
+# ------------------------------------------------------------------------------------------------
+# Each property is a function of the week and its split; the two tests share a split among several
+# of them, since a split of a small week costs tens of milliseconds of pandas overhead, whatever its
+# size.
 
 
 def rows_are_conserved_with_their_reasons(
@@ -421,7 +435,8 @@ def rows_are_conserved_with_their_reasons(
         assert set(parts) <= set(RULE_CODES), parts
         assert parts == sorted(parts, key=RULE_CODES.index) and len(set(parts)) == len(parts), parts
         assert parts[0] == primary
-    # Against the oracle: a validated row fails no rule, a quarantined one exactly the rules it breaks.
+    # Against the oracle: a validated row fails no rule, a quarantined one exactly the rules it
+    # breaks.
     reasons = dict(zip(q.index, q["reason_codes"], strict=False))
     validated = set(validated_rows(split).index)
     for label, codes in zip(df.index, expected, strict=False):
@@ -442,7 +457,8 @@ def validated_rows_are_unique_finite_and_unconflicted(
     assert "invalid_encoding" not in v.columns
     conflicting = conflicting_ids(df)
     assert set(v["transaction_id"]).isdisjoint(conflicting)
-    # Identical copies of one id: the first is validated when the row breaks no other rule, none otherwise.
+    # Identical copies of one id: the first is validated when the row breaks no other rule, none
+    # otherwise.
     kept_by_id: dict[str, list] = {}
     for label, tid in zip(v.index, v["transaction_id"], strict=False):
         kept_by_id.setdefault(tid, []).append(label)
@@ -484,10 +500,12 @@ def row_order_does_not_matter(df: pd.DataFrame, split, data) -> None:
 
 
 def validated_batches_are_the_whole_frame(df: pd.DataFrame, split, data) -> None:
-    """However the raw week is sliced, the validated rows are the same: those that passed, in order, with the
-    anomaly columns of the week as a whole (one slice of the whole week is the reference)."""
+    """However the raw week is sliced, the validated rows are the same: those that passed, in order,
+    with the anomaly columns of the week as a whole (one slice of the whole week is the
+    reference)."""
     rows = data.draw(st.integers(1, len(df) + 2), label="rows")
-    # As the asset calls it (with the split's USD amounts), or as test_validation_rules does (from the rows).
+    # As the asset calls it (with the split's USD amounts), or as test_validation_rules does (from
+    # the rows).
     if data.draw(st.booleans(), label="asset_usd"):
         outcome = detect_week_anomalies(
             df.loc[~split.bad, ANOMALY_INPUTS], amount_usd=split.amount_usd[~split.bad]
@@ -505,8 +523,8 @@ def validated_batches_are_the_whole_frame(df: pd.DataFrame, split, data) -> None
 @PROPERTY_SETTINGS
 @given(df=dirty_weeks())
 def test_every_row_is_validated_or_quarantined_for_its_reasons(df):
-    """Row conservation, reason codes as the oracle gives them; validated ids unique, amounts finite and
-    positive, no conflicting id validated, one of identical copies kept."""
+    """Row conservation, reason codes as the oracle gives them; validated ids unique, amounts finite
+    and positive, no conflicting id validated, one of identical copies kept."""
     show(df)
     split = split_by_hard_rules(df, WEEK)
     expected = expected_codes(df)
@@ -517,8 +535,9 @@ def test_every_row_is_validated_or_quarantined_for_its_reasons(df):
 @PROPERTY_SETTINGS
 @given(df=dirty_weeks(), data=st.data())
 def test_the_split_is_deterministic_order_free_and_batched_as_a_whole(df, data):
-    """Splitting twice gives the same; a permuted week gives the same validated ids and quarantine; the
-    validated batches the asset writes are the whole validated frame with its anomaly columns."""
+    """Splitting twice gives the same; a permuted week gives the same validated ids and quarantine;
+    the validated batches the asset writes are the whole validated frame with its anomaly
+    columns."""
     show(df)
     split = split_by_hard_rules(df, WEEK)
     splitting_is_deterministic_and_pure(df, split)

@@ -1,4 +1,5 @@
-"""The real CRM client over HTTP against a loopback server: pages, 429, 401, timeouts, lost pages, bad records."""
+"""The real CRM client over HTTP against a loopback server: pages, 429, 401, timeouts, lost pages,
+bad records."""
 
 import json
 from datetime import datetime, timezone
@@ -60,7 +61,8 @@ def test_429_without_retry_after_backs_off_exponentially_and_gives_up_after_5():
     with CrmServer(behaviour) as url, pytest.raises(CrmUnavailableError, match="HTTP 429"):
         client(url, sleeps, backoff_seconds=1.0).fetch_week(START, END)
     assert sleeps[:5] == [1.0, 2.0, 4.0, 8.0, 16.0]
-    # Each page gave up after its 5 retries; after 3 such pages in a row the CRM counts as unavailable.
+    # Each page gave up after its 5 retries; after 3 such pages in a row the CRM counts as
+    # unavailable.
     assert len(behaviour.requests) == 3 * 6
 
 
@@ -182,8 +184,9 @@ def test_partial_extract_is_marked_in_the_materialization(tmp_path):
 
 
 def test_crm_dates_in_any_iso_form_are_read_and_others_counted():
-    """A column mixing ISO 8601 forms (a date, seconds, fractions, offsets) is read value by value; pandas would
-    otherwise infer one format from the first value and turn the others into missing dates, silently."""
+    """A column mixing ISO 8601 forms (a date, seconds, fractions, offsets) is read value by value;
+    pandas would otherwise infer one format from the first value and turn the others into missing
+    dates, silently."""
     forms = [
         "2026-11-17T10:00:00Z",
         "2026-11-17T10:00:00.250Z",
@@ -207,8 +210,9 @@ def test_crm_dates_in_any_iso_form_are_read_and_others_counted():
 
 
 def test_the_crm_table_reads_as_the_same_records_as_the_api_gives(small_source):
-    """The embedded default reads ``crm_customers`` through COPY as text; the result is what the same rows give
-    as records of Python values (what psycopg2 returns, what the API path standardises)."""
+    """The embedded default reads ``crm_customers`` through COPY as text; the result is what the
+    same rows give as records of Python values (what psycopg2 returns, what the API path
+    standardises)."""
     import psycopg2
 
     from customer_assets.logic.crm import CRM_FIELDS
@@ -280,8 +284,8 @@ def test_a_crm_that_answers_too_slowly_stops_at_its_time_budget():
 def test_an_unreachable_crm_fails_the_profiles_but_not_the_weeks_transactions(
     pipeline_env, small_source
 ):
-    """The run ends bounded and specific: the transactions of the week are loaded first, the CRM step fails
-    with one message, no retry, and the week's intermediates are removed."""
+    """The run ends bounded and specific: the transactions of the week are loaded first, the CRM
+    step fails with one message, no retry, and the week's intermediates are removed."""
     import time
 
     from customer_assets.deployments import resources_for

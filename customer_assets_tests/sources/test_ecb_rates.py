@@ -1,5 +1,6 @@
-"""The ECB rates refresh against a loopback HTTP server: a fresh file, a broken one, a stale one, none at all;
-and a week of the graph converted with what it got, its warning check passing or firing."""
+"""The ECB rates refresh against a loopback HTTP server: a fresh file, a broken one, a stale one,
+none at all; and a week of the graph converted with what it got, its warning check passing or
+firing."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ SHIPPED_LAST = currency.last_rate_date(currency.CURRENCY_FILE)
 
 
 def ecb_zip(last_day: date | None = None, until: date | None = None) -> bytes:
-    """An ECB-format history zip: the shipped file's rows (those to ``until``), with a row for ``last_day``
-    (the newest row's rates) on top, as the ECB lists the newest day first."""
+    """An ECB-format history zip: the shipped file's rows (those to ``until``), with a row for
+    ``last_day`` (the newest row's rates) on top, as the ECB lists the newest day first."""
     with zipfile.ZipFile(currency.CURRENCY_FILE) as archive:
         lines = archive.read(archive.namelist()[0]).decode().splitlines()
     header, rows = (
@@ -80,7 +81,8 @@ def closed_port_url() -> str:
 
 @pytest.fixture(autouse=True)
 def restore_rates_file():
-    """The refresh sets the process's rates file, as the converting step does: other tests keep theirs."""
+    """The refresh sets the process's rates file, as the converting step does: other tests keep
+    theirs."""
     before = currency.rates_file()
     yield
     currency.use_rates_file(before)

@@ -46,7 +46,8 @@ def write(
 
 @pytest.fixture
 def zone(tmp_path):
-    """Two malformed lines in 14: above the default malformed share, so its tests pass max_malformed_share=1."""
+    """Two malformed lines in 14: above the default malformed share, so its tests pass
+    max_malformed_share=1."""
     root = tmp_path / "events"
     write(
         root,
@@ -139,8 +140,9 @@ def test_weeks_touched_include_the_week_after_a_sunday_folder(zone):
 
 
 def test_sensor_never_requests_the_landing_zone_history(tmp_path):
-    """Issue 13: with an empty cursor the first tick requested a run for every week that had an event file
-    (13 in the demo, weeks never materialized among them); months of history meant months of runs."""
+    """Issue 13: with an empty cursor the first tick requested a run for every week that had an
+    event file (13 in the demo, weeks never materialized among them); months of history meant months
+    of runs."""
     from datetime import date, timedelta
 
     settings = PipelineSettings(
@@ -241,7 +243,8 @@ def test_demo_landing_zone_reads_with_only_its_two_broken_lines_per_file(small_s
         "purchase_completed",
         "support_chat_started",
     }
-    # every line is accounted for: an event of the week, outside the week, an unknown type, or malformed
+    # every line is accounted for: an event of the week, outside the week, an unknown type, or
+    # malformed
     assert (
         scan.lines
         == events.num_rows
@@ -288,7 +291,8 @@ def test_tombstones_bad_utf8_and_stray_carriage_returns_are_malformed_lines(tmp_
 def test_a_chunk_with_bad_lines_is_halved_down_to_them(tmp_path, monkeypatch):
     import customer_assets.sources.event_parse as events_module
 
-    # one chunk of 3,000 lines; a failing part is halved down to 1 KiB (about 10 lines), then read line by line
+    # one chunk of 3,000 lines; a failing part is halved down to 1 KiB (about 10 lines), then read
+    # line by line
     monkeypatch.setattr(events_module, "SMALL_CHUNK_BYTES", 1024)
     lines = [event("page_view", f"C{i}", "2026-11-17T10:00:00Z") for i in range(3000)]
     bad = {
@@ -322,8 +326,8 @@ def test_a_chunk_with_bad_lines_is_halved_down_to_them(tmp_path, monkeypatch):
 def test_a_bad_byte_anywhere_makes_its_line_malformed_however_the_file_is_cut(
     tmp_path, monkeypatch, chunk_bytes, small_bytes
 ):
-    """Invalid UTF-8 in a field the reader never uses (event_id) is a malformed line on the fast path too, so
-    which lines are skipped does not depend on the chunk sizes."""
+    """Invalid UTF-8 in a field the reader never uses (event_id) is a malformed line on the fast
+    path too, so which lines are skipped does not depend on the chunk sizes."""
     import customer_assets.sources.event_parse as events_module
 
     monkeypatch.setattr(events_module, "CHUNK_BYTES", chunk_bytes)
@@ -486,7 +490,8 @@ def test_the_malformed_count_is_exact_beyond_the_kept_examples(tmp_path):
 def test_bad_event_type_aliases_fail_when_the_resources_load_naming_the_variable(
     monkeypatch, tmp_path, value
 ):
-    """Issue 21, item 16: ``EVENT_TYPE_ALIASES=notjson`` gave a bare JSONDecodeError inside the profiles' step."""
+    """Issue 21, item 16: ``EVENT_TYPE_ALIASES=notjson`` gave a bare JSONDecodeError inside the
+    profiles' step."""
     from customer_assets.deployments import resources_for
     from customer_assets.settings import settings_from_env
 
@@ -501,8 +506,8 @@ def test_bad_event_type_aliases_fail_when_the_resources_load_naming_the_variable
 
 
 def test_malformed_examples_name_file_line_field_and_kind_never_the_content(tmp_path):
-    """Issue 22: a line with an email in its timestamp was kept (and logged) with the email in its error text,
-    and so stored in Dagster's event log."""
+    """Issue 22: a line with an email in its timestamp was kept (and logged) with the email in its
+    error text, and so stored in Dagster's event log."""
     secret = "jane.doe@example.com"
     path = write(
         tmp_path,

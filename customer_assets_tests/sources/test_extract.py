@@ -1,4 +1,5 @@
-"""The streaming extract against a real PostgreSQL: columns, orphans, batches, replica, permissions."""
+"""The streaming extract against a real PostgreSQL: columns, orphans, batches, replica,
+permissions."""
 
 import logging
 import threading
@@ -15,7 +16,8 @@ from customer_assets.schemas import RawTransactions
 from customer_assets.sources.extract import stream_week, to_raw_frame
 from customer_assets_tests.support.sources import query, socket_dir
 
-# The extract's columns, in order, spelled out: what the rest of the pipeline (and the warehouse) relies on.
+# The extract's columns, in order, spelled out: what the rest of the pipeline (and the warehouse)
+# relies on.
 RAW_COLUMNS = [
     "transaction_id",
     "customer_id",
@@ -125,8 +127,8 @@ def test_wrong_password_is_not_logged(pg_server, small_source):
 
 
 def test_only_sql_null_is_null_in_a_copy(small_source):
-    """COPY's CSV marks NULL as an unquoted empty field and quotes nothing else, so text such as NA (Namibia's
-    country code), N/A, null or NaN must stay text, as psycopg2 would give it."""
+    """COPY's CSV marks NULL as an unquoted empty field and quotes nothing else, so text such as NA
+    (Namibia's country code), N/A, null or NaN must stay text, as psycopg2 would give it."""
     import pyarrow as pa
 
     from customer_assets.sources.copy_stream import copy_query
@@ -142,7 +144,8 @@ def test_only_sql_null_is_null_in_a_copy(small_source):
 
 
 def test_a_value_that_does_not_parse_names_its_column(pg_server, small_source):
-    """Issue 12, finding 3: an error that must stop the week names the column, not pyarrow's column number."""
+    """Issue 12, finding 3: an error that must stop the week names the column, not pyarrow's column
+    number."""
     import pyarrow as pa
 
     from customer_assets.sources.copy_stream import ExtractParseError, copy_query
@@ -159,7 +162,8 @@ def test_a_value_that_does_not_parse_names_its_column(pg_server, small_source):
 
 
 def test_a_timestamp_pandas_cannot_hold_names_its_column(pg_server, small_source):
-    """Review finding: a 0001-01-01 sentinel failed the week with an unnamed out-of-bounds cast error."""
+    """Review finding: a 0001-01-01 sentinel failed the week with an unnamed out-of-bounds cast
+    error."""
     from customer_assets.sources.copy_stream import ExtractParseError, copy_query
     from customer_assets.sources.extract import ARROW_SCHEMA, _finish
 
@@ -194,8 +198,8 @@ def test_a_timestamp_pandas_cannot_hold_names_its_column(pg_server, small_source
     ],
 )
 def test_only_refusals_no_retry_can_fix_are_permanent(message, advice):
-    """libpq's messages: a refusal gets one line of advice and no retry; a server starting up, a refused or
-    dropped connection stay transient (the retry policy's)."""
+    """libpq's messages: a refusal gets one line of advice and no retry; a server starting up, a
+    refused or dropped connection stay transient (the retry policy's)."""
     from customer_assets.resources.postgres import permanent_refusal
 
     refusal = permanent_refusal(psycopg2.OperationalError(message), "db.internal", "etl", "prod")
@@ -216,8 +220,9 @@ def rolled_back(small_source):
 
 
 def test_a_value_larger_than_the_block_is_read_whole(rolled_back):
-    """Issue 21, item 11: a product name of 1.1 M characters (2.2 MB) failed the extract with ``ArrowInvalid:
-    straddling object straddles two block boundaries``; a row larger than two blocks could not be parsed."""
+    """Issue 21, item 11: a product name of 1.1 M characters (2.2 MB) failed the extract with
+    ``ArrowInvalid: straddling object straddles two block boundaries``; a row larger than two blocks
+    could not be parsed."""
     start, end = week_bounds(WEEK)
     with rolled_back.cursor() as cur:
         cur.execute(
@@ -244,7 +249,8 @@ def _lock_holder(dsn: str, table: str):
 def test_a_locked_source_table_fails_within_the_lock_timeout_naming_the_setting(
     pg_server, small_source
 ):
-    """Issue 21, item 13: with ``transactions`` locked, the extract waited minutes with no log line."""
+    """Issue 21, item 13: with ``transactions`` locked, the extract waited minutes with no log
+    line."""
     from customer_assets.resources.postgres import SourceTimeoutError
 
     start, end = week_bounds(WEEK)
@@ -279,8 +285,9 @@ def test_a_slow_query_fails_at_the_statement_timeout_naming_the_setting(pg_serve
 
 
 def test_progress_is_logged_while_the_stream_waits_and_runs(pg_server, small_source, caplog):
-    """Issue 21, item 13: a stream held up by a lock (here on ``customers``, which the version query does not
-    read) logs that it is waiting, then the rows read so far, through the logger it is given."""
+    """Issue 21, item 13: a stream held up by a lock (here on ``customers``, which the version query
+    does not read) logs that it is waiting, then the rows read so far, through the logger it is
+    given."""
     start, end = week_bounds(WEEK)
     holder = _lock_holder(small_source, "customers")
     release = threading.Timer(2.0, lambda: (holder.rollback(), holder.close()))
@@ -314,7 +321,8 @@ def test_source_timeouts_are_settings_checked_when_resources_load(monkeypatch):
             source_timeouts_from_env()
 
 
-# Issue 26, item 3: the week's version on a second connection importing the extract's snapshot, alongside the COPY.
+# Issue 26, item 3: the week's version on a second connection importing the extract's snapshot,
+# alongside the COPY.
 
 
 def _week_version_now(dsn, start, end) -> str:
@@ -328,9 +336,9 @@ def _week_version_now(dsn, start, end) -> str:
 
 
 def _beside(source, conn, before=None, opened=None):
-    """``connect_snapshot`` for ``stream_week_versioned``: ``source.connect_beside``, after running ``before``
-    (in the version's thread, once the extract's snapshot is exported and before the version query runs);
-    ``opened`` receives the second connection and its server process id."""
+    """``connect_snapshot`` for ``stream_week_versioned``: ``source.connect_beside``, after running
+    ``before`` (in the version's thread, once the extract's snapshot is exported and before the
+    version query runs); ``opened`` receives the second connection and its server process id."""
     import contextlib
 
     @contextlib.contextmanager
@@ -346,7 +354,8 @@ def _beside(source, conn, before=None, opened=None):
 
 
 def _gone(dsn, pid, within=5.0) -> bool:
-    """Whether the server's backend ``pid`` has ended (a closed connection's backend exits a moment later)."""
+    """Whether the server's backend ``pid`` has ended (a closed connection's backend exits a moment
+    later)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if not query(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
@@ -383,10 +392,11 @@ def test_the_version_alongside_the_copy_is_week_version(pg_server, small_source)
     "imported", [True, False], ids=["snapshot-imported", "control-without-import"]
 )
 def test_the_version_describes_the_snapshot_the_rows_came_from(pg_server, small_source, imported):
-    """A transaction commits a change to one of the week's rows after the extract's snapshot is taken and before
-    the version query runs (in the version's thread, deterministically): rows and version are both of the state
-    before it. The control opens the second connection without importing the snapshot, as a plain second
-    connection would, and its version sees the change: the test tells the two apart."""
+    """A transaction commits a change to one of the week's rows after the extract's snapshot is
+    taken and before the version query runs (in the version's thread, deterministically): rows and
+    version are both of the state before it. The control opens the second connection without
+    importing the snapshot, as a plain second connection would, and its version sees the change: the
+    test tells the two apart."""
     import contextlib
 
     from customer_assets.sources.extract import stream_week_versioned, week_version
@@ -466,8 +476,9 @@ def _waiting_on_transactions(dsn, at_least=1, within=10.0) -> list[int]:
 
 @pytest.fixture
 def exclusive_request(small_source):
-    """Another session asking for ``transactions`` in ACCESS EXCLUSIVE mode, in a thread: it waits behind the
-    extract's transaction (which holds the table), and every later reader of the table waits behind it."""
+    """Another session asking for ``transactions`` in ACCESS EXCLUSIVE mode, in a thread: it waits
+    behind the extract's transaction (which holds the table), and every later reader of the table
+    waits behind it."""
     holder = psycopg2.connect(small_source)
     thread = threading.Thread(
         target=lambda: holder.cursor().execute(
@@ -490,8 +501,9 @@ def exclusive_request(small_source):
 def test_a_lock_timeout_of_the_version_fails_the_extract_as_before_and_leaves_nothing(
     pg_server, small_source, exclusive_request
 ):
-    """The version's query meets a lock (a migration asking for the table): the extract fails with today's
-    ``SourceTimeoutError`` naming SOURCE_LOCK_TIMEOUT (retried), and no thread or connection is left behind."""
+    """The version's query meets a lock (a migration asking for the table): the extract fails with
+    today's ``SourceTimeoutError`` naming SOURCE_LOCK_TIMEOUT (retried), and no thread or connection
+    is left behind."""
     from customer_assets.resources.postgres import SourceTimeoutError
     from customer_assets.sources.extract import stream_week_versioned
 
@@ -523,8 +535,9 @@ def test_a_lock_timeout_of_the_version_fails_the_extract_as_before_and_leaves_no
 def test_a_failed_extract_stops_the_version_and_closes_its_connection(
     pg_server, small_source, exclusive_request, monkeypatch
 ):
-    """The COPY fails while the version's query waits for a lock (for up to a minute): the version is cancelled
-    at once, its thread joined and its connection closed, and the extract's own error is raised."""
+    """The COPY fails while the version's query waits for a lock (for up to a minute): the version
+    is cancelled at once, its thread joined and its connection closed, and the extract's own error
+    is raised."""
     from customer_assets.sources import extract as module
 
     start, end = week_bounds(WEEK)
@@ -557,8 +570,9 @@ def test_a_failed_extract_stops_the_version_and_closes_its_connection(
 def test_without_a_second_connection_the_version_is_computed_after_the_rows(
     pg_server, small_source, caplog
 ):
-    """A second connection refused (too many connections, a server that does not know the snapshot): the week is
-    still extracted, its version computed on the extract's connection in the same snapshot, with a warning."""
+    """A second connection refused (too many connections, a server that does not know the snapshot):
+    the week is still extracted, its version computed on the extract's connection in the same
+    snapshot, with a warning."""
     import contextlib
 
     from customer_assets.sources.extract import stream_week_versioned, week_version

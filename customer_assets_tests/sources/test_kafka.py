@@ -1,6 +1,7 @@
-"""The Kafka consumer (issue 25) against a real broker (tansu, started by the tests): the topic landed as the
-landing zone's day files, offsets committed only after the files are safe, values that do not deserialize
-counted by location only, the lag and retention rules, an unreachable broker in bounded time."""
+"""The Kafka consumer (issue 25) against a real broker (tansu, started by the tests): the topic
+landed as the landing zone's day files, offsets committed only after the files are safe, values that
+do not deserialize counted by location only, the lag and retention rules, an unreachable broker in
+bounded time."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def _topic(brokers: str, partitions: int = 3) -> str:
     return topic
 
 
-# --- deserialization and days, no broker ---------------------------------------------------------------------
+# --- deserialization and days, no broker
+# ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -164,7 +166,8 @@ def test_lag_at_the_weeks_end_and_retention_make_the_week_partial():
     assert "customer-events" in hint and "retention" in hint
 
 
-# --- against the broker ------------------------------------------------------------------------------------------
+# --- against the broker
+# ------------------------------------------------------------------------------------------
 
 
 def test_a_topic_lands_as_day_files_named_by_partition_and_offsets_then_commits(
@@ -231,7 +234,8 @@ def test_a_crash_between_the_files_and_the_commit_counts_no_event_twice(
     first_files = sorted((tmp_path / "zone").glob("dt=*/*.jsonl"))
     assert first_files  # the files are safe, the offsets are not committed
     monkeypatch.undo()
-    # more messages arrive before the re-run: its offset ranges are wider, and the narrower files are replaced
+    # more messages arrive before the re-run: its offset ranges are wider, and the narrower files
+    # are replaced
     later = [_event(n, day=19) for n in range(120, 150)]
     produce(kafka_broker, topic, _messages(later))
     rerun = source.land(tmp_path / "zone")
@@ -319,7 +323,8 @@ def test_an_unreachable_broker_fails_with_one_line_within_the_bound(tmp_path):
     )
 
 
-# --- settings -------------------------------------------------------------------------------------------------
+# --- settings
+# -------------------------------------------------------------------------------------------------
 
 
 def test_kafka_settings_default_the_landing_zone_and_pass_security_by_name(monkeypatch, tmp_path):

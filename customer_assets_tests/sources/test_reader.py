@@ -1,9 +1,11 @@
-"""Issue 20, item 1, against a real PostgreSQL: every read of the source tolerates bytes that are not UTF-8.
+"""Issue 20, item 1, against a real PostgreSQL: every read of the source tolerates bytes that are
+not UTF-8.
 
-A ``SQL_ASCII`` database stores whatever bytes it is given (a product name in Latin-1, say). Each reader keeps
-such a row, with U+FFFD in place of the bad bytes, and counts the values it replaced instead of failing the week.
-Each reader test changes the seeded database inside its own transaction and rolls it back, so the tests are
-independent; the asset-level test, whose steps read through connections of their own, has a database of its own.
+A ``SQL_ASCII`` database stores whatever bytes it is given (a product name in Latin-1, say). Each
+reader keeps such a row, with U+FFFD in place of the bad bytes, and counts the values it replaced
+instead of failing the week. Each reader test changes the seeded database inside its own transaction
+and rolls it back, so the tests are independent; the asset-level test, whose steps read through
+connections of their own, has a database of its own.
 """
 
 from __future__ import annotations
@@ -206,8 +208,9 @@ def test_a_latin1_erp_record_is_kept_and_counted(conn):
 
 @pytest.fixture
 def latin1_source(pg_server):
-    """A ``SQL_ASCII`` source of its own whose product and ERP record hold Latin-1 bytes for good: the assets
-    read it through their own connections, so the change cannot be rolled back around them."""
+    """A ``SQL_ASCII`` source of its own whose product and ERP record hold Latin-1 bytes for good:
+    the assets read it through their own connections, so the change cannot be rolled back around
+    them."""
     dsn = create_sql_ascii_source(pg_server, "sql_ascii_assets")
     with psycopg2.connect(dsn) as connection:
         _latin1_product(connection)
@@ -222,7 +225,8 @@ def latin1_source(pg_server):
 
 
 def test_the_assets_report_the_replaced_values(pipeline_env, latin1_source):
-    """The count reaches the materialization's metadata, for the product snapshot and the ERP records."""
+    """The count reaches the materialization's metadata, for the product snapshot and the ERP
+    records."""
     import dagster as dg
 
     from customer_assets_tests.support.pipeline import run_week

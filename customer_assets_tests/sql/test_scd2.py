@@ -1,4 +1,5 @@
-"""dim_customers maintained by SQL in the warehouse, one week at a time: DuckDB, and BigQuery (emulator)."""
+"""dim_customers maintained by SQL in the warehouse, one week at a time: DuckDB, and BigQuery
+(emulator)."""
 
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -147,8 +148,8 @@ def reference_dimension(snapshots: dict[str, dict]) -> pd.DataFrame:
 
 
 def test_any_order_of_weeks_and_reruns_gives_the_dimension_by_definition(tmp_path):
-    """Random snapshots of 8 weeks applied in a random order, some weeks twice and some re-run with other
-    content, end as the dimension computed from the final snapshots by definition."""
+    """Random snapshots of 8 weeks applied in a random order, some weeks twice and some re-run with
+    other content, end as the dimension computed from the final snapshots by definition."""
     import random
 
     rng = random.Random(11)
@@ -177,11 +178,13 @@ def test_any_order_of_weeks_and_reruns_gives_the_dimension_by_definition(tmp_pat
     pd.testing.assert_frame_equal(dimension(warehouse), reference_dimension(final))
 
 
-# ---- Facts of later weeks re-keyed when a backfill starts a version earlier (issue 24, item 3) ----------------
+# ---- Facts of later weeks re-keyed when a backfill starts a version earlier (issue 24, item 3)
+# ----------------
 
 
 def create_facts(warehouse, facts: list[tuple[str, str, str]]) -> None:
-    """A fact table of (transaction_id, customer_id, week) rows, each keyed to the version valid at its week now."""
+    """A fact table of (transaction_id, customer_id, week) rows, each keyed to the version valid at
+    its week now."""
     bigquery = isinstance(warehouse, BigQueryWarehouse)
     names = {
         "fact": warehouse.table(SCHEMA, "fact_transactions"),
@@ -210,7 +213,8 @@ def create_facts(warehouse, facts: list[tuple[str, str, str]]) -> None:
 
 
 def fact_rows(warehouse) -> pd.DataFrame:
-    """Each fact with its key and the key of the version valid at its week (None: no such version)."""
+    """Each fact with its key and the key of the version valid at its week (None: no such
+    version)."""
     return warehouse.query(
         """
         SELECT f.transaction_id, f.customer_key, d.customer_key AS valid_key, f.week_start
@@ -251,7 +255,8 @@ def test_a_backfill_rekeys_the_later_weeks_facts_once_and_the_newest_week_rekeys
     assert apply_week(warehouse, SCHEMA, datetime.fromisoformat(weeks[2]))["facts_rekeyed"] == 0
     pd.testing.assert_frame_equal(fact_rows(warehouse), before)
 
-    # Week 1 backfilled with A and B as in week 2: their first versions now start on 11-02, so re-keyed.
+    # Week 1 backfilled with A and B as in week 2: their first versions now start on 11-02, so
+    # re-keyed.
     load_snapshot(
         warehouse,
         weeks[0],
@@ -276,8 +281,9 @@ def test_a_backfill_rekeys_the_later_weeks_facts_once_and_the_newest_week_rekeys
 def test_a_rerun_week_that_dropped_a_customer_rekeys_the_later_facts_to_the_surviving_version(
     warehouse,
 ):
-    """A customer whose version started in the re-run week, absent from its new snapshot: the version of the
-    later week falls back to the one before (a key the week's snapshot does not name)."""
+    """A customer whose version started in the re-run week, absent from its new snapshot: the
+    version of the later week falls back to the one before (a key the week's snapshot does not
+    name)."""
     weeks = list(WEEKS)
     snapshots = {
         weeks[0]: {"A": ("smb", "Gold", "active")},
@@ -298,9 +304,9 @@ def test_a_rerun_week_that_dropped_a_customer_rekeys_the_later_facts_to_the_surv
 def test_a_failing_rekey_rolls_the_merge_back_in_duckdb_and_rerunning_the_week_repairs_it(
     warehouse,
 ):
-    """DuckDB: MERGE and re-key commit together, so when the re-key fails the dimension is as before the week.
-    BigQuery runs them one after the other (the emulator cannot hold a MERGE in a transaction): the MERGE stays.
-    On both, re-running the week re-keys the facts left behind."""
+    """DuckDB: MERGE and re-key commit together, so when the re-key fails the dimension is as before
+    the week. BigQuery runs them one after the other (the emulator cannot hold a MERGE in a
+    transaction): the MERGE stays. On both, re-running the week re-keys the facts left behind."""
     weeks = list(WEEKS)
     for week in weeks[1:]:
         load_snapshot(warehouse, week, WEEKS[week])
@@ -330,7 +336,8 @@ def test_a_failing_rekey_rolls_the_merge_back_in_duckdb_and_rerunning_the_week_r
         apply_week(warehouse, SCHEMA, datetime.fromisoformat(weeks[0]))
     if isinstance(warehouse, DuckDBWarehouse):
         pd.testing.assert_frame_equal(dimension(warehouse), before)
-    # The table mended (B's fact of 11-09 with the key it had before the backfill), the week run again.
+    # The table mended (B's fact of 11-09 with the key it had before the backfill), the week run
+    # again.
     warehouse.execute("DROP TABLE {fact}", **names)
     warehouse.execute(
         f"CREATE TABLE {{fact}} (transaction_id {{STR}}, customer_key {{STR}}, customer_id {{STR}}, "

@@ -1,8 +1,8 @@
 """A CRM REST API on loopback that speaks the production contract, with scriptable failures.
 
-``GET /customers?updated_since&updated_before&offset&limit`` with ``Authorization: Bearer <key>`` answers
-``{"data": [...], "next_offset": n | null}``. Behaviours: 429 bursts with Retry-After, 401 for a wrong key,
-slow answers for big pages, a page that always fails, malformed records.
+``GET /customers?updated_since&updated_before&offset&limit`` with ``Authorization: Bearer <key>``
+answers ``{"data": [...], "next_offset": n | null}``. Behaviours: 429 bursts with Retry-After, 401
+for a wrong key, slow answers for big pages, a page that always fails, malformed records.
 """
 
 from __future__ import annotations

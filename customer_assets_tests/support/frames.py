@@ -57,7 +57,7 @@ def validated_rows(split: ValidationSplit) -> pd.DataFrame:
 
 
 def validate(raw: pd.DataFrame, week: WeekContext = WEEK) -> tuple[pd.DataFrame, WeekValidation]:
-    """A small week validated as the asset validates it: its validated rows (its batches, concatenated) and
-    the week's validation (split, anomaly outcome, anomaly table)."""
+    """A small week validated as the asset validates it: its validated rows (its batches,
+    concatenated) and the week's validation (split, anomaly outcome, anomaly table)."""
     result = validate_week(raw, week)
     return pd.concat(list(result.batches(rows=max(len(raw), 1))), ignore_index=True), result

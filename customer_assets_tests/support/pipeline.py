@@ -18,8 +18,8 @@ ASSETS = pipeline_assets()
 
 
 class KeepingParquetIOManager(LocalParquetIOManager):
-    """The Parquet intermediates, each also copied under ``keep_dir`` as written: an intermediate lives no
-    longer than its run, and some tests look at what a step wrote after the run."""
+    """The Parquet intermediates, each also copied under ``keep_dir`` as written: an intermediate
+    lives no longer than its run, and some tests look at what a step wrote after the run."""
 
     keep_dir: str = Field(description="Where the copies go (same layout as base_dir).")
 
@@ -41,7 +41,8 @@ def run_week(
     assets: list | None = None,
     keep_intermediates_in: Path | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """One week of the graph; ``keep_intermediates_in`` keeps a copy of every intermediate written."""
+    """One week of the graph; ``keep_intermediates_in`` keeps a copy of every intermediate
+    written."""
     resources = resources_for("local")
     if keep_intermediates_in is not None:
         resources["io_manager"] = KeepingParquetIOManager(

@@ -1,4 +1,5 @@
-"""Helpers of the tests: seeded source databases on the session's PostgreSQL server, queries, constants."""
+"""Helpers of the tests: seeded source databases on the session's PostgreSQL server, queries,
+constants."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def create_source(
 ) -> str:
     """Create database ``name`` on the server, seed it (unless config is None) and return its DSN.
 
-    With ``events_dir``, the CRM table and the landing zone of event files are made from the seed too.
+    With ``events_dir``, the CRM table and the landing zone of event files are made from the seed
+    too.
     """
     admin = psycopg2.connect(server.get_uri("postgres"))
     admin.autocommit = True
@@ -46,8 +48,8 @@ def create_source(
 
 
 def create_sql_ascii_source(server, name: str, crm_table: bool = True) -> str:
-    """Database ``name`` in ``SQL_ASCII`` (the server stores any bytes, as many legacy ones do), seeded with the
-    small source (and its CRM table); its DSN."""
+    """Database ``name`` in ``SQL_ASCII`` (the server stores any bytes, as many legacy ones do),
+    seeded with the small source (and its CRM table); its DSN."""
     admin = psycopg2.connect(server.get_uri("postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -74,8 +76,8 @@ def crm_records(dsn: str) -> list[dict]:
     ]
 
 
-# The demo's tables, reshaped as a plain OLTP schema: integer ids, `timestamp without time zone` in New York
-# wall time, no CRM table and none of the demo's bookkeeping.
+# The demo's tables, reshaped as a plain OLTP schema: integer ids, `timestamp without time zone` in
+# New York wall time, no CRM table and none of the demo's bookkeeping.
 PLAIN_SCHEMA = """
 DROP TABLE crm_customers, demo_seed_info;
 CREATE TABLE ids AS SELECT id AS old, row_number() OVER (ORDER BY id) AS new
