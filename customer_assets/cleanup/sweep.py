@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster._core.executor.base import Executor
 
-from customer_assets.cleanup.claims import release_claims, sweep_orphans
+from customer_assets.cleanup.claims import claim_week, release_claims, sweep_orphans
 from customer_assets.cleanup.intermediates import intermediate_files, remove_intermediates
 from customer_assets.cleanup.progress import IntermediateGraph, RunProgress, no_longer_needed
 from customer_assets.cleanup.records import add_to_record
@@ -64,6 +64,10 @@ class FinalSweepExecutor(Executor):
 
     def execute(self, plan_context, execution_plan) -> Iterator:
         orphans = sweep_orphans(self.settings, plan_context.instance, keep_run=plan_context.run_id)
+        # The run's claim names this process, which lives as long as the run: under the multiprocess
+        # executor a step's process ends with its step, and its claim would look like a dead run's.
+        for week in run_weeks(plan_context.dagster_run):
+            claim_week(home_root(self.settings), week, plan_context.run_id)
         for week, removed in orphans.items():
             plan_context.log.warning(
                 f"removed {len(removed)} intermediate file(s) of week {week} left by a run "
