@@ -157,9 +157,8 @@ def main(argv=None) -> None:
     sampler.stop()
     for run in runs:
         run["steps"] = _steps(instance, run.pop("run_id"), sampler)
-        run["peak_rss_mb"] = sampler.peak_mb(
-            *run.pop("window")
-        )  # this week's sampled peak, not the high-water mark
+        # this week's sampled peak, not the high-water mark
+        run["peak_rss_mb"] = sampler.peak_mb(*run.pop("window"))
     json.dump(
         {
             "weeks": runs,

@@ -53,9 +53,8 @@ def source_db_from_env(deployment: str, data_dir: str, events_path: str | None) 
     timezone = check_timezone(os.environ.get("SOURCE_TIMEZONE") or "UTC")
     timeouts = source_timeouts_from_env()
     if uses_embedded_demo(deployment):
-        from customer_assets.demo.embedded import (
-            EmbeddedPostgresSource,
-        )  # the demo, only when it is used
+        # the demo, only when it is used
+        from customer_assets.demo.embedded import EmbeddedPostgresSource
 
         return EmbeddedPostgresSource(
             embedded_dir=os.environ.get("EMBEDDED_PG_DIR")

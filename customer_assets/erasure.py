@@ -322,11 +322,12 @@ def rekey_suppression_op(
     )
 
 
+# one step; `-` reads stdin
 @dg.job(
     description="After changing PII_HASH_KEY: move the erasure suppression list to the new key (the old "
     "key from a file or standard input, never run config). Runs stop until it has run.",
     tags={"dagster/max_retries": 0},
     executor_def=dg.in_process_executor,
-)  # one step; `-` reads stdin
+)
 def rekey_suppression():
     rekey_suppression_op()

@@ -104,9 +104,8 @@ def test_volume_out_of_its_band_warns_per_week_and_alerts(
     volume = evaluations["weekly_volume"]
     assert not volume.passed and volume.severity == dg.AssetCheckSeverity.WARN
     assert "outside the band" in volume.metadata["result"].value
-    assert all(
-        e.partition == WEEK for e in evaluations.values()
-    )  # each check is recorded for its week
+    # each check is recorded for its week
+    assert all(e.partition == WEEK for e in evaluations.values())
     # The warning, then the week's report (issue 23), which counts it.
     assert [m["customer_assets"]["kind"] for m in received] == ["out_of_band", "week_succeeded"]
     assert "weekly_volume" in received[0]["text"]
@@ -135,9 +134,8 @@ def test_a_missed_week_alerts_once(webhook):
 
     late = dg.DagsterInstance.ephemeral()
     context = dg.build_sensor_context(instance=late, resources={"alerts": Alerts(webhook_url=url)})
-    freshness_alerts(
-        context
-    )  # the real clock: the last complete week is past its deadline, not loaded
+    # the real clock: the last complete week is past its deadline, not loaded
+    freshness_alerts(context)
     assert [m["customer_assets"]["kind"] for m in received] == ["freshness_missed"]
     again = dg.build_sensor_context(
         instance=late, cursor=context.cursor, resources={"alerts": Alerts(webhook_url=url)}
@@ -208,9 +206,8 @@ def test_a_report_that_cannot_be_posted_never_fails_the_week_or_its_cleanup(
     pipeline_env, small_source, monkeypatch
 ):
     tmp = pipeline_env("small_source", events=False)
-    monkeypatch.setenv(
-        "ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unreachable"
-    )  # the discard port: refused
+    # the discard port: refused
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unreachable")
     result = run_week(WEEK)
     assert result.success
     assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]

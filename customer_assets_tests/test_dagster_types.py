@@ -12,9 +12,8 @@ def test_checking_a_frame_never_changes_it():
     """Type checks validate a Copy-on-Write view "in place" (no deep copy of each output): what
     pandera coerces there must not reach the frame that is written."""
     df = raw_frame(raw_row(), raw_row(transaction_id="X"))
-    df["amount"] = df["amount"].astype(
-        "float32"
-    )  # the model coerces this to float64 while checking
+    # the model coerces this to float64 while checking
+    df["amount"] = df["amount"].astype("float32")
     before = df.copy()
     frame_check(RawTransactions)(df)
     pd.testing.assert_frame_equal(df, before)

@@ -116,9 +116,8 @@ def test_erasure_in_bigquery(bigquery_endpoint, bigquery_client):
     bq = BigQueryWarehouse(
         project=BIGQUERY_PROJECT, emulator_host=bigquery_endpoint, dataset_override=dataset
     )
-    removed = erase_from_warehouse(
-        bq, [" C1", "C3 "], "key", "DSR-7"
-    )  # ids as a request may pad them
+    # ids as a request may pad them
+    removed = erase_from_warehouse(bq, [" C1", "C3 "], "key", "DSR-7")
     assert removed == dict.fromkeys(CUSTOMER_TABLES, 3)
     for table in CUSTOMER_TABLES:
         column = ID_COLUMNS.get(table, ("customer_id",))[0]

@@ -48,9 +48,8 @@ def test_an_erasure_racing_the_weeks_run_is_not_undone(
     customer = _busiest(small_source)
     home = tmp / "dagster_home"
     home.mkdir()
-    monkeypatch.setenv(
-        "DAGSTER_HOME", str(home)
-    )  # one instance for the week and the erasure, as deployed
+    # one instance for the week and the erasure, as deployed
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     extracted = tmp / "data" / "etl" / "raw_transactions" / f"{WEEK}.parquet"
     week = subprocess.Popen(
         [

@@ -74,9 +74,8 @@ def intermediate(name: str, python_type: type = pd.DataFrame, **kwargs) -> dg.As
 
 def selected_events(context: dg.AssetExecutionContext, events):
     """Only the outputs and check results the run selected, for a subsettable multi-asset."""
-    assets_def = (
-        context.assets_def
-    )  # in a run, the selected subset; invoked directly, the whole asset
+    # in a run, the selected subset; invoked directly, the whole asset
+    assets_def = context.assets_def
     for event in events:
         selected = (
             assets_def.keys_by_output_name[event.output_name] in assets_def.keys

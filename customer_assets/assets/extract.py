@@ -195,16 +195,14 @@ def raw_transactions(
     `allow_shrink: true`.
     """
     ctx = week_context(context)
-    check_key(
-        warehouse, crm.hash_key
-    )  # a changed or lost key would bring erased customers back: stop first
+    # a changed or lost key would bring erased customers back: stop first
+    check_key(warehouse, crm.hash_key)
     table, version, findings = read_source_week(
         context, source_db, ctx, settings.source_shrink_limit, config.allow_shrink
     )
     df = to_raw_frame(table)
-    df, suppressed = drop_suppressed(
-        df, warehouse, crm.hash_key
-    )  # forgotten on request: never extracted again
+    # forgotten on request: never extracted again
+    df, suppressed = drop_suppressed(df, warehouse, crm.hash_key)
     if suppressed:
         context.log.info(f"{suppressed} row(s) of erased customers left out (suppression list)")
     invalid = int(df["invalid_encoding"].notna().sum())

@@ -83,9 +83,8 @@ def _rescanned(
             opens_at,
             balance_rules(opens_at.date(), settings.max_amount_usd),
         )
-    opening, erased = drop_suppressed(
-        opening, warehouse, hash_key
-    )  # an erased customer never comes back
+    # an erased customer never comes back
+    opening, erased = drop_suppressed(opening, warehouse, hash_key)
     context.log.info(
         f"opening balance before {opens_at.date()}: "
         f"{opening['customer_id'].nunique():,} customers, "

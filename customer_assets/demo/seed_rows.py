@@ -57,9 +57,8 @@ class SeedConfig:
     transactions_per_week: int = (
         8_000  # completed transactions per week, roughly (other statuses on top)
     )
-    end_week: date = date(
-        2026, 11, 16
-    )  # Monday of the last seeded week (weeks are Mon 00:00 UTC..Mon)
+    # Monday of the last seeded week (weeks are Mon 00:00 UTC..Mon)
+    end_week: date = date(2026, 11, 16)
     dirty_fraction: float = 0.015  # share of each week's completed transactions that are dirty
     bots_per_week: int = 3  # customers with 55-80 completed transactions in the week
     random_seed: int = 42

@@ -50,9 +50,8 @@ _DUCKDB_INTS = {
 @dataclass(frozen=True)
 class DeclaredColumn:
     dtype: str  # the pandas dtype, as the model (or the frame) names it
-    duckdb: (
-        str | None
-    )  # as DuckDB's DESCRIBE spells it; None: no mapping (the frame's own type is kept)
+    # as DuckDB's DESCRIBE spells it; None: no mapping (the frame's own type is kept)
+    duckdb: str | None
     bigquery: str | None  # standard SQL name
     from_model: bool  # False: no model declares the column, the frame's dtype stands in
 

@@ -150,9 +150,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             raise
 
     def _store(self, context: dg.OutputContext, obj: object) -> None:
-        release_freed_memory(
-            full=False
-        )  # the step's computing is done: what it freed goes back before writing
+        # the step's computing is done: what it freed goes back before writing
+        release_freed_memory(full=False)
         suffix = ".json" if isinstance(obj, dict) else ".parquet"
         path, root = self._path(context, suffix), self._root()
         # before the first byte: a run killed now is known by its claim

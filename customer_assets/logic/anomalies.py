@@ -86,13 +86,11 @@ def grouped_weighted_median(values: pd.Series, weights: pd.Series, groups: np.nd
     order = rows[np.lexsort((v_all[rows], groups[rows]))]
     g, v, w = groups[order], v_all[order], w_all[order]
     totals = np.bincount(g, weights=w, minlength=n_groups)
-    before = np.concatenate(
-        ([0.0], np.cumsum(totals)[:-1])
-    )  # the weight of the groups sorted before each group
+    # the weight of the groups sorted before each group
+    before = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
     running = np.cumsum(w)
-    slack = 1e-9 * (
-        running[-1] if len(running) else 1.0
-    )  # the running sum's rounding, across groups
+    # the running sum's rounding, across groups
+    slack = 1e-9 * (running[-1] if len(running) else 1.0)
     reached = np.flatnonzero(running - before[g] >= 0.5 * totals[g] - slack)
     first_groups, first = np.unique(g[reached], return_index=True)
     median = np.full(n_groups, np.nan)

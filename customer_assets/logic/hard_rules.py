@@ -68,9 +68,8 @@ def _below_minor_unit(df: pd.DataFrame, inputs: RuleInputs) -> pd.Series:
     precision rule tolerates float noise far larger than such an amount, so it let them through."""
     amount = df["amount"].astype("float64")
     positive = (amount > 0) & np.isfinite(amount)
-    unit = np.power(
-        10.0, -df["currency"].map(iso4217_minor_units()).astype("float64")
-    )  # NaN: unknown currency
+    # NaN: unknown currency
+    unit = np.power(10.0, -df["currency"].map(iso4217_minor_units()).astype("float64"))
     below = amount < unit * (1 - 1e-9)
     vanishes = inputs.amount_usd.astype("float64").round(6) <= 0
     return (positive & (below | vanishes)).fillna(False).astype(bool)

@@ -28,9 +28,8 @@ def arrow_text(values: pd.Series | pa.Array | pa.ChunkedArray | set | list) -> p
     if isinstance(values, (set, frozenset, list)):
         values = pd.Series(list(values), dtype="str")
     if isinstance(values, pd.Series):
-        values = pa.array(
-            values, from_pandas=True
-        )  # Arrow-backed text may come back already chunked
+        # Arrow-backed text may come back already chunked
+        values = pa.array(values, from_pandas=True)
     if isinstance(values, pa.Array):
         values = pa.chunked_array([values])
     return values.cast(pa.large_string())
@@ -69,9 +68,8 @@ def keyed_hash(values: pd.Series, key: str) -> pd.Series:
     """HMAC-SHA256 of each value under ``key``: stable across weeks, useless without the key."""
     if not key:
         raise ValueError("a non-empty hashing key is required (PII_HASH_KEY)")
-    keyed = hmac.new(
-        key.encode(), digestmod=hashlib.sha256
-    )  # the key schedule once, copied per value
+    # the key schedule once, copied per value
+    keyed = hmac.new(key.encode(), digestmod=hashlib.sha256)
 
     def digest(value: str) -> str:
         h = keyed.copy()

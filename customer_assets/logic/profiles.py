@@ -284,9 +284,8 @@ def _activity_dates(profile: pd.DataFrame) -> pd.DataFrame:
         pd.to_datetime(out[c], utc=True)
         for c in ("last_activity_at", "last_event_at", "last_transaction_at")
     ]
-    out["status_source"] = status_source(
-        out
-    )  # before the CRM's own date becomes the latest of them all
+    # before the CRM's own date becomes the latest of them all
+    out["status_source"] = status_source(out)
     out["last_activity_at"] = pd.concat(seen, axis=1).max(axis=1)
     out["signup_date"] = pd.to_datetime(out["signup_date"], utc=True)
     return out

@@ -156,9 +156,8 @@ def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.Dat
     df = add_segments(df, ctx)
     df["week_start"] = pd.Timestamp(ctx.week_start).tz_convert(None)
     columns = [c for c in df.columns if c not in PRODUCT_COLUMNS]
-    at = (
-        columns.index(CUSTOMER_COLUMNS[-1]) + 1
-    )  # product metrics after the customer's, as documented
+    # product metrics after the customer's, as documented
+    at = columns.index(CUSTOMER_COLUMNS[-1]) + 1
     return df[columns[:at] + PRODUCT_COLUMNS + columns[at:]].reset_index(drop=True)
 
 

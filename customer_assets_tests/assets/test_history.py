@@ -32,9 +32,8 @@ def test_carrying_week_by_week_equals_summing_everything_at_once():
                     {
                         "customer_id": rng.choice([f"C{j}" for j in range(60)], n),
                         "currency": rng.choice(["USD", "EUR", "JPY", "KWD"], n),
-                        "amount": np.round(
-                            rng.lognormal(3, 1.5, n), 3
-                        ),  # three decimals: KWD's minor units
+                        # three decimals: KWD's minor units
+                        "amount": np.round(rng.lognormal(3, 1.5, n), 3),
                         "timestamp": start
                         + pd.to_timedelta(rng.integers(0, 7 * 86400, n), unit="s"),
                     }

@@ -107,9 +107,8 @@ def test_years_mode_runs_at_a_tiny_scale(tmp_path):
         assert week["rows"] > 0 and week["seconds"] > 0 and week["peak_rss_mb"] > 0
         assert 0 < week["branch_seconds"] < week["seconds"]
         assert week["peak_rss_mb"] <= years["high_water_rss_mb"]
-    branch = set(
-        years["branch_steps"]
-    )  # picked by asset key; customer_history where the job has it
+    # picked by asset key; customer_history where the job has it
+    branch = set(years["branch_steps"])
     assert {
         "etl__raw_transactions",
         "validate_transactions",

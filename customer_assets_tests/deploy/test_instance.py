@@ -40,9 +40,8 @@ ASSET_KEYS = [
 
 @pytest.fixture(scope="module")
 def instance_dsn(pg_server) -> str:
-    return create_source(
-        pg_server, DB
-    )  # an empty database; dagster creates its tables on first use
+    # an empty database; dagster creates its tables on first use
+    return create_source(pg_server, DB)
 
 
 @pytest.fixture
@@ -55,9 +54,8 @@ def dagster_home(tmp_path, monkeypatch, pg_server, instance_dsn) -> Path:
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv(
-        "DAGSTER_PG_HOST", "localhost"
-    )  # replaced by params.host: the socket directory
+    # replaced by params.host: the socket directory
+    monkeypatch.setenv("DAGSTER_PG_HOST", "localhost")
     monkeypatch.setenv("DAGSTER_PG_PORT", port)
     monkeypatch.setenv("DAGSTER_PG_USER", "postgres")
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused-by-trust-auth")
@@ -141,9 +139,8 @@ def test_a_materialization_is_recorded_in_postgres(
 
 
 def test_schedule_state_is_stored_in_postgres(dagster_home, instance_dsn, pipeline_env, tmp_path):
-    pipeline_env(
-        "no_source"
-    )  # the code location loads with local resources; nothing connects to a source
+    # the code location loads with local resources; nothing connects to a source
+    pipeline_env("no_source")
     cli = Path(sys.executable).with_name("dagster")
 
     def stored() -> list[tuple]:

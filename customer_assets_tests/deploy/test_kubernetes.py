@@ -273,9 +273,8 @@ def test_helm_values_name_the_image_the_launcher_and_no_secret_in_clear():
     assert location["image"]["repository"].endswith("/customer-assets") and location["image"]["tag"]
     assert location["image"]["tag"] != "latest"
     assert location["codeServerArgs"] == ["-m", "customer_assets"]
-    assert (
-        location["includeConfigInLaunchedRuns"]["enabled"] is True
-    )  # runs get the env, secrets and volume
+    # runs get the env, secrets and volume
+    assert location["includeConfigInLaunchedRuns"]["enabled"] is True
     assert location["podSecurityContext"]["runAsNonRoot"] is True
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert "k8sRunLauncher" in values["runLauncher"]["config"]
@@ -482,9 +481,8 @@ def test_the_image_entry_point_serves_the_definitions(tmp_path):
                 pass
             time.sleep(1)
         assert response is not None, f"the code server did not come up:\n{log.read_text()[-3000:]}"
-        assert isinstance(response, ListRepositoriesResponse), (
-            response
-        )  # an error here = the definitions failed
+        # an error here = the definitions failed
+        assert isinstance(response, ListRepositoriesResponse), response
         assert response.repository_symbols and response.repository_code_pointer_dict
         assert response.container_image == image  # what K8sRunLauncher starts each run from
 
@@ -499,9 +497,8 @@ def test_the_image_entry_point_serves_the_definitions(tmp_path):
         assert probe.returncode == 0, probe.stdout + probe.stderr
     finally:
         if server.poll() is None:
-            os.killpg(
-                server.pid, signal.SIGTERM
-            )  # the session we started: the server and its gRPC child
+            # the session we started: the server and its gRPC child
+            os.killpg(server.pid, signal.SIGTERM)
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:

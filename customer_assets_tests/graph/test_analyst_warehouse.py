@@ -101,9 +101,8 @@ def test_a_week_fills_the_star_schema_and_marts_and_a_rerun_changes_nothing(
         ((days >= 7) & (days <= 30)).sum(),
         (days > 30).sum(),
     )
-    assert (
-        churn["at_risk"].sum() > 0
-    )  # customers of the week before who did not come back (7-14 days)
+    # customers of the week before who did not come back (7-14 days)
+    assert churn["at_risk"].sum() > 0
     assert set(churn["tenure_band"]) <= {"new", "established", "loyal"}
     buyers = week_facts["customer_id"].nunique()
     assert churn["new_customers"].sum() + churn["returning_customers"].sum() == buyers

@@ -130,9 +130,8 @@ def test_padded_conflicting_and_extreme_rows_never_reach_the_warehouse(
     anomalies = warehouse(
         tmp / "warehouse.duckdb", "SELECT * FROM customer_analytics.flagged_transactions"
     )
-    assert (
-        not anomalies.empty
-    )  # the outliers are still flagged: the huge amount no longer hides them
+    # the outliers are still flagged: the huge amount no longer hides them
+    assert not anomalies.empty
 
 
 def _quarantine_reasons(tmp, week: str) -> dict:

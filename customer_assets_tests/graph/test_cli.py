@@ -109,9 +109,8 @@ def test_a_failed_cli_run_cleans_up_and_records_the_failure(workdir):
     failed_*.json."""
     logs = workdir / "logs" / "etl"
     before = set(logs.glob("failed_*.json"))
-    done = _materialize(
-        workdir, QUALITY_FAIL_RATE="0.0001"
-    )  # the demo's ~1.5% dirty rows now stop the week
+    # the demo's ~1.5% dirty rows now stop the week
+    done = _materialize(workdir, QUALITY_FAIL_RATE="0.0001")
     assert done.returncode != 0
     assert not [p for p in (workdir / "data" / "etl").rglob("*") if p.is_file()]
     records = set(logs.glob("failed_*.json")) - before

@@ -75,10 +75,8 @@ def test_every_column_of_the_facts_and_marts_has_lineage_from_existing_columns()
                 name,
                 column,
             )
-            assert lineage.rule or len(lineage.sources) == 1, (
-                name,
-                column,
-            )  # a copy has one source
+            # a copy has one source
+            assert lineage.rule or len(lineage.sources) == 1, (name, column)
             for source in lineage.sources:
                 table, upstream_column = source.split(".")
                 assert upstream_column in UPSTREAM_COLUMNS[table], (name, column, source)

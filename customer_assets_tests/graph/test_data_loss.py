@@ -221,9 +221,8 @@ def test_a_week_the_source_archived_is_not_wiped_without_an_operator(source):
         WHERE "timestamp" >= '{WEEKS[1]}' AND "timestamp" < '{WEEKS[2]}'""",
     )
     assert counts["n"].iloc[0] == 0
-    emptied = assert_tables_agree(wh).set_index(
-        "week"
-    )  # an allowed re-load empties every table of the week
+    # an allowed re-load empties every table of the week
+    emptied = assert_tables_agree(wh).set_index("week")
     assert (
         emptied.loc[pd.Timestamp(WEEKS[1]), ["tx", "facts", "orders", "passed_records"]].tolist()
         == [0] * 4

@@ -201,9 +201,8 @@ def test_hostile_values_in_every_source_column_never_fail_the_week(
     pipeline_env, hostile_source, monkeypatch
 ):
     tmp = pipeline_env("hostile_source", events=False, erp=True)
-    monkeypatch.setenv(
-        "CRM_DEMO_TABLE", "crm_customers"
-    )  # the CRM table read through the source reader
+    # the CRM table read through the source reader
+    monkeypatch.setenv("CRM_DEMO_TABLE", "crm_customers")
     result = run_week(WEEK, raise_on_error=False)
     failures = [
         (e.step_key, str(e.step_failure_data.error)[:300])
@@ -235,9 +234,8 @@ def test_a_failing_step_stops_only_what_depends_on_it_and_the_run_cleans_up(
     they ran); every asset that does not depend on it loads; nothing is left under data/etl;
     failed_*.json names it."""
     tmp = pipeline_env("small_source", crm=True, erp=True)
-    shared = (
-        tmp_path_factory.getbasetemp() / "failing_steps_warehouse.duckdb"
-    )  # one warehouse for the family
+    # one warehouse for the family
+    shared = tmp_path_factory.getbasetemp() / "failing_steps_warehouse.duckdb"
     monkeypatch.setenv("WAREHOUSE_DUCKDB_PATH", str(shared))
     result = run_week(WEEK, assets=assets_with_failing(step), raise_on_error=False)
     assert not result.success

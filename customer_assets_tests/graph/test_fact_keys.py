@@ -108,9 +108,8 @@ def test_a_backfilled_older_week_rekeys_the_later_weeks_facts_in_duckdb(pipeline
     tmp = pipeline_env("small_source")
     for week in (SECOND, THIRD):
         result = run_week(week)
-        assert (
-            materialized(result, "customer_analytics__dim_products")["facts_rekeyed"] == 0
-        )  # the newest week
+        # the newest week
+        assert materialized(result, "customer_analytics__dim_products")["facts_rekeyed"] == 0
         assert fact_keys_check(result).passed
     before = duck_keys(tmp)
     assert_every_key_resolves(before)

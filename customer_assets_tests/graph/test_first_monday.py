@@ -21,9 +21,8 @@ def _history(db) -> pd.DataFrame:
 
 def test_the_first_week_counts_the_sources_whole_history(pipeline_env, small_source, tmp_path):
     first = pipeline_env("small_source", events=False)
-    result = run_week(
-        WEEK
-    )  # the first week on a fresh warehouse: no earlier partition, nothing loaded before
+    # the first week on a fresh warehouse: no earlier partition, nothing loaded before
+    result = run_week(WEEK)
     meta = result.asset_materializations_for_node("customer_analytics__customer_history")[
         0
     ].metadata
@@ -38,9 +37,8 @@ def test_the_first_week_counts_the_sources_whole_history(pipeline_env, small_sou
     pipeline_env("small_source", events=False)
     import os
 
-    os.environ["WAREHOUSE_DUCKDB_PATH"] = str(
-        every / "warehouse.duckdb"
-    )  # restored by monkeypatch's teardown
+    # restored by monkeypatch's teardown
+    os.environ["WAREHOUSE_DUCKDB_PATH"] = str(every / "warehouse.duckdb")
     instance = dg.DagsterInstance.ephemeral()
     for week in WEEKS:
         assert run_week(week, instance=instance).success
@@ -87,9 +85,8 @@ def test_without_a_crm_tiers_and_statuses_follow_the_transactions(pipeline_env, 
     bought = profiles[profiles["in_transactions"]]
     assert len(bought) > 300 and (bought["value_tier_source"] == "transactions").all()
     carried = lifetime.reindex(bought.index)
-    same = np.isclose(
-        bought["lifetime_value"], carried, atol=0.01
-    )  # the top 1% may be capped (issue 21, item 6)
+    # the top 1% may be capped (issue 21, item 6)
+    same = np.isclose(bought["lifetime_value"], carried, atol=0.01)
     assert same.mean() > 0.97
     assert (bought.loc[same, "value_tier"] == value_tier(carried[same])).all()
     assert bought["value_tier"].nunique() > 1  # not everyone Bronze
@@ -117,9 +114,8 @@ def test_an_erased_customer_stays_out_of_the_opening_balance(pipeline_env, small
             "ops": {"erase_customers_op": {"config": {"ids_file": str(ids), "request": "DSR-7"}}}
         }
     ).success
-    rerun = run_week(
-        WEEK
-    )  # a new instance: no earlier partition, so the history opens from the source again
+    # a new instance: no earlier partition, so the history opens from the source again
+    rerun = run_week(WEEK)
     assert rerun.success
     assert (
         warehouse(
@@ -177,13 +173,14 @@ def test_no_customer_or_transaction_id_at_rest_after_a_good_or_a_failed_week(
     instance = dg.DagsterInstance.ephemeral()
     good = run_week(WEEK, instance=instance)
     assert good.success
+    # the flagged rows are queryable where erasure reaches them
     assert (
         warehouse(
             tmp / "warehouse.duckdb",
             "SELECT count(*) AS n FROM customer_analytics.flagged_transactions",
         )["n"].iloc[0]
         > 0
-    )  # the flagged rows are queryable where erasure reaches them
+    )
     assert _ids_at_rest(tmp, ids, instance, good.run_id) == {}
     # Erasure reaches every warehouse table that holds a customer id (found in the warehouse, not in
     # a list).
@@ -196,9 +193,8 @@ def test_no_customer_or_transaction_id_at_rest_after_a_good_or_a_failed_week(
         "WHERE table_schema = 'customer_analytics' AND column_name = 'customer_id'",
     )["table_name"]
     assert set(holding) <= set(CUSTOMER_TABLES), set(holding) - set(CUSTOMER_TABLES)
-    monkeypatch.setenv(
-        "QUALITY_FAIL_RATE", "0.0001"
-    )  # the same week, now stopped by its quarantine rate
+    # the same week, now stopped by its quarantine rate
+    monkeypatch.setenv("QUALITY_FAIL_RATE", "0.0001")
     failed = run_week(WEEK, instance=instance, raise_on_error=False)
     assert not failed.success
     assert _ids_at_rest(tmp, ids, instance, failed.run_id) == {}

@@ -71,9 +71,8 @@ def expected(small_source) -> pd.DataFrame:
 
 
 def _use_kafka(pipeline_env, monkeypatch, brokers: str, topic: str) -> Path:
-    tmp = pipeline_env(
-        "small_source", events=False
-    )  # no EVENTS_PATH: the landing zone defaults under DATA_DIR
+    # no EVENTS_PATH: the landing zone defaults under DATA_DIR
+    tmp = pipeline_env("small_source", events=False)
     monkeypatch.setenv("KAFKA_BROKERS", brokers)
     monkeypatch.setenv("KAFKA_TOPIC", topic)
     monkeypatch.setenv("KAFKA_GROUP_ID", f"pipeline-{uuid.uuid4().hex[:6]}")
@@ -149,18 +148,16 @@ def test_a_crash_between_the_files_and_the_commit_counts_no_event_twice(
     )
     rerun = run_week(WEEK, selection=selection, keep_intermediates_in=tmp_path / "kept")
     assert rerun.success
-    assert (
-        rerun.asset_materializations_for_node(KAFKA_STEP)[0].metadata["messages"].value > 0
-    )  # read again
+    # read again
+    assert rerun.asset_materializations_for_node(KAFKA_STEP)[0].metadata["messages"].value > 0
     _same(_kept_aggregates(tmp_path / "kept"), expected)
 
 
 def test_an_unreachable_broker_fails_the_kafka_step_in_one_line_and_the_transactions_load(
     pipeline_env, monkeypatch, small_source, tmp_path
 ):
-    tmp = _use_kafka(
-        pipeline_env, monkeypatch, f"127.0.0.1:{free_port()}", "customer-events"
-    )  # bound: 3 s
+    # bound: 3 s
+    tmp = _use_kafka(pipeline_env, monkeypatch, f"127.0.0.1:{free_port()}", "customer-events")
     instance = dg.DagsterInstance.ephemeral()
     result = run_week(WEEK, raise_on_error=False, instance=instance)
     failures = {

@@ -147,9 +147,8 @@ def test_prod_definitions_load(prod_env):
     defs = build_definitions()  # DAGSTER_DEPLOYMENT=prod from the environment
     dg.Definitions.validate_loadable(defs)
     executor = defs.resolve_job_def("weekly_customer_pipeline").executor_def
-    assert (
-        executor.name == dg.multiprocess_executor.name
-    )  # wrapped to remove the run's intermediates at its end
+    # wrapped to remove the run's intermediates at its end
+    assert executor.name == dg.multiprocess_executor.name
     assert executor.config_schema is dg.multiprocess_executor.config_schema
     assert isinstance(defs.resources["warehouse_io_manager"], BigQueryWarehouseIOManager)
 

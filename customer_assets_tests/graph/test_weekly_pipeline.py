@@ -290,9 +290,8 @@ def test_profiles_and_dimension_fill_and_stay_stable(pipeline_env, small_source)
     )
     assert set(dim["customer_id"]) == set(profiles["customer_id"]) and dim["is_current"].all()
     report = json.loads((tmp / "data" / "reports" / WEEK / "transform_log.json").read_text())
-    assert (
-        report["match_rate"] >= 0.8 and report["dropped"]["UNMATCHED_ID"] > 0
-    )  # the seeded guests
+    # the seeded guests
+    assert report["match_rate"] >= 0.8 and report["dropped"]["UNMATCHED_ID"] > 0
     run_week(WEEK)
     pd.testing.assert_frame_equal(_table(tmp, "dim_customers", "customer_id, version"), dim)
     again = _table(tmp, "weekly_customer_profiles", "customer_id")

@@ -510,9 +510,8 @@ def test_a_stored_week_with_a_late_row_outside_it_stops_before_bigquery(
     bigquery_client, manager, dataset, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(frames, "BATCH_ROWS", 2)
-    frame = pd.concat(
-        [transactions(WEEK_A, n=4), transactions(WEEK_B, n=1)], ignore_index=True
-    )  # in the 3rd batch
+    # in the 3rd batch
+    frame = pd.concat([transactions(WEEK_A, n=4), transactions(WEEK_B, n=1)], ignore_index=True)
     result = run(
         [warehouse_asset({WEEK_A: _stored(tmp_path, frame)})],
         WEEK_A,

@@ -81,9 +81,8 @@ class Visits(pa.DataFrameModel):
 
 
 VisitsType = frame_type(Visits)
-VisitsFileType = stored_frame_type(
-    "VisitsFile", frame_check(Visits), VisitsType.metadata
-)  # as weekly_transactions
+# as weekly_transactions
+VisitsFileType = stored_frame_type("VisitsFile", frame_check(Visits), VisitsType.metadata)
 
 
 def visits(week: str, n: int = 3, imputed: bool = True) -> pd.DataFrame:

@@ -135,9 +135,8 @@ def full_disk(tmp_path):
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     yield mount
-    subprocess.run(
-        ["umount", "--lazy", str(mount)], check=False
-    )  # the failed connection may still hold the file
+    # the failed connection may still hold the file
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
 def _big_week(n: int) -> pd.DataFrame:

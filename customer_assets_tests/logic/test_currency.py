@@ -102,11 +102,9 @@ def test_a_rates_file_replaced_at_the_same_path_is_read_again(tmp_path):
 
 
 def test_the_last_publication_day_skips_weekends_and_target_holidays():
-    assert currency.last_publication_day(date(2026, 11, 22)) == date(
-        2026, 11, 20
-    )  # Sunday -> Friday
+    # Sunday -> Friday
+    assert currency.last_publication_day(date(2026, 11, 22)) == date(2026, 11, 20)
     assert currency.last_publication_day(date(2026, 11, 18)) == date(2026, 11, 18)
-    assert currency.last_publication_day(date(2026, 4, 6)) == date(
-        2026, 4, 2
-    )  # Easter Monday -> Thursday
+    # Easter Monday -> Thursday
+    assert currency.last_publication_day(date(2026, 4, 6)) == date(2026, 4, 2)
     assert currency.last_publication_day(date(2026, 12, 27)) == date(2026, 12, 24)

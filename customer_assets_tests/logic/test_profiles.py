@@ -224,9 +224,8 @@ def test_profiles_join_clean_impute_and_log(tmp_path):
         and "support_ticket_count" in p.loc["C2", "imputed_fields"]
     )
     assert p.loc["C3", "in_crm"] == False and p.loc["C3", "support_interactions"] == 1  # noqa: E712
-    assert (
-        p.loc["C3", "days_since_last_activity"] == 6
-    )  # last seen 2026-11-17, week ends 2026-11-23
+    # last seen 2026-11-17, week ends 2026-11-23
+    assert p.loc["C3", "days_since_last_activity"] == 6
     features = profile.filter(like="feature_")
     assert ((features >= 0) & (features <= 1)).all().all()
     assert log.as_dict()["engagement_formula"].startswith("40 * min(purchase_count / 5, 1)")
@@ -281,9 +280,8 @@ def test_transaction_aggregates_per_standardised_id_with_the_last_known_country(
     ]  # the row without an id is left out; " C2" is C2 (case is kept)
     assert out.loc["C1", "week_transaction_count"] == 3 and out.loc["C1", "week_spend_usd"] == 60.75
     assert out.loc["C1", "last_transaction_at"] == pd.Timestamp("2026-11-19", tz="UTC")
-    assert out.loc["C1", "country"] == "FR" and pd.isna(
-        out.loc["C1", "segment"]
-    )  # the last known; none known
+    # the last known; none known
+    assert out.loc["C1", "country"] == "FR" and pd.isna(out.loc["C1", "segment"])
     # Two raw ids of one customer: combined, the last known values by row order across both.
     assert out.loc["C2", "week_transaction_count"] == 2 and out.loc["C2", "week_spend_usd"] == 3.0
     assert out.loc["C2", "country"] == "JP" and out.loc["C2", "segment"] == "smb"

@@ -66,9 +66,8 @@ def test_a_chain_of_links_is_one_customer_and_the_most_recent_crm_record_wins():
         }
     )
     mapping = resolve(crm, erp, pd.Series([], dtype="str"))
-    assert (
-        set(mapping["customer_id"]) == {"B"} and mapping["is_primary"].sum() == 1
-    )  # A - X - B: one customer
+    # A - X - B: one customer
+    assert set(mapping["customer_id"]) == {"B"} and mapping["is_primary"].sum() == 1
 
 
 def test_erp_records_are_standardised_and_hashed_like_the_crm():
@@ -210,9 +209,8 @@ def test_a_crm_id_names_the_shop_customer_it_spells_and_collisions_are_counted_i
         == _person(both.identity, "database", "C0000001")
         == "C0000001"
     )
-    assert (
-        both.counts["id_collisions"] == 1
-    )  # the shop's pair; the CRM's ids are references to them
+    # the shop's pair; the CRM's ids are references to them
+    assert both.counts["id_collisions"] == 1
     one = carry_identity(
         pd.DataFrame(columns=IDENTITY_COLUMNS),
         week_records(_crm(["c0000002"], ["ec"]), NONE, pd.Series(["C0000002"])),

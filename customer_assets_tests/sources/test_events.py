@@ -112,9 +112,8 @@ def test_configured_aliases_are_applied(zone):
 
 
 def test_empty_landing_zone_gives_typed_empty_aggregates(tmp_path):
-    events, scan = read_week(
-        tmp_path, START, END, max_malformed_share=0
-    )  # no lines: nothing to stop
+    # no lines: nothing to stop
+    events, scan = read_week(tmp_path, START, END, max_malformed_share=0)
     agg = aggregate(events)
     assert agg.empty and scan.files == 0 and str(agg["page_views"].dtype) == "int64"
 
@@ -259,9 +258,8 @@ def test_demo_landing_zone_reads_with_only_its_two_broken_lines_per_file(small_s
 def test_tombstones_bad_utf8_and_stray_carriage_returns_are_malformed_lines(tmp_path, monkeypatch):
     import customer_assets.sources.event_parse as events_module
 
-    monkeypatch.setattr(
-        events_module, "CHUNK_BYTES", 200
-    )  # many chunks: a bad line lands at a chunk start
+    # many chunks: a bad line lands at a chunk start
+    monkeypatch.setattr(events_module, "CHUNK_BYTES", 200)
     good = event("page_view", "C1", "2026-11-17T10:00:00Z").encode()
     lines = [
         good,
@@ -335,9 +333,8 @@ def test_a_bad_byte_anywhere_makes_its_line_malformed_however_the_file_is_cut(
     lines = [event("page_view", f"C{i}", "2026-11-17T10:00:00Z").encode() for i in range(4000)]
     lines[0] = b"not json"
     lines[1499] = lines[1499].replace(b'"event_id": "e"', b'"event_id": "\xff"')
-    lines[2999] = lines[2999].replace(
-        b'"event_id": "e"', '"event_id": "\u00e9t\u00e9"'.encode()
-    )  # fine
+    # fine
+    lines[2999] = lines[2999].replace(b'"event_id": "e"', '"event_id": "\u00e9t\u00e9"'.encode())
     folder = tmp_path / "dt=2026-11-17"
     folder.mkdir()
     (folder / "part.jsonl").write_bytes(b"\n".join(lines) + b"\n")
@@ -400,9 +397,8 @@ def test_other_compressions_and_suffixes_are_skipped_files_not_malformed_lines(t
     folder = good.parent
     zstd = b"\x28\xb5\x2f\xfd" + random.Random(1).randbytes(200)
     (folder / "part.jsonl.zst").write_bytes(zstd)
-    (folder / "renamed.jsonl").write_bytes(
-        zstd
-    )  # compressed, not renamed: found by its first bytes
+    # compressed, not renamed: found by its first bytes
+    (folder / "renamed.jsonl").write_bytes(zstd)
     (folder / "part.jsonl.snappy").write_bytes(b"\xff\x06\x00\x00sNaPpY" + b"\x00" * 50)
     (folder / "truncated.jsonl.gz").write_bytes(gzip.compress(good.read_bytes() * 100)[:-30])
     (folder / "_SUCCESS").write_bytes(b"")
@@ -514,13 +510,14 @@ def test_malformed_examples_name_file_line_field_and_kind_never_the_content(tmp_
         "2026-11-17",
         [
             event("page_view", "C1", secret),  # not a time
+            # not text
             json.dumps(
                 {
                     "event_type": "page_view",
                     "customer_id": {"email": secret},
                     "timestamp": "2026-11-17T10:00:00Z",
                 }
-            ),  # not text
+            ),
             json.dumps(
                 {
                     "event_type": "page_view",

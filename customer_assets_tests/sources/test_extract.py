@@ -378,9 +378,8 @@ def test_the_version_alongside_the_copy_is_week_version(pg_server, small_source)
         table, version = stream_week_versioned(
             conn, start, end, _beside(source, conn, opened=opened), schema
         )
-        assert version == week_version(
-            conn, start, end, schema
-        )  # today's version, on the extract's connection
+        # today's version, on the extract's connection
+        assert version == week_version(conn, start, end, schema)
         assert table.num_rows == stream_week(conn, start, end, schema=schema).num_rows
     assert version == _week_version_now(small_source, start, end)  # nothing changed meanwhile
     assert version_rows(version) == table.num_rows == _completed_in_week(small_source)
@@ -435,18 +434,16 @@ def test_the_version_describes_the_snapshot_the_rows_came_from(pg_server, small_
                         yield other
 
             table, version = stream_week_versioned(conn, start, end, connect, schema)
-            assert (
-                week_version(conn, start, end, schema) == before
-            )  # the extract's snapshot: before the change
+            # the extract's snapshot: before the change
+            assert week_version(conn, start, end, schema) == before
     finally:
         query(
             small_source,
             "UPDATE transactions SET amount = amount - 1000 WHERE transaction_id = %s",
             (tid,),
         )
-    assert (
-        committed and committed[0] != before
-    )  # the change was committed, and it changes the version
+    # the change was committed, and it changes the version
+    assert committed and committed[0] != before
     assert table.filter(pc.equal(table["transaction_id"], tid))["amount"].to_pylist() == [
         amount
     ]  # rows: before
@@ -544,9 +541,8 @@ def test_a_failed_extract_stops_the_version_and_closes_its_connection(
     source, opened, pids = _source(pg_server, lock_timeout=60), [], []
 
     def failing_stream(*args, **kwargs):
-        pids.extend(
-            _waiting_on_transactions(small_source, at_least=2)
-        )  # the request, then the version, wait
+        # the request, then the version, wait
+        pids.extend(_waiting_on_transactions(small_source, at_least=2))
         raise RuntimeError("the COPY failed")
 
     monkeypatch.setattr(module, "stream_week", failing_stream)

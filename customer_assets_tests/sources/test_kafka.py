@@ -250,9 +250,8 @@ def test_the_weeks_reader_drops_a_redelivered_event_of_another_file(tmp_path):
     folder.mkdir()
     lines = [json.dumps(_event(n)) for n in range(10)]
     (folder / "t+0+0000000000-0000000009.jsonl").write_text("\n".join(lines) + "\n")
-    (folder / "t+0+0000000005-0000000012.jsonl").write_text(
-        "\n".join(lines[5:]) + "\n"
-    )  # a redelivery
+    # a redelivery
+    (folder / "t+0+0000000005-0000000012.jsonl").write_text("\n".join(lines[5:]) + "\n")
     events, scan = read_week(tmp_path, START, END, max_malformed_share=0)
     assert events.num_rows == 10 and scan.repeated_events == 5
     assert aggregate(events)["page_views"].sum() == 10

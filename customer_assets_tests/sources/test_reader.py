@@ -244,7 +244,6 @@ def test_the_assets_report_the_replaced_values(pipeline_env, latin1_source):
         event.asset_key: event.materialization.metadata
         for event in result.get_asset_materialization_events()
     }
-    assert (
-        metadata[products]["invalid_encoding_values"].value == 2
-    )  # the product's name and category
+    # the product's name and category
+    assert metadata[products]["invalid_encoding_values"].value == 2
     assert metadata[erp]["invalid_encoding_values"].value == 1

@@ -230,9 +230,8 @@ def test_a_backfill_rekeys_the_later_weeks_facts_once_and_the_newest_week_rekeys
     weeks = list(WEEKS)
     for week in weeks[1:]:
         load_snapshot(warehouse, week, WEEKS[week])
-        assert (
-            apply_week(warehouse, SCHEMA, datetime.fromisoformat(week))["facts_rekeyed"] == 0
-        )  # no fact table yet
+        # no fact table yet
+        assert apply_week(warehouse, SCHEMA, datetime.fromisoformat(week))["facts_rekeyed"] == 0
     create_facts(
         warehouse,
         [
