@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from customer_assets.demo.profiles import seed_crm_table, write_event_files
+from customer_assets.demo.crm_and_events import seed_crm_table, write_event_files
 from customer_assets.demo.seed import SeedConfig, is_seeded, seed_database
 
 # : The default benchmark scale: 200k customers, 10k products, 8 weeks of ~600k completed

@@ -4,7 +4,6 @@ keys."""
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +13,15 @@ from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManage
 from customer_assets.io_managers.parquet import ParquetIOManager
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
+from customer_assets.resources.pii import (
+    KEY_FILE_NAME,
+    LocalPiiKey,
+    PiiKey,
+    local_hash_key,
+    local_key_path,
+)
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.rates import ECB_RATES_URL, EcbRates
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
 from customer_assets.settings import (
     kafka_configured,
@@ -84,66 +91,41 @@ def warehouse_path(data_dir: str) -> str:
     return os.environ.get("WAREHOUSE_DUCKDB_PATH") or str(Path(data_dir, "warehouse.duckdb"))
 
 
-def local_key_path(warehouse_database: str) -> Path:
-    """Where the local default key lives: beside the warehouse whose suppression list is hashed
-    under it."""
-    return Path(warehouse_database).parent / ".pii_hash_key"
-
-
-def local_hash_key(data_dir: str) -> str:
-    """Local only, when PII_HASH_KEY is unset: a random key kept beside the warehouse, stable across
-    weeks. A key of older code in ``$DATA_DIR`` is carried over; a key that is lost is replaced by a
-    new one, and the runs stop on the suppression list's fingerprint until it is restored or the
-    list is moved."""
-    path = local_key_path(warehouse_path(data_dir))
-    if not path.exists():
-        legacy = Path(data_dir, ".pii_hash_key")
-        # read before creating: with the default paths the old place and the new one are the same
-        # file
-        carried = (
-            legacy.read_text().strip()
-            if legacy.exists() and legacy.resolve() != path.resolve()
-            else ""
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(carried or secrets.token_hex(32))
-    key = path.read_text().strip()
-    if not key:
-        raise ValueError(
-            f"the local PII hash key {path} is empty: restore it from a backup, or remove the file "
-            "and move the suppression list to the new key with the job rekey_suppression"
-        )
-    return key
-
-
-def crm_from_env(deployment: str, data_dir: str) -> CrmSource:
+def pii_from_env(deployment: str, data_dir: str) -> PiiKey:
+    """PII_HASH_KEY; locally, when it is unset, a random key kept beside the warehouse (stable
+    across weeks; a key of older code in ``$DATA_DIR`` is carried over)."""
     if os.environ.get("PII_HASH_KEY") or deployment != "local":
-        hash_key = dg.EnvVar("PII_HASH_KEY")
-    else:
-        hash_key = local_hash_key(data_dir)
-    # The demo's crm_customers table stands in for the API on the embedded default (and, named by
-    # CRM_DEMO_TABLE, in benchmarks on seeded demo data); elsewhere a week without CRM_API_URL has
-    # no CRM source, and its profiles come from the database (and events).
+        return PiiKey(hash_key=dg.EnvVar("PII_HASH_KEY"))
+    path = local_key_path(warehouse_path(data_dir))
+    return LocalPiiKey(
+        hash_key=local_hash_key(path, legacy=Path(data_dir, KEY_FILE_NAME)), key_file=str(path)
+    )
+
+
+def crm_from_env(deployment: str) -> CrmSource:
+    """CRM_API_URL: the CRM's API; unset: none, except on the embedded demo (its ``crm_customers``
+    table) or where CRM_DEMO_TABLE names a table of seeded demo data (benchmarks)."""
     demo_table = (
         "crm_customers"
         if uses_embedded_demo(deployment)
         else os.environ.get("CRM_DEMO_TABLE") or None
     )
-    return CrmSource(
-        api_url=_env_var("CRM_API_URL"),
-        api_key=_env_var("CRM_API_KEY"),
-        hash_key=hash_key,
-        demo_table=demo_table,
-    )
+    if demo_table and not os.environ.get("CRM_API_URL"):
+        from customer_assets.demo.sources import DemoCrmSource
+
+        return DemoCrmSource(demo_table=demo_table)
+    return CrmSource(api_url=_env_var("CRM_API_URL"), api_key=_env_var("CRM_API_KEY"))
 
 
 def erp_from_env(deployment: str) -> ErpSource:
     """ERP_DB_HOST: the ERP's own PostgreSQL; unset: none, except on the embedded demo (its ``erp``
     schema)."""
     if not os.environ.get("ERP_DB_HOST"):
-        return ErpSource(demo=uses_embedded_demo(deployment))
+        if uses_embedded_demo(deployment):
+            from customer_assets.demo.sources import DemoErpSource
+
+            return DemoErpSource()
+        return ErpSource()
     optional = {
         key: value
         for key, value in {
@@ -191,9 +173,15 @@ def resources_for(deployment: str) -> dict[str, object]:
     resources: dict[str, object] = {
         "settings": settings,
         "source_db": source_db_from_env(deployment, settings.data_dir, settings.events_path),
-        "crm": crm_from_env(deployment, settings.data_dir),
+        "pii": pii_from_env(deployment, settings.data_dir),
+        "crm": crm_from_env(deployment),
         "erp": erp_from_env(deployment),
         "kafka": KafkaSource(**kafka_settings_from_env()),
+        "rates": EcbRates(
+            data_dir=settings.data_dir,
+            url=os.environ.get("ECB_RATES_URL") or ECB_RATES_URL,
+            pinned_file=os.environ.get("ECB_RATES_FILE") or None,
+        ),
         # Intermediates in DATA_DIR, or in a bucket when runs do not share a disk.
         "io_manager": ParquetIOManager(
             base_dir=settings.data_dir,
@@ -205,18 +193,19 @@ def resources_for(deployment: str) -> dict[str, object]:
             webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL") or None,
         ),
     }
+    # The warehouse configured once: its IO manager loads into the very warehouse it is given.
     if deployment == "local":
         database = warehouse_path(settings.data_dir)
-        lock_timeout = lock_timeout_from_env()
-        resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(
-            database=database, reports_dir=settings.reports_dir, lock_timeout_seconds=lock_timeout
-        )
-        resources["warehouse"] = DuckDBWarehouse(
+        warehouse = DuckDBWarehouse(
             database=database,
-            lock_timeout_seconds=lock_timeout,
+            lock_timeout_seconds=lock_timeout_from_env(),
             read_copy_path=os.environ.get("WAREHOUSE_READ_COPY_PATH")
             or str(Path(database).with_name(f"{Path(database).stem}_read.duckdb")),
         )
+        resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(
+            warehouse=warehouse, reports_dir=settings.reports_dir
+        )
+        resources["warehouse"] = warehouse
     elif deployment == "prod":
         from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 
@@ -229,8 +218,9 @@ def resources_for(deployment: str) -> dict[str, object]:
             }.items()
             if value is not None
         }
+        bigquery = BigQueryWarehouse(project=dg.EnvVar("GCP_PROJECT_ID"), **optional)
         resources["warehouse_io_manager"] = BigQueryWarehouseIOManager(
-            project=dg.EnvVar("GCP_PROJECT_ID"), reports_dir=settings.reports_dir, **optional
+            warehouse=bigquery, reports_dir=settings.reports_dir
         )
-        resources["warehouse"] = BigQueryWarehouse(project=dg.EnvVar("GCP_PROJECT_ID"), **optional)
+        resources["warehouse"] = bigquery
     return resources

@@ -1,5 +1,5 @@
-"""DuckDB as this project uses it inside a step: quoting, a deterministic in-memory connection, and
-the warehouse file opened within a bounded wait for its lock."""
+"""The DuckDB warehouse file opened within a bounded wait for its lock (quoting and the in-memory
+connection over frames are pure, in ``logic/duckdb_memory.py``)."""
 
 from __future__ import annotations
 
@@ -54,27 +54,3 @@ def connect_waiting(
                 raise WarehouseLocked(database, waited, str(exc)) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-
-
-def quoted(name: str) -> str:
-    """``name`` as a DuckDB identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(text: object) -> str:
-    """``text`` (a path, usually) as a DuckDB string literal, for the places that take no
-    parameter."""
-    return "'" + str(text).replace("'", "''") + "'"
-
-
-def connect(
-    database: str = ":memory:", read_only: bool = False, threads: int | None = 1
-) -> duckdb.DuckDBPyConnection:
-    """A connection in UTC, so that timestamps come back in UTC whatever the machine's zone; by
-    default in memory on one thread, where each group aggregates its rows in row order and a rerun
-    gives the same bits (``threads=None``: DuckDB's default, for the warehouse file)."""
-    con = duckdb.connect(
-        database, read_only=read_only, config={} if threads is None else {"threads": threads}
-    )
-    con.execute("SET TimeZone = 'UTC'")
-    return con

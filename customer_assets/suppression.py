@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from customer_assets import tables
 from customer_assets.logic.identity import keyed_hash, standardise_ids
-from customer_assets.resources.warehouse_sql import DuckDBWarehouse, WarehouseSQL
+from customer_assets.resources.warehouse_sql import WarehouseSQL
 
 SCHEMA = tables.SCHEMA
 SUPPRESSION = (SCHEMA, tables.ERASURE_SUPPRESSION)
@@ -170,18 +170,10 @@ class SuppressionKeyError(dg.Failure):
         super().__init__(description=description, allow_retries=False)
 
 
-def _where_the_key_is(warehouse: WarehouseSQL) -> str:
-    if isinstance(warehouse, DuckDBWarehouse):
-        from customer_assets.deployments import local_key_path
-
-        path = local_key_path(warehouse.database)
-        return f"PII_HASH_KEY, or the local key file {path} (missing or new: was it lost with a disk or machine?)"
-    return "PII_HASH_KEY"
-
-
-def check_key(warehouse: WarehouseSQL, hash_key: str) -> None:
-    """Raise ``SuppressionKeyError`` (one line: what happened, what to do) unless every entry of the
-    list was hashed under ``hash_key``. Costs one small query."""
+def check_key(warehouse: WarehouseSQL, hash_key: str, where: str = "PII_HASH_KEY") -> None:
+    """Raise ``SuppressionKeyError`` (one line: what happened, what to do, ``where`` the key is
+    kept: ``PiiKey.where``) unless every entry of the list was hashed under ``hash_key``. Costs one
+    small query."""
     entries = list_entries(warehouse)
     if entries.empty:
         return
@@ -195,7 +187,7 @@ def check_key(warehouse: WarehouseSQL, hash_key: str) -> None:
     raise SuppressionKeyError(
         f"The erasure suppression list holds {len(others)} erased customer(s) hashed under another key "
         f"(fingerprint {', '.join(was)}) than this run's ({current[:12]}), so they would come back: nothing was "
-        f"read. Restore the key they were hashed under ({_where_the_key_is(warehouse)}), or move the list to "
+        f"read. Restore the key they were hashed under ({where}), or move the list to "
         "this key with the job rekey_suppression (README: Rotating PII_HASH_KEY)."
     )
 

@@ -75,7 +75,7 @@ def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
         settings = _resource(context, "settings")
         files = [Path(settings.reports_dir, week)] if week else []
         removed = scrub(
-            _resource(context, "warehouse"), _resource(context, "crm").hash_key, tables, files
+            _resource(context, "warehouse"), _resource(context, "pii").hash_key, tables, files
         )
         if removed:
             context.log.info(
@@ -83,7 +83,7 @@ def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
                 f"again: {removed}"
             )
 
-    resources = {"warehouse", "crm", "settings"}
+    resources = {"warehouse", "pii", "settings"}
     name = "__".join(tables)
 
     @dg.success_hook(name=f"recheck_suppression_after_{name}", required_resource_keys=resources)

@@ -19,7 +19,7 @@ DEMO_FIRST_WEEK = "2026-08-31"
 @dataclass(frozen=True)
 class WeekContext:
     """The week being processed and the moment of processing (what "future" and "now" mean for its
-    rules)."""
+    rules). Steps call it ``span``, apart from Dagster's ``context``."""
 
     week_start: datetime
     week_end: datetime

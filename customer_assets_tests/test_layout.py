@@ -222,14 +222,6 @@ LAYERS = (
     ),
     ("pure", {"logic", "schemas", "weeks"}),
 )
-# Imports that still run up a layer, each with what removes it (issue 27, item 5).
-UPWARD_FOR_NOW = {
-    ("settings", "sources"): "the ECB rates and Kafka's variables: rates as a resource",
-    ("resources", "io_managers"): "WarehouseSQL builds its client with io_managers.bigquery_calls: "
-    "one warehouse configuration, WarehouseSQL nested in the IO manager",
-    ("suppression", "deployments"): "the local key file's path: a PII resource owns the key",
-    ("logic", "duck"): "an in-memory DuckDB over frames: duck.py's pure part apart from its lock",
-}
 
 
 def _unit(parts: tuple[str, ...]) -> str:
@@ -252,11 +244,7 @@ def test_every_import_runs_down_the_layers():
             if parts[1] != unit and layer_of[parts[1]] < layer_of[unit]:
                 found.add((unit, parts[1]))
     assert not unplaced, f"give these a layer in LAYERS (and README's picture): {sorted(unplaced)}"
-    upward = found - set(UPWARD_FOR_NOW)
-    assert not upward, f"imports up a layer: {sorted(upward)}"
-    assert set(UPWARD_FOR_NOW) <= found, (
-        f"no longer imported, strike from UPWARD_FOR_NOW: {sorted(set(UPWARD_FOR_NOW) - found)}"
-    )
+    assert not found, f"imports up a layer: {sorted(found)}"
 
 
 MAX_MODULE_LINES = 400

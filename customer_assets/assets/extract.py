@@ -10,7 +10,7 @@ from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, metadata_valu
 from customer_assets.dagster_types import RawTransactionsType
 from customer_assets.erasure import check_key, drop_suppressed
 from customer_assets.partitions import latest_materialization
-from customer_assets.resources.crm import CrmSource
+from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
@@ -95,7 +95,7 @@ def warn_source_findings(context: dg.AssetExecutionContext, findings: SourceFind
 def read_source_week(
     context: dg.AssetExecutionContext,
     source_db: PostgresSource,
-    ctx: WeekContext,
+    span: WeekContext,
     shrink_limit: float,
     allow_shrink: bool,
 ) -> tuple[pa.Table, str, SourceFindings]:
@@ -110,14 +110,14 @@ def read_source_week(
             # stream.
             table, version = stream_week_versioned(
                 conn,
-                ctx.week_start,
-                ctx.week_end,
+                span.week_start,
+                span.week_end,
                 lambda snapshot: source_db.connect_beside(conn, snapshot),
                 schema,
                 log=context.log,
             )
             shrink_guard(context, version, shrink_limit, allow_shrink)
-            findings = week_source_findings(conn, ctx.week_start, ctx.week_end, schema)
+            findings = week_source_findings(conn, span.week_start, span.week_end, schema)
     except (dg.Failure, *TRANSIENT_ERRORS):
         raise  # already classified, or worth the retry policy's next attempt
     except Exception as exc:  # a query or a value that will fail the same way next time
@@ -131,7 +131,7 @@ def read_source_week(
 
 def extract_metadata(
     df: pd.DataFrame,
-    ctx: WeekContext,
+    span: WeekContext,
     version: str,
     source_db: PostgresSource,
     findings: SourceFindings,
@@ -143,8 +143,8 @@ def extract_metadata(
     return {
         "source_version": version,
         "dagster/row_count": len(df),
-        "week_start": ctx.week_start.isoformat(),
-        "week_end": ctx.week_end.isoformat(),
+        "week_start": span.week_start.isoformat(),
+        "week_end": span.week_end.isoformat(),
         "source": source_db.description,
         "source_route": source_db.route,
         "invalid_encoding_rows": invalid,
@@ -173,7 +173,7 @@ def raw_transactions(
     config: ExtractConfig,
     source_db: PostgresSource,
     warehouse: WarehouseSQL,
-    crm: CrmSource,
+    pii: PiiKey,
     settings: PipelineSettings,
 ) -> dg.Output[pd.DataFrame]:
     """The week's `completed` transactions (any case or padding of the status) joined to their
@@ -194,15 +194,15 @@ def raw_transactions(
     `SOURCE_SHRINK_LIMIT`) stops here, before anything is written, unless the run config says
     `allow_shrink: true`.
     """
-    ctx = week_context(context)
+    span = week_context(context)
     # a changed or lost key would bring erased customers back: stop first
-    check_key(warehouse, crm.hash_key)
+    check_key(warehouse, pii.hash_key, pii.where)
     table, version, findings = read_source_week(
-        context, source_db, ctx, settings.source_shrink_limit, config.allow_shrink
+        context, source_db, span, settings.source_shrink_limit, config.allow_shrink
     )
     df = to_raw_frame(table)
     # forgotten on request: never extracted again
-    df, suppressed = drop_suppressed(df, warehouse, crm.hash_key)
+    df, suppressed = drop_suppressed(df, warehouse, pii.hash_key)
     if suppressed:
         context.log.info(f"{suppressed} row(s) of erased customers left out (suppression list)")
     invalid = int(df["invalid_encoding"].notna().sum())
@@ -214,5 +214,5 @@ def raw_transactions(
     return dg.Output(
         df,
         data_version=dg.DataVersion(version),
-        metadata=extract_metadata(df, ctx, version, source_db, findings, invalid, suppressed),
+        metadata=extract_metadata(df, span, version, source_db, findings, invalid, suppressed),
     )

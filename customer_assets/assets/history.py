@@ -23,8 +23,9 @@ from customer_assets.logic.history import (
     week_totals,
 )
 from customer_assets.partitions import FIRST_WEEK, latest_materialization
-from customer_assets.resources.crm import CrmSource
+from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.rates import EcbRates
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.opening_balance import opening_balance
@@ -70,6 +71,7 @@ def _rescanned(
     hash_key: str,
     week_start,
     week: pd.DataFrame,
+    rates: EcbRates,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Totals before the week without a previous partition: the opening balance of the source's
     history before the first loaded week (computed once, on the source), plus every loaded week
@@ -81,7 +83,7 @@ def _rescanned(
             conn,
             source_db.schema(conn),
             opens_at,
-            balance_rules(opens_at.date(), settings.max_amount_usd),
+            balance_rules(opens_at.date(), settings.max_amount_usd, rates.in_use()),
         )
     # an erased customer never comes back
     opening, erased = drop_suppressed(opening, warehouse, hash_key)
@@ -151,7 +153,8 @@ def customer_history(
     warehouse: WarehouseSQL,
     source_db: PostgresSource,
     settings: PipelineSettings,
-    crm: CrmSource,
+    pii: PiiKey,
+    rates: EcbRates,
     validated_transactions: StoredFrame,
 ):
     """`customer_analytics.customer_history`: per customer and currency, the running totals as of
@@ -168,7 +171,7 @@ def customer_history(
     """
     if finished_week(context, validated_transactions):
         return
-    ctx = week_context(context)
+    span = week_context(context)
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
     previous_id = (
         None
@@ -177,16 +180,16 @@ def customer_history(
     )
     opening = week.iloc[:0]
     if previous_id is not None:
-        before = previous_week_totals(warehouse, HISTORY.path, ctx.week_start)
+        before = previous_week_totals(warehouse, HISTORY.path, span.week_start)
     else:
         before, opening = _rescanned(
-            context, source_db, warehouse, settings, crm.hash_key, ctx.week_start, week
+            context, source_db, warehouse, settings, pii.hash_key, span.week_start, week, rates
         )
-    history = carry(before, week, ctx.week_start)
+    history = carry(before, week, span.week_start)
     if config.repair_reason:
         context.log.info(f"repair run: {config.repair_reason}")
     metadata = history_metadata(
-        history, week, opening, ctx.week_start, context.partition_key, config, previous_id
+        history, week, opening, span.week_start, context.partition_key, config, previous_id
     )
     context.log.info(
         f"customer history of {context.partition_key}: {metadata['mode']}, "

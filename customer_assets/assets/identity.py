@@ -29,8 +29,8 @@ from customer_assets.logic.identity import standardise_ids
 from customer_assets.logic.person_naming import final_survivors, follow
 from customer_assets.logic.resolution import IDENTITY_COLUMNS, carry_identity
 from customer_assets.logic.source_records import standardise_erp, week_records
-from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.erp import ErpSource
+from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap, IdentityMerges
@@ -50,20 +50,20 @@ from customer_assets.weeks import WeekContext
     op_tags=AFTER_TRANSACTIONS,
 )
 def erp_customers(
-    context: dg.AssetExecutionContext, erp: ErpSource, crm: CrmSource, source_db: PostgresSource
+    context: dg.AssetExecutionContext, erp: ErpSource, pii: PiiKey, source_db: PostgresSource
 ) -> dg.Output:
     """ERP customer records modified in the week (incremental by modification time), standardised;
-    email and phone only as keyed HMAC-SHA256 (the CRM's key). Without an ERP (ERP_DB_HOST unset)
+    email and phone only as keyed HMAC-SHA256 (the PII key). Without an ERP (ERP_DB_HOST unset)
     the week has none."""
-    ctx = week_context(context)
+    span = week_context(context)
     if erp.kind == "none":
         context.log.info(
             "No ERP configured (ERP_DB_HOST unset): "
             "identity resolution uses the CRM and the database."
         )
-    records = erp.fetch_week(ctx.week_start, ctx.week_end, source_db)
+    records = erp.fetch_week(span.week_start, span.week_end, source_db)
     replaced = take_replaced_count(records)
-    frame, counts = standardise_erp(records, crm.hash_key)
+    frame, counts = standardise_erp(records, pii.hash_key)
     return dg.Output(
         frame,
         metadata={
@@ -263,7 +263,7 @@ def _weekly_table(
 def customer_identity_map(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseSQL,
-    crm: CrmSource,
+    pii: PiiKey,
     source_db: PostgresSource,
     crm_customers,
     erp_customers,
@@ -277,7 +277,7 @@ def customer_identity_map(
         return
     database_ids = week_database_ids(source_db, transformed_transactions, customer_event_aggregates)
     crm_customers, erp_customers, suppressed = without_erased(
-        crm_customers, erp_customers, warehouse, crm.hash_key
+        crm_customers, erp_customers, warehouse, pii.hash_key
     )
     week_start = week_context(context).week_start.replace(tzinfo=None)
     prior, prior_week = prior_identity(context, warehouse, week_start)

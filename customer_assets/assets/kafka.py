@@ -136,7 +136,7 @@ def kafka_events(
             "from the landing zone alone (EVENTS_PATH), if any."
         )
         return no_kafka_result()
-    ctx = week_context(context)
+    span = week_context(context)
     root = Path(settings.events_path)  # EVENTS_PATH, else $DATA_DIR/kafka_events (settings.py)
     try:
         landing = kafka.land(root, log=context.log)
@@ -147,9 +147,9 @@ def kafka_events(
             f"{landing.undecodable - len(landing.examples):,} more values that do not deserialize "
             f"not shown ({landing.undecodable:,} in total)"
         )
-    lag = landing.lag_days(ctx.week_end)
+    lag = landing.lag_days(span.week_end)
     complete, lag_text = lag_outcome(lag, kafka.max_lag_days, landing.lost_to_retention)
-    week_lines = week_event_lines(root, kafka.topic, ctx.week_start, ctx.week_end)
+    week_lines = week_event_lines(root, kafka.topic, span.week_start, span.week_end)
     if not complete:
         context.log.warning(f"the week is partial: {lag_text}")
     hint = None if week_lines else empty_week_hint(kafka.topic, landing.topic_exists)

@@ -22,8 +22,9 @@ from customer_assets.assets.common import (
 from customer_assets.assets.kafka import KAFKA_EVENTS
 from customer_assets.dagster_types import CrmCustomersType, CustomerEventAggregatesType
 from customer_assets.logic import checks
-from customer_assets.logic.crm import standardise_crm
+from customer_assets.logic.crm_records import standardise_crm
 from customer_assets.resources.crm import CrmSource
+from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.event_parse import EventScan
@@ -79,6 +80,7 @@ AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
 def crm_customers(
     context: dg.AssetExecutionContext,
     crm: CrmSource,
+    pii: PiiKey,
     source_db: PostgresSource,
     settings: PipelineSettings,
 ):
@@ -91,14 +93,14 @@ def crm_customers(
     that fails for good is skipped and recorded, and the materialization is marked `partial`.
     Warning checks: fewer records than CRM_MIN_RECORDS, records without a required field.
     """
-    ctx = week_context(context)
+    span = week_context(context)
     if crm.kind == "none":
         context.log.info(
             "No CRM configured (CRM_API_URL unset): "
             "the week's profiles use the database and events."
         )
-    extract = crm.fetch_week(ctx.week_start, ctx.week_end, source_db)
-    frame, counts = standardise_crm(extract.frame(), crm.hash_key)
+    extract = crm.fetch_week(span.week_start, span.week_end, source_db)
+    frame, counts = standardise_crm(extract.frame(), pii.hash_key)
     if extract.partial:
         context.log.warning(
             f"CRM extract is partial: {len(extract.missing_pages)} page(s) lost: "
@@ -163,7 +165,7 @@ def customer_event_aggregates(context: dg.AssetExecutionContext, settings: Pipel
     compressed files are skipped and listed; events outside the week are ignored. A warning check
     names the days of the week without an event file (a feed that fell silent).
     """
-    ctx = week_context(context)
+    span = week_context(context)
     if settings.events_path is None:
         context.log.info(
             "No event landing zone configured (EVENTS_PATH unset): the week has no events."
@@ -175,7 +177,7 @@ def customer_event_aggregates(context: dg.AssetExecutionContext, settings: Pipel
         )
         return
     root = Path(settings.events_path)
-    events, scan = _read_landing_zone(context, settings, root, ctx)
+    events, scan = _read_landing_zone(context, settings, root, span)
     frame = aggregate(events)
     yield dg.Output(
         frame,
@@ -189,8 +191,8 @@ def customer_event_aggregates(context: dg.AssetExecutionContext, settings: Pipel
             "scan": dg.MetadataValue.json(scan.summary()),
         },
     )
-    days = [ctx.week_start.date() + timedelta(days=i) for i in range(7)]
-    with_files = _days_with_files(root, ctx.week_start, ctx.week_end)
+    days = [span.week_start.date() + timedelta(days=i) for i in range(7)]
+    with_files = _days_with_files(root, span.week_start, span.week_end)
     yield check_result(
         EVENTS,
         "events_cover_week",
@@ -201,7 +203,7 @@ def customer_event_aggregates(context: dg.AssetExecutionContext, settings: Pipel
 
 
 def _read_landing_zone(
-    context: dg.AssetExecutionContext, settings: PipelineSettings, root: Path, ctx: WeekContext
+    context: dg.AssetExecutionContext, settings: PipelineSettings, root: Path, span: WeekContext
 ) -> tuple[pa.Table, EventScan]:
     """The week's events and the scan of their files; a configured landing zone that cannot be read,
     or holds too many malformed lines, stops the week without retries (a retry reads the same
@@ -215,8 +217,8 @@ def _read_landing_zone(
     try:
         return read_week(
             root,
-            ctx.week_start,
-            ctx.week_end,
+            span.week_start,
+            span.week_end,
             settings.event_aliases(),
             log=context.log,
             max_malformed_share=settings.events_max_malformed_share,

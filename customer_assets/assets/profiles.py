@@ -5,6 +5,7 @@ The CRM and the events are read in ``profile_inputs.py``, the ERP and the carrie
 ``identity.py``."""
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 
@@ -37,8 +38,13 @@ from customer_assets.logic.per_person import (
     transaction_aggregates_sql,
     transactions_per_person,
 )
-from customer_assets.logic.profiles import ENGAGEMENT_FORMULA, ENGAGEMENT_WEIGHTS, build_profiles
+from customer_assets.logic.profile_rules import (
+    ENGAGEMENT_FORMULA,
+    ENGAGEMENT_WEIGHTS,
+    build_profiles,
+)
 from customer_assets.resources.crm import CrmSource
+from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import PROFILE_REQUIRED, UnifiedCustomerProfiles
@@ -137,6 +143,7 @@ def unified_customer_profiles(
     settings: PipelineSettings,
     source_db: PostgresSource,
     crm: CrmSource,
+    pii: PiiKey,
     warehouse: WarehouseSQL,
     alerts: Alerts,
     crm_customers: pd.DataFrame,
@@ -150,51 +157,49 @@ def unified_customer_profiles(
         context, crm_customers, erp_customers, customer_event_aggregates, transformed_transactions
     ):
         return
-    yield from selected_events(
-        context,
-        _unify_week(
-            context,
-            settings,
-            source_db,
-            crm,
-            warehouse,
-            alerts,
-            crm_customers,
-            erp_customers,
-            customer_event_aggregates,
-            transformed_transactions,
-            customer_identity_map,
-        ),
-    )
-
-
-def _unify_week(
-    context: dg.AssetExecutionContext,
-    settings: PipelineSettings,
-    source_db: PostgresSource,
-    crm: CrmSource,
-    warehouse: WarehouseSQL,
-    alerts: Alerts,
-    crm_customers: pd.DataFrame,
-    erp_customers: pd.DataFrame,
-    customer_event_aggregates: pd.DataFrame,
-    transformed_transactions: StoredFrame,
-    identity: pd.DataFrame,
-):
-    """The week's profiles, less the suppressed customers; their transform log, written beside the
-    week's reports; their checks, a failed blocking one alerted."""
-    profile, log, known_replaced = _week_profiles(
-        context,
-        source_db,
+    inputs = WeekInputs(
         crm_customers,
         erp_customers,
         customer_event_aggregates,
         transformed_transactions,
-        identity,
+        customer_identity_map,
     )
+    profile, log, known_replaced = _week_profiles(context, source_db, inputs)
     # Forgotten on request: the CRM or the events may still know them.
-    profile, suppressed = drop_suppressed(profile, warehouse, crm.hash_key)
+    profile, suppressed = drop_suppressed(profile, warehouse, pii.hash_key)
     sources = week_sources(crm.kind, settings.events_path)
+    yield from selected_events(
+        context,
+        _profile_events(
+            context, settings, alerts, profile, log, sources, suppressed, known_replaced
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class WeekInputs:
+    """What the week's profiles are built from: every source's records, and the identity that
+    names their persons."""
+
+    crm_customers: pd.DataFrame
+    erp_customers: pd.DataFrame
+    customer_event_aggregates: pd.DataFrame
+    transformed_transactions: StoredFrame
+    identity: pd.DataFrame
+
+
+def _profile_events(
+    context: dg.AssetExecutionContext,
+    settings: PipelineSettings,
+    alerts: Alerts,
+    profile: pd.DataFrame,
+    log,
+    sources: list[str],
+    suppressed: int,
+    known_replaced: int,
+):
+    """The profiles' output; their transform log, written beside the week's reports; their checks,
+    a failed blocking one alerted."""
     transform_log = {"week_start": context.partition_key, "sources": sources, **log.as_dict()}
     log_path = settings.week_reports_dir(context.partition_key) / "transform_log.json"
     log_path.write_text(json.dumps(transform_log, indent=2, default=str))
@@ -227,17 +232,13 @@ def _unify_week(
 
 
 def _week_profiles(
-    context: dg.AssetExecutionContext,
-    source_db: PostgresSource,
-    crm_customers: pd.DataFrame,
-    erp_customers: pd.DataFrame,
-    customer_event_aggregates: pd.DataFrame,
-    transformed_transactions: StoredFrame,
-    identity: pd.DataFrame,
+    context: dg.AssetExecutionContext, source_db: PostgresSource, inputs: WeekInputs
 ):
     """The week's profiles from every source's records under their person's id, the transform's
     log (``TransformLog``), and how many of the database's values were not UTF-8."""
-    ctx = week_context(context)
+    span = week_context(context)
+    identity, crm_customers = inputs.identity, inputs.crm_customers
+    transformed_transactions = inputs.transformed_transactions
     # Per customer, read by DuckDB from the transform's file: the week's rows never become a
     # DataFrame here.
     transactions = transaction_aggregates(
@@ -250,8 +251,8 @@ def _week_profiles(
     # Every source's id becomes its person's: one profile per real customer (ERP-only customers
     # included).
     crm_records = to_persons(crm_customers, identity, ("crm",))
-    erp_records = to_persons(erp_customers, identity, ("erp",))
-    events = events_per_person(customer_event_aggregates, identity)
+    erp_records = to_persons(inputs.erp_customers, identity, ("erp",))
+    events = events_per_person(inputs.customer_event_aggregates, identity)
     per_person = transactions_per_person(transactions, identity)
     # The shop's record of every person seen, under each shop id they have (a CRM id may spell it
     # otherwise).
@@ -268,7 +269,7 @@ def _week_profiles(
     # The CRM's ids name shop customers, spelled loosely: looked up as written and upper-cased too.
     ids = distinct_ids(
         shop_ids,
-        customer_event_aggregates["customer_id"],
+        inputs.customer_event_aggregates["customer_id"],
         transactions["customer_id"],
         crm_customers["customer_id"],
         crm_customers["customer_id"].str.upper(),
@@ -277,7 +278,7 @@ def _week_profiles(
     known, known_replaced = _known_customers(source_db, ids.to_pylist())
     known = to_persons(known, identity, ("database",))
     records = pd.concat([crm_records, known, erp_records], ignore_index=True)
-    profile, log = build_profiles(records, events, per_person, known["customer_id"], ctx)
+    profile, log = build_profiles(records, events, per_person, known["customer_id"], span)
     return profile, log, known_replaced
 
 

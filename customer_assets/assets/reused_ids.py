@@ -58,10 +58,10 @@ def held_in_other_weeks(
     return frozenset(reused["transaction_id"])
 
 
-def _held_elsewhere(warehouse: WarehouseSQL, ctx: WeekContext, raw: pd.DataFrame) -> pd.DataFrame:
+def _held_elsewhere(warehouse: WarehouseSQL, span: WeekContext, raw: pd.DataFrame) -> pd.DataFrame:
     """The warehouse's rows (transaction_id, ts) of the week's ids in other weeks of the load's
     window, asked ``ID_CHUNK`` ids at a time."""
-    window = unique_window(ctx.week_start, ctx.week_end, UNIQUE_WITHIN_WEEKS)
+    window = unique_window(span.week_start, span.week_end, UNIQUE_WITHIN_WEEKS)
     ids = raw["transaction_id"].dropna().unique().tolist()
     names = {
         "table": warehouse.table(*TRANSACTIONS_TABLE),
@@ -69,8 +69,8 @@ def _held_elsewhere(warehouse: WarehouseSQL, ctx: WeekContext, raw: pd.DataFrame
         "ids": warehouse.unnest("ids", "i"),
     }
     params = {
-        "week_start": ctx.week_start,
-        "week_end": ctx.week_end,
+        "week_start": span.week_start,
+        "week_end": span.week_end,
         "window_start": window[0],
         "window_end": window[1],
     }

@@ -17,7 +17,7 @@ from customer_assets.dagster_types import (
     check_transformed_transactions,
 )
 from customer_assets.frames import FrameBatches, StoredFrame
-from customer_assets.logic.currency import FX_SOURCE, last_rate_date, rates_file
+from customer_assets.logic.currency import FX_SOURCE, last_rate_date
 from customer_assets.logic.history import customer_totals
 from customer_assets.logic.transform import (
     WEEK_METRIC_COLUMNS,
@@ -26,6 +26,7 @@ from customer_assets.logic.transform import (
     week_metrics,
 )
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.rates import EcbRates
 from customer_assets.sources.customers_and_products import category_prices
 
 STALE_RATES_DAYS = 7
@@ -47,6 +48,7 @@ STALE_RATES_DAYS = 7
 def transformed_transactions(
     context: dg.AssetExecutionContext,
     source_db: PostgresSource,
+    rates: EcbRates,
     validated_transactions: StoredFrame,
     customer_history: pd.DataFrame,
 ):
@@ -71,25 +73,24 @@ def transformed_transactions(
     """
     if finished_week(context, validated_transactions):
         return
-    ctx = week_context(context)
+    span = week_context(context)
     with source_db.connect() as conn:
         prices = category_prices(conn)
     week = validated_transactions.read(WEEK_METRIC_COLUMNS)
-    history = customer_totals(customer_history, ctx.week_end, week["customer_id"].unique())
+    rates_path = rates.in_use()  # the file validation converted with: no fetch here
+    history = customer_totals(
+        customer_history, span.week_end, week["customer_id"].unique(), rates_path
+    )
     del customer_history
-    metrics = week_metrics(week, history, prices, ctx)
+    metrics = week_metrics(week, history, prices, span)
     del week
-    stale_days = (ctx.week_end.date() - last_rate_date()).days - 1
-    if len(validated_transactions) and stale_days > STALE_RATES_DAYS:
-        context.log.warning(
-            f"ECB rates in {rates_file()} end on {last_rate_date()}, {stale_days} days before the week's end: "
-            "the last published rate is used (see fx_rate_date). Set ECB_RATES_FILE to a fresh eurofxref-hist.zip."
-        )
+    if len(validated_transactions):
+        _warn_if_stale(context, rates_path, span.week_end.date())
     totals = EnrichedTotals()
 
     def batches():
         for rows in validated_transactions.batches():
-            enriched = enrich(rows, metrics, ctx)
+            enriched = enrich(rows, metrics, span)
             del rows
             totals.add(enriched)
             yield enriched
@@ -104,6 +105,17 @@ def transformed_transactions(
         ),
         metadata={"fx_source": FX_SOURCE},
     )
+
+
+def _warn_if_stale(context: dg.AssetExecutionContext, rates_path: str, week_end) -> None:
+    """A warning when the rates in ``rates_path`` end more than STALE_RATES_DAYS before the week."""
+    last_rate = last_rate_date(rates_path)
+    stale_days = (week_end - last_rate).days - 1
+    if stale_days > STALE_RATES_DAYS:
+        context.log.warning(
+            f"ECB rates in {rates_path} end on {last_rate}, {stale_days} days before the week's end: "
+            "the last published rate is used (see fx_rate_date). Set ECB_RATES_FILE to a fresh eurofxref-hist.zip."
+        )
 
 
 def _metadata(totals: dict) -> dict:

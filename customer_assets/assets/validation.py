@@ -43,9 +43,9 @@ from customer_assets.logic.quality import (
 from customer_assets.logic.validation import ValidationSplit, WeekValidation, validate_week
 from customer_assets.partitions import latest_materialization
 from customer_assets.resources.postgres import PostgresSource
+from customer_assets.resources.rates import EcbRates, RatesInUse
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.ecb_rates import RatesInUse, use_fresh_rates
 from customer_assets.weeks import WeekContext
 
 VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
@@ -129,6 +129,7 @@ def validate_transactions(
     alerts: Alerts,
     warehouse: WarehouseSQL,
     source_db: PostgresSource,
+    rates: EcbRates,
     raw_transactions: pd.DataFrame,
 ):
     """Check the week: completeness, validity, consistency quarantine; anomalies only flag.
@@ -143,12 +144,16 @@ def validate_transactions(
     reaches the load (which would delete the other week's row as moved). The metrics row says
     whether this attempt's rows go on to the warehouse (`loaded`, `load_status`) and which run wrote
     it (`run_id`).
+
+    Amounts are converted with the ECB rates the `rates` resource refreshes (at most one fetch a
+    day; a pinned ECB_RATES_FILE never fetched over); the validated rows' metadata says which file.
     """
     if finished_week(context, raw_transactions):
         return
     held = held_in_other_weeks(context, warehouse, source_db, raw_transactions)
+    fx_rates = rates.refresh(context.log)
     yield from selected_events(
-        context, _validate_week(context, settings, alerts, raw_transactions, held)
+        context, _validate_week(context, settings, alerts, raw_transactions, fx_rates, held)
     )
 
 
@@ -185,17 +190,20 @@ def _validate_week(
     settings: PipelineSettings,
     alerts: Alerts,
     raw_transactions: pd.DataFrame,
+    rates: RatesInUse,
     held_elsewhere: frozenset[str] = frozenset(),
 ):
     """The week's outputs, its quality report and anomalies written beside its reports, its checks
-    (a failed blocking one alerted), and last its metrics row, which says whether one blocked."""
+    (a failed blocking one alerted), and last its metrics row, which says whether one blocked. The
+    week's amounts are converted with ``rates``."""
     started = time.monotonic()
-    ctx = week_context(context)
-    rates = use_fresh_rates(
-        settings.data_dir, settings.ecb_rates_url, settings.ecb_rates_file, context.log
-    )
+    span = week_context(context)
     week = validate_week(
-        raw_transactions, ctx, settings.max_amount_usd, held_elsewhere=held_elsewhere
+        raw_transactions,
+        span,
+        settings.max_amount_usd,
+        held_elsewhere=held_elsewhere,
+        rates_path=rates.path,
     )
     validated = FrameBatches(
         week.batches(BATCH_ROWS),
@@ -204,7 +212,7 @@ def _validate_week(
         name="validated_transactions",
     )
     report = build_quality_report(
-        ctx,
+        span,
         week.split.failures,
         week.anomalies.flags,
         week.anomaly_table,
@@ -217,7 +225,7 @@ def _validate_week(
     (week_dir / "quality_report.json").write_text(report_json(report))
     week.anomaly_table.to_csv(week_dir / "anomalies.csv", index=False)
     yield from _week_outputs(validated, week, report, rates, week_dir)
-    results = _validation_checks(ctx, settings, len(raw_transactions), week.split, report, rates)
+    results = _validation_checks(span, settings, len(raw_transactions), week.split, report, rates)
     alert_failed_checks(
         alerts,
         [r for r in results if r.severity == dg.AssetCheckSeverity.ERROR],
@@ -272,7 +280,7 @@ def _week_outputs(
 
 
 def _validation_checks(
-    ctx: WeekContext,
+    span: WeekContext,
     settings: PipelineSettings,
     extracted: int,
     split: ValidationSplit,
@@ -302,7 +310,7 @@ def _validation_checks(
             VALIDATED,
             "fx_rates_cover_week",
             checks.fx_rates_cover_week(
-                (pd.Timestamp(ctx.week_end) - pd.Timedelta(days=1)).date(),
+                (pd.Timestamp(span.week_end) - pd.Timedelta(days=1)).date(),
                 rates.last_rate_date,
                 rates.origin,
             ),

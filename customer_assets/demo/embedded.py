@@ -10,7 +10,7 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 from pydantic import Field, PrivateAttr
 
-from customer_assets.demo.profiles import seed_crm_table, write_event_files
+from customer_assets.demo.crm_and_events import seed_crm_table, write_event_files
 from customer_assets.demo.seed import SeedConfig, is_seeded, seed_database
 from customer_assets.resources.postgres import PostgresSource
 

@@ -1,6 +1,6 @@
-"""Calls to BigQuery that fail clearly: the client, which errors are worth retrying, and one week's
-load run within a time budget with bounded retries (exponential backoff; an exhausted quota
-waits)."""
+"""Calls to BigQuery that fail clearly: which errors are worth retrying, and one week's load run
+within a time budget with bounded retries (exponential backoff; an exhausted quota waits). The
+client itself is the resources' (``customer_assets.resources.bigquery_client``)."""
 
 from __future__ import annotations
 
@@ -56,24 +56,6 @@ def is_auth(exc: BaseException) -> bool:
     ):
         return True
     return isinstance(exc, gexc.Forbidden) and not is_quota(exc) and not is_transient(exc)
-
-
-def bigquery_client(project: str, location: str, emulator_host: str | None = None):
-    """A client of the warehouse project: the emulator's anonymous one in tests, else the default
-    chain of credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, the metadata
-    server)."""
-    from google.cloud import bigquery
-
-    if emulator_host:
-        from google.auth.credentials import AnonymousCredentials
-
-        return bigquery.Client(
-            project=project,
-            location=location,
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": emulator_host},
-        )
-    return bigquery.Client(project=project, location=location)
 
 
 @dataclass

@@ -10,11 +10,13 @@ A ``StoredFrame`` (the week in a Parquet file) is never read whole: its week bou
 batch at a time and the load job's Parquet is written a batch at a time to a temporary file
 (deleted when closed).
 
-By concern: column types and the load file in ``bigquery_types``; the client, retries and the time
-budget in ``bigquery_calls``; the tables (dataset, table, added columns, staging) in
-``bigquery_tables``; the checks before BigQuery is touched in ``bigquery_payload``; the week's SQL
-(predicate, MERGE, count, read back) in ``bigquery_week``; here the load's steps in order: checks,
-tables, the swap, the count, the report.
+Which warehouse: the ``warehouse`` resource (``BigQueryWarehouse``: project, location, dataset,
+emulator), nested here, so the loads and the SQL run in the warehouse never name two warehouses;
+its client is ``resources.bigquery_client``. By concern: column types and the load file in
+``bigquery_types``; retries and the time budget in ``bigquery_calls``; the tables (dataset, table,
+added columns, staging) in ``bigquery_tables``; the checks before BigQuery is touched in
+``bigquery_payload``; the week's SQL (predicate, MERGE, count, read back) in ``bigquery_week``; here
+the load's steps in order: checks, tables, the swap, the count, the report.
 
 Why not dagster-gcp's ``BigQueryPandasIOManager`` (with a custom type handler): its ``DbIOManager``
 deletes the week's rows and inserts the new ones as two statements, so a failure in between leaves
@@ -40,12 +42,7 @@ from google.auth import exceptions as auth_exc
 from pydantic import Field
 
 from customer_assets.frames import StoredFrame
-from customer_assets.io_managers.bigquery_calls import (
-    Caller,
-    LoadBudget,
-    LoadTimeoutError,
-    bigquery_client,
-)
+from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError
 from customer_assets.io_managers.bigquery_payload import week_payload
 from customer_assets.io_managers.bigquery_tables import (
     ensure_dataset,
@@ -71,6 +68,8 @@ from customer_assets.io_managers.warehouse import (
     unique_key,
     write_load_report,
 )
+from customer_assets.resources.bigquery_client import bigquery_client
+from customer_assets.resources.warehouse_sql import BigQueryWarehouse
 
 
 class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
@@ -83,16 +82,11 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     without retry.
     """
 
-    project: str = Field(description="GCP project of the warehouse (GCP_PROJECT_ID).")
-    location: str = Field(default="US", description="Location of the datasets and jobs.")
-    dataset_override: str | None = Field(
-        default=None, description="Dataset replacing the asset key prefix (BIGQUERY_DATASET)."
+    warehouse: BigQueryWarehouse = Field(
+        description="The ``warehouse`` resource: its project, location, dataset (BIGQUERY_DATASET) "
+        "and emulator (BIGQUERY_EMULATOR_HOST; never production)."
     )
     reports_dir: str = Field(description="Where each week's load report JSON is written.")
-    emulator_host: str | None = Field(
-        default=None,
-        description="Endpoint of a BigQuery emulator (BIGQUERY_EMULATOR_HOST); never production.",
-    )
     quota_wait_seconds: float = Field(
         default=60, description="Wait after a quotaExceeded error before retrying."
     )
@@ -110,13 +104,14 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     # client and calls
 
     def _client(self):
-        return bigquery_client(self.project, self.location, self.emulator_host)
+        warehouse = self.warehouse
+        return bigquery_client(warehouse.project, warehouse.location, warehouse.emulator_host)
 
     def _connect(self, log) -> tuple[Any, list[str]]:
         warnings = []
-        if self.emulator_host:
+        if emulator := self.warehouse.emulator_host:
             message = (
-                f"BigQuery EMULATOR in use at {self.emulator_host} (BIGQUERY_EMULATOR_HOST): "
+                f"BigQuery EMULATOR in use at {emulator} (BIGQUERY_EMULATOR_HOST): "
                 "anonymous credentials, this is NOT the production warehouse"
             )
             log.warning(message)
@@ -126,7 +121,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         except auth_exc.DefaultCredentialsError as err:
             raise dg.Failure(
                 description=(
-                    f"No Google credentials for BigQuery project {self.project}: set "
+                    f"No Google credentials for BigQuery project {self.warehouse.project}: set "
                     f"GOOGLE_APPLICATION_CREDENTIALS to a service account key file ({err})"
                 ),
                 allow_retries=False,
@@ -134,7 +129,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
     def _caller(self, client, log, load: LoadBudget) -> Caller:
         return Caller(
-            self.project,
+            self.warehouse.project,
             client,
             log,
             load,
@@ -149,7 +144,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
     def _dataset(self, context) -> tuple[str, str]:
         dataset, table = table_address(context)
-        return self.dataset_override or dataset, table
+        return self.warehouse.dataset_override or dataset, table
 
     @staticmethod
     def _window(context) -> tuple[datetime, datetime]:
@@ -164,7 +159,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         load = LoadBudget(deadline=started + self.load_timeout_seconds)
         dataset, table = self._dataset(context)
         column, partition = partition_column(context), context.asset_partition_key
-        target_id = f"{self.project}.{dataset}.{table}"
+        target_id = f"{self.warehouse.project}.{dataset}.{table}"
         stored = obj if isinstance(obj, StoredFrame) else None
         # the dtypes, or all rows
         frame = stored.empty() if stored is not None else obj.reset_index(drop=True)
@@ -178,7 +173,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             client, load.warnings = self._connect(context.log)
             call = self._caller(client, context.log, load)
             descriptions = column_descriptions(context)
-            ensure_dataset(client, call, self.project, self.location, dataset)
+            ensure_dataset(client, call, self.warehouse.project, self.warehouse.location, dataset)
             target, created, added = ensure_table(
                 context, client, call, target_id, incoming, column, descriptions, declared
             )
@@ -194,7 +189,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             moved = self._swap(
                 context, load, client, call, week, incoming, descriptions, payload, rows
             )
-            count = count_week(self.location, load, client, call, week)
+            count = count_week(self.warehouse.location, load, client, call, week)
             if count != rows:
                 raise RuntimeError(
                     f"{target_id}: {count} rows in week {partition} after the load, expected "
@@ -236,7 +231,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             stage(
                 client,
                 call,
-                self.location,
+                self.warehouse.location,
                 staging_id,
                 week.target_id,
                 week.partition,
@@ -283,7 +278,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     ) -> None:
         """The week's load report (a JSON file) and the output's metadata."""
         dataset, table = address
-        target_id = f"{self.project}.{dataset}.{table}"
+        target_id = f"{self.warehouse.project}.{dataset}.{table}"
         report = load_report(
             rows,
             target_id,
@@ -296,8 +291,8 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             replaced="week",
             step_seconds=load.step_seconds,
             table_created=created,
-            location=self.location,
-            emulator=bool(self.emulator_host),
+            location=self.warehouse.location,
+            emulator=bool(self.warehouse.emulator_host),
             **({"moved_from_other_weeks": moved} if moved is not None else {}),
         )
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
@@ -309,8 +304,8 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                     frame,
                     descriptions,
                     table_name=target_id,
-                    uri=f"https://console.cloud.google.com/bigquery?p={self.project}&d={dataset}"
-                    f"&t={table}&page=table",
+                    uri="https://console.cloud.google.com/bigquery"
+                    f"?p={self.warehouse.project}&d={dataset}&t={table}&page=table",
                 ),
                 "bigquery/job_ids": dg.MetadataValue.json(load.job_ids),
                 "warnings": dg.MetadataValue.json(load.warnings),
@@ -343,7 +338,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
 
         def run():
             job = start_query(
-                self.location, load, client, sql, params, "merge", job_prefix + "merge_"
+                self.warehouse.location, load, client, sql, params, "merge", job_prefix + "merge_"
             )
             try:
                 job.result(timeout=load.remaining("merge"), job_retry=None)
@@ -366,7 +361,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         load = LoadBudget(deadline=time.monotonic() + self.load_timeout_seconds)
         dataset, table = self._dataset(context)
-        target_id = f"{self.project}.{dataset}.{table}"
+        target_id = f"{self.warehouse.project}.{dataset}.{table}"
         column = partition_column(context)  # for an input: the upstream output's partition_expr
         client, _ = self._connect(context.log)
         call = self._caller(client, context.log, load)
@@ -376,7 +371,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             lambda: client.get_table(target_id, timeout=min(60.0, load.remaining("get table"))),
         )
         return read_week(
-            self.location,
+            self.warehouse.location,
             load,
             client,
             call,

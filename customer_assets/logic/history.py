@@ -104,14 +104,17 @@ def carry(previous: pd.DataFrame, week: pd.DataFrame, week_start: datetime) -> p
 
 
 def customer_totals(
-    history: pd.DataFrame, week_end: datetime, customers: pd.Series | None = None
+    history: pd.DataFrame,
+    week_end: datetime,
+    customers: pd.Series | None = None,
+    rates_path: str | None = None,
 ) -> pd.DataFrame:
     """Per customer (of ``customers``, or all): lifetime value in USD, transaction count, first
     purchase and the last purchase before the week, as of ``week_end``.
 
-    Each currency's total is converted at the ECB rate of the week's last day (the value as of that
-    date, as a balance would be translated); currencies without a rate are left out, as validation
-    quarantines them.
+    Each currency's total is converted at the ECB rate (of ``rates_path``; None: the shipped file)
+    of the week's last day (the value as of that date, as a balance would be translated); currencies
+    without a rate are left out, as validation quarantines them.
     """
     from customer_assets.logic.currency import daily_rate_table, supported_currencies
 
@@ -127,9 +130,9 @@ def customer_totals(
             }
         )
     closing_day = (week_end - timedelta(days=1)).date()
-    rates = daily_rate_table(closing_day, closing_day, sorted(supported_currencies())).set_index(
-        "currency"
-    )
+    rates = daily_rate_table(
+        closing_day, closing_day, sorted(supported_currencies(rates_path)), rates_path
+    ).set_index("currency")
     usd = rows["amount_milli"] / MILLI * rows["currency"].map(rates["usd_per_unit"])
     rows = rows.assign(usd=usd).dropna(subset=["usd"])
     per_customer = (
@@ -146,16 +149,17 @@ def customer_totals(
     return per_customer[CUSTOMER_COLUMNS]
 
 
-def balance_rules(day, max_amount_usd: float) -> pd.DataFrame:
-    """Per currency with an ECB rate: its minor units and the ceiling (``max_amount_usd``) in its
-    own units, at the rate of ``day``: what the opening balance applies to the source's history."""
+def balance_rules(day, max_amount_usd: float, rates_path: str | None = None) -> pd.DataFrame:
+    """Per currency with an ECB rate (in ``rates_path``; None: the shipped file): its minor units and
+    the ceiling (``max_amount_usd``) in its own units, at the rate of ``day``: what the opening
+    balance applies to the source's history."""
     from customer_assets.logic.currency import (
         daily_rate_table,
         iso4217_minor_units,
         supported_currencies,
     )
 
-    rates = daily_rate_table(day, day, sorted(supported_currencies()))
+    rates = daily_rate_table(day, day, sorted(supported_currencies(rates_path)), rates_path)
     minor = iso4217_minor_units()
     rates = rates[rates["currency"].isin(list(minor))]
     return pd.DataFrame(

@@ -3,7 +3,7 @@
 Each source's id is replaced by its person's, the week's event and transaction aggregates of one
 person's ids (or of raw ids that standardise to one id) are combined into one row, and a person's
 records are made one (the CRM's before the ERP's before the database's). Apart from the profile
-build (profiles.py): the profile step maps its inputs before it builds.
+build (profile_rules.py): the profile step maps its inputs before it builds.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from customer_assets.duck import connect, quoted
+from customer_assets.logic.duckdb_memory import connect, quoted
 from customer_assets.logic.identity import standardise_ids
 
 SOURCE_PRIORITY = {"crm": 0, "erp": 1, "database": 2}  # seed 004's order

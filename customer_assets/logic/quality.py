@@ -56,7 +56,7 @@ def _category_pass_rates(failures: pd.DataFrame) -> dict[str, float]:
 
 
 def build_quality_report(
-    ctx: WeekContext,
+    span: WeekContext,
     failures: pd.DataFrame,
     anomaly_flags: pd.DataFrame,
     anomalies: pd.DataFrame,
@@ -77,8 +77,8 @@ def build_quality_report(
     quarantine_rate = 0.0 if total == 0 else quarantined / total
     reasons = failures.sum().astype(int)
     return {
-        "week_start": ctx.week_start.isoformat(),
-        "week_end": ctx.week_end.isoformat(),
+        "week_start": span.week_start.isoformat(),
+        "week_end": span.week_end.isoformat(),
         "generated_at": datetime.now(timezone.utc).isoformat(),
         "total_records": total,
         "passed_records": passed,

@@ -1,4 +1,4 @@
-"""The records identity resolution reads: the ERP's, standardised as the CRM's are (crm.py), and
+"""The records identity resolution reads: the ERP's, standardised as the CRM's are (crm_records.py), and
 the week's records of the three sources as one frame (``week_records``).
 """
 

@@ -43,7 +43,7 @@ def add_time_dimensions(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
+def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, span: WeekContext) -> pd.DataFrame:
     """Per customer of the week: lifetime value (USD), transaction count and days since first
     purchase, as of the week's end, and the last purchase before the week (for the lifecycle
     segment).
@@ -61,7 +61,7 @@ def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, ctx: WeekContext
     ltv = merged["lifetime_value_usd"].fillna(merged["week_value"])
     count = merged["transaction_count"].fillna(merged["week_count"])
     first = merged["first_purchase_at"].fillna(merged["week_first"])
-    week_end = pd.Timestamp(ctx.week_end)
+    week_end = pd.Timestamp(span.week_end)
     return pd.DataFrame(
         {
             "customer_lifetime_value": np.maximum(ltv, merged["week_value"]).round(2),
@@ -96,7 +96,7 @@ def add_product_metrics(
     return df.assign(product_popularity_rank=rank.astype("int64"), category_avg_price=avg.round(2))
 
 
-def add_segments(df: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
+def add_segments(df: pd.DataFrame, span: WeekContext) -> pd.DataFrame:
     """Transaction size by USD amount; customer lifecycle as of this week.
 
     new: first purchase under 30 days before the week's end; dormant: came back after more than 90
@@ -105,7 +105,7 @@ def add_segments(df: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
     size = np.select(
         [df["amount_usd"] < SMALL_USD, df["amount_usd"] <= LARGE_USD], ["small", "medium"], "large"
     )
-    gap_days = (pd.Timestamp(ctx.week_start) - df["_last_before_week"]).dt.days
+    gap_days = (pd.Timestamp(span.week_start) - df["_last_before_week"]).dt.days
     lifecycle = np.select(
         [df["days_since_first_purchase"] < NEW_CUSTOMER_DAYS, gap_days > DORMANT_GAP_DAYS],
         ["new", "dormant"],
@@ -137,24 +137,24 @@ WEEK_METRIC_COLUMNS = ["customer_id", "product_id", "amount_usd", "timestamp"]
 
 
 def week_metrics(
-    week: pd.DataFrame, history: pd.DataFrame, category_prices: pd.DataFrame, ctx: WeekContext
+    week: pd.DataFrame, history: pd.DataFrame, category_prices: pd.DataFrame, span: WeekContext
 ) -> WeekMetrics:
     """The week-wide figures, from the WEEK_METRIC_COLUMNS of every validated row."""
     ranks = product_ranks(week["product_id"])
     amounts = week[["customer_id", "amount_usd", "timestamp"]]
-    customers = customer_metrics(amounts, history, ctx)
+    customers = customer_metrics(amounts, history, span)
     return WeekMetrics(customers=customers, product_ranks=ranks, category_prices=category_prices)
 
 
-def enrich(rows: pd.DataFrame, metrics: WeekMetrics, ctx: WeekContext) -> pd.DataFrame:
+def enrich(rows: pd.DataFrame, metrics: WeekMetrics, span: WeekContext) -> pd.DataFrame:
     """All enrichment steps for some of the week's validated rows (any batch of them: each row needs
     only itself and the week's metrics)."""
     df = add_fx_source(rows)
     df = add_time_dimensions(df)
     df = add_product_metrics(df, metrics.product_ranks, metrics.category_prices)
     df = add_customer_metrics(df, metrics.customers)
-    df = add_segments(df, ctx)
-    df["week_start"] = pd.Timestamp(ctx.week_start).tz_convert(None)
+    df = add_segments(df, span)
+    df["week_start"] = pd.Timestamp(span.week_start).tz_convert(None)
     columns = [c for c in df.columns if c not in PRODUCT_COLUMNS]
     # product metrics after the customer's, as documented
     at = columns.index(CUSTOMER_COLUMNS[-1]) + 1

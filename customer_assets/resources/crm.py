@@ -1,4 +1,5 @@
-"""The CRM: its REST API in production, a table of the source database on the embedded default."""
+"""The CRM: its REST API, or none (the embedded demo's, a table of its database, is
+``demo.sources.DemoCrmSource``)."""
 
 from __future__ import annotations
 
@@ -8,29 +9,19 @@ import dagster as dg
 from pydantic import Field
 
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.sources.crm import (
+from customer_assets.sources.crm_api import (
     CrmApiClient,
     CrmAuthError,
     CrmExtract,
     CrmUnavailableError,
-    fetch_week_from_table,
 )
 
 
 class CrmSource(dg.ConfigurableResource):
-    """Customers updated in a week, with their CRM attributes; emails are hashed with
-    ``hash_key``."""
+    """Customers updated in a week, with their CRM attributes (hashed later, with the PII key)."""
 
-    api_url: str | None = Field(
-        default=None, description="CRM_API_URL; unset: no CRM (or the demo table)."
-    )
+    api_url: str | None = Field(default=None, description="CRM_API_URL; unset: no CRM.")
     api_key: str | None = Field(default=None, description="CRM_API_KEY (bearer token).")
-    hash_key: str = Field(description="PII_HASH_KEY: HMAC-SHA256 key for emails and phones.")
-    demo_table: str | None = Field(
-        default=None,
-        description="Embedded demo only: a source table of CRM "
-        "records standing in for the API (the demo seed's crm_customers).",
-    )
     page_size: int = Field(default=500, description="Records asked for per page.")
     min_page_size: int = Field(default=50, description="Smallest page after timeouts.")
     requests_per_minute: int = Field(default=100, description="Client-side rate limit.")
@@ -48,16 +39,13 @@ class CrmSource(dg.ConfigurableResource):
 
     @property
     def kind(self) -> str:
-        """``api``, ``demo_table`` or ``none`` (no CRM configured: profiles come from the other
-        sources)."""
-        return "api" if self.api_url else "demo_table" if self.demo_table else "none"
+        """``api`` or ``none`` (no CRM configured: profiles come from the other sources); the demo's
+        subclass is ``demo_table``."""
+        return "api" if self.api_url else "none"
 
     def fetch_week(self, start: datetime, end: datetime, source_db: PostgresSource) -> CrmExtract:
         if self.kind == "none":
             return CrmExtract()
-        if self.kind == "demo_table":
-            with source_db.connect() as conn:
-                return fetch_week_from_table(conn, start, end, self.demo_table)
         client = CrmApiClient(
             self.api_url,
             self.api_key or "",

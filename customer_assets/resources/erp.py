@@ -1,9 +1,10 @@
-"""The ERP, an optional second customer source: its own PostgreSQL (``ERP_DB_*``), a schema of the
-embedded database on the demo, or none."""
+"""The ERP, an optional second customer source: its own PostgreSQL (``ERP_DB_*``), or none (the
+embedded demo's, a schema of its database, is ``demo.sources.DemoErpSource``)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -12,8 +13,10 @@ import pandas as pd
 import psycopg2
 from pydantic import Field
 
-from customer_assets.resources.postgres import PostgresSource
-from customer_assets.sources.erp import EMPTY, erp_table_exists, fetch_week
+from customer_assets.resources.postgres import PostgresSource, SourceConnectionError
+from customer_assets.sources.erp import EMPTY, fetch_week
+
+log = logging.getLogger(__name__)
 
 DEFAULT_COLUMNS = {
     "customer_id": "erp_id",
@@ -25,13 +28,11 @@ DEFAULT_COLUMNS = {
 
 
 class ErpSource(dg.ConfigurableResource):
-    """Customer records modified in a week. ``kind``: ``database`` (ERP_DB_HOST), ``demo`` (a schema
-    of the embedded database) or ``none`` (no ERP: identity resolution uses the CRM and the
-    transaction database)."""
+    """Customer records modified in a week. ``kind``: ``database`` (ERP_DB_HOST) or ``none`` (no
+    ERP: identity resolution uses the CRM and the transaction database). The embedded demo's ERP, a
+    schema of its database, is a subclass in ``customer_assets/demo/sources.py``."""
 
-    host: str | None = Field(
-        default=None, description="ERP_DB_HOST; unset: no ERP (or the demo's schema)."
-    )
+    host: str | None = Field(default=None, description="ERP_DB_HOST; unset: no ERP.")
     port: int = Field(default=5432, description="ERP_DB_PORT.")
     dbname: str | None = Field(default=None, description="ERP_DB_NAME.")
     user: str | None = Field(default=None, description="ERP_DB_USER.")
@@ -45,59 +46,55 @@ class ErpSource(dg.ConfigurableResource):
         description="ERP_DB_COLUMNS: JSON map of the "
         "pipeline's names (customer_id, email, phone, country, updated_at) to the table's.",
     )
-    demo: bool = Field(
-        default=False, description="Embedded demo: the ERP schema lives in the source database."
-    )
     connect_timeout: int = Field(default=30, description="Seconds to wait for a connection.")
 
     @property
     def kind(self) -> str:
-        return "database" if self.host else "demo" if self.demo else "none"
+        return "database" if self.host else "none"
 
     @contextmanager
     def _connect(self, source_db: PostgresSource):
-        if self.kind == "demo":
-            with source_db.connect() as conn:
-                yield conn
-            return
+        """A read-only connection in UTC to the ERP's server, set up as the source's is (one
+        connection setup: ``PostgresSource.connect``); a refusal fails naming the ERP's variables."""
+        server = PostgresSource(
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname or "",
+            user=self.user,
+            password=self.password,
+            connect_timeout=self.connect_timeout,
+        )
         try:
-            conn = psycopg2.connect(
-                host=self.host,
-                port=self.port,
-                dbname=self.dbname,
-                user=self.user,
-                password=self.password,
-                connect_timeout=self.connect_timeout,
-                application_name="customer_assets",
+            conn = server._open(log)
+        except (psycopg2.OperationalError, SourceConnectionError) as exc:
+            # libpq's own words: the source's advice names the source's variables, not the ERP's
+            cause = exc.__cause__ if isinstance(exc, SourceConnectionError) else exc
+            reason = (
+                str(cause).strip().splitlines()[0] if str(cause).strip() else type(exc).__name__
             )
-        except psycopg2.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            what = "refused the connection" if cause is not exc else "unreachable"
             raise dg.Failure(
-                description=f"ERP database at {self.host}:{self.port}/{self.dbname} unreachable: {reason}. "
+                description=f"ERP database at {self.host}:{self.port}/{self.dbname} {what}: {reason}. "
                 "Check ERP_DB_HOST, ERP_DB_NAME, ERP_DB_USER and ERP_DB_PASSWORD (or unset ERP_DB_HOST "
-                "to run without the ERP); the transaction branch is not affected."
+                "to run without the ERP); the transaction branch is not affected.",
+                allow_retries=not isinstance(exc, SourceConnectionError),
             ) from exc
-        try:
-            conn.set_session(readonly=True)
-            with conn.cursor() as cur:
-                cur.execute("SET TIME ZONE 'UTC'")
-            yield conn
-        finally:
-            conn.close()
+        with server._session(conn) as session:
+            yield session
+
+    def _read(self, conn, start: datetime, end: datetime) -> pd.DataFrame:
+        return fetch_week(
+            conn,
+            self.schema_name,
+            self.table,
+            {**DEFAULT_COLUMNS, **json.loads(self.columns)},
+            start,
+            end,
+        )
 
     def fetch_week(self, start: datetime, end: datetime, source_db: PostgresSource) -> pd.DataFrame:
-        """The records modified in the week, or none without an ERP (or, on the demo, without its
-        schema)."""
+        """The records modified in the week, or none without an ERP."""
         if self.kind == "none":
             return EMPTY.copy()
         with self._connect(source_db) as conn:
-            if self.kind == "demo" and not erp_table_exists(conn, self.schema_name, self.table):
-                return EMPTY.copy()
-            return fetch_week(
-                conn,
-                self.schema_name,
-                self.table,
-                {**DEFAULT_COLUMNS, **json.loads(self.columns)},
-                start,
-                end,
-            )
+            return self._read(conn, start, end)

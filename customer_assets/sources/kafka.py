@@ -29,6 +29,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+# Which KAFKA_* variables are client settings (the security ones, passed by name) is read with the
+# other variables, in settings.py.
 from customer_assets.sources.kafka_files import (
     INCOMING,
     DayFile,
@@ -42,19 +44,10 @@ from customer_assets.sources.kafka_values import AvroDecoder, Undecodable, decod
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 10  # values that did not deserialize, shown in the run log and the metadata
-# Which KAFKA_* variables are client settings: the security ones, passed through
-# (KAFKA_SASL_PASSWORD -> sasl.password). Others (KAFKA_HOME, KAFKA_OPTS of a Kafka installation)
-# are not the pipeline's.
-SECURITY_PREFIXES = ("KAFKA_SECURITY_", "KAFKA_SASL_", "KAFKA_SSL_")
 
 
 class KafkaUnavailable(Exception):
     """The brokers did not answer within the bound, or refused the consumer: one line, no retry."""
-
-
-def client_setting(variable: str) -> str:
-    """``KAFKA_SASL_MECHANISM`` -> ``sasl.mechanism``."""
-    return variable.removeprefix("KAFKA_").lower().replace("_", ".")
 
 
 # --- the consumer ---------------------------------------------------------------------------------
@@ -359,12 +352,3 @@ class KafkaSource(dg.ConfigurableResource):
         day_file.write(offset, json.dumps(event, separators=(",", ":")).encode())
         landing.written += 1
         landing.days[day] = landing.days.get(day, 0) + 1
-
-
-def security_variables(environ: dict[str, str]) -> dict[str, str]:
-    """Client setting -> variable name, for the set security variables among ``environ``'s names."""
-    return {
-        client_setting(name): name
-        for name in sorted(environ)
-        if name.startswith(SECURITY_PREFIXES) and environ[name]
-    }

@@ -13,7 +13,7 @@ import pandas as pd
 
 from customer_assets import tables
 from customer_assets.logic.marts import cohorts
-from customer_assets.logic.profiles import STATUS_BINS
+from customer_assets.logic.profile_rules import STATUS_BINS
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import MartChurnRetention, MartCohortRetention, MartWeeklySales
 from customer_assets.weeks import WeekContext

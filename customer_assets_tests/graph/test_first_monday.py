@@ -69,7 +69,7 @@ def test_the_first_week_counts_the_sources_whole_history(pipeline_env, small_sou
 def test_without_a_crm_tiers_and_statuses_follow_the_transactions(pipeline_env, small_source):
     """Issue 23, item 2: with no CRM every tier was Bronze (an imputed 0) and every status
     `active`."""
-    from customer_assets.logic.profiles import value_tier
+    from customer_assets.logic.profile_rules import value_tier
 
     tmp = pipeline_env("small_source", events=False)  # the database alone: no CRM API, no events
     assert run_week(WEEK).success

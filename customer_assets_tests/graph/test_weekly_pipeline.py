@@ -316,7 +316,7 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
     from customer_assets.assets.profiles import unified_customer_profiles
     from customer_assets.deployments import resources_for
     from customer_assets.frames import StoredFrame
-    from customer_assets.logic.crm import standardise_crm
+    from customer_assets.logic.crm_records import standardise_crm
     from customer_assets.logic.resolution import IDENTITY_COLUMNS
     from customer_assets.logic.source_records import standardise_erp
 
@@ -355,6 +355,7 @@ def test_low_match_rate_fails_with_a_hint_about_id_formats(pipeline_env, small_s
             settings=resources["settings"],
             source_db=resources["source_db"],
             crm=resources["crm"],
+            pii=resources["pii"],
             warehouse=resources["warehouse"],
             alerts=resources["alerts"],
             crm_customers=empty,

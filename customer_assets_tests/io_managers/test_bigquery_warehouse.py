@@ -24,6 +24,7 @@ from customer_assets.io_managers.bigquery_calls import LoadBudget
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import weekly_partitions
+from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
 
 WEEK_A, WEEK_B = "2026-09-07", "2026-09-14"
@@ -38,10 +39,10 @@ def dataset() -> str:
 def manager(bigquery_endpoint, dataset, tmp_path):
     def build(**overrides) -> BigQueryWarehouseIOManager:
         config = {
-            "project": PROJECT,
-            "dataset_override": dataset,
+            "warehouse": BigQueryWarehouse(
+                project=PROJECT, dataset_override=dataset, emulator_host=str(bigquery_endpoint)
+            ),
             "reports_dir": str(tmp_path / "reports"),
-            "emulator_host": str(bigquery_endpoint),
             "retry_base_seconds": 0.01,
             "quota_wait_seconds": 0.01,
         }
@@ -364,7 +365,8 @@ def test_an_input_reads_only_the_columns_it_asks_for(bigquery_client, manager, d
         seen.append(weekly.sort_values("transaction_id").reset_index(drop=True))
 
     duck = DuckDBWarehouseIOManager(
-        database=str(tmp_path / "w.duckdb"), reports_dir=str(tmp_path / "reports")
+        warehouse=DuckDBWarehouse(database=str(tmp_path / "w.duckdb")),
+        reports_dir=str(tmp_path / "reports"),
     )
     for io_manager in (manager(), duck):
         run([upstream, downstream], WEEK_A, io_manager)
@@ -458,7 +460,9 @@ def test_column_names_stay_lower_case_and_match_duckdb(bigquery_client, manager,
     run(
         [asset],
         WEEK_A,
-        DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "duck")),
+        DuckDBWarehouseIOManager(
+            warehouse=DuckDBWarehouse(database=database), reports_dir=str(tmp_path / "duck")
+        ),
     )
 
     bq_columns = [
@@ -537,7 +541,9 @@ def test_load_timeout_bounds_the_retries(bigquery_client, manager, dataset, monk
 
 def test_missing_credentials_fail_without_retry(monkeypatch, tmp_path):
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
-    io = BigQueryWarehouseIOManager(project=PROJECT, reports_dir=str(tmp_path))
+    io = BigQueryWarehouseIOManager(
+        warehouse=BigQueryWarehouse(project=PROJECT), reports_dir=str(tmp_path)
+    )
     with pytest.raises(dg.Failure) as failure:
         io._connect(dg.get_dagster_logger())
     assert (

@@ -31,6 +31,7 @@ from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.duckdb_incoming import to_arrow
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import weekly_partitions
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 from customer_assets.schemas import UTC_TS, UnifiedCustomerProfiles
 from customer_assets_tests.io_managers.test_bigquery_warehouse import (
     PROJECT,
@@ -141,7 +142,8 @@ def duck_asset(
 
 def duck_load(tmp_path, asset, week: str, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     manager = DuckDBWarehouseIOManager(
-        database=str(tmp_path / "warehouse.duckdb"), reports_dir=str(tmp_path / "reports")
+        warehouse=DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb")),
+        reports_dir=str(tmp_path / "reports"),
     )
     return dg.materialize(
         [asset],

@@ -14,6 +14,7 @@ from customer_assets import frames
 from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import weekly_partitions
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 
 WEEK = "2026-11-16"
 
@@ -42,7 +43,9 @@ def _load(tmp_path, value) -> pd.DataFrame:
         return value
 
     database = str(tmp_path / "warehouse.duckdb")
-    manager = DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "reports"))
+    manager = DuckDBWarehouseIOManager(
+        warehouse=DuckDBWarehouse(database=database), reports_dir=str(tmp_path / "reports")
+    )
     result = dg.materialize(
         [asset], partition_key=WEEK, resources={"warehouse_io_manager": manager}
     )
@@ -106,7 +109,8 @@ def test_a_loaded_week_comes_back_with_its_types_and_missing_values(tmp_path):
         return len(profiles)
 
     manager = DuckDBWarehouseIOManager(
-        database=str(tmp_path / "w.duckdb"), reports_dir=str(tmp_path / "reports")
+        warehouse=DuckDBWarehouse(database=str(tmp_path / "w.duckdb")),
+        reports_dir=str(tmp_path / "reports"),
     )
     dg.materialize(
         [upstream, downstream],
@@ -159,7 +163,9 @@ def test_a_full_warehouse_disk_is_the_headline_and_the_week_is_all_or_nothing(fu
     transaction is active` (the ROLLBACK after the failed COMMIT), with "No space left on device"
     only in the chained traceback."""
     database = str(full_disk / "warehouse.duckdb")
-    manager = DuckDBWarehouseIOManager(database=database, reports_dir=str(tmp_path / "reports"))
+    manager = DuckDBWarehouseIOManager(
+        warehouse=DuckDBWarehouse(database=database), reports_dir=str(tmp_path / "reports")
+    )
 
     def load(value):
         @dg.asset(

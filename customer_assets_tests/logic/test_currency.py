@@ -1,5 +1,8 @@
-"""ISO 4217 facts and ECB conversion, including weekends and rates past the end of the file."""
+"""ISO 4217 facts and ECB conversion, including weekends and rates past the end of the file, with
+the rates file named by the caller (None: the shipped one)."""
 
+import shutil
+import zipfile
 from datetime import date
 
 import pandas as pd
@@ -34,7 +37,7 @@ def test_usd_is_one_and_cross_rates_go_through_the_euro():
     ts = pd.Series(pd.to_datetime(["2025-06-13 10:00"] * 2, utc=True))
     out = currency.convert_to_usd(pd.Series([10.0, 1000.0]), pd.Series(["USD", "JPY"]), ts)
     assert out["fx_rate"].iloc[0] == pytest.approx(1.0)
-    ecb = pd.read_csv(currency.rates_file(), index_col="Date", parse_dates=["Date"])
+    ecb = pd.read_csv(currency.CURRENCY_FILE, index_col="Date", parse_dates=["Date"])
     assert out["amount_usd"].iloc[1] == pytest.approx(
         1000 / ecb.loc[day, "JPY"] * ecb.loc[day, "USD"]
     )
@@ -82,9 +85,6 @@ def test_something_that_is_not_the_ecb_file_is_refused(tmp_path):
 def test_a_rates_file_replaced_at_the_same_path_is_read_again(tmp_path):
     """The refresh swaps a new file in under the same name: a process must not keep the old one's
     rates."""
-    import shutil
-    import zipfile
-
     path = tmp_path / "eurofxref-hist.zip"
     shutil.copyfile(currency.CURRENCY_FILE, path)
     assert currency.last_rate_date(str(path)) == currency.last_rate_date(currency.CURRENCY_FILE)
@@ -108,3 +108,43 @@ def test_the_last_publication_day_skips_weekends_and_target_holidays():
     # Easter Monday -> Thursday
     assert currency.last_publication_day(date(2026, 4, 6)) == date(2026, 4, 2)
     assert currency.last_publication_day(date(2026, 12, 27)) == date(2026, 12, 24)
+
+
+def rates_zip(path, day: date, factor: float) -> str:
+    """The shipped ECB file with a publication for ``day`` on top: the newest row's rates, every
+    currency but USD worth ``factor`` times as many units per euro (so ``1/factor`` as many
+    dollars)."""
+    with zipfile.ZipFile(currency.CURRENCY_FILE) as archive:
+        lines = archive.read(archive.namelist()[0]).decode().splitlines()
+    header, newest = lines[0].split(","), lines[1].split(",")
+    row = [day.isoformat()]
+    for name, value in zip(header[1:], newest[1:], strict=True):
+        scaled = name.strip() != "USD" and value.strip() not in ("", "N/A")
+        row.append(str(float(value) * factor) if scaled else value)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("eurofxref-hist.csv", "\n".join([lines[0], ",".join(row), *lines[1:]]))
+    return str(path)
+
+
+def test_each_call_converts_with_the_rates_file_it_is_given(tmp_path):
+    """No file is held between calls: two files give two USD amounts, and the default is the
+    shipped file whatever was asked before."""
+    day = date(2026, 11, 20)
+    plain = rates_zip(tmp_path / "plain.zip", day, 1.0)
+    halved = rates_zip(tmp_path / "halved.zip", day, 2.0)
+    ts = pd.Series([pd.Timestamp("2026-11-20 12:00", tz="UTC")])
+
+    def usd(rates_path=None) -> float:
+        out = currency.convert_to_usd(pd.Series([100.0]), pd.Series(["GBP"]), ts, rates_path)
+        return float(out["amount_usd"].iloc[0])
+
+    assert usd(halved) == pytest.approx(usd(plain) / 2)
+    # The shipped file carries its last rates forward: the same as ``plain``'s copy of them.
+    shipped_gbp = currency.ecb_usd_rates()["GBP"].dropna().iloc[-1]
+    assert usd() == pytest.approx(100 * shipped_gbp) and usd() == pytest.approx(usd(plain))
+    assert currency.last_rate_date(halved) == day
+    assert currency.last_rate_date() == currency.last_rate_date(currency.CURRENCY_FILE) < day
+    table = currency.daily_rate_table(day, day, ["GBP"], rates_path=halved)
+    assert table["usd_per_unit"].iloc[0] * 100 == pytest.approx(usd(halved))
+    assert "GBP" in currency.supported_currencies(halved)
+    assert not hasattr(currency, "use_rates_file") and not hasattr(currency, "_rates_file")

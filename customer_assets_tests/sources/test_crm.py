@@ -8,9 +8,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from customer_assets.logic.crm import standardise_crm
+from customer_assets.logic.crm_records import standardise_crm
 from customer_assets.resources.crm import CrmSource
-from customer_assets.sources.crm import CrmApiClient, CrmAuthError, SlidingWindowLimiter
+from customer_assets.sources.crm_api import CrmApiClient, CrmAuthError, SlidingWindowLimiter
 from customer_assets_tests.support.crm_server import CrmBehaviour, CrmServer, make_records
 
 START, END = (
@@ -56,7 +56,7 @@ def test_429_bursts_back_off_honouring_retry_after():
 def test_429_without_retry_after_backs_off_exponentially_and_gives_up_after_5():
     behaviour = CrmBehaviour(records=make_records(10), rate_limited_requests=100, retry_after=None)
     sleeps: list[float] = []
-    from customer_assets.sources.crm import CrmUnavailableError
+    from customer_assets.sources.crm_api import CrmUnavailableError
 
     with CrmServer(behaviour) as url, pytest.raises(CrmUnavailableError, match="HTTP 429"):
         client(url, sleeps, backoff_seconds=1.0).fetch_week(START, END)
@@ -70,7 +70,7 @@ def test_401_stops_with_a_clear_message():
     with CrmServer(CrmBehaviour(records=make_records(5))) as url:
         with pytest.raises(CrmAuthError, match="credentials may have expired"):
             client(url, api_key="expired").fetch_week(START, END)
-        resource = CrmSource(api_url=url, api_key="expired", hash_key="k")
+        resource = CrmSource(api_url=url, api_key="expired")
         with pytest.raises(dg.Failure, match="credentials may have expired") as raised:
             resource.fetch_week(START, END, source_db=None)
     assert raised.value.allow_retries is False
@@ -155,6 +155,7 @@ def test_standardised_records_hash_contact_details_with_the_key():
 
 def test_partial_extract_is_marked_in_the_materialization(tmp_path):
     from customer_assets.assets.profile_inputs import crm_customers
+    from customer_assets.resources.pii import PiiKey
     from customer_assets.resources.postgres import PostgresSource
     from customer_assets.settings import PipelineSettings
 
@@ -167,10 +168,10 @@ def test_partial_extract_is_marked_in_the_materialization(tmp_path):
                 "crm": CrmSource(
                     api_url=url,
                     api_key="good-key",
-                    hash_key="k",
                     page_size=100,
                     backoff_seconds=0.001,
                 ),
+                "pii": PiiKey(hash_key="k"),
                 "source_db": PostgresSource(host="unused"),  # the API mode never touches it
                 "settings": PipelineSettings(
                     data_dir=str(tmp_path), reports_dir=str(tmp_path), etl_log_dir=str(tmp_path)
@@ -215,8 +216,8 @@ def test_the_crm_table_reads_as_the_same_records_as_the_api_gives(small_source):
     standardises)."""
     import psycopg2
 
-    from customer_assets.logic.crm import CRM_FIELDS
-    from customer_assets.sources.crm import (
+    from customer_assets.logic.crm_records import CRM_FIELDS
+    from customer_assets.sources.crm_api import (
         CRM_TABLE_SQL,
         CrmExtract,
         accept_records,
@@ -264,7 +265,7 @@ def _closed_port() -> str:
 
 
 def test_an_unreachable_crm_gives_up_after_a_few_pages_instead_of_walking_offsets_forever():
-    from customer_assets.sources.crm import CrmUnavailableError
+    from customer_assets.sources.crm_api import CrmUnavailableError
 
     with pytest.raises(CrmUnavailableError, match="3 pages in a row failed") as raised:
         client(_closed_port(), max_retries=1).fetch_week(START, END)
@@ -272,7 +273,7 @@ def test_an_unreachable_crm_gives_up_after_a_few_pages_instead_of_walking_offset
 
 
 def test_a_crm_that_answers_too_slowly_stops_at_its_time_budget():
-    from customer_assets.sources.crm import CrmUnavailableError
+    from customer_assets.sources.crm_api import CrmUnavailableError
 
     ticks = iter(range(0, 10_000, 400))  # every look at the clock: 400 s later
     behaviour = CrmBehaviour(records=make_records(1_000))
@@ -293,9 +294,7 @@ def test_an_unreachable_crm_fails_the_profiles_but_not_the_weeks_transactions(
 
     tmp = pipeline_env("small_source")
     resources = resources_for("local")
-    resources["crm"] = CrmSource(
-        api_url=_closed_port(), api_key="k", hash_key="k", backoff_seconds=0.01
-    )
+    resources["crm"] = CrmSource(api_url=_closed_port(), api_key="k", backoff_seconds=0.01)
     started = time.monotonic()
     result = dg.materialize(
         ASSETS,

@@ -1,12 +1,16 @@
 """The ECB rates refresh against a loopback HTTP server: a fresh file, a broken one, a stale one,
-none at all; and a week of the graph converted with what it got, its warning check passing or
-firing."""
+none at all; the ``EcbRates`` resource naming the file each step converts with (pinned, held or
+shipped), in a process of its own; and a week of the graph converted with what it got, its warning
+check passing or firing."""
 
 from __future__ import annotations
 
 import http.server
 import io
+import json
 import socket
+import subprocess
+import sys
 import threading
 import zipfile
 from contextlib import contextmanager
@@ -17,6 +21,7 @@ import dagster as dg
 import pytest
 
 from customer_assets.logic import currency
+from customer_assets.resources.rates import EcbRates
 from customer_assets.sources import ecb_rates
 
 WEEK = "2026-11-16"
@@ -77,15 +82,6 @@ def closed_port_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}/eurofxref-hist.zip"
-
-
-@pytest.fixture(autouse=True)
-def restore_rates_file():
-    """The refresh sets the process's rates file, as the converting step does: other tests keep
-    theirs."""
-    before = currency.rates_file()
-    yield
-    currency.use_rates_file(before)
 
 
 def leftovers(data_dir: Path) -> list[str]:
@@ -169,9 +165,77 @@ def test_a_pinned_file_is_used_without_a_fetch(tmp_path):
     pinned.write_bytes(ecb_zip(date(2026, 11, 20)))
     rates = RatesServer(ecb_zip(date(2026, 11, 27)))
     with serving(rates) as url:
-        used = ecb_rates.use_fresh_rates(str(tmp_path), url, str(pinned))
-    assert rates.requests == 0 and used.origin == "pinned" and currency.rates_file() == str(pinned)
+        resource = EcbRates(data_dir=str(tmp_path), url=url, pinned_file=str(pinned))
+        used = resource.refresh()
+        assert resource.in_use() == str(pinned)
+    assert rates.requests == 0 and used.origin == "pinned" and used.path == str(pinned)
+    assert used.last_rate_date == date(2026, 11, 20)
     assert not ecb_rates.rates_dir(tmp_path).exists()
+
+
+def test_the_other_steps_use_the_newest_good_file_already_there_without_a_fetch(tmp_path):
+    """``in_use``: the shipped file until a refresh kept a copy, then that copy; never a request."""
+    rates = RatesServer(ecb_zip(date(2026, 11, 20)))
+    with serving(rates) as url:
+        resource = EcbRates(data_dir=str(tmp_path), url=url)
+        assert resource.in_use() == currency.CURRENCY_FILE and rates.requests == 0
+        refreshed = resource.refresh()
+        assert rates.requests == 1
+        assert resource.in_use() == refreshed.path == str(ecb_rates.held_rates_file(tmp_path))
+        assert rates.requests == 1
+    assert refreshed.origin == "fetched"
+
+
+# A step's process: the rates resource from its configuration alone, nothing set at import.
+STEP = """
+import json, sys
+import pandas as pd
+from customer_assets.logic.currency import convert_to_usd
+from customer_assets.resources.rates import EcbRates
+
+rates = EcbRates(**json.loads(sys.argv[1]))
+ts = pd.Series([pd.Timestamp("2026-11-20 12:00", tz="UTC")])
+out = convert_to_usd(pd.Series([100.0]), pd.Series(["GBP"]), ts, rates.in_use())
+print(json.dumps([rates.in_use(), float(out["amount_usd"].iloc[0])]))
+"""
+
+
+def _step_process(**config) -> tuple[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", STEP, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    path, usd = json.loads(done.stdout.splitlines()[-1])
+    return path, usd
+
+
+def test_a_step_process_converts_with_the_pinned_file_or_the_newest_under_the_data_dir(tmp_path):
+    """Each step of the multiprocess executor is a process of its own: it converts with the file
+    its ``rates`` resource names (no module global, no fetch), so two files give two amounts."""
+    dearer = tmp_path / "dearer.zip"
+    with zipfile.ZipFile(currency.CURRENCY_FILE) as archive:
+        lines = archive.read(archive.namelist()[0]).decode().splitlines()
+    header, newest = lines[0].split(","), lines[1].split(",")
+    gbp = header.index("GBP")
+    newest[0], newest[gbp] = (
+        "2026-11-20",
+        str(float(newest[gbp]) / 2),
+    )  # a pound worth twice as much
+    with zipfile.ZipFile(dearer, "w") as archive:
+        archive.writestr("eurofxref-hist.csv", "\n".join([lines[0], ",".join(newest), *lines[1:]]))
+    data_dir = tmp_path / "data"
+    shipped_path, shipped = _step_process(data_dir=str(data_dir))
+    pinned_path, pinned = _step_process(data_dir=str(data_dir), pinned_file=str(dearer))
+    assert shipped_path == currency.CURRENCY_FILE and pinned_path == str(dearer)
+    assert pinned == pytest.approx(2 * shipped)
+    held = ecb_rates.held_rates_file(data_dir)
+    held.parent.mkdir(parents=True)
+    held.write_bytes(dearer.read_bytes())  # as a refresh leaves it
+    held_path, from_held = _step_process(data_dir=str(data_dir))
+    assert held_path == str(held) and from_held == pytest.approx(pinned)
 
 
 def _fx_check(result: dg.ExecuteInProcessResult):

@@ -168,7 +168,7 @@ def test_the_week_extract_marks_a_latin1_customer(conn):
 
 
 def test_a_latin1_crm_record_is_kept_and_counted(conn):
-    from customer_assets.sources.crm import fetch_week_from_table
+    from customer_assets.sources.crm_api import fetch_week_from_table
 
     _run(
         conn,

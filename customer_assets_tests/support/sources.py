@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from customer_assets.demo.profiles import seed_crm_table, write_event_files
+from customer_assets.demo.crm_and_events import seed_crm_table, write_event_files
 from customer_assets.demo.seed import SeedConfig, seed_database
 
 SMALL = SeedConfig(customers=600, products=60, weeks=3, transactions_per_week=1200, bots_per_week=1)

@@ -7,7 +7,7 @@ import pandas as pd
 from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
 
 # The fields of a CRM record, in the order the CRM defines them: the API's records, the source
-# table's columns (sources/crm.py reads both).
+# table's columns (sources/crm_api.py reads both).
 CRM_FIELDS = (
     "customer_id",
     "email",

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import requests
 
-from customer_assets.logic.crm import CRM_FIELDS
+from customer_assets.logic.crm_records import CRM_FIELDS
 
 log = logging.getLogger(__name__)
 

@@ -141,12 +141,12 @@ def join_sources(
 
 
 def remove_impossible_values(
-    profile: pd.DataFrame, ctx: WeekContext, log: TransformLog
+    profile: pd.DataFrame, span: WeekContext, log: TransformLog
 ) -> pd.DataFrame:
     """Negative lifetime values and dates after the week's end are removed (set null), with a
     count."""
     out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
-    week_end = pd.Timestamp(ctx.week_end)
+    week_end = pd.Timestamp(span.week_end)
     rules = {
         "lifetime_value": out["lifetime_value"] < 0,
         "support_ticket_count": out["support_ticket_count"] < 0,
@@ -291,12 +291,12 @@ def _activity_dates(profile: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _classified(profile: pd.DataFrame, ctx: WeekContext) -> pd.DataFrame:
+def _classified(profile: pd.DataFrame, span: WeekContext) -> pd.DataFrame:
     """Days since the last activity at the week's end (else since signup, else the week's start),
     the status they give, the value tier and the engagement score."""
     out = profile.copy(deep=False)  # Copy-on-Write: columns are replaced, never written in place
-    week_end = pd.Timestamp(ctx.week_end)
-    last = out["last_activity_at"].fillna(out["signup_date"]).fillna(pd.Timestamp(ctx.week_start))
+    week_end = pd.Timestamp(span.week_end)
+    last = out["last_activity_at"].fillna(out["signup_date"]).fillna(pd.Timestamp(span.week_start))
     out["days_since_last_activity"] = (week_end - last).dt.days.clip(lower=0).astype("int64")
     out["status"] = status_for(out["days_since_last_activity"])
     out["value_tier"] = value_tier(out["lifetime_value"])
@@ -333,7 +333,7 @@ def build_profiles(
     events: pd.DataFrame,
     transactions: pd.DataFrame,
     known_ids: pd.Series | set[str],
-    ctx: WeekContext,
+    span: WeekContext,
 ) -> tuple[pd.DataFrame, TransformLog]:
     """The week's unified profiles and the log of every decision taken on the way.
 
@@ -348,17 +348,17 @@ def build_profiles(
     )
     records = deduplicate_records(records)
     profile = _activity_dates(join_sources(records, events, transactions, known_ids, log))
-    profile = remove_impossible_values(profile, ctx, log)
+    profile = remove_impossible_values(profile, span, log)
     profile = lifetime_from_history(profile, log)
     profile = impute_missing(profile, log)
     profile, caps = flag_outliers(profile, log)
-    profile = _classified(profile, ctx)
+    profile = _classified(profile, span)
     log.decisions.append(
         "values above the 99th percentile are flagged (outlier_fields), never capped; only "
         "their feature_* inputs are capped"
     )
     profile = _with_features(profile, caps)
-    profile["week_start"] = pd.Timestamp(ctx.week_start).tz_convert(None)
+    profile["week_start"] = pd.Timestamp(span.week_start).tz_convert(None)
     log.decisions.append(f"engagement_score = {ENGAGEMENT_FORMULA}")
     log.decisions.append("status: active < 7 days since last activity <= at-risk <= 30 < churned")
     log.decisions.append("features feature_* are min-max normalised to [0, 1] within the week")

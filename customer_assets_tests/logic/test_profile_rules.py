@@ -23,7 +23,7 @@ from customer_assets.logic.per_person import (
     transaction_aggregates,
     transaction_aggregates_sql,
 )
-from customer_assets.logic.profiles import (
+from customer_assets.logic.profile_rules import (
     build_profiles,
     engagement_score,
     status_for,
@@ -345,7 +345,7 @@ def test_an_outlier_keeps_its_true_figures_and_is_flagged():
     """Issue 21, item 6: a bot's week spend (140k USD) was capped at the 99th percentile (1,448) and
     its tier read Bronze. The profile keeps the true value and lists the column in
     ``outlier_fields``; only the ML feature is capped."""
-    from customer_assets.logic.profiles import CAPPED_COLUMNS, TransformLog, flag_outliers
+    from customer_assets.logic.profile_rules import CAPPED_COLUMNS, TransformLog, flag_outliers
 
     n = 200
     profile = pd.DataFrame({column: np.linspace(1.0, 1_000.0, n) for column in CAPPED_COLUMNS})

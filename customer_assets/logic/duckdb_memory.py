@@ -1,0 +1,26 @@
+"""DuckDB in memory over frames, as pure as pandas: a deterministic connection in UTC, and quoting.
+No file is opened here (the warehouse file, and its lock, are ``customer_assets/duck.py``'s)."""
+
+from __future__ import annotations
+
+import duckdb
+
+
+def quoted(name: str) -> str:
+    """``name`` as a DuckDB identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: object) -> str:
+    """``text`` (a path, usually) as a DuckDB string literal, for the places that take no
+    parameter."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection in UTC, so that timestamps come back in UTC whatever the machine's
+    zone, on one thread, where each group aggregates its rows in row order and a rerun gives the
+    same bits."""
+    con = duckdb.connect(":memory:", config={"threads": 1})
+    con.execute("SET TimeZone = 'UTC'")
+    return con

