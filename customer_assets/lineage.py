@@ -29,6 +29,12 @@ class Lineage(NamedTuple):
     rule: str  # how the value is made from them; "" when copied as is
 
 
+def at(table: str, column: str) -> str:
+    """A source column, ``table.column``: ``table`` one of ``tables.py``'s names, never spelled
+    here."""
+    return f"{table}.{column}"
+
+
 def copied(source: str) -> Lineage:
     return Lineage((source,), "")
 
@@ -41,123 +47,125 @@ def derived(rule: str, *sources: str) -> Lineage:
 # has none), and the person of a customer_history row the same way: the facts and the marts count
 # people.
 _FACT_PERSON = (
-    "weekly_transactions.customer_id",
-    "customer_identity_map.source_customer_id",
-    "customer_identity_map.customer_id",
+    at(tables.WEEKLY_TRANSACTIONS, "customer_id"),
+    at(tables.CUSTOMER_IDENTITY_MAP, "source_customer_id"),
+    at(tables.CUSTOMER_IDENTITY_MAP, "customer_id"),
 )
 _PERSON = (
-    "customer_history.customer_id",
-    "customer_identity_map.source_customer_id",
-    "customer_identity_map.customer_id",
+    at(tables.CUSTOMER_HISTORY, "customer_id"),
+    at(tables.CUSTOMER_IDENTITY_MAP, "source_customer_id"),
+    at(tables.CUSTOMER_IDENTITY_MAP, "customer_id"),
 )
 _OF_PEOPLE = "over the person's shop ids and currencies"
 _COHORT = "people whose first purchase fell in cohort_week"
 
 LINEAGE: dict[str, dict[str, Lineage]] = {
     tables.FACT_TRANSACTIONS: {
-        "transaction_id": copied("weekly_transactions.transaction_id"),
+        "transaction_id": copied(at(tables.WEEKLY_TRANSACTIONS, "transaction_id")),
         "customer_key": derived(
             "dim_customers.customer_key of the person's version valid in the transaction's week",
-            "dim_customers.customer_key",
-            "dim_customers.customer_id",
+            at(tables.DIM_CUSTOMERS, "customer_key"),
+            at(tables.DIM_CUSTOMERS, "customer_id"),
             *_FACT_PERSON,
         ),
         "product_key": derived(
             "dim_products.product_key of the product's version valid in the transaction's week",
-            "dim_products.product_key",
-            "dim_products.product_id",
-            "weekly_transactions.product_id",
+            at(tables.DIM_PRODUCTS, "product_key"),
+            at(tables.DIM_PRODUCTS, "product_id"),
+            at(tables.WEEKLY_TRANSACTIONS, "product_id"),
         ),
         "date_key": derived(
             "yyyymmdd of the timestamp's UTC day, a dim_date.date_key",
-            "weekly_transactions.timestamp",
-            "dim_date.date_key",
+            at(tables.WEEKLY_TRANSACTIONS, "timestamp"),
+            at(tables.DIM_DATE, "date_key"),
         ),
         "customer_id": derived(
             "customer_identity_map.customer_id of the database record whose source_customer_id is the trimmed "
             "customer_id, in the transaction's week; the trimmed customer_id when the map has none",
             *_FACT_PERSON,
         ),
-        "product_id": copied("weekly_transactions.product_id"),
-        "timestamp": copied("weekly_transactions.timestamp"),
-        "week_start": copied("weekly_transactions.week_start"),
-        "amount": copied("weekly_transactions.amount"),
-        "currency": copied("weekly_transactions.currency"),
-        "amount_usd": copied("weekly_transactions.amount_usd"),
-        "fx_rate": copied("weekly_transactions.fx_rate"),
-        "fx_rate_date": copied("weekly_transactions.fx_rate_date"),
-        "is_anomaly": copied("weekly_transactions.is_anomaly"),
-        "anomaly_flags": copied("weekly_transactions.anomaly_flags"),
+        "product_id": copied(at(tables.WEEKLY_TRANSACTIONS, "product_id")),
+        "timestamp": copied(at(tables.WEEKLY_TRANSACTIONS, "timestamp")),
+        "week_start": copied(at(tables.WEEKLY_TRANSACTIONS, "week_start")),
+        "amount": copied(at(tables.WEEKLY_TRANSACTIONS, "amount")),
+        "currency": copied(at(tables.WEEKLY_TRANSACTIONS, "currency")),
+        "amount_usd": copied(at(tables.WEEKLY_TRANSACTIONS, "amount_usd")),
+        "fx_rate": copied(at(tables.WEEKLY_TRANSACTIONS, "fx_rate")),
+        "fx_rate_date": copied(at(tables.WEEKLY_TRANSACTIONS, "fx_rate_date")),
+        "is_anomaly": copied(at(tables.WEEKLY_TRANSACTIONS, "is_anomaly")),
+        "anomaly_flags": copied(at(tables.WEEKLY_TRANSACTIONS, "anomaly_flags")),
     },
     tables.MART_WEEKLY_SALES: {
         "week_start": derived(
-            "the week measured, whose facts are summed", "fact_transactions.week_start"
+            "the week measured, whose facts are summed", at(tables.FACT_TRANSACTIONS, "week_start")
         ),
         "category": derived(
             "COALESCE(category, 'unknown') of the fact's product version",
-            "dim_products.category",
-            "dim_products.product_key",
-            "fact_transactions.product_key",
+            at(tables.DIM_PRODUCTS, "category"),
+            at(tables.DIM_PRODUCTS, "product_key"),
+            at(tables.FACT_TRANSACTIONS, "product_key"),
         ),
         "country": derived(
             "COALESCE(country, 'unknown') of the fact's customer version",
-            "dim_customers.country",
-            "dim_customers.customer_key",
-            "fact_transactions.customer_key",
+            at(tables.DIM_CUSTOMERS, "country"),
+            at(tables.DIM_CUSTOMERS, "customer_key"),
+            at(tables.FACT_TRANSACTIONS, "customer_key"),
         ),
         "segment": derived(
             "COALESCE(segment, 'unknown') of the fact's customer version",
-            "dim_customers.segment",
-            "dim_customers.customer_key",
-            "fact_transactions.customer_key",
+            at(tables.DIM_CUSTOMERS, "segment"),
+            at(tables.DIM_CUSTOMERS, "customer_key"),
+            at(tables.FACT_TRANSACTIONS, "customer_key"),
         ),
         "revenue_usd": derived(
-            "SUM(amount_usd) of the group's facts of the week", "fact_transactions.amount_usd"
+            "SUM(amount_usd) of the group's facts of the week",
+            at(tables.FACT_TRANSACTIONS, "amount_usd"),
         ),
         "orders": derived(
-            "COUNT(*) of the group's facts of the week", "fact_transactions.transaction_id"
+            "COUNT(*) of the group's facts of the week",
+            at(tables.FACT_TRANSACTIONS, "transaction_id"),
         ),
         "customers": derived(
             "COUNT(DISTINCT customer_id) of the group's facts of the week",
-            "fact_transactions.customer_id",
+            at(tables.FACT_TRANSACTIONS, "customer_id"),
         ),
         "avg_order_value_usd": derived(
             "revenue_usd / orders",
-            "fact_transactions.amount_usd",
-            "fact_transactions.transaction_id",
+            at(tables.FACT_TRANSACTIONS, "amount_usd"),
+            at(tables.FACT_TRANSACTIONS, "transaction_id"),
         ),
         "previous_revenue_usd": derived(
             "the group's revenue_usd of the week before",
-            "fact_transactions.amount_usd",
-            "fact_transactions.week_start",
+            at(tables.FACT_TRANSACTIONS, "amount_usd"),
+            at(tables.FACT_TRANSACTIONS, "week_start"),
         ),
         "revenue_wow_change_pct": derived(
             "(revenue_usd - previous_revenue_usd) / previous_revenue_usd * 100; null unless previous_revenue_usd > 0",
-            "fact_transactions.amount_usd",
-            "fact_transactions.week_start",
+            at(tables.FACT_TRANSACTIONS, "amount_usd"),
+            at(tables.FACT_TRANSACTIONS, "week_start"),
         ),
     },
     tables.MART_CHURN_RETENTION: {
         "week_start": derived(
             "the week measured: customer_history as of its end, and its facts",
-            "customer_history.week_start",
-            "fact_transactions.week_start",
+            at(tables.CUSTOMER_HISTORY, "week_start"),
+            at(tables.FACT_TRANSACTIONS, "week_start"),
         ),
         "segment": derived(
             "COALESCE(segment, 'unknown') of the person's dim_customers version valid in the week",
-            "dim_customers.segment",
-            "dim_customers.customer_id",
+            at(tables.DIM_CUSTOMERS, "segment"),
+            at(tables.DIM_CUSTOMERS, "customer_id"),
             *_PERSON,
         ),
         "value_tier": derived(
             "COALESCE(value_tier, 'unknown') of the person's dim_customers version valid in the week",
-            "dim_customers.value_tier",
-            "dim_customers.customer_id",
+            at(tables.DIM_CUSTOMERS, "value_tier"),
+            at(tables.DIM_CUSTOMERS, "customer_id"),
             *_PERSON,
         ),
         "tenure_band": derived(
             f"the band of the first purchase (MIN {_OF_PEOPLE}) against the week's end",
-            "customer_history.first_purchase_at",
+            at(tables.CUSTOMER_HISTORY, "first_purchase_at"),
             *_PERSON,
         ),
         "customers": derived(
@@ -165,62 +173,64 @@ LINEAGE: dict[str, dict[str, Lineage]] = {
         ),
         "active": derived(
             f"people whose last purchase (MAX {_OF_PEOPLE}) is < 7 days before the week's end",
-            "customer_history.last_purchase_at",
+            at(tables.CUSTOMER_HISTORY, "last_purchase_at"),
             *_PERSON,
         ),
         "at_risk": derived(
             "people whose last purchase is 7-30 days before the week's end",
-            "customer_history.last_purchase_at",
+            at(tables.CUSTOMER_HISTORY, "last_purchase_at"),
             *_PERSON,
         ),
         "churned": derived(
             "people whose last purchase is > 30 days before the week's end",
-            "customer_history.last_purchase_at",
+            at(tables.CUSTOMER_HISTORY, "last_purchase_at"),
             *_PERSON,
         ),
-        "churn_rate": derived("churned / customers", "customer_history.last_purchase_at", *_PERSON),
+        "churn_rate": derived(
+            "churned / customers", at(tables.CUSTOMER_HISTORY, "last_purchase_at"), *_PERSON
+        ),
         "new_customers": derived(
             f"people whose first purchase (MIN {_OF_PEOPLE}) is in the week",
-            "customer_history.first_purchase_at",
+            at(tables.CUSTOMER_HISTORY, "first_purchase_at"),
             *_PERSON,
         ),
         "returning_customers": derived(
             "people with a fact of the week whose first purchase is before the week",
-            "fact_transactions.customer_id",
-            "customer_history.first_purchase_at",
+            at(tables.FACT_TRANSACTIONS, "customer_id"),
+            at(tables.CUSTOMER_HISTORY, "first_purchase_at"),
             *_PERSON,
         ),
     },
     tables.MART_COHORT_RETENTION: {
         "week_start": derived(
             "the week measured: customer_history as of its end, and its facts",
-            "customer_history.week_start",
-            "fact_transactions.week_start",
+            at(tables.CUSTOMER_HISTORY, "week_start"),
+            at(tables.FACT_TRANSACTIONS, "week_start"),
         ),
         "cohort_week": derived(
             f"Monday of the first purchase (MIN {_OF_PEOPLE})",
-            "customer_history.first_purchase_at",
+            at(tables.CUSTOMER_HISTORY, "first_purchase_at"),
             *_PERSON,
         ),
         "weeks_since_first_purchase": derived(
             "(week_start - cohort_week) in weeks",
-            "customer_history.week_start",
-            "customer_history.first_purchase_at",
+            at(tables.CUSTOMER_HISTORY, "week_start"),
+            at(tables.CUSTOMER_HISTORY, "first_purchase_at"),
             *_PERSON,
         ),
         "cohort_size": derived(
-            f"COUNT of the {_COHORT}", "customer_history.first_purchase_at", *_PERSON
+            f"COUNT of the {_COHORT}", at(tables.CUSTOMER_HISTORY, "first_purchase_at"), *_PERSON
         ),
         "retained": derived(
             f"COUNT of the {_COHORT} with a fact of the week",
-            "fact_transactions.customer_id",
-            "customer_history.first_purchase_at",
+            at(tables.FACT_TRANSACTIONS, "customer_id"),
+            at(tables.CUSTOMER_HISTORY, "first_purchase_at"),
             *_PERSON,
         ),
         "retention_rate": derived(
             "retained / cohort_size",
-            "fact_transactions.customer_id",
-            "customer_history.first_purchase_at",
+            at(tables.FACT_TRANSACTIONS, "customer_id"),
+            at(tables.CUSTOMER_HISTORY, "first_purchase_at"),
             *_PERSON,
         ),
     },
