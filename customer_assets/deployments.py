@@ -183,11 +183,7 @@ def resources_for(deployment: str) -> dict[str, object]:
             pinned_file=os.environ.get("ECB_RATES_FILE") or None,
         ),
         # Intermediates in DATA_DIR, or in a bucket when runs do not share a disk.
-        "io_manager": ParquetIOManager(
-            base_dir=settings.data_dir,
-            url=settings.intermediates_url,
-            emulator_host=settings.storage_emulator_host,
-        ),
+        "io_manager": ParquetIOManager(settings=settings),
         "alerts": Alerts(
             webhook_url=_env_var("ALERT_WEBHOOK_URL"),
             webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL") or None,

@@ -61,7 +61,7 @@ def claims_job() -> dg.JobDefinition:
         jobs=[dg.define_asset_job("claims", selection=dg.AssetSelection.all())],
         resources={
             "settings": settings,
-            "io_manager": ParquetIOManager(base_dir=settings.data_dir),
+            "io_manager": ParquetIOManager(settings=settings),
         },
         executor=with_final_sweep(dg.multiprocess_executor, settings, IntermediateGraph.of(assets)),
     )

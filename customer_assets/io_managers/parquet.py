@@ -22,10 +22,15 @@ from customer_assets.frames import (
     slices,
     write_parquet_batches,
 )
-from customer_assets.io_managers.intermediate_root import IntermediateRoot, IntermediatesUnwritable
+from customer_assets.io_managers.intermediate_root import (
+    IntermediateRoot,
+    IntermediatesUnwritable,
+    home_root,
+)
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import input_columns
 from customer_assets.partitions import latest_materialization
+from customer_assets.settings import PipelineSettings
 
 # Errors of the local disk that no retry fixes: permissions, a read-only file system, a full disk, a
 # quota.
@@ -74,10 +79,10 @@ def _finished_week(context: dg.InputContext, finished_by: dg.AssetKey) -> Finish
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores ``<base_dir>/<asset key path>/<week>.parquet`` (or ``.json`` for dict outputs); with
-    ``url`` (``gs://bucket/prefix``) the same layout under the bucket's prefix instead.
+    """Stores ``<DATA_DIR>/<asset key path>/<week>.parquet`` (or ``.json`` for dict outputs); with
+    a bucket (``gs://bucket/prefix``) the same layout under the bucket's prefix instead.
 
-    Writes go to a temporary file in base_dir, renamed (or uploaded) into place whole, so a crash
+    Writes go to a temporary file in DATA_DIR, renamed (or uploaded) into place whole, so a crash
     never leaves half a week behind. The files live for one run (the week's summary deletes them),
     so they are written for speed: plain encoding and no compression write about twice as fast as
     dictionary + snappy, at a few times the size.
@@ -88,19 +93,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     ``week_finished_by``).
     """
 
-    base_dir: str = Field(
-        description="Root directory of the intermediate files (with url: of the "
-        "writes in progress and of the copies read in batches)."
-    )
-    url: str | None = Field(
-        default=None,
-        description="gs://bucket/prefix: the intermediates go to this bucket (runs "
-        "that do not share a disk; CUSTOMER_ASSETS_INTERMEDIATES_URL); unset: base_dir.",
-    )
-    emulator_host: str | None = Field(
-        default=None,
-        description="host:port of a local GCS emulator (STORAGE_EMULATOR_HOST): "
-        "anonymous, over http; for tests.",
+    settings: PipelineSettings = Field(
+        description="The pipeline's settings, the one place the intermediates' home is configured: "
+        "DATA_DIR (the writes in progress and the copies read in batches), and the bucket "
+        "(CUSTOMER_ASSETS_INTERMEDIATES_URL, STORAGE_EMULATOR_HOST) when runs do not share a disk."
     )
     compression: str = Field(
         default="none", description="Parquet codec of the intermediates (none, snappy, zstd, ...)."
@@ -114,8 +110,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         "intermediate older than it loads as FinishedWeek instead of failing.",
     )
 
+    @property
+    def base_dir(self) -> str:
+        return self.settings.data_dir
+
     def _root(self) -> IntermediateRoot:
-        return IntermediateRoot(self.url or self.base_dir, self.emulator_host)
+        """Where intermediates are published: the bucket if set, else the data dir (as the cleanup
+        sees it: ``home_root``)."""
+        return home_root(self.settings)
 
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
         """The local file (with a bucket: where the write is staged)."""
@@ -252,8 +254,3 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         """The object as a local file in base_dir, named after the week (its cleanup removes it)."""
         folder = self._path(context, ".parquet").parent
         return self._root().local_copy(target, folder, _partition(context))
-
-
-# The name from before the intermediates could go to a bucket (the local disk is still the
-# default).
-LocalParquetIOManager = ParquetIOManager

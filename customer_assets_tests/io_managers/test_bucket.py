@@ -95,7 +95,7 @@ def _objects(host: str, url: str) -> list[str]:
 
 
 def _manager(tmp_path: Path, url: str, host: str) -> ParquetIOManager:
-    return ParquetIOManager(base_dir=str(tmp_path / "data"), url=url, emulator_host=host)
+    return ParquetIOManager(settings=_settings(tmp_path, url, host))
 
 
 def _out(key=KEY, week=WEEK):
@@ -152,7 +152,7 @@ def test_frames_round_trip_through_the_bucket(tmp_path, gcs_emulator, bucket_url
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)  # every value and null, in order
     assert back["customer_id"].dtype == "str" and str(back["at"].dtype) == "datetime64[ns, UTC]"
     # Exactly what the same frame gives back on the local disk (dtypes included): one code path.
-    local = ParquetIOManager(base_dir=str(tmp_path / "local"))
+    local = ParquetIOManager(settings=_settings(tmp_path / "local", None, None))
     local.handle_output(_out(), frame)
     pd.testing.assert_frame_equal(back, local.load_input(_in()))
 
@@ -200,7 +200,7 @@ def test_a_report_round_trips_as_json(tmp_path, gcs_emulator, bucket_url):
     assert manager.load_input(_in(REPORT)) == report
 
 
-def _settings(tmp_path: Path, url: str, host: str) -> PipelineSettings:
+def _settings(tmp_path: Path, url: str | None, host: str | None) -> PipelineSettings:
     return PipelineSettings(
         data_dir=str(tmp_path / "data"),
         reports_dir=str(tmp_path / "reports"),
@@ -321,12 +321,12 @@ def test_the_setting_picks_the_bucket_and_refuses_anything_else(monkeypatch, tmp
     assert settings_from_env().intermediates_url is None
     monkeypatch.setenv("CUSTOMER_ASSETS_INTERMEDIATES_URL", "gs://team-bucket/customer_assets")
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:9")
-    manager = resources_for("local")["io_manager"]
-    assert (manager.url, manager.base_dir, manager.emulator_host) == (
-        "gs://team-bucket/customer_assets",
-        str(tmp_path),
-        "127.0.0.1:9",
-    )
+    resources = resources_for("local")
+    manager = resources["io_manager"]
+    # one configuration: the IO manager writes where the cleanup looks (the settings' roots)
+    assert manager.settings is resources["settings"]
+    assert manager._root() == IntermediateRoot("gs://team-bucket/customer_assets", "127.0.0.1:9")
+    assert manager.base_dir == str(tmp_path)
     wrong_values = (
         "s3://bucket/x",
         "gs://user:hunter2@bucket/x",

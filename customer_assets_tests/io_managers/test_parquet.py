@@ -9,13 +9,22 @@ import pytest
 
 from customer_assets import frames
 from customer_assets.frames import FrameBatches, StoredFrame
-from customer_assets.io_managers.parquet import LocalParquetIOManager
+from customer_assets.io_managers.parquet import ParquetIOManager
+from customer_assets.settings import PipelineSettings
 
 KEY = dg.AssetKey(["etl", "frame"])
 
 
+def _manager(root) -> ParquetIOManager:
+    """Intermediates in ``root`` (DATA_DIR), as the pipeline's settings configure them."""
+    data = str(root)
+    return ParquetIOManager(
+        settings=PipelineSettings(data_dir=data, reports_dir=data, etl_log_dir=data)
+    )
+
+
 def test_round_trip_keeps_values_and_text_dtype(tmp_path):
-    manager = LocalParquetIOManager(base_dir=str(tmp_path))
+    manager = _manager(tmp_path)
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", None], "c": [0.5, 1.5]})
     manager.handle_output(dg.build_output_context(asset_key=KEY), frame)
     assert [p.name for p in (tmp_path / "etl" / "frame").iterdir()] == [
@@ -27,7 +36,7 @@ def test_round_trip_keeps_values_and_text_dtype(tmp_path):
 
 
 def test_an_input_can_ask_for_some_columns_only(tmp_path):
-    manager = LocalParquetIOManager(base_dir=str(tmp_path))
+    manager = _manager(tmp_path)
     manager.handle_output(
         dg.build_output_context(asset_key=KEY), pd.DataFrame({"a": [1], "b": ["x"], "c": [2.0]})
     )
@@ -59,7 +68,7 @@ def _rows(start, n):
 
 
 def test_batches_are_written_as_row_groups_and_read_back_in_batches(tmp_path):
-    manager = LocalParquetIOManager(base_dir=str(tmp_path))
+    manager = _manager(tmp_path)
     parts = [_rows(0, 5), _rows(5, 5), _rows(10, 2)]
     seen = []
     out = FrameBatches(
@@ -88,7 +97,7 @@ def test_batches_are_written_as_row_groups_and_read_back_in_batches(tmp_path):
 
 
 def test_an_empty_week_is_one_empty_batch_and_reads_back_empty(tmp_path):
-    manager = LocalParquetIOManager(base_dir=str(tmp_path))
+    manager = _manager(tmp_path)
     manager.handle_output(dg.build_output_context(asset_key=KEY), FrameBatches([_rows(0, 0)]))
     stored = _stored_input(manager)
     batches = list(stored.batches())
@@ -123,7 +132,7 @@ def test_an_empty_week_is_one_empty_batch_and_reads_back_empty(tmp_path):
     ],
 )
 def test_a_failing_batch_leaves_the_previous_file_untouched(tmp_path, parts, check, message):
-    manager = LocalParquetIOManager(base_dir=str(tmp_path))
+    manager = _manager(tmp_path)
     before = _rows(100, 1)
     manager.handle_output(dg.build_output_context(asset_key=KEY), before)
     with pytest.raises(ValueError, match=message):
@@ -146,7 +155,7 @@ def test_batches_are_read_once():
 
 def test_a_frame_is_written_a_slice_at_a_time_with_one_schema(tmp_path, monkeypatch):
     monkeypatch.setattr(frames, "BATCH_ROWS", 2)
-    manager = LocalParquetIOManager(base_dir=str(tmp_path))
+    manager = _manager(tmp_path)
     frame = _rows(0, 5).assign(note=pd.Series([None, None, "late text", None, "x"], dtype=object))
     manager.handle_output(dg.build_output_context(asset_key=KEY), frame)
     stored = _stored_input(manager)

@@ -12,16 +12,16 @@ from pydantic import Field
 
 from customer_assets.definitions import pipeline_assets
 from customer_assets.deployments import resources_for
-from customer_assets.io_managers.parquet import LocalParquetIOManager
+from customer_assets.io_managers.parquet import ParquetIOManager
 
 ASSETS = pipeline_assets()
 
 
-class KeepingParquetIOManager(LocalParquetIOManager):
+class KeepingParquetIOManager(ParquetIOManager):
     """The Parquet intermediates, each also copied under ``keep_dir`` as written: an intermediate
     lives no longer than its run, and some tests look at what a step wrote after the run."""
 
-    keep_dir: str = Field(description="Where the copies go (same layout as base_dir).")
+    keep_dir: str = Field(description="Where the copies go (same layout as DATA_DIR).")
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         super().handle_output(context, obj)
@@ -46,7 +46,7 @@ def run_week(
     resources = resources_for("local")
     if keep_intermediates_in is not None:
         resources["io_manager"] = KeepingParquetIOManager(
-            base_dir=resources["io_manager"].base_dir, keep_dir=str(keep_intermediates_in)
+            settings=resources["settings"], keep_dir=str(keep_intermediates_in)
         )
     return dg.materialize(
         assets or ASSETS,
