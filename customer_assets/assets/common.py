@@ -65,6 +65,15 @@ def _or_finished(python_type: type) -> dg.DagsterType:
     )
 
 
+def optional_out(key_prefix: list[str] | None = None, **kwargs) -> dg.AssetOut:
+    """An output of a subsettable multi-asset: the team's, and not required (a step whose week is
+    finished yields nothing). An intermediate (``etl/``) unless ``key`` or ``key_prefix`` says
+    otherwise."""
+    if "key" not in kwargs:
+        kwargs["key_prefix"] = key_prefix or [ETL]
+    return dg.AssetOut(is_required=False, owners=OWNERS, **kwargs)
+
+
 def intermediate(name: str, python_type: type = pd.DataFrame, **kwargs) -> dg.AssetIn:
     """An input read from the week's intermediate ``etl/<name>``: the stored value, or a
     ``FinishedWeek`` when the week already succeeded (its intermediates hold customer rows, so the

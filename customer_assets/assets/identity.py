@@ -13,6 +13,7 @@ from customer_assets.assets.common import (
     PARTITIONS,
     finished_week,
     intermediate,
+    optional_out,
     selected_events,
     week_context,
 )
@@ -206,13 +207,11 @@ def _weekly_table(
 ) -> dg.AssetOut:
     """An output of the identity step: a warehouse table replaced with its week, ``id_columns``
     holding ids of customers and persons."""
-    return dg.AssetOut(
+    return optional_out(
         key=key,
         kinds={"pandas"},
-        owners=OWNERS,
         io_manager_key="warehouse_io_manager",
         dagster_type=dagster_type,
-        is_required=False,
         description=description,
         tags=holds_customer_ids(*id_columns),
         metadata={"partition_expr": "week_start", "dagster/column_schema": column_schema(model)},

@@ -23,6 +23,7 @@ from customer_assets.assets.common import (
     check_spec,
     finished_week,
     intermediate,
+    optional_out,
     selected_events,
     week_context,
 )
@@ -91,11 +92,9 @@ flagged (`outlier_fields`); every decision is in `transform_log.json`.
     # The step key it had as a single asset (logs, failure records).
     name="etl__unified_customer_profiles",
     outs={
-        "unified_customer_profiles": dg.AssetOut(
+        "unified_customer_profiles": optional_out(
             key=PROFILES,
             kinds={"pandas"},
-            owners=OWNERS,
-            is_required=False,
             dagster_type=UnifiedCustomerProfilesType,
             description=PROFILES_DESCRIPTION,
         )

@@ -14,13 +14,13 @@ from customer_assets import tables
 from customer_assets.alerts import Alerts, alert_failed_checks
 from customer_assets.assets.common import (
     ETL,
-    OWNERS,
     PARTITIONS,
     WAREHOUSE,
     check_result,
     check_spec,
     finished_week,
     intermediate,
+    optional_out,
     selected_events,
     week_context,
 )
@@ -53,41 +53,27 @@ VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
 
 @dg.multi_asset(
     outs={
-        "validated_transactions": dg.AssetOut(
+        "validated_transactions": optional_out(
             key=VALIDATED,
-            is_required=False,
-            owners=OWNERS,
             kinds={"pandera", "pandas"},
             dagster_type=ValidatedTransactionsBatchesType,
             description="Rows that passed every hard rule, anomalies flagged.",
         ),
-        "quarantined_transactions": dg.AssetOut(
-            key_prefix=[ETL],
-            is_required=False,
-            owners=OWNERS,
+        "quarantined_transactions": optional_out(
             kinds={"pandas"},
             dagster_type=QuarantinedTransactionsType,
             description="Rows that failed a hard rule, with reason codes.",
         ),
-        "transaction_anomalies": dg.AssetOut(
-            key_prefix=[ETL],
-            is_required=False,
-            owners=OWNERS,
+        "transaction_anomalies": optional_out(
             kinds={"pandas"},
             dagster_type=TransactionAnomaliesType,
             description="Validated rows flagged by a statistical rule.",
         ),
-        "quality_report": dg.AssetOut(
-            key_prefix=[ETL],
-            is_required=False,
-            owners=OWNERS,
-            kinds={"json"},
-            description="The week's data-quality report.",
+        "quality_report": optional_out(
+            kinds={"json"}, description="The week's data-quality report."
         ),
-        tables.DATA_QUALITY_METRICS: dg.AssetOut(
+        tables.DATA_QUALITY_METRICS: optional_out(
             key_prefix=[WAREHOUSE],
-            is_required=False,
-            owners=OWNERS,
             kinds={"pandas"},
             io_manager_key="warehouse_io_manager",
             dagster_type=DataQualityMetricsType,
