@@ -80,12 +80,7 @@ def standardise_crm(records: list[dict] | pd.DataFrame, hash_key: str) -> tuple[
     for column in DATE_FIELDS.values():
         frame[column] = frame[column].astype("datetime64[ns, UTC]")
     before = len(frame)
-    frame = (
-        frame.dropna(subset=["customer_id"])
-        .sort_values(["customer_id", "updated_at"], kind="stable")
-        .drop_duplicates("customer_id", keep="last")
-        .reset_index(drop=True)
-    )
+    frame = latest_per_id(frame)
     counts = {
         "records": before,
         "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
@@ -93,3 +88,14 @@ def standardise_crm(records: list[dict] | pd.DataFrame, hash_key: str) -> tuple[
         "unparseable_dates": sum(unparseable.values()),
     }
     return frame, counts
+
+
+def latest_per_id(frame: pd.DataFrame) -> pd.DataFrame:
+    """One record per id, the last updated (of equal times, the last read); records without an id
+    left out (counted by the caller)."""
+    return (
+        frame.dropna(subset=["customer_id"])
+        .sort_values(["customer_id", "updated_at"], kind="stable")
+        .drop_duplicates("customer_id", keep="last")
+        .reset_index(drop=True)
+    )

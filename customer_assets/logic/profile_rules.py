@@ -45,19 +45,6 @@ LOWEST_TIER = "Bronze"
 TIER_NAMES = (*(name for name, _ in TIERS), LOWEST_TIER)
 IMPUTED_COLUMNS = ("lifetime_value", "support_ticket_count")
 CAPPED_COLUMNS = ("lifetime_value", "page_views", "purchase_amount", "week_spend_usd")
-FEATURE_COLUMNS = (
-    "page_views",
-    "unique_features_used",
-    "purchase_count",
-    "purchase_amount",
-    "support_interactions",
-    "week_transaction_count",
-    "week_spend_usd",
-    "lifetime_value",
-    "support_ticket_count",
-    "days_since_last_activity",
-    "engagement_score",
-)
 ACTIVITY_COUNTS = (
     "page_views",
     "unique_features_used",
@@ -66,6 +53,13 @@ ACTIVITY_COUNTS = (
     "support_interactions",
     "week_transaction_count",
     "week_spend_usd",
+)
+FEATURE_COLUMNS = (
+    *ACTIVITY_COUNTS,
+    "lifetime_value",
+    "support_ticket_count",
+    "days_since_last_activity",
+    "engagement_score",
 )
 
 

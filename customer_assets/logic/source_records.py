@@ -1,11 +1,12 @@
-"""The records identity resolution reads: the ERP's, standardised as the CRM's are (crm_records.py), and
-the week's records of the three sources as one frame (``week_records``).
+"""The records identity resolution reads: the ERP's, standardised as the CRM's are
+(crm_records.py), and the week's records of the three sources as one frame (``week_records``).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from customer_assets.logic.crm_records import latest_per_id
 from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
 
 RECORD = ["source", "source_customer_id"]  # what names a record: its source and its id there
@@ -27,12 +28,7 @@ def standardise_erp(raw: pd.DataFrame, hash_key: str) -> tuple[pd.DataFrame, dic
         }
     )
     before = len(frame)
-    frame = (
-        frame.dropna(subset=["customer_id"])
-        .sort_values(["customer_id", "updated_at"], kind="stable")
-        .drop_duplicates("customer_id", keep="last")
-        .reset_index(drop=True)
-    )
+    frame = latest_per_id(frame)
     counts = {
         "records": before,
         "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
