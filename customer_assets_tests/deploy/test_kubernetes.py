@@ -38,6 +38,7 @@ from dagster._serdes import deserialize_value
 
 import customer_assets
 from customer_assets.deployments import resources_for
+from customer_assets.io_managers.intermediate_root import IntermediateRoot
 
 DEPLOY = Path(customer_assets.__file__).parent / "deploy"
 K8S_YAML = DEPLOY / "dagster-k8s.yaml"
@@ -371,14 +372,12 @@ def test_the_bucket_for_runs_without_a_shared_disk_is_shown_and_picks_the_bucket
     for name, entry in entries.items():
         if "value" in entry or not entry["valueFrom"]["secretKeyRef"].get("optional"):
             monkeypatch.setenv(name, entry.get("value", f"<secret {name}>"))
-    assert resources_for("prod")["io_manager"].url is None
+    data_dir = entries["DATA_DIR"]["value"]
+    assert resources_for("prod")["io_manager"]._root() == IntermediateRoot(data_dir)
     monkeypatch.setenv("CUSTOMER_ASSETS_INTERMEDIATES_URL", example.group(1))
     manager = resources_for("prod")["io_manager"]
-    assert (manager.url, manager.base_dir, manager.emulator_host) == (
-        example.group(1),
-        entries["DATA_DIR"]["value"],
-        None,
-    )
+    assert manager._root() == IntermediateRoot(example.group(1))
+    assert manager.base_dir == data_dir  # the writes in progress, and the copies read in batches
 
 
 # --- The image's entry point
