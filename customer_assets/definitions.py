@@ -27,13 +27,12 @@ from customer_assets.deployments import WAREHOUSE_KINDS, deployment_name, resour
 from customer_assets.erasure import erase_customers, rekey_suppression
 from customer_assets.freshness import freshness_alerts, with_freshness
 from customer_assets.hooks import cleanup_hooks
+from customer_assets.late_changes import late_changes_default, source_changes_sensor
 from customer_assets.schedules import weekly_pipeline_job, weekly_schedule
 from customer_assets.sensors import (
     etl_failure_cleanup,
     events_landing_zone,
-    late_changes_default,
     orphaned_intermediates,
-    source_changes_sensor,
 )
 from customer_assets.settings import configure_runtime
 from customer_assets.suppression_recheck import with_suppression_recheck

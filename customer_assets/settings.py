@@ -69,6 +69,12 @@ class PipelineSettings(dg.ConfigurableResource):
     crm_min_records: int = Field(
         default=100, description="CRM records a week should have; fewer warns (CRM_MIN_RECORDS)."
     )
+    previous_week_wait_seconds: int = Field(
+        default=21600,
+        description="How long a week's carried steps wait for a started run of the week "
+        "before it (weeks run at once, as in a backfill) before carrying without it, for the "
+        "sensor source_changes to repair (PREVIOUS_WEEK_WAIT_SECONDS; 0: never wait).",
+    )
     intermediates_url: str | None = Field(
         default=None,
         description="gs://bucket/prefix: the intermediates (and the runs' claims on "
@@ -311,6 +317,9 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         late_change_weeks=_weeks("LATE_CHANGE_WEEKS", "late_change_weeks"),
         source_shrink_limit=_rate("SOURCE_SHRINK_LIMIT", "source_shrink_limit"),
         crm_min_records=_count("CRM_MIN_RECORDS", "crm_min_records"),
+        previous_week_wait_seconds=_count(
+            "PREVIOUS_WEEK_WAIT_SECONDS", "previous_week_wait_seconds"
+        ),
         intermediates_url=_bucket_url("CUSTOMER_ASSETS_INTERMEDIATES_URL"),
         storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST") or None,
     )

@@ -196,6 +196,7 @@ LAYERS = (
         {
             "assets",
             "sensors",
+            "late_changes",
             "schedules",
             "freshness",
             "hooks",

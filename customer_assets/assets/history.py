@@ -13,6 +13,7 @@ from customer_assets.assets.common import (
     intermediate,
     week_context,
 )
+from customer_assets.assets.week_order import after_previous_week
 from customer_assets.dagster_types import CustomerHistoryType
 from customer_assets.frames import StoredFrame
 from customer_assets.logic.history import (
@@ -38,7 +39,6 @@ from customer_assets.suppression import drop_suppressed, holds_customer_ids
 from customer_assets.weeks import previous_week
 
 HISTORY = tables.key(tables.CUSTOMER_HISTORY)
-PREVIOUS_WEEK = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
 class HistoryConfig(dg.Config):
@@ -136,7 +136,6 @@ def history_metadata(
 @dg.asset(
     key=HISTORY,
     ins={"validated_transactions": intermediate("validated_transactions", StoredFrame)},
-    deps=[dg.AssetDep(HISTORY, partition_mapping=PREVIOUS_WEEK)],
     partitions_def=PARTITIONS,
     output_required=False,
     group_name="transform",
@@ -168,9 +167,15 @@ def customer_history(
     every week already loaded in the warehouse, so lifetime figures are right from the first week;
     the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
     equal to a full recompute. Only validated rows count.
+
+    Weeks run at once (a backfill) keep their order: the step first waits for a started run of the
+    week before (``week_order.py``). The carry is read from the warehouse and the instance, not
+    declared as a dependency on the week before: Dagster runs a self-dependent asset of a backfill
+    in runs of its own, where the week's intermediates are not.
     """
     if finished_week(context, validated_transactions):
         return
+    waited = after_previous_week(context, settings.previous_week_wait_seconds)
     span = week_context(context)
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
     previous_id = (
@@ -188,8 +193,11 @@ def customer_history(
     history = carry(before, week, span.week_start)
     if config.repair_reason:
         context.log.info(f"repair run: {config.repair_reason}")
-    metadata = history_metadata(
-        history, week, opening, span.week_start, context.partition_key, config, previous_id
+    metadata = (
+        history_metadata(
+            history, week, opening, span.week_start, context.partition_key, config, previous_id
+        )
+        | waited
     )
     context.log.info(
         f"customer history of {context.partition_key}: {metadata['mode']}, "

@@ -249,12 +249,6 @@ def _weekly_table(
         "customer_event_aggregates": intermediate("customer_event_aggregates"),
         "transformed_transactions": intermediate("transformed_transactions", StoredFrame),
     },
-    deps=[
-        dg.AssetDep(
-            IDENTITY,
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
-        )
-    ],
     partitions_def=PARTITIONS,
     group_name="profiles",
     can_subset=True,
@@ -269,7 +263,9 @@ def customer_identity_map(
     customer_event_aggregates,
     transformed_transactions,
 ):
-    """The week's identity, carried from the week before (see the outputs' descriptions)."""
+    """The week's identity, carried from the week before (see the outputs' descriptions): after the
+    week before when weeks run at once, as it runs after this week's history, which waits for it
+    (``week_order.py``)."""
     if finished_week(
         context, crm_customers, erp_customers, customer_event_aggregates, transformed_transactions
     ):

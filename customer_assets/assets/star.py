@@ -15,6 +15,7 @@ from customer_assets.assets.common import (
     week_context,
 )
 from customer_assets.assets.warehouse import UNIQUE_WITHIN_WEEKS
+from customer_assets.assets.week_order import after_previous_week
 from customer_assets.dagster_types import (
     DimDateType,
     FactTransactionsQuarantineType,
@@ -28,6 +29,7 @@ from customer_assets.logic.star import dim_date_rows, resolve_keys
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import DimDate, FactTransactionsQuarantine, ProductSnapshots
+from customer_assets.settings import PipelineSettings
 from customer_assets.sources.copy_stream import take_replaced_count
 from customer_assets.sources.customers_and_products import products_snapshot
 from customer_assets.sql.scd2 import PRODUCTS, apply_week, fact_keys
@@ -90,14 +92,16 @@ def product_snapshots(
     deps=[product_snapshots],
 )
 def dim_products(
-    context: dg.AssetExecutionContext, warehouse: WarehouseSQL
+    context: dg.AssetExecutionContext, warehouse: WarehouseSQL, settings: PipelineSettings
 ) -> dg.MaterializeResult:
     """`customer_analytics.dim_products`, SCD type 2 over name, category and price (product_key,
     effective_from, effective_to, is_current, version), maintained by one SQL MERGE per week like
-    `dim_customers`."""
+    `dim_customers`; after the week before, when weeks run at once (``week_order.py``)."""
+    waited = after_previous_week(context, settings.previous_week_wait_seconds)
     summary = apply_week(warehouse, WAREHOUSE, week_context(context).week_start, PRODUCTS)
     return dg.MaterializeResult(
         metadata={
+            **waited,
             "dagster/row_count": int(summary["versions"]),
             "products": int(summary["current_versions"]),
             "versions_starting_this_week": int(summary["versions_starting_this_week"]),

@@ -14,7 +14,7 @@ import pytest
 
 from customer_assets.alerts import Alerts
 from customer_assets.deployments import resources_for
-from customer_assets.sensors import source_changes_sensor
+from customer_assets.late_changes import source_changes_sensor
 from customer_assets_tests.support.pipeline import ASSETS, run_week, warehouse
 from customer_assets_tests.support.sources import SMALL, create_source, query
 
