@@ -14,6 +14,8 @@ import dagster as dg
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
+from customer_assets.resources.bigquery_client import is_concurrent_update
+
 T = TypeVar("T")
 
 _TRANSIENT_REASONS = {"backendError", "rateLimitExceeded", "internalError"}
@@ -45,7 +47,9 @@ def is_quota(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, _TRANSIENT_EXCEPTIONS):
+    """Worth retrying: a server error, a rate limit, or a conflict with a concurrent update of the
+    same table (weeks loaded at once)."""
+    if isinstance(exc, _TRANSIENT_EXCEPTIONS) or is_concurrent_update(exc):
         return True
     return isinstance(exc, gexc.GoogleAPICallError) and bool(_reasons(exc) & _TRANSIENT_REASONS)
 

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting
 from customer_assets.logic.duckdb_memory import quoted
-from customer_assets.resources.bigquery_client import bigquery_client
+from customer_assets.resources.bigquery_client import bigquery_client, retrying_conflicts
 
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -247,7 +247,10 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
             )
         )
         with self.get_client() as client:
-            return client.query(rendered, job_config=config, location=self.location).result()
+            return retrying_conflicts(
+                lambda: client.query(rendered, job_config=config, location=self.location).result(),
+                dg.get_dagster_logger(),
+            )
 
     def query(self, sql: str, params: dict | None = None, **names: str) -> pd.DataFrame:
         return self._job(sql, params, names).to_arrow(create_bqstorage_client=False).to_pandas()

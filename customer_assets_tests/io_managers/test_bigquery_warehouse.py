@@ -397,6 +397,22 @@ def test_transient_errors_are_retried(bigquery_client, manager, dataset, monkeyp
     assert materialization(result)["retries"].value == 2
 
 
+def test_a_load_that_lost_a_race_with_another_week_is_retried(
+    bigquery_client, manager, dataset, monkeypatch
+):
+    """Weeks loaded at once: BigQuery fails a statement that raced another update of the same table;
+    it changed nothing and is run again."""
+    conflict = gexc.BadRequest(
+        f"Could not serialize access to table {PROJECT}:{dataset}.weekly_transactions due to "
+        "concurrent update",
+        errors=[{"reason": "invalidQuery", "message": "due to concurrent update"}],
+    )
+    calls = _flaky(monkeypatch, 1, conflict)
+    result = run([warehouse_asset({WEEK_A: transactions(WEEK_A)})], WEEK_A, manager())
+    assert len(calls) == 2 and len(rows(bigquery_client, dataset)) == 3
+    assert materialization(result)["retries"].value == 1
+
+
 def test_retries_stop_after_max_retries(bigquery_client, manager, dataset, monkeypatch):
     calls = _flaky(monkeypatch, None, gexc.ServiceUnavailable("injected 503"))
     result = run(

@@ -390,3 +390,58 @@ def test_fact_keys_counts_the_dangling_keys_of_every_week(tmp_path):
         "dangling_product_keys": 1,
         "example_product_key": "P|20261109",
     }
+
+
+def test_a_merge_that_lost_a_race_with_another_week_is_run_again(request, monkeypatch):
+    """BigQuery fails a MERGE that raced another update of the same table ("Could not serialize
+    access ... due to concurrent update"; it changed nothing): the statement runs again, and the
+    dimension equals the one built without the race."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    monkeypatch.setattr("customer_assets.resources.bigquery_client.CONFLICT_BASE_SECONDS", 0.1)
+    endpoint = request.getfixturevalue("bigquery_endpoint")
+    client = request.getfixturevalue("bigquery_client")
+    warehouses = []
+    for _ in range(2):
+        dataset = f"scd2_{uuid.uuid4().hex[:8]}"
+        client.create_dataset(dataset)
+        warehouses.append(
+            BigQueryWarehouse(
+                project=BIGQUERY_PROJECT, emulator_host=endpoint, dataset_override=dataset
+            )
+        )
+    calm = run(warehouses[0], list(WEEKS))
+
+    original, raced = bigquery.Client.query, []
+
+    def racing(self, sql, *args, **kwargs):
+        if "MERGE" in sql.upper() and len(raced) < 2:
+            raced.append(sql)
+            raise gexc.BadRequest(
+                "Could not serialize access to table p:d.dim_customers due to concurrent update",
+                errors=[{"reason": "invalidQuery", "message": "due to concurrent update"}],
+            )
+        return original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "query", racing)
+    pd.testing.assert_frame_equal(run(warehouses[1], list(WEEKS)), calm)
+    assert len(raced) == 2
+
+
+def test_a_statement_failing_otherwise_is_not_run_again(request, monkeypatch):
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    endpoint = request.getfixturevalue("bigquery_endpoint")
+    calls = []
+
+    def broken(self, sql, *args, **kwargs):
+        calls.append(sql)
+        raise gexc.BadRequest("Syntax error: Unexpected keyword MERGE")
+
+    monkeypatch.setattr(bigquery.Client, "query", broken)
+    warehouse = BigQueryWarehouse(project=BIGQUERY_PROJECT, emulator_host=endpoint)
+    with pytest.raises(gexc.BadRequest, match="Syntax error"):
+        warehouse.execute("SELECT 1")
+    assert len(calls) == 1
