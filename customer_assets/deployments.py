@@ -21,7 +21,7 @@ from customer_assets.resources.pii import (
     local_key_path,
 )
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.resources.rates import ECB_RATES_URL, EcbRates
+from customer_assets.resources.rates import EcbRates
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
 from customer_assets.settings import (
     kafka_configured,
@@ -29,6 +29,7 @@ from customer_assets.settings import (
     settings_from_env,
     source_configured,
 )
+from customer_assets.sources.ecb_rates import ECB_RATES_URL
 from customer_assets.sources.kafka import KafkaSource
 from customer_assets.sources.source_schema import check_timezone
 

@@ -43,9 +43,10 @@ from customer_assets.logic.quality import (
 from customer_assets.logic.validation import ValidationSplit, WeekValidation, validate_week
 from customer_assets.partitions import latest_materialization
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.resources.rates import EcbRates, RatesInUse
+from customer_assets.resources.rates import EcbRates
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
+from customer_assets.sources.ecb_rates import RatesInUse
 from customer_assets.weeks import WeekContext
 
 VALIDATED = dg.AssetKey([ETL, "validated_transactions"])

@@ -74,6 +74,6 @@ class EmbeddedPostgresSource(PostgresSource):
             )
         return self._embedded_dsn
 
-    def _open(self, logger) -> psycopg2.extensions.connection:
+    def open(self, logger) -> psycopg2.extensions.connection:
         self._route = "embedded"
         return psycopg2.connect(self.embedded_dsn(), connect_timeout=self.connect_timeout)

@@ -82,9 +82,7 @@ def standardise_crm(records: list[dict] | pd.DataFrame, hash_key: str) -> tuple[
     before = len(frame)
     frame = latest_per_id(frame)
     counts = {
-        "records": before,
-        "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
-        "duplicate_ids": before - len(frame),
+        **standardised_counts(raw["email"], emails, before, len(frame)),
         "unparseable_dates": sum(unparseable.values()),
     }
     return frame, counts
@@ -99,3 +97,16 @@ def latest_per_id(frame: pd.DataFrame) -> pd.DataFrame:
         .drop_duplicates("customer_id", keep="last")
         .reset_index(drop=True)
     )
+
+
+def standardised_counts(
+    given: pd.Series, valid: pd.Series, records: int, kept: int
+) -> dict[str, int]:
+    """What a source's standardisation counts (the CRM's, the ERP's): its ``records``, the emails
+    given but not valid (``valid`` missing where ``given`` is not), and the records
+    ``latest_per_id`` left out of them, ``kept`` remaining (``duplicate_ids``)."""
+    return {
+        "records": records,
+        "invalid_emails": int((given.notna() & valid.isna()).sum()),
+        "duplicate_ids": records - kept,
+    }

