@@ -14,6 +14,7 @@ from customer_assets.assets.common import (
     week_context,
 )
 from customer_assets.assets.week_order import after_previous_week
+from customer_assets.assets.week_rates import week_rates
 from customer_assets.dagster_types import CustomerHistoryType
 from customer_assets.frames import StoredFrame
 from customer_assets.logic.history import (
@@ -83,7 +84,11 @@ def _rescanned(
             conn,
             source_db.schema(conn),
             opens_at,
-            balance_rules(opens_at.date(), settings.max_amount_usd, rates.in_use()),
+            balance_rules(
+                opens_at.date(),
+                settings.max_amount_usd,
+                week_rates(settings, rates, context.partition_key),
+            ),
         )
     # an erased customer never comes back
     opening, erased = drop_suppressed(opening, warehouse, hash_key)

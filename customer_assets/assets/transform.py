@@ -12,6 +12,7 @@ from customer_assets.assets.common import (
     intermediate,
     week_context,
 )
+from customer_assets.assets.week_rates import week_rates
 from customer_assets.dagster_types import (
     TransformedTransactionsBatchesType,
     check_transformed_transactions,
@@ -27,6 +28,7 @@ from customer_assets.logic.transform import (
 )
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.rates import EcbRates
+from customer_assets.settings import PipelineSettings
 from customer_assets.sources.customers_and_products import category_prices
 
 STALE_RATES_DAYS = 7
@@ -49,6 +51,7 @@ def transformed_transactions(
     context: dg.AssetExecutionContext,
     source_db: PostgresSource,
     rates: EcbRates,
+    settings: PipelineSettings,
     validated_transactions: StoredFrame,
     customer_history: pd.DataFrame,
 ):
@@ -77,7 +80,7 @@ def transformed_transactions(
     with source_db.connect() as conn:
         prices = category_prices(conn)
     week = validated_transactions.read(WEEK_METRIC_COLUMNS)
-    rates_path = rates.in_use()  # the file validation converted with: no fetch here
+    rates_path = week_rates(settings, rates, context.partition_key)  # validation's: no fetch
     history = customer_totals(
         customer_history, span.week_end, week["customer_id"].unique(), rates_path
     )

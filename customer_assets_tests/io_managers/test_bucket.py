@@ -370,3 +370,46 @@ def test_a_week_of_the_graph_runs_with_its_intermediates_in_the_bucket(
     # The week's end removed every object of the run (its claim too) and every local copy.
     assert _objects(gcs_emulator, bucket_url) == []
     assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
+
+
+def _rates_file(folder: Path, content: bytes) -> str:
+    """A stand-in for a rates file: its bytes say which one a step got."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "eurofxref-hist.zip"
+    path.write_bytes(content)
+    return str(path)
+
+
+@pytest.mark.parametrize("in_bucket", [True, False])
+def test_the_weeks_steps_convert_with_the_rates_file_validation_used(
+    tmp_path, gcs_emulator, bucket_url, in_bucket
+):
+    """Review finding 1 of issue 27: a step in another pod (another data dir, sharing only the
+    bucket) converted with whatever rates its own disk held. It now gets the file the week's
+    validation published, and the week's cleanup removes it with the intermediates."""
+    from customer_assets.assets.week_rates import publish_week_rates, week_rates
+    from customer_assets.resources.rates import EcbRates
+
+    url = bucket_url if in_bucket else None
+    validating = _settings(tmp_path / "validation-pod", url, gcs_emulator)
+    used = _rates_file(tmp_path / "fetched", b"the rates validation refreshed")
+    publish_week_rates(validating, WEEK, used)
+
+    other = (
+        validating if not in_bucket else _settings(tmp_path / "transform-pod", url, gcs_emulator)
+    )
+    # the other step's own disk holds an older copy of its own
+    _rates_file(Path(other.data_dir, "ecb"), b"an older copy on the other disk")
+    rates = EcbRates(data_dir=other.data_dir)
+    got = week_rates(other, rates, WEEK)
+    assert Path(got).read_bytes() == b"the rates validation refreshed"
+    assert got.startswith(other.data_dir)
+    # a week that published nothing (a step run alone) takes what the disk holds
+    assert week_rates(other, rates, OTHER_WEEK) == rates.in_use()
+
+    for settings in {id(s): s for s in (validating, other)}.values():
+        remove_intermediates(settings, WEEK)
+    assert not Path(got).exists()
+    assert not list(Path(tmp_path).rglob(f"{WEEK}.*"))
+    if in_bucket:
+        assert not [o for o in _objects(gcs_emulator, bucket_url) if WEEK in o and "ecb" in o]
