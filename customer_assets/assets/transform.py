@@ -1,7 +1,6 @@
 """Transform: USD amounts, time dimensions, customer and product metrics, segments."""
 
 import dagster as dg
-import pandas as pd
 
 from customer_assets import tables
 from customer_assets.assets.common import (
@@ -19,7 +18,7 @@ from customer_assets.dagster_types import (
 )
 from customer_assets.frames import FrameBatches, StoredFrame
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date
-from customer_assets.logic.history import customer_totals
+from customer_assets.logic.history import customer_totals, typed_history
 from customer_assets.logic.transform import (
     WEEK_METRIC_COLUMNS,
     EnrichedTotals,
@@ -28,18 +27,21 @@ from customer_assets.logic.transform import (
 )
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.rates import EcbRates
+from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.customers_and_products import category_prices
+from customer_assets.sql.history import week_customer_totals
+
+HISTORY = tables.key(tables.CUSTOMER_HISTORY)
 
 STALE_RATES_DAYS = 7
 
 
 @dg.asset(
     key_prefix=[ETL],
-    ins={
-        "validated_transactions": intermediate("validated_transactions", StoredFrame),
-        "customer_history": dg.AssetIn(key=tables.key(tables.CUSTOMER_HISTORY)),
-    },
+    ins={"validated_transactions": intermediate("validated_transactions", StoredFrame)},
+    # read in the warehouse, the week's customers only (week_customer_totals)
+    deps=[HISTORY],
     partitions_def=PARTITIONS,
     output_required=False,
     group_name="transform",
@@ -52,8 +54,8 @@ def transformed_transactions(
     source_db: PostgresSource,
     rates: EcbRates,
     settings: PipelineSettings,
+    warehouse: WarehouseSQL,
     validated_transactions: StoredFrame,
-    customer_history: pd.DataFrame,
 ):
     """Validated transactions enriched for analytics.
 
@@ -62,8 +64,9 @@ def transformed_transactions(
       currency kept.
     - Time dimensions in UTC: day_of_week, hour_of_day, is_weekend, week_number (ISO), month,
       quarter.
-    - Customer metrics as of the week's end over all history, from the carried `customer_history`:
-      lifetime value (USD), transaction count, days since first purchase.
+    - Customer metrics as of the week's end over all history, from the carried `customer_history`
+      (its rows of the week's customers, read in the warehouse): lifetime value (USD), transaction
+      count, days since first purchase.
     - Product metrics: popularity rank by transactions in the week, the category's average catalogue
       price.
     - Segments: transaction small (< $50) / medium ($50-200) / large (> $200); customer new (first
@@ -82,9 +85,11 @@ def transformed_transactions(
     week = validated_transactions.read(WEEK_METRIC_COLUMNS)
     rates_path = week_rates(settings, rates, context.partition_key)  # validation's: no fetch
     history = customer_totals(
-        customer_history, span.week_end, week["customer_id"].unique(), rates_path
+        typed_history(week_customer_totals(warehouse, HISTORY.path, span.week_start)),
+        span.week_end,
+        week["customer_id"].unique(),
+        rates_path,
     )
-    del customer_history
     metrics = week_metrics(week, history, prices, span)
     del week
     if len(validated_transactions):

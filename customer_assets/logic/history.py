@@ -81,6 +81,12 @@ def _typed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out
 
 
+def typed_history(rows: pd.DataFrame) -> pd.DataFrame:
+    """History rows as read from a warehouse (its timestamps naive UTC or aware, by engine) with
+    the carried types: the keys as text, the totals as int64, the timestamps UTC."""
+    return _typed(rows, [*TOTALS, "last_purchase_before_week"])
+
+
 def carry(previous: pd.DataFrame, week: pd.DataFrame, week_start: datetime) -> pd.DataFrame:
     """The totals as of the end of the week starting ``week_start``: ``previous`` (totals as of the
     week before, any frame with KEYS + TOTALS) plus ``week`` (``week_totals`` of the week)."""

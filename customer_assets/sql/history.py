@@ -17,6 +17,19 @@ SELECT customer_id, currency, SUM(CAST(ROUND(amount * 1000) AS {INT})) AS amount
 FROM {table} WHERE week_start < @week_start GROUP BY customer_id, currency
 """
 PREVIOUS_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
+# Every row (each currency) of the customers who bought in the week, as of its end: a row the week
+# added to has a last purchase other than the one before the week (carry's invariant; no timestamp
+# parameter, whose type differs between the engines).
+WEEK_CUSTOMERS_SQL = """
+SELECT customer_id, currency, amount_milli, transaction_count, first_purchase_at, last_purchase_at,
+       last_purchase_before_week
+FROM {table}
+WHERE week_start = @week_start AND customer_id IN (
+    SELECT customer_id FROM {table}
+    WHERE week_start = @week_start
+      AND (last_purchase_before_week IS NULL OR last_purchase_at <> last_purchase_before_week)
+)
+"""
 FIRST_LOADED_SQL = (
     "SELECT MIN(week_start) AS first_week FROM {table} WHERE week_start < @week_start"
 )
@@ -28,6 +41,19 @@ def previous_week_totals(
     """The carried history's partition of the week before ``week_start``, from the warehouse."""
     params = {"week_start": week_start.replace(tzinfo=None) - timedelta(days=7)}
     return warehouse.query(PREVIOUS_SQL, params, table=warehouse.table(*history_table))
+
+
+def week_customer_totals(
+    warehouse: WarehouseSQL, history_table: list[str], week_start: datetime
+) -> pd.DataFrame:
+    """The carried history of the week starting ``week_start``, of the customers who bought in it
+    only (all their currencies): what the transform reads, so its memory follows the week's
+    customers, not every customer the history holds."""
+    return warehouse.query(
+        WEEK_CUSTOMERS_SQL,
+        {"week_start": week_start.replace(tzinfo=None)},
+        table=warehouse.table(*history_table),
+    )
 
 
 def loaded_totals_before(

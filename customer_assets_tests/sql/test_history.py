@@ -1,0 +1,102 @@
+"""The carried history read in the warehouse: the transform gets the rows of the week's customers
+only, in DuckDB and in BigQuery (emulator), typed as the history carries them."""
+
+import uuid
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from customer_assets.logic.history import carry, typed_history, week_totals
+from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
+from customer_assets.sql.history import week_customer_totals
+from customer_assets_tests.support.sources import BIGQUERY_PROJECT
+
+SCHEMA = "customer_analytics"
+TABLE = [SCHEMA, "customer_history"]
+WEEKS = [datetime(2026, 11, 2, tzinfo=timezone.utc), datetime(2026, 11, 9, tzinfo=timezone.utc)]
+
+
+def rows(week: datetime, purchases: list[tuple[str, str, float, int]]) -> pd.DataFrame:
+    """Validated rows: (customer, currency, amount, hour of the week)."""
+    return pd.DataFrame(
+        {
+            "customer_id": [p[0] for p in purchases],
+            "currency": [p[1] for p in purchases],
+            "amount": [p[2] for p in purchases],
+            "timestamp": [pd.Timestamp(week) + pd.Timedelta(hours=p[3]) for p in purchases],
+        }
+    )
+
+
+@pytest.fixture(params=["duckdb", "bigquery"])
+def warehouse(request, tmp_path):
+    if request.param == "duckdb":
+        duck = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
+        duck.execute(f"CREATE SCHEMA {SCHEMA}")
+        return duck
+    endpoint = request.getfixturevalue("bigquery_endpoint")
+    dataset = f"history_{uuid.uuid4().hex[:8]}"
+    request.getfixturevalue("bigquery_client").create_dataset(dataset)
+    return BigQueryWarehouse(
+        project=BIGQUERY_PROJECT, emulator_host=endpoint, dataset_override=dataset
+    )
+
+
+def store(warehouse, history: pd.DataFrame) -> None:
+    """The history's partitions as the warehouse IO manager stores them (timestamps UTC, the week
+    naive)."""
+    ts = "{DATETIME}" if isinstance(warehouse, DuckDBWarehouse) else "TIMESTAMP"
+    table = warehouse.table(*TABLE)
+    warehouse.execute(
+        f"CREATE TABLE IF NOT EXISTS {{t}} (customer_id {{STR}}, currency {{STR}}, amount_milli "
+        f"{{INT}}, transaction_count {{INT}}, first_purchase_at {ts}, last_purchase_at {ts}, "
+        f"last_purchase_before_week {ts}, week_start {{DATETIME}})",
+        t=table,
+    )
+    for row in history.itertuples(index=False):
+        before = row.last_purchase_before_week
+        warehouse.execute(
+            "INSERT INTO {t} VALUES (@c, @cur, @a, @n, @first, @last, "
+            + ("CAST(NULL AS " + ts + ")" if pd.isna(before) else "@before")
+            + ", @week)",
+            {
+                "c": row.customer_id,
+                "cur": row.currency,
+                "a": int(row.amount_milli),
+                "n": int(row.transaction_count),
+                "first": _ts(warehouse, row.first_purchase_at),
+                "last": _ts(warehouse, row.last_purchase_at),
+                "before": None if pd.isna(before) else _ts(warehouse, before),
+                "week": row.week_start.to_pydatetime(),
+            },
+            t=table,
+        )
+
+
+def _ts(warehouse, value: pd.Timestamp) -> datetime:
+    value = value.to_pydatetime()
+    return value.replace(tzinfo=None) if isinstance(warehouse, DuckDBWarehouse) else value
+
+
+def test_the_transform_reads_the_week_customers_rows_of_every_currency_only(warehouse):
+    first = carry(
+        pd.DataFrame(),
+        week_totals(rows(WEEKS[0], [("A", "USD", 10, 1), ("A", "EUR", 5, 2), ("B", "USD", 7, 3)])),
+        WEEKS[0],
+    )
+    # the second week: A buys again in EUR only, C is new, B buys nothing
+    second = carry(
+        first, week_totals(rows(WEEKS[1], [("A", "EUR", 2.5, 4), ("C", "JPY", 300, 5)])), WEEKS[1]
+    )
+    store(warehouse, pd.concat([first, second], ignore_index=True))
+
+    read = typed_history(week_customer_totals(warehouse, TABLE, WEEKS[1]))
+    expected = second[second["customer_id"].isin(["A", "C"])].drop(columns="week_start")
+    pd.testing.assert_frame_equal(
+        read.sort_values(["customer_id", "currency"]).reset_index(drop=True),
+        expected.sort_values(["customer_id", "currency"]).reset_index(drop=True),
+    )
+    # A's USD row comes too: the lifetime value sums every currency of a customer of the week
+    assert read[read["customer_id"] == "A"]["currency"].tolist().count("USD") == 1
+    assert "B" not in set(read["customer_id"])
