@@ -29,20 +29,6 @@ def rows(week: datetime, purchases: list[tuple[str, str, float, int]]) -> pd.Dat
     )
 
 
-@pytest.fixture(params=["duckdb", "bigquery"])
-def warehouse(request, tmp_path):
-    if request.param == "duckdb":
-        duck = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
-        duck.execute(f"CREATE SCHEMA {SCHEMA}")
-        return duck
-    endpoint = request.getfixturevalue("bigquery_endpoint")
-    dataset = f"history_{uuid.uuid4().hex[:8]}"
-    request.getfixturevalue("bigquery_client").create_dataset(dataset)
-    return BigQueryWarehouse(
-        project=BIGQUERY_PROJECT, emulator_host=endpoint, dataset_override=dataset
-    )
-
-
 def store(warehouse, history: pd.DataFrame) -> None:
     """The history's partitions as the warehouse IO manager stores them (timestamps UTC, the week
     naive)."""

@@ -23,21 +23,6 @@ WEEKS = {
 }
 
 
-@pytest.fixture(params=["duckdb", "bigquery"])
-def warehouse(request, tmp_path):
-    if request.param == "duckdb":
-        duck = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
-        duck.execute(f"CREATE SCHEMA {SCHEMA}")
-        return duck
-    endpoint = request.getfixturevalue("bigquery_endpoint")
-    client = request.getfixturevalue("bigquery_client")
-    dataset = f"scd2_{uuid.uuid4().hex[:8]}"
-    client.create_dataset(dataset)
-    return BigQueryWarehouse(
-        project=BIGQUERY_PROJECT, emulator_host=endpoint, dataset_override=dataset, location="US"
-    )
-
-
 def load_snapshot(warehouse, week: str, customers: dict) -> None:
     """Replace the week's snapshot rows, as the weekly_customer_profiles load does."""
     names = {"profiles": warehouse.table(SCHEMA, "weekly_customer_profiles")}
