@@ -17,6 +17,7 @@ import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from customer_assets.frames import FrameBatches, StoredFrame
+from customer_assets.logic.history import typed_history
 from customer_assets.schemas import (
     CrmCustomers,
     CustomerEventAggregates,
@@ -257,6 +258,21 @@ TransformedTransactionsBatchesType = frame_batches_type(
 ValidatedTransactionsBatchesType = frame_batches_type(
     "ValidatedTransactionsBatches", _dagster_pandera_type(ValidatedTransactions).metadata
 )
+_check_history = frame_check(CustomerHistory)
+
+
+def check_customer_history(rows: pd.DataFrame) -> None:
+    """History rows as the carry wrote them (DuckDB: microsecond timestamps, Arrow text) checked
+    against the CustomerHistory model in its types."""
+    _check_history(
+        typed_history(rows).assign(week_start=rows["week_start"].astype("datetime64[ns]"))
+    )
+
+
+# The file the carry wrote: its rows are checked by the step, a batch at a time (check_carried)
+CustomerHistoryFileType = stored_frame_type(
+    "CustomerHistoryFile", check_customer_history, _dagster_pandera_type(CustomerHistory).metadata
+)
 TransformedTransactionsFileType = stored_frame_type(
     "TransformedTransactionsFile", check_transformed_transactions, _TRANSFORMED_METADATA
 )
@@ -264,7 +280,6 @@ DataQualityMetricsType = frame_type(DataQualityMetrics)
 CrmCustomersType = frame_type(CrmCustomers)
 CustomerEventAggregatesType = frame_type(CustomerEventAggregates)
 UnifiedCustomerProfilesType = frame_type(UnifiedCustomerProfiles)
-CustomerHistoryType = frame_type(CustomerHistory)
 ProductSnapshotsType = frame_type(ProductSnapshots)
 DimDateType = frame_type(DimDate)
 FactTransactionsType = frame_type(FactTransactions)

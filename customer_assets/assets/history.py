@@ -1,12 +1,15 @@
 """Customer history carried forward: each week's running totals from the previous week's plus its
 own."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from customer_assets import tables
 from customer_assets.assets.common import (
+    ETL,
     OWNERS,
     PARTITIONS,
     finished_week,
@@ -15,13 +18,12 @@ from customer_assets.assets.common import (
 )
 from customer_assets.assets.week_order import after_previous_week
 from customer_assets.assets.week_rates import week_rates
-from customer_assets.dagster_types import CustomerHistoryType
+from customer_assets.dagster_types import CustomerHistoryFileType, check_customer_history
 from customer_assets.frames import StoredFrame
 from customer_assets.logic.history import (
     HISTORY_INPUTS,
     add_totals,
     balance_rules,
-    carry,
     week_totals,
 )
 from customer_assets.partitions import FIRST_WEEK, latest_materialization
@@ -32,6 +34,7 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.opening_balance import opening_balance
 from customer_assets.sql.history import (
+    carry_to_file,
     first_loaded_week,
     loaded_totals_before,
     previous_week_totals,
@@ -101,33 +104,24 @@ def _rescanned(
     return add_totals(opening, loaded), opening
 
 
-def new_customers(history: pd.DataFrame, week_start) -> int:
-    """Customers whose first purchase is in this week: new to the carried history (its opening
-    balance included), so a customer known before the first loaded week is not new."""
-    if not len(history):
-        return 0
-    first_in_week = history["first_purchase_at"] >= pd.Timestamp(week_start)
-    return int(history.loc[first_in_week, "customer_id"].nunique())
-
-
 def history_metadata(
-    history: pd.DataFrame,
+    counts: dict[str, int],
     week: pd.DataFrame,
     opening: pd.DataFrame,
-    week_start,
     partition_key: str,
     config: HistoryConfig,
     previous_id: int | None,
 ) -> dict:
     """The history's metadata: how it was built (carried from which materialization, or rescanned
     with an opening balance) and why, which the sensor ``source_changes`` reads back to find a
-    carried history left stale, and its customer counts."""
+    carried history left stale, and its customer counts (``new_customers``: first purchase in the
+    week, new to the carried history, its opening balance included)."""
     return {
-        "dagster/row_count": len(history),
+        "dagster/row_count": counts["rows"],
         "mode": "carried" if previous_id is not None else "full_rescan",
-        "customers": int(history["customer_id"].nunique()),
+        "customers": counts["customers"],
         "week_customers": int(week["customer_id"].nunique()),
-        "new_customers": new_customers(history, week_start),
+        "new_customers": counts["new_customers"],
         "previous_week": previous_week(partition_key),
         "opening_balance_customers": int(opening["customer_id"].nunique()),
         "opening_balance_transactions": int(opening["transaction_count"].sum()),
@@ -136,6 +130,25 @@ def history_metadata(
         if previous_id is not None
         else dg.MetadataValue.null(),
     }
+
+
+def carried_files(settings: PipelineSettings, partition_key: str) -> tuple[Path, Path]:
+    """Where the step keeps the week before's partition and the carried week while it writes them:
+    named after the week under the data dir's etl/ folder, so the week's cleanup takes them should
+    the step die before removing them itself."""
+    folder = Path(settings.data_dir, ETL, "customer_history")
+    return folder / f"{partition_key}.before.parquet", folder / f"{partition_key}.carried.parquet"
+
+
+def check_carried(history: StoredFrame, counts: dict[str, int]) -> None:
+    """The carried rows against the CustomerHistory model, a batch at a time, and each customer and
+    currency once over the whole week."""
+    if counts["duplicate_keys"]:
+        raise dg.Failure(
+            f"customer_history: {counts['duplicate_keys']} customer-currency key(s) twice"
+        )
+    for batch in history.batches():
+        check_customer_history(batch)
 
 
 @dg.asset(
@@ -149,7 +162,7 @@ def history_metadata(
     io_manager_key="warehouse_io_manager",
     metadata={"partition_expr": "week_start"},
     tags=holds_customer_ids(),
-    dagster_type=CustomerHistoryType,
+    dagster_type=CustomerHistoryFileType,
 )
 def customer_history(
     context: dg.AssetExecutionContext,
@@ -165,18 +178,17 @@ def customer_history(
     the week's end (amount in thousandths, transaction count, first and last purchase, last purchase
     before the week).
 
-    Carried: the previous week's partition plus this week's validated rows, so a week costs the same
-    after years of history. When the previous week was never materialized (the first week, a
+    Carried: the previous week's partition plus this week's validated rows, joined by DuckDB from
+    files (``sql/history.py``), so a week costs the same after years of history and the step's
+    memory does not follow the customers the history holds. When the previous week was never materialized (the first week, a
     backfill out of order) or on request (`full_rescan`), the totals are the opening balance (every
     valid transaction of the source before the first loaded week, summed once on the source) plus
     every week already loaded in the warehouse, so lifetime figures are right from the first week;
     the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
     equal to a full recompute. Only validated rows count.
 
-    Weeks run at once (a backfill) keep their order: the step first waits for a started run of the
-    week before (``week_order.py``). The carry is read from the warehouse and the instance, not
-    declared as a dependency on the week before: Dagster runs a self-dependent asset of a backfill
-    in runs of its own, where the week's intermediates are not.
+    Weeks run at once keep their order: the step first waits for a started run of the week before
+    (``week_order.py``; no self-dependency, which an asset backfill would run alone).
     """
     if finished_week(context, validated_transactions):
         return
@@ -188,24 +200,27 @@ def customer_history(
         if config.full_rescan
         else previous_materialization(context.instance, context.partition_key)
     )
-    opening = week.iloc[:0]
-    if previous_id is not None:
-        before = previous_week_totals(warehouse, HISTORY.path, span.week_start)
-    else:
-        before, opening = _rescanned(
-            context, source_db, warehouse, settings, pii.hash_key, span.week_start, week, rates
+    before_file, carried_file = carried_files(settings, context.partition_key)
+    try:
+        if previous_id is not None:
+            rows = previous_week_totals(warehouse, HISTORY.path, span.week_start, before_file)
+            before, opening = (before_file if rows else None), week.iloc[:0]
+        else:
+            before, opening = _rescanned(
+                context, source_db, warehouse, settings, pii.hash_key, span.week_start, week, rates
+            )
+        counts = carry_to_file(before, week, span.week_start, carried_file)
+        history = StoredFrame(carried_file)
+        check_carried(history, counts)
+        metadata = history_metadata(
+            counts, week, opening, context.partition_key, config, previous_id
         )
-    history = carry(before, week, span.week_start)
-    if config.repair_reason:
-        context.log.info(f"repair run: {config.repair_reason}")
-    metadata = (
-        history_metadata(
-            history, week, opening, span.week_start, context.partition_key, config, previous_id
+        context.log.info(
+            f"customer history of {context.partition_key}: {metadata['mode']}, "
+            f"{counts['rows']:,} customer-currency rows"
+            + (f"; repair run: {config.repair_reason}" if config.repair_reason else "")
         )
-        | waited
-    )
-    context.log.info(
-        f"customer history of {context.partition_key}: {metadata['mode']}, "
-        f"{len(history):,} customer-currency rows"
-    )
-    yield dg.Output(history, metadata=metadata)
+        yield dg.Output(history, metadata=metadata | waited)
+    finally:  # in the warehouse by now (or failed): neither file outlives the step
+        before_file.unlink(missing_ok=True)
+        carried_file.unlink(missing_ok=True)

@@ -72,10 +72,8 @@ def transformed_transactions(
     - Segments: transaction small (< $50) / medium ($50-200) / large (> $200); customer new (first
       purchase < 30 days ago) / dormant (back after > 90 days without a purchase) / active.
 
-    The week-wide figures (customer totals, product ranks) come from five columns of the whole week;
-    the rows are then enriched and written a batch at a time, each batch checked against the
-    TransformedTransactions model, so the step's memory follows the batch size rather than the
-    week's.
+    The week-wide figures (customer totals, product ranks) come from five columns of the week; the
+    rows are then enriched, checked (TransformedTransactions) and written a batch at a time.
     """
     if finished_week(context, validated_transactions):
         return
@@ -84,13 +82,9 @@ def transformed_transactions(
         prices = category_prices(conn)
     week = validated_transactions.read(WEEK_METRIC_COLUMNS)
     rates_path = week_rates(settings, rates, context.partition_key)  # validation's: no fetch
-    history = customer_totals(
-        typed_history(week_customer_totals(warehouse, HISTORY.path, span.week_start)),
-        span.week_end,
-        week["customer_id"].unique(),
-        rates_path,
-    )
-    metrics = week_metrics(week, history, prices, span)
+    history = typed_history(week_customer_totals(warehouse, HISTORY.path, span.week_start))
+    customers = customer_totals(history, span.week_end, week["customer_id"].unique(), rates_path)
+    metrics = week_metrics(week, customers, prices, span)
     del week
     if len(validated_transactions):
         _warn_if_stale(context, rates_path, span.week_end.date())

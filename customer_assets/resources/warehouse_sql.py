@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 from dagster_gcp import BigQueryResource
 from pydantic import Field
@@ -30,6 +33,26 @@ from customer_assets.logic.duckdb_memory import quoted
 from customer_assets.resources.bigquery_client import bigquery_client, retrying_conflicts
 
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+BATCH_ROWS = 200_000
+
+
+def write_batches(batches: Iterable[pa.RecordBatch], path: Path) -> int:
+    """Record batches written to the Parquet file ``path`` as they come; the number of rows. No
+    batch, or only empty ones: no file, 0."""
+    rows, writer = 0, None
+    try:
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            if writer is None:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(path, batch.schema)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 class WarehouseSQL(dg.ConfigurableResource):
@@ -46,6 +69,11 @@ class WarehouseSQL(dg.ConfigurableResource):
         raise NotImplementedError
 
     def exists(self, schema: str, name: str) -> bool:
+        raise NotImplementedError
+
+    def to_parquet(self, sql: str, path: Path, params: dict | None = None, **names: str) -> int:
+        """The query's rows written to the Parquet file ``path`` a batch at a time, never as one
+        frame; the number of rows (0: no file written)."""
         raise NotImplementedError
 
     def quote(self, name: str) -> str:
@@ -146,6 +174,13 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
 
     def query(self, sql: str, params: dict | None = None, **names: str) -> pd.DataFrame:
         return self._run(sql, params, names, fetch=True)
+
+    def to_parquet(self, sql: str, path: Path, params: dict | None = None, **names: str) -> int:
+        rendered = self.render(sql, names)
+        values = {k: v for k, v in (params or {}).items() if k in set(_PARAM.findall(rendered))}
+        with self.get_connection() as con:
+            relation = con.sql(_PARAM.sub(r"$\1", rendered), params=values)
+            return write_batches(relation.fetch_record_batch(BATCH_ROWS), path)
 
     def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
         self._run(sql, params, names, fetch=False)
@@ -257,6 +292,10 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
 
     def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
         self._job(sql, params, names)
+
+    def to_parquet(self, sql: str, path: Path, params: dict | None = None, **names: str) -> int:
+        rows = self._job(sql, params, names)
+        return write_batches(rows.to_arrow_iterable(), path)
 
     def exists(self, schema: str, name: str) -> bool:
         from google.api_core.exceptions import NotFound

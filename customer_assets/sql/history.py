@@ -5,9 +5,11 @@ and how a week is carried, is ``logic/history.py``."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 
+from customer_assets.logic.duckdb_memory import connect, literal
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 
 # Every loaded week before this one, from the warehouse's own copy of the validated rows.
@@ -36,11 +38,12 @@ FIRST_LOADED_SQL = (
 
 
 def previous_week_totals(
-    warehouse: WarehouseSQL, history_table: list[str], week_start: datetime
-) -> pd.DataFrame:
-    """The carried history's partition of the week before ``week_start``, from the warehouse."""
+    warehouse: WarehouseSQL, history_table: list[str], week_start: datetime, path: Path
+) -> int:
+    """The carried history's partition of the week before ``week_start``, from the warehouse to the
+    Parquet file ``path`` a batch at a time; its rows (0: no file)."""
     params = {"week_start": week_start.replace(tzinfo=None) - timedelta(days=7)}
-    return warehouse.query(PREVIOUS_SQL, params, table=warehouse.table(*history_table))
+    return warehouse.to_parquet(PREVIOUS_SQL, path, params, table=warehouse.table(*history_table))
 
 
 def week_customer_totals(
@@ -87,3 +90,64 @@ def first_loaded_week(
         table=warehouse.table(*transactions_table),
     )["first_week"].iloc[0]
     return None if pd.isna(found) else pd.Timestamp(found).tz_localize("UTC").to_pydatetime()
+
+
+# The week carried: the totals before it plus its own, per customer and currency (``logic/history``'s
+# ``carry``, as DuckDB runs it over files, never a frame of every customer). LEAST and GREATEST skip
+# a NULL in DuckDB; the timestamps are compared in UTC.
+CARRY_SQL = """
+COPY (
+    SELECT COALESCE(w.customer_id, b.customer_id) AS customer_id,
+           COALESCE(w.currency, b.currency) AS currency,
+           CAST(COALESCE(b.amount_milli, 0) + COALESCE(w.amount_milli, 0) AS BIGINT) AS amount_milli,
+           CAST(COALESCE(b.transaction_count, 0) + COALESCE(w.transaction_count, 0) AS BIGINT)
+               AS transaction_count,
+           LEAST(CAST(b.first_purchase_at AS TIMESTAMPTZ), CAST(w.first_purchase_at AS TIMESTAMPTZ))
+               AS first_purchase_at,
+           GREATEST(CAST(b.last_purchase_at AS TIMESTAMPTZ), CAST(w.last_purchase_at AS TIMESTAMPTZ))
+               AS last_purchase_at,
+           CAST(b.last_purchase_at AS TIMESTAMPTZ) AS last_purchase_before_week,
+           CAST($week_start AS TIMESTAMP) AS week_start
+    FROM {before} AS b
+    FULL OUTER JOIN week_totals AS w ON b.customer_id = w.customer_id AND b.currency = w.currency
+    ORDER BY customer_id, currency
+) TO {out} (FORMAT parquet)
+"""
+EMPTY_BEFORE = (
+    "(SELECT NULL::VARCHAR AS customer_id, NULL::VARCHAR AS currency, NULL::BIGINT AS amount_milli,"
+    " NULL::BIGINT AS transaction_count, NULL::TIMESTAMPTZ AS first_purchase_at,"
+    " NULL::TIMESTAMPTZ AS last_purchase_at WHERE false)"
+)
+CARRIED_COUNTS_SQL = """
+SELECT count(*) AS rows, count(DISTINCT customer_id) AS customers,
+       count(DISTINCT CASE WHEN first_purchase_at >= CAST($week_start AS TIMESTAMPTZ)
+                           THEN customer_id END) AS new_customers,
+       count(*) - count(DISTINCT (customer_id, currency)) AS duplicate_keys
+FROM read_parquet({out})
+"""
+
+
+def carry_to_file(
+    before: Path | pd.DataFrame | None, week: pd.DataFrame, week_start: datetime, out: Path
+) -> dict[str, int]:
+    """The history as of the end of the week starting ``week_start`` written to ``out``: the totals
+    before it (the previous week's partition as a Parquet file, or a frame such as the opening
+    balance; None: nothing before) plus ``week`` (``week_totals``). DuckDB joins them from the file,
+    so memory does not follow the number of customers the history holds. Returns the rows, the
+    customers, the customers new in the week and the (customer, currency) keys found twice."""
+    con = connect()
+    try:
+        con.register("week_totals", week)
+        if isinstance(before, pd.DataFrame):
+            con.register("before_totals", before)
+            source = "before_totals"
+        else:
+            source = f"read_parquet({literal(before)})" if before is not None else EMPTY_BEFORE
+        start = {"week_start": week_start.replace(tzinfo=None)}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(CARRY_SQL.format(before=source, out=literal(out)), start)
+        counts = con.execute(CARRIED_COUNTS_SQL.format(out=literal(out)), start).fetchone()
+    finally:
+        con.close()
+    names = ("rows", "customers", "new_customers", "duplicate_keys")
+    return dict(zip(names, map(int, counts), strict=True))

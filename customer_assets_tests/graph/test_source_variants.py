@@ -110,6 +110,7 @@ def test_the_demo_partitions_start_on_the_demo_first_week():
         ("EVENTS_MAX_MALFORMED_SHARE", "1.5", "must be a fraction between 0 and 1"),
         ("MAX_AMOUNT_USD", "-3", "must be a positive amount in USD"),
         ("LATE_CHANGE_WEEKS", "0", "must be a whole number of weeks"),
+        ("PREVIOUS_WEEK_WAIT_SECONDS", "6h", "must be a whole number"),
     ],
 )
 def test_a_bad_setting_names_the_variable(monkeypatch, name, value, says):

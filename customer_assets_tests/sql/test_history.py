@@ -86,3 +86,47 @@ def test_the_transform_reads_the_week_customers_rows_of_every_currency_only(ware
     # A's USD row comes too: the lifetime value sums every currency of a customer of the week
     assert read[read["customer_id"] == "A"]["currency"].tolist().count("USD") == 1
     assert "B" not in set(read["customer_id"])
+
+
+def test_the_carry_over_files_equals_the_carry_of_frames(tmp_path):
+    """DuckDB's carry from the week before's file (what the step runs, its memory not following the
+    customers the history holds) gives ``logic.history.carry``'s rows, week after week, from
+    nothing, from a file and from a frame (the opening balance), and counts the week's new
+    customers."""
+    import numpy as np
+
+    from customer_assets.dagster_types import check_customer_history
+    from customer_assets.frames import StoredFrame
+    from customer_assets.sql.history import carry_to_file
+
+    rng = np.random.default_rng(3)
+    weeks = pd.date_range("2026-10-05", periods=5, freq="7D", tz="UTC")
+    by_frames, before_file = pd.DataFrame(), None
+    for i, start in enumerate(weeks):
+        n = 0 if i == 2 else 300  # an empty week carries everything as it was
+        week = week_totals(
+            pd.DataFrame(
+                {
+                    "customer_id": rng.choice([f"C{j}" for j in range(80)], n),
+                    "currency": rng.choice(["USD", "EUR", "KWD"], n),
+                    "amount": np.round(rng.lognormal(3, 1.5, n), 3),
+                    "timestamp": start + pd.to_timedelta(rng.integers(0, 7 * 86400, n), unit="s"),
+                }
+            )
+        )
+        expected = carry(by_frames, week, start.to_pydatetime())
+        out = tmp_path / f"{i}.parquet"
+        before = by_frames if i == 1 else before_file  # a frame once, as the opening balance is
+        counts = carry_to_file(before, week, start.to_pydatetime(), out)
+        stored = StoredFrame(out)
+        got = pd.concat(list(stored.batches()), ignore_index=True)
+        check_customer_history(got)
+        got = typed_history(got).assign(week_start=got["week_start"].astype("datetime64[ns]"))
+        pd.testing.assert_frame_equal(got, expected.astype({"week_start": "datetime64[ns]"}))
+        assert counts["rows"] == len(expected) and counts["duplicate_keys"] == 0
+        assert counts["customers"] == expected["customer_id"].nunique()
+        assert (
+            counts["new_customers"]
+            == expected.loc[expected["first_purchase_at"] >= start, "customer_id"].nunique()
+        )
+        by_frames, before_file = expected, out
