@@ -4,6 +4,7 @@ and how a week is carried, is ``logic/history.py``."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -110,7 +111,6 @@ COPY (
            CAST($week_start AS TIMESTAMP) AS week_start
     FROM {before} AS b
     FULL OUTER JOIN week_totals AS w ON b.customer_id = w.customer_id AND b.currency = w.currency
-    ORDER BY customer_id, currency
 ) TO {out} (FORMAT parquet)
 """
 EMPTY_BEFORE = (
@@ -118,6 +118,7 @@ EMPTY_BEFORE = (
     " NULL::BIGINT AS transaction_count, NULL::TIMESTAMPTZ AS first_purchase_at,"
     " NULL::TIMESTAMPTZ AS last_purchase_at WHERE false)"
 )
+CARRY_MEMORY_LIMIT = "512MB"
 CARRIED_COUNTS_SQL = """
 SELECT count(*) AS rows, count(DISTINCT customer_id) AS customers,
        count(DISTINCT CASE WHEN first_purchase_at >= CAST($week_start AS TIMESTAMPTZ)
@@ -135,8 +136,13 @@ def carry_to_file(
     balance; None: nothing before) plus ``week`` (``week_totals``). DuckDB joins them from the file,
     so memory does not follow the number of customers the history holds. Returns the rows, the
     customers, the customers new in the week and the (customer, currency) keys found twice."""
+    spill = out.with_suffix(".spill")  # DuckDB's, past the limit; gone with the connection
     con = connect()
     try:
+        # rows in any order (the warehouse keeps none), spilled to disk past the limit
+        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET memory_limit = '{CARRY_MEMORY_LIMIT}'")
+        con.execute(f"SET temp_directory = {literal(spill)}")
         con.register("week_totals", week)
         if isinstance(before, pd.DataFrame):
             con.register("before_totals", before)
@@ -149,5 +155,6 @@ def carry_to_file(
         counts = con.execute(CARRIED_COUNTS_SQL.format(out=literal(out)), start).fetchone()
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
     names = ("rows", "customers", "new_customers", "duplicate_keys")
     return dict(zip(names, map(int, counts), strict=True))
