@@ -10,9 +10,11 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from customer_assets.alerts import Alerts
 from customer_assets.cleanup.claims import sweep_orphans
 from customer_assets.cleanup.progress import IntermediateGraph
 from customer_assets.cleanup.sweep import with_final_sweep
+from customer_assets.hooks import cleanup_hooks
 from customer_assets.io_managers.parquet import ParquetIOManager
 from customer_assets.settings import PipelineSettings
 
@@ -21,12 +23,21 @@ WEEKS = dg.WeeklyPartitionsDefinition(start_date="2026-11-02", day_offset=1)
 ROOT = "CLAIMS_TEST_ROOT"  # where the job of the reconstructed process keeps its files
 
 
-@dg.asset(key_prefix=["etl"], partitions_def=WEEKS)
+@dg.asset(key_prefix=["analytics"], partitions_def=WEEKS, io_manager_key="warehouse")
+def loaded_first() -> pd.DataFrame:
+    """A step that ends before the week has any intermediate (as ``dim_date`` can): its cleanup
+    hook finds nothing of the week on disk, which must not end the run's claim."""
+    return pd.DataFrame({"day": ["2026-11-16"]})
+
+
+@dg.asset(key_prefix=["etl"], partitions_def=WEEKS, deps=[loaded_first])
 def first_half() -> pd.DataFrame:
     return pd.DataFrame({"customer_id": ["C0000001"], "amount": [12.5]})
 
 
-@dg.asset(key_prefix=["etl"], partitions_def=WEEKS)
+@dg.asset(
+    key_prefix=["etl"], partitions_def=WEEKS, ins={"first_half": dg.AssetIn(key_prefix="etl")}
+)
 def second_half(
     context: dg.AssetExecutionContext, settings: PipelineSettings, first_half: pd.DataFrame
 ) -> pd.DataFrame:
@@ -38,7 +49,9 @@ def second_half(
     return first_half
 
 
-@dg.asset(key_prefix=["etl"], partitions_def=WEEKS)
+@dg.asset(
+    key_prefix=["etl"], partitions_def=WEEKS, ins={"second_half": dg.AssetIn(key_prefix="etl")}
+)
 def last_step(second_half: pd.DataFrame) -> None:
     assert len(second_half) == 1
 
@@ -52,16 +65,20 @@ def _settings(root: Path) -> PipelineSettings:
 
 
 def claims_job() -> dg.JobDefinition:
-    """The job under the multiprocess executor wrapped as the pipeline's (``with_final_sweep``)."""
+    """The job under the multiprocess executor wrapped as the pipeline's (``with_final_sweep``), each
+    step carrying the pipeline's cleanup hooks."""
     root = Path(os.environ[ROOT])
-    assets = [first_half, second_half, last_step]
+    assets = [loaded_first, first_half, second_half, last_step]
+    hooks = cleanup_hooks(IntermediateGraph.of(assets))
     settings = _settings(root)
     defs = dg.Definitions(
-        assets=assets,
+        assets=[a.with_hooks(hooks) for a in assets],
         jobs=[dg.define_asset_job("claims", selection=dg.AssetSelection.all())],
         resources={
             "settings": settings,
             "io_manager": ParquetIOManager(settings=settings),
+            "warehouse": dg.FilesystemIOManager(base_dir=str(root / "warehouse")),
+            "alerts": Alerts(),
         },
         executor=with_final_sweep(dg.multiprocess_executor, settings, IntermediateGraph.of(assets)),
     )

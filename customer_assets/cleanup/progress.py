@@ -42,6 +42,10 @@ class IntermediateGraph:
                     consumers.setdefault(key, set()).add(assets_def.op.name)
         return cls(producer, {k: frozenset(v) for k, v in consumers.items()})
 
+    def steps(self) -> set[str]:
+        """The steps that write or read an intermediate."""
+        return set(self.producer.values()).union(*self.consumers.values())
+
 
 @dataclass
 class RunProgress:

@@ -28,18 +28,20 @@ def sweep(
     final: bool = False,
 ) -> list[str]:
     """Remove the run's intermediates that no step of it can still read (all of them when
-    ``final``)."""
-    keys = (
-        None
-        if final
-        else no_longer_needed(graph, RunProgress.of(instance, run, current, current_succeeded))
+    ``final``). The customer-level reports and the run's claim on its weeks go only once no step
+    of the run that writes or reads an intermediate can still run: between two steps a week may have nothing on disk yet (a step that
+    loads straight into the warehouse ended before the first intermediate was written), and a
+    claim ended then would leave the rest of the run's files to the orphan sweep."""
+    progress = None if final else RunProgress.of(instance, run, current, current_succeeded)
+    keys = None if progress is None else no_longer_needed(graph, progress)
+    ended = progress is None or not any(
+        progress.can_still_run(step) for step in graph.steps() & progress.steps
     )
     removed, remaining = [], []
     for week in run_weeks(run):
         removed += remove_intermediates(settings, week, keys)[0]
         left = [str(p) for p in intermediate_files(settings, week)]
-        if not left:
-            # the customer-level reports go with the last
+        if not left and ended:
             removed += remove_intermediates(settings, week)[0]
             release_claims(home_root(settings), run.run_id, [week])
         remaining += left
