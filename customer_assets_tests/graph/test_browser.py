@@ -19,6 +19,7 @@ import pytest
 
 from customer_assets_tests.graph.test_cli import DAGSTER, dagster_dev
 from customer_assets_tests.graph.test_cli import _graphql as graphql
+from customer_assets_tests.support.environ import clean_environ
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).parents[2]
@@ -32,30 +33,10 @@ if not Path(CHROMIUM).exists():
 
 
 def _env(tmp: Path) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            (
-                "DB_",
-                "DATA_DIR",
-                "WAREHOUSE_",
-                "ETL_LOG",
-                "REPORTS_DIR",
-                "EMBEDDED_PG",
-                "DAGSTER_",
-                "EVENTS_PATH",
-                "PIPELINE_FIRST_WEEK",
-            )
-        )
-    }
     (tmp / "home").mkdir(exist_ok=True)
-    return {
-        **env,
-        "DAGSTER_HOME": str(tmp / "home"),
-        "DATA_DIR": str(tmp / "data"),
-        "ETL_LOG_DIR": str(tmp / "logs"),
-    }
+    return clean_environ(
+        DAGSTER_HOME=str(tmp / "home"), DATA_DIR=str(tmp / "data"), ETL_LOG_DIR=str(tmp / "logs")
+    )
 
 
 def _graphql(port: int, query: str) -> dict:

@@ -20,6 +20,7 @@ import customer_assets.sources.kafka as kafka_module
 from customer_assets.sources.events import aggregate, read_week
 from customer_assets.sources.kafka_values import Undecodable, decode_json
 from customer_assets.weeks import WeekContext
+from customer_assets_tests.support.environ import clean_environ
 from customer_assets_tests.support.kafka_broker import (
     create_topic,
     free_port,
@@ -186,26 +187,7 @@ def test_the_cli_loads_profiles_whose_event_figures_come_from_the_topic(
     pg_server, small_source, kafka_broker, events_topic, expected, tmp_path
 ):
     """`dagster asset materialize --select '*'` with KAFKA_BROKERS set and no EVENTS_PATH."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            (
-                "DB_",
-                "DATA_DIR",
-                "WAREHOUSE_",
-                "ETL_LOG",
-                "REPORTS_DIR",
-                "EMBEDDED_PG",
-                "DAGSTER_",
-                "EVENTS_PATH",
-                "KAFKA_",
-                "CRM_",
-                "ERP_",
-                "PIPELINE_FIRST_WEEK",
-            )
-        )
-    }
+    env = clean_environ()
     home = tmp_path / "dagster_home"
     home.mkdir()
     env.update(

@@ -19,6 +19,7 @@ from customer_assets.deployments import resources_for
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import week_bounds
+from customer_assets_tests.support.comparing import values_only
 from customer_assets_tests.support.pipeline import ASSETS, run_week, warehouse
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
 
@@ -105,30 +106,14 @@ def bq_week(bigquery_client, table: str, column: str, week: str, order: str) -> 
     )
 
 
-def comparable(frame: pd.DataFrame, drop: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Values only: timestamps in UTC at microseconds (BigQuery's resolution), categories as
-    objects."""
-    frame = frame.drop(columns=list(drop)).reset_index(drop=True)
-    columns = {}
-    for name, values in frame.items():
-        if isinstance(values.dtype, pd.DatetimeTZDtype):
-            values = values.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-        elif pd.api.types.is_datetime64_dtype(values.dtype):
-            values = values.astype("datetime64[us]")
-        elif isinstance(values.dtype, pd.CategoricalDtype):
-            values = values.astype(object)
-        columns[name] = values
-    return pd.DataFrame(columns)
-
-
 def same_rows(
     bigquery: pd.DataFrame, duck: pd.DataFrame, drop: tuple[str, ...] = (), exact: bool = True
 ) -> None:
     """The same values; sums of floats (the marts) may differ in their last bits with the summation
     order."""
     pd.testing.assert_frame_equal(
-        comparable(bigquery, drop),
-        comparable(duck, drop),
+        values_only(bigquery, drop),
+        values_only(duck, drop),
         check_dtype=False,
         check_exact=exact,
         **({} if exact else {"rtol": 1e-9, "atol": 1e-9}),
