@@ -29,9 +29,10 @@ def sweep(
 ) -> list[str]:
     """Remove the run's intermediates that no step of it can still read (all of them when
     ``final``). The customer-level reports and the run's claim on its weeks go only once no step
-    of the run that writes or reads an intermediate can still run: between two steps a week may have nothing on disk yet (a step that
-    loads straight into the warehouse ended before the first intermediate was written), and a
-    claim ended then would leave the rest of the run's files to the orphan sweep."""
+    of the run that writes or reads an intermediate can still run: between two steps a week may
+    have nothing on disk yet (a step that loads straight into the warehouse ended before the first
+    intermediate was written), and a claim ended then would leave the rest of the run's files to
+    the orphan sweep."""
     progress = None if final else RunProgress.of(instance, run, current, current_succeeded)
     keys = None if progress is None else no_longer_needed(graph, progress)
     ended = progress is None or not any(
