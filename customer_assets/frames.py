@@ -167,6 +167,24 @@ def write_parquet_batches(
     return rows, groups
 
 
+def empty_parquet(model, path: Path) -> StoredFrame:
+    """A Parquet file of no rows with the columns of the pandera ``model`` (``pa.DataFrameModel``)
+    in their types, text as Arrow strings: the stored form of an empty week."""
+    frame = pd.DataFrame(
+        {
+            name: pd.Series(dtype=column.dtype.type)
+            for name, column in model.to_schema().columns.items()
+        }
+    )
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    for i, field in enumerate(schema):
+        if pa.types.is_null(field.type):
+            schema = schema.set(i, field.with_type(pa.string()))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(schema.empty_table(), path)
+    return StoredFrame(path)
+
+
 def duplicated_values(path: Path, columns: Iterable[str]) -> dict[str, int]:
     """Per column of a Parquet file, how many rows repeat a value already seen (0 = unique; nulls
     count as one value, as in pandas' ``duplicated``).

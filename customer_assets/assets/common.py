@@ -1,15 +1,19 @@
 """What every asset of the weekly pipeline shares: partitions, owners, the week's context."""
 
 import warnings
+from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from customer_assets import tables
+from customer_assets.frames import StoredFrame, duplicated_values
 from customer_assets.io_managers.parquet import FinishedWeek
 from customer_assets.logic.checks import CheckOutcome
 from customer_assets.partitions import weekly_partitions
+from customer_assets.settings import PipelineSettings
 from customer_assets.weeks import WeekContext
 
 ETL = "etl"
@@ -113,3 +117,24 @@ def finished_week(context: dg.AssetExecutionContext, *inputs) -> bool:
             "week) instead of this asset alone."
         )
     return bool(gone)
+
+
+def working_files(
+    settings: PipelineSettings, key: dg.AssetKey, partition_key: str, *kinds: str
+) -> tuple[Path, ...]:
+    """Where a step keeps the week's files while it works (``<week>.<kind>.parquet``): under the data
+    dir's etl/ folder, named after the week, so the week's cleanup takes them should the step die
+    before removing them itself."""
+    folder = Path(settings.data_dir, ETL, *key.path[-1:])
+    return tuple(folder / f"{partition_key}.{kind}.parquet" for kind in kinds)
+
+
+def check_stored_rows(
+    stored: StoredFrame, check: Callable[[pd.DataFrame], None], unique: str | None = None
+) -> None:
+    """Every row of a stored week against ``check`` (a model's), a batch at a time, and ``unique``
+    once over the whole file."""
+    for batch in stored.batches():
+        check(batch)
+    if unique and (repeated := duplicated_values(stored.path, [unique])[unique]):
+        raise dg.Failure(f"{stored.path.name}: {repeated} row(s) repeat a {unique}")

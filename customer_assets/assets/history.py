@@ -1,20 +1,18 @@
 """Customer history carried forward: each week's running totals from the previous week's plus its
 own."""
 
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from customer_assets import tables
 from customer_assets.assets.common import (
-    ETL,
     OWNERS,
     PARTITIONS,
     finished_week,
     intermediate,
     week_context,
+    working_files,
 )
 from customer_assets.assets.week_order import after_previous_week
 from customer_assets.assets.week_rates import week_rates
@@ -132,14 +130,6 @@ def history_metadata(
     }
 
 
-def carried_files(settings: PipelineSettings, partition_key: str) -> tuple[Path, Path]:
-    """Where the step keeps the week before's partition and the carried week while it writes them:
-    named after the week under the data dir's etl/ folder, so the week's cleanup takes them should
-    the step die before removing them itself."""
-    folder = Path(settings.data_dir, ETL, "customer_history")
-    return folder / f"{partition_key}.before.parquet", folder / f"{partition_key}.carried.parquet"
-
-
 def check_carried(history: StoredFrame, counts: dict[str, int]) -> None:
     """The carried rows against the CustomerHistory model, a batch at a time, and each customer and
     currency once over the whole week."""
@@ -180,12 +170,12 @@ def customer_history(
 
     Carried: the previous week's partition plus this week's validated rows, joined by DuckDB from
     files (``sql/history.py``), so a week costs the same after years of history and the step's
-    memory does not follow the customers the history holds. When the previous week was never materialized (the first week, a
-    backfill out of order) or on request (`full_rescan`), the totals are the opening balance (every
-    valid transaction of the source before the first loaded week, summed once on the source) plus
-    every week already loaded in the warehouse, so lifetime figures are right from the first week;
-    the sensor `source_changes` re-runs the weeks after one that changed, so carried totals end
-    equal to a full recompute. Only validated rows count.
+    memory does not follow the customers the history holds. When the previous week was never
+    materialized (the first week, a backfill out of order) or on request (`full_rescan`), the totals
+    are the opening balance (every valid transaction of the source before the first loaded week,
+    summed once on the source) plus every week already loaded in the warehouse, so lifetime figures
+    are right from the first week; the sensor `source_changes` re-runs the weeks after one that
+    changed, so carried totals end equal to a full recompute. Only validated rows count.
 
     Weeks run at once keep their order: the step first waits for a started run of the week before
     (``week_order.py``; no self-dependency, which an asset backfill would run alone).
@@ -193,34 +183,30 @@ def customer_history(
     if finished_week(context, validated_transactions):
         return
     waited = after_previous_week(context, settings.previous_week_wait_seconds)
-    span = week_context(context)
+    week_start = week_context(context).week_start
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
-    previous_id = (
-        None
-        if config.full_rescan
-        else previous_materialization(context.instance, context.partition_key)
-    )
-    before_file, carried_file = carried_files(settings, context.partition_key)
+    key = context.partition_key
+    previous_id = None if config.full_rescan else previous_materialization(context.instance, key)
+    files = working_files(settings, HISTORY, key, "before", "carried")
+    before_file, carried_file = files
     try:
         if previous_id is not None:
-            rows = previous_week_totals(warehouse, HISTORY.path, span.week_start, before_file)
+            rows = previous_week_totals(warehouse, HISTORY.path, week_start, before_file)
             before, opening = (before_file if rows else None), week.iloc[:0]
         else:
             before, opening = _rescanned(
-                context, source_db, warehouse, settings, pii.hash_key, span.week_start, week, rates
+                context, source_db, warehouse, settings, pii.hash_key, week_start, week, rates
             )
-        counts = carry_to_file(before, week, span.week_start, carried_file)
+        counts = carry_to_file(before, week, week_start, carried_file)
         history = StoredFrame(carried_file)
         check_carried(history, counts)
-        metadata = history_metadata(
-            counts, week, opening, context.partition_key, config, previous_id
-        )
+        metadata = history_metadata(counts, week, opening, key, config, previous_id)
         context.log.info(
-            f"customer history of {context.partition_key}: {metadata['mode']}, "
+            f"customer history of {key}: {metadata['mode']}, "
             f"{counts['rows']:,} customer-currency rows"
             + (f"; repair run: {config.repair_reason}" if config.repair_reason else "")
         )
         yield dg.Output(history, metadata=metadata | waited)
     finally:  # in the warehouse by now (or failed): neither file outlives the step
-        before_file.unlink(missing_ok=True)
-        carried_file.unlink(missing_ok=True)
+        for path in files:
+            path.unlink(missing_ok=True)

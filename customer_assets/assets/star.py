@@ -12,20 +12,25 @@ from customer_assets.assets.common import (
     WAREHOUSE,
     check_result,
     check_spec,
+    check_stored_rows,
     week_context,
+    working_files,
 )
 from customer_assets.assets.warehouse import UNIQUE_WITHIN_WEEKS
 from customer_assets.assets.week_order import after_previous_week
 from customer_assets.dagster_types import (
     DimDateType,
-    FactTransactionsQuarantineType,
-    FactTransactionsType,
+    FactTransactionsFileType,
+    FactTransactionsQuarantineFileType,
     ProductSnapshotsType,
+    check_fact_transactions,
+    check_fact_transactions_quarantine,
     column_schema,
 )
+from customer_assets.frames import StoredFrame
 from customer_assets.lineage import lineage_metadata, lineage_schema
 from customer_assets.logic import checks
-from customer_assets.logic.star import dim_date_rows, resolve_keys
+from customer_assets.logic.star import dim_date_rows
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import DimDate, FactTransactionsQuarantine, ProductSnapshots
@@ -33,7 +38,7 @@ from customer_assets.settings import PipelineSettings
 from customer_assets.sources.copy_stream import take_replaced_count
 from customer_assets.sources.customers_and_products import products_snapshot
 from customer_assets.sql.scd2 import PRODUCTS, apply_week, fact_keys
-from customer_assets.sql.star import fact_candidates, kept_snapshot
+from customer_assets.sql.star import kept_snapshot, resolve_week
 from customer_assets.suppression import holds_customer_ids
 
 GROUP = "star"
@@ -123,6 +128,40 @@ def dim_date(context: dg.AssetExecutionContext):
     return dim_date_rows(week_context(context))
 
 
+def key_checks(
+    warehouse: WarehouseSQL, loaded: int, fact_rows: int, quarantined: int, reasons: dict
+) -> list[dg.AssetCheckResult]:
+    """The facts' two checks: the week's transactions each resolved (``referential_integrity``),
+    and, once the week's facts are written, every key of the whole table (``fact_keys_resolve``)."""
+    result = check_result(
+        FACT,
+        "referential_integrity",
+        checks.keys_resolve(loaded, fact_rows, reasons),
+        loaded=loaded,
+        fact_rows=fact_rows,
+        quarantined=quarantined,
+    )
+    keys = fact_keys(warehouse, WAREHOUSE)
+    resolved = check_result(
+        FACT,
+        "fact_keys_resolve",
+        checks.fact_keys_resolve(
+            keys["facts_scanned"],
+            keys["facts_with_dangling_customer_key"],
+            keys["facts_with_dangling_product_key"],
+            keys["dangling_customer_keys"],
+            keys["dangling_product_keys"],
+            {"customer": keys["example_customer_key"], "product": keys["example_product_key"]},
+        ),
+        dangling_customer_keys=keys["dangling_customer_keys"],
+        dangling_product_keys=keys["dangling_product_keys"],
+        facts_with_dangling_customer_key=keys["facts_with_dangling_customer_key"],
+        facts_with_dangling_product_key=keys["facts_with_dangling_product_key"],
+        facts_scanned=keys["facts_scanned"],
+    )
+    return [result, resolved]
+
+
 @dg.multi_asset(
     name=FACT.to_python_identifier(),
     outs={
@@ -131,7 +170,7 @@ def dim_date(context: dg.AssetExecutionContext):
             kinds={"sql"},
             owners=OWNERS,
             io_manager_key="warehouse_io_manager",
-            dagster_type=FactTransactionsType,
+            dagster_type=FactTransactionsFileType,
             tags=holds_customer_ids(),
             metadata={
                 "partition_expr": "timestamp",
@@ -147,7 +186,7 @@ def dim_date(context: dg.AssetExecutionContext):
             kinds={"sql"},
             owners=OWNERS,
             io_manager_key="warehouse_io_manager",
-            dagster_type=FactTransactionsQuarantineType,
+            dagster_type=FactTransactionsQuarantineFileType,
             tags=holds_customer_ids(),
             metadata={
                 "partition_expr": "timestamp",
@@ -192,53 +231,48 @@ def dim_date(context: dg.AssetExecutionContext):
         ),
     ],
 )
-def fact_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseSQL, alerts: Alerts):
-    candidates = fact_candidates(warehouse, WAREHOUSE, week_context(context))
-    facts, quarantined = resolve_keys(candidates)
-    # By primary reason (the first code), as the validation's quarantine counts: each row once.
-    reasons = (
-        quarantined["reason_codes"].str.split(";").str[0].value_counts().to_dict()
-        if len(quarantined)
-        else {}
+def fact_transactions(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseSQL,
+    settings: PipelineSettings,
+    alerts: Alerts,
+):
+    """Resolved in the warehouse (``sql/star.py``): the week's rows go from its query to a Parquet
+    file a batch at a time, are checked a batch at a time, and are loaded from the file; the week is
+    never a frame."""
+    resolved, facts_file, quarantine_file = working_files(
+        settings, FACT, context.partition_key, "resolved", "facts", "quarantine"
     )
-    yield dg.Output(
-        facts,
-        output_name=tables.FACT_TRANSACTIONS,
-        metadata={"dagster/row_count": len(facts), **lineage_metadata(tables.FACT_TRANSACTIONS)},
-    )
-    yield dg.Output(
-        quarantined,
-        output_name=tables.FACT_TRANSACTIONS_QUARANTINE,
-        metadata={"dagster/row_count": len(quarantined), "reasons": dg.MetadataValue.json(reasons)},
-    )
-    loaded = int(candidates["transaction_id"].nunique())
-    result = check_result(
-        FACT,
-        "referential_integrity",
-        checks.keys_resolve(loaded, len(facts), reasons),
-        loaded=loaded,
-        fact_rows=len(facts),
-        quarantined=len(quarantined),
-    )
+    try:
+        loaded = resolve_week(
+            warehouse, WAREHOUSE, week_context(context), resolved, facts_file, quarantine_file
+        )
+        facts, quarantined = StoredFrame(facts_file), StoredFrame(quarantine_file)
+        check_stored_rows(facts, check_fact_transactions, unique="transaction_id")
+        check_stored_rows(quarantined, check_fact_transactions_quarantine)
+        # By primary reason (the first code), as the validation's quarantine counts: each row once.
+        codes = quarantined.read(["reason_codes"])["reason_codes"]
+        reasons = codes.str.split(";").str[0].value_counts().to_dict() if len(codes) else {}
+        yield dg.Output(
+            facts,
+            output_name=tables.FACT_TRANSACTIONS,
+            metadata={
+                "dagster/row_count": len(facts),
+                **lineage_metadata(tables.FACT_TRANSACTIONS),
+            },
+        )
+        yield dg.Output(
+            quarantined,
+            output_name=tables.FACT_TRANSACTIONS_QUARANTINE,
+            metadata={
+                "dagster/row_count": len(quarantined),
+                "reasons": dg.MetadataValue.json(reasons),
+            },
+        )
+    finally:  # in the warehouse by now (or failed): no file of the week outlives the step
+        for path in (resolved, facts_file, quarantine_file):
+            path.unlink(missing_ok=True)
     # After the week's facts are written (the outputs above are stored as they are yielded).
-    keys = fact_keys(warehouse, WAREHOUSE)
-    resolved = check_result(
-        FACT,
-        "fact_keys_resolve",
-        checks.fact_keys_resolve(
-            keys["facts_scanned"],
-            keys["facts_with_dangling_customer_key"],
-            keys["facts_with_dangling_product_key"],
-            keys["dangling_customer_keys"],
-            keys["dangling_product_keys"],
-            {"customer": keys["example_customer_key"], "product": keys["example_product_key"]},
-        ),
-        dangling_customer_keys=keys["dangling_customer_keys"],
-        dangling_product_keys=keys["dangling_product_keys"],
-        facts_with_dangling_customer_key=keys["facts_with_dangling_customer_key"],
-        facts_with_dangling_product_key=keys["facts_with_dangling_product_key"],
-        facts_scanned=keys["facts_scanned"],
-    )
-    alert_failed_checks(alerts, [result, resolved], context.partition_key, context.log)
-    yield result
-    yield resolved
+    results = key_checks(warehouse, loaded, len(facts), len(quarantined), reasons)
+    alert_failed_checks(alerts, results, context.partition_key, context.log)
+    yield from results
