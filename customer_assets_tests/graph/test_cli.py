@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from customer_assets_tests.support.environ import clean_environ
+
 WEEK = "2026-11-16"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
@@ -24,16 +26,11 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def _env(workdir: Path) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            ("DB_", "DATA_DIR", "WAREHOUSE_", "ETL_LOG", "REPORTS_DIR", "EMBEDDED_PG", "DAGSTER_")
-        )
-    }
+    """The embedded default: no pipeline or Dagster variable of this process, an instance of the
+    test's own."""
     home = workdir / "dagster_home"
     home.mkdir(exist_ok=True)
-    return {**env, "DAGSTER_HOME": str(home)}
+    return clean_environ(DAGSTER_HOME=str(home))
 
 
 def _materialize(workdir: Path, **env: str) -> subprocess.CompletedProcess:
