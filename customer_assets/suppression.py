@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from customer_assets import tables
@@ -222,6 +223,17 @@ def drop_suppressed(
     erased = suppressed_mask(frame["customer_id"], suppressed_hashes(warehouse, hash_key), hash_key)
     count = int(erased.sum())
     return (frame.loc[~erased.to_numpy()].reset_index(drop=True) if count else frame), count
+
+
+def drop_suppressed_rows(
+    table: pa.Table, warehouse: WarehouseSQL, hash_key: str
+) -> tuple[pa.Table, int]:
+    """``drop_suppressed`` for an Arrow table: only its ``customer_id`` column is read into pandas
+    (Arrow-backed text, no copy of the rest)."""
+    ids = table.column("customer_id").to_pandas()
+    erased = suppressed_mask(ids, suppressed_hashes(warehouse, hash_key), hash_key)
+    count = int(erased.sum())
+    return (table.filter(pa.array(~erased.to_numpy())) if count else table), count
 
 
 def add_to_list(warehouse: WarehouseSQL, hashes: list[str], hash_key: str, request: str) -> None:

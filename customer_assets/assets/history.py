@@ -1,8 +1,12 @@
 """Customer history carried forward: each week's running totals from the previous week's plus its
 own."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from customer_assets import tables
@@ -20,7 +24,6 @@ from customer_assets.dagster_types import CustomerHistoryFileType, check_custome
 from customer_assets.frames import StoredFrame
 from customer_assets.logic.history import (
     HISTORY_INPUTS,
-    add_totals,
     balance_rules,
     week_totals,
 )
@@ -34,13 +37,14 @@ from customer_assets.sources.opening_balance import opening_balance
 from customer_assets.sql.history import (
     carry_to_file,
     first_loaded_week,
-    loaded_totals_before,
+    loaded_totals_to_file,
     previous_week_totals,
 )
-from customer_assets.suppression import drop_suppressed, holds_customer_ids
+from customer_assets.suppression import drop_suppressed_rows, holds_customer_ids
 from customer_assets.weeks import previous_week
 
 HISTORY = tables.key(tables.CUSTOMER_HISTORY)
+NO_OPENING = {"customers": 0, "transactions": 0}
 
 
 class HistoryConfig(dg.Config):
@@ -72,40 +76,42 @@ def _rescanned(
     settings: PipelineSettings,
     hash_key: str,
     week_start,
-    week: pd.DataFrame,
     rates: EcbRates,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Totals before the week without a previous partition: the opening balance of the source's
-    history before the first loaded week (computed once, on the source), plus every loaded week
-    since."""
+    files: tuple[Path, Path],
+) -> tuple[list[Path], dict[str, int]]:
+    """Totals before the week without a previous partition, as Parquet files (``files``: where the
+    opening balance and the loaded weeks' totals go): the opening balance of the source's history
+    before the first loaded week (computed once, on the source), and every loaded week since. Also
+    the opening balance's customers and transactions."""
     transactions = tables.key(tables.WEEKLY_TRANSACTIONS).path
     opens_at = first_loaded_week(warehouse, transactions, week_start) or week_start
-    with source_db.connect(context.log) as conn:
-        opening = opening_balance(
-            conn,
-            source_db.schema(conn),
-            opens_at,
-            balance_rules(
-                opens_at.date(),
-                settings.max_amount_usd,
-                week_rates(settings, rates, context.partition_key),
-            ),
-        )
-    # an erased customer never comes back
-    opening, erased = drop_suppressed(opening, warehouse, hash_key)
-    context.log.info(
-        f"opening balance before {opens_at.date()}: "
-        f"{opening['customer_id'].nunique():,} customers, "
-        f"{int(opening['transaction_count'].sum()):,} transactions from the source's history"
+    rules = balance_rules(
+        opens_at.date(), settings.max_amount_usd, week_rates(settings, rates, context.partition_key)
     )
-    loaded = loaded_totals_before(warehouse, transactions, week_start, empty=week.iloc[:0])
-    return add_totals(opening, loaded), opening
+    with source_db.connect(context.log) as conn:
+        opening = opening_balance(conn, source_db.schema(conn), opens_at, rules)
+    # an erased customer never comes back
+    opening, _erased = drop_suppressed_rows(opening, warehouse, hash_key)
+    counts = {
+        "customers": pc.count_distinct(opening.column("customer_id")).as_py(),
+        "transactions": int(pc.sum(opening.column("transaction_count")).as_py() or 0),
+    }
+    context.log.info(
+        f"opening balance before {opens_at.date()}: {counts['customers']:,} customers, "
+        f"{counts['transactions']:,} transactions from the source's history"
+    )
+    opening_file, loaded_file = files
+    opening_file.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(opening, opening_file)
+    del opening
+    loaded = loaded_totals_to_file(warehouse, transactions, week_start, loaded_file)
+    return [opening_file, *([loaded_file] if loaded else [])], counts
 
 
 def history_metadata(
     counts: dict[str, int],
     week: pd.DataFrame,
-    opening: pd.DataFrame,
+    opening: dict[str, int],
     partition_key: str,
     config: HistoryConfig,
     previous_id: int | None,
@@ -121,8 +127,8 @@ def history_metadata(
         "week_customers": int(week["customer_id"].nunique()),
         "new_customers": counts["new_customers"],
         "previous_week": previous_week(partition_key),
-        "opening_balance_customers": int(opening["customer_id"].nunique()),
-        "opening_balance_transactions": int(opening["transaction_count"].sum()),
+        "opening_balance_customers": opening["customers"],
+        "opening_balance_transactions": opening["transactions"],
         "repair_reason": config.repair_reason or "",
         "previous_materialization_id": dg.MetadataValue.int(previous_id)
         if previous_id is not None
@@ -187,15 +193,15 @@ def customer_history(
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
     key = context.partition_key
     previous_id = None if config.full_rescan else previous_materialization(context.instance, key)
-    files = working_files(settings, HISTORY, key, "before", "carried")
-    before_file, carried_file = files
+    files = working_files(settings, HISTORY, key, "before", "carried", "opening", "loaded")
+    before_file, carried_file = files[:2]
     try:
         if previous_id is not None:
             rows = previous_week_totals(warehouse, HISTORY.path, week_start, before_file)
-            before, opening = (before_file if rows else None), week.iloc[:0]
+            before, opening = (before_file if rows else None), NO_OPENING
         else:
             before, opening = _rescanned(
-                context, source_db, warehouse, settings, pii.hash_key, week_start, week, rates
+                context, source_db, warehouse, settings, pii.hash_key, week_start, rates, files[2:]
             )
         counts = carry_to_file(before, week, week_start, carried_file)
         history = StoredFrame(carried_file)

@@ -237,17 +237,13 @@ def fact_transactions(
     settings: PipelineSettings,
     alerts: Alerts,
 ):
-    """Resolved in the warehouse (``sql/star.py``): the week's rows go from its query to a Parquet
-    file a batch at a time, are checked a batch at a time, and are loaded from the file; the week is
-    never a frame."""
-    resolved, facts_file, quarantine_file = working_files(
-        settings, FACT, context.partition_key, "resolved", "facts", "quarantine"
-    )
+    """Resolved in the warehouse (``sql/star.py``): the week's rows go from its query to two Parquet
+    files a batch at a time, are checked a batch at a time, and are loaded from the files; the week
+    is never a frame."""
+    files = working_files(settings, FACT, context.partition_key, "facts", "quarantine")
     try:
-        loaded = resolve_week(
-            warehouse, WAREHOUSE, week_context(context), resolved, facts_file, quarantine_file
-        )
-        facts, quarantined = StoredFrame(facts_file), StoredFrame(quarantine_file)
+        loaded = resolve_week(warehouse, WAREHOUSE, week_context(context), *files)
+        facts, quarantined = StoredFrame(files[0]), StoredFrame(files[1])
         check_stored_rows(facts, check_fact_transactions, unique="transaction_id")
         check_stored_rows(quarantined, check_fact_transactions_quarantine)
         # By primary reason (the first code), as the validation's quarantine counts: each row once.
@@ -270,7 +266,7 @@ def fact_transactions(
             },
         )
     finally:  # in the warehouse by now (or failed): no file of the week outlives the step
-        for path in (resolved, facts_file, quarantine_file):
+        for path in files:
             path.unlink(missing_ok=True)
     # After the week's facts are written (the outputs above are stored as they are yielded).
     results = key_checks(warehouse, loaded, len(facts), len(quarantined), reasons)

@@ -175,22 +175,3 @@ def balance_rules(day, max_amount_usd: float, rates_path: str | None = None) -> 
             "ceiling": (max_amount_usd / rates["usd_per_unit"]).to_numpy(),
         }
     )
-
-
-def add_totals(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
-    """Two sets of totals (KEYS + TOTALS) over disjoint periods, as one."""
-    frames = [_typed(f[[*KEYS, *TOTALS]], TOTALS) for f in (first, second) if len(f)]
-    if not frames:
-        return empty_totals()
-    rows = pd.concat(frames, ignore_index=True)
-    totals = (
-        rows.groupby(KEYS, sort=False)
-        .agg(
-            amount_milli=("amount_milli", "sum"),
-            transaction_count=("transaction_count", "sum"),
-            first_purchase_at=("first_purchase_at", "min"),
-            last_purchase_at=("last_purchase_at", "max"),
-        )
-        .reset_index()
-    )
-    return _typed(totals, TOTALS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -71,10 +71,16 @@ class WarehouseSQL(dg.ConfigurableResource):
     def exists(self, schema: str, name: str) -> bool:
         raise NotImplementedError
 
+    def batches(
+        self, sql: str, params: dict | None = None, **names: str
+    ) -> Iterator[pa.RecordBatch]:
+        """The query's rows as Arrow record batches, as the engine streams them: never one frame."""
+        raise NotImplementedError
+
     def to_parquet(self, sql: str, path: Path, params: dict | None = None, **names: str) -> int:
         """The query's rows written to the Parquet file ``path`` a batch at a time, never as one
         frame; the number of rows (0: no file written)."""
-        raise NotImplementedError
+        return write_batches(self.batches(sql, params, **names), path)
 
     def quote(self, name: str) -> str:
         return quoted(name)
@@ -175,12 +181,14 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     def query(self, sql: str, params: dict | None = None, **names: str) -> pd.DataFrame:
         return self._run(sql, params, names, fetch=True)
 
-    def to_parquet(self, sql: str, path: Path, params: dict | None = None, **names: str) -> int:
+    def batches(
+        self, sql: str, params: dict | None = None, **names: str
+    ) -> Iterator[pa.RecordBatch]:
         rendered = self.render(sql, names)
         values = {k: v for k, v in (params or {}).items() if k in set(_PARAM.findall(rendered))}
         with self.get_connection() as con:
             relation = con.sql(_PARAM.sub(r"$\1", rendered), params=values)
-            return write_batches(relation.fetch_record_batch(BATCH_ROWS), path)
+            yield from relation.fetch_record_batch(BATCH_ROWS)
 
     def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
         self._run(sql, params, names, fetch=False)
@@ -293,9 +301,10 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
     def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
         self._job(sql, params, names)
 
-    def to_parquet(self, sql: str, path: Path, params: dict | None = None, **names: str) -> int:
-        rows = self._job(sql, params, names)
-        return write_batches(rows.to_arrow_iterable(), path)
+    def batches(
+        self, sql: str, params: dict | None = None, **names: str
+    ) -> Iterator[pa.RecordBatch]:
+        yield from self._job(sql, params, names).to_arrow_iterable()
 
     def exists(self, schema: str, name: str) -> bool:
         from google.api_core.exceptions import NotFound

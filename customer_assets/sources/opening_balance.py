@@ -65,11 +65,10 @@ FROM single GROUP BY customer_id, currency
 """
 
 
-def opening_balance(
-    conn, schema: SourceSchema, before: datetime, rules: pd.DataFrame
-) -> pd.DataFrame:
-    """The totals (``KEYS`` + ``TOTALS`` of ``logic.history``) before ``before``; ``rules`` has, per
-    currency with a rate, its ``minor_units`` and ``ceiling`` in its own units."""
+def opening_balance(conn, schema: SourceSchema, before: datetime, rules: pd.DataFrame) -> pa.Table:
+    """The totals (``KEYS`` + ``TOTALS`` of ``logic.history``; timestamps naive UTC) before
+    ``before``, as Arrow (never a frame of every customer); ``rules`` has, per currency with a
+    rate, its ``minor_units`` and ``ceiling`` in its own units."""
     params = {
         "before": schema.bound("transactions", "timestamp", before),
         "currencies": rules["currency"].tolist(),
@@ -77,11 +76,4 @@ def opening_balance(
         "ceilings": rules["ceiling"].astype(float).tolist(),
     }
     table = copy_query(conn, opening_balance_sql(schema), params, OPENING_BALANCE_SCHEMA)
-    frame = table.drop_columns(
-        [c for c in table.column_names if c not in OPENING_BALANCE_SCHEMA.names]
-    ).to_pandas()
-    for column in ("first_purchase_at", "last_purchase_at"):
-        frame[column] = (
-            pd.to_datetime(frame[column]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-        )
-    return frame
+    return table.select(OPENING_BALANCE_SCHEMA.names)

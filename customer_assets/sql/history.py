@@ -60,18 +60,16 @@ def week_customer_totals(
     )
 
 
-def loaded_totals_before(
-    warehouse: WarehouseSQL,
-    transactions_table: list[str],
-    week_start: datetime,
-    empty: pd.DataFrame,
-) -> pd.DataFrame:
-    """Totals over every week loaded before ``week_start`` (``empty`` when nothing is loaded
-    yet)."""
+def loaded_totals_to_file(
+    warehouse: WarehouseSQL, transactions_table: list[str], week_start: datetime, path: Path
+) -> int:
+    """Totals over every week loaded before ``week_start``, from the warehouse to the Parquet file
+    ``path`` a batch at a time; its rows (0: no file)."""
     if not warehouse.exists(*transactions_table):
-        return empty
-    return warehouse.query(
+        return 0
+    return warehouse.to_parquet(
         RESCAN_SQL,
+        path,
         {"week_start": week_start.replace(tzinfo=None)},
         table=warehouse.table(*transactions_table),
         ts=warehouse.quote("timestamp"),
@@ -113,6 +111,19 @@ COPY (
     FULL OUTER JOIN week_totals AS w ON b.customer_id = w.customer_id AND b.currency = w.currency
 ) TO {out} (FORMAT parquet)
 """
+# Totals over disjoint periods, each a Parquet file (the opening balance, the weeks loaded since),
+# summed per customer and currency.
+SUMMED_SQL = """
+(SELECT customer_id, currency, SUM(amount_milli) AS amount_milli,
+        SUM(transaction_count) AS transaction_count, MIN(first_purchase_at) AS first_purchase_at,
+        MAX(last_purchase_at) AS last_purchase_at
+ FROM ({parts}) GROUP BY customer_id, currency)
+"""
+PART_SQL = (
+    "SELECT customer_id, currency, amount_milli, transaction_count, "
+    "CAST(first_purchase_at AS TIMESTAMPTZ) AS first_purchase_at, "
+    "CAST(last_purchase_at AS TIMESTAMPTZ) AS last_purchase_at FROM read_parquet({file})"
+)
 EMPTY_BEFORE = (
     "(SELECT NULL::VARCHAR AS customer_id, NULL::VARCHAR AS currency, NULL::BIGINT AS amount_milli,"
     " NULL::BIGINT AS transaction_count, NULL::TIMESTAMPTZ AS first_purchase_at,"
@@ -128,12 +139,28 @@ FROM read_parquet({out})
 """
 
 
+def _before(before: Path | list[Path] | pd.DataFrame | None) -> str:
+    """The relation of the totals before the week (see ``carry_to_file``)."""
+    if isinstance(before, pd.DataFrame):
+        return "before_totals"
+    if isinstance(before, list):
+        if not before:
+            return EMPTY_BEFORE
+        parts = " UNION ALL ".join(PART_SQL.format(file=literal(f)) for f in before)
+        return SUMMED_SQL.format(parts=parts)
+    return f"read_parquet({literal(before)})" if before is not None else EMPTY_BEFORE
+
+
 def carry_to_file(
-    before: Path | pd.DataFrame | None, week: pd.DataFrame, week_start: datetime, out: Path
+    before: Path | list[Path] | pd.DataFrame | None,
+    week: pd.DataFrame,
+    week_start: datetime,
+    out: Path,
 ) -> dict[str, int]:
     """The history as of the end of the week starting ``week_start`` written to ``out``: the totals
-    before it (the previous week's partition as a Parquet file, or a frame such as the opening
-    balance; None: nothing before) plus ``week`` (``week_totals``). DuckDB joins them from the file,
+    before it (the previous week's partition as a Parquet file; Parquet files of totals over
+    disjoint periods, summed, such as the opening balance and the weeks loaded since; a frame; None:
+    nothing before) plus ``week`` (``week_totals``). DuckDB joins them from the file,
     so memory does not follow the number of customers the history holds. Returns the rows, the
     customers, the customers new in the week and the (customer, currency) keys found twice."""
     spill = out.with_suffix(".spill")  # DuckDB's, past the limit; gone with the connection
@@ -146,9 +173,7 @@ def carry_to_file(
         con.register("week_totals", week)
         if isinstance(before, pd.DataFrame):
             con.register("before_totals", before)
-            source = "before_totals"
-        else:
-            source = f"read_parquet({literal(before)})" if before is not None else EMPTY_BEFORE
+        source = _before(before)
         start = {"week_start": week_start.replace(tzinfo=None)}
         out.parent.mkdir(parents=True, exist_ok=True)
         con.execute(CARRY_SQL.format(before=source, out=literal(out)), start)

@@ -381,7 +381,7 @@ def test_nan_infinite_and_quarantined_rows_never_reach_lifetime_figures(
             read_source_schema(conn),
             pd.Timestamp(WEEKS[2], tz="UTC").to_pydatetime(),
             balance_rules(pd.Timestamp(WEEKS[2]).date(), 1e6),
-        )
+        ).to_pandas()
     conn.close()
     assert (
         history["n"][0]

@@ -131,3 +131,67 @@ def test_the_carry_over_files_equals_the_carry_of_frames(tmp_path):
             == expected.loc[expected["first_purchase_at"] >= start, "customer_id"].nunique()
         )
         by_frames, before_file = expected, out
+
+
+def test_a_rescan_carries_the_opening_balance_and_the_loaded_weeks_summed_from_their_files(
+    tmp_path,
+):
+    """The rescan's totals before the week are two files over disjoint periods (the opening balance,
+    its timestamps naive UTC as the source's COPY gives them, and the loaded weeks', zoned as the
+    warehouse gives them): the carry sums them per customer and currency, the first purchase the
+    earlier and the last the later, and adds the week."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from customer_assets.frames import StoredFrame
+    from customer_assets.sql.history import carry_to_file
+
+    def totals(rows, tz):
+        kind = pa.timestamp("us", tz=tz)
+        return pa.table(
+            {
+                "customer_id": [r[0] for r in rows],
+                "currency": [r[1] for r in rows],
+                "amount_milli": pa.array([r[2] for r in rows], pa.int64()),
+                "transaction_count": pa.array([r[3] for r in rows], pa.int64()),
+                "first_purchase_at": pa.array([datetime.fromisoformat(r[4]) for r in rows], kind),
+                "last_purchase_at": pa.array([datetime.fromisoformat(r[5]) for r in rows], kind),
+            }
+        )
+
+    opening, loaded = tmp_path / "opening.parquet", tmp_path / "loaded.parquet"
+    pq.write_table(
+        totals(
+            [
+                ("A", "EUR", 10_000, 2, "2024-01-05 10:00", "2025-06-01 08:00"),
+                ("B", "USD", 5_500, 1, "2025-02-02 00:00", "2025-02-02 00:00"),
+            ],
+            None,
+        ),
+        opening,
+    )
+    pq.write_table(
+        totals(
+            [
+                ("A", "EUR", 2_250, 1, "2026-11-03 09:00", "2026-11-03 09:00"),
+                ("C", "KWD", 1_125, 1, "2026-11-04 12:00", "2026-11-04 12:00"),
+            ],
+            "UTC",
+        ),
+        loaded,
+    )
+    week = week_totals(rows(WEEKS[1], [("A", "EUR", 1.0, 5)]))
+    out = tmp_path / "carried.parquet"
+    counts = carry_to_file([opening, loaded], week, WEEKS[1], out)
+    got = StoredFrame(out).read().set_index(["customer_id", "currency"]).sort_index()
+    assert got["amount_milli"].to_dict() == {
+        ("A", "EUR"): 13_250,
+        ("B", "USD"): 5_500,
+        ("C", "KWD"): 1_125,
+    }
+    assert got["transaction_count"].to_dict() == {("A", "EUR"): 4, ("B", "USD"): 1, ("C", "KWD"): 1}
+    a = got.loc[("A", "EUR")]
+    assert a["first_purchase_at"] == pd.Timestamp("2024-01-05 10:00", tz="UTC")
+    assert a["last_purchase_before_week"] == pd.Timestamp("2026-11-03 09:00", tz="UTC")
+    assert a["last_purchase_at"] == pd.Timestamp(WEEKS[1]) + pd.Timedelta(hours=5)
+    assert (counts["rows"], counts["customers"], counts["new_customers"]) == (3, 3, 0)

@@ -75,9 +75,9 @@ def seed(warehouse, transactions: list[tuple[str, str, str]]) -> None:
 
 
 def resolved(warehouse, tmp_path) -> tuple[int, StoredFrame, StoredFrame]:
-    files = [tmp_path / f"2026-11-16.{kind}.parquet" for kind in ("resolved", "facts", "q")]
+    files = [tmp_path / f"2026-11-16.{kind}.parquet" for kind in ("facts", "quarantine")]
     loaded = resolve_week(warehouse, SCHEMA, WEEK, *files)
-    facts, quarantined = StoredFrame(files[1]), StoredFrame(files[2])
+    facts, quarantined = StoredFrame(files[0]), StoredFrame(files[1])
     for stored, check in (
         (facts, check_fact_transactions),
         (quarantined, check_fact_transactions_quarantine),
