@@ -123,7 +123,12 @@ def main(argv=None) -> None:
     # An instance on disk (SQLite), as a deployment has: the ephemeral one keeps every run's event
     # log in the process, which grew its memory (and its garbage collections) with every week of a
     # long backfill.
-    instance = dg.DagsterInstance.local_temp()
+    # BENCHMARK_INSTANCE_DIR: an instance kept between processes, so a week finds the week before's
+    # materializations and carries its history, as the schedule's runs do.
+    kept = os.environ.get("BENCHMARK_INSTANCE_DIR")
+    if kept:
+        os.makedirs(kept, exist_ok=True)
+    instance = dg.DagsterInstance.from_config(kept) if kept else dg.DagsterInstance.local_temp()
     sampler = RssSampler()
     sampler.start()
     started = time.perf_counter()
