@@ -271,7 +271,22 @@ def backfill(source: Source, weeks: int, work: Path, one_week: dict) -> dict:
             sum(s["rows"].get("etl/raw_transactions", 0) for s in w["steps"]) for w in run["weeks"]
         ],
         "peak_rss_mb": run["peak_rss_mb"],
+        "growth": step_growth(run["weeks"]),
     }
+
+
+def step_growth(weeks: list[dict], top: int = 8) -> list[dict]:
+    """The steps whose time grew most from the third week to the last (the first weeks pay one-time
+    costs): where a cost follows the history's length."""
+    if len(weeks) < 4:
+        return []
+    early, late = ({s["step"]: s["seconds"] for s in w["steps"]} for w in (weeks[2], weeks[-1]))
+    grown = [
+        {"step": step, "week_3": early[step], "last_week": late[step]}
+        for step in late
+        if step in early
+    ]
+    return sorted(grown, key=lambda g: g["week_3"] - g["last_week"])[:top]
 
 
 def branch_steps(week: dict) -> list[dict]:
@@ -610,6 +625,8 @@ def main(argv=None) -> None:
                 f"{a.weeks * b['one_week_seconds']:.1f}s = {b['total_over_n_one_week']:.2f}; "
                 f"peak RSS {b['peak_rss_mb']:.0f} MB"
             )
+            for g in b["growth"]:
+                print(f"  grew most: {g['step']:<50} {g['week_3']:6.2f}s -> {g['last_week']:6.2f}s")
     a.out.write_text(json.dumps(result, indent=2, default=str))
     print(f"\nresults: {a.out}")
 
