@@ -121,12 +121,15 @@ def _report_title(report: dict) -> str:
     group_name="operations",
     kinds={"python"},
     owners=OWNERS,
+    # After every step that keeps files of the week under etl/ while it works (the history, the
+    # facts: ``working_files``): the cleanup below removes every file of the week there.
     deps=[
         tables.key(tables.WEEKLY_TRANSACTIONS),
         tables.key(tables.DATA_QUALITY_METRICS),
         tables.key(tables.WEEKLY_CUSTOMER_PROFILES),
         tables.key(tables.DIM_CUSTOMERS),
         tables.key(tables.CUSTOMER_IDENTITY_MAP),
+        tables.key(tables.FACT_TRANSACTIONS),
     ],
 )
 def pipeline_summary(

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import ClassVar
@@ -74,13 +74,16 @@ class WarehouseSQL(dg.ConfigurableResource):
     def batches(
         self, sql: str, params: dict | None = None, **names: str
     ) -> Iterator[pa.RecordBatch]:
-        """The query's rows as Arrow record batches, as the engine streams them: never one frame."""
+        """The query's rows as Arrow record batches, as the engine streams them: never one frame.
+        A generator holding the engine's connection (DuckDB: the file's lock) until it ends: read it
+        within ``contextlib.closing`` so that a reader stopping half-way lets it go at once."""
         raise NotImplementedError
 
     def to_parquet(self, sql: str, path: Path, params: dict | None = None, **names: str) -> int:
         """The query's rows written to the Parquet file ``path`` a batch at a time, never as one
         frame; the number of rows (0: no file written)."""
-        return write_batches(self.batches(sql, params, **names), path)
+        with closing(self.batches(sql, params, **names)) as batches:
+            return write_batches(batches, path)
 
     def quote(self, name: str) -> str:
         return quoted(name)

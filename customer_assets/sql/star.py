@@ -5,6 +5,7 @@ catalogue kept for a week."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack, closing
 from datetime import datetime
 from pathlib import Path
 
@@ -108,8 +109,10 @@ def resolve_week(
     outputs = ((facts, FACT_COLUMNS, False), (quarantine, QUARANTINE_COLUMNS, True))
     writers: dict[Path, pq.ParquetWriter] = {}
     rows = 0
-    try:
-        for batch in warehouse.batches(RESOLVED_SQL, start, **names):
+    # The writers closed, and the query's connection let go, whatever happens.
+    with ExitStack() as stack:
+        batches = stack.enter_context(closing(warehouse.batches(RESOLVED_SQL, start, **names)))
+        for batch in batches:
             rows += batch.num_rows
             quarantined = pc.not_equal(batch.column("reason_codes"), "")
             for out, columns, wanted in outputs:
@@ -117,11 +120,8 @@ def resolve_week(
                 part = part.select(columns)
                 if out not in writers:
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    writers[out] = pq.ParquetWriter(out, part.schema)
+                    writers[out] = stack.enter_context(pq.ParquetWriter(out, part.schema))
                 writers[out].write_batch(part)
-    finally:
-        for writer in writers.values():
-            writer.close()
     for out, model in ((facts, FactTransactions), (quarantine, FactTransactionsQuarantine)):
         if out not in writers:  # no row at all: an empty week, typed by the model
             empty_parquet(model, out)
