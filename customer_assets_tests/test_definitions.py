@@ -18,10 +18,19 @@ import dagster as dg
 import pytest
 
 from customer_assets import tables
+from customer_assets.assets.common import (
+    ETL,
+    PARTITIONS,
+    WORKING_FILES_TAG,
+    keeps_working_files,
+    working_files,
+)
 from customer_assets.deployments import DEPLOYMENTS
 from customer_assets.partitions import FIRST_WEEK
+from customer_assets.settings import PipelineSettings
 from customer_assets_tests.support.definitions import offline_definitions
 
+SUMMARY = dg.AssetKey([ETL, "pipeline_summary"])
 SNAPSHOT = Path(__file__).with_name("asset_specs.json")
 REGENERATE = (
     "regenerate with `.venv/bin/python -m customer_assets_tests.test_definitions` and "
@@ -96,6 +105,43 @@ def test_the_late_changes_sensor_is_on_by_default_only_against_a_source(monkeypa
     assert default(source=True) == dg.DefaultSensorStatus.RUNNING
     assert default(source=False) == dg.DefaultSensorStatus.STOPPED
     assert default(source=True) == dg.DefaultSensorStatus.RUNNING
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_the_run_summary_waits_for_every_step_keeping_working_files(
+    monkeypatch, tmp_path, deployment
+):
+    """The summary removes every file of the week under etl/: a step that keeps files there while
+    it works (tagged ``keeps_working_files``, which ``working_files`` demands) must be upstream of
+    it, or the multiprocess executor may run the two at once and remove a file mid-step."""
+    graph = offline_definitions(monkeypatch, tmp_path, deployment).resolve_asset_graph()
+    keeping = [
+        key for key in graph.get_all_asset_keys() if WORKING_FILES_TAG in graph.get(key).tags
+    ]
+    assert keeping, "no asset keeps working files: the tag or this test is out of date"
+    upstream = graph.get_ancestor_asset_keys(SUMMARY)
+    assert [key.to_user_string() for key in keeping if key not in upstream] == []
+
+
+def test_a_step_keeping_working_files_without_the_tag_is_refused(tmp_path):
+    """The tag the test above relies on cannot be forgotten: ``working_files`` refuses an untagged
+    asset's step before it writes anything."""
+    settings = PipelineSettings(
+        data_dir=str(tmp_path), reports_dir=str(tmp_path), etl_log_dir=str(tmp_path)
+    )
+
+    @dg.asset(partitions_def=PARTITIONS, key_prefix=[ETL])
+    def untagged(context) -> None:
+        working_files(context, settings, context.assets_def.key, "rows")
+
+    @dg.asset(partitions_def=PARTITIONS, key_prefix=[ETL], tags=keeps_working_files())
+    def tagged(context) -> None:
+        (path,) = working_files(context, settings, context.assets_def.key, "rows")
+        assert path == tmp_path / ETL / "tagged" / "2026-11-16.rows.parquet"
+
+    with pytest.raises(dg.DagsterInvariantViolationError, match="tag it keeps_working_files"):
+        dg.materialize([untagged], partition_key="2026-11-16")
+    assert dg.materialize([tagged], partition_key="2026-11-16").success
 
 
 def dumped(specs_by_deployment: dict[str, dict]) -> str:

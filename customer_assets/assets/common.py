@@ -119,14 +119,31 @@ def finished_week(context: dg.AssetExecutionContext, *inputs) -> bool:
     return bool(gone)
 
 
+# The tag of an asset whose step keeps files of the week under etl/ while it works
+# (``working_files``). The run summary removes every file of the week there, so each tagged asset
+# must be upstream of it: ``test_definitions`` checks that over the definitions, and
+# ``working_files`` refuses a step whose asset lacks the tag.
+WORKING_FILES_TAG = "working_files"
+
+
+def keeps_working_files() -> dict[str, str]:
+    """The tags of an asset whose step calls ``working_files``. Set in the asset's decorator."""
+    return {WORKING_FILES_TAG: ETL}
+
+
 def working_files(
-    settings: PipelineSettings, key: dg.AssetKey, partition_key: str, *kinds: str
+    context: dg.AssetExecutionContext, settings: PipelineSettings, key: dg.AssetKey, *kinds: str
 ) -> tuple[Path, ...]:
-    """Where a step keeps the week's files while it works (``<week>.<kind>.parquet``): under the data
-    dir's etl/ folder, named after the week, so the week's cleanup takes them should the step die
-    before removing them itself."""
+    """Where the step of ``key`` keeps the week's files while it works (``<week>.<kind>.parquet``):
+    under the data dir's etl/ folder, named after the week, so the week's cleanup takes them should
+    the step die before removing them itself."""
+    if WORKING_FILES_TAG not in context.assets_def.tags_by_key.get(key, {}):
+        raise dg.DagsterInvariantViolationError(
+            f"{key.to_user_string()} keeps files under {ETL}/ while it works: tag it "
+            "keeps_working_files(), so that the run summary, which removes them, waits for it"
+        )
     folder = Path(settings.data_dir, ETL, *key.path[-1:])
-    return tuple(folder / f"{partition_key}.{kind}.parquet" for kind in kinds)
+    return tuple(folder / f"{context.partition_key}.{kind}.parquet" for kind in kinds)
 
 
 def check_stored_rows(

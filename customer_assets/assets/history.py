@@ -15,6 +15,7 @@ from customer_assets.assets.common import (
     PARTITIONS,
     finished_week,
     intermediate,
+    keeps_working_files,
     week_context,
     working_files,
 )
@@ -157,7 +158,7 @@ def check_carried(history: StoredFrame, counts: dict[str, int]) -> None:
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",
     metadata={"partition_expr": "week_start"},
-    tags=holds_customer_ids(),
+    tags=holds_customer_ids() | keeps_working_files(),
     dagster_type=CustomerHistoryFileType,
 )
 def customer_history(
@@ -193,7 +194,7 @@ def customer_history(
     week = week_totals(validated_transactions.read(HISTORY_INPUTS))
     key = context.partition_key
     previous_id = None if config.full_rescan else previous_materialization(context.instance, key)
-    files = working_files(settings, HISTORY, key, "before", "carried", "opening", "loaded")
+    files = working_files(context, settings, HISTORY, "before", "carried", "opening", "loaded")
     before_file, carried_file = files[:2]
     try:
         if previous_id is not None:

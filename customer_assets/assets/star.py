@@ -13,6 +13,7 @@ from customer_assets.assets.common import (
     check_result,
     check_spec,
     check_stored_rows,
+    keeps_working_files,
     week_context,
     working_files,
 )
@@ -171,7 +172,7 @@ def key_checks(
             owners=OWNERS,
             io_manager_key="warehouse_io_manager",
             dagster_type=FactTransactionsFileType,
-            tags=holds_customer_ids(),
+            tags=holds_customer_ids() | keeps_working_files(),
             metadata={
                 "partition_expr": "timestamp",
                 "unique_key": "transaction_id",
@@ -240,7 +241,7 @@ def fact_transactions(
     """Resolved in the warehouse (``sql/star.py``): the week's rows go from its query to two Parquet
     files a batch at a time, are checked a batch at a time, and are loaded from the files; the week
     is never a frame."""
-    files = working_files(settings, FACT, context.partition_key, "facts", "quarantine")
+    files = working_files(context, settings, FACT, "facts", "quarantine")
     try:
         loaded = resolve_week(warehouse, WAREHOUSE, week_context(context), *files)
         facts, quarantined = StoredFrame(files[0]), StoredFrame(files[1])

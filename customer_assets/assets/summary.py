@@ -121,8 +121,9 @@ def _report_title(report: dict) -> str:
     group_name="operations",
     kinds={"python"},
     owners=OWNERS,
-    # After every step that keeps files of the week under etl/ while it works (the history, the
-    # facts: ``working_files``): the cleanup below removes every file of the week there.
+    # After every step that keeps files of the week under etl/ while it works (tagged
+    # ``keeps_working_files``; ``test_definitions`` checks it): the cleanup below removes every file
+    # of the week there.
     deps=[
         tables.key(tables.WEEKLY_TRANSACTIONS),
         tables.key(tables.DATA_QUALITY_METRICS),
