@@ -4,7 +4,9 @@ connection over frames are pure, in ``logic/duckdb_memory.py``)."""
 from __future__ import annotations
 
 import re
+import threading
 import time
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -27,6 +29,24 @@ class WarehouseLocked(dg.Failure):
             metadata={"lock_holder": who},
             allow_retries=False,
         )
+
+
+_FILE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def file_lock(database: str) -> threading.RLock:
+    """The process's lock on the file: held while a connection to it is open.
+
+    The local deployment runs a week's steps on threads of one process (``step_threads.py``). In one
+    process DuckDB shares the file between connections, so two steps' statements could interleave:
+    a DDL statement of one conflicting with another's, the copy published for analysts taken while
+    another step writes. The lock keeps the warehouse to one step at a time, as when the steps ran
+    one after the other, while work outside it (the source, files, pandas) runs at once. Reentrant:
+    a step may open a second connection while it holds one."""
+    key = str(Path(database).resolve())
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.RLock())
 
 
 def connect_waiting(

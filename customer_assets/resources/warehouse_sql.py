@@ -28,7 +28,7 @@ from dagster_duckdb import DuckDBResource
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
-from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting
+from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, file_lock
 from customer_assets.logic.duckdb_memory import quoted
 from customer_assets.resources.bigquery_client import bigquery_client, retrying_conflicts
 
@@ -141,11 +141,12 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     @contextmanager
     def get_connection(self):
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        con = connect_waiting(self.database, self.lock_timeout_seconds)
-        try:
-            yield con
-        finally:
-            con.close()
+        with file_lock(self.database):
+            con = connect_waiting(self.database, self.lock_timeout_seconds)
+            try:
+                yield con
+            finally:
+                con.close()
 
     def table_url(self, schema: str, name: str) -> str:
         return f"{schema}.{name} in {Path(self.read_copy_path or self.database).resolve()}"

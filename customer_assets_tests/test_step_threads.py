@@ -1,0 +1,244 @@
+"""The local deployment's executor (``step_threads.py``): independent steps at once on threads of the
+run's process, Dagster's plan otherwise (dependencies, failures, hooks, termination). Real runs of
+reconstructable jobs on a persistent instance, as ``dagster asset materialize`` and the schedule run
+them."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from customer_assets.duck import file_lock
+
+ROOT = "STEP_THREADS_TEST_ROOT"  # where the jobs of this module write what the tests read
+BARRIER = threading.Barrier(2, timeout=30)
+
+
+def _root() -> Path:
+    return Path(os.environ[ROOT])
+
+
+def _note(name: str) -> None:
+    with open(_root() / "order.txt", "a") as out:
+        out.write(name + "\n")
+
+
+@dg.asset
+def left() -> int:
+    """Waits for ``right`` to start: the run only succeeds if the two run at once."""
+    BARRIER.wait()
+    _note("left")
+    return 1
+
+
+@dg.asset
+def right() -> int:
+    BARRIER.wait()
+    _note("right")
+    return 2
+
+
+@dg.asset
+def both(left: int, right: int) -> int:
+    _note("both")
+    return left + right
+
+
+@dg.asset
+def fails() -> int:
+    raise dg.Failure("this step fails")
+
+
+@dg.asset
+def after_failure(fails: int) -> int:
+    _note("after_failure")
+    return fails
+
+
+@dg.asset
+def slow_independent() -> int:
+    time.sleep(1.0)
+    _note("slow_independent")
+    return 3
+
+
+@dg.asset
+def long_running() -> int:
+    """Runs until interrupted; its ``finally`` still runs."""
+    _note("long_running started")
+    try:
+        for _ in range(600):
+            time.sleep(0.05)
+        return 4
+    finally:
+        _note("long_running finally")
+
+
+@dg.asset
+def after_long(long_running: int) -> int:
+    _note("after_long")
+    return long_running
+
+
+@dg.success_hook
+def noted(context: dg.HookContext):
+    _note(f"hook {context.op.name}")
+
+
+def _job(name: str, assets: list, **executor_config) -> dg.JobDefinition:
+    from customer_assets.step_threads import threaded_executor
+
+    defs = dg.Definitions(
+        assets=assets,
+        jobs=[dg.define_asset_job(name, hooks={noted})],
+        executor=threaded_executor.configured(executor_config)
+        if executor_config
+        else threaded_executor,
+    )
+    return defs.resolve_job_def(name)
+
+
+def concurrent_job() -> dg.JobDefinition:
+    return _job("concurrent", [left, right, both])
+
+
+def failing_job() -> dg.JobDefinition:
+    return _job("failing", [fails, after_failure, slow_independent])
+
+
+def serial_job() -> dg.JobDefinition:
+    return _job("serial", [slow_independent, fails, after_failure], max_concurrent=1)
+
+
+def long_job() -> dg.JobDefinition:
+    return _job("long", [long_running, after_long, slow_independent])
+
+
+@pytest.fixture
+def instance(tmp_path, monkeypatch):
+    monkeypatch.setenv(ROOT, str(tmp_path))
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        yield instance
+
+
+def _order(tmp_path: Path) -> list[str]:
+    path = tmp_path / "order.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _run(name: str, instance: dg.DagsterInstance):
+    job = dg.build_reconstructable_job("customer_assets_tests.test_step_threads", name)
+    return dg.execute_job(job, instance=instance)
+
+
+def test_independent_steps_run_at_once_and_their_dependants_after(instance, tmp_path):
+    result = _run("concurrent_job", instance)
+    assert result.success
+    assert instance.get_latest_materialization_event(dg.AssetKey("both")) is not None
+    order = _order(tmp_path)
+    assert set(order[:2]) == {"left", "right"}
+    assert order.index("both") > max(order.index("left"), order.index("right"))
+    # each step's success hook ran, once, after its step
+    assert sorted(o for o in order if o.startswith("hook")) == [
+        "hook both",
+        "hook left",
+        "hook right",
+    ]
+    assert order.index("hook both") > order.index("both")
+
+
+def test_a_failed_step_skips_its_dependants_while_the_others_finish(instance, tmp_path):
+    result = _run("failing_job", instance)
+    assert not result.success
+    assert "after_failure" not in _order(tmp_path)
+    assert "slow_independent" in _order(tmp_path)
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert [e.step_key for e in failures] == ["fails"]
+    assert "this step fails" in failures[0].step_failure_data.error.message
+    started = {
+        e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START
+    }
+    assert started == {"fails", "slow_independent"}
+
+
+def test_one_thread_runs_the_steps_one_at_a_time(instance, tmp_path):
+    """max_concurrent 1: the in-process executor's order (a step's own events between its start and
+    its end)."""
+    result = _run("serial_job", instance)
+    assert not result.success
+    starts_and_ends = [
+        (e.event_type, e.step_key)
+        for e in result.all_events
+        if e.event_type
+        in (
+            dg.DagsterEventType.STEP_START,
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        )
+    ]
+    for i in range(0, len(starts_and_ends), 2):
+        assert starts_and_ends[i][0] == dg.DagsterEventType.STEP_START
+        assert starts_and_ends[i + 1][1] == starts_and_ends[i][1]
+
+
+def test_a_terminated_run_interrupts_its_running_steps_and_starts_no_other(instance, tmp_path):
+    """SIGTERM to the run's process (what the UI's terminate sends a run worker): the running step is
+    interrupted, its ``finally`` runs, the step after it never starts, and the run ends failed."""
+
+    def terminate_when_started():
+        for _ in range(400):
+            if "long_running started" in _order(tmp_path):
+                time.sleep(0.3)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=terminate_when_started)
+    killer.start()
+    started = time.monotonic()
+    result = _run("long_job", instance)
+    killer.join()
+    assert time.monotonic() - started < 20  # the step alone would take 30 s
+    assert not result.success
+    order = _order(tmp_path)
+    assert "long_running finally" in order
+    assert "after_long" not in order
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "long_running" in [e.step_key for e in failures]
+
+
+def test_the_warehouse_file_is_used_by_one_thread_at_a_time(tmp_path):
+    """Two threads of one process on one DuckDB file take turns (``duck.file_lock``), and one thread
+    may open a second connection while it holds one."""
+    from customer_assets.resources.warehouse_sql import DuckDBWarehouse
+
+    warehouse = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
+    inside, overlaps = [], []
+
+    def write(n: int) -> None:
+        for i in range(5):
+            with warehouse.get_connection() as con:
+                inside.append(n)
+                overlaps.append(len(inside))
+                con.execute(f"CREATE TABLE IF NOT EXISTS t{n} (i INT)")
+                con.execute(f"INSERT INTO t{n} VALUES ({i})")
+                with warehouse.get_connection() as again:  # reentrant
+                    again.execute(f"SELECT count(*) FROM t{n}").fetchall()
+                time.sleep(0.01)
+                inside.remove(n)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(overlaps) == 1
+    with warehouse.get_connection() as con:
+        assert con.execute("SELECT count(*) FROM t1").fetchone()[0] == 5
+        assert con.execute("SELECT count(*) FROM t2").fetchone()[0] == 5
+    assert file_lock(str(tmp_path / "w.duckdb")) is file_lock(str(tmp_path / "." / "w.duckdb"))
