@@ -13,9 +13,13 @@ each step runs through Dagster's ``dagster_event_sequence_for_step`` as in proce
 thread touches the plan: a step's thread hands its events over a queue. Hooks run on the main thread
 once their step has ended, as the in-process executor runs them.
 
-A termination (the UI's, SIGTERM) is seen by the main thread: no step starts after it, and each
-running step is interrupted at its next Python instruction (a C call, such as one DuckDB statement,
-ends first), so its ``finally`` blocks run and it fails as interrupted, as in process.
+A termination (the UI's, SIGTERM) is seen by the main thread: no step starts after it, the running
+steps end (seconds here), and the run ends interrupted. A second termination interrupts the running
+steps at their next Python instruction (``PyThreadState_SetAsyncExc``; a C call, such as one DuckDB
+statement, ends first): their ``finally`` blocks run and they fail as interrupted. That is a last
+resort: an exception raised at an arbitrary instruction may leave a library's lock held (a logging
+handler's, say), which the in-process executor's interruption, raised only at Dagster's own
+boundaries, does not risk.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ import ctypes
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._core.execution.api import ExecuteRunWithPlanIterable
 from dagster._core.execution.compute_logs import create_compute_log_file_key
 from dagster._core.execution.context.system import PlanExecutionContext, StepExecutionContext
@@ -39,6 +44,7 @@ from dagster._core.execution.plan.execute_plan import _trigger_hook, dagster_eve
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode, get_retries_config
+from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.base import Executor
 
 DEFAULT_THREADS = 2
@@ -46,11 +52,21 @@ DEFAULT_THREADS = 2
 POLL_SECONDS = 0.2
 
 
+# The events after which a step's own code has ended: the rest is bookkeeping (its ``_Ended``).
+_STEP_ENDS = (
+    DagsterEventType.STEP_SUCCESS,
+    DagsterEventType.STEP_FAILURE,
+    DagsterEventType.STEP_UP_FOR_RETRY,
+)
+
+
 @dataclass
 class _Running:
     context: StepExecutionContext
     thread: threading.Thread | None = None
     events: list[DagsterEvent] = field(default_factory=list)
+    done: bool = False  # its success, failure or retry is handled: never interrupted after it
+    interrupted: bool = False
 
 
 class _Ended:
@@ -60,21 +76,50 @@ class _Ended:
         self.error = error
 
 
-def _run_step(key: str, context: StepExecutionContext, out: queue.Queue) -> None:
+def _run_step(key: str, context: StepExecutionContext, out: queue.SimpleQueue) -> None:
+    error = None
     try:
         for event in dagster_event_sequence_for_step(context):
             out.put((key, event))
-    except BaseException as error:  # re-raised on the main thread
+    except BaseException as exc:  # re-raised on the main thread
+        error = exc
+    finally:
         out.put((key, _Ended(error)))
-    else:
-        out.put((key, _Ended()))
 
 
-def _interrupt(thread: threading.Thread) -> None:
-    """Raise DagsterExecutionInterruptedError in ``thread`` at its next Python instruction."""
+def _interrupt(entry: _Running) -> None:
+    """Raise DagsterExecutionInterruptedError in a running step's thread at its next Python
+    instruction, once: the last resort of a second termination (see the module docstring)."""
+    if entry.done or entry.interrupted or not entry.thread.is_alive():
+        return
+    entry.interrupted = True
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread.ident), ctypes.py_object(DagsterExecutionInterruptedError)
+        ctypes.c_ulong(entry.thread.ident), ctypes.py_object(DagsterExecutionInterruptedError)
     )
+
+
+def _ended_unsaid(running: dict[str, _Running], out: queue.SimpleQueue) -> None:
+    """A step's thread that ended without its ``_Ended`` (an interruption raised before the put)
+    is ended all the same, so the run never waits for it."""
+    lost = [key for key, entry in running.items() if not entry.thread.is_alive()]
+    if lost and out.empty():
+        for key in lost:
+            error = (
+                DagsterExecutionInterruptedError()
+                if running[key].interrupted
+                else RuntimeError(f"the thread of step {key} ended without its end")
+            )
+            out.put((key, _Ended(error)))
+
+
+def _start(job_context: PlanExecutionContext, active, step, out: queue.SimpleQueue) -> _Running:
+    context = job_context.for_step(step, active.get_known_state())
+    entry = _Running(context)
+    entry.thread = threading.Thread(
+        target=_run_step, args=(step.key, context, out), name=f"step {step.key}", daemon=True
+    )
+    entry.thread.start()
+    return entry
 
 
 def _threaded_iterator(
@@ -103,66 +148,71 @@ def _threaded_iterator(
         log_context = capture_stack.enter_context(compute_log_manager.capture_logs(log_key))
         yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
 
-        events: queue.Queue = queue.Queue()
+        events: queue.SimpleQueue = queue.SimpleQueue()  # one C call a put: never half-taken
         running: dict[str, _Running] = {}
-        stopping = False
+        terminations = 0
         try:
             # until every step's end is handled: its hooks run after the plan is complete
             while running or not active.is_complete:
-                if not stopping and not active.is_complete:
-                    for step in active.get_steps_to_execute():
-                        context = job_context.for_step(step, active.get_known_state())
-                        running[step.key] = entry = _Running(context)
-                        entry.thread = threading.Thread(
-                            target=_run_step,
-                            args=(step.key, context, events),
-                            name=f"step {step.key}",
-                            daemon=True,
-                        )
-                        entry.thread.start()
-                yield from active.concurrency_event_iterator(job_context)
-                if not running:
-                    if stopping:
-                        break
-                    active.sleep_til_ready()
-                    continue
-                if not stopping and active.check_for_interrupts():
-                    stopping = True
+                if active.check_for_interrupts():
+                    terminations += 1
                     active.mark_interrupted()
                     yield DagsterEvent.engine_event(
                         job_context,
-                        "Threaded executor: received termination signal - interrupting the running steps",
-                        EngineEventData.interrupted(list(running)),
+                        "Threaded executor: received termination signal - "
+                        + (
+                            "no step starts now; the running steps end first (terminate again to "
+                            "interrupt them)"
+                            if terminations == 1
+                            else "interrupting the running steps"
+                        ),
+                        EngineEventData.interrupted([k for k, e in running.items() if not e.done]),
                     )
-                    for entry in running.values():
-                        _interrupt(entry.thread)
+                    if terminations > 1:
+                        for entry in running.values():
+                            _interrupt(entry)
+                if terminations and not running:
+                    break
+                # a step's hooks run before any step that depends on it starts, as in process
+                if not terminations and not any(e.done for e in running.values()):
+                    for step in active.get_steps_to_execute():
+                        running[step.key] = _start(job_context, active, step, events)
+                yield from active.concurrency_event_iterator(job_context)
+                if not running:  # a retry's delay, a pool's slot: wait, still hearing a termination
+                    time.sleep(max(0.0, min(active.sleep_interval(), POLL_SECONDS)))
+                    continue
                 try:
                     key, item = events.get(timeout=POLL_SECONDS)
                 except queue.Empty:
+                    _ended_unsaid(running, events)
                     continue
                 entry = running[key]
                 if not isinstance(item, _Ended):
                     entry.events.append(item)
                     yield item
-                    active.handle_event(item)
+                    if not entry.done:  # after its end, an interrupted step's late failure is not
+                        active.handle_event(item)
+                    entry.done = entry.done or item.event_type in _STEP_ENDS
                     continue
                 del running[key]
+                entry.thread.join()
                 interrupted = isinstance(item.error, DagsterExecutionInterruptedError)
-                if item.error is not None and not (stopping and interrupted):
+                if item.error is not None and not (entry.interrupted and interrupted):
                     raise item.error
                 active.verify_complete(job_context, key)
                 for event in active.plan_events_iterator(job_context):
                     entry.events.append(event)
                     yield event
-                yield from _trigger_hook(entry.context, entry.events)
+                if not entry.interrupted:  # as in process: no hook for an interrupted step
+                    yield from _trigger_hook(entry.context, entry.events)
         finally:
             # an error on the main thread (or a framework error of a step) ends the run: the
             # other steps are interrupted and waited for, so nothing of the run outlives it
             for entry in running.values():
-                _interrupt(entry.thread)
+                _interrupt(entry)
             for entry in running.values():
                 entry.thread.join()
-        if stopping:
+        if terminations:
             raise DagsterExecutionInterruptedError()
 
 
@@ -221,12 +271,7 @@ class ThreadedExecutor(Executor):
             description="How many steps run at once, each on a thread of the run's process (1: one "
             "at a time, as the in-process executor).",
         ),
-        "tag_concurrency_limits": dg.Field(
-            list,
-            is_required=False,
-            description="As the multiprocess executor's: at most `limit` running steps with a tag "
-            "`key` (of value `value`).",
-        ),
+        "tag_concurrency_limits": get_tag_concurrency_limits_config(),
         "retries": get_retries_config(),
     },
 )

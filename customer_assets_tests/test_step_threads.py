@@ -15,6 +15,7 @@ import pytest
 from customer_assets.duck import file_lock
 
 ROOT = "STEP_THREADS_TEST_ROOT"  # where the jobs of this module write what the tests read
+STEP_SECONDS = "STEP_THREADS_TEST_SECONDS"  # how long long_running runs
 BARRIER = threading.Barrier(2, timeout=30)
 
 
@@ -68,11 +69,12 @@ def slow_independent() -> int:
 
 @dg.asset
 def long_running() -> int:
-    """Runs until interrupted; its ``finally`` still runs."""
+    """Runs a few seconds, or until interrupted; its ``finally`` runs either way."""
     _note("long_running started")
     try:
-        for _ in range(600):
+        for _ in range(int(os.environ.get(STEP_SECONDS, "3")) * 20):
             time.sleep(0.05)
+        _note("long_running ended")
         return 4
     finally:
         _note("long_running finally")
@@ -82,6 +84,12 @@ def long_running() -> int:
 def after_long(long_running: int) -> int:
     _note("after_long")
     return long_running
+
+
+@dg.asset(retry_policy=dg.RetryPolicy(max_retries=1, delay=30))
+def flaky() -> int:
+    _note("flaky attempt")
+    raise RuntimeError("fails, to be retried in 30 s")
 
 
 @dg.success_hook
@@ -112,6 +120,10 @@ def failing_job() -> dg.JobDefinition:
 
 def serial_job() -> dg.JobDefinition:
     return _job("serial", [slow_independent, fails, after_failure], max_concurrent=1)
+
+
+def retrying_job() -> dg.JobDefinition:
+    return _job("retrying", [flaky])
 
 
 def long_job() -> dg.JobDefinition:
@@ -150,6 +162,8 @@ def test_independent_steps_run_at_once_and_their_dependants_after(instance, tmp_
         "hook right",
     ]
     assert order.index("hook both") > order.index("both")
+    # a step's hooks run before a step that depends on it starts, as in process
+    assert max(order.index("hook left"), order.index("hook right")) < order.index("both")
 
 
 def test_a_failed_step_skips_its_dependants_while_the_others_finish(instance, tmp_path):
@@ -186,30 +200,80 @@ def test_one_thread_runs_the_steps_one_at_a_time(instance, tmp_path):
         assert starts_and_ends[i + 1][1] == starts_and_ends[i][1]
 
 
-def test_a_terminated_run_interrupts_its_running_steps_and_starts_no_other(instance, tmp_path):
-    """SIGTERM to the run's process (what the UI's terminate sends a run worker): the running step is
-    interrupted, its ``finally`` runs, the step after it never starts, and the run ends failed."""
+def _terminate_when_started(tmp_path: Path, signals: int) -> threading.Thread:
+    """SIGTERM to this process (what the UI's terminate sends a run worker) ``signals`` times, once
+    long_running has started."""
 
-    def terminate_when_started():
+    def terminate():
         for _ in range(400):
             if "long_running started" in _order(tmp_path):
-                time.sleep(0.3)
+                for _ in range(signals):
+                    time.sleep(0.3)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    return killer
+
+
+def _failed_steps(result) -> list[str]:
+    return [
+        e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
+
+
+def test_a_terminated_run_starts_no_other_step_and_lets_the_running_one_end(instance, tmp_path):
+    """The running step ends as it would (no exception raised into it), the step after it never
+    starts, and the run ends failed."""
+    killer = _terminate_when_started(tmp_path, signals=1)
+    result = _run("long_job", instance)
+    killer.join()
+    assert not result.success
+    order = _order(tmp_path)
+    assert "long_running ended" in order
+    assert "after_long" not in order
+    assert "long_running" not in _failed_steps(result)
+
+
+def test_a_second_termination_interrupts_the_running_steps(instance, tmp_path, monkeypatch):
+    """Terminated twice: the running step is interrupted, its ``finally`` runs, and the run ends in
+    seconds, not when the step would have ended."""
+    monkeypatch.setenv(STEP_SECONDS, "30")
+    killer = _terminate_when_started(tmp_path, signals=2)
+    started = time.monotonic()
+    result = _run("long_job", instance)
+    killer.join()
+    assert time.monotonic() - started < 20
+    assert not result.success
+    order = _order(tmp_path)
+    assert "long_running finally" in order
+    assert "long_running ended" not in order
+    assert "after_long" not in order
+    assert "long_running" in _failed_steps(result)
+
+
+def test_a_run_terminated_while_it_waits_for_a_retry_ends_without_it(instance, tmp_path):
+    """Between two attempts no step runs: the termination is heard all the same, and the retry never
+    starts."""
+
+    def terminate():
+        for _ in range(400):
+            if "flaky attempt" in _order(tmp_path):
+                time.sleep(1.0)
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             time.sleep(0.05)
 
-    killer = threading.Thread(target=terminate_when_started)
+    killer = threading.Thread(target=terminate)
     killer.start()
     started = time.monotonic()
-    result = _run("long_job", instance)
+    result = _run("retrying_job", instance)
     killer.join()
-    assert time.monotonic() - started < 20  # the step alone would take 30 s
+    assert time.monotonic() - started < 15  # the retry would start after 30 s
     assert not result.success
-    order = _order(tmp_path)
-    assert "long_running finally" in order
-    assert "after_long" not in order
-    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert "long_running" in [e.step_key for e in failures]
+    assert _order(tmp_path).count("flaky attempt") == 1
 
 
 def test_the_warehouse_file_is_used_by_one_thread_at_a_time(tmp_path):

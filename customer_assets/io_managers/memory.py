@@ -29,9 +29,9 @@ _last_full_collect = [float("-inf")]  # -inf: no full collection yet in this pro
 def release_freed_memory(full: bool = True) -> None:
     """Return freed heap pages to the OS before a step loads its inputs or writes its outputs.
 
-    Steps run one after another in one process. glibc and Arrow's allocator keep what a step freed
-    for reuse, so without this the process carries the largest earlier step's footprint into every
-    later one. A full garbage collection is slow with Dagster loaded, so it runs at most once a
+    Steps run in one process (locally two at a time, on threads: ``step_threads.py``). glibc and
+    Arrow's allocator keep what a step freed for reuse, so without this the process carries the
+    largest earlier step's footprint into every later one. A full garbage collection is slow with Dagster loaded, so it runs at most once a
     second and only when ``full``; data frames are freed by reference counting anyway, the
     collection only catches cycles.
     """
@@ -40,9 +40,9 @@ def release_freed_memory(full: bool = True) -> None:
         gc.collect()
         if _last_full_collect[0] == float("-inf"):
             # What is still alive after the first collection (Dagster, the definitions, modules, the
-            # run) is left out of later ones, which are then much cheaper. Reference counting still
-            # frees it; what of it later becomes cyclic garbage stays: a one-time cost of the first
-            # run in a process.
+            # run, and what a step running beside this one holds then) is left out of later ones,
+            # which are then much cheaper. Reference counting still frees it; what of it later
+            # becomes cyclic garbage stays: a one-time cost of the first run in a process.
             gc.freeze()
         _last_full_collect[0] = time.monotonic()
     else:

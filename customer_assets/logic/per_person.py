@@ -166,8 +166,8 @@ def to_persons(
         ["key", "customer_id"]
     )
     loose = loose.loc[~loose["key"].duplicated(keep=False)].set_index("key")["customer_id"]
-    person = person.fillna(ids.str.upper().map(loose))
-    return frame.assign(customer_id=person.fillna(ids).astype("str"))
+    person = person.where(person.notna(), ids.str.upper().map(loose))
+    return frame.assign(customer_id=person.where(person.notna(), ids).astype("str"))
 
 
 def events_per_person(events: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
