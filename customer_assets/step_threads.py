@@ -1,11 +1,12 @@
 """The local deployment's executor: the run's steps in its one process, as the in-process executor
 runs them, with independent steps on a few threads at once.
 
-DuckDB allows one writing process per file, so the local deployment cannot spread a run's steps over
-processes; and the multiprocess executor's per-step process costs more than the steps here (measured:
-a demo week of 29 steps took 25 s with it, against 9 s in process). Threads keep the one process and
-still let the profile inputs (the CRM, the ERP, the events) run while the transaction branch does:
-the heavy parts (the source's ``COPY``, pyarrow, DuckDB, pandas' kernels) release the GIL.
+DuckDB allows one writing process per file, so the local deployment cannot spread a run's steps
+over processes; and the multiprocess executor's per-step process costs more than the steps here
+(measured: a demo week of 29 steps took 25 s with it, against 9 s in process). Threads keep the
+one process and still let the profile inputs (the CRM, the ERP, the events) run while the
+transaction branch does: the heavy parts (the source's ``COPY``, pyarrow, DuckDB, pandas' kernels)
+release the GIL.
 
 The plan is Dagster's own (``ActiveExecution``: dependencies, priorities, retries, skips, the
 ``max_concurrent`` and ``tag_concurrency_limits`` of the multiprocess executor's configuration), and
@@ -27,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,7 +42,12 @@ from dagster._core.execution.api import ExecuteRunWithPlanIterable
 from dagster._core.execution.compute_logs import create_compute_log_file_key
 from dagster._core.execution.context.system import PlanExecutionContext, StepExecutionContext
 from dagster._core.execution.context_creation_job import PlanExecutionContextManager
-from dagster._core.execution.plan.execute_plan import _trigger_hook, dagster_event_sequence_for_step
+from dagster._core.execution.plan.execute_plan import (
+    _handle_compute_log_setup_error,
+    _handle_compute_log_teardown_error,
+    _trigger_hook,
+    dagster_event_sequence_for_step,
+)
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode, get_retries_config
@@ -145,8 +152,11 @@ def _threaded_iterator(
         log_key = compute_log_manager.build_log_key_for_run(
             job_context.run_id, create_compute_log_file_key()
         )
-        log_context = capture_stack.enter_context(compute_log_manager.capture_logs(log_key))
-        yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
+        try:
+            log_context = capture_stack.enter_context(compute_log_manager.capture_logs(log_key))
+            yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
+        except Exception:  # as in process: the run goes on without its captured output
+            yield from _handle_compute_log_setup_error(job_context, sys.exc_info())
 
         events: queue.SimpleQueue = queue.SimpleQueue()  # one C call a put: never half-taken
         running: dict[str, _Running] = {}
@@ -190,7 +200,7 @@ def _threaded_iterator(
                 if not isinstance(item, _Ended):
                     entry.events.append(item)
                     yield item
-                    if not entry.done:  # after its end, an interrupted step's late failure is not
+                    if not entry.done:  # a failure after its end (an interruption) is not handled
                         active.handle_event(item)
                     entry.done = entry.done or item.event_type in _STEP_ENDS
                     continue
@@ -212,6 +222,10 @@ def _threaded_iterator(
                 _interrupt(entry)
             for entry in running.values():
                 entry.thread.join()
+        try:
+            capture_stack.close()
+        except Exception:
+            yield from _handle_compute_log_teardown_error(job_context, sys.exc_info())
         if terminations:
             raise DagsterExecutionInterruptedError()
 

@@ -1,5 +1,5 @@
-"""The local deployment's executor (``step_threads.py``): independent steps at once on threads of the
-run's process, Dagster's plan otherwise (dependencies, failures, hooks, termination). Real runs of
+"""The local deployment's executor (``step_threads.py``): independent steps at once on threads of
+the run's process, Dagster's plan otherwise (dependencies, failures, hooks, termination). Real runs of
 reconstructable jobs on a persistent instance, as ``dagster asset materialize`` and the schedule run
 them."""
 
@@ -200,16 +200,17 @@ def test_one_thread_runs_the_steps_one_at_a_time(instance, tmp_path):
         assert starts_and_ends[i + 1][1] == starts_and_ends[i][1]
 
 
-def _terminate_when_started(tmp_path: Path, signals: int) -> threading.Thread:
-    """SIGTERM to this process (what the UI's terminate sends a run worker) ``signals`` times, once
-    long_running has started."""
+def _terminate_when(tmp_path: Path, note: str, signals: int = 1, after: float = 0.3):
+    """SIGTERM to this process (what the UI's terminate sends a run worker) ``signals`` times, the
+    first ``after`` seconds after a step noted ``note``."""
 
     def terminate():
         for _ in range(400):
-            if "long_running started" in _order(tmp_path):
+            if note in _order(tmp_path):
+                time.sleep(after)
                 for _ in range(signals):
-                    time.sleep(0.3)
                     os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.3)
                 return
             time.sleep(0.05)
 
@@ -227,7 +228,7 @@ def _failed_steps(result) -> list[str]:
 def test_a_terminated_run_starts_no_other_step_and_lets_the_running_one_end(instance, tmp_path):
     """The running step ends as it would (no exception raised into it), the step after it never
     starts, and the run ends failed."""
-    killer = _terminate_when_started(tmp_path, signals=1)
+    killer = _terminate_when(tmp_path, "long_running started")
     result = _run("long_job", instance)
     killer.join()
     assert not result.success
@@ -241,7 +242,7 @@ def test_a_second_termination_interrupts_the_running_steps(instance, tmp_path, m
     """Terminated twice: the running step is interrupted, its ``finally`` runs, and the run ends in
     seconds, not when the step would have ended."""
     monkeypatch.setenv(STEP_SECONDS, "30")
-    killer = _terminate_when_started(tmp_path, signals=2)
+    killer = _terminate_when(tmp_path, "long_running started", signals=2)
     started = time.monotonic()
     result = _run("long_job", instance)
     killer.join()
@@ -257,17 +258,7 @@ def test_a_second_termination_interrupts_the_running_steps(instance, tmp_path, m
 def test_a_run_terminated_while_it_waits_for_a_retry_ends_without_it(instance, tmp_path):
     """Between two attempts no step runs: the termination is heard all the same, and the retry never
     starts."""
-
-    def terminate():
-        for _ in range(400):
-            if "flaky attempt" in _order(tmp_path):
-                time.sleep(1.0)
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=terminate)
-    killer.start()
+    killer = _terminate_when(tmp_path, "flaky attempt", after=1.0)
     started = time.monotonic()
     result = _run("retrying_job", instance)
     killer.join()

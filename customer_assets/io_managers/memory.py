@@ -31,9 +31,9 @@ def release_freed_memory(full: bool = True) -> None:
 
     Steps run in one process (locally two at a time, on threads: ``step_threads.py``). glibc and
     Arrow's allocator keep what a step freed for reuse, so without this the process carries the
-    largest earlier step's footprint into every later one. A full garbage collection is slow with Dagster loaded, so it runs at most once a
-    second and only when ``full``; data frames are freed by reference counting anyway, the
-    collection only catches cycles.
+    largest earlier step's footprint into every later one. A full garbage collection is slow with
+    Dagster loaded, so it runs at most once a second and only when ``full``; data frames are freed
+    by reference counting anyway, the collection only catches cycles.
     """
     now = time.monotonic()
     if full and now - _last_full_collect[0] >= _FULL_COLLECT_EVERY:
