@@ -105,28 +105,117 @@ def _interrupt(entry: _Running) -> None:
     )
 
 
-def _ended_unsaid(running: dict[str, _Running], out: queue.SimpleQueue) -> None:
-    """A step's thread that ended without its ``_Ended`` (an interruption raised before the put)
-    is ended all the same, so the run never waits for it."""
-    lost = [key for key, entry in running.items() if not entry.thread.is_alive()]
-    if lost and out.empty():
-        for key in lost:
-            error = (
-                DagsterExecutionInterruptedError()
-                if running[key].interrupted
-                else RuntimeError(f"the thread of step {key} ended without its end")
+class _Steps:
+    """The run's running steps, each on its thread, and what they send: only the main thread calls
+    these methods, and only it touches the plan (``active``)."""
+
+    def __init__(self, job_context: PlanExecutionContext, active):
+        self.job_context, self.active = job_context, active
+        self.events: queue.SimpleQueue = queue.SimpleQueue()  # a put is one C call: never half-done
+        self.running: dict[str, _Running] = {}
+        self.terminations = 0
+
+    def start_ready(self) -> None:
+        """Start the steps the plan has ready, unless the run is terminated; not while a step's end
+        is still to be handled, so that its hooks run before any step that depends on it starts, as
+        in process."""
+        if self.terminations or any(entry.done for entry in self.running.values()):
+            return
+        for step in self.active.get_steps_to_execute():
+            context = self.job_context.for_step(step, self.active.get_known_state())
+            entry = self.running[step.key] = _Running(context)
+            entry.thread = threading.Thread(
+                target=_run_step,
+                args=(step.key, context, self.events),
+                name=f"step {step.key}",
+                daemon=True,
             )
-            out.put((key, _Ended(error)))
+            entry.thread.start()
+
+    def terminated(self) -> Iterator[DagsterEvent]:
+        """A termination: the first lets the running steps end, a later one interrupts them."""
+        self.terminations += 1
+        self.active.mark_interrupted()
+        yield DagsterEvent.engine_event(
+            self.job_context,
+            "Threaded executor: received termination signal - "
+            + (
+                "no step starts now; the running steps end first (terminate again to interrupt "
+                "them)"
+                if self.terminations == 1
+                else "interrupting the running steps"
+            ),
+            EngineEventData.interrupted([k for k, e in self.running.items() if not e.done]),
+        )
+        if self.terminations > 1:
+            for entry in self.running.values():
+                _interrupt(entry)
+
+    def receive(self) -> tuple[str, DagsterEvent | _Ended] | None:
+        """The next event or end a step sent, if one comes within ``POLL_SECONDS``. A thread that
+        died without its ``_Ended`` (an interruption raised before the put) is ended all the same,
+        so the run never waits for it."""
+        try:
+            return self.events.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            lost = [key for key, entry in self.running.items() if not entry.thread.is_alive()]
+            for key in lost if self.events.empty() else ():
+                error = (
+                    DagsterExecutionInterruptedError()
+                    if self.running[key].interrupted
+                    else RuntimeError(f"the thread of step {key} ended without its end")
+                )
+                self.events.put((key, _Ended(error)))
+            return None
+
+    def handle(self, key: str, item: DagsterEvent | _Ended) -> Iterator[DagsterEvent]:
+        """A step's event, handled by the plan as in process; or its end: the plan's skips, then its
+        hooks."""
+        entry = self.running[key]
+        if not isinstance(item, _Ended):
+            entry.events.append(item)
+            yield item
+            if not entry.done:  # a failure after its end (an interruption) is not handled
+                self.active.handle_event(item)
+            entry.done = entry.done or item.event_type in _STEP_ENDS
+            return
+        del self.running[key]
+        entry.thread.join()
+        interrupted = isinstance(item.error, DagsterExecutionInterruptedError)
+        if item.error is not None and not (entry.interrupted and interrupted):
+            raise item.error
+        self.active.verify_complete(self.job_context, key)
+        for event in self.active.plan_events_iterator(self.job_context):
+            entry.events.append(event)
+            yield event
+        if not entry.interrupted:  # as in process: no hook for an interrupted step
+            yield from _trigger_hook(entry.context, entry.events)
+
+    def stop(self) -> None:
+        """Whatever ended the loop, no step of the run outlives it: the running ones are
+        interrupted (an error ended it) and waited for."""
+        for entry in self.running.values():
+            _interrupt(entry)
+        for entry in self.running.values():
+            entry.thread.join()
 
 
-def _start(job_context: PlanExecutionContext, active, step, out: queue.SimpleQueue) -> _Running:
-    context = job_context.for_step(step, active.get_known_state())
-    entry = _Running(context)
-    entry.thread = threading.Thread(
-        target=_run_step, args=(step.key, context, out), name=f"step {step.key}", daemon=True
-    )
-    entry.thread.start()
-    return entry
+def _execute(steps: _Steps, active) -> Iterator[DagsterEvent]:
+    """The plan to its end: until every step's end is handled (its hooks run after the plan is
+    complete), or a termination's running steps ended."""
+    while steps.running or not active.is_complete:
+        if active.check_for_interrupts():
+            yield from steps.terminated()
+        if steps.terminations and not steps.running:
+            return
+        steps.start_ready()
+        yield from active.concurrency_event_iterator(steps.job_context)
+        if not steps.running:  # a retry's delay, a pool's slot: wait, still hearing a termination
+            time.sleep(max(0.0, min(active.sleep_interval(), POLL_SECONDS)))
+            continue
+        received = steps.receive()
+        if received is not None:
+            yield from steps.handle(*received)
 
 
 def _threaded_iterator(
@@ -157,76 +246,16 @@ def _threaded_iterator(
             yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
         except Exception:  # as in process: the run goes on without its captured output
             yield from _handle_compute_log_setup_error(job_context, sys.exc_info())
-
-        events: queue.SimpleQueue = queue.SimpleQueue()  # one C call a put: never half-taken
-        running: dict[str, _Running] = {}
-        terminations = 0
+        steps = _Steps(job_context, active)
         try:
-            # until every step's end is handled: its hooks run after the plan is complete
-            while running or not active.is_complete:
-                if active.check_for_interrupts():
-                    terminations += 1
-                    active.mark_interrupted()
-                    yield DagsterEvent.engine_event(
-                        job_context,
-                        "Threaded executor: received termination signal - "
-                        + (
-                            "no step starts now; the running steps end first (terminate again to "
-                            "interrupt them)"
-                            if terminations == 1
-                            else "interrupting the running steps"
-                        ),
-                        EngineEventData.interrupted([k for k, e in running.items() if not e.done]),
-                    )
-                    if terminations > 1:
-                        for entry in running.values():
-                            _interrupt(entry)
-                if terminations and not running:
-                    break
-                # a step's hooks run before any step that depends on it starts, as in process
-                if not terminations and not any(e.done for e in running.values()):
-                    for step in active.get_steps_to_execute():
-                        running[step.key] = _start(job_context, active, step, events)
-                yield from active.concurrency_event_iterator(job_context)
-                if not running:  # a retry's delay, a pool's slot: wait, still hearing a termination
-                    time.sleep(max(0.0, min(active.sleep_interval(), POLL_SECONDS)))
-                    continue
-                try:
-                    key, item = events.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    _ended_unsaid(running, events)
-                    continue
-                entry = running[key]
-                if not isinstance(item, _Ended):
-                    entry.events.append(item)
-                    yield item
-                    if not entry.done:  # a failure after its end (an interruption) is not handled
-                        active.handle_event(item)
-                    entry.done = entry.done or item.event_type in _STEP_ENDS
-                    continue
-                del running[key]
-                entry.thread.join()
-                interrupted = isinstance(item.error, DagsterExecutionInterruptedError)
-                if item.error is not None and not (entry.interrupted and interrupted):
-                    raise item.error
-                active.verify_complete(job_context, key)
-                for event in active.plan_events_iterator(job_context):
-                    entry.events.append(event)
-                    yield event
-                if not entry.interrupted:  # as in process: no hook for an interrupted step
-                    yield from _trigger_hook(entry.context, entry.events)
+            yield from _execute(steps, active)
         finally:
-            # an error on the main thread (or a framework error of a step) ends the run: the
-            # other steps are interrupted and waited for, so nothing of the run outlives it
-            for entry in running.values():
-                _interrupt(entry)
-            for entry in running.values():
-                entry.thread.join()
+            steps.stop()
         try:
             capture_stack.close()
         except Exception:
             yield from _handle_compute_log_teardown_error(job_context, sys.exc_info())
-        if terminations:
+        if steps.terminations:
             raise DagsterExecutionInterruptedError()
 
 

@@ -200,6 +200,7 @@ LAYERS = (
             "schedules",
             "freshness",
             "hooks",
+            "step_threads",
             "erasure",
             "suppression",
             "suppression_recheck",
