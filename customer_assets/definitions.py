@@ -60,7 +60,7 @@ def pipeline_assets() -> list:
     """Every asset of the pipeline, each step carrying the cleanup hooks (``cleanup/``), and each
     step that writes customer rows the suppression list's re-check after its write
     (``suppression.py``): an erasure that ran is never undone by a run that started before it."""
-    assets = dg.load_assets_from_modules(ASSET_MODULES)
+    assets = summary.with_summary_last(dg.load_assets_from_modules(ASSET_MODULES))
     hooks = cleanup_hooks(IntermediateGraph.of(assets))
     assets = [
         a.with_hooks(hooks) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a

@@ -51,8 +51,12 @@ from dagster._core.execution.plan.execute_plan import (
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode, get_retries_config
+from dagster._core.execution.step_dependency_config import (
+    StepDependencyConfig,
+    get_step_dependency_config_field,
+)
 from dagster._core.execution.tags import get_tag_concurrency_limits_config
-from dagster._core.executor.base import Executor
+from dagster._core.executor.in_process import InProcessExecutor
 
 DEFAULT_THREADS = 2
 # How often the main thread looks for a termination while the steps run.
@@ -70,7 +74,7 @@ _STEP_ENDS = (
 @dataclass
 class _Running:
     context: StepExecutionContext
-    thread: threading.Thread | None = None
+    thread: threading.Thread
     events: list[DagsterEvent] = field(default_factory=list)
     done: bool = False  # its success, failure or retry is handled: never interrupted after it
     interrupted: bool = False
@@ -123,14 +127,14 @@ class _Steps:
             return
         for step in self.active.get_steps_to_execute():
             context = self.job_context.for_step(step, self.active.get_known_state())
-            entry = self.running[step.key] = _Running(context)
-            entry.thread = threading.Thread(
+            thread = threading.Thread(
                 target=_run_step,
                 args=(step.key, context, self.events),
                 name=f"step {step.key}",
                 daemon=True,
             )
-            entry.thread.start()
+            self.running[step.key] = _Running(context, thread)
+            thread.start()
 
     def terminated(self) -> Iterator[DagsterEvent]:
         """A termination: the first lets the running steps end, a later one interrupts them."""
@@ -200,9 +204,10 @@ class _Steps:
             entry.thread.join()
 
 
-def _execute(steps: _Steps, active) -> Iterator[DagsterEvent]:
+def _execute(steps: _Steps) -> Iterator[DagsterEvent]:
     """The plan to its end: until every step's end is handled (its hooks run after the plan is
     complete), or a termination's running steps ended."""
+    active = steps.active
     while steps.running or not active.is_complete:
         if active.check_for_interrupts():
             yield from steps.terminated()
@@ -248,7 +253,7 @@ def _threaded_iterator(
             yield from _handle_compute_log_setup_error(job_context, sys.exc_info())
         steps = _Steps(job_context, active)
         try:
-            yield from _execute(steps, active)
+            yield from _execute(steps)
         finally:
             steps.stop()
         try:
@@ -259,19 +264,24 @@ def _threaded_iterator(
             raise DagsterExecutionInterruptedError()
 
 
-class ThreadedExecutor(Executor):
-    """Dagster's in-process execution of the run's plan, with up to ``threads`` steps at once."""
+class ThreadedExecutor(InProcessExecutor):
+    """Dagster's in-process execution of the run's plan, with up to ``threads`` steps at once: its
+    ``execute`` is the in-process executor's with the steps' iterator replaced (Dagster takes the
+    iterator as a module-level function there, not as something a subclass can swap)."""
 
     def __init__(
-        self, retries: RetryMode, threads: int, tag_concurrency_limits: list[dict] | None = None
+        self,
+        retries: RetryMode,
+        threads: int,
+        tag_concurrency_limits: list[dict] | None = None,
+        step_dependency_config: StepDependencyConfig | None = None,
     ):
-        self._retries = retries
+        super().__init__(
+            retries=retries,
+            step_dependency_config=step_dependency_config or StepDependencyConfig.default(),
+        )
         self.threads = threads
         self.tag_concurrency_limits = tag_concurrency_limits
-
-    @property
-    def retries(self) -> RetryMode:
-        return self._retries
 
     def execute(self, plan_context, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
         keys = execution_plan.step_keys_to_execute
@@ -295,6 +305,7 @@ class ThreadedExecutor(Executor):
                     instance=plan_context.instance,
                     raise_on_error=plan_context.raise_on_error,
                     output_capture=plan_context.output_capture,
+                    step_dependency_config=self.step_dependency_config,
                 ),
             )
         )
@@ -316,6 +327,7 @@ class ThreadedExecutor(Executor):
         ),
         "tag_concurrency_limits": get_tag_concurrency_limits_config(),
         "retries": get_retries_config(),
+        "step_dependency_config": get_step_dependency_config_field(),
     },
 )
 def threaded_executor(init_context: dg.InitExecutorContext) -> ThreadedExecutor:
@@ -325,4 +337,7 @@ def threaded_executor(init_context: dg.InitExecutorContext) -> ThreadedExecutor:
         retries=RetryMode.from_config(config["retries"]),
         threads=max(1, config["max_concurrent"]),
         tag_concurrency_limits=config.get("tag_concurrency_limits"),
+        step_dependency_config=StepDependencyConfig.from_config(
+            config.get("step_dependency_config")
+        ),
     )

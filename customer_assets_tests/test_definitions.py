@@ -109,14 +109,13 @@ def test_the_late_changes_sensor_is_on_by_default_only_against_a_source(monkeypa
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS)
-def test_the_run_summary_waits_for_every_step_with_files_of_the_week(
-    monkeypatch, tmp_path, deployment
-):
-    """The summary removes every file of the week under etl/: each step that writes or reads an
-    intermediate there (``IntermediateGraph``, from the definitions) or keeps working files there
-    while it works (tagged ``keeps_working_files``, which ``working_files`` demands) must be
-    upstream of it, or steps run at once (the multiprocess executor, the local one's threads) may
-    have a file removed under them."""
+def test_the_run_summary_waits_for_every_other_asset_of_the_week(monkeypatch, tmp_path, deployment):
+    """The summary removes every file of the week under etl/ and publishes the analysts' copy of the
+    warehouse: each step that writes or reads an intermediate there (``IntermediateGraph``), keeps
+    working files there (tagged ``keeps_working_files``, which ``working_files`` demands) or writes
+    a table of the week must be upstream of it, or steps run at once (the multiprocess executor,
+    the local one's threads) may have a file removed under them, and the analysts' copy may miss
+    the week's marts."""
     defs = offline_definitions(monkeypatch, tmp_path, deployment)
     graph = defs.resolve_asset_graph()
     with_files = IntermediateGraph.of(defs.assets).steps()
@@ -134,6 +133,35 @@ def test_the_run_summary_waits_for_every_step_with_files_of_the_week(
     ops_upstream = {steps[key] for key in upstream if key in steps}
     assert sorted(with_files - ops_upstream) == []
     assert [key.to_user_string() for key in keeping if key not in upstream] == []
+    weekly_tables = [
+        key.to_user_string()
+        for key in graph.materializable_asset_keys
+        if tables.is_table(key) and graph.get(key).partitions_def is not None
+    ]
+    assert weekly_tables
+    assert [k for k in weekly_tables if dg.AssetKey.from_user_string(k) not in upstream] == []
+
+
+def test_an_asset_added_later_is_waited_for_by_the_summary():
+    """Derived, not listed: a weekly asset added to the pipeline becomes upstream of the summary,
+    and only the nearest assets become its deps."""
+    from customer_assets.assets.summary import with_summary_last
+    from customer_assets.definitions import ASSET_MODULES
+
+    @dg.asset(
+        partitions_def=PARTITIONS,
+        key_prefix=["customer_analytics"],
+        deps=[tables.key(tables.FACT_TRANSACTIONS)],
+    )
+    def added_next_month() -> None:
+        """A new mart."""
+
+    assets = with_summary_last([*dg.load_assets_from_modules(ASSET_MODULES), added_next_month])
+    (summary,) = [a for a in assets if isinstance(a, dg.AssetsDefinition) and SUMMARY in a.keys]
+    deps = summary.asset_deps[SUMMARY]
+    assert added_next_month.key in deps
+    # upstream of a dep already: waited for through it
+    assert tables.key(tables.FACT_TRANSACTIONS) not in deps
 
 
 def test_a_step_keeping_working_files_without_the_tag_is_refused(tmp_path):

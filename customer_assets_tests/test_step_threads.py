@@ -16,11 +16,24 @@ from customer_assets.duck import file_lock
 
 ROOT = "STEP_THREADS_TEST_ROOT"  # where the jobs of this module write what the tests read
 STEP_SECONDS = "STEP_THREADS_TEST_SECONDS"  # how long long_running runs
-BARRIER = threading.Barrier(2, timeout=30)
+# A test's barriers and events, by its root folder: one that aborts mid-wait leaves the next one's
+# own intact.
+_WAITS: dict[tuple[str, str], threading.Barrier | threading.Event] = {}
+_WAITS_LOCK = threading.Lock()
 
 
 def _root() -> Path:
     return Path(os.environ[ROOT])
+
+
+def _barrier() -> threading.Barrier:
+    with _WAITS_LOCK:
+        return _WAITS.setdefault((str(_root()), "barrier"), threading.Barrier(2, timeout=30))
+
+
+def _event(name: str) -> threading.Event:
+    with _WAITS_LOCK:
+        return _WAITS.setdefault((str(_root()), name), threading.Event())
 
 
 def _note(name: str) -> None:
@@ -31,14 +44,14 @@ def _note(name: str) -> None:
 @dg.asset
 def left() -> int:
     """Waits for ``right`` to start: the run only succeeds if the two run at once."""
-    BARRIER.wait()
+    _barrier().wait()
     _note("left")
     return 1
 
 
 @dg.asset
 def right() -> int:
-    BARRIER.wait()
+    _barrier().wait()
     _note("right")
     return 2
 
@@ -92,6 +105,21 @@ def flaky() -> int:
     raise RuntimeError("fails, to be retried in 30 s")
 
 
+@dg.multi_asset(outs={"first": dg.AssetOut(), "second": dg.AssetOut()})
+def early():
+    """Yields ``first``, then waits for ``uses_first`` to start before yielding ``second``."""
+    yield dg.Output(1, "first")
+    _note(f"uses_first started before early ended: {_event('uses_first').wait(timeout=10)}")
+    yield dg.Output(2, "second")
+
+
+@dg.asset
+def uses_first(first: int) -> int:
+    _event("uses_first").set()
+    _note("uses_first")
+    return first
+
+
 @dg.success_hook
 def noted(context: dg.HookContext):
     _note(f"hook {context.op.name}")
@@ -124,6 +152,14 @@ def serial_job() -> dg.JobDefinition:
 
 def retrying_job() -> dg.JobDefinition:
     return _job("retrying", [flaky])
+
+
+def early_start_job() -> dg.JobDefinition:
+    return _job(
+        "early_start",
+        [early, uses_first],
+        step_dependency_config={"require_upstream_step_success": False},
+    )
 
 
 def long_job() -> dg.JobDefinition:
@@ -198,6 +234,14 @@ def test_one_thread_runs_the_steps_one_at_a_time(instance, tmp_path):
     for i in range(0, len(starts_and_ends), 2):
         assert starts_and_ends[i][0] == dg.DagsterEventType.STEP_START
         assert starts_and_ends[i + 1][1] == starts_and_ends[i][1]
+
+
+def test_step_dependency_config_reaches_the_plan(instance, tmp_path):
+    """``require_upstream_step_success: false``, as the in-process executor takes it: a step starts
+    once the output it needs is stored, before the step that yields it has ended."""
+    result = _run("early_start_job", instance)
+    assert result.success
+    assert "uses_first started before early ended: True" in _order(tmp_path)
 
 
 def _terminate_when(tmp_path: Path, note: str, signals: int = 1, after: float = 0.3):

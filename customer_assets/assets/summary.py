@@ -121,19 +121,7 @@ def _report_title(report: dict) -> str:
     group_name="operations",
     kinds={"python"},
     owners=OWNERS,
-    # After every step that writes, reads or keeps files of the week under etl/ (intermediates,
-    # ``keeps_working_files``; ``test_definitions`` checks it over the definitions): the cleanup
-    # below removes every file of the week there.
-    deps=[
-        tables.key(tables.FLAGGED_TRANSACTIONS),
-        tables.key(tables.TRANSACTION_QUARANTINE),
-        tables.key(tables.WEEKLY_TRANSACTIONS),
-        tables.key(tables.DATA_QUALITY_METRICS),
-        tables.key(tables.WEEKLY_CUSTOMER_PROFILES),
-        tables.key(tables.DIM_CUSTOMERS),
-        tables.key(tables.CUSTOMER_IDENTITY_MAP),
-        tables.key(tables.FACT_TRANSACTIONS),
-    ],
+    # deps: every other asset of the week, added by ``with_summary_last``
 )
 def pipeline_summary(
     context: dg.AssetExecutionContext,
@@ -190,6 +178,60 @@ def pipeline_summary(
             ),
         }
     )
+
+
+SUMMARY = dg.AssetKey([ETL, "pipeline_summary"])
+
+
+def _ancestors(deps: dict[dg.AssetKey, set[dg.AssetKey]]) -> dict[dg.AssetKey, set[dg.AssetKey]]:
+    """Every key's ancestors, from each key's direct dependencies."""
+    found: dict[dg.AssetKey, set[dg.AssetKey]] = {}
+
+    def of(key: dg.AssetKey) -> set[dg.AssetKey]:
+        if key not in found:
+            found[key] = set()  # a cycle (none in a valid graph) ends here
+            found[key] = set().union(*({d} | of(d) for d in deps.get(key, ())))
+        return found[key]
+
+    for key in list(deps):
+        of(key)
+    return found
+
+
+def with_summary_last(assets: list) -> list:
+    """The assets, the run summary made to wait for every other weekly asset that does not itself
+    wait for it: the summary removes every file of the week under etl/ (intermediates, steps' working
+    files) and publishes the analysts' copy of the warehouse, so no step of the week may still run
+    or be about to write. Derived from the definitions, so that an asset added later is waited for
+    without a list to keep; only the nearest ones become deps, the others being upstream of them."""
+    executable = [
+        a
+        for a in assets
+        if isinstance(a, dg.AssetsDefinition)
+        and a.is_executable
+        and not isinstance(a, dg.AssetChecksDefinition)
+    ]
+    ancestors = _ancestors({k: set(d) for a in executable for k, d in a.asset_deps.items()})
+    weekly = {
+        key
+        for a in executable
+        if a.partitions_def is not None
+        for key in a.keys
+        if key != SUMMARY and SUMMARY not in ancestors.get(key, ())
+    }
+    nearest = {key for key in weekly if not any(key in ancestors[other] for other in weekly)}
+
+    def waiting(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key != SUMMARY:
+            return spec
+        known = {dep.asset_key for dep in spec.deps}
+        added = [dg.AssetDep(key) for key in sorted(nearest - known)]
+        return spec.replace_attributes(deps=[*spec.deps, *added])
+
+    return [
+        dg.map_asset_specs(waiting, [a])[0] if a in executable and SUMMARY in a.keys else a
+        for a in assets
+    ]
 
 
 ERROR_LOG_STEPS = sorted({step for step, _, _, _ in error_log.SOURCES})
