@@ -121,8 +121,9 @@ def finished_week(context: dg.AssetExecutionContext, *inputs) -> bool:
 
 # The tag of an asset whose step keeps files of the week under etl/ while it works
 # (``working_files``). The run summary removes every file of the week there, so each tagged asset
-# must be upstream of it: ``test_definitions`` checks that over the definitions, and
-# ``working_files`` refuses a step whose asset lacks the tag.
+# must be upstream of it: the summary waits for every weekly asset (``summary.with_summary_last``),
+# ``test_definitions`` checks it over the definitions, and ``working_files`` refuses a step whose
+# asset lacks the tag.
 WORKING_FILES_TAG = "working_files"
 
 

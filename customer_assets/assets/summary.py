@@ -113,16 +113,7 @@ def _report_title(report: dict) -> str:
     )
 
 
-@dg.asset(
-    key_prefix=[ETL],
-    ins={"quality_report": intermediate("quality_report", dict)},
-    partitions_def=PARTITIONS,
-    output_required=False,
-    group_name="operations",
-    kinds={"python"},
-    owners=OWNERS,
-    # deps: every other asset of the week, added by ``with_summary_last``
-)
+# The run summary's step, made an asset by ``pipeline_summary_after`` once every other asset is known.
 def pipeline_summary(
     context: dg.AssetExecutionContext,
     settings: PipelineSettings,
@@ -181,6 +172,7 @@ def pipeline_summary(
 
 
 SUMMARY = dg.AssetKey([ETL, "pipeline_summary"])
+QUALITY_REPORT = dg.AssetKey([ETL, "quality_report"])  # an input of the summary
 
 
 def _ancestors(deps: dict[dg.AssetKey, set[dg.AssetKey]]) -> dict[dg.AssetKey, set[dg.AssetKey]]:
@@ -198,12 +190,27 @@ def _ancestors(deps: dict[dg.AssetKey, set[dg.AssetKey]]) -> dict[dg.AssetKey, s
     return found
 
 
+def pipeline_summary_after(deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    """The run summary's asset, after ``deps`` (``with_summary_last``'s)."""
+    return dg.asset(
+        key_prefix=[ETL],
+        ins={"quality_report": intermediate("quality_report", dict)},
+        deps=deps,
+        partitions_def=PARTITIONS,
+        output_required=False,
+        group_name="operations",
+        kinds={"python"},
+        owners=OWNERS,
+    )(pipeline_summary)
+
+
 def with_summary_last(assets: list) -> list:
-    """The assets, the run summary made to wait for every other weekly asset that does not itself
-    wait for it: the summary removes every file of the week under etl/ (intermediates, steps' working
-    files) and publishes the analysts' copy of the warehouse, so no step of the week may still run
-    or be about to write. Derived from the definitions, so that an asset added later is waited for
-    without a list to keep; only the nearest ones become deps, the others being upstream of them."""
+    """The assets and the run summary, which waits for every other weekly asset that does not
+    itself wait for it: the summary removes every file of the week under etl/ (intermediates, steps'
+    working files) and publishes the analysts' copy of the warehouse, so no step of the week may
+    still run or be about to write. Derived from the definitions, so that an asset added later is
+    waited for without a list to keep; only the nearest ones become deps, the others being upstream
+    of them."""
     executable = [
         a
         for a in assets
@@ -220,18 +227,7 @@ def with_summary_last(assets: list) -> list:
         if key != SUMMARY and SUMMARY not in ancestors.get(key, ())
     }
     nearest = {key for key in weekly if not any(key in ancestors[other] for other in weekly)}
-
-    def waiting(spec: dg.AssetSpec) -> dg.AssetSpec:
-        if spec.key != SUMMARY:
-            return spec
-        known = {dep.asset_key for dep in spec.deps}
-        added = [dg.AssetDep(key) for key in sorted(nearest - known)]
-        return spec.replace_attributes(deps=[*spec.deps, *added])
-
-    return [
-        dg.map_asset_specs(waiting, [a])[0] if a in executable and SUMMARY in a.keys else a
-        for a in assets
-    ]
+    return [*assets, pipeline_summary_after(sorted(nearest - {QUALITY_REPORT}))]
 
 
 ERROR_LOG_STEPS = sorted({step for step, _, _, _ in error_log.SOURCES})

@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from customer_assets_tests.support.environ import clean_environ
+from customer_assets_tests.support.pipeline import table_rows
 
 WEEK = "2026-11-16"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -69,6 +70,10 @@ def test_cli_materializes_a_week_once_however_often_it_runs(workdir):
     assert len(summaries) == 2
     summary = json.loads(summaries[-1].read_text())
     assert summary["load"]["rows_loaded"] == counts[0][0] and summary["cleanup"]["remaining"] == []
+    # the analysts' copy is published after every table of the week is written, steps at once or not
+    copy = table_rows(summary["analysts_read_copy"])
+    assert copy == table_rows(workdir / "data" / "warehouse.duckdb")
+    assert copy["customer_analytics.mart_weekly_sales"] > 0
     assert (workdir / "data" / "embedded_postgres" / "PG_VERSION").exists()
     assert not [p for p in (workdir / "data" / "etl").rglob("*") if p.is_file()]
 

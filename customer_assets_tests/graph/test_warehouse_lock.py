@@ -12,7 +12,7 @@ import time
 
 import duckdb
 
-from customer_assets_tests.support.pipeline import run_week
+from customer_assets_tests.support.pipeline import run_week, table_rows
 
 WEEK, EARLIER = "2026-11-16", "2026-11-09"
 HOLD = (
@@ -30,6 +30,9 @@ def test_a_reader_of_the_file_fails_the_run_fast_naming_it_and_analysts_read_the
     summary = json.loads(next((tmp / "logs" / "etl").glob("etl_*.json")).read_text())
     copy = summary["analysts_read_copy"]
     assert copy == str((tmp / "warehouse_read.duckdb").resolve())
+    # the copy is published last: it holds every table of the warehouse as the week left it (the
+    # marts, the error log and the facts' quarantine included)
+    assert table_rows(copy) == table_rows(tmp / "warehouse.duckdb")
 
     monkeypatch.setenv("WAREHOUSE_LOCK_TIMEOUT", "2")
     holder = subprocess.Popen(

@@ -61,3 +61,12 @@ def run_week(
 def warehouse(path, statement: str) -> pd.DataFrame:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(statement).df()
+
+
+def table_rows(path) -> dict[str, int]:
+    """Each table of a DuckDB file with its row count."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        names = con.execute(
+            "SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY 1"
+        ).fetchall()
+        return {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for (n,) in names}
