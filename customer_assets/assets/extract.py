@@ -14,7 +14,12 @@ from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.extract import shrinkage, stream_week_versioned, to_raw_frame
+from customer_assets.sources.extract import (
+    shrinkage,
+    stream_week_alongside,
+    to_raw_frame,
+    week_version,
+)
 from customer_assets.sources.source_findings import SourceFindings, week_source_findings
 from customer_assets.weeks import WeekContext
 
@@ -106,18 +111,21 @@ def read_source_week(
         # one snapshot: the version describes the rows read
         with source_db.connect(context.log) as conn:
             schema = source_db.schema(conn)
-            # The version on a second connection importing this one's snapshot, while the rows
-            # stream.
-            table, version = stream_week_versioned(
+            # The version and the findings on a second connection importing this one's snapshot,
+            # while the rows stream.
+            table, (version, findings) = stream_week_alongside(
                 conn,
                 span.week_start,
                 span.week_end,
                 lambda snapshot: source_db.connect_beside(conn, snapshot),
                 schema,
+                lambda other: (
+                    week_version(other, span.week_start, span.week_end, schema),
+                    week_source_findings(other, span.week_start, span.week_end, schema),
+                ),
                 log=context.log,
             )
             shrink_guard(context, version, shrink_limit, allow_shrink)
-            findings = week_source_findings(conn, span.week_start, span.week_end, schema)
     except (dg.Failure, *TRANSIENT_ERRORS):
         raise  # already classified, or worth the retry policy's next attempt
     except Exception as exc:  # a query or a value that will fail the same way next time

@@ -28,13 +28,16 @@ INVALID_ENCODING = "invalid_encoding"
 INVALID_ENCODING_VALUES = "invalid_encoding_values"
 
 BLOCK_SIZE = 1 << 20
+# What text is decoded to: the type pandas' string dtype holds (64-bit offsets), so that a frame
+# takes the columns as they are, where ``string`` columns are cast once more, chunk by chunk.
+TEXT = pa.large_string()
 
 
 def _decode(column: pa.Array, name: str, bad: dict[int, list[str]]) -> pa.Array:
     """UTF-8 text of a binary column; a value that is not UTF-8 is replaced (U+FFFD) and its row
     noted."""
     try:
-        return column.cast(pa.string())
+        return column.cast(TEXT)
     except pa.ArrowInvalid:  # rare: the one block holding such a value takes the per-value path
         values = []
         for row, value in enumerate(column.to_pylist()):
@@ -45,7 +48,7 @@ def _decode(column: pa.Array, name: str, bad: dict[int, list[str]]) -> pa.Array:
                     value = value.decode("utf-8", errors="replace")
                     bad.setdefault(row, []).append(name)
             values.append(value)
-        return pa.array(values, pa.string())
+        return pa.array(values, TEXT)
 
 
 def _as_bytes(schema: pa.Schema) -> pa.Schema:
@@ -66,7 +69,7 @@ def _decoded(batch: pa.RecordBatch, text: frozenset[str]) -> pa.RecordBatch:
     arrays, fields = [], []
     for field, column in zip(batch.schema, batch.columns, strict=False):
         if field.name in text:
-            column, field = _decode(column, field.name, bad), field.with_type(pa.string())
+            column, field = _decode(column, field.name, bad), field.with_type(TEXT)
         arrays.append(column)
         fields.append(field)
     marks = (
@@ -74,8 +77,8 @@ def _decoded(batch: pa.RecordBatch, text: frozenset[str]) -> pa.RecordBatch:
         if bad
         else None
     )
-    arrays.append(pa.array(marks, pa.string()) if marks else pa.nulls(batch.num_rows, pa.string()))
-    fields.append(pa.field(INVALID_ENCODING, pa.string()))
+    arrays.append(pa.array(marks, TEXT) if marks else pa.nulls(batch.num_rows, TEXT))
+    fields.append(pa.field(INVALID_ENCODING, TEXT))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 

@@ -10,7 +10,9 @@ change of the source shows as a new version. What else the source holds is read 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -19,6 +21,7 @@ import pyarrow.compute as pc
 from customer_assets.sources.copy_stream import (
     BLOCK_SIZE,
     INVALID_ENCODING,
+    TEXT,
     ExtractParseError,
     StreamProgress,
     copy_query,
@@ -26,6 +29,8 @@ from customer_assets.sources.copy_stream import (
 )
 from customer_assets.sources.source_schema import SourceSchema, read_source_schema
 from customer_assets.sources.version_alongside import VersionAlongside, export_snapshot
+
+T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
 
@@ -127,10 +132,12 @@ RAW_ARROW_SCHEMA = pa.schema(
     [
         field.with_type(pa.timestamp("ns", tz="UTC"))
         if pa.types.is_timestamp(field.type)
+        else field.with_type(TEXT)
+        if pa.types.is_string(field.type)
         else field
         for field in ARROW_SCHEMA
     ]
-    + [pa.field(INVALID_ENCODING, pa.string())]
+    + [pa.field(INVALID_ENCODING, TEXT)]
 )
 
 
@@ -138,7 +145,7 @@ def _trimmed_id(column: pa.Array) -> pa.Array:
     """Ids compared as the source means them: surrounding whitespace removed, an empty id is a
     missing one."""
     trimmed = pc.utf8_trim_whitespace(column)
-    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, trimmed.type), trimmed)
 
 
 def _finish(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -227,6 +234,59 @@ def week_version(conn, start: datetime, end: datetime, schema: SourceSchema | No
 EMPTY_WEEK_VERSION = "0:0"
 
 
+def stream_week_alongside(
+    conn,
+    start: datetime,
+    end: datetime,
+    connect_snapshot,
+    schema: SourceSchema,
+    alongside: Callable[[Any], T],
+    log=None,
+    progress_seconds: float = 30.0,
+    block_size: int = BLOCK_SIZE,
+) -> tuple[pa.Table, T]:
+    """``stream_week`` and ``alongside(connection)`` (the week's version, the source's findings) of
+    one snapshot, ``alongside`` computed while the rows stream.
+
+    ``conn`` is in a REPEATABLE READ transaction (``PostgresSource.connect``); its snapshot is
+    exported, and ``connect_snapshot(snapshot_id)`` opens (as a context manager) a second connection
+    to the same server that imports it (``PostgresSource.connect_beside``), so what ``alongside``
+    reads describes exactly the rows read whatever commits meanwhile. It runs there, in a thread,
+    concurrently with the COPY: the extract costs the longer of the two, not their sum. Its failure
+    (a lock or statement timeout) fails the extract as it would on ``conn``; a failure of the
+    extract stops its query and thread. If the second connection cannot be had (refused, too many
+    connections, a snapshot that server does not know), ``alongside`` runs on ``conn`` after the
+    rows, in the same snapshot, and a warning says so.
+    """
+    log = log or _log
+    beside = VersionAlongside(connect_snapshot, export_snapshot(conn), alongside).start()
+    try:
+        table = stream_week(
+            conn,
+            start,
+            end,
+            block_size=block_size,
+            schema=schema,
+            log=log,
+            progress_seconds=progress_seconds,
+        )
+        found = beside.result()
+    finally:
+        beside.stop()
+    if beside.unavailable is not None:
+        reason = (
+            str(beside.unavailable).strip().splitlines()[0]
+            if str(beside.unavailable).strip()
+            else type(beside.unavailable).__name__
+        )
+        log.warning(
+            f"no second connection on the extract's snapshot ({reason}); the week's version is "
+            "computed after the rows, on the extract's connection"
+        )
+        found = alongside(conn)
+    return table, found
+
+
 def stream_week_versioned(
     conn,
     start: datetime,
@@ -238,49 +298,18 @@ def stream_week_versioned(
     block_size: int = BLOCK_SIZE,
 ) -> tuple[pa.Table, str]:
     """``stream_week`` and ``week_version`` of one snapshot, the version computed while the rows
-    stream.
-
-    ``conn`` is in a REPEATABLE READ transaction (``PostgresSource.connect``); its snapshot is
-    exported, and ``connect_snapshot(snapshot_id)`` opens (as a context manager) a second connection
-    to the same server that imports it (``PostgresSource.connect_beside``), so the version describes
-    exactly the rows read whatever commits meanwhile. The version query runs there, in a thread,
-    concurrently with the COPY: the extract costs the longer of the two, not their sum. Its failure
-    (a lock or statement timeout) fails the extract as it would on ``conn``; a failure of the
-    extract stops the version's query and thread. If the second connection cannot be had (refused,
-    too many connections, a snapshot that server does not know), the version is computed on ``conn``
-    after the rows, in the same snapshot, and a warning says so.
-    """
-    log = log or _log
-    alongside = VersionAlongside(
+    stream (``stream_week_alongside``)."""
+    return stream_week_alongside(
+        conn,
+        start,
+        end,
         connect_snapshot,
-        export_snapshot(conn),
+        schema,
         lambda other: week_version(other, start, end, schema),
-    ).start()
-    try:
-        table = stream_week(
-            conn,
-            start,
-            end,
-            block_size=block_size,
-            schema=schema,
-            log=log,
-            progress_seconds=progress_seconds,
-        )
-        version = alongside.result()
-    finally:
-        alongside.stop()
-    if version is None:
-        reason = (
-            str(alongside.unavailable).strip().splitlines()[0]
-            if str(alongside.unavailable).strip()
-            else type(alongside.unavailable).__name__
-        )
-        log.warning(
-            f"no second connection on the extract's snapshot ({reason}); the week's version is "
-            "computed after the rows, on the extract's connection"
-        )
-        version = week_version(conn, start, end, schema)
-    return table, version
+        log=log,
+        progress_seconds=progress_seconds,
+        block_size=block_size,
+    )
 
 
 def version_rows(version: str | None) -> int | None:

@@ -1,6 +1,6 @@
-"""The week's version computed alongside its extract: on a second connection that imports the
-extract's snapshot, in a thread of its own, so that the extract costs the longer of the two and not
-their sum (``extract.stream_week_versioned``).
+"""The week's version (and the source's findings) computed alongside its extract: on a second
+connection that imports the extract's snapshot, in a thread of its own, so that the extract costs
+the longer of the two and not their sum (``extract.stream_week_alongside``).
 
 Apart from ``extract.py`` because this is concurrency (a thread, a second connection, cancelling
 its query), not what the extract or its version read.
@@ -24,8 +24,8 @@ def export_snapshot(conn) -> str:
 
 
 class VersionAlongside:
-    """The week's version (``compute``, ``extract.week_version``) in a thread of its own, on a
-    connection that imports the extract's snapshot.
+    """What ``compute`` reads (``extract.week_version``, the source's findings) in a thread of its
+    own, on a connection that imports the extract's snapshot.
 
     ``unavailable`` holds why that connection could not be opened or could not import the snapshot
     (then the caller computes the version on its own connection); ``error`` a failure of the version
@@ -33,9 +33,9 @@ class VersionAlongside:
     running and joins: the thread never outlives the extract, and its connection is closed by
     then."""
 
-    def __init__(self, connect_snapshot, snapshot: str, compute: Callable[[Any], str]):
+    def __init__(self, connect_snapshot, snapshot: str, compute: Callable[[Any], Any]):
         self._connect, self._snapshot, self._compute = connect_snapshot, snapshot, compute
-        self.version: str | None = None
+        self.version: Any = None  # what ``compute`` returned
         self.unavailable: BaseException | None = None
         self.error: BaseException | None = None
         self._lock = threading.Lock()
@@ -83,8 +83,8 @@ class VersionAlongside:
                         self._conn.cancel()
             self._thread.join(0.1)
 
-    def result(self) -> str | None:
-        """The version, or None when no second connection was had; raises the version query's
+    def result(self) -> Any:
+        """What ``compute`` returned, or None when no second connection was had; raises its
         failure."""
         self._thread.join()
         if self.error is not None:
