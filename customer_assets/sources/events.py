@@ -16,7 +16,6 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from customer_assets.sources.event_parse import EventScan, parse_file
 from customer_assets.sources.event_week import (
@@ -61,13 +60,19 @@ def _drop_repeated(events: pa.Table, files: pa.ChunkedArray) -> tuple[pa.Table, 
     sequence of records).
     """
     ids = events["event_id"]
-    with_id = len(ids) - ids.null_count
-    if not with_id or pc.count_distinct(ids).as_py() == with_id:  # no id twice: nothing to compare
+    if ids.null_count == len(ids):  # no ids: nothing to compare
         return events.drop_columns(["event_id"]), 0
-    numbered = events.append_column("file", files).append_column(
-        "i", pa.array(range(len(events)), pa.int64())
-    )
     with duckdb.connect() as con:
+        # DuckDB's distinct count: pyarrow's took 2.3 s on a week's 2.7M ids in 284 chunks, this 0.3
+        con.register("ids", events.select(["event_id"]))
+        [(repeats,)] = con.execute(
+            "SELECT count(event_id) > count(DISTINCT event_id) FROM ids"
+        ).fetchall()
+        if not repeats:  # no id twice
+            return events.drop_columns(["event_id"]), 0
+        numbered = events.append_column("file", files).append_column(
+            "i", pa.array(range(len(events)), pa.int64())
+        )
         con.register("events", numbered)
         kept = con.sql(_REPEATS_SQL).to_arrow_table()
     kept = kept.drop_columns(["first_file", "event_id"]).cast(EVENTS_SCHEMA)
