@@ -126,8 +126,10 @@ def _combine(parts: pd.DataFrame) -> pd.DataFrame:
         week_transaction_count=("week_transaction_count", "sum"),
         _spend_micro_usd=("_spend_micro_usd", "sum"),
         last_transaction_at=("last_transaction_at", "max"),
-        carried_lifetime_value_usd=("carried_lifetime_value_usd", lambda v: v.sum(min_count=1)),
     )
+    # None when none of the parts carries one; grouped in Cython, not a Python call per group (1.7 s
+    # for a default-scale week's 68k persons)
+    out["carried_lifetime_value_usd"] = grouped["carried_lifetime_value_usd"].sum(min_count=1)
     for column in ("country", "segment"):
         known = parts.dropna(subset=[f"_{column}_rn"]).sort_values(f"_{column}_rn")
         out[column] = known.drop_duplicates("customer_id", keep="last").set_index("customer_id")[

@@ -359,3 +359,52 @@ def test_an_outlier_keeps_its_true_figures_and_is_flagged():
     assert set(flagged["outlier_fields"].iloc[-1].split(";")) == set(CAPPED_COLUMNS)
     assert (flagged["outlier_fields"].iloc[: n - 2] == "").all()
     assert caps["week_spend_usd"] < 1_000.0 and log.capped["week_spend_usd"]["rows"] == 2
+
+
+def _combine_reference(parts):
+    """The combination's definition, one Python call per person (as it was written first)."""
+    out = parts.groupby("customer_id", sort=False).agg(
+        week_transaction_count=("week_transaction_count", "sum"),
+        _spend_micro_usd=("_spend_micro_usd", "sum"),
+        last_transaction_at=("last_transaction_at", "max"),
+        carried_lifetime_value_usd=("carried_lifetime_value_usd", lambda v: v.sum(min_count=1)),
+    )
+    for column in ("country", "segment"):
+        known = parts.dropna(subset=[f"_{column}_rn"]).sort_values(f"_{column}_rn")
+        out[column] = known.drop_duplicates("customer_id", keep="last").set_index("customer_id")[
+            column
+        ]
+    return out.reset_index()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_persons_parts_combine_as_their_definition(seed):
+    """A person's carried lifetime value is the sum of its parts', or none when no part has one."""
+    from customer_assets.logic.per_person import _combine
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    country = pd.Series(pd.array(rng.choice(["US", "DE"], n), dtype="str")).mask(
+        rng.random(n) < 0.4
+    )
+    segment = pd.Series(pd.array(rng.choice(["smb", "ent"], n), dtype="str")).mask(
+        rng.random(n) < 0.4
+    )
+    parts = pd.DataFrame(
+        {
+            "customer_id": pd.array(rng.choice([f"P{i}" for i in range(40)], n), dtype="str"),
+            "week_transaction_count": rng.integers(1, 5, n),
+            "_spend_micro_usd": rng.integers(0, 10**9, n),
+            "last_transaction_at": pd.Timestamp("2026-11-16", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 7 * 86400, n), unit="s"),
+            # most persons' parts all without one: none stays none, not 0
+            "carried_lifetime_value_usd": pd.Series(rng.random(n) * 1000).mask(rng.random(n) < 0.7),
+            "country": country,
+            "segment": segment,
+            "_country_rn": country.notna().cumsum().where(country.notna()),
+            "_segment_rn": segment.notna().cumsum().where(segment.notna()),
+        }
+    )
+    expected = _combine_reference(parts)
+    assert expected["carried_lifetime_value_usd"].isna().any() or n < 40
+    pd.testing.assert_frame_equal(_combine(parts), expected)
