@@ -58,6 +58,8 @@ from dagster._core.execution.step_dependency_config import (
 from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.in_process import InProcessExecutor
 
+from customer_assets.duck import step_connections
+
 DEFAULT_THREADS = 2
 # How often the main thread looks for a termination while the steps run.
 POLL_SECONDS = 0.2
@@ -90,8 +92,9 @@ class _Ended:
 def _run_step(key: str, context: StepExecutionContext, out: queue.SimpleQueue) -> None:
     error = None
     try:
-        for event in dagster_event_sequence_for_step(context):
-            out.put((key, event))
+        with step_connections():  # the warehouse file opened once for the step
+            for event in dagster_event_sequence_for_step(context):
+                out.put((key, event))
     except BaseException as exc:  # re-raised on the main thread
         error = exc
     finally:

@@ -3,8 +3,11 @@ the run's process, Dagster's plan otherwise (dependencies, failures, hooks, term
 reconstructable jobs on a persistent instance, as ``dagster asset materialize`` and the schedule run
 them."""
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from customer_assets.duck import file_lock
+from customer_assets.duck import file_lock, step_connections
 
 ROOT = "STEP_THREADS_TEST_ROOT"  # where the jobs of this module write what the tests read
 STEP_SECONDS = "STEP_THREADS_TEST_SECONDS"  # how long long_running runs
@@ -311,15 +314,20 @@ def test_a_run_terminated_while_it_waits_for_a_retry_ends_without_it(instance, t
     assert _order(tmp_path).count("flaky attempt") == 1
 
 
-def test_the_warehouse_file_is_used_by_one_thread_at_a_time(tmp_path):
+@pytest.mark.parametrize("in_steps", [False, True])
+def test_the_warehouse_file_is_used_by_one_thread_at_a_time(tmp_path, in_steps):
     """Two threads of one process on one DuckDB file take turns (``duck.file_lock``), and one thread
-    may open a second connection while it holds one."""
+    may open a second connection while it holds one; as two steps (``step_connections``) too."""
     from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 
     warehouse = DuckDBWarehouse(database=str(tmp_path / "w.duckdb"))
     inside, overlaps = [], []
 
     def write(n: int) -> None:
+        with step_connections() if in_steps else contextlib.nullcontext():
+            _write(n)
+
+    def _write(n: int) -> None:
         for i in range(5):
             with warehouse.get_connection() as con:
                 inside.append(n)
@@ -341,3 +349,47 @@ def test_the_warehouse_file_is_used_by_one_thread_at_a_time(tmp_path):
         assert con.execute("SELECT count(*) FROM t1").fetchone()[0] == 5
         assert con.execute("SELECT count(*) FROM t2").fetchone()[0] == 5
     assert file_lock(str(tmp_path / "w.duckdb")) is file_lock(str(tmp_path / "." / "w.duckdb"))
+
+
+def test_a_step_opens_the_warehouse_file_once_and_releases_it_when_it_ends(tmp_path, monkeypatch):
+    """In ``step_connections`` (each step of the local executor) the file is opened once, each use
+    has a transaction of its own (a failed one is rolled back, not carried to the next use), and
+    when the step ends the file is released to other processes with what the step wrote."""
+    import customer_assets.resources.warehouse_sql as warehouse_sql
+
+    opened = []
+    real = warehouse_sql.connect_waiting
+    monkeypatch.setattr(
+        warehouse_sql, "connect_waiting", lambda *a, **k: opened.append(a[0]) or real(*a, **k)
+    )
+    path = tmp_path / "w.duckdb"
+    warehouse = warehouse_sql.DuckDBWarehouse(database=str(path))
+    with step_connections():
+        warehouse.execute("CREATE TABLE t AS SELECT 1 AS a")
+        with pytest.raises(RuntimeError), warehouse.get_connection() as con:
+            con.execute("BEGIN")
+            con.execute("INSERT INTO t VALUES (2)")
+            raise RuntimeError("the step fails mid-transaction")
+        for _ in range(5):
+            assert warehouse.query("SELECT count(*) AS n FROM t")["n"].iloc[0] == 1
+        assert (
+            str(warehouse.query("SELECT current_setting('TimeZone') AS tz")["tz"].iloc[0]) == "UTC"
+        )
+    assert len(opened) == 1
+    read = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True)"
+            ".execute('SELECT sum(a) FROM t').fetchall()[0][0])",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert read.stdout.strip() == "1", read.stderr
+    # outside a step, each use opens the file
+    warehouse.query("SELECT 1 AS one")
+    warehouse.query("SELECT 1 AS one")
+    assert len(opened) == 3

@@ -28,7 +28,12 @@ from dagster_duckdb import DuckDBResource
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
-from customer_assets.duck import DEFAULT_LOCK_TIMEOUT_SECONDS, connect_waiting, file_lock
+from customer_assets.duck import (
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
+    connect_waiting,
+    file_lock,
+    step_anchor,
+)
 from customer_assets.logic.duckdb_memory import quoted
 from customer_assets.resources.bigquery_client import bigquery_client, retrying_conflicts
 
@@ -142,8 +147,17 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     def get_connection(self):
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with file_lock(self.database):
-            con = connect_waiting(self.database, self.lock_timeout_seconds)
+            anchor = step_anchor(
+                self.database, lambda: connect_waiting(self.database, self.lock_timeout_seconds)
+            )
+            con = (
+                connect_waiting(self.database, self.lock_timeout_seconds)
+                if anchor is None
+                else anchor.cursor()
+            )
             try:
+                if anchor is not None:
+                    con.execute("SET TimeZone = 'UTC'")
                 yield con
             finally:
                 con.close()
