@@ -51,9 +51,8 @@ def file_lock(database: str) -> threading.RLock:
         return _FILE_LOCKS.setdefault(key, threading.RLock())
 
 
-_STEP = (
-    threading.local()
-)  # the running step's connections kept open, by file (``step_connections``)
+# the running step's connections kept open, by file (``step_connections``)
+_STEP = threading.local()
 
 
 @contextlib.contextmanager

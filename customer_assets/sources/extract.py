@@ -280,8 +280,9 @@ def stream_week_alongside(
             else type(beside.unavailable).__name__
         )
         log.warning(
-            f"no second connection on the extract's snapshot ({reason}); the week's version is "
-            "computed after the rows, on the extract's connection"
+            f"no second connection on the extract's snapshot ({reason}); the week's version (and "
+            "what else is read beside the rows) is computed after the rows, on the extract's "
+            "connection"
         )
         found = alongside(conn)
     return table, found
