@@ -53,41 +53,96 @@ def file_lock(database: str) -> threading.RLock:
 
 # the running step's connections kept open, by file (``step_connections``)
 _STEP = threading.local()
+# How long a step's connection to the file stays open unused: the file is released to other
+# processes in any longer pause (the source's COPY, pandas work), and reopened at the next use.
+ANCHOR_IDLE_SECONDS = 1.0
+
+
+class _Anchor:
+    """A step's open connection to one file, closed once unused ``ANCHOR_IDLE_SECONDS``."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.last_used = time.monotonic()
+        self.timer: threading.Timer | None = None
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        # the WAL stays for the next open should the checkpoint at close fail (a full disk): what
+        # was written is committed
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
 
 
 @contextlib.contextmanager
 def step_connections() -> Iterator[None]:
-    """While a step runs on this thread, the first connection it opens to a warehouse file is kept
-    open, and its later uses of the file take a cursor of it (``step_anchor``): the file is opened
-    once per step, not once per statement. Opening it costs about 15 ms, and DuckDB checkpoints when
-    the last connection to a file closes (15 ms more after a write); a default-scale week opened it
-    98 times. The file is released when the step ends, so another process (another week's run, an
-    erasure) waits for the step, never for the run. The local executor runs each step in one
+    """While a step runs on this thread, its connection to a warehouse file is kept open between
+    uses that follow each other (within ``ANCHOR_IDLE_SECONDS``), and each use takes a cursor of it
+    (``step_anchor``), instead of opening the file each time. Opening it costs about 15 ms, and
+    DuckDB checkpoints when the last connection to a file closes (15 ms more after a write); a
+    default-scale week opened it 98 times. The file is released in any pause longer than that and
+    when the step ends, so another process (another week's run, an erasure) waits for a burst of
+    statements, not for a step or the run. The local executor runs each step in one
     (``step_threads.py``)."""
     previous = getattr(_STEP, "anchors", None)
-    _STEP.anchors = {}
+    anchors: dict[str, _Anchor] = {}
+    _STEP.anchors = anchors
     try:
         yield
     finally:
-        anchors, _STEP.anchors = _STEP.anchors, previous
-        for database, anchor in anchors.items():
-            with file_lock(database), contextlib.suppress(duckdb.Error):
-                anchor.close()
+        _STEP.anchors = previous
+        for database in list(anchors):
+            with file_lock(database):
+                anchor = anchors.pop(database, None)
+                if anchor is not None:
+                    anchor.close()
 
 
 def step_anchor(
     database: str, connect: Callable[[], duckdb.DuckDBPyConnection]
 ) -> duckdb.DuckDBPyConnection | None:
-    """The running step's connection to ``database``, opened by ``connect`` on its first use; None
-    outside ``step_connections``. Take a cursor of it for each use: a cursor is a connection of its
-    own (its own transaction) to the file already open. Call with ``file_lock(database)`` held."""
+    """The running step's connection to ``database``, opened by ``connect`` if it is not open; None
+    outside ``step_connections``. Take a cursor of it for each use (a cursor is a connection of its
+    own, with its own transaction, to the file already open), and call ``anchor_used`` after it.
+    Call both with ``file_lock(database)`` held."""
     anchors = getattr(_STEP, "anchors", None)
     if anchors is None:
         return None
     key = str(Path(database).resolve())
     if key not in anchors:
-        anchors[key] = connect()
-    return anchors[key]
+        anchors[key] = _Anchor(connect())
+    return anchors[key].con
+
+
+def anchor_used(database: str) -> None:
+    """A use of the step's connection to ``database`` ended: it closes once unused for
+    ``ANCHOR_IDLE_SECONDS``."""
+    anchors = getattr(_STEP, "anchors", None)
+    anchor = anchors.get(str(Path(database).resolve())) if anchors is not None else None
+    if anchor is None:
+        return
+    anchor.last_used = time.monotonic()
+    if anchor.timer is None:
+        _close_when_idle(anchors, str(Path(database).resolve()), anchor, ANCHOR_IDLE_SECONDS)
+
+
+def _close_when_idle(anchors: dict, key: str, anchor: _Anchor, after: float) -> None:
+    def check() -> None:
+        with file_lock(key):  # never while a use holds it
+            if anchors.get(key) is not anchor:
+                return  # the step ended and closed it
+            idle = time.monotonic() - anchor.last_used
+            if idle < ANCHOR_IDLE_SECONDS:  # used since: look again when it may be idle
+                _close_when_idle(anchors, key, anchor, ANCHOR_IDLE_SECONDS - idle)
+                return
+            del anchors[key]
+            anchor.timer = None
+            anchor.close()
+
+    anchor.timer = threading.Timer(after, check)
+    anchor.timer.daemon = True
+    anchor.timer.start()
 
 
 def connect_waiting(

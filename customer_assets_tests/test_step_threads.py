@@ -351,10 +351,30 @@ def test_the_warehouse_file_is_used_by_one_thread_at_a_time(tmp_path, in_steps):
     assert file_lock(str(tmp_path / "w.duckdb")) is file_lock(str(tmp_path / "." / "w.duckdb"))
 
 
-def test_a_step_opens_the_warehouse_file_once_and_releases_it_when_it_ends(tmp_path, monkeypatch):
-    """In ``step_connections`` (each step of the local executor) the file is opened once, each use
-    has a transaction of its own (a failed one is rolled back, not carried to the next use), and
-    when the step ends the file is released to other processes with what the step wrote."""
+def _read_elsewhere(path) -> str:
+    """``sum(a)`` of table t, read by another process (empty if it could not open the file)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True)"
+            ".execute('SELECT sum(a) FROM t').fetchall()[0][0])",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+
+
+def test_a_steps_burst_of_statements_opens_the_warehouse_file_once_and_a_pause_releases_it(
+    tmp_path, monkeypatch
+):
+    """In ``step_connections`` (each step of the local executor) statements that follow each other
+    open the file once; each use has a transaction of its own (a failed one is rolled back, not
+    carried to the next use); a pause longer than ``ANCHOR_IDLE_SECONDS`` releases the file to
+    other processes, as the step's end does, with what the step wrote."""
+    import customer_assets.duck as duck
     import customer_assets.resources.warehouse_sql as warehouse_sql
 
     opened = []
@@ -362,6 +382,7 @@ def test_a_step_opens_the_warehouse_file_once_and_releases_it_when_it_ends(tmp_p
     monkeypatch.setattr(
         warehouse_sql, "connect_waiting", lambda *a, **k: opened.append(a[0]) or real(*a, **k)
     )
+    monkeypatch.setattr(duck, "ANCHOR_IDLE_SECONDS", 0.5)
     path = tmp_path / "w.duckdb"
     warehouse = warehouse_sql.DuckDBWarehouse(database=str(path))
     with step_connections():
@@ -375,21 +396,13 @@ def test_a_step_opens_the_warehouse_file_once_and_releases_it_when_it_ends(tmp_p
         assert (
             str(warehouse.query("SELECT current_setting('TimeZone') AS tz")["tz"].iloc[0]) == "UTC"
         )
-    assert len(opened) == 1
-    read = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True)"
-            ".execute('SELECT sum(a) FROM t').fetchall()[0][0])",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert read.stdout.strip() == "1", read.stderr
+        assert len(opened) == 1
+        time.sleep(1.5)
+        assert _read_elsewhere(path) == "1"  # the pause released it
+        warehouse.execute("INSERT INTO t VALUES (5)")
+        assert len(opened) == 2
+    assert _read_elsewhere(path) == "6"  # the step's end released it
     # outside a step, each use opens the file
     warehouse.query("SELECT 1 AS one")
     warehouse.query("SELECT 1 AS one")
-    assert len(opened) == 3
+    assert len(opened) == 4

@@ -209,8 +209,8 @@ def with_summary_last(assets: list) -> list:
     itself wait for it: the summary removes every file of the week under etl/ (intermediates, steps'
     working files) and publishes the analysts' copy of the warehouse, so no step of the week may
     still run or be about to write. Derived from the definitions, so that an asset added later is
-    waited for without a list to keep; only the nearest ones become deps, the others being upstream
-    of them."""
+    waited for without a list to keep. Every one is a dep, not only the nearest: a run of a selection
+    without the nearest ones must still wait for the others it holds."""
     executable = [
         a
         for a in assets
@@ -226,8 +226,7 @@ def with_summary_last(assets: list) -> list:
         for key in a.keys
         if key != SUMMARY and SUMMARY not in ancestors.get(key, ())
     }
-    nearest = {key for key in weekly if not any(key in ancestors[other] for other in weekly)}
-    return [*assets, pipeline_summary_after(sorted(nearest - {QUALITY_REPORT}))]
+    return [*assets, pipeline_summary_after(sorted(weekly - {QUALITY_REPORT}))]
 
 
 ERROR_LOG_STEPS = sorted({step for step, _, _, _ in error_log.SOURCES})

@@ -30,6 +30,7 @@ from pydantic import Field
 
 from customer_assets.duck import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
+    anchor_used,
     connect_waiting,
     file_lock,
     step_anchor,
@@ -161,6 +162,7 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
                 yield con
             finally:
                 con.close()
+                anchor_used(self.database)
 
     def table_url(self, schema: str, name: str) -> str:
         return f"{schema}.{name} in {Path(self.read_copy_path or self.database).resolve()}"
