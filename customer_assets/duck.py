@@ -46,9 +46,13 @@ def file_lock(database: str) -> threading.RLock:
     another step writes. The lock keeps the warehouse to one step at a time, as when the steps ran
     one after the other, while work outside it (the source, files, pandas) runs at once. Reentrant:
     a step may open a second connection while it holds one."""
-    key = str(Path(database).resolve())
     with _FILE_LOCKS_GUARD:
-        return _FILE_LOCKS.setdefault(key, threading.RLock())
+        return _FILE_LOCKS.setdefault(_key(database), threading.RLock())
+
+
+def _key(database: str) -> str:
+    """One name per file, however the path is spelled."""
+    return str(Path(database).resolve())
 
 
 # the running step's connections kept open, by file (``step_connections``)
@@ -109,7 +113,7 @@ def step_anchor(
     anchors = getattr(_STEP, "anchors", None)
     if anchors is None:
         return None
-    key = str(Path(database).resolve())
+    key = _key(database)
     if key not in anchors:
         anchors[key] = _Anchor(connect())
     return anchors[key].con
@@ -118,13 +122,13 @@ def step_anchor(
 def anchor_used(database: str) -> None:
     """A use of the step's connection to ``database`` ended: it closes once unused for
     ``ANCHOR_IDLE_SECONDS``."""
-    anchors = getattr(_STEP, "anchors", None)
-    anchor = anchors.get(str(Path(database).resolve())) if anchors is not None else None
+    anchors, key = getattr(_STEP, "anchors", None), _key(database)
+    anchor = anchors.get(key) if anchors is not None else None
     if anchor is None:
         return
     anchor.last_used = time.monotonic()
     if anchor.timer is None:
-        _close_when_idle(anchors, str(Path(database).resolve()), anchor, ANCHOR_IDLE_SECONDS)
+        _close_when_idle(anchors, key, anchor, ANCHOR_IDLE_SECONDS)
 
 
 def _close_when_idle(anchors: dict, key: str, anchor: _Anchor, after: float) -> None:

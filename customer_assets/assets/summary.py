@@ -175,19 +175,19 @@ SUMMARY = dg.AssetKey([ETL, "pipeline_summary"])
 QUALITY_REPORT = dg.AssetKey([ETL, "quality_report"])  # an input of the summary
 
 
-def _ancestors(deps: dict[dg.AssetKey, set[dg.AssetKey]]) -> dict[dg.AssetKey, set[dg.AssetKey]]:
-    """Every key's ancestors, from each key's direct dependencies."""
-    found: dict[dg.AssetKey, set[dg.AssetKey]] = {}
-
-    def of(key: dg.AssetKey) -> set[dg.AssetKey]:
-        if key not in found:
-            found[key] = set()  # a cycle (none in a valid graph) ends here
-            found[key] = set().union(*({d} | of(d) for d in deps.get(key, ())))
-        return found[key]
-
-    for key in list(deps):
-        of(key)
-    return found
+def _after_summary(assets: list[dg.AssetsDefinition]) -> set[dg.AssetKey]:
+    """The keys that depend on the summary's, directly or through others."""
+    found = {SUMMARY}
+    while True:
+        more = {
+            key
+            for a in assets
+            for key, deps in a.asset_deps.items()
+            if key not in found and deps & found
+        }
+        if not more:
+            return found - {SUMMARY}
+        found |= more
 
 
 def pipeline_summary_after(deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
@@ -218,15 +218,9 @@ def with_summary_last(assets: list) -> list:
         and a.is_executable
         and not isinstance(a, dg.AssetChecksDefinition)
     ]
-    ancestors = _ancestors({k: set(d) for a in executable for k, d in a.asset_deps.items()})
-    weekly = {
-        key
-        for a in executable
-        if a.partitions_def is not None
-        for key in a.keys
-        if key != SUMMARY and SUMMARY not in ancestors.get(key, ())
-    }
-    return [*assets, pipeline_summary_after(sorted(weekly - {QUALITY_REPORT}))]
+    weekly = {key for a in executable if a.partitions_def is not None for key in a.keys}
+    waiting = weekly - _after_summary(executable) - {SUMMARY, QUALITY_REPORT}
+    return [*assets, pipeline_summary_after(sorted(waiting))]
 
 
 ERROR_LOG_STEPS = sorted({step for step, _, _, _ in error_log.SOURCES})

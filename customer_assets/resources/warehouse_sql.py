@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -148,14 +149,9 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     def get_connection(self):
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with file_lock(self.database):
-            anchor = step_anchor(
-                self.database, lambda: connect_waiting(self.database, self.lock_timeout_seconds)
-            )
-            con = (
-                connect_waiting(self.database, self.lock_timeout_seconds)
-                if anchor is None
-                else anchor.cursor()
-            )
+            connect = partial(connect_waiting, self.database, self.lock_timeout_seconds)
+            anchor = step_anchor(self.database, connect)
+            con = connect() if anchor is None else anchor.cursor()
             try:
                 if anchor is not None:
                     con.execute("SET TimeZone = 'UTC'")
