@@ -18,6 +18,7 @@ from customer_assets_tests.support.pipeline import run_week
 
 WEEK = "2026-11-16"
 TRANSACTIONS = dg.AssetKey(["customer_analytics", "weekly_transactions"])
+SALES = dg.AssetKey(["customer_analytics", "mart_weekly_sales"])
 
 
 @pytest.fixture
@@ -98,6 +99,12 @@ def test_volume_out_of_its_band_warns_per_week_and_alerts(
                 metadata={"dagster/row_count": 12000 + 100 * (i % 3)},
             )
         )
+        # and revenue a thousand times the week's: a check of a mart, which runs late in the week
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=SALES, partition=week, metadata={"revenue_usd": 1e9 + 1e6 * (i % 3)}
+            )
+        )
     result = run_week(WEEK, instance=instance)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evaluations["transaction_ids_unique"].passed and evaluations["loaded_rows_match"].passed
@@ -106,13 +113,22 @@ def test_volume_out_of_its_band_warns_per_week_and_alerts(
     assert "outside the band" in volume.metadata["result"].value
     # each check is recorded for its week
     assert all(e.partition == WEEK for e in evaluations.values())
-    # The warning, then the week's report (issue 23), which counts it.
-    assert [m["customer_assets"]["kind"] for m in received] == ["out_of_band", "week_succeeded"]
-    assert "weekly_volume" in received[0]["text"]
-    assert (
-        "customer_analytics/weekly_transactions:weekly_volume"
-        in received[1]["customer_assets"]["details"]["warning_checks"]
-    )
+    revenue = evaluations["revenue_usd_band"]
+    assert not revenue.passed and revenue.severity == dg.AssetCheckSeverity.WARN
+    # The warnings, then the week's report (issue 23), which counts both: the summary waits for
+    # every check of the week.
+    kinds = [m["customer_assets"]["kind"] for m in received]
+    assert kinds == ["out_of_band", "out_of_band", "week_succeeded"]
+    assert {"weekly_volume", "revenue_usd_band"} == {
+        name
+        for m in received[:2]
+        for name in ("weekly_volume", "revenue_usd_band")
+        if name in m["text"]
+    }
+    assert set(received[2]["customer_assets"]["details"]["warning_checks"]) >= {
+        "customer_analytics/weekly_transactions:weekly_volume",
+        "customer_analytics/mart_weekly_sales:revenue_usd_band",
+    }
     # The loaded table's columns carry the pandera model's descriptions (issue 13, item 5).
     load = result.asset_materializations_for_node("customer_analytics__weekly_transactions")[0]
     columns = {c.name: c.description for c in load.metadata["dagster/column_schema"].value.columns}

@@ -28,6 +28,7 @@ from customer_assets.assets.common import (
 from customer_assets.cleanup.progress import IntermediateGraph
 from customer_assets.deployments import DEPLOYMENTS
 from customer_assets.partitions import FIRST_WEEK
+from customer_assets.schedules import weekly_pipeline_job
 from customer_assets.settings import PipelineSettings
 from customer_assets_tests.support.definitions import offline_definitions
 
@@ -142,6 +143,37 @@ def test_the_run_summary_waits_for_every_other_asset_of_the_week(monkeypatch, tm
     # each a direct dep: a run of a selection still waits for every one it holds
     parents = graph.get(SUMMARY).parent_keys
     assert [k for k in weekly_tables if dg.AssetKey.from_user_string(k) not in parents] == []
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_every_check_of_the_week_runs_before_the_summary(monkeypatch, tmp_path, deployment):
+    """The week's report counts the run's failed checks (its warnings among them): a check step the
+    summary does not wait for may run after the report, its warning missing from it and its alert
+    arriving after "week succeeded". Derived from the weekly job's plan, so a check added later is
+    covered."""
+    from dagster._core.execution.api import create_execution_plan
+
+    defs = offline_definitions(monkeypatch, tmp_path, deployment)
+    plan = create_execution_plan(defs.resolve_job_def(weekly_pipeline_job.name))
+    (summary,) = [s.key for s in plan.steps if s.key == SUMMARY.to_python_identifier()]
+    upstream, frontier = set(), [summary]
+    while frontier:
+        for key in plan.get_step_by_key(frontier.pop()).get_execution_dependency_keys():
+            if key not in upstream:
+                upstream.add(key)
+                frontier.append(key)
+    checks = [s.key for s in plan.steps if s.key != summary and not _writes_an_asset(s)]
+    assert checks, "the plan has no check step: this test is out of date"
+    assert sorted(set(checks) - upstream) == []
+    assert sorted(s.key for s in plan.steps if s.key not in upstream | {summary}) == []
+
+
+def _writes_an_asset(step) -> bool:
+    """Whether an execution step materializes an asset (else it only evaluates checks)."""
+    return any(
+        output.properties is not None and output.properties.asset_key is not None
+        for output in step.step_outputs
+    )
 
 
 def test_an_asset_added_later_is_waited_for_by_the_summary():

@@ -130,6 +130,9 @@ def band_check(
             check_spec(
                 f"{metric}_band",
                 key,
+                # the summary waits for it (its report counts the week's warnings); a WARN
+                # never stops the week, since blocking checks stop only on ERROR
+                blocking=True,
                 description=(
                     f"Warns when the week's {label} leaves mean ± 3σ of the previous {TRAILING_WEEKS} {weeks_kind} (the week "
                     "excluded)."
