@@ -4,7 +4,10 @@ connection over frames are pure, in ``logic/duckdb_memory.py``)."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -174,3 +177,29 @@ def connect_waiting(
                 raise WarehouseLocked(database, waited, str(exc)) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """``target`` made a copy of ``source`` (replaced if it exists), by the kernel's
+    ``copy_file_range``: on a filesystem that shares blocks (XFS, btrfs, and NFS server-side) the
+    copy is a reflink, taken in constant time and space whatever the file's size, its blocks copied
+    only when one of the files is written later; elsewhere the kernel copies the bytes without
+    bringing them into the process. Where it cannot (another filesystem, another OS), the bytes are
+    copied (``shutil.copyfile``)."""
+    try:
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            remaining = os.fstat(src.fileno()).st_size
+            while remaining > 0:
+                copied = os.copy_file_range(src.fileno(), dst.fileno(), remaining)
+                if copied == 0:  # the source shrank under us: a copy of what it holds now
+                    break
+                remaining -= copied
+        return
+    except (AttributeError, OSError) as exc:  # no copy_file_range here, or not between these
+        if isinstance(exc, OSError) and exc.errno not in _NO_RANGE_COPY:
+            raise
+    shutil.copyfile(source, target)
+
+
+# what copy_file_range answers where it cannot copy these two files (a plain copy can)
+_NO_RANGE_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}

@@ -1,0 +1,125 @@
+"""The analysts' copy of the local warehouse (``DuckDBWarehouse.publish_read_copy``): a snapshot of
+the file after the week, published atomically, whose cost should not grow with the history where
+the filesystem can share blocks (XFS, btrfs: the copy is a reflink, taken in constant time and
+space), and a plain copy elsewhere (``duck.copy_file``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from customer_assets.duck import copy_file
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
+
+ROWS = 2_000_000  # about 30 MB of DuckDB file: enough to see whether a copy took its space
+
+
+def _warehouse(folder: Path) -> DuckDBWarehouse:
+    return DuckDBWarehouse(
+        database=str(folder / "warehouse.duckdb"), read_copy_path=str(folder / "read.duckdb")
+    )
+
+
+def _fill(warehouse: DuckDBWarehouse, rows: int, start: int = 0) -> None:
+    warehouse.execute("CREATE TABLE IF NOT EXISTS facts (id BIGINT, label VARCHAR, amount DOUBLE)")
+    warehouse.execute(
+        "INSERT INTO facts SELECT i, 'customer-' || (i * 7919 % 100003), random() "
+        f"FROM range({start}, {start + rows}) t(i)"
+    )
+
+
+def _copy_rows(path: str) -> tuple[int, int]:
+    with duckdb.connect(path, read_only=True) as con:
+        [(count, top)] = con.execute("SELECT count(*), max(id) FROM facts").fetchall()
+    return count, top
+
+
+def _snapshot_is_kept(warehouse: DuckDBWarehouse) -> None:
+    """The copy is the warehouse as published: later writes to the warehouse do not reach it
+    (shared blocks are copied on write), the next publish does."""
+    published = warehouse.publish_read_copy()
+    assert published == str(Path(warehouse.read_copy_path).resolve())
+    assert _copy_rows(published) == (ROWS, ROWS - 1)
+    _fill(warehouse, 10, start=ROWS)
+    warehouse.execute("DELETE FROM facts WHERE id < 1000")
+    warehouse.execute("CHECKPOINT")
+    assert _copy_rows(published) == (ROWS, ROWS - 1)
+    warehouse.publish_read_copy()
+    assert _copy_rows(published) == (ROWS + 10 - 1000, ROWS + 9)
+    assert not Path(published + ".tmp").exists()
+
+
+def test_the_read_copy_is_a_snapshot_of_the_published_week(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    _fill(warehouse, ROWS)
+    _snapshot_is_kept(warehouse)
+
+
+def test_a_copy_to_another_filesystem_is_a_plain_copy(tmp_path):
+    """Across devices the kernel cannot share blocks (``EXDEV``): the bytes are copied."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem (/dev/shm) beside the test's folder")
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(3 << 20))
+    target = other / f"customer_assets_copy_{os.getpid()}.bin"
+    try:
+        copy_file(source, target)
+        assert target.read_bytes() == source.read_bytes()
+        copy_file(source, target)  # replaces what was there
+        assert target.stat().st_size == source.stat().st_size
+    finally:
+        target.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def reflink_folder(tmp_path):
+    """A folder on a small XFS filesystem with reflinks (a loop device), where this machine lets
+    the tests make one: root, ``mkfs.xfs`` (Debian's xfsprogs) and loop devices."""
+    if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:
+        pytest.skip("an XFS filesystem needs root and mkfs.xfs (apt-get install xfsprogs)")
+    image, mount = tmp_path / "xfs.img", tmp_path / "xfs"
+    mount.mkdir()
+    with image.open("wb") as f:
+        f.truncate(512 << 20)
+    made = subprocess.run(
+        ["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], capture_output=True, text=True
+    )
+    mounted = (
+        made.returncode == 0
+        and (
+            subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True)
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        pytest.skip(f"this machine does not mount a loop device here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def _free_bytes(folder: Path) -> int:
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize
+
+
+def test_on_a_filesystem_with_reflinks_the_copy_takes_no_space(reflink_folder):
+    """The copy shares the warehouse's blocks: publishing a week costs neither the file's size in
+    disk nor the time to write it, however long the history in the file."""
+    warehouse = _warehouse(reflink_folder)
+    _fill(warehouse, ROWS)
+    warehouse.execute("CHECKPOINT")
+    size = Path(warehouse.database).stat().st_size
+    assert size > 16 << 20
+    before = _free_bytes(reflink_folder)
+    warehouse.publish_read_copy()
+    assert before - _free_bytes(reflink_folder) < size // 10
+    assert Path(warehouse.read_copy_path).stat().st_size == size
+    _snapshot_is_kept(warehouse)
