@@ -87,11 +87,12 @@ def intermediate(name: str, python_type: type = pd.DataFrame, **kwargs) -> dg.As
 
 def selected_events(context: dg.AssetExecutionContext, events):
     """Only the outputs and check results the run selected, for a subsettable multi-asset."""
-    # in a run, the selected subset; invoked directly, the whole asset
+    # in a run, the selected subset, whose definition no longer names the outputs left out;
+    # invoked directly, the whole asset
     assets_def = context.assets_def
     for event in events:
         selected = (
-            assets_def.keys_by_output_name[event.output_name] in assets_def.keys
+            assets_def.keys_by_output_name.get(event.output_name) in assets_def.keys
             if isinstance(event, dg.Output)
             else dg.AssetCheckKey(event.asset_key, event.check_name) in assets_def.check_keys
         )

@@ -212,6 +212,33 @@ def test_one_asset_of_a_finished_week_run_alone_leaves_the_week_as_loaded(
     assert "materialize the upstream assets again" in str(failure.step_failure_data.error)
 
 
+def test_an_asset_materialized_with_its_upstream_runs_part_of_each_multi_asset(
+    pipeline_env, small_source
+):
+    """ "Materialize" with the upstream assets (the UI's "upstream" selection,
+    ``dagster asset materialize --select '+customer_analytics/customer_identity_map'``) runs only
+    the selected outputs of a multi-asset: validation without its quarantine table, the identity
+    step with both its tables. An output the run did not select is left out, not failed on."""
+    tmp = pipeline_env("small_source")
+    identity = dg.AssetKey(["customer_analytics", "customer_identity_map"])
+    result = run_week(
+        WEEK, selection=dg.AssetSelection.assets(identity).upstream(), raise_on_error=False
+    )
+    assert result.success, [
+        str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure
+    ]
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"etl/validated_transactions", identity.to_user_string()} <= materialized
+    assert "customer_analytics/transaction_quarantine" not in materialized
+    week_start, _ = week_bounds(WEEK)
+    held = warehouse(
+        tmp / "warehouse.duckdb",
+        "SELECT count(*) AS n FROM customer_analytics.customer_identity_map "
+        f"WHERE week_start = '{week_start:%Y-%m-%d}'",
+    )
+    assert held["n"].iloc[0] > 0
+
+
 @pytest.fixture(scope="module")
 def broken_source(pg_server):
     return create_source(
