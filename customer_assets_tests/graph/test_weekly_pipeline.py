@@ -237,6 +237,8 @@ def test_an_asset_materialized_with_its_upstream_runs_part_of_each_multi_asset(
         f"WHERE week_start = '{week_start:%Y-%m-%d}'",
     )
     assert held["n"].iloc[0] > 0
+    # a run without the summary leaves no file of the week's customers behind either
+    assert not [p for p in (tmp / "data" / "etl").rglob("*") if p.is_file()]
 
 
 @pytest.fixture(scope="module")
