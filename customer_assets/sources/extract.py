@@ -2,7 +2,7 @@
 
 The week's completed transactions stream through ``copy_query`` (``copy_stream.py``) in bounded
 blocks, each block put in its final types as it arrives. The week's version (row count and checksum)
-is computed in the same snapshot, alongside the stream (``version_alongside.py``), so that a later
+is computed in the same snapshot, alongside the stream (``read_beside.py``), so that a later
 change of the source shows as a new version. What else the source holds is read in
 ``source_findings.py`` and ``customers_and_products.py``.
 """
@@ -27,8 +27,8 @@ from customer_assets.sources.copy_stream import (
     copy_query,
     take_marks,
 )
+from customer_assets.sources.read_beside import ReadBeside, export_snapshot
 from customer_assets.sources.source_schema import SourceSchema, read_source_schema
-from customer_assets.sources.version_alongside import VersionAlongside, export_snapshot
 
 T = TypeVar("T")
 
@@ -259,7 +259,7 @@ def stream_week_alongside(
     rows, in the same snapshot, and a warning says so.
     """
     log = log or _log
-    beside = VersionAlongside(connect_snapshot, export_snapshot(conn), alongside).start()
+    beside = ReadBeside(connect_snapshot, export_snapshot(conn), alongside).start()
     try:
         table = stream_week(
             conn,
