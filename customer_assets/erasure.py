@@ -31,7 +31,7 @@ from customer_assets.logic.identity import standardise_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.resources.warehouse_sql import WarehouseSQL
+from customer_assets.resources.warehouse_sql import ReadCopyFailed, WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.copy_stream import copy_query
 from customer_assets.suppression import (  # noqa: F401  (the list's readers import them from here)
@@ -167,6 +167,16 @@ class ErasureConfig(dg.Config):
     )
 
 
+def publish_forgetting(warehouse: WarehouseSQL) -> tuple[str | None, ReadCopyFailed | None]:
+    """The analysts' copy published without the customers just erased; should that fail, no copy
+    is left that remembers them, and the failure is returned, to be raised once the erasure is
+    recorded."""
+    try:
+        return warehouse.publish_read_copy(drop_stale=True), None
+    except ReadCopyFailed as failed:
+        return None, failed
+
+
 @dg.op(
     description="Forget customers: keyed hashes on the suppression list, rows deleted from every warehouse "
     "table and kept file, counts recorded.",
@@ -193,8 +203,7 @@ def erase_customers_op(
     intermediates = erase_intermediates(context, settings)
     files = erase_from_files([Path(settings.reports_dir)], ids)
     hashes = customer_hashes(ids, pii.hash_key)
-    # the analysts' copy forgets them too
-    read_copy = getattr(warehouse, "publish_read_copy", lambda: None)()
+    read_copy, copy_failed = publish_forgetting(warehouse)
     record = {
         "erased_at": datetime.now(timezone.utc).isoformat(),
         "request": config.request,
@@ -215,6 +224,8 @@ def erase_customers_op(
         f"erased {record['customers']} customer(s): {sum(tables.values())} warehouse rows, "
         f"{sum(files.values())} file rows, {left_behind} intermediate file(s) left by ended runs"
     )
+    if copy_failed is not None:  # once the erasure is recorded
+        raise copy_failed
     return dg.Output(
         None,
         metadata={

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from customer_assets.erasure import SUPPRESSION, customer_hashes, erase_from_warehouse
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse
@@ -134,3 +138,57 @@ def test_erasure_in_bigquery(bigquery_endpoint, bigquery_client):
     )
     assert erase_from_warehouse(bq, ["C1"], "key", "DSR-8") == dict.fromkeys(CUSTOMER_TABLES, 0)
     assert len(bq.query("SELECT * FROM {t}", t=bq.table(*SUPPRESSION))) == 2
+
+
+def test_an_erasure_whose_copy_cannot_be_published_leaves_no_copy_that_remembers(
+    pipeline_env, small_source, monkeypatch
+):
+    """The analysts' copy published before the erasure still holds the customer. When the new copy
+    does not fit on its disk, that copy is removed (never left to remember them), the erasure is
+    recorded all the same, and the run fails saying why."""
+    tmp = pipeline_env("small_source")
+    db = tmp / "warehouse.duckdb"
+    run_week(WEEK)
+    stale = Path(f"{db.with_suffix('')}_read.duckdb")
+    listed = warehouse(stale, "SELECT customer_id FROM customer_analytics.flagged_transactions")
+    customer = listed["customer_id"].iloc[0]
+    # a disk with room for the copy published before, not for a second one
+    disk = tmp / "copies"
+    disk.mkdir()
+    size_mb = stale.stat().st_size * 3 // 2 // (1 << 20) + 1
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        shutil.copyfile(stale, disk / "read.duckdb")
+        monkeypatch.setenv("WAREHOUSE_READ_COPY_PATH", str(disk / "read.duckdb"))
+        from customer_assets.definitions import build_definitions
+
+        job = build_definitions("local").get_job_def("erase_customers")
+        ids = tmp / "erasure_ids.txt"
+        ids.write_text(f"{customer}\n")
+        config = {
+            "ops": {"erase_customers_op": {"config": {"ids_file": str(ids), "request": "DSR-43"}}}
+        }
+        result = job.execute_in_process(run_config=config, raise_on_error=False)
+        assert not result.success
+        error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+        assert "could not be published" in error.message and "was removed" in error.message
+        assert list(disk.iterdir()) == []  # neither the stale copy nor a partial one
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+    assert (
+        warehouse(
+            db,
+            f"SELECT count(*) AS n FROM customer_analytics.weekly_transactions "
+            f"WHERE customer_id = '{customer}'",
+        )["n"][0]
+        == 0
+    )
+    record = json.loads(next((tmp / "logs" / "etl").glob("erasure_*.json")).read_text())
+    assert record["request"] == "DSR-43" and record["analysts_read_copy"] is None
+    assert record["rows_removed_per_table"]["weekly_transactions"] > 0

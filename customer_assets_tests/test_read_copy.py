@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from customer_assets.duck import copy_file
-from customer_assets.resources.warehouse_sql import DuckDBWarehouse
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse, ReadCopyFailed
 
 ROWS = 2_000_000  # about 30 MB of DuckDB file: enough to see whether a copy took its space
 
@@ -123,3 +123,60 @@ def test_on_a_filesystem_with_reflinks_the_copy_takes_no_space(reflink_folder):
     assert before - _free_bytes(reflink_folder) < size // 10
     assert Path(warehouse.read_copy_path).stat().st_size == size
     _snapshot_is_kept(warehouse)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 40 MiB file system (tmpfs) for the warehouse and its copy; skipped where mounting is
+    not permitted."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+def _grow_to(warehouse: DuckDBWarehouse, megabytes: int) -> int:
+    """Rows added a little at a time, checkpointed each time (a small write-ahead log), until the
+    file holds ``megabytes``; the rows it holds."""
+    warehouse.execute("CREATE TABLE IF NOT EXISTS facts (id BIGINT, label VARCHAR)")
+    rows = 0
+    while Path(warehouse.database).stat().st_size < megabytes << 20:
+        warehouse.execute(
+            "INSERT INTO facts SELECT i, md5(i::VARCHAR) || md5((i + 1)::VARCHAR) "
+            f"FROM range({rows}, {rows + 20_000}) t(i)"
+        )
+        warehouse.execute("CHECKPOINT")
+        rows += 20_000
+    return rows
+
+
+@pytest.mark.parametrize("erasure", [False, True], ids=["week", "erasure"])
+def test_a_copy_that_does_not_fit_leaves_no_partial_file(small_disk, erasure):
+    """On a disk with room for the warehouse but not for its copy (ext4 copies every byte): the
+    step fails naming the disk, no partial copy is left, and the copy published before stays for a
+    week, or is removed after an erasure, since it still holds the customers erased."""
+    warehouse = _warehouse(small_disk)
+    rows = _grow_to(warehouse, 4)
+    published = warehouse.publish_read_copy()
+    _grow_to(warehouse, 20)  # now 20 MiB, with less than that free
+    with pytest.raises(ReadCopyFailed) as failed:
+        warehouse.publish_read_copy(drop_stale=erasure)
+    message = failed.value.description
+    assert "could not be published" in message and "No space left on device" in message
+    assert not failed.value.allow_retries
+    assert sorted(p.name for p in small_disk.iterdir()) == (
+        ["warehouse.duckdb"] if erasure else ["read.duckdb", "warehouse.duckdb"]
+    )
+    if erasure:
+        assert "was removed" in message
+    else:
+        assert "copy published before" in message
+        with duckdb.connect(published, read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM facts").fetchall() == [(rows,)]

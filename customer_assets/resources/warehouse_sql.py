@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import dagster as dg
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -103,9 +104,10 @@ class WarehouseSQL(dg.ConfigurableResource):
         table."""
         return f"{self.table(schema, name)}"
 
-    def publish_read_copy(self) -> str | None:
+    def publish_read_copy(self, drop_stale: bool = False) -> str | None:
         """Make the warehouse readable by analysts while the next week runs; where they read it
-        (None: no copy is needed, the warehouse serves readers itself)."""
+        (None: no copy is needed, the warehouse serves readers itself). ``drop_stale``: should
+        this fail, remove the copy published before (it holds customers just erased)."""
         return None
 
     def unnest(self, param: str, alias: str) -> str:
@@ -124,6 +126,27 @@ class WarehouseSQL(dg.ConfigurableResource):
         for token, value in {**self.types, **names}.items():
             sql = sql.replace("{" + token + "}", value)
         return sql
+
+
+class ReadCopyFailed(dg.Failure):
+    """The analysts' copy of the local warehouse could not be published; the warehouse itself
+    holds the week. Not retried: a full disk stays full."""
+
+    def __init__(self, target: Path, dropped: bool, exc: Exception):
+        before = (
+            "The copy published before was removed: it still held the customers just erased."
+            if dropped
+            else "Analysts keep reading the copy published before, a week behind."
+        )
+        super().__init__(
+            description=f"The analysts' copy of the warehouse could not be published at {target}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
+            "The warehouse holds the week; no partial copy was left. "
+            f"{before} Free space on that disk (the copy takes the warehouse's size on ext4, "
+            "nothing on XFS or btrfs) or point WAREHOUSE_READ_COPY_PATH at another; re-running "
+            "the week, or the next one, publishes the copy.",
+            allow_retries=False,
+        )
 
 
 class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
@@ -163,19 +186,31 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     def table_url(self, schema: str, name: str) -> str:
         return f"{schema}.{name} in {Path(self.read_copy_path or self.database).resolve()}"
 
-    def publish_read_copy(self) -> str | None:
+    def publish_read_copy(self, drop_stale: bool = False) -> str | None:
         """Checkpoint the file and copy it beside itself, atomically, while holding its lock: no
         writer can change it mid-copy, and a reader of the copy never sees half a week. On a
         filesystem that shares blocks (XFS, btrfs) the copy is a reflink (``copy_file``): its time
-        and its disk do not grow with the history the file holds."""
+        and its disk do not grow with the history the file holds.
+
+        A copy that fails (a full disk) leaves no partial file. The copy published before stays
+        (a week behind, never wrong), unless ``drop_stale``: after an erasure, that copy still
+        holds the customers erased, and is removed."""
         if not self.read_copy_path or not Path(self.database).exists():
             return None
         target = Path(self.read_copy_path)
         tmp = target.with_name(target.name + ".tmp")
-        with self.get_connection() as con:
-            con.execute("CHECKPOINT")
-            copy_file(self.database, tmp)
-        os.replace(tmp, target)
+        try:
+            with self.get_connection() as con:
+                con.execute("CHECKPOINT")
+                copy_file(self.database, tmp)
+            os.replace(tmp, target)
+        except BaseException as exc:  # the file locked by another process included
+            tmp.unlink(missing_ok=True)
+            if drop_stale:
+                target.unlink(missing_ok=True)
+            if isinstance(exc, (OSError, duckdb.Error)):
+                raise ReadCopyFailed(target, drop_stale, exc) from exc
+            raise
         return str(target.resolve())
 
     def table(self, schema: str, name: str) -> str:
