@@ -8,6 +8,7 @@ never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -106,7 +107,10 @@ def _copy_into(conn, copy_sql: str, sink, errors: list[BaseException]) -> None:
     except BaseException as exc:  # re-raised by the reading side
         errors.append(exc)
     finally:
-        sink.close()
+        # the reading side closed its end (it stopped early): what is left unflushed has no
+        # reader, and the broken pipe is already recorded
+        with contextlib.suppress(BrokenPipeError):
+            sink.close()
 
 
 class StreamProgress:

@@ -2,6 +2,7 @@
 permissions."""
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ import pytest
 from customer_assets.partitions import week_bounds
 from customer_assets.resources.postgres import PostgresSource, SourcePermissionError
 from customer_assets.schemas import RawTransactions
+from customer_assets.sources.copy_stream import _copy_into
 from customer_assets.sources.extract import stream_week, to_raw_frame
 from customer_assets_tests.support.sources import query, socket_dir
 
@@ -236,6 +238,22 @@ def test_a_value_larger_than_the_block_is_read_whole(rolled_back):
     names = table.filter(pc.equal(table["product_id"], giant))["product_name"].to_pylist()
     assert names and set(names) == {"é" * 1_100_000}
     assert table.num_rows == stream_week(rolled_back, start, end).num_rows
+
+
+def test_a_copy_whose_reader_has_gone_ends_quietly(rolled_back):
+    """The reading side stops early (it reads again with larger blocks, or met a bad value) and
+    closes its end of the pipe: the COPY thread records the broken pipe for it and ends, instead of
+    raising again when it closes its end (an unhandled exception in a thread, seen in CI)."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the reader has gone
+    errors: list[BaseException] = []
+    _copy_into(
+        rolled_back,
+        "COPY (SELECT repeat('x', 1000) FROM generate_series(1, 10000)) TO STDOUT",
+        os.fdopen(write_fd, "wb"),
+        errors,
+    )
+    assert len(errors) == 1 and isinstance(errors[0], BrokenPipeError)
 
 
 def _lock_holder(dsn: str, table: str):
