@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from customer_assets.erasure import SUPPRESSION, customer_hashes, erase_from_warehouse
 from customer_assets.resources.warehouse_sql import BigQueryWarehouse
 from customer_assets.suppression import customer_tables
+from customer_assets_tests.support.disks import small_tmpfs
 from customer_assets_tests.support.pipeline import run_week, warehouse
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT
 
@@ -153,17 +152,8 @@ def test_an_erasure_whose_copy_cannot_be_published_leaves_no_copy_that_remembers
     listed = warehouse(stale, "SELECT customer_id FROM customer_analytics.flagged_transactions")
     customer = listed["customer_id"].iloc[0]
     # a disk with room for the copy published before, not for a second one
-    disk = tmp / "copies"
-    disk.mkdir()
     size_mb = stale.stat().st_size * 3 // 2 // (1 << 20) + 1
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp / "copies", size_mb) as disk:
         shutil.copyfile(stale, disk / "read.duckdb")
         monkeypatch.setenv("WAREHOUSE_READ_COPY_PATH", str(disk / "read.duckdb"))
         from customer_assets.definitions import build_definitions
@@ -179,8 +169,6 @@ def test_an_erasure_whose_copy_cannot_be_published_leaves_no_copy_that_remembers
         error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
         assert "could not be published" in error.message and "was removed" in error.message
         assert list(disk.iterdir()) == []  # neither the stale copy nor a partial one
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=False)
     assert (
         warehouse(
             db,

@@ -15,6 +15,7 @@ import pytest
 
 from customer_assets.duck import copy_file
 from customer_assets.resources.warehouse_sql import DuckDBWarehouse, ReadCopyFailed
+from customer_assets_tests.support.disks import small_tmpfs
 
 ROWS = 2_000_000  # about 30 MB of DuckDB file: enough to see whether a copy took its space
 
@@ -129,17 +130,8 @@ def test_on_a_filesystem_with_reflinks_the_copy_takes_no_space(reflink_folder):
 def small_disk(tmp_path):
     """A real 40 MiB file system (tmpfs) for the warehouse and its copy; skipped where mounting is
     not permitted."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "--lazy", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "small", 40) as mount:
+        yield mount
 
 
 def _grow_to(warehouse: DuckDBWarehouse, megabytes: int) -> int:

@@ -15,6 +15,7 @@ from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import weekly_partitions
 from customer_assets.resources.warehouse_sql import DuckDBWarehouse
+from customer_assets_tests.support.disks import small_tmpfs
 
 WEEK = "2026-11-16"
 
@@ -129,18 +130,8 @@ def test_a_loaded_week_comes_back_with_its_types_and_missing_values(tmp_path):
 def full_disk(tmp_path):
     """A real 3 MiB file system (tmpfs) for the warehouse file; skipped where mounting is not
     permitted."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    # the failed connection may still hold the file
-    subprocess.run(["umount", "--lazy", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "tiny", 3) as mount:
+        yield mount
 
 
 def _big_week(n: int) -> pd.DataFrame:
