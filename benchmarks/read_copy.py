@@ -50,7 +50,7 @@ def _free(folder: Path) -> int:
 
 def _timed(folder: Path, copy, source: Path, target: Path) -> tuple[float, float]:
     """Seconds and MiB of disk a copy took (the target removed after). Each starts with nothing
-    left to write back (``sync``), so that neither pays for the other's writes."""
+    left to write back (``_free``), so that neither pays for the other's writes."""
     before = _free(folder)
     start = time.perf_counter()
     copy(source, target)
