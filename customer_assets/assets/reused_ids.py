@@ -20,7 +20,6 @@ from customer_assets.sources.extract import completed_ids
 from customer_assets.weeks import WeekContext, monday_of
 
 TRANSACTIONS_TABLE = (tables.SCHEMA, tables.WEEKLY_TRANSACTIONS)
-ID_CHUNK = 50_000  # ids per warehouse query: a BigQuery request stays far below its size limit
 
 HELD_ELSEWHERE_SQL = """
 SELECT w.transaction_id, w.{ts} AS ts FROM {table} w
@@ -60,9 +59,9 @@ def held_in_other_weeks(
 
 def _held_elsewhere(warehouse: WarehouseSQL, span: WeekContext, raw: pd.DataFrame) -> pd.DataFrame:
     """The warehouse's rows (transaction_id, ts) of the week's ids in other weeks of the load's
-    window, asked ``ID_CHUNK`` ids at a time."""
+    window, asked in as few parts as the warehouse's list parameters allow (one in DuckDB)."""
     window = unique_window(span.week_start, span.week_end, UNIQUE_WITHIN_WEEKS)
-    ids = raw["transaction_id"].dropna().unique().tolist()
+    ids = raw["transaction_id"].dropna().unique()
     names = {
         "table": warehouse.table(*TRANSACTIONS_TABLE),
         "ts": warehouse.quote("timestamp"),
@@ -75,8 +74,8 @@ def _held_elsewhere(warehouse: WarehouseSQL, span: WeekContext, raw: pd.DataFram
         "window_end": window[1],
     }
     found = [
-        warehouse.query(HELD_ELSEWHERE_SQL, {**params, "ids": ids[i : i + ID_CHUNK]}, **names)
-        for i in range(0, len(ids), ID_CHUNK)
+        warehouse.query(HELD_ELSEWHERE_SQL, {**params, "ids": part}, **names)
+        for part in warehouse.in_parts(ids)
     ]
     return (
         pd.concat(found, ignore_index=True)

@@ -42,6 +42,9 @@ from customer_assets.resources.bigquery_client import bigquery_client, retrying_
 
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 BATCH_ROWS = 200_000
+# A list parameter as DuckDB reads it: an Arrow table registered on the statement's connection
+# (``DuckDBWarehouse.unnest``), never a list bound value by value.
+_LIST_RELATION = re.compile(r'"__list_([A-Za-z_][A-Za-z0-9_]*)"')
 
 
 def write_batches(batches: Iterable[pa.RecordBatch], path: Path) -> int:
@@ -110,9 +113,20 @@ class WarehouseSQL(dg.ConfigurableResource):
         this fail, remove the copy published before (it holds customers just erased)."""
         return None
 
+    # The most elements a list parameter holds in one statement (None: no limit); a caller with more
+    # asks in parts (``in_parts``).
+    list_rows: ClassVar[int | None] = None
+
     def unnest(self, param: str, alias: str) -> str:
         """A relation of one column ``alias``, a row per element of the list parameter ``param``."""
         return f"(SELECT unnest(@{param}) AS {alias})"
+
+    def in_parts(self, values) -> Iterator:
+        """``values`` (a list or an array) in the parts a list parameter of this warehouse holds:
+        the whole at once where there is no limit."""
+        step = self.list_rows or max(len(values), 1)
+        for start in range(0, len(values), step):
+            yield values[start : start + step]
 
     types: ClassVar[dict[str, str]] = {
         "INT": "BIGINT",
@@ -126,6 +140,14 @@ class WarehouseSQL(dg.ConfigurableResource):
         for token, value in {**self.types, **names}.items():
             sql = sql.replace("{" + token + "}", value)
         return sql
+
+
+def _arrow_list(values) -> pa.Array:
+    """A list parameter's elements as one Arrow array (text where none tells the type)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    array = values if isinstance(values, pa.Array) else pa.array(values, from_pandas=True)
+    return array.cast(pa.string()) if pa.types.is_null(array.type) else array
 
 
 class ReadCopyFailed(dg.Failure):
@@ -216,12 +238,31 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     def table(self, schema: str, name: str) -> str:
         return f"{quoted(schema)}.{quoted(name)}"
 
+    def unnest(self, param: str, alias: str) -> str:
+        # an Arrow table registered for the statement (``_bound``): binding a list value by value
+        # cost 0.4 s for a week's 600k transaction ids, registering it 0.01 s
+        return f'(SELECT v AS {alias} FROM "__list_{param}")'
+
+    @contextmanager
+    def _bound(self, sql: str, params: dict | None):
+        """A connection with the statement's list parameters registered as Arrow tables, and the
+        statement with ``$name`` placeholders and the scalar parameters it uses."""
+        rendered = sql
+        used = set(_PARAM.findall(rendered))
+        values = {k: v for k, v in (params or {}).items() if k in used}
+        with self.get_connection() as con:
+            lists = set(_LIST_RELATION.findall(rendered))
+            for name in lists:
+                con.register(f"__list_{name}", pa.table({"v": _arrow_list((params or {})[name])}))
+            try:
+                yield con, _PARAM.sub(r"$\1", rendered), values
+            finally:
+                for name in lists:
+                    con.unregister(f"__list_{name}")
+
     def _run(self, sql: str, params: dict | None, names: dict[str, str], fetch: bool):
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        rendered = self.render(sql, names)
-        values = {k: v for k, v in (params or {}).items() if k in set(_PARAM.findall(rendered))}
-        with self.get_connection() as con:
-            rendered = _PARAM.sub(r"$\1", rendered)
+        with self._bound(self.render(sql, names), params) as (con, rendered, values):
             if fetch:  # a relation's Arrow result, without the extra copy a DB-API result makes
                 return (
                     con.sql(rendered, params=values)
@@ -237,11 +278,8 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     def batches(
         self, sql: str, params: dict | None = None, **names: str
     ) -> Iterator[pa.RecordBatch]:
-        rendered = self.render(sql, names)
-        values = {k: v for k, v in (params or {}).items() if k in set(_PARAM.findall(rendered))}
-        with self.get_connection() as con:
-            relation = con.sql(_PARAM.sub(r"$\1", rendered), params=values)
-            yield from relation.fetch_record_batch(BATCH_ROWS)
+        with self._bound(self.render(sql, names), params) as (con, rendered, values):
+            yield from con.sql(rendered, params=values).fetch_record_batch(BATCH_ROWS)
 
     def execute(self, sql: str, params: dict | None = None, **names: str) -> None:
         self._run(sql, params, names, fetch=False)
@@ -290,6 +328,9 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
     def quote(self, name: str) -> str:
         return f"`{name}`"
 
+    # a request stays far below BigQuery's size limit
+    list_rows: ClassVar[int | None] = 50_000
+
     def unnest(self, param: str, alias: str) -> str:
         return f"UNNEST(@{param}) AS {alias}"
 
@@ -314,6 +355,10 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
 
         out = []
         for name, value in (params or {}).items():
+            if isinstance(value, pa.ChunkedArray):
+                value = value.to_pylist()
+            elif hasattr(value, "tolist"):  # an array: pandas, NumPy or Arrow
+                value = value.tolist()
             if isinstance(value, (list, tuple)):  # lists are of strings here (ids, hashes)
                 out.append(bigquery.ArrayQueryParameter(name, "STRING", [str(v) for v in value]))
                 continue
