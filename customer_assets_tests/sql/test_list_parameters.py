@@ -73,9 +73,6 @@ def test_duckdb_asks_a_week_of_ids_at_once_and_keeps_no_list_after_the_statement
         350_000
     )
     with pytest.raises(duckdb.Error):
-        duck.query(
-            "SELECT no_such_column FROM {ids}", {"ids": ["a"]}, ids=duck.unnest("ids", "i")
-        )
-    with duck.get_connection() as con:
-        with pytest.raises(duckdb.CatalogException):
-            con.execute('SELECT * FROM "__list_ids"')
+        duck.query("SELECT no_such_column FROM {ids}", {"ids": ["a"]}, ids=duck.unnest("ids", "i"))
+    with duck.get_connection() as con, pytest.raises(duckdb.CatalogException):
+        con.execute('SELECT * FROM "__list_ids"')
