@@ -16,6 +16,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from customer_assets.errors import first_line
+
 DEFAULT_LOCK_TIMEOUT_SECONDS = 60
 
 
@@ -30,7 +32,7 @@ class WarehouseLocked(dg.Failure):
             description=f"The warehouse {database} is locked by {who}; waited {waited:.0f} s "
             "(WAREHOUSE_LOCK_TIMEOUT). DuckDB allows one process at a time on the file, readers included: close "
             "that connection (analysts read the copy published after each week, WAREHOUSE_READ_COPY_PATH), then "
-            f"re-run the week. [{message.strip().splitlines()[0]}]",
+            f"re-run the week. [{first_line(None, message)}]",
             metadata={"lock_holder": who},
             allow_retries=False,
         )

@@ -132,6 +132,25 @@ def slices(frame: pd.DataFrame, rows: int | None = None) -> Iterator[pd.DataFram
         yield frame.iloc[start : start + rows]
 
 
+def write_batches(batches: Iterable[pa.RecordBatch], path: Path) -> int:
+    """Record batches written to the Parquet file ``path`` as they come; the number of rows. No
+    batch, or only empty ones: no file, 0."""
+    rows, writer = 0, None
+    try:
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            if writer is None:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(path, batch.schema)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
 def write_parquet_batches(
     batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema | None = None, **options
 ) -> tuple[int, int]:

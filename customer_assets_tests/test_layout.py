@@ -222,7 +222,7 @@ LAYERS = (
             "lineage",
         },
     ),
-    ("pure", {"logic", "schemas", "weeks"}),
+    ("pure", {"logic", "schemas", "weeks", "errors"}),
 )
 
 

@@ -26,6 +26,7 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb.io_manager import DuckDbClient
 from pydantic import Field
 
+from customer_assets.errors import first_line
 from customer_assets.frames import StoredFrame
 from customer_assets.io_managers.declared import (
     DUCKDB_NULL,
@@ -66,7 +67,7 @@ class WarehouseDiskFull(dg.Failure):
             "is all or nothing: the table holds the week as before, or (when only the checkpoint after the commit "
             "failed) the new week, kept in DuckDB's write-ahead log. Free space on that disk, or point "
             "WAREHOUSE_DUCKDB_PATH at a larger one, then re-run the week. Not retried. "
-            f"[{str(exc).strip().splitlines()[0]}]",
+            f"[{first_line(exc)}]",
             allow_retries=False,
         )
 

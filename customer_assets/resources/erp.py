@@ -13,6 +13,7 @@ import pandas as pd
 import psycopg2
 from pydantic import Field
 
+from customer_assets.errors import first_line
 from customer_assets.resources.postgres import PostgresSource, SourceConnectionError
 from customer_assets.sources.erp import EMPTY, fetch_week
 
@@ -69,9 +70,7 @@ class ErpSource(dg.ConfigurableResource):
         except (psycopg2.OperationalError, SourceConnectionError) as exc:
             # libpq's own words: the source's advice names the source's variables, not the ERP's
             cause = exc.__cause__ if isinstance(exc, SourceConnectionError) else exc
-            reason = (
-                str(cause).strip().splitlines()[0] if str(cause).strip() else type(exc).__name__
-            )
+            reason = first_line(exc, str(cause))
             what = "refused the connection" if cause is not exc else "unreachable"
             raise dg.Failure(
                 description=f"ERP database at {self.host}:{self.port}/{self.dbname} {what}: {reason}. "

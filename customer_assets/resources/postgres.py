@@ -13,6 +13,7 @@ import psycopg2
 import psycopg2.errors
 from pydantic import Field, PrivateAttr
 
+from customer_assets.errors import first_line
 from customer_assets.sources.source_schema import REQUIRED, SourceSchema, read_source_schema
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def permanent_refusal(
 ) -> SourceConnectionError | None:
     """The one-line failure for a connection error that retrying cannot fix, or None for a transient
     one (refused or reset connections, timeouts, a server starting or shutting down)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     for pattern, advice in _PERMANENT_REFUSALS:
         if re.search(pattern, str(exc), flags=re.IGNORECASE):
             return SourceConnectionError(
@@ -81,7 +82,7 @@ def timeout_failure(
 ) -> SourceTimeoutError | None:
     """The one-line failure naming the setting, for a query the server cancelled on a timeout; else
     None."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     if isinstance(exc, psycopg2.errors.LockNotAvailable):
         return SourceTimeoutError(
             description=f"A source table stayed locked longer than SOURCE_LOCK_TIMEOUT={lock_timeout} s (another "
@@ -168,11 +169,7 @@ class PostgresSource(dg.ConfigurableResource):
                 self._routes.last = f"replica {self.read_host}"
                 return conn
             except (psycopg2.OperationalError, SourceConnectionError) as exc:
-                reason = (
-                    (exc.description if isinstance(exc, dg.Failure) else str(exc))
-                    .strip()
-                    .splitlines()[0]
-                )
+                reason = first_line(exc)
                 self._routes.last = (
                     f"primary {self.host} (replica {self.read_host} refused: {reason})"
                 )
@@ -267,7 +264,7 @@ class PostgresSource(dg.ConfigurableResource):
         except psycopg2.errors.InsufficientPrivilege as exc:
             raise SourcePermissionError(
                 description=f"Permission denied on the source database for user {self.user!r}: "
-                f"{str(exc).strip().splitlines()[0]}. Grant SELECT on customers, transactions and products; "
+                f"{first_line(exc)}. Grant SELECT on customers, transactions and products; "
                 "the pipeline does not retry or work around missing permissions.",
                 allow_retries=False,
             ) from exc

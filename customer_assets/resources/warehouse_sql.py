@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import date, datetime
 from functools import partial
@@ -24,7 +24,6 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 from dagster_gcp import BigQueryResource
 from pydantic import Field
@@ -37,6 +36,8 @@ from customer_assets.duck import (
     file_lock,
     step_anchor,
 )
+from customer_assets.errors import first_line
+from customer_assets.frames import write_batches
 from customer_assets.logic.duckdb_memory import quoted
 from customer_assets.resources.bigquery_client import bigquery_client, retrying_conflicts
 
@@ -45,25 +46,6 @@ BATCH_ROWS = 200_000
 # A list parameter as DuckDB reads it: an Arrow table registered on the statement's connection
 # (``DuckDBWarehouse.unnest``), never a list bound value by value.
 _LIST_RELATION = re.compile(r'"__list_([A-Za-z_][A-Za-z0-9_]*)"')
-
-
-def write_batches(batches: Iterable[pa.RecordBatch], path: Path) -> int:
-    """Record batches written to the Parquet file ``path`` as they come; the number of rows. No
-    batch, or only empty ones: no file, 0."""
-    rows, writer = 0, None
-    try:
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            if writer is None:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(path, batch.schema)
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    return rows
 
 
 class WarehouseSQL(dg.ConfigurableResource):
@@ -162,7 +144,7 @@ class ReadCopyFailed(dg.Failure):
         )
         super().__init__(
             description=f"The analysts' copy of the warehouse could not be published at {target}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
+            f"{first_line(exc)}. "
             "The warehouse holds the week; no partial copy was left. "
             f"{before} Free space on that disk (the copy takes the warehouse's size on ext4, "
             "nothing on XFS or btrfs) or point WAREHOUSE_READ_COPY_PATH at another; re-running "

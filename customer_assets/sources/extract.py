@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from customer_assets.errors import first_line
 from customer_assets.sources.copy_stream import (
     BLOCK_SIZE,
     INVALID_ENCODING,
@@ -274,11 +275,7 @@ def stream_week_alongside(
     finally:
         beside.stop()
     if beside.unavailable is not None:
-        reason = (
-            str(beside.unavailable).strip().splitlines()[0]
-            if str(beside.unavailable).strip()
-            else type(beside.unavailable).__name__
-        )
+        reason = first_line(beside.unavailable)
         log.warning(
             f"no second connection on the extract's snapshot ({reason}); the week's version (and "
             "what else is read beside the rows) is computed after the rows, on the extract's "

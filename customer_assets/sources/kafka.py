@@ -29,6 +29,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from customer_assets.errors import first_line
+
 # Which KAFKA_* variables are client settings (the security ones, passed by name) is read with the
 # other variables, in settings.py.
 from customer_assets.sources.kafka_files import (
@@ -134,7 +136,7 @@ class KafkaSource(dg.ConfigurableResource):
                 text = text.replace(secret, "***")
         return KafkaUnavailable(
             f"Kafka unavailable: {what} at {self.brokers} (topic {self.topic}, group "
-            f"{self.group_id}) within {self.timeout_seconds:g}s: {text.splitlines()[0][:300]}"
+            f"{self.group_id}) within {self.timeout_seconds:g}s: {first_line(exc, text)[:300]}"
         )
 
     def decoder(self) -> Callable[[bytes | None], dict]:
