@@ -239,18 +239,34 @@ def drop_suppressed_rows(
 def add_to_list(warehouse: WarehouseSQL, hashes: list[str], hash_key: str, request: str) -> None:
     """Add keyed hashes to the list under ``hash_key``'s fingerprint (a hash already listed is not
     added twice)."""
-    table = ensure_table(warehouse)
-    warehouse.execute(
-        ADD_SUPPRESSION_SQL,
-        {
-            "hashes": hashes,
-            "request": request,
-            "fingerprint": fingerprint(hash_key),
-            "erased_at": datetime.now(timezone.utc).replace(tzinfo=None),
-        },
-        table=table,
-        hashes=warehouse.unnest("hashes", "h"),
+    add_hashes(
+        warehouse,
+        hashes,
+        request=request,
+        key_fingerprint=fingerprint(hash_key),
+        erased_at=datetime.now(timezone.utc).replace(tzinfo=None),
     )
+
+
+def add_hashes(
+    warehouse: WarehouseSQL, hashes, request: str, key_fingerprint: str, erased_at: datetime
+) -> str:
+    """Add ``hashes`` to the list as entries of ``request`` (none listed twice), in the parts a
+    list parameter of the warehouse holds; returns the list's table."""
+    table = ensure_table(warehouse)
+    for part in warehouse.in_parts(hashes):
+        warehouse.execute(
+            ADD_SUPPRESSION_SQL,
+            {
+                "hashes": part,
+                "request": request,
+                "fingerprint": key_fingerprint,
+                "erased_at": erased_at,
+            },
+            table=table,
+            hashes=warehouse.unnest("hashes", "h"),
+        )
+    return table
 
 
 def with_their_persons(warehouse: WarehouseSQL, ids: list[str]) -> list[str]:
@@ -259,11 +275,13 @@ def with_their_persons(warehouse: WarehouseSQL, ids: list[str]) -> list[str]:
     them."""
     if not ids or not warehouse.exists(SCHEMA, MAP_TABLE):
         return list(ids)
-    rows = warehouse.query(
-        PERSON_IDS_SQL,
-        {"ids": list(ids)},
-        table=warehouse.table(SCHEMA, MAP_TABLE),
-        ids=warehouse.unnest("ids", "i"),
+    names = {"table": warehouse.table(SCHEMA, MAP_TABLE), "ids": warehouse.unnest("ids", "i")}
+    rows = pd.concat(
+        [
+            warehouse.query(PERSON_IDS_SQL, {"ids": part}, **names)
+            for part in warehouse.in_parts(list(ids))
+        ],
+        ignore_index=True,
     )
     records = rows["source_customer_id"].where(
         rows["source"] != "erp", "erp:" + rows["source_customer_id"]
@@ -283,13 +301,17 @@ def delete_customers(warehouse: WarehouseSQL, ids: list[str], table_names=None) 
             continue
         names = {"table": warehouse.table(SCHEMA, name), "ids": warehouse.unnest("ids", "i")}
         where = _erased(name)
-        removed[name] = int(
-            warehouse.query(
-                "SELECT count(*) AS n FROM {table} WHERE " + where, {"ids": ids}, **names
-            )["n"].iloc[0]
-        )
-        if removed[name]:
-            warehouse.execute("DELETE FROM {table} WHERE " + where, {"ids": ids}, **names)
+        removed[name] = 0
+        # part by part, counted before each delete: a row two parts name is counted once
+        for part in warehouse.in_parts(ids):
+            found = int(
+                warehouse.query(
+                    "SELECT count(*) AS n FROM {table} WHERE " + where, {"ids": part}, **names
+                )["n"].iloc[0]
+            )
+            if found:
+                warehouse.execute("DELETE FROM {table} WHERE " + where, {"ids": part}, **names)
+            removed[name] += found
     return removed
 
 

@@ -13,8 +13,8 @@ import pandas as pd
 from customer_assets.logic.identity import keyed_hash
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.suppression import (
-    ADD_SUPPRESSION_SQL,
     SuppressionKeyError,
+    add_hashes,
     canonical_ids,
     customer_hashes,
     ensure_table,
@@ -63,16 +63,12 @@ def _store_under_new_key(
     table = ensure_table(warehouse)
     for (erased_at, request), group in matched.groupby(["erased_at", "request"], dropna=False):
         ids = [exact for h in group["customer_hash"] for exact in ids_of[h]]
-        warehouse.execute(
-            ADD_SUPPRESSION_SQL,
-            {
-                "hashes": customer_hashes(ids, new_key),
-                "request": request if isinstance(request, str) else "",
-                "fingerprint": fingerprint(new_key),
-                "erased_at": pd.Timestamp(erased_at).to_pydatetime(),
-            },
-            table=table,
-            hashes=warehouse.unnest("hashes", "h"),
+        add_hashes(
+            warehouse,
+            customer_hashes(ids, new_key),
+            request=request if isinstance(request, str) else "",
+            key_fingerprint=fingerprint(new_key),
+            erased_at=pd.Timestamp(erased_at).to_pydatetime(),
         )
     return table
 

@@ -331,8 +331,8 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
         dataset = self.dataset_override or schema
         return f"https://console.cloud.google.com/bigquery?project={self.project}&ws=!1m5!1m4!4m3!1s{self.project}!2s{dataset}!3s{name}"
 
-    @staticmethod
-    def _parameters(params: dict | None):
+    @classmethod
+    def _parameters(cls, params: dict | None):
         from google.cloud import bigquery
 
         out = []
@@ -342,6 +342,12 @@ class BigQueryWarehouse(BigQueryResource, WarehouseSQL):
             elif hasattr(value, "tolist"):  # an array: pandas, NumPy or Arrow
                 value = value.tolist()
             if isinstance(value, (list, tuple)):  # lists are of strings here (ids, hashes)
+                if len(value) > cls.list_rows:
+                    raise ValueError(
+                        f"the list parameter @{name} holds {len(value)} values, more than the "
+                        f"{cls.list_rows} a BigQuery statement takes here: ask in parts "
+                        "(WarehouseSQL.in_parts)"
+                    )
                 out.append(bigquery.ArrayQueryParameter(name, "STRING", [str(v) for v in value]))
                 continue
             if isinstance(value, bool):

@@ -76,3 +76,13 @@ def test_duckdb_asks_a_week_of_ids_at_once_and_keeps_no_list_after_the_statement
         duck.query("SELECT no_such_column FROM {ids}", {"ids": ["a"]}, ids=duck.unnest("ids", "i"))
     with duck.get_connection() as con, pytest.raises(duckdb.CatalogException):
         con.execute('SELECT * FROM "__list_ids"')
+
+
+@pytest.mark.parametrize("warehouse", ["bigquery"], indirect=True)  # DuckDB's lists have no limit
+def test_bigquery_refuses_a_list_longer_than_a_part_naming_the_remedy(warehouse, monkeypatch):
+    """A caller that forgets ``in_parts`` fails at once, in tests, not in production on a week
+    whose list outgrew a request."""
+    table = _table(warehouse)
+    monkeypatch.setattr(type(warehouse), "list_rows", 2)
+    with pytest.raises(ValueError, match=r"@ids holds 3 values, more than the 2 .*in_parts"):
+        _found(warehouse, table, ["a", "b", "c"])
