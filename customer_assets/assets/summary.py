@@ -245,10 +245,14 @@ def pipeline_error_log(context: dg.AssetExecutionContext) -> dg.Output:
     step and reason (step, severity, reason, record_count), from what each step recorded; replaced
     with the week."""
     week = context.partition_key
-    values = {}
-    for step, entry, _, _ in error_log.SOURCES:
-        record = latest_materialization(context.instance, dg.AssetKey.from_user_string(step), week)
-        values[(step, entry)] = metadata_value(record, entry)
+    records = {  # one record a step, however many of its entries the log reads
+        step: latest_materialization(context.instance, dg.AssetKey.from_user_string(step), week)
+        for step in dict.fromkeys(step for step, _, _, _ in error_log.SOURCES)
+    }
+    values = {
+        (step, entry): metadata_value(records[step], entry)
+        for step, entry, _, _ in error_log.SOURCES
+    }
     rows = error_log.error_rows(pd.Timestamp(week), values)
     return dg.Output(
         rows,

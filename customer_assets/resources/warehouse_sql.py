@@ -229,15 +229,14 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     def _bound(self, sql: str, params: dict | None):
         """A connection with the statement's list parameters registered as Arrow tables, and the
         statement with ``$name`` placeholders and the scalar parameters it uses."""
-        rendered = sql
-        used = set(_PARAM.findall(rendered))
-        values = {k: v for k, v in (params or {}).items() if k in used}
+        params = params or {}
+        values = {k: v for k, v in params.items() if k in set(_PARAM.findall(sql))}
         with self.get_connection() as con:
-            lists = set(_LIST_RELATION.findall(rendered))
+            lists = set(_LIST_RELATION.findall(sql))
             for name in lists:
-                con.register(f"__list_{name}", pa.table({"v": _arrow_list((params or {})[name])}))
+                con.register(f"__list_{name}", pa.table({"v": _arrow_list(params[name])}))
             try:
-                yield con, _PARAM.sub(r"$\1", rendered), values
+                yield con, _PARAM.sub(r"$\1", sql), values
             finally:
                 for name in lists:
                     con.unregister(f"__list_{name}")
