@@ -4,6 +4,7 @@ No file is opened here (the warehouse file, and its lock, are ``customer_assets/
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
 
 
 def quoted(name: str) -> str:
@@ -24,3 +25,12 @@ def connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config={"threads": 1})
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+def arrow_list(values) -> pa.Array:
+    """A list's elements (a list, or a pandas, NumPy or Arrow array) as one Arrow array, to register
+    as a relation: text where no element tells the type."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    array = values if isinstance(values, pa.Array) else pa.array(values, from_pandas=True)
+    return array.cast(pa.string()) if pa.types.is_null(array.type) else array

@@ -38,7 +38,7 @@ from customer_assets.duck import (
 )
 from customer_assets.errors import first_line
 from customer_assets.frames import write_batches
-from customer_assets.logic.duckdb_memory import quoted
+from customer_assets.logic.duckdb_memory import arrow_list, quoted
 from customer_assets.resources.bigquery_client import bigquery_client, retrying_conflicts
 
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
@@ -122,14 +122,6 @@ class WarehouseSQL(dg.ConfigurableResource):
         for token, value in {**self.types, **names}.items():
             sql = sql.replace("{" + token + "}", value)
         return sql
-
-
-def _arrow_list(values) -> pa.Array:
-    """A list parameter's elements as one Arrow array (text where none tells the type)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    array = values if isinstance(values, pa.Array) else pa.array(values, from_pandas=True)
-    return array.cast(pa.string()) if pa.types.is_null(array.type) else array
 
 
 class ReadCopyFailed(dg.Failure):
@@ -234,7 +226,7 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
         with self.get_connection() as con:
             lists = set(_LIST_RELATION.findall(sql))
             for name in lists:
-                con.register(f"__list_{name}", pa.table({"v": _arrow_list(params[name])}))
+                con.register(f"__list_{name}", pa.table({"v": arrow_list(params[name])}))
             try:
                 yield con, _PARAM.sub(r"$\1", sql), values
             finally:
