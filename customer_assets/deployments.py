@@ -193,11 +193,15 @@ def resources_for(deployment: str) -> dict[str, object]:
     # The warehouse configured once: its IO manager loads into the very warehouse it is given.
     if deployment == "local":
         database = warehouse_path(settings.data_dir)
+        read_copy = (os.environ.get("WAREHOUSE_READ_COPY_PATH") or "").strip()
+        off = read_copy.lower() == "off"
         warehouse = DuckDBWarehouse(
             database=database,
             lock_timeout_seconds=lock_timeout_from_env(),
-            read_copy_path=os.environ.get("WAREHOUSE_READ_COPY_PATH")
-            or str(Path(database).with_name(f"{Path(database).stem}_read.duckdb")),
+            read_copy_path=read_copy
+            if read_copy and not off
+            else str(Path(database).with_name(f"{Path(database).stem}_read.duckdb")),
+            read_copy_off=off,
         )
         resources["warehouse_io_manager"] = DuckDBWarehouseIOManager(
             warehouse=warehouse, reports_dir=settings.reports_dir

@@ -205,3 +205,24 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
 
 # what copy_file_range answers where it cannot copy these two files (a plain copy can)
 _NO_RANGE_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+
+
+class ReadCopyFailed(dg.Failure):
+    """The analysts' copy of the local warehouse could not be published; the warehouse itself
+    holds the week. Not retried: a full disk stays full."""
+
+    def __init__(self, target: Path, dropped: bool, exc: Exception):
+        before = (
+            "The copy published before was removed: it still held the customers just erased."
+            if dropped
+            else "Analysts keep reading the copy published before, a week behind."
+        )
+        super().__init__(
+            description=f"The analysts' copy of the warehouse could not be published at {target}: "
+            f"{first_line(exc)}. "
+            "The warehouse holds the week; no partial copy was left. "
+            f"{before} Free space on that disk (the copy takes the warehouse's size on ext4, "
+            "nothing on XFS or btrfs) or point WAREHOUSE_READ_COPY_PATH at another; re-running "
+            "the week, or the next one, publishes the copy.",
+            allow_retries=False,
+        )

@@ -27,11 +27,12 @@ from pydantic import Field
 from customer_assets.cleanup.claims import sweep_orphans
 from customer_assets.cleanup.records import write_log
 from customer_assets.cleanup.runs import run_weeks
+from customer_assets.duck import ReadCopyFailed
 from customer_assets.logic.identity import standardise_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
-from customer_assets.resources.warehouse_sql import ReadCopyFailed, WarehouseSQL
+from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.copy_stream import copy_query
 from customer_assets.suppression import (  # noqa: F401  (the list's readers import them from here)

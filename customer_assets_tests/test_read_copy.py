@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from customer_assets.duck import copy_file
-from customer_assets.resources.warehouse_sql import DuckDBWarehouse, ReadCopyFailed
+from customer_assets.duck import ReadCopyFailed, copy_file
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 from customer_assets_tests.support.disks import small_tmpfs
 
 ROWS = 2_000_000  # about 30 MB of DuckDB file: enough to see whether a copy took its space
@@ -172,3 +172,45 @@ def test_a_copy_that_does_not_fit_leaves_no_partial_file(small_disk, erasure):
         assert "copy published before" in message
         with duckdb.connect(published, read_only=True) as con:
             assert con.execute("SELECT count(*) FROM facts").fetchall() == [(rows,)]
+
+
+def test_a_read_copy_turned_off_is_never_published_and_one_left_from_before_goes(tmp_path):
+    """WAREHOUSE_READ_COPY_PATH=off: no copy, so no weekly cost that grows with the file on ext4;
+    a copy published while it was on is removed at the next week or erasure, since it would keep
+    the customers erased since."""
+    warehouse = _warehouse(tmp_path)
+    _fill(warehouse, 1_000)
+    warehouse.publish_read_copy()
+    assert _copy_rows(warehouse.read_copy_path) == (1_000, 999)
+    off = warehouse.model_copy(update={"read_copy_off": True})
+    for erasure in (False, True):
+        assert off.publish_read_copy(drop_stale=erasure) is None
+        assert not Path(warehouse.read_copy_path).exists()
+        assert not Path(warehouse.read_copy_path + ".tmp").exists()
+    assert off.table_url("s", "t") == f"s.t in {Path(warehouse.database).resolve()}"
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "off"),
+    [
+        (None, "warehouse_read.duckdb", False),
+        ("", "warehouse_read.duckdb", False),
+        ("elsewhere/analysts.duckdb", "elsewhere/analysts.duckdb", False),
+        (" OFF ", "warehouse_read.duckdb", True),
+    ],
+)
+def test_the_local_deployment_reads_the_read_copy_setting(monkeypatch, tmp_path, value, path, off):
+    from customer_assets.deployments import resources_for
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("WAREHOUSE_DUCKDB_PATH", raising=False)
+    if value is None:
+        monkeypatch.delenv("WAREHOUSE_READ_COPY_PATH", raising=False)
+    else:
+        monkeypatch.setenv("WAREHOUSE_READ_COPY_PATH", value.replace("elsewhere", str(tmp_path)))
+    warehouse = resources_for("local")["warehouse"]
+    expected = path.replace("elsewhere", str(tmp_path))
+    assert Path(warehouse.read_copy_path) == (
+        Path(expected) if expected.startswith("/") else Path(warehouse.database).parent / expected
+    )
+    assert warehouse.read_copy_off is off

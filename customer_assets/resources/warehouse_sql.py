@@ -30,13 +30,13 @@ from pydantic import Field
 
 from customer_assets.duck import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
+    ReadCopyFailed,
     anchor_used,
     connect_waiting,
     copy_file,
     file_lock,
     step_anchor,
 )
-from customer_assets.errors import first_line
 from customer_assets.frames import write_batches
 from customer_assets.logic.duckdb_memory import arrow_list, quoted
 from customer_assets.resources.bigquery_client import bigquery_client, retrying_conflicts
@@ -124,27 +124,6 @@ class WarehouseSQL(dg.ConfigurableResource):
         return sql
 
 
-class ReadCopyFailed(dg.Failure):
-    """The analysts' copy of the local warehouse could not be published; the warehouse itself
-    holds the week. Not retried: a full disk stays full."""
-
-    def __init__(self, target: Path, dropped: bool, exc: Exception):
-        before = (
-            "The copy published before was removed: it still held the customers just erased."
-            if dropped
-            else "Analysts keep reading the copy published before, a week behind."
-        )
-        super().__init__(
-            description=f"The analysts' copy of the warehouse could not be published at {target}: "
-            f"{first_line(exc)}. "
-            "The warehouse holds the week; no partial copy was left. "
-            f"{before} Free space on that disk (the copy takes the warehouse's size on ext4, "
-            "nothing on XFS or btrfs) or point WAREHOUSE_READ_COPY_PATH at another; re-running "
-            "the week, or the next one, publishes the copy.",
-            allow_retries=False,
-        )
-
-
 class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
     """The local DuckDB file (WAREHOUSE_DUCKDB_PATH), on dagster-duckdb's resource, run in UTC.
 
@@ -163,6 +142,11 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
         description="The analysts' read-only copy, replaced after "
         "each successful week (WAREHOUSE_READ_COPY_PATH); unset: no copy.",
     )
+    read_copy_off: bool = Field(
+        default=False,
+        description="No copy is published (WAREHOUSE_READ_COPY_PATH=off), and one left at "
+        "read_copy_path from before is removed at each publish: it would keep customers erased since.",
+    )
 
     @contextmanager
     def get_connection(self):
@@ -180,7 +164,8 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
                 anchor_used(self.database)
 
     def table_url(self, schema: str, name: str) -> str:
-        return f"{schema}.{name} in {Path(self.read_copy_path or self.database).resolve()}"
+        readers = None if self.read_copy_off else self.read_copy_path
+        return f"{schema}.{name} in {Path(readers or self.database).resolve()}"
 
     def publish_read_copy(self, drop_stale: bool = False) -> str | None:
         """Checkpoint the file and copy it beside itself, atomically, while holding its lock: no
@@ -190,8 +175,10 @@ class DuckDBWarehouse(DuckDBResource, WarehouseSQL):
 
         A copy that fails (a full disk) leaves no partial file. The copy published before stays
         (a week behind, never wrong), unless ``drop_stale``: after an erasure, that copy still
-        holds the customers erased, and is removed."""
-        if not self.read_copy_path or not Path(self.database).exists():
+        holds the customers erased, and is removed. Turned off, no copy is kept at all."""
+        if self.read_copy_off and self.read_copy_path:
+            Path(self.read_copy_path).unlink(missing_ok=True)
+        if self.read_copy_off or not self.read_copy_path or not Path(self.database).exists():
             return None
         target = Path(self.read_copy_path)
         tmp = target.with_name(target.name + ".tmp")
