@@ -21,6 +21,7 @@ from psycopg2 import sql
 
 from customer_assets.demo.crm_and_events import seed_crm_table, write_event_files
 from customer_assets.demo.seed import SeedConfig, is_seeded, seed_database
+from customer_assets.demo.seed_vocabulary import UNKNOWN_CUSTOMER_BASE, UNKNOWN_PRODUCT_BASE
 
 # : The default benchmark scale: 200k customers, 10k products, 8 weeks of ~600k completed
 # transactions.
@@ -37,14 +38,15 @@ def scaled_config(
     scale: float, weeks: int = DEFAULT.weeks, rows_per_week: int | None = None
 ) -> SeedConfig:
     """The default dataset multiplied by ``scale`` (or sized for ``rows_per_week``), over ``weeks``
-    weeks."""
+    weeks. Customers and products stop below the ids the seed keeps for unknown ones (a 10M-row
+    week has 3.3M customers and the largest catalogue, 89,999 products)."""
     if rows_per_week is not None:
         scale = rows_per_week / DEFAULT.transactions_per_week
     return replace(
         DEFAULT,
         weeks=weeks,
-        customers=max(500, round(DEFAULT.customers * scale)),
-        products=max(50, round(DEFAULT.products * scale)),
+        customers=min(max(500, round(DEFAULT.customers * scale)), UNKNOWN_CUSTOMER_BASE - 1),
+        products=min(max(50, round(DEFAULT.products * scale)), UNKNOWN_PRODUCT_BASE - 1),
         transactions_per_week=max(1_000, round(DEFAULT.transactions_per_week * scale)),
         bots_per_week=DEFAULT.bots_per_week if scale >= 0.01 else 1,
     )

@@ -137,3 +137,17 @@ def test_years_mode_runs_at_a_tiny_scale(tmp_path):
     assert all(value > 0 for value in ratios.values())
     assert "plain script / transaction branch" in proc.stdout and "2026-11-16" in proc.stdout
     assert out.with_suffix(".png").stat().st_size > 0 and (tmp_path / "copy.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("rows", [1_000, 600_000, 10_000_000, 30_000_000])
+def test_a_sweep_point_of_any_size_is_a_valid_seed(rows):
+    """The issue's 10M-row week (about 3M customers) failed before it seeded: the catalogue, scaled
+    with the week, reached the product ids the seed keeps for unknown products."""
+    from benchmarks.source import scaled_config
+    from customer_assets.demo.seed_vocabulary import UNKNOWN_CUSTOMER_BASE, UNKNOWN_PRODUCT_BASE
+
+    config = scaled_config(1.0, weeks=2, rows_per_week=rows)
+    assert config.transactions_per_week == max(1_000, rows)
+    scaled = max(500, round(200_000 * rows / 600_000))
+    assert config.customers == min(scaled, UNKNOWN_CUSTOMER_BASE - 1)
+    assert 50 <= config.products < UNKNOWN_PRODUCT_BASE
