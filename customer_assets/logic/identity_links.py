@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from customer_assets.logic.identity import arrow_text
 
 LINKS = ("email_hash", "phone_hash", "id_link")
 
@@ -83,35 +79,31 @@ def id_links(records: pd.DataFrame, week_start) -> tuple[pd.Series, int]:
 
 def reachable(records: pd.DataFrame, start: np.ndarray) -> np.ndarray:
     """The records linked to the ``start`` ones, directly or not, through a keyed email or phone
-    hash, an id compared without case (a superset of the id links) or a person."""
+    hash, an id compared without case (a superset of the id links) or a person.
 
-    def text(values: pd.Series) -> pa.ChunkedArray:
-        return arrow_text(
-            values.astype("str").where(values.notna(), None) if values.dtype == object else values
-        )
-
-    ids = pc.utf8_upper(text(records["source_customer_id"]))
-    erp = text(records["source"]).to_numpy(zero_copy_only=False) == "erp"
-    tag = pa.scalar("erp:", pa.large_string())
-    ids = pc.if_else(
-        pa.array(erp), pc.binary_join_element_wise(tag, ids, pa.scalar("", pa.large_string())), ids
-    )
+    Each key is factorized once into integer codes; a round marks the codes the reached records
+    hold and reaches every record holding one (NumPy over integers: comparing the text again in
+    each round cost 1.1-1.7 s for a 1M-row week's 1.1M records)."""
+    ids = records["source_customer_id"]
+    ids = ids.astype("str").where(ids.notna(), None).str.upper()
+    erp = (records["source"] == "erp").to_numpy(dtype=bool, na_value=False)
     keys = [
-        text(records["email_hash"]),
-        text(records["phone_hash"]),
-        text(records["customer_id"]),
-        ids,
+        pd.factorize(values)[0]  # missing values get -1: they link nothing
+        for values in (
+            records["email_hash"],
+            records["phone_hash"],
+            records["customer_id"],
+            ids.where(~erp, "erp:" + ids),
+        )
     ]
-    touched = start.copy()
+    touched = np.asarray(start, dtype=bool).copy()
     while True:
         grown = touched.copy()
-        mask = pa.array(touched)
-        for key in keys:
-            values = pc.unique(key.filter(mask)).drop_null()
-            if len(values):
-                grown |= (
-                    pc.is_in(key, value_set=values).fill_null(False).to_numpy(zero_copy_only=False)
-                )
+        for codes in keys:
+            marked = np.zeros(codes.max(initial=-1) + 2, dtype=bool)  # the last slot: missing (-1)
+            marked[codes[touched]] = True
+            marked[-1] = False
+            grown |= marked[codes]
         if (grown == touched).all():
             return touched
         touched = grown
