@@ -149,8 +149,11 @@ def pipeline(
     )
 
 
-def measure_week(source: Source, work: Path, repeat: int, naive: bool = True) -> dict:
-    """Floor, naive, extract and the whole week on the last seeded week of ``source``."""
+def measure_week(
+    source: Source, work: Path, repeat: int, naive: bool = True, events: bool = True
+) -> dict:
+    """Floor, naive, extract and the whole week on the last seeded week of ``source``; ``events``
+    False runs the weeks without an event landing zone."""
     week = source.config.end_week.isoformat()
     work = work / source.dbname  # concurrent runs on other scales never share scratch files
     log(f"[{source.dbname}] warming the server's cache ...")
@@ -165,11 +168,11 @@ def measure_week(source: Source, work: Path, repeat: int, naive: bool = True) ->
     # week after the first does (a first week's opening balance is a one-time cost).
     before = (date.fromisoformat(week) - timedelta(weeks=1)).isoformat()
     log(f"[{source.dbname}] pipeline week {before} (the week before, not timed) ...")
-    pipeline(source, before, 1, work / "pipeline")
+    pipeline(source, before, 1, work / "pipeline", events=events)
     log(f"[{source.dbname}] pipeline week {week} ...")
     best = None
     for _ in range(repeat):
-        run = pipeline(source, week, 1, work / "pipeline", keep=True)
+        run = pipeline(source, week, 1, work / "pipeline", events=events, keep=True)
         if best is None or run["total_seconds"] < best["total_seconds"]:
             best = run
     result["week_run"] = summarise_week(best["weeks"][0], best["peak_rss_mb"])
@@ -481,12 +484,19 @@ def plot_years(y: dict, paths: list[Path]) -> None:
 
 
 def sweep(
-    server, rows_list: list[int], weeks: int, work: Path, repeat: int, naive: bool
+    server,
+    rows_list: list[int],
+    weeks: int,
+    work: Path,
+    repeat: int,
+    naive: bool,
+    events: bool = True,
 ) -> list[dict]:
     points = []
     for rows in rows_list:
         source = seeded_source(server, scaled_config(1.0, weeks=weeks, rows_per_week=rows), log)
-        m = measure_week(source, work / f"sweep_{rows}", repeat, naive)
+        m = measure_week(source, work / f"sweep_{rows}", repeat, naive, events)
+        m["events"] = events
         m["ratios"] = ratios(m)
         m["rows_per_week_target"] = rows
         m["seed"] = {"config": asdict(source.config), "seed_seconds": source.seed_seconds}
@@ -548,6 +558,12 @@ def main(argv=None) -> None:
     )
     p.add_argument("--no-naive", action="store_true", help="skip the naive reference (sweep only)")
     p.add_argument(
+        "--no-events",
+        action="store_true",
+        help="sweep weeks without event files: the demo's event generator holds them all in memory "
+        "(more than 24 GB at 10M rows a week)",
+    )
+    p.add_argument(
         "--years",
         type=int,
         nargs="?",
@@ -596,7 +612,9 @@ def main(argv=None) -> None:
         log(f"plot: {', '.join(result['plot'])}")
     elif a.sweep:
         rows_list = [int(r) for r in a.sweep.split(",")]
-        result["sweep"] = sweep(server, rows_list, a.sweep_weeks, scratch, a.repeat, not a.no_naive)
+        result["sweep"] = sweep(
+            server, rows_list, a.sweep_weeks, scratch, a.repeat, not a.no_naive, not a.no_events
+        )
         png = a.out.with_suffix(".png")
         plot(result["sweep"], png)
         result["plot"] = str(png)
