@@ -20,6 +20,10 @@ ETL = "etl"
 WAREHOUSE = tables.SCHEMA
 OWNERS = ["team:data-engineering"]
 PARTITIONS = weekly_partitions
+# The profile branch's inputs (the CRM, the ERP, the events, Kafka's landing) run after the
+# transaction branch's steps: a slow or unavailable CRM or landing zone never delays (or, failing,
+# prevents) the week's transactions.
+AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
 
 
 def week_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> WeekContext:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from customer_assets import tables
 from customer_assets.assets.common import (
+    AFTER_TRANSACTIONS,
     ETL,
     OWNERS,
     PARTITIONS,
@@ -17,7 +18,6 @@ from customer_assets.assets.common import (
     selected_events,
     week_context,
 )
-from customer_assets.assets.profile_inputs import AFTER_TRANSACTIONS
 from customer_assets.dagster_types import (
     CustomerIdentityMapType,
     ErpCustomersType,

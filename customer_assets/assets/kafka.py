@@ -7,7 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from customer_assets.assets.common import OWNERS, PARTITIONS, check_spec, week_context
+from customer_assets.assets.common import (
+    AFTER_TRANSACTIONS,
+    OWNERS,
+    PARTITIONS,
+    check_spec,
+    week_context,
+)
 from customer_assets.partitions import weekly_partitions
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.kafka import KafkaSource, KafkaUnavailable
@@ -15,9 +21,6 @@ from customer_assets.sources.kafka_files import week_event_lines
 from customer_assets.sources.kafka_landing import Landing
 
 KAFKA_EVENTS = dg.AssetKey(["landing_zone", "kafka_events"])
-# As the profile branch's other inputs (profiles.AFTER_TRANSACTIONS): after the transaction branch's
-# steps.
-AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
 
 
 def _check(name: str, passed: bool, text: str, **figures) -> dg.AssetCheckResult:

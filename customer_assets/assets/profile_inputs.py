@@ -12,6 +12,7 @@ import dagster as dg
 import pyarrow as pa
 
 from customer_assets.assets.common import (
+    AFTER_TRANSACTIONS,
     ETL,
     OWNERS,
     PARTITIONS,
@@ -46,11 +47,6 @@ CRM_REQUIRED_FIELDS = (
     "lifetime_value",
     "support_ticket_count",
 )
-
-
-# The profile branch's inputs run after the transaction branch's steps: a slow or unavailable CRM
-# or landing zone never delays (or, failing, prevents) the week's transactions.
-AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
 
 
 @dg.asset(
