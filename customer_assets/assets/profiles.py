@@ -106,7 +106,12 @@ flagged (`outlier_fields`); every decision is in `transform_log.json`.
         "erp_customers": intermediate("erp_customers"),
         "customer_event_aggregates": intermediate("customer_event_aggregates"),
         "transformed_transactions": intermediate("transformed_transactions", StoredFrame),
-        "customer_identity_map": dg.AssetIn(key=tables.key(tables.CUSTOMER_IDENTITY_MAP)),
+        # what names each record's person, no more: every customer's hashes and times stay in the
+        # warehouse
+        "customer_identity_map": dg.AssetIn(
+            key=tables.key(tables.CUSTOMER_IDENTITY_MAP),
+            metadata={"columns": ["customer_id", "source", "source_customer_id"]},
+        ),
     },
     # Subsettable so that a step with nothing to do (its week finished) may yield nothing, checks
     # included.
