@@ -86,6 +86,34 @@ class StoredFrame:
                 yield pa.Table.from_batches([batch]).replace_schema_metadata(metadata).to_pandas()
 
 
+class CarriedWeek:
+    """A week of a table that is mostly an earlier week's: ``frame`` (the rows the week changed or
+    added) and every row of the partition starting ``carried_from`` whose ``key`` columns no row of
+    ``frame`` holds, with the partition column set to this week. The warehouse IO managers copy
+    those rows inside the warehouse, in the load's own transaction: they never pass through Python,
+    so a week costs what it changed, not the whole carried table. ``carried_from`` None: nothing is
+    carried (a first week), the week is ``frame``."""
+
+    def __init__(self, frame: pd.DataFrame, carried_from, key: Iterable[str]):
+        self.frame = frame
+        self.carried_from = carried_from
+        self.key = tuple(key)
+        if not self.key:
+            raise ValueError("CarriedWeek needs the key columns that say which rows were changed")
+        missing = [c for c in self.key if c not in frame.columns]
+        if missing:
+            raise ValueError(f"CarriedWeek: key column(s) {missing} not in the frame")
+
+    def __len__(self) -> int:
+        """The rows given (the changed ones): the carried ones are counted by the load."""
+        return len(self.frame)
+
+    def __repr__(self) -> str:
+        return (
+            f"CarriedWeek(rows={len(self.frame)}, carried_from={self.carried_from}, key={self.key})"
+        )
+
+
 class FrameBatches:
     """A dataset produced batch by batch, each batch checked against ``check`` before it is written.
 

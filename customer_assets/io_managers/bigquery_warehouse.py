@@ -41,7 +41,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from pydantic import Field
 
-from customer_assets.frames import StoredFrame
+from customer_assets.frames import CarriedWeek, StoredFrame
 from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError
 from customer_assets.io_managers.bigquery_payload import week_payload
 from customer_assets.io_managers.bigquery_tables import (
@@ -52,13 +52,16 @@ from customer_assets.io_managers.bigquery_tables import (
 )
 from customer_assets.io_managers.bigquery_week import (
     Week,
+    carry_sql,
     column_type,
+    count_table,
     count_week,
     merge_sql,
     read_week,
     start_query,
 )
 from customer_assets.io_managers.warehouse import (
+    carried_from,
     column_descriptions,
     input_columns,
     load_report,
@@ -154,7 +157,11 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     # ----------------------------------------------------------------------------------------------
     # IO manager
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | StoredFrame) -> None:
+    def handle_output(
+        self, context: dg.OutputContext, obj: pd.DataFrame | StoredFrame | CarriedWeek
+    ) -> None:
+        carry = obj if isinstance(obj, CarriedWeek) else None
+        obj = carry.frame if carry is not None else obj
         started = time.monotonic()
         load = LoadBudget(deadline=started + self.load_timeout_seconds)
         dataset, table = self._dataset(context)
@@ -186,20 +193,22 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 end,
                 job_prefix=f"customer_assets_{table}_{partition.replace('-', '')}_",
             )
-            moved = self._swap(
-                context, load, client, call, week, incoming, descriptions, payload, rows
+            moved, carried = self._swap(
+                context, load, client, call, week, incoming, descriptions, payload, rows, carry
             )
             count = count_week(self.warehouse.location, load, client, call, week)
-            if count != rows:
+            if count != rows + carried:
                 raise RuntimeError(
                     f"{target_id}: {count} rows in week {partition} after the load, expected "
-                    f"{rows} (was another writer loading the same week?)"
+                    f"{rows + carried}"
+                    + (f" ({rows} given, {carried} carried)" if carry is not None else "")
+                    + " (was another writer loading the same week?)"
                 )
             self._record_load(
                 context,
                 load,
                 started,
-                rows,
+                (rows, carried if carry is not None else None),
                 (dataset, table),
                 frame,
                 descriptions,
@@ -221,9 +230,11 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         descriptions: dict[str, str],
         payload,
         rows: int,
-    ) -> int | None:
-        """Stage the week, then swap it in with one MERGE; the staging table is dropped whatever
-        happened. Returns the rows moved from other weeks (keyed tables)."""
+        carry: CarriedWeek | None = None,
+    ) -> tuple[int | None, int]:
+        """Stage the week (with the carried rows of a ``CarriedWeek``), then swap it in with one
+        MERGE; the staging table is dropped whatever happened. Returns the rows moved from other
+        weeks (keyed tables) and the rows carried."""
         staging_id = (
             f"{week.target_id}__staging_{week.partition.replace('-', '')}_{uuid.uuid4().hex[:8]}"
         )
@@ -240,7 +251,8 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 rows,
                 week.job_prefix,
             )
-            return self._merge(
+            carried = self._carry(load, client, call, week, staging_id, list(incoming), carry, rows)
+            moved = self._merge(
                 context,
                 load,
                 client,
@@ -255,6 +267,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 week.job_prefix,
                 *unique_key(context),
             )
+            return moved, carried
         finally:
             try:
                 client.delete_table(staging_id, not_found_ok=True, timeout=60)
@@ -263,12 +276,42 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                     f"could not drop staging table {staging_id} (it expires in a day): {err}"
                 )
 
+    def _carry(
+        self,
+        load: LoadBudget,
+        client,
+        call: Caller,
+        week: Week,
+        staging_id: str,
+        columns: list[str],
+        carry: CarriedWeek | None,
+        rows: int,
+    ) -> int:
+        """Adds to the staging table the carried rows of a ``CarriedWeek`` (``carry_sql``), inside
+        BigQuery; how many (the staging table's rows beyond the ``rows`` loaded into it)."""
+        origin = carried_from(carry, week.start)
+        if origin is None:
+            return 0
+        location = self.warehouse.location
+        sql, params = carry_sql(week.target_id, staging_id, columns, week, origin, carry.key)
+
+        def run():
+            job = start_query(
+                location, load, client, sql, params, "carry", week.job_prefix + "carry_"
+            )
+            return job.result(timeout=load.remaining("carry"), job_retry=None)
+
+        call(
+            "carry the unchanged rows", ("bigquery.jobs.create", "bigquery.tables.updateData"), run
+        )
+        return count_table(location, load, client, call, staging_id, "count carried") - rows
+
     def _record_load(
         self,
         context,
         load: LoadBudget,
         started: float,
-        rows: int,
+        rows: tuple[int, int | None],
         address: tuple[str, str],
         frame: pd.DataFrame,
         descriptions: dict[str, str],
@@ -279,8 +322,9 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
         """The week's load report (a JSON file) and the output's metadata."""
         dataset, table = address
         target_id = f"{self.warehouse.project}.{dataset}.{table}"
+        given, carried = rows
         report = load_report(
-            rows,
+            given + (carried or 0),
             target_id,
             started,
             time.monotonic(),
@@ -294,6 +338,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             location=self.warehouse.location,
             emulator=bool(self.warehouse.emulator_host),
             **({"moved_from_other_weeks": moved} if moved is not None else {}),
+            **({"carried_rows": carried, "given_rows": given} if carried is not None else {}),
         )
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
         context.add_output_metadata(

@@ -98,6 +98,49 @@ def merge_sql(
     return sql, params
 
 
+def carry_sql(
+    target_id: str,
+    staging_id: str,
+    columns: list[str],
+    week: Week,
+    origin: datetime,
+    key: tuple[str, ...],
+) -> tuple[str, list]:
+    """The statement adding to the staged week the carried partition's rows (starting ``origin``)
+    whose ``key`` no staged row holds, their partition column set to the week's start
+    (``CarriedWeek``), and its parameters."""
+    from google.cloud import bigquery
+
+    start = "DATETIME(@week_start, 'UTC')" if week.column_type == "DATETIME" else "@week_start"
+    values = ", ".join(start if c == week.column else f"C.`{c}`" for c in columns)
+    same = " AND ".join(
+        f"(S.`{k}` = C.`{k}` OR (S.`{k}` IS NULL AND C.`{k}` IS NULL))" for k in key
+    )
+    sql = (
+        f"INSERT INTO `{staging_id}` ({', '.join(f'`{c}`' for c in columns)})\n"
+        f"SELECT {values} FROM `{target_id}` C\n"
+        f"WHERE {week_predicate(week.column, week.column_type, 'C', bounds='carried')}\n"
+        f"AND NOT EXISTS (SELECT 1 FROM `{staging_id}` S WHERE {same})"
+    )
+    params = [
+        bigquery.ScalarQueryParameter("week_start", "TIMESTAMP", week.start),
+        *week_params(origin, origin + (week.end - week.start), bounds="carried"),
+    ]
+    return sql, params
+
+
+def count_table(location: str, load: LoadBudget, client, call: Caller, table_id: str, step: str):
+    """The rows of a table (the staging table, after the carried rows were added)."""
+
+    def run():
+        job = start_query(
+            location, load, client, f"SELECT COUNT(*) AS n FROM `{table_id}`", [], step
+        )
+        return int(next(iter(job.result(timeout=load.remaining(step), job_retry=None)))[0])
+
+    return call(step, ("bigquery.jobs.create", "bigquery.tables.getData"), run)
+
+
 def start_query(
     location: str,
     load: LoadBudget,

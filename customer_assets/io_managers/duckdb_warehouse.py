@@ -27,7 +27,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from pydantic import Field
 
 from customer_assets.errors import first_line
-from customer_assets.frames import StoredFrame
+from customer_assets.frames import CarriedWeek, StoredFrame
 from customer_assets.io_managers.declared import (
     DUCKDB_NULL,
     declared_types,
@@ -38,6 +38,7 @@ from customer_assets.io_managers.duckdb_incoming import incoming_parts
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError,
+    carried_from,
     column_descriptions,
     load_report,
     report_metadata,
@@ -85,6 +86,29 @@ def disk_full_named(database: str):
         raise
 
 
+def _carry_rows(
+    con: duckdb.DuckDBPyConnection, qualified: str, column: str, window: tuple, carry: CarriedWeek
+) -> int:
+    """Copies into the week the rows of the carried partition whose key the week does not hold
+    (``CarriedWeek``), with the week's start as their partition value; how many."""
+    start, end = window
+    origin = carried_from(carry, start)
+    if origin is None:
+        return 0
+    col = quoted(column)
+    same = " AND ".join(
+        f"(n.{quoted(k)} = c.{quoted(k)} OR (n.{quoted(k)} IS NULL AND c.{quoted(k)} IS NULL))"
+        for k in carry.key
+    )
+    kind = "TIMESTAMP" if start.tzinfo is None else "TIMESTAMPTZ"
+    return con.execute(
+        f"INSERT INTO {qualified} BY NAME SELECT * REPLACE (CAST(? AS {kind}) AS {col}) "
+        f"FROM {qualified} AS c WHERE c.{col} >= ? AND c.{col} < ? AND NOT EXISTS "
+        f"(SELECT 1 FROM {qualified} AS n WHERE n.{col} >= ? AND n.{col} < ? AND {same})",
+        [start, origin, origin + (end - start), start, end],
+    ).fetchone()[0]
+
+
 def _replace_week(
     con: duckdb.DuckDBPyConnection,
     label: str,
@@ -95,10 +119,12 @@ def _replace_week(
     parts: Iterator[None],
     unique: tuple[str | None, int],
     expected: int,
-) -> int | None:
+    carry: CarriedWeek | None = None,
+) -> tuple[int | None, int]:
     """One transaction: deletes the week, inserts every part of ``incoming`` (the first one already
-    registered, then the rest of ``parts``), checks the week's row count and commits; rolls back
-    on any failure. Returns the rows moved from other weeks (a table with a unique key)."""
+    registered, then the rest of ``parts``), copies the carried rows of a ``CarriedWeek``, checks
+    the week's row count and commits; rolls back on any failure. Returns the rows moved from other
+    weeks (a table with a unique key) and the rows carried."""
     start, end = window
     where = f'"{column}" >= ? AND "{column}" < ?'
     params = [start, end]
@@ -121,16 +147,18 @@ def _replace_week(
         insert_part()
         for _ in parts:
             insert_part()
+        carried = _carry_rows(con, qualified, column, window, carry) if carry else 0
         count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
-        if count != expected:
+        if count != expected + carried:
             raise RuntimeError(
-                f"{label}: {count} rows in the week after the load, expected {expected}"
+                f"{label}: {count} rows in the week after the load, expected {expected + carried}"
+                + (f" ({expected} given, {carried} carried)" if carry else "")
             )
         con.execute("COMMIT")
     except BaseException:
         _rollback(con)
         raise
-    return moved if key else None
+    return (moved if key else None), carried
 
 
 def _repair_null_columns(
@@ -180,7 +208,7 @@ class WeekLoad(DbTypeHandler):
 
     @property
     def supported_types(self) -> Sequence[type]:
-        return [pd.DataFrame, StoredFrame]
+        return [pd.DataFrame, StoredFrame, CarriedWeek]
 
     @staticmethod
     def _bounds(table_slice: TableSlice, con, qualified: str, column: str):
@@ -243,10 +271,12 @@ class WeekLoad(DbTypeHandler):
         self,
         context: OutputContext,
         table_slice: TableSlice,
-        obj: pd.DataFrame | StoredFrame,
+        obj: pd.DataFrame | StoredFrame | CarriedWeek,
         connection: duckdb.DuckDBPyConnection,
     ) -> dict:
         with disk_full_named(self.database):
+            if isinstance(obj, CarriedWeek):
+                return self._load_week(context, table_slice, obj.frame, connection, carry=obj)
             return self._load_week(context, table_slice, obj, connection)
 
     def _load_week(
@@ -255,6 +285,7 @@ class WeekLoad(DbTypeHandler):
         table_slice: TableSlice,
         obj: pd.DataFrame | StoredFrame,
         connection: duckdb.DuckDBPyConnection,
+        carry: CarriedWeek | None = None,
     ) -> dict:
         con, schema, table = connection, table_slice.schema, table_slice.table
         column = table_slice.partition_dimensions[0].partition_expr
@@ -267,7 +298,7 @@ class WeekLoad(DbTypeHandler):
             context, con, qualified, f"{schema}.{table}", obj
         )
         window = self._bounds(table_slice, con, f"{schema}.{table}", column)
-        moved = _replace_week(
+        moved, carried = _replace_week(
             con,
             f"{schema}.{table}",
             qualified,
@@ -277,15 +308,17 @@ class WeekLoad(DbTypeHandler):
             parts,
             unique_key(context),
             len(obj),
+            carry,
         )
         report = load_report(
-            len(obj),
+            len(obj) + carried,
             f"{self.database}:{schema}.{table}",
             started,
             time.monotonic(),
             added_columns=added,
             repaired_columns=repaired,
             **({"moved_from_other_weeks": moved} if moved is not None else {}),
+            **({"carried_rows": carried, "given_rows": len(obj)} if carry else {}),
         )
         path = write_load_report(self.reports_dir, context.asset_partition_key, table, report)
         return report_metadata(

@@ -10,6 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from customer_assets.frames import CarriedWeek
+
 
 class SchemaMismatchError(Exception):
     """An existing warehouse column would change type: stop rather than guess."""
@@ -57,6 +59,19 @@ def unique_key(context: dg.OutputContext) -> tuple[str | None, int]:
 
 def unique_window(start: datetime, end: datetime, weeks: int) -> tuple[datetime, datetime]:
     return start - timedelta(weeks=weeks), end + timedelta(weeks=weeks)
+
+
+def carried_from(carry: CarriedWeek | None, start) -> object | None:
+    """The start of the partition a ``CarriedWeek`` carries rows from, as the table's partition
+    column holds it (naive UTC when ``start``, the week's, is naive); None: nothing carried."""
+    if carry is None or carry.carried_from is None:
+        return None
+    origin = pd.Timestamp(carry.carried_from)
+    if start.tzinfo is None:
+        origin = origin.tz_convert(None) if origin.tzinfo else origin
+    else:
+        origin = origin if origin.tzinfo else origin.tz_localize("UTC")
+    return origin.to_pydatetime()
 
 
 def type_diff(existing: dict[str, str], incoming: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -133,6 +148,7 @@ def report_metadata(
             if "moved_from_other_weeks" in report
             else {}
         ),
+        **{k: report[k] for k in ("carried_rows", "given_rows") if k in report},
         "rows_loaded": report["rows_loaded"],
         "dagster/row_count": report["rows_loaded"],
         "destination_table": report["destination_table"],

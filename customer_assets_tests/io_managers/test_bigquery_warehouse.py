@@ -19,7 +19,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from customer_assets import frames
-from customer_assets.frames import StoredFrame
+from customer_assets.frames import CarriedWeek, StoredFrame
 from customer_assets.io_managers.bigquery_calls import LoadBudget
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
@@ -605,3 +605,53 @@ def _keyed_asset(frames: dict[str, pd.DataFrame]) -> dg.AssetsDefinition:
         return frames[context.partition_key]
 
     return _asset
+
+
+def _records(week: str, rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "source": [r[0] for r in rows],
+            "source_customer_id": [r[1] for r in rows],
+            "customer_id": [r[2] for r in rows],
+            "week_start": pd.Series([pd.Timestamp(week)] * len(rows), dtype="datetime64[ns]"),
+        }
+    )
+
+
+def test_a_carried_week_copies_the_unchanged_rows_inside_bigquery(
+    bigquery_client, manager, dataset
+):
+    """A ``CarriedWeek``: the given rows staged, the carried partition's rows whose key none of them
+    holds added to the staging table by one statement, the week swapped in and counted."""
+    key = ["source", "source_customer_id"]
+    first = _records(
+        WEEK_A,
+        [("crm", "A", "A"), ("crm", "B", "B"), ("database", "B", "B"), ("erp", "7", "erp:7")],
+    )
+    given = _records(WEEK_B, [("crm", "B", "A"), ("database", "C", "C")])
+    weeks = {WEEK_A: first, WEEK_B: CarriedWeek(given, pd.Timestamp(WEEK_A), key)}
+    asset = warehouse_asset(weeks, name="customer_identity_map", partition_expr="week_start")
+    run([asset], WEEK_A, manager())
+    metadata = materialization(run([asset], WEEK_B, manager()))
+    assert (
+        metadata["rows_loaded"].value,
+        metadata["carried_rows"].value,
+        metadata["given_rows"].value,
+    ) == (5, 3, 2)
+    loaded = rows(
+        bigquery_client, dataset, "customer_identity_map", "week_start, source, source_customer_id"
+    )
+    week_b = loaded[loaded["week_start"] == pd.Timestamp(WEEK_B)]
+    assert list(zip(week_b["source"], week_b["source_customer_id"], week_b["customer_id"])) == [
+        ("crm", "A", "A"),
+        ("crm", "B", "A"),
+        ("database", "B", "B"),
+        ("database", "C", "C"),
+        ("erp", "7", "erp:7"),
+    ]
+    assert (loaded["week_start"] == pd.Timestamp(WEEK_A)).sum() == 4
+    run([asset], WEEK_B, manager())  # a re-run replaces the week exactly
+    again = rows(
+        bigquery_client, dataset, "customer_identity_map", "week_start, source, source_customer_id"
+    )
+    pd.testing.assert_frame_equal(again, loaded)
