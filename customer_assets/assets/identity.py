@@ -25,11 +25,11 @@ from customer_assets.dagster_types import (
     column_schema,
 )
 from customer_assets.erasure import drop_suppressed
-from customer_assets.frames import StoredFrame
+from customer_assets.frames import CarriedWeek, StoredFrame
 from customer_assets.logic.identity import standardise_ids
 from customer_assets.logic.person_naming import final_survivors, follow
 from customer_assets.logic.resolution import IDENTITY_COLUMNS, carry_identity
-from customer_assets.logic.source_records import standardise_erp, week_records
+from customer_assets.logic.source_records import RECORD, standardise_erp, week_records
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
@@ -37,6 +37,7 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap, IdentityMerges
 from customer_assets.sources.copy_stream import take_replaced_count
 from customer_assets.sources.customers_and_products import known_customers
+from customer_assets.sql import identity as carried_sql
 from customer_assets.suppression import holds_customer_ids
 from customer_assets.weeks import WeekContext
 
@@ -80,7 +81,6 @@ IDENTITY = tables.key(tables.CUSTOMER_IDENTITY_MAP)
 MERGES = tables.key(tables.IDENTITY_MERGES)
 
 
-PARTITION_SQL = "SELECT * FROM {table} WHERE week_start = @week_start"
 # Which weeks are loaded, when the Dagster instance does not know (a new instance on an old
 # warehouse).
 LOADED_SQL = """
@@ -116,33 +116,59 @@ def _carried_week(
     return latest if latest is not None and latest > week_start else before
 
 
-def prior_identity(
+def carried_partition(
     context: dg.AssetExecutionContext, warehouse: WarehouseSQL, week_start: datetime
-) -> tuple[pd.DataFrame, datetime | None]:
-    """The identity to carry into the week (``_carried_week``'s), every merge recorded since applied
-    to it, and its week; empty on the first week. On a normal Monday one partition is read."""
-    empty = pd.DataFrame(columns=IDENTITY_COLUMNS)
+) -> carried_sql.CarriedPartition | None:
+    """The identity partition the week carries (``_carried_week``'s), or None: the first week, or
+    a partition written before the identity was carried (the week starts afresh)."""
     if not warehouse.exists(*IDENTITY.path):
-        return empty, None
+        return None
     week = _carried_week(context, warehouse, week_start)
     if week is None:
-        return empty, None
-    rows = warehouse.query(
-        PARTITION_SQL, {"week_start": week}, table=warehouse.table(*IDENTITY.path)
-    )
-    # written before the identity was carried: it starts afresh
-    if "first_seen_week" not in rows.columns:
+        return None
+    table = warehouse.table(*IDENTITY.path)
+    if "first_seen_week" not in carried_sql.columns(warehouse, table, week):
         context.log.warning(
             f"customer_identity_map of {week:%Y-%m-%d} predates the carried identity: not carried"
         )
-        return empty, None
-    # a merge found later than that week (a backfill's) is followed too
-    if warehouse.exists(*MERGES.path):
-        merges = warehouse.query(
-            MERGES_SQL, {"week_start": week_start}, table=warehouse.table(*MERGES.path)
-        )
-        rows["customer_id"] = follow(rows["customer_id"], final_survivors(merges))
-    return rows.reindex(columns=IDENTITY_COLUMNS), week
+        return None
+    return carried_sql.size(warehouse, table, week)
+
+
+def later_merges(warehouse: WarehouseSQL, week_start: datetime) -> dict[str, str]:
+    """Each person retired by a merge of another week -> its final survivor: a merge found later
+    than the carried week (a backfill's) is followed too."""
+    if not warehouse.exists(*MERGES.path):
+        return {}
+    merges = warehouse.query(
+        MERGES_SQL, {"week_start": week_start}, table=warehouse.table(*MERGES.path)
+    )
+    return final_survivors(merges)
+
+
+def prior_identity(
+    warehouse: WarehouseSQL,
+    carried: carried_sql.CarriedPartition | None,
+    records: pd.DataFrame,
+    week_start: datetime,
+) -> tuple[pd.DataFrame, pd.Series, int]:
+    """What the week needs of the carried identity, read from the warehouse: the carried records
+    its ``records`` reach (with every merge recorded since followed), the names that persons it
+    does not reach hold that a new person could clash with, and how many persons the records read
+    belonged to as carried. Nothing else of the carried identity leaves the warehouse."""
+    if carried is None:
+        return pd.DataFrame(columns=IDENTITY_COLUMNS), pd.Series([], dtype="str"), 0
+    survivors = later_merges(warehouse, week_start)
+    # the persons merged since that the partition still holds, and those they merged into
+    retired = carried_sql.held_persons(warehouse, carried, sorted(survivors))
+    persons = [*retired, *(survivors[r] for r in retired)]
+    rows = carried_sql.reached_records(warehouse, carried, records, persons, IDENTITY_COLUMNS)
+    read_persons = int(rows["customer_id"].nunique())
+    rows["customer_id"] = follow(rows["customer_id"], survivors)
+    used = carried_sql.names_in_use(
+        warehouse, carried, pd.concat([rows[RECORD], records[RECORD]], ignore_index=True)
+    )
+    return rows.reindex(columns=IDENTITY_COLUMNS), used, read_persons
 
 
 def known_event_ids(
@@ -275,24 +301,36 @@ def customer_identity_map(
         crm_customers, erp_customers, warehouse, pii.hash_key
     )
     week_start = week_context(context).week_start.replace(tzinfo=None)
-    prior, prior_week = prior_identity(context, warehouse, week_start)
-    resolution = carry_identity(
-        prior, week_records(crm_customers, erp_customers, database_ids), week_start
-    )
+    records = week_records(crm_customers, erp_customers, database_ids)
+    carried = carried_partition(context, warehouse, week_start)
+    prior, used, read_persons = prior_identity(warehouse, carried, records, week_start)
+    resolution = carry_identity(prior, records, week_start, also_used=used)
     identity, merges = resolution.identity, resolution.merges
-    log_resolution(context, resolution.counts, len(merges))
+    counts = {
+        **resolution.counts,
+        # the whole identity: the records read and resolved, and those carried in the warehouse
+        "records": len(identity) + (carried.records - len(prior) if carried else 0),
+        "persons": int(identity["customer_id"].nunique())
+        + (carried.persons - read_persons if carried else 0),
+        "records_read": len(prior),
+    }
+    log_resolution(context, counts, len(merges))
     week_rows = identity[identity["last_seen_week"] == week_start]
     yield from selected_events(
         context,
         [
             dg.Output(
-                identity.assign(week_start=week_start),
+                CarriedWeek(
+                    identity.assign(week_start=week_start),
+                    carried.week if carried else None,
+                    RECORD,
+                ),
                 output_name=tables.CUSTOMER_IDENTITY_MAP,
                 metadata={
-                    "dagster/row_count": len(identity),
-                    **resolution.counts,
-                    "carried_from": f"{prior_week:%Y-%m-%d}"
-                    if prior_week
+                    "dagster/row_count": counts["records"],
+                    **counts,
+                    "carried_from": f"{carried.week:%Y-%m-%d}"
+                    if carried
                     else "nothing (first week)",
                     "suppressed_records": suppressed,
                     "matched_on": dg.MetadataValue.json(

@@ -83,7 +83,12 @@ def _with_carried(
     return kept, week
 
 
-def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Resolution:
+def carry_identity(
+    prior: pd.DataFrame,
+    records: pd.DataFrame,
+    week_start,
+    also_used: pd.Series | None = None,
+) -> Resolution:
     """The identity as of the week: ``prior`` (the identity carried from an earlier week,
     ``IDENTITY_COLUMNS``) updated with the week's ``records`` (``week_records``).
 
@@ -93,6 +98,10 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     CRM before the ERP before the database, then the most recent). Where the week links records of
     several persons, they are merged into one: the person of the best of their records survives, the
     others are retired (``merges``).
+
+    ``prior`` may be only the carried records the week's can reach (``sql/identity.py``), the rest
+    kept in the warehouse: ``also_used`` then names the ids their persons hold that a new person
+    must not take.
     """
     week_start = _naive(pd.Timestamp(week_start))
     kept, week = _with_carried(prior, records, week_start)
@@ -119,7 +128,17 @@ def carry_identity(prior: pd.DataFrame, records: pd.DataFrame, week_start) -> Re
     every["component"] = components(every, (*LINKS, "person_link"))
     ranked = best_first(every)
     survivor, retired = survivors(ranked)
-    used = pd.concat([every["customer_id"], untouched["customer_id"]]).dropna().astype("str")
+    used = (
+        pd.concat(
+            [
+                every["customer_id"],
+                untouched["customer_id"],
+                *([also_used] if also_used is not None else []),
+            ]
+        )
+        .dropna()
+        .astype("str")
+    )
     names, new_persons = person_ids(ranked, survivor, used)
     every["customer_id"] = names.reindex(every["component"]).to_numpy()
     every["matched_on"] = matched_on(every)

@@ -642,7 +642,9 @@ def test_a_carried_week_copies_the_unchanged_rows_inside_bigquery(
         bigquery_client, dataset, "customer_identity_map", "week_start, source, source_customer_id"
     )
     week_b = loaded[loaded["week_start"] == pd.Timestamp(WEEK_B)]
-    assert list(zip(week_b["source"], week_b["source_customer_id"], week_b["customer_id"])) == [
+    assert list(
+        zip(week_b["source"], week_b["source_customer_id"], week_b["customer_id"], strict=True)
+    ) == [
         ("crm", "A", "A"),
         ("crm", "B", "A"),
         ("database", "B", "B"),

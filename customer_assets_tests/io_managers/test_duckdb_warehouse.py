@@ -254,7 +254,9 @@ def test_a_carried_week_copies_the_unchanged_rows_inside_the_warehouse(tmp_path)
         frames.CarriedWeek(given, pd.Timestamp(first), ["source", "source_customer_id"]),
     )
     week2 = rows[rows["week_start"] == pd.Timestamp(second)]
-    assert list(zip(week2["source"], week2["source_customer_id"], week2["customer_id"])) == [
+    assert list(
+        zip(week2["source"], week2["source_customer_id"], week2["customer_id"], strict=True)
+    ) == [
         ("crm", "A", "A"),
         ("crm", "B", "A"),  # given: the carried B row is not copied beside it
         ("database", "B", "B"),
