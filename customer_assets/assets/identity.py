@@ -1,5 +1,10 @@
 """One real customer across sources and weeks: the ERP's records of the week, and the carried
-identity over the CRM, the ERP and the database (``logic/resolution.py``)."""
+identity over the CRM, the ERP and the database (``logic/resolution.py``).
+
+The carried identity stays in the warehouse: a week reads only the carried records its own can
+reach (``sql/identity.py``), resolves those, and hands the load a ``CarriedWeek``, which copies the
+other records inside the warehouse. Its cost follows the week's records, not every customer ever
+known."""
 
 from datetime import datetime
 

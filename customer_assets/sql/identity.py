@@ -137,6 +137,7 @@ def reached_records(
         **{k: warehouse.unnest(k, alias) for k, alias in _KEYS.items()},
     }
     found: list[pd.DataFrame] = []
+    seen = pd.Index([], dtype=object)  # the records found, as one text each
     while True:
         todo = {
             k: v[~pd.Series(v, dtype=object).isin(asked[k]).to_numpy()] for k, v in todo.items()
@@ -148,19 +149,19 @@ def reached_records(
             warehouse.query(REACH_SQL, {"week": carried.week, **lists}, **names)
             for lists in _lists(warehouse, todo)
         ]
-        rows = [r for r in rows if len(r)]
-        if not rows:
+        rows = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=wanted)
+        # a round finds again records found before (through keys asked now): only the new are kept
+        record = rows["source"].astype("str") + "\x1f" + rows["source_customer_id"].astype("str")
+        new = ~record.isin(seen).to_numpy() & ~record.duplicated().to_numpy()
+        if not new.any():
             break
-        round_rows = pd.concat(rows, ignore_index=True)
-        found.append(round_rows)
-        todo = record_keys(round_rows)
+        rows = rows[new].reset_index(drop=True)
+        seen = seen.append(pd.Index(record[new].to_numpy(dtype=object)))
+        found.append(rows)
+        todo = record_keys(rows)
     if not found:
         return pd.DataFrame(columns=wanted)
-    return (
-        pd.concat(found, ignore_index=True)
-        .drop_duplicates(["source", "source_customer_id"])
-        .reset_index(drop=True)
-    )
+    return pd.concat(found, ignore_index=True) if len(found) > 1 else found[0]
 
 
 def names_in_use(
