@@ -151,6 +151,13 @@ def later_merges(warehouse: WarehouseSQL, week_start: datetime) -> dict[str, str
     return final_survivors(merges)
 
 
+# A week whose records are at least this share of the carried records reads the carried partition
+# whole: it reaches most of it anyway (the benchmarks' CRM re-sends every customer: 77% reached at a
+# year's end, 99.7% at 1M rows a week), and one read costs less than asking round by round (at 1M
+# rows: 0.3 s against 3.7 s). A week touching a small share of a long history reads only that.
+READ_WHOLE_SHARE = 0.5
+
+
 def prior_identity(
     warehouse: WarehouseSQL,
     carried: carried_sql.CarriedPartition | None,
@@ -160,10 +167,17 @@ def prior_identity(
     """What the week needs of the carried identity, read from the warehouse: the carried records
     its ``records`` reach (with every merge recorded since followed), the names that persons it
     does not reach hold that a new person could clash with, and how many persons the records read
-    belonged to as carried. Nothing else of the carried identity leaves the warehouse."""
+    belonged to as carried. Nothing else of the carried identity leaves the warehouse, unless the
+    week's records are ``READ_WHOLE_SHARE`` of it or more: then the partition is read whole (and
+    no name is held outside what is read)."""
     if carried is None:
         return pd.DataFrame(columns=IDENTITY_COLUMNS), pd.Series([], dtype="str"), 0
     survivors = later_merges(warehouse, week_start)
+    if len(records) >= READ_WHOLE_SHARE * carried.records:
+        rows = carried_sql.whole(warehouse, carried)
+        read_persons = carried.persons
+        rows["customer_id"] = follow(rows["customer_id"], survivors)
+        return rows.reindex(columns=IDENTITY_COLUMNS), pd.Series([], dtype="str"), read_persons
     # the persons merged since that the partition still holds, and those they merged into
     retired = carried_sql.held_persons(warehouse, carried, sorted(survivors))
     persons = [*retired, *(survivors[r] for r in retired)]

@@ -40,6 +40,7 @@ SIZE_SQL = (
     "SELECT COUNT(*) AS records, COUNT(DISTINCT customer_id) AS persons FROM {table} "
     "WHERE week_start = @week"
 )
+WHOLE_SQL = "SELECT * FROM {table} WHERE week_start = @week"
 COLUMNS_SQL = "SELECT * FROM {table} WHERE week_start = @week LIMIT 0"
 # The names persons hold that a new person's name could clash with: the name, or the name before a
 # numbered suffix (``~2``), among the candidates.
@@ -101,6 +102,11 @@ def size(warehouse: WarehouseSQL, table: str, week: datetime) -> CarriedPartitio
 
 def columns(warehouse: WarehouseSQL, table: str, week: datetime) -> list[str]:
     return list(warehouse.query(COLUMNS_SQL, {"week": week}, table=table).columns)
+
+
+def whole(warehouse: WarehouseSQL, carried: CarriedPartition) -> pd.DataFrame:
+    """Every record of the carried partition."""
+    return warehouse.query(WHOLE_SQL, {"week": carried.week}, table=carried.table)
 
 
 def held_persons(warehouse: WarehouseSQL, carried: CarriedPartition, ids: list[str]) -> list[str]:

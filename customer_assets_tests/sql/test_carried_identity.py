@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from customer_assets.assets import identity as identity_asset
+from customer_assets.assets.identity import prior_identity
 from customer_assets.logic.resolution import IDENTITY_COLUMNS, carry_identity
 from customer_assets.logic.source_records import RECORD
 from customer_assets.resources.warehouse_sql import DuckDBWarehouse
@@ -78,10 +80,7 @@ def _carried_week(warehouse, identity, records, week, carried_week) -> tuple:
     """The week as the asset runs it: read what the week reaches, resolve that, carry the rest."""
     table = _store(warehouse, identity, carried_week)
     carried = carried_sql.size(warehouse, table, carried_week.to_pydatetime())
-    prior = carried_sql.reached_records(warehouse, carried, records, [], IDENTITY_COLUMNS)
-    used = carried_sql.names_in_use(
-        warehouse, carried, pd.concat([prior[RECORD], records[RECORD]], ignore_index=True)
-    )
+    prior, used, _ = prior_identity(warehouse, carried, records, week.to_pydatetime())
     resolution = carry_identity(prior, records, week, also_used=used)
     given = resolution.identity
     kept = identity.merge(given[RECORD], on=RECORD, how="left", indicator=True)
@@ -197,11 +196,24 @@ def _histories(warehouse, seeds) -> int:
     return left_there
 
 
-def test_reading_only_what_the_week_reaches_gives_the_whole_identity_in_duckdb(tmp_path):
+@pytest.fixture(autouse=True)
+def reached_only(monkeypatch):
+    """Every week reads only what it reaches, however many records it has (the asset reads the
+    carried partition whole when the week's records are half of it or more)."""
+    monkeypatch.setattr(identity_asset, "READ_WHOLE_SHARE", float("inf"))
+
+
+@pytest.mark.parametrize("share", [float("inf"), 0.0], ids=["reached", "whole"])
+def test_reading_only_what_the_week_reaches_gives_the_whole_identity_in_duckdb(
+    tmp_path, monkeypatch, share
+):
+    """Both ways the asset reads the carried partition give the identity of reading it all."""
+    monkeypatch.setattr(identity_asset, "READ_WHOLE_SHARE", share)
     warehouse = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
     warehouse.execute(f"CREATE SCHEMA {SCHEMA}")
-    # and most carried records stayed in the warehouse: the point of it
-    assert _histories(warehouse, range(20)) > 0
+    left_there = _histories(warehouse, range(20))
+    # reading what is reached, most carried records stayed in the warehouse: the point of it
+    assert left_there > 0 if share else left_there == 0
 
 
 @pytest.mark.parametrize("warehouse", ["bigquery"], indirect=True)
