@@ -17,11 +17,22 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
+from customer_assets.assets import identity as identity_asset
 from customer_assets.weeks import week_bounds
 from customer_assets_tests.support.pipeline import run_week, warehouse
 from customer_assets_tests.support.sources import SMALL, create_source, query
 
 W1, W2 = "2026-11-09", "2026-11-16"
+
+
+@pytest.fixture(params=["whole", "reached"])
+def identity_read(request, monkeypatch):
+    """How the identity step reads the carried identity: whole (the small seed's weeks hold most of
+    it), or only the records the week reaches, the rest copied in the warehouse (a week touching a
+    small share of a long history): the same customer everywhere either way."""
+    if request.param == "reached":
+        monkeypatch.setattr(identity_asset, "READ_WHOLE_SHARE", float("inf"))
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +191,7 @@ def _check_one_customer_everywhere(read, ids: dict[str, str]) -> None:
     assert sales.loc[sales["week_start"] == weeks[1], "orders"].sum() == len(week_facts)
 
 
-def test_one_customer_everywhere_in_duckdb(pipeline_env, identity_source):
+def test_one_customer_everywhere_in_duckdb(pipeline_env, identity_source, identity_read):
     dsn, ids = identity_source
     tmp = pipeline_env("identity_source", crm=True, erp=True)
     for week in (W1, W2):
@@ -209,7 +220,7 @@ def test_one_customer_everywhere_in_duckdb(pipeline_env, identity_source):
 
 
 def test_one_customer_everywhere_in_bigquery(
-    pipeline_env, identity_source, monkeypatch, bigquery_endpoint, bigquery_client
+    pipeline_env, identity_source, monkeypatch, bigquery_endpoint, bigquery_client, identity_read
 ):
     from customer_assets_tests.graph.test_prod_graph import DATASET, PROJECT, bq, run_prod, use_prod
 
