@@ -54,7 +54,7 @@ WHERE week_start = @week AND (
 """
 PERSONS_SQL = (
     "SELECT DISTINCT customer_id FROM {table} WHERE week_start = @week "
-    "AND customer_id IN (SELECT c FROM {persons})"
+    "AND customer_id IN (SELECT p FROM {persons})"
 )
 
 
@@ -109,18 +109,30 @@ def whole(warehouse: WarehouseSQL, carried: CarriedPartition) -> pd.DataFrame:
     return warehouse.query(WHOLE_SQL, {"week": carried.week}, table=carried.table)
 
 
-def held_persons(warehouse: WarehouseSQL, carried: CarriedPartition, ids: list[str]) -> list[str]:
-    """Which of the person ``ids`` the carried partition holds."""
+def _ids_held(
+    warehouse: WarehouseSQL, carried: CarriedPartition, sql: str, name: str, values
+) -> pd.Series:
+    """The ``customer_id`` column of ``sql`` over the carried partition, its list parameter
+    ``name`` (its column: the name's first letter) given ``values`` in the parts one statement
+    takes."""
     found = [
         warehouse.query(
-            PERSONS_SQL,
-            {"week": carried.week, "persons": list(part)},
+            sql,
+            {"week": carried.week, name: list(part)},
             table=carried.table,
-            persons=warehouse.unnest("persons", "c"),
-        )
-        for part in warehouse.in_parts(ids)
+            **{name: warehouse.unnest(name, name[0])},
+        )["customer_id"]
+        for part in warehouse.in_parts(values)
     ]
-    return sorted(set().union(*(f["customer_id"].tolist() for f in found)))
+    found = [f for f in found if len(f)]
+    return (
+        pd.concat(found, ignore_index=True).astype("str") if found else pd.Series([], dtype="str")
+    )
+
+
+def held_persons(warehouse: WarehouseSQL, carried: CarriedPartition, ids: list[str]) -> list[str]:
+    """Which of the person ``ids`` the carried partition holds."""
+    return sorted(set(_ids_held(warehouse, carried, PERSONS_SQL, "persons", ids)))
 
 
 def reached_records(
@@ -180,16 +192,4 @@ def names_in_use(
     spellings = pd.concat([ids, ids.str.upper()])
     prefixed = pd.concat([ids[erp], ids[erp].str.upper()])
     candidates = pd.unique(pd.concat([spellings, "erp:" + prefixed]).to_numpy(dtype=object))
-    found = [
-        warehouse.query(
-            NAMES_SQL,
-            {"week": carried.week, "names": list(part)},
-            table=carried.table,
-            names=warehouse.unnest("names", "n"),
-        )
-        for part in warehouse.in_parts(candidates)
-    ]
-    found = [f["customer_id"] for f in found if len(f)]
-    return (
-        pd.concat(found, ignore_index=True).astype("str") if found else pd.Series([], dtype="str")
-    )
+    return _ids_held(warehouse, carried, NAMES_SQL, "names", candidates)

@@ -32,13 +32,18 @@ def _week(n: int, prefix: str = "T") -> pd.DataFrame:
     )
 
 
-def _load(tmp_path, value) -> pd.DataFrame:
+def _materialize(
+    tmp_path, value, week: str = WEEK, name: str = "weekly_transactions", column: str = "timestamp"
+) -> tuple[str, dict]:
+    """``value`` loaded as the week of a table of the local warehouse; the file and the
+    materialization's metadata."""
+
     @dg.asset(
-        name="weekly_transactions",
+        name=name,
         key_prefix=["customer_analytics"],
         partitions_def=weekly_partitions,
         io_manager_key="warehouse_io_manager",
-        metadata={"partition_expr": "timestamp"},
+        metadata={"partition_expr": column},
     )
     def asset():
         return value
@@ -48,11 +53,15 @@ def _load(tmp_path, value) -> pd.DataFrame:
         warehouse=DuckDBWarehouse(database=database), reports_dir=str(tmp_path / "reports")
     )
     result = dg.materialize(
-        [asset], partition_key=WEEK, resources={"warehouse_io_manager": manager}
+        [asset], partition_key=week, resources={"warehouse_io_manager": manager}
     )
-    assert result.get_asset_materialization_events()[0].materialization.metadata[
-        "rows_loaded"
-    ].value == len(value)
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    return database, {k: v.value for k, v in metadata.items()}
+
+
+def _load(tmp_path, value) -> pd.DataFrame:
+    database, metadata = _materialize(tmp_path, value)
+    assert metadata["rows_loaded"] == len(value)
     with duckdb.connect(database, read_only=True) as con:
         return con.execute(
             "SELECT * FROM customer_analytics.weekly_transactions ORDER BY transaction_id"
@@ -209,30 +218,13 @@ def _records(week: str, rows: list[tuple[str, str, str]]) -> pd.DataFrame:
 
 
 def _load_carried(tmp_path, week: str, value) -> tuple[pd.DataFrame, dict]:
-    @dg.asset(
-        name="customer_identity_map",
-        key_prefix=["customer_analytics"],
-        partitions_def=weekly_partitions,
-        io_manager_key="warehouse_io_manager",
-        metadata={"partition_expr": "week_start"},
-    )
-    def asset():
-        return value
-
-    database = str(tmp_path / "warehouse.duckdb")
-    manager = DuckDBWarehouseIOManager(
-        warehouse=DuckDBWarehouse(database=database), reports_dir=str(tmp_path / "reports")
-    )
-    result = dg.materialize(
-        [asset], partition_key=week, resources={"warehouse_io_manager": manager}
-    )
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    database, metadata = _materialize(tmp_path, value, week, "customer_identity_map", "week_start")
     with duckdb.connect(database, read_only=True) as con:
         rows = con.execute(
             "SELECT * FROM customer_analytics.customer_identity_map "
             "ORDER BY week_start, source, source_customer_id"
         ).df()
-    return rows, {k: v.value for k, v in metadata.items()}
+    return rows, metadata
 
 
 def test_a_carried_week_copies_the_unchanged_rows_inside_the_warehouse(tmp_path):
