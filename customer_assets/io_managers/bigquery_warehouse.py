@@ -29,7 +29,6 @@ against the emulator.
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from datetime import datetime, timezone
@@ -37,12 +36,11 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from pydantic import Field
 
 from customer_assets.frames import CarriedWeek, StoredFrame
-from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError
+from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget
 from customer_assets.io_managers.bigquery_payload import week_payload
 from customer_assets.io_managers.bigquery_tables import (
     ensure_dataset,
@@ -52,16 +50,13 @@ from customer_assets.io_managers.bigquery_tables import (
 )
 from customer_assets.io_managers.bigquery_week import (
     Week,
-    carry_sql,
+    carry_into_staging,
     column_type,
-    count_table,
     count_week,
-    merge_sql,
+    merge_week,
     read_week,
-    start_query,
 )
 from customer_assets.io_managers.warehouse import (
-    carried_from,
     column_descriptions,
     input_columns,
     load_report,
@@ -251,20 +246,25 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 rows,
                 week.job_prefix,
             )
-            carried = self._carry(load, client, call, week, staging_id, list(incoming), carry, rows)
-            moved = self._merge(
-                context,
+            carried = carry_into_staging(
+                self.warehouse.location,
                 load,
                 client,
                 call,
-                week.target_id,
+                week,
                 staging_id,
                 list(incoming),
-                week.column,
-                week.column_type,
-                week.start,
-                week.end,
-                week.job_prefix,
+                carry,
+                rows,
+            )
+            moved = merge_week(
+                self.warehouse.location,
+                load,
+                client,
+                call,
+                week,
+                staging_id,
+                list(incoming),
                 *unique_key(context),
             )
             return moved, carried
@@ -275,36 +275,6 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 context.log.warning(
                     f"could not drop staging table {staging_id} (it expires in a day): {err}"
                 )
-
-    def _carry(
-        self,
-        load: LoadBudget,
-        client,
-        call: Caller,
-        week: Week,
-        staging_id: str,
-        columns: list[str],
-        carry: CarriedWeek | None,
-        rows: int,
-    ) -> int:
-        """Adds to the staging table the carried rows of a ``CarriedWeek`` (``carry_sql``), inside
-        BigQuery; how many (the staging table's rows beyond the ``rows`` loaded into it)."""
-        origin = carried_from(carry, week.start)
-        if origin is None:
-            return 0
-        location = self.warehouse.location
-        sql, params = carry_sql(week.target_id, staging_id, columns, week, origin, carry.key)
-
-        def run():
-            job = start_query(
-                location, load, client, sql, params, "carry", week.job_prefix + "carry_"
-            )
-            return job.result(timeout=load.remaining("carry"), job_retry=None)
-
-        call(
-            "carry the unchanged rows", ("bigquery.jobs.create", "bigquery.tables.updateData"), run
-        )
-        return count_table(location, load, client, call, staging_id, "count carried") - rows
 
     def _record_load(
         self,
@@ -357,51 +327,6 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 "retries": load.retries,
             }
         )
-
-    def _merge(
-        self,
-        context,
-        load: LoadBudget,
-        client,
-        call,
-        target_id: str,
-        staging_id: str,
-        columns: list[str],
-        column: str,
-        column_type: str,
-        start: datetime,
-        end: datetime,
-        job_prefix: str,
-        key: str | None = None,
-        key_weeks: int = 0,
-    ) -> int | None:
-        """The swap: one MERGE deleting the target's week and inserting the staging rows
-        (``merge_sql``). Returns the rows moved from other weeks (keyed tables)."""
-        sql, params = merge_sql(
-            target_id, staging_id, columns, column, column_type, start, end, key, key_weeks
-        )
-
-        def run():
-            job = start_query(
-                self.warehouse.location, load, client, sql, params, "merge", job_prefix + "merge_"
-            )
-            try:
-                job.result(timeout=load.remaining("merge"), job_retry=None)
-                return job
-            except (TimeoutError, LoadTimeoutError, gexc.RetryError):
-                # A MERGE is atomic: cancelled, it changes nothing; finishing, it replaces the whole
-                # week.
-                with contextlib.suppress(Exception):
-                    job.cancel()
-                raise
-
-        job = call(
-            "merge into target",
-            ("bigquery.jobs.create", "bigquery.tables.getData", "bigquery.tables.updateData"),
-            run,
-        )
-        stats = getattr(job, "dml_stats", None) if key else None
-        return int(stats.updated_row_count or 0) if stats is not None else None
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         load = LoadBudget(deadline=time.monotonic() + self.load_timeout_seconds)

@@ -1,6 +1,7 @@
 """One week of a BigQuery table in SQL: which rows are the week (the predicate on the partition
-column and its parameters), the MERGE that swaps the staged week in, the week's count after the
-swap, and the week read back as an input.
+column and its parameters), the carried rows of a ``CarriedWeek`` added to the staged week, the
+MERGE that swaps the staged week in, the week's count after the swap, and the week read back as an
+input.
 
 The statements run as query jobs within the load's time budget, without the client's own job
 retries: the ``Caller`` retries the whole step.
@@ -8,14 +9,17 @@ retries: the ``Caller`` retries the whole step.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
+from google.api_core import exceptions as gexc
 
-from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget
+from customer_assets.frames import CarriedWeek
+from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError
 from customer_assets.io_managers.bigquery_types import standard_type
-from customer_assets.io_managers.warehouse import unique_window
+from customer_assets.io_managers.warehouse import carried_from, unique_window
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,78 @@ def count_table(location: str, load: LoadBudget, client, call: Caller, table_id:
         return int(next(iter(job.result(timeout=load.remaining(step), job_retry=None)))[0])
 
     return call(step, ("bigquery.jobs.create", "bigquery.tables.getData"), run)
+
+
+def merge_week(
+    location: str,
+    load: LoadBudget,
+    client,
+    call: Caller,
+    week: Week,
+    staging_id: str,
+    columns: list[str],
+    key: str | None = None,
+    key_weeks: int = 0,
+) -> int | None:
+    """The swap: one MERGE deleting the target's week and inserting the staging rows
+    (``merge_sql``). Returns the rows moved from other weeks (keyed tables)."""
+    sql, params = merge_sql(
+        week.target_id,
+        staging_id,
+        columns,
+        week.column,
+        week.column_type,
+        week.start,
+        week.end,
+        key,
+        key_weeks,
+    )
+
+    def run():
+        job = start_query(location, load, client, sql, params, "merge", week.job_prefix + "merge_")
+        try:
+            job.result(timeout=load.remaining("merge"), job_retry=None)
+            return job
+        except (TimeoutError, LoadTimeoutError, gexc.RetryError):
+            # A MERGE is atomic: cancelled, it changes nothing; finishing, it replaces the whole
+            # week.
+            with contextlib.suppress(Exception):
+                job.cancel()
+            raise
+
+    job = call(
+        "merge into target",
+        ("bigquery.jobs.create", "bigquery.tables.getData", "bigquery.tables.updateData"),
+        run,
+    )
+    stats = getattr(job, "dml_stats", None) if key else None
+    return int(stats.updated_row_count or 0) if stats is not None else None
+
+
+def carry_into_staging(
+    location: str,
+    load: LoadBudget,
+    client,
+    call: Caller,
+    week: Week,
+    staging_id: str,
+    columns: list[str],
+    carry: CarriedWeek | None,
+    rows: int,
+) -> int:
+    """Adds to the staging table the carried rows of a ``CarriedWeek`` (``carry_sql``), inside
+    BigQuery; how many (the staging table's rows beyond the ``rows`` loaded into it)."""
+    origin = carried_from(carry, week.start)
+    if origin is None:
+        return 0
+    sql, params = carry_sql(week.target_id, staging_id, columns, week, origin, carry.key)
+
+    def run():
+        job = start_query(location, load, client, sql, params, "carry", week.job_prefix + "carry_")
+        return job.result(timeout=load.remaining("carry"), job_retry=None)
+
+    call("carry the unchanged rows", ("bigquery.jobs.create", "bigquery.tables.updateData"), run)
+    return count_table(location, load, client, call, staging_id, "count carried") - rows
 
 
 def start_query(

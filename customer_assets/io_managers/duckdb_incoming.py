@@ -1,6 +1,7 @@
 """The rows to load into the DuckDB warehouse as the relation ``incoming``, a part at a time: a
 frame a slice at a time through Arrow, a ``StoredFrame`` read by DuckDB straight from its Parquet
-file. Either way timestamps arrive in microseconds, as the warehouses keep them.
+file. Either way timestamps arrive in microseconds, as the warehouses keep them. And the rows a
+``CarriedWeek`` carries, copied within the warehouse (``carry_rows``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from customer_assets.frames import StoredFrame, slices
+from customer_assets.frames import CarriedWeek, StoredFrame, slices
+from customer_assets.io_managers.warehouse import carried_from
 from customer_assets.logic.duckdb_memory import literal, quoted
 
 
@@ -57,3 +59,26 @@ def incoming_parts(
     )
     yield
     con.execute("DROP VIEW incoming")
+
+
+def carry_rows(
+    con: duckdb.DuckDBPyConnection, qualified: str, column: str, window: tuple, carry: CarriedWeek
+) -> int:
+    """Copies into the week the rows of the carried partition whose key the week does not hold
+    (``CarriedWeek``), with the week's start as their partition value; how many."""
+    start, end = window
+    origin = carried_from(carry, start)
+    if origin is None:
+        return 0
+    col = quoted(column)
+    same = " AND ".join(
+        f"(n.{quoted(k)} = c.{quoted(k)} OR (n.{quoted(k)} IS NULL AND c.{quoted(k)} IS NULL))"
+        for k in carry.key
+    )
+    kind = "TIMESTAMP" if start.tzinfo is None else "TIMESTAMPTZ"
+    return con.execute(
+        f"INSERT INTO {qualified} BY NAME SELECT * REPLACE (CAST(? AS {kind}) AS {col}) "
+        f"FROM {qualified} AS c WHERE c.{col} >= ? AND c.{col} < ? AND NOT EXISTS "
+        f"(SELECT 1 FROM {qualified} AS n WHERE n.{col} >= ? AND n.{col} < ? AND {same})",
+        [start, origin, origin + (end - start), start, end],
+    ).fetchone()[0]

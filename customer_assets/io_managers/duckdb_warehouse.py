@@ -34,11 +34,10 @@ from customer_assets.io_managers.declared import (
     holds_values,
     table_types,
 )
-from customer_assets.io_managers.duckdb_incoming import incoming_parts
+from customer_assets.io_managers.duckdb_incoming import carry_rows, incoming_parts
 from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.io_managers.warehouse import (
     SchemaMismatchError,
-    carried_from,
     column_descriptions,
     load_report,
     report_metadata,
@@ -86,29 +85,6 @@ def disk_full_named(database: str):
         raise
 
 
-def _carry_rows(
-    con: duckdb.DuckDBPyConnection, qualified: str, column: str, window: tuple, carry: CarriedWeek
-) -> int:
-    """Copies into the week the rows of the carried partition whose key the week does not hold
-    (``CarriedWeek``), with the week's start as their partition value; how many."""
-    start, end = window
-    origin = carried_from(carry, start)
-    if origin is None:
-        return 0
-    col = quoted(column)
-    same = " AND ".join(
-        f"(n.{quoted(k)} = c.{quoted(k)} OR (n.{quoted(k)} IS NULL AND c.{quoted(k)} IS NULL))"
-        for k in carry.key
-    )
-    kind = "TIMESTAMP" if start.tzinfo is None else "TIMESTAMPTZ"
-    return con.execute(
-        f"INSERT INTO {qualified} BY NAME SELECT * REPLACE (CAST(? AS {kind}) AS {col}) "
-        f"FROM {qualified} AS c WHERE c.{col} >= ? AND c.{col} < ? AND NOT EXISTS "
-        f"(SELECT 1 FROM {qualified} AS n WHERE n.{col} >= ? AND n.{col} < ? AND {same})",
-        [start, origin, origin + (end - start), start, end],
-    ).fetchone()[0]
-
-
 def _replace_week(
     con: duckdb.DuckDBPyConnection,
     label: str,
@@ -147,7 +123,7 @@ def _replace_week(
         insert_part()
         for _ in parts:
             insert_part()
-        carried = _carry_rows(con, qualified, column, window, carry) if carry else 0
+        carried = carry_rows(con, qualified, column, window, carry) if carry else 0
         count = con.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", params).fetchone()[0]
         if count != expected + carried:
             raise RuntimeError(

@@ -20,6 +20,7 @@ from google.cloud import bigquery
 
 from customer_assets import frames
 from customer_assets.frames import CarriedWeek, StoredFrame
+from customer_assets.io_managers import bigquery_warehouse
 from customer_assets.io_managers.bigquery_calls import LoadBudget
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
@@ -255,12 +256,12 @@ def test_failure_between_staging_and_swap_keeps_the_old_week(
 
     seen = {}
 
-    def broken_merge(self, context, load, bq, call, target_id, staging_id, *args, **kwargs):
+    def broken_merge(location, load, bq, call, week, staging_id, *args, **kwargs):
         seen["staging"] = staging_id
         seen["staging_rows"] = bq.get_table(staging_id).num_rows
         raise RuntimeError("injected: crash before the swap")
 
-    monkeypatch.setattr(BigQueryWarehouseIOManager, "_merge", broken_merge)
+    monkeypatch.setattr(bigquery_warehouse, "merge_week", broken_merge)
     asset_frames[WEEK_A] = transactions(WEEK_A, n=5, prefix="NEW")
     result = run([asset], WEEK_A, manager(), raise_on_error=False)
 
