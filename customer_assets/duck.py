@@ -31,8 +31,8 @@ class WarehouseLocked(dg.Failure):
         super().__init__(
             description=f"The warehouse {database} is locked by {who}; waited {waited:.0f} s "
             "(WAREHOUSE_LOCK_TIMEOUT). DuckDB allows one process at a time on the file, readers included: close "
-            "that connection (analysts read the copy published after each week, WAREHOUSE_READ_COPY_PATH), then "
-            f"re-run the week. [{first_line(None, message)}]",
+            "that connection (readers belong on the copy published after each week, WAREHOUSE_READ_COPY_PATH, "
+            f"unless it is off), then re-run the week. [{first_line(None, message)}]",
             metadata={"lock_holder": who},
             allow_retries=False,
         )
