@@ -341,7 +341,8 @@ def customer_identity_map(
             dg.Output(
                 CarriedWeek(
                     identity.assign(week_start=week_start),
-                    carried.week if carried else None,
+                    # every carried record read (the partition whole) is in the identity: none to copy
+                    carried.week if carried and len(prior) < carried.records else None,
                     RECORD,
                 ),
                 output_name=tables.CUSTOMER_IDENTITY_MAP,
