@@ -33,7 +33,7 @@ from customer_assets.erasure import drop_suppressed
 from customer_assets.frames import CarriedWeek, StoredFrame
 from customer_assets.logic.identity import standardise_ids
 from customer_assets.logic.person_naming import final_survivors, follow
-from customer_assets.logic.resolution import IDENTITY_COLUMNS, carry_identity
+from customer_assets.logic.resolution import IDENTITY_COLUMNS, Resolution, carry_identity
 from customer_assets.logic.source_records import RECORD, standardise_erp, week_records
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.pii import PiiKey
@@ -247,6 +247,45 @@ def log_resolution(context: dg.AssetExecutionContext, counts: dict, merged: int)
         context.log.info(f"{merged} person(s) merged into another this week: see identity_merges")
 
 
+def _identity_output(
+    resolution: Resolution,
+    prior: pd.DataFrame,
+    carried: carried_sql.CarriedPartition | None,
+    read_persons: int,
+    week_start: datetime,
+    suppressed: int,
+) -> tuple[dg.Output, dict]:
+    """The identity map's output, a ``CarriedWeek`` (the records read and resolved; the others are
+    copied in the warehouse), and the counts of the whole identity."""
+    identity = resolution.identity
+    counts = {
+        **resolution.counts,
+        "records": len(identity) + (carried.records - len(prior) if carried else 0),
+        "persons": int(identity["customer_id"].nunique())
+        + (carried.persons - read_persons if carried else 0),
+        "records_read": len(prior),
+    }
+    week_rows = identity[identity["last_seen_week"] == week_start]
+    output = dg.Output(
+        CarriedWeek(
+            identity.assign(week_start=week_start),
+            # every carried record read (the partition whole) is in the identity: none to copy
+            carried.week if carried and len(prior) < carried.records else None,
+            RECORD,
+        ),
+        output_name=tables.CUSTOMER_IDENTITY_MAP,
+        metadata={
+            "dagster/row_count": counts["records"],
+            **counts,
+            "carried_from": f"{carried.week:%Y-%m-%d}" if carried else "nothing (first week)",
+            "suppressed_records": suppressed,
+            "matched_on": dg.MetadataValue.json(week_rows["matched_on"].value_counts().to_dict()),
+            "sources": dg.MetadataValue.json(week_rows["source"].value_counts().to_dict()),
+        },
+    )
+    return output, counts
+
+
 def _weekly_table(
     key: dg.AssetKey, dagster_type, model, id_columns: tuple[str, ...], description: str
 ) -> dg.AssetOut:
@@ -324,41 +363,15 @@ def customer_identity_map(
     carried = carried_partition(context, warehouse, week_start)
     prior, used, read_persons = prior_identity(warehouse, carried, records, week_start)
     resolution = carry_identity(prior, records, week_start, also_used=used)
-    identity, merges = resolution.identity, resolution.merges
-    counts = {
-        **resolution.counts,
-        # the whole identity: the records read and resolved, and those carried in the warehouse
-        "records": len(identity) + (carried.records - len(prior) if carried else 0),
-        "persons": int(identity["customer_id"].nunique())
-        + (carried.persons - read_persons if carried else 0),
-        "records_read": len(prior),
-    }
+    output, counts = _identity_output(
+        resolution, prior, carried, read_persons, week_start, suppressed
+    )
+    merges = resolution.merges
     log_resolution(context, counts, len(merges))
-    week_rows = identity[identity["last_seen_week"] == week_start]
     yield from selected_events(
         context,
         [
-            dg.Output(
-                CarriedWeek(
-                    identity.assign(week_start=week_start),
-                    # every carried record read (the partition whole) is in the identity: none to copy
-                    carried.week if carried and len(prior) < carried.records else None,
-                    RECORD,
-                ),
-                output_name=tables.CUSTOMER_IDENTITY_MAP,
-                metadata={
-                    "dagster/row_count": counts["records"],
-                    **counts,
-                    "carried_from": f"{carried.week:%Y-%m-%d}"
-                    if carried
-                    else "nothing (first week)",
-                    "suppressed_records": suppressed,
-                    "matched_on": dg.MetadataValue.json(
-                        week_rows["matched_on"].value_counts().to_dict()
-                    ),
-                    "sources": dg.MetadataValue.json(week_rows["source"].value_counts().to_dict()),
-                },
-            ),
+            output,
             dg.Output(
                 merges.assign(week_start=week_start),
                 output_name=tables.IDENTITY_MERGES,

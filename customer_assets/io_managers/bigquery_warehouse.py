@@ -155,8 +155,7 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
     def handle_output(
         self, context: dg.OutputContext, obj: pd.DataFrame | StoredFrame | CarriedWeek
     ) -> None:
-        carry = obj if isinstance(obj, CarriedWeek) else None
-        obj = carry.frame if carry is not None else obj
+        carry, obj = (obj, obj.frame) if isinstance(obj, CarriedWeek) else (None, obj)
         started = time.monotonic()
         load = LoadBudget(deadline=started + self.load_timeout_seconds)
         dataset, table = self._dataset(context)
@@ -193,11 +192,10 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
             )
             count = count_week(self.warehouse.location, load, client, call, week)
             if count != rows + carried:
+                given = f" ({rows} given, {carried} carried)" if carry is not None else ""
                 raise RuntimeError(
                     f"{target_id}: {count} rows in week {partition} after the load, expected "
-                    f"{rows + carried}"
-                    + (f" ({rows} given, {carried} carried)" if carry is not None else "")
-                    + " (was another writer loading the same week?)"
+                    f"{rows + carried}{given} (was another writer loading the same week?)"
                 )
             self._record_load(
                 context,
@@ -246,27 +244,10 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 rows,
                 week.job_prefix,
             )
-            carried = carry_into_staging(
-                self.warehouse.location,
-                load,
-                client,
-                call,
-                week,
-                staging_id,
-                list(incoming),
-                carry,
-                rows,
-            )
-            moved = merge_week(
-                self.warehouse.location,
-                load,
-                client,
-                call,
-                week,
-                staging_id,
-                list(incoming),
-                *unique_key(context),
-            )
+            # the staged week's statements: where, the budget, the client, the week, its columns
+            staged = (self.warehouse.location, load, client, call, week, staging_id, list(incoming))
+            carried = carry_into_staging(*staged, carry, rows)
+            moved = merge_week(*staged, *unique_key(context))
             return moved, carried
         finally:
             try:

@@ -99,24 +99,15 @@ def carry_identity(
     several persons, they are merged into one: the person of the best of their records survives, the
     others are retired (``merges``).
 
-    ``prior`` may be only the carried records the week's can reach (``sql/identity.py``), the rest
-    kept in the warehouse: ``also_used`` then names the ids their persons hold that a new person
-    must not take.
-    """
+    ``prior`` may be only the carried records the week's reach (``sql/identity.py``): ``also_used``
+    then names the ids the persons left in the warehouse hold, which a new person must not take."""
     week_start = _naive(pd.Timestamp(week_start))
     kept, week = _with_carried(prior, records, week_start)
     frames = [_typed(f) for f in (kept, week.reindex(columns=IDENTITY_COLUMNS)) if len(f)]
     if not frames:
-        return Resolution(
-            _typed(week.reindex(columns=IDENTITY_COLUMNS)), _empty_merges(), _counts()
-        )
-    every = pd.concat(frames, ignore_index=True)
-    every["updated_at"] = pd.to_datetime(every["updated_at"], utc=True).astype(_TS)
-    # Only the records the week's can reach (through any key, or a person) can change: the others
-    # are carried as they are, so the week costs what its records touch, not the whole identity.
-    touched = reachable(every, (every["last_seen_week"] == week_start).to_numpy())
-    untouched = every[~touched]
-    every = every[touched].reset_index(drop=True)
+        empty = _typed(week.reindex(columns=IDENTITY_COLUMNS))
+        return Resolution(empty, _empty_merges(), _counts())
+    every, untouched = _touched(pd.concat(frames, ignore_index=True), week_start)
     if every.empty:  # a week without records: the identity as carried
         return Resolution(
             untouched[IDENTITY_COLUMNS].reset_index(drop=True),
@@ -128,17 +119,8 @@ def carry_identity(
     every["component"] = components(every, (*LINKS, "person_link"))
     ranked = best_first(every)
     survivor, retired = survivors(ranked)
-    used = (
-        pd.concat(
-            [
-                every["customer_id"],
-                untouched["customer_id"],
-                *([also_used] if also_used is not None else []),
-            ]
-        )
-        .dropna()
-        .astype("str")
-    )
+    held = [every["customer_id"], untouched["customer_id"], also_used]
+    used = pd.concat([ids for ids in held if ids is not None]).dropna().astype("str")
     names, new_persons = person_ids(ranked, survivor, used)
     every["customer_id"] = names.reindex(every["component"]).to_numpy()
     every["matched_on"] = matched_on(every)
@@ -161,6 +143,15 @@ def carry_identity(
         week_records=len(records),
     )
     return Resolution(identity, merges.sort_values("retired_id", ignore_index=True), counts)
+
+
+def _touched(every: pd.DataFrame, week_start) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The records the week's can reach (through any key, or a person), which alone can change, and
+    the others, carried as they are: the week costs what its records touch, not the whole
+    identity."""
+    every["updated_at"] = pd.to_datetime(every["updated_at"], utc=True).astype(_TS)
+    touched = reachable(every, (every["last_seen_week"] == week_start).to_numpy())
+    return every[touched].reset_index(drop=True), every[~touched]
 
 
 def _typed(identity: pd.DataFrame) -> pd.DataFrame:
