@@ -104,10 +104,6 @@ class CarriedWeek:
         if missing:
             raise ValueError(f"CarriedWeek: key column(s) {missing} not in the frame")
 
-    def __len__(self) -> int:
-        """The rows given (the changed ones): the carried ones are counted by the load."""
-        return len(self.frame)
-
     def __repr__(self) -> str:
         return (
             f"CarriedWeek(rows={len(self.frame)}, carried_from={self.carried_from}, key={self.key})"

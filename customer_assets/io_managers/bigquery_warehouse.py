@@ -49,6 +49,7 @@ from customer_assets.io_managers.bigquery_tables import (
     stage,
 )
 from customer_assets.io_managers.bigquery_week import (
+    Staged,
     Week,
     carry_into_staging,
     column_type,
@@ -244,10 +245,11 @@ class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):
                 rows,
                 week.job_prefix,
             )
-            # the staged week's statements: where, the budget, the client, the week, its columns
-            staged = (self.warehouse.location, load, client, call, week, staging_id, list(incoming))
-            carried = carry_into_staging(*staged, carry, rows)
-            moved = merge_week(*staged, *unique_key(context))
+            staged = Staged(
+                self.warehouse.location, load, client, call, week, staging_id, list(incoming)
+            )
+            carried = carry_into_staging(staged, carry)
+            moved = merge_week(staged, *unique_key(context))
             return moved, carried
         finally:
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 from google.api_core import exceptions as gexc
@@ -19,7 +20,7 @@ from google.api_core import exceptions as gexc
 from customer_assets.frames import CarriedWeek
 from customer_assets.io_managers.bigquery_calls import Caller, LoadBudget, LoadTimeoutError
 from customer_assets.io_managers.bigquery_types import standard_type
-from customer_assets.io_managers.warehouse import carried_from, unique_window
+from customer_assets.io_managers.warehouse import carried_from, same_key, unique_window
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,32 @@ class Week:
     start: datetime
     end: datetime
     job_prefix: str
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What the statements on a staged week act with: the job location, the load's budget, the
+    client and its retrying caller, the week, the staging table and its columns."""
+
+    location: str
+    load: LoadBudget
+    client: Any
+    call: Caller
+    week: Week
+    staging_id: str
+    columns: list[str]
+
+    def query(self, sql: str, params: list, step: str):
+        """A statement on the staged week submitted within the load's budget (``start_query``)."""
+        return start_query(
+            self.location,
+            self.load,
+            self.client,
+            sql,
+            params,
+            step,
+            self.week.job_prefix + step + "_",
+        )
 
 
 def column_type(table, column: str, default: str) -> str:
@@ -117,9 +144,7 @@ def carry_sql(
 
     start = "DATETIME(@week_start, 'UTC')" if week.column_type == "DATETIME" else "@week_start"
     values = ", ".join(start if c == week.column else f"C.`{c}`" for c in columns)
-    same = " AND ".join(
-        f"(S.`{k}` = C.`{k}` OR (S.`{k}` IS NULL AND C.`{k}` IS NULL))" for k in key
-    )
+    same = same_key(key, "S", "C", lambda name: f"`{name}`")
     sql = (
         f"INSERT INTO `{staging_id}` ({', '.join(f'`{c}`' for c in columns)})\n"
         f"SELECT {values} FROM `{target_id}` C\n"
@@ -133,35 +158,14 @@ def carry_sql(
     return sql, params
 
 
-def count_table(location: str, load: LoadBudget, client, call: Caller, table_id: str, step: str):
-    """The rows of a table (the staging table, after the carried rows were added)."""
-
-    def run():
-        job = start_query(
-            location, load, client, f"SELECT COUNT(*) AS n FROM `{table_id}`", [], step
-        )
-        return int(next(iter(job.result(timeout=load.remaining(step), job_retry=None)))[0])
-
-    return call(step, ("bigquery.jobs.create", "bigquery.tables.getData"), run)
-
-
-def merge_week(
-    location: str,
-    load: LoadBudget,
-    client,
-    call: Caller,
-    week: Week,
-    staging_id: str,
-    columns: list[str],
-    key: str | None = None,
-    key_weeks: int = 0,
-) -> int | None:
+def merge_week(staged: Staged, key: str | None = None, key_weeks: int = 0) -> int | None:
     """The swap: one MERGE deleting the target's week and inserting the staging rows
     (``merge_sql``). Returns the rows moved from other weeks (keyed tables)."""
+    week, load = staged.week, staged.load
     sql, params = merge_sql(
         week.target_id,
-        staging_id,
-        columns,
+        staged.staging_id,
+        staged.columns,
         week.column,
         week.column_type,
         week.start,
@@ -171,7 +175,7 @@ def merge_week(
     )
 
     def run():
-        job = start_query(location, load, client, sql, params, "merge", week.job_prefix + "merge_")
+        job = staged.query(sql, params, "merge")
         try:
             job.result(timeout=load.remaining("merge"), job_retry=None)
             return job
@@ -182,7 +186,7 @@ def merge_week(
                 job.cancel()
             raise
 
-    job = call(
+    job = staged.call(
         "merge into target",
         ("bigquery.jobs.create", "bigquery.tables.getData", "bigquery.tables.updateData"),
         run,
@@ -191,30 +195,25 @@ def merge_week(
     return int(stats.updated_row_count or 0) if stats is not None else None
 
 
-def carry_into_staging(
-    location: str,
-    load: LoadBudget,
-    client,
-    call: Caller,
-    week: Week,
-    staging_id: str,
-    columns: list[str],
-    carry: CarriedWeek | None,
-    rows: int,
-) -> int:
+def carry_into_staging(staged: Staged, carry: CarriedWeek | None) -> int:
     """Adds to the staging table the carried rows of a ``CarriedWeek`` (``carry_sql``), inside
-    BigQuery; how many (the staging table's rows beyond the ``rows`` loaded into it)."""
+    BigQuery; how many (the statement's own count: the week's count after the swap checks it)."""
+    week = staged.week
     origin = carried_from(carry, week.start)
     if origin is None:
         return 0
-    sql, params = carry_sql(week.target_id, staging_id, columns, week, origin, carry.key)
+    sql, params = carry_sql(
+        week.target_id, staged.staging_id, staged.columns, week, origin, carry.key
+    )
 
     def run():
-        job = start_query(location, load, client, sql, params, "carry", week.job_prefix + "carry_")
-        return job.result(timeout=load.remaining("carry"), job_retry=None)
+        job = staged.query(sql, params, "carry")
+        job.result(timeout=staged.load.remaining("carry"), job_retry=None)
+        return int(job.num_dml_affected_rows or 0)
 
-    call("carry the unchanged rows", ("bigquery.jobs.create", "bigquery.tables.updateData"), run)
-    return count_table(location, load, client, call, staging_id, "count carried") - rows
+    return staged.call(
+        "carry the unchanged rows", ("bigquery.jobs.create", "bigquery.tables.updateData"), run
+    )
 
 
 def start_query(

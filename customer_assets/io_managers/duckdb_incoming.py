@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from customer_assets.frames import CarriedWeek, StoredFrame, slices
-from customer_assets.io_managers.warehouse import carried_from
+from customer_assets.io_managers.warehouse import carried_from, same_key
 from customer_assets.logic.duckdb_memory import literal, quoted
 
 
@@ -71,10 +71,7 @@ def carry_rows(
     if origin is None:
         return 0
     col = quoted(column)
-    same = " AND ".join(
-        f"(n.{quoted(k)} = c.{quoted(k)} OR (n.{quoted(k)} IS NULL AND c.{quoted(k)} IS NULL))"
-        for k in carry.key
-    )
+    same = same_key(carry.key, "n", "c", quoted)
     kind = "TIMESTAMP" if start.tzinfo is None else "TIMESTAMPTZ"
     return con.execute(
         f"INSERT INTO {qualified} BY NAME SELECT * REPLACE (CAST(? AS {kind}) AS {col}) "

@@ -251,18 +251,16 @@ class WeekLoad(DbTypeHandler):
         connection: duckdb.DuckDBPyConnection,
     ) -> dict:
         with disk_full_named(self.database):
-            if isinstance(obj, CarriedWeek):
-                return self._load_week(context, table_slice, obj.frame, connection, carry=obj)
             return self._load_week(context, table_slice, obj, connection)
 
     def _load_week(
         self,
         context: OutputContext,
         table_slice: TableSlice,
-        obj: pd.DataFrame | StoredFrame,
+        obj: pd.DataFrame | StoredFrame | CarriedWeek,
         connection: duckdb.DuckDBPyConnection,
-        carry: CarriedWeek | None = None,
     ) -> dict:
+        carry, obj = (obj, obj.frame) if isinstance(obj, CarriedWeek) else (None, obj)
         con, schema, table = connection, table_slice.schema, table_slice.table
         column = table_slice.partition_dimensions[0].partition_expr
         qualified = f"{quoted(schema)}.{quoted(table)}"

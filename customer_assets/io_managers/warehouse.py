@@ -74,6 +74,16 @@ def carried_from(carry: CarriedWeek | None, start) -> object | None:
     return origin.to_pydatetime()
 
 
+def same_key(key: tuple[str, ...], left: str, right: str, quote) -> str:
+    """SQL true when rows ``left`` and ``right`` hold the same ``key`` (missing values equal), the
+    columns quoted by ``quote``: how a ``CarriedWeek``'s copy leaves out the rows it was given."""
+    return " AND ".join(
+        f"({left}.{quote(k)} = {right}.{quote(k)} OR "
+        f"({left}.{quote(k)} IS NULL AND {right}.{quote(k)} IS NULL))"
+        for k in key
+    )
+
+
 def type_diff(existing: dict[str, str], incoming: dict[str, str]) -> tuple[list[str], list[str]]:
     """Columns to add, and readable lines for columns whose type would change."""
     added = [c for c in incoming if c not in existing]

@@ -256,9 +256,9 @@ def test_failure_between_staging_and_swap_keeps_the_old_week(
 
     seen = {}
 
-    def broken_merge(location, load, bq, call, week, staging_id, *args, **kwargs):
-        seen["staging"] = staging_id
-        seen["staging_rows"] = bq.get_table(staging_id).num_rows
+    def broken_merge(staged, *args, **kwargs):
+        seen["staging"] = staged.staging_id
+        seen["staging_rows"] = staged.client.get_table(staged.staging_id).num_rows
         raise RuntimeError("injected: crash before the swap")
 
     monkeypatch.setattr(bigquery_warehouse, "merge_week", broken_merge)
