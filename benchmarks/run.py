@@ -16,9 +16,9 @@ one week. ``--sweep 100000,300000,...`` repeats floor, naive, extract and week f
 week and plots time and peak memory against rows (PNG). Results go to
 ``benchmarks/results/latest.json`` (gitignored).
 
-``--years [N] --rows-per-week R`` (52 weeks of ~120,000 rows by default) seeds N weeks, backfills
-all of them in one process (partitions moved to start on the first one with
-``PIPELINE_FIRST_WEEK``), prints time and sampled peak RSS per week, plots both against the week
+``--years [N] --rows-per-week R`` (52 weeks of ~120,000 rows by default) seeds N weeks, runs them
+in order each in a fresh process as the schedule does (partitions moved to start on the first one
+with ``PIPELINE_FIRST_WEEK``), prints time and sampled peak RSS per week, plots both against the week
 number (``results/years.png``), and times the plain pandas script (``benchmarks.plain_script``) on
 the last week against the project's transaction branch of that week. Results go to
 ``results/years.json``.
@@ -134,8 +134,11 @@ def pipeline(
     first_partition: bool = False,
     events: bool = True,
     keep: bool = False,
+    process_per_week: bool = False,
 ) -> dict:
-    """Backfill ``weeks`` weeks ending ``last_week`` in one process; ``first_partition`` makes the
+    """Backfill ``weeks`` weeks ending ``last_week``, in one process, or with ``process_per_week``
+    each week in a fresh process after the one before, as the schedule runs them (each run its own
+    process: nothing one week left in memory weighs on the next); ``first_partition`` makes the
     first of them the first partition (``PIPELINE_FIRST_WEEK``), for backfills reaching before
     2026-01-05; ``keep`` runs on the warehouse and instance an earlier call left in ``work``."""
     first_week = date.fromisoformat(last_week) - timedelta(weeks=weeks - 1)
@@ -144,9 +147,20 @@ def pipeline(
     env["BENCHMARK_INSTANCE_DIR"] = str(work / "instance")
     if first_partition:
         env["PIPELINE_FIRST_WEEK"] = first_week.isoformat()
-    return _python(
-        "benchmarks.pipeline_run", ["--last-week", last_week, "--weeks", str(weeks)], env=env
-    )
+    if not process_per_week:
+        return _python(
+            "benchmarks.pipeline_run", ["--last-week", last_week, "--weeks", str(weeks)], env=env
+        )
+    runs = []
+    for i in range(weeks):
+        week = (first_week + timedelta(weeks=i)).isoformat()
+        runs.append(_python("benchmarks.pipeline_run", ["--last-week", week], env=env))
+        log(f"  week {week}: {runs[-1]['total_seconds']:.1f} s")
+    return {
+        "weeks": [run["weeks"][0] for run in runs],
+        "total_seconds": sum(run["total_seconds"] for run in runs),
+        "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+    }
 
 
 def measure_week(
@@ -333,8 +347,8 @@ def plain_week(source: Source, week: str, work: Path, repeat: int) -> dict:
 
 
 def years(server, weeks: int, rows_per_week: int, work: Path, repeat: int) -> dict:
-    """Seed ``weeks`` weeks, backfill them all in one process, then the plain script on the last
-    week."""
+    """Seed ``weeks`` weeks, run them in order each in a fresh process (as the schedule runs them),
+    then the plain script on the last week."""
     config = scaled_config(1.0, weeks=weeks, rows_per_week=rows_per_week)
     started = time.perf_counter()
     source = seeded_source(server, config, log)
@@ -353,9 +367,15 @@ def years(server, weeks: int, rows_per_week: int, work: Path, repeat: int) -> di
             "ready_seconds": time.perf_counter() - started,
         }
     }
-    log(f"[{source.dbname}] backfill of {weeks} weeks {first} .. {last} in one process ...")
+    log(f"[{source.dbname}] {weeks} weeks {first} .. {last}, each in a fresh process ...")
     run = pipeline(
-        source, last, weeks, work / source.dbname / "years", first_partition=True, events=False
+        source,
+        last,
+        weeks,
+        work / source.dbname / "years",
+        first_partition=True,
+        events=False,
+        process_per_week=True,
     )
     per_week = []
     for number, week in enumerate(run["weeks"], start=1):

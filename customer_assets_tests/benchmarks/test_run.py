@@ -92,12 +92,13 @@ def test_years_mode_runs_at_a_tiny_scale(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     years = result["years"]
-    weeks = years["weeks"]  # four consecutive Mondays ending with the seed's last week, one process
+    # four consecutive Mondays ending with the seed's last week, each run in a fresh process
+    weeks = years["weeks"]
     assert [w["week_number"] for w in weeks] == [1, 2, 3, 4]
     assert [w["partition"] for w in weeks] == [
         "2026-10-26",
