@@ -52,6 +52,20 @@ def is_in(column: pd.Series, values: pd.Series) -> np.ndarray:
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
+def text_order(values: pd.Series) -> np.ndarray:
+    """Integer keys that sort as the text does (code point order), missing values last: for
+    ``np.lexsort`` over several columns, which sorts integers far faster than pandas sorts text."""
+    codes, _ = pd.factorize(values, sort=True)
+    return np.where(codes < 0, np.iinfo(np.int64).max, codes)
+
+
+def newest_first(times: pd.Series) -> np.ndarray:
+    """Integer keys that sort times from the newest, missing times last (for ``np.lexsort``)."""
+    nanos = pd.to_datetime(times, utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    missing = pd.isna(times).to_numpy()
+    return np.where(missing, np.iinfo(np.int64).max, -np.where(missing, 0, nanos))
+
+
 def valid_emails(emails: pd.Series) -> pd.Series:
     """Lower-cased, trimmed emails that look like an address; others become null."""
     cleaned = emails.astype("str").str.strip().str.lower()

@@ -43,28 +43,21 @@ def id_links(records: pd.DataFrame, week_start) -> tuple[pd.Series, int]:
     without case. The ERP's ids link only among themselves (``erp:`` before them). The CRM's ids
     refer to the shop's customers, spelled loosely: a CRM id links to the shop's record of that
     exact id, else to the one shop record equal to it but for case, else (no shop record) without
-    case."""
+    case. Since a shop id that collides with none links without case, a CRM id links on its exact
+    spelling only when it is one of the shop's colliding ids, and without case otherwise."""
     ids = records["source_customer_id"].astype("str")
-    erp = (records["source"] == "erp").to_numpy()
+    source = records["source"]
     upper = ids.str.upper()
-    prefix = pd.Series(np.where(erp, "erp:", ""), index=records.index, dtype="str")
-    frame = pd.DataFrame({"source": records["source"], "upper": upper, "id": ids})
-    of_record = frame[records["source"] != "crm"]
-    colliding_group = of_record.groupby(["source", "upper"])["id"].transform("nunique") > 1
-    colliding = pd.Series(False, index=records.index)
-    colliding[of_record.index] = colliding_group.to_numpy()
-    link = (prefix + upper).where(~colliding, prefix + ids)
-    # The CRM's ids, resolved against the shop's.
-    crm = (records["source"] == "crm").to_numpy()
-    shop = frame[records["source"] == "database"]
-    shop_link = link[shop.index]
-    exact_shop = pd.Series(shop_link.to_numpy(), index=shop["id"].to_numpy())
-    exact_shop = exact_shop[~exact_shop.index.duplicated()]
-    single = shop.assign(link=shop_link)[~colliding[shop.index].to_numpy()].drop_duplicates("upper")
-    by_upper = pd.Series(single["link"].to_numpy(), index=single["upper"].to_numpy())
-    crm_ids = ids[crm]
-    resolved = crm_ids.map(exact_shop).fillna(upper[crm].map(by_upper)).fillna(upper[crm])
-    link[crm] = resolved.to_numpy()
+    frame = pd.DataFrame({"source": source, "upper": upper, "id": ids})
+    colliding = _colliding(frame[(source != "crm").to_numpy()]).reindex(
+        records.index, fill_value=False
+    )
+    crm = (source == "crm").to_numpy()
+    shop_colliding = frame["id"][colliding.to_numpy() & (source == "database").to_numpy()]
+    exact = colliding.to_numpy() | (crm & ids.isin(shop_colliding).to_numpy())
+    erp = (source == "erp").to_numpy()
+    link = pd.Series(np.where(exact, ids, upper), index=records.index, dtype="str")
+    link[erp] = "erp:" + link[erp]
     this_week = (pd.to_datetime(records["last_seen_week"]) == pd.Timestamp(week_start)).to_numpy()
     week_colliding = frame[colliding.to_numpy() & this_week]
     groups = frame[colliding.to_numpy()].merge(
@@ -74,7 +67,19 @@ def id_links(records: pd.DataFrame, week_start) -> tuple[pd.Series, int]:
         groups.drop_duplicates(["source", "id"]).shape[0]
         - groups.drop_duplicates(["source", "upper"]).shape[0]
     )
-    return link.astype("str"), collisions
+    return link, collisions
+
+
+def _colliding(of_record: pd.DataFrame) -> pd.Series:
+    """For records of a system of record (``source``, ``upper``, ``id``), whether another id of
+    their source equals theirs but for case."""
+    distinct = of_record.drop_duplicates(["source", "id"])
+    clashing = distinct[distinct.duplicated(["source", "upper"], keep=False)]
+    if clashing.empty:  # the usual week: every id spelled one way
+        return pd.Series(False, index=of_record.index)
+    pairs = pd.MultiIndex.from_frame(clashing[["source", "upper"]])
+    inside = pd.MultiIndex.from_frame(of_record[["source", "upper"]]).isin(pairs)
+    return pd.Series(inside, index=of_record.index)
 
 
 def reachable(records: pd.DataFrame, start: np.ndarray) -> np.ndarray:

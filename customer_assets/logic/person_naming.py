@@ -9,20 +9,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from customer_assets.logic.identity import is_in
+from customer_assets.logic.identity import is_in, newest_first, text_order
 from customer_assets.logic.identity_links import merged_on
 from customer_assets.logic.per_person import SOURCE_PRIORITY
 
 
 def best_first(records: pd.DataFrame) -> pd.DataFrame:
     """The records by component, each component's best record first (the CRM before the ERP before
-    the database, then the most recent)."""
-    return records.assign(rank=records["source"].map(SOURCE_PRIORITY)).sort_values(
-        ["component", "rank", "updated_at", "source_customer_id"],
-        ascending=[True, True, False, True],
-        kind="stable",
-        na_position="last",
+    the database, then the most recent, then by id); ties keep their order."""
+    rank = records["source"].map(SOURCE_PRIORITY).fillna(len(SOURCE_PRIORITY)).to_numpy(np.int64)
+    order = np.lexsort(  # the last key sorts first
+        (
+            text_order(records["source_customer_id"]),
+            newest_first(records["updated_at"]),
+            rank,
+            records["component"].to_numpy(),
+        )
     )
+    return records.iloc[order]
 
 
 def survivors(ranked: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
+from customer_assets.logic.identity import text_order
 from customer_assets.logic.identity_links import LINKS, components, id_links, matched_on, reachable
 from customer_assets.logic.person_naming import best_first, merges_of, person_ids, survivors
 from customer_assets.logic.source_records import RECORD, week_records
@@ -128,9 +130,12 @@ def carry_identity(
     every["is_primary"] = False
     every.loc[primary, "is_primary"] = True
     merges = merges_of(every, survivor, retired)
-    changed = _typed(every[IDENTITY_COLUMNS]).sort_values(
-        ["customer_id", "source", "source_customer_id"]
-    )
+    changed = _typed(every[IDENTITY_COLUMNS])
+    changed = changed.iloc[
+        np.lexsort(
+            [text_order(changed[c]) for c in ("source_customer_id", "source", "customer_id")]
+        )
+    ]
     identity = pd.concat(
         [part for part in (untouched[IDENTITY_COLUMNS], changed) if len(part)], ignore_index=True
     )
