@@ -130,12 +130,7 @@ def carry_identity(
     every["is_primary"] = False
     every.loc[primary, "is_primary"] = True
     merges = merges_of(every, survivor, retired)
-    changed = _typed(every[IDENTITY_COLUMNS])
-    changed = changed.iloc[
-        np.lexsort(
-            [text_order(changed[c]) for c in ("source_customer_id", "source", "customer_id")]
-        )
-    ]
+    changed = _by_record(_typed(every[IDENTITY_COLUMNS]))
     identity = pd.concat(
         [part for part in (untouched[IDENTITY_COLUMNS], changed) if len(part)], ignore_index=True
     )
@@ -157,6 +152,12 @@ def _touched(every: pd.DataFrame, week_start) -> tuple[pd.DataFrame, pd.DataFram
     every["updated_at"] = pd.to_datetime(every["updated_at"], utc=True).astype(_TS)
     touched = reachable(every, (every["last_seen_week"] == week_start).to_numpy())
     return every[touched].reset_index(drop=True), every[~touched]
+
+
+def _by_record(identity: pd.DataFrame) -> pd.DataFrame:
+    """The records by person, source and id (integer keys: far faster than sorting the text)."""
+    keys = [text_order(identity[c]) for c in ("source_customer_id", "source", "customer_id")]
+    return identity.iloc[np.lexsort(keys)]  # the last key sorts first
 
 
 def _typed(identity: pd.DataFrame) -> pd.DataFrame:
