@@ -10,6 +10,7 @@ from datetime import datetime
 
 import dagster as dg
 import pandas as pd
+import pyarrow.compute as pc
 
 from customer_assets import tables
 from customer_assets.assets.common import (
@@ -31,7 +32,7 @@ from customer_assets.dagster_types import (
 )
 from customer_assets.erasure import drop_suppressed
 from customer_assets.frames import CarriedWeek, StoredFrame
-from customer_assets.logic.identity import standardise_ids
+from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.logic.person_naming import final_survivors, follow
 from customer_assets.logic.resolution import IDENTITY_COLUMNS, Resolution, carry_identity
 from customer_assets.logic.source_records import RECORD, standardise_erp, week_records
@@ -196,13 +197,15 @@ def known_event_ids(
     """The ids of the week's event aggregates the shop's customers table holds that no transaction
     of the week names: customers seen only in events are records of the shop as well (as the shop
     spells their ids)."""
-    ids = pd.Index(standardise_ids(events["customer_id"]).dropna().unique()).difference(
-        pd.Index(standardise_ids(database_ids).dropna().unique())
+    # Arrow's hash lookups: pandas' Index.difference took 0.6 s on a 1M-row week's ids
+    candidates = distinct_ids(standardise_ids(events["customer_id"]), sort=True)
+    ids = candidates.filter(
+        pc.invert(pc.is_in(candidates, value_set=distinct_ids(standardise_ids(database_ids))))
     )
-    if ids.empty:
+    if len(ids) == 0:
         return pd.Series([], dtype="str")
     with source_db.connect() as conn:
-        known = known_customers(conn, source_db.schema(conn, ("customers",)), ids.tolist())
+        known = known_customers(conn, source_db.schema(conn, ("customers",)), ids.to_pylist())
     take_replaced_count(known)
     return standardise_ids(known["customer_id"]).dropna()
 

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from customer_assets.logic.identity import text_order
+from customer_assets.logic.identity import arrow_text, text_order
 from customer_assets.logic.identity_links import LINKS, components, id_links, matched_on, reachable
 from customer_assets.logic.person_naming import best_first, merges_of, person_ids, survivors
-from customer_assets.logic.source_records import RECORD, week_records
+from customer_assets.logic.source_records import week_records
 
 MAP_COLUMNS = ["customer_id", "source", "source_customer_id", "matched_on", "is_primary"]
 IDENTITY_COLUMNS = [
@@ -63,17 +65,21 @@ def _with_carried(
     """The carried records the week does not hold (kept as they are), and the week's records with
     the person and the first week the carried identity gives them (none and this week for a record
     new to it)."""
-    week = records.assign(last_seen_week=week_start)
+    week = records.reset_index(drop=True).assign(last_seen_week=week_start)
     if len(prior):
-        prior = prior[IDENTITY_COLUMNS].copy()
-        seen = (
-            prior.merge(week[RECORD], on=RECORD, how="left", indicator=True)["_merge"]
-            .eq("both")
-            .to_numpy()
-        )
+        prior = prior[IDENTITY_COLUMNS]
+        # each week record's position among the carried ones (-1: new), by one hash lookup
+        at = pc.index_in(_record_keys(week), value_set=_record_keys(prior))
+        at = at.fill_null(-1).to_numpy(zero_copy_only=False)
+        found = at >= 0
+        seen = np.zeros(len(prior), dtype=bool)
+        seen[at[found]] = True
         kept = prior[~seen]
-        known = prior[seen][[*RECORD, "customer_id", "first_seen_week"]]
-        week = week.merge(known, on=RECORD, how="left")
+        known = prior[["customer_id", "first_seen_week"]].iloc[np.where(found, at, 0)]
+        known = known.reset_index(drop=True).mask(pd.Series(~found), axis=0)
+        week = week.assign(
+            customer_id=known["customer_id"], first_seen_week=known["first_seen_week"]
+        )
     else:
         kept = prior.reindex(columns=IDENTITY_COLUMNS).iloc[:0]
         week = week.assign(
@@ -83,6 +89,15 @@ def _with_carried(
         pd.to_datetime(week["first_seen_week"]).fillna(week_start).clip(upper=week_start)
     )
     return kept, week
+
+
+def _record_keys(frame: pd.DataFrame) -> pa.ChunkedArray:
+    """Each record's source and id as one text (a separator neither holds)."""
+    return pc.binary_join_element_wise(
+        arrow_text(frame["source"]),
+        arrow_text(frame["source_customer_id"]),
+        pa.scalar("\x1f", pa.large_string()),
+    )
 
 
 def carry_identity(
