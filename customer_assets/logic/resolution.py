@@ -187,10 +187,14 @@ def _typed(identity: pd.DataFrame) -> pd.DataFrame:
     ):
         if out[column].dtype != "str":  # text read back from a warehouse already is
             out[column] = out[column].astype("str").where(out[column].notna(), None)
-    out["is_primary"] = out["is_primary"].astype("boolean").fillna(False).astype(bool)
-    out["updated_at"] = pd.to_datetime(out["updated_at"], utc=True).astype(_TS)
+    if out["is_primary"].dtype != bool:
+        out["is_primary"] = out["is_primary"].astype("boolean").fillna(False).astype(bool)
+    # columns already of their type are left alone (a pass over every record each)
+    if out["updated_at"].dtype != _TS:
+        out["updated_at"] = pd.to_datetime(out["updated_at"], utc=True).astype(_TS)
     for column in ("first_seen_week", "last_seen_week"):
-        out[column] = pd.to_datetime(out[column]).astype("datetime64[ns]")
+        if out[column].dtype != "datetime64[ns]":
+            out[column] = pd.to_datetime(out[column]).astype("datetime64[ns]")
     return out
 
 
