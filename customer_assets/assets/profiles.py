@@ -33,6 +33,7 @@ from customer_assets.frames import StoredFrame, query_stored
 from customer_assets.logic import checks
 from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
 from customer_assets.logic.per_person import (
+    PersonLookup,
     events_per_person,
     to_persons,
     transaction_aggregates,
@@ -242,6 +243,7 @@ def _week_profiles(
     log (``TransformLog``), and how many of the database's values were not UTF-8."""
     span = week_context(context)
     identity, crm_customers = inputs.identity, inputs.crm_customers
+    lookup = PersonLookup(identity)  # built once for the five frames mapped below
     transformed_transactions = inputs.transformed_transactions
     # Per customer, read by DuckDB from the transform's file: the week's rows never become a
     # DataFrame here.
@@ -252,12 +254,11 @@ def _week_profiles(
             transaction_aggregates_sql(transformed_transactions.columns),
         )
     )
-    # Every source's id becomes its person's: one profile per real customer (ERP-only customers
-    # included).
-    crm_records = to_persons(crm_customers, identity, ("crm",))
-    erp_records = to_persons(inputs.erp_customers, identity, ("erp",))
-    events = events_per_person(inputs.customer_event_aggregates, identity)
-    per_person = transactions_per_person(transactions, identity)
+    # Every source's id becomes its person's: one profile per real customer (ERP-only included).
+    crm_records = to_persons(crm_customers, lookup, ("crm",))
+    erp_records = to_persons(inputs.erp_customers, lookup, ("erp",))
+    events = events_per_person(inputs.customer_event_aggregates, lookup)
+    per_person = transactions_per_person(transactions, lookup)
     # The shop's record of every person seen, under each shop id they have (a CRM id may spell it
     # otherwise).
     persons = distinct_ids(
@@ -280,7 +281,7 @@ def _week_profiles(
         sort=True,
     )
     known, known_replaced = _known_customers(source_db, ids.to_pylist())
-    known = to_persons(known, identity, ("database",))
+    known = to_persons(known, lookup, ("database",))
     records = pd.concat([crm_records, known, erp_records], ignore_index=True)
     profile, log = build_profiles(records, events, per_person, known["customer_id"], span)
     return profile, log, known_replaced

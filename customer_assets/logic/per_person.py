@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from customer_assets.logic.duckdb_memory import connect, quoted
-from customer_assets.logic.identity import standardise_ids
+from customer_assets.logic.identity import arrow_text, standardise_ids
 
 SOURCE_PRIORITY = {"crm": 0, "erp": 1, "database": 2}  # seed 004's order
 
@@ -147,32 +148,61 @@ EVENT_SUMS = (
 )
 
 
+class PersonLookup:
+    """The identity's lookups from a source's id to its person's id, each built once for the
+    several frames a week maps (the profiles map five with one identity: building them for each
+    was more than half of the profile step's time)."""
+
+    def __init__(self, identity: pd.DataFrame):
+        self._identity = identity[["customer_id", "source", "source_customer_id"]]
+        self._built: dict[object, tuple[pa.Array, pa.ChunkedArray]] = {}
+
+    def exact(self, source: str) -> tuple[pa.Array, pa.ChunkedArray]:
+        """The ids of ``source``'s records (each once: its first record) and their persons."""
+        if source not in self._built:
+            rows = self._identity.loc[self._identity["source"] == source]
+            rows = rows.drop_duplicates("source_customer_id")
+            self._built[source] = _pairs(rows["source_customer_id"], rows["customer_id"])
+        return self._built[source]
+
+    def loose(self, sources: tuple[str, ...]) -> tuple[pa.Array, pa.ChunkedArray]:
+        """The ids of ``sources``' records without case, those that name one person only."""
+        if sources not in self._built:
+            rows = self._identity.loc[self._identity["source"].isin(sources)]
+            key = pc.utf8_upper(arrow_text(rows["source_customer_id"]))
+            rows = rows.assign(key=pd.Series(key, index=rows.index, dtype="str"))
+            rows = rows.drop_duplicates(["key", "customer_id"])
+            rows = rows.loc[~rows["key"].duplicated(keep=False)]
+            self._built[sources] = _pairs(rows["key"], rows["customer_id"])
+        return self._built[sources]
+
+
+def _pairs(keys: pd.Series, persons: pd.Series) -> tuple[pa.Array, pa.ChunkedArray]:
+    return arrow_text(keys).combine_chunks(), arrow_text(persons)
+
+
+def _looked_up(ids: pa.ChunkedArray, pairs: tuple[pa.Array, pa.ChunkedArray]) -> pa.ChunkedArray:
+    keys, persons = pairs
+    return persons.take(pc.index_in(ids, value_set=keys, skip_nulls=True))
+
+
 def to_persons(
-    frame: pd.DataFrame, identity: pd.DataFrame, sources: tuple[str, ...]
+    frame: pd.DataFrame, identity: pd.DataFrame | PersonLookup, sources: tuple[str, ...]
 ) -> pd.DataFrame:
     """``frame`` with each ``customer_id`` (a source id) replaced by its person's id: looked up
     among the identity's records of ``sources``, in that order; an id no record holds stays as it is
-    (a customer of its own, counted unmatched if nothing else knows it)."""
-    ids = frame["customer_id"].astype("str")
-    person = pd.Series(None, index=frame.index, dtype=object)
-    records = identity.loc[identity["source"].isin(sources)]
-    for source in sources:
-        lookup = (
-            records.loc[records["source"] == source]
-            .drop_duplicates("source_customer_id")
-            .set_index("source_customer_id")["customer_id"]
-        )
-        person = person.where(person.notna(), ids.map(lookup))
+    (a customer of its own, counted unmatched if nothing else knows it). ``identity`` may be a
+    ``PersonLookup`` made once for several frames. Arrow hash lookups throughout."""
+    lookup = identity if isinstance(identity, PersonLookup) else PersonLookup(identity)
+    ids = arrow_text(frame["customer_id"].astype("str"))
+    found = [_looked_up(ids, lookup.exact(source)) for source in sources]
     # Then without case, where that names one person only (``C1`` and ``c1`` of one source are two).
-    loose = records.assign(key=records["source_customer_id"].str.upper()).drop_duplicates(
-        ["key", "customer_id"]
-    )
-    loose = loose.loc[~loose["key"].duplicated(keep=False)].set_index("key")["customer_id"]
-    person = person.where(person.notna(), ids.str.upper().map(loose))
-    return frame.assign(customer_id=person.where(person.notna(), ids).astype("str"))
+    found.append(_looked_up(pc.utf8_upper(ids), lookup.loose(sources)))
+    person = pc.coalesce(*found, ids)
+    return frame.assign(customer_id=pd.Series(person, index=frame.index, dtype="str"))
 
 
-def events_per_person(events: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
+def events_per_person(events: pd.DataFrame, identity: pd.DataFrame | PersonLookup) -> pd.DataFrame:
     """The week's event aggregates per person: the counts of a person's ids summed (distinct
     features too: a feature used under two ids counts twice), the last event the latest."""
     mapped = to_persons(events, identity, ("database", "crm"))
@@ -186,7 +216,9 @@ def events_per_person(events: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFr
     return out[events.columns]
 
 
-def transactions_per_person(transactions: pd.DataFrame, identity: pd.DataFrame) -> pd.DataFrame:
+def transactions_per_person(
+    transactions: pd.DataFrame, identity: pd.DataFrame | PersonLookup
+) -> pd.DataFrame:
     """The week's ``transaction_aggregates`` per person (its database ids' rows combined)."""
     mapped = to_persons(transactions, identity, ("database",))
     merged = mapped["customer_id"].duplicated(keep=False).to_numpy()
