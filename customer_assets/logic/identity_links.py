@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from customer_assets.logic.identity import is_in
+
 LINKS = ("email_hash", "phone_hash", "id_link")
 
 
@@ -54,7 +56,7 @@ def id_links(records: pd.DataFrame, week_start) -> tuple[pd.Series, int]:
     )
     crm = (source == "crm").to_numpy()
     shop_colliding = frame["id"][colliding.to_numpy() & (source == "database").to_numpy()]
-    exact = colliding.to_numpy() | (crm & ids.isin(shop_colliding).to_numpy())
+    exact = colliding.to_numpy() | (crm & is_in(ids, shop_colliding))
     erp = (source == "erp").to_numpy()
     link = pd.Series(np.where(exact, ids, upper), index=records.index, dtype="str")
     link[erp] = "erp:" + link[erp]

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from customer_assets.logic.identity import arrow_text, text_order
 from customer_assets.logic.identity_links import LINKS, components, id_links, matched_on, reachable
 from customer_assets.logic.person_naming import best_first, merges_of, person_ids, survivors
-from customer_assets.logic.source_records import week_records
+from customer_assets.logic.source_records import RECORD, week_records
 
 MAP_COLUMNS = ["customer_id", "source", "source_customer_id", "matched_on", "is_primary"]
 IDENTITY_COLUMNS = [
@@ -92,11 +92,10 @@ def _with_carried(
 
 
 def _record_keys(frame: pd.DataFrame) -> pa.ChunkedArray:
-    """Each record's source and id as one text (a separator neither holds)."""
+    """Each record's name (``RECORD``: its source and its id there) as one text, with a separator
+    neither holds."""
     return pc.binary_join_element_wise(
-        arrow_text(frame["source"]),
-        arrow_text(frame["source_customer_id"]),
-        pa.scalar("\x1f", pa.large_string()),
+        *(arrow_text(frame[column]) for column in RECORD), pa.scalar("\x1f", pa.large_string())
     )
 
 
