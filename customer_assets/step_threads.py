@@ -61,6 +61,11 @@ from dagster._core.executor.in_process import InProcessExecutor
 from customer_assets.duck import step_connections
 
 DEFAULT_THREADS = 2
+# A step with this tag runs with no other step beside it: the ready steps wait until it ends, and it
+# waits for the running ones. The source's read takes it (``SOURCE_READ_TAGS``): it holds a snapshot
+# open on the production database for as long as it runs, and it shares the two cores with the
+# server's backend, not with the week's other work.
+RUNS_ALONE_TAG = "customer_assets/runs_alone"
 # How often the main thread looks for a termination while the steps run.
 POLL_SECONDS = 0.2
 
@@ -80,6 +85,10 @@ class _Running:
     events: list[DagsterEvent] = field(default_factory=list)
     done: bool = False  # its success, failure or retry is handled: never interrupted after it
     interrupted: bool = False
+
+
+def _runs_alone(step) -> bool:
+    return step.tags.get(RUNS_ALONE_TAG) == "true"
 
 
 class _Ended:
@@ -120,24 +129,40 @@ class _Steps:
         self.job_context, self.active = job_context, active
         self.events: queue.SimpleQueue = queue.SimpleQueue()  # a put is one C call: never half-done
         self.running: dict[str, _Running] = {}
+        self.held = None  # a step that runs alone, taken from the plan, waiting for the others
         self.terminations = 0
 
     def start_ready(self) -> None:
         """Start the steps the plan has ready, unless the run is terminated; not while a step's end
         is still to be handled, so that its hooks run before any step that depends on it starts, as
-        in process."""
+        in process. A step that runs alone (``RUNS_ALONE_TAG``) starts once the running ones have
+        ended, and none starts beside it."""
         if self.terminations or any(entry.done for entry in self.running.values()):
             return
-        for step in self.active.get_steps_to_execute():
-            context = self.job_context.for_step(step, self.active.get_known_state())
-            thread = threading.Thread(
-                target=_run_step,
-                args=(step.key, context, self.events),
-                name=f"step {step.key}",
-                daemon=True,
-            )
-            self.running[step.key] = _Running(context, thread)
-            thread.start()
+        if self.held is not None:
+            if self.running:
+                return
+            step, self.held = self.held, None
+            self._start(step)
+        while not any(_runs_alone(entry.context.step) for entry in self.running.values()):
+            ready = self.active.get_steps_to_execute(limit=1)  # highest priority first
+            if not ready:
+                return
+            if _runs_alone(ready[0]) and self.running:
+                self.held = ready[0]
+                return
+            self._start(ready[0])
+
+    def _start(self, step) -> None:
+        context = self.job_context.for_step(step, self.active.get_known_state())
+        thread = threading.Thread(
+            target=_run_step,
+            args=(step.key, context, self.events),
+            name=f"step {step.key}",
+            daemon=True,
+        )
+        self.running[step.key] = _Running(context, thread)
+        thread.start()
 
     def terminated(self) -> Iterator[DagsterEvent]:
         """A termination: the first lets the running steps end, a later one interrupts them."""

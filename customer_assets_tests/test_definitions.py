@@ -239,3 +239,22 @@ if __name__ == "__main__":
     with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as directory:
         SNAPSHOT.write_text(dumped(snapshot(patch, Path(directory))))
     print(f"wrote {SNAPSHOT}")
+
+
+def test_the_source_read_starts_first_and_runs_alone_in_the_local_job(monkeypatch, tmp_path):
+    """The week's read of the production database (``etl/raw_transactions``) is the one step of the
+    local job that runs alone (``step_threads.RUNS_ALONE_TAG``), and it starts before every other
+    root of the job: its snapshot is held for as short a time as the read takes."""
+    from customer_assets.step_threads import RUNS_ALONE_TAG
+
+    defs = offline_definitions(monkeypatch, tmp_path, "local")
+    steps = [
+        assets_def.op
+        for assets_def in defs.assets
+        if isinstance(assets_def, dg.AssetsDefinition) and assets_def.is_executable
+    ]
+    alone = [op.name for op in steps if op.tags.get(RUNS_ALONE_TAG) == "true"]
+    assert alone == ["etl__raw_transactions"]
+    priority = {op.name: int(op.tags.get("dagster/priority", 0)) for op in steps}
+    assert priority["etl__raw_transactions"] == max(priority.values())
+    assert sorted(priority.values())[-2] < priority["etl__raw_transactions"]

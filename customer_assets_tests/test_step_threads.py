@@ -123,6 +123,43 @@ def uses_first(first: int) -> int:
     return first
 
 
+def _timed(name: str, seconds: float) -> None:
+    _note(f"{name} started")
+    time.sleep(seconds)
+    _note(f"{name} ended")
+
+
+@dg.asset
+def before_alone() -> int:
+    _timed("before_alone", 0.1)
+    return 6
+
+
+@dg.asset
+def long_beside() -> int:
+    _timed("long_beside", 1.0)
+    return 7
+
+
+@dg.asset(op_tags={"dagster/priority": "1", "customer_assets/runs_alone": "true"})
+def alone(before_alone: int) -> int:
+    """Ready while ``long_beside`` still runs: waits for it, and nothing starts beside it."""
+    _timed("alone", 0.5)
+    return before_alone
+
+
+@dg.asset(op_tags={"dagster/priority": "-1"})  # after the two other roots
+def late_root() -> int:
+    _timed("late_root", 0.1)
+    return 8
+
+
+@dg.asset
+def after_alone(alone: int) -> int:
+    _timed("after_alone", 0.1)
+    return alone
+
+
 @dg.success_hook
 def noted(context: dg.HookContext):
     _note(f"hook {context.op.name}")
@@ -163,6 +200,10 @@ def early_start_job() -> dg.JobDefinition:
         [early, uses_first],
         step_dependency_config={"require_upstream_step_success": False},
     )
+
+
+def alone_job() -> dg.JobDefinition:
+    return _job("alone", [before_alone, long_beside, alone, late_root, after_alone])
 
 
 def long_job() -> dg.JobDefinition:
@@ -245,6 +286,26 @@ def test_step_dependency_config_reaches_the_plan(instance, tmp_path):
     result = _run("early_start_job", instance)
     assert result.success
     assert "uses_first started before early ended: True" in _order(tmp_path)
+
+
+def test_a_step_tagged_to_run_alone_waits_for_the_running_ones_and_nothing_starts_beside_it(
+    instance, tmp_path
+):
+    """``customer_assets/runs_alone`` (the source's read): the step starts once the running steps
+    have ended, no step starts until it has ended, and the run then goes on two at a time."""
+    from customer_assets.step_threads import RUNS_ALONE_TAG
+
+    assert alone.op.tags[RUNS_ALONE_TAG] == "true"
+    result = _run("alone_job", instance)
+    assert result.success
+    order = [o for o in _order(tmp_path) if not o.startswith("hook")]
+    start, end = order.index("alone started"), order.index("alone ended")
+    assert end == start + 1  # nothing started or ended while it ran
+    assert order.index("long_beside ended") < start  # it waited for the running step
+    assert order.index("late_root started") > end  # ready before it, started after it
+    assert order.index("after_alone started") > end
+    # the others still ran two at a time: the two roots side by side
+    assert order.index("long_beside started") < order.index("before_alone ended")
 
 
 def _terminate_when(tmp_path: Path, note: str, signals: int = 1, after: float = 0.3):

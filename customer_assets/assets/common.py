@@ -14,6 +14,7 @@ from customer_assets.io_managers.parquet import FinishedWeek
 from customer_assets.logic.checks import CheckOutcome
 from customer_assets.partitions import weekly_partitions
 from customer_assets.settings import PipelineSettings
+from customer_assets.step_threads import RUNS_ALONE_TAG
 from customer_assets.weeks import WeekContext
 
 ETL = "etl"
@@ -24,6 +25,10 @@ PARTITIONS = weekly_partitions
 # transaction branch's steps: a slow or unavailable CRM or landing zone never delays (or, failing,
 # prevents) the week's transactions.
 AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
+# The source's read of the week's transactions starts first and runs alone (the local executor's
+# RUNS_ALONE_TAG): the snapshot it holds on the production database lasts as long as the read, and
+# the read shares the machine with the server's backend only.
+SOURCE_READ = {"dagster/priority": "1", RUNS_ALONE_TAG: "true"}
 
 
 def week_context(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> WeekContext:

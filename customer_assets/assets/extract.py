@@ -6,7 +6,14 @@ import psycopg2
 import pyarrow as pa
 from pydantic import Field
 
-from customer_assets.assets.common import ETL, OWNERS, PARTITIONS, metadata_value, week_context
+from customer_assets.assets.common import (
+    ETL,
+    OWNERS,
+    PARTITIONS,
+    SOURCE_READ,
+    metadata_value,
+    week_context,
+)
 from customer_assets.dagster_types import RawTransactionsType
 from customer_assets.erasure import check_key, drop_suppressed
 from customer_assets.partitions import latest_materialization
@@ -175,6 +182,7 @@ def extract_metadata(
     dagster_type=RawTransactionsType,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     deps=[SOURCE_TRANSACTIONS],
+    op_tags=SOURCE_READ,
 )
 def raw_transactions(
     context: dg.AssetExecutionContext,
