@@ -16,6 +16,7 @@ from customer_assets.assets.common import (
 )
 from customer_assets.dagster_types import RawTransactionsType
 from customer_assets.erasure import check_key, drop_suppressed
+from customer_assets.logic.identity import distinct_ids
 from customer_assets.partitions import latest_materialization
 from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
@@ -169,7 +170,7 @@ def extract_metadata(
         "duplicate_customer_records": findings.duplicate_customer_records,
         "id_collisions": findings.id_collisions,
         "id_collision_examples": dg.MetadataValue.json(findings.id_collision_examples),
-        "distinct_customers": int(df["customer_id"].nunique()),
+        "distinct_customers": len(distinct_ids(df["customer_id"])),
     }
 
 

@@ -28,6 +28,7 @@ from customer_assets.logic.history import (
     balance_rules,
     week_totals,
 )
+from customer_assets.logic.identity import distinct_ids
 from customer_assets.partitions import FIRST_WEEK, latest_materialization
 from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
@@ -125,7 +126,7 @@ def history_metadata(
         "dagster/row_count": counts["rows"],
         "mode": "carried" if previous_id is not None else "full_rescan",
         "customers": counts["customers"],
-        "week_customers": int(week["customer_id"].nunique()),
+        "week_customers": len(distinct_ids(week["customer_id"])),
         "new_customers": counts["new_customers"],
         "previous_week": previous_week(partition_key),
         "opening_balance_customers": opening["customers"],

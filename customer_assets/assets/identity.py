@@ -183,7 +183,7 @@ def prior_identity(
     retired = carried_sql.held_persons(warehouse, carried, sorted(survivors))
     persons = [*retired, *(survivors[r] for r in retired)]
     rows = carried_sql.reached_records(warehouse, carried, records, persons, IDENTITY_COLUMNS)
-    read_persons = int(rows["customer_id"].nunique())
+    read_persons = len(distinct_ids(rows["customer_id"]))
     rows["customer_id"] = follow(rows["customer_id"], survivors)
     used = carried_sql.names_in_use(
         warehouse, carried, pd.concat([rows[RECORD], records[RECORD]], ignore_index=True)
@@ -264,7 +264,7 @@ def _identity_output(
     counts = {
         **resolution.counts,
         "records": len(identity) + (carried.records - len(prior) if carried else 0),
-        "persons": int(identity["customer_id"].nunique())
+        "persons": len(distinct_ids(identity["customer_id"]))
         + (carried.persons - read_persons if carried else 0),
         "records_read": len(prior),
     }

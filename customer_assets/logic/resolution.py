@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer_assets.logic.identity import arrow_text, text_order
+from customer_assets.logic.identity import arrow_text, distinct_ids, text_order
 from customer_assets.logic.identity_links import LINKS, components, id_links, matched_on, reachable
 from customer_assets.logic.person_naming import best_first, merges_of, person_ids, survivors
 from customer_assets.logic.source_records import RECORD, week_records
@@ -128,7 +128,7 @@ def carry_identity(
         return Resolution(
             untouched[IDENTITY_COLUMNS].reset_index(drop=True),
             _empty_merges(),
-            _counts(records=len(untouched), persons=int(untouched["customer_id"].nunique())),
+            _counts(records=len(untouched), persons=len(distinct_ids(untouched["customer_id"]))),
         )
     every["id_link"], collisions = id_links(every, week_start)
     every["person_link"] = every["customer_id"]
@@ -150,7 +150,7 @@ def carry_identity(
     )
     counts = _counts(
         records=len(identity),
-        persons=int(identity["customer_id"].nunique()),
+        persons=len(distinct_ids(identity["customer_id"])),
         new_persons=new_persons,
         merged_persons=len(merges),
         id_collisions=collisions,
