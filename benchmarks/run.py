@@ -482,7 +482,7 @@ def plot_years(y: dict, paths: list[Path]) -> None:
     ax_m.plot(numbers, [w["rss_after_mb"] for w in y["weeks"]], marker=".", label="after the week")
     for ax, title, unit in (
         (ax_t, "Wall time per week", "seconds"),
-        (ax_m, "RSS of the backfill process", "MB"),
+        (ax_m, "RSS of the week's process", "MB"),
     ):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("week of the backfill")
@@ -493,7 +493,7 @@ def plot_years(y: dict, paths: list[Path]) -> None:
         ax.legend()
     config = y["seed"]["config"]
     fig.suptitle(
-        f"{len(numbers)} weeks of ~{config['transactions_per_week']:,} completed transactions, one process "
+        f"{len(numbers)} weeks of ~{config['transactions_per_week']:,} completed transactions, each week in a fresh process "
         f"({platform.node()})"
     )
     fig.tight_layout()
@@ -589,7 +589,7 @@ def main(argv=None) -> None:
         nargs="?",
         const=52,
         metavar="WEEKS",
-        help="backfill WEEKS consecutive weeks (default 52) in one process, plus the plain script",
+        help="run WEEKS consecutive weeks (default 52) in order, each in a fresh process, plus the plain script",
     )
     p.add_argument(
         "--rows-per-week", type=int, default=120_000, help="completed transactions a week (--years)"
