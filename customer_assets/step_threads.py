@@ -62,9 +62,9 @@ from customer_assets.duck import step_connections
 
 DEFAULT_THREADS = 2
 # A step with this tag runs with no other step beside it: the ready steps wait until it ends, and it
-# waits for the running ones. The source's read takes it (``SOURCE_READ_TAGS``): it holds a snapshot
-# open on the production database for as long as it runs, and it shares the two cores with the
-# server's backend, not with the week's other work.
+# waits for the running ones. The source's read takes it (``SOURCE_READ``, ``assets/common.py``): it
+# holds a snapshot open on the production database for as long as it runs, and it shares the two
+# cores with the server's backend, not with the week's other work.
 RUNS_ALONE_TAG = "customer_assets/runs_alone"
 # How often the main thread looks for a termination while the steps run.
 POLL_SECONDS = 0.2
@@ -284,6 +284,10 @@ def _threaded_iterator(
             yield from _execute(steps)
         finally:
             steps.stop()
+            if (
+                steps.held is not None
+            ):  # never started (a termination, an error): its pool slot back
+                concurrency.free_step(steps.held.key)
         try:
             capture_stack.close()
         except Exception:

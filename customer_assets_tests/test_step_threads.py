@@ -131,13 +131,19 @@ def _timed(name: str, seconds: float) -> None:
 
 @dg.asset
 def before_alone() -> int:
-    _timed("before_alone", 0.1)
+    """Ends once ``long_beside`` has started: ``alone`` is made ready while it runs."""
+    _note("before_alone started")
+    _event("long_beside").wait(timeout=30)
+    _note("before_alone ended")
     return 6
 
 
 @dg.asset
 def long_beside() -> int:
-    _timed("long_beside", 1.0)
+    _note("long_beside started")
+    _event("long_beside").set()
+    time.sleep(1.0)
+    _note("long_beside ended")
     return 7
 
 
@@ -158,6 +164,21 @@ def late_root() -> int:
 def after_alone(alone: int) -> int:
     _timed("after_alone", 0.1)
     return alone
+
+
+@dg.asset(op_tags={"dagster/priority": "2"})
+def blocker() -> int:
+    """Runs first, a few seconds, while ``alone_in_pool`` is held."""
+    _timed("blocker", 2.0)
+    return 9
+
+
+@dg.asset(
+    pool="alone_pool", op_tags={"dagster/priority": "1", "customer_assets/runs_alone": "true"}
+)
+def alone_in_pool() -> int:
+    _timed("alone_in_pool", 0.1)
+    return 10
 
 
 @dg.success_hook
@@ -204,6 +225,10 @@ def early_start_job() -> dg.JobDefinition:
 
 def alone_job() -> dg.JobDefinition:
     return _job("alone", [before_alone, long_beside, alone, late_root, after_alone])
+
+
+def held_job() -> dg.JobDefinition:
+    return _job("held", [blocker, alone_in_pool])
 
 
 def long_job() -> dg.JobDefinition:
@@ -361,6 +386,27 @@ def test_a_second_termination_interrupts_the_running_steps(instance, tmp_path, m
     assert "long_running ended" not in order
     assert "after_long" not in order
     assert "long_running" in _failed_steps(result)
+
+
+def test_a_run_terminated_while_a_step_waits_to_run_alone_frees_its_pool_slot(
+    tmp_path, monkeypatch
+):
+    """The step held to run alone has already claimed its pool's slot from the instance: a run
+    terminated before it starts ends without it, and gives the slot back (another run would wait
+    for it for ever)."""
+    monkeypatch.setenv(ROOT, str(tmp_path))
+    (tmp_path / "home").mkdir()
+    pools = {"concurrency": {"pools": {"default_limit": 1}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home"), overrides=pools) as instance:
+        killer = _terminate_when(tmp_path, "blocker started")
+        result = _run("held_job", instance)
+        killer.join()
+        assert not result.success
+        order = _order(tmp_path)
+        assert "blocker ended" in order
+        assert "alone_in_pool started" not in order
+        info = instance.event_log_storage.get_concurrency_info("alone_pool")
+        assert info.claimed_slots == [] and info.pending_steps == []
 
 
 def test_a_run_terminated_while_it_waits_for_a_retry_ends_without_it(instance, tmp_path):
