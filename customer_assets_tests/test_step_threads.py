@@ -358,14 +358,19 @@ def _failed_steps(result) -> list[str]:
     ]
 
 
+def _terminated(name: str, instance: dg.DagsterInstance, tmp_path: Path, when: str):
+    """The job run, terminated once a step noted ``when``: the failed result and the notes."""
+    killer = _terminate_when(tmp_path, when)
+    result = _run(name, instance)
+    killer.join()
+    assert not result.success
+    return result, _order(tmp_path)
+
+
 def test_a_terminated_run_starts_no_other_step_and_lets_the_running_one_end(instance, tmp_path):
     """The running step ends as it would (no exception raised into it), the step after it never
     starts, and the run ends failed."""
-    killer = _terminate_when(tmp_path, "long_running started")
-    result = _run("long_job", instance)
-    killer.join()
-    assert not result.success
-    order = _order(tmp_path)
+    result, order = _terminated("long_job", instance, tmp_path, "long_running started")
     assert "long_running ended" in order
     assert "after_long" not in order
     assert "long_running" not in _failed_steps(result)
@@ -398,11 +403,7 @@ def test_a_run_terminated_while_a_step_waits_to_run_alone_frees_its_pool_slot(
     (tmp_path / "home").mkdir()
     pools = {"concurrency": {"pools": {"default_limit": 1}}}
     with dg.instance_for_test(temp_dir=str(tmp_path / "home"), overrides=pools) as instance:
-        killer = _terminate_when(tmp_path, "blocker started")
-        result = _run("held_job", instance)
-        killer.join()
-        assert not result.success
-        order = _order(tmp_path)
+        _, order = _terminated("held_job", instance, tmp_path, "blocker started")
         assert "blocker ended" in order
         assert "alone_in_pool started" not in order
         info = instance.event_log_storage.get_concurrency_info("alone_pool")
