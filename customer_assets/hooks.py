@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.decorators.hook_decorator import event_list_hook
+from dagster._core.definitions.events import HookExecutionResult
 
 from customer_assets.cleanup.intermediates import intermediate_files
 from customer_assets.cleanup.progress import IntermediateGraph
@@ -17,6 +19,25 @@ from customer_assets.cleanup.records import (
 )
 from customer_assets.cleanup.runs import run_weeks
 from customer_assets.cleanup.sweep import sweep
+
+
+def step_end_hook(name: str, required_resource_keys: set[str]):
+    """A hook that runs once its step has ended, succeeded or failed, and is told which
+    (``fn(context, succeeded)``): one hook where a success hook and a failure hook would be two,
+    one of them skipped, and logged as skipped, at every step's end."""
+
+    def wrapper(fn) -> dg.HookDefinition:
+        @event_list_hook(name=name, required_resource_keys=required_resource_keys, decorated_fn=fn)
+        def _hook(context: dg.HookContext, event_list) -> HookExecutionResult:
+            for event in event_list:
+                if event.is_step_success or event.is_step_failure:
+                    fn(context, event.is_step_success)
+                    return HookExecutionResult(hook_name=name, is_skipped=False)
+            return HookExecutionResult(hook_name=name, is_skipped=True)  # a retry: not ended
+
+        return _hook
+
+    return wrapper
 
 
 def error_text(exc: BaseException | None) -> str | None:
@@ -69,7 +90,7 @@ def _record_failure(context: dg.HookContext, run: dg.DagsterRun) -> None:
 
 
 def cleanup_hooks(graph: IntermediateGraph) -> set[dg.HookDefinition]:
-    """The two hooks of every step, knowing which step reads which intermediate (``graph``)."""
+    """The hook of every step, knowing which step reads which intermediate (``graph``)."""
 
     def _sweep(context: dg.HookContext, succeeded: bool) -> None:
         run = context.instance.get_run_by_id(context.run_id)
@@ -90,17 +111,12 @@ def cleanup_hooks(graph: IntermediateGraph) -> set[dg.HookDefinition]:
                 f"{', '.join(names)}"
             )
 
-    @dg.failure_hook(required_resource_keys={"settings", "alerts"}, name="record_failed_step")
-    def record_failed_step(context: dg.HookContext) -> None:
-        """A step failed: record and alert, then remove what no remaining step can read."""
-        run = context.instance.get_run_by_id(context.run_id)
-        if run is not None:
+    @step_end_hook("record_and_release", {"settings", "alerts"})
+    def record_and_release(context: dg.HookContext, succeeded: bool) -> None:
+        """A step ended: if it failed, record and alert; then remove the intermediates no remaining
+        step of the run can read."""
+        if not succeeded and (run := context.instance.get_run_by_id(context.run_id)) is not None:
             _record_failure(context, run)
-        _sweep(context, succeeded=False)
+        _sweep(context, succeeded=succeeded)
 
-    @dg.success_hook(required_resource_keys={"settings"}, name="release_intermediates")
-    def release_intermediates(context: dg.HookContext) -> None:
-        """A step succeeded: remove the intermediates no remaining step of the run can read."""
-        _sweep(context, succeeded=True)
-
-    return {record_failed_step, release_intermediates}
+    return {record_and_release}

@@ -13,6 +13,8 @@ import dagster as dg
 import pandas as pd
 
 from customer_assets.cleanup.runs import run_week
+from customer_assets.duck import step_connections
+from customer_assets.hooks import step_end_hook
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.suppression import (
     MAP_TABLE,
@@ -65,38 +67,29 @@ def _resource(context: dg.HookContext, key: str):
     )
 
 
-def _recheck_hooks(tables: tuple[str, ...]) -> set[dg.HookDefinition]:
-    """Hooks that scrub ``tables`` (and the week's report files) once their step has written,
+def _recheck_hook(tables: tuple[str, ...]) -> dg.HookDefinition:
+    """The hook that scrubs ``tables`` (and the week's report files) once their step has written,
     whether the step then succeeded or not (a failed check does not undo its asset's write)."""
 
-    def _scrub(context: dg.HookContext) -> None:
+    @step_end_hook(
+        f"recheck_suppression_after_{'__'.join(tables)}", {"warehouse", "pii", "settings"}
+    )
+    def recheck(context: dg.HookContext, succeeded: bool) -> None:
         run = context.instance.get_run_by_id(context.run_id)
         week = run_week(run)
         settings = _resource(context, "settings")
         files = [Path(settings.reports_dir, week)] if week else []
-        removed = scrub(
-            _resource(context, "warehouse"), _resource(context, "pii").hash_key, tables, files
-        )
+        with step_connections():  # the list's few queries on one opening of the file
+            removed = scrub(
+                _resource(context, "warehouse"), _resource(context, "pii").hash_key, tables, files
+            )
         if removed:
             context.log.info(
                 f"{sum(removed.values())} row(s) of customers erased while the run ran removed "
                 f"again: {removed}"
             )
 
-    resources = {"warehouse", "pii", "settings"}
-    name = "__".join(tables)
-
-    @dg.success_hook(name=f"recheck_suppression_after_{name}", required_resource_keys=resources)
-    def after_success(context: dg.HookContext) -> None:
-        _scrub(context)
-
-    @dg.failure_hook(
-        name=f"recheck_suppression_after_failed_{name}", required_resource_keys=resources
-    )
-    def after_failure(context: dg.HookContext) -> None:
-        _scrub(context)
-
-    return {after_success, after_failure}
+    return recheck
 
 
 def with_suppression_recheck(assets: list) -> list:
@@ -106,6 +99,6 @@ def with_suppression_recheck(assets: list) -> list:
     for asset in assets:
         written = tuple(sorted(customer_tables_of(getattr(asset, "specs", ()))))
         if written and isinstance(asset, dg.AssetsDefinition) and asset.is_executable:
-            asset = asset.with_hooks(_recheck_hooks(written))
+            asset = asset.with_hooks({_recheck_hook(written)})
         out.append(asset)
     return out

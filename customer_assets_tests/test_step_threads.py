@@ -181,6 +181,44 @@ def alone_in_pool() -> int:
     return 10
 
 
+@dg.asset
+def chain_root() -> int:
+    _timed("chain_root", 0.0)
+    return 11
+
+
+@dg.asset
+def a_leaf(chain_root: int) -> int:
+    """Ready with ``chain_1``, first in Dagster's own order, and nothing after it."""
+    _timed("a_leaf", 0.0)
+    return chain_root
+
+
+@dg.asset(op_tags={"dagster/priority": "1"})
+def a_urgent_leaf(chain_root: int) -> int:
+    """A leaf of higher priority: first whatever follows the others."""
+    _timed("a_urgent_leaf", 0.0)
+    return chain_root
+
+
+@dg.asset
+def chain_1(chain_root: int) -> int:
+    _timed("chain_1", 0.0)
+    return chain_root
+
+
+@dg.asset
+def chain_2(chain_1: int) -> int:
+    _timed("chain_2", 0.0)
+    return chain_1
+
+
+@dg.asset
+def chain_3(chain_2: int) -> int:
+    _timed("chain_3", 0.0)
+    return chain_2
+
+
 @dg.success_hook
 def noted(context: dg.HookContext):
     _note(f"hook {context.op.name}")
@@ -229,6 +267,12 @@ def alone_job() -> dg.JobDefinition:
 
 def held_job() -> dg.JobDefinition:
     return _job("held", [blocker, alone_in_pool])
+
+
+def chain_job() -> dg.JobDefinition:
+    return _job(
+        "chain", [chain_root, a_leaf, a_urgent_leaf, chain_1, chain_2, chain_3], max_concurrent=1
+    )
 
 
 def long_job() -> dg.JobDefinition:
@@ -331,6 +375,18 @@ def test_a_step_tagged_to_run_alone_waits_for_the_running_ones_and_nothing_start
     assert order.index("after_alone started") > end
     # the others still ran two at a time: the two roots side by side
     assert order.index("long_beside started") < order.index("before_alone ended")
+
+
+def test_among_ready_steps_of_one_priority_the_head_of_the_longest_chain_starts_first(
+    instance, tmp_path
+):
+    """When a thread frees up, the ready step with the most steps after it starts (the week's
+    chain to the marts before a copy into the warehouse); ``dagster/priority`` still comes first."""
+    result = _run("chain_job", instance)
+    assert result.success
+    starts = [o.removesuffix(" started") for o in _order(tmp_path) if o.endswith(" started")]
+    assert starts[:3] == ["chain_root", "a_urgent_leaf", "chain_1"]
+    assert starts.index("a_leaf") > starts.index("chain_1")
 
 
 def _terminate_when(tmp_path: Path, note: str, signals: int = 1, after: float = 0.3):

@@ -24,6 +24,7 @@ from customer_assets.assets.common import (
     selected_events,
     week_context,
 )
+from customer_assets.assets.week_order import after_previous_week
 from customer_assets.dagster_types import (
     CustomerIdentityMapType,
     ErpCustomersType,
@@ -41,6 +42,7 @@ from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.schemas import CustomerIdentityMap, IdentityMerges
+from customer_assets.settings import PipelineSettings
 from customer_assets.sources.copy_stream import take_replaced_count
 from customer_assets.sources.customers_and_products import known_customers
 from customer_assets.sql import identity as carried_sql
@@ -211,11 +213,11 @@ def known_event_ids(
 
 
 def week_database_ids(
-    source_db: PostgresSource, transformed_transactions: StoredFrame, events: pd.DataFrame
+    source_db: PostgresSource, validated_transactions: StoredFrame, events: pd.DataFrame
 ) -> pd.Series:
     """The database's ids of the week: those its transactions name, then those only its event
     aggregates name that the shop's customers table holds (``known_event_ids``)."""
-    database_ids = transformed_transactions.read(["customer_id"])["customer_id"]
+    database_ids = validated_transactions.read(["customer_id"])["customer_id"]
     return pd.concat(
         [database_ids.astype("str"), known_event_ids(source_db, events, database_ids)],
         ignore_index=True,
@@ -257,6 +259,7 @@ def _identity_output(
     read_persons: int,
     week_start: datetime,
     suppressed: int,
+    waited: dict,
 ) -> tuple[dg.Output, dict]:
     """The identity map's output, a ``CarriedWeek`` (the records read and resolved; the others are
     copied in the warehouse), and the counts of the whole identity."""
@@ -282,6 +285,7 @@ def _identity_output(
             **counts,
             "carried_from": f"{carried.week:%Y-%m-%d}" if carried else "nothing (first week)",
             "suppressed_records": suppressed,
+            **waited,
             "matched_on": dg.MetadataValue.json(week_rows["matched_on"].value_counts().to_dict()),
             "sources": dg.MetadataValue.json(week_rows["source"].value_counts().to_dict()),
         },
@@ -334,7 +338,7 @@ def _weekly_table(
         "crm_customers": intermediate("crm_customers"),
         "erp_customers": intermediate("erp_customers"),
         "customer_event_aggregates": intermediate("customer_event_aggregates"),
-        "transformed_transactions": intermediate("transformed_transactions", StoredFrame),
+        "validated_transactions": intermediate("validated_transactions", StoredFrame),
     },
     partitions_def=PARTITIONS,
     group_name="profiles",
@@ -345,19 +349,22 @@ def customer_identity_map(
     warehouse: WarehouseSQL,
     pii: PiiKey,
     source_db: PostgresSource,
+    settings: PipelineSettings,
     crm_customers,
     erp_customers,
     customer_event_aggregates,
-    transformed_transactions,
+    validated_transactions,
 ):
-    """The week's identity, carried from the week before (see the outputs' descriptions): after the
-    week before when weeks run at once, as it runs after this week's history, which waits for it
-    (``week_order.py``)."""
+    """The week's identity, carried from the week before (see the outputs' descriptions). It needs
+    only the ids the week's validated transactions name, so it runs beside the customer history and
+    the transform rather than after them; weeks run at once keep their order, as the history does:
+    it first waits for a started run of the week before (``week_order.py``)."""
     if finished_week(
-        context, crm_customers, erp_customers, customer_event_aggregates, transformed_transactions
+        context, crm_customers, erp_customers, customer_event_aggregates, validated_transactions
     ):
         return
-    database_ids = week_database_ids(source_db, transformed_transactions, customer_event_aggregates)
+    waited = after_previous_week(context, settings.previous_week_wait_seconds)
+    database_ids = week_database_ids(source_db, validated_transactions, customer_event_aggregates)
     crm_customers, erp_customers, suppressed = without_erased(
         crm_customers, erp_customers, warehouse, pii.hash_key
     )
@@ -367,7 +374,7 @@ def customer_identity_map(
     prior, used, read_persons = prior_identity(warehouse, carried, records, week_start)
     resolution = carry_identity(prior, records, week_start, also_used=used)
     output, counts = _identity_output(
-        resolution, prior, carried, read_persons, week_start, suppressed
+        resolution, prior, carried, read_persons, week_start, suppressed, waited
     )
     merges = resolution.merges
     log_resolution(context, counts, len(merges))

@@ -4,9 +4,10 @@ A backfill runs several weeks at once (the queued run coordinator's limits, one 
 a week reads only of itself (its extract, validation, quarantine, the CRM's, the ERP's and the
 events' records of the week, the product catalogue as extracted, its days) runs in parallel. What
 carries the weeks before (the customer history, and everything after it: the transform's lifetime
-metrics, the identity, the profiles, dim_customers, the facts, the marts; and dim_products' type 2
-versions) must see the week before complete, or the result differs from running the weeks one by
-one. So the two steps that open those branches, ``customer_history`` and ``dim_products``
+metrics, the profiles, dim_customers, the facts, the marts; the carried identity; and dim_products'
+type 2 versions) must see the week before complete, or the result differs from running the weeks
+one by one. So the three steps that open those branches, ``customer_history``,
+``customer_identity_map`` (which runs beside the history, not after it) and ``dim_products``
 (``ORDER_GATES``), first wait for a started run of the week before to end
 (``after_previous_week``).
 
@@ -27,7 +28,11 @@ from customer_assets.weeks import previous_week
 PARTITION_TAG = "dagster/partition"
 # The steps that open what carries the weeks before; every other asset reads only its own week or
 # runs after one of these in its run (test_week_order.py walks the definitions).
-ORDER_GATES = (tables.key(tables.CUSTOMER_HISTORY), tables.key(tables.DIM_PRODUCTS))
+ORDER_GATES = (
+    tables.key(tables.CUSTOMER_HISTORY),
+    tables.key(tables.CUSTOMER_IDENTITY_MAP),
+    tables.key(tables.DIM_PRODUCTS),
+)
 # The assets that read only their own week: a run of the week before selecting only these is not
 # waited for.
 OWN_WEEK_ONLY = frozenset(

@@ -4,6 +4,8 @@ the run goes (point 1 of the package docstring) never removes what a step still 
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -47,6 +49,62 @@ class IntermediateGraph:
         return set(self.producer.values()).union(*self.consumers.values())
 
 
+@functools.lru_cache(maxsize=16)
+def _plan(instance: dg.DagsterInstance, snapshot_id: str) -> tuple[frozenset[str], dict]:
+    """A run's plan: its steps and each one's upstream outputs. The snapshot's id is a hash of its
+    content, so what was read once stays true (a step's hook reads it at every step's end)."""
+    plan = instance.get_execution_plan_snapshot(snapshot_id)
+    upstream = {
+        step.key: {
+            (h.step_key, h.output_name) for i in step.inputs for h in i.upstream_output_handles
+        }
+        for step in plan.steps
+    }
+    return frozenset(plan.step_keys_to_execute), upstream
+
+
+@dataclass
+class _Read:
+    """What a run's event log said so far of its steps' ends and outputs, and where to read on:
+    the log only grows, so each hook reads from where the read before the last one ended, not the
+    whole run's events (which grow with its steps). One read of overlap: on PostgreSQL an event's
+    id is drawn before its insert commits, so two steps' threads writing at once can make an event
+    visible after one with a higher id; a read that missed it (an output missed would have its
+    intermediate removed while a step still needs it) is covered by the next read, a step's end
+    later. The sets only grow, so reading an event twice changes nothing."""
+
+    cursor: str | None = None  # where the last read started
+    next_cursor: str | None = None  # where it ended
+    succeeded: set[str] = field(default_factory=set)
+    ended: set[str] = field(default_factory=set)
+    outputs: set[tuple[str, str]] = field(default_factory=set)
+
+    def add_new(self, instance: dg.DagsterInstance, run_id: str) -> None:
+        cursor, self.cursor = self.cursor, self.next_cursor
+        while True:
+            page = instance.get_records_for_run(
+                run_id, cursor=cursor, of_type={*_ENDED, DagsterEventType.STEP_OUTPUT}
+            )
+            for record in page.records:
+                event = record.event_log_entry.dagster_event
+                if event.event_type == DagsterEventType.STEP_OUTPUT:
+                    handle = event.step_output_data.step_output_handle
+                    self.outputs.add((event.step_key, handle.output_name))
+                    continue
+                self.ended.add(event.step_key)
+                if event.event_type == DagsterEventType.STEP_SUCCESS:
+                    self.succeeded.add(event.step_key)
+            cursor = self.next_cursor = page.cursor or cursor
+            if not page.has_more:
+                return
+
+
+# The runs' events read so far, by run (the last few runs of this process).
+_READ: dict[str, _Read] = {}
+_READ_LOCK = threading.Lock()
+_RUNS_KEPT = 8
+
+
 @dataclass
 class RunProgress:
     """Where a run is: its plan's steps and their upstream steps, and which steps ended and how."""
@@ -65,28 +123,19 @@ class RunProgress:
         current: str | None = None,
         current_succeeded: bool = False,
     ) -> RunProgress:
-        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-        upstream = {
-            step.key: {
-                (h.step_key, h.output_name) for i in step.inputs for h in i.upstream_output_handles
-            }
-            for step in plan.steps
-        }
-        succeeded, ended, outputs = set(), set(), set()
-        for record in instance.get_records_for_run(
-            run.run_id, of_type={*_ENDED, DagsterEventType.STEP_OUTPUT}, limit=100_000
-        ).records:
-            event = record.event_log_entry.dagster_event
-            if event.event_type == DagsterEventType.STEP_OUTPUT:
-                outputs.add((event.step_key, event.step_output_data.step_output_handle.output_name))
-                continue
-            ended.add(event.step_key)
-            if event.event_type == DagsterEventType.STEP_SUCCESS:
-                succeeded.add(event.step_key)
+        steps, upstream = _plan(instance, run.execution_plan_snapshot_id)
+        with _READ_LOCK:
+            read = _READ.pop(run.run_id, None) or _Read()
+            read.add_new(instance, run.run_id)
+            _READ[run.run_id] = read  # the most recent last
+            while len(_READ) > _RUNS_KEPT:
+                del _READ[next(iter(_READ))]
+            succeeded, ended = set(read.succeeded), set(read.ended)
+            outputs = set(read.outputs)
         if current:
             ended.add(current)
             (succeeded.add if current_succeeded else succeeded.discard)(current)
-        return cls(set(plan.step_keys_to_execute), upstream, succeeded, ended, outputs)
+        return cls(set(steps), upstream, succeeded, ended, outputs)
 
     def can_still_run(self, step: str, seen: frozenset[str] = frozenset()) -> bool:
         """Not ended, and not bound to be skipped: every upstream step may still run or gave what

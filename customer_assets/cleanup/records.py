@@ -65,11 +65,16 @@ def write_failure_record(settings: PipelineSettings, record: dict) -> Path:
 
 
 def add_to_record(
-    instance: dg.DagsterInstance, run_id: str, removed: list[str], remaining: list[str], **extra
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun | str,
+    removed: list[str],
+    remaining: list[str],
+    **extra,
 ) -> Path | None:
     """Add what was removed (and, for a failed step, its error) to the run's failure record, if it
-    has one."""
-    run = instance.get_run_by_id(run_id)
+    has one: ``run`` as just read, or its id to read it."""
+    if isinstance(run, str):
+        run = instance.get_run_by_id(run)
     path = Path(run.tags[RECORD_TAG]) if run and run.tags.get(RECORD_TAG) else None
     if path is None or not path.exists():
         return None

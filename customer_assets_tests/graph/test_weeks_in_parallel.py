@@ -23,6 +23,7 @@ import dagster as dg
 import pytest
 
 from customer_assets import partitions
+from customer_assets.assets.week_order import ORDER_GATES
 from customer_assets.definitions import defs
 from customer_assets.deployments import resources_for
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
@@ -176,6 +177,16 @@ def assert_same_as_one_by_one(variant, backfill_id: str, log, one_by_one, bigque
         f"{len(differences)} of {len(TABLES)} tables differ from the weeks run one by one:\n\n"
         + "\n\n".join(differences)
     )
+    # Every step that opens what carries the weeks before checked for a run of the week before
+    # (week_order.ORDER_GATES), in every week's run.
+    for gate in ORDER_GATES:
+        for week in pw.WEEKS:
+            records = variant.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=gate, asset_partitions=[week]), limit=1
+            ).records
+            assert records, f"{gate.to_user_string()} of {week} not materialized:\n{report}"
+            metadata = records[0].asset_materialization.metadata
+            assert "waited_for_previous_week_s" in metadata, (gate.to_user_string(), week)
     # Each week carried from the week before, as one by one: otherwise the sensor source_changes
     # re-runs the weeks later (a week whose history was rescanned because the week before was not
     # loaded yet can still end with the right totals, so the tables alone may not show it).

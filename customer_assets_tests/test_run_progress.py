@@ -1,0 +1,50 @@
+"""Where a run is (``cleanup/progress.py``), read at every step's end by the cleanup hook: read on
+from the events read before, it says what a fresh read of the whole run's events says."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from customer_assets.cleanup import progress
+
+SEEN: list[tuple[str, progress.RunProgress, progress.RunProgress]] = []
+
+
+@dg.success_hook
+def compare(context: dg.HookContext) -> None:
+    run = context.instance.get_run_by_id(context.run_id)
+    read_on = progress.RunProgress.of(context.instance, run, context.step_key, True)
+    progress._READ.pop(run.run_id)  # forget what was read: the next read starts from the first
+    fresh = progress.RunProgress.of(context.instance, run, context.step_key, True)
+    SEEN.append((context.step_key, read_on, fresh))
+
+
+@dg.asset
+def first() -> int:
+    return 1
+
+
+@dg.asset
+def second(first: int) -> int:
+    return first + 1
+
+
+@dg.asset
+def third(second: int) -> int:
+    return second + 1
+
+
+def test_each_steps_end_reads_on_and_sees_what_a_fresh_read_sees():
+    SEEN.clear()
+    job = dg.Definitions(
+        assets=[first, second, third], jobs=[dg.define_asset_job("chain", hooks={compare})]
+    ).resolve_job_def("chain")
+    with dg.instance_for_test() as instance:
+        assert job.execute_in_process(instance=instance).success
+    assert [step for step, _, _ in SEEN] == ["first", "second", "third"]
+    for step, read_on, fresh in SEEN:
+        assert read_on == fresh, step
+    ended = [sorted(read_on.ended) for _, read_on, _ in SEEN]
+    assert ended == [["first"], ["first", "second"], ["first", "second", "third"]]
+    assert SEEN[-1][1].outputs == {("first", "result"), ("second", "result"), ("third", "result")}
+    assert SEEN[-1][1].steps == {"first", "second", "third"}
