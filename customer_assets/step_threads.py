@@ -10,7 +10,8 @@ release the GIL.
 
 The plan is Dagster's own (``ActiveExecution``: dependencies, priorities, retries, skips, the
 ``max_concurrent`` and ``tag_concurrency_limits`` of the multiprocess executor's configuration), and
-each step runs through Dagster's ``dagster_event_sequence_for_step`` as in process. Only the main
+each step runs through Dagster's ``dagster_event_sequence_for_step`` as in process; among ready steps
+of one priority, the one with the most work after it starts first (``step_order.py``). Only the main
 thread touches the plan: a step's thread hands its events over a queue. Hooks run on the main thread
 once their step has ended, as the in-process executor runs them.
 
@@ -31,7 +32,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -50,7 +51,6 @@ from dagster._core.execution.plan.execute_plan import (
 )
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.execution.plan.plan import ExecutionPlan
-from dagster._core.execution.plan.step import ExecutionStep
 from dagster._core.execution.retries import RetryMode, get_retries_config
 from dagster._core.execution.step_dependency_config import (
     StepDependencyConfig,
@@ -58,9 +58,9 @@ from dagster._core.execution.step_dependency_config import (
 )
 from dagster._core.execution.tags import get_tag_concurrency_limits_config
 from dagster._core.executor.in_process import InProcessExecutor
-from dagster._core.storage.tags import PRIORITY_TAG
 
 from customer_assets.duck import step_connections
+from customer_assets.step_order import longest_path_first
 
 DEFAULT_THREADS = 2
 # A step with this tag runs with no other step beside it: the ready steps wait until it ends, and it
@@ -91,25 +91,6 @@ class _Running:
 
 def _runs_alone(step) -> bool:
     return step.tags.get(RUNS_ALONE_TAG) == "true"
-
-
-def longest_chain_first(execution_plan: ExecutionPlan) -> Callable[[ExecutionStep], tuple]:
-    """The order ready steps start in: the highest ``dagster/priority`` first, as Dagster orders
-    them; among equals, the step with the longest chain of steps still after it in the plan, so a
-    leaf (a copy into the warehouse, a check) never delays the chain the run ends with when a
-    thread frees up. Dagster's own order among equals is the order the steps became ready."""
-    steps = {step.key: step for step in execution_plan.get_steps_to_execute_in_topo_order()}
-    after: dict[str, int] = {}
-    for key in reversed(list(steps)):  # every dependant of a step comes after it in this order
-        after.setdefault(key, 0)
-        for upstream in steps[key].get_execution_dependency_keys():
-            if upstream in steps:
-                after[upstream] = max(after.get(upstream, 0), after[key] + 1)
-
-    def sort_key(step: ExecutionStep) -> tuple:
-        return (-int(step.tags.get(PRIORITY_TAG, 0)), -after.get(step.key, 0))
-
-    return sort_key
 
 
 class _Ended:
@@ -284,7 +265,7 @@ def _threaded_iterator(
         InstanceConcurrencyContext(job_context.instance, job_context.dagster_run) as concurrency,
         execution_plan.start(
             retry_mode=job_context.retry_mode,
-            sort_key_fn=longest_chain_first(execution_plan),
+            sort_key_fn=longest_path_first(execution_plan, job_context),
             max_concurrent=threads,
             tag_concurrency_limits=tag_concurrency_limits,
             instance_concurrency_context=concurrency,

@@ -219,6 +219,31 @@ def chain_3(chain_2: int) -> int:
     return chain_2
 
 
+@dg.asset
+def timed_root() -> int:
+    _timed("timed_root", 0.0)
+    return 12
+
+
+@dg.asset
+def slow_leaf(timed_root: int) -> int:
+    """One step, slower than the two of the chain beside it together."""
+    _timed("slow_leaf", 0.8)
+    return timed_root
+
+
+@dg.asset
+def quick_1(timed_root: int) -> int:
+    _timed("quick_1", 0.0)
+    return timed_root
+
+
+@dg.asset
+def quick_2(quick_1: int) -> int:
+    _timed("quick_2", 0.0)
+    return quick_1
+
+
 @dg.success_hook
 def noted(context: dg.HookContext):
     _note(f"hook {context.op.name}")
@@ -273,6 +298,10 @@ def chain_job() -> dg.JobDefinition:
     return _job(
         "chain", [chain_root, a_leaf, a_urgent_leaf, chain_1, chain_2, chain_3], max_concurrent=1
     )
+
+
+def timed_job() -> dg.JobDefinition:
+    return _job("timed", [timed_root, slow_leaf, quick_1, quick_2], max_concurrent=1)
 
 
 def long_job() -> dg.JobDefinition:
@@ -381,12 +410,26 @@ def test_among_ready_steps_of_one_priority_the_head_of_the_longest_chain_starts_
     instance, tmp_path
 ):
     """When a thread frees up, the ready step with the most steps after it starts (the week's
-    chain to the marts before a copy into the warehouse); ``dagster/priority`` still comes first."""
+    chain to the marts before a copy into the warehouse); ``dagster/priority`` still comes first.
+    (A first run: no durations known yet.)"""
     result = _run("chain_job", instance)
     assert result.success
     starts = [o.removesuffix(" started") for o in _order(tmp_path) if o.endswith(" started")]
     assert starts[:3] == ["chain_root", "a_urgent_leaf", "chain_1"]
     assert starts.index("a_leaf") > starts.index("chain_1")
+
+
+def test_once_the_job_has_run_the_slower_path_starts_first(instance, tmp_path):
+    """The first run knows no durations: the longer chain in steps first. The next run weighs each
+    step by its duration in that run: the slow leaf first."""
+    starts = []
+    for _ in range(2):
+        assert _run("timed_job", instance).success
+        order = _order(tmp_path)
+        (tmp_path / "order.txt").unlink()
+        starts.append([o.removesuffix(" started") for o in order if o.endswith(" started")])
+    assert starts[0][:2] == ["timed_root", "quick_1"]
+    assert starts[1] == ["timed_root", "slow_leaf", "quick_1", "quick_2"]
 
 
 def _terminate_when(tmp_path: Path, note: str, signals: int = 1, after: float = 0.3):

@@ -21,10 +21,6 @@ ETL = "etl"
 WAREHOUSE = tables.SCHEMA
 OWNERS = ["team:data-engineering"]
 PARTITIONS = weekly_partitions
-# The profile branch's inputs (the CRM, the ERP, the events, Kafka's landing) run after the
-# transaction branch's steps: a slow or unavailable CRM or landing zone never delays (or, failing,
-# prevents) the week's transactions.
-AFTER_TRANSACTIONS = {"dagster/priority": "-1"}
 # The source's read of the week's transactions starts first and runs alone (the local executor's
 # RUNS_ALONE_TAG): the snapshot it holds on the production database lasts as long as the read, and
 # the read shares the machine with the server's backend only.

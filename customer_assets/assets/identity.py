@@ -14,7 +14,6 @@ import pyarrow.compute as pc
 
 from customer_assets import tables
 from customer_assets.assets.common import (
-    AFTER_TRANSACTIONS,
     ETL,
     OWNERS,
     PARTITIONS,
@@ -57,7 +56,6 @@ from customer_assets.weeks import WeekContext
     kinds={"postgres", "pandas"},
     owners=OWNERS,
     dagster_type=ErpCustomersType,
-    op_tags=AFTER_TRANSACTIONS,
 )
 def erp_customers(
     context: dg.AssetExecutionContext, erp: ErpSource, pii: PiiKey, source_db: PostgresSource

@@ -8,7 +8,6 @@ from pathlib import Path
 import dagster as dg
 
 from customer_assets.assets.common import (
-    AFTER_TRANSACTIONS,
     OWNERS,
     PARTITIONS,
     check_spec,
@@ -101,7 +100,6 @@ def landing_metadata(
     group_name="profiles",
     kinds={"kafka"},
     owners=OWNERS,
-    op_tags=AFTER_TRANSACTIONS,
     check_specs=[
         check_spec(
             "consumer_lag",

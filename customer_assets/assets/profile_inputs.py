@@ -12,7 +12,6 @@ import dagster as dg
 import pyarrow as pa
 
 from customer_assets.assets.common import (
-    AFTER_TRANSACTIONS,
     ETL,
     OWNERS,
     PARTITIONS,
@@ -56,7 +55,6 @@ CRM_REQUIRED_FIELDS = (
     kinds={"api", "pandas"},
     owners=OWNERS,
     dagster_type=CrmCustomersType,
-    op_tags=AFTER_TRANSACTIONS,
     check_specs=[
         check_spec(
             "crm_min_records",
@@ -138,7 +136,6 @@ def crm_customers(
     kinds={"json", "pandas"},
     owners=OWNERS,
     dagster_type=CustomerEventAggregatesType,
-    op_tags=AFTER_TRANSACTIONS,
     deps=[
         KAFKA_EVENTS
     ],  # reads the files the Kafka consumer landed (it does nothing without Kafka)
