@@ -187,61 +187,26 @@ def chain_root() -> int:
     return 11
 
 
-@dg.asset
-def a_leaf(chain_root: int) -> int:
-    """Ready with ``chain_1``, first in Dagster's own order, and nothing after it."""
-    _timed("a_leaf", 0.0)
-    return chain_root
+def _after(name: str, upstream: str, seconds: float = 0.0, **kwargs) -> dg.AssetsDefinition:
+    """A step that notes its start and end, ``seconds`` apart, after ``upstream``."""
+
+    @dg.asset(name=name, ins={"upstream": dg.AssetIn(upstream)}, **kwargs)
+    def _step(upstream: int) -> int:
+        _timed(name, seconds)
+        return upstream
+
+    return _step
 
 
-@dg.asset(op_tags={"dagster/priority": "1"})
-def a_urgent_leaf(chain_root: int) -> int:
-    """A leaf of higher priority: first whatever follows the others."""
-    _timed("a_urgent_leaf", 0.0)
-    return chain_root
-
-
-@dg.asset
-def chain_1(chain_root: int) -> int:
-    _timed("chain_1", 0.0)
-    return chain_root
-
-
-@dg.asset
-def chain_2(chain_1: int) -> int:
-    _timed("chain_2", 0.0)
-    return chain_1
-
-
-@dg.asset
-def chain_3(chain_2: int) -> int:
-    _timed("chain_3", 0.0)
-    return chain_2
-
-
-@dg.asset
-def timed_root() -> int:
-    _timed("timed_root", 0.0)
-    return 12
-
-
-@dg.asset
-def slow_leaf(timed_root: int) -> int:
-    """One step, slower than the two of the chain beside it together."""
-    _timed("slow_leaf", 0.8)
-    return timed_root
-
-
-@dg.asset
-def quick_1(timed_root: int) -> int:
-    _timed("quick_1", 0.0)
-    return timed_root
-
-
-@dg.asset
-def quick_2(quick_1: int) -> int:
-    _timed("quick_2", 0.0)
-    return quick_1
+# ready with chain_1, first in Dagster's own order, and nothing after it
+a_leaf = _after("a_leaf", "chain_root")
+# a leaf of higher priority: first whatever follows the others
+a_urgent_leaf = _after("a_urgent_leaf", "chain_root", op_tags={"dagster/priority": "1"})
+chain_1 = _after("chain_1", "chain_root")
+chain_2 = _after("chain_2", "chain_1")
+chain_3 = _after("chain_3", "chain_2")
+# one step, slower than two steps of the chain beside it together
+slow_leaf = _after("slow_leaf", "chain_root", 0.8)
 
 
 @dg.success_hook
@@ -301,7 +266,7 @@ def chain_job() -> dg.JobDefinition:
 
 
 def timed_job() -> dg.JobDefinition:
-    return _job("timed", [timed_root, slow_leaf, quick_1, quick_2], max_concurrent=1)
+    return _job("timed", [chain_root, slow_leaf, chain_1, chain_2], max_concurrent=1)
 
 
 def long_job() -> dg.JobDefinition:
@@ -428,8 +393,8 @@ def test_once_the_job_has_run_the_slower_path_starts_first(instance, tmp_path):
         order = _order(tmp_path)
         (tmp_path / "order.txt").unlink()
         starts.append([o.removesuffix(" started") for o in order if o.endswith(" started")])
-    assert starts[0][:2] == ["timed_root", "quick_1"]
-    assert starts[1] == ["timed_root", "slow_leaf", "quick_1", "quick_2"]
+    assert starts[0][:2] == ["chain_root", "chain_1"]
+    assert starts[1] == ["chain_root", "slow_leaf", "chain_1", "chain_2"]
 
 
 def _terminate_when(tmp_path: Path, note: str, signals: int = 1, after: float = 0.3):
