@@ -201,6 +201,7 @@ LAYERS = (
             "freshness",
             "hooks",
             "step_threads",
+            "step_order",
             "erasure",
             "suppression",
             "suppression_recheck",
