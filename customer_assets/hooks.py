@@ -27,7 +27,7 @@ def step_end_hook(name: str, required_resource_keys: set[str]):
     one of them skipped, and logged as skipped, at every step's end."""
 
     def wrapper(fn) -> dg.HookDefinition:
-        @event_list_hook(name=name, required_resource_keys=required_resource_keys, decorated_fn=fn)
+        @event_list_hook(name=name, required_resource_keys=required_resource_keys)
         def _hook(context: dg.HookContext, event_list) -> HookExecutionResult:
             for event in event_list:
                 if event.is_step_success or event.is_step_failure:

@@ -5,7 +5,8 @@ under ``$CUSTOMER_ASSETS_INTERMEDIATES_URL``, a bucket) hold customer-level rows
 longer than the run that wrote them, and no shorter than the last step of that run that can still
 read them:
 
-1. **As the run goes.** Every asset step carries two hooks (``hooks.py``). When a step ends,
+1. **As the run goes.** Every asset step carries the hook ``record_and_release`` (``hooks.py``),
+   which records and alerts a failed step. When a step ends,
    successfully or not, ``sweep`` removes each intermediate of the week whose producer has ended
    and whose consumers in this run have all ended or can no longer run (a consumer downstream of a
    failed or skipped step, or of a step that ended without the output it needs, will be skipped

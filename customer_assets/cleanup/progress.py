@@ -4,8 +4,8 @@ the run goes (point 1 of the package docstring) never removes what a step still 
 
 from __future__ import annotations
 
-import functools
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -49,60 +49,65 @@ class IntermediateGraph:
         return set(self.producer.values()).union(*self.consumers.values())
 
 
-@functools.lru_cache(maxsize=16)
 def _plan(instance: dg.DagsterInstance, snapshot_id: str) -> tuple[frozenset[str], dict]:
     """A run's plan: its steps and each one's upstream outputs. The snapshot's id is a hash of its
     content, so what was read once stays true (a step's hook reads it at every step's end)."""
-    plan = instance.get_execution_plan_snapshot(snapshot_id)
-    upstream = {
-        step.key: {
-            (h.step_key, h.output_name) for i in step.inputs for h in i.upstream_output_handles
+    if snapshot_id not in _PLANS:
+        plan = instance.get_execution_plan_snapshot(snapshot_id)
+        upstream = {
+            step.key: {
+                (h.step_key, h.output_name) for i in step.inputs for h in i.upstream_output_handles
+            }
+            for step in plan.steps
         }
-        for step in plan.steps
-    }
-    return frozenset(plan.step_keys_to_execute), upstream
+        _PLANS[snapshot_id] = (frozenset(plan.step_keys_to_execute), upstream)
+        while len(_PLANS) > _RUNS_KEPT:
+            del _PLANS[next(iter(_PLANS))]
+    return _PLANS[snapshot_id]
 
 
 @dataclass
 class _Read:
     """What a run's event log said so far of its steps' ends and outputs, and where to read on:
-    the log only grows, so each hook reads from where the read before the last one ended, not the
-    whole run's events (which grow with its steps). One read of overlap: on PostgreSQL an event's
-    id is drawn before its insert commits, so two steps' threads writing at once can make an event
-    visible after one with a higher id; a read that missed it (an output missed would have its
-    intermediate removed while a step still needs it) is covered by the next read, a step's end
-    later. The sets only grow, so reading an event twice changes nothing."""
+    the log only grows, so a hook reads the events after the last read made at least
+    ``OVERLAP_SECONDS`` before, not the whole run's (which grow with its steps). The overlap: on
+    PostgreSQL an event's id is drawn before its insert commits, so steps writing at once can make
+    an event visible after one with a higher id; a read that missed it (an output missed would
+    have its intermediate removed while a step still needs it) is covered by every read in the
+    next seconds. The sets only grow, so reading an event twice changes nothing."""
 
-    cursor: str | None = None  # where the last read started
-    next_cursor: str | None = None  # where it ended
+    marks: list[tuple[float, str]] = field(default_factory=list)  # (when, cursor after the read)
     succeeded: set[str] = field(default_factory=set)
     ended: set[str] = field(default_factory=set)
     outputs: set[tuple[str, str]] = field(default_factory=set)
 
     def add_new(self, instance: dg.DagsterInstance, run_id: str) -> None:
-        cursor, self.cursor = self.cursor, self.next_cursor
-        while True:
-            page = instance.get_records_for_run(
-                run_id, cursor=cursor, of_type={*_ENDED, DagsterEventType.STEP_OUTPUT}
-            )
-            for record in page.records:
-                event = record.event_log_entry.dagster_event
-                if event.event_type == DagsterEventType.STEP_OUTPUT:
-                    handle = event.step_output_data.step_output_handle
-                    self.outputs.add((event.step_key, handle.output_name))
-                    continue
-                self.ended.add(event.step_key)
-                if event.event_type == DagsterEventType.STEP_SUCCESS:
-                    self.succeeded.add(event.step_key)
-            cursor = self.next_cursor = page.cursor or cursor
-            if not page.has_more:
-                return
+        now = time.monotonic()
+        old = [mark for mark in self.marks if mark[0] <= now - OVERLAP_SECONDS]
+        cursor = old[-1][1] if old else None
+        self.marks = old[-1:] + [mark for mark in self.marks if mark[0] > now - OVERLAP_SECONDS]
+        page = instance.get_records_for_run(
+            run_id, cursor=cursor, of_type={*_ENDED, DagsterEventType.STEP_OUTPUT}
+        )
+        for record in page.records:
+            event = record.event_log_entry.dagster_event
+            if event.event_type == DagsterEventType.STEP_OUTPUT:
+                handle = event.step_output_data.step_output_handle
+                self.outputs.add((event.step_key, handle.output_name))
+                continue
+            self.ended.add(event.step_key)
+            if event.event_type == DagsterEventType.STEP_SUCCESS:
+                self.succeeded.add(event.step_key)
+        self.marks.append((now, page.cursor or cursor))
 
 
-# The runs' events read so far, by run (the last few runs of this process).
+# The runs' events read so far, by run, and their plans, by snapshot (the last few of this process).
 _READ: dict[str, _Read] = {}
+_PLANS: dict[str, tuple[frozenset[str], dict]] = {}
 _READ_LOCK = threading.Lock()
 _RUNS_KEPT = 8
+# How far back a read starts again (see _Read): far longer than an insert takes to commit.
+OVERLAP_SECONDS = 5.0
 
 
 @dataclass
@@ -123,8 +128,8 @@ class RunProgress:
         current: str | None = None,
         current_succeeded: bool = False,
     ) -> RunProgress:
-        steps, upstream = _plan(instance, run.execution_plan_snapshot_id)
         with _READ_LOCK:
+            steps, upstream = _plan(instance, run.execution_plan_snapshot_id)
             read = _READ.pop(run.run_id, None) or _Read()
             read.add_new(instance, run.run_id)
             _READ[run.run_id] = read  # the most recent last

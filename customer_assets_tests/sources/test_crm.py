@@ -285,8 +285,8 @@ def test_a_crm_that_answers_too_slowly_stops_at_its_time_budget():
 def test_an_unreachable_crm_fails_the_profiles_but_not_the_weeks_transactions(
     pipeline_env, small_source
 ):
-    """The run ends bounded and specific: the transactions of the week are loaded first, the CRM
-    step fails with one message, no retry, and the week's intermediates are removed."""
+    """The run ends bounded and specific: the transactions of the week are loaded, the CRM step
+    fails with one message, no retry, and the week's intermediates are removed."""
     import time
 
     from customer_assets.deployments import resources_for
