@@ -59,13 +59,7 @@ def _record_failure(context: dg.HookContext, run: dg.DagsterRun) -> None:
     alert."""
     settings, error = context.resources.settings, error_text(context.op_exception)
     if (
-        add_to_record(
-            context.instance,
-            context.run_id,
-            [],
-            [],
-            other_failed_steps={"step": context.step_key, "error": error},
-        )
+        add_to_record(run, [], [], other_failed_steps={"step": context.step_key, "error": error})
         is not None
     ):
         return

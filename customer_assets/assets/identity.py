@@ -84,6 +84,8 @@ def erp_customers(
 
 
 IDENTITY = tables.key(tables.CUSTOMER_IDENTITY_MAP)
+# What the identity reads of the CRM's and the ERP's records (``week_records``)
+SOURCE_RECORD_COLUMNS = ["customer_id", "email_hash", "phone_hash", "updated_at"]
 MERGES = tables.key(tables.IDENTITY_MERGES)
 
 
@@ -333,9 +335,9 @@ def _weekly_table(
         ),
     },
     ins={
-        "crm_customers": intermediate("crm_customers"),
-        "erp_customers": intermediate("erp_customers"),
-        "customer_event_aggregates": intermediate("customer_event_aggregates"),
+        "crm_customers": intermediate("crm_customers", StoredFrame),
+        "erp_customers": intermediate("erp_customers", StoredFrame),
+        "customer_event_aggregates": intermediate("customer_event_aggregates", StoredFrame),
         "validated_transactions": intermediate("validated_transactions", StoredFrame),
     },
     partitions_def=PARTITIONS,
@@ -362,9 +364,16 @@ def customer_identity_map(
     ):
         return
     waited = after_previous_week(context, settings.previous_week_wait_seconds)
-    database_ids = week_database_ids(source_db, validated_transactions, customer_event_aggregates)
+    # read once the wait is over, and only what the records are made of: a week waiting for the
+    # week before holds no frame
+    database_ids = week_database_ids(
+        source_db, validated_transactions, customer_event_aggregates.read(["customer_id"])
+    )
     crm_customers, erp_customers, suppressed = without_erased(
-        crm_customers, erp_customers, warehouse, pii.hash_key
+        crm_customers.read(SOURCE_RECORD_COLUMNS),
+        erp_customers.read(SOURCE_RECORD_COLUMNS),
+        warehouse,
+        pii.hash_key,
     )
     week_start = week_context(context).week_start.replace(tzinfo=None)
     records = week_records(crm_customers, erp_customers, database_ids)

@@ -60,9 +60,7 @@ def _plan(instance: dg.DagsterInstance, snapshot_id: str) -> tuple[frozenset[str
             }
             for step in plan.steps
         }
-        _PLANS[snapshot_id] = (frozenset(plan.step_keys_to_execute), upstream)
-        while len(_PLANS) > _RUNS_KEPT:
-            del _PLANS[next(iter(_PLANS))]
+        _keep_last(_PLANS, snapshot_id, (frozenset(plan.step_keys_to_execute), upstream))
     return _PLANS[snapshot_id]
 
 
@@ -106,6 +104,16 @@ _READ: dict[str, _Read] = {}
 _PLANS: dict[str, tuple[frozenset[str], dict]] = {}
 _READ_LOCK = threading.Lock()
 _RUNS_KEPT = 8
+
+
+def _keep_last(cache: dict, key: str, value) -> None:
+    """Put ``value`` last in ``cache`` (the most recent last) and drop the oldest entries past
+    ``_RUNS_KEPT``."""
+    cache[key] = value
+    while len(cache) > _RUNS_KEPT:
+        del cache[next(iter(cache))]
+
+
 # How far back a read starts again (see _Read): far longer than an insert takes to commit.
 OVERLAP_SECONDS = 5.0
 
@@ -132,9 +140,7 @@ class RunProgress:
             steps, upstream = _plan(instance, run.execution_plan_snapshot_id)
             read = _READ.pop(run.run_id, None) or _Read()
             read.add_new(instance, run.run_id)
-            _READ[run.run_id] = read  # the most recent last
-            while len(_READ) > _RUNS_KEPT:
-                del _READ[next(iter(_READ))]
+            _keep_last(_READ, run.run_id, read)
             succeeded, ended = set(read.succeeded), set(read.ended)
             outputs = set(read.outputs)
         if current:

@@ -65,16 +65,13 @@ def write_failure_record(settings: PipelineSettings, record: dict) -> Path:
 
 
 def add_to_record(
-    instance: dg.DagsterInstance,
-    run: dg.DagsterRun | str,
+    run: dg.DagsterRun | None,
     removed: list[str],
     remaining: list[str],
     **extra,
 ) -> Path | None:
     """Add what was removed (and, for a failed step, its error) to the run's failure record, if it
-    has one: ``run`` as just read, or its id to read it."""
-    if isinstance(run, str):
-        run = instance.get_run_by_id(run)
+    has one (its tag on ``run``, as just read)."""
     path = Path(run.tags[RECORD_TAG]) if run and run.tags.get(RECORD_TAG) else None
     if path is None or not path.exists():
         return None

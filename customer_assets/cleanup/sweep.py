@@ -46,7 +46,7 @@ def sweep(
             removed += remove_intermediates(settings, week)[0]
             release_claims(home_root(settings), run.run_id, [week])
         remaining += left
-    add_to_record(instance, run, removed, remaining)
+    add_to_record(run, removed, remaining)
     return removed
 
 
