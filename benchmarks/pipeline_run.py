@@ -107,6 +107,19 @@ def weekly_job():
     return defs.get_job_def("weekly_customer_pipeline")
 
 
+def _run_config() -> dict | None:
+    """The executor's configuration from the environment; unset: the deployment's default.
+    BENCHMARK_MAX_CONCURRENT: steps at once on threads; BENCHMARK_WEEK_WIDE_AT_ONCE: week-wide
+    steps at once (README "Scaling")."""
+    config = {}
+    if concurrent := os.environ.get("BENCHMARK_MAX_CONCURRENT"):
+        config["max_concurrent"] = int(concurrent)
+    if wide := os.environ.get("BENCHMARK_WEEK_WIDE_AT_ONCE"):
+        limit = {"key": "customer_assets/week_wide", "limit": int(wide)}
+        config["tag_concurrency_limits"] = [limit]
+    return {"execution": {"config": config}} if config else None
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument(
@@ -141,12 +154,7 @@ def main(argv=None) -> None:
         profiler = cProfile.Profile()
         profiler.enable()
     process = psutil.Process()
-    # BENCHMARK_MAX_CONCURRENT: the executor's max_concurrent (steps at once on threads); unset: the
-    # deployment's default
-    concurrent = os.environ.get("BENCHMARK_MAX_CONCURRENT")
-    run_config = (
-        {"execution": {"config": {"max_concurrent": int(concurrent)}}} if concurrent else None
-    )
+    run_config = _run_config()
     for week in weeks:
         week_started, wall_start = time.perf_counter(), time.time()
         result = dg.execute_job(

@@ -258,3 +258,30 @@ def test_the_source_read_starts_first_and_runs_alone_in_the_local_job(monkeypatc
     priority = {op.name: int(op.tags.get("dagster/priority", 0)) for op in steps}
     assert priority["etl__raw_transactions"] == max(priority.values())
     assert sorted(priority.values())[-2] < priority["etl__raw_transactions"]
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_the_readmes_one_week_wide_step_at_a_time_is_a_valid_run_config(
+    monkeypatch, tmp_path, deployment
+):
+    """README "Scaling" bounds a week's peak by running its week-wide steps one at a time: that run
+    configuration is valid for the weekly job, and the steps that set the peak at 10M rows a week
+    (the identity beside the transform) carry the tag it limits."""
+    import re
+
+    import yaml
+
+    from customer_assets.assets.common import WEEK_WIDE_TAG
+
+    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if WEEK_WIDE_TAG in b]
+    config = yaml.safe_load(block)
+    defs = offline_definitions(monkeypatch, tmp_path, deployment)
+    job = defs.resolve_job_def(weekly_pipeline_job.name)
+    (executor,) = dg.validate_run_config(job, config)["execution"].values()  # by executor name
+    assert executor["tag_concurrency_limits"] == [{"key": WEEK_WIDE_TAG, "limit": 1}]
+    tagged = {node.name for node in job.graph.nodes if node.tags.get(WEEK_WIDE_TAG) == "true"}
+    identity = dg.AssetKey(["customer_analytics", "customer_identity_map"]).to_python_identifier()
+    assert {"etl__transformed_transactions", identity} <= tagged
+    # the source's read stays alone, not among them
+    assert "etl__raw_transactions" not in tagged

@@ -209,6 +209,12 @@ chain_3 = _after("chain_3", "chain_2")
 slow_leaf = _after("slow_leaf", "chain_root", 0.8)
 
 
+# two steps holding week-wide frames, and one that does not
+wide_a = _after("wide_a", "chain_root", 0.4, op_tags={"customer_assets/week_wide": "true"})
+wide_b = _after("wide_b", "chain_root", 0.4, op_tags={"customer_assets/week_wide": "true"})
+narrow = _after("narrow", "chain_root", 0.6)
+
+
 @dg.success_hook
 def noted(context: dg.HookContext):
     _note(f"hook {context.op.name}")
@@ -267,6 +273,15 @@ def chain_job() -> dg.JobDefinition:
 
 def timed_job() -> dg.JobDefinition:
     return _job("timed", [chain_root, slow_leaf, chain_1, chain_2], max_concurrent=1)
+
+
+def week_wide_job() -> dg.JobDefinition:
+    """The week-wide steps one at a time, as README "Scaling" configures it."""
+    return _job(
+        "week_wide",
+        [chain_root, wide_a, wide_b, narrow],
+        tag_concurrency_limits=[{"key": "customer_assets/week_wide", "limit": 1}],
+    )
 
 
 def long_job() -> dg.JobDefinition:
@@ -369,6 +384,26 @@ def test_a_step_tagged_to_run_alone_waits_for_the_running_ones_and_nothing_start
     assert order.index("after_alone started") > end
     # the others still ran two at a time: the two roots side by side
     assert order.index("long_beside started") < order.index("before_alone ended")
+
+
+def test_a_tag_concurrency_limit_runs_week_wide_steps_one_at_a_time_and_others_beside_them(
+    instance, tmp_path
+):
+    """The executor's ``tag_concurrency_limits`` (Dagster's own, as the multiprocess executor's) on
+    ``customer_assets/week_wide``: the two tagged steps never run at once, the untagged one runs
+    beside the first of them."""
+    result = _run("week_wide_job", instance)
+    assert result.success
+    order = [o for o in _order(tmp_path) if not o.startswith("hook")]
+    spans = {
+        name: (order.index(f"{name} started"), order.index(f"{name} ended"))
+        for name in ("wide_a", "wide_b", "narrow")
+    }
+    first, second = sorted([spans["wide_a"], spans["wide_b"]])
+    assert first[1] < second[0]  # the second started once the first had ended
+    assert spans["narrow"][0] < first[1]  # the untagged step ran beside the first
+    for name in ("wide_a", "wide_b", "narrow"):
+        assert instance.get_latest_materialization_event(dg.AssetKey(name)) is not None
 
 
 def test_among_ready_steps_of_one_priority_the_head_of_the_longest_chain_starts_first(

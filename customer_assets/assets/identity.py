@@ -17,6 +17,7 @@ from customer_assets.assets.common import (
     ETL,
     OWNERS,
     PARTITIONS,
+    WEEK_WIDE,
     finished_week,
     intermediate,
     optional_out,
@@ -310,6 +311,7 @@ def _weekly_table(
 
 
 @dg.multi_asset(
+    op_tags=WEEK_WIDE,
     name=IDENTITY.to_python_identifier(),  # the step key it had as a single asset
     outs={
         tables.CUSTOMER_IDENTITY_MAP: _weekly_table(

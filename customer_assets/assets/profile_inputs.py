@@ -15,6 +15,7 @@ from customer_assets.assets.common import (
     ETL,
     OWNERS,
     PARTITIONS,
+    WEEK_WIDE,
     check_result,
     check_spec,
     week_context,
@@ -49,6 +50,7 @@ CRM_REQUIRED_FIELDS = (
 
 
 @dg.asset(
+    op_tags=WEEK_WIDE,
     key_prefix=[ETL],
     partitions_def=PARTITIONS,
     group_name="profiles",

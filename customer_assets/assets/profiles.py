@@ -1,8 +1,6 @@
 """Unified customer profiles: CRM + behavioural events + the week's transactions, and an SCD2
-dimension.
-
-The CRM and the events are read in ``profile_inputs.py``, the ERP and the carried identity in
-``identity.py``."""
+dimension. The CRM and the events are read in ``profile_inputs.py``, the ERP and the carried
+identity in ``identity.py``."""
 
 import json
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from customer_assets.assets.common import (
     OWNERS,
     PARTITIONS,
     WAREHOUSE,
+    WEEK_WIDE,
     check_result,
     check_spec,
     finished_week,
@@ -90,6 +89,7 @@ flagged (`outlier_fields`); every decision is in `transform_log.json`.
 
 
 @dg.multi_asset(
+    op_tags=WEEK_WIDE,
     # The step key it had as a single asset (logs, failure records).
     name="etl__unified_customer_profiles",
     outs={

@@ -7,6 +7,7 @@ from customer_assets.assets.common import (
     ETL,
     OWNERS,
     PARTITIONS,
+    WEEK_WIDE,
     finished_week,
     intermediate,
     week_context,
@@ -38,6 +39,7 @@ STALE_RATES_DAYS = 7
 
 
 @dg.asset(
+    op_tags=WEEK_WIDE,
     key_prefix=[ETL],
     ins={"validated_transactions": intermediate("validated_transactions", StoredFrame)},
     # read in the warehouse, the week's customers only (week_customer_totals)

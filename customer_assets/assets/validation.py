@@ -16,6 +16,7 @@ from customer_assets.assets.common import (
     ETL,
     PARTITIONS,
     WAREHOUSE,
+    WEEK_WIDE,
     check_result,
     check_spec,
     finished_week,
@@ -54,6 +55,7 @@ VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
 
 
 @dg.multi_asset(
+    op_tags=WEEK_WIDE,
     outs={
         "validated_transactions": optional_out(
             key=VALIDATED,
