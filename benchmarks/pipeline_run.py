@@ -108,16 +108,10 @@ def weekly_job():
 
 
 def _run_config() -> dict | None:
-    """The executor's configuration from the environment; unset: the deployment's default.
-    BENCHMARK_MAX_CONCURRENT: steps at once on threads; BENCHMARK_WEEK_WIDE_AT_ONCE: week-wide
-    steps at once (README "Scaling")."""
-    config = {}
-    if concurrent := os.environ.get("BENCHMARK_MAX_CONCURRENT"):
-        config["max_concurrent"] = int(concurrent)
-    if wide := os.environ.get("BENCHMARK_WEEK_WIDE_AT_ONCE"):
-        limit = {"key": "customer_assets/week_wide", "limit": int(wide)}
-        config["tag_concurrency_limits"] = [limit]
-    return {"execution": {"config": config}} if config else None
+    """BENCHMARK_MAX_CONCURRENT: the executor's max_concurrent (steps at once on threads); unset: the
+    deployment's default. (WEEK_WIDE_STEPS_AT_ONCE reaches the pipeline as it is: a setting.)"""
+    concurrent = os.environ.get("BENCHMARK_MAX_CONCURRENT")
+    return {"execution": {"config": {"max_concurrent": int(concurrent)}}} if concurrent else None
 
 
 def main(argv=None) -> None:

@@ -35,6 +35,7 @@ from customer_assets.sensors import (
     orphaned_intermediates,
 )
 from customer_assets.settings import configure_runtime
+from customer_assets.step_order import with_week_wide_limit
 from customer_assets.step_threads import threaded_executor
 from customer_assets.suppression_recheck import with_suppression_recheck
 
@@ -97,6 +98,7 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
     # DuckDB takes one writer process per file, and a step's own process costs more than most steps
     # here: locally the steps run in the run's process, independent ones on threads at once.
     executor = threaded_executor if deployment == "local" else dg.multiprocess_executor
+    executor = with_week_wide_limit(executor, resources["settings"].week_wide_steps_at_once)
     return dg.Definitions(
         assets=assets,
         jobs=[weekly_pipeline_job, erase_customers, rekey_suppression],

@@ -75,6 +75,12 @@ class PipelineSettings(dg.ConfigurableResource):
         "before it (weeks run at once, as in a backfill) before carrying without it, for the "
         "sensor source_changes to repair (PREVIOUS_WEEK_WAIT_SECONDS; 0: never wait).",
     )
+    week_wide_steps_at_once: int = Field(
+        default=0,
+        description="How many steps holding week-wide frames (validation, the transform, the "
+        "CRM's records, the identity, the profiles) a run runs at once, the others beside them "
+        "(WEEK_WIDE_STEPS_AT_ONCE); 1 lowers the week's peak memory and lengthens it; 0: no limit.",
+    )
     intermediates_url: str | None = Field(
         default=None,
         description="gs://bucket/prefix: the intermediates (and the runs' claims on "
@@ -320,6 +326,7 @@ def settings_from_env(demo: bool = False) -> PipelineSettings:
         previous_week_wait_seconds=_count(
             "PREVIOUS_WEEK_WAIT_SECONDS", "previous_week_wait_seconds"
         ),
+        week_wide_steps_at_once=_count("WEEK_WIDE_STEPS_AT_ONCE", "week_wide_steps_at_once"),
         intermediates_url=_bucket_url("CUSTOMER_ASSETS_INTERMEDIATES_URL"),
         storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST") or None,
     )

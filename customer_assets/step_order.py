@@ -7,6 +7,9 @@ from the step to the end of the plan, each step weighing its duration in the job
 run (read from the instance), or one step each before there is one. So when a thread frees up, the
 chain the run ends with (the week's events, the identity, the profiles, the facts, the marts) goes
 before a leaf (a copy into the warehouse, a check), and of two chains as long in steps, the slower.
+
+Steps that hold week-wide frames may also be limited to a few at a time (``with_week_wide_limit``,
+the setting WEEK_WIDE_STEPS_AT_ONCE), in every deployment.
 """
 
 from __future__ import annotations
@@ -72,3 +75,34 @@ def longest_path_first(
         return (-int(step.tags.get(PRIORITY_TAG, 0)), -seconds, -count)
 
     return sort_key
+
+
+# A step that holds frames growing with the week's rows or its customers: by default such steps run
+# beside each other (the week is shorter); ``with_week_wide_limit`` runs a few at a time (README
+# "Scaling").
+WEEK_WIDE_TAG = "customer_assets/week_wide"
+
+
+def with_week_wide_limit(base: dg.ExecutorDefinition, at_once: int) -> dg.ExecutorDefinition:
+    """``base`` running at most ``at_once`` steps tagged ``WEEK_WIDE_TAG`` at a time in every run,
+    however launched (Dagster's own ``tag_concurrency_limits``, which the local threaded executor
+    and the multiprocess one take), unless the run's configuration limits that tag itself; 0: ``base``."""
+    if at_once <= 0:
+        return base
+
+    def create(init: dg.InitExecutorContext):
+        config = dict(init.executor_config)
+        limits = list(config.get("tag_concurrency_limits") or [])
+        if not any(limit.get("key") == WEEK_WIDE_TAG for limit in limits):
+            config["tag_concurrency_limits"] = [*limits, {"key": WEEK_WIDE_TAG, "limit": at_once}]
+        return base.executor_creation_fn(
+            dg.InitExecutorContext(init.job, init.executor_def, config, init.instance)
+        )
+
+    return dg.ExecutorDefinition(
+        name=base.name,
+        config_schema=base.config_schema,
+        requirements=base.get_requirements,
+        description=f"{base.description or base.name}; {at_once} week-wide step(s) at a time",
+        executor_creation_fn=create,
+    )

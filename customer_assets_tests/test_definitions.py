@@ -285,3 +285,42 @@ def test_the_readmes_one_week_wide_step_at_a_time_is_a_valid_run_config(
     assert {"etl__transformed_transactions", identity} <= tagged
     # the source's read stays alone, not among them
     assert "etl__raw_transactions" not in tagged
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+@pytest.mark.parametrize(
+    ("at_once", "run_config", "expected"),
+    [
+        ("1", {}, [{"key": "customer_assets/week_wide", "limit": 1}]),
+        ("", {}, None),
+        # a run's own limit on the tag wins
+        (
+            "1",
+            {"tag_concurrency_limits": [{"key": "customer_assets/week_wide", "limit": 2}]},
+            [{"key": "customer_assets/week_wide", "limit": 2}],
+        ),
+    ],
+)
+def test_week_wide_steps_at_once_limits_every_run_of_the_deployment(
+    monkeypatch, tmp_path, deployment, at_once, run_config, expected
+):
+    """WEEK_WIDE_STEPS_AT_ONCE reaches the executor of every run, with no run configuration (the
+    schedule's, a backfill's, the CLI's runs have none): the executor the run creates carries the
+    limit."""
+    from dagster._core.definitions.job_base import InMemoryJob
+
+    monkeypatch.setenv("WEEK_WIDE_STEPS_AT_ONCE", at_once)
+    defs = offline_definitions(monkeypatch, tmp_path, deployment)
+    job = defs.resolve_job_def(weekly_pipeline_job.name)
+    (config,) = dg.validate_run_config(
+        job, {"execution": {"config": run_config}} if run_config else {}
+    )["execution"].values()
+    with dg.instance_for_test() as instance:
+        executor = job.executor_def.executor_creation_fn(
+            dg.InitExecutorContext(InMemoryJob(job), job.executor_def, config, instance)
+        )
+    inner = executor.inner  # the final sweep's executor wraps the deployment's
+    limits = getattr(inner, "tag_concurrency_limits", None) or getattr(
+        inner, "_tag_concurrency_limits", None
+    )
+    assert (limits or None) == expected

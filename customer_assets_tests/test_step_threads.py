@@ -276,12 +276,17 @@ def timed_job() -> dg.JobDefinition:
 
 
 def week_wide_job() -> dg.JobDefinition:
-    """The week-wide steps one at a time, as README "Scaling" configures it."""
-    return _job(
-        "week_wide",
-        [chain_root, wide_a, wide_b, narrow],
-        tag_concurrency_limits=[{"key": "customer_assets/week_wide", "limit": 1}],
+    """The week-wide steps one at a time, as WEEK_WIDE_STEPS_AT_ONCE=1 makes the deployment's
+    executor (``definitions.py``), with no run configuration."""
+    from customer_assets.step_order import with_week_wide_limit
+    from customer_assets.step_threads import threaded_executor
+
+    defs = dg.Definitions(
+        assets=[chain_root, wide_a, wide_b, narrow],
+        jobs=[dg.define_asset_job("week_wide", hooks={noted})],
+        executor=with_week_wide_limit(threaded_executor, 1),
     )
+    return defs.resolve_job_def("week_wide")
 
 
 def long_job() -> dg.JobDefinition:
@@ -386,12 +391,12 @@ def test_a_step_tagged_to_run_alone_waits_for_the_running_ones_and_nothing_start
     assert order.index("long_beside started") < order.index("before_alone ended")
 
 
-def test_a_tag_concurrency_limit_runs_week_wide_steps_one_at_a_time_and_others_beside_them(
+def test_a_week_wide_limit_runs_week_wide_steps_one_at_a_time_and_others_beside_them(
     instance, tmp_path
 ):
-    """The executor's ``tag_concurrency_limits`` (Dagster's own, as the multiprocess executor's) on
-    ``customer_assets/week_wide``: the two tagged steps never run at once, the untagged one runs
-    beside the first of them."""
+    """WEEK_WIDE_STEPS_AT_ONCE=1 (``with_week_wide_limit``: Dagster's own ``tag_concurrency_limits``
+    on ``customer_assets/week_wide``): the two tagged steps never run at once, the untagged one
+    runs beside the first of them."""
     result = _run("week_wide_job", instance)
     assert result.success
     order = [o for o in _order(tmp_path) if not o.startswith("hook")]

@@ -14,6 +14,7 @@ from customer_assets.io_managers.parquet import FinishedWeek
 from customer_assets.logic.checks import CheckOutcome
 from customer_assets.partitions import weekly_partitions
 from customer_assets.settings import PipelineSettings
+from customer_assets.step_order import WEEK_WIDE_TAG
 from customer_assets.step_threads import RUNS_ALONE_TAG
 from customer_assets.weeks import WeekContext
 
@@ -25,11 +26,8 @@ PARTITIONS = weekly_partitions
 # RUNS_ALONE_TAG): the snapshot it holds on the production database lasts as long as the read, and
 # the read shares the machine with the server's backend only.
 SOURCE_READ = {"dagster/priority": "1", RUNS_ALONE_TAG: "true"}
-# A step that holds frames growing with the week's rows or its customers (validation, the transform,
-# the CRM's records, the identity, the profiles). They run beside each other by default (the week is
-# shorter); where memory is short, the executor's ``tag_concurrency_limits`` on this tag runs one of
-# them at a time while the other steps still run beside it (README "Scaling").
-WEEK_WIDE_TAG = "customer_assets/week_wide"
+# The steps that hold frames growing with the week's rows or its customers (validation, the
+# transform, the CRM's records, the identity, the profiles): WEEK_WIDE_STEPS_AT_ONCE limits them.
 WEEK_WIDE = {WEEK_WIDE_TAG: "true"}
 
 
