@@ -59,6 +59,13 @@ def text_order(values: pd.Series) -> np.ndarray:
     return np.where(codes < 0, np.iinfo(np.int64).max, codes)
 
 
+def text_codes(values: pd.Series) -> pd.Series:
+    """Each text as an integer code, equal texts equal codes, missing values missing (nullable
+    ``Int32``): links compared, factorized and taken at 4 bytes a value rather than the text's."""
+    codes, _ = pd.factorize(values)  # missing values get -1
+    return pd.Series(pd.arrays.IntegerArray(codes.astype(np.int32), codes < 0), index=values.index)
+
+
 def newest_first(times: pd.Series) -> np.ndarray:
     """Integer keys that sort times from the newest, missing times last (for ``np.lexsort``)."""
     nanos = pd.to_datetime(times, utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64)

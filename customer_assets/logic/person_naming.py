@@ -59,7 +59,11 @@ def person_ids(ranked: pd.DataFrame, survivor: pd.Series, used: pd.Series) -> tu
 def _spelling(ranked: pd.DataFrame, fresh: pd.DataFrame) -> pd.Series:
     """The id each new person (``fresh``: the best record of a component without one) is named by:
     the id as a shop record of the component spells it, else the best record's own id."""
-    shop = ranked[ranked["source"] == "database"]
+    # only the new persons' components: in a week after the first, few of them
+    shop = ranked[
+        (ranked["source"] == "database").to_numpy()
+        & np.isin(ranked["component"].to_numpy(), fresh["component"].to_numpy())
+    ]
     shop = (
         shop.assign(upper=shop["source_customer_id"].str.upper())
         .drop_duplicates(["component", "upper"])
