@@ -89,7 +89,6 @@ IDENTITY = tables.key(tables.CUSTOMER_IDENTITY_MAP)
 SOURCE_RECORD_COLUMNS = ["customer_id", "email_hash", "phone_hash", "updated_at"]
 MERGES = tables.key(tables.IDENTITY_MERGES)
 
-
 # Which weeks are loaded, when the Dagster instance does not know (a new instance on an old
 # warehouse).
 LOADED_SQL = """
@@ -219,10 +218,8 @@ def week_database_ids(
     """The database's ids of the week: those its transactions name, then those only its event
     aggregates name that the shop's customers table holds (``known_event_ids``)."""
     database_ids = validated_transactions.read(["customer_id"])["customer_id"]
-    return pd.concat(
-        [database_ids.astype("str"), known_event_ids(source_db, events, database_ids)],
-        ignore_index=True,
-    )
+    known = known_event_ids(source_db, events, database_ids)
+    return pd.concat([database_ids.astype("str"), known], ignore_index=True)
 
 
 def without_erased(
@@ -255,29 +252,29 @@ def log_resolution(context: dg.AssetExecutionContext, counts: dict, merged: int)
 
 def _identity_output(
     resolution: Resolution,
-    prior: pd.DataFrame,
+    records_read: int,
     carried: carried_sql.CarriedPartition | None,
     read_persons: int,
     week_start: datetime,
     suppressed: int,
     waited: dict,
 ) -> tuple[dg.Output, dict]:
-    """The identity map's output, a ``CarriedWeek`` (the records read and resolved; the others are
-    copied in the warehouse), and the counts of the whole identity."""
+    """The identity map's output, a ``CarriedWeek`` (the ``records_read`` of the carried partition
+    and the week's, resolved; the others are copied in the warehouse), and the whole's counts."""
     identity = resolution.identity
     counts = {
         **resolution.counts,
-        "records": len(identity) + (carried.records - len(prior) if carried else 0),
+        "records": len(identity) + (carried.records - records_read if carried else 0),
         "persons": len(distinct_ids(identity["customer_id"]))
         + (carried.persons - read_persons if carried else 0),
-        "records_read": len(prior),
+        "records_read": records_read,
     }
     week_rows = identity[identity["last_seen_week"] == week_start]
     output = dg.Output(
         CarriedWeek(
             identity.assign(week_start=week_start),
             # every carried record read (the partition whole) is in the identity: none to copy
-            carried.week if carried and len(prior) < carried.records else None,
+            carried.week if carried and records_read < carried.records else None,
             RECORD,
         ),
         output_name=tables.CUSTOMER_IDENTITY_MAP,
@@ -379,11 +376,14 @@ def customer_identity_map(
     )
     week_start = week_context(context).week_start.replace(tzinfo=None)
     records = week_records(crm_customers, erp_customers, database_ids)
+    del crm_customers, erp_customers, database_ids  # copied into the records: not held further
     carried = carried_partition(context, warehouse, week_start)
     prior, used, read_persons = prior_identity(warehouse, carried, records, week_start)
     resolution = carry_identity(prior, records, week_start, also_used=used)
+    records_read = len(prior)
+    del prior, records  # the step holds only the identity while it is written
     output, counts = _identity_output(
-        resolution, prior, carried, read_persons, week_start, suppressed, waited
+        resolution, records_read, carried, read_persons, week_start, suppressed, waited
     )
     merges = resolution.merges
     log_resolution(context, counts, len(merges))

@@ -124,7 +124,12 @@ def carry_identity(
     if not frames:
         empty = _typed(week.reindex(columns=IDENTITY_COLUMNS))
         return Resolution(empty, _empty_merges(), _counts())
-    every, hashes, untouched = _touched(pd.concat(frames, ignore_index=True), week_start)
+    # each frame below is a copy: what is copied is let go at once (a 10M-row week holds millions
+    # of records, and every copy held to the end adds to the step's peak)
+    combined = pd.concat(frames, ignore_index=True)
+    del kept, week, frames
+    every, hashes, untouched = _touched(combined, week_start)
+    del combined
     if every.empty:  # a week without records: the identity as carried
         return Resolution(
             untouched[IDENTITY_COLUMNS].reset_index(drop=True),
@@ -146,7 +151,9 @@ def carry_identity(
     every.loc[primary, "is_primary"] = True
     merges = merges_of(every, survivor, retired)
     every[list(HASHES)] = hashes  # the keyed hashes as text again, for the identity written
+    del hashes, ranked, used
     changed = _by_record(_typed(every[IDENTITY_COLUMNS]))
+    del every
     identity = pd.concat(
         [part for part in (untouched[IDENTITY_COLUMNS], changed) if len(part)], ignore_index=True
     )
