@@ -75,6 +75,48 @@ def k8s_ref(tmp_path, monkeypatch) -> InstanceRef:
     )
 
 
+def _launcher(launcher_data, config: dict, tmp_path):
+    """The real K8sRunLauncher, out of the cluster: a kubeconfig whose server is never contacted."""
+    from dagster_k8s import K8sRunLauncher
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "test", "user": {"token": "unused"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            }
+        )
+    )
+    return K8sRunLauncher.from_config_value(
+        launcher_data,
+        {**config, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)},
+    )
+
+
+def _run(image: str, container_context: dict | None = None) -> DagsterRun:
+    """A run of the weekly job of the code location served from ``image`` (with the container
+    context its code server gives its runs, if any)."""
+    origin = JobPythonOrigin(
+        "weekly_customer_pipeline",
+        RepositoryPythonOrigin(
+            executable_path="/usr/local/bin/python",
+            code_pointer=ModuleCodePointer("customer_assets", "defs", None),
+            container_image=image,
+            container_context=container_context,
+        ),
+    )
+    return DagsterRun(
+        job_name="weekly_customer_pipeline",
+        run_id="0123abcd-0000-0000-0000-000000000000",
+        job_code_origin=origin,
+    )
+
+
 def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
     from dagster_k8s import K8sRunLauncher
     from dagster_postgres import DagsterPostgresStorage
@@ -128,42 +170,13 @@ def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
         k: v for k, v in k8s["run_monitoring"].items() if k in single["run_monitoring"]
     } == single["run_monitoring"]
 
-    # The real launcher, out of the cluster: a kubeconfig whose server is never contacted.
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "test",
-                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],
-                "users": [{"name": "test", "user": {"token": "unused"}}],
-                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-            }
-        )
-    )
-    launcher = K8sRunLauncher.from_config_value(
-        launcher_data,
-        {**config, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)},
-    )
+    launcher = _launcher(launcher_data, config, tmp_path)
     assert launcher.job_namespace == "dagster" and launcher.fail_pod_on_run_failure is True
     assert launcher.supports_check_run_worker_health  # what run monitoring asks the launcher
 
     # The Job it would submit for a run of the code location served from the image.
     image = "registry.example.internal/customer-assets:0.1.0"
-    origin = JobPythonOrigin(
-        "weekly_customer_pipeline",
-        RepositoryPythonOrigin(
-            executable_path="/usr/local/bin/python",
-            code_pointer=ModuleCodePointer("customer_assets", "defs", None),
-            container_image=image,
-        ),
-    )
-    run = DagsterRun(
-        job_name="weekly_customer_pipeline",
-        run_id="0123abcd-0000-0000-0000-000000000000",
-        job_code_origin=origin,
-    )
+    run = _run(image)
     from dagster_k8s.job import construct_dagster_k8s_job
 
     context = launcher.get_container_context_for_run(run)
@@ -306,6 +319,44 @@ def test_helm_values_name_the_image_the_launcher_and_no_secret_in_clear():
         if "valueFrom" in entry:
             ref = entry["valueFrom"]["secretKeyRef"]
             assert ref["name"] == "customer-assets-secrets" and ref["key"] == name, (where, name)
+
+
+def test_helm_run_pods_get_the_memory_of_a_week_not_the_code_servers(k8s_ref, tmp_path):
+    """The chart hands the code server's container settings to every run it launches
+    (includeConfigInLaunchedRuns: its k8sContainerContext template, resources among them), and
+    Dagster lets them win over the run launcher's. So a run pod of the Helm values must get the run
+    launcher's resources, the memory of a week as dagster-k8s.yaml gives it, not a code server's
+    (which, set on the code location, would cap every run)."""
+    from dagster_k8s import K8sRunLauncher
+    from dagster_k8s.job import construct_dagster_k8s_job
+
+    values = _helm()
+    location = _code_location(values)
+    helm_run = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
+    launcher_data = k8s_ref.run_launcher_data
+    config = process_config(K8sRunLauncher.config_type(), launcher_data.config_dict).value
+    config["run_k8s_config"] = {
+        "pod_spec_config": helm_run["podSpecConfig"],
+        "container_config": helm_run["containerConfig"],
+    }
+    launcher = _launcher(launcher_data, config, tmp_path)
+    fields = {"resources": "resources", "env": "env", "volumes": "volumes"}
+    chart_context = {"k8s": {key: location[f] for f, key in fields.items() if location.get(f)}}
+    image = "registry.example.internal/customer-assets:0.1.0"
+    context = launcher.get_container_context_for_run(_run(image, chart_context))
+    job = construct_dagster_k8s_job(
+        job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
+        args=["dagster", "api", "execute_run", "{}"],
+        job_name="dagster-run-0123abcd",
+        pod_name="dagster-run-0123abcd",
+        component="run_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+    )
+    container = job.spec.template.spec.containers[0]
+    single = yaml.safe_load(K8S_YAML.read_text())["run_launcher"]["config"]["run_k8s_config"]
+    week = single["container_config"]["resources"]
+    assert container.resources.limits == week["limits"]
+    assert container.resources.requests == week["requests"]
 
 
 def test_helm_values_set_every_variable_the_prod_deployment_reads(monkeypatch):
