@@ -35,7 +35,7 @@ from customer_assets.erasure import drop_suppressed
 from customer_assets.frames import CarriedWeek, StoredFrame
 from customer_assets.logic.identity import distinct_ids, standardise_ids
 from customer_assets.logic.person_naming import final_survivors, follow
-from customer_assets.logic.resolution import IDENTITY_COLUMNS, Resolution, carry_identity
+from customer_assets.logic.resolution import IDENTITY_COLUMNS, Resolution, carry_handed_over
 from customer_assets.logic.source_records import RECORD, standardise_erp, week_records
 from customer_assets.resources.erp import ErpSource
 from customer_assets.resources.pii import PiiKey
@@ -379,9 +379,9 @@ def customer_identity_map(
     del crm_customers, erp_customers, database_ids  # copied into the records: not held further
     carried = carried_partition(context, warehouse, week_start)
     prior, used, read_persons = prior_identity(warehouse, carried, records, week_start)
-    resolution = carry_identity(prior, records, week_start, also_used=used)
-    records_read = len(prior)
-    del prior, records  # the step holds only the identity while it is written
+    records_read, handed = len(prior), {"prior": prior, "records": records}
+    del prior, records  # handed over: the carry lets them go once it has copied them
+    resolution = carry_handed_over(handed, week_start, also_used=used)
     output, counts = _identity_output(
         resolution, records_read, carried, read_persons, week_start, suppressed, waited
     )

@@ -235,3 +235,39 @@ def test_a_week_without_records_carries_the_identity_as_it_was():
     assert empty.merges.empty and empty.counts["persons"] == 2 and empty.counts["new_persons"] == 0
     one = carry_identity(week1.identity, week_records(NONE, NONE, pd.Series(["B2"])), W2)
     assert set(one.identity["customer_id"]) == {"A1", "B2"} and len(one.identity) == 3
+
+
+def test_frames_handed_over_are_let_go_once_copied_and_give_the_same_identity(monkeypatch):
+    """The identity step hands its carried and week records over (``carry_handed_over``): they are
+    gone before the linking starts, not held to the end, and the identity is carry_identity's."""
+    import gc
+    import weakref
+
+    from customer_assets.logic import resolution
+
+    week1 = carry_identity(
+        pd.DataFrame(columns=IDENTITY_COLUMNS),
+        week_records(_crm(["A1", "B2"], ["ea", "eb"], ["pa", "pb"]), NONE, pd.Series(["A1"])),
+        W1,
+    )
+
+    def week2_records():
+        return week_records(_crm(["E1"], ["ea"], day="2026-11-10"), NONE, pd.Series(["B2"]))
+
+    expected = carry_identity(week1.identity.copy(), week2_records(), W2)
+    handed = {"prior": week1.identity.copy(), "records": week2_records()}
+    refs = [weakref.ref(frame) for frame in handed.values()]
+    alive_while_linking = []
+    touched = resolution._touched
+
+    def watched(*args):
+        gc.collect()
+        alive_while_linking.extend(ref() is not None for ref in refs)
+        return touched(*args)
+
+    monkeypatch.setattr(resolution, "_touched", watched)
+    got = resolution.carry_handed_over(handed, W2)
+    assert handed == {} and alive_while_linking == [False, False]
+    pd.testing.assert_frame_equal(got.identity, expected.identity)
+    pd.testing.assert_frame_equal(got.merges, expected.merges)
+    assert got.counts == expected.counts and got.counts["week_records"] == 2

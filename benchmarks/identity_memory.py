@@ -1,0 +1,146 @@
+"""Time and memory of carrying the identity one week, against the customers it holds:
+``python -m benchmarks.identity_memory --customers 300000,1000000``.
+
+For each size, in a fresh process: the carried identity holds a CRM record and a shop record of each
+customer (keyed email and phone hashes of 64 characters on the CRM's, as the pipeline writes them);
+the week touches 90% of those records, brings 1% new customers, and gives 0.1% of the CRM's records
+the email of another customer (a merge each). ``logic.resolution.carry_identity`` then runs as the
+identity step runs it. Prints one line per size: seconds, the process's RSS with the inputs built,
+its peak during the carry and the growth between them (sampled every 10 ms), and the ratio of the
+growths between the largest and the smallest size: memory that follows the records gives about
+their ratio, memory bounded by a batch about 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+WEEK_BEFORE, WEEK = pd.Timestamp("2026-11-09"), pd.Timestamp("2026-11-16")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 1e6
+
+
+def _hashes(rng: np.random.Generator, n: int) -> pd.Series:
+    words = rng.integers(0, 2**63, size=(n, 4), dtype=np.int64).tolist()
+    return pd.Series([f"{a:016x}{b:016x}{c:016x}{d:016x}" for a, b, c, d in words], dtype="str")
+
+
+def inputs(customers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The carried identity (``IDENTITY_COLUMNS``) and the week's records (``week_records``)."""
+    from customer_assets.logic.resolution import IDENTITY_COLUMNS
+
+    rng = np.random.default_rng(7)
+    new = customers // 100
+    ids = pd.Series([f"C{i:08d}" for i in range(customers + new)], dtype="str")
+    email, phone = _hashes(rng, customers + new), _hashes(rng, customers + new)
+    updated = pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(
+        rng.integers(0, 10**6, customers + new), unit="s"
+    )
+    crm = pd.DataFrame(
+        {
+            "source": "crm",
+            "source_customer_id": ids,
+            "email_hash": email,
+            "phone_hash": phone,
+            "updated_at": updated,
+        }
+    )
+    shop = crm.assign(source="database", email_hash=None, phone_hash=None, updated_at=pd.NaT)
+    shop[["email_hash", "phone_hash"]] = shop[["email_hash", "phone_hash"]].astype("str")
+    known = pd.concat([crm[:customers], shop[:customers]], ignore_index=True)
+    carried = known.assign(
+        customer_id=pd.concat([ids[:customers]] * 2, ignore_index=True),
+        matched_on="id",
+        is_primary=np.r_[np.ones(customers, bool), np.zeros(customers, bool)],
+        first_seen_week=WEEK_BEFORE,
+        last_seen_week=WEEK_BEFORE,
+    )[IDENTITY_COLUMNS]
+    week = pd.concat(
+        [known[rng.random(len(known)) < 0.9], crm[customers:], shop[customers:]],
+        ignore_index=True,
+    )
+    crm_rows = np.flatnonzero((week["source"] == "crm").to_numpy())
+    moved = rng.choice(crm_rows, max(1, customers // 1000), replace=False)
+    week.loc[moved, "email_hash"] = email.iloc[rng.integers(0, customers, len(moved))].to_numpy()
+    return carried, week
+
+
+def measure(customers: int) -> dict:
+    """One size, in this process."""
+    from customer_assets.logic.resolution import carry_identity
+    from customer_assets.settings import configure_runtime
+
+    configure_runtime()
+    carried, week = inputs(customers)
+    base, peak, done = _rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.01):
+            peak[0] = max(peak[0], _rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    resolution = carry_identity(carried, week, WEEK)
+    seconds = time.monotonic() - started
+    done.set()
+    sampler.join()
+    peak_mb = max(peak[0], _rss_mb())
+    return {
+        "customers": customers,
+        "records": resolution.counts["records"],
+        "week_records": len(week),
+        "merged": resolution.counts["merged_persons"],
+        "new": resolution.counts["new_persons"],
+        "seconds": round(seconds, 2),
+        "inputs_rss_mb": round(base),
+        "peak_rss_mb": round(peak_mb),
+        "growth_mb": round(peak_mb - base),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", default="300000,1000000")
+    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(measure(args.probe)))
+        return
+    sizes = [int(n) for n in args.customers.split(",")]
+    growth = {}
+    for customers in sizes:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.identity_memory", "--probe", str(customers)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        growth[customers] = r["growth_mb"]
+        print(
+            f"{customers:>10,} customers  {r['records']:>10,} records  week {r['week_records']:>10,}"
+            f"  new {r['new']:>7,}  merged {r['merged']:>6,}  {r['seconds']:6.2f} s  RSS "
+            f"{r['inputs_rss_mb']:>6,} -> {r['peak_rss_mb']:>6,} MB (+{r['growth_mb']:,})",
+            flush=True,
+        )
+    small, large = sizes[0], sizes[-1]
+    print(
+        f"growth at {large:,} / growth at {small:,} customers = "
+        f"{growth[large] / max(growth[small], 1):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
