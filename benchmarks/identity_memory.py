@@ -4,11 +4,11 @@
 For each size, in a fresh process: the carried identity holds a CRM record and a shop record of each
 customer (keyed email and phone hashes of 64 characters on the CRM's, as the pipeline writes them);
 the week touches 90% of those records, brings 1% new customers, and gives 0.1% of the CRM's records
-the email of another customer (a merge each). ``logic.resolution.carry_identity`` then runs as the
-identity step runs it. Prints one line per size: seconds, the process's RSS with the inputs built,
-its peak during the carry and the growth between them (sampled every 10 ms), and the ratio of the
-growths between the largest and the smallest size: memory that follows the records gives about
-their ratio, memory bounded by a batch about 1.
+the email of another customer (a merge each). ``logic.resolution.carry_handed_over`` then runs as
+the identity step runs it, the frames handed over. Prints one line per size: seconds, the process's
+RSS with the inputs built, its peak during the carry and the growth between them (sampled every
+10 ms), and the ratio of the growths between the largest and the smallest size: memory that
+follows the records gives about their ratio, memory bounded by a batch about 1.
 """
 
 from __future__ import annotations
@@ -78,11 +78,13 @@ def inputs(customers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def measure(customers: int) -> dict:
     """One size, in this process."""
-    from customer_assets.logic.resolution import carry_identity
+    from customer_assets.logic.resolution import carry_handed_over
     from customer_assets.settings import configure_runtime
 
     configure_runtime()
     carried, week = inputs(customers)
+    week_count, handed = len(week), {"prior": carried, "records": week}
+    del carried, week  # handed over, as the identity step hands them
     base, peak, done = _rss_mb(), [0.0], threading.Event()
 
     def sample() -> None:
@@ -92,7 +94,7 @@ def measure(customers: int) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.monotonic()
-    resolution = carry_identity(carried, week, WEEK)
+    resolution = carry_handed_over(handed, WEEK)
     seconds = time.monotonic() - started
     done.set()
     sampler.join()
@@ -100,7 +102,7 @@ def measure(customers: int) -> dict:
     return {
         "customers": customers,
         "records": resolution.counts["records"],
-        "week_records": len(week),
+        "week_records": week_count,
         "merged": resolution.counts["merged_persons"],
         "new": resolution.counts["new_persons"],
         "seconds": round(seconds, 2),
