@@ -117,6 +117,22 @@ def _run(image: str, container_context: dict | None = None) -> DagsterRun:
     )
 
 
+def _run_pod(launcher, image: str, container_context: dict | None = None):
+    """The pod spec of the Job the launcher would submit for ``_run(image, container_context)``."""
+    from dagster_k8s.job import construct_dagster_k8s_job
+
+    context = launcher.get_container_context_for_run(_run(image, container_context))
+    job = construct_dagster_k8s_job(
+        job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
+        args=["dagster", "api", "execute_run", "{}"],
+        job_name="dagster-run-0123abcd",
+        pod_name="dagster-run-0123abcd",
+        component="run_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+    )
+    return job.spec.template.spec
+
+
 def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
     from dagster_k8s import K8sRunLauncher
     from dagster_postgres import DagsterPostgresStorage
@@ -176,19 +192,7 @@ def test_the_k8s_instance_validates_with_k8s_run_launcher(k8s_ref, tmp_path):
 
     # The Job it would submit for a run of the code location served from the image.
     image = "registry.example.internal/customer-assets:0.1.0"
-    run = _run(image)
-    from dagster_k8s.job import construct_dagster_k8s_job
-
-    context = launcher.get_container_context_for_run(run)
-    job = construct_dagster_k8s_job(
-        job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
-        args=["dagster", "api", "execute_run", "{}"],
-        job_name="dagster-run-0123abcd",
-        pod_name="dagster-run-0123abcd",
-        component="run_worker",
-        user_defined_k8s_config=context.run_k8s_config,
-    )
-    pod = job.spec.template.spec
+    pod = _run_pod(launcher, image)
     container = pod.containers[0]
     assert container.image == image
     assert {e.secret_ref.name for e in container.env_from if e.secret_ref} == {
@@ -328,7 +332,6 @@ def test_helm_run_pods_get_the_memory_of_a_week_not_the_code_servers(k8s_ref, tm
     launcher's resources, the memory of a week as dagster-k8s.yaml gives it, not a code server's
     (which, set on the code location, would cap every run)."""
     from dagster_k8s import K8sRunLauncher
-    from dagster_k8s.job import construct_dagster_k8s_job
 
     values = _helm()
     location = _code_location(values)
@@ -343,16 +346,7 @@ def test_helm_run_pods_get_the_memory_of_a_week_not_the_code_servers(k8s_ref, tm
     fields = {"resources": "resources", "env": "env", "volumes": "volumes"}
     chart_context = {"k8s": {key: location[f] for f, key in fields.items() if location.get(f)}}
     image = "registry.example.internal/customer-assets:0.1.0"
-    context = launcher.get_container_context_for_run(_run(image, chart_context))
-    job = construct_dagster_k8s_job(
-        job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
-        args=["dagster", "api", "execute_run", "{}"],
-        job_name="dagster-run-0123abcd",
-        pod_name="dagster-run-0123abcd",
-        component="run_worker",
-        user_defined_k8s_config=context.run_k8s_config,
-    )
-    container = job.spec.template.spec.containers[0]
+    container = _run_pod(launcher, image, chart_context).containers[0]
     single = yaml.safe_load(K8S_YAML.read_text())["run_launcher"]["config"]["run_k8s_config"]
     week = single["container_config"]["resources"]
     assert container.resources.limits == week["limits"]
