@@ -6,9 +6,10 @@ customer (keyed email and phone hashes of 64 characters on the CRM's, as the pip
 the week touches 90% of those records, brings 1% new customers, and gives 0.1% of the CRM's records
 the email of another customer (a merge each). ``logic.resolution.carry_handed_over`` then runs as
 the identity step runs it, the frames handed over. Prints one line per size: seconds, the process's
-RSS with the inputs built, its peak during the carry and the growth between them (sampled every
-10 ms), and the ratio of the growths between the largest and the smallest size: memory that
-follows the records gives about their ratio, memory bounded by a batch about 1.
+RSS with the inputs built, its peak during the carry and the growth between them (MiB, sampled every
+10 ms by the pipeline benchmark's ``RssSampler``), and the ratio of the growths between the largest
+and the smallest size: memory that follows the records gives about their ratio, memory bounded by a
+batch about 1.
 """
 
 from __future__ import annotations
@@ -17,18 +18,14 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.pipeline_run import RssSampler
+
 WEEK_BEFORE, WEEK = pd.Timestamp("2026-11-09"), pd.Timestamp("2026-11-16")
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 1e6
 
 
 def _hashes(rng: np.random.Generator, n: int) -> pd.Series:
@@ -85,20 +82,14 @@ def measure(customers: int) -> dict:
     carried, week = inputs(customers)
     week_count, handed = len(week), {"prior": carried, "records": week}
     del carried, week  # handed over, as the identity step hands them
-    base, peak, done = _rss_mb(), [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.01):
-            peak[0] = max(peak[0], _rss_mb())
-
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = RssSampler()
     sampler.start()
     started = time.monotonic()
     resolution = carry_handed_over(handed, WEEK)
     seconds = time.monotonic() - started
-    done.set()
-    sampler.join()
-    peak_mb = max(peak[0], _rss_mb())
+    sampler.stop()
+    base = sampler.samples[0][1] / 2**20
+    peak_mb = sampler.peak_mb(0, float("inf"))
     return {
         "customers": customers,
         "records": resolution.counts["records"],

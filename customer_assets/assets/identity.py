@@ -265,7 +265,7 @@ def _identity_output(
     counts = {
         **resolution.counts,
         "records": len(identity) + (carried.records - records_read if carried else 0),
-        "persons": len(distinct_ids(identity["customer_id"]))
+        "persons": resolution.counts["persons"]
         + (carried.persons - read_persons if carried else 0),
         "records_read": records_read,
     }
