@@ -3,8 +3,8 @@ benchmarks.probes KIND``.
 
 KIND is ``floor`` (the extract query through ``COPY ... TO STDOUT``, discarded), ``naive``
 (``pandas.read_sql`` through SQLAlchemy in 10,000-row chunks, concatenated, written to Parquet) or
-``extract`` (this project's extract: the COPY stream parsed by pyarrow, then the ``RawTransactions``
-frame); ``extract_version_serial`` and ``extract_versioned`` add the week's version to it, after and
+``extract`` (this project's extract: the COPY stream parsed by pyarrow, each block checked and
+written to the week's Parquet file); ``extract_version_serial`` and ``extract_versioned`` add the week's version to it, after and
 alongside the COPY (issue 26). Prints one JSON object: seconds (after imports and connecting), rows,
 peak RSS of the process.
 """
@@ -89,13 +89,18 @@ def naive(dsn: str, start: datetime, end: datetime, out: Path) -> int:
 
 
 def extract(dsn: str, start: datetime, end: datetime, out: Path) -> int:
-    """This project's extract alone: ``stream_week`` then ``to_raw_frame`` (no type check, no
-    Parquet)."""
-    from customer_assets.sources.extract import stream_week, to_raw_frame
+    """This project's extract alone, as ``etl/raw_transactions`` reads the week: ``stream_week``
+    into the week's Parquet file, each block checked as it is written (no version, no Dagster)."""
+    from customer_assets.dagster_types import check_raw_batch
+    from customer_assets.frames import ParquetSink
+    from customer_assets.sources.extract import stream_week
 
+    sink = ParquetSink(out / "extract.parquet", check=check_raw_batch)
     with closing(_connect(dsn)) as conn:
-        df = to_raw_frame(stream_week(conn, start, end))
-    return len(df)
+        stream_week(conn, start, end, into=sink)
+    rows = len(sink.close())
+    sink.discard()
+    return rows
 
 
 def _source_db(dsn: str):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as arrow
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from customer_assets.frames import CarriedWeek, FrameBatches, StoredFrame
@@ -161,6 +162,50 @@ def frame_check(model: type[pa.DataFrameModel]):
     return check
 
 
+def _types_and_nulls_only(model: type[pa.DataFrameModel]) -> bool:
+    """True when ``model`` checks only its columns' types and nullability (no value checks, no
+    uniqueness)."""
+    schema = model.to_schema()
+    return (
+        not schema.checks
+        and not schema.unique
+        and not any(column.checks or column.unique for column in schema.columns.values())
+    )
+
+
+def arrow_check(model: type[pa.DataFrameModel]) -> Callable[[arrow.RecordBatch], None]:
+    """``frame_check`` for Arrow record batches written as they stream (``ParquetSink``): raises
+    ``ModelViolation`` when the batch, as pandas, breaks ``model``, and also when it holds a null
+    where the model takes none, which pandera's coercion would otherwise turn into a value (a null
+    of a ``bool`` column coerces to False).
+
+    For a model of types and nullability only (the extract's), a clean batch is decided on Arrow:
+    its schema once (an empty frame of it through ``frame_check``), then its null counts. A batch
+    with such nulls is checked as pandas without coercion, which reports them; every batch of a
+    model with value checks goes through ``frame_check`` as pandas."""
+    check, schema = frame_check(model), model.to_schema()
+    required = [name for name, column in schema.columns.items() if not column.nullable]
+    uncoerced = schema.update_columns({name: {"coerce": False} for name in schema.columns})
+    uncoerced.coerce = False
+    cheap, schemas = _types_and_nulls_only(model), []
+
+    def check_batch(batch: arrow.RecordBatch) -> None:
+        if batch.schema not in schemas:
+            check(batch.schema.empty_table().to_pandas())
+            schemas.append(batch.schema)
+        names = set(batch.schema.names)
+        if any(batch.column(n).null_count for n in required if n in names):
+            frame = batch.to_pandas()
+            try:
+                uncoerced.validate(frame, lazy=True)
+            except pa.errors.SchemaErrors as exc:
+                raise violation(model, frame, exc) from None
+        if not cheap:
+            check(batch.to_pandas())
+
+    return check_batch
+
+
 def _dagster_pandera_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
     with warnings.catch_warnings():
         # dagster-pandera is pinned with pandera in pyproject.toml; its beta notice says nothing
@@ -245,7 +290,14 @@ def frame_batches_type(name: str, metadata: dict | None = None) -> dg.DagsterTyp
     )
 
 
-RawTransactionsType = frame_type(RawTransactions)
+# The extract writes the week as it streams: each block checked on Arrow as it is written, the
+# file's columns and types when it is handed over.
+check_raw_batch = arrow_check(RawTransactions)
+RawTransactionsFileType = stored_frame_type(
+    "RawTransactionsFile",
+    frame_check(RawTransactions),
+    _dagster_pandera_type(RawTransactions).metadata,
+)
 QuarantinedTransactionsType = frame_type(QuarantinedTransactions)
 TransactionAnomaliesType = frame_type(TransactionAnomalies)
 # The validated and transformed weeks are written batch by batch: each batch is checked against its

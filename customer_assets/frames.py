@@ -175,6 +175,69 @@ def write_batches(batches: Iterable[pa.RecordBatch], path: Path) -> int:
     return rows
 
 
+class ParquetSink:
+    """Arrow record batches written to the Parquet file ``path`` as they arrive (a ``BatchSink`` of
+    ``copy_query``): a week-sized result that is never held whole, in row groups of about
+    ``group_rows``. ``check`` rejects a batch by raising. The first batch, even an empty one, fixes
+    the file's schema.
+
+    ``restart`` starts the file again (the stream is read again from its first row); ``close``
+    finishes it and returns it as a StoredFrame; ``discard`` removes it (on any failure: no half
+    week is left behind)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        check: Callable[[pa.RecordBatch], None] | None = None,
+        group_rows: int = BATCH_ROWS,
+        **options,
+    ):
+        self.path = Path(path)
+        self._check, self._group_rows, self._options = check, group_rows, options
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self.rows = self.row_groups = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._check is not None:
+            self._check(batch)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, batch.schema, **self._options)
+        if batch.num_rows:
+            self._pending.append(batch)
+            self._pending_rows += batch.num_rows
+            if self._pending_rows >= self._group_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_batches(self._pending))
+            self.rows += self._pending_rows
+            self.row_groups += 1
+            self._pending, self._pending_rows = [], 0
+
+    def restart(self) -> None:
+        self.discard()
+        self.rows = self.row_groups = 0
+
+    def close(self) -> StoredFrame:
+        if self._writer is None:
+            raise ValueError(f"{self.path}: no batch was written, so the file has no schema")
+        self._flush()
+        self._writer.close()
+        self._writer = None
+        return StoredFrame(self.path)
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._pending, self._pending_rows = [], 0
+        self.path.unlink(missing_ok=True)
+
+
 def write_parquet_batches(
     batches: Iterable[pd.DataFrame], path: Path, schema: pa.Schema | None = None, **options
 ) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """Extract: the week's completed transactions from the source PostgreSQL."""
 
+from pathlib import Path
+
 import dagster as dg
-import pandas as pd
 import psycopg2
 import pyarrow as pa
 from pydantic import Field
@@ -14,20 +15,17 @@ from customer_assets.assets.common import (
     metadata_value,
     week_context,
 )
-from customer_assets.dagster_types import RawTransactionsType
-from customer_assets.erasure import check_key, drop_suppressed
-from customer_assets.logic.identity import distinct_ids
+from customer_assets.dagster_types import RawTransactionsFileType, check_raw_batch
+from customer_assets.erasure import check_key, suppressed_hashes, suppressed_mask
+from customer_assets.frames import ParquetSink, StoredFrame, query_stored
+from customer_assets.io_managers.parquet import stage_intermediate
 from customer_assets.partitions import latest_materialization
 from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
-from customer_assets.sources.extract import (
-    shrinkage,
-    stream_week_alongside,
-    to_raw_frame,
-    week_version,
-)
+from customer_assets.sources.copy_stream import BatchSink
+from customer_assets.sources.extract import shrinkage, stream_week_alongside, week_version
 from customer_assets.sources.source_findings import SourceFindings, week_source_findings
 from customer_assets.weeks import WeekContext
 
@@ -111,17 +109,19 @@ def read_source_week(
     span: WeekContext,
     shrink_limit: float,
     allow_shrink: bool,
-) -> tuple[pa.Table, str, SourceFindings]:
-    """The week's rows, their source version and the customers table's findings, all read in one
-    snapshot, once the shrink guard let the week through. A failure the next attempt would meet the
-    same way becomes one the retry policy does not retry; a transient one is left to it."""
+    into: BatchSink,
+) -> tuple[str, SourceFindings]:
+    """The week's rows (into ``into``, as they stream), their source version and the customers
+    table's findings, all read in one snapshot; the shrink guard decides once they are read. A
+    failure the next attempt would meet the same way becomes one the retry policy does not retry; a
+    transient one is left to it."""
     try:
         # one snapshot: the version describes the rows read
         with source_db.connect(context.log) as conn:
             schema = source_db.schema(conn)
             # The version and the findings on a second connection importing this one's snapshot,
             # while the rows stream.
-            table, (version, findings) = stream_week_alongside(
+            _, (version, findings) = stream_week_alongside(
                 conn,
                 span.week_start,
                 span.week_end,
@@ -132,6 +132,7 @@ def read_source_week(
                     week_source_findings(other, span.week_start, span.week_end, schema),
                 ),
                 log=context.log,
+                into=into,
             )
             shrink_guard(context, version, shrink_limit, allow_shrink)
     except (dg.Failure, *TRANSIENT_ERRORS):
@@ -142,35 +143,63 @@ def read_source_week(
             f"cannot fix: {type(exc).__name__}: {exc}",
             allow_retries=False,
         ) from exc
-    return table, version, findings
+    return version, findings
+
+
+class RawWeekFile(ParquetSink):
+    """The week's rows written as they stream, each block checked against ``RawTransactions``;
+    the rows of customers on the erasure suppression list (its ``hashes``) left out and counted."""
+
+    def __init__(self, path: Path, hashes: frozenset[str], hash_key: str):
+        super().__init__(path, check=check_raw_batch)
+        self.hashes, self.hash_key = hashes, hash_key
+        self.suppressed = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.hashes and batch.num_rows:
+            ids = batch.column("customer_id").to_pandas()
+            erased = suppressed_mask(ids, self.hashes, self.hash_key).to_numpy()
+            if erased.any():
+                self.suppressed += int(erased.sum())
+                batch = batch.filter(pa.array(~erased))
+        super().write(batch)
+
+    def restart(self) -> None:
+        super().restart()
+        self.suppressed = 0
 
 
 def extract_metadata(
-    df: pd.DataFrame,
+    week: StoredFrame,
     span: WeekContext,
     version: str,
     source_db: PostgresSource,
     findings: SourceFindings,
-    invalid: int,
     suppressed: int,
 ) -> dict:
     """The extract's metadata: what was read and from where, and what was left out or flagged (the
-    quality report and the error log read these counts)."""
+    quality report and the error log read these counts), the week's counts read off its file."""
+    invalid, customers = query_stored(
+        week.path,
+        "week",
+        "SELECT count(invalid_encoding) AS invalid, count(DISTINCT customer_id) AS customers "
+        "FROM week",
+    ).iloc[0]
     return {
         "source_version": version,
-        "dagster/row_count": len(df),
+        "dagster/row_count": len(week),
         "week_start": span.week_start.isoformat(),
         "week_end": span.week_end.isoformat(),
         "source": source_db.description,
         "source_route": source_db.route,
-        "invalid_encoding_rows": invalid,
+        "invalid_encoding_rows": int(invalid),
         "suppressed_rows": suppressed,
         "excluded_statuses": dg.MetadataValue.json(findings.excluded_statuses),
         "excluded_rows": sum(findings.excluded_statuses.values()),
         "duplicate_customer_records": findings.duplicate_customer_records,
         "id_collisions": findings.id_collisions,
         "id_collision_examples": dg.MetadataValue.json(findings.id_collision_examples),
-        "distinct_customers": len(distinct_ids(df["customer_id"])),
+        "distinct_customers": int(customers),
     }
 
 
@@ -180,7 +209,7 @@ def extract_metadata(
     group_name="extract",
     kinds={"postgres", "pandas"},
     owners=OWNERS,
-    dagster_type=RawTransactionsType,
+    dagster_type=RawTransactionsFileType,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     deps=[SOURCE_TRANSACTIONS],
     op_tags=SOURCE_READ,
@@ -192,7 +221,7 @@ def raw_transactions(
     warehouse: WarehouseSQL,
     pii: PiiKey,
     settings: PipelineSettings,
-) -> dg.Output[pd.DataFrame]:
+) -> dg.Output[StoredFrame]:
     """The week's `completed` transactions (any case or padding of the status) joined to their
     customer and product, on trimmed ids, one customer and product row per id.
 
@@ -204,8 +233,8 @@ def raw_transactions(
     metadata counts the week's rows of other statuses (`excluded_statuses`), the customers table's
     records beyond one per id (`duplicate_customer_records`) and ids that differ only by case
     (`id_collisions`).
-    The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, so memory does not grow with the
-    text.
+    The rows stream from `COPY ... TO STDOUT` in ~1 MiB blocks, each checked and written to the
+    week's Parquet file as it arrives: memory holds a block, never the week.
 
     A week whose source shrank sharply since it was loaded (to zero, or by more than
     `SOURCE_SHRINK_LIMIT`) stops here, before anything is written, unless the run config says
@@ -214,22 +243,29 @@ def raw_transactions(
     span = week_context(context)
     # a changed or lost key would bring erased customers back: stop first
     check_key(warehouse, pii.hash_key, pii.where)
-    table, version, findings = read_source_week(
-        context, source_db, span, settings.source_shrink_limit, config.allow_shrink
-    )
-    df = to_raw_frame(table)
     # forgotten on request: never extracted again
-    df, suppressed = drop_suppressed(df, warehouse, pii.hash_key)
-    if suppressed:
-        context.log.info(f"{suppressed} row(s) of erased customers left out (suppression list)")
-    invalid = int(df["invalid_encoding"].notna().sum())
-    if invalid:
+    week = RawWeekFile(
+        stage_intermediate(settings, context),
+        suppressed_hashes(warehouse, pii.hash_key),
+        pii.hash_key,
+    )
+    try:
+        version, findings = read_source_week(
+            context, source_db, span, settings.source_shrink_limit, config.allow_shrink, week
+        )
+        stored = week.close()
+    except BaseException:
+        week.discard()  # no part of the week is left behind
+        raise
+    if week.suppressed:
+        context.log.info(
+            f"{week.suppressed} row(s) of erased customers left out (suppression list)"
+        )
+    metadata = extract_metadata(stored, span, version, source_db, findings, week.suppressed)
+    if metadata["invalid_encoding_rows"]:
         context.log.warning(
-            f"{invalid} row(s) hold text that is not UTF-8; they are quarantined INVALID_ENCODING"
+            f"{metadata['invalid_encoding_rows']} row(s) hold text that is not UTF-8; they are "
+            "quarantined INVALID_ENCODING"
         )
     warn_source_findings(context, findings)
-    return dg.Output(
-        df,
-        data_version=dg.DataVersion(version),
-        metadata=extract_metadata(df, span, version, source_db, findings, invalid, suppressed),
-    )
+    return dg.Output(stored, data_version=dg.DataVersion(version), metadata=metadata)

@@ -41,6 +41,20 @@ def _partition(context: dg.OutputContext | dg.InputContext) -> str:
     return context.asset_partition_key if context.has_asset_partitions else "all"
 
 
+def staged_path(settings: PipelineSettings, key: dg.AssetKey, week: str) -> Path:
+    """Where the week's intermediate of ``key`` is written before it is put in place whole (in the
+    data dir, bucket or not: the cleanup finds it there by its week)."""
+    return Path(settings.data_dir, *key.path, f"{week}.parquet.tmp")
+
+
+def stage_intermediate(settings: PipelineSettings, context: dg.AssetExecutionContext) -> Path:
+    """For a step that writes its week-sized output itself, a batch at a time as it reads it, and
+    returns the file as a ``StoredFrame``: the week claimed (a run killed while writing is known by
+    its claim), and the file to write, which the IO manager then puts in place."""
+    claim_week(home_root(settings), context.partition_key, context.run_id)
+    return staged_path(settings, context.asset_key, context.partition_key)
+
+
 def _wants_stored_frame(context: dg.InputContext) -> bool:
     """True for an input annotated ``StoredFrame`` (contexts built by hand may carry no type at
     all)."""
@@ -89,8 +103,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     Week-sized data need not pass through memory whole: an input annotated ``StoredFrame`` is handed
     out unread (the step reads it in batches), and a ``FrameBatches`` output is written a row group
-    per batch. An intermediate removed because its week succeeded loads as ``FinishedWeek`` (see
-    ``week_finished_by``).
+    per batch. A step may also write the file itself where ``stage_intermediate`` says and return it
+    as a ``StoredFrame``: it is put in place as written. An intermediate removed because its week
+    succeeded loads as ``FinishedWeek`` (see ``week_finished_by``).
     """
 
     settings: PipelineSettings = Field(
@@ -161,7 +176,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             claim_week(root, context.asset_partition_key, context.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        if isinstance(obj, pd.DataFrame):
+        if isinstance(obj, StoredFrame):  # written by the step, where stage_intermediate said
+            if obj.path.resolve() != tmp.resolve():
+                raise ValueError(
+                    f"{context.asset_key.to_user_string()}: a StoredFrame output must be the file "
+                    f"stage_intermediate gave ({tmp}), not {obj.path}"
+                )
+            obj.check_unchanged()
+            context.add_output_metadata({"dagster/row_count": len(obj)})
+        elif isinstance(obj, pd.DataFrame):
             # A row group per slice: the Arrow copy made for writing is one slice, not the whole
             # frame.
             self._write(
@@ -177,7 +200,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             tmp.write_text(json.dumps(obj, default=str))  # compact: the C encoder
         else:
             raise TypeError(
-                f"{type(self).__name__} stores DataFrames, FrameBatches and dicts, "
+                f"{type(self).__name__} stores DataFrames, FrameBatches, StoredFrames and dicts, "
                 f"not {type(obj).__name__}"
             )
         target = self._target(context, suffix)

@@ -2,7 +2,8 @@
 
 The server formats rows as CSV; a writer thread feeds them through a pipe to pyarrow's streaming CSV
 reader, which parses fixed-size blocks (~1 MiB, roughly 8,000 rows). Memory holds the Arrow batches
-of the result, never the whole text, and nothing touches the disk. Text that is not UTF-8 is marked,
+of the result, never the whole text, and nothing touches the disk; or, given a ``BatchSink``, each
+batch goes there as it arrives and memory holds one block. Text that is not UTF-8 is marked,
 never fatal.
 """
 
@@ -14,6 +15,7 @@ import os
 import re
 import threading
 import time
+from typing import Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -163,6 +165,31 @@ class _RowLargerThanBlock(Exception):
     blocks."""
 
 
+class BatchSink(Protocol):
+    """Where ``copy_query`` puts each finished batch as it arrives: ``write`` it, or ``restart``
+    when the stream is read again from its first row (a row larger than two blocks)."""
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+class TableSink:
+    """The batches kept in memory, for a result read as one table."""
+
+    def __init__(self):
+        self.batches: list[pa.RecordBatch] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(batch)
+
+    def restart(self) -> None:
+        self.batches.clear()
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches(self.batches)
+
+
 def copy_query(
     conn,
     sql: str,
@@ -171,9 +198,11 @@ def copy_query(
     finish=None,
     block_size: int = BLOCK_SIZE,
     progress: StreamProgress | None = None,
-) -> pa.Table:
+    into: BatchSink | None = None,
+) -> pa.Table | None:
     """``COPY (sql) TO STDOUT`` as an Arrow table of ``schema`` plus ``invalid_encoding``, in
-    bounded blocks.
+    bounded blocks; with ``into``, each batch goes there as it arrives instead (at least one, empty
+    for no rows) and nothing is returned: memory then holds one block, not the result.
 
     No Python object per row or value: for row counts where psycopg2's ``fetchall`` would build
     millions of tuples. Text that is not UTF-8 never fails the read: its bad bytes become U+FFFD and
@@ -189,9 +218,11 @@ def copy_query(
     with conn.cursor() as cur:
         query = cur.mogrify(sql, params).decode()
     copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+    batches = into if into is not None else TableSink()
     while True:
         try:
-            return _read_copy(conn, copy_sql, schema, finish, block_size, progress)
+            _read_copy(conn, copy_sql, schema, finish, block_size, progress, batches)
+            return batches.table() if into is None else None
         except _RowLargerThanBlock:
             if block_size >= MAX_BLOCK_SIZE:
                 raise ExtractParseError(
@@ -204,13 +235,20 @@ def copy_query(
                 f"with blocks of {larger >> 10} KiB"
             )
             block_size = larger
+            batches.restart()
             if progress:
                 progress.restart()
 
 
 def _read_copy(
-    conn, copy_sql: str, schema: pa.Schema, finish, block_size: int, progress: StreamProgress | None
-) -> pa.Table:
+    conn,
+    copy_sql: str,
+    schema: pa.Schema,
+    finish,
+    block_size: int,
+    progress: StreamProgress | None,
+    into: BatchSink,
+) -> None:
     parse_schema, text = (
         _as_bytes(schema),
         frozenset(f.name for f in schema if pa.types.is_string(f.type)),
@@ -220,7 +258,7 @@ def _read_copy(
     errors: list[BaseException] = []
     writer = threading.Thread(target=_copy_into, args=(conn, copy_sql, sink, errors), daemon=True)
     writer.start()
-    batches = []
+    written = False
     try:
         reader = pacsv.open_csv(
             source,
@@ -241,7 +279,8 @@ def _read_copy(
         )
         for batch in reader:
             batch = _decoded(batch, text)
-            batches.append(finish(batch) if finish else batch)
+            into.write(finish(batch) if finish else batch)
+            written = True
             if progress:
                 progress.rows += batch.num_rows
     except pa.ArrowInvalid as exc:
@@ -259,10 +298,9 @@ def _read_copy(
         writer.join()
     if errors:
         raise errors[0]
-    if not batches:  # no rows: the same columns and types
+    if not written:  # no rows: the same columns and types
         empty = _decoded(pa.RecordBatch.from_pylist([], schema=parse_schema), text)
-        batches = [finish(empty) if finish else empty]
-    return pa.Table.from_batches(batches)
+        into.write(finish(empty) if finish else empty)
 
 
 def take_marks(table: pa.Table) -> tuple[pa.Table, int]:

@@ -23,6 +23,7 @@ from customer_assets.sources.copy_stream import (
     BLOCK_SIZE,
     INVALID_ENCODING,
     TEXT,
+    BatchSink,
     ExtractParseError,
     StreamProgress,
     copy_query,
@@ -177,10 +178,13 @@ def stream_week(
     schema: SourceSchema | None = None,
     log=None,
     progress_seconds: float = 30.0,
-) -> pa.Table:
+    into: BatchSink | None = None,
+) -> pa.Table | None:
     """The week's completed transactions as an Arrow table, streamed in bounded blocks (the source's
-    schema is checked first unless given). ``log`` (a step's ``context.log``) receives the rows read
-    so far every ``progress_seconds`` while the stream runs, and the total at its end."""
+    schema is checked first unless given); with ``into``, each block goes there in its final types
+    as it arrives (``copy_query``), and nothing is returned. ``log`` (a step's ``context.log``)
+    receives the rows read so far every ``progress_seconds`` while the stream runs, and the total at
+    its end."""
     schema = schema or read_source_schema(conn)
     bounds = {
         "start": schema.bound("transactions", "timestamp", start),
@@ -195,6 +199,7 @@ def stream_week(
             finish=_finish,
             block_size=block_size,
             progress=progress,
+            into=into,
         )
 
 
@@ -245,9 +250,10 @@ def stream_week_alongside(
     log=None,
     progress_seconds: float = 30.0,
     block_size: int = BLOCK_SIZE,
-) -> tuple[pa.Table, T]:
-    """``stream_week`` and ``alongside(connection)`` (the week's version, the source's findings) of
-    one snapshot, ``alongside`` computed while the rows stream.
+    into: BatchSink | None = None,
+) -> tuple[pa.Table | None, T]:
+    """``stream_week`` (into ``into``, if given) and ``alongside(connection)`` (the week's version,
+    the source's findings) of one snapshot, ``alongside`` computed while the rows stream.
 
     ``conn`` is in a REPEATABLE READ transaction (``PostgresSource.connect``); its snapshot is
     exported, and ``connect_snapshot(snapshot_id)`` opens (as a context manager) a second connection
@@ -270,6 +276,7 @@ def stream_week_alongside(
             schema=schema,
             log=log,
             progress_seconds=progress_seconds,
+            into=into,
         )
         found = beside.result()
     finally:

@@ -9,7 +9,7 @@ import pytest
 
 from customer_assets import frames
 from customer_assets.frames import FrameBatches, StoredFrame
-from customer_assets.io_managers.parquet import ParquetIOManager
+from customer_assets.io_managers.parquet import ParquetIOManager, staged_path
 from customer_assets.settings import PipelineSettings
 
 KEY = dg.AssetKey(["etl", "frame"])
@@ -198,3 +198,71 @@ def test_a_stored_frame_replaced_while_read_is_an_error(tmp_path):
     path.unlink()
     with pytest.raises(RuntimeError, match="replaced or removed"):
         stored.read()
+
+
+def _arrow_rows(start, n) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pandas(_rows(start, n), preserve_index=False)
+
+
+def test_a_sink_writes_batches_as_they_come_in_row_groups_of_its_size(tmp_path):
+    """``ParquetSink``: the stream's blocks gathered into row groups of about ``group_rows`` as they
+    arrive, each block checked first; the file reads back as the blocks in order."""
+    seen = []
+    sink = frames.ParquetSink(
+        tmp_path / "w.parquet", check=lambda b: seen.append(b.num_rows), group_rows=4
+    )
+    on_disk, parts = [], [_rows(start, min(3, 10 - start)) for start in range(0, 10, 3)]
+    for part in parts:
+        sink.write(pa.RecordBatch.from_pandas(part, preserve_index=False))
+        on_disk.append(sink.rows)
+    assert on_disk == [0, 6, 6, 10]  # written as they came, not at the end
+    stored = sink.close()
+    assert seen == [3, 3, 3, 1] and len(stored) == 10
+    assert pq.ParquetFile(stored.path).metadata.num_row_groups == 2
+    pd.testing.assert_frame_equal(stored.read(), pd.concat(parts, ignore_index=True))
+
+
+def test_a_sink_restarted_holds_each_row_once_and_discarded_leaves_nothing(tmp_path):
+    sink = frames.ParquetSink(tmp_path / "w.parquet", group_rows=2)
+    sink.write(_arrow_rows(0, 3))
+    sink.restart()  # the stream is read again from its first row
+    assert not sink.path.exists()
+    sink.write(_arrow_rows(0, 3))
+    sink.write(_arrow_rows(3, 2))
+    assert sink.close().read()["id"].tolist() == [f"T{i}" for i in range(5)]
+
+    failing = frames.ParquetSink(tmp_path / "f.parquet", group_rows=2)
+    failing.write(_arrow_rows(0, 3))
+    failing.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.parquet"]
+    with pytest.raises(ValueError, match="no batch was written"):
+        frames.ParquetSink(tmp_path / "none.parquet").close()
+
+
+def test_an_empty_stream_is_an_empty_file_with_its_columns(tmp_path):
+    sink = frames.ParquetSink(tmp_path / "w.parquet")
+    sink.write(_arrow_rows(0, 0))
+    stored = sink.close()
+    assert len(stored) == 0 and stored.columns == ["id", "amount", "at"]
+
+
+def test_a_file_the_step_wrote_is_put_in_place_and_only_from_where_it_was_staged(tmp_path):
+    """A step that writes its week itself (the extract, as it streams) returns the staged file as
+    a StoredFrame: the IO manager puts it in place whole, and refuses a file from anywhere else
+    (which it would move away from its owner)."""
+    manager = _manager(tmp_path)
+    key = dg.AssetKey(["etl", "raw"])
+    staged = staged_path(manager.settings, key, "2026-11-16")
+    sink = frames.ParquetSink(staged)
+    sink.write(_arrow_rows(0, 3))
+    context = dg.build_output_context(asset_key=key, partition_key="2026-11-16")
+    with pytest.raises(ValueError, match="must be the file stage_intermediate gave"):
+        manager.handle_output(context, StoredFrame(_copy(sink.close(), tmp_path / "x.parquet")))
+    manager.handle_output(context, StoredFrame(staged))
+    assert sorted(p.name for p in staged.parent.iterdir()) == ["2026-11-16.parquet"]
+    assert context.consume_logged_metadata()["dagster/row_count"].value == 3
+
+
+def _copy(stored: StoredFrame, to) -> str:
+    to.write_bytes(stored.path.read_bytes())
+    return str(to)

@@ -7,10 +7,13 @@ import threading
 import time
 from datetime import datetime, timezone
 
+import pandas as pd
 import psycopg2
 import pyarrow.compute as pc
 import pytest
 
+from customer_assets.dagster_types import check_raw_batch
+from customer_assets.frames import ParquetSink
 from customer_assets.partitions import week_bounds
 from customer_assets.resources.postgres import PostgresSource, SourcePermissionError
 from customer_assets.schemas import RawTransactions
@@ -221,7 +224,7 @@ def rolled_back(small_source):
     connection.close()
 
 
-def test_a_value_larger_than_the_block_is_read_whole(rolled_back):
+def test_a_value_larger_than_the_block_is_read_whole(rolled_back, tmp_path):
     """Issue 21, item 11: a product name of 1.1 M characters (2.2 MB) failed the extract with
     ``ArrowInvalid: straddling object straddles two block boundaries``; a row larger than two blocks
     could not be parsed."""
@@ -238,6 +241,39 @@ def test_a_value_larger_than_the_block_is_read_whole(rolled_back):
     names = table.filter(pc.equal(table["product_id"], giant))["product_name"].to_pylist()
     assert names and set(names) == {"é" * 1_100_000}
     assert table.num_rows == stream_week(rolled_back, start, end).num_rows
+    # Streamed into a file, the first attempt's rows are dropped when the stream starts again.
+    sink = ParquetSink(tmp_path / "week.parquet", check=check_raw_batch)
+    stream_week(rolled_back, start, end, block_size=64 * 1024, into=sink)
+    written = sink.close().read()
+    pd.testing.assert_frame_equal(written, to_raw_frame(table))
+
+
+class _Recording(ParquetSink):
+    """A file sink that notes how many rows each write brought and how many were on disk."""
+
+    def __init__(self, path):
+        super().__init__(path, check=check_raw_batch, group_rows=500)
+        self.writes: list[tuple[int, int]] = []
+
+    def write(self, batch):
+        super().write(batch)
+        self.writes.append((batch.num_rows, self.rows))
+
+
+def test_the_week_streams_into_its_file_a_block_at_a_time(small_source, tmp_path):
+    """With a file to stream into, the extract never holds the week: each block goes to the file as
+    it arrives (rows on disk while the stream runs, no write larger than a block), and the file
+    reads back as the same frame as the week read whole."""
+    start, end = week_bounds(WEEK)
+    with psycopg2.connect(small_source) as conn:
+        whole = to_raw_frame(stream_week(conn, start, end))
+        sink = _Recording(tmp_path / "week.parquet")
+        assert stream_week(conn, start, end, block_size=16 * 1024, into=sink) is None
+    assert len(sink.writes) > 5 and max(n for n, _ in sink.writes) < len(whole) / 5
+    assert sink.writes[len(sink.writes) // 2][1] > 0  # on disk half-way through
+    streamed = sink.close().read()
+    RawTransactions.validate(streamed)
+    pd.testing.assert_frame_equal(streamed, whole)
 
 
 def test_a_copy_whose_reader_has_gone_ends_quietly(rolled_back):
