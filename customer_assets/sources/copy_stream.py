@@ -249,10 +249,8 @@ def _read_copy(
     progress: StreamProgress | None,
     into: BatchSink,
 ) -> None:
-    parse_schema, text = (
-        _as_bytes(schema),
-        frozenset(f.name for f in schema if pa.types.is_string(f.type)),
-    )
+    parse_schema = _as_bytes(schema)
+    text = frozenset(f.name for f in schema if pa.types.is_string(f.type))
     read_fd, write_fd = os.pipe()
     source, sink = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
     errors: list[BaseException] = []
