@@ -16,6 +16,7 @@ from pydantic import Field
 
 from customer_assets.cleanup.claims import claim_week
 from customer_assets.frames import (
+    FAST_PARQUET,
     FrameBatches,
     StoredFrame,
     duplicated_values,
@@ -114,10 +115,13 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         "(CUSTOMER_ASSETS_INTERMEDIATES_URL, STORAGE_EMULATOR_HOST) when runs do not share a disk."
     )
     compression: str = Field(
-        default="none", description="Parquet codec of the intermediates (none, snappy, zstd, ...)."
+        default=FAST_PARQUET["compression"],
+        description="Parquet codec of the intermediates (none, snappy, zstd, ...). The extract "
+        "writes its week as it streams, always as FAST_PARQUET says.",
     )
     use_dictionary: bool = Field(
-        default=False, description="Dictionary-encode columns (smaller, slower to write)."
+        default=FAST_PARQUET["use_dictionary"],
+        description="Dictionary-encode columns (smaller, slower to write).",
     )
     week_finished_by: str = Field(
         default="etl/pipeline_summary",
