@@ -34,7 +34,7 @@ from customer_assets.dagster_types import (
     ValidatedTransactionsBatchesType,
     check_validated_transactions,
 )
-from customer_assets.frames import BATCH_ROWS, FrameBatches
+from customer_assets.frames import FrameBatches, StoredFrame
 from customer_assets.logic import checks
 from customer_assets.logic.quality import (
     build_quality_report,
@@ -42,7 +42,12 @@ from customer_assets.logic.quality import (
     report_json,
     report_markdown,
 )
-from customer_assets.logic.validation import ValidationSplit, WeekValidation, validate_week
+from customer_assets.logic.validation import (
+    ValidationSplit,
+    WeekValidation,
+    numbered,
+    validate_read,
+)
 from customer_assets.partitions import latest_materialization
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.rates import EcbRates
@@ -86,7 +91,7 @@ VALIDATED = dg.AssetKey([ETL, "validated_transactions"])
             "rewritten when the week reruns.",
         ),
     },
-    ins={"raw_transactions": intermediate("raw_transactions")},
+    ins={"raw_transactions": intermediate("raw_transactions", StoredFrame)},
     partitions_def=PARTITIONS,
     # Subsettable so that a step with nothing to do (its week finished) may yield nothing, checks
     # included.
@@ -120,14 +125,16 @@ def validate_transactions(
     warehouse: WarehouseSQL,
     source_db: PostgresSource,
     rates: EcbRates,
-    raw_transactions: pd.DataFrame,
+    raw_transactions: StoredFrame,
 ):
     """Check the week: completeness, validity, consistency quarantine; anomalies only flag.
 
     Writes `quality_report.json` and `anomalies.csv` under the week's reports dir. A blocking check
     stops everything downstream when more than 10% of the rows fail a hard rule. The validated rows
-    are written a slice of the week at a time, each slice checked against the ValidatedTransactions
-    model.
+    are written a batch of the week at a time, each checked against the ValidatedTransactions
+    model. The week is read from the extract's file a batch at a time, never whole: its rules are
+    decided batch by batch (those comparing rows across the week over the few rows whose ids repeat),
+    its anomalies over the validated rows' ids and USD amounts.
 
     An id that another loaded week holds is a moved transaction only if the source no longer holds
     it in that week; otherwise it is a reused id, quarantined `DUPLICATE_ACROSS_WEEKS`, and never
@@ -141,7 +148,9 @@ def validate_transactions(
     """
     if finished_week(context, raw_transactions):
         return
-    held = held_in_other_weeks(context, warehouse, source_db, raw_transactions)
+    held = held_in_other_weeks(
+        context, warehouse, source_db, raw_transactions.read(["transaction_id"])
+    )
     fx_rates = rates.refresh(context.log)
     # the week's later steps convert with this file, wherever they run (week_rates.py)
     shared = publish_week_rates(settings, context.partition_key, fx_rates.path)
@@ -183,7 +192,7 @@ def _validate_week(
     context: dg.AssetExecutionContext,
     settings: PipelineSettings,
     alerts: Alerts,
-    raw_transactions: pd.DataFrame,
+    raw_transactions: StoredFrame,
     rates: RatesInUse,
     held_elsewhere: frozenset[str] = frozenset(),
 ):
@@ -192,15 +201,15 @@ def _validate_week(
     week's amounts are converted with ``rates``."""
     started = time.monotonic()
     span = week_context(context)
-    week = validate_week(
-        raw_transactions,
+    week = validate_read(
+        lambda columns=None: numbered(raw_transactions.batches(columns)),
         span,
         settings.max_amount_usd,
         held_elsewhere=held_elsewhere,
         rates_path=rates.path,
     )
     validated = FrameBatches(
-        week.batches(BATCH_ROWS),
+        week.batches(),
         check=check_validated_transactions,
         unique=["transaction_id"],
         name="validated_transactions",

@@ -259,8 +259,8 @@ def test_validated_rows_are_written_a_slice_of_the_raw_week_at_a_time():
     columns and the USD amounts the hard rules converted (carried, not converted again)."""
     amounts = [10.0] * 12 + [5000.0, 0.0, 11.0]  # one outlier, one quarantined (amount 0)
     df = _usd_week(amounts, products=["P1"] * 15)
-    week = validate_week(df, WEEK)
-    parts = list(week.batches(rows=4))
+    week = validate_week(df, WEEK, batch_rows=4)
+    parts = list(week.batches())
     assert [len(p) for p in parts] == [4, 4, 4, 2]  # the quarantined row is left out of its slice
     rows = pd.concat(parts, ignore_index=True)
     assert rows["transaction_id"].tolist() == [f"T{i}" for i in range(15) if i != 13]

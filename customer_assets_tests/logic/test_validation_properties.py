@@ -35,6 +35,7 @@ from customer_assets.logic.validation import (
     ANOMALY_INPUTS,
     detect_week_anomalies,
     split_by_hard_rules,
+    validate_week,
     validated_batches,
 )
 from customer_assets_tests.support.frames import WEEK, raw_row, validated_rows
@@ -543,3 +544,24 @@ def test_the_split_is_deterministic_order_free_and_batched_as_a_whole(df, data):
     splitting_is_deterministic_and_pure(df, split)
     row_order_does_not_matter(df, split, data)
     validated_batches_are_the_whole_frame(df, split, data)
+
+
+@PROPERTY_SETTINGS
+@given(df=dirty_weeks(), data=st.data())
+def test_a_week_read_in_batches_is_validated_as_the_whole_week(df, data):
+    """The asset validates the week a batch at a time from its file (``validate_read``): whatever
+    the batch size, the hard rules' outcome (each rule's failures, the quarantined rows and their
+    reasons, the USD amounts), the anomalies and the validated rows are those of the week in one
+    batch, duplicates across batches included."""
+    show(df)
+    rows = data.draw(st.integers(1, len(df) + 1), label="batch_rows")
+    whole, batched = validate_week(df, WEEK), validate_week(df, WEEK, batch_rows=rows)
+    assert batched.split.bad.tolist() == whole.split.bad.tolist()
+    for part in ("failures", "quarantined", "fx"):
+        pd.testing.assert_frame_equal(getattr(batched.split, part), getattr(whole.split, part))
+    pd.testing.assert_series_equal(batched.anomalies.codes, whole.anomalies.codes)
+    pd.testing.assert_frame_equal(batched.anomaly_table, whole.anomaly_table)
+    pd.testing.assert_frame_equal(
+        pd.concat(list(batched.batches()), ignore_index=True),
+        pd.concat(list(whole.batches()), ignore_index=True),
+    )

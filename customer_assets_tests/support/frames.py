@@ -60,4 +60,4 @@ def validate(raw: pd.DataFrame, week: WeekContext = WEEK) -> tuple[pd.DataFrame,
     """A small week validated as the asset validates it: its validated rows (its batches,
     concatenated) and the week's validation (split, anomaly outcome, anomaly table)."""
     result = validate_week(raw, week)
-    return pd.concat(list(result.batches(rows=max(len(raw), 1))), ignore_index=True), result
+    return pd.concat(list(result.batches()), ignore_index=True), result
