@@ -82,11 +82,40 @@ class StoredFrame:
             return
         self.check_unchanged()
         metadata = self.arrow_schema.metadata
+        for table in self._tables(columns, batch_rows or BATCH_ROWS):
+            # The file's pandas metadata gives back the dtypes it was written from (tz-aware
+            # timestamps, str).
+            yield table.replace_schema_metadata(metadata).to_pandas()
+
+    def _tables(self, columns: list[str] | None, batch_rows: int) -> Iterator[pa.Table]:
+        """The rows in tables of ``batch_rows``, read a row group at a time. Not through
+        ``ParquetFile.iter_batches``, which keeps what it has read allocated until it ends (the
+        whole file: apache/arrow#39808 reports the same of ``Dataset.to_batches``)."""
+        pending: list[pa.Table] = []
+        held = 0
         with pq.ParquetFile(self.path) as parquet:  # closed even when the reader stops half-way
-            for batch in parquet.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns):
-                # The file's pandas metadata gives back the dtypes it was written from (tz-aware
-                # timestamps, str).
-                yield pa.Table.from_batches([batch]).replace_schema_metadata(metadata).to_pandas()
+            for i in range(parquet.num_row_groups):
+                group = parquet.read_row_group(i, columns=columns)
+                while group.num_rows:
+                    take = min(batch_rows - held, group.num_rows)
+                    pending.append(group.slice(0, take))
+                    held, group = held + take, group.slice(take)
+                    if held == batch_rows:
+                        yield pa.concat_tables(pending)
+                        pending, held = [], 0
+        if pending:
+            yield pa.concat_tables(pending)
+
+    def numbered_batches(
+        self, columns: list[str] | None = None, batch_rows: int | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """``batches`` under their rows' positions in the file (0, 1, ...) as their index: a week
+        read a batch at a time whose rows are told apart across batches (``logic.validation``'s
+        ``Read``)."""
+        start = 0
+        for batch in self.batches(columns, batch_rows):
+            yield batch.set_axis(pd.RangeIndex(start, start + len(batch)))
+            start += len(batch)
 
 
 class CarriedWeek:

@@ -35,6 +35,7 @@ from customer_assets.dagster_types import (
     check_validated_transactions,
 )
 from customer_assets.frames import FrameBatches, StoredFrame
+from customer_assets.io_managers.memory import release_freed_memory
 from customer_assets.logic import checks
 from customer_assets.logic.quality import (
     build_quality_report,
@@ -45,7 +46,6 @@ from customer_assets.logic.quality import (
 from customer_assets.logic.validation import (
     ValidationSplit,
     WeekValidation,
-    numbered,
     validate_read,
 )
 from customer_assets.partitions import latest_materialization
@@ -202,11 +202,12 @@ def _validate_week(
     started = time.monotonic()
     span = week_context(context)
     week = validate_read(
-        lambda columns=None: numbered(raw_transactions.batches(columns)),
+        raw_transactions.numbered_batches,
         span,
         settings.max_amount_usd,
         held_elsewhere=held_elsewhere,
         rates_path=rates.path,
+        between=release_freed_memory,
     )
     validated = FrameBatches(
         week.batches(),

@@ -120,6 +120,8 @@ def split_by_hard_rules(
     )
 
 
+# ``read(columns=None)``: the week's rows (of ``columns``) a batch at a time, under labels unique across
+# the week (``frame_reader``; ``StoredFrame.numbered_batches`` for a file)
 Read = Callable[..., Iterator[pd.DataFrame]]
 
 
@@ -136,14 +138,6 @@ def frame_reader(raw: pd.DataFrame, rows: int | None = None) -> Read:
     return read
 
 
-def numbered(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Batches read from a file (each indexed from 0) under their rows' positions in the week."""
-    start = 0
-    for batch in batches:
-        yield batch.set_axis(pd.RangeIndex(start, start + len(batch)))
-        start += len(batch)
-
-
 @dataclass
 class HardRules:
     """The hard rules' outcome over a week read in batches: per row (in read order) whether it
@@ -154,7 +148,7 @@ class HardRules:
     failures: pd.DataFrame
     fx: pd.DataFrame
     quarantined: pd.DataFrame
-    kept: pd.DataFrame
+    kept: pd.DataFrame | None
 
 
 def hard_rules_by_batch(
@@ -347,20 +341,24 @@ def validate_read(
     settings: AnomalySettings = AnomalySettings(),
     held_elsewhere: frozenset[str] = frozenset(),
     rates_path: str | None = None,
+    between: Callable[[], None] | None = None,
 ) -> WeekValidation:
     """The hard rules, then the statistical rules over the rows that passed them (their customer
     and product ids, with the USD amounts the hard rules converted), over a week that ``read``
     gives a batch at a time: memory holds a batch and a few narrow columns of the week, never the
     week. ``held_elsewhere``: the week's ids that another loaded week holds while the source still
     holds them there (quarantined DUPLICATE_ACROSS_WEEKS). ``rates_path``: the ECB rates file to
-    convert with (None: the shipped one)."""
+    convert with (None: the shipped one). ``between`` is called once the hard rules are decided
+    (the asset gives back to the OS what their pass freed before the statistics allocate theirs)."""
     hard = hard_rules_by_batch(
         read, span, max_amount_usd, held_elsewhere, rates_path, keep=["customer_id", "product_id"]
     )
     valid = ~hard.bad
-    outcome = detect_week_anomalies(
-        hard.kept.loc[valid], settings, amount_usd=hard.fx["amount_usd"][valid]
-    )
+    ids, hard.kept = hard.kept.loc[valid], None
+    if between is not None:
+        between()
+    outcome = detect_week_anomalies(ids, settings, amount_usd=hard.fx["amount_usd"][valid])
+    del ids
     flagged = hard.failures.index.isin(outcome.flagged)
     rows = (
         pd.concat(list(_rows_at(read(ANOMALY_COLUMNS), flagged)))

@@ -1,13 +1,23 @@
 """Every hard rule with passing and failing data; anomaly rules; the split keeps every row."""
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from customer_assets.dagster_types import check_validated_transactions
+from customer_assets.frames import StoredFrame
 from customer_assets.logic.anomalies import AnomalySettings, detect_anomalies
 from customer_assets.logic.hard_rules import HARD_RULES
-from customer_assets.logic.validation import evaluate_hard_rules, split_by_hard_rules, validate_week
+from customer_assets.logic.validation import (
+    evaluate_hard_rules,
+    split_by_hard_rules,
+    validate_read,
+    validate_week,
+)
 from customer_assets_tests.support.frames import WEEK, raw_frame, raw_row, validate, validated_rows
 
 FAILING_ROWS = {
@@ -329,4 +339,36 @@ def test_a_model_violation_names_the_offending_transaction_ids():
         all(f"'T{i}'" in message for i in range(10))
         and "'T10'" not in message
         and "12 rows" in message
+    )
+
+
+def test_a_week_read_from_its_file_in_batches_is_validated_as_in_memory(tmp_path):
+    """The asset reads the extract's file a batch at a time (``StoredFrame.numbered_batches``): with
+    an identical copy and a conflicting copy of ids in other batches, an outlier and a quarantined
+    row, the outcome is that of the week in memory."""
+    rows = [
+        raw_row(transaction_id=f"T{i}", amount=10.0 + i % 3, customer_id=f"C{i % 5}")
+        for i in range(20)
+    ]
+    rows[7]["amount"], rows[11]["amount"] = 5000.0, 0.0
+    rows += [dict(rows[1]), {**rows[2], "amount": 99.0}]  # T1 copied, T2 in conflict
+    df = raw_frame(*rows)
+    path = tmp_path / "raw.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    whole = validate_week(df, WEEK)
+    batched = validate_read(partial(StoredFrame(path).numbered_batches, batch_rows=4), WEEK)
+    assert batched.split.bad.tolist() == whole.split.bad.tolist()
+    assert sorted(batched.split.quarantined["reason_codes"]) == [
+        "CONFLICTING_DUPLICATE",
+        "CONFLICTING_DUPLICATE",
+        "DUPLICATE_TRANSACTION_ID",
+        "NON_POSITIVE_AMOUNT",
+    ]
+    for part in ("failures", "quarantined", "fx"):
+        pd.testing.assert_frame_equal(getattr(batched.split, part), getattr(whole.split, part))
+    pd.testing.assert_frame_equal(batched.anomaly_table, whole.anomaly_table)
+    assert batched.anomaly_table["transaction_id"].tolist() == ["T7"]
+    pd.testing.assert_frame_equal(
+        pd.concat(list(batched.batches()), ignore_index=True),
+        pd.concat(list(whole.batches()), ignore_index=True),
     )
