@@ -46,6 +46,12 @@ def with_freshness(assets: list) -> list:
     return out
 
 
+def utc_now() -> datetime:
+    """The sensor's clock, in one place (a test sets it: the answer depends on the hour of the
+    week)."""
+    return datetime.now(timezone.utc)
+
+
 def missed_week(instance: dg.DagsterInstance, now: datetime) -> str | None:
     """The last complete week, if its deadline (the next Monday 06:00 UTC) has passed and the
     warehouse's weekly_transactions has no materialization of it; else None."""
@@ -66,7 +72,7 @@ def missed_week(instance: dg.DagsterInstance, now: datetime) -> str | None:
     "06:00 UTC; remembers the weeks it alerted for.",
 )
 def freshness_alerts(context: dg.SensorEvaluationContext, alerts: Alerts):
-    week = missed_week(context.instance, datetime.now(timezone.utc))
+    week = missed_week(context.instance, utc_now())
     alerted = set(json.loads(context.cursor or "[]"))
     if week is None or week in alerted:
         return dg.SkipReason(

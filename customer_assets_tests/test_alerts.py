@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
+from customer_assets import freshness
 from customer_assets.alerts import Alerts
 from customer_assets.freshness import freshness_alerts, missed_week
 from customer_assets.logic.checks import trailing_band, within_band
@@ -137,7 +138,10 @@ def test_volume_out_of_its_band_warns_per_week_and_alerts(
     assert load.metadata["dagster/uri"].value.startswith("duckdb:///")
 
 
-def test_a_missed_week_alerts_once(webhook):
+def test_a_missed_week_alerts_once(webhook, monkeypatch):
+    """The sensor alerts once for a week missing past its deadline. Its clock is set: on the real
+    one, between Monday 00:00 and 06:00 UTC the last complete week is not yet due, and this test
+    failed whenever it ran then."""
     url, received = webhook
     instance = dg.DagsterInstance.ephemeral()
     now = datetime(2026, 11, 23, 7, 0, tzinfo=timezone.utc)  # Monday 07:00: week 2026-11-16 is due
@@ -150,7 +154,10 @@ def test_a_missed_week_alerts_once(webhook):
 
     late = dg.DagsterInstance.ephemeral()
     context = dg.build_sensor_context(instance=late, resources={"alerts": Alerts(webhook_url=url)})
-    # the real clock: the last complete week is past its deadline, not loaded
+    monkeypatch.setattr(freshness, "utc_now", lambda: now.replace(hour=5))
+    assert isinstance(freshness_alerts(context), dg.SkipReason) and not received  # not yet due
+    # past its deadline, not loaded
+    monkeypatch.setattr(freshness, "utc_now", lambda: now)
     freshness_alerts(context)
     assert [m["customer_assets"]["kind"] for m in received] == ["freshness_missed"]
     again = dg.build_sensor_context(
