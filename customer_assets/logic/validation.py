@@ -170,7 +170,13 @@ def hard_rules_by_batch(
     for batch in read():
         fx = usd_amounts(batch, rates_path)
         failures = evaluate_hard_rules(
-            batch, span, max_amount_usd, fx["amount_usd"], held_elsewhere, rates_path, False
+            batch,
+            span,
+            max_amount_usd,
+            fx["amount_usd"],
+            held_elsewhere,
+            rates_path,
+            week_wide=False,
         )
         bad = failures.to_numpy().any(axis=1)
         parts["failures"].append(failures)
