@@ -28,7 +28,7 @@ from customer_assets.cleanup.claims import sweep_orphans
 from customer_assets.cleanup.records import write_log
 from customer_assets.cleanup.runs import run_weeks
 from customer_assets.duck import ReadCopyFailed
-from customer_assets.logic.identity import standardise_ids
+from customer_assets.logic.identity import is_in, standardise_ids
 from customer_assets.resources.crm import CrmSource
 from customer_assets.resources.pii import PiiKey
 from customer_assets.resources.postgres import PostgresSource
@@ -69,7 +69,7 @@ def erase_from_files(roots: list[Path], ids: list[str]) -> dict[str, int]:
     """Rewrite every Parquet and CSV file under ``roots`` (the reports: anomaly listings) that has
     a ``customer_id`` column without those customers' rows; returns rows removed per file."""
     wanted = set(canonical_ids(ids))
-    return rewrite_files(roots, lambda values: standardise_ids(values).isin(wanted))
+    return rewrite_files(roots, lambda values: is_in(standardise_ids(values), wanted))
 
 
 def erase_intermediates(

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from customer_assets import tables
-from customer_assets.logic.identity import keyed_hash, standardise_ids
+from customer_assets.logic.identity import is_in, keyed_hash, standardise_ids
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 
 SCHEMA = tables.SCHEMA
@@ -207,12 +207,12 @@ def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: s
         return pd.Series(False, index=customer_ids.index)
     distinct = pd.Series(customer_ids.dropna().unique(), dtype="str")
     canonical = standardise_ids(distinct)
-    hit = keyed_hash(canonical, hash_key).isin(hashes).to_numpy()
+    hit = is_in(keyed_hash(canonical, hash_key), hashes)
     legacy = getattr(hashes, "legacy", frozenset())
     if legacy:
-        hit = hit | keyed_hash(canonical.str.upper(), hash_key).isin(legacy).to_numpy()
+        hit = hit | is_in(keyed_hash(canonical.str.upper(), hash_key), legacy)
     erased = set(distinct[hit])
-    return customer_ids.isin(erased)
+    return pd.Series(is_in(customer_ids, erased), index=customer_ids.index)
 
 
 def drop_suppressed(

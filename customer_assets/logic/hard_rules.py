@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from customer_assets.logic.currency import iso4217_minor_units, supported_currencies
+from customer_assets.logic.identity import is_in
 from customer_assets.weeks import WeekContext
 
 EARLIEST_VALID_TIMESTAMP = pd.Timestamp("2000-01-01", tz="UTC")
@@ -92,7 +93,8 @@ def _conflicting_among(rows: pd.DataFrame) -> pd.Series:
     """Of rows sharing ids (their id and content columns), those whose id is held with different
     contents."""
     versions = rows.drop_duplicates().groupby("transaction_id", dropna=False).size()
-    return rows["transaction_id"].isin(versions.index[versions > 1])
+    held = is_in(rows["transaction_id"], pd.Series(versions.index[versions > 1]))
+    return pd.Series(held, index=rows.index)
 
 
 def _conflicting_ids(df: pd.DataFrame, _: RuleInputs) -> pd.Series:
@@ -258,7 +260,7 @@ HARD_RULES: list[Rule] = [
         "transaction_id is not held by another loaded week whose source "
         "rows still hold it (a reused id, not a moved transaction)",
         lambda d, c: (
-            d["transaction_id"].isin(list(c.held_elsewhere))
+            pd.Series(is_in(d["transaction_id"], c.held_elsewhere), index=d.index)
             if c.held_elsewhere
             else pd.Series(False, index=d.index)
         ),

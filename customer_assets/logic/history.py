@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from customer_assets.logic.identity import is_in
+
 KEYS = ["customer_id", "currency"]
 TOTALS = ["amount_milli", "transaction_count", "first_purchase_at", "last_purchase_at"]
 # One row per customer and currency as of a week's end; ``last_purchase_before_week`` is the last
@@ -124,7 +126,7 @@ def customer_totals(
     """
     from customer_assets.logic.currency import daily_rate_table, supported_currencies
 
-    rows = history if customers is None else history[history["customer_id"].isin(customers)]
+    rows = history if customers is None else history[is_in(history["customer_id"], customers)]
     if rows.empty:
         return pd.DataFrame({c: [] for c in CUSTOMER_COLUMNS}).astype(
             {

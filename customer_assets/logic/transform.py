@@ -78,8 +78,18 @@ def product_ranks(product_ids: pd.Series) -> pd.Series:
     return product_ids.value_counts().rank(method="dense", ascending=False).astype("int64")
 
 
+def customer_lookup(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``customer_metrics`` indexed by ids held as Python text: the index's hash table is built on
+    the first lookup and kept, where a join would factorize the week's customers again for every
+    batch (0.6 s a batch at 3M customers)."""
+    return metrics.set_axis(pd.Index(metrics.index.to_numpy(dtype=object), name=metrics.index.name))
+
+
 def add_customer_metrics(df: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-    return df.join(metrics, on="customer_id")
+    """Each row with its customer's metrics (``customer_lookup``'s, or ``customer_metrics``'), as a
+    left join on ``customer_id`` gives them."""
+    found = metrics.reindex(df["customer_id"].to_numpy(dtype=object))
+    return pd.concat([df, found.set_axis(df.index)], axis=1)
 
 
 def add_product_metrics(
@@ -142,7 +152,7 @@ def week_metrics(
     """The week-wide figures, from the WEEK_METRIC_COLUMNS of every validated row."""
     ranks = product_ranks(week["product_id"])
     amounts = week[["customer_id", "amount_usd", "timestamp"]]
-    customers = customer_metrics(amounts, history, span)
+    customers = customer_lookup(customer_metrics(amounts, history, span))
     return WeekMetrics(customers=customers, product_ranks=ranks, category_prices=category_prices)
 
 

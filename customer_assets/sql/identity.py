@@ -18,6 +18,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from customer_assets.logic.identity import is_in
 from customer_assets.resources.warehouse_sql import WarehouseSQL
 
 _KEYS = {
@@ -170,7 +171,7 @@ def reached_records(
         rows = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=wanted)
         # a round finds again records found before (through keys asked now): only the new are kept
         record = rows["source"].astype("str") + "\x1f" + rows["source_customer_id"].astype("str")
-        new = ~record.isin(seen).to_numpy() & ~record.duplicated().to_numpy()
+        new = ~is_in(record, pd.Series(seen)) & ~record.duplicated().to_numpy()
         if not new.any():
             break
         rows = rows[new].reset_index(drop=True)

@@ -10,6 +10,7 @@ from customer_assets.logic.transform import (
     add_product_metrics,
     add_segments,
     add_time_dimensions,
+    customer_lookup,
     customer_metrics,
     enrich,
     product_ranks,
@@ -204,3 +205,31 @@ def test_an_unranked_product_is_an_error_not_a_null():
             product_ranks(pd.Series(["P2"])),
             pd.DataFrame({"category": [], "avg_price": []}),
         )
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5])
+def test_the_customer_lookup_gives_what_a_left_join_on_the_id_gives(rows):
+    """Each batch looks its customers up in the week's metrics (``customer_lookup``, whose hash
+    table is built once) rather than joining: same rows, values and types, a customer missing from
+    the metrics included."""
+    week = _validated(*(raw_row(transaction_id=f"T{i}", customer_id=f"C{i % 3}") for i in range(6)))
+    history = _history(
+        C1={
+            "lifetime_value_usd": 530.0,
+            "transaction_count": 7,
+            "first_purchase_at": pd.Timestamp("2026-01-23", tz="UTC"),
+            "last_purchase_before_week": pd.Timestamp("2026-11-01", tz="UTC"),
+        }
+    )
+    metrics = customer_metrics(week, history, WEEK)
+    batch = (
+        _validated(
+            *(raw_row(transaction_id=f"B{i}", customer_id=f"C{i % 3}") for i in range(rows - 1)),
+            raw_row(transaction_id="X", customer_id="NOT_IN_WEEK"),
+        )
+        if rows
+        else week.iloc[:0]
+    )
+    expected = batch.join(metrics, on="customer_id")
+    got = add_customer_metrics(batch, customer_lookup(metrics))
+    pd.testing.assert_frame_equal(got, expected)
