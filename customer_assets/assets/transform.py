@@ -17,12 +17,14 @@ from customer_assets.dagster_types import (
     TransformedTransactionsBatchesType,
     check_transformed_transactions,
 )
-from customer_assets.frames import FrameBatches, StoredFrame
+from customer_assets.frames import FrameBatches, StoredFrame, query_stored
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date
 from customer_assets.logic.history import customer_totals, typed_history
 from customer_assets.logic.transform import (
-    WEEK_METRIC_COLUMNS,
+    CUSTOMER_WEEK_SQL,
+    PRODUCT_WEEK_SQL,
     EnrichedTotals,
+    WeekFigures,
     enrich,
     week_metrics,
 )
@@ -74,20 +76,29 @@ def transformed_transactions(
     - Segments: transaction small (< $50) / medium ($50-200) / large (> $200); customer new (first
       purchase < 30 days ago) / dormant (back after > 90 days without a purchase) / active.
 
-    The week-wide figures (customer totals, product ranks) come from five columns of the week; the
-    rows are then enriched, checked (TransformedTransactions) and written a batch at a time.
+    The week-wide figures (customer totals, product ranks) are aggregated by DuckDB over the week's
+    file; the rows are then enriched, checked (TransformedTransactions) and written a batch at a
+    time.
     """
     if finished_week(context, validated_transactions):
         return
     span = week_context(context)
     with source_db.connect() as conn:
         prices = category_prices(conn)
-    week = validated_transactions.read(WEEK_METRIC_COLUMNS)
+    # per customer and product, by DuckDB reading the file: the week's rows are never one frame
+    figures = WeekFigures(
+        *(
+            query_stored(validated_transactions.path, "week", sql)
+            for sql in (CUSTOMER_WEEK_SQL, PRODUCT_WEEK_SQL)
+        )
+    )
     rates_path = week_rates(settings, rates, context.partition_key)  # validation's: no fetch
     history = typed_history(week_customer_totals(warehouse, HISTORY.path, span.week_start))
-    customers = customer_totals(history, span.week_end, week["customer_id"].unique(), rates_path)
-    metrics = week_metrics(week, customers, prices, span)
-    del week
+    customers = customer_totals(
+        history, span.week_end, figures.customers["customer_id"], rates_path
+    )
+    metrics = week_metrics(figures, customers, prices, span)
+    del figures, history, customers
     if len(validated_transactions):
         _warn_if_stale(context, rates_path, span.week_end.date())
     totals = EnrichedTotals()

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from customer_assets.logic.currency import FX_SOURCE
+from customer_assets.logic.duckdb_memory import connect
 from customer_assets.weeks import WeekContext
 
 NEW_CUSTOMER_DAYS = 30
@@ -43,21 +45,52 @@ def add_time_dimensions(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, span: WeekContext) -> pd.DataFrame:
+# The week-wide figures of the enrichment, computed by DuckDB over the week's validated rows (the
+# step's file, or a frame: ``week_figures``), so that the week never has to be a DataFrame. One thread
+# adds each group's amounts in row order, as pandas' grouped sum does.
+CUSTOMER_WEEK_SQL = """
+SELECT customer_id, fsum(amount_usd) AS week_value, count(*) AS week_count,
+       min("timestamp") AS week_first
+FROM week WHERE customer_id IS NOT NULL GROUP BY customer_id
+"""
+PRODUCT_WEEK_SQL = """
+SELECT product_id, count(*) AS transactions FROM week WHERE product_id IS NOT NULL GROUP BY product_id
+"""
+
+
+@dataclass(frozen=True)
+class WeekFigures:
+    """Per customer of the week, its amount in USD, transactions and first purchase
+    (``CUSTOMER_WEEK_SQL``); per product, its transactions (``PRODUCT_WEEK_SQL``)."""
+
+    customers: pd.DataFrame
+    products: pd.DataFrame
+
+
+def week_figures(week: pd.DataFrame) -> WeekFigures:
+    """``WeekFigures`` of a frame of validated rows, by the same SQL as over the week's file."""
+    with connect() as con:
+        con.register("week", pa.Table.from_pandas(week, preserve_index=False))
+        return WeekFigures(
+            *(
+                con.sql(sql).to_arrow_table().to_pandas()
+                for sql in (CUSTOMER_WEEK_SQL, PRODUCT_WEEK_SQL)
+            )
+        )
+
+
+def customer_metrics(
+    totals: pd.DataFrame, history: pd.DataFrame, span: WeekContext
+) -> pd.DataFrame:
     """Per customer of the week: lifetime value (USD), transaction count and days since first
     purchase, as of the week's end, and the last purchase before the week (for the lifecycle
     segment).
 
-    ``week`` holds the week's ``customer_id``, ``amount_usd`` and ``timestamp``; ``history`` each
+    ``totals`` are the week's figures per customer (``WeekFigures.customers``); ``history`` each
     customer's completed transactions up to the week's end (this week included). A customer missing
     from the history falls back to this week's own rows, so no computed value is null.
     """
-    totals = week.groupby("customer_id").agg(
-        week_value=("amount_usd", "sum"),
-        week_count=("amount_usd", "size"),
-        week_first=("timestamp", "min"),
-    )
-    merged = totals.join(history.set_index("customer_id"), how="left")
+    merged = totals.set_index("customer_id").join(history.set_index("customer_id"), how="left")
     ltv = merged["lifetime_value_usd"].fillna(merged["week_value"])
     count = merged["transaction_count"].fillna(merged["week_count"])
     first = merged["first_purchase_at"].fillna(merged["week_first"])
@@ -72,10 +105,11 @@ def customer_metrics(week: pd.DataFrame, history: pd.DataFrame, span: WeekContex
     )
 
 
-def product_ranks(product_ids: pd.Series) -> pd.Series:
-    """Per product of the week, its popularity rank by transactions (1 = most; ties share a
-    rank)."""
-    return product_ids.value_counts().rank(method="dense", ascending=False).astype("int64")
+def product_ranks(products: pd.DataFrame) -> pd.Series:
+    """Per product of the week (``WeekFigures.products``), its popularity rank by transactions
+    (1 = most; ties share a rank)."""
+    counts = products.set_index("product_id")["transactions"]
+    return counts.rank(method="dense", ascending=False).astype("int64")
 
 
 def customer_lookup(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -143,17 +177,16 @@ class WeekMetrics:
     category_prices: pd.DataFrame
 
 
-WEEK_METRIC_COLUMNS = ["customer_id", "product_id", "amount_usd", "timestamp"]
-
-
 def week_metrics(
-    week: pd.DataFrame, history: pd.DataFrame, category_prices: pd.DataFrame, span: WeekContext
+    figures: WeekFigures, history: pd.DataFrame, category_prices: pd.DataFrame, span: WeekContext
 ) -> WeekMetrics:
-    """The week-wide figures, from the WEEK_METRIC_COLUMNS of every validated row."""
-    ranks = product_ranks(week["product_id"])
-    amounts = week[["customer_id", "amount_usd", "timestamp"]]
-    customers = customer_lookup(customer_metrics(amounts, history, span))
-    return WeekMetrics(customers=customers, product_ranks=ranks, category_prices=category_prices)
+    """The week-wide figures each row is enriched with, from the week's ``WeekFigures``."""
+    customers = customer_lookup(customer_metrics(figures.customers, history, span))
+    return WeekMetrics(
+        customers=customers,
+        product_ranks=product_ranks(figures.products),
+        category_prices=category_prices,
+    )
 
 
 def enrich(rows: pd.DataFrame, metrics: WeekMetrics, span: WeekContext) -> pd.DataFrame:

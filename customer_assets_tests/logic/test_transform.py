@@ -14,6 +14,7 @@ from customer_assets.logic.transform import (
     customer_metrics,
     enrich,
     product_ranks,
+    week_figures,
     week_metrics,
 )
 from customer_assets.schemas import TransformedTransactions
@@ -75,7 +76,9 @@ def test_customer_metrics_come_from_history_as_of_the_week_end():
             "last_purchase_before_week": pd.Timestamp("2026-11-01", tz="UTC"),
         }
     )
-    out = add_customer_metrics(df, customer_metrics(df, history, WEEK)).set_index("customer_id")
+    out = add_customer_metrics(
+        df, customer_metrics(week_figures(df).customers, history, WEEK)
+    ).set_index("customer_id")
     assert out.loc["C1", "customer_lifetime_value"] == 530.0
     assert out.loc["C1", "customer_transaction_count"] == 7
     assert (
@@ -97,7 +100,8 @@ def test_product_rank_and_category_price():
         raw_row(transaction_id="4", product_id="P3", category=None),
     )
     prices = pd.DataFrame({"category": ["Office", "Toys"], "avg_price": [10.0, 30.0]})
-    out = add_product_metrics(df, product_ranks(df["product_id"]), prices)
+    products = pd.DataFrame({"product_id": ["P1", "P2", "P3"], "transactions": [2, 1, 1]})
+    out = add_product_metrics(df, product_ranks(products), prices)
     assert out["product_popularity_rank"].tolist() == [1, 1, 2, 2]
     assert out["category_avg_price"].tolist() == [10.0, 10.0, 30.0, 20.0]
 
@@ -159,7 +163,9 @@ def test_an_enriched_week_satisfies_its_model():
         raw_row(transaction_id="B", customer_id="C2", currency="JPY", amount=3000.0),
     )
     out = enrich(
-        validated, week_metrics(validated, _c1_history("2026-11-02"), OFFICE_PRICES, WEEK), WEEK
+        validated,
+        week_metrics(week_figures(validated), _c1_history("2026-11-02"), OFFICE_PRICES, WEEK),
+        WEEK,
     )
     TransformedTransactions.validate(out)
     assert out["week_start"].unique().tolist() == [pd.Timestamp("2026-11-16")]
@@ -179,7 +185,7 @@ def test_batches_enriched_with_the_week_metrics_equal_the_whole_week():
         raw_row(transaction_id="E", customer_id="C2", product_id="P1", amount=20.0),
     )
     history = _c1_history("2026-07-02")
-    metrics = week_metrics(validated, history, OFFICE_PRICES, WEEK)
+    metrics = week_metrics(week_figures(validated), history, OFFICE_PRICES, WEEK)
     whole = enrich(validated, metrics, WEEK)  # the week as one batch
     batched = pd.concat(
         [enrich(validated.iloc[i : i + 2], metrics, WEEK) for i in range(0, len(validated), 2)],
@@ -202,7 +208,7 @@ def test_an_unranked_product_is_an_error_not_a_null():
     with pytest.raises(ValueError, match="no product_id to rank"):
         add_product_metrics(
             validated,
-            product_ranks(pd.Series(["P2"])),
+            product_ranks(pd.DataFrame({"product_id": ["P2"], "transactions": [1]})),
             pd.DataFrame({"category": [], "avg_price": []}),
         )
 
@@ -221,7 +227,7 @@ def test_the_customer_lookup_gives_what_a_left_join_on_the_id_gives(rows):
             "last_purchase_before_week": pd.Timestamp("2026-11-01", tz="UTC"),
         }
     )
-    metrics = customer_metrics(week, history, WEEK)
+    metrics = customer_metrics(week_figures(week).customers, history, WEEK)
     batch = (
         _validated(
             *(raw_row(transaction_id=f"B{i}", customer_id=f"C{i % 3}") for i in range(rows - 1)),
