@@ -1,6 +1,7 @@
 """Transform: USD amounts, time dimensions, customer and product metrics, segments."""
 
 import dagster as dg
+import pandas as pd
 
 from customer_assets import tables
 from customer_assets.assets.common import (
@@ -25,6 +26,7 @@ from customer_assets.logic.transform import (
     PRODUCT_WEEK_SQL,
     EnrichedTotals,
     WeekFigures,
+    WeekMetrics,
     enrich,
     week_metrics,
 )
@@ -34,6 +36,7 @@ from customer_assets.resources.warehouse_sql import WarehouseSQL
 from customer_assets.settings import PipelineSettings
 from customer_assets.sources.customers_and_products import category_prices
 from customer_assets.sql.history import week_customer_totals
+from customer_assets.weeks import WeekContext
 
 HISTORY = tables.key(tables.CUSTOMER_HISTORY)
 
@@ -85,20 +88,8 @@ def transformed_transactions(
     span = week_context(context)
     with source_db.connect() as conn:
         prices = category_prices(conn)
-    # per customer and product, by DuckDB reading the file: the week's rows are never one frame
-    figures = WeekFigures(
-        *(
-            query_stored(validated_transactions.path, "week", sql)
-            for sql in (CUSTOMER_WEEK_SQL, PRODUCT_WEEK_SQL)
-        )
-    )
     rates_path = week_rates(settings, rates, context.partition_key)  # validation's: no fetch
-    history = typed_history(week_customer_totals(warehouse, HISTORY.path, span.week_start))
-    customers = customer_totals(
-        history, span.week_end, figures.customers["customer_id"], rates_path
-    )
-    metrics = week_metrics(figures, customers, prices, span)
-    del figures, history, customers
+    metrics = _week_metrics(validated_transactions, warehouse, span, prices, rates_path)
     if len(validated_transactions):
         _warn_if_stale(context, rates_path, span.week_end.date())
     totals = EnrichedTotals()
@@ -120,6 +111,28 @@ def transformed_transactions(
         ),
         metadata={"fx_source": FX_SOURCE},
     )
+
+
+def _week_metrics(
+    validated: StoredFrame,
+    warehouse: WarehouseSQL,
+    span: WeekContext,
+    prices: pd.DataFrame,
+    rates_path: str,
+) -> WeekMetrics:
+    """The week-wide figures, per customer and product, by DuckDB reading the validated file (the
+    week's rows are never one frame), with the carried history of the week's customers."""
+    figures = WeekFigures(
+        *(
+            query_stored(validated.path, "week", sql)
+            for sql in (CUSTOMER_WEEK_SQL, PRODUCT_WEEK_SQL)
+        )
+    )
+    history = typed_history(week_customer_totals(warehouse, HISTORY.path, span.week_start))
+    customers = customer_totals(
+        history, span.week_end, figures.customers["customer_id"], rates_path
+    )
+    return week_metrics(figures, customers, prices, span)
 
 
 def _warn_if_stale(context: dg.AssetExecutionContext, rates_path: str, week_end) -> None:

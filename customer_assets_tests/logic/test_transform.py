@@ -63,12 +63,9 @@ def _history(**rows):
     )
 
 
-def test_customer_metrics_come_from_history_as_of_the_week_end():
-    df = _validated(
-        raw_row(transaction_id="A", customer_id="C1", amount=30.0),
-        raw_row(transaction_id="B", customer_id="C2", amount=40.0),
-    )
-    history = _history(
+def _c1_history_of_530():
+    """C1 has bought for $530 in 7 transactions since 2026-01-23, last on 2026-11-01."""
+    return _history(
         C1={
             "lifetime_value_usd": 530.0,
             "transaction_count": 7,
@@ -76,6 +73,14 @@ def test_customer_metrics_come_from_history_as_of_the_week_end():
             "last_purchase_before_week": pd.Timestamp("2026-11-01", tz="UTC"),
         }
     )
+
+
+def test_customer_metrics_come_from_history_as_of_the_week_end():
+    df = _validated(
+        raw_row(transaction_id="A", customer_id="C1", amount=30.0),
+        raw_row(transaction_id="B", customer_id="C2", amount=40.0),
+    )
+    history = _c1_history_of_530()
     out = add_customer_metrics(
         df, customer_metrics(week_figures(df).customers, history, WEEK)
     ).set_index("customer_id")
@@ -219,14 +224,7 @@ def test_the_customer_lookup_gives_what_a_left_join_on_the_id_gives(rows):
     table is built once) rather than joining: same rows, values and types, a customer missing from
     the metrics included."""
     week = _validated(*(raw_row(transaction_id=f"T{i}", customer_id=f"C{i % 3}") for i in range(6)))
-    history = _history(
-        C1={
-            "lifetime_value_usd": 530.0,
-            "transaction_count": 7,
-            "first_purchase_at": pd.Timestamp("2026-01-23", tz="UTC"),
-            "last_purchase_before_week": pd.Timestamp("2026-11-01", tz="UTC"),
-        }
-    )
+    history = _c1_history_of_530()
     metrics = customer_metrics(week_figures(week).customers, history, WEEK)
     batch = (
         _validated(
