@@ -47,7 +47,8 @@ def add_time_dimensions(df: pd.DataFrame) -> pd.DataFrame:
 
 # The week-wide figures of the enrichment, computed by DuckDB over the week's validated rows (the
 # step's file, or a frame: ``week_figures``), so that the week never has to be a DataFrame. One thread
-# adds each group's amounts in row order, as pandas' grouped sum does.
+# (``duckdb_memory.connect``) adds each group's amounts in row order, and ``fsum`` gives the double
+# nearest their exact sum: a rerun gives the same bits.
 CUSTOMER_WEEK_SQL = """
 SELECT customer_id, fsum(amount_usd) AS week_value, count(*) AS week_count,
        min("timestamp") AS week_first
