@@ -211,8 +211,7 @@ def suppressed_mask(customer_ids: pd.Series, hashes: frozenset[str], hash_key: s
     legacy = getattr(hashes, "legacy", frozenset())
     if legacy:
         hit = hit | is_in(keyed_hash(canonical.str.upper(), hash_key), legacy)
-    erased = set(distinct[hit])
-    return pd.Series(is_in(customer_ids, erased), index=customer_ids.index)
+    return pd.Series(is_in(customer_ids, distinct[hit]), index=customer_ids.index)
 
 
 def drop_suppressed(
