@@ -118,10 +118,15 @@ def reachable(records: pd.DataFrame, start: np.ndarray) -> np.ndarray:
 
 def merged_on(records: pd.DataFrame, components: pd.Series) -> pd.Series:
     """For each component of a merge, the kinds of link ('email', 'phone', 'id', joined by '+') that
-    connect records of different persons (or records new this week) in it."""
+    connect records of different persons (or records new this week) in it (``person_link``: each
+    record's person as an integer code, missing for a record new this week)."""
     rows = records[records["component"].isin(components)]
-    group = rows["person_link"].where(
-        rows["person_link"].notna(), "new:" + rows.index.astype("str")
+    person = rows["person_link"]
+    # a record new this week is a group of its own: negative, apart from every person's code
+    group = np.where(
+        person.notna().to_numpy(),
+        person.to_numpy(dtype=np.int64, na_value=-1),
+        -1 - np.arange(len(rows)),
     )
     kinds: dict[int, list[str]] = {}
     for key, name in (("email_hash", "email"), ("phone_hash", "phone"), ("id_link", "id")):
@@ -134,16 +139,24 @@ def merged_on(records: pd.DataFrame, components: pd.Series) -> pd.Series:
     return components.map(lambda c: "+".join(kinds.get(c, [])) or "person").astype("str")
 
 
-def matched_on(records: pd.DataFrame) -> pd.Series:
-    """What links each record to the others of its person (the keyed email hash before the phone
-    before the id); 'self' when nothing does. Compared as integer codes: the person's once, each
-    key's once (pandas' ``duplicated`` over two text columns factorized the person's text again for
-    each key)."""
+def _codes(values: pd.Series) -> np.ndarray:
+    """A key's values as integer codes, missing values -1: the codes themselves for a key already
+    coded (``text_codes``), else pandas' factorization."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.to_numpy(dtype=np.int64, na_value=-1)
+    return pd.factorize(values)[0]
+
+
+def matched_on(records: pd.DataFrame, person: np.ndarray) -> pd.Series:
+    """What links each record to the others of its person (``person``: each record's, as an
+    integer code), the keyed email hash before the phone before the id; 'self' when nothing does.
+    Each key is compared as integer codes (pandas' ``duplicated`` over two text columns factorized
+    the person's text again for each key)."""
     matched = np.full(len(records), "self", dtype=object)
-    person = pd.factorize(records["customer_id"])[0].astype(np.int64)
+    person = np.asarray(person, dtype=np.int64)
     for key, name in (("id_link", "id"), ("phone_hash", "phone"), ("email_hash", "email")):
-        codes, uniques = pd.factorize(records[key])  # missing values get -1
-        pairs = pd.Series(person * (len(uniques) + 1) + codes)
+        codes = _codes(records[key])
+        pairs = pd.Series(person * (int(codes.max(initial=-1)) + 2) + codes)
         shared = (codes >= 0) & pairs.duplicated(keep=False).to_numpy()
         matched[shared] = name
     return pd.Series(matched, index=records.index, dtype="str")

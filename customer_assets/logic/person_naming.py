@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from customer_assets.logic.identity import is_in, newest_first, text_order
 from customer_assets.logic.identity_links import merged_on
@@ -32,27 +33,30 @@ def best_first(records: pd.DataFrame) -> pd.DataFrame:
 def survivors(ranked: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
     """Each component's surviving person (that of its best record with a person), and a record of
     each other person of the component: those merge into it and are retired (``ranked``: each
-    component's best record first)."""
-    with_person = ranked[ranked["customer_id"].notna()]
-    survivor = with_person.drop_duplicates("component").set_index("component")["customer_id"]
-    persons = with_person.drop_duplicates(["component", "customer_id"])
-    retired = persons[
-        persons["customer_id"].to_numpy() != survivor.reindex(persons["component"]).to_numpy()
-    ]
-    return survivor, retired
+    component's best record first; ``person_link``, the record's person as an integer code, missing
+    for a record new this week). Found over positions and integer codes, the text taken only for
+    the rows returned: filtering and de-duplicating the records' text took seconds for a 10M-row
+    week's millions of records."""
+    has_person = np.flatnonzero(ranked["person_link"].notna().to_numpy())
+    component = ranked["component"].to_numpy(dtype=np.int64)[has_person]
+    person = ranked["person_link"].to_numpy(dtype=np.int64, na_value=-1)[has_person]
+    first = ~pd.Series(component).duplicated().to_numpy()
+    survivor = ranked["customer_id"].iloc[has_person[first]].astype("str")
+    survivor.index = component[first]
+    surviving = pd.Series(person[first], index=component[first])
+    pairs = pd.Series(component * (int(person.max(initial=0)) + 1) + person)
+    other = ~pairs.duplicated().to_numpy() & (person != surviving.reindex(component).to_numpy())
+    return survivor, ranked.iloc[has_person[other]]
 
 
-def person_ids(ranked: pd.DataFrame, survivor: pd.Series, used: pd.Series) -> tuple[pd.Series, int]:
+def person_ids(ranked: pd.DataFrame, survivor: pd.Series, used: pa.Array) -> tuple[pd.Series, int]:
     """Each component's person id (by component): its surviving person's, or for a component without
     one a new id named by its best record (a CRM record as the shop spells the id), none of
     ``used``. Also how many persons are new."""
     best = ranked.drop_duplicates("component")
     fresh = best[~best["component"].isin(survivor.index)]
-    new_ids = pd.Series(
-        _new_ids(fresh, _spelling(ranked, fresh), used).to_numpy(),
-        index=fresh["component"].to_numpy(),
-        dtype=object,
-    )
+    new_ids = _new_ids(fresh, _spelling(ranked, fresh), used).astype("str")
+    new_ids.index = fresh["component"].to_numpy()
     return pd.concat([part for part in (survivor, new_ids) if len(part)]), len(fresh)
 
 
@@ -82,7 +86,7 @@ def _spelling(ranked: pd.DataFrame, fresh: pd.DataFrame) -> pd.Series:
     )
 
 
-def _new_ids(best: pd.DataFrame, shop_spelling: pd.Series, used: pd.Series) -> pd.Series:
+def _new_ids(best: pd.DataFrame, shop_spelling: pd.Series, used: pa.Array) -> pd.Series:
     """Ids for persons seen for the first time: the best record's id as the shop spells it (an ERP
     record's as ``erp:<id>``), or, when a person already has that id, with a numbered suffix
     (``~2``)."""

@@ -131,7 +131,10 @@ def carry_handed_over(
     week_start, week_count = _naive(pd.Timestamp(week_start)), len(records)
     kept, week = _with_carried(prior, records, week_start)
     del prior, records
-    frames = [_typed(f) for f in (kept, week.reindex(columns=IDENTITY_COLUMNS)) if len(f)]
+    # both are frames of their own (a selection and a reindex): typed in place, not copied again
+    frames = [
+        _typed(f, copy=False) for f in (kept, week.reindex(columns=IDENTITY_COLUMNS)) if len(f)
+    ]
     if not frames:
         empty = _typed(week.reindex(columns=IDENTITY_COLUMNS))
         return Resolution(empty, _empty_merges(), _counts())
@@ -147,27 +150,20 @@ def carry_handed_over(
             _empty_merges(),
             _counts(records=len(untouched), persons=len(distinct_ids(untouched["customer_id"]))),
         )
-    every["id_link"], collisions = id_links(every, week_start)
-    every["person_link"] = every["customer_id"]
-    every["component"] = components(every, (*LINKS, "person_link"))
-    ranked = best_first(every[["component", "customer_id", *RECORD, "updated_at"]])
-    survivor, retired = survivors(ranked)
-    held = [every["customer_id"], untouched["customer_id"], also_used]
-    used = pd.concat([ids for ids in held if ids is not None]).dropna().astype("str")
-    names, new_persons = person_ids(ranked, survivor, used)
-    every["customer_id"] = names.reindex(every["component"]).to_numpy()
-    every["matched_on"] = matched_on(every)
-    primary = ranked.drop_duplicates("component").index  # components and persons are one now
-    every["is_primary"] = False
-    every.loc[primary, "is_primary"] = True
-    merges = merges_of(every, survivor, retired)
-    every[list(HASHES)] = hashes  # the keyed hashes as text again, for the identity written
-    del hashes, ranked, used
-    changed = _by_record(_typed(every[IDENTITY_COLUMNS]))
-    del every
-    identity = pd.concat(
-        [part for part in (untouched[IDENTITY_COLUMNS], changed) if len(part)], ignore_index=True
+    merges, new_persons, collisions = _name_persons(
+        every, [untouched["customer_id"], also_used], week_start
     )
+    every[list(HASHES)] = hashes  # the keyed hashes as text again, for the identity written
+    del hashes
+    changed = every[IDENTITY_COLUMNS]  # a copy: the working columns go with ``every``
+    del every
+    changed = _typed(changed, copy=False)
+    # every record reached (a week that reads the carried partition whole, mostly) leaves nothing
+    # untouched: the changed records are the identity, not copied once more by a concatenation
+    if len(untouched):
+        changed = pd.concat([untouched[IDENTITY_COLUMNS], changed], ignore_index=True)
+    identity = changed
+    del untouched, changed
     counts = _counts(
         records=len(identity),
         persons=len(distinct_ids(identity["customer_id"])),
@@ -177,6 +173,33 @@ def carry_handed_over(
         week_records=week_count,
     )
     return Resolution(identity, merges.sort_values("retired_id", ignore_index=True), counts)
+
+
+def _name_persons(
+    every: pd.DataFrame, held: list[pd.Series | None], week_start
+) -> tuple[pd.DataFrame, int, int]:
+    """Links the records the week can change (``every``, ``_touched``'s) into persons and names
+    each record's person in place (``customer_id``, ``matched_on``, ``is_primary``); ``held``: the
+    ids persons hold outside them, which a new person must not take. Returns the week's merges, how
+    many persons are new, and the id collisions."""
+    # the links as integer codes, each text factorized once here rather than by every step below
+    id_link, collisions = id_links(every, week_start)
+    every["id_link"], every["person_link"] = text_codes(id_link), text_codes(every["customer_id"])
+    del id_link
+    every["component"] = components(every, (*LINKS, "person_link"))
+    ranked = best_first(every[["component", "person_link", "customer_id", *RECORD, "updated_at"]])
+    survivor, retired = survivors(ranked)
+    used = distinct_ids(every["customer_id"], *(ids for ids in held if ids is not None))
+    names, new_persons = person_ids(ranked, survivor, used)
+    names = names.reindex(every["component"])  # the text kept in Arrow, not made Python objects
+    names.index = every.index
+    every["customer_id"] = names
+    del names, used
+    # components and persons are one now: a component's code is its person's
+    every["matched_on"] = matched_on(every, every["component"].to_numpy())
+    every["is_primary"] = False
+    every.loc[ranked.drop_duplicates("component").index, "is_primary"] = True
+    return merges_of(every, survivor, retired), new_persons, collisions
 
 
 def _touched(every: pd.DataFrame, week_start) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -201,16 +224,10 @@ def _touched(every: pd.DataFrame, week_start) -> tuple[pd.DataFrame, pd.DataFram
     )
 
 
-def _by_record(identity: pd.DataFrame) -> pd.DataFrame:
-    """The records by person, source and id: one stable sort of the text by Arrow (code point
-    order, missing last), half the time of sorting each column to integer keys first."""
-    keys = pa.table({c: arrow_text(identity[c]) for c in ("customer_id", *RECORD)})
-    order = pc.sort_indices(keys, sort_keys=[(c, "ascending") for c in keys.column_names])
-    return identity.iloc[order.to_numpy()]
-
-
-def _typed(identity: pd.DataFrame) -> pd.DataFrame:
-    out = identity.copy()
+def _typed(identity: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
+    """The identity's columns of their declared types (``copy=False``: in place, for a frame the
+    caller owns)."""
+    out = identity.copy() if copy else identity
     for column in (
         "customer_id",
         "source",
