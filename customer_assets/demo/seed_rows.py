@@ -114,6 +114,14 @@ def _cat(*parts: np.ndarray | str) -> np.ndarray:
     return functools.reduce(np.char.add, parts)  # type: ignore[arg-type]
 
 
+def _phones(nums: np.ndarray) -> np.ndarray:
+    """Each customer's own phone: ``+1-555-01`` and five digits for the first 100,000 customers, then
+    the area code after 555 for each next 100,000 (no two customers share a phone, which identity
+    resolution would take for one person)."""
+    area = (555 + nums // 100_000).astype(str)
+    return _cat("+1-", area, "-01", np.char.zfill((nums % 100_000).astype(str), 5))
+
+
 def customer_table(
     rng: np.random.Generator,
     first_num: int,
@@ -137,7 +145,7 @@ def customer_table(
             "country": pa.array(np.asarray(list(COUNTRIES))[country]),
             "segment": pa.array(np.asarray(SEGMENTS)[segment]),
             "email": pa.array(_cat(first, ".", last, nums.astype(str), "@example.com")),
-            "phone": pa.array(_cat("+1-555-01", np.char.zfill((nums % 100_000).astype(str), 5))),
+            "phone": pa.array(_phones(nums)),
             "address": pa.array(_cat(house.astype(str), " ", street, " Street, ", city)),
         }
     )
