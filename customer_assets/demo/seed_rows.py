@@ -115,11 +115,9 @@ def _cat(*parts: np.ndarray | str) -> np.ndarray:
 
 
 def _phones(nums: np.ndarray) -> np.ndarray:
-    """Each customer's own phone: ``+1-555-01`` and five digits for the first 100,000 customers, then
-    the area code after 555 for each next 100,000 (no two customers share a phone, which identity
-    resolution would take for one person)."""
-    area = (555 + nums // 100_000).astype(str)
-    return _cat("+1-", area, "-01", np.char.zfill((nums % 100_000).astype(str), 5))
+    """A phone of each customer's own (one shared makes one person): area 555, 556... by 100,000."""
+    area, line = (555 + nums // 100_000).astype(str), np.char.zfill((nums % 100_000).astype(str), 5)
+    return _cat("+1-", area, "-01", line)
 
 
 def customer_table(
@@ -183,12 +181,9 @@ def population(rng: np.random.Generator, cfg: SeedConfig) -> tuple[_Population, 
 
 
 def _soft_cap(w: np.ndarray, n: int, cap: float) -> np.ndarray:
-    """Draw probabilities whose expected counts over ``n`` draws are
-    ``cap * (1 - exp(-s * w / cap))``.
-
-    ``s`` is found by bisection so the expected counts sum to ``n``: heavy customers stay Zipf-like
-    but nobody expects more than ``cap`` transactions, keeping regular customers well below bots.
-    """
+    """Draw probabilities whose expected counts over ``n`` draws are ``cap * (1 - exp(-s * w /
+    cap))``, ``s`` found by bisection so they sum to ``n``: heavy customers stay Zipf-like but
+    nobody expects more than ``cap`` transactions, keeping regular customers well below bots."""
     x = w / w.sum() * n
     lo, hi = 1.0, 2.0
     while (cap * -np.expm1(-hi * x / cap)).sum() < n:
