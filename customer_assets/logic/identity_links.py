@@ -20,10 +20,10 @@ def components(records: pd.DataFrame, links: tuple[str, ...] = LINKS) -> np.ndar
     label = np.arange(len(records))
     keys = []
     for key in links:
-        codes, uniques = pd.factorize(records[key])  # missing values get -1
+        codes = _codes(records[key])  # missing values -1
         present = codes >= 0
         if present.any():
-            keys.append((codes[present], present, len(uniques)))
+            keys.append((codes[present], present, int(codes.max()) + 1))
     while True:
         before = label.copy()
         for codes, present, size in keys:

@@ -160,9 +160,11 @@ def carry_handed_over(
     changed = _typed(changed, copy=False)
     # every record reached (a week that reads the carried partition whole, mostly) leaves nothing
     # untouched: the changed records are the identity, not copied once more by a concatenation
-    if len(untouched):
-        changed = pd.concat([untouched[IDENTITY_COLUMNS], changed], ignore_index=True)
-    identity = changed
+    identity = (
+        pd.concat([untouched[IDENTITY_COLUMNS], changed], ignore_index=True)
+        if len(untouched)
+        else changed
+    )
     del untouched, changed
     counts = _counts(
         records=len(identity),
