@@ -28,7 +28,7 @@ from benchmarks.pipeline_run import RssSampler
 WEEK_BEFORE, WEEK = pd.Timestamp("2026-11-09"), pd.Timestamp("2026-11-16")
 
 
-def _hashes(rng: np.random.Generator, n: int) -> pd.Series:
+def random_hashes(rng: np.random.Generator, n: int) -> pd.Series:
     words = rng.integers(0, 2**63, size=(n, 4), dtype=np.int64).tolist()
     return pd.Series([f"{a:016x}{b:016x}{c:016x}{d:016x}" for a, b, c, d in words], dtype="str")
 
@@ -40,7 +40,7 @@ def inputs(customers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(7)
     new = customers // 100
     ids = pd.Series([f"C{i:08d}" for i in range(customers + new)], dtype="str")
-    email, phone = _hashes(rng, customers + new), _hashes(rng, customers + new)
+    email, phone = random_hashes(rng, customers + new), random_hashes(rng, customers + new)
     updated = pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(
         rng.integers(0, 10**6, customers + new), unit="s"
     )
@@ -103,8 +103,12 @@ def measure(customers: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def each_size(module: str, measure, argv: list[str] | None, line) -> None:
+    """The command line of a benchmark that measures sizes of customers each in a fresh process
+    (``python -m module --probe N`` prints ``measure(N)``, a dict with ``growth_mb``, as JSON): one
+    printed ``line(result)`` per size, then the ratio of the growths between the largest and the
+    smallest size."""
+    parser = argparse.ArgumentParser(description=f"python -m {module}: see its docstring")
     parser.add_argument("--customers", default="300000,1000000")
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -115,23 +119,32 @@ def main(argv: list[str] | None = None) -> None:
     growth = {}
     for customers in sizes:
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.identity_memory", "--probe", str(customers)],
+            [sys.executable, "-m", module, "--probe", str(customers)],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
         r = json.loads(out.strip().splitlines()[-1])
         growth[customers] = r["growth_mb"]
-        print(
-            f"{customers:>10,} customers  {r['records']:>10,} records  week {r['week_records']:>10,}"
-            f"  new {r['new']:>7,}  merged {r['merged']:>6,}  {r['seconds']:6.2f} s  RSS "
-            f"{r['inputs_rss_mb']:>6,} -> {r['peak_rss_mb']:>6,} MB (+{r['growth_mb']:,})",
-            flush=True,
-        )
+        print(line(r), flush=True)
     small, large = sizes[0], sizes[-1]
     print(
         f"growth at {large:,} / growth at {small:,} customers = "
         f"{growth[large] / max(growth[small], 1):.2f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    each_size(
+        "benchmarks.identity_memory",
+        measure,
+        argv,
+        lambda r: (
+            f"{r['customers']:>10,} customers  {r['records']:>10,} records  week "
+            f"{r['week_records']:>10,}  new {r['new']:>7,}  merged {r['merged']:>6,}  "
+            f"{r['seconds']:6.2f} s  RSS {r['inputs_rss_mb']:>6,} -> {r['peak_rss_mb']:>6,} MB "
+            f"(+{r['growth_mb']:,})"
+        ),
     )
 
 

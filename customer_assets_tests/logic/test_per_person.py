@@ -88,17 +88,22 @@ def _records(rng, n: int) -> pd.DataFrame:
         {
             "customer_id": pd.array(rng.choice(["C1", "C2", "C10", "c1", None], n), dtype="str"),
             "email_hash": gaps(pd.array(rng.choice(["a", "b", "c"], n), dtype="str")),
+            "signup_date": gaps(
+                pd.Timestamp("2026-01-01", tz="UTC")
+                + pd.to_timedelta(rng.integers(0, 300, n), unit="D")
+            ),
             "lifetime_value": gaps(rng.random(n)),
             "updated_at": gaps(
                 pd.Timestamp("2026-11-16", tz="UTC")
                 + pd.to_timedelta(rng.integers(0, 3, n), unit="D")
             ),
             "source": pd.array(rng.choice(["crm", "erp", "database", "other"], n), dtype="str"),
+            "country": gaps(pd.array(rng.choice(["US", "DE"], n), dtype="str")),
         }
     )
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(12))
 def test_dedup_of_a_concatenation_equals_its_definition(seed):
     """The step deduplicates the CRM's, the database's and the ERP's records concatenated: their
     columns arrive in several Arrow chunks."""

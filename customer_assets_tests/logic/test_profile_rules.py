@@ -298,49 +298,6 @@ def test_an_empty_week_has_typed_empty_aggregates(tmp_path):
     assert str(out["last_transaction_at"].dtype) == "datetime64[ns, UTC]"
 
 
-def _dedupe_reference(records):
-    """The definition, in plain pandas: sort by id, CRM first, latest update first, then take each
-    column's first non-null value per id."""
-    ranked = records.assign(_p=records["source"].map({"crm": 0, "database": 1}).fillna(9))
-    ranked = ranked.sort_values(
-        ["customer_id", "_p", "updated_at"],
-        ascending=[True, True, False],
-        na_position="last",
-        kind="stable",
-    )
-    return ranked.groupby("customer_id", sort=True).first().drop(columns="_p").reset_index()
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_dedup_equals_its_plain_pandas_definition_on_random_records(seed):
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 300))
-
-    def gaps(values):
-        return pd.Series(values).mask(rng.random(n) < 0.3)
-
-    records = pd.DataFrame(
-        {
-            "customer_id": pd.array(
-                rng.choice(["C1", "C2", "C3", "C10", "c4", None], n), dtype="str"
-            ),
-            "email_hash": gaps(pd.array(rng.choice(["a", "b", "c"], n), dtype="str")),
-            "signup_date": gaps(
-                pd.Timestamp("2026-01-01", tz="UTC")
-                + pd.to_timedelta(rng.integers(0, 300, n), unit="D")
-            ),
-            "lifetime_value": gaps(rng.random(n)),
-            "updated_at": gaps(
-                pd.Timestamp("2026-11-16", tz="UTC")
-                + pd.to_timedelta(rng.integers(0, 3, n), unit="D")
-            ),
-            "source": pd.array(rng.choice(["crm", "database", "other"], n), dtype="str"),
-            "country": gaps(pd.array(rng.choice(["US", "DE"], n), dtype="str")),
-        }
-    )
-    pd.testing.assert_frame_equal(deduplicate_records(records), _dedupe_reference(records))
-
-
 def test_an_outlier_keeps_its_true_figures_and_is_flagged():
     """Issue 21, item 6: a bot's week spend (140k USD) was capped at the 99th percentile (1,448) and
     its tier read Bronze. The profile keeps the true value and lists the column in
