@@ -14,16 +14,12 @@ batch about 1.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.pipeline_run import RssSampler
+from benchmarks.pipeline_run import RssSampler, each_size
 
 WEEK_BEFORE, WEEK = pd.Timestamp("2026-11-09"), pd.Timestamp("2026-11-16")
 
@@ -101,37 +97,6 @@ def measure(customers: int) -> dict:
         "peak_rss_mb": round(peak_mb),
         "growth_mb": round(peak_mb - base),
     }
-
-
-def each_size(module: str, measure, argv: list[str] | None, line) -> None:
-    """The command line of a benchmark that measures sizes of customers each in a fresh process
-    (``python -m module --probe N`` prints ``measure(N)``, a dict with ``growth_mb``, as JSON): one
-    printed ``line(result)`` per size, then the ratio of the growths between the largest and the
-    smallest size."""
-    parser = argparse.ArgumentParser(description=f"python -m {module}: see its docstring")
-    parser.add_argument("--customers", default="300000,1000000")
-    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.probe:
-        print(json.dumps(measure(args.probe)))
-        return
-    sizes = [int(n) for n in args.customers.split(",")]
-    growth = {}
-    for customers in sizes:
-        out = subprocess.run(
-            [sys.executable, "-m", module, "--probe", str(customers)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        r = json.loads(out.strip().splitlines()[-1])
-        growth[customers] = r["growth_mb"]
-        print(line(r), flush=True)
-    small, large = sizes[0], sizes[-1]
-    print(
-        f"growth at {large:,} / growth at {small:,} customers = "
-        f"{growth[large] / max(growth[small], 1):.2f}"
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ import argparse
 import bisect
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -61,6 +62,37 @@ class RssSampler(threading.Thread):
             self._index(start) : bisect.bisect_right(self.samples, (end, float("inf")))
         ]
         return max((rss for _, rss in inside), default=0) / 2**20
+
+
+def each_size(module: str, measure, argv: list[str] | None, line) -> None:
+    """The command line of a benchmark that measures sizes of customers each in a fresh process
+    (``python -m module --probe N`` prints ``measure(N)``, a dict with ``growth_mb``, as JSON): one
+    printed ``line(result)`` per size, then the ratio of the growths between the largest and the
+    smallest size."""
+    parser = argparse.ArgumentParser(description=f"python -m {module}: see its docstring")
+    parser.add_argument("--customers", default="300000,1000000")
+    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(measure(args.probe)))
+        return
+    sizes = [int(n) for n in args.customers.split(",")]
+    growth = {}
+    for customers in sizes:
+        out = subprocess.run(
+            [sys.executable, "-m", module, "--probe", str(customers)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        growth[customers] = r["growth_mb"]
+        print(line(r), flush=True)
+    small, large = sizes[0], sizes[-1]
+    print(
+        f"growth at {large:,} / growth at {small:,} customers = "
+        f"{growth[large] / max(growth[small], 1):.2f}"
+    )
 
 
 def _steps(instance, run_id: str, sampler: RssSampler) -> list[dict]:

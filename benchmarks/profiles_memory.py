@@ -6,9 +6,9 @@ customer (keyed email and phone hashes on the CRM's, as the pipeline writes them
 in Arrow batches, as the warehouse IO manager reads it); the week brings 85% of the CRM's customers
 as updates, events of 30% and transactions of 80% of the customers, and the shop's record of each
 customer seen. The profile step's logic then runs as ``assets/profiles._week_profiles`` runs it,
-without the source database: the identity's lookups (``PersonLookup``), every source's ids to their
-persons (``to_persons``, ``events_per_person``, ``transactions_per_person``), then the build
-(``build_profiles``). Prints one line per size: seconds of the lookups and of the build, the
+the shop's records taken from a frame rather than the source database: ``week_per_person`` (the
+identity's lookups, every source's ids to their persons, the shop's records of the persons seen),
+then ``build_profiles``. Prints one line per size: seconds of the lookups and of the build, the
 process's RSS with the inputs built, its peak and the growth between them (MiB, sampled every 10 ms
 by the pipeline benchmark's ``RssSampler``), and the ratio of the growths between the largest and
 the smallest size.
@@ -21,8 +21,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchmarks.identity_memory import WEEK, each_size, random_hashes
-from benchmarks.pipeline_run import RssSampler
+from benchmarks.identity_memory import WEEK, random_hashes
+from benchmarks.pipeline_run import RssSampler, each_size
 
 
 def inputs(customers: int) -> dict[str, pd.DataFrame]:
@@ -109,30 +109,32 @@ def inputs(customers: int) -> dict[str, pd.DataFrame]:
 
 def measure(customers: int) -> dict:
     """One size, in this process: the step's sequence of ``_week_profiles`` over ``inputs``."""
-    from customer_assets.logic.per_person import (
-        PersonLookup,
-        events_per_person,
-        to_persons,
-        transactions_per_person,
-    )
+    from customer_assets.logic.identity import is_in
+    from customer_assets.logic.per_person import week_per_person
     from customer_assets.logic.profile_rules import build_profiles
     from customer_assets.settings import configure_runtime
     from customer_assets.weeks import WeekContext
 
     configure_runtime()
     week = inputs(customers)
+    shop = week["known"]
+    no_erp = pd.DataFrame({"customer_id": pd.Series([], dtype="str")})
     sampler = RssSampler()
     sampler.start()
     started = time.monotonic()
-    lookup = PersonLookup(week["identity"])
-    crm = to_persons(week["crm"], lookup, ("crm",))
-    events = events_per_person(week["events"], lookup)
-    per_person = transactions_per_person(week["transactions"], lookup)
-    known = to_persons(week["known"], lookup, ("database",))
-    mapped = time.monotonic()
-    records = pd.concat([crm, known], ignore_index=True)
+    mapped = week_per_person(
+        week["identity"],
+        week["crm"],
+        no_erp,
+        week["events"],
+        week["transactions"],
+        lambda ids: shop[is_in(shop["customer_id"], ids)],
+    )
+    looked_up = time.monotonic()
     span = WeekContext.of(str(WEEK.date()))
-    profile, _ = build_profiles(records, events, per_person, known["customer_id"], span)
+    profile, _ = build_profiles(
+        mapped.records, mapped.events, mapped.transactions, mapped.known_ids, span
+    )
     built = time.monotonic()
     sampler.stop()
     base = sampler.samples[0][1] / 2**20
@@ -140,8 +142,8 @@ def measure(customers: int) -> dict:
     return {
         "customers": customers,
         "profiles": len(profile),
-        "lookup_seconds": round(mapped - started, 2),
-        "build_seconds": round(built - mapped, 2),
+        "lookup_seconds": round(looked_up - started, 2),
+        "build_seconds": round(built - looked_up, 2),
         "inputs_rss_mb": round(base),
         "peak_rss_mb": round(peak_mb),
         "growth_mb": round(peak_mb - base),

@@ -3,6 +3,7 @@ dimension. The CRM and the events are read in ``profile_inputs.py``, the ERP and
 identity in ``identity.py``."""
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -30,14 +31,12 @@ from customer_assets.dagster_types import UnifiedCustomerProfilesType, column_sc
 from customer_assets.erasure import drop_suppressed
 from customer_assets.frames import StoredFrame, query_stored
 from customer_assets.logic import checks
-from customer_assets.logic.identity import distinct_ids, is_in, standardise_ids
+from customer_assets.logic.identity import standardise_ids
 from customer_assets.logic.per_person import (
-    PersonLookup,
-    events_per_person,
-    to_persons,
+    PersonWeek,
     transaction_aggregates,
     transaction_aggregates_sql,
-    transactions_per_person,
+    week_per_person,
 )
 from customer_assets.logic.profile_rules import (
     ENGAGEMENT_FORMULA,
@@ -241,50 +240,37 @@ def _week_profiles(
 ):
     """The week's profiles from every source's records under their person's id, the transform's
     log (``TransformLog``), and how many of the database's values were not UTF-8."""
-    span = week_context(context)
-    identity, crm_customers = inputs.identity, inputs.crm_customers
-    lookup = PersonLookup(identity)  # built once for the five frames mapped below
-    transformed_transactions = inputs.transformed_transactions
-    # Per customer, read by DuckDB from the transform's file: the week's rows never become a
-    # DataFrame here.
+    replaced = []
+
+    def known_of(ids: list[str]) -> pd.DataFrame:
+        known, count = _known_customers(source_db, ids)
+        replaced.append(count)
+        return known
+
+    week = _week_per_person(inputs, known_of)
+    profile, log = build_profiles(
+        week.records, week.events, week.transactions, week.known_ids, week_context(context)
+    )
+    return profile, log, sum(replaced)
+
+
+def _week_per_person(
+    inputs: WeekInputs, known_of: Callable[[list[str]], pd.DataFrame]
+) -> PersonWeek:
+    """``week_per_person`` over the week's inputs; the transactions per customer read by DuckDB
+    from the transform's file (the week's rows never become a DataFrame here)."""
+    stored = inputs.transformed_transactions
     transactions = transaction_aggregates(
-        query_stored(
-            transformed_transactions.path,
-            "transactions",
-            transaction_aggregates_sql(transformed_transactions.columns),
-        )
+        query_stored(stored.path, "transactions", transaction_aggregates_sql(stored.columns))
     )
-    # Every source's id becomes its person's: one profile per real customer (ERP-only included).
-    crm_records = to_persons(crm_customers, lookup, ("crm",))
-    erp_records = to_persons(inputs.erp_customers, lookup, ("erp",))
-    events = events_per_person(inputs.customer_event_aggregates, lookup)
-    per_person = transactions_per_person(transactions, lookup)
-    # The shop's record of every person seen, under each shop id they have (a CRM id may spell it
-    # otherwise).
-    persons = distinct_ids(
-        crm_records["customer_id"],
-        erp_records["customer_id"],
-        events["customer_id"],
-        per_person["customer_id"],
+    return week_per_person(
+        inputs.identity,
+        inputs.crm_customers,
+        inputs.erp_customers,
+        inputs.customer_event_aggregates,
+        transactions,
+        known_of,
     )
-    shop_ids = identity.loc[
-        (identity["source"] == "database") & is_in(identity["customer_id"], persons),
-        "source_customer_id",
-    ]
-    # The CRM's ids name shop customers, spelled loosely: looked up as written and upper-cased too.
-    ids = distinct_ids(
-        shop_ids,
-        inputs.customer_event_aggregates["customer_id"],
-        transactions["customer_id"],
-        crm_customers["customer_id"],
-        crm_customers["customer_id"].str.upper(),
-        sort=True,
-    )
-    known, known_replaced = _known_customers(source_db, ids.to_pylist())
-    known = to_persons(known, lookup, ("database",))
-    records = pd.concat([crm_records, known, erp_records], ignore_index=True)
-    profile, log = build_profiles(records, events, per_person, known["customer_id"], span)
-    return profile, log, known_replaced
 
 
 def _profile_checks(

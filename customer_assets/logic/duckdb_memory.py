@@ -29,8 +29,9 @@ def connect() -> duckdb.DuckDBPyConnection:
 
 def arrow_list(values) -> pa.Array:
     """A list's elements (a list, or a pandas, NumPy or Arrow array) as one Arrow array, to register
-    as a relation: text where no element tells the type."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    as a relation or take from: text where no element tells the type. One contiguous array, since
+    Arrow-backed text comes back chunked, and Arrow's take from chunks is many times slower."""
     array = values if isinstance(values, pa.Array) else pa.array(values, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
     return array.cast(pa.string()) if pa.types.is_null(array.type) else array

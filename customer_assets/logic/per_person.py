@@ -8,13 +8,16 @@ build (profile_rules.py): the profile step maps its inputs before it builds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer_assets.logic.duckdb_memory import connect
-from customer_assets.logic.identity import arrow_text, standardise_ids
+from customer_assets.logic.duckdb_memory import arrow_list, connect
+from customer_assets.logic.identity import arrow_text, distinct_ids, is_in, standardise_ids
 
 SOURCE_PRIORITY = {"crm": 0, "erp": 1, "database": 2}  # seed 004's order
 
@@ -29,8 +32,9 @@ def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
     # Arrow text through Python, and DuckDB's grouping held an aggregation state per id and column).
     encoded = pc.dictionary_encode(arrow_text(records["customer_id"]).combine_chunks())
     ids = encoded.dictionary
+    in_order = pc.sort_indices(ids)
     place = np.full(len(ids) + 1, -1, dtype=np.int64)  # the last slot: no id
-    place[pc.sort_indices(ids).to_numpy()] = np.arange(len(ids))
+    place[in_order.to_numpy()] = np.arange(len(ids))
     id_place = place[encoded.indices.fill_null(len(ids)).to_numpy()]
     rows = np.flatnonzero(id_place >= 0)  # records without an id are left out
     # The records of each id together, each id's in its order: CRM first, then the latest update
@@ -46,18 +50,13 @@ def deduplicate_records(records: pd.DataFrame) -> pd.DataFrame:
     order = rows[np.lexsort((rows, *(key[rows] for key in keys)))]
     group = id_place[order]
     starts = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
-    columns = ["customer_id", *(c for c in records.columns if c != "customer_id")]
-    # each column taken from one contiguous array: Arrow's take from a chunked one (a
-    # concatenation's) looks each row up among the chunks, 25 times slower for text
-    return pa.table(
-        {c: _arrow(records[c]).take(_first_known(records[c], order, starts)) for c in columns}
-    ).to_pandas()
-
-
-def _arrow(values: pd.Series) -> pa.Array:
-    """A column as one Arrow array (Arrow-backed text without a copy when it is one chunk)."""
-    array = pa.array(values, from_pandas=True)
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    # Each id's record is its place's, so the ids are the dictionary's in order. Each other column
+    # is taken from one contiguous array (``arrow_list``).
+    columns = {"customer_id": ids.take(in_order)}
+    for column in records.columns.drop("customer_id"):
+        picks = _first_known(records[column], order, starts)
+        columns[column] = arrow_list(records[column]).take(picks)
+    return pa.table(columns).to_pandas()
 
 
 def _first_known(values: pd.Series, order: np.ndarray, starts: np.ndarray) -> pa.Array:
@@ -270,3 +269,55 @@ def transactions_per_person(
     combined["week_spend_usd"] = combined.pop("_spend_micro_usd") / 1_000_000
     out = pd.concat([mapped[~merged], combined], ignore_index=True)
     return out[TRANSACTION_AGGREGATE_COLUMNS].sort_values("customer_id", ignore_index=True)
+
+
+@dataclass(frozen=True)
+class PersonWeek:
+    """The week's sources under their persons' ids: what ``build_profiles`` builds from."""
+
+    records: pd.DataFrame  # the CRM's, the shop's and the ERP's records, a person's not yet one
+    events: pd.DataFrame  # ``events_per_person``
+    transactions: pd.DataFrame  # ``transactions_per_person``
+    known_ids: pd.Series  # the persons the shop knows
+
+
+def week_per_person(
+    identity: pd.DataFrame,
+    crm: pd.DataFrame,
+    erp: pd.DataFrame,
+    events: pd.DataFrame,
+    transactions: pd.DataFrame,
+    known_customers: Callable[[list[str]], pd.DataFrame],
+) -> PersonWeek:
+    """Every source's id replaced by its person's: one profile per real customer, ERP-only ones
+    included. ``transactions`` are the week's ``transaction_aggregates``; ``known_customers(ids)``
+    gives the shop's records (source "database") of its customers among ``ids``, read for every
+    person seen under each shop id they have. The lookups and the frames as the sources gave them
+    are freed when this returns, before the build."""
+    lookup = PersonLookup(identity)  # built once for the five frames mapped here
+    crm_records = to_persons(crm, lookup, ("crm",))
+    erp_records = to_persons(erp, lookup, ("erp",))
+    mapped_events = events_per_person(events, lookup)
+    per_person = transactions_per_person(transactions, lookup)
+    persons = distinct_ids(
+        crm_records["customer_id"],
+        erp_records["customer_id"],
+        mapped_events["customer_id"],
+        per_person["customer_id"],
+    )
+    shop_ids = identity.loc[
+        (identity["source"] == "database") & is_in(identity["customer_id"], persons),
+        "source_customer_id",
+    ]
+    # The CRM's ids name shop customers, spelled loosely: looked up as written and upper-cased too.
+    ids = distinct_ids(
+        shop_ids,
+        events["customer_id"],
+        transactions["customer_id"],
+        crm["customer_id"],
+        crm["customer_id"].str.upper(),
+        sort=True,
+    )
+    known = to_persons(known_customers(ids.to_pylist()), lookup, ("database",))
+    records = pd.concat([crm_records, known, erp_records], ignore_index=True)
+    return PersonWeek(records, mapped_events, per_person, known["customer_id"])
