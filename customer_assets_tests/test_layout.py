@@ -2,9 +2,12 @@
 review."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import customer_assets
 
@@ -80,6 +83,29 @@ def test_importing_the_package_changes_no_pandas_option():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("variable", "expected"), [(None, "system"), ("mimalloc", "mimalloc"), ("jemalloc", "jemalloc")]
+)
+def test_arrow_allocates_from_the_c_library_unless_the_environment_names_a_pool(variable, expected):
+    """Where the pipeline starts, Arrow's pool becomes the system allocator; an operator's
+    ``ARROW_DEFAULT_MEMORY_POOL`` is kept. Importing the package changes nothing."""
+    code = (
+        "import pyarrow as pa; before = pa.default_memory_pool().backend_name\n"
+        "import customer_assets, customer_assets.logic.per_person\n"
+        "assert pa.default_memory_pool().backend_name == before, before\n"
+        "import customer_assets.definitions\n"
+        "print(pa.default_memory_pool().backend_name)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if variable is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = variable
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == expected
 
 
 # What logic/ must not import: Dagster (and its integrations, dagster_*), the warehouse resources,
