@@ -84,8 +84,6 @@ def measure(customers: int) -> dict:
     resolution = carry_handed_over(handed, WEEK)
     seconds = time.monotonic() - started
     sampler.stop()
-    base = sampler.samples[0][1] / 2**20
-    peak_mb = sampler.peak_mb(0, float("inf"))
     return {
         "customers": customers,
         "records": resolution.counts["records"],
@@ -93,9 +91,7 @@ def measure(customers: int) -> dict:
         "merged": resolution.counts["merged_persons"],
         "new": resolution.counts["new_persons"],
         "seconds": round(seconds, 2),
-        "inputs_rss_mb": round(base),
-        "peak_rss_mb": round(peak_mb),
-        "growth_mb": round(peak_mb - base),
+        **sampler.growth(),
     }
 
 

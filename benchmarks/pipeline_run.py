@@ -63,6 +63,17 @@ class RssSampler(threading.Thread):
         ]
         return max((rss for _, rss in inside), default=0) / 2**20
 
+    def growth(self) -> dict:
+        """After ``stop``: the RSS at the first sample (what the inputs held), the peak, and the
+        peak's growth over the first, in MB."""
+        base = self.samples[0][1] / 2**20
+        peak = self.peak_mb(0, float("inf"))
+        return {
+            "inputs_rss_mb": round(base),
+            "peak_rss_mb": round(peak),
+            "growth_mb": round(peak - base),
+        }
+
 
 def each_size(module: str, measure, argv: list[str] | None, line) -> None:
     """The command line of a benchmark that measures sizes of customers each in a fresh process

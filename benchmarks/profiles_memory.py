@@ -137,16 +137,12 @@ def measure(customers: int) -> dict:
     )
     built = time.monotonic()
     sampler.stop()
-    base = sampler.samples[0][1] / 2**20
-    peak_mb = sampler.peak_mb(0, float("inf"))
     return {
         "customers": customers,
         "profiles": len(profile),
         "lookup_seconds": round(looked_up - started, 2),
         "build_seconds": round(built - looked_up, 2),
-        "inputs_rss_mb": round(base),
-        "peak_rss_mb": round(peak_mb),
-        "growth_mb": round(peak_mb - base),
+        **sampler.growth(),
     }
 
 
