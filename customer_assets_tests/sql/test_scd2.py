@@ -339,42 +339,65 @@ def test_a_failing_rekey_rolls_the_merge_back_in_duckdb_and_rerunning_the_week_r
     assert rows["customer_key"].tolist() == rows["valid_key"].tolist() == ["B|20261102"]
 
 
-def test_fact_keys_counts_the_dangling_keys_of_every_week(tmp_path):
+def plain_fact_keys(facts: list[tuple], customers: list[str], products: list[str]) -> dict:
+    """``fact_keys``' figures by their definition, over the rows as Python values."""
+    figures = {"facts_scanned": len(facts)}
+    for at, kind, known in ((0, "customer", customers), (1, "product", products)):
+        dangling = [row[at] for row in facts if row[at] not in known]
+        figures[f"facts_with_dangling_{kind}_key"] = len(dangling)
+        named = sorted({key for key in dangling if key is not None})
+        figures[f"dangling_{kind}_keys"] = len(named)
+        figures[f"example_{kind}_key"] = named[0] if named else None
+    return figures
+
+
+def test_fact_keys_counts_the_dangling_keys_of_every_week(warehouse):
     from customer_assets.sql.scd2 import fact_keys
 
-    warehouse = DuckDBWarehouse(database=str(tmp_path / "warehouse.duckdb"))
-    warehouse.execute(f"CREATE SCHEMA {SCHEMA}")
-    nothing = {
-        "facts_scanned": 0,
-        "facts_with_dangling_customer_key": 0,
-        "dangling_customer_keys": 0,
-        "example_customer_key": None,
-        "facts_with_dangling_product_key": 0,
-        "dangling_product_keys": 0,
-        "example_product_key": None,
+    names = {
+        name: warehouse.table(SCHEMA, name)
+        for name in ("dim_customers", "dim_products", "fact_transactions")
     }
+    nothing = plain_fact_keys([], [], [])
     assert fact_keys(warehouse, SCHEMA) == nothing  # no fact table yet
-    warehouse.execute(f"CREATE TABLE {SCHEMA}.dim_customers (customer_key VARCHAR)")
-    warehouse.execute(f"CREATE TABLE {SCHEMA}.dim_products (product_key VARCHAR)")
+    warehouse.execute("CREATE TABLE {dim_customers} (customer_key {STR})", **names)
+    warehouse.execute("CREATE TABLE {dim_products} (product_key {STR})", **names)
     warehouse.execute(
-        f"CREATE TABLE {SCHEMA}.fact_transactions (customer_key VARCHAR, product_key VARCHAR)"
+        "CREATE TABLE {fact_transactions} (customer_key {STR}, product_key {STR})", **names
     )
     assert fact_keys(warehouse, SCHEMA) == nothing  # an empty one
-    warehouse.execute(f"INSERT INTO {SCHEMA}.dim_customers VALUES ('A|20261102'), ('B|20261102')")
-    warehouse.execute(f"INSERT INTO {SCHEMA}.dim_products VALUES ('P|20261102')")
-    warehouse.execute(
-        f"INSERT INTO {SCHEMA}.fact_transactions VALUES ('A|20261102', 'P|20261102'), "
-        "('A|20261109', 'P|20261102'), ('A|20261109', 'P|20261109'), ('B|20261102', 'P|20261102')"
-    )
-    assert fact_keys(warehouse, SCHEMA) == {
-        "facts_scanned": 4,
-        "facts_with_dangling_customer_key": 2,
-        "dangling_customer_keys": 1,
+    customers, products = ["A|20261102", "B|20261102", "B|20261102"], ["P|20261102"]
+    facts = [
+        ("A|20261102", "P|20261102"),
+        ("A|20261109", "P|20261102"),
+        ("A|20261109", "P|20261109"),
+        ("B|20261102", "P|20261102"),
+        ("C|20261109", "P|20261116"),
+        (None, "P|20261102"),  # a fact without a key points nowhere too
+    ]
+    for table, rows in (
+        ("dim_customers", [f"('{key}')" for key in customers]),
+        ("dim_products", [f"('{key}')" for key in products]),
+        (
+            "fact_transactions",
+            [
+                "(" + ", ".join("CAST(NULL AS {STR})" if k is None else f"'{k}'" for k in row) + ")"
+                for row in facts
+            ],
+        ),
+    ):
+        warehouse.execute(f"INSERT INTO {{{table}}} VALUES {', '.join(rows)}", **names)
+    expected = plain_fact_keys(facts, customers, products)
+    assert expected == {
+        "facts_scanned": 6,
+        "facts_with_dangling_customer_key": 4,
+        "dangling_customer_keys": 2,
         "example_customer_key": "A|20261109",
-        "facts_with_dangling_product_key": 1,
-        "dangling_product_keys": 1,
+        "facts_with_dangling_product_key": 2,
+        "dangling_product_keys": 2,
         "example_product_key": "P|20261109",
     }
+    assert fact_keys(warehouse, SCHEMA) == expected
 
 
 def test_a_merge_that_lost_a_race_with_another_week_is_run_again(request, monkeypatch):
