@@ -240,18 +240,19 @@ def _week_profiles(
 ):
     """The week's profiles from every source's records under their person's id, the transform's
     log (``TransformLog``), and how many of the database's values were not UTF-8."""
-    replaced = []
+    replaced = 0
 
     def known_of(ids: list[str]) -> pd.DataFrame:
+        nonlocal replaced
         known, count = _known_customers(source_db, ids)
-        replaced.append(count)
+        replaced += count
         return known
 
     week = _week_per_person(inputs, known_of)
     profile, log = build_profiles(
         week.records, week.events, week.transactions, week.known_ids, week_context(context)
     )
-    return profile, log, sum(replaced)
+    return profile, log, replaced
 
 
 def _week_per_person(

@@ -22,8 +22,6 @@ from customer_assets.frames import FrameBatches, StoredFrame, query_stored
 from customer_assets.logic.currency import FX_SOURCE, last_rate_date
 from customer_assets.logic.history import customer_totals, typed_history
 from customer_assets.logic.transform import (
-    CUSTOMER_WEEK_SQL,
-    PRODUCT_WEEK_SQL,
     EnrichedTotals,
     WeekFigures,
     WeekMetrics,
@@ -122,12 +120,7 @@ def _week_metrics(
 ) -> WeekMetrics:
     """The week-wide figures, per customer and product, by DuckDB reading the validated file (the
     week's rows are never one frame), with the carried history of the week's customers."""
-    figures = WeekFigures(
-        *(
-            query_stored(validated.path, "week", sql)
-            for sql in (CUSTOMER_WEEK_SQL, PRODUCT_WEEK_SQL)
-        )
-    )
+    figures = WeekFigures.by(lambda sql: query_stored(validated.path, "week", sql))
     history = typed_history(week_customer_totals(warehouse, HISTORY.path, span.week_start))
     customers = customer_totals(
         history, span.week_end, figures.customers["customer_id"], rates_path

@@ -3,6 +3,7 @@ segments."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,17 +68,18 @@ class WeekFigures:
     customers: pd.DataFrame
     products: pd.DataFrame
 
+    @classmethod
+    def by(cls, query: Callable[[str], pd.DataFrame]) -> WeekFigures:
+        """The figures of the week's rows that ``query`` runs the SQL over (as the relation
+        ``week``)."""
+        return cls(*(query(sql) for sql in (CUSTOMER_WEEK_SQL, PRODUCT_WEEK_SQL)))
+
 
 def week_figures(week: pd.DataFrame) -> WeekFigures:
     """``WeekFigures`` of a frame of validated rows, by the same SQL as over the week's file."""
     with connect() as con:
         con.register("week", pa.Table.from_pandas(week, preserve_index=False))
-        return WeekFigures(
-            *(
-                con.sql(sql).to_arrow_table().to_pandas()
-                for sql in (CUSTOMER_WEEK_SQL, PRODUCT_WEEK_SQL)
-            )
-        )
+        return WeekFigures.by(lambda sql: con.sql(sql).to_arrow_table().to_pandas())
 
 
 def customer_metrics(

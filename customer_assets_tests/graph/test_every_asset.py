@@ -217,6 +217,9 @@ def test_hostile_values_in_every_source_column_never_fail_the_week(
         0
     ].metadata
     assert snapshot["invalid_encoding_values"].value > 0
+    # the shop's records of the week's persons, read for their profiles
+    profiles = result.asset_materializations_for_node("etl__unified_customer_profiles")[0]
+    assert profiles.metadata["invalid_encoding_values"].value > 0
     report = json.loads((tmp / "data" / "reports" / WEEK / "quality_report.json").read_text())
     assert report["quarantine_reasons"].get("INVALID_ENCODING", 0) > 0
     assert not _left_on_disk(tmp)
