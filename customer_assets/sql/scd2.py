@@ -173,28 +173,28 @@ LATER_FACTS_SQL = (
     "SELECT COUNT(*) AS n FROM {fact} WHERE {ts} >= @later_from AND week_start > @week_start"
 )
 
+
+def _dangling_sql(kind: str, dimension: str) -> str:
+    """The facts whose ``<kind>_key`` is no ``dimension`` row's, their distinct keys and the least."""
+    key = f"{kind}_key"
+    return f"""(
+    SELECT COUNT(*) AS facts_with_dangling_{key}, COUNT(DISTINCT x.{key}) AS dangling_{key}s,
+           MIN(x.{key}) AS example_{key}
+    FROM {{fact}} x
+    WHERE NOT EXISTS (SELECT 1 FROM {{{dimension}}} d WHERE d.{key} = x.{key})
+  )"""
+
+
 # Over the whole fact table: the facts whose customer_key (product_key) is the key of no
 # dim_customers (dim_products) row, the distinct such keys, and one of them as an example (the check
 # fact_keys_resolve). Each as an anti-join that keeps only the dangling facts, and the facts counted
 # apart: the same figures as one LEFT JOIN of every fact to both dimensions, in about two thirds of its
 # time in DuckDB (6.2M facts: 0.45 s against 0.71 s), and the same columns read in BigQuery.
-FACT_KEYS_SQL = """
+FACT_KEYS_SQL = f"""
 SELECT f.facts_scanned, c.*, p.*
-FROM (SELECT COUNT(*) AS facts_scanned FROM {fact}) f
-  CROSS JOIN (
-    SELECT COUNT(*) AS facts_with_dangling_customer_key,
-           COUNT(DISTINCT x.customer_key) AS dangling_customer_keys,
-           MIN(x.customer_key) AS example_customer_key
-    FROM {fact} x
-    WHERE NOT EXISTS (SELECT 1 FROM {dim_customers} d WHERE d.customer_key = x.customer_key)
-  ) c
-  CROSS JOIN (
-    SELECT COUNT(*) AS facts_with_dangling_product_key,
-           COUNT(DISTINCT x.product_key) AS dangling_product_keys,
-           MIN(x.product_key) AS example_product_key
-    FROM {fact} x
-    WHERE NOT EXISTS (SELECT 1 FROM {dim_products} d WHERE d.product_key = x.product_key)
-  ) p
+FROM (SELECT COUNT(*) AS facts_scanned FROM {{fact}}) f
+  CROSS JOIN {_dangling_sql("customer", "dim_customers")} c
+  CROSS JOIN {_dangling_sql("product", "dim_products")} p
 """
 
 
