@@ -35,7 +35,7 @@ from customer_assets.sensors import (
     orphaned_intermediates,
 )
 from customer_assets.settings import configure_runtime
-from customer_assets.step_order import with_week_wide_limit
+from customer_assets.step_order import with_forked_steps, with_week_wide_limit
 from customer_assets.step_threads import threaded_executor
 from customer_assets.suppression_recheck import with_suppression_recheck
 
@@ -96,8 +96,13 @@ def build_definitions(deployment: str | None = None) -> dg.Definitions:
     resources = resources_for(deployment)
     assets = with_warehouse_kind(pipeline_assets(), deployment)
     # DuckDB takes one writer process per file, and a step's own process costs more than most steps
-    # here: locally the steps run in the run's process, independent ones on threads at once.
-    executor = threaded_executor if deployment == "local" else dg.multiprocess_executor
+    # here: locally the steps run in the run's process, independent ones on threads at once. In
+    # production each step has a process of its own, forked from one that imported the code once.
+    executor = (
+        threaded_executor
+        if deployment == "local"
+        else with_forked_steps(dg.multiprocess_executor, preload=__name__)
+    )
     executor = with_week_wide_limit(executor, resources["settings"].week_wide_steps_at_once)
     return dg.Definitions(
         assets=assets,

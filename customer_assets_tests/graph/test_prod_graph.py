@@ -13,12 +13,14 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 import pytest
+from dagster._core.definitions.job_base import InMemoryJob
 
 from customer_assets.definitions import build_definitions
 from customer_assets.deployments import resources_for
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import week_bounds
+from customer_assets.step_order import WEEK_WIDE_TAG
 from customer_assets_tests.support.comparing import values_only
 from customer_assets_tests.support.pipeline import ASSETS, run_week, warehouse
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
@@ -136,6 +138,33 @@ def test_prod_definitions_load(prod_env):
     assert executor.name == dg.multiprocess_executor.name
     assert executor.config_schema is dg.multiprocess_executor.config_schema
     assert isinstance(defs.resources["warehouse_io_manager"], BigQueryWarehouseIOManager)
+
+
+@pytest.mark.parametrize(
+    "start_method, expected",
+    [
+        (None, ("forkserver", ["customer_assets.definitions"])),
+        ({"spawn": {}}, ("spawn", [])),
+    ],
+    ids=["by default", "named by the run"],
+)
+def test_prod_steps_fork_from_a_server_that_imported_the_definitions(
+    prod_env, monkeypatch, start_method, expected
+):
+    """Each step's process is a fork of a server that imported the definitions once in the run,
+    not a new interpreter importing them again (~4 s of CPU a step), unless the run's configuration
+    names a start method; the week-wide limit is still added."""
+    monkeypatch.setenv("WEEK_WIDE_STEPS_AT_ONCE", "2")
+    job = build_definitions().resolve_job_def("weekly_customer_pipeline")
+    init = dg.InitExecutorContext(
+        job=InMemoryJob(job),
+        executor_def=job.executor_def,
+        executor_config={"retries": {"enabled": {}}, "start_method": start_method},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    inner = job.executor_def.executor_creation_fn(init).inner  # within the final sweep
+    assert (inner._start_method, inner._explicit_forkserver_preload) == expected
+    assert inner._tag_concurrency_limits == [{"key": WEEK_WIDE_TAG, "limit": 2}]
 
 
 def test_a_week_materialized_twice_is_there_once(prod_env, bigquery_client):
