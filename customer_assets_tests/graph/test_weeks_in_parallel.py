@@ -34,7 +34,9 @@ from customer_assets_tests.support.pipeline import ASSETS
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT, create_source
 
 available, reason = emulator_available()
-pytestmark = pytest.mark.skipif(not available, reason=reason)
+# A backfill takes 6-12 minutes on 2 cores, with the suite's other worker beside it: twice the
+# suite's 900 s per test.
+pytestmark = [pytest.mark.skipif(not available, reason=reason), pytest.mark.timeout(1800)]
 
 SOURCE = "parallel_weeks_source"
 # Every asset the weekly job materializes (the UI's "Materialize" selects the same), and the
