@@ -151,17 +151,3 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_report_header(config):
     return [f"DAGSTER_DEPLOYMENT={os.environ.get('DAGSTER_DEPLOYMENT', 'local')}"]
-
-
-# The longest test files (minutes each, a whole file on one worker: its module fixtures are built once)
-# go first: xdist hands files to its workers in collection order, so a long file started last would
-# end the suite alone on one worker while the other stands idle. A scheduling hint only: a file not
-# listed runs in its usual order.
-FIRST = ("graph/test_weeks_in_parallel.py",)
-
-
-def pytest_collection_modifyitems(items):
-    def first(item) -> bool:
-        return any(str(item.path).endswith(path) for path in FIRST)
-
-    items.sort(key=lambda item: not first(item))  # stable: every other file keeps its order
