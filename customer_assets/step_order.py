@@ -9,7 +9,9 @@ chain the run ends with (the week's events, the identity, the profiles, the fact
 before a leaf (a copy into the warehouse, a check), and of two chains as long in steps, the slower.
 
 Steps that hold week-wide frames may also be limited to a few at a time (``with_week_wide_limit``,
-the setting WEEK_WIDE_STEPS_AT_ONCE), in every deployment.
+the setting WEEK_WIDE_STEPS_AT_ONCE), in every deployment; in production each step's process is forked
+from a server that imported the definitions once in the run (``with_forked_steps``). Both fill the
+run's executor configuration through ``with_config_defaults``.
 """
 
 from __future__ import annotations
