@@ -22,7 +22,7 @@ from customer_assets.resources.pii import (
 )
 from customer_assets.resources.postgres import PostgresSource
 from customer_assets.resources.rates import EcbRates
-from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 from customer_assets.settings import (
     kafka_configured,
     kafka_settings_from_env,
@@ -208,7 +208,9 @@ def resources_for(deployment: str) -> dict[str, object]:
         )
         resources["warehouse"] = warehouse
     elif deployment == "prod":
+        # here, not at the top: only production loads dagster-gcp and the BigQuery client
         from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
+        from customer_assets.resources.bigquery_warehouse import BigQueryWarehouse
 
         optional = {
             key: value

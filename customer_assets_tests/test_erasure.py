@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from customer_assets.erasure import SUPPRESSION, customer_hashes, erase_from_warehouse
-from customer_assets.resources.warehouse_sql import BigQueryWarehouse
+from customer_assets.resources.bigquery_warehouse import BigQueryWarehouse
 from customer_assets.suppression import customer_tables
 from customer_assets_tests.support.disks import small_tmpfs
 from customer_assets_tests.support.pipeline import run_week, warehouse

@@ -108,6 +108,29 @@ def test_arrow_allocates_from_the_c_library_unless_the_environment_names_a_pool(
     assert done.stdout.split()[-1] == expected
 
 
+def test_only_production_loads_the_bigquery_client():
+    """dagster-gcp and the BigQuery client cost about 1 s of every process's start (the CLI, the
+    code server, each run): a local process never imports them; the production deployment does,
+    when its resources are built."""
+    code = (
+        "import sys, customer_assets.definitions\n"
+        "BQ = ('dagster_gcp', 'google.cloud.bigquery')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(BQ)) or 'none')\n"
+        "from customer_assets.deployments import resources_for\n"
+        "warehouse = resources_for('prod')['warehouse']\n"
+        "print(type(warehouse).__name__, sorted(m for m in BQ if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_DEPLOYMENT", "DB_HOST")}
+    env["DB_HOST"] = "db.example.internal"  # read for prod's resources only; never connected to
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    local, prod = done.stdout.splitlines()[-2:]
+    assert local == "none"
+    assert prod == "BigQueryWarehouse ['dagster_gcp', 'google.cloud.bigquery']"
+
+
 # What logic/ must not import: Dagster (and its integrations, dagster_*), the warehouse resources,
 # the warehouse's SQL, the IO managers, the Dagster types and the asset wiring. Logic is plain
 # functions over frames and values.

@@ -68,7 +68,7 @@ from customer_assets.io_managers.warehouse import (
     write_load_report,
 )
 from customer_assets.resources.bigquery_client import bigquery_client
-from customer_assets.resources.warehouse_sql import BigQueryWarehouse
+from customer_assets.resources.bigquery_warehouse import BigQueryWarehouse
 
 
 class BigQueryWarehouseIOManager(dg.ConfigurableIOManager):

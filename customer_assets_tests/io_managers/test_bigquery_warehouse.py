@@ -25,7 +25,8 @@ from customer_assets.io_managers.bigquery_calls import LoadBudget
 from customer_assets.io_managers.bigquery_warehouse import BigQueryWarehouseIOManager
 from customer_assets.io_managers.duckdb_warehouse import DuckDBWarehouseIOManager
 from customer_assets.partitions import weekly_partitions
-from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
+from customer_assets.resources.bigquery_warehouse import BigQueryWarehouse
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT as PROJECT
 
 WEEK_A, WEEK_B = "2026-09-07", "2026-09-14"

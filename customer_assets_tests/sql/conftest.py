@@ -4,7 +4,8 @@ import uuid
 
 import pytest
 
-from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
+from customer_assets.resources.bigquery_warehouse import BigQueryWarehouse
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT
 
 SCHEMA = "customer_analytics"

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from customer_assets.logic.history import carry, typed_history, week_totals
-from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
+from customer_assets.resources.bigquery_warehouse import BigQueryWarehouse
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 from customer_assets.sql.history import week_customer_totals
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT
 

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from customer_assets.resources.warehouse_sql import BigQueryWarehouse, DuckDBWarehouse
+from customer_assets.resources.bigquery_warehouse import BigQueryWarehouse
+from customer_assets.resources.warehouse_sql import DuckDBWarehouse
 from customer_assets.sql.scd2 import DIMENSION_COLUMNS, OPEN_END, apply_week
 from customer_assets_tests.support.sources import BIGQUERY_PROJECT
 
