@@ -188,25 +188,6 @@ def slices(frame: pd.DataFrame, rows: int | None = None) -> Iterator[pd.DataFram
         yield frame.iloc[start : start + rows]
 
 
-def write_batches(batches: Iterable[pa.RecordBatch], path: Path) -> int:
-    """Record batches written to the Parquet file ``path`` as they come; the number of rows. No
-    batch, or only empty ones: no file, 0."""
-    rows, writer = 0, None
-    try:
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            if writer is None:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(path, batch.schema)
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    return rows
-
-
 class ParquetSink:
     """Arrow record batches written to the Parquet file ``path`` as they arrive (a ``BatchSink`` of
     ``copy_query``): a week-sized result that is never held whole, in row groups of about
@@ -270,6 +251,24 @@ class ParquetSink:
             self._writer = None
         self._pending, self._pending_rows = [], 0
         self.path.unlink(missing_ok=True)
+
+
+def write_batches(batches: Iterable[pa.RecordBatch], path: Path) -> int:
+    """Record batches (a warehouse's query, streamed) written to the Parquet file ``path`` through
+    a ``ParquetSink``: row groups of ``BATCH_ROWS`` however small the batches come; the number of
+    rows. No batch, or only empty ones: no file, 0. A failure part-way leaves no file."""
+    sink, rows = ParquetSink(path), 0
+    try:
+        for batch in batches:
+            if batch.num_rows:
+                sink.write(batch)
+                rows += batch.num_rows
+        if rows:
+            sink.close()
+    except BaseException:
+        sink.discard()
+        raise
+    return rows
 
 
 def write_parquet_batches(
