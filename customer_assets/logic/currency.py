@@ -147,7 +147,8 @@ def daily_rate_table(
     business-day rate; ``rate_date`` records which publication was used. Built once per week, rates
     file and currencies in a process (several of a week's steps ask for it).
     """
-    key = None if currencies is None else tuple(currencies)
+    # one table for the same currencies in any order (a batch lists them as it meets them)
+    key = None if currencies is None else tuple(sorted(set(currencies)))
     return _daily_rate_table(first, last, key, _version(rates_path or CURRENCY_FILE)).copy()
 
 
@@ -158,27 +159,25 @@ def _daily_rate_table(
     rates = _ecb_usd_rates(version)
     if currencies is not None:
         rates = rates.loc[:, [c for c in currencies if c in rates.columns]]
+    if not rates.index.is_monotonic_increasing:
+        rates = rates.sort_index()
     days = pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D")
+    published_on = rates.index.to_numpy(dtype="datetime64[ns]")
     frames = []
     for code in rates.columns:
-        published = rates[code].dropna()
-        published = published[published.index <= days.max()]
-        if published.empty:
+        known = rates[code].notna().to_numpy()
+        # each day's rate is its currency's last publication on or before it (none before the first)
+        at = np.searchsorted(published_on[known], days.to_numpy(), side="right") - 1
+        dated = at >= 0
+        if not dated.any():
             continue
-        picked = published.reindex(published.index.union(days)).ffill().reindex(days)
-        rate_dates = (
-            pd.Series(published.index, index=published.index)
-            .reindex(published.index.union(days))
-            .ffill()
-            .reindex(days)
-        )
         frames.append(
             pd.DataFrame(
                 {
                     "currency": code,
-                    "day": days,
-                    "usd_per_unit": picked.to_numpy(),
-                    "rate_date": rate_dates.to_numpy(),
+                    "day": days[dated],
+                    "usd_per_unit": rates[code].to_numpy(dtype=float)[known][at[dated]],
+                    "rate_date": published_on[known][at[dated]],
                 }
             )
         )

@@ -3,10 +3,12 @@ the rates file named by the caller (None: the shipped one)."""
 
 import shutil
 import zipfile
-from datetime import date
+from datetime import date, timedelta
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from customer_assets.logic import currency
 
@@ -148,3 +150,31 @@ def test_each_call_converts_with_the_rates_file_it_is_given(tmp_path):
     assert table["usd_per_unit"].iloc[0] * 100 == pytest.approx(usd(halved))
     assert "GBP" in currency.supported_currencies(halved)
     assert not hasattr(currency, "use_rates_file") and not hasattr(currency, "_rates_file")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    first=st.dates(min_value=date(1998, 6, 1), max_value=date(2027, 12, 31)),
+    span=st.sampled_from([0, 1, 3, 6, 30, 400]),
+    picks=st.lists(st.integers(min_value=0, max_value=60), min_size=1, max_size=8),
+)
+def test_each_days_rate_is_its_currencys_last_publication_on_or_before_it(first, span, picks):
+    """Checked against the definition, a day at a time: windows before a currency's first
+    publication, over weekends and holidays, and after the file ends; currencies in any order and
+    one the file does not quote."""
+    rates = currency.ecb_usd_rates()
+    codes = sorted(rates.columns)
+    wanted = [codes[i % len(codes)] for i in picks] + ["XXX"]
+    last = first + timedelta(days=span)
+    table = currency.daily_rate_table(first, last, wanted)
+    expected = []
+    for code in sorted(set(wanted) & set(codes)):
+        published = rates[code].dropna()
+        for day in pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D"):
+            before = published[published.index <= day]
+            if len(before):
+                expected.append((code, day, float(before.iloc[-1]), before.index[-1]))
+    got = sorted(
+        zip(table["currency"], table["day"], table["usd_per_unit"], table["rate_date"], strict=True)
+    )
+    assert got == sorted(expected)
