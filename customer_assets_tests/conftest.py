@@ -151,32 +151,3 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_report_header(config):
     return [f"DAGSTER_DEPLOYMENT={os.environ.get('DAGSTER_DEPLOYMENT', 'local')}"]
-
-
-# The longest test files, longest first (minutes each; fresh-clone runs of the suite): the workers take
-# whole files in collection order (``--no-loadscope-reorder`` in pyproject.toml), so a long file
-# handed out last would end the suite alone on one worker while the other stands idle. A scheduling
-# hint only: every other file keeps its place after these.
-LONGEST_FIRST = (
-    "graph/test_weeks_in_parallel.py",
-    "graph/test_fact_keys.py",
-    "graph/test_prod_graph.py",
-    "graph/test_one_customer.py",
-    "logic/test_validation_properties.py",
-    "test_erasure_key.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        path = item.path.as_posix()
-        return next(
-            (
-                i
-                for i, name in enumerate(LONGEST_FIRST)
-                if path.endswith(f"customer_assets_tests/{name}")
-            ),
-            len(LONGEST_FIRST),
-        )
-
-    items.sort(key=rank)  # stable: every other file keeps its collection order
